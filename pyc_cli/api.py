@@ -1,0 +1,120 @@
+"""The Python API the CLI is a thin layer over: `build(model, out_dir, ...)` and `load(artifact)`."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
+from .artifact.reader import read_manifest, verify_files
+from .artifact.writer import staging_directory, write_bytes, write_text
+from .codegen.cpu import io_infos
+from .codegen.targets import ModelInfo, get_target
+from .codegen.weights import layout_weights, weights_bytes, weights_checksum
+from .errors import PycError
+from .frontend.onnx_import import import_model
+from .ir.graph import Graph
+from .ir.text import print_graph
+from .passes.context import MODES, BuildOptions, PassContext
+from .passes.pipeline import PASS_NAMES, run_pipeline
+from .planning.plan import MemoryPlan
+from .runtime.native import CompiledModel, ModelFunctions, TensorSpec
+
+
+@dataclass
+class BuildResult:
+    artifact: Path
+    graph: Graph
+    plan: MemoryPlan
+    context: PassContext
+
+
+def compile_graph(model_path: str | Path, mode: str = "balanced",
+                  input_shapes: dict[str, tuple[int, ...]] | None = None, target: str = "cpu",
+                  stop_after: str | None = None) -> tuple[Graph, PassContext]:
+    """Import and run the pass pipeline (no files written); used by build, tests and tools."""
+    if mode not in MODES:
+        raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+    if stop_after is not None and stop_after not in PASS_NAMES:
+        raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
+    graph = import_model(model_path, input_shapes)
+    ctx = PassContext(BuildOptions(mode=mode, target=target))
+    return run_pipeline(graph, ctx, stop_after), ctx
+
+
+def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str = "balanced",
+          input_shapes: dict[str, tuple[int, ...]] | None = None,
+          target: str = "cpu") -> BuildResult:
+    """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model)."""
+    model_path = Path(model_path)
+    out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
+    graph, ctx = compile_graph(model_path, mode, input_shapes, target)
+    plan: MemoryPlan = ctx.artifacts["memory_plan"]
+    backend = get_target(target)
+    layout = layout_weights(graph)
+    blob = weights_bytes(graph, layout)
+    info = ModelInfo(__version__, io_infos(graph, graph.inputs), io_infos(graph, graph.outputs),
+                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob))
+    sources = backend.emit(graph, plan, layout, info)
+    with staging_directory(out) as staging:
+        for name, text in sorted(sources.items()):
+            write_text(staging, f"src/{name}", text)
+        write_bytes(staging, "weights.bin", blob)
+        write_text(staging, "model.ir", print_graph(graph))
+        write_text(staging, "memory_plan.json", dumps(plan.to_json()))
+        write_text(staging, "decisions.jsonl", "".join(
+            dumps_line(d.to_json()) for d in ctx.decisions))
+        toolchain = backend.compile(staging / "src", staging)
+        toolchain["march"] = getattr(backend, "march", "")
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
+            "model": {"file": model_path.name, "sha256": _sha256(model_path),
+                      "graph_name": graph.name, "opset": graph.opset},
+            "target": target, "mode": mode,
+            "flags": {"mode": mode, "target": target,
+                      "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}},
+            "toolchain": toolchain,
+            "inputs": [_io_entry(i) for i in info.inputs],
+            "outputs": [_io_entry(o) for o in info.outputs],
+            "arena_bytes": plan.arena_bytes,
+            "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
+                        "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"]},
+            "library": backend.library_name, "header": "src/model.h",
+            "files": hash_tree(staging),
+        }
+        write_text(staging, MANIFEST, dumps(manifest))
+    return BuildResult(out, graph, plan, ctx)
+
+
+def dumps_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n"
+
+
+def _io_entry(info: Any) -> dict[str, Any]:
+    return {"name": info.name, "dtype": info.dtype, "shape": info.shape}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load(artifact: str | Path) -> CompiledModel:
+    """Verify an artifact's hashes, then load its library; the model is reusable across runs."""
+    root = Path(artifact)
+    manifest = read_manifest(root)
+    verify_files(root, manifest)
+    library_path = (root / manifest["library"]).resolve()
+    try:
+        library = ctypes.CDLL(str(library_path))
+    except OSError as exc:
+        raise PycError("E030", f"cannot load {manifest['library']}: {exc}", where=str(root),
+                       hint="rebuild the artifact on this machine") from exc
+    return CompiledModel(ModelFunctions.from_library(library), root / "weights.bin",
+                         [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
+                         [TensorSpec.from_manifest(e) for e in manifest["outputs"]],
+                         library, manifest.get("arena_bytes", 0))

@@ -1,0 +1,31 @@
+"""manifest.json: what the artifact is, how it was built, and the sha256 of every file in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+FORMAT = "pyc-artifact"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` except the manifest, keyed by POSIX relative path."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(root).as_posix(): file_sha256(p) for p in files}
+
+
+def dumps(data: Any) -> str:
+    """Canonical JSON: sorted keys, fixed separators, trailing newline (byte-stable)."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=True) + "\n"

@@ -1,0 +1,167 @@
+"""The CPU target: one C translation unit per model plus the C runtime, built with the system
+C compiler into a shared library with a stable C ABI."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType
+from ..ops import registry
+from ..planning.plan import MemoryPlan, storage_roots
+from .kernel_context import KernelCall, kernel_call
+from .resources import runtime_dir, templates_dir
+from .targets import IoInfo, ModelInfo, Target
+from .weights import WeightsLayout
+
+RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
+DTYPE_CODES = {DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16: 5, DType.I32: 6,
+               DType.I64: 7, DType.U8: 8, DType.BOOL: 9}
+BASE_FLAGS = ("-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
+              "-fvisibility=hidden", "-ffp-contract=off")
+
+
+def c_string(text: str) -> str:
+    """A C string literal holding `text` (UTF-8); anything but plain characters is octal-escaped,
+    so no model-provided name can end the literal, open a comment or inject a directive."""
+    safe = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-/ ")
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03o}" for b in text.encode()) + '"'
+
+
+def template_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+    )
+    env.filters["c_string"] = c_string
+    env.filters["product"] = lambda values: math.prod(values)
+    return env
+
+
+class CpuTarget(Target):
+    name = "cpu"
+    template_subdir = "c"
+    library_name = "libmodel.so"
+
+    def __init__(self, march: str = "native") -> None:
+        self.march = march
+
+    # ------------------------------------------------------------ sources
+
+    def emit(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout,
+             info: ModelInfo) -> dict[str, str]:
+        calls = self.kernel_calls(graph, plan, weights)
+        env = template_env()
+        sources = {
+            "model.c": env.get_template("c/model.c.j2").render(m=info, calls=calls),
+            "model.h": env.get_template("c/model.h.j2").render(m=info),
+        }
+        for name in RUNTIME_FILES:
+            sources[name] = (runtime_dir() / name).read_text()
+        return sources
+
+    def kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
+        pointers = _PointerTable(graph, plan, weights)
+        calls = []
+        for node in graph.nodes:
+            opdef = registry.get(node.op)
+            if opdef.category == registry.VIEW:
+                continue
+            chosen = next(c for c in opdef.kernels if c.name == node.attrs["kernel"])
+            call = kernel_call(graph, node, len(calls), chosen.template)
+            call.args = pointers.arguments(node)
+            calls.append(call)
+        return calls
+
+    # ------------------------------------------------------------ building
+
+    def compiler(self) -> str:
+        found = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if not found:
+            raise PycError("E020", "no C compiler found", hint="install gcc or clang, or set CC")
+        return found
+
+    def flags(self) -> list[str]:
+        return [*BASE_FLAGS, f"-march={self.march}"]
+
+    def toolchain(self) -> dict[str, Any]:
+        compiler = self.compiler()
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                                 check=False).stdout.splitlines()
+        return {"compiler": Path(compiler).name, "compiler_version": version[0] if version else "",
+                "flags": self.flags()}
+
+    def compile(self, src_dir: Path, out_dir: Path) -> dict[str, Any]:
+        command = [self.compiler(), *self.flags(), "-shared", "-o",
+                   str((out_dir / self.library_name).resolve()), "model.c", "pyc_runtime.c", "-lm"]
+        self._run(command, src_dir)
+        return self.toolchain()
+
+    def compile_objects(self, src_dir: Path) -> list[Path]:
+        """Relocatable objects of the model and runtime (what the llvmlite JIT path links)."""
+        objects = []
+        for source in ("model.c", "pyc_runtime.c"):
+            target = src_dir / source.replace(".c", ".o")
+            self._run([self.compiler(), *self.flags(), "-c", "-o", target.name, source], src_dir)
+            objects.append(target)
+        return objects
+
+    @staticmethod
+    def _run(command: list[str], cwd: Path) -> None:
+        # relative source names + a fixed prefix map keep the binary free of build paths
+        command = command[:1] + [f"-ffile-prefix-map={cwd.resolve()}=."] + command[1:]
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise PycError("E020", "the C compiler failed on the generated code: "
+                           + (result.stderr.strip().splitlines() or ["no output"])[0],
+                           where=str(cwd), hint="rerun with --debug and report this")
+
+
+class _PointerTable:
+    """C expressions for where each value lives: caller buffers, weights, or the arena."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> None:
+        self.graph = graph
+        self.roots = storage_roots(graph)
+        self.offsets = {t.name: t.offset for t in plan.tensors}
+        self.weights = weights
+
+    def root(self, value: str) -> str:
+        while value in self.roots and self.roots[value] != value:
+            value = self.roots[value]
+        return value
+
+    def expr(self, value: str, writable: bool) -> str:
+        ctype = self.graph.types[value].dtype.c_type
+        cast = f"({ctype}*)" if writable else f"(const {ctype}*)"
+        root = self.root(value)
+        if root in self.graph.outputs:
+            return f"{cast}outputs[{self.graph.outputs.index(root)}]"
+        if root in self.graph.inputs:
+            return f"{cast}inputs[{self.graph.inputs.index(root)}]"
+        if root in self.weights.offsets:
+            return f"{cast}(weights + {self.weights.offsets[root]})"
+        return f"{cast}(arena + {self.offsets[value]})"
+
+    def arguments(self, node: Node) -> list[str]:
+        first = node.attrs.get("epilogue_first_input")
+        own = registry.own_inputs(node)
+        values = [v for v in own if v]
+        if first is not None:
+            values += node.inputs[int(first):]
+        args = [self.expr(v, False) for v in values]
+        args += [self.expr(v, True) for v in node.outputs if v]
+        return args
+
+
+def io_infos(graph: Graph, names: list[str]) -> list[IoInfo]:
+    return [IoInfo(n, graph.types[n].dtype.value, DTYPE_CODES[graph.types[n].dtype],
+                   list(graph.types[n].shape), graph.types[n].nbytes) for n in names]

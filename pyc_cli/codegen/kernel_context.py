@@ -1,0 +1,197 @@
+"""Prepared, decision-free contexts for kernel templates (shared by every target).
+
+Templates receive a `KernelCall` and only loop over it: every number, index expression and
+operand is computed here, so `codegen_templates/` holds no logic of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..ir.ewprogram import Instr, is_literal, literal_parts, parse_program, tensor_operand
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from ..ops import registry
+from ..ops.movement import contiguous_strides
+
+
+@dataclass
+class Operand:
+    param: str  # C parameter name inside the kernel (X0, X1, Y, E0...)
+    ctype: str
+    is_output: bool = False
+    restrict: bool = True
+
+
+@dataclass
+class ScalarInstr:
+    """One program instruction with operands already rendered as target expressions."""
+
+    dst: str
+    op: str
+    ctype: str
+    dtype: str
+    a: list[str]
+    attrs: dict[str, object]
+
+
+@dataclass
+class KernelCall:
+    index: int
+    fn: str
+    template: str
+    kernel: str
+    op: str
+    operands: list[Operand]
+    params: dict[str, object]
+    out_ctype: str
+    out_numel: int
+    epilogue: list[ScalarInstr] = field(default_factory=list)
+    result: str = "acc"
+    args: list[str] = field(default_factory=list)  # call-site pointer expressions, operand order
+
+
+def c_literal(dtype: DType, value: float | int) -> str:
+    if dtype.is_float:
+        number = float(value)
+        if math.isnan(number):
+            return "NAN"
+        if math.isinf(number):
+            return "INFINITY" if number > 0 else "(-INFINITY)"
+        text = repr(number)
+        return f"{text}f" if dtype is DType.F32 else text
+    if dtype is DType.BOOL:
+        return "1" if value else "0"
+    return f"INT64_C({int(value)})" if dtype is DType.I64 else str(int(value))
+
+
+def index_expression(coords: list[str], strides: list[int]) -> str:
+    """`c0*s0 + c1*s1 ...` with zero strides dropped; "0" when all are zero."""
+    terms = [c if s == 1 else f"{c}*{s}" for c, s in zip(coords, strides) if s != 0]
+    return " + ".join(terms) if terms else "0"
+
+
+def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
+    """Element strides of `shape` when read at the coordinates of `out_shape` (0 = broadcast)."""
+    padded = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    strides = contiguous_strides(padded)
+    return [0 if d == 1 and o != 1 else s for d, o, s in zip(padded, out_shape, strides)]
+
+
+def render_program(program: list[Instr], operand_expr: list[str], acc: str) -> list[ScalarInstr]:
+    rendered: list[ScalarInstr] = []
+    for instr in program:
+        args = []
+        for arg in instr.args:
+            k = tensor_operand(arg)
+            if is_literal(arg):
+                args.append(c_literal(*literal_parts(arg)))
+            elif k is not None:
+                args.append(operand_expr[k])
+            else:
+                args.append(acc if arg == "acc" else arg)
+        attrs: dict[str, object] = dict(instr.attrs)
+        for key in ("min", "max"):
+            if key in attrs:
+                attrs[f"{key}_c"] = c_literal(DType.F64, float(attrs[key]))  # type: ignore[arg-type]
+        rendered.append(ScalarInstr(instr.dst, instr.op, instr.dtype.c_type, instr.dtype.value,
+                                    args, attrs))
+    return rendered
+
+
+def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Merge adjacent dims that every operand walks contiguously, so loops nest less deeply."""
+    dims = list(out_shape)
+    sets = [list(s) for s in stride_sets]
+    d = len(dims) - 2
+    while d >= 0:
+        if all(s[d] == s[d + 1] * dims[d + 1] for s in sets):
+            dims[d] *= dims[d + 1]
+            del dims[d + 1]
+            for s in sets:
+                s[d] = s[d + 1]
+                del s[d + 1]
+        d -= 1
+    return dims, sets
+
+
+# ---------------------------------------------------------------- per-kind preparation
+
+
+def elementwise_params(graph: Graph, node: Node) -> tuple[dict[str, object], list[ScalarInstr], str]:
+    out_type = graph.types[node.outputs[0]]
+    shape = out_type.shape
+    stride_sets = [contiguous_strides(shape)] + [
+        broadcast_strides(graph.types[v].shape, shape) for v in node.inputs]
+    dims, sets = coalesce(shape, stride_sets)
+    coords = [f"i{d}" for d in range(len(dims))]
+    exprs = [f"X{k}[{index_expression(coords, s)}]" for k, s in enumerate(sets[1:])]
+    program = render_program(parse_program(node.attrs["program"]), exprs, "")  # type: ignore[arg-type]
+    params = {"dims": dims, "out_index": index_expression(coords, sets[0])}
+    return params, program, program[-1].dst
+
+
+def epilogue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
+    lines = node.attrs.get("epilogue")
+    if not lines:
+        return [], "acc"
+    first = int(node.attrs["epilogue_first_input"])  # type: ignore[arg-type]
+    out_shape = graph.types[node.outputs[0]].shape
+    exprs = [f"E{k}[{index_expression(coords, broadcast_strides(graph.types[v].shape, out_shape))}]"
+             for k, v in enumerate(node.inputs[first:])]
+    program = render_program(parse_program(lines), exprs, "acc")  # type: ignore[arg-type]
+    return program, program[-1].dst
+
+
+def operands_for(graph: Graph, node: Node) -> list[Operand]:
+    first = node.attrs.get("epilogue_first_input")
+    own = registry.own_inputs(node)
+    inplace = node.attrs.get("inplace_operand")
+    operands = []
+    for k, value in enumerate(own):
+        if value:
+            operands.append(Operand(f"X{k}", graph.types[value].dtype.c_type,
+                                    restrict=inplace is None))
+    if first is not None:
+        for k, value in enumerate(node.inputs[int(first):]):  # type: ignore[call-overload]
+            operands.append(Operand(f"E{k}", graph.types[value].dtype.c_type))
+    for k, value in enumerate(node.outputs):
+        if value:
+            name = "Y" if k == 0 else f"Y{k}"
+            operands.append(Operand(name, graph.types[value].dtype.c_type, True,
+                                    restrict=inplace is None))
+    return operands
+
+
+def kernel_call(graph: Graph, node: Node, index: int, template: str) -> KernelCall:
+    opdef = registry.get(node.op)
+    out_type: TensorType = graph.types[node.outputs[0]]
+    call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", template,
+                      str(node.attrs["kernel"]), node.op, operands_for(graph, node), {},
+                      out_type.dtype.c_type, out_type.numel)
+    if node.op == "pyc.Elementwise":
+        call.params, call.epilogue, call.result = elementwise_params(graph, node)
+        return call
+    call.params = dict(opdef.kernel_params(node, graph))
+    call.params.setdefault("itemsize", out_type.dtype.itemsize)
+    coords = call.params.get("out_coords")
+    if coords is not None:
+        call.epilogue, call.result = epilogue_program(graph, node, list(coords))  # type: ignore[arg-type]
+    if node.op in ("Transpose", "Slice"):
+        dims, sets = coalesce(out_type.shape, [contiguous_strides(out_type.shape),
+                                               list(call.params["in_strides"])])  # type: ignore[arg-type]
+        coords2 = [f"i{d}" for d in range(len(dims))]
+        call.params.update(dims=dims, in_index=index_expression(coords2, sets[1]))
+    if node.op.startswith("Reduce"):
+        _reduce_loops(call)
+    return call
+
+
+def _reduce_loops(call: KernelCall) -> None:
+    shape = tuple(call.params["in_shape"])  # type: ignore[arg-type]
+    dims, sets = coalesce(shape, [contiguous_strides(shape), list(call.params["out_strides"])])  # type: ignore[arg-type]
+    coords = [f"i{d}" for d in range(len(dims))]
+    call.params.update(dims=dims, in_index=index_expression(coords, sets[0]),
+                       out_index=index_expression(coords, sets[1]))
+

@@ -1,0 +1,53 @@
+"""The weights file: every constant a kernel reads, 64-byte aligned, in name order."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.graph import Graph
+
+WEIGHT_ALIGNMENT = 64
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    offsets: dict[str, int]
+    total_bytes: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"alignment": WEIGHT_ALIGNMENT, "total_bytes": self.total_bytes,
+                "offsets": dict(sorted(self.offsets.items()))}
+
+
+def layout_weights(graph: Graph) -> WeightsLayout:
+    used = sorted({name for node in graph.nodes for name in node.present_inputs()
+                   if name in graph.constants})
+    offsets, cursor = {}, 0
+    for name in used:
+        offsets[name] = cursor
+        size = graph.constants[name].nbytes
+        cursor += -(-max(size, 1) // WEIGHT_ALIGNMENT) * WEIGHT_ALIGNMENT
+    return WeightsLayout(offsets, cursor)
+
+
+def weights_bytes(graph: Graph, layout: WeightsLayout) -> bytes:
+    blob = bytearray(layout.total_bytes)
+    for name, offset in layout.offsets.items():
+        data = np.ascontiguousarray(graph.constants[name]).tobytes()
+        blob[offset:offset + len(data)] = data
+    return bytes(blob)
+
+
+def weights_checksum(data: bytes) -> int:
+    """Position-weighted sum of little-endian u32 words mod 2^64; the C runtime recomputes it
+    when loading, so a C-only user also detects a corrupt or mismatched weights file."""
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint64)
+    weights = np.arange(1, words.size + 1, dtype=np.uint64)
+    return int(np.sum(words * weights, dtype=np.uint64))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

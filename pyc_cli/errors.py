@@ -1,0 +1,64 @@
+"""Reason-coded user errors.
+
+Every mistake a user can make maps to one `PYC-Exxx` code listed in `ERROR_CODES`; this table is
+the single place the codes are documented (docs/errors.md is generated from it). The CLI prints
+`PYC-Exxx: what, where, what to do` and exits non-zero; it never shows a traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ERROR_CODES: dict[str, str] = {
+    "E001": "The model file does not exist or cannot be read.",
+    "E002": "The file is not a valid ONNX model (parse failure or truncated file).",
+    "E003": "onnx.checker rejected the model.",
+    "E004": "External tensor data is missing or points outside the model's directory.",
+    "E005": "A graph input has symbolic dimensions and no --input-shape was given for it.",
+    "E006": "An --input-shape argument is malformed or names an unknown input.",
+    "E007": "The model uses operators PyC does not support (all are listed at once).",
+    "E008": "An operator attribute or input combination is not supported.",
+    "E009": "Shape or type inference failed: the model is inconsistent for the given shapes.",
+    "E010": "The model's opset or IR version is outside the supported range.",
+    "E020": "The C compiler failed to build the generated code.",
+    "E021": "The output directory exists and is not a PyC artifact (refusing to overwrite).",
+    "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",
+    "E031": "An artifact file does not match its hash in manifest.json (tampered or corrupt).",
+    "E032": "The artifact was built for a different format version or target.",
+    "E040": "The inputs file cannot be read (not an .npz file).",
+    "E041": "An input is missing, unknown, or has the wrong dtype or shape.",
+    "E042": "The compiled model reported a runtime error.",
+    "E050": "An invalid option value was given on the command line.",
+    "E090": "Internal compiler error: IR verification failed (please report this).",
+}
+
+
+@dataclass
+class PycError(Exception):
+    """A user-facing error: `code` is a key of ERROR_CODES, `where` locates it, `hint` says what to do."""
+
+    code: str
+    what: str
+    where: str = ""
+    hint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {self.code}")
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [f"PYC-{self.code}: {self.what}"]
+        if self.where:
+            parts.append(f"where: {self.where}")
+        if self.hint:
+            parts.append(f"what to do: {self.hint}")
+        return "; ".join(parts)
+
+
+def errors_markdown() -> str:
+    """The error-code reference, generated from ERROR_CODES."""
+    lines = ["# PyC error codes", "", "Generated from `pyc_cli/errors.py`.", "",
+             "| code | meaning |", "| --- | --- |"]
+    lines += [f"| PYC-{code} | {text} |" for code, text in ERROR_CODES.items()]
+    return "\n".join(lines) + "\n"

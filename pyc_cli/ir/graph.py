@@ -1,0 +1,104 @@
+"""PyC IR: a typed SSA graph of ONNX-like nodes over static tensors.
+
+Values are named; every value has exactly one definition (a graph input, a constant or one node
+output). Nodes are kept in a valid topological order, which is also the execution schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from .types import TensorType
+
+AttrValue = Union[int, float, str, list[int], list[float], list[str], np.ndarray]
+
+
+@dataclass
+class Node:
+    """One operation. Absent optional inputs are the empty string, as in ONNX."""
+
+    op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, AttrValue] = field(default_factory=dict)
+
+    def attr(self, key: str, default: AttrValue | None = None) -> AttrValue | None:
+        return self.attrs.get(key, default)
+
+    def present_inputs(self) -> list[str]:
+        return [name for name in self.inputs if name]
+
+
+@dataclass
+class Graph:
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    nodes: list[Node]
+    types: dict[str, TensorType]
+    constants: dict[str, np.ndarray]
+    opset: int
+
+    def clone(self) -> Graph:
+        return copy.deepcopy(self)
+
+    def producers(self) -> dict[str, Node]:
+        return {out: node for node in self.nodes for out in node.outputs if out}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        users: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for name in node.present_inputs():
+                users.setdefault(name, []).append(node)
+        return users
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.constants
+
+    def type_of(self, name: str) -> TensorType:
+        return self.types[name]
+
+    def fresh_name(self, base: str) -> str:
+        """A value or node name not yet used; deterministic (counter suffix, no hashing)."""
+        taken = set(self.types) | {n.name for n in self.nodes}
+        if base not in taken:
+            return base
+        index = 1
+        while f"{base}_{index}" in taken:
+            index += 1
+        return f"{base}_{index}"
+
+    def add_constant(self, base: str, array: np.ndarray) -> str:
+        name = self.fresh_name(base)
+        self.constants[name] = array
+        self.types[name] = TensorType.of(array)
+        return name
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Redirect every use of value `old` (node inputs and graph outputs) to `new`."""
+        for node in self.nodes:
+            node.inputs = [new if name == old else name for name in node.inputs]
+        self.outputs = [new if name == old else name for name in self.outputs]
+
+    def remove_unused_types(self) -> None:
+        used = set(self.inputs) | set(self.outputs) | set(self.constants)
+        for node in self.nodes:
+            used.update(node.present_inputs())
+            used.update(node.outputs)
+        for name in [n for n in self.types if n not in used]:
+            del self.types[name]
+
+    def walk(self, ops: Iterable[str]) -> Iterator[Node]:
+        wanted = set(ops)
+        return (node for node in self.nodes if node.op in wanted)
+
+    def intermediates(self) -> list[str]:
+        """Values produced by nodes that are not graph outputs, in schedule order."""
+        outputs = set(self.outputs)
+        return [o for node in self.nodes for o in node.outputs if o and o not in outputs]

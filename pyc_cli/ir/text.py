@@ -1,0 +1,270 @@
+"""Stable text form of the IR: printed for golden files and parsed back (round trip is tested).
+
+Format, one statement per line:
+
+    graph "main" opset=17
+    input %"x" : f32[2,64]
+    const %"w" : f32[128,64] = blob "sha256:…"        (large constants, data kept elsewhere)
+    const %"s" : f32[] = [0.5]                          (small constants inline, floats exact)
+    %"y" : f32[2,128] = MatMul(%"x", %"w") name="fc1" {transB=1}
+    output %"y"
+
+Names and strings are JSON-quoted, so model-provided text cannot break the format. Floats use
+Python's shortest round-trip repr, so parsing gives back the exact bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from .graph import AttrValue, Graph, Node
+from .types import DType, TensorType
+
+INLINE_CONSTANT_LIMIT = 16
+
+
+def blob_key(array: np.ndarray) -> str:
+    """Content address of a constant: dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _name(name: str) -> str:
+    return "%" + json.dumps(name)
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    number = float(value)  # type: ignore[arg-type]
+    if number != number:
+        return "nan"
+    if number in (float("inf"), float("-inf")):
+        return "inf" if number > 0 else "-inf"
+    return repr(number)
+
+
+def _array_literal(array: np.ndarray) -> str:
+    return "[" + ",".join(_scalar(v) for v in array.reshape(-1).tolist()) + "]"
+
+
+def format_attr(value: AttrValue) -> str:
+    if isinstance(value, np.ndarray):
+        return f"tensor<{TensorType.of(value)}>{_array_literal(value)}"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        if all(isinstance(v, str) for v in value) and value:
+            return "strings[" + ",".join(json.dumps(v) for v in value) + "]"
+        if all(isinstance(v, int) for v in value):
+            return "ints[" + ",".join(str(v) for v in value) + "]"
+        return "floats[" + ",".join(_scalar(v) for v in value) + "]"
+    if isinstance(value, int):
+        return str(value)
+    return _scalar(value)
+
+
+def print_graph(graph: Graph) -> str:
+    lines = [f"graph {json.dumps(graph.name)} opset={graph.opset}"]
+    lines += [f"input {_name(n)} : {graph.types[n]}" for n in graph.inputs]
+    for name in sorted(graph.constants):
+        array = graph.constants[name]
+        head = f"const {_name(name)} : {TensorType.of(array)}"
+        if array.size <= INLINE_CONSTANT_LIMIT:
+            lines.append(f"{head} = {_array_literal(array)}")
+        else:
+            lines.append(f"{head} = blob {json.dumps(blob_key(array))}")
+    for node in graph.nodes:
+        lines.append(_format_node(graph, node))
+    lines += [f"output {_name(n)}" for n in graph.outputs]
+    return "\n".join(lines) + "\n"
+
+
+def _format_node(graph: Graph, node: Node) -> str:
+    results = ", ".join(f"{_name(o)} : {graph.types[o]}" if o else '%""' for o in node.outputs)
+    args = ", ".join(_name(i) if i else "_" for i in node.inputs)
+    attrs = ", ".join(f"{key}={format_attr(node.attrs[key])}" for key in sorted(node.attrs))
+    text = f"{results} = {node.op}({args}) name={json.dumps(node.name)}"
+    return text + (f" {{{attrs}}}" if attrs else "")
+
+
+# ---------------------------------------------------------------- parsing
+
+_TOKEN = re.compile(
+    r'\s*(?:(?P<name>%"(?:[^"\\]|\\.)*")|(?P<string>"(?:[^"\\]|\\.)*")'
+    r"|(?P<number>-?(?:(?:inf|nan)(?!\w)|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?))"
+    r"|(?P<word>[A-Za-z_][\w.]*)|(?P<punct>[\[\](){}<>:=,]))"
+)
+
+
+class _Tokens:
+    def __init__(self, line: str) -> None:
+        self.items: list[tuple[str, str]] = []
+        pos = 0
+        line = line.rstrip()
+        while pos < len(line):
+            match = _TOKEN.match(line, pos)
+            if not match or match.end() == pos:
+                raise ValueError(f"cannot parse IR text at: {line[pos:pos + 30]!r}")
+            kind = match.lastgroup or ""
+            self.items.append((kind, match.group(kind)))
+            pos = match.end()
+        self.pos = 0
+
+    def peek(self) -> tuple[str, str]:
+        return self.items[self.pos] if self.pos < len(self.items) else ("end", "")
+
+    def take(self, expect: str | None = None) -> str:
+        kind, text = self.peek()
+        if expect is not None and text != expect and kind != expect:
+            raise ValueError(f"expected {expect!r}, found {text!r}")
+        self.pos += 1
+        return text
+
+    def name(self) -> str:
+        return json.loads(self.take("name")[1:])
+
+
+def _parse_number(text: str) -> float | int:
+    if text in ("inf", "-inf", "nan"):
+        return float(text)
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _parse_type(tokens: _Tokens) -> TensorType:
+    dtype = DType(tokens.take("word"))
+    tokens.take("[")
+    dims: list[int] = []
+    while tokens.peek()[1] != "]":
+        dims.append(int(tokens.take("number")))
+        if tokens.peek()[1] == ",":
+            tokens.take(",")
+    tokens.take("]")
+    return TensorType(dtype, tuple(dims))
+
+
+def _parse_list(tokens: _Tokens) -> list:
+    tokens.take("[")
+    values: list = []
+    while tokens.peek()[1] != "]":
+        kind, text = tokens.peek()
+        tokens.take()
+        values.append(json.loads(text) if kind == "string" else _parse_number(text))
+        if tokens.peek()[1] == ",":
+            tokens.take(",")
+    tokens.take("]")
+    return values
+
+
+def _parse_attr(tokens: _Tokens) -> AttrValue:
+    kind, text = tokens.peek()
+    if kind == "string":
+        tokens.take()
+        return json.loads(text)
+    if kind == "number":
+        tokens.take()
+        return _parse_number(text)
+    tokens.take("word")
+    if text == "tensor":
+        tokens.take("<")
+        ttype = _parse_type(tokens)
+        tokens.take(">")
+        return np.array(_parse_list(tokens), dtype=ttype.dtype.numpy).reshape(ttype.shape)
+    values = _parse_list(tokens)
+    if text == "floats":
+        return [float(v) for v in values]
+    return [int(v) for v in values] if text == "ints" else values
+
+
+def parse_graph(text: str, blobs: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Parse IR text; `blobs` maps blob keys to the arrays of large constants."""
+    graph = Graph("", [], [], [], {}, {}, 0)
+    for line in text.splitlines():
+        if line.strip():
+            _parse_statement(graph, _Tokens(line), blobs or {})
+    return graph
+
+
+def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarray]) -> None:
+    kind, text = tokens.peek()
+    if text == "graph":
+        tokens.take()
+        graph.name = json.loads(tokens.take("string"))
+        tokens.take("opset")
+        tokens.take("=")
+        graph.opset = int(tokens.take("number"))
+    elif text in ("input", "output"):
+        tokens.take()
+        name = tokens.name()
+        if text == "input":
+            tokens.take(":")
+            graph.types[name] = _parse_type(tokens)
+            graph.inputs.append(name)
+        else:
+            graph.outputs.append(name)
+    elif text == "const":
+        tokens.take()
+        name = tokens.name()
+        tokens.take(":")
+        ttype = _parse_type(tokens)
+        tokens.take("=")
+        if tokens.peek()[1] == "blob":
+            tokens.take()
+            array = np.asarray(blobs[json.loads(tokens.take("string"))])
+        else:
+            array = np.array(_parse_list(tokens), dtype=ttype.dtype.numpy).reshape(ttype.shape)
+        graph.constants[name] = array
+        graph.types[name] = ttype
+    elif kind == "name":
+        graph.nodes.append(_parse_node(graph, tokens))
+    else:
+        raise ValueError(f"unexpected IR statement starting with {text!r}")
+
+
+def _parse_node(graph: Graph, tokens: _Tokens) -> Node:
+    outputs: list[str] = []
+    while True:
+        name = tokens.name()
+        outputs.append(name)
+        if name:
+            tokens.take(":")
+            graph.types[name] = _parse_type(tokens)
+        if tokens.peek()[1] != ",":
+            break
+        tokens.take(",")
+    tokens.take("=")
+    op = tokens.take("word")
+    tokens.take("(")
+    inputs: list[str] = []
+    while tokens.peek()[1] != ")":
+        inputs.append("" if tokens.peek()[1] == "_" else tokens.name())
+        if inputs[-1] == "" and tokens.peek()[1] == "_":
+            tokens.take()
+        if tokens.peek()[1] == ",":
+            tokens.take(",")
+    tokens.take(")")
+    tokens.take("name")
+    tokens.take("=")
+    node = Node(op, json.loads(tokens.take("string")), inputs, outputs)
+    if tokens.peek()[1] == "{":
+        tokens.take("{")
+        while tokens.peek()[1] != "}":
+            key = tokens.take("word")
+            tokens.take("=")
+            node.attrs[key] = _parse_attr(tokens)
+            if tokens.peek()[1] == ",":
+                tokens.take(",")
+        tokens.take("}")
+    return node

@@ -1,0 +1,98 @@
+"""Tensor element types and static tensor types."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto
+
+
+class DType(enum.Enum):
+    """Element types PyC knows; the value is the short name used in IR text."""
+
+    F32 = "f32"
+    F64 = "f64"
+    F16 = "f16"
+    I8 = "i8"
+    I16 = "i16"
+    I32 = "i32"
+    I64 = "i64"
+    U8 = "u8"
+    BOOL = "bool"
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(_NUMPY[self])
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    @property
+    def c_type(self) -> str:
+        return _C_TYPES[self]
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.F32, DType.F64, DType.F16)
+
+    @classmethod
+    def from_numpy(cls, dtype: np.dtype) -> DType:
+        for member, name in _NUMPY.items():
+            if np.dtype(name) == np.dtype(dtype):
+                return member
+        raise KeyError(str(dtype))
+
+    @classmethod
+    def from_onnx(cls, elem_type: int) -> DType:
+        return _FROM_ONNX[elem_type]
+
+    def to_onnx(self) -> int:
+        return next(k for k, v in _FROM_ONNX.items() if v is self)
+
+
+_NUMPY = {
+    DType.F32: "float32", DType.F64: "float64", DType.F16: "float16", DType.I8: "int8",
+    DType.I16: "int16", DType.I32: "int32", DType.I64: "int64", DType.U8: "uint8",
+    DType.BOOL: "bool",
+}
+_C_TYPES = {
+    DType.F32: "float", DType.F64: "double", DType.F16: "_Float16", DType.I8: "int8_t",
+    DType.I16: "int16_t", DType.I32: "int32_t", DType.I64: "int64_t", DType.U8: "uint8_t",
+    DType.BOOL: "uint8_t",
+}
+_FROM_ONNX = {
+    TensorProto.FLOAT: DType.F32, TensorProto.DOUBLE: DType.F64, TensorProto.FLOAT16: DType.F16,
+    TensorProto.INT8: DType.I8, TensorProto.INT16: DType.I16, TensorProto.INT32: DType.I32,
+    TensorProto.INT64: DType.I64, TensorProto.UINT8: DType.U8, TensorProto.BOOL: DType.BOOL,
+}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A fully static tensor type: element type plus concrete shape."""
+
+    dtype: DType
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype.value}[{','.join(str(d) for d in self.shape)}]"
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> TensorType:
+        return cls(DType.from_numpy(array.dtype), tuple(int(d) for d in array.shape))

@@ -1,0 +1,70 @@
+"""IR verifier, run after every pass: SSA, topological order, no dangling uses, consistent types."""
+
+from __future__ import annotations
+
+from ..errors import PycError
+from ..ops import registry
+from .graph import Graph
+
+
+def verify(graph: Graph, after: str = "import", check_types: bool = True) -> None:
+    problems = list(_structural_problems(graph))
+    if not problems and check_types:
+        problems += list(_type_problems(graph))
+    if problems:
+        shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+        raise PycError("E090", f"IR verification failed after {after}: {shown}",
+                       hint="this is a compiler bug; rerun with --debug and report it")
+
+
+def _structural_problems(graph: Graph):  # noqa: ANN202
+    defined: set[str] = set()
+    for name in list(graph.inputs) + list(graph.constants):
+        if name in defined:
+            yield f"value {name!r} defined twice"
+        defined.add(name)
+        if name not in graph.types:
+            yield f"value {name!r} has no type"
+    node_names: set[str] = set()
+    for node in graph.nodes:
+        if node.name in node_names:
+            yield f"node name {node.name!r} used twice"
+        node_names.add(node.name)
+        if registry.lookup(node.op) is None:
+            yield f"node {node.name!r} has unregistered op {node.op}"
+        for name in node.present_inputs():
+            if name not in defined:
+                yield f"node {node.name!r} uses {name!r} before any definition"
+        for name in node.outputs:
+            if not name:
+                continue
+            if name in defined:
+                yield f"value {name!r} defined twice (SSA violated at node {node.name!r})"
+            if name not in graph.types:
+                yield f"value {name!r} has no type"
+            defined.add(name)
+    for name in graph.outputs:
+        if name not in defined:
+            yield f"graph output {name!r} is never defined"
+
+
+def _type_problems(graph: Graph):  # noqa: ANN202
+    for name, array in graph.constants.items():
+        ttype = graph.types[name]
+        if tuple(array.shape) != ttype.shape or array.dtype != ttype.dtype.numpy:
+            yield f"constant {name!r} is {array.dtype}{list(array.shape)} but typed {ttype}"
+    for node in graph.nodes:
+        opdef = registry.get(node.op)
+        in_types = [graph.types.get(n) if n else None for n in node.inputs]
+        in_values = [graph.constants.get(n) if n else None for n in node.inputs]
+        try:
+            expected = opdef.infer(node, in_types, in_values)
+        except PycError as exc:
+            # ops whose shape depends on a non-constant value are checked by infer_shapes only
+            if exc.code == "E008":
+                continue
+            yield f"node {node.name!r}: {exc.what}"
+            continue
+        for name, ttype in zip(node.outputs, expected):
+            if name and graph.types[name] != ttype:
+                yield f"node {node.name!r} output {name!r} typed {graph.types[name]}, rule says {ttype}"

@@ -1,0 +1,17 @@
+"""Imports every op module so that its @register decorators fill the registry."""
+
+from . import (  # noqa: F401
+    binary,
+    conv,
+    elementwise,
+    internal,
+    matmul,
+    misc,
+    movement,
+    norm,
+    pool,
+    reduce,
+    shape_ops,
+    unary,
+    views,
+)

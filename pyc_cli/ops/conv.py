@@ -1,0 +1,144 @@
+"""Conv (N-D attributes, 2-D kernel today: 1-D convs are lifted to 2-D) with groups, strides,
+dilations, explicit pads and auto_pad."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    ints_attr,
+    own_inputs,
+    register,
+    require,
+)
+
+
+def window_geometry(
+    node: Node, spatial: tuple[int, ...], kernel: tuple[int, ...]
+) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """Strides, dilations, begin pads, output sizes and end pads of a sliding window op."""
+    rank = len(spatial)
+    strides = ints_attr(node, "strides") or [1] * rank
+    dilations = ints_attr(node, "dilations") or [1] * rank
+    pads = ints_attr(node, "pads") or [0] * (2 * rank)
+    auto_pad = str(node.attrs.get("auto_pad", "NOTSET"))
+    ceil_mode = int(node.attrs.get("ceil_mode", 0))  # type: ignore[arg-type]
+    out: list[int] = []
+    begins: list[int] = []
+    ends: list[int] = []
+    for d in range(rank):
+        extent = dilations[d] * (kernel[d] - 1) + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            size = -(-spatial[d] // strides[d])
+            total = max(0, (size - 1) * strides[d] + extent - spatial[d])
+            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            end = total - begin
+        elif auto_pad == "VALID":
+            size, begin, end = (spatial[d] - extent) // strides[d] + 1, 0, 0
+        else:
+            begin, end = pads[d], pads[d + rank]
+            span = spatial[d] + begin + end - extent
+            size = (-(-span // strides[d]) if ceil_mode else span // strides[d]) + 1
+            if ceil_mode and (size - 1) * strides[d] >= spatial[d] + begin:
+                size -= 1  # the last window must start inside the input or left pad
+        if size <= 0:
+            raise PycError("E009", f"window larger than padded input on axis {d}", where=node.name)
+        out.append(size)
+        begins.append(begin)
+        ends.append(end)
+    return strides, dilations, begins, out, ends
+
+
+def _valid_columns(out_w: int, in_w: int, pad: int, stride: int, dil: int, kw: int) -> tuple[int, int]:
+    """Output columns [lo, hi) whose input column ow*stride - pad + kw*dil lies in [0, in_w)."""
+    lo = max(0, -(-(pad - kw * dil) // stride))
+    top = in_w - 1 + pad - kw * dil
+    hi = min(out_w, top // stride + 1) if top >= 0 else 0
+    return lo, max(lo, hi)
+
+
+@register
+class Conv(OpDef):
+    name = "Conv"
+    category = KERNEL
+    accepts_epilogue = True
+    dtypes = (DType.F32, DType.F64)
+    kernels = (KernelCandidate("conv2d_direct", "conv2d.c.j2"),)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x, w = require(types, 0, node), require(types, 1, node)
+        if x.rank not in (3, 4):
+            raise PycError("E008", f"Conv of rank {x.rank} is not supported (1-D and 2-D are)",
+                           where=node.name)
+        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        if x.shape[1] != w.shape[1] * group:
+            raise PycError("E009", "Conv channels do not match weight shape", where=node.name)
+        out = window_geometry(node, x.shape[2:], w.shape[2:])[3]
+        return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+        strides, dilations, begins, out, _ = window_geometry(node, x.shape[2:], w.shape[2:])
+        lift = [1] if x.rank == 3 else []  # a 1-D conv runs as 2-D with height 1
+        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        columns = [_valid_columns(out[-1], x.shape[-1], begins[-1], strides[-1], dilations[-1], kw)
+                   for kw in range(w.shape[-1])]
+        return {
+            "ow_lo": [lo for lo, _ in columns], "ow_hi": [hi for _, hi in columns],
+            "N": x.shape[0], "C": x.shape[1], "H": ([1] + list(x.shape[2:]))[-2], "W": x.shape[-1],
+            "OC": w.shape[0], "OH": (lift + out)[0], "OW": out[-1],
+            "KH": (lift + list(w.shape[2:]))[0], "KW": w.shape[-1],
+            "SH": (lift + strides)[0], "SW": strides[-1],
+            "DH": (lift + dilations)[0], "DW": dilations[-1],
+            "PH": ([0] + begins)[-2] if lift else begins[0], "PW": begins[-1],
+            "G": group, "CG": x.shape[1] // group, "OCG": w.shape[0] // group,
+            "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
+            "out_coords": ["n", "oc", "oh", "ow"] if not lift else ["n", "oc", "ow"],
+        }
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        w = graph.types[node.inputs[1]]
+        return 2 * graph.types[node.outputs[0]].numel * math.prod(w.shape[1:])
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        raise NotImplementedError("Conv is not constant-folded")
+
+
+@register
+class BatchNormalization(OpDef):
+    """Inference-mode batch norm; canonicalize folds it into a Conv/Gemm or rewrites it to Mul+Add."""
+
+    name = "BatchNormalization"
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        if len([o for o in node.outputs if o]) > 1:
+            raise PycError("E008", "BatchNormalization training outputs are not supported",
+                           where=node.name)
+        return [require(types, 0, node)]
+
+    @staticmethod
+    def scale_shift(node: Node, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel (scale, shift) with y = x * scale + shift."""
+        _, gamma, beta, mean, var = inputs
+        eps = float(node.attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+        shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+        return scale, shift
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        scale, shift = self.scale_shift(node, [np.asarray(i) for i in inputs])
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return [(x * scale.reshape(shape) + shift.reshape(shape)).astype(x.dtype)]

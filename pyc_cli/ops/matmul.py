@@ -1,0 +1,112 @@
+"""MatMul (numpy semantics, broadcast batch dims) and Gemm (rewritten to MatMul by canonicalize)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    broadcast_shapes,
+    register,
+    require,
+)
+
+
+def _as_matrices(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Promote 1-D operands as numpy does: a vector A is [1,K], a vector B is [K,1]."""
+    return ((1,) + a if len(a) == 1 else a), (b + (1,) if len(b) == 1 else b)
+
+
+def matmul_shape(a: tuple[int, ...], b: tuple[int, ...], node: Node) -> tuple[int, ...]:
+    a2, b2 = _as_matrices(a, b)
+    if a2[-1] != b2[-2]:
+        raise PycError("E009", f"MatMul inner dims differ: {list(a)} x {list(b)}", where=node.name)
+    batch = broadcast_shapes(a2[:-2], b2[:-2], where=node.name)
+    shape = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        shape = shape[:-2] + shape[-1:]
+    if len(b) == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _batch_strides(shape: tuple[int, ...], batch: tuple[int, ...], matrix: int) -> list[int]:
+    """Element strides of each output batch dim in an operand (0 where it broadcasts)."""
+    padded = (1,) * (len(batch) - len(shape)) + shape
+    strides, step = [], matrix
+    for dim in reversed(padded):
+        strides.append(step if dim != 1 else 0)
+        step *= dim
+    return list(reversed(strides))
+
+
+@register
+class MatMul(OpDef):
+    name = "MatMul"
+    category = KERNEL
+    accepts_epilogue = True
+    dtypes = (DType.F32, DType.F64)
+    kernels = (
+        KernelCandidate("matmul_rowpanel", "matmul.c.j2", cost_factor=1.0),
+        KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0),
+    )
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        a, b = require(types, 0, node), require(types, 1, node)
+        return [TensorType(a.dtype, matmul_shape(a.shape, b.shape, node))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.matmul(inputs[0], inputs[1])]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        a_shape, b_shape = graph.types[node.inputs[0]].shape, graph.types[node.inputs[1]].shape
+        a, b = _as_matrices(a_shape, b_shape)
+        batch = broadcast_shapes(a[:-2], b[:-2])
+        m, k, n = a[-2], a[-1], b[-1]
+        return {
+            "M": m, "K": k, "N": n, "batch": list(batch),
+            "a_batch_strides": _batch_strides(a[:-2], batch, m * k),
+            "b_batch_strides": _batch_strides(b[:-2], batch, k * n),
+            # output coordinates the epilogue can index by: batch dims, then row i, column j
+            # output coordinates an epilogue indexes by (1-D operands drop their matrix dim)
+            "out_coords": [f"b{d}" for d in range(len(batch))]
+            + (["i"] if len(a_shape) > 1 else []) + (["j"] if len(b_shape) > 1 else []),
+        }
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        params = self.kernel_params(node, graph)
+        batch = math.prod(params["batch"])  # type: ignore[arg-type]
+        return 2 * batch * int(params["M"]) * int(params["N"]) * int(params["K"])  # type: ignore[call-overload]
+
+
+@register
+class Gemm(OpDef):
+    """Y = alpha * A' B' + beta * C. Canonicalization rewrites it into MatMul (+ Mul) (+ Add)."""
+
+    name = "Gemm"
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        a, b = require(types, 0, node), require(types, 1, node)
+        m = a.shape[1] if node.attrs.get("transA", 0) else a.shape[0]
+        n = b.shape[0] if node.attrs.get("transB", 0) else b.shape[1]
+        return [TensorType(a.dtype, (m, n))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        a, b = np.asarray(inputs[0]), np.asarray(inputs[1])
+        a = a.T if node.attrs.get("transA", 0) else a
+        b = b.T if node.attrs.get("transB", 0) else b
+        y = float(node.attrs.get("alpha", 1.0)) * (a @ b)  # type: ignore[arg-type]
+        if len(inputs) > 2 and inputs[2] is not None:
+            y = y + float(node.attrs.get("beta", 1.0)) * inputs[2]  # type: ignore[arg-type]
+        return [y.astype(a.dtype)]

@@ -1,0 +1,49 @@
+"""Ops removed before lowering: Dropout (inference identity) and Constant (becomes a constant)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Node
+from ..ir.types import DType, TensorType
+from .registry import SHAPE_ONLY, VIEW, InTypes, InValues, OpDef, register, require
+
+ALL_DTYPES = tuple(DType)
+
+
+@register
+class Dropout(OpDef):
+    """Inference-mode Dropout is the identity; canonicalize removes it."""
+
+    name = "Dropout"
+    category = VIEW
+    dtypes = ALL_DTYPES
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        mask = [TensorType(DType.BOOL, x.shape)] if len(node.outputs) > 1 else []
+        return [x, *mask]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        return [x, np.ones(x.shape, bool)][: len(node.outputs)]
+
+
+@register
+class Constant(OpDef):
+    """The importer turns Constant nodes into graph constants; this unit gives their value."""
+
+    name = "Constant"
+    category = SHAPE_ONLY
+    dtypes = ALL_DTYPES
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        return [TensorType.of(self.evaluate(node, [])[0])]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        for key in ("value", "value_float", "value_int", "value_floats", "value_ints"):
+            if key in node.attrs:
+                value = node.attrs[key]
+                dtype = np.float32 if "float" in key else np.int64
+                return [np.asarray(value, dtype=None if key == "value" else dtype)]
+        raise NotImplementedError("Constant of this attribute kind")

@@ -1,0 +1,170 @@
+"""Data movement: Transpose, Slice, Concat, Gather. Transpose and Slice lower to one strided copy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    ints_attr,
+    normalize_axis,
+    register,
+    require,
+    require_value,
+)
+
+ALL_DTYPES = tuple(DType)
+STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2")
+
+
+def contiguous_strides(shape: tuple[int, ...] | list[int]) -> list[int]:
+    strides, step = [], 1
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= dim
+    return list(reversed(strides))
+
+
+@register
+class Transpose(OpDef):
+    name = "Transpose"
+    category = KERNEL
+    dtypes = ALL_DTYPES
+    kernels = (STRIDED_COPY,)
+
+    def perm(self, node: Node, rank: int) -> list[int]:
+        return ints_attr(node, "perm") or list(reversed(range(rank)))
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        perm = self.perm(node, x.rank)
+        if sorted(perm) != list(range(x.rank)):
+            raise PycError("E009", f"bad Transpose perm {perm}", where=node.name)
+        return [TensorType(x.dtype, tuple(x.shape[p] for p in perm))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        return [np.ascontiguousarray(np.transpose(x, self.perm(node, x.ndim)))]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        x = graph.types[node.inputs[0]]
+        strides = contiguous_strides(x.shape)
+        perm = self.perm(node, x.rank)
+        return {"base": 0, "in_strides": [strides[p] for p in perm]}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0
+
+
+@register
+class Slice(OpDef):
+    name = "Slice"
+    since = 10
+    category = KERNEL
+    dtypes = ALL_DTYPES
+    kernels = (STRIDED_COPY,)
+
+    def ranges(self, node: Node, shape: tuple[int, ...], values: InValues) -> list[tuple[int, int, int]]:
+        """(start, step, count) per axis, with ONNX clamping of starts/ends."""
+        starts = require_value(values, 1, node, "starts").reshape(-1)
+        ends = require_value(values, 2, node, "ends").reshape(-1)
+        has = [len(node.inputs) > i and bool(node.inputs[i]) for i in (3, 4)]
+        axes = require_value(values, 3, node, "axes").reshape(-1) if has[0] else range(len(starts))
+        steps = require_value(values, 4, node, "steps").reshape(-1) if has[1] else [1] * len(starts)
+        result = [(0, 1, d) for d in shape]
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            axis = normalize_axis(int(axis), len(shape), node)
+            begin, stop, stride = slice(int(start), int(end), int(step)).indices(shape[axis])
+            result[axis] = (begin, stride, len(range(begin, stop, stride)))
+        return result
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        return [TensorType(x.dtype, tuple(c for _, _, c in self.ranges(node, x.shape, values)))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        index = tuple(slice(b, b + s * c, s) if c else slice(0, 0)
+                      for b, s, c in self.ranges(node, x.shape, inputs))
+        return [np.ascontiguousarray(x[index])]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        x = graph.types[node.inputs[0]]
+        values: InValues = [graph.constants.get(n) if n else None for n in node.inputs]
+        strides = contiguous_strides(x.shape)
+        ranges = self.ranges(node, x.shape, values)
+        return {"base": sum(b * st for (b, _, _), st in zip(ranges, strides)),
+                "in_strides": [s * st for (_, s, _), st in zip(ranges, strides)]}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0
+
+
+@register
+class Concat(OpDef):
+    name = "Concat"
+    since = 4
+    category = KERNEL
+    dtypes = ALL_DTYPES
+    kernels = (KernelCandidate("concat_blocks", "concat.c.j2"),)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        parts = [require(types, i, node) for i in range(len(node.inputs))]
+        axis = normalize_axis(int(node.attrs["axis"]), parts[0].rank, node)  # type: ignore[arg-type]
+        for part in parts:
+            if part.shape[:axis] + part.shape[axis + 1:] != parts[0].shape[:axis] + parts[0].shape[axis + 1:]:
+                raise PycError("E009", "Concat inputs differ outside the axis", where=node.name)
+        shape = list(parts[0].shape)
+        shape[axis] = sum(p.shape[axis] for p in parts)
+        return [TensorType(parts[0].dtype, tuple(shape))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.concatenate([np.asarray(i) for i in inputs], axis=int(node.attrs["axis"]))]  # type: ignore[arg-type]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        out = graph.types[node.outputs[0]]
+        axis = normalize_axis(int(node.attrs["axis"]), out.rank, node)  # type: ignore[arg-type]
+        inner = math.prod(out.shape[axis + 1:])
+        chunks = [graph.types[i].shape[axis] * inner for i in node.inputs]
+        return {"outer": math.prod(out.shape[:axis]), "chunks": chunks,
+                "offsets": [sum(chunks[:k]) for k in range(len(chunks))], "row": sum(chunks)}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0
+
+
+@register
+class Gather(OpDef):
+    name = "Gather"
+    category = KERNEL
+    dtypes = ALL_DTYPES
+    kernels = (KernelCandidate("gather_rows", "gather.c.j2"),)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        data, indices = require(types, 0, node), require(types, 1, node)
+        axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank, node)  # type: ignore[arg-type]
+        shape = data.shape[:axis] + indices.shape + data.shape[axis + 1:]
+        return [TensorType(data.dtype, shape)]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        data, indices = np.asarray(inputs[0]), np.asarray(inputs[1])
+        return [np.take(data, indices.astype(np.int64), axis=int(node.attrs.get("axis", 0)))]  # type: ignore[arg-type]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        data, indices = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+        axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank, node)  # type: ignore[arg-type]
+        return {"outer": math.prod(data.shape[:axis]), "axis_dim": data.shape[axis],
+                "inner": math.prod(data.shape[axis + 1:]), "count": indices.numel,
+                "index_ctype": indices.dtype.c_type}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0

@@ -1,0 +1,79 @@
+"""Softmax (both opset semantics) and LayerNormalization: row-wise kernels over [outer, row, inner]."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    normalize_axis,
+    register,
+    require,
+)
+
+
+@register
+class Softmax(OpDef):
+    name = "Softmax"
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64)
+    kernels = (KernelCandidate("softmax_rows", "softmax.c.j2"),)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        return [require(types, 0, node)]
+
+    def geometry(self, shape: tuple[int, ...], node: Node, opset: int) -> tuple[int, int, int]:
+        """(outer, row, inner): before opset 13 the input is coerced to 2-D at `axis`."""
+        default = 1 if opset < 13 else -1
+        axis = normalize_axis(int(node.attrs.get("axis", default)), len(shape), node)  # type: ignore[arg-type]
+        if opset < 13:
+            return math.prod(shape[:axis]), math.prod(shape[axis:]), 1
+        return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        raise NotImplementedError("Softmax is not constant-folded")
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        outer, row, inner = self.geometry(graph.types[node.inputs[0]].shape, node, graph.opset)
+        return {"outer": outer, "row": row, "inner": inner}
+
+
+@register
+class LayerNormalization(OpDef):
+    name = "LayerNormalization"
+    since = 17
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64)
+    kernels = (KernelCandidate("layernorm_rows", "layernorm.c.j2"),)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        if len([o for o in node.outputs if o]) > 1:
+            raise PycError("E008", "LayerNormalization Mean/InvStdDev outputs are not supported",
+                           where=node.name)
+        return [require(types, 0, node)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        shape = graph.types[node.inputs[0]].shape
+        axis = normalize_axis(int(node.attrs.get("axis", -1)), len(shape), node)  # type: ignore[arg-type]
+        row = math.prod(shape[axis:])
+        scale = graph.types[node.inputs[1]].numel
+        has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+        bias = graph.types[node.inputs[2]].numel if has_bias else 0
+        if scale not in (1, row) or bias not in (0, 1, row):
+            raise PycError("E008", "LayerNormalization scale/bias must cover the whole row",
+                           where=node.name)
+        return {"outer": math.prod(shape[:axis]), "row": row, "has_bias": has_bias,
+                "scale_stride": int(scale == row), "bias_stride": int(bias == row),
+                "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        raise NotImplementedError("LayerNormalization is not constant-folded")

@@ -1,0 +1,149 @@
+"""The op registry: the single source of truth for which ONNX ops PyC supports.
+
+Each op is one small `OpDef` subclass registered with `@register`. It owns:
+- `infer`: the static shape/dtype rule (constant input values are given where known),
+- `evaluate`: a numpy reference, used by constant folding and as an oracle in tests,
+- its lowering: either a scalar snippet (`category = ELEMENTWISE`, fused into loops), a view
+  (`category = VIEW`, no code), or kernel candidates (`kernels`) whose templates live in
+  `codegen_templates/<target>/kernels/`,
+- `flops`: a cost estimate used by kernel selection and reports.
+The coverage table is generated from this registry; nothing lists ops a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+
+ELEMENTWISE = "elementwise"
+VIEW = "view"
+KERNEL = "kernel"
+SHAPE_ONLY = "shape_only"  # always folds to a constant once shapes are static (e.g. Shape)
+
+InTypes = list[TensorType | None]
+InValues = list[np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class KernelCandidate:
+    """One way to implement an op on a target: a template plus when it applies and what it costs."""
+
+    name: str
+    template: str
+    applies: Callable[[Node, Graph], bool] | None = None
+    cost_factor: float = 1.0
+
+    def is_applicable(self, node: Node, graph: Graph) -> bool:
+        return self.applies is None or self.applies(node, graph)
+
+
+class OpDef:
+    name: ClassVar[str] = ""
+    domain: ClassVar[str] = ""
+    since: ClassVar[int] = 1
+    until: ClassVar[int] = 22
+    category: ClassVar[str] = KERNEL
+    kernels: ClassVar[tuple[KernelCandidate, ...]] = ()
+    accepts_epilogue: ClassVar[bool] = False
+    dtypes: ClassVar[tuple[DType, ...]] = (DType.F32,)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        raise NotImplementedError
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        """Op-specific numbers a kernel template needs (shapes, strides, attributes)."""
+        return {}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return sum(graph.types[o].numel for o in node.outputs if o)
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(cls: type[OpDef]) -> type[OpDef]:
+    key = qualified(cls.domain, cls.name)
+    if key in REGISTRY:
+        raise ValueError(f"op {key} registered twice")
+    REGISTRY[key] = cls()
+    return cls
+
+
+def qualified(domain: str, name: str) -> str:
+    return name if domain in ("", "ai.onnx") else f"{domain}.{name}"
+
+
+def lookup(op: str) -> OpDef | None:
+    _load_all()
+    return REGISTRY.get(op)
+
+
+def get(op: str) -> OpDef:
+    opdef = lookup(op)
+    if opdef is None:
+        raise PycError("E007", f"operator {op} is not supported", hint="see docs/op_coverage.md")
+    return opdef
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load_all()
+    return dict(sorted(REGISTRY.items()))
+
+
+def _load_all() -> None:
+    from . import _catalog  # noqa: F401  (imports every op module, which registers them)
+
+
+# ---------------------------------------------------------------- helpers shared by op units
+
+
+def broadcast_shapes(*shapes: tuple[int, ...], where: str = "") -> tuple[int, ...]:
+    try:
+        return tuple(int(d) for d in np.broadcast_shapes(*shapes))
+    except ValueError as exc:
+        raise PycError("E009", f"shapes {list(shapes)} do not broadcast", where=where) from exc
+
+
+def require(types: InTypes, index: int, node: Node) -> TensorType:
+    found = types[index] if index < len(types) else None
+    if found is None:
+        raise PycError("E009", f"input {index} of {node.op} has no known type", where=node.name)
+    return found
+
+
+def require_value(values: InValues, index: int, node: Node, what: str) -> np.ndarray:
+    found = values[index] if index < len(values) else None
+    if found is None:
+        raise PycError(
+            "E008", f"{node.op} needs a constant {what} (input {index}) to have a static shape",
+            where=f"node {node.name!r}",
+            hint="fix the input shapes with --input-shape so shape computations fold",
+        )
+    return found
+
+
+def normalize_axis(axis: int, rank: int, node: Node) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise PycError("E009", f"axis {axis} out of range for rank {rank}", where=node.name)
+    return axis + rank if axis < 0 else axis
+
+
+def own_inputs(node: Node) -> list[str]:
+    """A node's inputs without the operands a fused epilogue appended."""
+    first = node.attrs.get("epilogue_first_input")
+    return node.inputs if first is None else node.inputs[: int(first)]  # type: ignore[call-overload]
+
+
+def ints_attr(node: Node, key: str, default: list[int] | None = None) -> list[int]:
+    value = node.attrs.get(key, default)
+    return [int(v) for v in value] if value is not None else []  # type: ignore[union-attr]

@@ -1,0 +1,107 @@
+"""Ops that only reinterpret the shape of contiguous data: lowered to pointer aliases, no code."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Node
+from ..ir.types import DType, TensorType
+from .registry import (
+    VIEW,
+    InTypes,
+    InValues,
+    OpDef,
+    ints_attr,
+    normalize_axis,
+    register,
+    require,
+    require_value,
+)
+
+ALL_DTYPES = tuple(DType)
+
+
+class ViewOp(OpDef):
+    category = VIEW
+    dtypes = ALL_DTYPES
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        source = require(types, 0, node)
+        return [TensorType(source.dtype, self.out_shape(node, source.shape, values))]
+
+    def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        data = np.asarray(inputs[0])
+        return [data.reshape(self.out_shape(node, data.shape, inputs))]
+
+    def flops(self, node: Node, graph: object) -> int:
+        return 0
+
+
+@register
+class Reshape(ViewOp):
+    name = "Reshape"
+    since = 5
+
+    def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
+        target = [int(d) for d in require_value(values, 1, node, "shape")]
+        allow_zero = int(node.attrs.get("allowzero", 0))  # type: ignore[arg-type]
+        dims = [shape[i] if d == 0 and not allow_zero else d for i, d in enumerate(target)]
+        if dims.count(-1) > 1:
+            raise PycError("E009", "Reshape has more than one -1 dimension", where=node.name)
+        if -1 in dims:
+            known = math.prod(d for d in dims if d != -1)
+            dims[dims.index(-1)] = math.prod(shape) // known if known else 0
+        if math.prod(dims) != math.prod(shape):
+            raise PycError("E009", f"cannot reshape {list(shape)} to {target}", where=node.name)
+        return tuple(dims)
+
+
+@register
+class Flatten(ViewOp):
+    name = "Flatten"
+
+    def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
+        axis = int(node.attrs.get("axis", 1))  # type: ignore[arg-type]
+        axis = axis + len(shape) if axis < 0 else axis
+        return (math.prod(shape[:axis]), math.prod(shape[axis:]))
+
+
+def _axes(node: Node, values: InValues) -> list[int] | None:
+    """Axes from the attribute (old opsets) or the optional second input (opset 13+)."""
+    if "axes" in node.attrs:
+        return ints_attr(node, "axes")
+    if len(node.inputs) > 1 and node.inputs[1]:
+        return [int(a) for a in require_value(values, 1, node, "axes")]
+    return None
+
+
+@register
+class Squeeze(ViewOp):
+    name = "Squeeze"
+
+    def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
+        axes = _axes(node, values)
+        if axes is None:
+            return tuple(d for d in shape if d != 1)
+        drop = {normalize_axis(a, len(shape), node) for a in axes}
+        return tuple(d for i, d in enumerate(shape) if i not in drop)
+
+
+@register
+class Unsqueeze(ViewOp):
+    name = "Unsqueeze"
+
+    def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
+        axes = _axes(node, values) or []
+        rank = len(shape) + len(axes)
+        inserted = sorted(normalize_axis(a, rank, node) for a in axes)
+        dims = list(shape)
+        for axis in inserted:
+            dims.insert(axis, 1)
+        return tuple(dims)

@@ -1,0 +1,198 @@
+"""Canonicalization: rewrite the graph into the small set of forms later passes expect.
+
+- Identity / Dropout are removed.
+- Gemm becomes MatMul (+ Mul by alpha) (+ Add of beta*C); a constant B with transB is stored
+  pre-transposed, other transposes become Transpose nodes.
+- BatchNormalization is folded into a preceding Conv's weights and bias when that Conv has no
+  other user, else rewritten to Mul + Add with per-channel constants.
+- GlobalAverage/MaxPool become ReduceMean/ReduceMax over the spatial axes.
+- Pow with a constant exponent of 2 becomes Mul(x, x); 1 becomes nothing; 0.5 becomes Sqrt.
+- Graph outputs that would alias another buffer (a view, a graph input, a repeated output) get an
+  explicit pyc.Copy so every output owns the caller's buffer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from ..ir.rewrite import bypass, insert_before, rename_value, typed_node
+from ..ops import registry
+from .context import PassContext
+
+NAME = "canonicalize"
+
+
+def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
+    for node in list(graph.nodes):
+        if node not in graph.nodes:
+            continue
+        rule = _RULES.get(node.op)
+        if rule is not None:
+            rule(graph, node, ctx)
+    _give_outputs_own_buffers(graph, ctx)
+    graph.remove_unused_types()
+    return graph
+
+
+def _remove_identity(graph: Graph, node: Node, ctx: PassContext) -> None:
+    if node.op == "Dropout" and len([o for o in node.outputs if o]) > 1:
+        return  # a used mask output keeps the node (it lowers like any other op)
+    node.outputs = node.outputs[:1]
+    how = bypass(graph, node, node.inputs[0])
+    ctx.log(NAME, [node.name], f"remove_{node.op.lower()}", "an inference no-op", after=how)
+
+
+def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext) -> None:
+    a, b = node.inputs[0], node.inputs[1]
+    new_nodes: list[Node] = []
+    if node.attrs.get("transA", 0):
+        new_nodes.append(typed_node(graph, "Transpose", [a], f"{node.name}_transA"))
+        a = new_nodes[-1].outputs[0]
+    if node.attrs.get("transB", 0):
+        if graph.is_constant(b):
+            b = graph.add_constant(f"{b}_T", np.ascontiguousarray(graph.constants[b].T))
+        else:
+            new_nodes.append(typed_node(graph, "Transpose", [b], f"{node.name}_transB"))
+            b = new_nodes[-1].outputs[0]
+    has_c = len(node.inputs) > 2 and bool(node.inputs[2])
+    alpha = float(node.attrs.get("alpha", 1.0))  # type: ignore[arg-type]
+    beta = float(node.attrs.get("beta", 1.0))  # type: ignore[arg-type]
+    final_out = node.outputs[0]
+    dtype = graph.types[final_out].dtype.numpy
+    steps: list[tuple[str, str]] = []
+    if alpha != 1.0:
+        steps.append(("Mul", graph.add_constant(f"{node.name}_alpha", np.array(alpha, dtype))))
+    if has_c and beta != 0.0:
+        c = node.inputs[2]
+        if beta != 1.0 and graph.is_constant(c):
+            c = graph.add_constant(f"{c}_beta", (graph.constants[c] * beta).astype(dtype))
+        elif beta != 1.0:
+            scale = graph.add_constant(f"{node.name}_beta", np.array(beta, dtype))
+            new_nodes.append(typed_node(graph, "Mul", [c, scale], f"{node.name}_scaleC"))
+            c = new_nodes[-1].outputs[0]
+        steps.append(("Add", c))
+    matmul = typed_node(graph, "MatMul", [a, b], f"{node.name}_matmul",
+                        output=None if steps else final_out)
+    new_nodes.append(matmul)
+    current = matmul.outputs[0]
+    for index, (op, operand) in enumerate(steps):
+        last = index == len(steps) - 1
+        step = Node(op, graph.fresh_name(f"{node.name}_{op.lower()}"), [current, operand],
+                    [final_out if last else graph.fresh_name(f"{node.name}_{op.lower()}_out")])
+        if not last:
+            graph.types[step.outputs[0]] = graph.types[current]
+        new_nodes.append(step)
+        current = step.outputs[0]
+    insert_before(graph, node, *new_nodes)
+    graph.nodes.remove(node)
+    matmul.name = node.name  # the matmul carries the Gemm's name for reports
+    ctx.log(NAME, [node.name], "gemm_to_matmul", "one matmul kernel family serves Gemm and MatMul",
+            after=[n.op for n in new_nodes])
+
+
+def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext) -> None:
+    params = [graph.constants.get(name) for name in node.inputs[1:5]]
+    if any(p is None for p in params):
+        return  # non-constant statistics: leave it (lowering will report it)
+    x = node.inputs[0]
+    scale, shift = registry.get("BatchNormalization").scale_shift(  # type: ignore[attr-defined]
+        node, [np.empty(0)] + params)  # type: ignore[list-item]
+    dtype = graph.types[x].dtype.numpy
+    producer = graph.producers().get(x)
+    users = graph.consumers().get(x, [])
+    if producer is not None and producer.op == "Conv" and len(users) == 1 and \
+            x not in graph.outputs and graph.is_constant(producer.inputs[1]) and \
+            (len(producer.inputs) < 3 or not producer.inputs[2] or graph.is_constant(producer.inputs[2])):
+        _fold_into_conv(graph, producer, node, scale, shift, dtype)
+        ctx.log(NAME, [node.name, producer.name], "fold_batchnorm_into_conv",
+                "constant BN statistics fold into the conv weights and bias: one kernel, no pass")
+        return
+    rank = graph.types[x].rank
+    shape = (-1,) + (1,) * (rank - 2)
+    mul_c = graph.add_constant(f"{node.name}_scale", scale.astype(dtype).reshape(shape))
+    add_c = graph.add_constant(f"{node.name}_shift", shift.astype(dtype).reshape(shape))
+    mul = typed_node(graph, "Mul", [x, mul_c], f"{node.name}_mul")
+    add = Node("Add", graph.fresh_name(f"{node.name}_add"), [mul.outputs[0], add_c], node.outputs)
+    insert_before(graph, node, mul, add)
+    graph.nodes.remove(node)
+    ctx.log(NAME, [node.name], "batchnorm_to_mul_add",
+            "no foldable Conv before it: per-channel scale and shift (fusable elementwise ops)")
+
+
+def _fold_into_conv(graph: Graph, conv: Node, bn: Node, scale: np.ndarray, shift: np.ndarray,
+                    dtype: np.dtype) -> None:
+    weight = graph.constants[conv.inputs[1]].astype(np.float64)
+    bias = (graph.constants[conv.inputs[2]].astype(np.float64)
+            if len(conv.inputs) > 2 and conv.inputs[2] else np.zeros(weight.shape[0]))
+    folded_w = (weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(dtype)
+    folded_b = (bias * scale + shift).astype(dtype)
+    w_name = graph.add_constant(f"{conv.inputs[1]}_bnfolded", folded_w)
+    b_name = graph.add_constant(f"{conv.name}_bias_bnfolded", folded_b)
+    conv.inputs = [conv.inputs[0], w_name, b_name]
+    old_out = conv.outputs[0]
+    conv.outputs = list(bn.outputs)
+    graph.types.pop(old_out)
+    graph.nodes.remove(bn)
+
+
+def _global_pool_to_reduce(graph: Graph, node: Node, ctx: PassContext) -> None:
+    rank = graph.types[node.inputs[0]].rank
+    op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
+    before = node.op
+    node.op, node.attrs = op, {"axes": list(range(2, rank)), "keepdims": 1}
+    ctx.log(NAME, [node.name], "global_pool_to_reduce", f"{before} is a {op} over spatial axes")
+
+
+def _simplify_pow(graph: Graph, node: Node, ctx: PassContext) -> None:
+    exponent = graph.constants.get(node.inputs[1])
+    if exponent is None or exponent.size != 1:
+        return
+    value = float(exponent.reshape(-1)[0])
+    if value == 2.0:
+        node.op, node.inputs = "Mul", [node.inputs[0], node.inputs[0]]
+    elif value == 0.5:
+        node.op, node.inputs = "Sqrt", [node.inputs[0]]
+    elif value == 1.0:
+        node.op, node.inputs = "Identity", [node.inputs[0]]
+        _remove_identity(graph, node, ctx)
+    else:
+        return
+    ctx.log(NAME, [node.name], "strength_reduce_pow", f"x^{value:g} needs no pow() call",
+            after=node.op)
+
+
+def _give_outputs_own_buffers(graph: Graph, ctx: PassContext) -> None:
+    producers = graph.producers()
+    seen: set[str] = set()
+    for position, name in enumerate(list(graph.outputs)):
+        producer = producers.get(name)
+        is_view = producer is not None and registry.get(producer.op).category == registry.VIEW
+        if name in seen or name in graph.inputs:
+            # the public name is defined elsewhere already: the copy gets a fresh name
+            copy = typed_node(graph, "pyc.Copy", [name], f"copy_{name}")
+        elif is_view:
+            # keep the public name on the copy; the view's value is renamed internally
+            internal = graph.fresh_name(f"{name}_view")
+            rename_value(graph, name, internal)
+            copy = typed_node(graph, "pyc.Copy", [internal], f"copy_{name}", output=name)
+        else:
+            seen.add(name)
+            continue
+        graph.nodes.append(copy)
+        graph.outputs[position] = copy.outputs[0]
+        seen.add(copy.outputs[0])
+        ctx.log(NAME, [copy.name], "materialize_output",
+                "a graph output must own the caller's buffer (it was a view, an input or a "
+                "repeated output)")
+
+
+_RULES = {
+    "Identity": _remove_identity,
+    "Dropout": _remove_identity,
+    "Gemm": _gemm_to_matmul,
+    "BatchNormalization": _fold_batchnorm,
+    "GlobalAveragePool": _global_pool_to_reduce,
+    "GlobalMaxPool": _global_pool_to_reduce,
+    "Pow": _simplify_pow,
+}

@@ -1,0 +1,47 @@
+"""What every pass receives: frozen build options and the decision log it appends to."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MODES = ("latency_first", "balanced", "memory_first")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    mode: str = "balanced"
+    target: str = "cpu"
+    alignment: int = 64
+
+
+@dataclass
+class Decision:
+    """One optimization decision: which pass, on which nodes/values, what it did and why."""
+
+    pass_name: str
+    nodes: list[str]
+    action: str
+    reason: str
+    before: Any = None
+    after: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["pass"] = record.pop("pass_name")
+        extra = record.pop("extra")
+        record.update(extra)
+        return {k: v for k, v in record.items() if v is not None}
+
+
+@dataclass
+class PassContext:
+    options: BuildOptions
+    decisions: list[Decision] = field(default_factory=list)
+    # results that later stages need besides the graph (liveness, memory plan, kernel choices)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, pass_name: str, nodes: list[str], action: str, reason: str,
+            before: Any = None, after: Any = None, **extra: Any) -> None:
+        self.decisions.append(Decision(pass_name, list(nodes), action, reason, before, after, extra))

@@ -1,0 +1,75 @@
+"""Constant folding: evaluate every node whose inputs are all known at compile time.
+
+Static shapes make `Shape` known, so the Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains
+that exporters emit collapse to constants here; each fold is logged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from ..ir.rewrite import typed_node
+from ..ops import registry
+from ..ops.registry import SHAPE_ONLY
+from .context import PassContext
+
+NAME = "fold_constants"
+# never materialize a folded constant this large when it would grow the weights (e.g. Expand)
+_GROWTH_LIMIT_BYTES = 16 << 20
+
+
+def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
+    folded: list[Node] = []
+    for node in list(graph.nodes):
+        values = _try_fold(graph, node)
+        if values is None:
+            continue
+        graph.nodes.remove(node)
+        for name, value in zip(node.outputs, values):
+            if name:
+                graph.constants[name] = np.ascontiguousarray(value).astype(
+                    graph.types[name].dtype.numpy, copy=False)
+        folded.append(node)
+        ctx.log(NAME, [node.name], "fold", _reason(node),
+                after=[str(graph.types[o]) for o in node.outputs if o])
+    _copy_constant_outputs(graph, ctx)
+    ops = sorted({n.op for n in folded})
+    ctx.log(NAME, [], "summary", "nodes evaluated at compile time", after=len(folded), ops=ops)
+    return graph
+
+
+def _reason(node: Node) -> str:
+    if node.op == "Shape":
+        return "input shape is static"
+    return "all inputs are compile-time constants"
+
+
+def _try_fold(graph: Graph, node: Node) -> list[np.ndarray] | None:
+    opdef = registry.get(node.op)
+    if node.op == "Shape":
+        return [opdef.shape_value(node, graph.types[node.inputs[0]])]  # type: ignore[attr-defined]
+    inputs = node.present_inputs()
+    if not all(graph.is_constant(i) for i in inputs) and opdef.category != SHAPE_ONLY:
+        return None
+    in_bytes = sum(graph.constants[i].nbytes for i in inputs)
+    out_bytes = sum(graph.types[o].nbytes for o in node.outputs if o)
+    if out_bytes > _GROWTH_LIMIT_BYTES and out_bytes > in_bytes:
+        return None
+    try:
+        return opdef.evaluate(node, [graph.constants.get(i) if i else None for i in node.inputs])
+    except NotImplementedError:
+        return None
+
+
+def _copy_constant_outputs(graph: Graph, ctx: PassContext) -> None:
+    """A graph output that folded to a constant is copied into the caller's buffer at run time."""
+    for position, name in enumerate(list(graph.outputs)):
+        if not graph.is_constant(name):
+            continue
+        array = graph.constants.pop(name)
+        source = graph.add_constant(f"{name}_const", array)
+        copy = typed_node(graph, "pyc.Copy", [source], f"copy_{name}", output=name)
+        graph.nodes.append(copy)
+        ctx.log(NAME, [copy.name], "materialize_output", "the output is a compile-time constant")
+        graph.outputs[position] = name

@@ -1,0 +1,163 @@
+"""Fusion.
+
+1. Elementwise groups: connected elementwise ops of one output shape, whose intermediate values
+   are used only inside the group, become one `pyc.Elementwise` node computing a scalar program
+   per element (one loop, no intermediate buffers). Scalar constants are inlined as literals.
+2. Epilogues: a MatMul/Conv whose only user is a same-shape `pyc.Elementwise` absorbs it
+   (bias, activation, residual add, GELU...), applied as each output element is stored. An
+   operand that is computed after the anchor would make this illegal, and is reported.
+"""
+
+from __future__ import annotations
+
+from ..ir.ewprogram import Instr, format_program, literal, parse_program, renumber
+from ..ir.graph import Graph, Node
+from ..ops import registry
+from ..ops.elementwise import ElementwiseOp
+from .context import PassContext
+
+NAME = "fuse"
+
+
+def fuse(graph: Graph, ctx: PassContext) -> Graph:
+    for group in _elementwise_groups(graph):
+        _replace_group(graph, group, ctx)
+    _fuse_epilogues(graph, ctx)
+    graph.remove_unused_types()
+    return graph
+
+
+# ---------------------------------------------------------------- elementwise groups
+
+
+def _is_elementwise(node: Node) -> bool:
+    return registry.get(node.op).category == registry.ELEMENTWISE
+
+
+def _elementwise_groups(graph: Graph) -> list[list[Node]]:
+    consumers = graph.consumers()
+    producers = graph.producers()
+    outputs = set(graph.outputs)
+    members: dict[int, list[Node]] = {}
+    group_of: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        if not _is_elementwise(node):
+            continue
+        gid = index
+        members[gid] = [node]
+        group_of[node.name] = gid
+        shape = graph.types[node.outputs[0]].shape
+        opdef: ElementwiseOp = registry.get(node.op)  # type: ignore[assignment]
+        for value in opdef.operands(node):
+            producer = producers.get(value)
+            if producer is None or not _is_elementwise(producer) or value in outputs:
+                continue
+            other = group_of[producer.name]
+            users = {user.name for user in consumers.get(value, [])}
+            inside = {m.name for m in members[gid]}
+            if other != gid and graph.types[value].shape == shape and users <= inside:
+                for moved in members.pop(other):
+                    group_of[moved.name] = gid
+                    members[gid].append(moved)
+    order = {node.name: index for index, node in enumerate(graph.nodes)}
+    groups = [sorted(group, key=lambda n: order[n.name]) for group in members.values()]
+    return sorted(groups, key=lambda g: order[g[-1].name])
+
+
+def _replace_group(graph: Graph, group: list[Node], ctx: PassContext) -> None:
+    operands: list[str] = []
+    env: dict[str, str] = {}
+    program: list[Instr] = []
+    for node in group:
+        opdef: ElementwiseOp = registry.get(node.op)  # type: ignore[assignment]
+        args = [_operand(graph, value, env, operands) for value in opdef.operands(node)]
+        dst = f"t{len(program)}"
+        op = "Identity" if node.op == "Expand" else node.op
+        dtype = graph.types[node.outputs[0]].dtype
+        program.append(Instr(dst, dtype, op, tuple(args), opdef.scalar_attrs(node, graph)))
+        env[node.outputs[0]] = dst
+    last = group[-1]
+    fused = Node("pyc.Elementwise", last.name, operands, [last.outputs[0]], {
+        "program": format_program(program),
+        "shape": list(graph.types[last.outputs[0]].shape),
+        "fused_from": [n.name for n in group],
+    })
+    graph.nodes[graph.nodes.index(last)] = fused
+    for node in group[:-1]:
+        graph.nodes.remove(node)
+    if len(group) > 1:
+        ctx.log(NAME, fused.attrs["fused_from"], "fuse_elementwise",  # type: ignore[arg-type]
+                "same-shape elementwise chain with no outside use of its intermediates: one loop",
+                before=len(group), after=1, ops=[n.op for n in group])
+
+
+def _operand(graph: Graph, value: str, env: dict[str, str], operands: list[str]) -> str:
+    if value in env:
+        return env[value]
+    constant = graph.constants.get(value)
+    if constant is not None and constant.size == 1:
+        return literal(constant.reshape(-1)[0].item(), graph.types[value].dtype)
+    if value not in operands:
+        operands.append(value)
+    return f"in{operands.index(value)}"
+
+
+# ---------------------------------------------------------------- epilogues
+
+
+def _fuse_epilogues(graph: Graph, ctx: PassContext) -> None:
+    for anchor in list(graph.nodes):
+        if registry.get(anchor.op).accepts_epilogue:
+            while _absorb_user(graph, anchor, ctx):
+                pass
+
+
+def _absorb_user(graph: Graph, anchor: Node, ctx: PassContext) -> bool:
+    out = anchor.outputs[0]
+    users = graph.consumers().get(out, [])
+    if out in graph.outputs or len({u.name for u in users}) != 1 or users[0].op != "pyc.Elementwise":
+        return False
+    user = users[0]
+    if graph.types[user.outputs[0]].shape != graph.types[out].shape or \
+            graph.types[user.outputs[0]].dtype != graph.types[out].dtype:
+        return False
+    available = _defined_before(graph, anchor)
+    late = [v for v in user.inputs if v != out and v not in available]
+    if late:
+        ctx.log(NAME, [anchor.name, user.name], "skip_epilogue",
+                f"operand {late[0]!r} is computed after {anchor.name!r}, so it cannot be read "
+                "while the anchor stores its output")
+        return False
+    first = int(anchor.attrs.get("epilogue_first_input", len(anchor.inputs)))  # type: ignore[arg-type]
+    existing = parse_program(anchor.attrs.get("epilogue", []))  # type: ignore[arg-type]
+    extra = anchor.inputs[first:]
+    arg_map: dict[str, str] = {}
+    for index, value in enumerate(user.inputs):
+        if value == out:
+            arg_map[f"in{index}"] = existing[-1].dst if existing else "acc"
+        else:
+            if value not in extra:
+                extra.append(value)
+            arg_map[f"in{index}"] = f"in{extra.index(value)}"
+    program = existing + renumber(parse_program(user.attrs["program"]), arg_map, len(existing))  # type: ignore[arg-type]
+    anchor.inputs = anchor.inputs[:first] + extra
+    anchor.attrs["epilogue_first_input"] = first
+    anchor.attrs["epilogue"] = format_program(program)
+    fused_from = list(anchor.attrs.get("epilogue_from", [])) + list(user.attrs["fused_from"])  # type: ignore[arg-type]
+    anchor.attrs["epilogue_from"] = fused_from
+    anchor.outputs = list(user.outputs)
+    graph.nodes.remove(user)
+    ctx.log(NAME, [anchor.name, *user.attrs["fused_from"]], "fuse_epilogue",  # type: ignore[misc]
+            f"{anchor.op} applies {'+'.join(i.op for i in parse_program(user.attrs['program']))} "  # type: ignore[arg-type]
+            "as it stores each element: no intermediate tensor, one pass over memory",
+            before=1 + len(user.attrs["fused_from"]), after=1)  # type: ignore[arg-type]
+    return True
+
+
+def _defined_before(graph: Graph, anchor: Node) -> set[str]:
+    available = set(graph.inputs) | set(graph.constants)
+    for node in graph.nodes:
+        if node is anchor:
+            return available
+        available.update(o for o in node.outputs if o)
+    return available

@@ -1,0 +1,73 @@
+"""Shape inference: derive every value's static type from the graph inputs and the op rules.
+
+`propagate_types` is also what the importer uses to type a fresh graph. It evaluates small
+constant subgraphs on the fly (Shape -> Gather -> Concat chains) so that ops whose output shape
+depends on an input value (Reshape, Expand, Slice, ...) get static shapes; rewriting those
+subgraphs into constants is fold_constants' job, not this one's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph
+from ..ir.types import TensorType
+from ..ops import registry
+from ..ops.registry import SHAPE_ONLY
+from .context import PassContext
+
+# values evaluated during inference are shape-sized; larger constant work waits for folding
+_EVAL_LIMIT = 1 << 16
+
+
+def propagate_types(graph: Graph) -> dict[str, TensorType]:
+    types = {name: graph.types[name] for name in graph.inputs}
+    types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
+    known: dict[str, np.ndarray] = dict(graph.constants)
+    for node in graph.nodes:
+        opdef = registry.get(node.op)
+        in_types = [types.get(name) if name else None for name in node.inputs]
+        in_values = [known.get(name) if name else None for name in node.inputs]
+        try:
+            out_types = opdef.infer(node, in_types, in_values)
+        except PycError:
+            raise
+        except Exception as exc:  # an op rule met a case it does not handle
+            raise PycError("E009", f"cannot infer the type of {node.op}: {exc}",
+                           where=f"node {node.name!r}") from exc
+        for name, ttype in zip(node.outputs, out_types):
+            if name:
+                types[name] = ttype
+        _maybe_evaluate(node, opdef, in_types, in_values, out_types, known)
+    return types
+
+
+def _maybe_evaluate(node, opdef, in_types, in_values, out_types, known) -> None:  # noqa: ANN001
+    if node.op == "Shape" and in_types[0] is not None:
+        known[node.outputs[0]] = opdef.shape_value(node, in_types[0])
+        return
+    present = [v for name, v in zip(node.inputs, in_values) if name]
+    small = all(t.numel <= _EVAL_LIMIT for t in out_types)
+    if (opdef.category == SHAPE_ONLY or all(v is not None for v in present)) and small:
+        try:
+            results = opdef.evaluate(node, in_values)
+        except NotImplementedError:
+            return
+        for name, value in zip(node.outputs, results):
+            if name:
+                known[name] = np.asarray(value)
+
+
+def infer_shapes(graph: Graph, ctx: PassContext) -> Graph:
+    """Re-derive all types after the rewrites of earlier passes and record any that changed."""
+    fresh = propagate_types(graph)
+    for name, ttype in fresh.items():
+        before = graph.types.get(name)
+        if before != ttype:
+            ctx.log("infer_shapes", [name], "retype", "type re-derived from op rules",
+                    before=str(before), after=str(ttype))
+            graph.types[name] = ttype
+    ctx.log("infer_shapes", [], "summary", "all value types derived from static input shapes",
+            after=len(fresh))
+    return graph

@@ -1,0 +1,39 @@
+"""Lowering: choose a kernel candidate for every node on the build target and record why."""
+
+from __future__ import annotations
+
+from ..codegen.targets import get_target
+from ..errors import PycError
+from ..ir.graph import Graph
+from ..ops import registry
+from .context import PassContext
+
+NAME = "lower"
+
+
+def lower(graph: Graph, ctx: PassContext) -> Graph:
+    target = get_target(ctx.options.target)
+    problems = []
+    for node in graph.nodes:
+        opdef = registry.get(node.op)
+        if opdef.category == registry.VIEW:
+            node.attrs["kernel"] = "view"
+            ctx.log(NAME, [node.name], "alias", "a view: the output is the input's bytes, no code")
+            continue
+        candidates = [c for c in opdef.kernels
+                      if c.is_applicable(node, graph) and target.has_template(c.template)]
+        if not candidates:
+            problems.append(f"{node.op} ({node.name!r})")
+            continue
+        flops = opdef.flops(node, graph)
+        chosen = min(candidates, key=lambda c: (c.cost_factor * flops, c.name))
+        node.attrs["kernel"] = chosen.name
+        others = [c.name for c in candidates if c is not chosen]
+        ctx.log(NAME, [node.name], "select_kernel",
+                f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
+                + (f"; also applicable: {', '.join(others)}" if others else ""),
+                after=chosen.name)
+    if problems:
+        raise PycError("E008", f"no {target.name} kernel for {len(problems)} node(s): "
+                       + ", ".join(problems), hint="see docs/op_coverage.md")
+    return graph

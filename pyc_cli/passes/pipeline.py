@@ -1,0 +1,44 @@
+"""The pass pipeline: one fixed, ordered list. This tuple is the compiler's architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..ir.graph import Graph
+from ..ir.verify import verify
+from .analyze_liveness import analyze_liveness
+from .canonicalize import canonicalize
+from .choose_layout import choose_layout
+from .context import PassContext
+from .eliminate_dead_code import eliminate_dead_code
+from .fold_constants import fold_constants
+from .fuse import fuse
+from .infer_shapes import infer_shapes
+from .lower import lower
+from .plan_memory import plan_memory
+
+Pass = Callable[[Graph, PassContext], Graph]
+
+PIPELINE: tuple[tuple[str, Pass], ...] = (
+    ("canonicalize", canonicalize),
+    ("fold_constants", fold_constants),
+    ("infer_shapes", infer_shapes),
+    ("choose_layout", choose_layout),
+    ("fuse", fuse),
+    ("eliminate_dead_code", eliminate_dead_code),
+    ("analyze_liveness", analyze_liveness),
+    ("plan_memory", plan_memory),
+    ("lower", lower),
+)
+PASS_NAMES = tuple(name for name, _ in PIPELINE)
+
+
+def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None) -> Graph:
+    """Run the passes in order, verifying the IR after each; optionally stop after one."""
+    verify(graph, after="import")
+    for name, run in PIPELINE:
+        graph = run(graph, ctx)
+        verify(graph, after=name)
+        if name == stop_after:
+            break
+    return graph

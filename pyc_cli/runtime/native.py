@@ -1,0 +1,130 @@
+"""Running a compiled artifact in-process through its C ABI (ctypes)."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.types import DType
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> TensorSpec:
+        return cls(entry["name"], DType(entry["dtype"]).numpy, tuple(entry["shape"]))
+
+
+class ModelFunctions:
+    """The three ABI entry points, bound from a ctypes library or from JIT-resolved addresses."""
+
+    def __init__(self, create: Any, run: Any, destroy: Any, status_string: Any) -> None:
+        self.create, self.run, self.destroy, self.status_string = create, run, destroy, status_string
+
+    @classmethod
+    def from_library(cls, library: ctypes.CDLL) -> ModelFunctions:
+        return cls.from_addresses({name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                                   for name in ENTRY_POINTS})
+
+    @classmethod
+    def from_addresses(cls, addresses: dict[str, int]) -> ModelFunctions:
+        create = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p,
+                                  ctypes.POINTER(ctypes.c_void_p))(addresses["pyc_model_create"])
+        run = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                               ctypes.POINTER(ctypes.c_void_p))(addresses["pyc_model_run"])
+        destroy = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(addresses["pyc_model_destroy"])
+        status = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_int)(addresses["pyc_model_status_string"])
+        return cls(create, run, destroy, status)
+
+
+ENTRY_POINTS = ("pyc_model_create", "pyc_model_run", "pyc_model_destroy", "pyc_model_status_string")
+
+
+class CompiledModel:
+    """A loaded model: create once, run many times (what a server or a benchmark needs)."""
+
+    def __init__(self, functions: ModelFunctions, weights_path: Path,
+                 inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
+                 arena_bytes: int = 0) -> None:
+        self.inputs, self.outputs = inputs, outputs
+        self.arena_bytes = arena_bytes
+        self._fn = functions
+        self._keepalive = keepalive  # the library or JIT that owns the code
+        handle = ctypes.c_void_p()
+        status = functions.create(str(weights_path).encode(), ctypes.byref(handle))
+        if status != 0:
+            raise PycError("E042", f"model creation failed: {self._status(status)}",
+                           where=str(weights_path), hint="rebuild the artifact")
+        self._handle = handle
+
+    def _status(self, status: int) -> str:
+        return (self._fn.status_string(status) or b"?").decode()
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        expected = {spec.name for spec in self.inputs}
+        missing = sorted(expected - set(feeds))
+        extra = sorted(set(feeds) - expected)
+        if missing or extra:
+            raise PycError("E041", f"inputs do not match the model: missing {missing}, "
+                           f"unexpected {extra}", where=f"model inputs are {sorted(expected)}",
+                           hint="name the inputs as the manifest lists them")
+        arrays = []
+        for spec in self.inputs:
+            array = np.asarray(feeds[spec.name])
+            if array.dtype != spec.dtype or tuple(array.shape) != spec.shape:
+                raise PycError("E041", f"input {spec.name!r} is {array.dtype}{list(array.shape)}, "
+                               f"the model needs {spec.dtype}{list(spec.shape)}",
+                               where=f"input {spec.name!r}",
+                               hint="rebuild with --input-shape for other shapes, or convert it")
+            arrays.append(np.ascontiguousarray(array))
+        return arrays
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = self.check_feeds(feeds)
+        outputs = {spec.name: np.empty(spec.shape, spec.dtype) for spec in self.outputs}
+        self._run_arrays(arrays, list(outputs.values()))
+        return outputs
+
+    def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+        in_ptrs = (ctypes.c_void_p * max(1, len(inputs)))(*[a.ctypes.data for a in inputs])
+        out_ptrs = (ctypes.c_void_p * max(1, len(outputs)))(*[a.ctypes.data for a in outputs])
+        status = self._fn.run(self._handle, in_ptrs, out_ptrs)
+        if status != 0:
+            raise PycError("E042", f"model run failed: {self._status(status)}",
+                           hint="check the input values (e.g. index inputs in range)")
+
+    def time_runs(self, feeds: dict[str, np.ndarray], repeat: int) -> list[float]:
+        """Milliseconds per run for `repeat` runs (after one warm-up), buffers allocated once."""
+        arrays = self.check_feeds(feeds)
+        outputs = [np.empty(spec.shape, spec.dtype) for spec in self.outputs]
+        self._run_arrays(arrays, outputs)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self._run_arrays(arrays, outputs)
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            self._fn.destroy(self._handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> CompiledModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

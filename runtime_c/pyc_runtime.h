@@ -1,0 +1,37 @@
+/* PyC runtime: the few helpers generated models share. Plain C11, no dependencies but libc/libm. */
+#ifndef PYC_RUNTIME_H
+#define PYC_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define PYC_EXPORT __declspec(dllexport)
+#else
+#define PYC_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* Status codes returned by every entry point (0 = success). */
+enum pyc_status {
+  PYC_STATUS_OK = 0,
+  PYC_STATUS_INVALID_ARGUMENT = 1,
+  PYC_STATUS_OUT_OF_MEMORY = 2,
+  PYC_STATUS_WEIGHTS_UNREADABLE = 3,
+  PYC_STATUS_WEIGHTS_MISMATCH = 4,
+  PYC_STATUS_INDEX_OUT_OF_RANGE = 5
+};
+
+/* Element type codes used by the model metadata functions. */
+enum pyc_dtype {
+  PYC_DTYPE_F32 = 1, PYC_DTYPE_F64 = 2, PYC_DTYPE_F16 = 3, PYC_DTYPE_I8 = 4, PYC_DTYPE_I16 = 5,
+  PYC_DTYPE_I32 = 6, PYC_DTYPE_I64 = 7, PYC_DTYPE_U8 = 8, PYC_DTYPE_BOOL = 9
+};
+
+const char* pyc_status_string(int status);
+void* pyc_aligned_alloc(size_t bytes);
+void pyc_aligned_free(void* ptr);
+/* Reads exactly `expected` bytes from `path` into a new aligned buffer and checks the checksum. */
+int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsigned char** out);
+uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
+
+#endif
