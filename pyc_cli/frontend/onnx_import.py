@@ -190,7 +190,7 @@ def _to_array(tensor: onnx.TensorProto) -> np.ndarray:
     except KeyError:
         raise PycError("E008", f"tensor {tensor.name!r} has an unsupported element type "
                        f"{onnx.TensorProto.DataType.Name(tensor.data_type)}") from None
-    return np.ascontiguousarray(numpy_helper.to_array(tensor))
+    return np.asarray(numpy_helper.to_array(tensor), order="C")
 
 
 def _attr_value(attr: AttributeProto, node_name: str) -> AttrValue:

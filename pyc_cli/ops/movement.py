@@ -53,7 +53,7 @@ class Transpose(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
-        return [np.ascontiguousarray(np.transpose(x, self.perm(node, x.ndim)))]
+        return [np.asarray(np.transpose(x, self.perm(node, x.ndim)), order="C")]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x = graph.types[node.inputs[0]]
@@ -95,7 +95,7 @@ class Slice(OpDef):
         x = np.asarray(inputs[0])
         index = tuple(slice(b, b + s * c, s) if c else slice(0, 0)
                       for b, s, c in self.ranges(node, x.shape, inputs))
-        return [np.ascontiguousarray(x[index])]
+        return [np.asarray(x[index], order="C")]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x = graph.types[node.inputs[0]]

@@ -51,7 +51,7 @@ def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext) -> None:
         a = new_nodes[-1].outputs[0]
     if node.attrs.get("transB", 0):
         if graph.is_constant(b):
-            b = graph.add_constant(f"{b}_T", np.ascontiguousarray(graph.constants[b].T))
+            b = graph.add_constant(f"{b}_T", np.asarray(graph.constants[b].T, order="C"))
         else:
             new_nodes.append(typed_node(graph, "Transpose", [b], f"{node.name}_transB"))
             b = new_nodes[-1].outputs[0]

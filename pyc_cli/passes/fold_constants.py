@@ -28,7 +28,7 @@ def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
         graph.nodes.remove(node)
         for name, value in zip(node.outputs, values):
             if name:
-                graph.constants[name] = np.ascontiguousarray(value).astype(
+                graph.constants[name] = np.asarray(value, order="C").astype(
                     graph.types[name].dtype.numpy, copy=False)
         folded.append(node)
         ctx.log(NAME, [node.name], "fold", _reason(node),

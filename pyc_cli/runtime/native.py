@@ -86,7 +86,7 @@ class CompiledModel:
                                f"the model needs {spec.dtype}{list(spec.shape)}",
                                where=f"input {spec.name!r}",
                                hint="rebuild with --input-shape for other shapes, or convert it")
-            arrays.append(np.ascontiguousarray(array))
+            arrays.append(np.asarray(array, order="C"))
         return arrays
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
