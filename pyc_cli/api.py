@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     graph = import_model(model_path, input_shapes)
     ctx = PassContext(BuildOptions(mode=mode, target=target))
+    ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
     return run_pipeline(graph, ctx, stop_after), ctx
 
 
@@ -74,7 +76,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
             "model": {"file": model_path.name, "sha256": _sha256(model_path),
-                      "graph_name": graph.name, "opset": graph.opset},
+                      "graph_name": graph.name, "opset": graph.opset,
+                      "source_ops": ctx.artifacts["source_ops"],
+                      "compiled_nodes": len(graph.nodes)},
             "target": target, "mode": mode,
             "flags": {"mode": mode, "target": target,
                       "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}},

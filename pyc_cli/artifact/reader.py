@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import PycError
+from ..ir.graph import Graph
+from ..ir.text import blob_key, parse_graph
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256
 
 
@@ -40,3 +44,26 @@ def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:
         if file_sha256(path) != expected:
             raise PycError("E031", f"{relative} does not match its sha256 in {MANIFEST}",
                            where=str(path), hint="the artifact was modified; rebuild it")
+
+
+def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
+    """The IR after passes, with large constants read back from the weights file."""
+    weights = (artifact / manifest["weights"]["file"]).read_bytes()
+    text = (artifact / "model.ir").read_text()
+    shell = parse_graph(text, _BlobProbe())
+    blobs = {}
+    for name, offset in manifest["weights"]["layout"].items():
+        ttype = shell.types[name]
+        array = np.frombuffer(weights, ttype.dtype.numpy, ttype.numel, offset).reshape(ttype.shape)
+        blobs[blob_key(array)] = array
+    return parse_graph(text, blobs)
+
+
+class _BlobProbe(dict):
+    """Answers any blob lookup with an empty array (first parse only learns the types)."""
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return np.empty(0)
+
+    def get(self, key, default=None):  # noqa: ANN001, ANN201
+        return np.empty(0)

@@ -193,7 +193,7 @@ def parse_graph(text: str, blobs: Mapping[str, np.ndarray] | None = None) -> Gra
     graph = Graph("", [], [], [], {}, {}, 0)
     for line in text.splitlines():
         if line.strip():
-            _parse_statement(graph, _Tokens(line), blobs or {})
+            _parse_statement(graph, _Tokens(line), {} if blobs is None else blobs)
     return graph
 
 

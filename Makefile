@@ -1,0 +1,22 @@
+PYTHON ?= python3
+PYTEST_ARGS ?= -q
+
+.PHONY: test golden bench lint docs models
+
+test:  ## run the whole test suite
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+golden:  ## regenerate golden IR / plan / decision-log / C dumps of the reference models
+	$(PYTHON) tests/golden_tool.py --write
+
+bench:  ## PyC vs onnxruntime, side by side (writes benchmarks/results/)
+	$(PYTHON) benchmarks/bench.py
+
+lint:
+	$(PYTHON) -m ruff check pyc_cli tests benchmarks
+
+docs:  ## regenerate generated documentation
+	$(PYTHON) -c "from pyc_cli.errors import errors_markdown; open('docs/errors.md','w').write(errors_markdown())"
+
+models:  ## regenerate the reference models (transformer needs torch==2.13.0)
+	$(PYTHON) tests/models/make_reference_models.py tests/models

@@ -1,0 +1,201 @@
+"""The `pyc` command line: a thin layer over pyc_cli.api (build, run, explain)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.console import Console
+
+from .. import __version__
+from ..errors import PycError
+from ..passes.context import MODES
+from ..passes.pipeline import PASS_NAMES
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    if isinstance(exc, PycError):
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USER_ERROR)
+    click.echo(f"PYC-E090: internal compiler error: {type(exc).__name__}: {exc}; what to do: "
+               "rerun with --debug and report it", err=True)
+    sys.exit(EXIT_INTERNAL_ERROR)
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every exception into a reason-coded message and a non-zero exit (traceback only
+    with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        try:
+            return command(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001  (the one place every error is reported)
+            _fail(exc, debug)
+
+    return wrapper
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(",")) if dims.strip() else ()
+        if not sep or not name or any(d <= 0 for d in shape):
+            raise ValueError
+    except ValueError:
+        raise PycError("E006", f"--input-shape {text!r} is not NAME=d0,d1,...",
+                       hint="e.g. --input-shape input_ids=1,128 (positive integers)") from None
+    return name, shape
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pyc")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def main(debug: bool) -> None:
+    """PyC: compile ONNX models ahead of time into small, inspectable artifacts."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Artifact directory (default: MODEL.pyc beside the model).")
+@click.option("--mode", type=click.Choice(MODES), default="balanced", show_default=True,
+              help="Memory planning policy.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
+              help="Fix the shape of an input with symbolic dims (repeatable).")
+@click.option("--target", default="cpu", show_default=True, help="Code generation target.")
+@click.option("--dump-ir-after", type=click.Choice(PASS_NAMES), metavar="PASS",
+              help="Print the IR after PASS and stop (writes nothing).")
+@reports_errors
+def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
+          target: str, dump_ir_after: str | None) -> None:
+    """Compile MODEL (.onnx) into an artifact directory.
+
+    The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
+    decision log, generated C sources, weights.bin and the compiled library.
+    """
+    from ..api import build as build_artifact
+    from ..api import compile_graph
+    from ..ir.text import print_graph
+
+    shapes = dict(parse_input_shape(text) for text in input_shapes)
+    if dump_ir_after:
+        graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after)
+        click.echo(print_graph(graph), nl=False)
+        return
+    result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target)
+    plan = result.plan
+    click.echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
+               f"{plan.arena_bytes} B, no-reuse {plan.no_reuse_bytes} B, lower bound "
+               f"{plan.lower_bound_bytes} B, mode {mode})")
+
+
+def read_inputs(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("not an .npz archive")
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise PycError("E040", f"cannot read inputs from {path}: {exc}", where=str(path),
+                       hint="save inputs with numpy.savez(path, name=array, ...)") from exc
+
+
+def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
+    """Random feeds matching the model (floats ~ N(0,1), integers in [0, 100), bools 0/1)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in model.inputs:
+        if np.issubdtype(spec.dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+        elif spec.dtype == np.bool_:
+            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
+        else:
+            feeds[spec.name] = rng.integers(0, 100, spec.shape).astype(spec.dtype)
+    return feeds
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="An .npz file with one array per model input.")
+@click.option("--random-inputs", "seed", type=int, default=None, metavar="SEED",
+              help="Use seeded random inputs instead of --inputs.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write outputs (keyed by output name) to this .npz file.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Time this many runs and report p50/p95 latency.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
+@reports_errors
+def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path: Path | None,
+        repeat: int, as_json: bool) -> None:
+    """Run a built ARTIFACT (its hashes are verified before native code loads)."""
+    from ..api import load
+
+    if (inputs_path is None) == (seed is None):
+        raise PycError("E050", "give exactly one of --inputs FILE.npz or --random-inputs SEED",
+                       hint="e.g. pyc run artifact/ --inputs x.npz")
+    model = load(artifact)
+    feeds = read_inputs(inputs_path) if inputs_path is not None else random_inputs(model, seed or 0)
+    outputs = model.run(feeds)
+    times = model.time_runs(feeds, repeat) if repeat > 1 else []
+    if output_path is not None:
+        np.savez(output_path, **outputs)
+    summary = {
+        "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                    for name, v in outputs.items()},
+        "latency_ms": _latency(times),
+        "arena_bytes": model.arena_bytes,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    for name, value in outputs.items():
+        click.echo(f"{name}: {value.dtype}{list(value.shape)} mean {float(np.mean(value)):.6g} "
+                   f"std {float(np.std(value)):.6g}")
+    if times:
+        lat = summary["latency_ms"]
+        click.echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "
+                   f"p95 {lat['p95']:.4f} ms")
+
+
+def _latency(times: list[float]) -> dict[str, Any]:
+    if not times:
+        return {"p50": None, "p95": None, "runs": 0}
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
+            "runs": len(times)}
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@reports_errors
+def explain(artifact: Path, as_json: bool) -> None:
+    """Explain what the compiler did to ARTIFACT's model and why."""
+    from ..explain import explain_data, print_explanation
+
+    data = explain_data(artifact)
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+        return
+    print_explanation(data, Console(width=140))
+
+
+if __name__ == "__main__":
+    main()

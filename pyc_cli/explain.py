@@ -1,0 +1,153 @@
+"""`pyc explain`: what the model is, what each pass did and why, fusions, kernels and memory."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .artifact.reader import load_graph, read_manifest
+from .ir.ewprogram import parse_program
+from .ir.graph import Graph
+from .passes.pipeline import PASS_NAMES
+
+_SUMMARY_ACTIONS = {"summary"}
+
+
+def explain_data(artifact: str | Path) -> dict[str, Any]:
+    root = Path(artifact)
+    manifest = read_manifest(root)
+    decisions = [json.loads(line) for line in
+                 (root / "decisions.jsonl").read_text().splitlines() if line.strip()]
+    plan = json.loads((root / "memory_plan.json").read_text())
+    graph = load_graph(root, manifest)
+    return {
+        "model": {**manifest["model"], "inputs": manifest["inputs"], "outputs": manifest["outputs"]},
+        "target": manifest["target"],
+        "mode": manifest["mode"],
+        "toolchain": manifest["toolchain"],
+        "passes": _passes(decisions),
+        "fusions": _fusions(graph, decisions),
+        "kernels": {node.name: str(node.attrs.get("kernel", "")) for node in graph.nodes},
+        "kernel_reasons": {d["nodes"][0]: d["reason"] for d in decisions
+                           if d["pass"] == "lower" and d["nodes"]},
+        "memory": _memory(plan),
+        "weights_bytes": manifest["weights"]["bytes"],
+    }
+
+
+def _passes(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    passes = []
+    for name in PASS_NAMES:
+        mine = [d for d in decisions if d["pass"] == name]
+        changes = Counter(d["action"] for d in mine if d["action"] not in _SUMMARY_ACTIONS)
+        summary = next((d for d in mine if d["action"] == "summary"), None)
+        passes.append({"name": name, "changes": dict(sorted(changes.items())),
+                       "summary": None if summary is None else
+                       {k: v for k, v in summary.items() if k not in ("pass", "nodes", "action")}})
+    return passes
+
+
+def _fusions(graph: Graph, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fusions present in the final graph (an elementwise group later absorbed into an
+    epilogue is reported once, as part of that epilogue)."""
+    reasons = {}
+    for d in decisions:
+        if d["action"] in ("fuse_elementwise", "fuse_epilogue"):
+            reasons[d["nodes"][0]] = d["reason"]
+    fused = []
+    for node in graph.nodes:
+        if "epilogue_from" in node.attrs:
+            merged = [node.name, *node.attrs["epilogue_from"]]  # type: ignore[misc]
+            ops = [node.op] + [i.op for i in parse_program(node.attrs["epilogue"])]  # type: ignore[arg-type]
+            fused.append({"kind": "epilogue", "nodes": merged, "ops": ops,
+                          "reason": reasons.get(node.name, "")})
+        elif len(node.attrs.get("fused_from", [])) > 1:  # type: ignore[arg-type]
+            merged = list(node.attrs["fused_from"])  # type: ignore[arg-type]
+            ops = [i.op for i in parse_program(node.attrs["program"])]  # type: ignore[arg-type]
+            fused.append({"kind": "elementwise", "nodes": merged, "ops": ops,
+                          "reason": reasons.get(merged[0], "")})
+    return fused
+
+
+def _memory(plan: dict[str, Any]) -> dict[str, Any]:
+    tensors = plan["tensors"]
+    largest = sorted((t for t in tensors if "alias_of" not in t),
+                     key=lambda t: (-t["bytes"], t["name"]))[:5]
+    return {
+        "arena_bytes": plan["arena_bytes"], "no_reuse_bytes": plan["no_reuse_bytes"],
+        "lower_bound_bytes": plan["lower_bound_bytes"], "reuse_count": plan["reuse_count"],
+        "inplace_count": plan["inplace_count"], "algorithm": plan["algorithm"],
+        "alignment": plan["alignment"],
+        "largest": [{"name": t["name"], "bytes": t["bytes"]} for t in largest],
+        "tensors": [{k: t[k] for k in ("name", "bytes", "offset", "start", "end", "alias_of")
+                     if k in t} for t in tensors],
+    }
+
+
+def _kib(value: int) -> str:
+    return f"{value / 1024:,.1f} KiB"
+
+
+def print_explanation(data: dict[str, Any], console: Console) -> None:
+    model = data["model"]
+    source_nodes = sum(model["source_ops"].values())
+    console.print(f"[bold]{model['file']}[/bold] (graph {model['graph_name']!r}, opset "
+                  f"{model['opset']}): {source_nodes} ONNX nodes -> {model['compiled_nodes']} "
+                  f"compiled nodes; target {data['target']}, mode {data['mode']}")
+    for kind in ("inputs", "outputs"):
+        listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in model[kind])
+        console.print(f"  {kind}: {listing}")
+    table = Table(title="Passes, in order")
+    table.add_column("pass")
+    table.add_column("what it changed")
+    for entry in data["passes"]:
+        changes = ", ".join(f"{count}x {action}" for action, count in entry["changes"].items())
+        summary = entry["summary"]
+        if summary:
+            changes = (changes + "; " if changes else "") + summary.get("reason", "")
+            if "after" in summary:
+                changes += f" ({summary['after']})"
+        table.add_row(entry["name"], changes or "nothing to do")
+    console.print(table)
+    _print_fusions(data, console)
+    _print_kernels(data, console)
+    _print_memory(data["memory"], console)
+
+
+def _print_fusions(data: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"Fusions ({len(data['fusions'])})")
+    table.add_column("kind")
+    table.add_column("merged nodes")
+    table.add_column("why")
+    for fusion in data["fusions"]:
+        table.add_row(fusion["kind"], " + ".join(fusion["nodes"]), fusion["reason"])
+    console.print(table)
+
+
+def _print_kernels(data: dict[str, Any], console: Console) -> None:
+    table = Table(title="Kernels (execution order)")
+    table.add_column("#", justify="right")
+    table.add_column("node")
+    table.add_column("kernel")
+    table.add_column("why")
+    for index, (node, kernel) in enumerate(data["kernels"].items()):
+        table.add_row(str(index), node, kernel, data["kernel_reasons"].get(node, ""))
+    console.print(table)
+
+
+def _print_memory(memory: dict[str, Any], console: Console) -> None:
+    arena, no_reuse, bound = (memory["arena_bytes"], memory["no_reuse_bytes"],
+                              memory["lower_bound_bytes"])
+    ratio = f"{arena / bound:.3f}x the lower bound" if bound else "no intermediates"
+    console.print(f"[bold]Memory plan[/bold] ({memory['algorithm']}, {memory['alignment']}-byte "
+                  f"aligned): arena {_kib(arena)} vs {_kib(no_reuse)} without reuse; lower bound "
+                  f"{_kib(bound)} ({ratio}); {memory['reuse_count']} tensors share bytes over "
+                  f"time, {memory['inplace_count']} written in place")
+    if memory["largest"]:
+        console.print("  largest: " + ", ".join(f"{t['name']} ({_kib(t['bytes'])})"
+                                                for t in memory["largest"]))

@@ -1,0 +1,55 @@
+"""Golden dumps of the reference models: IR after passes, memory plan, decision log, generated C.
+
+`python tests/golden_tool.py --write` (or `make golden`) regenerates golden/; test_golden.py
+compares a fresh build with it and shows a unified diff on any change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "tests" / "models"
+GOLDEN = REPO / "golden"
+
+# (model file, fixed input shapes, mode)
+REFERENCE_BUILDS: dict[str, tuple[str, dict[str, tuple[int, ...]], str]] = {
+    "mlp": ("mlp.onnx", {"x": (4, 64)}, "balanced"),
+    "cnn": ("cnn.onnx", {"image": (2, 3, 32, 32)}, "balanced"),
+    "transformer": ("transformer.onnx", {"input_ids": (2, 16), "attention_mask": (2, 16)},
+                    "balanced"),
+}
+GOLDEN_FILES = ("model.ir", "memory_plan.json", "decisions.jsonl", "src/model.c")
+
+
+def golden_dumps(name: str, out_dir: Path) -> dict[str, str]:
+    """Build a reference model into `out_dir` and return its golden files' texts."""
+    sys.path.insert(0, str(REPO))
+    import pyc_cli
+
+    model, shapes, mode = REFERENCE_BUILDS[name]
+    pyc_cli.build(MODELS / model, out_dir, mode=mode, input_shapes=shapes)
+    return {f: (out_dir / f).read_text() for f in GOLDEN_FILES}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", action="store_true", help="rewrite golden/ from fresh builds")
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in REFERENCE_BUILDS:
+            dumps = golden_dumps(name, Path(tmp) / f"{name}.pyc")
+            for relative, text in dumps.items():
+                target = GOLDEN / name / relative.replace("src/", "")
+                if args.write:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(text)
+            print(f"{name}: {'written' if args.write else 'built'} {len(dumps)} golden files")
+
+
+if __name__ == "__main__":
+    main()
