@@ -1,0 +1,56 @@
+"""Shared fixtures: the reference models, fresh random inputs, and the onnxruntime oracle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    name: str
+    path: Path
+    shapes: dict[str, tuple[int, ...]]
+
+    def random_feeds(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Fresh random inputs: N(0,1) floats; token ids in range; a mask with padded tails."""
+        feeds: dict[str, np.ndarray] = {}
+        for name, shape in self.shapes.items():
+            if name == "input_ids":
+                feeds[name] = rng.integers(0, 1000, shape, dtype=np.int64)
+            elif name == "attention_mask":
+                mask = np.ones(shape, np.int64)
+                for row in range(shape[0]):
+                    mask[row, shape[1] - int(rng.integers(0, shape[1] // 2)):] = 0
+                feeds[name] = mask
+            else:
+                feeds[name] = rng.standard_normal(shape).astype(np.float32)
+        return feeds
+
+
+REFERENCE_MODELS = {
+    "mlp": ReferenceModel("mlp", MODELS_DIR / "mlp.onnx", {"x": (3, 64)}),
+    "cnn": ReferenceModel("cnn", MODELS_DIR / "cnn.onnx", {"image": (2, 3, 32, 32)}),
+    "transformer": ReferenceModel("transformer", MODELS_DIR / "transformer.onnx",
+                                  {"input_ids": (2, 24), "attention_mask": (2, 24)}),
+}
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """A fresh random generator per test; its seed is printed so a failure can be replayed."""
+    seed = int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
+    print(f"random seed for {request.node.name}: {seed}")
+    return np.random.default_rng(seed)
+
+
+def onnxruntime_outputs(model_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))

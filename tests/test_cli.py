@@ -1,0 +1,304 @@
+"""The `pyc` command line: happy paths, machine-readable contracts, and every user mistake
+getting a reason-coded error (PYC-Exxx), a non-zero exit, no traceback and no half-written files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from conftest import REFERENCE_MODELS, onnxruntime_outputs
+from onnx import TensorProto, helper, numpy_helper
+
+import pyc_cli
+from pyc_cli.cli.main import main
+from pyc_cli.errors import ERROR_CODES, errors_markdown
+
+MLP = REFERENCE_MODELS["mlp"]
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def assert_user_error(code: int, output: str, error: str) -> None:
+    assert code == 2, output
+    assert f"PYC-{error}:" in output, output
+    assert "Traceback" not in output
+
+
+@pytest.fixture(scope="module")
+def mlp_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "mlp.pyc"
+    code, output = invoke("build", str(MLP.path), "-o", str(out), "--input-shape", "x=3,64")
+    assert code == 0, output
+    return out
+
+
+def test_help_on_every_command() -> None:
+    for command in ([], ["build"], ["run"], ["explain"]):
+        code, output = invoke(*command, "--help")
+        assert code == 0 and "Usage:" in output
+
+
+def test_build_default_output_is_beside_the_model(tmp_path: Path) -> None:
+    model = tmp_path / "net.onnx"
+    model.write_bytes(MLP.path.read_bytes())
+    code, output = invoke("build", str(model), "--input-shape", "x=1,64")
+    assert code == 0, output
+    assert (tmp_path / "net.pyc" / "manifest.json").is_file()
+
+
+def test_run_writes_outputs_matching_onnxruntime(mlp_artifact: Path, tmp_path: Path,
+                                                 rng: np.random.Generator) -> None:
+    feeds = MLP.random_feeds(rng)
+    np.savez(tmp_path / "in.npz", **feeds)
+    code, output = invoke("run", str(mlp_artifact), "--inputs", str(tmp_path / "in.npz"),
+                          "--output", str(tmp_path / "out.npz"))
+    assert code == 0, output
+    with np.load(tmp_path / "out.npz") as ours:
+        expected = onnxruntime_outputs(MLP.path, feeds)
+        np.testing.assert_allclose(ours["logits"], expected["logits"], rtol=1e-4, atol=1e-5)
+
+
+def test_run_json_contract(mlp_artifact: Path) -> None:
+    code, output = invoke("run", str(mlp_artifact), "--random-inputs", "3", "--repeat", "20",
+                          "--json")
+    assert code == 0, output
+    summary = json.loads(output)
+    assert summary["outputs"] == {"logits": {"shape": [3, 10], "dtype": "float32"}}
+    assert summary["latency_ms"]["runs"] == 20
+    assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
+    assert summary["arena_bytes"] == json.loads((mlp_artifact / "manifest.json").read_text())[
+        "arena_bytes"]
+
+
+def test_explain_json_contract(mlp_artifact: Path) -> None:
+    code, output = invoke("explain", str(mlp_artifact), "--json")
+    assert code == 0, output
+    data = json.loads(output)
+    for key in ("model", "target", "mode", "passes", "fusions", "kernels", "memory"):
+        assert key in data
+    assert [p["name"] for p in data["passes"]][0] == "canonicalize"
+    assert set(data["memory"]) >= {"arena_bytes", "no_reuse_bytes", "lower_bound_bytes",
+                                   "reuse_count"}
+    assert all(kernel for kernel in data["kernels"].values())
+    # Gemm + Add + Relu became one matmul with an epilogue: the fusion names the merged nodes
+    assert any(f["kind"] == "epilogue" and len(f["nodes"]) >= 2 for f in data["fusions"])
+
+
+def test_explain_text_tells_the_story(mlp_artifact: Path) -> None:
+    code, output = invoke("explain", str(mlp_artifact))
+    assert code == 0, output
+    for phrase in ("Passes, in order", "Fusions", "Kernels", "Memory plan", "lower bound"):
+        assert phrase in output
+
+
+def test_real_entry_point_reports_errors_without_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.onnx"
+    result = subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "build", str(missing)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("PYC-E001:") and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- bad models
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_not_an_onnx_file(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_text("this is not a protobuf at all \x00\xff")
+    code, output = invoke("build", str(bad), "-o", str(tmp_path / "out"))
+    assert_user_error(code, output, "E002")
+    assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    data = MLP.path.read_bytes()
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(data[: len(data) // 3])
+    code, output = invoke("build", str(bad), "-o", str(tmp_path / "out"), "--input-shape",
+                          "x=1,64")
+    assert code == 2 and ("PYC-E002:" in output or "PYC-E003:" in output), output
+    assert "Traceback" not in output and not (tmp_path / "out").exists()
+
+
+def _model(nodes: list, inputs: list, outputs: list, initializers: list | None = None,
+           opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=initializers or [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_unknown_ops_are_all_listed_with_node_names(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok_relu"),
+             helper.make_node("Hardmax", ["a"], ["b"], name="first_bad"),
+             helper.make_node("Celu", ["b"], ["c"], name="second_bad"),
+             helper.make_node("Hardmax", ["c"], ["y"], name="third_bad")]
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(nodes, [x], [y]), str(path))
+    code, output = invoke("build", str(path), "-o", str(tmp_path / "out"))
+    assert_user_error(code, output, "E007")
+    for name in ("first_bad", "second_bad", "third_bad"):
+        assert name in output
+    assert "3 node(s)" in output and "ok_relu" not in output
+    assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_symbolic_input_without_shape_names_input_and_dims() -> None:
+    code, output = invoke("build", str(MLP.path), "-o", "/nonexistent/never")
+    assert_user_error(code, output, "E005")
+    assert "'x'" in output and "batch" in output and "--input-shape x=" in output
+
+
+@pytest.mark.parametrize("spec", ["y=1,64", "x=1,65", "x=", "x=a,b", "x1,64", "x=0,64"])
+def test_bad_input_shape_arguments(spec: str) -> None:
+    code, output = invoke("build", str(MLP.path), "--input-shape", spec, "-o", "/nonexistent/x")
+    assert_user_error(code, output, "E006")
+
+
+def test_external_data_escaping_the_model_directory_is_refused(tmp_path: Path) -> None:
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(6, np.float32).tobytes())
+    weight = numpy_helper.from_array(np.zeros((2, 3), np.float32), "w")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "24")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    weight.ClearField("raw_data")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    model = _model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [x], [y], [weight])
+    path = model_dir / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, output = invoke("build", str(path), "-o", str(tmp_path / "out"))
+    assert_user_error(code, output, "E004")
+    assert "outside the model directory" in output
+
+
+def test_external_data_inside_the_directory_loads(tmp_path: Path, rng: np.random.Generator) -> None:
+    weights = rng.standard_normal((2, 3)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    model = _model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [x], [y],
+                   [numpy_helper.from_array(weights, "w")])
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="m.data", size_threshold=0)
+    pyc_cli.build(tmp_path / "m.onnx", tmp_path / "out")
+    feeds = {"x": rng.standard_normal((2, 3)).astype(np.float32)}
+    with pyc_cli.load(tmp_path / "out") as compiled:
+        np.testing.assert_allclose(compiled.run(feeds)["y"], feeds["x"] + weights, rtol=1e-6)
+
+
+def test_hostile_names_never_reach_generated_code_unescaped(tmp_path: Path,
+                                                            rng: np.random.Generator) -> None:
+    evil_in = 'in*/ "quote" \\ #define X\nnewline'
+    evil_out = 'out/* */"; system("rm -rf /"); //'
+    x = helper.make_tensor_value_info(evil_in, TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info(evil_out, TensorProto.FLOAT, [2, 3])
+    nodes = [helper.make_node("Relu", [evil_in], ["mid*/"], name='*/ int evil = 1; /*'),
+             helper.make_node("Neg", ["mid*/"], [evil_out], name='"\\" #include <x>')]
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(nodes, [x], [y]), str(path))
+    pyc_cli.build(path, tmp_path / "out")
+    source = (tmp_path / "out" / "src" / "model.c").read_text()
+    for fragment in ("*/ int evil", "#include <x>", "system(", "#define X", "mid*/"):
+        assert fragment not in source
+    feeds = {evil_in: rng.standard_normal((2, 3)).astype(np.float32)}
+    with pyc_cli.load(tmp_path / "out") as compiled:
+        assert [s.name for s in compiled.outputs] == [evil_out]
+        np.testing.assert_array_equal(compiled.run(feeds)[evil_out], -np.maximum(feeds[evil_in], 0))
+    # the C metadata returns the exact original names
+    import ctypes
+
+    library = ctypes.CDLL(str(tmp_path / "out" / "libmodel.so"))
+    library.pyc_model_io_name.restype = ctypes.c_char_p
+    assert library.pyc_model_io_name(0, 0).decode() == evil_in
+    assert library.pyc_model_io_name(1, 0).decode() == evil_out
+
+
+def test_output_directory_that_is_not_an_artifact_is_left_alone(tmp_path: Path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, output = invoke("build", str(MLP.path), "--input-shape", "x=1,64", "-o", str(out))
+    assert_user_error(code, output, "E021")
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_rebuilding_over_an_artifact_replaces_it(mlp_artifact: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again.pyc"
+    for shape in ("x=1,64", "x=5,64"):
+        code, output = invoke("build", str(MLP.path), "--input-shape", shape, "-o", str(out))
+        assert code == 0, output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == [5, 64]
+    assert not _leftovers(tmp_path)
+
+
+# ---------------------------------------------------------------- bad runs
+
+
+def test_wrong_input_name_dtype_shape_and_missing_inputs(mlp_artifact: Path, tmp_path: Path) -> None:
+    good = np.zeros((3, 64), np.float32) + 0.5
+    cases = {
+        "wrong_name": {"y": good},
+        "missing": {},
+        "extra": {"x": good, "z": good},
+        "wrong_dtype": {"x": good.astype(np.float64)},
+        "wrong_shape": {"x": np.ones((4, 64), np.float32)},
+    }
+    for label, feeds in cases.items():
+        path = tmp_path / f"{label}.npz"
+        np.savez(path, **feeds)
+        code, output = invoke("run", str(mlp_artifact), "--inputs", str(path))
+        assert_user_error(code, output, "E041")
+
+
+def test_inputs_file_that_is_not_npz(mlp_artifact: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "in.npz"
+    bad.write_text("nope")
+    code, output = invoke("run", str(mlp_artifact), "--inputs", str(bad))
+    assert_user_error(code, output, "E040")
+
+
+@pytest.mark.parametrize("victim", ["weights.bin", "libmodel.so", "src/model.c"])
+def test_tampered_artifact_is_refused_before_loading(mlp_artifact: Path, tmp_path: Path,
+                                                     victim: str) -> None:
+    import shutil
+
+    copy = tmp_path / "copy.pyc"
+    shutil.copytree(mlp_artifact, copy)
+    target = copy / victim
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    code, output = invoke("run", str(copy), "--random-inputs", "0")
+    assert_user_error(code, output, "E031")
+    assert victim in output
+
+
+def test_not_an_artifact(tmp_path: Path) -> None:
+    code, output = invoke("run", str(tmp_path), "--random-inputs", "0")
+    assert_user_error(code, output, "E030")
+    code, output = invoke("explain", str(tmp_path))
+    assert_user_error(code, output, "E030")
+
+
+def test_error_codes_document_is_current() -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+    assert docs.read_text() == errors_markdown(), "run `make docs`"
+    assert all(code.startswith("E") and len(code) == 4 for code in ERROR_CODES)

@@ -1,0 +1,130 @@
+"""End-to-end: build the reference models (with fresh random weights) and compare every output
+with onnxruntime on fresh random inputs. fp32 tolerance: rtol 1e-4, atol 1e-5."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
+from helpers import randomize_initializers
+
+import pyc_cli
+from pyc_cli.runtime.jit import jit_load
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _random_weight_copy(ref: ReferenceModel, rng: np.random.Generator, tmp_path: Path) -> Path:
+    model = randomize_initializers(onnx.load(str(ref.path)), rng)
+    path = tmp_path / ref.path.name
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["latency_first", "balanced", "memory_first"])
+@pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
+def test_matches_onnxruntime(name: str, mode: str, rng: np.random.Generator,
+                             tmp_path: Path) -> None:
+    ref = REFERENCE_MODELS[name]
+    model_path = _random_weight_copy(ref, rng, tmp_path)
+    pyc_cli.build(model_path, tmp_path / "art", mode=mode, input_shapes=ref.shapes)
+    with pyc_cli.load(tmp_path / "art") as model:
+        for _ in range(2):  # the loaded model is reused across calls with new inputs
+            feeds = ref.random_feeds(rng)
+            ours = model.run(feeds)
+            expected = onnxruntime_outputs(model_path, feeds)
+            assert list(ours) == list(expected)
+            for key, value in expected.items():
+                np.testing.assert_allclose(ours[key], value, rtol=RTOL, atol=ATOL)
+
+
+def test_jit_and_shared_library_give_identical_results(rng: np.random.Generator,
+                                                      tmp_path: Path) -> None:
+    ref = REFERENCE_MODELS["transformer"]
+    pyc_cli.build(ref.path, tmp_path / "art", input_shapes=ref.shapes)
+    feeds = ref.random_feeds(rng)
+    with pyc_cli.load(tmp_path / "art") as library_model:
+        from_library = library_model.run(feeds)
+    with jit_load(tmp_path / "art") as jit_model:
+        from_jit = jit_model.run(feeds)
+    for key, value in from_library.items():
+        np.testing.assert_array_equal(from_jit[key], value)
+    expected = onnxruntime_outputs(ref.path, feeds)
+    np.testing.assert_allclose(from_jit["last_hidden_state"], expected["last_hidden_state"],
+                               rtol=RTOL, atol=ATOL)
+
+
+C_PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "model.h"
+
+static void* read_all(const char* path, long expected) {
+  FILE* f = fopen(path, "rb");
+  if (!f) return NULL;
+  void* buf = malloc(expected);
+  long got = (long)fread(buf, 1, expected, f);
+  fclose(f);
+  return got == expected ? buf : NULL;
+}
+
+int main(int argc, char** argv) {
+  pyc_model* model = NULL;
+  int status = pyc_model_create(argv[1], &model);
+  if (status) { fprintf(stderr, "create: %s\n", pyc_model_status_string(status)); return 1; }
+  void* in = read_all(argv[2], (long)pyc_model_io_bytes(0, 0));
+  void* out = malloc(pyc_model_io_bytes(1, 0));
+  const void* inputs[1] = {in};
+  void* outputs[1] = {out};
+  status = pyc_model_run(model, inputs, outputs);
+  if (status) { fprintf(stderr, "run: %s\n", pyc_model_status_string(status)); return 1; }
+  FILE* f = fopen(argv[3], "wb");
+  fwrite(out, 1, pyc_model_io_bytes(1, 0), f);
+  fclose(f);
+  printf("%s %d\n", pyc_model_io_name(1, 0), pyc_model_io_rank(1, 0));
+  pyc_model_destroy(model);
+  return 0;
+}
+"""
+
+
+def test_c_program_runs_the_artifact_without_python(rng: np.random.Generator,
+                                                   tmp_path: Path) -> None:
+    ref = REFERENCE_MODELS["cnn"]
+    art = tmp_path / "art"
+    pyc_cli.build(ref.path, art, input_shapes=ref.shapes)
+    (tmp_path / "main.c").write_text(C_PROGRAM)
+    exe = tmp_path / "main"
+    subprocess.run(["cc", "-std=c11", "-I", str(art / "src"), str(tmp_path / "main.c"),
+                    "-o", str(exe), "-L", str(art), "-lmodel", f"-Wl,-rpath,{art}"], check=True)
+    feeds = ref.random_feeds(rng)
+    feeds["image"].tofile(tmp_path / "in.bin")
+    result = subprocess.run([str(exe), str(art / "weights.bin"), str(tmp_path / "in.bin"),
+                             str(tmp_path / "out.bin")], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["probs", "2"]
+    from_c = np.fromfile(tmp_path / "out.bin", np.float32).reshape(2, 10)
+    with pyc_cli.load(art) as model:
+        np.testing.assert_array_equal(from_c, model.run(feeds)["probs"])
+    expected = onnxruntime_outputs(ref.path, feeds)["probs"]
+    np.testing.assert_allclose(from_c, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_c_runtime_rejects_a_mismatched_weights_file(tmp_path: Path) -> None:
+    ref = REFERENCE_MODELS["mlp"]
+    art = tmp_path / "art"
+    pyc_cli.build(ref.path, art, input_shapes=ref.shapes)
+    model = pyc_cli.load(art)
+    model.close()
+    weights = bytearray((art / "weights.bin").read_bytes())
+    weights[100] ^= 0xFF
+    bad = tmp_path / "bad_weights.bin"
+    bad.write_bytes(bytes(weights))
+    from pyc_cli.errors import PycError
+    from pyc_cli.runtime.native import CompiledModel
+
+    with pytest.raises(PycError, match="wrong size or checksum"):
+        CompiledModel(model._fn, bad, model.inputs, model.outputs, model._keepalive)
