@@ -9,13 +9,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
 from .types import TensorType
 
-AttrValue = Union[int, float, str, list[int], list[float], list[str], np.ndarray]
+AttrValue = int | float | str | list[int] | list[float] | list[str] | np.ndarray
 
 
 @dataclass
