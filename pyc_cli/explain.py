@@ -15,7 +15,7 @@ from .ir.ewprogram import parse_program
 from .ir.graph import Graph
 from .passes.pipeline import PASS_NAMES
 
-_SUMMARY_ACTIONS = {"summary"}
+_SUMMARY_ACTIONS = {"summary", "node_count"}
 
 
 def explain_data(artifact: str | Path) -> dict[str, Any]:
@@ -46,7 +46,9 @@ def _passes(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [d for d in decisions if d["pass"] == name]
         changes = Counter(d["action"] for d in mine if d["action"] not in _SUMMARY_ACTIONS)
         summary = next((d for d in mine if d["action"] == "summary"), None)
+        count = next((d for d in mine if d["action"] == "node_count"), {})
         passes.append({"name": name, "changes": dict(sorted(changes.items())),
+                       "nodes_before": count.get("before"), "nodes_after": count.get("after"),
                        "summary": None if summary is None else
                        {k: v for k, v in summary.items() if k not in ("pass", "nodes", "action")}})
     return passes
@@ -104,6 +106,7 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
         console.print(f"  {kind}: {listing}")
     table = Table(title="Passes, in order")
     table.add_column("pass")
+    table.add_column("nodes", justify="right")
     table.add_column("what it changed")
     for entry in data["passes"]:
         changes = ", ".join(f"{count}x {action}" for action, count in entry["changes"].items())
@@ -112,7 +115,8 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
             changes = (changes + "; " if changes else "") + summary.get("reason", "")
             if "after" in summary:
                 changes += f" ({summary['after']})"
-        table.add_row(entry["name"], changes or "nothing to do")
+        nodes = f"{entry['nodes_before']} -> {entry['nodes_after']}"
+        table.add_row(entry["name"], nodes, changes or "nothing to do")
     console.print(table)
     _print_fusions(data, console)
     _print_kernels(data, console)

@@ -37,8 +37,11 @@ def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None) 
     """Run the passes in order, verifying the IR after each; optionally stop after one."""
     verify(graph, after="import")
     for name, run in PIPELINE:
+        before = len(graph.nodes)
         graph = run(graph, ctx)
         verify(graph, after=name)
+        ctx.log(name, [], "node_count", "graph size after the pass", before=before,
+                after=len(graph.nodes))
         if name == stop_after:
             break
     return graph
