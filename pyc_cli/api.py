@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +114,8 @@ def load(artifact: str | Path) -> CompiledModel:
     root = Path(artifact)
     manifest = read_manifest(root)
     verify_files(root, manifest)
-    library_path = (root / manifest["library"]).resolve()
+    library_path = _content_addressed_copy(root / manifest["library"],
+                                           manifest["files"][manifest["library"]])
     try:
         library = ctypes.CDLL(str(library_path))
     except OSError as exc:
@@ -122,3 +125,23 @@ def load(artifact: str | Path) -> CompiledModel:
                          [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
                          [TensorSpec.from_manifest(e) for e in manifest["outputs"]],
                          library, manifest.get("arena_bytes", 0))
+
+
+def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:
+    """Load native code from a private copy named by its hash: the bytes loaded are the bytes
+    verified (no swap between check and dlopen), and a rebuilt library at the same path is not
+    shadowed by the old one (dlopen reuses an already-loaded path)."""
+    data = library.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise PycError("E031", f"{library.name} does not match its sha256 in {MANIFEST}",
+                       where=str(library), hint="the artifact was modified; rebuild it")
+    cache = Path(tempfile.gettempdir()) / f"pyc-libs-{os.getuid()}"
+    cache.mkdir(mode=0o700, exist_ok=True)
+    target = cache / f"{expected_sha256}.so"
+    if not target.exists() or hashlib.sha256(target.read_bytes()).hexdigest() != expected_sha256:
+        handle, name = tempfile.mkstemp(dir=cache, suffix=".tmp")
+        os.close(handle)
+        staging = Path(name)
+        staging.write_bytes(data)
+        staging.replace(target)
+    return target

@@ -128,3 +128,46 @@ def test_c_runtime_rejects_a_mismatched_weights_file(tmp_path: Path) -> None:
 
     with pytest.raises(PycError, match="wrong size or checksum"):
         CompiledModel(model._fn, bad, model.inputs, model.outputs, model._keepalive)
+
+
+def test_rebuilt_artifact_reloads_in_the_same_process(rng: np.random.Generator,
+                                                     tmp_path: Path) -> None:
+    """A server that rebuilds into the same directory must not keep running the old code."""
+    ref = REFERENCE_MODELS["mlp"]
+    feeds = ref.random_feeds(rng)
+    for _ in range(2):
+        model_path = _random_weight_copy(ref, rng, tmp_path)
+        pyc_cli.build(model_path, tmp_path / "art", input_shapes=ref.shapes)
+        with pyc_cli.load(tmp_path / "art") as model:
+            expected = onnxruntime_outputs(model_path, feeds)["logits"]
+            np.testing.assert_allclose(model.run(feeds)["logits"], expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_batchnorm_after_gemm_folds_into_the_weights(with_bias: bool, rng: np.random.Generator,
+                                                    tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(name: str, array: np.ndarray) -> onnx.TensorProto:
+        return numpy_helper.from_array(array.astype(np.float32), name)
+
+    inits = [init("w", rng.standard_normal((5, 8))), init("g", rng.standard_normal(5)),
+             init("b", rng.standard_normal(5)), init("m", rng.standard_normal(5)),
+             init("v", rng.random(5) + 0.5)]
+    gemm_inputs = ["x", "w"]
+    if with_bias:
+        inits.append(init("c", rng.standard_normal(5)))
+        gemm_inputs.append("c")
+    nodes = [helper.make_node("Gemm", gemm_inputs, ["y0"], transB=1, name="fc"),
+             helper.make_node("BatchNormalization", ["y0", "g", "b", "m", "v"], ["y"], name="bn")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = pyc_cli.build(path, tmp_path / "art")
+    assert [n.op for n in result.graph.nodes] == ["MatMul"]
+    assert any(d.action == "fold_batchnorm_into_gemm" for d in result.context.decisions)
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    with pyc_cli.load(tmp_path / "art") as model:
+        np.testing.assert_allclose(model.run({"x": x})["y"],
+                                   onnxruntime_outputs(path, {"x": x})["y"], rtol=RTOL, atol=ATOL)

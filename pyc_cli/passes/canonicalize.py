@@ -108,6 +108,11 @@ def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext) -> None:
         ctx.log(NAME, [node.name, producer.name], "fold_batchnorm_into_conv",
                 "constant BN statistics fold into the conv weights and bias: one kernel, no pass")
         return
+    folded_into = _fold_into_matmul(graph, node, scale, shift, dtype)
+    if folded_into is not None:
+        ctx.log(NAME, [node.name, folded_into], "fold_batchnorm_into_gemm",
+                "constant BN statistics fold into the matmul weight columns and bias")
+        return
     rank = graph.types[x].rank
     shape = (-1,) + (1,) * (rank - 2)
     mul_c = graph.add_constant(f"{node.name}_scale", scale.astype(dtype).reshape(shape))
@@ -118,6 +123,49 @@ def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext) -> None:
     graph.nodes.remove(node)
     ctx.log(NAME, [node.name], "batchnorm_to_mul_add",
             "no foldable Conv before it: per-channel scale and shift (fusable elementwise ops)")
+
+
+def _single_use(graph: Graph, value: str) -> bool:
+    return value not in graph.outputs and len(graph.consumers().get(value, [])) == 1
+
+
+def _fold_into_matmul(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarray,
+                      dtype: np.dtype) -> str | None:
+    """Fold BN over [N, C] into a preceding MatMul (+ per-column bias Add), as from a Gemm.
+
+    Returns the matmul's name, or None when the pattern does not match."""
+    x = bn.inputs[0]
+    if graph.types[x].rank != 2 or not _single_use(graph, x):
+        return None
+    producers = graph.producers()
+    producer = producers.get(x)
+    bias_node, bias = None, None
+    if producer is not None and producer.op == "Add":
+        constant = [v for v in producer.inputs if graph.is_constant(v)]
+        other = [v for v in producer.inputs if not graph.is_constant(v)]
+        if len(constant) != 1 or len(other) != 1 or graph.constants[constant[0]].size != scale.size:
+            return None
+        bias_node, bias, producer = producer, constant[0], producers.get(other[0])
+        if producer is None or not _single_use(graph, producer.outputs[0]):
+            return None
+    if producer is None or producer.op != "MatMul" or not graph.is_constant(producer.inputs[1]):
+        return None
+    weight = graph.constants[producer.inputs[1]]
+    if weight.ndim != 2 or weight.shape[1] != scale.size:
+        return None
+    folded_w = (weight.astype(np.float64) * scale[None, :]).astype(dtype)
+    producer.inputs[1] = graph.add_constant(f"{producer.inputs[1]}_bnfolded", folded_w)
+    old_bias = 0.0 if bias is None else graph.constants[bias].astype(np.float64).reshape(-1)
+    new_bias = graph.add_constant(f"{bn.name}_bias_bnfolded", (old_bias * scale + shift).astype(dtype))
+    if bias_node is not None:
+        bias_node.inputs = [bias_node.inputs[0] if bias_node.inputs[0] != bias else
+                            bias_node.inputs[1], new_bias]
+        bias_node.outputs = list(bn.outputs)
+        graph.types.pop(x)
+        graph.nodes.remove(bn)
+    else:
+        bn.op, bn.inputs, bn.attrs = "Add", [x, new_bias], {}
+    return producer.name
 
 
 def _fold_into_conv(graph: Graph, conv: Node, bn: Node, scale: np.ndarray, shift: np.ndarray,
