@@ -19,23 +19,46 @@ from ..ir.graph import Graph, Node
 from ..ir.rewrite import bypass, insert_before, rename_value, typed_node
 from ..ops import registry
 from .context import PassContext
+from .infer_shapes import known_values
 
 NAME = "canonicalize"
 
 
 def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
+    known = _Known(graph)
     for node in list(graph.nodes):
         if node not in graph.nodes:
             continue
         rule = _RULES.get(node.op)
         if rule is not None:
-            rule(graph, node, ctx)
+            rule(graph, node, ctx, known)
     _give_outputs_own_buffers(graph, ctx)
     graph.remove_unused_types()
     return graph
 
 
-def _remove_identity(graph: Graph, node: Node, ctx: PassContext) -> None:
+class _Known:
+    """Compile-time values: graph constants plus what constant folding will compute later
+    (e.g. weights built by ConstantOfShape), evaluated once, without rewriting the graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._values: dict[str, np.ndarray] | None = None
+
+    def get(self, name: str) -> np.ndarray | None:
+        if not name:
+            return None
+        if name in self.graph.constants:
+            return self.graph.constants[name]
+        if self._values is None:
+            self._values = known_values(self.graph)
+        return self._values.get(name)
+
+    def has(self, name: str) -> bool:
+        return self.get(name) is not None
+
+
+def _remove_identity(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
     if node.op == "Dropout" and len([o for o in node.outputs if o]) > 1:
         return  # a used mask output keeps the node (it lowers like any other op)
     node.outputs = node.outputs[:1]
@@ -43,15 +66,16 @@ def _remove_identity(graph: Graph, node: Node, ctx: PassContext) -> None:
     ctx.log(NAME, [node.name], f"remove_{node.op.lower()}", "an inference no-op", after=how)
 
 
-def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext) -> None:
+def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
     a, b = node.inputs[0], node.inputs[1]
     new_nodes: list[Node] = []
     if node.attrs.get("transA", 0):
         new_nodes.append(typed_node(graph, "Transpose", [a], f"{node.name}_transA"))
         a = new_nodes[-1].outputs[0]
     if node.attrs.get("transB", 0):
-        if graph.is_constant(b):
-            b = graph.add_constant(f"{b}_T", np.asarray(graph.constants[b].T, order="C"))
+        b_value = known.get(b)
+        if b_value is not None:
+            b = graph.add_constant(f"{b}_T", np.asarray(b_value.T, order="C"))
         else:
             new_nodes.append(typed_node(graph, "Transpose", [b], f"{node.name}_transB"))
             b = new_nodes[-1].outputs[0]
@@ -65,8 +89,9 @@ def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext) -> None:
         steps.append(("Mul", graph.add_constant(f"{node.name}_alpha", np.array(alpha, dtype))))
     if has_c and beta != 0.0:
         c = node.inputs[2]
-        if beta != 1.0 and graph.is_constant(c):
-            c = graph.add_constant(f"{c}_beta", (graph.constants[c] * beta).astype(dtype))
+        c_value = known.get(c)
+        if beta != 1.0 and c_value is not None:
+            c = graph.add_constant(f"{c}_beta", (c_value * beta).astype(dtype))
         elif beta != 1.0:
             scale = graph.add_constant(f"{node.name}_beta", np.array(beta, dtype))
             new_nodes.append(typed_node(graph, "Mul", [c, scale], f"{node.name}_scaleC"))
@@ -91,8 +116,8 @@ def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext) -> None:
             after=[n.op for n in new_nodes])
 
 
-def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext) -> None:
-    params = [graph.constants.get(name) for name in node.inputs[1:5]]
+def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
+    params = [known.get(name) for name in node.inputs[1:5]]
     if any(p is None for p in params):
         return  # non-constant statistics: leave it (lowering will report it)
     x = node.inputs[0]
@@ -102,13 +127,13 @@ def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext) -> None:
     producer = graph.producers().get(x)
     users = graph.consumers().get(x, [])
     if producer is not None and producer.op == "Conv" and len(users) == 1 and \
-            x not in graph.outputs and graph.is_constant(producer.inputs[1]) and \
-            (len(producer.inputs) < 3 or not producer.inputs[2] or graph.is_constant(producer.inputs[2])):
-        _fold_into_conv(graph, producer, node, scale, shift, dtype)
+            x not in graph.outputs and known.has(producer.inputs[1]) and \
+            (len(producer.inputs) < 3 or not producer.inputs[2] or known.has(producer.inputs[2])):
+        _fold_into_conv(graph, producer, node, scale, shift, dtype, known)
         ctx.log(NAME, [node.name, producer.name], "fold_batchnorm_into_conv",
                 "constant BN statistics fold into the conv weights and bias: one kernel, no pass")
         return
-    folded_into = _fold_into_matmul(graph, node, scale, shift, dtype)
+    folded_into = _fold_into_matmul(graph, node, scale, shift, dtype, known)
     if folded_into is not None:
         ctx.log(NAME, [node.name, folded_into], "fold_batchnorm_into_gemm",
                 "constant BN statistics fold into the matmul weight columns and bias")
@@ -130,7 +155,7 @@ def _single_use(graph: Graph, value: str) -> bool:
 
 
 def _fold_into_matmul(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarray,
-                      dtype: np.dtype) -> str | None:
+                      dtype: np.dtype, known: _Known) -> str | None:
     """Fold BN over [N, C] into a preceding MatMul (+ per-column bias Add), as from a Gemm.
 
     Returns the matmul's name, or None when the pattern does not match."""
@@ -141,21 +166,21 @@ def _fold_into_matmul(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarr
     producer = producers.get(x)
     bias_node, bias = None, None
     if producer is not None and producer.op == "Add":
-        constant = [v for v in producer.inputs if graph.is_constant(v)]
-        other = [v for v in producer.inputs if not graph.is_constant(v)]
-        if len(constant) != 1 or len(other) != 1 or graph.constants[constant[0]].size != scale.size:
+        constant = [v for v in producer.inputs if known.has(v)]
+        other = [v for v in producer.inputs if not known.has(v)]
+        if len(constant) != 1 or len(other) != 1 or known.get(constant[0]).size != scale.size:  # type: ignore[union-attr]
             return None
         bias_node, bias, producer = producer, constant[0], producers.get(other[0])
         if producer is None or not _single_use(graph, producer.outputs[0]):
             return None
-    if producer is None or producer.op != "MatMul" or not graph.is_constant(producer.inputs[1]):
+    weight = None if producer is None or producer.op != "MatMul" else known.get(producer.inputs[1])
+    if producer is None or weight is None:
         return None
-    weight = graph.constants[producer.inputs[1]]
     if weight.ndim != 2 or weight.shape[1] != scale.size:
         return None
     folded_w = (weight.astype(np.float64) * scale[None, :]).astype(dtype)
     producer.inputs[1] = graph.add_constant(f"{producer.inputs[1]}_bnfolded", folded_w)
-    old_bias = 0.0 if bias is None else graph.constants[bias].astype(np.float64).reshape(-1)
+    old_bias = 0.0 if bias is None else known.get(bias).astype(np.float64).reshape(-1)  # type: ignore[union-attr]
     new_bias = graph.add_constant(f"{bn.name}_bias_bnfolded", (old_bias * scale + shift).astype(dtype))
     if bias_node is not None:
         bias_node.inputs = [bias_node.inputs[0] if bias_node.inputs[0] != bias else
@@ -169,9 +194,9 @@ def _fold_into_matmul(graph: Graph, bn: Node, scale: np.ndarray, shift: np.ndarr
 
 
 def _fold_into_conv(graph: Graph, conv: Node, bn: Node, scale: np.ndarray, shift: np.ndarray,
-                    dtype: np.dtype) -> None:
-    weight = graph.constants[conv.inputs[1]].astype(np.float64)
-    bias = (graph.constants[conv.inputs[2]].astype(np.float64)
+                    dtype: np.dtype, known: _Known) -> None:
+    weight = known.get(conv.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
+    bias = (known.get(conv.inputs[2]).astype(np.float64)  # type: ignore[union-attr]
             if len(conv.inputs) > 2 and conv.inputs[2] else np.zeros(weight.shape[0]))
     folded_w = (weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(dtype)
     folded_b = (bias * scale + shift).astype(dtype)
@@ -184,7 +209,7 @@ def _fold_into_conv(graph: Graph, conv: Node, bn: Node, scale: np.ndarray, shift
     graph.nodes.remove(bn)
 
 
-def _global_pool_to_reduce(graph: Graph, node: Node, ctx: PassContext) -> None:
+def _global_pool_to_reduce(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
     rank = graph.types[node.inputs[0]].rank
     op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
     before = node.op
@@ -192,8 +217,8 @@ def _global_pool_to_reduce(graph: Graph, node: Node, ctx: PassContext) -> None:
     ctx.log(NAME, [node.name], "global_pool_to_reduce", f"{before} is a {op} over spatial axes")
 
 
-def _simplify_pow(graph: Graph, node: Node, ctx: PassContext) -> None:
-    exponent = graph.constants.get(node.inputs[1])
+def _simplify_pow(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
+    exponent = known.get(node.inputs[1])
     if exponent is None or exponent.size != 1:
         return
     value = float(exponent.reshape(-1)[0])
@@ -203,7 +228,7 @@ def _simplify_pow(graph: Graph, node: Node, ctx: PassContext) -> None:
         node.op, node.inputs = "Sqrt", [node.inputs[0]]
     elif value == 1.0:
         node.op, node.inputs = "Identity", [node.inputs[0]]
-        _remove_identity(graph, node, ctx)
+        _remove_identity(graph, node, ctx, known)
     else:
         return
     ctx.log(NAME, [node.name], "strength_reduce_pow", f"x^{value:g} needs no pow() call",

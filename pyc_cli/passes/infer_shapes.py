@@ -22,6 +22,16 @@ _EVAL_LIMIT = 1 << 16
 
 
 def propagate_types(graph: Graph) -> dict[str, TensorType]:
+    return _propagate(graph, _EVAL_LIMIT)[0]
+
+
+def known_values(graph: Graph) -> dict[str, np.ndarray]:
+    """Every value computable at compile time (constants and what folding would produce),
+    without rewriting the graph: lets canonicalize see through not-yet-folded constants."""
+    return _propagate(graph, None)[1]
+
+
+def _propagate(graph: Graph, limit: int | None) -> tuple[dict[str, TensorType], dict[str, np.ndarray]]:
     types = {name: graph.types[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
@@ -39,16 +49,16 @@ def propagate_types(graph: Graph) -> dict[str, TensorType]:
         for name, ttype in zip(node.outputs, out_types):
             if name:
                 types[name] = ttype
-        _maybe_evaluate(node, opdef, in_types, in_values, out_types, known)
-    return types
+        _maybe_evaluate(node, opdef, in_types, in_values, out_types, known, limit)
+    return types, known
 
 
-def _maybe_evaluate(node, opdef, in_types, in_values, out_types, known) -> None:  # noqa: ANN001
+def _maybe_evaluate(node, opdef, in_types, in_values, out_types, known, limit) -> None:  # noqa: ANN001
     if node.op == "Shape" and in_types[0] is not None:
         known[node.outputs[0]] = opdef.shape_value(node, in_types[0])
         return
     present = [v for name, v in zip(node.inputs, in_values) if name]
-    small = all(t.numel <= _EVAL_LIMIT for t in out_types)
+    small = limit is None or all(t.numel <= limit for t in out_types)
     if (opdef.category == SHAPE_ONLY or all(v is not None for v in present)) and small:
         try:
             results = opdef.evaluate(node, in_values)
