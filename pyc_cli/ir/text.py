@@ -57,7 +57,29 @@ def _scalar(value: object) -> str:
 
 
 def _array_literal(array: np.ndarray) -> str:
-    return "[" + ",".join(_scalar(v) for v in array.reshape(-1).tolist()) + "]"
+    flat = array.reshape(-1)
+    if flat.dtype.kind != "f" or not np.isnan(flat).any():
+        return "[" + ",".join(_scalar(v) for v in flat.tolist()) + "]"
+    # NaNs keep their sign and payload: printed as their raw bits in the array's own width
+    bits = flat.view(f"u{flat.dtype.itemsize}")
+    return "[" + ",".join(f"nan0x{int(b):x}" if np.isnan(v) else _scalar(v)
+                          for v, b in zip(flat.tolist(), bits.tolist())) + "]"
+
+
+def _array_from_literal(values: list, ttype: TensorType) -> np.ndarray:
+    """Inverse of _array_literal: NaN bit patterns are restored exactly."""
+    nan_bits = {i: v for i, v in enumerate(values) if isinstance(v, _NanBits)}
+    plain = [float("nan") if i in nan_bits else v for i, v in enumerate(values)]
+    array = np.array(plain, dtype=ttype.dtype.numpy)
+    if nan_bits:
+        raw = array.view(f"u{array.dtype.itemsize}")
+        for index, bits in nan_bits.items():
+            raw[index] = bits
+    return array.reshape(ttype.shape)
+
+
+class _NanBits(int):
+    """A NaN given by its raw bit pattern in the IR text."""
 
 
 def format_attr(value: AttrValue) -> str:
@@ -104,7 +126,7 @@ def _format_node(graph: Graph, node: Node) -> str:
 
 _TOKEN = re.compile(
     r'\s*(?:(?P<name>%"(?:[^"\\]|\\.)*")|(?P<string>"(?:[^"\\]|\\.)*")'
-    r"|(?P<number>-?(?:(?:inf|nan)(?!\w)|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?))"
+    r"|(?P<number>nan0x[0-9a-f]+|-?(?:(?:inf|nan)(?!\w)|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?))"
     r"|(?P<word>[A-Za-z_][\w.]*)|(?P<punct>[\[\](){}<>:=,]))"
 )
 
@@ -138,6 +160,8 @@ class _Tokens:
 
 
 def _parse_number(text: str) -> float | int:
+    if text.startswith("nan0x"):
+        return _NanBits(int(text[5:], 16))
     if text in ("inf", "-inf", "nan"):
         return float(text)
     return float(text) if any(c in text for c in ".eE") else int(text)
@@ -181,7 +205,7 @@ def _parse_attr(tokens: _Tokens) -> AttrValue:
         tokens.take("<")
         ttype = _parse_type(tokens)
         tokens.take(">")
-        return np.array(_parse_list(tokens), dtype=ttype.dtype.numpy).reshape(ttype.shape)
+        return _array_from_literal(_parse_list(tokens), ttype)
     values = _parse_list(tokens)
     if text == "floats":
         return [float(v) for v in values]
@@ -224,7 +248,7 @@ def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarr
             tokens.take()
             array = np.asarray(blobs[json.loads(tokens.take("string"))])
         else:
-            array = np.array(_parse_list(tokens), dtype=ttype.dtype.numpy).reshape(ttype.shape)
+            array = _array_from_literal(_parse_list(tokens), ttype)
         graph.constants[name] = array
         graph.types[name] = ttype
     elif kind == "name":

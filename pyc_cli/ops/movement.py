@@ -136,7 +136,9 @@ class Concat(OpDef):
         inner = math.prod(out.shape[axis + 1:])
         chunks = [graph.types[i].shape[axis] * inner for i in node.inputs]
         return {"outer": math.prod(out.shape[:axis]), "chunks": chunks,
-                "offsets": [sum(chunks[:k]) for k in range(len(chunks))], "row": sum(chunks)}
+                "offsets": [sum(chunks[:k]) for k in range(len(chunks))], "row": sum(chunks),
+                # inputs the memory plan already placed in their slice need no copy
+                "skip": ints_attr(node, "inplace_inputs")}
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

@@ -59,8 +59,10 @@ class _Known:
 
 
 def _remove_identity(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
-    if node.op == "Dropout" and len([o for o in node.outputs if o]) > 1:
-        return  # a used mask output keeps the node (it lowers like any other op)
+    mask = node.outputs[1] if node.op == "Dropout" and len(node.outputs) > 1 else ""
+    if mask:
+        # inference Dropout keeps every element: its mask is a constant of ones
+        graph.constants[mask] = np.ones(graph.types[mask].shape, dtype=bool)
     node.outputs = node.outputs[:1]
     how = bypass(graph, node, node.inputs[0])
     ctx.log(NAME, [node.name], f"remove_{node.op.lower()}", "an inference no-op", after=how)
@@ -219,8 +221,9 @@ def _global_pool_to_reduce(graph: Graph, node: Node, ctx: PassContext, known: _K
 
 def _simplify_pow(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
     exponent = known.get(node.inputs[1])
-    if exponent is None or exponent.size != 1:
-        return
+    if exponent is None or exponent.size != 1 or \
+            graph.types[node.outputs[0]].shape != graph.types[node.inputs[0]].shape:
+        return  # a broadcasting exponent shapes the output: x*x would not
     value = float(exponent.reshape(-1)[0])
     if value == 2.0:
         node.op, node.inputs = "Mul", [node.inputs[0], node.inputs[0]]

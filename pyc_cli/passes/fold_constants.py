@@ -69,6 +69,8 @@ def _copy_constant_outputs(graph: Graph, ctx: PassContext) -> None:
             continue
         array = graph.constants.pop(name)
         source = graph.add_constant(f"{name}_const", array)
+        for node in graph.nodes:  # readers keep reading the constant, defined from the start
+            node.inputs = [source if value == name else value for value in node.inputs]
         copy = typed_node(graph, "pyc.Copy", [source], f"copy_{name}", output=name)
         graph.nodes.append(copy)
         ctx.log(NAME, [copy.name], "materialize_output", "the output is a compile-time constant")

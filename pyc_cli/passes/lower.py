@@ -20,6 +20,10 @@ def lower(graph: Graph, ctx: PassContext) -> Graph:
             node.attrs["kernel"] = "view"
             ctx.log(NAME, [node.name], "alias", "a view: the output is the input's bytes, no code")
             continue
+        if len(node.attrs.get("inplace_inputs", [])) == len(node.inputs):  # type: ignore[arg-type]
+            node.attrs["kernel"] = "in_place"
+            ctx.log(NAME, [node.name], "alias", "every input was written into its slice: no code")
+            continue
         candidates = [c for c in opdef.kernels
                       if c.is_applicable(node, graph) and target.has_template(c.template)]
         if not candidates:

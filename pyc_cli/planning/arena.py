@@ -1,18 +1,29 @@
 """Offset assignment in one aligned arena, and the liveness lower bound.
 
-Algorithms (name -> function, one small function each, as in TVM USMP's algorithm table):
-- greedy_by_size: largest buffers first, each at the lowest offset free for its whole lifetime
-  (the TFLite "greedy by size" strategy, best-fit over the gaps).
-- greedy_by_conflicts: buffers with the most lifetime conflicts first (USMP's "greedy by
-  conflicts"), which often packs branchy graphs tighter.
+For a fixed schedule every block has a lifetime; blocks whose lifetimes overlap must not share
+bytes. Finding the smallest arena is NP-hard (dynamic storage allocation), so, as TVM's USMP
+does, we keep a table of small algorithms (name -> function) and take the best result:
+
+- greedy_by_size: largest blocks first, each at the best-fitting free gap (TFLite's strategy).
+- greedy_by_conflicts: blocks with the most bytes alive beside them first (USMP).
+- greedy_by_start: blocks in order of birth, longest first among equals.
+- hill_climb: start from the best greedy order and try swapping blocks in the placement order
+  (USMP's hill climbing), keeping any order that is no worse, until the arena reaches the
+  liveness lower bound or the evaluation budget runs out. Its random choices come from a fixed
+  seed, so plans are deterministic.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .liveness import Interval
+
+# evaluations of one placement order cost O(blocks * conflicts); the budget bounds total work
+_HILL_CLIMB_WORK = 4_000_000
+_HILL_CLIMB_MAX_STEPS = 3_000
 
 
 @dataclass
@@ -33,17 +44,35 @@ def align(nbytes: int, alignment: int) -> int:
     return max(alignment, -(-nbytes // alignment) * alignment)
 
 
-def _place_in_order(blocks: list[Block], order: list[Block]) -> int:
-    placed: list[Block] = []
-    for block in order:
-        busy = sorted((b.offset, b.end_offset) for b in placed if b.life.overlaps(block.life))
-        block.offset = _lowest_fit(busy, block.nbytes)
-        placed.append(block)
-    return max((b.end_offset for b in blocks), default=0)
+def conflicts(blocks: list[Block]) -> list[list[int]]:
+    """For each block, the indices of blocks whose lifetimes overlap it."""
+    by_start = sorted(range(len(blocks)), key=lambda i: blocks[i].life.start)
+    result: list[list[int]] = [[] for _ in blocks]
+    for position, i in enumerate(by_start):
+        for j in by_start[position + 1:]:
+            if blocks[j].life.start > blocks[i].life.end:
+                break
+            result[i].append(j)
+            result[j].append(i)
+    return result
 
 
-def _lowest_fit(busy: list[tuple[int, int]], size: int) -> int:
-    """Best-fit: the smallest gap that holds `size`, else the end of the used range."""
+def place(blocks: list[Block], order: list[int], neighbours: list[list[int]]) -> int:
+    """Place blocks in `order` (best fit among gaps free over each lifetime); return arena size."""
+    offsets = [-1] * len(blocks)
+    arena = 0
+    for i in order:
+        busy = sorted((offsets[j], offsets[j] + blocks[j].nbytes)
+                      for j in neighbours[i] if offsets[j] >= 0)
+        offsets[i] = _best_fit(busy, blocks[i].nbytes)
+        arena = max(arena, offsets[i] + blocks[i].nbytes)
+    for block, offset in zip(blocks, offsets):
+        block.offset = offset
+    return arena
+
+
+def _best_fit(busy: list[tuple[int, int]], size: int) -> int:
+    """The smallest gap that holds `size`, else the end of the used range."""
     best, best_gap, cursor = -1, None, 0
     for start, end in busy:
         gap = start - cursor
@@ -53,23 +82,53 @@ def _lowest_fit(busy: list[tuple[int, int]], size: int) -> int:
     return best if best >= 0 else cursor
 
 
-def greedy_by_size(blocks: list[Block]) -> int:
-    order = sorted(blocks, key=lambda b: (-b.nbytes, b.life.start, b.name))
-    return _place_in_order(blocks, order)
+def _by_size(blocks: list[Block], neighbours: list[list[int]]) -> list[int]:
+    return sorted(range(len(blocks)), key=lambda i: (-blocks[i].nbytes, blocks[i].life.start, i))
 
 
-def greedy_by_conflicts(blocks: list[Block]) -> int:
-    def conflicts(block: Block) -> int:
-        return sum(other.nbytes for other in blocks if other.life.overlaps(block.life))
-
-    order = sorted(blocks, key=lambda b: (-conflicts(b), -b.nbytes, b.name))
-    return _place_in_order(blocks, order)
+def _by_conflicts(blocks: list[Block], neighbours: list[list[int]]) -> list[int]:
+    pressure = [blocks[i].nbytes + sum(blocks[j].nbytes for j in neighbours[i])
+                for i in range(len(blocks))]
+    return sorted(range(len(blocks)), key=lambda i: (-pressure[i], -blocks[i].nbytes, i))
 
 
-ALGORITHMS: dict[str, Callable[[list[Block]], int]] = {
-    "greedy_by_size": greedy_by_size,
-    "greedy_by_conflicts": greedy_by_conflicts,
+def _by_start(blocks: list[Block], neighbours: list[list[int]]) -> list[int]:
+    return sorted(range(len(blocks)),
+                  key=lambda i: (blocks[i].life.start, -(blocks[i].life.end - blocks[i].life.start), i))
+
+
+GREEDY_ORDERS: dict[str, Callable[[list[Block], list[list[int]]], list[int]]] = {
+    "greedy_by_size": _by_size,
+    "greedy_by_conflicts": _by_conflicts,
+    "greedy_by_start": _by_start,
 }
+
+
+def hill_climb(blocks: list[Block], neighbours: list[list[int]], start: list[int],
+               bound: int, seed: int = 0) -> tuple[list[int], int]:
+    """Improve a placement order by swaps; stop at the lower bound or when the budget is spent."""
+    rng = random.Random(seed)
+    order, best = list(start), place(blocks, start, neighbours)
+    kept = [b.offset for b in blocks]
+    edges = sum(len(n) for n in neighbours) + len(blocks)
+    steps = min(_HILL_CLIMB_MAX_STEPS, _HILL_CLIMB_WORK // max(edges, 1))
+    for _ in range(steps):
+        if best <= bound or len(order) < 2:
+            break
+        # move a block that touches the peak earlier: it is the one making the arena tall
+        peak = [k for k, i in enumerate(order) if blocks[i].end_offset == best]
+        a = rng.choice(peak) if peak else rng.randrange(len(order))
+        b = rng.randrange(len(order))
+        candidate = list(order)
+        candidate[a], candidate[b] = candidate[b], candidate[a]
+        size = place(blocks, candidate, neighbours)
+        if size <= best:
+            order, best = candidate, size
+            kept = [b.offset for b in blocks]
+        else:
+            for block, offset in zip(blocks, kept):  # restore the kept order's placement
+                block.offset = offset
+    return order, best
 
 
 def lower_bound(blocks: list[Block]) -> int:
@@ -77,3 +136,21 @@ def lower_bound(blocks: list[Block]) -> int:
     steps = {b.life.start for b in blocks}
     return max((sum(b.nbytes for b in blocks if b.life.start <= s <= b.life.end) for s in steps),
                default=0)
+
+
+def assign_offsets(blocks: list[Block], algorithms: tuple[str, ...]) -> tuple[str, int]:
+    """Run the named algorithms, keep the smallest arena; returns (algorithm, arena bytes)."""
+    if not blocks:
+        return algorithms[0], 0
+    neighbours = conflicts(blocks)
+    bound = lower_bound(blocks)
+    results: list[tuple[int, int, str, list[int]]] = []
+    for rank, name in enumerate(a for a in algorithms if a in GREEDY_ORDERS):
+        order = GREEDY_ORDERS[name](blocks, neighbours)
+        results.append((place(blocks, order, neighbours), rank, name, order))
+    size, _, name, order = min(results)
+    if "hill_climb" in algorithms and size > bound:
+        order, size = hill_climb(blocks, neighbours, order, bound)
+        name = f"hill_climb(from {name})"
+    place(blocks, order, neighbours)
+    return name, size

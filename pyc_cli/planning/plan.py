@@ -8,20 +8,18 @@ algorithms, and the best result is kept.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Node
 from ..ops import registry
-from .arena import ALGORITHMS, Block, align, lower_bound
-from .liveness import Interval
+from .arena import Block, align, assign_offsets, lower_bound
+from .liveness import Interval, compute_liveness
 
-# which algorithms each mode tries (the smallest arena wins)
-MODE_ALGORITHMS = {
-    "latency_first": ("greedy_by_size",),
-    "balanced": ("greedy_by_size",),
-    "memory_first": ("greedy_by_size", "greedy_by_conflicts"),
-}
+# offset assignment is the same in every mode (the smallest arena for the schedule costs no
+# speed); the modes differ in aliasing and scheduling
+OFFSET_ALGORITHMS = ("greedy_by_size", "greedy_by_conflicts", "greedy_by_start", "hill_climb")
 
 
 @dataclass
@@ -53,6 +51,10 @@ class MemoryPlan:
     reuse_count: int
     inplace_count: int
     tensors: list[TensorPlacement] = field(default_factory=list)
+    inplace: dict[str, str] = field(default_factory=dict)  # node -> operand it overwrites
+    concat_slices: dict[str, list[int]] = field(default_factory=dict)  # concat -> inputs in place
+    schedule: str = "given"
+    what_if: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def offset_of(self, name: str) -> int | None:
         for tensor in self.tensors:
@@ -65,7 +67,9 @@ class MemoryPlan:
             "mode": self.mode, "alignment": self.alignment, "algorithm": self.algorithm,
             "arena_bytes": self.arena_bytes, "no_reuse_bytes": self.no_reuse_bytes,
             "lower_bound_bytes": self.lower_bound_bytes, "reuse_count": self.reuse_count,
-            "inplace_count": self.inplace_count,
+            "inplace_count": self.inplace_count, "schedule": self.schedule,
+            "concat_slices": self.concat_slices,
+            "what_if": self.what_if,
             "tensors": [t.to_json() for t in self.tensors],
         }
 
@@ -81,32 +85,119 @@ def storage_roots(graph: Graph) -> dict[str, str]:
     return roots
 
 
-def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment: int,
-               log: Any = None) -> MemoryPlan:
+@dataclass
+class Storage:
+    """Which values share bytes: views and in-place results join their source's storage."""
+
+    roots: dict[str, str]
+    members: dict[str, list[str]]  # storage root -> values living in it
+    reasons: dict[str, str]
+    inplace: dict[str, str]  # node name -> the operand it overwrites
+    arena_values: list[str]
+    sub_offset: dict[str, int] = field(default_factory=dict)  # bytes from the storage start
+    concat_slices: dict[str, list[int]] = field(default_factory=dict)  # concat -> inputs in place
+
+
+def analyze_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
+                    concat_in_place: bool = True) -> Storage:
     roots = storage_roots(graph)
     arena_values = [v for v in graph.intermediates() if _in_arena(graph, roots, v)]
     members: dict[str, list[str]] = {}
     for value in arena_values:
         members.setdefault(roots[value], []).append(value)
     reasons = {v: "own buffer" if roots[v] == v else f"view of {roots[v]}" for v in arena_values}
-    inplace = 0
+    storage = Storage(roots, members, reasons, {}, arena_values)
+    if concat_in_place:
+        _merge_concat_inputs(graph, storage)
     if mode != "latency_first":
-        inplace = _merge_inplace(graph, liveness, roots, members, reasons, log)
-    blocks = [_block(graph, root, values, liveness, alignment)
-              for root, values in members.items()]
-    algorithm, arena = _best_placement(blocks, MODE_ALGORITHMS[mode])
+        _merge_inplace(graph, liveness, storage)
+    return storage
+
+
+def _merge_concat_inputs(graph: Graph, storage: Storage) -> None:
+    """Let producers write straight into their slice of a Concat output (no copy), where the
+    slices are contiguous and each input owns a whole storage of exactly its size."""
+    for node in graph.nodes:
+        host = node.outputs[0] if node.op == "Concat" else ""
+        if host not in storage.members or _final_root(storage.roots, host) != host:
+            continue
+        out = graph.types[host]
+        axis = int(node.attrs["axis"]) % out.rank  # type: ignore[call-overload]
+        if math.prod(out.shape[:axis]) != 1:
+            continue  # with leading dims > 1 an input's slice is not one contiguous range
+        offset, placed = 0, []
+        for index, value in enumerate(node.inputs):
+            root = _final_root(storage.roots, value)
+            if _can_place_in_slice(graph, storage, node, value, root, host):
+                _move_storage(storage, root, host, offset, f"slice of {host} at byte {offset}")
+                placed.append(index)
+            offset += graph.types[value].nbytes
+        if placed:
+            storage.concat_slices[node.name] = placed
+
+
+def _can_place_in_slice(graph: Graph, storage: Storage, node: Node, value: str, root: str,
+                        host: str) -> bool:
+    if root not in storage.members or root == host or node.inputs.count(value) > 1:
+        return False
+    size = graph.types[value].nbytes
+    return graph.types[root].nbytes == size and all(
+        storage.sub_offset.get(m, 0) + graph.types[m].nbytes <= size for m in storage.members[root])
+
+
+def _move_storage(storage: Storage, root: str, host: str, offset: int, reason: str) -> None:
+    for member in storage.members[root]:
+        storage.sub_offset[member] = storage.sub_offset.get(member, 0) + offset
+        if member == root:
+            storage.reasons[member] = reason
+    storage.members[host] += storage.members.pop(root)
+    storage.roots[root] = host
+
+
+def storage_blocks(graph: Graph, storage: Storage, liveness: dict[str, Interval],
+                   alignment: int) -> list[Block]:
+    return [_block(graph, root, values, liveness, alignment, storage.sub_offset)
+            for root, values in storage.members.items()]
+
+
+def peak_bytes(graph: Graph, mode: str, alignment: int) -> int:
+    """The liveness lower bound of the graph's current schedule under `mode`'s aliasing rules."""
+    liveness = compute_liveness(graph)
+    return _choose_storage(graph, liveness, mode, alignment)[1]
+
+
+def _choose_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
+                    alignment: int) -> tuple[Storage, int]:
+    """Writing concat inputs in place saves copies but holds the whole concat buffer from its
+    first producer on; latency_first always takes it, the other modes only when the peak does
+    not grow."""
+    storage = analyze_storage(graph, liveness, mode)
+    peak = lower_bound(storage_blocks(graph, storage, liveness, alignment))
+    if mode == "latency_first" or not storage.concat_slices:
+        return storage, peak
+    separate = analyze_storage(graph, liveness, mode, concat_in_place=False)
+    separate_peak = lower_bound(storage_blocks(graph, separate, liveness, alignment))
+    return (separate, separate_peak) if separate_peak < peak else (storage, peak)
+
+
+def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment: int) -> MemoryPlan:
+    storage, _ = _choose_storage(graph, liveness, mode, alignment)
+    blocks = storage_blocks(graph, storage, liveness, alignment)
+    algorithm, arena = assign_offsets(blocks, OFFSET_ALGORITHMS)
     offsets = {b.name: b.offset for b in blocks}
     tensors = []
-    for value in arena_values:
-        root = _final_root(roots, value)
+    for value in storage.arena_values:
+        root = _final_root(storage.roots, value)
         life = liveness[value]
-        tensors.append(TensorPlacement(value, graph.types[value].nbytes, offsets[root],
+        tensors.append(TensorPlacement(value, graph.types[value].nbytes,
+                                       offsets[root] + storage.sub_offset.get(value, 0),
                                        life.start, life.end,
-                                       None if root == value else root, reasons[value]))
-    no_reuse = sum(align(graph.types[v].nbytes, alignment) for v in arena_values
-                   if roots[v] == v)
+                                       None if root == value else root, storage.reasons[value]))
+    no_reuse = sum(align(graph.types[v].nbytes, alignment) for v in storage.arena_values
+                   if storage.roots[v] == v)
     return MemoryPlan(mode, alignment, algorithm, arena, no_reuse, lower_bound(blocks),
-                      _count_shared(blocks), inplace, tensors)
+                      _count_shared(blocks), len(storage.inplace), tensors, dict(storage.inplace),
+                      concat_slices=dict(storage.concat_slices))
 
 
 def _in_arena(graph: Graph, roots: dict[str, str], value: str) -> bool:
@@ -121,17 +212,16 @@ def _final_root(roots: dict[str, str], value: str) -> str:
 
 
 def _block(graph: Graph, root: str, values: list[str], liveness: dict[str, Interval],
-           alignment: int) -> Block:
+           alignment: int, sub_offset: dict[str, int]) -> Block:
     start = min(liveness[v].start for v in values)
     end = max(liveness[v].end for v in values)
-    nbytes = max(graph.types[v].nbytes for v in values)
+    nbytes = max(sub_offset.get(v, 0) + graph.types[v].nbytes for v in values)
     return Block(root, align(nbytes, alignment), Interval(start, end))
 
 
-def _merge_inplace(graph: Graph, liveness: dict[str, Interval], roots: dict[str, str],
-                   members: dict[str, list[str]], reasons: dict[str, str], log: Any) -> int:
+def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage) -> None:
     """Let fused elementwise results overwrite an operand whose storage dies at that step."""
-    count = 0
+    members, roots = storage.members, storage.roots
     for step, node in enumerate(graph.nodes):
         out = node.outputs[0] if node.outputs else ""
         if node.op != "pyc.Elementwise" or out not in members:
@@ -142,13 +232,8 @@ def _merge_inplace(graph: Graph, liveness: dict[str, Interval], roots: dict[str,
         target = _final_root(roots, victim)
         members[target] += members.pop(out)
         roots[out] = target
-        reasons[out] = f"in place over {victim}"
-        node.attrs["inplace_operand"] = node.inputs.index(victim)
-        count += 1
-        if log is not None:
-            log([node.name], "inplace", f"writes over {victim!r}, which dies here: same size, "
-                "read at the same index it is written", after=victim)
-    return count
+        storage.reasons[out] = f"in place over {victim}"
+        storage.inplace[node.name] = victim
 
 
 def _inplace_victim(graph: Graph, node: Node, step: int, liveness: dict[str, Interval],
@@ -168,18 +253,6 @@ def _inplace_victim(graph: Graph, node: Node, step: int, liveness: dict[str, Int
             continue  # another operand reads the same bytes through a different view
         return value
     return None
-
-
-def _best_placement(blocks: list[Block], algorithms: tuple[str, ...]) -> tuple[str, int]:
-    best_name, best_size, best_offsets = "", -1, {}
-    for name in algorithms:
-        size = ALGORITHMS[name](blocks)
-        if best_size < 0 or size < best_size:
-            best_name, best_size = name, size
-            best_offsets = {b.name: b.offset for b in blocks}
-    for block in blocks:
-        block.offset = best_offsets[block.name]
-    return best_name, max(best_size, 0)
 
 
 def _count_shared(blocks: list[Block]) -> int:

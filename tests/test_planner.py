@@ -1,0 +1,413 @@
+"""Memory-planner invariants, checked by brute force on every plan we can make.
+
+Plans come from the three reference models in all three modes, from randomly generated
+DAG-shaped graphs, and from small graphs built to make in-place writes illegal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+from helpers import MODES, REFERENCE_MODELS, init, make_model, rand, vinfo, write_model
+from onnx import helper
+
+import pyc_cli
+from pyc_cli.ir.graph import Graph
+from pyc_cli.ops import registry
+from pyc_cli.passes.context import PassContext
+from pyc_cli.planning.plan import MemoryPlan
+
+ALIGNMENT = 64
+node = helper.make_node
+
+
+def compile_plan(path, mode: str, shapes=None) -> tuple[Graph, PassContext, MemoryPlan]:  # noqa: ANN001
+    graph, ctx = pyc_cli.compile_graph(path, mode=mode, input_shapes=shapes)
+    return graph, ctx, ctx.artifacts["memory_plan"]
+
+
+def aligned(nbytes: int) -> int:
+    return max(ALIGNMENT, -(-nbytes // ALIGNMENT) * ALIGNMENT)
+
+
+@dataclass
+class Storage:
+    size: int
+    start: int
+    end: int
+
+
+# ---------------------------------------------------------------- independent recomputations
+
+
+def independent_liveness(graph: Graph) -> dict[str, tuple[int, int]]:
+    """[definition step, last read step] for every node output (graph outputs live to the end)."""
+    defined, last = {}, {}
+    for step, n in enumerate(graph.nodes):
+        for name in n.inputs:
+            if name:
+                last[name] = step
+        for name in n.outputs:
+            if name:
+                defined[name] = step
+    end = len(graph.nodes) - 1
+    return {v: (s, end if v in graph.outputs else max(s, last.get(v, s)))
+            for v, s in defined.items()}
+
+
+def view_roots(graph: Graph) -> dict[str, str]:
+    """The value whose bytes each node output really is (views follow their source)."""
+    roots: dict[str, str] = {}
+    for n in graph.nodes:
+        is_view = registry.get(n.op).category == registry.VIEW
+        for out in n.outputs:
+            if out:
+                roots[out] = roots.get(n.inputs[0], n.inputs[0]) if is_view else out
+    return roots
+
+
+def expected_arena_values(graph: Graph) -> set[str]:
+    roots = view_roots(graph)
+    outside = set(graph.inputs) | set(graph.outputs) | set(graph.constants)
+    return {v for n in graph.nodes for v in n.outputs
+            if v and v not in graph.outputs and roots[v] not in outside}
+
+
+def storages_of(plan: MemoryPlan) -> dict[str, Storage]:
+    groups: dict[str, Storage] = {}
+    for t in plan.tensors:
+        key = t.alias_of or t.name
+        group = groups.setdefault(key, Storage(0, t.start, t.end))
+        group.size = max(group.size, aligned(t.bytes))
+        group.start, group.end = min(group.start, t.start), max(group.end, t.end)
+    return groups
+
+
+def recomputed_lower_bound(plan: MemoryPlan) -> int:
+    storages = list(storages_of(plan).values())
+    if not storages:
+        return 0
+    last = max(s.end for s in storages)
+    return max(sum(s.size for s in storages if s.start <= step <= s.end)
+               for step in range(last + 1))
+
+
+# ---------------------------------------------------------------- the invariant checker
+
+
+def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> dict[str, int]:
+    """Assert every planner invariant; return a few counts so callers can check coverage."""
+    label = f"{graph.name}/{mode}"
+    assert plan.mode == mode and plan.alignment == ALIGNMENT
+    tensors = {t.name: t for t in plan.tensors}
+    assert len(tensors) == len(plan.tensors), f"{label}: duplicate tensor entries"
+
+    # which values are in the arena at all, and their sizes and lifetimes
+    assert set(tensors) == expected_arena_values(graph), label
+    live = independent_liveness(graph)
+    for t in plan.tensors:
+        assert t.bytes == graph.types[t.name].nbytes, (label, t.name)
+        assert (t.start, t.end) == live[t.name], (label, t.name, (t.start, t.end), live[t.name])
+
+    # alignment and bounds
+    for t in plan.tensors:
+        assert t.offset >= 0 and t.offset % ALIGNMENT == 0, (label, t.name, t.offset)
+        assert t.offset + t.bytes <= plan.arena_bytes, (label, t.name)
+
+    # alias chains: alias_of names a root tensor of the plan at the same offset
+    roots = view_roots(graph)
+    for t in plan.tensors:
+        if t.alias_of is not None:
+            root = tensors.get(t.alias_of)
+            assert root is not None and root.alias_of is None, (label, t.name, t.alias_of)
+            assert root.offset == t.offset, (label, t.name)
+        if roots[t.name] != t.name:  # a view always shares its source's storage
+            assert (t.alias_of or t.name) == (tensors[roots[t.name]].alias_of or roots[t.name])
+
+    # no two tensors of different storages that are live at the same step share a byte
+    items = plan.tensors
+    for i, a in enumerate(items):
+        for b in items[i + 1:]:
+            if (a.alias_of or a.name) == (b.alias_of or b.name):
+                continue
+            if a.start <= b.end and b.start <= a.end:
+                assert a.offset + a.bytes <= b.offset or b.offset + b.bytes <= a.offset, (
+                    f"{label}: {a.name} [{a.start},{a.end}] @{a.offset}+{a.bytes} overlaps "
+                    f"{b.name} [{b.start},{b.end}] @{b.offset}+{b.bytes}")
+
+    # sizes
+    assert plan.lower_bound_bytes <= plan.arena_bytes <= plan.no_reuse_bytes, label
+    assert plan.lower_bound_bytes == recomputed_lower_bound(plan), label
+    # without reuse every storage gets its own bytes; at most every non-view tensor does
+    own = sum(aligned(t.bytes) for t in plan.tensors if roots[t.name] == t.name)
+    assert sum(s.size for s in storages_of(plan).values()) <= plan.no_reuse_bytes <= own, label
+
+    # in-place writes
+    producers = {o: (step, n) for step, n in enumerate(graph.nodes) for o in n.outputs if o}
+    inplace = [t for t in plan.tensors if t.alias_of is not None and roots[t.name] == t.name]
+    marked = [n for n in graph.nodes if "inplace_operand" in n.attrs]
+    logged = [d for d in ctx.decisions if d.pass_name == "plan_memory" and d.action == "inplace"]
+    assert len(inplace) == len(marked) == len(logged) == plan.inplace_count, label
+    if mode == "latency_first":
+        assert not inplace, f"{label}: in-place writes in latency_first"
+    for t in inplace:
+        step, n = producers[t.name]
+        assert n.op == "pyc.Elementwise", (label, t.name)
+        victim = n.inputs[int(n.attrs["inplace_operand"])]
+        storage = t.alias_of
+        assert victim in tensors and (tensors[victim].alias_of or victim) == storage, (label, t.name)
+        assert victim not in graph.outputs and victim not in graph.inputs
+        # not broadcast: the operand is read at exactly the index being written
+        assert graph.types[victim].shape == graph.types[t.name].shape, (label, t.name, victim)
+        assert graph.types[victim].dtype.itemsize == graph.types[t.name].dtype.itemsize
+        # nothing that lived in this storage before is read after this step
+        for other in plan.tensors:
+            if (other.alias_of or other.name) == storage and other.start < step:
+                assert other.end <= step, (label, t.name, "overwrites", other.name)
+        # no other operand of the loop reads the same bytes under another name
+        for operand in n.inputs:
+            if operand != victim and operand in tensors:
+                assert (tensors[operand].alias_of or operand) != storage, (label, t.name, operand)
+    return {"inplace": len(inplace), "reused": int(plan.arena_bytes < plan.no_reuse_bytes),
+            "tensors": len(plan.tensors)}
+
+
+# ---------------------------------------------------------------- reference models
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
+def test_reference_model_plans(name: str, mode: str) -> None:
+    path, shapes = REFERENCE_MODELS[name]
+    graph, ctx, plan = compile_plan(path, mode, shapes)
+    counts = check_plan(graph, ctx, plan, mode)
+    assert counts["tensors"] > 0
+    if name != "mlp":  # mlp has only two intermediates, live at once
+        assert counts["reused"], f"{name}/{mode}: no byte was ever reused"
+
+
+def test_transformer_uses_inplace_in_balanced_and_memory_first() -> None:
+    path, shapes = REFERENCE_MODELS["transformer"]
+    for mode in ("balanced", "memory_first"):
+        graph, ctx, plan = compile_plan(path, mode, shapes)
+        assert check_plan(graph, ctx, plan, mode)["inplace"] > 0, mode
+
+
+# ---------------------------------------------------------------- random DAGs
+
+
+def random_dag_model(seed: int) -> onnx.ModelProto:
+    """A random DAG of Relu/Sigmoid/Tanh/Add/Mul/MatMul/Softmax/Transpose/Reshape nodes.
+
+    Operands are mostly recent values (chains), sometimes old ones (diamonds, long lifetimes).
+    """
+    rng = np.random.default_rng(seed)
+    first = (int(rng.choice([3, 4, 5])), int(rng.choice([5, 7, 8, 16])))  # odd byte sizes too
+    values: list[tuple[str, tuple[int, int]]] = [("x", first), ("x2", first)]
+    inputs = [vinfo("x", first), vinfo("x2", first)]
+    nodes, inits, counter = [], [], [0]
+
+    def fresh(prefix: str) -> str:
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    def constant(array: np.ndarray) -> str:
+        name = fresh("c")
+        inits.append(init(name, array))
+        return name
+
+    def pick() -> tuple[str, tuple[int, int]]:
+        if rng.random() < 0.65:
+            return values[-1 - int(rng.integers(0, min(3, len(values))))]
+        return values[int(rng.integers(0, len(values)))]
+
+    for _ in range(int(rng.integers(4, 18))):
+        name, shape = pick()
+        op = str(rng.choice(["Relu", "Sigmoid", "Tanh", "Add", "Mul", "MatMul", "MatMul",
+                             "Softmax", "Transpose", "Reshape", "AddBias", "ViewChain",
+                             "CastF64", "Concat", "Slice"]))
+        out = fresh("v")
+        if op in ("Relu", "Sigmoid", "Tanh", "Softmax"):
+            nodes.append(node(op, [name], [out]))
+        elif op in ("Add", "Mul"):
+            same = [v for v in values if v[1] == shape]
+            other = same[int(rng.integers(0, len(same)))][0]
+            nodes.append(node(op, [name, other], [out]))
+        elif op == "AddBias":
+            bias = rand(rng, 1, shape[1]) if rng.random() < 0.5 else rand(rng, shape[0], 1)
+            nodes.append(node("Add", [name, constant(bias)], [out]))
+        elif op == "MatMul":
+            n = int(rng.choice([3, 4, 8, 16]))
+            nodes.append(node("MatMul", [name, constant(rand(rng, shape[1], n, scale=0.3))],
+                              [out]))
+            shape = (shape[0], n)
+        elif op == "Transpose":
+            nodes.append(node("Transpose", [name], [out], perm=[1, 0]))
+            shape = (shape[1], shape[0])
+        elif op == "Reshape":  # a view, creating alias chains
+            total = shape[0] * shape[1]
+            target = (1, total) if rng.random() < 0.5 else (shape[1], shape[0])
+            nodes.append(node("Reshape", [name, constant(np.array(target, np.int64))], [out]))
+            shape = target
+        elif op == "ViewChain":  # view of a view of a view
+            mid, flat = fresh("u"), fresh("f")
+            nodes.append(node("Unsqueeze", [name, constant(np.array([0], np.int64))], [mid]))
+            nodes.append(node("Squeeze", [mid, constant(np.array([0], np.int64))], [flat]))
+            nodes.append(node("Flatten", [flat], [out], axis=1))
+        elif op == "CastF64":  # a wider intermediate, then back to float32
+            wide = fresh("d")
+            nodes.append(node("Cast", [name], [wide], to=onnx.TensorProto.DOUBLE))
+            nodes.append(node("Softmax", [wide], [fresh("k")]))
+            nodes.append(node("Cast", [nodes[-1].output[0]], [out], to=onnx.TensorProto.FLOAT))
+        elif op == "Concat":
+            same = [v for v in values if v[1] == shape]
+            other = same[int(rng.integers(0, len(same)))][0]
+            nodes.append(node("Concat", [name, other], [out], axis=0))
+            shape = (2 * shape[0], shape[1])
+        else:  # Slice: the first half of the rows (at least one)
+            rows = max(1, shape[0] // 2)
+            nodes.append(node("Slice", [name, constant(np.array([0], np.int64)),
+                                        constant(np.array([rows], np.int64)),
+                                        constant(np.array([0], np.int64))], [out]))
+            shape = (rows, shape[1])
+        values.append((out, shape))
+    produced = values[2:]
+    chosen = {produced[-1][0]}
+    for _ in range(int(rng.integers(0, 3))):
+        chosen.add(produced[int(rng.integers(0, len(produced)))][0])
+    outputs = [vinfo(v, s) for v, s in produced if v in chosen]
+    return make_model(nodes, inputs, outputs, inits, name=f"random{seed}")
+
+
+RANDOM_SEEDS = list(range(30))
+
+
+@pytest.fixture(scope="module")
+def random_plans(tmp_path_factory: pytest.TempPathFactory) -> list:
+    """(seed, mode, graph, ctx, plan) for every random graph in every mode."""
+    directory = tmp_path_factory.mktemp("random_dags")
+    plans = []
+    for seed in RANDOM_SEEDS:
+        path = write_model(random_dag_model(seed), directory, f"random{seed}.onnx")
+        for mode in MODES:
+            plans.append((seed, mode, *compile_plan(path, mode)))
+    return plans
+
+
+def test_random_dag_plans(random_plans: list) -> None:
+    failures = []
+    totals = {mode: {"inplace": 0, "reused": 0, "tensors": 0} for mode in MODES}
+    for seed, mode, graph, ctx, plan in random_plans:
+        try:
+            counts = check_plan(graph, ctx, plan, mode)
+        except AssertionError as exc:
+            failures.append(f"seed {seed} mode {mode}: {exc}")
+            continue
+        for key, value in counts.items():
+            totals[mode][key] += value
+    assert not failures, "\n".join(failures)
+    # the generator really exercises the interesting paths
+    assert len(random_plans) >= 20 * len(MODES)
+    assert totals["balanced"]["inplace"] > 0 and totals["memory_first"]["inplace"] > 0
+    assert totals["latency_first"]["inplace"] == 0
+    assert all(t["reused"] > 0 for t in totals.values())
+
+
+def test_random_dags_have_views_and_multiple_outputs(random_plans: list) -> None:
+    views = sum(any(t.alias_of and t.reason.startswith("view") for t in plan.tensors)
+                for *_, plan in random_plans)
+    multi = sum(len(graph.outputs) > 1 for _, _, graph, _, _ in random_plans)
+    assert views > 0 and multi > 0
+
+
+def test_memory_first_peak_is_never_above_balanced(random_plans: list) -> None:
+    """memory_first may only add work (other offset algorithms, a better schedule) on top of
+    balanced's aliasing rules, so its liveness peak can never be higher."""
+    by_seed = {(seed, mode): plan for seed, mode, _, _, plan in random_plans}
+    for seed in RANDOM_SEEDS:
+        assert by_seed[(seed, "memory_first")].lower_bound_bytes <= \
+            by_seed[(seed, "balanced")].lower_bound_bytes, seed
+
+
+# ---------------------------------------------------------------- in-place legality
+
+
+def _inplace_case(case: str) -> onnx.ModelProto:
+    x, y = vinfo("x", (4, 8)), vinfo("q", (4, 8))
+    if case == "legal":
+        # r = Relu(s) where s dies at r: writing r over s is the textbook in-place case
+        return make_model([node("Softmax", ["x"], ["s"]), node("Relu", ["s"], ["r"]),
+                           node("Softmax", ["r"], ["q"])], [x], [y])
+    if case == "read_later":
+        return make_model([node("Softmax", ["x"], ["s"]), node("Relu", ["s"], ["r"]),
+                           node("Softmax", ["r"], ["q"]), node("Softmax", ["s"], ["t"])],
+                          [x], [y, vinfo("t", (4, 8))])
+    if case == "read_later_through_view":
+        return make_model([node("Softmax", ["x"], ["s"]),
+                           node("Reshape", ["s", "shape"], ["v"]),
+                           node("Relu", ["s"], ["r"]), node("Softmax", ["r"], ["q"]),
+                           node("Softmax", ["v"], ["t"])],
+                          [x], [y, vinfo("t", (8, 4))],
+                          [init("shape", np.array([8, 4], np.int64))])
+    if case == "graph_output":
+        return make_model([node("Softmax", ["x"], ["s"]), node("Relu", ["s"], ["r"]),
+                           node("Softmax", ["r"], ["q"])], [x], [vinfo("s", (4, 8)), y])
+    if case == "graph_input":
+        return make_model([node("Relu", ["x"], ["r"]), node("Softmax", ["r"], ["q"])], [x], [y])
+    if case == "broadcast":
+        # s is (1,8) and is read for every row of r: writing row 0 of r over it breaks rows 1..3
+        return make_model([node("Softmax", ["z"], ["s"]), node("Add", ["x", "s"], ["r"]),
+                           node("Softmax", ["r"], ["q"])], [x, vinfo("z", (1, 8))], [y])
+    if case == "broadcast_column":
+        # s is (4,1) and each element is read for a whole row of r
+        return make_model([node("Softmax", ["z"], ["s"]), node("Mul", ["s", "w"], ["r"]),
+                           node("Softmax", ["r"], ["q"])],
+                          [vinfo("z", (4, 1)), vinfo("w", (4, 8))], [y])
+    raise ValueError(case)
+
+
+ILLEGAL_CASES = ["read_later", "read_later_through_view", "graph_output", "graph_input",
+                 "broadcast", "broadcast_column"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inplace_happens_when_legal_only_outside_latency_first(mode: str, tmp_path) -> None:  # noqa: ANN001
+    path = write_model(_inplace_case("legal"), tmp_path)
+    graph, ctx, plan = compile_plan(path, mode)
+    check_plan(graph, ctx, plan, mode)
+    r = next(t for t in plan.tensors if t.name == "r")
+    relu = graph.producers()["r"]
+    assert relu.op == "pyc.Elementwise"
+    if mode == "latency_first":
+        assert r.alias_of is None and plan.inplace_count == 0
+        assert "inplace_operand" not in relu.attrs
+    else:
+        assert r.alias_of == "s" and plan.inplace_count == 1
+        assert relu.inputs[int(relu.attrs["inplace_operand"])] == "s"
+        assert r.offset == next(t.offset for t in plan.tensors if t.name == "s")
+
+
+@pytest.mark.parametrize("mode", ["balanced", "memory_first"])
+@pytest.mark.parametrize("case", ILLEGAL_CASES)
+def test_no_inplace_when_illegal(case: str, mode: str, tmp_path) -> None:  # noqa: ANN001
+    path = write_model(_inplace_case(case), tmp_path)
+    graph, ctx, plan = compile_plan(path, mode)
+    check_plan(graph, ctx, plan, mode)
+    producer = graph.producers()["r"]
+    assert producer.op == "pyc.Elementwise", ops_of(graph)
+    assert "inplace_operand" not in producer.attrs, case
+    assert not [d for d in ctx.decisions if d.action == "inplace"], case
+    assert plan.inplace_count == 0
+    r = next(t for t in plan.tensors if t.name == "r")
+    assert r.alias_of is None, case
+    s = next((t for t in plan.tensors if t.name == "s"), None)
+    if s is not None:  # s lives in the arena: r must have bytes of its own while s is live
+        assert r.offset + r.bytes <= s.offset or s.offset + s.bytes <= r.offset or \
+            s.end < r.start, case
+
+
+def ops_of(graph: Graph) -> list[str]:
+    return [n.op for n in graph.nodes]
