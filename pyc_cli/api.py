@@ -26,6 +26,7 @@ from .ir.text import print_graph
 from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .planning.plan import MemoryPlan
+from .planning.timeline import timeline_svg
 from .runtime.native import CompiledModel, ModelFunctions, TensorSpec
 
 
@@ -51,13 +52,44 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     return run_pipeline(graph, ctx, stop_after), ctx
 
 
+# with a memory budget, modes are tried fastest first and the first that fits is kept
+MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
+
+
+def compile_within_budget(model_path: str | Path, budget: int,
+                          input_shapes: dict[str, tuple[int, ...]] | None = None,
+                          target: str = "cpu") -> tuple[Graph, PassContext]:
+    """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
+    arenas = {}
+    for mode in MODES_BY_SPEED:
+        graph, ctx = compile_graph(model_path, mode, input_shapes, target)
+        plan: MemoryPlan = ctx.artifacts["memory_plan"]
+        arenas[mode] = plan.arena_bytes
+        if plan.arena_bytes <= budget:
+            ctx.log("plan_memory", [], "memory_budget",
+                    f"{mode} is the fastest mode whose arena fits the budget",
+                    before=budget, after=plan.arena_bytes, arenas=dict(arenas))
+            return graph, ctx
+    smallest = min(arenas.values())
+    raise PycError("E011", f"no plan fits the memory budget of {budget} bytes; the smallest "
+                   f"achievable arena is {smallest} bytes ({min(arenas, key=arenas.get)})",
+                   where=f"arenas by mode: {arenas}",
+                   hint=f"raise --memory-budget to at least {smallest} bytes")
+
+
 def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str = "balanced",
           input_shapes: dict[str, tuple[int, ...]] | None = None,
-          target: str = "cpu") -> BuildResult:
-    """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model)."""
+          target: str = "cpu", memory_budget: int | None = None) -> BuildResult:
+    """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
+
+    With `memory_budget` (bytes), the fastest mode whose arena fits is chosen instead of `mode`."""
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
-    graph, ctx = compile_graph(model_path, mode, input_shapes, target)
+    if memory_budget is not None:
+        graph, ctx = compile_within_budget(model_path, memory_budget, input_shapes, target)
+        mode = ctx.options.mode
+    else:
+        graph, ctx = compile_graph(model_path, mode, input_shapes, target)
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     backend = get_target(target)
     layout = layout_weights(graph)
@@ -71,6 +103,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         write_bytes(staging, "weights.bin", blob)
         write_text(staging, "model.ir", print_graph(graph))
         write_text(staging, "memory_plan.json", dumps(plan.to_json()))
+        write_text(staging, "memory_timeline.svg",
+                   timeline_svg(plan, model_path.name, len(graph.nodes)))
         write_text(staging, "decisions.jsonl", "".join(
             dumps_line(d.to_json()) for d in ctx.decisions))
         toolchain = backend.compile(staging / "src", staging)
@@ -82,7 +116,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
                       "source_ops": ctx.artifacts["source_ops"],
                       "compiled_nodes": len(graph.nodes)},
             "target": target, "mode": mode,
-            "flags": {"mode": mode, "target": target,
+            "flags": {"mode": mode, "target": target, "memory_budget": memory_budget,
                       "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}},
             "toolchain": toolchain,
             "inputs": [_io_entry(i) for i in info.inputs],

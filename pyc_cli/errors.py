@@ -19,7 +19,9 @@ ERROR_CODES: dict[str, str] = {
     "E007": "The model uses operators PyC does not support (all are listed at once).",
     "E008": "An operator attribute or input combination is not supported.",
     "E009": "Shape or type inference failed: the model is inconsistent for the given shapes.",
-    "E010": "The model's opset or IR version is outside the supported range.",
+    "E010": "The model's opset or IR version, or the schema version an operator has at that opset, is "
+    "outside the supported range.",
+    "E011": "No memory plan fits the --memory-budget (the error names the smallest arena).",
     "E020": "The C compiler failed to build the generated code.",
     "E021": "The output directory exists and is not a PyC artifact (refusing to overwrite).",
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",

@@ -84,7 +84,9 @@ def _memory(plan: dict[str, Any]) -> dict[str, Any]:
         "arena_bytes": plan["arena_bytes"], "no_reuse_bytes": plan["no_reuse_bytes"],
         "lower_bound_bytes": plan["lower_bound_bytes"], "reuse_count": plan["reuse_count"],
         "inplace_count": plan["inplace_count"], "algorithm": plan["algorithm"],
-        "alignment": plan["alignment"],
+        "alignment": plan["alignment"], "schedule": plan.get("schedule", "given"),
+        "what_if": plan.get("what_if", {}), "timeline": "memory_timeline.svg",
+        "concat_in_place": sorted(plan.get("concat_slices", {})),
         "largest": [{"name": t["name"], "bytes": t["bytes"]} for t in largest],
         "tensors": [{k: t[k] for k in ("name", "bytes", "offset", "start", "end", "alias_of")
                      if k in t} for t in tensors],
@@ -155,3 +157,12 @@ def _print_memory(memory: dict[str, Any], console: Console) -> None:
     if memory["largest"]:
         console.print("  largest: " + ", ".join(f"{t['name']} ({_kib(t['bytes'])})"
                                                 for t in memory["largest"]))
+    if memory["what_if"]:
+        table = Table(title=f"Memory by mode (built: {memory['schedule']} schedule; picture: "
+                            f"{memory['timeline']})")
+        for column in ("mode", "arena", "lower bound", "without reuse"):
+            table.add_column(column, justify="left" if column == "mode" else "right")
+        for mode, figures in sorted(memory["what_if"].items()):
+            table.add_row(mode, _kib(figures["arena_bytes"]), _kib(figures["lower_bound_bytes"]),
+                          _kib(figures["no_reuse_bytes"]))
+        console.print(table)

@@ -143,11 +143,13 @@ def test_unknown_ops_are_all_listed_with_node_names(tmp_path: Path) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok_relu"),
-             helper.make_node("Hardmax", ["a"], ["b"], name="first_bad"),
-             helper.make_node("Celu", ["b"], ["c"], name="second_bad"),
-             helper.make_node("Hardmax", ["c"], ["y"], name="third_bad")]
+             helper.make_node("FancyOp", ["a"], ["b"], name="first_bad", domain="com.vendor"),
+             helper.make_node("OtherOp", ["b"], ["c"], name="second_bad", domain="com.vendor"),
+             helper.make_node("FancyOp", ["c"], ["y"], name="third_bad", domain="com.vendor")]
     path = tmp_path / "m.onnx"
-    onnx.save(_model(nodes, [x], [y]), str(path))
+    model = _model(nodes, [x], [y])
+    model.opset_import.append(helper.make_opsetid("com.vendor", 1))
+    onnx.save(model, str(path))
     code, output = invoke("build", str(path), "-o", str(tmp_path / "out"))
     assert_user_error(code, output, "E007")
     for name in ("first_bad", "second_bad", "third_bad"):
@@ -302,3 +304,37 @@ def test_error_codes_document_is_current() -> None:
     docs = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
     assert docs.read_text() == errors_markdown(), "run `make docs`"
     assert all(code.startswith("E") and len(code) == 4 for code in ERROR_CODES)
+
+
+def test_memory_budget_picks_the_fastest_mode_that_fits(tmp_path: Path) -> None:
+    model = REFERENCE_MODELS["transformer"]
+    shapes = [arg for name, dims in model.shapes.items()
+              for arg in ("--input-shape", f"{name}={','.join(map(str, dims))}")]
+    arenas = {}
+    for mode in ("latency_first", "memory_first"):
+        result = pyc_cli.build(model.path, tmp_path / mode, mode=mode, input_shapes=model.shapes)
+        arenas[mode] = result.plan.arena_bytes
+    assert arenas["memory_first"] < arenas["latency_first"]  # depth-first schedule lowers it
+    code, output = invoke("build", str(model.path), *shapes, "-o", str(tmp_path / "big"),
+                          "--memory-budget", str(arenas["latency_first"]))
+    assert code == 0 and "mode latency_first" in output, output
+    code, output = invoke("build", str(model.path), *shapes, "-o", str(tmp_path / "tight"),
+                          "--memory-budget", f"{arenas['memory_first'] / 1024}KiB")
+    assert code == 0 and "mode memory_first" in output, output
+    manifest = json.loads((tmp_path / "tight" / "manifest.json").read_text())
+    assert manifest["mode"] == "memory_first"
+    assert manifest["flags"]["memory_budget"] == arenas["memory_first"]
+    code, output = invoke("build", str(model.path), *shapes, "-o", str(tmp_path / "none"),
+                          "--memory-budget", "1KiB")
+    assert_user_error(code, output, "E011")
+    assert f"smallest achievable arena is {arenas['memory_first']} bytes" in output
+    assert not (tmp_path / "none").exists()
+    code, output = invoke("build", str(model.path), *shapes, "--memory-budget", "lots")
+    assert_user_error(code, output, "E050")
+
+
+def test_artifact_has_a_memory_timeline_picture(mlp_artifact: Path) -> None:
+    svg = (mlp_artifact / "memory_timeline.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") >= 3
+    plan = json.loads((mlp_artifact / "memory_plan.json").read_text())
+    assert set(plan["what_if"]) == {"latency_first", "balanced", "memory_first"}

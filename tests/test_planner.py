@@ -105,10 +105,16 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
     tensors = {t.name: t for t in plan.tensors}
     assert len(tensors) == len(plan.tensors), f"{label}: duplicate tensor entries"
 
-    # which values are in the arena at all, and their sizes and lifetimes
-    assert set(tensors) == expected_arena_values(graph), label
+    # which values are in the arena at all (plus kernel workspaces), their sizes and lifetimes
+    workspaces = {n.name + "#workspace": (step, int(n.attrs["workspace_bytes"]))
+                  for step, n in enumerate(graph.nodes) if "workspace_bytes" in n.attrs}
+    assert set(tensors) == expected_arena_values(graph) | set(workspaces), label
     live = independent_liveness(graph)
     for t in plan.tensors:
+        if t.name in workspaces:  # scratch lives exactly while its node runs
+            step, size = workspaces[t.name]
+            assert (t.start, t.end, t.bytes, t.alias_of) == (step, step, size, None), (label, t.name)
+            continue
         assert t.bytes == graph.types[t.name].nbytes, (label, t.name)
         assert (t.start, t.end) == live[t.name], (label, t.name, (t.start, t.end), live[t.name])
 
@@ -117,13 +123,19 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
         assert t.offset >= 0 and t.offset % ALIGNMENT == 0, (label, t.name, t.offset)
         assert t.offset + t.bytes <= plan.arena_bytes, (label, t.name)
 
-    # alias chains: alias_of names a root tensor of the plan at the same offset
+    # alias chains: alias_of names a root tensor of the plan; members sit inside its storage
+    # (views and in-place results at its start, concat inputs at their slice)
     roots = view_roots(graph)
     for t in plan.tensors:
         if t.alias_of is not None:
             root = tensors.get(t.alias_of)
             assert root is not None and root.alias_of is None, (label, t.name, t.alias_of)
-            assert root.offset == t.offset, (label, t.name)
+            assert t.offset >= root.offset, (label, t.name)
+            if roots[t.name] != t.name or "in place" in t.reason:
+                assert root.offset == t.offset or "slice" in tensors[roots[t.name]].reason, \
+                    (label, t.name)
+        if t.name in workspaces:
+            continue
         if roots[t.name] != t.name:  # a view always shares its source's storage
             assert (t.alias_of or t.name) == (tensors[roots[t.name]].alias_of or roots[t.name])
 
@@ -142,12 +154,14 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
     assert plan.lower_bound_bytes <= plan.arena_bytes <= plan.no_reuse_bytes, label
     assert plan.lower_bound_bytes == recomputed_lower_bound(plan), label
     # without reuse every storage gets its own bytes; at most every non-view tensor does
-    own = sum(aligned(t.bytes) for t in plan.tensors if roots[t.name] == t.name)
+    own = sum(aligned(t.bytes) for t in plan.tensors
+              if t.name in workspaces or roots[t.name] == t.name)
     assert sum(s.size for s in storages_of(plan).values()) <= plan.no_reuse_bytes <= own, label
 
     # in-place writes
     producers = {o: (step, n) for step, n in enumerate(graph.nodes) for o in n.outputs if o}
-    inplace = [t for t in plan.tensors if t.alias_of is not None and roots[t.name] == t.name]
+    inplace = [t for t in plan.tensors if t.alias_of is not None and roots[t.name] == t.name
+               and "in place" in t.reason]
     marked = [n for n in graph.nodes if "inplace_operand" in n.attrs]
     logged = [d for d in ctx.decisions if d.pass_name == "plan_memory" and d.action == "inplace"]
     assert len(inplace) == len(marked) == len(logged) == plan.inplace_count, label

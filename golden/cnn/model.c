@@ -9,38 +9,118 @@
 #include "pyc_runtime.h"
 
 
-/* step 0: Conv -> conv2d_direct */
-static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
-  static const int32_t ow_lo[3] = { 1, 0, 0 };
-  static const int32_t ow_hi[3] = { 32, 32, 31 };
+/* step 0: Conv -> conv2d_im2col_gemm */
+static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
   for (int64_t n = 0; n < 2; ++n) {
-    for (int64_t oc = 0; oc < 16; ++oc) {
-      const int64_t g = oc / 16;
-      float* restrict y = Y + (n * 16 + oc) * 1024;
-      for (int64_t q = 0; q < 1024; ++q) y[q] = X2[oc];
-      for (int64_t icg = 0; icg < 3; ++icg) {
-        const float* restrict x = X0 + (n * 3 + g * 3 + icg) * 1024;
-        const float* restrict w = X1 + (oc * 3 + icg) * 9;
-        for (int64_t kh = 0; kh < 3; ++kh) {
-          for (int64_t oh = 0; oh < 32; ++oh) {
-            const int64_t ih = oh * 1 - 1 + kh * 1;
-            if (ih < 0 || ih >= 32) continue;
-            const float* restrict xrow = x + ih * 32 - 1;
-            float* restrict yrow = y + oh * 32;
+    for (int64_t g = 0; g < 1; ++g) {
+      const float* restrict x = X0 + (n * 3 + g * 3) * 1024;
+      static const int32_t ow_lo[3] = { 1, 0, 0 };
+      static const int32_t ow_hi[3] = { 32, 32, 31 };
+      /* columns are built for 1024 output pixels at a time, capping the workspace */
+      for (int64_t p0 = 0; p0 < 1024; p0 += 1024) {
+        const int64_t pn = 1024 - p0 < 1024 ? 1024 - p0 : 1024;
+        float* restrict cols = WS;
+        for (int64_t c = 0; c < 3; ++c) {
+          for (int64_t kh = 0; kh < 3; ++kh) {
             for (int64_t kw = 0; kw < 3; ++kw) {
-              const float wv = w[kh * 3 + kw];
-              const float* restrict xs = xrow + kw * 1;
-              for (int64_t ow = ow_lo[kw]; ow < ow_hi[kw]; ++ow) yrow[ow] += wv * xs[ow * 1];
+              float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 1024;
+              const float* restrict xc = x + c * 1024;
+              for (int64_t q = 0; q < pn;) {
+                /* one run of pixels within an output row: zeros, a strided copy, zeros */
+                const int64_t pix = p0 + q, oh = pix / 32, ow0 = pix % 32;
+                const int64_t run = 32 - ow0 < pn - q ? 32 - ow0 : pn - q;
+                const int64_t ih = oh * 1 - 1 + kh * 1;
+                float* restrict dr = d + q - ow0;
+                if (ih < 0 || ih >= 32) {
+                  for (int64_t ow = ow0; ow < ow0 + run; ++ow) dr[ow] = 0;
+                } else {
+                  const float* restrict xs = xc + ih * 32 - 1 + kw * 1;
+                  const int64_t lo = ow_lo[kw] > ow0 ? ow_lo[kw] : ow0;
+                  const int64_t hi = ow_hi[kw] < ow0 + run ? ow_hi[kw] : ow0 + run;
+                  int64_t ow = ow0;
+                  for (; ow < lo; ++ow) dr[ow] = 0;
+                  for (; ow < hi; ++ow) dr[ow] = xs[ow * 1];
+                  for (; ow < ow0 + run; ++ow) dr[ow] = 0;
+                }
+                q += run;
+              }
             }
           }
         }
-      }
-      for (int64_t oh = 0; oh < 32; ++oh) {
-        for (int64_t ow = 0; ow < 32; ++ow) {
-          const float acc = y[oh * 32 + ow];
-      const float t0 = (acc > 0 ? acc : 0);
-          y[oh * 32 + ow] = t0;
+        const float* restrict w = X1 + g * 432;
+        float* restrict y = Y + (n * 16 + g * 16) * 1024 + p0;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < pn; j0 += 16) {
+    const int64_t jn = pn - j0 < 16 ? pn - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = w + i0 * 27;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 27; ++kk) {
+          const float* restrict b = cols + kk * 1024 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[27 + kk];
+          const float a2 = a_rows[2 * 27 + kk], a3 = a_rows[3 * 27 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
         }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 27; ++kk) {
+          const float* restrict b = cols + kk * 1024 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[27 + kk];
+          const float a2 = a_rows[2 * 27 + kk], a3 = a_rows[3 * 27 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
+        }
+      }
+      for (int64_t q = 0; q < 4; ++q) {
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          {
+            const int64_t oc = g * 16 + row, pix = p0 + col;
+            const int64_t oh = pix / 32, ow = pix % 32;
+            (void)oh; (void)ow;
+            const float acc = value + X2[oc];
+      const float t0 = (acc > 0 ? acc : 0);
+            y[row * 1024 + pix - p0] = t0;
+          }
+        }
+      }
+    }
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
+      for (int64_t kk = 0; kk < 27; ++kk) {
+        const float a0 = w[i0 * 27 + kk];
+        const float* restrict b = cols + kk * 1024 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
+      }
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          {
+            const int64_t oc = g * 16 + row, pix = p0 + col;
+            const int64_t oh = pix / 32, ow = pix % 32;
+            (void)oh; (void)ow;
+            const float acc = value + X2[oc];
+      const float t0 = (acc > 0 ? acc : 0);
+            y[row * 1024 + pix - p0] = t0;
+          }
+      }
+    }
+  }
       }
     }
   }
@@ -70,38 +150,118 @@ static int k1_maxpool(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 2: Conv -> conv2d_direct */
-static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
-  static const int32_t ow_lo[3] = { 1, 0, 0 };
-  static const int32_t ow_hi[3] = { 16, 16, 15 };
+/* step 2: Conv -> conv2d_im2col_gemm */
+static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
   for (int64_t n = 0; n < 2; ++n) {
-    for (int64_t oc = 0; oc < 32; ++oc) {
-      const int64_t g = oc / 32;
-      float* restrict y = Y + (n * 32 + oc) * 256;
-      for (int64_t q = 0; q < 256; ++q) y[q] = X2[oc];
-      for (int64_t icg = 0; icg < 16; ++icg) {
-        const float* restrict x = X0 + (n * 16 + g * 16 + icg) * 256;
-        const float* restrict w = X1 + (oc * 16 + icg) * 9;
-        for (int64_t kh = 0; kh < 3; ++kh) {
-          for (int64_t oh = 0; oh < 16; ++oh) {
-            const int64_t ih = oh * 1 - 1 + kh * 1;
-            if (ih < 0 || ih >= 16) continue;
-            const float* restrict xrow = x + ih * 16 - 1;
-            float* restrict yrow = y + oh * 16;
+    for (int64_t g = 0; g < 1; ++g) {
+      const float* restrict x = X0 + (n * 16 + g * 16) * 256;
+      static const int32_t ow_lo[3] = { 1, 0, 0 };
+      static const int32_t ow_hi[3] = { 16, 16, 15 };
+      /* columns are built for 256 output pixels at a time, capping the workspace */
+      for (int64_t p0 = 0; p0 < 256; p0 += 256) {
+        const int64_t pn = 256 - p0 < 256 ? 256 - p0 : 256;
+        float* restrict cols = WS;
+        for (int64_t c = 0; c < 16; ++c) {
+          for (int64_t kh = 0; kh < 3; ++kh) {
             for (int64_t kw = 0; kw < 3; ++kw) {
-              const float wv = w[kh * 3 + kw];
-              const float* restrict xs = xrow + kw * 1;
-              for (int64_t ow = ow_lo[kw]; ow < ow_hi[kw]; ++ow) yrow[ow] += wv * xs[ow * 1];
+              float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 256;
+              const float* restrict xc = x + c * 256;
+              for (int64_t q = 0; q < pn;) {
+                /* one run of pixels within an output row: zeros, a strided copy, zeros */
+                const int64_t pix = p0 + q, oh = pix / 16, ow0 = pix % 16;
+                const int64_t run = 16 - ow0 < pn - q ? 16 - ow0 : pn - q;
+                const int64_t ih = oh * 1 - 1 + kh * 1;
+                float* restrict dr = d + q - ow0;
+                if (ih < 0 || ih >= 16) {
+                  for (int64_t ow = ow0; ow < ow0 + run; ++ow) dr[ow] = 0;
+                } else {
+                  const float* restrict xs = xc + ih * 16 - 1 + kw * 1;
+                  const int64_t lo = ow_lo[kw] > ow0 ? ow_lo[kw] : ow0;
+                  const int64_t hi = ow_hi[kw] < ow0 + run ? ow_hi[kw] : ow0 + run;
+                  int64_t ow = ow0;
+                  for (; ow < lo; ++ow) dr[ow] = 0;
+                  for (; ow < hi; ++ow) dr[ow] = xs[ow * 1];
+                  for (; ow < ow0 + run; ++ow) dr[ow] = 0;
+                }
+                q += run;
+              }
             }
           }
         }
-      }
-      for (int64_t oh = 0; oh < 16; ++oh) {
-        for (int64_t ow = 0; ow < 16; ++ow) {
-          const float acc = y[oh * 16 + ow];
-      const float t0 = (acc > 0 ? acc : 0);
-          y[oh * 16 + ow] = t0;
+        const float* restrict w = X1 + g * 4608;
+        float* restrict y = Y + (n * 32 + g * 32) * 256 + p0;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < pn; j0 += 16) {
+    const int64_t jn = pn - j0 < 16 ? pn - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 32; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = w + i0 * 144;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 144; ++kk) {
+          const float* restrict b = cols + kk * 256 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[144 + kk];
+          const float a2 = a_rows[2 * 144 + kk], a3 = a_rows[3 * 144 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
         }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 144; ++kk) {
+          const float* restrict b = cols + kk * 256 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[144 + kk];
+          const float a2 = a_rows[2 * 144 + kk], a3 = a_rows[3 * 144 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
+        }
+      }
+      for (int64_t q = 0; q < 4; ++q) {
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          {
+            const int64_t oc = g * 32 + row, pix = p0 + col;
+            const int64_t oh = pix / 16, ow = pix % 16;
+            (void)oh; (void)ow;
+            const float acc = value + X2[oc];
+      const float t0 = (acc > 0 ? acc : 0);
+            y[row * 256 + pix - p0] = t0;
+          }
+        }
+      }
+    }
+    for (; i0 < 32; ++i0) {
+      float acc[16] = {0};
+      for (int64_t kk = 0; kk < 144; ++kk) {
+        const float a0 = w[i0 * 144 + kk];
+        const float* restrict b = cols + kk * 256 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
+      }
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          {
+            const int64_t oc = g * 32 + row, pix = p0 + col;
+            const int64_t oh = pix / 16, ow = pix % 16;
+            (void)oh; (void)ow;
+            const float acc = value + X2[oc];
+      const float t0 = (acc > 0 ? acc : 0);
+            y[row * 256 + pix - p0] = t0;
+          }
+      }
+    }
+  }
       }
     }
   }
@@ -131,39 +291,120 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 4: Conv -> conv2d_direct */
-static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y) {
-  static const int32_t ow_lo[3] = { 1, 0, 0 };
-  static const int32_t ow_hi[3] = { 8, 8, 7 };
+/* step 4: Conv -> conv2d_im2col_gemm */
+static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y, float* restrict WS) {
   for (int64_t n = 0; n < 2; ++n) {
-    for (int64_t oc = 0; oc < 32; ++oc) {
-      const int64_t g = oc / 32;
-      float* restrict y = Y + (n * 32 + oc) * 64;
-      for (int64_t q = 0; q < 64; ++q) y[q] = X2[oc];
-      for (int64_t icg = 0; icg < 32; ++icg) {
-        const float* restrict x = X0 + (n * 32 + g * 32 + icg) * 64;
-        const float* restrict w = X1 + (oc * 32 + icg) * 9;
-        for (int64_t kh = 0; kh < 3; ++kh) {
-          for (int64_t oh = 0; oh < 8; ++oh) {
-            const int64_t ih = oh * 1 - 1 + kh * 1;
-            if (ih < 0 || ih >= 8) continue;
-            const float* restrict xrow = x + ih * 8 - 1;
-            float* restrict yrow = y + oh * 8;
+    for (int64_t g = 0; g < 1; ++g) {
+      const float* restrict x = X0 + (n * 32 + g * 32) * 64;
+      static const int32_t ow_lo[3] = { 1, 0, 0 };
+      static const int32_t ow_hi[3] = { 8, 8, 7 };
+      /* columns are built for 64 output pixels at a time, capping the workspace */
+      for (int64_t p0 = 0; p0 < 64; p0 += 64) {
+        const int64_t pn = 64 - p0 < 64 ? 64 - p0 : 64;
+        float* restrict cols = WS;
+        for (int64_t c = 0; c < 32; ++c) {
+          for (int64_t kh = 0; kh < 3; ++kh) {
             for (int64_t kw = 0; kw < 3; ++kw) {
-              const float wv = w[kh * 3 + kw];
-              const float* restrict xs = xrow + kw * 1;
-              for (int64_t ow = ow_lo[kw]; ow < ow_hi[kw]; ++ow) yrow[ow] += wv * xs[ow * 1];
+              float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 64;
+              const float* restrict xc = x + c * 64;
+              for (int64_t q = 0; q < pn;) {
+                /* one run of pixels within an output row: zeros, a strided copy, zeros */
+                const int64_t pix = p0 + q, oh = pix / 8, ow0 = pix % 8;
+                const int64_t run = 8 - ow0 < pn - q ? 8 - ow0 : pn - q;
+                const int64_t ih = oh * 1 - 1 + kh * 1;
+                float* restrict dr = d + q - ow0;
+                if (ih < 0 || ih >= 8) {
+                  for (int64_t ow = ow0; ow < ow0 + run; ++ow) dr[ow] = 0;
+                } else {
+                  const float* restrict xs = xc + ih * 8 - 1 + kw * 1;
+                  const int64_t lo = ow_lo[kw] > ow0 ? ow_lo[kw] : ow0;
+                  const int64_t hi = ow_hi[kw] < ow0 + run ? ow_hi[kw] : ow0 + run;
+                  int64_t ow = ow0;
+                  for (; ow < lo; ++ow) dr[ow] = 0;
+                  for (; ow < hi; ++ow) dr[ow] = xs[ow * 1];
+                  for (; ow < ow0 + run; ++ow) dr[ow] = 0;
+                }
+                q += run;
+              }
             }
           }
         }
+        const float* restrict w = X1 + g * 9216;
+        float* restrict y = Y + (n * 32 + g * 32) * 64 + p0;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < pn; j0 += 16) {
+    const int64_t jn = pn - j0 < 16 ? pn - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 32; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = w + i0 * 288;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 288; ++kk) {
+          const float* restrict b = cols + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[288 + kk];
+          const float a2 = a_rows[2 * 288 + kk], a3 = a_rows[3 * 288 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 288; ++kk) {
+          const float* restrict b = cols + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[288 + kk];
+          const float a2 = a_rows[2 * 288 + kk], a3 = a_rows[3 * 288 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
+        }
       }
-      for (int64_t oh = 0; oh < 8; ++oh) {
-        for (int64_t ow = 0; ow < 8; ++ow) {
-          const float acc = y[oh * 8 + ow];
+      for (int64_t q = 0; q < 4; ++q) {
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          {
+            const int64_t oc = g * 32 + row, pix = p0 + col;
+            const int64_t oh = pix / 8, ow = pix % 8;
+            (void)oh; (void)ow;
+            const float acc = value + X2[oc];
       const float t0 = (acc + E0[n*2048 + oc*64 + oh*8 + ow]);
       const float t1 = (t0 > 0 ? t0 : 0);
-          y[oh * 8 + ow] = t1;
+            y[row * 64 + pix - p0] = t1;
+          }
         }
+      }
+    }
+    for (; i0 < 32; ++i0) {
+      float acc[16] = {0};
+      for (int64_t kk = 0; kk < 288; ++kk) {
+        const float a0 = w[i0 * 288 + kk];
+        const float* restrict b = cols + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
+      }
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          {
+            const int64_t oc = g * 32 + row, pix = p0 + col;
+            const int64_t oh = pix / 8, ow = pix % 8;
+            (void)oh; (void)ow;
+            const float acc = value + X2[oc];
+      const float t0 = (acc + E0[n*2048 + oc*64 + oh*8 + ow]);
+      const float t1 = (t0 > 0 ? t0 : 0);
+            y[row * 64 + pix - p0] = t1;
+          }
+      }
+    }
+  }
       }
     }
   }
@@ -172,7 +413,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
 
 /* step 5: ReduceMean -> reduce_strided */
 static int k5_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 64; ++q) Y[q] = 0;
+  for (int64_t q = 0; q < 64; ++q) Y[q] = 0.0f;
   for (int64_t i0 = 0; i0 < 64; ++i0) {
   for (int64_t i1 = 0; i1 < 64; ++i1) {
     const float v = X0[i0*64 + i1];
@@ -190,48 +431,72 @@ static int k6_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0;
     const float* restrict B = X1;
     float* restrict C = Y;
-    int64_t r = 0;
-    for (; r + 4 <= 2; r += 4) {
-      float* restrict c0 = C + (r + 0) * 10;
-      float* restrict c1 = C + (r + 1) * 10;
-      float* restrict c2 = C + (r + 2) * 10;
-      float* restrict c3 = C + (r + 3) * 10;
-      for (int64_t j = 0; j < 10; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 32; ++kk) {
-        const float a0 = A[(r + 0) * 32 + kk];
-        const float a1 = A[(r + 1) * 32 + kk];
-        const float a2 = A[(r + 2) * 32 + kk];
-        const float a3 = A[(r + 3) * 32 + kk];
-        const float* restrict brow = B + kk * 10;
-        for (int64_t j = 0; j < 10; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 10; j0 += 16) {
+    const int64_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 2; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 32;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 32; ++kk) {
+          const float* restrict b = B + kk * 10 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[32 + kk];
+          const float a2 = a_rows[2 * 32 + kk], a3 = a_rows[3 * 32 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 32; ++kk) {
+          const float* restrict b = B + kk * 10 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[32 + kk];
+          const float a2 = a_rows[2 * 32 + kk], a3 = a_rows[3 * 32 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 10; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 10 + j];
-        const float t0 = (acc + E0[j]);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (acc + E0[j]);
           C[i * 10 + j] = t0;
         }
       }
     }
-    for (; r < 2; ++r) {
-      float* restrict c0 = C + r * 10;
-      for (int64_t j = 0; j < 10; ++j) c0[j] = 0;
+    for (; i0 < 2; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 32; ++kk) {
-        const float a0 = A[r * 32 + kk];
-        const float* restrict brow = B + kk * 10;
-        for (int64_t j = 0; j < 10; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 32 + kk];
+        const float* restrict b = B + kk * 10 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 10; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 10 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (acc + E0[j]);
-        C[i * 10 + j] = t0;
+          C[i * 10 + j] = t0;
       }
     }
+  }
   }
   return PYC_STATUS_OK;
 }
@@ -267,7 +532,7 @@ int pyc_model_create(const char* weights_path, pyc_model** out) {
   *out = NULL;
   pyc_model* model = calloc(1, sizeof(pyc_model));
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
-  model->arena = pyc_aligned_alloc(163840);
+  model->arena = pyc_aligned_alloc(245760);
   if (model->arena == NULL) { free(model); return PYC_STATUS_OUT_OF_MEMORY; }
   int status = pyc_load_weights(weights_path, 58688u, UINT64_C(225447542828062906), &model->weights);
   if (status != PYC_STATUS_OK) { pyc_model_destroy(model); return status; }
@@ -290,21 +555,21 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   const unsigned char* const weights = model->weights;
   (void)arena; (void)weights;
   int status = PYC_STATUS_OK;
-  status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0));
+  status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0), (float*)(arena + 131072));
   if (status != PYC_STATUS_OK) return status;
-  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 131072));
+  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 212992));
   if (status != PYC_STATUS_OK) return status;
-  status = k2_conv((const float*)(arena + 131072), (const float*)(weights + 1792), (const float*)(weights + 20224), (float*)(arena + 0));
+  status = k2_conv((const float*)(arena + 212992), (const float*)(weights + 1792), (const float*)(weights + 20224), (float*)(arena + 147456), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k3_maxpool((const float*)(arena + 0), (float*)(arena + 65536));
+  status = k3_maxpool((const float*)(arena + 147456), (float*)(arena + 73728));
   if (status != PYC_STATUS_OK) return status;
-  status = k4_conv((const float*)(arena + 65536), (const float*)(weights + 20480), (const float*)(weights + 20352), (const float*)(arena + 65536), (float*)(arena + 0));
+  status = k4_conv((const float*)(arena + 73728), (const float*)(weights + 20480), (const float*)(weights + 20352), (const float*)(arena + 73728), (float*)(arena + 90112), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k5_reducemean((const float*)(arena + 0), (float*)(arena + 16384));
+  status = k5_reducemean((const float*)(arena + 90112), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k6_matmul((const float*)(arena + 16384), (const float*)(weights + 57408), (const float*)(weights + 57344), (float*)(arena + 0));
+  status = k6_matmul((const float*)(arena + 0), (const float*)(weights + 57408), (const float*)(weights + 57344), (float*)(arena + 256));
   if (status != PYC_STATUS_OK) return status;
-  status = k7_softmax((const float*)(arena + 0), (float*)outputs[0]);
+  status = k7_softmax((const float*)(arena + 256), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
 }

@@ -15,50 +15,74 @@ static int k0_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0;
     const float* restrict B = X1;
     float* restrict C = Y;
-    int64_t r = 0;
-    for (; r + 4 <= 4; r += 4) {
-      float* restrict c0 = C + (r + 0) * 128;
-      float* restrict c1 = C + (r + 1) * 128;
-      float* restrict c2 = C + (r + 2) * 128;
-      float* restrict c3 = C + (r + 3) * 128;
-      for (int64_t j = 0; j < 128; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 128;
-        for (int64_t j = 0; j < 128; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 128; j0 += 16) {
+    const int64_t jn = 128 - j0 < 16 ? 128 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 4; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 128 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 128 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 128; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 128 + j];
-        const float t0 = (acc + E0[j]);
-        const float t1 = (t0 > 0 ? t0 : 0);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (acc + E0[j]);
+      const float t1 = (t0 > 0 ? t0 : 0);
           C[i * 128 + j] = t1;
         }
       }
     }
-    for (; r < 4; ++r) {
-      float* restrict c0 = C + r * 128;
-      for (int64_t j = 0; j < 128; ++j) c0[j] = 0;
+    for (; i0 < 4; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 128;
-        for (int64_t j = 0; j < 128; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 128 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 128; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 128 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (acc + E0[j]);
       const float t1 = (t0 > 0 ? t0 : 0);
-        C[i * 128 + j] = t1;
+          C[i * 128 + j] = t1;
       }
     }
+  }
   }
   return PYC_STATUS_OK;
 }
@@ -69,50 +93,74 @@ static int k1_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0;
     const float* restrict B = X1;
     float* restrict C = Y;
-    int64_t r = 0;
-    for (; r + 4 <= 4; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[(r + 0) * 128 + kk];
-        const float a1 = A[(r + 1) * 128 + kk];
-        const float a2 = A[(r + 2) * 128 + kk];
-        const float a3 = A[(r + 3) * 128 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 4; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 128;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 128; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
+          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 128; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
+          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (acc + E0[j]);
-        const float t1 = (t0 > 0 ? t0 : 0);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (acc + E0[j]);
+      const float t1 = (t0 > 0 ? t0 : 0);
           C[i * 64 + j] = t1;
         }
       }
     }
-    for (; r < 4; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 4; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[r * 128 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 128 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (acc + E0[j]);
       const float t1 = (t0 > 0 ? t0 : 0);
-        C[i * 64 + j] = t1;
+          C[i * 64 + j] = t1;
       }
     }
+  }
   }
   return PYC_STATUS_OK;
 }
@@ -123,48 +171,72 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0;
     const float* restrict B = X1;
     float* restrict C = Y;
-    int64_t r = 0;
-    for (; r + 4 <= 4; r += 4) {
-      float* restrict c0 = C + (r + 0) * 10;
-      float* restrict c1 = C + (r + 1) * 10;
-      float* restrict c2 = C + (r + 2) * 10;
-      float* restrict c3 = C + (r + 3) * 10;
-      for (int64_t j = 0; j < 10; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 10;
-        for (int64_t j = 0; j < 10; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 10; j0 += 16) {
+    const int64_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 4; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 10 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 10 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 10; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 10 + j];
-        const float t0 = (acc + E0[j]);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (acc + E0[j]);
           C[i * 10 + j] = t0;
         }
       }
     }
-    for (; r < 4; ++r) {
-      float* restrict c0 = C + r * 10;
-      for (int64_t j = 0; j < 10; ++j) c0[j] = 0;
+    for (; i0 < 4; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 10;
-        for (int64_t j = 0; j < 10; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 10 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 10; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 10 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (acc + E0[j]);
-        C[i * 10 + j] = t0;
+          C[i * 10 + j] = t0;
       }
     }
+  }
   }
   return PYC_STATUS_OK;
 }

@@ -51,48 +51,72 @@ static int k3_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
           C[i * 64 + j] = t0;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
-        C[i * 64 + j] = t0;
+          C[i * 64 + j] = t0;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -120,48 +144,72 @@ static int k5_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
           C[i * 64 + j] = t0;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
-        C[i * 64 + j] = t0;
+          C[i * 64 + j] = t0;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -174,48 +222,72 @@ static int k6_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
           C[i * 64 + j] = t0;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
-        C[i * 64 + j] = t0;
+          C[i * 64 + j] = t0;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -257,52 +329,76 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
     const float* restrict A = X0 + b0 * 1024 + b1 * 256;
     const float* restrict B = X1 + b0 * 1024 + b1 * 256;
     float* restrict C = Y + b0 * 1024 + b1 * 256;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 16;
-      float* restrict c1 = C + (r + 1) * 16;
-      float* restrict c2 = C + (r + 2) * 16;
-      float* restrict c3 = C + (r + 3) * 16;
-      for (int64_t j = 0; j < 16; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[(r + 0) * 16 + kk];
-        const float a1 = A[(r + 1) * 16 + kk];
-        const float a2 = A[(r + 2) * 16 + kk];
-        const float a3 = A[(r + 3) * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
+    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 16;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 16; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 16 + j];
-        const float t0 = (acc / 4.0f);
-        const float t1 = E0[b0*16 + j];
-        const float t2 = (t0 + t1);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (acc / 4.0f);
+      const float t1 = E0[b0*16 + j];
+      const float t2 = (t0 + t1);
           C[i * 16 + j] = t2;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 16;
-      for (int64_t j = 0; j < 16; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[r * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 16 + kk];
+        const float* restrict b = B + kk * 16 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 16; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 16 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (acc / 4.0f);
       const float t1 = E0[b0*16 + j];
       const float t2 = (t0 + t1);
-        C[i * 16 + j] = t2;
+          C[i * 16 + j] = t2;
       }
     }
+  }
   }
   }
   }
@@ -338,36 +434,70 @@ static int k11_matmul(const float* restrict X0, const float* restrict X1, float*
     const float* restrict A = X0 + b0 * 1024 + b1 * 256;
     const float* restrict B = X1 + b0 * 1024 + b1 * 256;
     float* restrict C = Y + b0 * 1024 + b1 * 256;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 16;
-      float* restrict c1 = C + (r + 1) * 16;
-      float* restrict c2 = C + (r + 2) * 16;
-      float* restrict c3 = C + (r + 3) * 16;
-      for (int64_t j = 0; j < 16; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[(r + 0) * 16 + kk];
-        const float a1 = A[(r + 1) * 16 + kk];
-        const float a2 = A[(r + 2) * 16 + kk];
-        const float a3 = A[(r + 3) * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
+    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 16;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+          C[i * 16 + j] = acc;
+        }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 16;
-      for (int64_t j = 0; j < 16; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[r * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 16 + kk];
+        const float* restrict b = B + kk * 16 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
+      }
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+          C[i * 16 + j] = acc;
       }
     }
+  }
   }
   }
   }
@@ -396,50 +526,74 @@ static int k13_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
-        const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
+      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
           C[i * 64 + j] = t1;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
       const float t1 = (E1[b0*1024 + i*64 + j] + t0);
-        C[i * 64 + j] = t1;
+          C[i * 64 + j] = t1;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -447,7 +601,7 @@ static int k13_matmul(const float* restrict X0, const float* restrict X1, const 
 
 /* step 14: ReduceMean -> reduce_strided */
 static int k14_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0;
+  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
   for (int64_t i0 = 0; i0 < 32; ++i0) {
   for (int64_t i1 = 0; i1 < 64; ++i1) {
     const float v = X0[i0*64 + i1];
@@ -481,7 +635,7 @@ static int k16_elementwise(const float* restrict X0, float* restrict Y) {
 
 /* step 17: ReduceMean -> reduce_strided */
 static int k17_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0;
+  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
   for (int64_t i0 = 0; i0 < 32; ++i0) {
   for (int64_t i1 = 0; i1 < 64; ++i1) {
     const float v = X0[i0*64 + i1];
@@ -523,58 +677,82 @@ static int k20_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 2048;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 128;
-      float* restrict c1 = C + (r + 1) * 128;
-      float* restrict c2 = C + (r + 2) * 128;
-      float* restrict c3 = C + (r + 3) * 128;
-      for (int64_t j = 0; j < 128; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 128;
-        for (int64_t j = 0; j < 128; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 128; j0 += 16) {
+    const int64_t jn = 128 - j0 < 16 ? 128 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 128 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 128 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 128; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 128 + j];
-        const float t0 = (E0[j] + acc);
-        const float t1 = (t0 / 1.4142135381698608f);
-        const float t2 = erff(t1);
-        const float t3 = (t2 + 1.0f);
-        const float t4 = (t0 * t3);
-        const float t5 = (t4 * 0.5f);
-          C[i * 128 + j] = t5;
-        }
-      }
-    }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 128;
-      for (int64_t j = 0; j < 128; ++j) c0[j] = 0;
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 128;
-        for (int64_t j = 0; j < 128; ++j) c0[j] += a0 * brow[j];
-      }
-      for (int64_t j = 0; j < 128; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 128 + j];
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
       const float t1 = (t0 / 1.4142135381698608f);
       const float t2 = erff(t1);
       const float t3 = (t2 + 1.0f);
       const float t4 = (t0 * t3);
       const float t5 = (t4 * 0.5f);
-        C[i * 128 + j] = t5;
+          C[i * 128 + j] = t5;
+        }
       }
     }
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
+      for (int64_t kk = 0; kk < 64; ++kk) {
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 128 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
+      }
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
+      const float t1 = (t0 / 1.4142135381698608f);
+      const float t2 = erff(t1);
+      const float t3 = (t2 + 1.0f);
+      const float t4 = (t0 * t3);
+      const float t5 = (t4 * 0.5f);
+          C[i * 128 + j] = t5;
+      }
+    }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -587,50 +765,74 @@ static int k21_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 2048;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[(r + 0) * 128 + kk];
-        const float a1 = A[(r + 1) * 128 + kk];
-        const float a2 = A[(r + 2) * 128 + kk];
-        const float a3 = A[(r + 3) * 128 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 128;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 128; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
+          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 128; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
+          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
-        const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
+      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
           C[i * 64 + j] = t1;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[r * 128 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 128 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
       const float t1 = (E1[b0*1024 + i*64 + j] + t0);
-        C[i * 64 + j] = t1;
+          C[i * 64 + j] = t1;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -638,7 +840,7 @@ static int k21_matmul(const float* restrict X0, const float* restrict X1, const 
 
 /* step 22: ReduceMean -> reduce_strided */
 static int k22_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0;
+  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
   for (int64_t i0 = 0; i0 < 32; ++i0) {
   for (int64_t i1 = 0; i1 < 64; ++i1) {
     const float v = X0[i0*64 + i1];
@@ -672,7 +874,7 @@ static int k24_elementwise(const float* restrict X0, float* restrict Y) {
 
 /* step 25: ReduceMean -> reduce_strided */
 static int k25_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0;
+  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
   for (int64_t i0 = 0; i0 < 32; ++i0) {
   for (int64_t i1 = 0; i1 < 64; ++i1) {
     const float v = X0[i0*64 + i1];
@@ -714,48 +916,72 @@ static int k28_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
           C[i * 64 + j] = t0;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
-        C[i * 64 + j] = t0;
+          C[i * 64 + j] = t0;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -783,48 +1009,72 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
           C[i * 64 + j] = t0;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
-        C[i * 64 + j] = t0;
+          C[i * 64 + j] = t0;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -837,48 +1087,72 @@ static int k31_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
           C[i * 64 + j] = t0;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
-        C[i * 64 + j] = t0;
+          C[i * 64 + j] = t0;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -920,52 +1194,76 @@ static int k34_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024 + b1 * 256;
     const float* restrict B = X1 + b0 * 1024 + b1 * 256;
     float* restrict C = Y + b0 * 1024 + b1 * 256;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 16;
-      float* restrict c1 = C + (r + 1) * 16;
-      float* restrict c2 = C + (r + 2) * 16;
-      float* restrict c3 = C + (r + 3) * 16;
-      for (int64_t j = 0; j < 16; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[(r + 0) * 16 + kk];
-        const float a1 = A[(r + 1) * 16 + kk];
-        const float a2 = A[(r + 2) * 16 + kk];
-        const float a3 = A[(r + 3) * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
+    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 16;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 16; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 16 + j];
-        const float t0 = (acc / 4.0f);
-        const float t1 = E0[b0*16 + j];
-        const float t2 = (t0 + t1);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (acc / 4.0f);
+      const float t1 = E0[b0*16 + j];
+      const float t2 = (t0 + t1);
           C[i * 16 + j] = t2;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 16;
-      for (int64_t j = 0; j < 16; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[r * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 16 + kk];
+        const float* restrict b = B + kk * 16 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 16; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 16 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (acc / 4.0f);
       const float t1 = E0[b0*16 + j];
       const float t2 = (t0 + t1);
-        C[i * 16 + j] = t2;
+          C[i * 16 + j] = t2;
       }
     }
+  }
   }
   }
   }
@@ -1001,36 +1299,70 @@ static int k36_matmul(const float* restrict X0, const float* restrict X1, float*
     const float* restrict A = X0 + b0 * 1024 + b1 * 256;
     const float* restrict B = X1 + b0 * 1024 + b1 * 256;
     float* restrict C = Y + b0 * 1024 + b1 * 256;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 16;
-      float* restrict c1 = C + (r + 1) * 16;
-      float* restrict c2 = C + (r + 2) * 16;
-      float* restrict c3 = C + (r + 3) * 16;
-      for (int64_t j = 0; j < 16; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[(r + 0) * 16 + kk];
-        const float a1 = A[(r + 1) * 16 + kk];
-        const float a2 = A[(r + 2) * 16 + kk];
-        const float a3 = A[(r + 3) * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
+    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 16;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 16; ++kk) {
+          const float* restrict b = B + kk * 16 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
+          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+          C[i * 16 + j] = acc;
+        }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 16;
-      for (int64_t j = 0; j < 16; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[r * 16 + kk];
-        const float* restrict brow = B + kk * 16;
-        for (int64_t j = 0; j < 16; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 16 + kk];
+        const float* restrict b = B + kk * 16 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
+      }
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+          C[i * 16 + j] = acc;
       }
     }
+  }
   }
   }
   }
@@ -1059,50 +1391,74 @@ static int k38_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
-        const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
+      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
           C[i * 64 + j] = t1;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
       const float t1 = (E1[b0*1024 + i*64 + j] + t0);
-        C[i * 64 + j] = t1;
+          C[i * 64 + j] = t1;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -1133,53 +1489,49 @@ static int k40_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 2048;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 128;
-      float* restrict c1 = C + (r + 1) * 128;
-      float* restrict c2 = C + (r + 2) * 128;
-      float* restrict c3 = C + (r + 3) * 128;
-      for (int64_t j = 0; j < 128; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[(r + 0) * 64 + kk];
-        const float a1 = A[(r + 1) * 64 + kk];
-        const float a2 = A[(r + 2) * 64 + kk];
-        const float a3 = A[(r + 3) * 64 + kk];
-        const float* restrict brow = B + kk * 128;
-        for (int64_t j = 0; j < 128; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 128; j0 += 16) {
+    const int64_t jn = 128 - j0 < 16 ? 128 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 64;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 128 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 64; ++kk) {
+          const float* restrict b = B + kk * 128 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
+          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 128; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 128 + j];
-        const float t0 = (E0[j] + acc);
-        const float t1 = (t0 * t0);
-        const float t2 = (t0 * t1);
-        const float t3 = (0.044714998453855515f * t2);
-        const float t4 = (t0 + t3);
-        const float t5 = (0.7978845834732056f * t4);
-        const float t6 = tanhf(t5);
-        const float t7 = (1.0f + t6);
-        const float t8 = (t0 * t7);
-        const float t9 = (0.5f * t8);
-          C[i * 128 + j] = t9;
-        }
-      }
-    }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 128;
-      for (int64_t j = 0; j < 128; ++j) c0[j] = 0;
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[r * 64 + kk];
-        const float* restrict brow = B + kk * 128;
-        for (int64_t j = 0; j < 128; ++j) c0[j] += a0 * brow[j];
-      }
-      for (int64_t j = 0; j < 128; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 128 + j];
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
       const float t1 = (t0 * t0);
       const float t2 = (t0 * t1);
@@ -1190,9 +1542,37 @@ static int k40_matmul(const float* restrict X0, const float* restrict X1, const 
       const float t7 = (1.0f + t6);
       const float t8 = (t0 * t7);
       const float t9 = (0.5f * t8);
-        C[i * 128 + j] = t9;
+          C[i * 128 + j] = t9;
+        }
       }
     }
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
+      for (int64_t kk = 0; kk < 64; ++kk) {
+        const float a0 = A[i0 * 64 + kk];
+        const float* restrict b = B + kk * 128 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
+      }
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
+      const float t1 = (t0 * t0);
+      const float t2 = (t0 * t1);
+      const float t3 = (0.044714998453855515f * t2);
+      const float t4 = (t0 + t3);
+      const float t5 = (0.7978845834732056f * t4);
+      const float t6 = tanhf(t5);
+      const float t7 = (1.0f + t6);
+      const float t8 = (t0 * t7);
+      const float t9 = (0.5f * t8);
+          C[i * 128 + j] = t9;
+      }
+    }
+  }
   }
   }
   return PYC_STATUS_OK;
@@ -1205,50 +1585,74 @@ static int k41_matmul(const float* restrict X0, const float* restrict X1, const 
     const float* restrict A = X0 + b0 * 2048;
     const float* restrict B = X1 + b0 * 0;
     float* restrict C = Y + b0 * 1024;
-    int64_t r = 0;
-    for (; r + 4 <= 16; r += 4) {
-      float* restrict c0 = C + (r + 0) * 64;
-      float* restrict c1 = C + (r + 1) * 64;
-      float* restrict c2 = C + (r + 2) * 64;
-      float* restrict c3 = C + (r + 3) * 64;
-      for (int64_t j = 0; j < 64; ++j) { c0[j] = 0; c1[j] = 0; c2[j] = 0; c3[j] = 0; }
-      for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[(r + 0) * 128 + kk];
-        const float a1 = A[(r + 1) * 128 + kk];
-        const float a2 = A[(r + 2) * 128 + kk];
-        const float a3 = A[(r + 3) * 128 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) {
-          const float bv = brow[j];
-          c0[j] += a0 * bv; c1[j] += a1 * bv; c2[j] += a2 * bv; c3[j] += a3 * bv;
+  typedef float pyc_vec __attribute__((vector_size(32)));
+  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
+    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
+    int64_t i0 = 0;
+    for (; i0 + 4 <= 16; i0 += 4) {
+      float acc[4][16];
+      const float* restrict a_rows = A + i0 * 128;
+      if (jn == 16) {
+        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        for (int64_t kk = 0; kk < 128; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          pyc_vec b0, b1;
+          memcpy(&b0, b, 32);
+          memcpy(&b1, b + 8, 32);
+          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
+          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
+          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
+          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+        }
+        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+      } else {
+        memset(acc, 0, sizeof(acc));
+        for (int64_t kk = 0; kk < 128; ++kk) {
+          const float* restrict b = B + kk * 64 + j0;
+          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
+          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
+            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+          }
         }
       }
       for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t j = 0; j < 64; ++j) {
-          const int64_t i = r + q;
-          const float acc = C[i * 64 + j];
-        const float t0 = (E0[j] + acc);
-        const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+        for (int64_t jj = 0; jj < jn; ++jj) {
+          const int64_t row = i0 + q, col = j0 + jj;
+          const float value = acc[q][jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
+      const float t0 = (E0[j] + acc);
+      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
           C[i * 64 + j] = t1;
         }
       }
     }
-    for (; r < 16; ++r) {
-      float* restrict c0 = C + r * 64;
-      for (int64_t j = 0; j < 64; ++j) c0[j] = 0;
+    for (; i0 < 16; ++i0) {
+      float acc[16] = {0};
       for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[r * 128 + kk];
-        const float* restrict brow = B + kk * 64;
-        for (int64_t j = 0; j < 64; ++j) c0[j] += a0 * brow[j];
+        const float a0 = A[i0 * 128 + kk];
+        const float* restrict b = B + kk * 64 + j0;
+        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
-      for (int64_t j = 0; j < 64; ++j) {
-        const int64_t i = r;
-        const float acc = C[i * 64 + j];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        const int64_t row = i0, col = j0 + jj;
+        const float value = acc[jj];
+          const int64_t i = row, j = col;
+          const float acc = value;
+          (void)i; (void)j;
       const float t0 = (E0[j] + acc);
       const float t1 = (E1[b0*1024 + i*64 + j] + t0);
-        C[i * 64 + j] = t1;
+          C[i * 64 + j] = t1;
       }
     }
+  }
   }
   }
   return PYC_STATUS_OK;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import traceback
 import zipfile
@@ -64,6 +65,20 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024,
+               "mib": 1024**2, "gib": 1024**3, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'64MiB' -> 67108864; plain numbers are bytes."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise PycError("E050", f"--memory-budget {text!r} is not a size",
+                       hint="e.g. 64MiB, 512KiB, 2GB or a number of bytes")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyc")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
@@ -79,12 +94,15 @@ def main(debug: bool) -> None:
               help="Memory planning policy.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
               help="Fix the shape of an input with symbolic dims (repeatable).")
+@click.option("--memory-budget", metavar="SIZE",
+              help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); the fastest mode "
+                   "that fits is chosen, or the build fails naming the smallest arena.")
 @click.option("--target", default="cpu", show_default=True, help="Code generation target.")
 @click.option("--dump-ir-after", type=click.Choice(PASS_NAMES), metavar="PASS",
               help="Print the IR after PASS and stop (writes nothing).")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
-          target: str, dump_ir_after: str | None) -> None:
+          memory_budget: str | None, target: str, dump_ir_after: str | None) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -99,8 +117,11 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after)
         click.echo(print_graph(graph), nl=False)
         return
-    result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target)
+    budget = parse_size(memory_budget) if memory_budget is not None else None
+    result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target,
+                            memory_budget=budget)
     plan = result.plan
+    mode = plan.mode
     click.echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
                f"{plan.arena_bytes} B, no-reuse {plan.no_reuse_bytes} B, lower bound "
                f"{plan.lower_bound_bytes} B, mode {mode})")

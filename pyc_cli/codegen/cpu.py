@@ -17,16 +17,16 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
-from .kernel_context import KernelCall, kernel_call
+from .kernel_context import KernelCall, Operand, kernel_call
 from .resources import runtime_dir, templates_dir
 from .targets import IoInfo, ModelInfo, Target
 from .weights import WeightsLayout
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
 DTYPE_CODES = {DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16: 5, DType.I32: 6,
-               DType.I64: 7, DType.U8: 8, DType.BOOL: 9}
+               DType.I64: 7, DType.U8: 8, DType.BOOL: 9, DType.U16: 10, DType.U32: 11, DType.U64: 12}
 BASE_FLAGS = ("-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
-              "-fvisibility=hidden", "-ffp-contract=off")
+              "-fvisibility=hidden", "-ffp-contract=fast")
 
 
 def c_string(text: str) -> str:
@@ -78,6 +78,10 @@ class CpuTarget(Target):
             chosen = next(c for c in opdef.kernels if c.name == node.attrs["kernel"])
             call = kernel_call(graph, node, len(calls), chosen.template)
             call.args = pointers.arguments(node)
+            if node.name in plan.workspaces:
+                ctype = graph.types[node.outputs[0]].dtype.c_type
+                call.operands.append(Operand("WS", ctype, is_output=True))
+                call.args.append(f"({ctype}*)(arena + {plan.workspaces[node.name]})")
             calls.append(call)
         return calls
 

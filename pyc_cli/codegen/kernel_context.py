@@ -63,7 +63,13 @@ def c_literal(dtype: DType, value: float | int) -> str:
         return f"{text}f" if dtype is DType.F32 else text
     if dtype is DType.BOOL:
         return "1" if value else "0"
-    return f"INT64_C({int(value)})" if dtype is DType.I64 else str(int(value))
+    number = int(value)
+    if dtype is DType.I64:
+        # the most negative int64 has no literal of its own in C
+        return "(-INT64_C(9223372036854775807) - 1)" if number == -(2**63) else f"INT64_C({number})"
+    if dtype in (DType.U32, DType.U64):
+        return f"UINT64_C({number})" if dtype is DType.U64 else f"{number}u"
+    return str(number)
 
 
 def index_expression(coords: list[str], strides: list[int]) -> str:
@@ -193,5 +199,6 @@ def _reduce_loops(call: KernelCall) -> None:
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(call.params["out_strides"])])  # type: ignore[arg-type]
     coords = [f"i{d}" for d in range(len(dims))]
     call.params.update(dims=dims, in_index=index_expression(coords, sets[0]),
-                       out_index=index_expression(coords, sets[1]))
+                       out_index=index_expression(coords, sets[1]),
+                       start_c=c_literal(DType(call.params["dtype"]), call.params["start"]))  # type: ignore[arg-type]
 

@@ -17,6 +17,7 @@ from ..ops import registry
 from ..passes.infer_shapes import propagate_types
 
 InputShapes = dict[str, tuple[int, ...]]
+MIN_OPSET, MAX_OPSET = 7, 28
 
 
 def import_model(path: str | Path, input_shapes: InputShapes | None = None) -> Graph:
@@ -24,6 +25,7 @@ def import_model(path: str | Path, input_shapes: InputShapes | None = None) -> G
     model = load_model(Path(path))
     graph = convert(model, input_shapes or {})
     graph.types = propagate_types(graph)
+    _check_dtypes(graph)
     return graph
 
 
@@ -87,8 +89,8 @@ def _default_opset(model: ModelProto) -> int:
 
 def convert(model: ModelProto, input_shapes: InputShapes) -> Graph:
     opset = _default_opset(model)
-    if not 7 <= opset <= 22:
-        raise PycError("E010", f"opset {opset} is outside the supported range 7..22",
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise PycError("E010", f"opset {opset} is outside the supported range {MIN_OPSET}..{MAX_OPSET}",
                        hint="convert the model with onnx.version_converter")
     onnx_graph = model.graph
     constants = {t.name: _to_array(t) for t in onnx_graph.initializer}
@@ -156,24 +158,51 @@ def _describe_dims(dims: list) -> str:
                           (d.dim_param or "?") for d in dims) + "]"
 
 
+def schema_version(domain: str, op_type: str, opset: int) -> int | None:
+    """The version of the op's ONNX schema that a model importing `opset` uses (None: unknown)."""
+    try:
+        return int(onnx.defs.get_schema(op_type, opset, domain).since_version)
+    except onnx.defs.SchemaError:
+        return None
+
+
 def _check_supported(onnx_graph: onnx.GraphProto, opset: int) -> None:
-    """Raise one E007 listing every unsupported node, not just the first."""
+    """Raise one error listing every unsupported node, not just the first: E007 when an op is
+    unknown, else E010 when an op's schema version (for this opset) is outside what PyC implements."""
     problems: dict[str, list[str]] = {}
+    unknown = False
     for index, node in enumerate(onnx_graph.node):
         key = registry.qualified(node.domain, node.op_type)
         opdef = registry.lookup(key)
         label = node.name or f"{node.op_type}_{index}"
+        version = schema_version(node.domain, node.op_type, opset) if node.domain in ("", "ai.onnx") \
+            else None
         if opdef is None:
+            unknown = True
             problems.setdefault(f"unknown op {key}", []).append(label)
-        elif not opdef.since <= opset <= opdef.until and key != "Constant":
-            reason = f"{key} at opset {opset} (supported {opdef.since}..{opdef.until})"
+        elif version is not None and not opdef.since <= version <= opdef.until:
+            reason = (f"{key}-{version} (the schema opset {opset} uses) is not supported; "
+                      f"PyC implements {key} versions {opdef.since}..{opdef.until}")
             problems.setdefault(reason, []).append(label)
     if problems:
         total = sum(len(v) for v in problems.values())
         listing = "; ".join(f"{reason}: {', '.join(repr(n) for n in names)}"
                             for reason, names in sorted(problems.items()))
-        raise PycError("E007", f"{total} node(s) cannot be compiled: {listing}",
-                       hint="see docs/op_coverage.md for supported ops")
+        raise PycError("E007" if unknown else "E010", f"{total} node(s) cannot be compiled: {listing}",
+                       hint="see docs/op_coverage.md for supported ops and versions")
+
+
+def _check_dtypes(graph: Graph) -> None:
+    """Every op accepts only the element types its unit declares (PYC-E008 otherwise)."""
+    for node in graph.nodes:
+        opdef = registry.get(node.op)
+        for value in opdef.dtype_values(node):
+            dtype = graph.types[value].dtype
+            if dtype not in opdef.dtypes:
+                allowed = ", ".join(d.value for d in opdef.dtypes)
+                raise PycError("E008", f"{node.op} does not support element type {dtype.value} "
+                               f"(value {value!r}; supported: {allowed})", where=f"node {node.name!r}",
+                               hint="cast the value to a supported type")
 
 
 def _unique_node_name(name: str, used: set[str]) -> str:

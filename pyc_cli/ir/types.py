@@ -21,6 +21,9 @@ class DType(enum.Enum):
     I32 = "i32"
     I64 = "i64"
     U8 = "u8"
+    U16 = "u16"
+    U32 = "u32"
+    U64 = "u64"
     BOOL = "bool"
 
     @property
@@ -57,17 +60,18 @@ class DType(enum.Enum):
 _NUMPY = {
     DType.F32: "float32", DType.F64: "float64", DType.F16: "float16", DType.I8: "int8",
     DType.I16: "int16", DType.I32: "int32", DType.I64: "int64", DType.U8: "uint8",
-    DType.BOOL: "bool",
+    DType.U16: "uint16", DType.U32: "uint32", DType.U64: "uint64", DType.BOOL: "bool",
 }
 _C_TYPES = {
     DType.F32: "float", DType.F64: "double", DType.F16: "_Float16", DType.I8: "int8_t",
     DType.I16: "int16_t", DType.I32: "int32_t", DType.I64: "int64_t", DType.U8: "uint8_t",
-    DType.BOOL: "uint8_t",
+    DType.U16: "uint16_t", DType.U32: "uint32_t", DType.U64: "uint64_t", DType.BOOL: "uint8_t",
 }
 _FROM_ONNX = {
     TensorProto.FLOAT: DType.F32, TensorProto.DOUBLE: DType.F64, TensorProto.FLOAT16: DType.F16,
     TensorProto.INT8: DType.I8, TensorProto.INT16: DType.I16, TensorProto.INT32: DType.I32,
     TensorProto.INT64: DType.I64, TensorProto.UINT8: DType.U8, TensorProto.BOOL: DType.BOOL,
+    TensorProto.UINT16: DType.U16, TensorProto.UINT32: DType.U32, TensorProto.UINT64: DType.U64,
 }
 
 

@@ -1,16 +1,23 @@
-"""Binary elementwise arithmetic and comparisons (numpy broadcasting)."""
+"""Binary elementwise arithmetic, comparisons and logic (numpy broadcasting), and the variadic
+Max/Min/Sum/Mean (canonicalize splits them into chains of two-operand nodes)."""
 
 from __future__ import annotations
+
+import functools
+from typing import ClassVar
 
 import numpy as np
 
 from ..ir.graph import Node
 from ..ir.types import DType
-from .elementwise import NUMBERS, ElementwiseOp
+from .elementwise import FLOATS, NUMBERS, ElementwiseOp
 from .registry import register
+
+BOOL = (DType.BOOL,)
 
 
 class Binary(ElementwiseOp):
+    since = 7  # before 7, binary ops broadcast only under a `broadcast` attribute
     dtypes = NUMBERS
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
@@ -23,6 +30,20 @@ class Binary(ElementwiseOp):
 class Comparison(Binary):
     def out_dtype(self, node: Node, dtypes: list[DType]) -> DType:
         return DType.BOOL
+
+
+class Variadic(ElementwiseOp):
+    """N inputs folded pairwise; canonicalize rewrites N != 2 into two-operand nodes."""
+
+    variadic: ClassVar[bool] = True
+    since = 6
+    dtypes = NUMBERS
+
+    def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
+        return functools.reduce(self.fn, args)
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
 @register
@@ -54,22 +75,36 @@ class Div(Binary):
     name = "Div"
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if np.issubdtype(a.dtype, np.unsignedinteger):
+            return a // b
         if np.issubdtype(a.dtype, np.integer):
-            return np.trunc(a / b).astype(a.dtype)  # ONNX integer division truncates
+            quotient = np.abs(a.astype(np.int64)) // np.abs(b.astype(np.int64))
+            return np.where((a < 0) != (b < 0), -quotient, quotient)  # C division truncates
         return a / b
 
 
 @register
 class Pow(Binary):
+    """Base and exponent may differ in type (T, T1); the result has the base's type."""
+
     name = "Pow"
-    dtypes = (DType.F32, DType.F64)
+    dtypes = FLOATS + (DType.I32, DType.I64)
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.power(a, b.astype(a.dtype))
+        return np.power(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
 
 
 @register
-class Max(Binary):
+class PRelu(Binary):
+    name = "PRelu"
+    dtypes = FLOATS + (DType.I32, DType.I64, DType.U32, DType.U64)
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(a < 0, a * b, a)
+
+
+@register
+class Max(Variadic):
     name = "Max"
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -77,7 +112,7 @@ class Max(Binary):
 
 
 @register
-class Min(Binary):
+class Min(Variadic):
     name = "Min"
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -85,9 +120,29 @@ class Min(Binary):
 
 
 @register
+class Sum(Variadic):
+    name = "Sum"
+    dtypes = FLOATS
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+
+@register
+class Mean(Variadic):
+    """Canonicalize rewrites Mean into a Sum chain and one division."""
+
+    name = "Mean"
+    dtypes = FLOATS
+
+    def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
+        return functools.reduce(np.add, args) / len(args)
+
+
+@register
 class Equal(Comparison):
     name = "Equal"
-    dtypes = NUMBERS + (DType.BOOL,)
+    dtypes = NUMBERS + BOOL
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a == b
@@ -102,6 +157,15 @@ class Less(Comparison):
 
 
 @register
+class LessOrEqual(Comparison):
+    name = "LessOrEqual"
+    since = 12
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a <= b
+
+
+@register
 class Greater(Comparison):
     name = "Greater"
 
@@ -110,9 +174,45 @@ class Greater(Comparison):
 
 
 @register
+class GreaterOrEqual(Comparison):
+    name = "GreaterOrEqual"
+    since = 12
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a >= b
+
+
+@register
+class And(Binary):
+    name = "And"
+    dtypes = BOOL
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.logical_and(a, b)
+
+
+@register
+class Or(Binary):
+    name = "Or"
+    dtypes = BOOL
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.logical_or(a, b)
+
+
+@register
+class Xor(Binary):
+    name = "Xor"
+    dtypes = BOOL
+
+    def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.logical_xor(a, b)
+
+
+@register
 class Not(ElementwiseOp):
     name = "Not"
-    dtypes = (DType.BOOL,)
+    dtypes = BOOL
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
         return np.logical_not(args[0])

@@ -67,13 +67,47 @@ def _valid_columns(out_w: int, in_w: int, pad: int, stride: int, dil: int, kw: i
     return lo, max(lo, hi)
 
 
+def _gemm_shape(node: Node, graph: Graph) -> tuple[int, int, int, bool]:
+    """(rows per group, reduction length, output pixels, pointwise) of conv-as-GEMM."""
+    params = Conv().kernel_params(node, graph)
+    pixels = int(params["OH"]) * int(params["OW"])  # type: ignore[call-overload]
+    reduction = int(params["CG"]) * int(params["KH"]) * int(params["KW"])  # type: ignore[call-overload]
+    return int(params["OCG"]), reduction, pixels, bool(params["pointwise"])  # type: ignore[call-overload]
+
+
+def _gemm_pays_off(node: Node, graph: Graph) -> bool:
+    rows, reduction, _, _ = _gemm_shape(node, graph)
+    return rows >= 4 and reduction >= 8  # depthwise and tiny convs stay direct
+
+
+# the im2col workspace holds columns for this many bytes of output pixels at a time: small
+# enough to stay in L2 and to keep the arena near the activations' own size
+IM2COL_WORKSPACE_CAP = 512 * 1024
+
+
+def im2col_tile(reduction: int, pixels: int, itemsize: int) -> int:
+    """Output pixels per im2col tile: a multiple of 16 (the GEMM tile width) under the cap."""
+    fit = IM2COL_WORKSPACE_CAP // max(1, reduction * itemsize)
+    return max(16, min(pixels, fit // 16 * 16 if fit >= 16 else 16))
+
+
+def _im2col_bytes(node: Node, graph: Graph) -> int:
+    _, reduction, pixels, pointwise = _gemm_shape(node, graph)
+    itemsize = graph.types[node.outputs[0]].dtype.itemsize
+    return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize) * itemsize
+
+
 @register
 class Conv(OpDef):
     name = "Conv"
     category = KERNEL
     accepts_epilogue = True
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("conv2d_direct", "conv2d.c.j2"),)
+    kernels = (
+        KernelCandidate("conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0,
+                        _im2col_bytes),
+        KernelCandidate("conv2d_direct", "conv2d.c.j2", cost_factor=4.0),
+    )
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x, w = require(types, 0, node), require(types, 1, node)
@@ -102,7 +136,11 @@ class Conv(OpDef):
             "DH": (lift + dilations)[0], "DW": dilations[-1],
             "PH": ([0] + begins)[-2] if lift else begins[0], "PW": begins[-1],
             "G": group, "CG": x.shape[1] // group, "OCG": w.shape[0] // group,
+            "pointwise": w.shape[2:] == (1,) * (x.rank - 2) and set(strides) == {1}
+            and not any(begins) and (lift + out)[0] * out[-1] == math.prod(x.shape[2:]),
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
+            "tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), math.prod(out),
+                                x.dtype.itemsize),
             "out_coords": ["n", "oc", "oh", "ow"] if not lift else ["n", "oc", "ow"],
         }
 
@@ -119,13 +157,15 @@ class BatchNormalization(OpDef):
     """Inference-mode batch norm; canonicalize folds it into a Conv/Gemm or rewrites it to Mul+Add."""
 
     name = "BatchNormalization"
+    since = 7  # versions 1 and 6 carry the legacy is_test/consumed_inputs attributes
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        if len([o for o in node.outputs if o]) > 1:
-            raise PycError("E008", "BatchNormalization training outputs are not supported",
-                           where=node.name)
+        if len([o for o in node.outputs if o]) > 1 or int(node.attrs.get("training_mode", 0)):  # type: ignore[arg-type]
+            raise PycError("E008", "BatchNormalization in training mode (batch statistics, running "
+                           "mean/var outputs) is not supported", where=node.name,
+                           hint="export the model in inference mode")
         return [require(types, 0, node)]
 
     @staticmethod

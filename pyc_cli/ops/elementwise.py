@@ -18,7 +18,11 @@ from .registry import (
 )
 
 FLOATS = (DType.F32, DType.F64)
-NUMBERS = (DType.F32, DType.F64, DType.I32, DType.I64, DType.I8, DType.U8, DType.I16)
+SIGNED = (DType.I8, DType.I16, DType.I32, DType.I64)
+UNSIGNED = (DType.U8, DType.U16, DType.U32, DType.U64)
+INTS = SIGNED + UNSIGNED
+SIGNED_NUMBERS = FLOATS + SIGNED
+NUMBERS = FLOATS + INTS
 
 
 class ElementwiseOp(OpDef):
@@ -68,7 +72,10 @@ class ElementwiseOp(OpDef):
 class Where(ElementwiseOp):
     name = "Where"
     since = 9
-    dtypes = NUMBERS
+    dtypes = NUMBERS + (DType.BOOL,)
+
+    def dtype_values(self, node: Node) -> list[str]:
+        return [node.inputs[1]]
 
     def out_dtype(self, node: Node, dtypes: list[DType]) -> DType:
         return dtypes[1]
@@ -81,7 +88,10 @@ class Where(ElementwiseOp):
 class Cast(ElementwiseOp):
     name = "Cast"
     since = 6
-    dtypes = NUMBERS + (DType.BOOL,)
+    dtypes = NUMBERS + (DType.BOOL, DType.F16)
+
+    def dtype_values(self, node: Node) -> list[str]:
+        return [node.inputs[0], node.outputs[0]]
 
     def out_dtype(self, node: Node, dtypes: list[DType]) -> DType:
         return DType.from_onnx(int(node.attrs["to"]))  # type: ignore[arg-type]
@@ -96,7 +106,8 @@ class Expand(ElementwiseOp):
 
     name = "Expand"
     since = 8
-    dtypes = NUMBERS + (DType.BOOL,)
+    dtypes = NUMBERS + (DType.BOOL, DType.F16)
+    static_inputs = (1,)
 
     def operands(self, node: Node) -> list[str]:
         return [node.inputs[0]]
@@ -112,31 +123,33 @@ class Expand(ElementwiseOp):
 
 @register
 class Clip(ElementwiseOp):
-    """Clip with bounds from attributes (opset < 11) or constant inputs (opset >= 11)."""
+    """Clip with bounds from attributes (Clip-6) or optional inputs (Clip-11+; constant bounds are
+    inlined as literals by fusion, others are read per element like any operand)."""
 
     name = "Clip"
     since = 6
+    dtypes = NUMBERS
 
-    def operands(self, node: Node) -> list[str]:
-        return [node.inputs[0]]
-
-    def bounds(self, node: Node, graph: Graph | None, inputs: list | None = None) -> tuple[float, float]:
-        low, high = float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))  # type: ignore[arg-type]
-        for index, current in ((1, low), (2, high)):
-            name = node.inputs[index] if len(node.inputs) > index else ""
-            value = None
-            if name and inputs is not None:
-                value = inputs[index]
-            elif name and graph is not None:
-                value = graph.constants.get(name)
-            bound = current if value is None else float(np.asarray(value).reshape(-1)[0])
-            low, high = (bound, high) if index == 1 else (low, bound)
-        return low, high
+    def _present(self, node: Node) -> tuple[bool, bool]:
+        return tuple(len(node.inputs) > i and bool(node.inputs[i]) for i in (1, 2))  # type: ignore[return-value]
 
     def scalar_attrs(self, node: Node, graph: Graph) -> dict[str, float | int | str]:
-        low, high = self.bounds(node, graph)
-        return {"min": low, "max": high}
+        has_min, has_max = self._present(node)
+        attrs: dict[str, float | int | str] = {
+            "min_arg": 1 if has_min else -1, "max_arg": 1 + has_min if has_max else -1}
+        for key in ("min", "max"):
+            if key in node.attrs:
+                attrs[key] = float(node.attrs[key])  # type: ignore[arg-type]
+        return attrs
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
-        low, high = self.bounds(node, None, inputs)
-        return np.clip(args[0], low, high)
+        has_min, has_max = self._present(node)
+        rest = list(args[1:])
+        low = rest.pop(0) if has_min else node.attrs.get("min")
+        high = rest.pop(0) if has_max else node.attrs.get("max")
+        x = args[0]
+        if low is not None:
+            x = np.where(x < low, low, x)
+        if high is not None:
+            x = np.where(x > high, high, x)
+        return x

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import PycError
 from ..ir.graph import Node
 from ..ir.types import DType, TensorType
-from .registry import SHAPE_ONLY, VIEW, InTypes, InValues, OpDef, register, require
+from .registry import SHAPE_ONLY, VIEW, InTypes, InValues, OpDef, register, require, require_value
 
 ALL_DTYPES = tuple(DType)
 
@@ -16,11 +17,20 @@ class Dropout(OpDef):
     """Inference-mode Dropout is the identity; canonicalize removes it."""
 
     name = "Dropout"
+    since = 7  # version 6 and older carry the is_test attribute
     category = VIEW
     dtypes = ALL_DTYPES
+    static_inputs = (1, 2)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
+        if len(node.inputs) > 2 and node.inputs[2]:
+            training = bool(require_value(values, 2, node, "training_mode").reshape(-1)[0])
+            ratio = float(require_value(values, 1, node, "ratio").reshape(-1)[0]) \
+                if node.inputs[1] else 0.5
+            if training and ratio != 0.0:
+                raise PycError("E008", "Dropout in training mode (random masks) is not supported",
+                               where=f"node {node.name!r}", hint="export the model in inference mode")
         mask = [TensorType(DType.BOOL, x.shape)] if len(node.outputs) > 1 else []
         return [x, *mask]
 

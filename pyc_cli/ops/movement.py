@@ -68,18 +68,24 @@ class Transpose(OpDef):
 @register
 class Slice(OpDef):
     name = "Slice"
-    since = 10
     category = KERNEL
     dtypes = ALL_DTYPES
     kernels = (STRIDED_COPY,)
+    static_inputs = (1, 2, 3, 4)
 
     def ranges(self, node: Node, shape: tuple[int, ...], values: InValues) -> list[tuple[int, int, int]]:
-        """(start, step, count) per axis, with ONNX clamping of starts/ends."""
-        starts = require_value(values, 1, node, "starts").reshape(-1)
-        ends = require_value(values, 2, node, "ends").reshape(-1)
-        has = [len(node.inputs) > i and bool(node.inputs[i]) for i in (3, 4)]
-        axes = require_value(values, 3, node, "axes").reshape(-1) if has[0] else range(len(starts))
-        steps = require_value(values, 4, node, "steps").reshape(-1) if has[1] else [1] * len(starts)
+        """(start, step, count) per axis, with ONNX clamping of starts/ends. Slice-1 takes
+        starts/ends/axes as attributes, Slice-10+ as (constant) inputs."""
+        if "starts" in node.attrs:
+            starts, ends = ints_attr(node, "starts"), ints_attr(node, "ends")
+            axes = ints_attr(node, "axes") or list(range(len(starts)))
+            steps = [1] * len(starts)
+        else:
+            starts = require_value(values, 1, node, "starts").reshape(-1)
+            ends = require_value(values, 2, node, "ends").reshape(-1)
+            has = [len(node.inputs) > i and bool(node.inputs[i]) for i in (3, 4)]
+            axes = require_value(values, 3, node, "axes").reshape(-1) if has[0] else range(len(starts))
+            steps = require_value(values, 4, node, "steps").reshape(-1) if has[1] else [1] * len(starts)
         result = [(0, 1, d) for d in shape]
         for start, end, axis, step in zip(starts, ends, axes, steps):
             axis = normalize_axis(int(axis), len(shape), node)
@@ -93,7 +99,7 @@ class Slice(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
-        index = tuple(slice(b, b + s * c, s) if c else slice(0, 0)
+        index = tuple(slice(b, b + s * c if b + s * c >= 0 else None, s) if c else slice(0, 0)
                       for b, s, c in self.ranges(node, x.shape, inputs))
         return [np.asarray(x[index], order="C")]
 

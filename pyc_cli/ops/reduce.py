@@ -1,11 +1,17 @@
-"""ReduceSum/Mean/Max/Min with axes as attribute (old opsets) or input (opset 13/18+)."""
+"""Reductions (Sum, Mean, Max, Min, Prod, L1, L2, SumSquare, LogSum, LogSumExp) with axes as an
+attribute (old versions) or a constant input (ReduceSum-13+, the others 18+), and ArgMax/ArgMin."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
+from .elementwise import FLOATS
 from .registry import (
     KERNEL,
     InTypes,
@@ -16,74 +22,174 @@ from .registry import (
     normalize_axis,
     register,
     require,
+    require_value,
 )
+
+NUMERIC = FLOATS + (DType.I32, DType.I64, DType.U32, DType.U64)
 
 
 class Reduce(OpDef):
     category = KERNEL
-    dtypes = (DType.F32, DType.F64, DType.I64, DType.I32)
+    dtypes = NUMERIC
+    static_inputs = (1,)
     kernels = (KernelCandidate("reduce_strided", "reduce.c.j2"),)
-    numpy_fn = staticmethod(np.sum)
-    init = "0"
+    # the accumulator's start value: "zero", "one", "lowest" or "highest" of the element type
+    start: ClassVar[str] = "zero"
 
-    def axes(self, node: Node, rank: int, values: InValues) -> list[int]:
+    def axes(self, node: Node, rank: int, values: InValues) -> list[int] | None:
+        """Sorted axes to reduce, or None when the node is a no-op (empty axes, noop flag set)."""
         if "axes" in node.attrs:
             axes = ints_attr(node, "axes")
-        elif len(node.inputs) > 1 and node.inputs[1] and values[1] is not None:
-            axes = [int(a) for a in np.asarray(values[1]).reshape(-1)]
+        elif len(node.inputs) > 1 and node.inputs[1]:
+            axes = [int(a) for a in require_value(values, 1, node, "axes").reshape(-1)]
         else:
             axes = []
-        if not axes and not int(node.attrs.get("noop_with_empty_axes", 0)):  # type: ignore[arg-type]
+        if not axes:
+            if int(node.attrs.get("noop_with_empty_axes", 0)):  # type: ignore[arg-type]
+                return None
             axes = list(range(rank))
-        return sorted(normalize_axis(a, rank, node) for a in axes)
+        return sorted({normalize_axis(a, rank, node) for a in axes})
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
         axes = self.axes(node, x.rank, values)
+        if axes is None:
+            return [x]
         keep = int(node.attrs.get("keepdims", 1))  # type: ignore[arg-type]
-        shape = tuple(
-            1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes
-        )
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes)
         return [TensorType(x.dtype, shape)]
+
+    def reduce(self, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
-        axes = tuple(self.axes(node, x.ndim, inputs))
+        axes = self.axes(node, x.ndim, inputs)
+        if axes is None:
+            return [x.copy()]
         keep = bool(node.attrs.get("keepdims", 1))
-        return [np.asarray(self.numpy_fn(x, axis=axes, keepdims=keep)).astype(x.dtype)]
+        with np.errstate(all="ignore"):
+            result = self.reduce(x, tuple(axes))
+        if not keep:
+            result = result.reshape([d for i, d in enumerate(x.shape) if i not in axes])
+        return [np.asarray(result).astype(x.dtype)]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x = graph.types[node.inputs[0]]
         values: InValues = [None, graph.constants.get(node.inputs[1]) if len(node.inputs) > 1
                             and node.inputs[1] else None]
         axes = self.axes(node, x.rank, values)
+        axes = [] if axes is None else axes
         out_strides, step = [], 1
         for i in reversed(range(x.rank)):
             out_strides.append(0 if i in axes else step)
             step *= 1 if i in axes else x.shape[i]
-        count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+        count = math.prod(x.shape[a] for a in axes)
         return {"in_shape": list(x.shape), "out_strides": list(reversed(out_strides)),
-                "count": count, "reducer": node.op}
+                "count": count, "reducer": node.op, "start": start_value(self.start, x.dtype),
+                "dtype": x.dtype.value}
+
+
+def start_value(start: str, dtype: DType) -> float | int:
+    """The accumulator's first value ("zero", "one", "lowest", "highest") in `dtype`."""
+    if start in ("zero", "one"):
+        return int(start == "one")
+    if dtype is DType.BOOL:
+        return int(start == "highest")
+    if dtype.is_float:
+        return -math.inf if start == "lowest" else math.inf
+    info = np.iinfo(dtype.numpy)
+    return int(info.min if start == "lowest" else info.max)
+
+
+def _reduce(op: str, fn: Callable[[np.ndarray, tuple[int, ...]], np.ndarray], start: str = "zero",
+            dtypes: tuple[DType, ...] = NUMERIC) -> None:
+    """Register one reduction whose numpy reference is `fn(x, axes)` (with keepdims)."""
+    def reduce(self: Reduce, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        return fn(x, axes)
+
+    register(type(op, (Reduce,), {"name": op, "start": start, "dtypes": dtypes, "reduce": reduce,
+                                  "__doc__": f"{op} over constant axes."}))
+
+
+def _sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    return np.sum(x, axis=axes, keepdims=True)
+
+
+def _mean(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    count = math.prod(x.shape[a] for a in axes)
+    total = _sum(x, axes)
+    return total / count if count else np.full(total.shape, np.nan)
+
+
+def _extreme(ufunc: np.ufunc, start: str) -> Callable[[np.ndarray, tuple[int, ...]], np.ndarray]:
+    def fn(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        initial = start_value(start, DType.from_numpy(x.dtype))
+        return ufunc.reduce(x, axis=axes, keepdims=True, initial=initial)
+    return fn
+
+
+_ORDERED = NUMERIC + (DType.I8, DType.U8, DType.BOOL)
+_reduce("ReduceSum", _sum)
+_reduce("ReduceMean", _mean)
+_reduce("ReduceMax", _extreme(np.maximum, "lowest"), "lowest", _ORDERED)
+_reduce("ReduceMin", _extreme(np.minimum, "highest"), "highest", _ORDERED)
+_reduce("ReduceProd", lambda x, a: np.prod(x, axis=a, keepdims=True), "one")
+_reduce("ReduceL1", lambda x, a: _sum(np.abs(x), a))
+_reduce("ReduceL2", lambda x, a: np.sqrt(_sum(np.square(x.astype(np.float64)), a)))
+_reduce("ReduceSumSquare", lambda x, a: _sum(np.square(x), a))
+_reduce("ReduceLogSum", lambda x, a: np.log(_sum(x, a)), dtypes=FLOATS)
+_reduce("ReduceLogSumExp", lambda x, a: np.log(_sum(np.exp(x), a)), dtypes=FLOATS)
+
+
+class ArgReduce(OpDef):
+    """ArgMax/ArgMin along one axis: int64 indices of the first (or last) extreme element."""
+
+    category = KERNEL
+    dtypes = NUMERIC + (DType.I8, DType.U8, DType.I16, DType.U16)
+    kernels = (KernelCandidate("argreduce_rows", "argreduce.c.j2"),)
+    numpy_fn: ClassVar[object] = staticmethod(np.argmax)
+
+    def geometry(self, node: Node, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape), node)  # type: ignore[arg-type]
+        return axis, math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        axis = self.geometry(node, x.shape)[0]
+        keep = int(node.attrs.get("keepdims", 1))  # type: ignore[arg-type]
+        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape) if keep or i != axis)
+        return [TensorType(DType.I64, shape)]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        axis = self.geometry(node, x.shape)[0]
+        last = int(node.attrs.get("select_last_index", 0))  # type: ignore[arg-type]
+        source = np.flip(x, axis) if last else x
+        index = self.numpy_fn(source, axis=axis)  # type: ignore[operator]
+        if last:
+            index = x.shape[axis] - 1 - index
+        if int(node.attrs.get("keepdims", 1)):  # type: ignore[arg-type]
+            index = np.expand_dims(index, axis)
+        return [np.asarray(index, np.int64)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        _, outer, row, inner = self.geometry(node, graph.types[node.inputs[0]].shape)
+        last = int(node.attrs.get("select_last_index", 0))  # type: ignore[arg-type]
+        better = (">" if node.op == "ArgMax" else "<") + ("=" if last else "")
+        return {"outer": outer, "row": row, "inner": inner, "better": better,
+                "in_ctype": graph.types[node.inputs[0]].dtype.c_type}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return graph.types[node.inputs[0]].numel
 
 
 @register
-class ReduceSum(Reduce):
-    name = "ReduceSum"
+class ArgMax(ArgReduce):
+    name = "ArgMax"
 
 
 @register
-class ReduceMean(Reduce):
-    name = "ReduceMean"
-    numpy_fn = staticmethod(np.mean)
-
-
-@register
-class ReduceMax(Reduce):
-    name = "ReduceMax"
-    numpy_fn = staticmethod(np.max)
-
-
-@register
-class ReduceMin(Reduce):
-    name = "ReduceMin"
-    numpy_fn = staticmethod(np.min)
+class ArgMin(ArgReduce):
+    name = "ArgMin"
+    numpy_fn = staticmethod(np.argmin)

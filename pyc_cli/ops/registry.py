@@ -39,20 +39,34 @@ class KernelCandidate:
     template: str
     applies: Callable[[Node, Graph], bool] | None = None
     cost_factor: float = 1.0
+    workspace: Callable[[Node, Graph], int] | None = None  # scratch bytes the planner provides
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
 
+    def workspace_bytes(self, node: Node, graph: Graph) -> int:
+        return 0 if self.workspace is None else self.workspace(node, graph)
+
 
 class OpDef:
+    """`since`/`until`: the ONNX schema versions of the op PyC implements (a model's opset picks
+    one schema version per op; the importer rejects the others with PYC-E010). `dtypes`: element
+    types accepted for the values `dtype_values` names (PYC-E008 otherwise). `static_inputs`:
+    input positions that must be compile-time constants (shape-like operands)."""
+
     name: ClassVar[str] = ""
     domain: ClassVar[str] = ""
     since: ClassVar[int] = 1
-    until: ClassVar[int] = 22
+    until: ClassVar[int] = 28
     category: ClassVar[str] = KERNEL
     kernels: ClassVar[tuple[KernelCandidate, ...]] = ()
     accepts_epilogue: ClassVar[bool] = False
     dtypes: ClassVar[tuple[DType, ...]] = (DType.F32,)
+    static_inputs: ClassVar[tuple[int, ...]] = ()
+
+    def dtype_values(self, node: Node) -> list[str]:
+        """The values whose element type must be one of `dtypes` (by default the first input)."""
+        return node.present_inputs()[:1]
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         raise NotImplementedError
@@ -69,6 +83,18 @@ class OpDef:
 
 
 REGISTRY: dict[str, OpDef] = {}
+
+
+def select_kernel(node: Node, graph: Graph, available: Callable[[str], bool]
+                  ) -> tuple[KernelCandidate | None, list[KernelCandidate]]:
+    """The cheapest applicable candidate whose template the target has (and all applicable
+    ones). Lowering and the memory planner (for workspaces) share this one decision."""
+    opdef = get(node.op)
+    candidates = [c for c in opdef.kernels if c.is_applicable(node, graph) and available(c.template)]
+    if not candidates:
+        return None, []
+    flops = opdef.flops(node, graph)
+    return min(candidates, key=lambda c: (c.cost_factor * flops, c.name)), candidates
 
 
 def register(cls: type[OpDef]) -> type[OpDef]:

@@ -47,6 +47,7 @@ class ViewOp(OpDef):
 class Reshape(ViewOp):
     name = "Reshape"
     since = 5
+    static_inputs = (1,)
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
         target = [int(d) for d in require_value(values, 1, node, "shape")]
@@ -84,6 +85,7 @@ def _axes(node: Node, values: InValues) -> list[int] | None:
 @register
 class Squeeze(ViewOp):
     name = "Squeeze"
+    static_inputs = (1,)
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
         axes = _axes(node, values)
@@ -96,6 +98,7 @@ class Squeeze(ViewOp):
 @register
 class Unsqueeze(ViewOp):
     name = "Unsqueeze"
+    static_inputs = (1,)
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
         axes = _axes(node, values) or []

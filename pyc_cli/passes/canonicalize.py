@@ -7,6 +7,9 @@
   other user, else rewritten to Mul + Add with per-channel constants.
 - GlobalAverage/MaxPool become ReduceMean/ReduceMax over the spatial axes.
 - Pow with a constant exponent of 2 becomes Mul(x, x); 1 becomes nothing; 0.5 becomes Sqrt.
+- Variadic Max/Min/Sum become chains of two-operand nodes (one input: removed); Mean becomes a
+  Sum chain and one Div.
+- BatchNormalization with statistics known only at run time becomes per-channel elementwise math.
 - Graph outputs that would alias another buffer (a view, a graph input, a repeated output) get an
   explicit pyc.Copy so every output owns the caller's buffer.
 """
@@ -30,6 +33,8 @@ def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
         if node not in graph.nodes:
             continue
         rule = _RULES.get(node.op)
+        if rule is None and getattr(registry.get(node.op), "variadic", False):
+            rule = _split_variadic
         if rule is not None:
             rule(graph, node, ctx, known)
     _give_outputs_own_buffers(graph, ctx)
@@ -121,7 +126,8 @@ def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext, known: _Known) -
 def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
     params = [known.get(name) for name in node.inputs[1:5]]
     if any(p is None for p in params):
-        return  # non-constant statistics: leave it (lowering will report it)
+        _batchnorm_to_elementwise(graph, node, ctx)
+        return
     x = node.inputs[0]
     scale, shift = registry.get("BatchNormalization").scale_shift(  # type: ignore[attr-defined]
         node, [np.empty(0)] + params)  # type: ignore[list-item]
@@ -150,6 +156,63 @@ def _fold_batchnorm(graph: Graph, node: Node, ctx: PassContext, known: _Known) -
     graph.nodes.remove(node)
     ctx.log(NAME, [node.name], "batchnorm_to_mul_add",
             "no foldable Conv before it: per-channel scale and shift (fusable elementwise ops)")
+
+
+def _batchnorm_to_elementwise(graph: Graph, node: Node, ctx: PassContext) -> None:
+    """y = (x - mean) / sqrt(var + eps) * scale + bias, the [C] statistics viewed as [C,1,..]."""
+    x, out = node.inputs[0], node.outputs[0]
+    x_type = graph.types[x]
+    view_shape = graph.add_constant(f"{node.name}_stat_shape",
+                                    np.array([-1] + [1] * (x_type.rank - 2), np.int64))
+    new_nodes: list[Node] = []
+    stats = []
+    for name in node.inputs[1:5]:
+        new_nodes.append(typed_node(graph, "Reshape", [name, view_shape], f"{node.name}_{name}_view"))
+        stats.append(new_nodes[-1].outputs[0])
+    scale, bias, mean, var = stats
+    eps = graph.add_constant(f"{node.name}_epsilon", np.array(
+        float(node.attrs.get("epsilon", 1e-5)), x_type.dtype.numpy))  # type: ignore[arg-type]
+    steps = [("Sub", [x, mean]), ("Add", [var, eps]), ("Sqrt", [1]), ("Div", [0, 2]),
+             ("Mul", [3, scale]), ("Add", [4, bias])]
+    results: list[str] = []
+    for index, (op, args) in enumerate(steps):
+        inputs = [results[a] if isinstance(a, int) else a for a in args]
+        last = index == len(steps) - 1
+        new_nodes.append(typed_node(graph, op, inputs, f"{node.name}_{op.lower()}",
+                                    output=out if last else None))
+        results.append(new_nodes[-1].outputs[0])
+    insert_before(graph, node, *new_nodes)
+    graph.nodes.remove(node)
+    ctx.log(NAME, [node.name], "batchnorm_to_elementwise",
+            "statistics are known only at run time: per-channel elementwise math (one fused loop)")
+
+
+def _split_variadic(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
+    """Max/Min/Sum(a, b, c) -> op(op(a, b), c); Mean -> Sum chain / N; one input -> removed."""
+    operands = node.present_inputs()
+    if len(operands) == 2 and node.op != "Mean":
+        return
+    out = node.outputs[0]
+    if len(operands) == 1:
+        node.op, node.inputs, node.attrs = "Identity", operands, {}
+        _remove_identity(graph, node, ctx, known)
+        return
+    combine = "Sum" if node.op == "Mean" else node.op
+    new_nodes: list[Node] = []
+    current = operands[0]
+    for index, operand in enumerate(operands[1:]):
+        last = index == len(operands) - 2 and node.op != "Mean"
+        new_nodes.append(typed_node(graph, combine, [current, operand], f"{node.name}_{index}",
+                                    output=out if last else None))
+        current = new_nodes[-1].outputs[0]
+    if node.op == "Mean":
+        count = graph.add_constant(f"{node.name}_count",
+                                   np.array(len(operands), graph.types[out].dtype.numpy))
+        new_nodes.append(typed_node(graph, "Div", [current, count], f"{node.name}_mean", output=out))
+    insert_before(graph, node, *new_nodes)
+    graph.nodes.remove(node)
+    ctx.log(NAME, [node.name], "split_variadic", f"{node.op} of {len(operands)} inputs as a chain "
+            "of two-operand elementwise nodes (fused into one loop)", after=[n.op for n in new_nodes])
 
 
 def _single_use(graph: Graph, value: str) -> bool:
@@ -227,7 +290,7 @@ def _simplify_pow(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> 
     value = float(exponent.reshape(-1)[0])
     if value == 2.0:
         node.op, node.inputs = "Mul", [node.inputs[0], node.inputs[0]]
-    elif value == 0.5:
+    elif value == 0.5 and graph.types[node.inputs[0]].dtype.is_float:
         node.op, node.inputs = "Sqrt", [node.inputs[0]]
     elif value == 1.0:
         node.op, node.inputs = "Identity", [node.inputs[0]]

@@ -24,13 +24,11 @@ def lower(graph: Graph, ctx: PassContext) -> Graph:
             node.attrs["kernel"] = "in_place"
             ctx.log(NAME, [node.name], "alias", "every input was written into its slice: no code")
             continue
-        candidates = [c for c in opdef.kernels
-                      if c.is_applicable(node, graph) and target.has_template(c.template)]
-        if not candidates:
+        chosen, candidates = registry.select_kernel(node, graph, target.has_template)
+        if chosen is None:
             problems.append(f"{node.op} ({node.name!r})")
             continue
         flops = opdef.flops(node, graph)
-        chosen = min(candidates, key=lambda c: (c.cost_factor * flops, c.name))
         node.attrs["kernel"] = chosen.name
         others = [c.name for c in candidates if c is not chosen]
         ctx.log(NAME, [node.name], "select_kernel",

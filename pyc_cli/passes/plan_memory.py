@@ -3,7 +3,9 @@ results, and place every intermediate in one aligned arena (see planning/)."""
 
 from __future__ import annotations
 
+from ..codegen.targets import get_target
 from ..ir.graph import Graph, Node
+from ..ops import registry
 from ..planning.liveness import compute_liveness
 from ..planning.plan import MemoryPlan, build_plan
 from ..planning.schedule import best_schedule
@@ -15,6 +17,7 @@ NAME = "plan_memory"
 def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     mode, alignment = ctx.options.mode, ctx.options.alignment
     schedule, given = "given", list(graph.nodes)
+    _note_workspaces(graph, ctx)
     if mode == "memory_first":
         schedule, order, peaks = best_schedule(graph, mode, alignment)
         ctx.log(NAME, [], "schedule", "memory_first runs the candidate order with the lowest "
@@ -35,6 +38,16 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
             before=plan.no_reuse_bytes, after=plan.arena_bytes,
             lower_bound_bytes=plan.lower_bound_bytes, reuse_count=plan.reuse_count)
     return graph
+
+
+def _note_workspaces(graph: Graph, ctx: PassContext) -> None:
+    """Kernels that need scratch (im2col columns) get it from the arena, live for one step."""
+    target = get_target(ctx.options.target)
+    for node in graph.nodes:
+        chosen, _ = registry.select_kernel(node, graph, target.has_template)
+        scratch = chosen.workspace_bytes(node, graph) if chosen is not None else 0
+        if scratch:
+            node.attrs["workspace_bytes"] = scratch
 
 
 def _record_inplace(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:

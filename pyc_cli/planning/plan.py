@@ -53,6 +53,7 @@ class MemoryPlan:
     tensors: list[TensorPlacement] = field(default_factory=list)
     inplace: dict[str, str] = field(default_factory=dict)  # node -> operand it overwrites
     concat_slices: dict[str, list[int]] = field(default_factory=dict)  # concat -> inputs in place
+    workspaces: dict[str, int] = field(default_factory=dict)  # node -> scratch offset
     schedule: str = "given"
     what_if: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -68,7 +69,7 @@ class MemoryPlan:
             "arena_bytes": self.arena_bytes, "no_reuse_bytes": self.no_reuse_bytes,
             "lower_bound_bytes": self.lower_bound_bytes, "reuse_count": self.reuse_count,
             "inplace_count": self.inplace_count, "schedule": self.schedule,
-            "concat_slices": self.concat_slices,
+            "concat_slices": self.concat_slices, "workspaces": self.workspaces,
             "what_if": self.what_if,
             "tensors": [t.to_json() for t in self.tensors],
         }
@@ -154,10 +155,19 @@ def _move_storage(storage: Storage, root: str, host: str, offset: int, reason: s
     storage.roots[root] = host
 
 
+WORKSPACE_SUFFIX = "#workspace"
+
+
 def storage_blocks(graph: Graph, storage: Storage, liveness: dict[str, Interval],
                    alignment: int) -> list[Block]:
-    return [_block(graph, root, values, liveness, alignment, storage.sub_offset)
-            for root, values in storage.members.items()]
+    blocks = [_block(graph, root, values, liveness, alignment, storage.sub_offset)
+              for root, values in storage.members.items()]
+    for step, node in enumerate(graph.nodes):  # kernel scratch lives only while its node runs
+        scratch = int(node.attrs.get("workspace_bytes", 0))  # type: ignore[call-overload]
+        if scratch:
+            blocks.append(Block(node.name + WORKSPACE_SUFFIX, align(scratch, alignment),
+                                Interval(step, step)))
+    return blocks
 
 
 def peak_bytes(graph: Graph, mode: str, alignment: int) -> int:
@@ -193,11 +203,19 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
                                        offsets[root] + storage.sub_offset.get(value, 0),
                                        life.start, life.end,
                                        None if root == value else root, storage.reasons[value]))
+    workspaces = {}
+    for step, node in enumerate(graph.nodes):
+        key = node.name + WORKSPACE_SUFFIX
+        if key in offsets:
+            workspaces[node.name] = offsets[key]
+            tensors.append(TensorPlacement(key, int(node.attrs["workspace_bytes"]),  # type: ignore[call-overload]
+                                           offsets[key], step, step, None, "kernel workspace"))
     no_reuse = sum(align(graph.types[v].nbytes, alignment) for v in storage.arena_values
                    if storage.roots[v] == v)
+    no_reuse += sum(b.nbytes for b in blocks if b.name.endswith(WORKSPACE_SUFFIX))
     return MemoryPlan(mode, alignment, algorithm, arena, no_reuse, lower_bound(blocks),
                       _count_shared(blocks), len(storage.inplace), tensors, dict(storage.inplace),
-                      concat_slices=dict(storage.concat_slices))
+                      concat_slices=dict(storage.concat_slices), workspaces=workspaces)
 
 
 def _in_arena(graph: Graph, roots: dict[str, str], value: str) -> bool:
