@@ -8,6 +8,43 @@
 #include "model.h"
 #include "pyc_runtime.h"
 
+#ifdef PYC_VECTOR_MATH
+/* The toolchain has SIMD versions of these (glibc libmvec): declaring them lets GCC vectorize
+ * loops that call them (-fopenmp-simd) instead of calling the scalar function per element. */
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+float logf(float);
+#pragma omp declare simd notinbranch
+double log(double);
+#pragma omp declare simd notinbranch
+float tanhf(float);
+#pragma omp declare simd notinbranch
+double tanh(double);
+#pragma omp declare simd notinbranch
+float erff(float);
+#pragma omp declare simd notinbranch
+double erf(double);
+#pragma omp declare simd notinbranch
+float expm1f(float);
+#pragma omp declare simd notinbranch
+double expm1(double);
+#pragma omp declare simd notinbranch
+float log1pf(float);
+#pragma omp declare simd notinbranch
+double log1p(double);
+#pragma omp declare simd notinbranch
+float sinf(float);
+#pragma omp declare simd notinbranch
+double sin(double);
+#pragma omp declare simd notinbranch
+float cosf(float);
+#pragma omp declare simd notinbranch
+double cos(double);
+#endif
+
 
 /* step 0: Conv -> conv2d_im2col_gemm */
 static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
@@ -127,24 +164,32 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
   return PYC_STATUS_OK;
 }
 
-/* step 1: MaxPool -> pool2d_direct */
+/* step 1: MaxPool -> pool_direct */
 static int k1_maxpool(const float* restrict X0, float* restrict Y) {
   for (int64_t nc = 0; nc < 32; ++nc) {
     const float* restrict x = X0 + nc * 1024;
     float* restrict y = Y + nc * 256;
+    for (int64_t od = 0; od < 1; ++od) {
     for (int64_t oh = 0; oh < 16; ++oh) {
       for (int64_t ow = 0; ow < 16; ++ow) {
-        float best = -INFINITY;
+        float best = (-INFINITY);
+        int64_t best_at = 0;
+        for (int64_t kd = 0; kd < 1; ++kd) {
+        const int64_t id = od * 1 - 0 + kd * 1;
         for (int64_t kh = 0; kh < 2; ++kh) {
           const int64_t ih = oh * 2 - 0 + kh * 1;
           for (int64_t kw = 0; kw < 2; ++kw) {
             const int64_t iw = ow * 2 - 0 + kw * 1;
-            const int inside = ih >= 0 && ih < 32 && iw >= 0 && iw < 32;
-            if (inside && x[ih * 32 + iw] > best) best = x[ih * 32 + iw];
+            const int inside = id >= 0 && id < 1 && ih >= 0 && ih < 32 && iw >= 0 && iw < 32;
+            const int64_t at = (id * 32 + ih) * 32 + iw;
+            if (inside && x[at] > best) { best = x[at]; best_at = at; }
           }
         }
-        y[oh * 16 + ow] = best;
+        }
+        const int64_t out_at = (od * 16 + oh) * 16 + ow;
+        y[out_at] = best;
       }
+    }
     }
   }
   return PYC_STATUS_OK;
@@ -268,24 +313,32 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
   return PYC_STATUS_OK;
 }
 
-/* step 3: MaxPool -> pool2d_direct */
+/* step 3: MaxPool -> pool_direct */
 static int k3_maxpool(const float* restrict X0, float* restrict Y) {
   for (int64_t nc = 0; nc < 64; ++nc) {
     const float* restrict x = X0 + nc * 256;
     float* restrict y = Y + nc * 64;
+    for (int64_t od = 0; od < 1; ++od) {
     for (int64_t oh = 0; oh < 8; ++oh) {
       for (int64_t ow = 0; ow < 8; ++ow) {
-        float best = -INFINITY;
+        float best = (-INFINITY);
+        int64_t best_at = 0;
+        for (int64_t kd = 0; kd < 1; ++kd) {
+        const int64_t id = od * 1 - 0 + kd * 1;
         for (int64_t kh = 0; kh < 2; ++kh) {
           const int64_t ih = oh * 2 - 0 + kh * 1;
           for (int64_t kw = 0; kw < 2; ++kw) {
             const int64_t iw = ow * 2 - 0 + kw * 1;
-            const int inside = ih >= 0 && ih < 16 && iw >= 0 && iw < 16;
-            if (inside && x[ih * 16 + iw] > best) best = x[ih * 16 + iw];
+            const int inside = id >= 0 && id < 1 && ih >= 0 && ih < 16 && iw >= 0 && iw < 16;
+            const int64_t at = (id * 16 + ih) * 16 + iw;
+            if (inside && x[at] > best) { best = x[at]; best_at = at; }
           }
         }
-        y[oh * 8 + ow] = best;
+        }
+        const int64_t out_at = (od * 8 + oh) * 8 + ow;
+        y[out_at] = best;
       }
+    }
     }
   }
   return PYC_STATUS_OK;

@@ -8,6 +8,43 @@
 #include "model.h"
 #include "pyc_runtime.h"
 
+#ifdef PYC_VECTOR_MATH
+/* The toolchain has SIMD versions of these (glibc libmvec): declaring them lets GCC vectorize
+ * loops that call them (-fopenmp-simd) instead of calling the scalar function per element. */
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+float logf(float);
+#pragma omp declare simd notinbranch
+double log(double);
+#pragma omp declare simd notinbranch
+float tanhf(float);
+#pragma omp declare simd notinbranch
+double tanh(double);
+#pragma omp declare simd notinbranch
+float erff(float);
+#pragma omp declare simd notinbranch
+double erf(double);
+#pragma omp declare simd notinbranch
+float expm1f(float);
+#pragma omp declare simd notinbranch
+double expm1(double);
+#pragma omp declare simd notinbranch
+float log1pf(float);
+#pragma omp declare simd notinbranch
+double log1p(double);
+#pragma omp declare simd notinbranch
+float sinf(float);
+#pragma omp declare simd notinbranch
+double sin(double);
+#pragma omp declare simd notinbranch
+float cosf(float);
+#pragma omp declare simd notinbranch
+double cos(double);
+#endif
+
 
 /* step 0: Gather -> gather_rows */
 static int k0_gather(const float* restrict X0, const int64_t* restrict X1, float* restrict Y) {

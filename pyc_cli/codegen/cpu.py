@@ -3,10 +3,12 @@ C compiler into a shared library with a stable C ABI."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,10 @@ def c_string(text: str) -> str:
     return '"' + "".join(chr(b) if b in safe else f"\\{b:03o}" for b in text.encode()) + '"'
 
 
+@functools.lru_cache(maxsize=1)
 def template_env() -> jinja2.Environment:
+    """One environment per process: compiled templates are reused across builds (Jinja still
+    reloads a template whose file changed)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
@@ -94,18 +99,30 @@ class CpuTarget(Target):
         return found
 
     def flags(self) -> list[str]:
-        return [*BASE_FLAGS, f"-march={self.march}"]
+        vector_math = ["-fopenmp-simd", "-DPYC_VECTOR_MATH"] if self.vector_math() else []
+        return [*BASE_FLAGS, f"-march={self.march}", *vector_math]
+
+    def libraries(self) -> list[str]:
+        return ["-lm", "-lmvec"] if self.vector_math() else ["-lm"]
+
+    def vector_math(self) -> bool:
+        """Whether this toolchain links glibc's SIMD math library (probed once per compiler)."""
+        compiler = self.compiler()
+        if compiler not in _VECTOR_MATH:
+            _VECTOR_MATH[compiler] = _probe_vector_math(compiler, self.march)
+        return _VECTOR_MATH[compiler]
 
     def toolchain(self) -> dict[str, Any]:
         compiler = self.compiler()
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                                  check=False).stdout.splitlines()
         return {"compiler": Path(compiler).name, "compiler_version": version[0] if version else "",
-                "flags": self.flags()}
+                "flags": self.flags(), "libraries": self.libraries()}
 
     def compile(self, src_dir: Path, out_dir: Path) -> dict[str, Any]:
         command = [self.compiler(), *self.flags(), "-shared", "-o",
-                   str((out_dir / self.library_name).resolve()), "model.c", "pyc_runtime.c", "-lm"]
+                   str((out_dir / self.library_name).resolve()), "model.c", "pyc_runtime.c",
+                   *self.libraries()]
         self._run(command, src_dir)
         return self.toolchain()
 
@@ -127,6 +144,25 @@ class CpuTarget(Target):
             raise PycError("E020", "the C compiler failed on the generated code: "
                            + (result.stderr.strip().splitlines() or ["no output"])[0],
                            where=str(cwd), hint="rerun with --debug and report this")
+
+
+_VECTOR_MATH: dict[str, bool] = {}
+_VECTOR_MATH_PROBE = """
+#pragma omp declare simd notinbranch
+float expf(float);
+void pyc_probe(const float* x, float* y, int n) { for (int i = 0; i < n; ++i) y[i] = expf(x[i]); }
+"""
+
+
+def _probe_vector_math(compiler: str, march: str) -> bool:
+    with tempfile.TemporaryDirectory() as work:
+        source = Path(work) / "probe.c"
+        source.write_text(_VECTOR_MATH_PROBE)
+        result = subprocess.run(
+            [compiler, "-O3", f"-march={march}", "-fopenmp-simd", "-fno-math-errno", "-shared",
+             "-fPIC", "-o", str(Path(work) / "probe.so"), str(source), "-lm", "-lmvec"],
+            capture_output=True, check=False)
+        return result.returncode == 0
 
 
 class _PointerTable:

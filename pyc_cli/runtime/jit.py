@@ -3,6 +3,7 @@ and run them through the same C ABI as the shared library."""
 
 from __future__ import annotations
 
+import ctypes.util
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,13 @@ def _init_llvm() -> None:
         _initialized = True
 
 
+def _load_system_library(flag: str) -> None:
+    """Make a -lNAME library's symbols resolvable by the JIT (e.g. libmvec's SIMD math)."""
+    found = ctypes.util.find_library(flag.removeprefix("-l"))
+    if found:
+        llvm.load_library_permanently(found)
+
+
 def jit_load(artifact: str | Path) -> CompiledModel:
     """Compile the artifact's sources to objects and link them with llvmlite's JIT."""
     root = Path(artifact)
@@ -40,6 +48,8 @@ def jit_load(artifact: str | Path) -> CompiledModel:
             builder.add_object_img(obj.read_bytes())
         for name in ENTRY_POINTS:
             builder.export_symbol(name)
+        for library in manifest["toolchain"].get("libraries", []):
+            _load_system_library(library)
         builder.add_current_process()
         jit = llvm.create_lljit_compiler()
         tracker = builder.link(jit, "pyc_model")
