@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .artifact.reader import load_graph, read_manifest
+from .artifact.reader import load_graph, read_manifest, verify_files
 from .ir.ewprogram import parse_program
 from .ir.graph import Graph
 from .passes.pipeline import PASS_NAMES
@@ -21,6 +21,7 @@ _SUMMARY_ACTIONS = {"summary", "node_count"}
 def explain_data(artifact: str | Path) -> dict[str, Any]:
     root = Path(artifact)
     manifest = read_manifest(root)
+    verify_files(root, manifest)  # the report embeds artifact files; they must be the built ones
     decisions = [json.loads(line) for line in
                  (root / "decisions.jsonl").read_text().splitlines() if line.strip()]
     plan = json.loads((root / "memory_plan.json").read_text())
@@ -166,3 +167,15 @@ def _print_memory(memory: dict[str, Any], console: Console) -> None:
             table.add_row(mode, _kib(figures["arena_bytes"]), _kib(figures["lower_bound_bytes"]),
                           _kib(figures["no_reuse_bytes"]))
         console.print(table)
+
+
+def explanation_html(artifact: str | Path, data: dict[str, Any]) -> str:
+    """A self-contained HTML report with the memory timeline picture inlined."""
+    import jinja2
+
+    from .codegen.resources import templates_dir
+
+    svg = (Path(artifact) / data["memory"]["timeline"]).read_text()
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+                             undefined=jinja2.StrictUndefined, autoescape=True)
+    return env.get_template("report/explain.html.j2").render(d=data, timeline_svg=svg)

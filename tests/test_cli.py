@@ -338,3 +338,24 @@ def test_artifact_has_a_memory_timeline_picture(mlp_artifact: Path) -> None:
     assert svg.startswith("<svg") and svg.count("<rect") >= 3
     plan = json.loads((mlp_artifact / "memory_plan.json").read_text())
     assert set(plan["what_if"]) == {"latency_first", "balanced", "memory_first"}
+
+
+def test_explain_html_report_inlines_the_timeline(mlp_artifact: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    code, output = invoke("explain", str(mlp_artifact), "--html", str(report))
+    assert code == 0, output
+    html = report.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<svg" in html and "Fusions" in html
+    plan = json.loads((mlp_artifact / "memory_plan.json").read_text())
+    assert str(plan["arena_bytes"]) in html
+
+
+def test_explain_refuses_a_tampered_artifact(mlp_artifact: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy.pyc"
+    shutil.copytree(mlp_artifact, copy)
+    (copy / "memory_timeline.svg").write_text("<svg><script>alert(1)</script></svg>")
+    code, output = invoke("explain", str(copy), "--html", str(tmp_path / "r.html"))
+    assert_user_error(code, output, "E031")
+    assert not (tmp_path / "r.html").exists()

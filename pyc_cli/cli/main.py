@@ -206,12 +206,16 @@ def _latency(times: list[float]) -> dict[str, Any]:
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML report (with the memory timeline) here.")
 @reports_errors
-def explain(artifact: Path, as_json: bool) -> None:
+def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
     """Explain what the compiler did to ARTIFACT's model and why."""
-    from ..explain import explain_data, print_explanation
+    from ..explain import explain_data, explanation_html, print_explanation
 
     data = explain_data(artifact)
+    if html_path is not None:
+        html_path.write_text(explanation_html(artifact, data), encoding="utf-8")
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return

@@ -31,12 +31,15 @@ class TensorPlacement:
     end: int
     alias_of: str | None = None
     reason: str = ""
+    reuses: list[str] = field(default_factory=list)  # storages whose bytes it takes over
 
     def to_json(self) -> dict[str, Any]:
-        record = {"name": self.name, "bytes": self.bytes, "offset": self.offset,
-                  "start": self.start, "end": self.end, "reason": self.reason}
+        record: dict[str, Any] = {"name": self.name, "bytes": self.bytes, "offset": self.offset,
+                                  "start": self.start, "end": self.end, "reason": self.reason}
         if self.alias_of is not None:
             record["alias_of"] = self.alias_of
+        if self.reuses:
+            record["reuses"] = self.reuses
         return record
 
 
@@ -213,6 +216,10 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
     no_reuse = sum(align(graph.types[v].nbytes, alignment) for v in storage.arena_values
                    if storage.roots[v] == v)
     no_reuse += sum(b.nbytes for b in blocks if b.name.endswith(WORKSPACE_SUFFIX))
+    reused = _previous_occupants(blocks)
+    for tensor in tensors:
+        if tensor.alias_of is None:
+            tensor.reuses = reused.get(tensor.name, [])
     return MemoryPlan(mode, alignment, algorithm, arena, no_reuse, lower_bound(blocks),
                       _count_shared(blocks), len(storage.inplace), tensors, dict(storage.inplace),
                       concat_slices=dict(storage.concat_slices), workspaces=workspaces)
@@ -271,6 +278,18 @@ def _inplace_victim(graph: Graph, node: Node, step: int, liveness: dict[str, Int
             continue  # another operand reads the same bytes through a different view
         return value
     return None
+
+
+def _previous_occupants(blocks: list[Block]) -> dict[str, list[str]]:
+    """For each storage, the storages that held some of its bytes earlier (the latest first)."""
+    result: dict[str, list[str]] = {}
+    for block in blocks:
+        earlier = [o for o in blocks if o.life.end < block.life.start
+                   and o.offset < block.end_offset and block.offset < o.end_offset]
+        if earlier:
+            earlier.sort(key=lambda o: (-o.life.end, o.name))
+            result[block.name] = [o.name for o in earlier[:3]]
+    return result
 
 
 def _count_shared(blocks: list[Block]) -> int:
