@@ -208,9 +208,10 @@ def interleave(timers: dict[str, Timer], rounds: int, repeat: int) -> dict[str, 
     return samples
 
 
-def probe_memory(engine: str, target: Path, inputs: Path, threads: int) -> dict[str, Any]:
+def probe_memory(engine: str, target: Path, inputs: Path, threads: int,
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
     command = [sys.executable, str(MEMPROBE), "--engine", engine, "--target", str(target),
-               "--inputs", str(inputs), "--threads", str(threads)]
+               "--inputs", str(inputs), "--threads", str(threads), *extra]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT,
                           env={**os.environ, **PROBE_ENV})
     if done.returncode != 0:

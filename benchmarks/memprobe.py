@@ -4,6 +4,7 @@ Used by bench.py (one subprocess per engine and model, so the engines never shar
 
     python benchmarks/memprobe.py --engine pyc --target ART.pyc --inputs feeds.npz
     python benchmarks/memprobe.py --engine ort --target model.onnx --inputs feeds.npz --threads 1
+    python benchmarks/memprobe.py --engine ort ... --ort-no-arena   # arena + memory pattern off
 
 It records the resident set size (RSS) after the inputs are loaded (the baseline), after the
 model is loaded (session creation / artifact load: weights, code), then resets the kernel's high-water mark
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 
 Runner = Callable[[], object]
+# SessionOptions attributes set before the ORT session is created (--ort-no-arena fills it)
+ORT_OPTIONS: dict[str, Any] = {}
 
 
 def status_kib() -> dict[str, int]:
@@ -60,6 +63,8 @@ def load_ort(target: str, feeds: dict[str, np.ndarray], threads: int) -> Runner:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    for key, value in ORT_OPTIONS.items():
+        setattr(options, key, value)
     session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, feeds)
 
@@ -89,6 +94,7 @@ def probe(engine: str, target: str, inputs: str, threads: int, runs: int) -> dic
         "rss_before_load_kib": before, "rss_after_load_kib": after_load,
         "load_kib": after_load - before, "peak_kib": peak,
         "working_kib": max(0, peak - after_load),
+        **({"ort_options": dict(ORT_OPTIONS)} if engine == "ort" else {}),
     }
 
 
@@ -99,7 +105,11 @@ def main() -> None:
     parser.add_argument("--inputs", required=True, help=".npz of the feeds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--ort-no-arena", action="store_true",
+                        help="ORT without its CPU memory arena and memory pattern")
     args = parser.parse_args()
+    if args.ort_no_arena:
+        ORT_OPTIONS.update(enable_cpu_mem_arena=False, enable_mem_pattern=False)
     print(json.dumps(probe(args.engine, args.target, args.inputs, args.threads, args.runs)))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from helpers import (
     REFERENCE_MODELS,
@@ -782,3 +784,51 @@ def test_dropout_with_a_used_mask_is_not_lowered_as_a_view(tmp_path) -> None:  #
     plan = ctx.artifacts["memory_plan"]
     mask = [t for t in plan.tensors if t.name == "mask"]
     assert not mask or mask[0].alias_of is None
+
+
+# ---------------------------------------------------------------- hand-written LayerNorm
+
+
+def _manual_layernorm(rng: np.random.Generator, square_op: str, extra_use: bool) -> onnx.ModelProto:
+    width = 6
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1], name="mean"),
+        helper.make_node("Sub", ["x", "mean"], ["d"], name="sub"),
+        helper.make_node("Pow", ["d", "two"], ["sq"], name="pow") if square_op == "Pow"
+        else helper.make_node("Mul", ["d", "d"], ["sq"], name="sq"),
+        helper.make_node("ReduceMean", ["sq"], ["var"], axes=[2], name="var"),
+        helper.make_node("Add", ["var", "eps"], ["ve"], name="add_eps"),
+        helper.make_node("Sqrt", ["ve"], ["std"], name="sqrt"),
+        helper.make_node("Div", ["d", "std"], ["n"], name="div"),
+        helper.make_node("Mul", ["n", "gamma"], ["g"], name="scale"),
+        helper.make_node("Add", ["g", "beta"], ["y"], name="shift"),
+    ]
+    outputs = [vinfo("y", [2, 3, width])]
+    if extra_use:  # d is also read elsewhere: the pattern must not match
+        nodes.append(helper.make_node("Relu", ["d"], ["r"], name="other_use"))
+        outputs.append(vinfo("r", [2, 3, width]))
+    inits = [init("two", np.array(2.0, np.float32)), init("eps", np.array(1e-5, np.float32)),
+             init("gamma", rand(rng, width)), init("beta", rand(rng, width))]
+    return make_model(nodes, [vinfo("x", [2, 3, width])], outputs, inits)
+
+
+@pytest.mark.parametrize("square_op", ["Pow", "Mul"])
+def test_hand_written_layernorm_becomes_one_node(square_op: str, rng: np.random.Generator,
+                                                  tmp_path: Path) -> None:
+    graph = import_onnx(_manual_layernorm(rng, square_op, extra_use=False), tmp_path)
+    x = rng.standard_normal((2, 3, 6)).astype(np.float32)
+    expected = evaluate_graph(graph, {"x": x})["y"]
+    after, ctx = run_passes(graph, ["canonicalize"])
+    assert [n.op for n in after.nodes] == ["LayerNormalization"]
+    assert decisions(ctx, "fuse_manual_layernorm")
+    ln = after.nodes[0]
+    assert ln.attrs["epsilon"] == pytest.approx(1e-5) and len(ln.inputs) == 3
+    np.testing.assert_allclose(evaluate_graph(after, {"x": x})["y"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_layernorm_pattern_needs_its_intermediates_private(rng: np.random.Generator,
+                                                           tmp_path: Path) -> None:
+    graph = import_onnx(_manual_layernorm(rng, "Pow", extra_use=True), tmp_path)
+    after, ctx = run_passes(graph, ["canonicalize"])
+    assert "LayerNormalization" not in [n.op for n in after.nodes]
+    assert not decisions(ctx, "fuse_manual_layernorm")

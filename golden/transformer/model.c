@@ -636,79 +636,26 @@ static int k13_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 14: ReduceMean -> reduce_strided */
-static int k14_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-    const float v = X0[i0*64 + i1];
-    float* restrict dst = &Y[i0];
-    *dst += v;
-  }
-  }
-  for (int64_t q = 0; q < 32; ++q) Y[q] /= (float)64;
-  return PYC_STATUS_OK;
-}
-
-/* step 15: pyc.Elementwise -> elementwise_loop */
-static int k15_elementwise(const float* X0, const float* X1, float* Y) {
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-      const float t0 = (X0[i0*64 + i1] - X1[i0]);
-      Y[i0*64 + i1] = t0;
-  }
+/* step 14: LayerNormalization -> layernorm_rows */
+static int k14_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+  for (int64_t o = 0; o < 32; ++o) {
+    const float* restrict x = X0 + o * 64;
+    float* restrict y = Y + o * 64;
+    float mean = 0;
+    for (int64_t r = 0; r < 64; ++r) mean += x[r];
+    mean /= 64;
+    float var = 0;
+    for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
+    var /= 64;
+    const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
+    for (int64_t r = 0; r < 64; ++r)
+      y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
   }
   return PYC_STATUS_OK;
 }
 
-/* step 16: pyc.Elementwise -> elementwise_loop */
-static int k16_elementwise(const float* restrict X0, float* restrict Y) {
-  for (int64_t i0 = 0; i0 < 2048; ++i0) {
-      const float t0 = (X0[i0] * X0[i0]);
-      Y[i0] = t0;
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 17: ReduceMean -> reduce_strided */
-static int k17_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-    const float v = X0[i0*64 + i1];
-    float* restrict dst = &Y[i0];
-    *dst += v;
-  }
-  }
-  for (int64_t q = 0; q < 32; ++q) Y[q] /= (float)64;
-  return PYC_STATUS_OK;
-}
-
-/* step 18: pyc.Elementwise -> elementwise_loop */
-static int k18_elementwise(const float* X0, float* Y) {
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-      const float t0 = (X0[i0] + 9.999999747378752e-06f);
-      const float t1 = sqrtf(t0);
-      Y[i0] = t1;
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 19: pyc.Elementwise -> elementwise_loop */
-static int k19_elementwise(const float* X0, const float* X1, const float* X2, const float* X3, float* Y) {
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-      const float t0 = (X0[i0*64 + i1] / X1[i0]);
-      const float t1 = (t0 * X2[i1]);
-      const float t2 = (t1 + X3[i1]);
-      Y[i0*64 + i1] = t2;
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 20: MatMul -> matmul_rowpanel */
-static int k20_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 15: MatMul -> matmul_rowpanel */
+static int k15_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -795,8 +742,8 @@ static int k20_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 21: MatMul -> matmul_rowpanel */
-static int k21_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
+/* step 16: MatMul -> matmul_rowpanel */
+static int k16_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 2048;
@@ -875,79 +822,26 @@ static int k21_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 22: ReduceMean -> reduce_strided */
-static int k22_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-    const float v = X0[i0*64 + i1];
-    float* restrict dst = &Y[i0];
-    *dst += v;
-  }
-  }
-  for (int64_t q = 0; q < 32; ++q) Y[q] /= (float)64;
-  return PYC_STATUS_OK;
-}
-
-/* step 23: pyc.Elementwise -> elementwise_loop */
-static int k23_elementwise(const float* X0, const float* X1, float* Y) {
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-      const float t0 = (X0[i0*64 + i1] - X1[i0]);
-      Y[i0*64 + i1] = t0;
-  }
+/* step 17: LayerNormalization -> layernorm_rows */
+static int k17_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+  for (int64_t o = 0; o < 32; ++o) {
+    const float* restrict x = X0 + o * 64;
+    float* restrict y = Y + o * 64;
+    float mean = 0;
+    for (int64_t r = 0; r < 64; ++r) mean += x[r];
+    mean /= 64;
+    float var = 0;
+    for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
+    var /= 64;
+    const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
+    for (int64_t r = 0; r < 64; ++r)
+      y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
   }
   return PYC_STATUS_OK;
 }
 
-/* step 24: pyc.Elementwise -> elementwise_loop */
-static int k24_elementwise(const float* restrict X0, float* restrict Y) {
-  for (int64_t i0 = 0; i0 < 2048; ++i0) {
-      const float t0 = (X0[i0] * X0[i0]);
-      Y[i0] = t0;
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 25: ReduceMean -> reduce_strided */
-static int k25_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 32; ++q) Y[q] = 0.0f;
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-    const float v = X0[i0*64 + i1];
-    float* restrict dst = &Y[i0];
-    *dst += v;
-  }
-  }
-  for (int64_t q = 0; q < 32; ++q) Y[q] /= (float)64;
-  return PYC_STATUS_OK;
-}
-
-/* step 26: pyc.Elementwise -> elementwise_loop */
-static int k26_elementwise(const float* X0, float* Y) {
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-      const float t0 = (X0[i0] + 9.999999747378752e-06f);
-      const float t1 = sqrtf(t0);
-      Y[i0] = t1;
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 27: pyc.Elementwise -> elementwise_loop */
-static int k27_elementwise(const float* X0, const float* X1, const float* X2, const float* X3, float* Y) {
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-      const float t0 = (X0[i0*64 + i1] / X1[i0]);
-      const float t1 = (t0 * X2[i1]);
-      const float t2 = (t1 + X3[i1]);
-      Y[i0*64 + i1] = t2;
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 28: MatMul -> matmul_rowpanel */
-static int k28_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 18: MatMul -> matmul_rowpanel */
+static int k18_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -1024,8 +918,8 @@ static int k28_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 29: Transpose -> strided_copy */
-static int k29_transpose(const float* restrict X0, float* restrict Y) {
+/* step 19: Transpose -> strided_copy */
+static int k19_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
   for (int64_t i1 = 0; i1 < 4; ++i1) {
@@ -1039,8 +933,8 @@ static int k29_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 30: MatMul -> matmul_rowpanel */
-static int k30_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 20: MatMul -> matmul_rowpanel */
+static int k20_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -1117,8 +1011,8 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 31: MatMul -> matmul_rowpanel */
-static int k31_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 21: MatMul -> matmul_rowpanel */
+static int k21_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -1195,8 +1089,8 @@ static int k31_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 32: Transpose -> strided_copy */
-static int k32_transpose(const float* restrict X0, float* restrict Y) {
+/* step 22: Transpose -> strided_copy */
+static int k22_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
   for (int64_t i1 = 0; i1 < 4; ++i1) {
@@ -1210,8 +1104,8 @@ static int k32_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 33: Transpose -> strided_copy */
-static int k33_transpose(const float* restrict X0, float* restrict Y) {
+/* step 23: Transpose -> strided_copy */
+static int k23_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
   for (int64_t i1 = 0; i1 < 64; ++i1) {
@@ -1223,8 +1117,8 @@ static int k33_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 34: MatMul -> matmul_rowpanel */
-static int k34_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 24: MatMul -> matmul_rowpanel */
+static int k24_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
   {
@@ -1307,8 +1201,8 @@ static int k34_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 35: Softmax -> softmax_rows */
-static int k35_softmax(const float* restrict X0, float* restrict Y) {
+/* step 25: Softmax -> softmax_rows */
+static int k25_softmax(const float* restrict X0, float* restrict Y) {
   for (int64_t o = 0; o < 128; ++o) {
     for (int64_t in = 0; in < 1; ++in) {
       const float* restrict x = X0 + o * 16 + in;
@@ -1328,8 +1222,8 @@ static int k35_softmax(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 36: MatMul -> matmul_rowpanel */
-static int k36_matmul(const float* restrict X0, const float* restrict X1, float* restrict Y) {
+/* step 26: MatMul -> matmul_rowpanel */
+static int k26_matmul(const float* restrict X0, const float* restrict X1, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
   {
@@ -1406,8 +1300,8 @@ static int k36_matmul(const float* restrict X0, const float* restrict X1, float*
   return PYC_STATUS_OK;
 }
 
-/* step 37: Transpose -> strided_copy */
-static int k37_transpose(const float* restrict X0, float* restrict Y) {
+/* step 27: Transpose -> strided_copy */
+static int k27_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
   for (int64_t i1 = 0; i1 < 16; ++i1) {
@@ -1421,8 +1315,8 @@ static int k37_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 38: MatMul -> matmul_rowpanel */
-static int k38_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
+/* step 28: MatMul -> matmul_rowpanel */
+static int k28_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -1501,8 +1395,8 @@ static int k38_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 39: LayerNormalization -> layernorm_rows */
-static int k39_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+/* step 29: LayerNormalization -> layernorm_rows */
+static int k29_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
   for (int64_t o = 0; o < 32; ++o) {
     const float* restrict x = X0 + o * 64;
     float* restrict y = Y + o * 64;
@@ -1519,8 +1413,8 @@ static int k39_layernormalization(const float* restrict X0, const float* restric
   return PYC_STATUS_OK;
 }
 
-/* step 40: MatMul -> matmul_rowpanel */
-static int k40_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 30: MatMul -> matmul_rowpanel */
+static int k30_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -1615,8 +1509,8 @@ static int k40_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 41: MatMul -> matmul_rowpanel */
-static int k41_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
+/* step 31: MatMul -> matmul_rowpanel */
+static int k31_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 2048;
@@ -1695,8 +1589,8 @@ static int k41_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 42: LayerNormalization -> layernorm_rows */
-static int k42_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+/* step 32: LayerNormalization -> layernorm_rows */
+static int k32_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
   for (int64_t o = 0; o < 32; ++o) {
     const float* restrict x = X0 + o * 64;
     float* restrict y = Y + o * 64;
@@ -1725,7 +1619,7 @@ int pyc_model_create(const char* weights_path, pyc_model** out) {
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   model->arena = pyc_aligned_alloc(41088);
   if (model->arena == NULL) { free(model); return PYC_STATUS_OUT_OF_MEMORY; }
-  int status = pyc_load_weights(weights_path, 528512u, UINT64_C(81918434343689159), &model->weights);
+  int status = pyc_load_weights(weights_path, 528512u, UINT64_C(81944746373012679), &model->weights);
   if (status != PYC_STATUS_OK) { pyc_model_destroy(model); return status; }
   *out = model;
   return PYC_STATUS_OK;
@@ -1752,13 +1646,13 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   if (status != PYC_STATUS_OK) return status;
   status = k2_elementwise((const int64_t*)inputs[1], (float*)(arena + 40960));
   if (status != PYC_STATUS_OK) return status;
-  status = k3_matmul((const float*)(arena + 0), (const float*)(weights + 10368), (const float*)(weights + 5248), (float*)(arena + 8192));
+  status = k3_matmul((const float*)(arena + 0), (const float*)(weights + 10368), (const float*)(weights + 6272), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
   status = k4_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k5_matmul((const float*)(arena + 0), (const float*)(weights + 26752), (const float*)(weights + 4736), (float*)(arena + 8192));
+  status = k5_matmul((const float*)(arena + 0), (const float*)(weights + 26752), (const float*)(weights + 5760), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k6_matmul((const float*)(arena + 0), (const float*)(weights + 43136), (const float*)(weights + 5504), (float*)(arena + 24576));
+  status = k6_matmul((const float*)(arena + 0), (const float*)(weights + 43136), (const float*)(weights + 6528), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
   status = k7_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
   if (status != PYC_STATUS_OK) return status;
@@ -1772,65 +1666,45 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   if (status != PYC_STATUS_OK) return status;
   status = k12_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k13_matmul((const float*)(arena + 16384), (const float*)(weights + 59520), (const float*)(weights + 4992), (const float*)(arena + 0), (float*)(arena + 24576));
+  status = k13_matmul((const float*)(arena + 16384), (const float*)(weights + 59520), (const float*)(weights + 6016), (const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k14_reducemean((const float*)(arena + 24576), (float*)(arena + 32768));
+  status = k14_layernormalization((const float*)(arena + 8192), (const float*)(weights + 4736), (const float*)(weights + 4480), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k15_elementwise((const float*)(arena + 24576), (const float*)(arena + 32768), (float*)(arena + 24576));
+  status = k15_matmul((const float*)(arena + 16384), (const float*)(weights + 75904), (const float*)(weights + 6784), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k16_elementwise((const float*)(arena + 24576), (float*)(arena + 0));
+  status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 7296), (const float*)(arena + 16384), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k17_reducemean((const float*)(arena + 0), (float*)(arena + 32768));
+  status = k17_layernormalization((const float*)(arena + 24576), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k18_elementwise((const float*)(arena + 32768), (float*)(arena + 32768));
+  status = k18_matmul((const float*)(arena + 0), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k19_elementwise((const float*)(arena + 24576), (const float*)(arena + 32768), (const float*)(weights + 6784), (const float*)(weights + 6528), (float*)(arena + 24576));
+  status = k19_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k20_matmul((const float*)(arena + 24576), (const float*)(weights + 75904), (const float*)(weights + 5760), (float*)(arena + 0));
+  status = k20_matmul((const float*)(arena + 0), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k21_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 6272), (const float*)(arena + 24576), (float*)(arena + 16384));
+  status = k21_matmul((const float*)(arena + 0), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k22_reducemean((const float*)(arena + 16384), (float*)(arena + 0));
+  status = k22_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
   if (status != PYC_STATUS_OK) return status;
-  status = k23_elementwise((const float*)(arena + 16384), (const float*)(arena + 0), (float*)(arena + 16384));
+  status = k23_transpose((const float*)(arena + 8192), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k24_elementwise((const float*)(arena + 16384), (float*)(arena + 0));
+  status = k24_matmul((const float*)(arena + 16384), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k25_reducemean((const float*)(arena + 0), (float*)(arena + 8192));
+  status = k25_softmax((const float*)(arena + 8192), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k26_elementwise((const float*)(arena + 8192), (float*)(arena + 8192));
+  status = k26_matmul((const float*)(arena + 16384), (const float*)(arena + 32768), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k27_elementwise((const float*)(arena + 16384), (const float*)(arena + 8192), (const float*)(weights + 7296), (const float*)(weights + 7040), (float*)(arena + 16384));
+  status = k27_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k28_matmul((const float*)(arena + 16384), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 0));
+  status = k28_matmul((const float*)(arena + 16384), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k29_transpose((const float*)(arena + 0), (float*)(arena + 8192));
+  status = k29_layernormalization((const float*)(arena + 8192), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k30_matmul((const float*)(arena + 16384), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 0));
+  status = k30_matmul((const float*)(arena + 16384), (const float*)(weights + 206976), (const float*)(weights + 8576), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k31_matmul((const float*)(arena + 16384), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 24576));
+  status = k31_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k32_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
-  if (status != PYC_STATUS_OK) return status;
-  status = k33_transpose((const float*)(arena + 0), (float*)(arena + 24576));
-  if (status != PYC_STATUS_OK) return status;
-  status = k34_matmul((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 0));
-  if (status != PYC_STATUS_OK) return status;
-  status = k35_softmax((const float*)(arena + 0), (float*)(arena + 8192));
-  if (status != PYC_STATUS_OK) return status;
-  status = k36_matmul((const float*)(arena + 8192), (const float*)(arena + 32768), (float*)(arena + 0));
-  if (status != PYC_STATUS_OK) return status;
-  status = k37_transpose((const float*)(arena + 0), (float*)(arena + 8192));
-  if (status != PYC_STATUS_OK) return status;
-  status = k38_matmul((const float*)(arena + 8192), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 16384), (float*)(arena + 0));
-  if (status != PYC_STATUS_OK) return status;
-  status = k39_layernormalization((const float*)(arena + 0), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
-  if (status != PYC_STATUS_OK) return status;
-  status = k40_matmul((const float*)(arena + 16384), (const float*)(weights + 206976), (const float*)(weights + 8576), (float*)(arena + 0));
-  if (status != PYC_STATUS_OK) return status;
-  status = k41_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 24576));
-  if (status != PYC_STATUS_OK) return status;
-  status = k42_layernormalization((const float*)(arena + 24576), (const float*)(weights + 10112), (const float*)(weights + 9856), (float*)outputs[0]);
+  status = k32_layernormalization((const float*)(arena + 24576), (const float*)(weights + 10112), (const float*)(weights + 9856), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
 }

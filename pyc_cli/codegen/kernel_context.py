@@ -179,7 +179,8 @@ def kernel_call(graph: Graph, node: Node, index: int, template: str) -> KernelCa
     if node.op == "pyc.Elementwise":
         call.params, call.epilogue, call.result = elementwise_params(graph, node)
         return call
-    call.params = dict(opdef.kernel_params(node, graph))
+    call.params = {key: c_literal(value.dtype, value.value) if isinstance(value, registry.Scalar)
+                   else value for key, value in opdef.kernel_params(node, graph).items()}
     call.params.setdefault("itemsize", out_type.dtype.itemsize)
     coords = call.params.get("out_coords")
     if coords is not None:
@@ -199,6 +200,5 @@ def _reduce_loops(call: KernelCall) -> None:
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(call.params["out_strides"])])  # type: ignore[arg-type]
     coords = [f"i{d}" for d in range(len(dims))]
     call.params.update(dims=dims, in_index=index_expression(coords, sets[0]),
-                       out_index=index_expression(coords, sets[1]),
-                       start_c=c_literal(DType(call.params["dtype"]), call.params["start"]))  # type: ignore[arg-type]
+                       out_index=index_expression(coords, sets[1]))
 

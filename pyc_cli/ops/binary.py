@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..ir.types import DType
-from .elementwise import FLOATS, NUMBERS, ElementwiseOp
+from .elementwise import EW_FLOATS, NUMBERS, ElementwiseOp
 from .registry import register
 
 BOOL = (DType.BOOL,)
@@ -88,7 +88,7 @@ class Pow(Binary):
     """Base and exponent may differ in type (T, T1); the result has the base's type."""
 
     name = "Pow"
-    dtypes = FLOATS + (DType.I32, DType.I64)
+    dtypes = EW_FLOATS + (DType.I32, DType.I64)
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.power(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
@@ -97,7 +97,7 @@ class Pow(Binary):
 @register
 class PRelu(Binary):
     name = "PRelu"
-    dtypes = FLOATS + (DType.I32, DType.I64, DType.U32, DType.U64)
+    dtypes = EW_FLOATS + (DType.I32, DType.I64, DType.U32, DType.U64)
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(a < 0, a * b, a)
@@ -122,7 +122,7 @@ class Min(Variadic):
 @register
 class Sum(Variadic):
     name = "Sum"
-    dtypes = FLOATS
+    dtypes = EW_FLOATS
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a + b
@@ -133,7 +133,7 @@ class Mean(Variadic):
     """Canonicalize rewrites Mean into a Sum chain and one division."""
 
     name = "Mean"
-    dtypes = FLOATS
+    dtypes = EW_FLOATS
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
         return functools.reduce(np.add, args) / len(args)

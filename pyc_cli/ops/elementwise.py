@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
+from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .registry import (
@@ -18,11 +20,13 @@ from .registry import (
 )
 
 FLOATS = (DType.F32, DType.F64)
+# elementwise snippets also run on float16 (C _Float16, math in float as numpy does)
+EW_FLOATS = FLOATS + (DType.F16,)
 SIGNED = (DType.I8, DType.I16, DType.I32, DType.I64)
 UNSIGNED = (DType.U8, DType.U16, DType.U32, DType.U64)
 INTS = SIGNED + UNSIGNED
-SIGNED_NUMBERS = FLOATS + SIGNED
-NUMBERS = FLOATS + INTS
+SIGNED_NUMBERS = EW_FLOATS + SIGNED
+NUMBERS = EW_FLOATS + INTS
 
 
 class ElementwiseOp(OpDef):
@@ -33,7 +37,7 @@ class ElementwiseOp(OpDef):
     """
 
     category = ELEMENTWISE
-    dtypes = FLOATS
+    dtypes = EW_FLOATS
 
     def operands(self, node: Node) -> list[str]:
         """The inputs read per element (others, like Expand's shape, are compile-time only)."""
@@ -88,13 +92,18 @@ class Where(ElementwiseOp):
 class Cast(ElementwiseOp):
     name = "Cast"
     since = 6
-    dtypes = NUMBERS + (DType.BOOL, DType.F16)
+    dtypes = NUMBERS + (DType.BOOL,)
 
     def dtype_values(self, node: Node) -> list[str]:
         return [node.inputs[0], node.outputs[0]]
 
     def out_dtype(self, node: Node, dtypes: list[DType]) -> DType:
-        return DType.from_onnx(int(node.attrs["to"]))  # type: ignore[arg-type]
+        to = int(node.attrs["to"])  # type: ignore[arg-type]
+        try:
+            return DType.from_onnx(to)
+        except KeyError:
+            raise PycError("E008", f"Cast to {onnx.TensorProto.DataType.Name(to)} is not supported",
+                           where=f"node {node.name!r}") from None
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
         return args[0]
@@ -106,7 +115,7 @@ class Expand(ElementwiseOp):
 
     name = "Expand"
     since = 8
-    dtypes = NUMBERS + (DType.BOOL, DType.F16)
+    dtypes = NUMBERS + (DType.BOOL,)
     static_inputs = (1,)
 
     def operands(self, node: Node) -> list[str]:

@@ -21,9 +21,10 @@ from .registry import (
 )
 
 
-@register
-class Softmax(OpDef):
-    name = "Softmax"
+class RowwiseSoftmax(OpDef):
+    """Softmax-like ops over one axis (Softmax-13+) or over the input coerced to 2-D at `axis`
+    (versions before 13); the template's `kind` picks the row computation."""
+
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
     kernels = (KernelCandidate("softmax_rows", "softmax.c.j2"),)
@@ -40,11 +41,26 @@ class Softmax(OpDef):
         return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("Softmax is not constant-folded")
+        raise NotImplementedError(f"{node.op} is not constant-folded")
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         outer, row, inner = self.geometry(graph.types[node.inputs[0]].shape, node, graph.opset)
-        return {"outer": outer, "row": row, "inner": inner}
+        return {"outer": outer, "row": row, "inner": inner, "kind": node.op}
+
+
+@register
+class Softmax(RowwiseSoftmax):
+    name = "Softmax"
+
+
+@register
+class LogSoftmax(RowwiseSoftmax):
+    name = "LogSoftmax"
+
+
+@register
+class Hardmax(RowwiseSoftmax):
+    name = "Hardmax"
 
 
 @register
@@ -56,10 +72,13 @@ class LayerNormalization(OpDef):
     kernels = (KernelCandidate("layernorm_rows", "layernorm.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        if len([o for o in node.outputs if o]) > 1:
-            raise PycError("E008", "LayerNormalization Mean/InvStdDev outputs are not supported",
-                           where=node.name)
-        return [require(types, 0, node)]
+        x = require(types, 0, node)
+        if int(node.attrs.get("stash_type", 1)) != 1:  # type: ignore[arg-type]
+            raise PycError("E008", "LayerNormalization with stash_type other than 1 (float) is "
+                           "not supported", where=node.name)
+        axis = normalize_axis(int(node.attrs.get("axis", -1)), x.rank, node)  # type: ignore[arg-type]
+        stats = TensorType(DType.F32, x.shape[:axis] + (1,) * (x.rank - axis))
+        return [x] + [stats for _ in node.outputs[1:3]]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
@@ -71,9 +90,22 @@ class LayerNormalization(OpDef):
         if scale not in (1, row) or bias not in (0, 1, row):
             raise PycError("E008", "LayerNormalization scale/bias must cover the whole row",
                            where=node.name)
+        outputs = list(node.outputs) + ["", ""]
         return {"outer": math.prod(shape[:axis]), "row": row, "has_bias": has_bias,
                 "scale_stride": int(scale == row), "bias_stride": int(bias == row),
+                "has_mean": bool(outputs[1]), "has_inv_std": bool(outputs[2]),
                 "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("LayerNormalization is not constant-folded")
+        """numpy reference (float64 statistics): folds constant inputs, checks rewrites."""
+        x = np.asarray(inputs[0])
+        axis = normalize_axis(int(node.attrs.get("axis", -1)), x.ndim, node)  # type: ignore[arg-type]
+        axes = tuple(range(axis, x.ndim))
+        wide = x.astype(np.float64)
+        mean = wide.mean(axis=axes, keepdims=True)
+        var = ((wide - mean) ** 2).mean(axis=axes, keepdims=True)
+        y = (wide - mean) / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))  # type: ignore[arg-type]
+        y = y * np.asarray(inputs[1])
+        if len(inputs) > 2 and inputs[2] is not None:
+            y = y + np.asarray(inputs[2])
+        return [y.astype(x.dtype)]

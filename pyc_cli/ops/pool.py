@@ -1,5 +1,5 @@
-"""MaxPool / AveragePool (2-D, ceil_mode, count_include_pad); the global pools are rewritten
-to reductions by canonicalize."""
+"""MaxPool / AveragePool (1-D, 2-D and 3-D; ceil_mode, count_include_pad, dilations, MaxPool's
+Indices output); the global pools are rewritten to reductions by canonicalize."""
 
 from __future__ import annotations
 
@@ -9,37 +9,60 @@ from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .conv import window_geometry
-from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, ints_attr, register, require
+from .reduce import start_value
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    Scalar,
+    ints_attr,
+    register,
+    require,
+)
 
 
-class Pool2d(OpDef):
+class Pool(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("pool2d_direct", "pool2d.c.j2"),)
+    kernels = (KernelCandidate("pool_direct", "pool.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
-        if x.rank != 4:
-            raise PycError("E008", f"{node.op} of rank {x.rank} is not supported (2-D is)",
+        if x.rank not in (3, 4, 5):
+            raise PycError("E008", f"{node.op} of rank {x.rank} is not supported (1-D to 3-D are)",
                            where=node.name)
-        if len([o for o in node.outputs if o]) > 1:
-            raise PycError("E008", "MaxPool Indices output is not supported", where=node.name)
         kernel = tuple(ints_attr(node, "kernel_shape"))
         out = window_geometry(node, x.shape[2:], kernel)[3]
-        return [TensorType(x.dtype, (x.shape[0], x.shape[1], *out))]
+        result = [TensorType(x.dtype, (x.shape[0], x.shape[1], *out))]
+        if len(node.outputs) > 1 and node.outputs[1]:
+            result.append(TensorType(DType.I64, result[0].shape))
+        return result
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x = graph.types[node.inputs[0]]
         kernel = ints_attr(node, "kernel_shape")
         strides, dilations, begins, out, ends = window_geometry(node, x.shape[2:], tuple(kernel))
+        lift = 5 - x.rank  # 1-D and 2-D pools run as 3-D with unit leading dims
+
+        def dims(values: list[int], fill: int) -> list[int]:
+            return [fill] * lift + list(values)
+
+        (D, H, W), (OD, OH, OW) = dims(list(x.shape[2:]), 1), dims(out, 1)
+        column_major = int(node.attrs.get("storage_order", 0))  # type: ignore[arg-type]
         return {
-            "N": x.shape[0], "C": x.shape[1], "H": x.shape[2], "W": x.shape[3],
-            "OH": out[0], "OW": out[1], "KH": kernel[0], "KW": kernel[1],
-            "SH": strides[0], "SW": strides[1], "DH": dilations[0], "DW": dilations[1],
-            "PH": begins[0], "PW": begins[1], "PH_end": ends[0], "PW_end": ends[1],
+            "N": x.shape[0], "C": x.shape[1], "D": D, "H": H, "W": W, "OD": OD, "OH": OH, "OW": OW,
+            **dict(zip(("KD", "KH", "KW"), dims(kernel, 1))),
+            **dict(zip(("SD", "SH", "SW"), dims(strides, 1))),
+            **dict(zip(("DD", "DH", "DW"), dims(dilations, 1))),
+            **dict(zip(("PD", "PH", "PW"), dims(begins, 0))),
+            **dict(zip(("PD_end", "PH_end", "PW_end"), dims(ends, 0))),
             "is_max": node.op == "MaxPool",
+            "lowest": Scalar(x.dtype, start_value("lowest", x.dtype)),
+            "has_indices": len(node.outputs) > 1 and bool(node.outputs[1]),
+            "index_expr": f"(iw * {H} + ih) * {D} + id" if column_major else "at",
             "count_include_pad": int(node.attrs.get("count_include_pad", 0)),  # type: ignore[arg-type]
-            "out_coords": ["n", "c", "oh", "ow"],
         }
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -47,12 +70,13 @@ class Pool2d(OpDef):
 
 
 @register
-class MaxPool(Pool2d):
+class MaxPool(Pool):
     name = "MaxPool"
+    dtypes = (DType.F32, DType.F64, DType.I8, DType.U8)
 
 
 @register
-class AveragePool(Pool2d):
+class AveragePool(Pool):
     name = "AveragePool"
 
 

@@ -18,6 +18,7 @@ from .registry import (
     InValues,
     KernelCandidate,
     OpDef,
+    Scalar,
     ints_attr,
     normalize_axis,
     register,
@@ -84,10 +85,9 @@ class Reduce(OpDef):
         for i in reversed(range(x.rank)):
             out_strides.append(0 if i in axes else step)
             step *= 1 if i in axes else x.shape[i]
-        count = math.prod(x.shape[a] for a in axes)
+        start = Scalar(x.dtype, start_value(self.start, x.dtype))
         return {"in_shape": list(x.shape), "out_strides": list(reversed(out_strides)),
-                "count": count, "reducer": node.op, "start": start_value(self.start, x.dtype),
-                "dtype": x.dtype.value}
+                "count": math.prod(x.shape[a] for a in axes), "reducer": node.op, "start_c": start}
 
 
 def start_value(start: str, dtype: DType) -> float | int:

@@ -48,6 +48,14 @@ class KernelCandidate:
         return 0 if self.workspace is None else self.workspace(node, graph)
 
 
+@dataclass(frozen=True)
+class Scalar:
+    """A typed number in kernel params; the target prints it as a literal (e.g. -INFINITY)."""
+
+    dtype: DType
+    value: float | int
+
+
 class OpDef:
     """`since`/`until`: the ONNX schema versions of the op PyC implements (a model's opset picks
     one schema version per op; the importer rejects the others with PYC-E010). `dtypes`: element

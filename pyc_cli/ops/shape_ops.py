@@ -38,6 +38,7 @@ class ConstantOfShape(OpDef):
     since = 9
     category = SHAPE_ONLY
     dtypes = tuple(DType)
+    static_inputs = (0,)
 
     def _fill(self, node: Node) -> np.ndarray:
         value = node.attrs.get("value")

@@ -23,6 +23,7 @@ from ..ir.rewrite import bypass, insert_before, rename_value, typed_node
 from ..ops import registry
 from .context import PassContext
 from .infer_shapes import known_values
+from .layernorm_pattern import rewrite_manual_layernorms
 
 NAME = "canonicalize"
 
@@ -37,6 +38,7 @@ def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
             rule = _split_variadic
         if rule is not None:
             rule(graph, node, ctx, known)
+    rewrite_manual_layernorms(graph, ctx, known.get)
     _give_outputs_own_buffers(graph, ctx)
     graph.remove_unused_types()
     return graph
@@ -178,7 +180,7 @@ def _batchnorm_to_elementwise(graph: Graph, node: Node, ctx: PassContext) -> Non
     for index, (op, args) in enumerate(steps):
         inputs = [results[a] if isinstance(a, int) else a for a in args]
         last = index == len(steps) - 1
-        new_nodes.append(typed_node(graph, op, inputs, f"{node.name}_{op.lower()}",
+        new_nodes.append(typed_node(graph, op, inputs, f"{node.name}_{index}_{op.lower()}",
                                     output=out if last else None))
         results.append(new_nodes[-1].outputs[0])
     insert_before(graph, node, *new_nodes)
