@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     movement,
     norm,
     pool,
+    rearrange,
     reduce,
     shape_ops,
     unary,

@@ -82,6 +82,12 @@ class OpDef:
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        """Typed nodes of simpler ops that compute this one (canonicalize substitutes them; the
+        last ones define the node's outputs), or None when the op lowers on its own. `values`
+        holds the inputs known at compile time."""
+        return None
+
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         """Op-specific numbers a kernel template needs (shapes, strides, attributes)."""
         return {}

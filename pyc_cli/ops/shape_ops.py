@@ -52,3 +52,48 @@ class ConstantOfShape(OpDef):
         shape = tuple(int(d) for d in np.asarray(inputs[0]))
         fill = self._fill(node)
         return [np.full(shape, fill[0], dtype=fill.dtype)]
+
+
+@register
+class Size(OpDef):
+    name = "Size"
+    category = SHAPE_ONLY
+    dtypes = tuple(DType)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        require(types, 0, node)
+        return [TensorType(DType.I64, ())]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.array(np.asarray(inputs[0]).size, np.int64)]
+
+    def shape_value(self, node: Node, input_type: TensorType) -> np.ndarray:
+        return np.array(input_type.numel, np.int64)
+
+
+@register
+class Range(OpDef):
+    """start, limit and delta must be compile-time constants: they decide the output's shape."""
+
+    name = "Range"
+    since = 11
+    category = SHAPE_ONLY
+    dtypes = (DType.F32, DType.F64, DType.F16, DType.I16, DType.I32, DType.I64)
+    static_inputs = (0, 1, 2)
+
+    def _values(self, node: Node, values: InValues) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        start, limit, delta = (require_value(values, i, node, what).reshape(-1)[0]
+                               for i, what in enumerate(("start", "limit", "delta")))
+        return start, limit, delta
+
+    def _count(self, start: np.ndarray, limit: np.ndarray, delta: np.ndarray) -> int:
+        return max(int(np.ceil((limit - start) / delta)), 0)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        dtype = require(types, 0, node).dtype
+        return [TensorType(dtype, (self._count(*self._values(node, values)),))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        start, limit, delta = self._values(node, inputs)
+        count = self._count(start, limit, delta)
+        return [(start + np.arange(count) * delta).astype(np.asarray(inputs[0]).dtype)]

@@ -10,6 +10,8 @@
 - Variadic Max/Min/Sum become chains of two-operand nodes (one input: removed); Mean becomes a
   Sum chain and one Div.
 - BatchNormalization with statistics known only at run time becomes per-channel elementwise math.
+- Ops whose unit defines `decompose` (Tile, Split, DepthToSpace, ...) become the simpler ops it
+  returns.
 - Graph outputs that would alias another buffer (a view, a graph input, a repeated output) get an
   explicit pyc.Copy so every output owns the caller's buffer.
 """
@@ -38,6 +40,12 @@ def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
             rule = _split_variadic
         if rule is not None:
             rule(graph, node, ctx, known)
+        elif (replacement := registry.get(node.op).decompose(
+                node, graph, [known.get(name) for name in node.inputs])) is not None:
+            insert_before(graph, node, *replacement)
+            graph.nodes.remove(node)
+            ctx.log(NAME, [node.name], "decompose", f"{node.op} is computed by simpler ops",
+                    after=[n.op for n in replacement])
     rewrite_manual_layernorms(graph, ctx, known.get)
     _give_outputs_own_buffers(graph, ctx)
     graph.remove_unused_types()

@@ -40,15 +40,15 @@ def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
 
 
 def _reason(node: Node) -> str:
-    if node.op == "Shape":
+    if hasattr(registry.get(node.op), "shape_value"):
         return "input shape is static"
     return "all inputs are compile-time constants"
 
 
 def _try_fold(graph: Graph, node: Node) -> list[np.ndarray] | None:
     opdef = registry.get(node.op)
-    if node.op == "Shape":
-        return [opdef.shape_value(node, graph.types[node.inputs[0]])]  # type: ignore[attr-defined]
+    if hasattr(opdef, "shape_value"):  # Shape, Size: known from the static input type
+        return [opdef.shape_value(node, graph.types[node.inputs[0]])]
     inputs = node.present_inputs()
     if not all(graph.is_constant(i) for i in inputs) and opdef.category != SHAPE_ONLY:
         return None

@@ -54,7 +54,7 @@ def _propagate(graph: Graph, limit: int | None) -> tuple[dict[str, TensorType], 
 
 
 def _maybe_evaluate(node, opdef, in_types, in_values, out_types, known, limit) -> None:  # noqa: ANN001
-    if node.op == "Shape" and in_types[0] is not None:
+    if hasattr(opdef, "shape_value") and in_types[0] is not None:
         known[node.outputs[0]] = opdef.shape_value(node, in_types[0])
         return
     present = [v for name, v in zip(node.inputs, in_values) if name]

@@ -1,0 +1,232 @@
+"""Ops that canonicalize rewrites into views, Expand, Transpose, Slice and Where (their `decompose`):
+Tile, DepthToSpace, SpaceToDepth, Split and Trilu. No kernels of their own."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.rewrite import typed_node
+from ..ir.types import DType, TensorType
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    OpDef,
+    ints_attr,
+    normalize_axis,
+    register,
+    require,
+    require_value,
+)
+
+ALL_DTYPES = tuple(DType)
+
+
+def _shape_constant(graph: Graph, base: str, dims: list[int] | tuple[int, ...]) -> str:
+    return graph.add_constant(base, np.array(list(dims), np.int64))
+
+
+def _chain(graph: Graph, node: Node, steps: list[tuple[str, list[str], dict]]) -> list[Node]:
+    """Typed nodes applying `steps` (op, extra inputs, attrs) to the node's first input; the last
+    one defines the node's output."""
+    nodes: list[Node] = []
+    current = node.inputs[0]
+    for index, (op, extra, attrs) in enumerate(steps):
+        last = index == len(steps) - 1
+        nodes.append(typed_node(graph, op, [current, *extra], f"{node.name}_{index}_{op.lower()}",
+                                attrs, output=node.outputs[0] if last else None))
+        current = nodes[-1].outputs[0]
+    return nodes
+
+
+class Rearrange(OpDef):
+    category = KERNEL  # never lowered: canonicalize always decomposes it
+    dtypes = ALL_DTYPES
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0
+
+
+@register
+class Tile(Rearrange):
+    """x viewed as [1,d0,1,d1,..], expanded to [r0,d0,r1,d1,..], viewed as [r0*d0, r1*d1, ..]."""
+
+    name = "Tile"
+    since = 6
+    static_inputs = (1,)
+
+    def repeats(self, node: Node, rank: int, values: InValues) -> list[int]:
+        repeats = [int(r) for r in require_value(values, 1, node, "repeats").reshape(-1)]
+        if len(repeats) != rank or min(repeats, default=1) < 0:
+            raise PycError("E009", f"Tile repeats {repeats} do not fit rank {rank}", where=node.name)
+        return repeats
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        repeats = self.repeats(node, x.rank, values)
+        return [TensorType(x.dtype, tuple(d * r for d, r in zip(x.shape, repeats)))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        return [np.tile(x, self.repeats(node, x.ndim, inputs))]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        x = graph.types[node.inputs[0]]
+        repeats = self.repeats(node, x.rank, values)
+        spread = [v for d in x.shape for v in (1, d)]
+        expanded = [v for d, r in zip(x.shape, repeats) for v in (r, d)]
+        out = [d * r for d, r in zip(x.shape, repeats)]
+        return _chain(graph, node, [
+            ("Reshape", [_shape_constant(graph, f"{node.name}_spread", spread)], {}),
+            ("Expand", [_shape_constant(graph, f"{node.name}_expanded", expanded)], {}),
+            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], {}),
+        ])
+
+
+class BlockRearrange(Rearrange):
+    """DepthToSpace / SpaceToDepth: reshape, transpose, reshape (as their ONNX function bodies)."""
+
+    def block(self, node: Node) -> int:
+        return int(node.attrs["blocksize"])  # type: ignore[arg-type]
+
+    def plan(self, node: Node, shape: tuple[int, ...]) -> tuple[list[int], list[int], list[int]]:
+        """(intermediate shape, transpose perm, output shape)."""
+        raise NotImplementedError
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        if x.rank != 4:
+            raise PycError("E009", f"{node.op} needs a 4-D input", where=node.name)
+        return [TensorType(x.dtype, tuple(self.plan(node, x.shape)[2]))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        middle, perm, out = self.plan(node, x.shape)
+        return [np.ascontiguousarray(np.transpose(x.reshape(middle), perm)).reshape(out)]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        middle, perm, out = self.plan(node, graph.types[node.inputs[0]].shape)
+        return _chain(graph, node, [
+            ("Reshape", [_shape_constant(graph, f"{node.name}_blocks", middle)], {}),
+            ("Transpose", [], {"perm": perm}),
+            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], {}),
+        ])
+
+
+@register
+class DepthToSpace(BlockRearrange):
+    name = "DepthToSpace"
+    since = 11  # mode (DCR/CRD) exists from version 11
+
+    def plan(self, node: Node, shape: tuple[int, ...]) -> tuple[list[int], list[int], list[int]]:
+        n, c, h, w = shape
+        b = self.block(node)
+        if c % (b * b):
+            raise PycError("E009", f"DepthToSpace channels {c} not divisible by {b * b}",
+                           where=node.name)
+        out = [n, c // (b * b), h * b, w * b]
+        if str(node.attrs.get("mode", "DCR")) == "CRD":
+            return [n, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3], out
+        return [n, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2], out
+
+
+@register
+class SpaceToDepth(BlockRearrange):
+    name = "SpaceToDepth"
+
+    def plan(self, node: Node, shape: tuple[int, ...]) -> tuple[list[int], list[int], list[int]]:
+        n, c, h, w = shape
+        b = self.block(node)
+        if h % b or w % b:
+            raise PycError("E009", f"SpaceToDepth spatial dims {h}x{w} not divisible by {b}",
+                           where=node.name)
+        out = [n, c * b * b, h // b, w // b]
+        if str(node.attrs.get("mode", "DCR")) == "CRD":
+            return [n, c, h // b, b, w // b, b], [0, 1, 3, 5, 2, 4], out
+        return [n, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4], out
+
+
+@register
+class Split(Rearrange):
+    """One Slice per output, along `axis`; sizes from the `split` input (13+), the attribute
+    (older), `num_outputs` (18+) or an equal split."""
+
+    name = "Split"
+    since = 2
+    static_inputs = (1,)
+
+    def sizes(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, list[int]]:
+        axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape), node)  # type: ignore[arg-type]
+        dim, count = shape[axis], len(node.outputs)
+        if len(node.inputs) > 1 and node.inputs[1]:
+            sizes = [int(s) for s in require_value(values, 1, node, "split").reshape(-1)]
+        elif "split" in node.attrs:
+            sizes = ints_attr(node, "split")
+        elif "num_outputs" in node.attrs:
+            chunk = -(-dim // count)
+            sizes = [min(chunk, max(0, dim - chunk * k)) for k in range(count)]
+        else:
+            sizes = [dim // count] * count
+        if sum(sizes) != dim or len(sizes) != count:
+            raise PycError("E009", f"Split sizes {sizes} do not cover dim {dim} in {count} parts",
+                           where=node.name)
+        return axis, sizes
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        axis, sizes = self.sizes(node, x.shape, values)
+        return [TensorType(x.dtype, x.shape[:axis] + (s,) + x.shape[axis + 1:]) for s in sizes]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        axis, sizes = self.sizes(node, x.shape, inputs)
+        return [np.ascontiguousarray(part) for part in
+                np.split(x, np.cumsum(sizes)[:-1].tolist(), axis=axis)]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        axis, sizes = self.sizes(node, graph.types[node.inputs[0]].shape, values)
+        axes = _shape_constant(graph, f"{node.name}_axis", [axis])
+        nodes = []
+        for index, (out, begin) in enumerate(zip(node.outputs, [0, *np.cumsum(sizes).tolist()])):
+            if not out:
+                continue
+            starts = _shape_constant(graph, f"{node.name}_start{index}", [begin])
+            ends = _shape_constant(graph, f"{node.name}_end{index}", [begin + sizes[index]])
+            nodes.append(typed_node(graph, "Slice", [node.inputs[0], starts, ends, axes],
+                                    f"{node.name}_{index}_slice", output=out))
+        return nodes
+
+
+@register
+class Trilu(Rearrange):
+    """Where(constant triangle mask over the last two dims, x, 0)."""
+
+    name = "Trilu"
+    since = 14
+    static_inputs = (1,)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        if x.rank < 2:
+            raise PycError("E009", "Trilu needs a rank >= 2 input", where=node.name)
+        return [x]
+
+    def mask(self, node: Node, shape: tuple[int, ...], values: InValues) -> np.ndarray:
+        has_k = len(node.inputs) > 1 and bool(node.inputs[1])
+        k = int(require_value(values, 1, node, "k").reshape(-1)[0]) if has_k else 0
+        ones = np.ones(shape[-2:], bool)
+        upper = int(node.attrs.get("upper", 1))  # type: ignore[arg-type]
+        return np.triu(ones, k) if upper else np.tril(ones, k)
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        return [np.where(self.mask(node, x.shape, inputs), x, np.zeros((), x.dtype))]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        x = graph.types[node.inputs[0]]
+        mask = graph.add_constant(f"{node.name}_mask", self.mask(node, x.shape, values))
+        zero = graph.add_constant(f"{node.name}_zero", np.zeros((), x.dtype.numpy))
+        return [typed_node(graph, "Where", [mask, node.inputs[0], zero], f"{node.name}_where",
+                           output=node.outputs[0])]
