@@ -9,10 +9,13 @@ from . import (  # noqa: F401
     misc,
     movement,
     norm,
+    pad,
     pool,
     rearrange,
     reduce,
+    scan,
     shape_ops,
+    sort,
     unary,
     views,
 )

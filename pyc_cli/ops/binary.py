@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..ir.graph import Node
+from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from .elementwise import EW_FLOATS, NUMBERS, ElementwiseOp
 from .registry import register
@@ -101,6 +101,23 @@ class PRelu(Binary):
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(a < 0, a * b, a)
+
+
+@register
+class Mod(Binary):
+    """The result takes the divisor's sign (numpy's mod) unless fmod=1 (C's fmod / %, the
+    dividend's sign)."""
+
+    name = "Mod"
+    since = 10
+
+    def scalar_attrs(self, node: Node, graph: Graph) -> dict[str, float | int | str]:
+        return {"fmod": int(node.attrs.get("fmod", 0))}  # type: ignore[arg-type]
+
+    def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
+        if int(node.attrs.get("fmod", 0)):  # type: ignore[arg-type]
+            return np.fmod(args[0], args[1])
+        return np.mod(args[0], args[1])
 
 
 @register

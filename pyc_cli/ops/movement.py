@@ -176,3 +176,38 @@ class Gather(OpDef):
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0
+
+
+@register
+class GatherElements(OpDef):
+    """out[i..] = data[i.. with the axis coordinate replaced by indices[i..]] (negatives wrap)."""
+
+    name = "GatherElements"
+    since = 11
+    category = KERNEL
+    dtypes = ALL_DTYPES
+    kernels = (KernelCandidate("gather_elements", "gather_elements.c.j2"),)
+
+    def axis(self, node: Node, rank: int) -> int:
+        return normalize_axis(int(node.attrs.get("axis", 0)), rank, node)  # type: ignore[arg-type]
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        data, indices = require(types, 0, node), require(types, 1, node)
+        if data.rank != indices.rank:
+            raise PycError("E009", "GatherElements data and indices differ in rank", where=node.name)
+        return [TensorType(data.dtype, indices.shape)]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        data, indices = np.asarray(inputs[0]), np.asarray(inputs[1]).astype(np.int64)
+        axis = self.axis(node, data.ndim)
+        indices = np.where(indices < 0, indices + data.shape[axis], indices)
+        return [np.take_along_axis(data, indices, axis=axis)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        data, indices = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+        axis = self.axis(node, data.rank)
+        return {"dims": list(indices.shape), "axis": axis, "axis_dim": data.shape[axis],
+                "in_strides": contiguous_strides(data.shape)}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0

@@ -109,3 +109,28 @@ class LayerNormalization(OpDef):
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + np.asarray(inputs[2])
         return [y.astype(x.dtype)]
+
+
+@register
+class InstanceNormalization(OpDef):
+    """Per (n, c) normalization over the spatial dims with per-channel scale and bias."""
+
+    name = "InstanceNormalization"
+    since = 6
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64)
+    kernels = (KernelCandidate("instancenorm_rows", "instancenorm.c.j2"),)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        if x.rank < 3:
+            raise PycError("E009", "InstanceNormalization needs a rank >= 3 input", where=node.name)
+        return [x]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        shape = graph.types[node.inputs[0]].shape
+        return {"rows": shape[0] * shape[1], "channels": shape[1], "row": math.prod(shape[2:]),
+                "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        raise NotImplementedError("InstanceNormalization is not constant-folded")

@@ -1,0 +1,93 @@
+"""Pad (constant, edge, reflect, wrap; negative pads crop) with pads from the attribute (Pad-2)
+or constant inputs (Pad-11+, optional axes from 18)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .movement import contiguous_strides
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    Scalar,
+    ints_attr,
+    normalize_axis,
+    register,
+    require,
+    require_value,
+)
+
+MODES = ("constant", "edge", "reflect", "wrap")
+
+
+@register
+class Pad(OpDef):
+    name = "Pad"
+    since = 2
+    category = KERNEL
+    dtypes = tuple(d for d in DType if d is not DType.F16)
+    static_inputs = (1, 2, 3)
+    kernels = (KernelCandidate("pad_gather", "pad.c.j2"),)
+
+    def mode(self, node: Node) -> str:
+        mode = str(node.attrs.get("mode", "constant"))
+        if mode not in MODES:
+            raise PycError("E008", f"Pad mode {mode!r} is not supported", where=node.name)
+        return mode
+
+    def pads(self, node: Node, rank: int, values: InValues) -> tuple[list[int], list[int]]:
+        """(begin, end) pads per axis; negative values crop."""
+        if "pads" in node.attrs:
+            pads, axes = ints_attr(node, "pads"), list(range(rank))
+        else:
+            pads = [int(p) for p in require_value(values, 1, node, "pads").reshape(-1)]
+            has_axes = len(node.inputs) > 3 and bool(node.inputs[3])
+            axes = [normalize_axis(int(a), rank, node) for a in
+                    require_value(values, 3, node, "axes").reshape(-1)] if has_axes else list(range(rank))
+        if len(pads) != 2 * len(axes):
+            raise PycError("E009", f"Pad has {len(pads)} pads for {len(axes)} axes", where=node.name)
+        begin, end = [0] * rank, [0] * rank
+        for k, axis in enumerate(axes):
+            begin[axis], end[axis] = pads[k], pads[k + len(axes)]
+        return begin, end
+
+    def value(self, node: Node, values: InValues) -> float:
+        if len(node.inputs) > 2 and node.inputs[2]:
+            return require_value(values, 2, node, "constant_value").reshape(-1)[0].item()
+        return float(node.attrs.get("value", 0.0))  # type: ignore[arg-type]
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        self.mode(node)
+        begin, end = self.pads(node, x.rank, values)
+        shape = tuple(d + b + e for d, b, e in zip(x.shape, begin, end))
+        if min(shape, default=0) < 0:
+            raise PycError("E009", f"Pad crops below zero size: {list(shape)}", where=node.name)
+        return [TensorType(x.dtype, shape)]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        begin, end = self.pads(node, x.ndim, inputs)
+        crop = tuple(slice(max(0, -b), d - max(0, -e)) for d, b, e in zip(x.shape, begin, end))
+        widths = [(max(0, b), max(0, e)) for b, e in zip(begin, end)]
+        mode = {"edge": "edge", "reflect": "reflect", "wrap": "wrap"}.get(self.mode(node), "constant")
+        if mode == "constant":
+            return [np.pad(x[crop], widths, constant_values=self.value(node, inputs))]
+        return [np.pad(x[crop], widths, mode=mode)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        x, out = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
+        values: InValues = [graph.constants.get(n) if n else None for n in node.inputs]
+        begin, _ = self.pads(node, x.rank, values)
+        return {"out_dims": list(out.shape), "in_dims": list(x.shape), "begin": begin,
+                "in_strides": contiguous_strides(x.shape), "mode": self.mode(node),
+                "value": Scalar(x.dtype, self.value(node, values))}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0

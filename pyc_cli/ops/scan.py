@@ -1,0 +1,58 @@
+"""CumSum: running sums along one (constant) axis, optionally exclusive and/or reversed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    normalize_axis,
+    register,
+    require,
+    require_value,
+)
+
+
+@register
+class CumSum(OpDef):
+    name = "CumSum"
+    since = 11
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64, DType.I32, DType.I64, DType.U32, DType.U64)
+    static_inputs = (1,)
+    kernels = (KernelCandidate("cumsum_rows", "cumsum.c.j2"),)
+
+    def axis(self, node: Node, rank: int, values: InValues) -> int:
+        return normalize_axis(int(require_value(values, 1, node, "axis").reshape(-1)[0]), rank, node)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        self.axis(node, x.rank, values)
+        return [x]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        axis = self.axis(node, x.ndim, inputs)
+        reverse = int(node.attrs.get("reverse", 0))  # type: ignore[arg-type]
+        source = np.flip(x, axis) if reverse else x
+        total = np.cumsum(source, axis=axis, dtype=x.dtype)
+        if int(node.attrs.get("exclusive", 0)):  # type: ignore[arg-type]
+            total = total - source
+        return [np.ascontiguousarray(np.flip(total, axis) if reverse else total)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        shape = graph.types[node.inputs[0]].shape
+        values: InValues = [None, graph.constants.get(node.inputs[1])]
+        axis = self.axis(node, len(shape), values)
+        return {"outer": math.prod(shape[:axis]), "row": shape[axis],
+                "inner": math.prod(shape[axis + 1:]),
+                "exclusive": int(node.attrs.get("exclusive", 0)),  # type: ignore[arg-type]
+                "reverse": int(node.attrs.get("reverse", 0))}  # type: ignore[arg-type]

@@ -1,0 +1,73 @@
+"""TopK: the K largest (or smallest) elements along an axis, sorted, with their int64 indices;
+equal values keep the lower index first."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    normalize_axis,
+    register,
+    require,
+    require_value,
+)
+
+# the kernel sorts one row of indices on the stack
+MAX_ROW = 1 << 16
+
+
+@register
+class TopK(OpDef):
+    name = "TopK"
+    since = 10  # K is an input from version 10
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, DType.I64, DType.U8, DType.U16,
+              DType.U32, DType.U64)
+    static_inputs = (1,)
+    kernels = (KernelCandidate("topk_insertion", "topk.c.j2"),)
+
+    def geometry(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, int]:
+        axis = normalize_axis(int(node.attrs.get("axis", -1)), len(shape), node)  # type: ignore[arg-type]
+        k = int(require_value(values, 1, node, "K").reshape(-1)[0])
+        if not 0 <= k <= shape[axis]:
+            raise PycError("E009", f"TopK K={k} exceeds the axis size {shape[axis]}", where=node.name)
+        if shape[axis] > MAX_ROW:
+            raise PycError("E008", f"TopK over an axis longer than {MAX_ROW} is not supported",
+                           where=node.name)
+        return axis, k
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        axis, k = self.geometry(node, x.shape, values)
+        shape = x.shape[:axis] + (k,) + x.shape[axis + 1:]
+        return [TensorType(x.dtype, shape), TensorType(DType.I64, shape)][: len(node.outputs)]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        axis, k = self.geometry(node, x.shape, inputs)
+        largest = int(node.attrs.get("largest", 1))  # type: ignore[arg-type]
+        key = -x.astype(np.float64) if largest else x
+        order = np.argsort(key, axis=axis, kind="stable")
+        indices = np.take(order, np.arange(k), axis=axis)
+        return [np.take_along_axis(x, indices, axis=axis), indices.astype(np.int64)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        shape = graph.types[node.inputs[0]].shape
+        axis, k = self.geometry(node, shape, [None, graph.constants.get(node.inputs[1])])
+        largest = int(node.attrs.get("largest", 1))  # type: ignore[arg-type]
+        return {"outer": math.prod(shape[:axis]), "row": shape[axis],
+                "inner": math.prod(shape[axis + 1:]), "k": k, "before": ">" if largest else "<",
+                "has_indices": len(node.outputs) > 1 and bool(node.outputs[1])}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return graph.types[node.inputs[0]].numel * 8
