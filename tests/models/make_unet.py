@@ -1,0 +1,129 @@
+"""Generate ``unet.onnx``: a small UNet-style CNN for the memory benchmark.
+
+Usage::
+
+    python tests/models/make_unet.py [OUT_DIR] [--seed N]     # default OUT_DIR: tests/models
+
+Three down levels (conv blocks of 16, 32, 64 channels, each followed by MaxPool 2x2), a
+128-channel bottleneck, and three up levels: Resize (nearest, scale 2), Concat with the skip
+from the matching down level, then a conv block. A final 1x1 conv gives 2 class maps.
+Every conv is 3x3, padding 1, with BatchNorm (folded into the conv by the exporter) and ReLU.
+Down and up blocks have two convs, the bottleneck one (keeps the file under 1.5 MB).
+
+Input ``image`` float32 [1, 3, 128, 128], output ``logits`` float32 [1, 2, 128, 128]. Static
+shapes, opset 17, IR version 8, exported with ``torch.onnx.export(dynamo=False)``; needs
+``torch==2.13.0`` to reproduce the committed bytes (weights are seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_reference_models import TORCH_VERSION, _check, _finalize, _run_ort  # noqa: E402
+
+OPSET = 17
+CHANNELS = (16, 32, 64, 128)
+INPUT_SHAPE = (1, 3, 128, 128)
+CLASSES = 2
+MAX_BYTES = 1_500_000
+
+
+def build_module(seed: int):  # noqa: ANN201 (torch is imported lazily)
+    import torch
+    from torch import nn
+
+    def block(c_in: int, c_out: int, convs: int = 2) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for index in range(convs):
+            layers += [nn.Conv2d(c_in if index == 0 else c_out, c_out, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU()]
+        return nn.Sequential(*layers)
+
+    class UNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            c1, c2, c3, c4 = CHANNELS
+            self.down = nn.ModuleList([block(3, c1), block(c1, c2), block(c2, c3)])
+            self.pool = nn.MaxPool2d(2)
+            self.bottleneck = block(c3, c4, convs=1)
+            self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+            self.up = nn.ModuleList([block(c4 + c3, c3), block(c3 + c2, c2), block(c2 + c1, c1)])
+            self.head = nn.Conv2d(c1, CLASSES, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skips = []
+            for down in self.down:
+                x = down(x)
+                skips.append(x)
+                x = self.pool(x)
+            x = self.bottleneck(x)
+            for up, skip in zip(self.up, reversed(skips), strict=True):
+                x = up(torch.cat([self.upsample(x), skip], dim=1))
+            return self.head(x)
+
+    torch.manual_seed(seed)
+    module = UNet().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so the folded convs differ
+        for layer in module.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.weight.copy_(1.0 + 0.1 * torch.randn_like(layer.weight))
+                layer.bias.copy_(0.1 * torch.randn_like(layer.bias))
+                layer.running_mean.copy_(0.1 * torch.randn_like(layer.running_mean))
+                layer.running_var.copy_(torch.rand_like(layer.running_var) + 0.5)
+    return module
+
+
+def make_unet(seed: int) -> onnx.ModelProto:
+    import torch
+
+    if not torch.__version__.startswith(TORCH_VERSION):
+        print(f"warning: torch {torch.__version__} != {TORCH_VERSION}; unet.onnx will differ "
+              "from the committed file", file=sys.stderr)
+    module = build_module(seed)
+    image = np.random.default_rng([seed, 7]).standard_normal(INPUT_SHAPE).astype(np.float32)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # deprecated in torch, but it is the exporter we want
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript",
+                                DeprecationWarning)
+        torch.onnx.export(module, (torch.from_numpy(image),), buffer, dynamo=False,
+                          opset_version=OPSET, input_names=["image"], output_names=["logits"],
+                          do_constant_folding=True)
+    model = _finalize(onnx.load_from_string(buffer.getvalue()), "unet",
+                      f"PyC UNet-style benchmark CNN, channels {CHANNELS}, nearest Resize x2, "
+                      f"concat skips (seed={seed}, torch {torch.__version__})")
+    _check(model)
+    ops = {node.op_type for node in model.graph.node}
+    if not {"Resize", "Concat", "Conv", "MaxPool", "Relu"} <= ops:
+        raise RuntimeError(f"unexpected export, ops: {sorted(ops)}")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(image)).numpy()
+    (actual,) = _run_ort(model, {"image": image})
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    data = make_unet(args.seed).SerializeToString()
+    if len(data) >= MAX_BYTES:
+        raise SystemExit(f"unet.onnx would be {len(data)} bytes (limit {MAX_BYTES})")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    path = args.out_dir / "unet.onnx"
+    path.write_bytes(data)
+    print(f"wrote {path} ({len(data):,} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
