@@ -125,6 +125,10 @@ def _check_input_shape_names(onnx_graph: onnx.GraphProto, shapes: InputShapes,
 
 
 def _input_type(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> TensorType:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise PycError("E008", f"input {value.name!r} has type {kind or 'undefined'}; only tensor "
+                       "inputs are supported", where=f"input {value.name!r}")
     tensor_type = value.type.tensor_type
     try:
         dtype = DType.from_onnx(tensor_type.elem_type)

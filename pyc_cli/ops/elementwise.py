@@ -7,6 +7,7 @@ import onnx
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.rewrite import typed_node
 from ..ir.types import DType, TensorType
 from .registry import (
     ELEMENTWISE,
@@ -107,6 +108,33 @@ class Cast(ElementwiseOp):
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
         return args[0]
+
+
+@register
+class CastLike(ElementwiseOp):
+    """Cast to the element type of the second input; canonicalize rewrites it into Cast."""
+
+    name = "CastLike"
+    since = 15
+    dtypes = Cast.dtypes
+
+    def dtype_values(self, node: Node) -> list[str]:
+        return [node.inputs[0], node.inputs[1]]
+
+    def operands(self, node: Node) -> list[str]:
+        return [node.inputs[0]]
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x, like = require(types, 0, node), require(types, 1, node)
+        return [TensorType(like.dtype, x.shape)]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.asarray(inputs[0]).astype(np.asarray(inputs[1]).dtype)]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        to = graph.types[node.inputs[1]].dtype.to_onnx()
+        return [typed_node(graph, "Cast", [node.inputs[0]], f"{node.name}_cast", {"to": to},
+                           output=node.outputs[0])]
 
 
 @register

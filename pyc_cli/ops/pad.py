@@ -31,7 +31,7 @@ class Pad(OpDef):
     name = "Pad"
     since = 2
     category = KERNEL
-    dtypes = tuple(d for d in DType if d is not DType.F16)
+    dtypes = tuple(DType)
     static_inputs = (1, 2, 3)
     kernels = (KernelCandidate("pad_gather", "pad.c.j2"),)
 

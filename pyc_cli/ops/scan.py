@@ -1,4 +1,5 @@
-"""CumSum: running sums along one (constant) axis, optionally exclusive and/or reversed."""
+"""CumSum / CumProd: running sums or products along one (constant) axis, optionally exclusive
+and/or reversed."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class CumSum(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64, DType.I32, DType.I64, DType.U32, DType.U64)
     static_inputs = (1,)
-    kernels = (KernelCandidate("cumsum_rows", "cumsum.c.j2"),)
+    kernels = (KernelCandidate("cumulative_rows", "cumsum.c.j2"),)
+    numpy_fn = staticmethod(np.cumsum)
 
     def axis(self, node: Node, rank: int, values: InValues) -> int:
         return normalize_axis(int(require_value(values, 1, node, "axis").reshape(-1)[0]), rank, node)
@@ -43,9 +45,11 @@ class CumSum(OpDef):
         axis = self.axis(node, x.ndim, inputs)
         reverse = int(node.attrs.get("reverse", 0))  # type: ignore[arg-type]
         source = np.flip(x, axis) if reverse else x
-        total = np.cumsum(source, axis=axis, dtype=x.dtype)
+        total = self.numpy_fn(source, axis=axis, dtype=x.dtype)
         if int(node.attrs.get("exclusive", 0)):  # type: ignore[arg-type]
-            total = total - source
+            first = np.take(np.full_like(source, int(node.op == "CumProd")), [0], axis=axis)
+            rest = np.take(total, np.arange(source.shape[axis] - 1), axis=axis)
+            total = np.concatenate([first, rest], axis=axis)
         return [np.ascontiguousarray(np.flip(total, axis) if reverse else total)]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
@@ -54,5 +58,13 @@ class CumSum(OpDef):
         axis = self.axis(node, len(shape), values)
         return {"outer": math.prod(shape[:axis]), "row": shape[axis],
                 "inner": math.prod(shape[axis + 1:]),
+                "product": node.op == "CumProd",
                 "exclusive": int(node.attrs.get("exclusive", 0)),  # type: ignore[arg-type]
                 "reverse": int(node.attrs.get("reverse", 0))}  # type: ignore[arg-type]
+
+
+@register
+class CumProd(CumSum):
+    name = "CumProd"
+    since = 26
+    numpy_fn = staticmethod(np.cumprod)

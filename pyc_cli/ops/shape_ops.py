@@ -97,3 +97,28 @@ class Range(OpDef):
         start, limit, delta = self._values(node, inputs)
         count = self._count(start, limit, delta)
         return [(start + np.arange(count) * delta).astype(np.asarray(inputs[0]).dtype)]
+
+
+@register
+class EyeLike(OpDef):
+    """A 2-D identity-like constant (ones on diagonal k) shaped like its input."""
+
+    name = "EyeLike"
+    since = 9
+    category = SHAPE_ONLY
+    dtypes = tuple(DType)
+
+    def _dtype(self, node: Node, input_type: TensorType) -> DType:
+        return DType.from_onnx(int(node.attrs["dtype"])) if "dtype" in node.attrs else input_type.dtype  # type: ignore[arg-type]
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        return [TensorType(self._dtype(node, x), x.shape)]
+
+    def shape_value(self, node: Node, input_type: TensorType) -> np.ndarray:
+        rows, cols = input_type.shape
+        k = int(node.attrs.get("k", 0))  # type: ignore[arg-type]
+        return np.eye(rows, cols, k, dtype=self._dtype(node, input_type).numpy)
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [self.shape_value(node, TensorType.of(np.asarray(inputs[0])))]

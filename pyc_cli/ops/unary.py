@@ -241,6 +241,16 @@ class ThresholdedRelu(AlphaUnary):
 
 
 @register
+class Swish(AlphaUnary):
+    name = "Swish"
+    since = 24
+    defaults = {"alpha": 1.0}
+
+    def fn(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return x / (1 + np.exp(-self.params(node)["alpha"] * x))
+
+
+@register
 class HardSigmoid(AlphaUnary):
     name = "HardSigmoid"
     defaults = {"alpha": 0.2, "beta": 0.5}
