@@ -169,8 +169,12 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
         assert not inplace, f"{label}: in-place writes in latency_first"
     for t in inplace:
         step, n = producers[t.name]
-        assert n.op == "pyc.Elementwise", (label, t.name)
         victim = n.inputs[int(n.attrs["inplace_operand"])]
+        # only fused elementwise loops (any operand) and row-wise kernels that read a row
+        # before writing it (their declared input) may write in place
+        row_input = registry.get(n.op).inplace_input
+        assert n.op == "pyc.Elementwise" or (
+            row_input is not None and int(n.attrs["inplace_operand"]) == row_input), (label, t.name)
         storage = t.alias_of
         assert victim in tensors and (tensors[victim].alias_of or victim) == storage, (label, t.name)
         assert victim not in graph.outputs and victim not in graph.inputs

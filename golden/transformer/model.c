@@ -443,11 +443,11 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
 }
 
 /* step 10: Softmax -> softmax_rows */
-static int k10_softmax(const float* restrict X0, float* restrict Y) {
+static int k10_softmax(const float* X0, float* Y) {
   for (int64_t o = 0; o < 128; ++o) {
     for (int64_t in = 0; in < 1; ++in) {
-      const float* restrict x = X0 + o * 16 + in;
-      float* restrict y = Y + o * 16 + in;
+      const float* x = X0 + o * 16 + in;
+      float* y = Y + o * 16 + in;
       float m = x[0];
       for (int64_t r = 1; r < 16; ++r) m = x[r * 1] > m ? x[r * 1] : m;
       float s = 0;
@@ -637,10 +637,10 @@ static int k13_matmul(const float* restrict X0, const float* restrict X1, const 
 }
 
 /* step 14: LayerNormalization -> layernorm_rows */
-static int k14_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+static int k14_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   for (int64_t o = 0; o < 32; ++o) {
-    const float* restrict x = X0 + o * 64;
-    float* restrict y = Y + o * 64;
+    const float* x = X0 + o * 64;
+    float* y = Y + o * 64;
     float mean = 0;
     for (int64_t r = 0; r < 64; ++r) mean += x[r];
     mean /= 64;
@@ -823,10 +823,10 @@ static int k16_matmul(const float* restrict X0, const float* restrict X1, const 
 }
 
 /* step 17: LayerNormalization -> layernorm_rows */
-static int k17_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+static int k17_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   for (int64_t o = 0; o < 32; ++o) {
-    const float* restrict x = X0 + o * 64;
-    float* restrict y = Y + o * 64;
+    const float* x = X0 + o * 64;
+    float* y = Y + o * 64;
     float mean = 0;
     for (int64_t r = 0; r < 64; ++r) mean += x[r];
     mean /= 64;
@@ -1202,11 +1202,11 @@ static int k24_matmul(const float* restrict X0, const float* restrict X1, const 
 }
 
 /* step 25: Softmax -> softmax_rows */
-static int k25_softmax(const float* restrict X0, float* restrict Y) {
+static int k25_softmax(const float* X0, float* Y) {
   for (int64_t o = 0; o < 128; ++o) {
     for (int64_t in = 0; in < 1; ++in) {
-      const float* restrict x = X0 + o * 16 + in;
-      float* restrict y = Y + o * 16 + in;
+      const float* x = X0 + o * 16 + in;
+      float* y = Y + o * 16 + in;
       float m = x[0];
       for (int64_t r = 1; r < 16; ++r) m = x[r * 1] > m ? x[r * 1] : m;
       float s = 0;
@@ -1396,10 +1396,10 @@ static int k28_matmul(const float* restrict X0, const float* restrict X1, const 
 }
 
 /* step 29: LayerNormalization -> layernorm_rows */
-static int k29_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+static int k29_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   for (int64_t o = 0; o < 32; ++o) {
-    const float* restrict x = X0 + o * 64;
-    float* restrict y = Y + o * 64;
+    const float* x = X0 + o * 64;
+    float* y = Y + o * 64;
     float mean = 0;
     for (int64_t r = 0; r < 64; ++r) mean += x[r];
     mean /= 64;
@@ -1660,45 +1660,45 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   if (status != PYC_STATUS_OK) return status;
   status = k9_matmul((const float*)(arena + 16384), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k10_softmax((const float*)(arena + 8192), (float*)(arena + 16384));
+  status = k10_softmax((const float*)(arena + 8192), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k11_matmul((const float*)(arena + 16384), (const float*)(arena + 32768), (float*)(arena + 8192));
+  status = k11_matmul((const float*)(arena + 8192), (const float*)(arena + 32768), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k12_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
+  status = k12_transpose((const float*)(arena + 16384), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k13_matmul((const float*)(arena + 16384), (const float*)(weights + 59520), (const float*)(weights + 6016), (const float*)(arena + 0), (float*)(arena + 8192));
+  status = k13_matmul((const float*)(arena + 8192), (const float*)(weights + 59520), (const float*)(weights + 6016), (const float*)(arena + 0), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k14_layernormalization((const float*)(arena + 8192), (const float*)(weights + 4736), (const float*)(weights + 4480), (float*)(arena + 16384));
+  status = k14_layernormalization((const float*)(arena + 16384), (const float*)(weights + 4736), (const float*)(weights + 4480), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k15_matmul((const float*)(arena + 16384), (const float*)(weights + 75904), (const float*)(weights + 6784), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
   status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 7296), (const float*)(arena + 16384), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k17_layernormalization((const float*)(arena + 24576), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 0));
+  status = k17_layernormalization((const float*)(arena + 24576), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k18_matmul((const float*)(arena + 0), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 8192));
+  status = k18_matmul((const float*)(arena + 24576), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k19_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
+  status = k19_transpose((const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k20_matmul((const float*)(arena + 0), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 8192));
+  status = k20_matmul((const float*)(arena + 24576), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k21_matmul((const float*)(arena + 0), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 24576));
+  status = k21_matmul((const float*)(arena + 24576), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k22_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
+  status = k22_transpose((const float*)(arena + 16384), (float*)(arena + 32768));
   if (status != PYC_STATUS_OK) return status;
-  status = k23_transpose((const float*)(arena + 8192), (float*)(arena + 24576));
+  status = k23_transpose((const float*)(arena + 0), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k24_matmul((const float*)(arena + 16384), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 8192));
+  status = k24_matmul((const float*)(arena + 8192), (const float*)(arena + 16384), (const float*)(arena + 40960), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k25_softmax((const float*)(arena + 8192), (float*)(arena + 16384));
+  status = k25_softmax((const float*)(arena + 0), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k26_matmul((const float*)(arena + 16384), (const float*)(arena + 32768), (float*)(arena + 8192));
+  status = k26_matmul((const float*)(arena + 0), (const float*)(arena + 32768), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k27_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
+  status = k27_transpose((const float*)(arena + 8192), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k28_matmul((const float*)(arena + 16384), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 0), (float*)(arena + 8192));
+  status = k28_matmul((const float*)(arena + 0), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 24576), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k29_layernormalization((const float*)(arena + 8192), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
+  status = k29_layernormalization((const float*)(arena + 16384), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k30_matmul((const float*)(arena + 16384), (const float*)(weights + 206976), (const float*)(weights + 8576), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;

@@ -50,6 +50,7 @@ class KernelCall:
     epilogue: list[ScalarInstr] = field(default_factory=list)
     result: str = "acc"
     args: list[str] = field(default_factory=list)  # call-site pointer expressions, operand order
+    restrict: str = "restrict "  # empty when the output overwrites an input (in place)
 
 
 def c_literal(dtype: DType, value: float | int) -> str:
@@ -176,6 +177,8 @@ def kernel_call(graph: Graph, node: Node, index: int, template: str) -> KernelCa
     call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", template,
                       str(node.attrs["kernel"]), node.op, operands_for(graph, node), {},
                       out_type.dtype.c_type, out_type.numel)
+    if "inplace_operand" in node.attrs:
+        call.restrict = ""
     if node.op == "pyc.Elementwise":
         call.params, call.epilogue, call.result = elementwise_params(graph, node)
         return call

@@ -85,16 +85,18 @@ def _gemm_pays_off(node: Node, graph: Graph) -> bool:
 IM2COL_WORKSPACE_CAP = 512 * 1024
 
 
-def im2col_tile(reduction: int, pixels: int, itemsize: int) -> int:
-    """Output pixels per im2col tile: a multiple of 16 (the GEMM tile width) under the cap."""
-    fit = IM2COL_WORKSPACE_CAP // max(1, reduction * itemsize)
+def im2col_tile(reduction: int, pixels: int, itemsize: int, cap: int = IM2COL_WORKSPACE_CAP) -> int:
+    """Output pixels per im2col tile: a multiple of 16 (the GEMM tile width) under the cap
+    (the memory planner may lower the cap per node, e.g. in memory_first mode)."""
+    fit = cap // max(1, reduction * itemsize)
     return max(16, min(pixels, fit // 16 * 16 if fit >= 16 else 16))
 
 
 def _im2col_bytes(node: Node, graph: Graph) -> int:
     _, reduction, pixels, pointwise = _gemm_shape(node, graph)
     itemsize = graph.types[node.outputs[0]].dtype.itemsize
-    return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize) * itemsize
+    cap = int(node.attrs.get("workspace_cap", IM2COL_WORKSPACE_CAP))  # type: ignore[call-overload]
+    return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize, cap) * itemsize
 
 
 @register
@@ -140,7 +142,8 @@ class Conv(OpDef):
             and not any(begins) and (lift + out)[0] * out[-1] == math.prod(x.shape[2:]),
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
             "tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), math.prod(out),
-                                x.dtype.itemsize),
+                                x.dtype.itemsize,
+                                int(node.attrs.get("workspace_cap", IM2COL_WORKSPACE_CAP))),  # type: ignore[call-overload]
             "out_coords": ["n", "oc", "oh", "ow"] if not lift else ["n", "oc", "ow"],
         }
 

@@ -28,6 +28,7 @@ class RowwiseSoftmax(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
     kernels = (KernelCandidate("softmax_rows", "softmax.c.j2"),)
+    inplace_input = 0  # each row is read completely (max, sum) before the row is written
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         return [require(types, 0, node)]
@@ -70,6 +71,7 @@ class LayerNormalization(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
     kernels = (KernelCandidate("layernorm_rows", "layernorm.c.j2"),)
+    inplace_input = 0  # mean and variance are taken over a row before the row is written
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)

@@ -69,6 +69,9 @@ class OpDef:
     category: ClassVar[str] = KERNEL
     kernels: ClassVar[tuple[KernelCandidate, ...]] = ()
     accepts_epilogue: ClassVar[bool] = False
+    # the input a kernel may overwrite with its output when that input dies there: it reads
+    # every element it needs from a row before writing that row (elementwise ops: any operand)
+    inplace_input: ClassVar[int | None] = None
     dtypes: ClassVar[tuple[DType, ...]] = (DType.F32,)
     static_inputs: ClassVar[tuple[int, ...]] = ()
 

@@ -40,14 +40,25 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     return graph
 
 
+# the largest scratch one kernel may take (tiled kernels shrink their tiles to fit): memory_first
+# gives up a little GEMM width to keep scratch far below the activations
+WORKSPACE_CAPS = {"latency_first": 512 * 1024, "balanced": 512 * 1024, "memory_first": 32 * 1024}
+
+
 def _note_workspaces(graph: Graph, ctx: PassContext) -> None:
     """Kernels that need scratch (im2col columns) get it from the arena, live for one step."""
     target = get_target(ctx.options.target)
     for node in graph.nodes:
         chosen, _ = registry.select_kernel(node, graph, target.has_template)
-        scratch = chosen.workspace_bytes(node, graph) if chosen is not None else 0
+        if chosen is None or chosen.workspace is None:
+            continue
+        node.attrs["workspace_cap"] = WORKSPACE_CAPS[ctx.options.mode]
+        scratch = chosen.workspace_bytes(node, graph)
         if scratch:
             node.attrs["workspace_bytes"] = scratch
+            ctx.log(NAME, [node.name], "workspace", f"{chosen.name} needs scratch; tiles sized "
+                    f"to the {ctx.options.mode} cap of {WORKSPACE_CAPS[ctx.options.mode]} bytes",
+                    after=scratch)
 
 
 def _record_inplace(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
@@ -57,7 +68,7 @@ def _record_inplace(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
             continue
         node.attrs["inplace_operand"] = node.inputs.index(victim)
         ctx.log(NAME, [node.name], "inplace", f"writes over {victim!r}, which dies here: same "
-                "size, read at the same index it is written", after=victim)
+                "size, and the kernel reads each element before it overwrites it", after=victim)
 
 
 def _record_concat_slices(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:

@@ -249,9 +249,10 @@ def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage
     members, roots = storage.members, storage.roots
     for step, node in enumerate(graph.nodes):
         out = node.outputs[0] if node.outputs else ""
-        if node.op != "pyc.Elementwise" or out not in members:
+        candidates = _inplace_candidates(node)
+        if not candidates or out not in members or len([o for o in node.outputs if o]) > 1:
             continue
-        victim = _inplace_victim(graph, node, step, liveness, roots, members)
+        victim = _inplace_victim(graph, node, step, liveness, roots, members, candidates)
         if victim is None:
             continue
         target = _final_root(roots, victim)
@@ -261,10 +262,20 @@ def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage
         storage.inplace[node.name] = victim
 
 
+def _inplace_candidates(node: Node) -> list[str]:
+    """Inputs the node's kernel may overwrite: any operand of a fused elementwise loop (read at
+    the index it writes), or the one input a row-wise kernel reads fully before writing."""
+    if node.op == "pyc.Elementwise":
+        return list(node.inputs)
+    index = registry.get(node.op).inplace_input
+    return [node.inputs[index]] if index is not None and "epilogue" not in node.attrs else []
+
+
 def _inplace_victim(graph: Graph, node: Node, step: int, liveness: dict[str, Interval],
-                    roots: dict[str, str], members: dict[str, list[str]]) -> str | None:
+                    roots: dict[str, str], members: dict[str, list[str]],
+                    candidates: list[str]) -> str | None:
     out_type = graph.types[node.outputs[0]]
-    for value in node.inputs:
+    for value in candidates:
         root = _final_root(roots, value)
         if root not in members:
             continue  # not arena-resident (input, constant, output)
