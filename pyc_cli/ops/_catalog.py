@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     rearrange,
     reduce,
     scan,
+    scatter,
     shape_ops,
     sort,
     unary,

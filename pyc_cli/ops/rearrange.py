@@ -230,3 +230,59 @@ class Trilu(Rearrange):
         zero = graph.add_constant(f"{node.name}_zero", np.zeros((), x.dtype.numpy))
         return [typed_node(graph, "Where", [mask, node.inputs[0], zero], f"{node.name}_where",
                            output=node.outputs[0])]
+
+
+@register
+class OneHot(Rearrange):
+    """Where(Unsqueeze(indices) == arange(depth) or == arange(depth) - depth, on, off)."""
+
+    name = "OneHot"
+    since = 11  # negative indices count from the end from version 11
+    static_inputs = (1,)
+    dtypes = tuple(d for d in DType if d is not DType.BOOL)
+
+    def geometry(self, node: Node, rank: int, values: InValues) -> tuple[int, int]:
+        depth = int(require_value(values, 1, node, "depth").reshape(-1)[0])
+        axis = normalize_axis(int(node.attrs.get("axis", -1)), rank + 1, node)  # type: ignore[arg-type]
+        return depth, axis
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        indices, on_off = require(types, 0, node), require(types, 2, node)
+        depth, axis = self.geometry(node, indices.rank, values)
+        return [TensorType(on_off.dtype, indices.shape[:axis] + (depth,) + indices.shape[axis:])]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        indices, on_off = np.asarray(inputs[0]).astype(np.int64), np.asarray(inputs[2]).reshape(-1)
+        depth, axis = self.geometry(node, indices.ndim, inputs)
+        indices = np.where(indices < 0, indices + depth, indices)
+        hot = np.expand_dims(indices, axis) == np.arange(depth).reshape([depth] + [1] * (indices.ndim - axis))
+        return [np.where(hot, on_off[1], on_off[0])]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        indices = graph.types[node.inputs[0]]
+        depth, axis = self.geometry(node, indices.rank, values)
+        shape = [depth] + [1] * (indices.rank - axis)
+        positions = [graph.add_constant(f"{node.name}_{which}", (np.arange(depth) - offset).astype(
+            indices.dtype.numpy).reshape(shape)) for which, offset in (("arange", 0), ("from_end", depth))]
+        nodes = [typed_node(graph, "Unsqueeze", [node.inputs[0]], f"{node.name}_unsqueeze",
+                            {"axes": [axis]})]
+        for index, position in enumerate(positions):
+            nodes.append(typed_node(graph, "Equal", [nodes[0].outputs[0], position],
+                                    f"{node.name}_{index}_equal"))
+        nodes.append(typed_node(graph, "Or", [nodes[1].outputs[0], nodes[2].outputs[0]],
+                                f"{node.name}_hot"))
+        on_off = values[2]
+        if on_off is not None:
+            flat = np.asarray(on_off).reshape(-1)
+            off, on = (graph.add_constant(f"{node.name}_{which}", np.array(flat[k]))
+                       for k, which in ((0, "off"), (1, "on")))
+        else:
+            axes = _shape_constant(graph, f"{node.name}_axis", [0])
+            bounds = [_shape_constant(graph, f"{node.name}_b{k}", [k]) for k in range(3)]
+            parts = [typed_node(graph, "Slice", [node.inputs[2], bounds[k], bounds[k + 1], axes],
+                                f"{node.name}_{k}_value") for k in range(2)]
+            nodes += parts
+            off, on = parts[0].outputs[0], parts[1].outputs[0]
+        nodes.append(typed_node(graph, "Where", [nodes[3].outputs[0], on, off], f"{node.name}_where",
+                                output=node.outputs[0]))
+        return nodes
