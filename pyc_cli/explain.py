@@ -60,10 +60,14 @@ def _fusions(graph: Graph, decisions: list[dict[str, Any]]) -> list[dict[str, An
     epilogue is reported once, as part of that epilogue)."""
     reasons = {}
     for d in decisions:
-        if d["action"] in ("fuse_elementwise", "fuse_epilogue"):
+        if d["action"] in ("fuse_elementwise", "fuse_epilogue", "fuse_prologue"):
             reasons[d["nodes"][0]] = d["reason"]
     fused = []
     for node in graph.nodes:
+        if "prologue_from" in node.attrs:
+            ops = [i.op for i in parse_program(node.attrs["prologue"])] + [node.op]  # type: ignore[arg-type]
+            fused.append({"kind": "prologue", "nodes": [*node.attrs["prologue_from"], node.name],  # type: ignore[misc]
+                          "ops": ops, "reason": reasons.get(node.name, "")})
         if "epilogue_from" in node.attrs:
             merged = [node.name, *node.attrs["epilogue_from"]]  # type: ignore[misc]
             ops = [node.op] + [i.op for i in parse_program(node.attrs["epilogue"])]  # type: ignore[arg-type]

@@ -209,3 +209,41 @@ def test_branches_written_into_their_concat_slices(rng: np.random.Generator, tmp
             np.testing.assert_allclose(model.run({"x": x})["y"], onnxruntime_outputs(path, {"x": x})["y"],
                                        rtol=RTOL, atol=ATOL)
     assert bounds["memory_first"] <= bounds["balanced"]
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_preactivation_is_computed_inside_the_conv(kernel: int, rng: np.random.Generator,
+                                                   tmp_path: Path) -> None:
+    """BN+ReLU on a tensor that something else also reads (as in DenseNet, where it is a concat
+    output) feeds a conv: the conv applies it while gathering columns, no temporary is stored."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(name: str, array: np.ndarray) -> onnx.TensorProto:
+        return numpy_helper.from_array(array.astype(np.float32), name)
+
+    c = 12
+    inits = [init("g", rng.standard_normal(c)), init("b", rng.standard_normal(c)),
+             init("m", rng.standard_normal(c)), init("v", rng.random(c) + 0.5),
+             init("w", rng.standard_normal((8, c, kernel, kernel)) * 0.3),
+             init("cb", rng.standard_normal(8))]
+    pad = kernel // 2
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="shared"),
+             helper.make_node("BatchNormalization", ["s", "g", "b", "m", "v"], ["bn"], name="bn"),
+             helper.make_node("Relu", ["bn"], ["act"], name="relu"),
+             helper.make_node("Conv", ["act", "w", "cb"], ["conv"], name="conv",
+                              kernel_shape=[kernel, kernel], pads=[pad] * 4),
+             helper.make_node("Concat", ["s", "conv"], ["y"], axis=1, name="cat")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [2, c, 7, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, c + 8, 7, 9])],
+                              inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = pyc_cli.build(path, tmp_path / "art")
+    conv = next(n for n in result.graph.nodes if n.op == "Conv")
+    assert conv.attrs["prologue_from"] == ["bn_mul", "bn_add", "relu"]
+    assert [n.op for n in result.graph.nodes].count("pyc.Elementwise") == 1  # only the sigmoid
+    x = rng.standard_normal((2, c, 7, 9)).astype(np.float32)
+    with pyc_cli.load(tmp_path / "art") as model:
+        np.testing.assert_allclose(model.run({"x": x})["y"], onnxruntime_outputs(path, {"x": x})["y"],
+                                   rtol=RTOL, atol=ATOL)

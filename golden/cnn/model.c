@@ -58,6 +58,8 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t pn = 1024 - p0 < 1024 ? 1024 - p0 : 1024;
         float* restrict cols = WS;
         for (int64_t c = 0; c < 3; ++c) {
+          const int64_t ci = g * 3 + c;
+          (void)ci;
           for (int64_t kh = 0; kh < 3; ++kh) {
             for (int64_t kw = 0; kw < 3; ++kw) {
               float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 1024;
@@ -207,6 +209,8 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t pn = 256 - p0 < 256 ? 256 - p0 : 256;
         float* restrict cols = WS;
         for (int64_t c = 0; c < 16; ++c) {
+          const int64_t ci = g * 16 + c;
+          (void)ci;
           for (int64_t kh = 0; kh < 3; ++kh) {
             for (int64_t kw = 0; kw < 3; ++kw) {
               float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 256;
@@ -356,6 +360,8 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t pn = 64 - p0 < 64 ? 64 - p0 : 64;
         float* restrict cols = WS;
         for (int64_t c = 0; c < 32; ++c) {
+          const int64_t ci = g * 32 + c;
+          (void)ci;
           for (int64_t kh = 0; kh < 3; ++kh) {
             for (int64_t kw = 0; kw < 3; ++kw) {
               float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 64;

@@ -192,11 +192,8 @@ class _PointerTable:
         return f"{cast}(arena + {self.offsets[value]})"
 
     def arguments(self, node: Node) -> list[str]:
-        first = node.attrs.get("epilogue_first_input")
-        own = registry.own_inputs(node)
-        values = [v for v in own if v]
-        if first is not None:
-            values += node.inputs[int(first):]
+        own, epilogue, prologue = registry.fused_inputs(node)
+        values = [v for v in own if v] + epilogue + prologue
         args = [self.expr(v, False) for v in values]
         args += [self.expr(v, True) for v in node.outputs if v]
         return args

@@ -49,6 +49,8 @@ class KernelCall:
     out_numel: int
     epilogue: list[ScalarInstr] = field(default_factory=list)
     result: str = "acc"
+    prologue: list[ScalarInstr] = field(default_factory=list)
+    prologue_result: str = ""
     args: list[str] = field(default_factory=list)  # call-site pointer expressions, operand order
     restrict: str = "restrict "  # empty when the output overwrites an input (in place)
 
@@ -143,26 +145,38 @@ def epilogue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[
     lines = node.attrs.get("epilogue")
     if not lines:
         return [], "acc"
-    first = int(node.attrs["epilogue_first_input"])  # type: ignore[arg-type]
     out_shape = graph.types[node.outputs[0]].shape
     exprs = [f"E{k}[{index_expression(coords, broadcast_strides(graph.types[v].shape, out_shape))}]"
-             for k, v in enumerate(node.inputs[first:])]
+             for k, v in enumerate(registry.fused_inputs(node)[1])]
     program = render_program(parse_program(lines), exprs, "acc")  # type: ignore[arg-type]
     return program, program[-1].dst
 
 
+def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
+    """The elementwise program a kernel applies to its input 0 as it reads it, with operands
+    indexed at the input's coordinates."""
+    lines = node.attrs.get("prologue")
+    if not lines:
+        return [], ""
+    in_shape = graph.types[node.inputs[0]].shape
+    exprs = [f"P{k}[{index_expression(coords, broadcast_strides(graph.types[v].shape, in_shape))}]"
+             for k, v in enumerate(registry.fused_inputs(node)[2])]
+    program = render_program(parse_program(lines), exprs, "")  # type: ignore[arg-type]
+    return program, program[-1].dst
+
+
 def operands_for(graph: Graph, node: Node) -> list[Operand]:
-    first = node.attrs.get("epilogue_first_input")
-    own = registry.own_inputs(node)
+    own, epilogue, prologue = registry.fused_inputs(node)
     inplace = node.attrs.get("inplace_operand")
     operands = []
     for k, value in enumerate(own):
         if value:
             operands.append(Operand(f"X{k}", graph.types[value].dtype.c_type,
                                     restrict=inplace is None))
-    if first is not None:
-        for k, value in enumerate(node.inputs[int(first):]):  # type: ignore[call-overload]
-            operands.append(Operand(f"E{k}", graph.types[value].dtype.c_type))
+    for k, value in enumerate(epilogue):
+        operands.append(Operand(f"E{k}", graph.types[value].dtype.c_type))
+    for k, value in enumerate(prologue):
+        operands.append(Operand(f"P{k}", graph.types[value].dtype.c_type))
     for k, value in enumerate(node.outputs):
         if value:
             name = "Y" if k == 0 else f"Y{k}"
@@ -188,6 +202,9 @@ def kernel_call(graph: Graph, node: Node, index: int, template: str) -> KernelCa
     coords = call.params.get("out_coords")
     if coords is not None:
         call.epilogue, call.result = epilogue_program(graph, node, list(coords))  # type: ignore[arg-type]
+    in_coords = call.params.get("in_coords")
+    if in_coords is not None:
+        call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type]
     if node.op in ("Transpose", "Slice"):
         dims, sets = coalesce(out_type.shape, [contiguous_strides(out_type.shape),
                                                list(call.params["in_strides"])])  # type: ignore[arg-type]

@@ -108,8 +108,13 @@ class Conv(OpDef):
     kernels = (
         KernelCandidate("conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0,
                         _im2col_bytes),
-        KernelCandidate("conv2d_direct", "conv2d.c.j2", cost_factor=4.0),
+        KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: "prologue" not in n.attrs,
+                        cost_factor=4.0),
     )
+
+    def takes_prologue(self, node: Node, graph: Graph) -> bool:
+        """The im2col kernel can apply an elementwise prologue while it gathers columns."""
+        return _gemm_pays_off(node, graph)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x, w = require(types, 0, node), require(types, 1, node)
@@ -138,13 +143,16 @@ class Conv(OpDef):
             "DH": (lift + dilations)[0], "DW": dilations[-1],
             "PH": ([0] + begins)[-2] if lift else begins[0], "PW": begins[-1],
             "G": group, "CG": x.shape[1] // group, "OCG": w.shape[0] // group,
-            "pointwise": w.shape[2:] == (1,) * (x.rank - 2) and set(strides) == {1}
+            "pointwise": "prologue" not in node.attrs and w.shape[2:] == (1,) * (x.rank - 2)
+            and set(strides) == {1}
             and not any(begins) and (lift + out)[0] * out[-1] == math.prod(x.shape[2:]),
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
             "tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), math.prod(out),
                                 x.dtype.itemsize,
                                 int(node.attrs.get("workspace_cap", IM2COL_WORKSPACE_CAP))),  # type: ignore[call-overload]
             "out_coords": ["n", "oc", "oh", "ow"] if not lift else ["n", "oc", "ow"],
+            # input coordinates a fused prologue indexes its operands by
+            "in_coords": ["n", "ci", "ih", "iw"] if not lift else ["n", "ci", "iw"],
         }
 
     def flops(self, node: Node, graph: Graph) -> int:

@@ -181,10 +181,17 @@ def normalize_axis(axis: int, rank: int, node: Node) -> int:
     return axis + rank if axis < 0 else axis
 
 
+def fused_inputs(node: Node) -> tuple[list[str], list[str], list[str]]:
+    """A node's inputs split into (its own, a fused epilogue's operands, a fused prologue's
+    operands); fusion appends epilogue operands, then the prologue's at the very end."""
+    end = len(node.inputs) - int(node.attrs.get("prologue_inputs", 0))  # type: ignore[call-overload]
+    first = int(node.attrs.get("epilogue_first_input", end))  # type: ignore[call-overload]
+    return node.inputs[:first], node.inputs[first:end], node.inputs[end:]
+
+
 def own_inputs(node: Node) -> list[str]:
-    """A node's inputs without the operands a fused epilogue appended."""
-    first = node.attrs.get("epilogue_first_input")
-    return node.inputs if first is None else node.inputs[: int(first)]  # type: ignore[call-overload]
+    """A node's inputs without the operands fused epilogues and prologues appended."""
+    return fused_inputs(node)[0]
 
 
 def ints_attr(node: Node, key: str, default: list[int] | None = None) -> list[int]:

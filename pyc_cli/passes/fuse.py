@@ -23,6 +23,7 @@ def fuse(graph: Graph, ctx: PassContext) -> Graph:
     for group in _elementwise_groups(graph):
         _replace_group(graph, group, ctx)
     _fuse_epilogues(graph, ctx)
+    _fuse_prologues(graph, ctx)
     graph.remove_unused_types()
     return graph
 
@@ -128,9 +129,9 @@ def _absorb_user(graph: Graph, anchor: Node, ctx: PassContext) -> bool:
                 f"operand {late[0]!r} is computed after {anchor.name!r}, so it cannot be read "
                 "while the anchor stores its output")
         return False
-    first = int(anchor.attrs.get("epilogue_first_input", len(anchor.inputs)))  # type: ignore[arg-type]
+    own, extra, prologue = registry.fused_inputs(anchor)
+    first = len(own)
     existing = parse_program(anchor.attrs.get("epilogue", []))  # type: ignore[arg-type]
-    extra = anchor.inputs[first:]
     arg_map: dict[str, str] = {}
     for index, value in enumerate(user.inputs):
         if value == out:
@@ -140,7 +141,7 @@ def _absorb_user(graph: Graph, anchor: Node, ctx: PassContext) -> bool:
                 extra.append(value)
             arg_map[f"in{index}"] = f"in{extra.index(value)}"
     program = existing + renumber(parse_program(user.attrs["program"]), arg_map, len(existing))  # type: ignore[arg-type]
-    anchor.inputs = anchor.inputs[:first] + extra
+    anchor.inputs = own + extra + prologue
     anchor.attrs["epilogue_first_input"] = first
     anchor.attrs["epilogue"] = format_program(program)
     fused_from = list(anchor.attrs.get("epilogue_from", [])) + list(user.attrs["fused_from"])  # type: ignore[arg-type]
@@ -161,3 +162,38 @@ def _defined_before(graph: Graph, anchor: Node) -> set[str]:
             return available
         available.update(o for o in node.outputs if o)
     return available
+
+
+# ---------------------------------------------------------------- prologues
+
+
+def _fuse_prologues(graph: Graph, ctx: PassContext) -> None:
+    """A conv whose input is a private elementwise result (e.g. BN+ReLU before a DenseNet conv)
+    computes that result while it gathers its input columns: the full-size temporary goes."""
+    conv = registry.get("Conv")
+    for node in list(graph.nodes):
+        if node.op == "Conv" and "prologue" not in node.attrs and \
+                conv.takes_prologue(node, graph):  # type: ignore[attr-defined]
+            _absorb_producer(graph, node, ctx)
+
+
+def _absorb_producer(graph: Graph, conv: Node, ctx: PassContext) -> None:
+    value = conv.inputs[0]
+    producer = graph.producers().get(value)
+    users = graph.consumers().get(value, [])
+    if producer is None or producer.op != "pyc.Elementwise" or value in graph.outputs or \
+            len(users) != 1 or graph.types[value].dtype != graph.types[conv.outputs[0]].dtype:
+        return
+    source = next((v for v in producer.inputs if graph.types[v] == graph.types[value]), None)
+    if source is None:
+        return  # the conv's X0 must keep a tensor of the input's type (shapes, strides)
+    conv.inputs = [source] + conv.inputs[1:] + list(producer.inputs)
+    conv.attrs["prologue_inputs"] = len(producer.inputs)
+    conv.attrs["prologue"] = list(producer.attrs["program"])  # type: ignore[arg-type]
+    conv.attrs["prologue_from"] = list(producer.attrs["fused_from"])  # type: ignore[arg-type]
+    graph.nodes.remove(producer)
+    graph.types.pop(value)
+    ctx.log(NAME, [conv.name, *producer.attrs["fused_from"]], "fuse_prologue",  # type: ignore[misc]
+            f"{conv.op} computes {'+'.join(i.op for i in parse_program(producer.attrs['program']))} "  # type: ignore[arg-type]
+            "on its input as it gathers columns: the full-size intermediate is never stored",
+            before=1 + len(producer.attrs["fused_from"]), after=1)  # type: ignore[arg-type]

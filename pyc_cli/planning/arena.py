@@ -131,6 +131,13 @@ def hill_climb(blocks: list[Block], neighbours: list[list[int]], start: list[int
     return order, best
 
 
+def peak_step(blocks: list[Block]) -> int:
+    """The (first) schedule step at which the most bytes are live."""
+    steps = sorted({b.life.start for b in blocks})
+    return max(steps, key=lambda s: (sum(b.nbytes for b in blocks if b.life.start <= s <= b.life.end),
+                                     -s), default=0)
+
+
 def lower_bound(blocks: list[Block]) -> int:
     """Largest total size of blocks live at one step: no placement can use less."""
     steps = {b.life.start for b in blocks}

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..ir.graph import Graph, Node
 from ..ops import registry
-from .arena import Block, align, assign_offsets, lower_bound
+from .arena import Block, align, assign_offsets, lower_bound, peak_step
 from .liveness import Interval, compute_liveness
 
 # offset assignment is the same in every mode (the smallest arena for the schedule costs no
@@ -103,7 +103,8 @@ class Storage:
 
 
 def analyze_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
-                    concat_in_place: bool = True) -> Storage:
+                    concat_in_place: bool = True, keep_copies: frozenset[str] = frozenset()
+                    ) -> Storage:
     roots = storage_roots(graph)
     arena_values = [v for v in graph.intermediates() if _in_arena(graph, roots, v)]
     members: dict[str, list[str]] = {}
@@ -112,17 +113,17 @@ def analyze_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
     reasons = {v: "own buffer" if roots[v] == v else f"view of {roots[v]}" for v in arena_values}
     storage = Storage(roots, members, reasons, {}, arena_values)
     if concat_in_place:
-        _merge_concat_inputs(graph, storage)
+        _merge_concat_inputs(graph, storage, keep_copies)
     if mode != "latency_first":
         _merge_inplace(graph, liveness, storage)
     return storage
 
 
-def _merge_concat_inputs(graph: Graph, storage: Storage) -> None:
+def _merge_concat_inputs(graph: Graph, storage: Storage, keep_copies: frozenset[str]) -> None:
     """Let producers write straight into their slice of a Concat output (no copy), where the
     slices are contiguous and each input owns a whole storage of exactly its size."""
     for node in graph.nodes:
-        host = node.outputs[0] if node.op == "Concat" else ""
+        host = node.outputs[0] if node.op == "Concat" and node.name not in keep_copies else ""
         if host not in storage.members or _final_root(storage.roots, host) != host:
             continue
         out = graph.types[host]
@@ -182,15 +183,29 @@ def peak_bytes(graph: Graph, mode: str, alignment: int) -> int:
 def _choose_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
                     alignment: int) -> tuple[Storage, int]:
     """Writing concat inputs in place saves copies but holds the whole concat buffer from its
-    first producer on; latency_first always takes it, the other modes only when the peak does
-    not grow."""
-    storage = analyze_storage(graph, liveness, mode)
-    peak = lower_bound(storage_blocks(graph, storage, liveness, alignment))
-    if mode == "latency_first" or not storage.concat_slices:
-        return storage, peak
-    separate = analyze_storage(graph, liveness, mode, concat_in_place=False)
-    separate_peak = lower_bound(storage_blocks(graph, separate, liveness, alignment))
-    return (separate, separate_peak) if separate_peak < peak else (storage, peak)
+    first producer on. latency_first always takes it; the other modes turn it off, one concat
+    at a time, for concats whose buffer is live at the peak step while that lowers the peak."""
+    def evaluate(keep: frozenset[str]) -> tuple[Storage, int, list[Block]]:
+        candidate = analyze_storage(graph, liveness, mode, keep_copies=keep)
+        blocks = storage_blocks(graph, candidate, liveness, alignment)
+        return candidate, lower_bound(blocks), blocks
+
+    keep: frozenset[str] = frozenset()
+    storage, peak, blocks = evaluate(keep)
+    while mode != "latency_first" and storage.concat_slices:
+        step = peak_step(blocks)
+        live = {b.name for b in blocks if b.life.start <= step <= b.life.end}
+        suspects = [n.name for n in graph.nodes if n.name in storage.concat_slices
+                    and _final_root(storage.roots, n.outputs[0]) in live]
+        for name in suspects:
+            trial = evaluate(keep | {name})
+            if trial[1] < peak:
+                keep = keep | {name}
+                storage, peak, blocks = trial
+                break
+        else:
+            break
+    return storage, peak
 
 
 def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment: int) -> MemoryPlan:
