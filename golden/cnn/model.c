@@ -484,7 +484,7 @@ static int k5_reducemean(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 6: MatMul -> matmul_rowpanel */
+/* step 6: MatMul -> matmul_tiles */
 static int k6_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   {
     const float* restrict A = X0;

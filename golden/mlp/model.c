@@ -46,7 +46,7 @@ double cos(double);
 #endif
 
 
-/* step 0: MatMul -> matmul_rowpanel */
+/* step 0: MatMul -> matmul_tiles */
 static int k0_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   {
     const float* restrict A = X0;
@@ -124,7 +124,7 @@ static int k0_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-/* step 1: MatMul -> matmul_rowpanel */
+/* step 1: MatMul -> matmul_tiles */
 static int k1_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   {
     const float* restrict A = X0;
@@ -202,7 +202,7 @@ static int k1_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-/* step 2: MatMul -> matmul_rowpanel */
+/* step 2: MatMul -> matmul_tiles */
 static int k2_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   {
     const float* restrict A = X0;

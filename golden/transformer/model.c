@@ -81,7 +81,7 @@ static int k2_elementwise(const int64_t* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 3: MatMul -> matmul_rowpanel */
+/* step 3: MatMul -> matmul_tiles */
 static int k3_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -174,7 +174,7 @@ static int k4_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 5: MatMul -> matmul_rowpanel */
+/* step 5: MatMul -> matmul_tiles */
 static int k5_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -252,7 +252,7 @@ static int k5_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-/* step 6: MatMul -> matmul_rowpanel */
+/* step 6: MatMul -> matmul_tiles */
 static int k6_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -358,7 +358,7 @@ static int k8_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 9: MatMul -> matmul_rowpanel */
+/* step 9: MatMul -> matmul_tiles */
 static int k9_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
@@ -463,7 +463,7 @@ static int k10_softmax(const float* X0, float* Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 11: MatMul -> matmul_rowpanel */
+/* step 11: MatMul -> matmul_tiles */
 static int k11_matmul(const float* restrict X0, const float* restrict X1, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
@@ -556,13 +556,13 @@ static int k12_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 13: MatMul -> matmul_rowpanel */
-static int k13_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
+/* step 13: MatMul -> matmul_tiles */
+static int k13_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
+    float* C = Y + b0 * 1024;
   typedef float pyc_vec __attribute__((vector_size(32)));
   for (int64_t j0 = 0; j0 < 64; j0 += 16) {
     const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
@@ -654,7 +654,7 @@ static int k14_layernormalization(const float* X0, const float* X1, const float*
   return PYC_STATUS_OK;
 }
 
-/* step 15: MatMul -> matmul_rowpanel */
+/* step 15: MatMul -> matmul_tiles */
 static int k15_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -742,13 +742,13 @@ static int k15_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 16: MatMul -> matmul_rowpanel */
-static int k16_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
+/* step 16: MatMul -> matmul_tiles */
+static int k16_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 2048;
     const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
+    float* C = Y + b0 * 1024;
   typedef float pyc_vec __attribute__((vector_size(32)));
   for (int64_t j0 = 0; j0 < 64; j0 += 16) {
     const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
@@ -840,7 +840,7 @@ static int k17_layernormalization(const float* X0, const float* X1, const float*
   return PYC_STATUS_OK;
 }
 
-/* step 18: MatMul -> matmul_rowpanel */
+/* step 18: MatMul -> matmul_tiles */
 static int k18_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -933,7 +933,7 @@ static int k19_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 20: MatMul -> matmul_rowpanel */
+/* step 20: MatMul -> matmul_tiles */
 static int k20_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -1011,7 +1011,7 @@ static int k20_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 21: MatMul -> matmul_rowpanel */
+/* step 21: MatMul -> matmul_tiles */
 static int k21_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -1117,7 +1117,7 @@ static int k23_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 24: MatMul -> matmul_rowpanel */
+/* step 24: MatMul -> matmul_tiles */
 static int k24_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
@@ -1222,7 +1222,7 @@ static int k25_softmax(const float* X0, float* Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 26: MatMul -> matmul_rowpanel */
+/* step 26: MatMul -> matmul_tiles */
 static int k26_matmul(const float* restrict X0, const float* restrict X1, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
@@ -1315,13 +1315,13 @@ static int k27_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 28: MatMul -> matmul_rowpanel */
-static int k28_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
+/* step 28: MatMul -> matmul_tiles */
+static int k28_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
     const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
+    float* C = Y + b0 * 1024;
   typedef float pyc_vec __attribute__((vector_size(32)));
   for (int64_t j0 = 0; j0 < 64; j0 += 16) {
     const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
@@ -1413,7 +1413,7 @@ static int k29_layernormalization(const float* X0, const float* X1, const float*
   return PYC_STATUS_OK;
 }
 
-/* step 30: MatMul -> matmul_rowpanel */
+/* step 30: MatMul -> matmul_tiles */
 static int k30_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -1509,13 +1509,13 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 31: MatMul -> matmul_rowpanel */
-static int k31_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, const float* restrict E1, float* restrict Y) {
+/* step 31: MatMul -> matmul_tiles */
+static int k31_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 2048;
     const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
+    float* C = Y + b0 * 1024;
   typedef float pyc_vec __attribute__((vector_size(32)));
   for (int64_t j0 = 0; j0 < 64; j0 += 16) {
     const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
@@ -1640,55 +1640,55 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   const unsigned char* const weights = model->weights;
   (void)arena; (void)weights;
   int status = PYC_STATUS_OK;
-  status = k0_gather((const float*)(weights + 272512), (const int64_t*)inputs[0], (float*)(arena + 0));
+  status = k0_gather((const float*)(weights + 272512), (const int64_t*)inputs[0], (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k1_elementwise((const float*)(arena + 0), (const float*)(weights + 128), (float*)(arena + 0));
+  status = k1_elementwise((const float*)(arena + 16384), (const float*)(weights + 128), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k2_elementwise((const int64_t*)inputs[1], (float*)(arena + 40960));
   if (status != PYC_STATUS_OK) return status;
-  status = k3_matmul((const float*)(arena + 0), (const float*)(weights + 10368), (const float*)(weights + 6272), (float*)(arena + 8192));
+  status = k3_matmul((const float*)(arena + 16384), (const float*)(weights + 10368), (const float*)(weights + 6272), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k4_transpose((const float*)(arena + 8192), (float*)(arena + 16384));
+  status = k4_transpose((const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k5_matmul((const float*)(arena + 0), (const float*)(weights + 26752), (const float*)(weights + 5760), (float*)(arena + 8192));
+  status = k5_matmul((const float*)(arena + 16384), (const float*)(weights + 26752), (const float*)(weights + 5760), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k6_matmul((const float*)(arena + 0), (const float*)(weights + 43136), (const float*)(weights + 6528), (float*)(arena + 24576));
+  status = k6_matmul((const float*)(arena + 16384), (const float*)(weights + 43136), (const float*)(weights + 6528), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
   status = k7_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
   if (status != PYC_STATUS_OK) return status;
-  status = k8_transpose((const float*)(arena + 8192), (float*)(arena + 24576));
+  status = k8_transpose((const float*)(arena + 0), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k9_matmul((const float*)(arena + 16384), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 8192));
+  status = k9_matmul((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k10_softmax((const float*)(arena + 8192), (float*)(arena + 8192));
+  status = k10_softmax((const float*)(arena + 0), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k11_matmul((const float*)(arena + 8192), (const float*)(arena + 32768), (float*)(arena + 16384));
+  status = k11_matmul((const float*)(arena + 0), (const float*)(arena + 32768), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k12_transpose((const float*)(arena + 16384), (float*)(arena + 8192));
+  status = k12_transpose((const float*)(arena + 8192), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k13_matmul((const float*)(arena + 8192), (const float*)(weights + 59520), (const float*)(weights + 6016), (const float*)(arena + 0), (float*)(arena + 16384));
+  status = k13_matmul((const float*)(arena + 0), (const float*)(weights + 59520), (const float*)(weights + 6016), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k14_layernormalization((const float*)(arena + 16384), (const float*)(weights + 4736), (const float*)(weights + 4480), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k15_matmul((const float*)(arena + 16384), (const float*)(weights + 75904), (const float*)(weights + 6784), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 7296), (const float*)(arena + 16384), (float*)(arena + 24576));
+  status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 7296), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k17_layernormalization((const float*)(arena + 24576), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 24576));
+  status = k17_layernormalization((const float*)(arena + 16384), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k18_matmul((const float*)(arena + 24576), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 0));
+  status = k18_matmul((const float*)(arena + 16384), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
   status = k19_transpose((const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k20_matmul((const float*)(arena + 24576), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 0));
+  status = k20_matmul((const float*)(arena + 16384), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k21_matmul((const float*)(arena + 24576), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 16384));
+  status = k21_matmul((const float*)(arena + 16384), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k22_transpose((const float*)(arena + 16384), (float*)(arena + 32768));
+  status = k22_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
   if (status != PYC_STATUS_OK) return status;
-  status = k23_transpose((const float*)(arena + 0), (float*)(arena + 16384));
+  status = k23_transpose((const float*)(arena + 0), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k24_matmul((const float*)(arena + 8192), (const float*)(arena + 16384), (const float*)(arena + 40960), (float*)(arena + 0));
+  status = k24_matmul((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
   status = k25_softmax((const float*)(arena + 0), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
@@ -1696,15 +1696,15 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   if (status != PYC_STATUS_OK) return status;
   status = k27_transpose((const float*)(arena + 8192), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k28_matmul((const float*)(arena + 0), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 24576), (float*)(arena + 16384));
+  status = k28_matmul((const float*)(arena + 0), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k29_layernormalization((const float*)(arena + 16384), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k30_matmul((const float*)(arena + 16384), (const float*)(weights + 206976), (const float*)(weights + 8576), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k31_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 24576));
+  status = k31_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k32_layernormalization((const float*)(arena + 24576), (const float*)(weights + 10112), (const float*)(weights + 9856), (float*)outputs[0]);
+  status = k32_layernormalization((const float*)(arena + 16384), (const float*)(weights + 10112), (const float*)(weights + 9856), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
 }

@@ -174,7 +174,7 @@ def operands_for(graph: Graph, node: Node) -> list[Operand]:
             operands.append(Operand(f"X{k}", graph.types[value].dtype.c_type,
                                     restrict=inplace is None))
     for k, value in enumerate(epilogue):
-        operands.append(Operand(f"E{k}", graph.types[value].dtype.c_type))
+        operands.append(Operand(f"E{k}", graph.types[value].dtype.c_type, restrict=inplace is None))
     for k, value in enumerate(prologue):
         operands.append(Operand(f"P{k}", graph.types[value].dtype.c_type))
     for k, value in enumerate(node.outputs):

@@ -107,7 +107,7 @@ class Conv(OpDef):
     dtypes = (DType.F32, DType.F64)
     kernels = (
         KernelCandidate("conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0,
-                        _im2col_bytes),
+                        _im2col_bytes, stores_once=True),
         KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: "prologue" not in n.attrs,
                         cost_factor=4.0),
     )

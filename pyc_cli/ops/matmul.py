@@ -56,7 +56,7 @@ class MatMul(OpDef):
     accepts_epilogue = True
     dtypes = (DType.F32, DType.F64)
     kernels = (
-        KernelCandidate("matmul_rowpanel", "matmul.c.j2", cost_factor=1.0),
+        KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True),
         KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0),
     )
 

@@ -40,6 +40,9 @@ class KernelCandidate:
     applies: Callable[[Node, Graph], bool] | None = None
     cost_factor: float = 1.0
     workspace: Callable[[Node, Graph], int] | None = None  # scratch bytes the planner provides
+    # each output element is stored once, after its epilogue operands are read at that same
+    # index: an epilogue operand that dies here may share the output's bytes
+    stores_once: bool = False
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)

@@ -50,6 +50,8 @@ def _note_workspaces(graph: Graph, ctx: PassContext) -> None:
     target = get_target(ctx.options.target)
     for node in graph.nodes:
         chosen, _ = registry.select_kernel(node, graph, target.has_template)
+        if chosen is not None and chosen.stores_once and "epilogue" in node.attrs:
+            node.attrs["stores_once"] = 1  # lets an epilogue operand be overwritten in place
         if chosen is None or chosen.workspace is None:
             continue
         node.attrs["workspace_cap"] = WORKSPACE_CAPS[ctx.options.mode]

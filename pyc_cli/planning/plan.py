@@ -282,8 +282,13 @@ def _inplace_candidates(node: Node) -> list[str]:
     the index it writes), or the one input a row-wise kernel reads fully before writing."""
     if node.op == "pyc.Elementwise":
         return list(node.inputs)
+    if "epilogue" in node.attrs:
+        own, epilogue, prologue = registry.fused_inputs(node)
+        # an operand the kernel also reads as a main input is read after outputs are stored
+        return [v for v in epilogue if v not in own and v not in prologue] \
+            if node.attrs.get("stores_once") else []
     index = registry.get(node.op).inplace_input
-    return [node.inputs[index]] if index is not None and "epilogue" not in node.attrs else []
+    return [node.inputs[index]] if index is not None else []
 
 
 def _inplace_victim(graph: Graph, node: Node, step: int, liveness: dict[str, Interval],
