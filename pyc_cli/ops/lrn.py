@@ -1,0 +1,56 @@
+"""LRN: local response normalization across channels (AlexNet, GoogLeNet)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PycError
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, TensorType
+from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, register, require
+
+
+@register
+class LRN(OpDef):
+    """y = x / (bias + alpha / size * sum of x^2 over `size` neighbouring channels) ^ beta."""
+
+    name = "LRN"
+    category = KERNEL
+    dtypes = (DType.F32, DType.F64)
+    kernels = (KernelCandidate("lrn_channels", "lrn.c.j2"),)
+
+    def window(self, node: Node) -> tuple[int, int]:
+        """Channels before and after the centre that the window covers."""
+        size = int(node.attrs["size"])  # type: ignore[call-overload]
+        return (size - 1) // 2, int(math.ceil((size - 1) / 2))
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        if x.rank < 3:
+            raise PycError("E009", "LRN needs an input of rank 3 or more", where=node.name)
+        return [x]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        x = np.asarray(inputs[0])
+        before, after = self.window(node)
+        size = int(node.attrs["size"])  # type: ignore[call-overload]
+        alpha = float(node.attrs.get("alpha", 1e-4))  # type: ignore[arg-type]
+        beta = float(node.attrs.get("beta", 0.75))  # type: ignore[arg-type]
+        bias = float(node.attrs.get("bias", 1.0))  # type: ignore[arg-type]
+        square = x.astype(np.float64) ** 2
+        total = np.zeros_like(square)
+        for c in range(x.shape[1]):
+            total[:, c] = square[:, max(0, c - before):min(x.shape[1], c + after + 1)].sum(axis=1)
+        return [(x / (bias + alpha / size * total) ** beta).astype(x.dtype)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        shape = graph.types[node.inputs[0]].shape
+        before, after = self.window(node)
+        size = int(node.attrs["size"])  # type: ignore[call-overload]
+        return {"N": shape[0], "C": shape[1], "inner": math.prod(shape[2:]),
+                "before": before, "after": after,
+                "scale": float(node.attrs.get("alpha", 1e-4)) / size,  # type: ignore[arg-type]
+                "beta": float(node.attrs.get("beta", 0.75)),  # type: ignore[arg-type]
+                "bias": float(node.attrs.get("bias", 1.0))}  # type: ignore[arg-type]
