@@ -247,3 +247,36 @@ def test_preactivation_is_computed_inside_the_conv(kernel: int, rng: np.random.G
     with pyc_cli.load(tmp_path / "art") as model:
         np.testing.assert_allclose(model.run({"x": x})["y"], onnxruntime_outputs(path, {"x": x})["y"],
                                    rtol=RTOL, atol=ATOL)
+
+
+def test_memory_first_rematerializes_a_cheap_long_lived_value(rng: np.random.Generator,
+                                                             tmp_path: Path) -> None:
+    """m = sigmoid(x) is read at the start and again at the end; holding it across the big
+    middle raises the peak, recomputing it from x before its last use does not."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def weight(name: str) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal((256, 256)) * 0.06).astype(np.float32),
+                                       name)
+
+    nodes = [helper.make_node("Sigmoid", ["x"], ["m"], name="gate"),
+             helper.make_node("MatMul", ["m", "w1"], ["a"], name="mm1"),
+             helper.make_node("Relu", ["a"], ["ar"], name="r1"),
+             helper.make_node("MatMul", ["ar", "w2"], ["b"], name="mm2"),
+             helper.make_node("Tanh", ["b"], ["bt"], name="t2"),
+             helper.make_node("MatMul", ["bt", "w3"], ["c"], name="mm3"),
+             helper.make_node("Add", ["c", "m"], ["y"], name="residual")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])],
+                              [weight("w1"), weight("w2"), weight("w3")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    balanced = pyc_cli.build(path, tmp_path / "balanced", mode="balanced")
+    lean = pyc_cli.build(path, tmp_path / "lean", mode="memory_first")
+    assert any(d.action == "rematerialize" for d in lean.context.decisions)
+    assert lean.plan.lower_bound_bytes < balanced.plan.lower_bound_bytes
+    assert sum(n.attrs.get("program") == ["t0:f32=Sigmoid(in0)"] for n in lean.graph.nodes) == 2
+    x = rng.standard_normal((64, 256)).astype(np.float32)
+    with pyc_cli.load(tmp_path / "lean") as model:
+        np.testing.assert_allclose(model.run({"x": x})["y"], onnxruntime_outputs(path, {"x": x})["y"],
+                                   rtol=RTOL, atol=ATOL)

@@ -1,34 +1,33 @@
-"""Memory planning: choose the schedule (memory_first reorders it), alias views and in-place
-results, and place every intermediate in one aligned arena (see planning/)."""
+"""Memory planning: give kernels their scratch, choose the schedule (memory_first reorders it and
+rematerializes cheap values), alias views and in-place results, and place every intermediate in
+one aligned arena (see planning/). The figures the other modes would give are recorded too."""
 
 from __future__ import annotations
 
 from ..codegen.targets import get_target
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph
 from ..ops import registry
 from ..planning.liveness import compute_liveness
 from ..planning.plan import MemoryPlan, build_plan
+from ..planning.remat import rematerialize
 from ..planning.schedule import best_schedule
 from .context import MODES, PassContext
 
 NAME = "plan_memory"
 
+# the largest scratch one kernel may take (tiled kernels shrink their tiles to fit): memory_first
+# gives up a little GEMM width to keep scratch far below the activations
+WORKSPACE_CAPS = {"latency_first": 512 * 1024, "balanced": 512 * 1024, "memory_first": 32 * 1024}
+
 
 def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     mode, alignment = ctx.options.mode, ctx.options.alignment
-    schedule, given = "given", list(graph.nodes)
-    _note_workspaces(graph, ctx)
-    if mode == "memory_first":
-        schedule, order, peaks = best_schedule(graph, mode, alignment)
-        ctx.log(NAME, [], "schedule", "memory_first runs the candidate order with the lowest "
-                "peak of live bytes", before=peaks["given"], after=peaks[schedule],
-                chosen=schedule, candidates=peaks)
-        if order != graph.nodes:
-            graph.nodes = order
-            ctx.artifacts["liveness"] = compute_liveness(graph)
+    original = graph.clone()  # the what-if figures start from the same graph
+    schedule = _prepare(graph, mode, ctx, log=True)
+    ctx.artifacts["liveness"] = compute_liveness(graph)
     plan = build_plan(graph, ctx.artifacts["liveness"], mode, alignment)
     plan.schedule = schedule
-    plan.what_if = _what_if(graph, given, ctx, plan)
+    plan.what_if = _what_if(original, ctx, plan)
     _record_inplace(graph, plan, ctx)
     _record_concat_slices(graph, plan, ctx)
     ctx.artifacts["memory_plan"] = plan
@@ -40,27 +39,44 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     return graph
 
 
-# the largest scratch one kernel may take (tiled kernels shrink their tiles to fit): memory_first
-# gives up a little GEMM width to keep scratch far below the activations
-WORKSPACE_CAPS = {"latency_first": 512 * 1024, "balanced": 512 * 1024, "memory_first": 32 * 1024}
+def _prepare(graph: Graph, mode: str, ctx: PassContext, log: bool) -> str:
+    """Mode-specific changes before placement; returns the schedule's name."""
+    _note_kernel_needs(graph, mode, ctx, log)
+    if mode != "memory_first":
+        return "given"
+    schedule, order, peaks = best_schedule(graph, mode, ctx.options.alignment)
+    graph.nodes = order
+    remats = rematerialize(graph, mode, ctx.options.alignment)
+    if log:
+        ctx.log(NAME, [], "schedule", "memory_first runs the candidate order with the lowest "
+                "peak of live bytes", before=peaks["given"], after=peaks[schedule],
+                chosen=schedule, candidates=peaks)
+        for remat in remats:
+            ctx.log(NAME, [remat.value, *remat.users],
+                    "rematerialize" if remat.kept else "keep_live",
+                    "recomputed next to its later users: the peak drops" if remat.kept else
+                    "cheap to recompute, but recomputing would not lower the peak",
+                    before=remat.before, after=remat.after)
+    return schedule
 
 
-def _note_workspaces(graph: Graph, ctx: PassContext) -> None:
-    """Kernels that need scratch (im2col columns) get it from the arena, live for one step."""
+def _note_kernel_needs(graph: Graph, mode: str, ctx: PassContext, log: bool) -> None:
+    """Kernels that need scratch (im2col columns) get it from the arena, live for one step;
+    kernels that store each element once may take an epilogue operand's bytes."""
     target = get_target(ctx.options.target)
     for node in graph.nodes:
         chosen, _ = registry.select_kernel(node, graph, target.has_template)
         if chosen is not None and chosen.stores_once and "epilogue" in node.attrs:
-            node.attrs["stores_once"] = 1  # lets an epilogue operand be overwritten in place
+            node.attrs["stores_once"] = 1
         if chosen is None or chosen.workspace is None:
             continue
-        node.attrs["workspace_cap"] = WORKSPACE_CAPS[ctx.options.mode]
+        node.attrs["workspace_cap"] = WORKSPACE_CAPS[mode]
         scratch = chosen.workspace_bytes(node, graph)
         if scratch:
             node.attrs["workspace_bytes"] = scratch
-            ctx.log(NAME, [node.name], "workspace", f"{chosen.name} needs scratch; tiles sized "
-                    f"to the {ctx.options.mode} cap of {WORKSPACE_CAPS[ctx.options.mode]} bytes",
-                    after=scratch)
+            if log:
+                ctx.log(NAME, [node.name], "workspace", f"{chosen.name} needs scratch; tiles "
+                        f"sized to the {mode} cap of {WORKSPACE_CAPS[mode]} bytes", after=scratch)
 
 
 def _record_inplace(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
@@ -84,18 +100,14 @@ def _record_concat_slices(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> N
                 "the inputs need no buffers of their own", after=[node.inputs[i] for i in placed])
 
 
-def _what_if(graph: Graph, given: list[Node], ctx: PassContext,
-             plan: MemoryPlan) -> dict[str, dict[str, int]]:
+def _what_if(original: Graph, ctx: PassContext, plan: MemoryPlan) -> dict[str, dict[str, int]]:
     """Arena, no-reuse and lower bound the other modes would give (for `pyc explain`)."""
     results = {plan.mode: _figures(plan)}
-    position = {node.name: index for index, node in enumerate(given)}
     for mode in MODES:
         if mode == plan.mode:
             continue
-        other = graph.clone()
-        other.nodes.sort(key=lambda n: position[n.name])
-        if mode == "memory_first":
-            other.nodes = best_schedule(other, mode, ctx.options.alignment)[1]
+        other = original.clone()
+        _prepare(other, mode, ctx, log=False)
         results[mode] = _figures(build_plan(other, compute_liveness(other), mode,
                                             ctx.options.alignment))
     return results
