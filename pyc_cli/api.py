@@ -46,10 +46,32 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
-    graph = import_model(model_path, input_shapes)
+    try:
+        graph = import_model(model_path, input_shapes)
+    except PycError as exc:
+        raise _with_every_problem(exc, model_path, input_shapes) from exc
     ctx = PassContext(BuildOptions(mode=mode, target=target))
     ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
     return run_pipeline(graph, ctx, stop_after), ctx
+
+
+def _with_every_problem(exc: PycError, model_path: str | Path,
+                        input_shapes: dict[str, tuple[int, ...]] | None) -> PycError:
+    """A build stopped by an unsupported node reports every problem of the model, as
+    `pyc check` does, not only the first."""
+    if exc.code not in ("E007", "E008", "E009", "E010"):
+        return exc
+    from .check import check_model
+
+    try:
+        report = check_model(model_path, input_shapes)
+    except PycError:
+        return exc
+    if report.failing_nodes <= 1:
+        return exc
+    return PycError(exc.code, f"{report.failing_nodes} node(s) cannot be compiled: "
+                    f"{report.summary()}", where=Path(model_path).name,
+                    hint="`pyc check MODEL` prints this report; see docs/op_coverage.md")
 
 
 # with a memory budget, modes are tried fastest first and the first that fits is kept

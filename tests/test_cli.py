@@ -359,3 +359,51 @@ def test_explain_refuses_a_tampered_artifact(mlp_artifact: Path, tmp_path: Path)
     code, output = invoke("explain", str(copy), "--html", str(tmp_path / "r.html"))
     assert_user_error(code, output, "E031")
     assert not (tmp_path / "r.html").exists()
+
+
+def _model_with_several_problems(tmp_path: Path) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    shape = helper.make_tensor_value_info("target", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="fine_relu"),
+             helper.make_node("FancyOp", ["a"], ["b"], name="custom", domain="com.vendor"),
+             helper.make_node("NonZero", ["x"], ["nz"], name="nonzero"),
+             helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to_half"),
+             helper.make_node("MatMul", ["h", "wh"], ["hm"], name="half_matmul"),
+             helper.make_node("Reshape", ["x", "target"], ["r"], name="runtime_reshape"),
+             helper.make_node("Resize", ["a", "", "sc"], ["rz"], name="cubic_resize", mode="cubic"),
+             helper.make_node("Add", ["a", "a"], ["y"], name="fine_add")]
+    inits = [numpy_helper.from_array(np.ones((8, 4), np.float16), "wh"),
+             numpy_helper.from_array(np.ones(2, np.float32), "sc")]
+    graph = helper.make_graph(nodes, "g", [x, shape], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.vendor", 1)])
+    path = tmp_path / "several.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_check_reports_every_problem_grouped_by_reason(tmp_path: Path) -> None:
+    path = _model_with_several_problems(tmp_path)
+    code, output = invoke("check", str(path), "--json")
+    assert code == 1
+    report = json.loads(output)
+    problems = {reason: sorted(p["node"] for p in group) for reason, group in report["problems"].items()}
+    assert problems == {"unknown op": ["custom", "nonzero"], "dtype": ["half_matmul"],
+                        "attribute value": ["cubic_resize"],
+                        "data-dependent shape": ["runtime_reshape"]}
+    assert report["nodes"] == 8 and report["supported_nodes"] == 3
+    assert report["node_share"] == pytest.approx(3 / 8) and 0 < report["flop_share"] < 1
+    assert report["assumed_dims"] == ["x"]
+    code, text = invoke("check", str(path))
+    assert code == 1 and "3/8 nodes" in text and "data-dependent shape (1):" in text
+    assert invoke("check", str(MLP.path), "--input-shape", "x=2,64")[0] == 0
+
+
+def test_build_failure_lists_every_problem(tmp_path: Path) -> None:
+    path = _model_with_several_problems(tmp_path)
+    code, output = invoke("build", str(path), "--input-shape", "x=2,8", "-o", str(tmp_path / "out"))
+    assert_user_error(code, output, "E007")
+    for node in ("custom", "nonzero", "half_matmul", "cubic_resize", "runtime_reshape"):
+        assert node in output
+    assert not (tmp_path / "out").exists()

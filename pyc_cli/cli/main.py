@@ -204,6 +204,33 @@ def _latency(times: list[float]) -> dict[str, Any]:
 
 
 @main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
+              help="Fix the shape of an input (symbolic dims are otherwise taken as 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@reports_errors
+def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
+    """Report every node of MODEL that PyC cannot compile, grouped by reason, with the share of
+    nodes and FLOPs that are supported. Exits 1 when something is unsupported."""
+    from ..check import check_model
+
+    report = check_model(model, dict(parse_input_shape(t) for t in input_shapes))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), sort_keys=True))
+    else:
+        click.echo(f"{report.model}: {report.nodes - report.failing_nodes}/{report.nodes} nodes "
+                   f"({report.node_share:.1%}) and {report.flop_share:.1%} of FLOPs compile")
+        if report.assumed_dims:
+            click.echo(f"  symbolic dims taken as 1 for: {', '.join(report.assumed_dims)}")
+        for reason, problems in report.problems.items():
+            click.echo(f"{reason} ({len(problems)}):")
+            for problem in problems:
+                click.echo(f"  {problem.node!r} {problem.op}: {problem.detail}")
+    if report.problems:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),

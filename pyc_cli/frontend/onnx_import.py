@@ -87,7 +87,9 @@ def _default_opset(model: ModelProto) -> int:
     raise PycError("E010", "the model imports no default-domain opset", hint="re-export it")
 
 
-def convert(model: ModelProto, input_shapes: InputShapes) -> Graph:
+def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True) -> Graph:
+    """ONNX graph -> untyped PyC graph. `check_ops=False` (pyc check) keeps unsupported nodes
+    so that every problem can be reported, not just the first kind."""
     opset = _default_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise PycError("E010", f"opset {opset} is outside the supported range {MIN_OPSET}..{MAX_OPSET}",
@@ -96,7 +98,8 @@ def convert(model: ModelProto, input_shapes: InputShapes) -> Graph:
     constants = {t.name: _to_array(t) for t in onnx_graph.initializer}
     graph = Graph(onnx_graph.name or "main", [], [o.name for o in onnx_graph.output], [], {},
                   constants, opset)
-    _check_supported(onnx_graph, opset)
+    if check_ops:
+        _check_supported(onnx_graph, opset)
     _check_input_shape_names(onnx_graph, input_shapes, constants)
     for value in onnx_graph.input:
         if value.name not in constants:

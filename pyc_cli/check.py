@@ -1,0 +1,189 @@
+"""`pyc check`: every node PyC cannot compile, grouped by reason, in one run, with a
+compilability score (share of nodes and of FLOPs that are supported)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .errors import PycError
+from .frontend.onnx_import import convert, load_model, schema_version
+from .ir.graph import Graph, Node
+from .ir.types import TensorType
+from .ops import registry
+
+REASONS = ("unknown op", "unsupported opset", "dtype", "attribute value", "data-dependent shape",
+           "inconsistent shapes")
+
+
+@dataclass
+class Problem:
+    node: str
+    op: str
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    model: str
+    nodes: int
+    flops_total: int = 0
+    flops_supported: int = 0
+    assumed_dims: list[str] = field(default_factory=list)
+    problems: dict[str, list[Problem]] = field(default_factory=dict)
+
+    @property
+    def failing_nodes(self) -> int:
+        return len({p.node for group in self.problems.values() for p in group})
+
+    @property
+    def node_share(self) -> float:
+        return (self.nodes - self.failing_nodes) / self.nodes if self.nodes else 1.0
+
+    @property
+    def flop_share(self) -> float:
+        return self.flops_supported / self.flops_total if self.flops_total else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "compilable": not self.problems, "nodes": self.nodes,
+            "supported_nodes": self.nodes - self.failing_nodes, "node_share": self.node_share,
+            "flops_total": self.flops_total, "flops_supported": self.flops_supported,
+            "flop_share": self.flop_share, "assumed_dims": self.assumed_dims,
+            "problems": {reason: [p.__dict__ for p in group]
+                         for reason, group in self.problems.items()},
+        }
+
+    def summary(self) -> str:
+        parts = []
+        for reason, group in self.problems.items():
+            listing = ", ".join(f"{p.node!r} ({p.op}: {p.detail})" for p in group)
+            parts.append(f"{reason} [{len(group)}]: {listing}")
+        return "; ".join(parts)
+
+    def add(self, reason: str, node: Node | onnx.NodeProto, detail: str, op: str) -> None:
+        self.problems.setdefault(reason, []).append(Problem(node.name, op, detail))
+
+
+def check_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None
+                ) -> CheckReport:
+    model = load_model(Path(path))
+    report = CheckReport(Path(path).name, sum(1 for n in model.graph.node if n.op_type != "Constant"))
+    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    _check_op_support(model, opset, report)
+    shapes = dict(input_shapes or {})
+    _assume_symbolic_dims(model, shapes, report)
+    graph = convert(model, shapes, check_ops=False)
+    _check_types(graph, report)
+    report.problems = {reason: report.problems[reason] for reason in REASONS
+                       if reason in report.problems}
+    return report
+
+
+def _check_op_support(model: onnx.ModelProto, opset: int, report: CheckReport) -> None:
+    for index, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{index}"
+        key = registry.qualified(node.domain, node.op_type)
+        opdef = registry.lookup(key)
+        version = schema_version(node.domain, node.op_type, opset) \
+            if node.domain in ("", "ai.onnx") else None
+        if opdef is None:
+            report.add("unknown op", node, "no PyC op unit", key)
+        elif version is not None and not opdef.since <= version <= opdef.until:
+            report.add("unsupported opset", node, f"version {version}; PyC implements "
+                       f"{opdef.since}..{opdef.until}", key)
+
+
+def _assume_symbolic_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+                          report: CheckReport) -> None:
+    """Symbolic dims without --input-shape are taken as 1 so that checking can go on."""
+    inits = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in inits or value.name in shapes:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims):
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+            report.assumed_dims.append(value.name)
+
+
+def _classify(exc: PycError) -> str:
+    text = exc.what.lower()
+    if "constant" in text or "static shape" in text or "run-time" in text:
+        return "data-dependent shape"
+    if "element type" in text:
+        return "dtype"
+    return "attribute value" if exc.code == "E008" else "inconsistent shapes"
+
+
+def _check_types(graph: Graph, report: CheckReport) -> None:
+    """Type every node the way the importer does, recording each failure instead of stopping."""
+    failing = {p.node for group in report.problems.values() for p in group}
+    types: dict[str, TensorType] = {n: graph.types[n] for n in graph.inputs}
+    types.update({n: TensorType.of(a) for n, a in graph.constants.items()})
+    known: dict[str, np.ndarray] = dict(graph.constants)
+    for node in graph.nodes:
+        opdef = registry.lookup(node.op)
+        in_types = [types.get(v) if v else None for v in node.inputs]
+        if opdef is None or node.name in failing or any(
+                t is None for v, t in zip(node.inputs, in_types) if v):
+            continue  # unsupported itself, or downstream of a node that is
+        try:
+            out_types = opdef.infer(node, in_types, [known.get(v) if v else None for v in node.inputs])
+            _check_dtype(opdef, node, in_types)
+        except PycError as exc:
+            report.add(_classify(exc), node, exc.what, node.op)
+            continue
+        except Exception as exc:  # noqa: BLE001  (an op rule met a case it does not handle)
+            report.add("inconsistent shapes", node, f"{type(exc).__name__}: {exc}", node.op)
+            continue
+        for name, ttype in zip(node.outputs, out_types):
+            if name:
+                types[name] = ttype
+        graph.types.update({o: t for o, t in zip(node.outputs, out_types) if o})
+        _evaluate_small(opdef, node, in_types, known)
+        report.flops_supported += _flops(opdef, node, graph)
+    report.flops_total = report.flops_supported + _unsupported_flops(graph, report)
+
+
+def _check_dtype(opdef: registry.OpDef, node: Node, in_types: list[TensorType | None]) -> None:
+    for index, value in enumerate(node.inputs):
+        if value and value in opdef.dtype_values(node) and in_types[index] is not None and \
+                in_types[index].dtype not in opdef.dtypes:  # type: ignore[union-attr]
+            raise PycError("E008", f"element type {in_types[index].dtype.value} of {value!r} "  # type: ignore[union-attr]
+                           "is not supported")
+
+
+def _evaluate_small(opdef: registry.OpDef, node: Node, in_types: list, known: dict) -> None:
+    if node.op == "Shape" and in_types[0] is not None:
+        known[node.outputs[0]] = opdef.shape_value(node, in_types[0])  # type: ignore[attr-defined]
+        return
+    values = [known.get(v) if v else None for v in node.inputs]
+    if all(v is not None for name, v in zip(node.inputs, values) if name):
+        try:
+            for name, value in zip(node.outputs, opdef.evaluate(node, values)):
+                if name and np.asarray(value).size <= 1 << 16:
+                    known[name] = np.asarray(value)
+        except (NotImplementedError, PycError, ValueError, TypeError):
+            pass
+
+
+def _flops(opdef: registry.OpDef, node: Node, graph: Graph) -> int:
+    try:
+        return int(opdef.flops(node, graph))
+    except Exception:  # noqa: BLE001  (an estimate; some rules need attrs set by later passes)
+        return sum(graph.types[o].numel for o in node.outputs if o in graph.types)
+
+
+def _unsupported_flops(graph: Graph, report: CheckReport) -> int:
+    """Failing nodes cost at least one operation per output element where that is known."""
+    failing = {p.node for group in report.problems.values() for p in group}
+    total = 0
+    for node in graph.nodes:
+        if node.name in failing:
+            total += sum(graph.types[o].numel for o in node.outputs if o in graph.types) or 1
+    return total
