@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
 
-.PHONY: test golden bench lint docs models
+.PHONY: test golden bench lint docs models coverage
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -20,3 +20,7 @@ docs:  ## regenerate generated documentation
 
 models:  ## regenerate the reference models (transformer needs torch==2.13.0)
 	$(PYTHON) tests/models/make_reference_models.py tests/models
+
+coverage:  ## run the ONNX node-test conformance suite and regenerate docs/op_coverage.md
+	$(PYTHON) tests/conformance.py --quiet --report docs/conformance.json
+	$(PYTHON) -m pyc_cli.coverage docs/conformance.json > docs/op_coverage.md
