@@ -451,3 +451,33 @@ def test_residual_that_is_also_the_conv_input_is_never_overwritten(tmp_path: Pat
         conv = next(n for n in graph.nodes if n.op == "Conv")
         assert "x" in registry.fused_inputs(conv)[1]  # the residual is an epilogue operand
         assert "inplace_operand" not in conv.attrs, mode
+
+
+@pytest.mark.parametrize("case", ["batch_of_two", "output_is_the_concat", "input_used_twice"])
+def test_concat_inputs_stay_separate_where_slices_are_not_possible(case: str, tmp_path: Path) -> None:
+    """Producers write into a concat's slices only when each slice is one contiguous range
+    (leading dims of 1), the concat output lives in the arena, and an input appears once."""
+    batch = 2 if case == "batch_of_two" else 1
+    second = "a" if case == "input_used_twice" else "b"
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="left"),
+             helper.make_node("Sigmoid", ["x"], ["b"], name="right"),
+             helper.make_node("Concat", ["a", second], ["cat"], axis=1, name="cat")]
+    outputs = [vinfo("cat", [batch, 8, 3])]
+    if case != "output_is_the_concat":
+        nodes.append(helper.make_node("Tanh", ["cat"], ["y"], name="after"))
+        outputs = [vinfo("y", [batch, 8, 3])]
+    model = make_model(nodes, [vinfo("x", [batch, 4, 3])], outputs)
+    path = write_model(model, tmp_path)
+    for mode in MODES:
+        graph, ctx = pyc_cli.compile_graph(path, mode=mode)
+        plan = ctx.artifacts["memory_plan"]
+        assert plan.concat_slices.get("cat", []) == [], (case, mode)
+        check_plan(graph, ctx, plan, mode)
+    # control: batch 1, distinct inputs, concat read later -> both inputs written in place
+    control = make_model(nodes[:2] + [helper.make_node("Concat", ["a", "b"], ["cat"], axis=1,
+                                                       name="cat"),
+                                      helper.make_node("Tanh", ["cat"], ["y"], name="after")],
+                         [vinfo("x", [1, 4, 3])], [vinfo("y", [1, 8, 3])])
+    graph, ctx = pyc_cli.compile_graph(write_model(control, tmp_path, "control.onnx"),
+                                       mode="latency_first")
+    assert ctx.artifacts["memory_plan"].concat_slices == {"cat": [0, 1]}
