@@ -13,7 +13,7 @@ import onnx
 from .errors import PycError
 from .frontend.onnx_import import convert, load_model, schema_version
 from .ir.graph import Graph, Node
-from .ir.types import TensorType
+from .ir.types import DType, TensorType
 from .ops import registry
 
 REASONS = ("unknown op", "unsupported opset", "dtype", "attribute value", "data-dependent shape",
@@ -78,7 +78,7 @@ def check_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | Non
     shapes = dict(input_shapes or {})
     _assume_symbolic_dims(model, shapes, report)
     graph = convert(model, shapes, check_ops=False)
-    _check_types(graph, report)
+    _check_types(graph, report, _onnx_types(model, shapes))
     report.problems = {reason: report.problems[reason] for reason in REASONS
                        if reason in report.problems}
     return report
@@ -120,26 +120,58 @@ def _classify(exc: PycError) -> str:
     return "attribute value" if exc.code == "E008" else "inconsistent shapes"
 
 
-def _check_types(graph: Graph, report: CheckReport) -> None:
-    """Type every node the way the importer does, recording each failure instead of stopping."""
+def _onnx_types(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, TensorType]:
+    """Types onnx's own shape inference gives (used past nodes PyC cannot type itself)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, shapes[value.name]):
+                dim.Clear()
+                dim.dim_value = size
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:  # noqa: BLE001  (best effort: without it, downstream nodes stay untyped)
+        return {}
+    types = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor = value.type.tensor_type
+        dims = list(tensor.shape.dim)
+        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            try:
+                types[value.name] = TensorType(DType.from_onnx(tensor.elem_type),
+                                               tuple(int(d.dim_value) for d in dims))
+            except KeyError:
+                continue
+    return types
+
+
+def _check_types(graph: Graph, report: CheckReport, fallback: dict[str, TensorType]) -> None:
+    """Type every node the way the importer does, recording each failure instead of stopping;
+    past a failing node, onnx's inferred types keep the rest of the graph checkable."""
     failing = {p.node for group in report.problems.values() for p in group}
     types: dict[str, TensorType] = {n: graph.types[n] for n in graph.inputs}
     types.update({n: TensorType.of(a) for n, a in graph.constants.items()})
+    graph.types.update(types)  # op cost rules read weight types from the graph
     known: dict[str, np.ndarray] = dict(graph.constants)
     for node in graph.nodes:
         opdef = registry.lookup(node.op)
         in_types = [types.get(v) if v else None for v in node.inputs]
         if opdef is None or node.name in failing or any(
                 t is None for v, t in zip(node.inputs, in_types) if v):
-            continue  # unsupported itself, or downstream of a node that is
+            _assume_types(node, types, fallback)  # unsupported, or after one that is
+            continue
         try:
             out_types = opdef.infer(node, in_types, [known.get(v) if v else None for v in node.inputs])
             _check_dtype(opdef, node, in_types)
         except PycError as exc:
             report.add(_classify(exc), node, exc.what, node.op)
+            _assume_types(node, types, fallback)
             continue
         except Exception as exc:  # noqa: BLE001  (an op rule met a case it does not handle)
             report.add("inconsistent shapes", node, f"{type(exc).__name__}: {exc}", node.op)
+            _assume_types(node, types, fallback)
             continue
         for name, ttype in zip(node.outputs, out_types):
             if name:
@@ -147,7 +179,14 @@ def _check_types(graph: Graph, report: CheckReport) -> None:
         graph.types.update({o: t for o, t in zip(node.outputs, out_types) if o})
         _evaluate_small(opdef, node, in_types, known)
         report.flops_supported += _flops(opdef, node, graph)
+    graph.types.update({k: v for k, v in types.items() if k not in graph.types})
     report.flops_total = report.flops_supported + _unsupported_flops(graph, report)
+
+
+def _assume_types(node: Node, types: dict[str, TensorType], fallback: dict[str, TensorType]) -> None:
+    for name in node.outputs:
+        if name and name in fallback:
+            types[name] = fallback[name]
 
 
 def _check_dtype(opdef: registry.OpDef, node: Node, in_types: list[TensorType | None]) -> None:
@@ -180,10 +219,16 @@ def _flops(opdef: registry.OpDef, node: Node, graph: Graph) -> int:
 
 
 def _unsupported_flops(graph: Graph, report: CheckReport) -> int:
-    """Failing nodes cost at least one operation per output element where that is known."""
+    """An estimate for nodes PyC cannot cost itself: like a matmul against their constant inputs
+    (2 x weights per output row), at least one operation per output element."""
     failing = {p.node for group in report.problems.values() for p in group}
     total = 0
     for node in graph.nodes:
-        if node.name in failing:
-            total += sum(graph.types[o].numel for o in node.outputs if o in graph.types) or 1
+        if node.name not in failing:
+            continue
+        outputs = [graph.types[o] for o in node.outputs if o in graph.types]
+        elements = sum(t.numel for t in outputs)
+        rows = sum(t.numel // max(t.shape[-1], 1) for t in outputs if t.shape)
+        weights = sum(graph.constants[v].size for v in node.inputs if v in graph.constants)
+        total += max(elements, 2 * weights * rows, 1)
     return total
