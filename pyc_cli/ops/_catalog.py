@@ -4,6 +4,8 @@ from . import (  # noqa: F401
     binary,
     bitwise,
     conv,
+    conv_transpose,
+    einsum,
     elementwise,
     internal,
     lrn,

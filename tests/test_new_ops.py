@@ -1,0 +1,113 @@
+"""End to end: ConvTranspose and Einsum built by PyC match onnxruntime on fresh random inputs
+and weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import onnxruntime_outputs
+from onnx import TensorProto, helper, numpy_helper
+
+import pyc_cli
+from pyc_cli.errors import PycError
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _save(tmp_path: Path, node: onnx.NodeProto, inputs: dict[str, tuple[int, ...]],
+          out_shape: tuple[int, ...] | None, initializers: list[onnx.TensorProto]) -> Path:
+    model = helper.make_model(
+        helper.make_graph(
+            [node], "g",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+            initializers),
+        opset_imports=[helper.make_opsetid("", 17)])
+    if out_shape is not None:
+        onnx.checker.check_model(model)
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def _compare(tmp_path: Path, path: Path, feeds: dict[str, np.ndarray]) -> None:
+    expected = onnxruntime_outputs(path, feeds)["y"]
+    pyc_cli.build(path, tmp_path / "artifact")
+    with pyc_cli.load(tmp_path / "artifact") as compiled:
+        got = compiled.run(feeds)["y"]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+CONV_TRANSPOSE_CASES = {
+    "2d_groups_strides_pads_bias": ((2, 4, 5, 6), (4, 3, 3, 2), True,
+                                    {"group": 2, "strides": [2, 3], "pads": [1, 0, 2, 1],
+                                     "dilations": [1, 2], "output_padding": [1, 2]}),
+    "2d_plain": ((1, 3, 7, 7), (3, 5, 3, 3), False, {}),
+    "2d_same_upper_even_padding": ((1, 2, 4, 5), (2, 3, 4, 4), True,
+                                   {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "2d_output_shape": ((2, 2, 3, 3), (2, 2, 3, 3), False,
+                        {"strides": [3, 2], "output_shape": [10, 8]}),
+    "1d_stride_dilation": ((2, 3, 9), (3, 4, 3), True,
+                           {"strides": [2], "dilations": [2], "pads": [1, 2]}),
+    "2d_valid_depthwise": ((1, 4, 6, 5), (4, 1, 2, 3), True,
+                           {"group": 4, "auto_pad": "VALID", "strides": [1, 2]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV_TRANSPOSE_CASES))
+def test_conv_transpose_matches_onnxruntime(case: str, tmp_path: Path,
+                                            rng: np.random.Generator) -> None:
+    x_shape, w_shape, bias, attrs = CONV_TRANSPOSE_CASES[case]
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    names = ["x", "w"]
+    if bias:
+        channels = w_shape[1] * attrs.get("group", 1)
+        inits.append(numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b"))
+        names.append("b")
+    node = helper.make_node("ConvTranspose", names, ["y"], **attrs)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    # the output shape comes from onnxruntime's own run of a shape-less model
+    probe = _save(tmp_path, node, {"x": x_shape}, None, inits)
+    out_shape = onnxruntime_outputs(probe, {"x": x})["y"].shape
+    path = _save(tmp_path, node, {"x": x_shape}, out_shape, inits)
+    _compare(tmp_path, path, {"x": x})
+
+
+EINSUM_CASES = {
+    "bij,bjk->bik": [(3, 4, 5), (3, 5, 6)],
+    "ij,jk->ik": [(4, 5), (5, 3)],
+    "bhid,bhjd->bhij": [(2, 3, 4, 8), (2, 3, 5, 8)],
+    "i,i->": [(7,), (7,)],
+    "ij->ji": [(4, 6)],
+    "ii->i": [(5, 5)],
+    "...ij,...jk->...ik": [(2, 3, 4, 5), (1, 3, 5, 2)],
+    "bij->b": [(3, 4, 5)],
+    "ij,jk,kl->il": [(2, 3), (3, 4), (4, 5)],
+    "bn,anm,bm->ba": [(2, 3), (4, 3, 5), (2, 5)],
+    "i,j->ij": [(3,), (4,)],
+    "...ij,...ij->...ij": [(2, 3, 4), (1, 3, 4)],
+}
+
+
+@pytest.mark.parametrize("equation", sorted(EINSUM_CASES))
+def test_einsum_matches_onnxruntime(equation: str, tmp_path: Path,
+                                    rng: np.random.Generator) -> None:
+    shapes = EINSUM_CASES[equation]
+    feeds = {f"x{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    out_shape = np.einsum(equation, *feeds.values()).shape
+    node = helper.make_node("Einsum", list(feeds), ["y"], equation=equation)
+    path = _save(tmp_path, node, {n: a.shape for n, a in feeds.items()}, out_shape, [])
+    _compare(tmp_path, path, feeds)
+
+
+def test_unsupported_variants_are_rejected_with_e008(tmp_path: Path) -> None:
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"])
+    w = numpy_helper.from_array(np.ones((2, 2, 2, 2, 2), np.float32), "w")
+    path = _save(tmp_path, node, {"x": (1, 2, 3, 3, 3)}, (1, 2, 4, 4, 4), [w])
+    with pytest.raises(PycError, match="E008.*ConvTranspose of rank 5"):
+        pyc_cli.build(path, tmp_path / "artifact")
