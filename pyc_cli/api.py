@@ -69,8 +69,8 @@ def _with_every_problem(exc: PycError, model_path: str | Path,
         return exc
     if report.failing_nodes <= 1:
         return exc
-    return PycError(exc.code, f"{report.failing_nodes} node(s) cannot be compiled: "
-                    f"{report.summary()}", where=Path(model_path).name,
+    return PycError(exc.code, f"{exc.what}; all {report.failing_nodes} node(s) that cannot be "
+                    f"compiled: {report.summary()}", where=Path(model_path).name,
                     hint="`pyc check MODEL` prints this report; see docs/op_coverage.md")
 
 
