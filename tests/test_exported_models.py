@@ -151,3 +151,20 @@ def test_lstm_cli_build_and_check_report_the_lstm_nodes(tmp_path: Path) -> None:
     assert "28/30 nodes" in check.stdout
     for name in LSTM_NODES:
         assert f"'{name}' LSTM: no PyC op unit" in check.stdout
+
+
+@pytest.mark.parametrize("mode", ["balanced", "memory_first"])
+def test_unet_matches_onnxruntime(mode: str, rng: np.random.Generator, tmp_path: Path) -> None:
+    """The UNet (skip connections, Resize upsampling) from make_unet.py, with fresh random
+    weights, against onnxruntime (rtol 1e-4, atol 1e-5)."""
+    from helpers import randomize_initializers
+
+    source = Path(__file__).resolve().parent / "models" / "unet.onnx"
+    path = tmp_path / "unet.onnx"
+    onnx.save(randomize_initializers(onnx.load(str(source)), rng), str(path))
+    pyc_cli.build(path, tmp_path / "art", mode=mode)
+    feeds = {"image": rng.standard_normal((1, 3, 128, 128)).astype(np.float32)}
+    with pyc_cli.load(tmp_path / "art") as model:
+        ours = model.run(feeds)
+    for key, value in onnxruntime_outputs(path, feeds).items():
+        np.testing.assert_allclose(ours[key], value, rtol=1e-4, atol=1e-5)
