@@ -141,15 +141,23 @@ def elementwise_params(graph: Graph, node: Node) -> tuple[dict[str, object], lis
     return params, program, program[-1].dst
 
 
+def _fused_program(graph: Graph, lines: list[str], operands: list[str], prefix: str,
+                   shape: tuple[int, ...], coords: list[str], acc: str) -> tuple[list[ScalarInstr], str]:
+    """Render a fused program whose tensor operands (kernel parameters prefix0, prefix1, ...)
+    are read at `coords`, the coordinates of a tensor of `shape`, through broadcast strides."""
+    exprs = [f"{prefix}{k}[{index_expression(coords, broadcast_strides(graph.types[v].shape, shape))}]"
+             for k, v in enumerate(operands)]
+    program = render_program(parse_program(lines), exprs, acc)
+    return program, program[-1].dst
+
+
 def epilogue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
+    """The program a kernel applies to each accumulator (`acc`) as it stores an output."""
     lines = node.attrs.get("epilogue")
     if not lines:
         return [], "acc"
-    out_shape = graph.types[node.outputs[0]].shape
-    exprs = [f"E{k}[{index_expression(coords, broadcast_strides(graph.types[v].shape, out_shape))}]"
-             for k, v in enumerate(registry.fused_inputs(node)[1])]
-    program = render_program(parse_program(lines), exprs, "acc")  # type: ignore[arg-type]
-    return program, program[-1].dst
+    return _fused_program(graph, lines, registry.fused_inputs(node)[1], "E",  # type: ignore[arg-type]
+                          graph.types[node.outputs[0]].shape, coords, "acc")
 
 
 def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
@@ -158,11 +166,8 @@ def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[
     lines = node.attrs.get("prologue")
     if not lines:
         return [], ""
-    in_shape = graph.types[node.inputs[0]].shape
-    exprs = [f"P{k}[{index_expression(coords, broadcast_strides(graph.types[v].shape, in_shape))}]"
-             for k, v in enumerate(registry.fused_inputs(node)[2])]
-    program = render_program(parse_program(lines), exprs, "")  # type: ignore[arg-type]
-    return program, program[-1].dst
+    return _fused_program(graph, lines, registry.fused_inputs(node)[2], "P",  # type: ignore[arg-type]
+                          graph.types[node.inputs[0]].shape, coords, "")
 
 
 def operands_for(graph: Graph, node: Node) -> list[Operand]:
