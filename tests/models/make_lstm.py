@@ -16,16 +16,18 @@ reproduce the committed bytes (weights are seeded).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_reference_models import TORCH_VERSION, _check, _finalize, _run_ort  # noqa: E402
+from make_reference_models import (  # noqa: E402
+    _run_ort,
+    export_legacy,
+    write_generated,
+)
 
 OPSET = 17
 INPUT_SHAPE = (2, 8, 16)
@@ -57,21 +59,12 @@ def build_module(seed: int):  # noqa: ANN201 (torch is imported lazily)
 def make_lstm(seed: int) -> onnx.ModelProto:
     import torch
 
-    if not torch.__version__.startswith(TORCH_VERSION):
-        print(f"warning: torch {torch.__version__} != {TORCH_VERSION}; lstm.onnx will differ "
-              "from the committed file", file=sys.stderr)
     module = build_module(seed)
     x = np.random.default_rng([seed, 13]).standard_normal(INPUT_SHAPE).astype(np.float32)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # deprecated in torch, but it is the exporter we want
-        warnings.simplefilter("ignore")  # legacy-exporter deprecation, LSTM batch_first notes
-        torch.onnx.export(module, (torch.from_numpy(x),), buffer, dynamo=False,
-                          opset_version=OPSET, input_names=["x"], output_names=["logits"],
-                          do_constant_folding=True)
-    model = _finalize(onnx.load_from_string(buffer.getvalue()), "lstm",
-                      f"PyC LSTM tagger: 2-layer bidirectional batch_first LSTM + Linear "
-                      f"(seed={seed}, torch {torch.__version__})")
-    _check(model)
+    model = export_legacy(module, [x], ["x"], ["logits"],
+                          f"PyC LSTM tagger: 2-layer bidirectional batch_first LSTM + Linear "
+                          f"(seed={seed}, torch {torch.__version__})",
+                          "lstm", silence_all_warnings=True)
     lstms = [node for node in model.graph.node if node.op_type == "LSTM"]
     if len(lstms) != LAYERS:
         raise RuntimeError(f"expected {LAYERS} LSTM nodes, got {len(lstms)}")
@@ -87,13 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    data = make_lstm(args.seed).SerializeToString()
-    if len(data) >= MAX_BYTES:
-        raise SystemExit(f"lstm.onnx would be {len(data)} bytes (limit {MAX_BYTES})")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / "lstm.onnx"
-    path.write_bytes(data)
-    print(f"wrote {path} ({len(data):,} bytes)")
+    write_generated(make_lstm(args.seed), args.out_dir, "lstm", MAX_BYTES)
     return 0
 
 

@@ -19,16 +19,19 @@ opset 17, IR version 8, exported with ``torch.onnx.export(dynamo=False)``; needs
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_reference_models import TORCH_VERSION, _check, _finalize, _run_ort  # noqa: E402
+from make_reference_models import (  # noqa: E402
+    _run_ort,
+    export_legacy,
+    randomize_batchnorm,
+    write_generated,
+)
 
 OPSET = 17
 INPUT_SHAPE = (1, 3, 64, 64)
@@ -116,35 +119,19 @@ def build_module(seed: int):  # noqa: ANN201 (torch is imported lazily)
 
     torch.manual_seed(seed)
     module = MobileNetV3().eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so the folded convs differ
-        for layer in module.modules():
-            if isinstance(layer, nn.BatchNorm2d):
-                layer.weight.copy_(1.0 + 0.1 * torch.randn_like(layer.weight))
-                layer.bias.copy_(0.1 * torch.randn_like(layer.bias))
-                layer.running_mean.copy_(0.1 * torch.randn_like(layer.running_mean))
-                layer.running_var.copy_(torch.rand_like(layer.running_var) + 0.5)
+    randomize_batchnorm(module)
     return module
 
 
 def make_mobilenet(seed: int) -> onnx.ModelProto:
     import torch
 
-    if not torch.__version__.startswith(TORCH_VERSION):
-        print(f"warning: torch {torch.__version__} != {TORCH_VERSION}; mobilenet.onnx will "
-              "differ from the committed file", file=sys.stderr)
     module = build_module(seed)
     image = np.random.default_rng([seed, 11]).standard_normal(INPUT_SHAPE).astype(np.float32)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # deprecated in torch, but it is the exporter we want
-        warnings.filterwarnings("ignore", "You are using the legacy TorchScript",
-                                DeprecationWarning)
-        torch.onnx.export(module, (torch.from_numpy(image),), buffer, dynamo=False,
-                          opset_version=OPSET, input_names=["image"], output_names=["logits"],
-                          do_constant_folding=True)
-    model = _finalize(onnx.load_from_string(buffer.getvalue()), "mobilenet",
-                      f"PyC MobileNetV3-style CNN: depthwise separable convs, HardSwish, "
-                      f"squeeze-excite with HardSigmoid (seed={seed}, torch {torch.__version__})")
-    _check(model)
+    model = export_legacy(module, [image], ["image"], ["logits"],
+                          f"PyC MobileNetV3-style CNN: depthwise separable convs, HardSwish, "
+                          f"squeeze-excite with HardSigmoid (seed={seed}, torch {torch.__version__})",
+                          "mobilenet")
     ops = {node.op_type for node in model.graph.node}
     required = {"Conv", "HardSwish", "HardSigmoid", "GlobalAveragePool", "Mul", "Add", "Relu",
                 "Gemm"}
@@ -165,13 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    data = make_mobilenet(args.seed).SerializeToString()
-    if len(data) >= MAX_BYTES:
-        raise SystemExit(f"mobilenet.onnx would be {len(data)} bytes (limit {MAX_BYTES})")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / "mobilenet.onnx"
-    path.write_bytes(data)
-    print(f"wrote {path} ({len(data):,} bytes)")
+    write_generated(make_mobilenet(args.seed), args.out_dir, "mobilenet", MAX_BYTES)
     return 0
 
 

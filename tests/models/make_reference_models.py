@@ -88,6 +88,56 @@ def _finalize(model: onnx.ModelProto, graph_name: str, doc: str) -> onnx.ModelPr
     return model
 
 
+def export_legacy(module: object, inputs: Sequence[np.ndarray], input_names: list[str],
+                  output_names: list[str], doc: str, graph_name: str,
+                  silence_all_warnings: bool = False) -> onnx.ModelProto:
+    """torch.onnx.export with the TorchScript exporter (static shapes, opset OPSET), then the
+    pinned fields of _finalize and the checks of _check. Shared by the make_*.py scripts."""
+    import torch
+
+    if not torch.__version__.startswith(TORCH_VERSION):
+        print(f"warning: torch {torch.__version__} != {TORCH_VERSION}; {graph_name}.onnx will "
+              "differ from the committed file", file=sys.stderr)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # deprecated in torch, but it is the exporter we want
+        if silence_all_warnings:
+            warnings.simplefilter("ignore")
+        else:
+            warnings.filterwarnings("ignore", "You are using the legacy TorchScript",
+                                    DeprecationWarning)
+        torch.onnx.export(module, tuple(torch.from_numpy(x) for x in inputs), buffer,
+                          dynamo=False, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names, do_constant_folding=True)
+    model = _finalize(onnx.load_from_string(buffer.getvalue()), graph_name, doc)
+    _check(model)
+    return model
+
+
+def randomize_batchnorm(module: object) -> None:
+    """Non-trivial BatchNorm statistics (in place), so the convs they fold into differ."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for layer in module.modules():  # type: ignore[attr-defined]
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.weight.copy_(1.0 + 0.1 * torch.randn_like(layer.weight))
+                layer.bias.copy_(0.1 * torch.randn_like(layer.bias))
+                layer.running_mean.copy_(0.1 * torch.randn_like(layer.running_mean))
+                layer.running_var.copy_(torch.rand_like(layer.running_var) + 0.5)
+
+
+def write_generated(model: onnx.ModelProto, out_dir: Path, name: str, limit: int) -> None:
+    """Write OUT_DIR/NAME.onnx, refusing a file over `limit` bytes (they are committed)."""
+    data = model.SerializeToString()
+    if len(data) >= limit:
+        raise SystemExit(f"{name}.onnx would be {len(data)} bytes (limit {limit})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.onnx"
+    path.write_bytes(data)
+    print(f"wrote {path} ({len(data):,} bytes)")
+
+
 def op_histogram(model: onnx.ModelProto) -> Counter[str]:
     return Counter(node.op_type for node in model.graph.node)
 
