@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
+from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, file_sha256, hash_tree
 from .artifact.reader import read_manifest, verify_files
 from .artifact.writer import staging_directory, write_bytes, write_text
 from .codegen.cpu import io_infos
@@ -133,7 +133,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         toolchain["march"] = getattr(backend, "march", "")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
-            "model": {"file": model_path.name, "sha256": _sha256(model_path),
+            "model": {"file": model_path.name, "sha256": file_sha256(model_path),
                       "graph_name": graph.name, "opset": graph.opset,
                       "source_ops": ctx.artifacts["source_ops"],
                       "compiled_nodes": len(graph.nodes)},
@@ -159,10 +159,6 @@ def dumps_line(record: dict[str, Any]) -> str:
 
 def _io_entry(info: Any) -> dict[str, Any]:
     return {"name": info.name, "dtype": info.dtype, "shape": info.shape}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load(artifact: str | Path) -> CompiledModel:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +47,3 @@ def weights_checksum(data: bytes) -> int:
     weights = np.arange(1, words.size + 1, dtype=np.uint64)
     return int(np.sum(words * weights, dtype=np.uint64))
 
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
