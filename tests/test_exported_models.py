@@ -7,9 +7,7 @@
   when that package (or ``transformers``/``torch``) is not installed. PyC builds it and matches
   onnxruntime on fresh random token ids with padded attention masks.
 - ``lstm.onnx`` (committed, ``tests/models/make_lstm.py``): 2-layer bidirectional LSTM + Linear.
-  PyC has no LSTM op unit yet, so the test pins the exact failure: PYC-E007 naming both LSTM
-  nodes, from the API, ``pyc build`` and ``pyc check``. When LSTM support lands this test fails
-  and should become a numerical comparison.
+  PyC builds it in every mode and matches onnxruntime with fresh random weights and sequences.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import pytest
 from conftest import MODELS_DIR, onnxruntime_outputs
 
 import pyc_cli
-from pyc_cli.errors import PycError
 
 RTOL, ATOL = 1e-4, 1e-5
 COMMIT_LIMIT = 2_000_000  # committed .onnx files stay under 2 MB
@@ -116,41 +113,39 @@ def test_minilm_matches_onnxruntime(minilm_path: Path, rng: np.random.Generator,
                                        rtol=1e-5)
 
 
-# --------------------------------------------------------------------------- LSTM (known gap)
+# --------------------------------------------------------------------------- LSTM
 
 
-def test_lstm_export_has_two_lstm_nodes() -> None:
+def test_lstm_export_has_two_bidirectional_lstm_nodes() -> None:
     graph = onnx.load(str(LSTM)).graph
-    assert tuple(node.name for node in graph.node if node.op_type == "LSTM") == LSTM_NODES
-    feeds = {"x": np.zeros(LSTM_SHAPES["x"], np.float32)}
-    assert onnxruntime_outputs(LSTM, feeds)["logits"].shape == (2, 8, 5)
+    lstms = [node for node in graph.node if node.op_type == "LSTM"]
+    assert tuple(node.name for node in lstms) == LSTM_NODES
+    for node in lstms:
+        assert onnx.helper.get_attribute_value(
+            next(a for a in node.attribute if a.name == "direction")) == b"bidirectional"
 
 
-def test_lstm_build_fails_with_e007_naming_the_lstm_nodes(tmp_path: Path) -> None:
-    with pytest.raises(PycError) as info:
-        pyc_cli.build(LSTM, tmp_path / "art", input_shapes=LSTM_SHAPES)
-    assert info.value.code == "E007"
-    message = str(info.value)
-    assert message.startswith("PYC-E007: 2 node(s) cannot be compiled")
-    for name in LSTM_NODES:
-        assert f"'{name}' (LSTM: no PyC op unit)" in message
-    assert not (tmp_path / "art" / "manifest.json").exists()
+@pytest.mark.parametrize("mode", ["latency_first", "balanced", "memory_first"])
+def test_lstm_matches_onnxruntime(mode: str, rng: np.random.Generator, tmp_path: Path) -> None:
+    """The exported 2-layer bidirectional LSTM tagger, with fresh random weights, against
+    onnxruntime on fresh random sequences (rtol 1e-4, atol 1e-5)."""
+    from helpers import randomize_initializers
+
+    model = randomize_initializers(onnx.load(str(LSTM)), rng)
+    path = tmp_path / "lstm.onnx"
+    onnx.save(model, path)
+    pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=LSTM_SHAPES)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for _ in range(2):
+            feeds = {"x": rng.standard_normal(LSTM_SHAPES["x"]).astype(np.float32)}
+            _assert_matches(compiled.run(feeds), onnxruntime_outputs(path, feeds))
 
 
-def test_lstm_cli_build_and_check_report_the_lstm_nodes(tmp_path: Path) -> None:
-    build = subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "build", str(LSTM),
-                            "-o", str(tmp_path / "art"), "--input-shape", "x=2,8,16"],
-                           capture_output=True, text=True, check=False)
-    assert build.returncode == 2
-    assert "PYC-E007" in build.stdout + build.stderr
-    for name in LSTM_NODES:
-        assert name in build.stdout + build.stderr
+def test_lstm_check_reports_every_node_compilable() -> None:
     check = subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "check", str(LSTM)],
                            capture_output=True, text=True, check=False)
-    assert check.returncode == 1
-    assert "28/30 nodes" in check.stdout
-    for name in LSTM_NODES:
-        assert f"'{name}' LSTM: no PyC op unit" in check.stdout
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "30/30 nodes" in check.stdout
 
 
 @pytest.mark.parametrize("mode", ["balanced", "memory_first"])

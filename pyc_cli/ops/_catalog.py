@@ -16,6 +16,7 @@ from . import (  # noqa: F401
     pad,
     pool,
     rearrange,
+    recurrent,
     reduce,
     resize,
     scan,

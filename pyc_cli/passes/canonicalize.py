@@ -12,6 +12,7 @@
 - BatchNormalization with statistics known only at run time becomes per-channel elementwise math.
 - Ops whose unit defines `decompose` (Tile, Split, DepthToSpace, ...) become the simpler ops it
   returns.
+- A recurrent node (LSTM/GRU/RNN) without its Y output gets one: its kernel writes it.
 - Graph outputs that would alias another buffer (a view, a graph input, a repeated output) get an
   explicit pyc.Copy so every output owns the caller's buffer.
 """
@@ -336,6 +337,19 @@ def _give_outputs_own_buffers(graph: Graph, ctx: PassContext) -> None:
                 "repeated output)")
 
 
+def _name_sequence_output(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
+    """A recurrent node whose model skips Y still computes it: kernels write their first output."""
+    if node.outputs[0]:
+        return
+    out = graph.fresh_name(f"{node.name}_Y")
+    in_types = [graph.types.get(i) if i else None for i in node.inputs]
+    graph.types[out] = registry.get(node.op).infer(node, in_types, [None] * len(node.inputs))[0]
+    node.outputs[0] = out
+    ctx.log(NAME, [node.name], "name_sequence_output",
+            "the recurrent kernel writes every step's hidden state; the model did not ask for it",
+            after=out)
+
+
 _RULES = {
     "Identity": _remove_identity,
     "Dropout": _remove_identity,
@@ -344,4 +358,7 @@ _RULES = {
     "GlobalAveragePool": _global_pool_to_reduce,
     "GlobalMaxPool": _global_pool_to_reduce,
     "Pow": _simplify_pow,
+    "LSTM": _name_sequence_output,
+    "GRU": _name_sequence_output,
+    "RNN": _name_sequence_output,
 }

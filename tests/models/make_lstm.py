@@ -1,4 +1,4 @@
-"""Generate ``lstm.onnx``: a small recurrent model (documents PyC's LSTM support gap).
+"""Generate ``lstm.onnx``: a small 2-layer bidirectional LSTM tagger.
 
 Usage::
 
