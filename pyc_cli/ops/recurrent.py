@@ -88,6 +88,7 @@ class Recurrent(OpDef):
     gates: ClassVar[int] = 1
     default_activations: ClassVar[tuple[str, ...]] = ()
     kernels = (KernelCandidate("recurrent_rows", "recurrent.c.j2",
+                               applies=lambda node, graph: bool(node.attrs.get("weights_transposed")),
                                workspace=lambda node, graph: _workspace_bytes(node, graph)),)
 
     # ------------------------------------------------------------ attributes
@@ -106,6 +107,8 @@ class Recurrent(OpDef):
             raise PycError("E009", f"{node.op} needs rank-3 X, W, R and layout 0 or 1",
                            where=f"node {node.name!r}")
         steps, batch = (x[1], x[0]) if layout else (x[0], x[1])
+        if node.attrs.get("weights_transposed"):  # canonicalize's layout: [D, I, G*H], [D, H, G*H]
+            w, r = (w[0], w[2], w[1]), (r[0], r[2], r[1])
         hidden = int(node.attrs.get("hidden_size", r[2]))  # type: ignore[call-overload]
         directions = DIRECTIONS[self.direction(node)]
         if w != (directions, self.gates * hidden, x[2]) or r != (directions, self.gates * hidden, hidden):
@@ -171,6 +174,8 @@ class Recurrent(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         arrays = list(inputs) + [None] * (8 - len(inputs))
         x, w, r = (np.asarray(a, np.float64) for a in arrays[:3])
+        if node.attrs.get("weights_transposed"):
+            w, r = w.transpose(0, 2, 1), r.transpose(0, 2, 1)
         geo = self.geometry(node, x.shape, w.shape, r.shape)
         if geo.layout:
             x = x.transpose(1, 0, 2)
@@ -250,7 +255,7 @@ def _workspace_bytes(node: Node, graph: Graph) -> int:
     """One batch row's state: hidden, cell and a spare vector of H, plus G*H gate sums."""
     opdef = get(node.op)
     assert isinstance(opdef, Recurrent)
-    hidden = graph.types[node.inputs[2]].shape[2]
+    hidden = graph.types[node.inputs[2]].shape[1 if node.attrs.get("weights_transposed") else 2]
     itemsize = graph.types[node.inputs[0]].dtype.itemsize
     return (3 + opdef.gates) * hidden * itemsize
 

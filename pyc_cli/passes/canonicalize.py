@@ -12,7 +12,7 @@
 - BatchNormalization with statistics known only at run time becomes per-channel elementwise math.
 - Ops whose unit defines `decompose` (Tile, Split, DepthToSpace, ...) become the simpler ops it
   returns.
-- A recurrent node (LSTM/GRU/RNN) without its Y output gets one: its kernel writes it.
+- Recurrent nodes (LSTM/GRU/RNN) read their weights transposed, and always have a Y output.
 - Graph outputs that would alias another buffer (a view, a graph input, a repeated output) get an
   explicit pyc.Copy so every output owns the caller's buffer.
 """
@@ -337,8 +337,20 @@ def _give_outputs_own_buffers(graph: Graph, ctx: PassContext) -> None:
                 "repeated output)")
 
 
-def _name_sequence_output(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
-    """A recurrent node whose model skips Y still computes it: kernels write their first output."""
+def _prepare_recurrent(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
+    """LSTM/GRU/RNN kernels read W and R transposed ([D, I, G*H], [D, H, G*H]) so each step's
+    gate sums are contiguous, vectorizable row updates; constant weights fold to that layout.
+    A node whose model skips Y still computes it: kernels write their first output."""
+    if node.attrs.get("weights_transposed"):
+        return
+    transposes = [typed_node(graph, "Transpose", [node.inputs[i]], f"{node.name}_{which}_T",
+                             {"perm": [0, 2, 1]}) for i, which in ((1, "W"), (2, "R"))]
+    insert_before(graph, node, *transposes)
+    node.inputs[1], node.inputs[2] = (t.outputs[0] for t in transposes)
+    node.attrs["weights_transposed"] = 1
+    ctx.log(NAME, [node.name], "transpose_recurrent_weights",
+            "gate sums become contiguous row updates (constant weights are transposed once, at "
+            "compile time)")
     if node.outputs[0]:
         return
     out = graph.fresh_name(f"{node.name}_Y")
@@ -358,7 +370,7 @@ _RULES = {
     "GlobalAveragePool": _global_pool_to_reduce,
     "GlobalMaxPool": _global_pool_to_reduce,
     "Pow": _simplify_pow,
-    "LSTM": _name_sequence_output,
-    "GRU": _name_sequence_output,
-    "RNN": _name_sequence_output,
+    "LSTM": _prepare_recurrent,
+    "GRU": _prepare_recurrent,
+    "RNN": _prepare_recurrent,
 }
