@@ -46,11 +46,11 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
+    ctx = PassContext(BuildOptions(mode=mode, target=target))
     try:
-        graph = import_model(model_path, input_shapes)
+        graph = import_model(model_path, input_shapes, ctx)
     except PycError as exc:
         raise _with_every_problem(exc, model_path, input_shapes) from exc
-    ctx = PassContext(BuildOptions(mode=mode, target=target))
     ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
     return run_pipeline(graph, ctx, stop_after), ctx
 

@@ -72,25 +72,24 @@ class CheckReport:
 def check_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None
                 ) -> CheckReport:
     model = load_model(Path(path))
-    report = CheckReport(Path(path).name, sum(1 for n in model.graph.node if n.op_type != "Constant"))
-    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    _check_op_support(model, opset, report)
+    report = CheckReport(Path(path).name, 0)
     shapes = dict(input_shapes or {})
     _assume_symbolic_dims(model, shapes, report)
+    # the imported graph: If nodes whose condition folds are replaced by their chosen branch
     graph = convert(model, shapes, check_ops=False)
+    report.nodes = len(graph.nodes)
+    _check_op_support(graph, report)
     _check_types(graph, report, _onnx_types(model, shapes))
     report.problems = {reason: report.problems[reason] for reason in REASONS
                        if reason in report.problems}
     return report
 
 
-def _check_op_support(model: onnx.ModelProto, opset: int, report: CheckReport) -> None:
-    for index, node in enumerate(model.graph.node):
-        node.name = node.name or f"{node.op_type}_{index}"
-        key = registry.qualified(node.domain, node.op_type)
+def _check_op_support(graph: Graph, report: CheckReport) -> None:
+    for node in graph.nodes:
+        key = node.op
         opdef = registry.lookup(key)
-        version = schema_version(node.domain, node.op_type, opset) \
-            if node.domain in ("", "ai.onnx") else None
+        version = None if "." in key else schema_version("", key, graph.opset)
         if opdef is None:
             report.add("unknown op", node, "no PyC op unit", key)
         elif version is not None and not opdef.since <= version <= opdef.until:

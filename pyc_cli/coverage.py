@@ -18,6 +18,8 @@ REJECTIONS = "tests/conformance_rejections.json"
 
 
 def _lowering(opdef: OpDef) -> str:
+    if opdef.lowering:
+        return opdef.lowering
     if opdef.kernels:
         return "kernel: " + ", ".join(c.name for c in opdef.kernels)
     if type(opdef).decompose is not OpDef.decompose:

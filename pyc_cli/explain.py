@@ -43,7 +43,9 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
 
 def _passes(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     passes = []
-    for name in PASS_NAMES:
+    # the importer logs only what changed the graph (e.g. an If inlined): a row when it did
+    importer = ["import"] if any(d["pass"] == "import" for d in decisions) else []
+    for name in [*importer, *PASS_NAMES]:
         mine = [d for d in decisions if d["pass"] == name]
         changes = Counter(d["action"] for d in mine if d["action"] not in _SUMMARY_ACTIONS)
         summary = next((d for d in mine if d["action"] == "summary"), None)

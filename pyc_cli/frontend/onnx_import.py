@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,19 @@ from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
 from ..ir.types import DType, TensorType
 from ..ops import registry
-from ..passes.infer_shapes import propagate_types
+from ..passes.context import PassContext
+from ..passes.infer_shapes import known_values, propagate_types
 
 InputShapes = dict[str, tuple[int, ...]]
 MIN_OPSET, MAX_OPSET = 7, 28
 
 
-def import_model(path: str | Path, input_shapes: InputShapes | None = None) -> Graph:
-    """Load an ONNX file and return a fully typed PyC graph."""
+def import_model(path: str | Path, input_shapes: InputShapes | None = None,
+                 ctx: PassContext | None = None) -> Graph:
+    """Load an ONNX file and return a fully typed PyC graph (import decisions, such as
+    inlined `If` branches, are logged to `ctx` when given)."""
     model = load_model(Path(path))
-    graph = convert(model, input_shapes or {})
+    graph = convert(model, input_shapes or {}, ctx=ctx)
     graph.types = propagate_types(graph)
     _check_dtypes(graph)
     return graph
@@ -74,10 +78,26 @@ def _load_external_data(model: ModelProto, base: Path) -> None:
 
 
 def _all_tensors(model: ModelProto) -> list[onnx.TensorProto]:
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors += [a.t for a in node.attribute if a.type == AttributeProto.TENSOR]
+    return _graph_tensors(model.graph)
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Initializers and tensor attributes of a graph and of every subgraph (If branches are
+    imported too, so their external data must be confined like the main graph's)."""
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == AttributeProto.TENSOR:
+                tensors.append(attr.t)
+            for sub in _subgraphs(attr):
+                tensors += _graph_tensors(sub)
     return tensors
+
+
+def _subgraphs(attr: AttributeProto) -> list[onnx.GraphProto]:
+    if attr.type == AttributeProto.GRAPH:
+        return [attr.g]
+    return list(attr.graphs) if attr.type == AttributeProto.GRAPHS else []
 
 
 def _default_opset(model: ModelProto) -> int:
@@ -87,7 +107,8 @@ def _default_opset(model: ModelProto) -> int:
     raise PycError("E010", "the model imports no default-domain opset", hint="re-export it")
 
 
-def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True) -> Graph:
+def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True,
+            ctx: PassContext | None = None) -> Graph:
     """ONNX graph -> untyped PyC graph. `check_ops=False` (pyc check) keeps unsupported nodes
     so that every problem can be reported, not just the first kind."""
     opset = _default_opset(model)
@@ -105,17 +126,177 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
         if value.name not in constants:
             graph.inputs.append(value.name)
             graph.types[value.name] = _input_type(value, input_shapes.get(value.name))
-    used_names: set[str] = set()
-    for index, proto in enumerate(onnx_graph.node):
-        name = _unique_node_name(proto.name or f"{proto.op_type}_{index}", used_names)
-        attrs = {a.name: _attr_value(a, name) for a in proto.attribute}
-        if proto.op_type == "Constant":
-            (value,) = registry.get("Constant").evaluate(Node("Constant", name, [], [], attrs), [])
-            graph.constants[proto.output[0]] = np.asarray(value)
-            continue
-        op = registry.qualified(proto.domain, proto.op_type)
-        graph.nodes.append(Node(op, name, list(proto.input), list(proto.output), attrs))
+    converter = _NodeConverter(graph, check_ops, ctx, _value_names(onnx_graph))
+    converter.add_nodes(onnx_graph.node, _Scope())
+    if ctx is not None and converter.inlined:
+        ctx.log("import", [], "node_count", "ONNX nodes (Constant nodes are constants) -> imported "
+                "nodes, If branches inlined", before=sum(n.op_type != "Constant" for n in onnx_graph.node),
+                after=len(graph.nodes))
     return graph
+
+
+@dataclass
+class _Scope:
+    """How ONNX value names map to IR names while importing one graph body. The main graph keeps
+    its names; an inlined branch gets fresh names prefixed with its If node's name, sees every
+    value of the scopes around it, and `pinned` branch outputs take the If outputs' names."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    prefix: str = ""
+    pinned: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, name: str) -> str:
+        return self.names.get(name, name) if name else ""
+
+
+class _NodeConverter:
+    """Appends converted ONNX nodes to `graph`, inlining each `If` whose condition is known."""
+
+    def __init__(self, graph: Graph, check_ops: bool, ctx: PassContext | None,
+                 taken_values: set[str]) -> None:
+        self.graph, self.check_ops, self.ctx = graph, check_ops, ctx
+        self.node_names: set[str] = set()
+        self.taken_values = taken_values  # every value name of the model, subgraphs included
+        self.inlined = 0  # If nodes replaced by a branch
+
+    def add_nodes(self, protos: list[onnx.NodeProto], scope: _Scope) -> int:
+        """Convert `protos` in order; returns how many IR nodes were added."""
+        before = len(self.graph.nodes)
+        for index, proto in enumerate(protos):
+            name = _unique_node_name(scope.prefix + (proto.name or f"{proto.op_type}_{index}"),
+                                     self.node_names)
+            op = registry.qualified(proto.domain, proto.op_type)
+            if op == "If":
+                self._convert_if(proto, name, scope)
+                continue
+            attrs = {a.name: _attr_value(a, name) for a in proto.attribute
+                     if registry.lookup(op) is not None or not _subgraphs(a)}
+            inputs = [scope.resolve(i) for i in proto.input]
+            outputs = [self._define(o, scope) for o in proto.output]
+            if op == "Constant":
+                (value,) = registry.get("Constant").evaluate(Node(op, name, [], [], attrs), [])
+                self.graph.constants[outputs[0]] = np.asarray(value)
+                continue
+            self.graph.nodes.append(Node(op, name, inputs, outputs, attrs))
+        return len(self.graph.nodes) - before
+
+    def _define(self, name: str, scope: _Scope) -> str:
+        """The IR name of a value the current body defines."""
+        if not name or not scope.prefix:
+            return name
+        new = scope.pinned.get(name) or self._fresh(scope.prefix + name)
+        scope.names[name] = new
+        return new
+
+    def _fresh(self, base: str) -> str:
+        candidate, index = base, 1
+        while candidate in self.taken_values:
+            candidate, index = f"{base}_{index}", index + 1
+        self.taken_values.add(candidate)
+        return candidate
+
+    def _convert_if(self, proto: onnx.NodeProto, name: str, scope: _Scope) -> None:
+        outputs = [self._define(o, scope) for o in proto.output]
+        cond = scope.resolve(proto.input[0])
+        value = constant_condition(self.graph, cond, name)
+        if value is None:
+            # kept without its branches: typing it raises the data-dependent error
+            self.graph.nodes.append(Node("If", name, [cond], outputs, {}))
+            return
+        key = "then_branch" if value else "else_branch"
+        branch = next(a.g for a in proto.attribute if a.name == key)
+        if len(branch.output) != len(outputs) or len(branch.input):
+            raise PycError("E008", f"If {name!r}: its {key} has {len(branch.input)} input(s) and "
+                           f"{len(branch.output)} output(s); the If has {len(outputs)} output(s)",
+                           where=f"node {name!r}", hint="re-export the model")
+        if self.check_ops:
+            _check_supported(branch, self.graph.opset, prefix=f"{name}/")
+        inner = _Scope(dict(scope.names), f"{name}/")
+        copies = self._pin_branch_outputs(branch, outputs, inner)
+        for tensor in branch.initializer:
+            self.graph.constants[self._define(tensor.name, inner)] = _to_array(tensor)
+        added = self.add_nodes(branch.node, inner)
+        for index, (source, out) in enumerate(copies):
+            # the output is an outer value or repeats another: an Identity (canonicalize removes it)
+            copy_name = _unique_node_name(f"{name}/output_{index}", self.node_names)
+            self.graph.nodes.append(Node("Identity", copy_name, [inner.resolve(source)], [out]))
+        self.inlined += 1
+        if self.ctx is not None:
+            self.ctx.log("import", [name], "inline_if", f"If {name!r}: condition is constant "
+                         f"{value}, inlined {key} ({_count(len(branch.node), 'node')})",
+                         after=added + len(copies), branch=key)
+
+    @staticmethod
+    def _pin_branch_outputs(branch: onnx.GraphProto, outputs: list[str], inner: _Scope
+                            ) -> list[tuple[str, str]]:
+        """Branch values that are If outputs take the If output's name where the branch defines
+        them; the other outputs (outer values, repeats) are returned as (source, output) copies."""
+        defined = {t.name for t in branch.initializer}
+        defined.update(o for node in branch.node for o in node.output if o)
+        copies = []
+        for out, source in zip(outputs, [o.name for o in branch.output]):
+            if not out:
+                continue
+            if source in defined and source not in inner.pinned:
+                inner.pinned[source] = out
+            else:
+                copies.append((source, out))
+        return copies
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def constant_condition(graph: Graph, cond: str, node_name: str) -> bool | None:
+    """The value of an If condition when it is known at compile time (a constant, or computed
+    from constants and static shapes by the nodes imported so far), else None."""
+    value = graph.constants.get(cond)
+    if value is None:
+        cone = _cone(graph, cond)
+        if cone is None:
+            return None
+        sub = Graph(graph.name, list(graph.inputs), [cond], cone, dict(graph.types),
+                    graph.constants, graph.opset)
+        try:
+            value = known_values(sub).get(cond)
+        except PycError:
+            return None  # the cone cannot be typed here; typing the graph reports why
+    if value is None:
+        return None
+    if np.asarray(value).size != 1:
+        raise PycError("E008", f"If {node_name!r}: its condition {cond!r} has "
+                       f"{np.asarray(value).size} elements, not one", where=f"node {node_name!r}")
+    return bool(np.asarray(value).reshape(-1)[0])
+
+
+def _cone(graph: Graph, value: str) -> list[Node] | None:
+    """The imported nodes `value` depends on, in order; None when one has no op unit."""
+    producers = graph.producers()
+    stack, seen = [value], set()
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        if registry.lookup(node.op) is None:
+            return None
+        seen.add(id(node))
+        stack.extend(node.present_inputs())
+    return [node for node in graph.nodes if id(node) in seen]
+
+
+def _value_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a graph and its subgraphs use (fresh names must avoid them all)."""
+    names = {v.name for v in list(graph.input) + list(graph.output)}
+    names.update(t.name for t in graph.initializer)
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        for attr in node.attribute:
+            for sub in _subgraphs(attr):
+                names |= _value_names(sub)
+    names.discard("")
+    return names
 
 
 def _check_input_shape_names(onnx_graph: onnx.GraphProto, shapes: InputShapes,
@@ -173,15 +354,16 @@ def schema_version(domain: str, op_type: str, opset: int) -> int | None:
         return None
 
 
-def _check_supported(onnx_graph: onnx.GraphProto, opset: int) -> None:
+def _check_supported(onnx_graph: onnx.GraphProto, opset: int, prefix: str = "") -> None:
     """Raise one error listing every unsupported node, not just the first: E007 when an op is
-    unknown, else E010 when an op's schema version (for this opset) is outside what PyC implements."""
+    unknown, else E010 when an op's schema version (for this opset) is outside what PyC implements.
+    An inlined If branch is checked when it is chosen; `prefix` names its nodes as imported."""
     problems: dict[str, list[str]] = {}
     unknown = False
     for index, node in enumerate(onnx_graph.node):
         key = registry.qualified(node.domain, node.op_type)
         opdef = registry.lookup(key)
-        label = node.name or f"{node.op_type}_{index}"
+        label = prefix + (node.name or f"{node.op_type}_{index}")
         version = schema_version(node.domain, node.op_type, opset) if node.domain in ("", "ai.onnx") \
             else None
         if opdef is None:
@@ -247,4 +429,5 @@ def _attr_value(attr: AttributeProto, node_name: str) -> AttrValue:
         return _to_array(attr.t)
     raise PycError("E008", f"attribute {attr.name!r} of kind "
                    f"{AttributeProto.AttributeType.Name(kind)} is not supported",
-                   where=f"node {node_name!r}", hint="subgraph attributes are not compiled yet")
+                   where=f"node {node_name!r}",
+                   hint="subgraph attributes are compiled only for If with a constant condition")

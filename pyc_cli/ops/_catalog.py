@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     binary,
     bitwise,
+    control_flow,
     conv,
     conv_transpose,
     einsum,
