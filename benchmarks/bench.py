@@ -1,6 +1,6 @@
 """PyC vs onnxruntime, side by side: latency (interleaved rounds) and working memory.
 
-    python benchmarks/bench.py [--models mlp,cnn,transformer] [--batch 1,8] [--seq 64]
+    python benchmarks/bench.py [--models mlp,cnn,transformer,lstm] [--batch 1,8] [--seq 64]
                                [--repeat 200] [--rounds 5] [--threads 1] [--mode balanced]
                                [--out benchmarks/results] [--name bench-cpu]
 
@@ -56,6 +56,10 @@ console = Console() if sys.stdout.isatty() else Console(width=150)
 # ---------------------------------------------------------------- cases and inputs
 
 
+# exported with a static batch: one case at that batch, whatever --batch says
+FIXED_BATCH = {"lstm": 2}
+
+
 @dataclass(frozen=True)
 class Case:
     model: str
@@ -81,6 +85,7 @@ class Case:
             "mlp": {"x": (b, 64)},
             "cnn": {"image": (b, 3, 32, 32)},
             "transformer": {"input_ids": (b, s), "attention_mask": (b, s)},
+            "lstm": {"x": (b, 8, 16)},
         }
         return shapes[self.model]
 
@@ -520,7 +525,7 @@ def write_plot(path: Path, info: dict[str, Any], results: list[CaseResult]) -> N
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,cnn,transformer")
+    parser.add_argument("--models", default="mlp,cnn,transformer,lstm")
     parser.add_argument("--batch", default="1,8", help="batch sizes, comma-separated")
     parser.add_argument("--seq", type=int, default=64, help="transformer sequence length")
     parser.add_argument("--repeat", type=int, default=200, help="timed runs per engine per round")
@@ -543,7 +548,8 @@ def cases_from(args: argparse.Namespace) -> list[Case]:
         known = sorted(p.stem for p in MODELS_DIR.glob("*.onnx"))
         raise SystemExit(f"unknown model(s) {unknown}; have {known}")
     batches = [int(b) for b in str(args.batch).split(",")]
-    return [Case(m, b, args.seq) for m in models for b in batches]
+    return [Case(m, b, args.seq) for m in models
+            for b in ([FIXED_BATCH[m]] if m in FIXED_BATCH else batches)]
 
 
 def main(argv: list[str] | None = None) -> int:
