@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import onnxruntime_outputs
 from helpers import MODES, REFERENCE_MODELS, init, make_model, rand, vinfo, write_model
 from onnx import helper
 
 import pyc_cli
+from pyc_cli.api import BuildResult
 from pyc_cli.ir.graph import Graph
 from pyc_cli.ops import registry
 from pyc_cli.passes.context import PassContext
@@ -481,3 +483,61 @@ def test_concat_inputs_stay_separate_where_slices_are_not_possible(case: str, tm
     graph, ctx = pyc_cli.compile_graph(write_model(control, tmp_path, "control.onnx"),
                                        mode="latency_first")
     assert ctx.artifacts["memory_plan"].concat_slices == {"cat": [0, 1]}
+
+
+# ---------------------------------------------------------------- memory_first: LRN in place
+
+
+def _matches_onnxruntime(path: Path, out_dir: Path, mode: str, feeds: dict[str, np.ndarray]
+                         ) -> BuildResult:
+    """Build `path` in `mode`, run it on `feeds` and assert every output matches onnxruntime."""
+    built = pyc_cli.build(path, out_dir, mode=mode)
+    expected = onnxruntime_outputs(path, feeds)
+    with pyc_cli.load(out_dir) as compiled:
+        got = compiled.run(feeds)
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=f"{mode} {name}")
+    return built
+
+
+def _lrn_model(size: int, shape: list[int], read_later: bool) -> onnx.ModelProto:
+    """Relu -> LRN -> Sigmoid; with `read_later` the Relu output is also read after the LRN."""
+    nodes = [node("Relu", ["x"], ["a"], name="relu"),
+             node("LRN", ["a"], ["b"], name="lrn", size=size, alpha=0.3, beta=0.75, bias=1.5),
+             node("Sigmoid", ["b"], ["y"], name="sigmoid")]
+    if read_later:
+        nodes.append(node("Add", ["y", "a"], ["z"], name="add"))
+    return make_model(nodes, [vinfo("x", shape)], [vinfo("z" if read_later else "y", shape)])
+
+
+@pytest.mark.parametrize("size,shape", [(5, [1, 19, 7, 7]), (3, [2, 8, 20, 20]),
+                                        (9, [1, 6, 11, 13]), (1, [1, 4, 3, 3])])
+def test_lrn_writes_over_its_input_only_in_memory_first(size: int, shape: list[int],
+                                                        tmp_path: Path,
+                                                        rng: np.random.Generator) -> None:
+    """An LRN output at one position reads only that position's inputs: memory_first writes it
+    over its dying input (the kernel keeps the channels later windows still read), the other
+    modes keep their out-of-place kernel. Every mode matches onnxruntime."""
+    path = write_model(_lrn_model(size, shape, read_later=False), tmp_path)
+    feeds = {"x": (3 * rng.standard_normal(shape)).astype(np.float32)}
+    bounds = {}
+    for mode in MODES:
+        built = _matches_onnxruntime(path, tmp_path / mode, mode, feeds)
+        check_plan(built.graph, built.context, built.plan, mode)
+        lrn = next(n for n in built.graph.nodes if n.op == "LRN")
+        assert ("inplace_operand" in lrn.attrs) == (mode == "memory_first"), mode
+        bounds[mode] = built.plan.lower_bound_bytes
+    b = next(t for t in built.plan.tensors if t.name == "b")
+    assert b.alias_of == "a" and "in place over a" in b.reason
+    # the LRN step holds one activation instead of two
+    assert bounds["memory_first"] < bounds["balanced"] == bounds["latency_first"]
+
+
+def test_lrn_stays_out_of_place_when_its_input_is_read_later(tmp_path: Path,
+                                                            rng: np.random.Generator) -> None:
+    path = write_model(_lrn_model(5, [1, 12, 6, 6], read_later=True), tmp_path)
+    feeds = {"x": rng.standard_normal((1, 12, 6, 6)).astype(np.float32)}
+    built = _matches_onnxruntime(path, tmp_path / "mf", "memory_first", feeds)
+    check_plan(built.graph, built.context, built.plan, "memory_first")
+    lrn = next(n for n in built.graph.nodes if n.op == "LRN")
+    assert "inplace_operand" not in lrn.attrs

@@ -11,6 +11,11 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, register, require
 
+# the in-place kernel's ring of (before + 1) x block inputs and its block of sums live on the
+# stack: at most this many positions per block, and about this many bytes
+LRN_RING_BLOCK = 128
+LRN_STACK_BYTES = 8192
+
 
 @register
 class LRN(OpDef):
@@ -20,6 +25,11 @@ class LRN(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
     kernels = (KernelCandidate("lrn_channels", "lrn.c.j2"),)
+    # a position's outputs read only that position's inputs: the kernel can write over its input
+    # if it keeps the few overwritten channels a later window still reads (a ring per block of
+    # positions); that copy costs a little, so only memory_first asks for it
+    inplace_input = 0
+    inplace_modes = ("memory_first",)
 
     def window(self, node: Node) -> tuple[int, int]:
         """Channels before and after the centre that the window covers."""
@@ -53,4 +63,12 @@ class LRN(OpDef):
                 "before": before, "after": after,
                 "scale": float(node.attrs.get("alpha", 1e-4)) / size,  # type: ignore[arg-type]
                 "beta": float(node.attrs.get("beta", 0.75)),  # type: ignore[arg-type]
-                "bias": float(node.attrs.get("bias", 1.0))}  # type: ignore[arg-type]
+                "bias": float(node.attrs.get("bias", 1.0)),  # type: ignore[arg-type]
+                "in_place": "inplace_operand" in node.attrs,
+                "block": self.ring_block(before, math.prod(shape[2:]),
+                                         graph.types[node.inputs[0]].dtype.itemsize)}
+
+    @staticmethod
+    def ring_block(before: int, inner: int, itemsize: int) -> int:
+        """Positions per block of the in-place kernel: its ring and sums stay a few KiB."""
+        return max(1, min(LRN_RING_BLOCK, inner, LRN_STACK_BYTES // ((before + 2) * itemsize)))

@@ -115,7 +115,7 @@ def analyze_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
     if concat_in_place:
         _merge_concat_inputs(graph, storage, keep_copies)
     if mode != "latency_first":
-        _merge_inplace(graph, liveness, storage)
+        _merge_inplace(graph, liveness, storage, mode)
     return storage
 
 
@@ -259,12 +259,12 @@ def _block(graph: Graph, root: str, values: list[str], liveness: dict[str, Inter
     return Block(root, align(nbytes, alignment), Interval(start, end))
 
 
-def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage) -> None:
+def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage, mode: str) -> None:
     """Let fused elementwise results overwrite an operand whose storage dies at that step."""
     members, roots = storage.members, storage.roots
     for step, node in enumerate(graph.nodes):
         out = node.outputs[0] if node.outputs else ""
-        candidates = _inplace_candidates(node)
+        candidates = _inplace_candidates(node, mode)
         if not candidates or out not in members or len([o for o in node.outputs if o]) > 1:
             continue
         victim = _inplace_victim(graph, node, step, liveness, roots, members, candidates)
@@ -277,9 +277,10 @@ def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage
         storage.inplace[node.name] = victim
 
 
-def _inplace_candidates(node: Node) -> list[str]:
+def _inplace_candidates(node: Node, mode: str) -> list[str]:
     """Inputs the node's kernel may overwrite: any operand of a fused elementwise loop (read at
-    the index it writes), or the one input a row-wise kernel reads fully before writing."""
+    the index it writes), or the one input a row-wise kernel reads fully before writing (in the
+    modes that op allows it)."""
     if node.op == "pyc.Elementwise":
         return list(node.inputs)
     if "epilogue" in node.attrs:
@@ -287,7 +288,8 @@ def _inplace_candidates(node: Node) -> list[str]:
         # an operand the kernel also reads as a main input is read after outputs are stored
         return [v for v in epilogue if v not in own and v not in prologue] \
             if node.attrs.get("stores_once") else []
-    index = registry.get(node.op).inplace_input
+    opdef = registry.get(node.op)
+    index = opdef.inplace_input if mode in opdef.inplace_modes else None
     return [node.inputs[index]] if index is not None else []
 
 
