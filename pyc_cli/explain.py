@@ -66,15 +66,16 @@ def _fusions(graph: Graph, decisions: list[dict[str, Any]]) -> list[dict[str, An
             reasons[d["nodes"][0]] = d["reason"]
     fused = []
     for node in graph.nodes:
+        origin = str(node.attrs.get("tiled_from", node.name))  # a channel slice: its original
         if "prologue_from" in node.attrs:
             ops = [i.op for i in parse_program(node.attrs["prologue"])] + [node.op]  # type: ignore[arg-type]
             fused.append({"kind": "prologue", "nodes": [*node.attrs["prologue_from"], node.name],  # type: ignore[misc]
-                          "ops": ops, "reason": reasons.get(node.name, "")})
+                          "ops": ops, "reason": reasons.get(origin, "")})
         if "epilogue_from" in node.attrs:
             merged = [node.name, *node.attrs["epilogue_from"]]  # type: ignore[misc]
             ops = [node.op] + [i.op for i in parse_program(node.attrs["epilogue"])]  # type: ignore[arg-type]
             fused.append({"kind": "epilogue", "nodes": merged, "ops": ops,
-                          "reason": reasons.get(node.name, "")})
+                          "reason": reasons.get(origin, "")})
         elif len(node.attrs.get("fused_from", [])) > 1:  # type: ignore[arg-type]
             merged = list(node.attrs["fused_from"])  # type: ignore[arg-type]
             ops = [i.op for i in parse_program(node.attrs["program"])]  # type: ignore[arg-type]

@@ -541,3 +541,110 @@ def test_lrn_stays_out_of_place_when_its_input_is_read_later(tmp_path: Path,
     check_plan(built.graph, built.context, built.plan, "memory_first")
     lrn = next(n for n in built.graph.nodes if n.op == "LRN")
     assert "inplace_operand" not in lrn.attrs
+
+
+# ---------------------------------------------------------------- memory_first: channel tiling
+
+
+def _conv_pool_model(rng: np.random.Generator, case: str, batch: int = 1) -> onnx.ModelProto:
+    """Conv -> per-channel ops -> pool -> a 1x1 conv reading the pooled tensor (so the pool
+    output lives in the arena). `case` picks the chain, or makes tiling illegal."""
+    x_shape, channels = [batch, 3, 30, 30], 32
+    inits = [init("w", rand(rng, channels, 3 if case != "grouped" else 1, 3, 3, scale=0.3)),
+             init("b", rand(rng, channels, scale=0.1)),
+             init("w2", rand(rng, 8, channels, 1, 1, scale=0.3))]
+    inputs = [vinfo("x", x_shape)]
+    group = {"group": 3} if case == "grouped" else {}
+    if case == "grouped":  # 3 input channels, 3 groups: 32 outputs do not split; use 33
+        inits[0] = init("w", rand(rng, 33, 1, 3, 3, scale=0.3))
+        inits[1] = init("b", rand(rng, 33, scale=0.1))
+        inits[2] = init("w2", rand(rng, 8, 33, 1, 1, scale=0.3))
+    nodes = [node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3],
+                  pads=[1, 1, 1, 1], **group)]
+    if case in ("avgpool_affine", "computed_scale"):
+        if case == "computed_scale":  # a per-channel scale that is an input, not a constant
+            inputs.append(vinfo("s", [1, channels, 1, 1]))
+        else:
+            inits.append(init("s", (1 + 0.1 * rng.standard_normal((1, channels, 1, 1))).astype(np.float32)))
+        inits.append(init("t", rand(rng, channels, 1, 1, scale=0.1)))
+        nodes += [node("Mul", ["c", "s"], ["cs"]), node("Add", ["cs", "t"], ["ct"]),
+                  node("Relu", ["ct"], ["r"]),
+                  node("AveragePool", ["r"], ["p"], name="pool", kernel_shape=[3, 3],
+                       strides=[2, 2], pads=[1, 1, 1, 1])]
+    else:  # a same-size pool keeps as many bytes as the conv output: slices go in place
+        stride = 1 if case == "same_size_pool" else 2
+        nodes += [node("Relu", ["c"], ["r"]),
+                  node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[3, 3],
+                       strides=[stride, stride], pads=[1, 1, 1, 1])]
+    nodes.append(node("Conv", ["p", "w2"], ["y"], name="head", kernel_shape=[1, 1]))
+    side = 30 if case == "same_size_pool" else 15
+    return make_model(nodes, inputs, [vinfo("y", [batch, 8, side, side])], inits)
+
+
+def _feeds(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]
+                                        ).astype(np.float32) for i in model.graph.input}
+
+
+def _tile_decisions(built: BuildResult) -> list:
+    return [d for d in built.context.decisions
+            if d.pass_name == "plan_memory" and d.action in ("tile_channels", "keep_whole")]
+
+
+@pytest.mark.parametrize("case", ["maxpool", "avgpool_affine", "same_size_pool"])
+def test_memory_first_tiles_conv_pool_chains_by_output_channels(case: str, tmp_path: Path,
+                                                                rng: np.random.Generator,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """memory_first runs Conv -> ReLU -> pool as slices of output channels joined by one
+    Concat: the full conv output is never stored, so the peak drops. Where the pooled output is
+    large, each slice is written straight into its part of the Concat output (where it is
+    small, the planner may prefer the copy). The other modes keep the chain whole; all match
+    onnxruntime."""
+    model = _conv_pool_model(rng, case)
+    path = write_model(model, tmp_path)
+    feeds = _feeds(model, rng)
+    for mode in MODES:
+        built = _matches_onnxruntime(path, tmp_path / mode, mode, feeds)
+        check_plan(built.graph, built.context, built.plan, mode)
+        convs = [n for n in built.graph.nodes if n.op == "Conv"]
+        tiled = [d for d in _tile_decisions(built) if d.action == "tile_channels"]
+        if mode != "memory_first":
+            assert len(convs) == 2 and not tiled, mode
+            continue
+        assert len(tiled) == 1 and tiled[0].nodes[0] == "conv" and tiled[0].nodes[-1] == "pool"
+        groups = int(tiled[0].extra["groups"])
+        assert groups > 1 and len(convs) == groups + 1
+        assert tiled[0].after < tiled[0].before
+        concat = next(n for n in built.graph.nodes if n.op == "Concat")
+        assert concat.outputs == ["p"] and concat.attrs["axis"] == 1
+        if case == "same_size_pool":
+            assert concat.attrs["kernel"] == "in_place"
+            assert built.plan.concat_slices[concat.name] == list(range(groups))
+            assert all(t.alias_of == "p" for t in built.plan.tensors if t.name.startswith("p_"))
+        # no conv slice's output is the full conv output
+        assert all(built.graph.types[c.outputs[0]].shape[1] == 32 // groups for c in convs[:-1])
+        with_tiling = built.plan.arena_bytes
+    # the same build without the rewrite has a larger arena
+    monkeypatch.setattr("pyc_cli.passes.plan_memory.tile_channels", lambda *args: [])
+    untiled = pyc_cli.build(path, tmp_path / "untiled", mode="memory_first")
+    assert not [n for n in untiled.graph.nodes if n.op == "Concat"]
+    assert with_tiling < untiled.plan.arena_bytes
+
+
+@pytest.mark.parametrize("case,reason", [("batch_of_two", "batch 2"),
+                                         ("computed_scale", "not a compile-time constant"),
+                                         ("grouped", "grouped conv")])
+def test_channel_tiling_is_refused_where_illegal(case: str, reason: str, tmp_path: Path,
+                                                  rng: np.random.Generator) -> None:
+    """Batch > 1 (a channel slice is not contiguous), a per-channel operand computed at run
+    time, a grouped conv: the chain stays whole, the log says why, outputs still match."""
+    model = _conv_pool_model(rng, case, batch=2 if case == "batch_of_two" else 1)
+    path = write_model(model, tmp_path)
+    built = _matches_onnxruntime(path, tmp_path / "mf", "memory_first", _feeds(model, rng))
+    check_plan(built.graph, built.context, built.plan, "memory_first")
+    assert [n.op for n in built.graph.nodes].count("Conv") == 2
+    assert not [n for n in built.graph.nodes if n.op == "Concat"]
+    decisions = _tile_decisions(built)
+    assert len(decisions) == 1 and decisions[0].action == "keep_whole"
+    assert reason in decisions[0].reason, decisions[0].reason

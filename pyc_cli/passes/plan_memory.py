@@ -1,6 +1,7 @@
-"""Memory planning: give kernels their scratch, choose the schedule (memory_first reorders it and
-rematerializes cheap values), alias views and in-place results, and place every intermediate in
-one aligned arena (see planning/). The figures the other modes would give are recorded too."""
+"""Memory planning: give kernels their scratch, choose the schedule (memory_first tiles conv →
+pool chains by output channels, reorders the schedule and rematerializes cheap values), alias
+views and in-place results, and place every intermediate in one aligned arena (see planning/).
+The figures the other modes would give are recorded too."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..planning.liveness import compute_liveness
 from ..planning.plan import MemoryPlan, build_plan
 from ..planning.remat import rematerialize
 from ..planning.schedule import best_schedule
+from ..planning.tiling import tile_channels
 from .context import MODES, PassContext
 
 NAME = "plan_memory"
@@ -41,9 +43,17 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
 
 def _prepare(graph: Graph, mode: str, ctx: PassContext, log: bool) -> str:
     """Mode-specific changes before placement; returns the schedule's name."""
-    _note_kernel_needs(graph, mode, ctx, log)
     if mode != "memory_first":
+        _note_kernel_needs(graph, mode, ctx, log)
         return "given"
+    # each trial graph's kernels note their scratch first: workspaces count toward its peak
+    tiles = tile_channels(graph, mode, ctx.options.alignment,
+                          lambda trial: _note_kernel_needs(trial, mode, ctx, log=False))
+    _note_kernel_needs(graph, mode, ctx, log)
+    if log:
+        for tile in tiles:
+            ctx.log(NAME, tile.nodes, "tile_channels" if tile.groups > 1 else "keep_whole",
+                    tile.reason, before=tile.before, after=tile.after, groups=tile.groups)
     schedule, order, peaks = best_schedule(graph, mode, ctx.options.alignment)
     graph.nodes = order
     remats = rematerialize(graph, mode, ctx.options.alignment)

@@ -180,6 +180,18 @@ def peak_bytes(graph: Graph, mode: str, alignment: int) -> int:
     return _choose_storage(graph, liveness, mode, alignment)[1]
 
 
+def live_profile(graph: Graph, mode: str, alignment: int) -> list[int]:
+    """Bytes live at each schedule step under `mode`'s aliasing rules (its maximum is
+    `peak_bytes`): where the peak is, not only how high."""
+    liveness = compute_liveness(graph)
+    storage, _ = _choose_storage(graph, liveness, mode, alignment)
+    live = [0] * len(graph.nodes)
+    for block in storage_blocks(graph, storage, liveness, alignment):
+        for step in range(block.life.start, block.life.end + 1):
+            live[step] += block.nbytes
+    return live
+
+
 def _choose_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
                     alignment: int) -> tuple[Storage, int]:
     """Writing concat inputs in place saves copies but holds the whole concat buffer from its
