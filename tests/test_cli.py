@@ -371,7 +371,8 @@ def _model_with_several_problems(tmp_path: Path) -> Path:
              helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to_half"),
              helper.make_node("MatMul", ["h", "wh"], ["hm"], name="half_matmul"),
              helper.make_node("Reshape", ["x", "target"], ["r"], name="runtime_reshape"),
-             helper.make_node("Resize", ["a", "", "sc"], ["rz"], name="cubic_resize", mode="cubic"),
+             helper.make_node("Resize", ["a", "", "sc"], ["rz"], name="odd_rounding",
+                              nearest_mode="round_half_even"),
              helper.make_node("Add", ["a", "a"], ["y"], name="fine_add")]
     inits = [numpy_helper.from_array(np.ones((8, 4), np.float16), "wh"),
              numpy_helper.from_array(np.ones(2, np.float32), "sc")]
@@ -390,7 +391,7 @@ def test_check_reports_every_problem_grouped_by_reason(tmp_path: Path) -> None:
     report = json.loads(output)
     problems = {reason: sorted(p["node"] for p in group) for reason, group in report["problems"].items()}
     assert problems == {"unknown op": ["custom", "nonzero"], "dtype": ["half_matmul"],
-                        "attribute value": ["cubic_resize"],
+                        "attribute value": ["odd_rounding"],
                         "data-dependent shape": ["runtime_reshape"]}
     assert report["nodes"] == 8 and report["supported_nodes"] == 3
     assert report["node_share"] == pytest.approx(3 / 8) and 0 < report["flop_share"] < 1
@@ -404,6 +405,6 @@ def test_build_failure_lists_every_problem(tmp_path: Path) -> None:
     path = _model_with_several_problems(tmp_path)
     code, output = invoke("build", str(path), "--input-shape", "x=2,8", "-o", str(tmp_path / "out"))
     assert_user_error(code, output, "E007")
-    for node in ("custom", "nonzero", "half_matmul", "cubic_resize", "runtime_reshape"):
+    for node in ("custom", "nonzero", "half_matmul", "odd_rounding", "runtime_reshape"):
         assert node in output
     assert not (tmp_path / "out").exists()

@@ -111,3 +111,59 @@ def test_unsupported_variants_are_rejected_with_e008(tmp_path: Path) -> None:
     path = _save(tmp_path, node, {"x": (1, 2, 3, 3, 3)}, (1, 2, 4, 4, 4), [w])
     with pytest.raises(PycError, match="E008.*ConvTranspose of rank 5"):
         pyc_cli.build(path, tmp_path / "artifact")
+
+
+RESIZE_CASES = {
+    # name: (input shape, attributes, scales or None, sizes or None, roi or None)
+    "cubic_upsample_half_pixel": ((1, 2, 5, 6), {"mode": "cubic"}, [1, 1, 1.6, 2.5], None, None),
+    "cubic_downsample_align_corners_a05_exclude": (
+        (2, 3, 10, 8), {"mode": "cubic", "coordinate_transformation_mode": "align_corners",
+                       "cubic_coeff_a": -0.5, "exclude_outside": 1}, [1, 1, 0.6, 0.5], None, None),
+    "cubic_sizes_asymmetric": ((1, 1, 7, 4), {"mode": "cubic",
+                                              "coordinate_transformation_mode": "asymmetric"},
+                               None, [1, 1, 10, 9], None),
+    "linear_antialias_downsample": ((1, 2, 12, 10), {"mode": "linear", "antialias": 1},
+                                    [1, 1, 0.4, 0.7], None, None),
+    "cubic_antialias_sizes": ((1, 3, 11, 13), {"mode": "cubic", "antialias": 1}, None,
+                              [1, 3, 4, 6], None),
+    "trilinear": ((1, 2, 4, 5, 6), {"mode": "linear"}, [1, 1, 1.5, 2, 0.5], None, None),
+    "crop_and_resize_extrapolate": (
+        (1, 2, 6, 7), {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+                       "extrapolation_value": 3.5}, None, [1, 2, 5, 4],
+        [0, 0, -0.2, 0.3, 1, 1, 0.9, 1.3]),
+    "nearest_not_larger": ((1, 1, 6, 9), {"mode": "nearest", "axes": [2, 3],
+                                          "keep_aspect_ratio_policy": "not_larger"},
+                           None, [4, 4], None),
+    "linear_not_smaller": ((1, 2, 6, 9), {"mode": "linear", "axes": [3, 2],
+                                          "keep_aspect_ratio_policy": "not_smaller"},
+                           None, [5, 5], None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESIZE_CASES))
+def test_resize_matches_onnxruntime(case: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    """Cubic, antialiased, cropped and aspect-preserving Resize (opset 18) on random inputs.
+    (align_corners cases use integral resized lengths: for fractional ones PyC follows the ONNX
+    reference, which divides by the fractional length, where onnxruntime uses the integer one.)"""
+    shape, attrs, scales, sizes, roi = RESIZE_CASES[case]
+    inits = [numpy_helper.from_array(np.array(roi or [], np.float32), "roi")]
+    names = ["x", "roi"]
+    if scales is not None:
+        inits.append(numpy_helper.from_array(np.array(scales, np.float32), "scales"))
+        names.append("scales")
+    else:
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        names += ["", "sizes"]
+    node = helper.make_node("Resize", names, ["y"], **attrs)
+    x = rng.standard_normal(shape).astype(np.float32)
+    model = helper.make_model(
+        helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 18)])
+    probe = tmp_path / "probe.onnx"
+    onnx.save(model, probe)
+    out_shape = onnxruntime_outputs(probe, {"x": x})["y"].shape
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    _compare(tmp_path, path, {"x": x})

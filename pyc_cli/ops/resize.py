@@ -1,9 +1,11 @@
-"""Resize (opset 10+) and Upsample (7-9): nearest and (multi)linear, the common coordinate modes.
+"""Resize (opset 10+) and Upsample (7-9): nearest, (multi)linear and cubic, every coordinate
+mode (incl. tf_crop_and_resize with extrapolation), antialiased downsampling, exclude_outside
+and the keep_aspect_ratio policies.
 
-Every output coordinate maps to source indices and weights that depend only on static shapes,
-so they are computed here once and emitted as constant tables; the kernel just gathers.
-Rejected at build time (PYC-E008): cubic, antialias, tf_crop_and_resize, keep_aspect_ratio
-policies other than stretch, linear interpolation along more than two axes.
+Resize is separable: along each axis every output coordinate reads a few source indices
+(`taps`: 1 nearest, 2 linear, 4 cubic, more when antialiasing stretches the filter) with
+weights that depend only on static shapes, so they are computed here once, as the ONNX
+reference defines them, and emitted as constant tables; the kernel just gathers and blends.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from .registry import (
 )
 
 _COORDINATE_MODES = ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel",
-                     "tf_half_pixel_for_nn", "half_pixel_symmetric")
+                     "tf_half_pixel_for_nn", "half_pixel_symmetric", "tf_crop_and_resize")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+_POLICIES = ("stretch", "not_larger", "not_smaller")
 
 
 class ResizeBase(OpDef):
@@ -44,9 +47,9 @@ class ResizeBase(OpDef):
         mode = str(node.attrs.get("mode", "nearest"))
         if mode == "bilinear":  # Upsample-7 spelling
             mode = "linear"
-        if mode not in ("nearest", "linear"):
-            raise PycError("E008", f"{node.op} mode {mode!r} is not supported (nearest, linear are)",
-                           where=node.name)
+        if mode not in ("nearest", "linear", "cubic"):
+            raise PycError("E008", f"{node.op} mode {mode!r} is not supported (nearest, linear, "
+                           "cubic are)", where=node.name)
         return mode
 
     def coordinate_mode(self, node: Node) -> str:
@@ -62,10 +65,11 @@ class ResizeBase(OpDef):
         return int(node.attrs.get("_opset", 11))  # type: ignore[call-overload]
 
     def check_supported(self, node: Node) -> None:
-        if int(node.attrs.get("antialias", 0)):  # type: ignore[call-overload]
-            raise PycError("E008", "Resize antialias is not supported", where=node.name)
+        if int(node.attrs.get("antialias", 0)) and self.mode(node) == "nearest":  # type: ignore[call-overload]
+            raise PycError("E008", "Resize antialias applies to linear and cubic modes only",
+                           where=node.name, hint="drop antialias or use mode linear")
         policy = str(node.attrs.get("keep_aspect_ratio_policy", "stretch"))
-        if policy != "stretch":
+        if policy not in _POLICIES:
             raise PycError("E008", f"keep_aspect_ratio_policy {policy!r} is not supported",
                            where=node.name)
         nearest = str(node.attrs.get("nearest_mode", "round_prefer_floor"))
@@ -75,6 +79,10 @@ class ResizeBase(OpDef):
     def scales_and_sizes(self, node: Node, shape: tuple[int, ...],
                          values: InValues) -> tuple[list[float], list[int]]:
         raise NotImplementedError
+
+    def roi(self, node: Node, rank: int, values: InValues) -> list[tuple[float, float]] | None:
+        """Per axis (start, end) of the crop window (tf_crop_and_resize only)."""
+        return None
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
@@ -86,63 +94,144 @@ class ResizeBase(OpDef):
 
     # ------------------------------------------------------------ index tables
 
-    def tables(self, node: Node, shape: tuple[int, ...], values: InValues) -> list[dict[str, list]]:
-        """Per axis: source indices lo/hi and the weight of hi (nearest: lo == hi, weight 0)."""
+    def tables(self, node: Node, shape: tuple[int, ...], values: InValues) -> list[dict[str, object]]:
+        """Per axis: `taps` source indices per output coordinate (`idx`, flattened), their
+        weights `w` (absent for one tap) and, for tf_crop_and_resize, which outputs lie outside
+        the input (`outside`, those take extrapolation_value)."""
         scales, sizes = self.scales_and_sizes(node, shape, values)
+        roi = self.roi(node, len(shape), values)
+        return [self._axis_table(node, size_in, size_out, scale, None if roi is None else roi[axis])
+                for axis, (size_in, size_out, scale) in enumerate(zip(shape, sizes, scales))]
+
+    def _axis_table(self, node: Node, size_in: int, size_out: int, scale: float,
+                    roi: tuple[float, float] | None) -> dict[str, object]:
         mode, coords = self.mode(node), self.coordinate_mode(node)
-        nearest = str(node.attrs.get("nearest_mode", "round_prefer_floor"))
-        if node.op == "Upsample" or self.since_opset(node) < 11:
-            nearest = "floor"
-        axes = []
-        for size_in, size_out, scale in zip(shape, sizes, scales):
-            lo, hi, weight = [], [], []
-            for out in range(size_out):
-                x = _source_coordinate(out, scale, size_in, size_out, coords)
-                if mode == "nearest" or size_in == size_out and scale == 1.0:
-                    index = min(max(_round(x, nearest), 0), size_in - 1)
-                    lo.append(index)
-                    hi.append(index)
-                    weight.append(0.0)
-                else:
-                    x = min(max(x, 0.0), size_in - 1)
-                    base = int(math.floor(x))
-                    lo.append(base)
-                    hi.append(min(base + 1, size_in - 1))
-                    weight.append(x - base)
-            axes.append({"lo": lo, "hi": hi, "w": weight,
-                         "interp": any(w != 0.0 for w in weight)})
-        if sum(a["interp"] for a in axes) > 2:
-            raise PycError("E008", "linear Resize along more than two axes is not supported",
-                           where=node.name)
-        return axes
+        if size_out == size_in and math.isclose(scale, 1.0) and \
+                (roi is None or (math.isclose(roi[0], 0.0) and math.isclose(roi[1], 1.0))):
+            return {"taps": 1, "idx": list(range(size_out)), "w": None, "outside": None}
+        x = _source_coordinates(size_out, scale, size_in, coords, roi)
+        outside = None
+        if coords == "tf_crop_and_resize":
+            outside = [int(v < 0 or v > size_in - 1) for v in x]
+        if mode == "nearest":
+            nearest = str(node.attrs.get("nearest_mode", "round_prefer_floor"))
+            if node.op == "Upsample" or self.since_opset(node) < 11:
+                nearest = "floor"
+            idx = [min(max(_round(v, nearest), 0), size_in - 1) for v in x]
+            return {"taps": 1, "idx": idx, "w": None, "outside": outside}
+        idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
+                                           bool(node.attrs.get("exclude_outside", 0)))
+        return {"taps": weights.shape[1], "idx": idx.reshape(-1).tolist(),
+                "w": [repr(float(v)) for v in weights.reshape(-1)], "outside": outside}
+
+    def _coefficients(self, node: Node, mode: str):  # noqa: ANN202 (a small closure)
+        antialias = bool(node.attrs.get("antialias", 0))
+        a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+        if mode == "linear":
+            return _linear_antialias if antialias else (lambda r, s: np.array([1 - r, r]))
+        return (lambda r, s: _cubic_antialias(r, s, a)) if antialias else (lambda r, s: _cubic(r, a))
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
         values: InValues = [graph.constants.get(v) if v else None for v in node.inputs]
         axes = self.tables(node, shape, values)
-        return {"axes": axes, "out_shape": [len(a["lo"]) for a in axes],
-                "in_strides": contiguous_strides(shape)}
+        return {"axes": axes, "out_shape": [len(a["idx"]) // a["taps"] for a in axes],  # type: ignore[arg-type, operator]
+                "in_strides": contiguous_strides(shape),
+                "extrapolation": repr(float(node.attrs.get("extrapolation_value", 0.0)))}  # type: ignore[arg-type]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         raise NotImplementedError("Resize is not constant-folded")
 
 
-def _source_coordinate(out: int, scale: float, size_in: int, size_out: int, mode: str) -> float:
+def _source_coordinates(size_out: int, scale: float, size_in: int, mode: str,
+                        roi: tuple[float, float] | None) -> list[float]:
     """The ONNX coordinate transforms; the resized length is size_in * scale (not rounded)."""
     resized = size_in * scale
-    if mode == "asymmetric":
-        return out / scale
-    if mode == "align_corners":
-        return 0.0 if resized <= 1 else out * (size_in - 1) / (resized - 1)
-    if mode == "pytorch_half_pixel":
-        return (out + 0.5) / scale - 0.5 if resized > 1 else 0.0
-    if mode == "tf_half_pixel_for_nn":
-        return (out + 0.5) / scale
-    if mode == "half_pixel_symmetric":
-        adjustment = size_out / resized
-        offset = size_in / 2 * (1 - adjustment)
-        return offset + (out + 0.5) / scale - 0.5
-    return (out + 0.5) / scale - 0.5  # half_pixel
+    result = []
+    for out in range(size_out):
+        if mode == "asymmetric":
+            x = out / scale
+        elif mode == "align_corners":
+            x = 0.0 if resized <= 1 else out * (size_in - 1) / (resized - 1)
+        elif mode == "pytorch_half_pixel":
+            x = (out + 0.5) / scale - 0.5 if resized > 1 else 0.0
+        elif mode == "tf_half_pixel_for_nn":
+            x = (out + 0.5) / scale
+        elif mode == "half_pixel_symmetric":
+            offset = size_in / 2 * (1 - size_out / resized)
+            x = offset + (out + 0.5) / scale - 0.5
+        elif mode == "tf_crop_and_resize":
+            start, end = roi if roi is not None else (0.0, 1.0)
+            x = (end - start) * (size_in - 1) / 2 if size_out == 1 else \
+                out * (end - start) * (size_in - 1) / (size_out - 1)
+            x += start * (size_in - 1)
+        else:  # half_pixel
+            x = (out + 0.5) / scale - 0.5
+        result.append(x)
+    return result
+
+
+def _interpolation_taps(x: list[float], scale: float, size_in: int, coefficients,  # noqa: ANN001
+                        exclude_outside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights per output coordinate, as the ONNX reference picks them: the
+    filter's n taps nearest to x (ties to the smaller index) on an edge-padded input."""
+    rows, starts = [], []
+    for v in x:
+        ratio = 1.0 if v == math.floor(v) else v - math.floor(v)
+        coeffs = np.asarray(coefficients(ratio, scale), np.float64)
+        n = len(coeffs)
+        pad = math.ceil(n / 2)
+        p = math.floor(v + pad)
+        frac = v + pad - p
+        if n % 2 == 0:
+            offset = -(n // 2) if frac == 0 else -(n // 2) + 1
+        else:
+            offset = -((n - 1) // 2) if frac <= 0.5 else -((n - 1) // 2) + 1
+        rows.append(coeffs)
+        starts.append(p + offset - pad)
+    weights = np.stack(rows)
+    idx = np.asarray(starts)[:, None] + np.arange(weights.shape[1])[None, :]
+    if exclude_outside:
+        weights = np.where((idx < 0) | (idx >= size_in), 0.0, weights)
+        total = weights.sum(axis=1, keepdims=True)
+        weights = weights / np.where(total == 0, 1.0, total)
+    return np.clip(idx, 0, size_in - 1), weights
+
+
+def _cubic(r: float, a: float) -> np.ndarray:
+    """Keys' cubic convolution weights of the 4 taps around a point `r` past the 2nd tap."""
+    return np.array([((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
+                     ((a + 2) * r - (a + 3)) * r * r + 1,
+                     ((a + 2) * (1 - r) - (a + 3)) * (1 - r) * (1 - r) + 1,
+                     ((a * (2 - r) - 5 * a) * (2 - r) + 8 * a) * (2 - r) - 4 * a])
+
+
+def _cubic_antialias(r: float, scale: float, a: float) -> np.ndarray:
+    """Downsampling stretches the cubic filter by 1/scale (more taps), weights normalized."""
+    scale = min(scale, 1.0)
+
+    def weight(t: float) -> float:
+        t = abs(t)
+        if t <= 1:
+            return (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1
+        return a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a if t < 2 else 0.0
+
+    start = int(math.floor(-2 / scale) + 1)
+    coeffs = np.array([weight(scale * (i - r)) for i in range(start, 2 - start)])
+    return coeffs / coeffs.sum()
+
+
+def _linear_antialias(r: float, scale: float) -> np.ndarray:
+    scale = min(scale, 1.0)
+    start = int(math.floor(-1 / scale) + 1)
+    args = (np.arange(start, 2 - start) - r) * scale
+    coeffs = np.clip(1 - np.abs(args), 0, 1)
+    return coeffs / coeffs.sum()
+
+
+def _scaled_length(length: int, scale: float) -> int:
+    """floor(length * scale) in float32, as the scales tensor is (10 * 0.7f is 7, not 6)."""
+    return int(math.floor(np.float32(length) * np.float32(scale)))
 
 
 def _round(x: float, mode: str) -> int:
@@ -165,12 +254,13 @@ class Resize(ResizeBase):
         # Resize-10 has (X, scales) and asymmetric coordinates; 11+ has (X, roi, scales, sizes)
         return 10 if len(node.inputs) == 2 else 11
 
+    def axes(self, node: Node, rank: int) -> list[int]:
+        return [normalize_axis(a, rank, node) for a in ints_attr(node, "axes")] or list(range(rank))
+
     def scales_and_sizes(self, node: Node, shape: tuple[int, ...],
                          values: InValues) -> tuple[list[float], list[int]]:
         rank = len(shape)
-        if str(node.attrs.get("coordinate_transformation_mode", "")) == "tf_crop_and_resize":
-            raise PycError("E008", "tf_crop_and_resize is not supported", where=node.name)
-        axes = [normalize_axis(a, rank, node) for a in ints_attr(node, "axes")] or list(range(rank))
+        axes = self.axes(node, rank)
         scale_index, size_index = (1, None) if len(node.inputs) == 2 else (2, 3)
         sizes_value = values[size_index] if size_index is not None and \
             len(node.inputs) > size_index and node.inputs[size_index] else None
@@ -180,14 +270,37 @@ class Resize(ResizeBase):
         if sizes_value is not None and np.asarray(sizes_value).size:
             for axis, size in zip(axes, np.asarray(sizes_value).reshape(-1)):
                 sizes[axis], scales[axis] = int(size), int(size) / shape[axis]
+            policy = str(node.attrs.get("keep_aspect_ratio_policy", "stretch"))
+            if policy != "stretch":  # one scale for every resized axis, sizes rounded half up
+                pick = min if policy == "not_larger" else max
+                scale = pick(scales[a] for a in axes)
+                for axis in axes:
+                    scales[axis], sizes[axis] = scale, int(scale * shape[axis] + 0.5)
         elif scales_value is not None and np.asarray(scales_value).size:
             for axis, scale in zip(axes, np.asarray(scales_value).reshape(-1)):
                 scales[axis] = float(scale)
-                sizes[axis] = int(math.floor(shape[axis] * float(scale)))
+                sizes[axis] = _scaled_length(shape[axis], scale)
         else:
             raise PycError("E008", "Resize needs constant scales or sizes", where=node.name,
                            hint="fix the input shapes so the scale computation folds")
         return scales, sizes
+
+    def roi(self, node: Node, rank: int, values: InValues) -> list[tuple[float, float]] | None:
+        if self.coordinate_mode(node) != "tf_crop_and_resize":
+            return None
+        value = values[1] if len(values) > 1 and node.inputs[1] else None
+        if value is None or not np.asarray(value).size:
+            raise PycError("E008", "Resize tf_crop_and_resize needs a constant roi (input 1)",
+                           where=node.name)
+        axes = self.axes(node, rank)
+        flat = [float(v) for v in np.asarray(value).reshape(-1)]
+        if len(flat) != 2 * len(axes):
+            raise PycError("E009", f"Resize roi has {len(flat)} values, expected {2 * len(axes)}",
+                           where=node.name)
+        result = [(0.0, 1.0)] * rank
+        for i, axis in enumerate(axes):
+            result[axis] = (flat[i], flat[len(axes) + i])
+        return result
 
 
 @register
@@ -204,5 +317,5 @@ class Upsample(ResizeBase):
             scales = [float(s) for s in np.asarray(values[1]).reshape(-1)]
         else:
             raise PycError("E008", "Upsample needs constant scales", where=node.name)
-        return scales, [int(math.floor(d * s)) for d, s in zip(shape, scales)]
+        return scales, [_scaled_length(d, s) for d, s in zip(shape, scales)]
 
