@@ -308,6 +308,7 @@ class Upsample(ResizeBase):
     name = "Upsample"
     since = 7
     until = 9
+    static_inputs = (1,)  # Upsample-9's scales input
 
     def scales_and_sizes(self, node: Node, shape: tuple[int, ...],
                          values: InValues) -> tuple[list[float], list[int]]:
