@@ -549,23 +549,23 @@ def test_lrn_stays_out_of_place_when_its_input_is_read_later(tmp_path: Path,
 def _conv_pool_model(rng: np.random.Generator, case: str, batch: int = 1) -> onnx.ModelProto:
     """Conv -> per-channel ops -> pool -> a 1x1 conv reading the pooled tensor (so the pool
     output lives in the arena). `case` picks the chain, or makes tiling illegal."""
-    x_shape, channels = [batch, 3, 30, 30], 32
-    inits = [init("w", rand(rng, channels, 3 if case != "grouped" else 1, 3, 3, scale=0.3)),
+    channels, groups = (48, 3) if case == "grouped" else (32, 1)
+    inits = [init("w", rand(rng, channels, 3 // groups, 3, 3, scale=0.3)),
              init("b", rand(rng, channels, scale=0.1)),
              init("w2", rand(rng, 8, channels, 1, 1, scale=0.3))]
-    inputs = [vinfo("x", x_shape)]
-    group = {"group": 3} if case == "grouped" else {}
-    if case == "grouped":  # 3 input channels, 3 groups: 32 outputs do not split; use 33
-        inits[0] = init("w", rand(rng, 33, 1, 3, 3, scale=0.3))
-        inits[1] = init("b", rand(rng, 33, scale=0.1))
-        inits[2] = init("w2", rand(rng, 8, 33, 1, 1, scale=0.3))
-    nodes = [node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3],
-                  pads=[1, 1, 1, 1], **group)]
+    inputs = [vinfo("x", [batch, 3, 30, 30])]
+    nodes = []
+    if case == "prologue":  # BN + ReLU before the conv: fused into its input gathering
+        inits += [init("si", rand(rng, 1, 3, 1, 1)), init("ti", rand(rng, 3, 1, 1))]
+        nodes += [node("Mul", ["x", "si"], ["xs"]), node("Add", ["xs", "ti"], ["xt"]),
+                  node("Relu", ["xt"], ["xa"])]
+    nodes.append(node("Conv", ["xa" if case == "prologue" else "x", "w", "b"], ["c"],
+                      name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=groups))
     if case in ("avgpool_affine", "computed_scale"):
         if case == "computed_scale":  # a per-channel scale that is an input, not a constant
             inputs.append(vinfo("s", [1, channels, 1, 1]))
         else:
-            inits.append(init("s", (1 + 0.1 * rng.standard_normal((1, channels, 1, 1))).astype(np.float32)))
+            inits.append(init("s", 1 + rand(rng, 1, channels, 1, 1, scale=0.1)))
         inits.append(init("t", rand(rng, channels, 1, 1, scale=0.1)))
         nodes += [node("Mul", ["c", "s"], ["cs"]), node("Add", ["cs", "t"], ["ct"]),
                   node("Relu", ["ct"], ["r"]),
@@ -591,7 +591,7 @@ def _tile_decisions(built: BuildResult) -> list:
             if d.pass_name == "plan_memory" and d.action in ("tile_channels", "keep_whole")]
 
 
-@pytest.mark.parametrize("case", ["maxpool", "avgpool_affine", "same_size_pool"])
+@pytest.mark.parametrize("case", ["maxpool", "avgpool_affine", "same_size_pool", "prologue"])
 def test_memory_first_tiles_conv_pool_chains_by_output_channels(case: str, tmp_path: Path,
                                                                 rng: np.random.Generator,
                                                                 monkeypatch: pytest.MonkeyPatch
@@ -622,8 +622,9 @@ def test_memory_first_tiles_conv_pool_chains_by_output_channels(case: str, tmp_p
             assert concat.attrs["kernel"] == "in_place"
             assert built.plan.concat_slices[concat.name] == list(range(groups))
             assert all(t.alias_of == "p" for t in built.plan.tensors if t.name.startswith("p_"))
-        # no conv slice's output is the full conv output
+        # no conv slice's output is the full conv output; each slice keeps the fused input
         assert all(built.graph.types[c.outputs[0]].shape[1] == 32 // groups for c in convs[:-1])
+        assert all(("prologue" in c.attrs) == (case == "prologue") for c in convs[:-1])
         with_tiling = built.plan.arena_bytes
     # the same build without the rewrite has a larger arena
     monkeypatch.setattr("pyc_cli.passes.plan_memory.tile_channels", lambda *args: [])
