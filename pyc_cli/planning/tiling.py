@@ -112,8 +112,8 @@ def tile_channels(graph: Graph, mode: str, alignment: int,
         reason = (f"the peak was in this chain: {count} slices of {width} output channels, "
                   "pooled one after another and joined by a Concat, so the full conv output is "
                   "never stored"
-                  if count > 1 else "left whole: the peak is elsewhere, and each slice would "
-                  "gather the conv input again")
+                  if count > 1 else "left whole: slicing it does not lower the peak, and each "
+                  "slice would gather the conv input again")
         decisions.append(TileDecision(list(chain.nodes), count, reason))
     for decision in decisions:
         decision.before, decision.after = start, current.peak
