@@ -87,6 +87,10 @@ class CpuTarget(Target):
                 ctype = graph.types[node.outputs[0]].dtype.c_type
                 call.operands.append(Operand("WS", ctype, is_output=True))
                 call.args.append(f"({ctype}*)(arena + {plan.workspaces[node.name]})")
+            if not chosen.restrict_pointers:
+                call.restrict = ""
+                for operand in call.operands:
+                    operand.restrict = False
             calls.append(call)
         return calls
 

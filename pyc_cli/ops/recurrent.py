@@ -89,7 +89,8 @@ class Recurrent(OpDef):
     default_activations: ClassVar[tuple[str, ...]] = ()
     kernels = (KernelCandidate("recurrent_rows", "recurrent.c.j2",
                                applies=lambda node, graph: bool(node.attrs.get("weights_transposed")),
-                               workspace=lambda node, graph: _workspace_bytes(node, graph)),)
+                               workspace=lambda node, graph: _workspace_bytes(node, graph),
+                               restrict_pointers=False),)
 
     # ------------------------------------------------------------ attributes
 

@@ -43,6 +43,9 @@ class KernelCandidate:
     # each output element is stored once, after its epilogue operands are read at that same
     # index: an epilogue operand that dies here may share the output's bytes
     stores_once: bool = False
+    # False drops `restrict` from the kernel's pointers: GCC 12's SLP vectorizer miscompiled a
+    # variant of the recurrent kernel with them (onnx test_lstm_reverse at -O3, right at -O2)
+    restrict_pointers: bool = True
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
