@@ -191,7 +191,7 @@ def _assume_types(node: Node, types: dict[str, TensorType], fallback: dict[str, 
 def _check_dtype(opdef: registry.OpDef, node: Node, in_types: list[TensorType | None]) -> None:
     for index, value in enumerate(node.inputs):
         if value and value in opdef.dtype_values(node) and in_types[index] is not None and \
-                in_types[index].dtype not in opdef.dtypes:  # type: ignore[union-attr]
+                not opdef.accepts(in_types[index].dtype):  # type: ignore[union-attr]
             raise PycError("E008", f"element type {in_types[index].dtype.value} of {value!r} "  # type: ignore[union-attr]
                            "is not supported")
 

@@ -57,6 +57,8 @@ def coverage_markdown(summary: dict[str, Any]) -> str:
         if opdef.domain == "pyc":
             continue  # internal ops made by passes
         dtypes = ", ".join(sorted(d.value for d in opdef.dtypes))
+        if opdef.computes_f16_in_f32:
+            dtypes += " (f16 computed in f32)"
         rate, detail = _conformance(ops.get(name))
         lines.append(f"| {name} | {opdef.since}..{opdef.until} | {dtypes} | {_lowering(opdef)} "
                      f"| {rate} | {detail} |")

@@ -368,13 +368,13 @@ def _model_with_several_problems(tmp_path: Path) -> Path:
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="fine_relu"),
              helper.make_node("FancyOp", ["a"], ["b"], name="custom", domain="com.vendor"),
              helper.make_node("NonZero", ["x"], ["nz"], name="nonzero"),
-             helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to_half"),
-             helper.make_node("MatMul", ["h", "wh"], ["hm"], name="half_matmul"),
+             helper.make_node("Cast", ["x"], ["h"], to=TensorProto.INT8, name="to_int8"),
+             helper.make_node("MatMul", ["h", "wh"], ["hm"], name="int8_matmul"),
              helper.make_node("Reshape", ["x", "target"], ["r"], name="runtime_reshape"),
              helper.make_node("Resize", ["a", "", "sc"], ["rz"], name="odd_rounding",
                               nearest_mode="round_half_even"),
              helper.make_node("Add", ["a", "a"], ["y"], name="fine_add")]
-    inits = [numpy_helper.from_array(np.ones((8, 4), np.float16), "wh"),
+    inits = [numpy_helper.from_array(np.ones((8, 4), np.int8), "wh"),
              numpy_helper.from_array(np.ones(2, np.float32), "sc")]
     graph = helper.make_graph(nodes, "g", [x, shape], [y], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
@@ -390,7 +390,7 @@ def test_check_reports_every_problem_grouped_by_reason(tmp_path: Path) -> None:
     assert code == 1
     report = json.loads(output)
     problems = {reason: sorted(p["node"] for p in group) for reason, group in report["problems"].items()}
-    assert problems == {"unknown op": ["custom", "nonzero"], "dtype": ["half_matmul"],
+    assert problems == {"unknown op": ["custom", "nonzero"], "dtype": ["int8_matmul"],
                         "attribute value": ["odd_rounding"],
                         "data-dependent shape": ["runtime_reshape"]}
     assert report["nodes"] == 8 and report["supported_nodes"] == 3
@@ -405,6 +405,6 @@ def test_build_failure_lists_every_problem(tmp_path: Path) -> None:
     path = _model_with_several_problems(tmp_path)
     code, output = invoke("build", str(path), "--input-shape", "x=2,8", "-o", str(tmp_path / "out"))
     assert_user_error(code, output, "E007")
-    for node in ("custom", "nonzero", "half_matmul", "odd_rounding", "runtime_reshape"):
+    for node in ("custom", "nonzero", "int8_matmul", "odd_rounding", "runtime_reshape"):
         assert node in output
     assert not (tmp_path / "out").exists()

@@ -167,3 +167,34 @@ def test_resize_matches_onnxruntime(case: str, tmp_path: Path, rng: np.random.Ge
     path = tmp_path / "model.onnx"
     onnx.save(model, path)
     _compare(tmp_path, path, {"x": x})
+
+
+def test_float16_model_computes_kernels_in_float32(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A float16 model (Conv, Relu, MaxPool, MatMul, Softmax): kernels without a float16 path run
+    between casts, elementwise ops stay float16; outputs are float16 and match onnxruntime within
+    float16 precision (rtol 4e-3, atol 1e-3: a few float16 ulps)."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "m"], ["mm"]),
+             helper.make_node("Softmax", ["mm"], ["y"], axis=-1)]
+    inits = [numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float16), "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float16), "b"),
+             numpy_helper.from_array((rng.standard_normal((64, 5)) * 0.2).astype(np.float16), "m")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, (1, 3, 8, 8))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, (1, 5))], inits),
+        opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "half.onnx"
+    onnx.save(model, path)
+    result = pyc_cli.build(path, tmp_path / "artifact")
+    promoted = sorted(d.nodes[0] for d in result.context.decisions if d.action == "compute_f16_in_f32")
+    assert promoted == ["Conv_0", "MatMul_4", "MaxPool_2", "Softmax_5"]
+    with pyc_cli.load(tmp_path / "artifact") as compiled:
+        for _ in range(3):
+            feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float16)}
+            got = compiled.run(feeds)["y"]
+            want = onnxruntime_outputs(path, feeds)["y"]
+            assert got.dtype == np.float16
+            np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=4e-3, atol=1e-3)

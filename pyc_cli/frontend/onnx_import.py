@@ -387,7 +387,7 @@ def _check_dtypes(graph: Graph) -> None:
         opdef = registry.get(node.op)
         for value in opdef.dtype_values(node):
             dtype = graph.types[value].dtype
-            if dtype not in opdef.dtypes:
+            if not opdef.accepts(dtype):
                 allowed = ", ".join(d.value for d in opdef.dtypes)
                 raise PycError("E008", f"{node.op} does not support element type {dtype.value} "
                                f"(value {value!r}; supported: {allowed})", where=f"node {node.name!r}",

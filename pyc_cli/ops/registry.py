@@ -90,6 +90,16 @@ class OpDef:
         """The values whose element type must be one of `dtypes` (by default the first input)."""
         return node.present_inputs()[:1]
 
+    @property
+    def computes_f16_in_f32(self) -> bool:
+        """A kernel with a float32 path but no float16 one runs float16 values between casts
+        (canonicalize inserts them), as onnxruntime's CPU provider does."""
+        return self.category == KERNEL and DType.F32 in self.dtypes and DType.F16 not in self.dtypes
+
+    def accepts(self, dtype: DType) -> bool:
+        """Whether the op takes values of `dtype`: a declared type, or float16 via float32."""
+        return dtype in self.dtypes or (dtype is DType.F16 and self.computes_f16_in_f32)
+
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         raise NotImplementedError
 

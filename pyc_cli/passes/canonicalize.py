@@ -1,5 +1,6 @@
 """Canonicalization: rewrite the graph into the small set of forms later passes expect.
 
+- Kernels without a float16 path compute float16 values in float32, between casts.
 - Identity / Dropout are removed.
 - Gemm becomes MatMul (+ Mul by alpha) (+ Add of beta*C); a constant B with transB is stored
   pre-transposed, other transposes become Transpose nodes.
@@ -20,9 +21,11 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from ..ir.graph import Graph, Node
 from ..ir.rewrite import bypass, insert_before, rename_value, typed_node
+from ..ir.types import DType, TensorType
 from ..ops import registry
 from .context import PassContext
 from .infer_shapes import known_values
@@ -32,6 +35,7 @@ NAME = "canonicalize"
 
 
 def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
+    _compute_f16_in_f32(graph, ctx)
     known = _Known(graph)
     for node in list(graph.nodes):
         if node not in graph.nodes:
@@ -335,6 +339,36 @@ def _give_outputs_own_buffers(graph: Graph, ctx: PassContext) -> None:
         ctx.log(NAME, [copy.name], "materialize_output",
                 "a graph output must own the caller's buffer (it was a view, an input or a "
                 "repeated output)")
+
+
+def _compute_f16_in_f32(graph: Graph, ctx: PassContext) -> None:
+    """Kernels without a float16 path read float32 casts of their float16 inputs and write
+    float32 results that are cast back, so values keep the model's float16 rounding between
+    ops (constant weights are converted once, at compile time)."""
+    for node in list(graph.nodes):
+        if not registry.get(node.op).computes_f16_in_f32:
+            continue
+        halves_in = [i for i, v in enumerate(node.inputs) if v and graph.types[v].dtype is DType.F16]
+        halves_out = [i for i, v in enumerate(node.outputs) if v and graph.types[v].dtype is DType.F16]
+        if not halves_in and not halves_out:
+            continue
+        widen = [typed_node(graph, "Cast", [node.inputs[i]], f"{node.name}_in{i}_f32",
+                            {"to": int(TensorProto.FLOAT)}) for i in halves_in]
+        for i, cast in zip(halves_in, widen):
+            node.inputs[i] = cast.outputs[0]
+        narrow = []
+        for i in halves_out:
+            half = node.outputs[i]
+            node.outputs[i] = graph.fresh_name(f"{half}_f32")
+            graph.types[node.outputs[i]] = TensorType(DType.F32, graph.types[half].shape)
+            narrow.append(Node("Cast", graph.fresh_name(f"{node.name}_out{i}_f16"),
+                               [node.outputs[i]], [half], {"to": int(TensorProto.FLOAT16)}))
+        insert_before(graph, node, *widen)
+        position = graph.nodes.index(node) + 1
+        graph.nodes[position:position] = narrow
+        ctx.log(NAME, [node.name], "compute_f16_in_f32",
+                f"{node.op} has no float16 kernel: float16 operands are cast to float32 and "
+                "results back to float16", after=len(widen) + len(narrow))
 
 
 def _prepare_recurrent(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
