@@ -55,6 +55,10 @@ CONV_TRANSPOSE_CASES = {
                            {"strides": [2], "dilations": [2], "pads": [1, 2]}),
     "2d_valid_depthwise": ((1, 4, 6, 5), (4, 1, 2, 3), True,
                            {"group": 4, "auto_pad": "VALID", "strides": [1, 2]}),
+    "3d_strides_pads_groups": ((1, 4, 3, 4, 5), (4, 3, 3, 2, 3), True,
+                               {"group": 2, "strides": [2, 1, 2], "pads": [1, 0, 1, 0, 1, 1],
+                                "output_padding": [1, 0, 1]}),
+    "3d_dilations": ((2, 2, 3, 3, 3), (2, 3, 2, 2, 2), False, {"dilations": [2, 1, 2]}),
 }
 
 
@@ -107,9 +111,9 @@ def test_einsum_matches_onnxruntime(equation: str, tmp_path: Path,
 
 def test_unsupported_variants_are_rejected_with_e008(tmp_path: Path) -> None:
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"])
-    w = numpy_helper.from_array(np.ones((2, 2, 2, 2, 2), np.float32), "w")
-    path = _save(tmp_path, node, {"x": (1, 2, 3, 3, 3)}, (1, 2, 4, 4, 4), [w])
-    with pytest.raises(PycError, match="E008.*ConvTranspose of rank 5"):
+    w = numpy_helper.from_array(np.ones((2, 2, 2, 2, 2, 2), np.float32), "w")
+    path = _save(tmp_path, node, {"x": (1, 2, 3, 3, 3, 3)}, (1, 2, 4, 4, 4, 4), [w])
+    with pytest.raises(PycError, match="E008.*ConvTranspose of rank 6"):
         pyc_cli.build(path, tmp_path / "artifact")
 
 
@@ -198,3 +202,42 @@ def test_float16_model_computes_kernels_in_float32(tmp_path: Path, rng: np.rando
             want = onnxruntime_outputs(path, feeds)["y"]
             assert got.dtype == np.float16
             np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=4e-3, atol=1e-3)
+
+
+CONV3D_CASES = {
+    # name: (x shape, w shape, bias, attributes) -- im2col GEMM unless depthwise/tiny
+    "im2col_pads_strides": ((1, 3, 6, 7, 8), (8, 3, 3, 3, 3), True,
+                            {"pads": [1, 0, 1, 2, 1, 0], "strides": [2, 1, 2]}),
+    "im2col_dilations_batch": ((2, 4, 7, 6, 6), (6, 4, 2, 3, 2), False,
+                               {"dilations": [2, 1, 2], "pads": [1, 0, 0, 0, 1, 1]}),
+    "im2col_same_upper": ((1, 2, 5, 6, 5), (4, 2, 2, 3, 2), True, {"auto_pad": "SAME_UPPER"}),
+    "direct_depthwise": ((1, 4, 5, 6, 7), (4, 1, 3, 2, 3), True,
+                         {"group": 4, "pads": [1, 1, 1, 1, 0, 1]}),
+    "pointwise": ((1, 8, 3, 4, 5), (5, 8, 1, 1, 1), True, {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV3D_CASES))
+def test_conv3d_matches_onnxruntime(case: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    """3-D convolutions followed by Relu (an epilogue) and a 3-D MaxPool, on random inputs and
+    weights."""
+    x_shape, w_shape, bias, attrs = CONV3D_CASES[case]
+    inits = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")]
+    names = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(w_shape[0]).astype(np.float32), "b"))
+        names.append("b")
+    nodes = [helper.make_node("Conv", names, ["c"], **attrs), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[1, 2, 2], strides=[1, 2, 2])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    probe = tmp_path / "probe.onnx"
+    onnx.save(model, probe)
+    out_shape = onnxruntime_outputs(probe, {"x": x})["y"].shape
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    _compare(tmp_path, path, {"x": x})

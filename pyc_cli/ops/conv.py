@@ -1,5 +1,5 @@
-"""Conv (N-D attributes, 2-D kernel today: 1-D convs are lifted to 2-D) with groups, strides,
-dilations, explicit pads and auto_pad."""
+"""Conv 1-D to 3-D with groups, strides, dilations, explicit pads and auto_pad. The kernels are
+3-D (depth, height, width): 1-D and 2-D convs run with unit leading dims."""
 
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def _valid_columns(out_w: int, in_w: int, pad: int, stride: int, dil: int, kw: i
 def _gemm_shape(node: Node, graph: Graph) -> tuple[int, int, int, bool]:
     """(rows per group, reduction length, output pixels, pointwise) of conv-as-GEMM."""
     params = Conv().kernel_params(node, graph)
-    pixels = int(params["OH"]) * int(params["OW"])  # type: ignore[call-overload]
-    reduction = int(params["CG"]) * int(params["KH"]) * int(params["KW"])  # type: ignore[call-overload]
+    pixels = int(params["OD"]) * int(params["OH"]) * int(params["OW"])  # type: ignore[call-overload]
+    reduction = int(params["CG"]) * int(params["KD"]) * int(params["KH"]) * int(params["KW"])  # type: ignore[call-overload]
     return int(params["OCG"]), reduction, pixels, bool(params["pointwise"])  # type: ignore[call-overload]
 
 
@@ -113,13 +113,14 @@ class Conv(OpDef):
     )
 
     def takes_prologue(self, node: Node, graph: Graph) -> bool:
-        """The im2col kernel can apply an elementwise prologue while it gathers columns."""
-        return _gemm_pays_off(node, graph)
+        """The im2col kernel can apply an elementwise prologue while it gathers columns (1-D and
+        2-D convs: its prologue indexes operands by (n, c, h, w))."""
+        return graph.types[node.inputs[0]].rank <= 4 and _gemm_pays_off(node, graph)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x, w = require(types, 0, node), require(types, 1, node)
-        if x.rank not in (3, 4):
-            raise PycError("E008", f"Conv of rank {x.rank} is not supported (1-D and 2-D are)",
+        if x.rank not in (3, 4, 5):
+            raise PycError("E008", f"Conv of rank {x.rank} is not supported (1-D to 3-D are)",
                            where=node.name)
         group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
         if x.shape[1] != w.shape[1] * group:
@@ -130,29 +131,34 @@ class Conv(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
         strides, dilations, begins, out, _ = window_geometry(node, x.shape[2:], w.shape[2:])
-        lift = [1] if x.rank == 3 else []  # a 1-D conv runs as 2-D with height 1
+        # every conv runs as 3-D (depth, height, width) with unit leading dims where it has none
+        lift = 5 - x.rank
+        size, kernel = [1] * lift + list(x.shape[2:]), [1] * lift + list(w.shape[2:])
+        strides, dilations = [1] * lift + strides, [1] * lift + dilations
+        begins, out = [0] * lift + begins, [1] * lift + out
         group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
         columns = [_valid_columns(out[-1], x.shape[-1], begins[-1], strides[-1], dilations[-1], kw)
                    for kw in range(w.shape[-1])]
+        coords = ["od", "oh", "ow"][lift:]
         return {
             "ow_lo": [lo for lo, _ in columns], "ow_hi": [hi for _, hi in columns],
-            "N": x.shape[0], "C": x.shape[1], "H": ([1] + list(x.shape[2:]))[-2], "W": x.shape[-1],
-            "OC": w.shape[0], "OH": (lift + out)[0], "OW": out[-1],
-            "KH": (lift + list(w.shape[2:]))[0], "KW": w.shape[-1],
-            "SH": (lift + strides)[0], "SW": strides[-1],
-            "DH": (lift + dilations)[0], "DW": dilations[-1],
-            "PH": ([0] + begins)[-2] if lift else begins[0], "PW": begins[-1],
+            "N": x.shape[0], "C": x.shape[1], "D": size[0], "H": size[1], "W": size[2],
+            "OC": w.shape[0], "OD": out[0], "OH": out[1], "OW": out[2],
+            "KD": kernel[0], "KH": kernel[1], "KW": kernel[2],
+            "SD": strides[0], "SH": strides[1], "SW": strides[2],
+            "DD": dilations[0], "DH": dilations[1], "DW": dilations[2],
+            "PD": begins[0], "PH": begins[1], "PW": begins[2], "depth": x.rank == 5,
             "G": group, "CG": x.shape[1] // group, "OCG": w.shape[0] // group,
             "pointwise": "prologue" not in node.attrs and w.shape[2:] == (1,) * (x.rank - 2)
             and set(strides) == {1}
-            and not any(begins) and (lift + out)[0] * out[-1] == math.prod(x.shape[2:]),
+            and not any(begins) and math.prod(out) == math.prod(x.shape[2:]),
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
             "tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), math.prod(out),
                                 x.dtype.itemsize,
                                 int(node.attrs.get("workspace_cap", IM2COL_WORKSPACE_CAP))),  # type: ignore[call-overload]
-            "out_coords": ["n", "oc", "oh", "ow"] if not lift else ["n", "oc", "ow"],
+            "out_coords": ["n", "oc"] + coords,
             # input coordinates a fused prologue indexes its operands by
-            "in_coords": ["n", "ci", "ih", "iw"] if not lift else ["n", "ci", "iw"],
+            "in_coords": ["n", "ci"] + ["id", "ih", "iw"][lift:],
         }
 
     def flops(self, node: Node, graph: Graph) -> int:

@@ -1,6 +1,7 @@
-"""ConvTranspose (1-D and 2-D; 1-D runs as 2-D with height 1) with groups, strides, dilations,
-explicit pads, output_padding, output_shape and auto_pad, lowered to a direct scatter kernel:
-every input pixel times every kernel tap is accumulated into the zero-initialized output."""
+"""ConvTranspose (1-D to 3-D; the kernel is 3-D and runs lower ranks with unit leading dims) with
+groups, strides, dilations, explicit pads, output_padding, output_shape and auto_pad, lowered to
+a direct scatter kernel: every input pixel times every kernel tap is accumulated into the
+zero-initialized output."""
 
 from __future__ import annotations
 
@@ -101,9 +102,9 @@ class ConvTranspose(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x, w = require(types, 0, node), require(types, 1, node)
-        if x.rank not in (3, 4):
-            raise PycError("E008", f"ConvTranspose of rank {x.rank} is not supported (1-D and "
-                           "2-D are)", where=node.name)
+        if x.rank not in (3, 4, 5):
+            raise PycError("E008", f"ConvTranspose of rank {x.rank} is not supported (1-D to "
+                           "3-D are)", where=node.name)
         if w.rank != x.rank:
             raise PycError("E009", f"ConvTranspose weight rank {w.rank} differs from input rank "
                            f"{x.rank}", where=node.name)
@@ -128,19 +129,22 @@ class ConvTranspose(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
         strides, dilations, begins, out = transpose_geometry(node, x.shape[2:], w.shape[2:])
-        lift = [1] if x.rank == 3 else []  # a 1-D transposed conv runs as 2-D with height 1
-        lifted_begins = [0] * len(lift) + begins
+        # the kernel is 3-D (depth, height, width): 1-D and 2-D ones run with unit leading dims
+        lift = 5 - x.rank
+        size, kernel = [1] * lift + list(x.shape[2:]), [1] * lift + list(w.shape[2:])
+        strides, dilations = [1] * lift + strides, [1] * lift + dilations
+        begins, out = [0] * lift + begins, [1] * lift + out
         group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
         columns = [_valid_inputs(x.shape[-1], out[-1], begins[-1], strides[-1], dilations[-1], kw)
                    for kw in range(w.shape[-1])]
         return {
             "iw_lo": [lo for lo, _ in columns], "iw_hi": [hi for _, hi in columns],
-            "N": x.shape[0], "C": x.shape[1], "H": (lift + list(x.shape[2:]))[0], "W": x.shape[-1],
-            "OC": w.shape[1] * group, "OH": (lift + out)[0], "OW": out[-1],
-            "KH": (lift + list(w.shape[2:]))[0], "KW": w.shape[-1],
-            "SH": (lift + strides)[0], "SW": strides[-1],
-            "DH": (lift + dilations)[0], "DW": dilations[-1],
-            "PH": lifted_begins[0], "PW": begins[-1],
+            "N": x.shape[0], "C": x.shape[1], "D": size[0], "H": size[1], "W": size[2],
+            "OC": w.shape[1] * group, "OD": out[0], "OH": out[1], "OW": out[2],
+            "KD": kernel[0], "KH": kernel[1], "KW": kernel[2],
+            "SD": strides[0], "SH": strides[1], "SW": strides[2],
+            "DD": dilations[0], "DH": dilations[1], "DW": dilations[2],
+            "PD": begins[0], "PH": begins[1], "PW": begins[2], "depth": x.rank == 5,
             "G": group, "CG": x.shape[1] // group, "OCG": w.shape[1],
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
         }
