@@ -42,6 +42,23 @@ def _compare(tmp_path: Path, path: Path, feeds: dict[str, np.ndarray]) -> None:
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
 
 
+def _compare_probed(tmp_path: Path, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+                    x: np.ndarray, opset: int) -> None:
+    """Compare a graph from input `x` to output `y` with onnxruntime; the declared output shape
+    comes from onnxruntime's own run of the model without one."""
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", opset)])
+    probe = tmp_path / "probe.onnx"
+    onnx.save(model, probe)
+    out_shape = onnxruntime_outputs(probe, {"x": x})["y"].shape
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    _compare(tmp_path, path, {"x": x})
+
+
 CONV_TRANSPOSE_CASES = {
     "2d_groups_strides_pads_bias": ((2, 4, 5, 6), (4, 3, 3, 2), True,
                                     {"group": 2, "strides": [2, 3], "pads": [1, 0, 2, 1],
@@ -159,18 +176,7 @@ def test_resize_matches_onnxruntime(case: str, tmp_path: Path, rng: np.random.Ge
         inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
         names += ["", "sizes"]
     node = helper.make_node("Resize", names, ["y"], **attrs)
-    x = rng.standard_normal(shape).astype(np.float32)
-    model = helper.make_model(
-        helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
-        opset_imports=[helper.make_opsetid("", 18)])
-    probe = tmp_path / "probe.onnx"
-    onnx.save(model, probe)
-    out_shape = onnxruntime_outputs(probe, {"x": x})["y"].shape
-    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape))
-    path = tmp_path / "model.onnx"
-    onnx.save(model, path)
-    _compare(tmp_path, path, {"x": x})
+    _compare_probed(tmp_path, [node], inits, rng.standard_normal(shape).astype(np.float32), 18)
 
 
 def test_float16_model_computes_kernels_in_float32(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -229,15 +235,4 @@ def test_conv3d_matches_onnxruntime(case: str, tmp_path: Path, rng: np.random.Ge
         names.append("b")
     nodes = [helper.make_node("Conv", names, ["c"], **attrs), helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[1, 2, 2], strides=[1, 2, 2])]
-    model = helper.make_model(
-        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
-        opset_imports=[helper.make_opsetid("", 17)])
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    probe = tmp_path / "probe.onnx"
-    onnx.save(model, probe)
-    out_shape = onnxruntime_outputs(probe, {"x": x})["y"].shape
-    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape))
-    path = tmp_path / "model.onnx"
-    onnx.save(model, path)
-    _compare(tmp_path, path, {"x": x})
+    _compare_probed(tmp_path, nodes, inits, rng.standard_normal(x_shape).astype(np.float32), 17)
