@@ -15,7 +15,6 @@ reproduce the committed bytes (weights are seeded).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,9 +23,9 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_reference_models import (  # noqa: E402
-    _run_ort,
+    check_matches_torch,
     export_legacy,
-    write_generated,
+    generator_main,
 )
 
 OPSET = 17
@@ -68,20 +67,12 @@ def make_lstm(seed: int) -> onnx.ModelProto:
     lstms = [node for node in model.graph.node if node.op_type == "LSTM"]
     if len(lstms) != LAYERS:
         raise RuntimeError(f"expected {LAYERS} LSTM nodes, got {len(lstms)}")
-    with torch.no_grad():
-        expected = module(torch.from_numpy(x)).numpy()
-    (actual,) = _run_ort(model, {"x": x})
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    check_matches_torch(module, model, {"x": x}, rtol=1e-4, atol=1e-5)
     return model
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_generated(make_lstm(args.seed), args.out_dir, "lstm", MAX_BYTES)
-    return 0
+    return generator_main(make_lstm, "lstm", MAX_BYTES, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

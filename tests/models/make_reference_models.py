@@ -127,6 +127,28 @@ def randomize_batchnorm(module: object) -> None:
                 layer.running_var.copy_(torch.rand_like(layer.running_var) + 0.5)
 
 
+def check_matches_torch(module: object, model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                        rtol: float, atol: float) -> None:
+    """The export, run by onnxruntime, agrees with the eager module on `feeds` (one output)."""
+    import torch
+
+    with torch.no_grad():
+        expected = module(*(torch.from_numpy(x) for x in feeds.values())).numpy()  # type: ignore[operator]
+    (actual,) = _run_ort(model, feeds)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def generator_main(make: Callable[[int], onnx.ModelProto], name: str, limit: int, description: str,
+                   argv: list[str] | None) -> int:
+    """The command line of a make_<name>.py script: [OUT_DIR] [--seed N] -> OUT_DIR/<name>.onnx."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    write_generated(make(args.seed), args.out_dir, name, limit)
+    return 0
+
+
 def write_generated(model: onnx.ModelProto, out_dir: Path, name: str, limit: int) -> None:
     """Write OUT_DIR/NAME.onnx, refusing a file over `limit` bytes (they are committed)."""
     data = model.SerializeToString()

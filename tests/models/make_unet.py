@@ -17,7 +17,6 @@ shapes, opset 17, IR version 8, exported with ``torch.onnx.export(dynamo=False)`
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,10 +25,10 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_reference_models import (  # noqa: E402
-    _run_ort,
+    check_matches_torch,
     export_legacy,
+    generator_main,
     randomize_batchnorm,
-    write_generated,
 )
 
 OPSET = 17
@@ -90,20 +89,12 @@ def make_unet(seed: int) -> onnx.ModelProto:
     ops = {node.op_type for node in model.graph.node}
     if not {"Resize", "Concat", "Conv", "MaxPool", "Relu"} <= ops:
         raise RuntimeError(f"unexpected export, ops: {sorted(ops)}")
-    with torch.no_grad():
-        expected = module(torch.from_numpy(image)).numpy()
-    (actual,) = _run_ort(model, {"image": image})
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    check_matches_torch(module, model, {"image": image}, rtol=1e-4, atol=1e-4)
     return model
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_generated(make_unet(args.seed), args.out_dir, "unet", MAX_BYTES)
-    return 0
+    return generator_main(make_unet, "unet", MAX_BYTES, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
