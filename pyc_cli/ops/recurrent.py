@@ -101,6 +101,10 @@ class Recurrent(OpDef):
                            f"{sorted(DIRECTIONS)}", where=f"node {node.name!r}")
         return direction
 
+    def runs_backwards(self, node: Node, d: int) -> bool:
+        """Direction `d` walks the sequence from its end (reverse, or bidirectional's second)."""
+        return self.direction(node) == "reverse" or d == 1
+
     def geometry(self, node: Node, x: tuple[int, ...], w: tuple[int, ...], r: tuple[int, ...]
                  ) -> Geometry:
         layout = int(node.attrs.get("layout", 0))  # type: ignore[call-overload]
@@ -187,13 +191,12 @@ class Recurrent(OpDef):
         bias = np.zeros((geo.D, 2 * self.gates * geo.H)) if arrays[3] is None else arrays[3]
         peep = None if len(arrays) < 8 or arrays[7] is None else np.asarray(arrays[7], np.float64)
         acts = self.activations(node, geo.D)
-        reverse = self.direction(node) == "reverse"
         for d in range(geo.D):
             for b in range(geo.B):
                 state = [s[d, b].copy() for s in states]
                 length = int(min(max(lengths[b], 0), geo.T))
                 for step in range(length):
-                    t = length - 1 - step if reverse or d == 1 else step
+                    t = length - 1 - step if self.runs_backwards(node, d) else step
                     state = self.cell(node, x[t, b], w[d], r[d], np.asarray(bias[d], np.float64),
                                       None if peep is None else peep[d], state, acts[d])
                     y[t, d, b] = state[0]
@@ -231,10 +234,9 @@ class Recurrent(OpDef):
         present = [bool(v) for v in node.inputs] + [False] * 8
         outputs = [bool(v) for v in node.outputs] + [False] * 3
         T, B, I, H, D = geo.T, geo.B, geo.I, geo.H, geo.D  # noqa: N806, E741
-        direction = self.direction(node)
         return {
             "cell": node.op, "T": T, "B": B, "I": I, "H": H, "D": D, "G": self.gates,
-            "reverse": [int(direction == "reverse" or d == 1) for d in range(D)],
+            "reverse": [int(self.runs_backwards(node, d)) for d in range(D)],
             "x_t": B * I if not geo.layout else I,
             "x_b": I if not geo.layout else T * I,
             "y_t": D * B * H if not geo.layout else D * H,
@@ -256,9 +258,8 @@ def _workspace_bytes(node: Node, graph: Graph) -> int:
     """One batch row's state: hidden, cell and a spare vector of H, plus G*H gate sums."""
     opdef = get(node.op)
     assert isinstance(opdef, Recurrent)
-    hidden = graph.types[node.inputs[2]].shape[1 if node.attrs.get("weights_transposed") else 2]
-    itemsize = graph.types[node.inputs[0]].dtype.itemsize
-    return (3 + opdef.gates) * hidden * itemsize
+    x, w, r = (graph.types[node.inputs[i]] for i in range(3))
+    return (3 + opdef.gates) * opdef.geometry(node, x.shape, w.shape, r.shape).H * x.dtype.itemsize
 
 
 @register
