@@ -1,0 +1,232 @@
+"""`--per-node`: every intermediate value that still exists after fusion, against onnxruntime.
+
+Fusion keeps ONNX value names: a fused elementwise group is named after its last node and
+produces that node's ONNX value; a MatMul/Conv that absorbs an epilogue produces the epilogue's
+ONNX value. So an IR value whose name is an ONNX node output holds that ONNX value, and is
+compared with onnxruntime's; ONNX values computed inside a fused loop or epilogue never exist in
+memory and are reported as such (with the node they were fused into), found through the fused
+groups (`fused_from`, `epilogue_from`, `prologue_from`) and the decision log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..codegen.cpu import CpuTarget
+from ..ir.graph import Graph, Node
+from .debug_build import ArtifactPlan, Tap, build_debug_model, read_plan, tap_spec
+from .metrics import ValueComparison, compare_value
+from .reference import run_reference
+
+# canonicalize decisions that merge several ONNX nodes into one IR node
+_MERGING_PASSES = ("canonicalize", "fuse")
+
+
+@dataclass(frozen=True)
+class OnnxValue:
+    name: str
+    node: str  # the ONNX node producing it, named as the importer names it
+    op: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of the compiled schedule, as the report names it."""
+
+    step: int
+    node: str
+    op: str
+    kernel: str
+    function: str | None  # the generated C function; None for views (no code)
+    fused_from: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "node": self.node, "op": self.op, "kernel": self.kernel,
+                "function": self.function, "fused_from": self.fused_from}
+
+
+@dataclass(frozen=True)
+class NodeValue:
+    step: Step
+    comparison: ValueComparison
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.step.to_json(), "value": self.comparison.name,
+                **{k: v for k, v in self.comparison.to_json().items() if k != "name"}}
+
+
+@dataclass(frozen=True)
+class AbsentValue:
+    """An ONNX intermediate with no buffer in the compiled model."""
+
+    value: str
+    onnx_node: str
+    reason: str
+    fused_into: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "onnx_node": self.onnx_node, "reason": self.reason,
+                "fused_into": self.fused_into}
+
+
+@dataclass
+class PerNodeReport:
+    values: list[NodeValue]
+    absent: list[AbsentValue]
+    pyc_only: list[str]  # IR values with no ONNX counterpart (introduced by passes)
+    debug_output_max_abs_diff: float
+    first_divergent: NodeValue | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.first_divergent = next((v for v in self.values if not v.comparison.passed), None)
+
+    @property
+    def passed(self) -> bool:
+        return self.first_divergent is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"compared": len(self.values), "values": [v.to_json() for v in self.values],
+                "not_materialized": [a.to_json() for a in self.absent],
+                "pyc_only_values": self.pyc_only,
+                "debug_build_output_max_abs_diff": self.debug_output_max_abs_diff,
+                "first_divergent": None if self.first_divergent is None
+                else self.first_divergent.to_json()}
+
+
+# ---------------------------------------------------------------- the ONNX side
+
+
+def onnx_values(model_path: Path) -> dict[str, OnnxValue]:
+    """Outputs of the main graph's nodes, with node names given as the importer gives them
+    (unnamed nodes are OP_INDEX; repeated names get a _N suffix)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    used: set[str] = set()
+    values = {}
+    for index, proto in enumerate(model.graph.node):
+        base = proto.name or f"{proto.op_type}_{index}"
+        name, suffix = base, 1
+        while name in used:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        used.add(name)
+        for out in proto.output:
+            if out:
+                values[out] = OnnxValue(out, name, proto.op_type)
+    return values
+
+
+# ---------------------------------------------------------------- the IR side
+
+
+def read_decisions(artifact: Path) -> list[dict[str, Any]]:
+    lines = (artifact / "decisions.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def fused_group(node: Node, sources: dict[str, OnnxValue],
+                decisions: list[dict[str, Any]]) -> list[str]:
+    """The ONNX (or canonicalized) nodes one IR node computes: itself, its fused groups, and the
+    nodes of merging decisions (a hand-written LayerNorm, BatchNorm folded into a Conv, ...)
+    that involve any of them or the producer of its output, to a fixed point."""
+    group = [node.name]
+    for key in ("prologue_from", "fused_from", "epilogue_from"):
+        group += [str(n) for n in node.attrs.get(key, [])]  # type: ignore[union-attr]
+    group += [sources[o].node for o in node.outputs if o in sources]
+    merges = [d.get("nodes", []) for d in decisions
+              if d["pass"] in _MERGING_PASSES and len(d.get("nodes", [])) > 1]
+    members = set(group)
+    grown = True
+    while grown:
+        grown = False
+        for names in merges:
+            if members & set(names) and not set(names) <= members:
+                group += names
+                members.update(names)
+                grown = True
+    return list(dict.fromkeys(group))
+
+
+def schedule_steps(source: ArtifactPlan, sources: dict[str, OnnxValue],
+                   decisions: list[dict[str, Any]]) -> list[Step]:
+    calls = iter(CpuTarget().kernel_calls(source.graph, source.plan, source.weights))
+    steps = []
+    for position, node in enumerate(source.graph.nodes):
+        kernel = str(node.attrs.get("kernel", ""))
+        function = next(calls).fn if kernel not in ("view", "in_place") else None
+        steps.append(Step(position, node.name, node.op, kernel, function,
+                          fused_group(node, sources, decisions)))
+    return steps
+
+
+def absent_values(graph: Graph, sources: dict[str, OnnxValue], steps: list[Step],
+                  decisions: list[dict[str, Any]]) -> list[AbsentValue]:
+    defined = {o for node in graph.nodes for o in node.outputs if o}
+    fused_into = {member: step for step in steps for member in step.fused_from}
+    last_decision: dict[str, dict[str, Any]] = {}
+    for decision in decisions:
+        for name in decision.get("nodes", []):
+            last_decision[name] = decision
+    absent = []
+    for value in sources.values():
+        if value.name in defined or value.name in graph.inputs:
+            continue
+        host = fused_into.get(value.node)
+        if host is not None:
+            absent.append(AbsentValue(value.name, value.node, f"fused into {host.node} "
+                                      f"({host.kernel}): computed inside its loop, never stored",
+                                      host.node))
+        elif value.op == "Constant" or value.name in graph.constants or \
+                last_decision.get(value.node, {}).get("action") == "fold":
+            absent.append(AbsentValue(value.name, value.node, "a compile-time constant"))
+        elif value.node in last_decision:
+            decision = last_decision[value.node]
+            absent.append(AbsentValue(value.name, value.node,
+                                      f"{decision['pass']}: {decision['action']}"))
+        else:
+            absent.append(AbsentValue(value.name, value.node, "not computed by the compiled model"))
+    return absent
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def per_node_report(artifact: Path, manifest: dict[str, Any], model_path: Path,
+                    feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                    work: Path, rtol: float | None, atol: float | None
+                    ) -> tuple[PerNodeReport, dict[str, np.ndarray]]:
+    """Run the debug build and onnxruntime with every comparable intermediate as an extra
+    output; returns the report and onnxruntime's model outputs."""
+    source = read_plan(artifact, manifest)
+    graph = source.graph
+    sources = onnx_values(model_path)
+    decisions = read_decisions(artifact)
+    steps = schedule_steps(source, sources, decisions)
+    taps = [Tap(value, step.step, tap_spec(graph, value))
+            for step, node in zip(steps, graph.nodes) for value in node.outputs
+            if value in sources]
+    model = build_debug_model(artifact, manifest, source, taps, work)
+    debug_outputs, tapped = model.run_with_taps(feeds)
+    model.close()
+    reference = run_reference(model_path, feeds, [t.value for t in taps])
+    values = [NodeValue(steps[tap.step], compare_value(tap.value, tapped[tap.value],
+                                                       reference[tap.value], rtol, atol))
+              for tap in taps]
+    pyc_only = [o for node in graph.nodes for o in node.outputs if o and o not in sources]
+    drift = max((_max_abs_diff(debug_outputs[n], outputs[n]) for n in outputs), default=0.0)
+    report = PerNodeReport(values, absent_values(graph, sources, steps, decisions), pyc_only, drift)
+    return report, {name: reference[name] for name in outputs}
+
+
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """How far the debug build's outputs are from the artifact's (0 when compiled alike)."""
+    if a.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    same = (a == b) | (np.isnan(a.astype(np.float64)) & np.isnan(b.astype(np.float64)))
+    return float(np.where(same, 0.0, diff).max())
