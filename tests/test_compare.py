@@ -138,6 +138,25 @@ def test_fused_away_values_are_reported_with_the_node_they_live_in(
     assert "/layers.0/Erf" in gelu["fused_from"]
 
 
+def test_memory_first_channel_tiles_are_named(tmp_path: Path, rng: np.random.Generator) -> None:
+    cnn = ReferenceModel("cnn", REFERENCE_MODELS["cnn"].path, {"image": (1, 3, 32, 32)})  # tiles need batch 1
+    artifact = build(cnn, tmp_path / "cnn.pyc", "--mode", "memory_first")
+    save_feeds(cnn, rng, tmp_path / "in.npz")
+    code, summary, stderr = compare_json(artifact, tmp_path / "in.npz", "--per-node")
+    assert code == 0, stderr
+    per_node = summary["compare"]["per_node"]
+    assert per_node["first_divergent"] is None
+    absent = {a["value"]: a for a in per_node["not_materialized"]}
+    graph = load_graph(artifact, read_manifest(artifact))
+    tiled = {str(n.attrs["tiled_from"]) for n in graph.nodes if "tiled_from" in n.attrs}
+    assert {"block1_conv", "pool1"} <= tiled
+    # the whole conv output never exists; the Concat joining the pooled slices answers for it
+    assert "channel tiles" in absent["block1_relu.out"]["reason"]
+    joined = next(v for v in per_node["values"] if v["value"] == "pool1.out")
+    assert joined["op"] == "Concat"
+    assert {"pool1", "block1_conv", "bn1_batchnorm", "block1_relu"} <= set(joined["fused_from"])
+
+
 def test_json_schema(artifacts: dict[str, Path], tmp_path: Path, rng: np.random.Generator) -> None:
     save_feeds(REFERENCE_MODELS["cnn"], rng, tmp_path / "in.npz")
     _, summary, _ = compare_json(artifacts["cnn"], tmp_path / "in.npz", "--per-node")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact.reader import read_manifest
+from ..artifact.reader import read_manifest, verify_files
 from ..artifact.source import source_model
 from .metrics import ValueComparison, compare_value
 from .per_node import PerNodeReport, per_node_report
@@ -58,6 +58,7 @@ def compare_run(artifact: Path, feeds: dict[str, np.ndarray], outputs: dict[str,
     """Compare the artifact's `outputs` for `feeds` with onnxruntime's on the source model
     (and, with per_node, every intermediate that still exists after fusion)."""
     manifest = read_manifest(artifact)
+    verify_files(artifact, manifest)  # the kept source, model.ir, plan and src/ are read below
     model_path = source_model(artifact, manifest, options.model)
     name = reference_name()  # fails early (PYC-E044) when onnxruntime is missing
     per_node = None

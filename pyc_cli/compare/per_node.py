@@ -151,6 +151,20 @@ def fused_group(node: Node, sources: dict[str, OnnxValue],
     return list(dict.fromkeys(group))
 
 
+def tile_sources(graph: Graph, node: Node) -> list[Node]:
+    """The channel tiles (memory_first) whose slices a node joins: the Concat that ends a tiled
+    conv -> pool chain computes the chain through them."""
+    producers = graph.producers()
+    found: dict[str, Node] = {}
+    pending = [producers[v] for v in node.inputs if v in producers]
+    while pending:
+        tile = pending.pop()
+        if "tiled_from" in tile.attrs and tile.name not in found:
+            found[tile.name] = tile
+            pending += [producers[v] for v in tile.inputs if v in producers]
+    return sorted(found.values(), key=graph.nodes.index)
+
+
 def schedule_steps(source: ArtifactPlan, sources: dict[str, OnnxValue],
                    decisions: list[dict[str, Any]]) -> list[Step]:
     calls = iter(CpuTarget().kernel_calls(source.graph, source.plan, source.weights))
@@ -158,15 +172,26 @@ def schedule_steps(source: ArtifactPlan, sources: dict[str, OnnxValue],
     for position, node in enumerate(source.graph.nodes):
         kernel = str(node.attrs.get("kernel", ""))
         function = next(calls).fn if kernel not in ("view", "in_place") else None
+        group = fused_group(node, sources, decisions)
+        for tile in tile_sources(source.graph, node):
+            group += [str(tile.attrs["tiled_from"]), *fused_group(tile, sources, decisions)]
         steps.append(Step(position, node.name, node.op, kernel, function,
-                          fused_group(node, sources, decisions)))
+                          list(dict.fromkeys(group))))
     return steps
 
 
 def absent_values(graph: Graph, sources: dict[str, OnnxValue], steps: list[Step],
                   decisions: list[dict[str, Any]]) -> list[AbsentValue]:
     defined = {o for node in graph.nodes for o in node.outputs if o}
-    fused_into = {member: step for step in steps for member in step.fused_from}
+    fused_into: dict[str, Step] = {}
+    for step in steps:  # the first step computing a member (a tiled node's first tile)
+        for member in step.fused_from:
+            fused_into.setdefault(member, step)
+    tiles: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        if "tiled_from" in node.attrs:
+            tiles.setdefault(str(node.attrs["tiled_from"]), []).append(node.name)
+    tiled = {name: group for group in tiles.values() for name in group}
     last_decision: dict[str, dict[str, Any]] = {}
     for decision in decisions:
         for name in decision.get("nodes", []):
@@ -176,7 +201,11 @@ def absent_values(graph: Graph, sources: dict[str, OnnxValue], steps: list[Step]
         if value.name in defined or value.name in graph.inputs:
             continue
         host = fused_into.get(value.node)
-        if host is not None:
+        if host is not None and host.node in tiled:
+            absent.append(AbsentValue(value.name, value.node, "computed in channel tiles "
+                                      f"({', '.join(tiled[host.node])}; memory_first), never "
+                                      "stored whole", host.node))
+        elif host is not None:
             absent.append(AbsentValue(value.name, value.node, f"fused into {host.node} "
                                       f"({host.kernel}): computed inside its loop, never stored",
                                       host.node))
