@@ -303,6 +303,16 @@ def test_a_broken_gelu_epilogue_names_its_matmul_and_fused_group(
     assert "/layers.0/Erf" in stdout
 
 
+def test_per_node_refuses_an_artifact_this_pyc_would_generate_differently(
+        artifacts: dict[str, Path], broken_templates: Callable) -> None:
+    broken_templates("c/kernels/softmax.c.j2", "y[r * {{ p.inner }}] *= inv;",
+                     "y[r * {{ p.inner }}] *= inv * ({{ k.out_ctype }})1.25;")
+    code, stdout, stderr = invoke("run", str(artifacts["transformer"]), "--random-inputs", "0",
+                                  "--compare", "ort", "--per-node")
+    assert code == 2 and "PYC-E032:" in stderr and "src/model.c" in stderr
+    assert "Traceback" not in stdout + stderr
+
+
 # ---------------------------------------------------------------- the source model
 
 

@@ -37,6 +37,9 @@ def print_report(report: CompareReport, console: Console) -> None:
     console.print(table)
     if report.per_node is not None:
         print_per_node(report.per_node, console)
+        if report.passed and report.per_node.first_divergent is not None:
+            console.print("the outputs are within tolerance: an intermediate beyond it is often "
+                          "rounding grown through a deep network; --rtol/--atol loosen the check")
     if report.passed:
         console.print(f"all {len(report.outputs)} output(s) within tolerance")
 
