@@ -24,8 +24,10 @@ from .debug_build import ArtifactPlan, Tap, build_debug_model, read_plan, tap_sp
 from .metrics import ValueComparison, compare_value
 from .reference import run_reference
 
-# canonicalize decisions that merge several ONNX nodes into one IR node
-_MERGING_PASSES = ("canonicalize", "fuse")
+# decisions that merge the nodes they name into one IR node (skip_epilogue, say, does not)
+MERGING_ACTIONS = frozenset({"fuse_elementwise", "fuse_epilogue", "fuse_prologue",
+                             "fuse_manual_layernorm", "fold_batchnorm_into_conv",
+                             "fold_batchnorm_into_gemm"})
 
 
 @dataclass(frozen=True)
@@ -128,97 +130,105 @@ def read_decisions(artifact: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def fused_group(node: Node, sources: dict[str, OnnxValue],
-                decisions: list[dict[str, Any]]) -> list[str]:
-    """The ONNX (or canonicalized) nodes one IR node computes: itself, its fused groups, and the
-    nodes of merging decisions (a hand-written LayerNorm, BatchNorm folded into a Conv, ...)
-    that involve any of them or the producer of its output, to a fixed point."""
-    group = [node.name]
-    for key in ("prologue_from", "fused_from", "epilogue_from"):
-        group += [str(n) for n in node.attrs.get(key, [])]  # type: ignore[union-attr]
-    group += [sources[o].node for o in node.outputs if o in sources]
-    merges = [d.get("nodes", []) for d in decisions
-              if d["pass"] in _MERGING_PASSES and len(d.get("nodes", [])) > 1]
-    members = set(group)
-    grown = True
-    while grown:
-        grown = False
-        for names in merges:
-            if members & set(names) and not set(names) <= members:
-                group += names
-                members.update(names)
-                grown = True
-    return list(dict.fromkeys(group))
+class FusedGroups:
+    """Which ONNX (or canonicalized) nodes each IR node computes: itself, its fused groups
+    (`fused_from`, `epilogue_from`, `prologue_from`), the channel tiles a Concat joins, and the
+    nodes of merging decisions (a hand-written LayerNorm, BatchNorm folded into a Conv, ...) that
+    involve any of them or the producer of its output, to a fixed point."""
+
+    def __init__(self, graph: Graph, sources: dict[str, OnnxValue],
+                 decisions: list[dict[str, Any]]) -> None:
+        self.graph, self.sources = graph, sources
+        self.producers = graph.producers()
+        self.merges = [list(d["nodes"]) for d in decisions if d["action"] in MERGING_ACTIONS]
+
+    def of(self, node: Node) -> list[str]:
+        group = self._own(node)
+        for tile in self._tiles(node):
+            group += [str(tile.attrs["tiled_from"]), *self._own(tile)]
+        return list(dict.fromkeys(group))
+
+    def _own(self, node: Node) -> list[str]:
+        group = [node.name]
+        for key in ("prologue_from", "fused_from", "epilogue_from"):
+            group += [str(n) for n in node.attrs.get(key, [])]  # type: ignore[union-attr]
+        group += [self.sources[o].node for o in node.outputs if o in self.sources]
+        members = set(group)
+        grown = True
+        while grown:
+            grown = False
+            for names in self.merges:
+                if not members.isdisjoint(names) and not members.issuperset(names):
+                    group += names
+                    members.update(names)
+                    grown = True
+        return group
+
+    def _tiles(self, node: Node) -> list[Node]:
+        """The channel tiles (memory_first) whose slices a node joins: the Concat that ends a
+        tiled conv -> pool chain computes the chain through them."""
+        found: dict[str, Node] = {}
+        pending = [self.producers[v] for v in node.inputs if v in self.producers]
+        while pending:
+            tile = pending.pop()
+            if "tiled_from" in tile.attrs and tile.name not in found:
+                found[tile.name] = tile
+                pending += [self.producers[v] for v in tile.inputs if v in self.producers]
+        order = {n.name: i for i, n in enumerate(self.graph.nodes)}
+        return sorted(found.values(), key=lambda n: order[n.name])
 
 
-def tile_sources(graph: Graph, node: Node) -> list[Node]:
-    """The channel tiles (memory_first) whose slices a node joins: the Concat that ends a tiled
-    conv -> pool chain computes the chain through them."""
-    producers = graph.producers()
-    found: dict[str, Node] = {}
-    pending = [producers[v] for v in node.inputs if v in producers]
-    while pending:
-        tile = pending.pop()
-        if "tiled_from" in tile.attrs and tile.name not in found:
-            found[tile.name] = tile
-            pending += [producers[v] for v in tile.inputs if v in producers]
-    return sorted(found.values(), key=graph.nodes.index)
-
-
-def schedule_steps(source: ArtifactPlan, sources: dict[str, OnnxValue],
-                   decisions: list[dict[str, Any]]) -> list[Step]:
+def schedule_steps(source: ArtifactPlan, groups: FusedGroups) -> list[Step]:
     calls = iter(CpuTarget().kernel_calls(source.graph, source.plan, source.weights))
     steps = []
     for position, node in enumerate(source.graph.nodes):
         kernel = str(node.attrs.get("kernel", ""))
         function = next(calls).fn if kernel not in ("view", "in_place") else None
-        group = fused_group(node, sources, decisions)
-        for tile in tile_sources(source.graph, node):
-            group += [str(tile.attrs["tiled_from"]), *fused_group(tile, sources, decisions)]
-        steps.append(Step(position, node.name, node.op, kernel, function,
-                          list(dict.fromkeys(group))))
+        steps.append(Step(position, node.name, node.op, kernel, function, groups.of(node)))
     return steps
+
+
+class _Absence:
+    """Why an ONNX value has no buffer: the step it was fused into (or tiled in), else the
+    decision that removed its node."""
+
+    def __init__(self, graph: Graph, steps: list[Step], decisions: list[dict[str, Any]]) -> None:
+        self.graph = graph
+        self.host: dict[str, Step] = {}
+        for step in steps:  # the first step computing a member (a tiled node's first tile)
+            for member in step.fused_from:
+                self.host.setdefault(member, step)
+        tiles: dict[str, list[str]] = {}
+        for node in graph.nodes:
+            if "tiled_from" in node.attrs:
+                tiles.setdefault(str(node.attrs["tiled_from"]), []).append(node.name)
+        self.tiles = {name: group for group in tiles.values() for name in group}
+        self.decision = {name: d for d in decisions for name in d.get("nodes", [])}  # last wins
+
+    def of(self, value: OnnxValue) -> AbsentValue:
+        host = self.host.get(value.node)
+        if host is not None and host.node in self.tiles:
+            return AbsentValue(value.name, value.node, "computed in channel tiles ("
+                               f"{', '.join(self.tiles[host.node])}; memory_first), never stored "
+                               "whole", host.node)
+        if host is not None:
+            return AbsentValue(value.name, value.node, f"fused into {host.node} ({host.kernel}): "
+                               "computed inside its loop, never stored", host.node)
+        decision = self.decision.get(value.node, {})
+        if value.op == "Constant" or value.name in self.graph.constants or \
+                decision.get("action") == "fold":
+            return AbsentValue(value.name, value.node, "a compile-time constant")
+        if decision:
+            return AbsentValue(value.name, value.node, f"{decision['pass']}: {decision['action']}")
+        return AbsentValue(value.name, value.node, "not computed by the compiled model")
 
 
 def absent_values(graph: Graph, sources: dict[str, OnnxValue], steps: list[Step],
                   decisions: list[dict[str, Any]]) -> list[AbsentValue]:
-    defined = {o for node in graph.nodes for o in node.outputs if o}
-    fused_into: dict[str, Step] = {}
-    for step in steps:  # the first step computing a member (a tiled node's first tile)
-        for member in step.fused_from:
-            fused_into.setdefault(member, step)
-    tiles: dict[str, list[str]] = {}
-    for node in graph.nodes:
-        if "tiled_from" in node.attrs:
-            tiles.setdefault(str(node.attrs["tiled_from"]), []).append(node.name)
-    tiled = {name: group for group in tiles.values() for name in group}
-    last_decision: dict[str, dict[str, Any]] = {}
-    for decision in decisions:
-        for name in decision.get("nodes", []):
-            last_decision[name] = decision
-    absent = []
-    for value in sources.values():
-        if value.name in defined or value.name in graph.inputs:
-            continue
-        host = fused_into.get(value.node)
-        if host is not None and host.node in tiled:
-            absent.append(AbsentValue(value.name, value.node, "computed in channel tiles "
-                                      f"({', '.join(tiled[host.node])}; memory_first), never "
-                                      "stored whole", host.node))
-        elif host is not None:
-            absent.append(AbsentValue(value.name, value.node, f"fused into {host.node} "
-                                      f"({host.kernel}): computed inside its loop, never stored",
-                                      host.node))
-        elif value.op == "Constant" or value.name in graph.constants or \
-                last_decision.get(value.node, {}).get("action") == "fold":
-            absent.append(AbsentValue(value.name, value.node, "a compile-time constant"))
-        elif value.node in last_decision:
-            decision = last_decision[value.node]
-            absent.append(AbsentValue(value.name, value.node,
-                                      f"{decision['pass']}: {decision['action']}"))
-        else:
-            absent.append(AbsentValue(value.name, value.node, "not computed by the compiled model"))
-    return absent
+    """Every ONNX node output the compiled model holds no buffer for, with the reason."""
+    defined = {o for node in graph.nodes for o in node.outputs if o} | set(graph.inputs)
+    absence = _Absence(graph, steps, decisions)
+    return [absence.of(value) for value in sources.values() if value.name not in defined]
 
 
 # ---------------------------------------------------------------- the comparison
@@ -234,7 +244,7 @@ def per_node_report(artifact: Path, manifest: dict[str, Any], model_path: Path,
     graph = source.graph
     sources = onnx_values(model_path)
     decisions = read_decisions(artifact)
-    steps = schedule_steps(source, sources, decisions)
+    steps = schedule_steps(source, FusedGroups(graph, sources, decisions))
     taps = [Tap(value, step.step, tap_spec(graph, value))
             for step, node in zip(steps, graph.nodes) for value in node.outputs
             if value in sources]
