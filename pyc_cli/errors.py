@@ -31,8 +31,8 @@ ERROR_CODES: dict[str, str] = {
     "E041": "An input is missing, unknown, or has the wrong dtype or shape.",
     "E042": "The compiled model reported a runtime error.",
     "E043": "`pyc run --compare`: model outputs differ from the reference beyond tolerance.",
-    "E044": "`pyc run --compare ort` needs onnxruntime, which is not installed "
-    "(`pip install onnxruntime`).",
+    "E044": "`pyc run --compare ort` needs onnxruntime: it is not installed "
+    "(`pip install onnxruntime`), or it cannot run the source model.",
     "E045": "The source model for --compare cannot be found: the artifact holds no copy of it and "
     "no --model was given, or --model does not match the sha256 the manifest recorded.",
     "E050": "An invalid option value was given on the command line.",

@@ -230,8 +230,8 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
 
 def _check_compare_options(reference: str | None, per_node: bool, model_path: Path | None,
                            rtol: float | None, atol: float | None) -> None:
-    given = [flag for flag, value in (("--per-node", per_node), ("--model", model_path),
-                                      ("--rtol", rtol), ("--atol", atol)) if value]
+    given = [flag for flag, value in (("--per-node", per_node or None), ("--model", model_path),
+                                      ("--rtol", rtol), ("--atol", atol)) if value is not None]
     if reference is None and given:
         raise PycError("E050", f"{', '.join(given)} only apply with --compare ort",
                        hint="e.g. pyc run artifact/ --random-inputs 0 --compare ort --per-node")

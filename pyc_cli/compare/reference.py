@@ -46,7 +46,7 @@ def run_reference(model_path: Path, feeds: dict[str, np.ndarray],
             names = [o.name for o in session.get_outputs()]
             values = session.run(names, feeds)
         except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
-            raise PycError("E042", f"onnxruntime failed on the source model: {exc}",
+            raise PycError("E044", f"onnxruntime cannot run the source model: {exc}",
                            where=str(model_path),
                            hint="check the inputs; the reference must run the model itself") from exc
     return dict(zip(names, values))
