@@ -276,6 +276,7 @@ def test_a_broken_softmax_in_the_second_layer_is_pinpointed(
     assert first["node"] == target and first["op"] == "Softmax"
     assert first["kernel"] == "softmax_rows" and first["function"] == f"k{index}_softmax"
     assert first["fused_from"] == [target] and first["value"] == f"{target}_output_0"
+    assert first["fused_values"] == []
     assert first["mismatches"] > 0
     rows = summary["compare"]["per_node"]["values"]
     before = [r for r in rows if r["step"] < first["step"]]
@@ -296,6 +297,8 @@ def test_a_broken_gelu_epilogue_names_its_matmul_and_fused_group(
     assert first["node"] == "/layers.0/ff_in/MatMul" and first["kernel"] == "matmul_tiles"
     assert first["value"] == "/layers.0/Mul_1_output_0"
     assert {"/layers.0/ff_in/Add", "/layers.0/Erf", "/layers.0/Mul_1"} <= set(first["fused_from"])
+    # the GELU's pieces exist only inside the matmul's epilogue: named, not compared
+    assert "/layers.0/Erf_output_0" in first["fused_values"]
     code, stdout, _ = invoke("run", str(artifact), "--inputs", str(tmp_path / "in.npz"),
                              "--compare", "ort", "--per-node")
     assert code == 2

@@ -92,13 +92,18 @@ class PerNodeReport:
     def passed(self) -> bool:
         return self.first_divergent is None
 
+    def hidden_in(self, node: str) -> list[str]:
+        """ONNX values computed inside `node` (fused or tiled) that cannot be inspected."""
+        return [a.value for a in self.absent if a.fused_into == node]
+
     def to_json(self) -> dict[str, Any]:
         return {"compared": len(self.values), "values": [v.to_json() for v in self.values],
                 "not_materialized": [a.to_json() for a in self.absent],
                 "pyc_only_values": self.pyc_only,
                 "debug_build_output_max_abs_diff": self.debug_output_max_abs_diff,
-                "first_divergent": None if self.first_divergent is None
-                else self.first_divergent.to_json()}
+                "first_divergent": None if self.first_divergent is None else {
+                    **self.first_divergent.to_json(),
+                    "fused_values": self.hidden_in(self.first_divergent.step.node)}}
 
 
 # ---------------------------------------------------------------- the ONNX side

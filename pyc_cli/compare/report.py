@@ -9,7 +9,7 @@ from rich.table import Table
 
 from . import CompareReport
 from .metrics import ValueComparison
-from .per_node import NodeValue, PerNodeReport
+from .per_node import PerNodeReport
 
 
 def _error(value: float) -> str:
@@ -55,7 +55,7 @@ def print_per_node(report: PerNodeReport, console: Console) -> None:
                       _error(row.comparison.max_rel_error), _verdict(row.comparison), style=style)
     console.print(table)
     _print_absent(report, console)
-    _print_first_divergent(report.first_divergent, console)
+    _print_first_divergent(report, console)
 
 
 def _print_absent(report: PerNodeReport, console: Console) -> None:
@@ -72,7 +72,8 @@ def _print_absent(report: PerNodeReport, console: Console) -> None:
                       f"{report.debug_output_max_abs_diff:.3g}")
 
 
-def _print_first_divergent(first: NodeValue | None, console: Console) -> None:
+def _print_first_divergent(report: PerNodeReport, console: Console) -> None:
+    first = report.first_divergent
     if first is None:
         console.print("[green]every compared intermediate is within tolerance[/green]")
         return
@@ -84,3 +85,6 @@ def _print_first_divergent(first: NodeValue | None, console: Console) -> None:
                   + f"\n  value {c.name}: max abs err {_error(c.max_abs_error)}, max rel err "
                   f"{_error(c.max_rel_error)}, {c.mismatches} element(s) beyond {_tolerance(c)}"
                   + (f", worst at {list(c.worst_index)}" if c.worst_index is not None else ""))
+    hidden = report.hidden_in(step.node)
+    if hidden:
+        console.print(f"  computed inside it, never stored (not comparable): {', '.join(hidden)}")
