@@ -200,7 +200,7 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     if output_path is not None:
         np.savez(output_path, **outputs)
     comparison = None
-    if reference is not None:
+    if reference is not None:  # the reference runs on the inputs the artifact just ran on
         from ..compare import CompareOptions, compare_run
 
         comparison = compare_run(artifact, feeds, outputs, CompareOptions(
@@ -224,8 +224,8 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     if comparison is not None and not comparison.passed:
         raise PycError("E043", f"output(s) {', '.join(comparison.failing())} differ from "
                        f"{comparison.reference} beyond tolerance", where=str(artifact),
-                       hint="rerun with --per-node to find the first node that diverges"
-                       if not per_node else "see the first divergent node above")
+                       hint="see the first divergent node in the report" if per_node
+                       else "rerun with --per-node to find the first node that diverges")
 
 
 def _check_compare_options(reference: str | None, per_node: bool, model_path: Path | None,
