@@ -65,7 +65,8 @@ class ArtifactPlan:
 
 def read_plan(artifact: Path, manifest: dict[str, Any]) -> ArtifactPlan:
     graph = load_graph(artifact, manifest)
-    plan = MemoryPlan.from_json(json.loads((artifact / "memory_plan.json").read_text()))
+    plan = MemoryPlan.from_json(json.loads((artifact / "memory_plan.json").read_text(
+        encoding="utf-8")))
     weights = WeightsLayout(dict(manifest["weights"]["layout"]), manifest["weights"]["bytes"])
     return ArtifactPlan(graph, plan, weights)
 
@@ -134,14 +135,14 @@ def build_debug_model(artifact: Path, manifest: dict[str, Any], source: Artifact
     this PyC does not regenerate the artifact's src/model.c byte for byte from its model.ir and
     memory plan: the debug build would not run the artifact's code."""
     normal, debug = debug_sources(source, manifest, taps)
-    if normal != (artifact / "src" / "model.c").read_text():
+    if normal != (artifact / "src" / "model.c").read_text(encoding="utf-8"):
         raise PycError("E032", "this PyC does not regenerate the artifact's src/model.c from its "
                        "model.ir and memory_plan.json, so a debug build would not run the same "
                        "code", where=str(artifact / "src" / "model.c"),
                        hint="rebuild the artifact with this PyC version")
     src = work / "src"
     shutil.copytree(artifact / "src", src)
-    (src / "model.c").write_text(debug)
+    (src / "model.c").write_text(debug, encoding="utf-8")
     toolchain = manifest["toolchain"]
     library = work / "libmodel_debug.so"
     CpuTarget().compile_library(src, library, "model.c", list(toolchain["flags"]),

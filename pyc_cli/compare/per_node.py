@@ -131,7 +131,7 @@ def onnx_values(model_path: Path) -> dict[str, OnnxValue]:
 
 
 def read_decisions(artifact: Path) -> list[dict[str, Any]]:
-    lines = (artifact / "decisions.jsonl").read_text().splitlines()
+    lines = (artifact / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
