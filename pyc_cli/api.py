@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, file_sha256, hash_tree
+from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
 from .artifact.reader import read_manifest, verify_files
+from .artifact.source import describe_source
+from .artifact.source import keep_source as keep_source_copy
 from .artifact.writer import staging_directory, write_bytes, write_text
 from .codegen.cpu import io_infos
 from .codegen.targets import ModelInfo, get_target
@@ -101,10 +103,13 @@ def compile_within_budget(model_path: str | Path, budget: int,
 
 def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str = "balanced",
           input_shapes: dict[str, tuple[int, ...]] | None = None,
-          target: str = "cpu", memory_budget: int | None = None) -> BuildResult:
+          target: str = "cpu", memory_budget: int | None = None,
+          keep_source: bool = True) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
-    With `memory_budget` (bytes), the fastest mode whose arena fits is chosen instead of `mode`."""
+    With `memory_budget` (bytes), the fastest mode whose arena fits is chosen instead of `mode`.
+    `keep_source` copies the model (and its external data) into `source/`, which `pyc run
+    --compare` runs the reference on; without it, `--model PATH` must point at the model."""
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
     if memory_budget is not None:
@@ -129,16 +134,18 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
                    timeline_svg(plan, model_path.name, len(graph.nodes)))
         write_text(staging, "decisions.jsonl", "".join(
             dumps_line(d.to_json()) for d in ctx.decisions))
+        source = (keep_source_copy(model_path, staging) if keep_source
+                  else describe_source(model_path))
         toolchain = backend.compile(staging / "src", staging)
         toolchain["march"] = getattr(backend, "march", "")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
-            "model": {"file": model_path.name, "sha256": file_sha256(model_path),
-                      "graph_name": graph.name, "opset": graph.opset,
+            "model": {**source, "graph_name": graph.name, "opset": graph.opset,
                       "source_ops": ctx.artifacts["source_ops"],
                       "compiled_nodes": len(graph.nodes)},
             "target": target, "mode": mode,
             "flags": {"mode": mode, "target": target, "memory_budget": memory_budget,
+                      "keep_source": keep_source,
                       "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}},
             "toolchain": toolchain,
             "inputs": [_io_entry(i) for i in info.inputs],

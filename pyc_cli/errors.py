@@ -30,6 +30,11 @@ ERROR_CODES: dict[str, str] = {
     "E040": "The inputs file cannot be read (not an .npz file).",
     "E041": "An input is missing, unknown, or has the wrong dtype or shape.",
     "E042": "The compiled model reported a runtime error.",
+    "E043": "`pyc run --compare`: model outputs differ from the reference beyond tolerance.",
+    "E044": "`pyc run --compare ort` needs onnxruntime: it is not installed "
+    "(`pip install onnxruntime`), or it cannot run the source model.",
+    "E045": "The source model for --compare cannot be found: the artifact holds no copy of it and "
+    "no --model was given, or --model does not match the sha256 the manifest recorded.",
     "E050": "An invalid option value was given on the command line.",
     "E090": "Internal compiler error: IR verification failed (please report this).",
 }

@@ -100,9 +100,13 @@ def main(debug: bool) -> None:
 @click.option("--target", default="cpu", show_default=True, help="Code generation target.")
 @click.option("--dump-ir-after", type=click.Choice(PASS_NAMES), metavar="PASS",
               help="Print the IR after PASS and stop (writes nothing).")
+@click.option("--keep-source/--no-keep-source", default=True, show_default=True,
+              help="Keep a copy of the model (and its external data) in source/ for "
+                   "`pyc run --compare`; without it, --compare needs --model PATH.")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
-          memory_budget: str | None, target: str, dump_ir_after: str | None) -> None:
+          memory_budget: str | None, target: str, dump_ir_after: str | None,
+          keep_source: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -119,7 +123,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         return
     budget = parse_size(memory_budget) if memory_budget is not None else None
     result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target,
-                            memory_budget=budget)
+                            memory_budget=budget, keep_source=keep_source)
     plan = result.plan
     mode = plan.mode
     click.echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
@@ -163,30 +167,77 @@ def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Time this many runs and report p50/p95 latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
+@click.option("--compare", "reference", type=click.Choice(["ort"]),
+              help="Also run onnxruntime on the source model with the same inputs and report "
+                   "per-output errors; exits non-zero (PYC-E043) when one is out of tolerance.")
+@click.option("--per-node", is_flag=True,
+              help="With --compare: compare every intermediate that exists after fusion and name "
+                   "the first node that diverges (builds a debug copy in a temporary directory).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --compare: the source model, for artifacts built with --no-keep-source "
+                   "(checked against the sha256 in the manifest).")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None,
+              help="With --compare: relative tolerance for floating outputs (default: float32 "
+                   "1e-4, float16 2e-3, float64 1e-7; integers and bools are exact).")
+@click.option("--atol", type=click.FloatRange(min=0), default=None,
+              help="With --compare: absolute tolerance for floating outputs (default: float32 "
+                   "1e-5, float16 1e-3, float64 1e-9).")
 @reports_errors
 def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path: Path | None,
-        repeat: int, as_json: bool) -> None:
+        repeat: int, as_json: bool, reference: str | None, per_node: bool,
+        model_path: Path | None, rtol: float | None, atol: float | None) -> None:
     """Run a built ARTIFACT (its hashes are verified before native code loads)."""
     from ..api import load
 
     if (inputs_path is None) == (seed is None):
         raise PycError("E050", "give exactly one of --inputs FILE.npz or --random-inputs SEED",
                        hint="e.g. pyc run artifact/ --inputs x.npz")
+    _check_compare_options(reference, per_node, model_path, rtol, atol)
     model = load(artifact)
     feeds = read_inputs(inputs_path) if inputs_path is not None else random_inputs(model, seed or 0)
     outputs = model.run(feeds)
     times = model.time_runs(feeds, repeat) if repeat > 1 else []
     if output_path is not None:
         np.savez(output_path, **outputs)
+    comparison = None
+    if reference is not None:  # the reference runs on the inputs the artifact just ran on
+        from ..compare import CompareOptions, compare_run
+
+        comparison = compare_run(artifact, feeds, outputs, CompareOptions(
+            reference, per_node, model_path, rtol, atol))
     summary = {
         "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
                     for name, v in outputs.items()},
         "latency_ms": _latency(times),
         "arena_bytes": model.arena_bytes,
     }
+    if comparison is not None:
+        summary["compare"] = comparison.to_json()
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
-        return
+    else:
+        _print_run(outputs, summary, times)
+        if comparison is not None:
+            from ..compare.report import print_report
+
+            print_report(comparison, Console(width=160))
+    if comparison is not None and not comparison.passed:
+        raise PycError("E043", f"output(s) {', '.join(comparison.failing())} differ from "
+                       f"{comparison.reference} beyond tolerance", where=str(artifact),
+                       hint="see the first divergent node in the report" if per_node
+                       else "rerun with --per-node to find the first node that diverges")
+
+
+def _check_compare_options(reference: str | None, per_node: bool, model_path: Path | None,
+                           rtol: float | None, atol: float | None) -> None:
+    given = [flag for flag, value in (("--per-node", per_node or None), ("--model", model_path),
+                                      ("--rtol", rtol), ("--atol", atol)) if value is not None]
+    if reference is None and given:
+        raise PycError("E050", f"{', '.join(given)} only apply with --compare ort",
+                       hint="e.g. pyc run artifact/ --random-inputs 0 --compare ort --per-node")
+
+
+def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any], times: list[float]) -> None:
     for name, value in outputs.items():
         click.echo(f"{name}: {value.dtype}{list(value.shape)} mean {float(np.mean(value)):.6g} "
                    f"std {float(np.std(value)):.6g}")

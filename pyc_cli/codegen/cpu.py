@@ -66,15 +66,23 @@ class CpuTarget(Target):
         calls = self.kernel_calls(graph, plan, weights)
         env = template_env()
         sources = {
-            "model.c": env.get_template("c/model.c.j2").render(m=info, calls=calls),
+            "model.c": self.model_source(info, calls),
             "model.h": env.get_template("c/model.h.j2").render(m=info),
         }
         for name in RUNTIME_FILES:
             sources[name] = (runtime_dir() / name).read_text()
         return sources
 
+    @staticmethod
+    def model_source(info: ModelInfo, calls: list[KernelCall], debug_steps: list[Any] | None = None
+                     ) -> str:
+        """model.c; with `debug_steps` (the `pyc run --per-node` build, never an artifact), its
+        run function also copies each step's values out (codegen_templates/c/debug_run.c.j2)."""
+        return template_env().get_template("c/model.c.j2").render(
+            m=info, calls=calls, debug_steps=debug_steps)
+
     def kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
-        pointers = _PointerTable(graph, plan, weights)
+        pointers = PointerTable(graph, plan, weights)
         calls = []
         for node in graph.nodes:
             opdef = registry.get(node.op)
@@ -124,11 +132,17 @@ class CpuTarget(Target):
                 "flags": self.flags(), "libraries": self.libraries()}
 
     def compile(self, src_dir: Path, out_dir: Path) -> dict[str, Any]:
-        command = [self.compiler(), *self.flags(), "-shared", "-o",
-                   str((out_dir / self.library_name).resolve()), "model.c", "pyc_runtime.c",
-                   *self.libraries()]
-        self._run(command, src_dir)
+        self.compile_library(src_dir, out_dir / self.library_name)
         return self.toolchain()
+
+    def compile_library(self, src_dir: Path, library: Path, main_source: str = "model.c",
+                        flags: list[str] | None = None, libraries: list[str] | None = None) -> None:
+        """Link `main_source` and the runtime in `src_dir` into `library` (the debug build of
+        `pyc run --per-node` passes its own main source and the artifact's recorded flags)."""
+        command = [self.compiler(), *(self.flags() if flags is None else flags), "-shared", "-o",
+                   str(library.resolve()), main_source, "pyc_runtime.c",
+                   *(self.libraries() if libraries is None else libraries)]
+        self._run(command, src_dir)
 
     def compile_objects(self, src_dir: Path) -> list[Path]:
         """Relocatable objects of the model and runtime (what the llvmlite JIT path links)."""
@@ -169,7 +183,7 @@ def _probe_vector_math(compiler: str, march: str) -> bool:
         return result.returncode == 0
 
 
-class _PointerTable:
+class PointerTable:
     """C expressions for where each value lives: caller buffers, weights, or the arena."""
 
     def __init__(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> None:

@@ -66,6 +66,19 @@ class MemoryPlan:
                 return tensor.offset
         return None
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MemoryPlan:
+        """The plan read back from an artifact's memory_plan.json (the debug build of `pyc run
+        --per-node` addresses values exactly as the artifact's code does)."""
+        tensors = [TensorPlacement(t["name"], t["bytes"], t["offset"], t["start"], t["end"],
+                                   t.get("alias_of"), t["reason"], list(t.get("reuses", [])))
+                   for t in data["tensors"]]
+        return cls(data["mode"], data["alignment"], data["algorithm"], data["arena_bytes"],
+                   data["no_reuse_bytes"], data["lower_bound_bytes"], data["reuse_count"],
+                   data["inplace_count"], tensors, concat_slices=dict(data["concat_slices"]),
+                   workspaces=dict(data["workspaces"]), schedule=data["schedule"],
+                   what_if=dict(data["what_if"]))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "mode": self.mode, "alignment": self.alignment, "algorithm": self.algorithm,
