@@ -104,12 +104,13 @@ def compile_within_budget(model_path: str | Path, budget: int,
 def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str = "balanced",
           input_shapes: dict[str, tuple[int, ...]] | None = None,
           target: str = "cpu", memory_budget: int | None = None,
-          keep_source: bool = True) -> BuildResult:
+          keep_source: bool = False) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     With `memory_budget` (bytes), the fastest mode whose arena fits is chosen instead of `mode`.
     `keep_source` copies the model (and its external data) into `source/`, which `pyc run
-    --compare` runs the reference on; without it, `--model PATH` must point at the model."""
+    --compare` runs the reference on; without it, the model is looked up beside the artifact
+    (by the recorded sha256) or given with `--model PATH`."""
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
     if memory_budget is not None:

@@ -37,10 +37,11 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def build(model: ReferenceModel, out: Path, *flags: str) -> Path:
+def build(model: ReferenceModel, out: Path, *flags: str, keep_source: bool = True) -> Path:
     shapes = [f"--input-shape={name}={','.join(map(str, shape))}"
               for name, shape in model.shapes.items()]
-    code, stdout, stderr = invoke("build", str(model.path), "-o", str(out), *shapes, *flags)
+    keep = ["--keep-source"] if keep_source else []
+    code, stdout, stderr = invoke("build", str(model.path), "-o", str(out), *shapes, *keep, *flags)
     assert code == 0, stdout + stderr
     return out
 
@@ -329,7 +330,7 @@ def test_the_source_model_is_kept_and_hashed(artifacts: dict[str, Path]) -> None
 
 def test_without_a_kept_source_model_points_at_it(tmp_path: Path, rng: np.random.Generator) -> None:
     mlp = REFERENCE_MODELS["mlp"]
-    artifact = build(mlp, tmp_path / "mlp.pyc", "--no-keep-source")
+    artifact = build(mlp, tmp_path / "mlp.pyc", keep_source=False)  # the default: no copy
     assert not (artifact / "source").exists()
     save_feeds(mlp, rng, tmp_path / "in.npz")
     run = ("run", str(artifact), "--inputs", str(tmp_path / "in.npz"), "--compare", "ort")
@@ -340,6 +341,12 @@ def test_without_a_kept_source_model_points_at_it(tmp_path: Path, rng: np.random
     assert code == 0, stderr
     code, stdout, stderr = invoke(*run, "--model", str(REFERENCE_MODELS["cnn"].path))
     assert code == 2 and "PYC-E045:" in stderr and "sha256" in stderr
+    shutil.copyfile(REFERENCE_MODELS["cnn"].path, tmp_path / "mlp.onnx")  # right name, wrong model
+    code, stdout, stderr = invoke(*run)
+    assert code == 2 and "PYC-E045:" in stderr
+    shutil.copyfile(mlp.path, tmp_path / "mlp.onnx")  # found beside the artifact by its sha256
+    code, stdout, stderr = invoke(*run)
+    assert code == 0, stderr
 
 
 def test_external_data_is_kept_beside_the_copy(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -353,7 +360,7 @@ def test_external_data_is_kept_beside_the_copy(tmp_path: Path, rng: np.random.Ge
     (tmp_path / "m" / "data").mkdir(parents=True)
     onnx.save(model, str(tmp_path / "m" / "net.onnx"), save_as_external_data=True,
               location="data/net.bin", size_threshold=0)
-    pyc_cli.build(tmp_path / "m" / "net.onnx", tmp_path / "net.pyc")
+    pyc_cli.build(tmp_path / "m" / "net.onnx", tmp_path / "net.pyc", keep_source=True)
     manifest = read_manifest(tmp_path / "net.pyc")
     assert set(manifest["model"]["external_data"]) == {"data/net.bin"}
     assert "source/data/net.bin" in manifest["files"]

@@ -1,8 +1,10 @@
-"""The source model an artifact was built from: a copy kept in `source/` (default), or a file the
-user points at with `--model`, checked against the sha256s the manifest recorded.
+"""The source model an artifact was built from: a copy kept in `source/` (`--keep-source`), a
+file the user points at with `--model`, or the recorded file name found beside the artifact or in
+the working directory; every candidate is checked against the sha256s the manifest recorded.
 
-`pyc run --compare` runs the reference runtime on this model; keeping a copy makes the artifact a
-self-contained debugging unit at the cost of storing the weights twice (`--no-keep-source`)."""
+`pyc run --compare` runs the reference runtime on this model. A kept copy makes the artifact a
+self-contained debugging unit but stores the weights twice, so it is opt-in: deployed artifacts
+stay small."""
 
 from __future__ import annotations
 
@@ -69,21 +71,28 @@ def keep_source(model_path: Path, staging: Path) -> dict[str, Any]:
 
 def source_model(artifact: Path, manifest: dict[str, Any], override: Path | None) -> Path:
     """The model to run the reference on: `override` when given (it must match the recorded
-    sha256s), else the copy kept in the artifact (PYC-E045 when there is none)."""
+    sha256s), else the copy kept in the artifact, else the recorded file name beside the
+    artifact or in the working directory when its sha256 matches (PYC-E045 when none is)."""
     record = manifest["model"]
     if override is not None:
         _check_matches(override, record)
         return override
     kept = record.get("kept_copy")
-    if not kept:
-        raise PycError("E045", "the artifact holds no copy of its source model (built with "
-                       "--no-keep-source or by an older PyC)", where=str(artifact),
-                       hint=f"pass --model PATH to {record['file']} (sha256 {record['sha256'][:16]}...)")
-    path = artifact / kept
-    if not path.is_file():
-        raise PycError("E030", f"artifact file {kept} is missing", where=str(artifact),
-                       hint="rebuild the artifact, or pass --model PATH")
-    return path
+    if kept:
+        path = artifact / kept
+        if not path.is_file():
+            raise PycError("E030", f"artifact file {kept} is missing", where=str(artifact),
+                           hint="rebuild the artifact, or pass --model PATH")
+        return path
+    for candidate in (artifact.parent / record["file"], Path(record["file"])):
+        if candidate.is_file() and file_sha256(candidate) == record["sha256"]:
+            _check_matches(candidate, record)
+            return candidate
+    raise PycError("E045", f"the source model {record['file']} is not in the artifact (built "
+                   "without --keep-source) nor beside it with the recorded sha256",
+                   where=str(artifact),
+                   hint=f"pass --model PATH to {record['file']} (sha256 {record['sha256'][:16]}...), "
+                   "or rebuild with --keep-source")
 
 
 def _check_matches(path: Path, record: dict[str, Any]) -> None:

@@ -100,9 +100,10 @@ def main(debug: bool) -> None:
 @click.option("--target", default="cpu", show_default=True, help="Code generation target.")
 @click.option("--dump-ir-after", type=click.Choice(PASS_NAMES), metavar="PASS",
               help="Print the IR after PASS and stop (writes nothing).")
-@click.option("--keep-source/--no-keep-source", default=True, show_default=True,
+@click.option("--keep-source/--no-keep-source", default=False, show_default=True,
               help="Keep a copy of the model (and its external data) in source/ for "
-                   "`pyc run --compare`; without it, --compare needs --model PATH.")
+                   "`pyc run --compare` (stores the weights twice); without it, --compare finds "
+                   "the model beside the artifact or takes --model PATH.")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
