@@ -116,7 +116,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
     backend = get_target(target)
     layout = layout_weights(graph)
     blob = weights_bytes(graph, layout)
-    info = ModelInfo(__version__, io_infos(graph, graph.inputs), io_infos(graph, graph.outputs),
+    info = ModelInfo(__version__, io_infos(graph, graph.inputs),
+                     io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob))
     sources = backend.emit(graph, plan, layout, info)
     with staging_directory(out) as staging:

@@ -117,8 +117,9 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
                        hint="convert the model with onnx.version_converter")
     onnx_graph = model.graph
     constants = {t.name: _to_array(t) for t in onnx_graph.initializer}
-    graph = Graph(onnx_graph.name or "main", [], [o.name for o in onnx_graph.output], [], {},
-                  constants, opset)
+    output_names = [o.name for o in onnx_graph.output]
+    graph = Graph(onnx_graph.name or "main", [], list(output_names), [], {}, constants, opset,
+                  output_names)
     if check_ops:
         _check_supported(onnx_graph, opset)
     _check_input_shape_names(onnx_graph, input_shapes, constants)

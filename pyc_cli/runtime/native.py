@@ -91,9 +91,10 @@ class CompiledModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = self.check_feeds(feeds)
-        outputs = {spec.name: np.empty(spec.shape, spec.dtype) for spec in self.outputs}
-        self._run_arrays(arrays, list(outputs.values()))
-        return outputs
+        # one buffer per output position: ONNX lets a graph return one name twice
+        buffers = [np.empty(spec.shape, spec.dtype) for spec in self.outputs]
+        self._run_arrays(arrays, buffers)
+        return {spec.name: buffer for spec, buffer in zip(self.outputs, buffers)}
 
     @staticmethod
     def _pointers(arrays: list[np.ndarray]) -> ctypes.Array:
