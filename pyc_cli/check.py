@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from .errors import PycError
-from .frontend.onnx_import import convert, load_model, schema_version
+from .frontend.onnx_import import convert, load_model, schema_version, static_dim
 from .ir.graph import Graph, Node
 from .ir.types import DType, TensorType
 from .ops import registry
@@ -105,8 +105,9 @@ def _assume_symbolic_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, .
         if value.name in inits or value.name in shapes:
             continue
         dims = value.type.tensor_type.shape.dim
-        if any(not d.HasField("dim_value") for d in dims):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+        sizes = [static_dim(d) for d in dims]
+        if None in sizes:
+            shapes[value.name] = tuple(1 if size is None else size for size in sizes)
             report.assumed_dims.append(value.name)
 
 
@@ -137,10 +138,11 @@ def _onnx_types(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> d
     for value in list(inferred.graph.value_info) + list(inferred.graph.output):
         tensor = value.type.tensor_type
         dims = list(tensor.shape.dim)
-        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+        sizes = [static_dim(d) for d in dims]
+        if tensor.HasField("shape") and None not in sizes:
             try:
                 types[value.name] = TensorType(DType.from_onnx(tensor.elem_type),
-                                               tuple(int(d.dim_value) for d in dims))
+                                               tuple(s for s in sizes if s is not None))
             except KeyError:
                 continue
     return types

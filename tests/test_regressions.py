@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from helpers import init, make_model, vinfo, write_model
 from onnx import helper
 
 import pyc_cli
+from pyc_cli.errors import PycError
 
 
 def ort_outputs(model_path: Path, feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
@@ -62,3 +64,36 @@ def test_outputs_keep_onnx_names_and_order(tmp_path: Path, rng: np.random.Genera
     assert "copy_" not in header_names.split("io_names")[1].split(";")[0]
     for name in names:
         assert f'"{name}"' in header_names
+
+
+# ---------------------------------------------------------------- 7: dim_value -1
+
+
+def test_negative_dim_value_is_symbolic(tmp_path: Path, rng: np.random.Generator) -> None:
+    """PaddlePaddle exports declare dynamic dims as dim_value -1 (input, output, value_info);
+    --input-shape x=1,3,4,6 was refused as not fitting [-1,3,?,?]."""
+    weight = rng.standard_normal((5, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, [vinfo("x", (-1, 3, None, None))], [vinfo("y", (-1, 5, -1, -1))],
+                       [init("w", weight)])
+    model.graph.value_info.append(vinfo("c", (-1, 5, -1, -1)))
+    path = write_model(model, tmp_path)
+    feeds = {"x": rng.standard_normal((1, 3, 4, 6)).astype(np.float32)}
+    assert_matches_ort(path, tmp_path, feeds, input_shapes={"x": (1, 3, 4, 6)})
+    with pytest.raises(PycError) as shape_error:
+        pyc_cli.build(path, tmp_path / "wrong", input_shapes={"x": (1, 4, 4, 6)})
+    assert shape_error.value.code == "E006" and "[?,3,?,?]" in shape_error.value.what
+    with pytest.raises(PycError) as missing:
+        pyc_cli.build(path, tmp_path / "unfixed")
+    assert missing.value.code == "E005" and "dim0" in missing.value.what
+
+
+PP_OCR_CLS = Path("/tmp/rapid/whl/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+
+
+@pytest.mark.skipif(not PP_OCR_CLS.is_file(), reason="the PP-OCR classifier is not downloaded "
+                    "(pip download rapidocr-onnxruntime --no-deps -d /tmp/rapid; unzip the wheel)")
+def test_negative_dim_value_pp_ocr_classifier(tmp_path: Path, rng: np.random.Generator) -> None:
+    feeds = {"x": rng.standard_normal((1, 3, 48, 192)).astype(np.float32)}
+    assert_matches_ort(PP_OCR_CLS, tmp_path, feeds, rtol=1e-4, atol=1e-5,
+                       input_shapes={"x": (1, 3, 48, 192)})

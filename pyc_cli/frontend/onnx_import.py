@@ -321,29 +321,38 @@ def _input_type(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) ->
         raise PycError("E008", f"input {value.name!r} has an unsupported element type "
                        f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}") from None
     dims = list(tensor_type.shape.dim)
+    sizes = [static_dim(d) for d in dims]
     if override is not None:
-        fixed_dims = [d.dim_value for d in dims if d.HasField("dim_value")]
         if len(override) != len(dims) or any(
-            d.HasField("dim_value") and d.dim_value != o for d, o in zip(dims, override)
+            size is not None and size != o for size, o in zip(sizes, override)
         ):
             raise PycError("E006", f"--input-shape {value.name}={','.join(map(str, override))} "
                            f"does not fit the declared shape {_describe_dims(dims)}",
-                           where=f"input {value.name!r}", hint=f"static dims are {fixed_dims}")
+                           where=f"input {value.name!r}",
+                           hint=f"static dims are {[s for s in sizes if s is not None]}")
         return TensorType(dtype, tuple(override))
-    missing = [_describe_dim(d, i) for i, d in enumerate(dims) if not d.HasField("dim_value")]
+    missing = [_describe_dim(d, i) for i, d in enumerate(dims) if static_dim(d) is None]
     if missing:
         raise PycError("E005", f"input {value.name!r} has symbolic dims {missing} "
                        f"(shape {_describe_dims(dims)})", where=f"input {value.name!r}",
                        hint=f"fix them with --input-shape {value.name}=d0,d1,...")
-    return TensorType(dtype, tuple(int(d.dim_value) for d in dims))
+    return TensorType(dtype, tuple(s for s in sizes if s is not None))
+
+
+def static_dim(dim: onnx.TensorShapeProto.Dimension) -> int | None:
+    """A dim's size when the model fixes it; None when it is symbolic: a dim_param, no value, or
+    a negative dim_value (PaddlePaddle exports declare dynamic dims as -1, as ORT accepts)."""
+    if dim.HasField("dim_value") and dim.dim_value >= 0:
+        return int(dim.dim_value)
+    return None
 
 
 def _describe_dim(dim: onnx.TensorShapeProto.Dimension, index: int) -> str:
-    return dim.dim_param if dim.HasField("dim_param") else f"dim{index}"
+    return dim.dim_param if dim.HasField("dim_param") and dim.dim_param else f"dim{index}"
 
 
 def _describe_dims(dims: list) -> str:
-    return "[" + ",".join(str(d.dim_value) if d.HasField("dim_value") else
+    return "[" + ",".join(str(static_dim(d)) if static_dim(d) is not None else
                           (d.dim_param or "?") for d in dims) + "]"
 
 
