@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from helpers import init, make_model, vinfo, write_model
-from onnx import helper
+from onnx import TensorProto, helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -97,3 +97,94 @@ def test_negative_dim_value_pp_ocr_classifier(tmp_path: Path, rng: np.random.Gen
     feeds = {"x": rng.standard_normal((1, 3, 48, 192)).astype(np.float32)}
     assert_matches_ort(PP_OCR_CLS, tmp_path, feeds, rtol=1e-4, atol=1e-5,
                        input_shapes={"x": (1, 3, 48, 192)})
+
+
+# ---------------------------------------------------------------- 2: zero-size dims
+
+
+def _int64(values: list[int]) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
+INT64_MAX = 2**63 - 1
+# name -> (nodes, graph inputs {name: shape}, initializers, opset); every output is "z"
+ZERO_SIZE_CASES = {
+    # Constant + Slice: an end of INT64_MAX with a negative step runs to the axis start (ORT)
+    "slice_end_sentinel": ([helper.make_node("Constant", [], ["c"], value=helper.make_tensor(
+        "c", TensorProto.FLOAT, [7, 1, 2], np.arange(14, dtype=np.float32))),
+        helper.make_node("Slice", ["c", "s", "e", "a", "t"], ["y"]),
+        helper.make_node("Add", ["y", "x"], ["z"])], {"x": (7, 1, 2)},
+        {"s": _int64([0]), "e": _int64([INT64_MAX]), "a": _int64([1]), "t": _int64([-1])}, 17),
+    "slice_of_empty_axis": ([helper.make_node("Slice", ["x", "s", "e", "a", "t"], ["z"])],
+                            {"x": (3, 0, 2)}, {"s": _int64([-10]), "e": _int64([INT64_MAX]),
+                                               "a": _int64([1]), "t": _int64([-1])}, 17),
+    "concat_with_empty": ([helper.make_node("Concat", ["x", "y"], ["z"], axis=1)],
+                          {"x": (2, 0, 3), "y": (2, 2, 3)}, {}, 17),
+    "reshape_copies_zero": ([helper.make_node("Reshape", ["x", "s"], ["z"])],
+                            {"x": (6, 2, 0, 78)}, {"s": _int64([6, 0, 0, 78])}, 17),
+    "reshape_allowzero": ([helper.make_node("Reshape", ["x", "s"], ["z"], allowzero=1)],
+                          {"x": (6, 2, 0, 78)}, {"s": _int64([6, 0, 2, 78])}, 17),
+    "expand_to_zero": ([helper.make_node("Expand", ["x", "s"], ["z"])], {"x": (1, 3)},
+                       {"s": _int64([0, 3])}, 17),
+    "broadcast_with_zero": ([helper.make_node("Add", ["x", "y"], ["z"])],
+                            {"x": (6, 2, 1, 5), "y": (6, 1, 0, 5)}, {}, 17),
+    "reduce_mean_empty_axis": ([helper.make_node("ReduceMean", ["x", "a"], ["z"], keepdims=1)],
+                               {"x": (2, 0, 3)}, {"a": _int64([1])}, 18),
+    "reduce_max_empty_axis": ([helper.make_node("ReduceMax", ["x", "a"], ["z"], keepdims=0)],
+                              {"x": (2, 0, 3)}, {"a": _int64([1])}, 18),
+    "matmul_empty_inner": ([helper.make_node("MatMul", ["x", "y"], ["z"])],
+                           {"x": (2, 0), "y": (0, 3)}, {}, 17),
+    "softmax_of_empty": ([helper.make_node("Softmax", ["x"], ["z"], axis=1)], {"x": (2, 0, 3)},
+                         {}, 17),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ZERO_SIZE_CASES))
+def test_zero_size_dims_match_onnxruntime(case: str, tmp_path: Path,
+                                          rng: np.random.Generator) -> None:
+    """Shapes with a 0 dim (or ORT's slice sentinels) disagreed with ORT ([7,0,2] vs [7,1,2],
+    [0] vs [1]); every kernel must also run on 0-element tensors."""
+    nodes, inputs, initializers, opset = ZERO_SIZE_CASES[case]
+    graph_inputs = [vinfo(n, s) for n, s in inputs.items()]
+    inits = [init(k, v) for k, v in initializers.items()]
+    probe = helper.make_model(helper.make_graph(nodes, "probe", graph_inputs, [vinfo("z", None)],
+                                                inits), opset_imports=[helper.make_opsetid("", opset)])
+    probe.ir_version = 8  # the output shape is what onnxruntime computes
+    expected = ort_outputs(write_model(probe, tmp_path, "probe.onnx"),
+                           {n: np.zeros(s, np.float32) for n, s in inputs.items()})
+    model = make_model(nodes, graph_inputs, [vinfo("z", expected[0][1].shape)], inits, opset=opset)
+    path = write_model(model, tmp_path)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    assert_matches_ort(path, tmp_path, feeds)
+
+
+def test_zero_size_dims_invalid_models_are_refused(tmp_path: Path) -> None:
+    """Where ORT refuses a zero-size case (ArgMax over an empty axis, Reshape with 0 and -1 under
+    allowzero), PyC gives PYC-E009 instead of a shape."""
+    cases = [
+        ([helper.make_node("ArgMax", ["x"], ["z"], axis=1)], (2, 0, 3)),
+        ([helper.make_node("Reshape", ["x", "s"], ["z"], allowzero=1)], (2, 0, 3)),
+    ]
+    for index, (nodes, shape) in enumerate(cases):
+        model = make_model(nodes, [vinfo("x", shape)], [vinfo("z", [])],
+                           [init("s", _int64([-1, 0]))] if nodes[0].op_type == "Reshape" else [])
+        with pytest.raises(PycError) as refused:
+            pyc_cli.build(write_model(model, tmp_path, f"bad{index}.onnx"), tmp_path / f"a{index}")
+        assert refused.value.code == "E009", refused.value
+
+
+# ---------------------------------------------------------------- 3: Tile over zero-size dims
+
+
+def test_tile_over_zero_size_dim(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Tile of [0,13,8,9] was refused (false PYC-E009 'cannot reshape [0,13,8,9] to [1,0,...]'):
+    the decomposition's Reshape read its literal 0 as 'copy the input dim'."""
+    nodes = [helper.make_node("Tile", ["x", "r"], ["t"]),
+             helper.make_node("Tile", ["y", "r"], ["u"])]
+    model = make_model(nodes, [vinfo("x", (0, 13, 8, 9)), vinfo("y", (2, 1, 3, 1))],
+                       [vinfo("t", (0, 26, 8, 27)), vinfo("u", (4, 2, 3, 3))],
+                       [init("r", _int64([2, 2, 1, 3]))])
+    path = write_model(model, tmp_path)
+    feeds = {"x": np.zeros((0, 13, 8, 9), np.float32),
+             "y": rng.standard_normal((2, 1, 3, 1)).astype(np.float32)}
+    assert_matches_ort(path, tmp_path, feeds, rtol=0, atol=0)

@@ -197,7 +197,8 @@ def require_value(values: InValues, index: int, node: Node, what: str) -> np.nda
 
 
 def normalize_axis(axis: int, rank: int, node: Node) -> int:
-    if not -rank <= axis < max(rank, 1):
+    # a rank-0 tensor has no axis at all (ONNX: axis in [-r, r-1]; kernels index shape[axis])
+    if not -rank <= axis < rank:
         raise PycError("E009", f"axis {axis} out of range for rank {rank}", where=node.name)
     return axis + rank if axis < 0 else axis
 
