@@ -188,3 +188,83 @@ def test_tile_over_zero_size_dim(tmp_path: Path, rng: np.random.Generator) -> No
     feeds = {"x": np.zeros((0, 13, 8, 9), np.float32),
              "y": rng.standard_normal((2, 1, 3, 1)).astype(np.float32)}
     assert_matches_ort(path, tmp_path, feeds, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- 4: no tracebacks from pyc build
+
+
+def _node(op: str, inputs: list[str], **attrs: object) -> list:
+    return [helper.make_node(op, inputs, ["z"], **attrs)]
+
+
+F32, I64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+# name -> (nodes, inputs [(name, shape, elem type)], initializers); each is invalid ONNX that
+# onnxruntime refuses too, and used to crash PyC (IndexError, ValueError, E090, gcc failure)
+INVALID_MODELS = {
+    "softmax_of_scalar": (_node("Softmax", ["x"]), [("x", (), F32)], {}),
+    "argmax_of_scalar": (_node("ArgMax", ["x"]), [("x", (), F32)], {}),
+    "gather_of_scalar": (_node("Gather", ["x", "i"]), [("x", (), F32)], {"i": _int64(0)}),
+    "cumsum_of_scalar": (_node("CumSum", ["x", "a"]), [("x", (), F32)], {"a": _int64(0)}),
+    "pad_of_scalar": (_node("Pad", ["x", "p"]), [("x", (), F32)], {"p": _int64([])}),
+    "flatten_axis_past_rank": (_node("Flatten", ["x"]), [("x", (), F32)], {}),
+    "global_pool_of_rank_2": (_node("GlobalAveragePool", ["x"]), [("x", (1, 4), F32)], {}),
+    "batchnorm_stats_mismatch": (_node("BatchNormalization", ["x", "s", "b", "m", "v"]),
+                                 [("x", (2, 1, 4, 4), F32)],
+                                 {k: np.ones(3, np.float32) for k in "sbmv"}),
+    "gemm_bias_of_rank_3": (_node("Gemm", ["x", "w", "c"]), [("x", (2, 3), F32)],
+                            {"w": np.ones((3, 4), np.float32), "c": np.ones((2, 1, 4), np.float32)}),
+    "add_of_mixed_dtypes": (_node("Add", ["x", "c"]), [("x", (), F32)], {"c": _int64(2)}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_MODELS))
+def test_build_never_shows_a_traceback(case: str, tmp_path: Path) -> None:
+    """Invalid models crashed `pyc build` (need at least one array to stack, tuple index out of
+    range, IR verification failed after canonicalize on an Add); each is now PYC-E009."""
+    from click.testing import CliRunner
+
+    from pyc_cli.cli.main import main
+
+    nodes, inputs, initializers = INVALID_MODELS[case]
+    model = make_model(nodes, [vinfo(n, s, t) for n, s, t in inputs], [vinfo("z", [])],
+                       [init(k, v) for k, v in initializers.items()])
+    path = write_model(model, tmp_path)
+    result = CliRunner().invoke(main, ["build", str(path), "-o", str(tmp_path / "a")],
+                                catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "PYC-E009:" in result.output and "Traceback" not in result.output, result.output
+
+
+def test_build_never_shows_a_traceback_valid_models_build(tmp_path: Path,
+                                                          rng: np.random.Generator) -> None:
+    """The valid neighbours of those models build and match onnxruntime: rank-0 and 1-D inputs,
+    a scalar initializer added to a rank-0 input, bool/int operands, a hand-written LayerNorm
+    whose gamma and beta broadcast the output to a higher rank."""
+    ln_nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1]),
+                helper.make_node("Sub", ["x", "m"], ["d"]), helper.make_node("Mul", ["d", "d"], ["q"]),
+                helper.make_node("ReduceMean", ["q"], ["v"], axes=[-1]),
+                helper.make_node("Add", ["v", "e"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["s"]),
+                helper.make_node("Div", ["d", "s"], ["y"]), helper.make_node("Mul", ["y", "g"], ["yg"]),
+                helper.make_node("Add", ["yg", "b"], ["ln"])]
+    nodes = ln_nodes + [
+        helper.make_node("Add", ["c", "r"], ["scalar_sum"]),
+        helper.make_node("MatMul", ["x", "x"], ["dot"]),
+        helper.make_node("ArgMax", ["x"], ["arg"], keepdims=0),
+        helper.make_node("Transpose", ["r"], ["r_t"]),
+        helper.make_node("And", ["flag", "mask"], ["both"]),
+        helper.make_node("Add", ["n", "k"], ["int_sum"]),
+    ]
+    outputs = [vinfo("ln", (1, 1, 4)), vinfo("scalar_sum", ()), vinfo("dot", ()),
+               vinfo("arg", (), I64), vinfo("r_t", ()), vinfo("both", (3,), BOOL),
+               vinfo("int_sum", (2,), I64)]
+    model = make_model(nodes, [vinfo("x", (4,)), vinfo("r", ()), vinfo("flag", (), BOOL),
+                               vinfo("n", (), I64)], outputs,
+                       [init("e", np.array(1e-5, np.float32)), init("g", rng.random((1, 4), np.float32)),
+                        init("b", rng.random((1, 1, 4), np.float32)), init("c", np.array(2.5, np.float32)),
+                        init("mask", np.array([True, False, True])), init("k", _int64([3, -4]))],
+                       opset=13)
+    path = write_model(model, tmp_path)
+    feeds = {"x": rng.standard_normal(4).astype(np.float32),
+             "r": np.asarray(rng.standard_normal(), np.float32), "flag": np.array(True),
+             "n": np.asarray(rng.integers(-50, 50), np.int64)}
+    assert_matches_ort(path, tmp_path, feeds)

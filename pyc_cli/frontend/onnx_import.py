@@ -402,6 +402,11 @@ def _check_dtypes(graph: Graph) -> None:
                 raise PycError("E008", f"{node.op} does not support element type {dtype.value} "
                                f"(value {value!r}; supported: {allowed})", where=f"node {node.name!r}",
                                hint="cast the value to a supported type")
+        operand_dtypes = {graph.types[v].dtype for v in node.present_inputs()}
+        if getattr(opdef, "same_dtype_inputs", False) and len(operand_dtypes) > 1:
+            found = ", ".join(f"{v!r}: {graph.types[v].dtype.value}" for v in node.present_inputs())
+            raise PycError("E009", f"{node.op} needs operands of one element type, got {found}",
+                           where=f"node {node.name!r}", hint="insert a Cast")
 
 
 def _unique_node_name(name: str, used: set[str]) -> str:

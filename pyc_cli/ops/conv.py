@@ -183,7 +183,17 @@ class BatchNormalization(OpDef):
             raise PycError("E008", "BatchNormalization in training mode (batch statistics, running "
                            "mean/var outputs) is not supported", where=node.name,
                            hint="export the model in inference mode")
-        return [require(types, 0, node)]
+        x = require(types, 0, node)
+        channels = x.shape[1] if x.rank >= 2 else None
+        for index, what in enumerate(("scale", "bias", "mean", "var"), start=1):
+            stat = require(types, index, node)
+            if channels is None or stat.shape != (channels,):
+                # the rewrite to per-channel math would broadcast into another shape
+                raise PycError("E009", f"BatchNormalization {what} is {list(stat.shape)}; input "
+                               f"{list(x.shape)} needs [{channels if channels is not None else 'C'}]"
+                               " (an input of rank 2 or more and one value per channel)",
+                               where=node.name)
+        return [x]
 
     @staticmethod
     def scale_shift(node: Node, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

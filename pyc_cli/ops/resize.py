@@ -106,6 +106,11 @@ class ResizeBase(OpDef):
     def _axis_table(self, node: Node, size_in: int, size_out: int, scale: float,
                     roi: tuple[float, float] | None) -> dict[str, object]:
         mode, coords = self.mode(node), self.coordinate_mode(node)
+        if size_out == 0:  # nothing to compute on this axis
+            return {"taps": 1, "idx": [], "w": None, "outside": None}
+        if size_in == 0:
+            raise PycError("E009", f"{node.op} cannot resize an empty axis to {size_out} "
+                           "elements (there is nothing to sample)", where=node.name)
         if size_out == size_in and math.isclose(scale, 1.0) and \
                 (roi is None or (math.isclose(roi[0], 0.0) and math.isclose(roi[1], 1.0))):
             return {"taps": 1, "idx": list(range(size_out)), "w": None, "outside": None}

@@ -76,6 +76,9 @@ class Flatten(ViewOp):
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
         axis = int(node.attrs.get("axis", 1))  # type: ignore[arg-type]
+        if not -len(shape) <= axis <= len(shape):
+            raise PycError("E009", f"Flatten axis {axis} is out of range for rank {len(shape)} "
+                           f"(allowed {-len(shape)}..{len(shape)})", where=node.name)
         axis = axis + len(shape) if axis < 0 else axis
         return (math.prod(shape[:axis]), math.prod(shape[axis:]))
 

@@ -64,6 +64,12 @@ def _maybe_evaluate(node, opdef, in_types, in_values, out_types, known, limit) -
             results = opdef.evaluate(node, in_values)
         except NotImplementedError:
             return
+        except PycError:
+            raise
+        except Exception as exc:  # the numpy reference met values its shape rule let through
+            raise PycError("E009", f"cannot evaluate {node.op} at compile time: "
+                           f"{type(exc).__name__}: {exc}", where=f"node {node.name!r}",
+                           hint="check the node's constant inputs") from exc
         for name, value in zip(node.outputs, results):
             if name:
                 known[name] = np.asarray(value)
