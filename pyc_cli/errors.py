@@ -12,7 +12,8 @@ from dataclasses import dataclass
 ERROR_CODES: dict[str, str] = {
     "E001": "The model file does not exist or cannot be read.",
     "E002": "The file is not a valid ONNX model (parse failure or truncated file).",
-    "E003": "onnx.checker rejected the model.",
+    "E003": "onnx.checker rejected the model, or it breaks a rule onnxruntime enforces beyond the "
+    "checker (two nodes of one graph with the same name).",
     "E004": "External tensor data is missing or points outside the model's directory.",
     "E005": "A graph input has symbolic dimensions and no --input-shape was given for it.",
     "E006": "An --input-shape argument is malformed or names an unknown input.",

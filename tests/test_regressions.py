@@ -268,3 +268,49 @@ def test_build_never_shows_a_traceback_valid_models_build(tmp_path: Path,
              "r": np.asarray(rng.standard_normal(), np.float32), "flag": np.array(True),
              "n": np.asarray(rng.integers(-50, 50), np.int64)}
     assert_matches_ort(path, tmp_path, feeds)
+
+
+# ---------------------------------------------------------------- 6: refused by onnxruntime
+
+
+def _external_weight_model(tmp_path: Path, weight: np.ndarray, length: int) -> Path:
+    """x + w, with w's bytes in weights.bin and its external_data length set to `length`."""
+    (tmp_path / "weights.bin").write_bytes(weight.tobytes())
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=list(weight.shape),
+                         data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "weights.bin"), ("offset", "0"), ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["z"])], "external",
+                              [vinfo("x", weight.shape)], [vinfo("z", weight.shape)], [tensor])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # (onnx.checker reads external files relative to the saved model)
+    return write_model(model, tmp_path)
+
+
+def test_external_data_length_past_end_of_file(tmp_path: Path, rng: np.random.Generator) -> None:
+    """An external-data length beyond the end of its file was read short (what exists) and
+    built; onnxruntime refuses it (size mismatch), PyC gives PYC-E004."""
+    weight = rng.standard_normal(6).astype(np.float32)
+    good = _external_weight_model(tmp_path, weight, weight.nbytes)
+    feeds = {"x": rng.standard_normal(6).astype(np.float32)}
+    assert_matches_ort(good, tmp_path, feeds, rtol=0, atol=0)
+    for length in (2 * weight.nbytes, weight.nbytes - 4):
+        path = _external_weight_model(tmp_path, weight, length)
+        with pytest.raises(Exception, match="size mismatch"):
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with pytest.raises(PycError) as refused:
+            pyc_cli.build(path, tmp_path / f"bad{length}")
+        assert refused.value.code == "E004" and "'w'" in refused.value.what
+
+
+def test_duplicate_node_names(tmp_path: Path) -> None:
+    """onnx.checker accepts two nodes with one name; onnxruntime refuses the model ("two nodes
+    with same node name"), and so does PyC, naming the duplicate."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="dup"),
+             helper.make_node("Neg", ["y"], ["z"], name="dup")]
+    path = write_model(make_model(nodes, [vinfo("x", (2,))], [vinfo("z", (2,))]), tmp_path)
+    with pytest.raises(Exception, match="same node name"):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with pytest.raises(PycError) as refused:
+        pyc_cli.build(path, tmp_path / "artifact")
+    assert refused.value.code == "E003" and "'dup'" in refused.value.what

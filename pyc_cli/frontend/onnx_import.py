@@ -50,7 +50,22 @@ def load_model(path: Path) -> ModelProto:
     except Exception as exc:
         raise PycError("E003", f"onnx.checker rejected the model: {str(exc).splitlines()[0]}",
                        where=str(path), hint="fix or re-export the model") from exc
+    _check_node_names(model.graph, path)
     return model
+
+
+def _check_node_names(graph: onnx.GraphProto, path: Path, scope: str = "the main graph") -> None:
+    """Two nodes of one graph may not share a non-empty name (onnx.checker lets it pass;
+    onnxruntime refuses the model, and reports and decisions would mix the nodes up)."""
+    seen: set[str] = set()
+    for node in graph.node:
+        if node.name and node.name in seen:
+            raise PycError("E003", f"two nodes of {scope} are named {node.name!r}",
+                           where=str(path), hint="give every node a unique name (or none)")
+        seen.add(node.name)
+        for attr in node.attribute:
+            for sub in _subgraphs(attr):
+                _check_node_names(sub, path, f"the {attr.name} of node {node.name!r}")
 
 
 def _load_external_data(model: ModelProto, base: Path) -> None:
@@ -69,12 +84,47 @@ def _load_external_data(model: ModelProto, base: Path) -> None:
         if not target.is_file():
             raise PycError("E004", f"external data file {location!r} of tensor {tensor.name!r} "
                            "is missing", where=str(base), hint="copy it next to the model")
-        offset, length = int(info.get("offset", 0)), info.get("length")
-        with open(target, "rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(int(length)) if length else handle.read()
+        tensor.raw_data = _read_external(tensor, target, info, base)
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _read_external(tensor: onnx.TensorProto, target: Path, info: dict[str, str], base: Path) -> bytes:
+    """The tensor's bytes from its external file; a range past the end of the file, or a byte
+    count that does not fit the tensor's shape, is refused (as onnxruntime does)."""
+    def refuse(what: str) -> PycError:
+        return PycError("E004", f"external data of tensor {tensor.name!r} {what}",
+                        where=f"{base / info.get('location', '')}",
+                        hint="re-save the model with its external data")
+
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if info.get("length") else None
+    except ValueError:
+        raise refuse(f"has a malformed offset/length ({info})") from None
+    size = target.stat().st_size
+    if offset < 0 or (length is not None and length < 0) or offset > size or \
+            (length is not None and offset + length > size):
+        raise refuse(f"spans bytes {offset}..{offset + (length or 0)} of a {size}-byte file")
+    with open(target, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length) if length is not None else handle.read()
+    expected = _expected_bytes(tensor)
+    if expected is not None and len(data) != expected:
+        raise refuse(f"holds {len(data)} bytes; its type and shape need {expected}")
+    return data
+
+
+def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
+    """The raw byte size of a tensor of a fixed-width element type (None: not known here)."""
+    try:
+        itemsize = DType.from_onnx(tensor.data_type).itemsize
+    except KeyError:
+        return None
+    count = 1
+    for dim in tensor.dims:
+        count *= int(dim)
+    return count * itemsize
 
 
 def _all_tensors(model: ModelProto) -> list[onnx.TensorProto]:
@@ -128,6 +178,7 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
             graph.inputs.append(value.name)
             graph.types[value.name] = _input_type(value, input_shapes.get(value.name))
     converter = _NodeConverter(graph, check_ops, ctx, _value_names(onnx_graph))
+    converter.node_names.update(n.name for n in onnx_graph.node if n.name)  # generated names avoid them
     converter.add_nodes(onnx_graph.node, _Scope())
     if ctx is not None and converter.inlined:
         ctx.log("import", [], "node_count", "ONNX nodes (Constant nodes are constants) -> imported "
@@ -164,8 +215,11 @@ class _NodeConverter:
         """Convert `protos` in order; returns how many IR nodes were added."""
         before = len(self.graph.nodes)
         for index, proto in enumerate(protos):
-            name = _unique_node_name(scope.prefix + (proto.name or f"{proto.op_type}_{index}"),
-                                     self.node_names)
+            if proto.name and not scope.prefix:  # the main graph's names are unique (checked)
+                name = proto.name
+            else:
+                name = _unique_node_name(scope.prefix + (proto.name or f"{proto.op_type}_{index}"),
+                                         self.node_names)
             op = registry.qualified(proto.domain, proto.op_type)
             if op == "If":
                 self._convert_if(proto, name, scope)
