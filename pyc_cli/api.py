@@ -25,6 +25,7 @@ from .errors import PycError
 from .frontend.onnx_import import import_model
 from .ir.graph import Graph
 from .ir.text import print_graph
+from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .planning.plan import MemoryPlan
@@ -119,6 +120,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     backend = get_target(target)
     layout = layout_weights(graph)
+    check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),

@@ -23,6 +23,8 @@ ERROR_CODES: dict[str, str] = {
     "E010": "The model's opset or IR version, or the schema version an operator has at that opset, is "
     "outside the supported range.",
     "E011": "No memory plan fits the --memory-budget (the error names the smallest arena).",
+    "E012": "A tensor, the activation arena or the weights are larger than the target can address "
+    "(the error names it and its byte size).",
     "E020": "The C compiler failed to build the generated code.",
     "E021": "The output directory exists and is not a PyC artifact (refusing to overwrite).",
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",

@@ -7,6 +7,7 @@ values matter, compares PyC with onnxruntime on fresh random inputs.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,42 @@ def test_duplicate_node_names(tmp_path: Path) -> None:
     with pytest.raises(PycError) as refused:
         pyc_cli.build(path, tmp_path / "artifact")
     assert refused.value.code == "E003" and "'dup'" in refused.value.what
+
+
+# ---------------------------------------------------------------- 5: sizes past 2^31 elements
+
+
+def test_sizes_overflow(tmp_path: Path) -> None:
+    """Tensors of 2^31..2^63 elements built silently ("arena 0 B"), and shapes past int64 were
+    misreported. Sizes are planned in 64-bit (a 32 GiB intermediate gets a 32 GiB arena, written
+    exactly into model.h); a buffer larger than the target's 2^47-byte address space is
+    PYC-E012 naming the tensor and its byte size."""
+    big = (65536, 65536, 2)  # 2^33 float32 elements: 32 GiB
+    nodes = [helper.make_node("Relu", ["x"], ["y"]),
+             helper.make_node("Transpose", ["y"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("ConstantOfShape", ["s"], ["c"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.5])),
+             helper.make_node("Expand", ["one", "s"], ["e"])]
+    model = make_model(nodes, [vinfo("x", big), vinfo("one", (1,))],
+                       [vinfo(n, big) for n in ("t", "c", "e")], [init("s", _int64(list(big)))])
+    result = pyc_cli.build(write_model(model, tmp_path), tmp_path / "artifact")
+    assert result.plan.arena_bytes == 2**35  # the intermediate y
+    header = (result.artifact / "src" / "model.h").read_text()
+    assert f"#define PYC_MODEL_ARENA_BYTES {2**35}" in header
+    manifest = json.loads((result.artifact / "manifest.json").read_text())
+    assert [o["shape"] for o in manifest["outputs"]] == [list(big)] * 3
+    assert manifest["weights"]["bytes"] < 1 << 20  # the 32 GiB constant is filled at run time
+
+    huge = [2**21] * 3  # 2^63 elements: 2^65 bytes, past any int64 byte count
+    cases = {"input": ([helper.make_node("Relu", ["x"], ["z"])], [vinfo("x", huge)], [], "'x'"),
+             "expand": ([helper.make_node("Expand", ["x", "s"], ["z"])], [vinfo("x", (1,))],
+                        [init("s", _int64(huge))], "'z'"),
+             "tensor_over_2^47": ([helper.make_node("Relu", ["x"], ["z"])],
+                                  [vinfo("x", (2**24, 2**24, 2))], [], "'x'")}
+    for name, (nodes, inputs, inits, tensor) in cases.items():
+        model = make_model(nodes, inputs, [vinfo("z", [])], inits)
+        with pytest.raises(PycError) as refused:
+            pyc_cli.build(write_model(model, tmp_path, f"{name}.onnx"), tmp_path / name)
+        elements = math.prod(huge) if name != "tensor_over_2^47" else 2**49
+        assert refused.value.code == "E012", refused.value
+        assert tensor in refused.value.what and str(elements * 4) in refused.value.what

@@ -13,7 +13,7 @@ from onnx.external_data_helper import uses_external_data
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import DType, TensorType, check_addressable
 from ..ops import registry
 from ..passes.context import PassContext
 from ..passes.infer_shapes import known_values, propagate_types
@@ -177,6 +177,8 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
         if value.name not in constants:
             graph.inputs.append(value.name)
             graph.types[value.name] = _input_type(value, input_shapes.get(value.name))
+            check_addressable(f"input {value.name!r} ({graph.types[value.name]})",
+                              graph.types[value.name].nbytes, f"input {value.name!r}")
     converter = _NodeConverter(graph, check_ops, ctx, _value_names(onnx_graph))
     converter.node_names.update(n.name for n in onnx_graph.node if n.name)  # generated names avoid them
     converter.add_nodes(onnx_graph.node, _Scope())
