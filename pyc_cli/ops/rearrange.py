@@ -253,6 +253,10 @@ class OneHot(Rearrange):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         indices, on_off = require(types, 0, node), require(types, 2, node)
         depth, axis = self.geometry(node, indices.rank, values)
+        if on_off.shape != (2,) or depth < 0:
+            raise PycError("E009", f"OneHot needs values of shape [2] (off, on) and a depth of 0 "
+                           f"or more, got values {list(on_off.shape)} and depth {depth}",
+                           where=node.name)
         return [TensorType(on_off.dtype, indices.shape[:axis] + (depth,) + indices.shape[axis:])]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .registry import (
@@ -130,6 +131,8 @@ class EyeLike(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
+        if x.rank != 2:
+            raise PycError("E009", f"EyeLike needs a 2-D input, got {list(x.shape)}", where=node.name)
         return [TensorType(self._dtype(node, x), x.shape)]
 
     def shape_value(self, node: Node, input_type: TensorType) -> np.ndarray:
