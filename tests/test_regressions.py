@@ -215,6 +215,9 @@ INVALID_MODELS = {
     "gemm_bias_of_rank_3": (_node("Gemm", ["x", "w", "c"]), [("x", (2, 3), F32)],
                             {"w": np.ones((3, 4), np.float32), "c": np.ones((2, 1, 4), np.float32)}),
     "add_of_mixed_dtypes": (_node("Add", ["x", "c"]), [("x", (), F32)], {"c": _int64(2)}),
+    "eyelike_of_rank_1": (_node("EyeLike", ["x"]), [("x", (3,), F32)], {}),
+    "onehot_values_of_3": (_node("OneHot", ["i", "d", "v"]), [("i", (2,), I64)],
+                           {"d": _int64(3), "v": np.ones(3, np.float32)}),
 }
 
 
