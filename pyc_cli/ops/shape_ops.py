@@ -47,6 +47,7 @@ class ConstantOfShape(OpDef):
     name = "ConstantOfShape"
     since = 9
     category = SHAPE_ONLY
+    lowering = "folded at compile time (past 16 MiB: an Expand of the fill value)"
     dtypes = tuple(DType)
     static_inputs = (0,)
 
