@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
 from .artifact.reader import read_manifest, verify_files
@@ -25,6 +27,7 @@ from .errors import PycError
 from .frontend.onnx_import import import_model
 from .ir.graph import Graph
 from .ir.text import print_graph
+from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .planning.plan import MemoryPlan
@@ -49,12 +52,14 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     ctx = PassContext(BuildOptions(mode=mode, target=target))
-    try:
-        graph = import_model(model_path, input_shapes, ctx)
-    except PycError as exc:
-        raise _with_every_problem(exc, model_path, input_shapes) from exc
-    ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
-    return run_pipeline(graph, ctx, stop_after), ctx
+    # compile-time folding computes IEEE results (inf, nan) as the kernels would: no warnings
+    with np.errstate(all="ignore"):
+        try:
+            graph = import_model(model_path, input_shapes, ctx)
+        except PycError as exc:
+            raise _with_every_problem(exc, model_path, input_shapes) from exc
+        ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
+        return run_pipeline(graph, ctx, stop_after), ctx
 
 
 def _with_every_problem(exc: PycError, model_path: str | Path,
@@ -121,8 +126,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     backend = get_target(target)
     layout = layout_weights(graph)
+    check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
-    info = ModelInfo(__version__, io_infos(graph, graph.inputs), io_infos(graph, graph.outputs),
+    info = ModelInfo(__version__, io_infos(graph, graph.inputs),
+                     io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob))
     sources = backend.emit(graph, plan, layout, info)
     with staging_directory(out) as staging:

@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 
 from .errors import PycError
-from .frontend.onnx_import import convert, load_model, schema_version
+from .frontend.onnx_import import convert, load_model, schema_version, static_dim
 from .ir.graph import Graph, Node
-from .ir.types import DType, TensorType
+from .ir.types import DType, TensorType, check_addressable
 from .ops import registry
 
 REASONS = ("unknown op", "unsupported opset", "dtype", "attribute value", "data-dependent shape",
@@ -105,8 +105,9 @@ def _assume_symbolic_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, .
         if value.name in inits or value.name in shapes:
             continue
         dims = value.type.tensor_type.shape.dim
-        if any(not d.HasField("dim_value") for d in dims):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+        sizes = [static_dim(d) for d in dims]
+        if None in sizes:
+            shapes[value.name] = tuple(1 if size is None else size for size in sizes)
             report.assumed_dims.append(value.name)
 
 
@@ -137,10 +138,11 @@ def _onnx_types(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> d
     for value in list(inferred.graph.value_info) + list(inferred.graph.output):
         tensor = value.type.tensor_type
         dims = list(tensor.shape.dim)
-        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+        sizes = [static_dim(d) for d in dims]
+        if tensor.HasField("shape") and None not in sizes:
             try:
                 types[value.name] = TensorType(DType.from_onnx(tensor.elem_type),
-                                               tuple(int(d.dim_value) for d in dims))
+                                               tuple(s for s in sizes if s is not None))
             except KeyError:
                 continue
     return types
@@ -164,6 +166,8 @@ def _check_types(graph: Graph, report: CheckReport, fallback: dict[str, TensorTy
         try:
             out_types = opdef.infer(node, in_types, [known.get(v) if v else None for v in node.inputs])
             _check_dtype(opdef, node, in_types)
+            for name, ttype in zip(node.outputs, out_types):
+                check_addressable(f"value {name!r} ({ttype})", ttype.nbytes, f"node {node.name!r}")
         except PycError as exc:
             report.add(_classify(exc), node, exc.what, node.op)
             _assume_types(node, types, fallback)
@@ -176,7 +180,7 @@ def _check_types(graph: Graph, report: CheckReport, fallback: dict[str, TensorTy
             if name:
                 types[name] = ttype
         graph.types.update({o: t for o, t in zip(node.outputs, out_types) if o})
-        _evaluate_small(opdef, node, in_types, known)
+        _evaluate_small(opdef, node, in_types, known, out_types)
         report.flops_supported += _flops(opdef, node, graph)
     graph.types.update({k: v for k, v in types.items() if k not in graph.types})
     report.flops_total = report.flops_supported + _unsupported_flops(graph, report)
@@ -196,17 +200,19 @@ def _check_dtype(opdef: registry.OpDef, node: Node, in_types: list[TensorType | 
                            "is not supported")
 
 
-def _evaluate_small(opdef: registry.OpDef, node: Node, in_types: list, known: dict) -> None:
+def _evaluate_small(opdef: registry.OpDef, node: Node, in_types: list, known: dict,
+                    out_types: list[TensorType]) -> None:
     if node.op == "Shape" and in_types[0] is not None:
         known[node.outputs[0]] = opdef.shape_value(node, in_types[0])  # type: ignore[attr-defined]
         return
     values = [known.get(v) if v else None for v in node.inputs]
-    if all(v is not None for name, v in zip(node.inputs, values) if name):
+    small = all(t.numel <= 1 << 16 for t in out_types)  # shape-sized values only, never 32 GiB
+    if small and all(v is not None for name, v in zip(node.inputs, values) if name):
         try:
             for name, value in zip(node.outputs, opdef.evaluate(node, values)):
-                if name and np.asarray(value).size <= 1 << 16:
+                if name:
                     known[name] = np.asarray(value)
-        except (NotImplementedError, PycError, ValueError, TypeError):
+        except Exception:  # noqa: BLE001  (best effort: the value stays unknown)
             pass
 
 

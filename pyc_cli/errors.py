@@ -12,7 +12,8 @@ from dataclasses import dataclass
 ERROR_CODES: dict[str, str] = {
     "E001": "The model file does not exist or cannot be read.",
     "E002": "The file is not a valid ONNX model (parse failure or truncated file).",
-    "E003": "onnx.checker rejected the model.",
+    "E003": "onnx.checker rejected the model, or it breaks a rule onnxruntime enforces beyond the "
+    "checker (two nodes of one graph with the same name).",
     "E004": "External tensor data is missing or points outside the model's directory.",
     "E005": "A graph input has symbolic dimensions and no --input-shape was given for it.",
     "E006": "An --input-shape argument is malformed or names an unknown input.",
@@ -22,6 +23,8 @@ ERROR_CODES: dict[str, str] = {
     "E010": "The model's opset or IR version, or the schema version an operator has at that opset, is "
     "outside the supported range.",
     "E011": "No memory plan fits the --memory-budget (the error names the smallest arena).",
+    "E012": "A tensor, the activation arena or the weights are larger than the target can address "
+    "(the error names it and its byte size).",
     "E020": "The C compiler failed to build the generated code.",
     "E021": "The output directory exists and is not a PyC artifact (refusing to overwrite).",
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",

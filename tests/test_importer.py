@@ -52,12 +52,16 @@ def test_initializer_listed_as_input_is_a_constant(tmp_path: Path) -> None:
     assert graph.inputs == [] and "w" in graph.constants
 
 
-def test_missing_and_duplicate_node_names_become_unique(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"], name="n"),
+def test_missing_node_names_become_unique_duplicates_are_refused(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"], name="Relu_0"),
              helper.make_node("Relu", ["b"], ["y"], name="n")]
     graph = import_model(_save(tmp_path, nodes, [_vi("x", [2])], [_vi("y", [2])]))
     names = [n.name for n in graph.nodes]
-    assert len(set(names)) == 3 and names[0] == "Relu_0" and names[1] == "n"
+    assert len(set(names)) == 3 and names[1:] == ["Relu_0", "n"]
+    nodes[1].name = "n"  # two nodes named "n": onnxruntime refuses the model, so does PyC
+    with pytest.raises(PycError) as info:
+        import_model(_save(tmp_path, nodes, [_vi("x", [2])], [_vi("y", [2])]))
+    assert info.value.code == "E003" and "'n'" in info.value.what
 
 
 def test_symbolic_dims_are_fixed_by_input_shapes(tmp_path: Path) -> None:

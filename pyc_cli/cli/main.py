@@ -148,12 +148,17 @@ def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in model.inputs:
-        if np.issubdtype(spec.dtype, np.floating):
-            feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
-        elif spec.dtype == np.bool_:
-            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
-        else:
-            feeds[spec.name] = rng.integers(0, 100, spec.shape).astype(spec.dtype)
+        try:
+            if np.issubdtype(spec.dtype, np.floating):
+                feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+            elif spec.dtype == np.bool_:
+                feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
+            else:
+                feeds[spec.name] = rng.integers(0, 100, spec.shape).astype(spec.dtype)
+        except MemoryError:
+            raise PycError("E042", f"cannot allocate a random input {spec.name!r} of shape "
+                           f"{list(spec.shape)}", where=f"input {spec.name!r}",
+                           hint="run it on a machine with more memory") from None
     return feeds
 
 

@@ -217,6 +217,8 @@ class PointerTable:
         return args
 
 
-def io_infos(graph: Graph, names: list[str]) -> list[IoInfo]:
-    return [IoInfo(n, graph.types[n].dtype.value, DTYPE_CODES[graph.types[n].dtype],
-                   list(graph.types[n].shape), graph.types[n].nbytes) for n in names]
+def io_infos(graph: Graph, values: list[str], names: list[str] | None = None) -> list[IoInfo]:
+    """The ABI description of `values`, published under `names` (default: the value names)."""
+    return [IoInfo(name, graph.types[v].dtype.value, DTYPE_CODES[graph.types[v].dtype],
+                   list(graph.types[v].shape), graph.types[v].nbytes)
+            for v, name in zip(values, names or values)]

@@ -13,7 +13,7 @@ from onnx.external_data_helper import uses_external_data
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import DType, TensorType, check_addressable
 from ..ops import registry
 from ..passes.context import PassContext
 from ..passes.infer_shapes import known_values, propagate_types
@@ -50,7 +50,22 @@ def load_model(path: Path) -> ModelProto:
     except Exception as exc:
         raise PycError("E003", f"onnx.checker rejected the model: {str(exc).splitlines()[0]}",
                        where=str(path), hint="fix or re-export the model") from exc
+    _check_node_names(model.graph, path)
     return model
+
+
+def _check_node_names(graph: onnx.GraphProto, path: Path, scope: str = "the main graph") -> None:
+    """Two nodes of one graph may not share a non-empty name (onnx.checker lets it pass;
+    onnxruntime refuses the model, and reports and decisions would mix the nodes up)."""
+    seen: set[str] = set()
+    for node in graph.node:
+        if node.name and node.name in seen:
+            raise PycError("E003", f"two nodes of {scope} are named {node.name!r}",
+                           where=str(path), hint="give every node a unique name (or none)")
+        seen.add(node.name)
+        for attr in node.attribute:
+            for sub in _subgraphs(attr):
+                _check_node_names(sub, path, f"the {attr.name} of node {node.name!r}")
 
 
 def _load_external_data(model: ModelProto, base: Path) -> None:
@@ -69,12 +84,47 @@ def _load_external_data(model: ModelProto, base: Path) -> None:
         if not target.is_file():
             raise PycError("E004", f"external data file {location!r} of tensor {tensor.name!r} "
                            "is missing", where=str(base), hint="copy it next to the model")
-        offset, length = int(info.get("offset", 0)), info.get("length")
-        with open(target, "rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(int(length)) if length else handle.read()
+        tensor.raw_data = _read_external(tensor, target, info, base)
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _read_external(tensor: onnx.TensorProto, target: Path, info: dict[str, str], base: Path) -> bytes:
+    """The tensor's bytes from its external file; a range past the end of the file, or a byte
+    count that does not fit the tensor's shape, is refused (as onnxruntime does)."""
+    def refuse(what: str) -> PycError:
+        return PycError("E004", f"external data of tensor {tensor.name!r} {what}",
+                        where=f"{base / info.get('location', '')}",
+                        hint="re-save the model with its external data")
+
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if info.get("length") else None
+    except ValueError:
+        raise refuse(f"has a malformed offset/length ({info})") from None
+    size = target.stat().st_size
+    if offset < 0 or (length is not None and length < 0) or offset > size or \
+            (length is not None and offset + length > size):
+        raise refuse(f"spans bytes {offset}..{offset + (length or 0)} of a {size}-byte file")
+    with open(target, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length) if length is not None else handle.read()
+    expected = _expected_bytes(tensor)
+    if expected is not None and len(data) != expected:
+        raise refuse(f"holds {len(data)} bytes; its type and shape need {expected}")
+    return data
+
+
+def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
+    """The raw byte size of a tensor of a fixed-width element type (None: not known here)."""
+    try:
+        itemsize = DType.from_onnx(tensor.data_type).itemsize
+    except KeyError:
+        return None
+    count = 1
+    for dim in tensor.dims:
+        count *= int(dim)
+    return count * itemsize
 
 
 def _all_tensors(model: ModelProto) -> list[onnx.TensorProto]:
@@ -117,8 +167,9 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
                        hint="convert the model with onnx.version_converter")
     onnx_graph = model.graph
     constants = {t.name: _to_array(t) for t in onnx_graph.initializer}
-    graph = Graph(onnx_graph.name or "main", [], [o.name for o in onnx_graph.output], [], {},
-                  constants, opset)
+    output_names = [o.name for o in onnx_graph.output]
+    graph = Graph(onnx_graph.name or "main", [], list(output_names), [], {}, constants, opset,
+                  output_names)
     if check_ops:
         _check_supported(onnx_graph, opset)
     _check_input_shape_names(onnx_graph, input_shapes, constants)
@@ -126,7 +177,10 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
         if value.name not in constants:
             graph.inputs.append(value.name)
             graph.types[value.name] = _input_type(value, input_shapes.get(value.name))
+            check_addressable(f"input {value.name!r} ({graph.types[value.name]})",
+                              graph.types[value.name].nbytes, f"input {value.name!r}")
     converter = _NodeConverter(graph, check_ops, ctx, _value_names(onnx_graph))
+    converter.node_names.update(n.name for n in onnx_graph.node if n.name)  # generated names avoid them
     converter.add_nodes(onnx_graph.node, _Scope())
     if ctx is not None and converter.inlined:
         ctx.log("import", [], "node_count", "ONNX nodes (Constant nodes are constants) -> imported "
@@ -163,8 +217,11 @@ class _NodeConverter:
         """Convert `protos` in order; returns how many IR nodes were added."""
         before = len(self.graph.nodes)
         for index, proto in enumerate(protos):
-            name = _unique_node_name(scope.prefix + (proto.name or f"{proto.op_type}_{index}"),
-                                     self.node_names)
+            if proto.name and not scope.prefix:  # the main graph's names are unique (checked)
+                name = proto.name
+            else:
+                name = _unique_node_name(scope.prefix + (proto.name or f"{proto.op_type}_{index}"),
+                                         self.node_names)
             op = registry.qualified(proto.domain, proto.op_type)
             if op == "If":
                 self._convert_if(proto, name, scope)
@@ -320,29 +377,38 @@ def _input_type(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) ->
         raise PycError("E008", f"input {value.name!r} has an unsupported element type "
                        f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}") from None
     dims = list(tensor_type.shape.dim)
+    sizes = [static_dim(d) for d in dims]
     if override is not None:
-        fixed_dims = [d.dim_value for d in dims if d.HasField("dim_value")]
         if len(override) != len(dims) or any(
-            d.HasField("dim_value") and d.dim_value != o for d, o in zip(dims, override)
+            size is not None and size != o for size, o in zip(sizes, override)
         ):
             raise PycError("E006", f"--input-shape {value.name}={','.join(map(str, override))} "
                            f"does not fit the declared shape {_describe_dims(dims)}",
-                           where=f"input {value.name!r}", hint=f"static dims are {fixed_dims}")
+                           where=f"input {value.name!r}",
+                           hint=f"static dims are {[s for s in sizes if s is not None]}")
         return TensorType(dtype, tuple(override))
-    missing = [_describe_dim(d, i) for i, d in enumerate(dims) if not d.HasField("dim_value")]
+    missing = [_describe_dim(d, i) for i, d in enumerate(dims) if static_dim(d) is None]
     if missing:
         raise PycError("E005", f"input {value.name!r} has symbolic dims {missing} "
                        f"(shape {_describe_dims(dims)})", where=f"input {value.name!r}",
                        hint=f"fix them with --input-shape {value.name}=d0,d1,...")
-    return TensorType(dtype, tuple(int(d.dim_value) for d in dims))
+    return TensorType(dtype, tuple(s for s in sizes if s is not None))
+
+
+def static_dim(dim: onnx.TensorShapeProto.Dimension) -> int | None:
+    """A dim's size when the model fixes it; None when it is symbolic: a dim_param, no value, or
+    a negative dim_value (PaddlePaddle exports declare dynamic dims as -1, as ORT accepts)."""
+    if dim.HasField("dim_value") and dim.dim_value >= 0:
+        return int(dim.dim_value)
+    return None
 
 
 def _describe_dim(dim: onnx.TensorShapeProto.Dimension, index: int) -> str:
-    return dim.dim_param if dim.HasField("dim_param") else f"dim{index}"
+    return dim.dim_param if dim.HasField("dim_param") and dim.dim_param else f"dim{index}"
 
 
 def _describe_dims(dims: list) -> str:
-    return "[" + ",".join(str(d.dim_value) if d.HasField("dim_value") else
+    return "[" + ",".join(str(static_dim(d)) if static_dim(d) is not None else
                           (d.dim_param or "?") for d in dims) + "]"
 
 
@@ -392,6 +458,11 @@ def _check_dtypes(graph: Graph) -> None:
                 raise PycError("E008", f"{node.op} does not support element type {dtype.value} "
                                f"(value {value!r}; supported: {allowed})", where=f"node {node.name!r}",
                                hint="cast the value to a supported type")
+        operand_dtypes = {graph.types[v].dtype for v in node.present_inputs()}
+        if getattr(opdef, "same_dtype_inputs", False) and len(operand_dtypes) > 1:
+            found = ", ".join(f"{v!r}: {graph.types[v].dtype.value}" for v in node.present_inputs())
+            raise PycError("E009", f"{node.op} needs operands of one element type, got {found}",
+                           where=f"node {node.name!r}", hint="insert a Cast")
 
 
 def _unique_node_name(name: str, used: set[str]) -> str:

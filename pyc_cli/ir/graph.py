@@ -43,6 +43,13 @@ class Graph:
     types: dict[str, TensorType]
     constants: dict[str, np.ndarray]
     opset: int
+    # the ONNX names of the outputs, by position, where a pass had to give an output value an
+    # internal name (an input or a repeated value returned as an output gets a copy); empty: same
+    output_names: list[str] = field(default_factory=list)
+
+    def public_outputs(self) -> list[str]:
+        """The names callers see for the outputs, in order (ONNX names, repeats included)."""
+        return list(self.output_names) if self.output_names else list(self.outputs)
 
     def clone(self) -> Graph:
         return copy.deepcopy(self)

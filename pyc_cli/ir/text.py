@@ -8,6 +8,7 @@ Format, one statement per line:
     const %"s" : f32[] = [0.5]                          (small constants inline, floats exact)
     %"y" : f32[2,128] = MatMul(%"x", %"w") name="fc1" {transB=1}
     output %"y"
+    output %"copy_x_out" as "x"                          (an output published under another name)
 
 Names and strings are JSON-quoted, so model-provided text cannot break the format. Floats use
 Python's shortest round-trip repr, so parsing gives back the exact bits.
@@ -110,7 +111,8 @@ def print_graph(graph: Graph) -> str:
             lines.append(f"{head} = blob {json.dumps(blob_key(array))}")
     for node in graph.nodes:
         lines.append(_format_node(graph, node))
-    lines += [f"output {_name(n)}" for n in graph.outputs]
+    lines += [f"output {_name(n)}" + ("" if n == public else f" as {json.dumps(public)}")
+              for n, public in zip(graph.outputs, graph.public_outputs())]
     return "\n".join(lines) + "\n"
 
 
@@ -237,6 +239,11 @@ def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarr
             graph.types[name] = _parse_type(tokens)
             graph.inputs.append(name)
         else:
+            public = name
+            if tokens.peek()[1] == "as":
+                tokens.take()
+                public = json.loads(tokens.take("string"))
+            graph.output_names.append(public)
             graph.outputs.append(name)
     elif text == "const":
         tokens.take()

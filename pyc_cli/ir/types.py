@@ -9,6 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 
+from ..errors import PycError
+
+# the user address space of x86-64 and AArch64 (47 bits with 4-level page tables): no buffer can
+# be larger, and every int64_t element index and byte offset kernels compute stays far below 2^63
+MAX_BUFFER_BYTES = 1 << 47
+
 
 class DType(enum.Enum):
     """Element types PyC knows; the value is the short name used in IR text."""
@@ -100,3 +106,23 @@ class TensorType:
     @classmethod
     def of(cls, array: np.ndarray) -> TensorType:
         return cls(DType.from_numpy(array.dtype), tuple(int(d) for d in array.shape))
+
+
+def check_addressable(what: str, nbytes: int, where: str = "") -> None:
+    """PYC-E012 when a buffer of `nbytes` cannot exist on the target (sizes are exact Python
+    integers here, so nothing has overflowed yet)."""
+    if nbytes > MAX_BUFFER_BYTES:
+        raise PycError("E012", f"{what} needs {nbytes} bytes ({nbytes / 2**40:.4g} TiB); the cpu "
+                       f"target addresses at most {MAX_BUFFER_BYTES} bytes (2^47) per buffer",
+                       where=where, hint="use smaller shapes (--input-shape) or split the model")
+
+
+INT32_MAX = 2**31 - 1
+
+
+def check_int32_index(what: str, size: int, where: str = "") -> None:
+    """PYC-E012 when indices into a `size`-long axis do not fit the int32_t tables a kernel
+    emits (resize source indices, conv column bounds)."""
+    if size > INT32_MAX:
+        raise PycError("E012", f"{what} is {size} long; this kernel indexes it with int32_t "
+                       f"tables (at most {INT32_MAX})", where=where, hint="use smaller shapes")

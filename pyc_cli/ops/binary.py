@@ -19,6 +19,7 @@ BOOL = (DType.BOOL,)
 class Binary(ElementwiseOp):
     since = 7  # before 7, binary ops broadcast only under a `broadcast` attribute
     dtypes = NUMBERS
+    same_dtype_inputs: ClassVar[bool] = True  # ONNX types both operands T (Pow: T, T1)
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
         return self.fn(args[0], args[1])
@@ -36,6 +37,7 @@ class Variadic(ElementwiseOp):
     """N inputs folded pairwise; canonicalize rewrites N != 2 into two-operand nodes."""
 
     variadic: ClassVar[bool] = True
+    same_dtype_inputs: ClassVar[bool] = True
     since = 6
     dtypes = NUMBERS
 
@@ -88,6 +90,7 @@ class Pow(Binary):
     """Base and exponent may differ in type (T, T1); the result has the base's type."""
 
     name = "Pow"
+    same_dtype_inputs = False
     dtypes = EW_FLOATS + (DType.I32, DType.I64)
 
     def fn(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

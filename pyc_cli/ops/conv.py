@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import DType, TensorType, check_int32_index
 from .registry import (
     KERNEL,
     InTypes,
@@ -137,6 +137,7 @@ class Conv(OpDef):
         strides, dilations = [1] * lift + strides, [1] * lift + dilations
         begins, out = [0] * lift + begins, [1] * lift + out
         group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        check_int32_index(f"the output width of {node.op}", out[-1], f"node {node.name!r}")
         columns = [_valid_columns(out[-1], x.shape[-1], begins[-1], strides[-1], dilations[-1], kw)
                    for kw in range(w.shape[-1])]
         coords = ["od", "oh", "ow"][lift:]
@@ -183,7 +184,17 @@ class BatchNormalization(OpDef):
             raise PycError("E008", "BatchNormalization in training mode (batch statistics, running "
                            "mean/var outputs) is not supported", where=node.name,
                            hint="export the model in inference mode")
-        return [require(types, 0, node)]
+        x = require(types, 0, node)
+        channels = x.shape[1] if x.rank >= 2 else None
+        for index, what in enumerate(("scale", "bias", "mean", "var"), start=1):
+            stat = require(types, index, node)
+            if channels is None or stat.shape != (channels,):
+                # the rewrite to per-channel math would broadcast into another shape
+                raise PycError("E009", f"BatchNormalization {what} is {list(stat.shape)}; input "
+                               f"{list(x.shape)} needs [{channels if channels is not None else 'C'}]"
+                               " (an input of rank 2 or more and one value per channel)",
+                               where=node.name)
+        return [x]
 
     @staticmethod
     def scale_shift(node: Node, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

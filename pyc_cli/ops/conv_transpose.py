@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import DType, TensorType, check_int32_index
 from .registry import (
     KERNEL,
     InTypes,
@@ -135,6 +135,7 @@ class ConvTranspose(OpDef):
         strides, dilations = [1] * lift + strides, [1] * lift + dilations
         begins, out = [0] * lift + begins, [1] * lift + out
         group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        check_int32_index(f"the input width of {node.op}", x.shape[-1], f"node {node.name!r}")
         columns = [_valid_inputs(x.shape[-1], out[-1], begins[-1], strides[-1], dilations[-1], kw)
                    for kw in range(w.shape[-1])]
         return {

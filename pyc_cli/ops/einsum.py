@@ -135,7 +135,7 @@ class _Decomposer:
         if list(self.shape(value)) == dims:
             return value
         target = self.graph.add_constant(f"{self.node.name}_shape", np.array(dims, np.int64))
-        return self.emit("Reshape", [value, target])
+        return self.emit("Reshape", [value, target], {"allowzero": 1})  # exact: 0 is a 0-size dim
 
     def transpose(self, value: str, labels: list[str], order: list[str]) -> str:
         perm = [labels.index(label) for label in order]
@@ -207,7 +207,7 @@ class _Decomposer:
             value = self.reshape(value, out_shape)
         if not self.nodes or self.nodes[-1].outputs[0] != value:
             target = self.graph.add_constant(f"{node.name}_shape", np.array(out_shape, np.int64))
-            self.emit("Reshape", [value, target])
+            self.emit("Reshape", [value, target], {"allowzero": 1})
         last = self.nodes[-1]
         self.graph.types.pop(last.outputs[0], None)
         last.outputs[0] = node.outputs[0]

@@ -98,8 +98,18 @@ class Gemm(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         a, b = require(types, 0, node), require(types, 1, node)
-        m = a.shape[1] if node.attrs.get("transA", 0) else a.shape[0]
-        n = b.shape[0] if node.attrs.get("transB", 0) else b.shape[1]
+        if a.rank != 2 or b.rank != 2:
+            raise PycError("E009", f"Gemm needs 2-D A and B, got {list(a.shape)} and "
+                           f"{list(b.shape)}", where=node.name)
+        m, k = (a.shape[1], a.shape[0]) if node.attrs.get("transA", 0) else a.shape
+        k_b, n = (b.shape[1], b.shape[0]) if node.attrs.get("transB", 0) else b.shape
+        c = types[2] if len(types) > 2 else None
+        if k != k_b or (c is not None and broadcast_shapes(c.shape, (m, n), where=node.name)
+                        != (m, n)):
+            raise PycError("E009", f"Gemm shapes do not fit: A {list(a.shape)}, B {list(b.shape)}"
+                           f"{'' if c is None else f', C {list(c.shape)}'} (transA="
+                           f"{node.attrs.get('transA', 0)}, transB={node.attrs.get('transB', 0)})",
+                           where=node.name)
         return [TensorType(a.dtype, (m, n))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:

@@ -56,4 +56,7 @@ class Constant(OpDef):
                 value = node.attrs[key]
                 dtype = np.float32 if "float" in key else np.int64
                 return [np.asarray(value, dtype=None if key == "value" else dtype)]
-        raise NotImplementedError("Constant of this attribute kind")
+        kinds = sorted(node.attrs) or ["none"]
+        raise PycError("E008", f"Constant with attribute(s) {kinds} is not supported (value, "
+                       "value_float(s), value_int(s) are)", where=f"node {node.name!r}",
+                       hint="store the value as a tensor attribute or an initializer")

@@ -65,6 +65,27 @@ class Transpose(OpDef):
         return 0
 
 
+# an end of INT32_MAX or INT64_MAX means "to the end in the step's direction" (numpy's None), as
+# onnxruntime reads it; other ends clamp as the ONNX spec says
+_END_SENTINELS = (2**31 - 1, 2**63 - 1)
+
+
+def slice_range(start: int, end: int, step: int, dim: int) -> tuple[int, int, int]:
+    """(first index, step, count) of one sliced axis, with onnxruntime's clamping. A zero-size
+    axis gives nothing (onnxruntime may report one element there, which it cannot read)."""
+    if dim == 0:
+        return (0, step, 0)
+    start = start + dim if start < 0 else start
+    start = min(max(start, 0), dim - 1 if step < 0 else dim)
+    if end in _END_SENTINELS:
+        end = -1 if step < 0 else dim
+    else:
+        end = end + dim if end < 0 else end
+        end = min(max(end, -1 if step < 0 else 0), dim)
+    count = -(-(end - start) // step)  # ceil division
+    return (start if count > 0 else 0, step, max(count, 0))
+
+
 @register
 class Slice(OpDef):
     name = "Slice"
@@ -89,8 +110,10 @@ class Slice(OpDef):
         result = [(0, 1, d) for d in shape]
         for start, end, axis, step in zip(starts, ends, axes, steps):
             axis = normalize_axis(int(axis), len(shape), node)
-            begin, stop, stride = slice(int(start), int(end), int(step)).indices(shape[axis])
-            result[axis] = (begin, stride, len(range(begin, stop, stride)))
+            if int(step) == 0:
+                raise PycError("E009", f"Slice step is 0 on axis {axis}", where=node.name,
+                               hint="steps must be non-zero")
+            result[axis] = slice_range(int(start), int(end), int(step), shape[axis])
         return result
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
@@ -125,16 +148,28 @@ class Concat(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         parts = [require(types, i, node) for i in range(len(node.inputs))]
+        if not parts:
+            raise PycError("E009", "Concat has no inputs", where=node.name)
         axis = normalize_axis(int(node.attrs["axis"]), parts[0].rank, node)  # type: ignore[arg-type]
+        # an input empty along the axis adds nothing: like onnxruntime, its other dims are free
+        shaping = [p for p in parts if p.rank == parts[0].rank and p.shape[axis] != 0] or parts[:1]
+
+        def rest(part: TensorType) -> tuple[int, ...]:
+            return part.shape[:axis] + part.shape[axis + 1:]
+
         for part in parts:
-            if part.shape[:axis] + part.shape[axis + 1:] != parts[0].shape[:axis] + parts[0].shape[axis + 1:]:
-                raise PycError("E009", "Concat inputs differ outside the axis", where=node.name)
-        shape = list(parts[0].shape)
+            if part.rank != parts[0].rank or (part.shape[axis] != 0 and rest(part) != rest(shaping[0])):
+                raise PycError("E009", "Concat inputs differ outside the axis "
+                               f"({[list(p.shape) for p in parts]}, axis {axis})", where=node.name)
+        shape = list(shaping[0].shape)
         shape[axis] = sum(p.shape[axis] for p in parts)
         return [TensorType(parts[0].dtype, tuple(shape))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [np.concatenate([np.asarray(i) for i in inputs], axis=int(node.attrs["axis"]))]  # type: ignore[arg-type]
+        arrays = [np.asarray(i) for i in inputs]
+        axis = normalize_axis(int(node.attrs["axis"]), arrays[0].ndim, node)  # type: ignore[arg-type]
+        kept = [a for a in arrays if a.shape[axis] != 0] or arrays[:1]
+        return [np.concatenate(kept, axis=axis)]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         out = graph.types[node.outputs[0]]

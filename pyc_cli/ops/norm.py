@@ -31,7 +31,11 @@ class RowwiseSoftmax(OpDef):
     inplace_input = 0  # each row is read completely (max, sum) before the row is written
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        return [require(types, 0, node)]
+        x = require(types, 0, node)
+        if x.rank == 0:
+            raise PycError("E009", f"{node.op} needs an input of rank 1 or more, got a scalar",
+                           where=node.name)
+        return [x]
 
     def geometry(self, shape: tuple[int, ...], node: Node, opset: int) -> tuple[int, int, int]:
         """(outer, row, inner): before opset 13 the input is coerced to 2-D at `axis`."""

@@ -64,6 +64,9 @@ class Pad(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
+        if x.rank == 0:
+            raise PycError("E009", "Pad of a scalar (rank 0): there is no axis to pad",
+                           where=node.name)
         self.mode(node)
         begin, end = self.pads(node, x.rank, values)
         shape = tuple(d + b + e for d, b, e in zip(x.shape, begin, end))

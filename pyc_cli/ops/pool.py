@@ -86,6 +86,9 @@ class GlobalPool(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
+        if x.rank < 3:
+            raise PycError("E009", f"{node.op} needs an input of rank 3 or more (N, C, spatial), "
+                           f"got {list(x.shape)}", where=node.name)
         return [TensorType(x.dtype, x.shape[:2] + (1,) * (x.rank - 2))]
 
 

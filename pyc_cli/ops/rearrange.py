@@ -28,6 +28,10 @@ def _shape_constant(graph: Graph, base: str, dims: list[int] | tuple[int, ...]) 
     return graph.add_constant(base, np.array(list(dims), np.int64))
 
 
+# decompositions reshape to exact shapes: a 0 is a zero-size dim, not "copy the input dim"
+EXACT = {"allowzero": 1}
+
+
 def _chain(graph: Graph, node: Node, steps: list[tuple[str, list[str], dict]]) -> list[Node]:
     """Typed nodes applying `steps` (op, extra inputs, attrs) to the node's first input; the last
     one defines the node's output."""
@@ -79,9 +83,9 @@ class Tile(Rearrange):
         expanded = [v for d, r in zip(x.shape, repeats) for v in (r, d)]
         out = [d * r for d, r in zip(x.shape, repeats)]
         return _chain(graph, node, [
-            ("Reshape", [_shape_constant(graph, f"{node.name}_spread", spread)], {}),
+            ("Reshape", [_shape_constant(graph, f"{node.name}_spread", spread)], EXACT),
             ("Expand", [_shape_constant(graph, f"{node.name}_expanded", expanded)], {}),
-            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], {}),
+            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], EXACT),
         ])
 
 
@@ -109,9 +113,9 @@ class BlockRearrange(Rearrange):
     def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
         middle, perm, out = self.plan(node, graph.types[node.inputs[0]].shape)
         return _chain(graph, node, [
-            ("Reshape", [_shape_constant(graph, f"{node.name}_blocks", middle)], {}),
+            ("Reshape", [_shape_constant(graph, f"{node.name}_blocks", middle)], EXACT),
             ("Transpose", [], {"perm": perm}),
-            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], {}),
+            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], EXACT),
         ])
 
 
@@ -249,6 +253,10 @@ class OneHot(Rearrange):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         indices, on_off = require(types, 0, node), require(types, 2, node)
         depth, axis = self.geometry(node, indices.rank, values)
+        if on_off.shape != (2,) or depth < 0:
+            raise PycError("E009", f"OneHot needs values of shape [2] (off, on) and a depth of 0 "
+                           f"or more, got values {list(on_off.shape)} and depth {depth}",
+                           where=node.name)
         return [TensorType(on_off.dtype, indices.shape[:axis] + (depth,) + indices.shape[axis:])]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:

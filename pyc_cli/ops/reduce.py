@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .elementwise import FLOATS
@@ -119,7 +120,8 @@ def _sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 def _mean(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     count = math.prod(x.shape[a] for a in axes)
     total = _sum(x, axes)
-    return total / count if count else np.full(total.shape, np.nan)
+    # the mean of nothing is left undefined by ONNX; onnxruntime returns the empty sum, 0
+    return total / count if count else total
 
 
 def _extreme(ufunc: np.ufunc, start: str) -> Callable[[np.ndarray, tuple[int, ...]], np.ndarray]:
@@ -157,6 +159,9 @@ class ArgReduce(OpDef):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
         axis = self.geometry(node, x.shape)[0]
+        if x.shape[axis] == 0:
+            raise PycError("E009", f"{node.op} over axis {axis} of {list(x.shape)}, which is "
+                           "empty: there is no index to return", where=node.name)
         keep = int(node.attrs.get("keepdims", 1))  # type: ignore[arg-type]
         shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape) if keep or i != axis)
         return [TensorType(DType.I64, shape)]

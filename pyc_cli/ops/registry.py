@@ -171,11 +171,21 @@ def _load_all() -> None:
 # ---------------------------------------------------------------- helpers shared by op units
 
 
+# never materialize a computed constant this large when it would grow the data (e.g. a 32 GiB
+# Expand): fold_constants does not fold it, and known_values does not evaluate it
+GROWTH_LIMIT_BYTES = 16 << 20
+
 def broadcast_shapes(*shapes: tuple[int, ...], where: str = "") -> tuple[int, ...]:
-    try:
-        return tuple(int(d) for d in np.broadcast_shapes(*shapes))
-    except ValueError as exc:
-        raise PycError("E009", f"shapes {list(shapes)} do not broadcast", where=where) from exc
+    """numpy broadcasting in Python integers (numpy's intp would overflow on huge shapes)."""
+    rank = max((len(s) for s in shapes), default=0)
+    result = []
+    for axis in range(rank):
+        dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0} - {1}
+        if len(dims) > 1:
+            raise PycError("E009", f"shapes {[list(s) for s in shapes]} do not broadcast",
+                           where=where)
+        result.append(int(dims.pop()) if dims else 1)
+    return tuple(result)
 
 
 def require(types: InTypes, index: int, node: Node) -> TensorType:
@@ -197,7 +207,8 @@ def require_value(values: InValues, index: int, node: Node, what: str) -> np.nda
 
 
 def normalize_axis(axis: int, rank: int, node: Node) -> int:
-    if not -rank <= axis < max(rank, 1):
+    # a rank-0 tensor has no axis at all (ONNX: axis in [-r, r-1]; kernels index shape[axis])
+    if not -rank <= axis < rank:
         raise PycError("E009", f"axis {axis} out of range for rank {rank}", where=node.name)
     return axis + rank if axis < 0 else axis
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import DType, TensorType, check_int32_index
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
@@ -99,6 +99,8 @@ class ResizeBase(OpDef):
         weights `w` (absent for one tap) and, for tf_crop_and_resize, which outputs lie outside
         the input (`outside`, those take extrapolation_value)."""
         scales, sizes = self.scales_and_sizes(node, shape, values)
+        for axis, size in enumerate(list(shape) + list(sizes)):
+            check_int32_index(f"axis {axis % len(shape)} of {node.op}", size, f"node {node.name!r}")
         roi = self.roi(node, len(shape), values)
         return [self._axis_table(node, size_in, size_out, scale, None if roi is None else roi[axis])
                 for axis, (size_in, size_out, scale) in enumerate(zip(shape, sizes, scales))]
@@ -106,6 +108,11 @@ class ResizeBase(OpDef):
     def _axis_table(self, node: Node, size_in: int, size_out: int, scale: float,
                     roi: tuple[float, float] | None) -> dict[str, object]:
         mode, coords = self.mode(node), self.coordinate_mode(node)
+        if size_out == 0:  # nothing to compute on this axis
+            return {"taps": 1, "idx": [], "w": None, "outside": None}
+        if size_in == 0:
+            raise PycError("E009", f"{node.op} cannot resize an empty axis to {size_out} "
+                           "elements (there is nothing to sample)", where=node.name)
         if size_out == size_in and math.isclose(scale, 1.0) and \
                 (roi is None or (math.isclose(roi[0], 0.0) and math.isclose(roi[1], 1.0))):
             return {"taps": 1, "idx": list(range(size_out)), "w": None, "outside": None}

@@ -46,7 +46,7 @@ class CumSum(OpDef):
         reverse = int(node.attrs.get("reverse", 0))  # type: ignore[arg-type]
         source = np.flip(x, axis) if reverse else x
         total = self.numpy_fn(source, axis=axis, dtype=x.dtype)
-        if int(node.attrs.get("exclusive", 0)):  # type: ignore[arg-type]
+        if int(node.attrs.get("exclusive", 0)) and source.shape[axis]:  # type: ignore[arg-type]
             first = np.take(np.full_like(source, int(node.op == "CumProd")), [0], axis=axis)
             rest = np.take(total, np.arange(source.shape[axis] - 1), axis=axis)
             total = np.concatenate([first, rest], axis=axis)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import Node
+from ..errors import PycError
+from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
-from .registry import SHAPE_ONLY, InTypes, InValues, OpDef, register, require, require_value
+from .registry import (
+    GROWTH_LIMIT_BYTES,
+    SHAPE_ONLY,
+    InTypes,
+    InValues,
+    OpDef,
+    register,
+    require,
+    require_value,
+)
 
 
 @register
@@ -37,6 +47,7 @@ class ConstantOfShape(OpDef):
     name = "ConstantOfShape"
     since = 9
     category = SHAPE_ONLY
+    lowering = "folded at compile time (past 16 MiB: an Expand of the fill value)"
     dtypes = tuple(DType)
     static_inputs = (0,)
 
@@ -52,6 +63,14 @@ class ConstantOfShape(OpDef):
         shape = tuple(int(d) for d in np.asarray(inputs[0]))
         fill = self._fill(node)
         return [np.full(shape, fill[0], dtype=fill.dtype)]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        """Too large to fold into the weights: an Expand of the fill value fills it at run time."""
+        if graph.types[node.outputs[0]].nbytes <= GROWTH_LIMIT_BYTES:
+            return None  # folds to a constant
+        fill = graph.add_constant(f"{node.name}_value", self._fill(node).reshape(()))
+        return [Node("Expand", graph.fresh_name(f"{node.name}_expand"), [fill, node.inputs[0]],
+                     [node.outputs[0]])]
 
 
 @register
@@ -113,6 +132,8 @@ class EyeLike(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
+        if x.rank != 2:
+            raise PycError("E009", f"EyeLike needs a 2-D input, got {list(x.shape)}", where=node.name)
         return [TensorType(self._dtype(node, x), x.shape)]
 
     def shape_value(self, node: Node, input_type: TensorType) -> np.ndarray:

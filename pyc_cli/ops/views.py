@@ -52,9 +52,16 @@ class Reshape(ViewOp):
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
         target = [int(d) for d in require_value(values, 1, node, "shape")]
         allow_zero = int(node.attrs.get("allowzero", 0))  # type: ignore[arg-type]
+        if not allow_zero and any(d == 0 and i >= len(shape) for i, d in enumerate(target)):
+            raise PycError("E009", f"Reshape target {target} copies (0) a dim that the input "
+                           f"{list(shape)} does not have", where=node.name)
+        if allow_zero and 0 in target and -1 in target:
+            raise PycError("E009", f"Reshape target {target} has both 0 and -1 with allowzero=1 "
+                           "(the -1 is ambiguous)", where=node.name)
         dims = [shape[i] if d == 0 and not allow_zero else d for i, d in enumerate(target)]
-        if dims.count(-1) > 1:
-            raise PycError("E009", "Reshape has more than one -1 dimension", where=node.name)
+        if dims.count(-1) > 1 or any(d < -1 for d in dims):
+            raise PycError("E009", f"Reshape target {target} has more than one -1 or a negative "
+                           "dim", where=node.name)
         if -1 in dims:
             known = math.prod(d for d in dims if d != -1)
             dims[dims.index(-1)] = math.prod(shape) // known if known else 0
@@ -69,6 +76,9 @@ class Flatten(ViewOp):
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
         axis = int(node.attrs.get("axis", 1))  # type: ignore[arg-type]
+        if not -len(shape) <= axis <= len(shape):
+            raise PycError("E009", f"Flatten axis {axis} is out of range for rank {len(shape)} "
+                           f"(allowed {-len(shape)}..{len(shape)})", where=node.name)
         axis = axis + len(shape) if axis < 0 else axis
         return (math.prod(shape[:axis]), math.prod(shape[axis:]))
 

@@ -317,6 +317,9 @@ def _simplify_pow(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> 
 
 
 def _give_outputs_own_buffers(graph: Graph, ctx: PassContext) -> None:
+    """Every output gets a buffer of its own; an output whose value must be copied under an
+    internal name (an input, a repeat) keeps its ONNX name in `graph.output_names`."""
+    graph.output_names = graph.public_outputs()
     producers = graph.producers()
     seen: set[str] = set()
     for position, name in enumerate(list(graph.outputs)):

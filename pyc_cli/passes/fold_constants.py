@@ -11,12 +11,10 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ir.rewrite import typed_node
 from ..ops import registry
-from ..ops.registry import SHAPE_ONLY
+from ..ops.registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
 from .context import PassContext
 
 NAME = "fold_constants"
-# never materialize a folded constant this large when it would grow the weights (e.g. Expand)
-_GROWTH_LIMIT_BYTES = 16 << 20
 
 
 def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
@@ -54,7 +52,7 @@ def _try_fold(graph: Graph, node: Node) -> list[np.ndarray] | None:
         return None
     in_bytes = sum(graph.constants[i].nbytes for i in inputs)
     out_bytes = sum(graph.types[o].nbytes for o in node.outputs if o)
-    if out_bytes > _GROWTH_LIMIT_BYTES and out_bytes > in_bytes:
+    if out_bytes > GROWTH_LIMIT_BYTES and out_bytes > in_bytes:
         return None
     try:
         return opdef.evaluate(node, [graph.constants.get(i) if i else None for i in node.inputs])

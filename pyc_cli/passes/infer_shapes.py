@@ -12,9 +12,9 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph
-from ..ir.types import TensorType
+from ..ir.types import TensorType, check_addressable
 from ..ops import registry
-from ..ops.registry import SHAPE_ONLY
+from ..ops.registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
 from .context import PassContext
 
 # values evaluated during inference are shape-sized; larger constant work waits for folding
@@ -48,6 +48,7 @@ def _propagate(graph: Graph, limit: int | None) -> tuple[dict[str, TensorType], 
                            where=f"node {node.name!r}") from exc
         for name, ttype in zip(node.outputs, out_types):
             if name:
+                check_addressable(f"value {name!r} ({ttype})", ttype.nbytes, f"node {node.name!r}")
                 types[name] = ttype
         _maybe_evaluate(node, opdef, in_types, in_values, out_types, known, limit)
     return types, known
@@ -58,12 +59,22 @@ def _maybe_evaluate(node, opdef, in_types, in_values, out_types, known, limit) -
         known[node.outputs[0]] = opdef.shape_value(node, in_types[0])
         return
     present = [v for name, v in zip(node.inputs, in_values) if name]
-    small = limit is None or all(t.numel <= limit for t in out_types)
+    if limit is None:  # what folding would compute: it never grows a constant past the cap
+        in_bytes = sum(v.nbytes for v in present if v is not None)
+        small = sum(t.nbytes for t in out_types) <= max(GROWTH_LIMIT_BYTES, in_bytes)
+    else:
+        small = all(t.numel <= limit for t in out_types)
     if (opdef.category == SHAPE_ONLY or all(v is not None for v in present)) and small:
         try:
             results = opdef.evaluate(node, in_values)
         except NotImplementedError:
             return
+        except PycError:
+            raise
+        except Exception as exc:  # the numpy reference met values its shape rule let through
+            raise PycError("E009", f"cannot evaluate {node.op} at compile time: "
+                           f"{type(exc).__name__}: {exc}", where=f"node {node.name!r}",
+                           hint="check the node's constant inputs") from exc
         for name, value in zip(node.outputs, results):
             if name:
                 known[name] = np.asarray(value)

@@ -68,8 +68,8 @@ def _try_rewrite(graph: Graph, div: Node, ctx: PassContext, known: Lookup) -> No
     is_square = square is not None and (
         (square.op == "Mul" and square.inputs == [d, d])
         or (square.op == "Pow" and square.inputs[0] == d and _scalar(known, square.inputs[1]) == 2.0))
-    if not is_square or producers[mean].inputs[0] != x:
-        return
+    if not is_square or producers[mean].inputs[0] != x or graph.types[div.outputs[0]] != graph.types[x]:
+        return  # (an eps that broadcasts to a higher rank changes the output's shape)
     chain = [producers[mean], sub, square, var, add_eps, sqrt, div]
     if any(_single_user(graph, n.outputs[0], users) is None for n in chain[:-1] if n not in (sub,)):
         return
@@ -86,8 +86,9 @@ def _affine(graph: Graph, value: str, op: str, users: dict[str, list[Node]], kno
         return None
     other = user.inputs[1] if user.inputs[0] == value else user.inputs[0]
     array = known(other)
-    if array is None or array.size != width or array.shape[-1:] != (width,):
-        return None
+    if array is None or array.size != width or array.shape[-1:] != (width,) or \
+            graph.types[user.outputs[0]] != graph.types[value]:
+        return None  # a gamma or beta of higher rank broadcasts the output to another shape
     return user, other
 
 

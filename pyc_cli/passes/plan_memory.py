@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..codegen.targets import get_target
 from ..ir.graph import Graph
+from ..ir.types import check_addressable
 from ..ops import registry
 from ..planning.liveness import compute_liveness
 from ..planning.plan import MemoryPlan, build_plan
@@ -28,6 +29,7 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     schedule = _prepare(graph, mode, ctx, log=True)
     ctx.artifacts["liveness"] = compute_liveness(graph)
     plan = build_plan(graph, ctx.artifacts["liveness"], mode, alignment)
+    check_addressable(f"the activation arena ({mode})", plan.arena_bytes, "plan_memory")
     plan.schedule = schedule
     plan.what_if = _what_if(original, ctx, plan)
     _record_inplace(graph, plan, ctx)

@@ -234,7 +234,8 @@ def _per_channel_inputs(graph: Graph, node: Node, chain_values: set[str]) -> dic
 def _copy(graph: Graph) -> Graph:
     """A copy sharing nodes and arrays: tiling replaces nodes and adds constants, never edits."""
     return Graph(graph.name, list(graph.inputs), list(graph.outputs), list(graph.nodes),
-                 dict(graph.types), dict(graph.constants), graph.opset)
+                 dict(graph.types), dict(graph.constants), graph.opset,
+                 list(graph.output_names))
 
 
 def _tile(graph: Graph, chain: Chain, count: int) -> list[str]:

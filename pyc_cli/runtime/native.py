@@ -91,9 +91,19 @@ class CompiledModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = self.check_feeds(feeds)
-        outputs = {spec.name: np.empty(spec.shape, spec.dtype) for spec in self.outputs}
-        self._run_arrays(arrays, list(outputs.values()))
-        return outputs
+        # one buffer per output position: ONNX lets a graph return one name twice
+        buffers = self._output_buffers()
+        self._run_arrays(arrays, buffers)
+        return {spec.name: buffer for spec, buffer in zip(self.outputs, buffers)}
+
+    def _output_buffers(self) -> list[np.ndarray]:
+        try:
+            return [np.empty(spec.shape, spec.dtype) for spec in self.outputs]
+        except MemoryError:
+            total = sum(int(np.prod(spec.shape, dtype=object)) * spec.dtype.itemsize
+                        for spec in self.outputs)
+            raise PycError("E042", f"cannot allocate the model's outputs ({total} bytes)",
+                           hint="run it on a machine with more memory") from None
 
     @staticmethod
     def _pointers(arrays: list[np.ndarray]) -> ctypes.Array:
@@ -111,7 +121,7 @@ class CompiledModel:
     def time_runs(self, feeds: dict[str, np.ndarray], repeat: int) -> list[float]:
         """Milliseconds per run for `repeat` runs (after one warm-up), buffers allocated once."""
         arrays = self.check_feeds(feeds)
-        outputs = [np.empty(spec.shape, spec.dtype) for spec in self.outputs]
+        outputs = self._output_buffers()
         in_ptrs, out_ptrs = self._pointers(arrays), self._pointers(outputs)  # bound once, as a
         self._run_pointers(in_ptrs, out_ptrs)  # server with preallocated buffers would
         times = []
