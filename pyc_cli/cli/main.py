@@ -25,14 +25,25 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
 
+def printable(text: object) -> str:
+    """`text` with what a terminal or a strict UTF-8 stream cannot take escaped: paths given as
+    undecodable bytes (lone surrogates) and control characters from model-provided names."""
+    escaped = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in escaped)
+
+
+def echo(text: object, err: bool = False) -> None:
+    click.echo(printable(text), err=err)
+
+
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exc()
     if isinstance(exc, PycError):
-        click.echo(str(exc), err=True)
+        echo(str(exc).replace("\n", " "), err=True)
         sys.exit(EXIT_USER_ERROR)
-    click.echo(f"PYC-E090: internal compiler error: {type(exc).__name__}: {exc}; what to do: "
-               "rerun with --debug and report it", err=True)
+    echo(f"PYC-E090: internal compiler error: {type(exc).__name__}: {exc}; what to do: "
+         "rerun with --debug and report it", err=True)
     sys.exit(EXIT_INTERNAL_ERROR)
 
 
@@ -79,7 +90,30 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _PycGroup(click.Group):
+    """Command-line mistakes click itself detects (unknown option, bad value, a file where a
+    directory is needed) are reported as PYC-E050 like every other user error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "pyc"
+            echo(f"PYC-E050: {exc.format_message()}; where: {where}; what to do: see "
+                 f"`{where} --help`".replace("\n", " "), err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_PycGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyc")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def main(debug: bool) -> None:
@@ -122,7 +156,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                             memory_budget=budget)
     plan = result.plan
     mode = plan.mode
-    click.echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
+    echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
                f"{plan.arena_bytes} B, no-reuse {plan.no_reuse_bytes} B, lower bound "
                f"{plan.lower_bound_bytes} B, mode {mode})")
 
@@ -188,12 +222,12 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
         click.echo(json.dumps(summary, sort_keys=True))
         return
     for name, value in outputs.items():
-        click.echo(f"{name}: {value.dtype}{list(value.shape)} mean {float(np.mean(value)):.6g} "
-                   f"std {float(np.std(value)):.6g}")
+        echo(f"{name}: {value.dtype}{list(value.shape)} mean {float(np.mean(value)):.6g} "
+             f"std {float(np.std(value)):.6g}")
     if times:
         lat = summary["latency_ms"]
-        click.echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "
-                   f"p95 {lat['p95']:.4f} ms")
+        echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "
+             f"p95 {lat['p95']:.4f} ms")
 
 
 def _latency(times: list[float]) -> dict[str, Any]:
@@ -218,14 +252,14 @@ def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json(), sort_keys=True))
     else:
-        click.echo(f"{report.model}: {report.nodes - report.failing_nodes}/{report.nodes} nodes "
-                   f"({report.node_share:.1%}) and {report.flop_share:.1%} of FLOPs compile")
+        echo(f"{report.model}: {report.nodes - report.failing_nodes}/{report.nodes} nodes "
+             f"({report.node_share:.1%}) and {report.flop_share:.1%} of FLOPs compile")
         if report.assumed_dims:
-            click.echo(f"  symbolic dims taken as 1 for: {', '.join(report.assumed_dims)}")
+            echo(f"  symbolic dims taken as 1 for: {', '.join(report.assumed_dims)}")
         for reason, problems in report.problems.items():
-            click.echo(f"{reason} ({len(problems)}):")
+            echo(f"{reason} ({len(problems)}):")
             for problem in problems:
-                click.echo(f"  {problem.node!r} {problem.op}: {problem.detail}")
+                echo(f"  {problem.node!r} {problem.op}: {problem.detail}")
     if report.problems:
         sys.exit(1)
 

@@ -34,8 +34,15 @@ def import_model(path: str | Path, input_shapes: InputShapes | None = None,
 
 
 def load_model(path: Path) -> ModelProto:
-    if not path.is_file():
-        raise PycError("E001", f"model file not found: {path}", hint="check the path")
+    try:
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise PycError("E001", f"cannot read the model file {path}: {exc.strerror or exc}",
+                       hint="check the path") from exc
+    if not found:
+        raise PycError("E001", f"model file not found: {path}", hint="check the path") if not \
+            path.exists() else PycError("E001", f"{path} is not a regular file",
+                                        hint="pass the path of an .onnx file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -61,20 +68,56 @@ def _load_external_data(model: ModelProto, base: Path) -> None:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(root):
-            raise PycError("E004", f"external data of tensor {tensor.name!r} points outside the "
-                           f"model directory ({location!r})", where=str(base),
-                           hint="keep external data files next to the model")
-        if not target.is_file():
-            raise PycError("E004", f"external data file {location!r} of tensor {tensor.name!r} "
-                           "is missing", where=str(base), hint="copy it next to the model")
-        offset, length = int(info.get("offset", 0)), info.get("length")
-        with open(target, "rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(int(length)) if length else handle.read()
+        target = _external_file(root, location, tensor.name, base)
+        offset = _external_int(info, "offset", tensor.name, base)
+        length = _external_int(info, "length", tensor.name, base)
+        tensor.raw_data = _read_external(target, offset, length, tensor.name, base)
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _external_file(root: Path, location: str, tensor: str, base: Path) -> Path:
+    """The file a tensor's external data lives in: a regular file inside the model directory."""
+    if not location or "\x00" in location:
+        raise PycError("E004", f"external data of tensor {tensor!r} has an invalid location "
+                       f"{location!r}", where=str(base), hint="re-export the model")
+    target = (root / location).resolve()
+    if os.path.isabs(location) or not target.is_relative_to(root):
+        raise PycError("E004", f"external data of tensor {tensor!r} points outside the "
+                       f"model directory ({location!r})", where=str(base),
+                       hint="keep external data files next to the model")
+    if not target.is_file():
+        raise PycError("E004", f"external data file {location!r} of tensor {tensor!r} "
+                       "is missing", where=str(base), hint="copy it next to the model")
+    return target
+
+
+def _external_int(info: dict[str, str], key: str, tensor: str, base: Path) -> int | None:
+    """offset / length of external data: absent (None) or a non-negative decimal integer."""
+    text = info.get(key)
+    if text is None or (key == "length" and text == ""):
+        return None
+    if not text.isascii() or not text.isdigit():
+        raise PycError("E004", f"external data of tensor {tensor!r} has {key} {text!r}, not a "
+                       "non-negative integer", where=str(base), hint="re-export the model")
+    return int(text)
+
+
+def _read_external(target: Path, offset: int | None, length: int | None, tensor: str,
+                   base: Path) -> bytes:
+    try:
+        size = target.stat().st_size
+        if offset is not None and offset > size:
+            raise PycError("E004", f"external data of tensor {tensor!r} starts at offset {offset}, "
+                           f"beyond the end of {target.name} ({size} bytes)", where=str(base),
+                           hint="re-export the model")
+        with open(target, "rb") as handle:
+            handle.seek(offset or 0)
+            return handle.read(length) if length else handle.read()
+    except OSError as exc:
+        raise PycError("E004", f"cannot read external data of tensor {tensor!r} from "
+                       f"{target.name}: {exc.strerror or exc}", where=str(base),
+                       hint="check the external data file") from exc
 
 
 def _all_tensors(model: ModelProto) -> list[onnx.TensorProto]:
@@ -318,7 +361,8 @@ def _input_type(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) ->
         dtype = DType.from_onnx(tensor_type.elem_type)
     except KeyError:
         raise PycError("E008", f"input {value.name!r} has an unsupported element type "
-                       f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}") from None
+                       f"{dtype_name(tensor_type.elem_type)}", where=f"input {value.name!r}",
+                       hint="cast it to a supported type") from None
     dims = list(tensor_type.shape.dim)
     if override is not None:
         fixed_dims = [d.dim_value for d in dims if d.HasField("dim_value")]
@@ -402,13 +446,48 @@ def _unique_node_name(name: str, used: set[str]) -> str:
     return candidate
 
 
+def dtype_name(elem_type: int) -> str:
+    """The ONNX name of an element type; numbers that name none are shown as numbers."""
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"unknown ({elem_type})"
+
+
 def _to_array(tensor: onnx.TensorProto) -> np.ndarray:
     try:
         DType.from_onnx(tensor.data_type)
     except KeyError:
         raise PycError("E008", f"tensor {tensor.name!r} has an unsupported element type "
-                       f"{onnx.TensorProto.DataType.Name(tensor.data_type)}") from None
+                       f"{dtype_name(tensor.data_type)}", where=f"tensor {tensor.name!r}",
+                       hint="cast it to a supported type") from None
+    problem = _tensor_data_problem(tensor)
+    if problem:
+        raise PycError("E002", f"tensor {tensor.name!r} is malformed: {problem}",
+                       where=f"tensor {tensor.name!r}", hint="re-export the model")
     return np.asarray(numpy_helper.to_array(tensor), order="C")
+
+
+def _tensor_data_problem(tensor: onnx.TensorProto) -> str:
+    """Why the tensor's data cannot be its declared shape ("" when it can): negative dims, or
+    raw_data / typed data holding another number of elements than the dims multiply to."""
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        return f"negative dimension in {dims}"
+    count = 1
+    for dim in dims:
+        count *= dim
+    itemsize = DType.from_onnx(tensor.data_type).itemsize
+    if tensor.HasField("raw_data"):
+        if len(tensor.raw_data) != count * itemsize:
+            return (f"raw_data holds {len(tensor.raw_data)} bytes; dims {dims} need "
+                    f"{count * itemsize}")
+        return ""
+    field = onnx.helper.tensor_dtype_to_field(tensor.data_type)  # one value per element
+    stored = len(getattr(tensor, field))
+    if stored != count:
+        return f"{field} holds {stored} values; dims {dims} need {count}"
+    return ""
 
 
 def _attr_value(attr: AttributeProto, node_name: str) -> AttrValue:

@@ -23,6 +23,7 @@ interpreter per command instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import random
@@ -91,7 +92,6 @@ def generate(seed: int, index: int, families: list[str] | None = None) -> Case:
     case = MUTATORS[family](random.Random(f"{seed}:{index}"))
     case.name = f"#{index} {family}: {case.name}"
     if case.reference is not None:
-        inputs, outputs = case.reference
         case.commands.append(["run", malformed_onnx.OUT, "--inputs", "x.npz", "--output", "y.npz"])
         case.writable += ("y.npz",)
     return case
@@ -134,10 +134,8 @@ def _child(argv: list[str], cwd: Path, tmp: Path, out: Path, err: Path) -> None:
         code = 1
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BaseException):
                 stream.flush()
-            except BaseException:  # noqa: BLE001, S110
-                pass
         os._exit(code)
 
 
@@ -147,10 +145,9 @@ def _redirect(out: Path, err: Path) -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
     os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
-    encoding = "utf-8"
-    sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), encoding, "strict",
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), "utf-8", "strict",
                                   line_buffering=True)
-    sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), encoding, "backslashreplace",
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), "utf-8", "backslashreplace",
                                   line_buffering=True)
 
 
@@ -178,10 +175,8 @@ def _wait(pid: int, timeout: float) -> tuple[int, bool]:
 
 def _kill_group(pid: int) -> None:
     for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             target()
-        except ProcessLookupError:
-            pass
 
 
 def run_exec(argv: list[str], cwd: Path, tmp: Path, timeout: float) -> Result:
@@ -302,7 +297,7 @@ class Fuzzer:
         work, tmp = root / "work", root / "tmp"
         self._setup(case, work, tmp)
         before = snapshot(root, tmp)
-        existed = {c[3]: (work / c[3]).exists() for c in case.commands if _is_build(c)}
+        existed = {c[3]: _exists(work / c[3]) for c in case.commands if _is_build(c)}
         outcome = Outcome(case.name, "ok")
         for index, argv in enumerate(case.commands):
             outcome = classify(self.execute(argv, work, tmp, self.timeout),
@@ -368,12 +363,19 @@ def _build_problem(argv: list[str], work: Path, existed: dict[str, bool], outcom
 
     out = work / argv[3]
     if outcome.status != "ok":
-        return f"failed build left {argv[3]!r}" if out.exists() and not existed[argv[3]] else ""
+        return f"failed build left {argv[3]!r}" if _exists(out) and not existed[argv[3]] else ""
     try:
         verify_files(out, read_manifest(out))
     except PycError as exc:
         return f"built artifact does not verify: {exc}"
     return ""
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
 
 
 def _remove(root: Path) -> None:
