@@ -133,14 +133,14 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         write_text(staging, "model.ir", print_graph(graph))
         write_text(staging, "memory_plan.json", dumps(plan.to_json()))
         write_text(staging, "memory_timeline.svg",
-                   timeline_svg(plan, model_path.name, len(graph.nodes)))
+                   timeline_svg(plan, display_name(model_path), len(graph.nodes)))
         write_text(staging, "decisions.jsonl", "".join(
             dumps_line(d.to_json()) for d in ctx.decisions))
         toolchain = backend.compile(staging / "src", staging)
         toolchain["march"] = getattr(backend, "march", "")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
-            "model": {"file": model_path.name, "sha256": file_sha256(model_path),
+            "model": {"file": display_name(model_path), "sha256": file_sha256(model_path),
                       "graph_name": graph.name, "opset": graph.opset,
                       "source_ops": ctx.artifacts["source_ops"],
                       "compiled_nodes": len(graph.nodes)},
@@ -158,6 +158,12 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         }
         write_text(staging, MANIFEST, dumps(manifest))
     return BuildResult(out, graph, plan, ctx)
+
+
+def display_name(path: Path) -> str:
+    """A file name as UTF-8 text (bytes that do not decode, kept by Python as lone surrogates,
+    are written as escapes): what the manifest and reports may hold."""
+    return path.name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def dumps_line(record: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import AttributeProto, ModelProto, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
@@ -51,6 +52,10 @@ def load_model(path: Path) -> ModelProto:
     if not model.graph.node and not model.graph.output:
         raise PycError("E002", f"{path.name} holds no ONNX graph (empty or not a model)",
                        where=str(path), hint="pass a valid .onnx file")
+    bad_text = _non_utf8_field(model)
+    if bad_text:
+        raise PycError("E002", f"{path.name} holds text that is not valid UTF-8 (field {bad_text})",
+                       where=str(path), hint="pass a valid .onnx file")
     _load_external_data(model, path.parent)
     try:
         onnx.checker.check_model(model)
@@ -76,17 +81,47 @@ def _load_external_data(model: ModelProto, base: Path) -> None:
         tensor.data_location = onnx.TensorProto.DEFAULT
 
 
+def _non_utf8_field(message: Message) -> str:
+    """The first string field holding invalid UTF-8 ("" if none): protobuf hands such proto2
+    strings back as bytes, which would break every name lookup after import."""
+    for descriptor, value in message.ListFields():
+        items = value if _is_repeated(descriptor) else [value]
+        if descriptor.type == descriptor.TYPE_STRING:
+            if any(not isinstance(item, str) for item in items):
+                return descriptor.full_name
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
+            found = next((f for f in map(_non_utf8_field, items) if f), "")
+            if found:
+                return found
+    return ""
+
+
+def _is_repeated(descriptor: object) -> bool:
+    """FieldDescriptor.is_repeated (protobuf >= 5.29) or its older spelling, label."""
+    repeated = getattr(descriptor, "is_repeated", None)
+    if repeated is not None:
+        return bool(repeated)
+    return descriptor.label == descriptor.LABEL_REPEATED  # type: ignore[attr-defined]
+
+
 def _external_file(root: Path, location: str, tensor: str, base: Path) -> Path:
     """The file a tensor's external data lives in: a regular file inside the model directory."""
     if not location or "\x00" in location:
         raise PycError("E004", f"external data of tensor {tensor!r} has an invalid location "
                        f"{location!r}", where=str(base), hint="re-export the model")
-    target = (root / location).resolve()
-    if os.path.isabs(location) or not target.is_relative_to(root):
+    try:
+        target = (root / location).resolve()
+        inside = not os.path.isabs(location) and target.is_relative_to(root)
+        found = inside and target.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise PycError("E004", f"external data location {location[:80]!r} of tensor {tensor!r} "
+                       f"cannot be used: {exc.strerror or exc}", where=str(base),
+                       hint="re-export the model") from exc
+    if not inside:
         raise PycError("E004", f"external data of tensor {tensor!r} points outside the "
                        f"model directory ({location!r})", where=str(base),
                        hint="keep external data files next to the model")
-    if not target.is_file():
+    if not found:
         raise PycError("E004", f"external data file {location!r} of tensor {tensor!r} "
                        "is missing", where=str(base), hint="copy it next to the model")
     return target

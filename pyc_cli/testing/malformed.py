@@ -254,8 +254,13 @@ def snapshot(root: Path, skip: Path) -> Snapshot:
             kind = info.st_mode >> 12
             detail = os.readlink(path) if path.is_symlink() else (
                 None if path.is_dir() else (info.st_size, info.st_mtime_ns))
-            entries[os.fsencode(path.relative_to(root)).decode("utf-8", "backslashreplace")] = (kind, detail)
+            entries[_key(path.relative_to(root))] = (kind, detail)
     return entries
+
+
+def _key(path: Path | str) -> str:
+    """A path as text even when its bytes are not UTF-8."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def changes_outside(before: Snapshot, after: Snapshot, allowed: list[str]) -> list[str]:
@@ -314,7 +319,7 @@ class Fuzzer:
         if outcome.status in ACCEPTED:
             outcome = self._check_reference(case, work, outcome)
         outside = changes_outside(before, snapshot(root, tmp),
-                                  [f"work/{w}" for w in case.writable])
+                                  [_key(f"work/{w}") for w in case.writable])
         if outside and outcome.status in ACCEPTED:
             outcome = Outcome(case.name, "wrote_outside", ", ".join(outside[:5]))
         return outcome
