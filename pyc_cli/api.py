@@ -163,7 +163,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
 def display_name(path: Path) -> str:
     """A file name as UTF-8 text (bytes that do not decode, kept by Python as lone surrogates,
     are written as escapes): what the manifest and reports may hold."""
-    return path.name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return os.fsencode(path.name).decode("utf-8", "backslashreplace")
 
 
 def dumps_line(record: dict[str, Any]) -> str:

@@ -28,7 +28,11 @@ EXIT_INTERNAL_ERROR = 3
 def printable(text: object) -> str:
     """`text` with what a terminal or a strict UTF-8 stream cannot take escaped: paths given as
     undecodable bytes (lone surrogates) and control characters from model-provided names."""
-    escaped = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = str(text)
+    try:  # undecodable bytes of a path come back as the bytes, escaped (b"\xff" -> "\\xff")
+        escaped = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in escaped)
 
 

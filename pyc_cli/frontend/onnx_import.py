@@ -199,6 +199,7 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
                   constants, opset)
     if check_ops:
         _check_supported(onnx_graph, opset)
+    _check_io_names(onnx_graph)
     _check_input_shape_names(onnx_graph, input_shapes, constants)
     for value in onnx_graph.input:
         if value.name not in constants:
@@ -375,6 +376,15 @@ def _value_names(graph: onnx.GraphProto) -> set[str]:
                 names |= _value_names(sub)
     names.discard("")
     return names
+
+
+def _check_io_names(onnx_graph: onnx.GraphProto) -> None:
+    """Input and output names are C strings in the compiled model's ABI: a NUL would cut them."""
+    for value in list(onnx_graph.input) + list(onnx_graph.output):
+        if "\x00" in value.name:
+            raise PycError("E008", f"graph input/output name {value.name!r} contains a NUL "
+                           "character, which the C ABI cannot carry", where=f"value {value.name!r}",
+                           hint="rename the value")
 
 
 def _check_input_shape_names(onnx_graph: onnx.GraphProto, shapes: InputShapes,
