@@ -197,8 +197,9 @@ def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:
         root = artifact.resolve()
         for relative, expected in sorted(manifest["files"].items()):
             _verify_file(root, artifact, relative, expected)
-    except OSError as exc:
-        raise PycError("E030", f"cannot read the artifact's files: {exc.strerror or exc}",
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Path.resolve on a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        raise PycError("E030", f"cannot read the artifact's files: {reason or exc}",
                        where=str(artifact), hint="rebuild the artifact") from exc
 
 

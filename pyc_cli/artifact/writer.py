@@ -22,7 +22,7 @@ def staging_directory(out_dir: Path) -> Iterator[Path]:
         _refuse_foreign_directory(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Path.resolve on a symlink loop
         raise _unwritable(out_dir, exc) from exc
     try:
         yield staging
@@ -34,8 +34,9 @@ def staging_directory(out_dir: Path) -> Iterator[Path]:
         raise
 
 
-def _unwritable(out_dir: Path, exc: OSError) -> PycError:
-    return PycError("E022", f"cannot write the artifact to {out_dir}: {exc.strerror or exc}",
+def _unwritable(out_dir: Path, exc: Exception) -> PycError:
+    reason = exc.strerror if isinstance(exc, OSError) else None
+    return PycError("E022", f"cannot write the artifact to {out_dir}: {reason or exc}",
                     where=str(out_dir), hint="choose another -o directory")
 
 

@@ -113,9 +113,10 @@ def _external_file(root: Path, location: str, tensor: str, base: Path) -> Path:
         target = (root / location).resolve()
         inside = not os.path.isabs(location) and target.is_relative_to(root)
         found = inside and target.is_file()
-    except OSError as exc:  # e.g. a name too long for the file system
+    except (OSError, RuntimeError) as exc:  # a name too long for the file system, a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise PycError("E004", f"external data location {location[:80]!r} of tensor {tensor!r} "
-                       f"cannot be used: {exc.strerror or exc}", where=str(base),
+                       f"cannot be used: {reason or exc}", where=str(base),
                        hint="re-export the model") from exc
     if not inside:
         raise PycError("E004", f"external data of tensor {tensor!r} points outside the "

@@ -11,7 +11,7 @@ from pathlib import Path
 class Case:
     """`files`/`links` are relative to the sandbox's work directory (the commands' cwd); a path
     starting with ../ lies outside it, in the sandbox root. Commands may write only under
-    `writable` (and $TMPDIR). `expect`: None accepts success or any PYC error; "error" demands a
+    `writable` (same convention) and $TMPDIR. `expect`: None accepts success or any PYC error; "error" demands a
     PYC error; "E031" demands that code. `reference`: (input name, output name) of the mlp model;
     after a successful build the artifact is run and its output compared with numpy."""
 

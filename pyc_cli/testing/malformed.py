@@ -319,7 +319,7 @@ class Fuzzer:
         if outcome.status in ACCEPTED:
             outcome = self._check_reference(case, work, outcome)
         outside = changes_outside(before, snapshot(root, tmp),
-                                  [_key(f"work/{w}") for w in case.writable])
+                                  [_key(os.path.normpath(f"work/{w}")) for w in case.writable])
         if outside and outcome.status in ACCEPTED:
             outcome = Outcome(case.name, "wrote_outside", ", ".join(outside[:5]))
         return outcome

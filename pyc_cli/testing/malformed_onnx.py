@@ -453,7 +453,8 @@ def hostile_path(rng: random.Random) -> Case:
     data = mlp().SerializeToString()
     kind = rng.choice(["missing", "directory", "fifo", "loop", "dev_zero", "non_utf8", "newline",
                        "too_long", "dash", "out_is_file", "out_in_file", "out_is_model_dir",
-                       "out_nonempty", "out_too_long", "out_non_utf8", "out_dotdot", "out_dot"])
+                       "out_nonempty", "out_too_long", "out_non_utf8", "out_dotdot", "out_dot",
+                       "out_loop", "out_dangling"])
     files: dict[str, bytes] = {MODEL: data}
     links: dict[str, str] = {}
     model_arg, out_arg, writable = MODEL, OUT, (OUT,)
@@ -497,6 +498,12 @@ def hostile_path(rng: random.Random) -> Case:
     elif kind == "out_non_utf8":
         out_arg = os.fsdecode(b"o\xff")
         writable = (out_arg,)
+    elif kind == "out_loop":
+        links["oloop"] = "oloop"
+        out_arg, writable = "oloop", ()
+    elif kind == "out_dangling":
+        links["odangle"] = "../elsewhere"  # the artifact goes where the user's link points
+        out_arg, writable = "odangle", ("../elsewhere",)
     elif kind == "out_dotdot":
         out_arg, writable = "sub/../out", (OUT, "sub")
     else:
