@@ -366,7 +366,7 @@ def _build_problem(argv: list[str], work: Path, existed: dict[str, bool], outcom
     from ..artifact.reader import read_manifest, verify_files
     from ..errors import PycError
 
-    out = work / argv[3]
+    out = Path(os.path.realpath(work / argv[3]))  # where `pyc build` resolves -o to
     if outcome.status != "ok":
         return f"failed build left {argv[3]!r}" if _exists(out) and not existed[argv[3]] else ""
     try:
