@@ -11,9 +11,11 @@ from pathlib import Path
 class Case:
     """`files`/`links` are relative to the sandbox's work directory (the commands' cwd); a path
     starting with ../ lies outside it, in the sandbox root. Commands may write only under
-    `writable` (same convention) and $TMPDIR. `expect`: None accepts success or any PYC error; "error" demands a
-    PYC error; "E031" demands that code. `reference`: (input name, output name) of the mlp model;
-    after a successful build the artifact is run and its output compared with numpy."""
+    `writable` (same convention) and $TMPDIR. `expect` (first command only): None accepts
+    success or any PYC error; "error" demands a PYC error; "E031" demands that code.
+    `reference`: (input name, output name) of the mlp model; after a successful build the
+    artifact is run and its output compared with numpy. Commands run in turn, each checked on
+    its own (a failed build does not stop the `pyc check` after it)."""
 
     name: str
     commands: list[list[str]]

@@ -233,6 +233,7 @@ def hostile_name(rng: random.Random) -> Case:
     case = build_case(f"hostile_name[{role}:{name[:20]!r}]", model)
     names = {"input": (name, "y"), "output": ("x", name), "all": (f"{name}0", f"{name}2")}
     case.reference = names.get(role, ("x", "y"))
+    case.writable += ("y.npz",)  # written by the run that checks the numbers
     return case
 
 
