@@ -226,8 +226,9 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
         click.echo(json.dumps(summary, sort_keys=True))
         return
     for name, value in outputs.items():
-        echo(f"{name}: {value.dtype}{list(value.shape)} mean {float(np.mean(value)):.6g} "
-             f"std {float(np.std(value)):.6g}")
+        with np.errstate(all="ignore"):  # statistics of inf/NaN outputs are just printed
+            mean, std = float(np.mean(value)), float(np.std(value))
+        echo(f"{name}: {value.dtype}{list(value.shape)} mean {mean:.6g} std {std:.6g}")
     if times:
         lat = summary["latency_ms"]
         echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "

@@ -6,7 +6,8 @@ The only acceptable outcomes are success (a correct result) or a reason-coded PY
 stderr starting with `PYC-E`, no traceback). Anything else is recorded as a failure:
 
     traceback     a Python traceback on stderr
-    internal      PYC-E090 / exit 3 (an internal error reached by user input)
+    internal      PYC-E090 / exit 3 (an internal error reached by user input), or PYC-E020
+                  (the compiler emitted C that does not compile)
     crash / hang  the child died of a signal / ran past the timeout
     bad_exit      another exit code, or exit 2 without a PYC-E message
     wrong_result  success where an error was required, a wrong error code, or wrong numbers
@@ -226,8 +227,8 @@ def classify(result: Result, expect: str | None, command: str = "") -> Outcome:
         if expect is not None:
             return Outcome("", "wrong_result", f"succeeded; expected {expect}")
         return Outcome("", "ok")
-    if result.rc == 3 or "PYC-E090" in err:
-        return Outcome("", "internal", _last_lines(err))
+    if result.rc == 3 or "PYC-E090" in err or err.startswith("PYC-E020"):
+        return Outcome("", "internal", _last_lines(err))  # E020: generated C that does not compile
     if result.rc == 2 and err.startswith("PYC-E"):
         code = err[4:8]
         if expect not in (None, "error") and code != expect:

@@ -360,3 +360,18 @@ def test_io_name_with_nul_is_refused_or_round_trips(tmp_path: Path) -> None:
         assert exc.code in ("E003", "E008"), str(exc)
         return
     assert [s.name for s in pyc_cli.load(art).inputs] == ["a\x00b"]
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_float_attribute_builds_to_valid_c(tmp_path: Path, alpha: float) -> None:
+    """alpha was pasted into C as Python's `nan` / `inf`: PYC-E020 (generated C does not
+    compile). Now NAN / INFINITY, and the kernel computes what numpy does."""
+    index = next(i for i, entry in enumerate(mo.OP_ZOO) if entry[0] == "LeakyRelu")
+    model = mo.zoo_model(index)
+    model.graph.node[0].attribute[0].f = alpha
+    art = pyc_cli.build(write(tmp_path, model), tmp_path / "art").artifact
+    x = np.array([[-1.0, 0.5, 2.0], [-0.0, -3.0, 1.0]], np.float32)
+    (y,) = pyc_cli.load(art).run({"x": x}).values()
+    with np.errstate(all="ignore"):
+        want = np.where(x >= 0, x, x * np.float32(alpha))
+    np.testing.assert_array_equal(y, want)
