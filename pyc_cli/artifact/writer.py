@@ -48,7 +48,7 @@ def _refuse_foreign_directory(out_dir: Path) -> None:
     if manifest.is_file():
         try:
             is_artifact = json.loads(manifest.read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             is_artifact = False
     if not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_artifact):
         raise PycError("E021", f"{out_dir} exists and is not a PyC artifact", where=str(out_dir),

@@ -455,7 +455,7 @@ def hostile_path(rng: random.Random) -> Case:
     kind = rng.choice(["missing", "directory", "fifo", "loop", "dev_zero", "non_utf8", "newline",
                        "too_long", "dash", "out_is_file", "out_in_file", "out_is_model_dir",
                        "out_nonempty", "out_too_long", "out_non_utf8", "out_dotdot", "out_dot",
-                       "out_loop", "out_dangling"])
+                       "out_loop", "out_dangling", "out_deep_manifest", "out_old_artifact"])
     files: dict[str, bytes] = {MODEL: data}
     links: dict[str, str] = {}
     model_arg, out_arg, writable = MODEL, OUT, (OUT,)
@@ -499,6 +499,13 @@ def hostile_path(rng: random.Random) -> Case:
     elif kind == "out_non_utf8":
         out_arg = os.fsdecode(b"o\xff")
         writable = (out_arg,)
+    elif kind == "out_deep_manifest":
+        files["old/manifest.json"] = b"[" * 100000 + b"]" * 100000
+        out_arg, writable = "old", ()
+    elif kind == "out_old_artifact":  # replaced in full by the new build
+        files["old/manifest.json"] = b'{"format": "pyc-artifact"}'
+        files["old/stale.txt"] = b"stale"
+        out_arg, writable = "old", ("old",)
     elif kind == "out_loop":
         links["oloop"] = "oloop"
         out_arg, writable = "oloop", ()

@@ -375,3 +375,13 @@ def test_non_finite_float_attribute_builds_to_valid_c(tmp_path: Path, alpha: flo
     with np.errstate(all="ignore"):
         want = np.where(x >= 0, x, x * np.float32(alpha))
     np.testing.assert_array_equal(y, want)
+
+
+def test_output_dir_with_deeply_nested_manifest_is_e021(tmp_path: Path) -> None:
+    """Deciding whether -o is an old artifact parsed its manifest.json: RecursionError."""
+    (tmp_path / "model.onnx").write_bytes(mo.mlp().SerializeToString())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.json").write_bytes(b"[" * 100000 + b"]" * 100000)
+    code, output = invoke("build", "model.onnx", "-o", "old", cwd=tmp_path)
+    assert_pyc_error(code, output, "E021")
+    assert (tmp_path / "old" / "manifest.json").stat().st_size == 200000
