@@ -167,6 +167,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
 
 def read_inputs(path: Path) -> dict[str, np.ndarray]:
     try:
+        if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+            raise ValueError("not a regular file")
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
                 raise ValueError("not an .npz archive")
@@ -174,6 +176,16 @@ def read_inputs(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise PycError("E040", f"cannot read inputs from {path}: {exc}", where=str(path),
                        hint="save inputs with numpy.savez(path, name=array, ...)") from exc
+
+
+def write_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
+    """Outputs as an .npz at exactly `path` (numpy would append .npz to a path without it)."""
+    try:
+        with open(path, "wb") as handle:
+            np.savez(handle, **outputs)
+    except OSError as exc:
+        raise PycError("E022", f"cannot write outputs to {path}: {exc.strerror or exc}",
+                       where=str(path), hint="choose another --output path") from exc
 
 
 def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
@@ -215,7 +227,7 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     outputs = model.run(feeds)
     times = model.time_runs(feeds, repeat) if repeat > 1 else []
     if output_path is not None:
-        np.savez(output_path, **outputs)
+        write_outputs(output_path, outputs)
     summary = {
         "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
                     for name, v in outputs.items()},

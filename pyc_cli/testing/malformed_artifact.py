@@ -279,7 +279,51 @@ def hostile_artifact_path(rng: random.Random) -> Case:
     return case
 
 
+def run_paths(rng: random.Random) -> Case:
+    """Hostile --inputs / --output files for `pyc run` of a good artifact."""
+    kind = rng.choice(["inputs_fifo", "inputs_dir", "inputs_missing", "inputs_text", "inputs_pickle",
+                       "inputs_wrong_key", "inputs_wrong_dtype", "inputs_truncated", "output_dir",
+                       "output_in_file", "output_non_utf8", "output_dev_full"])
+    inputs, output, writable = "x.npz", None, ()
+
+    def mutate(work: Path) -> None:
+        import numpy as np
+
+        x = np.zeros((2, 4), np.float32)
+        if kind == "inputs_fifo":
+            os.mkfifo(work / "x.npz")
+        elif kind == "inputs_dir":
+            (work / "x.npz").mkdir()
+        elif kind == "inputs_text":
+            (work / "x.npz").write_text("not an npz")
+        elif kind == "inputs_pickle":
+            np.savez(work / "x.npz", x=np.array([object()], dtype=object))
+        elif kind == "inputs_wrong_key":
+            np.savez(work / "x.npz", nope=x)
+        elif kind == "inputs_wrong_dtype":
+            np.savez(work / "x.npz", x=x.astype(np.float64))
+        elif kind != "inputs_missing":
+            np.savez(work / "x.npz", x=x)
+            if kind == "inputs_truncated":
+                data = (work / "x.npz").read_bytes()
+                (work / "x.npz").write_bytes(data[: len(data) // 2])
+        if kind == "output_dir":
+            (work / "y.npz").mkdir()
+        elif kind == "output_in_file":
+            (work / "afile").write_text("keep")
+
+    if kind.startswith("output"):
+        output = {"output_dir": "y.npz", "output_in_file": "afile/y.npz", "output_dev_full": "/dev/full",
+                  "output_non_utf8": os.fsdecode(b"y\xff.npz")}[kind]
+        writable = (output,) if kind == "output_non_utf8" else ()
+    command = ["run", ART, "--inputs", inputs] + (["--output", output] if output else [])
+    case = Case(f"run_paths[{kind}]", [command], artifact=True, prepare=mutate, writable=writable)
+    case.expect = None if kind == "output_non_utf8" else "error"
+    return case
+
+
 MUTATORS: dict[str, Callable[[random.Random], Case]] = {
+    "run_paths": run_paths,
     "corrupt_file": corrupt_file, "corrupt_manifest": corrupt_manifest,
     "manifest_wrong_type": manifest_wrong_type, "manifest_missing_key": manifest_missing_key,
     "library_outside": library_outside, "files_entries": files_entries,

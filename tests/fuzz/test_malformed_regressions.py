@@ -385,3 +385,26 @@ def test_output_dir_with_deeply_nested_manifest_is_e021(tmp_path: Path) -> None:
     code, output = invoke("build", "model.onnx", "-o", "old", cwd=tmp_path)
     assert_pyc_error(code, output, "E021")
     assert (tmp_path / "old" / "manifest.json").stat().st_size == 200000
+
+
+def test_inputs_fifo_is_e040_not_a_hang(base_artifact: Path, tmp_path: Path) -> None:
+    """np.load on a FIFO blocked forever."""
+    os.mkfifo(tmp_path / "x.npz")
+    result = cli_subprocess("run", str(base_artifact), "--inputs", "x.npz", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith(b"PYC-E040:"), result
+
+
+def test_output_below_a_file_is_e022_and_output_path_is_exact(base_artifact: Path,
+                                                              tmp_path: Path) -> None:
+    """--output under a file was NotADirectoryError (PYC-E090); numpy appended .npz to a path
+    without it (`--output /dev/full` created /dev/full.npz)."""
+    (tmp_path / "afile").write_text("keep")
+    code, output = invoke("run", str(base_artifact), "--random-inputs", "0", "--output", "afile/y",
+                          cwd=tmp_path)
+    assert_pyc_error(code, output, "E022")
+    code, output = invoke("run", str(base_artifact), "--random-inputs", "0", "--output", "plain",
+                          cwd=tmp_path)
+    assert code == 0, output
+    assert (tmp_path / "plain").is_file() and not (tmp_path / "plain.npz").exists()
+    with np.load(tmp_path / "plain") as data:
+        assert data.files == ["y"]
