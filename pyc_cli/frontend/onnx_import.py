@@ -40,10 +40,10 @@ def load_model(path: Path) -> ModelProto:
     except OSError as exc:  # e.g. a name too long for the file system
         raise PycError("E001", f"cannot read the model file {path}: {exc.strerror or exc}",
                        hint="check the path") from exc
+    if not found and path.exists():  # a directory, FIFO or device
+        raise PycError("E001", f"{path} is not a regular file", hint="pass the path of an .onnx file")
     if not found:
-        raise PycError("E001", f"model file not found: {path}", hint="check the path") if not \
-            path.exists() else PycError("E001", f"{path} is not a regular file",
-                                        hint="pass the path of an .onnx file")
+        raise PycError("E001", f"model file not found: {path}", hint="check the path")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -149,7 +149,7 @@ def _read_external(target: Path, offset: int | None, length: int | None, tensor:
                            hint="re-export the model")
         with open(target, "rb") as handle:
             handle.seek(offset or 0)
-            return handle.read(length) if length else handle.read()
+            return handle.read(length) if length is not None else handle.read()
     except OSError as exc:
         raise PycError("E004", f"cannot read external data of tensor {tensor!r} from "
                        f"{target.name}: {exc.strerror or exc}", where=str(base),
