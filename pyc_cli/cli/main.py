@@ -293,7 +293,13 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
 
     data = explain_data(artifact)
     if html_path is not None:
-        html_path.write_text(explanation_html(artifact, data), encoding="utf-8")
+        html = explanation_html(artifact, data)
+        try:
+            html_path.write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise PycError("E022", f"cannot write the report to {html_path}: "
+                           f"{exc.strerror or exc}", where=str(html_path),
+                           hint="choose another --html path") from exc
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return

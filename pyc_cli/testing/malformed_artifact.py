@@ -283,7 +283,7 @@ def run_paths(rng: random.Random) -> Case:
     """Hostile --inputs / --output files for `pyc run` of a good artifact."""
     kind = rng.choice(["inputs_fifo", "inputs_dir", "inputs_missing", "inputs_text", "inputs_pickle",
                        "inputs_wrong_key", "inputs_wrong_dtype", "inputs_truncated", "output_dir",
-                       "output_in_file", "output_non_utf8", "output_dev_full"])
+                       "output_in_file", "output_non_utf8", "output_dev_full", "html_in_file"])
     inputs, output, writable = "x.npz", None, ()
 
     def mutate(work: Path) -> None:
@@ -309,7 +309,7 @@ def run_paths(rng: random.Random) -> Case:
                 (work / "x.npz").write_bytes(data[: len(data) // 2])
         if kind == "output_dir":
             (work / "y.npz").mkdir()
-        elif kind == "output_in_file":
+        elif kind in ("output_in_file", "html_in_file"):
             (work / "afile").write_text("keep")
 
     if kind.startswith("output"):
@@ -317,6 +317,8 @@ def run_paths(rng: random.Random) -> Case:
                   "output_non_utf8": os.fsdecode(b"y\xff.npz")}[kind]
         writable = (output,) if kind == "output_non_utf8" else ()
     command = ["run", ART, "--inputs", inputs] + (["--output", output] if output else [])
+    if kind == "html_in_file":
+        command = ["explain", ART, "--html", "afile/report.html"]
     case = Case(f"run_paths[{kind}]", [command], artifact=True, prepare=mutate, writable=writable)
     case.expect = None if kind == "output_non_utf8" else "error"
     return case
