@@ -408,3 +408,18 @@ def test_output_below_a_file_is_e022_and_output_path_is_exact(base_artifact: Pat
     assert (tmp_path / "plain").is_file() and not (tmp_path / "plain.npz").exists()
     with np.load(tmp_path / "plain") as data:
         assert data.files == ["y"]
+
+
+def test_jit_loader_checks_manifest_io_and_sources(art: Path) -> None:
+    """The llvmlite path compiles src/ and runs it: the same I/O check as the shared library,
+    and sources or system libraries the manifest does not vouch for are refused."""
+    from pyc_cli.runtime.jit import jit_load
+
+    edit_manifest(art, lambda m: m["outputs"][0].update(shape=[2]))
+    with pytest.raises(PycError) as info:
+        jit_load(art)
+    assert info.value.code == "E031"
+    edit_manifest(art, lambda m: m["toolchain"].update(libraries=["-lm", "-lcrypt"]))
+    with pytest.raises(PycError) as info:
+        jit_load(art)
+    assert info.value.code == "E030" and "-lcrypt" in str(info.value)
