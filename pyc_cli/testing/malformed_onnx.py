@@ -192,7 +192,7 @@ def tree_mutation(rng: random.Random) -> Case:
         item.value = rng.choice([0, 1, 2**31 - 1, 2**32, 2**63 - 1, 2**64 - 1, rng.randrange(2**64)])
     elif action == "payload" and item.wire == protowire.LEN:
         item.children = None
-        item.value = rng.choice([b"", b"\xff\xfe\xfd", b"\x00" * 9, os.urandom(0) + b"\x80" * 11,
+        item.value = rng.choice([b"", b"\xff\xfe\xfd", b"\x00" * 9, b"\x80" * 11,
                                  bytes(rng.randrange(256) for _ in range(12))])
     elif action == "wire":
         item.wire = rng.choice([protowire.VARINT, protowire.FIXED32, protowire.FIXED64])

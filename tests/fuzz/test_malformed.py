@@ -106,3 +106,10 @@ def test_command_line_prints_counts_by_outcome(capsys: pytest.CaptureFixture[str
                            "--family", "onnx.truncate_at_boundary"])
     out = capsys.readouterr().out
     assert code == 0 and "3 cases: pyc_error 3" in out, out
+
+
+def test_cases_are_reproducible_from_seed_and_index() -> None:
+    for index in range(2 * len(malformed.MUTATORS)):
+        first, again = malformed.generate(SEED, index), malformed.generate(SEED, index)
+        assert (first.name, first.commands, first.files, first.links) == \
+            (again.name, again.commands, again.files, again.links)
