@@ -32,7 +32,14 @@ from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
-from .runtime.native import CompiledModel, ModelFunctions, TensorSpec
+from .runtime.native import (
+    ENTRY_POINTS,
+    IO_ENTRY_POINTS,
+    CompiledModel,
+    ModelFunctions,
+    TensorSpec,
+    check_io_specs,
+)
 
 
 @dataclass
@@ -139,7 +146,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         write_text(staging, "model.ir", print_graph(graph))
         write_text(staging, "memory_plan.json", dumps(plan.to_json()))
         write_text(staging, "memory_timeline.svg",
-                   timeline_svg(plan, model_path.name, len(graph.nodes)))
+                   timeline_svg(plan, display_name(model_path), len(graph.nodes)))
         write_text(staging, "decisions.jsonl", "".join(
             dumps_line(d.to_json()) for d in ctx.decisions))
         source = (keep_source_copy(model_path, staging) if keep_source
@@ -148,7 +155,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         toolchain["march"] = getattr(backend, "march", "")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
-            "model": {**source, "graph_name": graph.name, "opset": graph.opset,
+            "model": {**source, "file": display_name(model_path), "graph_name": graph.name,
+                      "opset": graph.opset,
                       "source_ops": ctx.artifacts["source_ops"],
                       "compiled_nodes": len(graph.nodes)},
             "target": target, "mode": mode,
@@ -168,6 +176,12 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
     return BuildResult(out, graph, plan, ctx)
 
 
+def display_name(path: Path) -> str:
+    """A file name as UTF-8 text (bytes that do not decode, kept by Python as lone surrogates,
+    are written as escapes): what the manifest and reports may hold."""
+    return os.fsencode(path.name).decode("utf-8", "backslashreplace")
+
+
 def dumps_line(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n"
 
@@ -185,20 +199,27 @@ def load(artifact: str | Path) -> CompiledModel:
                                            manifest["files"][manifest["library"]])
     try:
         library = ctypes.CDLL(str(library_path))
-    except OSError as exc:
+        addresses = {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                     for name in ENTRY_POINTS + IO_ENTRY_POINTS}
+    except (OSError, AttributeError) as exc:
         raise PycError("E030", f"cannot load {manifest['library']}: {exc}", where=str(root),
                        hint="rebuild the artifact on this machine") from exc
-    return CompiledModel(ModelFunctions.from_library(library), root / "weights.bin",
-                         [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
-                         [TensorSpec.from_manifest(e) for e in manifest["outputs"]],
-                         library, manifest.get("arena_bytes", 0))
+    inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
+    outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
+    check_io_specs(addresses, inputs, outputs)
+    return CompiledModel(ModelFunctions.from_addresses(addresses), root / manifest["weights"]["file"],
+                         inputs, outputs, library, manifest["arena_bytes"])
 
 
 def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:
     """Load native code from a private copy named by its hash: the bytes loaded are the bytes
     verified (no swap between check and dlopen), and a rebuilt library at the same path is not
     shadowed by the old one (dlopen reuses an already-loaded path)."""
-    data = library.read_bytes()
+    try:
+        data = library.read_bytes()
+    except OSError as exc:
+        raise PycError("E030", f"cannot read {library.name}: {exc.strerror or exc}",
+                       where=str(library), hint="rebuild the artifact") from exc
     if hashlib.sha256(data).hexdigest() != expected_sha256:
         raise PycError("E031", f"{library.name} does not match its sha256 in {MANIFEST}",
                        where=str(library), hint="the artifact was modified; rebuild it")

@@ -27,6 +27,8 @@ ERROR_CODES: dict[str, str] = {
     "(the error names it and its byte size).",
     "E020": "The C compiler failed to build the generated code.",
     "E021": "The output directory exists and is not a PyC artifact (refusing to overwrite).",
+    "E022": "An output path (the artifact directory, or run's --output file) cannot be created or "
+    "written (bad path, permissions, a file in the way, a full disk).",
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",
     "E031": "An artifact file does not match its hash in manifest.json (tampered or corrupt).",
     "E032": "The artifact was built for a different format version or target.",

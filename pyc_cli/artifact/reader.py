@@ -1,9 +1,16 @@
-"""Opening an artifact: manifest checks and hash verification before any native code loads."""
+"""Opening an artifact: manifest checks and hash verification before any native code loads.
+
+A manifest is untrusted input (anyone can edit it): every field the loader, the runtime or
+`pyc explain` reads is type-checked here, every path it names must stay inside the artifact, and
+the files that are read (library, weights, IR, plan, decisions) must be listed with a hash, so a
+hostile manifest gives a PYC error instead of a traceback or a file read from elsewhere.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -11,52 +18,223 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph
 from ..ir.text import blob_key, parse_graph
+from ..ir.types import DType
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256
+
+# files every reader of an artifact needs, besides the library and the weights it names
+REQUIRED_FILES = ("model.ir", "memory_plan.json", "decisions.jsonl")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def read_manifest(artifact: Path) -> dict[str, Any]:
     path = artifact / MANIFEST
-    if not path.is_file():
+    try:
+        found = path.is_file()
+        data = path.read_bytes() if found else b""
+    except OSError as exc:
+        raise PycError("E030", f"cannot read {MANIFEST} of {artifact}: {exc.strerror or exc}",
+                       where=str(artifact), hint="pass a directory made by `pyc build`") from exc
+    if not found:
         raise PycError("E030", f"{artifact} is not a PyC artifact (no {MANIFEST})",
                        where=str(artifact), hint="pass a directory made by `pyc build`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PycError("E030", f"{MANIFEST} is unreadable ({exc})", where=str(path),
-                       hint="rebuild the artifact") from exc
+    manifest = _parse_json(data, path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PycError("E030", f"{MANIFEST} does not describe a PyC artifact", where=str(path),
                        hint="rebuild the artifact")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise PycError("E032", f"artifact format version {manifest.get('format_version')} is not "
+        raise PycError("E032", f"artifact format version {manifest.get('format_version')!r} is not "
                        f"{FORMAT_VERSION}", where=str(path), hint="rebuild it with this PyC")
+    check_manifest(manifest, path)
     return manifest
 
 
+def _parse_json(data: bytes, path: Path) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise PycError("E030", f"{MANIFEST} is not valid JSON ({reason})", where=str(path),
+                       hint="rebuild the artifact") from exc
+
+
+# ---------------------------------------------------------------- the manifest's shape
+
+
+class _Opt:
+    """A key that may be missing (artifacts of older builds)."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+
+
+class _Dict:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _List:
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+COUNT = "count"  # a non-negative int (not a bool)
+INT = "int"
+TEXT = "text"  # a str that encodes as UTF-8 (JSON can carry lone surrogates)
+IO_ENTRY = {"name": TEXT, "dtype": TEXT, "shape": _List(COUNT)}
+SCHEMA: dict[str, Any] = {
+    "pyc_version": TEXT, "target": TEXT, "mode": TEXT, "library": TEXT, "arena_bytes": COUNT,
+    "model": {"file": TEXT, "sha256": TEXT, "graph_name": TEXT, "opset": INT,
+              "source_ops": _Dict(COUNT), "compiled_nodes": COUNT},
+    "toolchain": {"compiler": _Opt(TEXT), "compiler_version": _Opt(TEXT),
+                  "flags": _Opt(_List(TEXT)), "libraries": _Opt(_List(TEXT)), "march": _Opt(TEXT)},
+    "inputs": _List(IO_ENTRY), "outputs": _List(IO_ENTRY),
+    "weights": {"file": TEXT, "bytes": COUNT, "checksum": _Opt(INT), "layout": _Dict(COUNT)},
+    "files": _Dict(TEXT),
+}
+
+
+def check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Raise PYC-E030 naming the first field that is missing or has the wrong type, path or
+    value; the loader and `pyc explain` then index it without further checks."""
+    problem = _shape_problem(manifest, SCHEMA, "") or _value_problem(manifest)
+    if problem:
+        raise PycError("E030", f"{MANIFEST} is malformed: {problem}", where=str(path),
+                       hint="rebuild the artifact")
+
+
+def _shape_problem(value: Any, spec: Any, where: str) -> str:
+    if isinstance(spec, _Opt):
+        spec = spec.spec
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'the manifest'} is not an object"
+        for key, sub in spec.items():
+            if key not in value:
+                if not isinstance(sub, _Opt):
+                    return f"{where}.{key} is missing".lstrip(".")
+                continue
+            problem = _shape_problem(value[key], sub, f"{where}.{key}".lstrip("."))
+            if problem:
+                return problem
+        return ""
+    if isinstance(spec, _Dict):
+        if not isinstance(value, dict):
+            return f"{where} is not an object"
+        bad = next((k for k, v in value.items() if not _is_text(k) or _shape_problem(v, spec.value, k)),
+                   None)
+        return f"{where}[{bad!r}] is not valid" if bad is not None else ""
+    if isinstance(spec, _List):
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        for index, item in enumerate(value):
+            problem = _shape_problem(item, spec.item, f"{where}[{index}]")
+            if problem:
+                return problem
+        return ""
+    return "" if _scalar_ok(value, spec) else f"{where} is {_describe(value)}, not a {spec}"
+
+
+def _scalar_ok(value: Any, spec: str) -> bool:
+    if spec == TEXT:
+        return _is_text(value)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    return is_int and (spec == INT or value >= 0)
+
+
+def _is_text(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _value_problem(manifest: dict[str, Any]) -> str:
+    """Paths inside the artifact, well-formed hashes, known dtypes, listed essential files."""
+    files = manifest["files"]
+    for name, digest in files.items():
+        if not is_inside_path(name):
+            return f"files names {name!r}, which is not a relative path inside the artifact"
+        if not _SHA256.fullmatch(digest):
+            return f"the sha256 of {name!r} is not 64 lowercase hex digits"
+    needed = {"library": manifest["library"], "weights.file": manifest["weights"]["file"]}
+    needed.update({name: name for name in REQUIRED_FILES})
+    for field, name in needed.items():
+        if name not in files:
+            return f"{field} {name!r} is not among the hashed files"
+    for side in ("inputs", "outputs"):
+        for entry in manifest[side]:
+            if entry["dtype"] not in _DTYPES:
+                return f"{side} {entry['name']!r} has unknown dtype {entry['dtype']!r}"
+    return ""
+
+
+_DTYPES = {d.value for d in DType}
+
+
+def is_inside_path(name: str) -> bool:
+    """A relative POSIX path with no '..', '.' or empty parts, no backslash and no NUL."""
+    if not name or "\x00" in name or "\\" in name or name.startswith("/"):
+        return False
+    parts = name.split("/")
+    return all(part not in ("", ".", "..") for part in parts) and PurePosixPath(name).parts == tuple(parts)
+
+
+# ---------------------------------------------------------------- files
+
+
 def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:
-    """Every listed file must exist with its recorded sha256 (checked before native code loads)."""
-    listed: dict[str, str] = manifest.get("files", {})
-    for relative, expected in sorted(listed.items()):
-        path = artifact / relative
-        if not path.is_file():
-            raise PycError("E030", f"artifact file {relative} is missing", where=str(artifact),
-                           hint="rebuild the artifact")
-        if file_sha256(path) != expected:
-            raise PycError("E031", f"{relative} does not match its sha256 in {MANIFEST}",
-                           where=str(path), hint="the artifact was modified; rebuild it")
+    """Every listed file must exist inside the artifact (no symlink out of it) with its recorded
+    sha256 (checked before native code loads)."""
+    try:
+        root = artifact.resolve()
+        for relative, expected in sorted(manifest["files"].items()):
+            _verify_file(root, artifact, relative, expected)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Path.resolve on a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        raise PycError("E030", f"cannot read the artifact's files: {reason or exc}",
+                       where=str(artifact), hint="rebuild the artifact") from exc
+
+
+def _verify_file(root: Path, artifact: Path, relative: str, expected: str) -> None:
+    path = artifact / relative
+    if not path.is_file():
+        raise PycError("E030", f"artifact file {relative} is missing", where=str(artifact),
+                       hint="rebuild the artifact")
+    if not path.resolve().is_relative_to(root):
+        raise PycError("E030", f"artifact file {relative} links outside the artifact",
+                       where=str(path), hint="rebuild the artifact")
+    if file_sha256(path) != expected:
+        raise PycError("E031", f"{relative} does not match its sha256 in {MANIFEST}",
+                       where=str(path), hint="the artifact was modified; rebuild it")
 
 
 def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
     """The IR after passes, with large constants read back from the weights file."""
     weights = (artifact / manifest["weights"]["file"]).read_bytes()
-    text = (artifact / "model.ir").read_text()
+    text = (artifact / "model.ir").read_text(encoding="utf-8")
     shell = parse_graph(text, _BlobProbe())
     blobs = {}
     for name, offset in manifest["weights"]["layout"].items():
-        ttype = shell.types[name]
+        ttype = shell.types.get(name)
+        if ttype is None or offset + ttype.nbytes > len(weights):
+            raise PycError("E030", f"the weights layout in {MANIFEST} does not fit model.ir "
+                           f"(constant {name!r} at offset {offset})", where=str(artifact),
+                           hint="rebuild the artifact")
         array = np.frombuffer(weights, ttype.dtype.numpy, ttype.numel, offset).reshape(ttype.shape)
         blobs[blob_key(array)] = array
-    return parse_graph(text, blobs)
+    try:
+        return parse_graph(text, blobs)
+    except KeyError as exc:
+        raise PycError("E030", f"a constant of model.ir is missing from the weights layout in "
+                       f"{MANIFEST} ({exc})", where=str(artifact), hint="rebuild the artifact") from exc
 
 
 class _BlobProbe(dict):

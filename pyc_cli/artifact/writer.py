@@ -17,27 +17,38 @@ from .manifest import FORMAT, MANIFEST
 def staging_directory(out_dir: Path) -> Iterator[Path]:
     """Yield an empty temporary directory next to `out_dir`; on success it replaces `out_dir`,
     on failure it is removed, so no half-written artifact is ever visible."""
-    out_dir = out_dir.resolve()
-    _refuse_foreign_directory(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir = out_dir.resolve()
+        _refuse_foreign_directory(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Path.resolve on a symlink loop
+        raise _unwritable(out_dir, exc) from exc
     try:
         yield staging
         _replace(staging, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(out_dir, exc) from exc
         raise
 
 
+def _unwritable(out_dir: Path, exc: Exception) -> PycError:
+    reason = exc.strerror if isinstance(exc, OSError) else None
+    return PycError("E022", f"cannot write the artifact to {out_dir}: {reason or exc}",
+                    where=str(out_dir), hint="choose another -o directory")
+
+
 def _refuse_foreign_directory(out_dir: Path) -> None:
-    if not out_dir.exists():
+    if not out_dir.exists() and not out_dir.is_symlink():
         return
     manifest = out_dir / MANIFEST
     is_artifact = False
     if manifest.is_file():
         try:
             is_artifact = json.loads(manifest.read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             is_artifact = False
     if not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_artifact):
         raise PycError("E021", f"{out_dir} exists and is not a PyC artifact", where=str(out_dir),

@@ -25,14 +25,29 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
 
+def printable(text: object) -> str:
+    """`text` with what a terminal or a strict UTF-8 stream cannot take escaped: paths given as
+    undecodable bytes (lone surrogates) and control characters from model-provided names."""
+    text = str(text)
+    try:  # undecodable bytes of a path come back as the bytes, escaped (b"\xff" -> "\\xff")
+        escaped = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in escaped)
+
+
+def echo(text: object, err: bool = False) -> None:
+    click.echo(printable(text), err=err)
+
+
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exc()
     if isinstance(exc, PycError):
-        click.echo(str(exc), err=True)
+        echo(str(exc).replace("\n", " "), err=True)
         sys.exit(EXIT_USER_ERROR)
-    click.echo(f"PYC-E090: internal compiler error: {type(exc).__name__}: {exc}; what to do: "
-               "rerun with --debug and report it", err=True)
+    echo(f"PYC-E090: internal compiler error: {type(exc).__name__}: {exc}; what to do: "
+         "rerun with --debug and report it", err=True)
     sys.exit(EXIT_INTERNAL_ERROR)
 
 
@@ -79,7 +94,30 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _PycGroup(click.Group):
+    """Command-line mistakes click itself detects (unknown option, bad value, a file where a
+    directory is needed) are reported as PYC-E050 like every other user error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "pyc"
+            echo(f"PYC-E050: {exc.format_message()}; where: {where}; what to do: see "
+                 f"`{where} --help`".replace("\n", " "), err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_PycGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyc")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def main(debug: bool) -> None:
@@ -127,13 +165,15 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                             memory_budget=budget, keep_source=keep_source)
     plan = result.plan
     mode = plan.mode
-    click.echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
+    echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
                f"{plan.arena_bytes} B, no-reuse {plan.no_reuse_bytes} B, lower bound "
                f"{plan.lower_bound_bytes} B, mode {mode})")
 
 
 def read_inputs(path: Path) -> dict[str, np.ndarray]:
     try:
+        if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+            raise ValueError("not a regular file")
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
                 raise ValueError("not an .npz archive")
@@ -141,6 +181,16 @@ def read_inputs(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise PycError("E040", f"cannot read inputs from {path}: {exc}", where=str(path),
                        hint="save inputs with numpy.savez(path, name=array, ...)") from exc
+
+
+def write_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
+    """Outputs as an .npz at exactly `path` (numpy would append .npz to a path without it)."""
+    try:
+        with open(path, "wb") as handle:
+            np.savez(handle, **outputs)
+    except OSError as exc:
+        raise PycError("E022", f"cannot write outputs to {path}: {exc.strerror or exc}",
+                       where=str(path), hint="choose another --output path") from exc
 
 
 def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
@@ -204,7 +254,7 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     outputs = model.run(feeds)
     times = model.time_runs(feeds, repeat) if repeat > 1 else []
     if output_path is not None:
-        np.savez(output_path, **outputs)
+        write_outputs(output_path, outputs)
     comparison = None
     if reference is not None:  # the reference runs on the inputs the artifact just ran on
         from ..compare import CompareOptions, compare_run
@@ -245,12 +295,13 @@ def _check_compare_options(reference: str | None, per_node: bool, model_path: Pa
 
 def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any], times: list[float]) -> None:
     for name, value in outputs.items():
-        click.echo(f"{name}: {value.dtype}{list(value.shape)} mean {float(np.mean(value)):.6g} "
-                   f"std {float(np.std(value)):.6g}")
+        with np.errstate(all="ignore"):  # statistics of inf/NaN outputs are just printed
+            mean, std = float(np.mean(value)), float(np.std(value))
+        echo(f"{name}: {value.dtype}{list(value.shape)} mean {mean:.6g} std {std:.6g}")
     if times:
         lat = summary["latency_ms"]
-        click.echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "
-                   f"p95 {lat['p95']:.4f} ms")
+        echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "
+             f"p95 {lat['p95']:.4f} ms")
 
 
 def _latency(times: list[float]) -> dict[str, Any]:
@@ -275,14 +326,14 @@ def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json(), sort_keys=True))
     else:
-        click.echo(f"{report.model}: {report.nodes - report.failing_nodes}/{report.nodes} nodes "
-                   f"({report.node_share:.1%}) and {report.flop_share:.1%} of FLOPs compile")
+        echo(f"{report.model}: {report.nodes - report.failing_nodes}/{report.nodes} nodes "
+             f"({report.node_share:.1%}) and {report.flop_share:.1%} of FLOPs compile")
         if report.assumed_dims:
-            click.echo(f"  symbolic dims taken as 1 for: {', '.join(report.assumed_dims)}")
+            echo(f"  symbolic dims taken as 1 for: {', '.join(report.assumed_dims)}")
         for reason, problems in report.problems.items():
-            click.echo(f"{reason} ({len(problems)}):")
+            echo(f"{reason} ({len(problems)}):")
             for problem in problems:
-                click.echo(f"  {problem.node!r} {problem.op}: {problem.detail}")
+                echo(f"  {problem.node!r} {problem.op}: {problem.detail}")
     if report.problems:
         sys.exit(1)
 
@@ -299,7 +350,13 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
 
     data = explain_data(artifact)
     if html_path is not None:
-        html_path.write_text(explanation_html(artifact, data), encoding="utf-8")
+        html = explanation_html(artifact, data)
+        try:
+            html_path.write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise PycError("E022", f"cannot write the report to {html_path}: "
+                           f"{exc.strerror or exc}", where=str(html_path),
+                           hint="choose another --html path") from exc
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return

@@ -100,10 +100,13 @@ def render_program(program: list[Instr], operand_expr: list[str], acc: str) -> l
                 args.append(operand_expr[k])
             else:
                 args.append(acc if arg == "acc" else arg)
-        attrs: dict[str, object] = dict(instr.attrs)
+        # float attributes are emitted as C literals (a NaN or infinite alpha is NAN / INFINITY,
+        # not Python's "nan" / "inf", which C does not know)
+        attrs: dict[str, object] = {k: c_literal(DType.F64, v) if type(v) is float else v
+                                    for k, v in instr.attrs.items()}
         for key in ("min", "max"):
             if key in attrs:
-                attrs[f"{key}_c"] = c_literal(DType.F64, float(attrs[key]))  # type: ignore[arg-type]
+                attrs[f"{key}_c"] = c_literal(DType.F64, float(instr.attrs[key]))  # type: ignore[arg-type]
         rendered.append(ScalarInstr(instr.dst, instr.op, instr.dtype.c_type, instr.dtype.value,
                                     args, attrs))
     return rendered

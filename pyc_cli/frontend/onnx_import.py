@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import AttributeProto, ModelProto, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
@@ -34,7 +35,14 @@ def import_model(path: str | Path, input_shapes: InputShapes | None = None,
 
 
 def load_model(path: Path) -> ModelProto:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise PycError("E001", f"cannot read the model file {path}: {exc.strerror or exc}",
+                       hint="check the path") from exc
+    if not found and path.exists():  # a directory, FIFO or device
+        raise PycError("E001", f"{path} is not a regular file", hint="pass the path of an .onnx file")
+    if not found:
         raise PycError("E001", f"model file not found: {path}", hint="check the path")
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -43,6 +51,10 @@ def load_model(path: Path) -> ModelProto:
                        where=str(path), hint="pass a valid .onnx file") from exc
     if not model.graph.node and not model.graph.output:
         raise PycError("E002", f"{path.name} holds no ONNX graph (empty or not a model)",
+                       where=str(path), hint="pass a valid .onnx file")
+    bad_text = _non_utf8_field(model)
+    if bad_text:
+        raise PycError("E002", f"{path.name} holds text that is not valid UTF-8 (field {bad_text})",
                        where=str(path), hint="pass a valid .onnx file")
     _load_external_data(model, path.parent)
     try:
@@ -76,39 +88,91 @@ def _load_external_data(model: ModelProto, base: Path) -> None:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(root):
-            raise PycError("E004", f"external data of tensor {tensor.name!r} points outside the "
-                           f"model directory ({location!r})", where=str(base),
-                           hint="keep external data files next to the model")
-        if not target.is_file():
-            raise PycError("E004", f"external data file {location!r} of tensor {tensor.name!r} "
-                           "is missing", where=str(base), hint="copy it next to the model")
-        tensor.raw_data = _read_external(tensor, target, info, base)
+        target = _external_file(root, location, tensor.name, base)
+        offset = _external_int(info, "offset", tensor.name, base)
+        length = _external_int(info, "length", tensor.name, base)
+        tensor.raw_data = _read_external(tensor, target, offset, length, base)
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
 
 
-def _read_external(tensor: onnx.TensorProto, target: Path, info: dict[str, str], base: Path) -> bytes:
+def _non_utf8_field(message: Message) -> str:
+    """The first string field holding invalid UTF-8 ("" if none): protobuf hands such proto2
+    strings back as bytes, which would break every name lookup after import."""
+    for descriptor, value in message.ListFields():
+        items = value if _is_repeated(descriptor) else [value]
+        if descriptor.type == descriptor.TYPE_STRING:
+            if any(not isinstance(item, str) for item in items):
+                return descriptor.full_name
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
+            found = next((f for f in map(_non_utf8_field, items) if f), "")
+            if found:
+                return found
+    return ""
+
+
+def _is_repeated(descriptor: object) -> bool:
+    """FieldDescriptor.is_repeated (protobuf >= 5.29) or its older spelling, label."""
+    repeated = getattr(descriptor, "is_repeated", None)
+    if repeated is not None:
+        return bool(repeated)
+    return descriptor.label == descriptor.LABEL_REPEATED  # type: ignore[attr-defined]
+
+
+def _external_file(root: Path, location: str, tensor: str, base: Path) -> Path:
+    """The file a tensor's external data lives in: a regular file inside the model directory."""
+    if not location or "\x00" in location:
+        raise PycError("E004", f"external data of tensor {tensor!r} has an invalid location "
+                       f"{location!r}", where=str(base), hint="re-export the model")
+    try:
+        target = (root / location).resolve()
+        inside = not os.path.isabs(location) and target.is_relative_to(root)
+        found = inside and target.is_file()
+    except (OSError, RuntimeError) as exc:  # a name too long for the file system, a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise PycError("E004", f"external data location {location[:80]!r} of tensor {tensor!r} "
+                       f"cannot be used: {reason or exc}", where=str(base),
+                       hint="re-export the model") from exc
+    if not inside:
+        raise PycError("E004", f"external data of tensor {tensor!r} points outside the "
+                       f"model directory ({location!r})", where=str(base),
+                       hint="keep external data files next to the model")
+    if not found:
+        raise PycError("E004", f"external data file {location!r} of tensor {tensor!r} "
+                       "is missing", where=str(base), hint="copy it next to the model")
+    return target
+
+
+def _external_int(info: dict[str, str], key: str, tensor: str, base: Path) -> int | None:
+    """offset / length of external data: absent (None) or a non-negative decimal integer."""
+    text = info.get(key)
+    if text is None or (key == "length" and text == ""):
+        return None
+    if not text.isascii() or not text.isdigit():
+        raise PycError("E004", f"external data of tensor {tensor!r} has {key} {text!r}, not a "
+                       "non-negative integer", where=str(base), hint="re-export the model")
+    return int(text)
+
+
+def _read_external(tensor: onnx.TensorProto, target: Path, offset: int | None,
+                   length: int | None, base: Path) -> bytes:
     """The tensor's bytes from its external file; a range past the end of the file, or a byte
     count that does not fit the tensor's shape, is refused (as onnxruntime does)."""
     def refuse(what: str) -> PycError:
-        return PycError("E004", f"external data of tensor {tensor.name!r} {what}",
-                        where=f"{base / info.get('location', '')}",
+        return PycError("E004", f"external data of tensor {tensor.name!r} {what}", where=str(base),
                         hint="re-save the model with its external data")
 
     try:
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if info.get("length") else None
-    except ValueError:
-        raise refuse(f"has a malformed offset/length ({info})") from None
-    size = target.stat().st_size
-    if offset < 0 or (length is not None and length < 0) or offset > size or \
-            (length is not None and offset + length > size):
-        raise refuse(f"spans bytes {offset}..{offset + (length or 0)} of a {size}-byte file")
-    with open(target, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length) if length is not None else handle.read()
+        size = target.stat().st_size
+        start = offset or 0
+        if start > size or (length is not None and start + length > size):
+            raise refuse(f"spans bytes {start}..{start + (length or 0)} of {target.name} "
+                         f"({size} bytes)")
+        with open(target, "rb") as handle:
+            handle.seek(start)
+            data = handle.read(length) if length is not None else handle.read()
+    except OSError as exc:
+        raise refuse(f"cannot be read from {target.name}: {exc.strerror or exc}") from exc
     expected = _expected_bytes(tensor)
     if expected is not None and len(data) != expected:
         raise refuse(f"holds {len(data)} bytes; its type and shape need {expected}")
@@ -172,6 +236,7 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
                   output_names)
     if check_ops:
         _check_supported(onnx_graph, opset)
+    _check_io_names(onnx_graph)
     _check_input_shape_names(onnx_graph, input_shapes, constants)
     for value in onnx_graph.input:
         if value.name not in constants:
@@ -356,6 +421,15 @@ def _value_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+def _check_io_names(onnx_graph: onnx.GraphProto) -> None:
+    """Input and output names are C strings in the compiled model's ABI: a NUL would cut them."""
+    for value in list(onnx_graph.input) + list(onnx_graph.output):
+        if "\x00" in value.name:
+            raise PycError("E008", f"graph input/output name {value.name!r} contains a NUL "
+                           "character, which the C ABI cannot carry", where=f"value {value.name!r}",
+                           hint="rename the value")
+
+
 def _check_input_shape_names(onnx_graph: onnx.GraphProto, shapes: InputShapes,
                              constants: dict[str, np.ndarray]) -> None:
     names = [v.name for v in onnx_graph.input if v.name not in constants]
@@ -375,7 +449,8 @@ def _input_type(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) ->
         dtype = DType.from_onnx(tensor_type.elem_type)
     except KeyError:
         raise PycError("E008", f"input {value.name!r} has an unsupported element type "
-                       f"{onnx.TensorProto.DataType.Name(tensor_type.elem_type)}") from None
+                       f"{dtype_name(tensor_type.elem_type)}", where=f"input {value.name!r}",
+                       hint="cast it to a supported type") from None
     dims = list(tensor_type.shape.dim)
     sizes = [static_dim(d) for d in dims]
     if override is not None:
@@ -473,13 +548,48 @@ def _unique_node_name(name: str, used: set[str]) -> str:
     return candidate
 
 
+def dtype_name(elem_type: int) -> str:
+    """The ONNX name of an element type; numbers that name none are shown as numbers."""
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"unknown ({elem_type})"
+
+
 def _to_array(tensor: onnx.TensorProto) -> np.ndarray:
     try:
         DType.from_onnx(tensor.data_type)
     except KeyError:
         raise PycError("E008", f"tensor {tensor.name!r} has an unsupported element type "
-                       f"{onnx.TensorProto.DataType.Name(tensor.data_type)}") from None
+                       f"{dtype_name(tensor.data_type)}", where=f"tensor {tensor.name!r}",
+                       hint="cast it to a supported type") from None
+    problem = _tensor_data_problem(tensor)
+    if problem:
+        raise PycError("E002", f"tensor {tensor.name!r} is malformed: {problem}",
+                       where=f"tensor {tensor.name!r}", hint="re-export the model")
     return np.asarray(numpy_helper.to_array(tensor), order="C")
+
+
+def _tensor_data_problem(tensor: onnx.TensorProto) -> str:
+    """Why the tensor's data cannot be its declared shape ("" when it can): negative dims, or
+    raw_data / typed data holding another number of elements than the dims multiply to."""
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        return f"negative dimension in {dims}"
+    count = 1
+    for dim in dims:
+        count *= dim
+    itemsize = DType.from_onnx(tensor.data_type).itemsize
+    if tensor.HasField("raw_data"):
+        if len(tensor.raw_data) != count * itemsize:
+            return (f"raw_data holds {len(tensor.raw_data)} bytes; dims {dims} need "
+                    f"{count * itemsize}")
+        return ""
+    field = onnx.helper.tensor_dtype_to_field(tensor.data_type)  # one value per element
+    stored = len(getattr(tensor, field))
+    if stored != count:
+        return f"{field} holds {stored} values; dims {dims} need {count}"
+    return ""
 
 
 def _attr_value(attr: AttributeProto, node_name: str) -> AttrValue:

@@ -129,7 +129,7 @@ class ResizeBase(OpDef):
         idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
                                            bool(node.attrs.get("exclude_outside", 0)))
         return {"taps": weights.shape[1], "idx": idx.reshape(-1).tolist(),
-                "w": [repr(float(v)) for v in weights.reshape(-1)], "outside": outside}
+                "w": [_c_double(v) for v in weights.reshape(-1)], "outside": outside}
 
     def _coefficients(self, node: Node, mode: str):  # noqa: ANN202 (a small closure)
         antialias = bool(node.attrs.get("antialias", 0))
@@ -144,7 +144,7 @@ class ResizeBase(OpDef):
         axes = self.tables(node, shape, values)
         return {"axes": axes, "out_shape": [len(a["idx"]) // a["taps"] for a in axes],  # type: ignore[arg-type, operator]
                 "in_strides": contiguous_strides(shape),
-                "extrapolation": repr(float(node.attrs.get("extrapolation_value", 0.0)))}  # type: ignore[arg-type]
+                "extrapolation": _c_double(node.attrs.get("extrapolation_value", 0.0))}  # type: ignore[arg-type]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         raise NotImplementedError("Resize is not constant-folded")
@@ -327,3 +327,9 @@ class Upsample(ResizeBase):
             raise PycError("E008", "Upsample needs constant scales", where=node.name)
         return scales, [_scaled_length(d, s) for d, s in zip(shape, scales)]
 
+
+def _c_double(value: object) -> str:
+    """A C double literal (NaN and infinities included; an attribute may hold them)."""
+    from ..codegen.kernel_context import c_literal  # codegen imports the op registry
+
+    return c_literal(DType.F64, float(value))  # type: ignore[arg-type]

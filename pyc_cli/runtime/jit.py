@@ -12,7 +12,15 @@ import llvmlite.binding as llvm
 
 from ..artifact.reader import read_manifest, verify_files
 from ..codegen.cpu import CpuTarget
-from .native import ENTRY_POINTS, CompiledModel, ModelFunctions, TensorSpec
+from ..errors import PycError
+from .native import (
+    ENTRY_POINTS,
+    IO_ENTRY_POINTS,
+    CompiledModel,
+    ModelFunctions,
+    TensorSpec,
+    check_io_specs,
+)
 
 _initialized = False
 
@@ -37,25 +45,40 @@ def jit_load(artifact: str | Path) -> CompiledModel:
     root = Path(artifact)
     manifest = read_manifest(root)
     verify_files(root, manifest)
+    _check_jit_inputs(root, manifest)
     _init_llvm()
     with tempfile.TemporaryDirectory() as work:
         src = Path(work)
-        for name in ("model.c", "model.h", "pyc_runtime.c", "pyc_runtime.h"):
+        for name in JIT_SOURCES:
             (src / name).write_bytes((root / "src" / name).read_bytes())
         objects = CpuTarget(manifest["toolchain"].get("march", "native")).compile_objects(src)
         builder = llvm.JITLibraryBuilder()
         for obj in objects:
             builder.add_object_img(obj.read_bytes())
-        for name in ENTRY_POINTS:
+        for name in ENTRY_POINTS + IO_ENTRY_POINTS:
             builder.export_symbol(name)
         for library in manifest["toolchain"].get("libraries", []):
             _load_system_library(library)
         builder.add_current_process()
         jit = llvm.create_lljit_compiler()
         tracker = builder.link(jit, "pyc_model")
-    addresses = {name: tracker[name] for name in ENTRY_POINTS}
+    addresses = {name: tracker[name] for name in ENTRY_POINTS + IO_ENTRY_POINTS}
     keepalive: Any = (jit, tracker)
-    return CompiledModel(ModelFunctions.from_addresses(addresses), root / "weights.bin",
-                         [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
-                         [TensorSpec.from_manifest(e) for e in manifest["outputs"]],
-                         keepalive, manifest.get("arena_bytes", 0))
+    inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
+    outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
+    check_io_specs(addresses, inputs, outputs)
+    return CompiledModel(ModelFunctions.from_addresses(addresses), root / manifest["weights"]["file"],
+                         inputs, outputs, keepalive, manifest["arena_bytes"])
+
+
+JIT_SOURCES = ("model.c", "model.h", "pyc_runtime.c", "pyc_runtime.h")
+JIT_LIBRARIES = ("-lm", "-lmvec")  # the only system libraries generated code links
+
+
+def _check_jit_inputs(root: Path, manifest: dict[str, Any]) -> None:
+    """The sources compiled here must be hash-verified, and only known system libraries load."""
+    unlisted = [name for name in JIT_SOURCES if f"src/{name}" not in manifest["files"]]
+    unknown = [lib for lib in manifest["toolchain"].get("libraries", []) if lib not in JIT_LIBRARIES]
+    if unlisted or unknown:
+        raise PycError("E030", f"the artifact cannot be JIT-loaded: unhashed sources {unlisted}, "
+                       f"unknown libraries {unknown}", where=str(root), hint="rebuild the artifact")

@@ -22,6 +22,7 @@ class TensorSpec:
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any]) -> TensorSpec:
+        """From a manifest entry that artifact.reader.check_manifest has type-checked."""
         return cls(entry["name"], DType(entry["dtype"]).numpy, tuple(entry["shape"]))
 
 
@@ -48,6 +49,46 @@ class ModelFunctions:
 
 
 ENTRY_POINTS = ("pyc_model_create", "pyc_model_run", "pyc_model_destroy", "pyc_model_status_string")
+IO_ENTRY_POINTS = ("pyc_model_io_name", "pyc_model_io_dtype", "pyc_model_io_rank", "pyc_model_io_shape")
+# DType -> the code model.c reports (codegen/cpu.py DTYPE_CODES; kept here so loading needs no codegen)
+_DTYPE_CODES = {"f32": 1, "f64": 2, "f16": 3, "i8": 4, "i16": 5, "i32": 6, "i64": 7, "u8": 8,
+                "bool": 9, "u16": 10, "u32": 11, "u64": 12}
+
+
+def library_io(addresses: dict[str, int]) -> dict[str, list[tuple[bytes, int, tuple[int, ...]]]]:
+    """(name, dtype code, shape) of every input and output, as the compiled library reports them."""
+    name = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_int, ctypes.c_int)(addresses["pyc_model_io_name"])
+    dtype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)(addresses["pyc_model_io_dtype"])
+    rank = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)(addresses["pyc_model_io_rank"])
+    shape = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_int64), ctypes.c_int,
+                             ctypes.c_int)(addresses["pyc_model_io_shape"])
+    found: dict[str, list[tuple[bytes, int, tuple[int, ...]]]] = {"inputs": [], "outputs": []}
+    for is_output, side in enumerate(found):
+        index = 0
+        while (label := name(is_output, index)) is not None:
+            dims = shape(is_output, index)
+            found[side].append((label, dtype(is_output, index),
+                                tuple(dims[d] for d in range(rank(is_output, index)))))
+            index += 1
+    return found
+
+
+def check_io_specs(addresses: dict[str, int], inputs: list[TensorSpec],
+                   outputs: list[TensorSpec]) -> None:
+    """The manifest's inputs/outputs (not hashed) must be what the verified library was compiled
+    for: buffers are sized from them, so an edited shape would let native code overrun them."""
+    compiled = library_io(addresses)
+    for side, specs in (("inputs", inputs), ("outputs", outputs)):
+        claimed = [(s.name.encode(),
+                    _DTYPE_CODES.get(DType.from_numpy(s.dtype).value, 0), s.shape) for s in specs]
+        if claimed != compiled[side]:
+            raise PycError("E031", f"the {side} in manifest.json do not match the compiled library "
+                           f"({_describe(claimed)} vs {_describe(compiled[side])})",
+                           hint="the artifact was modified; rebuild it")
+
+
+def _describe(entries: list[tuple[bytes, int, tuple[int, ...]]]) -> str:
+    return ", ".join(f"{n.decode('utf-8', 'replace')!r}:{code}{list(shape)}" for n, code, shape in entries)
 
 
 class CompiledModel:
