@@ -279,6 +279,12 @@ def recurrent_cases() -> list[Case]:
             hidden_size=hidden, out_types=(F,), foldable=False),
         one("GRU", "GRU", Data((3, 2, 5)), Weight((1, 3 * hidden, 5)), Weight((1, 3 * hidden, hidden)),
             hidden_size=hidden, out_types=(F,), foldable=False),
+        one("LSTM_clip", "LSTM", Data((3, 2, 5)), Weight((1, 4 * hidden, 5)),
+            Weight((1, 4 * hidden, hidden)), hidden_size=hidden, clip=0.5, out_types=(F,),
+            foldable=False),
+        one("GRU_hardsigmoid", "GRU", Data((3, 2, 5)), Weight((1, 3 * hidden, 5)),
+            Weight((1, 3 * hidden, hidden)), hidden_size=hidden, activations=["HardSigmoid", "Tanh"],
+            out_types=(F,), foldable=False),
         one("RNN_relu", "RNN", Data((3, 2, 5)), Weight((1, hidden, 5)), Weight((1, hidden, hidden)),
             hidden_size=hidden, activations=["Relu"], out_types=(F,), foldable=False),
     ]
@@ -370,6 +376,8 @@ KNOWN = {
            "subtract the tail), so an inf that left the window leaves inf - inf = NaN behind",
     "Resize_linear": "onnxruntime multiplies every tap, zero-weight ones too (0 * inf = NaN)",
     "Resize_cubic": "onnxruntime multiplies every tap, zero-weight ones too (0 * inf = NaN)",
+    "RNN_relu": "after a 3e38 input the unbounded hidden state holds several huge values, so "
+                "whether R @ h overflows into inf - inf depends on the summation order",
     "LayerNormalization": "rows whose float32 sums overflow (two 3e38): onnxruntime's "
                           "statistics take another path",
 }
