@@ -194,6 +194,8 @@ def chain_cases() -> list[Case]:
         Case("Clip(X*3)+1", (Step("Mul", (X, _f32(3.0))), Step("Clip", ("@0", _f32(0.0), _f32(6.0))),
                              Step("Add", ("@1", _f32(1.0))))),
         Case("Sigmoid*X", (Step("Sigmoid", (X,)), Step("Mul", ("@0", X)))),
+        # memory_first writes the LRN over the dying Relu output (its in-place kernel)
+        Case("Relu+LRN", (Step("Relu", (X4,)), Step("LRN", ("@0",), {"size": 3}))),
         Case("MatMul+bias+Relu", (Step("MatMul", (A, _w(12, 7))), Step("Add", ("@0", _w(7))), relu)),
         Case("MatMul+bias+Clip", (Step("MatMul", (A, _w(12, 7))), Step("Add", ("@0", _w(7))), clip6)),
         Case("MatMul+LeakyRelu", (Step("MatMul", (A, _w(12, 7))),
@@ -246,6 +248,7 @@ def kernel_cases() -> list[Case]:
         one("BatchNormalization", "BatchNormalization", X4, Weight((3,)), Weight((3,)),
             Weight((3,)), Const(np.array([0.5, 1.0, 2.0], np.float32))),
         one("LRN", "LRN", X4, size=3),
+        one("LRN_size5", "LRN", X4, size=5, alpha=0.3, bias=1.5),
         one("MatMul", "MatMul", A, _w(12, 7)),
         one("Gemm", "Gemm", A, _w(12, 7), Data((7,))),
         one("Conv", "Conv", XD, _w(4, 3, 3, 3), _w(4), pads=[1, 1, 1, 1]),
@@ -256,6 +259,12 @@ def kernel_cases() -> list[Case]:
         one("Resize_linear", "Resize", X4, None, _f32(1, 1, 2, 2), mode="linear"),
         one("Resize_cubic", "Resize", X4, None, _f32(1, 1, 2, 2), mode="cubic"),
         one("Resize_nearest", "Resize", X4, None, _f32(1, 1, 2, 2), mode="nearest"),
+        one("Resize_linear_align", "Resize", X4, None, _f32(1, 1, 1.5, 2), mode="linear",
+            coordinate_transformation_mode="align_corners"),
+        one("Resize_cubic_asym", "Resize", X4, None, _f32(1, 1, 2, 1.5), mode="cubic",
+            coordinate_transformation_mode="asymmetric"),
+        one("Resize_cubic_exclude", "Resize", X4, None, _f32(1, 1, 2, 2), mode="cubic",
+            exclude_outside=1),
         one("Pad_reflect", "Pad", X4, _i64(0, 0, 1, 2, 0, 0, 1, 2), mode="reflect"),
         one("Pad_constant_nan", "Pad", X4, _i64(0, 0, 1, 1, 0, 0, 1, 1), _f32(np.nan)),
         one("Transpose", "Transpose", r3, perm=[2, 0, 1]),
@@ -372,10 +381,6 @@ def with_output_shapes(model: onnx.ModelProto, outputs: dict[str, np.ndarray]) -
 
 # onnxruntime differs for reasons outside NaN propagation rules; each is a visible xfail
 KNOWN = {
-    "LRN": "onnxruntime sums squares over the channel window as a running sum (add the head, "
-           "subtract the tail), so an inf that left the window leaves inf - inf = NaN behind",
-    "Resize_linear": "onnxruntime multiplies every tap, zero-weight ones too (0 * inf = NaN)",
-    "Resize_cubic": "onnxruntime multiplies every tap, zero-weight ones too (0 * inf = NaN)",
     "RNN_relu": "after a 3e38 input the unbounded hidden state holds several huge values, so "
                 "whether R @ h overflows into inf - inf depends on the summation order",
     "LayerNormalization": "rows whose float32 sums overflow (two 3e38): onnxruntime's "
