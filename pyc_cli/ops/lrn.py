@@ -58,7 +58,7 @@ class LRN(OpDef):
             total = total + scale * square[:, j]
         out = np.empty_like(x)
         for c in range(x.shape[1]):
-            if 0 < c and c + after < x.shape[1]:
+            if c > 0 and c + after < x.shape[1]:
                 total = total + scale * square[:, c + after]
             if c - 1 - before >= 0:
                 total = total + -scale * square[:, c - 1 - before]
