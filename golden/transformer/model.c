@@ -648,6 +648,19 @@ static int k14_layernormalization(const float* X0, const float* X1, const float*
     float var = 0;
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
+    if (!isfinite(mean) || !isfinite(var)) {
+      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
+         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
+         NaN one); rows of finite statistics keep the faster two-pass ones */
+      float m2 = 0;
+      mean = 0;
+      for (int64_t r = 0; r < 64; ++r) {
+        const float d = x[r] - mean;
+        mean += d / (float)(r + 1);
+        m2 += d * (x[r] - mean);
+      }
+      var = m2 / 64;
+    }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)
       y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
@@ -834,6 +847,19 @@ static int k17_layernormalization(const float* X0, const float* X1, const float*
     float var = 0;
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
+    if (!isfinite(mean) || !isfinite(var)) {
+      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
+         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
+         NaN one); rows of finite statistics keep the faster two-pass ones */
+      float m2 = 0;
+      mean = 0;
+      for (int64_t r = 0; r < 64; ++r) {
+        const float d = x[r] - mean;
+        mean += d / (float)(r + 1);
+        m2 += d * (x[r] - mean);
+      }
+      var = m2 / 64;
+    }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)
       y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
@@ -1407,6 +1433,19 @@ static int k29_layernormalization(const float* X0, const float* X1, const float*
     float var = 0;
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
+    if (!isfinite(mean) || !isfinite(var)) {
+      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
+         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
+         NaN one); rows of finite statistics keep the faster two-pass ones */
+      float m2 = 0;
+      mean = 0;
+      for (int64_t r = 0; r < 64; ++r) {
+        const float d = x[r] - mean;
+        mean += d / (float)(r + 1);
+        m2 += d * (x[r] - mean);
+      }
+      var = m2 / 64;
+    }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)
       y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
@@ -1601,6 +1640,19 @@ static int k32_layernormalization(const float* restrict X0, const float* restric
     float var = 0;
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
+    if (!isfinite(mean) || !isfinite(var)) {
+      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
+         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
+         NaN one); rows of finite statistics keep the faster two-pass ones */
+      float m2 = 0;
+      mean = 0;
+      for (int64_t r = 0; r < 64; ++r) {
+        const float d = x[r] - mean;
+        mean += d / (float)(r + 1);
+        m2 += d * (x[r] - mean);
+      }
+      var = m2 / 64;
+    }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)
       y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
