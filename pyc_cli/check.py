@@ -203,7 +203,9 @@ def _evaluate_small(opdef: registry.OpDef, node: Node, in_types: list, known: di
     values = [known.get(v) if v else None for v in node.inputs]
     if all(v is not None for name, v in zip(node.inputs, values) if name):
         try:
-            for name, value in zip(node.outputs, opdef.evaluate(node, values)):
+            with np.errstate(all="ignore"):  # NaN / inf constants evaluate silently
+                results = opdef.evaluate(node, values)
+            for name, value in zip(node.outputs, results):
                 if name and np.asarray(value).size <= 1 << 16:
                     known[name] = np.asarray(value)
         except (NotImplementedError, PycError, ValueError, TypeError):
