@@ -189,6 +189,22 @@ A = Data((5, 12), dot=True)  # rows of a MatMul
 XD = Data((2, 3, 6, 6), dot=True)  # a Conv input
 
 
+def _typed(op: str, to: int, *args: Arg | str, **attrs: object) -> Case:
+    """`op` on X cast to float64 or float16 (its snippet in that C type)."""
+    name = {TensorProto.DOUBLE: "f64", TensorProto.FLOAT16: "f16"}[to]
+    return Case(f"{op}_{name}", (Step("Cast", (X,), {"to": to}), Step(op, ("@0", *args), attrs)),
+                (to,))
+
+
+def typed_cases() -> list[Case]:
+    d, h = TensorProto.DOUBLE, TensorProto.FLOAT16
+    bound = {d: np.float64, h: np.float16}
+    return [*[_typed("Relu", t) for t in (d, h)],
+            *[_typed(op, t, Const(np.array(0.5, bound[t]))) for op in ("Max", "Min") for t in (d, h)],
+            *[_typed("Clip", t, Const(np.array(0, bound[t]))) for t in (d, h)],
+            _typed("Sign", d), _typed("Abs", d), _typed("Neg", d)]
+
+
 def chain_cases() -> list[Case]:
     relu, clip6 = Step("Relu", ("@1",)), Step("Clip", ("@1", _f32(0.0), _f32(6.0)))
     return [
@@ -282,6 +298,21 @@ def kernel_cases() -> list[Case]:
         one("Trilu", "Trilu", r3),
         one("DepthToSpace", "DepthToSpace", Data((1, 4, 3, 3)), blocksize=2),
         one("Slice", "Slice", r3, _i64(1), _i64(5), _i64(1), _i64(2)),
+        one("SpaceToDepth", "SpaceToDepth", X4, blocksize=2),
+        one("Split", "Split", r3, _i64(2, 5), axis=2, out_types=(F, F)),
+        one("Pad_edge", "Pad", X4, _i64(0, 0, 2, 1, 0, 0, 1, 2), mode="edge"),
+        one("CumSum_reverse_exclusive", "CumSum", r3, Const(np.array(2, np.int64)), reverse=1,
+            exclusive=1),
+        one("GatherElements", "GatherElements", r3, Const(np.tile([[[0], [4], [2]]], (3, 1, 7))),
+            axis=1),
+        one("GatherND", "GatherND", r3, Const(np.array([[0, 1], [2, 4]], np.int64))),
+        one("ScatterElements", "ScatterElements", r3, Const(np.zeros((3, 1, 7), np.int64)),
+            Data((3, 1, 7)), axis=1),
+        one("ScatterND", "ScatterND", r3, Const(np.array([[1], [0]], np.int64)), Data((2, 5, 7))),
+        one("OneHot", "OneHot", Const(np.array([0, 3, 2], np.int64)), Const(np.array(4, np.int64)),
+            Data((2,))),
+        one("Sum_3", "Sum", X, Data((12,)), Data((4, 1))),
+        one("Mean_3", "Mean", X, Data((12,)), Data((4, 1))),
     ]
 
 
@@ -304,7 +335,8 @@ def recurrent_cases() -> list[Case]:
     ]
 
 
-ALL_CASES = elementwise_cases() + chain_cases() + kernel_cases() + recurrent_cases()
+ALL_CASES = (elementwise_cases() + typed_cases() + chain_cases() + kernel_cases()
+             + recurrent_cases())
 OPSET = 24
 
 
