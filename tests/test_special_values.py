@@ -260,6 +260,9 @@ def kernel_cases() -> list[Case]:
         one("Softmax", "Softmax", r3, axis=-1),
         one("Softmax_axis1", "Softmax", r3, axis=1),
         one("LogSoftmax", "LogSoftmax", r3, axis=-1),
+        # rows with two 3e38: (x - max) - log(sum), not x - (max + log(sum))
+        one("LogSoftmax_dense", "LogSoftmax", Data((8, 5), density=0.4), axis=-1),
+        one("Softmax_dense", "Softmax", Data((8, 5), density=0.4), axis=-1),
         one("Hardmax", "Hardmax", r3, axis=-1, nan_free=True),
         one("TopK", "TopK", r3, _i64(3), axis=-1, out_types=(F, I64)),
         one("TopK_smallest", "TopK", r3, _i64(2), axis=1, largest=0, out_types=(F, I64)),
