@@ -21,7 +21,9 @@ from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
+from pyc_cli.ir.types import DType
 from pyc_cli.ops import registry
+from pyc_cli.ops.binary import Comparison
 from pyc_cli.ops.elementwise import ElementwiseOp
 from pyc_cli.ops.unary import Unary
 
@@ -132,7 +134,7 @@ def _float_unary_ops() -> list[str]:
     """Every registered float unary elementwise op (from the op registry)."""
     return [name for name, op in registry.all_ops().items()
             if isinstance(op, Unary) and name not in _SKIP_UNARY
-            and registry.DType.F32 in op.dtypes]
+            and DType.F32 in op.dtypes]
 
 
 def _float_binary_ops() -> list[str]:
@@ -141,17 +143,12 @@ def _float_binary_ops() -> list[str]:
     return [name for name, op in registry.all_ops().items()
             if isinstance(op, ElementwiseOp) and name not in unary
             and name not in ("Where", "Clip", "BitShift")
-            and registry.DType.F32 in op.dtypes]
+            and DType.F32 in op.dtypes]
 
 
 def _out_type(op: str) -> tuple[int, ...]:
-    opdef = registry.get(op)
-    node_dtypes = [registry.DType.F32, registry.DType.F32]
-    try:
-        is_bool = opdef.out_dtype(None, node_dtypes) == registry.DType.BOOL  # type: ignore[arg-type]
-    except (AttributeError, TypeError, KeyError):
-        is_bool = False
-    return (BOOL,) if is_bool else (F,)
+    """Comparisons and IsNaN / IsInf give bool, the others the input's float."""
+    return (BOOL,) if isinstance(registry.get(op), Comparison) or op in ("IsNaN", "IsInf") else (F,)
 
 
 def elementwise_cases() -> list[Case]:
@@ -166,6 +163,7 @@ def elementwise_cases() -> list[Case]:
         one("Clip_const", "Clip", X, _f32(-1.0), _f32(1.0)),
         one("Clip_min", "Clip", X, _f32(0.0)),
         one("Clip_max", "Clip", X, None, _f32(6.0)),
+        one("Clip_none", "Clip", X),
         one("Clip_data_bounds", "Clip", X, Data(()), Data(())),
         one("LeakyRelu_0.1", "LeakyRelu", X, alpha=0.1),
         one("Elu_0.5", "Elu", X, alpha=0.5),
@@ -538,18 +536,27 @@ def test_nan_propagates_through_max_reductions(tmp_path: Path, rng: np.random.Ge
 # ---------------------------------------------------------------- the shipped MLP
 
 
+@pytest.fixture(scope="module")
+def mlp_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped MLP built once per mode."""
+    model, root = REFERENCE_MODELS["mlp"], tmp_path_factory.mktemp("mlp")
+    for mode in MODES:
+        pyc_cli.build(model.path, root / mode, mode=mode, input_shapes=model.shapes)
+    return {mode: root / mode for mode in MODES}
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 3e38], ids=["nan", "inf", "-inf", "3e38"])
-def test_mlp_special_input_gives_onnxruntime_nan_logits(tmp_path: Path, rng: np.random.Generator,
+def test_mlp_special_input_gives_onnxruntime_nan_logits(mlp_artifacts: dict[str, Path],
+                                                        rng: np.random.Generator,
                                                         value: float) -> None:
     """One special value in the MLP's input: as many NaN logits (at the same places) as
     onnxruntime, in every mode."""
     model = REFERENCE_MODELS["mlp"]
     x = rng.standard_normal(model.shapes["x"]).astype(np.float32)
-    x[1, int(rng.integers(0, x.shape[1]))] = value
+    x[int(rng.integers(0, x.shape[0])), int(rng.integers(0, x.shape[1]))] = value
     expected = onnxruntime_outputs(model.path, {"x": x})
-    for mode in MODES:
-        pyc_cli.build(model.path, tmp_path / mode, mode=mode, input_shapes=model.shapes)
-        with pyc_cli.load(tmp_path / mode) as compiled:
+    for mode, artifact in mlp_artifacts.items():
+        with pyc_cli.load(artifact) as compiled:
             got = compiled.run({"x": x})
         for name, want in expected.items():
             assert np.isnan(got[name]).sum() == np.isnan(want).sum(), (mode, name)
