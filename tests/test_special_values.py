@@ -105,9 +105,9 @@ class Case:
     steps: tuple[Step, ...]
     out_types: tuple[int, ...] = (F,)  # the last step's outputs
     foldable: bool = True  # the folded variant holds its Data in initializers
-    # onnxruntime's answer for a NaN input is not a function of the values: it depends on where
-    # the NaN falls in Eigen's / MLAS's SIMD lanes (ReduceMax, MaxPool, Hardmax...). These cases
-    # get no NaN here; test_nan_propagates_through_max_reductions checks PyC's rule instead.
+    # onnxruntime's answer for a NaN input depends on where the NaN falls in Eigen's SIMD
+    # lanes (ReduceMax/Min, GlobalMaxPool, Hardmax). These cases get no NaN here;
+    # test_nan_propagates_through_max_reductions checks PyC's rule instead.
     nan_free: bool = False
 
 
@@ -226,10 +226,13 @@ def chain_cases() -> list[Case]:
         Case("Conv+Clip", (Step("Conv", (XD, _w(4, 3, 3, 3))),
                            Step("Clip", ("@0", _f32(0.0), _f32(6.0))))),
         Case("Conv+Max", (Step("Conv", (XD, _w(4, 3, 3, 3))), Step("Max", ("@0", _f32(0.0))))),
+        # memory_first tiles this chain by channels
         Case("Conv+Relu+MaxPool", (Step("Conv", (XD, _w(4, 3, 3, 3)), {"pads": [1, 1, 1, 1]}),
                                    Step("Relu", ("@0",)),
-                                   Step("MaxPool", ("@1",), {"kernel_shape": [2, 2], "strides": [2, 2]})),
-             nan_free=True),
+                                   Step("MaxPool", ("@1",), {"kernel_shape": [2, 2], "strides": [2, 2]}))),
+        Case("MaxPool_f64", (Step("Cast", (X4,), {"to": TensorProto.DOUBLE}),
+                             Step("MaxPool", ("@0",), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})),
+             (TensorProto.DOUBLE,)),
     ]
 
 
@@ -237,12 +240,26 @@ def kernel_cases() -> list[Case]:
     r3 = Data((3, 5, 7))
     reduce_nan_free = {"ReduceMax", "ReduceMin"}
     return [
-        one("MaxPool", "MaxPool", X4, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2],
-            nan_free=True),
+        # MaxPool: each of onnxruntime's implementations (MLAS vectorized, generic, global;
+        # Indices; float64 / dilated) puts NaN somewhere else
+        one("MaxPool", "MaxPool", X4, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        one("MaxPool_2x2", "MaxPool", Data((1, 2, 9, 11), density=0.3), kernel_shape=[2, 2],
+            strides=[2, 2]),
+        one("MaxPool_stride1", "MaxPool", Data((1, 2, 9, 11), density=0.3), kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1]),
+        one("MaxPool_stride3", "MaxPool", Data((1, 2, 9, 11), density=0.3), kernel_shape=[3, 2],
+            strides=[3, 3]),
+        one("MaxPool_ceil", "MaxPool", Data((1, 2, 7, 7), density=0.3), kernel_shape=[3, 3],
+            strides=[2, 2], ceil_mode=1),
+        one("MaxPool_dilated", "MaxPool", Data((1, 2, 9, 9), density=0.3), kernel_shape=[2, 2],
+            dilations=[2, 2]),
+        one("MaxPool_whole", "MaxPool", Data((1, 3, 5, 6), density=0.2), kernel_shape=[5, 6]),
+        one("MaxPool_3d", "MaxPool", Data((1, 2, 4, 5, 6), density=0.3), kernel_shape=[2, 2, 3],
+            strides=[1, 2, 2], pads=[0, 1, 1, 0, 1, 1]),
         one("MaxPool_indices", "MaxPool", X4, kernel_shape=[2, 2], out_types=(F, I64)),
         one("MaxPool_indices_pads", "MaxPool", X4, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
             out_types=(F, I64)),
-        one("MaxPool_1d", "MaxPool", Data((2, 3, 9)), kernel_shape=[3], pads=[1, 1], nan_free=True),
+        one("MaxPool_1d", "MaxPool", Data((2, 3, 9)), kernel_shape=[3], pads=[1, 1]),
         one("AveragePool", "AveragePool", X4, kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         one("GlobalMaxPool", "GlobalMaxPool", X4, nan_free=True),
         one("GlobalAveragePool", "GlobalAveragePool", X4),
@@ -507,17 +524,15 @@ def test_folded_special_values_match_onnxruntime(builds: Builds, case: Case) -> 
 
 
 def test_nan_propagates_through_max_reductions(tmp_path: Path, rng: np.random.Generator) -> None:
-    """MaxPool (without Indices), GlobalMaxPool and ReduceMax/Min give NaN for a window or row
-    holding a NaN, wherever it sits (numpy and the ONNX reference do; onnxruntime's answer
-    depends on its SIMD lanes)."""
+    """GlobalMaxPool (run as ReduceMax) and ReduceMax/Min give NaN for a row holding a NaN,
+    wherever it sits (numpy and the ONNX reference do; onnxruntime's answer depends on where
+    the NaN falls in Eigen's / MLAS's SIMD lanes)."""
     x = sprinkled(rng, (2, 3, 6, 6), density=0.05)
-    nodes = [helper.make_node("MaxPool", ["x"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("GlobalMaxPool", ["x"], ["global"]),
+    nodes = [helper.make_node("GlobalMaxPool", ["x"], ["global"]),
              helper.make_node("ReduceMax", ["x", "axes"], ["rmax"], keepdims=0),
              helper.make_node("ReduceMin", ["x", "axes"], ["rmin"], keepdims=0)]
-    outputs = {"pool": x.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5)),
-               "global": x.max(axis=(2, 3), keepdims=True),
-               "rmax": x.max(axis=3), "rmin": x.min(axis=3)}
+    outputs = {"global": x.max(axis=(2, 3), keepdims=True), "rmax": x.max(axis=3),
+               "rmin": x.min(axis=3)}
     graph = helper.make_graph(
         nodes, "max_nan", [helper.make_tensor_value_info("x", F, list(x.shape))],
         [helper.make_tensor_value_info(k, F, list(v.shape)) for k, v in outputs.items()],

@@ -175,21 +175,28 @@ static int k1_maxpool(const float* restrict X0, float* restrict Y) {
     for (int64_t od = 0; od < 1; ++od) {
     for (int64_t oh = 0; oh < 16; ++oh) {
       for (int64_t ow = 0; ow < 16; ++ow) {
-        float best = (-INFINITY);
-        int64_t best_at = 0;
-        for (int64_t kd = 0; kd < 1; ++kd) {
-        const int64_t id = od * 1 - 0 + kd * 1;
-        for (int64_t kh = 0; kh < 2; ++kh) {
-          const int64_t ih = oh * 2 - 0 + kh * 1;
-          for (int64_t kw = 0; kw < 2; ++kw) {
-            const int64_t iw = ow * 2 - 0 + kw * 1;
-            const int inside = id >= 0 && id < 1 && ih >= 0 && ih < 32 && iw >= 0 && iw < 32;
-            const int64_t at = (id * 32 + ih) * 32 + iw;
-            if (inside && (x[at] > best || x[at] != x[at])) best = x[at];
-          }
-        }
-        }
         const int64_t out_at = (od * 16 + oh) * 16 + ow;
+        float best = -3.4028234663852886e+38f;
+        for (int64_t kw = 0; kw < 2; ++kw) {
+          const int64_t iw = ow * 2 - 0 + kw;
+          float column = -3.4028234663852886e+38f;
+          if (iw >= 0 && iw < 32) {
+            int first = 1;
+            for (int64_t kd = 0; kd < 1; ++kd) {
+              const int64_t id = od * 1 - 0 + kd;
+              if (id < 0 || id >= 1) continue;
+              for (int64_t kh = 0; kh < 2; ++kh) {
+                const int64_t ih = oh * 2 - 0 + kh;
+                if (ih < 0 || ih >= 32) continue;
+                const float v = x[(id * 32 + ih) * 32 + iw];
+                if (first) { column = v; first = 0; }
+                else if (iw < 32) column = (column > v ? column : v);
+                else column = (column < v ? v : column);
+              }
+            }
+          }
+          best = kw == 0 ? column : (best > column ? best : column);
+        }
         y[out_at] = best;
       }
     }
@@ -326,21 +333,28 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
     for (int64_t od = 0; od < 1; ++od) {
     for (int64_t oh = 0; oh < 8; ++oh) {
       for (int64_t ow = 0; ow < 8; ++ow) {
-        float best = (-INFINITY);
-        int64_t best_at = 0;
-        for (int64_t kd = 0; kd < 1; ++kd) {
-        const int64_t id = od * 1 - 0 + kd * 1;
-        for (int64_t kh = 0; kh < 2; ++kh) {
-          const int64_t ih = oh * 2 - 0 + kh * 1;
-          for (int64_t kw = 0; kw < 2; ++kw) {
-            const int64_t iw = ow * 2 - 0 + kw * 1;
-            const int inside = id >= 0 && id < 1 && ih >= 0 && ih < 16 && iw >= 0 && iw < 16;
-            const int64_t at = (id * 16 + ih) * 16 + iw;
-            if (inside && (x[at] > best || x[at] != x[at])) best = x[at];
-          }
-        }
-        }
         const int64_t out_at = (od * 8 + oh) * 8 + ow;
+        float best = -3.4028234663852886e+38f;
+        for (int64_t kw = 0; kw < 2; ++kw) {
+          const int64_t iw = ow * 2 - 0 + kw;
+          float column = -3.4028234663852886e+38f;
+          if (iw >= 0 && iw < 16) {
+            int first = 1;
+            for (int64_t kd = 0; kd < 1; ++kd) {
+              const int64_t id = od * 1 - 0 + kd;
+              if (id < 0 || id >= 1) continue;
+              for (int64_t kh = 0; kh < 2; ++kh) {
+                const int64_t ih = oh * 2 - 0 + kh;
+                if (ih < 0 || ih >= 16) continue;
+                const float v = x[(id * 16 + ih) * 16 + iw];
+                if (first) { column = v; first = 0; }
+                else if (iw < 16) column = (column > v ? column : v);
+                else column = (column < v ? v : column);
+              }
+            }
+          }
+          best = kw == 0 ? column : (best > column ? best : column);
+        }
         y[out_at] = best;
       }
     }
