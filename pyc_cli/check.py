@@ -209,8 +209,10 @@ def _evaluate_small(opdef: registry.OpDef, node: Node, in_types: list, known: di
     small = all(t.numel <= 1 << 16 for t in out_types)  # shape-sized values only, never 32 GiB
     if small and all(v is not None for name, v in zip(node.inputs, values) if name):
         try:
-            for name, value in zip(node.outputs, opdef.evaluate(node, values)):
-                if name:
+            with np.errstate(all="ignore"):  # NaN / inf constants evaluate silently
+                results = opdef.evaluate(node, values)
+            for name, value in zip(node.outputs, results):
+                if name and np.asarray(value).size <= 1 << 16:
                     known[name] = np.asarray(value)
         except Exception:  # noqa: BLE001  (best effort: the value stays unknown)
             pass

@@ -348,17 +348,29 @@ def test_batchnorm_after_non_conv_becomes_mul_add(producer, tmp_path) -> None:  
 # ================================================================ canonicalize: pools, Pow
 
 
-@pytest.mark.parametrize(("op", "reducer", "fn"), [("GlobalAveragePool", "ReduceMean", np.mean),
-                                                   ("GlobalMaxPool", "ReduceMax", np.max)])
-def test_global_pool_becomes_reduce(op, reducer, fn, tmp_path) -> None:  # noqa: ANN001
-    model = make_model([node(op, ["x"], ["y"], name="gp")], [vinfo("x", (2, 3, 4, 5))],
-                       [vinfo("y", (2, 3, 1, 1))])
+def test_float32_global_max_pool_becomes_a_whole_window_max_pool(tmp_path) -> None:  # noqa: ANN001
+    """onnxruntime runs a float32 GlobalMaxPool as MLAS's whole-window pool, whose NaN rule
+    the MaxPool kernel follows (tests/test_special_values.py compares the values)."""
+    model = make_model([node("GlobalMaxPool", ["x"], ["y"], name="gp")],
+                       [vinfo("x", (2, 3, 4, 5))], [vinfo("y", (2, 3, 1, 1))])
+    _, after, _ = canonicalized(model, tmp_path)
+    assert ops(after) == ["MaxPool"]
+    assert after.nodes[0].attrs == {"kernel_shape": [4, 5]}
+    assert after.types["y"].shape == (2, 3, 1, 1)
+
+
+@pytest.mark.parametrize(("op", "reducer", "fn", "elem"),
+                         [("GlobalAveragePool", "ReduceMean", np.mean, TensorProto.FLOAT),
+                          ("GlobalMaxPool", "ReduceMax", np.max, TensorProto.DOUBLE)])
+def test_global_pool_becomes_reduce(op, reducer, fn, elem, tmp_path) -> None:  # noqa: ANN001
+    model = make_model([node(op, ["x"], ["y"], name="gp")], [vinfo("x", (2, 3, 4, 5), elem)],
+                       [vinfo("y", (2, 3, 1, 1), elem)])
     _, after, _ = canonicalized(model, tmp_path)
     assert ops(after) == [reducer]
     reduce = after.nodes[0]
     assert reduce.attrs == {"axes": [2, 3], "keepdims": 1}
     assert after.types["y"].shape == (2, 3, 1, 1)
-    x = rand(np.random.default_rng(30), 2, 3, 4, 5)
+    x = rand(np.random.default_rng(30), 2, 3, 4, 5).astype(helper.tensor_dtype_to_np_dtype(elem))
     np.testing.assert_allclose(evaluate_graph(after, {"x": x})["y"],
                                fn(x, axis=(2, 3), keepdims=True), rtol=1e-6, atol=1e-6)
 

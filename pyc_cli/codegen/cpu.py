@@ -27,6 +27,11 @@ from .weights import WeightsLayout
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
 DTYPE_CODES = {DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16: 5, DType.I32: 6,
                DType.I64: 7, DType.U8: 8, DType.BOOL: 9, DType.U16: 10, DType.U32: 11, DType.U64: 12}
+# no -ffast-math: it assumes no NaN / inf (comparisons and fmin/fmax would drop NaN) and its
+# startup code flushes denormals to zero; -fno-math-errno / -fno-trapping-math keep IEEE results.
+# -ffp-contract=fast fuses a*b+c into FMA (GEMM and convolution need it); it rounds once where
+# onnxruntime may round twice, which differs only when a product overflows and a huge addend
+# of the other sign would have cancelled it
 BASE_FLAGS = ("-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
               "-fvisibility=hidden", "-ffp-contract=fast")
 

@@ -185,6 +185,10 @@ class Clip(ElementwiseOp):
         low = rest.pop(0) if has_min else node.attrs.get("min")
         high = rest.pop(0) if has_max else node.attrs.get("max")
         x = args[0]
+        if np.issubdtype(x.dtype, np.floating):  # a missing bound is the lowest / largest finite
+            info = np.finfo(x.dtype)                # value (ONNX, onnxruntime): Clip(inf, 0) = max
+            low = info.min if low is None else low
+            high = info.max if high is None else high
         if low is not None:
             x = np.where(x < low, low, x)
         if high is not None:

@@ -49,16 +49,27 @@ class LRN(OpDef):
         alpha = float(node.attrs.get("alpha", 1e-4))  # type: ignore[arg-type]
         beta = float(node.attrs.get("beta", 0.75))  # type: ignore[arg-type]
         bias = float(node.attrs.get("bias", 1.0))  # type: ignore[arg-type]
-        square = x.astype(np.float64) ** 2
-        total = np.zeros_like(square)
+        # the kernel's (and onnxruntime's) running sum in the element type: head added, tail
+        # subtracted, so an inf that left the window leaves NaN behind as it does there
+        scale = x.dtype.type(alpha / size)
+        square = x * x
+        total = np.full(x[:, 0].shape, bias, x.dtype)
+        for j in range(min(after, x.shape[1] - 1) + 1):
+            total = total + scale * square[:, j]
+        out = np.empty_like(x)
         for c in range(x.shape[1]):
-            total[:, c] = square[:, max(0, c - before):min(x.shape[1], c + after + 1)].sum(axis=1)
-        return [(x / (bias + alpha / size * total) ** beta).astype(x.dtype)]
+            if c > 0 and c + after < x.shape[1]:
+                total = total + scale * square[:, c + after]
+            if c - 1 - before >= 0:
+                total = total + -scale * square[:, c - 1 - before]
+            out[:, c] = x[:, c] * total ** x.dtype.type(-beta)
+        return [out]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
         before, after = self.window(node)
         size = int(node.attrs["size"])  # type: ignore[call-overload]
+        # the sums of a block of positions are on the stack in both kernels
         return {"N": shape[0], "C": shape[1], "inner": math.prod(shape[2:]),
                 "before": before, "after": after,
                 "scale": float(node.attrs.get("alpha", 1e-4)) / size,  # type: ignore[arg-type]

@@ -59,7 +59,7 @@ class Pool(OpDef):
             **dict(zip(("PD", "PH", "PW"), dims(begins, 0))),
             **dict(zip(("PD_end", "PH_end", "PW_end"), dims(ends, 0))),
             "is_max": node.op == "MaxPool",
-            "lowest": Scalar(x.dtype, start_value("lowest", x.dtype)),
+            **self.max_rule(node, x, kernel, strides, dilations, begins, ends),
             "has_indices": len(node.outputs) > 1 and bool(node.outputs[1]),
             "index_expr": f"(iw * {H} + ih) * {D} + id" if column_major else "at",
             "count_include_pad": int(node.attrs.get("count_include_pad", 0)),  # type: ignore[arg-type]
@@ -67,6 +67,30 @@ class Pool(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         raise NotImplementedError("pools are not constant-folded")
+
+    @staticmethod
+    def max_rule(node: Node, x: TensorType, kernel: list[int], strides: list[int],
+                 dilations: list[int], begins: list[int], ends: list[int]) -> dict[str, object]:
+        """Which of onnxruntime's MaxPool implementations decides where NaN wins (pool.c.j2
+        describes each), and the lowest value its maximum starts from (the finite lowest: an
+        all -inf window gives -FLT_MAX there). float32 without Indices and with unit
+        dilations: MLAS (global; vectorized for strides <= 2 along W and kernels <= 32 whose
+        padded width fits its 2045-float buffer; else generic); otherwise (Indices, float64,
+        integers, dilations) its own scan: the first element, then strictly greater ones."""
+        spatial = list(x.shape[2:])
+        has_indices = len(node.outputs) > 1 and bool(node.outputs[1])
+        if has_indices or x.dtype is not DType.F32 or any(d != 1 for d in dilations):
+            rule = "first_strict"
+        elif kernel == spatial and all(s == 1 for s in strides) and not any(begins + ends):
+            rule = "mlas_global"
+        elif (len(spatial) >= 2 and strides[-1] <= 2 and all(k <= 32 for k in kernel)
+              and begins[-1] + ends[-1] + spatial[-1] <= 2045):
+            rule = "mlas_vector"
+        else:
+            rule = "lowest_std"
+        lowest = float(np.finfo(x.dtype.numpy).min) if x.dtype.is_float else start_value("lowest", x.dtype)
+        return {"rule": rule, "column_from_first_row": len(spatial) == 2,
+                "lowest": Scalar(x.dtype, lowest)}
 
 
 @register

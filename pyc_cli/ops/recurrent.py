@@ -35,6 +35,11 @@ class Activation:
     numpy: Callable[[np.ndarray, float, float], np.ndarray]
 
 
+def _hard_sigmoid(h: np.ndarray) -> np.ndarray:
+    """clamp(h, 0, 1) with NaN -> 0, as onnxruntime's recurrent HardSigmoid."""
+    return np.where(h > 0, np.minimum(h, 1.0), 0.0)
+
+
 def _sigmoid(x: np.ndarray, a: float, b: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -43,13 +48,14 @@ def _sigmoid(x: np.ndarray, a: float, b: float) -> np.ndarray:
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(False, False, 0.0, 0.0, _sigmoid),
     "tanh": Activation(False, False, 0.0, 0.0, lambda x, a, b: np.tanh(x)),
-    "relu": Activation(False, False, 0.0, 0.0, lambda x, a, b: np.maximum(x, 0.0)),
+    # onnxruntime's recurrent Relu and HardSigmoid turn NaN into 0 (unlike the standalone ops)
+    "relu": Activation(False, False, 0.0, 0.0, lambda x, a, b: np.where(x > 0, x, 0.0)),
     "affine": Activation(True, True, 1.0, 0.0, lambda x, a, b: a * x + b),
     "leakyrelu": Activation(True, False, 0.01, 0.0, lambda x, a, b: np.where(x >= 0, x, a * x)),
     "thresholdedrelu": Activation(True, False, 1.0, 0.0, lambda x, a, b: np.where(x > a, x, 0.0)),
     "scaledtanh": Activation(True, True, 1.0, 1.0, lambda x, a, b: a * np.tanh(b * x)),
     "hardsigmoid": Activation(True, True, 0.2, 0.5,
-                              lambda x, a, b: np.clip(a * x + b, 0.0, 1.0)),
+                              lambda x, a, b: _hard_sigmoid(a * x + b)),
     "elu": Activation(True, False, 1.0, 0.0, lambda x, a, b: np.where(x >= 0, x, a * np.expm1(x))),
     "softsign": Activation(False, False, 0.0, 0.0, lambda x, a, b: x / (1.0 + np.abs(x))),
     "softplus": Activation(False, False, 0.0, 0.0, lambda x, a, b: np.logaddexp(0.0, x)),

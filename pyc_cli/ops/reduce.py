@@ -104,13 +104,19 @@ def start_value(start: str, dtype: DType) -> float | int:
 
 
 def _reduce(op: str, fn: Callable[[np.ndarray, tuple[int, ...]], np.ndarray], start: str = "zero",
-            dtypes: tuple[DType, ...] = NUMERIC) -> None:
+            dtypes: tuple[DType, ...] = NUMERIC,
+            kernels: tuple[KernelCandidate, ...] = Reduce.kernels) -> None:
     """Register one reduction whose numpy reference is `fn(x, axes)` (with keepdims)."""
     def reduce(self: Reduce, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return fn(x, axes)
 
     register(type(op, (Reduce,), {"name": op, "start": start, "dtypes": dtypes, "reduce": reduce,
-                                  "__doc__": f"{op} over constant axes."}))
+                                  "kernels": kernels, "__doc__": f"{op} over constant axes."}))
+
+
+def _sums_workspace(node: Node, graph: Graph) -> int:
+    """ReduceLogSumExp keeps its shifts in the output and its sums of exponentials here."""
+    return graph.types[node.outputs[0]].nbytes
 
 
 def _sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -138,10 +144,39 @@ _reduce("ReduceMax", _extreme(np.maximum, "lowest"), "lowest", _ORDERED)
 _reduce("ReduceMin", _extreme(np.minimum, "highest"), "highest", _ORDERED)
 _reduce("ReduceProd", lambda x, a: np.prod(x, axis=a, keepdims=True), "one")
 _reduce("ReduceL1", lambda x, a: _sum(np.abs(x), a))
-_reduce("ReduceL2", lambda x, a: np.sqrt(_sum(np.square(x.astype(np.float64)), a)))
+# squares in the element type, as the kernel and onnxruntime (3e38 squared overflows to inf)
+_reduce("ReduceL2", lambda x, a: np.sqrt(_sum(np.square(x), a)))
 _reduce("ReduceSumSquare", lambda x, a: _sum(np.square(x), a))
 _reduce("ReduceLogSum", lambda x, a: np.log(_sum(x, a)), dtypes=FLOATS)
-_reduce("ReduceLogSumExp", lambda x, a: np.log(_sum(np.exp(x), a)), dtypes=FLOATS)
+
+
+def _log_sum_exp(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """log(sum(exp(x - m))) + m with m the largest finite element (0 if none), as onnxruntime:
+    3e38 gives 3e38, not inf; +inf gives inf; NaN gives NaN."""
+    finite = np.where(np.isfinite(x), x, -np.inf)
+    shift = np.max(finite, axis=axes, keepdims=True, initial=-np.inf)
+    shift = np.where(np.isneginf(shift), 0, shift).astype(x.dtype)
+    total = _sum(np.exp((x - shift).astype(np.float64)), axes)
+    return (np.log(total) + shift).astype(x.dtype)
+
+
+_reduce("ReduceLogSumExp", _log_sum_exp, dtypes=FLOATS,
+        kernels=(KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace),))
+
+
+_COMPARE = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+
+
+def _scan_extreme(rows: np.ndarray, better: str) -> np.ndarray:
+    """The kernel's scan over axis 0, as onnxruntime's: the first element starts, and only one
+    that compares `better` replaces it (so a NaN wins only when it comes first)."""
+    best, index = rows[0].copy(), np.zeros(rows.shape[1:], np.int64)
+    with np.errstate(invalid="ignore"):
+        for r in range(1, rows.shape[0]):
+            take = _COMPARE[better](rows[r], best)
+            best = np.where(take, rows[r], best)
+            index = np.where(take, r, index)
+    return index
 
 
 class ArgReduce(OpDef):
@@ -150,7 +185,6 @@ class ArgReduce(OpDef):
     category = KERNEL
     dtypes = NUMERIC + (DType.I8, DType.U8, DType.I16, DType.U16)
     kernels = (KernelCandidate("argreduce_rows", "argreduce.c.j2"),)
-    numpy_fn: ClassVar[object] = staticmethod(np.argmax)
 
     def geometry(self, node: Node, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape), node)  # type: ignore[arg-type]
@@ -169,20 +203,20 @@ class ArgReduce(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         axis = self.geometry(node, x.shape)[0]
-        last = int(node.attrs.get("select_last_index", 0))  # type: ignore[arg-type]
-        source = np.flip(x, axis) if last else x
-        index = self.numpy_fn(source, axis=axis)  # type: ignore[operator]
-        if last:
-            index = x.shape[axis] - 1 - index
+        index = _scan_extreme(np.moveaxis(x, axis, 0), self.kernel_params_better(node))
         if int(node.attrs.get("keepdims", 1)):  # type: ignore[arg-type]
             index = np.expand_dims(index, axis)
         return [np.asarray(index, np.int64)]
 
+    def kernel_params_better(self, node: Node) -> str:
+        """The comparison that replaces the running extreme: strict for the first extreme,
+        or-equal for the last (select_last_index)."""
+        last = int(node.attrs.get("select_last_index", 0))  # type: ignore[arg-type]
+        return (">" if node.op == "ArgMax" else "<") + ("=" if last else "")
+
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         _, outer, row, inner = self.geometry(node, graph.types[node.inputs[0]].shape)
-        last = int(node.attrs.get("select_last_index", 0))  # type: ignore[arg-type]
-        better = (">" if node.op == "ArgMax" else "<") + ("=" if last else "")
-        return {"outer": outer, "row": row, "inner": inner, "better": better,
+        return {"outer": outer, "row": row, "inner": inner, "better": self.kernel_params_better(node),
                 "in_ctype": graph.types[node.inputs[0]].dtype.c_type}
 
     def flops(self, node: Node, graph: Graph) -> int:
@@ -197,4 +231,3 @@ class ArgMax(ArgReduce):
 @register
 class ArgMin(ArgReduce):
     name = "ArgMin"
-    numpy_fn = staticmethod(np.argmin)

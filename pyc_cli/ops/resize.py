@@ -126,8 +126,13 @@ class ResizeBase(OpDef):
                 nearest = "floor"
             idx = [min(max(_round(v, nearest), 0), size_in - 1) for v in x]
             return {"taps": 1, "idx": idx, "w": None, "outside": outside}
-        idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
-                                           bool(node.attrs.get("exclude_outside", 0)))
+        exclude_outside = bool(node.attrs.get("exclude_outside", 0))
+        if node.attrs.get("antialias", 0):
+            idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
+                                               exclude_outside)
+        else:
+            a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+            idx, weights = _onnxruntime_taps(x, size_in, mode, a, exclude_outside)
         return {"taps": weights.shape[1], "idx": idx.reshape(-1).tolist(),
                 "w": [_c_double(v) for v in weights.reshape(-1)], "outside": outside}
 
@@ -144,6 +149,7 @@ class ResizeBase(OpDef):
         axes = self.tables(node, shape, values)
         return {"axes": axes, "out_shape": [len(a["idx"]) // a["taps"] for a in axes],  # type: ignore[arg-type, operator]
                 "in_strides": contiguous_strides(shape),
+                "separable": self.mode(node) == "cubic" and not node.attrs.get("antialias", 0),
                 "extrapolation": _c_double(node.attrs.get("extrapolation_value", 0.0))}  # type: ignore[arg-type]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -205,8 +211,38 @@ def _interpolation_taps(x: list[float], scale: float, size_in: int, coefficients
     return np.clip(idx, 0, size_in - 1), weights
 
 
+def _onnxruntime_taps(x: list[float], size_in: int, mode: str, a: float,
+                      exclude_outside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The taps onnxruntime reads (same values as the ONNX reference's for finite inputs, but
+    a NaN or inf under a zero-weight tap gives NaN only when the same tap is read): linear
+    clamps x into the input and reads floor(x) and the next index, so an edge or an integer x
+    still reads a neighbour with weight 0; cubic reads floor(x) - 1 ... floor(x) + 2 (edge
+    padded) with weights for x - floor(x), so an integer x reads three neighbours with weight 0."""
+    rows, starts = [], []
+    for v in x:
+        if mode == "linear":
+            v = min(max(v, 0.0), size_in - 1.0)
+            first = min(math.floor(v), size_in - 1)
+            ratio = v - first
+            coeffs = np.array([0.5, 0.5]) if first == size_in - 1 else np.array([1 - ratio, ratio])
+        else:  # onnxruntime's coordinate and coefficients are float32 arithmetic
+            v32 = np.float32(v)
+            first = int(np.floor(v32)) - 1
+            coeffs = _cubic(v32 - np.floor(v32), np.float32(a)).astype(np.float64)
+        rows.append(coeffs)
+        starts.append(first)
+    weights = np.stack(rows)
+    idx = np.asarray(starts)[:, None] + np.arange(weights.shape[1])[None, :]
+    if exclude_outside:
+        weights = np.where((idx < 0) | (idx >= size_in), 0.0, weights)
+        total = weights.sum(axis=1, keepdims=True)
+        weights = weights / np.where(total == 0, 1.0, total)
+    return np.clip(idx, 0, size_in - 1), weights
+
+
 def _cubic(r: float, a: float) -> np.ndarray:
-    """Keys' cubic convolution weights of the 4 taps around a point `r` past the 2nd tap."""
+    """Keys' cubic convolution weights of the 4 taps around a point `r` past the 2nd tap (in
+    the precision of `r` and `a`)."""
     return np.array([((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
                      ((a + 2) * r - (a + 3)) * r * r + 1,
                      ((a + 2) * (1 - r) - (a + 3)) * (1 - r) * (1 - r) + 1,

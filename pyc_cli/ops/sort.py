@@ -57,7 +57,10 @@ class TopK(OpDef):
         axis, k = self.geometry(node, x.shape, inputs)
         largest = int(node.attrs.get("largest", 1))  # type: ignore[arg-type]
         key = -x.astype(np.float64) if largest else x
-        order = np.argsort(key, axis=axis, kind="stable")
+        order = np.argsort(key, axis=axis, kind="stable")  # NaN last
+        if largest:  # NaN ranks above every number (onnxruntime): NaN first, in index order
+            nan_last = np.take_along_axis(~np.isnan(x), order, axis=axis)
+            order = np.take_along_axis(order, np.argsort(nan_last, axis=axis, kind="stable"), axis=axis)
         indices = np.take(order, np.arange(k), axis=axis)
         return [np.take_along_axis(x, indices, axis=axis), indices.astype(np.int64)]
 

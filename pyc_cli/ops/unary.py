@@ -150,7 +150,9 @@ class Softplus(Unary):
     since = 1
 
     def fn(self, node: Node, x: np.ndarray) -> np.ndarray:
-        return np.log(np.exp(x) + 1)
+        # onnxruntime's form: no overflow for large x (Softplus(3e38) = 3e38, not inf)
+        with np.errstate(over="ignore"):
+            return np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))), np.log1p(np.exp(np.minimum(x, 0))))
 
 
 @register

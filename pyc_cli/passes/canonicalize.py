@@ -6,7 +6,8 @@
   pre-transposed, other transposes become Transpose nodes.
 - BatchNormalization is folded into a preceding Conv's weights and bias when that Conv has no
   other user, else rewritten to Mul + Add with per-channel constants.
-- GlobalAverage/MaxPool become ReduceMean/ReduceMax over the spatial axes.
+- GlobalAverage/MaxPool become ReduceMean/ReduceMax over the spatial axes (a float32
+  GlobalMaxPool becomes a whole-window MaxPool: onnxruntime's NaN rule for it is MLAS's).
 - Pow with a constant exponent of 2 becomes Mul(x, x); 1 becomes nothing; 0.5 becomes Sqrt.
 - Variadic Max/Min/Sum become chains of two-operand nodes (one input: removed); Mean becomes a
   Sum chain and one Div.
@@ -290,9 +291,17 @@ def _fold_into_conv(graph: Graph, conv: Node, bn: Node, scale: np.ndarray, shift
 
 
 def _global_pool_to_reduce(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:
-    rank = graph.types[node.inputs[0]].rank
-    op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
+    x = graph.types[node.inputs[0]]
+    rank = x.rank
     before = node.op
+    if node.op == "GlobalMaxPool" and x.dtype is DType.F32:
+        # onnxruntime runs it as MLAS's whole-window MaxPool, whose NaN rule the MaxPool
+        # kernel follows (a ReduceMax would pass every NaN on)
+        node.op, node.attrs = "MaxPool", {"kernel_shape": list(x.shape[2:])}
+        ctx.log(NAME, [node.name], "global_pool_to_reduce", f"{before} is a MaxPool over the "
+                "whole input (onnxruntime's NaN rule)")
+        return
+    op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
     node.op, node.attrs = op, {"axes": list(range(2, rank)), "keepdims": 1}
     ctx.log(NAME, [node.name], "global_pool_to_reduce", f"{before} is a {op} over spatial axes")
 

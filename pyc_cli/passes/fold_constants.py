@@ -55,7 +55,9 @@ def _try_fold(graph: Graph, node: Node) -> list[np.ndarray] | None:
     if out_bytes > GROWTH_LIMIT_BYTES and out_bytes > in_bytes:
         return None
     try:
-        return opdef.evaluate(node, [graph.constants.get(i) if i else None for i in node.inputs])
+        # NaN and Inf in constants are values like any other: they fold as at run time, silently
+        with np.errstate(all="ignore"):
+            return opdef.evaluate(node, [graph.constants.get(i) if i else None for i in node.inputs])
     except NotImplementedError:
         return None
 

@@ -66,7 +66,8 @@ def _maybe_evaluate(node, opdef, in_types, in_values, out_types, known, limit) -
         small = all(t.numel <= limit for t in out_types)
     if (opdef.category == SHAPE_ONLY or all(v is not None for v in present)) and small:
         try:
-            results = opdef.evaluate(node, in_values)
+            with np.errstate(all="ignore"):  # NaN / inf constants evaluate silently, as they fold
+                results = opdef.evaluate(node, in_values)
         except NotImplementedError:
             return
         except PycError:
