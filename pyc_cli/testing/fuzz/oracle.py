@@ -1,0 +1,148 @@
+"""The oracle: onnxruntime's outputs, one tolerance table, and the ONNX reference evaluator as
+the tie-breaker when PyC and onnxruntime disagree on values.
+
+Tolerances (|pyc - expected| <= atol * scale + rtol * |expected|, NaN positions equal, infinities
+equal; `scale` grows with the reductions in the graph, see `reduction_scale`):
+
+| dtype          | rtol  | atol  | note                                                    |
+| float32        | 1e-4  | 1e-5  | atol scaled by the graph's reductions and magnitudes    |
+| float16        | -     | 1e-3  | plus 2 float16 ulps of the expected value               |
+| float64        | 1e-9  | 1e-12 | atol scaled as float32                                  |
+| ints, bool     | exact |       |                                                         |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+TOLERANCES: dict[str, tuple[float, float]] = {  # dtype -> (rtol, atol)
+    "float32": (1e-4, 1e-5),
+    "float16": (0.0, 1e-3),
+    "float64": (1e-9, 1e-12),
+}
+F16_ULPS = 2
+REDUCING = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "LSTM", "GRU", "RNN",
+            "AveragePool", "GlobalAveragePool", "LRN", "LayerNormalization", "InstanceNormalization",
+            "BatchNormalization", "Softmax", "LogSoftmax", "CumSum", "CumProd", "Resize", "Mean", "Sum"}
+
+
+def reduction_scale(model: onnx.ModelProto) -> float:
+    """How much float error the graph may accumulate: 1 + sqrt(reduced elements) per reducing
+    node (accumulation order differs between implementations)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    numel = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        numel[value.name] = math.prod(max(d.dim_value, 1) for d in dims)
+    for tensor in model.graph.initializer:
+        numel[tensor.name] = max(1, math.prod(tensor.dims))
+    scale = 1.0
+    for node in model.graph.node:
+        if node.op_type in REDUCING or node.op_type.startswith("Reduce"):
+            largest_in = max((numel.get(i, 1) for i in node.input if i), default=1)
+            out = max(1, min((numel.get(o, 1) for o in node.output if o), default=1))
+            scale += math.sqrt(max(largest_in / out, 1.0))
+    return scale
+
+
+def compare(name: str, expected: np.ndarray, actual: np.ndarray, scale: float = 1.0) -> str:
+    """'' when `actual` matches `expected` within the table's tolerance, else why not."""
+    if actual.dtype != expected.dtype:
+        return f"{name}: dtype {actual.dtype} != {expected.dtype}"
+    if actual.shape != expected.shape:
+        return f"{name}: shape {list(actual.shape)} != {list(expected.shape)}"
+    if expected.dtype.kind not in "fc":
+        bad = int(np.sum(actual != expected))
+        return f"{name}: {bad}/{expected.size} elements differ (exact)" if bad else ""
+    exp, act = expected.astype(np.float64), actual.astype(np.float64)
+    nan_e, nan_a = np.isnan(exp), np.isnan(act)
+    if not np.array_equal(nan_e, nan_a):
+        return f"{name}: NaN at {int(np.sum(nan_e != nan_a))} positions where the other is not"
+    inf_e, inf_a = np.isinf(exp), np.isinf(act)
+    if not np.array_equal(np.where(inf_e, exp, 0), np.where(inf_a, act, 0)):
+        count = int(np.sum((inf_e != inf_a) | (inf_e & (exp != act))))
+        return f"{name}: infinities differ at {count} positions"
+    finite = ~(nan_e | inf_e)
+    if not finite.any():
+        return ""
+    rtol, atol = TOLERANCES[str(expected.dtype)]
+    magnitude = max(1.0, float(np.max(np.abs(exp[finite]))))
+    allowed = atol * scale * magnitude + rtol * np.abs(exp)
+    if expected.dtype == np.float16:
+        allowed = allowed + F16_ULPS * np.spacing(np.abs(expected)).astype(np.float64)
+    err = np.where(finite, np.abs(act - exp) - allowed, 0.0)
+    if np.all(err <= 0):
+        return ""
+    worst = np.unravel_index(int(np.argmax(err)), err.shape)
+    return (f"{name}: {int(np.sum(err > 0))}/{expected.size} elements beyond tolerance; worst at "
+            f"{list(map(int, worst))}: got {act[worst]!r}, expected {exp[worst]!r}")
+
+
+Outputs = list[tuple[str, np.ndarray]]  # (name, value) in graph output order
+
+
+def compare_all(expected: Outputs, actual: Outputs, scale: float) -> list[str]:
+    """Names and order exactly, then each value by position."""
+    problems = []
+    names_e, names_a = [n for n, _ in expected], [n for n, _ in actual]
+    if names_e != names_a:
+        problems.append(f"output names/order {names_a} != {names_e}")
+    if len(expected) != len(actual):
+        return problems
+    for (name, exp), (_, act) in zip(expected, actual):
+        problem = compare(name, np.asarray(exp), np.asarray(act), scale)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> Outputs:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return list(zip(names, session.run(names, feeds)))
+
+
+def reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Outputs:
+    from onnx.reference import ReferenceEvaluator
+
+    names = [o.name for o in model.graph.output]
+    results = ReferenceEvaluator(model).run(None, feeds)
+    return list(zip(names, [np.asarray(r) for r in results]))
+
+
+@dataclass
+class Verdict:
+    cls: str  # ok | mismatch | ort_defect | undecided
+    detail: str = ""
+
+
+def judge(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ort: Outputs, pyc: Outputs,
+          scale: float) -> Verdict:
+    """Compare PyC with onnxruntime; a value disagreement goes to the reference evaluator."""
+    problems = compare_all(ort, pyc, scale)
+    if not problems:
+        return Verdict("ok")
+    structural = [p for p in problems if "dtype" in p or "shape" in p or "names/order" in p]
+    if structural:
+        return Verdict("mismatch", "; ".join(problems))
+    try:
+        ref = reference_outputs(model, feeds)
+    except Exception as exc:  # noqa: BLE001  (the reference cannot run every op)
+        return Verdict("undecided", f"{'; '.join(problems)} [reference evaluator failed: "
+                       f"{type(exc).__name__}: {str(exc)[:200]}]")
+    pyc_vs_ref = compare_all(ref, pyc, scale)
+    ort_vs_ref = compare_all(ref, ort, scale)
+    if not pyc_vs_ref and ort_vs_ref:
+        return Verdict("ort_defect", f"{'; '.join(problems)} [reference agrees with PyC]")
+    if pyc_vs_ref and not ort_vs_ref:
+        return Verdict("mismatch", f"{'; '.join(problems)} [reference agrees with onnxruntime]")
+    return Verdict("undecided", f"{'; '.join(problems)} [reference agrees with "
+                   f"{'both' if not pyc_vs_ref else 'neither'}]")
