@@ -21,11 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-graphs", type=int, default=None)
     parser.add_argument("--ops", default=None, help="comma-separated ops to restrict generation to")
     parser.add_argument("--no-shrink", action="store_true", help="save failures without shrinking")
+    parser.add_argument("--special-values", action="store_true",
+                        help="with --replay MODEL.onnx: also check the special-values feed")
     parser.add_argument("--graph-seed", type=int, default=None, help="replay one generated graph")
-    parser.add_argument("--replay", type=Path, default=None, help="replay a saved failure directory")
+    parser.add_argument("--replay", type=Path, default=None,
+                        help="replay a saved failure directory, or check any .onnx (feeds from --seed)")
     args = parser.parse_args(argv)
     if args.graph_seed is not None or args.replay is not None:
-        return replay(args.graph_seed, args.replay)
+        return replay(args.graph_seed, args.replay, args.seed, args.special_values)
     from .campaign import report, run_campaign
 
     failures_dir = args.failures_dir or (args.out.parent / "fuzz-failures" if args.out else None)
@@ -46,21 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def replay(gseed: int | None, directory: Path | None) -> int:
+def replay(gseed: int | None, path: Path | None, seed: int, special_values: bool = False) -> int:
     """Regenerate (or load) the graph, run every mode, print each outcome; exit 1 on a failure."""
     from .campaign import wants_special
     from .generate import FuzzCase, generate
     from .runner import FAILING, Runner
 
-    if directory is not None:
-        case_info = json.loads((directory / "case.json").read_text())
+    if path is not None and path.is_dir():
+        case_info = json.loads((path / "case.json").read_text())
         gseed = int(case_info["graph_seed"])
-        case = FuzzCase(gseed, onnx.load(str(directory / "model.onnx")), 0)
+        case = FuzzCase(gseed, onnx.load(str(path / "model.onnx")), 0)
+        special = case_info["feed"] == "special" or wants_special(gseed)
+    elif path is not None:
+        case, special = FuzzCase(seed, onnx.load(str(path)), 0), special_values
     else:
         case = generate(int(gseed))
+        special = wants_special(case.seed)
     print(onnx.helper.printable_graph(case.model.graph))
     with Runner() as runner:
-        result = runner.check(case.model, case.seed, wants_special(case.seed))
+        result = runner.check(case.model, case.seed, special)
     for outcome in result.outcomes:
         print(f"{outcome.mode:14} {outcome.feed:8} {outcome.cls:10} {outcome.code} {outcome.detail[:600]}")
     return int(any(o.cls in FAILING for o in result.outcomes))

@@ -56,8 +56,14 @@ class Failure:
                 "ops": sorted(set(self.ops)), "nodes": len(self.ops), "known_defect": self.known,
                 "detail": self.outcome.detail[:1200], "dir": self.directory,
                 "shrunk_nodes": self.shrunk_nodes, "replay": self.replay(),
-                "reduce": (f"pyc reduce {self.directory}/model.onnx --until {reduce_condition(self.outcome)}"
-                           f" -o small.onnx") if self.directory else ""}
+                "reduce": self.reduce_command()}
+
+    def reduce_command(self) -> str:
+        if not self.directory:
+            return ""
+        extra = f" --seed {self.gseed}" + (" --special-values" if self.outcome.feed == "special" else "")
+        return (f"pyc reduce {self.directory}/model.onnx --until {reduce_condition(self.outcome)}"
+                f"{extra} -o small.onnx")
 
 
 def reduce_condition(outcome: Outcome) -> str:
