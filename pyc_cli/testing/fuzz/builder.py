@@ -108,7 +108,7 @@ class GraphBuilder:
         value = Value(self.fresh("in"), dtype, tuple(shape), is_input=True)
         self.inputs.append(value)
         self.values.append(value)
-        if dtype in INTS:
+        if dtype not in FLOATS and dtype != BOOL:
             self.ranges[value.name] = [DEFAULT_INT_RANGE[0] if lo is None else lo,
                                        DEFAULT_INT_RANGE[1] if hi is None else hi]
         if nonzero:

@@ -22,6 +22,7 @@ from .known import known_defect
 from .runner import CLASSES, FAILING, MODES, CaseResult, Outcome, Runner
 
 SPECIAL_SHARE = 0.3  # of the graphs also get a special-values feed
+SHRINK_SECONDS = 60.0  # per new failure
 
 
 def graph_seed(seed: int, index: int) -> int:
@@ -119,11 +120,11 @@ def save_failure(failure: Failure, case: FuzzCase, root: Path, shrink: bool) -> 
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, str(directory / "model.onnx"))
     failure.directory = str(directory)
-    if shrink and failure.outcome.cls in FAILING:
+    if shrink and failure.outcome.cls in FAILING and not failure.known:  # known: already understood
         from ..reduce import condition_for_outcome, reduce_model
 
         small, _ = reduce_model(case.model, condition_for_outcome(failure.outcome, case.seed),
-                                time_budget=90.0)
+                                time_budget=SHRINK_SECONDS)
         onnx.save(small, str(directory / "small.onnx"))
         failure.shrunk_nodes = len(small.graph.node)
     (directory / "case.json").write_text(json.dumps(failure.to_json(), indent=2, sort_keys=True))

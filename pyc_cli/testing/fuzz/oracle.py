@@ -74,7 +74,8 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, scale: float = 
     allowed = atol * scale * magnitude + rtol * np.abs(exp)
     if expected.dtype == np.float16:
         allowed = allowed + F16_ULPS * np.spacing(np.abs(expected)).astype(np.float64)
-    err = np.where(finite, np.abs(act - exp) - allowed, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite entries are masked out
+        err = np.where(finite, np.abs(act - exp) - allowed, 0.0)
     if np.all(err <= 0):
         return ""
     worst = np.unravel_index(int(np.argmax(err)), err.shape)

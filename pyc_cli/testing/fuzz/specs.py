@@ -29,7 +29,6 @@ from .builder import (
     INTS,
     TYPE_STR,
     GraphBuilder,
-    Reject,
     Value,
 )
 
@@ -111,7 +110,12 @@ def spec_mod(b: GraphBuilder, op: str) -> None:
 
 
 def spec_bitshift(b: GraphBuilder, op: str) -> None:
-    raise Reject("BitShift takes unsigned types only, which the fuzzer does not feed")
+    """BitShift takes unsigned types only: its own uint8/uint32 operands, shifts below the width."""
+    dtype = b.choice([onnx.TensorProto.UINT8, onnx.TensorProto.UINT32])
+    bits = 8 if dtype == onnx.TensorProto.UINT8 else 32
+    x = b.new_input(dtype, b.shape(), lo=0, hi=200)
+    shift = b.new_input(dtype, x.shape[int(b.rng.integers(0, x.rank + 1)):], lo=0, hi=bits - 1)
+    b.add(op, [x, shift], {"direction": b.choice(["LEFT", "RIGHT"])})
 
 
 def spec_prelu(b: GraphBuilder, op: str) -> None:
