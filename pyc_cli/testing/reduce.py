@@ -289,16 +289,19 @@ def reduce_model(model: onnx.ModelProto, condition: Condition, time_budget: floa
     start = time.monotonic()
     stats = ReduceStats()
     shrinker = Shrinker(condition, start + time_budget, stats)
-    if not condition(model):
-        raise PycError("E050", "the condition does not hold for the original model",
-                       hint="check the condition (and the model) by hand first")
-    model = shrinker.intermediates(shrinker.outputs(prune(copy.deepcopy(model))))
-    while not shrinker.expired():
-        model, node_change = shrinker.nodes(model)
-        model = shrinker.intermediates(shrinker.outputs(model))
-        model, dim_change = shrinker.dims(model)
-        if not (node_change or dim_change):
-            break
+    try:
+        if not condition(model):
+            raise PycError("E050", "the condition does not hold for the original model",
+                           hint="check the condition (and the model) by hand first")
+        model = shrinker.intermediates(shrinker.outputs(prune(copy.deepcopy(model))))
+        while not shrinker.expired():
+            model, node_change = shrinker.nodes(model)
+            model = shrinker.intermediates(shrinker.outputs(model))
+            model, dim_change = shrinker.dims(model)
+            if not (node_change or dim_change):
+                break
+    finally:
+        getattr(condition, "close", lambda: None)()
     stats.seconds = time.monotonic() - start
     return model, stats
 
@@ -377,16 +380,26 @@ def runner_condition(cls: str, seed: int, feed: str = "normal", modes: tuple[str
                      kind: str = "") -> Condition:
     """PyC (built and run in a child process) gives outcome class `cls` on the `feed` feed;
     `kind` ('names' or 'values') pins a mismatch to the same kind of difference."""
-    from .fuzz.runner import MODES, Runner
+    return RunnerCondition(cls, seed, feed, modes, kind)
 
-    runner = Runner(modes or MODES)
 
-    def check(model: onnx.ModelProto) -> bool:
-        result = runner.check(model, seed, special=feed == "special")
-        return any(o.cls == cls and o.feed == feed and (not kind or mismatch_kind(o.detail) == kind)
-                   for o in result.outcomes)
+class RunnerCondition:
+    """A condition checked by building and running in the fuzzer's child process; `close()`
+    stops that process (reduce_model calls it when done)."""
 
-    return check
+    def __init__(self, cls: str, seed: int, feed: str, modes: tuple[str, ...] | None, kind: str) -> None:
+        from .fuzz.runner import MODES, Runner
+
+        self.cls, self.seed, self.feed, self.kind = cls, seed, feed, kind
+        self.runner = Runner(modes or MODES)
+
+    def __call__(self, model: onnx.ModelProto) -> bool:
+        result = self.runner.check(model, self.seed, special=self.feed == "special")
+        return any(o.cls == self.cls and o.feed == self.feed and
+                   (not self.kind or mismatch_kind(o.detail) == self.kind) for o in result.outcomes)
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def mismatch_kind(detail: str) -> str:

@@ -147,7 +147,7 @@ class GraphBuilder:
         return self.new_input(dtype, shape, nonzero=nonzero)
 
     def pick(self, dtypes: Sequence[int], ok: Callable[[Value], bool] = lambda v: True,
-             fresh: float = 0.25, rank: int | None = None) -> Value:
+             fresh: float = 0.15, rank: int | None = None) -> Value:
         """An existing value (recent ones preferred, so chains form) or a new operand."""
         candidates = [v for v in self.values if v.dtype in dtypes and ok(v)
                       and (rank is None or v.rank == rank)]

@@ -20,7 +20,7 @@ from onnx import helper
 
 from .backend_cases import examples_by_op, spec_backend, usable
 from .builder import FUZZ_DTYPES, GraphBuilder, Reject, Value
-from .specs import EXPLICIT, Spec, spec_for
+from .specs import EXPLICIT, MOTIFS, Spec, spec_for
 
 # mostly recent opsets; old ones now and then (older schema versions, Upsample until 9)
 OPSETS = (9, 13, 17, 18, 18, 19, 20, 21, 21, 22, 23, 24, 26)
@@ -72,13 +72,19 @@ def grow(b: GraphBuilder, specs: dict[str, Spec], target: int) -> None:
     ops = sorted(specs)
     weights = np.array([_weight(op, specs[op]) for op in ops])
     weights /= weights.sum()
+    motifs = sorted(MOTIFS) if len(ops) > 1 else []  # not when generating one op on purpose
     for _ in range(target * 12):
         if len(b.nodes) >= target:
             return
-        op = ops[int(b.rng.choice(len(ops), p=weights))]
+        if motifs and b.chance(0.15):
+            name = b.choice(motifs)
+            spec = MOTIFS[name]
+        else:
+            name = ops[int(b.rng.choice(len(ops), p=weights))]
+            spec = specs[name]
         snapshot = (len(b.nodes), len(b.values), len(b.inputs), len(b.initializers))
         try:
-            specs[op](b, op)
+            spec(b, name)
             if len(b.nodes) > MAX_NODES:
                 raise Reject("too many nodes")
         except Reject:

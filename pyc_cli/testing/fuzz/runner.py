@@ -106,7 +106,10 @@ def _run(model: Any, feed: dict[str, np.ndarray]) -> Outputs:
 
 def worker_main(conn: Connection) -> None:
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except EOFError:  # the parent went away
+            return
         if job is None:
             return
         model_bytes, warm, feeds, modes = job

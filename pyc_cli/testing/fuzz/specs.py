@@ -610,3 +610,66 @@ def fuzzable_ops() -> list[str]:
 
 
 __all__ = ["BOOL", "F16", "F32", "F64", "I32", "I64", "INTS", "EXPLICIT", "spec_for", "fuzzable_ops"]
+
+
+# ---------------------------------------------------------------- motifs: chains fusion and the
+# memory planner act on (several nodes on the newest value, so the chain is unbroken)
+
+_EW_UNARY = ("Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs", "LeakyRelu", "Softplus", "Erf", "Sqrt")
+_EW_BINARY = ("Add", "Mul", "Sub", "Div", "Max", "Min")
+
+
+def _newest(b: GraphBuilder, dtypes: tuple[int, ...], ok: Callable[[Value], bool] = lambda v: True) -> Value:
+    found = [v for v in b.values if v.dtype in dtypes and ok(v)]
+    return found[-1] if found and b.chance(0.8) else b.pick(list(dtypes), ok)
+
+
+def motif_elementwise_chain(b: GraphBuilder, op: str) -> None:
+    y = _newest(b, FLOATS)
+    for _ in range(int(b.rng.integers(2, 6))):
+        if b.chance(0.5):
+            (y,) = b.add(b.choice(_EW_UNARY), [y])
+        else:
+            other = b.broadcast_partner(y, y.dtype)
+            (y,) = b.add(b.choice(_EW_BINARY), [y, other] if b.chance(0.5) else [other, y])
+
+
+def motif_views(b: GraphBuilder, op: str) -> None:
+    """Reshape/Transpose/Squeeze/Unsqueeze/Slice views, then a Concat or an elementwise op."""
+    y = _newest(b, FUZZ_DTYPES, lambda v: v.rank >= 1 and v.numel > 0)
+    for _ in range(int(b.rng.integers(2, 5))):
+        view = b.choice([spec_reshape, spec_transpose, spec_unsqueeze, spec_slice, spec_flatten])
+        before = len(b.values)
+        b.values.append(y)  # make `y` the newest value so the view applies to it
+        try:
+            view(b, {spec_reshape: "Reshape", spec_transpose: "Transpose", spec_unsqueeze: "Unsqueeze",
+                     spec_slice: "Slice", spec_flatten: "Flatten"}[view])
+        finally:
+            b.values.pop(before)
+        y = b.values[-1]
+    if y.rank >= 1 and b.chance(0.5):
+        spec_concat(b, "Concat")
+    elif y.dtype in FLOATS:
+        b.add("Relu", [y])
+
+
+def motif_conv_block(b: GraphBuilder, op: str) -> None:
+    """BatchNorm + ReLU prologue, Conv, bias, activation, residual Add (pre-activation block)."""
+    dtype = b.dtype(accepted("Conv", FLOATS))
+    x = _image(b, dtype)
+    c = x.shape[1]
+    y = x
+    if b.chance(0.6):
+        params = [b.const(b.random_array(dtype, (c,)), "bn") for _ in range(3)]
+        var = b.const((np.abs(b.random_array(dtype, (c,))) + 0.5).astype(x_np(dtype)), "var")
+        (y,) = b.add("BatchNormalization", [y, *params, var])
+        (y,) = b.add("Relu", [y])
+    w = b.const(b.random_array(dtype, (c, c, 3, 3)) * 0.3, "w")
+    (y,) = b.add("Conv", [y, w, b.const(b.random_array(dtype, (c,)), "b")], {"pads": [1, 1, 1, 1]})
+    if b.chance(0.5):
+        (y,) = b.add(b.choice(["Relu", "Sigmoid", "Tanh"]), [y])
+    b.add("Add", [y, x] if b.chance(0.5) else [x, y])
+
+
+MOTIFS: dict[str, Spec] = {"motif:elementwise_chain": motif_elementwise_chain,
+                           "motif:views": motif_views, "motif:conv_block": motif_conv_block}
