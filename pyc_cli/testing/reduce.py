@@ -332,7 +332,7 @@ def parse_condition(text: str, seed: int = 0, feed: str = "normal") -> Condition
             raise PycError("E050", f"unknown error code {text!r}", hint="see docs/errors.md")
         return error_code_condition(code)
     if text in ("mismatch", "crash", "hang"):
-        return runner_condition(text, seed, feed)
+        return runner_condition(text, seed, feed, kind="auto" if text == "mismatch" else "")
     raise PycError("E050", f"--until {text!r} is not a condition",
                    hint="use an error code (E009), mismatch, crash, hang or cmd:SHELL COMMAND")
 
@@ -379,7 +379,9 @@ def command_condition(command: str) -> Condition:
 def runner_condition(cls: str, seed: int, feed: str = "normal", modes: tuple[str, ...] | None = None,
                      kind: str = "") -> Condition:
     """PyC (built and run in a child process) gives outcome class `cls` on the `feed` feed;
-    `kind` ('names' or 'values') pins a mismatch to the same kind of difference."""
+    `kind` ('names' or 'values') pins a mismatch to the same kind of difference; 'auto' pins
+    it to the kind the first (original) model shows, so a value mismatch cannot slip into a
+    different defect (e.g. an output misnamed once a cut turns it into a graph input)."""
     return RunnerCondition(cls, seed, feed, modes, kind)
 
 
@@ -395,8 +397,12 @@ class RunnerCondition:
 
     def __call__(self, model: onnx.ModelProto) -> bool:
         result = self.runner.check(model, self.seed, special=self.feed == "special")
-        return any(o.cls == self.cls and o.feed == self.feed and
-                   (not self.kind or mismatch_kind(o.detail) == self.kind) for o in result.outcomes)
+        found = [o for o in result.outcomes if o.cls == self.cls and o.feed == self.feed]
+        if self.kind == "auto" and found:
+            kinds = {mismatch_kind(o.detail) for o in found}
+            self.kind = "values" if "values" in kinds else "names"
+        return any(not self.kind or self.kind == "auto" or mismatch_kind(o.detail) == self.kind
+                   for o in found)
 
     def close(self) -> None:
         self.runner.close()

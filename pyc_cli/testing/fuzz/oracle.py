@@ -72,10 +72,10 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, scale: float = 
         return ""
     rtol, atol = TOLERANCES[str(expected.dtype)]
     magnitude = max(1.0, float(np.max(np.abs(exp[finite]))))
-    allowed = atol * scale * magnitude + rtol * np.abs(exp)
-    if expected.dtype == np.float16:
-        allowed = allowed + F16_ULPS * np.spacing(np.abs(expected)).astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite entries are masked out
+        allowed = atol * scale * magnitude + rtol * np.abs(exp)
+        if expected.dtype == np.float16:
+            allowed = allowed + F16_ULPS * np.spacing(np.abs(expected)).astype(np.float64)
         err = np.where(finite, np.abs(act - exp) - allowed, 0.0)
     if np.all(err <= 0):
         return ""
