@@ -57,7 +57,15 @@ class Failure:
                 "ops": sorted(set(self.ops)), "nodes": len(self.ops), "known_defect": self.known,
                 "detail": self.outcome.detail[:1200], "dir": self.directory,
                 "shrunk_nodes": self.shrunk_nodes, "replay": self.replay(),
+                "replay_small": self.replay_small(),
                 "reduce": self.reduce_command()}
+
+    def replay_small(self) -> str:
+        if self.shrunk_nodes is None:
+            return ""
+        special = " --special-values" if self.outcome.feed == "special" else ""
+        return (f"python -m pyc_cli.testing.fuzz --replay {self.directory}/small.onnx "
+                f"--seed {self.gseed}{special}")
 
     def reduce_command(self) -> str:
         if not self.directory:
@@ -120,14 +128,24 @@ def save_failure(failure: Failure, case: FuzzCase, root: Path, shrink: bool) -> 
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, str(directory / "model.onnx"))
     failure.directory = str(directory)
-    if shrink and failure.outcome.cls in FAILING and not failure.known:  # known: already understood
-        from ..reduce import condition_for_outcome, reduce_model
+    # known defects are already understood; a hang would cost a timeout per candidate
+    if shrink and failure.outcome.cls in ("mismatch", "crash") and not failure.known:
+        shrink_failure(failure, case, directory)
+    (directory / "case.json").write_text(json.dumps(failure.to_json(), indent=2, sort_keys=True))
 
+
+def shrink_failure(failure: Failure, case: FuzzCase, directory: Path) -> None:
+    """Save small.onnx beside the model (a flaky failure that does not reproduce is left as is)."""
+    from ...errors import PycError
+    from ..reduce import condition_for_outcome, reduce_model
+
+    try:
         small, _ = reduce_model(case.model, condition_for_outcome(failure.outcome, case.seed),
                                 time_budget=SHRINK_SECONDS)
-        onnx.save(small, str(directory / "small.onnx"))
-        failure.shrunk_nodes = len(small.graph.node)
-    (directory / "case.json").write_text(json.dumps(failure.to_json(), indent=2, sort_keys=True))
+    except PycError:
+        return
+    onnx.save(small, str(directory / "small.onnx"))
+    failure.shrunk_nodes = len(small.graph.node)
 
 
 def check_case(runner: Runner, case: FuzzCase) -> CaseResult:
