@@ -394,6 +394,7 @@ class RunnerCondition:
 
         self.cls, self.seed, self.feed, self.kind = cls, seed, feed, kind
         self.runner = Runner(modes or MODES)
+        self.last_held: object | None = None  # the outcome on the last model the condition held for
 
     def __call__(self, model: onnx.ModelProto) -> bool:
         result = self.runner.check(model, self.seed, special=self.feed == "special")
@@ -401,8 +402,11 @@ class RunnerCondition:
         if self.kind == "auto" and found:
             kinds = {mismatch_kind(o.detail) for o in found}
             self.kind = "values" if "values" in kinds else "names"
-        return any(not self.kind or self.kind == "auto" or mismatch_kind(o.detail) == self.kind
-                   for o in found)
+        held = [o for o in found if not self.kind or self.kind == "auto"
+                or mismatch_kind(o.detail) == self.kind]
+        if held:
+            self.last_held = held[0]
+        return bool(held)
 
     def close(self) -> None:
         self.runner.close()

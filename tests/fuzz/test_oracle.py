@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto, helper
 
-from pyc_cli.testing.fuzz.oracle import compare, compare_all
+from pyc_cli.testing.fuzz.oracle import Tolerance, compare, compare_all
 
 
 def test_float32_within_and_beyond_tolerance() -> None:
@@ -29,6 +30,23 @@ def test_float16_two_ulps_and_ints_exact() -> None:
 
 def test_names_order_dtype_and_shape_are_checked() -> None:
     a = np.zeros((2,), np.float32)
-    assert compare_all([("a", a)], [("b", a)], 1.0)[0].startswith("output names/order")
+    assert compare_all([("a", a)], [("b", a)], Tolerance())[0].startswith("output names/order")
     assert "dtype" in compare("a", a, a.astype(np.float64))
     assert "shape" in compare("a", a, a.reshape(1, 2))
+
+
+def test_precision_comes_from_the_cone_not_the_output_type() -> None:
+    """A float32 result cast to float64 is graded as float32; a pure float64 chain as float64."""
+    graph = helper.make_graph(
+        [helper.make_node("Exp", ["x"], ["e"]), helper.make_node("Cast", ["e"], ["y"], to=TensorProto.DOUBLE),
+         helper.make_node("Exp", ["d"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("d", TensorProto.DOUBLE, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2]),
+         helper.make_tensor_value_info("z", TensorProto.DOUBLE, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    tolerance = Tolerance.of(model)
+    expected = np.array([1.0, 2.0])
+    off_by_float32_rounding = expected * (1 + 3e-7)
+    assert compare("y", expected, off_by_float32_rounding, tolerance) == ""
+    assert "beyond tolerance" in compare("z", expected, off_by_float32_rounding, tolerance)

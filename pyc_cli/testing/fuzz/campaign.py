@@ -42,6 +42,7 @@ class Failure:
     known: str = ""
     directory: str = ""
     shrunk_nodes: int | None = None
+    shrunk_detail: str = ""
 
     @property
     def ident(self) -> str:
@@ -56,7 +57,8 @@ class Failure:
                 "feed": self.outcome.feed, "code": self.outcome.code, "modes": self.modes,
                 "ops": sorted(set(self.ops)), "nodes": len(self.ops), "known_defect": self.known,
                 "detail": self.outcome.detail[:1200], "dir": self.directory,
-                "shrunk_nodes": self.shrunk_nodes, "replay": self.replay(),
+                "shrunk_nodes": self.shrunk_nodes, "shrunk_detail": self.shrunk_detail[:1200],
+                "replay": self.replay(),
                 "replay_small": self.replay_small(),
                 "reduce": self.reduce_command()}
 
@@ -139,13 +141,18 @@ def shrink_failure(failure: Failure, case: FuzzCase, directory: Path) -> None:
     from ...errors import PycError
     from ..reduce import condition_for_outcome, reduce_model
 
+    condition = condition_for_outcome(failure.outcome, case.seed)
     try:
-        small, _ = reduce_model(case.model, condition_for_outcome(failure.outcome, case.seed),
-                                time_budget=SHRINK_SECONDS)
+        small, _ = reduce_model(case.model, condition, time_budget=SHRINK_SECONDS)
     except PycError:
         return
     onnx.save(small, str(directory / "small.onnx"))
     failure.shrunk_nodes = len(small.graph.node)
+    shrunk = getattr(condition, "last_held", None)
+    if isinstance(shrunk, Outcome):
+        # the small repro shows the defect alone (e.g. only NaN positions): label it by that
+        failure.shrunk_detail = shrunk.detail
+        failure.known = known_defect(shrunk, small)
 
 
 def check_case(runner: Runner, case: FuzzCase) -> CaseResult:
@@ -170,11 +177,11 @@ def run_campaign(seconds: float, seed: int, failures_dir: Path | None, shrink: b
             result = check_case(runner, case)
             stats.add(case, result)
             for failure in failures_of(case, result):
+                if failures_dir is not None:
+                    save_failure(failure, case, failures_dir, shrink)
                 if failure.outcome.cls == "ort_defect":
                     stats.ort_defects.append(failure.to_json())
                     continue
-                if failures_dir is not None:
-                    save_failure(failure, case, failures_dir, shrink)
                 stats.failures.append(failure)
             if progress:
                 _progress(stats, time.monotonic() - start)

@@ -1,14 +1,16 @@
 """The oracle: onnxruntime's outputs, one tolerance table, and the ONNX reference evaluator as
 the tie-breaker when PyC and onnxruntime disagree on values.
 
-Tolerances (|pyc - expected| <= atol * scale + rtol * |expected|, NaN positions equal, infinities
-equal; `scale` grows with the reductions in the graph, see `reduction_scale`):
+Tolerances (|pyc - expected| <= atol * scale * max(1, max|expected|) + rtol * |expected|, NaN
+positions equal, infinities equal; `scale` grows with the reductions in the graph, see
+`reduction_scale`). The row is picked by the least precise float type in the output's cone, not
+the output's own type: a float32 result cast to float64 carries float32 rounding.
 
-| dtype          | rtol  | atol  | note                                                    |
-| float32        | 1e-4  | 1e-5  | atol scaled by the graph's reductions and magnitudes    |
-| float16        | -     | 1e-3  | plus 2 float16 ulps of the expected value               |
-| float64        | 1e-9  | 1e-12 | atol scaled as float32                                  |
-| ints, bool     | exact |       |                                                         |
+| precision      | rtol   | atol  | note                                                   |
+| float32        | 1e-4   | 1e-5  |                                                        |
+| float16        | 9.8e-4 | 1e-3  | float16 outputs: plus 2 float16 ulps of the expected   |
+| float64        | 1e-9   | 1e-12 |                                                        |
+| ints, bool     | exact  |       |                                                        |
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import onnx
 
 TOLERANCES: dict[str, tuple[float, float]] = {  # dtype -> (rtol, atol)
     "float32": (1e-4, 1e-5),
-    "float16": (0.0, 1e-3),
+    "float16": (2 * 2.0**-11, 1e-3),
     "float64": (1e-9, 1e-12),
 }
 F16_ULPS = 2
@@ -50,7 +52,60 @@ def reduction_scale(model: onnx.ModelProto) -> float:
     return scale
 
 
-def compare(name: str, expected: np.ndarray, actual: np.ndarray, scale: float = 1.0) -> str:
+FLOAT_RANK = {"float16": 0, "float32": 1, "float64": 2}
+
+
+def cone_precisions(model: onnx.ModelProto) -> dict[str, str]:
+    """Per graph output: the least precise float type among the values its cone reads."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    dtype = {v.name: v.type.tensor_type.elem_type for v in
+             [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    dtype.update({t.name: t.data_type for t in model.graph.initializer})
+    producer = {o: node for node in model.graph.node for o in node.output if o}
+    result = {}
+    for output in model.graph.output:
+        seen, stack, floats = set(), [output.name], set()
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            np_type = _np_name(dtype.get(name))
+            if np_type in FLOAT_RANK:
+                floats.add(np_type)
+            if name in producer:
+                stack.extend(i for i in producer[name].input if i)
+        if floats:
+            result[output.name] = min(floats, key=FLOAT_RANK.__getitem__)
+    return result
+
+
+def _np_name(elem_type: int | None) -> str:
+    if not elem_type:
+        return ""
+    try:
+        return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # noqa: BLE001  (types numpy lacks: not a float precision we grade)
+        return ""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    scale: float = 1.0
+    precisions: dict[str, str] | None = None  # output name -> precision row of the table
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> Tolerance:
+        return cls(reduction_scale(model), cone_precisions(model))
+
+    def row(self, name: str, dtype: np.dtype) -> tuple[float, float]:
+        own = str(dtype)
+        cone = (self.precisions or {}).get(name, own)
+        return TOLERANCES[min(own, cone, key=lambda t: FLOAT_RANK.get(t, 3))]
+
+
+def compare(name: str, expected: np.ndarray, actual: np.ndarray,
+            tolerance: Tolerance = Tolerance()) -> str:
     """'' when `actual` matches `expected` within the table's tolerance, else why not."""
     if actual.dtype != expected.dtype:
         return f"{name}: dtype {actual.dtype} != {expected.dtype}"
@@ -70,7 +125,8 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, scale: float = 
     finite = ~(nan_e | inf_e)
     if not finite.any():
         return ""
-    rtol, atol = TOLERANCES[str(expected.dtype)]
+    rtol, atol = tolerance.row(name, expected.dtype)
+    scale = tolerance.scale
     magnitude = max(1.0, float(np.max(np.abs(exp[finite]))))
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite entries are masked out
         allowed = atol * scale * magnitude + rtol * np.abs(exp)
@@ -87,7 +143,7 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray, scale: float = 
 Outputs = list[tuple[str, np.ndarray]]  # (name, value) in graph output order
 
 
-def compare_all(expected: Outputs, actual: Outputs, scale: float) -> list[str]:
+def compare_all(expected: Outputs, actual: Outputs, tolerance: Tolerance) -> list[str]:
     """Names and order exactly, then each value by position."""
     problems = []
     names_e, names_a = [n for n, _ in expected], [n for n, _ in actual]
@@ -96,7 +152,7 @@ def compare_all(expected: Outputs, actual: Outputs, scale: float) -> list[str]:
     if len(expected) != len(actual):
         return problems
     for (name, exp), (_, act) in zip(expected, actual):
-        problem = compare(name, np.asarray(exp), np.asarray(act), scale)
+        problem = compare(name, np.asarray(exp), np.asarray(act), tolerance)
         if problem:
             problems.append(problem)
     return problems
@@ -129,9 +185,9 @@ class Verdict:
 
 
 def judge(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ort: Outputs, pyc: Outputs,
-          scale: float) -> Verdict:
+          tolerance: Tolerance) -> Verdict:
     """Compare PyC with onnxruntime; a value disagreement goes to the reference evaluator."""
-    problems = compare_all(ort, pyc, scale)
+    problems = compare_all(ort, pyc, tolerance)
     if not problems:
         return Verdict("ok")
     structural = [p for p in problems if "dtype" in p or "shape" in p or "names/order" in p]
@@ -142,8 +198,8 @@ def judge(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ort: Outputs, py
     except Exception as exc:  # noqa: BLE001  (the reference cannot run every op)
         return Verdict("undecided", f"{'; '.join(problems)} [reference evaluator failed: "
                        f"{type(exc).__name__}: {str(exc)[:200]}]")
-    pyc_vs_ref = compare_all(ref, pyc, scale)
-    ort_vs_ref = compare_all(ref, ort, scale)
+    pyc_vs_ref = compare_all(ref, pyc, tolerance)
+    ort_vs_ref = compare_all(ref, ort, tolerance)
     if not pyc_vs_ref and ort_vs_ref:
         return Verdict("ort_defect", f"{'; '.join(problems)} [reference agrees with PyC]")
     if pyc_vs_ref and not ort_vs_ref:

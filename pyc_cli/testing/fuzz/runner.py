@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .oracle import Outputs, judge, ort_outputs, reduction_scale
+from .oracle import Outputs, Tolerance, judge, ort_outputs
 from .values import feeds_for
 
 MODES = ("latency_first", "balanced", "memory_first")
@@ -214,22 +214,22 @@ class Runner:
         results, alive = self.worker.run(model_bytes, warm, feeds, self.modes, self.timeout)
         if not alive:
             self.close()
-        scale = reduction_scale(model)
+        tolerance = Tolerance.of(model)
         outcome = CaseResult()
         for mode in self.modes:
             result = results.get(mode, {"status": "crash", "detail": "not run: the worker died earlier"})
             for kind in feeds:
                 outcome.outcomes.append(classify(model, mode, kind, result, feeds[kind],
-                                                 expected[kind], scale))
+                                                 expected[kind], tolerance))
         return outcome
 
 
 def classify(model: onnx.ModelProto, mode: str, kind: str, result: dict[str, Any],
-             feed: dict[str, np.ndarray], expected: dict | Exception, scale: float) -> Outcome:
+             feed: dict[str, np.ndarray], expected: Outputs | Exception, tolerance: Tolerance) -> Outcome:
     status = result["status"]
     if status in ("refused", "crash", "hang"):
         return Outcome(mode, kind, status, result.get("detail", ""), result.get("code", ""))
     if isinstance(expected, Exception):
         return Outcome(mode, kind, "undecided", f"onnxruntime failed to run: {expected}")
-    verdict = judge(model, feed, expected, result["outputs"][kind], scale)
+    verdict = judge(model, feed, expected, result["outputs"][kind], tolerance)
     return Outcome(mode, kind, verdict.cls, verdict.detail)
