@@ -131,7 +131,7 @@ def save_failure(failure: Failure, case: FuzzCase, root: Path, shrink: bool) -> 
     onnx.save(case.model, str(directory / "model.onnx"))
     failure.directory = str(directory)
     # known defects are already understood; a hang would cost a timeout per candidate
-    if shrink and failure.outcome.cls in ("mismatch", "crash") and not failure.known:
+    if shrink and failure.outcome.cls in ("mismatch", "crash", "ort_defect") and not failure.known:
         shrink_failure(failure, case, directory)
     (directory / "case.json").write_text(json.dumps(failure.to_json(), indent=2, sort_keys=True))
 
