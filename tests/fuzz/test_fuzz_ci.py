@@ -21,7 +21,8 @@ SEED = 20261202
 
 def test_fixed_seed_fuzz_budget_finds_no_new_failure(tmp_path: Path) -> None:
     seconds = float(os.environ.get("PYC_FUZZ_SECONDS", "150"))
-    stats, duration = run_campaign(seconds, SEED, tmp_path / "failures", shrink=False, progress=False)
+    # failures are shrunk: a small repro is labelled by the one defect it shows
+    stats, duration = run_campaign(seconds, SEED, tmp_path / "failures", shrink=True, progress=False)
     data = report(stats, duration, f"tests/fuzz/test_fuzz_ci.py (PYC_FUZZ_SECONDS={seconds:g})",
                   SEED, seconds)
     print(json.dumps({k: data[k] for k in ("graphs", "builds", "counts", "special_values")}, indent=1))
@@ -32,7 +33,8 @@ def test_fixed_seed_fuzz_budget_finds_no_new_failure(tmp_path: Path) -> None:
     new = [f for f in data["failures"] if not f["known_defect"]]
     assert not new, "new fuzz failures:\n" + "\n".join(
         f"{f['class']} ({f['feed']} feed, {','.join(f['modes'])}) ops {f['ops']}: {f['detail'][:400]}\n"
-        f"  replay: {f['replay']}" for f in new)
+        f"  replay: {f['replay']}\n  shrunk ({f['shrunk_nodes']} nodes): {f['shrunk_detail'][:300]}"
+        for f in new)
     known = sorted({f["known_defect"] for f in data["failures"]})
     if known:
         pytest.xfail(f"known defects still unfixed (pyc_cli/testing/fuzz/known.py): {known}")
