@@ -209,6 +209,7 @@ def report(stats: Stats, duration: float, command: str, seed: int, seconds: floa
         "generation_failures": stats.generation_failures,
         "counts": stats.counts_json("normal"),
         "special_values": stats.counts_json("special"),
+        "failures_by_defect": dict(Counter(f.known or "NEW" for f in stats.failures).most_common()),
         "failures": [f.to_json() for f in stats.failures],
         "ort_defects": stats.ort_defects,
         "op_histogram": dict(stats.ops.most_common()),
