@@ -77,7 +77,7 @@ def run_pyc(model_path: Path, out: Path, mode: str, warm: dict[str, np.ndarray],
         code = _pyc_error_code(exc)
         if code and code != "E090":
             return {"status": "refused", "code": code, "detail": str(exc)}
-        return {"status": "crash", "code": code, "detail": traceback.format_exc(limit=8)}
+        return {"status": "crash", "code": code, "detail": _exception_detail(exc)}
     try:
         model = load(out)
         _run(model, warm)
@@ -92,8 +92,14 @@ def run_pyc(model_path: Path, out: Path, mode: str, warm: dict[str, np.ndarray],
         model.close()
     except Exception as exc:  # noqa: BLE001
         return {"status": "crash", "code": _pyc_error_code(exc),
-                "detail": f"run failed on valid inputs: {traceback.format_exc(limit=6)}"}
+                "detail": f"run failed on valid inputs: {_exception_detail(exc)}"}
     return {"status": "ran", "outputs": results}
+
+
+def _exception_detail(exc: BaseException) -> str:
+    """The exception first (reports truncate from the end), then the innermost frames."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-4:])
+    return f"{type(exc).__name__}: {exc}\n{frames}"
 
 
 def _run(model: Any, feed: dict[str, np.ndarray]) -> Outputs:
