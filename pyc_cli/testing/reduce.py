@@ -1,7 +1,8 @@
 """The shrinker shared by the fuzzer and `pyc reduce`: delta debugging on an ONNX model.
 
-A candidate is kept only when it is a valid model (onnx.checker, strict shape inference) and the
-condition still holds. Steps, repeated until nothing shrinks further (or the time budget ends):
+A candidate is kept only when it is a valid model (onnx.checker, strict shape inference, static
+dims; and onnxruntime runs it, where it ran the original) and the condition still holds.
+Steps, repeated until nothing shrinks further (or the time budget ends):
 1. cut the graph to the cone of one output (then drop outputs one at a time);
 2. remove nodes, last first: bypass a node (its output replaced by one of its inputs of the same
    type), or cut it (its output becomes a new graph input of the same type);
@@ -178,25 +179,50 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
 
 
 def valid(model: onnx.ModelProto) -> bool:
+    """Checker-clean (strict shape inference) with every inferred dim a known size >= 0: ONNX's
+    inference lets some inconsistencies through as negative dims (a window larger than its
+    input), and a shrunk model must not turn into a different, invalid one."""
     try:
         onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception:  # noqa: BLE001  (an inconsistent candidate is simply not kept)
         return False
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value") or dim.dim_value < 0:
+                return False
     return bool(model.graph.output)
+
+
+def runs_in_onnxruntime(model: onnx.ModelProto) -> bool:
+    """onnxruntime loads and runs the model on a valid feed (catches what ONNX's shape
+    inference lets through, e.g. Conv channels that do not match the groups)."""
+    from .fuzz.oracle import ort_outputs
+    from .fuzz.values import feeds_for
+
+    try:
+        ort_outputs(model.SerializeToString(), feeds_for(model, 0))
+    except Exception:  # noqa: BLE001  (any failure: not a runnable model)
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- the search
 
 
 class Shrinker:
-    def __init__(self, condition: Condition, deadline: float, stats: ReduceStats) -> None:
+    def __init__(self, condition: Condition, deadline: float, stats: ReduceStats,
+                 require_ort: bool = False) -> None:
         self.condition, self.deadline, self.stats = condition, deadline, stats
+        self.require_ort = require_ort  # the original runs in onnxruntime: candidates must too
 
     def expired(self) -> bool:
         return time.monotonic() > self.deadline
 
     def holds(self, candidate: onnx.ModelProto) -> bool:
         if self.expired() or not valid(candidate):
+            return False
+        if self.require_ort and not runs_in_onnxruntime(candidate):
             return False
         self.stats.tried += 1
         return bool(self.condition(candidate))
@@ -288,7 +314,7 @@ def reduce_model(model: onnx.ModelProto, condition: Condition, time_budget: floa
     Raises PycError E050 when it does not hold for `model` itself."""
     start = time.monotonic()
     stats = ReduceStats()
-    shrinker = Shrinker(condition, start + time_budget, stats)
+    shrinker = Shrinker(condition, start + time_budget, stats, require_ort=runs_in_onnxruntime(model))
     try:
         if not condition(model):
             raise PycError("E050", "the condition does not hold for the original model",
@@ -421,7 +447,7 @@ def mismatch_kind(detail: str) -> str:
 def condition_for_outcome(outcome: object, seed: int) -> Condition:
     """The condition that keeps a fuzz failure: same class, feed and mode (and kind)."""
     cls, feed, mode, code = (getattr(outcome, k) for k in ("cls", "feed", "mode", "code"))
-    if cls == "crash" and code:
+    if cls in ("crash", "refused") and code:
         return error_code_condition(code)
     kind = mismatch_kind(getattr(outcome, "detail", "")) if cls == "mismatch" else ""
     return runner_condition(cls, seed, feed, (mode,), kind)

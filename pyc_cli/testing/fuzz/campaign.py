@@ -70,7 +70,7 @@ class Failure:
                 f"--seed {self.gseed}{special}")
 
     def reduce_command(self) -> str:
-        if not self.directory:
+        if not self.directory or not reduce_condition(self.outcome):
             return ""
         extra = f" --seed {self.gseed}" + (" --special-values" if self.outcome.feed == "special" else "")
         return (f"pyc reduce {self.directory}/model.onnx --until {reduce_condition(self.outcome)}"
@@ -80,7 +80,7 @@ class Failure:
 def reduce_condition(outcome: Outcome) -> str:
     if outcome.cls == "refused" or (outcome.cls == "crash" and outcome.code):
         return outcome.code
-    return outcome.cls if outcome.cls in ("mismatch", "crash") else "crash"
+    return outcome.cls if outcome.cls in ("mismatch", "crash", "hang") else ""  # no ort_defect
 
 
 def _by_feed() -> dict[str, Counter]:
@@ -97,6 +97,7 @@ class Stats:
     ops: Counter = field(default_factory=Counter)
     failures: list[Failure] = field(default_factory=list)
     ort_defects: list[dict[str, Any]] = field(default_factory=list)
+    suspicious_refusals: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, case: FuzzCase, result: CaseResult) -> None:
         self.graphs += 1
@@ -115,11 +116,17 @@ class Stats:
         return counts
 
 
+def is_suspicious_refusal(outcome: Outcome) -> bool:
+    """PYC-E009 says the model is inconsistent, but onnx.checker (strict) and onnxruntime
+    accepted every generated graph: such a refusal is reported (not counted as a failure)."""
+    return outcome.cls == "refused" and outcome.code == "E009" and outcome.feed == "normal"
+
+
 def failures_of(case: FuzzCase, result: CaseResult) -> list[Failure]:
     """One failure per (class, feed) of a graph, listing the modes it happened in."""
     grouped: dict[tuple[str, str], list[Outcome]] = {}
     for outcome in result.outcomes:
-        if outcome.cls in FAILING or outcome.cls == "ort_defect":
+        if outcome.cls in FAILING or outcome.cls == "ort_defect" or is_suspicious_refusal(outcome):
             grouped.setdefault((outcome.cls, outcome.feed), []).append(outcome)
     return [Failure(case.seed, found[0], [o.mode for o in found], case.ops,
                     known_defect(found[0], case.model)) for found in grouped.values()]
@@ -131,7 +138,7 @@ def save_failure(failure: Failure, case: FuzzCase, root: Path, shrink: bool) -> 
     onnx.save(case.model, str(directory / "model.onnx"))
     failure.directory = str(directory)
     # known defects are already understood; a hang would cost a timeout per candidate
-    if shrink and failure.outcome.cls in ("mismatch", "crash", "ort_defect") and not failure.known:
+    if shrink and failure.outcome.cls in ("mismatch", "crash", "ort_defect", "refused") and not failure.known:
         shrink_failure(failure, case, directory)
     (directory / "case.json").write_text(json.dumps(failure.to_json(), indent=2, sort_keys=True))
 
@@ -182,6 +189,9 @@ def run_campaign(seconds: float, seed: int, failures_dir: Path | None, shrink: b
                 if failure.outcome.cls == "ort_defect":
                     stats.ort_defects.append(failure.to_json())
                     continue
+                if failure.outcome.cls == "refused":
+                    stats.suspicious_refusals.append(failure.to_json())
+                    continue
                 stats.failures.append(failure)
             if progress:
                 _progress(stats, time.monotonic() - start)
@@ -212,6 +222,7 @@ def report(stats: Stats, duration: float, command: str, seed: int, seconds: floa
         "failures_by_defect": dict(Counter(f.known or "NEW" for f in stats.failures).most_common()),
         "failures": [f.to_json() for f in stats.failures],
         "ort_defects": stats.ort_defects,
+        "suspicious_refusals": stats.suspicious_refusals,
         "op_histogram": dict(stats.ops.most_common()),
         "ops_not_covered": sorted(set(fuzzable_ops()) - set(stats.ops)),
     }

@@ -3,9 +3,9 @@
 `generate(seed)` grows a graph of 3-25 nodes with specs.py (explicit, generic elementwise, or the
 backend-test fallback), picks outputs (every unconsumed value, plus sometimes a graph input or an
 initializer returned directly, an intermediate value, the same value twice), then keeps the graph
-only if onnx.checker (full, strict shape inference) and onnxruntime both accept it; otherwise it
-regenerates from the next sub-seed. Int input ranges (valid indices, non-zero divisors) travel
-in the model's metadata so any tool can feed the model validly (values.py).
+only if onnx.checker (full, strict shape inference) accepts it and onnxruntime loads and runs it;
+otherwise it regenerates from the next sub-seed. Int input ranges (valid indices, non-zero
+divisors) travel in the model's metadata so any tool can feed the model validly (values.py).
 """
 
 from __future__ import annotations
@@ -135,12 +135,16 @@ def to_model(b: GraphBuilder, outputs: list[Value], name: str) -> onnx.ModelProt
 def accepted_by_checker_and_ort(model: onnx.ModelProto) -> bool:
     import onnxruntime as ort
 
+    from .values import feeds_for
+
     ort.set_default_logger_severity(3)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
         onnx.checker.check_model(model, full_check=True)
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        session.run(None, feeds_for(model, 0))  # some invalid graphs only fail at run time
     except Exception:  # noqa: BLE001  (an invalid graph is regenerated, not a finding)
         return False
     return True

@@ -1,4 +1,5 @@
-"""Known PyC defects that other engineers are fixing, keyed by a failure signature.
+"""Known PyC defects, keyed by a failure signature: ones other engineers are fixing, and ones
+this fuzzer found that nobody has fixed yet (each says which).
 
 The fuzzer labels a failure with the defect it matches (in the report and case.json); the CI
 tier (tests/fuzz/test_fuzz_ci.py) treats only these as expected failures. Keep the list small and
