@@ -150,8 +150,25 @@ def accepted_by_checker_and_ort(model: onnx.ModelProto) -> bool:
     return True
 
 
+def _opsets_for(only: list[str] | None) -> list[int]:
+    """OPSETS, or when generating chosen ops, the ones of OPSETS where PyC supports one of them."""
+    if not only:
+        return list(OPSETS)
+    from ...ops import registry
+
+    def supported(op: str, opset: int) -> bool:
+        opdef = registry.lookup(op)
+        try:
+            version = onnx.defs.get_schema(op, opset).since_version
+        except onnx.defs.SchemaError:
+            return False
+        return opdef is not None and opdef.since <= version <= opdef.until
+
+    return [o for o in OPSETS if any(supported(op, o) for op in only)] or list(OPSETS)
+
+
 def generate_once(rng: np.random.Generator, name: str, only: list[str] | None = None) -> onnx.ModelProto:
-    opset = int(rng.choice(OPSETS))
+    opset = int(rng.choice(_opsets_for(only)))
     b = GraphBuilder(rng, opset, zero_size=bool(rng.random() < 0.1),
                      primary=int(rng.choice(FUZZ_DTYPES, p=[.6, .08, .08, .08, .1, .06])))
     specs = op_specs(opset, only)
