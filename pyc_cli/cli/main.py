@@ -268,18 +268,13 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
 def reduce(model: Path, condition: str, out_path: Path, input_shapes: tuple[str, ...], seed: int,
            special_values: bool, time_budget: float) -> None:
     """Shrink MODEL to a small model for which CONDITION still holds, and print a repro command."""
-    from ..testing.reduce import load_for_reduce, parse_condition, reduce_model, replay_command
+    from ..testing.reduce import reduce_file
 
-    onnx_model = load_for_reduce(model, dict(parse_input_shape(t) for t in input_shapes))
-    check_ = parse_condition(condition, seed, "special" if special_values else "normal")
-    small, stats = reduce_model(onnx_model, check_, time_budget)
-    import onnx
-
-    onnx.save(small, str(out_path))
-    click.echo(f"reduced {len(onnx_model.graph.node)} -> {len(small.graph.node)} nodes "
-               f"({stats.tried} candidates, {stats.kept} kept, {stats.seconds:.0f} s): {out_path}")
-    click.echo(replay_command(condition, out_path, seed, special_values))
-
+    summary, repro = reduce_file(model, condition, out_path,
+                                 dict(parse_input_shape(t) for t in input_shapes), seed,
+                                 special_values, time_budget)
+    click.echo(summary)
+    click.echo(repro)
 
 if __name__ == "__main__":
     main()

@@ -462,3 +462,16 @@ def replay_command(condition: str, path: Path, seed: int = 0, special: bool = Fa
         return f"python -m pyc_cli.testing.fuzz --replay {shlex.quote(str(path))} --seed {seed}" + (
             " --special-values" if special else "")
     return f"pyc build {shlex.quote(str(path))} -o /tmp/pyc-repro.pyc"
+
+
+def reduce_file(path: Path, condition_text: str, out_path: Path,
+                input_shapes: dict[str, tuple[int, ...]], seed: int = 0, special: bool = False,
+                time_budget: float = 600.0) -> tuple[str, str]:
+    """`pyc reduce`: shrink the model at `path`, save it to `out_path`; (summary, repro command)."""
+    model = load_for_reduce(path, input_shapes)
+    condition = parse_condition(condition_text, seed, "special" if special else "normal")
+    small, stats = reduce_model(model, condition, time_budget)
+    onnx.save(small, str(out_path))
+    summary = (f"reduced {len(model.graph.node)} -> {len(small.graph.node)} nodes ({stats.tried} "
+               f"candidates, {stats.kept} kept, {stats.seconds:.0f} s): {out_path}")
+    return summary, replay_command(condition_text, out_path, seed, special)
