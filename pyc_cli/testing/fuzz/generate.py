@@ -137,9 +137,9 @@ def accepted_by_checker_and_ort(model: onnx.ModelProto) -> bool:
 
     from .values import feeds_for
 
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(4)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # run failures are reported by the exception
     try:
         onnx.checker.check_model(model, full_check=True)
         session = ort.InferenceSession(model.SerializeToString(), options,

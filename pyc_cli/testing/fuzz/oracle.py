@@ -162,7 +162,7 @@ def ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> Outputs:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # run failures are reported by the exception
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return list(zip(names, session.run(names, feeds)))
