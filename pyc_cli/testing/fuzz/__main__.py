@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="replay a saved failure directory, or check any .onnx (feeds from --seed)")
     args = parser.parse_args(argv)
     if args.graph_seed is not None or args.replay is not None:
-        return replay(args.graph_seed, args.replay, args.seed, args.special_values)
+        only = args.ops.split(",") if args.ops else None
+        return replay(args.graph_seed, args.replay, args.seed, args.special_values, only)
     from .campaign import report, run_campaign
 
     failures_dir = args.failures_dir or (args.out.parent / "fuzz-failures" if args.out else None)
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def replay(gseed: int | None, path: Path | None, seed: int, special_values: bool = False) -> int:
+def replay(gseed: int | None, path: Path | None, seed: int, special_values: bool = False,
+           only: list[str] | None = None) -> int:
     """Regenerate (or load) the graph, run every mode, print each outcome; exit 1 on a failure."""
     from .campaign import wants_special
     from .generate import FuzzCase, generate
@@ -63,7 +65,7 @@ def replay(gseed: int | None, path: Path | None, seed: int, special_values: bool
     elif path is not None:
         case, special = FuzzCase(seed, onnx.load(str(path)), 0), special_values
     else:
-        case = generate(int(gseed))
+        case = generate(int(gseed), only)
         special = wants_special(case.seed)
     print(onnx.helper.printable_graph(case.model.graph))
     with Runner() as runner:

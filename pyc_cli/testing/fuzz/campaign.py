@@ -43,13 +43,15 @@ class Failure:
     directory: str = ""
     shrunk_nodes: int | None = None
     shrunk_detail: str = ""
+    only: tuple[str, ...] = ()  # the --ops the campaign was restricted to (replay needs them)
 
     @property
     def ident(self) -> str:
         return f"{self.gseed}-{self.outcome.cls}-{self.outcome.feed}"
 
     def replay(self) -> str:
-        return f"python -m pyc_cli.testing.fuzz --graph-seed {self.gseed}" + (
+        ops = f" --ops {','.join(self.only)}" if self.only else ""
+        return f"python -m pyc_cli.testing.fuzz --graph-seed {self.gseed}{ops}" + (
             f"  # or --replay {self.directory}" if self.directory else "")
 
     def to_json(self) -> dict[str, Any]:
@@ -184,6 +186,7 @@ def run_campaign(seconds: float, seed: int, failures_dir: Path | None, shrink: b
             result = check_case(runner, case)
             stats.add(case, result)
             for failure in failures_of(case, result):
+                failure.only = tuple(only or ())
                 if failures_dir is not None:
                     save_failure(failure, case, failures_dir, shrink)
                 if failure.outcome.cls == "ort_defect":

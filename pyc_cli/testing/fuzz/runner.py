@@ -202,6 +202,20 @@ class Runner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def run_modes(self, model_bytes: bytes, warm: dict, feeds: dict) -> dict[str, dict[str, Any]]:
+        """Every mode's result; after a crash or hang the remaining modes run in a new worker
+        (each mode's own outcome is recorded, not the first one's)."""
+        results: dict[str, dict[str, Any]] = {}
+        while pending := tuple(m for m in self.modes if m not in results):
+            if self.worker is None or self.worker.jobs >= self.recycle:
+                self.close()
+                self.worker = Worker()
+            found, alive = self.worker.run(model_bytes, warm, feeds, pending, self.timeout)
+            results.update(found)
+            if not alive:
+                self.close()
+        return results
+
     def check(self, model: onnx.ModelProto, seed: int, special: bool) -> CaseResult:
         model_bytes = model.SerializeToString()
         feeds = {"normal": feeds_for(model, seed)}
@@ -213,17 +227,11 @@ class Runner:
                 expected[kind] = ort_outputs(model_bytes, feed)
             except Exception as exc:  # noqa: BLE001  (onnxruntime failing is not PyC's finding)
                 expected[kind] = exc
-        warm = feeds_for(model, seed + 7919)
-        if self.worker is None or self.worker.jobs >= self.recycle:
-            self.close()
-            self.worker = Worker()
-        results, alive = self.worker.run(model_bytes, warm, feeds, self.modes, self.timeout)
-        if not alive:
-            self.close()
+        results = self.run_modes(model_bytes, feeds_for(model, seed + 7919), feeds)
         tolerance = Tolerance.of(model)
         outcome = CaseResult()
         for mode in self.modes:
-            result = results.get(mode, {"status": "crash", "detail": "not run: the worker died earlier"})
+            result = results[mode]
             for kind in feeds:
                 outcome.outcomes.append(classify(model, mode, kind, result, feeds[kind],
                                                  expected[kind], tolerance))
