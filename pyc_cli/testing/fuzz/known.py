@@ -41,8 +41,10 @@ KNOWN_DEFECTS: tuple[KnownDefect, ...] = (
     # values) or made inside (Sqrt/Log/Acos of a negative) is dropped by Sign, Relu, Min/Max,
     # max/min reductions, ...
     KnownDefect("nan-inf-propagation", ("mismatch",), r": (NaN at|infinities differ)"),
-    # Tile of a zero-size tensor: IndexError in Tile's decomposition (known-defects engineer)
-    KnownDefect("tile-zero-size", ("crash",), r"IndexError: tuple index out of range",
+    # Tile of a zero-size tensor: IndexError in (or a PYC-E009 "cannot reshape" refusal of)
+    # Tile's decomposition (known-defects engineer; fuzz 2483408722, 533520136)
+    KnownDefect("tile-zero-size", ("crash", "refused"),
+                r"IndexError: tuple index out of range|cannot reshape .*where: Tile_",
                 nodes=("tile-zero-size",)),
     # found by this fuzzer, not assigned yet (delete when fixed):
     # float64 LeakyRelu/Elu/... use the attribute default as a double (0.01) where ONNX
@@ -98,7 +100,9 @@ def known_defect(outcome: Outcome, model: onnx.ModelProto) -> str:
     """The known defect(s) explaining every problem of the outcome ('a+b'), or '' when any
     problem is unexplained (a new failure)."""
     names = []
-    for problem in problems(outcome.detail) or [""]:
+    # value comparisons list several differences; a crash or refusal is one message
+    parts = problems(outcome.detail) if outcome.cls in ("mismatch", "ort_defect") else [outcome.detail]
+    for problem in parts or [""]:
         found = next((d.name for d in KNOWN_DEFECTS if d.explains(outcome, problem, model)), None)
         if found is None:
             return ""
