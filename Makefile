@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
 
-.PHONY: test golden bench lint docs models coverage
+.PHONY: test golden bench lint docs models coverage fuzz
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -24,3 +24,9 @@ models:  ## regenerate the reference models (transformer needs torch==2.13.0)
 coverage:  ## run the ONNX node-test conformance suite and regenerate docs/op_coverage.md
 	$(PYTHON) tests/conformance.py --quiet --report docs/conformance.json
 	$(PYTHON) -m pyc_cli.coverage docs/conformance.json > docs/op_coverage.md
+
+FUZZ_SECONDS ?= 600
+FUZZ_SEED ?= 1
+
+fuzz:  ## differential fuzzing against onnxruntime (writes benchmarks/results/fuzz.json)
+	$(PYTHON) -m pyc_cli.testing.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --out benchmarks/results/fuzz.json

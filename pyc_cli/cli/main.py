@@ -363,5 +363,32 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
     print_explanation(data, Console(width=140))
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--until", "condition", required=True, metavar="CONDITION",
+              help="What must stay true: an error code (E009 / PYC-E009: the build fails with it), "
+                   "mismatch (PyC differs from onnxruntime), crash, hang, or 'cmd:SHELL COMMAND' "
+                   "(exit 0 = still interesting; the candidate is {} or $PYC_REDUCE_MODEL).")
+@click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("small.onnx"), show_default=True, help="Where the smallest model goes.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
+              help="Fix the shape of an input with symbolic dims (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Feed seed for mismatch/crash/hang (fuzz failures name theirs).")
+@click.option("--special-values", is_flag=True,
+              help="mismatch/crash on the special-values feed (NaN, Inf, ...) instead of the normal one.")
+@click.option("--time-budget", type=float, default=600.0, show_default=True, help="Seconds to spend.")
+@reports_errors
+def reduce(model: Path, condition: str, out_path: Path, input_shapes: tuple[str, ...], seed: int,
+           special_values: bool, time_budget: float) -> None:
+    """Shrink MODEL to a small model for which CONDITION still holds, and print a repro command."""
+    from ..testing.reduce import reduce_file
+
+    summary, repro = reduce_file(model, condition, out_path,
+                                 dict(parse_input_shape(t) for t in input_shapes), seed,
+                                 special_values, time_budget)
+    click.echo(summary)
+    click.echo(repro)
+
 if __name__ == "__main__":
     main()
