@@ -357,3 +357,42 @@ def test_sizes_overflow(tmp_path: Path) -> None:
         elements = math.prod(huge) if name != "tensor_over_2^47" else 2**49
         assert refused.value.code == "E012", refused.value
         assert tensor in refused.value.what and str(elements * 4) in refused.value.what
+
+
+# ---------------------------------------------------------------- found by tests/fuzz
+
+
+def _f32(value: float) -> float:
+    return float(np.float32(value))
+
+
+SELU_ALPHA, SELU_GAMMA = _f32(1.67326319217681884765625), _f32(1.05070102519989013671875)
+FLOAT64_ACTIVATIONS = {  # numpy float64 with the float32 value of each default attribute
+    "Elu": lambda x: np.where(x < 0, np.exp(x) - 1, x),
+    "Selu": lambda x: np.where(x <= 0, SELU_GAMMA * SELU_ALPHA * (np.exp(x) - 1), SELU_GAMMA * x),
+    "HardSigmoid": lambda x: np.clip(_f32(0.2) * x + _f32(0.5), 0, 1),
+    "ThresholdedRelu": lambda x: np.where(x > 1.0, x, 0.0),
+}
+
+
+def _float64_model(op: str, tmp_path: Path) -> Path:
+    model = make_model([helper.make_node(op, ["x"], ["y"])], [vinfo("x", (4, 7), TensorProto.DOUBLE)],
+                       [vinfo("y", (4, 7), TensorProto.DOUBLE)])
+    return write_model(model, tmp_path)
+
+
+def test_float64_activation_defaults_are_float32(tmp_path: Path, rng: np.random.Generator) -> None:
+    """ONNX float attributes are float32, defaults included: a float64 LeakyRelu computed with
+    0.01 instead of 0.01f was 2e-8 off onnxruntime (fuzz seed 715150840)."""
+    x = rng.standard_normal((4, 7)) * 3
+    assert_matches_ort(_float64_model("LeakyRelu", tmp_path), tmp_path, {"x": x}, rtol=1e-13,
+                       atol=1e-15)
+
+
+@pytest.mark.parametrize("op", sorted(FLOAT64_ACTIVATIONS))
+def test_float64_activation_defaults_without_onnxruntime_kernel(op: str, tmp_path: Path,
+                                                                rng: np.random.Generator) -> None:
+    """The same rule where onnxruntime has no float64 kernel: numpy in float64 decides."""
+    x = rng.standard_normal((4, 7)) * 3
+    _, got = build_and_run(_float64_model(op, tmp_path), tmp_path, {"x": x})
+    np.testing.assert_allclose(got["y"], FLOAT64_ACTIVATIONS[op](x), rtol=1e-13, atol=1e-15)

@@ -31,7 +31,9 @@ class AlphaUnary(Unary):
     defaults: ClassVar[dict[str, float]] = {}
 
     def params(self, node: Node) -> dict[str, float]:
-        return {k: float(node.attrs.get(k, v)) for k, v in self.defaults.items()}  # type: ignore[arg-type]
+        """ONNX float attributes are float32, defaults included (LeakyRelu's 0.01 is 0.01f):
+        a float64 model computes with the float32 value, as onnxruntime does."""
+        return {k: float(np.float32(node.attrs.get(k, v))) for k, v in self.defaults.items()}  # type: ignore[arg-type]
 
     def scalar_attrs(self, node: Node, graph: Graph) -> dict[str, float | int | str]:
         return dict(self.params(node))
