@@ -396,3 +396,23 @@ def test_float64_activation_defaults_without_onnxruntime_kernel(op: str, tmp_pat
     x = rng.standard_normal((4, 7)) * 3
     _, got = build_and_run(_float64_model(op, tmp_path), tmp_path, {"x": x})
     np.testing.assert_allclose(got["y"], FLOAT64_ACTIVATIONS[op](x), rtol=1e-13, atol=1e-15)
+
+
+def test_where_with_a_broadcast_arm_beside_a_scatter(tmp_path: Path, rng: np.random.Generator) -> None:
+    """GCC 12 at -O3 on AVX-512 vectorized Where's conditional loads (an arm broadcast from
+    [1,8,1,8]) into masked loads of the wrong elements once the loop was inlined beside this
+    ScatterND (fuzz seed 468933627, shrunk): operands are now loaded unconditionally."""
+    nodes = [helper.make_node("Where", ["c", "x", "y"], ["w"]),
+             helper.make_node("ScatterND", ["s", "idx", "upd"], ["z"], reduction="max")]
+    model = make_model(nodes, [vinfo("c", (2, 8, 2, 8), TensorProto.BOOL), vinfo("y", (1, 8, 1, 8)),
+                               vinfo("s", (1, 4, 4)), vinfo("x", (2, 8, 2, 8))],
+                       [vinfo("w", (2, 8, 2, 8)), vinfo("z", (1, 4, 4))],
+                       [init("idx", np.zeros((2, 1), np.int64)),
+                        init("upd", rng.standard_normal((2, 4, 4)).astype(np.float32))], opset=18)
+    path = write_model(model, tmp_path)
+    feeds = {"c": rng.random((2, 8, 2, 8)) < 0.5,
+             "y": rng.standard_normal((1, 8, 1, 8)).astype(np.float32),
+             "s": rng.standard_normal((1, 4, 4)).astype(np.float32),
+             "x": rng.standard_normal((2, 8, 2, 8)).astype(np.float32)}
+    for mode in ("latency_first", "balanced", "memory_first"):
+        assert_matches_ort(path, tmp_path / mode, feeds, rtol=0, atol=0, mode=mode)

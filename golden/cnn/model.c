@@ -450,7 +450,8 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
             const int64_t oh = pix / 8, ow = pix % 8;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
-      const float t0 = (acc + E0[n*2048 + oc*64 + oh*8 + ow]);
+      const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
+      const float t0 = (acc + in0_v);
       const float t1 = (t0 < 0 ? 0 : t0);
             y[row * 64 + pix - p0] = t1;
           }
@@ -472,7 +473,8 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
             const int64_t oh = pix / 8, ow = pix % 8;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
-      const float t0 = (acc + E0[n*2048 + oc*64 + oh*8 + ow]);
+      const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
+      const float t0 = (acc + in0_v);
       const float t1 = (t0 < 0 ? 0 : t0);
             y[row * 64 + pix - p0] = t1;
           }
@@ -548,7 +550,8 @@ static int k6_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
           C[i * 10 + j] = t0;
         }
       }
@@ -566,7 +569,8 @@ static int k6_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
           C[i * 10 + j] = t0;
       }
     }

@@ -96,7 +96,8 @@ static int k0_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
       const float t1 = (t0 < 0 ? 0 : t0);
           C[i * 128 + j] = t1;
         }
@@ -115,7 +116,8 @@ static int k0_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
       const float t1 = (t0 < 0 ? 0 : t0);
           C[i * 128 + j] = t1;
       }
@@ -174,7 +176,8 @@ static int k1_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
       const float t1 = (t0 < 0 ? 0 : t0);
           C[i * 64 + j] = t1;
         }
@@ -193,7 +196,8 @@ static int k1_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
       const float t1 = (t0 < 0 ? 0 : t0);
           C[i * 64 + j] = t1;
       }
@@ -252,7 +256,8 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
           C[i * 10 + j] = t0;
         }
       }
@@ -270,7 +275,8 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (acc + E0[j]);
+      const float in0_v = E0[j];
+      const float t0 = (acc + in0_v);
           C[i * 10 + j] = t0;
       }
     }

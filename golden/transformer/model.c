@@ -64,7 +64,9 @@ static int k0_gather(const float* restrict X0, const int64_t* restrict X1, float
 static int k1_elementwise(const float* X0, const float* X1, float* Y) {
   for (int64_t i0 = 0; i0 < 2; ++i0) {
   for (int64_t i1 = 0; i1 < 1024; ++i1) {
-      const float t0 = (X0[i0*1024 + i1] + X1[i1]);
+      const float in0_v = X0[i0*1024 + i1];
+      const float in1_v = X1[i1];
+      const float t0 = (in0_v + in1_v);
       Y[i0*1024 + i1] = t0;
   }
   }
@@ -74,7 +76,8 @@ static int k1_elementwise(const float* X0, const float* X1, float* Y) {
 /* step 2: pyc.Elementwise -> elementwise_loop */
 static int k2_elementwise(const int64_t* restrict X0, float* restrict Y) {
   for (int64_t i0 = 0; i0 < 32; ++i0) {
-      const uint8_t t0 = (X0[i0] != 0);
+      const int64_t in0_v = X0[i0];
+      const uint8_t t0 = (in0_v != 0);
       const float t1 = (t0 ? 0.0f : -10000.0f);
       const float t2 = (float)(t1);
       Y[i0] = t2;
@@ -132,7 +135,8 @@ static int k3_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
         }
       }
@@ -150,7 +154,8 @@ static int k3_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
       }
     }
@@ -225,7 +230,8 @@ static int k5_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
         }
       }
@@ -243,7 +249,8 @@ static int k5_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
       }
     }
@@ -303,7 +310,8 @@ static int k6_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
         }
       }
@@ -321,7 +329,8 @@ static int k6_matmul(const float* restrict X0, const float* restrict X1, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
       }
     }
@@ -411,7 +420,8 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
           const float acc = value;
           (void)i; (void)j;
       const float t0 = (acc / 4.0f);
-      const float t1 = E0[b0*16 + j];
+      const float in0_v = E0[b0*16 + j];
+      const float t1 = in0_v;
       const float t2 = (t0 + t1);
           C[i * 16 + j] = t2;
         }
@@ -431,7 +441,8 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
           const float acc = value;
           (void)i; (void)j;
       const float t0 = (acc / 4.0f);
-      const float t1 = E0[b0*16 + j];
+      const float in0_v = E0[b0*16 + j];
+      const float t1 = in0_v;
       const float t2 = (t0 + t1);
           C[i * 16 + j] = t2;
       }
@@ -607,8 +618,10 @@ static int k13_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
         }
       }
@@ -626,8 +639,10 @@ static int k13_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
       }
     }
@@ -718,7 +733,8 @@ static int k15_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
       const float t1 = (t0 / 1.4142135381698608f);
       const float t2 = erff(t1);
       const float t3 = (t2 + 1.0f);
@@ -741,7 +757,8 @@ static int k15_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
       const float t1 = (t0 / 1.4142135381698608f);
       const float t2 = erff(t1);
       const float t3 = (t2 + 1.0f);
@@ -806,8 +823,10 @@ static int k16_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
         }
       }
@@ -825,8 +844,10 @@ static int k16_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
       }
     }
@@ -917,7 +938,8 @@ static int k18_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
         }
       }
@@ -935,7 +957,8 @@ static int k18_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
       }
     }
@@ -1010,7 +1033,8 @@ static int k20_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
         }
       }
@@ -1028,7 +1052,8 @@ static int k20_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
       }
     }
@@ -1088,7 +1113,8 @@ static int k21_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
         }
       }
@@ -1106,7 +1132,8 @@ static int k21_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
           C[i * 64 + j] = t0;
       }
     }
@@ -1196,7 +1223,8 @@ static int k24_matmul(const float* restrict X0, const float* restrict X1, const 
           const float acc = value;
           (void)i; (void)j;
       const float t0 = (acc / 4.0f);
-      const float t1 = E0[b0*16 + j];
+      const float in0_v = E0[b0*16 + j];
+      const float t1 = in0_v;
       const float t2 = (t0 + t1);
           C[i * 16 + j] = t2;
         }
@@ -1216,7 +1244,8 @@ static int k24_matmul(const float* restrict X0, const float* restrict X1, const 
           const float acc = value;
           (void)i; (void)j;
       const float t0 = (acc / 4.0f);
-      const float t1 = E0[b0*16 + j];
+      const float in0_v = E0[b0*16 + j];
+      const float t1 = in0_v;
       const float t2 = (t0 + t1);
           C[i * 16 + j] = t2;
       }
@@ -1392,8 +1421,10 @@ static int k28_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
         }
       }
@@ -1411,8 +1442,10 @@ static int k28_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
       }
     }
@@ -1503,7 +1536,8 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
       const float t1 = (t0 * t0);
       const float t2 = (t0 * t1);
       const float t3 = (0.044714998453855515f * t2);
@@ -1530,7 +1564,8 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
       const float t1 = (t0 * t0);
       const float t2 = (t0 * t1);
       const float t3 = (0.044714998453855515f * t2);
@@ -1599,8 +1634,10 @@ static int k31_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
         }
       }
@@ -1618,8 +1655,10 @@ static int k31_matmul(const float* X0, const float* X1, const float* E0, const f
           const int64_t i = row, j = col;
           const float acc = value;
           (void)i; (void)j;
-      const float t0 = (E0[j] + acc);
-      const float t1 = (E1[b0*1024 + i*64 + j] + t0);
+      const float in0_v = E0[j];
+      const float t0 = (in0_v + acc);
+      const float in1_v = E1[b0*1024 + i*64 + j];
+      const float t1 = (in1_v + t0);
           C[i * 64 + j] = t1;
       }
     }
