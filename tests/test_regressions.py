@@ -372,6 +372,7 @@ FLOAT64_ACTIVATIONS = {  # numpy float64 with the float32 value of each default 
     "Selu": lambda x: np.where(x <= 0, SELU_GAMMA * SELU_ALPHA * (np.exp(x) - 1), SELU_GAMMA * x),
     "HardSigmoid": lambda x: np.clip(_f32(0.2) * x + _f32(0.5), 0, 1),
     "ThresholdedRelu": lambda x: np.where(x > 1.0, x, 0.0),
+    "HardSwish": lambda x: x * np.clip(x * _f32(1 / 6) + 0.5, 0, 1),  # fuzz seed 2147129985
 }
 
 
@@ -416,3 +417,22 @@ def test_where_with_a_broadcast_arm_beside_a_scatter(tmp_path: Path, rng: np.ran
              "x": rng.standard_normal((2, 8, 2, 8)).astype(np.float32)}
     for mode in ("latency_first", "balanced", "memory_first"):
         assert_matches_ort(path, tmp_path / mode, feeds, rtol=0, atol=0, mode=mode)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+                                "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
+                                "ReduceLogSumExp"])
+@pytest.mark.parametrize("folded", [False, True])
+def test_noop_reduction_still_reduces_each_element(op: str, folded: bool, tmp_path: Path,
+                                                    rng: np.random.Generator) -> None:
+    """noop_with_empty_axes with no axes reduces each element alone (ReduceL1 -> |x|,
+    ReduceLogSum -> log x); constant folding returned x unchanged (fuzz seeds 2056893549,
+    2663390925, 428338240, 14323925)."""
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    node = helper.make_node(op, ["x"], ["y"], noop_with_empty_axes=1)
+    inputs = [] if folded else [vinfo("x", (3, 4))]
+    model = make_model([node], inputs, [vinfo("y", (3, 4))], [init("x", x)] if folded else [],
+                       opset=18)
+    path = write_model(model, tmp_path)
+    with np.errstate(invalid="ignore"):
+        assert_matches_ort(path, tmp_path, {} if folded else {"x": x})

@@ -66,9 +66,10 @@ class Reduce(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
-        axes = self.axes(node, x.ndim, inputs)
-        if axes is None:
-            return [x.copy()]
+        # a no-op reduction (empty axes, noop_with_empty_axes) still reduces each element
+        # alone: ReduceL1 gives |x|, ReduceSumSquare x*x, ReduceLogSum log(x), as the kernel
+        # (count 1) and onnxruntime do
+        axes = self.axes(node, x.ndim, inputs) or []
         keep = bool(node.attrs.get("keepdims", 1))
         with np.errstate(all="ignore"):
             result = self.reduce(x, tuple(axes))

@@ -270,7 +270,10 @@ class HardSwish(Unary):
     since = 14
 
     def fn(self, node: Node, x: np.ndarray) -> np.ndarray:
-        return x * np.clip(x / 6 + 0.5, 0, 1)
+        # ONNX defines it as x * HardSigmoid(x, alpha=1/6, beta=0.5): float64 scales by the
+        # float32 attribute 1/6, as onnxruntime does (fuzz seed 2147129985)
+        scaled = x * float(np.float32(1 / 6)) if x.dtype == np.float64 else x / 6
+        return x * np.clip(scaled + 0.5, 0, 1)
 
 
 @register
