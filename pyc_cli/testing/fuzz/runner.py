@@ -5,7 +5,7 @@ model once per mode, runs the artifact first on a different random feed (stale a
 not leak into the next run), then on each real feed, and checks the inputs are unchanged.
 The parent compares with onnxruntime (oracle.py). Classes:
 ok, refused (a PYC error code at build time), mismatch, ort_defect, undecided,
-crash (traceback, signal, PYC-E090, a run-time error on valid inputs), hang (timeout).
+crash (traceback, signal, PYC-E090 or PYC-E020, a run-time error on valid inputs), hang (timeout).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ MODES = ("latency_first", "balanced", "memory_first")
 CLASSES = ("ok", "refused", "mismatch", "ort_defect", "undecided", "crash", "hang")
 FAILING = ("mismatch", "crash", "hang")
 MODE_TIMEOUT_S = 90.0
+# refusals that are PyC's own failures on a valid graph: an internal error, and generated C
+# that the C compiler rejects (the assembler messages the issue reported)
+INTERNAL_CODES = ("E090", "E020")
 
 
 @dataclass
@@ -75,7 +78,7 @@ def run_pyc(model_path: Path, out: Path, mode: str, warm: dict[str, np.ndarray],
         build(model_path, out, mode=mode)
     except Exception as exc:  # noqa: BLE001  (every failure is classified, not raised)
         code = _pyc_error_code(exc)
-        if code and code != "E090":
+        if code and code not in INTERNAL_CODES:
             return {"status": "refused", "code": code, "detail": str(exc)}
         return {"status": "crash", "code": code, "detail": _exception_detail(exc)}
     try:
