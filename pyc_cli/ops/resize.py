@@ -202,13 +202,7 @@ def _interpolation_taps(x: list[float], scale: float, size_in: int, coefficients
             offset = -((n - 1) // 2) if frac <= 0.5 else -((n - 1) // 2) + 1
         rows.append(coeffs)
         starts.append(p + offset - pad)
-    weights = np.stack(rows)
-    idx = np.asarray(starts)[:, None] + np.arange(weights.shape[1])[None, :]
-    if exclude_outside:
-        weights = np.where((idx < 0) | (idx >= size_in), 0.0, weights)
-        total = weights.sum(axis=1, keepdims=True)
-        weights = weights / np.where(total == 0, 1.0, total)
-    return np.clip(idx, 0, size_in - 1), weights
+    return _tap_table(rows, starts, size_in, exclude_outside)
 
 
 def _onnxruntime_taps(x: list[float], size_in: int, mode: str, a: float,
@@ -231,6 +225,13 @@ def _onnxruntime_taps(x: list[float], size_in: int, mode: str, a: float,
             coeffs = _cubic(v32 - np.floor(v32), np.float32(a)).astype(np.float64)
         rows.append(coeffs)
         starts.append(first)
+    return _tap_table(rows, starts, size_in, exclude_outside)
+
+
+def _tap_table(rows: list[np.ndarray], starts: list[int], size_in: int,
+               exclude_outside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Index and weight tables from each output position's first tap and coefficients:
+    `exclude_outside` zeroes taps outside the input and renormalizes; indexes clamp to the edge."""
     weights = np.stack(rows)
     idx = np.asarray(starts)[:, None] + np.arange(weights.shape[1])[None, :]
     if exclude_outside:
