@@ -173,22 +173,14 @@ def _read_external(tensor: onnx.TensorProto, target: Path, offset: int | None,
             data = handle.read(length) if length is not None else handle.read()
     except OSError as exc:
         raise refuse(f"cannot be read from {target.name}: {exc.strerror or exc}") from exc
-    expected = _expected_bytes(tensor)
-    if expected is not None and len(data) != expected:
-        raise refuse(f"holds {len(data)} bytes; its type and shape need {expected}")
-    return data
-
-
-def _expected_bytes(tensor: onnx.TensorProto) -> int | None:
-    """The raw byte size of a tensor of a fixed-width element type (None: not known here)."""
     try:
-        itemsize = DType.from_onnx(tensor.data_type).itemsize
-    except KeyError:
-        return None
-    count = 1
-    for dim in tensor.dims:
-        count *= int(dim)
-    return count * itemsize
+        problem = _tensor_data_problem(onnx.TensorProto(data_type=tensor.data_type,
+                                                        dims=tensor.dims, raw_data=data))
+    except KeyError:  # an unsupported element type: _to_array names it
+        problem = ""
+    if problem:
+        raise refuse(f"does not fit its shape: {problem}")
+    return data
 
 
 def _all_tensors(model: ModelProto) -> list[onnx.TensorProto]:
