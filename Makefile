@@ -27,6 +27,7 @@ coverage:  ## run the ONNX node-test conformance suite and regenerate docs/op_co
 
 FUZZ_SECONDS ?= 600
 FUZZ_SEED ?= 1
+FUZZ_JOBS ?= 1
 
 fuzz:  ## differential fuzzing against onnxruntime (writes benchmarks/results/fuzz.json)
-	$(PYTHON) -m pyc_cli.testing.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --out benchmarks/results/fuzz.json
+	$(PYTHON) -m pyc_cli.testing.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS) --out benchmarks/results/fuzz.json

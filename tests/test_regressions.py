@@ -452,3 +452,17 @@ def test_einsum_diagonal_keeps_nan_off_the_diagonal_out(equation: str, tmp_path:
                        [vinfo("x", shape, TensorProto.DOUBLE)], [vinfo("y", out, TensorProto.DOUBLE)])
     path = write_model(model, tmp_path)
     assert_matches_ort(path, tmp_path, {"x": x}, rtol=1e-12, atol=1e-12)
+
+
+def test_pow_float32_base_float64_exponent_is_not_narrowed(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A float64 exponent of a float32 base was cast to float first: a denormal exponent
+    became 0 and NaN^0 gave 1 where onnxruntime gives NaN (fuzz seed 2740469111)."""
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    x[0, :4] = [np.nan, np.inf, 0.5, 2.0]
+    e = rng.standard_normal((2, 8))
+    e[0, :4] = [5e-324, 5e-324, 1e-310, -1e-320]
+    model = make_model([helper.make_node("Pow", ["x", "e"], ["y"])],
+                       [vinfo("x", (2, 8)), vinfo("e", (2, 8), TensorProto.DOUBLE)], [vinfo("y", (2, 8))])
+    path = write_model(model, tmp_path)
+    with np.errstate(invalid="ignore"):
+        assert_matches_ort(path, tmp_path, {"x": x, "e": e})

@@ -34,6 +34,7 @@ class ScalarInstr:
     dtype: str
     a: list[str]
     attrs: dict[str, object]
+    a_dtypes: list[str] = field(default_factory=list)  # each operand's dtype ("" when unknown)
 
 
 @dataclass
@@ -96,12 +97,14 @@ def render_program(program: list[Instr], operand_expr: list[str], operand_types:
     wrong elements (fuzz seed 468933627); unconditional loads let it blend instead."""
     rendered: list[ScalarInstr] = []
     loaded: dict[int, str] = {}
+    local_dtypes: dict[str, str] = {}
     for instr in program:
-        args = []
+        args, arg_dtypes = [], []
         for arg in instr.args:
             k = tensor_operand(arg)
             if is_literal(arg):
                 args.append(c_literal(*literal_parts(arg)))
+                arg_dtypes.append(literal_parts(arg)[0].value)
             elif k is not None:
                 if k not in loaded:
                     loaded[k] = f"in{k}_v"
@@ -109,8 +112,10 @@ def render_program(program: list[Instr], operand_expr: list[str], operand_types:
                     rendered.append(ScalarInstr(loaded[k], "Load", dtype.c_type, dtype.value,
                                                 [operand_expr[k]], {}))
                 args.append(loaded[k])
+                arg_dtypes.append(operand_types[k].value)
             else:
                 args.append(acc if arg == "acc" else arg)
+                arg_dtypes.append(local_dtypes.get(arg, ""))
         # float attributes are emitted as C literals (a NaN or infinite alpha is NAN / INFINITY,
         # not Python's "nan" / "inf", which C does not know)
         attrs: dict[str, object] = {k: c_literal(DType.F64, v) if type(v) is float else v
@@ -119,7 +124,8 @@ def render_program(program: list[Instr], operand_expr: list[str], operand_types:
             if key in attrs:
                 attrs[f"{key}_c"] = c_literal(DType.F64, float(instr.attrs[key]))  # type: ignore[arg-type]
         rendered.append(ScalarInstr(instr.dst, instr.op, instr.dtype.c_type, instr.dtype.value,
-                                    args, attrs))
+                                    args, attrs, arg_dtypes))
+        local_dtypes[instr.dst] = instr.dtype.value
     return rendered
 
 

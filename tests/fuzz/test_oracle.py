@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper
 
-from pyc_cli.testing.fuzz.oracle import Tolerance, compare, compare_all
+from pyc_cli.testing.fuzz.oracle import Tolerance, compare, compare_all, judge
 
 
 def test_float32_within_and_beyond_tolerance() -> None:
@@ -50,3 +51,38 @@ def test_precision_comes_from_the_cone_not_the_output_type() -> None:
     off_by_float32_rounding = expected * (1 + 3e-7)
     assert compare("y", expected, off_by_float32_rounding, tolerance) == ""
     assert "beyond tolerance" in compare("z", expected, off_by_float32_rounding, tolerance)
+
+
+def _argmin_model() -> onnx.ModelProto:
+    node = helper.make_node("ArgMin", ["x"], ["i"], axis=1, keepdims=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("i", TensorProto.INT64, [2, 1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_index_between_values_equal_within_tolerance_is_ok() -> None:
+    """An ArgMin whose input has a tie within tolerance may pick either index; one whose pick
+    is a clearly larger value is still PyC's mismatch."""
+    model = _argmin_model()
+    x = np.array([[0.5, 0.2, 0.9, 0.2], [1.0, -3.0, 2.0, 0.0]], np.float32)
+    feeds = {"x": x}
+    ort = [("i", np.array([[1], [1]], np.int64))]
+    tie_pick = [("i", np.array([[3], [1]], np.int64))]
+    assert judge(model, feeds, ort, tie_pick, Tolerance()).cls == "ok"
+    wrong_pick = [("i", np.array([[1], [3]], np.int64))]
+    assert judge(model, feeds, ort, wrong_pick, Tolerance()).cls == "mismatch"
+
+
+def test_nan_against_inf_from_an_overflowing_sum_is_undecided_not_a_pass() -> None:
+    """FLT_MAX + FLT_MAX - inf is NaN or -inf by the order of accumulation: undecided. A finite
+    value where the reference has NaN stays PyC's mismatch."""
+    node = helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    big = np.finfo(np.float32).max
+    feeds = {"x": np.array([big, big, -np.inf], np.float32)}
+    ort = [("y", np.array(np.nan, np.float32))]
+    verdict = judge(model, feeds, ort, [("y", np.array(-np.inf, np.float32))], Tolerance())
+    assert verdict.cls == "undecided" and "order of accumulation" in verdict.detail
+    assert judge(model, feeds, ort, [("y", np.array(0.0, np.float32))], Tolerance()).cls == "mismatch"

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failures-dir", type=Path, default=None,
                         help="save failing models here (default: <out dir>/fuzz-failures)")
     parser.add_argument("--max-graphs", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="graphs checked in parallel")
     parser.add_argument("--ops", default=None, help="comma-separated ops to restrict generation to")
     parser.add_argument("--no-shrink", action="store_true", help="save failures without shrinking")
     parser.add_argument("--special-values", action="store_true",
@@ -35,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     failures_dir = args.failures_dir or (args.out.parent / "fuzz-failures" if args.out else None)
     only = args.ops.split(",") if args.ops else None
     stats, duration = run_campaign(args.seconds, args.seed, failures_dir, not args.no_shrink,
-                                   args.max_graphs, only)
+                                   args.max_graphs, only, jobs=args.jobs)
     command = "python -m pyc_cli.testing.fuzz " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    data = report(stats, duration, command, args.seed, args.seconds)
+    data = report(stats, duration, command, args.seed, args.seconds, args.jobs)
     text = json.dumps(data, indent=2, sort_keys=False)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import platform
+import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -111,6 +116,23 @@ class Stats:
             if outcome.cls == "refused":
                 self.refused_codes[outcome.feed][outcome.code] += 1
 
+    def record(self, case: FuzzCase, result: CaseResult, failures: list[Failure]) -> None:
+        """Count the case and file its failures (onnxruntime's defects and E009 refusals apart)."""
+        self.add(case, result)
+        for failure in failures:
+            if failure.outcome.cls == "ort_defect":
+                self.ort_defects.append(failure.to_json())
+            elif failure.outcome.cls == "refused":
+                self.suspicious_refusals.append(failure.to_json())
+            else:
+                self.failures.append(failure)
+
+    def sort(self) -> None:
+        """Report order independent of which parallel worker finished first."""
+        self.failures.sort(key=lambda f: f.ident)
+        self.ort_defects.sort(key=lambda f: f["id"])
+        self.suspicious_refusals.sort(key=lambda f: f["id"])
+
     def counts_json(self, feed: str) -> dict[str, Any]:
         counts: dict[str, Any] = {cls: self.counts[feed][cls] for cls in CLASSES}
         counts["refused"] = {"total": self.counts[feed]["refused"],
@@ -170,34 +192,50 @@ def check_case(runner: Runner, case: FuzzCase) -> CaseResult:
 
 def run_campaign(seconds: float, seed: int, failures_dir: Path | None, shrink: bool = True,
                  max_graphs: int | None = None, only: list[str] | None = None,
-                 modes: tuple[str, ...] = MODES, progress: bool = True) -> tuple[Stats, float]:
+                 modes: tuple[str, ...] = MODES, progress: bool = True,
+                 jobs: int = 1) -> tuple[Stats, float]:
+    """Check graphs `graph_seed(seed, 0), (seed, 1), ...` until the time or graph budget is
+    spent. With `jobs` > 1, that many workers build in parallel (one child process each); the
+    graphs are the same ones, only the order they finish in differs."""
     stats = Stats()
     start = time.monotonic()
-    with Runner(modes) as runner:
-        index = 0
-        while time.monotonic() - start < seconds and (max_graphs is None or index < max_graphs):
-            gseed = graph_seed(seed, index)
-            index += 1
-            try:
-                case = generate(gseed, only)
-            except GenerationFailed:
-                stats.generation_failures += 1
-                continue
-            result = check_case(runner, case)
-            stats.add(case, result)
-            for failure in failures_of(case, result):
-                failure.only = tuple(only or ())
-                if failures_dir is not None:
-                    save_failure(failure, case, failures_dir, shrink)
-                if failure.outcome.cls == "ort_defect":
-                    stats.ort_defects.append(failure.to_json())
+    indices = itertools.count()
+    lock = threading.Lock()
+
+    def next_index() -> int | None:
+        with lock:
+            index = next(indices)
+        if time.monotonic() - start >= seconds or (max_graphs is not None and index >= max_graphs):
+            return None
+        return index
+
+    def work() -> None:
+        with Runner(modes) as runner:
+            while (index := next_index()) is not None:
+                gseed = graph_seed(seed, index)
+                try:
+                    case = generate(gseed, only)
+                except GenerationFailed:
+                    with lock:
+                        stats.generation_failures += 1
                     continue
-                if failure.outcome.cls == "refused":
-                    stats.suspicious_refusals.append(failure.to_json())
-                    continue
-                stats.failures.append(failure)
-            if progress:
-                _progress(stats, time.monotonic() - start)
+                result = check_case(runner, case)
+                failures = failures_of(case, result)
+                for failure in failures:
+                    failure.only = tuple(only or ())
+                    if failures_dir is not None:
+                        save_failure(failure, case, failures_dir, shrink)
+                with lock:
+                    stats.record(case, result, failures)
+                    if progress:
+                        _progress(stats, time.monotonic() - start)
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats.sort()
     if progress:
         sys.stderr.write("\n")
     return stats, time.monotonic() - start
@@ -212,11 +250,13 @@ def _progress(stats: Stats, elapsed: float) -> None:
     sys.stderr.flush()
 
 
-def report(stats: Stats, duration: float, command: str, seed: int, seconds: float) -> dict[str, Any]:
+def report(stats: Stats, duration: float, command: str, seed: int, seconds: float,
+           jobs: int = 1) -> dict[str, Any]:
     from .specs import fuzzable_ops
 
     return {
-        "command": command, "seed": seed, "seconds_requested": seconds,
+        "command": command, "seed": seed, "seconds_requested": seconds, "jobs": jobs,
+        "commit": _commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "duration_s": round(duration, 1), "graphs": stats.graphs, "builds": stats.builds,
         "graphs_per_hour": round(stats.graphs * 3600 / max(duration, 1e-9)),
         "generation_failures": stats.generation_failures,
@@ -229,3 +269,16 @@ def report(stats: Stats, duration: float, command: str, seed: int, seconds: floa
         "op_histogram": dict(stats.ops.most_common()),
         "ops_not_covered": sorted(set(fuzzable_ops()) - set(stats.ops)),
     }
+
+
+def _commit() -> str:
+    """The checkout's commit (with "+changes" when the tree differs), "" outside git."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+changes" if dirty else "")
