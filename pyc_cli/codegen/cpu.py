@@ -19,6 +19,7 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
+from . import compile_cache
 from .kernel_context import KernelCall, Operand, kernel_call
 from .resources import runtime_dir, templates_dir
 from .targets import IoInfo, ModelInfo, Target
@@ -144,10 +145,19 @@ class CpuTarget(Target):
                         flags: list[str] | None = None, libraries: list[str] | None = None) -> None:
         """Link `main_source` and the runtime in `src_dir` into `library` (the debug build of
         `pyc run --per-node` passes its own main source and the artifact's recorded flags)."""
+        output = str(library.resolve())
         command = [self.compiler(), *(self.flags() if flags is None else flags), "-shared", "-o",
-                   str(library.resolve()), main_source, "pyc_runtime.c",
+                   output, main_source, "pyc_runtime.c",
                    *(self.libraries() if libraries is None else libraries)]
+        entry = ""
+        if compile_cache.cache_dir() is not None:
+            identity = compile_cache.compiler_identity(self.compiler(), self.march)
+            entry = compile_cache.key(command, output, src_dir, identity)
+            if compile_cache.fetch(entry, library):
+                return
         self._run(command, src_dir)
+        if entry:
+            compile_cache.store(entry, library)
 
     def compile_objects(self, src_dir: Path) -> list[Path]:
         """Relocatable objects of the model and runtime (what the llvmlite JIT path links)."""

@@ -11,6 +11,7 @@ crash (traceback, signal, PYC-E090 or PYC-E020, a run-time error on valid inputs
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import tempfile
 import traceback
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ...codegen import compile_cache
 from .oracle import Outputs, Tolerance, judge, ort_outputs
 from .values import feeds_for
 
@@ -123,6 +125,8 @@ def worker_main(conn: Connection) -> None:
             return
         model_bytes, warm, feeds, modes = job
         work = Path(tempfile.mkdtemp(prefix="pyc-fuzz-"))
+        # the modes of a small graph often emit the same C: compile it once per graph
+        os.environ[compile_cache.ENV] = str(work / "compile-cache")
         try:
             path = work / "model.onnx"
             path.write_bytes(model_bytes)
