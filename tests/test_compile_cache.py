@@ -39,7 +39,8 @@ def test_the_key_covers_sources_and_flags(tmp_path: Path) -> None:
     (tmp_path / "model.c").write_text("int f(void) { return 1; }\n")
     command = ["cc", "-O3", "-o", "/x/lib.so", "model.c"]
     base = compile_cache.key(command, "/x/lib.so", tmp_path, b"gcc")
-    assert compile_cache.key(command[:2] + ["-o", "/y/lib.so", "model.c"], "/y/lib.so", tmp_path, b"gcc") == base
+    elsewhere = ["cc", "-O3", "-o", "/y/lib.so", "model.c"]
+    assert compile_cache.key(elsewhere, "/y/lib.so", tmp_path, b"gcc") == base
     assert compile_cache.key(["cc", "-O2", *command[2:]], "/x/lib.so", tmp_path, b"gcc") != base
     assert compile_cache.key(command, "/x/lib.so", tmp_path, b"clang") != base
     (tmp_path / "model.c").write_text("int f(void) { return 2; }\n")
