@@ -466,3 +466,14 @@ def test_pow_float32_base_float64_exponent_is_not_narrowed(tmp_path: Path, rng: 
     path = write_model(model, tmp_path)
     with np.errstate(invalid="ignore"):
         assert_matches_ort(path, tmp_path, {"x": x, "e": e})
+
+
+def test_workspace_kernel_with_empty_output_compiles(tmp_path: Path) -> None:
+    """ReduceLogSumExp keeps its sums in a workspace; with a zero-size output none was planned and
+    the generated C named an undeclared WS (PYC-E020, fuzz seed 4290225852)."""
+    model = make_model([helper.make_node("ReduceLogSumExp", ["x", "axes"], ["y"], keepdims=1)],
+                       [vinfo("x", (1, 1, 0, 0), TensorProto.DOUBLE)],
+                       [vinfo("y", (1, 1, 0, 1), TensorProto.DOUBLE)],
+                       [init("axes", np.array([-3, 3], dtype=np.int64))], opset=18)
+    path = write_model(model, tmp_path)
+    assert_matches_ort(path, tmp_path, {"x": np.zeros((1, 1, 0, 0))})

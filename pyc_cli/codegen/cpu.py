@@ -97,10 +97,13 @@ class CpuTarget(Target):
             chosen = next(c for c in opdef.kernels if c.name == node.attrs["kernel"])
             call = kernel_call(graph, node, len(calls), chosen.template)
             call.args = pointers.arguments(node)
-            if node.name in plan.workspaces:
+            if chosen.workspace is not None:
+                # a kernel with a workspace always names WS; a zero-byte one (empty output) is
+                # never given arena space, and the kernel's loops never touch it
                 ctype = graph.types[node.outputs[0]].dtype.c_type
                 call.operands.append(Operand("WS", ctype, is_output=True))
-                call.args.append(f"({ctype}*)(arena + {plan.workspaces[node.name]})")
+                call.args.append(f"({ctype}*)(arena + {plan.workspaces[node.name]})"
+                                 if node.name in plan.workspaces else "NULL")
             if not chosen.restrict_pointers:
                 call.restrict = ""
                 for operand in call.operands:
@@ -175,8 +178,14 @@ class CpuTarget(Target):
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise PycError("E020", "the C compiler failed on the generated code: "
-                           + (result.stderr.strip().splitlines() or ["no output"])[0],
+                           + _first_error(result.stderr),
                            where=str(cwd), hint="rerun with --debug and report this")
+
+
+def _first_error(stderr: str) -> str:
+    """The compiler's first `error:` line (its first line is often only "In function ...")."""
+    lines = stderr.strip().splitlines() or ["no output"]
+    return next((line for line in lines if "error" in line), lines[0])
 
 
 _VECTOR_MATH: dict[str, bool] = {}
