@@ -86,6 +86,16 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def cone_size(model: onnx.ModelProto, name: str) -> int:
+    """How many nodes compute `name` (what `as_only_output` would keep), without copying."""
+    needed, count = {name}, 0
+    for node in reversed(model.graph.node):
+        if any(o in needed for o in node.output if o):
+            count += 1
+            needed.update(i for i in node.input if i)
+    return count
+
+
 def rename_uses(model: onnx.ModelProto, old: str, new: str) -> None:
     for node in model.graph.node:
         for i, name in enumerate(node.input):
@@ -253,15 +263,19 @@ class Shrinker:
     def intermediates(self, model: onnx.ModelProto) -> onnx.ModelProto:
         """The cone of one intermediate value made the only output (smallest cones first)."""
         types = value_types(model)
+        outputs = {o.name for o in model.graph.output}
         cones = []
         for node in model.graph.node:
             for name in node.output:
-                if name and name in types and name not in {o.name for o in model.graph.output}:
-                    candidate = as_only_output(model, name, types[name])
-                    if len(candidate.graph.node) < len(model.graph.node):
-                        cones.append((len(candidate.graph.node), name, candidate))
-        cones.sort(key=lambda c: (c[0], c[1]))
-        found = self.first((f"cone of {name}", candidate) for _, name, candidate in cones)
+                if name and name in types and name not in outputs:
+                    size = cone_size(model, name)
+                    if size < len(model.graph.node):
+                        cones.append((size, name))
+        cones.sort()
+        # candidates are made one at a time: a copy per value of a real model (90 MB of
+        # weights, hundreds of values) would hold tens of GB at once
+        found = self.first((f"cone of {name}", as_only_output(model, name, types[name]))
+                           for _, name in cones)
         return found if found is not None else model
 
     def nodes(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
