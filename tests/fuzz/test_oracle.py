@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from pyc_cli.testing.fuzz.oracle import Tolerance, compare, compare_all, judge
+from pyc_cli.testing.fuzz.oracle import Tolerance, compare, compare_all, judge, ort_outputs
 
 
 def test_float32_within_and_beyond_tolerance() -> None:
@@ -86,3 +86,44 @@ def test_nan_against_inf_from_an_overflowing_sum_is_undecided_not_a_pass() -> No
     verdict = judge(model, feeds, ort, [("y", np.array(-np.inf, np.float32))], Tolerance())
     assert verdict.cls == "undecided" and "order of accumulation" in verdict.detail
     assert judge(model, feeds, ort, [("y", np.array(0.0, np.float32))], Tolerance()).cls == "mismatch"
+
+
+def _scaled_fmod_model() -> onnx.ModelProto:
+    """y = fmod(x * s, w), then z = y + 1 (a remainder of a computed dividend, and downstream)."""
+    nodes = [helper.make_node("Mul", ["x", "s"], ["p"]),
+             helper.make_node("Mod", ["p", "w"], ["y"], fmod=1),
+             helper.make_node("Add", ["y", "one"], ["z"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [3])],
+        initializer=[onnx.numpy_helper.from_array(np.array(0.87, np.float32), "s"),
+                     onnx.numpy_helper.from_array(np.array([-1.43, 0.7, 2.5], np.float32), "w"),
+                     onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_remainder_of_a_dividend_beyond_its_divisor_tolerance_is_ok() -> None:
+    """fmod(-2.98e38, -1.43) depends on the dividend's last bit (fuzz seed 1427541355): any valid
+    remainder is right, values downstream of one are undecided; an invalid remainder (|r| > |w|, or the
+    wrong sign) or a difference at an ordinary dividend stays PyC's mismatch."""
+    model = _scaled_fmod_model()
+    feeds = {"x": np.array([-3.4e38, 1.5, 2.0], np.float32)}
+    ort = ort_outputs(model.SerializeToString(), feeds)
+    y, z = ort[0][1], ort[1][1]
+    moved = -0.36 if abs(y[0] + 0.36) > 0.1 else -1.0  # another valid remainder of x[0] * s
+
+    def verdict(first: float, second: float | None = None) -> str:
+        other = y.copy()
+        other[0] = first
+        other[1] = y[1] if second is None else second
+        return judge(model, feeds, ort, [("y", other), ("z", z)], Tolerance()).cls
+
+    assert verdict(moved) == "ok"
+    assert verdict(-1.5) == "mismatch"  # beyond the divisor
+    assert verdict(-moved) == "mismatch"  # fmod keeps the dividend's sign
+    assert verdict(moved, y[1] / 2) == "mismatch"  # 1.305 mod 0.7 is determined
+    shifted = y.copy()
+    shifted[0] = moved
+    assert judge(model, feeds, ort, [("y", shifted), ("z", shifted + 1)], Tolerance()).cls == "undecided"
+    assert judge(model, feeds, ort, [("y", y), ("z", shifted + 1)], Tolerance()).cls == "mismatch"
