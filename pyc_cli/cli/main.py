@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 
 from .. import __version__
+from ..codegen.targets import TARGET_NAMES
 from ..errors import PycError
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
@@ -116,6 +117,19 @@ class _PycGroup(click.Group):
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every subcommand also takes --debug after its name (`pyc build M.onnx --debug`)."""
+        if not any(param.name == "debug" for param in cmd.params):
+            cmd.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                           callback=_debug_after_subcommand,
+                                           help="Show Python tracebacks for errors."))
+        super().add_command(cmd, name)
+
+
+def _debug_after_subcommand(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:  # reports_errors reads the flag where `pyc --debug CMD` puts it
+        ctx.find_root().params["debug"] = True
+
 
 @click.group(cls=_PycGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyc")
@@ -135,9 +149,10 @@ def main(debug: bool) -> None:
 @click.option("--memory-budget", metavar="SIZE",
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); the fastest mode "
                    "that fits is chosen, or the build fails naming the smallest arena.")
-@click.option("--target", default="cpu", show_default=True, help="Code generation target.")
-@click.option("--dump-ir-after", type=click.Choice(PASS_NAMES), metavar="PASS",
-              help="Print the IR after PASS and stop (writes nothing).")
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="cpu", show_default=True,
+              help="Code generation target.")
+@click.option("--dump-ir-after", type=click.Choice(PASS_NAMES),
+              help="Print the IR after this pass and stop (writes nothing).")
 @click.option("--keep-source/--no-keep-source", default=False, show_default=True,
               help="Keep a copy of the model (and its external data) in source/ for "
                    "`pyc run --compare` (stores the weights twice); without it, --compare finds "
