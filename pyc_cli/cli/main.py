@@ -293,7 +293,7 @@ def _single_array(name: str, path: Path) -> np.ndarray:
     if len(arrays) != 1:
         raise PycError("E040", f"--inputs {name}={path}: the archive holds {len(arrays)} arrays, "
                        "one is needed", where=str(path),
-                       hint=f"save the one array with numpy.save(path, array), or pass the .npz "
+                       hint="save the one array with numpy.save(path, array), or pass the .npz "
                        "without NAME=")
     return next(iter(arrays.values()))
 
