@@ -26,6 +26,7 @@ from .codegen.targets import ModelInfo, get_target
 from .codegen.weights import layout_weights, weights_bytes, weights_checksum
 from .errors import PycError
 from .frontend.onnx_import import import_model
+from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
 from .ir.text import print_graph
 from .ir.types import check_addressable
@@ -70,6 +71,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
         except PycError as exc:
             raise _with_every_problem(exc, model_path, input_shapes) from exc
         ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
+        ctx.artifacts["input_ranges"] = input_ranges(graph)  # from the graph as written
         return run_pipeline(graph, ctx, stop_after), ctx
 
 
@@ -154,6 +156,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         write_text(staging, "memory_plan.json", dumps(plan.to_json()))
         write_text(staging, "memory_timeline.svg",
                    timeline_svg(plan, display_name(model_path), len(graph.nodes)))
+        write_text(staging, INPUT_RANGES_FILE, dumps(ranges_json(ctx.artifacts["input_ranges"])))
         write_text(staging, "decisions.jsonl", "".join(
             dumps_line(d.to_json()) for d in ctx.decisions))
         source = (keep_source_copy(model_path, staging) if keep_source
@@ -236,8 +239,11 @@ def load(artifact: str | Path) -> CompiledModel:
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    return CompiledModel(ModelFunctions.from_addresses(addresses), root / manifest["weights"]["file"],
-                         inputs, outputs, library, manifest["arena_bytes"])
+    model = CompiledModel(ModelFunctions.from_addresses(addresses),
+                          root / manifest["weights"]["file"], inputs, outputs, library,
+                          manifest["arena_bytes"])
+    model.input_ranges = read_input_ranges(root, manifest)
+    return model
 
 
 def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:

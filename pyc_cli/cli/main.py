@@ -308,23 +308,32 @@ def write_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
                        where=str(path), hint="choose another --output path") from exc
 
 
-def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
-    """Random feeds matching the model (floats ~ N(0,1), integers in [0, 100), bools 0/1)."""
+def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Random feeds matching the model and how each was drawn: floats ~ N(0,1), bools 0/1,
+    integers within the range their use in the graph allows (a Gather table's rows, 0/1 for a
+    mask; [0, 100) when nothing constrains them)."""
+    from ..input_ranges import random_integers
+
     rng = np.random.default_rng(seed)
-    feeds = {}
+    feeds, drawn = {}, {}
     for spec in model.inputs:
         try:
             if np.issubdtype(spec.dtype, np.floating):
                 feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+                drawn[spec.name] = "normal(0, 1)"
             elif spec.dtype == np.bool_:
                 feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
+                drawn[spec.name] = "false/true"
             else:
-                feeds[spec.name] = rng.integers(0, 100, spec.shape).astype(spec.dtype)
+                found = model.input_ranges.get(spec.name)
+                feeds[spec.name] = random_integers(rng, found, spec.shape, spec.dtype)
+                drawn[spec.name] = (f"integers in [{found.low}, {found.high}): {found.why}"
+                                    if found else "integers in [0, 100): no recorded range")
         except MemoryError:
-            raise PycError("E042", f"cannot allocate a random input {spec.name!r} of shape "
+            raise PycError("E049", f"cannot allocate a random input {spec.name!r} of shape "
                            f"{list(spec.shape)}", where=f"input {spec.name!r}",
                            hint="run it on a machine with more memory") from None
-    return feeds
+    return feeds, drawn
 
 
 @main.command()
@@ -366,8 +375,14 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
                        hint="e.g. pyc run artifact/ --inputs x.npz")
     _check_compare_options(reference, per_node, model_path, rtol, atol)
     model = load(artifact)
-    feeds = (gather_inputs(input_specs, [spec.name for spec in model.inputs]) if input_specs
-             else random_inputs(model, seed or 0))
+    drawn: dict[str, str] = {}
+    if input_specs:
+        feeds = gather_inputs(input_specs, [spec.name for spec in model.inputs])
+    else:
+        feeds, drawn = random_inputs(model, seed or 0)
+        if not as_json:
+            for name, how in drawn.items():
+                echo(f"random input {name}: {how}")
     outputs = model.run(feeds)
     times = model.time_runs(feeds, repeat) if repeat > 1 else []
     if output_path is not None:
@@ -386,6 +401,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     }
     if comparison is not None:
         summary["compare"] = comparison.to_json()
+    if drawn:
+        summary["random_inputs"] = drawn
     if output_path is not None:  # the exact file written (no .npz is appended): say which
         summary["output_file"] = str(output_path)
     if as_json:
