@@ -380,9 +380,6 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
         feeds = gather_inputs(input_specs, [spec.name for spec in model.inputs])
     else:
         feeds, drawn = random_inputs(model, seed or 0)
-        if not as_json:
-            for name, how in drawn.items():
-                echo(f"random input {name}: {how}")
     outputs = model.run(feeds)
     times = model.time_runs(feeds, repeat) if repeat > 1 else []
     if output_path is not None:
@@ -408,6 +405,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
+        for name, how in drawn.items():
+            echo(f"random input {name}: {how}")
         _print_run(outputs, summary, times)
         if output_path is not None:
             echo(f"outputs written to {output_path} (an .npz archive"
