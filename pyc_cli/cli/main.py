@@ -128,8 +128,9 @@ class _PycGroup(click.Group):
             echo(f"PYC-E050: {exc.format_message()}; where: {where}; what to do: see "
                  f"`{where} --help`".replace("\n", " "), err=True)
             sys.exit(EXIT_USER_ERROR)
-        except click.ClickException as exc:
-            exc.show()
+        except click.ClickException as exc:  # not a usage error (click.File and the like)
+            echo(f"PYC-E050: {exc.format_message()}; what to do: see `pyc --help`".replace(
+                "\n", " "), err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
             echo("Aborted!", err=True)
