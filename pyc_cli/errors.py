@@ -50,7 +50,8 @@ ERROR_CODES: dict[str, str] = {
     "E049": "The machine ran out of memory (the model at these shapes needs more than is "
     "available).",
     "E050": "An invalid option value was given on the command line.",
-    "E090": "Internal compiler error: IR verification failed (please report this).",
+    "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
+    "bug in PyC, never a user mistake: please report it with the --debug traceback).",
 }
 
 

@@ -4,6 +4,7 @@ follows the usual conventions (python -m, --debug anywhere, choices in --help, c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from helpers import init, make_model, vinfo, write_model
 from onnx import TensorProto, helper
 
+import pyc_cli.api
 from pyc_cli.cli.main import main
 from pyc_cli.codegen.targets import TARGET_NAMES
 from pyc_cli.passes.pipeline import PASS_NAMES
@@ -238,3 +240,29 @@ def test_shell_completion_works_as_the_readme_says() -> None:
     words = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True,
                            text=True, check=False)
     assert "plain,build" in words.stdout.splitlines(), words.stdout
+
+
+@pytest.mark.parametrize(("raised", "code", "exit_status"), [
+    (MemoryError(), "E049", 2),
+    (OSError(errno.ENOSPC, "No space left on device", "weights.bin"), "E022", 2),
+    (RuntimeError("a real defect"), "E090", 3),  # only a bug is an internal error
+])
+def test_machine_limits_are_not_internal_errors(work: dict[str, Path],
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                raised: BaseException, code: str,
+                                                exit_status: int) -> None:
+    def failing_load(_artifact: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(pyc_cli.api, "load", failing_load)
+    status, output = invoke("run", str(work["art"]), "--random-inputs", "0")
+    assert status == exit_status and output.startswith(f"PYC-{code}:"), output
+    assert "Traceback" not in output
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_standard_output_is_e022(work: dict[str, Path]) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "pyc_cli", "explain", str(work["art"])],
+                                stdout=full, stderr=subprocess.PIPE, text=True, check=False)
+    assert result.returncode == 2 and result.stderr.startswith("PYC-E022:"), result.stderr
