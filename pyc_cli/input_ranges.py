@@ -154,11 +154,11 @@ def ranges_json(ranges: dict[str, InputRange]) -> dict[str, Any]:
     return {name: found.to_json() for name, found in sorted(ranges.items())}
 
 
-def read_input_ranges(artifact: Path, manifest: dict[str, Any]) -> dict[str, InputRange]:
-    """The recorded ranges; {} for an artifact without them (built before they were recorded).
-    Only a file the manifest lists (so verified by its hash) is read."""
+def read_input_ranges(artifact: Path, manifest: dict[str, Any]) -> dict[str, InputRange] | None:
+    """The recorded ranges; None for an artifact without them (built before they were recorded,
+    or slimmed). Only a file the manifest lists (so verified by its hash) is read."""
     if INPUT_RANGES_FILE not in manifest.get("files", {}):
-        return {}
+        return None
     path = artifact / INPUT_RANGES_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -171,11 +171,11 @@ def read_input_ranges(artifact: Path, manifest: dict[str, Any]) -> dict[str, Inp
 # ---------------------------------------------------------------- run time
 
 
-def out_of_range_error(ranges: dict[str, InputRange],
+def out_of_range_error(ranges: dict[str, InputRange] | None,
                        feeds: dict[str, np.ndarray]) -> PycError | None:
     """PYC-E048 naming the input, node, value and valid range of the first index a feed holds
     outside a range its consumer accepts; None when every feed is within them."""
-    for name, found in sorted(ranges.items()):
+    for name, found in sorted((ranges or {}).items()):
         values = feeds.get(name)
         if values is None or values.size == 0:
             continue
@@ -184,8 +184,9 @@ def out_of_range_error(ranges: dict[str, InputRange],
             if bad.size:
                 at = tuple(int(i) for i in np.unravel_index(bad[0], values.shape))
                 value = int(values[at])
-                return PycError("E048", f"input {name!r} holds {value} at {list(at)} ({bad.size} "
-                                f"value(s) out of range); node {use.node!r} ({use.op}) accepts "
+                return PycError("E048", f"input {name!r} holds {value} at position {at} "
+                                f"({bad.size} value(s) out of range); node {use.node!r} "
+                                f"({use.op}) accepts "
                                 f"indices in [{use.low}, {use.high}) ({use.table})",
                                 where=f"input {name!r} -> node {use.node!r}",
                                 hint=f"keep {name!r} within [{max(use.low, 0)}, {use.high})")

@@ -162,3 +162,23 @@ def test_an_index_computed_inside_the_model_is_not_blamed_on_an_input(tmp_path: 
     with pyc_cli.load(tmp_path / "art") as compiled, pytest.raises(PycError) as info:
         compiled.run({"ids": np.array([0, 1, 2], np.int64)})  # 5..7: past the 4 rows
     assert info.value.code == "E042" and "computed inside the model" in str(info.value)
+
+
+def test_an_artifact_without_recorded_ranges_still_runs(bert: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    """Artifacts built before input_ranges.json (or without it) keep the old behaviour."""
+    import shutil
+
+    old = tmp_path / "old.pyc"
+    shutil.copytree(bert[1], old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["files"][INPUT_RANGES_FILE]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (old / INPUT_RANGES_FILE).unlink()
+    with pyc_cli.load(old) as compiled:
+        assert compiled.input_ranges is None
+        feeds, drawn = random_inputs(compiled, 0)
+        assert drawn["token_type_ids"] == "integers in [0, 100): no recorded range"
+        with pytest.raises(PycError) as info:
+            compiled.run(feeds)
+    assert info.value.code == "E042" and "computed inside" not in str(info.value)

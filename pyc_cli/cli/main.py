@@ -326,7 +326,7 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
                 feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
                 drawn[spec.name] = "false/true"
             else:
-                found = model.input_ranges.get(spec.name)
+                found = (model.input_ranges or {}).get(spec.name)
                 feeds[spec.name] = random_integers(rng, found, spec.shape, spec.dtype)
                 drawn[spec.name] = (f"integers in [{found.low}, {found.high}): {found.why}"
                                     if found else "integers in [0, 100): no recorded range")

@@ -99,8 +99,9 @@ STATUS_INDEX_OUT_OF_RANGE = 5
 class CompiledModel:
     """A loaded model: create once, run many times (what a server or a benchmark needs)."""
 
-    # the values each integer input may hold (input_ranges.json); explains index errors
-    input_ranges: dict[str, InputRange] = {}  # noqa: RUF012  (replaced per model, never mutated)
+    # the values each integer input may hold (input_ranges.json; None: not recorded), which
+    # random inputs draw from and index errors are explained with
+    input_ranges: dict[str, InputRange] | None = None
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
@@ -175,7 +176,7 @@ class CompiledModel:
             found = out_of_range_error(self.input_ranges, feeds)
             if found is not None:
                 return found
-            if self.input_ranges:
+            if self.input_ranges is not None:
                 return PycError("E042", f"model run failed: {self._status(status)}; every input "
                                 "is within the index ranges its uses accept, so the index is "
                                 "computed inside the model", hint="compare with onnxruntime: "
