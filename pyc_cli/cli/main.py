@@ -168,8 +168,9 @@ def main(debug: bool) -> None:
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
               help="Fix the shape of an input with symbolic dims (repeatable).")
 @click.option("--memory-budget", metavar="SIZE",
-              help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); the fastest mode "
-                   "that fits is chosen, or the build fails naming the smallest arena.")
+              help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
+                   "the fastest mode that fits is chosen (and printed), or the build fails "
+                   "naming the smallest arena.")
 @click.option("--target", type=click.Choice(TARGET_NAMES), default="cpu", show_default=True,
               help="Code generation target.")
 @click.option("--dump-ir-after", type=click.Choice(PASS_NAMES),
