@@ -33,10 +33,13 @@ def replacement_note(out_dir: Path, model_path: Path, force: bool) -> str | None
     if previous is None:
         return None
     name, sha256 = previous
-    try:
+    try:  # a missing or unreadable model (or a FIFO, which would block the hash) is left to
+        # the importer, which reports it (PYC-E001) before anything is written
+        if not model_path.is_file():
+            return None
         same = sha256 == file_sha256(model_path)
-    except OSError:  # the importer reports an unreadable model with its own code
-        same = False
+    except OSError:
+        return None
     if same:
         return f"replacing the earlier artifact of {name} in {out_dir}"
     recorded = f"{name}, sha256 {sha256[:12]}" if sha256 else name
