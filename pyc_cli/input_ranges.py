@@ -61,10 +61,14 @@ class InputRange:
 
     @classmethod
     def from_json(cls, record: Any) -> InputRange:
-        uses = [IndexUse(**use) for use in record["uses"]]
+        uses = [IndexUse(str(use["node"]), str(use["op"]), int(use["low"]), int(use["high"]),
+                         str(use["table"])) for use in record["uses"]]
         found = cls(int(record["low"]), int(record["high"]), str(record["why"]), uses)
+        bounds = [found.low, found.high, *(b for u in uses for b in (u.low, u.high))]
         if found.low >= found.high or any(u.low >= u.high for u in uses):
             raise ValueError("an empty range")
+        if any(abs(bound) > 2**63 for bound in bounds):
+            raise ValueError("a bound beyond 64 bits")
         return found
 
 
@@ -89,9 +93,10 @@ def _range_of(graph: Graph, name: str, users: dict[str, list[Node]]) -> InputRan
             if use is not None:
                 uses.append(use)
             elif _is_mask_use(graph, node, value):
-                mask_by = mask_by or f"{node.op} {node.name!r}"  # the first found
+                mask_by = mask_by or f"used as one by {node.op} {node.name!r}"  # the first
             elif (node.op in _ELEMENT_PRESERVING and node.inputs[0] == value) or node.op == "Concat":
-                if node.op == "Cast" and graph.type_of(node.outputs[0]).dtype not in _INTEGER:
+                cast_to = graph.types.get(node.outputs[0])
+                if node.op == "Cast" and (cast_to is None or cast_to.dtype not in _INTEGER):
                     continue  # cast to float: arithmetic, not indexing
                 for out in node.outputs[:1]:
                     if out not in seen:
@@ -99,14 +104,14 @@ def _range_of(graph: Graph, name: str, users: dict[str, list[Node]]) -> InputRan
                         carriers.append(out)
     uses.sort(key=lambda u: (u.node, u.op))
     if mask_by is None and "mask" in name.lower():
-        mask_by = "its name only"
+        mask_by = "so named"
     if uses:
         tightest = min(uses, key=lambda u: u.high)
         high = min(tightest.high, 2) if mask_by else tightest.high
         return InputRange(0, max(high, 1), f"indices of {tightest.op} {tightest.node!r} "
                           f"({tightest.table})", uses)
     if mask_by:
-        return InputRange(0, 2, f"a mask (0 or 1; used as one by {mask_by})")
+        return InputRange(0, 2, f"a mask (0 or 1): {mask_by}")
     return InputRange(*DEFAULT_RANGE, "no index or mask use found: the default range")
 
 
@@ -143,7 +148,8 @@ def _is_mask_use(graph: Graph, node: Node, value: str) -> bool:
     if node.op == "Where":
         return node.inputs[0] == value
     if node.op == "Cast":
-        return graph.type_of(node.outputs[0]).dtype == DType.BOOL
+        cast_to = graph.types.get(node.outputs[0])
+        return cast_to is not None and cast_to.dtype == DType.BOOL
     return node.op in _MASK_OPS
 
 
@@ -163,7 +169,8 @@ def read_input_ranges(artifact: Path, manifest: dict[str, Any]) -> dict[str, Inp
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {str(name): InputRange.from_json(record) for name, record in data.items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
+            RecursionError) as exc:
         raise PycError("E030", f"{INPUT_RANGES_FILE} is malformed ({type(exc).__name__})",
                        where=str(path), hint="rebuild the artifact") from exc
 

@@ -182,3 +182,28 @@ def test_an_artifact_without_recorded_ranges_still_runs(bert: tuple[Path, Path],
         with pytest.raises(PycError) as info:
             compiled.run(feeds)
     assert info.value.code == "E042" and "computed inside" not in str(info.value)
+
+
+@pytest.mark.parametrize("record", [
+    [], {"x": {"low": 0}}, {"ids": {"low": 5, "high": 5, "why": "", "uses": []}},
+    {"ids": {"low": 0, "high": 1e400, "why": "", "uses": []}},
+    {"ids": {"low": 0, "high": 2, "why": "", "uses": [{"node": "n", "op": "Gather",
+                                                       "low": "a", "high": 2, "table": ""}]}},
+    {"ids": {"low": 0, "high": 2**80, "why": "", "uses": []}},
+])
+def test_a_malformed_ranges_file_is_e030(bert: tuple[Path, Path], tmp_path: Path,
+                                         record: object) -> None:
+    """The file is hashed, but a manifest edited with it must still give a PYC error."""
+    import hashlib
+    import shutil
+
+    edited = tmp_path / "edited.pyc"
+    shutil.copytree(bert[1], edited)
+    data = json.dumps(record).encode()
+    (edited / INPUT_RANGES_FILE).write_bytes(data)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["files"][INPUT_RANGES_FILE] = hashlib.sha256(data).hexdigest()
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PycError) as info:
+        pyc_cli.load(edited)
+    assert info.value.code == "E030", str(info.value)
