@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
+from .artifact.previous import replacement_note
 from .artifact.reader import read_manifest, verify_files
 from .artifact.source import describe_source
 from .artifact.source import keep_source as keep_source_copy
@@ -25,6 +26,7 @@ from .codegen.targets import ModelInfo, get_target
 from .codegen.weights import layout_weights, weights_bytes, weights_checksum
 from .errors import PycError
 from .frontend.onnx_import import import_model
+from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
 from .ir.text import print_graph
 from .ir.types import check_addressable
@@ -48,6 +50,9 @@ class BuildResult:
     graph: Graph
     plan: MemoryPlan
     context: PassContext
+    # what the build decided that the user did not spell out (the mode a budget chose, the
+    # artifact it replaced): the CLI prints these lines
+    notes: list[str] = field(default_factory=list)
 
 
 def compile_graph(model_path: str | Path, mode: str = "balanced",
@@ -66,6 +71,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
         except PycError as exc:
             raise _with_every_problem(exc, model_path, input_shapes) from exc
         ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
+        ctx.artifacts["input_ranges"] = input_ranges(graph)  # from the graph as written
         return run_pipeline(graph, ctx, stop_after), ctx
 
 
@@ -103,7 +109,8 @@ def compile_within_budget(model_path: str | Path, budget: int,
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
             ctx.log("plan_memory", [], "memory_budget",
-                    f"{mode} is the fastest mode whose arena fits the budget",
+                    f"mode {mode} chosen by the memory budget: the fastest mode whose arena "
+                    f"({plan.arena_bytes} bytes) fits the budget of {budget} bytes",
                     before=budget, after=plan.arena_bytes, arenas=dict(arenas))
             return graph, ctx
     smallest = min(arenas.values())
@@ -113,23 +120,25 @@ def compile_within_budget(model_path: str | Path, budget: int,
                    hint=f"raise --memory-budget to at least {smallest} bytes")
 
 
-def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str = "balanced",
+def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str | None = None,
           input_shapes: dict[str, tuple[int, ...]] | None = None,
           target: str = "cpu", memory_budget: int | None = None,
-          keep_source: bool = False) -> BuildResult:
+          keep_source: bool = False, force: bool = False) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
-    With `memory_budget` (bytes), the fastest mode whose arena fits is chosen instead of `mode`.
+    `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
+    whose arena fits is chosen, and a `mode` given with a budget must fit it (PYC-E011).
     `keep_source` copies the model (and its external data) into `source/`, which `pyc run
     --compare` runs the reference on; without it, the model is looked up beside the artifact
-    (by the recorded sha256) or given with `--model PATH`."""
+    (by the recorded sha256) or given with `--model PATH`. An artifact of another source model
+    at `out_dir` is replaced only with `force` (PYC-E025)."""
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
+    notes = [note for note in [replacement_note(out, model_path, force)] if note]
+    graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target)
+    mode = ctx.options.mode
     if memory_budget is not None:
-        graph, ctx = compile_within_budget(model_path, memory_budget, input_shapes, target)
-        mode = ctx.options.mode
-    else:
-        graph, ctx = compile_graph(model_path, mode, input_shapes, target)
+        notes.insert(0, ctx.decisions[-1].reason)
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     backend = get_target(target)
     layout = layout_weights(graph)
@@ -147,6 +156,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
         write_text(staging, "memory_plan.json", dumps(plan.to_json()))
         write_text(staging, "memory_timeline.svg",
                    timeline_svg(plan, display_name(model_path), len(graph.nodes)))
+        write_text(staging, INPUT_RANGES_FILE, dumps(ranges_json(ctx.artifacts["input_ranges"])))
         write_text(staging, "decisions.jsonl", "".join(
             dumps_line(d.to_json()) for d in ctx.decisions))
         source = (keep_source_copy(model_path, staging) if keep_source
@@ -173,7 +183,29 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
             "files": hash_tree(staging),
         }
         write_text(staging, MANIFEST, dumps(manifest))
-    return BuildResult(out, graph, plan, ctx)
+    return BuildResult(out, graph, plan, ctx, notes)
+
+
+def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
+                        input_shapes: dict[str, tuple[int, ...]] | None,
+                        target: str) -> tuple[Graph, PassContext]:
+    """The build's mode: the one asked for (checked against the budget), else with a budget the
+    fastest that fits, else balanced. The last decision logged says which and why."""
+    if memory_budget is None:
+        return compile_graph(model_path, mode or "balanced", input_shapes, target)
+    if mode is None:
+        return compile_within_budget(model_path, memory_budget, input_shapes, target)
+    graph, ctx = compile_graph(model_path, mode, input_shapes, target)
+    arena = ctx.artifacts["memory_plan"].arena_bytes
+    if arena > memory_budget:
+        raise PycError("E011", f"mode {mode} needs an arena of {arena} bytes, over the memory "
+                       f"budget of {memory_budget} bytes", where=f"--mode {mode}",
+                       hint=f"raise --memory-budget to at least {arena} bytes, or leave out "
+                       "--mode so that the fastest mode that fits is chosen")
+    ctx.log("plan_memory", [], "memory_budget",
+            f"mode {mode} as asked (--mode); its arena of {arena} bytes fits the memory budget "
+            f"of {memory_budget} bytes", before=memory_budget, after=arena)
+    return graph, ctx
 
 
 def display_name(path: Path) -> str:
@@ -207,8 +239,11 @@ def load(artifact: str | Path) -> CompiledModel:
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    return CompiledModel(ModelFunctions.from_addresses(addresses), root / manifest["weights"]["file"],
-                         inputs, outputs, library, manifest["arena_bytes"])
+    model = CompiledModel(ModelFunctions.from_addresses(addresses),
+                          root / manifest["weights"]["file"], inputs, outputs, library,
+                          manifest["arena_bytes"])
+    model.input_ranges = read_input_ranges(root, manifest)
+    return model
 
 
 def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:

@@ -14,7 +14,9 @@ ERROR_CODES: dict[str, str] = {
     "E002": "The file is not a valid ONNX model (parse failure or truncated file).",
     "E003": "onnx.checker rejected the model, or it breaks a rule onnxruntime enforces beyond the "
     "checker (two nodes of one graph with the same name).",
-    "E004": "External tensor data is missing or points outside the model's directory.",
+    "E004": "External tensor data is missing, points outside the model's directory, or has an "
+    "invalid entry (offset or length not a non-negative integer, a range past the end of the "
+    "file, a NUL in the location).",
     "E005": "A graph input has symbolic dimensions and no --input-shape was given for it.",
     "E006": "An --input-shape argument is malformed or names an unknown input.",
     "E007": "The model uses operators PyC does not support (all are listed at once).",
@@ -29,10 +31,13 @@ ERROR_CODES: dict[str, str] = {
     "E021": "The output directory exists and is not a PyC artifact (refusing to overwrite).",
     "E022": "An output path (the artifact directory, or run's --output file) cannot be created or "
     "written (bad path, permissions, a file in the way, a full disk).",
+    "E025": "The output directory holds the artifact of a different source model (replace it "
+    "with --force, or choose another -o).",
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",
     "E031": "An artifact file does not match its hash in manifest.json (tampered or corrupt).",
     "E032": "The artifact was built for a different format version or target.",
-    "E040": "The inputs file cannot be read (not an .npz file).",
+    "E040": "The inputs file cannot be read (not an .npz or .npy file, empty, or an .npy file "
+    "where the model has several inputs).",
     "E041": "An input is missing, unknown, or has the wrong dtype or shape.",
     "E042": "The compiled model reported a runtime error.",
     "E043": "`pyc run --compare`: model outputs differ from the reference beyond tolerance.",
@@ -40,8 +45,13 @@ ERROR_CODES: dict[str, str] = {
     "(`pip install onnxruntime`), or it cannot run the source model.",
     "E045": "The source model for --compare cannot be found: the artifact holds no copy of it and "
     "no --model was given, or --model does not match the sha256 the manifest recorded.",
+    "E048": "An integer input holds an index outside the range its consumer accepts (the "
+    "error names the input, the node, the value and the valid range).",
+    "E049": "The machine ran out of memory (the model at these shapes needs more than is "
+    "available).",
     "E050": "An invalid option value was given on the command line.",
-    "E090": "Internal compiler error: IR verification failed (please report this).",
+    "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
+    "bug in PyC, never a user mistake: please report it with the --debug traceback).",
 }
 
 

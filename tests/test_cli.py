@@ -257,8 +257,7 @@ def test_rebuilding_over_an_artifact_replaces_it(mlp_artifact: Path, tmp_path: P
 def test_wrong_input_name_dtype_shape_and_missing_inputs(mlp_artifact: Path, tmp_path: Path) -> None:
     good = np.zeros((3, 64), np.float32) + 0.5
     cases = {
-        "wrong_name": {"y": good},
-        "missing": {},
+        "wrong_name": {"y": good},  # (an empty .npz is PYC-E040: test_cli_mistakes.py)
         "extra": {"x": good, "z": good},
         "wrong_dtype": {"x": good.astype(np.float64)},
         "wrong_shape": {"x": np.ones((4, 64), np.float32)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import re
@@ -17,6 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from .. import __version__
+from ..codegen.targets import TARGET_NAMES
 from ..errors import PycError
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
@@ -43,12 +45,30 @@ def echo(text: object, err: bool = False) -> None:
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exc()
+    exc = _environment_error(exc) or exc
     if isinstance(exc, PycError):
         echo(str(exc).replace("\n", " "), err=True)
         sys.exit(EXIT_USER_ERROR)
     echo(f"PYC-E090: internal compiler error: {type(exc).__name__}: {exc}; what to do: "
          "rerun with --debug and report it", err=True)
     sys.exit(EXIT_INTERNAL_ERROR)
+
+
+# write failures that come from the machine (full disk, read-only file system), not from PyC
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _environment_error(exc: BaseException) -> PycError | None:
+    """What the machine refused (memory, a full disk) is not a compiler bug: a reason code, not
+    PYC-E090, so E090 stays the sign of a real defect."""
+    if isinstance(exc, MemoryError):
+        return PycError("E049", "not enough memory for this step", hint="use smaller shapes "
+                        "(--input-shape) or a machine with more memory")
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        target = exc.filename if exc.filename is not None else "the standard output"
+        return PycError("E022", f"cannot write {target}: {exc.strerror}", where=str(target),
+                        hint="free space or write somewhere else")
+    return None
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,13 +128,27 @@ class _PycGroup(click.Group):
             echo(f"PYC-E050: {exc.format_message()}; where: {where}; what to do: see "
                  f"`{where} --help`".replace("\n", " "), err=True)
             sys.exit(EXIT_USER_ERROR)
-        except click.ClickException as exc:
-            exc.show()
+        except click.ClickException as exc:  # not a usage error (click.File and the like)
+            echo(f"PYC-E050: {exc.format_message()}; what to do: see `pyc --help`".replace(
+                "\n", " "), err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
             echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every subcommand also takes --debug after its name (`pyc build M.onnx --debug`)."""
+        if not any(param.name == "debug" for param in cmd.params):
+            cmd.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                           callback=_debug_after_subcommand,
+                                           help="Show Python tracebacks for errors."))
+        super().add_command(cmd, name)
+
+
+def _debug_after_subcommand(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:  # reports_errors reads the flag where `pyc --debug CMD` puts it
+        ctx.find_root().params["debug"] = True
 
 
 @click.group(cls=_PycGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,23 +163,28 @@ def main(debug: bool) -> None:
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Artifact directory (default: MODEL.pyc beside the model).")
 @click.option("--mode", type=click.Choice(MODES), default="balanced", show_default=True,
-              help="Memory planning policy.")
+              help="Memory planning policy (with --memory-budget: the default is the fastest "
+                   "mode that fits, and a mode given must fit).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
               help="Fix the shape of an input with symbolic dims (repeatable).")
 @click.option("--memory-budget", metavar="SIZE",
-              help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); the fastest mode "
-                   "that fits is chosen, or the build fails naming the smallest arena.")
-@click.option("--target", default="cpu", show_default=True, help="Code generation target.")
-@click.option("--dump-ir-after", type=click.Choice(PASS_NAMES), metavar="PASS",
-              help="Print the IR after PASS and stop (writes nothing).")
+              help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
+                   "the fastest mode that fits is chosen (and printed), or the build fails "
+                   "naming the smallest arena.")
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="cpu", show_default=True,
+              help="Code generation target.")
+@click.option("--dump-ir-after", type=click.Choice(PASS_NAMES),
+              help="Print the IR after this pass and stop (writes nothing).")
 @click.option("--keep-source/--no-keep-source", default=False, show_default=True,
               help="Keep a copy of the model (and its external data) in source/ for "
                    "`pyc run --compare` (stores the weights twice); without it, --compare finds "
                    "the model beside the artifact or takes --model PATH.")
+@click.option("--force", is_flag=True,
+              help="Replace an artifact at -o that was built from a different model.")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool) -> None:
+          keep_source: bool, force: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -161,8 +200,13 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         click.echo(print_graph(graph), nl=False)
         return
     budget = parse_size(memory_budget) if memory_budget is not None else None
-    result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target,
-                            memory_budget=budget, keep_source=keep_source)
+    mode_given = click.get_current_context().get_parameter_source("mode") != \
+        click.core.ParameterSource.DEFAULT
+    result = build_artifact(model, out_dir, mode=mode if mode_given else None,
+                            input_shapes=shapes, target=target, memory_budget=budget,
+                            keep_source=keep_source, force=force)
+    for note in result.notes:
+        echo(note)
     plan = result.plan
     mode = plan.mode
     echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
@@ -171,16 +215,89 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
 
 
 def read_inputs(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz archive, by name (an empty archive is refused: it feeds nothing)."""
+    arrays = _load_arrays(path)
+    if not isinstance(arrays, dict):
+        raise PycError("E040", f"{path} holds one unnamed array (an .npy file), not named inputs",
+                       where=str(path), hint="pass it as --inputs NAME=FILE.npy, or save an "
+                       ".npz with numpy.savez(path, name=array, ...)")
+    if not arrays:
+        raise PycError("E040", f"{path} holds no arrays", where=str(path),
+                       hint="save inputs with numpy.savez(path, name=array, ...)")
+    return arrays
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray] | np.ndarray:
+    """An .npz file as {name: array}, or the one array of an .npy file (told apart by content)."""
     try:
         if path.exists() and not path.is_file():  # a FIFO or device would block or never end
             raise ValueError("not a regular file")
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded as data:
             if not hasattr(data, "files"):
-                raise ValueError("not an .npz archive")
+                raise ValueError("not an .npz or .npy file")
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PycError("E040", f"cannot read inputs from {path}: {exc}", where=str(path),
-                       hint="save inputs with numpy.savez(path, name=array, ...)") from exc
+                       hint="save inputs with numpy.savez(path, name=array, ...) or "
+                       "numpy.save(path, array)") from exc
+
+
+def gather_inputs(specs: tuple[str, ...], input_names: list[str]) -> dict[str, np.ndarray]:
+    """Feeds from the --inputs arguments: FILE.npz (arrays by name), FILE.npy (the model's only
+    input), or NAME=FILE.npy / NAME=FILE.npz holding one array (repeatable, one per input)."""
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, path = _split_input_spec(spec, input_names)
+        if name is None:
+            arrays = _load_arrays(path)
+            found = (read_inputs(path) if isinstance(arrays, dict)
+                     else {_only_input(path, input_names): arrays})
+        else:
+            found = {name: _single_array(name, path)}
+        for key, value in found.items():
+            if key in feeds:
+                raise PycError("E041", f"input {key!r} is given twice (again in {path})",
+                               where=f"--inputs {spec}", hint="give each input once")
+            feeds[key] = value
+    return feeds
+
+
+def _split_input_spec(spec: str, input_names: list[str]) -> tuple[str | None, Path]:
+    """NAME=FILE when NAME is an input of the model (longest match: names may hold '='), else a
+    plain file path."""
+    for name in sorted(input_names, key=len, reverse=True):
+        if spec.startswith(f"{name}=") and not Path(spec).is_file():
+            return name, Path(spec[len(name) + 1:])
+    name, sep, _ = spec.partition("=")
+    if sep and not Path(spec).exists() and "/" not in name:
+        raise PycError("E041", f"--inputs {spec}: the model has no input {name!r}",
+                       where=f"model inputs are {sorted(input_names)}",
+                       hint="use --inputs NAME=FILE.npy with a name from that list")
+    return None, Path(spec)
+
+
+def _only_input(path: Path, input_names: list[str]) -> str:
+    if len(input_names) != 1:
+        raise PycError("E040", f"{path} holds one array (.npy) but the model has "
+                       f"{len(input_names)} inputs {input_names}", where=str(path),
+                       hint="give one per input: --inputs NAME=FILE.npy (repeatable), or an "
+                       ".npz with numpy.savez(path, name=array, ...)")
+    return input_names[0]
+
+
+def _single_array(name: str, path: Path) -> np.ndarray:
+    arrays = _load_arrays(path)
+    if isinstance(arrays, np.ndarray):
+        return arrays
+    if len(arrays) != 1:
+        raise PycError("E040", f"--inputs {name}={path}: the archive holds {len(arrays)} arrays, "
+                       "one is needed", where=str(path),
+                       hint="save the one array with numpy.save(path, array), or pass the .npz "
+                       "without NAME=")
+    return next(iter(arrays.values()))
 
 
 def write_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
@@ -193,33 +310,43 @@ def write_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
                        where=str(path), hint="choose another --output path") from exc
 
 
-def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
-    """Random feeds matching the model (floats ~ N(0,1), integers in [0, 100), bools 0/1)."""
+def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Random feeds matching the model and how each was drawn: floats ~ N(0,1), bools 0/1,
+    integers within the range their use in the graph allows (a Gather table's rows, 0/1 for a
+    mask; [0, 100) when nothing constrains them)."""
+    from ..input_ranges import random_integers
+
     rng = np.random.default_rng(seed)
-    feeds = {}
+    feeds, drawn = {}, {}
     for spec in model.inputs:
         try:
             if np.issubdtype(spec.dtype, np.floating):
                 feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+                drawn[spec.name] = "normal(0, 1)"
             elif spec.dtype == np.bool_:
                 feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
+                drawn[spec.name] = "false/true"
             else:
-                feeds[spec.name] = rng.integers(0, 100, spec.shape).astype(spec.dtype)
+                found = (model.input_ranges or {}).get(spec.name)
+                feeds[spec.name] = random_integers(rng, found, spec.shape, spec.dtype)
+                drawn[spec.name] = (f"integers in [{found.low}, {found.high}): {found.why}"
+                                    if found else "integers in [0, 100): no recorded range")
         except MemoryError:
-            raise PycError("E042", f"cannot allocate a random input {spec.name!r} of shape "
+            raise PycError("E049", f"cannot allocate a random input {spec.name!r} of shape "
                            f"{list(spec.shape)}", where=f"input {spec.name!r}",
                            hint="run it on a machine with more memory") from None
-    return feeds
+    return feeds, drawn
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="An .npz file with one array per model input.")
-@click.option("--random-inputs", "seed", type=int, default=None, metavar="SEED",
-              help="Use seeded random inputs instead of --inputs.")
+@click.option("--inputs", "input_specs", multiple=True, metavar="FILE|NAME=FILE",
+              help="An .npz file with one array per model input, an .npy file for a model with "
+                   "one input, or NAME=FILE.npy for one input (repeatable).")
+@click.option("--random-inputs", "seed", type=click.IntRange(min=0), default=None,
+              metavar="SEED", help="Use seeded random inputs instead of --inputs (SEED >= 0).")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write outputs (keyed by output name) to this .npz file.")
+              help="Write outputs (keyed by output name) as an .npz archive at exactly this path.")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Time this many runs and report p50/p95 latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
@@ -239,18 +366,22 @@ def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
               help="With --compare: absolute tolerance for floating outputs (default: float32 "
                    "1e-5, float16 1e-3, float64 1e-9).")
 @reports_errors
-def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path: Path | None,
+def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_path: Path | None,
         repeat: int, as_json: bool, reference: str | None, per_node: bool,
         model_path: Path | None, rtol: float | None, atol: float | None) -> None:
     """Run a built ARTIFACT (its hashes are verified before native code loads)."""
     from ..api import load
 
-    if (inputs_path is None) == (seed is None):
+    if bool(input_specs) == (seed is not None):
         raise PycError("E050", "give exactly one of --inputs FILE.npz or --random-inputs SEED",
                        hint="e.g. pyc run artifact/ --inputs x.npz")
     _check_compare_options(reference, per_node, model_path, rtol, atol)
     model = load(artifact)
-    feeds = read_inputs(inputs_path) if inputs_path is not None else random_inputs(model, seed or 0)
+    drawn: dict[str, str] = {}
+    if input_specs:
+        feeds = gather_inputs(input_specs, [spec.name for spec in model.inputs])
+    else:
+        feeds, drawn = random_inputs(model, seed or 0)
     outputs = model.run(feeds)
     times = model.time_runs(feeds, repeat) if repeat > 1 else []
     if output_path is not None:
@@ -269,10 +400,19 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     }
     if comparison is not None:
         summary["compare"] = comparison.to_json()
+    if drawn:
+        summary["random_inputs"] = drawn
+    if output_path is not None:  # the exact file written (no .npz is appended): say which
+        summary["output_file"] = str(output_path)
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
+        for name, how in drawn.items():
+            echo(f"random input {name}: {how}")
         _print_run(outputs, summary, times)
+        if output_path is not None:
+            echo(f"outputs written to {output_path} (an .npz archive"
+                 f"{'' if output_path.suffix == '.npz' else ', no .npz suffix added'})")
         if comparison is not None:
             from ..compare.report import print_report
 

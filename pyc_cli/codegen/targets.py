@@ -3,6 +3,7 @@ adding CUDA adds a `Target` subclass and a template directory, not a fork of the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,18 @@ class Target:
         raise NotImplementedError
 
 
-def get_target(name: str) -> Target:
-    from .cpu import CpuTarget
+def _cpu_target() -> Target:
+    from .cpu import CpuTarget  # imported on use: the CLI lists target names without codegen
 
-    targets: dict[str, type[Target]] = {"cpu": CpuTarget}
-    if name not in targets:
-        raise PycError("E050", f"unknown target {name!r}", hint=f"use one of {sorted(targets)}")
-    return targets[name]()
+    return CpuTarget()
+
+
+# the registry of targets by name (`pyc build --target` offers exactly these)
+TARGETS: dict[str, Callable[[], Target]] = {"cpu": _cpu_target}
+TARGET_NAMES = tuple(TARGETS)
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise PycError("E050", f"unknown target {name!r}", hint=f"use one of {sorted(TARGETS)}")
+    return TARGETS[name]()

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PycError
+from ..input_ranges import InputRange, out_of_range_error
 from ..ir.types import DType
 
 
@@ -91,8 +92,16 @@ def _describe(entries: list[tuple[bytes, int, tuple[int, ...]]]) -> str:
     return ", ".join(f"{n.decode('utf-8', 'replace')!r}:{code}{list(shape)}" for n, code, shape in entries)
 
 
+# PYC_STATUS_INDEX_OUT_OF_RANGE of runtime_c/pyc_runtime.h
+STATUS_INDEX_OUT_OF_RANGE = 5
+
+
 class CompiledModel:
     """A loaded model: create once, run many times (what a server or a benchmark needs)."""
+
+    # the values each integer input may hold (input_ranges.json; None: not recorded), which
+    # random inputs draw from and index errors are explained with
+    input_ranges: dict[str, InputRange] | None = None
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
@@ -151,24 +160,40 @@ class CompiledModel:
         return (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
 
     def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
-        self._run_pointers(self._pointers(inputs), self._pointers(outputs))
+        self._run_pointers(self._pointers(inputs), self._pointers(outputs), inputs)
 
-    def _run_pointers(self, in_ptrs: ctypes.Array, out_ptrs: ctypes.Array) -> None:
+    def _run_pointers(self, in_ptrs: ctypes.Array, out_ptrs: ctypes.Array,
+                      inputs: list[np.ndarray]) -> None:
         status = self._fn.run(self._handle, in_ptrs, out_ptrs)
         if status != 0:
-            raise PycError("E042", f"model run failed: {self._status(status)}",
-                           hint="check the input values (e.g. index inputs in range)")
+            raise self._run_error(status, inputs)
+
+    def _run_error(self, status: int, inputs: list[np.ndarray]) -> PycError:
+        """E042 with the kernel's status; an index out of range is traced back to the input,
+        node, value and valid range when an input holds it (E048)."""
+        if status == STATUS_INDEX_OUT_OF_RANGE:
+            feeds = {spec.name: array for spec, array in zip(self.inputs, inputs)}
+            found = out_of_range_error(self.input_ranges, feeds)
+            if found is not None:
+                return found
+            if self.input_ranges is not None:
+                return PycError("E042", f"model run failed: {self._status(status)}; every input "
+                                "is within the index ranges its uses accept, so the index is "
+                                "computed inside the model", hint="compare with onnxruntime: "
+                                "pyc run --compare ort --per-node")
+        return PycError("E042", f"model run failed: {self._status(status)}",
+                        hint="check the input values (e.g. index inputs in range)")
 
     def time_runs(self, feeds: dict[str, np.ndarray], repeat: int) -> list[float]:
         """Milliseconds per run for `repeat` runs (after one warm-up), buffers allocated once."""
         arrays = self.check_feeds(feeds)
         outputs = self._output_buffers()
         in_ptrs, out_ptrs = self._pointers(arrays), self._pointers(outputs)  # bound once, as a
-        self._run_pointers(in_ptrs, out_ptrs)  # server with preallocated buffers would
+        self._run_pointers(in_ptrs, out_ptrs, arrays)  # server with preallocated buffers would
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
-            self._run_pointers(in_ptrs, out_ptrs)
+            self._run_pointers(in_ptrs, out_ptrs, arrays)
             times.append((time.perf_counter() - start) * 1e3)
         return times
 
