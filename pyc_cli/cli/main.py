@@ -220,8 +220,15 @@ def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
               help="Use seeded random inputs instead of --inputs.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write outputs (keyed by output name) to this .npz file.")
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Time this many runs and report p50/p95 latency.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Untimed runs before the timed ones.")
+@click.option("--repeat", type=click.IntRange(min=1), default=None,
+              help="Time this many runs (default 1, or unbounded with --duration) and report "
+                   "min/mean/p50/p90/p95/p99/max latency and throughput.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="SECONDS",
+              help="Time runs until this many seconds have passed (at least one run); with "
+                   "--repeat, whichever limit is reached first ends the timing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 @click.option("--compare", "reference", type=click.Choice(["ort"]),
               help="Also run onnxruntime on the source model with the same inputs and report "
@@ -240,10 +247,15 @@ def random_inputs(model: Any, seed: int) -> dict[str, np.ndarray]:
                    "1e-5, float16 1e-3, float64 1e-9).")
 @reports_errors
 def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path: Path | None,
-        repeat: int, as_json: bool, reference: str | None, per_node: bool,
-        model_path: Path | None, rtol: float | None, atol: float | None) -> None:
-    """Run a built ARTIFACT (its hashes are verified before native code loads)."""
+        warmup: int, repeat: int | None, duration_s: float | None, as_json: bool,
+        reference: str | None, per_node: bool, model_path: Path | None, rtol: float | None,
+        atol: float | None) -> None:
+    """Run a built ARTIFACT (its hashes are verified before native code loads).
+
+    The outputs come from a first, untimed run; then --warmup runs, then the timed runs.
+    Percentiles are numpy's 'linear' ones; throughput is timed runs / their summed time."""
     from ..api import load
+    from ..runtime.timing import RunPlan, latency_stats
 
     if (inputs_path is None) == (seed is None):
         raise PycError("E050", "give exactly one of --inputs FILE.npz or --random-inputs SEED",
@@ -252,7 +264,8 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     model = load(artifact)
     feeds = read_inputs(inputs_path) if inputs_path is not None else random_inputs(model, seed or 0)
     outputs = model.run(feeds)
-    times = model.time_runs(feeds, repeat) if repeat > 1 else []
+    plan = RunPlan(warmup, repeat, duration_s)
+    stats = latency_stats(model.time_runs(feeds, plan))
     if output_path is not None:
         write_outputs(output_path, outputs)
     comparison = None
@@ -264,7 +277,8 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     summary = {
         "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
                     for name, v in outputs.items()},
-        "latency_ms": _latency(times),
+        "latency_ms": stats,
+        "warmup_runs": warmup,
         "arena_bytes": model.arena_bytes,
     }
     if comparison is not None:
@@ -272,7 +286,7 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
-        _print_run(outputs, summary, times)
+        _print_run(outputs, summary)
         if comparison is not None:
             from ..compare.report import print_report
 
@@ -293,22 +307,14 @@ def _check_compare_options(reference: str | None, per_node: bool, model_path: Pa
                        hint="e.g. pyc run artifact/ --random-inputs 0 --compare ort --per-node")
 
 
-def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any], times: list[float]) -> None:
+def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
+    from ..runtime.timing import format_stats
+
     for name, value in outputs.items():
         with np.errstate(all="ignore"):  # statistics of inf/NaN outputs are just printed
             mean, std = float(np.mean(value)), float(np.std(value))
         echo(f"{name}: {value.dtype}{list(value.shape)} mean {mean:.6g} std {std:.6g}")
-    if times:
-        lat = summary["latency_ms"]
-        echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "
-             f"p95 {lat['p95']:.4f} ms")
-
-
-def _latency(times: list[float]) -> dict[str, Any]:
-    if not times:
-        return {"p50": None, "p95": None, "runs": 0}
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
-            "runs": len(times)}
+    echo(format_stats(summary["latency_ms"], summary["warmup_runs"]))
 
 
 @main.command()
