@@ -5,6 +5,7 @@ text report (`pyc explain`), build progress and timings (`pyc build --quiet/--ve
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,148 @@ def test_outputs_do_not_depend_on_timing(mlp_artifact: Path, tmp_path: Path) -> 
         with np.load(path) as data:
             outs.append(data["logits"])
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+# --- pyc explain --json schema and text report ----------------------------------------------
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "explain.schema.json"
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "null": type(None),
+               "boolean": bool, "number": (int, float), "integer": int}
+
+
+def _is_type(value: object, name: str) -> bool:
+    if isinstance(value, bool) and name in ("integer", "number"):
+        return False  # JSON true is not a number
+    return isinstance(value, _JSON_TYPES[name])
+
+
+def schema_errors(value: object, schema: dict, root: dict, where: str = "$") -> list[str]:
+    """The subset of JSON Schema docs/explain.schema.json uses: $ref (local), type, const,
+    enum, required, properties, additionalProperties, items, minimum."""
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return schema_errors(value, target, root, where)
+    known = {"$schema", "$id", "$defs", "title", "description", "type", "const", "enum",
+             "required", "properties", "additionalProperties", "items", "minimum"}
+    assert set(schema) <= known, f"the validator does not know {set(schema) - known}"
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if types and not any(_is_type(value, t) for t in types):
+        return [f"{where}: {type(value).__name__} is not {types}"]
+    if "const" in schema and value != schema["const"]:
+        return [f"{where}: {value!r} is not {schema['const']!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} not in {schema['enum']}"]
+    errors = []
+    if "minimum" in schema and _is_type(value, "number") and value < schema["minimum"]:
+        errors.append(f"{where}: {value} < {schema['minimum']}")
+    if isinstance(value, dict):
+        errors += [f"{where}: missing {key!r}" for key in schema.get("required", [])
+                   if key not in value]
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in properties:
+                errors += schema_errors(item, properties[key], root, f"{where}.{key}")
+            elif extra is False:
+                errors.append(f"{where}: unexpected {key!r}")
+            elif isinstance(extra, dict):
+                errors += schema_errors(item, extra, root, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            errors += schema_errors(item, schema["items"], root, f"{where}[{index}]")
+    return errors
+
+
+def test_the_validator_finds_violations() -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert schema_errors({}, schema, schema)  # everything missing
+    bad = {"index": "0", "node": "n", "op": "Relu", "kernel": "k", "reason": "", "flops": -1,
+           "fused_nodes": [], "inputs": [], "outputs": [], "workspace": None, "extra": 1}
+    errors = schema_errors(bad, schema["properties"]["kernels"]["items"], schema)
+    assert len(errors) == 3, errors  # index is text, flops negative, an unknown field
+
+
+@pytest.fixture(scope="module")
+def cnn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cnn = REFERENCE_MODELS["cnn"]
+    out = tmp_path_factory.mktemp("reports") / "cnn.pyc"
+    code, output = invoke("build", str(cnn.path), "-o", str(out), "--input-shape",
+                          "image=2,3,32,32")
+    assert code == 0, output
+    return out
+
+
+def test_explain_json_matches_the_documented_schema(mlp_artifact: Path, cnn_artifact: Path) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    for artifact in (mlp_artifact, cnn_artifact):
+        code, output = invoke("explain", str(artifact), "--json")
+        assert code == 0, output
+        data = json.loads(output)
+        assert data["schema"] == "pyc.explain/1"
+        assert schema_errors(data, schema, schema) == []
+
+
+def test_explain_kernels_are_in_execution_order_with_numbers(cnn_artifact: Path) -> None:
+    data = json.loads(invoke("explain", str(cnn_artifact), "--json")[1])
+    kernels = data["kernels"]
+    assert [k["index"] for k in kernels] == list(range(len(kernels)))
+    # model.ir lists the nodes in the order model.c runs them
+    ir_order = [line.split(' name="')[1].split('"')[0]
+                for line in (cnn_artifact / "model.ir").read_text().splitlines() if ' name="' in line]
+    assert [k["node"] for k in kernels] == ir_order
+    conv = kernels[0]
+    assert conv["op"] == "Conv" and conv["fused_nodes"] == ["block1_relu"]
+    assert conv["flops"] == 2 * (2 * 16 * 32 * 32) * (3 * 3 * 3)  # 2 per multiply-add
+    assert str(conv["flops"]) in conv["reason"]  # the same estimate kernel selection used
+    assert conv["outputs"][0]["bytes"] == 2 * 16 * 32 * 32 * 4
+    placed = {t["name"]: t for t in data["memory"]["tensors"]}
+    for kernel in kernels:
+        for value in kernel["outputs"]:
+            assert value["arena_offset"] == placed.get(value["name"], {}).get("offset")
+    assert data["flops_total"] == sum(k["flops"] for k in kernels)
+    assert next(k for k in kernels if k["kernel"] == "view")["flops"] == 0
+
+
+def test_explain_sizes_are_the_files_on_disk(cnn_artifact: Path) -> None:
+    sizes = json.loads(invoke("explain", str(cnn_artifact), "--json")[1])["sizes"]
+    on_disk = {p.relative_to(cnn_artifact).as_posix(): p.stat().st_size
+               for p in cnn_artifact.rglob("*") if p.is_file()}
+    assert {f["path"]: f["bytes"] for f in sizes["files"]} == on_disk
+    assert sizes["artifact_bytes"] == sum(on_disk.values())
+    assert sizes["weights_bytes"] == on_disk["weights.bin"]
+    assert sizes["library_bytes"] == on_disk["libmodel.so"]
+
+
+@pytest.mark.parametrize("columns", [60, 100, 200])
+def test_explain_text_fits_the_terminal_width(cnn_artifact: Path, columns: int) -> None:
+    result = CliRunner().invoke(main, ["explain", str(cnn_artifact)], env={"COLUMNS": str(columns)},
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    widest = max(len(line) for line in result.output.splitlines())
+    assert widest <= columns, widest
+    assert "Kernels (execution order)" in result.output
+
+
+def test_explain_text_shows_sizes_in_binary_units(cnn_artifact: Path) -> None:
+    output = invoke("explain", str(cnn_artifact))[1]
+    assert not re.search(r"\d,\d{3}", output)  # no "1,600.0 KiB" style figures
+    assert re.search(r"arena \d+(\.\d+)? KiB vs", output)
+    data = json.loads(invoke("explain", str(cnn_artifact), "--json")[1])
+    from pyc_cli.units import format_size
+
+    sizes = data["sizes"]
+    assert f"artifact {format_size(sizes['artifact_bytes'])}" in output
+    assert f"weights {format_size(sizes['weights_bytes'])}" in output
+    assert "build time" in output and "MFLOP per run" in output
+
+
+@pytest.mark.parametrize(("nbytes", "text"), [
+    (0, "0 B"), (512, "512 B"), (1023, "1023 B"), (1024, "1.00 KiB"), (245760, "240 KiB"),
+    (1600 * 1024, "1.56 MiB"), (1024 * 1024 - 1, "1.00 MiB"), (10 * 1024**3, "10.0 GiB")])
+def test_size_formatter(nbytes: int, text: str) -> None:
+    from pyc_cli.units import format_size
+
+    assert format_size(nbytes) == text

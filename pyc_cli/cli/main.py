@@ -352,7 +352,7 @@ def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
 @reports_errors
 def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
     """Explain what the compiler did to ARTIFACT's model and why."""
-    from ..explain import explain_data, explanation_html, print_explanation
+    from ..explain import explain_data, explanation_html, print_explanation, report_console
 
     data = explain_data(artifact)
     if html_path is not None:
@@ -366,7 +366,7 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return
-    print_explanation(data, Console(width=140))
+    print_explanation(data, report_console())
 
 
 @main.command()
