@@ -5,15 +5,20 @@ text report (`pyc explain`), build progress and timings (`pyc build --quiet/--ve
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from conftest import REFERENCE_MODELS
 
 from pyc_cli.cli.main import main
+from pyc_cli.passes.pipeline import PASS_NAMES
 from pyc_cli.runtime.timing import RunPlan, latency_stats, time_calls
 
 MLP = REFERENCE_MODELS["mlp"]
@@ -262,3 +267,69 @@ def test_size_formatter(nbytes: int, text: str) -> None:
     from pyc_cli.units import format_size
 
     assert format_size(nbytes) == text
+
+
+# --- build progress, --quiet, --verbose -----------------------------------------------------
+
+def build_mlp(out: Path, *flags: str) -> Result:
+    return CliRunner().invoke(main, ["build", str(MLP.path), "-o", str(out), "--input-shape",
+                                     "x=3,64", *flags], catch_exceptions=False)
+
+
+def test_verbose_prints_every_pass_with_its_wall_time(tmp_path: Path) -> None:
+    result = build_mlp(tmp_path / "a.pyc", "--verbose")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("built ")  # the timings go to stderr, stdout stays parseable
+    rows = {}
+    for line in result.stderr.splitlines()[1:]:
+        name, _, figure = line.strip().rpartition("  ")
+        rows[name.strip()] = float(figure.split(" ms")[0])
+    assert [f"pass {name}" for name in PASS_NAMES] == [n for n in rows if n.startswith("pass ")]
+    assert {"import", "generate C", "compile C", "total"} <= set(rows)
+    assert all(seconds >= 0 for seconds in rows.values())
+    assert rows["total"] >= sum(v for k, v in rows.items() if k != "total") - 1.0  # rounding
+
+
+def test_quiet_prints_nothing_on_success_and_errors_still(tmp_path: Path) -> None:
+    result = build_mlp(tmp_path / "a.pyc", "--quiet")
+    assert result.exit_code == 0 and result.output == ""
+    assert (tmp_path / "a.pyc" / "manifest.json").is_file()
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "missing.onnx"), "-q"])
+    assert result.exit_code == 2 and "PYC-E001" in result.output
+    result = build_mlp(tmp_path / "b.pyc", "--quiet", "--verbose")
+    assert result.exit_code == 2 and "PYC-E050" in result.output
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    result = build_mlp(tmp_path / "a.pyc")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert re.fullmatch(r"built \S+ in [0-9.]+ m?s \(3 kernels, .*\)\n", result.stdout)
+
+
+def _stderr_on_a_terminal(args: list[str]) -> tuple[int, bytes]:
+    """Run the real CLI with stderr on a pseudo-terminal; what the terminal received."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "pyc_cli.cli.main", *args],
+                               stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    received = []
+    while True:
+        try:
+            data = os.read(master, 4096)  # EOF (or EIO on Linux) once the child has exited
+        except OSError:
+            break
+        if not data:
+            break
+        received.append(data)
+    os.close(master)
+    return process.wait(), b"".join(received)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_progress_on_a_terminal_names_the_steps(tmp_path: Path) -> None:
+    args = ["build", str(MLP.path), "--input-shape", "x=3,64", "-o"]
+    code, shown = _stderr_on_a_terminal([*args, str(tmp_path / "a.pyc")])
+    assert code == 0
+    assert b"building mlp.onnx" in shown and b"compile C" in shown
+    code, shown = _stderr_on_a_terminal([*args, str(tmp_path / "b.pyc"), "--quiet"])
+    assert code == 0 and shown == b""

@@ -20,6 +20,7 @@ from .. import __version__
 from ..errors import PycError
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
+from ..units import format_seconds
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
@@ -142,10 +143,14 @@ def main(debug: bool) -> None:
               help="Keep a copy of the model (and its external data) in source/ for "
                    "`pyc run --compare` (stores the weights twice); without it, --compare finds "
                    "the model beside the artifact or takes --model PATH.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing but errors (no progress, no summary).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print the wall time of every build step and pass (stderr).")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool) -> None:
+          keep_source: bool, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -154,20 +159,32 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     from ..api import build as build_artifact
     from ..api import compile_graph
     from ..ir.text import print_graph
+    from .build_progress import build_display, print_step_times
 
+    if quiet and verbose:
+        raise PycError("E050", "--quiet and --verbose contradict each other",
+                       hint="give at most one of them")
     shapes = dict(parse_input_shape(text) for text in input_shapes)
+    budget = parse_size(memory_budget) if memory_budget is not None else None
+    with build_display(model.name, quiet) as steps:
+        if dump_ir_after:
+            graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after,
+                                     steps=steps)
+        else:
+            result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target,
+                                    memory_budget=budget, keep_source=keep_source, steps=steps)
+    elapsed = steps.elapsed_s
+    if verbose:
+        print_step_times(steps, elapsed)
     if dump_ir_after:
-        graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after)
         click.echo(print_graph(graph), nl=False)
         return
-    budget = parse_size(memory_budget) if memory_budget is not None else None
-    result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target,
-                            memory_budget=budget, keep_source=keep_source)
     plan = result.plan
     mode = plan.mode
-    echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
-               f"{plan.arena_bytes} B, no-reuse {plan.no_reuse_bytes} B, lower bound "
-               f"{plan.lower_bound_bytes} B, mode {mode})")
+    if not quiet:
+        echo(f"built {result.artifact} in {format_seconds(elapsed)} "
+             f"({len(result.graph.nodes)} kernels, arena {plan.arena_bytes} B, no-reuse "
+             f"{plan.no_reuse_bytes} B, lower bound {plan.lower_bound_bytes} B, mode {mode})")
 
 
 def read_inputs(path: Path) -> dict[str, np.ndarray]:
