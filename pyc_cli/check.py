@@ -118,12 +118,17 @@ def check_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | Non
     guesses = [_guess_shapes(model, given, **sizes) for sizes in GUESSES]
     if not guesses[0]:
         return _check_at(model, Path(path).name, given)
-    runs = [_check_at(model, Path(path).name, {**given, **guess}) for guess in guesses]
-    report = runs[0]
+    report = _check_at(model, Path(path).name, {**given, **guesses[0]})
     report.assumed_dims = sorted(guesses[0])
     report.assumed_shapes = dict(sorted(guesses[0].items()))
+    others = []
+    for guess in guesses[1:]:
+        try:
+            others.append((_check_at(model, Path(path).name, {**given, **guess}), guess))
+        except PycError:
+            continue  # this guess cannot even be imported: it decides nothing
     dependent = _depends_on(report.dataflow, set(guesses[0]))
-    _separate_undecided(report, runs[1:], guesses[1:], dependent)
+    _separate_undecided(report, others, dependent)
     return report
 
 
@@ -160,16 +165,17 @@ def _depends_on(dataflow: dict[str, tuple[list[str], list[str]]], sources: set[s
     return nodes
 
 
-def _separate_undecided(report: CheckReport, others: list[CheckReport],
-                        guesses: list[dict[str, tuple[int, ...]]], dependent: set[str]) -> None:
+def _separate_undecided(report: CheckReport,
+                        others: list[tuple[CheckReport, dict[str, tuple[int, ...]]]],
+                        dependent: set[str]) -> None:
     """Keep as failures only problems every guess shows that cannot come from the sizes;
     the rest move to `undecided`, each saying at which guessed shape it appeared."""
     def keys(run: CheckReport) -> set[tuple[str, str]]:
         return {(reason, p.node) for reason, group in run.problems.items() for p in group}
 
-    everywhere = set.intersection(keys(report), *(keys(run) for run in others))
+    everywhere = set.intersection(keys(report), *(keys(run) for run, _ in others))
     decided: dict[str, list[Problem]] = {}
-    for run, guess in [(report, report.assumed_shapes), *zip(others, guesses)]:
+    for run, guess in [(report, report.assumed_shapes), *others]:
         for reason, group in run.problems.items():
             for problem in group:
                 if (reason, problem.node) in everywhere and not (

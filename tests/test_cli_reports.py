@@ -86,7 +86,7 @@ def test_run_json_reports_every_statistic(mlp_artifact: Path) -> None:
         assert code == 0, output
         summary = json.loads(output)
         assert_consistent(summary["latency_ms"], runs)
-    assert summary["warmup_runs"] == 3
+    assert summary["latency_ms"]["warmup_runs"] == 3
 
 
 def test_run_duration_times_until_the_time_is_spent(mlp_artifact: Path) -> None:

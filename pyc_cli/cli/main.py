@@ -282,7 +282,7 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
     feeds = read_inputs(inputs_path) if inputs_path is not None else random_inputs(model, seed or 0)
     outputs = model.run(feeds)
     plan = RunPlan(warmup, repeat, duration_s)
-    stats = latency_stats(model.time_runs(feeds, plan))
+    stats = {**latency_stats(model.time_runs(feeds, plan)), "warmup_runs": warmup}
     if output_path is not None:
         write_outputs(output_path, outputs)
     comparison = None
@@ -295,7 +295,6 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
         "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
                     for name, v in outputs.items()},
         "latency_ms": stats,
-        "warmup_runs": warmup,
         "arena_bytes": model.arena_bytes,
     }
     if comparison is not None:
@@ -331,7 +330,7 @@ def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
         with np.errstate(all="ignore"):  # statistics of inf/NaN outputs are just printed
             mean, std = float(np.mean(value)), float(np.std(value))
         echo(f"{name}: {value.dtype}{list(value.shape)} mean {mean:.6g} std {std:.6g}")
-    echo(format_stats(summary["latency_ms"], summary["warmup_runs"]))
+    echo(format_stats(summary["latency_ms"]))
 
 
 @main.command()

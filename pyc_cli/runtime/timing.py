@@ -74,10 +74,11 @@ def latency_stats(times_ms: list[float]) -> dict[str, float | int | str | None]:
     return stats
 
 
-def format_stats(stats: dict[str, float | int | str | None], warmup: int) -> str:
+def format_stats(stats: dict[str, float | int | str | None]) -> str:
+    """One line: run counts, the statistics in ms, the throughput."""
     figures = ", ".join(f"{key} {stats[key]:.4f}" for key in
                         ("min", "mean", *(f"p{p}" for p in PERCENTILES), "max"))
     throughput = stats["throughput_per_s"]
     rate = "unmeasurable" if throughput is None else f"{throughput:.2f} inferences/s"
-    return (f"latency over {stats['runs']} run(s) after {warmup} warm-up: {figures} ms; "
-            f"throughput {rate}")
+    return (f"latency over {stats['runs']} run(s) after {stats.get('warmup_runs', 0)} warm-up: "
+            f"{figures} ms; throughput {rate}")
