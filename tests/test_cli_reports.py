@@ -110,7 +110,8 @@ def test_run_text_reports_statistics_and_throughput(mlp_artifact: Path) -> None:
     assert figures == sorted(figures)
 
 
-@pytest.mark.parametrize("args", [["--warmup", "-1"], ["--duration", "0"], ["--repeat", "0"]])
+@pytest.mark.parametrize("args", [["--warmup", "-1"], ["--duration", "0"], ["--repeat", "0"],
+                                  ["--duration", "nan"], ["--duration", "inf"]])
 def test_run_rejects_bad_counts(mlp_artifact: Path, args: list[str]) -> None:
     code, output = invoke("run", str(mlp_artifact), "--random-inputs", "1", *args)
     assert code == 2 and "PYC-E" in output and "Traceback" not in output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import sys
 import traceback
@@ -278,6 +279,9 @@ def run(artifact: Path, inputs_path: Path | None, seed: int | None, output_path:
         raise PycError("E050", "give exactly one of --inputs FILE.npz or --random-inputs SEED",
                        hint="e.g. pyc run artifact/ --inputs x.npz")
     _check_compare_options(reference, per_node, model_path, rtol, atol)
+    if duration_s is not None and not math.isfinite(duration_s):  # click's range lets nan pass
+        raise PycError("E050", f"--duration {duration_s} is not a number of seconds",
+                       hint="e.g. --duration 10")
     model = load(artifact)
     feeds = read_inputs(inputs_path) if inputs_path is not None else random_inputs(model, seed or 0)
     outputs = model.run(feeds)
