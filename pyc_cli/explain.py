@@ -278,4 +278,5 @@ def explanation_html(artifact: str | Path, data: dict[str, Any]) -> str:
     svg = (Path(artifact) / data["memory"]["timeline"]).read_text()
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
                              undefined=jinja2.StrictUndefined, autoescape=True)
+    env.filters["size"] = format_size
     return env.get_template("report/explain.html.j2").render(d=data, timeline_svg=svg)
