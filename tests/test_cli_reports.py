@@ -8,8 +8,10 @@ import json
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -317,7 +319,10 @@ def _stderr_on_a_terminal(args: list[str]) -> tuple[int, bytes]:
                                stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
     received = []
-    while True:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if not select.select([master], [], [], 1.0)[0]:
+            continue
         try:
             data = os.read(master, 4096)  # EOF (or EIO on Linux) once the child has exited
         except OSError:
@@ -326,7 +331,7 @@ def _stderr_on_a_terminal(args: list[str]) -> tuple[int, bytes]:
             break
         received.append(data)
     os.close(master)
-    return process.wait(), b"".join(received)
+    return process.wait(timeout=60), b"".join(received)
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
