@@ -34,6 +34,7 @@ from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
+from .progress import BuildSteps
 from .runtime.native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
@@ -57,8 +58,11 @@ class BuildResult:
 
 def compile_graph(model_path: str | Path, mode: str = "balanced",
                   input_shapes: dict[str, tuple[int, ...]] | None = None, target: str = "cpu",
-                  stop_after: str | None = None) -> tuple[Graph, PassContext]:
-    """Import and run the pass pipeline (no files written); used by build, tests and tools."""
+                  stop_after: str | None = None, steps: BuildSteps | None = None
+                  ) -> tuple[Graph, PassContext]:
+    """Import and run the pass pipeline (no files written); used by build, tests and tools.
+    `steps` times the import and every pass (pyc build's progress and --verbose)."""
+    steps = steps or BuildSteps()
     if mode not in MODES:
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
@@ -67,12 +71,13 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     # compile-time folding computes IEEE results (inf, nan) as the kernels would: no warnings
     with np.errstate(all="ignore"):
         try:
-            graph = import_model(model_path, input_shapes, ctx)
+            with steps.step("import"):
+                graph = import_model(model_path, input_shapes, ctx)
         except PycError as exc:
             raise _with_every_problem(exc, model_path, input_shapes) from exc
         ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
         ctx.artifacts["input_ranges"] = input_ranges(graph)  # from the graph as written
-        return run_pipeline(graph, ctx, stop_after), ctx
+        return run_pipeline(graph, ctx, stop_after, steps), ctx
 
 
 def _with_every_problem(exc: PycError, model_path: str | Path,
@@ -100,11 +105,12 @@ MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
 
 def compile_within_budget(model_path: str | Path, budget: int,
                           input_shapes: dict[str, tuple[int, ...]] | None = None,
-                          target: str = "cpu") -> tuple[Graph, PassContext]:
+                          target: str = "cpu", steps: BuildSteps | None = None
+                          ) -> tuple[Graph, PassContext]:
     """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
     arenas = {}
     for mode in MODES_BY_SPEED:
-        graph, ctx = compile_graph(model_path, mode, input_shapes, target)
+        graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps)
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
@@ -123,7 +129,8 @@ def compile_within_budget(model_path: str | Path, budget: int,
 def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str | None = None,
           input_shapes: dict[str, tuple[int, ...]] | None = None,
           target: str = "cpu", memory_budget: int | None = None,
-          keep_source: bool = False, force: bool = False) -> BuildResult:
+          keep_source: bool = False, force: bool = False,
+          steps: BuildSteps | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -131,11 +138,13 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     `keep_source` copies the model (and its external data) into `source/`, which `pyc run
     --compare` runs the reference on; without it, the model is looked up beside the artifact
     (by the recorded sha256) or given with `--model PATH`. An artifact of another source model
-    at `out_dir` is replaced only with `force` (PYC-E025)."""
+    at `out_dir` is replaced only with `force` (PYC-E025). `steps` times every step (shown by
+    `pyc build`; never written into the artifact)."""
+    steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
     notes = [note for note in [replacement_note(out, model_path, force)] if note]
-    graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target)
+    graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target, steps)
     mode = ctx.options.mode
     if memory_budget is not None:
         notes.insert(0, ctx.decisions[-1].reason)
@@ -147,7 +156,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob))
-    sources = backend.emit(graph, plan, layout, info)
+    with steps.step("generate C"):
+        sources = backend.emit(graph, plan, layout, info)
     with staging_directory(out) as staging:
         for name, text in sorted(sources.items()):
             write_text(staging, f"src/{name}", text)
@@ -161,7 +171,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             dumps_line(d.to_json()) for d in ctx.decisions))
         source = (keep_source_copy(model_path, staging) if keep_source
                   else describe_source(model_path))
-        toolchain = backend.compile(staging / "src", staging)
+        with steps.step("compile C"):
+            toolchain = backend.compile(staging / "src", staging)
         toolchain["march"] = getattr(backend, "march", "")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
@@ -187,15 +198,15 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
 
 
 def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
-                        input_shapes: dict[str, tuple[int, ...]] | None,
-                        target: str) -> tuple[Graph, PassContext]:
+                        input_shapes: dict[str, tuple[int, ...]] | None, target: str,
+                        steps: BuildSteps) -> tuple[Graph, PassContext]:
     """The build's mode: the one asked for (checked against the budget), else with a budget the
     fastest that fits, else balanced. The last decision logged says which and why."""
     if memory_budget is None:
-        return compile_graph(model_path, mode or "balanced", input_shapes, target)
+        return compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps)
     if mode is None:
-        return compile_within_budget(model_path, memory_budget, input_shapes, target)
-    graph, ctx = compile_graph(model_path, mode, input_shapes, target)
+        return compile_within_budget(model_path, memory_budget, input_shapes, target, steps)
+    graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps)
     arena = ctx.artifacts["memory_plan"].arena_bytes
     if arena > memory_budget:
         raise PycError("E011", f"mode {mode} needs an arena of {arena} bytes, over the memory "

@@ -31,31 +31,57 @@ class Problem:
 class CheckReport:
     model: str
     nodes: int
-    flops_total: int = 0
-    flops_supported: int = 0
+    # estimated FLOPs of every node at the checked shapes, each counted once (>= 0), and
+    # whether the node compiles: the FLOP share is a sum over a subset of the same numbers
+    node_flops: dict[str, tuple[int, bool]] = field(default_factory=dict)
     assumed_dims: list[str] = field(default_factory=list)
+    assumed_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     problems: dict[str, list[Problem]] = field(default_factory=dict)
+    # problems that appear only because an unknown dim was guessed (or may): not failures
+    undecided: dict[str, list[Problem]] = field(default_factory=dict)
+    # node name -> (inputs, outputs) of the imported graph, in execution order
+    dataflow: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict, repr=False)
 
     @property
     def failing_nodes(self) -> int:
         return len({p.node for group in self.problems.values() for p in group})
 
     @property
+    def unsupported_nodes(self) -> int:
+        """Nodes with a problem at the checked shapes (the first guess), decided or not."""
+        return sum(1 for _, supported in self.node_flops.values() if not supported)
+
+    @property
+    def flops_total(self) -> int:
+        return sum(flops for flops, _ in self.node_flops.values())
+
+    @property
+    def flops_supported(self) -> int:
+        return sum(flops for flops, supported in self.node_flops.values() if supported)
+
+    @property
     def node_share(self) -> float:
-        return (self.nodes - self.failing_nodes) / self.nodes if self.nodes else 1.0
+        return (self.nodes - self.unsupported_nodes) / self.nodes if self.nodes else 1.0
 
     @property
     def flop_share(self) -> float:
-        return self.flops_supported / self.flops_total if self.flops_total else 1.0
+        total = self.flops_total
+        return self.flops_supported / total if total else 1.0
+
+    @property
+    def compilable(self) -> bool | None:
+        """True, False, or None when only --input-shape can decide."""
+        return False if self.problems else None if self.undecided else True
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "model": self.model, "compilable": not self.problems, "nodes": self.nodes,
-            "supported_nodes": self.nodes - self.failing_nodes, "node_share": self.node_share,
+            "model": self.model, "compilable": self.compilable, "nodes": self.nodes,
+            "supported_nodes": self.nodes - self.unsupported_nodes, "node_share": self.node_share,
             "flops_total": self.flops_total, "flops_supported": self.flops_supported,
             "flop_share": self.flop_share, "assumed_dims": self.assumed_dims,
-            "problems": {reason: [p.__dict__ for p in group]
-                         for reason, group in self.problems.items()},
+            "assumed_shapes": {k: list(v) for k, v in self.assumed_shapes.items()},
+            "problems": _problems_json(self.problems),
+            "undecided": _problems_json(self.undecided),
         }
 
     def summary(self) -> str:
@@ -69,15 +95,117 @@ class CheckReport:
         self.problems.setdefault(reason, []).append(Problem(node.name, op, detail))
 
 
+def _problems_json(problems: dict[str, list[Problem]]) -> dict[str, list[dict[str, str]]]:
+    return {reason: [p.__dict__ for p in group] for reason, group in problems.items()}
+
+
+# Unknown dims are checked at two guesses: a plausible size, and a second one to tell problems
+# of the model from problems of the guess. Axis 0 is usually the batch; other axes are spatial
+# or sequence lengths. Equal dim names get equal sizes, as the model requires.
+GUESSES = ({"batch": 1, "other": 64}, {"batch": 2, "other": 224})
+# problems that can come from the sizes alone (the others, e.g. an unknown op, cannot)
+SHAPE_REASONS = ("inconsistent shapes",)
+
+
 def check_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None
                 ) -> CheckReport:
+    """Every problem of the model at the given shapes. Inputs with unknown dims and no
+    `input_shapes` entry are checked at guessed sizes (GUESSES): a problem that depends on the
+    guess (it appears at one guess only, or it is a shape problem downstream of a guessed input)
+    is `undecided`, not a failure; --input-shape decides it."""
     model = load_model(Path(path))
-    report = CheckReport(Path(path).name, 0)
-    shapes = dict(input_shapes or {})
-    _assume_symbolic_dims(model, shapes, report)
+    given = dict(input_shapes or {})
+    guesses = [_guess_shapes(model, given, **sizes) for sizes in GUESSES]
+    if not guesses[0]:
+        return _check_at(model, Path(path).name, given)
+    report = _check_at(model, Path(path).name, {**given, **guesses[0]})
+    report.assumed_dims = sorted(guesses[0])
+    report.assumed_shapes = dict(sorted(guesses[0].items()))
+    others = []
+    for guess in guesses[1:]:
+        try:
+            others.append((_check_at(model, Path(path).name, {**given, **guess}), guess))
+        except PycError:
+            continue  # this guess cannot even be imported: it decides nothing
+    dependent = _depends_on(report.dataflow, set(guesses[0]))
+    _separate_undecided(report, others, dependent)
+    return report
+
+
+def _guess_shapes(model: onnx.ModelProto, given: dict[str, tuple[int, ...]], batch: int,
+                  other: int) -> dict[str, tuple[int, ...]]:
+    """A size for every unknown dim of the inputs `given` does not fix."""
+    inits = {t.name for t in model.graph.initializer}
+    by_name: dict[str, int] = {}
+    shapes = {}
+    for value in model.graph.input:
+        if value.name in inits or value.name in given:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        sizes = [static_dim(d) for d in dims]
+        if None not in sizes:
+            continue
+        guessed = []
+        for axis, (dim, size) in enumerate(zip(dims, sizes)):
+            if size is None:
+                guess = batch if axis == 0 else other
+                size = by_name.setdefault(dim.dim_param, guess) if dim.dim_param else guess
+            guessed.append(size)
+        shapes[value.name] = tuple(guessed)
+    return shapes
+
+
+def _depends_on(dataflow: dict[str, tuple[list[str], list[str]]], sources: set[str]) -> set[str]:
+    """Nodes (by name) that read, directly or through other nodes, one of `sources`."""
+    reached, nodes = set(sources), set()
+    for name, (inputs, outputs) in dataflow.items():  # nodes are in topological order
+        if any(value in reached for value in inputs):
+            nodes.add(name)
+            reached.update(outputs)
+    return nodes
+
+
+def _separate_undecided(report: CheckReport,
+                        others: list[tuple[CheckReport, dict[str, tuple[int, ...]]]],
+                        dependent: set[str]) -> None:
+    """Keep as failures only problems every guess shows that cannot come from the sizes;
+    the rest move to `undecided`, each saying at which guessed shape it appeared."""
+    def keys(run: CheckReport) -> set[tuple[str, str]]:
+        return {(reason, p.node) for reason, group in run.problems.items() for p in group}
+
+    everywhere = set.intersection(keys(report), *(keys(run) for run, _ in others))
+    decided: dict[str, list[Problem]] = {}
+    for run, guess in [(report, report.assumed_shapes), *others]:
+        for reason, group in run.problems.items():
+            for problem in group:
+                if (reason, problem.node) in everywhere and not (
+                        reason in SHAPE_REASONS and problem.node in dependent):
+                    if run is report:
+                        decided.setdefault(reason, []).append(problem)
+                    continue
+                _add_undecided(report, reason, problem, guess)
+    report.problems = {reason: decided[reason] for reason in REASONS if reason in decided}
+    report.undecided = {reason: report.undecided[reason] for reason in REASONS
+                        if reason in report.undecided}
+
+
+def _add_undecided(report: CheckReport, reason: str, problem: Problem,
+                   guess: dict[str, tuple[int, ...]]) -> None:
+    group = report.undecided.setdefault(reason, [])
+    if any(p.node == problem.node for p in group):
+        return  # the first guess that shows it is enough to say
+    shapes = ", ".join(f"{name}={','.join(map(str, dims))}" for name, dims in guess.items())
+    group.append(Problem(problem.node, problem.op, f"{problem.detail} (at guessed {shapes})"))
+
+
+def _check_at(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[int, ...]]
+              ) -> CheckReport:
+    """Every problem of the model at fully known input shapes."""
+    report = CheckReport(name, 0)
     # the imported graph: If nodes whose condition folds are replaced by their chosen branch
-    graph = convert(model, shapes, check_ops=False)
+    graph = convert(model, dict(shapes), check_ops=False)
     report.nodes = len(graph.nodes)
+    report.dataflow = {n.name: (list(n.inputs), list(n.outputs)) for n in graph.nodes}
     _check_op_support(graph, report)
     _check_types(graph, report, _onnx_types(model, shapes))
     report.problems = {reason: report.problems[reason] for reason in REASONS
@@ -95,20 +223,6 @@ def _check_op_support(graph: Graph, report: CheckReport) -> None:
         elif version is not None and not opdef.since <= version <= opdef.until:
             report.add("unsupported opset", node, f"version {version}; PyC implements "
                        f"{opdef.since}..{opdef.until}", key)
-
-
-def _assume_symbolic_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                          report: CheckReport) -> None:
-    """Symbolic dims without --input-shape are taken as 1 so that checking can go on."""
-    inits = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in inits or value.name in shapes:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        sizes = [static_dim(d) for d in dims]
-        if None in sizes:
-            shapes[value.name] = tuple(1 if size is None else size for size in sizes)
-            report.assumed_dims.append(value.name)
 
 
 def _classify(exc: PycError) -> str:
@@ -167,6 +281,9 @@ def _check_types(graph: Graph, report: CheckReport, fallback: dict[str, TensorTy
             out_types = opdef.infer(node, in_types, [known.get(v) if v else None for v in node.inputs])
             _check_dtype(opdef, node, in_types)
             for name, ttype in zip(node.outputs, out_types):
+                if any(d < 0 for d in ttype.shape):  # sizes, and so FLOP estimates, are >= 0
+                    raise PycError("E009", f"inferred a negative dimension for {name!r}: "
+                                   f"{list(ttype.shape)}")
                 check_addressable(f"value {name!r} ({ttype})", ttype.nbytes, f"node {node.name!r}")
         except PycError as exc:
             report.add(_classify(exc), node, exc.what, node.op)
@@ -181,9 +298,9 @@ def _check_types(graph: Graph, report: CheckReport, fallback: dict[str, TensorTy
                 types[name] = ttype
         graph.types.update({o: t for o, t in zip(node.outputs, out_types) if o})
         _evaluate_small(opdef, node, in_types, known, out_types)
-        report.flops_supported += _flops(opdef, node, graph)
+        report.node_flops[node.name] = (_flops(opdef, node, graph), True)
     graph.types.update({k: v for k, v in types.items() if k not in graph.types})
-    report.flops_total = report.flops_supported + _unsupported_flops(graph, report)
+    _estimate_unsupported_flops(graph, report)
 
 
 def _assume_types(node: Node, types: dict[str, TensorType], fallback: dict[str, TensorType]) -> None:
@@ -225,11 +342,10 @@ def _flops(opdef: registry.OpDef, node: Node, graph: Graph) -> int:
         return sum(graph.types[o].numel for o in node.outputs if o in graph.types)
 
 
-def _unsupported_flops(graph: Graph, report: CheckReport) -> int:
+def _estimate_unsupported_flops(graph: Graph, report: CheckReport) -> None:
     """An estimate for nodes PyC cannot cost itself: like a matmul against their constant inputs
     (2 x weights per output row), at least one operation per output element."""
     failing = {p.node for group in report.problems.values() for p in group}
-    total = 0
     for node in graph.nodes:
         if node.name not in failing:
             continue
@@ -237,5 +353,4 @@ def _unsupported_flops(graph: Graph, report: CheckReport) -> int:
         elements = sum(t.numel for t in outputs)
         rows = sum(t.numel // max(t.shape[-1], 1) for t in outputs if t.shape)
         weights = sum(graph.constants[v].size for v in node.inputs if v in graph.constants)
-        total += max(elements, 2 * weights * rows, 1)
-    return total
+        report.node_flops[node.name] = (max(elements, 2 * weights * rows, 1), False)

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from .artifact.manifest import MANIFEST
 from .artifact.reader import load_graph, read_manifest, verify_files
 from .ir.ewprogram import parse_program
-from .ir.graph import Graph
+from .ir.graph import Graph, Node
+from .ops import registry
 from .passes.pipeline import PASS_NAMES
+from .units import format_count, format_size
 
 _SUMMARY_ACTIONS = {"summary", "node_count"}
 
 
+SCHEMA = "pyc.explain/1"  # docs/explain_json.md; bump on a change that breaks a reader
+
+
 def explain_data(artifact: str | Path) -> dict[str, Any]:
+    """The explanation as JSON-ready data, schema `pyc.explain/1` (docs/explain_json.md)."""
     root = Path(artifact)
     manifest = read_manifest(root)
     verify_files(root, manifest)  # the report embeds artifact files; they must be the built ones
@@ -26,19 +35,83 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
                  (root / "decisions.jsonl").read_text().splitlines() if line.strip()]
     plan = json.loads((root / "memory_plan.json").read_text())
     graph = load_graph(root, manifest)
+    kernels = _kernels(graph, decisions, plan)
     return {
+        "schema": SCHEMA,
         "model": {**manifest["model"], "inputs": manifest["inputs"], "outputs": manifest["outputs"]},
         "target": manifest["target"],
         "mode": manifest["mode"],
+        "pyc_version": manifest["pyc_version"],
+        "flags": _flags(manifest),
         "toolchain": manifest["toolchain"],
         "passes": _passes(decisions),
         "fusions": _fusions(graph, decisions),
-        "kernels": {node.name: str(node.attrs.get("kernel", "")) for node in graph.nodes},
-        "kernel_reasons": {d["nodes"][0]: d["reason"] for d in decisions
-                           if d["pass"] == "lower" and d["nodes"]},
+        "kernels": kernels,
+        "flops_total": sum(k["flops"] for k in kernels),
         "memory": _memory(plan),
-        "weights_bytes": manifest["weights"]["bytes"],
+        "sizes": _sizes(root, manifest),
     }
+
+
+def _flags(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The recorded build flags (informational: not part of the checked manifest schema)."""
+    flags = manifest.get("flags")
+    return flags if isinstance(flags, dict) else {}
+
+
+def _kernels(graph: Graph, decisions: list[dict[str, Any]], plan: dict[str, Any]
+             ) -> list[dict[str, Any]]:
+    """One entry per node, in execution order (the order model.c runs them)."""
+    reasons = {d["nodes"][0]: d["reason"] for d in decisions if d["pass"] == "lower" and d["nodes"]}
+    placed = {t["name"]: t for t in plan["tensors"]}
+    kernels = []
+    for index, node in enumerate(graph.nodes):
+        kernel = str(node.attrs.get("kernel", ""))
+        workspace = placed.get(f"{node.name}#workspace")
+        kernels.append({
+            "index": index, "node": node.name, "op": node.op, "kernel": kernel,
+            "reason": reasons.get(node.name, ""),
+            "flops": _node_flops(node, graph, kernel),
+            "fused_nodes": _fused_nodes(node),
+            "inputs": [name for name in node.inputs if name],
+            "outputs": [_value(name, graph, placed) for name in node.outputs if name],
+            "workspace": None if workspace is None else
+            {"bytes": workspace["bytes"], "arena_offset": workspace.get("offset")},
+        })
+    return kernels
+
+
+def _node_flops(node: Node, graph: Graph, kernel: str) -> int:
+    """The estimate kernel selection used (2 per multiply-add; one per element for simple ops);
+    views and in-place results compute nothing."""
+    if kernel in ("view", "in_place"):
+        return 0
+    return int(registry.get(node.op).flops(node, graph))
+
+
+def _fused_nodes(node: Node) -> list[str]:
+    """The source nodes this kernel also computes (fused into it), in program order."""
+    names = [*node.attrs.get("prologue_from", []), *node.attrs.get("epilogue_from", [])]  # type: ignore[misc]
+    fused = node.attrs.get("fused_from", [])
+    return [str(n) for n in [*names, *(fused if len(fused) > 1 else [])]]  # type: ignore[arg-type]
+
+
+def _value(name: str, graph: Graph, placed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ttype = graph.types[name]
+    tensor = placed.get(name, {})
+    return {"name": name, "dtype": ttype.dtype.value, "shape": list(ttype.shape),
+            "bytes": ttype.nbytes, "arena_offset": tensor.get("offset"),
+            "alias_of": tensor.get("alias_of")}
+
+
+def _sizes(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Bytes on disk of the artifact's files (the verified ones and the manifest)."""
+    files = {relative: (root / relative).stat().st_size for relative in sorted(manifest["files"])}
+    files[MANIFEST] = (root / MANIFEST).stat().st_size
+    return {"artifact_bytes": sum(files.values()),
+            "weights_bytes": manifest["weights"]["bytes"],
+            "library_bytes": files.get(manifest["library"], 0),
+            "files": [{"path": path, "bytes": size} for path, size in sorted(files.items())]}
 
 
 def _passes(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,19 +174,22 @@ def _memory(plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _kib(value: int) -> str:
-    return f"{value / 1024:,.1f} KiB"
+def report_console() -> Console:
+    """A console as wide as the terminal (COLUMNS when set; 120 columns when not a terminal)."""
+    return Console(width=shutil.get_terminal_size((120, 24)).columns)
 
 
 def print_explanation(data: dict[str, Any], console: Console) -> None:
     model = data["model"]
     source_nodes = sum(model["source_ops"].values())
-    console.print(f"[bold]{model['file']}[/bold] (graph {model['graph_name']!r}, opset "
-                  f"{model['opset']}): {source_nodes} ONNX nodes -> {model['compiled_nodes']} "
-                  f"compiled nodes; target {data['target']}, mode {data['mode']}")
+    console.print(f"[bold]{escape(model['file'])}[/bold] (graph {escape(repr(model['graph_name']))}, "
+                  f"opset {model['opset']}): {source_nodes} ONNX nodes -> "
+                  f"{model['compiled_nodes']} compiled nodes; target {data['target']}, "
+                  f"mode {data['mode']}")
     for kind in ("inputs", "outputs"):
         listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in model[kind])
-        console.print(f"  {kind}: {listing}")
+        console.print(escape(f"  {kind}: {listing}"))
+    _print_build(data, console)
     table = Table(title="Passes, in order")
     table.add_column("pass")
     table.add_column("nodes", justify="right")
@@ -126,11 +202,25 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
             if "after" in summary:
                 changes += f" ({summary['after']})"
         nodes = f"{entry['nodes_before']} -> {entry['nodes_after']}"
-        table.add_row(entry["name"], nodes, changes or "nothing to do")
+        table.add_row(entry["name"], nodes, escape(changes or "nothing to do"))
     console.print(table)
     _print_fusions(data, console)
     _print_kernels(data, console)
     _print_memory(data["memory"], console)
+
+
+def _print_build(data: dict[str, Any], console: Console) -> None:
+    sizes = data["sizes"]
+    toolchain = data["toolchain"]
+    console.print(escape(f"  built by pyc {data['pyc_version']} with "
+                         f"{toolchain.get('compiler_version') or toolchain.get('compiler', '?')}"))
+    console.print(f"  size: artifact {format_size(sizes['artifact_bytes'])} (weights "
+                  f"{format_size(sizes['weights_bytes'])}, library "
+                  f"{format_size(sizes['library_bytes'])}); "
+                  f"{format_count(data['flops_total'], 'FLOP')} per run in "
+                  f"{len(data['kernels'])} kernels")
+    console.print("  build time: not stored in the artifact, which stays byte-identical across "
+                  "builds; `pyc build` prints it (--verbose: per pass)")
 
 
 def _print_fusions(data: dict[str, Any], console: Console) -> None:
@@ -139,7 +229,7 @@ def _print_fusions(data: dict[str, Any], console: Console) -> None:
     table.add_column("merged nodes")
     table.add_column("why")
     for fusion in data["fusions"]:
-        table.add_row(fusion["kind"], " + ".join(fusion["nodes"]), fusion["reason"])
+        table.add_row(fusion["kind"], escape(" + ".join(fusion["nodes"])), escape(fusion["reason"]))
     console.print(table)
 
 
@@ -148,9 +238,11 @@ def _print_kernels(data: dict[str, Any], console: Console) -> None:
     table.add_column("#", justify="right")
     table.add_column("node")
     table.add_column("kernel")
+    table.add_column("FLOPs", justify="right")
     table.add_column("why")
-    for index, (node, kernel) in enumerate(data["kernels"].items()):
-        table.add_row(str(index), node, kernel, data["kernel_reasons"].get(node, ""))
+    for kernel in data["kernels"]:
+        table.add_row(str(kernel["index"]), escape(kernel["node"]), kernel["kernel"],
+                      format_count(kernel["flops"]), escape(kernel["reason"]))
     console.print(table)
 
 
@@ -159,20 +251,21 @@ def _print_memory(memory: dict[str, Any], console: Console) -> None:
                               memory["lower_bound_bytes"])
     ratio = f"{arena / bound:.3f}x the lower bound" if bound else "no intermediates"
     console.print(f"[bold]Memory plan[/bold] ({memory['algorithm']}, {memory['alignment']}-byte "
-                  f"aligned): arena {_kib(arena)} vs {_kib(no_reuse)} without reuse; lower bound "
-                  f"{_kib(bound)} ({ratio}); {memory['reuse_count']} tensors share bytes over "
-                  f"time, {memory['inplace_count']} written in place")
+                  f"aligned): arena {format_size(arena)} vs {format_size(no_reuse)} without "
+                  f"reuse; lower bound {format_size(bound)} ({ratio}); {memory['reuse_count']} "
+                  f"tensors share bytes over time, {memory['inplace_count']} written in place")
     if memory["largest"]:
-        console.print("  largest: " + ", ".join(f"{t['name']} ({_kib(t['bytes'])})"
-                                                for t in memory["largest"]))
+        console.print(escape("  largest: " + ", ".join(f"{t['name']} ({format_size(t['bytes'])})"
+                                                       for t in memory["largest"])))
     if memory["what_if"]:
         table = Table(title=f"Memory by mode (built: {memory['schedule']} schedule; picture: "
                             f"{memory['timeline']})")
         for column in ("mode", "arena", "lower bound", "without reuse"):
             table.add_column(column, justify="left" if column == "mode" else "right")
         for mode, figures in sorted(memory["what_if"].items()):
-            table.add_row(mode, _kib(figures["arena_bytes"]), _kib(figures["lower_bound_bytes"]),
-                          _kib(figures["no_reuse_bytes"]))
+            table.add_row(mode, format_size(figures["arena_bytes"]),
+                          format_size(figures["lower_bound_bytes"]),
+                          format_size(figures["no_reuse_bytes"]))
         console.print(table)
 
 
@@ -185,4 +278,5 @@ def explanation_html(artifact: str | Path, data: dict[str, Any]) -> str:
     svg = (Path(artifact) / data["memory"]["timeline"]).read_text()
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
                              undefined=jinja2.StrictUndefined, autoescape=True)
+    env.filters["size"] = format_size
     return env.get_template("report/explain.html.j2").render(d=data, timeline_svg=svg)

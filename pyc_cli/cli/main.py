@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import math
 import re
 import sys
 import traceback
@@ -22,6 +23,7 @@ from ..codegen.targets import TARGET_NAMES
 from ..errors import PycError
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
+from ..units import format_seconds
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
@@ -181,10 +183,14 @@ def main(debug: bool) -> None:
                    "the model beside the artifact or takes --model PATH.")
 @click.option("--force", is_flag=True,
               help="Replace an artifact at -o that was built from a different model.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing but errors (no progress, no summary).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print the wall time of every build step and pass (stderr).")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool, force: bool) -> None:
+          keep_source: bool, force: bool, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -193,25 +199,38 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     from ..api import build as build_artifact
     from ..api import compile_graph
     from ..ir.text import print_graph
+    from .build_progress import build_display, print_step_times
 
+    if quiet and verbose:
+        raise PycError("E050", "--quiet and --verbose contradict each other",
+                       hint="give at most one of them")
     shapes = dict(parse_input_shape(text) for text in input_shapes)
-    if dump_ir_after:
-        graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after)
-        click.echo(print_graph(graph), nl=False)
-        return
     budget = parse_size(memory_budget) if memory_budget is not None else None
     mode_given = click.get_current_context().get_parameter_source("mode") != \
         click.core.ParameterSource.DEFAULT
-    result = build_artifact(model, out_dir, mode=mode if mode_given else None,
-                            input_shapes=shapes, target=target, memory_budget=budget,
-                            keep_source=keep_source, force=force)
-    for note in result.notes:
-        echo(note)
+    with build_display(model.name, quiet) as steps:
+        if dump_ir_after:
+            graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after,
+                                     steps=steps)
+        else:
+            result = build_artifact(model, out_dir, mode=mode if mode_given else None,
+                                    input_shapes=shapes, target=target, memory_budget=budget,
+                                    keep_source=keep_source, force=force, steps=steps)
+    elapsed = steps.elapsed_s
+    if verbose:
+        print_step_times(steps, elapsed)
+    if dump_ir_after:
+        click.echo(print_graph(graph), nl=False)
+        return
+    if not quiet:
+        for note in result.notes:
+            echo(note)
     plan = result.plan
     mode = plan.mode
-    echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
-               f"{plan.arena_bytes} B, no-reuse {plan.no_reuse_bytes} B, lower bound "
-               f"{plan.lower_bound_bytes} B, mode {mode})")
+    if not quiet:
+        echo(f"built {result.artifact} in {format_seconds(elapsed)} "
+             f"({len(result.graph.nodes)} kernels, arena {plan.arena_bytes} B, no-reuse "
+             f"{plan.no_reuse_bytes} B, lower bound {plan.lower_bound_bytes} B, mode {mode})")
 
 
 def read_inputs(path: Path) -> dict[str, np.ndarray]:
@@ -347,8 +366,15 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
               metavar="SEED", help="Use seeded random inputs instead of --inputs (SEED >= 0).")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write outputs (keyed by output name) as an .npz archive at exactly this path.")
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Time this many runs and report p50/p95 latency.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Untimed runs before the timed ones.")
+@click.option("--repeat", type=click.IntRange(min=1), default=None,
+              help="Time this many runs (default 1, or unbounded with --duration) and report "
+                   "min/mean/p50/p90/p95/p99/max latency and throughput.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="SECONDS",
+              help="Time runs until this many seconds have passed (at least one run); with "
+                   "--repeat, whichever limit is reached first ends the timing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 @click.option("--compare", "reference", type=click.Choice(["ort"]),
               help="Also run onnxruntime on the source model with the same inputs and report "
@@ -367,15 +393,23 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
                    "1e-5, float16 1e-3, float64 1e-9).")
 @reports_errors
 def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_path: Path | None,
-        repeat: int, as_json: bool, reference: str | None, per_node: bool,
-        model_path: Path | None, rtol: float | None, atol: float | None) -> None:
-    """Run a built ARTIFACT (its hashes are verified before native code loads)."""
+        warmup: int, repeat: int | None, duration_s: float | None, as_json: bool,
+        reference: str | None, per_node: bool, model_path: Path | None, rtol: float | None,
+        atol: float | None) -> None:
+    """Run a built ARTIFACT (its hashes are verified before native code loads).
+
+    The outputs come from a first, untimed run; then --warmup runs, then the timed runs.
+    Percentiles are numpy's 'linear' ones; throughput is timed runs / their summed time."""
     from ..api import load
+    from ..runtime.timing import RunPlan, latency_stats
 
     if bool(input_specs) == (seed is not None):
         raise PycError("E050", "give exactly one of --inputs FILE.npz or --random-inputs SEED",
                        hint="e.g. pyc run artifact/ --inputs x.npz")
     _check_compare_options(reference, per_node, model_path, rtol, atol)
+    if duration_s is not None and not math.isfinite(duration_s):  # click's range lets nan pass
+        raise PycError("E050", f"--duration {duration_s} is not a number of seconds",
+                       hint="e.g. --duration 10")
     model = load(artifact)
     drawn: dict[str, str] = {}
     if input_specs:
@@ -383,7 +417,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     else:
         feeds, drawn = random_inputs(model, seed or 0)
     outputs = model.run(feeds)
-    times = model.time_runs(feeds, repeat) if repeat > 1 else []
+    plan = RunPlan(warmup, repeat, duration_s)
+    stats = {**latency_stats(model.time_runs(feeds, plan)), "warmup_runs": warmup}
     if output_path is not None:
         write_outputs(output_path, outputs)
     comparison = None
@@ -395,7 +430,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     summary = {
         "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
                     for name, v in outputs.items()},
-        "latency_ms": _latency(times),
+        "latency_ms": stats,
         "arena_bytes": model.arena_bytes,
     }
     if comparison is not None:
@@ -409,7 +444,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     else:
         for name, how in drawn.items():
             echo(f"random input {name}: {how}")
-        _print_run(outputs, summary, times)
+        _print_run(outputs, summary)
         if output_path is not None:
             echo(f"outputs written to {output_path} (an .npz archive"
                  f"{'' if output_path.suffix == '.npz' else ', no .npz suffix added'})")
@@ -433,47 +468,38 @@ def _check_compare_options(reference: str | None, per_node: bool, model_path: Pa
                        hint="e.g. pyc run artifact/ --random-inputs 0 --compare ort --per-node")
 
 
-def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any], times: list[float]) -> None:
+def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
+    from ..runtime.timing import format_stats
+
     for name, value in outputs.items():
         with np.errstate(all="ignore"):  # statistics of inf/NaN outputs are just printed
             mean, std = float(np.mean(value)), float(np.std(value))
         echo(f"{name}: {value.dtype}{list(value.shape)} mean {mean:.6g} std {std:.6g}")
-    if times:
-        lat = summary["latency_ms"]
-        echo(f"latency over {lat['runs']} runs: p50 {lat['p50']:.4f} ms, "
-             f"p95 {lat['p95']:.4f} ms")
-
-
-def _latency(times: list[float]) -> dict[str, Any]:
-    if not times:
-        return {"p50": None, "p95": None, "runs": 0}
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
-            "runs": len(times)}
+    echo(format_stats(summary["latency_ms"]))
 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
-              help="Fix the shape of an input (symbolic dims are otherwise taken as 1).")
+              help="Fix the shape of an input with symbolic dims (repeatable); without it, "
+                   "unknown dims are checked at guessed sizes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @reports_errors
 def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Report every node of MODEL that PyC cannot compile, grouped by reason, with the share of
-    nodes and FLOPs that are supported. Exits 1 when something is unsupported."""
+    nodes and FLOPs that are supported. Exits 1 when something is unsupported.
+
+    Unknown dims without --input-shape are checked at guessed sizes (axis 0 as 1 and 2, other
+    axes as 64 and 224); a problem that may come from the guess is listed as "needs
+    --input-shape to decide" and does not fail the check (exit 0)."""
     from ..check import check_model
+    from .check_report import print_check_report
 
     report = check_model(model, dict(parse_input_shape(t) for t in input_shapes))
     if as_json:
         click.echo(json.dumps(report.to_json(), sort_keys=True))
     else:
-        echo(f"{report.model}: {report.nodes - report.failing_nodes}/{report.nodes} nodes "
-             f"({report.node_share:.1%}) and {report.flop_share:.1%} of FLOPs compile")
-        if report.assumed_dims:
-            echo(f"  symbolic dims taken as 1 for: {', '.join(report.assumed_dims)}")
-        for reason, problems in report.problems.items():
-            echo(f"{reason} ({len(problems)}):")
-            for problem in problems:
-                echo(f"  {problem.node!r} {problem.op}: {problem.detail}")
+        print_check_report(report)
     if report.problems:
         sys.exit(1)
 
@@ -486,7 +512,7 @@ def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
 @reports_errors
 def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
     """Explain what the compiler did to ARTIFACT's model and why."""
-    from ..explain import explain_data, explanation_html, print_explanation
+    from ..explain import explain_data, explanation_html, print_explanation, report_console
 
     data = explain_data(artifact)
     if html_path is not None:
@@ -500,7 +526,7 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return
-    print_explanation(data, Console(width=140))
+    print_explanation(data, report_console())
 
 
 @main.command()

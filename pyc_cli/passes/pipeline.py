@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..ir.graph import Graph
 from ..ir.verify import verify
+from ..progress import BuildSteps
 from .analyze_liveness import analyze_liveness
 from .canonicalize import canonicalize
 from .choose_layout import choose_layout
@@ -33,13 +34,17 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
 
 
-def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None) -> Graph:
-    """Run the passes in order, verifying the IR after each; optionally stop after one."""
+def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None,
+                 steps: BuildSteps | None = None) -> Graph:
+    """Run the passes in order, verifying the IR after each; optionally stop after one.
+    `steps` times each pass (with its verification) as step "pass NAME"."""
+    steps = steps or BuildSteps()
     verify(graph, after="import")
     for name, run in PIPELINE:
         before = len(graph.nodes)
-        graph = run(graph, ctx)
-        verify(graph, after=name)
+        with steps.step(f"pass {name}"):
+            graph = run(graph, ctx)
+            verify(graph, after=name)
         ctx.log(name, [], "node_count", "graph size after the pass", before=before,
                 after=len(graph.nodes))
         if name == stop_after:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import jinja2
 
 from ..codegen.resources import templates_dir
+from ..units import format_size
 from .plan import MemoryPlan
 
 _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
@@ -41,13 +42,9 @@ class _Timeline:
     boxes: list[_Box] = field(default_factory=list)
 
 
-def _kib(value: int) -> str:
-    return f"{value / 1024:,.1f} KiB"
-
-
 def timeline_svg(plan: MemoryPlan, model: str, steps: int) -> str:
-    t = _Timeline(model, plan.mode, plan.arena_bytes, _kib(plan.arena_bytes),
-                  _kib(plan.lower_bound_bytes), _kib(plan.no_reuse_bytes))
+    t = _Timeline(model, plan.mode, plan.arena_bytes, format_size(plan.arena_bytes),
+                  format_size(plan.lower_bound_bytes), format_size(plan.no_reuse_bytes))
     x_scale = t.plot_width / max(steps, 1)
     y_scale = t.plot_height / max(plan.arena_bytes, 1)
     storage_colors: dict[str, str] = {}

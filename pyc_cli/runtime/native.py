@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 from ..errors import PycError
 from ..input_ranges import InputRange, out_of_range_error
 from ..ir.types import DType
+from .timing import RunPlan, time_calls
 
 
 @dataclass(frozen=True)
@@ -184,18 +184,15 @@ class CompiledModel:
         return PycError("E042", f"model run failed: {self._status(status)}",
                         hint="check the input values (e.g. index inputs in range)")
 
-    def time_runs(self, feeds: dict[str, np.ndarray], repeat: int) -> list[float]:
-        """Milliseconds per run for `repeat` runs (after one warm-up), buffers allocated once."""
+    def time_runs(self, feeds: dict[str, np.ndarray], plan: RunPlan | int) -> list[float]:
+        """Milliseconds per timed run under `plan` (an int: that many runs after one warm-up),
+        buffers allocated and pointers bound once, as a server with preallocated buffers would."""
+        if isinstance(plan, int):
+            plan = RunPlan(warmup=1, repeat=plan)
         arrays = self.check_feeds(feeds)
         outputs = self._output_buffers()
-        in_ptrs, out_ptrs = self._pointers(arrays), self._pointers(outputs)  # bound once, as a
-        self._run_pointers(in_ptrs, out_ptrs, arrays)  # server with preallocated buffers would
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            self._run_pointers(in_ptrs, out_ptrs, arrays)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
+        in_ptrs, out_ptrs = self._pointers(arrays), self._pointers(outputs)
+        return time_calls(lambda: self._run_pointers(in_ptrs, out_ptrs, arrays), plan)
 
     def close(self) -> None:
         if getattr(self, "_handle", None):
