@@ -33,6 +33,8 @@ from onnx import helper
 from ..errors import PycError
 
 Condition = Callable[[onnx.ModelProto], bool]
+# up to this many cone candidates are tried one by one, smallest first; more are bisected
+LINEAR_CONES = 32
 
 
 @dataclass
@@ -274,9 +276,31 @@ class Shrinker:
         cones.sort()
         # candidates are made one at a time: a copy per value of a real model (90 MB of
         # weights, hundreds of values) would hold tens of GB at once
+        if len(cones) > LINEAR_CONES:
+            found = self.bisect_cones(model, [name for _, name in cones], types)
+            if found is not None:
+                return found
         found = self.first((f"cone of {name}", as_only_output(model, name, types[name]))
-                           for _, name in cones)
+                           for _, name in cones[:LINEAR_CONES])
         return found if found is not None else model
+
+    def bisect_cones(self, model: onnx.ModelProto, names: list[str],
+                     types: dict[str, onnx.TypeProto]) -> onnx.ModelProto | None:
+        """The smallest cone that holds, by bisection over cones sorted by size: a real model
+        has hundreds of values and a check may take seconds (a build), and along a chain of
+        layers a cone that holds is inside every larger one, which then holds too."""
+        low, high, found = 0, len(names), None
+        while low < high and not self.expired():
+            middle = (low + high) // 2
+            name = names[middle]
+            candidate = as_only_output(model, name, types[name])
+            if self.holds(candidate):
+                self.stats.kept += 1
+                self.stats.log.append(f"cone of {name}: {len(candidate.graph.node)} nodes")
+                found, high = candidate, middle
+            else:
+                low = middle + 1
+        return found
 
     def nodes(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         changed = False

@@ -55,6 +55,23 @@ def test_cone_size_counts_what_the_cone_candidate_keeps() -> None:
         assert cone_size(model, name) == len(as_only_output(model, name, types[name]).graph.node)
 
 
+def test_many_cones_are_bisected() -> None:
+    """A chain longer than LINEAR_CONES: the smallest cone holding Det is found by bisection
+    (a handful of checks, not one per value), then the nodes before it are cut."""
+    relus = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(40)]
+    tail = [helper.make_node("Det", ["v40"], ["d"]), helper.make_node("Neg", ["d"], ["e0"])]
+    tail += [helper.make_node("Neg", [f"e{i}"], [f"e{i + 1}"]) for i in range(9)]
+    graph = helper.make_graph(
+        relus + tail, "chain", [helper.make_tensor_value_info("v0", onnx.TensorProto.FLOAT, [3, 3])],
+        [helper.make_tensor_value_info("e9", onnx.TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    small, stats = reduce_model(model, parse_condition("E007"))
+    assert [n.op_type for n in small.graph.node] == ["Det"]
+    cones = [line for line in stats.log if line.startswith("cone of")]
+    assert cones[-1] == "cone of d: 41 nodes" and len(cones) <= 6
+
+
 def test_condition_must_hold_on_the_original() -> None:
     with pytest.raises(PycError) as info:
         reduce_model(planted_model(), parse_condition("E011"))
