@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .artifact.reader import load_graph, read_manifest, verify_files
+from .artifact.reader import EXPLAIN_FILES, load_graph, read_manifest, require_files, verify_files
 from .ir.ewprogram import parse_program
 from .ir.graph import Graph
 from .passes.pipeline import PASS_NAMES
@@ -22,6 +22,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
     root = Path(artifact)
     manifest = read_manifest(root)
     verify_files(root, manifest)  # the report embeds artifact files; they must be the built ones
+    require_files(root, manifest, EXPLAIN_FILES, "`pyc explain`")
     decisions = [json.loads(line) for line in
                  (root / "decisions.jsonl").read_text().splitlines() if line.strip()]
     plan = json.loads((root / "memory_plan.json").read_text())

@@ -142,10 +142,20 @@ def main(debug: bool) -> None:
               help="Keep a copy of the model (and its external data) in source/ for "
                    "`pyc run --compare` (stores the weights twice); without it, --compare finds "
                    "the model beside the artifact or takes --model PATH.")
+@click.option("--cpu", default="native", show_default=True, metavar="NAME",
+              help="CPU to compile for: a -march value (native = this machine's CPU, x86-64-v3, "
+                   "skylake, ...) or `portable` (x86-64-v2 / armv8-a: runs on any CPU of the "
+                   "architecture). Loading on a CPU without its features is refused (PYC-E033).")
+@click.option("--cpu-features", default="", metavar="+F,-F",
+              help="Instruction-set extensions to add or remove, as gcc -m names "
+                   "(e.g. +avx2,+fma,-avx512f).")
+@click.option("--slim", is_flag=True,
+              help="Keep only what running needs (manifest, library, weights, C headers); "
+                   "`pyc explain` then cannot explain it (same as `pyc strip` after a build).")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool) -> None:
+          keep_source: bool, cpu: str, cpu_features: str, slim: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -162,7 +172,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         return
     budget = parse_size(memory_budget) if memory_budget is not None else None
     result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target,
-                            memory_budget=budget, keep_source=keep_source)
+                            memory_budget=budget, keep_source=keep_source, cpu=cpu,
+                            cpu_features=cpu_features, slim=slim)
     plan = result.plan
     mode = plan.mode
     echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "
@@ -361,6 +372,19 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
         click.echo(json.dumps(data, sort_keys=True))
         return
     print_explanation(data, Console(width=140))
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@reports_errors
+def strip(artifact: Path) -> None:
+    """Remove what only explaining needs from ARTIFACT (model.ir, the plan, decisions.jsonl,
+    generated C, the kept source model), keeping what running needs; the manifest is updated."""
+    from ..artifact.slim import strip_artifact
+
+    removed = strip_artifact(artifact)
+    echo(f"stripped {artifact}: removed {len(removed)} file(s)" if removed
+         else f"{artifact} is already slim")
 
 
 @main.command()

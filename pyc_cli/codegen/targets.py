@@ -55,11 +55,20 @@ class Target:
     def toolchain(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def cpu_record(self) -> dict[str, Any]:
+        """The manifest's `cpu` record: what the code needs of the CPU that runs it."""
+        raise NotImplementedError
 
-def get_target(name: str) -> Target:
+
+TARGETS = ("cpu",)  # what a manifest's "target" may name (PYC-E032 otherwise)
+
+
+def get_target(name: str, cpu: str = "native", cpu_features: tuple[str, ...] = ()) -> Target:
+    """The target `name`; the CPU target compiles for `cpu` (a -march value, or `portable`)
+    with `cpu_features` (['+avx2', '-avx512f']) added or removed."""
     from .cpu import CpuTarget
+    from .cpu_features import resolve_march
 
-    targets: dict[str, type[Target]] = {"cpu": CpuTarget}
-    if name not in targets:
-        raise PycError("E050", f"unknown target {name!r}", hint=f"use one of {sorted(targets)}")
-    return targets[name]()
+    if name not in TARGETS:
+        raise PycError("E050", f"unknown target {name!r}", hint=f"use one of {sorted(TARGETS)}")
+    return CpuTarget(resolve_march(cpu), tuple(cpu_features))
