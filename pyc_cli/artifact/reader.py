@@ -49,11 +49,11 @@ def read_manifest(artifact: Path) -> dict[str, Any]:
     if type(version) is not int or version != FORMAT_VERSION:  # JSON true is not version 1
         raise PycError("E032", f"artifact format version {_describe(version)} is not "
                        f"{FORMAT_VERSION}", where=str(path), hint="rebuild it with this PyC")
-    if manifest.get("target") not in TARGETS:
-        raise PycError("E032", f"the artifact was built for target {_describe(manifest.get('target'))}"
+    check_manifest(manifest, path)
+    if manifest["target"] not in TARGETS:
+        raise PycError("E032", f"the artifact was built for target {_describe(manifest['target'])}"
                        f", which this PyC cannot load (targets: {', '.join(TARGETS)})",
                        where=str(path), hint="rebuild it with `pyc build --target cpu`")
-    check_manifest(manifest, path)
     return manifest
 
 

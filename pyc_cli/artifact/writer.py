@@ -131,7 +131,10 @@ def recover_interrupted_swap(out_dir: Path) -> None:
 def restore_if_interrupted(artifact: Path) -> None:
     """For `pyc run` / `load` of a missing artifact: put back the one an interrupted build
     left in `.NAME.old` (under the output lock; PYC-E034 while a build holds it)."""
-    if artifact.exists() or not old_path(artifact).is_dir():
+    try:
+        if artifact.exists() or not old_path(artifact).is_dir():
+            return
+    except OSError:  # a name too long, a path through a file: read_manifest says so
         return
     try:
         with output_lock(artifact):
