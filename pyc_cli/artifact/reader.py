@@ -264,6 +264,11 @@ def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:
             if relative not in needed and not path.exists() and not path.is_symlink():
                 continue
             _verify_file(root, artifact, relative, expected)
+        weights = artifact / manifest["weights"]["file"]
+        if weights.stat().st_size != manifest["weights"]["bytes"]:  # the library reads this many
+            raise PycError("E031", f"{weights.name} holds {weights.stat().st_size} bytes, "
+                           f"{MANIFEST} says {manifest['weights']['bytes']}", where=str(weights),
+                           hint="the artifact was modified; rebuild it")
     except (OSError, RuntimeError) as exc:  # RuntimeError: Path.resolve on a symlink loop
         reason = exc.strerror if isinstance(exc, OSError) else None
         raise PycError("E030", f"cannot read the artifact's files: {reason or exc}",
