@@ -185,9 +185,29 @@ def _value_problem(manifest: dict[str, Any]) -> str:
             return f"{field} {name!r} is not among the hashed files"
     if "header" in manifest and not is_inside_path(manifest["header"]):
         return f"header {manifest['header']!r} is not a relative path inside the artifact"
+    return (_source_problem(manifest["model"], files) or _mode_problem(manifest)
+            or _io_problem(manifest) or _cpu_problem(manifest["cpu"]) or _toolchain_problem(manifest))
+
+
+def _source_problem(model: dict[str, Any], files: dict[str, str]) -> str:
+    """What `pyc run --compare` opens: a kept copy listed among the files, a plain file name,
+    and external data locations relative to the model."""
+    if not is_inside_path(model["file"]) or "/" in model["file"]:
+        return f"model.file {_describe(model['file'])} is not a plain file name"
+    kept = model.get("kept_copy")
+    if kept is not None and (not _is_text(kept) or kept not in files):
+        return f"model.kept_copy {_describe(kept)} is not among the hashed files"
+    external = model.get("external_data", {})
+    if not isinstance(external, dict) or not all(
+            is_inside_path(k) and _is_text(v) and _SHA256.fullmatch(v) for k, v in external.items()):
+        return "model.external_data is not a map of relative paths to sha256s"
+    return ""
+
+
+def _mode_problem(manifest: dict[str, Any]) -> str:
     if manifest["mode"] not in MODES:
         return f"mode {_describe(manifest['mode'])} is not one of {', '.join(MODES)}"
-    return _io_problem(manifest) or _cpu_problem(manifest["cpu"]) or _toolchain_problem(manifest)
+    return ""
 
 
 _DTYPES = {d.value for d in DType}
