@@ -61,10 +61,12 @@ def output_lock(out_dir: Path) -> Iterator[OutputLock]:
     """Hold the output's lock (PYC-E034 when another build holds it); on entry, finish or undo
     what an interrupted build left: a half-done replacement, its staging directory."""
     out_dir = _resolved(out_dir)
+    created = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(lock_path(out_dir), out_dir)
     except OSError as exc:
+        _remove_empty(created)
         raise _unwritable(out_dir, exc) from exc
     lock = OutputLock(out_dir, fd)
     try:
@@ -73,6 +75,16 @@ def output_lock(out_dir: Path) -> Iterator[OutputLock]:
     finally:
         lock.path.unlink(missing_ok=True)  # while still held: see _acquire
         os.close(fd)
+        if not out_dir.exists():  # a failed build leaves no directories it made for -o
+            _remove_empty(created)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:  # deepest first
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _acquire(path: Path, out_dir: Path) -> int:
