@@ -24,7 +24,7 @@ import pyc_cli
 from pyc_cli.artifact.manifest import file_sha256
 from pyc_cli.artifact.reader import read_manifest, verify_files
 from pyc_cli.artifact.slim import strip_artifact
-from pyc_cli.artifact.writer import output_lock
+from pyc_cli.artifact.writer import exchange, output_lock
 from pyc_cli.codegen import cpu_features
 from pyc_cli.errors import PycError
 from pyc_cli.explain import explain_data
@@ -420,6 +420,10 @@ def _leftovers(parent: Path) -> list[str]:
 @pytest.mark.parametrize(("mode", "point"), KILL_POINTS)
 def test_a_kill_at_every_step_of_the_replacement_is_recovered(tmp_path: Path, mode: str,
                                                               point: str) -> None:
+    if mode == "exchange":
+        (tmp_path / "p").mkdir(), (tmp_path / "q").mkdir()
+        if not exchange(tmp_path / "p", tmp_path / "q"):
+            pytest.skip("this file system has no renameat2(RENAME_EXCHANGE)")
     out = tmp_path / "art"
     pyc_cli.build(MLP.path, out, input_shapes={"x": (3, 64)})
     (tmp_path / ".art.user").mkdir()  # a look-alike that is not ours: never removed
@@ -448,7 +452,7 @@ def test_run_restores_the_old_artifact_after_a_kill_between_renames(tmp_path: Pa
 HOLD_LOCK = r"""
 import sys, time
 from pathlib import Path
-from pyc_cli.artifact.writer import output_lock
+from pyc_cli.artifact.writer import exchange, output_lock
 with output_lock(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(120)

@@ -192,7 +192,7 @@ def _value_problem(manifest: dict[str, Any]) -> str:
 def _source_problem(model: dict[str, Any], files: dict[str, str]) -> str:
     """What `pyc run --compare` opens: a kept copy listed among the files, a plain file name,
     and external data locations relative to the model."""
-    if not is_inside_path(model["file"]) or "/" in model["file"]:
+    if model["file"] in ("", ".", "..") or "/" in model["file"] or "\x00" in model["file"]:
         return f"model.file {_describe(model['file'])} is not a plain file name"
     kept = model.get("kept_copy")
     if kept is not None and (not _is_text(kept) or kept not in files):
