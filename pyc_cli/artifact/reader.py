@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codegen.cpu import BASE_FLAGS, VECTOR_MATH_FLAGS
 from ..codegen.cpu_features import feature_flags, is_cpu_name
 from ..codegen.targets import TARGETS
 from ..errors import PycError
@@ -240,8 +241,6 @@ def _cpu_problem(cpu: dict[str, Any]) -> str:
 def _toolchain_problem(manifest: dict[str, Any]) -> str:
     """`pyc run --per-node` and the JIT compile with the recorded options: they must be the ones
     PyC passes (no plugin, include path or output redirection), for the CPU recorded in `cpu`."""
-    from ..codegen.cpu import BASE_FLAGS, VECTOR_MATH_FLAGS
-
     toolchain, cpu = manifest["toolchain"], manifest["cpu"]
     target_flags = [f"-march={cpu['march']}", *feature_flags(cpu["requested_features"])]
     flags = toolchain.get("flags", [])
