@@ -32,6 +32,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "target": manifest["target"],
         "mode": manifest["mode"],
         "toolchain": manifest["toolchain"],
+        "cpu": manifest["cpu"],
         "passes": _passes(decisions),
         "fusions": _fusions(graph, decisions),
         "kernels": {node.name: str(node.attrs.get("kernel", "")) for node in graph.nodes},
@@ -115,6 +116,9 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     for kind in ("inputs", "outputs"):
         listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in model[kind])
         console.print(f"  {kind}: {listing}")
+    cpu = data["cpu"]
+    console.print(f"  cpu: {cpu['arch']} -march={cpu['march']} ({cpu['resolved_march']}); needs "
+                  f"{', '.join(cpu['features']) or 'nothing beyond the baseline'}", highlight=False)
     table = Table(title="Passes, in order")
     table.add_column("pass")
     table.add_column("nodes", justify="right")
