@@ -139,6 +139,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
     Another build into the same `out_dir` is refused while this one runs (PYC-E034)."""
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
+    if slim and keep_source:
+        raise PycError("E050", "--slim leaves out the source copy --keep-source asks for",
+                       hint="drop one of them (a slim artifact is compared with --model PATH)")
     features = parse_features(cpu_features if isinstance(cpu_features, str)
                               else ",".join(cpu_features))
     backend = get_target(target, cpu, tuple(features))
