@@ -585,3 +585,15 @@ def test_strip_removes_the_kept_source_and_keeps_the_manifest_consistent(tmp_pat
     assert sorted(_tree(out)) == SLIM_FILES
     hashes = {name: hashlib.sha256(data).hexdigest() for name, data in _tree(out).items()}
     assert all(hashes[name] == digest for name, digest in manifest["files"].items())
+
+
+def test_cpu_flags_are_read_from_x86_and_arm64_cpuinfo(tmp_path: Path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx2 fma\n\nprocessor\t: 1\nflags\t: sse\n")
+    assert cpu_features.host_features(x86) == {"fpu", "sse", "sse2", "avx2", "fma"}
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd sve asimddp\n")
+    assert cpu_features.host_features(arm) == {"fp", "asimd", "sve", "asimddp"}
+    assert cpu_features.host_features(tmp_path / "absent") is None
+    assert cpu_features.parse_features("+avx2, -avx512f fma") == ["+avx2", "-avx512f", "+fma"]
+    assert cpu_features.feature_flags(["+avx2", "-avx512f"]) == ["-mavx2", "-mno-avx512f"]
