@@ -2,7 +2,7 @@
 
 A build holds `.NAME.lock` beside the output (fcntl.flock) from start to end: a second build into
 the same `-o` is refused (PYC-E034, naming the first) rather than silently replacing its result.
-The lock file is also a journal: it names the staging directory `.NAME.XXXXXXXX` before that
+The lock file is also a journal: it names the staging directory `.NAME.<16 hex digits>` before that
 directory exists, so the next build removes what a killed one left, and nothing else.
 Everything is written into the staging directory, which then replaces the output: atomically
 with renameat2(RENAME_EXCHANGE) where the kernel and file system offer it, else by two renames
@@ -61,8 +61,9 @@ def output_lock(out_dir: Path) -> Iterator[OutputLock]:
     """Hold the output's lock (PYC-E034 when another build holds it); on entry, finish or undo
     what an interrupted build left: a half-done replacement, its staging directory."""
     out_dir = _resolved(out_dir)
-    created = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
+    created: list[Path] = []
     try:
+        created = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(lock_path(out_dir), out_dir)
     except OSError as exc:
@@ -70,7 +71,10 @@ def output_lock(out_dir: Path) -> Iterator[OutputLock]:
         raise _unwritable(out_dir, exc) from exc
     lock = OutputLock(out_dir, fd)
     try:
-        _clean_after_interrupted(lock)
+        try:
+            _clean_after_interrupted(lock)
+        except OSError as exc:
+            raise _unwritable(out_dir, exc) from exc
         yield lock
     finally:
         lock.path.unlink(missing_ok=True)  # while still held: see _acquire
