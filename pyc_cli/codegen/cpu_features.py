@@ -15,6 +15,8 @@ This module imports only the standard library: loading an artifact needs no code
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import platform
 import re
@@ -107,6 +109,12 @@ def probe_target(compiler: str, march: str, features: list[str]) -> dict[str, An
     """The manifest's `cpu` record: architecture, -march as given and as the compiler resolves
     it, requested feature changes, and the instruction-set extensions the code may use
     (PYC-E036 when the compiler rejects the -march value or a feature)."""
+    return copy.deepcopy(_probe(compiler, march, tuple(features)))
+
+
+@functools.lru_cache(maxsize=16)
+def _probe(compiler: str, march: str, features: tuple[str, ...]) -> dict[str, Any]:
+    """Probed once per process (the fuzzer builds thousands of models with one compiler)."""
     options = [f"-march={march}", *feature_flags(features)]
     result = subprocess.run([compiler, *options, "-dM", "-E", "-x", "c", os.devnull],
                             capture_output=True, text=True, check=False)
