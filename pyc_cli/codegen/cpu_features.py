@@ -125,7 +125,8 @@ def _probe(compiler: str, march: str, features: tuple[str, ...]) -> dict[str, An
                        hint="pass a -march value this compiler knows (`cc --help=target`) to --cpu "
                        "and gcc -m option names to --cpu-features, or --cpu portable")
     macros = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("#define ")}
-    arch = next((name for macro, name in _ARCH_MACROS.items() if macro in macros), "unknown")
+    # other architectures: the build machine's name, and only the architecture is checked
+    arch = next((name for macro, name in _ARCH_MACROS.items() if macro in macros), host_arch())
     table = X86_MACROS if arch == "x86_64" else AARCH64_MACROS if arch == "aarch64" else {}
     return {"arch": arch, "march": march, "resolved_march": _resolved_march(compiler, march),
             "requested_features": list(features),
