@@ -18,11 +18,19 @@ from . import __version__
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
 from .artifact.previous import replacement_note
 from .artifact.reader import read_manifest, verify_files
+from .artifact.slim import strip_files
 from .artifact.source import describe_source
 from .artifact.source import keep_source as keep_source_copy
-from .artifact.writer import staging_directory, write_bytes, write_text
+from .artifact.writer import (
+    output_lock,
+    restore_if_interrupted,
+    staging_directory,
+    write_bytes,
+    write_text,
+)
 from .codegen.cpu import io_infos
-from .codegen.targets import ModelInfo, get_target
+from .codegen.cpu_features import check_cpu, parse_features
+from .codegen.targets import ModelInfo, Target, get_target
 from .codegen.weights import layout_weights, weights_bytes, weights_checksum
 from .errors import PycError
 from .frontend.onnx_import import import_model
@@ -129,7 +137,8 @@ def compile_within_budget(model_path: str | Path, budget: int,
 def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str | None = None,
           input_shapes: dict[str, tuple[int, ...]] | None = None,
           target: str = "cpu", memory_budget: int | None = None,
-          keep_source: bool = False, force: bool = False,
+          keep_source: bool = False, force: bool = False, cpu: str = "native",
+          cpu_features: str | list[str] | tuple[str, ...] = (), slim: bool = False,
           steps: BuildSteps | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
@@ -138,18 +147,42 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     `keep_source` copies the model (and its external data) into `source/`, which `pyc run
     --compare` runs the reference on; without it, the model is looked up beside the artifact
     (by the recorded sha256) or given with `--model PATH`. An artifact of another source model
-    at `out_dir` is replaced only with `force` (PYC-E025). `steps` times every step (shown by
-    `pyc build`; never written into the artifact)."""
+    at `out_dir` is replaced only with `force` (PYC-E025).
+    `cpu` is a -march value (`native`: this machine's CPU; `portable`: the architecture's
+    baseline, see codegen/cpu_features.py) and `cpu_features` adds or removes extensions
+    ('+avx2,-avx512f'); the manifest records the extensions the code may use, and loading on a
+    CPU without them is refused (PYC-E033). `slim` leaves out what only explaining needs.
+    Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
+    times every step (shown by `pyc build`; never written into the artifact)."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
-    notes = [note for note in [replacement_note(out, model_path, force)] if note]
-    graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target, steps)
-    mode = ctx.options.mode
-    if memory_budget is not None:
-        notes.insert(0, ctx.decisions[-1].reason)
+    if slim and keep_source:
+        raise PycError("E050", "--slim leaves out the source copy --keep-source asks for",
+                       hint="drop one of them (a slim artifact is compared with --model PATH)")
+    features = parse_features(cpu_features if isinstance(cpu_features, str)
+                              else ",".join(cpu_features))
+    backend = get_target(target, cpu, tuple(features))
+    cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
+    with output_lock(out) as lock:
+        notes = [note for note in [replacement_note(out, model_path, force)] if note]
+        graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target,
+                                         steps)
+        if memory_budget is not None:
+            notes.insert(0, ctx.decisions[-1].reason)
+        flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
+                 "keep_source": keep_source, "cpu": cpu, "cpu_features": features,
+                 "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
+        with staging_directory(out, lock) as staging:
+            _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
+                            steps)
+    return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, notes)
+
+
+def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,
+                    backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
+                    slim: bool, steps: BuildSteps) -> None:
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
-    backend = get_target(target)
     layout = layout_weights(graph)
     check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
@@ -158,43 +191,40 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob))
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
-    with staging_directory(out) as staging:
-        for name, text in sorted(sources.items()):
-            write_text(staging, f"src/{name}", text)
-        write_bytes(staging, "weights.bin", blob)
-        write_text(staging, "model.ir", print_graph(graph))
-        write_text(staging, "memory_plan.json", dumps(plan.to_json()))
-        write_text(staging, "memory_timeline.svg",
-                   timeline_svg(plan, display_name(model_path), len(graph.nodes)))
-        write_text(staging, INPUT_RANGES_FILE, dumps(ranges_json(ctx.artifacts["input_ranges"])))
-        write_text(staging, "decisions.jsonl", "".join(
-            dumps_line(d.to_json()) for d in ctx.decisions))
-        source = (keep_source_copy(model_path, staging) if keep_source
-                  else describe_source(model_path))
-        with steps.step("compile C"):
-            toolchain = backend.compile(staging / "src", staging)
-        toolchain["march"] = getattr(backend, "march", "")
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
-            "model": {**source, "file": display_name(model_path), "graph_name": graph.name,
-                      "opset": graph.opset,
-                      "source_ops": ctx.artifacts["source_ops"],
-                      "compiled_nodes": len(graph.nodes)},
-            "target": target, "mode": mode,
-            "flags": {"mode": mode, "target": target, "memory_budget": memory_budget,
-                      "keep_source": keep_source,
-                      "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}},
-            "toolchain": toolchain,
-            "inputs": [_io_entry(i) for i in info.inputs],
-            "outputs": [_io_entry(o) for o in info.outputs],
-            "arena_bytes": plan.arena_bytes,
-            "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
-                        "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"]},
-            "library": backend.library_name, "header": "src/model.h",
-            "files": hash_tree(staging),
-        }
-        write_text(staging, MANIFEST, dumps(manifest))
-    return BuildResult(out, graph, plan, ctx, notes)
+    for name, text in sorted(sources.items()):
+        write_text(staging, f"src/{name}", text)
+    write_bytes(staging, "weights.bin", blob)
+    write_text(staging, "model.ir", print_graph(graph))
+    write_text(staging, "memory_plan.json", dumps(plan.to_json()))
+    write_text(staging, "memory_timeline.svg",
+               timeline_svg(plan, display_name(model_path), len(graph.nodes)))
+    write_text(staging, INPUT_RANGES_FILE, dumps(ranges_json(ctx.artifacts["input_ranges"])))
+    write_text(staging, "decisions.jsonl", "".join(
+        dumps_line(d.to_json()) for d in ctx.decisions))
+    source = (keep_source_copy(model_path, staging) if flags["keep_source"]
+              else describe_source(model_path))
+    with steps.step("compile C"):
+        toolchain = backend.compile(staging / "src", staging)
+    toolchain["march"] = getattr(backend, "march", "")
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
+        "model": {**source, "file": display_name(model_path), "graph_name": graph.name,
+                  "opset": graph.opset,
+                  "source_ops": ctx.artifacts["source_ops"],
+                  "compiled_nodes": len(graph.nodes)},
+        "target": flags["target"], "mode": flags["mode"], "flags": flags,
+        "toolchain": toolchain, "cpu": cpu_record,
+        "inputs": [_io_entry(i) for i in info.inputs],
+        "outputs": [_io_entry(o) for o in info.outputs],
+        "arena_bytes": plan.arena_bytes,
+        "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
+                    "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"]},
+        "library": backend.library_name, "header": "src/model.h", "slim": False,
+        "files": hash_tree(staging),
+    }
+    if slim:
+        manifest = strip_files(staging, manifest)
+    write_text(staging, MANIFEST, dumps(manifest))
 
 
 def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
@@ -236,7 +266,9 @@ def _io_entry(info: Any) -> dict[str, Any]:
 def load(artifact: str | Path) -> CompiledModel:
     """Verify an artifact's hashes, then load its library; the model is reusable across runs."""
     root = Path(artifact)
+    restore_if_interrupted(root)
     manifest = read_manifest(root)
+    check_cpu(manifest["cpu"], str(root))  # before any of its code is mapped
     verify_files(root, manifest)
     library_path = _content_addressed_copy(root / manifest["library"],
                                            manifest["files"][manifest["library"]])

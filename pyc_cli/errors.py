@@ -36,6 +36,13 @@ ERROR_CODES: dict[str, str] = {
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",
     "E031": "An artifact file does not match its hash in manifest.json (tampered or corrupt).",
     "E032": "The artifact was built for a different format version or target.",
+    "E033": "This CPU lacks instruction-set features (or the architecture) the artifact's code was "
+    "built for (the error names them; rebuild with `pyc build --cpu portable` or on this machine).",
+    "E034": "Another build is writing the same output directory (the error names it): wait for "
+    "it, or choose another -o.",
+    "E035": "The artifact lacks files a command needs besides running (model.ir, src/, "
+    "decisions.jsonl ...): it is slim (`pyc build --slim`, `pyc strip`) or they were deleted.",
+    "E036": "The C compiler does not accept the --cpu or --cpu-features value.",
     "E040": "The inputs file cannot be read (not an .npz or .npy file, empty, or an .npy file "
     "where the model has several inputs).",
     "E041": "An input is missing, unknown, or has the wrong dtype or shape.",

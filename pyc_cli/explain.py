@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .artifact.manifest import MANIFEST
-from .artifact.reader import load_graph, read_manifest, verify_files
+from .artifact.reader import EXPLAIN_FILES, load_graph, read_manifest, require_files, verify_files
 from .ir.ewprogram import parse_program
 from .ir.graph import Graph, Node
 from .ops import registry
@@ -31,6 +31,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
     root = Path(artifact)
     manifest = read_manifest(root)
     verify_files(root, manifest)  # the report embeds artifact files; they must be the built ones
+    require_files(root, manifest, EXPLAIN_FILES, "`pyc explain`")
     decisions = [json.loads(line) for line in
                  (root / "decisions.jsonl").read_text().splitlines() if line.strip()]
     plan = json.loads((root / "memory_plan.json").read_text())
@@ -44,6 +45,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "pyc_version": manifest["pyc_version"],
         "flags": _flags(manifest),
         "toolchain": manifest["toolchain"],
+        "cpu": manifest["cpu"],
         "passes": _passes(decisions),
         "fusions": _fusions(graph, decisions),
         "kernels": kernels,
@@ -189,6 +191,10 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     for kind in ("inputs", "outputs"):
         listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in model[kind])
         console.print(escape(f"  {kind}: {listing}"))
+    cpu = data["cpu"]
+    console.print(escape(f"  cpu: {cpu['arch']} -march={cpu['march']} ({cpu['resolved_march']}); "
+                         f"needs {', '.join(cpu['features']) or 'nothing beyond the baseline'}"),
+                  highlight=False)
     _print_build(data, console)
     table = Table(title="Passes, in order")
     table.add_column("pass")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "pyc-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the target CPU is recorded (`cpu`), checked before loading
 MANIFEST = "manifest.json"
 
 

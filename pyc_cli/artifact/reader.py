@@ -15,14 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from ..codegen.cpu import BASE_FLAGS, VECTOR_MATH_FLAGS
+from ..codegen.cpu_features import feature_flags, is_cpu_name
+from ..codegen.targets import TARGETS
 from ..errors import PycError
 from ..ir.graph import Graph
 from ..ir.text import blob_key, parse_graph
 from ..ir.types import DType
+from ..passes.context import MODES
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256
 
-# files every reader of an artifact needs, besides the library and the weights it names
-REQUIRED_FILES = ("model.ir", "memory_plan.json", "decisions.jsonl")
+# what `pyc explain` reads; with the library and the weights, `pyc run` reads nothing else, so a
+# slim artifact (`pyc build --slim`, `pyc strip`) keeps only those and the C headers
+EXPLAIN_FILES = ("model.ir", "memory_plan.json", "decisions.jsonl", "memory_timeline.svg")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -41,10 +46,15 @@ def read_manifest(artifact: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PycError("E030", f"{MANIFEST} does not describe a PyC artifact", where=str(path),
                        hint="rebuild the artifact")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise PycError("E032", f"artifact format version {manifest.get('format_version')!r} is not "
+    version = manifest.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # JSON true is not version 1
+        raise PycError("E032", f"artifact format version {_describe(version)} is not "
                        f"{FORMAT_VERSION}", where=str(path), hint="rebuild it with this PyC")
     check_manifest(manifest, path)
+    if manifest["target"] not in TARGETS:
+        raise PycError("E032", f"the artifact was built for target {_describe(manifest['target'])}"
+                       f", which this PyC cannot load (targets: {', '.join(TARGETS)})",
+                       where=str(path), hint="rebuild it with `pyc build --target cpu`")
     return manifest
 
 
@@ -79,10 +89,14 @@ class _List:
 
 COUNT = "count"  # a non-negative int (not a bool)
 INT = "int"
+BOOL = "bool"
 TEXT = "text"  # a str that encodes as UTF-8 (JSON can carry lone surrogates)
 IO_ENTRY = {"name": TEXT, "dtype": TEXT, "shape": _List(COUNT)}
+CPU = {"arch": TEXT, "march": TEXT, "resolved_march": TEXT, "features": _List(TEXT),
+       "requested_features": _List(TEXT)}
 SCHEMA: dict[str, Any] = {
     "pyc_version": TEXT, "target": TEXT, "mode": TEXT, "library": TEXT, "arena_bytes": COUNT,
+    "cpu": CPU, "slim": _Opt(BOOL), "header": _Opt(TEXT),
     "model": {"file": TEXT, "sha256": TEXT, "graph_name": TEXT, "opset": INT,
               "source_ops": _Dict(COUNT), "compiled_nodes": COUNT},
     "toolchain": {"compiler": _Opt(TEXT), "compiler_version": _Opt(TEXT),
@@ -137,6 +151,8 @@ def _shape_problem(value: Any, spec: Any, where: str) -> str:
 def _scalar_ok(value: Any, spec: str) -> bool:
     if spec == TEXT:
         return _is_text(value)
+    if spec == BOOL:
+        return isinstance(value, bool)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     return is_int and (spec == INT or value >= 0)
 
@@ -157,26 +173,86 @@ def _describe(value: Any) -> str:
 
 
 def _value_problem(manifest: dict[str, Any]) -> str:
-    """Paths inside the artifact, well-formed hashes, known dtypes, listed essential files."""
+    """Paths inside the artifact, well-formed hashes, the files running needs listed, known
+    dtypes, addressable shapes, a known mode, and compiler options PyC itself would pass."""
     files = manifest["files"]
     for name, digest in files.items():
         if not is_inside_path(name):
             return f"files names {name!r}, which is not a relative path inside the artifact"
         if not _SHA256.fullmatch(digest):
             return f"the sha256 of {name!r} is not 64 lowercase hex digits"
-    needed = {"library": manifest["library"], "weights.file": manifest["weights"]["file"]}
-    needed.update({name: name for name in REQUIRED_FILES})
-    for field, name in needed.items():
+    for field, name in (("library", manifest["library"]), ("weights.file", manifest["weights"]["file"])):
         if name not in files:
             return f"{field} {name!r} is not among the hashed files"
-    for side in ("inputs", "outputs"):
-        for entry in manifest[side]:
-            if entry["dtype"] not in _DTYPES:
-                return f"{side} {entry['name']!r} has unknown dtype {entry['dtype']!r}"
+    if "header" in manifest and not is_inside_path(manifest["header"]):
+        return f"header {manifest['header']!r} is not a relative path inside the artifact"
+    return (_source_problem(manifest["model"], files) or _mode_problem(manifest)
+            or _io_problem(manifest) or _cpu_problem(manifest["cpu"]) or _toolchain_problem(manifest))
+
+
+def _source_problem(model: dict[str, Any], files: dict[str, str]) -> str:
+    """What `pyc run --compare` opens: a kept copy listed among the files, a plain file name,
+    and external data locations relative to the model."""
+    if model["file"] in ("", ".", "..") or "/" in model["file"] or "\x00" in model["file"]:
+        return f"model.file {_describe(model['file'])} is not a plain file name"
+    kept = model.get("kept_copy")
+    if kept is not None and (not _is_text(kept) or kept not in files):
+        return f"model.kept_copy {_describe(kept)} is not among the hashed files"
+    external = model.get("external_data", {})
+    if not isinstance(external, dict) or not all(
+            is_inside_path(k) and _is_text(v) and _SHA256.fullmatch(v) for k, v in external.items()):
+        return "model.external_data is not a map of relative paths to sha256s"
+    return ""
+
+
+def _mode_problem(manifest: dict[str, Any]) -> str:
+    if manifest["mode"] not in MODES:
+        return f"mode {_describe(manifest['mode'])} is not one of {', '.join(MODES)}"
     return ""
 
 
 _DTYPES = {d.value for d in DType}
+MAX_TENSOR_BYTES = 1 << 48  # far above any real tensor; keeps sizes exact in int64 and numpy
+
+
+def _io_problem(manifest: dict[str, Any]) -> str:
+    for side in ("inputs", "outputs"):
+        for entry in manifest[side]:
+            if entry["dtype"] not in _DTYPES:
+                return f"{side} {entry['name']!r} has unknown dtype {entry['dtype']!r}"
+            nbytes = DType(entry["dtype"]).numpy.itemsize
+            for dim in entry["shape"]:
+                nbytes *= dim
+                if nbytes > MAX_TENSOR_BYTES:
+                    return f"{side} {entry['name']!r} has an impossible shape {_describe(entry['shape'])}"
+    return ""
+
+
+def _cpu_problem(cpu: dict[str, Any]) -> str:
+    requested = cpu["requested_features"]
+    if any(item[:1] not in ("+", "-") for item in requested):
+        return f"cpu.requested_features {_describe(requested)} are not +NAME / -NAME items"
+    names = [cpu["arch"], cpu["march"], cpu["resolved_march"], *cpu["features"],
+             *(item[1:] for item in requested)]
+    bad = next((name for name in names if not is_cpu_name(name)), None)
+    return f"cpu holds {_describe(bad)}, which is not a CPU or feature name" if bad is not None else ""
+
+
+def _toolchain_problem(manifest: dict[str, Any]) -> str:
+    """`pyc run --per-node` and the JIT compile with the recorded options: they must be the ones
+    PyC passes (no plugin, include path or output redirection), for the CPU recorded in `cpu`."""
+    toolchain, cpu = manifest["toolchain"], manifest["cpu"]
+    target_flags = [f"-march={cpu['march']}", *feature_flags(cpu["requested_features"])]
+    flags = toolchain.get("flags", [])
+    if [f for f in flags if f not in BASE_FLAGS and f not in VECTOR_MATH_FLAGS] != target_flags:
+        return f"toolchain.flags are not the options PyC compiles with for -march={cpu['march']}"
+    if toolchain.get("march", cpu["march"]) != cpu["march"]:
+        return "toolchain.march differs from cpu.march"
+    unknown = [lib for lib in toolchain.get("libraries", []) if lib not in SYSTEM_LIBRARIES]
+    return f"toolchain.libraries names unknown libraries {unknown}" if unknown else ""
+
+
+SYSTEM_LIBRARIES = ("-lm", "-lmvec")  # the only system libraries generated code links
 
 
 def is_inside_path(name: str) -> bool:
@@ -190,17 +266,47 @@ def is_inside_path(name: str) -> bool:
 # ---------------------------------------------------------------- files
 
 
+def runtime_files(manifest: dict[str, Any]) -> tuple[str, str]:
+    """What running reads: the library and the weights (every other file only explains)."""
+    return manifest["library"], manifest["weights"]["file"]
+
+
 def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:
-    """Every listed file must exist inside the artifact (no symlink out of it) with its recorded
-    sha256 (checked before native code loads)."""
+    """Every listed file must be inside the artifact (no symlink out of it) with its recorded
+    sha256 (checked before native code loads). A file running does not need may be absent (a
+    slim artifact, or explain files deleted by hand); what reads one calls require_files."""
+    needed = runtime_files(manifest)
     try:
         root = artifact.resolve()
         for relative, expected in sorted(manifest["files"].items()):
+            path = artifact / relative
+            if relative not in needed and not path.exists() and not path.is_symlink():
+                continue
             _verify_file(root, artifact, relative, expected)
+        weights = artifact / manifest["weights"]["file"]
+        if weights.stat().st_size != manifest["weights"]["bytes"]:  # the library reads this many
+            raise PycError("E031", f"{weights.name} holds {weights.stat().st_size} bytes, "
+                           f"{MANIFEST} says {manifest['weights']['bytes']}", where=str(weights),
+                           hint="the artifact was modified; rebuild it")
     except (OSError, RuntimeError) as exc:  # RuntimeError: Path.resolve on a symlink loop
         reason = exc.strerror if isinstance(exc, OSError) else None
         raise PycError("E030", f"cannot read the artifact's files: {reason or exc}",
                        where=str(artifact), hint="rebuild the artifact") from exc
+
+
+def require_files(artifact: Path, manifest: dict[str, Any], names: list[str] | tuple[str, ...],
+                  purpose: str) -> None:
+    """PYC-E035 naming the files `purpose` reads that the artifact lacks (those present were
+    hash-checked by verify_files; an unlisted file is not trusted, so it counts as absent)."""
+    missing = [name for name in names
+               if name not in manifest["files"] or not (artifact / name).is_file()]
+    if not missing:
+        return
+    why = ("it is slim: built with --slim or stripped by `pyc strip`" if manifest.get("slim")
+           else "they were deleted from it")
+    raise PycError("E035", f"{purpose} needs {', '.join(missing)}, which this artifact lacks ({why})",
+                   where=str(artifact),
+                   hint="rebuild the artifact without --slim for this; `pyc run` works without them")
 
 
 def _verify_file(root: Path, artifact: Path, relative: str, expected: str) -> None:

@@ -183,6 +183,16 @@ def main(debug: bool) -> None:
                    "the model beside the artifact or takes --model PATH.")
 @click.option("--force", is_flag=True,
               help="Replace an artifact at -o that was built from a different model.")
+@click.option("--cpu", default="native", show_default=True, metavar="NAME",
+              help="CPU to compile for: a -march value (native = this machine's CPU, x86-64-v3, "
+                   "skylake, ...) or `portable` (x86-64-v2 / armv8-a: runs on any CPU of the "
+                   "architecture). Loading on a CPU without its features is refused (PYC-E033).")
+@click.option("--cpu-features", default="", metavar="+F,-F",
+              help="Instruction-set extensions to add or remove, as gcc -m names "
+                   "(e.g. +avx2,+fma,-avx512f).")
+@click.option("--slim", is_flag=True,
+              help="Keep only what running needs (manifest, library, weights, C headers); "
+                   "`pyc explain` then cannot explain it (same as `pyc strip` after a build).")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print nothing but errors (no progress, no summary).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -190,7 +200,8 @@ def main(debug: bool) -> None:
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool, force: bool, quiet: bool, verbose: bool) -> None:
+          keep_source: bool, force: bool, cpu: str, cpu_features: str, slim: bool,
+          quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -215,7 +226,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         else:
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,
-                                    keep_source=keep_source, force=force, steps=steps)
+                                    keep_source=keep_source, force=force, cpu=cpu,
+                                    cpu_features=cpu_features, slim=slim, steps=steps)
     elapsed = steps.elapsed_s
     if verbose:
         print_step_times(steps, elapsed)
@@ -527,6 +539,19 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
         click.echo(json.dumps(data, sort_keys=True))
         return
     print_explanation(data, report_console())
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@reports_errors
+def strip(artifact: Path) -> None:
+    """Remove what only explaining needs from ARTIFACT (model.ir, the plan, decisions.jsonl,
+    generated C, the kept source model), keeping what running needs; the manifest is updated."""
+    from ..artifact.slim import strip_artifact
+
+    removed = strip_artifact(artifact)
+    echo(f"stripped {artifact}: removed {len(removed)} file(s)" if removed
+         else f"{artifact} is already slim")
 
 
 @main.command()

@@ -20,6 +20,7 @@ from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
 from . import compile_cache
+from .cpu_features import feature_flags, probe_target
 from .kernel_context import KernelCall, Operand, kernel_call
 from .resources import runtime_dir, templates_dir
 from .targets import IoInfo, ModelInfo, Target
@@ -35,6 +36,7 @@ DTYPE_CODES = {DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16:
 # of the other sign would have cancelled it
 BASE_FLAGS = ("-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
               "-fvisibility=hidden", "-ffp-contract=fast")
+VECTOR_MATH_FLAGS = ("-fopenmp-simd", "-DPYC_VECTOR_MATH")  # with glibc's libmvec
 
 
 def c_string(text: str) -> str:
@@ -62,8 +64,9 @@ class CpuTarget(Target):
     template_subdir = "c"
     library_name = "libmodel.so"
 
-    def __init__(self, march: str = "native") -> None:
+    def __init__(self, march: str = "native", features: tuple[str, ...] = ()) -> None:
         self.march = march
+        self.features = tuple(features)  # ('+avx2', '-avx512f'): cpu_features.parse_features
 
     # ------------------------------------------------------------ sources
 
@@ -120,8 +123,8 @@ class CpuTarget(Target):
         return found
 
     def flags(self) -> list[str]:
-        vector_math = ["-fopenmp-simd", "-DPYC_VECTOR_MATH"] if self.vector_math() else []
-        return [*BASE_FLAGS, f"-march={self.march}", *vector_math]
+        vector_math = list(VECTOR_MATH_FLAGS) if self.vector_math() else []
+        return [*BASE_FLAGS, f"-march={self.march}", *feature_flags(self.features), *vector_math]
 
     def libraries(self) -> list[str]:
         return ["-lm", "-lmvec"] if self.vector_math() else ["-lm"]
@@ -143,6 +146,10 @@ class CpuTarget(Target):
     def compile(self, src_dir: Path, out_dir: Path) -> dict[str, Any]:
         self.compile_library(src_dir, out_dir / self.library_name)
         return self.toolchain()
+
+    def cpu_record(self) -> dict[str, Any]:
+        """What the manifest records of the target CPU (checked before the library loads)."""
+        return probe_target(self.compiler(), self.march, list(self.features))
 
     def compile_library(self, src_dir: Path, library: Path, main_source: str = "model.c",
                         flags: list[str] | None = None, libraries: list[str] | None = None) -> None:

@@ -56,19 +56,26 @@ class Target:
     def toolchain(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def cpu_record(self) -> dict[str, Any]:
+        """The manifest's `cpu` record: what the code needs of the CPU that runs it."""
+        raise NotImplementedError
 
-def _cpu_target() -> Target:
+def _cpu_target(cpu: str, cpu_features: tuple[str, ...]) -> Target:
     from .cpu import CpuTarget  # imported on use: the CLI lists target names without codegen
+    from .cpu_features import resolve_march
 
-    return CpuTarget()
+    return CpuTarget(resolve_march(cpu), tuple(cpu_features))
 
 
-# the registry of targets by name (`pyc build --target` offers exactly these)
-TARGETS: dict[str, Callable[[], Target]] = {"cpu": _cpu_target}
+# the registry of targets by name (`pyc build --target` offers exactly these; a manifest's
+# "target" must name one, PYC-E032 otherwise)
+TARGETS: dict[str, Callable[[str, tuple[str, ...]], Target]] = {"cpu": _cpu_target}
 TARGET_NAMES = tuple(TARGETS)
 
 
-def get_target(name: str) -> Target:
+def get_target(name: str, cpu: str = "native", cpu_features: tuple[str, ...] = ()) -> Target:
+    """The target `name`; the CPU target compiles for `cpu` (a -march value, or `portable`)
+    with `cpu_features` (['+avx2', '-avx512f']) added or removed."""
     if name not in TARGETS:
         raise PycError("E050", f"unknown target {name!r}", hint=f"use one of {sorted(TARGETS)}")
-    return TARGETS[name]()
+    return TARGETS[name](cpu, tuple(cpu_features))

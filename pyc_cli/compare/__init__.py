@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact.reader import read_manifest, verify_files
+from ..artifact.reader import EXPLAIN_FILES, read_manifest, require_files, verify_files
 from ..artifact.source import source_model
 from .metrics import ValueComparison, compare_value
 from .per_node import PerNodeReport, per_node_report
@@ -63,6 +63,8 @@ def compare_run(artifact: Path, feeds: dict[str, np.ndarray], outputs: dict[str,
     name = reference_name()  # fails early (PYC-E044) when onnxruntime is missing
     per_node = None
     if options.per_node:
+        require_files(artifact, manifest, [*EXPLAIN_FILES[:3], "src/model.c", "src/model.h",
+                                           "src/pyc_runtime.c", "src/pyc_runtime.h"], "--per-node")
         with tempfile.TemporaryDirectory(prefix="pyc-debug-") as work:
             per_node, reference = per_node_report(artifact, manifest, model_path, feeds, outputs,
                                                   Path(work), options.rtol, options.atol)

@@ -10,9 +10,9 @@ from typing import Any
 
 import llvmlite.binding as llvm
 
-from ..artifact.reader import read_manifest, verify_files
+from ..artifact.reader import read_manifest, require_files, verify_files
 from ..codegen.cpu import CpuTarget
-from ..errors import PycError
+from ..codegen.cpu_features import check_cpu
 from .native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
@@ -44,6 +44,7 @@ def jit_load(artifact: str | Path) -> CompiledModel:
     """Compile the artifact's sources to objects and link them with llvmlite's JIT."""
     root = Path(artifact)
     manifest = read_manifest(root)
+    check_cpu(manifest["cpu"], str(root))  # the recorded -march and features are compiled for
     verify_files(root, manifest)
     _check_jit_inputs(root, manifest)
     _init_llvm()
@@ -51,7 +52,8 @@ def jit_load(artifact: str | Path) -> CompiledModel:
         src = Path(work)
         for name in JIT_SOURCES:
             (src / name).write_bytes((root / "src" / name).read_bytes())
-        objects = CpuTarget(manifest["toolchain"].get("march", "native")).compile_objects(src)
+        cpu = manifest["cpu"]
+        objects = CpuTarget(cpu["march"], tuple(cpu["requested_features"])).compile_objects(src)
         builder = llvm.JITLibraryBuilder()
         for obj in objects:
             builder.add_object_img(obj.read_bytes())
@@ -72,13 +74,9 @@ def jit_load(artifact: str | Path) -> CompiledModel:
 
 
 JIT_SOURCES = ("model.c", "model.h", "pyc_runtime.c", "pyc_runtime.h")
-JIT_LIBRARIES = ("-lm", "-lmvec")  # the only system libraries generated code links
 
 
 def _check_jit_inputs(root: Path, manifest: dict[str, Any]) -> None:
-    """The sources compiled here must be hash-verified, and only known system libraries load."""
-    unlisted = [name for name in JIT_SOURCES if f"src/{name}" not in manifest["files"]]
-    unknown = [lib for lib in manifest["toolchain"].get("libraries", []) if lib not in JIT_LIBRARIES]
-    if unlisted or unknown:
-        raise PycError("E030", f"the artifact cannot be JIT-loaded: unhashed sources {unlisted}, "
-                       f"unknown libraries {unknown}", where=str(root), hint="rebuild the artifact")
+    """The sources compiled here must be hash-verified (the manifest check already allows
+    only known system libraries)."""
+    require_files(root, manifest, [f"src/{name}" for name in JIT_SOURCES], "the JIT loader")
