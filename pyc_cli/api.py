@@ -20,6 +20,7 @@ from .artifact.reader import read_manifest, verify_files
 from .artifact.source import describe_source
 from .artifact.source import keep_source as keep_source_copy
 from .artifact.writer import staging_directory, write_bytes, write_text
+from .codegen.abi_name import check_name, default_name, soname
 from .codegen.cpu import io_infos
 from .codegen.targets import ModelInfo, get_target
 from .codegen.weights import layout_weights, weights_bytes, weights_checksum
@@ -39,6 +40,7 @@ from .runtime.native import (
     ModelFunctions,
     TensorSpec,
     check_io_specs,
+    library_addresses,
 )
 
 
@@ -116,15 +118,18 @@ def compile_within_budget(model_path: str | Path, budget: int,
 def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str = "balanced",
           input_shapes: dict[str, tuple[int, ...]] | None = None,
           target: str = "cpu", memory_budget: int | None = None,
-          keep_source: bool = False) -> BuildResult:
+          keep_source: bool = False, name: str | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
+    `name` prefixes every C symbol the library exports (`NAME_create`, `NAME_run`, ...) and
+    its SONAME (`libNAME.so`); default: the model file name made a C identifier.
     With `memory_budget` (bytes), the fastest mode whose arena fits is chosen instead of `mode`.
     `keep_source` copies the model (and its external data) into `source/`, which `pyc run
     --compare` runs the reference on; without it, the model is looked up beside the artifact
     (by the recorded sha256) or given with `--model PATH`."""
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
+    prefix = check_name(name) if name is not None else default_name(model_path)
     if memory_budget is not None:
         graph, ctx = compile_within_budget(model_path, memory_budget, input_shapes, target)
         mode = ctx.options.mode
@@ -137,7 +142,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
-                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob))
+                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob), prefix)
     sources = backend.emit(graph, plan, layout, info)
     with staging_directory(out) as staging:
         for name, text in sorted(sources.items()):
@@ -151,7 +156,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
             dumps_line(d.to_json()) for d in ctx.decisions))
         source = (keep_source_copy(model_path, staging) if keep_source
                   else describe_source(model_path))
-        toolchain = backend.compile(staging / "src", staging)
+        toolchain = backend.compile(staging / "src", staging, prefix)
         toolchain["march"] = getattr(backend, "march", "")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
@@ -161,7 +166,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
                       "compiled_nodes": len(graph.nodes)},
             "target": target, "mode": mode,
             "flags": {"mode": mode, "target": target, "memory_budget": memory_budget,
-                      "keep_source": keep_source,
+                      "keep_source": keep_source, "name": prefix,
                       "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}},
             "toolchain": toolchain,
             "inputs": [_io_entry(i) for i in info.inputs],
@@ -170,6 +175,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str =
             "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                         "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"]},
             "library": backend.library_name, "header": "src/model.h",
+            "symbol_prefix": prefix, "soname": soname(prefix),
             "files": hash_tree(staging),
         }
         write_text(staging, MANIFEST, dumps(manifest))
@@ -191,7 +197,9 @@ def _io_entry(info: Any) -> dict[str, Any]:
 
 
 def load(artifact: str | Path) -> CompiledModel:
-    """Verify an artifact's hashes, then load its library; the model is reusable across runs."""
+    """Verify an artifact's hashes, then load its library. The model is reusable across runs
+    and thread-safe: any number of threads may call its `run` at once (each run works in an
+    execution context of its own; see CompiledModel). Close it (or use `with`) to free it."""
     root = Path(artifact)
     manifest = read_manifest(root)
     verify_files(root, manifest)
@@ -199,15 +207,15 @@ def load(artifact: str | Path) -> CompiledModel:
                                            manifest["files"][manifest["library"]])
     try:
         library = ctypes.CDLL(str(library_path))
-        addresses = {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
-                     for name in ENTRY_POINTS + IO_ENTRY_POINTS}
+        addresses = library_addresses(library, manifest["symbol_prefix"],
+                                      ENTRY_POINTS + IO_ENTRY_POINTS)
     except (OSError, AttributeError) as exc:
         raise PycError("E030", f"cannot load {manifest['library']}: {exc}", where=str(root),
                        hint="rebuild the artifact on this machine") from exc
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    return CompiledModel(ModelFunctions.from_addresses(addresses), root / manifest["weights"]["file"],
+    return CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
                          inputs, outputs, library, manifest["arena_bytes"])
 
 

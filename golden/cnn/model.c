@@ -600,37 +600,59 @@ static int k7_softmax(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-struct pyc_model {
-  unsigned char* arena;
+/* The weights, immutable once created: any number of contexts read them at once. */
+struct cnn_model {
   unsigned char* weights;
+  cnn_context* own_context;  /* what cnn_run uses; created on its first call */
 };
 
-int pyc_model_create(const char* weights_path, pyc_model** out) {
+/* The working memory of one run at a time: the activation arena. */
+struct cnn_context {
+  const cnn_model* model;
+  unsigned char* arena;
+};
+
+int cnn_create(const char* weights_path, cnn_model** out) {
   if (out == NULL) return PYC_STATUS_INVALID_ARGUMENT;
   *out = NULL;
-  pyc_model* model = calloc(1, sizeof(pyc_model));
+  cnn_model* model = calloc(1, sizeof(cnn_model));
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
-  model->arena = pyc_aligned_alloc(245760);
-  if (model->arena == NULL) { free(model); return PYC_STATUS_OUT_OF_MEMORY; }
   int status = pyc_load_weights(weights_path, 58688u, UINT64_C(225447542828062906), &model->weights);
-  if (status != PYC_STATUS_OK) { pyc_model_destroy(model); return status; }
+  if (status != PYC_STATUS_OK) { cnn_destroy(model); return status; }
   *out = model;
   return PYC_STATUS_OK;
 }
 
-void pyc_model_destroy(pyc_model* model) {
+void cnn_destroy(cnn_model* model) {
   if (model == NULL) return;
-  pyc_aligned_free(model->arena);
+  cnn_context_destroy(model->own_context);
   pyc_aligned_free(model->weights);
   free(model);
 }
 
-const char* pyc_model_status_string(int status) { return pyc_status_string(status); }
+int cnn_context_create(const cnn_model* model, cnn_context** out) {
+  if (model == NULL || out == NULL) return PYC_STATUS_INVALID_ARGUMENT;
+  *out = NULL;
+  cnn_context* context = calloc(1, sizeof(cnn_context));
+  if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
+  context->model = model;
+  context->arena = pyc_aligned_alloc(245760);
+  if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
+  *out = context;
+  return PYC_STATUS_OK;
+}
 
-int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outputs) {
-  if (model == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  unsigned char* const arena = model->arena;
-  const unsigned char* const weights = model->weights;
+void cnn_context_destroy(cnn_context* context) {
+  if (context == NULL) return;
+  pyc_aligned_free(context->arena);
+  free(context);
+}
+
+const char* cnn_status_string(int status) { return pyc_status_text(status); }
+
+/* Every kernel call of the model, in schedule order, working in `arena` only. */
+static int run_steps(const unsigned char* const weights, unsigned char* const arena,
+                     const void* const* inputs, void* const* outputs) {
   (void)arena; (void)weights;
   int status = PYC_STATUS_OK;
   status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0), (float*)(arena + 131072));
@@ -650,6 +672,20 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   status = k7_softmax((const float*)(arena + 256), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
+}
+
+int cnn_context_run(cnn_context* context, const void* const* inputs, void* const* outputs) {
+  if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
+  return run_steps(context->model->weights, context->arena, inputs, outputs);
+}
+
+int cnn_run(cnn_model* model, const void* const* inputs, void* const* outputs) {
+  if (model == NULL) return PYC_STATUS_INVALID_ARGUMENT;
+  if (model->own_context == NULL) {
+    int status = cnn_context_create(model, &model->own_context);
+    if (status != PYC_STATUS_OK) return status;
+  }
+  return cnn_context_run(model->own_context, inputs, outputs);
 }
 static const int64_t io_shape_0_0[4] = { 2, 3, 32, 32 };
 static const int64_t io_shape_1_0[2] = { 2, 10 };
@@ -676,20 +712,20 @@ static const int64_t* const io_shapes[2][1] = {
 };
 
 static int io_valid(int is_output, int index) {
-  return index >= 0 && index < (is_output ? PYC_MODEL_NUM_OUTPUTS : PYC_MODEL_NUM_INPUTS);
+  return index >= 0 && index < (is_output ? cnn_NUM_OUTPUTS : cnn_NUM_INPUTS);
 }
-const char* pyc_model_io_name(int is_output, int index) {
+const char* cnn_io_name(int is_output, int index) {
   return io_valid(is_output, index) ? io_names[is_output != 0][index] : NULL;
 }
-int pyc_model_io_dtype(int is_output, int index) {
+int cnn_io_dtype(int is_output, int index) {
   return io_valid(is_output, index) ? io_dtypes[is_output != 0][index] : 0;
 }
-int pyc_model_io_rank(int is_output, int index) {
+int cnn_io_rank(int is_output, int index) {
   return io_valid(is_output, index) ? io_ranks[is_output != 0][index] : -1;
 }
-const int64_t* pyc_model_io_shape(int is_output, int index) {
+const int64_t* cnn_io_shape(int is_output, int index) {
   return io_valid(is_output, index) ? io_shapes[is_output != 0][index] : NULL;
 }
-int64_t pyc_model_io_bytes(int is_output, int index) {
+int64_t cnn_io_bytes(int is_output, int index) {
   return io_valid(is_output, index) ? io_bytes[is_output != 0][index] : -1;
 }

@@ -285,37 +285,59 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-struct pyc_model {
-  unsigned char* arena;
+/* The weights, immutable once created: any number of contexts read them at once. */
+struct mlp_model {
   unsigned char* weights;
+  mlp_context* own_context;  /* what mlp_run uses; created on its first call */
 };
 
-int pyc_model_create(const char* weights_path, pyc_model** out) {
+/* The working memory of one run at a time: the activation arena. */
+struct mlp_context {
+  const mlp_model* model;
+  unsigned char* arena;
+};
+
+int mlp_create(const char* weights_path, mlp_model** out) {
   if (out == NULL) return PYC_STATUS_INVALID_ARGUMENT;
   *out = NULL;
-  pyc_model* model = calloc(1, sizeof(pyc_model));
+  mlp_model* model = calloc(1, sizeof(mlp_model));
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
-  model->arena = pyc_aligned_alloc(3072);
-  if (model->arena == NULL) { free(model); return PYC_STATUS_OUT_OF_MEMORY; }
   int status = pyc_load_weights(weights_path, 68928u, UINT64_C(312906891974656413), &model->weights);
-  if (status != PYC_STATUS_OK) { pyc_model_destroy(model); return status; }
+  if (status != PYC_STATUS_OK) { mlp_destroy(model); return status; }
   *out = model;
   return PYC_STATUS_OK;
 }
 
-void pyc_model_destroy(pyc_model* model) {
+void mlp_destroy(mlp_model* model) {
   if (model == NULL) return;
-  pyc_aligned_free(model->arena);
+  mlp_context_destroy(model->own_context);
   pyc_aligned_free(model->weights);
   free(model);
 }
 
-const char* pyc_model_status_string(int status) { return pyc_status_string(status); }
+int mlp_context_create(const mlp_model* model, mlp_context** out) {
+  if (model == NULL || out == NULL) return PYC_STATUS_INVALID_ARGUMENT;
+  *out = NULL;
+  mlp_context* context = calloc(1, sizeof(mlp_context));
+  if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
+  context->model = model;
+  context->arena = pyc_aligned_alloc(3072);
+  if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
+  *out = context;
+  return PYC_STATUS_OK;
+}
 
-int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outputs) {
-  if (model == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  unsigned char* const arena = model->arena;
-  const unsigned char* const weights = model->weights;
+void mlp_context_destroy(mlp_context* context) {
+  if (context == NULL) return;
+  pyc_aligned_free(context->arena);
+  free(context);
+}
+
+const char* mlp_status_string(int status) { return pyc_status_text(status); }
+
+/* Every kernel call of the model, in schedule order, working in `arena` only. */
+static int run_steps(const unsigned char* const weights, unsigned char* const arena,
+                     const void* const* inputs, void* const* outputs) {
   (void)arena; (void)weights;
   int status = PYC_STATUS_OK;
   status = k0_matmul((const float*)inputs[0], (const float*)(weights + 512), (const float*)(weights + 0), (float*)(arena + 0));
@@ -325,6 +347,20 @@ int pyc_model_run(pyc_model* model, const void* const* inputs, void* const* outp
   status = k2_matmul((const float*)(arena + 2048), (const float*)(weights + 66368), (const float*)(weights + 66304), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
+}
+
+int mlp_context_run(mlp_context* context, const void* const* inputs, void* const* outputs) {
+  if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
+  return run_steps(context->model->weights, context->arena, inputs, outputs);
+}
+
+int mlp_run(mlp_model* model, const void* const* inputs, void* const* outputs) {
+  if (model == NULL) return PYC_STATUS_INVALID_ARGUMENT;
+  if (model->own_context == NULL) {
+    int status = mlp_context_create(model, &model->own_context);
+    if (status != PYC_STATUS_OK) return status;
+  }
+  return mlp_context_run(model->own_context, inputs, outputs);
 }
 static const int64_t io_shape_0_0[2] = { 4, 64 };
 static const int64_t io_shape_1_0[2] = { 4, 10 };
@@ -351,20 +387,20 @@ static const int64_t* const io_shapes[2][1] = {
 };
 
 static int io_valid(int is_output, int index) {
-  return index >= 0 && index < (is_output ? PYC_MODEL_NUM_OUTPUTS : PYC_MODEL_NUM_INPUTS);
+  return index >= 0 && index < (is_output ? mlp_NUM_OUTPUTS : mlp_NUM_INPUTS);
 }
-const char* pyc_model_io_name(int is_output, int index) {
+const char* mlp_io_name(int is_output, int index) {
   return io_valid(is_output, index) ? io_names[is_output != 0][index] : NULL;
 }
-int pyc_model_io_dtype(int is_output, int index) {
+int mlp_io_dtype(int is_output, int index) {
   return io_valid(is_output, index) ? io_dtypes[is_output != 0][index] : 0;
 }
-int pyc_model_io_rank(int is_output, int index) {
+int mlp_io_rank(int is_output, int index) {
   return io_valid(is_output, index) ? io_ranks[is_output != 0][index] : -1;
 }
-const int64_t* pyc_model_io_shape(int is_output, int index) {
+const int64_t* mlp_io_shape(int is_output, int index) {
   return io_valid(is_output, index) ? io_shapes[is_output != 0][index] : NULL;
 }
-int64_t pyc_model_io_bytes(int is_output, int index) {
+int64_t mlp_io_bytes(int is_output, int index) {
   return io_valid(is_output, index) ? io_bytes[is_output != 0][index] : -1;
 }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "pyc-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: symbols prefixed by symbol_prefix, execution contexts
 MANIFEST = "manifest.json"
 
 

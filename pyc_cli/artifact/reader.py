@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codegen.abi_name import name_problem
 from ..errors import PycError
 from ..ir.graph import Graph
 from ..ir.text import blob_key, parse_graph
@@ -83,6 +84,7 @@ TEXT = "text"  # a str that encodes as UTF-8 (JSON can carry lone surrogates)
 IO_ENTRY = {"name": TEXT, "dtype": TEXT, "shape": _List(COUNT)}
 SCHEMA: dict[str, Any] = {
     "pyc_version": TEXT, "target": TEXT, "mode": TEXT, "library": TEXT, "arena_bytes": COUNT,
+    "symbol_prefix": TEXT,
     "model": {"file": TEXT, "sha256": TEXT, "graph_name": TEXT, "opset": INT,
               "source_ops": _Dict(COUNT), "compiled_nodes": COUNT},
     "toolchain": {"compiler": _Opt(TEXT), "compiler_version": _Opt(TEXT),
@@ -159,6 +161,8 @@ def _describe(value: Any) -> str:
 def _value_problem(manifest: dict[str, Any]) -> str:
     """Paths inside the artifact, well-formed hashes, known dtypes, listed essential files."""
     files = manifest["files"]
+    if name_problem(manifest["symbol_prefix"]):
+        return f"symbol_prefix {manifest['symbol_prefix']!r} is not a valid model name"
     for name, digest in files.items():
         if not is_inside_path(name):
             return f"files names {name!r}, which is not a relative path inside the artifact"

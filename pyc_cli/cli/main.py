@@ -142,10 +142,14 @@ def main(debug: bool) -> None:
               help="Keep a copy of the model (and its external data) in source/ for "
                    "`pyc run --compare` (stores the weights twice); without it, --compare finds "
                    "the model beside the artifact or takes --model PATH.")
+@click.option("--name", metavar="NAME",
+              help="C identifier prefixing every symbol the library exports (NAME_create, "
+                   "NAME_run, ...) and its SONAME libNAME.so, so one C program can link many "
+                   "models (default: the model file name made an identifier).")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool) -> None:
+          keep_source: bool, name: str | None) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -162,7 +166,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         return
     budget = parse_size(memory_budget) if memory_budget is not None else None
     result = build_artifact(model, out_dir, mode=mode, input_shapes=shapes, target=target,
-                            memory_budget=budget, keep_source=keep_source)
+                            memory_budget=budget, keep_source=keep_source, name=name)
     plan = result.plan
     mode = plan.mode
     echo(f"built {result.artifact} ({len(result.graph.nodes)} kernels, arena "

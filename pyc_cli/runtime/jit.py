@@ -55,19 +55,21 @@ def jit_load(artifact: str | Path) -> CompiledModel:
         builder = llvm.JITLibraryBuilder()
         for obj in objects:
             builder.add_object_img(obj.read_bytes())
-        for name in ENTRY_POINTS + IO_ENTRY_POINTS:
-            builder.export_symbol(name)
+        symbols = {suffix: f"{manifest['symbol_prefix']}_{suffix}"
+                   for suffix in ENTRY_POINTS + IO_ENTRY_POINTS}
+        for symbol in symbols.values():
+            builder.export_symbol(symbol)
         for library in manifest["toolchain"].get("libraries", []):
             _load_system_library(library)
         builder.add_current_process()
         jit = llvm.create_lljit_compiler()
         tracker = builder.link(jit, "pyc_model")
-    addresses = {name: tracker[name] for name in ENTRY_POINTS + IO_ENTRY_POINTS}
+    addresses = {suffix: tracker[symbol] for suffix, symbol in symbols.items()}
     keepalive: Any = (jit, tracker)
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    return CompiledModel(ModelFunctions.from_addresses(addresses), root / manifest["weights"]["file"],
+    return CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
                          inputs, outputs, keepalive, manifest["arena_bytes"])
 
 
