@@ -202,3 +202,35 @@ def test_contexts_run_concurrently_without_races_under_tsan(name: str, tmp_path:
     shared = subprocess.run([str(exe), weights, "shared", "6", "3"], capture_output=True,
                             text=True, check=False, env=env)
     assert "WARNING: ThreadSanitizer: data race" in shared.stderr
+
+
+@pytest.mark.parametrize(("prefix", "code"), [("x; rm -rf", "E030"), ("pyc", "E030"),
+                                              ("other_model", "E030")])
+def test_the_loader_binds_only_the_recorded_valid_prefix(prefix: str, code: str,
+                                                         tmp_path: Path) -> None:
+    """An edited symbol_prefix (not hashed) is checked before the library loads, and a valid
+    one the library does not export is refused, not bound to something else."""
+    ref = REFERENCE_MODELS["mlp"]
+    art = pyc_cli.build(ref.path, tmp_path / "art", input_shapes=ref.shapes).artifact
+    manifest_path = art / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["symbol_prefix"] = prefix
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(PycError) as info:
+        pyc_cli.load(art)
+    assert info.value.code == code
+    assert ("symbol_prefix" in info.value.what if prefix != "other_model"
+            else "other_model_create" in info.value.what)
+
+
+def test_artifacts_of_the_previous_format_are_refused(tmp_path: Path) -> None:
+    """Format 1 exported unprefixed pyc_model_* symbols: rebuild, do not guess."""
+    ref = REFERENCE_MODELS["mlp"]
+    art = pyc_cli.build(ref.path, tmp_path / "art", input_shapes=ref.shapes).artifact
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["format_version"] == 2
+    manifest["format_version"] = 1
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PycError) as info:
+        pyc_cli.load(art)
+    assert info.value.code == "E032" and "rebuild" in info.value.hint

@@ -98,6 +98,8 @@ def test_a_bigger_mlp_from_threads(rng: np.random.Generator, tmp_path: Path) -> 
     with pyc_cli.load(tmp_path / "art") as model:
         assert model.arena_bytes >= 16 * 1024 * 4
         _hammer(model, rng)
+        # runs overlapped (the GIL is released in native code): the pool holds several contexts
+        assert len(model._idle) >= 2, "the threads' runs never overlapped"
 
 
 def test_the_jit_path_is_thread_safe_too(rng: np.random.Generator, tmp_path: Path) -> None:
