@@ -118,6 +118,9 @@ class DebugModel(CompiledModel):
 
     def run_with_taps(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
                                                                    dict[str, np.ndarray]]:
+        """One call at a time: it runs in the model's own context (NAME_run_debug), not a
+        pooled one (`pyc run --per-node` runs once)."""
+        self._check_open()
         arrays = self.check_feeds(feeds)
         outputs = {spec.name: np.empty(spec.shape, spec.dtype) for spec in self.outputs}
         tapped = {tap.value: np.zeros(tap.spec.shape, tap.spec.dtype) for tap in self.taps}
