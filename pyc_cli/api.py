@@ -28,6 +28,7 @@ from .artifact.writer import (
     write_bytes,
     write_text,
 )
+from .codegen.abi_name import check_name, default_name, soname
 from .codegen.cpu import io_infos
 from .codegen.cpu_features import check_cpu, parse_features
 from .codegen.targets import ModelInfo, Target, get_target
@@ -50,6 +51,7 @@ from .runtime.native import (
     ModelFunctions,
     TensorSpec,
     check_io_specs,
+    library_addresses,
 )
 
 
@@ -139,11 +141,13 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           target: str = "cpu", memory_budget: int | None = None,
           keep_source: bool = False, force: bool = False, cpu: str = "native",
           cpu_features: str | list[str] | tuple[str, ...] = (), slim: bool = False,
-          steps: BuildSteps | None = None) -> BuildResult:
+          name: str | None = None, steps: BuildSteps | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
     whose arena fits is chosen, and a `mode` given with a budget must fit it (PYC-E011).
+    `name` prefixes every C symbol the library exports (`NAME_create`, `NAME_run`, ...) and
+    its SONAME (`libNAME.so`); default: the model file name made a C identifier.
     `keep_source` copies the model (and its external data) into `source/`, which `pyc run
     --compare` runs the reference on; without it, the model is looked up beside the artifact
     (by the recorded sha256) or given with `--model PATH`. An artifact of another source model
@@ -157,6 +161,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
+    prefix = check_name(name) if name is not None else default_name(model_path)
     if slim and keep_source:
         raise PycError("E050", "--slim leaves out the source copy --keep-source asks for",
                        hint="drop one of them (a slim artifact is compared with --model PATH)")
@@ -171,7 +176,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
         flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
-                 "keep_source": keep_source, "cpu": cpu, "cpu_features": features,
+                 "keep_source": keep_source, "name": prefix, "cpu": cpu,
+                 "cpu_features": features,
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
@@ -188,7 +194,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
-                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob))
+                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"])
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
@@ -204,7 +210,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     source = (keep_source_copy(model_path, staging) if flags["keep_source"]
               else describe_source(model_path))
     with steps.step("compile C"):
-        toolchain = backend.compile(staging / "src", staging)
+        toolchain = backend.compile(staging / "src", staging, flags["name"])
     toolchain["march"] = getattr(backend, "march", "")
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
@@ -220,6 +226,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                     "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"]},
         "library": backend.library_name, "header": "src/model.h", "slim": False,
+        "symbol_prefix": flags["name"], "soname": soname(flags["name"]),
         "files": hash_tree(staging),
     }
     if slim:
@@ -264,7 +271,9 @@ def _io_entry(info: Any) -> dict[str, Any]:
 
 
 def load(artifact: str | Path) -> CompiledModel:
-    """Verify an artifact's hashes, then load its library; the model is reusable across runs."""
+    """Verify an artifact's hashes, then load its library. The model is reusable across runs
+    and thread-safe: any number of threads may call its `run` at once (each run works in an
+    execution context of its own; see CompiledModel). Close it (or use `with`) to free it."""
     root = Path(artifact)
     restore_if_interrupted(root)
     manifest = read_manifest(root)
@@ -274,17 +283,21 @@ def load(artifact: str | Path) -> CompiledModel:
                                            manifest["files"][manifest["library"]])
     try:
         library = ctypes.CDLL(str(library_path))
-        addresses = {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
-                     for name in ENTRY_POINTS + IO_ENTRY_POINTS}
-    except (OSError, AttributeError) as exc:
+    except OSError as exc:
         raise PycError("E030", f"cannot load {manifest['library']}: {exc}", where=str(root),
                        hint="rebuild the artifact on this machine") from exc
+    try:
+        addresses = library_addresses(library, manifest["symbol_prefix"],
+                                      ENTRY_POINTS + IO_ENTRY_POINTS)
+    except AttributeError as exc:  # the manifest's prefix, cross-checked like its I/O below
+        raise PycError("E031", f"the symbols {manifest['symbol_prefix']}_* the manifest names do "
+                       f"not match the compiled library: {exc}", where=str(root),
+                       hint="the manifest was edited: rebuild the artifact") from exc
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    model = CompiledModel(ModelFunctions.from_addresses(addresses),
-                          root / manifest["weights"]["file"], inputs, outputs, library,
-                          manifest["arena_bytes"])
+    model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
+                          inputs, outputs, library, manifest["arena_bytes"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model
 

@@ -27,6 +27,8 @@ ERROR_CODES: dict[str, str] = {
     "E011": "No memory plan fits the --memory-budget (the error names the smallest arena).",
     "E012": "A tensor, the activation arena or the weights are larger than the target can address "
     "(the error names it and its byte size).",
+    "E013": "`pyc build --name` is not usable as the prefix of the model's C symbols (not a C "
+    "identifier, too long, or reserved for the runtime).",
     "E020": "The C compiler failed to build the generated code.",
     "E021": "The output directory exists and is not a PyC artifact (refusing to overwrite).",
     "E022": "An output path (the artifact directory, or run's --output file) cannot be created or "
@@ -52,6 +54,9 @@ ERROR_CODES: dict[str, str] = {
     "(`pip install onnxruntime`), or it cannot run the source model.",
     "E045": "The source model for --compare cannot be found: the artifact holds no copy of it and "
     "no --model was given, or --model does not match the sha256 the manifest recorded.",
+    "E046": "`run(output_names, feeds)` names an output the model does not have (the error lists "
+    "the valid ones), or the arguments follow neither calling convention.",
+    "E047": "The model was closed (`close()` or the end of its `with` block) and cannot run.",
     "E048": "An integer input holds an index outside the range its consumer accepts (the "
     "error names the input, the node, the value and the valid range).",
     "E049": "The machine ran out of memory (the model at these shapes needs more than is "

@@ -7,7 +7,7 @@
 
 #define PYC_ALIGNMENT 64
 
-const char* pyc_status_string(int status) {
+const char* pyc_status_text(int status) {
   switch (status) {
     case PYC_STATUS_OK: return "ok";
     case PYC_STATUS_INVALID_ARGUMENT: return "invalid argument";
@@ -18,6 +18,8 @@ const char* pyc_status_string(int status) {
     default: return "unknown status";
   }
 }
+
+const char* pyc_status_string(int status) { return pyc_status_text(status); }
 
 void* pyc_aligned_alloc(size_t bytes) {
   size_t rounded = (bytes + PYC_ALIGNMENT - 1) / PYC_ALIGNMENT * PYC_ALIGNMENT;

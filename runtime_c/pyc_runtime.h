@@ -28,7 +28,12 @@ enum pyc_dtype {
   PYC_DTYPE_U32 = 11, PYC_DTYPE_U64 = 12
 };
 
-const char* pyc_status_string(int status);
+/* The text of a status code. Exported from every model library (the codes are the same for
+ * all of them); each model also exports its own NAME_status_string. Everything else here is
+ * hidden (-fvisibility=hidden): every library keeps a private copy, so models linked into one
+ * program never clash on the runtime. */
+PYC_EXPORT const char* pyc_status_string(int status);
+const char* pyc_status_text(int status); /* the hidden implementation the models call */
 void* pyc_aligned_alloc(size_t bytes);
 void pyc_aligned_free(void* ptr);
 /* Reads exactly `expected` bytes from `path` into a new aligned buffer and checks the checksum. */

@@ -227,9 +227,9 @@ def test_hostile_names_never_reach_generated_code_unescaped(tmp_path: Path,
     import ctypes
 
     library = ctypes.CDLL(str(tmp_path / "out" / "libmodel.so"))
-    library.pyc_model_io_name.restype = ctypes.c_char_p
-    assert library.pyc_model_io_name(0, 0).decode() == evil_in
-    assert library.pyc_model_io_name(1, 0).decode() == evil_out
+    library.m_io_name.restype = ctypes.c_char_p  # the symbol prefix comes from m.onnx
+    assert library.m_io_name(0, 0).decode() == evil_in
+    assert library.m_io_name(1, 0).decode() == evil_out
 
 
 def test_output_directory_that_is_not_an_artifact_is_left_alone(tmp_path: Path) -> None:

@@ -339,7 +339,7 @@ def test_sizes_overflow(tmp_path: Path) -> None:
     result = pyc_cli.build(write_model(model, tmp_path), tmp_path / "artifact")
     assert result.plan.arena_bytes == 2**35  # the intermediate y
     header = (result.artifact / "src" / "model.h").read_text()
-    assert f"#define PYC_MODEL_ARENA_BYTES {2**35}" in header
+    assert f"#define model_ARENA_BYTES {2**35}" in header
     manifest = json.loads((result.artifact / "manifest.json").read_text())
     assert [o["shape"] for o in manifest["outputs"]] == [list(big)] * 3
     assert manifest["weights"]["bytes"] < 1 << 20  # the 32 GiB constant is filled at run time

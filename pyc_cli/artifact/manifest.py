@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "pyc-artifact"
-FORMAT_VERSION = 2  # 2: the target CPU is recorded (`cpu`), checked before loading
+FORMAT_VERSION = 2  # 2: the target CPU is recorded (`cpu`, checked before loading); symbols
+# prefixed by symbol_prefix; execution contexts
 MANIFEST = "manifest.json"
 
 

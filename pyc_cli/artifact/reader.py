@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codegen.abi_name import name_problem
 from ..codegen.cpu import BASE_FLAGS, VECTOR_MATH_FLAGS
 from ..codegen.cpu_features import feature_flags, is_cpu_name
 from ..codegen.targets import TARGETS
@@ -96,7 +97,7 @@ CPU = {"arch": TEXT, "march": TEXT, "resolved_march": TEXT, "features": _List(TE
        "requested_features": _List(TEXT)}
 SCHEMA: dict[str, Any] = {
     "pyc_version": TEXT, "target": TEXT, "mode": TEXT, "library": TEXT, "arena_bytes": COUNT,
-    "cpu": CPU, "slim": _Opt(BOOL), "header": _Opt(TEXT),
+    "cpu": CPU, "slim": _Opt(BOOL), "header": _Opt(TEXT), "symbol_prefix": TEXT,
     "model": {"file": TEXT, "sha256": TEXT, "graph_name": TEXT, "opset": INT,
               "source_ops": _Dict(COUNT), "compiled_nodes": COUNT},
     "toolchain": {"compiler": _Opt(TEXT), "compiler_version": _Opt(TEXT),
@@ -176,6 +177,8 @@ def _value_problem(manifest: dict[str, Any]) -> str:
     """Paths inside the artifact, well-formed hashes, the files running needs listed, known
     dtypes, addressable shapes, a known mode, and compiler options PyC itself would pass."""
     files = manifest["files"]
+    if name_problem(manifest["symbol_prefix"]):
+        return f"symbol_prefix {manifest['symbol_prefix']!r} is not a valid model name"
     for name, digest in files.items():
         if not is_inside_path(name):
             return f"files names {name!r}, which is not a relative path inside the artifact"

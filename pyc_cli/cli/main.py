@@ -193,6 +193,10 @@ def main(debug: bool) -> None:
 @click.option("--slim", is_flag=True,
               help="Keep only what running needs (manifest, library, weights, C headers); "
                    "`pyc explain` then cannot explain it (same as `pyc strip` after a build).")
+@click.option("--name", metavar="NAME",
+              help="C identifier prefixing every symbol the library exports (NAME_create, "
+                   "NAME_run, ...) and its SONAME libNAME.so, so one C program can link many "
+                   "models (default: the model file name made an identifier).")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print nothing but errors (no progress, no summary).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -201,7 +205,7 @@ def main(debug: bool) -> None:
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, slim: bool,
-          quiet: bool, verbose: bool) -> None:
+          name: str | None, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -227,7 +231,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,
                                     keep_source=keep_source, force=force, cpu=cpu,
-                                    cpu_features=cpu_features, slim=slim, steps=steps)
+                                    cpu_features=cpu_features, slim=slim, name=name,
+                                    steps=steps)
     elapsed = steps.elapsed_s
     if verbose:
         print_step_times(steps, elapsed)

@@ -19,7 +19,7 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
-from . import compile_cache
+from . import abi_name, compile_cache
 from .cpu_features import feature_flags, probe_target
 from .kernel_context import KernelCall, Operand, kernel_call
 from .resources import runtime_dir, templates_dir
@@ -143,8 +143,8 @@ class CpuTarget(Target):
         return {"compiler": Path(compiler).name, "compiler_version": version[0] if version else "",
                 "flags": self.flags(), "libraries": self.libraries()}
 
-    def compile(self, src_dir: Path, out_dir: Path) -> dict[str, Any]:
-        self.compile_library(src_dir, out_dir / self.library_name)
+    def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
+        self.compile_library(src_dir, out_dir / self.library_name, soname=abi_name.soname(name))
         return self.toolchain()
 
     def cpu_record(self) -> dict[str, Any]:
@@ -152,11 +152,14 @@ class CpuTarget(Target):
         return probe_target(self.compiler(), self.march, list(self.features))
 
     def compile_library(self, src_dir: Path, library: Path, main_source: str = "model.c",
-                        flags: list[str] | None = None, libraries: list[str] | None = None) -> None:
-        """Link `main_source` and the runtime in `src_dir` into `library` (the debug build of
-        `pyc run --per-node` passes its own main source and the artifact's recorded flags)."""
+                        flags: list[str] | None = None, libraries: list[str] | None = None,
+                        soname: str | None = None) -> None:
+        """Link `main_source` and the runtime in `src_dir` into `library`, with `soname` as its
+        SONAME (the debug build of `pyc run --per-node` passes its own main source and the
+        artifact's recorded flags, and no SONAME: it is loaded by path only)."""
         output = str(library.resolve())
-        command = [self.compiler(), *(self.flags() if flags is None else flags), "-shared", "-o",
+        command = [self.compiler(), *(self.flags() if flags is None else flags), "-shared",
+                   *([f"-Wl,-soname,{soname}"] if soname else []), "-o",
                    output, main_source, "pyc_runtime.c",
                    *(self.libraries() if libraries is None else libraries)]
         entry = ""

@@ -34,6 +34,7 @@ class ModelInfo:
     arena_bytes: int
     weights_bytes: int
     weights_checksum: int
+    name: str  # the prefix of every exported symbol (codegen/abi_name.py)
 
 
 class Target:
@@ -49,8 +50,9 @@ class Target:
         """Generated source files, name -> text."""
         raise NotImplementedError
 
-    def compile(self, src_dir: Path, out_dir: Path) -> dict[str, Any]:
-        """Build the library from `src_dir` into `out_dir`; return the toolchain description."""
+    def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
+        """Build the library of the model called `name` from `src_dir` into `out_dir`; return
+        the toolchain description."""
         raise NotImplementedError
 
     def toolchain(self) -> dict[str, Any]:

@@ -76,7 +76,8 @@ def model_info(source: ArtifactPlan, manifest: dict[str, Any]) -> ModelInfo:
     graph = source.graph
     return ModelInfo(manifest["pyc_version"], io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs), source.plan.arena_bytes,
-                     manifest["weights"]["bytes"], manifest["weights"]["checksum"])
+                     manifest["weights"]["bytes"], manifest["weights"]["checksum"],
+                     manifest["symbol_prefix"])
 
 
 def debug_sources(source: ArtifactPlan, manifest: dict[str, Any], taps: list[Tap]
@@ -104,19 +105,22 @@ def debug_sources(source: ArtifactPlan, manifest: dict[str, Any], taps: list[Tap
 class DebugModel(CompiledModel):
     """The artifact's model with the tapping entry point; run() returns outputs and taps."""
 
-    def __init__(self, library_path: Path, weights_path: Path, inputs: list[TensorSpec],
-                 outputs: list[TensorSpec], taps: list[Tap]) -> None:
+    def __init__(self, library_path: Path, prefix: str, weights_path: Path,
+                 inputs: list[TensorSpec], outputs: list[TensorSpec], taps: list[Tap]) -> None:
         library = ctypes.CDLL(str(library_path))
-        super().__init__(ModelFunctions.from_library(library), weights_path, inputs, outputs,
-                         library)
+        super().__init__(ModelFunctions.from_library(library, prefix), weights_path, inputs,
+                         outputs, library)
         pointer_array = ctypes.POINTER(ctypes.c_void_p)
         self._run_debug = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, pointer_array,
                                            pointer_array, pointer_array)(
-            ctypes.cast(library.pyc_model_run_debug, ctypes.c_void_p).value)
+            ctypes.cast(getattr(library, f"{prefix}_run_debug"), ctypes.c_void_p).value)
         self.taps = taps
 
     def run_with_taps(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
                                                                    dict[str, np.ndarray]]:
+        """One call at a time: it runs in the model's own context (NAME_run_debug), not a
+        pooled one (`pyc run --per-node` runs once)."""
+        self._check_open()
         arrays = self.check_feeds(feeds)
         outputs = {spec.name: np.empty(spec.shape, spec.dtype) for spec in self.outputs}
         tapped = {tap.value: np.zeros(tap.spec.shape, tap.spec.dtype) for tap in self.taps}
@@ -147,7 +151,7 @@ def build_debug_model(artifact: Path, manifest: dict[str, Any], source: Artifact
     library = work / "libmodel_debug.so"
     CpuTarget().compile_library(src, library, "model.c", list(toolchain["flags"]),
                                 list(toolchain["libraries"]))
-    return DebugModel(library, artifact / "weights.bin",
+    return DebugModel(library, manifest["symbol_prefix"], artifact / "weights.bin",
                       [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
                       [TensorSpec.from_manifest(e) for e in manifest["outputs"]], taps)
 

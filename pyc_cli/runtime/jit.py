@@ -13,6 +13,7 @@ import llvmlite.binding as llvm
 from ..artifact.reader import read_manifest, require_files, verify_files
 from ..codegen.cpu import CpuTarget
 from ..codegen.cpu_features import check_cpu
+from ..input_ranges import read_input_ranges
 from .native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
@@ -57,20 +58,24 @@ def jit_load(artifact: str | Path) -> CompiledModel:
         builder = llvm.JITLibraryBuilder()
         for obj in objects:
             builder.add_object_img(obj.read_bytes())
-        for name in ENTRY_POINTS + IO_ENTRY_POINTS:
-            builder.export_symbol(name)
+        symbols = {suffix: f"{manifest['symbol_prefix']}_{suffix}"
+                   for suffix in ENTRY_POINTS + IO_ENTRY_POINTS}
+        for symbol in symbols.values():
+            builder.export_symbol(symbol)
         for library in manifest["toolchain"].get("libraries", []):
             _load_system_library(library)
         builder.add_current_process()
         jit = llvm.create_lljit_compiler()
         tracker = builder.link(jit, "pyc_model")
-    addresses = {name: tracker[name] for name in ENTRY_POINTS + IO_ENTRY_POINTS}
+    addresses = {suffix: tracker[symbol] for suffix, symbol in symbols.items()}
     keepalive: Any = (jit, tracker)
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    return CompiledModel(ModelFunctions.from_addresses(addresses), root / manifest["weights"]["file"],
-                         inputs, outputs, keepalive, manifest["arena_bytes"])
+    model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
+                          inputs, outputs, keepalive, manifest["arena_bytes"])
+    model.input_ranges = read_input_ranges(root, manifest)
+    return model
 
 
 JIT_SOURCES = ("model.c", "model.h", "pyc_runtime.c", "pyc_runtime.h")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,41 +31,52 @@ class TensorSpec:
 
 
 class ModelFunctions:
-    """The three ABI entry points, bound from a ctypes library or from JIT-resolved addresses."""
+    """The ABI entry points, bound from a ctypes library or from JIT-resolved addresses."""
 
-    def __init__(self, create: Any, run: Any, destroy: Any, status_string: Any) -> None:
-        self.create, self.run, self.destroy, self.status_string = create, run, destroy, status_string
+    def __init__(self, addresses: dict[str, int]) -> None:
+        pointer_array = ctypes.POINTER(ctypes.c_void_p)
+        handle_out = ctypes.POINTER(ctypes.c_void_p)
+        # CFUNCTYPE (not PYFUNCTYPE) calls release the GIL: runs on other threads proceed
+        self.create = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, handle_out)(
+            addresses["create"])
+        self.destroy = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(addresses["destroy"])
+        self.context_create = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, handle_out)(
+            addresses["context_create"])
+        self.context_run = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, pointer_array,
+                                            pointer_array)(addresses["context_run"])
+        self.context_destroy = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(
+            addresses["context_destroy"])
+        self.status_string = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_int)(
+            addresses["status_string"])
 
     @classmethod
-    def from_library(cls, library: ctypes.CDLL) -> ModelFunctions:
-        return cls.from_addresses({name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
-                                   for name in ENTRY_POINTS})
-
-    @classmethod
-    def from_addresses(cls, addresses: dict[str, int]) -> ModelFunctions:
-        create = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p,
-                                  ctypes.POINTER(ctypes.c_void_p))(addresses["pyc_model_create"])
-        run = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
-                               ctypes.POINTER(ctypes.c_void_p))(addresses["pyc_model_run"])
-        destroy = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(addresses["pyc_model_destroy"])
-        status = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_int)(addresses["pyc_model_status_string"])
-        return cls(create, run, destroy, status)
+    def from_library(cls, library: ctypes.CDLL, prefix: str) -> ModelFunctions:
+        return cls(library_addresses(library, prefix, ENTRY_POINTS))
 
 
-ENTRY_POINTS = ("pyc_model_create", "pyc_model_run", "pyc_model_destroy", "pyc_model_status_string")
-IO_ENTRY_POINTS = ("pyc_model_io_name", "pyc_model_io_dtype", "pyc_model_io_rank", "pyc_model_io_shape")
+# the exported functions, each named PREFIX_SUFFIX (PREFIX is the manifest's symbol_prefix)
+ENTRY_POINTS = ("create", "destroy", "context_create", "context_run", "context_destroy",
+                "status_string")
+IO_ENTRY_POINTS = ("io_name", "io_dtype", "io_rank", "io_shape")
 # DType -> the code model.c reports (codegen/cpu.py DTYPE_CODES; kept here so loading needs no codegen)
 _DTYPE_CODES = {"f32": 1, "f64": 2, "f16": 3, "i8": 4, "i16": 5, "i32": 6, "i64": 7, "u8": 8,
                 "bool": 9, "u16": 10, "u32": 11, "u64": 12}
 
 
+def library_addresses(library: ctypes.CDLL, prefix: str, suffixes: tuple[str, ...]
+                      ) -> dict[str, int]:
+    """suffix -> address of PREFIX_SUFFIX in `library` (AttributeError if one is missing)."""
+    return {suffix: ctypes.cast(getattr(library, f"{prefix}_{suffix}"), ctypes.c_void_p).value
+            for suffix in suffixes}
+
+
 def library_io(addresses: dict[str, int]) -> dict[str, list[tuple[bytes, int, tuple[int, ...]]]]:
     """(name, dtype code, shape) of every input and output, as the compiled library reports them."""
-    name = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_int, ctypes.c_int)(addresses["pyc_model_io_name"])
-    dtype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)(addresses["pyc_model_io_dtype"])
-    rank = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)(addresses["pyc_model_io_rank"])
+    name = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_int, ctypes.c_int)(addresses["io_name"])
+    dtype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)(addresses["io_dtype"])
+    rank = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)(addresses["io_rank"])
     shape = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_int64), ctypes.c_int,
-                             ctypes.c_int)(addresses["pyc_model_io_shape"])
+                             ctypes.c_int)(addresses["io_shape"])
     found: dict[str, list[tuple[bytes, int, tuple[int, ...]]]] = {"inputs": [], "outputs": []}
     for is_output, side in enumerate(found):
         index = 0
@@ -95,9 +109,22 @@ def _describe(entries: list[tuple[bytes, int, tuple[int, ...]]]) -> str:
 # PYC_STATUS_INDEX_OUT_OF_RANGE of runtime_c/pyc_runtime.h
 STATUS_INDEX_OUT_OF_RANGE = 5
 
+Feeds = Mapping[str, Any]  # input name -> array (anything np.asarray accepts)
+
 
 class CompiledModel:
-    """A loaded model: create once, run many times (what a server or a benchmark needs)."""
+    """A loaded model: create once, run many times, from any number of threads at once (what a
+    server or a benchmark needs).
+
+    Threading contract: the weights are loaded once and only read. Each `run` borrows an
+    execution context (the activation arena, `arena_bytes` bytes) from a pool, works only in
+    it and in its own output arrays, and gives it back; the native call releases the GIL. So
+    N threads may call `run` on one model at the same time, each gets the result it would get
+    alone (bitwise), and the pool grows to the number of runs in flight at once (N arenas at
+    most; idle ones are reused, freed by `close`). `close` may be called while runs are in
+    flight: they finish, later calls raise PYC-E047. Do not modify an input array while a run
+    that reads it is in flight.
+    """
 
     # the values each integer input may hold (input_ranges.json; None: not recorded), which
     # random inputs draw from and index errors are explained with
@@ -110,6 +137,11 @@ class CompiledModel:
         self.arena_bytes = arena_bytes
         self._fn = functions
         self._keepalive = keepalive  # the library or JIT that owns the code
+        self._lock = threading.Lock()  # guards the fields below, never held during a run
+        self._idle: list[ctypes.c_void_p] = []  # contexts no run is using
+        self._busy = 0  # runs in flight
+        self._closed = False
+        self._handle: ctypes.c_void_p | None = None
         handle = ctypes.c_void_p()
         status = functions.create(str(weights_path).encode(), ctypes.byref(handle))
         if status != 0:
@@ -120,7 +152,15 @@ class CompiledModel:
     def _status(self, status: int) -> str:
         return (self._fn.status_string(status) or b"?").decode()
 
-    def check_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def check_feeds(self, feeds: Feeds) -> list[np.ndarray]:
+        """The feeds as C-contiguous arrays in the model's input order, after checking that
+        they name exactly the model's inputs (`self.inputs`) with its dtypes and shapes
+        (PYC-E041 names the first mismatch). `run` calls it; call it directly to validate
+        inputs without running."""
+        if not isinstance(feeds, Mapping):
+            raise PycError("E041", f"the feeds are a {type(feeds).__name__}, not a dict of "
+                           "input name -> array", where="run(feeds)",
+                           hint="pass {name: array} for every model input")
         expected = {spec.name for spec in self.inputs}
         missing = sorted(expected - set(feeds))
         extra = sorted(set(feeds) - expected)
@@ -139,12 +179,55 @@ class CompiledModel:
             arrays.append(np.asarray(array, order="C"))
         return arrays
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, output_names: Feeds | Sequence[str] | None,
+            feeds: Feeds | None = None) -> dict[str, np.ndarray] | list[np.ndarray]:
+        """Run the model once; thread-safe (see the class docstring). Two calling conventions:
+
+        - `run(feeds)` -> {output name: array}, every output in the model's order;
+        - `run(output_names, feeds)`, onnxruntime's `InferenceSession.run`: a list of arrays
+          in the order of `output_names` (`None`: every output, in the model's order), so
+          `sess.run(None, feeds)` works unchanged on a PyC model.
+
+        `feeds` maps every input name to an array of exactly the dtype and shape in
+        `self.inputs` (`check_feeds`; PYC-E041 otherwise). Outputs are new arrays. Errors:
+        PYC-E046 for an unknown output name (the valid ones are listed), PYC-E047 after
+        `close`, PYC-E042 when the compiled code reports a failure (e.g. an index input out
+        of range)."""
+        if feeds is None and isinstance(output_names, Mapping):
+            return dict(zip(self._output_names(), self._run_feeds(output_names)))
+        if feeds is None:
+            raise PycError("E046", "run() got output names but no feeds", where="run(output_names, "
+                           "feeds)", hint="call run(feeds) or run(None, feeds)")
+        positions = self._output_positions(output_names)
+        results = self._run_feeds(feeds)
+        return [results[position] for position in positions]
+
+    def _output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def _output_positions(self, output_names: Sequence[str] | None) -> list[int]:
+        """Where each requested output sits in the model's outputs (all of them for None)."""
+        names = self._output_names()
+        if output_names is None:
+            return list(range(len(names)))
+        if isinstance(output_names, (str, bytes)) or not isinstance(output_names, Sequence):
+            raise PycError("E046", f"output_names is a {type(output_names).__name__}, not a list "
+                           "of output names or None", where="run(output_names, feeds)",
+                           hint=f"pass None or a list drawn from {names}")
+        unknown = [name for name in output_names if name not in names]
+        if unknown:
+            raise PycError("E046", f"the model has no output named {', '.join(map(repr, unknown))}",
+                           where=f"model outputs are {names}",
+                           hint="request outputs by these names, or None for all of them")
+        return [names.index(name) for name in output_names]
+
+    def _run_feeds(self, feeds: Feeds) -> list[np.ndarray]:
+        self._check_open()
         arrays = self.check_feeds(feeds)
         # one buffer per output position: ONNX lets a graph return one name twice
         buffers = self._output_buffers()
         self._run_arrays(arrays, buffers)
-        return {spec.name: buffer for spec, buffer in zip(self.outputs, buffers)}
+        return buffers
 
     def _output_buffers(self) -> list[np.ndarray]:
         try:
@@ -160,11 +243,12 @@ class CompiledModel:
         return (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
 
     def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
-        self._run_pointers(self._pointers(inputs), self._pointers(outputs), inputs)
+        with self._context() as context:
+            self._run_pointers(context, self._pointers(inputs), self._pointers(outputs), inputs)
 
-    def _run_pointers(self, in_ptrs: ctypes.Array, out_ptrs: ctypes.Array,
-                      inputs: list[np.ndarray]) -> None:
-        status = self._fn.run(self._handle, in_ptrs, out_ptrs)
+    def _run_pointers(self, context: ctypes.c_void_p, in_ptrs: ctypes.Array,
+                      out_ptrs: ctypes.Array, inputs: list[np.ndarray]) -> None:
+        status = self._fn.context_run(context, in_ptrs, out_ptrs)
         if status != 0:
             raise self._run_error(status, inputs)
 
@@ -184,20 +268,73 @@ class CompiledModel:
         return PycError("E042", f"model run failed: {self._status(status)}",
                         hint="check the input values (e.g. index inputs in range)")
 
-    def time_runs(self, feeds: dict[str, np.ndarray], plan: RunPlan | int) -> list[float]:
+    def time_runs(self, feeds: Feeds, plan: RunPlan | int) -> list[float]:
         """Milliseconds per timed run under `plan` (an int: that many runs after one warm-up),
-        buffers allocated and pointers bound once, as a server with preallocated buffers would."""
+        buffers allocated, pointers bound and one execution context held throughout, as a
+        server with preallocated buffers would."""
+        self._check_open()
         if isinstance(plan, int):
             plan = RunPlan(warmup=1, repeat=plan)
         arrays = self.check_feeds(feeds)
         outputs = self._output_buffers()
         in_ptrs, out_ptrs = self._pointers(arrays), self._pointers(outputs)
-        return time_calls(lambda: self._run_pointers(in_ptrs, out_ptrs, arrays), plan)
+        with self._context() as context:
+            return time_calls(lambda: self._run_pointers(context, in_ptrs, out_ptrs, arrays), plan)
 
-    def close(self) -> None:
-        if getattr(self, "_handle", None):
+    # ------------------------------------------------------------ execution contexts
+
+    def _check_open(self) -> None:
+        if self._handle is None or self._closed:
+            raise PycError("E047", "the model is closed", where="run() after close() or after "
+                           "its `with` block", hint="load the artifact again (pyc_cli.load) "
+                           "and keep it open while you run it")
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[ctypes.c_void_p]:
+        """An execution context of this model for one thread's use (from the pool, or new)."""
+        with self._lock:
+            self._check_open()
+            context = self._idle.pop() if self._idle else None
+            self._busy += 1
+        try:
+            if context is None:  # allocated outside the lock: an arena can be large
+                context = self._new_context()
+            yield context
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if context is not None:
+                    self._idle.append(context)
+                self._free_if_closed()
+
+    def _new_context(self) -> ctypes.c_void_p:
+        context = ctypes.c_void_p()
+        status = self._fn.context_create(self._handle, ctypes.byref(context))
+        if status != 0:
+            raise PycError("E042", f"cannot create an execution context: {self._status(status)} "
+                           f"(its arena is {self.arena_bytes} bytes)",
+                           hint="run fewer threads at once, or on a machine with more memory")
+        return context
+
+    def _free_if_closed(self) -> None:
+        """After close: free idle contexts now, and the model once no run is in flight.
+        Called with the lock held."""
+        if not self._closed:
+            return
+        while self._idle:
+            self._fn.context_destroy(self._idle.pop())
+        if self._busy == 0 and self._handle is not None:
             self._fn.destroy(self._handle)
             self._handle = None
+
+    def close(self) -> None:
+        """Free the model and its contexts (after the runs in flight finish); idempotent."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ failed before the pool existed
+            return
+        with lock:
+            self._closed = True
+            self._free_if_closed()
 
     def __del__(self) -> None:
         self.close()
