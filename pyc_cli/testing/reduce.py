@@ -190,10 +190,12 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     return retyped(candidate)
 
 
-def valid(model: onnx.ModelProto) -> bool:
+def valid(model: onnx.ModelProto, static: bool = True) -> bool:
     """Checker-clean (strict shape inference) with every inferred dim a known size >= 0: ONNX's
     inference lets some inconsistencies through as negative dims (a window larger than its
-    input), and a shrunk model must not turn into a different, invalid one."""
+    input), and a shrunk model must not turn into a different, invalid one. With `static`
+    False, dims inference cannot know are allowed (an exported model computes its Reshape
+    targets with Shape/Gather/Concat, which ONNX's inference does not evaluate)."""
     try:
         onnx.checker.check_model(model, full_check=True)
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -201,7 +203,9 @@ def valid(model: onnx.ModelProto) -> bool:
         return False
     for value in [*inferred.graph.value_info, *inferred.graph.output]:
         for dim in value.type.tensor_type.shape.dim:
-            if not dim.HasField("dim_value") or dim.dim_value < 0:
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                return False
+            if static and not dim.HasField("dim_value"):
                 return False
     return bool(model.graph.output)
 
@@ -224,15 +228,16 @@ def runs_in_onnxruntime(model: onnx.ModelProto) -> bool:
 
 class Shrinker:
     def __init__(self, condition: Condition, deadline: float, stats: ReduceStats,
-                 require_ort: bool = False) -> None:
+                 require_ort: bool = False, static: bool = True) -> None:
         self.condition, self.deadline, self.stats = condition, deadline, stats
         self.require_ort = require_ort  # the original runs in onnxruntime: candidates must too
+        self.static = static  # the original's dims are all inferred: candidates' must be too
 
     def expired(self) -> bool:
         return time.monotonic() > self.deadline
 
     def holds(self, candidate: onnx.ModelProto) -> bool:
-        if self.expired() or not valid(candidate):
+        if self.expired() or not valid(candidate, self.static):
             return False
         if self.require_ort and not runs_in_onnxruntime(candidate):
             return False
@@ -352,7 +357,8 @@ def reduce_model(model: onnx.ModelProto, condition: Condition, time_budget: floa
     Raises PycError E050 when it does not hold for `model` itself."""
     start = time.monotonic()
     stats = ReduceStats()
-    shrinker = Shrinker(condition, start + time_budget, stats, require_ort=runs_in_onnxruntime(model))
+    shrinker = Shrinker(condition, start + time_budget, stats, require_ort=runs_in_onnxruntime(model),
+                        static=valid(model))
     try:
         if not condition(model):
             raise PycError("E050", "the condition does not hold for the original model",

@@ -3,7 +3,9 @@ huge numbers mixed into float inputs), reported separately from normal feeds.
 
 Integer inputs draw from the range the generator stored in the model's metadata (valid indices,
 including negative ones) and skip zero where the input is a divisor; other tools (pyc reduce)
-read the same metadata, so a shrunk model is fed the same way.
+read the same metadata, so a shrunk model is fed the same way. A model without that metadata (a
+user's model given to `pyc reduce`) gets the ranges its graph implies, by the analysis `pyc run
+--random-inputs` uses (token_type_ids into a 2-row table: 0 or 1).
 """
 
 from __future__ import annotations
@@ -29,9 +31,26 @@ def special_pool(dtype: np.dtype) -> np.ndarray:
 
 def input_constraints(model: onnx.ModelProto) -> tuple[dict[str, list[int]], set[str]]:
     props = {p.key: p.value for p in model.metadata_props}
-    ranges = json.loads(props.get(RANGES_KEY, "{}"))
+    ranges = json.loads(props[RANGES_KEY]) if RANGES_KEY in props else ranges_from_uses(model)
     nonzero = set(json.loads(props.get(NONZERO_KEY, "[]")))
     return ranges, nonzero
+
+
+def ranges_from_uses(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Inclusive [low, high] of each integer input that indexes a table or is a mask; {} when
+    PyC cannot import the model (the default range then applies)."""
+    from ...frontend.onnx_import import convert
+    from ...input_ranges import DEFAULT_RANGE, input_ranges
+    from ...passes.infer_shapes import propagate_types
+
+    try:
+        graph = convert(model, {}, check_ops=False)
+        graph.types = propagate_types(graph)
+        found = input_ranges(graph)
+    except Exception:  # noqa: BLE001  (any import failure: nothing known about the inputs)
+        return {}
+    return {name: [r.low, r.high - 1] for name, r in found.items()
+            if r.uses or (r.low, r.high) != DEFAULT_RANGE}
 
 
 def feeds_for(model: onnx.ModelProto, seed: int, special: bool = False) -> dict[str, np.ndarray]:
