@@ -126,4 +126,23 @@ def test_remainder_of_a_dividend_beyond_its_divisor_tolerance_is_ok() -> None:
     shifted = y.copy()
     shifted[0] = moved
     assert judge(model, feeds, ort, [("y", shifted), ("z", shifted + 1)], Tolerance()).cls == "undecided"
-    assert judge(model, feeds, ort, [("y", y), ("z", shifted + 1)], Tolerance()).cls == "mismatch"
+    assert judge(model, feeds, ort, [("y", y), ("z", shifted + 6)], Tolerance()).cls == "mismatch"
+
+
+def test_a_difference_where_onnxruntime_itself_is_ill_conditioned_is_undecided() -> None:
+    """sigmoid((a + b) * 1e30) with b = -a is 0.5 only while a and b cancel exactly: an ulp
+    either way gives 0 or 1 (as fused multiply-add did in an LSTM, seed 3051119508). A
+    difference there is undecided; one at a well-conditioned element stays a mismatch."""
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["s", "k"], ["p"]),
+             helper.make_node("Sigmoid", ["p"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[onnx.numpy_helper.from_array(np.array(1e30, np.float32), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"a": np.array([3e38, 1.0], np.float32), "b": np.array([-3e38, 1.0], np.float32)}
+    ort = ort_outputs(model.SerializeToString(), feeds)
+    assert ort[0][1].tolist() == [0.5, 1.0]
+    verdict = judge(model, feeds, ort, [("y", np.array([1.0, 1.0], np.float32))], Tolerance())
+    assert verdict.cls == "undecided" and "ill-conditioned" in verdict.detail
+    assert judge(model, feeds, ort, [("y", np.array([1.0, 0.5], np.float32))], Tolerance()).cls == "mismatch"
