@@ -54,3 +54,23 @@ def onnxruntime_outputs(model_path: Path, feeds: dict[str, np.ndarray]) -> dict[
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Run the `pyc` command line in-process: (exit code, output)."""
+    from click.testing import CliRunner
+
+    from pyc_cli.cli.main import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def mlp_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference MLP built once per test module (x = 3 x 64)."""
+    out = tmp_path_factory.mktemp("cli") / "mlp.pyc"
+    code, output = invoke("build", str(REFERENCE_MODELS["mlp"].path), "-o", str(out),
+                          "--input-shape", "x=3,64")
+    assert code == 0, output
+    return out

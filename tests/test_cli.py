@@ -11,34 +11,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
-from conftest import REFERENCE_MODELS, onnxruntime_outputs
+from conftest import REFERENCE_MODELS, invoke, onnxruntime_outputs
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
-from pyc_cli.cli.main import main
 from pyc_cli.errors import ERROR_CODES, errors_markdown
 
 MLP = REFERENCE_MODELS["mlp"]
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
 
 
 def assert_user_error(code: int, output: str, error: str) -> None:
     assert code == 2, output
     assert f"PYC-{error}:" in output, output
     assert "Traceback" not in output
-
-
-@pytest.fixture(scope="module")
-def mlp_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "mlp.pyc"
-    code, output = invoke("build", str(MLP.path), "-o", str(out), "--input-shape", "x=3,64")
-    assert code == 0, output
-    return out
 
 
 def test_help_on_every_command() -> None:

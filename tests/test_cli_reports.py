@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner, Result
-from conftest import REFERENCE_MODELS
+from conftest import REFERENCE_MODELS, invoke
 from helpers import init, make_model, vinfo, write_model
 from onnx import helper
 
@@ -28,19 +28,6 @@ from pyc_cli.runtime.timing import RunPlan, latency_stats, time_calls
 
 MLP = REFERENCE_MODELS["mlp"]
 STAT_ORDER = ("min", "p50", "p90", "p95", "p99", "max")
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-@pytest.fixture(scope="module")
-def mlp_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("reports") / "mlp.pyc"
-    code, output = invoke("build", str(MLP.path), "-o", str(out), "--input-shape", "x=3,64")
-    assert code == 0, output
-    return out
 
 
 def assert_consistent(stats: dict, runs: int) -> None:
