@@ -477,3 +477,16 @@ def test_workspace_kernel_with_empty_output_compiles(tmp_path: Path) -> None:
                        [init("axes", np.array([-3, 3], dtype=np.int64))], opset=18)
     path = write_model(model, tmp_path)
     assert_matches_ort(path, tmp_path, {"x": np.zeros((1, 1, 0, 0))})
+
+
+@pytest.mark.parametrize("pads", [[2, 0, 0, 0], [1, 1, 2, 0], [0, 0, 3, 2]])
+def test_constant_pad_loads_unconditionally(pads: list[int], tmp_path: Path,
+                                            rng: np.random.Generator) -> None:
+    """GCC 12 -O3 with AVX-512 miscompiled Pad's conditional load `inside ? X0[i] : value`:
+    rows 2-3 of a [4,2] input padded by two leading rows came out 0 (fuzz seed 2168989584)."""
+    out = [4 + pads[0] + pads[2], 2 + pads[1] + pads[3]]
+    model = make_model([helper.make_node("Pad", ["x", "p"], ["y"], mode="constant")],
+                       [vinfo("x", (4, 2))], [vinfo("y", out)],
+                       [init("p", np.array(pads, dtype=np.int64))])
+    path = write_model(model, tmp_path)
+    assert_matches_ort(path, tmp_path, {"x": rng.standard_normal((4, 2)).astype(np.float32)})
