@@ -490,3 +490,16 @@ def test_constant_pad_loads_unconditionally(pads: list[int], tmp_path: Path,
                        [init("p", np.array(pads, dtype=np.int64))])
     path = write_model(model, tmp_path)
     assert_matches_ort(path, tmp_path, {"x": rng.standard_normal((4, 2)).astype(np.float32)})
+
+
+def test_float16_kernel_assembles_on_avx512_without_fp16(tmp_path: Path, rng: np.random.Generator) -> None:
+    """GCC 12 emitted `vinsert<i128vldq>` (PYC-E020 "Assembler messages") for a 512-bit
+    _Float16 loop on an AVX-512 CPU without AVX512-FP16 (fuzz seeds 1025887033, 69027688)."""
+    model = make_model([helper.make_node("Expand", ["x", "shape"], ["e"]),
+                        helper.make_node("LeakyRelu", ["e"], ["y"])],
+                       [vinfo("x", (2, 4), TensorProto.FLOAT16)],
+                       [vinfo("y", (13, 2, 4), TensorProto.FLOAT16)],
+                       [init("shape", np.array([13, 2, 4], dtype=np.int64))])
+    path = write_model(model, tmp_path)
+    assert_matches_ort(path, tmp_path, {"x": rng.standard_normal((2, 4)).astype(np.float16)},
+                       rtol=1e-3, atol=1e-3, mode="latency_first")

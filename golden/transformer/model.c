@@ -48,6 +48,14 @@ float cosf(float);
 double cos(double);
 #endif
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__) && !defined(__AVX512FP16__)
+/* GCC 12 emits an instruction the assembler rejects (vinsert<i128vldq>) for 512-bit _Float16
+ * vectors on CPUs without AVX512-FP16: float16 kernels are vectorized 256 bits wide there (and
+ * not inlined into a caller that would vectorize them 512 bits wide). */
+#define PYC_F16_KERNEL __attribute__((target("prefer-vector-width=256"), noinline))
+#else
+#define PYC_F16_KERNEL
+#endif
 
 /* step 0: Gather -> gather_rows */
 static int k0_gather(const float* restrict X0, const int64_t* restrict X1, float* restrict Y) {
