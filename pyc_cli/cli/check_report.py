@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..check import CheckReport, Problem
-from .main import echo
+from .output import echo
 
 
 def print_check_report(report: CheckReport) -> None:

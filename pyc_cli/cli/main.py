@@ -24,24 +24,10 @@ from ..errors import PycError
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
 from ..units import format_seconds
+from .output import echo
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
-
-
-def printable(text: object) -> str:
-    """`text` with what a terminal or a strict UTF-8 stream cannot take escaped: paths given as
-    undecodable bytes (lone surrogates) and control characters from model-provided names."""
-    text = str(text)
-    try:  # undecodable bytes of a path come back as the bytes, escaped (b"\xff" -> "\\xff")
-        escaped = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in escaped)
-
-
-def echo(text: object, err: bool = False) -> None:
-    click.echo(printable(text), err=err)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
