@@ -125,19 +125,27 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray,
     finite = ~(nan_e | inf_e)
     if not finite.any():
         return ""
-    rtol, atol = tolerance.row(name, expected.dtype)
-    scale = tolerance.scale
-    magnitude = max(1.0, float(np.max(np.abs(exp[finite]))))
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite entries are masked out
-        allowed = atol * scale * magnitude + rtol * np.abs(exp)
-        if expected.dtype == np.float16:
-            allowed = allowed + F16_ULPS * np.spacing(np.abs(expected)).astype(np.float64)
-        err = np.where(finite, np.abs(act - exp) - allowed, 0.0)
+        err = np.where(finite, np.abs(act - exp) - _allowed(name, expected, tolerance), 0.0)
     if np.all(err <= 0):
         return ""
     worst = np.unravel_index(int(np.argmax(err)), err.shape)
     return (f"{name}: {int(np.sum(err > 0))}/{expected.size} elements beyond tolerance, worst at "
             f"{list(map(int, worst))}: got {act[worst]!r}, expected {exp[worst]!r}")
+
+
+def _allowed(name: str, expected: np.ndarray, tolerance: Tolerance) -> np.ndarray:
+    """The absolute difference each element of `expected` may show: the dtype's (or its cone's)
+    rtol, atol scaled by the largest finite magnitude, and two ulps more for float16."""
+    exp = expected.astype(np.float64)
+    rtol, atol = tolerance.row(name, expected.dtype)
+    finite = np.isfinite(exp)
+    magnitude = max(1.0, float(np.max(np.abs(exp[finite])))) if finite.any() else 1.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        allowed = atol * tolerance.scale * magnitude + rtol * np.abs(exp)
+        if expected.dtype == np.float16:
+            allowed = allowed + F16_ULPS * np.spacing(np.abs(expected)).astype(np.float64)
+    return allowed
 
 
 Outputs = list[tuple[str, np.ndarray]]  # (name, value) in graph output order
@@ -436,11 +444,9 @@ def _within_tolerance(name: str, expected: np.ndarray, actual: np.ndarray,
                       tolerance: Tolerance) -> np.ndarray:
     """Elementwise: equal (NaN with NaN, inf with the same inf) or finite and within tolerance."""
     exp, act = expected.astype(np.float64), actual.astype(np.float64)
-    rtol, atol = tolerance.row(name, expected.dtype)
     finite = np.isfinite(exp)
-    magnitude = max(1.0, float(np.max(np.abs(exp[finite])))) if finite.any() else 1.0
     with np.errstate(invalid="ignore", over="ignore"):
-        close = np.abs(act - exp) <= atol * tolerance.scale * magnitude + rtol * np.abs(exp)
+        close = np.abs(act - exp) <= _allowed(name, expected, tolerance)
         return (exp == act) | (np.isnan(exp) & np.isnan(act)) | (finite & close)
 
 
