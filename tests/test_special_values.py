@@ -68,6 +68,7 @@ class Data:
     dot: bool = False
     density: float = 0.15  # the share of special elements
     include: tuple[float, ...] = ()  # more special values (-3e38 for elementwise ops)
+    huge: bool = True  # 3e38 among the specials (see test_layernorm_overflowing_rows_are_exact)
 
 
 @dataclass(frozen=True)
@@ -282,11 +283,13 @@ def kernel_cases() -> list[Case]:
         one("Hardmax", "Hardmax", r3, axis=-1, nan_free=True),
         one("TopK", "TopK", r3, _i64(3), axis=-1, out_types=(F, I64)),
         one("TopK_smallest", "TopK", r3, _i64(2), axis=1, largest=0, out_types=(F, I64)),
-        one("LayerNormalization", "LayerNormalization", r3, Weight((7,)), Weight((7,)), axis=-1),
-        # rows with two huge values, or 3e38 beside inf: onnxruntime's Welford statistics
-        one("LayerNormalization_dense", "LayerNormalization", Data((8, 6), density=0.4),
+        # rows whose float statistics overflow: test_layernorm_overflowing_rows_are_exact
+        one("LayerNormalization", "LayerNormalization", Data((3, 5, 7), huge=False),
+            Weight((7,)), Weight((7,)), axis=-1),
+        one("LayerNormalization_dense", "LayerNormalization", Data((8, 6), density=0.4, huge=False),
             Weight((6,)), Weight((6,)), axis=-1),
-        one("LayerNormalization_2d", "LayerNormalization", X4, Weight((6, 6)), axis=2),
+        one("LayerNormalization_2d", "LayerNormalization", Data((2, 3, 6, 6), huge=False),
+            Weight((6, 6)), axis=2),
         one("InstanceNormalization", "InstanceNormalization", X4, Weight((3,)), Weight((3,))),
         one("BatchNormalization", "BatchNormalization", X4, Weight((3,)), Weight((3,)),
             Weight((3,)), Const(np.array([0.5, 1.0, 2.0], np.float32))),
@@ -387,6 +390,8 @@ def _arg_input(arg: Arg, name: str, rng: np.random.Generator, folded: bool, nan_
         return name
     specials = SPECIALS[1:] if nan_free else SPECIALS
     specials = np.append(specials, np.array(arg.include, np.float32))
+    if not arg.huge:
+        specials = specials[np.abs(specials) < 1e38]
     if nan_free and arg.dot:  # one +inf and no -inf: no inf - inf makes a NaN in the sums
         specials = specials[specials != -np.inf]
     value = (dot_operand(rng, arg.shape, specials) if arg.dot
@@ -544,6 +549,41 @@ def test_nan_propagates_through_max_reductions(tmp_path: Path, rng: np.random.Ge
             got = compiled.run({"x": x})
         for name, expected in outputs.items():
             np.testing.assert_array_equal(got[name], expected, err_msg=f"{name} ({mode})")
+
+
+def test_layernorm_overflowing_rows_are_exact(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Rows of finite values whose float squares overflow (3e38, -3e38 beside ordinary values):
+    PyC redoes their statistics in double, so the result is the exact one (numpy in float64),
+    not the NaN or zeros that float statistics give (onnxruntime's own answer there depends on
+    the row length). Rows holding NaN or inf stay NaN throughout."""
+    x = rng.standard_normal((6, 9)).astype(np.float32)
+    x[0, 2], x[1, [1, 5]], x[2, [0, 8]], x[3, 4] = 3e38, 3e38, (3e38, -3e38), -3e38
+    x[4, 3], x[5, [2, 6]] = np.nan, (np.inf, 3e38)
+    scale, bias = rng.standard_normal(9).astype(np.float32), rng.standard_normal(9).astype(np.float32)
+    wide = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        mean = wide.mean(axis=1, keepdims=True)
+        expected = ((wide - mean) / np.sqrt(((wide - mean) ** 2).mean(axis=1, keepdims=True)
+                                            + 1e-5) * scale + bias).astype(np.float32)
+    assert np.isnan(expected[4:]).all() and np.isfinite(expected[:4]).all()
+    for folded in (False, True):
+        inits = [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(bias, "bias")]
+        inputs = [] if folded else [helper.make_tensor_value_info("x", F, list(x.shape))]
+        if folded:
+            inits.append(numpy_helper.from_array(x, "x"))
+        graph = helper.make_graph(
+            [helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["y"], axis=-1)],
+            "ln_huge", inputs, [helper.make_tensor_value_info("y", F, list(x.shape))], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        path = tmp_path / f"ln_{folded}.onnx"
+        onnx.save(model, path)
+        for mode in MODES:
+            pyc_cli.build(path, tmp_path / f"{folded}_{mode}", mode=mode)
+            with pyc_cli.load(tmp_path / f"{folded}_{mode}") as compiled:
+                got = compiled.run({} if folded else {"x": x})["y"]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, equal_nan=True,
+                                       err_msg=f"folded={folded} ({mode})")
 
 
 # ---------------------------------------------------------------- the shipped MLP

@@ -674,17 +674,17 @@ static int k14_layernormalization(const float* X0, const float* X1, const float*
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
     if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
-         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
-         NaN one); rows of finite statistics keep the faster two-pass ones */
-      float m2 = 0;
-      mean = 0;
-      for (int64_t r = 0; r < 64; ++r) {
-        const float d = x[r] - mean;
-        mean += d / (float)(r + 1);
-        m2 += d * (x[r] - mean);
-      }
-      var = m2 / 64;
+      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
+         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
+      double dmean = 0;
+      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
+      dmean /= 64;
+      double dvar = 0;
+      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
+      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+      for (int64_t r = 0; r < 64; ++r)
+        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
+      continue;
     }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)
@@ -879,17 +879,17 @@ static int k17_layernormalization(const float* X0, const float* X1, const float*
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
     if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
-         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
-         NaN one); rows of finite statistics keep the faster two-pass ones */
-      float m2 = 0;
-      mean = 0;
-      for (int64_t r = 0; r < 64; ++r) {
-        const float d = x[r] - mean;
-        mean += d / (float)(r + 1);
-        m2 += d * (x[r] - mean);
-      }
-      var = m2 / 64;
+      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
+         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
+      double dmean = 0;
+      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
+      dmean /= 64;
+      double dvar = 0;
+      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
+      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+      for (int64_t r = 0; r < 64; ++r)
+        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
+      continue;
     }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)
@@ -1477,17 +1477,17 @@ static int k29_layernormalization(const float* X0, const float* X1, const float*
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
     if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
-         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
-         NaN one); rows of finite statistics keep the faster two-pass ones */
-      float m2 = 0;
-      mean = 0;
-      for (int64_t r = 0; r < 64; ++r) {
-        const float d = x[r] - mean;
-        mean += d / (float)(r + 1);
-        m2 += d * (x[r] - mean);
-      }
-      var = m2 / 64;
+      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
+         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
+      double dmean = 0;
+      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
+      dmean /= 64;
+      double dvar = 0;
+      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
+      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+      for (int64_t r = 0; r < 64; ++r)
+        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
+      continue;
     }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)
@@ -1690,17 +1690,17 @@ static int k32_layernormalization(const float* restrict X0, const float* restric
     for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
     var /= 64;
     if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf or an overflow: onnxruntime's statistics are Welford's running ones, so
-         redo them that way for its answers (two 3e38 give a finite mean, 3e38 next to -3e38 a
-         NaN one); rows of finite statistics keep the faster two-pass ones */
-      float m2 = 0;
-      mean = 0;
-      for (int64_t r = 0; r < 64; ++r) {
-        const float d = x[r] - mean;
-        mean += d / (float)(r + 1);
-        m2 += d * (x[r] - mean);
-      }
-      var = m2 / 64;
+      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
+         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
+      double dmean = 0;
+      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
+      dmean /= 64;
+      double dvar = 0;
+      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
+      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+      for (int64_t r = 0; r < 64; ++r)
+        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
+      continue;
     }
     const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
     for (int64_t r = 0; r < 64; ++r)

@@ -68,26 +68,6 @@ class Hardmax(RowwiseSoftmax):
     name = "Hardmax"
 
 
-def _welford_where_special(x: np.ndarray, axis: int, mean: np.ndarray, var: np.ndarray) -> None:
-    """In rows holding NaN, inf or values whose squares may overflow the element type, replace
-    `mean` and `var` by Welford's running statistics in that type, as onnxruntime (and the
-    kernel) compute them there: two 3e38 give a finite mean, 3e38 beside -3e38 a NaN one."""
-    rows = x.reshape(mean.size, -1)
-    limit = np.sqrt(np.finfo(x.dtype).max) / rows.shape[1] if x.dtype.kind == "f" else np.inf
-    special = ~np.isfinite(rows).all(axis=1) | (np.abs(rows).max(axis=1, initial=0) > limit)
-    if not special.any():
-        return
-    picked = rows[special]
-    run_mean, m2 = np.zeros(len(picked), x.dtype), np.zeros(len(picked), x.dtype)
-    with np.errstate(all="ignore"):
-        for k in range(picked.shape[1]):
-            delta = picked[:, k] - run_mean
-            run_mean = run_mean + delta / x.dtype.type(k + 1)
-            m2 = m2 + delta * (picked[:, k] - run_mean)
-    mean.reshape(-1)[special] = run_mean
-    var.reshape(-1)[special] = m2 / x.dtype.type(picked.shape[1])
-
-
 @register
 class LayerNormalization(OpDef):
     name = "LayerNormalization"
@@ -123,14 +103,14 @@ class LayerNormalization(OpDef):
                 "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        """numpy reference (float64 statistics): folds constant inputs, checks rewrites."""
+        """numpy reference (float64 statistics, exact where float ones overflow, as the kernel's
+        fallback): folds constant inputs, checks rewrites."""
         x = np.asarray(inputs[0])
         axis = normalize_axis(int(node.attrs.get("axis", -1)), x.ndim, node)  # type: ignore[arg-type]
         axes = tuple(range(axis, x.ndim))
         wide = x.astype(np.float64)
         mean = wide.mean(axis=axes, keepdims=True)
         var = ((wide - mean) ** 2).mean(axis=axes, keepdims=True)
-        _welford_where_special(x, axis, mean, var)
         y = (wide - mean) / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))  # type: ignore[arg-type]
         y = y * np.asarray(inputs[1])
         if len(inputs) > 2 and inputs[2] is not None:
