@@ -21,11 +21,10 @@ from onnx import helper
 from .backend_cases import examples_by_op, spec_backend, usable
 from .builder import FUZZ_DTYPES, GraphBuilder, Reject, Value
 from .specs import EXPLICIT, MOTIFS, Spec, spec_for
+from .values import NONZERO_KEY, RANGES_KEY, feeds_for
 
 # mostly recent opsets; old ones now and then (older schema versions, Upsample until 9)
 OPSETS = (9, 13, 17, 18, 18, 19, 20, 21, 21, 22, 23, 24, 26)
-RANGES_KEY = "pyc.fuzz.input_ranges"
-NONZERO_KEY = "pyc.fuzz.nonzero_inputs"
 MAX_ATTEMPTS = 30
 MIN_NODES, MAX_NODES = 3, 25
 
@@ -135,7 +134,6 @@ def to_model(b: GraphBuilder, outputs: list[Value], name: str) -> onnx.ModelProt
 def accepted_by_checker_and_ort(model: onnx.ModelProto) -> bool:
     import onnxruntime as ort
 
-    from .values import feeds_for
 
     ort.set_default_logger_severity(4)
     options = ort.SessionOptions()

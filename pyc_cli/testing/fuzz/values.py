@@ -16,8 +16,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .generate import NONZERO_KEY, RANGES_KEY
-
+# the generator stores each integer input's valid range and the divisors in the model's metadata
+RANGES_KEY = "pyc.fuzz.input_ranges"
+NONZERO_KEY = "pyc.fuzz.nonzero_inputs"
 DEFAULT_INT_RANGE = (-8, 8)
 SPECIAL_SHARE = 0.25  # of the elements of each float input, in a special-values feed
 
