@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
 
-.PHONY: test golden bench lint docs models coverage fuzz
+.PHONY: test golden bench lint docs models coverage fuzz architecture
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -14,6 +14,9 @@ bench:  ## PyC vs onnxruntime, side by side (writes benchmarks/results/)
 
 lint:
 	$(PYTHON) -m ruff check pyc_cli tests benchmarks
+
+architecture:  ## regenerate docs/module_graph.md (layers and imports, read from the source)
+	$(PYTHON) -m pyc_cli.testing.layers --write docs/module_graph.md
 
 docs:  ## regenerate generated documentation
 	$(PYTHON) -c "from pyc_cli.errors import errors_markdown; open('docs/errors.md','w').write(errors_markdown())"

@@ -124,7 +124,7 @@ def run_passes(graph: Graph, names: list[str] | tuple[str, ...], ctx: PassContex
     for name in names:
         graph = table[name](graph, ctx)
         if check:
-            verify(graph, after=name)
+            verify(graph, registry.lookup, after=name)
     return graph, ctx
 
 

@@ -22,6 +22,7 @@ from pyc_cli.ir.graph import Graph, Node
 from pyc_cli.ir.text import INLINE_CONSTANT_LIMIT, blob_key, parse_graph, print_graph
 from pyc_cli.ir.types import DType, TensorType
 from pyc_cli.ir.verify import verify
+from pyc_cli.ops import registry
 
 F32 = DType.F32
 
@@ -94,7 +95,7 @@ def special_graph() -> Graph:
 
 def test_round_trip_special_values() -> None:
     graph = special_graph()
-    verify(graph)
+    verify(graph, registry.lookup)
     parsed = assert_round_trip(graph)
     # spot-check the hard bit patterns explicitly (arrays_identical already compares bytes)
     special = parsed.constants["c_special"].reshape(-1)
@@ -173,7 +174,7 @@ def test_round_trip_weird_names(weird: str) -> None:
     nodes = [Node("Add", f"node {weird}", [x, w], [h], {"note": weird}),
              Node("Relu", f"relu {weird}", [h], [y])]
     graph = Graph(f"graph {weird}", [x], [y], nodes, types, constants, 17)
-    verify(graph)
+    verify(graph, registry.lookup)
     parsed = assert_round_trip(graph)
     assert parsed.nodes[0].name == f"node {weird}" and parsed.nodes[0].attrs["note"] == weird
     assert parsed.name == f"graph {weird}"
@@ -186,7 +187,7 @@ def test_round_trip_optional_inputs_and_multiple_outputs() -> None:
     nodes = [Node("Clip", "clip", ["x", "lo", ""], ["y"]),
              Node("Dropout", "drop", ["y"], ["z", ""])]
     graph = Graph("opt", ["x"], ["z"], nodes, types, constants, 17)
-    verify(graph)
+    verify(graph, registry.lookup)
     parsed = assert_round_trip(graph)
     assert parsed.nodes[0].inputs == ["x", "lo", ""]
     assert parsed.nodes[1].outputs == ["z", ""]
@@ -199,7 +200,7 @@ def test_round_trip_elementwise_program_attribute() -> None:
     node = Node("pyc.Elementwise", "ew", ["x"], ["y"],
                 {"program": program, "shape": [3], "fused_from": ["a", "b", "c"]})
     graph = Graph("ew", ["x"], ["y"], [node], types, {}, 17)
-    verify(graph)
+    verify(graph, registry.lookup)
     parsed = assert_round_trip(graph)
     assert parsed.nodes[0].attrs["program"] == program
 
@@ -220,7 +221,7 @@ def test_reference_models_round_trip_after_full_pipeline(compiled_reference) -> 
     text, parsed, again = round_trip(graph)
     assert again == text
     assert graph_differences(graph, parsed) == []
-    verify(parsed, after="parse")
+    verify(parsed, registry.lookup, after="parse")
     # every constant over the inline limit went through a blob, the rest inline
     blob_lines = [line for line in text.splitlines() if line.startswith("const ") and " blob " in line]
     big = [a for a in graph.constants.values() if a.size > INLINE_CONSTANT_LIMIT]
@@ -292,13 +293,13 @@ def valid_graph() -> Graph:
 
 def assert_e090(graph: Graph) -> PycError:
     with pytest.raises(PycError) as info:
-        verify(graph, after="test")
+        verify(graph, registry.lookup, after="test")
     assert info.value.code == "E090"
     return info.value
 
 
 def test_verifier_accepts_valid_graph() -> None:
-    verify(valid_graph())
+    verify(valid_graph(), registry.lookup)
 
 
 def test_verifier_use_before_definition() -> None:

@@ -16,8 +16,8 @@ from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
 from ..ir.types import DType, TensorType, check_addressable
 from ..ops import registry
+from ..ops.propagate import known_values, propagate_types
 from ..passes.context import PassContext
-from ..passes.infer_shapes import known_values, propagate_types
 
 InputShapes = dict[str, tuple[int, ...]]
 MIN_OPSET, MAX_OPSET = 7, 28

@@ -15,9 +15,8 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.rewrite import typed_node
 from ..ir.types import DType, TensorType
-from .registry import KERNEL, InTypes, InValues, OpDef, register, require
+from .registry import KERNEL, InTypes, InValues, OpDef, register, require, typed_node
 
 
 @dataclass(frozen=True)

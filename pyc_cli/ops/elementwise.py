@@ -7,7 +7,6 @@ import onnx
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.rewrite import typed_node
 from ..ir.types import DType, TensorType
 from .registry import (
     ELEMENTWISE,
@@ -18,6 +17,7 @@ from .registry import (
     register,
     require,
     require_value,
+    typed_node,
 )
 
 FLOATS = (DType.F32, DType.F64)

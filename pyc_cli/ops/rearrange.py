@@ -7,7 +7,6 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.rewrite import typed_node
 from ..ir.types import DType, TensorType
 from .registry import (
     KERNEL,
@@ -19,6 +18,7 @@ from .registry import (
     register,
     require,
     require_value,
+    typed_node,
 )
 
 ALL_DTYPES = tuple(DType)

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import PycError
-from ..ir.graph import Graph, Node
+from ..ir.graph import AttrValue, Graph, Node
 from ..ir.types import DType, TensorType
 
 ELEMENTWISE = "elementwise"
@@ -148,7 +148,6 @@ def qualified(domain: str, name: str) -> str:
 
 
 def lookup(op: str) -> OpDef | None:
-    _load_all()
     return REGISTRY.get(op)
 
 
@@ -160,15 +159,23 @@ def get(op: str) -> OpDef:
 
 
 def all_ops() -> dict[str, OpDef]:
-    _load_all()
     return dict(sorted(REGISTRY.items()))
 
 
-def _load_all() -> None:
-    from . import _catalog  # noqa: F401  (imports every op module, which registers them)
-
-
 # ---------------------------------------------------------------- helpers shared by op units
+
+
+def typed_node(graph: Graph, op: str, inputs: list[str], base: str,
+               attrs: dict[str, AttrValue] | None = None, output: str | None = None) -> Node:
+    """Create a node with a fresh name and a typed fresh output (not yet inserted)."""
+    name = graph.fresh_name(base)
+    out = output or graph.fresh_name(f"{base}_out")
+    node = Node(op, name, inputs, [out], dict(attrs or {}))
+    in_types = [graph.types.get(i) if i else None for i in inputs]
+    in_values = [graph.constants.get(i) if i else None for i in inputs]
+    graph.types[out] = get(op).infer(node, in_types, in_values)[0]
+    return node
+
 
 
 # never materialize a computed constant this large when it would grow the data (e.g. a 32 GiB

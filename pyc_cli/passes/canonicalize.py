@@ -25,11 +25,12 @@ import numpy as np
 from onnx import TensorProto
 
 from ..ir.graph import Graph, Node
-from ..ir.rewrite import bypass, insert_before, rename_value, typed_node
+from ..ir.rewrite import insert_before, rename_value
 from ..ir.types import DType, TensorType
 from ..ops import registry
+from ..ops.propagate import known_values
+from ..ops.registry import typed_node
 from .context import PassContext
-from .infer_shapes import known_values
 from .layernorm_pattern import rewrite_manual_layernorms
 
 NAME = "canonicalize"
@@ -420,3 +421,27 @@ _RULES = {
     "GRU": _prepare_recurrent,
     "RNN": _prepare_recurrent,
 }
+
+
+def bypass(graph: Graph, node: Node, source: str) -> str:
+    """Remove a node whose single output equals `source`, keeping graph output names stable.
+
+    Returns what happened: "removed", "renamed" (the producer of `source` now defines the graph
+    output directly) or "copy" (the node became a pyc.Copy, because the output must own a buffer).
+    """
+    out = node.outputs[0]
+    if out not in graph.outputs:
+        graph.nodes.remove(node)
+        graph.replace_uses(out, source)
+        graph.types.pop(out, None)
+        return "removed"
+    producer = graph.producers().get(source)
+    other_uses = [n for n in graph.consumers().get(source, []) if n is not node]
+    if producer is not None and source not in graph.outputs and not other_uses and \
+            registry.get(producer.op).category != registry.VIEW:
+        graph.nodes.remove(node)
+        graph.types.pop(out)
+        rename_value(graph, source, out)
+        return "renamed"
+    node.op, node.inputs, node.attrs = "pyc.Copy", [source], {}
+    return "copy"

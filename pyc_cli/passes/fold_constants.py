@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ir.rewrite import typed_node
 from ..ops import registry
-from ..ops.registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
+from ..ops.registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY, typed_node
 from .context import PassContext
 
 NAME = "fold_constants"

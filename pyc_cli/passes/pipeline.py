@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..ir.graph import Graph
 from ..ir.verify import verify
+from ..ops import registry
 from ..progress import BuildSteps
 from .analyze_liveness import analyze_liveness
 from .canonicalize import canonicalize
@@ -39,12 +40,12 @@ def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None,
     """Run the passes in order, verifying the IR after each; optionally stop after one.
     `steps` times each pass (with its verification) as step "pass NAME"."""
     steps = steps or BuildSteps()
-    verify(graph, after="import")
+    verify(graph, registry.lookup, after="import")
     for name, run in PIPELINE:
         before = len(graph.nodes)
         with steps.step(f"pass {name}"):
             graph = run(graph, ctx)
-            verify(graph, after=name)
+            verify(graph, registry.lookup, after=name)
         ctx.log(name, [], "node_count", "graph size after the pass", before=before,
                 after=len(graph.nodes))
         if name == stop_after:

@@ -42,7 +42,7 @@ def ranges_from_uses(model: onnx.ModelProto) -> dict[str, list[int]]:
     PyC cannot import the model (the default range then applies)."""
     from ...frontend.onnx_import import convert
     from ...input_ranges import DEFAULT_RANGE, input_ranges
-    from ...passes.infer_shapes import propagate_types
+    from ...ops.propagate import propagate_types
 
     try:
         graph = convert(model, {}, check_ops=False)

@@ -1,0 +1,64 @@
+"""Imports flow one way through the layers of pyc_cli (pyc_cli/testing/layers.py reads them
+from the source), and docs/module_graph.md, generated from the same reading, is current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyc_cli
+from pyc_cli.testing import layers
+
+ROOT = Path(pyc_cli.__file__).resolve().parent
+DOC = Path(__file__).resolve().parents[1] / "docs" / "module_graph.md"
+
+# Imports against the layers that remain, each with the change that removes it. The test fails
+# when one disappears (delete it here) as well as when a new one appears: the list only shrinks.
+REMAINING = {
+    ("pyc_cli.frontend.onnx_import", "pyc_cli.passes.context"):
+        "the decision log moves below the passes",
+    ("pyc_cli.ops.resize", "pyc_cli.codegen.kernel_context"):
+        "C literals are the CPU target's, not the op's (targets own their kernels)",
+    ("pyc_cli.passes.lower", "pyc_cli.codegen.targets"): "select_kernels asks the target",
+    ("pyc_cli.passes.plan_memory", "pyc_cli.codegen.targets"): "select_kernels asks the target",
+    ("pyc_cli.planning.timeline", "pyc_cli.codegen.resources"): "one Jinja environment",
+    ("pyc_cli.testing.malformed", "pyc_cli.cli.main"): "the in-process CLI runner",
+}
+REMAINING_CIRCLES = [
+    ["pyc_cli.codegen.cpu", "pyc_cli.codegen.targets"],
+    ["pyc_cli.codegen.kernel_context", "pyc_cli.ops", "pyc_cli.ops._catalog", "pyc_cli.ops.resize"],
+]
+
+
+def test_every_module_is_in_a_layer() -> None:
+    found = layers.imports(ROOT)
+    modules = {i.importer for i in found} | {i.imported for i in found}
+    assert [m for m in sorted(modules) if layers.layer_of(m) == len(layers.LAYERS)] == []
+
+
+def test_no_new_import_against_the_layers() -> None:
+    against = {(i.importer, i.imported) for i in layers.upward(layers.imports(ROOT))}
+    assert sorted(against - set(REMAINING)) == [], "an import runs against the layers"
+    assert sorted(set(REMAINING) - against) == [], "gone: remove it from REMAINING"
+
+
+def test_no_new_circle() -> None:
+    assert layers.circles(layers.imports(ROOT)) == REMAINING_CIRCLES
+
+
+def test_the_detector_sees_an_upward_import_and_a_circle(tmp_path: Path) -> None:
+    """The reading itself can fail: a planted upward import and a planted loop are found."""
+    package = tmp_path / "pyc_cli"
+    (package / "ir").mkdir(parents=True)
+    (package / "ops").mkdir()
+    for folder in (package, package / "ir", package / "ops"):
+        (folder / "__init__.py").write_text("")
+    (package / "ir" / "graph.py").write_text("from ..ops import rules\n")
+    (package / "ops" / "rules.py").write_text("def f():\n    from ..ir import graph\n")
+    found = layers.imports(package)
+    assert [(i.importer, i.imported) for i in layers.upward(found)] == [
+        ("pyc_cli.ir.graph", "pyc_cli.ops"), ("pyc_cli.ir.graph", "pyc_cli.ops.rules")]
+    assert layers.circles(found) == [["pyc_cli.ir.graph", "pyc_cli.ops.rules"]]
+
+
+def test_module_graph_document_is_current() -> None:
+    assert DOC.read_text() == layers.document(ROOT), "run `make architecture`"
