@@ -15,6 +15,7 @@ from .frontend.onnx_import import convert, load_model, schema_version, static_di
 from .ir.graph import Graph, Node
 from .ir.types import DType, TensorType, check_addressable
 from .ops import registry
+from .ops.propagate import evaluate_node
 
 REASONS = ("unknown op", "unsupported opset", "dtype", "attribute value", "data-dependent shape",
            "inconsistent shapes")
@@ -319,20 +320,13 @@ def _check_dtype(opdef: registry.OpDef, node: Node, in_types: list[TensorType | 
 
 def _evaluate_small(opdef: registry.OpDef, node: Node, in_types: list, known: dict,
                     out_types: list[TensorType]) -> None:
-    if node.op == "Shape" and in_types[0] is not None:
-        known[node.outputs[0]] = opdef.shape_value(node, in_types[0])  # type: ignore[attr-defined]
-        return
+    """Shape-sized values known at compile time, by the compiler's own constant evaluator."""
     values = [known.get(v) if v else None for v in node.inputs]
-    small = all(t.numel <= 1 << 16 for t in out_types)  # shape-sized values only, never 32 GiB
-    if small and all(v is not None for name, v in zip(node.inputs, values) if name):
-        try:
-            with np.errstate(all="ignore"):  # NaN / inf constants evaluate silently
-                results = opdef.evaluate(node, values)
-            for name, value in zip(node.outputs, results):
-                if name and np.asarray(value).size <= 1 << 16:
-                    known[name] = np.asarray(value)
-        except Exception:  # noqa: BLE001  (best effort: the value stays unknown)
-            pass
+    try:
+        results = evaluate_node(opdef, node, in_types, values, out_types, limit=1 << 16)
+    except PycError:  # best effort: the value stays unknown
+        return
+    known.update({name: value for name, value in zip(node.outputs, results or []) if name})
 
 
 def _flops(opdef: registry.OpDef, node: Node, graph: Graph) -> int:

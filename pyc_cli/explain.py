@@ -277,12 +277,7 @@ def _print_memory(memory: dict[str, Any], console: Console) -> None:
 
 def explanation_html(artifact: str | Path, data: dict[str, Any]) -> str:
     """A self-contained HTML report with the memory timeline picture inlined."""
-    import jinja2
-
-    from .codegen.resources import templates_dir
+    from .templating import template_env
 
     svg = (Path(artifact) / data["memory"]["timeline"]).read_text()
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
-                             undefined=jinja2.StrictUndefined, autoescape=True)
-    env.filters["size"] = format_size
-    return env.get_template("report/explain.html.j2").render(d=data, timeline_svg=svg)
+    return template_env().get_template("report/explain.html.j2").render(d=data, timeline_svg=svg)

@@ -22,12 +22,13 @@ from conftest import REFERENCE_MODELS, ReferenceModel
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
+from pyc_cli import templating
 from pyc_cli.artifact.manifest import hash_tree
 from pyc_cli.artifact.reader import load_graph, read_manifest
 from pyc_cli.cli.main import main
-from pyc_cli.codegen import cpu, targets
-from pyc_cli.codegen.resources import templates_dir
+from pyc_cli.codegen import targets
 from pyc_cli.compare.metrics import compare_value
+from pyc_cli.templating import templates_dir
 
 TRANSFORMER = REFERENCE_MODELS["transformer"]
 
@@ -245,12 +246,12 @@ def broken_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         text = path.read_text()
         assert old in text, f"{relative} no longer contains {old!r}"
         path.write_text(text.replace(old, new))
-        monkeypatch.setattr(cpu, "templates_dir", lambda: root)
+        monkeypatch.setattr(templating, "templates_dir", lambda: root)
         monkeypatch.setattr(targets, "templates_dir", lambda: root)
-        cpu.template_env.cache_clear()
+        templating.template_env.cache_clear()
 
     yield patch
-    cpu.template_env.cache_clear()
+    templating.template_env.cache_clear()
 
 
 def _kernel_index(artifact: Path, node_name: str) -> int:

@@ -20,7 +20,6 @@ REMAINING = {
         "C literals are the CPU target's, not the op's (targets own their kernels)",
     ("pyc_cli.passes.lower", "pyc_cli.codegen.targets"): "select_kernels asks the target",
     ("pyc_cli.passes.plan_memory", "pyc_cli.codegen.targets"): "select_kernels asks the target",
-    ("pyc_cli.planning.timeline", "pyc_cli.codegen.resources"): "one Jinja environment",
     ("pyc_cli.testing.malformed", "pyc_cli.cli.main"): "the in-process CLI runner",
 }
 REMAINING_CIRCLES = [

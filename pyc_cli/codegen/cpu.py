@@ -3,8 +3,6 @@ C compiler into a shared library with a stable C ABI."""
 
 from __future__ import annotations
 
-import functools
-import math
 import os
 import shutil
 import subprocess
@@ -12,17 +10,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
+from ..templating import runtime_dir, template_env
 from . import abi_name, compile_cache
 from .cpu_features import feature_flags, probe_target
 from .kernel_context import KernelCall, Operand, kernel_call
-from .resources import runtime_dir, templates_dir
 from .targets import IoInfo, ModelInfo, Target
 from .weights import WeightsLayout
 
@@ -37,26 +33,6 @@ DTYPE_CODES = {DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16:
 BASE_FLAGS = ("-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
               "-fvisibility=hidden", "-ffp-contract=fast")
 VECTOR_MATH_FLAGS = ("-fopenmp-simd", "-DPYC_VECTOR_MATH")  # with glibc's libmvec
-
-
-def c_string(text: str) -> str:
-    """A C string literal holding `text` (UTF-8); anything but plain characters is octal-escaped,
-    so no model-provided name can end the literal, open a comment or inject a directive."""
-    safe = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-/ ")
-    return '"' + "".join(chr(b) if b in safe else f"\\{b:03o}" for b in text.encode()) + '"'
-
-
-@functools.lru_cache(maxsize=1)
-def template_env() -> jinja2.Environment:
-    """One environment per process: compiled templates are reused across builds (Jinja still
-    reloads a template whose file changed)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
-    )
-    env.filters["c_string"] = c_string
-    env.filters["product"] = lambda values: math.prod(values)
-    return env
 
 
 class CpuTarget(Target):

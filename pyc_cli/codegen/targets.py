@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import PycError
 from ..ir.graph import Graph
 from ..planning.plan import MemoryPlan
-from .resources import templates_dir
+from ..templating import templates_dir
 from .weights import WeightsLayout
 
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ops import registry
-from ..ops.registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY, typed_node
+from ..ops.propagate import evaluate_node
+from ..ops.registry import typed_node
 from .context import PassContext
 
 NAME = "fold_constants"
@@ -44,21 +45,10 @@ def _reason(node: Node) -> str:
 
 def _try_fold(graph: Graph, node: Node) -> list[np.ndarray] | None:
     opdef = registry.get(node.op)
-    if hasattr(opdef, "shape_value"):  # Shape, Size: known from the static input type
-        return [opdef.shape_value(node, graph.types[node.inputs[0]])]
-    inputs = node.present_inputs()
-    if not all(graph.is_constant(i) for i in inputs) and opdef.category != SHAPE_ONLY:
-        return None
-    in_bytes = sum(graph.constants[i].nbytes for i in inputs)
-    out_bytes = sum(graph.types[o].nbytes for o in node.outputs if o)
-    if out_bytes > GROWTH_LIMIT_BYTES and out_bytes > in_bytes:
-        return None
-    try:
-        # NaN and Inf in constants are values like any other: they fold as at run time, silently
-        with np.errstate(all="ignore"):
-            return opdef.evaluate(node, [graph.constants.get(i) if i else None for i in node.inputs])
-    except NotImplementedError:
-        return None
+    in_types = [graph.types.get(i) if i else None for i in node.inputs]
+    in_values = [graph.constants.get(i) if i else None for i in node.inputs]
+    out_types = [graph.types[o] for o in node.outputs if o]
+    return evaluate_node(opdef, node, in_types, in_values, out_types, limit=None)
 
 
 def _copy_constant_outputs(graph: Graph, ctx: PassContext) -> None:

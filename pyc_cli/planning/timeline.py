@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import jinja2
-
-from ..codegen.resources import templates_dir
+from ..templating import template_env
 from ..units import format_size
 from .plan import MemoryPlan
 
@@ -58,6 +56,4 @@ def timeline_svg(plan: MemoryPlan, model: str, steps: int) -> str:
             f"{tensor.name}: {tensor.bytes} B at offset {tensor.offset}, steps "
             f"{tensor.start}..{tensor.end} ({tensor.reason})"))
     t.bound_y = round(t.top + plan.lower_bound_bytes * y_scale, 2)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
-                             undefined=jinja2.StrictUndefined, autoescape=True)
-    return env.get_template("report/memory_timeline.svg.j2").render(t=t)
+    return template_env().get_template("report/memory_timeline.svg.j2").render(t=t)

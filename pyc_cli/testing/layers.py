@@ -20,7 +20,7 @@ from pathlib import Path
 PACKAGE = "pyc_cli"
 # (layer name, the first path part under pyc_cli/ of the modules in it)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "units", "progress")),
+    ("base", ("errors", "units", "progress", "templating")),
     ("ir", ("ir",)),
     ("ops", ("ops",)),
     ("frontend", ("frontend",)),

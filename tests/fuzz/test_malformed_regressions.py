@@ -24,9 +24,9 @@ from onnx import TensorProto
 import pyc_cli
 from pyc_cli.artifact.reader import read_manifest
 from pyc_cli.cli.main import main
-from pyc_cli.codegen.cpu import c_string
 from pyc_cli.errors import PycError
 from pyc_cli.explain import explain_data
+from pyc_cli.templating import c_string
 from pyc_cli.testing import malformed_onnx as mo
 
 ROOT = Path(__file__).resolve().parents[2]
