@@ -95,7 +95,7 @@ static int k2_elementwise(const int64_t* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 3: MatMul -> matmul_tiles */
+/* steps 3, 5, 6, 18, 20, 21: MatMul -> matmul_tiles */
 static int k3_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -175,7 +175,7 @@ static int k3_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-/* step 4: Transpose -> strided_copy */
+/* steps 4, 7, 19, 22: Transpose -> strided_copy */
 static int k4_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
@@ -190,182 +190,7 @@ static int k4_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 5: MatMul -> matmul_tiles */
-static int k5_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  {
-    const float* restrict A = X0 + b0 * 1024;
-    const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-      }
-    }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 6: MatMul -> matmul_tiles */
-static int k6_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  {
-    const float* restrict A = X0 + b0 * 1024;
-    const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-      }
-    }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 7: Transpose -> strided_copy */
-static int k7_transpose(const float* restrict X0, float* restrict Y) {
-  int64_t o = 0;
-  for (int64_t i0 = 0; i0 < 2; ++i0) {
-  for (int64_t i1 = 0; i1 < 4; ++i1) {
-  for (int64_t i2 = 0; i2 < 16; ++i2) {
-  for (int64_t i3 = 0; i3 < 16; ++i3) {
-    Y[o++] = X0[0 + i0*1024 + i1*16 + i2*64 + i3];
-  }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 8: Transpose -> strided_copy */
+/* steps 8, 23: Transpose -> strided_copy */
 static int k8_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
@@ -378,7 +203,7 @@ static int k8_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 9: MatMul -> matmul_tiles */
+/* steps 9, 24: MatMul -> matmul_tiles */
 static int k9_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
@@ -464,7 +289,7 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-/* step 10: Softmax -> softmax_rows */
+/* steps 10, 25: Softmax -> softmax_rows */
 static int k10_softmax(const float* X0, float* Y) {
   for (int64_t o = 0; o < 128; ++o) {
     for (int64_t in = 0; in < 1; ++in) {
@@ -485,7 +310,7 @@ static int k10_softmax(const float* X0, float* Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 11: MatMul -> matmul_tiles */
+/* steps 11, 26: MatMul -> matmul_tiles */
 static int k11_matmul(const float* restrict X0, const float* restrict X1, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   for (int64_t b1 = 0; b1 < 4; ++b1) {
@@ -563,7 +388,7 @@ static int k11_matmul(const float* restrict X0, const float* restrict X1, float*
   return PYC_STATUS_OK;
 }
 
-/* step 12: Transpose -> strided_copy */
+/* steps 12, 27: Transpose -> strided_copy */
 static int k12_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
@@ -578,7 +403,7 @@ static int k12_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 13: MatMul -> matmul_tiles */
+/* steps 13, 28: MatMul -> matmul_tiles */
 static int k13_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -662,7 +487,7 @@ static int k13_matmul(const float* X0, const float* X1, const float* E0, const f
   return PYC_STATUS_OK;
 }
 
-/* step 14: LayerNormalization -> layernorm_rows */
+/* steps 14, 17, 29: LayerNormalization -> layernorm_rows */
 static int k14_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   for (int64_t o = 0; o < 32; ++o) {
     const float* x = X0 + o * 64;
@@ -783,7 +608,7 @@ static int k15_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 16: MatMul -> matmul_tiles */
+/* steps 16, 31: MatMul -> matmul_tiles */
 static int k16_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -863,635 +688,6 @@ static int k16_matmul(const float* X0, const float* X1, const float* E0, const f
     }
   }
   }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 17: LayerNormalization -> layernorm_rows */
-static int k17_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
-  for (int64_t o = 0; o < 32; ++o) {
-    const float* x = X0 + o * 64;
-    float* y = Y + o * 64;
-    float mean = 0;
-    for (int64_t r = 0; r < 64; ++r) mean += x[r];
-    mean /= 64;
-    float var = 0;
-    for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
-    var /= 64;
-    if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
-         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
-      double dmean = 0;
-      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
-      dmean /= 64;
-      double dvar = 0;
-      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
-      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
-      for (int64_t r = 0; r < 64; ++r)
-        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
-      continue;
-    }
-    const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
-    for (int64_t r = 0; r < 64; ++r)
-      y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 18: MatMul -> matmul_tiles */
-static int k18_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  {
-    const float* restrict A = X0 + b0 * 1024;
-    const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-      }
-    }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 19: Transpose -> strided_copy */
-static int k19_transpose(const float* restrict X0, float* restrict Y) {
-  int64_t o = 0;
-  for (int64_t i0 = 0; i0 < 2; ++i0) {
-  for (int64_t i1 = 0; i1 < 4; ++i1) {
-  for (int64_t i2 = 0; i2 < 16; ++i2) {
-  for (int64_t i3 = 0; i3 < 16; ++i3) {
-    Y[o++] = X0[0 + i0*1024 + i1*16 + i2*64 + i3];
-  }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 20: MatMul -> matmul_tiles */
-static int k20_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  {
-    const float* restrict A = X0 + b0 * 1024;
-    const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-      }
-    }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 21: MatMul -> matmul_tiles */
-static int k21_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  {
-    const float* restrict A = X0 + b0 * 1024;
-    const float* restrict B = X1 + b0 * 0;
-    float* restrict C = Y + b0 * 1024;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-          C[i * 64 + j] = t0;
-      }
-    }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 22: Transpose -> strided_copy */
-static int k22_transpose(const float* restrict X0, float* restrict Y) {
-  int64_t o = 0;
-  for (int64_t i0 = 0; i0 < 2; ++i0) {
-  for (int64_t i1 = 0; i1 < 4; ++i1) {
-  for (int64_t i2 = 0; i2 < 16; ++i2) {
-  for (int64_t i3 = 0; i3 < 16; ++i3) {
-    Y[o++] = X0[0 + i0*1024 + i1*16 + i2*64 + i3];
-  }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 23: Transpose -> strided_copy */
-static int k23_transpose(const float* restrict X0, float* restrict Y) {
-  int64_t o = 0;
-  for (int64_t i0 = 0; i0 < 2; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-  for (int64_t i2 = 0; i2 < 16; ++i2) {
-    Y[o++] = X0[0 + i0*1024 + i1 + i2*64];
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 24: MatMul -> matmul_tiles */
-static int k24_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  for (int64_t b1 = 0; b1 < 4; ++b1) {
-  {
-    const float* restrict A = X0 + b0 * 1024 + b1 * 256;
-    const float* restrict B = X1 + b0 * 1024 + b1 * 256;
-    float* restrict C = Y + b0 * 1024 + b1 * 256;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
-    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 16;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float t0 = (acc / 4.0f);
-      const float in0_v = E0[b0*16 + j];
-      const float t1 = in0_v;
-      const float t2 = (t0 + t1);
-          C[i * 16 + j] = t2;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[i0 * 16 + kk];
-        const float* restrict b = B + kk * 16 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float t0 = (acc / 4.0f);
-      const float in0_v = E0[b0*16 + j];
-      const float t1 = in0_v;
-      const float t2 = (t0 + t1);
-          C[i * 16 + j] = t2;
-      }
-    }
-  }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 25: Softmax -> softmax_rows */
-static int k25_softmax(const float* X0, float* Y) {
-  for (int64_t o = 0; o < 128; ++o) {
-    for (int64_t in = 0; in < 1; ++in) {
-      const float* x = X0 + o * 16 + in;
-      float* y = Y + o * 16 + in;
-      float m = x[0];
-      for (int64_t r = 1; r < 16; ++r) m = x[r * 1] > m ? x[r * 1] : m;
-      float s = 0;
-      for (int64_t r = 0; r < 16; ++r) {
-        const float e = expf(x[r * 1] - m);
-        y[r * 1] = e;
-        s += e;
-      }
-      const float inv = 1 / s;
-      for (int64_t r = 0; r < 16; ++r) y[r * 1] *= inv;
-    }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 26: MatMul -> matmul_tiles */
-static int k26_matmul(const float* restrict X0, const float* restrict X1, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  for (int64_t b1 = 0; b1 < 4; ++b1) {
-  {
-    const float* restrict A = X0 + b0 * 1024 + b1 * 256;
-    const float* restrict B = X1 + b0 * 1024 + b1 * 256;
-    float* restrict C = Y + b0 * 1024 + b1 * 256;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
-    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 16;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-          C[i * 16 + j] = acc;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[i0 * 16 + kk];
-        const float* restrict b = B + kk * 16 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-          C[i * 16 + j] = acc;
-      }
-    }
-  }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 27: Transpose -> strided_copy */
-static int k27_transpose(const float* restrict X0, float* restrict Y) {
-  int64_t o = 0;
-  for (int64_t i0 = 0; i0 < 2; ++i0) {
-  for (int64_t i1 = 0; i1 < 16; ++i1) {
-  for (int64_t i2 = 0; i2 < 4; ++i2) {
-  for (int64_t i3 = 0; i3 < 16; ++i3) {
-    Y[o++] = X0[0 + i0*1024 + i1*16 + i2*256 + i3];
-  }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 28: MatMul -> matmul_tiles */
-static int k28_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  {
-    const float* restrict A = X0 + b0 * 1024;
-    const float* restrict B = X1 + b0 * 0;
-    float* C = Y + b0 * 1024;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-      const float in1_v = E1[b0*1024 + i*64 + j];
-      const float t1 = (in1_v + t0);
-          C[i * 64 + j] = t1;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-      const float in1_v = E1[b0*1024 + i*64 + j];
-      const float t1 = (in1_v + t0);
-          C[i * 64 + j] = t1;
-      }
-    }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 29: LayerNormalization -> layernorm_rows */
-static int k29_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
-  for (int64_t o = 0; o < 32; ++o) {
-    const float* x = X0 + o * 64;
-    float* y = Y + o * 64;
-    float mean = 0;
-    for (int64_t r = 0; r < 64; ++r) mean += x[r];
-    mean /= 64;
-    float var = 0;
-    for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
-    var /= 64;
-    if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
-         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
-      double dmean = 0;
-      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
-      dmean /= 64;
-      double dvar = 0;
-      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
-      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
-      for (int64_t r = 0; r < 64; ++r)
-        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
-      continue;
-    }
-    const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
-    for (int64_t r = 0; r < 64; ++r)
-      y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
   }
   return PYC_STATUS_OK;
 }
@@ -1586,90 +782,6 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
       const float t8 = (t0 * t7);
       const float t9 = (0.5f * t8);
           C[i * 128 + j] = t9;
-      }
-    }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* step 31: MatMul -> matmul_tiles */
-static int k31_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  {
-    const float* restrict A = X0 + b0 * 2048;
-    const float* restrict B = X1 + b0 * 0;
-    float* C = Y + b0 * 1024;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 128;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 128; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
-          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 128; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
-          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-      const float in1_v = E1[b0*1024 + i*64 + j];
-      const float t1 = (in1_v + t0);
-          C[i * 64 + j] = t1;
-        }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[i0 * 128 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (in0_v + acc);
-      const float in1_v = E1[b0*1024 + i*64 + j];
-      const float t1 = (in1_v + t0);
-          C[i * 64 + j] = t1;
       }
     }
   }
@@ -1774,11 +886,11 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
   if (status != PYC_STATUS_OK) return status;
   status = k4_transpose((const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k5_matmul((const float*)(arena + 16384), (const float*)(weights + 26752), (const float*)(weights + 5760), (float*)(arena + 0));
+  status = k3_matmul((const float*)(arena + 16384), (const float*)(weights + 26752), (const float*)(weights + 5760), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k6_matmul((const float*)(arena + 16384), (const float*)(weights + 43136), (const float*)(weights + 6528), (float*)(arena + 24576));
+  status = k3_matmul((const float*)(arena + 16384), (const float*)(weights + 43136), (const float*)(weights + 6528), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k7_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
+  status = k4_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
   if (status != PYC_STATUS_OK) return status;
   status = k8_transpose((const float*)(arena + 0), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
@@ -1798,35 +910,35 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
   if (status != PYC_STATUS_OK) return status;
   status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 7296), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k17_layernormalization((const float*)(arena + 16384), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 16384));
+  status = k14_layernormalization((const float*)(arena + 16384), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k18_matmul((const float*)(arena + 16384), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 0));
+  status = k3_matmul((const float*)(arena + 16384), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k19_transpose((const float*)(arena + 0), (float*)(arena + 8192));
+  status = k4_transpose((const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k20_matmul((const float*)(arena + 16384), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 0));
+  status = k3_matmul((const float*)(arena + 16384), (const float*)(weights + 157824), (const float*)(weights + 7552), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k21_matmul((const float*)(arena + 16384), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 24576));
+  status = k3_matmul((const float*)(arena + 16384), (const float*)(weights + 174208), (const float*)(weights + 8320), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k22_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
+  status = k4_transpose((const float*)(arena + 24576), (float*)(arena + 32768));
   if (status != PYC_STATUS_OK) return status;
-  status = k23_transpose((const float*)(arena + 0), (float*)(arena + 24576));
+  status = k8_transpose((const float*)(arena + 0), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k24_matmul((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 0));
+  status = k9_matmul((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k25_softmax((const float*)(arena + 0), (float*)(arena + 0));
+  status = k10_softmax((const float*)(arena + 0), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k26_matmul((const float*)(arena + 0), (const float*)(arena + 32768), (float*)(arena + 8192));
+  status = k11_matmul((const float*)(arena + 0), (const float*)(arena + 32768), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k27_transpose((const float*)(arena + 8192), (float*)(arena + 0));
+  status = k12_transpose((const float*)(arena + 8192), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k28_matmul((const float*)(arena + 0), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 16384), (float*)(arena + 16384));
+  status = k13_matmul((const float*)(arena + 0), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k29_layernormalization((const float*)(arena + 16384), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
+  status = k14_layernormalization((const float*)(arena + 16384), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k30_matmul((const float*)(arena + 16384), (const float*)(weights + 206976), (const float*)(weights + 8576), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k31_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 16384));
+  status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k32_layernormalization((const float*)(arena + 16384), (const float*)(weights + 10112), (const float*)(weights + 9856), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;

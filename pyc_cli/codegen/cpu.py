@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,35 @@ DTYPE_CODES = {DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16:
 BASE_FLAGS = ("-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
               "-fvisibility=hidden", "-ffp-contract=fast")
 VECTOR_MATH_FLAGS = ("-fopenmp-simd", "-DPYC_VECTOR_MATH")  # with glibc's libmvec
+
+
+@dataclass
+class KernelDefinition:
+    """One kernel function of model.c and the steps that call it."""
+
+    fn: str
+    op: str
+    kernel: str
+    text: str
+    steps: list[int]
+
+
+def kernel_definitions(calls: list[KernelCall]) -> list[KernelDefinition]:
+    """Each distinct kernel function once: a call whose rendered definition (its name aside)
+    equals an earlier one's calls that function instead (the transformer's 33 steps need 16).
+    Sets each call's `fn` to the function it calls; first-occurrence order, so deterministic."""
+    template = template_env().get_template("c/kernel.c.j2")
+    by_text: dict[str, KernelDefinition] = {}
+    for call in calls:
+        text = template.render(k=call)
+        anonymous = text.replace(f" {call.fn}(", " @(", 1)
+        found = by_text.get(anonymous)
+        if found is None:
+            by_text[anonymous] = KernelDefinition(call.fn, call.op, call.kernel, text, [call.index])
+            continue
+        found.steps.append(call.index)
+        call.fn = found.fn
+    return list(by_text.values())
 
 
 class CpuTarget(Target):
@@ -63,8 +93,9 @@ class CpuTarget(Target):
                      ) -> str:
         """model.c; with `debug_steps` (the `pyc run --per-node` build, never an artifact), its
         run function also copies each step's values out (codegen_templates/c/debug_run.c.j2)."""
+        kernels = kernel_definitions(calls)
         return template_env().get_template("c/model.c.j2").render(
-            m=info, calls=calls, debug_steps=debug_steps)
+            m=info, calls=calls, kernels=kernels, debug_steps=debug_steps)
 
     def kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
         pointers = PointerTable(graph, plan, weights)
