@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import PycError
 from ..ops import registry
-from .graph import Graph
+from .graph import Graph, Node
 
 
 def verify(graph: Graph, after: str = "import", check_types: bool = True) -> None:
@@ -32,6 +32,8 @@ def _structural_problems(graph: Graph):  # noqa: ANN202
         node_names.add(node.name)
         if registry.lookup(node.op) is None:
             yield f"node {node.name!r} has unregistered op {node.op}"
+        else:
+            yield from _annotation_problems(node)
         for name in node.present_inputs():
             if name not in defined:
                 yield f"node {node.name!r} uses {name!r} before any definition"
@@ -68,3 +70,25 @@ def _type_problems(graph: Graph):  # noqa: ANN202
         for name, ttype in zip(node.outputs, expected):
             if name and graph.types[name] != ttype:
                 yield f"node {node.name!r} output {name!r} typed {graph.types[name]}, rule says {ttype}"
+
+
+def _annotation_problems(node: Node):  # noqa: ANN202
+    """Cheap sanity of what passes recorded: a known kernel, operand positions in range."""
+    ann, count = node.ann, len(node.inputs)
+    if ann.kernel is not None:
+        names = {c.name for c in registry.get(node.op).kernels}
+        alias = {"view": registry.get(node.op).category == registry.VIEW,
+                 "in_place": len(ann.inplace_inputs) == count}.get(ann.kernel.candidate)
+        if not alias and ann.kernel.candidate not in names:
+            yield f"node {node.name!r}: kernel {ann.kernel.candidate!r} is no {node.op} candidate"
+    if node.op == "pyc.Elementwise" and not ann.program:
+        yield f"node {node.name!r}: an elementwise node without a program"
+    if ann.prologue_inputs > count or (ann.prologue and not ann.prologue_inputs):
+        yield f"node {node.name!r}: prologue operands do not match its inputs"
+    first = ann.epilogue_first_input
+    if first is not None and not 0 <= first <= count - ann.prologue_inputs:
+        yield f"node {node.name!r}: epilogue operands start at {first}, past its inputs"
+    if ann.inplace_operand is not None and not 0 <= ann.inplace_operand < count:
+        yield f"node {node.name!r}: in-place operand {ann.inplace_operand} is not an input"
+    if any(not 0 <= k < count for k in ann.inplace_inputs):
+        yield f"node {node.name!r}: in-place inputs {ann.inplace_inputs} out of range"
