@@ -145,10 +145,11 @@ def annotation_fields(ann: Annotations) -> list[tuple[str, AttrValue]]:
         ("tiled_from", ann.tiled_from), ("epilogue", format_program(ann.epilogue)),
         ("epilogue_from", ann.epilogue_from), ("epilogue_first_input", ann.epilogue_first_input),
         ("prologue", format_program(ann.prologue)), ("prologue_from", ann.prologue_from),
-        ("prologue_inputs", ann.prologue_inputs), ("stores_once", int(ann.stores_once)),
+        ("prologue_inputs", ann.prologue_inputs or None),
+        ("stores_once", 1 if ann.stores_once else None),
         ("inplace_operand", ann.inplace_operand), ("inplace_inputs", ann.inplace_inputs)]
-    fields += [(key, value) for key, value in optional
-               if value is not None and value != 0 and value != [] and value != ""]
+    # None, "" and []: nothing decided (0 is a real operand position)
+    fields += [(key, value) for key, value in optional if value not in (None, "", [])]
     return fields
 
 
