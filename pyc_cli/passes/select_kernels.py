@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..codegen.targets import get_target
 from ..errors import PycError
-from ..ir.annotations import KernelChoice
+from ..ir.annotations import KernelChoice, KernelParam
 from ..ir.graph import Graph, Node
 from ..ops import registry
 from .context import PassContext
@@ -49,7 +49,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         return False
     flops = opdef.flops(node, graph)
     reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
-    params = {}
+    params: dict[str, KernelParam] = {}
     tuned = ctx.tuning.lookup(kernel_signature(node, graph, target.name))
     if tuned is not None:
         hit = next((c for c in candidates if c.name == tuned.candidate), None)
