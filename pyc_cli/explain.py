@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .artifact.manifest import MANIFEST
 from .artifact.reader import EXPLAIN_FILES, load_graph, read_manifest, require_files, verify_files
-from .ir.ewprogram import parse_program
+from .ir.annotations import ALIAS_KERNELS
 from .ir.graph import Graph, Node
 from .ops import registry
 from .passes.pipeline import PASS_NAMES
@@ -64,11 +64,12 @@ def _flags(manifest: dict[str, Any]) -> dict[str, Any]:
 def _kernels(graph: Graph, decisions: list[dict[str, Any]], plan: dict[str, Any]
              ) -> list[dict[str, Any]]:
     """One entry per node, in execution order (the order model.c runs them)."""
-    reasons = {d["nodes"][0]: d["reason"] for d in decisions if d["pass"] == "lower" and d["nodes"]}
+    reasons = {d["nodes"][0]: d["reason"] for d in decisions
+               if d["action"] in ("select_kernel", "alias") and d["nodes"]}
     placed = {t["name"]: t for t in plan["tensors"]}
     kernels = []
     for index, node in enumerate(graph.nodes):
-        kernel = str(node.attrs.get("kernel", ""))
+        kernel = node.ann.kernel_name
         workspace = placed.get(f"{node.name}#workspace")
         kernels.append({
             "index": index, "node": node.name, "op": node.op, "kernel": kernel,
@@ -86,16 +87,15 @@ def _kernels(graph: Graph, decisions: list[dict[str, Any]], plan: dict[str, Any]
 def _node_flops(node: Node, graph: Graph, kernel: str) -> int:
     """The estimate kernel selection used (2 per multiply-add; one per element for simple ops);
     views and in-place results compute nothing."""
-    if kernel in ("view", "in_place"):
+    if kernel in ALIAS_KERNELS:
         return 0
     return int(registry.get(node.op).flops(node, graph))
 
 
 def _fused_nodes(node: Node) -> list[str]:
     """The source nodes this kernel also computes (fused into it), in program order."""
-    names = [*node.attrs.get("prologue_from", []), *node.attrs.get("epilogue_from", [])]  # type: ignore[misc]
-    fused = node.attrs.get("fused_from", [])
-    return [str(n) for n in [*names, *(fused if len(fused) > 1 else [])]]  # type: ignore[arg-type]
+    fused = node.ann.fused_from
+    return [*node.ann.prologue_from, *node.ann.epilogue_from, *(fused if len(fused) > 1 else [])]
 
 
 def _value(name: str, graph: Graph, placed: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -141,19 +141,20 @@ def _fusions(graph: Graph, decisions: list[dict[str, Any]]) -> list[dict[str, An
             reasons[d["nodes"][0]] = d["reason"]
     fused = []
     for node in graph.nodes:
-        origin = str(node.attrs.get("tiled_from", node.name))  # a channel slice: its original
-        if "prologue_from" in node.attrs:
-            ops = [i.op for i in parse_program(node.attrs["prologue"])] + [node.op]  # type: ignore[arg-type]
-            fused.append({"kind": "prologue", "nodes": [*node.attrs["prologue_from"], node.name],  # type: ignore[misc]
+        ann = node.ann
+        origin = ann.tiled_from or node.name  # a channel slice: its original
+        if ann.prologue_from:
+            ops = [i.op for i in ann.prologue] + [node.op]
+            fused.append({"kind": "prologue", "nodes": [*ann.prologue_from, node.name],
                           "ops": ops, "reason": reasons.get(origin, "")})
-        if "epilogue_from" in node.attrs:
-            merged = [node.name, *node.attrs["epilogue_from"]]  # type: ignore[misc]
-            ops = [node.op] + [i.op for i in parse_program(node.attrs["epilogue"])]  # type: ignore[arg-type]
+        if ann.epilogue_from:
+            merged = [node.name, *ann.epilogue_from]
+            ops = [node.op] + [i.op for i in ann.epilogue]
             fused.append({"kind": "epilogue", "nodes": merged, "ops": ops,
                           "reason": reasons.get(origin, "")})
-        elif len(node.attrs.get("fused_from", [])) > 1:  # type: ignore[arg-type]
-            merged = list(node.attrs["fused_from"])  # type: ignore[arg-type]
-            ops = [i.op for i in parse_program(node.attrs["program"])]  # type: ignore[arg-type]
+        elif len(ann.fused_from) > 1:
+            merged = list(ann.fused_from)
+            ops = [i.op for i in ann.program]
             fused.append({"kind": "elementwise", "nodes": merged, "ops": ops,
                           "reason": reasons.get(merged[0], "")})
     return fused

@@ -229,4 +229,6 @@ def graph_differences(a: Graph, b: Graph) -> list[str]:
         else:
             problems += [f"node {x.name!r} attr {k!r}: {x.attrs[k]!r} != {y.attrs[k]!r}"
                          for k in x.attrs if not attrs_equal(x.attrs[k], y.attrs[k])]
+        if x.ann != y.ann:
+            problems.append(f"node {x.name!r} annotations {x.ann!r} != {y.ann!r}")
     return problems

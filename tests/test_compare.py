@@ -150,7 +150,7 @@ def test_memory_first_channel_tiles_are_named(tmp_path: Path, rng: np.random.Gen
     assert per_node["first_divergent"] is None
     absent = {a["value"]: a for a in per_node["not_materialized"]}
     graph = load_graph(artifact, read_manifest(artifact))
-    tiled = {str(n.attrs["tiled_from"]) for n in graph.nodes if "tiled_from" in n.attrs}
+    tiled = {n.ann.tiled_from for n in graph.nodes if n.ann.tiled_from}
     assert {"block1_conv", "pool1"} <= tiled
     # the whole conv output never exists; the Concat joining the pooled slices answers for it
     assert "channel tiles" in absent["block1_relu.out"]["reason"]
@@ -257,7 +257,7 @@ def broken_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 def _kernel_index(artifact: Path, node_name: str) -> int:
     """The position of a node's kernel call in the generated run function."""
     graph = load_graph(artifact, read_manifest(artifact))
-    with_code = [n.name for n in graph.nodes if n.attrs["kernel"] not in ("view", "in_place")]
+    with_code = [n.name for n in graph.nodes if n.ann.kernel_name not in ("view", "in_place")]
     return with_code.index(node_name)
 
 

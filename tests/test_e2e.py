@@ -12,6 +12,7 @@ from conftest import REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from helpers import randomize_initializers
 
 import pyc_cli
+from pyc_cli.ir.ewprogram import format_program
 from pyc_cli.runtime.jit import jit_load
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -189,7 +190,7 @@ def test_preactivation_is_computed_inside_the_conv(kernel: int, rng: np.random.G
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     result = pyc_cli.build(path, tmp_path / "art")
     conv = next(n for n in result.graph.nodes if n.op == "Conv")
-    assert conv.attrs["prologue_from"] == ["bn_mul", "bn_add", "relu"]
+    assert conv.ann.prologue_from == ["bn_mul", "bn_add", "relu"]
     assert [n.op for n in result.graph.nodes].count("pyc.Elementwise") == 1  # only the sigmoid
     x = rng.standard_normal((2, c, 7, 9)).astype(np.float32)
     with pyc_cli.load(tmp_path / "art") as model:
@@ -223,7 +224,7 @@ def test_memory_first_rematerializes_a_cheap_long_lived_value(rng: np.random.Gen
     lean = pyc_cli.build(path, tmp_path / "lean", mode="memory_first")
     assert any(d.action == "rematerialize" for d in lean.context.decisions)
     assert lean.plan.lower_bound_bytes < balanced.plan.lower_bound_bytes
-    assert sum(n.attrs.get("program") == ["t0:f32=Sigmoid(in0)"] for n in lean.graph.nodes) == 2
+    assert sum(format_program(n.ann.program) == ["t0:f32=Sigmoid(in0)"] for n in lean.graph.nodes) == 2
     x = rng.standard_normal((64, 256)).astype(np.float32)
     with pyc_cli.load(tmp_path / "lean") as model:
         np.testing.assert_allclose(model.run({"x": x})["y"], onnxruntime_outputs(path, {"x": x})["y"],

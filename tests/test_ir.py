@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
+from pyc_cli.ir.ewprogram import format_program, parse_program
 from pyc_cli.ir.graph import Graph, Node
 from pyc_cli.ir.text import INLINE_CONSTANT_LIMIT, blob_key, parse_graph, print_graph
 from pyc_cli.ir.types import DType, TensorType
@@ -197,12 +198,14 @@ def test_round_trip_elementwise_program_attribute() -> None:
     program = ["t0:f32=Mul(in0,#f32:0.1)", "t1:f32=Add(t0,#f32:-0.0)",
                "t2:f32=LeakyRelu(t1;{\"alpha\":1e-30})"]
     types = {"x": t((3,)), "y": t((3,))}
-    node = Node("pyc.Elementwise", "ew", ["x"], ["y"],
-                {"program": program, "shape": [3], "fused_from": ["a", "b", "c"]})
+    node = Node("pyc.Elementwise", "ew", ["x"], ["y"], {"shape": [3]})
+    node.ann.program = parse_program(program)
+    node.ann.fused_from = ["a", "b", "c"]
     graph = Graph("ew", ["x"], ["y"], [node], types, {}, 17)
     verify(graph, registry.lookup)
     parsed = assert_round_trip(graph)
-    assert parsed.nodes[0].attrs["program"] == program
+    assert format_program(parsed.nodes[0].ann.program) == program
+    assert parsed.nodes[0].ann == node.ann and parsed.nodes[0].attrs == {"shape": [3]}
 
 
 # ---------------------------------------------------------------- reference models
@@ -387,10 +390,10 @@ def test_verifier_runs_in_pipeline_after_a_broken_pass(monkeypatch) -> None:  # 
         graph.outputs.append("dangling")
         return graph
 
-    table = tuple((name, breaking if name == "choose_layout" else fn)
+    table = tuple((name, breaking if name == "fuse" else fn)
                   for name, fn in pipeline.PIPELINE)
     monkeypatch.setattr(pipeline, "PIPELINE", table)
     path, shapes = REFERENCE_MODELS["mlp"]
     with pytest.raises(PycError) as info:
         pyc_cli.compile_graph(path, input_shapes=shapes)
-    assert info.value.code == "E090" and "choose_layout" in info.value.what
+    assert info.value.code == "E090" and "after fuse" in info.value.what

@@ -18,8 +18,8 @@ REMAINING = {
         "the decision log moves below the passes",
     ("pyc_cli.ops.resize", "pyc_cli.codegen.kernel_context"):
         "C literals are the CPU target's, not the op's (targets own their kernels)",
-    ("pyc_cli.passes.lower", "pyc_cli.codegen.targets"): "select_kernels asks the target",
-    ("pyc_cli.passes.plan_memory", "pyc_cli.codegen.targets"): "select_kernels asks the target",
+    ("pyc_cli.passes.select_kernels", "pyc_cli.codegen.targets"):
+        "targets own their kernels: the target's candidates reach the pass as an argument",
     ("pyc_cli.testing.malformed", "pyc_cli.cli.main"): "the in-process CLI runner",
 }
 REMAINING_CIRCLES = [

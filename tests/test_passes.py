@@ -26,7 +26,7 @@ from helpers import (
 from onnx import TensorProto, helper
 
 import pyc_cli
-from pyc_cli.ir.ewprogram import literal, parse_program
+from pyc_cli.ir.ewprogram import format_program, literal, parse_program
 from pyc_cli.ir.graph import Graph
 from pyc_cli.ir.text import print_graph
 from pyc_cli.ir.types import DType
@@ -591,7 +591,7 @@ def test_elementwise_chain_becomes_one_node_with_program(tmp_path) -> None:  # n
     ew = after.nodes[0]
     assert ew.inputs == ["x", "bias"] and ew.outputs == ["y"]
     lit = lambda v: literal(v, DType.F32)  # noqa: E731
-    assert ew.attrs["program"] == [
+    assert format_program(ew.ann.program) == [
         f"t0:f32=Div(in0,{lit(float(sqrt2))})",
         "t1:f32=Erf(t0)",
         f"t2:f32=Add(t1,{lit(1.0)})",
@@ -599,7 +599,7 @@ def test_elementwise_chain_becomes_one_node_with_program(tmp_path) -> None:  # n
         f"t4:f32=Mul(t3,{lit(0.5)})",
         "t5:f32=Add(t4,in1)",
     ]
-    assert ew.attrs["fused_from"] == ["div", "erf", "add1", "mul_x", "mul_half", "add_bias"]
+    assert ew.ann.fused_from == ["div", "erf", "add1", "mul_x", "mul_half", "add_bias"]
     assert ew.attrs["shape"] == [4, 8]
     for gone in "abcde":
         assert gone not in after.types
@@ -607,7 +607,7 @@ def test_elementwise_chain_becomes_one_node_with_program(tmp_path) -> None:  # n
     assert decision.before == 6 and decision.after == 1
     x = rand(rng, 4, 8)
     expected = evaluate_graph(before, {"x": x})["y"]
-    np.testing.assert_allclose(run_program(ew.attrs["program"], [x, bias]), expected,
+    np.testing.assert_allclose(run_program(format_program(ew.ann.program), [x, bias]), expected,
                                rtol=1e-5, atol=1e-6)
 
 
@@ -622,14 +622,14 @@ def test_matmul_add_relu_becomes_matmul_with_epilogue(tmp_path) -> None:  # noqa
     assert ops(after) == ["MatMul"]
     mm = after.nodes[0]
     assert mm.name == "mm" and mm.outputs == ["y"]
-    assert mm.inputs == ["x", "w", "b"] and mm.attrs["epilogue_first_input"] == 2
-    assert mm.attrs["epilogue"] == ["t0:f32=Add(acc,in0)", "t1:f32=Relu(t0)"]
-    assert mm.attrs["epilogue_from"] == ["add", "relu"]
+    assert mm.inputs == ["x", "w", "b"] and mm.ann.epilogue_first_input == 2
+    assert format_program(mm.ann.epilogue) == ["t0:f32=Add(acc,in0)", "t1:f32=Relu(t0)"]
+    assert mm.ann.epilogue_from == ["add", "relu"]
     assert "m" not in after.types and "s" not in after.types
     [decision] = decisions(ctx, "fuse_epilogue")
     assert decision.nodes == ["mm", "add", "relu"]
     x = rand(rng, 4, 8)
-    got = run_program(mm.attrs["epilogue"], [b], acc=x.astype(np.float64) @ w)
+    got = run_program(format_program(mm.ann.epilogue), [b], acc=x.astype(np.float64) @ w)
     np.testing.assert_allclose(got, evaluate_graph(before, {"x": x})["y"], rtol=1e-5, atol=1e-5)
 
 
@@ -643,12 +643,12 @@ def test_residual_operand_computed_after_anchor_is_not_fused(tmp_path) -> None: 
     _, after, ctx = fused(model, tmp_path)
     mm1, mm2 = by_name(after, "mm1"), by_name(after, "mm2")
     # mm1 cannot apply the Add: m2 does not exist yet when mm1 stores its output
-    assert "epilogue" not in mm1.attrs and mm1.outputs == ["m1"] and mm1.inputs == ["x", "w1"]
+    assert not mm1.ann.epilogue and mm1.outputs == ["m1"] and mm1.inputs == ["x", "w1"]
     skips = decisions(ctx, "skip_epilogue", "fuse")
     assert len(skips) == 1 and skips[0].nodes[0] == "mm1" and "m2" in skips[0].reason
     # mm2 can: m1 is ready before it, so the residual add runs in mm2's epilogue
     assert mm2.outputs == ["y"] and mm2.inputs == ["x", "w2", "m1"]
-    assert mm2.attrs["epilogue"] == ["t0:f32=Add(in0,acc)"]
+    assert format_program(mm2.ann.epilogue) == ["t0:f32=Add(in0,acc)"]
     assert after.nodes.index(mm1) < after.nodes.index(mm2)
 
 
@@ -659,11 +659,11 @@ def test_intermediate_used_outside_chain_stops_fusion(tmp_path) -> None:  # noqa
                         node("Softmax", ["a"], ["z"], name="softmax")],
                        [vinfo("x", (4, 8))], [vinfo("y", (4, 8)), vinfo("z", (4, 8))])
     _, after, _ = fused(model, tmp_path)
-    groups = [n.attrs["fused_from"] for n in after.walk(["pyc.Elementwise"])]
+    groups = [n.ann.fused_from for n in after.walk(["pyc.Elementwise"])]
     assert sorted(groups) == [["exp"], ["relu", "sigmoid"]]
     second = by_name(after, "sigmoid")
     assert second.inputs == ["a"] and by_name(after, "softmax").inputs == ["a"]
-    assert second.attrs["program"] == ["t0:f32=Relu(in0)", "t1:f32=Sigmoid(t0)"]
+    assert format_program(second.ann.program) == ["t0:f32=Relu(in0)", "t1:f32=Sigmoid(t0)"]
 
 
 def test_intermediate_that_is_graph_output_stops_fusion(tmp_path) -> None:  # noqa: ANN001
@@ -671,7 +671,7 @@ def test_intermediate_that_is_graph_output_stops_fusion(tmp_path) -> None:  # no
                         node("Relu", ["a"], ["y"], name="relu")],
                        [vinfo("x", (4, 8))], [vinfo("a", (4, 8)), vinfo("y", (4, 8))])
     _, after, _ = fused(model, tmp_path)
-    assert [n.attrs["fused_from"] for n in after.nodes] == [["exp"], ["relu"]]
+    assert [n.ann.fused_from for n in after.nodes] == [["exp"], ["relu"]]
     assert after.producers()["a"].name == "exp" and by_name(after, "relu").inputs == ["a"]
 
 
@@ -680,7 +680,7 @@ def test_broadcast_shape_change_stops_fusion(tmp_path) -> None:  # noqa: ANN001
                         node("Add", ["a", "z"], ["y"], name="add")],
                        [vinfo("x", (4, 1)), vinfo("z", (4, 8))], [vinfo("y", (4, 8))])
     _, after, _ = fused(model, tmp_path)
-    assert [n.attrs["fused_from"] for n in after.nodes] == [["exp"], ["add"]]
+    assert [n.ann.fused_from for n in after.nodes] == [["exp"], ["add"]]
 
 
 def test_anchor_with_two_users_gets_no_epilogue(tmp_path) -> None:  # noqa: ANN001
@@ -691,7 +691,7 @@ def test_anchor_with_two_users_gets_no_epilogue(tmp_path) -> None:  # noqa: ANN0
                        [vinfo("x", (4, 8))], [vinfo("y", (4, 8)), vinfo("z", (4, 8))],
                        [init("w", rand(rng, 8, 8))])
     _, after, _ = fused(model, tmp_path)
-    assert "epilogue" not in by_name(after, "mm").attrs
+    assert not by_name(after, "mm").ann.epilogue
     assert by_name(after, "relu").op == "pyc.Elementwise"
 
 
@@ -732,14 +732,14 @@ def test_dead_code_keeps_everything_live(tmp_path) -> None:  # noqa: ANN001
     assert set(after.constants) == {c for c in graph.constants if c in used}
 
 
-# ================================================================ lower
+# ================================================================ select_kernels
 
 
 def _assert_all_lowered(graph: Graph) -> None:
     assert graph.nodes
     for n in graph.nodes:
-        kernel = n.attrs.get("kernel")
-        assert isinstance(kernel, str) and kernel, n.name
+        kernel = n.ann.kernel_name
+        assert kernel and "kernel" not in n.attrs, n.name
         opdef = registry.get(n.op)
         if opdef.category == registry.VIEW:
             assert kernel == "view", n.name
@@ -748,17 +748,17 @@ def _assert_all_lowered(graph: Graph) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
-def test_lower_gives_every_node_a_kernel_reference_models(name: str) -> None:
+def test_select_kernels_gives_every_node_a_kernel_reference_models(name: str) -> None:
     path, shapes = REFERENCE_MODELS[name]
-    before, _ = pyc_cli.compile_graph(path, input_shapes=shapes, stop_after="plan_memory")
-    assert all("kernel" not in n.attrs for n in before.nodes)
+    before, _ = pyc_cli.compile_graph(path, input_shapes=shapes, stop_after="analyze_liveness")
+    assert all(n.ann.kernel is None for n in before.nodes)
     graph, ctx = pyc_cli.compile_graph(path, input_shapes=shapes)
     _assert_all_lowered(graph)
-    lowered = {d.nodes[0] for d in ctx.decisions if d.pass_name == "lower" and d.nodes}
-    assert lowered == {n.name for n in graph.nodes}
+    chosen = {d.nodes[0] for d in ctx.decisions if d.pass_name == "select_kernels" and d.nodes}
+    assert chosen == {n.name for n in graph.nodes}
 
 
-def test_lower_gives_every_node_a_kernel_small_graph(tmp_path) -> None:  # noqa: ANN001
+def test_select_kernels_gives_every_node_a_kernel_small_graph(tmp_path) -> None:  # noqa: ANN001
     rng = np.random.default_rng(70)
     model = make_model([node("Transpose", ["x"], ["t"], perm=[1, 0]),
                         node("Reshape", ["t", "shape"], ["r"]),
@@ -770,7 +770,7 @@ def test_lower_gives_every_node_a_kernel_small_graph(tmp_path) -> None:  # noqa:
                        [init("shape", np.array([2, 12], np.int64)),
                         init("axes", np.array([0], np.int64)), init("w", rand(rng, 12, 3))])
     graph = import_onnx(model, tmp_path)
-    after, _ = run_passes(graph, [n for n in passes_before("lower")] + ["lower"])
+    after, _ = run_passes(graph, [*passes_before("select_kernels"), "select_kernels"])
     assert "Reshape" in ops(after)
     _assert_all_lowered(after)
 
@@ -786,7 +786,7 @@ def test_dropout_with_a_used_mask_is_not_lowered_as_a_view(tmp_path) -> None:  #
     graph, ctx = pyc_cli.compile_graph(write_model(model, tmp_path))
     _assert_all_lowered(graph)
     for n in graph.nodes:
-        if n.attrs.get("kernel") != "view":
+        if n.ann.kernel_name != "view":
             continue
         source = graph.types[n.inputs[0]]
         for out in n.outputs:

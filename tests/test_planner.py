@@ -109,8 +109,9 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
     assert len(tensors) == len(plan.tensors), f"{label}: duplicate tensor entries"
 
     # which values are in the arena at all (plus kernel workspaces), their sizes and lifetimes
-    workspaces = {n.name + "#workspace": (step, int(n.attrs["workspace_bytes"]))
-                  for step, n in enumerate(graph.nodes) if "workspace_bytes" in n.attrs}
+    workspaces = {n.name + "#workspace": (step, n.ann.kernel.workspace_bytes)
+                  for step, n in enumerate(graph.nodes)
+                  if n.ann.kernel is not None and n.ann.kernel.workspace_bytes}
     assert set(tensors) == expected_arena_values(graph) | set(workspaces), label
     live = independent_liveness(graph)
     for t in plan.tensors:
@@ -165,21 +166,21 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
     producers = {o: (step, n) for step, n in enumerate(graph.nodes) for o in n.outputs if o}
     inplace = [t for t in plan.tensors if t.alias_of is not None and roots[t.name] == t.name
                and "in place" in t.reason]
-    marked = [n for n in graph.nodes if "inplace_operand" in n.attrs]
+    marked = [n for n in graph.nodes if n.ann.inplace_operand is not None]
     logged = [d for d in ctx.decisions if d.pass_name == "plan_memory" and d.action == "inplace"]
     assert len(inplace) == len(marked) == len(logged) == plan.inplace_count, label
     if mode == "latency_first":
         assert not inplace, f"{label}: in-place writes in latency_first"
     for t in inplace:
         step, n = producers[t.name]
-        victim = n.inputs[int(n.attrs["inplace_operand"])]
+        victim = n.inputs[n.ann.inplace_operand]
         # only fused elementwise loops (any operand) and row-wise kernels that read a row
         # before writing it (their declared input) may write in place
         # (or an epilogue operand of a kernel that stores each element once, after reading it)
         row_input = registry.get(n.op).inplace_input
-        epilogue_operands = registry.fused_inputs(n)[1] if n.attrs.get("stores_once") else []
+        epilogue_operands = registry.fused_inputs(n)[1] if n.ann.stores_once else []
         assert n.op == "pyc.Elementwise" or victim in epilogue_operands or (
-            row_input is not None and int(n.attrs["inplace_operand"]) == row_input), (label, t.name)
+            row_input is not None and n.ann.inplace_operand == row_input), (label, t.name)
         storage = t.alias_of
         assert victim in tensors and (tensors[victim].alias_of or victim) == storage, (label, t.name)
         assert victim not in graph.outputs and victim not in graph.inputs
@@ -406,10 +407,10 @@ def test_inplace_happens_when_legal_only_outside_latency_first(mode: str, tmp_pa
     assert relu.op == "pyc.Elementwise"
     if mode == "latency_first":
         assert r.alias_of is None and plan.inplace_count == 0
-        assert "inplace_operand" not in relu.attrs
+        assert relu.ann.inplace_operand is None
     else:
         assert r.alias_of == "s" and plan.inplace_count == 1
-        assert relu.inputs[int(relu.attrs["inplace_operand"])] == "s"
+        assert relu.inputs[relu.ann.inplace_operand] == "s"
         assert r.offset == next(t.offset for t in plan.tensors if t.name == "s")
 
 
@@ -421,7 +422,7 @@ def test_no_inplace_when_illegal(case: str, mode: str, tmp_path) -> None:  # noq
     check_plan(graph, ctx, plan, mode)
     producer = graph.producers()["r"]
     assert producer.op == "pyc.Elementwise", ops_of(graph)
-    assert "inplace_operand" not in producer.attrs, case
+    assert producer.ann.inplace_operand is None, case
     assert not [d for d in ctx.decisions if d.action == "inplace"], case
     assert plan.inplace_count == 0
     r = next(t for t in plan.tensors if t.name == "r")
@@ -452,7 +453,7 @@ def test_residual_that_is_also_the_conv_input_is_never_overwritten(tmp_path: Pat
         graph, _ = pyc_cli.compile_graph(path, mode=mode)
         conv = next(n for n in graph.nodes if n.op == "Conv")
         assert "x" in registry.fused_inputs(conv)[1]  # the residual is an epilogue operand
-        assert "inplace_operand" not in conv.attrs, mode
+        assert conv.ann.inplace_operand is None, mode
 
 
 @pytest.mark.parametrize("case", ["batch_of_two", "output_is_the_concat", "input_used_twice"])
@@ -525,7 +526,7 @@ def test_lrn_writes_over_its_input_only_in_memory_first(size: int, shape: list[i
         built = _matches_onnxruntime(path, tmp_path / mode, mode, feeds)
         check_plan(built.graph, built.context, built.plan, mode)
         lrn = next(n for n in built.graph.nodes if n.op == "LRN")
-        assert ("inplace_operand" in lrn.attrs) == (mode == "memory_first"), mode
+        assert (lrn.ann.inplace_operand is not None) == (mode == "memory_first"), mode
         bounds[mode] = built.plan.lower_bound_bytes
     b = next(t for t in built.plan.tensors if t.name == "b")
     assert b.alias_of == "a" and "in place over a" in b.reason
@@ -540,7 +541,7 @@ def test_lrn_stays_out_of_place_when_its_input_is_read_later(tmp_path: Path,
     built = _matches_onnxruntime(path, tmp_path / "mf", "memory_first", feeds)
     check_plan(built.graph, built.context, built.plan, "memory_first")
     lrn = next(n for n in built.graph.nodes if n.op == "LRN")
-    assert "inplace_operand" not in lrn.attrs
+    assert lrn.ann.inplace_operand is None
 
 
 # ---------------------------------------------------------------- memory_first: channel tiling
@@ -619,12 +620,12 @@ def test_memory_first_tiles_conv_pool_chains_by_output_channels(case: str, tmp_p
         concat = next(n for n in built.graph.nodes if n.op == "Concat")
         assert concat.outputs == ["p"] and concat.attrs["axis"] == 1
         if case == "same_size_pool":
-            assert concat.attrs["kernel"] == "in_place"
+            assert concat.ann.kernel_name == "in_place"
             assert built.plan.concat_slices[concat.name] == list(range(groups))
             assert all(t.alias_of == "p" for t in built.plan.tensors if t.name.startswith("p_"))
         # no conv slice's output is the full conv output; each slice keeps the fused input
         assert all(built.graph.types[c.outputs[0]].shape[1] == 32 // groups for c in convs[:-1])
-        assert all(("prologue" in c.attrs) == (case == "prologue") for c in convs[:-1])
+        assert all(bool(c.ann.prologue) == (case == "prologue") for c in convs[:-1])
         with_tiling = built.plan.arena_bytes
     # the same build without the rewrite has a larger arena
     monkeypatch.setattr("pyc_cli.passes.plan_memory.tile_channels", lambda *args: [])

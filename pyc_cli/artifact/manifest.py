@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "pyc-artifact"
-FORMAT_VERSION = 2  # 2: the target CPU is recorded (`cpu`, checked before loading); symbols
-# prefixed by symbol_prefix; execution contexts
+FORMAT_VERSION = 3  # 2: the target CPU is recorded (`cpu`, checked before loading); symbols
+# prefixed by symbol_prefix; execution contexts. 3: model.ir keeps compiler facts (kernel,
+# fusions, in-place operands) in ann{...}, apart from ONNX attributes
 MANIFEST = "manifest.json"
 
 

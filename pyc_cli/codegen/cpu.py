@@ -101,10 +101,9 @@ class CpuTarget(Target):
         pointers = PointerTable(graph, plan, weights)
         calls = []
         for node in graph.nodes:
-            opdef = registry.get(node.op)
-            if node.attrs["kernel"] in ("view", "in_place"):
+            chosen = registry.chosen_candidate(node)
+            if chosen is None:  # a view or an in-place result: no code
                 continue
-            chosen = next(c for c in opdef.kernels if c.name == node.attrs["kernel"])
             call = kernel_call(graph, node, len(calls), chosen.template)
             call.args = pointers.arguments(node)
             if chosen.workspace is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..ir.ewprogram import Instr, is_literal, literal_parts, parse_program, tensor_operand
+from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from ..ops import registry
@@ -157,44 +157,44 @@ def elementwise_params(graph: Graph, node: Node) -> tuple[dict[str, object], lis
     coords = [f"i{d}" for d in range(len(dims))]
     exprs = [f"X{k}[{index_expression(coords, s)}]" for k, s in enumerate(sets[1:])]
     types = [graph.types[v].dtype for v in node.inputs]
-    program = render_program(parse_program(node.attrs["program"]), exprs, types, "")  # type: ignore[arg-type]
+    program = render_program(node.ann.program, exprs, types, "")
     params = {"dims": dims, "out_index": index_expression(coords, sets[0])}
     return params, program, program[-1].dst
 
 
-def _fused_program(graph: Graph, lines: list[str], operands: list[str], prefix: str,
+def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix: str,
                    shape: tuple[int, ...], coords: list[str], acc: str) -> tuple[list[ScalarInstr], str]:
     """Render a fused program whose tensor operands (kernel parameters prefix0, prefix1, ...)
     are read at `coords`, the coordinates of a tensor of `shape`, through broadcast strides."""
     exprs = [f"{prefix}{k}[{index_expression(coords, broadcast_strides(graph.types[v].shape, shape))}]"
              for k, v in enumerate(operands)]
     types = [graph.types[v].dtype for v in operands]
-    program = render_program(parse_program(lines), exprs, types, acc)
+    program = render_program(lines, exprs, types, acc)
     return program, program[-1].dst
 
 
 def epilogue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
     """The program a kernel applies to each accumulator (`acc`) as it stores an output."""
-    lines = node.attrs.get("epilogue")
+    lines = node.ann.epilogue
     if not lines:
         return [], "acc"
-    return _fused_program(graph, lines, registry.fused_inputs(node)[1], "E",  # type: ignore[arg-type]
+    return _fused_program(graph, lines, registry.fused_inputs(node)[1], "E",
                           graph.types[node.outputs[0]].shape, coords, "acc")
 
 
 def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
     """The elementwise program a kernel applies to its input 0 as it reads it, with operands
     indexed at the input's coordinates."""
-    lines = node.attrs.get("prologue")
+    lines = node.ann.prologue
     if not lines:
         return [], ""
-    return _fused_program(graph, lines, registry.fused_inputs(node)[2], "P",  # type: ignore[arg-type]
+    return _fused_program(graph, lines, registry.fused_inputs(node)[2], "P",
                           graph.types[node.inputs[0]].shape, coords, "")
 
 
 def operands_for(graph: Graph, node: Node) -> list[Operand]:
     own, epilogue, prologue = registry.fused_inputs(node)
-    inplace = node.attrs.get("inplace_operand")
+    inplace = node.ann.inplace_operand
     operands = []
     for k, value in enumerate(own):
         if value:
@@ -216,9 +216,9 @@ def kernel_call(graph: Graph, node: Node, index: int, template: str) -> KernelCa
     opdef = registry.get(node.op)
     out_type: TensorType = graph.types[node.outputs[0]]
     call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", template,
-                      str(node.attrs["kernel"]), node.op, operands_for(graph, node), {},
+                      node.ann.kernel_name, node.op, operands_for(graph, node), {},
                       out_type.dtype.c_type, out_type.numel)
-    if "inplace_operand" in node.attrs:
+    if node.ann.inplace_operand is not None:
         call.restrict = ""
     if node.op == "pyc.Elementwise":
         call.params, call.epilogue, call.result = elementwise_params(graph, node)

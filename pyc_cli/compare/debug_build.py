@@ -25,6 +25,7 @@ from ..codegen.kernel_context import KernelCall
 from ..codegen.targets import ModelInfo
 from ..codegen.weights import WeightsLayout
 from ..errors import PycError
+from ..ir.annotations import ALIAS_KERNELS
 from ..ir.graph import Graph
 from ..planning.plan import MemoryPlan
 from ..runtime.native import CompiledModel, ModelFunctions, TensorSpec
@@ -95,7 +96,7 @@ def debug_sources(source: ArtifactPlan, manifest: dict[str, Any], taps: list[Tap
                 _TapLine(index, pointers.expr(tap.value, False), nbytes))
     remaining = iter(calls)
     steps = [_Step(position, node.op,
-                   None if node.attrs.get("kernel") in ("view", "in_place") else next(remaining),
+                   None if node.ann.kernel_name in ALIAS_KERNELS else next(remaining),
                    by_step.get(position, []))
              for position, node in enumerate(source.graph.nodes)]
     info = model_info(source, manifest)

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from ..codegen.cpu import CpuTarget
+from ..ir.annotations import ALIAS_KERNELS
 from ..ir.graph import Graph, Node
 from .debug_build import ArtifactPlan, Tap, build_debug_model, read_plan, tap_spec
 from .metrics import ValueComparison, compare_value
@@ -150,13 +151,12 @@ class FusedGroups:
     def of(self, node: Node) -> list[str]:
         group = self._own(node)
         for tile in self._tiles(node):
-            group += [str(tile.attrs["tiled_from"]), *self._own(tile)]
+            group += [tile.ann.tiled_from, *self._own(tile)]
         return list(dict.fromkeys(group))
 
     def _own(self, node: Node) -> list[str]:
         group = [node.name]
-        for key in ("prologue_from", "fused_from", "epilogue_from"):
-            group += [str(n) for n in node.attrs.get(key, [])]  # type: ignore[union-attr]
+        group += [*node.ann.prologue_from, *node.ann.fused_from, *node.ann.epilogue_from]
         group += [self.sources[o].node for o in node.outputs if o in self.sources]
         members = set(group)
         grown = True
@@ -176,7 +176,7 @@ class FusedGroups:
         pending = [self.producers[v] for v in node.inputs if v in self.producers]
         while pending:
             tile = pending.pop()
-            if "tiled_from" in tile.attrs and tile.name not in found:
+            if tile.ann.tiled_from and tile.name not in found:
                 found[tile.name] = tile
                 pending += [self.producers[v] for v in tile.inputs if v in self.producers]
         order = {n.name: i for i, n in enumerate(self.graph.nodes)}
@@ -187,8 +187,8 @@ def schedule_steps(source: ArtifactPlan, groups: FusedGroups) -> list[Step]:
     calls = iter(CpuTarget().kernel_calls(source.graph, source.plan, source.weights))
     steps = []
     for position, node in enumerate(source.graph.nodes):
-        kernel = str(node.attrs.get("kernel", ""))
-        function = next(calls).fn if kernel not in ("view", "in_place") else None
+        kernel = node.ann.kernel_name
+        function = next(calls).fn if kernel not in ALIAS_KERNELS else None
         steps.append(Step(position, node.name, node.op, kernel, function, groups.of(node)))
     return steps
 
@@ -205,8 +205,8 @@ class _Absence:
                 self.host.setdefault(member, step)
         tiles: dict[str, list[str]] = {}
         for node in graph.nodes:
-            if "tiled_from" in node.attrs:
-                tiles.setdefault(str(node.attrs["tiled_from"]), []).append(node.name)
+            if node.ann.tiled_from:
+                tiles.setdefault(node.ann.tiled_from, []).append(node.name)
         self.tiles = {name: group for group in tiles.values() for name in group}
         self.decision = {name: d for d in decisions for name in d.get("nodes", [])}  # last wins
 

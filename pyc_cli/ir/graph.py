@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .annotations import Annotations
 from .types import TensorType
 
 AttrValue = int | float | str | list[int] | list[float] | list[str] | np.ndarray
@@ -19,13 +20,15 @@ AttrValue = int | float | str | list[int] | list[float] | list[str] | np.ndarray
 
 @dataclass
 class Node:
-    """One operation. Absent optional inputs are the empty string, as in ONNX."""
+    """One operation. Absent optional inputs are the empty string, as in ONNX. `attrs` holds the
+    op's ONNX attributes only; what passes decide about the node lives in `ann`."""
 
     op: str
     name: str
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, AttrValue] = field(default_factory=dict)
+    ann: Annotations = field(default_factory=Annotations)
 
     def attr(self, key: str, default: AttrValue | None = None) -> AttrValue | None:
         return self.attrs.get(key, default)

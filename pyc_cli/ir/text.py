@@ -6,12 +6,13 @@ Format, one statement per line:
     input %"x" : f32[2,64]
     const %"w" : f32[128,64] = blob "sha256:…"        (large constants, data kept elsewhere)
     const %"s" : f32[] = [0.5]                          (small constants inline, floats exact)
-    %"y" : f32[2,128] = MatMul(%"x", %"w") name="fc1" {transB=1}
+    %"y" : f32[2,128] = MatMul(%"x", %"w") name="fc1" {transB=1} ann{kernel="matmul_tiles"}
     output %"y"
     output %"copy_x_out" as "x"                          (an output published under another name)
 
-Names and strings are JSON-quoted, so model-provided text cannot break the format. Floats use
-Python's shortest round-trip repr, so parsing gives back the exact bits.
+`{...}` holds the node's ONNX attributes; `ann{...}` the compiler's annotations (ir/annotations.py),
+in a fixed order. Names and strings are JSON-quoted, so model-provided text cannot break the
+format. Floats use Python's shortest round-trip repr, so parsing gives back the exact bits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .annotations import Annotations, KernelChoice
+from .ewprogram import format_program, parse_program
 from .graph import AttrValue, Graph, Node
 from .types import DType, TensorType
 
@@ -121,7 +124,72 @@ def _format_node(graph: Graph, node: Node) -> str:
     args = ", ".join(_name(i) if i else "_" for i in node.inputs)
     attrs = ", ".join(f"{key}={format_attr(node.attrs[key])}" for key in sorted(node.attrs))
     text = f"{results} = {node.op}({args}) name={json.dumps(node.name)}"
-    return text + (f" {{{attrs}}}" if attrs else "")
+    text += f" {{{attrs}}}" if attrs else ""
+    ann = ", ".join(f"{key}={format_attr(value)}" for key, value in annotation_fields(node.ann))
+    return text + (f" ann{{{ann}}}" if ann else "")
+
+
+def annotation_fields(ann: Annotations) -> list[tuple[str, AttrValue]]:
+    """The annotations that say something, in a fixed order, as attribute-like values."""
+    fields: list[tuple[str, AttrValue]] = []
+    if ann.kernel is not None:
+        fields.append(("kernel", ann.kernel.candidate))
+        if ann.kernel.params:
+            fields.append(("kernel_params", json.dumps(ann.kernel.params, sort_keys=True)))
+        if ann.kernel.workspace_cap is not None:
+            fields.append(("workspace_cap", ann.kernel.workspace_cap))
+        if ann.kernel.workspace_bytes:
+            fields.append(("workspace_bytes", ann.kernel.workspace_bytes))
+    optional: list[tuple[str, AttrValue | None]] = [
+        ("program", format_program(ann.program)), ("fused_from", ann.fused_from),
+        ("tiled_from", ann.tiled_from), ("epilogue", format_program(ann.epilogue)),
+        ("epilogue_from", ann.epilogue_from), ("epilogue_first_input", ann.epilogue_first_input),
+        ("prologue", format_program(ann.prologue)), ("prologue_from", ann.prologue_from),
+        ("prologue_inputs", ann.prologue_inputs or None),
+        ("stores_once", 1 if ann.stores_once else None),
+        ("inplace_operand", ann.inplace_operand), ("inplace_inputs", ann.inplace_inputs)]
+    # None, "" and []: nothing decided (0 is a real operand position)
+    fields += [(key, value) for key, value in optional if value not in (None, "", [])]
+    return fields
+
+
+def _set_annotation(ann: Annotations, key: str, value: AttrValue) -> None:
+    """Inverse of annotation_fields, one field at a time."""
+    if key == "kernel":
+        ann.kernel = KernelChoice(str(value))
+    elif key in ("kernel_params", "workspace_cap", "workspace_bytes"):
+        if ann.kernel is None:
+            raise ValueError(f"annotation {key} before kernel")
+        if key == "kernel_params":
+            ann.kernel.params = json.loads(str(value))
+        else:
+            setattr(ann.kernel, key, _int_value(value))
+    elif key in ("program", "epilogue", "prologue"):
+        setattr(ann, key, parse_program([str(v) for v in _list_value(value)]))
+    elif key in ("fused_from", "epilogue_from", "prologue_from"):
+        setattr(ann, key, [str(v) for v in _list_value(value)])
+    elif key == "inplace_inputs":
+        ann.inplace_inputs = [int(v) for v in _list_value(value)]
+    elif key == "tiled_from":
+        ann.tiled_from = str(value)
+    elif key == "stores_once":
+        ann.stores_once = bool(value)
+    elif key in ("epilogue_first_input", "prologue_inputs", "inplace_operand"):
+        setattr(ann, key, _int_value(value))
+    else:
+        raise ValueError(f"unknown annotation {key!r}")
+
+
+def _int_value(value: AttrValue) -> int:
+    if isinstance(value, int):
+        return value
+    raise ValueError(f"expected an integer annotation, found {value!r}")
+
+
+def _list_value(value: AttrValue) -> list:
+    if isinstance(value, list):
+        return value
+    raise ValueError(f"expected a list annotation, found {value!r}")
 
 
 # ---------------------------------------------------------------- parsing
@@ -290,12 +358,23 @@ def _parse_node(graph: Graph, tokens: _Tokens) -> Node:
     tokens.take("=")
     node = Node(op, json.loads(tokens.take("string")), inputs, outputs)
     if tokens.peek()[1] == "{":
-        tokens.take("{")
-        while tokens.peek()[1] != "}":
-            key = tokens.take("word")
-            tokens.take("=")
-            node.attrs[key] = _parse_attr(tokens)
-            if tokens.peek()[1] == ",":
-                tokens.take(",")
-        tokens.take("}")
+        node.attrs = dict(_parse_fields(tokens))
+    if tokens.peek()[1] == "ann":
+        tokens.take("ann")
+        for key, value in _parse_fields(tokens):
+            _set_annotation(node.ann, key, value)
     return node
+
+
+def _parse_fields(tokens: _Tokens) -> list[tuple[str, AttrValue]]:
+    """`{key=value, ...}`."""
+    fields = []
+    tokens.take("{")
+    while tokens.peek()[1] != "}":
+        key = tokens.take("word")
+        tokens.take("=")
+        fields.append((key, _parse_attr(tokens)))
+        if tokens.peek()[1] == ",":
+            tokens.take(",")
+    tokens.take("}")
+    return fields

@@ -7,7 +7,7 @@ are checked against each op's own shape rule without the IR importing the ops ab
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,7 +17,11 @@ from .types import TensorType
 
 
 class OpRule(Protocol):
-    """What the verifier asks of an op: its shape/type rule."""
+    """What the verifier asks of an op: its category ("view" for ops whose output is the input's
+    bytes), its kernel candidates (anything with a `.name`) and its shape/type rule."""
+
+    category: str
+    kernels: tuple[Any, ...]
 
     def infer(self, node: Node, types: list[TensorType | None],
               values: list[np.ndarray | None]) -> list[TensorType]: ...
@@ -49,8 +53,11 @@ def _structural_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
         if node.name in node_names:
             yield f"node name {node.name!r} used twice"
         node_names.add(node.name)
-        if rules(node.op) is None:
+        rule = rules(node.op)
+        if rule is None:
             yield f"node {node.name!r} has unregistered op {node.op}"
+        else:
+            yield from _annotation_problems(node, rule)
         for name in node.present_inputs():
             if name not in defined:
                 yield f"node {node.name!r} uses {name!r} before any definition"
@@ -89,3 +96,25 @@ def _type_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
         for name, ttype in zip(node.outputs, expected):
             if name and graph.types[name] != ttype:
                 yield f"node {node.name!r} output {name!r} typed {graph.types[name]}, rule says {ttype}"
+
+
+def _annotation_problems(node: Node, rule: OpRule):  # noqa: ANN202
+    """Cheap sanity of what passes recorded: a known kernel, operand positions in range."""
+    ann, count = node.ann, len(node.inputs)
+    if ann.kernel is not None:
+        names = {c.name for c in rule.kernels}
+        alias = {"view": rule.category == "view",
+                 "in_place": len(ann.inplace_inputs) == count}.get(ann.kernel.candidate)
+        if not alias and ann.kernel.candidate not in names:
+            yield f"node {node.name!r}: kernel {ann.kernel.candidate!r} is no {node.op} candidate"
+    if node.op == "pyc.Elementwise" and not ann.program:
+        yield f"node {node.name!r}: an elementwise node without a program"
+    if ann.prologue_inputs > count or (ann.prologue and not ann.prologue_inputs):
+        yield f"node {node.name!r}: prologue operands do not match its inputs"
+    first = ann.epilogue_first_input
+    if first is not None and not 0 <= first <= count - ann.prologue_inputs:
+        yield f"node {node.name!r}: epilogue operands start at {first}, past its inputs"
+    if ann.inplace_operand is not None and not 0 <= ann.inplace_operand < count:
+        yield f"node {node.name!r}: in-place operand {ann.inplace_operand} is not an input"
+    if any(not 0 <= k < count for k in ann.inplace_inputs):
+        yield f"node {node.name!r}: in-place inputs {ann.inplace_inputs} out of range"

@@ -95,8 +95,15 @@ def im2col_tile(reduction: int, pixels: int, itemsize: int, cap: int = IM2COL_WO
 def _im2col_bytes(node: Node, graph: Graph) -> int:
     _, reduction, pixels, pointwise = _gemm_shape(node, graph)
     itemsize = graph.types[node.outputs[0]].dtype.itemsize
-    cap = int(node.attrs.get("workspace_cap", IM2COL_WORKSPACE_CAP))  # type: ignore[call-overload]
+    cap = _workspace_cap(node)
     return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize, cap) * itemsize
+
+
+def _workspace_cap(node: Node) -> int:
+    """The scratch cap the memory mode gives the chosen kernel (select_kernels records it)."""
+    kernel = node.ann.kernel
+    return IM2COL_WORKSPACE_CAP if kernel is None or kernel.workspace_cap is None \
+        else kernel.workspace_cap
 
 
 @register
@@ -108,7 +115,7 @@ class Conv(OpDef):
     kernels = (
         KernelCandidate("conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0,
                         _im2col_bytes, stores_once=True),
-        KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: "prologue" not in n.attrs,
+        KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
                         cost_factor=4.0),
     )
 
@@ -150,13 +157,13 @@ class Conv(OpDef):
             "DD": dilations[0], "DH": dilations[1], "DW": dilations[2],
             "PD": begins[0], "PH": begins[1], "PW": begins[2], "depth": x.rank == 5,
             "G": group, "CG": x.shape[1] // group, "OCG": w.shape[0] // group,
-            "pointwise": "prologue" not in node.attrs and w.shape[2:] == (1,) * (x.rank - 2)
+            "pointwise": not node.ann.prologue and w.shape[2:] == (1,) * (x.rank - 2)
             and set(strides) == {1}
             and not any(begins) and math.prod(out) == math.prod(x.shape[2:]),
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
             "tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), math.prod(out),
                                 x.dtype.itemsize,
-                                int(node.attrs.get("workspace_cap", IM2COL_WORKSPACE_CAP))),  # type: ignore[call-overload]
+                                _workspace_cap(node)),
             "out_coords": ["n", "oc"] + coords,
             # input coordinates a fused prologue indexes its operands by
             "in_coords": ["n", "ci"] + ["id", "ih", "iw"][lift:],

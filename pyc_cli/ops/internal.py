@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.ewprogram import parse_program
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, ints_attr, register, require
@@ -23,11 +22,10 @@ class FusedElementwise(OpDef):
     kernels = (KernelCandidate("elementwise_loop", "elementwise.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        program = parse_program(node.attrs["program"])  # type: ignore[arg-type]
-        return [TensorType(program[-1].dtype, tuple(ints_attr(node, "shape")))]
+        return [TensorType(node.ann.program[-1].dtype, tuple(ints_attr(node, "shape")))]
 
     def flops(self, node: Node, graph: Graph) -> int:
-        count = len(node.attrs["program"])  # type: ignore[arg-type]
+        count = len(node.ann.program)
         return count * graph.types[node.outputs[0]].numel
 
 

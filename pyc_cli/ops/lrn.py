@@ -75,7 +75,7 @@ class LRN(OpDef):
                 "scale": float(node.attrs.get("alpha", 1e-4)) / size,  # type: ignore[arg-type]
                 "beta": float(node.attrs.get("beta", 0.75)),  # type: ignore[arg-type]
                 "bias": float(node.attrs.get("bias", 1.0)),  # type: ignore[arg-type]
-                "in_place": "inplace_operand" in node.attrs,
+                "in_place": node.ann.inplace_operand is not None,
                 "block": self.ring_block(before, math.prod(shape[2:]),
                                          graph.types[node.inputs[0]].dtype.itemsize)}
 

@@ -179,7 +179,7 @@ class Concat(OpDef):
         return {"outer": math.prod(out.shape[:axis]), "chunks": chunks,
                 "offsets": [sum(chunks[:k]) for k in range(len(chunks))], "row": sum(chunks),
                 # inputs the memory plan already placed in their slice need no copy
-                "skip": ints_attr(node, "inplace_inputs")}
+                "skip": list(node.ann.inplace_inputs)}
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

@@ -126,13 +126,22 @@ REGISTRY: dict[str, OpDef] = {}
 def select_kernel(node: Node, graph: Graph, available: Callable[[str], bool]
                   ) -> tuple[KernelCandidate | None, list[KernelCandidate]]:
     """The cheapest applicable candidate whose template the target has (and all applicable
-    ones). Lowering and the memory planner (for workspaces) share this one decision."""
+    ones): the cost model that passes/select_kernels.py consults after the tuning database."""
     opdef = get(node.op)
     candidates = [c for c in opdef.kernels if c.is_applicable(node, graph) and available(c.template)]
     if not candidates:
         return None, []
     flops = opdef.flops(node, graph)
     return min(candidates, key=lambda c: (c.cost_factor * flops, c.name)), candidates
+
+
+def chosen_candidate(node: Node) -> KernelCandidate | None:
+    """The candidate select_kernels recorded for the node (None for a view, an in-place result
+    or a node not yet given a kernel)."""
+    if node.ann.kernel is None or node.ann.kernel.is_alias:
+        return None
+    name = node.ann.kernel.candidate
+    return next(c for c in get(node.op).kernels if c.name == name)
 
 
 def register(cls: type[OpDef]) -> type[OpDef]:
@@ -223,8 +232,8 @@ def normalize_axis(axis: int, rank: int, node: Node) -> int:
 def fused_inputs(node: Node) -> tuple[list[str], list[str], list[str]]:
     """A node's inputs split into (its own, a fused epilogue's operands, a fused prologue's
     operands); fusion appends epilogue operands, then the prologue's at the very end."""
-    end = len(node.inputs) - int(node.attrs.get("prologue_inputs", 0))  # type: ignore[call-overload]
-    first = int(node.attrs.get("epilogue_first_input", end))  # type: ignore[call-overload]
+    end = len(node.inputs) - node.ann.prologue_inputs
+    first = end if node.ann.epilogue_first_input is None else node.ann.epilogue_first_input
     return node.inputs[:first], node.inputs[first:end], node.inputs[end:]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .tuning import EmptyTuningDatabase, TuningDatabase
+
 MODES = ("latency_first", "balanced", "memory_first")
 
 
@@ -41,6 +43,8 @@ class PassContext:
     decisions: list[Decision] = field(default_factory=list)
     # results that later stages need besides the graph (liveness, memory plan, kernel choices)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    # measured kernel choices that select_kernels prefers to the cost model
+    tuning: TuningDatabase = field(default_factory=EmptyTuningDatabase)
 
     def log(self, pass_name: str, nodes: list[str], action: str, reason: str,
             before: Any = None, after: Any = None, **extra: Any) -> None:

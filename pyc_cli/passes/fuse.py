@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from ..ir.ewprogram import Instr, format_program, literal, parse_program, renumber
+from ..ir.ewprogram import Instr, literal, renumber
 from ..ir.graph import Graph, Node
 from ..ops import registry
 from ..ops.elementwise import ElementwiseOp
@@ -78,16 +78,15 @@ def _replace_group(graph: Graph, group: list[Node], ctx: PassContext) -> None:
         program.append(Instr(dst, dtype, op, tuple(args), opdef.scalar_attrs(node, graph)))
         env[node.outputs[0]] = dst
     last = group[-1]
-    fused = Node("pyc.Elementwise", last.name, operands, [last.outputs[0]], {
-        "program": format_program(program),
-        "shape": list(graph.types[last.outputs[0]].shape),
-        "fused_from": [n.name for n in group],
-    })
+    fused = Node("pyc.Elementwise", last.name, operands, [last.outputs[0]],
+                 {"shape": list(graph.types[last.outputs[0]].shape)})
+    fused.ann.program = program
+    fused.ann.fused_from = [n.name for n in group]
     graph.nodes[graph.nodes.index(last)] = fused
     for node in group[:-1]:
         graph.nodes.remove(node)
     if len(group) > 1:
-        ctx.log(NAME, fused.attrs["fused_from"], "fuse_elementwise",  # type: ignore[arg-type]
+        ctx.log(NAME, fused.ann.fused_from, "fuse_elementwise",
                 "same-shape elementwise chain with no outside use of its intermediates: one loop",
                 before=len(group), after=1, ops=[n.op for n in group])
 
@@ -131,7 +130,7 @@ def _absorb_user(graph: Graph, anchor: Node, ctx: PassContext) -> bool:
         return False
     own, extra, prologue = registry.fused_inputs(anchor)
     first = len(own)
-    existing = parse_program(anchor.attrs.get("epilogue", []))  # type: ignore[arg-type]
+    existing = anchor.ann.epilogue
     arg_map: dict[str, str] = {}
     for index, value in enumerate(user.inputs):
         if value == out:
@@ -140,18 +139,17 @@ def _absorb_user(graph: Graph, anchor: Node, ctx: PassContext) -> bool:
             if value not in extra:
                 extra.append(value)
             arg_map[f"in{index}"] = f"in{extra.index(value)}"
-    program = existing + renumber(parse_program(user.attrs["program"]), arg_map, len(existing))  # type: ignore[arg-type]
+    program = existing + renumber(user.ann.program, arg_map, len(existing))
     anchor.inputs = own + extra + prologue
-    anchor.attrs["epilogue_first_input"] = first
-    anchor.attrs["epilogue"] = format_program(program)
-    fused_from = list(anchor.attrs.get("epilogue_from", [])) + list(user.attrs["fused_from"])  # type: ignore[arg-type]
-    anchor.attrs["epilogue_from"] = fused_from
+    anchor.ann.epilogue_first_input = first
+    anchor.ann.epilogue = program
+    anchor.ann.epilogue_from = anchor.ann.epilogue_from + user.ann.fused_from
     anchor.outputs = list(user.outputs)
     graph.nodes.remove(user)
-    ctx.log(NAME, [anchor.name, *user.attrs["fused_from"]], "fuse_epilogue",  # type: ignore[misc]
-            f"{anchor.op} applies {'+'.join(i.op for i in parse_program(user.attrs['program']))} "  # type: ignore[arg-type]
+    ctx.log(NAME, [anchor.name, *user.ann.fused_from], "fuse_epilogue",
+            f"{anchor.op} applies {'+'.join(i.op for i in user.ann.program)} "
             "as it stores each element: no intermediate tensor, one pass over memory",
-            before=1 + len(user.attrs["fused_from"]), after=1)  # type: ignore[arg-type]
+            before=1 + len(user.ann.fused_from), after=1)
     return True
 
 
@@ -172,7 +170,7 @@ def _fuse_prologues(graph: Graph, ctx: PassContext) -> None:
     computes that result while it gathers its input columns: the full-size temporary goes."""
     conv = registry.get("Conv")
     for node in list(graph.nodes):
-        if node.op == "Conv" and "prologue" not in node.attrs and \
+        if node.op == "Conv" and not node.ann.prologue and \
                 conv.takes_prologue(node, graph):  # type: ignore[attr-defined]
             _absorb_producer(graph, node, ctx)
 
@@ -188,12 +186,12 @@ def _absorb_producer(graph: Graph, conv: Node, ctx: PassContext) -> None:
     if source is None:
         return  # the conv's X0 must keep a tensor of the input's type (shapes, strides)
     conv.inputs = [source] + conv.inputs[1:] + list(producer.inputs)
-    conv.attrs["prologue_inputs"] = len(producer.inputs)
-    conv.attrs["prologue"] = list(producer.attrs["program"])  # type: ignore[arg-type]
-    conv.attrs["prologue_from"] = list(producer.attrs["fused_from"])  # type: ignore[arg-type]
+    conv.ann.prologue_inputs = len(producer.inputs)
+    conv.ann.prologue = list(producer.ann.program)
+    conv.ann.prologue_from = list(producer.ann.fused_from)
     graph.nodes.remove(producer)
     graph.types.pop(value)
-    ctx.log(NAME, [conv.name, *producer.attrs["fused_from"]], "fuse_prologue",  # type: ignore[misc]
-            f"{conv.op} computes {'+'.join(i.op for i in parse_program(producer.attrs['program']))} "  # type: ignore[arg-type]
+    ctx.log(NAME, [conv.name, *producer.ann.fused_from], "fuse_prologue",
+            f"{conv.op} computes {'+'.join(i.op for i in producer.ann.program)} "
             "on its input as it gathers columns: the full-size intermediate is never stored",
-            before=1 + len(producer.attrs["fused_from"]), after=1)  # type: ignore[arg-type]
+            before=1 + len(producer.ann.fused_from), after=1)

@@ -10,14 +10,13 @@ from ..ops import registry
 from ..progress import BuildSteps
 from .analyze_liveness import analyze_liveness
 from .canonicalize import canonicalize
-from .choose_layout import choose_layout
 from .context import PassContext
 from .eliminate_dead_code import eliminate_dead_code
 from .fold_constants import fold_constants
 from .fuse import fuse
 from .infer_shapes import infer_shapes
-from .lower import lower
 from .plan_memory import plan_memory
+from .select_kernels import select_kernels
 
 Pass = Callable[[Graph, PassContext], Graph]
 
@@ -25,12 +24,11 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("canonicalize", canonicalize),
     ("fold_constants", fold_constants),
     ("infer_shapes", infer_shapes),
-    ("choose_layout", choose_layout),
     ("fuse", fuse),
     ("eliminate_dead_code", eliminate_dead_code),
     ("analyze_liveness", analyze_liveness),
+    ("select_kernels", select_kernels),
     ("plan_memory", plan_memory),
-    ("lower", lower),
 )
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
 

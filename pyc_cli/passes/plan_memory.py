@@ -5,7 +5,8 @@ The figures the other modes would give are recorded too."""
 
 from __future__ import annotations
 
-from ..codegen.targets import get_target
+from ..errors import PycError
+from ..ir.annotations import KernelChoice
 from ..ir.graph import Graph
 from ..ir.types import check_addressable
 from ..ops import registry
@@ -15,12 +16,9 @@ from ..planning.remat import rematerialize
 from ..planning.schedule import best_schedule
 from ..planning.tiling import tile_channels
 from .context import MODES, PassContext
+from .select_kernels import WORKSPACE_CAPS, choose_kernel, size_workspace
 
 NAME = "plan_memory"
-
-# the largest scratch one kernel may take (tiled kernels shrink their tiles to fit): memory_first
-# gives up a little GEMM width to keep scratch far below the activations
-WORKSPACE_CAPS = {"latency_first": 512 * 1024, "balanced": 512 * 1024, "memory_first": 32 * 1024}
 
 
 def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
@@ -73,22 +71,23 @@ def _prepare(graph: Graph, mode: str, ctx: PassContext, log: bool) -> str:
 
 
 def _note_kernel_needs(graph: Graph, mode: str, ctx: PassContext, log: bool) -> None:
-    """Kernels that need scratch (im2col columns) get it from the arena, live for one step;
-    kernels that store each element once may take an epilogue operand's bytes."""
-    target = get_target(ctx.options.target)
+    """Kernels that need scratch (im2col columns) get it from the arena, live for one step, as
+    select_kernels recorded it. Nodes made here (channel slices, the Concat of their results)
+    get their kernel chosen now; the what-if figures of other modes size scratch to their caps."""
     for node in graph.nodes:
-        chosen, _ = registry.select_kernel(node, graph, target.has_template)
-        if chosen is not None and chosen.stores_once and "epilogue" in node.attrs:
-            node.attrs["stores_once"] = 1
-        if chosen is None or chosen.workspace is None:
+        if node.ann.kernel is None:
+            if not choose_kernel(node, graph, ctx, mode, NAME if log else None):
+                raise PycError("E008", f"no {ctx.options.target} kernel for {node.op} "
+                               f"({node.name!r})", hint="see docs/op_coverage.md")
+        elif mode != ctx.options.mode:
+            size_workspace(node, graph, mode)
+        chosen = registry.chosen_candidate(node)
+        if chosen is None or chosen.workspace is None or node.ann.kernel is None:
             continue
-        node.attrs["workspace_cap"] = WORKSPACE_CAPS[mode]
-        scratch = chosen.workspace_bytes(node, graph)
-        if scratch:
-            node.attrs["workspace_bytes"] = scratch
-            if log:
-                ctx.log(NAME, [node.name], "workspace", f"{chosen.name} needs scratch; tiles "
-                        f"sized to the {mode} cap of {WORKSPACE_CAPS[mode]} bytes", after=scratch)
+        scratch = node.ann.kernel.workspace_bytes
+        if scratch and log:
+            ctx.log(NAME, [node.name], "workspace", f"{chosen.name} needs scratch; tiles "
+                    f"sized to the {mode} cap of {WORKSPACE_CAPS[mode]} bytes", after=scratch)
 
 
 def _record_inplace(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
@@ -96,7 +95,7 @@ def _record_inplace(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
         victim = plan.inplace.get(node.name)
         if victim is None:
             continue
-        node.attrs["inplace_operand"] = node.inputs.index(victim)
+        node.ann.inplace_operand = node.inputs.index(victim)
         ctx.log(NAME, [node.name], "inplace", f"writes over {victim!r}, which dies here: same "
                 "size, and the kernel reads each element before it overwrites it", after=victim)
 
@@ -106,10 +105,13 @@ def _record_concat_slices(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> N
         placed = plan.concat_slices.get(node.name)
         if not placed:
             continue
-        node.attrs["inplace_inputs"] = list(placed)
+        node.ann.inplace_inputs = list(placed)
         ctx.log(NAME, [node.name], "concat_in_place",
                 "producers write straight into their slice of the concat output: no copy, and "
                 "the inputs need no buffers of their own", after=[node.inputs[i] for i in placed])
+        if len(placed) == len(node.inputs):
+            node.ann.kernel = KernelChoice("in_place")
+            ctx.log(NAME, [node.name], "alias", "every input was written into its slice: no code")
 
 
 def _what_if(original: Graph, ctx: PassContext, plan: MemoryPlan) -> dict[str, dict[str, int]]:

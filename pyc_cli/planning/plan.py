@@ -175,12 +175,17 @@ def _move_storage(storage: Storage, root: str, host: str, offset: int, reason: s
 WORKSPACE_SUFFIX = "#workspace"
 
 
+def workspace_bytes(node: Node) -> int:
+    """The scratch the node's chosen kernel takes (select_kernels recorded it)."""
+    return node.ann.kernel.workspace_bytes if node.ann.kernel is not None else 0
+
+
 def storage_blocks(graph: Graph, storage: Storage, liveness: dict[str, Interval],
                    alignment: int) -> list[Block]:
     blocks = [_block(graph, root, values, liveness, alignment, storage.sub_offset)
               for root, values in storage.members.items()]
     for step, node in enumerate(graph.nodes):  # kernel scratch lives only while its node runs
-        scratch = int(node.attrs.get("workspace_bytes", 0))  # type: ignore[call-overload]
+        scratch = workspace_bytes(node)
         if scratch:
             blocks.append(Block(node.name + WORKSPACE_SUFFIX, align(scratch, alignment),
                                 Interval(step, step)))
@@ -251,7 +256,7 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
         key = node.name + WORKSPACE_SUFFIX
         if key in offsets:
             workspaces[node.name] = offsets[key]
-            tensors.append(TensorPlacement(key, int(node.attrs["workspace_bytes"]),  # type: ignore[call-overload]
+            tensors.append(TensorPlacement(key, workspace_bytes(node),
                                            offsets[key], step, step, None, "kernel workspace"))
     no_reuse = sum(align(graph.types[v].nbytes, alignment) for v in storage.arena_values
                    if storage.roots[v] == v)
@@ -308,11 +313,11 @@ def _inplace_candidates(node: Node, mode: str) -> list[str]:
     modes that op allows it)."""
     if node.op == "pyc.Elementwise":
         return list(node.inputs)
-    if "epilogue" in node.attrs:
+    if node.ann.epilogue:
         own, epilogue, prologue = registry.fused_inputs(node)
         # an operand the kernel also reads as a main input is read after outputs are stored
         return [v for v in epilogue if v not in own and v not in prologue] \
-            if node.attrs.get("stores_once") else []
+            if node.ann.stores_once else []
     opdef = registry.get(node.op)
     index = opdef.inplace_input if mode in opdef.inplace_modes else None
     return [node.inputs[index]] if index is not None else []

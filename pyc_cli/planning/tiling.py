@@ -268,7 +268,8 @@ def _slice_node(graph: Graph, node: Node, part: int, width: int, renamed: dict[s
     """A copy of `node` computing output channels [part * width, (part + 1) * width)."""
     clone = copy.deepcopy(node)
     clone.name = graph.fresh_name(f"{node.name}_tile{part}")
-    clone.attrs["tiled_from"] = node.name  # reports find the original's decisions
+    clone.ann.tiled_from = node.name  # reports find the original's decisions
+    clone.ann.kernel = None  # a slice has other shapes: the planner chooses its kernel anew
     axes = _per_channel_inputs(graph, node, set(renamed))
     for k, value in enumerate(node.inputs):
         if value in renamed:

@@ -1,0 +1,78 @@
+"""Kernel selection: record for every node the kernel candidate it runs and its parameters.
+
+One decision, made once before memory planning: the planner reads each choice's workspace, and
+code generation renders the chosen candidate. The choice consults, in order, the tuning database
+(measured choices, passes/tuning.py) and the cost model (the applicable candidate with the lowest
+`cost_factor * flops`). Views need no kernel; their choice is "view".
+"""
+
+from __future__ import annotations
+
+from ..codegen.targets import get_target
+from ..errors import PycError
+from ..ir.annotations import KernelChoice, KernelParam
+from ..ir.graph import Graph, Node
+from ..ops import registry
+from .context import PassContext
+from .tuning import kernel_signature
+
+NAME = "select_kernels"
+
+# the largest scratch one kernel may take (tiled kernels shrink their tiles to fit): memory_first
+# gives up a little GEMM width to keep scratch far below the activations
+WORKSPACE_CAPS = {"latency_first": 512 * 1024, "balanced": 512 * 1024, "memory_first": 32 * 1024}
+
+
+def select_kernels(graph: Graph, ctx: PassContext) -> Graph:
+    problems = [f"{node.op} ({node.name!r})" for node in graph.nodes
+                if not choose_kernel(node, graph, ctx, ctx.options.mode, NAME)]
+    if problems:
+        target = get_target(ctx.options.target)
+        raise PycError("E008", f"no {target.name} kernel for {len(problems)} node(s): "
+                       + ", ".join(problems), hint="see docs/op_coverage.md")
+    return graph
+
+
+def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
+                  pass_name: str | None) -> bool:
+    """Record `node`'s kernel choice (and log why under `pass_name`, unless None); False when
+    no candidate applies on the build target. The planner calls this for nodes it creates."""
+    opdef = registry.get(node.op)
+    if opdef.category == registry.VIEW:
+        node.ann.kernel = KernelChoice("view")
+        if pass_name:
+            ctx.log(pass_name, [node.name], "alias", "a view: the output is the input's bytes, no code")
+        return True
+    target = get_target(ctx.options.target)
+    chosen, candidates = registry.select_kernel(node, graph, target.has_template)
+    if chosen is None:
+        return False
+    flops = opdef.flops(node, graph)
+    reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
+    params: dict[str, KernelParam] = {}
+    tuned = ctx.tuning.lookup(kernel_signature(node, graph, target.name))
+    if tuned is not None:
+        hit = next((c for c in candidates if c.name == tuned.candidate), None)
+        if hit is None:
+            reason += f"; the tuning database's {tuned.candidate} does not apply here"
+        else:
+            chosen, params = hit, dict(tuned.params)
+            reason = f"measured fastest on {target.name} (tuning database)"
+    node.ann.kernel = KernelChoice(chosen.name, params)
+    node.ann.stores_once = chosen.stores_once and bool(node.ann.epilogue)
+    size_workspace(node, graph, mode)
+    if pass_name:
+        others = [c.name for c in candidates if c is not chosen]
+        ctx.log(pass_name, [node.name], "select_kernel",
+                reason + (f"; also applicable: {', '.join(others)}" if others else ""),
+                after=chosen.name, **({"params": params} if params else {}))
+    return True
+
+
+def size_workspace(node: Node, graph: Graph, mode: str) -> None:
+    """The chosen kernel's scratch under `mode`'s cap (tiled kernels shrink tiles to fit)."""
+    chosen = registry.chosen_candidate(node)
+    if chosen is None or chosen.workspace is None or node.ann.kernel is None:
+        return
+    node.ann.kernel.workspace_cap = WORKSPACE_CAPS[mode]
+    node.ann.kernel.workspace_bytes = chosen.workspace_bytes(node, graph)
