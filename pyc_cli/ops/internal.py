@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.ewprogram import parse_program
+from ..ir.ewprogram import Instr, is_literal, literal_parts, parse_program, tensor_operand
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, ints_attr, register, require
@@ -26,9 +26,57 @@ class FusedElementwise(OpDef):
         program = parse_program(node.attrs["program"])  # type: ignore[arg-type]
         return [TensorType(program[-1].dtype, tuple(ints_attr(node, "shape")))]
 
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        """Runs the program one instruction at a time, each by the numpy reference of the op
+        it names (its ONNX attributes rebuilt from the instruction's), on operands broadcast
+        to the output shape."""
+        from .registry import get  # the ops this program names
+
+        shape = tuple(ints_attr(node, "shape"))
+        env: dict[str, np.ndarray] = {}
+
+        def operand(arg: str) -> np.ndarray:
+            if is_literal(arg):
+                dtype, number = literal_parts(arg)
+                return np.asarray(number, dtype.numpy)
+            index = tensor_operand(arg)
+            return np.asarray(inputs[index]) if index is not None else env[arg]  # type: ignore[index]
+
+        for instr in parse_program(node.attrs["program"]):  # type: ignore[arg-type]
+            names, attrs = _onnx_form(instr)
+            step = Node(instr.op, instr.dst, names, [instr.dst], attrs)
+            values = [operand(a) for a in instr.args]
+            slots = [values[int(n[3:])] if n else None for n in names]
+            (result,) = get(instr.op).evaluate(step, slots)
+            env[instr.dst] = np.asarray(result).astype(instr.dtype.numpy, copy=False)
+        result = env[parse_program(node.attrs["program"])[-1].dst]  # type: ignore[arg-type]
+        return [np.broadcast_to(result, shape).copy()]
+
     def flops(self, node: Node, graph: Graph) -> int:
         count = len(node.attrs["program"])  # type: ignore[arg-type]
         return count * graph.types[node.outputs[0]].numel
+
+
+def _onnx_form(instr: Instr) -> tuple[list[str], dict[str, object]]:
+    """The input slots (`arg<K>` for the instruction's K-th operand, "" for an absent optional
+    input) and ONNX attributes of the op an instruction runs: the inverse of the ops'
+    `scalar_attrs`, which fusion stored."""
+    names = [f"arg{k}" for k in range(len(instr.args))]
+    attrs: dict[str, object] = dict(instr.attrs)
+    if instr.op == "Cast":
+        attrs = {"to": instr.dtype.to_onnx()}
+    elif instr.op == "Clip":  # bounds read per element sit at min_arg / max_arg
+        slots = ["arg0", "", ""]
+        for slot, key in ((1, "min_arg"), (2, "max_arg")):
+            position = int(attrs.pop(key, -1))
+            if position >= 0:
+                slots[slot] = f"arg{position}"
+        names = slots
+    elif instr.op == "IsInf":
+        attrs = {"detect_negative": attrs.get("negative", 1), "detect_positive": attrs.get("positive", 1)}
+    elif instr.op == "BitShift":
+        attrs = {"direction": "LEFT" if attrs.get("left") else "RIGHT"}
+    return names, attrs
 
 
 @register

@@ -153,7 +153,51 @@ class ResizeBase(OpDef):
                 "extrapolation": _c_double(node.attrs.get("extrapolation_value", 0.0))}  # type: ignore[arg-type]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("Resize is not constant-folded")
+        """Separable, as the ONNX reference: along each axis, every output coordinate blends
+        its source taps (taken from ONNX's rule for every mode, where the kernel's tables
+        take onnxruntime's, which differ only in which zero-weight neighbours are read);
+        tf_crop_and_resize outputs outside the input take extrapolation_value."""
+        x = np.asarray(inputs[0])
+        self.check_supported(node)
+        scales, sizes = self.scales_and_sizes(node, x.shape, inputs)
+        roi = self.roi(node, x.ndim, inputs)
+        y = x.astype(np.float64)
+        outside = np.zeros(sizes, bool)
+        for axis in range(x.ndim):
+            idx, weights, away = self._reference_taps(node, x.shape[axis], sizes[axis],
+                                                      scales[axis], None if roi is None else roi[axis])
+            moved = np.moveaxis(y, axis, 0)
+            blended = np.einsum("ot,ot...->o...", weights, moved[idx]) if idx.size else \
+                np.zeros((sizes[axis],) + moved.shape[1:])
+            y = np.moveaxis(blended, 0, axis)
+            shape = [1] * x.ndim
+            shape[axis] = sizes[axis]
+            outside |= away.reshape(shape)
+        y[outside] = float(node.attrs.get("extrapolation_value", 0.0))  # type: ignore[arg-type]
+        return [y.astype(x.dtype)]
+
+    def _reference_taps(self, node: Node, size_in: int, size_out: int, scale: float,
+                        roi: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source indices, weights), both (size_out, taps), and which outputs lie outside
+        the input (tf_crop_and_resize) along one axis."""
+        mode, coords = self.mode(node), self.coordinate_mode(node)
+        if size_out == 0:
+            return np.zeros((0, 1), int), np.zeros((0, 1)), np.zeros(0, bool)
+        if size_in == 0:
+            raise PycError("E009", f"{node.op} cannot resize an empty axis to {size_out} "
+                           "elements (there is nothing to sample)", where=node.name)
+        x = _source_coordinates(size_out, scale, size_in, coords, roi)
+        away = np.array([coords == "tf_crop_and_resize" and (v < 0 or v > size_in - 1) for v in x])
+        if mode == "nearest":
+            nearest = str(node.attrs.get("nearest_mode", "round_prefer_floor"))
+            if node.op == "Upsample" or self.since_opset(node) < 11:
+                nearest = "floor"
+            idx = [min(max(_round(v, nearest), 0), size_in - 1) for v in x]
+            return np.array(idx)[:, None], np.ones((size_out, 1)), away
+        exclude_outside = bool(node.attrs.get("exclude_outside", 0))
+        idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
+                                           exclude_outside)
+        return idx, weights, away
 
 
 def _source_coordinates(size_out: int, scale: float, size_in: int, mode: str,
