@@ -186,6 +186,11 @@ class ResizeBase(OpDef):
         if size_in == 0:
             raise PycError("E009", f"{node.op} cannot resize an empty axis to {size_out} "
                            "elements (there is nothing to sample)", where=node.name)
+        if size_out == size_in and math.isclose(scale, 1.0) and \
+                (roi is None or (math.isclose(roi[0], 0.0) and math.isclose(roi[1], 1.0))):
+            # an axis kept as it is reads itself (onnxruntime; tf_half_pixel_for_nn with
+            # ceil would otherwise shift it by one)
+            return np.arange(size_out)[:, None], np.ones((size_out, 1)), np.zeros(size_out, bool)
         x = _source_coordinates(size_out, scale, size_in, coords, roi)
         away = np.array([coords == "tf_crop_and_resize" and (v < 0 or v > size_in - 1) for v in x])
         if mode == "nearest":
