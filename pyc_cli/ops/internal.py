@@ -95,7 +95,8 @@ class Copy(OpDef):
         return [TensorType(source.dtype, shape)]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [np.array(inputs[0])]
+        value = np.array(inputs[0])
+        return [value.reshape(ints_attr(node, "shape")) if "shape" in node.attrs else value]
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

@@ -243,6 +243,7 @@ NOT_IN_TABLE = {
     "If": "no branches in the IR; never reaches evaluation",
     # a PyC-internal op, not ONNX: checked by test_fused_elementwise_reference below
     "pyc.Elementwise": "internal; checked against onnxruntime through its unfused graph",
+    "pyc.Copy": "internal; checked by test_copy_reference below",
 }
 
 
@@ -383,4 +384,96 @@ def test_fused_elementwise_reference(rng: np.random.Generator, tmp_path) -> None
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
-GENERIC_OPS: dict[str, str] = {}
+def test_copy_reference(rng: np.random.Generator) -> None:
+    """pyc.Copy materializes its input, in the shape a `shape` attribute gives (a view's)."""
+    from pyc_cli.ir.graph import Node
+
+    x = rng.standard_normal((3, 1, 10)).astype(F32)
+    opdef = registry.get("pyc.Copy")
+    [same] = opdef.evaluate(Node("pyc.Copy", "n", ["x"], ["y"], {}), [x])
+    [shaped] = opdef.evaluate(Node("pyc.Copy", "n", ["x"], ["y"], {"shape": [5, 6]}), [x])
+    assert np.array_equal(same, x) and not np.shares_memory(same, x)
+    assert np.array_equal(shaped, x.reshape(5, 6)) and not np.shares_memory(shaped, x)
+
+
+# ---------------------------------------------------------------- every other op: generated nodes
+
+TABLE_OPS = {case.op for case in CASES}
+# the other registered ONNX ops: their references are checked on nodes the fuzz generator's
+# per-op specs produce (random attributes, shapes with 1s and primes, every dtype the op accepts)
+GENERIC_OPS = sorted(op for op, opdef in registry.all_ops().items()
+                     if not opdef.domain and op not in TABLE_OPS and op not in NOT_IN_TABLE)
+GENERATED_GRAPHS = 2  # per op and run, each of 1 to 5 nodes
+
+
+@pytest.mark.parametrize("op", GENERIC_OPS)
+def test_generated_nodes_match_onnxruntime(op: str, rng: np.random.Generator, tmp_path) -> None:  # noqa: ANN001
+    """Each node of a generated graph of `op`, fed onnxruntime's values of its inputs, gives
+    onnxruntime's outputs through the op's reference, within the fuzz oracle's tolerance table
+    (float32 rtol 1e-4, atol 1e-5 times the largest magnitude and the reduction scale; float64
+    rtol 1e-9; exact for integers and booleans). Where onnxruntime differs, ONNX's reference
+    evaluator decides, as in the fuzz oracle (onnxruntime's Shrink on float64 rounds its result
+    to float32, for one)."""
+    from pyc_cli.testing.fuzz.generate import generate
+    from pyc_cli.testing.fuzz.oracle import Tolerance, compare, reference_outputs
+    from pyc_cli.testing.fuzz.values import feeds_for
+
+    for _ in range(GENERATED_GRAPHS):
+        seed = int(rng.integers(2**31))
+        model = generate(seed, only=[op]).model
+        values = _all_values(model, feeds_for(model, seed))
+        for index, node in enumerate(model.graph.node):
+            single = _single(model, node, values)
+            got = _evaluate_imported(single, tmp_path / f"{seed}_{index}")
+            tolerance = Tolerance.of(single)
+            for name in (o for o in node.output if o):
+                problem = compare(name, values[name], got[name], tolerance)
+                if problem:  # onnxruntime may be the one off: ONNX's own reference decides
+                    onnx_value = dict(reference_outputs(single, {}))[name]
+                    if not compare(name, onnx_value.astype(values[name].dtype), got[name], tolerance):
+                        continue
+                assert not problem, f"seed {seed}, node {index} ({node.op_type}): {problem}"
+
+
+def _all_values(model: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
+    """Feeds, initializers and every node output, as onnxruntime computes them."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    known = {o.name for o in exposed.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in known:
+                exposed.graph.output.append(onnx.ValueInfoProto(name=name, type=types[name]))
+                known.add(name)
+    session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    values.update(feeds)
+    values.update(zip(names, session.run(names, feeds)))
+    return values
+
+
+def _single(model: onnx.ModelProto, node: onnx.NodeProto, values: dict) -> onnx.ModelProto:
+    """The node alone, its inputs constants (as folding would see them)."""
+    inits = [numpy_helper.from_array(np.asarray(values[i]), i) for i in dict.fromkeys(node.input) if i]
+    outputs = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(values[o].dtype),
+                                             list(values[o].shape)) for o in node.output if o]
+    graph = helper.make_graph([node], "single", [], outputs, inits)
+    single = helper.make_model(graph, opset_imports=list(model.opset_import))
+    single.ir_version = model.ir_version
+    return single
+
+
+def _evaluate_imported(single: onnx.ModelProto, where) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The node imported as PyC does (a Constant, or an If on a constant condition, becomes
+    constants or its branch's nodes), each resulting node run by its op's reference."""
+    where.mkdir(parents=True)
+    graph = import_onnx(single, where)
+    values = dict(graph.constants)
+    for node in graph.nodes:
+        with np.errstate(all="ignore"):  # NaN and inf are values like any other here
+            results = registry.get(node.op).evaluate(node, [values[i] if i else None for i in node.inputs])
+        values.update((name, np.asarray(v)) for name, v in zip(node.outputs, results) if name)
+    return values
