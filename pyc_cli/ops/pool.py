@@ -75,8 +75,10 @@ class Pool(OpDef):
             return [references.average_pool(x, kernel, strides, dilations, begins, out, ends,
                                             include)]
         column_major = bool(int(node.attrs.get("storage_order", 0)))  # type: ignore[arg-type]
+        rule = self.max_rule(node, TensorType.of(x), kernel, strides, dilations, begins, ends)
         values, indices = references.max_pool(x, kernel, strides, dilations, begins, out,
-                                              column_major)
+                                              column_major, str(rule["rule"]),
+                                              bool(rule["column_from_first_row"]))
         return [values, indices][:len(node.outputs)]
 
     @staticmethod

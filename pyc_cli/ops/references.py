@@ -3,7 +3,9 @@ Softmax-like ops, InstanceNormalization), written for clarity and ONNX semantics
 
 They take the geometry (strides, dilations, begin pads, output sizes) that the op's shape rule
 computed, so a reference and a kernel can disagree only in arithmetic. Sums accumulate in
-float64 and results are cast back to the input's element type, as folding stores them.
+float64 and results are cast back to the input's element type, as folding stores them; the
+pools instead follow the kernels' scan (the element type, their order, onnxruntime's rules for
+where NaN wins), so that a folded constant holding NaN, inf or huge values equals run time.
 """
 
 from __future__ import annotations
@@ -98,47 +100,120 @@ def conv_transpose(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, group:
     return y.astype(x.dtype)
 
 
-def max_pool(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
-             begins: list[int], out: list[int], column_major: bool
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """The maximum of each window's input taps (pads never win; a window of pads only gives
-    the lowest finite value, as onnxruntime's does) and the flat input index of the first
-    maximum: (n*C + c) * prod(spatial) + the spatial offset, row-major or, with
-    storage_order=1, column-major."""
+def _taps(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
+          begins: list[int], out: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C, *out, taps) window values and (*out, taps) inside-the-input flags, the taps of
+    each window in row-major kernel order (the order the kernels scan them)."""
     rank = len(kernel)
     spatial = x.shape[2:]
     mask = inside_mask(spatial, kernel, strides, dilations, begins, out, [0] * rank, list(spatial))
-    lowest = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     cols = window_view(x, kernel, strides, dilations, begins, out, 0)
-    cols = np.where(mask, cols, -np.inf if x.dtype.kind == "f" else lowest)
-    flat = cols.reshape(*cols.shape[:2 + rank], -1)
-    best = flat.argmax(axis=-1)
-    values = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0]
-    values = np.where(mask.reshape(*out, -1).any(axis=-1), values, lowest).astype(x.dtype)
-    taps = np.unravel_index(best, kernel)
+    return cols.reshape(*cols.shape[:2 + rank], -1), mask.reshape(*out, -1)
+
+
+def _gt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a > b ? a : b (SSE maxps: a NaN b wins)."""
+    return np.where(a > b, a, b)
+
+
+def _ge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a < b ? b : a (std::max: a NaN b loses)."""
+    return np.where(a < b, b, a)
+
+
+def max_pool(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
+             begins: list[int], out: list[int], column_major: bool, rule: str,
+             column_from_first_row: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The maximum of each window's input taps (pads never count) and the flat input index
+    of the first maximum: (n*C + c) * prod(spatial) + the spatial offset, row-major or, with
+    storage_order=1, column-major. Where NaN wins follows `rule` (Pool.max_rule: which of
+    onnxruntime's implementations the kernel matches, pool.c.j2 describes each); a window
+    of pads only gives the lowest finite value, as there."""
+    rank = len(kernel)
+    spatial = x.shape[2:]
+    lowest = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    cols, mask = _taps(x, kernel, strides, dilations, begins, out)
+    best = np.full(cols.shape[:-1], lowest, x.dtype)
+    first = np.zeros(cols.shape[:-1], np.int64)
+    if rule == "mlas_global":
+        best = _global_max(x.reshape(*x.shape[:2], -1), lowest).reshape(best.shape)
+    elif rule == "mlas_vector":
+        best = _column_max(cols, mask, kernel, strides, begins, out, spatial[-1], lowest,
+                           column_from_first_row)
+    elif rule == "lowest_std":
+        for tap in range(cols.shape[-1]):
+            best = np.where(mask[..., tap], _ge(best, cols[..., tap]), best)
+    else:  # first_strict: the first tap inside, then strictly greater ones
+        seen = np.zeros(best.shape, bool)
+        for tap in range(cols.shape[-1]):
+            take = mask[..., tap] & (~seen | (cols[..., tap] > best))
+            best = np.where(take, cols[..., tap], best)
+            first = np.where(take, tap, first)
+            seen = seen | mask[..., tap]
+    taps = np.unravel_index(first, kernel)
     coords = [np.arange(out[d]).reshape([-1 if a == d else 1 for a in range(rank)]) * strides[d]
               - begins[d] + taps[d] * dilations[d] for d in range(rank)]
     coords = [np.clip(c, 0, size - 1) for c, size in zip(coords, spatial)]
     offset = np.ravel_multi_index(coords, spatial, order="F" if column_major else "C")
+    offset = np.where(mask.any(axis=-1), offset, 0)  # an empty window reports its plane's start
     plane = np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[0], x.shape[1], *([1] * rank))
-    return values, (plane * int(np.prod(spatial)) + offset).astype(np.int64)
+    return best.astype(x.dtype), (plane * int(np.prod(spatial)) + offset).astype(np.int64)
+
+
+def _global_max(flat: np.ndarray, lowest: float) -> np.ndarray:
+    """MLAS's global max: four lanes (element i in lane i % 4) reduced with gt, combined as
+    gt(gt(l0, l2), gt(l1, l3)), then the last size % 4 elements with ge."""
+    size = flat.shape[-1]
+    lanes = np.full(flat.shape[:-1] + (4,), lowest, flat.dtype)
+    for row in range(size // 4):
+        lanes = _gt(lanes, flat[..., 4 * row:4 * row + 4])
+    best = _gt(_gt(lanes[..., 0], lanes[..., 2]), _gt(lanes[..., 1], lanes[..., 3]))
+    for i in range(size // 4 * 4, size):
+        best = _ge(best, flat[..., i])
+    return best
+
+
+def _column_max(cols: np.ndarray, mask: np.ndarray, kernel: list[int], strides: list[int],
+                begins: list[int], out: list[int], width: int, lowest: float,
+                from_first_row: bool) -> np.ndarray:
+    """MLAS's vectorized max (unit dilations): each window column (a kernel position along W)
+    is reduced over its rows first (from its first row in 2-D, from the lowest value in 3-D;
+    gt in the columns of the first width - width % 4, ge in the rest), then the columns left
+    to right with gt; columns in the padding hold the lowest value."""
+    rank = len(kernel)
+    taps = np.arange(int(np.prod(kernel))).reshape(kernel)
+    ow = np.arange(out[-1]).reshape([1] * (rank - 1) + [-1])
+    best = np.full(cols.shape[:-1], lowest, cols.dtype)
+    for kw in range(kernel[-1]):
+        iw = ow * strides[-1] - begins[-1] + kw
+        vector = iw < width // 4 * 4
+        column = np.full(cols.shape[:-1], lowest, cols.dtype)
+        started = np.full(cols.shape[:-1], not from_first_row)
+        for tap in taps[..., kw].reshape(-1):
+            value, inside = cols[..., tap], mask[..., tap]
+            reduced = np.where(vector, _gt(column, value), _ge(column, value))
+            column = np.where(inside, np.where(started, reduced, value), column)
+            started = started | inside
+        best = column if kw == 0 else _gt(best, column)
+    return best
 
 
 def average_pool(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
                  begins: list[int], out: list[int], ends: list[int],
                  count_include_pad: bool) -> np.ndarray:
     """The sum of each window's input taps over the taps counted: those inside the input, or
-    with count_include_pad those inside the explicitly padded input (never a ceil_mode tail)."""
-    rank = len(kernel)
+    with count_include_pad those inside the explicitly padded input (never a ceil_mode tail).
+    The sum runs in the element type in the kernels' (and onnxruntime's) order, so a folded
+    window of huge values overflows as it does at run time."""
     spatial = list(x.shape[2:])
-    inside = inside_mask(tuple(spatial), kernel, strides, dilations, begins, out, [0] * rank, spatial)
+    cols, inside = _taps(x, kernel, strides, dilations, begins, out)
     counted = inside_mask(tuple(spatial), kernel, strides, dilations, begins, out,
-                          [-b for b in begins], [s + e for s, e in zip(spatial, ends)]) \
-        if count_include_pad else inside
-    cols = window_view(x.astype(np.float64), kernel, strides, dilations, begins, out, 0.0)
-    axes = tuple(range(-rank, 0))
-    total = np.where(inside, cols, 0.0).sum(axis=axes)
-    return (total / counted.sum(axis=axes)).astype(x.dtype)
+                          [-b for b in begins], [s + e for s, e in zip(spatial, ends)]
+                          ).reshape(*out, -1) if count_include_pad else inside
+    total = np.zeros(cols.shape[:-1], x.dtype)
+    for tap in range(cols.shape[-1]):
+        total = np.where(inside[..., tap], total + cols[..., tap], total)
+    return (total / counted.sum(axis=-1).astype(x.dtype)).astype(x.dtype)
 
 
 def rowwise(x: np.ndarray, geometry: tuple[int, int, int], kind: str) -> np.ndarray:

@@ -154,9 +154,10 @@ class ResizeBase(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         """Separable, as the ONNX reference: along each axis, every output coordinate blends
-        its source taps (taken from ONNX's rule for every mode, where the kernel's tables
-        take onnxruntime's, which differ only in which zero-weight neighbours are read);
-        tf_crop_and_resize outputs outside the input take extrapolation_value."""
+        its source taps with float64 weights; tf_crop_and_resize outputs outside the input
+        take extrapolation_value. The taps are the ones the kernel and onnxruntime read (they
+        differ from ONNX's only in which zero-weight neighbours are read, which decides where
+        a NaN or inf of a folded constant spreads)."""
         x = np.asarray(inputs[0])
         self.check_supported(node)
         scales, sizes = self.scales_and_sizes(node, x.shape, inputs)
@@ -200,8 +201,12 @@ class ResizeBase(OpDef):
             idx = [min(max(_round(v, nearest), 0), size_in - 1) for v in x]
             return np.array(idx)[:, None], np.ones((size_out, 1)), away
         exclude_outside = bool(node.attrs.get("exclude_outside", 0))
-        idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
-                                           exclude_outside)
+        if node.attrs.get("antialias", 0):
+            idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
+                                               exclude_outside)
+        else:  # the taps run time reads: a NaN or inf under a zero weight propagates alike
+            a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+            idx, weights = _onnxruntime_taps(x, size_in, mode, a, exclude_outside)
         return idx, weights, away
 
 
