@@ -153,29 +153,34 @@ class ResizeBase(OpDef):
                 "extrapolation": _c_double(node.attrs.get("extrapolation_value", 0.0))}  # type: ignore[arg-type]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        """Separable, as the ONNX reference: along each axis, every output coordinate blends
-        its source taps with float64 weights; tf_crop_and_resize outputs outside the input
-        take extrapolation_value. The taps are the ones the kernel and onnxruntime read (they
-        differ from ONNX's only in which zero-weight neighbours are read, which decides where
-        a NaN or inf of a folded constant spreads)."""
+        """Every output element blends the product of its axes' source taps (one tap: nearest,
+        or an axis left as it is); tf_crop_and_resize outputs outside the input take
+        extrapolation_value. The taps, the element type of weights and sums, and the order of
+        the sums are the kernel's and onnxruntime's (cubic: along the last blended axis
+        first, then each outer axis weights those sums), so that a folded constant holding
+        NaN, inf or huge values equals run time."""
         x = np.asarray(inputs[0])
         self.check_supported(node)
         scales, sizes = self.scales_and_sizes(node, x.shape, inputs)
         roi = self.roi(node, x.ndim, inputs)
-        y = x.astype(np.float64)
+        tables = [self._reference_taps(node, x.shape[a], sizes[a], scales[a],
+                                       None if roi is None else roi[a]) for a in range(x.ndim)]
+        y = x
+        for axis, (idx, _, _) in enumerate(tables):
+            if idx.shape[1] == 1:  # one tap: a gather
+                y = np.take(y, idx[:, 0], axis=axis)
+        blend = [a for a, (idx, _, _) in enumerate(tables) if idx.shape[1] > 1]
+        weights = {a: tables[a][1].astype(x.dtype) for a in blend}
+        if self.mode(node) == "cubic" and not node.attrs.get("antialias", 0):
+            for axis in reversed(blend):
+                y = _blend_axis(y, axis, tables[axis][0], weights[axis])
+        elif blend:
+            y = _blend_product(y, blend, [tables[a][0] for a in blend], [weights[a] for a in blend])
         outside = np.zeros(sizes, bool)
-        for axis in range(x.ndim):
-            idx, weights, away = self._reference_taps(node, x.shape[axis], sizes[axis],
-                                                      scales[axis], None if roi is None else roi[axis])
-            moved = np.moveaxis(y, axis, 0)
-            blended = np.einsum("ot,ot...->o...", weights, moved[idx]) if idx.size else \
-                np.zeros((sizes[axis],) + moved.shape[1:])
-            y = np.moveaxis(blended, 0, axis)
-            shape = [1] * x.ndim
-            shape[axis] = sizes[axis]
-            outside |= away.reshape(shape)
-        y[outside] = float(node.attrs.get("extrapolation_value", 0.0))  # type: ignore[arg-type]
-        return [y.astype(x.dtype)]
+        for axis, (_, _, away) in enumerate(tables):
+            outside |= away.reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+        y = np.where(outside, x.dtype.type(node.attrs.get("extrapolation_value", 0.0)), y)
+        return [np.asarray(y, x.dtype)]
 
     def _reference_taps(self, node: Node, size_in: int, size_out: int, scale: float,
                         roi: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,6 +213,33 @@ class ResizeBase(OpDef):
             a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
             idx, weights = _onnxruntime_taps(x, size_in, mode, a, exclude_outside)
         return idx, weights, away
+
+
+def _blend_axis(y: np.ndarray, axis: int, idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Along one axis: sum over the taps, in order, of weight * source (in y's type)."""
+    total = np.zeros(y.shape[:axis] + (idx.shape[0],) + y.shape[axis + 1:], y.dtype)
+    shape = [-1 if a == axis else 1 for a in range(y.ndim)]
+    for tap in range(idx.shape[1]):
+        total = total + weights[:, tap].reshape(shape) * np.take(y, idx[:, tap], axis=axis)
+    return total
+
+
+def _blend_product(y: np.ndarray, axes: list[int], idx: list[np.ndarray],
+                   weights: list[np.ndarray]) -> np.ndarray:
+    """Over every combination of the axes' taps (the first axis outermost): the product of
+    their weights (left to right) times the source, summed in order (in y's type)."""
+    out_shape = list(y.shape)
+    for axis, table in zip(axes, idx):
+        out_shape[axis] = table.shape[0]
+    total = np.zeros(out_shape, y.dtype)
+    for combo in np.ndindex(*(table.shape[1] for table in idx)):
+        source, weight = y, None
+        for axis, table, w, tap in zip(axes, idx, weights, combo):
+            source = np.take(source, table[:, tap], axis=axis)
+            w_axis = w[:, tap].reshape([-1 if a == axis else 1 for a in range(y.ndim)])
+            weight = w_axis if weight is None else weight * w_axis
+        total = total + weight * source
+    return total
 
 
 def _source_coordinates(size_out: int, scale: float, size_in: int, mode: str,
