@@ -155,6 +155,7 @@ class ConvTranspose(OpDef):
         x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
         return 2 * x.numel * math.prod(w.shape[1:])
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x, w = np.asarray(inputs[0]), np.asarray(inputs[1])
         bias = inputs[2] if len(inputs) > 2 else None

@@ -55,6 +55,7 @@ class RowwiseSoftmax(OpDef):
             raise NotImplementedError(f"{node.op} here depends on the opset")
         return self.evaluate_at(node, inputs, 13)
 
+    @references.f16_via_f32
     def evaluate_at(self, node: Node, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
         """The reference under the semantics of `opset`."""
         x = np.asarray(inputs[0])
@@ -151,6 +152,7 @@ class InstanceNormalization(OpDef):
         return {"rows": shape[0] * shape[1], "channels": shape[1], "row": math.prod(shape[2:]),
                 "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x, scale, bias = (np.asarray(v) for v in inputs[:3])
         epsilon = float(node.attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]

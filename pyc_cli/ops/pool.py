@@ -66,6 +66,7 @@ class Pool(OpDef):
             "count_include_pad": int(node.attrs.get("count_include_pad", 0)),  # type: ignore[arg-type]
         }
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         kernel = ints_attr(node, "kernel_shape")

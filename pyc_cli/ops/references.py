@@ -3,17 +3,37 @@ Softmax-like ops, InstanceNormalization), written for clarity and ONNX semantics
 
 They take the geometry (strides, dilations, begin pads, output sizes) that the op's shape rule
 computed, so a reference and a kernel can disagree only in arithmetic. Sums accumulate in
-float64 and results are cast back to the input's element type, as folding stores them; the
-pools instead follow the kernels' scan (the element type, their order, onnxruntime's rules for
-where NaN wins), so that a folded constant holding NaN, inf or huge values equals run time.
+float64 and results are cast back to the input's element type, as folding stores them. The
+pools and InstanceNormalization instead follow the kernels' arithmetic (the element type, their
+order, onnxruntime's rules for where NaN wins), so that a folded constant holding NaN, inf or
+huge values equals run time (tests/test_special_values.py, folded variant).
 """
 
 from __future__ import annotations
 
+import functools
 import string
+from collections.abc import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+
+def f16_via_f32(evaluate: Callable) -> Callable:
+    """For an `evaluate` of an op whose kernels have no float16 path: float16 values run
+    through the float32 kernel between casts (canonicalize inserts them), so the reference
+    computes in float32 too and rounds the results to float16."""
+
+    @functools.wraps(evaluate)
+    def wrapper(self, node, inputs, *args):  # noqa: ANN001, ANN202
+        if not any(v is not None and np.asarray(v).dtype == np.float16 for v in inputs):
+            return evaluate(self, node, inputs, *args)
+        wide = [v if v is None or np.asarray(v).dtype != np.float16 else np.asarray(v, np.float32)
+                for v in inputs]
+        return [r.astype(np.float16) if r.dtype == np.float32 else r
+                for r in evaluate(self, node, wide, *args)]
+
+    return wrapper
 
 
 def window_view(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
@@ -231,12 +251,14 @@ def rowwise(x: np.ndarray, geometry: tuple[int, int, int], kind: str) -> np.ndar
 
 def instance_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, epsilon: float) -> np.ndarray:
     """Per (n, c): (x - mean) / sqrt(variance + epsilon) * scale[c] + bias[c] over the spatial
-    axes (population variance)."""
-    axes = tuple(range(2, x.ndim))
-    channel = (-1,) + (1,) * (x.ndim - 2)
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    variance = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
-    y = (x64 - mean) / np.sqrt(variance + epsilon) * scale.astype(np.float64).reshape(channel) \
-        + bias.astype(np.float64).reshape(channel)
-    return y.astype(x.dtype)
+    axes (population variance), as the kernel computes it: two passes of running sums in the
+    element type (np.cumsum adds in order), so huge or infinite values overflow as at run time."""
+    rows = x.reshape(x.shape[0] * x.shape[1], -1)
+    count = x.dtype.type(rows.shape[1])
+    mean = np.cumsum(rows, axis=1, dtype=x.dtype)[:, -1:] / count
+    centered = rows - mean
+    variance = np.cumsum(centered * centered, axis=1, dtype=x.dtype)[:, -1:] / count
+    channel = np.arange(rows.shape[0]) % x.shape[1]
+    factor = scale.astype(x.dtype)[channel, None] / np.sqrt(variance + x.dtype.type(epsilon))
+    y = centered * factor + bias.astype(x.dtype)[channel, None]
+    return y.reshape(x.shape).astype(x.dtype)

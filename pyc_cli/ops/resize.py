@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType, check_int32_index
+from . import references
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
@@ -152,6 +153,7 @@ class ResizeBase(OpDef):
                 "separable": self.mode(node) == "cubic" and not node.attrs.get("antialias", 0),
                 "extrapolation": _c_double(node.attrs.get("extrapolation_value", 0.0))}  # type: ignore[arg-type]
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         """Every output element blends the product of its axes' source taps (one tap: nearest,
         or an axis left as it is); tf_crop_and_resize outputs outside the input take
