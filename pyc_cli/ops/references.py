@@ -238,6 +238,8 @@ def average_pool(x: np.ndarray, kernel: list[int], strides: list[int], dilations
 
 def rowwise(x: np.ndarray, geometry: tuple[int, int, int], kind: str) -> np.ndarray:
     """Softmax, LogSoftmax or Hardmax over the middle axis of x viewed as (outer, row, inner)."""
+    if x.size == 0:  # no rows (or empty ones): nothing to normalize
+        return x.copy()
     rows = x.astype(np.float64).reshape(geometry)
     if kind == "Hardmax":  # 1 at the first maximum of each row
         y = np.zeros_like(rows)
