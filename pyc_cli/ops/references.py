@@ -128,7 +128,8 @@ def _taps(x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[
     spatial = x.shape[2:]
     mask = inside_mask(spatial, kernel, strides, dilations, begins, out, [0] * rank, list(spatial))
     cols = window_view(x, kernel, strides, dilations, begins, out, 0)
-    return cols.reshape(*cols.shape[:2 + rank], -1), mask.reshape(*out, -1)
+    taps = int(np.prod(kernel))  # (not -1: a zero-size input leaves nothing to infer it from)
+    return cols.reshape(*cols.shape[:2 + rank], taps), mask.reshape(*out, taps)
 
 
 def _gt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -229,7 +230,7 @@ def average_pool(x: np.ndarray, kernel: list[int], strides: list[int], dilations
     cols, inside = _taps(x, kernel, strides, dilations, begins, out)
     counted = inside_mask(tuple(spatial), kernel, strides, dilations, begins, out,
                           [-b for b in begins], [s + e for s, e in zip(spatial, ends)]
-                          ).reshape(*out, -1) if count_include_pad else inside
+                          ).reshape(inside.shape) if count_include_pad else inside
     total = np.zeros(cols.shape[:-1], x.dtype)
     for tap in range(cols.shape[-1]):
         total = np.where(inside[..., tap], total + cols[..., tap], total)
@@ -255,7 +256,7 @@ def instance_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, epsilon: f
     """Per (n, c): (x - mean) / sqrt(variance + epsilon) * scale[c] + bias[c] over the spatial
     axes (population variance), as the kernel computes it: two passes of running sums in the
     element type (np.cumsum adds in order), so huge or infinite values overflow as at run time."""
-    rows = x.reshape(x.shape[0] * x.shape[1], -1)
+    rows = x.reshape(x.shape[0] * x.shape[1], int(np.prod(x.shape[2:])))
     count = x.dtype.type(rows.shape[1])
     mean = np.cumsum(rows, axis=1, dtype=x.dtype)[:, -1:] / count
     centered = rows - mean
