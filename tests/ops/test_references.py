@@ -342,6 +342,34 @@ def test_softmax_evaluate_refuses_only_where_the_opset_decides(opset: int, rng) 
         opdef.evaluate(Node("Softmax", "n", ["x"], ["y"], {"axis": 1}), [x])
 
 
+ZERO_SIZE = [
+    ("Conv", {}, [(0, 3, 5, 5), (4, 3, 3, 3)]),
+    ("Conv", {"group": 1}, [(2, 0, 5, 5), (4, 0, 3, 3)]),
+    ("ConvTranspose", {"strides": [2, 2]}, [(0, 3, 5, 5), (3, 4, 3, 3)]),
+    ("MaxPool", {"kernel_shape": [2, 2]}, [(0, 3, 5, 5)]),
+    ("AveragePool", {"kernel_shape": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+     [(2, 0, 5, 5)]),
+    ("InstanceNormalization", {}, [(0, 3, 5, 5), (3,), (3,)]),
+    ("Softmax", {"axis": -1}, [(0, 3)]),
+    ("Hardmax", {"axis": 0}, [(0,)]),
+]
+
+
+@pytest.mark.parametrize(("op", "attrs", "shapes"), ZERO_SIZE, ids=[z[0] for z in ZERO_SIZE])
+def test_zero_size_inputs_evaluate_to_the_inferred_shape(op: str, attrs: dict, shapes: list) -> None:
+    """Type propagation evaluates nodes whose inputs are constants, empty ones included: the
+    reference must not fail there, and must give the shape rule's shape."""
+    from pyc_cli.ir.graph import Node
+    from pyc_cli.ir.types import TensorType
+
+    node = Node(op, "n", [f"i{k}" for k in range(len(shapes))], ["y"], attrs)
+    inputs = [np.ones(shape, F32) for shape in shapes]
+    opdef = registry.get(op)
+    [got] = opdef.evaluate(node, inputs)
+    [want] = opdef.infer(node, [TensorType.of(v) for v in inputs], inputs)
+    assert got.shape == want.shape and got.dtype == np.float32
+
+
 # ---------------------------------------------------------------- pyc.Elementwise
 
 
