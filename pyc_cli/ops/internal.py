@@ -7,7 +7,17 @@ import numpy as np
 from ..ir.ewprogram import Instr, is_literal, literal_parts, parse_program, tensor_operand
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
-from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, ints_attr, register, require
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    get,
+    ints_attr,
+    register,
+    require,
+)
 
 ALL_DTYPES = tuple(DType)
 
@@ -30,8 +40,6 @@ class FusedElementwise(OpDef):
         """Runs the program one instruction at a time, each by the numpy reference of the op
         it names (its ONNX attributes rebuilt from the instruction's), on operands broadcast
         to the output shape."""
-        from .registry import get  # the ops this program names
-
         shape = tuple(ints_attr(node, "shape"))
         env: dict[str, np.ndarray] = {}
 

@@ -385,25 +385,30 @@ def test_fused_elementwise_reference(rng: np.random.Generator, tmp_path) -> None
         helper.make_node("Cast", ["d"], ["e"], to=onnx.TensorProto.DOUBLE),
         helper.make_node("Sqrt", ["e"], ["f"]),
         helper.make_node("IsNaN", ["f"], ["g"]),
-        helper.make_node("Where", ["g", "e", "f"], ["y"]),
+        helper.make_node("Div", ["e", "x0"], ["q"]),
+        helper.make_node("IsInf", ["q"], ["h"], detect_negative=0),
+        helper.make_node("Or", ["g", "h"], ["k"]),
+        helper.make_node("Where", ["k", "e", "f"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes, "ew",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape)),
          helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, [5, 1]),
-         helper.make_tensor_value_info("hi", onnx.TensorProto.FLOAT, [])],
+         helper.make_tensor_value_info("hi", onnx.TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("x0", onnx.TensorProto.DOUBLE, [7])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, [3, 5, 7])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     feeds = {"x": rng.standard_normal(shape).astype(F32),
-             "s": rng.standard_normal((5, 1)).astype(F32), "hi": np.array(0.7, F32)}
-    with np.errstate(invalid="ignore"):  # Sqrt of negatives: the NaNs IsNaN then picks
+             "s": rng.standard_normal((5, 1)).astype(F32), "hi": np.array(0.7, F32),
+             "x0": np.where(rng.random(7) < 0.5, 0.0, 1.0)}  # +-inf where dividing by 0
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN and inf are values here
         fused, _ = run_passes(import_onnx(model, tmp_path), passes_before("fuse") + ["fuse"])
     ew = [n for n in fused.nodes if n.op == "pyc.Elementwise"]
     assert ew and len(ew[0].attrs["program"]) > 3  # the chain did fuse
     env = {**fused.constants, **feeds}
     for node in fused.nodes:
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):
             results = registry.get(node.op).evaluate(node, [env[v] if v else None for v in node.inputs])
         env.update(zip(node.outputs, results))
     [want] = _onnxruntime(model, feeds)
