@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType, check_int32_index
+from . import references
 from .registry import (
     KERNEL,
     InTypes,
@@ -173,8 +174,13 @@ class Conv(OpDef):
         w = graph.types[node.inputs[1]]
         return 2 * graph.types[node.outputs[0]].numel * math.prod(w.shape[1:])
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("Conv is not constant-folded")
+        x, w = np.asarray(inputs[0]), np.asarray(inputs[1])
+        bias = inputs[2] if len(inputs) > 2 else None
+        strides, dilations, begins, out, _ = window_geometry(node, x.shape[2:], w.shape[2:])
+        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        return [references.conv(x, w, bias, group, strides, dilations, begins, out)]
 
 
 @register

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType, check_int32_index
+from . import references
 from .registry import (
     KERNEL,
     InTypes,
@@ -154,5 +155,12 @@ class ConvTranspose(OpDef):
         x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
         return 2 * x.numel * math.prod(w.shape[1:])
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("ConvTranspose is not constant-folded")
+        x, w = np.asarray(inputs[0]), np.asarray(inputs[1])
+        bias = inputs[2] if len(inputs) > 2 else None
+        strides, dilations, begins, out = transpose_geometry(node, x.shape[2:], w.shape[2:])
+        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        output_padding = ints_attr(node, "output_padding") or [0] * (x.ndim - 2)
+        return [references.conv_transpose(x, w, bias, group, strides, dilations, begins, out,
+                                          output_padding)]

@@ -104,7 +104,8 @@ class Einsum(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         arrays = [np.asarray(x) for x in inputs]
         text = "".join(str(node.attrs.get("equation", "")).split())
-        return [np.ascontiguousarray(np.einsum(text, *arrays)).astype(arrays[0].dtype)]
+        # (np.asarray, not ascontiguousarray: that one turns a scalar result into shape [1])
+        return [np.asarray(np.einsum(text, *arrays), order="C").astype(arrays[0].dtype)]
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
-from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, ints_attr, register, require
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    KernelCandidate,
+    OpDef,
+    get,
+    ints_attr,
+    register,
+    require,
+)
 
 ALL_DTYPES = tuple(DType)
 
@@ -24,9 +35,55 @@ class FusedElementwise(OpDef):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         return [TensorType(node.ann.program[-1].dtype, tuple(ints_attr(node, "shape")))]
 
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        """Runs the program one instruction at a time, each by the numpy reference of the op
+        it names (its ONNX attributes rebuilt from the instruction's), on operands broadcast
+        to the output shape."""
+        shape = tuple(ints_attr(node, "shape"))
+        env: dict[str, np.ndarray] = {}
+
+        def operand(arg: str) -> np.ndarray:
+            if is_literal(arg):
+                dtype, number = literal_parts(arg)
+                return np.asarray(number, dtype.numpy)
+            index = tensor_operand(arg)
+            return np.asarray(inputs[index]) if index is not None else env[arg]  # type: ignore[index]
+
+        for instr in node.ann.program:
+            names, attrs = _onnx_form(instr)
+            step = Node(instr.op, instr.dst, names, [instr.dst], attrs)
+            values = [operand(a) for a in instr.args]
+            slots = [values[int(n[3:])] if n else None for n in names]
+            (result,) = get(instr.op).evaluate(step, slots)
+            env[instr.dst] = np.asarray(result).astype(instr.dtype.numpy, copy=False)
+        result = env[node.ann.program[-1].dst]
+        return [np.broadcast_to(result, shape).copy()]
+
     def flops(self, node: Node, graph: Graph) -> int:
         count = len(node.ann.program)
         return count * graph.types[node.outputs[0]].numel
+
+
+def _onnx_form(instr: Instr) -> tuple[list[str], dict[str, object]]:
+    """The input slots (`arg<K>` for the instruction's K-th operand, "" for an absent optional
+    input) and ONNX attributes of the op an instruction runs: the inverse of the ops'
+    `scalar_attrs`, which fusion stored."""
+    names = [f"arg{k}" for k in range(len(instr.args))]
+    attrs: dict[str, object] = dict(instr.attrs)
+    if instr.op == "Cast":
+        attrs = {"to": instr.dtype.to_onnx()}
+    elif instr.op == "Clip":  # bounds read per element sit at min_arg / max_arg
+        slots = ["arg0", "", ""]
+        for slot, key in ((1, "min_arg"), (2, "max_arg")):
+            position = int(attrs.pop(key, -1))
+            if position >= 0:
+                slots[slot] = f"arg{position}"
+        names = slots
+    elif instr.op == "IsInf":
+        attrs = {"detect_negative": attrs.get("negative", 1), "detect_positive": attrs.get("positive", 1)}
+    elif instr.op == "BitShift":
+        attrs = {"direction": "LEFT" if attrs.get("left") else "RIGHT"}
+    return names, attrs
 
 
 @register
@@ -45,7 +102,8 @@ class Copy(OpDef):
         return [TensorType(source.dtype, shape)]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [np.array(inputs[0])]
+        value = np.array(inputs[0])
+        return [value.reshape(ints_attr(node, "shape")) if "shape" in node.attrs else value]
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

@@ -236,6 +236,8 @@ class GatherElements(OpDef):
         data, indices = np.asarray(inputs[0]), np.asarray(inputs[1]).astype(np.int64)
         axis = self.axis(node, data.ndim)
         indices = np.where(indices < 0, indices + data.shape[axis], indices)
+        # the output has the indices' shape: other axes of data may be longer (not broadcast)
+        data = data[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(indices.shape))]
         return [np.take_along_axis(data, indices, axis=axis)]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:

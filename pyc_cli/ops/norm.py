@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
+from . import references
 from .registry import (
     KERNEL,
     InTypes,
@@ -46,7 +47,19 @@ class RowwiseSoftmax(OpDef):
         return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError(f"{node.op} is not constant-folded")
+        """The node does not carry the model's opset: evaluate only where both semantics (the
+        input coerced to 2-D before opset 13, one axis from 13) give the same rows."""
+        x = np.asarray(inputs[0])
+        legacy, current = self.geometry(x.shape, node, 12), self.geometry(x.shape, node, 13)
+        if legacy != current:
+            raise NotImplementedError(f"{node.op} here depends on the opset")
+        return self.evaluate_at(node, inputs, 13)
+
+    @references.f16_via_f32
+    def evaluate_at(self, node: Node, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+        """The reference under the semantics of `opset`."""
+        x = np.asarray(inputs[0])
+        return [references.rowwise(x, self.geometry(x.shape, node, opset), node.op)]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         outer, row, inner = self.geometry(graph.types[node.inputs[0]].shape, node, graph.opset)
@@ -139,5 +152,8 @@ class InstanceNormalization(OpDef):
         return {"rows": shape[0] * shape[1], "channels": shape[1], "row": math.prod(shape[2:]),
                 "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("InstanceNormalization is not constant-folded")
+        x, scale, bias = (np.asarray(v) for v in inputs[:3])
+        epsilon = float(node.attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        return [references.instance_norm(x, scale, bias, epsilon)]

@@ -8,6 +8,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
+from . import references
 from .conv import window_geometry
 from .reduce import start_value
 from .registry import (
@@ -65,8 +66,21 @@ class Pool(OpDef):
             "count_include_pad": int(node.attrs.get("count_include_pad", 0)),  # type: ignore[arg-type]
         }
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("pools are not constant-folded")
+        x = np.asarray(inputs[0])
+        kernel = ints_attr(node, "kernel_shape")
+        strides, dilations, begins, out, ends = window_geometry(node, x.shape[2:], tuple(kernel))
+        if node.op == "AveragePool":
+            include = bool(int(node.attrs.get("count_include_pad", 0)))  # type: ignore[arg-type]
+            return [references.average_pool(x, kernel, strides, dilations, begins, out, ends,
+                                            include)]
+        column_major = bool(int(node.attrs.get("storage_order", 0)))  # type: ignore[arg-type]
+        rule = self.max_rule(node, TensorType.of(x), kernel, strides, dilations, begins, ends)
+        values, indices = references.max_pool(x, kernel, strides, dilations, begins, out,
+                                              column_major, str(rule["rule"]),
+                                              bool(rule["column_from_first_row"]))
+        return [values, indices][:len(node.outputs)]
 
     @staticmethod
     def max_rule(node: Node, x: TensorType, kernel: list[int], strides: list[int],

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType, check_int32_index
+from . import references
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
@@ -152,8 +153,95 @@ class ResizeBase(OpDef):
                 "separable": self.mode(node) == "cubic" and not node.attrs.get("antialias", 0),
                 "extrapolation": _c_double(node.attrs.get("extrapolation_value", 0.0))}  # type: ignore[arg-type]
 
+    @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        raise NotImplementedError("Resize is not constant-folded")
+        """Every output element blends the product of its axes' source taps (one tap: nearest,
+        or an axis left as it is); tf_crop_and_resize outputs outside the input take
+        extrapolation_value. The taps, the element type of weights and sums, and the order of
+        the sums are the kernel's and onnxruntime's (cubic: along the last blended axis
+        first, then each outer axis weights those sums), so that a folded constant holding
+        NaN, inf or huge values equals run time."""
+        x = np.asarray(inputs[0])
+        self.check_supported(node)
+        scales, sizes = self.scales_and_sizes(node, x.shape, inputs)
+        roi = self.roi(node, x.ndim, inputs)
+        tables = [self._reference_taps(node, x.shape[a], sizes[a], scales[a],
+                                       None if roi is None else roi[a]) for a in range(x.ndim)]
+        y = x
+        for axis, (idx, _, _) in enumerate(tables):
+            if idx.shape[1] == 1:  # one tap: a gather
+                y = np.take(y, idx[:, 0], axis=axis)
+        blend = [a for a, (idx, _, _) in enumerate(tables) if idx.shape[1] > 1]
+        weights = {a: tables[a][1].astype(x.dtype) for a in blend}
+        if self.mode(node) == "cubic" and not node.attrs.get("antialias", 0):
+            for axis in reversed(blend):
+                y = _blend_axis(y, axis, tables[axis][0], weights[axis])
+        elif blend:
+            y = _blend_product(y, blend, [tables[a][0] for a in blend], [weights[a] for a in blend])
+        outside = np.zeros(sizes, bool)
+        for axis, (_, _, away) in enumerate(tables):
+            outside |= away.reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+        y = np.where(outside, x.dtype.type(node.attrs.get("extrapolation_value", 0.0)), y)
+        return [np.asarray(y, x.dtype)]
+
+    def _reference_taps(self, node: Node, size_in: int, size_out: int, scale: float,
+                        roi: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source indices, weights), both (size_out, taps), and which outputs lie outside
+        the input (tf_crop_and_resize) along one axis."""
+        mode, coords = self.mode(node), self.coordinate_mode(node)
+        if size_out == 0:
+            return np.zeros((0, 1), int), np.zeros((0, 1)), np.zeros(0, bool)
+        if size_in == 0:
+            raise PycError("E009", f"{node.op} cannot resize an empty axis to {size_out} "
+                           "elements (there is nothing to sample)", where=node.name)
+        if size_out == size_in and math.isclose(scale, 1.0) and \
+                (roi is None or (math.isclose(roi[0], 0.0) and math.isclose(roi[1], 1.0))):
+            # an axis kept as it is reads itself (onnxruntime; tf_half_pixel_for_nn with
+            # ceil would otherwise shift it by one)
+            return np.arange(size_out)[:, None], np.ones((size_out, 1)), np.zeros(size_out, bool)
+        x = _source_coordinates(size_out, scale, size_in, coords, roi)
+        away = np.array([coords == "tf_crop_and_resize" and (v < 0 or v > size_in - 1) for v in x])
+        if mode == "nearest":
+            nearest = str(node.attrs.get("nearest_mode", "round_prefer_floor"))
+            if node.op == "Upsample" or self.since_opset(node) < 11:
+                nearest = "floor"
+            idx = [min(max(_round(v, nearest), 0), size_in - 1) for v in x]
+            return np.array(idx)[:, None], np.ones((size_out, 1)), away
+        exclude_outside = bool(node.attrs.get("exclude_outside", 0))
+        if node.attrs.get("antialias", 0):
+            idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
+                                               exclude_outside)
+        else:  # the taps run time reads: a NaN or inf under a zero weight propagates alike
+            a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+            idx, weights = _onnxruntime_taps(x, size_in, mode, a, exclude_outside)
+        return idx, weights, away
+
+
+def _blend_axis(y: np.ndarray, axis: int, idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Along one axis: sum over the taps, in order, of weight * source (in y's type)."""
+    total = np.zeros(y.shape[:axis] + (idx.shape[0],) + y.shape[axis + 1:], y.dtype)
+    shape = [-1 if a == axis else 1 for a in range(y.ndim)]
+    for tap in range(idx.shape[1]):
+        total = total + weights[:, tap].reshape(shape) * np.take(y, idx[:, tap], axis=axis)
+    return total
+
+
+def _blend_product(y: np.ndarray, axes: list[int], idx: list[np.ndarray],
+                   weights: list[np.ndarray]) -> np.ndarray:
+    """Over every combination of the axes' taps (the first axis outermost): the product of
+    their weights (left to right) times the source, summed in order (in y's type)."""
+    out_shape = list(y.shape)
+    for axis, table in zip(axes, idx):
+        out_shape[axis] = table.shape[0]
+    total = np.zeros(out_shape, y.dtype)
+    for combo in np.ndindex(*(table.shape[1] for table in idx)):
+        source, weight = y, None
+        for axis, table, w, tap in zip(axes, idx, weights, combo):
+            source = np.take(source, table[:, tap], axis=axis)
+            w_axis = w[:, tap].reshape([-1 if a == axis else 1 for a in range(y.ndim)])
+            weight = w_axis if weight is None else weight * w_axis
+        total = total + weight * source
+    return total
 
 
 def _source_coordinates(size_out: int, scale: float, size_in: int, mode: str,
