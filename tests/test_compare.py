@@ -22,11 +22,10 @@ from conftest import REFERENCE_MODELS, ReferenceModel
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
-from pyc_cli import templating
+from pyc_cli import targets, templating
 from pyc_cli.artifact.manifest import hash_tree
 from pyc_cli.artifact.reader import load_graph, read_manifest
 from pyc_cli.cli.main import main
-from pyc_cli.codegen import targets
 from pyc_cli.compare.metrics import compare_value
 from pyc_cli.templating import templates_dir
 

@@ -14,7 +14,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     Scalar,
     ints_attr,
@@ -26,7 +25,6 @@ from .registry import (
 class Pool(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("pool_direct", "pool.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
