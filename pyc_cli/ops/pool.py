@@ -69,9 +69,9 @@ class Pool(OpDef):
     @staticmethod
     def max_rule(node: Node, x: TensorType, kernel: list[int], strides: list[int],
                  dilations: list[int], begins: list[int], ends: list[int]) -> dict[str, object]:
-        """Which of onnxruntime's MaxPool implementations decides where NaN wins (pool.c.j2
-        describes each), and the lowest value its maximum starts from (the finite lowest: an
-        all -inf window gives -FLT_MAX there). float32 without Indices and with unit
+        """Which of onnxruntime's MaxPool implementations decides where NaN wins (the CPU
+        pool template describes each), and the lowest value its maximum starts from (the finite
+        lowest: an all -inf window gives -FLT_MAX there). float32 without Indices and with unit
         dilations: MLAS (global; vectorized for strides <= 2 along W and kernels <= 32 whose
         padded width fits its 2045-float buffer; else generic); otherwise (Indices, float64,
         integers, dilations) its own scan: the first element, then strictly greater ones."""
