@@ -70,8 +70,8 @@ def _valid_columns(out_w: int, in_w: int, pad: int, stride: int, dil: int, kw: i
 class Conv(OpDef):
     name = "Conv"
     category = KERNEL
-    accepts_epilogue = True
     dtypes = (DType.F32, DType.F64)
+
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x, w = require(types, 0, node), require(types, 1, node)
         if x.rank not in (3, 4, 5):

@@ -52,7 +52,6 @@ def _batch_strides(shape: tuple[int, ...], batch: tuple[int, ...], matrix: int) 
 class MatMul(OpDef):
     name = "MatMul"
     category = KERNEL
-    accepts_epilogue = True
     dtypes = (DType.F32, DType.F64)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:

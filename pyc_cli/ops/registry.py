@@ -51,7 +51,6 @@ class OpDef:
     since: ClassVar[int] = 1
     until: ClassVar[int] = 28
     category: ClassVar[str] = KERNEL
-    accepts_epilogue: ClassVar[bool] = False
     # the input a kernel may overwrite with its output when that input dies there: it reads
     # every element it needs from a row before writing that row (elementwise ops: any operand)
     inplace_input: ClassVar[int | None] = None

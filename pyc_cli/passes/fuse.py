@@ -107,7 +107,7 @@ def _operand(graph: Graph, value: str, env: dict[str, str], operands: list[str])
 
 def _fuse_epilogues(graph: Graph, ctx: PassContext) -> None:
     for anchor in list(graph.nodes):
-        if registry.get(anchor.op).accepts_epilogue:
+        if ctx.kernels.takes_epilogue(anchor.op):
             while _absorb_user(graph, anchor, ctx):
                 pass
 

@@ -43,6 +43,10 @@ class KernelTarget(Protocol):
 
     def candidate_names(self, op: str) -> set[str]: ...
 
+    def takes_epilogue(self, op: str) -> bool:
+        """Whether the target's kernels for `op` apply a fused elementwise epilogue."""
+        ...
+
     def takes_prologue(self, node: Node, graph: Graph) -> bool:
         """Whether a kernel of the target computes an elementwise prologue of input 0."""
         ...

@@ -65,6 +65,12 @@ class Target:
         name = node.ann.kernel.candidate
         return next(c for c in self.kernels[node.op] if c.name == name)
 
+    def takes_epilogue(self, op: str) -> bool:
+        """Whether every kernel of this target for `op` applies a fused epilogue (fusion
+        happens before the kernel is chosen, so whichever is chosen must take it)."""
+        kernels = self.kernels.get(op, ())
+        return bool(kernels) and all(c.takes_epilogue for c in kernels)
+
     def takes_prologue(self, node: Node, graph: Graph) -> bool:
         """Whether a kernel of this target computes an elementwise prologue of input 0."""
         return any(c.accepts_prologue(node, graph) and self.has_template(c.template)

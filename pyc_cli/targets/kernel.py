@@ -42,6 +42,8 @@ class KernelCandidate:
     tunables: tuple[Tunable, ...] = ()
     # numbers this candidate's template needs beyond the op's kernel_params (e.g. a tile)
     params: Callable[[Node, Graph], dict[str, object]] | None = None
+    # the kernel applies a fused elementwise epilogue to each element as it stores it
+    takes_epilogue: bool = False
     # whether the kernel computes an elementwise prologue on input 0 as it reads it (fuse)
     takes_prologue: Callable[[Node, Graph], bool] | None = None
 

@@ -1,6 +1,11 @@
 """The CPU target's kernel candidates, per op: which C template (codegen_templates/c/kernels/)
 computes it, on which nodes, with which tunable parameters, scratch and cost. An op with two
-candidates (MatMul, Conv) is chosen between by passes/select_kernels.py through the target."""
+candidates (MatMul, Conv) is chosen between by passes/select_kernels.py through the target.
+
+To add a kernel: write its template, declare a `KernelCandidate` here under its op (with an
+`applies` predicate if it does not fit every node, and a `cost_factor` relative to the others),
+and give the op the numbers the template needs in its `kernel_params` (or, for numbers only this
+candidate needs, in the candidate's `params`). tests/targets/cpu/ checks the table."""
 
 from __future__ import annotations
 
@@ -90,15 +95,16 @@ GEMM_TILES = (Tunable("tile_rows", (4,), "rows of C per register block"),
               Tunable("tile_cols", (16,), "columns of C per register block (the vector width)"))
 IM2COL = KernelCandidate(
     "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0, _im2col_bytes,
-    stores_once=True, params=_im2col_params, takes_prologue=_im2col_prologue,
+    stores_once=True, params=_im2col_params, takes_epilogue=True, takes_prologue=_im2col_prologue,
     tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
                       "bytes of im2col columns (the memory mode's cap; the tile follows)"),
               *GEMM_TILES))
 CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
-                              cost_factor=4.0)
+                              cost_factor=4.0, takes_epilogue=True)
 MATMUL_TILES = KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True,
-                               tunables=GEMM_TILES)
-MATMUL_NAIVE = KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0)
+                               tunables=GEMM_TILES, takes_epilogue=True)
+MATMUL_NAIVE = KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0,
+                               takes_epilogue=True)
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2")
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2")
 POOL = KernelCandidate("pool_direct", "pool.c.j2")

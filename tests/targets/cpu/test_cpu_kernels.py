@@ -106,3 +106,10 @@ def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
     assert conv.ann.kernel is not None and conv.ann.kernel.workspace_cap is not None
     assert chosen["dense"].template_params(conv, after) == {"tile": 63}
     assert conv.ann.kernel.workspace_bytes == 63 * 36 * 4 <= conv.ann.kernel.workspace_cap
+
+
+def test_fusion_facts_are_the_targets() -> None:
+    """Which ops' kernels take a fused epilogue, and which take a prologue, is asked of the target."""
+    cpu = get_target("cpu")
+    assert [op for op in sorted(CPU_KERNELS) if cpu.takes_epilogue(op)] == ["Conv", "MatMul"]
+    assert not cpu.takes_epilogue("Relu")  # no kernel of its own: fused into loops
