@@ -200,8 +200,7 @@ class Gather(OpDef):
         data, indices = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
         axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank, node)  # type: ignore[arg-type]
         return {"outer": math.prod(data.shape[:axis]), "axis_dim": data.shape[axis],
-                "inner": math.prod(data.shape[axis + 1:]), "count": indices.numel,
-                "index_ctype": indices.dtype.c_type}
+                "inner": math.prod(data.shape[axis + 1:]), "count": indices.numel}
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

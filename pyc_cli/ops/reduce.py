@@ -207,8 +207,7 @@ class ArgReduce(OpDef):
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         _, outer, row, inner = self.geometry(node, graph.types[node.inputs[0]].shape)
-        return {"outer": outer, "row": row, "inner": inner, "better": self.kernel_params_better(node),
-                "in_ctype": graph.types[node.inputs[0]].dtype.c_type}
+        return {"outer": outer, "row": row, "inner": inner, "better": self.kernel_params_better(node)}
 
     def flops(self, node: Node, graph: Graph) -> int:
         return graph.types[node.inputs[0]].numel

@@ -33,9 +33,11 @@ def test_there_are_op_files() -> None:
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
-def test_op_file_names_no_template_and_no_candidate(path: Path) -> None:
+def test_op_file_names_no_template_no_candidate_and_no_c(path: Path) -> None:
     text = path.read_text()
     assert ".c.j2" not in text and "KernelCandidate" not in text
+    # C spellings (type names, literals) are the CPU target's kernel context's to print
+    assert "c_type" not in text and "c_literal" not in text
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)

@@ -88,6 +88,13 @@ def _recurrent_workspace(node: Node, graph: Graph) -> int:
     return (3 + opdef.gates) * opdef.geometry(node, x.shape, w.shape, r.shape).H * x.dtype.itemsize
 
 
+def _input_ctype(key: str, index: int):  # noqa: ANN202 (a small closure)
+    """A template parameter naming the C type of input `index` (ArgMax's values)."""
+    def params(node: Node, graph: Graph) -> dict[str, object]:
+        return {key: graph.types[node.inputs[index]].dtype.c_type}
+    return params
+
+
 # ---------------------------------------------------------------- the candidates
 
 # the GEMM macro (codegen_templates/c/gemm.c.j2) blocks registers in 4x16 tiles today
@@ -110,7 +117,7 @@ REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2")
 POOL = KernelCandidate("pool_direct", "pool.c.j2")
 SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2")
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
-ARGREDUCE = KernelCandidate("argreduce_rows", "argreduce.c.j2")
+ARGREDUCE = KernelCandidate("argreduce_rows", "argreduce.c.j2", params=_input_ctype("in_ctype", 0))
 RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
