@@ -31,7 +31,6 @@ from .artifact.writer import (
 from .codegen.abi_name import check_name, default_name, soname
 from .codegen.cpu import io_infos
 from .codegen.cpu_features import check_cpu, parse_features
-from .codegen.targets import ModelInfo, Target, get_target
 from .codegen.weights import layout_weights, weights_bytes, weights_checksum
 from .errors import PycError
 from .frontend.onnx_import import import_model
@@ -53,6 +52,8 @@ from .runtime.native import (
     check_io_specs,
     library_addresses,
 )
+from .targets import get_target
+from .targets.base import ModelInfo, Target
 
 
 @dataclass
@@ -77,7 +78,8 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
-    ctx = PassContext(BuildOptions(mode=mode, target=target))
+    # the passes ask the target for its kernel candidates (compiler flags play no part there)
+    ctx = PassContext(BuildOptions(mode=mode, target=target), target=get_target(target))
     # compile-time folding computes IEEE results (inf, nan) as the kernels would: no warnings
     with np.errstate(all="ignore"):
         try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .ops import registry
 from .ops.registry import OpDef
+from .targets.cpu.kernels import CPU_KERNELS
 
 REJECTIONS = "tests/conformance_rejections.json"
 
@@ -20,8 +21,9 @@ REJECTIONS = "tests/conformance_rejections.json"
 def _lowering(opdef: OpDef) -> str:
     if opdef.lowering:
         return opdef.lowering
-    if opdef.kernels:
-        return "kernel: " + ", ".join(c.name for c in opdef.kernels)
+    kernels = CPU_KERNELS.get(registry.qualified(opdef.domain, opdef.name), ())
+    if kernels:
+        return "kernel: " + ", ".join(c.name for c in kernels)
     if type(opdef).decompose is not OpDef.decompose:
         return "decomposes into simpler ops"
     return {"elementwise": "fused elementwise loop", "view": "view (no code)",

@@ -22,6 +22,7 @@ from pyc_cli.ir.verify import verify
 from pyc_cli.ops import registry
 from pyc_cli.passes.context import BuildOptions, PassContext
 from pyc_cli.passes.pipeline import PIPELINE
+from pyc_cli.targets import get_target
 
 MODELS_DIR = Path(__file__).parent / "models"
 
@@ -112,7 +113,7 @@ def import_onnx(model: onnx.ModelProto, tmp_path: Path,
 
 
 def new_ctx(mode: str = "balanced") -> PassContext:
-    return PassContext(BuildOptions(mode=mode))
+    return PassContext(BuildOptions(mode=mode), target=get_target("cpu"))
 
 
 def run_passes(graph: Graph, names: list[str] | tuple[str, ...], ctx: PassContext | None = None,
@@ -124,7 +125,7 @@ def run_passes(graph: Graph, names: list[str] | tuple[str, ...], ctx: PassContex
     for name in names:
         graph = table[name](graph, ctx)
         if check:
-            verify(graph, registry.lookup, after=name)
+            verify(graph, registry.lookup, after=name, kernels=ctx.kernels.candidate_names)
     return graph, ctx
 
 

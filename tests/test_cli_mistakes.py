@@ -20,8 +20,8 @@ from onnx import TensorProto, helper
 
 import pyc_cli.api
 from pyc_cli.cli.main import main
-from pyc_cli.codegen.targets import TARGET_NAMES
 from pyc_cli.passes.pipeline import PASS_NAMES
+from pyc_cli.targets import TARGET_NAMES
 
 MLP = REFERENCE_MODELS["mlp"]
 CNN = REFERENCE_MODELS["cnn"]

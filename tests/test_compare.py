@@ -26,8 +26,8 @@ from pyc_cli import templating
 from pyc_cli.artifact.manifest import hash_tree
 from pyc_cli.artifact.reader import load_graph, read_manifest
 from pyc_cli.cli.main import main
-from pyc_cli.codegen import targets
 from pyc_cli.compare.metrics import compare_value
+from pyc_cli.targets import base as target_base
 from pyc_cli.templating import templates_dir
 
 TRANSFORMER = REFERENCE_MODELS["transformer"]
@@ -247,7 +247,7 @@ def broken_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         assert old in text, f"{relative} no longer contains {old!r}"
         path.write_text(text.replace(old, new))
         monkeypatch.setattr(templating, "templates_dir", lambda: root)
-        monkeypatch.setattr(targets, "templates_dir", lambda: root)
+        monkeypatch.setattr(target_base, "templates_dir", lambda: root)
         templating.template_env.cache_clear()
 
     yield patch

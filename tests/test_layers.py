@@ -16,16 +16,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "module_graph.md"
 REMAINING = {
     ("pyc_cli.frontend.onnx_import", "pyc_cli.passes.context"):
         "the decision log moves below the passes",
-    ("pyc_cli.ops.resize", "pyc_cli.codegen.kernel_context"):
-        "C literals are the CPU target's, not the op's (targets own their kernels)",
-    ("pyc_cli.passes.select_kernels", "pyc_cli.codegen.targets"):
-        "targets own their kernels: the target's candidates reach the pass as an argument",
     ("pyc_cli.testing.malformed", "pyc_cli.cli.main"): "the in-process CLI runner",
 }
-REMAINING_CIRCLES = [
-    ["pyc_cli.codegen.cpu", "pyc_cli.codegen.targets"],
-    ["pyc_cli.codegen.kernel_context", "pyc_cli.ops", "pyc_cli.ops._catalog", "pyc_cli.ops.resize"],
-]
+REMAINING_CIRCLES: list[list[str]] = []
 
 
 def test_every_module_is_in_a_layer() -> None:

@@ -19,10 +19,10 @@ import numpy as np
 from rich.console import Console
 
 from .. import __version__
-from ..codegen.targets import TARGET_NAMES
 from ..errors import PycError
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
+from ..targets import TARGET_NAMES
 from ..units import format_seconds
 from .output import echo
 

@@ -16,11 +16,12 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
+from ..targets.base import IoInfo, ModelInfo, Target
+from ..targets.cpu.kernel_context import KernelCall, Operand, kernel_call
+from ..targets.cpu.kernels import CPU_KERNELS
 from ..templating import runtime_dir, template_env
 from . import abi_name, compile_cache
 from .cpu_features import feature_flags, probe_target
-from .kernel_context import KernelCall, Operand, kernel_call
-from .targets import IoInfo, ModelInfo, Target
 from .weights import WeightsLayout
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
@@ -69,6 +70,7 @@ class CpuTarget(Target):
     name = "cpu"
     template_subdir = "c"
     library_name = "libmodel.so"
+    kernels = CPU_KERNELS
 
     def __init__(self, march: str = "native", features: tuple[str, ...] = ()) -> None:
         self.march = march
@@ -101,10 +103,10 @@ class CpuTarget(Target):
         pointers = PointerTable(graph, plan, weights)
         calls = []
         for node in graph.nodes:
-            chosen = registry.chosen_candidate(node)
+            chosen = self.chosen(node)
             if chosen is None:  # a view or an in-place result: no code
                 continue
-            call = kernel_call(graph, node, len(calls), chosen.template)
+            call = kernel_call(graph, node, len(calls), chosen)
             call.args = pointers.arguments(node)
             if chosen.workspace is not None:
                 # a kernel with a workspace always names WS; a zero-byte one (empty output) is

@@ -21,14 +21,14 @@ import numpy as np
 
 from ..artifact.reader import load_graph
 from ..codegen.cpu import CpuTarget, PointerTable, io_infos
-from ..codegen.kernel_context import KernelCall
-from ..codegen.targets import ModelInfo
 from ..codegen.weights import WeightsLayout
 from ..errors import PycError
 from ..ir.annotations import ALIAS_KERNELS
 from ..ir.graph import Graph
 from ..planning.plan import MemoryPlan
 from ..runtime.native import CompiledModel, ModelFunctions, TensorSpec
+from ..targets.base import ModelInfo
+from ..targets.cpu.kernel_context import KernelCall
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ are checked against each op's own shape rule without the IR importing the ops ab
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 import numpy as np
 
@@ -18,20 +18,22 @@ from .types import TensorType
 
 class OpRule(Protocol):
     """What the verifier asks of an op: its category ("view" for ops whose output is the input's
-    bytes), its kernel candidates (anything with a `.name`) and its shape/type rule."""
+    bytes) and its shape/type rule."""
 
     category: str
-    kernels: tuple[Any, ...]
 
     def infer(self, node: Node, types: list[TensorType | None],
               values: list[np.ndarray | None]) -> list[TensorType]: ...
 
 
 OpRules = Callable[[str], OpRule | None]  # op name -> its rule, None when unregistered
+KernelNames = Callable[[str], Collection[str]]  # op name -> the build target's candidate names
 
 
-def verify(graph: Graph, rules: OpRules, after: str = "import", check_types: bool = True) -> None:
-    problems = list(_structural_problems(graph, rules))
+def verify(graph: Graph, rules: OpRules, after: str = "import", check_types: bool = True,
+           kernels: KernelNames | None = None) -> None:
+    """`kernels` (the build target's candidates per op) checks recorded kernel choices too."""
+    problems = list(_structural_problems(graph, rules, kernels))
     if not problems and check_types:
         problems += list(_type_problems(graph, rules))
     if problems:
@@ -40,7 +42,7 @@ def verify(graph: Graph, rules: OpRules, after: str = "import", check_types: boo
                        hint="this is a compiler bug; rerun with --debug and report it")
 
 
-def _structural_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
+def _structural_problems(graph: Graph, rules: OpRules, kernels: KernelNames | None):  # noqa: ANN202
     defined: set[str] = set()
     for name in list(graph.inputs) + list(graph.constants):
         if name in defined:
@@ -57,7 +59,7 @@ def _structural_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
         if rule is None:
             yield f"node {node.name!r} has unregistered op {node.op}"
         else:
-            yield from _annotation_problems(node, rule)
+            yield from _annotation_problems(node, rule, kernels)
         for name in node.present_inputs():
             if name not in defined:
                 yield f"node {node.name!r} uses {name!r} before any definition"
@@ -98,11 +100,11 @@ def _type_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
                 yield f"node {node.name!r} output {name!r} typed {graph.types[name]}, rule says {ttype}"
 
 
-def _annotation_problems(node: Node, rule: OpRule):  # noqa: ANN202
+def _annotation_problems(node: Node, rule: OpRule, kernels: KernelNames | None):  # noqa: ANN202
     """Cheap sanity of what passes recorded: a known kernel, operand positions in range."""
     ann, count = node.ann, len(node.inputs)
-    if ann.kernel is not None:
-        names = {c.name for c in rule.kernels}
+    if ann.kernel is not None and kernels is not None:
+        names = kernels(node.op)
         alias = {"view": rule.category == "view",
                  "in_place": len(ann.inplace_inputs) == count}.get(ann.kernel.candidate)
         if not alias and ann.kernel.candidate not in names:

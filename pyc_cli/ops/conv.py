@@ -15,7 +15,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     ints_attr,
     own_inputs,
@@ -68,62 +67,11 @@ def _valid_columns(out_w: int, in_w: int, pad: int, stride: int, dil: int, kw: i
     return lo, max(lo, hi)
 
 
-def _gemm_shape(node: Node, graph: Graph) -> tuple[int, int, int, bool]:
-    """(rows per group, reduction length, output pixels, pointwise) of conv-as-GEMM."""
-    params = Conv().kernel_params(node, graph)
-    pixels = int(params["OD"]) * int(params["OH"]) * int(params["OW"])  # type: ignore[call-overload]
-    reduction = int(params["CG"]) * int(params["KD"]) * int(params["KH"]) * int(params["KW"])  # type: ignore[call-overload]
-    return int(params["OCG"]), reduction, pixels, bool(params["pointwise"])  # type: ignore[call-overload]
-
-
-def _gemm_pays_off(node: Node, graph: Graph) -> bool:
-    rows, reduction, _, _ = _gemm_shape(node, graph)
-    return rows >= 4 and reduction >= 8  # depthwise and tiny convs stay direct
-
-
-# the im2col workspace holds columns for this many bytes of output pixels at a time: small
-# enough to stay in L2 and to keep the arena near the activations' own size
-IM2COL_WORKSPACE_CAP = 512 * 1024
-
-
-def im2col_tile(reduction: int, pixels: int, itemsize: int, cap: int = IM2COL_WORKSPACE_CAP) -> int:
-    """Output pixels per im2col tile: a multiple of 16 (the GEMM tile width) under the cap
-    (the memory planner may lower the cap per node, e.g. in memory_first mode)."""
-    fit = cap // max(1, reduction * itemsize)
-    return max(16, min(pixels, fit // 16 * 16 if fit >= 16 else 16))
-
-
-def _im2col_bytes(node: Node, graph: Graph) -> int:
-    _, reduction, pixels, pointwise = _gemm_shape(node, graph)
-    itemsize = graph.types[node.outputs[0]].dtype.itemsize
-    cap = _workspace_cap(node)
-    return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize, cap) * itemsize
-
-
-def _workspace_cap(node: Node) -> int:
-    """The scratch cap the memory mode gives the chosen kernel (select_kernels records it)."""
-    kernel = node.ann.kernel
-    return IM2COL_WORKSPACE_CAP if kernel is None or kernel.workspace_cap is None \
-        else kernel.workspace_cap
-
-
 @register
 class Conv(OpDef):
     name = "Conv"
     category = KERNEL
-    accepts_epilogue = True
     dtypes = (DType.F32, DType.F64)
-    kernels = (
-        KernelCandidate("conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0,
-                        _im2col_bytes, stores_once=True),
-        KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
-                        cost_factor=4.0),
-    )
-
-    def takes_prologue(self, node: Node, graph: Graph) -> bool:
-        """The im2col kernel can apply an elementwise prologue while it gathers columns (1-D and
-        2-D convs: its prologue indexes operands by (n, c, h, w))."""
-        return graph.types[node.inputs[0]].rank <= 4 and _gemm_pays_off(node, graph)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x, w = require(types, 0, node), require(types, 1, node)
@@ -162,9 +110,6 @@ class Conv(OpDef):
             and set(strides) == {1}
             and not any(begins) and math.prod(out) == math.prod(x.shape[2:]),
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
-            "tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), math.prod(out),
-                                x.dtype.itemsize,
-                                _workspace_cap(node)),
             "out_coords": ["n", "oc"] + coords,
             # input coordinates a fused prologue indexes its operands by
             "in_coords": ["n", "ci"] + ["id", "ih", "iw"][lift:],

@@ -17,7 +17,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     ints_attr,
     own_inputs,
@@ -99,7 +98,6 @@ class ConvTranspose(OpDef):
     name = "ConvTranspose"
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x, w = require(types, 0, node), require(types, 1, node)

@@ -7,17 +7,7 @@ import numpy as np
 from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
-from .registry import (
-    KERNEL,
-    InTypes,
-    InValues,
-    KernelCandidate,
-    OpDef,
-    get,
-    ints_attr,
-    register,
-    require,
-)
+from .registry import KERNEL, InTypes, InValues, OpDef, get, ints_attr, register, require
 
 ALL_DTYPES = tuple(DType)
 
@@ -30,7 +20,6 @@ class FusedElementwise(OpDef):
     domain = "pyc"
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("elementwise_loop", "elementwise.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         return [TensorType(node.ann.program[-1].dtype, tuple(ints_attr(node, "shape")))]
@@ -94,7 +83,6 @@ class Copy(OpDef):
     domain = "pyc"
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("memcpy", "copy.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         source = require(types, 0, node)

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
-from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, register, require
+from .registry import KERNEL, InTypes, InValues, OpDef, register, require
 
 # the in-place kernel's ring of (before + 1) x block inputs and its block of sums live on the
 # stack: at most this many positions per block, and about this many bytes
@@ -24,7 +24,6 @@ class LRN(OpDef):
     name = "LRN"
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("lrn_channels", "lrn.c.j2"),)
     # a position's outputs read only that position's inputs: the kernel can write over its input
     # if it keeps the few overwritten channels a later window still reads (a ring per block of
     # positions); that copy costs a little, so only memory_first asks for it

@@ -13,7 +13,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     broadcast_shapes,
     register,
@@ -53,12 +52,7 @@ def _batch_strides(shape: tuple[int, ...], batch: tuple[int, ...], matrix: int) 
 class MatMul(OpDef):
     name = "MatMul"
     category = KERNEL
-    accepts_epilogue = True
     dtypes = (DType.F32, DType.F64)
-    kernels = (
-        KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True),
-        KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0),
-    )
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         a, b = require(types, 0, node), require(types, 1, node)

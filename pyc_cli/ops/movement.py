@@ -13,7 +13,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     ints_attr,
     normalize_axis,
@@ -23,7 +22,6 @@ from .registry import (
 )
 
 ALL_DTYPES = tuple(DType)
-STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2")
 
 
 def contiguous_strides(shape: tuple[int, ...] | list[int]) -> list[int]:
@@ -39,7 +37,6 @@ class Transpose(OpDef):
     name = "Transpose"
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (STRIDED_COPY,)
 
     def perm(self, node: Node, rank: int) -> list[int]:
         return ints_attr(node, "perm") or list(reversed(range(rank)))
@@ -91,7 +88,6 @@ class Slice(OpDef):
     name = "Slice"
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (STRIDED_COPY,)
     static_inputs = (1, 2, 3, 4)
 
     def ranges(self, node: Node, shape: tuple[int, ...], values: InValues) -> list[tuple[int, int, int]]:
@@ -144,7 +140,6 @@ class Concat(OpDef):
     since = 4
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("concat_blocks", "concat.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         parts = [require(types, i, node) for i in range(len(node.inputs))]
@@ -190,7 +185,6 @@ class Gather(OpDef):
     name = "Gather"
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("gather_rows", "gather.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         data, indices = require(types, 0, node), require(types, 1, node)
@@ -206,8 +200,7 @@ class Gather(OpDef):
         data, indices = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
         axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank, node)  # type: ignore[arg-type]
         return {"outer": math.prod(data.shape[:axis]), "axis_dim": data.shape[axis],
-                "inner": math.prod(data.shape[axis + 1:]), "count": indices.numel,
-                "index_ctype": indices.dtype.c_type}
+                "inner": math.prod(data.shape[axis + 1:]), "count": indices.numel}
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0
@@ -221,7 +214,6 @@ class GatherElements(OpDef):
     since = 11
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("gather_elements", "gather_elements.c.j2"),)
 
     def axis(self, node: Node, rank: int) -> int:
         return normalize_axis(int(node.attrs.get("axis", 0)), rank, node)  # type: ignore[arg-type]

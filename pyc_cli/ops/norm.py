@@ -14,7 +14,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     normalize_axis,
     register,
@@ -28,7 +27,6 @@ class RowwiseSoftmax(OpDef):
 
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("softmax_rows", "softmax.c.j2"),)
     inplace_input = 0  # each row is read completely (max, sum) before the row is written
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
@@ -87,7 +85,6 @@ class LayerNormalization(OpDef):
     since = 17
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("layernorm_rows", "layernorm.c.j2"),)
     inplace_input = 0  # mean and variance are taken over a row before the row is written
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
@@ -139,7 +136,6 @@ class InstanceNormalization(OpDef):
     since = 6
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("instancenorm_rows", "instancenorm.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)

@@ -13,7 +13,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     Scalar,
     ints_attr,
@@ -33,7 +32,6 @@ class Pad(OpDef):
     category = KERNEL
     dtypes = tuple(DType)
     static_inputs = (1, 2, 3)
-    kernels = (KernelCandidate("pad_gather", "pad.c.j2"),)
 
     def mode(self, node: Node) -> str:
         mode = str(node.attrs.get("mode", "constant"))

@@ -15,7 +15,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     Scalar,
     ints_attr,
@@ -27,7 +26,6 @@ from .registry import (
 class Pool(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("pool_direct", "pool.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
@@ -85,9 +83,9 @@ class Pool(OpDef):
     @staticmethod
     def max_rule(node: Node, x: TensorType, kernel: list[int], strides: list[int],
                  dilations: list[int], begins: list[int], ends: list[int]) -> dict[str, object]:
-        """Which of onnxruntime's MaxPool implementations decides where NaN wins (pool.c.j2
-        describes each), and the lowest value its maximum starts from (the finite lowest: an
-        all -inf window gives -FLT_MAX there). float32 without Indices and with unit
+        """Which of onnxruntime's MaxPool implementations decides where NaN wins (the CPU
+        pool template describes each), and the lowest value its maximum starts from (the finite
+        lowest: an all -inf window gives -FLT_MAX there). float32 without Indices and with unit
         dilations: MLAS (global; vectorized for strides <= 2 along W and kernels <= 32 whose
         padded width fits its 2045-float buffer; else generic); otherwise (Indices, float64,
         integers, dilations) its own scan: the first element, then strictly greater ones."""

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
-from .registry import KERNEL, InTypes, InValues, KernelCandidate, OpDef, get, register, require
+from .registry import KERNEL, InTypes, InValues, OpDef, register, require
 
 DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 
@@ -93,10 +93,6 @@ class Recurrent(OpDef):
     dtypes = (DType.F32, DType.F64)
     gates: ClassVar[int] = 1
     default_activations: ClassVar[tuple[str, ...]] = ()
-    kernels = (KernelCandidate("recurrent_rows", "recurrent.c.j2",
-                               applies=lambda node, graph: bool(node.attrs.get("weights_transposed")),
-                               workspace=lambda node, graph: _workspace_bytes(node, graph),
-                               restrict_pointers=False),)
 
     # ------------------------------------------------------------ attributes
 
@@ -258,14 +254,6 @@ class Recurrent(OpDef):
             "linear_before_reset": int(node.attrs.get("linear_before_reset", 0)),  # type: ignore[call-overload]
             "acts": self.activations(node, D),
         }
-
-
-def _workspace_bytes(node: Node, graph: Graph) -> int:
-    """One batch row's state: hidden, cell and a spare vector of H, plus G*H gate sums."""
-    opdef = get(node.op)
-    assert isinstance(opdef, Recurrent)
-    x, w, r = (graph.types[node.inputs[i]] for i in range(3))
-    return (3 + opdef.gates) * opdef.geometry(node, x.shape, w.shape, r.shape).H * x.dtype.itemsize
 
 
 @register

@@ -17,7 +17,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     Scalar,
     ints_attr,
@@ -34,7 +33,6 @@ class Reduce(OpDef):
     category = KERNEL
     dtypes = NUMERIC
     static_inputs = (1,)
-    kernels = (KernelCandidate("reduce_strided", "reduce.c.j2"),)
     # the accumulator's start value: "zero", "one", "lowest" or "highest" of the element type
     start: ClassVar[str] = "zero"
 
@@ -105,19 +103,13 @@ def start_value(start: str, dtype: DType) -> float | int:
 
 
 def _reduce(op: str, fn: Callable[[np.ndarray, tuple[int, ...]], np.ndarray], start: str = "zero",
-            dtypes: tuple[DType, ...] = NUMERIC,
-            kernels: tuple[KernelCandidate, ...] = Reduce.kernels) -> None:
+            dtypes: tuple[DType, ...] = NUMERIC) -> None:
     """Register one reduction whose numpy reference is `fn(x, axes)` (with keepdims)."""
     def reduce(self: Reduce, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return fn(x, axes)
 
     register(type(op, (Reduce,), {"name": op, "start": start, "dtypes": dtypes, "reduce": reduce,
-                                  "kernels": kernels, "__doc__": f"{op} over constant axes."}))
-
-
-def _sums_workspace(node: Node, graph: Graph) -> int:
-    """ReduceLogSumExp keeps its shifts in the output and its sums of exponentials here."""
-    return graph.types[node.outputs[0]].nbytes
+                                  "__doc__": f"{op} over constant axes."}))
 
 
 def _sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -161,8 +153,7 @@ def _log_sum_exp(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return (np.log(total) + shift).astype(x.dtype)
 
 
-_reduce("ReduceLogSumExp", _log_sum_exp, dtypes=FLOATS,
-        kernels=(KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace),))
+_reduce("ReduceLogSumExp", _log_sum_exp, dtypes=FLOATS)
 
 
 _COMPARE = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
@@ -185,7 +176,6 @@ class ArgReduce(OpDef):
 
     category = KERNEL
     dtypes = NUMERIC + (DType.I8, DType.U8, DType.I16, DType.U16)
-    kernels = (KernelCandidate("argreduce_rows", "argreduce.c.j2"),)
 
     def geometry(self, node: Node, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape), node)  # type: ignore[arg-type]
@@ -217,8 +207,7 @@ class ArgReduce(OpDef):
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         _, outer, row, inner = self.geometry(node, graph.types[node.inputs[0]].shape)
-        return {"outer": outer, "row": row, "inner": inner, "better": self.kernel_params_better(node),
-                "in_ctype": graph.types[node.inputs[0]].dtype.c_type}
+        return {"outer": outer, "row": row, "inner": inner, "better": self.kernel_params_better(node)}
 
     def flops(self, node: Node, graph: Graph) -> int:
         return graph.types[node.inputs[0]].numel

@@ -148,7 +148,7 @@ def max_pool(x: np.ndarray, kernel: list[int], strides: list[int], dilations: li
     """The maximum of each window's input taps (pads never count) and the flat input index
     of the first maximum: (n*C + c) * prod(spatial) + the spatial offset, row-major or, with
     storage_order=1, column-major. Where NaN wins follows `rule` (Pool.max_rule: which of
-    onnxruntime's implementations the kernel matches, pool.c.j2 describes each); a window
+    onnxruntime's implementations the CPU kernel matches); a window
     of pads only gives the lowest finite value, as there."""
     rank = len(kernel)
     spatial = x.shape[2:]

@@ -4,15 +4,15 @@ Each op is one small `OpDef` subclass registered with `@register`. It owns:
 - `infer`: the static shape/dtype rule (constant input values are given where known),
 - `evaluate`: a numpy reference, used by constant folding and as an oracle in tests,
 - its lowering: either a scalar snippet (`category = ELEMENTWISE`, fused into loops), a view
-  (`category = VIEW`, no code), or kernel candidates (`kernels`) whose templates live in
-  `codegen_templates/<target>/kernels/`,
+  (`category = VIEW`, no code), or a kernel (`category = KERNEL`): each target declares its
+  own kernel candidates for the op (pyc_cli/targets/<name>/kernels.py); the op gives the
+  numbers they need (`kernel_params`),
 - `flops`: a cost estimate used by kernel selection and reports.
 The coverage table is generated from this registry; nothing lists ops a second time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,31 +32,9 @@ InValues = list[np.ndarray | None]
 
 
 @dataclass(frozen=True)
-class KernelCandidate:
-    """One way to implement an op on a target: a template plus when it applies and what it costs."""
-
-    name: str
-    template: str
-    applies: Callable[[Node, Graph], bool] | None = None
-    cost_factor: float = 1.0
-    workspace: Callable[[Node, Graph], int] | None = None  # scratch bytes the planner provides
-    # each output element is stored once, after its epilogue operands are read at that same
-    # index: an epilogue operand that dies here may share the output's bytes
-    stores_once: bool = False
-    # False drops `restrict` from the kernel's pointers: GCC 12's SLP vectorizer miscompiled a
-    # variant of the recurrent kernel with them (onnx test_lstm_reverse at -O3, right at -O2)
-    restrict_pointers: bool = True
-
-    def is_applicable(self, node: Node, graph: Graph) -> bool:
-        return self.applies is None or self.applies(node, graph)
-
-    def workspace_bytes(self, node: Node, graph: Graph) -> int:
-        return 0 if self.workspace is None else self.workspace(node, graph)
-
-
-@dataclass(frozen=True)
 class Scalar:
-    """A typed number in kernel params; the target prints it as a literal (e.g. -INFINITY)."""
+    """A typed number in kernel params (also inside their lists and dicts); the target prints
+    it as a literal of its own language (e.g. -INFINITY in C)."""
 
     dtype: DType
     value: float | int
@@ -73,8 +51,6 @@ class OpDef:
     since: ClassVar[int] = 1
     until: ClassVar[int] = 28
     category: ClassVar[str] = KERNEL
-    kernels: ClassVar[tuple[KernelCandidate, ...]] = ()
-    accepts_epilogue: ClassVar[bool] = False
     # the input a kernel may overwrite with its output when that input dies there: it reads
     # every element it needs from a row before writing that row (elementwise ops: any operand)
     inplace_input: ClassVar[int | None] = None
@@ -121,27 +97,6 @@ class OpDef:
 
 
 REGISTRY: dict[str, OpDef] = {}
-
-
-def select_kernel(node: Node, graph: Graph, available: Callable[[str], bool]
-                  ) -> tuple[KernelCandidate | None, list[KernelCandidate]]:
-    """The cheapest applicable candidate whose template the target has (and all applicable
-    ones): the cost model that passes/select_kernels.py consults after the tuning database."""
-    opdef = get(node.op)
-    candidates = [c for c in opdef.kernels if c.is_applicable(node, graph) and available(c.template)]
-    if not candidates:
-        return None, []
-    flops = opdef.flops(node, graph)
-    return min(candidates, key=lambda c: (c.cost_factor * flops, c.name)), candidates
-
-
-def chosen_candidate(node: Node) -> KernelCandidate | None:
-    """The candidate select_kernels recorded for the node (None for a view, an in-place result
-    or a node not yet given a kernel)."""
-    if node.ann.kernel is None or node.ann.kernel.is_alias:
-        return None
-    name = node.ann.kernel.candidate
-    return next(c for c in get(node.op).kernels if c.name == name)
 
 
 def register(cls: type[OpDef]) -> type[OpDef]:

@@ -23,8 +23,8 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
+    Scalar,
     ints_attr,
     normalize_axis,
     register,
@@ -40,7 +40,6 @@ _POLICIES = ("stretch", "not_larger", "not_smaller")
 class ResizeBase(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    kernels = (KernelCandidate("resize_tables", "resize.c.j2"),)
 
     # ------------------------------------------------------------ attributes and sizes
 
@@ -135,7 +134,7 @@ class ResizeBase(OpDef):
             a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
             idx, weights = _onnxruntime_taps(x, size_in, mode, a, exclude_outside)
         return {"taps": weights.shape[1], "idx": idx.reshape(-1).tolist(),
-                "w": [_c_double(v) for v in weights.reshape(-1)], "outside": outside}
+                "w": [Scalar(DType.F64, float(v)) for v in weights.reshape(-1)], "outside": outside}
 
     def _coefficients(self, node: Node, mode: str):  # noqa: ANN202 (a small closure)
         antialias = bool(node.attrs.get("antialias", 0))
@@ -151,7 +150,7 @@ class ResizeBase(OpDef):
         return {"axes": axes, "out_shape": [len(a["idx"]) // a["taps"] for a in axes],  # type: ignore[arg-type, operator]
                 "in_strides": contiguous_strides(shape),
                 "separable": self.mode(node) == "cubic" and not node.attrs.get("antialias", 0),
-                "extrapolation": _c_double(node.attrs.get("extrapolation_value", 0.0))}  # type: ignore[arg-type]
+                "extrapolation": Scalar(DType.F64, float(node.attrs.get("extrapolation_value", 0.0)))}  # type: ignore[arg-type]
 
     @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -452,9 +451,3 @@ class Upsample(ResizeBase):
             raise PycError("E008", "Upsample needs constant scales", where=node.name)
         return scales, [_scaled_length(d, s) for d, s in zip(shape, scales)]
 
-
-def _c_double(value: object) -> str:
-    """A C double literal (NaN and infinities included; an attribute may hold them)."""
-    from ..codegen.kernel_context import c_literal  # codegen imports the op registry
-
-    return c_literal(DType.F64, float(value))  # type: ignore[arg-type]

@@ -13,7 +13,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     normalize_axis,
     register,
@@ -29,7 +28,6 @@ class CumSum(OpDef):
     category = KERNEL
     dtypes = (DType.F32, DType.F64, DType.I32, DType.I64, DType.U32, DType.U64)
     static_inputs = (1,)
-    kernels = (KernelCandidate("cumulative_rows", "cumsum.c.j2"),)
     numpy_fn = staticmethod(np.cumsum)
 
     def axis(self, node: Node, rank: int, values: InValues) -> int:

@@ -15,7 +15,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     normalize_axis,
     register,
@@ -44,7 +43,6 @@ class ScatterElements(OpDef):
     since = 11
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         data, indices, updates = (require(types, i, node) for i in range(3))
@@ -79,7 +77,6 @@ class ScatterND(OpDef):
     since = 11
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("scatter_nd", "scatter_nd.c.j2"),)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         data, indices, updates = (require(types, i, node) for i in range(3))
@@ -115,7 +112,6 @@ class GatherND(OpDef):
     since = 11
     category = KERNEL
     dtypes = ALL_DTYPES
-    kernels = (KernelCandidate("gather_nd", "gather_nd.c.j2"),)
 
     def geometry(self, node: Node, data: tuple[int, ...], indices: tuple[int, ...]
                  ) -> tuple[int, int, list[int]]:

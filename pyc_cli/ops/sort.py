@@ -14,7 +14,6 @@ from .registry import (
     KERNEL,
     InTypes,
     InValues,
-    KernelCandidate,
     OpDef,
     normalize_axis,
     register,
@@ -34,7 +33,6 @@ class TopK(OpDef):
     dtypes = (DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, DType.I64, DType.U8, DType.U16,
               DType.U32, DType.U64)
     static_inputs = (1,)
-    kernels = (KernelCandidate("topk_insertion", "topk.c.j2"),)
 
     def geometry(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, int]:
         axis = normalize_axis(int(node.attrs.get("axis", -1)), len(shape), node)  # type: ignore[arg-type]

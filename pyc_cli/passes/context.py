@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .target import KernelTarget
 from .tuning import EmptyTuningDatabase, TuningDatabase
 
 MODES = ("latency_first", "balanced", "memory_first")
@@ -45,6 +46,16 @@ class PassContext:
     artifacts: dict[str, Any] = field(default_factory=dict)
     # measured kernel choices that select_kernels prefers to the cost model
     tuning: TuningDatabase = field(default_factory=EmptyTuningDatabase)
+    # the build target (options.target's object), put here by the pipeline's caller: passes
+    # ask it for kernel candidates without importing the targets layer
+    target: KernelTarget | None = None
+
+    @property
+    def kernels(self) -> KernelTarget:
+        """The build target, for the passes that choose or size kernels."""
+        if self.target is None:
+            raise ValueError("PassContext.target is not set: kernel selection needs the target")
+        return self.target
 
     def log(self, pass_name: str, nodes: list[str], action: str, reason: str,
             before: Any = None, after: Any = None, **extra: Any) -> None:

@@ -107,7 +107,7 @@ def _operand(graph: Graph, value: str, env: dict[str, str], operands: list[str])
 
 def _fuse_epilogues(graph: Graph, ctx: PassContext) -> None:
     for anchor in list(graph.nodes):
-        if registry.get(anchor.op).accepts_epilogue:
+        if ctx.kernels.takes_epilogue(anchor.op):
             while _absorb_user(graph, anchor, ctx):
                 pass
 
@@ -168,10 +168,8 @@ def _defined_before(graph: Graph, anchor: Node) -> set[str]:
 def _fuse_prologues(graph: Graph, ctx: PassContext) -> None:
     """A conv whose input is a private elementwise result (e.g. BN+ReLU before a DenseNet conv)
     computes that result while it gathers its input columns: the full-size temporary goes."""
-    conv = registry.get("Conv")
     for node in list(graph.nodes):
-        if node.op == "Conv" and not node.ann.prologue and \
-                conv.takes_prologue(node, graph):  # type: ignore[attr-defined]
+        if node.op == "Conv" and not node.ann.prologue and ctx.kernels.takes_prologue(node, graph):
             _absorb_producer(graph, node, ctx)
 
 

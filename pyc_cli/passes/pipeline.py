@@ -38,12 +38,13 @@ def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None,
     """Run the passes in order, verifying the IR after each; optionally stop after one.
     `steps` times each pass (with its verification) as step "pass NAME"."""
     steps = steps or BuildSteps()
-    verify(graph, registry.lookup, after="import")
+    kernels = ctx.target.candidate_names if ctx.target is not None else None
+    verify(graph, registry.lookup, after="import", kernels=kernels)
     for name, run in PIPELINE:
         before = len(graph.nodes)
         with steps.step(f"pass {name}"):
             graph = run(graph, ctx)
-            verify(graph, registry.lookup, after=name)
+            verify(graph, registry.lookup, after=name, kernels=kernels)
         ctx.log(name, [], "node_count", "graph size after the pass", before=before,
                 after=len(graph.nodes))
         if name == stop_after:

@@ -9,7 +9,6 @@ from ..errors import PycError
 from ..ir.annotations import KernelChoice
 from ..ir.graph import Graph
 from ..ir.types import check_addressable
-from ..ops import registry
 from ..planning.liveness import compute_liveness
 from ..planning.plan import MemoryPlan, build_plan
 from ..planning.remat import rematerialize
@@ -80,9 +79,9 @@ def _note_kernel_needs(graph: Graph, mode: str, ctx: PassContext, log: bool) -> 
                 raise PycError("E008", f"no {ctx.options.target} kernel for {node.op} "
                                f"({node.name!r})", hint="see docs/op_coverage.md")
         elif mode != ctx.options.mode:
-            size_workspace(node, graph, mode)
-        chosen = registry.chosen_candidate(node)
-        if chosen is None or chosen.workspace is None or node.ann.kernel is None:
+            size_workspace(node, graph, mode, ctx.kernels)
+        chosen = ctx.kernels.chosen(node)
+        if chosen is None or not chosen.has_workspace or node.ann.kernel is None:
             continue
         scratch = node.ann.kernel.workspace_bytes
         if scratch and log:

@@ -1,19 +1,22 @@
 """Kernel selection: record for every node the kernel candidate it runs and its parameters.
 
 One decision, made once before memory planning: the planner reads each choice's workspace, and
-code generation renders the chosen candidate. The choice consults, in order, the tuning database
-(measured choices, passes/tuning.py) and the cost model (the applicable candidate with the lowest
-`cost_factor * flops`). Views need no kernel; their choice is "view".
+code generation renders the chosen candidate. The build target (`ctx.target`) says which of its
+candidates apply to a node; the choice consults, in order, the tuning database (measured choices,
+passes/tuning.py) and the cost model (the applicable candidate with the lowest cost estimate).
+Views need no kernel; their choice is "view".
 """
 
 from __future__ import annotations
 
-from ..codegen.targets import get_target
+from collections.abc import Sequence
+
 from ..errors import PycError
 from ..ir.annotations import KernelChoice, KernelParam
 from ..ir.graph import Graph, Node
 from ..ops import registry
 from .context import PassContext
+from .target import KernelOption, KernelTarget
 from .tuning import kernel_signature
 
 NAME = "select_kernels"
@@ -27,10 +30,19 @@ def select_kernels(graph: Graph, ctx: PassContext) -> Graph:
     problems = [f"{node.op} ({node.name!r})" for node in graph.nodes
                 if not choose_kernel(node, graph, ctx, ctx.options.mode, NAME)]
     if problems:
-        target = get_target(ctx.options.target)
-        raise PycError("E008", f"no {target.name} kernel for {len(problems)} node(s): "
+        raise PycError("E008", f"no {ctx.kernels.name} kernel for {len(problems)} node(s): "
                        + ", ".join(problems), hint="see docs/op_coverage.md")
     return graph
+
+
+def cheapest(node: Node, graph: Graph, target: KernelTarget
+             ) -> tuple[KernelOption | None, Sequence[KernelOption]]:
+    """The cost model: the applicable candidate with the lowest estimate (ties: by name), and
+    all applicable ones."""
+    candidates = target.candidates(node, graph)
+    if not candidates:
+        return None, []
+    return min(candidates, key=lambda c: (c.cost(node, graph), c.name)), candidates
 
 
 def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
@@ -43,8 +55,8 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         if pass_name:
             ctx.log(pass_name, [node.name], "alias", "a view: the output is the input's bytes, no code")
         return True
-    target = get_target(ctx.options.target)
-    chosen, candidates = registry.select_kernel(node, graph, target.has_template)
+    target = ctx.kernels
+    chosen, candidates = cheapest(node, graph, target)
     if chosen is None:
         return False
     flops = opdef.flops(node, graph)
@@ -60,7 +72,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
             reason = f"measured fastest on {target.name} (tuning database)"
     node.ann.kernel = KernelChoice(chosen.name, params)
     node.ann.stores_once = chosen.stores_once and bool(node.ann.epilogue)
-    size_workspace(node, graph, mode)
+    size_workspace(node, graph, mode, target)
     if pass_name:
         others = [c.name for c in candidates if c is not chosen]
         ctx.log(pass_name, [node.name], "select_kernel",
@@ -69,10 +81,10 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
     return True
 
 
-def size_workspace(node: Node, graph: Graph, mode: str) -> None:
+def size_workspace(node: Node, graph: Graph, mode: str, target: KernelTarget) -> None:
     """The chosen kernel's scratch under `mode`'s cap (tiled kernels shrink tiles to fit)."""
-    chosen = registry.chosen_candidate(node)
-    if chosen is None or chosen.workspace is None or node.ann.kernel is None:
+    chosen = target.chosen(node)
+    if chosen is None or not chosen.has_workspace or node.ann.kernel is None:
         return
     node.ann.kernel.workspace_cap = WORKSPACE_CAPS[mode]
     node.ann.kernel.workspace_bytes = chosen.workspace_bytes(node, graph)

@@ -16,6 +16,7 @@ from pyc_cli.ir.text import blob_key, parse_graph, print_graph
 from pyc_cli.ir.types import DType, TensorType
 from pyc_cli.ir.verify import verify
 from pyc_cli.ops import registry
+from pyc_cli.targets import get_target
 
 
 def conv_with_everything() -> Graph:
@@ -98,7 +99,7 @@ def test_verifier_rejects_insane_annotations(breakage, message: str) -> None:  #
     graph = conv_with_everything()
     breakage(graph.nodes[0].ann)
     with pytest.raises(PycError) as info:
-        verify(graph, registry.lookup)
+        verify(graph, registry.lookup, kernels=get_target("cpu").candidate_names)
     assert info.value.code == "E090" and message in info.value.what
 
 

@@ -105,7 +105,7 @@ def test_workspace_recorded_with_the_choice_under_the_mode_cap(mode: str, rng) -
     assert kernel is not None and kernel.candidate == "conv2d_im2col_gemm"
     assert kernel.workspace_cap == WORKSPACE_CAPS[mode]
     conv = after.nodes[0]
-    candidate = registry.chosen_candidate(conv)
+    candidate = ctx.kernels.chosen(conv)
     assert candidate is not None and kernel.workspace_bytes == candidate.workspace_bytes(conv, after)
     # im2col columns: a 36-row reduction times a tile of pixels, within the cap
     assert 0 < kernel.workspace_bytes <= WORKSPACE_CAPS[mode] and kernel.workspace_bytes % (36 * 4) == 0
@@ -120,7 +120,7 @@ def test_planner_reads_the_recorded_workspace_and_does_not_choose_again(rng, mon
     def no_second_choice(*args: object) -> None:
         raise AssertionError("plan_memory chose a kernel again")
 
-    monkeypatch.setattr(registry, "select_kernel", no_second_choice)
+    monkeypatch.setattr(ctx.kernels, "candidates", no_second_choice)
     planned, ctx = run_passes(after, ["plan_memory"], ctx)
     plan = ctx.artifacts["memory_plan"]
     [scratch] = [t for t in plan.tensors if t.name == "conv#workspace"]
@@ -131,7 +131,8 @@ def test_planner_reads_the_recorded_workspace_and_does_not_choose_again(rng, mon
 
 def test_no_kernel_for_a_node_is_reported_by_select_kernels(monkeypatch) -> None:  # noqa: ANN001
     graph = parsed(MATMUL_IR)
-    monkeypatch.setattr(registry, "select_kernel", lambda node, graph, available: (None, []))
+    ctx = new_ctx()
+    monkeypatch.setattr(ctx.kernels, "candidates", lambda node, graph: [])  # the target has none
     with pytest.raises(PycError) as info:
-        run_passes(graph, ["select_kernels"])
+        run_passes(graph, ["select_kernels"], ctx)
     assert info.value.code == "E008" and "'mm'" in info.value.what

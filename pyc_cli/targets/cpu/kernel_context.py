@@ -1,4 +1,4 @@
-"""Prepared, decision-free contexts for kernel templates (shared by every target).
+"""Prepared, decision-free contexts for the CPU target's kernel templates.
 
 Templates receive a `KernelCall` and only loop over it: every number, index expression and
 operand is computed here, so `codegen_templates/` holds no logic of its own.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
-from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
-from ..ops import registry
-from ..ops.movement import contiguous_strides
+from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
+from ...ir.graph import Graph, Node
+from ...ir.types import DType, TensorType
+from ...ops import registry
+from ...ops.movement import contiguous_strides
+from ..kernel import KernelCandidate
 
 
 @dataclass
@@ -74,6 +75,20 @@ def c_literal(dtype: DType, value: float | int) -> str:
     if dtype in (DType.U32, DType.U64):
         return f"UINT64_C({number})" if dtype is DType.U64 else f"{number}u"
     return str(number)
+
+
+def c_params(value: object) -> object:
+    """Kernel params with every typed number (`registry.Scalar`, also inside lists and dicts)
+    printed as a C literal; containers without one are returned as they are."""
+    if isinstance(value, registry.Scalar):
+        return c_literal(value.dtype, value.value)
+    if isinstance(value, list):
+        items = [c_params(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    if isinstance(value, dict):
+        entries = {k: c_params(v) for k, v in value.items()}
+        return entries if any(entries[k] is not value[k] for k in value) else value
+    return value
 
 
 def index_expression(coords: list[str], strides: list[int]) -> str:
@@ -212,10 +227,10 @@ def operands_for(graph: Graph, node: Node) -> list[Operand]:
     return operands
 
 
-def kernel_call(graph: Graph, node: Node, index: int, template: str) -> KernelCall:
+def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate) -> KernelCall:
     opdef = registry.get(node.op)
     out_type: TensorType = graph.types[node.outputs[0]]
-    call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", template,
+    call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", candidate.template,
                       node.ann.kernel_name, node.op, operands_for(graph, node), {},
                       out_type.dtype.c_type, out_type.numel)
     if node.ann.inplace_operand is not None:
@@ -223,8 +238,8 @@ def kernel_call(graph: Graph, node: Node, index: int, template: str) -> KernelCa
     if node.op == "pyc.Elementwise":
         call.params, call.epilogue, call.result = elementwise_params(graph, node)
         return call
-    call.params = {key: c_literal(value.dtype, value.value) if isinstance(value, registry.Scalar)
-                   else value for key, value in opdef.kernel_params(node, graph).items()}
+    params = {**opdef.kernel_params(node, graph), **candidate.template_params(node, graph)}
+    call.params = {key: c_params(value) for key, value in params.items()}
     call.params.setdefault("itemsize", out_type.dtype.itemsize)
     coords = call.params.get("out_coords")
     if coords is not None:

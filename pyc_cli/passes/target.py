@@ -1,0 +1,52 @@
+"""What the passes ask of the build target, as protocols: the pipeline's caller (api.py) puts
+the target into the PassContext, so passes call it without importing the targets above them.
+pyc_cli/targets/base.py's `Target` and targets/kernel.py's `KernelCandidate` implement these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..ir.graph import Graph, Node
+
+
+class KernelOption(Protocol):
+    """One kernel candidate of the target, as selection and memory planning see it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stores_once(self) -> bool: ...
+
+    @property
+    def has_workspace(self) -> bool: ...
+
+    def workspace_bytes(self, node: Node, graph: Graph) -> int: ...
+
+    def cost(self, node: Node, graph: Graph) -> float: ...
+
+
+class KernelTarget(Protocol):
+    """The target's side of kernel selection."""
+
+    @property
+    def name(self) -> str: ...
+
+    def candidates(self, node: Node, graph: Graph) -> Sequence[KernelOption]:
+        """The candidates that apply to `node` on this target."""
+        ...
+
+    def chosen(self, node: Node) -> KernelOption | None:
+        """The candidate recorded in `node.ann.kernel` (None for an alias or no choice yet)."""
+        ...
+
+    def candidate_names(self, op: str) -> set[str]: ...
+
+    def takes_epilogue(self, op: str) -> bool:
+        """Whether the target's kernels for `op` apply a fused elementwise epilogue."""
+        ...
+
+    def takes_prologue(self, node: Node, graph: Graph) -> bool:
+        """Whether a kernel of the target computes an elementwise prologue of input 0."""
+        ...

@@ -1,0 +1,94 @@
+"""What every target is: a target owns its kernel candidates (which op runs on which template,
+chosen by passes/select_kernels.py through `candidates`), turns a lowered graph into sources and
+builds them into a loadable library. Adding CUDA adds a `Target` subclass, its candidates and
+a template directory, not a fork of the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..codegen.weights import WeightsLayout
+from ..ir.graph import Graph, Node
+from ..planning.plan import MemoryPlan
+from ..templating import templates_dir
+from .kernel import KernelCandidate
+
+
+@dataclass(frozen=True)
+class IoInfo:
+    name: str
+    dtype: str
+    dtype_code: int
+    shape: list[int]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything the model-level templates need besides the kernel calls."""
+
+    pyc_version: str
+    inputs: list[IoInfo]
+    outputs: list[IoInfo]
+    arena_bytes: int
+    weights_bytes: int
+    weights_checksum: int
+    name: str  # the prefix of every exported symbol (codegen/abi_name.py)
+
+
+class Target:
+    name = ""
+    template_subdir = ""
+    library_name = ""
+    # op -> the target's kernel candidates for it (targets/<name>/kernels.py)
+    kernels: Mapping[str, tuple[KernelCandidate, ...]] = {}
+
+    def has_template(self, template: str) -> bool:
+        return (templates_dir() / self.template_subdir / "kernels" / template).is_file()
+
+    def candidates(self, node: Node, graph: Graph) -> list[KernelCandidate]:
+        """The candidates that apply to `node` and whose template this target has."""
+        return [c for c in self.kernels.get(node.op, ())
+                if c.is_applicable(node, graph) and self.has_template(c.template)]
+
+    def candidate_names(self, op: str) -> set[str]:
+        return {c.name for c in self.kernels.get(op, ())}
+
+    def chosen(self, node: Node) -> KernelCandidate | None:
+        """The candidate select_kernels recorded for the node (None for a view, an in-place
+        result or a node not yet given a kernel)."""
+        if node.ann.kernel is None or node.ann.kernel.is_alias:
+            return None
+        name = node.ann.kernel.candidate
+        return next(c for c in self.kernels[node.op] if c.name == name)
+
+    def takes_epilogue(self, op: str) -> bool:
+        """Whether every kernel of this target for `op` applies a fused epilogue (fusion
+        happens before the kernel is chosen, so whichever is chosen must take it)."""
+        kernels = self.kernels.get(op, ())
+        return bool(kernels) and all(c.takes_epilogue for c in kernels)
+
+    def takes_prologue(self, node: Node, graph: Graph) -> bool:
+        """Whether a kernel of this target computes an elementwise prologue of input 0."""
+        return any(c.accepts_prologue(node, graph) and self.has_template(c.template)
+                   for c in self.kernels.get(node.op, ()))
+
+    def emit(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout,
+             info: ModelInfo) -> dict[str, str]:
+        """Generated source files, name -> text."""
+        raise NotImplementedError
+
+    def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
+        """Build the library of the model called `name` from `src_dir` into `out_dir`; return
+        the toolchain description."""
+        raise NotImplementedError
+
+    def toolchain(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def cpu_record(self) -> dict[str, Any]:
+        """The manifest's `cpu` record: what the code needs of the CPU that runs it."""
+        raise NotImplementedError

@@ -1,0 +1,68 @@
+"""What a target's kernel candidate declares (target-neutral; each target lists its own).
+
+A candidate is one way to compute an op on a target: a template, the nodes it applies to, its
+tunable parameters with their legal values, the scratch it needs and a cost estimate.
+`passes/select_kernels.py` chooses among the applicable ones through the target
+(`Target.candidates`), without knowing templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..ir.graph import Graph, Node
+from ..ops import registry
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A parameter a tuner may set, with its legal values (the first is today's default)."""
+
+    name: str
+    values: tuple[int, ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class KernelCandidate:
+    """One way to implement an op on a target: a template plus when it applies and what it costs."""
+
+    name: str
+    template: str
+    applies: Callable[[Node, Graph], bool] | None = None
+    cost_factor: float = 1.0  # the estimate is cost_factor * the op's flops
+    workspace: Callable[[Node, Graph], int] | None = None  # scratch bytes the planner provides
+    # each output element is stored once, after its epilogue operands are read at that same
+    # index: an epilogue operand that dies here may share the output's bytes
+    stores_once: bool = False
+    # False drops `restrict` from the kernel's pointers: GCC 12's SLP vectorizer miscompiled a
+    # variant of the recurrent kernel with them (onnx test_lstm_reverse at -O3, right at -O2)
+    restrict_pointers: bool = True
+    tunables: tuple[Tunable, ...] = ()
+    # numbers this candidate's template needs beyond the op's kernel_params (e.g. a tile)
+    params: Callable[[Node, Graph], dict[str, object]] | None = None
+    # the kernel applies a fused elementwise epilogue to each element as it stores it
+    takes_epilogue: bool = False
+    # whether the kernel computes an elementwise prologue on input 0 as it reads it (fuse)
+    takes_prologue: Callable[[Node, Graph], bool] | None = None
+
+    def is_applicable(self, node: Node, graph: Graph) -> bool:
+        return self.applies is None or self.applies(node, graph)
+
+    @property
+    def has_workspace(self) -> bool:
+        return self.workspace is not None
+
+    def workspace_bytes(self, node: Node, graph: Graph) -> int:
+        return 0 if self.workspace is None else self.workspace(node, graph)
+
+    def cost(self, node: Node, graph: Graph) -> float:
+        return self.cost_factor * registry.get(node.op).flops(node, graph)
+
+    def accepts_prologue(self, node: Node, graph: Graph) -> bool:
+        return self.takes_prologue is not None and self.takes_prologue(node, graph) \
+            and self.is_applicable(node, graph)
+
+    def template_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        return {} if self.params is None else self.params(node, graph)

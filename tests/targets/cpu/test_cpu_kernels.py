@@ -1,0 +1,115 @@
+"""The CPU target's kernel candidates (pyc_cli/targets/cpu/kernels.py), derived from the
+registries: every candidate names a template that exists and is declared consistently, every
+registered kernel op that neither decomposes nor is handled at import has a CPU candidate, and
+the target answers select_kernels' questions from its own table."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers import run_passes
+
+from pyc_cli.ir.text import blob_key, parse_graph
+from pyc_cli.ops import registry
+from pyc_cli.ops.registry import OpDef
+from pyc_cli.passes import canonicalize
+from pyc_cli.targets import TARGET_NAMES, get_target
+from pyc_cli.targets.cpu.kernels import CPU_KERNELS
+from pyc_cli.targets.kernel import KernelCandidate
+from pyc_cli.templating import templates_dir
+
+KERNELS_DIR = templates_dir() / "c" / "kernels"
+
+
+def all_candidates() -> list[KernelCandidate]:
+    return [c for candidates in CPU_KERNELS.values() for c in candidates]
+
+
+def test_every_candidate_template_exists() -> None:
+    missing = sorted({c.template for c in all_candidates() if not (KERNELS_DIR / c.template).is_file()})
+    assert missing == []
+    cpu = get_target("cpu")
+    assert all(cpu.has_template(c.template) for c in all_candidates())
+
+
+def test_every_candidate_is_for_a_registered_kernel_op() -> None:
+    for op, candidates in CPU_KERNELS.items():
+        assert registry.get(op).category == registry.KERNEL, op
+        names = [c.name for c in candidates]
+        assert candidates and len(set(names)) == len(names), op
+
+
+def test_every_kernel_op_has_a_cpu_candidate() -> None:
+    """A kernel op is computed by a CPU candidate unless it decomposes into simpler ops, is
+    rewritten into others by canonicalize (Gemm into MatMul, ...), or says how else it is
+    compiled (`lowering`, e.g. If is inlined at import)."""
+    without = [name for name, opdef in registry.all_ops().items()
+               if opdef.category == registry.KERNEL and name not in CPU_KERNELS
+               and type(opdef).decompose is OpDef.decompose and not opdef.lowering
+               and name not in canonicalize._RULES]
+    assert without == []
+    assert {"Gemm", "BatchNormalization"} <= set(canonicalize._RULES) - set(CPU_KERNELS)
+
+
+def test_one_name_one_kernel() -> None:
+    """A candidate name denotes one template and one scratch rule everywhere it appears
+    (decision logs and the tuning database name candidates, not ops)."""
+    by_name: dict[str, set[str]] = {}
+    for c in all_candidates():
+        by_name.setdefault(c.name, set()).add(c.template)
+    assert {n: t for n, t in by_name.items() if len(t) > 1} == {}
+
+
+def test_tunables_declare_legal_values() -> None:
+    tunables = [t for c in all_candidates() for t in c.tunables]
+    assert tunables, "the GEMM candidates declare their tiles"
+    for tunable in tunables:
+        assert tunable.values and all(isinstance(v, int) and v > 0 for v in tunable.values)
+    im2col = next(c for c in CPU_KERNELS["Conv"] if c.name == "conv2d_im2col_gemm")
+    assert {t.name for t in im2col.tunables} >= {"workspace_cap", "tile_rows", "tile_cols"}
+
+
+def test_the_cpu_target_is_registered() -> None:
+    assert "cpu" in TARGET_NAMES and get_target("cpu").kernels is CPU_KERNELS
+
+
+def depthwise_and_dense_convs(rng: np.random.Generator) -> str:
+    dense = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    depthwise = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    text = f"""graph "convs" opset=17
+input %"x" : f32[1,4,9,7]
+const %"wd" : f32[8,4,3,3] = blob "{blob_key(dense)}"
+const %"ww" : f32[4,1,3,3] = blob "{blob_key(depthwise)}"
+%"y" : f32[1,8,9,7] = Conv(%"x", %"wd") name="dense" {{kernel_shape=ints[3,3], pads=ints[1,1,1,1]}}
+%"z" : f32[1,4,9,7] = Conv(%"x", %"ww") name="depthwise" \
+{{group=4, kernel_shape=ints[3,3], pads=ints[1,1,1,1]}}
+output %"y"
+output %"z"
+"""
+    return parse_graph(text, {blob_key(dense): dense, blob_key(depthwise): depthwise})
+
+
+def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
+    """The dense conv may run as im2col GEMM or directly (GEMM is cheaper); the depthwise one
+    (one channel per group) only directly; the chosen candidate is looked up by its name."""
+    graph = depthwise_and_dense_convs(rng)
+    cpu = get_target("cpu")
+    dense, depthwise = graph.nodes
+    assert [c.name for c in cpu.candidates(dense, graph)] == ["conv2d_im2col_gemm", "conv2d_direct"]
+    assert [c.name for c in cpu.candidates(depthwise, graph)] == ["conv2d_direct"]
+    after, _ = run_passes(graph, ["select_kernels"])
+    chosen = {n.name: cpu.chosen(n) for n in after.nodes}
+    assert chosen["dense"] is not None and chosen["dense"].name == "conv2d_im2col_gemm"
+    assert chosen["depthwise"] is not None and chosen["depthwise"].name == "conv2d_direct"
+    # the im2col tile is the candidate's own template parameter: all 63 pixels' columns
+    # (36 floats each) fit the recorded cap, and the workspace holds exactly them
+    conv = after.nodes[0]
+    assert conv.ann.kernel is not None and conv.ann.kernel.workspace_cap is not None
+    assert chosen["dense"].template_params(conv, after) == {"tile": 63}
+    assert conv.ann.kernel.workspace_bytes == 63 * 36 * 4 <= conv.ann.kernel.workspace_cap
+
+
+def test_fusion_facts_are_the_targets() -> None:
+    """Which ops' kernels take a fused epilogue, and which take a prologue, is asked of the target."""
+    cpu = get_target("cpu")
+    assert [op for op in sorted(CPU_KERNELS) if cpu.takes_epilogue(op)] == ["Conv", "MatMul"]
+    assert not cpu.takes_epilogue("Relu")  # no kernel of its own: fused into loops
