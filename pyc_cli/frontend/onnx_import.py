@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -17,14 +18,20 @@ from ..ir.graph import AttrValue, Graph, Node
 from ..ir.types import DType, TensorType, check_addressable
 from ..ops import registry
 from ..ops.propagate import known_values, propagate_types
-from ..passes.context import PassContext
 
 InputShapes = dict[str, tuple[int, ...]]
 MIN_OPSET, MAX_OPSET = 7, 28
 
 
+class DecisionLog(Protocol):
+    """Where the importer records what it decided (the pass context's decision log)."""
+
+    def log(self, pass_name: str, nodes: list[str], action: str, reason: str,
+            before: Any = None, after: Any = None, **extra: Any) -> None: ...
+
+
 def import_model(path: str | Path, input_shapes: InputShapes | None = None,
-                 ctx: PassContext | None = None) -> Graph:
+                 ctx: DecisionLog | None = None) -> Graph:
     """Load an ONNX file and return a fully typed PyC graph (import decisions, such as
     inlined `If` branches, are logged to `ctx` when given)."""
     model = load_model(Path(path))
@@ -214,7 +221,7 @@ def _default_opset(model: ModelProto) -> int:
 
 
 def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True,
-            ctx: PassContext | None = None) -> Graph:
+            ctx: DecisionLog | None = None) -> Graph:
     """ONNX graph -> untyped PyC graph. `check_ops=False` (pyc check) keeps unsupported nodes
     so that every problem can be reported, not just the first kind."""
     opset = _default_opset(model)
@@ -263,7 +270,7 @@ class _Scope:
 class _NodeConverter:
     """Appends converted ONNX nodes to `graph`, inlining each `If` whose condition is known."""
 
-    def __init__(self, graph: Graph, check_ops: bool, ctx: PassContext | None,
+    def __init__(self, graph: Graph, check_ops: bool, ctx: DecisionLog | None,
                  taken_values: set[str]) -> None:
         self.graph, self.check_ops, self.ctx = graph, check_ops, ctx
         self.node_names: set[str] = set()

@@ -31,6 +31,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("api", ("api", "check", "explain", "coverage", "__init__")),
     ("tools", ("compare", "testing")),
     ("cli", ("cli", "__main__")),
+    # the hostile-input harness runs the CLI itself, as a user would
+    ("harness", ("testing.malformed", "testing.malformed_onnx", "testing.malformed_artifact")),
 )
 RANK = {part: rank for rank, (_, parts) in enumerate(LAYERS) for part in parts}
 
@@ -50,8 +52,12 @@ def module_name(path: Path, root: Path) -> str:
 
 
 def layer_of(module: str) -> int:
-    parts = module.split(".")
-    return RANK.get(parts[1] if len(parts) > 1 else "__init__", len(LAYERS))
+    """The layer of the longest prefix under pyc_cli/ that LAYERS names."""
+    parts = module.split(".")[1:] or ["__init__"]
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in RANK:
+            return RANK[".".join(parts[:end])]
+    return len(LAYERS)
 
 
 def imports(root: Path) -> list[Import]:
