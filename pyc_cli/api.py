@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .abi import io_infos
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
 from .artifact.previous import replacement_note
 from .artifact.reader import read_manifest, verify_files
@@ -29,7 +30,6 @@ from .artifact.writer import (
     write_text,
 )
 from .codegen.abi_name import check_name, default_name, soname
-from .codegen.cpu import io_infos
 from .codegen.cpu_features import check_cpu, parse_features
 from .codegen.weights import layout_weights, weights_bytes, weights_checksum
 from .errors import PycError

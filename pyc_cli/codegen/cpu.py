@@ -13,10 +13,9 @@ from typing import Any
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
-from ..targets.base import IoInfo, ModelInfo, Target
+from ..targets.base import ModelInfo, Target
 from ..targets.cpu.kernel_context import KernelCall, Operand, kernel_call
 from ..targets.cpu.kernels import CPU_KERNELS
 from ..templating import runtime_dir, template_env
@@ -25,8 +24,6 @@ from .cpu_features import feature_flags, probe_target
 from .weights import WeightsLayout
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
-DTYPE_CODES = {DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16: 5, DType.I32: 6,
-               DType.I64: 7, DType.U8: 8, DType.BOOL: 9, DType.U16: 10, DType.U32: 11, DType.U64: 12}
 # no -ffast-math: it assumes no NaN / inf (comparisons and fmin/fmax would drop NaN) and its
 # startup code flushes denormals to zero; -fno-math-errno / -fno-trapping-math keep IEEE results.
 # -ffp-contract=fast fuses a*b+c into FMA (GEMM and convolution need it); it rounds once where
@@ -257,10 +254,3 @@ class PointerTable:
         args = [self.expr(v, False) for v in values]
         args += [self.expr(v, True) for v in node.outputs if v]
         return args
-
-
-def io_infos(graph: Graph, values: list[str], names: list[str] | None = None) -> list[IoInfo]:
-    """The ABI description of `values`, published under `names` (default: the value names)."""
-    return [IoInfo(name, graph.types[v].dtype.value, DTYPE_CODES[graph.types[v].dtype],
-                   list(graph.types[v].shape), graph.types[v].nbytes)
-            for v, name in zip(values, names or values)]

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..abi import io_infos
 from ..artifact.reader import load_graph
-from ..codegen.cpu import CpuTarget, PointerTable, io_infos
+from ..codegen.cpu import CpuTarget, PointerTable
 from ..codegen.weights import WeightsLayout
 from ..errors import PycError
 from ..ir.annotations import ALIAS_KERNELS

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..abi import dtype_code
 from ..errors import PycError
 from ..input_ranges import InputRange, out_of_range_error
 from ..ir.types import DType
@@ -58,9 +59,6 @@ class ModelFunctions:
 ENTRY_POINTS = ("create", "destroy", "context_create", "context_run", "context_destroy",
                 "status_string")
 IO_ENTRY_POINTS = ("io_name", "io_dtype", "io_rank", "io_shape")
-# DType -> the code model.c reports (codegen/cpu.py DTYPE_CODES; kept here so loading needs no codegen)
-_DTYPE_CODES = {"f32": 1, "f64": 2, "f16": 3, "i8": 4, "i16": 5, "i32": 6, "i64": 7, "u8": 8,
-                "bool": 9, "u16": 10, "u32": 11, "u64": 12}
 
 
 def library_addresses(library: ctypes.CDLL, prefix: str, suffixes: tuple[str, ...]
@@ -95,7 +93,7 @@ def check_io_specs(addresses: dict[str, int], inputs: list[TensorSpec],
     compiled = library_io(addresses)
     for side, specs in (("inputs", inputs), ("outputs", outputs)):
         claimed = [(s.name.encode(),
-                    _DTYPE_CODES.get(DType.from_numpy(s.dtype).value, 0), s.shape) for s in specs]
+                    dtype_code(DType.from_numpy(s.dtype)), s.shape) for s in specs]
         if claimed != compiled[side]:
             raise PycError("E031", f"the {side} in manifest.json do not match the compiled library "
                            f"({_describe(claimed)} vs {_describe(compiled[side])})",

@@ -10,20 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..abi import IoInfo
 from ..codegen.weights import WeightsLayout
 from ..ir.graph import Graph, Node
 from ..planning.plan import MemoryPlan
 from ..templating import templates_dir
 from .kernel import KernelCandidate
-
-
-@dataclass(frozen=True)
-class IoInfo:
-    name: str
-    dtype: str
-    dtype_code: int
-    shape: list[int]
-    nbytes: int
 
 
 @dataclass(frozen=True)

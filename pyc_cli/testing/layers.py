@@ -21,7 +21,7 @@ PACKAGE = "pyc_cli"
 # (layer name, the first path part under pyc_cli/ of the modules in it)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "units", "progress", "templating")),
-    ("ir", ("ir",)),
+    ("ir", ("ir", "abi")),
     ("ops", ("ops",)),
     ("frontend", ("frontend",)),
     ("planning", ("planning", "input_ranges")),
