@@ -6,7 +6,7 @@ computed, so a reference and a kernel can disagree only in arithmetic. Sums accu
 float64 and results are cast back to the input's element type, as folding stores them. The
 pools and InstanceNormalization instead follow the kernels' arithmetic (the element type, their
 order, onnxruntime's rules for where NaN wins), so that a folded constant holding NaN, inf or
-huge values equals run time (tests/test_special_values.py, folded variant).
+huge values equals run time (tests/ops/test_special_values.py, folded variant).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-/* Test driver (tests/test_c_abi.py): runs one compiled model from several pthreads at once,
+/* Test driver (tests/targets/cpu/test_c_abi.py): runs one compiled model from several pthreads at once,
  * built together with the model's generated C and the runtime, e.g. under -fsanitize=thread.
  *
  * Compile with -DPYC_NAME=<the model's symbol prefix> and -I <artifact>/src.

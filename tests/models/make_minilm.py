@@ -5,7 +5,7 @@ Usage::
 
     HF_HUB_OFFLINE=1 python tests/models/make_minilm.py OUT_DIR [--seq 32]
 
-The file is ~90 MB, so it is NOT committed: ``tests/test_exported_models.py`` calls
+The file is ~90 MB, so it is NOT committed: ``tests/e2e/test_exported_models.py`` calls
 :func:`export_minilm` into a tmp dir and is skipped when the packages are missing.
 
 Needs (besides ``onnx``/``onnxruntime``/``numpy``): ``torch==2.13.0`` (never another torch),

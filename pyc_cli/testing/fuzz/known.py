@@ -2,7 +2,7 @@
 this fuzzer found that nobody has fixed yet (each says which).
 
 The fuzzer labels a failure with the defect it matches (in the report and case.json); the CI
-tier (tests/fuzz/test_fuzz_ci.py) treats only these as expected failures. Keep the list small and
+tier (tests/testing/test_fuzz_ci.py) treats only these as expected failures. Keep the list small and
 delete an entry the moment its fix lands: nothing here is skipped silently, every match is
 reported as `known_defect`.
 """
@@ -36,7 +36,7 @@ class KnownDefect:
 
 KNOWN_DEFECTS: tuple[KnownDefect, ...] = (
     # empty: every defect the fuzzer found so far is fixed, with a regression test in
-    # tests/test_regressions.py or tests/test_special_values.py. Add an entry (a signature and,
+    # tests/e2e/test_regressions.py or tests/ops/test_special_values.py. Add an entry (a signature and,
     # where needed, a node predicate in NODE_PREDICATES) only for a defect that is being fixed.
 )
 

@@ -351,7 +351,7 @@ def test_batchnorm_after_non_conv_becomes_mul_add(producer, tmp_path) -> None:  
 
 def test_float32_global_max_pool_becomes_a_whole_window_max_pool(tmp_path) -> None:  # noqa: ANN001
     """onnxruntime runs a float32 GlobalMaxPool as MLAS's whole-window pool, whose NaN rule
-    the MaxPool kernel follows (tests/test_special_values.py compares the values)."""
+    the MaxPool kernel follows (tests/ops/test_special_values.py compares the values)."""
     model = make_model([node("GlobalMaxPool", ["x"], ["y"], name="gp")],
                        [vinfo("x", (2, 3, 4, 5))], [vinfo("y", (2, 3, 1, 1))])
     _, after, _ = canonicalized(model, tmp_path)

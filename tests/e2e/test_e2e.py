@@ -58,7 +58,7 @@ def test_jit_and_shared_library_give_identical_results(rng: np.random.Generator,
                                rtol=RTOL, atol=ATOL)
 
 
-# A C program linking artifacts: tests/test_c_abi.py (the README's example).
+# A C program linking artifacts: tests/targets/cpu/test_c_abi.py (the README's example).
 
 
 def test_c_runtime_rejects_a_mismatched_weights_file(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from onnx import numpy_helper
 import pyc_cli
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bench_models import materialize_light  # noqa: E402  (random weights for the zoo models)
 
 # (model, rtol, atol) as listed by onnx.backend.test.case.model

@@ -10,7 +10,7 @@ import pytest
 import pyc_cli
 from pyc_cli.codegen import compile_cache
 
-MODELS = Path(__file__).parent / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def test_same_source_is_compiled_once_and_gives_the_same_library(

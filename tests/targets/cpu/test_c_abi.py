@@ -21,7 +21,7 @@ import pyc_cli
 from pyc_cli.codegen.abi_name import default_name
 from pyc_cli.errors import PycError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 RTOL, ATOL = 1e-4, 1e-5
 LSTM = REPO / "tests" / "models" / "lstm.onnx"
 

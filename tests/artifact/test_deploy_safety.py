@@ -30,7 +30,7 @@ from pyc_cli.errors import PycError
 from pyc_cli.explain import explain_data
 from pyc_cli.runtime.jit import jit_load  # imported here: llvmlite opens its own library
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MLP = REFERENCE_MODELS["mlp"]
 RTOL, ATOL = 1e-4, 1e-5
 

@@ -228,7 +228,7 @@ def test_help_lists_targets_and_passes() -> None:
 
 
 def test_shell_completion_works_as_the_readme_says() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "_PYC_COMPLETE=bash_source pyc" in readme
     program = "from pyc_cli.cli.main import main; main(prog_name='pyc')"
     env = {**os.environ, "_PYC_COMPLETE": "bash_source"}

@@ -285,7 +285,7 @@ def test_not_an_artifact(tmp_path: Path) -> None:
 
 
 def test_error_codes_document_is_current() -> None:
-    docs = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
     assert docs.read_text() == errors_markdown(), "run `make docs`"
     assert all(code.startswith("E") and len(code) == 4 for code in ERROR_CODES)
 

@@ -154,7 +154,7 @@ def test_unet_matches_onnxruntime(mode: str, rng: np.random.Generator, tmp_path:
     weights, against onnxruntime (rtol 1e-4, atol 1e-5)."""
     from helpers import randomize_initializers
 
-    source = Path(__file__).resolve().parent / "models" / "unet.onnx"
+    source = Path(__file__).resolve().parents[1] / "models" / "unet.onnx"
     path = tmp_path / "unet.onnx"
     onnx.save(randomize_initializers(onnx.load(str(source)), rng), str(path))
     pyc_cli.build(path, tmp_path / "art", mode=mode)

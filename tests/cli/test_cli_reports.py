@@ -119,7 +119,7 @@ def test_outputs_do_not_depend_on_timing(mlp_artifact: Path, tmp_path: Path) -> 
 
 # --- pyc explain --json schema and text report ----------------------------------------------
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "explain.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "explain.schema.json"
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "null": type(None),
                "boolean": bool, "number": (int, float), "integer": int}
 

@@ -23,7 +23,7 @@ def test_fixed_seed_fuzz_budget_finds_no_new_failure(tmp_path: Path) -> None:
     seconds = float(os.environ.get("PYC_FUZZ_SECONDS", "150"))
     # failures are shrunk: a small repro is labelled by the one defect it shows
     stats, duration = run_campaign(seconds, SEED, tmp_path / "failures", shrink=True, progress=False)
-    data = report(stats, duration, f"tests/fuzz/test_fuzz_ci.py (PYC_FUZZ_SECONDS={seconds:g})",
+    data = report(stats, duration, f"tests/testing/test_fuzz_ci.py (PYC_FUZZ_SECONDS={seconds:g})",
                   SEED, seconds)
     print(json.dumps({k: data[k] for k in ("graphs", "builds", "counts", "special_values")}, indent=1))
     for defect in data["ort_defects"]:
