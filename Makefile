@@ -1,10 +1,19 @@
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
 
-.PHONY: test golden bench lint docs models coverage fuzz architecture
+# the fast tier: IR, passes, planning, op references and unit tests of the tools; little C is
+# compiled, so it runs in well under a minute on two cores (CI runs everything: `make test`)
+FAST_TESTS = tests/ir tests/passes tests/planning tests/ops/test_references.py \
+	tests/ops/test_ops_hold_semantics.py tests/targets/cpu/test_cpu_kernels.py tests/test_layers.py \
+	tests/test_abi.py tests/testing/test_oracle.py tests/testing/test_per_node.py tests/testing/test_known.py
+
+.PHONY: test test-fast golden bench lint docs models coverage fuzz architecture
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-fast:  ## the fast tier (under a minute on two cores)
+	$(PYTHON) -m pytest $(PYTEST_ARGS) $(FAST_TESTS)
 
 golden:  ## regenerate golden IR / plan / decision-log / C dumps of the reference models
 	$(PYTHON) tests/golden_tool.py --write
