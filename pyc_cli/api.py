@@ -40,6 +40,7 @@ from .ir.text import print_graph
 from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
+from .passes.tuning import EmptyTuningDatabase, TuningDatabase
 from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
 from .progress import BuildSteps
@@ -69,17 +70,19 @@ class BuildResult:
 
 def compile_graph(model_path: str | Path, mode: str = "balanced",
                   input_shapes: dict[str, tuple[int, ...]] | None = None, target: str = "cpu",
-                  stop_after: str | None = None, steps: BuildSteps | None = None
-                  ) -> tuple[Graph, PassContext]:
+                  stop_after: str | None = None, steps: BuildSteps | None = None,
+                  tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
     """Import and run the pass pipeline (no files written); used by build, tests and tools.
-    `steps` times the import and every pass (pyc build's progress and --verbose)."""
+    `steps` times the import and every pass (pyc build's progress and --verbose); `tuning`
+    holds measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
     if mode not in MODES:
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     # the passes ask the target for its kernel candidates (compiler flags play no part there)
-    ctx = PassContext(BuildOptions(mode=mode, target=target), target=get_target(target))
+    ctx = PassContext(BuildOptions(mode=mode, target=target), target=get_target(target),
+                      tuning=tuning or EmptyTuningDatabase())
     # compile-time folding computes IEEE results (inf, nan) as the kernels would: no warnings
     with np.errstate(all="ignore"):
         try:
@@ -117,12 +120,13 @@ MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
 
 def compile_within_budget(model_path: str | Path, budget: int,
                           input_shapes: dict[str, tuple[int, ...]] | None = None,
-                          target: str = "cpu", steps: BuildSteps | None = None
-                          ) -> tuple[Graph, PassContext]:
+                          target: str = "cpu", steps: BuildSteps | None = None,
+                          tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
     """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
     arenas = {}
     for mode in MODES_BY_SPEED:
-        graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps)
+        graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps,
+                                   tuning=tuning)
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
@@ -143,7 +147,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           target: str = "cpu", memory_budget: int | None = None,
           keep_source: bool = False, force: bool = False, cpu: str = "native",
           cpu_features: str | list[str] | tuple[str, ...] = (), slim: bool = False,
-          name: str | None = None, steps: BuildSteps | None = None) -> BuildResult:
+          name: str | None = None, steps: BuildSteps | None = None,
+          tuning: TuningDatabase | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -159,7 +164,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     ('+avx2,-avx512f'); the manifest records the extensions the code may use, and loading on a
     CPU without them is refused (PYC-E033). `slim` leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
-    times every step (shown by `pyc build`; never written into the artifact)."""
+    times every step (shown by `pyc build`; never written into the artifact). `tuning` holds
+    measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
@@ -174,7 +180,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     with output_lock(out) as lock:
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
         graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target,
-                                         steps)
+                                         steps, tuning)
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
         flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
@@ -238,14 +244,17 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
 
 def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
                         input_shapes: dict[str, tuple[int, ...]] | None, target: str,
-                        steps: BuildSteps) -> tuple[Graph, PassContext]:
+                        steps: BuildSteps, tuning: TuningDatabase | None = None
+                        ) -> tuple[Graph, PassContext]:
     """The build's mode: the one asked for (checked against the budget), else with a budget the
     fastest that fits, else balanced. The last decision logged says which and why."""
     if memory_budget is None:
-        return compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps)
+        return compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps,
+                             tuning=tuning)
     if mode is None:
-        return compile_within_budget(model_path, memory_budget, input_shapes, target, steps)
-    graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps)
+        return compile_within_budget(model_path, memory_budget, input_shapes, target, steps,
+                                     tuning)
+    graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps, tuning=tuning)
     arena = ctx.artifacts["memory_plan"].arena_bytes
     if arena > memory_budget:
         raise PycError("E011", f"mode {mode} needs an arena of {arena} bytes, over the memory "

@@ -37,6 +37,7 @@ def import_model(path: str | Path, input_shapes: InputShapes | None = None,
     model = load_model(Path(path))
     graph = convert(model, input_shapes or {}, ctx=ctx)
     graph.types = propagate_types(graph)
+    _check_schema_types(graph)
     _check_dtypes(graph)
     return graph
 
@@ -537,6 +538,58 @@ def _check_dtypes(graph: Graph) -> None:
             found = ", ".join(f"{v!r}: {graph.types[v].dtype.value}" for v in node.present_inputs())
             raise PycError("E009", f"{node.op} needs operands of one element type, got {found}",
                            where=f"node {node.name!r}", hint="insert a Cast")
+
+
+def _check_schema_types(graph: Graph) -> None:
+    """Each input's element type is one its ONNX schema allows, and the inputs bound to one type
+    parameter agree (ScatterElements' updates have the data's type, indices are ints): what
+    onnxruntime checks before it runs a model (PYC-E009 otherwise)."""
+    for node in graph.nodes:
+        schema = _onnx_schema(node.op, graph.opset)
+        if schema is None:
+            continue
+        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+        bound: dict[str, tuple[str, str]] = {}
+        for index, value in enumerate(node.inputs):
+            formal = _formal_input(schema, index)
+            if not value or formal is None:
+                continue
+            found = f"tensor({onnx.TensorProto.DataType.Name(graph.types[value].dtype.to_onnx()).lower()})"
+            wanted = allowed.get(formal.type_str, {formal.type_str})
+            if found not in wanted:
+                raise PycError("E009", f"input {index} ({value!r}) of {node.op} is {found}; the op "
+                               f"takes {', '.join(sorted(wanted))} there", where=f"node {node.name!r}",
+                               hint="fix the model's types (a Cast, or the right input order)")
+            if formal.type_str in allowed and _homogeneous(formal):
+                first = bound.setdefault(formal.type_str, (value, found))
+                if first[1] != found:
+                    raise PycError("E009", f"{node.op} needs {first[0]!r} and {value!r} of one type "
+                                   f"({formal.type_str}), got {first[1]} and {found}",
+                                   where=f"node {node.name!r}", hint="insert a Cast")
+
+
+def _onnx_schema(op: str, opset: int) -> onnx.defs.OpSchema | None:
+    if "." in op:  # pyc.* and other domains: no ONNX schema
+        return None
+    try:
+        return onnx.defs.get_schema(op, opset, "")
+    except onnx.defs.SchemaError:
+        return None
+
+
+def _formal_input(schema: onnx.defs.OpSchema, index: int) -> onnx.defs.OpSchema.FormalParameter | None:
+    """The schema's parameter for input `index` (the last one repeats when it is variadic);
+    None for an input the schema does not have (an importer's own extra operand)."""
+    if index < len(schema.inputs):
+        return schema.inputs[index]
+    last = schema.inputs[-1] if schema.inputs else None
+    variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
+    return last if last is not None and last.option == variadic else None
+
+
+def _homogeneous(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
+    variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
+    return formal.option != variadic or formal.is_homogeneous
 
 
 def _unique_node_name(name: str, used: set[str]) -> str:

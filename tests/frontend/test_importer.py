@@ -104,3 +104,21 @@ def test_checker_failure_is_reported(tmp_path: Path) -> None:
     with pytest.raises(PycError) as info:
         import_model(path)
     assert info.value.code == "E003"
+
+
+def test_inputs_of_types_the_schema_refuses_are_e009(tmp_path: Path) -> None:
+    """As onnxruntime refuses them before running: indices that are floats (ScatterElements'
+    inputs in the wrong order), and operands of one type parameter with two types."""
+    indices = numpy_helper.from_array(np.zeros((5, 2), np.int64), "i")
+    swapped = [helper.make_node("ScatterElements", ["d", "u", "i"], ["y"], axis=1, name="scatter")]
+    path = _save(tmp_path, swapped, [_vi("d", [5, 7]), _vi("u", [5, 2])], [_vi("y", [5, 7])],
+                 [indices])
+    with pytest.raises(PycError) as info:
+        import_model(path)
+    assert info.value.code == "E009" and "input 1 ('u')" in info.value.what
+    assert "tensor(int64)" in info.value.what and "scatter" in info.value.where
+    mixed = [helper.make_node("Add", ["x", "n"], ["y"], name="add")]
+    path = _save(tmp_path, mixed, [_vi("x", [3]), _vi("n", [3], TensorProto.INT64)], [_vi("y", [3])])
+    with pytest.raises(PycError) as info:
+        import_model(path)
+    assert info.value.code == "E009" and "'x' and 'n' of one type" in info.value.what
