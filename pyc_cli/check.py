@@ -13,9 +13,9 @@ import onnx
 from .errors import PycError
 from .frontend.onnx_import import convert, load_model, schema_version, static_dim
 from .ir.graph import Graph, Node
-from .ir.types import DType, TensorType, check_addressable
+from .ir.types import DType, TensorType
 from .ops import registry
-from .ops.propagate import evaluate_node
+from .ops.propagate import evaluate_node, infer_node
 
 REASONS = ("unknown op", "unsupported opset", "dtype", "attribute value", "data-dependent shape",
            "inconsistent shapes")
@@ -279,13 +279,13 @@ def _check_types(graph: Graph, report: CheckReport, fallback: dict[str, TensorTy
             _assume_types(node, types, fallback)  # unsupported, or after one that is
             continue
         try:
-            out_types = opdef.infer(node, in_types, [known.get(v) if v else None for v in node.inputs])
+            out_types = infer_node(opdef, node, in_types,
+                                   [known.get(v) if v else None for v in node.inputs])
             _check_dtype(opdef, node, in_types)
             for name, ttype in zip(node.outputs, out_types):
                 if any(d < 0 for d in ttype.shape):  # sizes, and so FLOP estimates, are >= 0
                     raise PycError("E009", f"inferred a negative dimension for {name!r}: "
                                    f"{list(ttype.shape)}")
-                check_addressable(f"value {name!r} ({ttype})", ttype.nbytes, f"node {node.name!r}")
         except PycError as exc:
             report.add(_classify(exc), node, exc.what, node.op)
             _assume_types(node, types, fallback)
