@@ -1,4 +1,8 @@
-"""The pass pipeline: one fixed, ordered list. This tuple is the compiler's architecture."""
+"""The pass pipeline: one fixed, ordered list. These tuples are the compiler's architecture.
+
+Every target runs the same front (from canonicalize to liveness); the back half is the target's
+(`Target.pipeline_tail`): kernel selection and memory planning by default, to which a target adds
+what only it needs (a GPU target: streams, device memory)."""
 
 from __future__ import annotations
 
@@ -20,17 +24,25 @@ from .select_kernels import select_kernels
 
 Pass = Callable[[Graph, PassContext], Graph]
 
-PIPELINE: tuple[tuple[str, Pass], ...] = (
+FRONT: tuple[tuple[str, Pass], ...] = (
     ("canonicalize", canonicalize),
     ("fold_constants", fold_constants),
     ("infer_shapes", infer_shapes),
     ("fuse", fuse),
     ("eliminate_dead_code", eliminate_dead_code),
     ("analyze_liveness", analyze_liveness),
+)
+DEFAULT_TAIL: tuple[tuple[str, Pass], ...] = (
     ("select_kernels", select_kernels),
     ("plan_memory", plan_memory),
 )
+PIPELINE = FRONT + DEFAULT_TAIL  # the CPU target's whole pipeline
 PASS_NAMES = tuple(name for name, _ in PIPELINE)
+
+
+def passes_for(ctx: PassContext) -> tuple[tuple[str, Pass], ...]:
+    """The front, then the build target's tail."""
+    return FRONT + (tuple(ctx.target.pipeline_tail()) if ctx.target is not None else DEFAULT_TAIL)
 
 
 def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None,
@@ -40,7 +52,7 @@ def run_pipeline(graph: Graph, ctx: PassContext, stop_after: str | None = None,
     steps = steps or BuildSteps()
     kernels = ctx.target.candidate_names if ctx.target is not None else None
     verify(graph, registry.lookup, after="import", kernels=kernels)
-    for name, run in PIPELINE:
+    for name, run in passes_for(ctx):
         before = len(graph.nodes)
         with steps.step(f"pass {name}"):
             graph = run(graph, ctx)

@@ -4,7 +4,7 @@ pyc_cli/targets/base.py's `Target` and targets/kernel.py's `KernelCandidate` imp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..ir.graph import Graph, Node
@@ -49,4 +49,8 @@ class KernelTarget(Protocol):
 
     def takes_prologue(self, node: Node, graph: Graph) -> bool:
         """Whether a kernel of the target computes an elementwise prologue of input 0."""
+        ...
+
+    def pipeline_tail(self) -> Sequence[tuple[str, Callable[..., Graph]]]:
+        """The passes this target runs after the shared front (passes/pipeline.py)."""
         ...

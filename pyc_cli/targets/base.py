@@ -13,6 +13,7 @@ from typing import Any
 from ..abi import IoInfo
 from ..codegen.weights import WeightsLayout
 from ..ir.graph import Graph, Node
+from ..passes.pipeline import DEFAULT_TAIL, Pass
 from ..planning.plan import MemoryPlan
 from ..templating import templates_dir
 from .kernel import KernelCandidate
@@ -67,6 +68,11 @@ class Target:
         """Whether a kernel of this target computes an elementwise prologue of input 0."""
         return any(c.accepts_prologue(node, graph) and self.has_template(c.template)
                    for c in self.kernels.get(node.op, ()))
+
+    def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
+        """The passes this target runs after the shared front: kernel selection and memory
+        planning by default; a target adds its own (streams, device memory) here."""
+        return DEFAULT_TAIL
 
     def emit(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout,
              info: ModelInfo) -> dict[str, str]:
