@@ -33,6 +33,24 @@ class Node:
     def attr(self, key: str, default: AttrValue | None = None) -> AttrValue | None:
         return self.attrs.get(key, default)
 
+    def int_attr(self, key: str, default: int | None = None) -> int:
+        """An integer ONNX attribute (`default` when absent; KeyError when absent without one)."""
+        return int(self._number(key, default))
+
+    def float_attr(self, key: str, default: float | None = None) -> float:
+        """A float ONNX attribute (`default` when absent; KeyError when absent without one)."""
+        return float(self._number(key, default))
+
+    def _number(self, key: str, default: float | None) -> int | float | np.number:
+        value = self.attrs.get(key, default)
+        if value is None:
+            raise KeyError(f"node {self.name!r} has no attribute {key!r}")
+        if isinstance(value, (int, float, np.number)):
+            return value
+        if isinstance(value, np.ndarray) and value.size == 1:
+            return value.reshape(()).item()  # type: ignore[no-any-return]
+        raise TypeError(f"attribute {key!r} of node {self.name!r} is not a number: {value!r}")
+
     def present_inputs(self) -> list[str]:
         return [name for name in self.inputs if name]
 

@@ -115,10 +115,10 @@ class Mod(Binary):
     since = 10
 
     def scalar_attrs(self, node: Node, graph: Graph) -> dict[str, float | int | str]:
-        return {"fmod": int(node.attrs.get("fmod", 0))}  # type: ignore[arg-type]
+        return {"fmod": node.int_attr("fmod", 0)}
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
-        if int(node.attrs.get("fmod", 0)):  # type: ignore[arg-type]
+        if node.int_attr("fmod", 0):
             return np.fmod(args[0], args[1])
         return np.mod(args[0], args[1])
 

@@ -32,7 +32,7 @@ def window_geometry(
     dilations = ints_attr(node, "dilations") or [1] * rank
     pads = ints_attr(node, "pads") or [0] * (2 * rank)
     auto_pad = str(node.attrs.get("auto_pad", "NOTSET"))
-    ceil_mode = int(node.attrs.get("ceil_mode", 0))  # type: ignore[arg-type]
+    ceil_mode = node.int_attr("ceil_mode", 0)
     out: list[int] = []
     begins: list[int] = []
     ends: list[int] = []
@@ -78,7 +78,7 @@ class Conv(OpDef):
         if x.rank not in (3, 4, 5):
             raise PycError("E008", f"Conv of rank {x.rank} is not supported (1-D to 3-D are)",
                            where=node.name)
-        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        group = node.int_attr("group", 1)
         if x.shape[1] != w.shape[1] * group:
             raise PycError("E009", "Conv channels do not match weight shape", where=node.name)
         out = window_geometry(node, x.shape[2:], w.shape[2:])[3]
@@ -92,7 +92,7 @@ class Conv(OpDef):
         size, kernel = [1] * lift + list(x.shape[2:]), [1] * lift + list(w.shape[2:])
         strides, dilations = [1] * lift + strides, [1] * lift + dilations
         begins, out = [0] * lift + begins, [1] * lift + out
-        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        group = node.int_attr("group", 1)
         check_int32_index(f"the output width of {node.op}", out[-1], f"node {node.name!r}")
         columns = [_valid_columns(out[-1], x.shape[-1], begins[-1], strides[-1], dilations[-1], kw)
                    for kw in range(w.shape[-1])]
@@ -124,7 +124,7 @@ class Conv(OpDef):
         x, w = np.asarray(inputs[0]), np.asarray(inputs[1])
         bias = inputs[2] if len(inputs) > 2 else None
         strides, dilations, begins, out, _ = window_geometry(node, x.shape[2:], w.shape[2:])
-        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        group = node.int_attr("group", 1)
         return [references.conv(x, w, bias, group, strides, dilations, begins, out)]
 
 
@@ -138,7 +138,7 @@ class BatchNormalization(OpDef):
     dtypes = (DType.F32, DType.F64)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        if len([o for o in node.outputs if o]) > 1 or int(node.attrs.get("training_mode", 0)):  # type: ignore[arg-type]
+        if len([o for o in node.outputs if o]) > 1 or node.int_attr("training_mode", 0):
             raise PycError("E008", "BatchNormalization in training mode (batch statistics, running "
                            "mean/var outputs) is not supported", where=node.name,
                            hint="export the model in inference mode")
@@ -158,7 +158,7 @@ class BatchNormalization(OpDef):
     def scale_shift(node: Node, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (scale, shift) with y = x * scale + shift."""
         _, gamma, beta, mean, var = inputs
-        eps = float(node.attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        eps = node.float_attr("epsilon", 1e-5)
         scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
         shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
         return scale, shift

@@ -107,7 +107,7 @@ class ConvTranspose(OpDef):
         if w.rank != x.rank:
             raise PycError("E009", f"ConvTranspose weight rank {w.rank} differs from input rank "
                            f"{x.rank}", where=node.name)
-        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        group = node.int_attr("group", 1)
         if group < 1 or x.shape[1] % group or w.shape[0] != x.shape[1]:
             raise PycError("E009", f"ConvTranspose input channels {x.shape[1]} do not match "
                            f"weight shape {list(w.shape)} with group {group}", where=node.name)
@@ -133,7 +133,7 @@ class ConvTranspose(OpDef):
         size, kernel = [1] * lift + list(x.shape[2:]), [1] * lift + list(w.shape[2:])
         strides, dilations = [1] * lift + strides, [1] * lift + dilations
         begins, out = [0] * lift + begins, [1] * lift + out
-        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        group = node.int_attr("group", 1)
         check_int32_index(f"the input width of {node.op}", x.shape[-1], f"node {node.name!r}")
         columns = [_valid_inputs(x.shape[-1], out[-1], begins[-1], strides[-1], dilations[-1], kw)
                    for kw in range(w.shape[-1])]
@@ -158,7 +158,7 @@ class ConvTranspose(OpDef):
         x, w = np.asarray(inputs[0]), np.asarray(inputs[1])
         bias = inputs[2] if len(inputs) > 2 else None
         strides, dilations, begins, out = transpose_geometry(node, x.shape[2:], w.shape[2:])
-        group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+        group = node.int_attr("group", 1)
         output_padding = ints_attr(node, "output_padding") or [0] * (x.ndim - 2)
         return [references.conv_transpose(x, w, bias, group, strides, dilations, begins, out,
                                           output_padding)]

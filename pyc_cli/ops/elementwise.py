@@ -99,7 +99,7 @@ class Cast(ElementwiseOp):
         return [node.inputs[0], node.outputs[0]]
 
     def out_dtype(self, node: Node, dtypes: list[DType]) -> DType:
-        to = int(node.attrs["to"])  # type: ignore[arg-type]
+        to = node.int_attr("to")
         try:
             return DType.from_onnx(to)
         except KeyError:

@@ -32,7 +32,7 @@ class LRN(OpDef):
 
     def window(self, node: Node) -> tuple[int, int]:
         """Channels before and after the centre that the window covers."""
-        size = int(node.attrs["size"])  # type: ignore[call-overload]
+        size = node.int_attr("size")
         return (size - 1) // 2, int(math.ceil((size - 1) / 2))
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
@@ -44,10 +44,10 @@ class LRN(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         before, after = self.window(node)
-        size = int(node.attrs["size"])  # type: ignore[call-overload]
-        alpha = float(node.attrs.get("alpha", 1e-4))  # type: ignore[arg-type]
-        beta = float(node.attrs.get("beta", 0.75))  # type: ignore[arg-type]
-        bias = float(node.attrs.get("bias", 1.0))  # type: ignore[arg-type]
+        size = node.int_attr("size")
+        alpha = node.float_attr("alpha", 1e-4)
+        beta = node.float_attr("beta", 0.75)
+        bias = node.float_attr("bias", 1.0)
         # the kernel's (and onnxruntime's) running sum in the element type: head added, tail
         # subtracted, so an inf that left the window leaves NaN behind as it does there
         scale = x.dtype.type(alpha / size)
@@ -67,13 +67,13 @@ class LRN(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
         before, after = self.window(node)
-        size = int(node.attrs["size"])  # type: ignore[call-overload]
+        size = node.int_attr("size")
         # the sums of a block of positions are on the stack in both kernels
         return {"N": shape[0], "C": shape[1], "inner": math.prod(shape[2:]),
                 "before": before, "after": after,
-                "scale": float(node.attrs.get("alpha", 1e-4)) / size,  # type: ignore[arg-type]
-                "beta": float(node.attrs.get("beta", 0.75)),  # type: ignore[arg-type]
-                "bias": float(node.attrs.get("bias", 1.0)),  # type: ignore[arg-type]
+                "scale": node.float_attr("alpha", 1e-4) / size,
+                "beta": node.float_attr("beta", 0.75),
+                "bias": node.float_attr("bias", 1.0),
                 "in_place": node.ann.inplace_operand is not None,
                 "block": self.ring_block(before, math.prod(shape[2:]),
                                          graph.types[node.inputs[0]].dtype.itemsize)}

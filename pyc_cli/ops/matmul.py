@@ -110,7 +110,7 @@ class Gemm(OpDef):
         a, b = np.asarray(inputs[0]), np.asarray(inputs[1])
         a = a.T if node.attrs.get("transA", 0) else a
         b = b.T if node.attrs.get("transB", 0) else b
-        y = float(node.attrs.get("alpha", 1.0)) * (a @ b)  # type: ignore[arg-type]
+        y = node.float_attr("alpha", 1.0) * (a @ b)
         if len(inputs) > 2 and inputs[2] is not None:
-            y = y + float(node.attrs.get("beta", 1.0)) * inputs[2]  # type: ignore[arg-type]
+            y = y + node.float_attr("beta", 1.0) * inputs[2]
         return [y.astype(a.dtype)]

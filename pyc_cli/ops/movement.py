@@ -145,7 +145,7 @@ class Concat(OpDef):
         parts = [require(types, i, node) for i in range(len(node.inputs))]
         if not parts:
             raise PycError("E009", "Concat has no inputs", where=node.name)
-        axis = normalize_axis(int(node.attrs["axis"]), parts[0].rank, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis"), parts[0].rank, node)
         # an input empty along the axis adds nothing: like onnxruntime, its other dims are free
         shaping = [p for p in parts if p.rank == parts[0].rank and p.shape[axis] != 0] or parts[:1]
 
@@ -162,13 +162,13 @@ class Concat(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         arrays = [np.asarray(i) for i in inputs]
-        axis = normalize_axis(int(node.attrs["axis"]), arrays[0].ndim, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis"), arrays[0].ndim, node)
         kept = [a for a in arrays if a.shape[axis] != 0] or arrays[:1]
         return [np.concatenate(kept, axis=axis)]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         out = graph.types[node.outputs[0]]
-        axis = normalize_axis(int(node.attrs["axis"]), out.rank, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis"), out.rank, node)
         inner = math.prod(out.shape[axis + 1:])
         chunks = [graph.types[i].shape[axis] * inner for i in node.inputs]
         return {"outer": math.prod(out.shape[:axis]), "chunks": chunks,
@@ -188,17 +188,17 @@ class Gather(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         data, indices = require(types, 0, node), require(types, 1, node)
-        axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", 0), data.rank, node)
         shape = data.shape[:axis] + indices.shape + data.shape[axis + 1:]
         return [TensorType(data.dtype, shape)]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         data, indices = np.asarray(inputs[0]), np.asarray(inputs[1])
-        return [np.take(data, indices.astype(np.int64), axis=int(node.attrs.get("axis", 0)))]  # type: ignore[arg-type]
+        return [np.take(data, indices.astype(np.int64), axis=node.int_attr("axis", 0))]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         data, indices = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
-        axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", 0), data.rank, node)
         return {"outer": math.prod(data.shape[:axis]), "axis_dim": data.shape[axis],
                 "inner": math.prod(data.shape[axis + 1:]), "count": indices.numel}
 
@@ -216,7 +216,7 @@ class GatherElements(OpDef):
     dtypes = ALL_DTYPES
 
     def axis(self, node: Node, rank: int) -> int:
-        return normalize_axis(int(node.attrs.get("axis", 0)), rank, node)  # type: ignore[arg-type]
+        return normalize_axis(node.int_attr("axis", 0), rank, node)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         data, indices = require(types, 0, node), require(types, 1, node)

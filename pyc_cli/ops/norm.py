@@ -39,7 +39,7 @@ class RowwiseSoftmax(OpDef):
     def geometry(self, shape: tuple[int, ...], node: Node, opset: int) -> tuple[int, int, int]:
         """(outer, row, inner): before opset 13 the input is coerced to 2-D at `axis`."""
         default = 1 if opset < 13 else -1
-        axis = normalize_axis(int(node.attrs.get("axis", default)), len(shape), node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", default), len(shape), node)
         if opset < 13:
             return math.prod(shape[:axis]), math.prod(shape[axis:]), 1
         return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
@@ -89,16 +89,16 @@ class LayerNormalization(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
-        if int(node.attrs.get("stash_type", 1)) != 1:  # type: ignore[arg-type]
+        if node.int_attr("stash_type", 1) != 1:
             raise PycError("E008", "LayerNormalization with stash_type other than 1 (float) is "
                            "not supported", where=node.name)
-        axis = normalize_axis(int(node.attrs.get("axis", -1)), x.rank, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", -1), x.rank, node)
         stats = TensorType(DType.F32, x.shape[:axis] + (1,) * (x.rank - axis))
         return [x] + [stats for _ in node.outputs[1:3]]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
-        axis = normalize_axis(int(node.attrs.get("axis", -1)), len(shape), node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", -1), len(shape), node)
         row = math.prod(shape[axis:])
         scale = graph.types[node.inputs[1]].numel
         has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
@@ -110,18 +110,18 @@ class LayerNormalization(OpDef):
         return {"outer": math.prod(shape[:axis]), "row": row, "has_bias": has_bias,
                 "scale_stride": int(scale == row), "bias_stride": int(bias == row),
                 "has_mean": bool(outputs[1]), "has_inv_std": bool(outputs[2]),
-                "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
+                "epsilon": node.float_attr("epsilon", 1e-5)}
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         """numpy reference (float64 statistics, exact where float ones overflow, as the kernel's
         fallback): folds constant inputs, checks rewrites."""
         x = np.asarray(inputs[0])
-        axis = normalize_axis(int(node.attrs.get("axis", -1)), x.ndim, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", -1), x.ndim, node)
         axes = tuple(range(axis, x.ndim))
         wide = x.astype(np.float64)
         mean = wide.mean(axis=axes, keepdims=True)
         var = ((wide - mean) ** 2).mean(axis=axes, keepdims=True)
-        y = (wide - mean) / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))  # type: ignore[arg-type]
+        y = (wide - mean) / np.sqrt(var + node.float_attr("epsilon", 1e-5))
         y = y * np.asarray(inputs[1])
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + np.asarray(inputs[2])
@@ -146,10 +146,10 @@ class InstanceNormalization(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
         return {"rows": shape[0] * shape[1], "channels": shape[1], "row": math.prod(shape[2:]),
-                "epsilon": float(node.attrs.get("epsilon", 1e-5))}  # type: ignore[arg-type]
+                "epsilon": node.float_attr("epsilon", 1e-5)}
 
     @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x, scale, bias = (np.asarray(v) for v in inputs[:3])
-        epsilon = float(node.attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        epsilon = node.float_attr("epsilon", 1e-5)
         return [references.instance_norm(x, scale, bias, epsilon)]

@@ -58,7 +58,7 @@ class Pad(OpDef):
     def value(self, node: Node, values: InValues) -> float:
         if len(node.inputs) > 2 and node.inputs[2]:
             return require_value(values, 2, node, "constant_value").reshape(-1)[0].item()
-        return float(node.attrs.get("value", 0.0))  # type: ignore[arg-type]
+        return node.float_attr("value", 0.0)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)

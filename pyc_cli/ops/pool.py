@@ -49,7 +49,7 @@ class Pool(OpDef):
             return [fill] * lift + list(values)
 
         (D, H, W), (OD, OH, OW) = dims(list(x.shape[2:]), 1), dims(out, 1)
-        column_major = int(node.attrs.get("storage_order", 0))  # type: ignore[arg-type]
+        column_major = node.int_attr("storage_order", 0)
         return {
             "N": x.shape[0], "C": x.shape[1], "D": D, "H": H, "W": W, "OD": OD, "OH": OH, "OW": OW,
             **dict(zip(("KD", "KH", "KW"), dims(kernel, 1))),
@@ -61,7 +61,7 @@ class Pool(OpDef):
             **self.max_rule(node, x, kernel, strides, dilations, begins, ends),
             "has_indices": len(node.outputs) > 1 and bool(node.outputs[1]),
             "index_expr": f"(iw * {H} + ih) * {D} + id" if column_major else "at",
-            "count_include_pad": int(node.attrs.get("count_include_pad", 0)),  # type: ignore[arg-type]
+            "count_include_pad": node.int_attr("count_include_pad", 0),
         }
 
     @references.f16_via_f32
@@ -70,10 +70,10 @@ class Pool(OpDef):
         kernel = ints_attr(node, "kernel_shape")
         strides, dilations, begins, out, ends = window_geometry(node, x.shape[2:], tuple(kernel))
         if node.op == "AveragePool":
-            include = bool(int(node.attrs.get("count_include_pad", 0)))  # type: ignore[arg-type]
+            include = bool(node.int_attr("count_include_pad", 0))
             return [references.average_pool(x, kernel, strides, dilations, begins, out, ends,
                                             include)]
-        column_major = bool(int(node.attrs.get("storage_order", 0)))  # type: ignore[arg-type]
+        column_major = bool(node.int_attr("storage_order", 0))
         rule = self.max_rule(node, TensorType.of(x), kernel, strides, dilations, begins, ends)
         values, indices = references.max_pool(x, kernel, strides, dilations, begins, out,
                                               column_major, str(rule["rule"]),

@@ -93,7 +93,7 @@ class BlockRearrange(Rearrange):
     """DepthToSpace / SpaceToDepth: reshape, transpose, reshape (as their ONNX function bodies)."""
 
     def block(self, node: Node) -> int:
-        return int(node.attrs["blocksize"])  # type: ignore[arg-type]
+        return node.int_attr("blocksize")
 
     def plan(self, node: Node, shape: tuple[int, ...]) -> tuple[list[int], list[int], list[int]]:
         """(intermediate shape, transpose perm, output shape)."""
@@ -162,7 +162,7 @@ class Split(Rearrange):
     static_inputs = (1,)
 
     def sizes(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, list[int]]:
-        axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape), node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", 0), len(shape), node)
         dim, count = shape[axis], len(node.outputs)
         if len(node.inputs) > 1 and node.inputs[1]:
             sizes = [int(s) for s in require_value(values, 1, node, "split").reshape(-1)]
@@ -221,7 +221,7 @@ class Trilu(Rearrange):
         has_k = len(node.inputs) > 1 and bool(node.inputs[1])
         k = int(require_value(values, 1, node, "k").reshape(-1)[0]) if has_k else 0
         ones = np.ones(shape[-2:], bool)
-        upper = int(node.attrs.get("upper", 1))  # type: ignore[arg-type]
+        upper = node.int_attr("upper", 1)
         return np.triu(ones, k) if upper else np.tril(ones, k)
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -247,7 +247,7 @@ class OneHot(Rearrange):
 
     def geometry(self, node: Node, rank: int, values: InValues) -> tuple[int, int]:
         depth = int(require_value(values, 1, node, "depth").reshape(-1)[0])
-        axis = normalize_axis(int(node.attrs.get("axis", -1)), rank + 1, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", -1), rank + 1, node)
         return depth, axis
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:

@@ -109,14 +109,14 @@ class Recurrent(OpDef):
 
     def geometry(self, node: Node, x: tuple[int, ...], w: tuple[int, ...], r: tuple[int, ...]
                  ) -> Geometry:
-        layout = int(node.attrs.get("layout", 0))  # type: ignore[call-overload]
+        layout = node.int_attr("layout", 0)
         if layout not in (0, 1) or len(x) != 3 or len(w) != 3 or len(r) != 3:
             raise PycError("E009", f"{node.op} needs rank-3 X, W, R and layout 0 or 1",
                            where=f"node {node.name!r}")
         steps, batch = (x[1], x[0]) if layout else (x[0], x[1])
         if node.attrs.get("weights_transposed"):  # canonicalize's layout: [D, I, G*H], [D, H, G*H]
             w, r = (w[0], w[2], w[1]), (r[0], r[2], r[1])
-        hidden = int(node.attrs.get("hidden_size", r[2]))  # type: ignore[call-overload]
+        hidden = node.int_attr("hidden_size", r[2])
         directions = DIRECTIONS[self.direction(node)]
         if w != (directions, self.gates * hidden, x[2]) or r != (directions, self.gates * hidden, hidden):
             raise PycError("E009", f"{node.op} weights W{list(w)} R{list(r)} do not match "
@@ -250,8 +250,8 @@ class Recurrent(OpDef):
             "has_c0": present[6], "has_peepholes": present[7],
             "has_yh": outputs[1], "has_yc": outputs[2],
             "clip": self.clip(node),
-            "input_forget": int(node.attrs.get("input_forget", 0)),  # type: ignore[call-overload]
-            "linear_before_reset": int(node.attrs.get("linear_before_reset", 0)),  # type: ignore[call-overload]
+            "input_forget": node.int_attr("input_forget", 0),
+            "linear_before_reset": node.int_attr("linear_before_reset", 0),
             "acts": self.activations(node, D),
         }
 

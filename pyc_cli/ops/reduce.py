@@ -45,7 +45,7 @@ class Reduce(OpDef):
         else:
             axes = []
         if not axes:
-            if int(node.attrs.get("noop_with_empty_axes", 0)):  # type: ignore[arg-type]
+            if node.int_attr("noop_with_empty_axes", 0):
                 return None
             axes = list(range(rank))
         return sorted({normalize_axis(a, rank, node) for a in axes})
@@ -55,7 +55,7 @@ class Reduce(OpDef):
         axes = self.axes(node, x.rank, values)
         if axes is None:
             return [x]
-        keep = int(node.attrs.get("keepdims", 1))  # type: ignore[arg-type]
+        keep = node.int_attr("keepdims", 1)
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes)
         return [TensorType(x.dtype, shape)]
 
@@ -178,7 +178,7 @@ class ArgReduce(OpDef):
     dtypes = NUMERIC + (DType.I8, DType.U8, DType.I16, DType.U16)
 
     def geometry(self, node: Node, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-        axis = normalize_axis(int(node.attrs.get("axis", 0)), len(shape), node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", 0), len(shape), node)
         return axis, math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
@@ -187,7 +187,7 @@ class ArgReduce(OpDef):
         if x.shape[axis] == 0:
             raise PycError("E009", f"{node.op} over axis {axis} of {list(x.shape)}, which is "
                            "empty: there is no index to return", where=node.name)
-        keep = int(node.attrs.get("keepdims", 1))  # type: ignore[arg-type]
+        keep = node.int_attr("keepdims", 1)
         shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape) if keep or i != axis)
         return [TensorType(DType.I64, shape)]
 
@@ -195,14 +195,14 @@ class ArgReduce(OpDef):
         x = np.asarray(inputs[0])
         axis = self.geometry(node, x.shape)[0]
         index = _scan_extreme(np.moveaxis(x, axis, 0), self.kernel_params_better(node))
-        if int(node.attrs.get("keepdims", 1)):  # type: ignore[arg-type]
+        if node.int_attr("keepdims", 1):
             index = np.expand_dims(index, axis)
         return [np.asarray(index, np.int64)]
 
     def kernel_params_better(self, node: Node) -> str:
         """The comparison that replaces the running extreme: strict for the first extreme,
         or-equal for the last (select_last_index)."""
-        last = int(node.attrs.get("select_last_index", 0))  # type: ignore[arg-type]
+        last = node.int_attr("select_last_index", 0)
         return (">" if node.op == "ArgMax" else "<") + ("=" if last else "")
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:

@@ -62,10 +62,10 @@ class ResizeBase(OpDef):
         return mode
 
     def since_opset(self, node: Node) -> int:
-        return int(node.attrs.get("_opset", 11))  # type: ignore[call-overload]
+        return node.int_attr("_opset", 11)
 
     def check_supported(self, node: Node) -> None:
-        if int(node.attrs.get("antialias", 0)) and self.mode(node) == "nearest":  # type: ignore[call-overload]
+        if node.int_attr("antialias", 0) and self.mode(node) == "nearest":
             raise PycError("E008", "Resize antialias applies to linear and cubic modes only",
                            where=node.name, hint="drop antialias or use mode linear")
         policy = str(node.attrs.get("keep_aspect_ratio_policy", "stretch"))
@@ -131,14 +131,14 @@ class ResizeBase(OpDef):
             idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
                                                exclude_outside)
         else:
-            a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+            a = node.float_attr("cubic_coeff_a", -0.75)
             idx, weights = _onnxruntime_taps(x, size_in, mode, a, exclude_outside)
         return {"taps": weights.shape[1], "idx": idx.reshape(-1).tolist(),
                 "w": [Scalar(DType.F64, float(v)) for v in weights.reshape(-1)], "outside": outside}
 
     def _coefficients(self, node: Node, mode: str):  # noqa: ANN202 (a small closure)
         antialias = bool(node.attrs.get("antialias", 0))
-        a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+        a = node.float_attr("cubic_coeff_a", -0.75)
         if mode == "linear":
             return _linear_antialias if antialias else (lambda r, s: np.array([1 - r, r]))
         return (lambda r, s: _cubic_antialias(r, s, a)) if antialias else (lambda r, s: _cubic(r, a))
@@ -150,7 +150,7 @@ class ResizeBase(OpDef):
         return {"axes": axes, "out_shape": [len(a["idx"]) // a["taps"] for a in axes],  # type: ignore[arg-type, operator]
                 "in_strides": contiguous_strides(shape),
                 "separable": self.mode(node) == "cubic" and not node.attrs.get("antialias", 0),
-                "extrapolation": Scalar(DType.F64, float(node.attrs.get("extrapolation_value", 0.0)))}  # type: ignore[arg-type]
+                "extrapolation": Scalar(DType.F64, node.float_attr("extrapolation_value", 0.0))}
 
     @references.f16_via_f32
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
@@ -211,7 +211,7 @@ class ResizeBase(OpDef):
             idx, weights = _interpolation_taps(x, scale, size_in, self._coefficients(node, mode),
                                                exclude_outside)
         else:  # the taps run time reads: a NaN or inf under a zero weight propagates alike
-            a = float(node.attrs.get("cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+            a = node.float_attr("cubic_coeff_a", -0.75)
             idx, weights = _onnxruntime_taps(x, size_in, mode, a, exclude_outside)
         return idx, weights, away
 

@@ -41,10 +41,10 @@ class CumSum(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         axis = self.axis(node, x.ndim, inputs)
-        reverse = int(node.attrs.get("reverse", 0))  # type: ignore[arg-type]
+        reverse = node.int_attr("reverse", 0)
         source = np.flip(x, axis) if reverse else x
         total = self.numpy_fn(source, axis=axis, dtype=x.dtype)
-        if int(node.attrs.get("exclusive", 0)) and source.shape[axis]:  # type: ignore[arg-type]
+        if node.int_attr("exclusive", 0) and source.shape[axis]:
             first = np.take(np.full_like(source, int(node.op == "CumProd")), [0], axis=axis)
             rest = np.take(total, np.arange(source.shape[axis] - 1), axis=axis)
             total = np.concatenate([first, rest], axis=axis)
@@ -57,8 +57,8 @@ class CumSum(OpDef):
         return {"outer": math.prod(shape[:axis]), "row": shape[axis],
                 "inner": math.prod(shape[axis + 1:]),
                 "product": node.op == "CumProd",
-                "exclusive": int(node.attrs.get("exclusive", 0)),  # type: ignore[arg-type]
-                "reverse": int(node.attrs.get("reverse", 0))}  # type: ignore[arg-type]
+                "exclusive": node.int_attr("exclusive", 0),
+                "reverse": node.int_attr("reverse", 0)}
 
 
 @register

@@ -53,7 +53,7 @@ class ScatterElements(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         data, indices, updates = (np.asarray(i) for i in inputs[:3])
-        axis = normalize_axis(int(node.attrs.get("axis", 0)), data.ndim, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", 0), data.ndim, node)
         out, reduction = data.copy(), _reduction(node)
         for position in np.ndindex(indices.shape):
             target = list(position)
@@ -63,7 +63,7 @@ class ScatterElements(OpDef):
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         data, indices = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
-        axis = normalize_axis(int(node.attrs.get("axis", 0)), data.rank, node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", 0), data.rank, node)
         return {"dims": list(indices.shape), "axis": axis, "axis_dim": data.shape[axis],
                 "out_strides": contiguous_strides(data.shape), "reduction": _reduction(node)}
 
@@ -116,7 +116,7 @@ class GatherND(OpDef):
     def geometry(self, node: Node, data: tuple[int, ...], indices: tuple[int, ...]
                  ) -> tuple[int, int, list[int]]:
         """(batch dims b, index depth k, output shape)."""
-        b = int(node.attrs.get("batch_dims", 0))  # type: ignore[arg-type]
+        b = node.int_attr("batch_dims", 0)
         k = indices[-1]
         if data[:b] != indices[:b] or b + k > len(data):
             raise PycError("E009", "GatherND indices do not fit the data", where=node.name)

@@ -27,8 +27,8 @@ class Shape(OpDef):
 
     def _slice(self, node: Node, shape: tuple[int, ...]) -> np.ndarray:
         rank = len(shape)
-        start = int(node.attrs.get("start", 0))  # type: ignore[arg-type]
-        end = int(node.attrs.get("end", rank))  # type: ignore[arg-type]
+        start = node.int_attr("start", 0)
+        end = node.int_attr("end", rank)
         return np.array(shape[start:end], dtype=np.int64)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
@@ -128,7 +128,7 @@ class EyeLike(OpDef):
     dtypes = tuple(DType)
 
     def _dtype(self, node: Node, input_type: TensorType) -> DType:
-        return DType.from_onnx(int(node.attrs["dtype"])) if "dtype" in node.attrs else input_type.dtype  # type: ignore[arg-type]
+        return DType.from_onnx(node.int_attr("dtype")) if "dtype" in node.attrs else input_type.dtype  # type: ignore[arg-type]
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
@@ -138,7 +138,7 @@ class EyeLike(OpDef):
 
     def shape_value(self, node: Node, input_type: TensorType) -> np.ndarray:
         rows, cols = input_type.shape
-        k = int(node.attrs.get("k", 0))  # type: ignore[arg-type]
+        k = node.int_attr("k", 0)
         return np.eye(rows, cols, k, dtype=self._dtype(node, input_type).numpy)
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:

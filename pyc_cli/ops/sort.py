@@ -35,7 +35,7 @@ class TopK(OpDef):
     static_inputs = (1,)
 
     def geometry(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, int]:
-        axis = normalize_axis(int(node.attrs.get("axis", -1)), len(shape), node)  # type: ignore[arg-type]
+        axis = normalize_axis(node.int_attr("axis", -1), len(shape), node)
         k = int(require_value(values, 1, node, "K").reshape(-1)[0])
         if not 0 <= k <= shape[axis]:
             raise PycError("E009", f"TopK K={k} exceeds the axis size {shape[axis]}", where=node.name)
@@ -53,7 +53,7 @@ class TopK(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         axis, k = self.geometry(node, x.shape, inputs)
-        largest = int(node.attrs.get("largest", 1))  # type: ignore[arg-type]
+        largest = node.int_attr("largest", 1)
         key = -x.astype(np.float64) if largest else x
         order = np.argsort(key, axis=axis, kind="stable")  # NaN last
         if largest:  # NaN ranks above every number (onnxruntime): NaN first, in index order
@@ -65,7 +65,7 @@ class TopK(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
         axis, k = self.geometry(node, shape, [None, graph.constants.get(node.inputs[1])])
-        largest = int(node.attrs.get("largest", 1))  # type: ignore[arg-type]
+        largest = node.int_attr("largest", 1)
         return {"outer": math.prod(shape[:axis]), "row": shape[axis],
                 "inner": math.prod(shape[axis + 1:]), "k": k, "before": ">" if largest else "<",
                 "has_indices": len(node.outputs) > 1 and bool(node.outputs[1])}

@@ -187,8 +187,8 @@ class IsInf(Unary):
         return DType.BOOL
 
     def scalar_attrs(self, node: Node, graph: Graph) -> dict[str, float | int | str]:
-        return {"negative": int(node.attrs.get("detect_negative", 1)),  # type: ignore[arg-type]
-                "positive": int(node.attrs.get("detect_positive", 1))}  # type: ignore[arg-type]
+        return {"negative": node.int_attr("detect_negative", 1),
+                "positive": node.int_attr("detect_positive", 1)}
 
     def fn(self, node: Node, x: np.ndarray) -> np.ndarray:
         attrs = self.scalar_attrs(node, None)  # type: ignore[arg-type]

@@ -51,7 +51,7 @@ class Reshape(ViewOp):
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
         target = [int(d) for d in require_value(values, 1, node, "shape")]
-        allow_zero = int(node.attrs.get("allowzero", 0))  # type: ignore[arg-type]
+        allow_zero = node.int_attr("allowzero", 0)
         if not allow_zero and any(d == 0 and i >= len(shape) for i, d in enumerate(target)):
             raise PycError("E009", f"Reshape target {target} copies (0) a dim that the input "
                            f"{list(shape)} does not have", where=node.name)
@@ -75,7 +75,7 @@ class Flatten(ViewOp):
     name = "Flatten"
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
-        axis = int(node.attrs.get("axis", 1))  # type: ignore[arg-type]
+        axis = node.int_attr("axis", 1)
         if not -len(shape) <= axis <= len(shape):
             raise PycError("E009", f"Flatten axis {axis} is out of range for rank {len(shape)} "
                            f"(allowed {-len(shape)}..{len(shape)})", where=node.name)

@@ -104,8 +104,8 @@ def _gemm_to_matmul(graph: Graph, node: Node, ctx: PassContext, known: _Known) -
             new_nodes.append(typed_node(graph, "Transpose", [b], f"{node.name}_transB"))
             b = new_nodes[-1].outputs[0]
     has_c = len(node.inputs) > 2 and bool(node.inputs[2])
-    alpha = float(node.attrs.get("alpha", 1.0))  # type: ignore[arg-type]
-    beta = float(node.attrs.get("beta", 1.0))  # type: ignore[arg-type]
+    alpha = node.float_attr("alpha", 1.0)
+    beta = node.float_attr("beta", 1.0)
     final_out = node.outputs[0]
     dtype = graph.types[final_out].dtype.numpy
     steps: list[tuple[str, str]] = []
@@ -188,7 +188,7 @@ def _batchnorm_to_elementwise(graph: Graph, node: Node, ctx: PassContext) -> Non
         stats.append(new_nodes[-1].outputs[0])
     scale, bias, mean, var = stats
     eps = graph.add_constant(f"{node.name}_epsilon", np.array(
-        float(node.attrs.get("epsilon", 1e-5)), x_type.dtype.numpy))  # type: ignore[arg-type]
+        node.float_attr("epsilon", 1e-5), x_type.dtype.numpy))
     steps = [("Sub", [x, mean]), ("Add", [var, eps]), ("Sqrt", [1]), ("Div", [0, 2]),
              ("Mul", [3, scale]), ("Add", [4, bias])]
     results: list[str] = []

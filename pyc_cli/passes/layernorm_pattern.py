@@ -34,7 +34,7 @@ def _single_user(graph: Graph, value: str, users: dict[str, list[Node]]) -> Node
 
 
 def _is_last_axis_mean(graph: Graph, node: Node | None, known: Lookup) -> bool:
-    if node is None or node.op != "ReduceMean" or not int(node.attrs.get("keepdims", 1)):  # type: ignore[call-overload]
+    if node is None or node.op != "ReduceMean" or not node.int_attr("keepdims", 1):
         return False
     rank = graph.types[node.inputs[0]].rank
     axes = node.attrs.get("axes")

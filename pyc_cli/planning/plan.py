@@ -140,7 +140,7 @@ def _merge_concat_inputs(graph: Graph, storage: Storage, keep_copies: frozenset[
         if host not in storage.members or _final_root(storage.roots, host) != host:
             continue
         out = graph.types[host]
-        axis = int(node.attrs["axis"]) % out.rank  # type: ignore[call-overload]
+        axis = node.int_attr("axis") % out.rank
         if math.prod(out.shape[:axis]) != 1:
             continue  # with leading dims > 1 an input's slice is not one contiguous range
         offset, placed = 0, []

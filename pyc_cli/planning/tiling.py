@@ -190,7 +190,7 @@ def _illegal(graph: Graph, nodes: list[Node]) -> str | None:
     if out.shape[0] != 1:
         return (f"batch {out.shape[0]}: a channel slice is not one contiguous range, so the "
                 "pooled slices could not be written in place")
-    if int(conv.attrs.get("group", 1)) != 1:  # type: ignore[call-overload]
+    if conv.int_attr("group", 1) != 1:
         return "a grouped conv: a slice of output channels reads a slice of the input"
     if len([o for o in pool.outputs if o]) != 1:
         return "the pool also returns indices"

@@ -391,8 +391,8 @@ def test_verifier_runs_in_pipeline_after_a_broken_pass(monkeypatch) -> None:  # 
         return graph
 
     table = tuple((name, breaking if name == "fuse" else fn)
-                  for name, fn in pipeline.PIPELINE)
-    monkeypatch.setattr(pipeline, "PIPELINE", table)
+                  for name, fn in pipeline.FRONT)
+    monkeypatch.setattr(pipeline, "FRONT", table)
     path, shapes = REFERENCE_MODELS["mlp"]
     with pytest.raises(PycError) as info:
         pyc_cli.compile_graph(path, input_shapes=shapes)
