@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import shutil
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from ..ops import registry
 from ..planning.plan import MemoryPlan, storage_roots
-from . import abi_name, compile_cache
+from . import abi_name, compile_cache, toolchain
 from .cpu_features import feature_flags, probe_target
 from .kernel_context import KernelCall, Operand, kernel_call
 from .resources import runtime_dir, templates_dir
@@ -56,7 +55,14 @@ def template_env() -> jinja2.Environment:
     )
     env.filters["c_string"] = c_string
     env.filters["product"] = lambda values: math.prod(values)
+    env.tests["mentioned_in"] = mentioned_in
     return env
+
+
+def mentioned_in(word: str, code: str) -> bool:
+    """Whether C `code` uses the identifier `word` (model.c.j2 marks unread operands (void):
+    shape-like inputs are compiled in, and -Wextra warns of unused parameters)."""
+    return re.search(rf"\b{re.escape(word)}\b", code) is not None
 
 
 class CpuTarget(Target):
@@ -117,10 +123,8 @@ class CpuTarget(Target):
     # ------------------------------------------------------------ building
 
     def compiler(self) -> str:
-        found = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if not found:
-            raise PycError("E020", "no C compiler found", hint="install gcc or clang, or set CC")
-        return found
+        """The C compiler's path (`CC`, else cc / gcc / clang: codegen/toolchain.py)."""
+        return toolchain.find_compiler()
 
     def flags(self) -> list[str]:
         vector_math = list(VECTOR_MATH_FLAGS) if self.vector_math() else []
@@ -137,11 +141,8 @@ class CpuTarget(Target):
         return _VECTOR_MATH[compiler]
 
     def toolchain(self) -> dict[str, Any]:
-        compiler = self.compiler()
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                                 check=False).stdout.splitlines()
-        return {"compiler": Path(compiler).name, "compiler_version": version[0] if version else "",
-                "flags": self.flags(), "libraries": self.libraries()}
+        return {**toolchain.describe(self.compiler()).record(), "flags": self.flags(),
+                "libraries": self.libraries()}
 
     def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
         self.compile_library(src_dir, out_dir / self.library_name, soname=abi_name.soname(name))
