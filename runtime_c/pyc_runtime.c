@@ -1,6 +1,7 @@
 /* PyC runtime helpers: aligned allocation and verified weight loading. */
 #include "pyc_runtime.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,19 @@ int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsig
   }
   *out = buffer;
   return PYC_STATUS_OK;
+}
+
+/* `x` rounded to a float whose last bit is odd when inexact: rounding that float to float16
+ * gives the correctly rounded float16 of `x` (round to odd keeps the sticky information). */
+float pyc_f32_round_to_odd(double x) {
+  float f = (float)x;
+  if ((double)f != x && f == f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 1u) == 0) bits = fabs((double)f) > fabs(x) ? bits - 1u : bits + 1u;  /* toward x */
+    memcpy(&f, &bits, sizeof bits);
+  }
+  return f;
 }
 
 #if defined(__clang__) && __clang_major__ < 15 && (defined(__x86_64__) || defined(__i386__))
