@@ -11,6 +11,15 @@
 #include "model.h"
 #include "pyc_runtime.h"
 
+/* float16 values: ISO C11 has no half type. Clang's __fp16 is a storage type (arithmetic in
+ * float); GCC's _Float16 at -std=c11 computes in float too where the CPU lacks half arithmetic
+ * (standard excess precision). Both round once when a value is stored. */
+#if defined(__clang__)
+typedef __fp16 pyc_f16;
+#elif defined(__FLT16_MAX__)
+__extension__ typedef _Float16 pyc_f16;
+#endif
+
 #ifdef PYC_VECTOR_MATH
 /* The toolchain has SIMD versions of these (glibc libmvec): declaring them lets GCC vectorize
  * loops that call them (-fopenmp-simd) instead of calling the scalar function per element. */
