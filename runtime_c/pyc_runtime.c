@@ -58,25 +58,16 @@ int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsig
   return PYC_STATUS_OK;
 }
 
-/* `x` rounded to a float whose last bit is odd when inexact: rounding that float to float16
- * gives the correctly rounded float16 of `x` (round to odd keeps the sticky information). */
-float pyc_f32_round_to_odd(double x) {
-  float f = (float)x;
-  if ((double)f != x && f == f) {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    if ((bits & 1u) == 0) bits = fabs((double)f) > fabs(x) ? bits - 1u : bits + 1u;  /* toward x */
-    memcpy(&f, &bits, sizeof bits);
-  }
-  return f;
-}
-
 #if defined(__clang__) && __clang_major__ < 15 && (defined(__x86_64__) || defined(__i386__))
-/* Clang 14 converts __fp16 (the generated code's float16) on x86 CPUs without F16C by calling
- * compiler-rt's helpers, which GCC's runtime library (what clang links on Linux) lacks: they
- * are defined here, hidden in each model library. Round to nearest even, as the hardware. */
+/* Clang 14 converts __fp16 (the generated code's float16) through helper functions: float <->
+ * float16 on x86 CPUs without F16C through compiler-rt's, which GCC's runtime library (what
+ * clang links on Linux) lacks, and double -> float16 through __truncdfhf2, which libgcc 12 has
+ * with another calling convention (float16 in an SSE register, where clang 14 reads an integer
+ * register: garbage). All three are defined here, hidden in each model library, rounding to
+ * nearest even as the hardware does. Clang 15 and later use libgcc's convention. */
 float __gnu_h2f_ieee(uint16_t h);
 uint16_t __gnu_f2h_ieee(float f);
+uint16_t __truncdfhf2(double x);
 
 float __gnu_h2f_ieee(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
@@ -114,4 +105,19 @@ uint16_t __gnu_f2h_ieee(float f) {
   h += rest > 0x1000u || (rest == 0x1000u && (h & 1u));  /* a carry may reach inf: right */
   return (uint16_t)(sign | h);
 }
+
+/* `x` rounded to a float whose last bit is odd when inexact: rounding that float to float16
+ * gives the correctly rounded float16 of `x` (round to odd keeps the sticky information). */
+static float pyc_f32_round_to_odd(double x) {
+  float f = (float)x;
+  if ((double)f != x && f == f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 1u) == 0) bits = fabs((double)f) > fabs(x) ? bits - 1u : bits + 1u;  /* toward x */
+    memcpy(&f, &bits, sizeof bits);
+  }
+  return f;
+}
+
+uint16_t __truncdfhf2(double x) { return __gnu_f2h_ieee(pyc_f32_round_to_odd(x)); }
 #endif

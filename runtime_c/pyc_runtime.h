@@ -36,8 +36,6 @@ PYC_EXPORT const char* pyc_status_string(int status);
 const char* pyc_status_text(int status); /* the hidden implementation the models call */
 void* pyc_aligned_alloc(size_t bytes);
 void pyc_aligned_free(void* ptr);
-/* `x` rounded to float, to odd: what double-to-float16 casts round through (exact). */
-float pyc_f32_round_to_odd(double x);
 /* Reads exactly `expected` bytes from `path` into a new aligned buffer and checks the checksum. */
 int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsigned char** out);
 uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
