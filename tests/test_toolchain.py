@@ -223,7 +223,8 @@ def _fake_compilers(tmp_path: Path, names: tuple[str, ...]) -> str:
 
 
 @pytest.mark.parametrize(("present", "found"), [(("cc", "gcc", "clang"), "cc"),
-                                                (("gcc", "clang"), "gcc"), (("clang",), "clang")])
+                                                (("gcc", "clang"), "gcc"), (("clang",), "clang"),
+                                                (("gcc",), "gcc")])
 def test_without_cc_the_first_of_cc_gcc_clang_is_used(present: tuple[str, ...], found: str,
                                                       tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,6 +235,9 @@ def test_without_cc_the_first_of_cc_gcc_clang_is_used(present: tuple[str, ...], 
     monkeypatch.setenv("CC", "clang")  # CC wins, looked up on PATH
     if "clang" in present:
         assert toolchain.find_compiler() == str(Path(path) / "clang")
+    else:
+        with pytest.raises(PycError, match="CC='clang' is not an executable C compiler"):
+            toolchain.find_compiler()
 
 
 def test_no_compiler_is_pyc_e026(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
