@@ -357,7 +357,7 @@ const char* mlp_status_string(int status) { return pyc_status_text(status); }
 /* Every kernel call of the model, in schedule order, working in `arena` only. */
 static int run_steps(const unsigned char* const weights, unsigned char* const arena,
                      const void* const* inputs, void* const* outputs) {
-  (void)arena; (void)weights;
+  (void)arena; (void)weights; (void)inputs;  /* a model may use none of them */
   int status = PYC_STATUS_OK;
   status = k0_matmul((const float*)inputs[0], (const float*)(weights + 512), (const float*)(weights + 0), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;

@@ -1771,7 +1771,7 @@ const char* transformer_status_string(int status) { return pyc_status_text(statu
 /* Every kernel call of the model, in schedule order, working in `arena` only. */
 static int run_steps(const unsigned char* const weights, unsigned char* const arena,
                      const void* const* inputs, void* const* outputs) {
-  (void)arena; (void)weights;
+  (void)arena; (void)weights; (void)inputs;  /* a model may use none of them */
   int status = PYC_STATUS_OK;
   status = k0_gather((const float*)(weights + 272512), (const int64_t*)inputs[0], (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
