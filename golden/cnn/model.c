@@ -715,6 +715,7 @@ int cnn_run(cnn_model* model, const void* const* inputs, void* const* outputs) {
 static const int64_t io_shape_0_0[4] = { 2, 3, 32, 32 };
 static const int64_t io_shape_1_0[2] = { 2, 10 };
 
+/* a model without inputs has a row of one 0: ISO C has no empty initializer */
 static const char* const io_names[2][1] = {
   { "image" },
   { "probs" },

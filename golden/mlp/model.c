@@ -384,6 +384,7 @@ int mlp_run(mlp_model* model, const void* const* inputs, void* const* outputs) {
 static const int64_t io_shape_0_0[2] = { 4, 64 };
 static const int64_t io_shape_1_0[2] = { 4, 10 };
 
+/* a model without inputs has a row of one 0: ISO C has no empty initializer */
 static const char* const io_names[2][1] = {
   { "x" },
   { "logits" },

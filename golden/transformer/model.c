@@ -1859,6 +1859,7 @@ static const int64_t io_shape_0_0[2] = { 2, 16 };
 static const int64_t io_shape_0_1[2] = { 2, 16 };
 static const int64_t io_shape_1_0[3] = { 2, 16, 64 };
 
+/* a model without inputs has a row of one 0: ISO C has no empty initializer */
 static const char* const io_names[2][2] = {
   { "input_ids", "attention_mask" },
   { "last_hidden_state" },
