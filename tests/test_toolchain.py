@@ -73,9 +73,35 @@ def _float16_model(root: Path) -> Path:
     graph = helper.make_graph(nodes, "float16", [helper.make_tensor_value_info("d", F64, (4, 16))],
                               [helper.make_tensor_value_info("y32", F32, (9, 4))],
                               [w, numpy_helper.from_array(np.array([0], np.int64), "axes")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]),
+                 root / "float16.onnx")
+
+
+def _unsigned_shifts_model(root: Path) -> Path:
+    """BitShift on unsigned values (no `< 0` test may be emitted for them)."""
+    u32 = TensorProto.UINT32
+    nodes = [helper.make_node("BitShift", ["x", "n"], ["left"], direction="LEFT"),
+             helper.make_node("BitShift", ["x", "n"], ["right"], direction="RIGHT")]
+    graph = helper.make_graph(
+        nodes, "shifts", [helper.make_tensor_value_info(v, u32, (8,)) for v in ("x", "n")],
+        [helper.make_tensor_value_info(v, u32, (8,)) for v in ("left", "right")])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]),
+                 root / "shifts.onnx")
+
+
+def _no_inputs_model(root: Path) -> Path:
+    """Outputs that are constants: the model reads no input (empty I/O tables, unused args)."""
+    nodes = [helper.make_node("Range", ["start", "limit", "delta"], ["y"])]
+    scalars = [numpy_helper.from_array(np.array(v, np.float32), n)
+               for n, v in (("start", 1.0), ("limit", 7.0), ("delta", 1.5))]
+    graph = helper.make_graph(nodes, "constants", [],
+                              [helper.make_tensor_value_info("y", F32, (4,))], scalars)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]),
+                 root / "constants.onnx")
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
     model.ir_version = 9
-    path = root / "float16.onnx"
     onnx.save(model, path)
     return path
 
@@ -98,6 +124,8 @@ SAMPLES: dict[str, Callable[[Path], Path]] = {
     "special_latency_first": _build_model(_special_values_model, "latency_first"),
     "special_memory_first": _build_model(_special_values_model, "memory_first"),
     "float16": _build_model(_float16_model, "balanced"),
+    "unsigned_shifts": _build_model(_unsigned_shifts_model, "balanced"),
+    "no_inputs": _build_model(_no_inputs_model, "balanced"),
 }
 
 
@@ -164,9 +192,7 @@ def _conversion_model(path: Path) -> None:
          helper.make_tensor_value_info("d", F64, (n,))],
         [helper.make_tensor_value_info("a16", F16, (n,)), helper.make_tensor_value_info("h32", F32, (n,)),
          helper.make_tensor_value_info("d16", F16, (n,))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    model.ir_version = 9
-    onnx.save(model, path)
+    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
 
 
 def _near_float16_ties(rng: np.random.Generator, n: int) -> np.ndarray:
