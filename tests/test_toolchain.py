@@ -77,16 +77,23 @@ def _float16_model(root: Path) -> Path:
                  root / "float16.onnx")
 
 
-def _unsigned_shifts_model(root: Path) -> Path:
-    """BitShift on unsigned values (no `< 0` test may be emitted for them)."""
-    u32 = TensorProto.UINT32
+def _integers_model(root: Path) -> Path:
+    """BitShift on unsigned values (no `< 0` test may be emitted for them) and max / min
+    reductions of integers (no NaN test `v != v`)."""
+    u32, i32 = TensorProto.UINT32, TensorProto.INT32
     nodes = [helper.make_node("BitShift", ["x", "n"], ["left"], direction="LEFT"),
-             helper.make_node("BitShift", ["x", "n"], ["right"], direction="RIGHT")]
+             helper.make_node("BitShift", ["x", "n"], ["right"], direction="RIGHT"),
+             helper.make_node("ReduceMax", ["i", "axes"], ["max"], keepdims=0),
+             helper.make_node("ReduceMin", ["i", "axes"], ["min"], keepdims=0)]
     graph = helper.make_graph(
-        nodes, "shifts", [helper.make_tensor_value_info(v, u32, (8,)) for v in ("x", "n")],
-        [helper.make_tensor_value_info(v, u32, (8,)) for v in ("left", "right")])
+        nodes, "integers",
+        [*(helper.make_tensor_value_info(v, u32, (8,)) for v in ("x", "n")),
+         helper.make_tensor_value_info("i", i32, (3, 8))],
+        [*(helper.make_tensor_value_info(v, u32, (8,)) for v in ("left", "right")),
+         *(helper.make_tensor_value_info(v, i32, (3,)) for v in ("max", "min"))],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes")])
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]),
-                 root / "shifts.onnx")
+                 root / "integers.onnx")
 
 
 def _no_inputs_model(root: Path) -> Path:
@@ -124,7 +131,7 @@ SAMPLES: dict[str, Callable[[Path], Path]] = {
     "special_latency_first": _build_model(_special_values_model, "latency_first"),
     "special_memory_first": _build_model(_special_values_model, "memory_first"),
     "float16": _build_model(_float16_model, "balanced"),
-    "unsigned_shifts": _build_model(_unsigned_shifts_model, "balanced"),
+    "integers": _build_model(_integers_model, "balanced"),
     "no_inputs": _build_model(_no_inputs_model, "balanced"),
 }
 
