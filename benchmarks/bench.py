@@ -38,6 +38,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import pyc_cli  # noqa: E402
+from pyc_cli.codegen import toolchain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "tests" / "models"
@@ -358,7 +359,7 @@ def pyc_sources() -> dict[str, Any]:
 def machine_info(settings: Settings) -> dict[str, Any]:
     import matplotlib
 
-    cc = os.environ.get("CC") or ("cc" if shutil.which("cc") else "gcc")
+    cc = toolchain.find_compiler()  # what pyc builds with
     return {
         "cpu_model": cpu_model(), "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)), "memory_gib": memory_total_gib(),

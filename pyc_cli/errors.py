@@ -35,6 +35,8 @@ ERROR_CODES: dict[str, str] = {
     "written (bad path, permissions, a file in the way, a full disk).",
     "E025": "The output directory holds the artifact of a different source model (replace it "
     "with --force, or choose another -o).",
+    "E026": "No usable C compiler: CC names no executable program, or CC is unset and none of "
+    "cc, gcc, clang is on PATH (install gcc or clang, or set CC).",
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",
     "E031": "An artifact file does not match its hash in manifest.json (tampered or corrupt).",
     "E032": "The artifact was built for a different format version or target.",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from pathlib import Path
 
 import jinja2
@@ -39,6 +40,12 @@ def c_string(text: str) -> str:
     return '"' + "".join(chr(b) if b in safe else f"\\{b:03o}" for b in text.encode()) + '"'
 
 
+def mentioned_in(word: str, code: str) -> bool:
+    """Whether C `code` uses the identifier `word` (a kernel marks the operands it never reads
+    `(void)`: shape-like inputs are compiled in, and -Wextra warns of unused parameters)."""
+    return re.search(rf"\b{re.escape(word)}\b", code) is not None
+
+
 def _escaped(template_name: str | None) -> bool:
     return template_name is not None and template_name.startswith("report/")
 
@@ -54,4 +61,5 @@ def template_env() -> jinja2.Environment:
     env.filters["c_string"] = c_string
     env.filters["product"] = lambda values: math.prod(values)
     env.filters["size"] = format_size
+    env.tests["mentioned_in"] = mentioned_in
     return env

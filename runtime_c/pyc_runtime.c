@@ -1,6 +1,7 @@
 /* PyC runtime helpers: aligned allocation and verified weight loading. */
 #include "pyc_runtime.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,3 +57,67 @@ int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsig
   *out = buffer;
   return PYC_STATUS_OK;
 }
+
+#if defined(__clang__) && __clang_major__ < 15 && (defined(__x86_64__) || defined(__i386__))
+/* Clang 14 converts __fp16 (the generated code's float16) through helper functions: float <->
+ * float16 on x86 CPUs without F16C through compiler-rt's, which GCC's runtime library (what
+ * clang links on Linux) lacks, and double -> float16 through __truncdfhf2, which libgcc 12 has
+ * with another calling convention (float16 in an SSE register, where clang 14 reads an integer
+ * register: garbage). All three are defined here, hidden in each model library, rounding to
+ * nearest even as the hardware does. Clang 15 and later use libgcc's convention. */
+float __gnu_h2f_ieee(uint16_t h);
+uint16_t __gnu_f2h_ieee(float f);
+uint16_t __truncdfhf2(double x);
+
+float __gnu_h2f_ieee(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+  } else {  /* zero or subnormal: mantissa * 2^-24, exact in float */
+    float value = (float)mantissa * 5.9604644775390625e-8f;
+    memcpy(&bits, &value, sizeof bits);
+    bits |= sign;
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+uint16_t __gnu_f2h_ieee(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  uint32_t sign = (x >> 16) & 0x8000u, magnitude = x & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));
+  if (magnitude >= 0x47800000u) return (uint16_t)(sign | 0x7c00u);  /* >= 65536, inf: inf */
+  uint32_t exponent = magnitude >> 23;
+  if (exponent < 113) {  /* below 2^-14: a subnormal float16 (units of 2^-24) or zero */
+    if (exponent < 102) return (uint16_t)sign;  /* below 2^-25: rounds to zero */
+    uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u, shift = 126 - exponent;
+    uint32_t q = significand >> shift, rest = significand & ((1u << shift) - 1u);
+    uint32_t half = 1u << (shift - 1);
+    q += rest > half || (rest == half && (q & 1u));
+    return (uint16_t)(sign | q);
+  }
+  uint32_t h = (magnitude - (112u << 23)) >> 13, rest = magnitude & 0x1fffu;
+  h += rest > 0x1000u || (rest == 0x1000u && (h & 1u));  /* a carry may reach inf: right */
+  return (uint16_t)(sign | h);
+}
+
+/* `x` rounded to a float whose last bit is odd when inexact: rounding that float to float16
+ * gives the correctly rounded float16 of `x` (round to odd keeps the sticky information). */
+static float pyc_f32_round_to_odd(double x) {
+  float f = (float)x;
+  if ((double)f != x && f == f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 1u) == 0) bits = fabs((double)f) > fabs(x) ? bits - 1u : bits + 1u;  /* toward x */
+    memcpy(&f, &bits, sizeof bits);
+  }
+  return f;
+}
+
+uint16_t __truncdfhf2(double x) { return __gnu_f2h_ieee(pyc_f32_round_to_odd(x)); }
+#endif

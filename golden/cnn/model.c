@@ -11,6 +11,15 @@
 #include "model.h"
 #include "pyc_runtime.h"
 
+/* float16 values: ISO C11 has no half type. Clang's __fp16 is a storage type (arithmetic in
+ * float); GCC's _Float16 at -std=c11 computes in float too where the CPU lacks half arithmetic
+ * (standard excess precision). Both round once when a value is stored. */
+#if defined(__clang__)
+typedef __fp16 pyc_f16;
+#elif defined(__FLT16_MAX__)
+__extension__ typedef _Float16 pyc_f16;
+#endif
+
 #ifdef PYC_VECTOR_MATH
 /* The toolchain has SIMD versions of these (glibc libmvec): declaring them lets GCC vectorize
  * loops that call them (-fopenmp-simd) instead of calling the scalar function per element. */
@@ -141,6 +150,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
           const float value = acc[q][jj];
           {
             const int64_t oc = g * 16 + row, pix = p0 + col;
+            (void)oc;
             const int64_t oh = pix / 32, ow = pix % 32;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
@@ -162,6 +172,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
         const float value = acc[jj];
           {
             const int64_t oc = g * 16 + row, pix = p0 + col;
+            (void)oc;
             const int64_t oh = pix / 32, ow = pix % 32;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
@@ -299,6 +310,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
           const float value = acc[q][jj];
           {
             const int64_t oc = g * 32 + row, pix = p0 + col;
+            (void)oc;
             const int64_t oh = pix / 16, ow = pix % 16;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
@@ -320,6 +332,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
         const float value = acc[jj];
           {
             const int64_t oc = g * 32 + row, pix = p0 + col;
+            (void)oc;
             const int64_t oh = pix / 16, ow = pix % 16;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
@@ -457,6 +470,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
           const float value = acc[q][jj];
           {
             const int64_t oc = g * 32 + row, pix = p0 + col;
+            (void)oc;
             const int64_t oh = pix / 8, ow = pix % 8;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
@@ -480,6 +494,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
         const float value = acc[jj];
           {
             const int64_t oc = g * 32 + row, pix = p0 + col;
+            (void)oc;
             const int64_t oh = pix / 8, ow = pix % 8;
             (void)oh; (void)ow;
             const float acc = value + X2[oc];
@@ -663,7 +678,7 @@ const char* cnn_status_string(int status) { return pyc_status_text(status); }
 /* Every kernel call of the model, in schedule order, working in `arena` only. */
 static int run_steps(const unsigned char* const weights, unsigned char* const arena,
                      const void* const* inputs, void* const* outputs) {
-  (void)arena; (void)weights;
+  (void)arena; (void)weights; (void)inputs;  /* a model may use none of them */
   int status = PYC_STATUS_OK;
   status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0), (float*)(arena + 131072));
   if (status != PYC_STATUS_OK) return status;
@@ -700,6 +715,7 @@ int cnn_run(cnn_model* model, const void* const* inputs, void* const* outputs) {
 static const int64_t io_shape_0_0[4] = { 2, 3, 32, 32 };
 static const int64_t io_shape_1_0[2] = { 2, 10 };
 
+/* a model without inputs has a row of one 0: ISO C has no empty initializer */
 static const char* const io_names[2][1] = {
   { "image" },
   { "probs" },

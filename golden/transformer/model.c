@@ -11,6 +11,15 @@
 #include "model.h"
 #include "pyc_runtime.h"
 
+/* float16 values: ISO C11 has no half type. Clang's __fp16 is a storage type (arithmetic in
+ * float); GCC's _Float16 at -std=c11 computes in float too where the CPU lacks half arithmetic
+ * (standard excess precision). Both round once when a value is stored. */
+#if defined(__clang__)
+typedef __fp16 pyc_f16;
+#elif defined(__FLT16_MAX__)
+__extension__ typedef _Float16 pyc_f16;
+#endif
+
 #ifdef PYC_VECTOR_MATH
 /* The toolchain has SIMD versions of these (glibc libmvec): declaring them lets GCC vectorize
  * loops that call them (-fopenmp-simd) instead of calling the scalar function per element. */
@@ -874,7 +883,7 @@ const char* transformer_status_string(int status) { return pyc_status_text(statu
 /* Every kernel call of the model, in schedule order, working in `arena` only. */
 static int run_steps(const unsigned char* const weights, unsigned char* const arena,
                      const void* const* inputs, void* const* outputs) {
-  (void)arena; (void)weights;
+  (void)arena; (void)weights; (void)inputs;  /* a model may use none of them */
   int status = PYC_STATUS_OK;
   status = k0_gather((const float*)(weights + 272512), (const int64_t*)inputs[0], (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
@@ -962,6 +971,7 @@ static const int64_t io_shape_0_0[2] = { 2, 16 };
 static const int64_t io_shape_0_1[2] = { 2, 16 };
 static const int64_t io_shape_1_0[3] = { 2, 16, 64 };
 
+/* a model without inputs has a row of one 0: ISO C has no empty initializer */
 static const char* const io_names[2][2] = {
   { "input_ids", "attention_mask" },
   { "last_hidden_state" },

@@ -3,8 +3,6 @@ C compiler into a shared library with a stable C ABI."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from ..targets.base import ModelInfo, Target
 from ..targets.cpu.kernel_context import KernelCall, Operand, kernel_call
 from ..targets.cpu.kernels import CPU_KERNELS
 from ..templating import runtime_dir, template_env
-from . import abi_name, compile_cache
+from . import abi_name, compile_cache, toolchain
 from .cpu_features import feature_flags, probe_target
 from .weights import WeightsLayout
 
@@ -122,10 +120,8 @@ class CpuTarget(Target):
     # ------------------------------------------------------------ building
 
     def compiler(self) -> str:
-        found = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if not found:
-            raise PycError("E020", "no C compiler found", hint="install gcc or clang, or set CC")
-        return found
+        """The C compiler's path (`CC`, else cc / gcc / clang: codegen/toolchain.py)."""
+        return toolchain.find_compiler()
 
     def flags(self) -> list[str]:
         vector_math = list(VECTOR_MATH_FLAGS) if self.vector_math() else []
@@ -142,11 +138,8 @@ class CpuTarget(Target):
         return _VECTOR_MATH[compiler]
 
     def toolchain(self) -> dict[str, Any]:
-        compiler = self.compiler()
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                                 check=False).stdout.splitlines()
-        return {"compiler": Path(compiler).name, "compiler_version": version[0] if version else "",
-                "flags": self.flags(), "libraries": self.libraries()}
+        return {**toolchain.describe(self.compiler()).record(), "flags": self.flags(),
+                "libraries": self.libraries()}
 
     def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
         self.compile_library(src_dir, out_dir / self.library_name, soname=abi_name.soname(name))

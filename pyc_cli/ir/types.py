@@ -69,7 +69,7 @@ _NUMPY = {
     DType.U16: "uint16", DType.U32: "uint32", DType.U64: "uint64", DType.BOOL: "bool",
 }
 _C_TYPES = {
-    DType.F32: "float", DType.F64: "double", DType.F16: "_Float16", DType.I8: "int8_t",
+    DType.F32: "float", DType.F64: "double", DType.F16: "pyc_f16", DType.I8: "int8_t",
     DType.I16: "int16_t", DType.I32: "int32_t", DType.I64: "int64_t", DType.U8: "uint8_t",
     DType.U16: "uint16_t", DType.U32: "uint32_t", DType.U64: "uint64_t", DType.BOOL: "uint8_t",
 }

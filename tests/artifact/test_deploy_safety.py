@@ -25,7 +25,7 @@ from pyc_cli.artifact.manifest import file_sha256
 from pyc_cli.artifact.reader import read_manifest, verify_files
 from pyc_cli.artifact.slim import strip_artifact
 from pyc_cli.artifact.writer import exchange, output_lock
-from pyc_cli.codegen import cpu_features
+from pyc_cli.codegen import cpu_features, toolchain
 from pyc_cli.errors import PycError
 from pyc_cli.explain import explain_data
 from pyc_cli.runtime.jit import jit_load  # imported here: llvmlite opens its own library
@@ -257,7 +257,7 @@ def _foreign_march() -> tuple[str, list[str]]:
     for march in ("sapphirerapids", "graniterapids", "znver4", "icelake-server", "skylake-avx512",
                   "cascadelake", "knl", "haswell", "x86-64-v4", "x86-64-v3"):
         try:
-            record = cpu_features.probe_target(os.environ.get("CC", "cc"), march, [])
+            record = cpu_features.probe_target(toolchain.find_compiler(), march, [])
         except PycError:
             continue
         missing = sorted(set(record["features"]) - have)
