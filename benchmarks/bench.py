@@ -38,7 +38,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import pyc_cli  # noqa: E402
-from pyc_cli.codegen import toolchain  # noqa: E402
+from pyc_cli.targets.cpu import toolchain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "tests" / "models"

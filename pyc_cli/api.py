@@ -29,9 +29,6 @@ from .artifact.writer import (
     write_bytes,
     write_text,
 )
-from .codegen.abi_name import check_name, default_name, soname
-from .codegen.cpu_features import check_cpu, parse_features
-from .codegen.weights import layout_weights, weights_bytes, weights_checksum
 from .errors import PycError
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
@@ -43,6 +40,7 @@ from .passes.pipeline import PASS_NAMES, run_pipeline
 from .passes.tuning import EmptyTuningDatabase, TuningDatabase
 from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
+from .planning.weights import layout_weights, weights_bytes, weights_checksum
 from .progress import BuildSteps
 from .runtime.native import (
     ENTRY_POINTS,
@@ -54,7 +52,9 @@ from .runtime.native import (
     library_addresses,
 )
 from .targets import get_target
+from .targets.abi_name import check_name, default_name, soname
 from .targets.base import ModelInfo, Target
+from .targets.cpu.features import check_cpu, parse_features
 
 
 @dataclass
@@ -160,7 +160,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     (by the recorded sha256) or given with `--model PATH`. An artifact of another source model
     at `out_dir` is replaced only with `force` (PYC-E025).
     `cpu` is a -march value (`native`: this machine's CPU; `portable`: the architecture's
-    baseline, see codegen/cpu_features.py) and `cpu_features` adds or removes extensions
+    baseline, see targets/cpu/features.py) and `cpu_features` adds or removes extensions
     ('+avx2,-avx512f'); the manifest records the extensions the code may use, and loading on a
     CPU without them is refused (PYC-E033). `slim` leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from ..codegen.abi_name import name_problem
-from ..codegen.cpu import BASE_FLAGS, VECTOR_MATH_FLAGS
-from ..codegen.cpu_features import feature_flags, is_cpu_name
 from ..errors import PycError
 from ..ir.graph import Graph
 from ..ir.text import blob_key, parse_graph
 from ..ir.types import DType
 from ..passes.context import MODES
 from ..targets import TARGETS
+from ..targets.abi_name import name_problem
+from ..targets.cpu.features import feature_flags, is_cpu_name
+from ..targets.cpu.target import BASE_FLAGS, VECTOR_MATH_FLAGS
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256
 
 # what `pyc explain` reads; with the library and the weights, `pyc run` reads nothing else, so a

@@ -21,15 +21,15 @@ import numpy as np
 
 from ..abi import io_infos
 from ..artifact.reader import load_graph
-from ..codegen.cpu import CpuTarget, PointerTable
-from ..codegen.weights import WeightsLayout
 from ..errors import PycError
 from ..ir.annotations import ALIAS_KERNELS
 from ..ir.graph import Graph
 from ..planning.plan import MemoryPlan
+from ..planning.weights import WeightsLayout
 from ..runtime.native import CompiledModel, ModelFunctions, TensorSpec
 from ..targets.base import ModelInfo
 from ..targets.cpu.kernel_context import KernelCall
+from ..targets.cpu.target import CpuTarget, PointerTable
 
 
 @dataclass(frozen=True)

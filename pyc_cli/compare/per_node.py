@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..codegen.cpu import CpuTarget
 from ..ir.annotations import ALIAS_KERNELS
 from ..ir.graph import Graph, Node
+from ..targets.cpu.target import CpuTarget
 from .debug_build import ArtifactPlan, Tap, build_debug_model, read_plan, tap_spec
 from .metrics import ValueComparison, compare_value
 from .reference import run_reference

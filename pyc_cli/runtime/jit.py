@@ -11,9 +11,9 @@ from typing import Any
 import llvmlite.binding as llvm
 
 from ..artifact.reader import read_manifest, require_files, verify_files
-from ..codegen.cpu import CpuTarget
-from ..codegen.cpu_features import check_cpu
 from ..input_ranges import read_input_ranges
+from ..targets.cpu.features import check_cpu
+from ..targets.cpu.target import CpuTarget
 from .native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,

@@ -11,8 +11,8 @@ from .base import Target
 
 
 def _cpu_target(cpu: str, cpu_features: tuple[str, ...]) -> Target:
-    from ..codegen.cpu import CpuTarget  # imported on use: the CLI lists target names without codegen
-    from ..codegen.cpu_features import resolve_march
+    from .cpu.features import resolve_march
+    from .cpu.target import CpuTarget  # imported on use: the CLI lists target names without building
 
     return CpuTarget(resolve_march(cpu), tuple(cpu_features))
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..abi import IoInfo
-from ..codegen.weights import WeightsLayout
 from ..ir.graph import Graph, Node
 from ..passes.pipeline import DEFAULT_TAIL, Pass
 from ..planning.plan import MemoryPlan
+from ..planning.weights import WeightsLayout
 from ..templating import templates_dir
 from .kernel import KernelCandidate
 
@@ -29,7 +29,7 @@ class ModelInfo:
     arena_bytes: int
     weights_bytes: int
     weights_checksum: int
-    name: str  # the prefix of every exported symbol (codegen/abi_name.py)
+    name: str  # the prefix of every exported symbol (targets/abi_name.py)
 
 
 class Target:

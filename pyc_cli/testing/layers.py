@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("frontend", ("frontend",)),
     ("planning", ("planning", "input_ranges")),
     ("passes", ("passes",)),
-    ("targets", ("codegen", "targets")),
+    ("targets", ("targets",)),
     ("artifact", ("artifact", "runtime")),
     ("api", ("api", "check", "explain", "coverage", "__init__")),
     ("tools", ("compare", "testing")),

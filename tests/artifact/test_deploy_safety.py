@@ -25,10 +25,11 @@ from pyc_cli.artifact.manifest import file_sha256
 from pyc_cli.artifact.reader import read_manifest, verify_files
 from pyc_cli.artifact.slim import strip_artifact
 from pyc_cli.artifact.writer import exchange, output_lock
-from pyc_cli.codegen import cpu_features, toolchain
 from pyc_cli.errors import PycError
 from pyc_cli.explain import explain_data
 from pyc_cli.runtime.jit import jit_load  # imported here: llvmlite opens its own library
+from pyc_cli.targets.cpu import features as cpu_features
+from pyc_cli.targets.cpu import toolchain
 
 ROOT = Path(__file__).resolve().parents[2]
 MLP = REFERENCE_MODELS["mlp"]
@@ -393,7 +394,7 @@ def compile_library(self, *args, **kwargs):
 
 os.rename, writer.exchange, writer.shutil.rmtree = rename, exchange, rmtree
 if point == "while_compiling":
-    from pyc_cli.codegen.cpu import CpuTarget
+    from pyc_cli.targets.cpu.target import CpuTarget
     CpuTarget.compile_library = compile_library
 pyc_cli.build(model, out, input_shapes={"x": tuple(int(d) for d in shape.split(","))})
 """

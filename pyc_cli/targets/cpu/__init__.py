@@ -1,2 +1,3 @@
-"""The CPU target: C kernels (codegen_templates/c/), their candidates (kernels.py) and the
-per-call template contexts (kernel_context.py); building lives in codegen/cpu.py for now."""
+"""The CPU target: C kernels (codegen_templates/c/), their candidates (kernels.py), the per-call
+template contexts (kernel_context.py), the emitter and library build (target.py), the C compiler
+(toolchain.py, compile_cache.py) and the CPU's instruction-set features (features.py)."""

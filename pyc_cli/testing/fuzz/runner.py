@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ...codegen import compile_cache
+from ...targets.cpu import compile_cache
 from .oracle import NAMES, Outputs, Tolerance, compare_all, judge, ort_outputs
 from .per_node import per_node_verdict
 from .values import feeds_for

@@ -18,8 +18,8 @@ import pytest
 from conftest import REFERENCE_MODELS, onnxruntime_outputs
 
 import pyc_cli
-from pyc_cli.codegen.abi_name import default_name
 from pyc_cli.errors import PycError
+from pyc_cli.targets.abi_name import default_name
 
 REPO = Path(__file__).resolve().parents[3]
 RTOL, ATOL = 1e-4, 1e-5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pyc_cli
-from pyc_cli.codegen import compile_cache
+from pyc_cli.targets.cpu import compile_cache
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -18,13 +18,13 @@ def test_same_source_is_compiled_once_and_gives_the_same_library(
     cache = tmp_path / "cache"
     monkeypatch.setenv(compile_cache.ENV, str(cache))
     compiled: list[list[str]] = []
-    real_run = pyc_cli.codegen.cpu.CpuTarget._run
+    real_run = pyc_cli.targets.cpu.target.CpuTarget._run
 
     def counting_run(command: list[str], cwd: Path) -> None:
         compiled.append(command)
         real_run(command, cwd)
 
-    monkeypatch.setattr(pyc_cli.codegen.cpu.CpuTarget, "_run", staticmethod(counting_run))
+    monkeypatch.setattr(pyc_cli.targets.cpu.target.CpuTarget, "_run", staticmethod(counting_run))
     shapes = {"x": [1, 64]}
     first = pyc_cli.build(MODELS / "mlp.onnx", tmp_path / "a", input_shapes=shapes).artifact
     second = pyc_cli.build(MODELS / "mlp.onnx", tmp_path / "b", input_shapes=shapes).artifact

@@ -28,8 +28,8 @@ from conftest import REFERENCE_MODELS, invoke, onnxruntime_outputs
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
-from pyc_cli.codegen import toolchain
 from pyc_cli.errors import PycError
+from pyc_cli.targets.cpu import toolchain
 
 STRICT = ["-Wall", "-Wextra", "-pedantic", "-Werror"]  # -std=c11 is one of the build's flags
 COMPILERS = ("gcc", "clang")

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PycError
+from ...errors import PycError
 
 ENV = "CC"
 CANDIDATES = ("cc", "gcc", "clang")

@@ -9,17 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PycError
-from ..ir.graph import Graph, Node
-from ..ops import registry
-from ..planning.plan import MemoryPlan, storage_roots
-from ..targets.base import ModelInfo, Target
-from ..targets.cpu.kernel_context import KernelCall, Operand, kernel_call
-from ..targets.cpu.kernels import CPU_KERNELS
-from ..templating import runtime_dir, template_env
-from . import abi_name, compile_cache, toolchain
-from .cpu_features import feature_flags, probe_target
-from .weights import WeightsLayout
+from ...errors import PycError
+from ...ir.graph import Graph, Node
+from ...ops import registry
+from ...planning.plan import MemoryPlan, storage_roots
+from ...planning.weights import WeightsLayout
+from ...templating import runtime_dir, template_env
+from ..abi_name import soname
+from ..base import ModelInfo, Target
+from . import compile_cache, toolchain
+from .features import feature_flags, probe_target
+from .kernel_context import KernelCall, Operand, kernel_call
+from .kernels import CPU_KERNELS
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
 # no -ffast-math: it assumes no NaN / inf (comparisons and fmin/fmax would drop NaN) and its
@@ -120,7 +121,7 @@ class CpuTarget(Target):
     # ------------------------------------------------------------ building
 
     def compiler(self) -> str:
-        """The C compiler's path (`CC`, else cc / gcc / clang: codegen/toolchain.py)."""
+        """The C compiler's path (`CC`, else cc / gcc / clang: toolchain.py)."""
         return toolchain.find_compiler()
 
     def flags(self) -> list[str]:
@@ -142,7 +143,7 @@ class CpuTarget(Target):
                 "libraries": self.libraries()}
 
     def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
-        self.compile_library(src_dir, out_dir / self.library_name, soname=abi_name.soname(name))
+        self.compile_library(src_dir, out_dir / self.library_name, soname=soname(name))
         return self.toolchain()
 
     def cpu_record(self) -> dict[str, Any]:

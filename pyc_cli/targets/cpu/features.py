@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..errors import PycError
+from ...errors import PycError
 
 # `--cpu portable`: x86-64-v2 (SSE4.2, SSSE3, POPCNT, CX16; every x86-64 server CPU since
 # 2009) and plain ARMv8-A, for artifacts that must run on any machine of the architecture
