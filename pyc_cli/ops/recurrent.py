@@ -181,9 +181,9 @@ class Recurrent(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         arrays = list(inputs) + [None] * (8 - len(inputs))
         x, w, r = (np.asarray(a, np.float64) for a in arrays[:3])
+        geo = self.geometry(node, x.shape, w.shape, r.shape)  # reads the stored layout itself
         if node.attrs.get("weights_transposed"):
             w, r = w.transpose(0, 2, 1), r.transpose(0, 2, 1)
-        geo = self.geometry(node, x.shape, w.shape, r.shape)
         if geo.layout:
             x = x.transpose(1, 0, 2)
         states = [self._initial(arrays[i], geo) for i in self.state_inputs()]

@@ -503,3 +503,16 @@ def test_float16_kernel_assembles_on_avx512_without_fp16(tmp_path: Path, rng: np
     path = write_model(model, tmp_path)
     assert_matches_ort(path, tmp_path, {"x": rng.standard_normal((2, 4)).astype(np.float16)},
                        rtol=1e-3, atol=1e-3, mode="latency_first")
+
+
+def test_recurrent_node_of_constant_inputs_folds(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A GRU whose inputs are all constants folds at compile time; its reference un-transposed
+    the canonicalized weights before checking their shapes, which then refused a valid model
+    with PYC-E009 (fuzz seed 1558555334, a 'suspicious refusal': onnxruntime runs it)."""
+    x = rng.standard_normal((3, 1, 3)).astype(np.float32)
+    w, r = (rng.standard_normal(s).astype(np.float32) for s in ((1, 15, 3), (1, 15, 5)))
+    b = rng.standard_normal((1, 30)).astype(np.float32)
+    nodes = [helper.make_node("GRU", ["x", "w", "r", "b"], ["", "h"], hidden_size=5)]
+    model = make_model(nodes, [], [vinfo("h", (1, 1, 5))],
+                       [init("x", x), init("w", w), init("r", r), init("b", b)])
+    assert_matches_ort(write_model(model, tmp_path), tmp_path, {}, rtol=1e-5, atol=1e-6)
