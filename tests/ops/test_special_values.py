@@ -1,13 +1,7 @@
-"""NaN, ±Inf, -0.0, denormals and huge values propagate as onnxruntime propagates them.
-
-Every case is a one-node model (or a short fused chain) fed random normal inputs with NaN, +Inf,
--Inf, -0.0, 1e-40 and 3e38 sprinkled in (and -3e38 for elementwise ops: in a sum, 3e38 beside
--3e38 overflows or cancels depending on the summation order, which no two libraries share).
-All cases of a variant are put side by side (each with its own inputs and outputs) into one
-model, so each mode costs one build; a second variant holds the data in initializers, so the
-numpy references of constant folding are checked too. NaN positions must match onnxruntime
-exactly, values within rtol 1e-5 / atol 1e-6.
-"""
+"""NaN, ±Inf, -0.0, denormals and huge values propagate as onnxruntime propagates them: the cases
+of tests/special_values_cases.py side by side in one model per variant (run-time inputs, and
+folded constants for the numpy references), NaN positions exactly, values within rtol 1e-5 /
+atol 1e-6; and PyC's own rules where onnxruntime has none."""
 
 from __future__ import annotations
 
