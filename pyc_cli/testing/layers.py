@@ -105,11 +105,11 @@ def upward(found: list[Import]) -> list[Import]:
 
 
 def circles(found: list[Import]) -> list[list[str]]:
-    """Groups of modules that import each other in a loop (strongly connected, >1 module);
-    a package's __init__ handing names on is not an edge back."""
+    """Groups of modules that import each other in a loop (strongly connected, >1 module); a
+    module's import of its own package (whose __init__ hands names on) is not an edge back."""
     graph: dict[str, set[str]] = {}
     for i in found:
-        if not i.importer.endswith("__init__") and i.imported != i.importer.rpartition(".")[0]:
+        if i.imported != i.importer.rpartition(".")[0]:
             graph.setdefault(i.importer, set()).add(i.imported)
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -23,7 +23,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .oracle import Outputs, Tolerance, Verdict, compare_all, ort_outputs, reference_outputs
+from .oracle import (
+    Outputs,
+    Tolerance,
+    Verdict,
+    _within_tolerance,
+    compare_all,
+    ort_outputs,
+    reference_outputs,
+)
 
 # run the model (bytes) with PyC on the feed; None where PyC did not build or run it
 PycRun = Callable[[bytes, dict[str, np.ndarray]], Outputs | None]
@@ -149,7 +157,7 @@ def _within_summation_bound(single: onnx.ModelProto, feeds: dict[str, np.ndarray
     n = sum(v.size for v in feeds.values())
     gamma = n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
     name, got, want = pyc[0][0], np.asarray(pyc[0][1]), np.asarray(ort[0][1])
-    differing = ~_same(got, want) & ~_close(name, want, got, tolerance)
+    differing = ~_same(got, want) & ~_within_tolerance(name, want, got, tolerance)
     overflow = bound > np.finfo(np.float32).max
     with np.errstate(invalid="ignore", over="ignore"):
         admissible = [overflow | (np.abs(v.astype(np.float64) - s) <= gamma * bound)
@@ -167,12 +175,6 @@ def _finite_magnitude(value: np.ndarray) -> np.ndarray:
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b) | (np.isnan(a) & np.isnan(b))
-
-
-def _close(name: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance) -> np.ndarray:
-    from .oracle import _within_tolerance
-
-    return _within_tolerance(name, expected, actual, tolerance)
 
 
 def _differs(expected: Outputs, actual: Outputs, tolerance: Tolerance) -> bool:

@@ -210,15 +210,20 @@ class Runner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _ready_worker(self) -> Worker:
+        """The worker, replaced by a fresh one every `recycle` jobs (or after it died)."""
+        if self.worker is None or self.worker.jobs >= self.recycle:
+            self.close()
+            self.worker = Worker()
+        return self.worker
+
     def run_modes(self, model_bytes: bytes, warm: dict, feeds: dict) -> dict[str, dict[str, Any]]:
         """Every mode's result; after a crash or hang the remaining modes run in a new worker
         (each mode's own outcome is recorded, not the first one's)."""
         results: dict[str, dict[str, Any]] = {}
         while pending := tuple(m for m in self.modes if m not in results):
-            if self.worker is None or self.worker.jobs >= self.recycle:
-                self.close()
-                self.worker = Worker()
-            found, alive = self.worker.run(model_bytes, warm, feeds, pending, self.timeout)
+            found, alive = self._ready_worker().run(model_bytes, warm, feeds, pending,
+                                                    self.timeout)
             results.update(found)
             if not alive:
                 self.close()
@@ -249,11 +254,8 @@ class Runner:
 
     def pyc_outputs(self, model_bytes: bytes, feed: dict[str, np.ndarray]) -> Outputs | None:
         """One latency_first build of `model_bytes` run on `feed`; None where it did not run."""
-        if self.worker is None or self.worker.jobs >= self.recycle:
-            self.close()
-            self.worker = Worker()
-        found, alive = self.worker.run(model_bytes, feed, {"feed": feed}, ("latency_first",),
-                                       self.timeout)
+        found, alive = self._ready_worker().run(model_bytes, feed, {"feed": feed},
+                                                ("latency_first",), self.timeout)
         if not alive:
             self.close()
         result = found.get("latency_first", {})
