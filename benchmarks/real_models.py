@@ -1,0 +1,205 @@
+"""PyC, onnxruntime and OpenVINO (f32) side by side on models of the size users deploy.
+
+    python benchmarks/real_models.py [--models mlp,resnet50,minilm,ppocr_cls,ppocr_rec,ppocr_det,silero]
+                                     [--repeat 30] [--rounds 3] [--threads 2]
+
+Models come from packages, weights random where the package has none: the 512-2048-2048-512 MLP
+(generated here), ResNet-50 (onnx's light zoo, random weights via bench_models), MiniLM-L6 at
+sequence 128 (tests/models/make_minilm.py), PP-OCR det/rec/cls (the rapidocr-onnxruntime wheel,
+unpacked under /tmp/rapid/whl as .ci/run does), Silero VAD (the silero-vad package). Every engine
+runs in this process on the same inputs; rounds interleave the engines; p50 is the median over
+all timed runs. PyC's generated code is single-threaded; onnxruntime and OpenVINO get
+`--threads`. Outputs are checked against onnxruntime before timing (a mismatch is reported and
+not timed). Writes benchmarks/results/real-models.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_models import materialize_light  # noqa: E402
+
+import pyc_cli  # noqa: E402
+
+RAPID = Path("/tmp/rapid/whl/rapidocr_onnxruntime/models")
+
+
+def _mlp(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    sizes = (512, 2048, 2048, 512)
+    nodes, inits, x = [], [], "x"
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        weight = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+        inits += [numpy_helper.from_array(weight, f"w{i}"),
+                  numpy_helper.from_array(rng.standard_normal(n).astype(np.float32) * 0.1, f"b{i}")]
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        x = f"a{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+            x = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 512])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = work / "mlp.onnx"
+    onnx.save(model, path)
+    return path, {"x": (1, 512)}
+
+
+def _resnet50(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    source = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    path = work / "resnet50.onnx"
+    materialize_light(source, path)
+    return path, {"gpu_0/data_0": (1, 3, 224, 224)}
+
+
+def _minilm(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    subprocess.run([sys.executable, str(ROOT / "tests" / "models" / "make_minilm.py"), str(work),
+                    "--seq", "128"], check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                   capture_output=True)
+    path = next(work.glob("*minilm*.onnx"))
+    model = onnx.load(path, load_external_data=False)
+    return path, {i.name: (1, 128) for i in model.graph.input}
+
+
+def _rapid(name: str, shape: tuple[int, ...]):  # noqa: ANN202
+    def prepare(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
+        return RAPID / name, {"x": shape}
+    return prepare
+
+
+def _silero(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    import silero_vad
+
+    model = onnx.load(Path(silero_vad.__file__).parent / "data" / "silero_vad_op18_ifless.onnx")
+    # a deployment fixes the sample rate: 16 kHz as a constant (its If then folds)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(16000, np.int64), "sr"))
+    kept = [v for v in model.graph.input if v.name != "sr"]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    path = work / "silero_vad_16k.onnx"
+    onnx.save(model, path)
+    return path, {"input": (1, 512), "state": (2, 1, 128)}
+
+
+MODELS = {"mlp": _mlp, "resnet50": _resnet50, "minilm": _minilm,
+          "ppocr_cls": _rapid("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),
+          "ppocr_rec": _rapid("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
+          "ppocr_det": _rapid("ch_PP-OCRv4_det_infer.onnx", (1, 3, 320, 320)),
+          "silero": _silero}
+
+
+def _feeds(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.random.Generator) -> dict:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for value in session.get_inputs():
+        shape = shapes[value.name]
+        if "int64" in value.type:
+            feeds[value.name] = (np.ones(shape, np.int64) if "mask" in value.name
+                                 else np.zeros(shape, np.int64) if "token_type" in value.name
+                                 else rng.integers(0, 1000, shape, dtype=np.int64))
+        else:
+            feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def _timed(run, repeat: int) -> list[float]:  # noqa: ANN001
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _openvino(path: Path, threads: int, name: str):  # noqa: ANN202
+    """An OpenVINO f32 infer request on the CPU, or None (said why) where it cannot be had."""
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+        return core.compile_model(str(path), "CPU").create_infer_request()
+    except Exception as exc:  # noqa: BLE001  (OpenVINO is optional; say why it is absent)
+        print(f"{name}: OpenVINO not measured: {type(exc).__name__}: {str(exc)[:120]}")
+        return None
+
+
+def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
+    rng = np.random.default_rng(0)
+    path, shapes = MODELS[name](work, rng)
+    feeds = _feeds(path, shapes, rng)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    expected = session.run(None, feeds)
+    start = time.perf_counter()
+    pyc_cli.build(path, work / f"{name}.pyc", input_shapes=shapes, force=True)
+    build_s = time.perf_counter() - start
+    with pyc_cli.load(work / f"{name}.pyc") as compiled:
+        got = list(compiled.run(feeds).values())
+        error = max(float(np.max(np.abs(g.astype(np.float64) - e))) if g.size else 0.0
+                    for g, e in zip(got, expected))
+        scale = max(float(np.max(np.abs(e))) if e.size else 0.0 for e in expected)
+        ok = all(np.allclose(g, e, rtol=1e-3, atol=1e-3 * max(1.0, scale)) for g, e in zip(got, expected))
+        # engine -> (number of runs -> milliseconds per run)
+        timers = {"pyc": lambda n: compiled.time_runs(feeds, n),
+                  "onnxruntime": lambda n: _timed(lambda: session.run(None, feeds), n)}
+        request = _openvino(path, args.threads, name)
+        if request is not None:
+            timers["openvino_f32"] = lambda n: _timed(lambda: request.infer(feeds), n)
+        samples: dict[str, list[float]] = {k: [] for k in timers}
+        for _ in range(args.rounds if ok else 0):
+            for engine, timer in timers.items():
+                samples[engine] += timer(args.repeat)
+    p50 = {k: float(np.median(v)) for k, v in samples.items() if v}
+    p95 = {k: float(np.percentile(v, 95)) for k, v in samples.items() if v}
+    return {"model": name, "shapes": {k: list(v) for k, v in shapes.items()}, "matches_ort": ok,
+            "max_abs_diff": error, "build_s": round(build_s, 1), "p50_ms": p50, "p95_ms": p95,
+            "pyc_over_ort_p50": p50["pyc"] / p50["onnxruntime"] if ok else None,
+            "pyc_over_openvino_p50":
+                p50["pyc"] / p50["openvino_f32"] if ok and "openvino_f32" in p50 else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real-models.json")
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            try:
+                result = measure(name, Path(tmp), args)
+            except Exception as exc:  # noqa: BLE001  (one model's failure is reported, not fatal)
+                result = {"model": name, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            results.append(result)
+            print(json.dumps(result))
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "onnxruntime": ort.__version__, "threads_ort_openvino": args.threads,
+               "threads_pyc": 1, "repeat": args.repeat, "rounds": args.rounds}
+    args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
