@@ -70,7 +70,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         else:
             chosen, params = hit, dict(tuned.params)
             reason = f"measured fastest on {target.name} (tuning database)"
-    node.ann.kernel = KernelChoice(chosen.name, params)
+    node.ann.kernel = KernelChoice(chosen.name, params, inplace_input=chosen.inplace_input_in(mode))
     node.ann.stores_once = chosen.stores_once and bool(node.ann.epilogue)
     size_workspace(node, graph, mode, target)
     if pass_name:

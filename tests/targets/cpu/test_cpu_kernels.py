@@ -6,7 +6,8 @@ the target answers select_kernels' questions from its own table."""
 from __future__ import annotations
 
 import numpy as np
-from helpers import run_passes
+import pytest
+from helpers import new_ctx, run_passes
 
 from pyc_cli.ir.text import blob_key, parse_graph
 from pyc_cli.ops import registry
@@ -104,8 +105,28 @@ def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
     # (36 floats each) fit the recorded cap, and the workspace holds exactly them
     conv = after.nodes[0]
     assert conv.ann.kernel is not None and conv.ann.kernel.workspace_cap is not None
-    assert chosen["dense"].template_params(conv, after) == {"tile": 63}
+    assert chosen["dense"].template_params(conv, after, {})["tile"] == 63
     assert conv.ann.kernel.workspace_bytes == 63 * 36 * 4 <= conv.ann.kernel.workspace_cap
+
+
+@pytest.mark.parametrize("mode, softmax_input, lrn_input", [
+    ("latency_first", None, None), ("balanced", 0, None), ("memory_first", 0, 0)])
+def test_kernel_choices_carry_their_candidates_in_place_input(
+        mode: str, softmax_input: int | None, lrn_input: int | None) -> None:
+    """Whether a kernel may write over its input is its candidate's fact, recorded with the
+    choice for the build's mode: row kernels may in balanced and memory_first, LRN (whose
+    in-place path is slower) only in memory_first, and nothing in latency_first."""
+    graph = parse_graph("""
+input %"x" : f32[2,6,5]
+%"s" : f32[2,6,5] = Softmax(%"x") name="softmax" {axis=-1}
+%"l" : f32[2,6,5] = LRN(%"s") name="lrn" {size=3}
+output %"l"
+""")
+    after, _ = run_passes(graph, ["select_kernels"], new_ctx(mode))
+    softmax, lrn = after.nodes
+    assert softmax.ann.kernel is not None and lrn.ann.kernel is not None
+    assert (softmax.ann.kernel.inplace_input, lrn.ann.kernel.inplace_input) == (softmax_input,
+                                                                                 lrn_input)
 
 
 def test_fusion_facts_are_the_targets() -> None:
