@@ -148,7 +148,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           keep_source: bool = False, force: bool = False, cpu: str = "native",
           cpu_features: str | list[str] | tuple[str, ...] = (), slim: bool = False,
           name: str | None = None, steps: BuildSteps | None = None,
-          tuning: TuningDatabase | None = None) -> BuildResult:
+          tuning: TuningDatabase | None = None, threads: int = 0) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -165,7 +165,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     CPU without them is refused (PYC-E033). `slim` leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
     times every step (shown by `pyc build`; never written into the artifact). `tuning` holds
-    measured kernel choices that select_kernels prefers to its cost model."""
+    measured kernel choices that select_kernels prefers to its cost model. `threads` is a
+    run's default team size (0: every core where it runs; PYC_NUM_THREADS overrides it)."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
@@ -173,6 +174,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     if slim and keep_source:
         raise PycError("E050", "--slim leaves out the source copy --keep-source asks for",
                        hint="drop one of them (a slim artifact is compared with --model PATH)")
+    if not 0 <= threads <= 1024:
+        raise PycError("E050", f"threads={threads} is out of range",
+                       hint="give 0 (every core) or a thread count from 1 to 1024")
     features = parse_features(cpu_features if isinstance(cpu_features, str)
                               else ",".join(cpu_features))
     backend = get_target(target, cpu, tuple(features))
@@ -185,7 +189,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             notes.insert(0, ctx.decisions[-1].reason)
         flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
                  "keep_source": keep_source, "name": prefix, "cpu": cpu,
-                 "cpu_features": features,
+                 "cpu_features": features, "threads": threads,
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
@@ -202,7 +206,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
-                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"])
+                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
+                     flags["threads"])
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):

@@ -176,6 +176,10 @@ def main(debug: bool) -> None:
 @click.option("--cpu-features", default="", metavar="+F,-F",
               help="Instruction-set extensions to add or remove, as gcc -m names "
                    "(e.g. +avx2,+fma,-avx512f).")
+@click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
+              metavar="N",
+              help="Threads a run may use (0 = every core of the machine it runs on); "
+                   "PYC_NUM_THREADS overrides it at run time. Results do not depend on it.")
 @click.option("--slim", is_flag=True,
               help="Keep only what running needs (manifest, library, weights, C headers); "
                    "`pyc explain` then cannot explain it (same as `pyc strip` after a build).")
@@ -190,7 +194,7 @@ def main(debug: bool) -> None:
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool, force: bool, cpu: str, cpu_features: str, slim: bool,
+          keep_source: bool, force: bool, cpu: str, cpu_features: str, threads: int, slim: bool,
           name: str | None, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
@@ -217,8 +221,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,
                                     keep_source=keep_source, force=force, cpu=cpu,
-                                    cpu_features=cpu_features, slim=slim, name=name,
-                                    steps=steps)
+                                    cpu_features=cpu_features, threads=threads, slim=slim,
+                                    name=name, steps=steps)
     elapsed = steps.elapsed_s
     if verbose:
         print_step_times(steps, elapsed)

@@ -188,13 +188,15 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
     return program, program[-1].dst
 
 
-def epilogue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
-    """The program a kernel applies to each accumulator (`acc`) as it stores an output."""
+def epilogue_program(graph: Graph, node: Node, coords: list[str],
+                     shape: tuple[int, ...] | None = None) -> tuple[list[ScalarInstr], str]:
+    """The program a kernel applies to each accumulator (`acc`) as it stores an output (or, where
+    `shape` says, an intermediate of that shape: attention's scores)."""
     lines = node.ann.epilogue
     if not lines:
         return [], "acc"
     return _fused_program(graph, lines, registry.fused_inputs(node)[1], "E",
-                          graph.types[node.outputs[0]].shape, coords, "acc")
+                          shape or graph.types[node.outputs[0]].shape, coords, "acc")
 
 
 def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
@@ -245,7 +247,9 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
     call.params.setdefault("itemsize", out_type.dtype.itemsize)
     coords = call.params.get("out_coords")
     if coords is not None:
-        call.epilogue, call.result = epilogue_program(graph, node, list(coords))  # type: ignore[arg-type]
+        shape = call.params.get("epilogue_shape")
+        call.epilogue, call.result = epilogue_program(
+            graph, node, list(coords), tuple(shape) if shape is not None else None)  # type: ignore[arg-type]
     in_coords = call.params.get("in_coords")
     if in_coords is not None:
         call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type]

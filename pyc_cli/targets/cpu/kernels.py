@@ -63,6 +63,20 @@ def _im2col_bytes(node: Node, graph: Graph) -> int:
     return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize, cap) * itemsize
 
 
+# a kernel splits its work over threads (PYC_PARALLEL_FOR) above this many flop-equivalents
+# (~50 us on one core): below it, waking a team costs more than it saves
+PARALLEL_MIN_FLOPS = 200_000
+
+
+def worth_threads(node: Node, graph: Graph) -> bool:
+    return registry.get(node.op).flops(node, graph) >= PARALLEL_MIN_FLOPS
+
+
+def _direct_conv_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The loop coordinates, and whether the (image, output channel) tasks go to threads."""
+    return {**_conv_coords(node, graph, op), "parallel": worth_threads(node, graph)}
+
+
 def _conv_coords(node: Node, graph: Graph, op: Params) -> Params:
     """The loop variables the conv templates name: output coordinates an epilogue indexes its
     operands by, input coordinates a prologue does (every conv runs as 3-D: the leading ones
@@ -103,6 +117,23 @@ def _reduce_loops(node: Node, graph: Graph, op: Params) -> Params:
     coords = [f"i{d}" for d in range(len(dims))]
     return {"dims": dims, "in_index": index_expression(coords, sets[0]),
             "out_index": index_expression(coords, sets[1])}
+
+
+# the largest key count whose row of scores the attention kernel keeps on the stack (64 KiB)
+ATTENTION_MAX_KEYS = 16384
+
+
+def _attention_params(node: Node, graph: Graph, op: Params) -> Params:
+    """Loop variables the score program indexes its operands by (batch dims, query row i, key
+    column j, over the scores' shape), the batch strides that recover them, and the split."""
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    scores = (*batch, op["S"], op["T"])
+    return {"out_coords": [f"b{d}" for d in range(len(batch))] + ["i", "j"],
+            "epilogue_shape": list(scores), "batch_size": math.prod(batch),
+            "batch_strides": [math.prod(batch[d + 1:]) for d in range(len(batch))],
+            # query rows per task: their scores (at most 32 KiB) stay in L1 between the products
+            "rows_per_task": max(1, min(16, 8192 // int(op["T"]))),  # type: ignore[call-overload]
+            "parallel": worth_threads(node, graph)}
 
 
 def _concat_skips(node: Node, graph: Graph, op: Params) -> Params:
@@ -155,14 +186,15 @@ IM2COL = KernelCandidate(
                       "bytes of im2col columns (the memory mode's cap; the tile follows)"),
               *GEMM_TILES))
 CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
-                              cost_factor=4.0, takes_epilogue=True, params=_conv_coords)
+                              cost_factor=4.0, takes_epilogue=True, params=_direct_conv_params)
 MATMUL_TILES = KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True,
                                tunables=GEMM_TILES, takes_epilogue=True, params=_matmul_coords)
 MATMUL_NAIVE = KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0,
                                takes_epilogue=True, params=_matmul_coords)
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
-POOL = KernelCandidate("pool_direct", "pool.c.j2")
+POOL = KernelCandidate("pool_direct", "pool.c.j2",
+                       params=lambda n, g, op: {"parallel": worth_threads(n, g)})
 # each row is read completely (max, sum; mean, variance) before the row is written
 SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2", inplace_input=0)
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
@@ -209,5 +241,8 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     **_each(("Resize", "Upsample"), RESIZE),
     **_each(("LSTM", "GRU", "RNN"), RECURRENT),
     "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),),
+    "pyc.Attention": (KernelCandidate(
+        "attention_rows", "attention.c.j2", params=_attention_params,
+        applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),),
 }
