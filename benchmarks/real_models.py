@@ -8,14 +8,16 @@ Models come from packages, weights random where the package has none: the 512-20
 sequence 128 (tests/models/make_minilm.py), PP-OCR det/rec/cls (the rapidocr-onnxruntime wheel,
 unpacked under /tmp/rapid/whl as .ci/run does), Silero VAD (the silero-vad package). Every engine
 runs in this process on the same inputs; rounds interleave the engines; p50 is the median over
-all timed runs. PyC's generated code is single-threaded; onnxruntime and OpenVINO get
-`--threads`. Outputs are checked against onnxruntime before timing (a mismatch is reported and
-not timed). Writes benchmarks/results/real-models.json.
+all timed runs. Every engine gets `--threads` (PyC through PYC_NUM_THREADS). Outputs are
+checked against onnxruntime before timing (a mismatch is reported and not timed). Writes
+benchmarks/results/real-models.json. The full benchmark (one process per engine, memory,
+chart) is `bench.py --suite real`; this one is the quick in-process check.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,7 +41,8 @@ import pyc_cli  # noqa: E402
 RAPID = Path("/tmp/rapid/whl/rapidocr_onnxruntime/models")
 
 
-def _mlp(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
+def _mlp(work: Path, rng: np.random.Generator, batch: int = 1
+         ) -> tuple[Path, dict[str, tuple[int, ...]]]:
     sizes = (512, 2048, 2048, 512)
     nodes, inits, x = [], [], "x"
     for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
@@ -52,13 +55,14 @@ def _mlp(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[in
         if i < len(sizes) - 2:
             nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
             x = f"r{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512])],
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 512])], inits)
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 512])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [batch, 512])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    path = work / "mlp.onnx"
+    path = work / f"mlp_b{batch}.onnx"
     onnx.save(model, path)
-    return path, {"x": (1, 512)}
+    return path, {"x": (batch, 512)}
 
 
 def _resnet50(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
@@ -68,13 +72,15 @@ def _resnet50(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tup
     return path, {"gpu_0/data_0": (1, 3, 224, 224)}
 
 
-def _minilm(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[int, ...]]]:
-    subprocess.run([sys.executable, str(ROOT / "tests" / "models" / "make_minilm.py"), str(work),
-                    "--seq", "128"], check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
-                   capture_output=True)
-    path = next(work.glob("*minilm*.onnx"))
+def _minilm(work: Path, rng: np.random.Generator, batch: int = 1
+            ) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    out = work / f"minilm_b{batch}"
+    subprocess.run([sys.executable, str(ROOT / "tests" / "models" / "make_minilm.py"), str(out),
+                    "--seq", "128", "--batch", str(batch)], check=True,
+                   env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True)
+    path = out / "minilm.onnx"
     model = onnx.load(path, load_external_data=False)
-    return path, {i.name: (1, 128) for i in model.graph.input}
+    return path, {i.name: (batch, 128) for i in model.graph.input}
 
 
 def _rapid(name: str, shape: tuple[int, ...]):  # noqa: ANN202
@@ -97,7 +103,8 @@ def _silero(work: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple
     return path, {"input": (1, 512), "state": (2, 1, 128)}
 
 
-MODELS = {"mlp": _mlp, "resnet50": _resnet50, "minilm": _minilm,
+MODELS = {"mlp": _mlp, "mlp_b64": functools.partial(_mlp, batch=64), "resnet50": _resnet50,
+          "minilm": _minilm, "minilm_b8": functools.partial(_minilm, batch=8),
           "ppocr_cls": _rapid("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),
           "ppocr_rec": _rapid("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
           "ppocr_det": _rapid("ch_PP-OCRv4_det_infer.onnx", (1, 3, 320, 320)),
@@ -152,6 +159,7 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     pyc_cli.build(path, work / f"{name}.pyc", input_shapes=shapes, force=True)
     build_s = time.perf_counter() - start
+    os.environ["PYC_NUM_THREADS"] = str(args.threads)  # read when the library creates the model
     with pyc_cli.load(work / f"{name}.pyc") as compiled:
         got = list(compiled.run(feeds).values())
         error = max(float(np.max(np.abs(g.astype(np.float64) - e))) if g.size else 0.0
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result))
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "onnxruntime": ort.__version__, "threads_ort_openvino": args.threads,
-               "threads_pyc": 1, "repeat": args.repeat, "rounds": args.rounds}
+               "threads_pyc": args.threads, "repeat": args.repeat, "rounds": args.rounds}
     args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     return 0
 

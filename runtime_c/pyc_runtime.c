@@ -151,8 +151,12 @@ int pyc_run_begin(int wanted) {
   int share = available_cores() / (others + 1);
   int threads = wanted < share ? wanted : share;
 #if defined(_OPENMP)
-  int saved = omp_get_max_threads();
+  int saved = omp_get_max_threads() * 2 + (omp_get_dynamic() != 0);
   omp_set_num_threads(threads > 1 && !omp_in_parallel() ? threads : 1);
+  /* a team never waits for a core the machine does not have free: the OpenMP runtime gives
+   * fewer threads while other processes load the cores (libgomp: online cores minus the load
+   * average), since a team's end waits for its slowest, possibly preempted, thread */
+  omp_set_dynamic(1);
   return saved;
 #else
   (void)threads;
@@ -163,7 +167,8 @@ int pyc_run_begin(int wanted) {
 void pyc_run_end(int saved) {
   atomic_fetch_sub(&runs_in_flight, 1);
 #if defined(_OPENMP)
-  omp_set_num_threads(saved);
+  omp_set_num_threads(saved / 2);
+  omp_set_dynamic(saved % 2);
 #else
   (void)saved;
 #endif
