@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .passes.tuning import EmptyTuningDatabase, TuningDatabase
+from .passes.tuning_db import FileTuningDatabase, default_path, machine_key
 from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
@@ -55,6 +56,7 @@ from .targets import get_target
 from .targets.abi_name import check_name, default_name, soname
 from .targets.base import ModelInfo, Target
 from .targets.cpu.features import check_cpu, parse_features
+from .tune import Progress, TuneOptions, tune_graph, tune_summary
 
 
 @dataclass
@@ -148,7 +150,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           keep_source: bool = False, force: bool = False, cpu: str = "native",
           cpu_features: str | list[str] | tuple[str, ...] = (), slim: bool = False,
           name: str | None = None, steps: BuildSteps | None = None,
-          tuning: TuningDatabase | None = None) -> BuildResult:
+          tuning: TuningDatabase | None = None, tune: bool = False,
+          tuning_db: str | Path | None = None, tune_budget: float | None = None,
+          tune_options: TuneOptions | None = None,
+          tune_progress: Progress | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -165,7 +170,13 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     CPU without them is refused (PYC-E033). `slim` leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
     times every step (shown by `pyc build`; never written into the artifact). `tuning` holds
-    measured kernel choices that select_kernels prefers to its cost model."""
+    measured kernel choices that select_kernels prefers to its cost model; `tuning_db` names a
+    tuning database file (passes/tuning_db.py: its entries for this target and CPU are used;
+    the CLI always passes one, the default in the user cache dir). `tune` first times the
+    kernel variants of every distinct kernel signature on this machine (pyc_cli/tune.py,
+    within `tune_budget` seconds or `tune_options`; `tune_progress` hears each signature) and
+    records the winners in `tuning_db` (default: the user cache dir's), which the build then
+    uses: the same database gives the same artifact."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
@@ -177,8 +188,20 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                               else ",".join(cpu_features))
     backend = get_target(target, cpu, tuple(features))
     cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
+    if tuning is None and (tune or tuning_db is not None):
+        tuning = _tuning_database(backend, cpu_record, tuning_db)
     with output_lock(out) as lock:
+        if tune:
+            assert isinstance(tuning, FileTuningDatabase)
+            options = tune_options or TuneOptions()
+            if tune_budget is not None:
+                options = replace(options, budget_s=tune_budget)
+            notes_tune = _tune(model_path, mode, input_shapes, target, backend, tuning, options,
+                               steps, tune_progress)
+        else:
+            notes_tune = []
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
+        notes += notes_tune
         graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target,
                                          steps, tuning)
         if memory_budget is not None:
@@ -191,6 +214,31 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
                             steps)
     return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, notes)
+
+
+def _tuning_database(backend: Target, cpu_record: dict[str, Any],
+                     path: str | Path | None) -> FileTuningDatabase:
+    """The section of the tuning database file for this target and CPU."""
+    info = {"target": backend.name, **{k: cpu_record[k] for k in ("arch", "march",
+                                                                  "resolved_march", "features")
+                                       if k in cpu_record}}
+    return FileTuningDatabase.open(default_path() if path is None else Path(path),
+                                   machine_key(backend.name, cpu_record), info)
+
+
+def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int, ...]] | None,
+          target: str, backend: Target, db: FileTuningDatabase, options: TuneOptions,
+          steps: BuildSteps, progress: Progress | None) -> list[str]:
+    """Time the model's kernel variants, save the winners; the lines `pyc build` prints."""
+    if target != "cpu":
+        raise PycError("E050", f"--tune times kernels on this machine's CPU; the {target} target "
+                       "cannot be tuned yet", hint="leave out --tune")
+    graph, ctx = compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps)
+    with steps.step("tune kernels"):
+        report = tune_graph(graph, ctx, backend, db, options, progress)
+    if report.tuned:
+        db.save()
+    return tune_summary(report, db.path)
 
 
 def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,

@@ -62,7 +62,9 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
     flops = opdef.flops(node, graph)
     reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
     params: dict[str, KernelParam] = {}
-    tuned = ctx.tuning.lookup(kernel_signature(node, graph, target.name))
+    signature = kernel_signature(node, graph, target.name)
+    tuned = ctx.tuning.lookup(signature)
+    measured: list[dict[str, object]] = []
     if tuned is not None:
         hit = next((c for c in candidates if c.name == tuned.candidate), None)
         if hit is None:
@@ -70,6 +72,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         else:
             chosen, params = hit, dict(tuned.params)
             reason = f"measured fastest on {target.name} (tuning database)"
+            measured = [m.to_json() for m in ctx.tuning.measurements(signature)]
     node.ann.kernel = KernelChoice(chosen.name, params, inplace_input=chosen.inplace_input_in(mode))
     node.ann.stores_once = chosen.stores_once and bool(node.ann.epilogue)
     size_workspace(node, graph, mode, target)
@@ -77,7 +80,8 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         others = [c.name for c in candidates if c is not chosen]
         ctx.log(pass_name, [node.name], "select_kernel",
                 reason + (f"; also applicable: {', '.join(others)}" if others else ""),
-                after=chosen.name, **({"params": params} if params else {}))
+                after=chosen.name, **({"params": params} if params else {}),
+                **({"measured": measured} if measured else {}))
     return True
 
 
