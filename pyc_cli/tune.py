@@ -150,7 +150,7 @@ def tune_graph(graph: Graph, ctx: PassContext, target: Target, db: FileTuningDat
                                       for t in todo[done:])
                 break
             share = time.perf_counter() + remaining / (len(todo) - done)
-            entry = bench.tune(task, rng, share, report)
+            entry = bench.tune(task, rng, share, deadline, report)
             if entry is not None:
                 db.record(task.signature, entry)
                 report.tuned.append((task.node.name, entry))
@@ -165,6 +165,16 @@ def search_order(candidate: KernelCandidate) -> Iterator[tuple[str, tuple[int, .
     for tunable in candidate.tunables:
         if len(tunable.values) > 1:
             yield tunable.name, tunable.values
+
+
+def descent(candidate: KernelCandidate, best_point: Callable[[], tuple[tuple[str, int], ...]]
+            ) -> Iterator[Variant]:
+    """Coordinate descent: the defaults, then each other legal value of one tunable at a time,
+    the others held at the best point found so far (read when each variant is drawn)."""
+    yield Variant(candidate.name, start_point(candidate))
+    for name, values in search_order(candidate):
+        for value in values:
+            yield Variant(candidate.name, tuple(sorted({**dict(best_point()), name: value}.items())))
 
 
 def start_point(candidate: KernelCandidate) -> tuple[tuple[str, int], ...]:
@@ -189,10 +199,12 @@ class Bench:
             graph, mode, target, work, options
         self.count = 0
 
-    def tune(self, task: SignatureTask, rng: np.random.Generator, deadline: float,
-             report: TuneReport) -> TuningEntry | None:
-        """Coordinate descent over each candidate's tunables from its defaults; the entry for
-        the database, or None when the default variant itself cannot be run here."""
+    def tune(self, task: SignatureTask, rng: np.random.Generator, share: float,
+             deadline: float, report: TuneReport) -> TuningEntry | None:
+        """Coordinate descent over each candidate's tunables from its defaults, until `share`
+        (this signature's part of the budget) or the variant cap; the entry for the database,
+        or None when the default variant cannot run here or the whole budget (`deadline`)
+        ran out first."""
         with ExitStack() as stack:
             self.stack = stack
             self.by_source: dict[str, Timed] = {}
@@ -203,23 +215,26 @@ class Bench:
                 report.skipped.append((task.node.name, f"its default kernel failed ({default.status})"))
                 return None
             expected = default.model.run(feeds)
-            budget = self.options.max_variants - 1
+            left = self.options.max_variants - 1
             for candidate in sorted(task.candidates, key=lambda c: (c is not task.default, c.name)):
                 point = start_point(candidate)
-                best = self.try_variant(task, Variant(candidate.name, point), feeds, expected,
-                                        report)
-                budget -= 1
-                for name, values in search_order(candidate):
-                    for value in values:
-                        if budget <= 0 or time.perf_counter() >= deadline:
-                            break
-                        variant = Variant(candidate.name, tuple(sorted({**dict(point), name: value}.items())))
-                        if variant in self.timed:
-                            continue
-                        tried = self.try_variant(task, variant, feeds, expected, report)
-                        budget -= 1
-                        if faster(tried, best):
-                            best, point = tried, variant.params
+                best: Timed | None = None
+                # the lambda reads `point` as the descent goes: the best point so far
+                for variant in descent(candidate, lambda: point):  # noqa: B023
+                    now = time.perf_counter()
+                    if now >= deadline:  # the model's budget: this signature stays untuned
+                        report.variants_timed += len(self.timed)
+                        report.budget_spent = True
+                        report.skipped.append((task.node.name, "the tuning budget was spent"))
+                        return None
+                    if left <= 0 or now >= share:  # its share: keep the best found so far
+                        break
+                    if variant in self.timed:
+                        continue
+                    tried = self.try_variant(task, variant, feeds, expected, report)
+                    left -= 1
+                    if best is None or faster(tried, best):
+                        best, point = tried, variant.params
             winner = self.confirm(default, feeds)
             report.variants_timed += len(self.timed)
             return TuningEntry(task.node.op, _measurement(winner), _measurement(default),

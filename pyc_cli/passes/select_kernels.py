@@ -17,7 +17,7 @@ from ..ir.graph import Graph, Node
 from ..ops import registry
 from .context import PassContext
 from .target import KernelOption, KernelTarget
-from .tuning import kernel_signature
+from .tuning import kernel_signature, signature_key
 
 NAME = "select_kernels"
 
@@ -81,7 +81,8 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         ctx.log(pass_name, [node.name], "select_kernel",
                 reason + (f"; also applicable: {', '.join(others)}" if others else ""),
                 after=chosen.name, **({"params": params} if params else {}),
-                **({"measured": measured} if measured else {}))
+                **({"measured": measured, "signature": signature_key(signature)}
+                   if measured else {}))
     return True
 
 
