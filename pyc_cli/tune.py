@@ -316,7 +316,8 @@ class Bench:
 
     def confirm(self, default: Timed, feeds: dict[str, np.ndarray]) -> Timed:
         """The fastest correct variant if, re-timed interleaved with the default, it still beats
-        the default by the margin; else the default (whose time is then re-measured too)."""
+        the default by the margin; else the default. The re-timed medians replace both
+        variants' search-time medians (and those of variants with the same code)."""
         ok = [t for t in self.timed.values() if t.status == "ok" and t.median_ms is not None]
         best = min(ok, key=lambda t: (t.median_ms, t.variant.label()))
         if best.model is default.model or best.model is None or default.model is None:
@@ -326,9 +327,13 @@ class Bench:
         for _ in range(rounds):
             default_times.append(time_model(default.model, feeds, self.options))
             best_times.append(time_model(best.model, feeds, self.options))
-        if float(np.median(best_times)) < (1 - self.options.margin) * float(np.median(default_times)):
-            return best
-        return default
+        best_ms, default_ms = float(np.median(best_times)), float(np.median(default_times))
+        for timed in self.timed.values():
+            if timed.model is best.model:
+                timed.median_ms = round(best_ms, 6)
+            elif timed.model is default.model:
+                timed.median_ms = round(default_ms, 6)
+        return best if best_ms < (1 - self.options.margin) * default_ms else default
 
 
 def faster(tried: Timed, best: Timed) -> bool:
