@@ -38,7 +38,7 @@ from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .passes.tuning import EmptyTuningDatabase, TuningDatabase
-from .passes.tuning_db import FileTuningDatabase, default_path, machine_key
+from .passes.tuning_db import FileTuningDatabase, default_path
 from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
@@ -56,7 +56,7 @@ from .targets import get_target
 from .targets.abi_name import check_name, default_name, soname
 from .targets.base import ModelInfo, Target
 from .targets.cpu.features import check_cpu, parse_features
-from .tune import Progress, TuneOptions, tune_graph, tune_summary
+from .tune import Progress, TuneOptions, tune_graph, tune_summary, tuning_database
 
 
 @dataclass
@@ -189,10 +189,13 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     backend = get_target(target, cpu, tuple(features))
     cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
     if tuning is None and (tune or tuning_db is not None):
-        tuning = _tuning_database(backend, cpu_record, tuning_db)
+        tuning = tuning_database(backend, default_path() if tuning_db is None else tuning_db,
+                                 cpu_record)
     with output_lock(out) as lock:
         if tune:
-            assert isinstance(tuning, FileTuningDatabase)
+            if not isinstance(tuning, FileTuningDatabase):
+                raise ValueError("tune=True records into a tuning database file: pass "
+                                 "tuning_db=PATH (or nothing: the default file), not tuning=")
             options = tune_options or TuneOptions()
             if tune_budget is not None:
                 options = replace(options, budget_s=tune_budget)
@@ -214,16 +217,6 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
                             steps)
     return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, notes)
-
-
-def _tuning_database(backend: Target, cpu_record: dict[str, Any],
-                     path: str | Path | None) -> FileTuningDatabase:
-    """The section of the tuning database file for this target and CPU."""
-    info = {"target": backend.name, **{k: cpu_record[k] for k in ("arch", "march",
-                                                                  "resolved_march", "features")
-                                       if k in cpu_record}}
-    return FileTuningDatabase.open(default_path() if path is None else Path(path),
-                                   machine_key(backend.name, cpu_record), info)
 
 
 def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int, ...]] | None,

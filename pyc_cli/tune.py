@@ -19,6 +19,7 @@ they are declared (targets/kernel.py `KernelCandidate.tunables`).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import tempfile
 import time
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,13 +40,14 @@ from .ops import registry
 from .passes.analyze_liveness import analyze_liveness
 from .passes.context import BuildOptions, PassContext
 from .passes.tuning import InMemoryTuningDatabase, KernelSignature, Measurement, kernel_signature
-from .passes.tuning_db import FileTuningDatabase, TuningEntry
+from .passes.tuning_db import FileTuningDatabase, TuningEntry, machine_key
 from .planning.plan import MemoryPlan
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
 from .runtime.native import CompiledModel, ModelFunctions, TensorSpec
 from .runtime.timing import RunPlan
 from .targets.base import ModelInfo, Target
 from .targets.kernel import KernelCandidate
+from .templating import templates_dir
 
 PREFIX = "pyc_tune"  # the symbol prefix of every benchmark library
 
@@ -104,6 +107,30 @@ class TuneReport:
 
 
 Progress = Callable[[int, int, str], None]  # (signatures done, signatures in all, what now)
+
+
+def kernels_digest(target: Target) -> str:
+    """A hash of the target's kernel table and its templates' text: measurements of other
+    kernel code (another PyC, a changed template, new candidates or tunable values) do not
+    apply, and `pyc build --tune` measures afresh."""
+    digest = hashlib.sha256()
+    for op in sorted(target.kernels):
+        for candidate in target.kernels[op]:
+            digest.update(repr((op, candidate.name, candidate.template, candidate.cost_factor,
+                                candidate.tunables)).encode())
+            template = templates_dir() / target.template_subdir / "kernels" / candidate.template
+            if template.is_file():
+                digest.update(template.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def tuning_database(target: Target, path: str | Path, cpu_record: dict[str, Any] | None = None
+                    ) -> FileTuningDatabase:
+    """The section of the tuning database file at `path` for this target, CPU and kernel code."""
+    record = target.cpu_record() if cpu_record is None else cpu_record
+    info = {"target": target.name, "kernels": kernels_digest(target),
+            **{k: record[k] for k in ("arch", "march", "resolved_march", "features") if k in record}}
+    return FileTuningDatabase.open(path, machine_key(target.name, record, info["kernels"]), info)
 
 
 def tuning_tasks(graph: Graph, target: Target) -> list[SignatureTask]:

@@ -3,8 +3,9 @@
 Default place: `$PYC_TUNING_DB`, else `$XDG_CACHE_HOME/pyc/tuning.json`, else
 `~/.cache/pyc/tuning.json` (`pyc build --tuning-db PATH` picks another). Entries are filed under
 a machine section, the build target plus the CPU it compiles for (architecture, resolved -march
-and the feature list the compiler enables), so timings from another machine never apply; inside
-it, by kernel signature (tuning.signature_key). Each entry keeps the winner and every variant
+and the feature list the compiler enables) and a digest of the target's kernel code, so timings
+from another machine or of other kernels never apply; inside it, by kernel signature
+(tuning.signature_key). Each entry keeps the winner and every variant
 timed. The file is written to a temporary name and renamed (a reader never sees half), with
 sorted keys (the same entries give the same bytes). A file that cannot be read, is not JSON or
 holds another schema is ignored with a PYC-E037 warning, never a failure: the next
@@ -41,12 +42,14 @@ def default_path() -> Path:
     return base / "pyc" / "tuning.json"
 
 
-def machine_key(target: str, cpu: dict[str, Any]) -> str:
+def machine_key(target: str, cpu: dict[str, Any], kernels: str = "") -> str:
     """The section of the database a build on this target and CPU reads: readable parts plus a
-    hash of the full feature list (two CPUs with one -march name may differ in extensions)."""
+    hash of the full feature list (two CPUs with one -march name may differ in extensions) and
+    `kernels`, a digest of the target's kernel code (tune.kernels_digest)."""
     features = ",".join(sorted(str(f) for f in cpu.get("features", [])))
     digest = hashlib.sha256(features.encode()).hexdigest()[:12]
-    return f"{target}:{cpu.get('arch', '?')}:{cpu.get('resolved_march', cpu.get('march', '?'))}:{digest}"
+    march = cpu.get("resolved_march", cpu.get("march", "?"))
+    return f"{target}:{cpu.get('arch', '?')}:{march}:{digest}" + (f":{kernels}" if kernels else "")
 
 
 @dataclass

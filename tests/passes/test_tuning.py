@@ -26,7 +26,14 @@ from pyc_cli.passes.tuning_db import FileTuningDatabase, TuningEntry, machine_ke
 from pyc_cli.targets.cpu.kernels import CPU_KERNELS, _matmul_coords
 from pyc_cli.targets.cpu.target import CpuTarget
 from pyc_cli.targets.kernel import KernelCandidate
-from pyc_cli.tune import TuneOptions, outputs_match, tune_graph, tuning_tasks
+from pyc_cli.tune import (
+    TuneOptions,
+    kernels_digest,
+    outputs_match,
+    tune_graph,
+    tuning_database,
+    tuning_tasks,
+)
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MLP = (MODELS / "mlp.onnx", {"x": (2, 64)})
@@ -40,8 +47,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def open_db(path: Path, target: CpuTarget | None = None) -> FileTuningDatabase:
-    record = (target or CpuTarget()).cpu_record()
-    return FileTuningDatabase.open(path, machine_key("cpu", record))
+    """The section a build for `target` (default: this CPU) reads."""
+    return tuning_database(target or CpuTarget(), path)
 
 
 def test_tune_records_every_tunable_signature_and_a_later_build_reproduces_it(
@@ -157,7 +164,7 @@ def test_a_corrupt_or_foreign_database_is_a_warning_and_ignored(tmp_path: Path,
 
 
 def test_malformed_entries_are_a_warning(tmp_path: Path) -> None:
-    key = machine_key("cpu", CpuTarget().cpu_record())
+    key = open_db(tmp_path / "absent.json").machine
     path = tmp_path / "tuning.json"
     path.write_text(json.dumps({"format": "pyc-tuning-db", "version": 1, "machines": {
         key: {"entries": {"x": {"op": "MatMul"}}}}}))
@@ -203,11 +210,14 @@ def test_the_cpu_key_keeps_entries_from_another_machine_out(tmp_path: Path) -> N
     assert machine_key("cpu", base) != machine_key("cuda", base)
     assert machine_key("cpu", base) == machine_key("cpu", {**base, "features": ["fma", "avx2",
                                                                                  "avx"]})
+    # other kernel code (a new candidate, another tunable value, a changed template): apart
+    assert kernels_digest(PlantedTarget()) != kernels_digest(CpuTarget())
+    assert open_db(tmp_path / "x.json", PlantedTarget()).machine != open_db(tmp_path / "x.json").machine
     # end to end: entries for this CPU apply to a native build, not to a baseline-CPU build
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the baseline CPU below is an x86-64 -march")
     native, baseline = CpuTarget(), CpuTarget("x86-64")
-    if machine_key("cpu", native.cpu_record()) == machine_key("cpu", baseline.cpu_record()):
+    if open_db(tmp_path / "x.json", native).machine == open_db(tmp_path / "x.json", baseline).machine:
         pytest.skip("this CPU has no features beyond the x86-64 baseline")
     model, shapes = MLP
     graph, _ = compile_graph(model, "balanced", shapes)
