@@ -287,6 +287,11 @@ class Bench:
             timed = Timed(variant, None, None, "failed" if exc.code != "E008" else "inapplicable")
             self.timed[variant] = timed
             return timed
+        except Exception:  # noqa: BLE001  (a variant that cannot even be rendered is not a
+            # reason to fail the build: it is recorded as failed and never chosen)
+            timed = Timed(variant, None, None, "failed")
+            self.timed[variant] = timed
+            return timed
         if source in self.by_source:
             same = self.by_source[source]
             timed = Timed(variant, same.model, same.median_ms, same.status)
