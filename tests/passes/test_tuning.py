@@ -262,3 +262,22 @@ def test_warnings_do_not_fire_for_a_missing_database(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert open_db(tmp_path / "absent.json").entries == {}
+
+
+def test_descent_varies_one_tunable_at_a_time_from_the_best_point() -> None:
+    """Coordinate descent over declared tunables (whatever they are): the defaults first, then
+    each other value of one tunable with the others at the best point found so far."""
+    from pyc_cli.targets.kernel import Tunable
+    from pyc_cli.tune import descent
+
+    candidate = KernelCandidate("gemm_x", "matmul.c.j2", tunables=(
+        Tunable("MR", (4, 8, 16)), Tunable("KC", (256, 128)), Tunable("fixed", (1,))))
+    best = [(("KC", 256), ("MR", 4), ("fixed", 1))]
+    drawn = []
+    for variant in descent(candidate, lambda: best[0]):
+        drawn.append(dict(variant.params))
+        if variant.params == (("KC", 256), ("MR", 8), ("fixed", 1)):
+            best[0] = variant.params  # MR=8 measured fastest: KC is varied around it
+    assert drawn == [{"KC": 256, "MR": 4, "fixed": 1}, {"KC": 256, "MR": 4, "fixed": 1},
+                     {"KC": 256, "MR": 8, "fixed": 1}, {"KC": 256, "MR": 16, "fixed": 1},
+                     {"KC": 256, "MR": 8, "fixed": 1}, {"KC": 128, "MR": 8, "fixed": 1}]
