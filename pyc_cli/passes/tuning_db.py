@@ -122,11 +122,19 @@ class FileTuningDatabase:
                 "machines": {**self.others, self.machine: mine}}
 
     def save(self) -> None:
-        """Write the file atomically; sections of other machines written meanwhile by another
-        tuning run are kept (this machine's section is ours)."""
+        """Write the file atomically. What another tuning run wrote meanwhile is kept: other
+        machines' sections, and this section's entries for signatures this run did not
+        measure (two builds tuning different models at once both keep their entries)."""
         latest = read_sections(self.path, quiet=True)
-        latest.pop(self.machine, None)
+        mine = latest.pop(self.machine, None)
         self.others = {**self.others, **latest}
+        if isinstance(mine, dict) and isinstance(mine.get("entries"), dict):
+            for key, entry in mine["entries"].items():
+                if key not in self.entries:
+                    try:
+                        self.entries[key] = TuningEntry.from_json(entry)
+                    except (KeyError, TypeError, ValueError, AttributeError):
+                        continue  # a malformed entry of the other run: dropped
         text = json.dumps(self.to_json(), sort_keys=True, indent=1) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

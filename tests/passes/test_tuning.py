@@ -200,6 +200,14 @@ def test_saving_keeps_other_machines_and_is_atomic(tmp_path: Path) -> None:
         KernelChoice("matmul_naive")
     assert open_db(path).lookup(signature) == KernelChoice("matmul_tiles")
     assert sorted(p.name for p in path.parent.iterdir()) == ["tuning.json"]  # no temp left
+    # two runs of one machine, opened before either saved: both runs' entries are kept
+    first, second = open_db(path), open_db(path)
+    other_signature = kernel_signature(graph.nodes[1], graph, "cpu")
+    second.record(other_signature, entry)
+    first.save()
+    second.save()
+    assert open_db(path).lookup(signature) == KernelChoice("matmul_tiles")
+    assert open_db(path).lookup(other_signature) == KernelChoice("matmul_naive")
 
 
 def test_the_cpu_key_keeps_entries_from_another_machine_out(tmp_path: Path) -> None:
