@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import REFERENCE_MODELS, invoke
+from test_cli_reports import SCHEMA_PATH, schema_errors
 
 MLP = str(REFERENCE_MODELS["mlp"].path)
 
@@ -27,8 +28,11 @@ def test_tune_then_build_and_explain(tmp_path: Path) -> None:
     code, output = invoke("explain", str(tmp_path / "b.pyc"))
     assert code == 0 and "Tuning (3 kernel signatures chosen by measurement)" in output
     code, output = invoke("explain", str(tmp_path / "b.pyc"), "--json")
-    tuning = json.loads(output)["tuning"]
+    data = json.loads(output)
+    tuning = data["tuning"]
     assert len(tuning) == 3 and all(t["winner"] and t["measured"] for t in tuning)
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert schema_errors(data, schema, schema) == []
 
 
 def test_a_corrupt_database_is_a_warning_not_a_failure(tmp_path: Path) -> None:
