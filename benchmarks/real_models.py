@@ -3,6 +3,7 @@
     python benchmarks/real_models.py [--models mlp,resnet50,minilm,ppocr_cls,ppocr_rec,ppocr_det,silero]
                                      [--repeat 30] [--rounds 3] [--threads 2]
                                      [--engines pyc,onnxruntime,openvino_f32]
+                                     [--tune [--tuning-db PATH] [--tune-budget SECONDS]]
     python benchmarks/real_models.py --write-baseline benchmarks/baselines/cpu.json --runs 5 \
                                      --models mlp,ppocr_cls,silero --repeat 40 --rounds 3 --threads 1
     python benchmarks/real_models.py --check benchmarks/baselines/cpu.json      (make bench-check)
@@ -183,7 +184,9 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
     start = time.perf_counter()
-    pyc_cli.build(path, work / f"{name}.pyc", input_shapes=shapes, force=True)
+    tuning = {"tune": True, "tuning_db": args.tuning_db, "tune_budget": args.tune_budget} \
+        if args.tune else {}
+    pyc_cli.build(path, work / f"{name}.pyc", input_shapes=shapes, force=True, **tuning)
     build_s = time.perf_counter() - start
     with pyc_cli.load(work / f"{name}.pyc") as compiled:
         got = list(compiled.run(feeds).values())
@@ -219,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="pyc,onnxruntime,openvino_f32",
                         help="pyc and onnxruntime always run; openvino_f32 is optional")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real-models.json")
+    parser.add_argument("--tune", action="store_true",
+                        help="build PyC with `pyc build --tune` (build_s then includes tuning)")
+    parser.add_argument("--tuning-db", type=Path, default=None,
+                        help="with --tune: the tuning database (default: the user cache's)")
+    parser.add_argument("--tune-budget", type=float, default=120.0)
     parser.add_argument("--write-baseline", type=Path, metavar="PATH",
                         help="measure --runs times (fresh processes) and write a baseline")
     parser.add_argument("--runs", type=int, default=5)
@@ -245,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result))
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "onnxruntime": ort.__version__, "threads_ort_openvino": args.threads,
-               "threads_pyc": 1, "repeat": args.repeat, "rounds": args.rounds}
+               "threads_pyc": 1, "repeat": args.repeat, "rounds": args.rounds,
+               "pyc_tuned": args.tune}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     return 0
