@@ -110,17 +110,21 @@ Progress = Callable[[int, int, str], None]  # (signatures done, signatures in al
 
 
 def kernels_digest(target: Target) -> str:
-    """A hash of the target's kernel table and its templates' text: measurements of other
-    kernel code (another PyC, a changed template, new candidates or tunable values) do not
-    apply, and `pyc build --tune` measures afresh."""
+    """A hash of the target's kernel table, every template of the target (kernels include
+    shared macros) and its compiler's version: measurements of other kernel code (another PyC,
+    a changed template, new candidates or tunable values, another compiler) do not apply, and
+    `pyc build --tune` measures afresh."""
     digest = hashlib.sha256()
     for op in sorted(target.kernels):
         for candidate in target.kernels[op]:
             digest.update(repr((op, candidate.name, candidate.template, candidate.cost_factor,
                                 candidate.tunables)).encode())
-            template = templates_dir() / target.template_subdir / "kernels" / candidate.template
-            if template.is_file():
-                digest.update(template.read_bytes())
+    root = templates_dir() / target.template_subdir
+    for template in sorted(root.rglob("*")):
+        if template.is_file():
+            digest.update(template.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(template.read_bytes())
+    digest.update(str(target.toolchain().get("compiler_version", "")).encode())
     return digest.hexdigest()[:12]
 
 
