@@ -348,7 +348,8 @@ class Bench:
                               [_spec(sub, v) for v in sub.inputs],
                               [_spec(sub, v) for v in sub.outputs], library, plan.arena_bytes)
         self.stack.callback(model.close)
-        return sources.get("model.c", ""), model
+        # every generated file, so variants that differ in any of them are timed apart
+        return "\0".join(f"{name}\0{text}" for name, text in sorted(sources.items())), model
 
     def confirm(self, default: Timed, feeds: dict[str, np.ndarray]) -> Timed:
         """The fastest correct variant if, re-timed interleaved with the default, it still beats
