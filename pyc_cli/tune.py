@@ -214,6 +214,16 @@ def start_point(candidate: KernelCandidate) -> tuple[tuple[str, int], ...]:
 
 
 @dataclass
+class Rendered:
+    """A variant's one-node graph and the files the target generated for it."""
+
+    graph: Graph
+    arena_bytes: int
+    weights: bytes
+    sources: dict[str, str]
+
+
+@dataclass
 class Timed:
     variant: Variant
     model: CompiledModel | None
@@ -281,27 +291,24 @@ class Bench:
 
     def measure(self, task: SignatureTask, variant: Variant, feeds: dict[str, np.ndarray],
                 expected: dict[str, np.ndarray] | None) -> Timed:
-        """Build, check (against `expected`) and time one variant; a variant whose generated C
-        equals one already timed takes over that one's result."""
+        """Build, check (against `expected`) and time one variant; a variant whose generated
+        code equals one already timed takes over that one's result, uncompiled."""
         if variant in self.timed:
             return self.timed[variant]
         try:
-            source, model = self.build(task, variant)
+            built = self.render(task, variant)
+            key = "\0".join(f"{name}\0{text}" for name, text in sorted(built.sources.items()))
+            if key in self.by_source:
+                same = self.by_source[key]
+                timed = Timed(variant, same.model, same.median_ms, same.status)
+            else:
+                timed = self.check_and_time(variant, self.load(built), feeds, expected)
+                self.by_source[key] = timed
         except PycError as exc:
             timed = Timed(variant, None, None, "failed" if exc.code != "E008" else "inapplicable")
-            self.timed[variant] = timed
-            return timed
         except Exception:  # noqa: BLE001  (a variant that cannot even be rendered is not a
             # reason to fail the build: it is recorded as failed and never chosen)
             timed = Timed(variant, None, None, "failed")
-            self.timed[variant] = timed
-            return timed
-        if source in self.by_source:
-            same = self.by_source[source]
-            timed = Timed(variant, same.model, same.median_ms, same.status)
-        else:
-            timed = self.check_and_time(variant, model, feeds, expected)
-            self.by_source[source] = timed
         self.timed[variant] = timed
         return timed
 
@@ -316,8 +323,9 @@ class Bench:
             return Timed(variant, None, None, "wrong")
         return Timed(variant, model, time_model(model, feeds, self.options), "ok")
 
-    def build(self, task: SignatureTask, variant: Variant) -> tuple[str, CompiledModel]:
-        """The variant's one-node library, compiled and loaded (closed with the task)."""
+    def render(self, task: SignatureTask, variant: Variant) -> Rendered:
+        """The variant's one-node graph through the target's tail of the pipeline (the variant
+        forced by an in-memory tuning database) and its generated sources."""
         sub = single_node_graph(self.graph, task.node)
         forced = InMemoryTuningDatabase({task.signature: KernelChoice(
             variant.candidate, dict(variant.params))})
@@ -335,21 +343,25 @@ class Bench:
         info = ModelInfo(__version__, io_infos(sub, sub.inputs),
                          io_infos(sub, sub.outputs, sub.public_outputs()), plan.arena_bytes,
                          layout.total_bytes, weights_checksum(blob), PREFIX)
-        sources = self.target.emit(sub, plan, layout, info)
+        return Rendered(sub, plan.arena_bytes, blob, self.target.emit(sub, plan, layout, info))
+
+    def load(self, built: Rendered) -> CompiledModel:
+        """Compile the sources with the target's toolchain and load the library (closed when
+        the signature is done)."""
         self.count += 1
         out = self.work / f"v{self.count}"
         (out / "src").mkdir(parents=True)
-        for name, text in sources.items():
+        for name, text in built.sources.items():
             (out / "src" / name).write_text(text, encoding="utf-8")
-        (out / "weights.bin").write_bytes(blob)
+        (out / "weights.bin").write_bytes(built.weights)
         self.target.compile(out / "src", out, PREFIX)
         library = ctypes.CDLL(str(out / self.target.library_name))
+        graph = built.graph
         model = CompiledModel(ModelFunctions.from_library(library, PREFIX), out / "weights.bin",
-                              [_spec(sub, v) for v in sub.inputs],
-                              [_spec(sub, v) for v in sub.outputs], library, plan.arena_bytes)
+                              [_spec(graph, v) for v in graph.inputs],
+                              [_spec(graph, v) for v in graph.outputs], library, built.arena_bytes)
         self.stack.callback(model.close)
-        # every generated file, so variants that differ in any of them are timed apart
-        return "\0".join(f"{name}\0{text}" for name, text in sorted(sources.items())), model
+        return model
 
     def confirm(self, default: Timed, feeds: dict[str, np.ndarray]) -> Timed:
         """The fastest correct variant if, re-timed interleaved with the default, it still beats
