@@ -82,9 +82,8 @@ class TuningDatabase(Protocol):
         """The measured best choice for this work, or None when nothing was measured."""
         ...
 
-    def measurements(self, signature: KernelSignature) -> tuple[Measurement, ...]:
-        """Every variant timed for this work, fastest first (empty when none was)."""
-        ...
+    # optional: def measurements(self, signature) -> tuple[Measurement, ...], every variant timed
+    # for this work, fastest first (select_kernels logs them with the choice when present)
 
 
 class EmptyTuningDatabase:
