@@ -56,7 +56,14 @@ from .targets import get_target
 from .targets.abi_name import check_name, default_name, soname
 from .targets.base import ModelInfo, Target
 from .targets.cpu.features import check_cpu, parse_features
-from .tune import Progress, TuneOptions, tune_graph, tune_summary, tuning_database
+from .tune import (
+    TUNABLE_TARGETS,
+    Progress,
+    TuneOptions,
+    tune_graph,
+    tune_summary,
+    tuning_database,
+)
 
 
 @dataclass
@@ -188,7 +195,11 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                               else ",".join(cpu_features))
     backend = get_target(target, cpu, tuple(features))
     cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
-    if tuning is None and (tune or tuning_db is not None):
+    if tune and target not in TUNABLE_TARGETS:
+        raise PycError("E050", f"--tune times kernels on this machine's CPU; the {target} target "
+                       "cannot be tuned yet", hint="leave out --tune")
+    # only a tunable target has entries to read (and others' toolchains need not be probed)
+    if tuning is None and target in TUNABLE_TARGETS and (tune or tuning_db is not None):
         tuning = tuning_database(backend, default_path() if tuning_db is None else tuning_db,
                                  cpu_record)
     with output_lock(out) as lock:
@@ -223,9 +234,6 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
           target: str, backend: Target, db: FileTuningDatabase, options: TuneOptions,
           steps: BuildSteps, progress: Progress | None) -> list[str]:
     """Time the model's kernel variants, save the winners; the lines `pyc build` prints."""
-    if target != "cpu":
-        raise PycError("E050", f"--tune times kernels on this machine's CPU; the {target} target "
-                       "cannot be tuned yet", hint="leave out --tune")
     graph, ctx = compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps)
     with steps.step("tune kernels"):
         report = tune_graph(graph, ctx, backend, db, options, progress)

@@ -50,6 +50,8 @@ from .targets.kernel import KernelCandidate
 from .templating import templates_dir
 
 PREFIX = "pyc_tune"  # the symbol prefix of every benchmark library
+# the targets whose kernels run here and can be timed (a build for another reads no database)
+TUNABLE_TARGETS = ("cpu",)
 
 
 @dataclass(frozen=True)
