@@ -214,6 +214,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             options = tune_options or TuneOptions()
             if tune_budget is not None:
                 options = replace(options, budget_s=tune_budget)
+            options = replace(options, threads=threads)  # variants run as the model will
             notes_tune = _tune(model_path, mode, input_shapes, target, backend, tuning, options,
                                steps, tune_progress)
         else:

@@ -68,6 +68,7 @@ class TuneOptions:
     rtol: float = 1e-3  # output check against the default: relative to the output's scale
     retune: bool = False  # re-measure signatures the database already holds
     seed: int = 0
+    threads: int = 0  # the team size variants run with: the build's --threads (0: every core)
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,7 @@ class Bench:
         blob = weights_bytes(sub, layout)
         info = ModelInfo(__version__, io_infos(sub, sub.inputs),
                          io_infos(sub, sub.outputs, sub.public_outputs()), plan.arena_bytes,
-                         layout.total_bytes, weights_checksum(blob), PREFIX)
+                         layout.total_bytes, weights_checksum(blob), PREFIX, self.options.threads)
         return Rendered(sub, plan.arena_bytes, blob, self.target.emit(sub, plan, layout, info))
 
     def load(self, built: Rendered) -> CompiledModel:
