@@ -47,7 +47,7 @@ ERROR_CODES: dict[str, str] = {
     "E035": "The artifact lacks files a command needs besides running (model.ir, src/, "
     "decisions.jsonl ...): it is slim (`pyc build --slim`, `pyc strip`) or they were deleted.",
     "E036": "The C compiler does not accept the --cpu or --cpu-features value.",
-    "E037": "The tuning database file (`pyc build --tuning-db`, default in the user cache dir) "
+    "E039": "The tuning database file (`pyc build --tuning-db`, default in the user cache dir) "
     "cannot be read, is not JSON or holds another schema: a warning; it is ignored and the next "
     "`pyc build --tune` replaces it.",
     "E040": "The inputs file cannot be read (not an .npz or .npy file, empty, or an .npy file "

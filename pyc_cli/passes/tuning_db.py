@@ -8,7 +8,7 @@ from another machine or of other kernels never apply; inside it, by kernel signa
 (tuning.signature_key). Each entry keeps the winner and every variant
 timed. The file is written to a temporary name and renamed (a reader never sees half), with
 sorted keys (the same entries give the same bytes). A file that cannot be read, is not JSON or
-holds another schema is ignored with a PYC-E037 warning, never a failure: the next
+holds another schema is ignored with a PYC-E039 warning, never a failure: the next
 `pyc build --tune` replaces it.
 """
 
@@ -89,7 +89,7 @@ class FileTuningDatabase:
     @classmethod
     def open(cls, path: str | Path, machine: str, machine_info: dict[str, Any] | None = None
              ) -> FileTuningDatabase:
-        """The database at `path` (empty when absent; empty with a PYC-E037 warning when the
+        """The database at `path` (empty when absent; empty with a PYC-E039 warning when the
         file is unreadable or not this schema)."""
         db = cls(Path(path), machine, dict(machine_info or {}))
         sections = read_sections(db.path)
@@ -175,5 +175,5 @@ def read_sections(path: Path, quiet: bool = False) -> dict[str, Any]:
 
 def _warn(path: Path, why: str) -> None:
     warnings.warn(PycWarning(PycError(
-        "E037", f"the tuning database is ignored: {why}", where=str(path),
+        "E039", f"the tuning database is ignored: {why}", where=str(path),
         hint="delete it, or rerun `pyc build --tune` to replace it")), stacklevel=3)

@@ -41,7 +41,7 @@ def test_a_corrupt_database_is_a_warning_not_a_failure(tmp_path: Path) -> None:
     code, output = invoke("build", MLP, "-o", str(tmp_path / "a.pyc"), "--input-shape", "x=3,64",
                           "--tuning-db", str(db))
     assert code == 0, output
-    assert "warning: PYC-E037: the tuning database is ignored" in output
+    assert "warning: PYC-E039: the tuning database is ignored" in output
 
 
 def test_zero_budget_tunes_nothing_and_retune_needs_tune(tmp_path: Path) -> None:

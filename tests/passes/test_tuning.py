@@ -158,7 +158,7 @@ def test_a_corrupt_or_foreign_database_is_a_warning_and_ignored(tmp_path: Path,
                                                                  content: bytes) -> None:
     path = tmp_path / "tuning.json"
     path.write_bytes(content)
-    with pytest.warns(PycWarning, match="PYC-E037"):
+    with pytest.warns(PycWarning, match="PYC-E039"):
         db = open_db(path)
     assert db.entries == {}
 
