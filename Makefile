@@ -18,8 +18,9 @@ test-fast:  ## the fast tier (under a minute on two cores; the autotuner's tests
 golden:  ## regenerate golden IR / plan / decision-log / C dumps of the reference models
 	$(PYTHON) tests/golden_tool.py --write
 
-bench:  ## PyC vs onnxruntime, side by side (writes benchmarks/results/)
-	$(PYTHON) benchmarks/bench.py
+bench:  ## PyC vs onnxruntime and OpenVINO on the real models, then the toy ones (benchmarks/results/)
+	$(PYTHON) benchmarks/bench.py --suite real
+	$(PYTHON) benchmarks/bench.py --suite toy
 
 # the regression gate (issue #13): PyC/onnxruntime ratios of three small real models against
 # benchmarks/baselines/cpu.json, failing beyond the noise band measured there
