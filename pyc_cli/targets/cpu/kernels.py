@@ -77,6 +77,43 @@ def _direct_conv_params(node: Node, graph: Graph, op: Params) -> Params:
     return {**_conv_coords(node, graph, op), "parallel": worth_threads(node, graph)}
 
 
+# the zero-bordered input plane a depthwise task keeps on its stack at most
+DEPTHWISE_PLANE_BYTES = 128 * 1024
+
+
+def _depthwise_geometry(node: Node, graph: Graph) -> dict[str, int]:
+    """The zero-bordered plane every tap of a depthwise task reads (rows x cols) and its row of
+    sums (the output width rounded up to whole vectors)."""
+    op = Conv().kernel_params(node, graph)
+    g = {k: int(op[k]) for k in ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH",
+                                 "PW")}  # type: ignore[call-overload]
+    itemsize = graph.types[node.outputs[0]].dtype.itemsize
+    lanes = 32 // itemsize
+    row_cols = -(-g["OW"] // lanes) * lanes
+    read_cols = row_cols if g["SW"] == 1 else g["OW"]
+    cols = max(g["PW"] + g["W"], (read_cols - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
+    rows = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
+    return {"plane_rows": rows, "plane_cols": cols, "row_cols": row_cols, "lanes": lanes,
+            "itemsize": itemsize}
+
+
+def _is_depthwise(node: Node, graph: Graph) -> bool:
+    """A 2-D conv with one input channel per output channel, no prologue to apply, whose
+    bordered input plane fits the task's stack."""
+    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    if x.rank != 4 or node.ann.prologue or w.shape[1] != 1 \
+            or not node.int_attr("group", 1) == x.shape[1] == w.shape[0]:
+        return False
+    g = _depthwise_geometry(node, graph)
+    return (g["plane_rows"] * g["plane_cols"] + g["row_cols"]) * g["itemsize"] \
+        <= DEPTHWISE_PLANE_BYTES
+
+
+def _depthwise_params(node: Node, graph: Graph, op: Params) -> Params:
+    return {**_conv_coords(node, graph, op), **_depthwise_geometry(node, graph),
+            "parallel": worth_threads(node, graph)}
+
+
 def _conv_coords(node: Node, graph: Graph, op: Params) -> Params:
     """The loop variables the conv templates name: output coordinates an epilogue indexes its
     operands by, input coordinates a prologue does (every conv runs as 3-D: the leading ones
@@ -187,6 +224,10 @@ IM2COL = KernelCandidate(
               *GEMM_TILES))
 CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
                               cost_factor=4.0, takes_epilogue=True, params=_direct_conv_params)
+# registers accumulate each output over its window: cheaper than the direct loop's passes over
+# output rows, which remains for what this does not cover
+CONV_DEPTHWISE = KernelCandidate("conv2d_depthwise", "conv2d_depthwise.c.j2", _is_depthwise,
+                                 cost_factor=2.0, takes_epilogue=True, params=_depthwise_params)
 MATMUL_TILES = KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True,
                                tunables=GEMM_TILES, takes_epilogue=True, params=_matmul_coords)
 MATMUL_NAIVE = KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0,
@@ -213,7 +254,7 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs)
 CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
-    "Conv": (IM2COL, CONV_DIRECT),
+    "Conv": (IM2COL, CONV_DEPTHWISE, CONV_DIRECT),
     "MatMul": (MATMUL_TILES, MATMUL_NAIVE),
     "ConvTranspose": (KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2"),),
     **_each(("Transpose", "Slice"), STRIDED_COPY),

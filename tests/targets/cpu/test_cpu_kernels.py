@@ -91,16 +91,17 @@ output %"z"
 
 def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
     """The dense conv may run as im2col GEMM or directly (GEMM is cheaper); the depthwise one
-    (one channel per group) only directly; the chosen candidate is looked up by its name."""
+    (one channel per group) by the depthwise kernel or directly (depthwise is cheaper); the
+    chosen candidate is looked up by its name."""
     graph = depthwise_and_dense_convs(rng)
     cpu = get_target("cpu")
     dense, depthwise = graph.nodes
     assert [c.name for c in cpu.candidates(dense, graph)] == ["conv2d_im2col_gemm", "conv2d_direct"]
-    assert [c.name for c in cpu.candidates(depthwise, graph)] == ["conv2d_direct"]
+    assert [c.name for c in cpu.candidates(depthwise, graph)] == ["conv2d_depthwise", "conv2d_direct"]
     after, _ = run_passes(graph, ["select_kernels"])
     chosen = {n.name: cpu.chosen(n) for n in after.nodes}
     assert chosen["dense"] is not None and chosen["dense"].name == "conv2d_im2col_gemm"
-    assert chosen["depthwise"] is not None and chosen["depthwise"].name == "conv2d_direct"
+    assert chosen["depthwise"] is not None and chosen["depthwise"].name == "conv2d_depthwise"
     # the im2col tile is the candidate's own template parameter: all 63 pixels' columns
     # (36 floats each) fit the recorded cap, and the workspace holds exactly them
     conv = after.nodes[0]
