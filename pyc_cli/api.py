@@ -197,9 +197,10 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                     backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
                     slim: bool, steps: BuildSteps) -> None:
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
-    layout = layout_weights(graph)
+    images = backend.constant_images(graph)  # weights packed for their kernels
+    layout = layout_weights(graph, images)
     check_addressable("the weights file", layout.total_bytes, model_path.name)
-    blob = weights_bytes(graph, layout)
+    blob = weights_bytes(graph, layout, images)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"])

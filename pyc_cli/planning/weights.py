@@ -1,7 +1,10 @@
-"""The weights file: every constant a kernel reads, 64-byte aligned, in name order."""
+"""The weights file: every constant a kernel reads, 64-byte aligned, in name order. A target
+may give a constant's byte image in the layout its kernel reads (packed GEMM panels,
+`Target.constant_images`): the file then holds that image in the constant's place."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,21 +24,24 @@ class WeightsLayout:
                 "offsets": dict(sorted(self.offsets.items()))}
 
 
-def layout_weights(graph: Graph) -> WeightsLayout:
+def layout_weights(graph: Graph, images: Mapping[str, bytes] | None = None) -> WeightsLayout:
     used = sorted({name for node in graph.nodes for name in node.present_inputs()
                    if name in graph.constants})
+    images = images or {}
     offsets, cursor = {}, 0
     for name in used:
         offsets[name] = cursor
-        size = graph.constants[name].nbytes
+        size = len(images[name]) if name in images else graph.constants[name].nbytes
         cursor += -(-max(size, 1) // WEIGHT_ALIGNMENT) * WEIGHT_ALIGNMENT
     return WeightsLayout(offsets, cursor)
 
 
-def weights_bytes(graph: Graph, layout: WeightsLayout) -> bytes:
+def weights_bytes(graph: Graph, layout: WeightsLayout,
+                  images: Mapping[str, bytes] | None = None) -> bytes:
     blob = bytearray(layout.total_bytes)
     for name, offset in layout.offsets.items():
-        data = np.ascontiguousarray(graph.constants[name]).tobytes()
+        data = images[name] if images and name in images \
+            else np.ascontiguousarray(graph.constants[name]).tobytes()
         blob[offset:offset + len(data)] = data
     return bytes(blob)
 

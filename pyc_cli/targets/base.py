@@ -69,6 +69,27 @@ class Target:
         return any(c.accepts_prologue(node, graph) and self.has_template(c.template)
                    for c in self.kernels.get(node.op, ()))
 
+    def constant_images(self, graph: Graph) -> dict[str, bytes]:
+        """Constants the chosen kernels read in a layout of their own (packed weight panels),
+        name -> byte image for the weights file. Every reader of such a constant must read the
+        same image (a candidate applies only where that holds); anything else is a bug here."""
+        images: dict[str, bytes] = {}
+        raw: set[str] = set()
+        for node in graph.nodes:
+            chosen = self.chosen(node)
+            for index, value in enumerate(node.inputs):
+                if value not in graph.constants:
+                    continue
+                image = None if chosen is None else chosen.image_of(node, graph, index)
+                if image is None:
+                    raw.add(value)
+                elif images.setdefault(value, image) != image:
+                    raise RuntimeError(f"readers of {value!r} want different packed layouts")
+        both = sorted(raw & set(images))
+        if both:
+            raise RuntimeError(f"{both} read both packed and as stored")
+        return images
+
     def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
         """The passes this target runs after the shared front: kernel selection and memory
         planning by default; a target adds its own (streams, device memory) here."""

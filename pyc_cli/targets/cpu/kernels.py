@@ -10,7 +10,10 @@ tests/targets/cpu/ checks the table."""
 
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
 
 from ...ir.graph import Graph, Node
 from ...ops import registry
@@ -18,6 +21,7 @@ from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ..kernel import KernelCandidate, Tunable
+from . import gemm
 from .kernel_context import coalesce, index_expression
 
 Params = dict[str, object]
@@ -120,6 +124,87 @@ def _im2col_prologue(node: Node, graph: Graph) -> bool:
     return graph.types[node.inputs[0]].rank <= 4
 
 
+# ---------------------------------------------------------------- the packed GEMM
+
+
+def _matmul_dims(node: Node, graph: Graph) -> tuple[int, int, int, list[int], list[int]]:
+    """(M, K, N, batch, B's batch strides) of a MatMul."""
+    from ...ops.matmul import MatMul
+
+    op = MatMul().kernel_params(node, graph)
+    return (int(op["M"]), int(op["K"]), int(op["N"]), list(op["batch"]),  # type: ignore[call-overload]
+            list(op["b_batch_strides"]))  # type: ignore[call-overload]
+
+
+def _b_matrices(node: Node, graph: Graph) -> int:
+    m, k, n, _, _ = _matmul_dims(node, graph)
+    return gemm.matrices(graph.types[node.inputs[1]].shape, k, n)
+
+
+def _tuned(node: Node) -> dict[str, object]:
+    """The tuning database's parameters for the chosen kernel (the plan derives the rest)."""
+    return dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
+
+
+def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        m, k, n, batch, b_strides = _matmul_dims(node, graph)
+        dtype = graph.types[node.outputs[0]].dtype
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, m, n, k, math.prod(batch), _tuned(node))
+        packed = int(g["panels"]) * int(g["NR"]) * k  # type: ignore[call-overload]
+        b_matrices = _b_matrices(node, graph)
+        return {**_matmul_coords(node, graph, op), "gemm": g, "b_packed": constant,
+                "b_matrices": b_matrices, "tasks": g["tasks"], "parallel": g["parallel"],
+                "pack_parallel": b_matrices * k * n * 8 >= gemm.TASK_FLOPS,
+                "pb_batch_strides": [s // max(1, k * n) * packed for s in b_strides]}
+    return params
+
+
+def _packed_b_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def workspace(node: Node, graph: Graph) -> int:
+        """Every distinct B matrix, packed into panels."""
+        m, k, n, _, _ = _matmul_dims(node, graph)
+        itemsize = graph.types[node.outputs[0]].dtype.itemsize
+        nr = gemm.panel_width(isa, itemsize)
+        return _b_matrices(node, graph) * k * -(-n // nr) * nr * itemsize
+    return workspace
+
+
+def _packed_image(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def image(node: Node, graph: Graph, index: int, array: np.ndarray) -> bytes | None:
+        """B, the weights, in the panels the kernel reads (packed once, at build time)."""
+        if index != 1:
+            return None
+        return gemm.pack_panels(array, gemm.panel_width(isa, array.dtype.itemsize)).tobytes()
+    return image
+
+
+def _b_unpacked(node: Node, graph: Graph) -> bool:
+    """A B the weights file holds packed is read only by the packed-constant kernel."""
+    return not gemm.packs_constant(node, graph)
+
+
+def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
+    """MatMul's candidates on `isa`: the packed GEMM (B packed at build time when it is a
+    constant only MatMuls read, else at run time into the workspace), the 4x16 tile loop and
+    the naive loop (kept as checks and for a tuner to compare)."""
+    tunables = gemm.tunables(isa)
+    return (
+        KernelCandidate("matmul_packed_const", "matmul_packed.c.j2", gemm.packs_constant,
+                        cost_factor=0.25, stores_once=True, tunables=tunables,
+                        takes_epilogue=True, params=_packed_matmul_params(isa, True),
+                        constant_image=_packed_image(isa)),
+        KernelCandidate("matmul_packed", "matmul_packed.c.j2", _b_unpacked, cost_factor=0.3,
+                        workspace=_packed_b_workspace(isa), stores_once=True, tunables=tunables,
+                        takes_epilogue=True, params=_packed_matmul_params(isa, False)),
+        KernelCandidate("matmul_tiles", "matmul.c.j2", _b_unpacked, cost_factor=1.0,
+                        stores_once=True, tunables=GEMM_TILES, takes_epilogue=True,
+                        params=_matmul_coords),
+        KernelCandidate("matmul_naive", "matmul_naive.c.j2", _b_unpacked, cost_factor=3.0,
+                        takes_epilogue=True, params=_matmul_coords),
+    )
+
+
 # ---------------------------------------------------------------- scratch of other kernels
 
 
@@ -156,10 +241,6 @@ IM2COL = KernelCandidate(
               *GEMM_TILES))
 CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
                               cost_factor=4.0, takes_epilogue=True, params=_conv_coords)
-MATMUL_TILES = KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True,
-                               tunables=GEMM_TILES, takes_epilogue=True, params=_matmul_coords)
-MATMUL_NAIVE = KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0,
-                               takes_epilogue=True, params=_matmul_coords)
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
 POOL = KernelCandidate("pool_direct", "pool.c.j2")
@@ -179,10 +260,18 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
     return {op: candidates for op in ops}
 
 
-# op -> its candidates, cheapest-first is not implied (select_kernels compares costs)
+@functools.cache
+def cpu_kernels(isa: str) -> dict[str, tuple[KernelCandidate, ...]]:
+    """The candidate table for code using `isa` (gemm.ISAS: avx512, avx2, vector); one table
+    per ISA, so a candidate is the same object wherever it is looked up."""
+    return {**CPU_KERNELS, "MatMul": matmul_candidates(isa)}
+
+
+# op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
+# GEMM candidates are those of the portable ISA here, the target's ISA in CpuTarget.kernels
 CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Conv": (IM2COL, CONV_DIRECT),
-    "MatMul": (MATMUL_TILES, MATMUL_NAIVE),
+    "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": (KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2"),),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
     "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),),

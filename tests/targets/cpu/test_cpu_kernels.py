@@ -14,7 +14,8 @@ from pyc_cli.ops import registry
 from pyc_cli.ops.registry import OpDef
 from pyc_cli.passes import canonicalize
 from pyc_cli.targets import TARGET_NAMES, get_target
-from pyc_cli.targets.cpu.kernels import CPU_KERNELS
+from pyc_cli.targets.cpu.kernels import CPU_KERNELS, cpu_kernels
+from pyc_cli.targets.cpu.target import CpuTarget
 from pyc_cli.targets.kernel import KernelCandidate
 from pyc_cli.templating import templates_dir
 
@@ -70,7 +71,12 @@ def test_tunables_declare_legal_values() -> None:
 
 
 def test_the_cpu_target_is_registered() -> None:
-    assert "cpu" in TARGET_NAMES and get_target("cpu").kernels is CPU_KERNELS
+    cpu = get_target("cpu")
+    assert "cpu" in TARGET_NAMES and isinstance(cpu, CpuTarget)
+    # the table of the ISA the target's features allow: only the GEMM candidates differ
+    assert cpu.kernels is cpu_kernels(cpu.isa())
+    assert {op: c for op, c in cpu.kernels.items() if op != "MatMul"} == \
+        {op: c for op, c in CPU_KERNELS.items() if op != "MatMul"}
 
 
 def depthwise_and_dense_convs(rng: np.random.Generator) -> str:
