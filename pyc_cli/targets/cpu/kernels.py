@@ -33,11 +33,13 @@ Params = dict[str, object]
 IM2COL_WORKSPACE_CAP = 512 * 1024
 
 
-def im2col_tile(reduction: int, pixels: int, itemsize: int, cap: int = IM2COL_WORKSPACE_CAP) -> int:
-    """Output pixels per im2col tile: a multiple of 16 (the GEMM tile width) under the cap
-    (the memory planner may lower the cap per node, e.g. in memory_first mode)."""
+def im2col_tile(reduction: int, pixels: int, itemsize: int, cap: int = IM2COL_WORKSPACE_CAP,
+                multiple: int = 16) -> int:
+    """Output pixels per im2col tile: a multiple of `multiple` (the GEMM's panel width) under
+    the cap (the memory planner may lower the cap per node, e.g. in memory_first mode)."""
     fit = cap // max(1, reduction * itemsize)
-    return max(16, min(pixels, fit // 16 * 16 if fit >= 16 else 16))
+    whole = -(-pixels // multiple) * multiple
+    return max(multiple, min(whole, fit // multiple * multiple))
 
 
 def _gemm_shape(node: Node, graph: Graph) -> tuple[int, int, int, bool]:
@@ -60,13 +62,6 @@ def _workspace_cap(node: Node) -> int:
         else kernel.workspace_cap
 
 
-def _im2col_bytes(node: Node, graph: Graph) -> int:
-    _, reduction, pixels, pointwise = _gemm_shape(node, graph)
-    itemsize = graph.types[node.outputs[0]].dtype.itemsize
-    cap = _workspace_cap(node)
-    return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize, cap) * itemsize
-
-
 def _conv_coords(node: Node, graph: Graph, op: Params) -> Params:
     """The loop variables the conv templates name: output coordinates an epilogue indexes its
     operands by, input coordinates a prologue does (every conv runs as 3-D: the leading ones
@@ -76,12 +71,43 @@ def _conv_coords(node: Node, graph: Graph, op: Params) -> Params:
             "in_coords": ["n", "ci"] + ["id", "ih", "iw"][lift:]}
 
 
-def _im2col_params(node: Node, graph: Graph, op: Params) -> Params:
-    """The tile of output pixels whose columns the workspace holds, and the loop coordinates."""
-    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
-    pixels = math.prod(graph.types[node.outputs[0]].shape[2:])
-    return {"tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), pixels, x.dtype.itemsize,
-                                _workspace_cap(node)), **_conv_coords(node, graph, op)}
+def _im2col_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The tile of output pixels whose packed columns the workspace holds, the GEMM plan
+        of one tile, and the loop coordinates."""
+        rows, reduction, pixels, _ = _gemm_shape(node, graph)
+        dtype = graph.types[node.outputs[0]].dtype
+        nr = gemm.panel_width(isa, dtype.itemsize)
+        tile = im2col_tile(reduction, pixels, dtype.itemsize, _workspace_cap(node), nr)
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, rows, tile, reduction, 1, _tuned(node))
+        g["n_full"] = pixels % nr == 0  # every tile's width is then a multiple of NR
+        return {"tile": tile, "gemm": g, **_conv_coords(node, graph, op)}
+    return params
+
+
+def _im2col_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def workspace(node: Node, graph: Graph) -> int:
+        """One tile's columns, packed (a multiple of NR pixels)."""
+        _, reduction, pixels, _ = _gemm_shape(node, graph)
+        itemsize = graph.types[node.outputs[0]].dtype.itemsize
+        nr = gemm.panel_width(isa, itemsize)
+        return reduction * im2col_tile(reduction, pixels, itemsize, _workspace_cap(node), nr) \
+            * itemsize
+    return workspace
+
+
+def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
+    """Conv's candidates on `isa`: the packed GEMM over gathered columns, and the direct loop
+    (depthwise and tiny convs, and convs whose prologue the GEMM cannot apply)."""
+    return (
+        KernelCandidate(
+            "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
+            _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),
+            takes_epilogue=True, takes_prologue=_im2col_prologue,
+            tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
+                              "bytes of im2col columns (the memory mode's cap; the tile follows)"),
+                      *gemm.tunables(isa))),
+        CONV_DIRECT)
 
 
 def _matmul_coords(node: Node, graph: Graph, op: Params) -> Params:
@@ -230,15 +256,9 @@ def _input_ctype(key: str, index: int):  # noqa: ANN202 (a small closure)
 
 # ---------------------------------------------------------------- the candidates
 
-# the GEMM macro (codegen_templates/c/gemm.c.j2) blocks registers in 4x16 tiles today
+# the tile GEMM macro (codegen_templates/c/gemm.j2) blocks registers in 4x16 tiles
 GEMM_TILES = (Tunable("tile_rows", (4,), "rows of C per register block"),
               Tunable("tile_cols", (16,), "columns of C per register block (the vector width)"))
-IM2COL = KernelCandidate(
-    "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0, _im2col_bytes,
-    stores_once=True, params=_im2col_params, takes_epilogue=True, takes_prologue=_im2col_prologue,
-    tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
-                      "bytes of im2col columns (the memory mode's cap; the tile follows)"),
-              *GEMM_TILES))
 CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
                               cost_factor=4.0, takes_epilogue=True, params=_conv_coords)
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
@@ -264,13 +284,13 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
 def cpu_kernels(isa: str) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table for code using `isa` (gemm.ISAS: avx512, avx2, vector); one table
     per ISA, so a candidate is the same object wherever it is looked up."""
-    return {**CPU_KERNELS, "MatMul": matmul_candidates(isa)}
+    return {**CPU_KERNELS, "Conv": conv_candidates(isa), "MatMul": matmul_candidates(isa)}
 
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
 # GEMM candidates are those of the portable ISA here, the target's ISA in CpuTarget.kernels
 CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
-    "Conv": (IM2COL, CONV_DIRECT),
+    "Conv": conv_candidates(gemm.PORTABLE_ISA),
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": (KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2"),),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
