@@ -116,7 +116,9 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
         mc = L2_A_BYTES // max(1, K * itemsize)
     mc = max(mr, min(mc // mr * mr, -(-M // mr) * mr))
     mb = -(-M // mc)
-    flops = 2 * batch * M * N * K
+    # a short M streams B from memory: its bytes, not its flops, take the time (about 3
+    # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)
+    flops = max(2 * batch * M * N * K, 3 * batch * K * N * itemsize)
     nc = int(tuned.get("nc") or 0)  # type: ignore[call-overload]
     if nc:
         ncp = max(1, nc // nr)

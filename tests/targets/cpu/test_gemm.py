@@ -11,6 +11,7 @@ standard-normal products in another order than float64: |got - want| <= 1e-5 + 1
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,10 +254,11 @@ def test_constant_b_is_packed_once_into_the_weights(tmp_path: Path,
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
              helper.make_node("MatMul", ["x2", "w"], ["y2"]),
              helper.make_node("MatMul", ["x", "v"], ["z"]),
-             helper.make_node("Add", ["v", "v"], ["v2"])]
+             helper.make_node("Add", ["v", "x3"], ["v2"])]
     graph = helper.make_graph(
         nodes, "shared",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 13]) for n in ("x", "x2")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 13]) for n in ("x", "x2")]
+        + [helper.make_tensor_value_info("x3", TensorProto.FLOAT, [13, 21])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 21]) for n in ("y", "y2")]
         + [helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 21]),
            helper.make_tensor_value_info("v2", TensorProto.FLOAT, [13, 21])],
@@ -270,7 +272,6 @@ def test_constant_b_is_packed_once_into_the_weights(tmp_path: Path,
                if n.op == "MatMul" and n.ann.kernel is not None}
     assert kernels == {"y": "matmul_packed_const", "y2": "matmul_packed_const",
                        "z": "matmul_packed"}
-    import json
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     blob = (tmp_path / "a" / "weights.bin").read_bytes()
     offset = manifest["weights"]["layout"]["w"]
@@ -283,7 +284,8 @@ def test_constant_b_is_packed_once_into_the_weights(tmp_path: Path,
     offset_v = manifest["weights"]["layout"]["v"]
     np.testing.assert_array_equal(np.frombuffer(blob, np.float32, v.size, offset_v).reshape(v.shape), v)
     feeds = {"x": rng.standard_normal((3, 13)).astype(np.float32),
-             "x2": rng.standard_normal((3, 13)).astype(np.float32)}
+             "x2": rng.standard_normal((3, 13)).astype(np.float32),
+             "x3": rng.standard_normal((13, 21)).astype(np.float32)}
     with pyc_cli.load(tmp_path / "a") as compiled:
         got = compiled.run(feeds)
     np.testing.assert_allclose(got["y"], feeds["x"].astype(np.float64) @ w, rtol=RTOL, atol=ATOL)
