@@ -291,3 +291,37 @@ def test_constant_b_is_packed_once_into_the_weights(tmp_path: Path,
     np.testing.assert_allclose(got["y"], feeds["x"].astype(np.float64) @ w, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got["y2"], feeds["x2"].astype(np.float64) @ w, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got["z"], feeds["x"].astype(np.float64) @ v, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("isa", sorted(gemm.ISAS))
+def test_plans_block_by_whole_register_tiles(isa: str) -> None:
+    """MC is a multiple of MR, the blocks and tasks cover M and the panels exactly, and short
+    blocks (M == 1: the GEMV) get independent accumulator sets."""
+    for m, k, n in [(1, 2048, 2048), (7, 33, 5), (1024, 1024, 1024), (128, 1536, 384)]:
+        for tuned in ({}, {"mr": gemm.ISAS[isa].rows[-1], "mc": 96, "nc": 64, "unroll": 2}):
+            g = gemm.plan(isa, "float", 4, m, n, k, 1, tuned)
+            mr, mc, nr = g["MR"], g["MC"], g["NR"]
+            assert mc % mr == 0 and mc >= mr and g["MB"] == -(-m // mc)
+            assert g["panels"] == -(-n // nr) and g["NB"] == -(-g["panels"] // g["NCP"])
+            assert g["NCP"] * (g["NB"] - 1) < g["panels"] <= g["NCP"] * g["NB"]
+            assert g["tasks"] == g["MB"] * g["NB"] and g["tail"] == m % mr
+            if tuned:
+                assert mr == tuned["mr"] and g["unroll"] == 2
+    assert gemm.splits(isa, 1) > 1 and gemm.splits(isa, gemm.ISAS[isa].rows[0]) == 1
+
+
+def test_isa_follows_the_target_features() -> None:
+    assert gemm.isa_for(["sse2", "avx", "avx2", "fma", "avx512f"]) == "avx512"
+    assert gemm.isa_for(["sse2", "avx", "avx2", "fma"]) == "avx2"
+    assert gemm.isa_for(["sse2", "avx", "avx2"]) == "vector"  # AVX2 without FMA
+    assert gemm.isa_for(["asimd"]) == "vector"
+
+
+def test_panels_are_k_by_nr_zero_padded(rng: np.random.Generator) -> None:
+    b = rng.standard_normal((2, 5, 11)).astype(np.float32)
+    packed = gemm.pack_panels(b, 4)
+    assert packed.shape == (2, 3, 5, 4)
+    for j in range(11):
+        np.testing.assert_array_equal(packed[:, j // 4, :, j % 4], b[:, :, j])
+    assert not packed[:, 2, :, 3].any()
+    assert gemm.pack_panels(b[0, :, 0], 4).shape == (1, 5, 4)  # numpy's 1-D B: one column
