@@ -325,3 +325,41 @@ def test_panels_are_k_by_nr_zero_padded(rng: np.random.Generator) -> None:
         np.testing.assert_array_equal(packed[:, j // 4, :, j % 4], b[:, :, j])
     assert not packed[:, 2, :, 3].any()
     assert gemm.pack_panels(b[0, :, 0], 4).shape == (1, 5, 4)  # numpy's 1-D B: one column
+
+
+@pytest.mark.parametrize("isa", sorted(BUILDS))
+def test_float64_gemm_matches_numpy(isa: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    """Double precision runs the same kernels with _pd intrinsics (half the lanes); constant
+    and run-time B, tails, an epilogue (tolerance 1e-10 relative: float64 sums)."""
+    nodes, inputs, outputs, inits = [], [], [], []
+    feeds, expected = {}, {}
+    for n, (m, k, cols) in enumerate([(1, 17, 33), (7, 31, 5), (13, 64, 17), (33, 3, 100)]):
+        a = rng.standard_normal((m, k))
+        b = rng.standard_normal((k, cols))
+        feeds[f"a{n}"] = a
+        inputs.append(helper.make_tensor_value_info(f"a{n}", TensorProto.DOUBLE, [m, k]))
+        if n % 2:
+            feeds[f"b{n}"] = b
+            inputs.append(helper.make_tensor_value_info(f"b{n}", TensorProto.DOUBLE, [k, cols]))
+        else:
+            inits.append(numpy_helper.from_array(b, f"b{n}"))
+        nodes += [helper.make_node("MatMul", [f"a{n}", f"b{n}"], [f"t{n}"]),
+                  helper.make_node("Relu", [f"t{n}"], [f"y{n}"])]
+        outputs.append(helper.make_tensor_value_info(f"y{n}", TensorProto.DOUBLE, [m, cols]))
+        expected[f"y{n}"] = np.maximum(a @ b, 0)
+    graph = helper.make_graph(nodes, "f64", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    build = BUILDS[isa]
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=build.cpu)
+    assert {n.ann.kernel.candidate for n in result.graph.nodes if n.op == "MatMul"
+            and n.ann.kernel is not None} == {"matmul_packed", "matmul_packed_const"}
+    marker = {"avx512": "_mm512_fmadd_pd", "avx2": "_mm256_fmadd_pd", "vector": "pyc_gv"}
+    assert marker[isa] in (tmp_path / "a" / "src" / "model.c").read_text()
+    if not build.runnable:
+        return
+    with pyc_cli.load(tmp_path / "a") as compiled:
+        got = compiled.run(feeds)
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-10, atol=1e-12, err_msg=name)
