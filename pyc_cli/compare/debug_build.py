@@ -69,7 +69,8 @@ def read_plan(artifact: Path, manifest: dict[str, Any]) -> ArtifactPlan:
     graph = load_graph(artifact, manifest)
     plan = MemoryPlan.from_json(json.loads((artifact / "memory_plan.json").read_text(
         encoding="utf-8")))
-    weights = WeightsLayout(dict(manifest["weights"]["layout"]), manifest["weights"]["bytes"])
+    weights = WeightsLayout(dict(manifest["weights"]["layout"]), manifest["weights"]["bytes"],
+                            dict(manifest["weights"].get("packed", {})))
     return ArtifactPlan(graph, plan, weights)
 
 

@@ -69,26 +69,26 @@ class Target:
         return any(c.accepts_prologue(node, graph) and self.has_template(c.template)
                    for c in self.kernels.get(node.op, ()))
 
-    def constant_images(self, graph: Graph) -> dict[str, bytes]:
-        """Constants the chosen kernels read in a layout of their own (packed weight panels),
-        name -> byte image for the weights file. Every reader of such a constant must read the
-        same image (a candidate applies only where that holds); anything else is a bug here."""
-        images: dict[str, bytes] = {}
-        raw: set[str] = set()
+    def constant_panels(self, graph: Graph) -> dict[str, int]:
+        """Constants the chosen kernels read as packed panels, name -> panel width, for the
+        weights file. Every reader of such a constant must read the same panels (a candidate
+        applies only where that holds); anything else is a bug here."""
+        packed: dict[str, int] = {}
+        as_is: set[str] = set()
         for node in graph.nodes:
             chosen = self.chosen(node)
             for index, value in enumerate(node.inputs):
                 if value not in graph.constants:
                     continue
-                image = None if chosen is None else chosen.image_of(node, graph, index)
-                if image is None:
-                    raw.add(value)
-                elif images.setdefault(value, image) != image:
-                    raise RuntimeError(f"readers of {value!r} want different packed layouts")
-        both = sorted(raw & set(images))
+                width = None if chosen is None else chosen.panels_of(node, graph, index)
+                if width is None:
+                    as_is.add(value)
+                elif packed.setdefault(value, width) != width:
+                    raise RuntimeError(f"readers of {value!r} want different panel widths")
+        both = sorted(as_is & set(packed))
         if both:
             raise RuntimeError(f"{both} read both packed and as stored")
-        return images
+        return packed
 
     def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
         """The passes this target runs after the shared front: kernel selection and memory

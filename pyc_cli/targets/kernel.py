@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..ir.graph import Graph, Node
 from ..ops import registry
 
@@ -54,9 +52,9 @@ class KernelCandidate:
     takes_epilogue: bool = False
     # whether the kernel computes an elementwise prologue on input 0 as it reads it (fuse)
     takes_prologue: Callable[[Node, Graph], bool] | None = None
-    # the byte image of constant input `index` in the layout this kernel reads it (packed
-    # panels), or None to read it as stored: the weights file holds that image instead
-    constant_image: Callable[[Node, Graph, int, np.ndarray], bytes | None] | None = None
+    # the panel width in which this kernel reads constant input `index` (planning/weights.py
+    # stores it so, once, at build time), or None where it reads the constant as it is
+    constant_panels: Callable[[Node, Graph, int], int | None] | None = None
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
@@ -79,12 +77,11 @@ class KernelCandidate:
                         ) -> dict[str, object]:
         return {} if self.params is None else self.params(node, graph, op_params)
 
-    def image_of(self, node: Node, graph: Graph, index: int) -> bytes | None:
-        """The byte image of constant input `index` this kernel reads (None: as stored)."""
-        value = node.inputs[index]
-        if self.constant_image is None or value not in graph.constants:
+    def panels_of(self, node: Node, graph: Graph, index: int) -> int | None:
+        """The panel width in which this kernel reads constant input `index` (None: as is)."""
+        if self.constant_panels is None or node.inputs[index] not in graph.constants:
             return None
-        return self.constant_image(node, graph, index, graph.constants[value])
+        return self.constant_panels(node, graph, index)
 
     def inplace_input_in(self, mode: str) -> int | None:
         """The input this kernel may overwrite in `mode` (None: never)."""

@@ -136,7 +136,7 @@ def test_fused_away_values_are_reported_with_the_node_they_live_in(
     assert absent["/layers.0/norm1/Sub_output_0"]["fused_into"].startswith("/layers.0/norm1/")
     rows = {v["value"]: v for v in per_node["values"]}
     gelu = rows["/layers.0/Mul_1_output_0"]
-    assert gelu["node"] == "/layers.0/ff_in/MatMul" and gelu["kernel"] == "matmul_tiles"
+    assert gelu["node"] == "/layers.0/ff_in/MatMul" and gelu["kernel"] == "matmul_packed_const"
     assert "/layers.0/Erf" in gelu["fused_from"]
 
 
@@ -296,7 +296,7 @@ def test_a_broken_gelu_epilogue_names_its_matmul_and_fused_group(
     code, summary, stderr = compare_json(artifact, tmp_path / "in.npz", "--per-node")
     assert code == 2 and "PYC-E043:" in stderr
     first = summary["compare"]["per_node"]["first_divergent"]
-    assert first["node"] == "/layers.0/ff_in/MatMul" and first["kernel"] == "matmul_tiles"
+    assert first["node"] == "/layers.0/ff_in/MatMul" and first["kernel"] == "matmul_packed_const"
     assert first["value"] == "/layers.0/Mul_1_output_0"
     assert {"/layers.0/ff_in/Add", "/layers.0/Erf", "/layers.0/Mul_1"} <= set(first["fused_from"])
     # the GELU's pieces exist only inside the matmul's epilogue: named, not compared

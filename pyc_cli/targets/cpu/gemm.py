@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from ...ir.graph import Graph, Node
 from ..kernel import Tunable
 
@@ -135,20 +133,6 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
     g["tasks"] = tasks
     g["parallel"] = tasks >= 2 and flops // tasks >= TASK_FLOPS // 2
     return g
-
-
-def pack_panels(matrix: np.ndarray, nr: int) -> np.ndarray:
-    """[..., K, N] -> [..., ceil(N/nr), K, nr]: the panel layout the kernels read, zero-padded
-    past N (a 1-D B, numpy's [K] vector, is one column)."""
-    array = np.asarray(matrix)
-    if array.ndim == 1:
-        array = array[:, None]
-    *lead, k, n = array.shape
-    panels = -(-n // nr)
-    padded = np.zeros((*lead, k, panels * nr), array.dtype)
-    padded[..., :n] = array
-    return np.ascontiguousarray(
-        padded.reshape(*lead, k, panels, nr).swapaxes(-3, -2))
 
 
 def packs_constant(node: Node, graph: Graph) -> bool:

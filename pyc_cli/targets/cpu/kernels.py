@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
-
 from ...ir.graph import Graph, Node
 from ...ops import registry
 from ...ops.conv import Conv
@@ -196,13 +194,13 @@ def _packed_b_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
     return workspace
 
 
-def _packed_image(isa: str):  # noqa: ANN202 (a closure per ISA)
-    def image(node: Node, graph: Graph, index: int, array: np.ndarray) -> bytes | None:
-        """B, the weights, in the panels the kernel reads (packed once, at build time)."""
+def _packed_b(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def panels(node: Node, graph: Graph, index: int) -> int | None:
+        """B, the weights, is read in NR-wide panels (packed once, at build time)."""
         if index != 1:
             return None
-        return gemm.pack_panels(array, gemm.panel_width(isa, array.dtype.itemsize)).tobytes()
-    return image
+        return gemm.panel_width(isa, graph.types[node.inputs[1]].dtype.itemsize)
+    return panels
 
 
 def _b_unpacked(node: Node, graph: Graph) -> bool:
@@ -219,7 +217,7 @@ def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
         KernelCandidate("matmul_packed_const", "matmul_packed.c.j2", gemm.packs_constant,
                         cost_factor=0.25, stores_once=True, tunables=tunables,
                         takes_epilogue=True, params=_packed_matmul_params(isa, True),
-                        constant_image=_packed_image(isa)),
+                        constant_panels=_packed_b(isa)),
         KernelCandidate("matmul_packed", "matmul_packed.c.j2", _b_unpacked, cost_factor=0.3,
                         workspace=_packed_b_workspace(isa), stores_once=True, tunables=tunables,
                         takes_epilogue=True, params=_packed_matmul_params(isa, False)),

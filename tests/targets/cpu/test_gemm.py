@@ -21,8 +21,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
+from pyc_cli.artifact.reader import load_graph
 from pyc_cli.ir.annotations import KernelChoice
 from pyc_cli.passes.tuning import KernelSignature
+from pyc_cli.planning.weights import pack_panels, packed_numel, unpack_panels
 from pyc_cli.targets.cpu import gemm
 from pyc_cli.targets.cpu.features import host_features
 
@@ -273,6 +275,10 @@ def test_constant_b_is_packed_once_into_the_weights(tmp_path: Path,
     assert kernels == {"y": "matmul_packed_const", "y2": "matmul_packed_const",
                        "z": "matmul_packed"}
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["weights"]["packed"] == {"w": gemm.panel_width("avx2", 4)}
+    # the IR read back from the artifact (pyc run --per-node, --compare) has the weights as is
+    graph = load_graph(tmp_path / "a", manifest)
+    np.testing.assert_array_equal(graph.constants["w"], w)
     blob = (tmp_path / "a" / "weights.bin").read_bytes()
     offset = manifest["weights"]["layout"]["w"]
     nr = gemm.panel_width("avx2", 4)
@@ -319,12 +325,17 @@ def test_isa_follows_the_target_features() -> None:
 
 def test_panels_are_k_by_nr_zero_padded(rng: np.random.Generator) -> None:
     b = rng.standard_normal((2, 5, 11)).astype(np.float32)
-    packed = gemm.pack_panels(b, 4)
+    packed = pack_panels(b, 4)
     assert packed.shape == (2, 3, 5, 4)
     for j in range(11):
         np.testing.assert_array_equal(packed[:, j // 4, :, j % 4], b[:, :, j])
     assert not packed[:, 2, :, 3].any()
-    assert gemm.pack_panels(b[0, :, 0], 4).shape == (1, 5, 4)  # numpy's 1-D B: one column
+    assert pack_panels(b[0, :, 0], 4).shape == (1, 5, 4)  # numpy's 1-D B: one column
+    for shape in [(2, 5, 11), (5, 8), (5,)]:
+        array = rng.standard_normal(shape).astype(np.float32)
+        flat = pack_panels(array, 4).ravel()
+        assert flat.size == packed_numel(shape, 4)
+        np.testing.assert_array_equal(unpack_panels(flat, shape, 4), array)
 
 
 @pytest.mark.parametrize("isa", sorted(BUILDS))
