@@ -84,7 +84,7 @@ def child(threads: int, names: list[str], repeat: int, rounds: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gemm_bench_"))
     runners: dict[str, dict[str, object]] = {}
     checks: dict[str, dict[str, float]] = {}
-    keep = []  # compiled models stay open for the whole run
+    keep: list = []  # compiled models and bound buffers live for the whole run
     for name in names:
         m, k, n = SHAPES[name]
         a = rng.standard_normal((m, k)).astype(np.float32)
@@ -101,6 +101,7 @@ def child(threads: int, names: list[str], repeat: int, rounds: int) -> dict:
         binding.bind_cpu_input("a", a)
         out = np.empty((m, n), np.float32)
         binding.bind_output("c", "cpu", 0, np.float32, [m, n], out.ctypes.data)
+        keep += [a, out]  # the binding holds raw pointers into these
         want = a.astype(np.float64) @ b.astype(np.float64)
         got = {"pyc": compiled.run({"a": a})["c"], "numpy": a @ b}
         session.run_with_iobinding(binding)
@@ -124,8 +125,9 @@ def child(threads: int, names: list[str], repeat: int, rounds: int) -> dict:
                 times = runners[name][engine](repeat)  # type: ignore[operator]
                 samples[name][engine] += times
                 round_p50[name][engine].append(float(np.median(times)))
-    for compiled in keep:
-        compiled.close()
+    for held in keep:
+        if hasattr(held, "close"):
+            held.close()
     results = []
     for name in names:
         m, k, n = SHAPES[name]
