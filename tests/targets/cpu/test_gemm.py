@@ -374,3 +374,65 @@ def test_float64_gemm_matches_numpy(isa: str, tmp_path: Path, rng: np.random.Gen
         got = compiled.run(feeds)
     for name, want in expected.items():
         np.testing.assert_allclose(got[name], want, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def _prologue_conv_model(path: Path, rng: np.random.Generator) -> None:
+    """BN + ReLU of a shared tensor computed inside the conv as it gathers columns, and a
+    MatMul with K = 0 (no reduction: zeros)."""
+    c = 6
+    inits = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in (
+        ("g", rng.standard_normal(c)), ("b", rng.standard_normal(c)),
+        ("m", rng.standard_normal(c)), ("v", rng.random(c) + 0.5),
+        ("w", rng.standard_normal((8, c, 3, 3))), ("e", np.zeros((0, 5))))]
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]),
+             helper.make_node("BatchNormalization", ["s", "g", "b", "m", "v"], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["act"]),
+             helper.make_node("Conv", ["act", "w"], ["conv"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Concat", ["s", "conv"], ["y"], axis=1),
+             helper.make_node("MatMul", ["z", "e"], ["k0"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 7, 9]),
+                     helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 0])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c + 8, 7, 9]),
+         helper.make_tensor_value_info("k0", TensorProto.FLOAT, [3, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+@pytest.mark.parametrize("isa", sorted(BUILDS))
+def test_gemm_kernels_are_strict_c11(isa: str, compiler: str, tmp_path: Path,
+                                     rng: np.random.Generator) -> None:
+    """The GEMM kernels of every ISA compile under -Wall -Wextra -pedantic -Werror with gcc
+    and clang (as test_toolchain.py holds the rest of the generated C), including a conv
+    prologue and an empty reduction."""
+    import shutil
+    import subprocess
+
+    found = shutil.which(compiler)
+    if found is None:
+        pytest.skip(f"{compiler} is not installed here")
+    model, _, _ = _matmul_model(rng, True)
+    onnx.save(model, tmp_path / "mm.onnx")
+    _prologue_conv_model(tmp_path / "pc.onnx", rng)
+    build = BUILDS[isa]
+    for name in ("mm", "pc"):
+        art = pyc_cli.build(tmp_path / f"{name}.onnx", tmp_path / name, cpu=build.cpu).artifact
+        flags = json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
+        result = subprocess.run([found, *flags, "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
+                                 "-o", "/dev/null", "model.c"], cwd=art / "src",
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr[:4000]
+    if compiler != "gcc" or not build.runnable:
+        return
+    import onnxruntime as ort
+
+    feeds = {"x": rng.standard_normal((1, 6, 7, 9)).astype(np.float32),
+             "z": np.zeros((3, 0), np.float32)}
+    want = ort.InferenceSession(str(tmp_path / "pc.onnx"), providers=["CPUExecutionProvider"]
+                                ).run(None, feeds)
+    with pyc_cli.load(tmp_path / "pc") as compiled:
+        got = compiled.run(feeds)
+    np.testing.assert_allclose(got["y"], want[0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(got["k0"], np.zeros((3, 5), np.float32))
