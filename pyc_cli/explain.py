@@ -45,7 +45,8 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "pyc_version": manifest["pyc_version"],
         "flags": _flags(manifest),
         "toolchain": manifest["toolchain"],
-        "cpu": manifest["cpu"],
+        # the CPU the code was built for, or for a CUDA artifact its GPU record
+        "cpu": manifest["cpu"] if "cpu" in manifest else manifest.get("cuda", {}),
         "passes": _passes(decisions),
         "fusions": _fusions(graph, decisions),
         "kernels": kernels,

@@ -176,6 +176,10 @@ def main(debug: bool) -> None:
 @click.option("--cpu-features", default="", metavar="+F,-F",
               help="Instruction-set extensions to add or remove, as gcc -m names "
                    "(e.g. +avx2,+fma,-avx512f).")
+@click.option("--arch", default=None, metavar="SM",
+              help="With --target cuda: the GPU architecture to compile for (sm_80, sm_86, "
+                   "sm_89, sm_90; default sm_90). The CUBIN runs on GPUs of that major "
+                   "architecture at that minor version or above.")
 @click.option("--slim", is_flag=True,
               help="Keep only what running needs (manifest, library, weights, C headers); "
                    "`pyc explain` then cannot explain it (same as `pyc strip` after a build).")
@@ -190,8 +194,8 @@ def main(debug: bool) -> None:
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool, force: bool, cpu: str, cpu_features: str, slim: bool,
-          name: str | None, quiet: bool, verbose: bool) -> None:
+          keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
+          slim: bool, name: str | None, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -218,7 +222,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     input_shapes=shapes, target=target, memory_budget=budget,
                                     keep_source=keep_source, force=force, cpu=cpu,
                                     cpu_features=cpu_features, slim=slim, name=name,
-                                    steps=steps)
+                                    steps=steps, arch=arch)
     elapsed = steps.elapsed_s
     if verbose:
         print_step_times(steps, elapsed)

@@ -7,7 +7,8 @@ from types import ModuleType
 
 from ...errors import PycError
 
-INSTALL_HINT = 'install the CUDA extra: pip install "pyc-compiler[cuda]" (pip install ".[cuda]" in a checkout)'
+INSTALL_HINT = ('install the CUDA extra: pip install "pyc-compiler[cuda]" '
+                '(pip install ".[cuda]" in a checkout)')
 
 
 def _missing(what: str, error: BaseException) -> PycError:

@@ -1,0 +1,77 @@
+"""The CUDA target's kernel candidates, per op (phase 1: float32 compute, see docs/cuda.md).
+
+Each candidate names a template under codegen_templates/cuda/kernels/; `applies` keeps a
+candidate to the element types and forms its template handles, so a node outside them has no
+candidate and the build lists it with every other such node (PYC-E008). The launch geometry of
+each call is computed in kernel_context.py from the same parameters."""
+
+from __future__ import annotations
+
+from ...ir.graph import Graph, Node
+from ...ir.types import DType
+from ..kernel import KernelCandidate, Tunable
+
+# element types a CUDA kernel may read or write: float16/bfloat16 need their own headers and
+# arithmetic (phase 2); everything else maps to a plain C++ type (model.cu.j2's prelude)
+PLAIN_TYPES = frozenset({DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, DType.I64,
+                         DType.U8, DType.U16, DType.U32, DType.U64, DType.BOOL})
+
+
+def _values(node: Node) -> list[str]:
+    return [v for v in (*node.inputs, *node.outputs) if v]
+
+
+def plain_types(node: Node, graph: Graph) -> bool:
+    """Every operand (fused ones included) has a plain C++ element type."""
+    from ...ops import registry
+
+    own, epilogue, prologue = registry.fused_inputs(node)
+    values = [v for v in (*own, *epilogue, *prologue, *node.outputs) if v]
+    return all(graph.types[v].dtype in PLAIN_TYPES for v in values)
+
+
+def float32(node: Node, graph: Graph) -> bool:
+    """The float32 kernels: input 0 and output 0 are float32, the rest plain."""
+    return (graph.types[node.inputs[0]].dtype is DType.F32
+            and graph.types[node.outputs[0]].dtype is DType.F32 and plain_types(node, graph))
+
+
+def _gemm_applies(node: Node, graph: Graph) -> bool:
+    # no prologue: fuse gives MatMul none today, and this kernel would not apply one
+    return float32(node, graph) and not node.ann.prologue
+
+
+def _softmax_applies(node: Node, graph: Graph) -> bool:
+    return float32(node, graph) and node.op in ("Softmax", "LogSoftmax")
+
+
+# reducers with a single accumulator (ReduceLogSumExp needs a second pass over a workspace)
+SINGLE_PASS_REDUCERS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+                        "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum")
+
+GEMM_TILES = (Tunable("tile_m", (64, 8), "rows of C per thread block (8: skinny M)"),
+              Tunable("tile_n", (64, 128), "columns of C per thread block"))
+MATMUL_TILED = KernelCandidate("cuda_matmul_tiled", "matmul_tiled.cu.j2", _gemm_applies,
+                               cost_factor=1.0, stores_once=True, tunables=GEMM_TILES,
+                               takes_epilogue=True)
+ELEMENTWISE = KernelCandidate("cuda_elementwise", "elementwise.cu.j2", plain_types)
+STRIDED_COPY = KernelCandidate("cuda_strided_copy", "strided_copy.cu.j2", plain_types)
+SOFTMAX = KernelCandidate("cuda_softmax_block", "softmax.cu.j2", _softmax_applies)
+REDUCE = KernelCandidate("cuda_reduce_block", "reduce.cu.j2", float32)
+
+
+def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple[KernelCandidate, ...]]:
+    return {op: candidates for op in ops}
+
+
+CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
+    "MatMul": (MATMUL_TILED,),
+    "pyc.Elementwise": (ELEMENTWISE,),
+    **_each(("Transpose", "Slice"), STRIDED_COPY),
+    **_each(("Softmax", "LogSoftmax"), SOFTMAX),
+    "LayerNormalization": (KernelCandidate("cuda_layernorm_block", "layernorm.cu.j2", float32),),
+    **_each(SINGLE_PASS_REDUCERS, REDUCE),
+    "Gather": (KernelCandidate("cuda_gather", "gather.cu.j2", plain_types),),
+    "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types),),
+    "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
+}
