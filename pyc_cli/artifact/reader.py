@@ -51,7 +51,8 @@ def read_manifest(artifact: Path) -> dict[str, Any]:
     if type(version) is not int or version != FORMAT_VERSION:  # JSON true is not version 1
         raise PycError("E032", f"artifact format version {_describe(version)} is not "
                        f"{FORMAT_VERSION}", where=str(path), hint="rebuild it with this PyC")
-    if manifest.get("target") in TARGET_RECORDS and TARGET_RECORDS[manifest["target"]] not in manifest:
+    target = manifest.get("target")
+    if isinstance(target, str) and target in TARGET_RECORDS and TARGET_RECORDS[target] not in manifest:
         record = TARGET_RECORDS[manifest["target"]]
         raise PycError("E032", f"the manifest names target {manifest['target']} but holds no "
                        f"{record!r} record: the artifact was built for another target",
@@ -205,7 +206,10 @@ def _value_problem(manifest: dict[str, Any]) -> str:
               or _io_problem(manifest))
     if common:
         return common
-    if manifest["target"] == "cuda":
+    record = "cuda" if manifest["target"] == "cuda" else "cpu"  # what the target's code needs
+    if record not in manifest:
+        return f"{record} is missing"
+    if record == "cuda":
         return _cuda_problem(manifest)
     return _cpu_problem(manifest["cpu"]) or _toolchain_problem(manifest)
 
@@ -220,8 +224,11 @@ def _cuda_problem(manifest: dict[str, Any]) -> str:
         return f"cuda.arch {_describe(cuda['arch'])} is not one of {', '.join(SUPPORTED_ARCHS)}"
     if cuda["cubin"] != manifest["library"]:
         return "cuda.cubin is not the artifact's library"
-    if cuda["launches"] not in files:
-        return f"cuda.launches {_describe(cuda['launches'])} is not among the hashed files"
+    for key in ("launches", "ptx"):
+        if cuda[key] not in files:
+            return f"cuda.{key} {_describe(cuda[key])} is not among the hashed files"
+    if cuda["ptx_min_driver"] and not re.fullmatch(r"\d{1,3}\.\d{1,3}", cuda["ptx_min_driver"]):
+        return f"cuda.ptx_min_driver {_describe(cuda['ptx_min_driver'])} is not a CUDA version"
     return ""
 
 

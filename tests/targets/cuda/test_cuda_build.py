@@ -166,3 +166,33 @@ def test_explain_reads_a_cuda_artifact(artifact: Path) -> None:
     report = json.loads(output)
     assert report["target"] == "cuda"
     assert {k["kernel"] for k in report["kernels"]} == {"cuda_matmul_tiled"}
+
+
+def _mutations(manifest: dict) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """Every field of the manifest's cuda record and top level, replaced by hostile values."""
+    found = []
+    for value in ([0], None, "x", -1, "../weights.bin", {"a": 1}):
+        for key in manifest["cuda"]:
+            changed = json.loads(json.dumps(manifest))
+            changed["cuda"][key] = value
+            found.append((f"cuda.{key}={value!r}", changed))
+        for key in ("target", "library", "arena_bytes", "cuda", "toolchain"):
+            changed = json.loads(json.dumps(manifest))
+            changed[key] = value
+            found.append((f"{key}={value!r}", changed))
+    return found
+
+
+def test_hostile_manifest_fields_give_pyc_errors(artifact: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A edited manifest never gets past the checks to the driver, and never raises anything
+    but a PycError."""
+    copy = copy_of(artifact, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    monkeypatch.setattr(cuda_runtime, "init_driver",
+                        lambda where: (_ for _ in ()).throw(PycError("E037", "no driver (test)")))
+    for label, changed in _mutations(manifest):
+        (copy / "manifest.json").write_text(json.dumps(changed))
+        with pytest.raises(PycError) as caught:
+            pyc_cli.load(copy)
+        assert caught.value.code in ("E030", "E031", "E032", "E037"), label

@@ -74,9 +74,10 @@ def test_nvrtc_compiles_every_kernel(case: Case, arch: str, tmp_path: Path) -> N
 
 @needs_nvrtc
 def test_nvrtc_failure_names_the_template() -> None:
-    source = "\n".join(["typedef int int32_t;", "", "// step 0: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)",
-                        'extern "C" __global__ void k0_matmul(float* Y) {', "  Y[0] = undefined_name;",
-                        "}", ""])
+    source = "\n".join(["typedef int int32_t;", "",
+                        "// step 0: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)",
+                        'extern "C" __global__ void k0_matmul(float* Y) {',
+                        "  Y[0] = undefined_name;", "}", ""])
     with pytest.raises(PycError) as caught:
         toolchain.compile_source(source, "sm_90", kernel_templates(source))
     assert caught.value.code == "E028"
