@@ -288,13 +288,17 @@ class CudaModel(CompiledModel):
             view[:] = array.reshape(-1).view(np.uint8)
             if array.nbytes:
                 driver("cuMemcpyHtoDAsync", device, pinned, array.nbytes, stream)
-        for function, grid, block, shared, (_values, pointers) in self._launches:
-            driver("cuLaunchKernel", function, *grid, *block, shared, stream,
-                   pointers.ctypes.data, 0)
+        self._launch_all()
         for spec, (device, pinned, _view) in zip(self.outputs, self._out):
             if _nbytes(spec):
                 driver("cuMemcpyDtoHAsync", pinned, device, _nbytes(spec), stream)
         driver("cuMemcpyDtoHAsync", self._status_host[0], self._status_word, 4, stream)
+
+    def _launch_all(self) -> None:
+        """Every kernel in schedule order on the model's stream."""
+        for function, grid, block, shared, (_values, pointers) in self._launches:
+            self._driver("cuLaunchKernel", function, *grid, *block, shared, self._stream,
+                         pointers.ctypes.data, 0)
 
     def _finish(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
         self._driver("cuStreamSynchronize", self._stream)
@@ -317,6 +321,30 @@ class CudaModel(CompiledModel):
         arrays = self.check_feeds(feeds)
         outputs = self._output_buffers()
         return time_calls(lambda: self._run_arrays(arrays, outputs), plan)
+
+    def time_kernels(self, feeds: Any, repeat: int, warmup: int = 3) -> list[float]:
+        """Milliseconds of the kernel launches alone per run, between two CUDA events on the
+        stream (the inputs copied in once first): the device's share of time_runs."""
+        arrays = self.check_feeds(feeds)
+        driver = self._driver
+        with self._lock:
+            self._check_open()
+            self._enqueue(arrays)
+            driver("cuStreamSynchronize", self._stream)
+            start, stop = driver("cuEventCreate", 0), driver("cuEventCreate", 0)
+            try:
+                times = []
+                for index in range(warmup + repeat):
+                    driver("cuEventRecord", start, self._stream)
+                    self._launch_all()
+                    driver("cuEventRecord", stop, self._stream)
+                    driver("cuEventSynchronize", stop)
+                    if index >= warmup:
+                        times.append(float(driver("cuEventElapsedTime", start, stop)))
+            finally:
+                driver.cu.cuEventDestroy(start)
+                driver.cu.cuEventDestroy(stop)
+        return times
 
     def poison(self) -> None:
         """Fill the device outputs and the arena with NaN (tests: a kernel that skips an

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The CUDA target's GPU smoke run, in one command on the GPU machine (docs/cuda.md):
+#   bash benchmarks/cuda_smoke.sh
+# It installs the wheels carried in .whl/ (cuda-bindings and cuda-pathfinder for Python 3.12;
+# pytest if the machine lacks it) into /tmp/site, finds the machine's own NVRTC (the CUDA
+# toolkit's libnvrtc: the NVRTC wheel is too large to carry), runs tests/targets/cuda (NVRTC
+# compilation of every template, the build checks, every kernel and the reference models
+# against onnxruntime on the GPU), then times the MLP 512-2048-2048-512 and the MiniLM-shaped
+# encoder at batch 1, sequence 128, and writes $OUT/cuda_smoke.json (+ the pytest log).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+PY=python3
+if compgen -G ".whl/*.whl" > /dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "installing the carried wheels failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+# NVRTC from the CUDA toolkit on the machine (cuda-pathfinder looks under CUDA_HOME)
+if [ -z "${CUDA_HOME:-}" ]; then
+  for candidate in /usr/local/cuda "$(dirname "$(dirname "$(command -v nvcc 2>/dev/null || echo /x/x)")")"; do
+    if compgen -G "$candidate/lib64/libnvrtc.so*" > /dev/null; then export CUDA_HOME=$candidate; break; fi
+  done
+fi
+echo "CUDA_HOME=${CUDA_HOME:-unset}; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -1)"
+export PYTHONUNBUFFERED=1
+$PY benchmarks/cuda_smoke.py --out "$OUT"
