@@ -121,7 +121,7 @@ class CudaTarget(Target):
         return self.toolchain()
 
     def toolchain(self) -> dict[str, Any]:
-        return dict(self._record) or {"compiler": "nvrtc", "compiler_version": toolchain.version(),
+        return dict(self._record) or {"compiler": "nvrtc", "nvrtc_version": toolchain.version(),
                                       "flags": toolchain.options(self.arch), "arch": self.arch}
 
     def cpu_record(self) -> dict[str, Any]:

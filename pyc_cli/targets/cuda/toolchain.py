@@ -117,6 +117,6 @@ def ptx_min_driver(isa: str) -> str:
 def record(arch: str, ptx: str) -> dict[str, object]:
     """The manifest's toolchain record."""
     isa = ptx_isa(ptx)
-    return {"compiler": "nvrtc", "compiler_family": "nvrtc", "compiler_version": version(),
-            "flags": options(arch), "arch": arch, "ptx_isa": isa,
+    return {"compiler": "nvrtc", "compiler_family": "nvrtc", "compiler_version": f"NVRTC {version()}",
+            "nvrtc_version": version(), "flags": options(arch), "arch": arch, "ptx_isa": isa,
             "ptx_min_driver": ptx_min_driver(isa) if isa else ""}

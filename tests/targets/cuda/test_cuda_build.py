@@ -54,7 +54,8 @@ def test_artifact_holds_sources_cubin_ptx_and_weights(artifact: Path) -> None:
     toolchain = manifest["toolchain"]
     assert toolchain["compiler"] == "nvrtc" and toolchain["arch"] == "sm_90"
     assert "--gpu-architecture=sm_90" in toolchain["flags"]
-    assert toolchain["compiler_version"].split(".")[0] == "13"
+    assert toolchain["nvrtc_version"].split(".")[0] == "13"
+    assert toolchain["compiler_version"] == f"NVRTC {toolchain['nvrtc_version']}"
     assert manifest["cuda"]["arch"] == "sm_90" and manifest["cuda"]["ptx_isa"]
     assert "cpu" not in manifest
     launches = json.loads((artifact / "src/launches.json").read_text())["launches"]
@@ -164,8 +165,10 @@ def test_explain_reads_a_cuda_artifact(artifact: Path) -> None:
     code, output = invoke("explain", str(artifact), "--json")
     assert code == 0, output
     report = json.loads(output)
-    assert report["target"] == "cuda"
+    assert report["target"] == "cuda" and report["cuda"]["arch"] == "sm_90"
     assert {k["kernel"] for k in report["kernels"]} == {"cuda_matmul_tiled"}
+    code, output = invoke("explain", str(artifact))
+    assert code == 0 and "gpu: sm_90 CUBIN" in output and "NVRTC 13" in output
 
 
 def _mutations(manifest: dict) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
