@@ -76,29 +76,13 @@ def run_tests(out: Path) -> dict[str, object]:
 
 
 def mlp_model(work: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    """real_models.py's MLP 512-2048-2048-512 (MatMul + Add + Relu), at batch 1."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_models import _mlp
 
     rng = np.random.default_rng(0)
-    sizes = (512, 2048, 2048, 512)
-    nodes, inits, x = [], [], "x"
-    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
-        weight = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
-        bias = (rng.standard_normal(n) * 0.1).astype(np.float32)
-        inits += [numpy_helper.from_array(weight, f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
-        x = f"a{i}"
-        if i < len(sizes) - 2:
-            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
-            x = f"r{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512])],
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 512])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = work / "mlp.onnx"
-    onnx.save(model, path)
-    return path, {"x": rng.standard_normal((1, 512)).astype(np.float32)}
+    path, shapes = _mlp(work, rng)
+    return path, {"x": rng.standard_normal(shapes["x"]).astype(np.float32)}
 
 
 def encoder_model(work: Path) -> tuple[Path, dict[str, np.ndarray]]:

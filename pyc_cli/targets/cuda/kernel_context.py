@@ -17,7 +17,9 @@ from ..kernel import KernelCandidate
 THREADS = 256  # threads per block of the one-thread-per-element kernels
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
-INT32_LIMIT = 2**31 - 1
+# 32-bit indices while every size stays under 2^30: a grid-stride step (t + threads in the
+# grid, up to twice the size) must not overflow an int either
+INT32_LIMIT = 2**30
 # GEMM tiles: (rows BM, columns BN, depth BK, rows TM and columns TN per thread)
 GEMM_CONFIGS = {64: (64, 64, 16, 4, 4), 8: (8, 128, 16, 1, 4)}
 

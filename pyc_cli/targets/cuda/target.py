@@ -17,6 +17,7 @@ from ...planning.weights import WeightsLayout
 from ...templating import template_env
 from ..base import ModelInfo, Target
 from ..cpu.target import PointerTable
+from ..kernel import shared_definitions
 from . import toolchain
 from .kernel_context import Argument, CudaCall, Launch, cuda_call
 from .kernels import CUDA_KERNELS
@@ -41,21 +42,10 @@ class KernelDefinition:
 
 
 def kernel_definitions(calls: list[CudaCall]) -> list[KernelDefinition]:
-    """Each distinct kernel once: a call whose rendered definition (its name aside) equals an
-    earlier one's launches that kernel (first-occurrence order, so deterministic)."""
+    """Each distinct kernel once (calls whose definitions come out alike launch one kernel)."""
     template = template_env().get_template("cuda/kernel.cu.j2")
-    by_text: dict[str, KernelDefinition] = {}
-    for call in calls:
-        text = template.render(k=call)
-        anonymous = text.replace(f" {call.fn}(", " @(", 1)
-        found = by_text.get(anonymous)
-        if found is None:
-            by_text[anonymous] = KernelDefinition(call.fn, call.op, call.kernel, call.template,
-                                                  text, [call.index])
-            continue
-        found.steps.append(call.index)
-        call.fn = found.fn
-    return list(by_text.values())
+    return [KernelDefinition(first.fn, first.op, first.kernel, first.template, text, steps)  # type: ignore[attr-defined]
+            for first, text, steps in shared_definitions(calls, lambda call: template.render(k=call))]
 
 
 class DevicePointers(PointerTable):
