@@ -19,10 +19,16 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 else
   export PYTHONPATH=$PWD
 fi
-# NVRTC from the CUDA toolkit on the machine (cuda-pathfinder looks under CUDA_HOME)
+# NVRTC from the CUDA toolkit on the machine (cuda-pathfinder looks under CUDA_HOME, then the
+# library path)
 if [ -z "${CUDA_HOME:-}" ]; then
-  for candidate in /usr/local/cuda "$(dirname "$(dirname "$(command -v nvcc 2>/dev/null || echo /x/x)")")"; do
-    if compgen -G "$candidate/lib64/libnvrtc.so*" > /dev/null; then export CUDA_HOME=$candidate; break; fi
+  for candidate in /usr/local/cuda "$(dirname "$(dirname "$(command -v nvcc 2>/dev/null || echo /x/x)")")" /usr/local/cuda-*; do
+    for lib in "$candidate/lib64" "$candidate/targets/x86_64-linux/lib"; do
+      if compgen -G "$lib/libnvrtc.so*" > /dev/null; then
+        export CUDA_HOME=$candidate LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        break 2
+      fi
+    done
   done
 fi
 echo "CUDA_HOME=${CUDA_HOME:-unset}; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -1)"
