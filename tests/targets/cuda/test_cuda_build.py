@@ -199,3 +199,15 @@ def test_hostile_manifest_fields_give_pyc_errors(artifact: Path, tmp_path: Path,
         with pytest.raises(PycError) as caught:
             pyc_cli.load(copy)
         assert caught.value.code in ("E030", "E031", "E032", "E037"), label
+
+
+def test_cpu_only_tools_refuse_a_cuda_artifact(artifact: Path) -> None:
+    """--per-node rebuilds the C sources and the JIT links them: a CUDA artifact has neither."""
+    from pyc_cli.runtime.jit import jit_load
+
+    with pytest.raises(PycError) as caught:
+        jit_load(artifact)
+    assert caught.value.code == "E032"
+    code, output = invoke("run", str(artifact), "--random-inputs", "0", "--compare", "ort",
+                          "--per-node", "--model", str(MLP.path))
+    assert code != 0 and ("PYC-E050" in output or "PYC-E037" in output)
