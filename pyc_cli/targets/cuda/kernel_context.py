@@ -86,6 +86,19 @@ def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
+SKINNY_WARPS = 8  # warps of a skinny-GEMM block, each a slice of K
+
+
+def _skinny_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """A block per 32 columns of C (and batch index); its warps split K."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    call.block = (32 * SKINNY_WARPS, 1, 1)
+    call.grid = (math.ceil(int(p["N"]) / 32), 1, max(1, math.prod(dims)))  # type: ignore[call-overload]
+    p.update(warps=SKINNY_WARPS, k_slice=max(1, math.ceil(int(p["K"]) / SKINNY_WARPS)),  # type: ignore[call-overload]
+             batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+
+
 def _rows(call: CudaCall, graph: Graph, node: Node) -> None:
     """Softmax: one block per (outer, inner) row of `row` elements `inner` apart."""
     p = call.params
@@ -120,7 +133,8 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
 
 LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
-    "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "softmax.cu.j2": _rows,
+    "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm,
+    "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows,
     "layernorm.cu.j2": _layernorm, "reduce.cu.j2": _reduce, "gather.cu.j2": _gather,
 }
 

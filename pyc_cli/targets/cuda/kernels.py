@@ -17,10 +17,6 @@ PLAIN_TYPES = frozenset({DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, D
                          DType.U8, DType.U16, DType.U32, DType.U64, DType.BOOL})
 
 
-def _values(node: Node) -> list[str]:
-    return [v for v in (*node.inputs, *node.outputs) if v]
-
-
 def plain_types(node: Node, graph: Graph) -> bool:
     """Every operand (fused ones included) has a plain C++ element type."""
     from ...ops import registry
@@ -41,6 +37,16 @@ def _gemm_applies(node: Node, graph: Graph) -> bool:
     return float32(node, graph) and not node.ann.prologue
 
 
+SKINNY_ROWS = 8  # the most rows of C (per batch) the skinny GEMM keeps in registers
+
+
+def _skinny_applies(node: Node, graph: Graph) -> bool:
+    from ...ops import registry
+
+    rows = int(registry.get("MatMul").kernel_params(node, graph)["M"])  # type: ignore[call-overload]
+    return _gemm_applies(node, graph) and rows <= SKINNY_ROWS
+
+
 def _softmax_applies(node: Node, graph: Graph) -> bool:
     return float32(node, graph) and node.op in ("Softmax", "LogSoftmax")
 
@@ -54,6 +60,9 @@ GEMM_TILES = (Tunable("tile_m", (64, 8), "rows of C per thread block (8: skinny 
 MATMUL_TILED = KernelCandidate("cuda_matmul_tiled", "matmul_tiled.cu.j2", _gemm_applies,
                                cost_factor=1.0, stores_once=True, tunables=GEMM_TILES,
                                takes_epilogue=True)
+# preferred where it applies: a tiled GEMM of few rows idles most of its threads
+MATMUL_SKINNY = KernelCandidate("cuda_matmul_skinny", "matmul_skinny.cu.j2", _skinny_applies,
+                                cost_factor=0.5, stores_once=True, takes_epilogue=True)
 ELEMENTWISE = KernelCandidate("cuda_elementwise", "elementwise.cu.j2", plain_types)
 STRIDED_COPY = KernelCandidate("cuda_strided_copy", "strided_copy.cu.j2", plain_types)
 SOFTMAX = KernelCandidate("cuda_softmax_block", "softmax.cu.j2", _softmax_applies)
@@ -65,7 +74,7 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
 
 
 CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
-    "MatMul": (MATMUL_TILED,),
+    "MatMul": (MATMUL_TILED, MATMUL_SKINNY),
     "pyc.Elementwise": (ELEMENTWISE,),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
     **_each(("Softmax", "LogSoftmax"), SOFTMAX),

@@ -144,8 +144,12 @@ def copy(rng: np.random.Generator) -> onnx.ModelProto:
 
 
 CASES = [
-    Case("matmul_skinny_epilogue", ("matmul_tiled.cu.j2",), matmul_epilogue(3, 67, 131),
+    Case("matmul_skinny_epilogue", ("matmul_skinny.cu.j2",), matmul_epilogue(3, 67, 131),
          _normal(x=(3, 67), res=(3, 131))),
+    Case("matmul_one_row", ("matmul_skinny.cu.j2",), matmul_epilogue(1, 5, 33),
+         _normal(x=(1, 5), res=(1, 33))),
+    Case("matmul_nine_rows", ("matmul_tiled.cu.j2",), matmul_epilogue(9, 40, 70),
+         _normal(x=(9, 40), res=(9, 70))),
     Case("matmul_tiles_epilogue", ("matmul_tiled.cu.j2",), matmul_epilogue(70, 129, 65),
          _normal(x=(70, 129), res=(70, 65))),
     Case("matmul_batched", ("matmul_tiled.cu.j2",), batched_matmul,

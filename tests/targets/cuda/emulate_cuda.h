@@ -8,6 +8,7 @@
  * shuffles in PyC's kernels (their reductions are called by all threads). Force-included
  * before model.cu, whose prelude then defines the fixed-width types under other names (the
  * C++ library's own int64_t is `long`, the prelude's `long long`). */
+#include <algorithm>
 #include <barrier>
 #include <math.h>
 #include <thread>
@@ -34,6 +35,9 @@ static std::vector<float> pyc_emu_slots;
 #define uint64_t pyc_emu_u64
 #undef INT64_C
 #undef UINT64_C
+
+using std::max;  /* CUDA's integer min / max */
+using std::min;
 
 static inline void __syncthreads() { pyc_emu_barrier->arrive_and_wait(); }
 

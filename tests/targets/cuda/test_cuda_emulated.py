@@ -43,9 +43,10 @@ class Emulated:
         sources = ctx.target.emit(graph, plan, layout, info)
         (work / "model.cu").write_text(sources["model.cu"])
         library = work / "emulated.so"
-        subprocess.run([CXX, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w", "-x", "c++",
-                        "-include", str(HEADER), "-o", str(library), str(work / "model.cu")],
-                       check=True, capture_output=True, text=True)
+        built = subprocess.run([CXX, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w", "-x",
+                                "c++", "-include", str(HEADER), "-o", str(library),
+                                str(work / "model.cu")], capture_output=True, text=True, check=False)
+        assert built.returncode == 0, built.stderr[-3000:]
         self.lib = ctypes.CDLL(str(library))
         self.plan = json.loads(sources["launches.json"])
         self.inputs, self.outputs = info.inputs, info.outputs
