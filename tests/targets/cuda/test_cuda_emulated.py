@@ -8,16 +8,14 @@ rtol 1e-4, atol 1e-5 (GEMMs and LayerNorm atol 1e-4; transformers rtol 1e-3, ato
 
 from __future__ import annotations
 
-import ctypes
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from cuda_cases import CASES, Case
+from cuda_emulation import CXX, compile_kernels, launch
 from helpers import write_model
 
 from pyc_cli.abi import io_infos
@@ -26,8 +24,6 @@ from pyc_cli.ir.types import DType
 from pyc_cli.planning.weights import layout_weights, weights_bytes
 from pyc_cli.targets.base import ModelInfo
 
-HEADER = Path(__file__).resolve().parent / "emulate_cuda.h"
-CXX = shutil.which("g++") or shutil.which("clang++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
 
 
@@ -41,13 +37,7 @@ class Emulated:
                          io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
                          layout.total_bytes, 0, "emu")
         sources = ctx.target.emit(graph, plan, layout, info)
-        (work / "model.cu").write_text(sources["model.cu"])
-        library = work / "emulated.so"
-        built = subprocess.run([CXX, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w", "-x",
-                                "c++", "-include", str(HEADER), "-o", str(library),
-                                str(work / "model.cu")], capture_output=True, text=True, check=False)
-        assert built.returncode == 0, built.stderr[-3000:]
-        self.lib = ctypes.CDLL(str(library))
+        self.lib = compile_kernels(sources["model.cu"], work)
         self.plan = json.loads(sources["launches.json"])
         self.inputs, self.outputs = info.inputs, info.outputs
         self.weights = np.frombuffer(weights_bytes(graph, layout), np.uint8).copy()
@@ -64,12 +54,9 @@ class Emulated:
                   "weights": lambda off: self.weights.ctypes.data + off,
                   "arena": lambda off: self.arena.ctypes.data + off,
                   "status": lambda _: self.status.ctypes.data}
-        launch = self.lib.pyc_emu_launch
-        launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 6 + [ctypes.c_int, ctypes.c_void_p]
         for step in self.plan["launches"]:
-            args = (ctypes.c_void_p * len(step["args"]))(*[places[s](v) for s, v in step["args"]])
-            fn = ctypes.cast(getattr(self.lib, step["kernel"]), ctypes.c_void_p)
-            launch(fn, *step["grid"], *step["block"], len(step["args"]), args)
+            launch(self.lib, step["kernel"], step["grid"], step["block"],
+                   [places[s](v) for s, v in step["args"]])
         if self.status[0]:
             raise IndexError(f"kernel status {self.status[0]}")
         return {o.name: array for o, array in zip(self.outputs, outputs)}
