@@ -100,51 +100,51 @@ extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* 
 // steps 3, 5, 6, 18, 20, 21: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
-  __shared__ float As[16][64];
-  __shared__ float Bs[16][64];
+  __shared__ float As[16][32];
+  __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 64, col0 = (int)blockIdx.x * 64;
+  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
   const int z = blockIdx.z;
   (void)z;
   const int b0 = (z / 1) % 2;
   const float* A = X0 + b0 * (int)1024;
   const float* B = X1 + b0 * (int)0;
-  float acc_r[4][4];
+  float acc_r[2][2];
 #pragma unroll
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int n = 0; n < 4; ++n) acc_r[m][n] = 0.0f;
+    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
   for (int k0 = 0; k0 < 64; k0 += 16) {
-    for (int e = tid; e < 1024; e += 256) {
+    for (int e = tid; e < 512; e += 256) {
       const int r = e / 16, kk = e % 16;
       const int gr = row0 + r, gk = k0 + kk;
       As[kk][r] = (gr < 16 && gk < 64) ? A[gr * 64 + gk] : 0.0f;
     }
-    for (int e = tid; e < 1024; e += 256) {
-      const int kk = e / 64, cc = e % 64;
+    for (int e = tid; e < 512; e += 256) {
+      const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
       Bs[kk][cc] = (gk < 64 && gc < 64) ? B[gk * 64 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 16; ++kk) {
-      float a[4], b[4];
+      float a[2], b[2];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) a[m] = As[kk][ty + m * 16];
+      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) b[n] = Bs[kk][tx + n * 16];
+      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
 #pragma unroll
-      for (int m = 0; m < 4; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
+        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
     }
     __syncthreads();
   }
   float* C = Y + z * (int)1024;
 #pragma unroll
-  for (int m = 0; m < 4; ++m) {
+  for (int m = 0; m < 2; ++m) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
       if (i >= 16 || j >= 64) continue;
       const float acc = acc_r[m][n];
@@ -186,52 +186,52 @@ extern "C" __global__ void __launch_bounds__(256) k8_transpose(const float* __re
 // steps 9, 24: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k9_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
-  __shared__ float As[16][64];
-  __shared__ float Bs[16][64];
+  __shared__ float As[16][32];
+  __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 64, col0 = (int)blockIdx.x * 64;
+  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
   const int z = blockIdx.z;
   (void)z;
   const int b0 = (z / 4) % 2;
   const int b1 = (z / 1) % 4;
   const float* A = X0 + b0 * (int)1024 + b1 * (int)256;
   const float* B = X1 + b0 * (int)1024 + b1 * (int)256;
-  float acc_r[4][4];
+  float acc_r[2][2];
 #pragma unroll
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int n = 0; n < 4; ++n) acc_r[m][n] = 0.0f;
+    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
   for (int k0 = 0; k0 < 16; k0 += 16) {
-    for (int e = tid; e < 1024; e += 256) {
+    for (int e = tid; e < 512; e += 256) {
       const int r = e / 16, kk = e % 16;
       const int gr = row0 + r, gk = k0 + kk;
       As[kk][r] = (gr < 16 && gk < 16) ? A[gr * 16 + gk] : 0.0f;
     }
-    for (int e = tid; e < 1024; e += 256) {
-      const int kk = e / 64, cc = e % 64;
+    for (int e = tid; e < 512; e += 256) {
+      const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
       Bs[kk][cc] = (gk < 16 && gc < 16) ? B[gk * 16 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 16; ++kk) {
-      float a[4], b[4];
+      float a[2], b[2];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) a[m] = As[kk][ty + m * 16];
+      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) b[n] = Bs[kk][tx + n * 16];
+      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
 #pragma unroll
-      for (int m = 0; m < 4; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
+        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
     }
     __syncthreads();
   }
   float* C = Y + z * (int)256;
 #pragma unroll
-  for (int m = 0; m < 4; ++m) {
+  for (int m = 0; m < 2; ++m) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
       if (i >= 16 || j >= 16) continue;
       const float acc = acc_r[m][n];
@@ -269,52 +269,52 @@ extern "C" __global__ void __launch_bounds__(32) k10_softmax(const float* X0, fl
 // steps 11, 26: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k11_matmul(const float* __restrict__ X0, const float* __restrict__ X1, float* __restrict__ Y) {
-  __shared__ float As[16][64];
-  __shared__ float Bs[16][64];
+  __shared__ float As[16][32];
+  __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 64, col0 = (int)blockIdx.x * 64;
+  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
   const int z = blockIdx.z;
   (void)z;
   const int b0 = (z / 4) % 2;
   const int b1 = (z / 1) % 4;
   const float* A = X0 + b0 * (int)1024 + b1 * (int)256;
   const float* B = X1 + b0 * (int)1024 + b1 * (int)256;
-  float acc_r[4][4];
+  float acc_r[2][2];
 #pragma unroll
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int n = 0; n < 4; ++n) acc_r[m][n] = 0.0f;
+    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
   for (int k0 = 0; k0 < 16; k0 += 16) {
-    for (int e = tid; e < 1024; e += 256) {
+    for (int e = tid; e < 512; e += 256) {
       const int r = e / 16, kk = e % 16;
       const int gr = row0 + r, gk = k0 + kk;
       As[kk][r] = (gr < 16 && gk < 16) ? A[gr * 16 + gk] : 0.0f;
     }
-    for (int e = tid; e < 1024; e += 256) {
-      const int kk = e / 64, cc = e % 64;
+    for (int e = tid; e < 512; e += 256) {
+      const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
       Bs[kk][cc] = (gk < 16 && gc < 16) ? B[gk * 16 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 16; ++kk) {
-      float a[4], b[4];
+      float a[2], b[2];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) a[m] = As[kk][ty + m * 16];
+      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) b[n] = Bs[kk][tx + n * 16];
+      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
 #pragma unroll
-      for (int m = 0; m < 4; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
+        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
     }
     __syncthreads();
   }
   float* C = Y + z * (int)256;
 #pragma unroll
-  for (int m = 0; m < 4; ++m) {
+  for (int m = 0; m < 2; ++m) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
       if (i >= 16 || j >= 16) continue;
       const float acc = acc_r[m][n];
@@ -341,51 +341,51 @@ extern "C" __global__ void __launch_bounds__(256) k12_transpose(const float* __r
 // steps 13, 28: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k13_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
-  __shared__ float As[16][64];
-  __shared__ float Bs[16][64];
+  __shared__ float As[16][32];
+  __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 64, col0 = (int)blockIdx.x * 64;
+  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
   const int z = blockIdx.z;
   (void)z;
   const int b0 = (z / 1) % 2;
   const float* A = X0 + b0 * (int)1024;
   const float* B = X1 + b0 * (int)0;
-  float acc_r[4][4];
+  float acc_r[2][2];
 #pragma unroll
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int n = 0; n < 4; ++n) acc_r[m][n] = 0.0f;
+    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
   for (int k0 = 0; k0 < 64; k0 += 16) {
-    for (int e = tid; e < 1024; e += 256) {
+    for (int e = tid; e < 512; e += 256) {
       const int r = e / 16, kk = e % 16;
       const int gr = row0 + r, gk = k0 + kk;
       As[kk][r] = (gr < 16 && gk < 64) ? A[gr * 64 + gk] : 0.0f;
     }
-    for (int e = tid; e < 1024; e += 256) {
-      const int kk = e / 64, cc = e % 64;
+    for (int e = tid; e < 512; e += 256) {
+      const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
       Bs[kk][cc] = (gk < 64 && gc < 64) ? B[gk * 64 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 16; ++kk) {
-      float a[4], b[4];
+      float a[2], b[2];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) a[m] = As[kk][ty + m * 16];
+      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) b[n] = Bs[kk][tx + n * 16];
+      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
 #pragma unroll
-      for (int m = 0; m < 4; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
+        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
     }
     __syncthreads();
   }
   float* C = Y + z * (int)1024;
 #pragma unroll
-  for (int m = 0; m < 4; ++m) {
+  for (int m = 0; m < 2; ++m) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
       if (i >= 16 || j >= 64) continue;
       const float acc = acc_r[m][n];
@@ -421,51 +421,51 @@ extern "C" __global__ void __launch_bounds__(64) k14_layernormalization(const fl
 // step 15: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k15_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
-  __shared__ float As[16][64];
-  __shared__ float Bs[16][64];
+  __shared__ float As[16][32];
+  __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 64, col0 = (int)blockIdx.x * 64;
+  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
   const int z = blockIdx.z;
   (void)z;
   const int b0 = (z / 1) % 2;
   const float* A = X0 + b0 * (int)1024;
   const float* B = X1 + b0 * (int)0;
-  float acc_r[4][4];
+  float acc_r[2][2];
 #pragma unroll
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int n = 0; n < 4; ++n) acc_r[m][n] = 0.0f;
+    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
   for (int k0 = 0; k0 < 64; k0 += 16) {
-    for (int e = tid; e < 1024; e += 256) {
+    for (int e = tid; e < 512; e += 256) {
       const int r = e / 16, kk = e % 16;
       const int gr = row0 + r, gk = k0 + kk;
       As[kk][r] = (gr < 16 && gk < 64) ? A[gr * 64 + gk] : 0.0f;
     }
-    for (int e = tid; e < 1024; e += 256) {
-      const int kk = e / 64, cc = e % 64;
+    for (int e = tid; e < 512; e += 256) {
+      const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
       Bs[kk][cc] = (gk < 64 && gc < 128) ? B[gk * 128 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 16; ++kk) {
-      float a[4], b[4];
+      float a[2], b[2];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) a[m] = As[kk][ty + m * 16];
+      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) b[n] = Bs[kk][tx + n * 16];
+      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
 #pragma unroll
-      for (int m = 0; m < 4; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
+        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
     }
     __syncthreads();
   }
   float* C = Y + z * (int)2048;
 #pragma unroll
-  for (int m = 0; m < 4; ++m) {
+  for (int m = 0; m < 2; ++m) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
       if (i >= 16 || j >= 128) continue;
       const float acc = acc_r[m][n];
@@ -485,51 +485,51 @@ extern "C" __global__ void __launch_bounds__(256) k15_matmul(const float* __rest
 // steps 16, 31: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k16_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
-  __shared__ float As[16][64];
-  __shared__ float Bs[16][64];
+  __shared__ float As[16][32];
+  __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 64, col0 = (int)blockIdx.x * 64;
+  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
   const int z = blockIdx.z;
   (void)z;
   const int b0 = (z / 1) % 2;
   const float* A = X0 + b0 * (int)2048;
   const float* B = X1 + b0 * (int)0;
-  float acc_r[4][4];
+  float acc_r[2][2];
 #pragma unroll
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int n = 0; n < 4; ++n) acc_r[m][n] = 0.0f;
+    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
   for (int k0 = 0; k0 < 128; k0 += 16) {
-    for (int e = tid; e < 1024; e += 256) {
+    for (int e = tid; e < 512; e += 256) {
       const int r = e / 16, kk = e % 16;
       const int gr = row0 + r, gk = k0 + kk;
       As[kk][r] = (gr < 16 && gk < 128) ? A[gr * 128 + gk] : 0.0f;
     }
-    for (int e = tid; e < 1024; e += 256) {
-      const int kk = e / 64, cc = e % 64;
+    for (int e = tid; e < 512; e += 256) {
+      const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
       Bs[kk][cc] = (gk < 128 && gc < 64) ? B[gk * 64 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 16; ++kk) {
-      float a[4], b[4];
+      float a[2], b[2];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) a[m] = As[kk][ty + m * 16];
+      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) b[n] = Bs[kk][tx + n * 16];
+      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
 #pragma unroll
-      for (int m = 0; m < 4; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
+        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
     }
     __syncthreads();
   }
   float* C = Y + z * (int)1024;
 #pragma unroll
-  for (int m = 0; m < 4; ++m) {
+  for (int m = 0; m < 2; ++m) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
       if (i >= 16 || j >= 64) continue;
       const float acc = acc_r[m][n];
@@ -546,51 +546,51 @@ extern "C" __global__ void __launch_bounds__(256) k16_matmul(const float* X0, co
 // step 30: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k30_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
-  __shared__ float As[16][64];
-  __shared__ float Bs[16][64];
+  __shared__ float As[16][32];
+  __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 64, col0 = (int)blockIdx.x * 64;
+  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
   const int z = blockIdx.z;
   (void)z;
   const int b0 = (z / 1) % 2;
   const float* A = X0 + b0 * (int)1024;
   const float* B = X1 + b0 * (int)0;
-  float acc_r[4][4];
+  float acc_r[2][2];
 #pragma unroll
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < 2; ++m)
 #pragma unroll
-    for (int n = 0; n < 4; ++n) acc_r[m][n] = 0.0f;
+    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
   for (int k0 = 0; k0 < 64; k0 += 16) {
-    for (int e = tid; e < 1024; e += 256) {
+    for (int e = tid; e < 512; e += 256) {
       const int r = e / 16, kk = e % 16;
       const int gr = row0 + r, gk = k0 + kk;
       As[kk][r] = (gr < 16 && gk < 64) ? A[gr * 64 + gk] : 0.0f;
     }
-    for (int e = tid; e < 1024; e += 256) {
-      const int kk = e / 64, cc = e % 64;
+    for (int e = tid; e < 512; e += 256) {
+      const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
       Bs[kk][cc] = (gk < 64 && gc < 128) ? B[gk * 128 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < 16; ++kk) {
-      float a[4], b[4];
+      float a[2], b[2];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) a[m] = As[kk][ty + m * 16];
+      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) b[n] = Bs[kk][tx + n * 16];
+      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
 #pragma unroll
-      for (int m = 0; m < 4; ++m)
+      for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
+        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
     }
     __syncthreads();
   }
   float* C = Y + z * (int)2048;
 #pragma unroll
-  for (int m = 0; m < 4; ++m) {
+  for (int m = 0; m < 2; ++m) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
       if (i >= 16 || j >= 128) continue;
       const float acc = acc_r[m][n];

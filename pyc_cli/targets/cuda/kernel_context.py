@@ -21,7 +21,10 @@ MAX_GRID_YZ = 65535
 # grid, up to twice the size) must not overflow an int either
 INT32_LIMIT = 2**30
 # GEMM tiles: (rows BM, columns BN, depth BK, rows TM and columns TN per thread)
-GEMM_CONFIGS = {64: (64, 64, 16, 4, 4), 8: (8, 128, 16, 1, 4)}
+GEMM_CONFIGS = {64: (64, 64, 16, 4, 4), 32: (32, 32, 16, 2, 2), 8: (8, 128, 16, 1, 4)}
+# a grid of fewer 64x64 tiles than this leaves a large GPU's multiprocessors idle (an H100 has
+# 132): such a GEMM takes 32x32 tiles, four times as many blocks
+FILL_BLOCKS = 256
 
 
 @dataclass
@@ -75,9 +78,11 @@ def _elementwise(call: CudaCall, graph: Graph, node: Node) -> None:
 
 def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
-    tile = int(p.get("tile_m", 64 if int(p["M"]) > 8 else 8))  # type: ignore[call-overload]
-    bm, bn, bk, tm, tn = GEMM_CONFIGS[tile]
     batch = math.prod(p["batch"])  # type: ignore[arg-type]
+    m, n = int(p["M"]), int(p["N"])  # type: ignore[call-overload]
+    big_tiles = math.ceil(m / 64) * math.ceil(n / 64) * max(1, batch)
+    tile = int(p.get("tile_m", 8 if m <= 8 else 64 if big_tiles >= FILL_BLOCKS else 32))  # type: ignore[call-overload]
+    bm, bn, bk, tm, tn = GEMM_CONFIGS[tile]
     call.block = ((bn // tn) * (bm // tm), 1, 1)
     call.grid = (math.ceil(int(p["N"]) / bn), math.ceil(int(p["M"]) / bm), max(1, batch))  # type: ignore[call-overload]
     # each batch dim's extent and the product of those after it (blockIdx.z -> b0, b1, ...)

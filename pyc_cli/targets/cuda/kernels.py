@@ -55,8 +55,8 @@ def _softmax_applies(node: Node, graph: Graph) -> bool:
 SINGLE_PASS_REDUCERS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
                         "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum")
 
-GEMM_TILES = (Tunable("tile_m", (64, 8), "rows of C per thread block (8: skinny M)"),
-              Tunable("tile_n", (64, 128), "columns of C per thread block"))
+GEMM_TILES = (Tunable("tile_m", (64, 32, 8), "rows of C per thread block (64 x 64, 32 x 32 or "
+                      "8 x 128 tiles; by default the largest that gives enough blocks)"),)
 MATMUL_TILED = KernelCandidate("cuda_matmul_tiled", "matmul_tiled.cu.j2", _gemm_applies,
                                cost_factor=1.0, stores_once=True, tunables=GEMM_TILES,
                                takes_epilogue=True)

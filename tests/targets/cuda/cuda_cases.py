@@ -152,6 +152,8 @@ CASES = [
          _normal(x=(9, 40), res=(9, 70))),
     Case("matmul_tiles_epilogue", ("matmul_tiled.cu.j2",), matmul_epilogue(70, 129, 65),
          _normal(x=(70, 129), res=(70, 65))),
+    Case("matmul_big_tiles", ("matmul_tiled.cu.j2",), matmul_epilogue(1030, 9, 1100),
+         _normal(x=(1030, 9), res=(1030, 1100))),
     Case("matmul_batched", ("matmul_tiled.cu.j2",), batched_matmul,
          _normal(q=(2, 3, 67, 16), k=(2, 3, 16, 67))),
     Case("matmul_broadcast", ("matmul_tiled.cu.j2",), broadcast_matmul, _normal(x=(5, 70, 33))),

@@ -4,6 +4,7 @@ NVRTC wheel is missing); the candidate table is consistent; build errors are PYC
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,11 @@ needs_nvrtc = pytest.mark.skipif(not bindings.available(),
 
 def emit_case(case: Case, tmp_path: Path, seed: int = 0) -> tuple[str, set[str]]:
     """model.cu of the case's model and the templates its kernels came from."""
+    sources, used = emit_sources(case, tmp_path, seed)
+    return sources["model.cu"], used
+
+
+def emit_sources(case: Case, tmp_path: Path, seed: int = 0) -> tuple[dict[str, str], set[str]]:
     path = write_model(case.make(np.random.default_rng(seed)), tmp_path)
     graph, ctx = compile_graph(path, target="cuda")
     target: CudaTarget = ctx.target  # type: ignore[assignment]
@@ -39,7 +45,20 @@ def emit_case(case: Case, tmp_path: Path, seed: int = 0) -> tuple[str, set[str]]
                      io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
                      layout.total_bytes, 0, "test")
     sources = target.emit(graph, plan, layout, info)
-    return sources["model.cu"], {c.template for n in graph.nodes if (c := target.chosen(n))}
+    return sources, {c.template for n in graph.nodes if (c := target.chosen(n))}
+
+
+@pytest.mark.parametrize("name,grid", [
+    ("matmul_big_tiles", [18, 17, 1]),     # 306 tiles of 64 x 64 fill a large GPU
+    ("matmul_tiles_epilogue", [3, 3, 1]),  # 70 x 65 in 64-tiles is 4 blocks: 32 x 32 tiles
+    ("matmul_batched", [3, 3, 6]),
+    ("matmul_skinny_epilogue", [5, 1, 1]),  # 131 columns, 32 a block
+])
+def test_gemm_grids(name: str, grid: list[int], tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.name == name)
+    sources, _ = emit_sources(case, tmp_path)
+    (launch,) = json.loads(sources["launches.json"])["launches"]
+    assert launch["grid"] == grid and launch["block"] == [256, 1, 1]
 
 
 def test_every_candidate_template_exists_and_is_exercised() -> None:
