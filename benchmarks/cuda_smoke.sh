@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The CUDA target's GPU smoke run, in one command on the GPU machine (docs/cuda.md):
 #   bash benchmarks/cuda_smoke.sh
-# It installs the wheels carried in .whl/ (cuda-bindings and cuda-pathfinder for Python 3.12;
-# pytest if the machine lacks it) into /tmp/site, finds the machine's own NVRTC (the CUDA
-# toolkit's libnvrtc: the NVRTC wheel is too large to carry), runs tests/targets/cuda (NVRTC
-# compilation of every template, the build checks, every kernel and the reference models
-# against onnxruntime on the GPU), then times the MLP 512-2048-2048-512 and the MiniLM-shaped
-# encoder at batch 1, sequence 128, and writes $OUT/cuda_smoke.json (+ the pytest log).
+# The GPU machine's image already holds what PyC needs (cuda-bindings, cuda-pathfinder,
+# nvidia-cuda-nvrtc, onnx, onnxruntime, pytest, jinja2, click, rich: KINDS.md's package list).
+# Wheels carried in .whl/ (optional: another cuda-bindings, say) are installed into /tmp/site
+# first. NVRTC is the image's wheel, else the CUDA toolkit's libnvrtc (found below). Then it runs
+# tests/targets/cuda (NVRTC compilation of every template, the build checks, every kernel and
+# the reference models against onnxruntime on the GPU), times the MLP 512-2048-2048-512 and the
+# MiniLM-shaped encoder at batch 1, sequence 128, and writes $OUT/cuda_smoke.json (+ the log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
