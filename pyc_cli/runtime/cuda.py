@@ -45,9 +45,12 @@ class Driver:
         result = getattr(self.cu, name)(*args)
         status, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
         if int(status) != 0:
-            raise PycError("E038", f"the CUDA driver call {name} failed: {self.error_name(status)}",
-                           hint="check the GPU with nvidia-smi; rerun with --debug and report this")
+            raise self.failure(name, status)
         return values[0] if len(values) == 1 else values
+
+    def failure(self, name: str, status: Any) -> PycError:
+        return PycError("E038", f"the CUDA driver call {name} failed: {self.error_name(status)}",
+                        hint="check the GPU with nvidia-smi; rerun with --debug and report this")
 
     def error_name(self, status: Any) -> str:
         try:
@@ -295,10 +298,14 @@ class CudaModel(CompiledModel):
         driver("cuMemcpyDtoHAsync", self._status_host[0], self._status_word, 4, stream)
 
     def _launch_all(self) -> None:
-        """Every kernel in schedule order on the model's stream."""
+        """Every kernel in schedule order on the model's stream (the binding called directly:
+        this loop is a small model's run time; each status is still checked)."""
+        launch, stream = self._driver.cu.cuLaunchKernel, self._stream
         for function, grid, block, shared, (_values, pointers) in self._launches:
-            self._driver("cuLaunchKernel", function, *grid, *block, shared, self._stream,
-                         pointers.ctypes.data, 0)
+            result = launch(function, *grid, *block, shared, stream, pointers.ctypes.data, 0)
+            status = result[0] if isinstance(result, tuple) else result
+            if int(status) != 0:
+                raise self._driver.failure("cuLaunchKernel", status)
 
     def _finish(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
         self._driver("cuStreamSynchronize", self._stream)
