@@ -139,8 +139,9 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
 LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm,
-    "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows,
-    "layernorm.cu.j2": _layernorm, "reduce.cu.j2": _reduce, "gather.cu.j2": _gather,
+    "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
+    "conv_direct.cu.j2": _per_element, "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
+    "gather.cu.j2": _gather,
 }
 
 

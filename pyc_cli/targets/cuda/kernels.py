@@ -33,7 +33,7 @@ def float32(node: Node, graph: Graph) -> bool:
 
 
 def _gemm_applies(node: Node, graph: Graph) -> bool:
-    # no prologue: fuse gives MatMul none today, and this kernel would not apply one
+    # no prologue: fuse gives one only where a kernel of this target takes it
     return float32(node, graph) and not node.ann.prologue
 
 
@@ -45,6 +45,11 @@ def _skinny_applies(node: Node, graph: Graph) -> bool:
 
     rows = int(registry.get("MatMul").kernel_params(node, graph)["M"])  # type: ignore[call-overload]
     return _gemm_applies(node, graph) and rows <= SKINNY_ROWS
+
+
+def _pool_applies(node: Node, graph: Graph) -> bool:
+    """Max and average pools of float32 without MaxPool's Indices output."""
+    return float32(node, graph) and not (len(node.outputs) > 1 and node.outputs[1])
 
 
 def _softmax_applies(node: Node, graph: Graph) -> bool:
@@ -75,6 +80,10 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
 
 CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "MatMul": (MATMUL_TILED, MATMUL_SKINNY),
+    # no prologue: fuse gives one only where a kernel of the target takes it, and none here does
+    "Conv": (KernelCandidate("cuda_conv_direct", "conv_direct.cu.j2", _gemm_applies,
+                             takes_epilogue=True),),
+    **_each(("MaxPool", "AveragePool"), KernelCandidate("cuda_pool", "pool.cu.j2", _pool_applies)),
     "pyc.Elementwise": (ELEMENTWISE,),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
     **_each(("Softmax", "LogSoftmax"), SOFTMAX),

@@ -143,6 +143,50 @@ def copy(rng: np.random.Generator) -> onnx.ModelProto:
                       [init("shape", np.array([3, 8], np.int64))])
 
 
+def conv(rank: int, group: int = 1) -> Callable[[np.random.Generator], onnx.ModelProto]:
+    """relu(conv(x) + bias) + r on odd sizes: stride 2, dilation 2 along the last axis, asymmetric
+    pads, `group` groups; the fuse pass gives the bias, Relu and residual to the kernel."""
+    spatial = {1: (13,), 2: (11, 13), 3: (5, 7, 9)}[rank]
+    kernel = {1: (3,), 2: (3, 2), 3: (2, 3, 3)}[rank]
+    strides, dilations = [1] * (rank - 1) + [2], [1] * (rank - 1) + [2]
+    pads = [1] * rank + [0] * (rank - 1) + [2]
+    c_in, c_out = 4, 6
+
+    def out_size(size: int, k: int, s: int, d: int, lo: int, hi: int) -> int:
+        return (size + lo + hi - d * (k - 1) - 1) // s + 1
+
+    out = tuple(out_size(n, k, s, d, pads[i], pads[rank + i])
+                for i, (n, k, s, d) in enumerate(zip(spatial, kernel, strides, dilations)))
+
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        nodes = [_node("Conv", ["x", "w", "b"], ["c"], strides=strides, dilations=dilations, pads=pads,
+                       group=group), _node("Relu", ["c"], ["r"]), _node("Add", ["r", "res"], ["y"])]
+        return make_model(nodes, [vinfo("x", (2, c_in, *spatial)), vinfo("res", (2, c_out, *out))],
+                          [vinfo("y", (2, c_out, *out))],
+                          [init("w", rand(rng, c_out, c_in // group, *kernel)), init("b", rand(rng, c_out))])
+    make.shapes = {"x": (2, c_in, *spatial), "res": (2, c_out, *out)}  # type: ignore[attr-defined]
+    return make
+
+
+def pool(op: str, rank: int, **attrs: object) -> Callable[[np.random.Generator], onnx.ModelProto]:
+    spatial = {1: (13,), 2: (11, 12), 3: (5, 6, 7)}[rank]
+    kernel = [3] * rank
+    node = _node(op, ["x"], ["y"], kernel_shape=kernel, strides=[2] * rank,
+                 pads=[1] * rank + [0] * rank, **attrs)
+    out = tuple((n + 1 - 3) // 2 + 1 for n in spatial)
+
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        return make_model([node], [vinfo("x", (2, 3, *spatial))], [vinfo("y", (2, 3, *out))])
+    return make
+
+
+def _conv_feeds(make: Callable[..., onnx.ModelProto]) -> Callable[[np.random.Generator], Feeds]:
+    return _normal(**make.shapes)  # type: ignore[attr-defined]
+
+
+CONVS = {f"conv{rank}d{'_grouped' if group > 1 else ''}": conv(rank, group)
+         for rank, group in ((1, 1), (2, 1), (2, 2), (3, 1))}
+
 CASES = [
     Case("matmul_skinny_epilogue", ("matmul_skinny.cu.j2",), matmul_epilogue(3, 67, 131),
          _normal(x=(3, 67), res=(3, 131))),
@@ -171,4 +215,11 @@ CASES = [
     Case("gather", ("gather.cu.j2",), gather, gather_feeds),
     Case("concat", ("concat.cu.j2",), concat, _normal(a=(3, 5, 7), b=(3, 2, 7))),
     Case("copy", ("copy.cu.j2",), copy, _normal(x=(4, 6))),
+    *[Case(name, ("conv_direct.cu.j2",), make, _conv_feeds(make), atol=1e-4)
+      for name, make in CONVS.items()],
+    Case("maxpool2d", ("pool.cu.j2",), pool("MaxPool", 2), _normal(x=(2, 3, 11, 12))),
+    Case("maxpool1d", ("pool.cu.j2",), pool("MaxPool", 1), _normal(x=(2, 3, 13))),
+    Case("avgpool2d", ("pool.cu.j2",), pool("AveragePool", 2), _normal(x=(2, 3, 11, 12))),
+    Case("avgpool3d_pads_counted", ("pool.cu.j2",), pool("AveragePool", 3, count_include_pad=1),
+         _normal(x=(2, 3, 5, 6, 7))),
 ]

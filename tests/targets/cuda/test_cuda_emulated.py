@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFERENCE_MODELS, onnxruntime_outputs
+from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from cuda_emulation import CXX, compile_kernels, launch
 from helpers import write_model
@@ -24,6 +24,7 @@ from pyc_cli.ir.types import DType
 from pyc_cli.planning.weights import layout_weights, weights_bytes
 from pyc_cli.targets.base import ModelInfo
 
+MOBILENET = MODELS_DIR / "mobilenet.onnx"
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
 
 
@@ -86,9 +87,9 @@ def test_gather_index_out_of_range_sets_the_status(tmp_path: Path, rng: np.rando
         emulated.run({"ids": ids})
 
 
-@pytest.mark.parametrize("name", ["mlp", "transformer"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer", "mobilenet"])
 def test_reference_model(name: str, tmp_path: Path, rng: np.random.Generator) -> None:
-    model = REFERENCE_MODELS[name]
+    model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MOBILENET, {"image": (1, 3, 64, 64)})
     emulated = Emulated(model.path, tmp_path, dict(model.shapes))
     rtol = 1e-4 if name == "mlp" else 1e-3
     check(emulated, model.path, model.random_feeds(rng), rtol, 1e-4)

@@ -5,7 +5,8 @@ before every run, so an element a kernel skips cannot pass as a stale right answ
 
 float32 tolerances: kernels rtol 1e-4, atol 1e-5 (GEMMs and LayerNorm atol 1e-4: their sums
 run in another order than onnxruntime's); whole models rtol 1e-4, atol 1e-4 (the MLP) and
-rtol 1e-3, atol 1e-4 (the transformers: a dozen GEMM, softmax and normalisation steps deep).
+rtol 1e-3, atol 1e-4 (the CNN, MobileNet and the transformers: a dozen GEMM or convolution,
+softmax and normalisation steps deep).
 The GPU architecture is the device's own (sm_80 ... sm_90), or PYC_CUDA_ARCH."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFERENCE_MODELS, onnxruntime_outputs
+from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from helpers import write_model
 
@@ -68,10 +69,12 @@ def test_kernel_matches_onnxruntime(case: Case, tmp_path: Path, rng: np.random.G
     check_against_onnxruntime(path, tmp_path / "a.pyc", case.feeds, case.rtol, atol, rng)
 
 
-@pytest.mark.parametrize("name,rtol,atol", [("mlp", 1e-4, 1e-4), ("transformer", 1e-3, 1e-4)])
+@pytest.mark.parametrize("name,rtol,atol", [("mlp", 1e-4, 1e-4), ("cnn", 1e-3, 1e-4),
+                                            ("transformer", 1e-3, 1e-4), ("mobilenet", 1e-3, 1e-4)])
 def test_reference_model(name: str, rtol: float, atol: float, tmp_path: Path,
                          rng: np.random.Generator) -> None:
-    model = REFERENCE_MODELS[name]
+    model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MODELS_DIR / "mobilenet.onnx",
+                                                         {"image": (1, 3, 64, 64)})
     check_against_onnxruntime(model.path, tmp_path / f"{name}.pyc", model.random_feeds, rtol, atol,
                               rng, dict(model.shapes))
 
