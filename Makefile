@@ -7,19 +7,29 @@ FAST_TESTS = tests/ir tests/passes tests/planning tests/ops/test_references.py \
 	tests/ops/test_ops_hold_semantics.py tests/targets/cpu/test_cpu_kernels.py tests/test_layers.py \
 	tests/test_abi.py tests/testing/test_oracle.py tests/testing/test_per_node.py tests/testing/test_known.py
 
-.PHONY: test test-fast golden bench lint docs models coverage fuzz architecture
+.PHONY: test test-fast golden bench bench-check bench-baseline lint docs models coverage fuzz architecture
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-test-fast:  ## the fast tier (under a minute on two cores)
-	$(PYTHON) -m pytest $(PYTEST_ARGS) $(FAST_TESTS)
+test-fast:  ## the fast tier (under a minute on two cores; the autotuner's tests compile, so not here)
+	$(PYTHON) -m pytest $(PYTEST_ARGS) $(FAST_TESTS) --ignore=tests/passes/test_tuning.py
 
 golden:  ## regenerate golden IR / plan / decision-log / C dumps of the reference models
 	$(PYTHON) tests/golden_tool.py --write
 
-bench:  ## PyC vs onnxruntime, side by side (writes benchmarks/results/)
-	$(PYTHON) benchmarks/bench.py
+bench:  ## PyC vs onnxruntime and OpenVINO on the real models, then the toy ones (benchmarks/results/)
+	$(PYTHON) benchmarks/bench.py --suite real
+	$(PYTHON) benchmarks/bench.py --suite toy
+
+# the regression gate (issue #13): PyC/onnxruntime ratios of three small real models against
+# benchmarks/baselines/cpu.json, failing beyond the noise band measured there
+bench-check:  ## fail when a real model's PyC/onnxruntime ratio worsens beyond the baseline's band
+	$(PYTHON) benchmarks/real_models.py --check benchmarks/baselines/cpu.json
+
+bench-baseline:  ## rewrite benchmarks/baselines/cpu.json (5 fresh-process runs; commit first)
+	$(PYTHON) benchmarks/real_models.py --write-baseline benchmarks/baselines/cpu.json --runs 5 \
+		--models mlp,ppocr_cls,silero --repeat 40 --rounds 3 --threads 1
 
 lint:
 	$(PYTHON) -m ruff check pyc_cli tests benchmarks

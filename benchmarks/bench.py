@@ -1,14 +1,24 @@
-"""PyC vs onnxruntime, side by side: latency (interleaved rounds) and working memory.
+"""PyC vs onnxruntime (and OpenVINO f32), side by side: latency and memory, same threads.
 
-    python benchmarks/bench.py [--models mlp,cnn,transformer,lstm] [--batch 1,8] [--seq 64]
-                               [--repeat 200] [--rounds 5] [--threads 1] [--mode balanced]
-                               [--out benchmarks/results] [--name bench-cpu]
+    python benchmarks/bench.py --suite real [--threads 2] [--repeat 50] [--rounds 5]
+                               [--models mlp,mlp_b64,resnet50,minilm,minilm_b8,ppocr_det,...]
+    python benchmarks/bench.py --suite toy  [--models mlp,cnn,transformer,lstm] [--batch 1,8]
+                               [--seq 64] [--repeat 200] [--rounds 5] [--threads 1]
+    common: [--mode balanced] [--out benchmarks/results] [--name NAME] [--no-memory]
 
-For every model and size it builds a PyC artifact, feeds both engines the same random inputs,
-checks the outputs agree (np.allclose rtol=1e-4, atol=1e-5; no timing is reported for a
-mismatch), then times `rounds` alternating rounds of `repeat` runs per engine and reports p50/p95
-over all samples. Working memory is measured per engine and model in a fresh subprocess
-(memprobe.py). Writes a rich table to stdout, OUT/NAME.json and OUT/NAME.png.
+Two labelled suites: `real`, the models users deploy (benchmarks/real_models.py says where each
+comes from; weights random where the source has none worth keeping), and `toy`, the small models
+in tests/models/ (they measure call overhead, not kernels). For every case the PyC artifact is
+built in another process (`pyc build --threads`), every engine gets the same random inputs and
+runs in its own process (memprobe.py --serve: no shared heap or thread pool), with the same
+thread count (PyC through PYC_NUM_THREADS, onnxruntime intra_op_num_threads with all graph
+optimisations, OpenVINO's CPU plugin with INFERENCE_NUM_THREADS and INFERENCE_PRECISION_HINT=f32).
+Outputs are checked against onnxruntime before timing (toy: rtol 1e-4, atol 1e-5; real: rtol
+1e-3, atol 1e-3 x the output's scale; no timing is reported for a mismatch). Then `rounds`
+rounds of one warm-up plus `repeat` timed runs per engine, the engine order alternating, give
+p50/p95 over all samples and paired ratios (the median over rounds of each round's p50 ratio).
+Peak and working memory come from one more fresh process per engine (memprobe.py). Writes a
+rich table to stdout, OUT/NAME.json and OUT/NAME.png.
 """
 
 from __future__ import annotations
@@ -41,11 +51,21 @@ import pyc_cli  # noqa: E402
 from pyc_cli.targets.cpu import toolchain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import real_models  # noqa: E402
+
 MODELS_DIR = ROOT / "tests" / "models"
 MEMPROBE = Path(__file__).resolve().with_name("memprobe.py")
-RTOL, ATOL = 1e-4, 1e-5
-ENGINES = ("pyc", "ort")
-LABELS = {"pyc": "PyC", "ort": "ORT"}
+RTOL, ATOL = 1e-4, 1e-5  # toy models (real ones: REAL_RTOL, scaled atol)
+REAL_RTOL = 1e-3
+ENGINES = ("pyc", "ort", "openvino")
+LABELS = {"pyc": "PyC", "ort": "ORT", "openvino": "OpenVINO f32"}
+# real-model cases: real_models.MODELS key -> (label, batch)
+REAL_CASES = {"mlp": ("mlp 512-2048-2048-512 b1", 1), "mlp_b64": ("mlp 512-2048-2048-512 b64", 64),
+              "resnet50": ("resnet50 b1", 1), "minilm": ("minilm-l6 b1 s128", 1),
+              "minilm_b8": ("minilm-l6 b8 s128", 8), "ppocr_det": ("pp-ocr det 320x320", 1),
+              "ppocr_rec": ("pp-ocr rec 48x320", 1), "ppocr_cls": ("pp-ocr cls 48x192", 1),
+              "silero": ("silero vad", 1)}
 # A fixed glibc mmap threshold: every allocation of a page or more gets its own mapping, whose
 # pages count in RSS only once touched and leave it when freed. Without it, glibc's dynamic
 # threshold serves arenas from heap pages freed earlier (already resident): deltas read ~0.
@@ -66,9 +86,12 @@ class Case:
     model: str
     batch: int
     seq: int
+    suite: str = "toy"
 
     @property
     def label(self) -> str:
+        if self.suite == "real":
+            return REAL_CASES[self.model][0]
         suffix = f" s{self.seq}" if self.model == "transformer" else ""
         return f"{self.model} b{self.batch}{suffix}"
 
@@ -109,38 +132,57 @@ def make_feeds(specs: list[Any], rng: np.random.Generator) -> dict[str, np.ndarr
 # ---------------------------------------------------------------- engines
 
 
-class OrtRunner:
-    """An onnxruntime session with preallocated outputs (io_binding), timed like PyC's
-    CompiledModel.time_runs: one warm-up run, then one perf_counter sample per run."""
+class Worker:
+    """One engine with one model loaded, in its own process (memprobe.py --serve), answering
+    `time N` and `outputs PATH` (and `memory N`) one JSON line at a time."""
 
-    def __init__(self, model: Path, threads: int, feeds: dict[str, np.ndarray]) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model), options,
-                                            providers=["CPUExecutionProvider"])
-        self.outputs = {o.name: np.empty(0) for o in self.session.get_outputs()}
-        self.binding = self.session.io_binding()
-        for name, value in feeds.items():
-            self.binding.bind_cpu_input(name, value)
-        for name, value in zip(self.outputs, self.session.run(None, feeds), strict=True):
-            buffer = np.empty_like(value)
-            self.outputs[name] = buffer
-            self.binding.bind_output(name, "cpu", 0, buffer.dtype, buffer.shape,
-                                     buffer.ctypes.data)
+    def __init__(self, engine: str, target: Path, inputs: Path, threads: int) -> None:
+        self.engine = engine
+        self.process = subprocess.Popen(
+            [sys.executable, str(MEMPROBE), "--engine", engine, "--target", str(target),
+             "--inputs", str(inputs), "--threads", str(threads), "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT)
+        self.read()  # {"ready": engine} once the model is loaded
 
-    def run(self) -> dict[str, np.ndarray]:
-        self.session.run_with_iobinding(self.binding)
-        return {name: buffer.copy() for name, buffer in self.outputs.items()}
+    def read(self) -> Any:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            assert self.process.stderr is not None
+            lines = self.process.stderr.read().strip().splitlines()
+            raise RuntimeError(f"{self.engine} worker failed: {lines[-1] if lines else '?'}")
+        return json.loads(line)
+
+    def ask(self, command: str) -> Any:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.read()
 
     def time_runs(self, repeat: int) -> list[float]:
-        self.session.run_with_iobinding(self.binding)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            self.session.run_with_iobinding(self.binding)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
+        return [float(v) for v in self.ask(f"time {repeat}")]
+
+    def outputs(self, path: Path) -> list[np.ndarray]:
+        self.ask(f"outputs {path}")
+        with np.load(path) as data:
+            return [data[f"arr_{k}"] for k in range(len(data.files))]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- measurements
@@ -177,31 +219,45 @@ class CaseResult:
     batch: int
     seq: int | None
     input_shapes: dict[str, list[int]]
+    suite: str = "toy"
     status: str = "ok"  # ok | mismatch | error
     error: str = ""
     build_s: float = 0.0
     agreement: Agreement | None = None
+    agreements: dict[str, Agreement] = field(default_factory=dict)  # engine -> vs onnxruntime
     latency: dict[str, Latency] = field(default_factory=dict)
     ratio_p50: float | None = None  # ORT / PyC: > 1 means PyC is faster
     ratio_p95: float | None = None
+    # OTHER / PyC per engine: of the pooled p50 and p95, and paired (median over rounds)
+    ratios: dict[str, dict[str, float | None]] = field(default_factory=dict)
     plan: dict[str, int] = field(default_factory=dict)
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     mem_ratio: float | None = None  # ORT working / PyC working
     mem_ratio_vs_arena: float | None = None  # ORT working / PyC planned arena
 
 
-def compare(pyc_out: dict[str, np.ndarray], ort_out: dict[str, np.ndarray]) -> Agreement:
-    if set(pyc_out) != set(ort_out):
-        return Agreement(False, float("inf"), f"outputs {sorted(pyc_out)} vs {sorted(ort_out)}")
+def compare(got_out: list[np.ndarray], ort_out: list[np.ndarray], real: bool) -> Agreement:
+    """Outputs (in model order) against onnxruntime's, with the suite's tolerance."""
+    if len(got_out) != len(ort_out):
+        return Agreement(False, float("inf"), f"{len(got_out)} outputs vs {len(ort_out)}")
     worst, bad = 0.0, []
-    for name, ref in ort_out.items():
-        got = pyc_out[name]
+    for index, (got, ref) in enumerate(zip(got_out, ort_out)):
         if got.shape != ref.shape:
-            return Agreement(False, float("inf"), f"{name}: shape {got.shape} vs {ref.shape}")
+            return Agreement(False, float("inf"), f"output {index}: shape {got.shape} vs {ref.shape}")
+        if got.size == 0:
+            continue
         worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - ref))))
-        if not np.allclose(got, ref, rtol=RTOL, atol=ATOL):
-            bad.append(name)
-    return Agreement(not bad, worst, f"mismatch in {bad}" if bad else "")
+        scale = float(np.max(np.abs(ref))) if np.issubdtype(ref.dtype, np.number) else 1.0
+        rtol, atol = (REAL_RTOL, REAL_RTOL * max(1.0, scale)) if real else (RTOL, ATOL)
+        if not np.allclose(got, ref, rtol=rtol, atol=atol):
+            bad.append(index)
+    return Agreement(not bad, worst, f"mismatch in outputs {bad}" if bad else "")
+
+
+def paired_ratio(other: list[float], pyc: list[float]) -> float:
+    """The median over rounds of other's p50 / PyC's p50 in that round (both engines timed
+    back to back: a slow phase of the machine affects both)."""
+    return float(np.median([o / p for o, p in zip(other, pyc)]))
 
 
 def interleave(timers: dict[str, Timer], rounds: int, repeat: int) -> dict[str, list[list[float]]]:
@@ -216,6 +272,7 @@ def interleave(timers: dict[str, Timer], rounds: int, repeat: int) -> dict[str, 
 
 def probe_memory(engine: str, target: Path, inputs: Path, threads: int,
                  extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Peak and working RSS of one engine running one model, in a fresh process."""
     command = [sys.executable, str(MEMPROBE), "--engine", engine, "--target", str(target),
                "--inputs", str(inputs), "--threads", str(threads), *extra]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT,
@@ -243,44 +300,83 @@ class Settings:
     mode: str
     memory: bool
     seed: int
+    openvino: bool = True
 
 
-def build_case(case: Case, workdir: Path, mode: str, result: CaseResult) -> Path:
-    artifact = workdir / f"{case.slug}.pyc"
+def prepare_case(case: Case, workdir: Path, seed: int
+                 ) -> tuple[Path, dict[str, tuple[int, ...]], dict[str, np.ndarray]]:
+    """The case's .onnx, its input shapes and its random inputs."""
+    rng = np.random.default_rng(seed)
+    if case.suite == "real":
+        path, shapes = real_models.MODELS[case.model](workdir, rng)
+        return path, shapes, real_models._feeds(path, shapes, rng)
+    shapes = case.input_shapes()
+    session = ort.InferenceSession(str(case.onnx_path), providers=["CPUExecutionProvider"])
+    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+    feeds = {i.name: make_input(i.name, shapes[i.name], np.dtype(dtypes[i.type]), rng)
+             for i in session.get_inputs()}
+    return case.onnx_path, shapes, feeds
+
+
+def build_case(path: Path, shapes: dict[str, tuple[int, ...]], artifact: Path,
+               settings: Settings, result: CaseResult) -> None:
+    """`pyc build` in another process (its memory never counts for an engine)."""
+    command = [sys.executable, "-m", "pyc_cli", "build", str(path), "-o", str(artifact), "-q",
+               "--mode", settings.mode, "--threads", str(settings.threads), "--force"]
+    for name, shape in shapes.items():
+        command += ["--input-shape", f"{name}={','.join(map(str, shape))}"]
     start = time.perf_counter()
-    built = pyc_cli.build(case.onnx_path, artifact, mode=mode, input_shapes=case.input_shapes())
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
     result.build_s = time.perf_counter() - start
-    result.plan = {"arena_bytes": built.plan.arena_bytes,
-                   "no_reuse_bytes": built.plan.no_reuse_bytes,
-                   "lower_bound_bytes": built.plan.lower_bound_bytes}
-    return artifact
+    if done.returncode != 0:
+        raise RuntimeError(f"pyc build failed: {done.stderr.strip()[-300:]}")
+    plan = json.loads((artifact / "memory_plan.json").read_text())
+    result.plan = {k: plan[k] for k in ("arena_bytes", "no_reuse_bytes", "lower_bound_bytes")}
 
 
-def time_case(artifact: Path, case: Case, settings: Settings, result: CaseResult,
-              feeds_path: Path) -> None:
-    model = pyc_cli.load(artifact)
+def engines_for(settings: Settings) -> tuple[str, ...]:
+    return tuple(e for e in ENGINES if e != "openvino" or settings.openvino)
+
+
+def time_case(targets: dict[str, Path], case: Case, settings: Settings, result: CaseResult,
+              feeds_path: Path, workdir: Path) -> None:
+    workers = {}
     try:
-        feeds = make_feeds(model.inputs, np.random.default_rng(settings.seed))
-        np.savez(feeds_path, **feeds)
-        runner = OrtRunner(case.onnx_path, settings.threads, feeds)
-        result.agreement = compare(model.run(feeds), runner.run())
+        for engine in engines_for(settings):
+            try:
+                workers[engine] = Worker(engine, targets[engine], feeds_path, settings.threads)
+            except RuntimeError as exc:
+                if engine != "openvino":
+                    raise
+                result.error = f"OpenVINO not measured: {exc}"
+        outputs = {e: w.outputs(workdir / f"{case.slug}-{e}-out.npz") for e, w in workers.items()}
+        result.agreements = {e: compare(outputs[e], outputs["ort"], case.suite == "real")
+                             for e in workers if e != "ort"}
+        result.agreement = result.agreements["pyc"]
         if not result.agreement.ok:
             result.status = "mismatch"
             return
-        timers: dict[str, Timer] = {"pyc": lambda n: model.time_runs(feeds, n),
-                                    "ort": runner.time_runs}
+        timers = {e: w.time_runs for e, w in workers.items()
+                  if e == "ort" or result.agreements[e].ok}
         samples = interleave(timers, settings.rounds, settings.repeat)
         result.latency = {name: Latency.of(rounds) for name, rounds in samples.items()}
-        result.ratio_p50 = result.latency["ort"].p50_ms / result.latency["pyc"].p50_ms
-        result.ratio_p95 = result.latency["ort"].p95_ms / result.latency["pyc"].p95_ms
+        pyc = result.latency["pyc"]
+        for engine, latency in result.latency.items():
+            if engine != "pyc":
+                result.ratios[engine] = {
+                    "p50": latency.p50_ms / pyc.p50_ms, "p95": latency.p95_ms / pyc.p95_ms,
+                    "paired_p50": paired_ratio(latency.round_p50_ms, pyc.round_p50_ms)}
+        result.ratio_p50 = result.ratios["ort"]["p50"]
+        result.ratio_p95 = result.ratios["ort"]["p95"]
     finally:
-        model.close()
+        for worker in workers.values():
+            worker.close()
 
 
-def memory_case(artifact: Path, case: Case, threads: int, feeds_path: Path,
+def memory_case(targets: dict[str, Path], settings: Settings, feeds_path: Path,
                 result: CaseResult) -> None:
-    targets = {"pyc": artifact, "ort": case.onnx_path}
-    result.memory = {e: probe_memory(e, targets[e], feeds_path, threads) for e in ENGINES}
+    engines = [e for e in engines_for(settings) if e in result.latency]
+    result.memory = {e: probe_memory(e, targets[e], feeds_path, settings.threads) for e in engines}
     ort_kib = result.memory["ort"].get("working_kib")
     pyc_kib = result.memory["pyc"].get("working_kib")
     result.mem_ratio = safe_ratio(ort_kib, pyc_kib)
@@ -289,18 +385,39 @@ def memory_case(artifact: Path, case: Case, threads: int, feeds_path: Path,
 
 
 def run_case(case: Case, settings: Settings, workdir: Path) -> CaseResult:
-    shapes = {k: list(v) for k, v in case.input_shapes().items()}
     result = CaseResult(case.label, case.model, case.batch,
-                        case.seq if case.model == "transformer" else None, shapes)
+                        case.seq if case.model == "transformer" else None, {}, case.suite)
     feeds_path = workdir / f"{case.slug}.npz"
     try:
-        artifact = build_case(case, workdir, settings.mode, result)
-        time_case(artifact, case, settings, result, feeds_path)
-        if settings.memory:
-            memory_case(artifact, case, settings.threads, feeds_path, result)
+        path, shapes, feeds = prepare_case(case, workdir, settings.seed)
+        result.input_shapes = {k: list(v) for k, v in shapes.items()}
+        np.savez(feeds_path, **feeds)
+        artifact = workdir / f"{case.slug}.pyc"
+        build_case(path, shapes, artifact, settings, result)
+        targets = {"pyc": artifact, "ort": path, "openvino": path}
+        time_case(targets, case, settings, result, feeds_path, workdir)
+        if settings.memory and result.status == "ok":
+            memory_case(targets, settings, feeds_path, result)
     except Exception as exc:  # report and go on with the next case
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
     return result
+
+
+def geomean(values: list[float]) -> float | None:
+    return float(np.exp(np.mean(np.log(values)))) if values else None
+
+
+def summary(results: list[CaseResult]) -> dict[str, Any]:
+    """Geometric means of OTHER / PyC p50 over the batch-1 cases (> 1: PyC faster), and
+    whether PyC is slower than any engine on any case."""
+    single = [r for r in results if r.status == "ok" and r.batch == 1]
+    out: dict[str, Any] = {"batch1_cases": [r.case for r in single]}
+    for engine in ENGINES[1:]:
+        values = [r.ratios[engine]["paired_p50"] for r in single if engine in r.ratios]
+        out[f"geomean_{engine}_over_pyc_p50"] = geomean([v for v in values if v])
+        out[f"pyc_slower_than_{engine}_on"] = [r.case for r in results if engine in r.ratios
+                                               and (r.ratios[engine]["paired_p50"] or 1) < 1]
+    return out
 
 
 # ---------------------------------------------------------------- machine info
@@ -356,6 +473,14 @@ def pyc_sources() -> dict[str, Any]:
             "sources_sha256": digest.hexdigest()}
 
 
+def openvino_version() -> str | None:
+    if not openvino_available():
+        return None
+    import openvino
+
+    return str(openvino.__version__)
+
+
 def machine_info(settings: Settings) -> dict[str, Any]:
     import matplotlib
 
@@ -368,11 +493,16 @@ def machine_info(settings: Settings) -> dict[str, Any]:
         "pyc_sources": pyc_sources(),
         "matplotlib": matplotlib.__version__, "cc": first_line([cc, "--version"]),
         "gcc": first_line(["gcc", "--version"]),
-        "threads": settings.threads, "pyc_threads": 1, "ort_intra_op_threads": settings.threads,
-        "ort_inter_op_threads": 1, "repeat": settings.repeat, "rounds": settings.rounds,
+        "openvino": openvino_version(),
+        "threads": settings.threads, "pyc_threads": settings.threads,
+        "ort_intra_op_threads": settings.threads, "ort_inter_op_threads": 1,
+        "openvino_threads": settings.threads, "openvino_precision": "f32",
+        "repeat": settings.repeat, "rounds": settings.rounds,
         "mode": settings.mode, "seed": settings.seed, "rtol": RTOL, "atol": ATOL,
-        "ort_timing": "io_binding, preallocated outputs",
-        "pyc_timing": "CompiledModel.time_runs, preallocated outputs",
+        "real_rtol": REAL_RTOL, "real_atol": "real_rtol x max(1, max |output|)",
+        "timing": "one process per engine and model (memprobe.py --serve), rounds interleaved "
+                  "with alternating engine order, one warm-up run per round, perf_counter per "
+                  "run around the engine's Python call (outputs allocated per run by every engine)",
         "memory_probe_env": PROBE_ENV,
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "CC")},
     }
@@ -396,54 +526,79 @@ def fmt_kib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
-def latency_table(results: list[CaseResult]) -> Table:
-    table = Table(title="Latency (ORT/PyC > 1: PyC faster)")
-    for column in ("case", "max |Δ|", "PyC p50", "PyC p95", "ORT p50", "ORT p95",
-                   "ORT/PyC p50", "ORT/PyC p95"):
+def latency_table(results: list[CaseResult], engines: tuple[str, ...]) -> Table:
+    others = engines[1:]
+    table = Table(title="Latency, ms (OTHER/PyC > 1: PyC faster; paired = median over rounds "
+                        "of each round's p50 ratio)")
+    columns = ["case", "max |Δ|", "PyC p50", "PyC p95"]
+    for engine in others:
+        columns += [f"{LABELS[engine]} p50", f"{LABELS[engine]}/PyC p50 (paired)"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "case" else "right")
     for r in results:
         if r.status != "ok":
             err = f"{r.agreement.max_abs_err:.2e}" if r.agreement else ""
             why = r.error or (r.agreement.detail if r.agreement else "")
-            table.add_row(r.case, err, f"[red]{r.status.upper()}[/red]", why, "", "", "", "")
+            table.add_row(r.case, err, f"[red]{r.status.upper()}[/red]", why[:60],
+                          *[""] * (len(columns) - 4))
             continue
-        pyc, ortl = r.latency["pyc"], r.latency["ort"]
-        table.add_row(r.case, f"{r.agreement.max_abs_err:.1e}" if r.agreement else "",
-                      fmt_ms(pyc.p50_ms), fmt_ms(pyc.p95_ms), fmt_ms(ortl.p50_ms),
-                      fmt_ms(ortl.p95_ms), fmt_ratio(r.ratio_p50), fmt_ratio(r.ratio_p95))
+        pyc = r.latency["pyc"]
+        row = [r.case, f"{r.agreement.max_abs_err:.1e}" if r.agreement else "",
+               fmt_ms(pyc.p50_ms), fmt_ms(pyc.p95_ms)]
+        for engine in others:
+            if engine not in r.latency:
+                row += ["n/a", "n/a"]
+                continue
+            ratio = r.ratios[engine]
+            row += [fmt_ms(r.latency[engine].p50_ms),
+                    f"{fmt_ratio(ratio['p50'])} ({fmt_ratio(ratio['paired_p50'])})"]
+        table.add_row(*row)
     return table
 
 
-def memory_table(results: list[CaseResult]) -> Table:
-    table = Table(title="Working memory in KiB: peak RSS while running − RSS after load, "
-                        "fresh process per engine (ORT/PyC > 1: PyC smaller)")
-    for column in ("case", "PyC arena (plan)", "PyC no-reuse (plan)", "PyC working",
-                   "ORT working", "ORT/PyC working", "ORT/PyC arena", "PyC load", "ORT load"):
+def memory_table(results: list[CaseResult], engines: tuple[str, ...]) -> Table:
+    table = Table(title="Memory in MiB: peak RSS while running (fresh process per engine, "
+                        "interpreter and libraries included) and working = peak − RSS after load")
+    columns = ["case", "PyC arena (plan)"]
+    for engine in engines:
+        columns += [f"{LABELS[engine]} peak", f"{LABELS[engine]} working"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "case" else "right")
     for r in results:
         if not r.memory:
             continue
-        pyc, ortm = r.memory["pyc"], r.memory["ort"]
-        table.add_row(r.case, fmt_kib(r.plan.get("arena_bytes", 0) / 1024),
-                      fmt_kib(r.plan.get("no_reuse_bytes", 0) / 1024),
-                      fmt_kib(pyc.get("working_kib")), fmt_kib(ortm.get("working_kib")),
-                      fmt_ratio(r.mem_ratio), fmt_ratio(r.mem_ratio_vs_arena),
-                      fmt_kib(pyc.get("load_kib")), fmt_kib(ortm.get("load_kib")))
+        row = [r.case, fmt_mib(r.plan.get("arena_bytes", 0) / 1024)]
+        for engine in engines:
+            probe = r.memory.get(engine, {})
+            row += [fmt_mib(probe.get("peak_kib")), fmt_mib(probe.get("working_kib"))]
+        table.add_row(*row)
     return table
 
 
+def fmt_mib(kib: float | None) -> str:
+    return "n/a" if kib is None else f"{kib / 1024:,.1f}"
+
+
 def print_report(info: dict[str, Any], results: list[CaseResult]) -> None:
+    engines = tuple(info["engines"])
     console.print(f"[bold]{info['cpu_model']}[/bold], {info['usable_cores']} usable cores, "
                   f"python {info['python']}, onnxruntime {info['onnxruntime']}, "
-                  f"numpy {info['numpy']}, {info['cc']}")
-    console.print(f"threads: PyC generated code is single-threaded; ORT intra_op_num_threads="
-                  f"{info['threads']}, inter_op_num_threads=1. {info['rounds']} interleaved "
-                  f"rounds × {info['repeat']} runs per engine, mode={info['mode']}.")
-    console.print(latency_table(results))
+                  f"openvino {info['openvino']}, numpy {info['numpy']}, {info['cc']}")
+    console.print(f"suite {info['suite']}: {info['threads']} thread(s) for every engine; "
+                  f"{info['rounds']} interleaved rounds × {info['repeat']} runs per engine, "
+                  f"one process per engine and model, mode={info['mode']}.")
+    console.print(latency_table(results, engines))
     if any(r.memory for r in results):
-        console.print(memory_table(results))
+        console.print(memory_table(results, engines))
+    summary_ = info.get("summary", {})
+    for engine in engines[1:]:
+        mean = summary_.get(f"geomean_{engine}_over_pyc_p50")
+        if mean is not None:
+            console.print(f"geometric mean over batch-1 cases, {LABELS[engine]}/PyC p50 "
+                          f"(paired): {fmt_ratio(mean)}; PyC slower on: "
+                          f"{summary_.get(f'pyc_slower_than_{engine}_on') or 'none'}")
     for r in results:
-        if r.status == "error":
+        if r.error:
             console.print(f"[red]{r.case}: {r.error}[/red]")
 
 
@@ -458,6 +613,7 @@ def to_json(value: Any) -> Any:
 
 
 def write_json(path: Path, info: dict[str, Any], results: list[CaseResult]) -> None:
+    """The machine, the settings, the summary and every case."""
     payload = {"machine": info, "results": [asdict(r) for r in results]}
     path.write_text(json.dumps(to_json(payload), indent=2) + "\n")
 
@@ -468,18 +624,19 @@ def write_json(path: Path, info: dict[str, Any], results: list[CaseResult]) -> N
 def plot_latency(ax: Any, results: list[CaseResult]) -> None:
     timed = [r for r in results if r.latency]
     x = np.arange(len(timed))
-    for offset, engine, color in ((-0.2, "pyc", "tab:blue"), (0.2, "ort", "tab:orange")):
-        p50 = np.array([r.latency[engine].p50_ms for r in timed])
-        p95 = np.array([r.latency[engine].p95_ms for r in timed])
-        ax.bar(x + offset, p50, 0.4, label=LABELS[engine], color=color,
-               yerr=[np.zeros_like(p50), p95 - p50], capsize=3)
+    colors = {"pyc": "tab:blue", "ort": "tab:orange", "openvino": "tab:green"}
+    for index, engine in enumerate(ENGINES):
+        p50 = np.array([r.latency[engine].p50_ms if engine in r.latency else np.nan for r in timed])
+        p95 = np.array([r.latency[engine].p95_ms if engine in r.latency else np.nan for r in timed])
+        ax.bar(x + (index - 1) * 0.27, p50, 0.27, label=LABELS[engine], color=colors[engine],
+               yerr=[np.zeros_like(p50), p95 - p50], capsize=2)
     for index, r in enumerate(timed):
-        top = max(r.latency["pyc"].p95_ms, r.latency["ort"].p95_ms)
+        top = max(v.p95_ms for v in r.latency.values())
         ax.annotate(f"{r.ratio_p50:.2f}×", (index, top), xytext=(0, 4),
                     textcoords="offset points", ha="center", fontsize="small")
     ax.set_xticks(x, [r.case for r in timed], rotation=20, ha="right")
     ax.set_yscale("log")
-    ax.set_ylabel("latency, ms (bar p50, whisker p95; label ORT/PyC p50)")
+    ax.set_ylabel("latency, ms (bar p50, whisker p95; label ORT/PyC p50)", fontsize="small")
     ax.set_title("Latency")
     ax.legend()
 
@@ -487,18 +644,15 @@ def plot_latency(ax: Any, results: list[CaseResult]) -> None:
 def plot_memory(ax: Any, results: list[CaseResult]) -> None:
     measured = [r for r in results if r.memory]
     x = np.arange(len(measured))
-    series = (
-        ("PyC arena (plan)", "tab:cyan", lambda r: r.plan.get("arena_bytes", 0) / 1024),
-        ("PyC working (RSS)", "tab:blue", lambda r: r.memory["pyc"].get("working_kib", 0)),
-        ("ORT working (RSS)", "tab:orange", lambda r: r.memory["ort"].get("working_kib", 0)),
-    )
-    for index, (label, color, get) in enumerate(series):
-        values = np.array([get(r) or np.nan for r in measured], dtype=float)
-        ax.bar(x + (index - 1) * 0.27, values, 0.27, label=label, color=color)
+    colors = {"pyc": "tab:blue", "ort": "tab:orange", "openvino": "tab:green"}
+    for index, engine in enumerate(ENGINES):
+        values = np.array([r.memory.get(engine, {}).get("peak_kib") or np.nan
+                           for r in measured], dtype=float) / 1024
+        ax.bar(x + (index - 1) * 0.27, values, 0.27, label=f"{LABELS[engine]} peak RSS",
+               color=colors[engine])
     ax.set_xticks(x, [r.case for r in measured], rotation=20, ha="right")
-    ax.set_yscale("log")
-    ax.set_ylabel("KiB (missing bar: 0, below RSS page resolution)")
-    ax.set_title("Working memory")
+    ax.set_ylabel("MiB (peak RSS of the engine's own process)")
+    ax.set_title("Peak memory")
     ax.legend(fontsize="small")
 
 
@@ -514,8 +668,9 @@ def write_plot(path: Path, info: dict[str, Any], results: list[CaseResult]) -> N
     plot_latency(axes[0][0], results)
     if with_memory:
         plot_memory(axes[0][1], results)
-    fig.suptitle(f"PyC vs onnxruntime {info['onnxruntime']} — {info['cpu_model']}, "
-                 f"{info['threads']} thread(s)", fontsize="medium")
+    fig.suptitle(f"{info['suite']} models: PyC vs onnxruntime {info['onnxruntime']} and OpenVINO "
+                 f"{info['openvino']} (f32) — {info['cpu_model']}, {info['threads']} thread(s) "
+                 "each", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -526,24 +681,41 @@ def write_plot(path: Path, info: dict[str, Any], results: list[CaseResult]) -> N
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,cnn,transformer,lstm")
+    parser.add_argument("--suite", choices=["real", "toy"], default="real")
+    parser.add_argument("--models", default=None,
+                        help=f"real: {','.join(REAL_CASES)}; toy: mlp,cnn,transformer,lstm")
     parser.add_argument("--batch", default="1,8", help="batch sizes, comma-separated")
     parser.add_argument("--seq", type=int, default=64, help="transformer sequence length")
-    parser.add_argument("--repeat", type=int, default=200, help="timed runs per engine per round")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed runs per engine per round (default: real 50, toy 200)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of every engine (default: real 2, toy 1)")
     parser.add_argument("--mode", default="balanced",
                         choices=["latency_first", "balanced", "memory_first"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--name", default="bench-cpu", help="basename of the .json and .png")
+    parser.add_argument("--name", default=None,
+                        help="basename of the .json and .png (default: bench-real / bench-cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--no-plot", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument("--no-openvino", action="store_true")
+    args = parser.parse_args(argv)
+    real = args.suite == "real"
+    args.models = args.models or (",".join(REAL_CASES) if real else "mlp,cnn,transformer,lstm")
+    args.repeat = args.repeat or (50 if real else 200)
+    args.threads = args.threads or (2 if real else 1)
+    args.name = args.name or ("bench-real" if real else "bench-cpu")
+    return args
 
 
 def cases_from(args: argparse.Namespace) -> list[Case]:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.suite == "real":
+        unknown = [m for m in models if m not in REAL_CASES]
+        if unknown:
+            raise SystemExit(f"unknown real model(s) {unknown}; have {list(REAL_CASES)}")
+        return [Case(m, REAL_CASES[m][1], 128, "real") for m in models]
     unknown = [m for m in models if not (MODELS_DIR / f"{m}.onnx").exists()]
     if unknown:
         known = sorted(p.stem for p in MODELS_DIR.glob("*.onnx"))
@@ -556,10 +728,12 @@ def cases_from(args: argparse.Namespace) -> list[Case]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings(args.repeat, args.rounds, args.threads, args.mode,
-                        not args.no_memory, args.seed)
+                        not args.no_memory, args.seed, openvino_available() and not args.no_openvino)
     started = time.perf_counter()
     info = machine_info(settings)
     info["loadavg_start"] = list(os.getloadavg())
+    info["suite"] = args.suite
+    info["engines"] = list(engines_for(settings))
     results = []
     with tempfile.TemporaryDirectory(prefix="pyc-bench-") as workdir:
         for case in cases_from(args):
@@ -570,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         info["pyc_sources_changed_during_run"] = True
         console.print("[yellow]warning: pyc_cli/runtime_c/templates changed during the run[/]")
     info["total_s"] = round(time.perf_counter() - started, 1)
+    info["summary"] = summary(results)
     print_report(info, results)
     args.out.mkdir(parents=True, exist_ok=True)
     written = [args.out / f"{args.name}.json"]

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .passes.tuning import EmptyTuningDatabase, TuningDatabase
+from .passes.tuning_db import FileTuningDatabase, default_path
 from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
@@ -55,6 +56,14 @@ from .targets import get_target
 from .targets.abi_name import check_name, default_name, soname
 from .targets.base import ModelInfo, Target
 from .targets.cpu.features import check_cpu, parse_features
+from .tune import (
+    TUNABLE_TARGETS,
+    Progress,
+    TuneOptions,
+    tune_graph,
+    tune_summary,
+    tuning_database,
+)
 
 
 @dataclass
@@ -148,7 +157,11 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           keep_source: bool = False, force: bool = False, cpu: str = "native",
           cpu_features: str | list[str] | tuple[str, ...] = (), slim: bool = False,
           name: str | None = None, steps: BuildSteps | None = None,
-          tuning: TuningDatabase | None = None, arch: str | None = None) -> BuildResult:
+          tuning: TuningDatabase | None = None, tune: bool = False,
+          tuning_db: str | Path | None = None, tune_budget: float | None = None,
+          tune_options: TuneOptions | None = None,
+          tune_progress: Progress | None = None, threads: int = 0,
+          arch: str | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -166,7 +179,14 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     (sm_80 ... sm_90, default sm_90; see docs/cuda.md). `slim` leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
     times every step (shown by `pyc build`; never written into the artifact). `tuning` holds
-    measured kernel choices that select_kernels prefers to its cost model."""
+    measured kernel choices that select_kernels prefers to its cost model; `tuning_db` names a
+    tuning database file (passes/tuning_db.py: its entries for this target and CPU are used;
+    the CLI always passes one, the default in the user cache dir). `tune` first times the
+    kernel variants of every distinct kernel signature on this machine (pyc_cli/tune.py,
+    within `tune_budget` seconds or `tune_options`; `tune_progress` hears each signature) and
+    records the winners in `tuning_db` (default: the user cache dir's), which the build then
+    uses: the same database gives the same artifact. `threads` is a run's default team size
+    (0: every core where it runs; PYC_NUM_THREADS overrides it)."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
@@ -174,6 +194,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     if slim and keep_source:
         raise PycError("E050", "--slim leaves out the source copy --keep-source asks for",
                        hint="drop one of them (a slim artifact is compared with --model PATH)")
+    if not 0 <= threads <= 1024:
+        raise PycError("E050", f"threads={threads} is out of range",
+                       hint="give 0 (every core) or a thread count from 1 to 1024")
     features = parse_features(cpu_features if isinstance(cpu_features, str)
                               else ",".join(cpu_features))
     if arch is not None and target != "cuda":
@@ -181,20 +204,53 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                        hint="drop --arch, or build with --target cuda")
     backend = get_target(target, cpu, tuple(features), arch)
     cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
+    if tune and target not in TUNABLE_TARGETS:
+        raise PycError("E050", f"--tune times kernels on this machine's CPU; the {target} target "
+                       "cannot be tuned yet", hint="leave out --tune")
+    # only a tunable target has entries to read (and others' toolchains need not be probed)
+    if tuning is None and target in TUNABLE_TARGETS and (tune or tuning_db is not None):
+        tuning = tuning_database(backend, default_path() if tuning_db is None else tuning_db,
+                                 cpu_record)
     with output_lock(out) as lock:
+        if tune:
+            if not isinstance(tuning, FileTuningDatabase):
+                raise ValueError("tune=True records into a tuning database file: pass "
+                                 "tuning_db=PATH (or nothing: the default file), not tuning=")
+            options = tune_options or TuneOptions()
+            if tune_budget is not None:
+                options = replace(options, budget_s=tune_budget)
+            options = replace(options, threads=threads)  # variants run as the model will
+            notes_tune = _tune(model_path, mode, input_shapes, target, backend, tuning, options,
+                               steps, tune_progress)
+        else:
+            notes_tune = []
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
+        notes += notes_tune
         graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target,
                                          steps, tuning)
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
         flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
                  "keep_source": keep_source, "name": prefix, "cpu": cpu,
-                 "cpu_features": features, **({"arch": backend.arch} if target == "cuda" else {}),
+                 "cpu_features": features, "threads": threads,
+                 **({"arch": backend.arch} if target == "cuda" else {}),
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
                             steps)
     return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, notes)
+
+
+def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int, ...]] | None,
+          target: str, backend: Target, db: FileTuningDatabase, options: TuneOptions,
+          steps: BuildSteps, progress: Progress | None) -> list[str]:
+    """Time the model's kernel variants, save the winners; the lines `pyc build` prints."""
+    graph, ctx = compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps)
+    with steps.step("tune kernels"):
+        report = tune_graph(graph, ctx, backend, db, options, progress)
+    if report.tuned:
+        db.save()
+    return tune_summary(report, db.path)
 
 
 def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,
@@ -206,7 +262,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
-                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"])
+                     plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
+                     flags["threads"])
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):

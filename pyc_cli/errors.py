@@ -57,6 +57,9 @@ ERROR_CODES: dict[str, str] = {
     "device memory (the error names which).",
     "E038": "A CUDA driver call failed while loading or running a CUDA artifact (the error names the "
     "call and the driver's error).",
+    "E039": "The tuning database file (`pyc build --tuning-db`, default in the user cache dir) "
+    "cannot be read, is not JSON or holds another schema: a warning; it is ignored and the next "
+    "`pyc build --tune` replaces it.",
     "E040": "The inputs file cannot be read (not an .npz or .npy file, empty, or an .npy file "
     "where the model has several inputs).",
     "E041": "An input is missing, unknown, or has the wrong dtype or shape.",
@@ -100,6 +103,14 @@ class PycError(Exception):
         if self.hint:
             parts.append(f"what to do: {self.hint}")
         return "; ".join(parts)
+
+
+class PycWarning(UserWarning):
+    """A coded problem that does not stop the work (the PycError says what and what to do)."""
+
+    def __init__(self, error: PycError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def errors_markdown() -> str:

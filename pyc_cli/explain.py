@@ -51,6 +51,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "fusions": _fusions(graph, decisions),
         "kernels": kernels,
         "flops_total": sum(k["flops"] for k in kernels),
+        "tuning": _tuning(decisions),
         "memory": _memory(plan),
         "sizes": _sizes(root, manifest),
     }
@@ -83,6 +84,40 @@ def _kernels(graph: Graph, decisions: list[dict[str, Any]], plan: dict[str, Any]
             {"bytes": workspace["bytes"], "arena_offset": workspace.get("offset")},
         })
     return kernels
+
+
+def _tuning(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per kernel signature chosen from tuning measurements (decisions.jsonl keeps
+    the timings the build read from the tuning database), in execution order."""
+    entries: dict[str, dict[str, Any]] = {}
+    for decision in decisions:
+        if decision["action"] != "select_kernel" or "measured" not in decision:
+            continue
+        key = decision.get("signature", "")
+        if key in entries:
+            entries[key]["nodes"].extend(decision["nodes"])
+            continue
+        ok = [m for m in decision["measured"] if m.get("status") == "ok"
+              and m.get("median_ms") is not None]
+        winner = next((m for m in ok if m["candidate"] == decision["after"]
+                       and m.get("params", {}) == decision.get("params", {})), None)
+        # identical generated code times identically: the runner-up is the next distinct time
+        runner_up = next((m for m in ok if winner is None or m["median_ms"] != winner["median_ms"]),
+                         None)
+        default = next((m for m in ok if not m.get("params")), None)
+        entries[key] = {
+            "signature": key, "nodes": list(decision["nodes"]), "winner": winner,
+            "runner_up": runner_up,
+            "speedup": _ratio(runner_up, winner), "speedup_over_default": _ratio(default, winner),
+            "measured": decision["measured"],
+        }
+    return list(entries.values())
+
+
+def _ratio(slow: dict[str, Any] | None, fast: dict[str, Any] | None) -> float | None:
+    if slow is None or fast is None or not fast["median_ms"]:
+        return None
+    return round(slow["median_ms"] / fast["median_ms"], 3)
 
 
 def _node_flops(node: Node, graph: Graph, kernel: str) -> int:
@@ -219,6 +254,7 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     console.print(table)
     _print_fusions(data, console)
     _print_kernels(data, console)
+    _print_tuning(data["tuning"], console)
     _print_memory(data["memory"], console)
 
 
@@ -257,6 +293,31 @@ def _print_kernels(data: dict[str, Any], console: Console) -> None:
         table.add_row(str(kernel["index"]), escape(kernel["node"]), kernel["kernel"],
                       format_count(kernel["flops"]), escape(kernel["reason"]))
     console.print(table)
+
+
+def _print_tuning(tuning: list[dict[str, Any]], console: Console) -> None:
+    if not tuning:
+        console.print("Tuning: no kernel was chosen by measurement (`pyc build --tune` measures)")
+        return
+    table = Table(title=f"Tuning ({len(tuning)} kernel signatures chosen by measurement)")
+    table.add_column("signature")
+    table.add_column("nodes", justify="right")
+    table.add_column("winner")
+    table.add_column("runner-up")
+    table.add_column("speedup", justify="right")
+    for entry in tuning:
+        table.add_row(escape(entry["signature"]), str(len(entry["nodes"])),
+                      escape(_timed(entry["winner"])), escape(_timed(entry["runner_up"])),
+                      "-" if entry["speedup"] is None else f"{entry['speedup']:.2f}x")
+    console.print(table)
+
+
+def _timed(measurement: dict[str, Any] | None) -> str:
+    if measurement is None:
+        return "-"
+    params = ",".join(f"{k}={v}" for k, v in sorted(measurement.get("params", {}).items()))
+    label = f"{measurement['candidate']}({params})" if params else measurement["candidate"]
+    return f"{label} {measurement['median_ms']:.4g} ms"
 
 
 def _print_memory(memory: dict[str, Any], console: Console) -> None:

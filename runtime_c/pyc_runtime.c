@@ -2,9 +2,13 @@
 #include "pyc_runtime.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #define PYC_ALIGNMENT 64
 
@@ -121,3 +125,51 @@ static float pyc_f32_round_to_odd(double x) {
 
 uint16_t __truncdfhf2(double x) { return __gnu_f2h_ieee(pyc_f32_round_to_odd(x)); }
 #endif
+
+static atomic_int runs_in_flight;  /* zero-initialised: static storage */
+
+static int available_cores(void) {
+#if defined(_OPENMP)
+  return omp_get_num_procs();
+#else
+  return 1;
+#endif
+}
+
+int pyc_threads_wanted(int build_default) {
+  const char* text = getenv("PYC_NUM_THREADS");
+  if (text != NULL && *text != '\0') {
+    char* end = NULL;
+    long value = strtol(text, &end, 10);
+    if (*end == '\0' && value > 0) return value > 1024 ? 1024 : (int)value;
+  }
+  return build_default > 0 ? build_default : available_cores();
+}
+
+int pyc_run_begin(int wanted) {
+  int others = atomic_fetch_add(&runs_in_flight, 1);
+  int share = available_cores() / (others + 1);
+  int threads = wanted < share ? wanted : share;
+#if defined(_OPENMP)
+  int saved = omp_get_max_threads() * 2 + (omp_get_dynamic() != 0);
+  omp_set_num_threads(threads > 1 && !omp_in_parallel() ? threads : 1);
+  /* a team never waits for a core the machine does not have free: the OpenMP runtime gives
+   * fewer threads while other processes load the cores (libgomp: online cores minus the load
+   * average), since a team's end waits for its slowest, possibly preempted, thread */
+  omp_set_dynamic(1);
+  return saved;
+#else
+  (void)threads;
+  return 1;
+#endif
+}
+
+void pyc_run_end(int saved) {
+  atomic_fetch_sub(&runs_in_flight, 1);
+#if defined(_OPENMP)
+  omp_set_num_threads(saved / 2);
+  omp_set_dynamic(saved % 2);
+#else
+  (void)saved;
+#endif
+}

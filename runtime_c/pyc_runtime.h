@@ -40,4 +40,26 @@ void pyc_aligned_free(void* ptr);
 int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsigned char** out);
 uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 
+/* Threads. A kernel loop whose iterations write disjoint outputs is marked PYC_PARALLEL_FOR;
+ * built with OpenMP, its iterations are handed out one at a time to the run's team (a thread
+ * the OS preempts delays only its own iteration, not a fixed share), and results are the same
+ * for every thread count (no iteration's sum depends on who runs it); built without,
+ * the mark is empty and the library runs serially. A run's team size is fixed when it starts
+ * (`pyc_run_begin`) as the calling thread's OpenMP thread count, and the caller's own setting
+ * is restored when it ends (no state of ours lives in thread-local storage, which the JIT
+ * loader cannot link). */
+#if defined(_OPENMP)
+#define PYC_PARALLEL_FOR _Pragma("omp parallel for schedule(dynamic, 1)")
+#else
+#define PYC_PARALLEL_FOR
+#endif
+/* The threads a run may use: PYC_NUM_THREADS when set to a positive integer, else the build's
+ * default (`pyc build --threads`; 0 = every core this process may use). */
+int pyc_threads_wanted(int build_default);
+/* Starts a run of `wanted` threads: the cores are shared among the runs of this library in
+ * flight at once (callers' own threads do not oversubscribe the machine), and a run inside
+ * another OpenMP team stays on its thread. Returns what pyc_run_end restores. */
+int pyc_run_begin(int wanted);
+void pyc_run_end(int saved);
+
 #endif

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import onnxruntime as ort
 import pytest
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+# every `pyc build` reads the tuning database: tests get an empty one, never the user's
+os.environ["PYC_TUNING_DB"] = str(Path(tempfile.mkdtemp(prefix="pyc-test-tuning-")) / "tuning.json")
 
 
 @dataclass(frozen=True)

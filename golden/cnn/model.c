@@ -628,6 +628,7 @@ static int k7_softmax(const float* restrict X0, float* restrict Y) {
 /* The weights, immutable once created: any number of contexts read them at once. */
 struct cnn_model {
   unsigned char* weights;
+  int threads;  /* a run's team size at most: PYC_NUM_THREADS, else the build's --threads */
   cnn_context* own_context;  /* what cnn_run uses; created on its first call */
 };
 
@@ -644,6 +645,7 @@ int cnn_create(const char* weights_path, cnn_model** out) {
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   int status = pyc_load_weights(weights_path, 58688u, UINT64_C(225447542828062906), &model->weights);
   if (status != PYC_STATUS_OK) { cnn_destroy(model); return status; }
+  model->threads = pyc_threads_wanted(0);
   *out = model;
   return PYC_STATUS_OK;
 }
@@ -701,7 +703,10 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 
 int cnn_context_run(cnn_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  return run_steps(context->model->weights, context->arena, inputs, outputs);
+  int saved = pyc_run_begin(context->model->threads);
+  int status = run_steps(context->model->weights, context->arena, inputs, outputs);
+  pyc_run_end(saved);
+  return status;
 }
 
 int cnn_run(cnn_model* model, const void* const* inputs, void* const* outputs) {

@@ -307,6 +307,7 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
 /* The weights, immutable once created: any number of contexts read them at once. */
 struct mlp_model {
   unsigned char* weights;
+  int threads;  /* a run's team size at most: PYC_NUM_THREADS, else the build's --threads */
   mlp_context* own_context;  /* what mlp_run uses; created on its first call */
 };
 
@@ -323,6 +324,7 @@ int mlp_create(const char* weights_path, mlp_model** out) {
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   int status = pyc_load_weights(weights_path, 68928u, UINT64_C(312906891974656413), &model->weights);
   if (status != PYC_STATUS_OK) { mlp_destroy(model); return status; }
+  model->threads = pyc_threads_wanted(0);
   *out = model;
   return PYC_STATUS_OK;
 }
@@ -370,7 +372,10 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 
 int mlp_context_run(mlp_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  return run_steps(context->model->weights, context->arena, inputs, outputs);
+  int saved = pyc_run_begin(context->model->threads);
+  int status = run_steps(context->model->weights, context->arena, inputs, outputs);
+  pyc_run_end(saved);
+  return status;
 }
 
 int mlp_run(mlp_model* model, const void* const* inputs, void* const* outputs) {

@@ -104,7 +104,7 @@ static int k2_elementwise(const int64_t* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* steps 3, 5, 6, 18, 20, 21: MatMul -> matmul_tiles */
+/* steps 3, 5, 6, 16, 18, 19: MatMul -> matmul_tiles */
 static int k3_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
@@ -184,7 +184,7 @@ static int k3_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-/* steps 4, 7, 19, 22: Transpose -> strided_copy */
+/* steps 4, 7, 17, 20: Transpose -> strided_copy */
 static int k4_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
@@ -199,7 +199,7 @@ static int k4_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* steps 8, 23: Transpose -> strided_copy */
+/* steps 8, 21: Transpose -> strided_copy */
 static int k8_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
@@ -212,26 +212,32 @@ static int k8_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* steps 9, 24: MatMul -> matmul_tiles */
-static int k9_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  for (int64_t b1 = 0; b1 < 4; ++b1) {
-  {
-    const float* restrict A = X0 + b0 * 1024 + b1 * 256;
-    const float* restrict B = X1 + b0 * 1024 + b1 * 256;
-    float* restrict C = Y + b0 * 1024 + b1 * 256;
+/* steps 9, 22: pyc.Attention -> attention_rows */
+static int k9_attention(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y) {
+  for (int64_t task = 0; task < 8; ++task) {
+    const int64_t bi = task / 1, first = task % 1 * 16;
+    const int64_t rows = 16 - first < 16 ? 16 - first : 16;
+    const int64_t b0 = bi / 4 % 2;
+    (void)b0;
+    const int64_t b1 = bi / 1 % 4;
+    (void)b1;
+    const float* restrict q = X0 + (bi * 16 + first) * 16;
+    const float* restrict kt = X1 + bi * 256;
+    const float* restrict v = X2 + bi * 256;
+    float* restrict y = Y + (bi * 16 + first) * 16;
+    float scores[256];
   typedef float pyc_vec __attribute__((vector_size(32)));
   for (int64_t j0 = 0; j0 < 16; j0 += 16) {
     const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
     int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
+    for (; i0 + 4 <= rows; i0 += 4) {
       float acc[4][16];
-      const float* restrict a_rows = A + i0 * 16;
+      const float* restrict a_rows = q + i0 * 16;
       if (jn == 16) {
         pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
         pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
         for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
+          const float* restrict b = kt + kk * 16 + j0;
           pyc_vec b0, b1;
           memcpy(&b0, b, 32);
           memcpy(&b1, b + 8, 32);
@@ -247,7 +253,7 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
       } else {
         memset(acc, 0, sizeof(acc));
         for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
+          const float* restrict b = kt + kk * 16 + j0;
           const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
           const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
           for (int64_t jj = 0; jj < jn; ++jj) {
@@ -260,85 +266,64 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
         for (int64_t jj = 0; jj < jn; ++jj) {
           const int64_t row = i0 + q, col = j0 + jj;
           const float value = acc[q][jj];
-          const int64_t i = row, j = col;
+          const int64_t i = first + row, j = col;
           const float acc = value;
           (void)i; (void)j;
       const float t0 = (acc / 4.0f);
       const float in0_v = E0[b0*16 + j];
       const float t1 = in0_v;
       const float t2 = (t0 + t1);
-          C[i * 16 + j] = t2;
+          scores[row * 16 + j] = t2;
         }
       }
     }
-    for (; i0 < 16; ++i0) {
+    for (; i0 < rows; ++i0) {
       float acc[16] = {0};
       for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[i0 * 16 + kk];
-        const float* restrict b = B + kk * 16 + j0;
+        const float a0 = q[i0 * 16 + kk];
+        const float* restrict b = kt + kk * 16 + j0;
         for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
       for (int64_t jj = 0; jj < jn; ++jj) {
         const int64_t row = i0, col = j0 + jj;
         const float value = acc[jj];
-          const int64_t i = row, j = col;
+          const int64_t i = first + row, j = col;
           const float acc = value;
           (void)i; (void)j;
       const float t0 = (acc / 4.0f);
       const float in0_v = E0[b0*16 + j];
       const float t1 = in0_v;
       const float t2 = (t0 + t1);
-          C[i * 16 + j] = t2;
+          scores[row * 16 + j] = t2;
       }
     }
   }
-  }
-  }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* steps 10, 25: Softmax -> softmax_rows */
-static int k10_softmax(const float* X0, float* Y) {
-  for (int64_t o = 0; o < 128; ++o) {
-    for (int64_t in = 0; in < 1; ++in) {
-      const float* x = X0 + o * 16 + in;
-      float* y = Y + o * 16 + in;
-      float m = x[0];
-      for (int64_t r = 1; r < 16; ++r) m = x[r * 1] > m ? x[r * 1] : m;
-      float s = 0;
-      for (int64_t r = 0; r < 16; ++r) {
-        const float e = expf(x[r * 1] - m);
-        y[r * 1] = e;
-        s += e;
+    for (int64_t r = 0; r < rows; ++r) {
+      float* restrict s = scores + r * 16;
+      float m = s[0];
+      for (int64_t j = 1; j < 16; ++j) m = s[j] > m ? s[j] : m;
+      float sum = 0;
+      for (int64_t j = 0; j < 16; ++j) {
+        const float e = expf(s[j] - m);
+        s[j] = e;
+        sum += e;
       }
-      const float inv = 1 / s;
-      for (int64_t r = 0; r < 16; ++r) y[r * 1] *= inv;
+      const float inv = 1 / sum;
+      for (int64_t j = 0; j < 16; ++j) s[j] *= inv;
     }
-  }
-  return PYC_STATUS_OK;
-}
-
-/* steps 11, 26: MatMul -> matmul_tiles */
-static int k11_matmul(const float* restrict X0, const float* restrict X1, float* restrict Y) {
-  for (int64_t b0 = 0; b0 < 2; ++b0) {
-  for (int64_t b1 = 0; b1 < 4; ++b1) {
-  {
-    const float* restrict A = X0 + b0 * 1024 + b1 * 256;
-    const float* restrict B = X1 + b0 * 1024 + b1 * 256;
-    float* restrict C = Y + b0 * 1024 + b1 * 256;
+    {
   typedef float pyc_vec __attribute__((vector_size(32)));
   for (int64_t j0 = 0; j0 < 16; j0 += 16) {
     const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
     int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
+    for (; i0 + 4 <= rows; i0 += 4) {
       float acc[4][16];
-      const float* restrict a_rows = A + i0 * 16;
+      const float* restrict a_rows = scores + i0 * 16;
       if (jn == 16) {
         pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
         pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
         for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
+          const float* restrict b = v + kk * 16 + j0;
           pyc_vec b0, b1;
           memcpy(&b0, b, 32);
           memcpy(&b1, b + 8, 32);
@@ -354,7 +339,7 @@ static int k11_matmul(const float* restrict X0, const float* restrict X1, float*
       } else {
         memset(acc, 0, sizeof(acc));
         for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = B + kk * 16 + j0;
+          const float* restrict b = v + kk * 16 + j0;
           const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
           const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
           for (int64_t jj = 0; jj < jn; ++jj) {
@@ -367,38 +352,31 @@ static int k11_matmul(const float* restrict X0, const float* restrict X1, float*
         for (int64_t jj = 0; jj < jn; ++jj) {
           const int64_t row = i0 + q, col = j0 + jj;
           const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-          C[i * 16 + j] = acc;
+          y[row * 16 + col] = value;
         }
       }
     }
-    for (; i0 < 16; ++i0) {
+    for (; i0 < rows; ++i0) {
       float acc[16] = {0};
       for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = A[i0 * 16 + kk];
-        const float* restrict b = B + kk * 16 + j0;
+        const float a0 = scores[i0 * 16 + kk];
+        const float* restrict b = v + kk * 16 + j0;
         for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
       }
       for (int64_t jj = 0; jj < jn; ++jj) {
         const int64_t row = i0, col = j0 + jj;
         const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-          C[i * 16 + j] = acc;
+          y[row * 16 + col] = value;
       }
     }
   }
-  }
-  }
+    }
   }
   return PYC_STATUS_OK;
 }
 
-/* steps 12, 27: Transpose -> strided_copy */
-static int k12_transpose(const float* restrict X0, float* restrict Y) {
+/* steps 10, 23: Transpose -> strided_copy */
+static int k10_transpose(const float* restrict X0, float* restrict Y) {
   int64_t o = 0;
   for (int64_t i0 = 0; i0 < 2; ++i0) {
   for (int64_t i1 = 0; i1 < 16; ++i1) {
@@ -412,8 +390,8 @@ static int k12_transpose(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* steps 13, 28: MatMul -> matmul_tiles */
-static int k13_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+/* steps 11, 24: MatMul -> matmul_tiles */
+static int k11_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -496,8 +474,8 @@ static int k13_matmul(const float* X0, const float* X1, const float* E0, const f
   return PYC_STATUS_OK;
 }
 
-/* steps 14, 17, 29: LayerNormalization -> layernorm_rows */
-static int k14_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
+/* steps 12, 15, 25: LayerNormalization -> layernorm_rows */
+static int k12_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   for (int64_t o = 0; o < 32; ++o) {
     const float* x = X0 + o * 64;
     float* y = Y + o * 64;
@@ -527,8 +505,8 @@ static int k14_layernormalization(const float* X0, const float* X1, const float*
   return PYC_STATUS_OK;
 }
 
-/* step 15: MatMul -> matmul_tiles */
-static int k15_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 13: MatMul -> matmul_tiles */
+static int k13_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -617,8 +595,8 @@ static int k15_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* steps 16, 31: MatMul -> matmul_tiles */
-static int k16_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+/* steps 14, 27: MatMul -> matmul_tiles */
+static int k14_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 2048;
@@ -701,8 +679,8 @@ static int k16_matmul(const float* X0, const float* X1, const float* E0, const f
   return PYC_STATUS_OK;
 }
 
-/* step 30: MatMul -> matmul_tiles */
-static int k30_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
+/* step 26: MatMul -> matmul_tiles */
+static int k26_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
   for (int64_t b0 = 0; b0 < 2; ++b0) {
   {
     const float* restrict A = X0 + b0 * 1024;
@@ -799,8 +777,8 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
   return PYC_STATUS_OK;
 }
 
-/* step 32: LayerNormalization -> layernorm_rows */
-static int k32_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+/* step 28: LayerNormalization -> layernorm_rows */
+static int k28_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
   for (int64_t o = 0; o < 32; ++o) {
     const float* restrict x = X0 + o * 64;
     float* restrict y = Y + o * 64;
@@ -833,6 +811,7 @@ static int k32_layernormalization(const float* restrict X0, const float* restric
 /* The weights, immutable once created: any number of contexts read them at once. */
 struct transformer_model {
   unsigned char* weights;
+  int threads;  /* a run's team size at most: PYC_NUM_THREADS, else the build's --threads */
   transformer_context* own_context;  /* what transformer_run uses; created on its first call */
 };
 
@@ -849,6 +828,7 @@ int transformer_create(const char* weights_path, transformer_model** out) {
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   int status = pyc_load_weights(weights_path, 528512u, UINT64_C(81944746373012679), &model->weights);
   if (status != PYC_STATUS_OK) { transformer_destroy(model); return status; }
+  model->threads = pyc_threads_wanted(0);
   *out = model;
   return PYC_STATUS_OK;
 }
@@ -903,23 +883,19 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
   if (status != PYC_STATUS_OK) return status;
   status = k8_transpose((const float*)(arena + 0), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k9_matmul((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 0));
+  status = k9_attention((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 32768), (const float*)(arena + 40960), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k10_softmax((const float*)(arena + 0), (float*)(arena + 0));
+  status = k10_transpose((const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k11_matmul((const float*)(arena + 0), (const float*)(arena + 32768), (float*)(arena + 8192));
+  status = k11_matmul((const float*)(arena + 8192), (const float*)(weights + 59520), (const float*)(weights + 6016), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k12_transpose((const float*)(arena + 8192), (float*)(arena + 0));
+  status = k12_layernormalization((const float*)(arena + 16384), (const float*)(weights + 4736), (const float*)(weights + 4480), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k13_matmul((const float*)(arena + 0), (const float*)(weights + 59520), (const float*)(weights + 6016), (const float*)(arena + 16384), (float*)(arena + 16384));
+  status = k13_matmul((const float*)(arena + 16384), (const float*)(weights + 75904), (const float*)(weights + 6784), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k14_layernormalization((const float*)(arena + 16384), (const float*)(weights + 4736), (const float*)(weights + 4480), (float*)(arena + 16384));
+  status = k14_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 7296), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k15_matmul((const float*)(arena + 16384), (const float*)(weights + 75904), (const float*)(weights + 6784), (float*)(arena + 0));
-  if (status != PYC_STATUS_OK) return status;
-  status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 108672), (const float*)(weights + 7296), (const float*)(arena + 16384), (float*)(arena + 16384));
-  if (status != PYC_STATUS_OK) return status;
-  status = k14_layernormalization((const float*)(arena + 16384), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 16384));
+  status = k12_layernormalization((const float*)(arena + 16384), (const float*)(weights + 5248), (const float*)(weights + 4992), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
   status = k3_matmul((const float*)(arena + 16384), (const float*)(weights + 141440), (const float*)(weights + 8064), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
@@ -933,30 +909,29 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
   if (status != PYC_STATUS_OK) return status;
   status = k8_transpose((const float*)(arena + 0), (float*)(arena + 24576));
   if (status != PYC_STATUS_OK) return status;
-  status = k9_matmul((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 40960), (float*)(arena + 0));
+  status = k9_attention((const float*)(arena + 8192), (const float*)(arena + 24576), (const float*)(arena + 32768), (const float*)(arena + 40960), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k10_softmax((const float*)(arena + 0), (float*)(arena + 0));
+  status = k10_transpose((const float*)(arena + 0), (float*)(arena + 8192));
   if (status != PYC_STATUS_OK) return status;
-  status = k11_matmul((const float*)(arena + 0), (const float*)(arena + 32768), (float*)(arena + 8192));
+  status = k11_matmul((const float*)(arena + 8192), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k12_transpose((const float*)(arena + 8192), (float*)(arena + 0));
+  status = k12_layernormalization((const float*)(arena + 16384), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k13_matmul((const float*)(arena + 0), (const float*)(weights + 190592), (const float*)(weights + 7808), (const float*)(arena + 16384), (float*)(arena + 16384));
+  status = k26_matmul((const float*)(arena + 16384), (const float*)(weights + 206976), (const float*)(weights + 8576), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k14_layernormalization((const float*)(arena + 16384), (const float*)(weights + 9600), (const float*)(weights + 9344), (float*)(arena + 16384));
+  status = k14_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k30_matmul((const float*)(arena + 16384), (const float*)(weights + 206976), (const float*)(weights + 8576), (float*)(arena + 0));
-  if (status != PYC_STATUS_OK) return status;
-  status = k16_matmul((const float*)(arena + 0), (const float*)(weights + 239744), (const float*)(weights + 9088), (const float*)(arena + 16384), (float*)(arena + 16384));
-  if (status != PYC_STATUS_OK) return status;
-  status = k32_layernormalization((const float*)(arena + 16384), (const float*)(weights + 10112), (const float*)(weights + 9856), (float*)outputs[0]);
+  status = k28_layernormalization((const float*)(arena + 16384), (const float*)(weights + 10112), (const float*)(weights + 9856), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
 }
 
 int transformer_context_run(transformer_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  return run_steps(context->model->weights, context->arena, inputs, outputs);
+  int saved = pyc_run_begin(context->model->threads);
+  int status = run_steps(context->model->weights, context->arena, inputs, outputs);
+  pyc_run_end(saved);
+  return status;
 }
 
 int transformer_run(transformer_model* model, const void* const* inputs, void* const* outputs) {

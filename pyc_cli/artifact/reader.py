@@ -23,7 +23,7 @@ from ..passes.context import MODES
 from ..targets import TARGETS
 from ..targets.abi_name import name_problem
 from ..targets.cpu.features import feature_flags, is_cpu_name
-from ..targets.cpu.target import BASE_FLAGS, VECTOR_MATH_FLAGS
+from ..targets.cpu.target import BASE_FLAGS, OPTIONAL_FLAGS
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256
 
 # what `pyc explain` reads; with the library and the weights, `pyc run` reads nothing else, so a
@@ -286,7 +286,7 @@ def _toolchain_problem(manifest: dict[str, Any]) -> str:
     toolchain, cpu = manifest["toolchain"], manifest["cpu"]
     target_flags = [f"-march={cpu['march']}", *feature_flags(cpu["requested_features"])]
     flags = toolchain.get("flags", [])
-    if [f for f in flags if f not in BASE_FLAGS and f not in VECTOR_MATH_FLAGS] != target_flags:
+    if [f for f in flags if f not in BASE_FLAGS and f not in OPTIONAL_FLAGS] != target_flags:
         return f"toolchain.flags are not the options PyC compiles with for -march={cpu['march']}"
     if toolchain.get("march", cpu["march"]) != cpu["march"]:
         return "toolchain.march differs from cpu.march"
@@ -294,7 +294,8 @@ def _toolchain_problem(manifest: dict[str, Any]) -> str:
     return f"toolchain.libraries names unknown libraries {unknown}" if unknown else ""
 
 
-SYSTEM_LIBRARIES = ("-lm", "-lmvec")  # the only system libraries generated code links
+# the only system libraries generated code links (math, SIMD math, an OpenMP runtime)
+SYSTEM_LIBRARIES = ("-lm", "-lmvec", "-lgomp", "-lomp")
 
 
 def is_inside_path(name: str) -> bool:

@@ -9,6 +9,7 @@ import math
 import re
 import sys
 import traceback
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 from rich.console import Console
 
 from .. import __version__
-from ..errors import PycError
+from ..errors import PycError, PycWarning
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
 from ..targets import TARGET_NAMES
@@ -180,6 +181,10 @@ def main(debug: bool) -> None:
               help="With --target cuda: the GPU architecture to compile for (sm_80, sm_86, "
                    "sm_89, sm_90; default sm_90). The CUBIN runs on GPUs of that major "
                    "architecture at that minor version or above.")
+@click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
+              metavar="N",
+              help="Threads a run may use (0 = every core of the machine it runs on); "
+                   "PYC_NUM_THREADS overrides it at run time. Results do not depend on it.")
 @click.option("--slim", is_flag=True,
               help="Keep only what running needs (manifest, library, weights, C headers); "
                    "`pyc explain` then cannot explain it (same as `pyc strip` after a build).")
@@ -187,6 +192,18 @@ def main(debug: bool) -> None:
               help="C identifier prefixing every symbol the library exports (NAME_create, "
                    "NAME_run, ...) and its SONAME libNAME.so, so one C program can link many "
                    "models (default: the model file name made an identifier).")
+@click.option("--tune", is_flag=True,
+              help="Time the kernel variants of every distinct kernel of the model on this "
+                   "machine first, and keep the fastest in the tuning database (which later "
+                   "builds without --tune use).")
+@click.option("--tune-budget", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              metavar="SECONDS", help="Wall time --tune may spend on timing kernels.")
+@click.option("--retune", is_flag=True,
+              help="With --tune: measure again kernels the tuning database already holds.")
+@click.option("--tuning-db", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Tuning database file: measured kernel choices, read by every build and "
+                   "written by --tune (default: $PYC_TUNING_DB, else "
+                   "$XDG_CACHE_HOME/pyc/tuning.json, else ~/.cache/pyc/tuning.json).")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print nothing but errors (no progress, no summary).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -195,7 +212,10 @@ def main(debug: bool) -> None:
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
-          slim: bool, name: str | None, quiet: bool, verbose: bool) -> None:
+          threads: int,
+          slim: bool,
+          name: str | None, tune: bool, tune_budget: float, retune: bool,
+          tuning_db: Path | None, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -204,6 +224,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     from ..api import build as build_artifact
     from ..api import compile_graph
     from ..ir.text import print_graph
+    from ..passes.tuning_db import default_path
+    from ..tune import TuneOptions
     from .build_progress import build_display, print_step_times
 
     if quiet and verbose:
@@ -213,7 +235,11 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     budget = parse_size(memory_budget) if memory_budget is not None else None
     mode_given = click.get_current_context().get_parameter_source("mode") != \
         click.core.ParameterSource.DEFAULT
-    with build_display(model.name, quiet) as steps:
+    if retune and not tune:
+        raise PycError("E050", "--retune only applies with --tune", hint="add --tune")
+    with build_display(model.name, quiet) as display, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", PycWarning)
+        steps = display.steps
         if dump_ir_after:
             graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after,
                                      steps=steps)
@@ -221,8 +247,14 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,
                                     keep_source=keep_source, force=force, cpu=cpu,
-                                    cpu_features=cpu_features, slim=slim, name=name,
-                                    steps=steps, arch=arch)
+                                    cpu_features=cpu_features, threads=threads, slim=slim,
+                                    name=name,
+                                    steps=steps, tune=tune,
+                                    tuning_db=tuning_db or default_path(),
+                                    tune_options=TuneOptions(budget_s=tune_budget, retune=retune),
+                                    tune_progress=display.tune_progress, arch=arch)
+    for warning in seen:
+        click.echo(f"warning: {warning.message}", err=True)
     elapsed = steps.elapsed_s
     if verbose:
         print_step_times(steps, elapsed)

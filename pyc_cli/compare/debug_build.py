@@ -79,7 +79,7 @@ def model_info(source: ArtifactPlan, manifest: dict[str, Any]) -> ModelInfo:
     return ModelInfo(manifest["pyc_version"], io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs), source.plan.arena_bytes,
                      manifest["weights"]["bytes"], manifest["weights"]["checksum"],
-                     manifest["symbol_prefix"])
+                     manifest["symbol_prefix"], manifest["flags"].get("threads", 0))
 
 
 def debug_sources(source: ArtifactPlan, manifest: dict[str, Any], taps: list[Tap]

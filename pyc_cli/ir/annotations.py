@@ -29,6 +29,9 @@ class KernelChoice:
     params: dict[str, KernelParam] = field(default_factory=dict)
     workspace_cap: int | None = None
     workspace_bytes: int = 0
+    # the input this kernel may overwrite with its output in the build's mode (the planner
+    # takes it when that input dies here); None: the kernel never writes over an input
+    inplace_input: int | None = None
 
     @property
     def is_alias(self) -> bool:

@@ -140,6 +140,8 @@ def annotation_fields(ann: Annotations) -> list[tuple[str, AttrValue]]:
             fields.append(("workspace_cap", ann.kernel.workspace_cap))
         if ann.kernel.workspace_bytes:
             fields.append(("workspace_bytes", ann.kernel.workspace_bytes))
+        if ann.kernel.inplace_input is not None:
+            fields.append(("kernel_inplace_input", ann.kernel.inplace_input))
     optional: list[tuple[str, AttrValue | None]] = [
         ("program", format_program(ann.program)), ("fused_from", ann.fused_from),
         ("tiled_from", ann.tiled_from), ("epilogue", format_program(ann.epilogue)),
@@ -157,13 +159,13 @@ def _set_annotation(ann: Annotations, key: str, value: AttrValue) -> None:
     """Inverse of annotation_fields, one field at a time."""
     if key == "kernel":
         ann.kernel = KernelChoice(str(value))
-    elif key in ("kernel_params", "workspace_cap", "workspace_bytes"):
+    elif key in ("kernel_params", "workspace_cap", "workspace_bytes", "kernel_inplace_input"):
         if ann.kernel is None:
             raise ValueError(f"annotation {key} before kernel")
         if key == "kernel_params":
             ann.kernel.params = json.loads(str(value))
         else:
-            setattr(ann.kernel, key, _int_value(value))
+            setattr(ann.kernel, key.removeprefix("kernel_"), _int_value(value))
     elif key in ("program", "epilogue", "prologue"):
         setattr(ann, key, parse_program([str(v) for v in _list_value(value)]))
     elif key in ("fused_from", "epilogue_from", "prologue_from"):

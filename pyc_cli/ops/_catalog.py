@@ -1,6 +1,7 @@
 """Imports every op module so that its @register decorators fill the registry."""
 
 from . import (  # noqa: F401
+    attention,
     binary,
     bitwise,
     control_flow,

@@ -96,7 +96,6 @@ class Conv(OpDef):
         check_int32_index(f"the output width of {node.op}", out[-1], f"node {node.name!r}")
         columns = [_valid_columns(out[-1], x.shape[-1], begins[-1], strides[-1], dilations[-1], kw)
                    for kw in range(w.shape[-1])]
-        coords = ["od", "oh", "ow"][lift:]
         return {
             "ow_lo": [lo for lo, _ in columns], "ow_hi": [hi for _, hi in columns],
             "N": x.shape[0], "C": x.shape[1], "D": size[0], "H": size[1], "W": size[2],
@@ -110,9 +109,6 @@ class Conv(OpDef):
             and set(strides) == {1}
             and not any(begins) and math.prod(out) == math.prod(x.shape[2:]),
             "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
-            "out_coords": ["n", "oc"] + coords,
-            # input coordinates a fused prologue indexes its operands by
-            "in_coords": ["n", "ci"] + ["id", "ih", "iw"][lift:],
         }
 
     def flops(self, node: Node, graph: Graph) -> int:

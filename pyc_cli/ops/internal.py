@@ -29,28 +29,35 @@ class FusedElementwise(OpDef):
         it names (its ONNX attributes rebuilt from the instruction's), on operands broadcast
         to the output shape."""
         shape = tuple(ints_attr(node, "shape"))
-        env: dict[str, np.ndarray] = {}
-
-        def operand(arg: str) -> np.ndarray:
-            if is_literal(arg):
-                dtype, number = literal_parts(arg)
-                return np.asarray(number, dtype.numpy)
-            index = tensor_operand(arg)
-            return np.asarray(inputs[index]) if index is not None else env[arg]  # type: ignore[index]
-
-        for instr in node.ann.program:
-            names, attrs = _onnx_form(instr)
-            step = Node(instr.op, instr.dst, names, [instr.dst], attrs)
-            values = [operand(a) for a in instr.args]
-            slots = [values[int(n[3:])] if n else None for n in names]
-            (result,) = get(instr.op).evaluate(step, slots)
-            env[instr.dst] = np.asarray(result).astype(instr.dtype.numpy, copy=False)
-        result = env[node.ann.program[-1].dst]
-        return [np.broadcast_to(result, shape).copy()]
+        return [np.broadcast_to(run_program(node.ann.program, inputs), shape).copy()]
 
     def flops(self, node: Node, graph: Graph) -> int:
         count = len(node.ann.program)
         return count * graph.types[node.outputs[0]].numel
+
+
+def run_program(program: list[Instr], inputs: list[np.ndarray | None],
+                acc: np.ndarray | None = None) -> np.ndarray:
+    """A scalar program run one instruction at a time, each by the numpy reference of the op it
+    names, on whole arrays (operands broadcast as numpy does); `acc` is what a fused epilogue
+    applies to (a kernel's accumulator)."""
+    env: dict[str, np.ndarray] = {} if acc is None else {"acc": acc}
+
+    def operand(arg: str) -> np.ndarray:
+        if is_literal(arg):
+            dtype, number = literal_parts(arg)
+            return np.asarray(number, dtype.numpy)
+        index = tensor_operand(arg)
+        return np.asarray(inputs[index]) if index is not None else env[arg]  # type: ignore[index]
+
+    for instr in program:
+        names, attrs = _onnx_form(instr)
+        step = Node(instr.op, instr.dst, names, [instr.dst], attrs)
+        values = [operand(a) for a in instr.args]
+        slots = [values[int(n[3:])] if n else None for n in names]
+        (result,) = get(instr.op).evaluate(step, slots)
+        env[instr.dst] = np.asarray(result).astype(instr.dtype.numpy, copy=False)
+    return env[program[-1].dst]
 
 
 def _onnx_form(instr: Instr) -> tuple[list[str], dict[str, object]]:

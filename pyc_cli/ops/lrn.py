@@ -27,8 +27,6 @@ class LRN(OpDef):
     # a position's outputs read only that position's inputs: the kernel can write over its input
     # if it keeps the few overwritten channels a later window still reads (a ring per block of
     # positions); that copy costs a little, so only memory_first asks for it
-    inplace_input = 0
-    inplace_modes = ("memory_first",)
 
     def window(self, node: Node) -> tuple[int, int]:
         """Channels before and after the centre that the window covers."""
@@ -74,7 +72,6 @@ class LRN(OpDef):
                 "scale": node.float_attr("alpha", 1e-4) / size,
                 "beta": node.float_attr("beta", 0.75),
                 "bias": node.float_attr("bias", 1.0),
-                "in_place": node.ann.inplace_operand is not None,
                 "block": self.ring_block(before, math.prod(shape[2:]),
                                          graph.types[node.inputs[0]].dtype.itemsize)}
 

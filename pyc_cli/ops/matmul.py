@@ -70,10 +70,6 @@ class MatMul(OpDef):
             "M": m, "K": k, "N": n, "batch": list(batch),
             "a_batch_strides": _batch_strides(a[:-2], batch, m * k),
             "b_batch_strides": _batch_strides(b[:-2], batch, k * n),
-            # output coordinates the epilogue can index by: batch dims, then row i, column j
-            # output coordinates an epilogue indexes by (1-D operands drop their matrix dim)
-            "out_coords": [f"b{d}" for d in range(len(batch))]
-            + (["i"] if len(a_shape) > 1 else []) + (["j"] if len(b_shape) > 1 else []),
         }
 
     def flops(self, node: Node, graph: Graph) -> int:

@@ -172,9 +172,7 @@ class Concat(OpDef):
         inner = math.prod(out.shape[axis + 1:])
         chunks = [graph.types[i].shape[axis] * inner for i in node.inputs]
         return {"outer": math.prod(out.shape[:axis]), "chunks": chunks,
-                "offsets": [sum(chunks[:k]) for k in range(len(chunks))], "row": sum(chunks),
-                # inputs the memory plan already placed in their slice need no copy
-                "skip": list(node.ann.inplace_inputs)}
+                "offsets": [sum(chunks[:k]) for k in range(len(chunks))], "row": sum(chunks)}
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

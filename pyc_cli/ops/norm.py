@@ -27,7 +27,6 @@ class RowwiseSoftmax(OpDef):
 
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    inplace_input = 0  # each row is read completely (max, sum) before the row is written
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
@@ -85,7 +84,6 @@ class LayerNormalization(OpDef):
     since = 17
     category = KERNEL
     dtypes = (DType.F32, DType.F64)
-    inplace_input = 0  # mean and variance are taken over a row before the row is written
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)

@@ -60,7 +60,7 @@ class Pool(OpDef):
             "is_max": node.op == "MaxPool",
             **self.max_rule(node, x, kernel, strides, dilations, begins, ends),
             "has_indices": len(node.outputs) > 1 and bool(node.outputs[1]),
-            "index_expr": f"(iw * {H} + ih) * {D} + id" if column_major else "at",
+            "column_major": bool(column_major),
             "count_include_pad": node.int_attr("count_include_pad", 0),
         }
 

@@ -51,12 +51,6 @@ class OpDef:
     since: ClassVar[int] = 1
     until: ClassVar[int] = 28
     category: ClassVar[str] = KERNEL
-    # the input a kernel may overwrite with its output when that input dies there: it reads
-    # every element it needs from a row before writing that row (elementwise ops: any operand)
-    inplace_input: ClassVar[int | None] = None
-    # the modes whose planner may use `inplace_input`: an op whose in-place kernel path is
-    # slower than its out-of-place one lists only memory_first
-    inplace_modes: ClassVar[tuple[str, ...]] = ("balanced", "memory_first")
     dtypes: ClassVar[tuple[DType, ...]] = (DType.F32,)
     static_inputs: ClassVar[tuple[int, ...]] = ()
     # how an op that is neither lowered nor decomposed is compiled (the coverage table says it)

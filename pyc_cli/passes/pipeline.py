@@ -18,6 +18,7 @@ from .context import PassContext
 from .eliminate_dead_code import eliminate_dead_code
 from .fold_constants import fold_constants
 from .fuse import fuse
+from .fuse_attention import fuse_attention
 from .infer_shapes import infer_shapes
 from .plan_memory import plan_memory
 from .select_kernels import select_kernels
@@ -29,6 +30,7 @@ FRONT: tuple[tuple[str, Pass], ...] = (
     ("fold_constants", fold_constants),
     ("infer_shapes", infer_shapes),
     ("fuse", fuse),
+    ("fuse_attention", fuse_attention),
     ("eliminate_dead_code", eliminate_dead_code),
     ("analyze_liveness", analyze_liveness),
 )

@@ -17,7 +17,7 @@ from ..ir.graph import Graph, Node
 from ..ops import registry
 from .context import PassContext
 from .target import KernelOption, KernelTarget
-from .tuning import kernel_signature
+from .tuning import kernel_signature, signature_key
 
 NAME = "select_kernels"
 
@@ -62,7 +62,9 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
     flops = opdef.flops(node, graph)
     reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
     params: dict[str, KernelParam] = {}
-    tuned = ctx.tuning.lookup(kernel_signature(node, graph, target.name))
+    signature = kernel_signature(node, graph, target.name)
+    tuned = ctx.tuning.lookup(signature)
+    measured: list[dict[str, object]] = []
     if tuned is not None:
         hit = next((c for c in candidates if c.name == tuned.candidate), None)
         if hit is None:
@@ -70,14 +72,19 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         else:
             chosen, params = hit, dict(tuned.params)
             reason = f"measured fastest on {target.name} (tuning database)"
-    node.ann.kernel = KernelChoice(chosen.name, params)
+            # `measurements` is optional: a database of choices alone (tests) has none
+            timings = getattr(ctx.tuning, "measurements", None)
+            measured = [m.to_json() for m in timings(signature)] if timings else []
+    node.ann.kernel = KernelChoice(chosen.name, params, inplace_input=chosen.inplace_input_in(mode))
     node.ann.stores_once = chosen.stores_once and bool(node.ann.epilogue)
     size_workspace(node, graph, mode, target)
     if pass_name:
         others = [c.name for c in candidates if c is not chosen]
         ctx.log(pass_name, [node.name], "select_kernel",
                 reason + (f"; also applicable: {', '.join(others)}" if others else ""),
-                after=chosen.name, **({"params": params} if params else {}))
+                after=chosen.name, **({"params": params} if params else {}),
+                **({"measured": measured, "signature": signature_key(signature)}
+                   if measured else {}))
     return True
 
 

@@ -26,6 +26,10 @@ class KernelOption(Protocol):
 
     def cost(self, node: Node, graph: Graph) -> float: ...
 
+    def inplace_input_in(self, mode: str) -> int | None:
+        """The input the kernel may overwrite with its output in memory mode `mode`."""
+        ...
+
 
 class KernelTarget(Protocol):
     """The target's side of kernel selection."""

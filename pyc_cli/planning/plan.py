@@ -128,7 +128,7 @@ def analyze_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
     if concat_in_place:
         _merge_concat_inputs(graph, storage, keep_copies)
     if mode != "latency_first":
-        _merge_inplace(graph, liveness, storage, mode)
+        _merge_inplace(graph, liveness, storage)
     return storage
 
 
@@ -289,12 +289,12 @@ def _block(graph: Graph, root: str, values: list[str], liveness: dict[str, Inter
     return Block(root, align(nbytes, alignment), Interval(start, end))
 
 
-def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage, mode: str) -> None:
+def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage) -> None:
     """Let fused elementwise results overwrite an operand whose storage dies at that step."""
     members, roots = storage.members, storage.roots
     for step, node in enumerate(graph.nodes):
         out = node.outputs[0] if node.outputs else ""
-        candidates = _inplace_candidates(node, mode)
+        candidates = _inplace_candidates(node)
         if not candidates or out not in members or len([o for o in node.outputs if o]) > 1:
             continue
         victim = _inplace_victim(graph, node, step, liveness, roots, members, candidates)
@@ -307,10 +307,10 @@ def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage
         storage.inplace[node.name] = victim
 
 
-def _inplace_candidates(node: Node, mode: str) -> list[str]:
+def _inplace_candidates(node: Node) -> list[str]:
     """Inputs the node's kernel may overwrite: any operand of a fused elementwise loop (read at
-    the index it writes), or the one input a row-wise kernel reads fully before writing (in the
-    modes that op allows it)."""
+    the index it writes), or the one input its kernel declares for the build's mode (a row-wise
+    kernel that reads a row fully before writing it)."""
     if node.op == "pyc.Elementwise":
         return list(node.inputs)
     if node.ann.epilogue:
@@ -318,8 +318,7 @@ def _inplace_candidates(node: Node, mode: str) -> list[str]:
         # an operand the kernel also reads as a main input is read after outputs are stored
         return [v for v in epilogue if v not in own and v not in prologue] \
             if node.ann.stores_once else []
-    opdef = registry.get(node.op)
-    index = opdef.inplace_input if mode in opdef.inplace_modes else None
+    index = node.ann.kernel.inplace_input if node.ann.kernel is not None else None
     return [node.inputs[index]] if index is not None else []
 
 

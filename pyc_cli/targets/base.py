@@ -30,6 +30,7 @@ class ModelInfo:
     weights_bytes: int
     weights_checksum: int
     name: str  # the prefix of every exported symbol (targets/abi_name.py)
+    threads: int = 0  # a run's default team size (0: every core; PYC_NUM_THREADS overrides)
 
 
 class Target:

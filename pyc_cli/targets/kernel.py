@@ -41,8 +41,14 @@ class KernelCandidate:
     # variant of the recurrent kernel with them (onnx test_lstm_reverse at -O3, right at -O2)
     restrict_pointers: bool = True
     tunables: tuple[Tunable, ...] = ()
-    # numbers this candidate's template needs beyond the op's kernel_params (e.g. a tile)
-    params: Callable[[Node, Graph], dict[str, object]] | None = None
+    # numbers and names this candidate's template needs beyond the op's kernel_params (a tile,
+    # loop coordinates), given the node and the op's params
+    params: Callable[[Node, Graph, dict[str, object]], dict[str, object]] | None = None
+    # the input the kernel may overwrite with its output when that input dies here (it reads
+    # every element it needs from a row before writing that row), and the memory modes whose
+    # planner may use it: a kernel whose in-place path is slower lists only memory_first
+    inplace_input: int | None = None
+    inplace_modes: tuple[str, ...] = ("balanced", "memory_first")
     # the kernel applies a fused elementwise epilogue to each element as it stores it
     takes_epilogue: bool = False
     # whether the kernel computes an elementwise prologue on input 0 as it reads it (fuse)
@@ -65,8 +71,13 @@ class KernelCandidate:
         return self.takes_prologue is not None and self.takes_prologue(node, graph) \
             and self.is_applicable(node, graph)
 
-    def template_params(self, node: Node, graph: Graph) -> dict[str, object]:
-        return {} if self.params is None else self.params(node, graph)
+    def template_params(self, node: Node, graph: Graph, op_params: dict[str, object]
+                        ) -> dict[str, object]:
+        return {} if self.params is None else self.params(node, graph, op_params)
+
+    def inplace_input_in(self, mode: str) -> int | None:
+        """The input this kernel may overwrite in `mode` (None: never)."""
+        return self.inplace_input if mode in self.inplace_modes else None
 
 
 class _NamedCall(Protocol):

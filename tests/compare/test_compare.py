@@ -122,6 +122,16 @@ def test_every_intermediate_of_the_reference_models_matches(
     assert hash_tree(artifacts[name]) == before  # the artifact is left as it was
 
 
+def test_per_node_debug_build_of_an_artifact_built_with_threads(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """The debug build regenerates model.c with the artifact's --threads (else PYC-E032)."""
+    artifact = build(REFERENCE_MODELS["cnn"], tmp_path / "cnn.pyc", "--threads", "2")
+    save_feeds(REFERENCE_MODELS["cnn"], rng, tmp_path / "in.npz")
+    code, summary, stderr = compare_json(artifact, tmp_path / "in.npz", "--per-node")
+    assert code == 0, stderr
+    assert summary["compare"]["per_node"]["debug_build_output_max_abs_diff"] == 0
+
+
 def test_fused_away_values_are_reported_with_the_node_they_live_in(
         artifacts: dict[str, Path], tmp_path: Path, rng: np.random.Generator) -> None:
     save_feeds(TRANSFORMER, rng, tmp_path / "in.npz")

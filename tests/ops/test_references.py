@@ -244,6 +244,7 @@ NOT_IN_TABLE = {
     # a PyC-internal op, not ONNX: checked by test_fused_elementwise_reference below
     "pyc.Elementwise": "internal; checked against onnxruntime through its unfused graph",
     "pyc.Copy": "internal; checked by test_copy_reference below",
+    "pyc.Attention": "internal; checked by test_attention_reference below",
 }
 
 
@@ -424,6 +425,56 @@ def test_fused_elementwise_reference(rng: np.random.Generator, tmp_path) -> None
     got = env[fused.outputs[0]]
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def attention_model(batch: tuple[int, ...], s: int, d: int, t: int, e: int,
+                    scale: float | None, mask: bool) -> onnx.ModelProto:
+    """MatMul(Q, Kt) [* scale] [+ mask] -> Softmax(last axis) -> MatMul(., V), Q/Kt/V inputs."""
+    nodes, scores = [helper.make_node("MatMul", ["q", "kt"], ["s0"])], "s0"
+    inputs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(batch) + dims)
+              for n, dims in (("q", [s, d]), ("kt", [d, t]), ("v", [t, e]))]
+    inits = []
+    if scale is not None:
+        inits.append(onnx.numpy_helper.from_array(np.array(scale, F32), "scale"))
+        nodes.append(helper.make_node("Mul", [scores, "scale"], ["s1"]))
+        scores = "s1"
+    if mask:
+        inputs.append(helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, [s, t]))
+        nodes.append(helper.make_node("Add", [scores, "mask"], ["s2"]))
+        scores = "s2"
+    nodes += [helper.make_node("Softmax", [scores], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "attention", inputs, [helper.make_tensor_value_info(
+        "y", onnx.TensorProto.FLOAT, list(batch) + [s, e])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def attention_feeds(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for value in model.graph.input:
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        feeds[value.name] = rng.standard_normal(shape).astype(F32)
+    if "mask" in feeds:  # an additive mask as exporters make it: 0 or the lowest float
+        feeds["mask"] = np.where(rng.random(feeds["mask"].shape) < 0.8, 0.0,
+                                 np.finfo(F32).min).astype(F32)
+    return feeds
+
+
+def test_attention_reference(rng: np.random.Generator, tmp_path) -> None:  # noqa: ANN001
+    """pyc.Attention's reference, with the score program the fusion gave it (scale, mask),
+    equals onnxruntime on the unfused pattern."""
+    model = attention_model((2, 3), 5, 4, 7, 6, 0.35, True)
+    feeds = attention_feeds(model, rng)
+    fused, _ = run_passes(import_onnx(model, tmp_path),
+                          passes_before("fuse_attention") + ["fuse_attention"])
+    [node] = fused.nodes
+    assert node.op == "pyc.Attention" and len(node.ann.epilogue) == 2
+    env = {**fused.constants, **feeds}
+    [got] = registry.get(node.op).evaluate(node, [env[v] for v in node.inputs])
+    [want] = _onnxruntime(model, feeds)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_copy_reference(rng: np.random.Generator) -> None:

@@ -175,9 +175,9 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
         step, n = producers[t.name]
         victim = n.inputs[n.ann.inplace_operand]
         # only fused elementwise loops (any operand) and row-wise kernels that read a row
-        # before writing it (their declared input) may write in place
+        # before writing it (the input their kernel candidate declares) may write in place
         # (or an epilogue operand of a kernel that stores each element once, after reading it)
-        row_input = registry.get(n.op).inplace_input
+        row_input = n.ann.kernel.inplace_input if n.ann.kernel is not None else None
         epilogue_operands = registry.fused_inputs(n)[1] if n.ann.stores_once else []
         assert n.op == "pyc.Elementwise" or victim in epilogue_operands or (
             row_input is not None and n.ann.inplace_operand == row_input), (label, t.name)

@@ -188,13 +188,15 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
     return program, program[-1].dst
 
 
-def epilogue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
-    """The program a kernel applies to each accumulator (`acc`) as it stores an output."""
+def epilogue_program(graph: Graph, node: Node, coords: list[str],
+                     shape: tuple[int, ...] | None = None) -> tuple[list[ScalarInstr], str]:
+    """The program a kernel applies to each accumulator (`acc`) as it stores an output (or, where
+    `shape` says, an intermediate of that shape: attention's scores)."""
     lines = node.ann.epilogue
     if not lines:
         return [], "acc"
     return _fused_program(graph, lines, registry.fused_inputs(node)[1], "E",
-                          graph.types[node.outputs[0]].shape, coords, "acc")
+                          shape or graph.types[node.outputs[0]].shape, coords, "acc")
 
 
 def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
@@ -238,29 +240,18 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
     if node.op == "pyc.Elementwise":
         call.params, call.epilogue, call.result = elementwise_params(graph, node)
         return call
-    params = {**opdef.kernel_params(node, graph), **candidate.template_params(node, graph)}
+    params = opdef.kernel_params(node, graph)
+    params.update(candidate.template_params(node, graph, params))
+    params.update(node.ann.kernel.params if node.ann.kernel is not None else {})
     call.params = {key: c_params(value) for key, value in params.items()}
     call.params.setdefault("itemsize", out_type.dtype.itemsize)
     coords = call.params.get("out_coords")
     if coords is not None:
-        call.epilogue, call.result = epilogue_program(graph, node, list(coords))  # type: ignore[arg-type]
+        shape = call.params.get("epilogue_shape")
+        call.epilogue, call.result = epilogue_program(
+            graph, node, list(coords), tuple(shape) if shape is not None else None)  # type: ignore[arg-type]
     in_coords = call.params.get("in_coords")
     if in_coords is not None:
         call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type]
-    if node.op in ("Transpose", "Slice"):
-        dims, sets = coalesce(out_type.shape, [contiguous_strides(out_type.shape),
-                                               list(call.params["in_strides"])])  # type: ignore[arg-type]
-        coords2 = [f"i{d}" for d in range(len(dims))]
-        call.params.update(dims=dims, in_index=index_expression(coords2, sets[1]))
-    if node.op.startswith("Reduce"):
-        _reduce_loops(call)
     return call
-
-
-def _reduce_loops(call: KernelCall) -> None:
-    shape = tuple(call.params["in_shape"])  # type: ignore[arg-type]
-    dims, sets = coalesce(shape, [contiguous_strides(shape), list(call.params["out_strides"])])  # type: ignore[arg-type]
-    coords = [f"i{d}" for d in range(len(dims))]
-    call.params.update(dims=dims, in_index=index_expression(coords, sets[0]),
-                       out_index=index_expression(coords, sets[1]))
 

@@ -4,8 +4,9 @@ candidates (MatMul, Conv) is chosen between by passes/select_kernels.py through 
 
 To add a kernel: write its template, declare a `KernelCandidate` here under its op (with an
 `applies` predicate if it does not fit every node, and a `cost_factor` relative to the others),
-and give the op the numbers the template needs in its `kernel_params` (or, for numbers only this
-candidate needs, in the candidate's `params`). tests/targets/cpu/ checks the table."""
+and give the op the numbers the template needs in its `kernel_params` (or, for numbers and loop
+variable names only this candidate's template uses, in the candidate's `params`).
+tests/targets/cpu/ checks the table."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import math
 from ...ir.graph import Graph, Node
 from ...ops import registry
 from ...ops.conv import Conv
+from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ..kernel import KernelCandidate, Tunable
+from .kernel_context import coalesce, index_expression
+
+Params = dict[str, object]
 
 # ---------------------------------------------------------------- convolution as GEMM
 
@@ -58,12 +63,123 @@ def _im2col_bytes(node: Node, graph: Graph) -> int:
     return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize, cap) * itemsize
 
 
-def _im2col_params(node: Node, graph: Graph) -> dict[str, object]:
-    """The tile of output pixels whose columns the workspace holds."""
+# a kernel splits its work over threads (PYC_PARALLEL_FOR) above this many flop-equivalents
+# (~50 us on one core): below it, waking a team costs more than it saves
+PARALLEL_MIN_FLOPS = 200_000
+
+
+def worth_threads(node: Node, graph: Graph) -> bool:
+    return registry.get(node.op).flops(node, graph) >= PARALLEL_MIN_FLOPS
+
+
+def _direct_conv_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The loop coordinates, and whether the (image, output channel) tasks go to threads."""
+    return {**_conv_coords(node, graph, op), "parallel": worth_threads(node, graph)}
+
+
+# the zero-bordered input plane a depthwise task keeps on its stack at most
+DEPTHWISE_PLANE_BYTES = 128 * 1024
+
+
+def _depthwise_geometry(node: Node, graph: Graph) -> dict[str, int]:
+    """The zero-bordered plane every tap of a depthwise task reads (rows x cols) and its row of
+    sums (the output width rounded up to whole vectors)."""
+    op = Conv().kernel_params(node, graph)
+    g = {k: int(op[k]) for k in ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH",
+                                 "PW")}  # type: ignore[call-overload]
+    itemsize = graph.types[node.outputs[0]].dtype.itemsize
+    lanes = 32 // itemsize
+    row_cols = -(-g["OW"] // lanes) * lanes
+    read_cols = row_cols if g["SW"] == 1 else g["OW"]
+    cols = max(g["PW"] + g["W"], (read_cols - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
+    rows = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
+    return {"plane_rows": rows, "plane_cols": cols, "row_cols": row_cols, "lanes": lanes,
+            "itemsize": itemsize}
+
+
+def _is_depthwise(node: Node, graph: Graph) -> bool:
+    """A 2-D conv with one input channel per output channel, no prologue to apply, whose
+    bordered input plane fits the task's stack."""
+    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    if x.rank != 4 or node.ann.prologue or w.shape[1] != 1 \
+            or not node.int_attr("group", 1) == x.shape[1] == w.shape[0]:
+        return False
+    g = _depthwise_geometry(node, graph)
+    return (g["plane_rows"] * g["plane_cols"] + g["row_cols"]) * g["itemsize"] \
+        <= DEPTHWISE_PLANE_BYTES
+
+
+def _depthwise_params(node: Node, graph: Graph, op: Params) -> Params:
+    return {**_conv_coords(node, graph, op), **_depthwise_geometry(node, graph),
+            "parallel": worth_threads(node, graph)}
+
+
+def _conv_coords(node: Node, graph: Graph, op: Params) -> Params:
+    """The loop variables the conv templates name: output coordinates an epilogue indexes its
+    operands by, input coordinates a prologue does (every conv runs as 3-D: the leading ones
+    of a 1-D or 2-D conv are unit loops that no operand indexes)."""
+    lift = 5 - graph.types[node.inputs[0]].rank
+    return {"out_coords": ["n", "oc"] + ["od", "oh", "ow"][lift:],
+            "in_coords": ["n", "ci"] + ["id", "ih", "iw"][lift:]}
+
+
+def _im2col_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The tile of output pixels whose columns the workspace holds, and the loop coordinates."""
     x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
     pixels = math.prod(graph.types[node.outputs[0]].shape[2:])
     return {"tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), pixels, x.dtype.itemsize,
-                                _workspace_cap(node))}
+                                _workspace_cap(node)), **_conv_coords(node, graph, op)}
+
+
+def _matmul_coords(node: Node, graph: Graph, op: Params) -> Params:
+    """The template's output loop variables, which an epilogue indexes its operands by: batch
+    dims b0.., then row i and column j (a 1-D operand drops its matrix dim)."""
+    a_rank, b_rank = (graph.types[v].rank for v in node.inputs[:2])
+    batch = len(op["batch"])  # type: ignore[arg-type]
+    return {"out_coords": [f"b{d}" for d in range(batch)]
+            + (["i"] if a_rank > 1 else []) + (["j"] if b_rank > 1 else [])}
+
+
+def _strided_copy_loops(node: Node, graph: Graph, op: Params) -> Params:
+    """Output dims merged where both sides are contiguous, and the input index over them."""
+    shape = graph.types[node.outputs[0]].shape
+    dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["in_strides"])])  # type: ignore[call-overload]
+    return {"dims": dims, "in_index": index_expression([f"i{d}" for d in range(len(dims))], sets[1])}
+
+
+def _reduce_loops(node: Node, graph: Graph, op: Params) -> Params:
+    """Input dims merged where input and output strides allow, and both index expressions."""
+    shape = tuple(op["in_shape"])  # type: ignore[call-overload]
+    dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["out_strides"])])  # type: ignore[call-overload]
+    coords = [f"i{d}" for d in range(len(dims))]
+    return {"dims": dims, "in_index": index_expression(coords, sets[0]),
+            "out_index": index_expression(coords, sets[1])}
+
+
+# the largest key count whose row of scores the attention kernel keeps on the stack (64 KiB)
+ATTENTION_MAX_KEYS = 16384
+
+
+def _attention_params(node: Node, graph: Graph, op: Params) -> Params:
+    """Loop variables the score program indexes its operands by (batch dims, query row i, key
+    column j, over the scores' shape), the batch strides that recover them, and the split."""
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    scores = (*batch, op["S"], op["T"])
+    return {"out_coords": [f"b{d}" for d in range(len(batch))] + ["i", "j"],
+            "epilogue_shape": list(scores), "batch_size": math.prod(batch),
+            "batch_strides": [math.prod(batch[d + 1:]) for d in range(len(batch))],
+            # query rows per task: their scores (at most 32 KiB) stay in L1 between the products
+            "rows_per_task": max(1, min(16, 8192 // int(op["T"]))),  # type: ignore[call-overload]
+            "parallel": worth_threads(node, graph)}
+
+
+def _concat_skips(node: Node, graph: Graph, op: Params) -> Params:
+    """Inputs the memory plan already placed in their slice of the output need no copy."""
+    return {"skip": list(node.ann.inplace_inputs)}
+
+
+def _lrn_in_place(node: Node, graph: Graph, op: Params) -> Params:
+    return {"in_place": node.ann.inplace_operand is not None}
 
 
 def _im2col_prologue(node: Node, graph: Graph) -> bool:
@@ -90,7 +206,7 @@ def _recurrent_workspace(node: Node, graph: Graph) -> int:
 
 def _input_ctype(key: str, index: int):  # noqa: ANN202 (a small closure)
     """A template parameter naming the C type of input `index` (ArgMax's values)."""
-    def params(node: Node, graph: Graph) -> dict[str, object]:
+    def params(node: Node, graph: Graph, op: Params) -> Params:
         return {key: graph.types[node.inputs[index]].dtype.c_type}
     return params
 
@@ -107,15 +223,21 @@ IM2COL = KernelCandidate(
                       "bytes of im2col columns (the memory mode's cap; the tile follows)"),
               *GEMM_TILES))
 CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
-                              cost_factor=4.0, takes_epilogue=True)
+                              cost_factor=4.0, takes_epilogue=True, params=_direct_conv_params)
+# registers accumulate each output over its window: cheaper than the direct loop's passes over
+# output rows, which remains for what this does not cover
+CONV_DEPTHWISE = KernelCandidate("conv2d_depthwise", "conv2d_depthwise.c.j2", _is_depthwise,
+                                 cost_factor=2.0, takes_epilogue=True, params=_depthwise_params)
 MATMUL_TILES = KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True,
-                               tunables=GEMM_TILES, takes_epilogue=True)
+                               tunables=GEMM_TILES, takes_epilogue=True, params=_matmul_coords)
 MATMUL_NAIVE = KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0,
-                               takes_epilogue=True)
-STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2")
-REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2")
-POOL = KernelCandidate("pool_direct", "pool.c.j2")
-SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2")
+                               takes_epilogue=True, params=_matmul_coords)
+STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
+REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
+POOL = KernelCandidate("pool_direct", "pool.c.j2",
+                       params=lambda n, g, op: {"parallel": worth_threads(n, g)})
+# each row is read completely (max, sum; mean, variance) before the row is written
+SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2", inplace_input=0)
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
 ARGREDUCE = KernelCandidate("argreduce_rows", "argreduce.c.j2", params=_input_ctype("in_ctype", 0))
 RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
@@ -132,11 +254,11 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs)
 CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
-    "Conv": (IM2COL, CONV_DIRECT),
+    "Conv": (IM2COL, CONV_DEPTHWISE, CONV_DIRECT),
     "MatMul": (MATMUL_TILES, MATMUL_NAIVE),
     "ConvTranspose": (KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2"),),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
-    "Concat": (KernelCandidate("concat_blocks", "concat.c.j2"),),
+    "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),),
     "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),),
     "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
@@ -146,16 +268,22 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX),
-    "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2"),),
+    "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0),),
     "InstanceNormalization": (KernelCandidate("instancenorm_rows", "instancenorm.c.j2"),),
-    "LRN": (KernelCandidate("lrn_channels", "lrn.c.j2"),),
+    # its in-place path (a ring of saved inputs) is slower: only memory_first takes it
+    "LRN": (KernelCandidate("lrn_channels", "lrn.c.j2", params=_lrn_in_place, inplace_input=0,
+                            inplace_modes=("memory_first",)),),
     **_each(("CumSum", "CumProd"), CUMULATIVE),
     **_each(("ArgMax", "ArgMin"), ARGREDUCE),
     **_each(("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
              "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE),
-    "ReduceLogSumExp": (KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace),),
+    "ReduceLogSumExp": (KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace,
+                                        params=_reduce_loops),),
     **_each(("Resize", "Upsample"), RESIZE),
     **_each(("LSTM", "GRU", "RNN"), RECURRENT),
     "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),),
+    "pyc.Attention": (KernelCandidate(
+        "attention_rows", "attention.c.j2", params=_attention_params,
+        applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),),
 }

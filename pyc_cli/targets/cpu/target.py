@@ -31,6 +31,12 @@ RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
 BASE_FLAGS = ("-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
               "-fvisibility=hidden", "-ffp-contract=fast")
 VECTOR_MATH_FLAGS = ("-fopenmp-simd", "-DPYC_VECTOR_MATH")  # with glibc's libmvec
+# threads inside a run (runtime_c: PYC_PARALLEL_FOR); a compiler without an OpenMP runtime
+# (clang without libomp) builds a serial library
+OPENMP_FLAG = "-fopenmp"
+OPENMP_RUNTIMES = {"gcc": "-lgomp", "clang": "-lomp"}
+# the options a build adds when its toolchain has them (the artifact reader accepts these)
+OPTIONAL_FLAGS = (*VECTOR_MATH_FLAGS, OPENMP_FLAG)
 
 
 @dataclass
@@ -126,10 +132,24 @@ class CpuTarget(Target):
 
     def flags(self) -> list[str]:
         vector_math = list(VECTOR_MATH_FLAGS) if self.vector_math() else []
-        return [*BASE_FLAGS, f"-march={self.march}", *feature_flags(self.features), *vector_math]
+        openmp = [OPENMP_FLAG] if self.openmp() else []
+        return [*BASE_FLAGS, f"-march={self.march}", *feature_flags(self.features), *vector_math,
+                *openmp]
 
     def libraries(self) -> list[str]:
-        return ["-lm", "-lmvec"] if self.vector_math() else ["-lm"]
+        """System libraries the code needs (-fopenmp links its runtime by itself; naming it
+        lets the JIT loader, which links no driver, make its symbols resolvable too)."""
+        vector_math = ["-lmvec"] if self.vector_math() else []
+        openmp = [OPENMP_RUNTIMES.get(toolchain.describe(self.compiler()).family, "-lgomp")] \
+            if self.openmp() else []
+        return ["-lm", *vector_math, *openmp]
+
+    def openmp(self) -> bool:
+        """Whether this compiler builds and links OpenMP (probed once per compiler)."""
+        compiler = self.compiler()
+        if compiler not in _OPENMP:
+            _OPENMP[compiler] = _probe(compiler, _OPENMP_PROBE, [OPENMP_FLAG])
+        return _OPENMP[compiler]
 
     def vector_math(self) -> bool:
         """Whether this toolchain links glibc's SIMD math library (probed once per compiler)."""
@@ -205,14 +225,26 @@ void pyc_probe(const float* x, float* y, int n) { for (int i = 0; i < n; ++i) y[
 """
 
 
+_OPENMP: dict[str, bool] = {}
+_OPENMP_PROBE = """
+#include <omp.h>
+int pyc_probe(void) { return omp_get_num_procs(); }
+"""
+
+
 def _probe_vector_math(compiler: str, march: str) -> bool:
+    return _probe(compiler, _VECTOR_MATH_PROBE,
+                  ["-O3", f"-march={march}", "-fopenmp-simd", "-fno-math-errno"], ("-lm", "-lmvec"))
+
+
+def _probe(compiler: str, source_text: str, flags: list[str], libraries: tuple[str, ...] = ()) -> bool:
+    """Whether `compiler` builds `source_text` into a shared library with these options."""
     with tempfile.TemporaryDirectory() as work:
         source = Path(work) / "probe.c"
-        source.write_text(_VECTOR_MATH_PROBE)
+        source.write_text(source_text)
         result = subprocess.run(
-            [compiler, "-O3", f"-march={march}", "-fopenmp-simd", "-fno-math-errno", "-shared",
-             "-fPIC", "-o", str(Path(work) / "probe.so"), str(source), "-lm", "-lmvec"],
-            capture_output=True, check=False)
+            [compiler, *flags, "-shared", "-fPIC", "-o", str(Path(work) / "probe.so"),
+             str(source), *libraries], capture_output=True, check=False)
         return result.returncode == 0
 
 

@@ -42,6 +42,9 @@ def cuda_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate) 
     call.params = dict(call.params)
     if node.ann.kernel is not None:  # a tuning database's measured parameters (tile_m ...)
         call.params.update(dict(node.ann.kernel.params))
+    if node.ann.epilogue and not call.epilogue:  # a template without coordinates would drop it
+        raise PycError("E090", f"{node.op} has a fused epilogue that {candidate.name} does not "
+                       "render (no out_coords)", where=node.name, hint="report this")
     largest = max([graph.types[v].numel for v in (*node.inputs, *node.outputs) if v] + [1])
     call.index_type = "int" if largest <= INT32_LIMIT else "long long"
     LAUNCHES[candidate.template](call, graph, node)

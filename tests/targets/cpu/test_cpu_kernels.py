@@ -6,7 +6,8 @@ the target answers select_kernels' questions from its own table."""
 from __future__ import annotations
 
 import numpy as np
-from helpers import run_passes
+import pytest
+from helpers import new_ctx, run_passes
 
 from pyc_cli.ir.text import blob_key, parse_graph
 from pyc_cli.ops import registry
@@ -90,22 +91,43 @@ output %"z"
 
 def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
     """The dense conv may run as im2col GEMM or directly (GEMM is cheaper); the depthwise one
-    (one channel per group) only directly; the chosen candidate is looked up by its name."""
+    (one channel per group) by the depthwise kernel or directly (depthwise is cheaper); the
+    chosen candidate is looked up by its name."""
     graph = depthwise_and_dense_convs(rng)
     cpu = get_target("cpu")
     dense, depthwise = graph.nodes
     assert [c.name for c in cpu.candidates(dense, graph)] == ["conv2d_im2col_gemm", "conv2d_direct"]
-    assert [c.name for c in cpu.candidates(depthwise, graph)] == ["conv2d_direct"]
+    assert [c.name for c in cpu.candidates(depthwise, graph)] == ["conv2d_depthwise", "conv2d_direct"]
     after, _ = run_passes(graph, ["select_kernels"])
     chosen = {n.name: cpu.chosen(n) for n in after.nodes}
     assert chosen["dense"] is not None and chosen["dense"].name == "conv2d_im2col_gemm"
-    assert chosen["depthwise"] is not None and chosen["depthwise"].name == "conv2d_direct"
+    assert chosen["depthwise"] is not None and chosen["depthwise"].name == "conv2d_depthwise"
     # the im2col tile is the candidate's own template parameter: all 63 pixels' columns
     # (36 floats each) fit the recorded cap, and the workspace holds exactly them
     conv = after.nodes[0]
     assert conv.ann.kernel is not None and conv.ann.kernel.workspace_cap is not None
-    assert chosen["dense"].template_params(conv, after) == {"tile": 63}
+    assert chosen["dense"].template_params(conv, after, {})["tile"] == 63
     assert conv.ann.kernel.workspace_bytes == 63 * 36 * 4 <= conv.ann.kernel.workspace_cap
+
+
+@pytest.mark.parametrize("mode, softmax_input, lrn_input", [
+    ("latency_first", None, None), ("balanced", 0, None), ("memory_first", 0, 0)])
+def test_kernel_choices_carry_their_candidates_in_place_input(
+        mode: str, softmax_input: int | None, lrn_input: int | None) -> None:
+    """Whether a kernel may write over its input is its candidate's fact, recorded with the
+    choice for the build's mode: row kernels may in balanced and memory_first, LRN (whose
+    in-place path is slower) only in memory_first, and nothing in latency_first."""
+    graph = parse_graph("""
+input %"x" : f32[2,6,5]
+%"s" : f32[2,6,5] = Softmax(%"x") name="softmax" {axis=-1}
+%"l" : f32[2,6,5] = LRN(%"s") name="lrn" {size=3}
+output %"l"
+""")
+    after, _ = run_passes(graph, ["select_kernels"], new_ctx(mode))
+    softmax, lrn = after.nodes
+    assert softmax.ann.kernel is not None and lrn.ann.kernel is not None
+    assert (softmax.ann.kernel.inplace_input, lrn.ann.kernel.inplace_input) == (softmax_input,
+                                                                                 lrn_input)
 
 
 def test_fusion_facts_are_the_targets() -> None:

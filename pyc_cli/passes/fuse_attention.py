@@ -1,0 +1,92 @@
+"""Attention fusion: MatMul(Q, Kt) [score program] -> Softmax(last axis) -> MatMul(., V) becomes
+one pyc.Attention node (ops/attention.py), where the build target has a kernel for it.
+
+After `fuse`, the score MatMul already carries the scale and the additive mask as its epilogue;
+the attention node takes that program over. The kernel then never writes the [..., S, T] score
+matrix nor reads it back twice (softmax, then the second MatMul). Applies when the scores and
+the softmax have no other reader, nothing is a graph output, the second MatMul has no fused
+program of its own, and Q, Kt and V share their leading dims.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph, Node
+from ..ir.types import DType
+from ..ops import registry
+from .context import PassContext
+
+NAME = "fuse_attention"
+OP = "pyc.Attention"
+
+
+def fuse_attention(graph: Graph, ctx: PassContext) -> Graph:
+    if not ctx.kernels.candidate_names(OP):
+        return graph
+    for softmax in [n for n in graph.nodes if n.op == "Softmax"]:
+        match = _match(graph, softmax)
+        if match is None:
+            continue
+        node = _attention_node(graph, *match)
+        if not ctx.kernels.candidates(node, graph):
+            ctx.log(NAME, node.ann.fused_from, "skip_attention",
+                    f"no {ctx.kernels.name} attention kernel applies to these shapes")
+            continue
+        _replace(graph, node, *match, ctx)
+    graph.remove_unused_types()
+    return graph
+
+
+def _only_reader(graph: Graph, value: str) -> Node | None:
+    readers = graph.consumers().get(value, [])
+    if value in graph.outputs or len(readers) != 1:
+        return None
+    return readers[0]
+
+
+def _producer(graph: Graph, value: str) -> Node | None:
+    return next((n for n in graph.nodes if value in n.outputs), None)
+
+
+def _match(graph: Graph, softmax: Node) -> tuple[Node, Node, Node] | None:
+    scores_mm = _producer(graph, softmax.inputs[0])
+    if scores_mm is None or scores_mm.op != "MatMul" or scores_mm.ann.prologue:
+        return None
+    if _only_reader(graph, softmax.inputs[0]) is not softmax:
+        return None
+    weights_mm = _only_reader(graph, softmax.outputs[0])
+    if weights_mm is None or weights_mm.op != "MatMul" or weights_mm.inputs[0] != softmax.outputs[0] \
+            or len(weights_mm.inputs) != 2 or weights_mm.ann.epilogue or weights_mm.ann.prologue:
+        return None
+    if registry.get("Softmax").kernel_params(softmax, graph)["inner"] != 1:
+        return None  # not over the last axis
+    q, kt, v = scores_mm.inputs[0], scores_mm.inputs[1], weights_mm.inputs[1]
+    types = [graph.types[x] for x in (q, kt, v)]
+    if any(t.dtype is not DType.F32 or t.rank < 3 for t in types) or \
+            len({t.shape[:-2] for t in types}) != 1:
+        return None
+    if graph.types[softmax.outputs[0]].dtype is not DType.F32:
+        return None
+    return scores_mm, softmax, weights_mm
+
+
+def _attention_node(graph: Graph, scores_mm: Node, softmax: Node, weights_mm: Node) -> Node:
+    own, epilogue_operands, _ = registry.fused_inputs(scores_mm)
+    node = Node(OP, graph.fresh_name(f"{softmax.name}/attention"),
+                [own[0], own[1], weights_mm.inputs[1], *epilogue_operands],
+                list(weights_mm.outputs), {})
+    node.ann.epilogue = list(scores_mm.ann.epilogue)
+    node.ann.epilogue_from = list(scores_mm.ann.epilogue_from)
+    node.ann.epilogue_first_input = 3 if scores_mm.ann.epilogue else None
+    node.ann.fused_from = [scores_mm.name, softmax.name, weights_mm.name]
+    return node
+
+
+def _replace(graph: Graph, node: Node, scores_mm: Node, softmax: Node, weights_mm: Node,
+             ctx: PassContext) -> None:
+    graph.nodes[graph.nodes.index(weights_mm)] = node
+    graph.nodes.remove(scores_mm)
+    graph.nodes.remove(softmax)
+    ctx.log(NAME, node.ann.fused_from, "fuse_attention",
+            "scores, softmax and the weighted sum of V in one kernel, a row of scores at a time: "
+            f"the {list(graph.types[softmax.outputs[0]].shape)} score matrix is never written",
+            before=3, after=1)
