@@ -257,7 +257,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                     backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
                     slim: bool, steps: BuildSteps) -> None:
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
-    layout = layout_weights(graph)
+    # weights the kernels read as packed panels are stored so
+    layout = layout_weights(graph, backend.constant_panels(graph))
     check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
@@ -295,7 +296,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "outputs": [_io_entry(o) for o in info.outputs],
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
-                    "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"]},
+                    "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"],
+                    "packed": layout.to_json()["packed"]},
         "library": backend.library_name, "slim": False,
         **({"header": "src/model.h"} if cpu_record else {}),
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),

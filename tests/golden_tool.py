@@ -22,6 +22,9 @@ REFERENCE_BUILDS: dict[str, tuple[str, dict[str, tuple[int, ...]], str]] = {
                     "balanced"),
 }
 GOLDEN_FILES = ("model.ir", "memory_plan.json", "decisions.jsonl", "src/model.c")
+# the GEMM kernels follow the target's vector ISA: goldens are built for one fixed x86-64 level
+# (AVX2 + FMA), so they do not depend on the machine that builds them
+GOLDEN_CPU = "x86-64-v3"
 # the CUDA target's sources of one reference model (rendered without NVRTC, so they are checked
 # on machines without the CUDA wheels too): golden/cuda_NAME/
 CUDA_BUILDS = {"transformer": REFERENCE_BUILDS["transformer"]}
@@ -34,7 +37,7 @@ def golden_dumps(name: str, out_dir: Path) -> dict[str, str]:
     import pyc_cli
 
     model, shapes, mode = REFERENCE_BUILDS[name]
-    pyc_cli.build(MODELS / model, out_dir, mode=mode, input_shapes=shapes)
+    pyc_cli.build(MODELS / model, out_dir, mode=mode, input_shapes=shapes, cpu=GOLDEN_CPU)
     return {f: (out_dir / f).read_text() for f in GOLDEN_FILES}
 
 

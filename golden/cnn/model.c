@@ -11,6 +11,10 @@
 #include "model.h"
 #include "pyc_runtime.h"
 
+#if defined(__x86_64__) && (defined(__AVX2__) || defined(__AVX512F__))
+#include <immintrin.h> /* the packed GEMM's micro-kernels (c/gemm_packed.j2) */
+#endif
+
 /* float16 values: ISO C11 has no half type. Clang's __fp16 is a storage type (arithmetic in
  * float); GCC's _Float16 at -std=c11 computes in float too where the CPU lacks half arithmetic
  * (standard excess precision). Both round once when a value is stored. */
@@ -68,120 +72,214 @@ double cos(double);
 
 /* step 0: Conv -> conv2d_im2col_gemm */
 static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
+#ifndef PYC_PARALLEL_FOR
+#define PYC_PARALLEL_FOR
+#endif
   for (int64_t n = 0; n < 2; ++n) {
     for (int64_t g = 0; g < 1; ++g) {
       const float* restrict x = X0 + (n * 3 + g * 3) * 1024;
-      static const int32_t ow_lo[3] = { 1, 0, 0 };
-      static const int32_t ow_hi[3] = { 32, 32, 31 };
-      /* columns are built for 1024 output pixels at a time, capping the workspace */
+      const float* restrict w = X1 + g * 432;
+      /* columns of 1024 output pixels at a time, packed in panels of 16 */
       for (int64_t p0 = 0; p0 < 1024; p0 += 1024) {
         const int64_t pn = 1024 - p0 < 1024 ? 1024 - p0 : 1024;
+        const int64_t pnp = (pn + 15) / 16;
         float* restrict cols = WS;
-        for (int64_t c = 0; c < 3; ++c) {
+        static const int32_t ow_lo[3] = { 1, 0, 0 };
+        static const int32_t ow_hi[3] = { 32, 32, 31 };
+        for (int64_t r = 0; r < 27; ++r) {
+          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
+             input columns, zeros), written a panel's worth at a time */
+          const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
           const int64_t ci = g * 3 + c;
           (void)ci;
-          for (int64_t kh = 0; kh < 3; ++kh) {
-            for (int64_t kw = 0; kw < 3; ++kw) {
-              float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 1024;
-              const float* restrict xc = x + c * 1024;
-              for (int64_t q = 0; q < pn;) {
-                /* one run of pixels within an output row: zeros, a strided copy, zeros */
-                const int64_t pix = p0 + q, oh = pix / 32, ow0 = pix % 32;
-                const int64_t run = 32 - ow0 < pn - q ? 32 - ow0 : pn - q;
-                const int64_t ih = oh * 1 - 1 + kh * 1;
-                float* restrict dr = d + q - ow0;
-                if (ih < 0 || ih >= 32) {
-                  for (int64_t ow = ow0; ow < ow0 + run; ++ow) dr[ow] = 0;
-                } else {
-                  const float* restrict xs = xc + ih * 32 - 1 + kw * 1;
-                  const int64_t lo = ow_lo[kw] > ow0 ? ow_lo[kw] : ow0;
-                  const int64_t hi = ow_hi[kw] < ow0 + run ? ow_hi[kw] : ow0 + run;
-                  int64_t ow = ow0;
-                  for (; ow < lo; ++ow) dr[ow] = 0;
-                  for (; ow < hi; ++ow) dr[ow] = xs[ow * 1];
-                  for (; ow < ow0 + run; ++ow) dr[ow] = 0;
-                }
-                q += run;
+          const float* restrict xc = x + c * 1024;
+          float* restrict panel = cols + r * 16;
+          int64_t lane = 0;
+          for (int64_t q = 0; q < pn;) {
+            const int64_t pix = p0 + q, oh = pix / 32, ow0 = pix % 32;
+            const int64_t end = 32 - ow0 < pn - q ? 32 : ow0 + pn - q;
+            const int64_t ih = oh * 1 - 1 + kh * 1;
+            const int valid = (uint64_t)ih < 32;
+            const float* restrict xs = xc + ih * 32 - 1 + kw * 1;
+            (void)xs;
+            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
+            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
+            int64_t ow = ow0;
+            while (ow < end) {
+              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
+              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
+              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
+              const int64_t in_end = stop < hi ? stop : hi;
+              if (ow < in_end) {
+                const int64_t count = in_end - ow;
+                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
+                lane += count;
+                ow = in_end;
               }
+              for (; ow < stop; ++ow) panel[lane++] = 0;
+              if (lane == 16) {
+                lane = 0;
+                panel += 432;
+              }
+            }
+            q += end - ow0;
+          }
+          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
+        }
+        float* restrict y = Y + (n * 16 + g * 16) * 1024 + p0;
+        /* 1 tasks: 1 blocks of 18 channels x 1 blocks of 64 panels */
+        for (int64_t t = 0; t < 1; ++t) {
+          const int64_t ib = t / 1, jb = t % 1;
+          const int64_t i_lo = ib * 18, i_hi = i_lo + 18 < 16 ? i_lo + 18 : 16;
+          const int64_t jp_lo = jb * 64, jp_hi = jp_lo + 64 < pnp ? jp_lo + 64 : pnp;
+          (void)i_lo; (void)i_hi;
+      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+        const float* restrict pb = cols + jp * 432;
+        const int64_t j0 = jp * 16;
+        (void)pb;
+        const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
+        (void)cols;
+        for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+          const float* restrict ar = w + i0 * 27;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c0_2_0, c0_2_1;
+          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+          __m256 c0_3_0, c0_3_1;
+          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+          __m256 c0_4_0, c0_4_1;
+          c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
+          __m256 c0_5_0, c0_5_1;
+          c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 27; kk += 1) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 27 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 27 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[2 * 27 + kk + 0]);
+              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[3 * 27 + kk + 0]);
+              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[4 * 27 + kk + 0]);
+              c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
+              c0_4_1 = _mm256_fmadd_ps(av, b0_1, c0_4_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[5 * 27 + kk + 0]);
+              c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
+              c0_5_1 = _mm256_fmadd_ps(av, b0_1, c0_5_1);
+            }
+          }
+          float tile[6][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          _mm256_storeu_ps(&tile[2][0], c0_2_0);
+          _mm256_storeu_ps(&tile[2][8], c0_2_1);
+          _mm256_storeu_ps(&tile[3][0], c0_3_0);
+          _mm256_storeu_ps(&tile[3][8], c0_3_1);
+          _mm256_storeu_ps(&tile[4][0], c0_4_0);
+          _mm256_storeu_ps(&tile[4][8], c0_4_1);
+          _mm256_storeu_ps(&tile[5][0], c0_5_0);
+          _mm256_storeu_ps(&tile[5][8], c0_5_1);
+          for (int64_t r = 0; r < 6; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              {
+                  const int64_t oc = g * 16 + row, pix = p0 + col;
+                  (void)oc;
+                  const int64_t oh = pix / 32, ow = pix % 32;
+                  (void)oh; (void)ow;
+                  const float acc = value + X2[oc];
+            const float t0 = (acc < 0 ? 0 : acc);
+                  y[row * 1024 + pix - p0] = t0;
+                }
             }
           }
         }
-        const float* restrict w = X1 + g * 432;
-        float* restrict y = Y + (n * 16 + g * 16) * 1024 + p0;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < pn; j0 += 16) {
-    const int64_t jn = pn - j0 < 16 ? pn - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 16; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = w + i0 * 27;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 27; ++kk) {
-          const float* restrict b = cols + kk * 1024 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[27 + kk];
-          const float a2 = a_rows[2 * 27 + kk], a3 = a_rows[3 * 27 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 27; ++kk) {
-          const float* restrict b = cols + kk * 1024 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[27 + kk];
-          const float a2 = a_rows[2 * 27 + kk], a3 = a_rows[3 * 27 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+        if (i_hi == 16) {
+          const int64_t i0 = 12;
+          const float* restrict ar = w + i0 * 27;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c0_2_0, c0_2_1;
+          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+          __m256 c0_3_0, c0_3_1;
+          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 27; kk += 1) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 27 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 27 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[2 * 27 + kk + 0]);
+              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[3 * 27 + kk + 0]);
+              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+            }
+          }
+          float tile[4][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          _mm256_storeu_ps(&tile[2][0], c0_2_0);
+          _mm256_storeu_ps(&tile[2][8], c0_2_1);
+          _mm256_storeu_ps(&tile[3][0], c0_3_0);
+          _mm256_storeu_ps(&tile[3][8], c0_3_1);
+          for (int64_t r = 0; r < 4; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              {
+                  const int64_t oc = g * 16 + row, pix = p0 + col;
+                  (void)oc;
+                  const int64_t oh = pix / 32, ow = pix % 32;
+                  (void)oh; (void)ow;
+                  const float acc = value + X2[oc];
+            const float t0 = (acc < 0 ? 0 : acc);
+                  y[row * 1024 + pix - p0] = t0;
+                }
+            }
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          {
-            const int64_t oc = g * 16 + row, pix = p0 + col;
-            (void)oc;
-            const int64_t oh = pix / 32, ow = pix % 32;
-            (void)oh; (void)ow;
-            const float acc = value + X2[oc];
-      const float t0 = (acc < 0 ? 0 : acc);
-            y[row * 1024 + pix - p0] = t0;
-          }
         }
-      }
-    }
-    for (; i0 < 16; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 27; ++kk) {
-        const float a0 = w[i0 * 27 + kk];
-        const float* restrict b = cols + kk * 1024 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          {
-            const int64_t oc = g * 16 + row, pix = p0 + col;
-            (void)oc;
-            const int64_t oh = pix / 32, ow = pix % 32;
-            (void)oh; (void)ow;
-            const float acc = value + X2[oc];
-      const float t0 = (acc < 0 ? 0 : acc);
-            y[row * 1024 + pix - p0] = t0;
-          }
-      }
-    }
-  }
       }
     }
   }
@@ -228,120 +326,236 @@ static int k1_maxpool(const float* restrict X0, float* restrict Y) {
 
 /* step 2: Conv -> conv2d_im2col_gemm */
 static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
+#ifndef PYC_PARALLEL_FOR
+#define PYC_PARALLEL_FOR
+#endif
   for (int64_t n = 0; n < 2; ++n) {
     for (int64_t g = 0; g < 1; ++g) {
       const float* restrict x = X0 + (n * 16 + g * 16) * 256;
-      static const int32_t ow_lo[3] = { 1, 0, 0 };
-      static const int32_t ow_hi[3] = { 16, 16, 15 };
-      /* columns are built for 256 output pixels at a time, capping the workspace */
+      const float* restrict w = X1 + g * 4608;
+      /* columns of 256 output pixels at a time, packed in panels of 16 */
       for (int64_t p0 = 0; p0 < 256; p0 += 256) {
         const int64_t pn = 256 - p0 < 256 ? 256 - p0 : 256;
+        const int64_t pnp = (pn + 15) / 16;
         float* restrict cols = WS;
-        for (int64_t c = 0; c < 16; ++c) {
+        static const int32_t ow_lo[3] = { 1, 0, 0 };
+        static const int32_t ow_hi[3] = { 16, 16, 15 };
+        for (int64_t r = 0; r < 144; ++r) {
+          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
+             input columns, zeros), written a panel's worth at a time */
+          const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
           const int64_t ci = g * 16 + c;
           (void)ci;
-          for (int64_t kh = 0; kh < 3; ++kh) {
-            for (int64_t kw = 0; kw < 3; ++kw) {
-              float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 256;
-              const float* restrict xc = x + c * 256;
-              for (int64_t q = 0; q < pn;) {
-                /* one run of pixels within an output row: zeros, a strided copy, zeros */
-                const int64_t pix = p0 + q, oh = pix / 16, ow0 = pix % 16;
-                const int64_t run = 16 - ow0 < pn - q ? 16 - ow0 : pn - q;
-                const int64_t ih = oh * 1 - 1 + kh * 1;
-                float* restrict dr = d + q - ow0;
-                if (ih < 0 || ih >= 16) {
-                  for (int64_t ow = ow0; ow < ow0 + run; ++ow) dr[ow] = 0;
-                } else {
-                  const float* restrict xs = xc + ih * 16 - 1 + kw * 1;
-                  const int64_t lo = ow_lo[kw] > ow0 ? ow_lo[kw] : ow0;
-                  const int64_t hi = ow_hi[kw] < ow0 + run ? ow_hi[kw] : ow0 + run;
-                  int64_t ow = ow0;
-                  for (; ow < lo; ++ow) dr[ow] = 0;
-                  for (; ow < hi; ++ow) dr[ow] = xs[ow * 1];
-                  for (; ow < ow0 + run; ++ow) dr[ow] = 0;
-                }
-                q += run;
+          const float* restrict xc = x + c * 256;
+          float* restrict panel = cols + r * 16;
+          int64_t lane = 0;
+          for (int64_t q = 0; q < pn;) {
+            const int64_t pix = p0 + q, oh = pix / 16, ow0 = pix % 16;
+            const int64_t end = 16 - ow0 < pn - q ? 16 : ow0 + pn - q;
+            const int64_t ih = oh * 1 - 1 + kh * 1;
+            const int valid = (uint64_t)ih < 16;
+            const float* restrict xs = xc + ih * 16 - 1 + kw * 1;
+            (void)xs;
+            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
+            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
+            int64_t ow = ow0;
+            while (ow < end) {
+              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
+              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
+              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
+              const int64_t in_end = stop < hi ? stop : hi;
+              if (ow < in_end) {
+                const int64_t count = in_end - ow;
+                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
+                lane += count;
+                ow = in_end;
               }
+              for (; ow < stop; ++ow) panel[lane++] = 0;
+              if (lane == 16) {
+                lane = 0;
+                panel += 2304;
+              }
+            }
+            q += end - ow0;
+          }
+          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
+        }
+        float* restrict y = Y + (n * 32 + g * 32) * 256 + p0;
+        /* 1 tasks: 1 blocks of 36 channels x 1 blocks of 16 panels */
+        for (int64_t t = 0; t < 1; ++t) {
+          const int64_t ib = t / 1, jb = t % 1;
+          const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
+          const int64_t jp_lo = jb * 16, jp_hi = jp_lo + 16 < pnp ? jp_lo + 16 : pnp;
+          (void)i_lo; (void)i_hi;
+      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+        const float* restrict pb = cols + jp * 2304;
+        const int64_t j0 = jp * 16;
+        (void)pb;
+        const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
+        (void)cols;
+        for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+          const float* restrict ar = w + i0 * 144;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c0_2_0, c0_2_1;
+          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+          __m256 c0_3_0, c0_3_1;
+          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+          __m256 c0_4_0, c0_4_1;
+          c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
+          __m256 c0_5_0, c0_5_1;
+          c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 144; kk += 1) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[2 * 144 + kk + 0]);
+              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[3 * 144 + kk + 0]);
+              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[4 * 144 + kk + 0]);
+              c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
+              c0_4_1 = _mm256_fmadd_ps(av, b0_1, c0_4_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[5 * 144 + kk + 0]);
+              c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
+              c0_5_1 = _mm256_fmadd_ps(av, b0_1, c0_5_1);
+            }
+          }
+          float tile[6][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          _mm256_storeu_ps(&tile[2][0], c0_2_0);
+          _mm256_storeu_ps(&tile[2][8], c0_2_1);
+          _mm256_storeu_ps(&tile[3][0], c0_3_0);
+          _mm256_storeu_ps(&tile[3][8], c0_3_1);
+          _mm256_storeu_ps(&tile[4][0], c0_4_0);
+          _mm256_storeu_ps(&tile[4][8], c0_4_1);
+          _mm256_storeu_ps(&tile[5][0], c0_5_0);
+          _mm256_storeu_ps(&tile[5][8], c0_5_1);
+          for (int64_t r = 0; r < 6; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              {
+                  const int64_t oc = g * 32 + row, pix = p0 + col;
+                  (void)oc;
+                  const int64_t oh = pix / 16, ow = pix % 16;
+                  (void)oh; (void)ow;
+                  const float acc = value + X2[oc];
+            const float t0 = (acc < 0 ? 0 : acc);
+                  y[row * 256 + pix - p0] = t0;
+                }
             }
           }
         }
-        const float* restrict w = X1 + g * 4608;
-        float* restrict y = Y + (n * 32 + g * 32) * 256 + p0;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < pn; j0 += 16) {
-    const int64_t jn = pn - j0 < 16 ? pn - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 32; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = w + i0 * 144;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 144; ++kk) {
-          const float* restrict b = cols + kk * 256 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[144 + kk];
-          const float a2 = a_rows[2 * 144 + kk], a3 = a_rows[3 * 144 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 144; ++kk) {
-          const float* restrict b = cols + kk * 256 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[144 + kk];
-          const float a2 = a_rows[2 * 144 + kk], a3 = a_rows[3 * 144 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+        if (i_hi == 32) {
+          const int64_t i0 = 30;
+          const float* restrict ar = w + i0 * 144;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c1_0_0, c1_0_1;
+          c1_0_0 = _mm256_setzero_ps(); c1_0_1 = _mm256_setzero_ps(); 
+          __m256 c1_1_0, c1_1_1;
+          c1_1_0 = _mm256_setzero_ps(); c1_1_1 = _mm256_setzero_ps(); 
+          __m256 c2_0_0, c2_0_1;
+          c2_0_0 = _mm256_setzero_ps(); c2_0_1 = _mm256_setzero_ps(); 
+          __m256 c2_1_0, c2_1_1;
+          c2_1_0 = _mm256_setzero_ps(); c2_1_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 144; kk += 3) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 0);
+            const __m256 b1_1 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 1]);
+              c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
+              c1_0_1 = _mm256_fmadd_ps(av, b1_1, c1_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 1]);
+              c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
+              c1_1_1 = _mm256_fmadd_ps(av, b1_1, c1_1_1);
+            }
+            const __m256 b2_0 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 0);
+            const __m256 b2_1 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 2]);
+              c2_0_0 = _mm256_fmadd_ps(av, b2_0, c2_0_0);
+              c2_0_1 = _mm256_fmadd_ps(av, b2_1, c2_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 2]);
+              c2_1_0 = _mm256_fmadd_ps(av, b2_0, c2_1_0);
+              c2_1_1 = _mm256_fmadd_ps(av, b2_1, c2_1_1);
+            }
+          }
+          c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
+          c0_0_1 = _mm256_add_ps(c0_0_1, c1_0_1);
+          c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
+          c0_1_1 = _mm256_add_ps(c0_1_1, c1_1_1);
+          c0_0_0 = _mm256_add_ps(c0_0_0, c2_0_0);
+          c0_0_1 = _mm256_add_ps(c0_0_1, c2_0_1);
+          c0_1_0 = _mm256_add_ps(c0_1_0, c2_1_0);
+          c0_1_1 = _mm256_add_ps(c0_1_1, c2_1_1);
+          float tile[2][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          for (int64_t r = 0; r < 2; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              {
+                  const int64_t oc = g * 32 + row, pix = p0 + col;
+                  (void)oc;
+                  const int64_t oh = pix / 16, ow = pix % 16;
+                  (void)oh; (void)ow;
+                  const float acc = value + X2[oc];
+            const float t0 = (acc < 0 ? 0 : acc);
+                  y[row * 256 + pix - p0] = t0;
+                }
+            }
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          {
-            const int64_t oc = g * 32 + row, pix = p0 + col;
-            (void)oc;
-            const int64_t oh = pix / 16, ow = pix % 16;
-            (void)oh; (void)ow;
-            const float acc = value + X2[oc];
-      const float t0 = (acc < 0 ? 0 : acc);
-            y[row * 256 + pix - p0] = t0;
-          }
         }
-      }
-    }
-    for (; i0 < 32; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 144; ++kk) {
-        const float a0 = w[i0 * 144 + kk];
-        const float* restrict b = cols + kk * 256 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          {
-            const int64_t oc = g * 32 + row, pix = p0 + col;
-            (void)oc;
-            const int64_t oh = pix / 16, ow = pix % 16;
-            (void)oh; (void)ow;
-            const float acc = value + X2[oc];
-      const float t0 = (acc < 0 ? 0 : acc);
-            y[row * 256 + pix - p0] = t0;
-          }
-      }
-    }
-  }
       }
     }
   }
@@ -388,124 +602,240 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
 
 /* step 4: Conv -> conv2d_im2col_gemm */
 static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y, float* restrict WS) {
+#ifndef PYC_PARALLEL_FOR
+#define PYC_PARALLEL_FOR
+#endif
   for (int64_t n = 0; n < 2; ++n) {
     for (int64_t g = 0; g < 1; ++g) {
       const float* restrict x = X0 + (n * 32 + g * 32) * 64;
-      static const int32_t ow_lo[3] = { 1, 0, 0 };
-      static const int32_t ow_hi[3] = { 8, 8, 7 };
-      /* columns are built for 64 output pixels at a time, capping the workspace */
+      const float* restrict w = X1 + g * 9216;
+      /* columns of 64 output pixels at a time, packed in panels of 16 */
       for (int64_t p0 = 0; p0 < 64; p0 += 64) {
         const int64_t pn = 64 - p0 < 64 ? 64 - p0 : 64;
+        const int64_t pnp = (pn + 15) / 16;
         float* restrict cols = WS;
-        for (int64_t c = 0; c < 32; ++c) {
+        static const int32_t ow_lo[3] = { 1, 0, 0 };
+        static const int32_t ow_hi[3] = { 8, 8, 7 };
+        for (int64_t r = 0; r < 288; ++r) {
+          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
+             input columns, zeros), written a panel's worth at a time */
+          const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
           const int64_t ci = g * 32 + c;
           (void)ci;
-          for (int64_t kh = 0; kh < 3; ++kh) {
-            for (int64_t kw = 0; kw < 3; ++kw) {
-              float* restrict d = cols + ((c * 3 + kh) * 3 + kw) * 64;
-              const float* restrict xc = x + c * 64;
-              for (int64_t q = 0; q < pn;) {
-                /* one run of pixels within an output row: zeros, a strided copy, zeros */
-                const int64_t pix = p0 + q, oh = pix / 8, ow0 = pix % 8;
-                const int64_t run = 8 - ow0 < pn - q ? 8 - ow0 : pn - q;
-                const int64_t ih = oh * 1 - 1 + kh * 1;
-                float* restrict dr = d + q - ow0;
-                if (ih < 0 || ih >= 8) {
-                  for (int64_t ow = ow0; ow < ow0 + run; ++ow) dr[ow] = 0;
-                } else {
-                  const float* restrict xs = xc + ih * 8 - 1 + kw * 1;
-                  const int64_t lo = ow_lo[kw] > ow0 ? ow_lo[kw] : ow0;
-                  const int64_t hi = ow_hi[kw] < ow0 + run ? ow_hi[kw] : ow0 + run;
-                  int64_t ow = ow0;
-                  for (; ow < lo; ++ow) dr[ow] = 0;
-                  for (; ow < hi; ++ow) dr[ow] = xs[ow * 1];
-                  for (; ow < ow0 + run; ++ow) dr[ow] = 0;
-                }
-                q += run;
+          const float* restrict xc = x + c * 64;
+          float* restrict panel = cols + r * 16;
+          int64_t lane = 0;
+          for (int64_t q = 0; q < pn;) {
+            const int64_t pix = p0 + q, oh = pix / 8, ow0 = pix % 8;
+            const int64_t end = 8 - ow0 < pn - q ? 8 : ow0 + pn - q;
+            const int64_t ih = oh * 1 - 1 + kh * 1;
+            const int valid = (uint64_t)ih < 8;
+            const float* restrict xs = xc + ih * 8 - 1 + kw * 1;
+            (void)xs;
+            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
+            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
+            int64_t ow = ow0;
+            while (ow < end) {
+              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
+              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
+              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
+              const int64_t in_end = stop < hi ? stop : hi;
+              if (ow < in_end) {
+                const int64_t count = in_end - ow;
+                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
+                lane += count;
+                ow = in_end;
               }
+              for (; ow < stop; ++ow) panel[lane++] = 0;
+              if (lane == 16) {
+                lane = 0;
+                panel += 4608;
+              }
+            }
+            q += end - ow0;
+          }
+          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
+        }
+        float* restrict y = Y + (n * 32 + g * 32) * 64 + p0;
+        /* 1 tasks: 1 blocks of 36 channels x 1 blocks of 4 panels */
+        for (int64_t t = 0; t < 1; ++t) {
+          const int64_t ib = t / 1, jb = t % 1;
+          const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
+          const int64_t jp_lo = jb * 4, jp_hi = jp_lo + 4 < pnp ? jp_lo + 4 : pnp;
+          (void)i_lo; (void)i_hi;
+      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+        const float* restrict pb = cols + jp * 4608;
+        const int64_t j0 = jp * 16;
+        (void)pb;
+        const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
+        (void)cols;
+        for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+          const float* restrict ar = w + i0 * 288;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c0_2_0, c0_2_1;
+          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+          __m256 c0_3_0, c0_3_1;
+          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+          __m256 c0_4_0, c0_4_1;
+          c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
+          __m256 c0_5_0, c0_5_1;
+          c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 288; kk += 1) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[2 * 288 + kk + 0]);
+              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[3 * 288 + kk + 0]);
+              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[4 * 288 + kk + 0]);
+              c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
+              c0_4_1 = _mm256_fmadd_ps(av, b0_1, c0_4_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[5 * 288 + kk + 0]);
+              c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
+              c0_5_1 = _mm256_fmadd_ps(av, b0_1, c0_5_1);
+            }
+          }
+          float tile[6][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          _mm256_storeu_ps(&tile[2][0], c0_2_0);
+          _mm256_storeu_ps(&tile[2][8], c0_2_1);
+          _mm256_storeu_ps(&tile[3][0], c0_3_0);
+          _mm256_storeu_ps(&tile[3][8], c0_3_1);
+          _mm256_storeu_ps(&tile[4][0], c0_4_0);
+          _mm256_storeu_ps(&tile[4][8], c0_4_1);
+          _mm256_storeu_ps(&tile[5][0], c0_5_0);
+          _mm256_storeu_ps(&tile[5][8], c0_5_1);
+          for (int64_t r = 0; r < 6; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              {
+                  const int64_t oc = g * 32 + row, pix = p0 + col;
+                  (void)oc;
+                  const int64_t oh = pix / 8, ow = pix % 8;
+                  (void)oh; (void)ow;
+                  const float acc = value + X2[oc];
+            const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
+            const float t0 = (acc + in0_v);
+            const float t1 = (t0 < 0 ? 0 : t0);
+                  y[row * 64 + pix - p0] = t1;
+                }
             }
           }
         }
-        const float* restrict w = X1 + g * 9216;
-        float* restrict y = Y + (n * 32 + g * 32) * 64 + p0;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < pn; j0 += 16) {
-    const int64_t jn = pn - j0 < 16 ? pn - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 32; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = w + i0 * 288;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 288; ++kk) {
-          const float* restrict b = cols + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[288 + kk];
-          const float a2 = a_rows[2 * 288 + kk], a3 = a_rows[3 * 288 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 288; ++kk) {
-          const float* restrict b = cols + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[288 + kk];
-          const float a2 = a_rows[2 * 288 + kk], a3 = a_rows[3 * 288 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+        if (i_hi == 32) {
+          const int64_t i0 = 30;
+          const float* restrict ar = w + i0 * 288;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c1_0_0, c1_0_1;
+          c1_0_0 = _mm256_setzero_ps(); c1_0_1 = _mm256_setzero_ps(); 
+          __m256 c1_1_0, c1_1_1;
+          c1_1_0 = _mm256_setzero_ps(); c1_1_1 = _mm256_setzero_ps(); 
+          __m256 c2_0_0, c2_0_1;
+          c2_0_0 = _mm256_setzero_ps(); c2_0_1 = _mm256_setzero_ps(); 
+          __m256 c2_1_0, c2_1_1;
+          c2_1_0 = _mm256_setzero_ps(); c2_1_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 288; kk += 3) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 0);
+            const __m256 b1_1 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 1]);
+              c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
+              c1_0_1 = _mm256_fmadd_ps(av, b1_1, c1_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 1]);
+              c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
+              c1_1_1 = _mm256_fmadd_ps(av, b1_1, c1_1_1);
+            }
+            const __m256 b2_0 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 0);
+            const __m256 b2_1 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 2]);
+              c2_0_0 = _mm256_fmadd_ps(av, b2_0, c2_0_0);
+              c2_0_1 = _mm256_fmadd_ps(av, b2_1, c2_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 2]);
+              c2_1_0 = _mm256_fmadd_ps(av, b2_0, c2_1_0);
+              c2_1_1 = _mm256_fmadd_ps(av, b2_1, c2_1_1);
+            }
+          }
+          c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
+          c0_0_1 = _mm256_add_ps(c0_0_1, c1_0_1);
+          c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
+          c0_1_1 = _mm256_add_ps(c0_1_1, c1_1_1);
+          c0_0_0 = _mm256_add_ps(c0_0_0, c2_0_0);
+          c0_0_1 = _mm256_add_ps(c0_0_1, c2_0_1);
+          c0_1_0 = _mm256_add_ps(c0_1_0, c2_1_0);
+          c0_1_1 = _mm256_add_ps(c0_1_1, c2_1_1);
+          float tile[2][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          for (int64_t r = 0; r < 2; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              {
+                  const int64_t oc = g * 32 + row, pix = p0 + col;
+                  (void)oc;
+                  const int64_t oh = pix / 8, ow = pix % 8;
+                  (void)oh; (void)ow;
+                  const float acc = value + X2[oc];
+            const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
+            const float t0 = (acc + in0_v);
+            const float t1 = (t0 < 0 ? 0 : t0);
+                  y[row * 64 + pix - p0] = t1;
+                }
+            }
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          {
-            const int64_t oc = g * 32 + row, pix = p0 + col;
-            (void)oc;
-            const int64_t oh = pix / 8, ow = pix % 8;
-            (void)oh; (void)ow;
-            const float acc = value + X2[oc];
-      const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
-      const float t0 = (acc + in0_v);
-      const float t1 = (t0 < 0 ? 0 : t0);
-            y[row * 64 + pix - p0] = t1;
-          }
         }
-      }
-    }
-    for (; i0 < 32; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 288; ++kk) {
-        const float a0 = w[i0 * 288 + kk];
-        const float* restrict b = cols + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          {
-            const int64_t oc = g * 32 + row, pix = p0 + col;
-            (void)oc;
-            const int64_t oh = pix / 8, ow = pix % 8;
-            (void)oh; (void)ow;
-            const float acc = value + X2[oc];
-      const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
-      const float t0 = (acc + in0_v);
-      const float t1 = (t0 < 0 ? 0 : t0);
-            y[row * 64 + pix - p0] = t1;
-          }
-      }
-    }
-  }
       }
     }
   }
@@ -526,80 +856,128 @@ static int k5_reducemean(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 6: MatMul -> matmul_tiles */
+/* step 6: MatMul -> matmul_packed_const */
 static int k6_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  {
+#ifndef PYC_PARALLEL_FOR
+#define PYC_PARALLEL_FOR
+#endif
+  /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 1 panels */
+  for (int64_t t = 0; t < 1; ++t) {
+    const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
+    (void)bt; (void)ib; (void)jb;
     const float* restrict A = X0;
-    const float* restrict B = X1;
-    float* restrict C = Y;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 10; j0 += 16) {
-    const int64_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 2; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 32;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 32; ++kk) {
-          const float* restrict b = B + kk * 10 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[32 + kk];
-          const float a2 = a_rows[2 * 32 + kk], a3 = a_rows[3 * 32 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 32; ++kk) {
-          const float* restrict b = B + kk * 10 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[32 + kk];
-          const float a2 = a_rows[2 * 32 + kk], a3 = a_rows[3 * 32 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+    const float* restrict Bp = X1;
+    float* restrict C = Y + bt * 20;
+    const int64_t i_lo = ib * 6, i_hi = i_lo + 6 < 2 ? i_lo + 6 : 2;
+    const int64_t jp_lo = jb * 1, jp_hi = jp_lo + 1 < 1 ? jp_lo + 1 : 1;
+    (void)i_lo; (void)i_hi;
+      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+        const float* restrict pb = Bp + jp * 512;
+        const int64_t j0 = jp * 16;
+        (void)pb;
+        const int64_t cols = 10 - j0 < 16 ? 10 - j0 : 16;
+        (void)cols;
+        if (i_hi == 2) {
+          const int64_t i0 = 0;
+          const float* restrict ar = A + i0 * 32;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c1_0_0, c1_0_1;
+          c1_0_0 = _mm256_setzero_ps(); c1_0_1 = _mm256_setzero_ps(); 
+          __m256 c1_1_0, c1_1_1;
+          c1_1_0 = _mm256_setzero_ps(); c1_1_1 = _mm256_setzero_ps(); 
+          __m256 c2_0_0, c2_0_1;
+          c2_0_0 = _mm256_setzero_ps(); c2_0_1 = _mm256_setzero_ps(); 
+          __m256 c2_1_0, c2_1_1;
+          c2_1_0 = _mm256_setzero_ps(); c2_1_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 30; kk += 3) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 0);
+            const __m256 b1_1 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 1]);
+              c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
+              c1_0_1 = _mm256_fmadd_ps(av, b1_1, c1_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 1]);
+              c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
+              c1_1_1 = _mm256_fmadd_ps(av, b1_1, c1_1_1);
+            }
+            const __m256 b2_0 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 0);
+            const __m256 b2_1 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 2]);
+              c2_0_0 = _mm256_fmadd_ps(av, b2_0, c2_0_0);
+              c2_0_1 = _mm256_fmadd_ps(av, b2_1, c2_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 2]);
+              c2_1_0 = _mm256_fmadd_ps(av, b2_0, c2_1_0);
+              c2_1_1 = _mm256_fmadd_ps(av, b2_1, c2_1_1);
+            }
+          }
+          {
+            const __m256 bt = _mm256_loadu_ps(pb + 480);
+            c0_0_0 = _mm256_fmadd_ps(_mm256_set1_ps(ar[0 * 32 + 30]), bt, c0_0_0);
+            c0_1_0 = _mm256_fmadd_ps(_mm256_set1_ps(ar[1 * 32 + 30]), bt, c0_1_0);
+          }
+          {
+            const __m256 bt = _mm256_loadu_ps(pb + 488);
+            c0_0_1 = _mm256_fmadd_ps(_mm256_set1_ps(ar[0 * 32 + 30]), bt, c0_0_1);
+            c0_1_1 = _mm256_fmadd_ps(_mm256_set1_ps(ar[1 * 32 + 30]), bt, c0_1_1);
+          }
+          {
+            const __m256 bt = _mm256_loadu_ps(pb + 496);
+            c0_0_0 = _mm256_fmadd_ps(_mm256_set1_ps(ar[0 * 32 + 31]), bt, c0_0_0);
+            c0_1_0 = _mm256_fmadd_ps(_mm256_set1_ps(ar[1 * 32 + 31]), bt, c0_1_0);
+          }
+          {
+            const __m256 bt = _mm256_loadu_ps(pb + 504);
+            c0_0_1 = _mm256_fmadd_ps(_mm256_set1_ps(ar[0 * 32 + 31]), bt, c0_0_1);
+            c0_1_1 = _mm256_fmadd_ps(_mm256_set1_ps(ar[1 * 32 + 31]), bt, c0_1_1);
+          }
+          c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
+          c0_0_1 = _mm256_add_ps(c0_0_1, c1_0_1);
+          c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
+          c0_1_1 = _mm256_add_ps(c0_1_1, c1_1_1);
+          c0_0_0 = _mm256_add_ps(c0_0_0, c2_0_0);
+          c0_0_1 = _mm256_add_ps(c0_0_1, c2_0_1);
+          c0_1_0 = _mm256_add_ps(c0_1_0, c2_1_0);
+          c0_1_1 = _mm256_add_ps(c0_1_1, c2_1_1);
+          float tile[2][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          for (int64_t r = 0; r < 2; ++r) {
+            for (int64_t c = 0; c < cols; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              const int64_t i = row, j = col;
+              const float acc = value;
+              (void)i; (void)j;
+            const float in0_v = E0[j];
+            const float t0 = (acc + in0_v);
+              C[i * 10 + j] = t0;
+            }
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-          C[i * 10 + j] = t0;
-        }
-      }
-    }
-    for (; i0 < 2; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 32; ++kk) {
-        const float a0 = A[i0 * 32 + kk];
-        const float* restrict b = B + kk * 10 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-          C[i * 10 + j] = t0;
-      }
-    }
-  }
   }
   return PYC_STATUS_OK;
 }
@@ -643,7 +1021,7 @@ int cnn_create(const char* weights_path, cnn_model** out) {
   *out = NULL;
   cnn_model* model = calloc(1, sizeof(cnn_model));
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
-  int status = pyc_load_weights(weights_path, 58688u, UINT64_C(225447542828062906), &model->weights);
+  int status = pyc_load_weights(weights_path, 59456u, UINT64_C(225508429359584926), &model->weights);
   if (status != PYC_STATUS_OK) { cnn_destroy(model); return status; }
   model->threads = pyc_threads_wanted(0);
   *out = model;

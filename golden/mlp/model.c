@@ -11,6 +11,10 @@
 #include "model.h"
 #include "pyc_runtime.h"
 
+#if defined(__x86_64__) && (defined(__AVX2__) || defined(__AVX512F__))
+#include <immintrin.h> /* the packed GEMM's micro-kernels (c/gemm_packed.j2) */
+#endif
+
 /* float16 values: ISO C11 has no half type. Clang's __fp16 is a storage type (arithmetic in
  * float); GCC's _Float16 at -std=c11 computes in float too where the CPU lacks half arithmetic
  * (standard excess precision). Both round once when a value is stored. */
@@ -66,240 +70,256 @@ double cos(double);
 #define PYC_F16_KERNEL
 #endif
 
-/* step 0: MatMul -> matmul_tiles */
+/* step 0: MatMul -> matmul_packed_const */
 static int k0_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  {
+#ifndef PYC_PARALLEL_FOR
+#define PYC_PARALLEL_FOR
+#endif
+  /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 8 panels */
+  for (int64_t t = 0; t < 1; ++t) {
+    const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
+    (void)bt; (void)ib; (void)jb;
     const float* restrict A = X0;
-    const float* restrict B = X1;
-    float* restrict C = Y;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 128; j0 += 16) {
-    const int64_t jn = 128 - j0 < 16 ? 128 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 4; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 128 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 128 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+    const float* restrict Bp = X1;
+    float* restrict C = Y + bt * 512;
+    const int64_t i_lo = ib * 6, i_hi = i_lo + 6 < 4 ? i_lo + 6 : 4;
+    const int64_t jp_lo = jb * 8, jp_hi = jp_lo + 8 < 8 ? jp_lo + 8 : 8;
+    (void)i_lo; (void)i_hi;
+      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+        const float* restrict pb = Bp + jp * 1024;
+        const int64_t j0 = jp * 16;
+        (void)pb;
+        const int64_t cols = 128 - j0 < 16 ? 128 - j0 : 16;
+        (void)cols;
+        if (i_hi == 4) {
+          const int64_t i0 = 0;
+          const float* restrict ar = A + i0 * 64;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c0_2_0, c0_2_1;
+          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+          __m256 c0_3_0, c0_3_1;
+          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 64; kk += 1) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 64 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 64 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[2 * 64 + kk + 0]);
+              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[3 * 64 + kk + 0]);
+              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+            }
+          }
+          float tile[4][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          _mm256_storeu_ps(&tile[2][0], c0_2_0);
+          _mm256_storeu_ps(&tile[2][8], c0_2_1);
+          _mm256_storeu_ps(&tile[3][0], c0_3_0);
+          _mm256_storeu_ps(&tile[3][8], c0_3_1);
+          for (int64_t r = 0; r < 4; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              const int64_t i = row, j = col;
+              const float acc = value;
+              (void)i; (void)j;
+            const float in0_v = E0[j];
+            const float t0 = (acc + in0_v);
+            const float t1 = (t0 < 0 ? 0 : t0);
+              C[i * 128 + j] = t1;
+            }
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-      const float t1 = (t0 < 0 ? 0 : t0);
-          C[i * 128 + j] = t1;
-        }
-      }
-    }
-    for (; i0 < 4; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 128 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-      const float t1 = (t0 < 0 ? 0 : t0);
-          C[i * 128 + j] = t1;
-      }
-    }
-  }
   }
   return PYC_STATUS_OK;
 }
 
-/* step 1: MatMul -> matmul_tiles */
+/* step 1: MatMul -> matmul_packed_const */
 static int k1_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  {
+#ifndef PYC_PARALLEL_FOR
+#define PYC_PARALLEL_FOR
+#endif
+  /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 4 panels */
+  for (int64_t t = 0; t < 1; ++t) {
+    const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
+    (void)bt; (void)ib; (void)jb;
     const float* restrict A = X0;
-    const float* restrict B = X1;
-    float* restrict C = Y;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 64; j0 += 16) {
-    const int64_t jn = 64 - j0 < 16 ? 64 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 4; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 128;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 128; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
-          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 128; ++kk) {
-          const float* restrict b = B + kk * 64 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[128 + kk];
-          const float a2 = a_rows[2 * 128 + kk], a3 = a_rows[3 * 128 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+    const float* restrict Bp = X1;
+    float* restrict C = Y + bt * 256;
+    const int64_t i_lo = ib * 6, i_hi = i_lo + 6 < 4 ? i_lo + 6 : 4;
+    const int64_t jp_lo = jb * 4, jp_hi = jp_lo + 4 < 4 ? jp_lo + 4 : 4;
+    (void)i_lo; (void)i_hi;
+      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+        const float* restrict pb = Bp + jp * 2048;
+        const int64_t j0 = jp * 16;
+        (void)pb;
+        const int64_t cols = 64 - j0 < 16 ? 64 - j0 : 16;
+        (void)cols;
+        if (i_hi == 4) {
+          const int64_t i0 = 0;
+          const float* restrict ar = A + i0 * 128;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c0_2_0, c0_2_1;
+          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+          __m256 c0_3_0, c0_3_1;
+          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 128; kk += 1) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 128 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 128 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[2 * 128 + kk + 0]);
+              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[3 * 128 + kk + 0]);
+              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+            }
+          }
+          float tile[4][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          _mm256_storeu_ps(&tile[2][0], c0_2_0);
+          _mm256_storeu_ps(&tile[2][8], c0_2_1);
+          _mm256_storeu_ps(&tile[3][0], c0_3_0);
+          _mm256_storeu_ps(&tile[3][8], c0_3_1);
+          for (int64_t r = 0; r < 4; ++r) {
+            for (int64_t c = 0; c < 16; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              const int64_t i = row, j = col;
+              const float acc = value;
+              (void)i; (void)j;
+            const float in0_v = E0[j];
+            const float t0 = (acc + in0_v);
+            const float t1 = (t0 < 0 ? 0 : t0);
+              C[i * 64 + j] = t1;
+            }
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-      const float t1 = (t0 < 0 ? 0 : t0);
-          C[i * 64 + j] = t1;
-        }
-      }
-    }
-    for (; i0 < 4; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 128; ++kk) {
-        const float a0 = A[i0 * 128 + kk];
-        const float* restrict b = B + kk * 64 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-      const float t1 = (t0 < 0 ? 0 : t0);
-          C[i * 64 + j] = t1;
-      }
-    }
-  }
   }
   return PYC_STATUS_OK;
 }
 
-/* step 2: MatMul -> matmul_tiles */
+/* step 2: MatMul -> matmul_packed_const */
 static int k2_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-  {
+#ifndef PYC_PARALLEL_FOR
+#define PYC_PARALLEL_FOR
+#endif
+  /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 1 panels */
+  for (int64_t t = 0; t < 1; ++t) {
+    const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
+    (void)bt; (void)ib; (void)jb;
     const float* restrict A = X0;
-    const float* restrict B = X1;
-    float* restrict C = Y;
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 10; j0 += 16) {
-    const int64_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= 4; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = A + i0 * 64;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 10 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 64; ++kk) {
-          const float* restrict b = B + kk * 10 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[64 + kk];
-          const float a2 = a_rows[2 * 64 + kk], a3 = a_rows[3 * 64 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+    const float* restrict Bp = X1;
+    float* restrict C = Y + bt * 40;
+    const int64_t i_lo = ib * 6, i_hi = i_lo + 6 < 4 ? i_lo + 6 : 4;
+    const int64_t jp_lo = jb * 1, jp_hi = jp_lo + 1 < 1 ? jp_lo + 1 : 1;
+    (void)i_lo; (void)i_hi;
+      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+        const float* restrict pb = Bp + jp * 1024;
+        const int64_t j0 = jp * 16;
+        (void)pb;
+        const int64_t cols = 10 - j0 < 16 ? 10 - j0 : 16;
+        (void)cols;
+        if (i_hi == 4) {
+          const int64_t i0 = 0;
+          const float* restrict ar = A + i0 * 64;
+          (void)ar;
+          __m256 c0_0_0, c0_0_1;
+          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+          __m256 c0_1_0, c0_1_1;
+          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+          __m256 c0_2_0, c0_2_1;
+          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+          __m256 c0_3_0, c0_3_1;
+          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+          for (int64_t kk = 0; kk < 64; kk += 1) {
+            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+            {
+              const __m256 av = _mm256_set1_ps(ar[0 * 64 + kk + 0]);
+              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[1 * 64 + kk + 0]);
+              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[2 * 64 + kk + 0]);
+              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+            }
+            {
+              const __m256 av = _mm256_set1_ps(ar[3 * 64 + kk + 0]);
+              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+            }
+          }
+          float tile[4][16];
+          _mm256_storeu_ps(&tile[0][0], c0_0_0);
+          _mm256_storeu_ps(&tile[0][8], c0_0_1);
+          _mm256_storeu_ps(&tile[1][0], c0_1_0);
+          _mm256_storeu_ps(&tile[1][8], c0_1_1);
+          _mm256_storeu_ps(&tile[2][0], c0_2_0);
+          _mm256_storeu_ps(&tile[2][8], c0_2_1);
+          _mm256_storeu_ps(&tile[3][0], c0_3_0);
+          _mm256_storeu_ps(&tile[3][8], c0_3_1);
+          for (int64_t r = 0; r < 4; ++r) {
+            for (int64_t c = 0; c < cols; ++c) {
+              const int64_t row = i0 + r, col = j0 + c;
+              const float value = tile[r][c];
+              const int64_t i = row, j = col;
+              const float acc = value;
+              (void)i; (void)j;
+            const float in0_v = E0[j];
+            const float t0 = (acc + in0_v);
+              C[i * 10 + j] = t0;
+            }
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-          C[i * 10 + j] = t0;
-        }
-      }
-    }
-    for (; i0 < 4; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 64; ++kk) {
-        const float a0 = A[i0 * 64 + kk];
-        const float* restrict b = B + kk * 10 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float in0_v = E0[j];
-      const float t0 = (acc + in0_v);
-          C[i * 10 + j] = t0;
-      }
-    }
-  }
   }
   return PYC_STATUS_OK;
 }
@@ -322,7 +342,7 @@ int mlp_create(const char* weights_path, mlp_model** out) {
   *out = NULL;
   mlp_model* model = calloc(1, sizeof(mlp_model));
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
-  int status = pyc_load_weights(weights_path, 68928u, UINT64_C(312906891974656413), &model->weights);
+  int status = pyc_load_weights(weights_path, 70464u, UINT64_C(312465475589670973), &model->weights);
   if (status != PYC_STATUS_OK) { mlp_destroy(model); return status; }
   model->threads = pyc_threads_wanted(0);
   *out = model;

@@ -20,6 +20,7 @@ from ..ir.graph import Graph
 from ..ir.text import blob_key, parse_graph
 from ..ir.types import DType
 from ..passes.context import MODES
+from ..planning.weights import packed_numel, read_constant
 from ..targets import TARGETS
 from ..targets.abi_name import name_problem
 from ..targets.cpu.features import feature_flags, is_cpu_name
@@ -116,7 +117,8 @@ SCHEMA: dict[str, Any] = {
                   "compiler_version": _Opt(TEXT),
                   "flags": _Opt(_List(TEXT)), "libraries": _Opt(_List(TEXT)), "march": _Opt(TEXT)},
     "inputs": _List(IO_ENTRY), "outputs": _List(IO_ENTRY),
-    "weights": {"file": TEXT, "bytes": COUNT, "checksum": _Opt(INT), "layout": _Dict(COUNT)},
+    "weights": {"file": TEXT, "bytes": COUNT, "checksum": _Opt(INT), "layout": _Dict(COUNT),
+                "packed": _Opt(_Dict(COUNT))},
     "files": _Dict(TEXT),
 }
 
@@ -373,13 +375,17 @@ def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
     text = (artifact / "model.ir").read_text(encoding="utf-8")
     shell = parse_graph(text, _BlobProbe())
     blobs = {}
+    packed = manifest["weights"].get("packed", {})
     for name, offset in manifest["weights"]["layout"].items():
         ttype = shell.types.get(name)
-        if ttype is None or offset + ttype.nbytes > len(weights):
+        width = packed.get(name)
+        if ttype is None or (width is not None and (width < 1 or ttype.rank < 1)) or \
+                offset + (ttype.nbytes if width is None else
+                          packed_numel(ttype.shape, width) * ttype.dtype.itemsize) > len(weights):
             raise PycError("E030", f"the weights layout in {MANIFEST} does not fit model.ir "
                            f"(constant {name!r} at offset {offset})", where=str(artifact),
                            hint="rebuild the artifact")
-        array = np.frombuffer(weights, ttype.dtype.numpy, ttype.numel, offset).reshape(ttype.shape)
+        array = read_constant(weights, offset, ttype.dtype.numpy, ttype.shape, width)
         blobs[blob_key(array)] = array
     try:
         return parse_graph(text, blobs)

@@ -69,7 +69,8 @@ def read_plan(artifact: Path, manifest: dict[str, Any]) -> ArtifactPlan:
     graph = load_graph(artifact, manifest)
     plan = MemoryPlan.from_json(json.loads((artifact / "memory_plan.json").read_text(
         encoding="utf-8")))
-    weights = WeightsLayout(dict(manifest["weights"]["layout"]), manifest["weights"]["bytes"])
+    weights = WeightsLayout(dict(manifest["weights"]["layout"]), manifest["weights"]["bytes"],
+                            dict(manifest["weights"].get("packed", {})))
     return ArtifactPlan(graph, plan, weights)
 
 
@@ -87,7 +88,9 @@ def debug_sources(source: ArtifactPlan, manifest: dict[str, Any], taps: list[Tap
     """(model.c as the artifact has it, model.c of the debug build). Both come from the same
     kernel calls; the debug one's run function copies each tapped value out after the step that
     defines it. The kernels keep one caller each, so they compile exactly as in the artifact."""
-    calls = CpuTarget().kernel_calls(source.graph, source.plan, source.weights)
+    cpu = manifest["cpu"]  # the artifact's kernels were chosen for its -march and features
+    calls = CpuTarget(cpu["march"], tuple(cpu["requested_features"])).kernel_calls(
+        source.graph, source.plan, source.weights)
     pointers = PointerTable(source.graph, source.plan, source.weights)
     by_step: dict[int, list[_TapLine]] = {}
     for index, tap in enumerate(taps):

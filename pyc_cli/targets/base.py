@@ -70,6 +70,27 @@ class Target:
         return any(c.accepts_prologue(node, graph) and self.has_template(c.template)
                    for c in self.kernels.get(node.op, ()))
 
+    def constant_panels(self, graph: Graph) -> dict[str, int]:
+        """Constants the chosen kernels read as packed panels, name -> panel width, for the
+        weights file. Every reader of such a constant must read the same panels (a candidate
+        applies only where that holds); anything else is a bug here."""
+        packed: dict[str, int] = {}
+        as_is: set[str] = set()
+        for node in graph.nodes:
+            chosen = self.chosen(node)
+            for index, value in enumerate(node.inputs):
+                if value not in graph.constants:
+                    continue
+                width = None if chosen is None else chosen.panels_of(node, graph, index)
+                if width is None:
+                    as_is.add(value)
+                elif packed.setdefault(value, width) != width:
+                    raise RuntimeError(f"readers of {value!r} want different panel widths")
+        both = sorted(as_is & set(packed))
+        if both:
+            raise RuntimeError(f"{both} read both packed and as stored")
+        return packed
+
     def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
         """The passes this target runs after the shared front: kernel selection and memory
         planning by default; a target adds its own (streams, device memory) here."""

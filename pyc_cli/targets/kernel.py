@@ -53,6 +53,9 @@ class KernelCandidate:
     takes_epilogue: bool = False
     # whether the kernel computes an elementwise prologue on input 0 as it reads it (fuse)
     takes_prologue: Callable[[Node, Graph], bool] | None = None
+    # the panel width in which this kernel reads constant input `index` (planning/weights.py
+    # stores it so, once, at build time), or None where it reads the constant as it is
+    constant_panels: Callable[[Node, Graph, int], int | None] | None = None
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
@@ -74,6 +77,12 @@ class KernelCandidate:
     def template_params(self, node: Node, graph: Graph, op_params: dict[str, object]
                         ) -> dict[str, object]:
         return {} if self.params is None else self.params(node, graph, op_params)
+
+    def panels_of(self, node: Node, graph: Graph, index: int) -> int | None:
+        """The panel width in which this kernel reads constant input `index` (None: as is)."""
+        if self.constant_panels is None or node.inputs[index] not in graph.constants:
+            return None
+        return self.constant_panels(node, graph, index)
 
     def inplace_input_in(self, mode: str) -> int | None:
         """The input this kernel may overwrite in `mode` (None: never)."""

@@ -146,7 +146,7 @@ def test_fused_away_values_are_reported_with_the_node_they_live_in(
     assert absent["/layers.0/norm1/Sub_output_0"]["fused_into"].startswith("/layers.0/norm1/")
     rows = {v["value"]: v for v in per_node["values"]}
     gelu = rows["/layers.0/Mul_1_output_0"]
-    assert gelu["node"] == "/layers.0/ff_in/MatMul" and gelu["kernel"] == "matmul_tiles"
+    assert gelu["node"] == "/layers.0/ff_in/MatMul" and gelu["kernel"] == "matmul_packed_const"
     assert "/layers.0/Erf" in gelu["fused_from"]
 
 
@@ -271,29 +271,32 @@ def _kernel_index(artifact: Path, node_name: str) -> int:
     return with_code.index(node_name)
 
 
-def test_a_broken_softmax_in_the_second_layer_is_pinpointed(
+def test_broken_attention_in_the_second_layer_is_pinpointed(
         artifacts: dict[str, Path], broken_templates: Callable, tmp_path: Path,
         rng: np.random.Generator) -> None:
-    target = "/layers.1/attn/Softmax"
+    target = "/layers.1/attn/Softmax/attention"  # its scores, softmax and weighted sum, fused
     index = _kernel_index(artifacts["transformer"], target)
-    # only this one Softmax (kernel call `index`) scales its probabilities by 1.25
-    broken_templates("c/kernels/softmax.c.j2", "y[r * {{ p.inner }}] *= inv;",
-                     "y[r * {{ p.inner }}] *= inv{% if k.index == " + str(index)
-                     + " %} * ({{ k.out_ctype }})1.25{% endif %};")
+    # only this one attention (kernel call `index`) scales its probabilities by 1.25
+    broken_templates("c/kernels/attention.c.j2", "for (int64_t j = 0; j < {{ p.T }}; ++j) s[j] *= inv;",
+                     "for (int64_t j = 0; j < {{ p.T }}; ++j) s[j] *= inv{% if k.index == "
+                     + str(index) + " %} * ({{ k.out_ctype }})1.25{% endif %};")
     artifact = build(TRANSFORMER, tmp_path / "broken.pyc")
     save_feeds(TRANSFORMER, rng, tmp_path / "in.npz")
     code, summary, stderr = compare_json(artifact, tmp_path / "in.npz", "--per-node")
     assert code == 2 and "PYC-E043:" in stderr
     first = summary["compare"]["per_node"]["first_divergent"]
-    assert first["node"] == target and first["op"] == "Softmax"
-    assert first["kernel"] == "softmax_rows" and first["function"] == f"k{index}_softmax"
-    assert first["fused_from"] == [target] and first["value"] == f"{target}_output_0"
-    assert first["fused_values"] == []
+    assert first["node"] == target and first["op"] == "pyc.Attention"
+    assert first["kernel"] == "attention_rows" and first["function"] == f"k{index}_attention"
+    assert {"/layers.1/attn/MatMul", "/layers.1/attn/Softmax", "/layers.1/attn/MatMul_1",
+            "/layers.1/attn/Div", "/layers.1/attn/Add"} <= set(first["fused_from"])
+    assert first["value"] == "/layers.1/attn/MatMul_1_output_0"
+    # the scores and probabilities exist only inside the kernel: named, not compared
+    assert "/layers.1/attn/Softmax_output_0" in first["fused_values"]
     assert first["mismatches"] > 0
     rows = summary["compare"]["per_node"]["values"]
     before = [r for r in rows if r["step"] < first["step"]]
     assert before and all(r["passed"] for r in before)
-    assert any(r["node"] == "/layers.0/attn/Softmax" and r["passed"] for r in before)
+    assert any(r["node"] == "/layers.0/attn/Softmax/attention" and r["passed"] for r in before)
 
 
 def test_a_broken_gelu_epilogue_names_its_matmul_and_fused_group(
@@ -306,7 +309,7 @@ def test_a_broken_gelu_epilogue_names_its_matmul_and_fused_group(
     code, summary, stderr = compare_json(artifact, tmp_path / "in.npz", "--per-node")
     assert code == 2 and "PYC-E043:" in stderr
     first = summary["compare"]["per_node"]["first_divergent"]
-    assert first["node"] == "/layers.0/ff_in/MatMul" and first["kernel"] == "matmul_tiles"
+    assert first["node"] == "/layers.0/ff_in/MatMul" and first["kernel"] == "matmul_packed_const"
     assert first["value"] == "/layers.0/Mul_1_output_0"
     assert {"/layers.0/ff_in/Add", "/layers.0/Erf", "/layers.0/Mul_1"} <= set(first["fused_from"])
     # the GELU's pieces exist only inside the matmul's epilogue: named, not compared
@@ -320,8 +323,7 @@ def test_a_broken_gelu_epilogue_names_its_matmul_and_fused_group(
 
 def test_per_node_refuses_an_artifact_this_pyc_would_generate_differently(
         artifacts: dict[str, Path], broken_templates: Callable) -> None:
-    broken_templates("c/kernels/softmax.c.j2", "y[r * {{ p.inner }}] *= inv;",
-                     "y[r * {{ p.inner }}] *= inv * ({{ k.out_ctype }})1.25;")
+    broken_templates("c/kernels/attention.c.j2", "s[j] *= inv;", "s[j] *= inv * 1.25f;")
     code, stdout, stderr = invoke("run", str(artifacts["transformer"]), "--random-inputs", "0",
                                   "--compare", "ort", "--per-node")
     assert code == 2 and "PYC-E032:" in stderr and "src/model.c" in stderr

@@ -15,10 +15,12 @@ from pyc_cli.ir.verify import verify
 from pyc_cli.ops import registry
 from pyc_cli.passes.select_kernels import WORKSPACE_CAPS
 from pyc_cli.passes.tuning import InMemoryTuningDatabase, kernel_signature
+from pyc_cli.targets import get_target
+from pyc_cli.targets.cpu.gemm import panel_width
 
 MATMUL_IR = """graph "mm" opset=17
 input %"x" : f32[2,4]
-const %"w" : f32[4,3] = [0.5,-1.0,2.0,0.25,1.5,-0.75,3.0,-2.0,0.125,1.0,-0.5,0.375]
+input %"w" : f32[4,3]
 %"y" : f32[2,3] = MatMul(%"x", %"w") name="mm"
 %"r" : f32[2,3] = Reshape(%"y", %"shape") name="view"
 const %"shape" : i64[2] = [2,3]
@@ -49,11 +51,15 @@ def test_choice_recorded_on_the_node_not_in_attrs_with_reasons_logged() -> None:
     graph = parsed(MATMUL_IR)
     after, ctx = run_passes(graph, ["select_kernels"])
     mm, view = after.nodes
-    assert mm.ann.kernel == KernelChoice("matmul_tiles")  # cost 1.0 * flops beats naive's 3.0
+    # cost 0.3 * flops beats the tile loop's 1.0 and naive's 3.0 (a constant w would leave
+    # only matmul_packed_const, which reads it packed at build time)
+    assert mm.ann.kernel is not None and mm.ann.kernel.candidate == "matmul_packed"
+    width = panel_width(get_target("cpu").isa(), 4)  # type: ignore[attr-defined]
+    assert mm.ann.kernel.workspace_bytes == 4 * width * 4  # w packed at run time: K x one panel
     assert view.ann.kernel == KernelChoice("view")
     assert "kernel" not in mm.attrs and not view.attrs
     [chosen] = decisions(ctx, "select_kernel", "select_kernels")
-    assert chosen.nodes == ["mm"] and chosen.after == "matmul_tiles"
+    assert chosen.nodes == ["mm"] and chosen.after == "matmul_packed"
     assert "lowest estimated cost" in chosen.reason and "matmul_naive" in chosen.reason
     [alias] = decisions(ctx, "alias", "select_kernels")
     assert alias.nodes == ["view"]
@@ -78,12 +84,12 @@ def test_tuning_database_miss_and_inapplicable_hit_fall_back_to_the_cost_model()
     other = kernel_signature(graph.nodes[0], graph, "cuda")  # another target's entry: a miss
     ctx.tuning = InMemoryTuningDatabase({other: KernelChoice("matmul_naive")})
     after, _ = run_passes(graph, ["select_kernels"], ctx)
-    assert after.nodes[0].ann.kernel == KernelChoice("matmul_tiles")
+    assert after.nodes[0].ann.kernel.candidate == "matmul_packed"
     signature = kernel_signature(graph.nodes[0], graph, "cpu")
     ctx = new_ctx()
     ctx.tuning = InMemoryTuningDatabase({signature: KernelChoice("conv2d_direct")})
     after, ctx = run_passes(graph, ["select_kernels"], ctx)
-    assert after.nodes[0].ann.kernel == KernelChoice("matmul_tiles")
+    assert after.nodes[0].ann.kernel.candidate == "matmul_packed"
     assert "conv2d_direct does not apply" in decisions(ctx, "select_kernel")[0].reason
 
 

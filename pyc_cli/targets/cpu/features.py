@@ -9,7 +9,9 @@ the load is refused (PYC-E033) naming what is missing.
 
 Only the extensions a C compiler emits on its own from plain C are recorded (SSE..SSE4.2, AVX,
 AVX2, FMA, F16C, BMI, LZCNT, POPCNT, MOVBE, AVX-512, AVX-VNNI, and AMD's SSE4A, FMA4, XOP,
-TBM): the generated code uses no intrinsics, so AES, SHA, RDRAND and the like never appear in it.
+TBM): the generated code's only intrinsics are the GEMM micro-kernels' AVX2 / FMA / AVX-512F
+ones (targets/cpu/gemm.py picks them from this record), so AES, SHA, RDRAND and the like never
+appear in it.
 This module imports only the standard library: loading an artifact needs no code generator.
 """
 

@@ -10,6 +10,7 @@ tests/targets/cpu/ checks the table."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 from ...ir.graph import Graph, Node
@@ -18,6 +19,7 @@ from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ..kernel import KernelCandidate, Tunable
+from . import gemm
 from .kernel_context import coalesce, index_expression
 
 Params = dict[str, object]
@@ -29,11 +31,13 @@ Params = dict[str, object]
 IM2COL_WORKSPACE_CAP = 512 * 1024
 
 
-def im2col_tile(reduction: int, pixels: int, itemsize: int, cap: int = IM2COL_WORKSPACE_CAP) -> int:
-    """Output pixels per im2col tile: a multiple of 16 (the GEMM tile width) under the cap
-    (the memory planner may lower the cap per node, e.g. in memory_first mode)."""
+def im2col_tile(reduction: int, pixels: int, itemsize: int, cap: int = IM2COL_WORKSPACE_CAP,
+                multiple: int = 16) -> int:
+    """Output pixels per im2col tile: a multiple of `multiple` (the GEMM's panel width) under
+    the cap (the memory planner may lower the cap per node, e.g. in memory_first mode)."""
     fit = cap // max(1, reduction * itemsize)
-    return max(16, min(pixels, fit // 16 * 16 if fit >= 16 else 16))
+    whole = -(-pixels // multiple) * multiple
+    return max(multiple, min(whole, fit // multiple * multiple))
 
 
 def _gemm_shape(node: Node, graph: Graph) -> tuple[int, int, int, bool]:
@@ -54,13 +58,6 @@ def _workspace_cap(node: Node) -> int:
     kernel = node.ann.kernel
     return IM2COL_WORKSPACE_CAP if kernel is None or kernel.workspace_cap is None \
         else kernel.workspace_cap
-
-
-def _im2col_bytes(node: Node, graph: Graph) -> int:
-    _, reduction, pixels, pointwise = _gemm_shape(node, graph)
-    itemsize = graph.types[node.outputs[0]].dtype.itemsize
-    cap = _workspace_cap(node)
-    return 0 if pointwise else reduction * im2col_tile(reduction, pixels, itemsize, cap) * itemsize
 
 
 # a kernel splits its work over threads (PYC_PARALLEL_FOR) above this many flop-equivalents
@@ -123,12 +120,43 @@ def _conv_coords(node: Node, graph: Graph, op: Params) -> Params:
             "in_coords": ["n", "ci"] + ["id", "ih", "iw"][lift:]}
 
 
-def _im2col_params(node: Node, graph: Graph, op: Params) -> Params:
-    """The tile of output pixels whose columns the workspace holds, and the loop coordinates."""
-    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
-    pixels = math.prod(graph.types[node.outputs[0]].shape[2:])
-    return {"tile": im2col_tile(w.shape[1] * math.prod(w.shape[2:]), pixels, x.dtype.itemsize,
-                                _workspace_cap(node)), **_conv_coords(node, graph, op)}
+def _im2col_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The tile of output pixels whose packed columns the workspace holds, the GEMM plan
+        of one tile, and the loop coordinates."""
+        rows, reduction, pixels, _ = _gemm_shape(node, graph)
+        dtype = graph.types[node.outputs[0]].dtype
+        nr = gemm.panel_width(isa, dtype.itemsize)
+        tile = im2col_tile(reduction, pixels, dtype.itemsize, _workspace_cap(node), nr)
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, rows, tile, reduction, 1, _tuned(node))
+        g["n_full"] = pixels % nr == 0  # every tile's width is then a multiple of NR
+        return {"tile": tile, "gemm": g, **_conv_coords(node, graph, op)}
+    return params
+
+
+def _im2col_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def workspace(node: Node, graph: Graph) -> int:
+        """One tile's columns, packed (a multiple of NR pixels)."""
+        _, reduction, pixels, _ = _gemm_shape(node, graph)
+        itemsize = graph.types[node.outputs[0]].dtype.itemsize
+        nr = gemm.panel_width(isa, itemsize)
+        return reduction * im2col_tile(reduction, pixels, itemsize, _workspace_cap(node), nr) \
+            * itemsize
+    return workspace
+
+
+def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
+    """Conv's candidates on `isa`: the packed GEMM over gathered columns, the depthwise kernel,
+    and the direct loop (tiny convs, and convs whose prologue the others cannot apply)."""
+    return (
+        KernelCandidate(
+            "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
+            _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),
+            takes_epilogue=True, takes_prologue=_im2col_prologue,
+            tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
+                              "bytes of im2col columns (the memory mode's cap; the tile follows)"),
+                      *gemm.tunables(isa))),
+        CONV_DEPTHWISE, CONV_DIRECT)
 
 
 def _matmul_coords(node: Node, graph: Graph, op: Params) -> Params:
@@ -188,6 +216,87 @@ def _im2col_prologue(node: Node, graph: Graph) -> bool:
     return graph.types[node.inputs[0]].rank <= 4
 
 
+# ---------------------------------------------------------------- the packed GEMM
+
+
+def _matmul_dims(node: Node, graph: Graph) -> tuple[int, int, int, list[int], list[int]]:
+    """(M, K, N, batch, B's batch strides) of a MatMul."""
+    from ...ops.matmul import MatMul
+
+    op = MatMul().kernel_params(node, graph)
+    return (int(op["M"]), int(op["K"]), int(op["N"]), list(op["batch"]),  # type: ignore[call-overload]
+            list(op["b_batch_strides"]))  # type: ignore[call-overload]
+
+
+def _b_matrices(node: Node, graph: Graph) -> int:
+    m, k, n, _, _ = _matmul_dims(node, graph)
+    return gemm.matrices(graph.types[node.inputs[1]].shape, k, n)
+
+
+def _tuned(node: Node) -> dict[str, object]:
+    """The tuning database's parameters for the chosen kernel (the plan derives the rest)."""
+    return dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
+
+
+def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        m, k, n, batch, b_strides = _matmul_dims(node, graph)
+        dtype = graph.types[node.outputs[0]].dtype
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, m, n, k, math.prod(batch), _tuned(node))
+        packed = int(g["panels"]) * int(g["NR"]) * k  # type: ignore[call-overload]
+        b_matrices = _b_matrices(node, graph)
+        return {**_matmul_coords(node, graph, op), "gemm": g, "b_packed": constant,
+                "b_matrices": b_matrices, "tasks": g["tasks"], "parallel": g["parallel"],
+                "pack_parallel": b_matrices * k * n * 8 >= gemm.TASK_FLOPS,
+                "pb_batch_strides": [s // max(1, k * n) * packed for s in b_strides]}
+    return params
+
+
+def _packed_b_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def workspace(node: Node, graph: Graph) -> int:
+        """Every distinct B matrix, packed into panels."""
+        m, k, n, _, _ = _matmul_dims(node, graph)
+        itemsize = graph.types[node.outputs[0]].dtype.itemsize
+        nr = gemm.panel_width(isa, itemsize)
+        return _b_matrices(node, graph) * k * -(-n // nr) * nr * itemsize
+    return workspace
+
+
+def _packed_b(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def panels(node: Node, graph: Graph, index: int) -> int | None:
+        """B, the weights, is read in NR-wide panels (packed once, at build time)."""
+        if index != 1:
+            return None
+        return gemm.panel_width(isa, graph.types[node.inputs[1]].dtype.itemsize)
+    return panels
+
+
+def _b_unpacked(node: Node, graph: Graph) -> bool:
+    """A B the weights file holds packed is read only by the packed-constant kernel."""
+    return not gemm.packs_constant(node, graph)
+
+
+def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
+    """MatMul's candidates on `isa`: the packed GEMM (B packed at build time when it is a
+    constant only MatMuls read, else at run time into the workspace), the 4x16 tile loop and
+    the naive loop (kept as checks and for a tuner to compare)."""
+    tunables = gemm.tunables(isa)
+    return (
+        KernelCandidate("matmul_packed_const", "matmul_packed.c.j2", gemm.packs_constant,
+                        cost_factor=0.25, stores_once=True, tunables=tunables,
+                        takes_epilogue=True, params=_packed_matmul_params(isa, True),
+                        constant_panels=_packed_b(isa)),
+        KernelCandidate("matmul_packed", "matmul_packed.c.j2", _b_unpacked, cost_factor=0.3,
+                        workspace=_packed_b_workspace(isa), stores_once=True, tunables=tunables,
+                        takes_epilogue=True, params=_packed_matmul_params(isa, False)),
+        KernelCandidate("matmul_tiles", "matmul.c.j2", _b_unpacked, cost_factor=1.0,
+                        stores_once=True, tunables=GEMM_TILES, takes_epilogue=True,
+                        params=_matmul_coords),
+        KernelCandidate("matmul_naive", "matmul_naive.c.j2", _b_unpacked, cost_factor=3.0,
+                        takes_epilogue=True, params=_matmul_coords),
+    )
+
+
 # ---------------------------------------------------------------- scratch of other kernels
 
 
@@ -213,25 +322,15 @@ def _input_ctype(key: str, index: int):  # noqa: ANN202 (a small closure)
 
 # ---------------------------------------------------------------- the candidates
 
-# the GEMM macro (codegen_templates/c/gemm.c.j2) blocks registers in 4x16 tiles today
+# the tile GEMM macro (codegen_templates/c/gemm.j2) blocks registers in 4x16 tiles
 GEMM_TILES = (Tunable("tile_rows", (4,), "rows of C per register block"),
               Tunable("tile_cols", (16,), "columns of C per register block (the vector width)"))
-IM2COL = KernelCandidate(
-    "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 1.0, _im2col_bytes,
-    stores_once=True, params=_im2col_params, takes_epilogue=True, takes_prologue=_im2col_prologue,
-    tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
-                      "bytes of im2col columns (the memory mode's cap; the tile follows)"),
-              *GEMM_TILES))
 CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n.ann.prologue,
                               cost_factor=4.0, takes_epilogue=True, params=_direct_conv_params)
 # registers accumulate each output over its window: cheaper than the direct loop's passes over
 # output rows, which remains for what this does not cover
 CONV_DEPTHWISE = KernelCandidate("conv2d_depthwise", "conv2d_depthwise.c.j2", _is_depthwise,
                                  cost_factor=2.0, takes_epilogue=True, params=_depthwise_params)
-MATMUL_TILES = KernelCandidate("matmul_tiles", "matmul.c.j2", cost_factor=1.0, stores_once=True,
-                               tunables=GEMM_TILES, takes_epilogue=True, params=_matmul_coords)
-MATMUL_NAIVE = KernelCandidate("matmul_naive", "matmul_naive.c.j2", cost_factor=3.0,
-                               takes_epilogue=True, params=_matmul_coords)
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
 POOL = KernelCandidate("pool_direct", "pool.c.j2",
@@ -252,10 +351,18 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
     return {op: candidates for op in ops}
 
 
-# op -> its candidates, cheapest-first is not implied (select_kernels compares costs)
+@functools.cache
+def cpu_kernels(isa: str) -> dict[str, tuple[KernelCandidate, ...]]:
+    """The candidate table for code using `isa` (gemm.ISAS: avx512, avx2, vector); one table
+    per ISA, so a candidate is the same object wherever it is looked up."""
+    return {**CPU_KERNELS, "Conv": conv_candidates(isa), "MatMul": matmul_candidates(isa)}
+
+
+# op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
+# GEMM candidates are those of the portable ISA here, the target's ISA in CpuTarget.kernels
 CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
-    "Conv": (IM2COL, CONV_DEPTHWISE, CONV_DIRECT),
-    "MatMul": (MATMUL_TILES, MATMUL_NAIVE),
+    "Conv": conv_candidates(gemm.PORTABLE_ISA),
+    "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": (KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2"),),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
     "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),),

@@ -17,10 +17,12 @@ from ...planning.weights import WeightsLayout
 from ...templating import runtime_dir, template_env
 from ..abi_name import soname
 from ..base import ModelInfo, Target
+from ..kernel import KernelCandidate
 from . import compile_cache, toolchain
 from .features import feature_flags, probe_target
+from .gemm import isa_for
 from .kernel_context import KernelCall, Operand, kernel_call
-from .kernels import CPU_KERNELS
+from .kernels import cpu_kernels
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
 # no -ffast-math: it assumes no NaN / inf (comparisons and fmin/fmax would drop NaN) and its
@@ -72,11 +74,23 @@ class CpuTarget(Target):
     name = "cpu"
     template_subdir = "c"
     library_name = "libmodel.so"
-    kernels = CPU_KERNELS
 
     def __init__(self, march: str = "native", features: tuple[str, ...] = ()) -> None:
         self.march = march
         self.features = tuple(features)  # ('+avx2', '-avx512f'): cpu_features.parse_features
+        self._kernels: dict[str, tuple[KernelCandidate, ...]] | None = None
+
+    @property  # type: ignore[override]
+    def kernels(self) -> dict[str, tuple[KernelCandidate, ...]]:
+        """The candidate table for the vector ISA the target's features allow (the compiler's
+        predefined macros for this -march: the GEMM micro-kernels are chosen from them)."""
+        if self._kernels is None:
+            self._kernels = cpu_kernels(self.isa())
+        return self._kernels
+
+    def isa(self) -> str:
+        """avx512, avx2 or vector (gemm.ISAS), from the features the code may use."""
+        return isa_for(self.cpu_record()["features"])
 
     # ------------------------------------------------------------ sources
 

@@ -14,7 +14,8 @@ from pyc_cli.ops import registry
 from pyc_cli.ops.registry import OpDef
 from pyc_cli.passes import canonicalize
 from pyc_cli.targets import TARGET_NAMES, get_target
-from pyc_cli.targets.cpu.kernels import CPU_KERNELS
+from pyc_cli.targets.cpu.kernels import CPU_KERNELS, cpu_kernels
+from pyc_cli.targets.cpu.target import CpuTarget
 from pyc_cli.targets.kernel import KernelCandidate
 from pyc_cli.templating import templates_dir
 
@@ -66,11 +67,16 @@ def test_tunables_declare_legal_values() -> None:
     for tunable in tunables:
         assert tunable.values and all(isinstance(v, int) and v > 0 for v in tunable.values)
     im2col = next(c for c in CPU_KERNELS["Conv"] if c.name == "conv2d_im2col_gemm")
-    assert {t.name for t in im2col.tunables} >= {"workspace_cap", "tile_rows", "tile_cols"}
+    assert {t.name for t in im2col.tunables} >= {"workspace_cap", "mr", "mc", "nc", "unroll"}
 
 
 def test_the_cpu_target_is_registered() -> None:
-    assert "cpu" in TARGET_NAMES and get_target("cpu").kernels is CPU_KERNELS
+    cpu = get_target("cpu")
+    assert "cpu" in TARGET_NAMES and isinstance(cpu, CpuTarget)
+    # the table of the ISA the target's features allow: only the GEMM-based candidates differ
+    assert cpu.kernels is cpu_kernels(cpu.isa())
+    assert {op: c for op, c in cpu.kernels.items() if op not in ("MatMul", "Conv")} == \
+        {op: c for op, c in CPU_KERNELS.items() if op not in ("MatMul", "Conv")}
 
 
 def depthwise_and_dense_convs(rng: np.random.Generator) -> str:
@@ -103,11 +109,12 @@ def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
     assert chosen["dense"] is not None and chosen["dense"].name == "conv2d_im2col_gemm"
     assert chosen["depthwise"] is not None and chosen["depthwise"].name == "conv2d_depthwise"
     # the im2col tile is the candidate's own template parameter: all 63 pixels' columns
-    # (36 floats each) fit the recorded cap, and the workspace holds exactly them
+    # (36 floats each, packed in panels of 8, 16 or 32 pixels: 64) fit the recorded cap, and
+    # the workspace holds exactly them
     conv = after.nodes[0]
     assert conv.ann.kernel is not None and conv.ann.kernel.workspace_cap is not None
-    assert chosen["dense"].template_params(conv, after, {})["tile"] == 63
-    assert conv.ann.kernel.workspace_bytes == 63 * 36 * 4 <= conv.ann.kernel.workspace_cap
+    assert chosen["dense"].template_params(conv, after, {})["tile"] == 64
+    assert conv.ann.kernel.workspace_bytes == 64 * 36 * 4 <= conv.ann.kernel.workspace_cap
 
 
 @pytest.mark.parametrize("mode, softmax_input, lrn_input", [

@@ -1,0 +1,154 @@
+"""Plans for the packed GEMM (codegen_templates/c/gemm_packed.j2): which vector instructions,
+which register block (MR rows x NR columns), how the work splits into cache blocks and tasks,
+and the packed layout of B.
+
+The ISA comes from the build's target features (the compiler's predefined macros for the chosen
+-march, features.py): AVX-512F, AVX2 + FMA, or GCC/Clang vector extensions 16 bytes wide (any
+CPU; `--cpu portable`). A micro-kernel keeps MR x NR outputs in registers for the whole
+reduction, so each output is stored once (epilogues and `stores_once` need that); the A block
+a task re-reads for every panel is sized to stay in L2, and B is read in panels of NR columns
+packed K x NR contiguous (weights once at build time, activations at run time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ...ir.graph import Graph, Node
+from ..kernel import Tunable
+
+Params = dict[str, object]
+
+# the A block (MC rows x K) a task re-reads for every panel of B stays in L2 (1 MiB on Zen 4,
+# 1-2 MiB on recent Intel): half of it leaves room for the panel and the output rows
+L2_A_BYTES = 256 * 1024
+# below ~40 us of work (at ~100 GFLOP/s) a task is not worth handing to a thread
+TASK_FLOPS = 4_000_000
+MIN_TASKS = 4  # 2 x the cores of the CI machine: a split that keeps 2 threads busy
+VECTORS_PER_ROW = 2  # NR = 2 vectors: one broadcast of A feeds 2 FMAs
+
+
+@dataclass(frozen=True)
+class Isa:
+    name: str
+    vector_bytes: int
+    registers: int  # vector registers the micro-kernel may fill with accumulators and B
+    rows: tuple[int, ...]  # legal MR, the default first (its accumulators fill the registers)
+    prefix: str  # intrinsic prefix ("" for vector extensions)
+
+
+ISAS = {
+    # 32 zmm: 8 x 32 keeps 16 accumulators (12 x 32 or 14 x 32 fill 24 / 28)
+    "avx512": Isa("avx512", 64, 32, (8, 6, 12, 14, 4), "_mm512"),
+    # 16 ymm: 6 x 16 keeps 12 accumulators + 2 B vectors + 1 broadcast
+    "avx2": Isa("avx2", 32, 16, (6, 4, 5), "_mm256"),
+    "vector": Isa("vector", 16, 16, (6, 4), ""),
+}
+PORTABLE_ISA = "vector"
+
+
+def isa_for(features: list[str] | tuple[str, ...] | set[str]) -> str:
+    """The widest ISA the code may use, from the /proc/cpuinfo names features.py records."""
+    if "avx512f" in features:
+        return "avx512"
+    if "avx2" in features and "fma" in features:
+        return "avx2"
+    return PORTABLE_ISA
+
+
+def lanes(isa: str, itemsize: int) -> int:
+    return ISAS[isa].vector_bytes // itemsize
+
+
+def panel_width(isa: str, itemsize: int) -> int:
+    """NR: columns per packed panel of B (fixed per ISA and type: constants are packed once)."""
+    return VECTORS_PER_ROW * lanes(isa, itemsize)
+
+
+def tunables(isa: str) -> tuple[Tunable, ...]:
+    """What a tuner may set. Without a tuned value the plan derives mc from the L2 size and nc
+    from the task split (the listed values are what a tuner tries), mr and unroll default to
+    their first value."""
+    return (Tunable("mr", ISAS[isa].rows, "rows of the register block (micro-kernel)"),
+            Tunable("mc", (48, 24, 96, 192, 384),
+                    "rows per cache block (rounded down to a multiple of mr)"),
+            Tunable("nc", (256, 64, 128, 512, 1024, 2048),
+                    "columns per task block (rounded down to a multiple of the panel width)"),
+            Tunable("unroll", (1, 2, 4), "unroll of the reduction loop"))
+
+
+def splits(isa: str, rows: int) -> int:
+    """Independent accumulator sets over k for an R-row block: a short block (M == 1: GEMV)
+    would wait on FMA latency with one set."""
+    spare = ISAS[isa].registers - VECTORS_PER_ROW - 2
+    cap = 8 if ISAS[isa].registers >= 32 else 4
+    return max(1, min(cap, spare // (rows * VECTORS_PER_ROW)))
+
+
+def _vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
+    spec = ISAS[isa]
+    suffix = "ps" if itemsize == 4 else "pd"
+    if isa == PORTABLE_ISA:
+        vtype, btype = "pyc_gv", ctype
+    else:
+        bits = spec.vector_bytes * 8
+        vtype = f"__m{bits}" if itemsize == 4 else f"__m{bits}d"
+        btype = vtype
+    return {"isa": isa, "ctype": ctype, "itemsize": itemsize, "vbytes": spec.vector_bytes,
+            "pre": spec.prefix, "sfx": suffix, "vtype": vtype, "btype": btype,
+            "lanes": lanes(isa, itemsize), "vectors": VECTORS_PER_ROW,
+            "NR": panel_width(isa, itemsize)}
+
+
+def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int,
+         tuned: dict[str, object]) -> Params:
+    """The template's GEMM plan for C[M,N] = A[M,K] B[K,N] repeated `batch` times, from the
+    tuned parameters where given, else from the cache sizes and the task split."""
+    g = _vector_ops(isa, ctype, itemsize)
+    nr = int(g["NR"])  # type: ignore[call-overload]
+    mr = int(tuned.get("mr") or ISAS[isa].rows[0])  # type: ignore[call-overload]
+    panels = -(-N // nr)
+    mc = int(tuned.get("mc") or 0)  # type: ignore[call-overload]
+    if not mc:
+        mc = L2_A_BYTES // max(1, K * itemsize)
+    mc = max(mr, min(mc // mr * mr, -(-M // mr) * mr))
+    mb = -(-M // mc)
+    # a short M streams B from memory: its bytes, not its flops, take the time (about 3
+    # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)
+    flops = max(2 * batch * M * N * K, 3 * batch * K * N * itemsize)
+    nc = int(tuned.get("nc") or 0)  # type: ignore[call-overload]
+    if nc:
+        ncp = max(1, nc // nr)
+    else:
+        wanted = min(MIN_TASKS, max(1, flops // TASK_FLOPS))
+        nb = min(panels, max(1, -(-wanted // (batch * mb))))
+        ncp = -(-panels // nb)
+    nb = -(-panels // ncp)
+    g.update({"M": M, "N": N, "K": K, "MR": mr, "MC": mc, "MB": mb, "NCP": ncp, "NB": nb,
+              "panels": panels, "tail": M % mr, "n_full": N % nr == 0,
+              "splits": {r: splits(isa, r) for r in range(1, mr + 1)},
+              "unroll": int(tuned.get("unroll") or 1)})  # type: ignore[call-overload]
+    tasks = batch * mb * nb
+    g["tasks"] = tasks
+    g["parallel"] = tasks >= 2 and flops // tasks >= TASK_FLOPS // 2
+    return g
+
+
+def packs_constant(node: Node, graph: Graph) -> bool:
+    """Whether `node`'s B is a constant the weights file may hold packed: float, and every
+    reader of it reads it as a MatMul's B (so every reader reads the one packed image)."""
+    if node.op != "MatMul" or len(node.inputs) < 2:
+        return False
+    b = node.inputs[1]
+    if b not in graph.constants or b in graph.outputs or \
+            graph.types[b].dtype.itemsize not in (4, 8) or not graph.types[b].dtype.is_float:
+        return False
+    readers = [n for n in graph.nodes if b in n.present_inputs()]
+    return all(n.op == "MatMul" and n.inputs[1] == b and n.inputs[0] != b
+               and b not in n.inputs[2:] for n in readers)
+
+
+def matrices(shape: tuple[int, ...], rows: int, cols: int) -> int:
+    """How many rows x cols matrices a tensor of `shape` holds."""
+    return math.prod(shape) // max(1, rows * cols)
