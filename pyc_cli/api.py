@@ -160,7 +160,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           tuning: TuningDatabase | None = None, tune: bool = False,
           tuning_db: str | Path | None = None, tune_budget: float | None = None,
           tune_options: TuneOptions | None = None,
-          tune_progress: Progress | None = None, threads: int = 0) -> BuildResult:
+          tune_progress: Progress | None = None, threads: int = 0,
+          arch: str | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -174,7 +175,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     `cpu` is a -march value (`native`: this machine's CPU; `portable`: the architecture's
     baseline, see targets/cpu/features.py) and `cpu_features` adds or removes extensions
     ('+avx2,-avx512f'); the manifest records the extensions the code may use, and loading on a
-    CPU without them is refused (PYC-E033). `slim` leaves out what only explaining needs.
+    CPU without them is refused (PYC-E033). `arch` is the GPU architecture of the CUDA target
+    (sm_80 ... sm_90, default sm_90; see docs/cuda.md). `slim` leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
     times every step (shown by `pyc build`; never written into the artifact). `tuning` holds
     measured kernel choices that select_kernels prefers to its cost model; `tuning_db` names a
@@ -197,7 +199,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                        hint="give 0 (every core) or a thread count from 1 to 1024")
     features = parse_features(cpu_features if isinstance(cpu_features, str)
                               else ",".join(cpu_features))
-    backend = get_target(target, cpu, tuple(features))
+    if arch is not None and target != "cuda":
+        raise PycError("E050", f"--arch {arch} applies to --target cuda only", where="--arch",
+                       hint="drop --arch, or build with --target cuda")
+    backend = get_target(target, cpu, tuple(features), arch)
     cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
     if tune and target not in TUNABLE_TARGETS:
         raise PycError("E050", f"--tune times kernels on this machine's CPU; the {target} target "
@@ -228,6 +233,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
                  "keep_source": keep_source, "name": prefix, "cpu": cpu,
                  "cpu_features": features, "threads": threads,
+                 **({"arch": backend.arch} if target == "cuda" else {}),
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
@@ -275,7 +281,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
               else describe_source(model_path))
     with steps.step("compile C"):
         toolchain = backend.compile(staging / "src", staging, flags["name"])
-    toolchain["march"] = getattr(backend, "march", "")
+    if cpu_record:  # a CPU target's code: the CPU it was built for (checked before loading)
+        toolchain["march"] = getattr(backend, "march", "")
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "pyc_version": __version__,
         "model": {**source, "file": display_name(model_path), "graph_name": graph.name,
@@ -283,14 +290,16 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                   "source_ops": ctx.artifacts["source_ops"],
                   "compiled_nodes": len(graph.nodes)},
         "target": flags["target"], "mode": flags["mode"], "flags": flags,
-        "toolchain": toolchain, "cpu": cpu_record,
+        "toolchain": toolchain, **({"cpu": cpu_record} if cpu_record else {}),
+        **({"cuda": backend.device_record()} if hasattr(backend, "device_record") else {}),
         "inputs": [_io_entry(i) for i in info.inputs],
         "outputs": [_io_entry(o) for o in info.outputs],
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                     "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"],
                     "packed": layout.to_json()["packed"]},
-        "library": backend.library_name, "header": "src/model.h", "slim": False,
+        "library": backend.library_name, "slim": False,
+        **({"header": "src/model.h"} if cpu_record else {}),
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),
         "files": hash_tree(staging),
     }
@@ -345,6 +354,10 @@ def load(artifact: str | Path) -> CompiledModel:
     root = Path(artifact)
     restore_if_interrupted(root)
     manifest = read_manifest(root)
+    if manifest["target"] == "cuda":
+        from .runtime.cuda import load_cuda
+
+        return load_cuda(root, manifest)
     check_cpu(manifest["cpu"], str(root))  # before any of its code is mapped
     verify_files(root, manifest)
     library_path = _content_addressed_copy(root / manifest["library"],

@@ -37,6 +37,11 @@ ERROR_CODES: dict[str, str] = {
     "with --force, or choose another -o).",
     "E026": "No usable C compiler: CC names no executable program, or CC is unset and none of "
     "cc, gcc, clang is on PATH (install gcc or clang, or set CC).",
+    "E027": "The CUDA target's packages are not installed: cuda-python's bindings (`cuda-bindings`) "
+    "or the NVRTC library (`nvidia-cuda-nvrtc`); install them with `pip install \"pyc-compiler[cuda]\"` "
+    "(`pip install \".[cuda]\"` in a checkout).",
+    "E028": "NVRTC failed to compile the generated CUDA code (the error carries the compiler log and "
+    "the template that produced the failing kernel), or does not accept the --arch value.",
     "E030": "The artifact directory is missing, incomplete or not a PyC artifact.",
     "E031": "An artifact file does not match its hash in manifest.json (tampered or corrupt).",
     "E032": "The artifact was built for a different format version or target.",
@@ -47,6 +52,11 @@ ERROR_CODES: dict[str, str] = {
     "E035": "The artifact lacks files a command needs besides running (model.ir, src/, "
     "decisions.jsonl ...): it is slim (`pyc build --slim`, `pyc strip`) or they were deleted.",
     "E036": "The C compiler does not accept the --cpu or --cpu-features value.",
+    "E037": "A CUDA artifact cannot run here: no NVIDIA driver or GPU, a GPU whose architecture the "
+    "artifact's CUBIN was not built for (and a driver too old to JIT its PTX), or not enough "
+    "device memory (the error names which).",
+    "E038": "A CUDA driver call failed while loading or running a CUDA artifact (the error names the "
+    "call and the driver's error).",
     "E039": "The tuning database file (`pyc build --tuning-db`, default in the user cache dir) "
     "cannot be read, is not JSON or holds another schema: a warning; it is ignored and the next "
     "`pyc build --tune` replaces it.",

@@ -45,7 +45,8 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "pyc_version": manifest["pyc_version"],
         "flags": _flags(manifest),
         "toolchain": manifest["toolchain"],
-        "cpu": manifest["cpu"],
+        # what the code needs of the machine: the CPU record, or a CUDA artifact's GPU record
+        **{key: manifest[key] for key in ("cpu", "cuda") if key in manifest},
         "passes": _passes(decisions),
         "fusions": _fusions(graph, decisions),
         "kernels": kernels,
@@ -227,10 +228,15 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     for kind in ("inputs", "outputs"):
         listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in model[kind])
         console.print(escape(f"  {kind}: {listing}"))
-    cpu = data["cpu"]
-    console.print(escape(f"  cpu: {cpu['arch']} -march={cpu['march']} ({cpu['resolved_march']}); "
-                         f"needs {', '.join(cpu['features']) or 'nothing beyond the baseline'}"),
-                  highlight=False)
+    if "cuda" in data:
+        gpu = data["cuda"]
+        console.print(escape(f"  gpu: {gpu['arch']} CUBIN; PTX ISA {gpu['ptx_isa']} (JIT on drivers "
+                             f"for CUDA {gpu['ptx_min_driver']} or newer)"), highlight=False)
+    else:
+        cpu = data["cpu"]
+        console.print(escape(f"  cpu: {cpu['arch']} -march={cpu['march']} ({cpu['resolved_march']}); "
+                             f"needs {', '.join(cpu['features']) or 'nothing beyond the baseline'}"),
+                      highlight=False)
     _print_build(data, console)
     table = Table(title="Passes, in order")
     table.add_column("pass")

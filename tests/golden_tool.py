@@ -25,6 +25,10 @@ GOLDEN_FILES = ("model.ir", "memory_plan.json", "decisions.jsonl", "src/model.c"
 # the GEMM kernels follow the target's vector ISA: goldens are built for one fixed x86-64 level
 # (AVX2 + FMA), so they do not depend on the machine that builds them
 GOLDEN_CPU = "x86-64-v3"
+# the CUDA target's sources of one reference model (rendered without NVRTC, so they are checked
+# on machines without the CUDA wheels too): golden/cuda_NAME/
+CUDA_BUILDS = {"transformer": REFERENCE_BUILDS["transformer"]}
+CUDA_FILES = ("model.cu", "launches.json")
 
 
 def golden_dumps(name: str, out_dir: Path) -> dict[str, str]:
@@ -35,6 +39,24 @@ def golden_dumps(name: str, out_dir: Path) -> dict[str, str]:
     model, shapes, mode = REFERENCE_BUILDS[name]
     pyc_cli.build(MODELS / model, out_dir, mode=mode, input_shapes=shapes, cpu=GOLDEN_CPU)
     return {f: (out_dir / f).read_text() for f in GOLDEN_FILES}
+
+
+def cuda_golden_dumps(name: str) -> dict[str, str]:
+    """The CUDA sources (kernels and launch plan) of a reference model."""
+    sys.path.insert(0, str(REPO))
+    from pyc_cli.abi import io_infos
+    from pyc_cli.api import compile_graph
+    from pyc_cli.planning.weights import layout_weights, weights_bytes, weights_checksum
+    from pyc_cli.targets.base import ModelInfo
+
+    model, shapes, mode = CUDA_BUILDS[name]
+    graph, ctx = compile_graph(MODELS / model, mode, shapes, target="cuda")
+    plan, layout = ctx.artifacts["memory_plan"], layout_weights(graph)
+    info = ModelInfo("golden", io_infos(graph, graph.inputs),
+                     io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
+                     layout.total_bytes, weights_checksum(weights_bytes(graph, layout)), name)
+    sources = ctx.target.emit(graph, plan, layout, info)
+    return {f: sources[f] for f in CUDA_FILES}
 
 
 def main() -> None:
@@ -52,6 +74,13 @@ def main() -> None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(text)
             print(f"{name}: {'written' if args.write else 'built'} {len(dumps)} golden files")
+        for name in CUDA_BUILDS:
+            dumps = cuda_golden_dumps(name)
+            for relative, text in dumps.items():
+                if args.write:
+                    (GOLDEN / f"cuda_{name}").mkdir(parents=True, exist_ok=True)
+                    (GOLDEN / f"cuda_{name}" / relative).write_text(text)
+            print(f"cuda {name}: {'written' if args.write else 'built'} {len(dumps)} golden files")
 
 
 if __name__ == "__main__":

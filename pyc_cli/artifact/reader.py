@@ -52,11 +52,17 @@ def read_manifest(artifact: Path) -> dict[str, Any]:
     if type(version) is not int or version != FORMAT_VERSION:  # JSON true is not version 1
         raise PycError("E032", f"artifact format version {_describe(version)} is not "
                        f"{FORMAT_VERSION}", where=str(path), hint="rebuild it with this PyC")
+    target = manifest.get("target")
+    if isinstance(target, str) and target in TARGET_RECORDS and TARGET_RECORDS[target] not in manifest:
+        record = TARGET_RECORDS[manifest["target"]]
+        raise PycError("E032", f"the manifest names target {manifest['target']} but holds no "
+                       f"{record!r} record: the artifact was built for another target",
+                       where=str(path), hint="rebuild the artifact for this target")
     check_manifest(manifest, path)
     if manifest["target"] not in TARGETS:
         raise PycError("E032", f"the artifact was built for target {_describe(manifest['target'])}"
                        f", which this PyC cannot load (targets: {', '.join(TARGETS)})",
-                       where=str(path), hint="rebuild it with `pyc build --target cpu`")
+                       where=str(path), hint="rebuild it with `pyc build --target cpu` (or cuda)")
     return manifest
 
 
@@ -96,9 +102,15 @@ TEXT = "text"  # a str that encodes as UTF-8 (JSON can carry lone surrogates)
 IO_ENTRY = {"name": TEXT, "dtype": TEXT, "shape": _List(COUNT)}
 CPU = {"arch": TEXT, "march": TEXT, "resolved_march": TEXT, "features": _List(TEXT),
        "requested_features": _List(TEXT)}
+# the CUDA target's record: the GPU architecture of the CUBIN, the PTX kept beside it, the
+# launch plan the runtime follows (targets/cuda/target.py)
+CUDA = {"arch": TEXT, "cubin": TEXT, "ptx": TEXT, "launches": TEXT, "ptx_isa": TEXT,
+        "ptx_min_driver": TEXT}
+# what each target's artifacts must hold beyond SCHEMA's common part
+TARGET_RECORDS = {"cpu": "cpu", "cuda": "cuda"}
 SCHEMA: dict[str, Any] = {
     "pyc_version": TEXT, "target": TEXT, "mode": TEXT, "library": TEXT, "arena_bytes": COUNT,
-    "cpu": CPU, "slim": _Opt(BOOL), "header": _Opt(TEXT), "symbol_prefix": TEXT,
+    "cpu": _Opt(CPU), "cuda": _Opt(CUDA), "slim": _Opt(BOOL), "header": _Opt(TEXT), "symbol_prefix": TEXT,
     "model": {"file": TEXT, "sha256": TEXT, "graph_name": TEXT, "opset": INT,
               "source_ops": _Dict(COUNT), "compiled_nodes": COUNT},
     "toolchain": {"compiler": _Opt(TEXT), "compiler_family": _Opt(TEXT),
@@ -192,8 +204,34 @@ def _value_problem(manifest: dict[str, Any]) -> str:
             return f"{field} {name!r} is not among the hashed files"
     if "header" in manifest and not is_inside_path(manifest["header"]):
         return f"header {manifest['header']!r} is not a relative path inside the artifact"
-    return (_source_problem(manifest["model"], files) or _mode_problem(manifest)
-            or _io_problem(manifest) or _cpu_problem(manifest["cpu"]) or _toolchain_problem(manifest))
+    common = (_source_problem(manifest["model"], files) or _mode_problem(manifest)
+              or _io_problem(manifest))
+    if common:
+        return common
+    record = "cuda" if manifest["target"] == "cuda" else "cpu"  # what the target's code needs
+    if record not in manifest:
+        return f"{record} is missing"
+    if record == "cuda":
+        return _cuda_problem(manifest)
+    return _cpu_problem(manifest["cpu"]) or _toolchain_problem(manifest)
+
+
+def _cuda_problem(manifest: dict[str, Any]) -> str:
+    """The CUDA record names the library (the CUBIN) and a hashed launch plan, for an
+    architecture the CUDA target builds for."""
+    from ..targets.cuda.toolchain import SUPPORTED_ARCHS
+
+    cuda, files = manifest["cuda"], manifest["files"]
+    if cuda["arch"] not in SUPPORTED_ARCHS:
+        return f"cuda.arch {_describe(cuda['arch'])} is not one of {', '.join(SUPPORTED_ARCHS)}"
+    if cuda["cubin"] != manifest["library"]:
+        return "cuda.cubin is not the artifact's library"
+    for key in ("launches", "ptx"):
+        if cuda[key] not in files:
+            return f"cuda.{key} {_describe(cuda[key])} is not among the hashed files"
+    if cuda["ptx_min_driver"] and not re.fullmatch(r"\d{1,3}\.\d{1,3}", cuda["ptx_min_driver"]):
+        return f"cuda.ptx_min_driver {_describe(cuda['ptx_min_driver'])} is not a CUDA version"
+    return ""
 
 
 def _source_problem(model: dict[str, Any], files: dict[str, str]) -> str:
@@ -273,9 +311,11 @@ def is_inside_path(name: str) -> bool:
 # ---------------------------------------------------------------- files
 
 
-def runtime_files(manifest: dict[str, Any]) -> tuple[str, str]:
-    """What running reads: the library and the weights (every other file only explains)."""
-    return manifest["library"], manifest["weights"]["file"]
+def runtime_files(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """What running reads: the library and the weights, and a CUDA artifact's launch plan
+    (every other file only explains)."""
+    launches = (manifest["cuda"]["launches"],) if manifest.get("target") == "cuda" else ()
+    return (manifest["library"], manifest["weights"]["file"], *launches)
 
 
 def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:

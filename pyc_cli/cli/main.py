@@ -177,6 +177,10 @@ def main(debug: bool) -> None:
 @click.option("--cpu-features", default="", metavar="+F,-F",
               help="Instruction-set extensions to add or remove, as gcc -m names "
                    "(e.g. +avx2,+fma,-avx512f).")
+@click.option("--arch", default=None, metavar="SM",
+              help="With --target cuda: the GPU architecture to compile for (sm_80, sm_86, "
+                   "sm_89, sm_90; default sm_90). The CUBIN runs on GPUs of that major "
+                   "architecture at that minor version or above.")
 @click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
               metavar="N",
               help="Threads a run may use (0 = every core of the machine it runs on); "
@@ -207,7 +211,8 @@ def main(debug: bool) -> None:
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
-          keep_source: bool, force: bool, cpu: str, cpu_features: str, threads: int,
+          keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
+          threads: int,
           slim: bool,
           name: str | None, tune: bool, tune_budget: float, retune: bool,
           tuning_db: Path | None, quiet: bool, verbose: bool) -> None:
@@ -247,7 +252,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     steps=steps, tune=tune,
                                     tuning_db=tuning_db or default_path(),
                                     tune_options=TuneOptions(budget_s=tune_budget, retune=retune),
-                                    tune_progress=display.tune_progress)
+                                    tune_progress=display.tune_progress, arch=arch)
     for warning in seen:
         click.echo(f"warning: {warning.message}", err=True)
     elapsed = steps.elapsed_s

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..artifact.reader import EXPLAIN_FILES, read_manifest, require_files, verify_files
 from ..artifact.source import source_model
+from ..errors import PycError
 from .metrics import ValueComparison, compare_value
 from .per_node import PerNodeReport, per_node_report
 from .reference import reference_name, run_reference
@@ -62,6 +63,11 @@ def compare_run(artifact: Path, feeds: dict[str, np.ndarray], outputs: dict[str,
     model_path = source_model(artifact, manifest, options.model)
     name = reference_name()  # fails early (PYC-E044) when onnxruntime is missing
     per_node = None
+    if options.per_node and manifest["target"] != "cpu":
+        raise PycError("E050", f"--per-node compares a CPU debug build; this artifact's target is "
+                       f"{manifest['target']}", where=str(artifact),
+                       hint="compare the outputs with --compare ort alone, or build the model with "
+                       "--target cpu and compare that per node")
     if options.per_node:
         require_files(artifact, manifest, [*EXPLAIN_FILES[:3], "src/model.c", "src/model.h",
                                            "src/pyc_runtime.c", "src/pyc_runtime.h"], "--per-node")

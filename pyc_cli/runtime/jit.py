@@ -11,6 +11,7 @@ from typing import Any
 import llvmlite.binding as llvm
 
 from ..artifact.reader import read_manifest, require_files, verify_files
+from ..errors import PycError
 from ..input_ranges import read_input_ranges
 from ..targets.cpu.features import check_cpu
 from ..targets.cpu.target import CpuTarget
@@ -45,6 +46,9 @@ def jit_load(artifact: str | Path) -> CompiledModel:
     """Compile the artifact's sources to objects and link them with llvmlite's JIT."""
     root = Path(artifact)
     manifest = read_manifest(root)
+    if manifest["target"] != "cpu":  # a CUDA artifact holds no C sources to JIT
+        raise PycError("E032", f"the JIT loads CPU artifacts, not {manifest['target']} ones",
+                       where=str(root), hint="load it with pyc_cli.load()")
     check_cpu(manifest["cpu"], str(root))  # the recorded -march and features are compiled for
     verify_files(root, manifest)
     _check_jit_inputs(root, manifest)

@@ -1,6 +1,7 @@
 """The targets PyC compiles for, by name (`pyc build --target` offers exactly these; a
 manifest's "target" must name one, PYC-E032 otherwise). Each target lives in its own package
-(targets/cpu/: kernel candidates and kernel contexts); targets/base.py says what a target is."""
+(targets/cpu/, targets/cuda/: kernel candidates and kernel contexts); targets/base.py says what
+a target is."""
 
 from __future__ import annotations
 
@@ -10,22 +11,31 @@ from ..errors import PycError
 from .base import Target
 
 
-def _cpu_target(cpu: str, cpu_features: tuple[str, ...]) -> Target:
+def _cpu_target(cpu: str, cpu_features: tuple[str, ...], arch: str | None) -> Target:
     from .cpu.features import resolve_march
     from .cpu.target import CpuTarget  # imported on use: the CLI lists target names without building
 
     return CpuTarget(resolve_march(cpu), tuple(cpu_features))
 
 
+def _cuda_target(cpu: str, cpu_features: tuple[str, ...], arch: str | None) -> Target:
+    from .cuda.target import CudaTarget  # cuda-python itself is imported only when compiling
+
+    return CudaTarget(arch or "sm_90")
+
+
 # the registry of targets by name (`pyc build --target` offers exactly these; a manifest's
 # "target" must name one, PYC-E032 otherwise)
-TARGETS: dict[str, Callable[[str, tuple[str, ...]], Target]] = {"cpu": _cpu_target}
+TARGETS: dict[str, Callable[[str, tuple[str, ...], str | None], Target]] = {
+    "cpu": _cpu_target, "cuda": _cuda_target}
 TARGET_NAMES = tuple(TARGETS)
 
 
-def get_target(name: str, cpu: str = "native", cpu_features: tuple[str, ...] = ()) -> Target:
+def get_target(name: str, cpu: str = "native", cpu_features: tuple[str, ...] = (),
+               arch: str | None = None) -> Target:
     """The target `name`; the CPU target compiles for `cpu` (a -march value, or `portable`)
-    with `cpu_features` (['+avx2', '-avx512f']) added or removed."""
+    with `cpu_features` (['+avx2', '-avx512f']) added or removed, the CUDA target for the GPU
+    architecture `arch` (default sm_90)."""
     if name not in TARGETS:
         raise PycError("E050", f"unknown target {name!r}", hint=f"use one of {sorted(TARGETS)}")
-    return TARGETS[name](cpu, tuple(cpu_features))
+    return TARGETS[name](cpu, tuple(cpu_features), arch)

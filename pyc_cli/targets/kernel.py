@@ -8,8 +8,9 @@ tunable parameters with their legal values, the scratch it needs and a cost esti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..ir.graph import Graph, Node
 from ..ops import registry
@@ -86,3 +87,26 @@ class KernelCandidate:
     def inplace_input_in(self, mode: str) -> int | None:
         """The input this kernel may overwrite in `mode` (None: never)."""
         return self.inplace_input if mode in self.inplace_modes else None
+
+
+class _NamedCall(Protocol):
+    fn: str
+    index: int
+
+
+def shared_definitions(calls: Sequence[_NamedCall], render: Callable[[_NamedCall], str]
+                       ) -> list[tuple[_NamedCall, str, list[int]]]:
+    """Each distinct kernel definition once, as (first call, text, steps): a call whose rendered
+    definition (its name aside) equals an earlier one's is pointed at that function (its `fn`
+    is changed) and added to its steps. First-occurrence order, so deterministic."""
+    by_text: dict[str, tuple[_NamedCall, str, list[int]]] = {}
+    for call in calls:
+        text = render(call)
+        anonymous = text.replace(f" {call.fn}(", " @(", 1)
+        found = by_text.get(anonymous)
+        if found is None:
+            by_text[anonymous] = (call, text, [call.index])
+            continue
+        found[2].append(call.index)
+        call.fn = found[0].fn
+    return list(by_text.values())

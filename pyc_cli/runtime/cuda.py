@@ -1,0 +1,401 @@
+"""Running a CUDA artifact through the CUDA driver API (cuda-python's driver bindings).
+
+At load, after the manifest's hashes are checked: the driver is initialised (no driver or no
+GPU: PYC-E037), the GPU's architecture is checked against the CUBIN's (a PTX fallback only on a
+driver new enough for its ISA), the primary context of the device is retained, the CUBIN is
+loaded, one device arena of the memory plan's size, the weights (uploaded once), one buffer per
+input and output, pinned host staging and one stream are allocated, and every launch's
+argument array is built once. A run copies the inputs in, launches the kernels in schedule
+order, copies the outputs out and synchronises; every driver call's status is checked
+(PYC-E038 naming the call). Runs of one model are serialised (one arena).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact.reader import verify_files
+from ..errors import PycError
+from ..input_ranges import read_input_ranges
+from ..targets.cuda import bindings
+from .native import STATUS_INDEX_OUT_OF_RANGE, CompiledModel, TensorSpec
+from .timing import RunPlan, time_calls
+
+LAUNCH_FORMAT = 1
+SPACES = ("input", "output", "weights", "arena", "status")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
+
+
+class Driver:
+    """The driver bindings with every call's status checked (PYC-E038 names the call)."""
+
+    def __init__(self) -> None:
+        self.cu = bindings.driver()
+
+    def __call__(self, name: str, *args: Any) -> Any:
+        result = getattr(self.cu, name)(*args)
+        status, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
+        if int(status) != 0:
+            raise self.failure(name, status)
+        return values[0] if len(values) == 1 else values
+
+    def failure(self, name: str, status: Any) -> PycError:
+        return PycError("E038", f"the CUDA driver call {name} failed: {self.error_name(status)}",
+                        hint="check the GPU with nvidia-smi; rerun with --debug and report this")
+
+    def error_name(self, status: Any) -> str:
+        try:
+            err, text = self.cu.cuGetErrorName(status)
+            return text.decode() if int(err) == 0 else str(status)
+        except Exception:  # noqa: BLE001 (describing an error must not raise another)
+            return str(status)
+
+
+def init_driver(where: str) -> Driver:
+    """The driver, initialised, with at least one GPU (PYC-E037 otherwise)."""
+    driver = Driver()
+    hint = ("run it on a machine with an NVIDIA GPU and driver, or rebuild the model for this "
+            "machine with `pyc build --target cpu`")
+    try:
+        status = driver.cu.cuInit(0)
+        status = status[0] if isinstance(status, tuple) else status
+    except Exception as error:  # noqa: BLE001 (pathfinder raises its own error when libcuda is absent)
+        raise PycError("E037", f"this is a CUDA artifact and no NVIDIA driver was found ({error})",
+                       where=where, hint=hint) from None
+    if int(status) != 0:
+        raise PycError("E037", "this is a CUDA artifact and the CUDA driver cannot start: "
+                       f"{driver.error_name(status)}", where=where, hint=hint)
+    if driver("cuDeviceGetCount") < 1:
+        raise PycError("E037", "this is a CUDA artifact and the CUDA driver sees no GPU",
+                       where=where, hint=hint)
+    return driver
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
+
+
+def choose_image(driver: Driver, device: Any, record: dict[str, Any], where: str) -> str:
+    """'cubin' when the GPU runs the CUBIN's architecture (same major, minor at least the
+    CUBIN's), 'ptx' when the driver can JIT the PTX for it instead; PYC-E037 otherwise."""
+    attribute = driver.cu.CUdevice_attribute
+    major = driver("cuDeviceGetAttribute",
+                   attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
+    minor = driver("cuDeviceGetAttribute",
+                   attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
+    built = record["arch"].removeprefix("sm_")
+    built_major, built_minor = int(built[:-1]), int(built[-1])
+    if major == built_major and minor >= built_minor:
+        return "cubin"
+    version = driver("cuDriverGetVersion")  # e.g. 13000 for CUDA 13.0
+    have = (version // 1000, version % 1000 // 10)
+    needs = record["ptx_min_driver"]
+    if (major, minor) > (built_major, built_minor) and needs and have >= _version_tuple(needs):
+        return "ptx"
+    why = (f"its driver supports CUDA {have[0]}.{have[1]}, and the PTX needs {needs}"
+           if (major, minor) > (built_major, built_minor) else "the PTX cannot run on an older GPU")
+    raise PycError("E037", f"the artifact's CUBIN is for {record['arch']}, this GPU is "
+                   f"sm_{major}{minor}, and {why}", where=where,
+                   hint=f"rebuild with `pyc build --target cuda --arch sm_{major}{minor}`")
+
+
+def read_launches(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The launch plan, checked: known kernels' names, grid and block sizes CUDA accepts, and
+    arguments inside the model's inputs, outputs, weights and arena (PYC-E030 otherwise)."""
+    path = root / manifest["cuda"]["launches"]
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PycError("E030", f"cannot read the launch plan: {error}", where=str(path),
+                       hint="rebuild the artifact") from None
+    problem = _plan_problem(plan, manifest)
+    if problem:
+        raise PycError("E030", f"the launch plan is malformed: {problem}", where=str(path),
+                       hint="rebuild the artifact")
+    return plan["launches"]
+
+
+def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
+    if not isinstance(plan, dict) or plan.get("format") != LAUNCH_FORMAT:
+        return f"not a launch plan of format {LAUNCH_FORMAT}"
+    if plan.get("arena_bytes") != manifest["arena_bytes"] or \
+            plan.get("weights_bytes") != manifest["weights"]["bytes"]:
+        return "its arena or weights size differs from the manifest's"
+    limits = {"input": len(manifest["inputs"]), "output": len(manifest["outputs"]),
+              "weights": max(1, manifest["weights"]["bytes"]),
+              "arena": max(1, manifest["arena_bytes"]), "status": 1}
+    launches = plan.get("launches")
+    if not isinstance(launches, list):
+        return "launches is not a list"
+    for index, launch in enumerate(launches):
+        if not isinstance(launch, dict) or not _NAME.fullmatch(str(launch.get("kernel", ""))):
+            return f"launch {index} names no valid kernel"
+        for key, largest in (("grid", 2**31 - 1), ("block", 1024)):
+            dims = launch.get(key)
+            if not (isinstance(dims, list) and len(dims) == 3
+                    and all(type(d) is int and 1 <= d <= largest for d in dims)):
+                return f"launch {index} has an invalid {key}"
+        if type(launch.get("shared_bytes")) is not int or not 0 <= launch["shared_bytes"] <= 227 * 1024:
+            return f"launch {index} has an invalid shared_bytes"
+        args = launch.get("args")
+        if not isinstance(args, list):
+            return f"launch {index} has no argument list"
+        for arg in args:
+            if not (isinstance(arg, list) and len(arg) == 2 and arg[0] in SPACES
+                    and type(arg[1]) is int and 0 <= arg[1] < limits[arg[0]]):
+                return f"launch {index} has an argument outside the model's buffers: {arg!r}"
+    return ""
+
+
+def load_cuda(root: Path, manifest: dict[str, Any]) -> CudaModel:
+    """api.load for a CUDA artifact: hashes first, then the driver (see the module doc)."""
+    verify_files(root, manifest)  # before the CUBIN goes anywhere near the driver
+    launches = read_launches(root, manifest)
+    driver = init_driver(str(root))
+    model = CudaModel(driver, root, manifest, launches)
+    model.input_ranges = read_input_ranges(root, manifest)
+    return model
+
+
+class _Buffers:
+    """Device allocations of one model, freed together."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.device: list[int] = []
+        self.host: list[int] = []
+
+    def device_alloc(self, nbytes: int) -> int:
+        pointer = int(self.driver("cuMemAlloc", max(4, nbytes)))  # never 0 bytes
+        self.device.append(pointer)
+        return pointer
+
+    def pinned(self, nbytes: int) -> tuple[int, np.ndarray]:
+        """Page-locked host memory (fast, asynchronous copies) and a byte view of it."""
+        pointer = int(self.driver("cuMemAllocHost", max(4, nbytes)))
+        self.host.append(pointer)
+        view = np.ctypeslib.as_array((ctypes.c_uint8 * max(4, nbytes)).from_address(pointer))
+        return pointer, view[:nbytes]
+
+    def free(self) -> None:
+        for pointer in self.device:
+            self.driver.cu.cuMemFree(pointer)
+        for pointer in self.host:
+            self.driver.cu.cuMemFreeHost(pointer)
+        self.device, self.host = [], []
+
+
+class CudaModel(CompiledModel):
+    """A loaded CUDA artifact with CompiledModel's interface (run(feeds), run(names, feeds),
+    check_feeds, time_runs, close, with-blocks). Runs are serialised: the model has one arena
+    on the device, so concurrent calls wait for each other rather than share it."""
+
+    def __init__(self, driver: Driver, root: Path, manifest: dict[str, Any],
+                 launches: list[dict[str, Any]]) -> None:
+        self.inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
+        self.outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
+        self.arena_bytes = manifest["arena_bytes"]
+        self._lock = threading.Lock()
+        self._closed = False
+        self._handle = None
+        self._driver = driver
+        self._buffers = _Buffers(driver)
+        where = str(root)
+        self.device = driver("cuDeviceGet", 0)
+        self.device_name = driver("cuDeviceGetName", 256, self.device).split(b"\0")[0].decode()
+        image_kind = choose_image(driver, self.device, manifest["cuda"], where)
+        self._ctx = driver("cuDevicePrimaryCtxRetain", self.device)
+        self._retained = True
+        try:
+            self._setup(root, manifest, launches, image_kind, where)
+        except BaseException:
+            self._release()
+            raise
+        self._handle = self._ctx  # open (CompiledModel._check_open)
+
+    # ------------------------------------------------------------ loading
+
+    def _setup(self, root: Path, manifest: dict[str, Any], launches: list[dict[str, Any]],
+               image_kind: str, where: str) -> None:
+        driver = self._driver
+        driver("cuCtxSetCurrent", self._ctx)
+        record = manifest["cuda"]
+        image = (root / record["cubin"]).read_bytes() if image_kind == "cubin" else \
+            (root / record["ptx"]).read_bytes() + b"\0"
+        self._image = np.frombuffer(image, np.uint8).copy()
+        self._module = driver("cuModuleLoadData", self._image.ctypes.data)
+        self._check_memory(manifest, where)
+        buffers = self._buffers
+        weights = np.fromfile(root / manifest["weights"]["file"], np.uint8)
+        self._arena = buffers.device_alloc(self.arena_bytes)
+        self._weights = buffers.device_alloc(weights.nbytes)
+        if weights.nbytes:
+            driver("cuMemcpyHtoD", self._weights, weights.ctypes.data, weights.nbytes)
+        self._status_word = buffers.device_alloc(4)
+        self._status_host = buffers.pinned(4)
+        self._in = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.inputs]
+        self._out = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.outputs]
+        self._stream = driver("cuStreamCreate", 0)
+        functions = {}
+        self._launches = []
+        for launch in launches:
+            name = launch["kernel"]
+            if name not in functions:
+                functions[name] = driver("cuModuleGetFunction", self._module, name.encode())
+            self._launches.append((functions[name], launch["grid"], launch["block"],
+                                   launch["shared_bytes"], self._arguments(launch["args"])))
+
+    def _check_memory(self, manifest: dict[str, Any], where: str) -> None:
+        free, _total = self._driver("cuMemGetInfo")
+        needed = self.arena_bytes + manifest["weights"]["bytes"] + sum(
+            _nbytes(s) for s in [*self.inputs, *self.outputs])
+        if needed > free:
+            raise PycError("E037", f"the model needs {needed} bytes of device memory, the GPU has "
+                           f"{free} free", where=where,
+                           hint="free GPU memory, or rebuild with --mode memory_first")
+
+    def _arguments(self, args: list[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's argument values (device addresses) and the array of pointers to them
+        that cuLaunchKernel takes; both kept alive with the model."""
+        base: dict[str, Callable[[int], int]] = {
+            "input": lambda i: self._in[i][0], "output": lambda i: self._out[i][0],
+            "weights": lambda off: self._weights + off, "arena": lambda off: self._arena + off,
+            "status": lambda _: self._status_word}
+        values = np.array([base[space](value) for space, value in args], dtype=np.uint64)
+        pointers = np.array([values.ctypes.data + 8 * k for k in range(len(values))], np.uint64)
+        return values, pointers
+
+    # ------------------------------------------------------------ running
+
+    def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+        with self._lock:
+            self._check_open()
+            self._enqueue(inputs)
+            self._finish(inputs, outputs)
+
+    def _enqueue(self, inputs: list[np.ndarray]) -> None:
+        driver, stream = self._driver, self._stream
+        driver("cuCtxSetCurrent", self._ctx)
+        driver("cuMemsetD32Async", self._status_word, 0, 1, stream)
+        for array, (device, pinned, view) in zip(inputs, self._in):
+            view[:] = array.reshape(-1).view(np.uint8)
+            if array.nbytes:
+                driver("cuMemcpyHtoDAsync", device, pinned, array.nbytes, stream)
+        self._launch_all()
+        for spec, (device, pinned, _view) in zip(self.outputs, self._out):
+            if _nbytes(spec):
+                driver("cuMemcpyDtoHAsync", pinned, device, _nbytes(spec), stream)
+        driver("cuMemcpyDtoHAsync", self._status_host[0], self._status_word, 4, stream)
+
+    def _launch_all(self) -> None:
+        """Every kernel in schedule order on the model's stream (the binding called directly:
+        this loop is a small model's run time; each status is still checked)."""
+        launch, stream = self._driver.cu.cuLaunchKernel, self._stream
+        for function, grid, block, shared, (_values, pointers) in self._launches:
+            result = launch(function, *grid, *block, shared, stream, pointers.ctypes.data, 0)
+            status = result[0] if isinstance(result, tuple) else result
+            if int(status) != 0:
+                raise self._driver.failure("cuLaunchKernel", status)
+
+    def _finish(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+        self._driver("cuStreamSynchronize", self._stream)
+        status = int(self._status_host[1].view(np.int32)[0])
+        if status != 0:
+            raise self._run_error(status, inputs)
+        for array, (_device, _pinned, view) in zip(outputs, self._out):
+            array.reshape(-1).view(np.uint8)[:] = view
+
+    def _status(self, status: int) -> str:
+        return "an index is out of range" if status == STATUS_INDEX_OUT_OF_RANGE \
+            else f"kernel status {status}"
+
+    def time_runs(self, feeds: Any, plan: RunPlan | int) -> list[float]:
+        """Milliseconds per run (inputs in, kernels, outputs out, synchronised), buffers bound
+        once, as CompiledModel.time_runs."""
+        self._check_open()
+        if isinstance(plan, int):
+            plan = RunPlan(warmup=1, repeat=plan)
+        arrays = self.check_feeds(feeds)
+        outputs = self._output_buffers()
+        return time_calls(lambda: self._run_arrays(arrays, outputs), plan)
+
+    def time_kernels(self, feeds: Any, repeat: int, warmup: int = 3) -> list[float]:
+        """Milliseconds of the kernel launches alone per run, between two CUDA events on the
+        stream (the inputs copied in once first): the device's share of time_runs."""
+        arrays = self.check_feeds(feeds)
+        driver = self._driver
+        with self._lock:
+            self._check_open()
+            self._enqueue(arrays)
+            driver("cuStreamSynchronize", self._stream)
+            start, stop = driver("cuEventCreate", 0), driver("cuEventCreate", 0)
+            try:
+                times = []
+                for index in range(warmup + repeat):
+                    driver("cuEventRecord", start, self._stream)
+                    self._launch_all()
+                    driver("cuEventRecord", stop, self._stream)
+                    driver("cuEventSynchronize", stop)
+                    if index >= warmup:
+                        times.append(float(driver("cuEventElapsedTime", start, stop)))
+            finally:
+                driver.cu.cuEventDestroy(start)
+                driver.cu.cuEventDestroy(stop)
+        return times
+
+    def poison(self) -> None:
+        """Fill the device outputs and the arena with NaN (tests: a kernel that skips an
+        element shows as NaN instead of a stale right answer)."""
+        with self._lock:
+            self._check_open()
+            driver = self._driver
+            driver("cuCtxSetCurrent", self._ctx)
+            for device, size in [(self._arena, self.arena_bytes),
+                                 *((d, _nbytes(s)) for (d, _p, _v), s in zip(self._out, self.outputs))]:
+                if size >= 4:
+                    driver("cuMemsetD32Async", device, NAN_BITS, size // 4, self._stream)
+            driver("cuStreamSynchronize", self._stream)
+
+    # ------------------------------------------------------------ closing
+
+    def _release(self) -> None:
+        driver = self._driver
+        try:
+            driver.cu.cuCtxSetCurrent(self._ctx)
+            if getattr(self, "_stream", None) is not None:
+                driver.cu.cuStreamDestroy(self._stream)
+                self._stream = None
+            self._buffers.free()
+            if getattr(self, "_module", None) is not None:
+                driver.cu.cuModuleUnload(self._module)
+                self._module = None
+        finally:
+            if self._retained:
+                driver.cu.cuDevicePrimaryCtxRelease(self.device)
+                self._retained = False
+
+    def close(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._handle is not None:
+                self._handle = None
+                self._release()
+
+
+def _nbytes(spec: TensorSpec) -> int:
+    return int(np.prod(spec.shape, dtype=np.int64)) * spec.dtype.itemsize

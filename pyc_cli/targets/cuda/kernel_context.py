@@ -1,0 +1,177 @@
+"""The CUDA kernels' template contexts: the CPU target's prepared call (operands, parameters,
+epilogue program: target-neutral, from targets/cpu/kernel_context.py) plus what a GPU launch
+needs: the grid, the block, the shared memory, the index type and the numbers each CUDA
+template indexes by. Templates only loop over what is computed here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ...errors import PycError
+from ...ir.graph import Graph, Node
+from ...ops.movement import contiguous_strides
+from ..cpu.kernel_context import KernelCall, coalesce, kernel_call
+from ..kernel import KernelCandidate
+
+THREADS = 256  # threads per block of the one-thread-per-element kernels
+MAX_GRID_X = 2**31 - 1
+MAX_GRID_YZ = 65535
+# 32-bit indices while every size stays under 2^30: a grid-stride step (t + threads in the
+# grid, up to twice the size) must not overflow an int either
+INT32_LIMIT = 2**30
+# GEMM tiles: (rows BM, columns BN, depth BK, rows TM and columns TN per thread)
+GEMM_CONFIGS = {64: (64, 64, 16, 4, 4), 32: (32, 32, 16, 2, 2), 8: (8, 128, 16, 1, 4)}
+# a grid of fewer 64x64 tiles than this leaves a large GPU's multiprocessors idle (an H100 has
+# 132): such a GEMM takes 32x32 tiles, four times as many blocks
+FILL_BLOCKS = 256
+
+
+@dataclass
+class CudaCall(KernelCall):
+    grid: tuple[int, int, int] = (1, 1, 1)
+    block: tuple[int, int, int] = (THREADS, 1, 1)
+    shared_bytes: int = 0  # dynamic shared memory (static arrays are declared in the kernel)
+    index_type: str = "int"  # the index arithmetic's type: int unless a size needs 64 bits
+    uses_status: bool = False  # takes the run's status word (Gather's index check)
+
+
+def cuda_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate) -> CudaCall:
+    base = kernel_call(graph, node, index, candidate)
+    call = CudaCall(**vars(base))
+    call.params = dict(call.params)
+    if node.ann.kernel is not None:  # a tuning database's measured parameters (tile_m ...)
+        call.params.update(dict(node.ann.kernel.params))
+    if node.ann.epilogue and not call.epilogue:  # a template without coordinates would drop it
+        raise PycError("E090", f"{node.op} has a fused epilogue that {candidate.name} does not "
+                       "render (no out_coords)", where=node.name, hint="report this")
+    largest = max([graph.types[v].numel for v in (*node.inputs, *node.outputs) if v] + [1])
+    call.index_type = "int" if largest <= INT32_LIMIT else "long long"
+    LAUNCHES[candidate.template](call, graph, node)
+    if call.grid[0] > MAX_GRID_X or max(call.grid[1:]) > MAX_GRID_YZ:
+        raise PycError("E012", f"{node.op} needs a launch grid of {call.grid}, beyond CUDA's limits",
+                       where=node.name, hint="split the model's batch")
+    return call
+
+
+def _blocks(n: int, threads: int = THREADS) -> int:
+    return max(1, math.ceil(n / threads))
+
+
+def _reduction_threads(length: int) -> int:
+    """Threads of a block that reduces rows of `length`: whole warps, at most 256."""
+    return max(32, min(256, math.ceil(length / 32) * 32))
+
+
+def _per_element(call: CudaCall, graph: Graph, node: Node) -> None:
+    call.grid = (_blocks(call.out_numel), 1, 1)
+
+
+def _strided(call: CudaCall, graph: Graph, node: Node) -> None:
+    """Transpose / Slice: the coalesced output dims, each with its input stride."""
+    call.grid = (_blocks(call.out_numel), 1, 1)
+    out_shape = graph.types[node.outputs[0]].shape
+    dims, sets = coalesce(out_shape, [contiguous_strides(out_shape), list(call.params["in_strides"])])  # type: ignore[arg-type]
+    call.params.update(dims=dims, dim_strides=sets[1])
+
+
+def _elementwise(call: CudaCall, graph: Graph, node: Node) -> None:
+    call.grid = (_blocks(call.out_numel), 1, 1)
+
+
+def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
+    p = call.params
+    batch = math.prod(p["batch"])  # type: ignore[arg-type]
+    m, n = int(p["M"]), int(p["N"])  # type: ignore[call-overload]
+    big_tiles = math.ceil(m / 64) * math.ceil(n / 64) * max(1, batch)
+    tile = int(p.get("tile_m", 8 if m <= 8 else 64 if big_tiles >= FILL_BLOCKS else 32))  # type: ignore[call-overload]
+    bm, bn, bk, tm, tn = GEMM_CONFIGS[tile]
+    call.block = ((bn // tn) * (bm // tm), 1, 1)
+    call.grid = (math.ceil(int(p["N"]) / bn), math.ceil(int(p["M"]) / bm), max(1, batch))  # type: ignore[call-overload]
+    # each batch dim's extent and the product of those after it (blockIdx.z -> b0, b1, ...)
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    p.update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, threads=call.block[0],
+             batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+
+
+SKINNY_WARPS = 8  # warps of a skinny-GEMM block, each a slice of K
+
+
+def _skinny_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """A block per 32 columns of C (and batch index); its warps split K."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    call.block = (32 * SKINNY_WARPS, 1, 1)
+    call.grid = (math.ceil(int(p["N"]) / 32), 1, max(1, math.prod(dims)))  # type: ignore[call-overload]
+    p.update(warps=SKINNY_WARPS, k_slice=max(1, math.ceil(int(p["K"]) / SKINNY_WARPS)),  # type: ignore[call-overload]
+             batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+
+
+def _rows(call: CudaCall, graph: Graph, node: Node) -> None:
+    """Softmax: one block per (outer, inner) row of `row` elements `inner` apart."""
+    p = call.params
+    call.block = (_reduction_threads(int(p["row"])), 1, 1)  # type: ignore[call-overload]
+    call.grid = (max(1, int(p["outer"]) * int(p["inner"])), 1, 1)  # type: ignore[call-overload]
+
+
+def _layernorm(call: CudaCall, graph: Graph, node: Node) -> None:
+    p = call.params
+    call.block = (_reduction_threads(int(p["row"])), 1, 1)  # type: ignore[call-overload]
+    call.grid = (max(1, int(p["outer"])), 1, 1)  # type: ignore[call-overload]
+
+
+def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:
+    """One block per output element; its threads walk the reduced dims (coordinates from a
+    linear index over them) at the output's kept coordinates."""
+    p = call.params
+    shape = list(p["in_shape"])  # type: ignore[call-overload]
+    strides = contiguous_strides(tuple(shape))
+    reduced = [d for d, s in enumerate(p["out_strides"]) if s == 0 and shape[d] != 1]  # type: ignore[arg-type]
+    kept = [d for d in range(len(shape)) if d not in reduced]
+    p.update(kept_dims=[shape[d] for d in kept], kept_strides=[strides[d] for d in kept],
+             red_dims=[shape[d] for d in reduced], red_strides=[strides[d] for d in reduced])
+    call.block = (_reduction_threads(int(p["count"])), 1, 1)  # type: ignore[call-overload]
+    call.grid = (max(1, call.out_numel), 1, 1)
+
+
+def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
+    call.grid = (_blocks(call.out_numel), 1, 1)
+    call.uses_status = True
+
+
+LAUNCHES = {
+    "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
+    "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm,
+    "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
+    "conv_direct.cu.j2": _per_element, "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
+    "gather.cu.j2": _gather,
+}
+
+
+@dataclass
+class Argument:
+    """Where a kernel argument points: a model input or output (by position), the weights or
+    the arena (by byte offset), or the run's status word. The runtime turns it into a device
+    address once, at load."""
+
+    space: str
+    value: int = 0
+
+    def to_json(self) -> list[object]:
+        return [self.space, self.value]
+
+
+@dataclass
+class Launch:
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_bytes: int
+    args: list[Argument] = field(default_factory=list)
+    step: int = 0
+    op: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"kernel": self.kernel, "grid": list(self.grid), "block": list(self.block),
+                "shared_bytes": self.shared_bytes, "args": [a.to_json() for a in self.args],
+                "step": self.step, "op": self.op}

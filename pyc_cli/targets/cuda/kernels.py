@@ -1,0 +1,121 @@
+"""The CUDA target's kernel candidates, per op (phase 1: float32 compute, see docs/cuda.md).
+
+Each candidate names a template under codegen_templates/cuda/kernels/; `applies` keeps a
+candidate to the element types and forms its template handles, so a node outside them has no
+candidate and the build lists it with every other such node (PYC-E008). The launch geometry of
+each call is computed in kernel_context.py from the same parameters."""
+
+from __future__ import annotations
+
+from ...ir.graph import Graph, Node
+from ...ir.types import DType
+from ..kernel import KernelCandidate, Tunable
+
+# element types a CUDA kernel may read or write: float16/bfloat16 need their own headers and
+# arithmetic (phase 2); everything else maps to a plain C++ type (model.cu.j2's prelude)
+PLAIN_TYPES = frozenset({DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, DType.I64,
+                         DType.U8, DType.U16, DType.U32, DType.U64, DType.BOOL})
+
+
+def plain_types(node: Node, graph: Graph) -> bool:
+    """Every operand (fused ones included) has a plain C++ element type."""
+    from ...ops import registry
+
+    own, epilogue, prologue = registry.fused_inputs(node)
+    values = [v for v in (*own, *epilogue, *prologue, *node.outputs) if v]
+    return all(graph.types[v].dtype in PLAIN_TYPES for v in values)
+
+
+def float32(node: Node, graph: Graph) -> bool:
+    """The float32 kernels: input 0 and output 0 are float32, the rest plain."""
+    return (graph.types[node.inputs[0]].dtype is DType.F32
+            and graph.types[node.outputs[0]].dtype is DType.F32 and plain_types(node, graph))
+
+
+def _gemm_applies(node: Node, graph: Graph) -> bool:
+    # no prologue: fuse gives one only where a kernel of this target takes it
+    return float32(node, graph) and not node.ann.prologue
+
+
+Params = dict[str, object]
+
+
+def _matmul_coords(node: Node, graph: Graph, op: Params) -> Params:
+    """The GEMM templates' output coordinates, which a fused epilogue indexes its operands by:
+    batch dims b0.., then row i and column j (a 1-D operand drops its matrix dim)."""
+    a_rank, b_rank = (graph.types[v].rank for v in node.inputs[:2])
+    return {"out_coords": [f"b{d}" for d in range(len(op["batch"]))]  # type: ignore[arg-type]
+            + (["i"] if a_rank > 1 else []) + (["j"] if b_rank > 1 else [])}
+
+
+def _conv_coords(node: Node, graph: Graph, op: Params) -> Params:
+    """conv_direct.cu.j2's output coordinates (n, oc, then the spatial ones the conv has)."""
+    lift = 5 - graph.types[node.inputs[0]].rank
+    return {"out_coords": ["n", "oc"] + ["od", "oh", "ow"][lift:]}
+
+
+SKINNY_ROWS = 8  # the most rows of C (per batch) the skinny GEMM keeps in registers
+
+
+def _skinny_applies(node: Node, graph: Graph) -> bool:
+    from ...ops import registry
+
+    rows = int(registry.get("MatMul").kernel_params(node, graph)["M"])  # type: ignore[call-overload]
+    return _gemm_applies(node, graph) and rows <= SKINNY_ROWS
+
+
+def _pool_applies(node: Node, graph: Graph) -> bool:
+    """Max and average pools of float32 without MaxPool's Indices output."""
+    return float32(node, graph) and not (len(node.outputs) > 1 and node.outputs[1])
+
+
+def _softmax_applies(node: Node, graph: Graph) -> bool:
+    return float32(node, graph) and node.op in ("Softmax", "LogSoftmax")
+
+
+# reducers with a single accumulator (ReduceLogSumExp needs a second pass over a workspace)
+SINGLE_PASS_REDUCERS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+                        "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum")
+
+GEMM_TILES = (Tunable("tile_m", (64, 32, 8), "rows of C per thread block (64 x 64, 32 x 32 or "
+                      "8 x 128 tiles; by default the largest that gives enough blocks)"),)
+MATMUL_TILED = KernelCandidate("cuda_matmul_tiled", "matmul_tiled.cu.j2", _gemm_applies,
+                               cost_factor=1.0, stores_once=True, tunables=GEMM_TILES,
+                               params=_matmul_coords, takes_epilogue=True)
+# preferred where it applies: a tiled GEMM of few rows idles most of its threads
+MATMUL_SKINNY = KernelCandidate("cuda_matmul_skinny", "matmul_skinny.cu.j2", _skinny_applies,
+                                cost_factor=0.5, stores_once=True, params=_matmul_coords,
+                                takes_epilogue=True)
+ELEMENTWISE = KernelCandidate("cuda_elementwise", "elementwise.cu.j2", plain_types)
+STRIDED_COPY = KernelCandidate("cuda_strided_copy", "strided_copy.cu.j2", plain_types)
+# softmax and layernorm read a row whole (block reductions, behind barriers) before any thread
+# writes it, and each thread then writes only the elements it reads: they may work in place
+SOFTMAX = KernelCandidate("cuda_softmax_block", "softmax.cu.j2", _softmax_applies, inplace_input=0)
+REDUCE = KernelCandidate("cuda_reduce_block", "reduce.cu.j2", float32)
+
+
+def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
+    """Inputs the memory plan already placed in their slice of the output need no copy."""
+    return {"skip": list(node.ann.inplace_inputs)}
+
+
+def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple[KernelCandidate, ...]]:
+    return {op: candidates for op in ops}
+
+
+CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
+    "MatMul": (MATMUL_TILED, MATMUL_SKINNY),
+    # no prologue: fuse gives one only where a kernel of the target takes it, and none here does
+    "Conv": (KernelCandidate("cuda_conv_direct", "conv_direct.cu.j2", _gemm_applies,
+                             params=_conv_coords, takes_epilogue=True),),
+    **_each(("MaxPool", "AveragePool"), KernelCandidate("cuda_pool", "pool.cu.j2", _pool_applies)),
+    "pyc.Elementwise": (ELEMENTWISE,),
+    **_each(("Transpose", "Slice"), STRIDED_COPY),
+    **_each(("Softmax", "LogSoftmax"), SOFTMAX),
+    "LayerNormalization": (KernelCandidate("cuda_layernorm_block", "layernorm.cu.j2", float32,
+                                           inplace_input=0),),
+    **_each(SINGLE_PASS_REDUCERS, REDUCE),
+    "Gather": (KernelCandidate("cuda_gather", "gather.cu.j2", plain_types),),
+    "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
+    "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
+}

@@ -1,0 +1,135 @@
+"""The CUDA target: one CUDA C++ source of kernels per model (model.cu), compiled by NVRTC into a
+CUBIN (+ PTX) for one GPU architecture, and a launch plan (launches.json) that the runtime
+(runtime/cuda.py) follows: one launch per step in schedule order, every argument a fixed place
+in the model's inputs, outputs, weights or the one device arena the memory plan sizes."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...ir.graph import Graph
+from ...planning.plan import MemoryPlan
+from ...planning.weights import WeightsLayout
+from ...templating import template_env
+from ..base import ModelInfo, Target
+from ..cpu.target import PointerTable
+from ..kernel import shared_definitions
+from . import toolchain
+from .kernel_context import Argument, CudaCall, Launch, cuda_call
+from .kernels import CUDA_KERNELS
+
+SOURCE = "model.cu"
+LAUNCHES = "launches.json"  # under src/: a runtime file (the loader reads and checks it)
+CUBIN = "model.cubin"
+PTX = "model.ptx"
+LAUNCH_FORMAT = 1
+
+
+@dataclass
+class KernelDefinition:
+    """One __global__ function of model.cu and the steps that launch it."""
+
+    fn: str
+    op: str
+    kernel: str
+    template: str
+    text: str
+    steps: list[int]
+
+
+def kernel_definitions(calls: list[CudaCall]) -> list[KernelDefinition]:
+    """Each distinct kernel once (calls whose definitions come out alike launch one kernel)."""
+    template = template_env().get_template("cuda/kernel.cu.j2")
+    return [KernelDefinition(first.fn, first.op, first.kernel, first.template, text, steps)  # type: ignore[attr-defined]
+            for first, text, steps in shared_definitions(calls, lambda call: template.render(k=call))]
+
+
+class DevicePointers(PointerTable):
+    """Where each value lives, as launch arguments (the CPU target's table, other output)."""
+
+    def expr(self, value: str, writable: bool) -> Argument:  # type: ignore[override]
+        root = self.root(value)
+        if root in self.graph.outputs:
+            return Argument("output", self.graph.outputs.index(root))
+        if root in self.graph.inputs:
+            return Argument("input", self.graph.inputs.index(root))
+        if root in self.weights.offsets:
+            return Argument("weights", self.weights.offsets[root])
+        return Argument("arena", self.offsets[value])
+
+
+class CudaTarget(Target):
+    name = "cuda"
+    template_subdir = "cuda"
+    library_name = CUBIN
+    kernels = CUDA_KERNELS
+
+    def __init__(self, arch: str = toolchain.DEFAULT_ARCH) -> None:
+        self.arch = toolchain.check_arch(arch)
+        self._record: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ sources
+
+    def calls(self, graph: Graph) -> list[CudaCall]:
+        calls = []
+        for node in graph.nodes:
+            chosen = self.chosen(node)
+            if chosen is None:  # a view or an in-place result: no code
+                continue
+            calls.append(cuda_call(graph, node, len(calls), chosen))
+        return calls
+
+    def emit(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout,
+             info: ModelInfo) -> dict[str, str]:
+        calls = self.calls(graph)
+        kernels = kernel_definitions(calls)
+        source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels)
+        pointers = DevicePointers(graph, plan, weights)
+        nodes = [n for n in graph.nodes if self.chosen(n) is not None]
+        launches = []
+        for call, node in zip(calls, nodes):
+            args = ([Argument("status")] if call.uses_status else []) + pointers.arguments(node)  # type: ignore[operator]
+            launches.append(Launch(call.fn, call.grid, call.block, call.shared_bytes, args,
+                                   call.index, node.op))
+        plan_json = {"format": LAUNCH_FORMAT, "arena_bytes": plan.arena_bytes,
+                     "weights_bytes": weights.total_bytes,
+                     "launches": [launch.to_json() for launch in launches]}
+        return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n"}
+
+    # ------------------------------------------------------------ building
+
+    def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
+        source = (src_dir / SOURCE).read_text()
+        compiled = toolchain.compile_source(source, self.arch, kernel_templates(source))
+        (out_dir / CUBIN).write_bytes(compiled.cubin)
+        (out_dir / PTX).write_text(compiled.ptx)
+        self._record = toolchain.record(self.arch, compiled.ptx)
+        return self.toolchain()
+
+    def toolchain(self) -> dict[str, Any]:
+        return dict(self._record) or {"compiler": "nvrtc", "nvrtc_version": toolchain.version(),
+                                      "flags": toolchain.options(self.arch), "arch": self.arch}
+
+    def cpu_record(self) -> dict[str, Any]:
+        """No host code is compiled: the runtime is Python over the driver API."""
+        return {}
+
+    def device_record(self) -> dict[str, Any]:
+        """The manifest's `cuda` record: what the loader checks before it loads the CUBIN."""
+        return {"arch": self.arch, "cubin": CUBIN, "ptx": PTX, "launches": f"src/{LAUNCHES}",
+                "ptx_isa": self._record.get("ptx_isa", ""),
+                "ptx_min_driver": self._record.get("ptx_min_driver", "")}
+
+
+def kernel_templates(source: str) -> dict[int, str]:
+    """Line number of each kernel's heading comment -> the template that rendered it."""
+    found = {}
+    for number, line in enumerate(source.splitlines(), start=1):
+        match = re.match(r"// steps? [\d, ]+: \S+ \(\S+, (\S+)\)$", line)
+        if match:
+            found[number] = match.group(1)
+    return found

@@ -1,0 +1,178 @@
+"""Running generated CUDA kernels on the CPU (emulate_cuda.h), for tests without a GPU:
+`compile_kernels` builds a model.cu into a shared library, `launch` runs one kernel over a grid,
+and `FakeDriver` stands in for cuda-python's driver module (host memory as "device" memory,
+kernels from the emulated library), so runtime/cuda.py's whole path runs as on a GPU."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+HEADER = Path(__file__).resolve().parent / "emulate_cuda.h"
+CXX = shutil.which("g++") or shutil.which("clang++")
+
+
+_BUILT: dict[str, ctypes.CDLL] = {}  # by source digest: a model's kernels compile once a session
+
+
+def compile_kernels(source: str, work: Path) -> ctypes.CDLL:
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    if digest in _BUILT:
+        return _BUILT[digest]
+    work = Path(tempfile.mkdtemp(prefix="pyc-emu-", dir=work))
+    (work / "model.cu").write_text(source)
+    library = work / "emulated.so"
+    built = subprocess.run([CXX or "c++", "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w",
+                            "-x", "c++", "-include", str(HEADER), "-o", str(library),
+                            str(work / "model.cu")], capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    lib = ctypes.CDLL(str(library))
+    lib.pyc_emu_launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 6 + [ctypes.c_int, ctypes.c_void_p]
+    _BUILT[digest] = lib
+    return lib
+
+
+def launch(lib: ctypes.CDLL, kernel: str, grid: list[int], block: list[int], pointers: list[int]) -> None:
+    args = (ctypes.c_void_p * max(1, len(pointers)))(*pointers)
+    fn = ctypes.cast(getattr(lib, kernel), ctypes.c_void_p)
+    lib.pyc_emu_launch(fn, *grid, *block, len(pointers), args)
+
+
+class FakeDriver:
+    """The driver calls runtime/cuda.py makes, answered on the CPU. `arg_counts` gives each
+    kernel's number of parameters (cuLaunchKernel's array carries no length); `fail` names a
+    call to answer with an error; `capability` and `version` describe the pretend GPU."""
+
+    CUdevice_attribute = SimpleNamespace(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR="major",
+                                         CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR="minor")
+    ERROR = 999  # CUDA_ERROR_UNKNOWN
+
+    def __init__(self, lib: ctypes.CDLL | None, arg_counts: dict[str, int],
+                 capability: tuple[int, int] = (9, 0), version: int = 13000,
+                 free: int = 1 << 34, fail: str = "") -> None:
+        self.lib, self.arg_counts = lib, arg_counts
+        self.capability, self.version, self.free, self.fail = capability, version, free, fail
+        self.memory: dict[int, np.ndarray] = {}
+        self.loaded: list[bytes] = []
+        self.launches = 0
+
+    def __getattr__(self, name: str):  # noqa: ANN204 (the calls the runtime makes, by name)
+        if name.startswith("cu"):
+            handler = getattr(self, "_" + name)
+            return lambda *args: (self.ERROR,) if name == self.fail else handler(*args)
+        raise AttributeError(name)
+
+    def _alloc(self, nbytes: int) -> tuple[int, int]:
+        block = np.empty(nbytes, np.uint8)
+        address = block.ctypes.data
+        self.memory[address] = block
+        return 0, address
+
+    def _cuInit(self, flags: int) -> tuple:  # noqa: ANN001
+        return (0,)
+
+    def _cuDeviceGetCount(self) -> tuple:
+        return 0, 1
+
+    def _cuDeviceGet(self, index: int) -> tuple:
+        return 0, index
+
+    def _cuDeviceGetName(self, length: int, device: int) -> tuple:
+        return 0, b"Emulated GPU".ljust(length, b"\0")
+
+    def _cuDeviceGetAttribute(self, attribute: str, device: int) -> tuple:
+        return 0, self.capability[0] if attribute == "major" else self.capability[1]
+
+    def _cuDriverGetVersion(self) -> tuple:
+        return 0, self.version
+
+    def _cuDevicePrimaryCtxRetain(self, device: int) -> tuple:
+        return 0, "context"
+
+    def _cuDevicePrimaryCtxRelease(self, device: int) -> tuple:
+        return (0,)
+
+    def _cuCtxSetCurrent(self, context: object) -> tuple:
+        return (0,)
+
+    def _cuModuleLoadData(self, image: int) -> tuple:
+        self.loaded.append(ctypes.string_at(image, 4))
+        return 0, "module"
+
+    def _cuModuleUnload(self, module: object) -> tuple:
+        return (0,)
+
+    def _cuModuleGetFunction(self, module: object, name: bytes) -> tuple:
+        return 0, name.decode()
+
+    def _cuMemGetInfo(self) -> tuple:
+        return 0, self.free, self.free
+
+    def _cuMemAlloc(self, nbytes: int) -> tuple:
+        return self._alloc(nbytes)
+
+    def _cuMemAllocHost(self, nbytes: int) -> tuple:
+        return self._alloc(nbytes)
+
+    def _cuMemFree(self, address: int) -> tuple:
+        self.memory.pop(address)
+        return (0,)
+
+    _cuMemFreeHost = _cuMemFree
+
+    def _cuMemcpyHtoD(self, dst: int, src: int, nbytes: int) -> tuple:
+        ctypes.memmove(dst, src, nbytes)
+        return (0,)
+
+    def _cuMemcpyHtoDAsync(self, dst: int, src: int, nbytes: int, stream: object) -> tuple:
+        return self._cuMemcpyHtoD(dst, src, nbytes)
+
+    _cuMemcpyDtoHAsync = _cuMemcpyHtoDAsync
+
+    def _cuMemsetD32Async(self, dst: int, value: int, count: int, stream: object) -> tuple:
+        (ctypes.c_uint32 * count).from_address(dst)[:] = [value] * count
+        return (0,)
+
+    def _cuStreamCreate(self, flags: int) -> tuple:
+        return 0, "stream"
+
+    def _cuStreamSynchronize(self, stream: object) -> tuple:
+        return (0,)
+
+    def _cuStreamDestroy(self, stream: object) -> tuple:
+        return (0,)
+
+    def _cuLaunchKernel(self, fn: str, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
+                        shared: int, stream: object, params: int, extra: int) -> tuple:
+        count = self.arg_counts[fn]
+        slots = (ctypes.c_uint64 * count).from_address(params)
+        pointers = [ctypes.c_uint64.from_address(slot).value for slot in slots]
+        assert self.lib is not None
+        launch(self.lib, fn, [gx, gy, gz], [bx, by, bz], pointers)
+        self.launches += 1
+        return (0,)
+
+    def _cuEventCreate(self, flags: int) -> tuple:
+        return 0, "event"
+
+    def _cuEventRecord(self, event: object, stream: object) -> tuple:
+        return (0,)
+
+    def _cuEventSynchronize(self, event: object) -> tuple:
+        return (0,)
+
+    def _cuEventElapsedTime(self, start: object, stop: object) -> tuple:
+        return 0, 0.25
+
+    def _cuEventDestroy(self, event: object) -> tuple:
+        return (0,)
+
+    def _cuGetErrorName(self, status: int) -> tuple:
+        return 0, b"CUDA_ERROR_UNKNOWN"

@@ -1,0 +1,121 @@
+"""The CUDA target on a GPU (skipped without an NVIDIA driver and GPU, detected through the
+driver API): every kernel case of cuda_cases.py and the reference models against onnxruntime,
+with fresh random inputs and weights each run and the device outputs and arena poisoned (NaN)
+before every run, so an element a kernel skips cannot pass as a stale right answer.
+
+float32 tolerances: kernels rtol 1e-4, atol 1e-5 (GEMMs and LayerNorm atol 1e-4: their sums
+run in another order than onnxruntime's); whole models rtol 1e-4, atol 1e-4 (the MLP) and
+rtol 1e-3, atol 1e-4 (the CNN, MobileNet and the transformers: a dozen GEMM or convolution,
+softmax and normalisation steps deep).
+The GPU architecture is the device's own (sm_80 ... sm_90), or PYC_CUDA_ARCH."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
+from cuda_cases import CASES, Case
+from helpers import write_model
+
+import pyc_cli
+from pyc_cli.errors import PycError
+from pyc_cli.runtime import cuda as cuda_runtime
+from pyc_cli.targets.cuda import bindings
+from pyc_cli.targets.cuda.toolchain import SUPPORTED_ARCHS
+
+
+def device_arch() -> str | None:
+    """sm_XY of GPU 0, or None when there is no usable driver and GPU."""
+    if not bindings.available():
+        return None
+    try:
+        driver = cuda_runtime.init_driver("tests")
+        device = driver("cuDeviceGet", 0)
+        attribute = driver.cu.CUdevice_attribute
+        major = driver("cuDeviceGetAttribute", attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
+        minor = driver("cuDeviceGetAttribute", attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
+    except PycError:
+        return None
+    arch = f"sm_{major}{minor}"
+    return os.environ.get("PYC_CUDA_ARCH") or (arch if arch in SUPPORTED_ARCHS else "sm_80")
+
+
+ARCH = device_arch()
+pytestmark = pytest.mark.skipif(ARCH is None, reason="no NVIDIA GPU and driver here (or the "
+                                "CUDA wheels are missing): the GPU tests run on a GPU machine")
+
+
+def check_against_onnxruntime(path: Path, artifact: Path, feeds_for, rtol: float, atol: float,  # noqa: ANN001
+                              rng: np.random.Generator, shapes: dict | None = None,  # type: ignore[type-arg]
+                              rounds: int = 2) -> None:
+    pyc_cli.build(path, artifact, target="cuda", arch=ARCH, input_shapes=shapes)
+    with pyc_cli.load(artifact) as model:
+        for _ in range(rounds):  # fresh inputs every round, outputs poisoned first
+            feeds = feeds_for(rng)
+            model.poison()
+            ours = model.run(feeds)
+            expected = onnxruntime_outputs(path, feeds)
+            for name, value in expected.items():
+                np.testing.assert_allclose(ours[name], value, rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_kernel_matches_onnxruntime(case: Case, tmp_path: Path, rng: np.random.Generator) -> None:
+    path = write_model(case.make(rng), tmp_path)
+    atol = 1e-4 if case.name.startswith(("matmul", "layernorm")) else case.atol
+    check_against_onnxruntime(path, tmp_path / "a.pyc", case.feeds, case.rtol, atol, rng)
+
+
+@pytest.mark.parametrize("name,rtol,atol", [("mlp", 1e-4, 1e-4), ("cnn", 1e-3, 1e-4),
+                                            ("transformer", 1e-3, 1e-4), ("mobilenet", 1e-3, 1e-4)])
+def test_reference_model(name: str, rtol: float, atol: float, tmp_path: Path,
+                         rng: np.random.Generator) -> None:
+    model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MODELS_DIR / "mobilenet.onnx",
+                                                         {"image": (1, 3, 64, 64)})
+    check_against_onnxruntime(model.path, tmp_path / f"{name}.pyc", model.random_feeds, rtol, atol,
+                              rng, dict(model.shapes))
+
+
+def test_minilm_shaped_encoder(tmp_path: Path, rng: np.random.Generator) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
+    from make_encoder import encoder_feeds, make_encoder
+
+    path = write_model(make_encoder(batch=2, seq=40, layers=2, vocab=500,
+                                    seed=int(rng.integers(1 << 30))), tmp_path)
+    check_against_onnxruntime(path, tmp_path / "enc.pyc",
+                              lambda r: encoder_feeds(r, 2, 40, 500), 1e-3, 1e-4, rng)
+
+
+def test_index_out_of_range_is_reported(tmp_path: Path, rng: np.random.Generator) -> None:
+    gather = next(c for c in CASES if c.name == "gather")
+    path = write_model(gather.make(rng), tmp_path)
+    pyc_cli.build(path, tmp_path / "g.pyc", target="cuda", arch=ARCH)
+    with pyc_cli.load(tmp_path / "g.pyc") as model:
+        ids = rng.integers(0, 50, (2, 9), dtype=np.int64)
+        ids[1, 4] = 50
+        with pytest.raises(PycError) as caught:
+            model.run({"ids": ids})
+        assert caught.value.code in ("E048", "E042")
+        ids[1, 4] = 3  # the model keeps working after a failed run
+        model.run({"ids": ids})
+
+
+def test_onnxruntime_calling_convention_and_timing(tmp_path: Path, rng: np.random.Generator) -> None:
+    model = REFERENCE_MODELS["mlp"]
+    pyc_cli.build(model.path, tmp_path / "m.pyc", target="cuda", arch=ARCH,
+                  input_shapes=dict(model.shapes))
+    with pyc_cli.load(tmp_path / "m.pyc") as loaded:
+        feeds = model.random_feeds(rng)
+        (out,) = loaded.run(None, feeds)
+        np.testing.assert_array_equal(out, loaded.run(feeds)[loaded.outputs[0].name])
+        times = loaded.time_runs(feeds, 5)
+        assert len(times) == 5 and all(t > 0 for t in times)
+        assert loaded.device_name
+    with pytest.raises(PycError) as caught:
+        loaded.run(feeds)
+    assert caught.value.code == "E047"

@@ -1,0 +1,134 @@
+"""runtime/cuda.py's whole path without a GPU: a CUDA artifact built by NVRTC is loaded through
+a stand-in for cuda-python's driver module (cuda_emulation.FakeDriver: host memory as device
+memory, the artifact's kernels compiled for the CPU), so the loader's choices (CUBIN, PTX, or
+PYC-E037), the arena, weights, staging and argument arrays, runs against onnxruntime (float32:
+rtol 1e-4, atol 1e-4; the transformer rtol 1e-3), the status word (PYC-E048), driver errors
+(PYC-E038), timing and closing are all exercised."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REFERENCE_MODELS, onnxruntime_outputs
+from cuda_cases import CASES
+from cuda_emulation import CXX, FakeDriver, compile_kernels
+from helpers import write_model
+
+import pyc_cli
+from pyc_cli.errors import PycError
+from pyc_cli.targets.cuda import bindings
+
+pytestmark = [
+    pytest.mark.skipif(not bindings.available(),
+                       reason='the NVRTC wheel is not installed (pip install ".[cuda]")'),
+    pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")]
+
+
+def fake_for(artifact: Path, tmp_path: Path, **options: object) -> FakeDriver:
+    lib = compile_kernels((artifact / "src" / "model.cu").read_text(), tmp_path)
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    return FakeDriver(lib, {s["kernel"]: len(s["args"]) for s in plan["launches"]}, **options)  # type: ignore[arg-type]
+
+
+def use(monkeypatch: pytest.MonkeyPatch, fake: FakeDriver) -> FakeDriver:
+    monkeypatch.setattr(bindings, "driver", lambda: fake)
+    return fake
+
+
+def build(name: str, tmp_path: Path, arch: str = "sm_90") -> tuple[Path, Path, dict]:  # type: ignore[type-arg]
+    model = REFERENCE_MODELS[name]
+    out = tmp_path / f"{name}.pyc"
+    pyc_cli.build(model.path, out, target="cuda", arch=arch, input_shapes=dict(model.shapes))
+    return model.path, out, dict(model.shapes)
+
+
+@pytest.mark.parametrize("name,rtol", [("mlp", 1e-4), ("transformer", 1e-3)])
+def test_runs_match_onnxruntime(name: str, rtol: float, tmp_path: Path, rng: np.random.Generator,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path, artifact, _ = build(name, tmp_path)
+    fake = use(monkeypatch, fake_for(artifact, tmp_path))
+    with pyc_cli.load(artifact) as model:
+        assert model.device_name == "Emulated GPU" and fake.loaded == [b"\x7fELF"]  # the CUBIN
+        for _ in range(2):
+            feeds = REFERENCE_MODELS[name].random_feeds(rng)
+            model.poison()
+            ours = model.run(feeds)
+            for key, value in onnxruntime_outputs(path, feeds).items():
+                np.testing.assert_allclose(ours[key], value, rtol=rtol, atol=1e-4, err_msg=key)
+        (first,) = model.run(None, feeds)
+        np.testing.assert_array_equal(first, ours[model.outputs[0].name])
+        assert len(model.time_runs(feeds, 3)) == 3
+        assert model.time_kernels(feeds, 4) == [0.25] * 4
+    assert fake.memory == {}  # every allocation freed at close
+    with pytest.raises(PycError) as caught:
+        model.run(feeds)
+    assert caught.value.code == "E047"
+
+
+def test_index_out_of_range_names_the_input(tmp_path: Path, rng: np.random.Generator,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    gather = next(c for c in CASES if c.name == "gather")
+    path = write_model(gather.make(rng), tmp_path)
+    pyc_cli.build(path, tmp_path / "g.pyc", target="cuda")
+    use(monkeypatch, fake_for(tmp_path / "g.pyc", tmp_path))
+    with pyc_cli.load(tmp_path / "g.pyc") as model:
+        ids = rng.integers(0, 50, (2, 9), dtype=np.int64)
+        ids[1, 2] = 77
+        with pytest.raises(PycError) as caught:
+            model.run({"ids": ids})
+        assert caught.value.code == "E048" and "ids" in caught.value.what
+        ids[1, 2] = -50  # in range again: the next run is right
+        expected = onnxruntime_outputs(path, {"ids": ids})["y"]
+        np.testing.assert_array_equal(model.run({"ids": ids})["y"], expected)
+
+
+@pytest.mark.parametrize("arch,capability,version,expected", [
+    ("sm_80", (8, 6), 13000, "cubin"),   # same major, newer minor: the CUBIN runs
+    ("sm_80", (9, 0), 13000, "E037"),    # newer GPU, and the driver cannot JIT NVRTC 13.5's PTX
+    ("sm_80", (9, 0), 13090, "ptx"),     # newer GPU and a new enough driver: the PTX
+    ("sm_90", (8, 0), 13090, "E037"),    # an older GPU never runs it
+])
+def test_image_choice(arch: str, capability: tuple[int, int], version: int, expected: str,
+                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, artifact, _ = build("mlp", tmp_path, arch)
+    fake = use(monkeypatch, fake_for(artifact, tmp_path, capability=capability, version=version))
+    if expected == "E037":
+        with pytest.raises(PycError) as caught:
+            pyc_cli.load(artifact)
+        assert caught.value.code == "E037" and "--arch sm_" in caught.value.hint
+        return
+    with pyc_cli.load(artifact):
+        assert fake.loaded == [b"\x7fELF" if expected == "cubin" else b"//\n/"]
+
+
+@pytest.mark.parametrize("call", ["cuModuleLoadData", "cuMemAlloc", "cuLaunchKernel", "cuStreamSynchronize"])
+def test_driver_errors_are_coded(call: str, tmp_path: Path, rng: np.random.Generator,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _, artifact, _ = build("mlp", tmp_path)
+    fake = use(monkeypatch, fake_for(artifact, tmp_path, fail=call))
+    with pytest.raises(PycError) as caught, pyc_cli.load(artifact) as model:
+        model.run(REFERENCE_MODELS["mlp"].random_feeds(rng))
+    assert caught.value.code == "E038" and call in caught.value.what
+    assert "CUDA_ERROR_UNKNOWN" in caught.value.what
+    if call != "cuMemAlloc":  # a load that failed half-way freed what it had taken
+        assert fake.memory == {}
+
+
+def test_not_enough_device_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, artifact, _ = build("mlp", tmp_path)
+    use(monkeypatch, fake_for(artifact, tmp_path, free=1000))
+    with pytest.raises(PycError) as caught:
+        pyc_cli.load(artifact)
+    assert caught.value.code == "E037" and "device memory" in caught.value.what
+
+
+def test_driver_without_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, artifact, _ = build("mlp", tmp_path)
+    fake = use(monkeypatch, fake_for(artifact, tmp_path))
+    monkeypatch.setattr(fake, "_cuDeviceGetCount", lambda: (0, 0))
+    with pytest.raises(PycError) as caught:
+        pyc_cli.load(artifact)
+    assert caught.value.code == "E037" and "no GPU" in caught.value.what
