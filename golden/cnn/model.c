@@ -84,28 +84,47 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t pn = 1024 - p0 < 1024 ? 1024 - p0 : 1024;
         const int64_t pnp = (pn + 15) / 16;
         float* restrict cols = WS;
+        static const int32_t ow_lo[3] = { 1, 0, 0 };
+        static const int32_t ow_hi[3] = { 32, 32, 31 };
         for (int64_t r = 0; r < 27; ++r) {
-          /* reduction row r = (c, kd, kh, kw); pixels walk (od, oh, ow) without divisions */
+          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
+             input columns, zeros), written a panel's worth at a time */
           const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
           const int64_t ci = g * 3 + c;
           (void)ci;
           const float* restrict xc = x + c * 1024;
-          int64_t oh = p0 / 32 % 32, ow = p0 % 32;
-          float* restrict d = cols + r * 16;
-          for (int64_t q = 0; q < pn; ++q) {
+          float* restrict panel = cols + r * 16;
+          int64_t lane = 0;
+          for (int64_t q = 0; q < pn;) {
+            const int64_t pix = p0 + q, oh = pix / 32, ow0 = pix % 32;
+            const int64_t end = 32 - ow0 < pn - q ? 32 : ow0 + pn - q;
             const int64_t ih = oh * 1 - 1 + kh * 1;
-            const int64_t iw = ow * 1 - 1 + kw * 1;
-            float v = 0;
-            if ((uint64_t)ih < 32 && (uint64_t)iw < 32) {
-              v = xc[ih * 32 + iw];
+            const int valid = (uint64_t)ih < 32;
+            const float* restrict xs = xc + ih * 32 - 1 + kw * 1;
+            (void)xs;
+            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
+            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
+            int64_t ow = ow0;
+            while (ow < end) {
+              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
+              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
+              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
+              const int64_t in_end = stop < hi ? stop : hi;
+              if (ow < in_end) {
+                const int64_t count = in_end - ow;
+                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
+                lane += count;
+                ow = in_end;
+              }
+              for (; ow < stop; ++ow) panel[lane++] = 0;
+              if (lane == 16) {
+                lane = 0;
+                panel += 432;
+              }
             }
-            d[q / 16 * 432 + q % 16] = v;
-            if (++ow == 32) {
-              ow = 0;
-              if (++oh == 32) { oh = 0; }
-            }
+            q += end - ow0;
           }
-          for (int64_t q = pn; q < pnp * 16; ++q) d[q / 16 * 432 + q % 16] = 0;
+          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
         }
         float* restrict y = Y + (n * 16 + g * 16) * 1024 + p0;
         /* 1 tasks: 1 blocks of 18 channels x 1 blocks of 64 panels */
@@ -117,10 +136,12 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = cols + jp * 432;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = w + i0 * 27;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -199,6 +220,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = w + i0 * 27;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -316,28 +338,47 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t pn = 256 - p0 < 256 ? 256 - p0 : 256;
         const int64_t pnp = (pn + 15) / 16;
         float* restrict cols = WS;
+        static const int32_t ow_lo[3] = { 1, 0, 0 };
+        static const int32_t ow_hi[3] = { 16, 16, 15 };
         for (int64_t r = 0; r < 144; ++r) {
-          /* reduction row r = (c, kd, kh, kw); pixels walk (od, oh, ow) without divisions */
+          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
+             input columns, zeros), written a panel's worth at a time */
           const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
           const int64_t ci = g * 16 + c;
           (void)ci;
           const float* restrict xc = x + c * 256;
-          int64_t oh = p0 / 16 % 16, ow = p0 % 16;
-          float* restrict d = cols + r * 16;
-          for (int64_t q = 0; q < pn; ++q) {
+          float* restrict panel = cols + r * 16;
+          int64_t lane = 0;
+          for (int64_t q = 0; q < pn;) {
+            const int64_t pix = p0 + q, oh = pix / 16, ow0 = pix % 16;
+            const int64_t end = 16 - ow0 < pn - q ? 16 : ow0 + pn - q;
             const int64_t ih = oh * 1 - 1 + kh * 1;
-            const int64_t iw = ow * 1 - 1 + kw * 1;
-            float v = 0;
-            if ((uint64_t)ih < 16 && (uint64_t)iw < 16) {
-              v = xc[ih * 16 + iw];
+            const int valid = (uint64_t)ih < 16;
+            const float* restrict xs = xc + ih * 16 - 1 + kw * 1;
+            (void)xs;
+            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
+            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
+            int64_t ow = ow0;
+            while (ow < end) {
+              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
+              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
+              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
+              const int64_t in_end = stop < hi ? stop : hi;
+              if (ow < in_end) {
+                const int64_t count = in_end - ow;
+                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
+                lane += count;
+                ow = in_end;
+              }
+              for (; ow < stop; ++ow) panel[lane++] = 0;
+              if (lane == 16) {
+                lane = 0;
+                panel += 2304;
+              }
             }
-            d[q / 16 * 2304 + q % 16] = v;
-            if (++ow == 16) {
-              ow = 0;
-              if (++oh == 16) { oh = 0; }
-            }
+            q += end - ow0;
           }
-          for (int64_t q = pn; q < pnp * 16; ++q) d[q / 16 * 2304 + q % 16] = 0;
+          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
         }
         float* restrict y = Y + (n * 32 + g * 32) * 256 + p0;
         /* 1 tasks: 1 blocks of 36 channels x 1 blocks of 16 panels */
@@ -349,10 +390,12 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = cols + jp * 2304;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = w + i0 * 144;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -431,6 +474,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
         if (i_hi == 32) {
           const int64_t i0 = 30;
           const float* restrict ar = w + i0 * 144;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -570,28 +614,47 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t pn = 64 - p0 < 64 ? 64 - p0 : 64;
         const int64_t pnp = (pn + 15) / 16;
         float* restrict cols = WS;
+        static const int32_t ow_lo[3] = { 1, 0, 0 };
+        static const int32_t ow_hi[3] = { 8, 8, 7 };
         for (int64_t r = 0; r < 288; ++r) {
-          /* reduction row r = (c, kd, kh, kw); pixels walk (od, oh, ow) without divisions */
+          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
+             input columns, zeros), written a panel's worth at a time */
           const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
           const int64_t ci = g * 32 + c;
           (void)ci;
           const float* restrict xc = x + c * 64;
-          int64_t oh = p0 / 8 % 8, ow = p0 % 8;
-          float* restrict d = cols + r * 16;
-          for (int64_t q = 0; q < pn; ++q) {
+          float* restrict panel = cols + r * 16;
+          int64_t lane = 0;
+          for (int64_t q = 0; q < pn;) {
+            const int64_t pix = p0 + q, oh = pix / 8, ow0 = pix % 8;
+            const int64_t end = 8 - ow0 < pn - q ? 8 : ow0 + pn - q;
             const int64_t ih = oh * 1 - 1 + kh * 1;
-            const int64_t iw = ow * 1 - 1 + kw * 1;
-            float v = 0;
-            if ((uint64_t)ih < 8 && (uint64_t)iw < 8) {
-              v = xc[ih * 8 + iw];
+            const int valid = (uint64_t)ih < 8;
+            const float* restrict xs = xc + ih * 8 - 1 + kw * 1;
+            (void)xs;
+            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
+            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
+            int64_t ow = ow0;
+            while (ow < end) {
+              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
+              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
+              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
+              const int64_t in_end = stop < hi ? stop : hi;
+              if (ow < in_end) {
+                const int64_t count = in_end - ow;
+                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
+                lane += count;
+                ow = in_end;
+              }
+              for (; ow < stop; ++ow) panel[lane++] = 0;
+              if (lane == 16) {
+                lane = 0;
+                panel += 4608;
+              }
             }
-            d[q / 16 * 4608 + q % 16] = v;
-            if (++ow == 8) {
-              ow = 0;
-              if (++oh == 8) { oh = 0; }
-            }
+            q += end - ow0;
           }
-          for (int64_t q = pn; q < pnp * 16; ++q) d[q / 16 * 4608 + q % 16] = 0;
+          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
         }
         float* restrict y = Y + (n * 32 + g * 32) * 64 + p0;
         /* 1 tasks: 1 blocks of 36 channels x 1 blocks of 4 panels */
@@ -603,10 +666,12 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = cols + jp * 4608;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = w + i0 * 288;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -687,6 +752,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
         if (i_hi == 32) {
           const int64_t i0 = 30;
           const float* restrict ar = w + i0 * 288;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -808,11 +874,13 @@ static int k6_matmul(const float* restrict X0, const float* restrict X1, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 512;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 10 - j0 < 16 ? 10 - j0 : 16;
         (void)cols;
         if (i_hi == 2) {
           const int64_t i0 = 0;
           const float* restrict ar = A + i0 * 32;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;

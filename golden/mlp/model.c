@@ -88,11 +88,13 @@ static int k0_matmul(const float* restrict X0, const float* restrict X1, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 1024;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 128 - j0 < 16 ? 128 - j0 : 16;
         (void)cols;
         if (i_hi == 4) {
           const int64_t i0 = 0;
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -171,11 +173,13 @@ static int k1_matmul(const float* restrict X0, const float* restrict X1, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 2048;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 64 - j0 < 16 ? 64 - j0 : 16;
         (void)cols;
         if (i_hi == 4) {
           const int64_t i0 = 0;
           const float* restrict ar = A + i0 * 128;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -254,11 +258,13 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 1024;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 10 - j0 < 16 ? 10 - j0 : 16;
         (void)cols;
         if (i_hi == 4) {
           const int64_t i0 = 0;
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;

@@ -128,10 +128,12 @@ static int k3_matmul(const float* restrict X0, const float* restrict X1, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 1024;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 64 - j0 < 16 ? 64 - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -207,6 +209,7 @@ static int k3_matmul(const float* restrict X0, const float* restrict X1, const f
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -336,10 +339,12 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 256;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 16 - j0 < 16 ? 16 - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = A + i0 * 16;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -417,6 +422,7 @@ static int k9_matmul(const float* restrict X0, const float* restrict X1, const f
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = A + i0 * 16;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -541,10 +547,12 @@ static int k11_matmul(const float* restrict X0, const float* restrict X1, float*
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 256;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 16 - j0 < 16 ? 16 - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = A + i0 * 16;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -607,6 +615,7 @@ static int k11_matmul(const float* restrict X0, const float* restrict X1, float*
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = A + i0 * 16;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -688,10 +697,12 @@ static int k13_matmul(const float* X0, const float* X1, const float* E0, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 1024;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 64 - j0 < 16 ? 64 - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -769,6 +780,7 @@ static int k13_matmul(const float* X0, const float* X1, const float* E0, const f
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -881,10 +893,12 @@ static int k15_matmul(const float* restrict X0, const float* restrict X1, const 
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 1024;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 128 - j0 < 16 ? 128 - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -965,6 +979,7 @@ static int k15_matmul(const float* restrict X0, const float* restrict X1, const 
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -1049,10 +1064,12 @@ static int k16_matmul(const float* X0, const float* X1, const float* E0, const f
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 2048;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 64 - j0 < 16 ? 64 - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = A + i0 * 128;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -1130,6 +1147,7 @@ static int k16_matmul(const float* X0, const float* X1, const float* E0, const f
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = A + i0 * 128;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -1211,10 +1229,12 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
       for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
         const float* restrict pb = Bp + jp * 1024;
         const int64_t j0 = jp * 16;
+        (void)pb;
         const int64_t cols = 128 - j0 < 16 ? 128 - j0 : 16;
         (void)cols;
         for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -1299,6 +1319,7 @@ static int k30_matmul(const float* restrict X0, const float* restrict X1, const 
         if (i_hi == 16) {
           const int64_t i0 = 12;
           const float* restrict ar = A + i0 * 64;
+          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
