@@ -229,7 +229,8 @@ def _matmul_dims(node: Node, graph: Graph) -> tuple[int, int, int, list[int], li
 
 
 def _b_matrices(node: Node, graph: Graph) -> int:
-    m, k, n, _, _ = _matmul_dims(node, graph)
+    """How many distinct B matrices a (batched) MatMul reads."""
+    _, k, n, _, _ = _matmul_dims(node, graph)
     return gemm.matrices(graph.types[node.inputs[1]].shape, k, n)
 
 
@@ -247,6 +248,8 @@ def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure 
         b_matrices = _b_matrices(node, graph)
         return {**_matmul_coords(node, graph, op), "gemm": g, "b_packed": constant,
                 "b_matrices": b_matrices, "tasks": g["tasks"], "parallel": g["parallel"],
+                # copying an element costs about what 8 flops do: below TASK_FLOPS of that,
+                # the run-time packing is not worth threads
                 "pack_parallel": b_matrices * k * n * 8 >= gemm.TASK_FLOPS,
                 "pb_batch_strides": [s // max(1, k * n) * packed for s in b_strides]}
     return params
@@ -255,7 +258,7 @@ def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure 
 def _packed_b_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
     def workspace(node: Node, graph: Graph) -> int:
         """Every distinct B matrix, packed into panels."""
-        m, k, n, _, _ = _matmul_dims(node, graph)
+        _, k, n, _, _ = _matmul_dims(node, graph)
         itemsize = graph.types[node.outputs[0]].dtype.itemsize
         nr = gemm.panel_width(isa, itemsize)
         return _b_matrices(node, graph) * k * -(-n // nr) * nr * itemsize

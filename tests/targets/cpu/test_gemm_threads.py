@@ -1,0 +1,120 @@
+"""The GEMM's PYC_PARALLEL_FOR loops keep the threading contract (docs: each iteration writes
+its own block, no reduction across iterations): the generated C recompiled with the macro as
+`omp parallel for` and run on 2 threads gives, bit for bit, what the serial build gives, and
+matches numpy float64. Until the runtime defines the macro itself, this is the only run of the
+marked loops in parallel."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_gemm import CONVS, _conv_model
+
+import pyc_cli
+
+OMP = '#define PYC_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")\n'
+
+
+def _big_matmuls(rng: np.random.Generator, constant: bool
+                 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """GEMMs big enough that their loops are marked parallel: blocks, GEMV, batched, with a
+    residual epilogue each."""
+    nodes, inputs, outputs, inits = [], [], [], []
+    feeds: dict[str, np.ndarray] = {}
+    expected: dict[str, np.ndarray] = {}
+
+    def tensor(name: str, shape: tuple[int, ...], as_constant: bool) -> np.ndarray:
+        value = rng.standard_normal(shape).astype(np.float32)
+        if as_constant:
+            inits.append(numpy_helper.from_array(value, name))
+        else:
+            feeds[name] = value
+            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+        return value.astype(np.float64)
+
+    shapes = [((259, 512), (512, 515)), ((1, 2048), (2048, 2047)),
+              ((12, 128, 64), (12, 64, 129)), ((2, 3, 97, 300), (300, 200))]
+    for i, (a_shape, b_shape) in enumerate(shapes):
+        a = tensor(f"a{i}", a_shape, False)
+        b = tensor(f"b{i}", b_shape, constant)
+        residual = tensor(f"r{i}", np.matmul(a, b).shape, False)
+        nodes += [helper.make_node("MatMul", [f"a{i}", f"b{i}"], [f"t{i}"]),
+                  helper.make_node("Add", [f"t{i}", f"r{i}"], [f"y{i}"])]
+        want = np.matmul(a, b) + residual
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, list(want.shape)))
+        expected[f"y{i}"] = want
+    graph = helper.make_graph(nodes, "big", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, feeds, expected
+
+
+def _run(library: Path, prefix: str, weights: Path, manifest: dict,
+         feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    lib = ctypes.CDLL(str(library))
+    create, run = getattr(lib, f"{prefix}_create"), getattr(lib, f"{prefix}_run")
+    create.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+    run.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                    ctypes.POINTER(ctypes.c_void_p)]
+    handle = ctypes.c_void_p()
+    assert create(str(weights).encode(), ctypes.byref(handle)) == 0
+    ins = [np.ascontiguousarray(feeds[i["name"]]) for i in manifest["inputs"]]
+    outs = [np.empty(o["shape"], np.float32) for o in manifest["outputs"]]
+    in_ptrs = (ctypes.c_void_p * len(ins))(*[a.ctypes.data for a in ins])
+    out_ptrs = (ctypes.c_void_p * len(outs))(*[a.ctypes.data for a in outs])
+    for _ in range(3):  # the same results every time
+        assert run(handle, in_ptrs, out_ptrs) == 0
+    return {o["name"]: value for o, value in zip(manifest["outputs"], outs)}
+
+
+@pytest.mark.parametrize("kind", ["const_b", "runtime_b", "conv"])
+def test_marked_loops_run_in_parallel_bit_for_bit(kind: str, tmp_path: Path,
+                                                  rng: np.random.Generator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("gcc is not installed here")
+    if kind == "conv":
+        monkeypatch.setattr("test_gemm.CONVS", [
+            ((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, "residual"),
+            ((1, 3, 112, 112), (64, 3, 7, 7), 2, 3, 1, "bias_relu"),
+            ((1, 256, 28, 28), (128, 256, 1, 1), 1, 0, 1, "")])
+        model, feeds, expected = _conv_model(rng)
+        monkeypatch.setattr("test_gemm.CONVS", CONVS)
+    else:
+        model, feeds, expected = _big_matmuls(rng, kind == "const_b")
+    onnx.save(model, tmp_path / "m.onnx")
+    art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a").artifact
+    manifest = json.loads((art / "manifest.json").read_text())
+    flags = manifest["toolchain"]["flags"]
+    src = art / "src"
+    text = (src / "model.c").read_text()
+    assert "\n  PYC_PARALLEL_FOR\n" in text or "\n        PYC_PARALLEL_FOR\n" in text
+    (src / "omp_model.c").write_text(OMP + text)
+    results = {}
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    for tag, extra, source in (("serial", [], "model.c"), ("omp", ["-fopenmp"], "omp_model.c")):
+        library = tmp_path / f"{tag}.so"
+        built = subprocess.run([compiler, *flags, *extra, "-shared", "-o", str(library), source,
+                                "pyc_runtime.c", *manifest["toolchain"]["libraries"]],
+                               cwd=src, capture_output=True, text=True, check=False)
+        if built.returncode != 0 and tag == "omp" and "fopenmp" in built.stderr:
+            pytest.skip("this gcc has no OpenMP")
+        assert built.returncode == 0, built.stderr[:4000]
+        results[tag] = _run(library, manifest["symbol_prefix"], art / "weights.bin", manifest,
+                            feeds)
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    for name, want in expected.items():
+        np.testing.assert_array_equal(results["omp"][name], results["serial"][name], name)
+        # sums of up to 2048 float32 products: 1e-4 relative, 1e-5 of the largest value
+        np.testing.assert_allclose(results["omp"][name], want, rtol=1e-4,
+                                   atol=1e-5 * np.abs(want).max(), err_msg=name)
