@@ -341,7 +341,7 @@ class Bench:
         if not kernels or kernels[0] is None or kernels[0].candidate != variant.candidate:
             raise PycError("E008", f"{variant.label()} does not apply to {task.node.name}")
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
-        layout = layout_weights(sub)
+        layout = layout_weights(sub, self.target.constant_panels(sub))  # as the build lays them
         blob = weights_bytes(sub, layout)
         info = ModelInfo(__version__, io_infos(sub, sub.inputs),
                          io_infos(sub, sub.outputs, sub.public_outputs()), plan.arena_bytes,

@@ -64,8 +64,10 @@ def test_tune_records_every_tunable_signature_and_a_later_build_reproduces_it(
     for task in tasks:
         entry = db.entries[signature_key(task.signature)]
         labels = {m.label() for m in entry.measured}
-        assert {"matmul_tiles", "matmul_naive"} <= {m.candidate for m in entry.measured}
-        assert entry.default.label() == "matmul_tiles" and "matmul_tiles" in labels
+        # constant weights: only the packed GEMM applies, its tunables make the variants
+        assert {m.candidate for m in entry.measured} == {"matmul_packed_const"}
+        assert len(labels) > 1 and entry.default.label() in labels
+        assert entry.default.candidate == "matmul_packed_const" and not entry.default.params
         assert all(m.status == "ok" and m.median_ms > 0 for m in entry.measured)
         fastest = min(m.median_ms for m in entry.measured)
         assert entry.winner.median_ms is not None and entry.winner.median_ms >= fastest
@@ -94,25 +96,29 @@ def test_tune_records_every_tunable_signature_and_a_later_build_reproduces_it(
     assert "0 variants; 3 already in the database" in report_lines[-1]
 
 
+UNROLLED = Measurement("matmul_packed_const", (("unroll", 2),), 0.5)
+DEFAULT = Measurement("matmul_packed_const", (), 1.0)
+
+
 def test_the_database_choice_reaches_the_artifact(tmp_path: Path) -> None:
-    """An entry naming the non-default candidate is what the build compiles (and explains)."""
+    """An entry naming non-default tunable values is what the build compiles (and explains)."""
     model, shapes = MLP
     graph, _ = compile_graph(model, "balanced", shapes)
     db = open_db(tmp_path / "db.json")
     for task in tuning_tasks(graph, CpuTarget()):
-        naive = Measurement("matmul_naive", (), 0.5)
-        db.record(task.signature, TuningEntry("MatMul", naive, Measurement("matmul_tiles", (), 1.0),
-                                              (naive, Measurement("matmul_tiles", (), 1.0))))
+        db.record(task.signature, TuningEntry("MatMul", UNROLLED, DEFAULT, (UNROLLED, DEFAULT)))
     db.save()
     result = pyc_cli.build(model, tmp_path / "m.pyc", input_shapes=shapes,
                            tuning_db=tmp_path / "db.json")
-    assert {n.ann.kernel_name for n in result.graph.nodes if n.op == "MatMul"} == {"matmul_naive"}
+    matmuls = [n.ann.kernel for n in result.graph.nodes if n.op == "MatMul"]
+    assert all(k is not None and (k.candidate, k.params) == ("matmul_packed_const", {"unroll": 2})
+               for k in matmuls)
     from pyc_cli.explain import explain_data
 
     tuning = explain_data(result.artifact)["tuning"]
     assert len(tuning) == 3
-    assert all(t["winner"]["candidate"] == "matmul_naive" and t["speedup"] == 2.0
-               and t["runner_up"]["candidate"] == "matmul_tiles" for t in tuning)
+    assert all(t["winner"]["params"] == {"unroll": 2} and t["speedup"] == 2.0
+               and t["runner_up"]["params"] == {} for t in tuning)
 
 
 WRONG = KernelCandidate(
@@ -130,12 +136,13 @@ def test_a_variant_that_computes_wrong_is_rejected_and_logged(tmp_path: Path) ->
     graph, ctx = compile_graph(model, "balanced", shapes)
     target = PlantedTarget()
     db = open_db(tmp_path / "db.json", target)
-    report = tune_graph(graph, ctx, target, db, FAST)
+    # room for every variant: the packed GEMM's tunable values, then the planted candidate
+    report = tune_graph(graph, ctx, target, db, replace(FAST, max_variants=64))
     assert len(report.tuned) == 3
     assert sorted(label for _, label in report.rejected) == ["matmul_wrong"] * 3
     for _, entry in report.tuned:
         statuses = {m.candidate: m.status for m in entry.measured}
-        assert statuses["matmul_wrong"] == "wrong" and statuses["matmul_naive"] == "ok"
+        assert statuses["matmul_wrong"] == "wrong" and statuses["matmul_packed_const"] == "ok"
         assert entry.winner.candidate != "matmul_wrong"
         wrong = next(m for m in entry.measured if m.candidate == "matmul_wrong")
         assert wrong.median_ms is None  # never timed, never a winner
@@ -231,15 +238,17 @@ def test_the_cpu_key_keeps_entries_from_another_machine_out(tmp_path: Path) -> N
     graph, _ = compile_graph(model, "balanced", shapes)
     db = open_db(tmp_path / "db.json")
     for task in tuning_tasks(graph, native):
-        naive = Measurement("matmul_naive", (), 0.5)
-        db.record(task.signature, TuningEntry("MatMul", naive, naive, (naive,)))
+        db.record(task.signature, TuningEntry("MatMul", UNROLLED, UNROLLED, (UNROLLED,)))
     db.save()
     here = pyc_cli.build(model, tmp_path / "here.pyc", input_shapes=shapes,
                          tuning_db=tmp_path / "db.json")
     other = pyc_cli.build(model, tmp_path / "other.pyc", input_shapes=shapes, cpu="x86-64",
                           tuning_db=tmp_path / "db.json")
-    assert {n.ann.kernel_name for n in here.graph.nodes if n.op == "MatMul"} == {"matmul_naive"}
-    assert {n.ann.kernel_name for n in other.graph.nodes if n.op == "MatMul"} == {"matmul_tiles"}
+    def params(result: pyc_cli.BuildResult) -> list[dict]:
+        return [n.ann.kernel.params for n in result.graph.nodes
+                if n.op == "MatMul" and n.ann.kernel is not None]
+
+    assert params(here) == [{"unroll": 2}] * 3 and params(other) == [{}] * 3
 
 
 def test_the_budget_is_honoured(tmp_path: Path) -> None:
