@@ -85,15 +85,20 @@ def test_index_out_of_range_names_the_input(tmp_path: Path, rng: np.random.Gener
         np.testing.assert_array_equal(model.run({"ids": ids})["y"], expected)
 
 
-@pytest.mark.parametrize("arch,capability,version,expected", [
-    ("sm_80", (8, 6), 13000, "cubin"),   # same major, newer minor: the CUBIN runs
-    ("sm_80", (9, 0), 13000, "E037"),    # newer GPU, and the driver cannot JIT NVRTC 13.5's PTX
-    ("sm_80", (9, 0), 13090, "ptx"),     # newer GPU and a new enough driver: the PTX
-    ("sm_90", (8, 0), 13090, "E037"),    # an older GPU never runs it
+@pytest.mark.parametrize("arch,capability,driver,expected", [
+    ("sm_80", (8, 6), "older", "cubin"),  # same major, newer minor: the CUBIN runs
+    ("sm_80", (9, 0), "older", "E037"),   # newer GPU, and the driver cannot JIT this PTX
+    ("sm_80", (9, 0), "as new", "ptx"),   # newer GPU and a new enough driver: the PTX
+    ("sm_90", (8, 0), "as new", "E037"),  # an older GPU never runs it
 ])
-def test_image_choice(arch: str, capability: tuple[int, int], version: int, expected: str,
+def test_image_choice(arch: str, capability: tuple[int, int], driver: str, expected: str,
                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, artifact, _ = build("mlp", tmp_path, arch)
+    # the driver version relative to what this NVRTC's PTX needs (the manifest records it):
+    # one minor version older, or exactly that version (cuDriverGetVersion's 1000*major+10*minor)
+    needs = json.loads((artifact / "manifest.json").read_text())["cuda"]["ptx_min_driver"]
+    major, minor = (int(v) for v in needs.split("."))
+    version = 1000 * major + 10 * minor - (10 if driver == "older" else 0)
     fake = use(monkeypatch, fake_for(artifact, tmp_path, capability=capability, version=version))
     if expected == "E037":
         with pytest.raises(PycError) as caught:
