@@ -160,6 +160,36 @@ def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[int]]) -> tuple[
     return dims, sets
 
 
+# ---------------------------------------------------------------- parallel tasks
+
+# a parallel task of a row kernel covers at least this many elements, an elementwise task this
+# many output bytes: tens of microseconds each, more than handing the task to a thread costs
+ROW_TASK_ELEMENTS = 64 * 1024
+ELEMENTWISE_TASK_BYTES = 64 * 1024
+# an elementwise loop smaller than this runs on one thread (a parallel region costs a few us)
+ELEMENTWISE_PARALLEL_BYTES = 256 * 1024
+
+
+def row_split(rows: int, row: int, min_elements: int = ROW_TASK_ELEMENTS) -> dict[str, object]:
+    """Blocks of whole rows as tasks of at least `min_elements`; `parallel` when there are
+    two or more (PYC_PARALLEL_FOR, docs: the threading contract)."""
+    rows_per_task = max(1, min(rows, -(-min_elements // max(1, row))))
+    tasks = -(-rows // rows_per_task) if rows else 0
+    return {"tasks": tasks, "rows_per_task": rows_per_task, "parallel": tasks >= 2}
+
+
+def elementwise_split(dims: list[int], itemsize: int) -> dict[str, object]:
+    """The outermost loop of an elementwise nest cut into blocks of at least
+    ELEMENTWISE_TASK_BYTES of output, as parallel tasks when the whole loop is large enough."""
+    inner = math.prod(dims[1:])
+    total = math.prod(dims) * itemsize
+    if total < ELEMENTWISE_PARALLEL_BYTES:
+        return {"tasks": 1, "block": dims[0], "parallel": False}
+    block = max(1, -(-ELEMENTWISE_TASK_BYTES // (inner * itemsize)))
+    tasks = -(-dims[0] // block)
+    return {"tasks": tasks, "block": block, "parallel": tasks >= 2}
+
+
 # ---------------------------------------------------------------- per-kind preparation
 
 
@@ -173,7 +203,9 @@ def elementwise_params(graph: Graph, node: Node) -> tuple[dict[str, object], lis
     exprs = [f"X{k}[{index_expression(coords, s)}]" for k, s in enumerate(sets[1:])]
     types = [graph.types[v].dtype for v in node.inputs]
     program = render_program(node.ann.program, exprs, types, "")
-    params = {"dims": dims, "out_index": index_expression(coords, sets[0])}
+    dims = dims or [1]  # a scalar: one iteration, its index expressions are all "0"
+    params = {"dims": dims, "out_index": index_expression(coords, sets[0]),
+              **elementwise_split(dims, out_type.dtype.itemsize)}
     return params, program, program[-1].dst
 
 
