@@ -1,0 +1,101 @@
+"""The vectorized row kernels (softmax.c.j2, layernorm.c.j2 with c/row_math.j2) and the
+task-split elementwise loop against numpy float64, on row lengths around the vector widths
+(1, primes, one past 16 and 32), on enough rows to take the parallel task split, and on rows
+with a large common offset (where one-pass statistics without the shift lose the variance)."""
+
+from __future__ import annotations
+
+from math import erf
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers import init, make_model, vinfo, write_model
+from onnx import helper
+
+from pyc_cli import api
+from pyc_cli.targets.cpu.kernel_context import (
+    ELEMENTWISE_PARALLEL_BYTES,
+    ROW_TASK_ELEMENTS,
+    elementwise_split,
+    row_split,
+)
+
+
+def layernorm_ref(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    d = x.astype(np.float64)
+    mean = d.mean(-1, keepdims=True)
+    var = ((d - mean) ** 2).mean(-1, keepdims=True)
+    return (d - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def softmax_ref(x: np.ndarray) -> np.ndarray:
+    d = x.astype(np.float64)
+    e = np.exp(d - d.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def build_and_run(tmp_path: Path, nodes: list, shape: tuple[int, ...], outputs: list[str],
+                  initializers: list, x: np.ndarray) -> dict[str, np.ndarray]:
+    model = make_model(nodes, [vinfo("x", shape)], [vinfo(name, shape) for name in outputs],
+                       initializers)
+    artifact = tmp_path / "model.pyc"
+    api.build(write_model(model, tmp_path), artifact)
+    with api.load(artifact) as compiled:
+        return compiled.run({"x": x})
+
+
+# (rows, row length, offset): lengths around the 16- and 32-wide loops; 300 x 257 is more
+# than one task of ROW_TASK_ELEMENTS, so its rows are split into parallel tasks
+SHAPES = [(3, 1, 0.0), (5, 7, 0.0), (4, 17, 0.0), (3, 33, 0.0), (2, 129, 100.0), (300, 257, 100.0)]
+
+
+@pytest.mark.parametrize(("rows", "row", "offset"), SHAPES)
+def test_softmax_and_layernorm_rows_match_numpy(tmp_path: Path, rows: int, row: int,
+                                                 offset: float) -> None:
+    rng = np.random.default_rng(rows * 1000 + row)
+    shape = (rows, row)
+    scale = rng.uniform(0.5, 1.5, row).astype(np.float32)
+    bias = rng.standard_normal(row).astype(np.float32)
+    nodes = [onnx_node("LayerNormalization", ["x", "scale", "bias"], "ln", epsilon=1e-5),
+             onnx_node("Softmax", ["x"], "sm"), onnx_node("LogSoftmax", ["x"], "lsm")]
+    x = (rng.standard_normal(shape) * 3 + offset).astype(np.float32)
+    got = build_and_run(tmp_path, nodes, shape, ["ln", "sm", "lsm"],
+                        [init("scale", scale), init("bias", bias)], x)
+    np.testing.assert_allclose(got["ln"], layernorm_ref(x, scale, bias, 1e-5), rtol=1e-5, atol=2e-5)
+    expected = softmax_ref(x)
+    np.testing.assert_allclose(got["sm"], expected, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(got["lsm"], np.log(expected), rtol=1e-6, atol=2e-5)
+    assert row_split(rows, row)["parallel"] == (rows * row > ROW_TASK_ELEMENTS)
+
+
+def test_rows_with_nan_and_inf_follow_onnxruntime_semantics(tmp_path: Path) -> None:
+    """A NaN anywhere in a row makes its softmax NaN (whichever maximum the vector max kept);
+    an inf or a NaN sends a layernorm row down the double path (all NaN here)."""
+    shape = (4, 40)
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    x[0, 0], x[1, 37], x[2, 5] = np.nan, np.nan, np.inf
+    nodes = [onnx_node("Softmax", ["x"], "sm"),
+             onnx_node("LayerNormalization", ["x", "scale"], "ln", epsilon=1e-5)]
+    got = build_and_run(tmp_path, nodes, shape, ["sm", "ln"],
+                        [init("scale", np.ones(40, np.float32))], x)
+    assert np.isnan(got["sm"][:3]).all() and np.isnan(got["ln"][:3]).all()
+    np.testing.assert_allclose(got["sm"][3], softmax_ref(x[3:])[0], rtol=2e-6, atol=1e-7)
+
+
+def test_large_elementwise_chain_is_split_into_tasks(tmp_path: Path) -> None:
+    shape = (3, 100003)
+    dims = [3 * 100003]
+    assert ELEMENTWISE_PARALLEL_BYTES <= 3 * 100003 * 4 and elementwise_split(dims, 4)["tasks"] > 2
+    x = (np.random.default_rng(5).standard_normal(shape) * 4).astype(np.float32)
+    nodes = [onnx_node("Erf", ["x"], "a"), onnx_node("Tanh", ["a"], "b"),
+             onnx_node("Sigmoid", ["b"], "c"), onnx_node("Mul", ["c", "x"], "y")]
+    got = build_and_run(tmp_path, nodes, shape, ["y"], [], x)
+    d = x.astype(np.float64)
+    expected = 1 / (1 + np.exp(-np.tanh(np.vectorize(erf)(d)))) * d
+    np.testing.assert_allclose(got["y"], expected, rtol=3e-6, atol=1e-7)
+
+
+def onnx_node(op: str, inputs: list[str], output: str, **attrs: object) -> onnx.NodeProto:
+    return helper.make_node(op, inputs, [output], **attrs)
