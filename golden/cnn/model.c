@@ -45,28 +45,43 @@ __extension__ typedef _Float16 pyc_f16;
 static inline PYC_UNUSED float pyc_bits_float(uint32_t bits) { float f; memcpy(&f, &bits, sizeof f); return f; }
 static inline PYC_UNUSED uint32_t pyc_float_bits(float f) { uint32_t bits; memcpy(&bits, &f, sizeof bits); return bits; }
 
-static inline PYC_UNUSED float pyc_expf(float x) {
-  /* exp(x) = 2^n * exp(r), n = round(x / ln2); the clamps keep n in [-150, 128], where the
-     two power-of-two factors below overflow to inf or round to a denormal exactly once */
-  float xc = x > 88.8f ? 88.8f : x;
-  xc = xc < -104.0f ? -104.0f : xc;
-  const float shifted = xc * 1.44269504f + 12582912.0f;  /* 1.5 * 2^23: n in the low bits */
-  const float n = shifted - 12582912.0f;
+/* exp(x) = 2^n * exp(r), n = round(x / ln2), r = x - n ln2 with ln2 split so that n * hi is
+   exact (Cody-Waite); `shifted` holds n in its low bits (1.5 * 2^23 added). */
+#define PYC_EXPF_REDUCE(x)                                                  \
+  const float shifted = (x) * 1.44269504f + 12582912.0f;                   \
+  const float n = shifted - 12582912.0f;                                    \
+  float r = (x) - n * 0x1.63p-1f;                                           \
+  r = r - n * -0x1.bd0106p-13f;                                             \
+  float p = 0x1.9f089ap-13f;                                                \
+  p = p * r + 0x1.6d8cf6p-10f;                                              \
+  p = p * r + 0x1.111270p-7f;                                               \
+  p = p * r + 0x1.55548ep-5f;                                               \
+  p = p * r + 0x1.555554p-3f;                                               \
+  p = p * r + 0x1.p-1f;                                                     \
+  p = 1.0f + ((r * r) * p + r)
+
+/* exp(x) for x in [-104, 88.8] or NaN: n in [-150, 128], where the two power-of-two factors
+   overflow to inf or round to a denormal exactly once */
+static inline PYC_UNUSED float pyc_expf_clamped(float x) {
+  PYC_EXPF_REDUCE(x);
   const int32_t k = (int32_t)(pyc_float_bits(shifted) - 0x4B400000u);
-  /* r = x - n ln2, with ln2 split so that n * hi is exact (Cody-Waite) */
-  float r = xc - n * 0x1.63p-1f;
-  r = r - n * -0x1.bd0106p-13f;
-  float p = 0x1.9f089ap-13f;
-  p = p * r + 0x1.6d8cf6p-10f;
-  p = p * r + 0x1.111270p-7f;
-  p = p * r + 0x1.55548ep-5f;
-  p = p * r + 0x1.555554p-3f;
-  p = p * r + 0x1.p-1f;
-  p = 1.0f + ((r * r) * p + r);
   const int32_t k1 = k >> 1;  /* arithmetic shift (gcc and clang define it so) */
   const float s1 = pyc_bits_float((uint32_t)(k1 + 127) << 23);
   const float s2 = pyc_bits_float((uint32_t)(k - k1 + 127) << 23);
   return p * s1 * s2;
+}
+
+static inline PYC_UNUSED float pyc_expf(float x) {
+  float xc = x > 88.8f ? 88.8f : x;  /* NaN passes both clamps */
+  xc = xc < -104.0f ? -104.0f : xc;
+  return pyc_expf_clamped(xc);
+}
+
+/* exp(x) for finite x in [-87.3, 88.7] (normal results): n added to p's exponent field (the
+   1.5 * 2^23 of `shifted` vanishes in the shift). Not for NaN: callers select around it. */
+static inline PYC_UNUSED float pyc_expf_normal(float x) {
+  PYC_EXPF_REDUCE(x);
+  return pyc_bits_float(pyc_float_bits(p) + (pyc_float_bits(shifted) << 23));
 }
 
 static inline PYC_UNUSED float pyc_erff(float x) {
@@ -90,8 +105,8 @@ static inline PYC_UNUSED float pyc_erff(float x) {
   q = q * t + -0x1.b35f24p-4f;
   q = q * t + -0x1.452e3ep-1f;
   q = q * t + -0x1.077d10p-3f;
-  const float large = 1.0f - pyc_expf(q * t - t);
-  return copysignf(a > 0.927734375f ? large : small, x);
+  const float large = 1.0f - pyc_expf_normal(q * t - t);  /* its argument is in [-16, -1] */
+  return copysignf(a > 0.927734375f ? large : small, x);  /* NaN: small, which keeps it */
 }
 
 static inline PYC_UNUSED float pyc_tanhf(float x) {
@@ -105,19 +120,21 @@ static inline PYC_UNUSED float pyc_tanhf(float x) {
   p = p * s + 0x1.110726p-3f;
   p = p * s + -0x1.555532p-2f;
   const float small = (a * s) * p + a;
-  /* above: (1 - u) / (1 + u) with u = exp(-2a) in (0, 0.29]: no overflow, inf gives 1 */
-  const float u = pyc_expf(-2.0f * a);
+  /* above: (1 - u) / (1 + u) with u = exp(-2a) in (0, 0.29]: no overflow; from a = 43.6 on
+     u < 2^-126 does not change the result (1), so -2a is clamped there */
+  const float m2a = -2.0f * a;
+  const float u = pyc_expf_normal(m2a < -87.0f ? -87.0f : m2a);
   const float large = (1.0f - u) / (1.0f + u);
-  return copysignf(a < 0.625f ? small : large, x);
+  return copysignf(a >= 0.625f ? large : small, x);  /* NaN: small, which keeps it */
 }
 
 static inline PYC_UNUSED float pyc_sigmoidf(float x) {
   /* e = exp(-|x|) never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below, so that tiny
      results keep their relative accuracy down to the denormals */
-  const float e = pyc_expf(-fabsf(x));
+  const float m = -fabsf(x);
+  const float e = pyc_expf_clamped(m < -104.0f ? -104.0f : m);
   return (x >= 0 ? 1.0f : e) / (1.0f + e);
 }
-
 
 /* Reductions over one float row, a vector at a time with AVX-512 or AVX2 intrinsics where the
  * target has them (the compiler does not vectorize a float sum on its own: without
