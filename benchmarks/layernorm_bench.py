@@ -8,8 +8,9 @@ attention scores) and a large one (4096x1024). Each model chains `depth` copies 
 that the per-call overhead of either engine (tens of microseconds from Python) does not hide
 the kernel; times are per op. Both engines get the same thread count: onnxruntime through
 intra_op_num_threads, PyC's library rebuilt from the artifact's sources with OpenMP standing in
-for the runtime's PYC_PARALLEL_FOR (one thread: the artifact's own library). Outputs are
-checked against onnxruntime first. Rounds interleave the engines; p50 over all timed runs.
+for the runtime's PYC_PARALLEL_FOR (one thread: the artifact's own library); idle threads of
+both wait without spinning. Outputs are checked against onnxruntime first. Rounds interleave
+the engines; p50 over all timed runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# neither engine's idle threads spin while the other one runs (interleaved in one process on a
+# shared machine, spinning workers of one starve the other): OpenMP's wait passively, and so do
+# onnxruntime's (allow_spinning 0 below)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pyc_cli import api  # noqa: E402
 from pyc_cli.targets.cpu.target import CpuTarget  # noqa: E402
@@ -124,6 +129,7 @@ def measure(op: str, label: str, shape: tuple[int, ...], depth: int, threads: li
         options.intra_op_num_threads = n
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         library = artifact / "libmodel.so" if n == 1 else openmp_library(artifact, n, work)
         pyc = PycLibrary(library, artifact / "weights.bin", shape)
