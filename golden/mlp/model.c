@@ -27,6 +27,43 @@ typedef __fp16 pyc_f16;
 __extension__ typedef _Float16 pyc_f16;
 #endif
 
+#ifdef PYC_VECTOR_MATH
+/* The toolchain has SIMD versions of these (glibc libmvec): declaring them lets GCC vectorize
+ * loops that call them (-fopenmp-simd) instead of calling the scalar function per element. */
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+float logf(float);
+#pragma omp declare simd notinbranch
+double log(double);
+#pragma omp declare simd notinbranch
+float tanhf(float);
+#pragma omp declare simd notinbranch
+double tanh(double);
+#pragma omp declare simd notinbranch
+float erff(float);
+#pragma omp declare simd notinbranch
+double erf(double);
+#pragma omp declare simd notinbranch
+float expm1f(float);
+#pragma omp declare simd notinbranch
+double expm1(double);
+#pragma omp declare simd notinbranch
+float log1pf(float);
+#pragma omp declare simd notinbranch
+double log1p(double);
+#pragma omp declare simd notinbranch
+float sinf(float);
+#pragma omp declare simd notinbranch
+double sin(double);
+#pragma omp declare simd notinbranch
+float cosf(float);
+#pragma omp declare simd notinbranch
+double cos(double);
+#endif
+
 /* helpers a model may or may not call (clang warns of an unused static function) */
 #if defined(__GNUC__)
 #define PYC_UNUSED __attribute__((unused))
@@ -35,8 +72,10 @@ __extension__ typedef _Float16 pyc_f16;
 #endif
 /* float32 exp, erf, tanh and sigmoid as branch-free inline C: range reduction, a polynomial
  * fitted for minimax relative error (tests/targets/cpu/vector_math_fit.py), and selects instead
- * of branches, so GCC and clang vectorize any loop that calls them (no libmvec call, no scalar
- * fallback for large or special inputs). IEEE behaviour: NaN in, NaN out (every comparison
+ * of branches, so GCC and clang vectorize any loop that calls them (no call, no scalar
+ * fallback for large or special inputs). The row kernels (softmax) call them inline; the
+ * scalar programs call pyc_v* (at the end: libmvec's where the toolchain has it, else these).
+ * IEEE behaviour: NaN in, NaN out (every comparison
  * with NaN is false, so the clamps and selects pass it through), +-inf and overflow give
  * +-inf / 0 / +-1 as the function does, -0 stays -0 where the function is odd, and results in
  * the denormal range are rounded once. Largest error over every float32 input against float64
@@ -147,6 +186,35 @@ static inline PYC_UNUSED float pyc_sigmoidf(float x) {
   return (x >= 0 ? 1.0f : e) / (1.0f + e);
 }
 
+/* What the scalar programs (elementwise loops, GEMM / conv epilogues) and the recurrent gates
+ * call for float exp, erf, tanh and sigmoid. With glibc's libmvec (PYC_VECTOR_MATH: its SIMD
+ * functions declared below in model.c) they are libmvec's: as fast or faster there (AVX2 erf
+ * 0.49 ns/element against 0.76), and a call clobbers the vector registers, so a GEMM tile
+ * keeps its accumulators in registers around it; an inline polynomial's constants, hoisted
+ * out of the tile loops, made GCC spill them (MatMul + GELU epilogue 1.4x slower). Without
+ * libmvec (scalar libm calls otherwise): PyC's, as SIMD clones under GCC (out of line for the
+ * same reason), inline under clang. The row kernels call PyC's inline versions directly. */
+#if defined(PYC_VECTOR_MATH)
+#define PYC_VECTOR_FN(name, call) \
+  static inline PYC_UNUSED float name(float x) { return call; }
+PYC_VECTOR_FN(pyc_vexpf, expf(x))
+PYC_VECTOR_FN(pyc_verff, erff(x))
+PYC_VECTOR_FN(pyc_vtanhf, tanhf(x))
+PYC_VECTOR_FN(pyc_vsigmoidf, 1 / (1 + expf(-x)))
+#else
+#if defined(__GNUC__) && !defined(__clang__)
+#define PYC_VECTOR_FN(name, call) \
+  __attribute__((simd("notinbranch"), noinline, unused)) static float name(float x) { return call; }
+#else
+#define PYC_VECTOR_FN(name, call) \
+  static inline PYC_UNUSED float name(float x) { return call; }
+#endif
+PYC_VECTOR_FN(pyc_vexpf, pyc_expf(x))
+PYC_VECTOR_FN(pyc_verff, pyc_erff(x))
+PYC_VECTOR_FN(pyc_vtanhf, pyc_tanhf(x))
+PYC_VECTOR_FN(pyc_vsigmoidf, pyc_sigmoidf(x))
+#endif
+
 /* Reductions over one float row, a vector at a time with AVX-512 or AVX2 intrinsics where the
  * target has them (the compiler does not vectorize a float sum on its own: without
  * -ffast-math it may not reassociate it), plain loops otherwise. Each sums in one fixed order
@@ -254,42 +322,6 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
   *squares = s2;
 }
 
-#ifdef PYC_VECTOR_MATH
-/* The toolchain has SIMD versions of these (glibc libmvec): declaring them lets GCC vectorize
- * loops that call them (-fopenmp-simd) instead of calling the scalar function per element. */
-#pragma omp declare simd notinbranch
-float expf(float);
-#pragma omp declare simd notinbranch
-double exp(double);
-#pragma omp declare simd notinbranch
-float logf(float);
-#pragma omp declare simd notinbranch
-double log(double);
-#pragma omp declare simd notinbranch
-float tanhf(float);
-#pragma omp declare simd notinbranch
-double tanh(double);
-#pragma omp declare simd notinbranch
-float erff(float);
-#pragma omp declare simd notinbranch
-double erf(double);
-#pragma omp declare simd notinbranch
-float expm1f(float);
-#pragma omp declare simd notinbranch
-double expm1(double);
-#pragma omp declare simd notinbranch
-float log1pf(float);
-#pragma omp declare simd notinbranch
-double log1p(double);
-#pragma omp declare simd notinbranch
-float sinf(float);
-#pragma omp declare simd notinbranch
-double sin(double);
-#pragma omp declare simd notinbranch
-float cosf(float);
-#pragma omp declare simd notinbranch
-double cos(double);
-#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__) && !defined(__AVX512FP16__)
 /* GCC 12 emits an instruction the assembler rejects (vinsert<i128vldq>) for 512-bit _Float16

@@ -5,6 +5,7 @@ with a large common offset (where one-pass statistics without the shift lose the
 
 from __future__ import annotations
 
+import ctypes
 from math import erf
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pyc_cli.targets.cpu.kernel_context import (
     elementwise_split,
     row_split,
 )
+from pyc_cli.targets.cpu.target import VECTOR_MATH_FLAGS, CpuTarget
 
 
 def layernorm_ref(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -95,6 +97,36 @@ def test_large_elementwise_chain_is_split_into_tasks(tmp_path: Path) -> None:
     d = x.astype(np.float64)
     expected = 1 / (1 + np.exp(-np.tanh(np.vectorize(erf)(d)))) * d
     np.testing.assert_allclose(got["y"], expected, rtol=3e-6, atol=1e-7)
+
+
+def test_scalar_programs_without_libmvec_take_pycs_math(tmp_path: Path) -> None:
+    """Built without glibc's libmvec (PYC_VECTOR_MATH), the scalar programs' exp / erf / tanh /
+    sigmoid are PyC's (SIMD clones under GCC): the same artifact sources compiled that way
+    match numpy too."""
+    shape = (5, 1031)
+    x = (np.random.default_rng(9).standard_normal(shape) * 5).astype(np.float32)
+    nodes = [onnx_node("Erf", ["x"], "a"), onnx_node("Tanh", ["x"], "b"),
+             onnx_node("Add", ["a", "b"], "c"), onnx_node("Sigmoid", ["c"], "d"),
+             onnx_node("Exp", ["x"], "e"), onnx_node("Mul", ["d", "e"], "y")]
+    model = make_model(nodes, [vinfo("x", shape)], [vinfo("y", shape)])
+    artifact = tmp_path / "model.pyc"
+    api.build(write_model(model, tmp_path), artifact, name="nomvec")
+    assert "pyc_verff" in (artifact / "src" / "model.c").read_text()
+    target = CpuTarget()
+    library = tmp_path / "libnomvec.so"
+    target.compile_library(artifact / "src", library, libraries=["-lm"],
+                           flags=[f for f in target.flags() if f not in VECTOR_MATH_FLAGS])
+    lib = ctypes.CDLL(str(library))
+    handle = ctypes.c_void_p()
+    assert lib.nomvec_create(str(artifact / "weights.bin").encode(), ctypes.byref(handle)) == 0
+    y = np.empty(shape, np.float32)
+    pointers = [(ctypes.c_void_p * 1)(a.ctypes.data) for a in (x, y)]
+    status = lib.nomvec_run(handle, *pointers)
+    lib.nomvec_destroy(handle)
+    assert status == 0
+    d = x.astype(np.float64)
+    c = np.vectorize(erf)(d) + np.tanh(d)
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-c)) * np.exp(d), rtol=4e-6, atol=1e-30)
 
 
 def onnx_node(op: str, inputs: list[str], output: str, **attrs: object) -> onnx.NodeProto:
