@@ -162,18 +162,22 @@ def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[int]]) -> tuple[
 
 # ---------------------------------------------------------------- parallel tasks
 
-# a parallel task of a row kernel covers at least this many elements, an elementwise task this
-# many output bytes: tens of microseconds each, more than handing the task to a thread costs
-ROW_TASK_ELEMENTS = 64 * 1024
+# Parallel tasks (the threading contract: each at least ~50 us of work, else one thread):
+# a row kernel's task covers at least this many elements (softmax ~0.35 ns an element,
+# layernorm ~0.15, on one core of the reference machine) ...
+SOFTMAX_TASK_ELEMENTS = 128 * 1024
+LAYERNORM_TASK_ELEMENTS = 256 * 1024
+# ... an elementwise task at least this many output bytes, and an elementwise loop runs on
+# threads only from ELEMENTWISE_PARALLEL_BYTES on (a cheap program is bound by memory, ~10 GB/s)
 ELEMENTWISE_TASK_BYTES = 64 * 1024
-# an elementwise loop smaller than this runs on one thread (a parallel region costs a few us)
-ELEMENTWISE_PARALLEL_BYTES = 256 * 1024
+ELEMENTWISE_PARALLEL_BYTES = 1024 * 1024
 
 
-def row_split(rows: int, row: int, min_elements: int = ROW_TASK_ELEMENTS) -> dict[str, object]:
-    """Blocks of whole rows as tasks of at least `min_elements`; `parallel` when there are
-    two or more (PYC_PARALLEL_FOR, docs: the threading contract)."""
-    rows_per_task = max(1, min(rows, -(-min_elements // max(1, row))))
+def row_split(rows: int, row: int, min_elements: int) -> dict[str, object]:
+    """Whole rows as equal tasks of at least `min_elements` each (as many as fit); `parallel`
+    when there are two or more (PYC_PARALLEL_FOR)."""
+    tasks = max(1, min(rows, rows * row // max(1, min_elements)))
+    rows_per_task = -(-rows // tasks) if rows else 1
     tasks = -(-rows // rows_per_task) if rows else 0
     return {"tasks": tasks, "rows_per_task": rows_per_task, "parallel": tasks >= 2}
 

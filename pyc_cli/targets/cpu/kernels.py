@@ -19,7 +19,13 @@ from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ..kernel import KernelCandidate, Tunable
-from .kernel_context import coalesce, index_expression, row_split
+from .kernel_context import (
+    LAYERNORM_TASK_ELEMENTS,
+    SOFTMAX_TASK_ELEMENTS,
+    coalesce,
+    index_expression,
+    row_split,
+)
 
 Params = dict[str, object]
 
@@ -129,11 +135,12 @@ def _softmax_rows(node: Node, graph: Graph, op: Params) -> Params:
     row, outer = int(op["row"]), int(op["outer"])  # type: ignore[call-overload]
     vector = (op["inner"] == 1 and op["kind"] != "Hardmax"
               and graph.types[node.outputs[0]].dtype is DType.F32)
-    return {"vector_rows": vector, "chunk": min(row, 256), **row_split(outer, row)}
+    return {"vector_rows": vector, "chunk": min(row, 256),
+            **row_split(outer, row, SOFTMAX_TASK_ELEMENTS)}
 
 
 def _layernorm_rows(node: Node, graph: Graph, op: Params) -> Params:
-    return row_split(int(op["outer"]), int(op["row"]))  # type: ignore[call-overload]
+    return row_split(int(op["outer"]), int(op["row"]), LAYERNORM_TASK_ELEMENTS)  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------- scratch of other kernels

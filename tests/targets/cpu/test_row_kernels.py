@@ -18,7 +18,8 @@ from onnx import helper
 from pyc_cli import api
 from pyc_cli.targets.cpu.kernel_context import (
     ELEMENTWISE_PARALLEL_BYTES,
-    ROW_TASK_ELEMENTS,
+    LAYERNORM_TASK_ELEMENTS,
+    SOFTMAX_TASK_ELEMENTS,
     elementwise_split,
     row_split,
 )
@@ -48,9 +49,9 @@ def build_and_run(tmp_path: Path, nodes: list, shape: tuple[int, ...], outputs: 
         return compiled.run({"x": x})
 
 
-# (rows, row length, offset): lengths around the 16- and 32-wide loops; 300 x 257 is more
-# than one task of ROW_TASK_ELEMENTS, so its rows are split into parallel tasks
-SHAPES = [(3, 1, 0.0), (5, 7, 0.0), (4, 17, 0.0), (3, 33, 0.0), (2, 129, 100.0), (300, 257, 100.0)]
+# (rows, row length, offset): lengths around the 16- and 32-wide loops; 1100 x 521 is two
+# tasks of LAYERNORM_TASK_ELEMENTS and more of softmax's, so its rows are parallel tasks
+SHAPES = [(3, 1, 0.0), (5, 7, 0.0), (4, 17, 0.0), (3, 33, 0.0), (2, 129, 100.0), (1100, 521, 100.0)]
 
 
 @pytest.mark.parametrize(("rows", "row", "offset"), SHAPES)
@@ -69,7 +70,10 @@ def test_softmax_and_layernorm_rows_match_numpy(tmp_path: Path, rows: int, row: 
     expected = softmax_ref(x)
     np.testing.assert_allclose(got["sm"], expected, rtol=2e-6, atol=1e-7)
     np.testing.assert_allclose(got["lsm"], np.log(expected), rtol=1e-6, atol=2e-5)
-    assert row_split(rows, row)["parallel"] == (rows * row > ROW_TASK_ELEMENTS)
+    for per_task in (SOFTMAX_TASK_ELEMENTS, LAYERNORM_TASK_ELEMENTS):
+        split = row_split(rows, row, per_task)
+        assert split["parallel"] == (rows * row >= 2 * per_task)
+        assert split["tasks"] * split["rows_per_task"] >= rows  # type: ignore[operator]
 
 
 def test_rows_with_nan_and_inf_follow_onnxruntime_semantics(tmp_path: Path) -> None:
