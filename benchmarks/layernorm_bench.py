@@ -162,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     results = []
+    load_before = os.getloadavg()  # the machine is shared: how busy it was, with the numbers
     with tempfile.TemporaryDirectory() as tmp:
         for op, label, shape, depth in CASES:
             if op in args.ops.split(","):
                 results += measure(op, label, shape, depth, threads, args, Path(tmp))
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "onnxruntime": ort.__version__, "note": "p50 microseconds per op; ort_over_pyc > 1: "
-              "PyC faster", "results": results}
+              "PyC faster", "loadavg_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+              "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     return 0
