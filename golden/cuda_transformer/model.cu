@@ -472,7 +472,7 @@ extern "C" __global__ void __launch_bounds__(256) k15_matmul(const float* __rest
       const float in0_v = E0[j];
       const float t0 = (in0_v + acc);
       const float t1 = (t0 / 1.4142135381698608f);
-      const float t2 = erff(t1);
+      const float t2 = pyc_verff(t1);
       const float t3 = (t2 + 1.0f);
       const float t4 = (t0 * t3);
       const float t5 = (t4 * 0.5f);
@@ -601,7 +601,7 @@ extern "C" __global__ void __launch_bounds__(256) k30_matmul(const float* __rest
       const float t3 = (0.044714998453855515f * t2);
       const float t4 = (t0 + t3);
       const float t5 = (0.7978845834732056f * t4);
-      const float t6 = tanhf(t5);
+      const float t6 = pyc_vtanhf(t5);
       const float t7 = (1.0f + t6);
       const float t8 = (t0 * t7);
       const float t9 = (0.5f * t8);

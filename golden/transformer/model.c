@@ -7,7 +7,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
 #include "model.h"
 #include "pyc_runtime.h"
 
@@ -61,6 +60,265 @@ float cosf(float);
 double cos(double);
 #endif
 
+/* helpers a model may or may not call (clang warns of an unused static function) */
+#if defined(__GNUC__)
+#define PYC_UNUSED __attribute__((unused))
+#else
+#define PYC_UNUSED
+#endif
+/* float32 exp, erf, tanh and sigmoid as branch-free inline C: range reduction, a polynomial
+ * fitted for minimax relative error (tests/targets/cpu/vector_math_fit.py), and selects instead
+ * of branches, so GCC and clang vectorize any loop that calls them (no call, no scalar
+ * fallback for large or special inputs). The row kernels (softmax) call them inline; the
+ * scalar programs call pyc_v* (at the end: libmvec's where the toolchain has it, else these).
+ * IEEE behaviour: NaN in, NaN out (every comparison
+ * with NaN is false, so the clamps and selects pass it through), +-inf and overflow give
+ * +-inf / 0 / +-1 as the function does, -0 stays -0 where the function is odd, and results in
+ * the denormal range are rounded once. Largest error over every float32 input against float64
+ * (tests/targets/cpu/test_vector_math.py), with FMA contraction (-ffp-contract=fast): exp 0.99
+ * ulp, erf 1.21 ulp, tanh 1.51 ulp, sigmoid 2.40 ulp. float64 stays on libm. */
+static inline PYC_UNUSED float pyc_bits_float(uint32_t bits) { float f; memcpy(&f, &bits, sizeof f); return f; }
+static inline PYC_UNUSED uint32_t pyc_float_bits(float f) { uint32_t bits; memcpy(&bits, &f, sizeof bits); return bits; }
+
+/* exp(x) = 2^n * exp(r), n = round(x / ln2), r = x - n ln2 with ln2 split so that n * hi is
+   exact (Cody-Waite); `shifted` holds n in its low bits (1.5 * 2^23 added). */
+#define PYC_EXPF_REDUCE(x)                                                  \
+  const float shifted = (x) * 1.44269504f + 12582912.0f;                   \
+  const float n = shifted - 12582912.0f;                                    \
+  float r = (x) - n * 0x1.63p-1f;                                           \
+  r = r - n * -0x1.bd0106p-13f;                                             \
+  float p = 0x1.9f089ap-13f;                                                \
+  p = p * r + 0x1.6d8cf6p-10f;                                              \
+  p = p * r + 0x1.111270p-7f;                                               \
+  p = p * r + 0x1.55548ep-5f;                                               \
+  p = p * r + 0x1.555554p-3f;                                               \
+  p = p * r + 0x1.p-1f;                                                     \
+  p = 1.0f + ((r * r) * p + r)
+
+/* exp(x) for x in [-104, 88.8] or NaN: n in [-150, 128], where the two power-of-two factors
+   overflow to inf or round to a denormal exactly once */
+static inline PYC_UNUSED float pyc_expf_clamped(float x) {
+  PYC_EXPF_REDUCE(x);
+  const int32_t k = (int32_t)(pyc_float_bits(shifted) - 0x4B400000u);
+  const int32_t k1 = k >> 1;  /* arithmetic shift (gcc and clang define it so) */
+  const float s1 = pyc_bits_float((uint32_t)(k1 + 127) << 23);
+  const float s2 = pyc_bits_float((uint32_t)(k - k1 + 127) << 23);
+  return p * s1 * s2;
+}
+
+static inline PYC_UNUSED float pyc_expf(float x) {
+  float xc = x > 88.8f ? 88.8f : x;  /* NaN passes both clamps */
+  xc = xc < -104.0f ? -104.0f : xc;
+  return pyc_expf_clamped(xc);
+}
+
+/* exp(x) for finite x in [-87.3, 88.7] (normal results): n added to p's exponent field (the
+   1.5 * 2^23 of `shifted` vanishes in the shift). Not for NaN: callers select around it. */
+static inline PYC_UNUSED float pyc_expf_normal(float x) {
+  PYC_EXPF_REDUCE(x);
+  return pyc_bits_float(pyc_float_bits(p) + (pyc_float_bits(shifted) << 23));
+}
+
+/* exp(x) for x <= 0 or NaN (softmax's x - max), results below 2^-126 flushed to 0: one
+   power-of-two factor instead of two, a third faster. NaN stays NaN (p is NaN, and the
+   select keeps p * s); -inf gives 0; a result that would be a denormal is 0. Above 88 it
+   overflows early or wraps: a softmax row gets there only from a NaN, which makes it NaN. */
+static inline PYC_UNUSED float pyc_expf_ftz(float x) {
+  const float xc = x < -87.33f ? -87.33f : x;
+  PYC_EXPF_REDUCE(xc);
+  const float y = p * pyc_bits_float((pyc_float_bits(shifted) << 23) + (127u << 23));
+  return x < -87.33f ? 0.0f : y;
+}
+
+static inline PYC_UNUSED float pyc_erff(float x) {
+  /* on |x|, then the sign of x: odd, and -0 stays -0 */
+  const float a = fabsf(x);
+  const float s = a * a;
+  /* |x| <= 0.927734375: erf(a) = a + a P(a^2) */
+  float p = -0x1.38b084p-11f;
+  p = p * s + 0x1.46e440p-8f;
+  p = p * s + -0x1.b67c96p-6f;
+  p = p * s + 0x1.ce196ap-4f;
+  p = p * s + -0x1.8126e0p-2f;
+  p = p * s + 0x1.06eba6p-3f;
+  const float small = p * a + a;
+  /* above: erf(t) = 1 - exp(t Q(t) - t); from 3.92 on erf rounds to 1 */
+  const float t = a < 3.92f ? a : 3.92f;
+  float q = -0x1.8c0f4cp-17f;
+  q = q * t + 0x1.58706ap-12f;
+  q = q * t + -0x1.e06c4cp-9f;
+  q = q * t + 0x1.861a40p-6f;
+  q = q * t + -0x1.b35f24p-4f;
+  q = q * t + -0x1.452e3ep-1f;
+  q = q * t + -0x1.077d10p-3f;
+  const float large = 1.0f - pyc_expf_normal(q * t - t);  /* its argument is in [-16, -1] */
+  return copysignf(a > 0.927734375f ? large : small, x);  /* NaN: small, which keeps it */
+}
+
+static inline PYC_UNUSED float pyc_tanhf(float x) {
+  /* on |x|, then the sign of x: odd, and -0 stays -0 */
+  const float a = fabsf(x);
+  const float s = a * a;
+  /* |x| < 0.625: tanh(a) = a + a^3 P(a^2) */
+  float p = -0x1.75e17ap-8f;
+  p = p * s + 0x1.52268ap-6f;
+  p = p * s + -0x1.b83c58p-5f;
+  p = p * s + 0x1.110726p-3f;
+  p = p * s + -0x1.555532p-2f;
+  const float small = (a * s) * p + a;
+  /* above: (1 - u) / (1 + u) with u = exp(-2a) in (0, 0.29]: no overflow; from a = 43.6 on
+     u < 2^-126 does not change the result (1), so -2a is clamped there */
+  const float m2a = -2.0f * a;
+  const float u = pyc_expf_normal(m2a < -87.0f ? -87.0f : m2a);
+  const float large = (1.0f - u) / (1.0f + u);
+  return copysignf(a >= 0.625f ? large : small, x);  /* NaN: small, which keeps it */
+}
+
+static inline PYC_UNUSED float pyc_sigmoidf(float x) {
+  /* e = exp(-|x|) never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below, so that tiny
+     results keep their relative accuracy down to the denormals */
+  const float m = -fabsf(x);
+  const float e = pyc_expf_clamped(m < -104.0f ? -104.0f : m);
+  return (x >= 0 ? 1.0f : e) / (1.0f + e);
+}
+
+/* What the scalar programs (elementwise loops, GEMM / conv epilogues) and the recurrent gates
+ * call for float exp, erf, tanh and sigmoid. With glibc's libmvec (PYC_VECTOR_MATH: its SIMD
+ * functions declared below in model.c) they are libmvec's: as fast or faster there (AVX2 erf
+ * 0.49 ns/element against 0.76), and a call clobbers the vector registers, so a GEMM tile
+ * keeps its accumulators in registers around it; an inline polynomial's constants, hoisted
+ * out of the tile loops, made GCC spill them (MatMul + GELU epilogue 1.4x slower). Without
+ * libmvec (scalar libm calls otherwise): PyC's, as SIMD clones under GCC (out of line for the
+ * same reason), inline under clang. The row kernels call PyC's inline versions directly. */
+#if defined(PYC_VECTOR_MATH)
+#define PYC_VECTOR_FN(name, call) \
+  static inline PYC_UNUSED float name(float x) { return call; }
+PYC_VECTOR_FN(pyc_vexpf, expf(x))
+PYC_VECTOR_FN(pyc_verff, erff(x))
+PYC_VECTOR_FN(pyc_vtanhf, tanhf(x))
+PYC_VECTOR_FN(pyc_vsigmoidf, 1 / (1 + expf(-x)))
+#else
+#if defined(__GNUC__) && !defined(__clang__)
+#define PYC_VECTOR_FN(name, call) \
+  __attribute__((simd("notinbranch"), noinline, unused)) static float name(float x) { return call; }
+#else
+#define PYC_VECTOR_FN(name, call) \
+  static inline PYC_UNUSED float name(float x) { return call; }
+#endif
+PYC_VECTOR_FN(pyc_vexpf, pyc_expf(x))
+PYC_VECTOR_FN(pyc_verff, pyc_erff(x))
+PYC_VECTOR_FN(pyc_vtanhf, pyc_tanhf(x))
+PYC_VECTOR_FN(pyc_vsigmoidf, pyc_sigmoidf(x))
+#endif
+
+/* Reductions over one float row, a vector at a time with AVX-512 or AVX2 intrinsics where the
+ * target has them (the compiler does not vectorize a float sum on its own: without
+ * -ffast-math it may not reassociate it), plain loops otherwise. Each sums in one fixed order
+ * per instruction set: the same result for the same input and any thread count. */
+#if defined(__AVX2__) && !defined(__AVX512F__)
+static inline PYC_UNUSED float pyc_hsum256(__m256 v) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+#endif
+
+/* The largest of x[0 .. n), n >= 1. With a NaN in x it is some element or NaN: softmax, its
+ * caller, makes such a row NaN whichever it is. */
+static inline PYC_UNUSED float pyc_row_maxf(const float* x, int64_t n) {
+  float m = x[0];
+  int64_t r = 0;
+#if defined(__AVX512F__)
+  const int64_t full = n / 16 * 16;
+  if (full > 0) {
+    __m512 v = _mm512_loadu_ps(x);
+    for (r = 16; r < full; r += 16) v = _mm512_max_ps(v, _mm512_loadu_ps(x + r));
+    m = _mm512_reduce_max_ps(v);
+  }
+#elif defined(__AVX2__)
+  const int64_t full = n / 8 * 8;
+  if (full > 0) {
+    __m256 v = _mm256_loadu_ps(x);
+    for (r = 8; r < full; r += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(x + r));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    m = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+  }
+#endif
+  for (; r < n; ++r) m = x[r] > m ? x[r] : m;
+  return m;
+}
+
+/* x[0] + ... + x[n-1] */
+static inline PYC_UNUSED float pyc_row_sumf(const float* x, int64_t n) {
+  float s = 0;
+  int64_t r = 0;
+#if defined(__AVX512F__)
+  const int64_t full = n / 32 * 32;
+  __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+  for (; r < full; r += 32) {
+    a = _mm512_add_ps(a, _mm512_loadu_ps(x + r));
+    b = _mm512_add_ps(b, _mm512_loadu_ps(x + r + 16));
+  }
+  s = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+#elif defined(__AVX2__)
+  const int64_t full = n / 16 * 16;
+  __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+  for (; r < full; r += 16) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(x + r));
+    b = _mm256_add_ps(b, _mm256_loadu_ps(x + r + 8));
+  }
+  s = pyc_hsum256(_mm256_add_ps(a, b));
+#endif
+  for (; r < n; ++r) s += x[r];
+  return s;
+}
+
+/* The sums of d and of d^2 over d = x[r] - shift (layernorm's shifted statistics). */
+static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float shift, float* sum, float* squares) {
+  float s1 = 0, s2 = 0;
+  int64_t r = 0;
+#if defined(__AVX512F__)
+  const int64_t full = n / 32 * 32;
+  const __m512 c = _mm512_set1_ps(shift);
+  __m512 a1 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+  __m512 a2 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps();
+  for (; r < full; r += 32) {
+    const __m512 da = _mm512_sub_ps(_mm512_loadu_ps(x + r), c);
+    const __m512 db = _mm512_sub_ps(_mm512_loadu_ps(x + r + 16), c);
+    a1 = _mm512_add_ps(a1, da);
+    b1 = _mm512_add_ps(b1, db);
+    a2 = _mm512_fmadd_ps(da, da, a2);
+    b2 = _mm512_fmadd_ps(db, db, b2);
+  }
+  s1 = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+  s2 = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+#elif defined(__AVX2__)
+  const int64_t full = n / 16 * 16;
+  const __m256 c = _mm256_set1_ps(shift);
+  __m256 a1 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+  __m256 a2 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps();
+  for (; r < full; r += 16) {
+    const __m256 da = _mm256_sub_ps(_mm256_loadu_ps(x + r), c);
+    const __m256 db = _mm256_sub_ps(_mm256_loadu_ps(x + r + 8), c);
+    a1 = _mm256_add_ps(a1, da);
+    b1 = _mm256_add_ps(b1, db);
+    a2 = _mm256_add_ps(a2, _mm256_mul_ps(da, da));
+    b2 = _mm256_add_ps(b2, _mm256_mul_ps(db, db));
+  }
+  s1 = pyc_hsum256(_mm256_add_ps(a1, b1));
+  s2 = pyc_hsum256(_mm256_add_ps(a2, b2));
+#endif
+  for (; r < n; ++r) {
+    const float d = x[r] - shift;
+    s1 += d;
+    s2 += d * d;
+  }
+  *sum = s1;
+  *squares = s2;
+}
+
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__) && !defined(__AVX512FP16__)
 /* GCC 12 emits an instruction the assembler rejects (vinsert<i128vldq>) for 512-bit _Float16
  * vectors on CPUs without AVX512-FP16: float16 kernels are vectorized 256 bits wide there (and
@@ -85,25 +343,29 @@ static int k0_gather(const float* restrict X0, const int64_t* restrict X1, float
 
 /* step 1: pyc.Elementwise -> elementwise_loop */
 static int k1_elementwise(const float* X0, const float* X1, float* Y) {
-  for (int64_t i0 = 0; i0 < 2; ++i0) {
+  {
+    for (int64_t i0 = 0; i0 < 2; ++i0) {
   for (int64_t i1 = 0; i1 < 1024; ++i1) {
       const float in0_v = X0[i0*1024 + i1];
       const float in1_v = X1[i1];
       const float t0 = (in0_v + in1_v);
       Y[i0*1024 + i1] = t0;
   }
+    }
   }
   return PYC_STATUS_OK;
 }
 
 /* step 2: pyc.Elementwise -> elementwise_loop */
 static int k2_elementwise(const int64_t* restrict X0, float* restrict Y) {
-  for (int64_t i0 = 0; i0 < 32; ++i0) {
+  {
+    for (int64_t i0 = 0; i0 < 32; ++i0) {
       const int64_t in0_v = X0[i0];
       const uint8_t t0 = (in0_v != 0);
       const float t1 = (t0 ? 0.0f : -10000.0f);
       const float t2 = (float)(t1);
       Y[i0] = t2;
+    }
   }
   return PYC_STATUS_OK;
 }
@@ -389,7 +651,7 @@ static int k9_attention(const float* restrict X0, const float* restrict X1, cons
       for (int64_t j = 1; j < 16; ++j) m = s[j] > m ? s[j] : m;
       float sum = 0;
       for (int64_t j = 0; j < 16; ++j) {
-        const float e = expf(s[j] - m);
+        const float e = pyc_expf_ftz(s[j] - m);  /* c/vector_math.j2: s[j] - m <= 0 */
         s[j] = e;
         sum += e;
       }
@@ -642,31 +904,33 @@ static int k11_matmul(const float* X0, const float* X1, const float* E0, const f
 
 /* steps 12, 15, 25: LayerNormalization -> layernorm_rows */
 static int k12_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
-  for (int64_t o = 0; o < 32; ++o) {
-    const float* x = X0 + o * 64;
-    float* y = Y + o * 64;
-    float mean = 0;
-    for (int64_t r = 0; r < 64; ++r) mean += x[r];
-    mean /= 64;
-    float var = 0;
-    for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
-    var /= 64;
-    if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
-         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
-      double dmean = 0;
-      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
-      dmean /= 64;
-      double dvar = 0;
-      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
-      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+  {
+    for (int64_t o = 0; o < 32; ++o) {
+      const float* x = X0 + o * 64;
+      float* y = Y + o * 64;
+      const float shift = x[0];  /* an empty row reads nothing */
+      float s1 = 0, s2 = 0;
+      pyc_row_moments(x, 64, shift, &s1, &s2);
+      const float offset = s1 / 64;
+      const float mean = shift + offset;
+      float var = s2 / 64 - offset * offset;
+      var = var < 0 ? 0 : var;  /* rounding of a constant row; NaN stays */
+      if (!isfinite(mean) || !isfinite(var)) {
+        /* a NaN, an inf, or float statistics that overflow (squares of 3e38): in double */
+        double dmean = 0;
+        for (int64_t r = 0; r < 64; ++r) dmean += x[r];
+        dmean /= 64;
+        double dvar = 0;
+        for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
+        const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+        for (int64_t r = 0; r < 64; ++r)
+          y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
+        continue;
+      }
+      const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
       for (int64_t r = 0; r < 64; ++r)
-        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
-      continue;
+        y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
     }
-    const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
-    for (int64_t r = 0; r < 64; ++r)
-      y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
   }
   return PYC_STATUS_OK;
 }
@@ -766,7 +1030,7 @@ static int k13_matmul(const float* restrict X0, const float* restrict X1, const 
             const float in0_v = E0[j];
             const float t0 = (in0_v + acc);
             const float t1 = (t0 / 1.4142135381698608f);
-            const float t2 = erff(t1);
+            const float t2 = pyc_verff(t1);
             const float t3 = (t2 + 1.0f);
             const float t4 = (t0 * t3);
             const float t5 = (t4 * 0.5f);
@@ -829,7 +1093,7 @@ static int k13_matmul(const float* restrict X0, const float* restrict X1, const 
             const float in0_v = E0[j];
             const float t0 = (in0_v + acc);
             const float t1 = (t0 / 1.4142135381698608f);
-            const float t2 = erff(t1);
+            const float t2 = pyc_verff(t1);
             const float t3 = (t2 + 1.0f);
             const float t4 = (t0 * t3);
             const float t5 = (t4 * 0.5f);
@@ -1106,7 +1370,7 @@ static int k26_matmul(const float* restrict X0, const float* restrict X1, const 
             const float t3 = (0.044714998453855515f * t2);
             const float t4 = (t0 + t3);
             const float t5 = (0.7978845834732056f * t4);
-            const float t6 = tanhf(t5);
+            const float t6 = pyc_vtanhf(t5);
             const float t7 = (1.0f + t6);
             const float t8 = (t0 * t7);
             const float t9 = (0.5f * t8);
@@ -1173,7 +1437,7 @@ static int k26_matmul(const float* restrict X0, const float* restrict X1, const 
             const float t3 = (0.044714998453855515f * t2);
             const float t4 = (t0 + t3);
             const float t5 = (0.7978845834732056f * t4);
-            const float t6 = tanhf(t5);
+            const float t6 = pyc_vtanhf(t5);
             const float t7 = (1.0f + t6);
             const float t8 = (t0 * t7);
             const float t9 = (0.5f * t8);
@@ -1188,31 +1452,33 @@ static int k26_matmul(const float* restrict X0, const float* restrict X1, const 
 
 /* step 28: LayerNormalization -> layernorm_rows */
 static int k28_layernormalization(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
-  for (int64_t o = 0; o < 32; ++o) {
-    const float* restrict x = X0 + o * 64;
-    float* restrict y = Y + o * 64;
-    float mean = 0;
-    for (int64_t r = 0; r < 64; ++r) mean += x[r];
-    mean /= 64;
-    float var = 0;
-    for (int64_t r = 0; r < 64; ++r) { const float d = x[r] - mean; var += d * d; }
-    var /= 64;
-    if (!isfinite(mean) || !isfinite(var)) {
-      /* a NaN, an inf, or float statistics that overflow (squares of 3e38): redo the row in
-         double, where finite inputs give the exact statistics (NaN and inf propagate alike) */
-      double dmean = 0;
-      for (int64_t r = 0; r < 64; ++r) dmean += x[r];
-      dmean /= 64;
-      double dvar = 0;
-      for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
-      const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+  {
+    for (int64_t o = 0; o < 32; ++o) {
+      const float* restrict x = X0 + o * 64;
+      float* restrict y = Y + o * 64;
+      const float shift = x[0];  /* an empty row reads nothing */
+      float s1 = 0, s2 = 0;
+      pyc_row_moments(x, 64, shift, &s1, &s2);
+      const float offset = s1 / 64;
+      const float mean = shift + offset;
+      float var = s2 / 64 - offset * offset;
+      var = var < 0 ? 0 : var;  /* rounding of a constant row; NaN stays */
+      if (!isfinite(mean) || !isfinite(var)) {
+        /* a NaN, an inf, or float statistics that overflow (squares of 3e38): in double */
+        double dmean = 0;
+        for (int64_t r = 0; r < 64; ++r) dmean += x[r];
+        dmean /= 64;
+        double dvar = 0;
+        for (int64_t r = 0; r < 64; ++r) { const double d = x[r] - dmean; dvar += d * d; }
+        const double dinv = 1 / sqrt(dvar / 64 + (double)9.999999747378752e-06);
+        for (int64_t r = 0; r < 64; ++r)
+          y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
+        continue;
+      }
+      const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
       for (int64_t r = 0; r < 64; ++r)
-        y[r] = (float)((x[r] - dmean) * dinv * X1[r * 1] + X2[r * 1]);
-      continue;
+        y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
     }
-    const float inv = 1 / sqrtf(var + (float)9.999999747378752e-06);
-    for (int64_t r = 0; r < 64; ++r)
-      y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
   }
   return PYC_STATUS_OK;
 }

@@ -160,6 +160,40 @@ def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[int]]) -> tuple[
     return dims, sets
 
 
+# ---------------------------------------------------------------- parallel tasks
+
+# Parallel tasks (the threading contract: each at least ~50 us of work, else one thread):
+# a row kernel's task covers at least this many elements (softmax ~0.35 ns an element,
+# layernorm ~0.15, on one core of the reference machine) ...
+SOFTMAX_TASK_ELEMENTS = 128 * 1024
+LAYERNORM_TASK_ELEMENTS = 256 * 1024
+# ... an elementwise task at least this many output bytes, and an elementwise loop runs on
+# threads only from ELEMENTWISE_PARALLEL_BYTES on (a cheap program is bound by memory, ~10 GB/s)
+ELEMENTWISE_TASK_BYTES = 64 * 1024
+ELEMENTWISE_PARALLEL_BYTES = 1024 * 1024
+
+
+def row_split(rows: int, row: int, min_elements: int) -> dict[str, object]:
+    """Whole rows as equal tasks of at least `min_elements` each (as many as fit); `parallel`
+    when there are two or more (PYC_PARALLEL_FOR)."""
+    tasks = max(1, min(rows, rows * row // max(1, min_elements)))
+    rows_per_task = -(-rows // tasks) if rows else 1
+    tasks = -(-rows // rows_per_task) if rows else 0
+    return {"tasks": tasks, "rows_per_task": rows_per_task, "parallel": tasks >= 2}
+
+
+def elementwise_split(dims: list[int], itemsize: int) -> dict[str, object]:
+    """The outermost loop of an elementwise nest cut into blocks of at least
+    ELEMENTWISE_TASK_BYTES of output, as parallel tasks when the whole loop is large enough."""
+    inner = math.prod(dims[1:])
+    total = math.prod(dims) * itemsize
+    if total < ELEMENTWISE_PARALLEL_BYTES:
+        return {"tasks": 1, "block": dims[0], "parallel": False}
+    block = max(1, -(-ELEMENTWISE_TASK_BYTES // (inner * itemsize)))
+    tasks = -(-dims[0] // block)
+    return {"tasks": tasks, "block": block, "parallel": tasks >= 2}
+
+
 # ---------------------------------------------------------------- per-kind preparation
 
 
@@ -173,7 +207,9 @@ def elementwise_params(graph: Graph, node: Node) -> tuple[dict[str, object], lis
     exprs = [f"X{k}[{index_expression(coords, s)}]" for k, s in enumerate(sets[1:])]
     types = [graph.types[v].dtype for v in node.inputs]
     program = render_program(node.ann.program, exprs, types, "")
-    params = {"dims": dims, "out_index": index_expression(coords, sets[0])}
+    dims = dims or [1]  # a scalar: one iteration, its index expressions are all "0"
+    params = {"dims": dims, "out_index": index_expression(coords, sets[0]),
+              **elementwise_split(dims, out_type.dtype.itemsize)}
     return params, program, program[-1].dst
 
 

@@ -14,13 +14,20 @@ import functools
 import math
 
 from ...ir.graph import Graph, Node
+from ...ir.types import DType
 from ...ops import registry
 from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ..kernel import KernelCandidate, Tunable
 from . import gemm
-from .kernel_context import coalesce, index_expression
+from .kernel_context import (
+    LAYERNORM_TASK_ELEMENTS,
+    SOFTMAX_TASK_ELEMENTS,
+    coalesce,
+    index_expression,
+    row_split,
+)
 
 Params = dict[str, object]
 
@@ -300,6 +307,22 @@ def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
     )
 
 
+# ---------------------------------------------------------------- row kernels
+
+def _softmax_rows(node: Node, graph: Graph, op: Params) -> Params:
+    """Contiguous float rows of Softmax / LogSoftmax take the vectorized row kernel (LogSoftmax
+    keeps a chunk of exponentials on the stack)."""
+    row, outer = int(op["row"]), int(op["outer"])  # type: ignore[call-overload]
+    vector = (op["inner"] == 1 and op["kind"] != "Hardmax"
+              and graph.types[node.outputs[0]].dtype is DType.F32)
+    return {"vector_rows": vector, "chunk": min(row, 256),
+            **row_split(outer, row, SOFTMAX_TASK_ELEMENTS)}
+
+
+def _layernorm_rows(node: Node, graph: Graph, op: Params) -> Params:
+    return row_split(int(op["outer"]), int(op["row"]), LAYERNORM_TASK_ELEMENTS)  # type: ignore[call-overload]
+
+
 # ---------------------------------------------------------------- scratch of other kernels
 
 
@@ -339,7 +362,7 @@ REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
 POOL = KernelCandidate("pool_direct", "pool.c.j2",
                        params=lambda n, g, op: {"parallel": worth_threads(n, g)})
 # each row is read completely (max, sum; mean, variance) before the row is written
-SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2", inplace_input=0)
+SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2", inplace_input=0, params=_softmax_rows)
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
 ARGREDUCE = KernelCandidate("argreduce_rows", "argreduce.c.j2", params=_input_ctype("in_ctype", 0))
 RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
@@ -378,7 +401,8 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX),
-    "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0),),
+    "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0,
+                                           params=_layernorm_rows),),
     "InstanceNormalization": (KernelCandidate("instancenorm_rows", "instancenorm.c.j2"),),
     # its in-place path (a ring of saved inputs) is slower: only memory_first takes it
     "LRN": (KernelCandidate("lrn_channels", "lrn.c.j2", params=_lrn_in_place, inplace_input=0,
