@@ -1102,15 +1102,9 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
 
 /* step 5: ReduceMean -> reduce_strided */
 static int k5_reducemean(const float* restrict X0, float* restrict Y) {
-  for (int64_t q = 0; q < 64; ++q) Y[q] = 0.0f;
-  for (int64_t i0 = 0; i0 < 64; ++i0) {
-  for (int64_t i1 = 0; i1 < 64; ++i1) {
-    const float v = X0[i0*64 + i1];
-    float* restrict dst = &Y[i0];
-    *dst += v;
-  }
-  }
-  for (int64_t q = 0; q < 64; ++q) Y[q] /= (float)64;
+  /* a float sum over contiguous rows, a vector at a time */
+  for (int64_t q = 0; q < 64; ++q)
+    Y[q] = pyc_row_sumf(X0 + q * 64, 64) / (float)64;
   return PYC_STATUS_OK;
 }
 

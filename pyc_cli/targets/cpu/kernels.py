@@ -183,12 +183,18 @@ def _strided_copy_loops(node: Node, graph: Graph, op: Params) -> Params:
 
 
 def _reduce_loops(node: Node, graph: Graph, op: Params) -> Params:
-    """Input dims merged where input and output strides allow, and both index expressions."""
+    """Input dims merged where input and output strides allow, and both index expressions;
+    `sum_rows` (the row length) where a float sum or mean reduces contiguous trailing rows,
+    which the template sums a vector at a time (c/row_math.j2)."""
     shape = tuple(op["in_shape"])  # type: ignore[call-overload]
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["out_strides"])])  # type: ignore[call-overload]
     coords = [f"i{d}" for d in range(len(dims))]
+    rows = (len(dims) == 1 and sets[1] == [0]) or (len(dims) == 2 and sets[1] == [1, 0])
+    float_sum = (op["reducer"] in ("ReduceSum", "ReduceMean")
+                 and graph.types[node.inputs[0]].dtype is DType.F32)
     return {"dims": dims, "in_index": index_expression(coords, sets[0]),
-            "out_index": index_expression(coords, sets[1])}
+            "out_index": index_expression(coords, sets[1]),
+            "sum_rows": dims[-1] if rows and float_sum and dims else 0}
 
 
 # the largest key count whose row of scores the attention kernel keeps on the stack (64 KiB)

@@ -135,3 +135,25 @@ def test_scalar_programs_without_libmvec_take_pycs_math(tmp_path: Path) -> None:
 
 def onnx_node(op: str, inputs: list[str], output: str, **attrs: object) -> onnx.NodeProto:
     return helper.make_node(op, inputs, [output], **attrs)
+
+
+@pytest.mark.parametrize(("shape", "axes"), [((5, 37), [1]), ((3, 4, 130), [2]), ((2, 3, 5), [1, 2]),
+                                             ((67,), [0])])
+def test_sums_and_means_over_trailing_rows_match_numpy(tmp_path: Path, shape: tuple[int, ...],
+                                                       axes: list[int]) -> None:
+    """ReduceSum / ReduceMean over contiguous trailing axes sum a vector at a time."""
+    x = np.random.default_rng(len(shape) * 100 + shape[-1]).standard_normal(shape).astype(np.float32)
+    out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    axes_init = init("axes", np.array(axes, np.int64))
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["s"]),
+             helper.make_node("ReduceMean", ["x"], ["m"], axes=axes)]
+    model = make_model(nodes, [vinfo("x", shape)], [vinfo("s", out_shape), vinfo("m", out_shape)],
+                       [axes_init], opset=17)
+    artifact = tmp_path / "model.pyc"
+    api.build(write_model(model, tmp_path), artifact)
+    assert "pyc_row_sumf(X0" in (artifact / "src" / "model.c").read_text()
+    with api.load(artifact) as compiled:
+        got = compiled.run({"x": x})
+    d = x.astype(np.float64)
+    np.testing.assert_allclose(got["s"], d.sum(tuple(axes), keepdims=True), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["m"], d.mean(tuple(axes), keepdims=True), rtol=1e-5, atol=1e-6)
