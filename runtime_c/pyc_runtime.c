@@ -153,10 +153,9 @@ int pyc_run_begin(int wanted) {
 #if defined(_OPENMP)
   int saved = omp_get_max_threads() * 2 + (omp_get_dynamic() != 0);
   omp_set_num_threads(threads > 1 && !omp_in_parallel() ? threads : 1);
-  /* a team never waits for a core the machine does not have free: the OpenMP runtime gives
-   * fewer threads while other processes load the cores (libgomp: online cores minus the load
-   * average), since a team's end waits for its slowest, possibly preempted, thread */
-  omp_set_dynamic(1);
+  /* a fixed team: the runtime's dynamic adjustment (libgomp: online cores minus the load
+   * average) counts this process's own threads as load, and halved a busy model's team */
+  omp_set_dynamic(0);
   return saved;
 #else
   (void)threads;

@@ -41,15 +41,16 @@ int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsig
 uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 
 /* Threads. A kernel loop whose iterations write disjoint outputs is marked PYC_PARALLEL_FOR;
- * built with OpenMP, its iterations are handed out one at a time to the run's team (a thread
- * the OS preempts delays only its own iteration, not a fixed share), and results are the same
- * for every thread count (no iteration's sum depends on who runs it); built without,
+ * built with OpenMP, its iterations are handed out to the run's team in shrinking chunks
+ * (guided: few hand-outs for thousands of small iterations, and a thread the OS preempts
+ * delays only its last chunk), and results are the same for every thread count (no
+ * iteration's sum depends on who runs it); built without,
  * the mark is empty and the library runs serially. A run's team size is fixed when it starts
  * (`pyc_run_begin`) as the calling thread's OpenMP thread count, and the caller's own setting
  * is restored when it ends (no state of ours lives in thread-local storage, which the JIT
  * loader cannot link). */
 #if defined(_OPENMP)
-#define PYC_PARALLEL_FOR _Pragma("omp parallel for schedule(dynamic, 1)")
+#define PYC_PARALLEL_FOR _Pragma("omp parallel for schedule(guided)")
 #else
 #define PYC_PARALLEL_FOR
 #endif
