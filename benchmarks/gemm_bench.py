@@ -26,7 +26,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,20 +62,13 @@ def _model(path: Path, m: int, k: int, n: int, weights: object) -> None:
     onnx.save(model, path)
 
 
-def _timed(run, repeat: int) -> list[float]:  # noqa: ANN001
-    run()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def child(threads: int, names: list[str], repeat: int, rounds: int) -> dict:
     """One process, one thread count: every engine on every shape."""
     import numpy as np
     import onnxruntime as ort
+    from memprobe import timed  # numpy loads here, after the thread variables are set
 
     import pyc_cli
 
@@ -111,9 +103,9 @@ def child(threads: int, names: list[str], repeat: int, rounds: int) -> dict:
         runners[name] = {
             "pyc": lambda count, c=compiled, f=feeds: c.time_runs(f, count),
             "onnxruntime": lambda count, s=session, bd=binding:
-                _timed(lambda: s.run_with_iobinding(bd), count),
+                timed(lambda: s.run_with_iobinding(bd), count),
             "numpy": lambda count, x=a, y=b, o=product:
-                _timed(lambda: np.matmul(x, y, out=o), count),
+                timed(lambda: np.matmul(x, y, out=o), count),
         }
     engines = ["pyc", "onnxruntime", "numpy"]
     samples = {name: {e: [] for e in engines} for name in names}

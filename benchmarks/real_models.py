@@ -47,6 +47,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_models import materialize_light  # noqa: E402
+from memprobe import timed  # noqa: E402
 
 import pyc_cli  # noqa: E402
 
@@ -159,14 +160,6 @@ def _feeds(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.random.Genera
     return feeds
 
 
-def _timed(run, repeat: int) -> list[float]:  # noqa: ANN001
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def _openvino(path: Path, threads: int, name: str):  # noqa: ANN202
@@ -204,10 +197,10 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
         ok = all(np.allclose(g, e, rtol=1e-3, atol=1e-3 * max(1.0, scale)) for g, e in zip(got, expected))
         # engine -> (number of runs -> milliseconds per run)
         timers = {"pyc": lambda n: compiled.time_runs(feeds, n),
-                  "onnxruntime": lambda n: _timed(lambda: session.run(None, feeds), n)}
+                  "onnxruntime": lambda n: timed(lambda: session.run(None, feeds), n)}
         request = _openvino(path, args.threads, name) if "openvino_f32" in args.engines else None
         if request is not None:
-            timers["openvino_f32"] = lambda n: _timed(lambda: request.infer(feeds), n)
+            timers["openvino_f32"] = lambda n: timed(lambda: request.infer(feeds), n)
         samples: dict[str, list[float]] = {k: [] for k in timers}
         for _ in range(args.rounds if ok else 0):
             for engine, timer in timers.items():
