@@ -237,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.check is not None:
         from regression_gate import check
 
-        return check(args.check)
+        return check(args.check, unavailable)
     if args.write_baseline is not None:
         from regression_gate import write_baseline
 
         return write_baseline(args.write_baseline, args.models.split(","), args.repeat,
-                              args.rounds, args.threads, args.runs)
+                              args.rounds, args.threads, args.runs, unavailable)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):

@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,11 @@ def _ratio(result: dict[str, Any]) -> float:
     return float(result["pyc_over_ort_p50"])
 
 
-def _available(models: list[str]) -> list[str]:
-    sys.path.insert(0, str(SCRIPT.parent))
-    from real_models import unavailable
+# why a model's files cannot be had here (None: they can); real_models.py gives its own
+Unavailable = Callable[[str], "str | None"]
 
+
+def _available(models: list[str], unavailable: Unavailable) -> list[str]:
     kept = []
     for name in models:
         why = unavailable(name)
@@ -103,8 +105,8 @@ def vector_isa() -> str:
 
 
 def write_baseline(path: Path, models: list[str], repeat: int, rounds: int, threads: int,
-                   runs: int) -> int:
-    models = _available(models)
+                   runs: int, unavailable: Unavailable = lambda name: None) -> int:
+    models = _available(models, unavailable)
     config = {"models": models, "repeat": repeat, "rounds": rounds, "threads": threads}
     ratios: dict[str, list[float]] = {m: [] for m in models}
     for index in range(runs):
@@ -137,10 +139,10 @@ def write_baseline(path: Path, models: list[str], repeat: int, rounds: int, thre
 MACHINE_ALLOWANCE = 0.25
 
 
-def check(path: Path) -> int:
+def check(path: Path, unavailable: Unavailable = lambda name: None) -> int:
     baseline = json.loads(path.read_text())
     config = baseline["config"]
-    models = _available([m for m in config["models"] if m in baseline["models"]])
+    models = _available([m for m in config["models"] if m in baseline["models"]], unavailable)
     if not models:
         print("no model of the baseline can be measured here: nothing checked")
         return 0

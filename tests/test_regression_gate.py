@@ -28,7 +28,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch, ratios: list[dict[str, float]]) -
                     "pyc_over_ort_p50": ratio[m]} for m in models}
 
     monkeypatch.setattr(regression_gate, "_run", run)
-    monkeypatch.setattr(regression_gate, "_available", lambda models: list(models))
+    monkeypatch.setattr(regression_gate, "_available", lambda models, unavailable: list(models))
     return asked
 
 
