@@ -21,6 +21,13 @@ typedef unsigned long long uint64_t;
 #endif
 #define PYC_STATUS_INDEX_OUT_OF_RANGE 5
 
+// the scalar programs (c/scalar_ops.j2, shared with the CPU target) name the float
+// transcendentals the CPU target vectorizes; on the GPU they are CUDA's own
+__device__ __forceinline__ float pyc_vexpf(float x) { return expf(x); }
+__device__ __forceinline__ float pyc_verff(float x) { return erff(x); }
+__device__ __forceinline__ float pyc_vtanhf(float x) { return tanhf(x); }
+__device__ __forceinline__ float pyc_vsigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
 // the sum / max of `v` over the block (blockDim.x a multiple of 32, at most 1024); every
 // thread gets the result. `scratch` holds one value per warp.
 __device__ __forceinline__ float pyc_warp_sum(float v) {
