@@ -60,11 +60,13 @@ def test_wrong_outputs_are_an_error_not_a_ratio(monkeypatch: pytest.MonkeyPatch)
         regression_gate._ratio({"model": "a", "matches_ort": False, "max_abs_diff": 1.0})
 
 
-def test_a_baseline_of_another_vector_isa_reports_without_failing(
+def test_a_baseline_of_another_cpu_reports_without_failing(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Ratios measured on an AVX-512 CPU do not gate an AVX2 one (the engines' kernels differ
-    there): the check prints them and passes; on the same class it fails as before."""
+    there), nor another CPU model: the check prints them and passes; on the same CPU it fails
+    as before."""
     path = tmp_path / "cpu.json"
+    monkeypatch.setattr(regression_gate, "cpu_model", lambda: "Some CPU")
     fake_runs(monkeypatch, [{"a": 2.0} for _ in range(5)])
     monkeypatch.setattr(regression_gate, "vector_isa", lambda: "avx512")
     assert regression_gate.write_baseline(path, ["a"], 5, 1, 1, runs=5) == 0
@@ -74,5 +76,9 @@ def test_a_baseline_of_another_vector_isa_reports_without_failing(
     assert regression_gate.check(path) == 0
     assert "reported, not gated" in capsys.readouterr().out
     monkeypatch.setattr(regression_gate, "vector_isa", lambda: "avx512")
+    monkeypatch.setattr(regression_gate, "cpu_model", lambda: "Another CPU")
+    fake_runs(monkeypatch, [{"a": 9.0}, {"a": 9.0}])
+    assert regression_gate.check(path) == 0
+    monkeypatch.setattr(regression_gate, "cpu_model", lambda: "Some CPU")
     fake_runs(monkeypatch, [{"a": 9.0}, {"a": 9.0}])
     assert regression_gate.check(path) == 1
