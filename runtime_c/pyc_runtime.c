@@ -128,9 +128,17 @@ uint16_t __truncdfhf2(double x) { return __gnu_f2h_ieee(pyc_f32_round_to_odd(x))
 
 static atomic_int runs_in_flight;  /* zero-initialised: static storage */
 
+/* the cores this process may use, asked once: the OpenMP runtime asks the kernel for the
+ * process's affinity on every call, which a run need not pay for */
 static int available_cores(void) {
 #if defined(_OPENMP)
-  return omp_get_num_procs();
+  static atomic_int cores;  /* 0 until first asked; every thread that races stores one value */
+  int known = atomic_load(&cores);
+  if (known == 0) {
+    known = omp_get_num_procs();
+    atomic_store(&cores, known);
+  }
+  return known;
 #else
   return 1;
 #endif
