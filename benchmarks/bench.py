@@ -53,6 +53,7 @@ from pyc_cli.targets.cpu import toolchain  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_models  # noqa: E402
+from regression_gate import cpu_model  # noqa: E402
 
 MODELS_DIR = ROOT / "tests" / "models"
 MEMPROBE = Path(__file__).resolve().with_name("memprobe.py")
@@ -429,17 +430,6 @@ def first_line(command: list[str]) -> str:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = (done.stdout or done.stderr).splitlines()
     return lines[0] if lines else ""
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def memory_total_gib() -> float | None:

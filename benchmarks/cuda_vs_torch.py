@@ -17,7 +17,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from onnx import numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_models  # noqa: E402
+from memprobe import timed  # noqa: E402
 
 import pyc_cli  # noqa: E402
 
@@ -49,16 +49,12 @@ def torch_mlp(path: Path):  # noqa: ANN201 (torch is imported here only)
     return torch.nn.Sequential(*layers).cuda().eval()
 
 
-def timed(call, repeat: int) -> float:  # noqa: ANN001
-    """p50 milliseconds of `call` (which synchronises) after a warm-up."""
-    for _ in range(20):
+def timed_p50(call, repeat: int) -> float:  # noqa: ANN001
+    """p50 milliseconds of `call` (which synchronises) after 20 warm-up calls (torch.compile's
+    CUDA graphs are recorded over the first few)."""
+    for _ in range(19):
         call()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(timed(call, repeat))  # its own one warm-up call, then `repeat`
 
 
 def main() -> int:
@@ -94,9 +90,9 @@ def main() -> int:
                 "device": torch.cuda.get_device_name(),
                 "torch": torch.__version__,
                 "max_abs_diff_pyc_vs_eager": float(np.max(np.abs(got - eager_out))),
-                "p50_ms": {"pyc": timed(lambda: model.run({"x": x}), args.repeat),
-                           "torch_eager": timed(eager, args.repeat),
-                           "torch_compile_reduce_overhead": timed(graph, args.repeat)},
+                "p50_ms": {"pyc": timed_p50(lambda: model.run({"x": x}), args.repeat),
+                           "torch_eager": timed_p50(eager, args.repeat),
+                           "torch_compile_reduce_overhead": timed_p50(graph, args.repeat)},
                 "timing": "host perf_counter around one synchronised call, p50 of --repeat after "
                           "20 warm-up calls; PyC through its Python API (host input, host output), "
                           "torch with the input already on the GPU and no copy back",

@@ -646,16 +646,12 @@ static int k9_attention(const float* restrict X0, const float* restrict X1, cons
     }
   }
     for (int64_t r = 0; r < rows; ++r) {
+      /* the softmax rows' own row (kernels/softmax.c.j2): c/row_math.j2's vector max and sum,
+         c/vector_math.j2's exponential of s[j] - m <= 0 */
       float* restrict s = scores + r * 16;
-      float m = s[0];
-      for (int64_t j = 1; j < 16; ++j) m = s[j] > m ? s[j] : m;
-      float sum = 0;
-      for (int64_t j = 0; j < 16; ++j) {
-        const float e = pyc_expf_ftz(s[j] - m);  /* c/vector_math.j2: s[j] - m <= 0 */
-        s[j] = e;
-        sum += e;
-      }
-      const float inv = 1 / sum;
+      const float m = pyc_row_maxf(s, 16);
+      for (int64_t j = 0; j < 16; ++j) s[j] = pyc_expf_ftz(s[j] - m);
+      const float inv = 1 / pyc_row_sumf(s, 16);
       for (int64_t j = 0; j < 16; ++j) s[j] *= inv;
     }
     {

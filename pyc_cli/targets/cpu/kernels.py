@@ -85,10 +85,9 @@ def _direct_conv_params(node: Node, graph: Graph, op: Params) -> Params:
 DEPTHWISE_PLANE_BYTES = 128 * 1024
 
 
-def _depthwise_geometry(node: Node, graph: Graph) -> dict[str, int]:
+def _depthwise_geometry(node: Node, graph: Graph, op: Params) -> dict[str, int]:
     """The zero-bordered plane every tap of a depthwise task reads (rows x cols) and its row of
-    sums (the output width rounded up to whole vectors)."""
-    op = Conv().kernel_params(node, graph)
+    sums (the output width rounded up to whole vectors), from the conv's params `op`."""
     g = {k: int(op[k]) for k in ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH",
                                  "PW")}  # type: ignore[call-overload]
     itemsize = graph.types[node.outputs[0]].dtype.itemsize
@@ -108,13 +107,13 @@ def _is_depthwise(node: Node, graph: Graph) -> bool:
     if x.rank != 4 or node.ann.prologue or w.shape[1] != 1 \
             or not node.int_attr("group", 1) == x.shape[1] == w.shape[0]:
         return False
-    g = _depthwise_geometry(node, graph)
+    g = _depthwise_geometry(node, graph, Conv().kernel_params(node, graph))
     return (g["plane_rows"] * g["plane_cols"] + g["row_cols"]) * g["itemsize"] \
         <= DEPTHWISE_PLANE_BYTES
 
 
 def _depthwise_params(node: Node, graph: Graph, op: Params) -> Params:
-    return {**_conv_coords(node, graph, op), **_depthwise_geometry(node, graph),
+    return {**_conv_coords(node, graph, op), **_depthwise_geometry(node, graph, op),
             "parallel": worth_threads(node, graph)}
 
 
