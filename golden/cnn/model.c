@@ -330,9 +330,6 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
 
 /* step 0: Conv -> conv2d_im2col_gemm */
 static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   for (int64_t n = 0; n < 2; ++n) {
     for (int64_t g = 0; g < 1; ++g) {
       const float* restrict x = X0 + (n * 3 + g * 3) * 1024;
@@ -584,9 +581,6 @@ static int k1_maxpool(const float* restrict X0, float* restrict Y) {
 
 /* step 2: Conv -> conv2d_im2col_gemm */
 static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   for (int64_t n = 0; n < 2; ++n) {
     for (int64_t g = 0; g < 1; ++g) {
       const float* restrict x = X0 + (n * 16 + g * 16) * 256;
@@ -860,9 +854,6 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
 
 /* step 4: Conv -> conv2d_im2col_gemm */
 static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y, float* restrict WS) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   for (int64_t n = 0; n < 2; ++n) {
     for (int64_t g = 0; g < 1; ++g) {
       const float* restrict x = X0 + (n * 32 + g * 32) * 64;
@@ -1110,9 +1101,6 @@ static int k5_reducemean(const float* restrict X0, float* restrict Y) {
 
 /* step 6: MatMul -> matmul_packed_const */
 static int k6_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 1 panels */
   for (int64_t t = 0; t < 1; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;

@@ -330,9 +330,6 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
 
 /* step 0: MatMul -> matmul_packed_const */
 static int k0_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 8 panels */
   for (int64_t t = 0; t < 1; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -415,9 +412,6 @@ static int k0_matmul(const float* restrict X0, const float* restrict X1, const f
 
 /* step 1: MatMul -> matmul_packed_const */
 static int k1_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 4 panels */
   for (int64_t t = 0; t < 1; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -500,9 +494,6 @@ static int k1_matmul(const float* restrict X0, const float* restrict X1, const f
 
 /* step 2: MatMul -> matmul_packed_const */
 static int k2_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 1 tasks: 1 batch x 1 blocks of 6 rows x 1 blocks of 1 panels */
   for (int64_t t = 0; t < 1; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;

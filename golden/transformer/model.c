@@ -372,9 +372,6 @@ static int k2_elementwise(const int64_t* restrict X0, float* restrict Y) {
 
 /* steps 3, 5, 6, 16, 18, 19: MatMul -> matmul_packed_const */
 static int k3_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 2 tasks: 2 batch x 1 blocks of 18 rows x 1 blocks of 4 panels */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -735,9 +732,6 @@ static int k10_transpose(const float* restrict X0, float* restrict Y) {
 
 /* steps 11, 24: MatMul -> matmul_packed_const */
 static int k11_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 2 tasks: 2 batch x 1 blocks of 18 rows x 1 blocks of 4 panels */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -933,9 +927,6 @@ static int k12_layernormalization(const float* X0, const float* X1, const float*
 
 /* step 13: MatMul -> matmul_packed_const */
 static int k13_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 2 tasks: 2 batch x 1 blocks of 18 rows x 1 blocks of 8 panels */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -1104,9 +1095,6 @@ static int k13_matmul(const float* restrict X0, const float* restrict X1, const 
 
 /* steps 14, 27: MatMul -> matmul_packed_const */
 static int k14_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 2 tasks: 2 batch x 1 blocks of 18 rows x 1 blocks of 4 panels */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -1269,9 +1257,6 @@ static int k14_matmul(const float* X0, const float* X1, const float* E0, const f
 
 /* step 26: MatMul -> matmul_packed_const */
 static int k26_matmul(const float* restrict X0, const float* restrict X1, const float* restrict E0, float* restrict Y) {
-#ifndef PYC_PARALLEL_FOR
-#define PYC_PARALLEL_FOR
-#endif
   /* 2 tasks: 2 batch x 1 blocks of 18 rows x 1 blocks of 8 panels */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t bt = t / 1, ib = t / 1 % 1, jb = t % 1;

@@ -1,8 +1,7 @@
 """The GEMM's PYC_PARALLEL_FOR loops keep the threading contract (docs: each iteration writes
-its own block, no reduction across iterations): the generated C recompiled with the macro as
-`omp parallel for` and run on 2 threads gives, bit for bit, what the serial build gives, and
-matches numpy float64. Until the runtime defines the macro itself, this is the only run of the
-marked loops in parallel."""
+its own block, no reduction across iterations): the generated C built with OpenMP (the
+runtime's macro is then an `omp parallel for`) and run on 2 threads gives, bit for bit, what a
+build without OpenMP gives, and matches numpy float64."""
 
 from __future__ import annotations
 
@@ -20,8 +19,6 @@ from onnx import TensorProto, helper, numpy_helper
 from test_gemm import CONVS, _conv_model
 
 import pyc_cli
-
-OMP = '#define PYC_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")\n'
 
 
 def _big_matmuls(rng: np.random.Generator, constant: bool
@@ -99,13 +96,13 @@ def test_marked_loops_run_in_parallel_bit_for_bit(kind: str, tmp_path: Path,
     src = art / "src"
     text = (src / "model.c").read_text()
     assert "\n  PYC_PARALLEL_FOR\n" in text or "\n        PYC_PARALLEL_FOR\n" in text
-    (src / "omp_model.c").write_text(OMP + text)
     results = {}
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    # the runtime's PYC_PARALLEL_FOR is OpenMP's under -fopenmp; a run's team: PYC_NUM_THREADS
+    monkeypatch.setenv("PYC_NUM_THREADS", "2")
     # the serial build leaves OpenMP out even where the artifact's flags have it
     serial_flags = [f for f in flags if f != "-fopenmp"]
     libraries = [lib for lib in manifest["toolchain"]["libraries"] if lib not in ("-lgomp", "-lomp")]
-    for tag, extra, source in (("serial", [], "model.c"), ("omp", ["-fopenmp"], "omp_model.c")):
+    for tag, extra, source in (("serial", [], "model.c"), ("omp", ["-fopenmp"], "model.c")):
         library = tmp_path / f"{tag}.so"
         built = subprocess.run([compiler, *serial_flags, *extra, "-shared", "-o", str(library),
                                 source, "pyc_runtime.c", *libraries],
@@ -115,7 +112,7 @@ def test_marked_loops_run_in_parallel_bit_for_bit(kind: str, tmp_path: Path,
         assert built.returncode == 0, built.stderr[:4000]
         results[tag] = _run(library, manifest["symbol_prefix"], art / "weights.bin", manifest,
                             feeds)
-    assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert os.environ["PYC_NUM_THREADS"] == "2"
     for name, want in expected.items():
         np.testing.assert_array_equal(results["omp"][name], results["serial"][name], name)
         # sums of up to 2048 float32 products: 1e-4 relative, 1e-5 of the largest value
