@@ -78,19 +78,24 @@ class BuildResult:
 
 
 def compile_graph(model_path: str | Path, mode: str = "balanced",
-                  input_shapes: dict[str, tuple[int, ...]] | None = None, target: str = "cpu",
-                  stop_after: str | None = None, steps: BuildSteps | None = None,
+                  input_shapes: dict[str, tuple[int, ...]] | None = None,
+                  target: str | Target = "cpu", stop_after: str | None = None,
+                  steps: BuildSteps | None = None,
                   tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
     """Import and run the pass pipeline (no files written); used by build, tests and tools.
-    `steps` times the import and every pass (pyc build's progress and --verbose); `tuning`
-    holds measured kernel choices that select_kernels prefers to its cost model."""
+    `target` is a target name (its default configuration: the CPU target for this machine) or
+    the configured target the build emits for; `steps` times the import and every pass (pyc
+    build's progress and --verbose); `tuning` holds measured kernel choices that
+    select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
     if mode not in MODES:
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
-    # the passes ask the target for its kernel candidates (compiler flags play no part there)
-    ctx = PassContext(BuildOptions(mode=mode, target=target), target=get_target(target),
+    # the passes ask the target for its kernel candidates: those of the ISA the code is built
+    # for (--cpu, --cpu-features), which the emitter renders
+    backend = target if isinstance(target, Target) else get_target(target)
+    ctx = PassContext(BuildOptions(mode=mode, target=backend.name), target=backend,
                       tuning=tuning or EmptyTuningDatabase())
     # compile-time folding computes IEEE results (inf, nan) as the kernels would: no warnings
     with np.errstate(all="ignore"):
@@ -129,7 +134,7 @@ MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
 
 def compile_within_budget(model_path: str | Path, budget: int,
                           input_shapes: dict[str, tuple[int, ...]] | None = None,
-                          target: str = "cpu", steps: BuildSteps | None = None,
+                          target: str | Target = "cpu", steps: BuildSteps | None = None,
                           tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
     """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
     arenas = {}
@@ -226,7 +231,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             notes_tune = []
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
         notes += notes_tune
-        graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target,
+        graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
                                          steps, tuning)
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
@@ -245,7 +250,7 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
           target: str, backend: Target, db: FileTuningDatabase, options: TuneOptions,
           steps: BuildSteps, progress: Progress | None) -> list[str]:
     """Time the model's kernel variants, save the winners; the lines `pyc build` prints."""
-    graph, ctx = compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps)
+    graph, ctx = compile_graph(model_path, mode or "balanced", input_shapes, backend, steps=steps)
     with steps.step("tune kernels"):
         report = tune_graph(graph, ctx, backend, db, options, progress)
     if report.tuned:
@@ -309,7 +314,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
 
 
 def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
-                        input_shapes: dict[str, tuple[int, ...]] | None, target: str,
+                        input_shapes: dict[str, tuple[int, ...]] | None, target: Target,
                         steps: BuildSteps, tuning: TuningDatabase | None = None
                         ) -> tuple[Graph, PassContext]:
     """The build's mode: the one asked for (checked against the budget), else with a budget the

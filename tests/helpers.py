@@ -112,8 +112,10 @@ def import_onnx(model: onnx.ModelProto, tmp_path: Path,
     return import_model(write_model(model, tmp_path, name), input_shapes)
 
 
-def new_ctx(mode: str = "balanced") -> PassContext:
-    return PassContext(BuildOptions(mode=mode), target=get_target("cpu"))
+def new_ctx(mode: str = "balanced", cpu: str = "native") -> PassContext:
+    """A pass context for the CPU target built for `cpu` (its ISA decides which kernel
+    candidates exist: "portable" for the same choices on every machine)."""
+    return PassContext(BuildOptions(mode=mode), target=get_target("cpu", cpu))
 
 
 def run_passes(graph: Graph, names: list[str] | tuple[str, ...], ctx: PassContext | None = None,

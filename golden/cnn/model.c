@@ -328,75 +328,118 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
 #define PYC_F16_KERNEL
 #endif
 
-/* step 0: Conv -> conv2d_im2col_gemm */
-static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
-  for (int64_t n = 0; n < 2; ++n) {
-    for (int64_t g = 0; g < 1; ++g) {
-      const float* restrict x = X0 + (n * 3 + g * 3) * 1024;
-      const float* restrict w = X1 + g * 432;
-      /* columns of 1024 output pixels at a time, packed in panels of 16 */
-      for (int64_t p0 = 0; p0 < 1024; p0 += 1024) {
-        const int64_t pn = 1024 - p0 < 1024 ? 1024 - p0 : 1024;
-        const int64_t pnp = (pn + 15) / 16;
-        float* restrict cols = WS;
-        static const int32_t ow_lo[3] = { 1, 0, 0 };
-        static const int32_t ow_hi[3] = { 32, 32, 31 };
-        for (int64_t r = 0; r < 27; ++r) {
-          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
-             input columns, zeros), written a panel's worth at a time */
-          const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
-          const int64_t ci = g * 3 + c;
-          (void)ci;
-          const float* restrict xc = x + c * 1024;
-          float* restrict panel = cols + r * 16;
-          int64_t lane = 0;
-          for (int64_t q = 0; q < pn;) {
-            const int64_t pix = p0 + q, oh = pix / 32, ow0 = pix % 32;
-            const int64_t end = 32 - ow0 < pn - q ? 32 : ow0 + pn - q;
-            const int64_t ih = oh * 1 - 1 + kh * 1;
-            const int valid = (uint64_t)ih < 32;
-            const float* restrict xs = xc + ih * 32 - 1 + kw * 1;
-            (void)xs;
-            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
-            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
-            int64_t ow = ow0;
-            while (ow < end) {
-              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
-              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
-              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
-              const int64_t in_end = stop < hi ? stop : hi;
-              if (ow < in_end) {
-                const int64_t count = in_end - ow;
-                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
-                lane += count;
-                ow = in_end;
-              }
-              for (; ow < stop; ++ow) panel[lane++] = 0;
-              if (lane == 16) {
-                lane = 0;
-                panel += 432;
-              }
-            }
-            q += end - ow0;
+/* step 0: Conv -> conv2d_implicit_gemm */
+static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+  /* 2 tasks: 2 (image, group) x 1 blocks of 18 channels x 1 blocks of 64 panels of 16 grid pixels */
+  for (int64_t t = 0; t < 2; ++t) {
+    const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
+    const int64_t n = ng / 1, g = ng % 1;
+    (void)n;
+    const float* xg = X0 + (n * 3 + g * 3) * 1024;
+    const float* restrict w = X1 + g * 432;
+    float* restrict y = Y + (n * 16 + g * 16) * 1024;
+    const int64_t i_lo = ib * 18, i_hi = i_lo + 18 < 16 ? i_lo + 18 : 16;
+    const int64_t jp_lo = jb * 64, jp_hi = jp_lo + 64 < 64 ? jp_lo + 64 : 64;
+    (void)i_lo; (void)i_hi;
+    for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+      const int64_t j0 = jp * 16;
+      const int64_t cols = 1024 - j0 < 16 ? 1024 - j0 : 16;
+      /* the panel's pixels in the input; a tap adds its offset per load (the address of a
+         masked-off lane is never read) */
+      const float* xb = xg + j0;
+        __m256i km[9][2];
+        {
+          int32_t lane_h[16], lane_w[16];
+          for (int64_t l = 0; l < 16; ++l) {
+            /* a lane past the panel's pixels gets a row no tap reaches */
+            lane_h[l] = l < cols ? (int32_t)((j0 + l) / 32) : INT32_MIN / 2;
+            lane_w[l] = (int32_t)((j0 + l) % 32);
           }
-          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
+          (void)lane_w;
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[0][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[1][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[2][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[3][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[4][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[5][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[6][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[7][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 32 && iw >= 0 && iw < 32) << l;
+            }
+            km[8][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
         }
-        float* restrict y = Y + (n * 16 + g * 16) * 1024 + p0;
-        /* 1 tasks: 1 blocks of 18 channels x 1 blocks of 64 panels */
-        for (int64_t t = 0; t < 1; ++t) {
-          const int64_t ib = t / 1, jb = t % 1;
-          const int64_t i_lo = ib * 18, i_hi = i_lo + 18 < 16 ? i_lo + 18 : 16;
-          const int64_t jp_lo = jb * 64, jp_hi = jp_lo + 64 < pnp ? jp_lo + 64 : pnp;
-          (void)i_lo; (void)i_hi;
-      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
-        const float* restrict pb = cols + jp * 432;
-        const int64_t j0 = jp * 16;
-        (void)pb;
-        const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
-        (void)cols;
-        for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+      for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = w + i0 * 27;
-          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -409,38 +452,314 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
           c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
           __m256 c0_5_0, c0_5_1;
           c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
-          for (int64_t kk = 0; kk < 27; kk += 1) {
-            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
-            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+          for (int64_t c = 0; c < 3; ++c) {
+            const float* xc = xb + c * 1024;
+            const float* restrict ac = ar + c * 9;
             {
-              const __m256 av = _mm256_set1_ps(ar[0 * 27 + kk + 0]);
-              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
-              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -33, km[0][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -25, km[0][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[0]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[27]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[54]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[81]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[108]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[135]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 27 + kk + 0]);
-              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
-              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -32, km[1][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -24, km[1][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[1]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[28]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[55]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[82]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[109]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[136]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[2 * 27 + kk + 0]);
-              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
-              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -31, km[2][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -23, km[2][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[2]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[29]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[56]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[83]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[110]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[137]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[3 * 27 + kk + 0]);
-              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
-              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[3]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[30]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[57]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[84]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[111]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[138]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[4 * 27 + kk + 0]);
-              c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
-              c0_4_1 = _mm256_fmadd_ps(av, b0_1, c0_4_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[4]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[31]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[58]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[85]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[112]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[139]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[5 * 27 + kk + 0]);
-              c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
-              c0_5_1 = _mm256_fmadd_ps(av, b0_1, c0_5_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[5]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[32]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[59]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[86]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[113]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[140]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 31, km[6][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 39, km[6][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[6]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[33]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[60]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[87]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[114]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[141]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 32, km[7][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 40, km[7][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[7]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[34]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[61]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[88]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[115]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[142]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 33, km[8][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 41, km[8][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[8]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[35]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[62]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[89]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[116]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[143]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
           }
           float tile[6][16];
@@ -461,21 +780,18 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
               const int64_t row = i0 + r, col = j0 + c;
               const float value = tile[r][c];
               {
-                  const int64_t oc = g * 16 + row, pix = p0 + col;
-                  (void)oc;
-                  const int64_t oh = pix / 32, ow = pix % 32;
-                  (void)oh; (void)ow;
+                  const int64_t oc = g * 16 + row, oh = col / 32, ow = col % 32;
+                  (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 1024 + pix - p0] = t0;
+                  y[row * 1024 + oh * 32 + ow] = t0;
                 }
             }
           }
-        }
-        if (i_hi == 16) {
-          const int64_t i0 = 12;
+      }
+      if (i_hi == 16) {
+        const int64_t i0 = 12;
           const float* restrict ar = w + i0 * 27;
-          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -484,28 +800,224 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
           c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
           __m256 c0_3_0, c0_3_1;
           c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
-          for (int64_t kk = 0; kk < 27; kk += 1) {
-            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
-            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+          for (int64_t c = 0; c < 3; ++c) {
+            const float* xc = xb + c * 1024;
+            const float* restrict ac = ar + c * 9;
             {
-              const __m256 av = _mm256_set1_ps(ar[0 * 27 + kk + 0]);
-              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
-              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -33, km[0][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -25, km[0][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[0]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[27]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[54]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[81]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 27 + kk + 0]);
-              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
-              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -32, km[1][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -24, km[1][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[1]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[28]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[55]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[82]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[2 * 27 + kk + 0]);
-              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
-              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -31, km[2][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -23, km[2][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[2]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[29]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[56]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[83]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[3 * 27 + kk + 0]);
-              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
-              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[3]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[30]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[57]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[84]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[4]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[31]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[58]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[85]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[5]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[32]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[59]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[86]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 31, km[6][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 39, km[6][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[6]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[33]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[60]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[87]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 32, km[7][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 40, km[7][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[7]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[34]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[61]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[88]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 33, km[8][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 41, km[8][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[8]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[35]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[62]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[89]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
             }
           }
           float tile[4][16];
@@ -522,19 +1034,14 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
               const int64_t row = i0 + r, col = j0 + c;
               const float value = tile[r][c];
               {
-                  const int64_t oc = g * 16 + row, pix = p0 + col;
-                  (void)oc;
-                  const int64_t oh = pix / 32, ow = pix % 32;
-                  (void)oh; (void)ow;
+                  const int64_t oc = g * 16 + row, oh = col / 32, ow = col % 32;
+                  (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 1024 + pix - p0] = t0;
+                  y[row * 1024 + oh * 32 + ow] = t0;
                 }
             }
           }
-        }
-      }
-        }
       }
     }
   }
@@ -579,75 +1086,119 @@ static int k1_maxpool(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 2: Conv -> conv2d_im2col_gemm */
-static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
-  for (int64_t n = 0; n < 2; ++n) {
-    for (int64_t g = 0; g < 1; ++g) {
-      const float* restrict x = X0 + (n * 16 + g * 16) * 256;
-      const float* restrict w = X1 + g * 4608;
-      /* columns of 256 output pixels at a time, packed in panels of 16 */
-      for (int64_t p0 = 0; p0 < 256; p0 += 256) {
-        const int64_t pn = 256 - p0 < 256 ? 256 - p0 : 256;
-        const int64_t pnp = (pn + 15) / 16;
-        float* restrict cols = WS;
-        static const int32_t ow_lo[3] = { 1, 0, 0 };
-        static const int32_t ow_hi[3] = { 16, 16, 15 };
-        for (int64_t r = 0; r < 144; ++r) {
-          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
-             input columns, zeros), written a panel's worth at a time */
-          const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
-          const int64_t ci = g * 16 + c;
-          (void)ci;
-          const float* restrict xc = x + c * 256;
-          float* restrict panel = cols + r * 16;
-          int64_t lane = 0;
-          for (int64_t q = 0; q < pn;) {
-            const int64_t pix = p0 + q, oh = pix / 16, ow0 = pix % 16;
-            const int64_t end = 16 - ow0 < pn - q ? 16 : ow0 + pn - q;
-            const int64_t ih = oh * 1 - 1 + kh * 1;
-            const int valid = (uint64_t)ih < 16;
-            const float* restrict xs = xc + ih * 16 - 1 + kw * 1;
-            (void)xs;
-            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
-            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
-            int64_t ow = ow0;
-            while (ow < end) {
-              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
-              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
-              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
-              const int64_t in_end = stop < hi ? stop : hi;
-              if (ow < in_end) {
-                const int64_t count = in_end - ow;
-                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
-                lane += count;
-                ow = in_end;
-              }
-              for (; ow < stop; ++ow) panel[lane++] = 0;
-              if (lane == 16) {
-                lane = 0;
-                panel += 2304;
-              }
-            }
-            q += end - ow0;
+/* step 2: Conv -> conv2d_implicit_gemm */
+static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+  /* 2 tasks: 2 (image, group) x 1 blocks of 36 channels x 1 blocks of 16 panels of 16 grid pixels */
+  PYC_PARALLEL_FOR
+  for (int64_t t = 0; t < 2; ++t) {
+    const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
+    const int64_t n = ng / 1, g = ng % 1;
+    (void)n;
+    const float* xg = X0 + (n * 16 + g * 16) * 256;
+    const float* restrict w = X1 + g * 4608;
+    float* restrict y = Y + (n * 32 + g * 32) * 256;
+    const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
+    const int64_t jp_lo = jb * 16, jp_hi = jp_lo + 16 < 16 ? jp_lo + 16 : 16;
+    (void)i_lo; (void)i_hi;
+    for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+      const int64_t j0 = jp * 16;
+      const int64_t cols = 256 - j0 < 16 ? 256 - j0 : 16;
+      /* the panel's pixels in the input; a tap adds its offset per load (the address of a
+         masked-off lane is never read) */
+      const float* xb = xg + j0;
+        __m256i km[9][2];
+        {
+          int32_t lane_h[16], lane_w[16];
+          for (int64_t l = 0; l < 16; ++l) {
+            /* a lane past the panel's pixels gets a row no tap reaches */
+            lane_h[l] = l < cols ? (int32_t)((j0 + l) / 16) : INT32_MIN / 2;
+            lane_w[l] = (int32_t)((j0 + l) % 16);
           }
-          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
+          (void)lane_w;
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[0][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[1][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[2][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[3][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[4][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[5][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[6][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[7][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            }
+            km[8][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
         }
-        float* restrict y = Y + (n * 32 + g * 32) * 256 + p0;
-        /* 1 tasks: 1 blocks of 36 channels x 1 blocks of 16 panels */
-        for (int64_t t = 0; t < 1; ++t) {
-          const int64_t ib = t / 1, jb = t % 1;
-          const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
-          const int64_t jp_lo = jb * 16, jp_hi = jp_lo + 16 < pnp ? jp_lo + 16 : pnp;
-          (void)i_lo; (void)i_hi;
-      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
-        const float* restrict pb = cols + jp * 2304;
-        const int64_t j0 = jp * 16;
-        (void)pb;
-        const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
-        (void)cols;
-        for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+      for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = w + i0 * 144;
-          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -660,38 +1211,314 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
           c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
           __m256 c0_5_0, c0_5_1;
           c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
-          for (int64_t kk = 0; kk < 144; kk += 1) {
-            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
-            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+          for (int64_t c = 0; c < 16; ++c) {
+            const float* xc = xb + c * 256;
+            const float* restrict ac = ar + c * 9;
             {
-              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 0]);
-              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
-              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -17, km[0][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -9, km[0][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[0]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[144]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[288]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[432]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[576]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[720]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 0]);
-              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
-              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -16, km[1][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -8, km[1][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[1]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[145]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[289]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[433]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[577]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[721]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[2 * 144 + kk + 0]);
-              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
-              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -15, km[2][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -7, km[2][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[2]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[146]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[290]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[434]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[578]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[722]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[3 * 144 + kk + 0]);
-              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
-              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[3]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[147]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[291]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[435]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[579]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[723]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[4 * 144 + kk + 0]);
-              c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
-              c0_4_1 = _mm256_fmadd_ps(av, b0_1, c0_4_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[4]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[148]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[292]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[436]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[580]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[724]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[5 * 144 + kk + 0]);
-              c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
-              c0_5_1 = _mm256_fmadd_ps(av, b0_1, c0_5_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[5]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[149]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[293]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[437]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[581]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[725]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 15, km[6][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 23, km[6][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[6]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[150]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[294]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[438]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[582]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[726]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 16, km[7][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 24, km[7][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[7]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[151]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[295]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[439]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[583]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[727]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 17, km[8][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 25, km[8][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[8]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[152]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[296]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[440]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[584]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[728]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
           }
           float tile[6][16];
@@ -712,79 +1539,152 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
               const int64_t row = i0 + r, col = j0 + c;
               const float value = tile[r][c];
               {
-                  const int64_t oc = g * 32 + row, pix = p0 + col;
-                  (void)oc;
-                  const int64_t oh = pix / 16, ow = pix % 16;
-                  (void)oh; (void)ow;
+                  const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
+                  (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 256 + pix - p0] = t0;
+                  y[row * 256 + oh * 16 + ow] = t0;
                 }
             }
           }
-        }
-        if (i_hi == 32) {
-          const int64_t i0 = 30;
+      }
+      if (i_hi == 32) {
+        const int64_t i0 = 30;
           const float* restrict ar = w + i0 * 144;
-          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
           c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
-          __m256 c1_0_0, c1_0_1;
-          c1_0_0 = _mm256_setzero_ps(); c1_0_1 = _mm256_setzero_ps(); 
-          __m256 c1_1_0, c1_1_1;
-          c1_1_0 = _mm256_setzero_ps(); c1_1_1 = _mm256_setzero_ps(); 
-          __m256 c2_0_0, c2_0_1;
-          c2_0_0 = _mm256_setzero_ps(); c2_0_1 = _mm256_setzero_ps(); 
-          __m256 c2_1_0, c2_1_1;
-          c2_1_0 = _mm256_setzero_ps(); c2_1_1 = _mm256_setzero_ps(); 
-          for (int64_t kk = 0; kk < 144; kk += 3) {
-            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
-            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+          for (int64_t c = 0; c < 16; ++c) {
+            const float* xc = xb + c * 256;
+            const float* restrict ac = ar + c * 9;
             {
-              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 0]);
-              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
-              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -17, km[0][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -9, km[0][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[0]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[144]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 0]);
-              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
-              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
-            }
-            const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 0);
-            const __m256 b1_1 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 8);
-            {
-              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 1]);
-              c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
-              c1_0_1 = _mm256_fmadd_ps(av, b1_1, c1_0_1);
-            }
-            {
-              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 1]);
-              c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
-              c1_1_1 = _mm256_fmadd_ps(av, b1_1, c1_1_1);
-            }
-            const __m256 b2_0 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 0);
-            const __m256 b2_1 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 8);
-            {
-              const __m256 av = _mm256_set1_ps(ar[0 * 144 + kk + 2]);
-              c2_0_0 = _mm256_fmadd_ps(av, b2_0, c2_0_0);
-              c2_0_1 = _mm256_fmadd_ps(av, b2_1, c2_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -16, km[1][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -8, km[1][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[1]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[145]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 144 + kk + 2]);
-              c2_1_0 = _mm256_fmadd_ps(av, b2_0, c2_1_0);
-              c2_1_1 = _mm256_fmadd_ps(av, b2_1, c2_1_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -15, km[2][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -7, km[2][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[2]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[146]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[3]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[147]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[4]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[148]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[5]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[149]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 15, km[6][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 23, km[6][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[6]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[150]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 16, km[7][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 24, km[7][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[7]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[151]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 17, km[8][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 25, km[8][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[8]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[152]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
             }
           }
-          c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
-          c0_0_1 = _mm256_add_ps(c0_0_1, c1_0_1);
-          c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
-          c0_1_1 = _mm256_add_ps(c0_1_1, c1_1_1);
-          c0_0_0 = _mm256_add_ps(c0_0_0, c2_0_0);
-          c0_0_1 = _mm256_add_ps(c0_0_1, c2_0_1);
-          c0_1_0 = _mm256_add_ps(c0_1_0, c2_1_0);
-          c0_1_1 = _mm256_add_ps(c0_1_1, c2_1_1);
           float tile[2][16];
           _mm256_storeu_ps(&tile[0][0], c0_0_0);
           _mm256_storeu_ps(&tile[0][8], c0_0_1);
@@ -795,19 +1695,14 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
               const int64_t row = i0 + r, col = j0 + c;
               const float value = tile[r][c];
               {
-                  const int64_t oc = g * 32 + row, pix = p0 + col;
-                  (void)oc;
-                  const int64_t oh = pix / 16, ow = pix % 16;
-                  (void)oh; (void)ow;
+                  const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
+                  (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 256 + pix - p0] = t0;
+                  y[row * 256 + oh * 16 + ow] = t0;
                 }
             }
           }
-        }
-      }
-        }
       }
     }
   }
@@ -852,75 +1747,118 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 4: Conv -> conv2d_im2col_gemm */
-static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y, float* restrict WS) {
-  for (int64_t n = 0; n < 2; ++n) {
-    for (int64_t g = 0; g < 1; ++g) {
-      const float* restrict x = X0 + (n * 32 + g * 32) * 64;
-      const float* restrict w = X1 + g * 9216;
-      /* columns of 64 output pixels at a time, packed in panels of 16 */
-      for (int64_t p0 = 0; p0 < 64; p0 += 64) {
-        const int64_t pn = 64 - p0 < 64 ? 64 - p0 : 64;
-        const int64_t pnp = (pn + 15) / 16;
-        float* restrict cols = WS;
-        static const int32_t ow_lo[3] = { 1, 0, 0 };
-        static const int32_t ow_hi[3] = { 8, 8, 7 };
-        for (int64_t r = 0; r < 288; ++r) {
-          /* reduction row r = (c, kd, kh, kw): runs of pixels along output rows (zeros, the
-             input columns, zeros), written a panel's worth at a time */
-          const int64_t c = r / 9, kh = r / 3 % 3, kw = r % 3;
-          const int64_t ci = g * 32 + c;
-          (void)ci;
-          const float* restrict xc = x + c * 64;
-          float* restrict panel = cols + r * 16;
-          int64_t lane = 0;
-          for (int64_t q = 0; q < pn;) {
-            const int64_t pix = p0 + q, oh = pix / 8, ow0 = pix % 8;
-            const int64_t end = 8 - ow0 < pn - q ? 8 : ow0 + pn - q;
-            const int64_t ih = oh * 1 - 1 + kh * 1;
-            const int valid = (uint64_t)ih < 8;
-            const float* restrict xs = xc + ih * 8 - 1 + kw * 1;
-            (void)xs;
-            const int64_t lo = !valid ? end : ow_lo[kw] > ow0 ? (ow_lo[kw] < end ? ow_lo[kw] : end) : ow0;
-            const int64_t hi = !valid ? end : ow_hi[kw] < end ? (ow_hi[kw] > lo ? ow_hi[kw] : lo) : end;
-            int64_t ow = ow0;
-            while (ow < end) {
-              /* up to the end of this panel: zeros before lo, input in [lo, hi), zeros after */
-              const int64_t stop = ow + (16 - lane) < end ? ow + (16 - lane) : end;
-              for (; ow < stop && ow < lo; ++ow) panel[lane++] = 0;
-              const int64_t in_end = stop < hi ? stop : hi;
-              if (ow < in_end) {
-                const int64_t count = in_end - ow;
-                for (int64_t e = 0; e < count; ++e) panel[lane + e] = xs[(ow + e) * 1];
-                lane += count;
-                ow = in_end;
-              }
-              for (; ow < stop; ++ow) panel[lane++] = 0;
-              if (lane == 16) {
-                lane = 0;
-                panel += 4608;
-              }
-            }
-            q += end - ow0;
+/* step 4: Conv -> conv2d_implicit_gemm */
+static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y) {
+  /* 2 tasks: 2 (image, group) x 1 blocks of 36 channels x 1 blocks of 4 panels of 16 grid pixels */
+  for (int64_t t = 0; t < 2; ++t) {
+    const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
+    const int64_t n = ng / 1, g = ng % 1;
+    (void)n;
+    const float* xg = X0 + (n * 32 + g * 32) * 64;
+    const float* restrict w = X1 + g * 9216;
+    float* restrict y = Y + (n * 32 + g * 32) * 64;
+    const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
+    const int64_t jp_lo = jb * 4, jp_hi = jp_lo + 4 < 4 ? jp_lo + 4 : 4;
+    (void)i_lo; (void)i_hi;
+    for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
+      const int64_t j0 = jp * 16;
+      const int64_t cols = 64 - j0 < 16 ? 64 - j0 : 16;
+      /* the panel's pixels in the input; a tap adds its offset per load (the address of a
+         masked-off lane is never read) */
+      const float* xb = xg + j0;
+        __m256i km[9][2];
+        {
+          int32_t lane_h[16], lane_w[16];
+          for (int64_t l = 0; l < 16; ++l) {
+            /* a lane past the panel's pixels gets a row no tap reaches */
+            lane_h[l] = l < cols ? (int32_t)((j0 + l) / 8) : INT32_MIN / 2;
+            lane_w[l] = (int32_t)((j0 + l) % 8);
           }
-          for (; lane != 0 && lane < 16; ++lane) panel[lane] = 0;
+          (void)lane_w;
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[0][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[1][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + -1;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[2][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[3][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[4][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 0;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[5][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + -1;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[6][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + 0;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[7][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
+          for (int64_t q = 0; q < 2; ++q) {
+            uint32_t bits = 0;
+            for (int64_t l = 0; l < 8; ++l) {
+              const int32_t ih = lane_h[q * 8 + l] + 1;
+              const int32_t iw = lane_w[q * 8 + l] + 1;
+              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+            }
+            km[8][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+          }
         }
-        float* restrict y = Y + (n * 32 + g * 32) * 64 + p0;
-        /* 1 tasks: 1 blocks of 36 channels x 1 blocks of 4 panels */
-        for (int64_t t = 0; t < 1; ++t) {
-          const int64_t ib = t / 1, jb = t % 1;
-          const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
-          const int64_t jp_lo = jb * 4, jp_hi = jp_lo + 4 < pnp ? jp_lo + 4 : pnp;
-          (void)i_lo; (void)i_hi;
-      for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
-        const float* restrict pb = cols + jp * 4608;
-        const int64_t j0 = jp * 16;
-        (void)pb;
-        const int64_t cols = pn - j0 < 16 ? pn - j0 : 16;
-        (void)cols;
-        for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+      for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
           const float* restrict ar = w + i0 * 288;
-          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
@@ -933,38 +1871,314 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
           c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
           __m256 c0_5_0, c0_5_1;
           c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
-          for (int64_t kk = 0; kk < 288; kk += 1) {
-            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
-            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+          for (int64_t c = 0; c < 32; ++c) {
+            const float* xc = xb + c * 64;
+            const float* restrict ac = ar + c * 9;
             {
-              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 0]);
-              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
-              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -9, km[0][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -1, km[0][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[0]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[288]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[576]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[864]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1152]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1440]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 0]);
-              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
-              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -8, km[1][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 0, km[1][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[1]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[289]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[577]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[865]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1153]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1441]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[2 * 288 + kk + 0]);
-              c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
-              c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -7, km[2][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 1, km[2][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[2]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[290]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[578]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[866]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1154]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1442]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[3 * 288 + kk + 0]);
-              c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
-              c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[3]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[291]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[579]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[867]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1155]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1443]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[4 * 288 + kk + 0]);
-              c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
-              c0_4_1 = _mm256_fmadd_ps(av, b0_1, c0_4_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[4]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[292]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[580]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[868]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1156]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1444]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[5 * 288 + kk + 0]);
-              c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
-              c0_5_1 = _mm256_fmadd_ps(av, b0_1, c0_5_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[5]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[293]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[581]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[869]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1157]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1445]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 7, km[6][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 15, km[6][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[6]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[294]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[582]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[870]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1158]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1446]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 8, km[7][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 16, km[7][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[7]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[295]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[583]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[871]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1159]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1447]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 9, km[8][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 17, km[8][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[8]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[296]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[584]);
+                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
+                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[872]);
+                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
+                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1160]);
+                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
+                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[1448]);
+                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
+                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
+              }
             }
           }
           float tile[6][16];
@@ -985,81 +2199,154 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
               const int64_t row = i0 + r, col = j0 + c;
               const float value = tile[r][c];
               {
-                  const int64_t oc = g * 32 + row, pix = p0 + col;
-                  (void)oc;
-                  const int64_t oh = pix / 8, ow = pix % 8;
-                  (void)oh; (void)ow;
+                  const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
+                  (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
             const float t0 = (acc + in0_v);
             const float t1 = (t0 < 0 ? 0 : t0);
-                  y[row * 64 + pix - p0] = t1;
+                  y[row * 64 + oh * 8 + ow] = t1;
                 }
             }
           }
-        }
-        if (i_hi == 32) {
-          const int64_t i0 = 30;
+      }
+      if (i_hi == 32) {
+        const int64_t i0 = 30;
           const float* restrict ar = w + i0 * 288;
-          (void)ar;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
           __m256 c0_1_0, c0_1_1;
           c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
-          __m256 c1_0_0, c1_0_1;
-          c1_0_0 = _mm256_setzero_ps(); c1_0_1 = _mm256_setzero_ps(); 
-          __m256 c1_1_0, c1_1_1;
-          c1_1_0 = _mm256_setzero_ps(); c1_1_1 = _mm256_setzero_ps(); 
-          __m256 c2_0_0, c2_0_1;
-          c2_0_0 = _mm256_setzero_ps(); c2_0_1 = _mm256_setzero_ps(); 
-          __m256 c2_1_0, c2_1_1;
-          c2_1_0 = _mm256_setzero_ps(); c2_1_1 = _mm256_setzero_ps(); 
-          for (int64_t kk = 0; kk < 288; kk += 3) {
-            const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
-            const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+          for (int64_t c = 0; c < 32; ++c) {
+            const float* xc = xb + c * 64;
+            const float* restrict ac = ar + c * 9;
             {
-              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 0]);
-              c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
-              c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -9, km[0][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + -1, km[0][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[0]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[288]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 0]);
-              c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
-              c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
-            }
-            const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 0);
-            const __m256 b1_1 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 8);
-            {
-              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 1]);
-              c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
-              c1_0_1 = _mm256_fmadd_ps(av, b1_1, c1_0_1);
-            }
-            {
-              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 1]);
-              c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
-              c1_1_1 = _mm256_fmadd_ps(av, b1_1, c1_1_1);
-            }
-            const __m256 b2_0 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 0);
-            const __m256 b2_1 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 8);
-            {
-              const __m256 av = _mm256_set1_ps(ar[0 * 288 + kk + 2]);
-              c2_0_0 = _mm256_fmadd_ps(av, b2_0, c2_0_0);
-              c2_0_1 = _mm256_fmadd_ps(av, b2_1, c2_0_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -8, km[1][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 0, km[1][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[1]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[289]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
             }
             {
-              const __m256 av = _mm256_set1_ps(ar[1 * 288 + kk + 2]);
-              c2_1_0 = _mm256_fmadd_ps(av, b2_0, c2_1_0);
-              c2_1_1 = _mm256_fmadd_ps(av, b2_1, c2_1_1);
+              const __m256 b0 = _mm256_maskload_ps(xc + -7, km[2][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 1, km[2][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[2]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[290]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[3]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[291]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[4]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[292]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[5]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[293]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 7, km[6][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 15, km[6][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[6]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[294]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 8, km[7][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 16, km[7][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[7]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[295]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
+            }
+            {
+              const __m256 b0 = _mm256_maskload_ps(xc + 9, km[8][0]);
+              const __m256 b1 = _mm256_maskload_ps(xc + 17, km[8][1]);
+              {
+                const __m256 av = _mm256_set1_ps(ac[8]);
+                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
+                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
+              }
+              {
+                const __m256 av = _mm256_set1_ps(ac[296]);
+                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
+                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
+              }
             }
           }
-          c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
-          c0_0_1 = _mm256_add_ps(c0_0_1, c1_0_1);
-          c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
-          c0_1_1 = _mm256_add_ps(c0_1_1, c1_1_1);
-          c0_0_0 = _mm256_add_ps(c0_0_0, c2_0_0);
-          c0_0_1 = _mm256_add_ps(c0_0_1, c2_0_1);
-          c0_1_0 = _mm256_add_ps(c0_1_0, c2_1_0);
-          c0_1_1 = _mm256_add_ps(c0_1_1, c2_1_1);
           float tile[2][16];
           _mm256_storeu_ps(&tile[0][0], c0_0_0);
           _mm256_storeu_ps(&tile[0][8], c0_0_1);
@@ -1070,21 +2357,16 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
               const int64_t row = i0 + r, col = j0 + c;
               const float value = tile[r][c];
               {
-                  const int64_t oc = g * 32 + row, pix = p0 + col;
-                  (void)oc;
-                  const int64_t oh = pix / 8, ow = pix % 8;
-                  (void)oh; (void)ow;
+                  const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
+                  (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
             const float t0 = (acc + in0_v);
             const float t1 = (t0 < 0 ? 0 : t0);
-                  y[row * 64 + pix - p0] = t1;
+                  y[row * 64 + oh * 8 + ow] = t1;
                 }
             }
           }
-        }
-      }
-        }
       }
     }
   }
@@ -1276,7 +2558,7 @@ int cnn_context_create(const cnn_model* model, cnn_context** out) {
   cnn_context* context = calloc(1, sizeof(cnn_context));
   if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   context->model = model;
-  context->arena = pyc_aligned_alloc(245760);
+  context->arena = pyc_aligned_alloc(163840);
   if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
   *out = context;
   return PYC_STATUS_OK;
@@ -1295,21 +2577,21 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
                      const void* const* inputs, void* const* outputs) {
   (void)arena; (void)weights; (void)inputs;  /* a model may use none of them */
   int status = PYC_STATUS_OK;
-  status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0), (float*)(arena + 131072));
+  status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 212992));
+  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 131072));
   if (status != PYC_STATUS_OK) return status;
-  status = k2_conv((const float*)(arena + 212992), (const float*)(weights + 1792), (const float*)(weights + 20224), (float*)(arena + 147456), (float*)(arena + 0));
+  status = k2_conv((const float*)(arena + 131072), (const float*)(weights + 1792), (const float*)(weights + 20224), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k3_maxpool((const float*)(arena + 147456), (float*)(arena + 73728));
+  status = k3_maxpool((const float*)(arena + 0), (float*)(arena + 65536));
   if (status != PYC_STATUS_OK) return status;
-  status = k4_conv((const float*)(arena + 73728), (const float*)(weights + 20480), (const float*)(weights + 20352), (const float*)(arena + 73728), (float*)(arena + 90112), (float*)(arena + 0));
+  status = k4_conv((const float*)(arena + 65536), (const float*)(weights + 20480), (const float*)(weights + 20352), (const float*)(arena + 65536), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k5_reducemean((const float*)(arena + 90112), (float*)(arena + 0));
+  status = k5_reducemean((const float*)(arena + 0), (float*)(arena + 16384));
   if (status != PYC_STATUS_OK) return status;
-  status = k6_matmul((const float*)(arena + 0), (const float*)(weights + 57408), (const float*)(weights + 57344), (float*)(arena + 256));
+  status = k6_matmul((const float*)(arena + 16384), (const float*)(weights + 57408), (const float*)(weights + 57344), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k7_softmax((const float*)(arena + 256), (float*)outputs[0]);
+  status = k7_softmax((const float*)(arena + 0), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
 }

@@ -122,9 +122,12 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
         assert t.bytes == graph.types[t.name].nbytes, (label, t.name)
         assert (t.start, t.end) == live[t.name], (label, t.name, (t.start, t.end), live[t.name])
 
-    # alignment and bounds
+    # alignment and bounds: storages start aligned; a value inside another's storage (a concat
+    # slice, a view) sits where its elements do, aligned to its element size
     for t in plan.tensors:
-        assert t.offset >= 0 and t.offset % ALIGNMENT == 0, (label, t.name, t.offset)
+        itemsize = graph.types[t.name].dtype.itemsize if t.name in graph.types else 1
+        assert t.offset >= 0 and t.offset % (ALIGNMENT if t.alias_of is None else itemsize) == 0, \
+            (label, t.name, t.offset)
         assert t.offset + t.bytes <= plan.arena_bytes, (label, t.name)
 
     # alias chains: alias_of names a root tensor of the plan; members sit inside its storage

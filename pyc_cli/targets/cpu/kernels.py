@@ -151,10 +151,61 @@ def _im2col_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
     return workspace
 
 
+def _implicit_geometry(node: Node, graph: Graph) -> tuple[Params, int] | None:
+    """The conv's params and its grid pixel count when it can run as an implicit GEMM: 1-D or
+    2-D, stride 1, no prologue, output rows no wider than the input's (the grid is the input's
+    width); None otherwise."""
+    x = graph.types[node.inputs[0]]
+    if x.rank not in (3, 4) or node.ann.prologue:
+        return None
+    op = Conv().kernel_params(node, graph)
+    g = {k: int(op[k]) for k in ("W", "OH", "OW", "SH", "SW")}  # type: ignore[call-overload]
+    if g["SH"] != 1 or g["SW"] != 1 or g["OW"] > g["W"]:
+        return None
+    return op, (g["OH"] - 1) * g["W"] + g["OW"]
+
+
+def _implicit_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def applies(node: Node, graph: Graph) -> bool:
+        """Masked vector loads (AVX2, AVX-512) on a conv the GEMM pays off for."""
+        return isa in ("avx512", "avx2") and _gemm_pays_off(node, graph) \
+            and _implicit_geometry(node, graph) is not None
+    return applies
+
+
+def _implicit_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The GEMM plan over grid pixels, each tap's input offset from a grid pixel (taps in
+        the weights' order: kh, then kw), and whether any tap reads padding."""
+        geometry = _implicit_geometry(node, graph)
+        assert geometry is not None
+        op, pixels = geometry
+        v = {k: int(op[k]) for k in ("N", "G", "CG", "OCG", "H", "W", "OH", "OW", "KH", "KW",  # type: ignore[call-overload]
+                                     "DH", "DW", "PH", "PW")}
+        taps = [(kh, kw) for kh in range(v["KH"]) for kw in range(v["KW"])]
+        dtype = graph.types[node.outputs[0]].dtype
+        kdim = v["CG"] * len(taps)
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, v["OCG"], pixels, kdim,
+                      v["N"] * v["G"], _tuned(node))
+        padded = bool(v["PH"] or v["PW"]) or v["OH"] + (v["KH"] - 1) * v["DH"] != v["H"] \
+            or v["OW"] + (v["KW"] - 1) * v["DW"] != v["W"]
+        return {"gemm": g, "KDIM": kdim, "OHW": v["OH"] * v["OW"], "padded": padded,
+                "taps": [(kh * v["DH"] - v["PH"]) * v["W"] + kw * v["DW"] - v["PW"]
+                         for kh, kw in taps],
+                "tap_kh": [kh for kh, _ in taps], "tap_kw": [kw for _, kw in taps],
+                **_conv_coords(node, graph, op)}
+    return params
+
+
 def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
     """Conv's candidates on `isa`: the packed GEMM over gathered columns, the depthwise kernel,
     and the direct loop (tiny convs, and convs whose prologue the others cannot apply)."""
     return (
+        # reads the input in place (no columns, no workspace): cheaper than gathering them
+        KernelCandidate(
+            "conv2d_implicit_gemm", "conv2d_implicit.c.j2", _implicit_applies(isa), 0.25,
+            stores_once=True, params=_implicit_params(isa), takes_epilogue=True,
+            tunables=gemm.tunables(isa)),
         KernelCandidate(
             "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
             _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),

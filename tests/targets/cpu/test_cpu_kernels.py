@@ -96,25 +96,32 @@ output %"z"
 
 
 def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
-    """The dense conv may run as im2col GEMM or directly (GEMM is cheaper); the depthwise one
-    (one channel per group) by the depthwise kernel or directly (depthwise is cheaper); the
-    chosen candidate is looked up by its name."""
+    """The dense conv may run as an implicit GEMM where masked vector loads exist (AVX2,
+    AVX-512), as im2col GEMM or directly (cheapest first); the depthwise one (one channel per
+    group) by the depthwise kernel or directly; the chosen candidate is looked up by its name.
+    The candidates are those of the ISA the build targets, not this machine's."""
     graph = depthwise_and_dense_convs(rng)
-    cpu = get_target("cpu")
     dense, depthwise = graph.nodes
+    avx512, cpu = get_target("cpu", "skylake-avx512"), get_target("cpu", "portable")
+    assert [c.name for c in avx512.candidates(dense, graph)] == [
+        "conv2d_implicit_gemm", "conv2d_im2col_gemm", "conv2d_direct"]
     assert [c.name for c in cpu.candidates(dense, graph)] == ["conv2d_im2col_gemm", "conv2d_direct"]
     assert [c.name for c in cpu.candidates(depthwise, graph)] == ["conv2d_depthwise", "conv2d_direct"]
-    after, _ = run_passes(graph, ["select_kernels"])
+    after, _ = run_passes(graph, ["select_kernels"], new_ctx(cpu="portable"))
     chosen = {n.name: cpu.chosen(n) for n in after.nodes}
     assert chosen["dense"] is not None and chosen["dense"].name == "conv2d_im2col_gemm"
     assert chosen["depthwise"] is not None and chosen["depthwise"].name == "conv2d_depthwise"
     # the im2col tile is the candidate's own template parameter: all 63 pixels' columns
-    # (36 floats each, packed in panels of 8, 16 or 32 pixels: 64) fit the recorded cap, and
-    # the workspace holds exactly them
+    # (36 floats each, packed in panels of 8 pixels: 64) fit the recorded cap, and the
+    # workspace holds exactly them
     conv = after.nodes[0]
     assert conv.ann.kernel is not None and conv.ann.kernel.workspace_cap is not None
     assert chosen["dense"].template_params(conv, after, {})["tile"] == 64
     assert conv.ann.kernel.workspace_bytes == 64 * 36 * 4 <= conv.ann.kernel.workspace_cap
+    on_avx512, _ = run_passes(graph, ["select_kernels"], new_ctx(cpu="skylake-avx512"))
+    kernel = on_avx512.nodes[0].ann.kernel
+    assert kernel is not None and kernel.candidate == "conv2d_implicit_gemm"
+    assert not kernel.workspace_bytes  # it reads the input in place
 
 
 @pytest.mark.parametrize("mode, softmax_input, lrn_input", [

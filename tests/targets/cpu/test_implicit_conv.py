@@ -1,0 +1,177 @@
+"""Stride-1 convolution as an implicit GEMM (conv2d_implicit.c.j2): the micro-kernel loads the
+input in place through per-tap lane masks, with no gathered columns and no workspace. Against a
+float64 numpy convolution on odd sizes: same and valid padding, asymmetric pads, dilation,
+groups, a 1-D conv, a non-square kernel, tails past MR output channels and past NR pixels,
+batches, fused bias + ReLU and residual epilogues; AVX-512 (run where the CPU has it) and AVX2,
+float32 and float64. Tolerance: RTOL/ATOL plus the float32 summation bound of each element."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_gemm import ATOL, BUILDS, RTOL, Forced
+
+import pyc_cli
+
+CANDIDATE = "conv2d_implicit_gemm"
+# (x shape, w shape, pads (begins..., ends...), dilations, group, epilogue)
+CONVS = [
+    ((1, 5, 11, 7), (8, 5, 3, 3), (1, 1, 1, 1), (1, 1), 1, "bias_relu"),  # same, tails
+    ((2, 9, 9, 13), (17, 9, 1, 1), (0, 0, 0, 0), (1, 1), 1, ""),  # pointwise, batch 2
+    ((1, 16, 7, 7), (35, 16, 1, 1), (0, 0, 0, 0), (1, 1), 1, "residual"),  # 49 pixels
+    ((1, 8, 9, 11), (16, 8, 3, 3), (0, 0, 0, 0), (1, 1), 1, "residual"),  # valid: OW < W
+    ((1, 8, 9, 11), (13, 8, 3, 5), (2, 1, 0, 3), (1, 1), 1, "bias_relu"),  # asymmetric
+    ((1, 6, 10, 12), (12, 3, 3, 3), (1, 1, 1, 1), (1, 1), 2, ""),  # groups
+    ((1, 8, 13, 13), (16, 8, 3, 3), (2, 2, 2, 2), (2, 2), 1, "bias_relu"),  # dilated
+    ((2, 16, 20), (24, 16, 5), (2, 2), (1,), 1, "residual"),  # 1-D
+    ((1, 32, 14, 14), (64, 32, 3, 3), (1, 1, 1, 1), (1, 1), 1, ""),  # a ResNet-like block
+]
+
+
+def conv_reference(x: np.ndarray, w: np.ndarray, pads: tuple[int, ...],
+                   dilations: tuple[int, ...], group: int) -> np.ndarray:
+    """Direct float64 stride-1 convolution, 1-D or 2-D (a 1-D one as 2-D of height 1)."""
+    if x.ndim == 3:
+        out = conv_reference(x[:, :, None], w[:, :, None], (0, pads[0], 0, pads[1]),
+                             (1, dilations[0]), group)
+        return out[:, :, 0]
+    _, _, kh, kw = w.shape
+    dh, dw = dilations
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh, ow = xp.shape[2] - (kh - 1) * dh, xp.shape[3] - (kw - 1) * dw
+    oc, cg = w.shape[:2]
+    out = np.zeros((x.shape[0], oc, oh, ow))
+    for o in range(oc):
+        g = o // (oc // group)
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, g * cg:(g + 1) * cg, i * dh:i * dh + oh, j * dw:j * dw + ow]
+                out[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, i, j])
+    return out
+
+
+def conv_model(rng: np.random.Generator, dtype: type = np.float32) -> tuple[
+        onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The CONVS in one graph, their inputs, float64 references and summation bounds."""
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    unit = 2.0 ** -24 if dtype == np.float32 else 2.0 ** -53
+    nodes, inputs, outputs, inits = [], [], [], []
+    feeds: dict[str, np.ndarray] = {}
+    expected: dict[str, np.ndarray] = {}
+    bounds: dict[str, np.ndarray] = {}
+    for n, (xs, ws, pads, dilations, group, epilogue) in enumerate(CONVS):
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        feeds[f"x{n}"] = x
+        inputs.append(helper.make_tensor_value_info(f"x{n}", elem, list(xs)))
+        inits.append(numpy_helper.from_array(w, f"w{n}"))
+        want = conv_reference(x.astype(np.float64), w.astype(np.float64), pads, dilations, group)
+        magnitude = conv_reference(np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64)),
+                                   pads, dilations, group)
+        terms = int(np.prod(ws[1:]))
+        out = f"y{n}"
+        bounds[out] = (terms + 2) * unit * (magnitude + np.abs(want))
+        nodes.append(helper.make_node("Conv", [f"x{n}", f"w{n}"], [out if not epilogue else f"t{n}"],
+                                      pads=list(pads), dilations=list(dilations), group=group))
+        if epilogue == "bias_relu":
+            bias = rng.standard_normal((ws[0],) + (1,) * (len(xs) - 2)).astype(dtype)
+            inits.append(numpy_helper.from_array(bias, f"bias{n}"))
+            nodes += [helper.make_node("Add", [f"t{n}", f"bias{n}"], [f"u{n}"]),
+                      helper.make_node("Relu", [f"u{n}"], [out])]
+            want = np.maximum(want + bias.astype(np.float64), 0)
+        elif epilogue == "residual":
+            residual = rng.standard_normal(want.shape).astype(dtype)
+            feeds[f"r{n}"] = residual
+            inputs.append(helper.make_tensor_value_info(f"r{n}", elem, list(want.shape)))
+            nodes.append(helper.make_node("Add", [f"t{n}", f"r{n}"], [out]))
+            want = want + residual
+        outputs.append(helper.make_tensor_value_info(out, elem, list(want.shape)))
+        expected[out] = want
+    graph = helper.make_graph(nodes, "convs", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, feeds, expected, bounds
+
+
+def _build_and_check(tmp_path: Path, isa: str, dtype: type, params: dict[str, int],
+                     rng: np.random.Generator) -> None:
+    model, feeds, expected, bounds = conv_model(rng, dtype)
+    onnx.save(model, tmp_path / "convs.onnx")
+    build = BUILDS[isa]
+    forced = Forced("Conv", CANDIDATE, params)
+    result = pyc_cli.build(tmp_path / "convs.onnx", tmp_path / "a", tuning=forced, cpu=build.cpu)
+    chosen = [n.ann.kernel.candidate for n in result.graph.nodes
+              if n.op == "Conv" and n.ann.kernel is not None]
+    assert chosen == [CANDIDATE] * len(CONVS), chosen
+    source = (tmp_path / "a" / "src" / "model.c").read_text()
+    assert ("_mm512_maskz_loadu_" if isa == "avx512" else "_mm256_maskload_") in source
+    if not build.runnable:
+        return  # compiled for a CPU this one is not: compile-only
+    rtol, atol = (RTOL, ATOL) if dtype == np.float32 else (1e-12, 1e-12)
+    with pyc_cli.load(tmp_path / "a") as compiled:
+        got = compiled.run(feeds)
+    for name, want in expected.items():
+        assert got[name].shape == want.shape, name
+        excess = np.abs(got[name] - want) - (rtol * np.abs(want) + atol + bounds[name])
+        assert np.all(excess <= 0), (name, float(excess.max()))
+
+
+@pytest.mark.parametrize("isa,params", [("avx512", {}), ("avx2", {}),
+                                        ("avx512", {"mr": 4, "mc": 24, "nc": 64}),
+                                        ("avx2", {"mr": 5, "unroll": 2})],
+                         ids=["avx512", "avx2", "avx512-mr4-mc24-nc64", "avx2-mr5-unroll2"])
+def test_implicit_conv_matches_numpy(isa: str, params: dict[str, int], tmp_path: Path,
+                                     rng: np.random.Generator) -> None:
+    _build_and_check(tmp_path, isa, np.float32, params, rng)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_implicit_conv_float64_matches_numpy(isa: str, tmp_path: Path,
+                                             rng: np.random.Generator) -> None:
+    _build_and_check(tmp_path, isa, np.float64, {}, rng)
+
+
+def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """Chosen for every stride-1 conv here on AVX-512; a strided conv gathers columns, and the
+    portable build (no masked loads) keeps the im2col GEMM."""
+    model, _, _, _ = conv_model(rng)
+    strided = helper.make_node("Conv", ["x0", "w0"], ["s"], "strided", pads=[1] * 4,
+                               strides=[2, 2])
+    model.graph.node.append(strided)
+    model.graph.output.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 8, 6, 4]))
+    onnx.save(model, tmp_path / "m.onnx")
+    for isa, wanted in (("avx512", CANDIDATE), ("vector", "conv2d_im2col_gemm")):
+        result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / isa, cpu=BUILDS[isa].cpu)
+        kernels = {n.name: n.ann.kernel.candidate for n in result.graph.nodes
+                   if n.op == "Conv" and n.ann.kernel is not None}
+        strided_kernel = kernels.pop(strided.name)
+        assert set(kernels.values()) == {wanted}, (isa, kernels)
+        assert strided_kernel == "conv2d_im2col_gemm"
+        # the implicit convs take no scratch
+        assert all(not n.ann.kernel.workspace_bytes for n in result.graph.nodes
+                   if n.ann.kernel is not None and n.ann.kernel.candidate == CANDIDATE)
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_implicit_conv_is_strict_c11(isa: str, compiler: str, tmp_path: Path,
+                                     rng: np.random.Generator) -> None:
+    found = shutil.which(compiler)
+    if found is None:
+        pytest.skip(f"{compiler} is not installed here")
+    model, _, _, _ = conv_model(rng)
+    onnx.save(model, tmp_path / "m.onnx")
+    art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS[isa].cpu).artifact
+    flags = json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
+    result = subprocess.run([found, *flags, "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
+                             "-o", "/dev/null", "model.c"], cwd=art / "src",
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
