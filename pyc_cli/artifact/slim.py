@@ -19,15 +19,17 @@ from typing import Any
 from ..errors import PycError
 from ..input_ranges import INPUT_RANGES_FILE
 from .manifest import MANIFEST, dumps
-from .reader import read_manifest, runtime_files, verify_files
+from .reader import is_fallback_file, read_manifest, runtime_files, verify_files
 from .writer import output_lock
 
 
 def explain_only(manifest: dict[str, Any]) -> list[str]:
-    """The listed files a slim artifact leaves out."""
+    """The listed files a slim artifact leaves out (a fallback target's artifact is slimmed
+    by its own manifest: `pyc build --slim` builds it slim)."""
     keep = {*runtime_files(manifest), INPUT_RANGES_FILE}
     return sorted(name for name in manifest["files"]
-                  if name not in keep and not (name.startswith("src/") and name.endswith(".h")))
+                  if name not in keep and not (name.startswith("src/") and name.endswith(".h"))
+                  and not is_fallback_file(name))
 
 
 def slim_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
