@@ -331,9 +331,11 @@ def is_inside_path(name: str) -> bool:
 
 
 def runtime_files(manifest: dict[str, Any]) -> tuple[str, ...]:
-    """What running reads: the library and the weights, a CUDA artifact's launch plan and the
-    fallback targets' manifests (every other file only explains)."""
-    launches = (manifest["cuda"]["launches"],) if manifest.get("target") == "cuda" else ()
+    """What running reads: the library and the weights, a CUDA artifact's launch plan and PTX
+    (what a newer GPU JITs), and the fallback targets' manifests (every other file only
+    explains)."""
+    launches = ((manifest["cuda"]["launches"], manifest["cuda"]["ptx"])
+                if manifest.get("target") == "cuda" else ())
     fallbacks = tuple(f"{fallback_dir(name)}/{MANIFEST}" for name in fallback_targets(manifest))
     return (manifest["library"], manifest["weights"]["file"], *launches, *fallbacks)
 
