@@ -160,7 +160,8 @@ def main(debug: bool) -> None:
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
                    "the fastest mode that fits is chosen (and printed), or the build fails "
                    "naming the smallest arena.")
-@click.option("--target", default="cpu", show_default=True, metavar="|".join(TARGET_NAMES),
+@click.option("--target", default="cpu", show_default=True,
+              metavar=f"[{'|'.join(TARGET_NAMES)}],...",
               help="Code generation target, or several comma-separated (cuda,cpu): one "
                    "artifact holding each, tried in that order when loaded (a target that "
                    "cannot run there falls back to the next with warning PYC-W001).")
