@@ -154,3 +154,29 @@ def test_cuda_graph_replay_matches_launches(name: str, tmp_path: Path, rng: np.r
             np.testing.assert_allclose(ours[key], value, rtol=1e-3, atol=1e-4, err_msg=key)
             np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
     assert all(not np.array_equal(graphed[0][k], graphed[1][k]) for k in graphed[0])
+
+
+def test_multi_target_artifact_runs_on_the_gpu(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Where the GPU passes every guard, a cuda,cpu artifact runs on CUDA: no PYC-W001, no
+    fallback counted; its CPU target (loaded directly) agrees with onnxruntime too."""
+    import warnings
+
+    model = REFERENCE_MODELS["mlp"]
+    artifact = tmp_path / "multi.pyc"
+    pyc_cli.build(model.path, artifact, target="cuda,cpu", arch=ARCH, input_shapes=dict(model.shapes))
+    feeds = model.random_feeds(rng)
+    expected = onnxruntime_outputs(model.path, feeds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback warning fails the test
+        loaded = pyc_cli.load(artifact)
+    with loaded:
+        stats = loaded.stats.to_json()
+        assert stats["target"] == "cuda" and stats["targets"] == ["cuda", "cpu"]
+        assert stats["fallback_count"] == stats["guard_miss_count"] == 0
+        loaded.poison()
+        ours = loaded.run(feeds)
+    with pyc_cli.load(artifact / "targets" / "cpu") as cpu:
+        theirs = cpu.run(feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(theirs[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
