@@ -43,6 +43,7 @@ LAUNCH_FORMAT = 1
 SPACES = ("input", "output", "weights", "arena", "status")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
+STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit synchronisation with stream 0
 GRAPHS_ENV = "PYC_CUDA_GRAPHS"  # 0 / false / no / off: launch kernel by kernel (debugging)
 GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
 
@@ -318,7 +319,11 @@ class CudaModel(CompiledModel):
         self._status_host = buffers.pinned(4)
         self._in = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.inputs]
         self._out = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.outputs]
-        self._stream = driver("cuStreamCreate", 0)
+        # a pageable upload may still be in flight when cuMemcpyHtoD returns, and the stream
+        # does not wait for the legacy stream (non-blocking: another thread's synchronous copies
+        # cannot then break this model's graph capture), so wait for the weights here
+        driver("cuCtxSynchronize")
+        self._stream = driver("cuStreamCreate", STREAM_NON_BLOCKING)
         functions = {}
         self._launches = []
         for launch in launches:

@@ -80,6 +80,7 @@ class FakeDriver:
         self.capturing: dict[object, list[Callable[[], None]]] = {}  # stream -> recorded work
         self.invalidated: set[object] = set()  # streams whose capture saw a failed call
         self.graphs: set[int] = set()  # live graphs and instances (ids), for leak checks
+        self.stream_flags: int | None = None
 
     def __getattr__(self, name: str):  # noqa: ANN204 (the calls the runtime makes, by name)
         if name.startswith("cu"):
@@ -181,7 +182,14 @@ class FakeDriver:
         return self._on_stream(stream, memset)
 
     def _cuStreamCreate(self, flags: int) -> tuple:
+        self.stream_flags = flags
         return 0, "stream"
+
+    def _cuCtxSynchronize(self) -> tuple:
+        if self.capturing:  # it would wait for the capturing stream
+            self.invalidated.update(self.capturing)
+            return (self.CAPTURE_UNSUPPORTED,)
+        return (0,)
 
     def _cuStreamSynchronize(self, stream: object) -> tuple:
         if stream in self.capturing:

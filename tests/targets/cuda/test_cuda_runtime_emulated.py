@@ -161,6 +161,7 @@ def test_graph_replay_matches_launches(name: str, rtol: float, tmp_path: Path,
     replays = 3 + 2 * (1 + 3 + 2)
     assert fake.graph_launches == replays and fake.launches == launches * replays
     assert stats["execution"] == "cuda_graph" and stats["kernels_timed"] == "cuda_graph"
+    assert fake.stream_flags == 1  # CU_STREAM_NON_BLOCKING, the weights synchronised before
     streamed, fake, stats = run_both_ways(artifact, tmp_path, feeds_list, "0", monkeypatch)
     assert fake.calls["cuStreamBeginCapture"] == 0 and fake.graph_launches == 0
     assert fake.calls["cuLaunchKernel"] == fake.launches == launches * replays
