@@ -4,7 +4,7 @@ At load, after the manifest's hashes are checked: the driver is initialised (no 
 GPU: PYC-E037), the GPU's architecture is checked against the CUBIN's (a PTX fallback only on a
 driver new enough for its ISA), the primary context of the device is retained, the CUBIN is
 loaded, one device arena of the memory plan's size, the weights (uploaded once), one buffer per
-input and output, pinned host staging and one stream are allocated, and every launch's
+input and output, pinned host staging and one non-blocking stream are allocated, and every launch's
 argument array is built once. A run copies the inputs in, launches the kernels in schedule
 order, copies the outputs out and synchronises; every driver call's status is checked
 (PYC-E038 naming the call). Runs of one model are serialised (one arena).
