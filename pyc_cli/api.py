@@ -19,7 +19,7 @@ from . import __version__
 from .abi import io_infos
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, hash_tree
 from .artifact.previous import replacement_note
-from .artifact.reader import fallback_targets, read_manifest, verify_files
+from .artifact.reader import fallback_targets, read_manifest, runtime_files, verify_files
 from .artifact.slim import strip_files
 from .artifact.source import describe_source
 from .artifact.source import keep_source as keep_source_copy
@@ -392,7 +392,9 @@ def _io_entry(info: Any) -> dict[str, Any]:
 def load(artifact: str | Path) -> CompiledModel:
     """Verify an artifact's hashes, then load its library. The model is reusable across runs
     and thread-safe: any number of threads may call its `run` at once (each run works in an
-    execution context of its own; see CompiledModel). Close it (or use `with`) to free it."""
+    execution context of its own; see CompiledModel). Close it (or use `with`) to free it.
+    An artifact of several targets (`build(target="cuda,cpu")`) loads the first whose guards
+    pass here, warning PYC-W001 for each skipped; `model.stats` counts them."""
     root = Path(artifact)
     restore_if_interrupted(root)
     manifest = read_manifest(root)
@@ -417,7 +419,7 @@ def _load_with_fallback(root: Path, manifest: dict[str, Any], targets: list[str]
     for index, name in enumerate(targets):
         where, target_manifest = _target_artifact(root, manifest, name, index)
         try:
-            model = _load_target(where, target_manifest)
+            model = _load_target(where, target_manifest, verified=True)
         except PycError as error:
             if error.code not in GUARD_CODES or index + 1 == len(targets):
                 raise
@@ -448,17 +450,35 @@ def _target_artifact(root: Path, manifest: dict[str, Any], name: str,
             (own["inputs"], own["outputs"]) != (manifest["inputs"], manifest["outputs"]):
         raise PycError("E030", f"{fallback_dir(name)}/ is not the {name} build of this model "
                        "with its inputs and outputs", where=str(where), hint="rebuild the artifact")
+    if _unverified_files(manifest, name, own, where):
+        raise PycError("E031", f"the hashes in {fallback_dir(name)}/{MANIFEST} differ from the "
+                       f"artifact's {MANIFEST}", where=str(where),
+                       hint="the artifact was modified; rebuild it")
     return where, own
 
 
-def _load_target(root: Path, manifest: dict[str, Any]) -> CompiledModel:
-    """One target's artifact: its guards, its hashes, then its code."""
+def _unverified_files(manifest: dict[str, Any], name: str, own: dict[str, Any],
+                      where: Path) -> list[str]:
+    """The fallback's files that load() did not verify with the artifact's own: listed with
+    another hash there, or missing there (stripped) yet present or needed to run."""
+    needed = runtime_files(own)
+    found = []
+    for file, digest in own["files"].items():
+        verified = manifest["files"].get(f"{fallback_dir(name)}/{file}")
+        if verified != digest and (verified is not None or file in needed or (where / file).exists()):
+            found.append(file)
+    return found
+
+
+def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -> CompiledModel:
+    """One target's artifact: its guards, its hashes (unless `verified` already), its code."""
     if manifest["target"] == "cuda":
         from .runtime.cuda import load_cuda
 
-        return load_cuda(root, manifest)
+        return load_cuda(root, manifest, verified)
     check_cpu(manifest["cpu"], str(root))  # before any of its code is mapped
-    verify_files(root, manifest)
+    if not verified:
+        verify_files(root, manifest)
     library_path = _content_addressed_copy(root / manifest["library"],
                                            manifest["files"][manifest["library"]])
     try:

@@ -154,6 +154,26 @@ def test_tampering_with_either_target_is_refused_first(victim: str, artifact: Pa
     assert caught.value.code == "E031" and victim in caught.value.what
 
 
+def test_a_fallback_file_rehashed_in_the_top_manifest_is_refused(
+        artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forgery that updates the artifact's manifest for a changed CPU library still meets
+    the fallback's own manifest (hashed by the artifact's): PYC-E031, nothing loaded."""
+    copy = copy_of(artifact, tmp_path)
+    library = copy / "targets/cpu/libmodel.so"
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 1
+    library.write_bytes(bytes(data))
+    top = json.loads((copy / "manifest.json").read_text())
+    top["files"]["targets/cpu/libmodel.so"] = file_sha256(library)
+    (copy / "manifest.json").write_text(dumps(top))
+    monkeypatch.setattr(bindings, "driver", lambda: NoDriver(None, {}))
+    monkeypatch.setattr(api, "_content_addressed_copy", lambda *a: pytest.fail("a library was loaded"))
+    with pytest.raises(PycError) as caught, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pyc_cli.load(copy)
+    assert caught.value.code == "E031" and "targets/cpu/manifest.json" in caught.value.what
+
+
 def test_a_missing_fallback_is_refused(artifact: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     copy = copy_of(artifact, tmp_path)
