@@ -533,9 +533,9 @@ def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
             mean, std = float(np.mean(value)), float(np.std(value))
         echo(f"{name}: {value.dtype}{list(value.shape)} mean {mean:.6g} std {std:.6g}")
     stats = summary["run_statistics"]
-    if len(stats["targets"]) > 1:
-        echo(f"target {stats['target']} of {', '.join(stats['targets'])}; fallbacks "
-             f"{stats['fallback_count']}, guard misses {stats['guard_miss_count']}"
+    if len(stats["targets"]) > 1 or stats["execution"] != "native":
+        echo(f"target {stats['target']} of {', '.join(stats['targets'])} ({stats['execution']});"
+             f" fallbacks {stats['fallback_count']}, guard misses {stats['guard_miss_count']}"
              + (f"; last fallback: {stats['last_fallback_reason']}"
                 if stats["last_fallback_reason"] else ""))
     echo(format_stats(summary["latency_ms"]))

@@ -123,6 +123,14 @@ def test_no_fallback_when_cuda_runs(artifact: Path, tmp_path: Path, rng: np.rand
         ours = model.run(feeds)  # type: ignore[attr-defined]
         for name, value in onnxruntime_outputs(MLP.path, feeds).items():
             np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
+    for graphs, execution in (("1", "cuda_graph"), ("0", "cuda_stream")):
+        monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+        code, output = invoke("run", str(artifact), "--random-inputs", "0", "--json")
+        assert code == 0 and "PYC-W001" not in output, output
+        stats = json.loads(output)["run_statistics"]
+        assert stats["target"] == "cuda" and stats["execution"] == execution
+        code, output = invoke("run", str(artifact), "--random-inputs", "0")
+        assert code == 0 and f"target cuda of cuda, cpu ({execution}); fallbacks 0" in output
 
 
 def test_cuda_only_artifact_still_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,7 +258,7 @@ def test_run_json_reports_the_fallback(artifact: Path, monkeypatch: pytest.Monke
     assert stats["target"] == "cpu" and stats["fallback_count"] == stats["guard_miss_count"] == 1
     assert stats["last_fallback_reason"].startswith("PYC-E037: ")
     code, output = invoke("run", str(artifact), "--random-inputs", "0")
-    assert code == 0 and "target cpu of cuda, cpu; fallbacks 1, guard misses 1" in output
+    assert code == 0 and "target cpu of cuda, cpu (native); fallbacks 1, guard misses 1" in output
 
 
 def test_slim_and_strip_keep_every_target_runnable(artifact: Path, tmp_path: Path,
