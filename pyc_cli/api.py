@@ -239,22 +239,29 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             notes.insert(0, ctx.decisions[-1].reason)
         notes += [f"fallback target {name} built into {fallback_dir(name)}/ (tried when "
                   f"{targets[0]} cannot run where the artifact is loaded)" for name in targets[1:]]
+        flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
+                 "cpu": cpu, "cpu_features": features, "threads": threads,
+                 "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
-            # fallbacks first: the first target's manifest hashes their files
-            for index in reversed(range(len(targets))):
-                name, (graph_i, ctx_i) = targets[index], compiled[index]
-                flags = {"mode": ctx_i.options.mode, "target": name,
-                         "memory_budget": memory_budget,
-                         "keep_source": keep_source and index == 0, "name": prefix, "cpu": cpu,
-                         "cpu_features": features, "threads": threads,
-                         **({"arch": backends[index].arch} if name == "cuda" else {}),
-                         "input_shapes": {k: list(v) for k, v in
-                                          sorted((input_shapes or {}).items())}}
-                root = staging / fallback_dir(name) if index else staging
-                _write_artifact(root, model_path, graph_i, ctx_i, backends[index], flags,
-                                cpu_records[index], slim, steps,
-                                targets if index == 0 and len(targets) > 1 else None)
+            _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
+                           flags, slim, steps)
     return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, targets, notes)
+
+
+def _write_targets(staging: Path, model_path: Path,
+                   built: list[tuple[str, Target, dict[str, Any], tuple[Graph, PassContext]]],
+                   flags: dict[str, Any], slim: bool, steps: BuildSteps) -> None:
+    """Each target's artifact: the first in `staging`, each next one in targets/NAME/ (written
+    first: the first target's manifest hashes their files and lists every target)."""
+    targets = [target for target, *_ in built]
+    for index in reversed(range(len(built))):
+        target, backend, cpu_record, (graph, ctx) = built[index]
+        own = {**flags, "mode": ctx.options.mode, "target": target,
+               "keep_source": flags["keep_source"] and index == 0,  # one source copy
+               **({"arch": backend.arch} if target == "cuda" else {})}
+        _write_artifact(staging / fallback_dir(target) if index else staging, model_path, graph,
+                        ctx, backend, own, cpu_record, slim, steps,
+                        targets if index == 0 and len(targets) > 1 else None)
 
 
 def parse_targets(text: str) -> list[str]:
