@@ -7,7 +7,9 @@
 3. Builds and times, at batch 1, the MLP 512-2048-2048-512 and the MiniLM-L6-shaped encoder
    (sequence 128, tests/models/make_encoder.py), each first checked against onnxruntime:
    `wall_ms` is a whole run as a user sees it (inputs in, kernels, outputs out, synchronised),
-   `kernels_ms` the kernel launches alone between two CUDA events.
+   `kernels_ms` the kernel launches alone between two CUDA events; both with runs replayed as
+   one CUDA graph (the default) and, under `stream`, launched call by call (PYC_CUDA_GRAPHS=0),
+   whose outputs must be bitwise equal.
 4. Writes OUT/cuda_smoke.json; exits 1 if a test or a check failed.
 
     python benchmarks/cuda_smoke.py --out OUT [--repeat 200] [--skip-tests]
@@ -117,7 +119,6 @@ def measure(name: str, make, work: Path, repeat: int) -> dict[str, object]:  # n
     import onnxruntime as ort
 
     import pyc_cli
-    from pyc_cli.runtime.timing import RunPlan, latency_stats
 
     path, feeds = make(work)
     started = time.perf_counter()
@@ -125,24 +126,53 @@ def measure(name: str, make, work: Path, repeat: int) -> dict[str, object]:  # n
     build_s = time.perf_counter() - started
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    with pyc_cli.load(built.artifact) as model:
-        model.poison()
-        ours = model.run(feeds)
-        errors = {k: float(np.max(np.abs(ours[k] - v))) for k, v in expected.items()}
-        matches = all(np.allclose(ours[k], v, rtol=1e-3, atol=1e-4) for k, v in expected.items())
-        wall = latency_stats(model.time_runs(feeds, RunPlan(warmup=10, repeat=repeat)))
-        kernels = latency_stats(model.time_kernels(feeds, repeat))
-        device = model.device_name
+    paths = {mode: run_path(built.artifact, feeds, expected, repeat, mode)
+             for mode in ("cuda_graph", "cuda_stream")}
+    graph = paths["cuda_graph"]
     ort_times = []
     for _ in range(min(repeat, 50)):
         begin = time.perf_counter()
         session.run(None, feeds)
         ort_times.append((time.perf_counter() - begin) * 1000)
-    return {"device": device, "build_s": round(build_s, 2), "kernels": len(built.graph.nodes),
-            "arena_bytes": built.plan.arena_bytes, "matches_onnxruntime": matches,
-            "max_abs_error": errors, "tolerance": {"rtol": 1e-3, "atol": 1e-4},
-            "wall_ms": wall, "kernels_ms": kernels,
+    return {"device": graph["device"], "build_s": round(build_s, 2),
+            "kernels": len(built.graph.nodes), "arena_bytes": built.plan.arena_bytes,
+            "matches_onnxruntime": all(p["matches_onnxruntime"] for p in paths.values()),
+            "graph_equals_stream": all(
+                np.array_equal(graph["outputs"][k], paths["cuda_stream"]["outputs"][k])
+                for k in expected),
+            "max_abs_error": graph["max_abs_error"], "tolerance": {"rtol": 1e-3, "atol": 1e-4},
+            "wall_ms": graph["wall_ms"], "kernels_ms": graph["kernels_ms"],
+            "stream": {k: paths["cuda_stream"][k] for k in ("wall_ms", "kernels_ms", "stats")},
+            "stats": graph["stats"],
             "onnxruntime_cpu_p50_ms": float(np.percentile(ort_times, 50))}
+
+
+def run_path(artifact: Path, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+             repeat: int, execution: str) -> dict[str, object]:
+    """One load with runs replayed as a CUDA graph (cuda_graph) or launched call by call
+    (cuda_stream, PYC_CUDA_GRAPHS=0): checked against onnxruntime (poisoned first), timed."""
+    import os
+
+    import pyc_cli
+    from pyc_cli.runtime.timing import RunPlan, latency_stats
+
+    os.environ["PYC_CUDA_GRAPHS"] = "1" if execution == "cuda_graph" else "0"
+    try:
+        with pyc_cli.load(artifact) as model:
+            model.poison()
+            ours = model.run(feeds)
+            wall = latency_stats(model.time_runs(feeds, RunPlan(warmup=10, repeat=repeat)))
+            kernels = latency_stats(model.time_kernels(feeds, repeat))
+            stats = model.stats.to_json()
+            device = model.device_name
+    finally:
+        os.environ.pop("PYC_CUDA_GRAPHS", None)
+    assert stats["execution"] == execution, stats
+    return {"device": device, "outputs": ours, "wall_ms": wall, "kernels_ms": kernels,
+            "stats": stats,
+            "max_abs_error": {k: float(np.max(np.abs(ours[k] - v))) for k, v in expected.items()},
+            "matches_onnxruntime": all(np.allclose(ours[k], v, rtol=1e-3, atol=1e-4)
+                                       for k, v in expected.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 timings[name] = measure(name, make, Path(work), args.repeat)
                 ok = ok and bool(timings[name]["matches_onnxruntime"])  # type: ignore[index]
+                ok = ok and bool(timings[name]["graph_equals_stream"])  # type: ignore[index]
             except Exception:  # noqa: BLE001 (recorded: the other model is still measured)
                 timings[name] = {"error": traceback.format_exc()[-3000:]}
                 ok = False

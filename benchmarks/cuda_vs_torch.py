@@ -4,8 +4,9 @@ benchmarks/cuda_smoke.sh has set up NVRTC (it exports CUDA_HOME):
 
     python benchmarks/cuda_vs_torch.py --out $OUT/cuda_vs_torch.json
 
-PyC builds the ONNX model (`--target cuda`), torch runs an nn.Sequential holding the same
-weights: eager, and torch.compile(mode="reduce-overhead") (CUDA graphs). Outputs are checked
+PyC builds the ONNX model (`--target cuda`; runs replay one CUDA graph, and
+`pyc_without_graphs` launches kernel by kernel, PYC_CUDA_GRAPHS=0), torch runs an nn.Sequential
+holding the same weights: eager, and torch.compile(mode="reduce-overhead") (CUDA graphs). Outputs are checked
 against each other first; then each engine runs `--repeat` calls after a warm-up, each call
 timed on the host around a synchronised call (what a caller waits), p50 reported.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -57,6 +59,18 @@ def timed_p50(call, repeat: int) -> float:  # noqa: ANN001
     return statistics.median(timed(call, repeat))  # its own one warm-up call, then `repeat`
 
 
+def pyc_without_graphs(artifact: Path, x: np.ndarray, repeat: int) -> float:
+    """PyC's p50 with its kernels launched one by one (PYC_CUDA_GRAPHS=0) instead of one
+    CUDA graph replay per run: what the graph saves."""
+    os.environ["PYC_CUDA_GRAPHS"] = "0"
+    try:
+        with pyc_cli.load(artifact) as model:
+            assert model.stats.execution == "cuda_stream"
+            return timed_p50(lambda: model.run({"x": x}), repeat)
+    finally:
+        os.environ.pop("PYC_CUDA_GRAPHS", None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=500)
@@ -91,6 +105,7 @@ def main() -> int:
                 "torch": torch.__version__,
                 "max_abs_diff_pyc_vs_eager": float(np.max(np.abs(got - eager_out))),
                 "p50_ms": {"pyc": timed_p50(lambda: model.run({"x": x}), args.repeat),
+                           "pyc_without_graphs": pyc_without_graphs(artifact, x, args.repeat),
                            "torch_eager": timed_p50(eager, args.repeat),
                            "torch_compile_reduce_overhead": timed_p50(graph, args.repeat)},
                 "timing": "host perf_counter around one synchronised call, p50 of --repeat after "

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,9 +17,9 @@ import numpy as np
 
 from . import __version__
 from .abi import io_infos
-from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, hash_tree
+from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, hash_tree
 from .artifact.previous import replacement_note
-from .artifact.reader import read_manifest, verify_files
+from .artifact.reader import fallback_targets, read_manifest, runtime_files, verify_files
 from .artifact.slim import strip_files
 from .artifact.source import describe_source
 from .artifact.source import keep_source as keep_source_copy
@@ -29,7 +30,7 @@ from .artifact.writer import (
     write_bytes,
     write_text,
 )
-from .errors import PycError
+from .errors import PycError, PycWarning
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
@@ -52,7 +53,7 @@ from .runtime.native import (
     check_io_specs,
     library_addresses,
 )
-from .targets import get_target
+from .targets import TARGETS, get_target
 from .targets.abi_name import check_name, default_name, soname
 from .targets.base import ModelInfo, Target
 from .targets.cpu.features import check_cpu, parse_features
@@ -72,6 +73,9 @@ class BuildResult:
     graph: Graph
     plan: MemoryPlan
     context: PassContext
+    # every target built into the artifact, in the order loading tries them (the first's
+    # graph, plan and context are the fields above)
+    targets: list[str] = field(default_factory=list)
     # what the build decided that the user did not spell out (the mode a budget chose, the
     # artifact it replaced): the CLI prints these lines
     notes: list[str] = field(default_factory=list)
@@ -204,51 +208,93 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                        hint="give 0 (every core) or a thread count from 1 to 1024")
     features = parse_features(cpu_features if isinstance(cpu_features, str)
                               else ",".join(cpu_features))
-    if arch is not None and target != "cuda":
+    targets = parse_targets(target)
+    if arch is not None and "cuda" not in targets:
         raise PycError("E050", f"--arch {arch} applies to --target cuda only", where="--arch",
                        hint="drop --arch, or build with --target cuda")
-    backend = get_target(target, cpu, tuple(features), arch)
-    cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
-    if tune and target not in TUNABLE_TARGETS:
-        raise PycError("E050", f"--tune times kernels on this machine's CPU; the {target} target "
-                       "cannot be tuned yet", hint="leave out --tune")
-    # only a tunable target has entries to read (and others' toolchains need not be probed)
-    if tuning is None and target in TUNABLE_TARGETS and (tune or tuning_db is not None):
-        tuning = tuning_database(backend, default_path() if tuning_db is None else tuning_db,
-                                 cpu_record)
+    backends = [get_target(name, cpu, tuple(features), arch) for name in targets]
+    # a -march the compiler rejects fails before compiling
+    cpu_records = [backend.cpu_record() for backend in backends]
+    untunable = [name for name in targets if name not in TUNABLE_TARGETS]
+    if tune and untunable:
+        raise PycError("E050", f"--tune times kernels on this machine's CPU; the {untunable[0]} "
+                       "target cannot be tuned yet", hint="leave out --tune")
+    tunings = [_target_tuning(name, backend, record, tuning, tune, tuning_db)
+               for name, backend, record in zip(targets, backends, cpu_records)]
     with output_lock(out) as lock:
         if tune:
-            if not isinstance(tuning, FileTuningDatabase):
+            if not isinstance(tunings[0], FileTuningDatabase):
                 raise ValueError("tune=True records into a tuning database file: pass "
                                  "tuning_db=PATH (or nothing: the default file), not tuning=")
             options = tune_options or TuneOptions()
             if tune_budget is not None:
                 options = replace(options, budget_s=tune_budget)
             options = replace(options, threads=threads)  # variants run as the model will
-            notes_tune = _tune(model_path, mode, input_shapes, target, backend, tuning, options,
+            notes_tune = _tune(model_path, mode, input_shapes, backends[0], tunings[0], options,
                                steps, tune_progress)
         else:
             notes_tune = []
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
         notes += notes_tune
-        graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
-                                         steps, tuning)
+        compiled = [_compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
+                                        steps, target_tuning)
+                    for backend, target_tuning in zip(backends, tunings)]
+        graph, ctx = compiled[0]
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
-        flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
-                 "keep_source": keep_source, "name": prefix, "cpu": cpu,
-                 "cpu_features": features, "threads": threads,
-                 **({"arch": backend.arch} if target == "cuda" else {}),
+        notes += [f"fallback target {name} built into {fallback_dir(name)}/ (tried when "
+                  f"{targets[0]} cannot run where the artifact is loaded)" for name in targets[1:]]
+        flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
+                 "cpu": cpu, "cpu_features": features, "threads": threads,
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
-            _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
-                            steps)
-    return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, notes)
+            _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
+                           flags, slim, steps)
+    return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, targets, notes)
+
+
+def _write_targets(staging: Path, model_path: Path,
+                   built: list[tuple[str, Target, dict[str, Any], tuple[Graph, PassContext]]],
+                   flags: dict[str, Any], slim: bool, steps: BuildSteps) -> None:
+    """Each target's artifact: the first in `staging`, each next one in targets/NAME/ (written
+    first: the first target's manifest hashes their files and lists every target)."""
+    targets = [target for target, *_ in built]
+    for index in reversed(range(len(built))):
+        target, backend, cpu_record, (graph, ctx) = built[index]
+        own = {**flags, "mode": ctx.options.mode, "target": target,
+               "keep_source": flags["keep_source"] and index == 0,  # one source copy
+               **({"arch": backend.arch} if target == "cuda" else {})}
+        _write_artifact(staging / fallback_dir(target) if index else staging, model_path, graph,
+                        ctx, backend, own, cpu_record, slim, steps,
+                        targets if index == 0 and len(targets) > 1 else None)
+
+
+def parse_targets(text: str) -> list[str]:
+    """`cuda,cpu` -> ['cuda', 'cpu']: the targets an artifact holds, in the order loading tries
+    them (PYC-E050 for an unknown or repeated name)."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown or len(set(names)) != len(names):
+        raise PycError("E050", f"--target {text!r} is not a list of distinct targets",
+                       where="--target", hint=f"give one or more of {', '.join(TARGETS)}, "
+                       "comma-separated, in the order to try them (e.g. cuda,cpu)")
+    return names
+
+
+def _target_tuning(name: str, backend: Target, cpu_record: dict[str, Any],
+                   tuning: TuningDatabase | None, tune: bool,
+                   tuning_db: str | Path | None) -> TuningDatabase | None:
+    """The measured kernel choices one target's build reads: those given, or its section of
+    the tuning database file (only a tunable target has one, and others' toolchains need not
+    be probed)."""
+    if tuning is not None or name not in TUNABLE_TARGETS or not (tune or tuning_db is not None):
+        return tuning
+    return tuning_database(backend, default_path() if tuning_db is None else tuning_db, cpu_record)
 
 
 def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int, ...]] | None,
-          target: str, backend: Target, db: FileTuningDatabase, options: TuneOptions,
-          steps: BuildSteps, progress: Progress | None) -> list[str]:
+          backend: Target, db: FileTuningDatabase, options: TuneOptions, steps: BuildSteps,
+          progress: Progress | None) -> list[str]:
     """Time the model's kernel variants, save the winners; the lines `pyc build` prints."""
     graph, ctx = compile_graph(model_path, mode or "balanced", input_shapes, backend, steps=steps)
     with steps.step("tune kernels"):
@@ -260,7 +306,9 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
 
 def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,
                     backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
-                    slim: bool, steps: BuildSteps) -> None:
+                    slim: bool, steps: BuildSteps, targets: list[str] | None = None) -> None:
+    """One target's artifact in `staging`; `targets` (the first target's of several) lists
+    every target, the others' artifacts already written under targets/NAME/."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     # weights the kernels read as packed panels are stored so
     layout = layout_weights(graph, backend.constant_panels(graph))
@@ -306,6 +354,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "library": backend.library_name, "slim": False,
         **({"header": "src/model.h"} if cpu_record else {}),
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),
+        **({"targets": targets} if targets else {}),
         "files": hash_tree(staging),
     }
     if slim:
@@ -355,16 +404,93 @@ def _io_entry(info: Any) -> dict[str, Any]:
 def load(artifact: str | Path) -> CompiledModel:
     """Verify an artifact's hashes, then load its library. The model is reusable across runs
     and thread-safe: any number of threads may call its `run` at once (each run works in an
-    execution context of its own; see CompiledModel). Close it (or use `with`) to free it."""
+    execution context of its own; see CompiledModel). Close it (or use `with`) to free it.
+    An artifact of several targets (`build(target="cuda,cpu")`) loads the first whose guards
+    pass here, warning PYC-W001 for each skipped; `model.stats` counts them."""
     root = Path(artifact)
     restore_if_interrupted(root)
     manifest = read_manifest(root)
+    fallbacks = fallback_targets(manifest)
+    if not fallbacks:
+        return _load_target(root, manifest)
+    verify_files(root, manifest)  # every target's files, before any target's code loads
+    return _load_with_fallback(root, manifest, [manifest["target"], *fallbacks])
+
+
+# the load-time guards a fallback target may answer: the CUDA packages missing (E027), a CPU
+# without the code's features (E033), no driver, no GPU, a GPU the CUBIN is not for and a PTX
+# the driver cannot JIT, too little device memory (E037), a driver call failing (E038)
+GUARD_CODES = ("E027", "E033", "E037", "E038")
+
+
+def _load_with_fallback(root: Path, manifest: dict[str, Any], targets: list[str]) -> CompiledModel:
+    """The first target whose guards pass; each one skipped is a guard miss and a fallback,
+    warned as PYC-W001 with its reason and counted in the model's run statistics. The last
+    target's failure is raised as it is."""
+    misses: list[str] = []
+    for index, name in enumerate(targets):
+        where, target_manifest = _target_artifact(root, manifest, name, index)
+        try:
+            model = _load_target(where, target_manifest, verified=True)
+        except PycError as error:
+            if error.code not in GUARD_CODES or index + 1 == len(targets):
+                raise
+            misses.append(f"PYC-{error.code}: {error.what}")
+            warnings.warn(PycWarning(PycError(
+                "W001", f"the artifact's {name} target cannot run here ({misses[-1]}); "
+                f"falling back to its {targets[index + 1]} target", where=str(root),
+                hint=f"nothing, if {targets[index + 1]} is meant to run here; to run on "
+                f"{name}: {error.hint}")),
+                stacklevel=3)
+            continue
+        model.stats.targets = list(targets)
+        model.stats.guard_miss_count = model.stats.fallback_count = len(misses)
+        model.stats.last_fallback_reason = misses[-1] if misses else None
+        return model
+    raise AssertionError("the last target's failure is raised above")
+
+
+def _target_artifact(root: Path, manifest: dict[str, Any], name: str,
+                     index: int) -> tuple[Path, dict[str, Any]]:
+    """Target `index` of the artifact: its directory and manifest (a fallback's, hashed in the
+    artifact's manifest, must be that target's build of the same inputs and outputs)."""
+    if index == 0:
+        return root, manifest
+    where = root / fallback_dir(name)
+    own = read_manifest(where)
+    if own["target"] != name or fallback_targets(own) or \
+            (own["inputs"], own["outputs"]) != (manifest["inputs"], manifest["outputs"]):
+        raise PycError("E030", f"{fallback_dir(name)}/ is not the {name} build of this model "
+                       "with its inputs and outputs", where=str(where), hint="rebuild the artifact")
+    if _unverified_files(manifest, name, own, where):
+        raise PycError("E031", f"the hashes in {fallback_dir(name)}/{MANIFEST} differ from the "
+                       f"artifact's {MANIFEST}", where=str(where),
+                       hint="the artifact was modified; rebuild it")
+    return where, own
+
+
+def _unverified_files(manifest: dict[str, Any], name: str, own: dict[str, Any],
+                      where: Path) -> list[str]:
+    """The fallback's files that load() did not verify with the artifact's own: listed with
+    another hash there, or missing there (stripped) yet present or needed to run."""
+    needed = runtime_files(own)
+    found = []
+    for file, digest in own["files"].items():
+        verified = manifest["files"].get(f"{fallback_dir(name)}/{file}")
+        if verified != digest and (verified is not None or file in needed or (where / file).exists()):
+            found.append(file)
+    return found
+
+
+def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -> CompiledModel:
+    """One target's artifact: its guards, its hashes (unless `verified` already), its code."""
     if manifest["target"] == "cuda":
         from .runtime.cuda import load_cuda
 
-        return load_cuda(root, manifest)
+        return load_cuda(root, manifest, verified)
     check_cpu(manifest["cpu"], str(root))  # before any of its code is mapped
-    verify_files(root, manifest)
+    if not verified:
+        verify_files(root, manifest)
     library_path = _content_addressed_copy(root / manifest["library"],
                                            manifest["files"][manifest["library"]])
     try:

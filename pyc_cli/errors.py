@@ -3,6 +3,8 @@
 Every mistake a user can make maps to one `PYC-Exxx` code listed in `ERROR_CODES`; this table is
 the single place the codes are documented (docs/errors.md is generated from it). The CLI prints
 `PYC-Exxx: what, where, what to do` and exits non-zero; it never shows a traceback unless --debug.
+`PYC-Wxxx` codes (same table) are warnings only: what they report never stops the work
+(raised as `PycWarning`); E039 predates them and stays as it is.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ ERROR_CODES: dict[str, str] = {
     "E050": "An invalid option value was given on the command line.",
     "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
     "bug in PyC, never a user mistake: please report it with the --debug traceback).",
+    "W001": "A warning: a target of an artifact built for several (`pyc build --target cuda,cpu`) "
+    "cannot run here (the warning names the target and the PYC error of its guard: the CUDA "
+    "packages missing, no driver or GPU, a GPU the CUBIN was not built for, too little device "
+    "memory, a CPU without the code's features); loading falls back to the next target the "
+    "artifact holds, and the run statistics count it (`guard_miss_count`, `fallback_count`, "
+    "`last_fallback_reason`).",
 }
 
 

@@ -12,8 +12,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .artifact.manifest import MANIFEST
-from .artifact.reader import EXPLAIN_FILES, load_graph, read_manifest, require_files, verify_files
+from .artifact.manifest import MANIFEST, fallback_dir
+from .artifact.reader import (
+    EXPLAIN_FILES,
+    fallback_targets,
+    load_graph,
+    read_manifest,
+    require_files,
+    verify_files,
+)
 from .ir.annotations import ALIAS_KERNELS
 from .ir.graph import Graph, Node
 from .ops import registry
@@ -41,6 +48,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "schema": SCHEMA,
         "model": {**manifest["model"], "inputs": manifest["inputs"], "outputs": manifest["outputs"]},
         "target": manifest["target"],
+        "targets": [manifest["target"], *fallback_targets(manifest)],
         "mode": manifest["mode"],
         "pyc_version": manifest["pyc_version"],
         "flags": _flags(manifest),
@@ -225,6 +233,11 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
                   f"opset {model['opset']}): {source_nodes} ONNX nodes -> "
                   f"{model['compiled_nodes']} compiled nodes; target {data['target']}, "
                   f"mode {data['mode']}")
+    if len(data["targets"]) > 1:
+        others = ", then ".join(f"{name} (`pyc explain` its {fallback_dir(name)}/)"
+                                for name in data["targets"][1:])
+        console.print(escape(f"  targets, tried in order when loaded: {data['target']} (this "
+                             f"report), then {others}"), highlight=False)
     for kind in ("inputs", "outputs"):
         listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in model[kind])
         console.print(escape(f"  {kind}: {listing}"))

@@ -12,6 +12,15 @@ FORMAT_VERSION = 3  # 2: the target CPU is recorded (`cpu`, checked before loadi
 # prefixed by symbol_prefix; execution contexts. 3: model.ir keeps compiler facts (kernel,
 # fusions, in-place operands) in ann{...}, apart from ONNX attributes
 MANIFEST = "manifest.json"
+# an artifact of several targets (`pyc build --target cuda,cpu`): the first target's artifact is
+# the directory itself, each next one a complete artifact of its own in targets/NAME/, whose
+# files (its manifest included) the top manifest hashes too; "targets" lists them in order
+FALLBACKS_DIR = "targets"
+
+
+def fallback_dir(target: str) -> str:
+    """Where a fallback target's artifact lives inside the artifact."""
+    return f"{FALLBACKS_DIR}/{target}"
 
 
 def file_sha256(path: Path) -> str:
@@ -23,8 +32,9 @@ def file_sha256(path: Path) -> str:
 
 
 def hash_tree(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` except the manifest, keyed by POSIX relative path."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    """sha256 of every file under `root` except its manifest (a fallback target's own manifest
+    is hashed), keyed by POSIX relative path."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p != root / MANIFEST)
     return {p.relative_to(root).as_posix(): file_sha256(p) for p in files}
 
 

@@ -25,7 +25,7 @@ from ..targets import TARGETS
 from ..targets.abi_name import name_problem
 from ..targets.cpu.features import feature_flags, is_cpu_name
 from ..targets.cpu.target import BASE_FLAGS, OPTIONAL_FLAGS
-from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256
+from .manifest import FALLBACKS_DIR, FORMAT, FORMAT_VERSION, MANIFEST, fallback_dir, file_sha256
 
 # what `pyc explain` reads; with the library and the weights, `pyc run` reads nothing else, so a
 # slim artifact (`pyc build --slim`, `pyc strip`) keeps only those and the C headers
@@ -110,7 +110,8 @@ CUDA = {"arch": TEXT, "cubin": TEXT, "ptx": TEXT, "launches": TEXT, "ptx_isa": T
 TARGET_RECORDS = {"cpu": "cpu", "cuda": "cuda"}
 SCHEMA: dict[str, Any] = {
     "pyc_version": TEXT, "target": TEXT, "mode": TEXT, "library": TEXT, "arena_bytes": COUNT,
-    "cpu": _Opt(CPU), "cuda": _Opt(CUDA), "slim": _Opt(BOOL), "header": _Opt(TEXT), "symbol_prefix": TEXT,
+    "cpu": _Opt(CPU), "cuda": _Opt(CUDA), "slim": _Opt(BOOL), "header": _Opt(TEXT),
+    "symbol_prefix": TEXT, "targets": _Opt(_List(TEXT)),
     "model": {"file": TEXT, "sha256": TEXT, "graph_name": TEXT, "opset": INT,
               "source_ops": _Dict(COUNT), "compiled_nodes": COUNT},
     "toolchain": {"compiler": _Opt(TEXT), "compiler_family": _Opt(TEXT),
@@ -205,7 +206,7 @@ def _value_problem(manifest: dict[str, Any]) -> str:
     if "header" in manifest and not is_inside_path(manifest["header"]):
         return f"header {manifest['header']!r} is not a relative path inside the artifact"
     common = (_source_problem(manifest["model"], files) or _mode_problem(manifest)
-              or _io_problem(manifest))
+              or _io_problem(manifest) or _targets_problem(manifest))
     if common:
         return common
     record = "cuda" if manifest["target"] == "cuda" else "cpu"  # what the target's code needs
@@ -214,6 +215,24 @@ def _value_problem(manifest: dict[str, Any]) -> str:
     if record == "cuda":
         return _cuda_problem(manifest)
     return _cpu_problem(manifest["cpu"]) or _toolchain_problem(manifest)
+
+
+def _targets_problem(manifest: dict[str, Any]) -> str:
+    """An artifact of several targets lists distinct known ones, its own first, and hashes
+    each fallback's manifest."""
+    targets = manifest.get("targets", [manifest["target"]])
+    if not targets or targets[0] != manifest["target"] or len(set(targets)) != len(targets):
+        return f"targets {_describe(targets)} does not start with the target and list each once"
+    unknown = [name for name in targets if name not in TARGETS]
+    if unknown:
+        return f"targets names unknown targets {_describe(unknown)}"
+    missing = [name for name in targets[1:] if f"{fallback_dir(name)}/{MANIFEST}" not in manifest["files"]]
+    return f"the fallback target {missing[0]}'s manifest is not among the hashed files" if missing else ""
+
+
+def fallback_targets(manifest: dict[str, Any]) -> list[str]:
+    """The targets tried after the artifact's own, in order (none for a one-target artifact)."""
+    return list(manifest.get("targets", [manifest["target"]])[1:])
 
 
 def _cuda_problem(manifest: dict[str, Any]) -> str:
@@ -312,10 +331,18 @@ def is_inside_path(name: str) -> bool:
 
 
 def runtime_files(manifest: dict[str, Any]) -> tuple[str, ...]:
-    """What running reads: the library and the weights, and a CUDA artifact's launch plan
-    (every other file only explains)."""
-    launches = (manifest["cuda"]["launches"],) if manifest.get("target") == "cuda" else ()
-    return (manifest["library"], manifest["weights"]["file"], *launches)
+    """What running reads: the library and the weights, a CUDA artifact's launch plan and PTX
+    (what a newer GPU JITs), and the fallback targets' manifests (every other file only
+    explains)."""
+    launches = ((manifest["cuda"]["launches"], manifest["cuda"]["ptx"])
+                if manifest.get("target") == "cuda" else ())
+    fallbacks = tuple(f"{fallback_dir(name)}/{MANIFEST}" for name in fallback_targets(manifest))
+    return (manifest["library"], manifest["weights"]["file"], *launches, *fallbacks)
+
+
+def is_fallback_file(name: str) -> bool:
+    """A file of a fallback target's artifact (its own manifest says what it is)."""
+    return name.startswith(f"{FALLBACKS_DIR}/")
 
 
 def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:

@@ -160,8 +160,11 @@ def main(debug: bool) -> None:
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
                    "the fastest mode that fits is chosen (and printed), or the build fails "
                    "naming the smallest arena.")
-@click.option("--target", type=click.Choice(TARGET_NAMES), default="cpu", show_default=True,
-              help="Code generation target.")
+@click.option("--target", default="cpu", show_default=True,
+              metavar=f"[{'|'.join(TARGET_NAMES)}],...",
+              help="Code generation target, or several comma-separated (cuda,cpu): one "
+                   "artifact holding each, tried in that order when loaded (a target that "
+                   "cannot run there falls back to the next with warning PYC-W001).")
 @click.option("--dump-ir-after", type=click.Choice(PASS_NAMES),
               help="Print the IR after this pass and stop (writes nothing).")
 @click.option("--keep-source/--no-keep-source", default=False, show_default=True,
@@ -222,7 +225,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     decision log, generated C sources, weights.bin and the compiled library.
     """
     from ..api import build as build_artifact
-    from ..api import compile_graph
+    from ..api import compile_graph, parse_targets
     from ..ir.text import print_graph
     from ..passes.tuning_db import default_path
     from ..tune import TuneOptions
@@ -241,7 +244,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         warnings.simplefilter("always", PycWarning)
         steps = display.steps
         if dump_ir_after:
-            graph, _ = compile_graph(model, mode, shapes, target, stop_after=dump_ir_after,
+            graph, _ = compile_graph(model, mode, shapes, parse_targets(target)[0],
+                                     stop_after=dump_ir_after,
                                      steps=steps)
         else:
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
@@ -438,8 +442,9 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     """Run a built ARTIFACT (its hashes are verified before native code loads).
 
     The outputs come from a first, untimed run; then --warmup runs, then the timed runs.
-    Percentiles are numpy's 'linear' ones; throughput is timed runs / their summed time."""
-    from ..api import load
+    Percentiles are numpy's 'linear' ones; throughput is timed runs / their summed time.
+    An artifact of several targets runs on the first whose guards pass here (PYC-W001 names
+    each one skipped; --json's run_statistics count them)."""
     from ..runtime.timing import RunPlan, latency_stats
 
     if bool(input_specs) == (seed is not None):
@@ -449,7 +454,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     if duration_s is not None and not math.isfinite(duration_s):  # click's range lets nan pass
         raise PycError("E050", f"--duration {duration_s} is not a number of seconds",
                        hint="e.g. --duration 10")
-    model = load(artifact)
+    model = _load_with_warnings(artifact)
     drawn: dict[str, str] = {}
     if input_specs:
         feeds = gather_inputs(input_specs, [spec.name for spec in model.inputs])
@@ -471,6 +476,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
                     for name, v in outputs.items()},
         "latency_ms": stats,
         "arena_bytes": model.arena_bytes,
+        "run_statistics": model.stats.to_json(),
     }
     if comparison is not None:
         summary["compare"] = comparison.to_json()
@@ -498,6 +504,18 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
                        else "rerun with --per-node to find the first node that diverges")
 
 
+def _load_with_warnings(artifact: Path) -> Any:
+    """api.load with its warnings (a fallback target taken, PYC-W001) printed on stderr."""
+    from ..api import load
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", PycWarning)
+        model = load(artifact)
+    for warning in seen:
+        click.echo(f"warning: {warning.message}", err=True)
+    return model
+
+
 def _check_compare_options(reference: str | None, per_node: bool, model_path: Path | None,
                            rtol: float | None, atol: float | None) -> None:
     given = [flag for flag, value in (("--per-node", per_node or None), ("--model", model_path),
@@ -514,6 +532,12 @@ def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
         with np.errstate(all="ignore"):  # statistics of inf/NaN outputs are just printed
             mean, std = float(np.mean(value)), float(np.std(value))
         echo(f"{name}: {value.dtype}{list(value.shape)} mean {mean:.6g} std {std:.6g}")
+    stats = summary["run_statistics"]
+    if len(stats["targets"]) > 1 or stats["execution"] != "native":
+        echo(f"target {stats['target']} of {', '.join(stats['targets'])} ({stats['execution']});"
+             f" fallbacks {stats['fallback_count']}, guard misses {stats['guard_miss_count']}"
+             + (f"; last fallback: {stats['last_fallback_reason']}"
+                if stats["last_fallback_reason"] else ""))
     echo(format_stats(summary["latency_ms"]))
 
 

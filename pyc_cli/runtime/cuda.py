@@ -4,16 +4,25 @@ At load, after the manifest's hashes are checked: the driver is initialised (no 
 GPU: PYC-E037), the GPU's architecture is checked against the CUBIN's (a PTX fallback only on a
 driver new enough for its ISA), the primary context of the device is retained, the CUBIN is
 loaded, one device arena of the memory plan's size, the weights (uploaded once), one buffer per
-input and output, pinned host staging and one stream are allocated, and every launch's
+input and output, pinned host staging and one non-blocking stream are allocated, and every launch's
 argument array is built once. A run copies the inputs in, launches the kernels in schedule
 order, copies the outputs out and synchronises; every driver call's status is checked
 (PYC-E038 naming the call). Runs of one model are serialised (one arena).
+
+CUDA graphs: at load, the device part of a run (the status word reset, the input copies from
+pinned staging, every kernel launch in schedule order, the output and status copies back) is
+captured once from the model's stream into a CUDA graph and instantiated; every run then
+replays it with one cuGraphLaunch instead of a driver call per kernel. The graph holds
+addresses, never values: the inputs staged before a replay are the ones it reads, and poison()
+between runs is seen by it. PYC_CUDA_GRAPHS=0 runs the same sequence call by call instead (for
+debugging); `model.stats.execution` says which ran ("cuda_graph" or "cuda_stream").
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -27,12 +36,21 @@ from ..errors import PycError
 from ..input_ranges import read_input_ranges
 from ..targets.cuda import bindings
 from .native import STATUS_INDEX_OUT_OF_RANGE, CompiledModel, TensorSpec
+from .stats import RunStats
 from .timing import RunPlan, time_calls
 
 LAUNCH_FORMAT = 1
 SPACES = ("input", "output", "weights", "arena", "status")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
+STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit synchronisation with stream 0
+GRAPHS_ENV = "PYC_CUDA_GRAPHS"  # 0 / false / no / off: launch kernel by kernel (debugging)
+GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
+
+
+def graphs_enabled() -> bool:
+    """Whether runs replay a CUDA graph (the default) or launch call by call (PYC_CUDA_GRAPHS=0)."""
+    return os.environ.get(GRAPHS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class Driver:
@@ -49,8 +67,11 @@ class Driver:
         return values[0] if len(values) == 1 else values
 
     def failure(self, name: str, status: Any) -> PycError:
+        hint = "check the GPU with nvidia-smi; rerun with --debug and report this"
+        if "Graph" in name or "Capture" in name:
+            hint += f"; {GRAPHS_ENV}=0 runs without CUDA graphs"
         return PycError("E038", f"the CUDA driver call {name} failed: {self.error_name(status)}",
-                        hint="check the GPU with nvidia-smi; rerun with --debug and report this")
+                        hint=hint)
 
     def error_name(self, status: Any) -> str:
         try:
@@ -157,9 +178,11 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
     return ""
 
 
-def load_cuda(root: Path, manifest: dict[str, Any]) -> CudaModel:
-    """api.load for a CUDA artifact: hashes first, then the driver (see the module doc)."""
-    verify_files(root, manifest)  # before the CUBIN goes anywhere near the driver
+def load_cuda(root: Path, manifest: dict[str, Any], verified: bool = False) -> CudaModel:
+    """api.load for a CUDA artifact: hashes first (unless the caller `verified` them), then the
+    driver (see the module doc)."""
+    if not verified:
+        verify_files(root, manifest)  # before the CUBIN goes anywhere near the driver
     launches = read_launches(root, manifest)
     driver = init_driver(str(root))
     model = CudaModel(driver, root, manifest, launches)
@@ -195,6 +218,56 @@ class _Buffers:
         self.device, self.host = [], []
 
 
+class _Graph:
+    """Stream work captured once into a CUDA graph and instantiated; launch() replays it."""
+
+    def __init__(self, driver: Driver, stream: Any, enqueue: Callable[[], None]) -> None:
+        self.driver = driver
+        self.graph: Any = None
+        self.instance: Any = None
+        try:
+            self._capture(stream, enqueue)
+        except PycError as error:  # a launch failing while captured: say graphs can be off
+            if GRAPHS_ENV in error.hint:
+                raise
+            raise PycError(error.code, error.what, where=error.where, hint=f"{error.hint}; "
+                           f"{GRAPHS_ENV}=0 runs without CUDA graphs") from None
+
+    def _capture(self, stream: Any, enqueue: Callable[[], None]) -> None:
+        driver = self.driver
+        mode = driver.cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        driver("cuStreamBeginCapture", stream, mode)
+        try:
+            enqueue()  # recorded, not run: the stream is capturing
+        except BaseException:
+            self._abandon(stream)
+            raise
+        self.graph = driver("cuStreamEndCapture", stream)
+        try:
+            self.instance = driver("cuGraphInstantiate", self.graph, 0)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _abandon(self, stream: Any) -> None:
+        """End a capture that failed half-way: the stream leaves capture mode, and the partial
+        graph (if the driver made one) is dropped."""
+        result = self.driver.cu.cuStreamEndCapture(stream)
+        if isinstance(result, tuple) and int(result[0]) == 0 and len(result) > 1 and result[1]:
+            self.driver.cu.cuGraphDestroy(result[1])
+
+    def launch(self, stream: Any) -> None:
+        self.driver("cuGraphLaunch", self.instance, stream)
+
+    def destroy(self) -> None:
+        if self.instance is not None:
+            self.driver.cu.cuGraphExecDestroy(self.instance)
+            self.instance = None
+        if self.graph is not None:
+            self.driver.cu.cuGraphDestroy(self.graph)
+            self.graph = None
+
+
 class CudaModel(CompiledModel):
     """A loaded CUDA artifact with CompiledModel's interface (run(feeds), run(names, feeds),
     check_feeds, time_runs, close, with-blocks). Runs are serialised: the model has one arena
@@ -210,6 +283,9 @@ class CudaModel(CompiledModel):
         self._handle = None
         self._driver = driver
         self._buffers = _Buffers(driver)
+        self._graphs: dict[str, _Graph] = {}  # "run": a whole run; "kernels": time_kernels'
+        self.stats = RunStats("cuda", execution=GRAPH_EXECUTION if graphs_enabled()
+                              else STREAM_EXECUTION)
         where = str(root)
         self.device = driver("cuDeviceGet", 0)
         self.device_name = driver("cuDeviceGetName", 256, self.device).split(b"\0")[0].decode()
@@ -245,7 +321,11 @@ class CudaModel(CompiledModel):
         self._status_host = buffers.pinned(4)
         self._in = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.inputs]
         self._out = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.outputs]
-        self._stream = driver("cuStreamCreate", 0)
+        # a pageable upload may still be in flight when cuMemcpyHtoD returns, and the stream
+        # does not wait for the legacy stream (non-blocking: another thread's synchronous copies
+        # cannot then break this model's graph capture), so wait for the weights here
+        driver("cuCtxSynchronize")
+        self._stream = driver("cuStreamCreate", STREAM_NON_BLOCKING)
         functions = {}
         self._launches = []
         for launch in launches:
@@ -254,6 +334,8 @@ class CudaModel(CompiledModel):
                 functions[name] = driver("cuModuleGetFunction", self._module, name.encode())
             self._launches.append((functions[name], launch["grid"], launch["block"],
                                    launch["shared_bytes"], self._arguments(launch["args"])))
+        if self.stats.execution == GRAPH_EXECUTION:
+            self._graphs["run"] = _Graph(driver, self._stream, self._enqueue_device)
 
     def _check_memory(self, manifest: dict[str, Any], where: str) -> None:
         free, _total = self._driver("cuMemGetInfo")
@@ -280,17 +362,32 @@ class CudaModel(CompiledModel):
     def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
         with self._lock:
             self._check_open()
-            self._enqueue(inputs)
+            self._stage(inputs)
+            self._submit()
             self._finish(inputs, outputs)
 
-    def _enqueue(self, inputs: list[np.ndarray]) -> None:
-        driver, stream = self._driver, self._stream
-        driver("cuCtxSetCurrent", self._ctx)
-        driver("cuMemsetD32Async", self._status_word, 0, 1, stream)
-        for array, (device, pinned, view) in zip(inputs, self._in):
+    def _stage(self, inputs: list[np.ndarray]) -> None:
+        """The inputs into their pinned buffers, which the run's copies (or graph) read."""
+        for array, (_device, _pinned, view) in zip(inputs, self._in):
             view[:] = array.reshape(-1).view(np.uint8)
-            if array.nbytes:
-                driver("cuMemcpyHtoDAsync", device, pinned, array.nbytes, stream)
+
+    def _submit(self) -> None:
+        """A run's device work on the stream: the captured graph replayed, or call by call."""
+        self._driver("cuCtxSetCurrent", self._ctx)
+        graph = self._graphs.get("run")
+        if graph is not None:
+            graph.launch(self._stream)
+        else:
+            self._enqueue_device()
+
+    def _enqueue_device(self) -> None:
+        """Status word reset, inputs in, every kernel, outputs and status out: asynchronous
+        stream work only, so that it can be captured as a graph."""
+        driver, stream = self._driver, self._stream
+        driver("cuMemsetD32Async", self._status_word, 0, 1, stream)
+        for spec, (device, pinned, _view) in zip(self.inputs, self._in):
+            if _nbytes(spec):
+                driver("cuMemcpyHtoDAsync", device, pinned, _nbytes(spec), stream)
         self._launch_all()
         for spec, (device, pinned, _view) in zip(self.outputs, self._out):
             if _nbytes(spec):
@@ -331,19 +428,23 @@ class CudaModel(CompiledModel):
 
     def time_kernels(self, feeds: Any, repeat: int, warmup: int = 3) -> list[float]:
         """Milliseconds of the kernel launches alone per run, between two CUDA events on the
-        stream (the inputs copied in once first): the device's share of time_runs."""
+        stream (the inputs copied in once first): the device's share of time_runs. With CUDA
+        graphs the kernels are timed as a graph of their own (captured on first use), as runs
+        replay them; `stats.kernels_timed` records which path was timed."""
         arrays = self.check_feeds(feeds)
         driver = self._driver
         with self._lock:
             self._check_open()
-            self._enqueue(arrays)
+            self._stage(arrays)
+            self._submit()
             driver("cuStreamSynchronize", self._stream)
+            launch = self._kernel_launcher()
             start, stop = driver("cuEventCreate", 0), driver("cuEventCreate", 0)
             try:
                 times = []
                 for index in range(warmup + repeat):
                     driver("cuEventRecord", start, self._stream)
-                    self._launch_all()
+                    launch()
                     driver("cuEventRecord", stop, self._stream)
                     driver("cuEventSynchronize", stop)
                     if index >= warmup:
@@ -351,7 +452,17 @@ class CudaModel(CompiledModel):
             finally:
                 driver.cu.cuEventDestroy(start)
                 driver.cu.cuEventDestroy(stop)
+        self.stats.kernels_timed = self.stats.execution
         return times
+
+    def _kernel_launcher(self) -> Callable[[], None]:
+        """What time_kernels times: the kernels' own graph (captured once) or the launches."""
+        if self.stats.execution != GRAPH_EXECUTION:
+            return self._launch_all
+        if "kernels" not in self._graphs:
+            self._graphs["kernels"] = _Graph(self._driver, self._stream, self._launch_all)
+        graph = self._graphs["kernels"]
+        return lambda: graph.launch(self._stream)
 
     def poison(self) -> None:
         """Fill the device outputs and the arena with NaN (tests: a kernel that skips an
@@ -372,6 +483,9 @@ class CudaModel(CompiledModel):
         driver = self._driver
         try:
             driver.cu.cuCtxSetCurrent(self._ctx)
+            for graph in self._graphs.values():
+                graph.destroy()
+            self._graphs = {}
             if getattr(self, "_stream", None) is not None:
                 driver.cu.cuStreamDestroy(self._stream)
                 self._stream = None

@@ -16,6 +16,7 @@ from ..abi import dtype_code
 from ..errors import PycError
 from ..input_ranges import InputRange, out_of_range_error
 from ..ir.types import DType
+from .stats import RunStats
 from .timing import RunPlan, time_calls
 
 
@@ -127,12 +128,15 @@ class CompiledModel:
     # the values each integer input may hold (input_ranges.json; None: not recorded), which
     # random inputs draw from and index errors are explained with
     input_ranges: dict[str, InputRange] | None = None
+    # the target that runs, the guards and fallbacks that led to it (runtime/stats.py)
+    stats: RunStats
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
                  arena_bytes: int = 0) -> None:
         self.inputs, self.outputs = inputs, outputs
         self.arena_bytes = arena_bytes
+        self.stats = RunStats("cpu")
         self._fn = functions
         self._keepalive = keepalive  # the library or JIT that owns the code
         self._lock = threading.Lock()  # guards the fields below, never held during a run
@@ -170,6 +174,7 @@ class CompiledModel:
         for spec in self.inputs:
             array = np.asarray(feeds[spec.name])
             if array.dtype != spec.dtype or tuple(array.shape) != spec.shape:
+                self.stats.guard_miss_count += 1  # the input guard: shapes and dtypes as built
                 raise PycError("E041", f"input {spec.name!r} is {array.dtype}{list(array.shape)}, "
                                f"the model needs {spec.dtype}{list(spec.shape)}",
                                where=f"input {spec.name!r}",

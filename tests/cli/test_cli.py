@@ -287,7 +287,7 @@ def test_not_an_artifact(tmp_path: Path) -> None:
 def test_error_codes_document_is_current() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
     assert docs.read_text() == errors_markdown(), "run `make docs`"
-    assert all(code.startswith("E") and len(code) == 4 for code in ERROR_CODES)
+    assert all(code[0] in "EW" and code[1:].isdigit() and len(code) == 4 for code in ERROR_CODES)
 
 
 def test_memory_budget_picks_the_fastest_mode_that_fits(tmp_path: Path) -> None:

@@ -1,7 +1,14 @@
 """Running generated CUDA kernels on the CPU (emulate_cuda.h), for tests without a GPU:
 `compile_kernels` builds a model.cu into a shared library, `launch` runs one kernel over a grid,
 and `FakeDriver` stands in for cuda-python's driver module (host memory as "device" memory,
-kernels from the emulated library), so runtime/cuda.py's whole path runs as on a GPU."""
+kernels from the emulated library), so runtime/cuda.py's whole path runs as on a GPU.
+
+Stream capture is emulated as CUDA does it: between cuStreamBeginCapture and cuStreamEndCapture
+the stream's asynchronous work (memsets, copies, kernel launches) is recorded, not run, with
+each kernel's argument values read at capture time; synchronising a capturing stream or a
+synchronous copy during a capture is refused (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED), and a
+call that fails during a capture invalidates it. cuGraphLaunch replays the recorded work in
+order."""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,7 +61,11 @@ class FakeDriver:
 
     CUdevice_attribute = SimpleNamespace(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR="major",
                                          CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR="minor")
+    CUstreamCaptureMode = SimpleNamespace(CU_STREAM_CAPTURE_MODE_GLOBAL=0,
+                                          CU_STREAM_CAPTURE_MODE_THREAD_LOCAL=1,
+                                          CU_STREAM_CAPTURE_MODE_RELAXED=2)
     ERROR = 999  # CUDA_ERROR_UNKNOWN
+    CAPTURE_UNSUPPORTED, CAPTURE_INVALIDATED = 900, 901  # CUDA_ERROR_STREAM_CAPTURE_*
 
     def __init__(self, lib: ctypes.CDLL | None, arg_counts: dict[str, int],
                  capability: tuple[int, int] = (9, 0), version: int = 13000,
@@ -61,13 +74,37 @@ class FakeDriver:
         self.capability, self.version, self.free, self.fail = capability, version, free, fail
         self.memory: dict[int, np.ndarray] = {}
         self.loaded: list[bytes] = []
-        self.launches = 0
+        self.launches = 0  # kernels run (one by one or inside a graph)
+        self.graph_launches = 0
+        self.calls: Counter[str] = Counter()  # driver calls made, by name
+        self.capturing: dict[object, list[Callable[[], None]]] = {}  # stream -> recorded work
+        self.invalidated: set[object] = set()  # streams whose capture saw a failed call
+        self.graphs: set[int] = set()  # live graphs and instances (ids), for leak checks
+        self.stream_flags: int | None = None
 
     def __getattr__(self, name: str):  # noqa: ANN204 (the calls the runtime makes, by name)
         if name.startswith("cu"):
             handler = getattr(self, "_" + name)
-            return lambda *args: (self.ERROR,) if name == self.fail else handler(*args)
+            return lambda *args: self._call(name, handler, args)
         raise AttributeError(name)
+
+    def _call(self, name: str, handler: Callable[..., tuple], args: tuple) -> tuple:
+        self.calls[name] += 1
+        if name == self.fail:
+            self.invalidated.update(self.capturing)  # a failed call ends a capture's validity
+            if name == "cuStreamEndCapture":  # and a failed end of capture still ends it
+                self.capturing.clear()
+                self.invalidated.clear()
+            return (self.ERROR,)
+        return handler(*args)
+
+    def _on_stream(self, stream: object, work: Callable[[], None]) -> tuple:
+        """Asynchronous work: recorded while the stream captures, else done now."""
+        if stream in self.capturing:
+            self.capturing[stream].append(work)
+        else:
+            work()
+        return (0,)
 
     def _alloc(self, nbytes: int) -> tuple[int, int]:
         block = np.empty(nbytes, np.uint8)
@@ -128,23 +165,74 @@ class FakeDriver:
     _cuMemFreeHost = _cuMemFree
 
     def _cuMemcpyHtoD(self, dst: int, src: int, nbytes: int) -> tuple:
+        if self.capturing:  # a synchronous copy (legacy stream) while a stream captures
+            self.invalidated.update(self.capturing)
+            return (self.CAPTURE_UNSUPPORTED,)
         ctypes.memmove(dst, src, nbytes)
         return (0,)
 
     def _cuMemcpyHtoDAsync(self, dst: int, src: int, nbytes: int, stream: object) -> tuple:
-        return self._cuMemcpyHtoD(dst, src, nbytes)
+        return self._on_stream(stream, lambda: ctypes.memmove(dst, src, nbytes))
 
     _cuMemcpyDtoHAsync = _cuMemcpyHtoDAsync
 
     def _cuMemsetD32Async(self, dst: int, value: int, count: int, stream: object) -> tuple:
-        (ctypes.c_uint32 * count).from_address(dst)[:] = [value] * count
-        return (0,)
+        def memset() -> None:
+            (ctypes.c_uint32 * count).from_address(dst)[:] = [value] * count
+        return self._on_stream(stream, memset)
 
     def _cuStreamCreate(self, flags: int) -> tuple:
+        self.stream_flags = flags
         return 0, "stream"
 
-    def _cuStreamSynchronize(self, stream: object) -> tuple:
+    def _cuCtxSynchronize(self) -> tuple:
+        if self.capturing:  # it would wait for the capturing stream
+            self.invalidated.update(self.capturing)
+            return (self.CAPTURE_UNSUPPORTED,)
         return (0,)
+
+    def _cuStreamSynchronize(self, stream: object) -> tuple:
+        if stream in self.capturing:
+            self.invalidated.add(stream)
+            return (self.CAPTURE_UNSUPPORTED,)
+        return (0,)
+
+    def _cuStreamBeginCapture(self, stream: object, mode: int) -> tuple:
+        if stream in self.capturing or mode not in (0, 1, 2):
+            return (self.ERROR,)
+        self.capturing[stream] = []
+        return (0,)
+
+    def _cuStreamEndCapture(self, stream: object) -> tuple:
+        if stream not in self.capturing:
+            return (self.ERROR,)
+        work = self.capturing.pop(stream)
+        if stream in self.invalidated:
+            self.invalidated.discard(stream)
+            return self.CAPTURE_INVALIDATED, None
+        graph = ("graph", tuple(work))
+        self.graphs.add(id(graph))
+        return 0, graph
+
+    def _cuGraphInstantiate(self, graph: tuple, flags: int) -> tuple:
+        assert id(graph) in self.graphs, "instantiating a destroyed graph"
+        instance = ("instance", graph[1])
+        self.graphs.add(id(instance))
+        return 0, instance
+
+    def _cuGraphLaunch(self, instance: tuple, stream: object) -> tuple:
+        assert id(instance) in self.graphs, "launching a destroyed graph"
+        def replay() -> None:
+            for work in instance[1]:
+                work()
+        self.graph_launches += 1
+        return self._on_stream(stream, replay)
+
+    def _cuGraphExecDestroy(self, instance: tuple) -> tuple:
+        self.graphs.remove(id(instance))
+        return (0,)
+
+    _cuGraphDestroy = _cuGraphExecDestroy
 
     def _cuStreamDestroy(self, stream: object) -> tuple:
         return (0,)
@@ -153,11 +241,14 @@ class FakeDriver:
                         shared: int, stream: object, params: int, extra: int) -> tuple:
         count = self.arg_counts[fn]
         slots = (ctypes.c_uint64 * count).from_address(params)
-        pointers = [ctypes.c_uint64.from_address(slot).value for slot in slots]
+        pointers = [ctypes.c_uint64.from_address(slot).value for slot in slots]  # read now, as CUDA
         assert self.lib is not None
-        launch(self.lib, fn, [gx, gy, gz], [bx, by, bz], pointers)
-        self.launches += 1
-        return (0,)
+        lib = self.lib
+
+        def run() -> None:
+            launch(lib, fn, [gx, gy, gz], [bx, by, bz], pointers)
+            self.launches += 1
+        return self._on_stream(stream, run)
 
     def _cuEventCreate(self, flags: int) -> tuple:
         return 0, "event"

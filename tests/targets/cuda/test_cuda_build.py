@@ -156,8 +156,14 @@ def test_strip_keeps_what_running_needs(artifact: Path, tmp_path: Path) -> None:
     code, output = invoke("strip", str(copy))
     assert code == 0, output
     manifest = json.loads((copy / "manifest.json").read_text())
-    assert {"model.cubin", "src/launches.json", "weights.bin"} <= set(manifest["files"])
+    assert {"model.cubin", "model.ptx", "src/launches.json", "weights.bin"} <= set(manifest["files"])
     assert not (copy / "src/model.cu").exists()
+    if gpu_present():  # still an artifact the loader accepts
+        pyc_cli.load(copy).close()
+        return
+    with pytest.raises(PycError) as caught:
+        pyc_cli.load(copy)
+    assert caught.value.code == "E037"  # no GPU here: the manifest was accepted first
 
 
 def test_explain_reads_a_cuda_artifact(artifact: Path) -> None:

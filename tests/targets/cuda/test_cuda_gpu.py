@@ -119,3 +119,64 @@ def test_onnxruntime_calling_convention_and_timing(tmp_path: Path, rng: np.rando
     with pytest.raises(PycError) as caught:
         loaded.run(feeds)
     assert caught.value.code == "E047"
+
+
+def run_feeds(artifact: Path, feeds_list: list[dict], graphs: str,  # type: ignore[type-arg]
+              monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], dict]:  # type: ignore[type-arg]
+    """Each feed run once, outputs and arena poisoned first, with PYC_CUDA_GRAPHS=`graphs`."""
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+    with pyc_cli.load(artifact) as model:
+        results = []
+        for feeds in feeds_list:
+            model.poison()
+            results.append(model.run(feeds))
+        times = model.time_kernels(feeds_list[0], 5)
+        assert len(times) == 5 and all(t > 0 for t in times)
+        return results, model.stats.to_json()
+
+
+@pytest.mark.parametrize("name", ["mlp", "transformer"])
+def test_cuda_graph_replay_matches_launches(name: str, tmp_path: Path, rng: np.random.Generator,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs replayed as one CUDA graph give the outputs of the kernels launched one by one
+    (bitwise: the same kernels in the same order), match onnxruntime, and a replay after new
+    inputs gives the new inputs' outputs."""
+    model = REFERENCE_MODELS[name]
+    artifact = tmp_path / f"{name}.pyc"
+    pyc_cli.build(model.path, artifact, target="cuda", arch=ARCH, input_shapes=dict(model.shapes))
+    feeds_list = [model.random_feeds(rng) for _ in range(3)]
+    graphed, stats = run_feeds(artifact, feeds_list, "1", monkeypatch)
+    assert stats["execution"] == stats["kernels_timed"] == "cuda_graph"
+    streamed, stats = run_feeds(artifact, feeds_list, "0", monkeypatch)
+    assert stats["execution"] == stats["kernels_timed"] == "cuda_stream"
+    for feeds, ours, theirs in zip(feeds_list, graphed, streamed):
+        for key, value in onnxruntime_outputs(model.path, feeds).items():
+            np.testing.assert_allclose(ours[key], value, rtol=1e-3, atol=1e-4, err_msg=key)
+            np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+    assert all(not np.array_equal(graphed[0][k], graphed[1][k]) for k in graphed[0])
+
+
+def test_multi_target_artifact_runs_on_the_gpu(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Where the GPU passes every guard, a cuda,cpu artifact runs on CUDA: no PYC-W001, no
+    fallback counted; its CPU target (loaded directly) agrees with onnxruntime too."""
+    import warnings
+
+    model = REFERENCE_MODELS["mlp"]
+    artifact = tmp_path / "multi.pyc"
+    pyc_cli.build(model.path, artifact, target="cuda,cpu", arch=ARCH, input_shapes=dict(model.shapes))
+    feeds = model.random_feeds(rng)
+    expected = onnxruntime_outputs(model.path, feeds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback warning fails the test
+        loaded = pyc_cli.load(artifact)
+    with loaded:
+        stats = loaded.stats.to_json()
+        assert stats["target"] == "cuda" and stats["targets"] == ["cuda", "cpu"]
+        assert stats["fallback_count"] == stats["guard_miss_count"] == 0
+        loaded.poison()
+        ours = loaded.run(feeds)
+    with pyc_cli.load(artifact / "targets" / "cpu") as cpu:
+        theirs = cpu.run(feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(theirs[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -3,7 +3,8 @@ a stand-in for cuda-python's driver module (cuda_emulation.FakeDriver: host memo
 memory, the artifact's kernels compiled for the CPU), so the loader's choices (CUBIN, PTX, or
 PYC-E037), the arena, weights, staging and argument arrays, runs against onnxruntime (float32:
 rtol 1e-4, atol 1e-4; the transformer rtol 1e-3), the status word (PYC-E048), driver errors
-(PYC-E038), timing and closing are all exercised."""
+(PYC-E038), timing and closing are all exercised, with runs replayed as one CUDA graph (the
+default) and launched call by call (PYC_CUDA_GRAPHS=0), whose outputs must be identical."""
 
 from __future__ import annotations
 
@@ -109,7 +110,9 @@ def test_image_choice(arch: str, capability: tuple[int, int], driver: str, expec
         assert fake.loaded == [b"\x7fELF" if expected == "cubin" else b"//\n/"]
 
 
-@pytest.mark.parametrize("call", ["cuModuleLoadData", "cuMemAlloc", "cuLaunchKernel", "cuStreamSynchronize"])
+@pytest.mark.parametrize("call", ["cuModuleLoadData", "cuMemAlloc", "cuLaunchKernel", "cuStreamSynchronize",
+                                  "cuStreamBeginCapture", "cuStreamEndCapture", "cuGraphInstantiate",
+                                  "cuGraphLaunch"])
 def test_driver_errors_are_coded(call: str, tmp_path: Path, rng: np.random.Generator,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _, artifact, _ = build("mlp", tmp_path)
@@ -119,7 +122,56 @@ def test_driver_errors_are_coded(call: str, tmp_path: Path, rng: np.random.Gener
     assert caught.value.code == "E038" and call in caught.value.what
     assert "CUDA_ERROR_UNKNOWN" in caught.value.what
     if call != "cuMemAlloc":  # a load that failed half-way freed what it had taken
-        assert fake.memory == {}
+        assert fake.memory == {} and fake.graphs == set() and fake.capturing == {}
+    if "Graph" in call or "Capture" in call:
+        assert "PYC_CUDA_GRAPHS=0" in caught.value.hint
+
+
+def run_both_ways(artifact: Path, tmp_path: Path, feeds_list: list[dict], graphs: str,  # type: ignore[type-arg]
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], FakeDriver, dict]:  # type: ignore[type-arg]
+    """Every feed run once (outputs poisoned first) with PYC_CUDA_GRAPHS=`graphs`; the outputs,
+    the fake driver (its call counts) and the model's run statistics."""
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+    fake = use(monkeypatch, fake_for(artifact, tmp_path))
+    results = []
+    with pyc_cli.load(artifact) as model:
+        for feeds in feeds_list:
+            model.poison()
+            results.append(model.run(feeds))
+        assert model.time_kernels(feeds_list[0], 2) == [0.25] * 2
+        model.time_kernels(feeds_list[0], 2)
+        stats = model.stats.to_json()
+    assert fake.memory == {} and fake.graphs == set()  # graphs destroyed with the model
+    return results, fake, stats
+
+
+@pytest.mark.parametrize("name,rtol", [("mlp", 1e-4)])  # the transformer runs graphed above
+def test_graph_replay_matches_launches(name: str, rtol: float, tmp_path: Path,
+                                       rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run replayed as a CUDA graph gives the outputs of the same kernels launched one by
+    one (bitwise: same kernels, same order), and each replay reads the inputs staged for it."""
+    path, artifact, _ = build(name, tmp_path)
+    feeds_list = [REFERENCE_MODELS[name].random_feeds(rng) for _ in range(3)]
+    graphed, fake, stats = run_both_ways(artifact, tmp_path, feeds_list, "1", monkeypatch)
+    launches = len(json.loads((artifact / "src" / "launches.json").read_text())["launches"])
+    # the run was captured once at load and the kernels once for time_kernels: every run
+    # and every timing is a replay, with no per-kernel driver call
+    assert fake.calls["cuStreamBeginCapture"] == 2 and fake.calls["cuLaunchKernel"] == 2 * launches
+    # 3 runs; each time_kernels: one run, then 3 warm-up and 2 timed replays of the kernels
+    replays = 3 + 2 * (1 + 3 + 2)
+    assert fake.graph_launches == replays and fake.launches == launches * replays
+    assert stats["execution"] == "cuda_graph" and stats["kernels_timed"] == "cuda_graph"
+    assert fake.stream_flags == 1  # CU_STREAM_NON_BLOCKING, the weights synchronised before
+    streamed, fake, stats = run_both_ways(artifact, tmp_path, feeds_list, "0", monkeypatch)
+    assert fake.calls["cuStreamBeginCapture"] == 0 and fake.graph_launches == 0
+    assert fake.calls["cuLaunchKernel"] == fake.launches == launches * replays
+    assert stats["execution"] == "cuda_stream" and stats["kernels_timed"] == "cuda_stream"
+    for feeds, ours, theirs in zip(feeds_list, graphed, streamed):
+        for key, value in onnxruntime_outputs(path, feeds).items():
+            np.testing.assert_allclose(ours[key], value, rtol=rtol, atol=1e-4, err_msg=key)
+            np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+    first, second = graphed[0], graphed[1]  # new inputs, new outputs (no stale replay)
+    assert all(not np.array_equal(first[k], second[k]) for k in first)
 
 
 def test_not_enough_device_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

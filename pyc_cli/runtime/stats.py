@@ -1,0 +1,33 @@
+"""Run statistics of a loaded model (`model.stats`; `pyc run --json` prints them).
+
+`target` is the target that runs, `targets` every target the artifact holds, in the order they
+are tried. A target whose load-time guard fails (no driver or GPU, a GPU the CUBIN was not built
+for, too little device memory, a CPU without the code's features) is a guard miss; taking the
+next target after it is a fallback, with a PYC-W001 warning and the reason kept in
+`last_fallback_reason`. A run whose inputs are not the dtypes and shapes the artifact was built
+for is a guard miss too (refused with PYC-E041: every target is built for the same shapes).
+`execution` says how a run reaches the device: `native` (the CPU library), `cuda_graph` (the
+whole run replayed as one CUDA graph) or `cuda_stream` (kernels launched one by one;
+PYC_CUDA_GRAPHS=0); `kernels_timed` is the path `time_kernels` last timed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunStats:
+    target: str
+    targets: list[str] = field(default_factory=list)
+    execution: str = "native"
+    guard_miss_count: int = 0
+    fallback_count: int = 0
+    last_fallback_reason: str | None = None
+    kernels_timed: str | None = None
+
+    def __post_init__(self) -> None:
+        self.targets = self.targets or [self.target]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
