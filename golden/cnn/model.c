@@ -784,7 +784,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
                   (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 1024 + oh * 32 + ow] = t0;
+                  y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
           }
@@ -1038,7 +1038,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
                   (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 1024 + oh * 32 + ow] = t0;
+                  y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
           }
@@ -1543,7 +1543,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                   (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 256 + oh * 16 + ow] = t0;
+                  y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
           }
@@ -1699,7 +1699,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                   (void)oc; (void)oh;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 256 + oh * 16 + ow] = t0;
+                  y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
           }
@@ -2205,7 +2205,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
             const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
             const float t0 = (acc + in0_v);
             const float t1 = (t0 < 0 ? 0 : t0);
-                  y[row * 64 + oh * 8 + ow] = t1;
+                  y[row * 64 + col] = t1;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
           }
@@ -2363,7 +2363,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
             const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
             const float t0 = (acc + in0_v);
             const float t1 = (t0 < 0 ? 0 : t0);
-                  y[row * 64 + oh * 8 + ow] = t1;
+                  y[row * 64 + col] = t1;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
           }

@@ -492,10 +492,11 @@ def test_concat_inputs_stay_separate_where_slices_are_not_possible(case: str, tm
 # ---------------------------------------------------------------- memory_first: LRN in place
 
 
-def _matches_onnxruntime(path: Path, out_dir: Path, mode: str, feeds: dict[str, np.ndarray]
-                         ) -> BuildResult:
-    """Build `path` in `mode`, run it on `feeds` and assert every output matches onnxruntime."""
-    built = pyc_cli.build(path, out_dir, mode=mode)
+def _matches_onnxruntime(path: Path, out_dir: Path, mode: str, feeds: dict[str, np.ndarray],
+                         cpu: str = "native") -> BuildResult:
+    """Build `path` in `mode` for `cpu`, run it on `feeds` and assert every output matches
+    onnxruntime."""
+    built = pyc_cli.build(path, out_dir, mode=mode, cpu=cpu)
     expected = onnxruntime_outputs(path, feeds)
     with pyc_cli.load(out_dir) as compiled:
         got = compiled.run(feeds)
@@ -604,12 +605,13 @@ def test_memory_first_tiles_conv_pool_chains_by_output_channels(case: str, tmp_p
     Concat: the full conv output is never stored, so the peak drops. Where the pooled output is
     large, each slice is written straight into its part of the Concat output (where it is
     small, the planner may prefer the copy). The other modes keep the chain whole; all match
-    onnxruntime."""
+    onnxruntime. Built for any CPU: the im2col GEMM is the conv kernel that takes the prologue
+    (AVX2/AVX-512 run a 3x3 stride-1 conv as an implicit GEMM without one)."""
     model = _conv_pool_model(rng, case)
     path = write_model(model, tmp_path)
     feeds = _feeds(model, rng)
     for mode in MODES:
-        built = _matches_onnxruntime(path, tmp_path / mode, mode, feeds)
+        built = _matches_onnxruntime(path, tmp_path / mode, mode, feeds, cpu="portable")
         check_plan(built.graph, built.context, built.plan, mode)
         convs = [n for n in built.graph.nodes if n.op == "Conv"]
         tiled = [d for d in _tile_decisions(built) if d.action == "tile_channels"]
@@ -632,7 +634,7 @@ def test_memory_first_tiles_conv_pool_chains_by_output_channels(case: str, tmp_p
         with_tiling = built.plan.arena_bytes
     # the same build without the rewrite has a larger arena
     monkeypatch.setattr("pyc_cli.passes.plan_memory.tile_channels", lambda *args: [])
-    untiled = pyc_cli.build(path, tmp_path / "untiled", mode="memory_first")
+    untiled = pyc_cli.build(path, tmp_path / "untiled", mode="memory_first", cpu="portable")
     assert not [n for n in untiled.graph.nodes if n.op == "Concat"]
     assert with_tiling < untiled.plan.arena_bytes
 

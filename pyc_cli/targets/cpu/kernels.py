@@ -190,6 +190,7 @@ def _implicit_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         padded = bool(v["PH"] or v["PW"]) or v["OH"] + (v["KH"] - 1) * v["DH"] != v["H"] \
             or v["OW"] + (v["KW"] - 1) * v["DW"] != v["W"]
         return {"gemm": g, "KDIM": kdim, "OHW": v["OH"] * v["OW"], "padded": padded,
+                "a_row": kdim, "a_k": len(taps),  # the weights [OCG, CG, KH, KW] as A
                 "taps": [(kh * v["DH"] - v["PH"]) * v["W"] + kw * v["DW"] - v["PW"]
                          for kh, kw in taps],
                 "tap_kh": [kh for kh, _ in taps], "tap_kw": [kw for _, kw in taps],
@@ -209,11 +210,55 @@ def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
         KernelCandidate(
             "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
             _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),
-            takes_epilogue=True, takes_prologue=_im2col_prologue,
+            takes_epilogue=True, takes_prologue=_im2col_prologue(isa),
             tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
                               "bytes of im2col columns (the memory mode's cap; the tile follows)"),
                       *gemm.tunables(isa))),
         CONV_DEPTHWISE, CONV_DIRECT)
+
+
+def _tiling_transpose(node: Node, graph: Graph) -> Params | None:
+    """A 2-D ConvTranspose's params when its kernel tiles the output exactly (kernel = stride,
+    no padding, no dilation, one group, no output padding): one tap per output pixel."""
+    from ...ops.conv_transpose import ConvTranspose
+
+    if graph.types[node.inputs[0]].rank != 4:
+        return None
+    op = ConvTranspose().kernel_params(node, graph)
+    v = {k: int(op[k]) for k in ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW",  # type: ignore[call-overload]
+                                 "PH", "PW", "G")}
+    exact = (v["KH"], v["KW"]) == (v["SH"], v["SW"]) and (v["DH"], v["DW"], v["G"]) == (1, 1, 1) \
+        and not v["PH"] and not v["PW"] and (v["OH"], v["OW"]) == (v["H"] * v["SH"], v["W"] * v["SW"])
+    return op if exact else None
+
+
+def _transpose_gemm_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def applies(node: Node, graph: Graph) -> bool:
+        return isa in ("avx512", "avx2") and _tiling_transpose(node, graph) is not None
+    return applies
+
+
+def _transpose_gemm_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The GEMM Wt[OC*KH*KW, C] x X[C, H*W] as the implicit conv's micro-kernel sees it:
+        one tap, no padding, A read column-major from the weights [C, OC, KH, KW]."""
+        v = {k: int(op[k]) for k in ("N", "C", "H", "W", "OC", "KH", "KW")}  # type: ignore[call-overload]
+        rows = v["OC"] * v["KH"] * v["KW"]
+        dtype = graph.types[node.outputs[0]].dtype
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, rows, v["H"] * v["W"], v["C"], v["N"],
+                      _tuned(node))
+        return {"gemm": g, "CG": v["C"], "taps": [0], "tap_kh": [0], "tap_kw": [0],
+                "padded": False, "a_row": 1, "a_k": rows, "OHW": int(op["OH"]) * int(op["OW"])}  # type: ignore[call-overload]
+    return params
+
+
+def transpose_candidates(isa: str) -> tuple[KernelCandidate, ...]:
+    """ConvTranspose's candidates on `isa`: one GEMM where the kernel tiles the output exactly
+    (AVX2, AVX-512: masked loads), and the direct scatter loop for every other."""
+    return (KernelCandidate("conv_transpose2d_gemm", "conv_transpose2d_gemm.c.j2",
+                            _transpose_gemm_applies(isa), 0.25,
+                            params=_transpose_gemm_params(isa), tunables=gemm.tunables(isa)),
+            CONV_TRANSPOSE_DIRECT)
 
 
 def _matmul_coords(node: Node, graph: Graph, op: Params) -> Params:
@@ -273,10 +318,20 @@ def _lrn_in_place(node: Node, graph: Graph, op: Params) -> Params:
     return {"in_place": node.ann.inplace_operand is not None}
 
 
-def _im2col_prologue(node: Node, graph: Graph) -> bool:
-    """The im2col kernel applies an elementwise prologue while it gathers columns (1-D and 2-D
-    convs: its prologue indexes operands by (n, c, h, w))."""
-    return graph.types[node.inputs[0]].rank <= 4
+def _im2col_prologue(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def takes(node: Node, graph: Graph) -> bool:
+        """The im2col kernel applies an elementwise prologue while it gathers columns (1-D and
+        2-D convs: its prologue indexes operands by (n, c, h, w)); except, where the implicit
+        GEMM runs, on a stride-1 conv with more than one tap: the prologue would be computed
+        once per tap and the conv would lose the faster kernel."""
+        if graph.types[node.inputs[0]].rank > 4:
+            return False
+        if isa not in ("avx512", "avx2"):
+            return True
+        op = Conv().kernel_params(node, graph)
+        taps = int(op["KD"]) * int(op["KH"]) * int(op["KW"])  # type: ignore[call-overload]
+        return taps == 1 or (op["SH"], op["SW"]) != (1, 1)
+    return takes
 
 
 # ---------------------------------------------------------------- the packed GEMM
@@ -413,6 +468,7 @@ CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n
 # output rows, which remains for what this does not cover
 CONV_DEPTHWISE = KernelCandidate("conv2d_depthwise", "conv2d_depthwise.c.j2", _is_depthwise,
                                  cost_factor=2.0, takes_epilogue=True, params=_depthwise_params)
+CONV_TRANSPOSE_DIRECT = KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2")
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
 POOL = KernelCandidate("pool_direct", "pool.c.j2",
@@ -437,7 +493,8 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
 def cpu_kernels(isa: str) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table for code using `isa` (gemm.ISAS: avx512, avx2, vector); one table
     per ISA, so a candidate is the same object wherever it is looked up."""
-    return {**CPU_KERNELS, "Conv": conv_candidates(isa), "MatMul": matmul_candidates(isa)}
+    return {**CPU_KERNELS, "Conv": conv_candidates(isa), "MatMul": matmul_candidates(isa),
+            "ConvTranspose": transpose_candidates(isa)}
 
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
@@ -445,7 +502,7 @@ def cpu_kernels(isa: str) -> dict[str, tuple[KernelCandidate, ...]]:
 CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Conv": conv_candidates(gemm.PORTABLE_ISA),
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
-    "ConvTranspose": (KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2"),),
+    "ConvTranspose": transpose_candidates(gemm.PORTABLE_ISA),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
     "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),),
     "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),),

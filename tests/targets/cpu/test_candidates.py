@@ -139,7 +139,8 @@ def _reference(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
 # candidates of ops that only fusion makes, tested against numpy float64 where named
 ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              # per ISA (masked loads: AVX2, AVX-512), whatever this machine has
-             "conv2d_implicit_gemm": "tests/targets/cpu/test_implicit_conv.py"}
+             "conv2d_implicit_gemm": "tests/targets/cpu/test_implicit_conv.py",
+             "conv_transpose2d_gemm": "tests/targets/cpu/test_implicit_conv.py"}
 
 
 def test_every_cpu_candidate_has_a_case() -> None:

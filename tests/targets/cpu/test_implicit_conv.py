@@ -175,3 +175,79 @@ def test_implicit_conv_is_strict_c11(isa: str, compiler: str, tmp_path: Path,
                              "-o", "/dev/null", "model.c"], cwd=art / "src",
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# (x shape, w shape [C, OC, KH, KW] with strides = kernel, bias)
+TRANSPOSES = [((1, 24, 7, 9), (24, 5, 2, 2), True), ((2, 3, 5, 4), (3, 17, 3, 3), False),
+              ((1, 8, 6, 6), (8, 1, 2, 2), True), ((1, 19, 5, 7), (19, 6, 2, 3), False)]
+
+
+def _transpose_model(rng: np.random.Generator) -> tuple[
+        onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """ConvTransposes whose kernel tiles the output (stride = kernel), float64 references:
+    y[n, o, ih*SH + kh, iw*SW + kw] = sum_c x[n, c, ih, iw] w[c, o, kh, kw] (+ b[o])."""
+    nodes, inputs, outputs, inits = [], [], [], []
+    feeds: dict[str, np.ndarray] = {}
+    expected: dict[str, np.ndarray] = {}
+    for n, (xs, ws, with_bias) in enumerate(TRANSPOSES):
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        feeds[f"x{n}"] = x
+        inputs.append(helper.make_tensor_value_info(f"x{n}", TensorProto.FLOAT, list(xs)))
+        inits.append(numpy_helper.from_array(w, f"w{n}"))
+        taps = np.einsum("nchw,cokl->nohkwl", x.astype(np.float64), w.astype(np.float64))
+        want = taps.reshape(xs[0], ws[1], xs[2] * ws[2], xs[3] * ws[3])
+        args = [f"x{n}", f"w{n}"]
+        if with_bias:
+            bias = rng.standard_normal(ws[1]).astype(np.float32)
+            inits.append(numpy_helper.from_array(bias, f"b{n}"))
+            args.append(f"b{n}")
+            want = want + bias.astype(np.float64)[:, None, None]
+        nodes.append(helper.make_node("ConvTranspose", args, [f"y{n}"], strides=list(ws[2:])))
+        outputs.append(helper.make_tensor_value_info(f"y{n}", TensorProto.FLOAT, list(want.shape)))
+        expected[f"y{n}"] = want
+    graph = helper.make_graph(nodes, "transposes", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, feeds, expected
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "vector"])
+def test_tiling_conv_transpose_is_one_gemm(isa: str, tmp_path: Path,
+                                           rng: np.random.Generator) -> None:
+    """Kernel = stride: one GEMM on the implicit conv's micro-kernel (AVX2, AVX-512), the
+    direct scatter loop on the portable build; both against numpy float64 (a sum of C
+    products: |err| <= (C + 2) u sum |terms| + RTOL |want| + ATOL)."""
+    model, feeds, expected = _transpose_model(rng)
+    onnx.save(model, tmp_path / "m.onnx")
+    build = BUILDS[isa]
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=build.cpu)
+    wanted = "conv_transpose2d_direct" if isa == "vector" else "conv_transpose2d_gemm"
+    assert {n.ann.kernel.candidate for n in result.graph.nodes if n.ann.kernel is not None} \
+        == {wanted}
+    if not build.runnable:
+        return
+    with pyc_cli.load(tmp_path / "a") as compiled:
+        got = compiled.run(feeds)
+    for (name, want), (_, ws, _) in zip(expected.items(), TRANSPOSES, strict=True):
+        bound = (ws[0] + 2) * 2.0 ** -24 * np.abs(want).max()
+        np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL + bound, err_msg=name)
+
+
+def test_an_overlapping_conv_transpose_keeps_the_direct_loop(tmp_path: Path,
+                                                             rng: np.random.Generator) -> None:
+    """Kernel 3 at stride 2 (outputs take several taps), padding, groups: the direct loop."""
+    w = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="overlap", strides=[2, 2]),
+             helper.make_node("ConvTranspose", ["x", "w"], ["z"], name="padded", strides=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["x", "w"], ["v"], name="grouped", strides=[3, 3],
+                              group=2)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in "yzv"], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(onnx.shape_inference.infer_shapes(model), tmp_path / "m.onnx")
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS["avx512"].cpu)
+    assert {n.ann.kernel.candidate for n in result.graph.nodes} == {"conv_transpose2d_direct"}
