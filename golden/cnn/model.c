@@ -781,7 +781,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 16 + row, oh = col / 32, ow = col % 32;
-                  (void)oc; (void)oh;
+                  (void)oc; (void)oh; (void)ow;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -1035,7 +1035,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 16 + row, oh = col / 32, ow = col % 32;
-                  (void)oc; (void)oh;
+                  (void)oc; (void)oh; (void)ow;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -1540,7 +1540,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
-                  (void)oc; (void)oh;
+                  (void)oc; (void)oh; (void)ow;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -1696,7 +1696,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
-                  (void)oc; (void)oh;
+                  (void)oc; (void)oh; (void)ow;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -2200,7 +2200,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
-                  (void)oc; (void)oh;
+                  (void)oc; (void)oh; (void)ow;
                   const float acc = value + X2[oc];
             const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
             const float t0 = (acc + in0_v);
@@ -2358,7 +2358,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
-                  (void)oc; (void)oh;
+                  (void)oc; (void)oh; (void)ow;
                   const float acc = value + X2[oc];
             const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
             const float t0 = (acc + in0_v);
