@@ -781,7 +781,8 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 16 + row, oh = col / 32, ow = col % 32;
-                  (void)oc; (void)oh; (void)ow;
+                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
+                  (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -1035,7 +1036,8 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 16 + row, oh = col / 32, ow = col % 32;
-                  (void)oc; (void)oh; (void)ow;
+                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
+                  (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -1540,7 +1542,8 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
-                  (void)oc; (void)oh; (void)ow;
+                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
+                  (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -1696,7 +1699,8 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
-                  (void)oc; (void)oh; (void)ow;
+                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
+                  (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
             const float t0 = (acc < 0 ? 0 : acc);
                   y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -2200,9 +2204,10 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
-                  (void)oc; (void)oh; (void)ow;
+                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
+                  (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
-            const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
+            const float in0_v = E0[n*2048 + oc*64 + pix];
             const float t0 = (acc + in0_v);
             const float t1 = (t0 < 0 ? 0 : t0);
                   y[row * 64 + col] = t1;  /* the grid is the output: affine in col, so the loop vectorizes */
@@ -2358,9 +2363,10 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
               const float value = tile[r][c];
               {
                   const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
-                  (void)oc; (void)oh; (void)ow;
+                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
+                  (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
-            const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
+            const float in0_v = E0[n*2048 + oc*64 + pix];
             const float t0 = (acc + in0_v);
             const float t1 = (t0 < 0 ? 0 : t0);
                   y[row * 64 + col] = t1;  /* the grid is the output: affine in col, so the loop vectorizes */

@@ -194,6 +194,9 @@ def _implicit_params(isa: str):  # noqa: ANN202 (a closure per ISA)
                 "taps": [(kh * v["DH"] - v["PH"]) * v["W"] + kw * v["DW"] - v["PW"]
                          for kh, kw in taps],
                 "tap_kh": [kh for kh, _ in taps], "tap_kw": [kw for _, kw in taps],
+                # where the grid is the output, its pixel indexes operands over (oh, ow)
+                **({"flat_coords": ["oh", "ow", "pix"]}
+                   if v["W"] == v["OW"] and graph.types[node.inputs[0]].rank == 4 else {}),
                 **_conv_coords(node, graph, op)}
     return params
 

@@ -32,6 +32,8 @@ CONVS = [
     ((1, 8, 13, 13), (16, 8, 3, 3), (2, 2, 2, 2), (2, 2), 1, "bias_relu"),  # dilated
     ((2, 16, 20), (24, 16, 5), (2, 2), (1,), 1, "residual"),  # 1-D
     ((1, 32, 14, 14), (64, 32, 3, 3), (1, 1, 1, 1), (1, 1), 1, ""),  # a ResNet-like block
+    # an operand broadcast along the output width: not indexed by the flat pixel
+    ((1, 12, 6, 10), (9, 12, 3, 3), (1, 1, 1, 1), (1, 1), 1, "per_row"),
 ]
 
 
@@ -86,10 +88,11 @@ def conv_model(rng: np.random.Generator, dtype: type = np.float32) -> tuple[
             nodes += [helper.make_node("Add", [f"t{n}", f"bias{n}"], [f"u{n}"]),
                       helper.make_node("Relu", [f"u{n}"], [out])]
             want = np.maximum(want + bias.astype(np.float64), 0)
-        elif epilogue == "residual":
-            residual = rng.standard_normal(want.shape).astype(dtype)
+        elif epilogue in ("residual", "per_row"):
+            shape = want.shape if epilogue == "residual" else want.shape[:-1] + (1,)
+            residual = rng.standard_normal(shape).astype(dtype)
             feeds[f"r{n}"] = residual
-            inputs.append(helper.make_tensor_value_info(f"r{n}", elem, list(want.shape)))
+            inputs.append(helper.make_tensor_value_info(f"r{n}", elem, list(shape)))
             nodes.append(helper.make_node("Add", [f"t{n}", f"r{n}"], [out]))
             want = want + residual
         outputs.append(helper.make_tensor_value_info(out, elem, list(want.shape)))
