@@ -80,18 +80,24 @@ class BuildResult:
 def compile_graph(model_path: str | Path, mode: str = "balanced",
                   input_shapes: dict[str, tuple[int, ...]] | None = None, target: str = "cpu",
                   stop_after: str | None = None, steps: BuildSteps | None = None,
-                  tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
+                  tuning: TuningDatabase | None = None, precision: str | None = None
+                  ) -> tuple[Graph, PassContext]:
     """Import and run the pass pipeline (no files written); used by build, tests and tools.
     `steps` times the import and every pass (pyc build's progress and --verbose); `tuning`
-    holds measured kernel choices that select_kernels prefers to its cost model."""
+    holds measured kernel choices that select_kernels prefers to its cost model; `precision`
+    is the CUDA target's compute precision (fp32 when None)."""
     steps = steps or BuildSteps()
     if mode not in MODES:
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     # the passes ask the target for its kernel candidates (compiler flags play no part there)
-    ctx = PassContext(BuildOptions(mode=mode, target=target), target=get_target(target),
+    backend = get_target(target, precision=precision)
+    ctx = PassContext(BuildOptions(mode=mode, target=target), target=backend,
                       tuning=tuning or EmptyTuningDatabase())
+    note = backend.precision_note()
+    if note:  # what a reduced precision changes, before the kernels that follow from it
+        ctx.log("select_kernels", [], "precision", note, after=precision)
     # compile-time folding computes IEEE results (inf, nan) as the kernels would: no warnings
     with np.errstate(all="ignore"):
         try:
@@ -130,12 +136,13 @@ MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
 def compile_within_budget(model_path: str | Path, budget: int,
                           input_shapes: dict[str, tuple[int, ...]] | None = None,
                           target: str = "cpu", steps: BuildSteps | None = None,
-                          tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
+                          tuning: TuningDatabase | None = None, precision: str | None = None
+                          ) -> tuple[Graph, PassContext]:
     """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
     arenas = {}
     for mode in MODES_BY_SPEED:
         graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps,
-                                   tuning=tuning)
+                                   tuning=tuning, precision=precision)
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
@@ -161,7 +168,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           tuning_db: str | Path | None = None, tune_budget: float | None = None,
           tune_options: TuneOptions | None = None,
           tune_progress: Progress | None = None, threads: int = 0,
-          arch: str | None = None) -> BuildResult:
+          arch: str | None = None, precision: str | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -176,7 +183,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     baseline, see targets/cpu/features.py) and `cpu_features` adds or removes extensions
     ('+avx2,-avx512f'); the manifest records the extensions the code may use, and loading on a
     CPU without them is refused (PYC-E033). `arch` is the GPU architecture of the CUDA target
-    (sm_80 ... sm_90, default sm_90; see docs/cuda.md). `slim` leaves out what only explaining needs.
+    (sm_80 ... sm_90, default sm_90; see docs/cuda.md) and `precision` its compute precision
+    (fp32, tf32, fp16, bf16; default fp32; docs/cuda.md says what each changes). `slim`
+    leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
     times every step (shown by `pyc build`; never written into the artifact). `tuning` holds
     measured kernel choices that select_kernels prefers to its cost model; `tuning_db` names a
@@ -202,7 +211,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     if arch is not None and target != "cuda":
         raise PycError("E050", f"--arch {arch} applies to --target cuda only", where="--arch",
                        hint="drop --arch, or build with --target cuda")
-    backend = get_target(target, cpu, tuple(features), arch)
+    backend = get_target(target, cpu, tuple(features), arch, precision)
     cpu_record = backend.cpu_record()  # a -march the compiler rejects fails before compiling
     if tune and target not in TUNABLE_TARGETS:
         raise PycError("E050", f"--tune times kernels on this machine's CPU; the {target} target "
@@ -227,13 +236,14 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
         notes += notes_tune
         graph, ctx = _compile_for_budget(model_path, mode, memory_budget, input_shapes, target,
-                                         steps, tuning)
+                                         steps, tuning, precision)
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
         flags = {"mode": ctx.options.mode, "target": target, "memory_budget": memory_budget,
                  "keep_source": keep_source, "name": prefix, "cpu": cpu,
                  "cpu_features": features, "threads": threads,
-                 **({"arch": backend.arch} if target == "cuda" else {}),
+                 **({"arch": backend.arch, "precision": backend.precision}  # type: ignore[attr-defined]
+                    if target == "cuda" else {}),
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_artifact(staging, model_path, graph, ctx, backend, flags, cpu_record, slim,
@@ -257,8 +267,9 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                     backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
                     slim: bool, steps: BuildSteps) -> None:
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
-    # weights the kernels read as packed panels are stored so
-    layout = layout_weights(graph, backend.constant_panels(graph))
+    # weights the kernels read as packed panels, or in a 16-bit type, are stored so
+    layout = layout_weights(graph, backend.constant_panels(graph),
+                            backend.constant_conversions(graph))
     check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
@@ -297,7 +308,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                     "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"],
-                    "packed": layout.to_json()["packed"]},
+                    "packed": layout.to_json()["packed"],
+                    **({"converted": layout.to_json()["converted"]} if layout.converted else {})},
         "library": backend.library_name, "slim": False,
         **({"header": "src/model.h"} if cpu_record else {}),
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),
@@ -310,17 +322,18 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
 
 def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
                         input_shapes: dict[str, tuple[int, ...]] | None, target: str,
-                        steps: BuildSteps, tuning: TuningDatabase | None = None
-                        ) -> tuple[Graph, PassContext]:
+                        steps: BuildSteps, tuning: TuningDatabase | None = None,
+                        precision: str | None = None) -> tuple[Graph, PassContext]:
     """The build's mode: the one asked for (checked against the budget), else with a budget the
     fastest that fits, else balanced. The last decision logged says which and why."""
     if memory_budget is None:
         return compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps,
-                             tuning=tuning)
+                             tuning=tuning, precision=precision)
     if mode is None:
         return compile_within_budget(model_path, memory_budget, input_shapes, target, steps,
-                                     tuning)
-    graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps, tuning=tuning)
+                                     tuning, precision)
+    graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps, tuning=tuning,
+                               precision=precision)
     arena = ctx.artifacts["memory_plan"].arena_bytes
     if arena > memory_budget:
         raise PycError("E011", f"mode {mode} needs an arena of {arena} bytes, over the memory "
