@@ -377,6 +377,8 @@ def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
     blobs = {}
     packed = manifest["weights"].get("packed", {})
     converted = manifest["weights"].get("converted", {})
+    # a converted constant reads back rounded: it takes the key model.ir gives the original
+    keys = _blob_keys(text) if converted else {}
     for name, offset in manifest["weights"]["layout"].items():
         ttype = shell.types.get(name)
         width = packed.get(name)
@@ -389,12 +391,22 @@ def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
                            f"(constant {name!r} at offset {offset})", where=str(artifact),
                            hint="rebuild the artifact")
         array = read_constant(weights, offset, ttype.dtype.numpy, ttype.shape, width, conversion)
-        blobs[blob_key(array)] = array
+        blobs[keys.get(name, "") if conversion else blob_key(array)] = array
     try:
         return parse_graph(text, blobs)
     except KeyError as exc:
         raise PycError("E030", f"a constant of model.ir is missing from the weights layout in "
                        f"{MANIFEST} ({exc})", where=str(artifact), hint="rebuild the artifact") from exc
+
+
+def _blob_keys(text: str) -> dict[str, str]:
+    """Constant name -> the blob key model.ir gives it."""
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r'const %("(?:[^"\\]|\\.)*") : .* = blob ("sha256:[0-9a-f]+")$', line)
+        if match:
+            found[json.loads(match.group(1))] = json.loads(match.group(2))
+    return found
 
 
 def _conversion(record: object, ttype: object) -> Conversion | None:

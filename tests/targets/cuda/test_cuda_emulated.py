@@ -31,9 +31,13 @@ pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or cla
 class Emulated:
     """A model's kernels built for the CPU, with host buffers standing in for device memory."""
 
-    def __init__(self, model_path: Path, work: Path, shapes: dict | None = None) -> None:  # type: ignore[type-arg]
-        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda")
-        plan, layout = ctx.artifacts["memory_plan"], layout_weights(graph)
+    def __init__(self, model_path: Path, work: Path, shapes: dict | None = None,  # type: ignore[type-arg]
+                 precision: str | None = None) -> None:
+        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda", precision=precision)
+        self.graph, self.target = graph, ctx.target
+        # weights laid out as a build lays them (16-bit B matrices at fp16 / bf16)
+        plan = ctx.artifacts["memory_plan"]
+        layout = layout_weights(graph, {}, ctx.target.constant_conversions(graph))  # type: ignore[union-attr]
         info = ModelInfo("emu", io_infos(graph, graph.inputs),
                          io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
                          layout.total_bytes, 0, "emu")

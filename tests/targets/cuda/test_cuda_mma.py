@@ -1,0 +1,181 @@
+"""The tensor-core GEMM and --precision without a GPU: which kernel a precision selects, how
+16-bit weights are stored and read back, the options refused, NVRTC compilation of every case
+at every precision for sm_90 and sm_80, and the kernels run on the CPU emulation (emulate_cuda.h
+emulates mma.sync with the PTX fragment layouts and the conversions bit-exactly) against the
+numpy rounding model of mma_precision.py (MODEL_RTOL of max |output|) and the exact float64
+product (EXACT_RTOL per precision)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cuda_emulation import CXX
+from helpers import init, make_model, rand, vinfo, write_model
+from mma_cases import MMA_CASES, MmaCase
+from mma_precision import EXACT_RTOL, MODEL_RTOL, PRECISIONS, assert_close_to_max, round_to
+from onnx import helper, numpy_helper
+from test_cuda_compile import needs_nvrtc
+from test_cuda_emulated import Emulated
+
+import pyc_cli
+from pyc_cli.api import compile_graph
+from pyc_cli.artifact.reader import load_graph
+from pyc_cli.errors import PycError
+from pyc_cli.targets import get_target
+from pyc_cli.targets.cuda import toolchain
+from pyc_cli.targets.cuda.target import CudaTarget, kernel_templates
+
+
+def initializers(path: Path) -> dict[str, np.ndarray]:
+    import onnx
+
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def chosen_kernels(path: Path, precision: str | None) -> dict[str, str]:
+    graph, ctx = compile_graph(path, target="cuda", precision=precision)
+    return {n.op: n.ann.kernel.candidate for n in graph.nodes if n.ann.kernel is not None}
+
+
+# ---------------------------------------------------------------- selection and options
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_reduced_precision_selects_the_tensor_core_gemm(precision: str, tmp_path: Path) -> None:
+    case = MMA_CASES[0]
+    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
+    assert chosen_kernels(path, precision)["MatMul"] == "cuda_matmul_mma"
+    assert chosen_kernels(path, "fp32")["MatMul"] == "cuda_matmul_tiled"
+    assert chosen_kernels(path, None)["MatMul"] == "cuda_matmul_tiled"
+    _, ctx = compile_graph(path, target="cuda", precision=precision)
+    (note,) = [d for d in ctx.decisions if d.action == "precision"]
+    assert note.after == precision and "float32 accumulation" in note.reason
+
+
+def test_few_rows_keep_the_skinny_gemm(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vinfo("x", (8, 40))],
+                       [vinfo("y", (8, 70))], [init("w", rand(rng, 40, 70))])
+    assert chosen_kernels(write_model(model, tmp_path), "fp16")["MatMul"] == "cuda_matmul_skinny"
+
+
+def test_precision_is_refused_where_it_does_not_apply() -> None:
+    for target, precision in (("cpu", "fp16"), ("cpu", "tf32"), ("cuda", "fp8"), ("cuda", "FP16")):
+        with pytest.raises(PycError) as caught:
+            get_target(target, precision=precision)
+        assert caught.value.code == "E050" and caught.value.where == "--precision"
+    assert get_target("cpu", precision="fp32").name == "cpu"
+    assert isinstance(get_target("cuda"), CudaTarget) and get_target("cuda").precision == "fp32"  # type: ignore[attr-defined]
+
+
+def test_cli_refuses_precision_on_the_cpu(tmp_path: Path) -> None:
+    from conftest import invoke
+
+    path = write_model(MMA_CASES[0].make(np.random.default_rng(0)), tmp_path)
+    code, out = invoke("build", str(path), "--precision", "fp16", "-o", str(tmp_path / "a.pyc"))
+    assert code != 0 and "PYC-E050" in out and "--target cuda" in out
+
+
+# ---------------------------------------------------------------- 16-bit weights
+
+@pytest.mark.parametrize("precision,numpy_type", [("fp16", np.float16), ("bf16", None)])
+def test_weights_are_stored_in_16_bits(precision: str, numpy_type: type | None, tmp_path: Path) -> None:
+    case = MMA_CASES[0]  # K = 129, N = 65: rows padded to 72 columns
+    path = write_model(case.make(np.random.default_rng(2)), tmp_path)
+    artifact = tmp_path / "a.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision=precision)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["flags"]["precision"] == precision
+    dtype = {"fp16": "float16", "bf16": "bfloat16"}[precision]
+    assert manifest["weights"]["converted"] == {"w": {"columns": 72, "dtype": dtype}}
+    w = initializers(path)["w"]
+    blob = (artifact / "weights.bin").read_bytes()
+    offset = manifest["weights"]["layout"]["w"]
+    stored = np.frombuffer(blob, np.uint16, 129 * 72, offset).reshape(129, 72)
+    assert not stored[:, 65:].any()  # the padding is zeros
+    if numpy_type is not None:
+        np.testing.assert_array_equal(stored[:, :65].view(np.float16), w.astype(np.float16))
+    # the bias stays float32 (an epilogue operand, not a B matrix)
+    b = np.frombuffer(blob, np.float32, 65, manifest["weights"]["layout"]["b"])
+    np.testing.assert_array_equal(b, initializers(path)["b"])
+    # read back (pyc explain / --compare): the constant as the kernels see it
+    graph = load_graph(artifact, manifest)
+    np.testing.assert_array_equal(graph.constants["w"], round_to(w, precision).astype(np.float32))
+
+
+def test_a_weight_other_kernels_read_stays_float32(tmp_path: Path) -> None:
+    """w is both the GEMM's B and an Add's operand: one copy, in float32, read by both."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "w"], ["y"])]
+    model = make_model(nodes, [vinfo("x", (40, 40))], [vinfo("y", (40, 40))], [init("w", rand(rng, 40, 40))])
+    graph, ctx = compile_graph(write_model(model, tmp_path), target="cuda", precision="fp16")
+    assert ctx.target.constant_conversions(graph) == {}  # type: ignore[union-attr]
+
+
+def test_tf32_keeps_float32_weights(tmp_path: Path) -> None:
+    path = write_model(MMA_CASES[0].make(np.random.default_rng(0)), tmp_path)
+    graph, ctx = compile_graph(path, target="cuda", precision="tf32")
+    assert ctx.target.constant_conversions(graph) == {}  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- NVRTC
+
+def emit_mma(case: MmaCase, precision: str, tmp_path: Path) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+    from pyc_cli.abi import io_infos
+    from pyc_cli.planning.weights import layout_weights
+    from pyc_cli.targets.base import ModelInfo
+
+    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
+    graph, ctx = compile_graph(path, target="cuda", precision=precision)
+    target: CudaTarget = ctx.target  # type: ignore[assignment]
+    plan = ctx.artifacts["memory_plan"]
+    layout = layout_weights(graph, {}, target.constant_conversions(graph))
+    info = ModelInfo("test", io_infos(graph, graph.inputs),
+                     io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
+                     layout.total_bytes, 0, "test")
+    sources = target.emit(graph, plan, layout, info)
+    return sources["model.cu"], json.loads(sources["launches.json"])["launches"]
+
+
+@pytest.mark.parametrize("case", MMA_CASES, ids=lambda c: c.name)
+def test_launch_geometry(case: MmaCase, tmp_path: Path) -> None:
+    source, launches = emit_mma(case, "fp16", tmp_path)
+    (launch,) = [step for step in launches if "matmul" in step["kernel"]]
+    assert launch["block"] == [256 if case.tile == 128 else 128, 1, 1]
+    assert "matmul_mma.cu.j2" in source and "pyc_mma_fp16" in source
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", MMA_CASES, ids=lambda c: c.name)
+def test_nvrtc_compiles_the_tensor_core_gemm(case: MmaCase, precision: str, arch: str,
+                                             tmp_path: Path) -> None:
+    source, _ = emit_mma(case, precision, tmp_path)
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+    shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
+    assert f"mma.sync.aligned.{shape}" in compiled.ptx and "cp.async" in compiled.ptx
+
+
+# ---------------------------------------------------------------- emulated runs
+
+@pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", MMA_CASES, ids=lambda c: c.name)
+def test_emulated_kernel_matches_the_rounding_model(case: MmaCase, precision: str, tmp_path: Path,
+                                                    rng: np.random.Generator) -> None:
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    weights = initializers(path)
+    feeds = case.feeds(rng)
+    ours = emulated.run(feeds)["y"]
+    model = case.forward(feeds, weights, precision)
+    exact = case.forward(feeds, weights, "fp32")
+    assert_close_to_max(ours, model, MODEL_RTOL, f"{case.name} {precision} vs the rounding model")
+    assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision} vs float64")
+    # the inputs really were rounded: the model explains the output better than exact math
+    assert np.max(np.abs(ours - model)) < np.max(np.abs(ours - exact))
