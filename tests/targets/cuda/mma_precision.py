@@ -18,7 +18,8 @@ MODEL_RTOL = 1e-4
 # |kernel - exact float64| <= EXACT_RTOL[p] * max|exact| for one GEMM of random normal inputs;
 # a model of many GEMMs (the encoder) gets WHOLE_MODEL_RTOL[p]
 EXACT_RTOL = {"fp32": 1e-5, "tf32": 5e-3, "fp16": 2e-2, "bf16": 5e-2}
-WHOLE_MODEL_RTOL = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 3e-2, "bf16": 1e-1}
+# (a 2-layer encoder measured on the emulation: tf32 and fp16 ~5e-4, bf16 ~4e-3)
+WHOLE_MODEL_RTOL = {"fp32": 1e-3, "tf32": 5e-3, "fp16": 5e-3, "bf16": 3e-2}
 
 
 def to_tf32(x: np.ndarray) -> np.ndarray:

@@ -1,9 +1,7 @@
 """The tensor-core GEMM and --precision without a GPU: which kernel a precision selects, how
-16-bit weights are stored and read back, the options refused, NVRTC compilation of every case
-at every precision for sm_90 and sm_80, and the kernels run on the CPU emulation (emulate_cuda.h
-emulates mma.sync with the PTX fragment layouts and the conversions bit-exactly) against the
-numpy rounding model of mma_precision.py (MODEL_RTOL of max |output|) and the exact float64
-product (EXACT_RTOL per precision)."""
+16-bit weights are stored and read back, the options refused, and NVRTC compilation of every
+case at every precision for sm_90 and sm_80. The kernels' results: test_cuda_emulated.py (on the
+CPU) and test_cuda_gpu.py."""
 
 from __future__ import annotations
 
@@ -12,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cuda_emulation import CXX
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_cases import MMA_CASES, MmaCase
-from mma_precision import EXACT_RTOL, MODEL_RTOL, PRECISIONS, assert_close_to_max, round_to
+from mma_precision import PRECISIONS, round_to
 from onnx import helper, numpy_helper
 from test_cuda_compile import needs_nvrtc
-from test_cuda_emulated import Emulated
 
 import pyc_cli
 from pyc_cli.api import compile_graph
@@ -159,23 +155,3 @@ def test_nvrtc_compiles_the_tensor_core_gemm(case: MmaCase, precision: str, arch
     assert "warning" not in compiled.log.lower(), compiled.log
     shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
     assert f"mma.sync.aligned.{shape}" in compiled.ptx and "cp.async" in compiled.ptx
-
-
-# ---------------------------------------------------------------- emulated runs
-
-@pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("case", MMA_CASES, ids=lambda c: c.name)
-def test_emulated_kernel_matches_the_rounding_model(case: MmaCase, precision: str, tmp_path: Path,
-                                                    rng: np.random.Generator) -> None:
-    path = write_model(case.make(rng), tmp_path)
-    emulated = Emulated(path, tmp_path, precision=precision)
-    weights = initializers(path)
-    feeds = case.feeds(rng)
-    ours = emulated.run(feeds)["y"]
-    model = case.forward(feeds, weights, precision)
-    exact = case.forward(feeds, weights, "fp32")
-    assert_close_to_max(ours, model, MODEL_RTOL, f"{case.name} {precision} vs the rounding model")
-    assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision} vs float64")
-    # the inputs really were rounded: the model explains the output better than exact math
-    assert np.max(np.abs(ours - model)) < np.max(np.abs(ours - exact))
