@@ -70,6 +70,7 @@ MMA_CASES = [
     _plain("mma_aligned_64", (64, 64), (64, 64)),             # the 16-byte copy paths
     _plain("mma_broadcast_b", (5, 70, 33), (33, 129)),         # B shared across the batch
     _plain("mma_batched_b", (3, 17, 32), (3, 32, 20)),          # a constant B per batch
+    _plain("mma_broadcast_a", (17, 36), (2, 3, 36, 21)),       # A shared across two batch dims
     MmaCase("mma_attention_scores", _attention_scores, {"q": (2, 3, 67, 16), "k": (2, 3, 16, 67)},
             lambda f, w, p: matmul(f["q"], f["k"], p) / 4.0),
     _matmul_bias_relu_residual(2050, 9, 2060, tile=128),       # enough blocks for 128 tiles
