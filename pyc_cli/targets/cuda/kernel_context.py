@@ -103,6 +103,7 @@ def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
 MMA_CONFIGS = {128: (128, 128, 16, 2, 4), 64: (64, 64, 16, 2, 2)}
 MMA_PAD_A = 4  # floats past each shared row of A: conflict-free fragment reads, 16-byte rows
 MMA_PAD_B = 8  # elements past each shared row of B, likewise
+MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half the size)
 
 
 def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
@@ -116,15 +117,19 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     tile = int(p.get("tc_tile", 128 if big_tiles >= FILL_BLOCKS else 64))  # type: ignore[call-overload]
     bm, bn, bk, warps_m, warps_n = MMA_CONFIGS[tile]
     conversion = call.converted.get(node.inputs[1])
+    if conversion:  # B in 16 bits: A rounded as it is staged, both read by ldmatrix
+        bk = MMA_BK_16BIT
     ldb = conversion.columns if conversion else n
     b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr]
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     call.block = (32 * warps_m * warps_n, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
+    threads = call.block[0]
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
              threads=call.block[0], pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
-             b_half=conversion is not None, b_batch_strides=b_strides,
+             b_half=conversion is not None, h16=conversion is not None, b_batch_strides=b_strides,
+             a_chunks=bm * bk // 4 // threads, b_chunks=bk * bn // 8 // threads,
              a_vec=k % 4 == 0, b_vec=conversion is not None or n % 4 == 0,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 

@@ -15,7 +15,8 @@
  * even, TF32 to nearest with ties away from zero), and mma.sync as a warp exchange through
  * per-thread fragment slots between two barriers (every thread of the block issues the same
  * mma calls), each thread then summing its four outputs in float32 from the warp's fragments
- * with the PTX ISA's fragment layouts: a wrong lane or register in the kernel shows here. */
+ * with the PTX ISA's fragment layouts: a wrong lane or register in the kernel shows here.
+ * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements. */
 #include <algorithm>
 #include <barrier>
 #include <math.h>
@@ -28,6 +29,7 @@ static dim3 blockDim, gridDim;
 static std::barrier<>* pyc_emu_barrier = nullptr;
 static std::vector<float> pyc_emu_slots;
 static std::vector<unsigned> pyc_emu_frags;  /* 6 words a thread: mma fragments a0..a3, b0, b1 */
+static std::vector<const unsigned short*> pyc_emu_rows;  /* a row address a thread (ldmatrix) */
 
 #define __global__
 #define __device__
@@ -146,6 +148,29 @@ static inline void pyc_emu_mma(float* d, const unsigned* a, const unsigned* b, i
 static inline void pyc_mma_fp16(float* d, const unsigned* a, const unsigned* b) { pyc_emu_mma(d, a, b, 0); }
 static inline void pyc_mma_bf16(float* d, const unsigned* a, const unsigned* b) { pyc_emu_mma(d, a, b, 1); }
 static inline void pyc_mma_tf32(float* d, const unsigned* a, const unsigned* b) { pyc_emu_mma(d, a, b, 2); }
+/* ldmatrix .x4: lane l gives the address of row l % 8 of matrix l / 8 (8 16-bit values);
+ * register i of lane l gets matrix i's elements (l / 4, 2 (l % 4) + j), or with .trans its
+ * elements (2 (l % 4) + j, l / 4), j = 0 in the low half */
+static inline void pyc_emu_ldmatrix(unsigned* r, const void* row, bool trans) {
+  const unsigned me = pyc_emu_linear_thread(), lane = me & 31u, base = me & ~31u;
+  pyc_emu_rows[me] = (const unsigned short*)row;
+  __syncthreads();
+  for (unsigned i = 0; i < 4; ++i) {
+    unsigned word = 0;
+    for (unsigned j = 0; j < 2; ++j) {
+      const unsigned short value = trans
+          ? pyc_emu_rows[base + i * 8 + 2 * (lane % 4) + j][lane / 4]
+          : pyc_emu_rows[base + i * 8 + lane / 4][2 * (lane % 4) + j];
+      word |= (unsigned)value << (16 * j);
+    }
+    r[i] = word;
+  }
+  __syncthreads();
+}
+static inline void pyc_ldmatrix_x4(unsigned* r, const void* row) { pyc_emu_ldmatrix(r, row, false); }
+static inline void pyc_ldmatrix_x4_trans(unsigned* r, const void* row) { pyc_emu_ldmatrix(r, row, true); }
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_bytes) {
   __builtin_memset(dst, 0, (size_t)size);
   __builtin_memcpy(dst, src, (size_t)src_bytes);
@@ -165,6 +190,7 @@ extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, 
   pyc_emu_barrier = &barrier;
   pyc_emu_slots.assign(threads, 0.0f);
   pyc_emu_frags.assign((size_t)threads * 6, 0u);
+  pyc_emu_rows.assign(threads, nullptr);
   std::vector<std::thread> pool;
   for (unsigned t = 0; t < threads; ++t) {
     pool.emplace_back([=, &barrier]() {
