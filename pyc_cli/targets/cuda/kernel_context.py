@@ -107,8 +107,9 @@ MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half th
 
 
 def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
-    """The tensor-core GEMM: its tile, warp layout, and how B is stored (a converted constant
-    is read as 16-bit values in rows of `ldb` = its padded columns)."""
+    """The tensor-core GEMM: its tile, warp layout, and how B is stored. B a converted
+    constant (16-bit values in rows of `ldb` = its padded columns) takes the 16-bit path
+    (`h16`: A rounded as it is staged, ldmatrix, BK 32); else float32 tiles (`body_f32`)."""
     p = call.params
     dims = list(p["batch"])  # type: ignore[call-overload]
     batch = max(1, math.prod(dims))
@@ -127,10 +128,11 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
     threads = call.block[0]
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
-             threads=call.block[0], pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
-             b_half=conversion is not None, h16=conversion is not None, b_batch_strides=b_strides,
+             threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
+             h16=conversion is not None, b_batch_strides=b_strides,
+             # float4 / 16-byte chunks of the 16-bit path's A and B slices, per thread
              a_chunks=bm * bk // 4 // threads, b_chunks=bk * bn // 8 // threads,
-             a_vec=k % 4 == 0, b_vec=conversion is not None or n % 4 == 0,
+             a_vec=k % 4 == 0, b_vec=n % 4 == 0,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 

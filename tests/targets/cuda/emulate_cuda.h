@@ -102,7 +102,6 @@ static inline unsigned pyc_emu_f2bf(float f) {
 }
 static inline unsigned pyc_pack_fp16(float lo, float hi) { return pyc_emu_f2h(lo) | (pyc_emu_f2h(hi) << 16); }
 static inline unsigned pyc_pack_bf16(float lo, float hi) { return pyc_emu_f2bf(lo) | (pyc_emu_f2bf(hi) << 16); }
-static inline unsigned pyc_pack_bits(unsigned short lo, unsigned short hi) { return (unsigned)lo | ((unsigned)hi << 16); }
 static inline unsigned pyc_tf32(float x) {
   const unsigned u = pyc_emu_bits(x);
   if ((u & 0x7f800000u) == 0x7f800000u) return u;

@@ -141,6 +141,10 @@ def test_launch_geometry(case: MmaCase, tmp_path: Path) -> None:
     (launch,) = [step for step in launches if "matmul" in step["kernel"]]
     assert launch["block"] == [256 if case.tile == 128 else 128, 1, 1]
     assert "matmul_mma.cu.j2" in source and "pyc_mma_fp16" in source
+    # a constant B is stored in 16 bits and read by the 16-bit path (ldmatrix); an activation B
+    # (the attention scores' K) is staged as float32
+    uses_ldmatrix = "pyc_ldmatrix_x4_trans(r4" in source
+    assert uses_ldmatrix == (case.name != "mma_attention_scores")
 
 
 @needs_nvrtc
