@@ -118,7 +118,9 @@ SCHEMA: dict[str, Any] = {
                   "flags": _Opt(_List(TEXT)), "libraries": _Opt(_List(TEXT)), "march": _Opt(TEXT)},
     "inputs": _List(IO_ENTRY), "outputs": _List(IO_ENTRY),
     "weights": {"file": TEXT, "bytes": COUNT, "checksum": _Opt(INT), "layout": _Dict(COUNT),
-                "packed": _Opt(_Dict(COUNT))},
+                "packed": _Opt(_Dict(COUNT)),
+                # constants stored in 16 bits (--precision fp16 / bf16, planning/weights.py)
+                "converted": _Opt(_Dict({"dtype": TEXT, "columns": COUNT}))},
     "files": _Dict(TEXT),
 }
 

@@ -159,3 +159,23 @@ def test_nvrtc_compiles_the_tensor_core_gemm(case: MmaCase, precision: str, arch
     assert "warning" not in compiled.log.lower(), compiled.log
     shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
     assert f"mma.sync.aligned.{shape}" in compiled.ptx and "cp.async" in compiled.ptx
+
+
+def test_explain_and_hostile_conversion_records(tmp_path: Path) -> None:
+    """`pyc explain` names the precision (and reads the 16-bit weights back); an edited
+    `weights.converted` record is a PYC error, never a crash."""
+    from conftest import invoke
+
+    path = write_model(MMA_CASES[0].make(np.random.default_rng(4)), tmp_path)
+    artifact = tmp_path / "a.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision="bf16")
+    code, output = invoke("explain", str(artifact))
+    assert code == 0 and "precision bf16" in output, output
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    for record in ({"dtype": "float8", "columns": 72}, {"dtype": "float16", "columns": 3},
+                   {"dtype": "float16", "columns": -8}, {"dtype": "float16"}, [1], "x"):
+        changed = json.loads(json.dumps(manifest))
+        changed["weights"]["converted"]["w"] = record
+        with pytest.raises(PycError) as caught:
+            load_graph(artifact, changed)
+        assert caught.value.code == "E030", record
