@@ -107,9 +107,9 @@ MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half th
 
 
 def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
-    """The tensor-core GEMM: its tile, warp layout, and how B is stored. B a converted
-    constant (16-bit values in rows of `ldb` = its padded columns) takes the 16-bit path
-    (`h16`: A rounded as it is staged, ldmatrix, BK 32); else float32 tiles (`body_f32`)."""
+    """The tensor-core GEMM: its tile, warp layout, and how B is stored (`b_half`: a converted
+    constant, 16-bit values in rows of `ldb` = its padded columns). fp16 / bf16 take the 16-bit
+    path (`h16`: operands rounded as they are staged, ldmatrix, BK 32); tf32 float32 tiles."""
     p = call.params
     dims = list(p["batch"])  # type: ignore[call-overload]
     batch = max(1, math.prod(dims))
@@ -118,7 +118,8 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     tile = int(p.get("tc_tile", 128 if big_tiles >= FILL_BLOCKS else 64))  # type: ignore[call-overload]
     bm, bn, bk, warps_m, warps_n = MMA_CONFIGS[tile]
     conversion = call.converted.get(node.inputs[1])
-    if conversion:  # B in 16 bits: A rounded as it is staged, both read by ldmatrix
+    h16 = p["precision"] in ("fp16", "bf16")
+    if h16:  # operands rounded to 16 bits as they are staged, fragments read by ldmatrix
         bk = MMA_BK_16BIT
     ldb = conversion.columns if conversion else n
     b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr]
@@ -129,9 +130,10 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     threads = call.block[0]
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
              threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
-             h16=conversion is not None, b_batch_strides=b_strides,
+             h16=h16, b_half=conversion is not None, b_batch_strides=b_strides,
              # float4 / 16-byte chunks of the 16-bit path's A and B slices, per thread
              a_chunks=bm * bk // 4 // threads, b_chunks=bk * bn // 8 // threads,
+             b_chunks4=bk * bn // 4 // threads,
              a_vec=k % 4 == 0, b_vec=n % 4 == 0,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 

@@ -141,10 +141,10 @@ def test_launch_geometry(case: MmaCase, tmp_path: Path) -> None:
     (launch,) = [step for step in launches if "matmul" in step["kernel"]]
     assert launch["block"] == [256 if case.tile == 128 else 128, 1, 1]
     assert "matmul_mma.cu.j2" in source and "pyc_mma_fp16" in source
-    # a constant B is stored in 16 bits and read by the 16-bit path (ldmatrix); an activation B
-    # (the attention scores' K) is staged as float32
-    uses_ldmatrix = "pyc_ldmatrix_x4_trans(r4" in source
-    assert uses_ldmatrix == (case.name != "mma_attention_scores")
+    # fp16 takes the 16-bit path (ldmatrix); a constant B, stored in 16 bits, comes by cp.async,
+    # an activation B (the attention scores' K) through registers
+    assert "pyc_ldmatrix_x4_trans(r4" in source
+    assert ("pyc_cp_async16(&Bs" in source) == (case.name != "mma_attention_scores")
 
 
 @needs_nvrtc
@@ -158,7 +158,10 @@ def test_nvrtc_compiles_the_tensor_core_gemm(case: MmaCase, precision: str, arch
     assert compiled.cubin[:4] == b"\x7fELF"
     assert "warning" not in compiled.log.lower(), compiled.log
     shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
-    assert f"mma.sync.aligned.{shape}" in compiled.ptx and "cp.async" in compiled.ptx
+    assert f"mma.sync.aligned.{shape}" in compiled.ptx
+    assert ("ldmatrix" in compiled.ptx) == (precision != "tf32")
+    copies = precision == "tf32" or case.name != "mma_attention_scores"  # K: through registers
+    assert ("cp.async.c" in compiled.ptx) == copies
 
 
 def test_explain_and_hostile_conversion_records(tmp_path: Path) -> None:
