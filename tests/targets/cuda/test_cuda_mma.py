@@ -66,12 +66,17 @@ def test_precision_is_refused_where_it_does_not_apply() -> None:
     assert isinstance(get_target("cuda"), CudaTarget) and get_target("cuda").precision == "fp32"  # type: ignore[attr-defined]
 
 
-def test_cli_refuses_precision_on_the_cpu(tmp_path: Path) -> None:
+def test_cli_precision(tmp_path: Path) -> None:
+    """`pyc build --precision`: recorded for the CUDA target, refused for the CPU one."""
     from conftest import invoke
 
     path = write_model(MMA_CASES[0].make(np.random.default_rng(0)), tmp_path)
     code, out = invoke("build", str(path), "--precision", "fp16", "-o", str(tmp_path / "a.pyc"))
     assert code != 0 and "PYC-E050" in out and "--target cuda" in out
+    code, out = invoke("build", str(path), "--target", "cuda", "--precision", "bf16",
+                       "-o", str(tmp_path / "b.pyc"))
+    assert code == 0, out
+    assert json.loads((tmp_path / "b.pyc" / "manifest.json").read_text())["flags"]["precision"] == "bf16"
 
 
 # ---------------------------------------------------------------- 16-bit weights
