@@ -75,7 +75,8 @@ def convert_matrix(array: np.ndarray, conversion: Conversion) -> np.ndarray:
     padded = np.zeros((*lead, k, conversion.columns), np.float32)
     padded[..., :n] = array
     if conversion.dtype == "float16":
-        return padded.astype(np.float16)
+        with np.errstate(over="ignore"):  # beyond float16's range is infinity, as on the GPU
+            return padded.astype(np.float16)
     return to_bfloat16_bits(padded)
 
 
