@@ -12,7 +12,9 @@ tiled GEMM. torch: torch.matmul of fp16 operands (fp16), of float32 ones with TF
 (tf32) or not (fp32), into a preallocated output. Both timed as kernels alone: PyC between CUDA
 events around its launches (`time_kernels`), torch between CUDA events around each call; the
 median of --repeat after warm-up. Each result is first checked against a float64 product on
-the GPU (max error relative to max |Y|, within the test suite's per-precision tolerance).
+the GPU (max error relative to max |Y|, within the test suite's per-precision tolerance). At
+tf32 / fp16 the tensor-core GEMM is also timed at each tile size it offers (`tc_tile` 64 and
+128, forced through an in-memory tuning database): `pyc_by_tile`, to check the default choice.
 """
 
 from __future__ import annotations
@@ -53,13 +55,26 @@ def relative_error(ours, reference) -> float:  # noqa: ANN001 (torch tensors)
     return float((ours.double() - reference).abs().max() / reference.abs().max())
 
 
+class ForcedTile:
+    """A tuning database that gives every MatMul the tensor-core GEMM at one tile size."""
+
+    def __init__(self, tile: int) -> None:
+        self.tile = tile
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        from pyc_cli.ir.annotations import KernelChoice
+
+        return KernelChoice("cuda_matmul_mma", {"tc_tile": self.tile}) if signature.op == "MatMul" else None
+
+
 def time_pyc(path: Path, work: Path, precision: str, x: np.ndarray, repeat: int,
-             reference) -> dict[str, object]:  # noqa: ANN001
+             reference, tile: int | None = None) -> dict[str, object]:  # noqa: ANN001
     import torch
 
     started = time.perf_counter()
-    built = pyc_cli.build(path, work / f"{path.stem}_{precision}.pyc", target="cuda",
-                          precision=precision, force=True)
+    built = pyc_cli.build(path, work / f"{path.stem}_{precision}_{tile}.pyc", target="cuda",
+                          precision=precision, force=True,
+                          tuning=None if tile is None else ForcedTile(tile))  # type: ignore[arg-type]
     build_s = time.perf_counter() - started
     kernel = next(n.ann.kernel for n in built.graph.nodes if n.ann.kernel is not None)
     with pyc_cli.load(built.artifact) as model:
@@ -103,6 +118,12 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
         a, b = (xt.half(), wt.half()) if precision == "fp16" else (xt, wt)
         torch_ms, torch_min, out = time_torch(a, b, repeat)
         ours = time_pyc(path, work, precision, x, repeat, reference)
+        by_tile = {}
+        if precision != "fp32":
+            for tile in (64, 128):
+                forced = time_pyc(path, work, precision, x, repeat, reference, tile)
+                by_tile[tile] = {"median_ms": forced["median_ms"],
+                                 "rel_error_vs_float64": forced["rel_error_vs_float64"]}
         flop = 2.0 * n ** 3
         row = {"n": n, "precision": precision, "pyc": ours,
                "torch": {"median_ms": torch_ms, "min_ms": torch_min,
@@ -110,7 +131,9 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
                "pyc_tflops": flop / ours["median_ms"] / 1e9,  # type: ignore[operator]
                "torch_tflops": flop / torch_ms / 1e9,
                "pyc_share_of_cublas": torch_ms / ours["median_ms"],  # type: ignore[operator]
-               "correct": ours["rel_error_vs_float64"] <= TOLERANCE[precision]}  # type: ignore[operator]
+               "pyc_by_tile": by_tile,
+               "correct": all(float(r["rel_error_vs_float64"]) <= TOLERANCE[precision]  # type: ignore[arg-type]
+                              for r in (ours, *by_tile.values()))}
         print(json.dumps(row), flush=True)
         rows.append(row)
     (work / f"gemm{n}.onnx").unlink()
