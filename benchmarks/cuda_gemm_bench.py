@@ -13,8 +13,9 @@ tiled GEMM. torch: torch.matmul of fp16 operands (fp16), of float32 ones with TF
 events around its launches (`time_kernels`), torch between CUDA events around each call; the
 median of --repeat after warm-up. Each result is first checked against a float64 product on
 the GPU (max error relative to max |Y|, within the test suite's per-precision tolerance). At
-tf32 / fp16 the tensor-core GEMM is also timed at each tile size it offers (`tc_tile` 64 and
-128, forced through an in-memory tuning database): `pyc_by_tile`, to check the default choice.
+tf32 / fp16 the tensor-core GEMM is also timed in each variant of VARIANTS (its tunables
+`tc_tile` and `tc_min_blocks`, forced through an in-memory tuning database): `pyc_by_variant`,
+to check the default choice.
 """
 
 from __future__ import annotations
@@ -55,26 +56,30 @@ def relative_error(ours, reference) -> float:  # noqa: ANN001 (torch tensors)
     return float((ours.double() - reference).abs().max() / reference.abs().max())
 
 
-class ForcedTile:
-    """A tuning database that gives every MatMul the tensor-core GEMM at one tile size."""
+# the tensor-core GEMM's variants timed besides the default: (tc_tile, tc_min_blocks)
+VARIANTS = ((64, 1), (128, 1), (128, 2))
 
-    def __init__(self, tile: int) -> None:
-        self.tile = tile
+
+class ForcedVariant:
+    """A tuning database that gives every MatMul the tensor-core GEMM with `params`."""
+
+    def __init__(self, **params: int) -> None:
+        self.params = params
 
     def lookup(self, signature):  # noqa: ANN001, ANN201
         from pyc_cli.ir.annotations import KernelChoice
 
-        return KernelChoice("cuda_matmul_mma", {"tc_tile": self.tile}) if signature.op == "MatMul" else None
+        return KernelChoice("cuda_matmul_mma", dict(self.params)) if signature.op == "MatMul" else None
 
 
 def time_pyc(path: Path, work: Path, precision: str, x: np.ndarray, repeat: int,
-             reference, tile: int | None = None) -> dict[str, object]:  # noqa: ANN001
+             reference, variant: tuple[int, int] | None = None) -> dict[str, object]:  # noqa: ANN001
     import torch
 
     started = time.perf_counter()
-    built = pyc_cli.build(path, work / f"{path.stem}_{precision}_{tile}.pyc", target="cuda",
-                          precision=precision, force=True,
-                          tuning=None if tile is None else ForcedTile(tile))  # type: ignore[arg-type]
+    tuning = None if variant is None else ForcedVariant(tc_tile=variant[0], tc_min_blocks=variant[1])
+    built = pyc_cli.build(path, work / f"{path.stem}_{precision}_{variant}.pyc", target="cuda",
+                          precision=precision, force=True, tuning=tuning)  # type: ignore[arg-type]
     build_s = time.perf_counter() - started
     kernel = next(n.ann.kernel for n in built.graph.nodes if n.ann.kernel is not None)
     with pyc_cli.load(built.artifact) as model:
@@ -118,12 +123,13 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
         a, b = (xt.half(), wt.half()) if precision == "fp16" else (xt, wt)
         torch_ms, torch_min, out = time_torch(a, b, repeat)
         ours = time_pyc(path, work, precision, x, repeat, reference)
-        by_tile = {}
+        by_variant = {}
         if precision != "fp32":
-            for tile in (64, 128):
-                forced = time_pyc(path, work, precision, x, repeat, reference, tile)
-                by_tile[tile] = {"median_ms": forced["median_ms"],
-                                 "rel_error_vs_float64": forced["rel_error_vs_float64"]}
+            for variant in VARIANTS:
+                forced = time_pyc(path, work, precision, x, repeat, reference, variant)
+                by_variant[f"tc_tile={variant[0]},tc_min_blocks={variant[1]}"] = {
+                    "median_ms": forced["median_ms"],
+                    "rel_error_vs_float64": forced["rel_error_vs_float64"]}
         flop = 2.0 * n ** 3
         row = {"n": n, "precision": precision, "pyc": ours,
                "torch": {"median_ms": torch_ms, "min_ms": torch_min,
@@ -131,9 +137,9 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
                "pyc_tflops": flop / ours["median_ms"] / 1e9,  # type: ignore[operator]
                "torch_tflops": flop / torch_ms / 1e9,
                "pyc_share_of_cublas": torch_ms / ours["median_ms"],  # type: ignore[operator]
-               "pyc_by_tile": by_tile,
+               "pyc_by_variant": by_variant,
                "correct": all(float(r["rel_error_vs_float64"]) <= TOLERANCE[precision]  # type: ignore[arg-type]
-                              for r in (ours, *by_tile.values()))}
+                              for r in (ours, *by_variant.values()))}
         print(json.dumps(row), flush=True)
         rows.append(row)
     (work / f"gemm{n}.onnx").unlink()

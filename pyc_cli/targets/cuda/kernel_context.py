@@ -35,6 +35,7 @@ class CudaCall(KernelCall):
     shared_bytes: int = 0  # dynamic shared memory (static arrays are declared in the kernel)
     index_type: str = "int"  # the index arithmetic's type: int unless a size needs 64 bits
     uses_status: bool = False  # takes the run's status word (Gather's index check)
+    min_blocks: int = 0  # __launch_bounds__' blocks per multiprocessor (0: the compiler's choice)
     # constants the weights file holds in a 16-bit type (planning/weights.py's Conversion)
     converted: dict[str, Conversion] = field(default_factory=dict)
 
@@ -128,6 +129,7 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     call.block = (32 * warps_m * warps_n, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
     threads = call.block[0]
+    call.min_blocks = int(p.get("tc_min_blocks", 1))  # type: ignore[call-overload]
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
              threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
              h16=h16, b_half=conversion is not None, b_batch_strides=b_strides,

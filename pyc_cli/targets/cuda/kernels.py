@@ -92,7 +92,10 @@ def _mma_params(precision: str) -> Callable[[Node, Graph, Params], Params]:
 
 MMA_TILES = (Tunable("tc_tile", (128, 64), "rows and columns of C per thread block of the "
                      "tensor-core GEMM (128 x 128 on 8 warps or 64 x 64 on 4; by default the "
-                     "largest that gives enough blocks)"),)
+                     "largest that gives enough blocks)"),
+             Tunable("tc_min_blocks", (1, 2), "blocks of the tensor-core GEMM each "
+                     "multiprocessor should hold at once (__launch_bounds__: 2 caps registers "
+                     "so that two 128 x 128 blocks fit)"))
 
 
 def matmul_mma(precision: str) -> KernelCandidate:

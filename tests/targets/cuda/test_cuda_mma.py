@@ -123,13 +123,26 @@ def test_tf32_keeps_float32_weights(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- NVRTC
 
-def emit_mma(case: MmaCase, precision: str, tmp_path: Path) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+class ForcedVariant:
+    """A tuning database giving every MatMul the tensor-core GEMM with `params`."""
+
+    def __init__(self, **params: int) -> None:
+        self.params = params
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        from pyc_cli.ir.annotations import KernelChoice
+
+        return KernelChoice("cuda_matmul_mma", dict(self.params)) if signature.op == "MatMul" else None
+
+
+def emit_mma(case: MmaCase, precision: str, tmp_path: Path,
+             tuning: ForcedVariant | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
     from pyc_cli.abi import io_infos
     from pyc_cli.planning.weights import layout_weights
     from pyc_cli.targets.base import ModelInfo
 
     path = write_model(case.make(np.random.default_rng(0)), tmp_path)
-    graph, ctx = compile_graph(path, target="cuda", precision=precision)
+    graph, ctx = compile_graph(path, target="cuda", precision=precision, tuning=tuning)  # type: ignore[arg-type]
     target: CudaTarget = ctx.target  # type: ignore[assignment]
     plan = ctx.artifacts["memory_plan"]
     layout = layout_weights(graph, {}, target.constant_conversions(graph))
@@ -150,6 +163,23 @@ def test_launch_geometry(case: MmaCase, tmp_path: Path) -> None:
     # an activation B (the attention scores' K) through registers
     assert "pyc_ldmatrix_x4_trans(r4" in source
     assert ("pyc_cp_async16(&Bs" in source) == (case.name != "mma_attention_scores")
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("tile,min_blocks", [(64, 1), (128, 1), (128, 2)])
+def test_every_tunable_variant_compiles(tile: int, min_blocks: int, precision: str, arch: str,
+                                        tmp_path: Path) -> None:
+    """The tile sizes and __launch_bounds__ a tuner (or cuda_gemm_bench.py) may force."""
+    case = MMA_CASES[0]
+    source, launches = emit_mma(case, precision, tmp_path,
+                                ForcedVariant(tc_tile=tile, tc_min_blocks=min_blocks))
+    assert launches[0]["block"] == [256 if tile == 128 else 128, 1, 1]
+    bounds = f"__launch_bounds__({launches[0]['block'][0]}{', 2' if min_blocks == 2 else ''})"
+    assert bounds in source
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF" and "warning" not in compiled.log.lower()
 
 
 @needs_nvrtc
