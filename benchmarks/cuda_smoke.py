@@ -5,7 +5,8 @@
    models against onnxruntime on the GPU; NVRTC compilation; the build checks) and records
    passed / failed / skipped per file; a skipped GPU test fails the run (nothing was checked).
 3. Builds and times, at batch 1, the MLP 512-2048-2048-512 and the MiniLM-L6-shaped encoder
-   (sequence 128, tests/models/make_encoder.py), each first checked against onnxruntime:
+   (sequence 128, tests/models/make_encoder.py; fp32, and fp16 with the tensor-core GEMM), each
+   first checked against onnxruntime (fp32: rtol 1e-3, atol 1e-4; fp16: 5e-3 of max |output|):
    `wall_ms` is a whole run as a user sees it (inputs in, kernels, outputs out, synchronised),
    `kernels_ms` the kernel launches alone between two CUDA events; both with runs replayed as
    one CUDA graph (the default) and, under `stream`, launched call by call (PYC_CUDA_GRAPHS=0),
@@ -115,18 +116,30 @@ def encoder_model(work: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return path, encoder_feeds(np.random.default_rng(1), 1, 128, 30522)
 
 
-def measure(name: str, make, work: Path, repeat: int) -> dict[str, object]:  # noqa: ANN001
+# max |ours - onnxruntime| / max |onnxruntime| at a reduced precision (mma_precision.py)
+REDUCED_RTOL = {"tf32": 5e-3, "fp16": 5e-3, "bf16": 3e-2}
+
+
+def agrees(ours: np.ndarray, expected: np.ndarray, precision: str) -> bool:
+    if precision == "fp32":
+        return bool(np.allclose(ours, expected, rtol=1e-3, atol=1e-4))
+    scale = float(np.max(np.abs(expected)))
+    return bool(np.max(np.abs(ours - expected)) <= REDUCED_RTOL[precision] * scale)
+
+
+def measure(name: str, make, work: Path, repeat: int, precision: str = "fp32") -> dict[str, object]:  # noqa: ANN001
     import onnxruntime as ort
 
     import pyc_cli
 
     path, feeds = make(work)
     started = time.perf_counter()
-    built = pyc_cli.build(path, work / f"{name}.pyc", target="cuda", arch="sm_90")
+    built = pyc_cli.build(path, work / f"{name}.pyc", target="cuda", arch="sm_90",
+                          precision=precision)
     build_s = time.perf_counter() - started
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    paths = {mode: run_path(built.artifact, feeds, expected, repeat, mode)
+    paths = {mode: run_path(built.artifact, feeds, expected, repeat, mode, precision)
              for mode in ("cuda_graph", "cuda_stream")}
     graph = paths["cuda_graph"]
     ort_times = []
@@ -140,7 +153,9 @@ def measure(name: str, make, work: Path, repeat: int) -> dict[str, object]:  # n
             "graph_equals_stream": all(
                 np.array_equal(graph["outputs"][k], paths["cuda_stream"]["outputs"][k])
                 for k in expected),
-            "max_abs_error": graph["max_abs_error"], "tolerance": {"rtol": 1e-3, "atol": 1e-4},
+            "max_abs_error": graph["max_abs_error"], "precision": precision,
+            "tolerance": ({"rtol": 1e-3, "atol": 1e-4} if precision == "fp32"
+                          else {"of_max_abs_output": REDUCED_RTOL[precision]}),
             "wall_ms": graph["wall_ms"], "kernels_ms": graph["kernels_ms"],
             "stream": {k: paths["cuda_stream"][k] for k in ("wall_ms", "kernels_ms", "stats")},
             "stats": graph["stats"],
@@ -148,7 +163,7 @@ def measure(name: str, make, work: Path, repeat: int) -> dict[str, object]:  # n
 
 
 def run_path(artifact: Path, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray],
-             repeat: int, execution: str) -> dict[str, object]:
+             repeat: int, execution: str, precision: str) -> dict[str, object]:
     """One load with runs replayed as a CUDA graph (cuda_graph) or launched call by call
     (cuda_stream, PYC_CUDA_GRAPHS=0): checked against onnxruntime (poisoned first), timed."""
     import os
@@ -171,8 +186,7 @@ def run_path(artifact: Path, feeds: dict[str, np.ndarray], expected: dict[str, n
     return {"device": device, "outputs": ours, "wall_ms": wall, "kernels_ms": kernels,
             "stats": stats,
             "max_abs_error": {k: float(np.max(np.abs(ours[k] - v))) for k, v in expected.items()},
-            "matches_onnxruntime": all(np.allclose(ours[k], v, rtol=1e-3, atol=1e-4)
-                                       for k, v in expected.items())}
+            "matches_onnxruntime": all(agrees(ours[k], v, precision) for k, v in expected.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = tests["exit_code"] == 0 and gpu.get("passed", 0) > 0 and gpu.get("skipped", 0) == 0
     timings: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as work:
-        for name, make in (("mlp_512_2048_2048_512_b1", mlp_model), ("minilm_shaped_b1_s128", encoder_model)):
+        for name, make, precision in (("mlp_512_2048_2048_512_b1", mlp_model, "fp32"),
+                                      ("minilm_shaped_b1_s128", encoder_model, "fp32"),
+                                      ("minilm_shaped_b1_s128_fp16", encoder_model, "fp16")):
             try:
-                timings[name] = measure(name, make, Path(work), args.repeat)
+                timings[name] = measure(name, make, Path(work), args.repeat, precision)
                 ok = ok and bool(timings[name]["matches_onnxruntime"])  # type: ignore[index]
                 ok = ok and bool(timings[name]["graph_equals_stream"])  # type: ignore[index]
             except Exception:  # noqa: BLE001 (recorded: the other model is still measured)

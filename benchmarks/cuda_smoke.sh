@@ -7,7 +7,11 @@
 # first. NVRTC is the image's wheel, else the CUDA toolkit's libnvrtc (found below). Then it runs
 # tests/targets/cuda (NVRTC compilation of every template, the build checks, every kernel and
 # the reference models against onnxruntime on the GPU), times the MLP 512-2048-2048-512 and the
-# MiniLM-shaped encoder at batch 1, sequence 128, and writes $OUT/cuda_smoke.json (+ the log).
+# MiniLM-shaped encoder at batch 1, sequence 128 (fp32, and fp16 on tensor cores), and writes
+# $OUT/cuda_smoke.json (+ the log). Then, where torch with CUDA is there and CUDA_GEMM_BENCH is
+# not 0, PyC's GEMM against torch.matmul (cuBLAS) at 1024^3, 4096^3, 8192^3 in fp16 / tf32 /
+# fp32: $OUT/cuda_gemm_bench.json (benchmarks/cuda_gemm_bench.py). Exit status: the smoke's,
+# else the GEMM bench's (1 when a result is wrong).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
@@ -35,3 +39,10 @@ fi
 echo "CUDA_HOME=${CUDA_HOME:-unset}; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -1)"
 export PYTHONUNBUFFERED=1
 $PY benchmarks/cuda_smoke.py --out "$OUT"
+status=$?
+if [ "${CUDA_GEMM_BENCH:-1}" != 0 ] && $PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  $PY benchmarks/cuda_gemm_bench.py --out "$OUT/cuda_gemm_bench.json" || { [ $status = 0 ] && status=1; }
+else
+  echo "GEMM bench skipped (CUDA_GEMM_BENCH=0, or no torch with CUDA)"
+fi
+exit $status

@@ -84,13 +84,13 @@ class BuildResult:
 def compile_graph(model_path: str | Path, mode: str = "balanced",
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
                   target: str | Target = "cpu", stop_after: str | None = None,
-                  steps: BuildSteps | None = None,
-                  tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
+                  steps: BuildSteps | None = None, tuning: TuningDatabase | None = None,
+                  precision: str | None = None) -> tuple[Graph, PassContext]:
     """Import and run the pass pipeline (no files written); used by build, tests and tools.
-    `target` is a target name (its default configuration: the CPU target for this machine) or
-    the configured target the build emits for; `steps` times the import and every pass (pyc
-    build's progress and --verbose); `tuning` holds measured kernel choices that
-    select_kernels prefers to its cost model."""
+    `target` is a target name (its default configuration: the CPU target for this machine, the
+    CUDA target at `precision`, fp32 when None) or the configured target the build emits for;
+    `steps` times the import and every pass (pyc build's progress and --verbose); `tuning`
+    holds measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
     if mode not in MODES:
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
@@ -98,9 +98,12 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     # the passes ask the target for its kernel candidates: those of the ISA the code is built
     # for (--cpu, --cpu-features), which the emitter renders
-    backend = target if isinstance(target, Target) else get_target(target)
+    backend = target if isinstance(target, Target) else get_target(target, precision=precision)
     ctx = PassContext(BuildOptions(mode=mode, target=backend.name), target=backend,
                       tuning=tuning or EmptyTuningDatabase())
+    note = backend.precision_note()
+    if note:  # what a reduced precision changes, before the kernels that follow from it
+        ctx.log("select_kernels", [], "precision", note, after=getattr(backend, "precision", None))
     # compile-time folding computes IEEE results (inf, nan) as the kernels would: no warnings
     with np.errstate(all="ignore"):
         try:
@@ -139,12 +142,13 @@ MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
 def compile_within_budget(model_path: str | Path, budget: int,
                           input_shapes: dict[str, tuple[int, ...]] | None = None,
                           target: str | Target = "cpu", steps: BuildSteps | None = None,
-                          tuning: TuningDatabase | None = None) -> tuple[Graph, PassContext]:
+                          tuning: TuningDatabase | None = None, precision: str | None = None
+                          ) -> tuple[Graph, PassContext]:
     """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
     arenas = {}
     for mode in MODES_BY_SPEED:
         graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps,
-                                   tuning=tuning)
+                                   tuning=tuning, precision=precision)
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
@@ -170,7 +174,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           tuning_db: str | Path | None = None, tune_budget: float | None = None,
           tune_options: TuneOptions | None = None,
           tune_progress: Progress | None = None, threads: int = 0,
-          arch: str | None = None) -> BuildResult:
+          arch: str | None = None, precision: str | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -185,7 +189,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     baseline, see targets/cpu/features.py) and `cpu_features` adds or removes extensions
     ('+avx2,-avx512f'); the manifest records the extensions the code may use, and loading on a
     CPU without them is refused (PYC-E033). `arch` is the GPU architecture of the CUDA target
-    (sm_80 ... sm_90, default sm_90; see docs/cuda.md). `slim` leaves out what only explaining needs.
+    (sm_80 ... sm_90, default sm_90; see docs/cuda.md) and `precision` its compute precision
+    (fp32, tf32, fp16, bf16; default fp32; docs/cuda.md says what each changes). `slim`
+    leaves out what only explaining needs.
     Another build into the same `out_dir` is refused while this one runs (PYC-E034). `steps`
     times every step (shown by `pyc build`; never written into the artifact). `tuning` holds
     measured kernel choices that select_kernels prefers to its cost model; `tuning_db` names a
@@ -212,7 +218,11 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     if arch is not None and "cuda" not in targets:
         raise PycError("E050", f"--arch {arch} applies to --target cuda only", where="--arch",
                        hint="drop --arch, or build with --target cuda")
-    backends = [get_target(name, cpu, tuple(features), arch) for name in targets]
+    # the precision is the CUDA target's (a CPU fallback beside it computes in fp32; a CPU-only
+    # build given another refuses it)
+    backends = [get_target(name, cpu, tuple(features), arch,
+                           None if name == "cpu" and "cuda" in targets else precision)
+                for name in targets]
     # a -march the compiler rejects fails before compiling
     cpu_records = [backend.cpu_record() for backend in backends]
     untunable = [name for name in targets if name not in TUNABLE_TARGETS]
@@ -263,7 +273,8 @@ def _write_targets(staging: Path, model_path: Path,
         target, backend, cpu_record, (graph, ctx) = built[index]
         own = {**flags, "mode": ctx.options.mode, "target": target,
                "keep_source": flags["keep_source"] and index == 0,  # one source copy
-               **({"arch": backend.arch} if target == "cuda" else {})}
+               **({"arch": backend.arch, "precision": backend.precision}  # type: ignore[attr-defined]
+                  if target == "cuda" else {})}
         _write_artifact(staging / fallback_dir(target) if index else staging, model_path, graph,
                         ctx, backend, own, cpu_record, slim, steps,
                         targets if index == 0 and len(targets) > 1 else None)
@@ -310,8 +321,9 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     """One target's artifact in `staging`; `targets` (the first target's of several) lists
     every target, the others' artifacts already written under targets/NAME/."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
-    # weights the kernels read as packed panels are stored so
-    layout = layout_weights(graph, backend.constant_panels(graph))
+    # weights the kernels read as packed panels, or in a 16-bit type, are stored so
+    layout = layout_weights(graph, backend.constant_panels(graph),
+                            backend.constant_conversions(graph))
     check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
@@ -350,7 +362,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                     "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"],
-                    "packed": layout.to_json()["packed"]},
+                    "packed": layout.to_json()["packed"],
+                    **({"converted": layout.to_json()["converted"]} if layout.converted else {})},
         "library": backend.library_name, "slim": False,
         **({"header": "src/model.h"} if cpu_record else {}),
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),

@@ -243,8 +243,10 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
         console.print(escape(f"  {kind}: {listing}"))
     if "cuda" in data:
         gpu = data["cuda"]
+        precision = data.get("flags", {}).get("precision", "fp32")
         console.print(escape(f"  gpu: {gpu['arch']} CUBIN; PTX ISA {gpu['ptx_isa']} (JIT on drivers "
-                             f"for CUDA {gpu['ptx_min_driver']} or newer)"), highlight=False)
+                             f"for CUDA {gpu['ptx_min_driver']} or newer); precision {precision}"),
+                      highlight=False)
     else:
         cpu = data["cpu"]
         console.print(escape(f"  cpu: {cpu['arch']} -march={cpu['march']} ({cpu['resolved_march']}); "

@@ -20,7 +20,7 @@ from ..ir.graph import Graph
 from ..ir.text import blob_key, parse_graph
 from ..ir.types import DType
 from ..passes.context import MODES
-from ..planning.weights import packed_numel, read_constant
+from ..planning.weights import Conversion, converted_nbytes, packed_numel, read_constant
 from ..targets import TARGETS
 from ..targets.abi_name import name_problem
 from ..targets.cpu.features import feature_flags, is_cpu_name
@@ -119,7 +119,9 @@ SCHEMA: dict[str, Any] = {
                   "flags": _Opt(_List(TEXT)), "libraries": _Opt(_List(TEXT)), "march": _Opt(TEXT)},
     "inputs": _List(IO_ENTRY), "outputs": _List(IO_ENTRY),
     "weights": {"file": TEXT, "bytes": COUNT, "checksum": _Opt(INT), "layout": _Dict(COUNT),
-                "packed": _Opt(_Dict(COUNT))},
+                "packed": _Opt(_Dict(COUNT)),
+                # constants stored in 16 bits (--precision fp16 / bf16, planning/weights.py)
+                "converted": _Opt(_Dict({"dtype": TEXT, "columns": COUNT}))},
     "files": _Dict(TEXT),
 }
 
@@ -403,22 +405,50 @@ def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
     shell = parse_graph(text, _BlobProbe())
     blobs = {}
     packed = manifest["weights"].get("packed", {})
+    converted = manifest["weights"].get("converted", {})
+    # a converted constant reads back rounded: it takes the key model.ir gives the original
+    keys = _blob_keys(text) if converted else {}
     for name, offset in manifest["weights"]["layout"].items():
         ttype = shell.types.get(name)
         width = packed.get(name)
+        conversion = _conversion(converted.get(name), ttype)
         if ttype is None or (width is not None and (width < 1 or ttype.rank < 1)) or \
-                offset + (ttype.nbytes if width is None else
+                offset + (converted_nbytes(ttype.shape, conversion) if conversion else
+                          ttype.nbytes if width is None else
                           packed_numel(ttype.shape, width) * ttype.dtype.itemsize) > len(weights):
             raise PycError("E030", f"the weights layout in {MANIFEST} does not fit model.ir "
                            f"(constant {name!r} at offset {offset})", where=str(artifact),
                            hint="rebuild the artifact")
-        array = read_constant(weights, offset, ttype.dtype.numpy, ttype.shape, width)
-        blobs[blob_key(array)] = array
+        array = read_constant(weights, offset, ttype.dtype.numpy, ttype.shape, width, conversion)
+        blobs[keys.get(name, "") if conversion else blob_key(array)] = array
     try:
         return parse_graph(text, blobs)
     except KeyError as exc:
         raise PycError("E030", f"a constant of model.ir is missing from the weights layout in "
                        f"{MANIFEST} ({exc})", where=str(artifact), hint="rebuild the artifact") from exc
+
+
+def _blob_keys(text: str) -> dict[str, str]:
+    """Constant name -> the blob key model.ir gives it."""
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r'const %("(?:[^"\\]|\\.)*") : .* = blob ("sha256:[0-9a-f]+")$', line)
+        if match:
+            found[json.loads(match.group(1))] = json.loads(match.group(2))
+    return found
+
+
+def _conversion(record: object, ttype: object) -> Conversion | None:
+    """A constant's 16-bit stored form from the manifest (PYC-E030 where it cannot hold)."""
+    if record is None:
+        return None
+    shape = getattr(ttype, "shape", ())
+    if not isinstance(record, dict) or record.get("dtype") not in ("float16", "bfloat16") \
+            or not isinstance(record.get("columns"), int) or len(shape) < 2 \
+            or not shape[-1] <= record["columns"] <= shape[-1] + 8:
+        raise PycError("E030", f"a converted weight in {MANIFEST} does not fit model.ir ({record!r})",
+                       hint="rebuild the artifact")
+    return Conversion(record["dtype"], record["columns"])
 
 
 class _BlobProbe(dict):

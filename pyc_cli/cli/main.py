@@ -184,6 +184,10 @@ def main(debug: bool) -> None:
               help="With --target cuda: the GPU architecture to compile for (sm_80, sm_86, "
                    "sm_89, sm_90; default sm_90). The CUBIN runs on GPUs of that major "
                    "architecture at that minor version or above.")
+@click.option("--precision", default=None, metavar="P",
+              help="With --target cuda: the compute precision, fp32 (default), tf32, fp16 or "
+                   "bf16. tf32/fp16/bf16 run MatMuls on tensor cores with float32 "
+                   "accumulation (docs/cuda.md says what else changes).")
 @click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
               metavar="N",
               help="Threads a run may use (0 = every core of the machine it runs on); "
@@ -215,7 +219,7 @@ def main(debug: bool) -> None:
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
-          threads: int,
+          precision: str | None, threads: int,
           slim: bool,
           name: str | None, tune: bool, tune_budget: float, retune: bool,
           tuning_db: Path | None, quiet: bool, verbose: bool) -> None:
@@ -245,8 +249,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         steps = display.steps
         if dump_ir_after:
             graph, _ = compile_graph(model, mode, shapes, parse_targets(target)[0],
-                                     stop_after=dump_ir_after,
-                                     steps=steps)
+                                     stop_after=dump_ir_after, steps=steps, precision=precision)
         else:
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,
@@ -256,7 +259,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     steps=steps, tune=tune,
                                     tuning_db=tuning_db or default_path(),
                                     tune_options=TuneOptions(budget_s=tune_budget, retune=retune),
-                                    tune_progress=display.tune_progress, arch=arch)
+                                    tune_progress=display.tune_progress, arch=arch,
+                                    precision=precision)
     for warning in seen:
         click.echo(f"warning: {warning.message}", err=True)
     elapsed = steps.elapsed_s

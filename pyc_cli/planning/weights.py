@@ -4,6 +4,11 @@ A target's kernel may read a matrix constant in packed panels (the packed GEMM's
 `Target.constant_panels`): the file then holds the constant as panels of `width` columns,
 [..., ceil(N/width), K, width], zero-padded past N, and the manifest records the width so the
 constant can be read back (`read_constant`).
+
+A kernel may also read a float32 matrix constant converted to a 16-bit float type (the CUDA
+target's tensor-core GEMM at --precision fp16/bf16, `Target.constant_conversions`): the file
+then holds it as float16 or bfloat16 (round to nearest even), its rows padded with zeros to
+`columns` (a multiple of 8: 16-byte rows), and the manifest records both.
 """
 
 from __future__ import annotations
@@ -23,11 +28,70 @@ class WeightsLayout:
     offsets: dict[str, int]
     total_bytes: int
     packed: dict[str, int] = field(default_factory=dict)  # constant -> panel width
+    converted: dict[str, Conversion] = field(default_factory=dict)  # constant -> 16-bit form
 
     def to_json(self) -> dict[str, object]:
-        return {"alignment": WEIGHT_ALIGNMENT, "total_bytes": self.total_bytes,
-                "offsets": dict(sorted(self.offsets.items())),
-                "packed": dict(sorted(self.packed.items()))}
+        record: dict[str, object] = {
+            "alignment": WEIGHT_ALIGNMENT, "total_bytes": self.total_bytes,
+            "offsets": dict(sorted(self.offsets.items())), "packed": dict(sorted(self.packed.items()))}
+        if self.converted:  # only reduced-precision builds have any
+            record["converted"] = {k: c.to_json() for k, c in sorted(self.converted.items())}
+        return record
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A float32 matrix constant stored as `dtype` (float16 or bfloat16), rows padded to
+    `columns` with zeros."""
+
+    dtype: str
+    columns: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"dtype": self.dtype, "columns": self.columns}
+
+
+HALF_TYPES = ("float16", "bfloat16")
+
+
+def to_bfloat16_bits(array: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even as the GPU's
+    cvt.rn.bf16 does; NaN stays a quiet NaN."""
+    bits = np.ascontiguousarray(array, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(array), np.uint16(0x7FC0), rounded)
+
+
+def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def convert_matrix(array: np.ndarray, conversion: Conversion) -> np.ndarray:
+    """The stored form: [..., K, N] float32 -> [..., K, columns] 16-bit values (uint16 bits for
+    bfloat16), zero past N."""
+    if conversion.dtype not in HALF_TYPES:
+        raise ValueError(f"unknown conversion {conversion.dtype!r}")
+    *lead, k, n = array.shape
+    padded = np.zeros((*lead, k, conversion.columns), np.float32)
+    padded[..., :n] = array
+    if conversion.dtype == "float16":
+        with np.errstate(over="ignore"):  # beyond float16's range is infinity, as on the GPU
+            return padded.astype(np.float16)
+    return to_bfloat16_bits(padded)
+
+
+def unconvert_matrix(flat: np.ndarray, shape: tuple[int, ...], conversion: Conversion) -> np.ndarray:
+    """The inverse of convert_matrix (float32 again, as rounded)."""
+    *lead, k, n = shape
+    stored = flat.reshape(*lead, k, conversion.columns)[..., :n]
+    if conversion.dtype == "float16":
+        return np.ascontiguousarray(stored.view(np.float16).astype(np.float32))
+    return np.ascontiguousarray(from_bfloat16_bits(stored.view(np.uint16)))
+
+
+def converted_nbytes(shape: tuple[int, ...], conversion: Conversion) -> int:
+    *lead, k, _ = shape
+    return int(np.prod(lead, dtype=np.int64)) * k * conversion.columns * 2
 
 
 def pack_panels(matrix: np.ndarray, width: int) -> np.ndarray:
@@ -59,37 +123,51 @@ def unpack_panels(flat: np.ndarray, shape: tuple[int, ...], width: int) -> np.nd
     return np.ascontiguousarray(array[..., :n]).reshape(shape)
 
 
-def stored_nbytes(array: np.ndarray, width: int | None) -> int:
+def stored_nbytes(array: np.ndarray, width: int | None,
+                  conversion: Conversion | None = None) -> int:
+    if conversion is not None:
+        return converted_nbytes(array.shape, conversion)
     return array.nbytes if width is None else packed_numel(array.shape, width) * array.itemsize
 
 
-def layout_weights(graph: Graph, packed: Mapping[str, int] | None = None) -> WeightsLayout:
+def layout_weights(graph: Graph, packed: Mapping[str, int] | None = None,
+                   converted: Mapping[str, Conversion] | None = None) -> WeightsLayout:
     """Offsets of every constant a kernel reads; `packed` names those stored as panels (and
-    their width)."""
+    their width), `converted` those stored in a 16-bit float type."""
     used = sorted({name for node in graph.nodes for name in node.present_inputs()
                    if name in graph.constants})
     packed = {name: width for name, width in (packed or {}).items() if name in used}
+    converted = {name: c for name, c in (converted or {}).items() if name in used}
+    if set(packed) & set(converted):
+        raise RuntimeError(f"{sorted(set(packed) & set(converted))} both packed and converted")
     offsets, cursor = {}, 0
     for name in used:
         offsets[name] = cursor
-        size = stored_nbytes(graph.constants[name], packed.get(name))
+        size = stored_nbytes(graph.constants[name], packed.get(name), converted.get(name))
         cursor += -(-max(size, 1) // WEIGHT_ALIGNMENT) * WEIGHT_ALIGNMENT
-    return WeightsLayout(offsets, cursor, packed)
+    return WeightsLayout(offsets, cursor, packed, converted)
 
 
 def weights_bytes(graph: Graph, layout: WeightsLayout) -> bytes:
     blob = bytearray(layout.total_bytes)
     for name, offset in layout.offsets.items():
         array = graph.constants[name]
-        width = layout.packed.get(name)
-        data = np.ascontiguousarray(array if width is None else pack_panels(array, width)).tobytes()
+        width, conversion = layout.packed.get(name), layout.converted.get(name)
+        if conversion is not None:
+            data = np.ascontiguousarray(convert_matrix(array, conversion)).tobytes()
+        else:
+            data = np.ascontiguousarray(array if width is None else pack_panels(array, width)).tobytes()
         blob[offset:offset + len(data)] = data
     return bytes(blob)
 
 
 def read_constant(blob: bytes, offset: int, dtype: np.dtype, shape: tuple[int, ...],
-                  width: int | None) -> np.ndarray:
-    """A constant read back from the weights file as it was laid out."""
+                  width: int | None, conversion: Conversion | None = None) -> np.ndarray:
+    """A constant read back from the weights file as it was laid out (a converted one as
+    float32 again, with the conversion's rounding)."""
+    if conversion is not None:
+        flat = np.frombuffer(blob, np.uint16, converted_nbytes(shape, conversion) // 2, offset)
+        return unconvert_matrix(flat, shape, conversion)
     if width is None:
         return np.frombuffer(blob, dtype, int(np.prod(shape, dtype=np.int64)), offset).reshape(shape)
     flat = np.frombuffer(blob, dtype, packed_numel(shape, width), offset)

@@ -14,7 +14,7 @@ from ..abi import IoInfo
 from ..ir.graph import Graph, Node
 from ..passes.pipeline import DEFAULT_TAIL, Pass
 from ..planning.plan import MemoryPlan
-from ..planning.weights import WeightsLayout
+from ..planning.weights import Conversion, WeightsLayout
 from ..templating import templates_dir
 from .kernel import KernelCandidate
 
@@ -90,6 +90,16 @@ class Target:
         if both:
             raise RuntimeError(f"{both} read both packed and as stored")
         return packed
+
+    def constant_conversions(self, graph: Graph) -> dict[str, Conversion]:
+        """Float32 constants the chosen kernels read in a 16-bit type, for the weights file
+        (the CUDA target's tensor-core GEMM at --precision fp16/bf16); none by default."""
+        return {}
+
+    def precision_note(self) -> str | None:
+        """What the build's compute precision changes, for the decision log (None: the
+        model's own types throughout)."""
+        return None
 
     def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
         """The passes this target runs after the shared front: kernel selection and memory

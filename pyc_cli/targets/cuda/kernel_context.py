@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ...errors import PycError
 from ...ir.graph import Graph, Node
 from ...ops.movement import contiguous_strides
+from ...planning.weights import Conversion
 from ..cpu.kernel_context import KernelCall, coalesce, kernel_call
 from ..kernel import KernelCandidate
 
@@ -34,11 +35,15 @@ class CudaCall(KernelCall):
     shared_bytes: int = 0  # dynamic shared memory (static arrays are declared in the kernel)
     index_type: str = "int"  # the index arithmetic's type: int unless a size needs 64 bits
     uses_status: bool = False  # takes the run's status word (Gather's index check)
+    min_blocks: int = 0  # __launch_bounds__' blocks per multiprocessor (0: the compiler's choice)
+    # constants the weights file holds in a 16-bit type (planning/weights.py's Conversion)
+    converted: dict[str, Conversion] = field(default_factory=dict)
 
 
-def cuda_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate) -> CudaCall:
+def cuda_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate,
+              converted: dict[str, Conversion] | None = None) -> CudaCall:
     base = kernel_call(graph, node, index, candidate)
-    call = CudaCall(**vars(base))
+    call = CudaCall(**vars(base), converted=dict(converted or {}))
     call.params = dict(call.params)
     if node.ann.kernel is not None:  # a tuning database's measured parameters (tile_m ...)
         call.params.update(dict(node.ann.kernel.params))
@@ -94,6 +99,47 @@ def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
+# tensor-core GEMM tiles by tc_tile: (rows BM, columns BN, depth BK, warps along M, along N);
+# a warp computes (BM / warps_m) x (BN / warps_n) of C in m16 x n8 mma tiles
+MMA_CONFIGS = {128: (128, 128, 16, 2, 4), 64: (64, 64, 16, 2, 2)}
+MMA_PAD_A = 4  # floats past each shared row of A: conflict-free fragment reads, 16-byte rows
+MMA_PAD_B = 8  # elements past each shared row of B, likewise
+MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half the size)
+
+
+def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The tensor-core GEMM: its tile, warp layout, and how B is stored (`b_half`: a converted
+    constant, 16-bit values in rows of `ldb` = its padded columns). fp16 / bf16 take the 16-bit
+    path (`h16`: operands rounded as they are staged, ldmatrix, BK 32); tf32 float32 tiles."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = max(1, math.prod(dims))
+    m, n, k = int(p["M"]), int(p["N"]), int(p["K"])  # type: ignore[call-overload]
+    big_tiles = math.ceil(m / 128) * math.ceil(n / 128) * batch
+    tile = int(p.get("tc_tile", 128 if big_tiles >= FILL_BLOCKS else 64))  # type: ignore[call-overload]
+    bm, bn, bk, warps_m, warps_n = MMA_CONFIGS[tile]
+    conversion = call.converted.get(node.inputs[1])
+    h16 = p["precision"] in ("fp16", "bf16")
+    if h16:  # operands rounded to 16 bits as they are staged, fragments read by ldmatrix
+        bk = MMA_BK_16BIT
+    ldb = conversion.columns if conversion else n
+    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr]
+    if conversion:
+        next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    call.block = (32 * warps_m * warps_n, 1, 1)
+    call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
+    threads = call.block[0]
+    call.min_blocks = int(p.get("tc_min_blocks", 1))  # type: ignore[call-overload]
+    p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
+             threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
+             h16=h16, b_half=conversion is not None, b_batch_strides=b_strides,
+             # float4 / 16-byte chunks of the 16-bit path's A and B slices, per thread
+             a_chunks=bm * bk // 4 // threads, b_chunks=bk * bn // 8 // threads,
+             b_chunks4=bk * bn // 4 // threads,
+             a_vec=k % 4 == 0, b_vec=n % 4 == 0,
+             batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+
+
 SKINNY_WARPS = 8  # warps of a skinny-GEMM block, each a slice of K
 
 
@@ -141,7 +187,7 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
 
 LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
-    "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm,
+    "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
     "conv_direct.cu.j2": _per_element, "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
     "gather.cu.j2": _gather,

@@ -1,4 +1,5 @@
-"""The CUDA target's kernel candidates, per op (phase 1: float32 compute, see docs/cuda.md).
+"""The CUDA target's kernel candidates, per op (float32 compute, and at --precision tf32 / fp16 /
+bf16 a tensor-core GEMM for MatMul; see docs/cuda.md).
 
 Each candidate names a template under codegen_templates/cuda/kernels/; `applies` keeps a
 candidate to the element types and forms its template handles, so a node outside them has no
@@ -6,6 +7,8 @@ candidate and the build lists it with every other such node (PYC-E008). The laun
 each call is computed in kernel_context.py from the same parameters."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from ...ir.graph import Graph, Node
 from ...ir.types import DType
@@ -64,6 +67,45 @@ def _skinny_applies(node: Node, graph: Graph) -> bool:
     return _gemm_applies(node, graph) and rows <= SKINNY_ROWS
 
 
+# compute precisions (--precision): fp32 is the model's own; the others run MatMul on tensor
+# cores with inputs rounded to that type and float32 accumulation
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+def _mma_applies(node: Node, graph: Graph) -> bool:
+    """Matrix by matrix (no 1-D operand) with more rows than the skinny GEMM takes, and every
+    size within 32-bit indices (the tensor-core tile loaders index with int)."""
+    from ...ops import registry
+
+    if not _gemm_applies(node, graph) or min(graph.types[v].rank for v in node.inputs[:2]) < 2:
+        return False
+    params = registry.get("MatMul").kernel_params(node, graph)
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return int(params["M"]) > SKINNY_ROWS and largest < 2**30  # type: ignore[call-overload]
+
+
+def _mma_params(precision: str) -> Callable[[Node, Graph, Params], Params]:
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        return {**_matmul_coords(node, graph, op), "precision": precision}
+    return params
+
+
+MMA_TILES = (Tunable("tc_tile", (128, 64), "rows and columns of C per thread block of the "
+                     "tensor-core GEMM (128 x 128 on 8 warps or 64 x 64 on 4; by default the "
+                     "largest that gives enough blocks)"),
+             Tunable("tc_min_blocks", (1, 2), "blocks of the tensor-core GEMM each "
+                     "multiprocessor should hold at once (__launch_bounds__: 2 caps registers "
+                     "so that two 128 x 128 blocks fit)"))
+
+
+def matmul_mma(precision: str) -> KernelCandidate:
+    """The tensor-core GEMM at `precision` (mma.sync, cp.async double buffering): cheaper than
+    the SIMT GEMMs wherever it applies."""
+    return KernelCandidate("cuda_matmul_mma", "matmul_mma.cu.j2", _mma_applies, cost_factor=0.25,
+                           stores_once=True, tunables=MMA_TILES, params=_mma_params(precision),
+                           takes_epilogue=True)
+
+
 def _pool_applies(node: Node, graph: Graph) -> bool:
     """Max and average pools of float32 without MaxPool's Indices output."""
     return float32(node, graph) and not (len(node.outputs) > 1 and node.outputs[1])
@@ -119,3 +161,11 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
     "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
 }
+
+
+def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
+    """The candidate table of a build at `precision`: fp32 is CUDA_KERNELS; a reduced precision
+    adds the tensor-core GEMM to MatMul (the other ops compute in float32 still)."""
+    if precision == "fp32":
+        return CUDA_KERNELS
+    return {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}

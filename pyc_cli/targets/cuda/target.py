@@ -11,22 +11,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...errors import PycError
 from ...ir.graph import Graph
+from ...ir.types import DType
 from ...planning.plan import MemoryPlan
-from ...planning.weights import WeightsLayout
+from ...planning.weights import Conversion, WeightsLayout
 from ...templating import template_env
 from ..base import ModelInfo, Target
 from ..cpu.target import PointerTable
 from ..kernel import shared_definitions
 from . import toolchain
 from .kernel_context import Argument, CudaCall, Launch, cuda_call
-from .kernels import CUDA_KERNELS
+from .kernels import CUDA_KERNELS, PRECISIONS, cuda_kernels
 
 SOURCE = "model.cu"
 LAUNCHES = "launches.json"  # under src/: a runtime file (the loader reads and checks it)
 CUBIN = "model.cubin"
 PTX = "model.ptx"
 LAUNCH_FORMAT = 1
+MMA_KERNEL = "cuda_matmul_mma"
+# what each reduced precision changes (the decision log's "precision" entry; docs/cuda.md)
+PRECISION_NOTES = {
+    "tf32": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k8) with inputs "
+            "rounded to TF32 (10-bit mantissa) and float32 accumulation; everything else in float32",
+    "fp16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
+            "rounded to float16 and float32 accumulation; constant B matrices only they read are "
+            "stored as float16; activations, other ops and the model's inputs and outputs stay "
+            "float32",
+    "bf16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
+            "rounded to bfloat16 and float32 accumulation; constant B matrices only they read are "
+            "stored as bfloat16; activations, other ops and the model's inputs and outputs stay "
+            "float32",
+}
+HALF_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass
@@ -68,24 +85,52 @@ class CudaTarget(Target):
     library_name = CUBIN
     kernels = CUDA_KERNELS
 
-    def __init__(self, arch: str = toolchain.DEFAULT_ARCH) -> None:
+    def __init__(self, arch: str = toolchain.DEFAULT_ARCH, precision: str = "fp32") -> None:
         self.arch = toolchain.check_arch(arch)
+        if precision not in PRECISIONS:
+            raise PycError("E050", f"--precision {precision!r} is not a precision the CUDA target "
+                           "computes in", where="--precision", hint=f"use one of {', '.join(PRECISIONS)}")
+        self.precision = precision
+        self.kernels = cuda_kernels(precision)
         self._record: dict[str, Any] = {}
+
+    def precision_note(self) -> str | None:
+        note = PRECISION_NOTES.get(self.precision)
+        return f"--precision {self.precision}: {note}" if note else None
+
+    def constant_conversions(self, graph: Graph) -> dict[str, Conversion]:
+        """At fp16 / bf16, a float32 constant that only tensor-core GEMMs read, as their B, is
+        stored in the 16-bit type with rows padded to 8 columns (16-byte cp.async rows)."""
+        storage = HALF_STORAGE.get(self.precision)
+        if storage is None:
+            return {}
+        readers: dict[str, list[bool]] = {}
+        for node in graph.nodes:
+            chosen = self.chosen(node)
+            for index, value in enumerate(node.inputs):
+                if value and value in graph.constants:
+                    readers.setdefault(value, []).append(
+                        chosen is not None and chosen.name == MMA_KERNEL and index == 1)
+        return {name: Conversion(storage, -(-graph.types[name].shape[-1] // 8) * 8)
+                for name, as_b in sorted(readers.items())
+                if all(as_b) and graph.types[name].dtype is DType.F32 and graph.types[name].rank >= 2}
 
     # ------------------------------------------------------------ sources
 
-    def calls(self, graph: Graph) -> list[CudaCall]:
+    def calls(self, graph: Graph, converted: dict[str, Conversion] | None = None) -> list[CudaCall]:
+        """The kernel calls; `converted` names constants the weights file holds in a 16-bit
+        type (the kernels reading them read that type)."""
         calls = []
         for node in graph.nodes:
             chosen = self.chosen(node)
             if chosen is None:  # a view or an in-place result: no code
                 continue
-            calls.append(cuda_call(graph, node, len(calls), chosen))
+            calls.append(cuda_call(graph, node, len(calls), chosen, converted or {}))
         return calls
 
     def emit(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout,
              info: ModelInfo) -> dict[str, str]:
-        calls = self.calls(graph)
+        calls = self.calls(graph, weights.converted)
         kernels = kernel_definitions(calls)
         source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels)
         pointers = DevicePointers(graph, plan, weights)

@@ -7,7 +7,16 @@
  * per-block slot array between two barriers: every thread of the block takes part in the same
  * shuffles in PyC's kernels (their reductions are called by all threads). Force-included
  * before model.cu, whose prelude then defines the fixed-width types under other names (the
- * C++ library's own int64_t is `long`, the prelude's `long long`). */
+ * C++ library's own int64_t is `long`, the prelude's `long long`).
+ *
+ * The tensor-core GEMM's primitives (codegen_templates/cuda/mma.cuh.j2, inline PTX there) are
+ * defined here instead (PYC_EMULATED_MMA): cp.async as a plain copy (each wait is followed by
+ * a barrier in the kernel), the conversions bit-exact (float16 / bfloat16 round to nearest
+ * even, TF32 to nearest with ties away from zero), and mma.sync as a warp exchange through
+ * per-thread fragment slots between two barriers (every thread of the block issues the same
+ * mma calls), each thread then summing its four outputs in float32 from the warp's fragments
+ * with the PTX ISA's fragment layouts: a wrong lane or register in the kernel shows here.
+ * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements. */
 #include <algorithm>
 #include <barrier>
 #include <math.h>
@@ -19,12 +28,17 @@ static thread_local dim3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
 static std::barrier<>* pyc_emu_barrier = nullptr;
 static std::vector<float> pyc_emu_slots;
+static std::vector<unsigned> pyc_emu_frags;  /* 6 words a thread: mma fragments a0..a3, b0, b1 */
+static std::vector<const unsigned short*> pyc_emu_rows;  /* a row address a thread (ldmatrix) */
 
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __trap() __builtin_trap()
+#define PYC_EMULATED_MMA 1
 #define int8_t pyc_emu_i8
 #define int16_t pyc_emu_i16
 #define int32_t pyc_emu_i32
@@ -60,6 +74,111 @@ static inline float __int_as_float(int bits) {
   return value;
 }
 
+/* ---- the tensor-core primitives (mma.cuh.j2's inline PTX) */
+static inline unsigned pyc_emu_bits(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
+static inline float pyc_emu_float(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
+
+static inline unsigned pyc_emu_f2h(float f) {  /* float -> float16 bits, nearest even */
+  const unsigned x = pyc_emu_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u);
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;  /* 65520 and above round to infinity */
+  if (ax < 0x38800000u)  /* below 2^-14: a subnormal half, exactly a multiple of 2^-24 */
+    return sign | (unsigned)nearbyintf(pyc_emu_float(ax) * 16777216.0f);
+  const unsigned mant = ax & 0x7fffffu, rest = mant & 0x1fffu;
+  unsigned h = (((ax >> 23) - 112u) << 10) | (mant >> 13);
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  /* a carry moves the exponent */
+  return sign | h;
+}
+static inline float pyc_emu_h2f(unsigned h) {
+  const unsigned sign = (h & 0x8000u) << 16, e = (h >> 10) & 31u, m = h & 1023u;
+  if (e == 0) return (sign ? -1.0f : 1.0f) * (float)m * 5.9604644775390625e-8f;
+  if (e == 31) return pyc_emu_float(sign | 0x7f800000u | (m << 13));
+  return pyc_emu_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+static inline unsigned pyc_emu_f2bf(float f) {
+  const unsigned x = pyc_emu_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+  return (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+}
+static inline unsigned pyc_pack_fp16(float lo, float hi) { return pyc_emu_f2h(lo) | (pyc_emu_f2h(hi) << 16); }
+static inline unsigned pyc_pack_bf16(float lo, float hi) { return pyc_emu_f2bf(lo) | (pyc_emu_f2bf(hi) << 16); }
+static inline unsigned pyc_tf32(float x) {
+  const unsigned u = pyc_emu_bits(x);
+  if ((u & 0x7f800000u) == 0x7f800000u) return u;
+  return (u + 0x1000u) & 0xffffe000u;
+}
+static inline float pyc_emu_half(unsigned word, int high, int bf16) {
+  const unsigned h = high ? word >> 16 : word & 0xffffu;
+  return bf16 ? pyc_emu_float(h << 16) : pyc_emu_h2f(h);
+}
+/* A(row, k) and B(k, col) of the warp's m16n8 tile from the lanes' fragments (PTX ISA layouts) */
+static inline float pyc_emu_a(const unsigned* warp, int row, int k, int kind) {
+  if (kind == 2) {  /* tf32, m16n8k8: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4) */
+    const int lane = (row % 8) * 4 + k % 4, reg = (row >= 8) + 2 * (k >= 4);
+    return pyc_emu_float(warp[lane * 6 + reg]);
+  }  /* 16-bit, m16n8k16: a0 (g, 2t..2t+1), a1 (g+8, ..), a2 (g, 2t+8..), a3 (g+8, 2t+8..) */
+  const int lane = (row % 8) * 4 + (k % 8) / 2, reg = (row >= 8) + 2 * (k >= 8);
+  return pyc_emu_half(warp[lane * 6 + reg], k & 1, kind);
+}
+static inline float pyc_emu_b(const unsigned* warp, int k, int col, int kind) {
+  if (kind == 2) {  /* b0 (t, g), b1 (t+4, g) */
+    return pyc_emu_float(warp[(col * 4 + k % 4) * 6 + 4 + (k >= 4)]);
+  }  /* b0 (2t..2t+1, g), b1 (2t+8.., g) */
+  return pyc_emu_half(warp[(col * 4 + (k % 8) / 2) * 6 + 4 + (k >= 8)], k & 1, kind);
+}
+/* kind: 0 float16, 1 bfloat16, 2 tf32 */
+static inline void pyc_emu_mma(float* d, const unsigned* a, const unsigned* b, int kind) {
+  const unsigned me = pyc_emu_linear_thread(), lane = me & 31u;
+  unsigned* mine = &pyc_emu_frags[me * 6];
+  for (int r = 0; r < 4; ++r) mine[r] = a[r];
+  mine[4] = b[0];
+  mine[5] = b[1];
+  __syncthreads();
+  const unsigned* warp = &pyc_emu_frags[(me & ~31u) * 6];
+  const int g = (int)lane >> 2, t = (int)lane & 3, depth = kind == 2 ? 8 : 16;
+  for (int r = 0; r < 4; ++r) {  /* d[r]: row g (+8 for r >= 2), column 2t + r % 2 */
+    const int row = g + (r >> 1) * 8, col = 2 * t + (r & 1);
+    float sum = d[r];
+    for (int k = 0; k < depth; ++k) sum += pyc_emu_a(warp, row, k, kind) * pyc_emu_b(warp, k, col, kind);
+    d[r] = sum;
+  }
+  __syncthreads();
+}
+static inline void pyc_mma_fp16(float* d, const unsigned* a, const unsigned* b) { pyc_emu_mma(d, a, b, 0); }
+static inline void pyc_mma_bf16(float* d, const unsigned* a, const unsigned* b) { pyc_emu_mma(d, a, b, 1); }
+static inline void pyc_mma_tf32(float* d, const unsigned* a, const unsigned* b) { pyc_emu_mma(d, a, b, 2); }
+/* ldmatrix .x4: lane l gives the address of row l % 8 of matrix l / 8 (8 16-bit values);
+ * register i of lane l gets matrix i's elements (l / 4, 2 (l % 4) + j), or with .trans its
+ * elements (2 (l % 4) + j, l / 4), j = 0 in the low half */
+static inline void pyc_emu_ldmatrix(unsigned* r, const void* row, bool trans) {
+  const unsigned me = pyc_emu_linear_thread(), lane = me & 31u, base = me & ~31u;
+  pyc_emu_rows[me] = (const unsigned short*)row;
+  __syncthreads();
+  for (unsigned i = 0; i < 4; ++i) {
+    unsigned word = 0;
+    for (unsigned j = 0; j < 2; ++j) {
+      const unsigned short value = trans
+          ? pyc_emu_rows[base + i * 8 + 2 * (lane % 4) + j][lane / 4]
+          : pyc_emu_rows[base + i * 8 + lane / 4][2 * (lane % 4) + j];
+      word |= (unsigned)value << (16 * j);
+    }
+    r[i] = word;
+  }
+  __syncthreads();
+}
+static inline void pyc_ldmatrix_x4(unsigned* r, const void* row) { pyc_emu_ldmatrix(r, row, false); }
+static inline void pyc_ldmatrix_x4_trans(unsigned* r, const void* row) { pyc_emu_ldmatrix(r, row, true); }
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_bytes) {
+  __builtin_memset(dst, 0, (size_t)size);
+  __builtin_memcpy(dst, src, (size_t)src_bytes);
+}
+static inline void pyc_cp_async4(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 4, src_bytes); }
+static inline void pyc_cp_async16(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 16, src_bytes); }
+static inline void pyc_cp_async_commit() {}
+static inline void pyc_cp_async_wait1() {}
+
 /* Run `fn` (every parameter a pointer) over the grid: args holds the pointer values. */
 extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                unsigned by, unsigned bz, int nargs, void** a) {
@@ -69,6 +188,8 @@ extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, 
   std::barrier<> barrier((std::ptrdiff_t)threads);
   pyc_emu_barrier = &barrier;
   pyc_emu_slots.assign(threads, 0.0f);
+  pyc_emu_frags.assign((size_t)threads * 6, 0u);
+  pyc_emu_rows.assign(threads, nullptr);
   std::vector<std::thread> pool;
   for (unsigned t = 0; t < threads; ++t) {
     pool.emplace_back([=, &barrier]() {

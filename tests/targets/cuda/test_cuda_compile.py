@@ -20,7 +20,7 @@ from pyc_cli.planning.weights import layout_weights
 from pyc_cli.targets import get_target
 from pyc_cli.targets.base import ModelInfo
 from pyc_cli.targets.cuda import bindings, toolchain
-from pyc_cli.targets.cuda.kernels import CUDA_KERNELS
+from pyc_cli.targets.cuda.kernels import CUDA_KERNELS, PRECISIONS, cuda_kernels
 from pyc_cli.targets.cuda.target import CudaTarget, kernel_templates
 from pyc_cli.templating import templates_dir
 
@@ -62,9 +62,12 @@ def test_gemm_grids(name: str, grid: list[int], tmp_path: Path) -> None:
 
 
 def test_every_candidate_template_exists_and_is_exercised() -> None:
-    templates = {c.template for candidates in CUDA_KERNELS.values() for c in candidates}
+    """Every template of every precision's table exists and is used: the float32 ones by the
+    cases here, the tensor-core GEMM by test_cuda_mma.py's."""
+    templates = {c.template for p in PRECISIONS for candidates in cuda_kernels(p).values()
+                 for c in candidates}
     assert sorted(t for t in templates if not (KERNELS_DIR / t).is_file()) == []
-    assert templates == {t for case in CASES for t in case.templates}
+    assert templates == {t for case in CASES for t in case.templates} | {"matmul_mma.cu.j2"}
     assert sorted(p.name for p in KERNELS_DIR.glob("*.cu.j2")) == sorted(templates)
 
 

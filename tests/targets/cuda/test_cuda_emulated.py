@@ -12,11 +12,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from cuda_emulation import CXX, compile_kernels, launch
 from helpers import write_model
+from mma_cases import MMA_CASES, MmaCase
+from mma_precision import (
+    EXACT_RTOL,
+    MODEL_RTOL,
+    PRECISIONS,
+    WHOLE_MODEL_RTOL,
+    assert_close_to_max,
+)
+from onnx import numpy_helper
 
 from pyc_cli.abi import io_infos
 from pyc_cli.api import compile_graph
@@ -31,9 +41,13 @@ pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or cla
 class Emulated:
     """A model's kernels built for the CPU, with host buffers standing in for device memory."""
 
-    def __init__(self, model_path: Path, work: Path, shapes: dict | None = None) -> None:  # type: ignore[type-arg]
-        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda")
-        plan, layout = ctx.artifacts["memory_plan"], layout_weights(graph)
+    def __init__(self, model_path: Path, work: Path, shapes: dict | None = None,  # type: ignore[type-arg]
+                 precision: str | None = None) -> None:
+        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda", precision=precision)
+        self.graph, self.target = graph, ctx.target
+        # weights laid out as a build lays them (16-bit B matrices at fp16 / bf16)
+        plan = ctx.artifacts["memory_plan"]
+        layout = layout_weights(graph, {}, ctx.target.constant_conversions(graph))  # type: ignore[union-attr]
         info = ModelInfo("emu", io_infos(graph, graph.inputs),
                          io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
                          layout.total_bytes, 0, "emu")
@@ -93,3 +107,47 @@ def test_reference_model(name: str, tmp_path: Path, rng: np.random.Generator) ->
     emulated = Emulated(model.path, tmp_path, dict(model.shapes))
     rtol = 1e-4 if name == "mlp" else 1e-3
     check(emulated, model.path, model.random_feeds(rng), rtol, 1e-4)
+
+
+# ---------------------------------------------------------------- the tensor-core GEMM
+# mma.sync is emulated with the PTX fragment layouts and bit-exact conversions (emulate_cuda.h);
+# results against the numpy rounding model of mma_precision.py (MODEL_RTOL of max |output|) and
+# the exact float64 product (EXACT_RTOL per precision)
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", MMA_CASES, ids=lambda c: c.name)
+def test_emulated_kernel_matches_the_rounding_model(case: MmaCase, precision: str, tmp_path: Path,
+                                                    rng: np.random.Generator) -> None:
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    feeds = case.feeds(rng)
+    ours = emulated.run(feeds)["y"]
+    model = case.forward(feeds, weights, precision)
+    exact = case.forward(feeds, weights, "fp32")
+    assert_close_to_max(ours, model, MODEL_RTOL, f"{case.name} {precision} vs the rounding model")
+    assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision} vs float64")
+    # the inputs really were rounded: the model explains the output better than exact math
+    assert np.max(np.abs(ours - model)) < np.max(np.abs(ours - exact))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_emulated_encoder_at_reduced_precision(precision: str, tmp_path: Path,
+                                               rng: np.random.Generator) -> None:
+    """A 2-layer MiniLM-shaped encoder (hidden 96) with its GEMMs on the emulated tensor cores,
+    against onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output| (measured here:
+    fp16 ~5e-4, bf16 ~4e-3)."""
+    import sys
+
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_encoder import encoder_feeds, make_encoder
+
+    path = write_model(make_encoder(batch=2, seq=40, layers=2, vocab=500, hidden=96, heads=4,
+                                    ffn=192, seed=int(rng.integers(1 << 30))), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert any(n.ann.kernel is not None and n.ann.kernel.candidate == "cuda_matmul_mma"
+               for n in emulated.graph.nodes)
+    feeds = encoder_feeds(rng, 2, 40, 500)
+    ours = emulated.run(feeds)
+    for name, value in onnxruntime_outputs(path, feeds).items():
+        assert_close_to_max(ours[name], value, WHOLE_MODEL_RTOL[precision], f"{name} {precision}")

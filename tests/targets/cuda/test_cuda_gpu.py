@@ -7,6 +7,12 @@ float32 tolerances: kernels rtol 1e-4, atol 1e-5 (GEMMs and LayerNorm atol 1e-4:
 run in another order than onnxruntime's); whole models rtol 1e-4, atol 1e-4 (the MLP) and
 rtol 1e-3, atol 1e-4 (the CNN, MobileNet and the transformers: a dozen GEMM or convolution,
 softmax and normalisation steps deep).
+Reduced precisions (--precision tf32 / fp16 / bf16, the tensor-core GEMM): each GEMM case
+against the numpy rounding model of mma_precision.py (inputs rounded as the kernel rounds
+them: MODEL_RTOL = 1e-4 of max |output|, times K / 256 past K = 256, as tensor cores truncate)
+and the exact float64 product (EXACT_RTOL of max |output|: tf32 5e-3, fp16 2e-2, bf16 5e-2);
+whole models (MLP, MiniLM-shaped encoder) against
+onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output| (tf32 and fp16 5e-3, bf16 3e-2).
 The GPU architecture is the device's own (sm_80 ... sm_90), or PYC_CUDA_ARCH."""
 
 from __future__ import annotations
@@ -18,7 +24,18 @@ import numpy as np
 import pytest
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
-from helpers import write_model
+from helpers import init, make_model, rand, vinfo, write_model
+from mma_cases import MMA_CASES, MmaCase
+from mma_precision import (
+    EXACT_RTOL,
+    MODEL_RTOL,
+    PRECISIONS,
+    WHOLE_MODEL_RTOL,
+    assert_close_to_max,
+    matmul,
+    model_rtol,
+)
+from onnx import helper, numpy_helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -60,6 +77,23 @@ def check_against_onnxruntime(path: Path, artifact: Path, feeds_for, rtol: float
             expected = onnxruntime_outputs(path, feeds)
             for name, value in expected.items():
                 np.testing.assert_allclose(ours[name], value, rtol=rtol, atol=atol, err_msg=name)
+
+
+def check_at_precision(path: Path, artifact: Path, feeds_for, precision: str,  # noqa: ANN001
+                       rng: np.random.Generator, shapes: dict | None = None,  # type: ignore[type-arg]
+                       rounds: int = 2) -> None:
+    """A reduced-precision build against onnxruntime (float32) within WHOLE_MODEL_RTOL."""
+    pyc_cli.build(path, artifact, target="cuda", arch=ARCH, input_shapes=shapes,
+                  precision=precision)
+    with pyc_cli.load(artifact) as model:
+        for _ in range(rounds):  # fresh inputs every round, outputs poisoned first
+            feeds = feeds_for(rng)
+            model.poison()
+            ours = model.run(feeds)
+            expected = onnxruntime_outputs(path, feeds)
+            for name, value in expected.items():
+                assert_close_to_max(ours[name], value, WHOLE_MODEL_RTOL[precision],
+                                    f"{name} at {precision}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -180,3 +214,77 @@ def test_multi_target_artifact_runs_on_the_gpu(tmp_path: Path, rng: np.random.Ge
     for name, value in expected.items():
         np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
         np.testing.assert_allclose(theirs[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+# ---------------------------------------------------------------- reduced precisions
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", MMA_CASES, ids=lambda c: c.name)
+def test_tensor_core_gemm_matches_the_rounding_model(case: MmaCase, precision: str, tmp_path: Path,
+                                                     rng: np.random.Generator) -> None:
+    import onnx
+
+    path = write_model(case.make(rng), tmp_path)
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    built = pyc_cli.build(path, tmp_path / "a.pyc", target="cuda", arch=ARCH, precision=precision)
+    assert any(n.ann.kernel is not None and n.ann.kernel.candidate == "cuda_matmul_mma"
+               for n in built.graph.nodes)
+    with pyc_cli.load(built.artifact) as model:
+        for _ in range(2):
+            feeds = case.feeds(rng)
+            model.poison()
+            ours = model.run(feeds)["y"]
+            exact = case.forward(feeds, weights, "fp32")
+            assert_close_to_max(ours, case.forward(feeds, weights, precision), MODEL_RTOL,
+                                f"{case.name} {precision} vs the rounding model")
+            assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision} vs float64")
+
+
+def _gemm_model(rng: np.random.Generator, m: int, k: int, n: int):  # noqa: ANN202
+    return make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vinfo("x", (m, k))],
+                      [vinfo("y", (m, n))], [init("w", rand(rng, k, n, scale=k ** -0.5))])
+
+
+@pytest.mark.parametrize("precision", ("fp32", *PRECISIONS))
+@pytest.mark.parametrize("m,k,n", [(1, 37, 53), (7, 1, 13), (9, 40, 70), (131, 257, 67),
+                                   (257, 1031, 523), (1024, 1024, 1024)])
+def test_every_precision_on_odd_sizes(m: int, k: int, n: int, precision: str, tmp_path: Path,
+                                      rng: np.random.Generator) -> None:
+    """One GEMM per size (1, primes, tile tails; 8 rows or fewer run the float32 skinny GEMM
+    at any precision) against float64 within EXACT_RTOL[precision] of max |output|, and the
+    tensor-core ones against the rounding model."""
+    model = _gemm_model(rng, m, k, n)
+    w = numpy_helper.to_array(model.graph.initializer[0])
+    path = write_model(model, tmp_path)
+    built = pyc_cli.build(path, tmp_path / "g.pyc", target="cuda", arch=ARCH, precision=precision)
+    (chosen,) = [n.ann.kernel.candidate for n in built.graph.nodes if n.ann.kernel is not None]
+    with pyc_cli.load(built.artifact) as loaded:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        loaded.poison()
+        ours = loaded.run({"x": x})["y"]
+    assert_close_to_max(ours, matmul(x, w, "fp32"), EXACT_RTOL[precision], f"{chosen} vs float64")
+    if chosen == "cuda_matmul_mma":
+        assert_close_to_max(ours, matmul(x, w, precision), model_rtol(k), f"{chosen} vs the model")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_mlp_at_reduced_precision(precision: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    model = REFERENCE_MODELS["mlp"]
+    shapes = {"x": (33, 64)}  # more rows than the skinny GEMM takes: the tensor-core GEMM runs
+    check_at_precision(model.path, tmp_path / "m.pyc",
+                       lambda r: {"x": r.standard_normal((33, 64)).astype(np.float32)}, precision,
+                       rng, shapes)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_minilm_shaped_encoder_at_reduced_precision(precision: str, tmp_path: Path,
+                                                    rng: np.random.Generator) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
+    from make_encoder import encoder_feeds, make_encoder
+
+    path = write_model(make_encoder(batch=2, seq=40, layers=2, vocab=500,
+                                    seed=int(rng.integers(1 << 30))), tmp_path)
+    check_at_precision(path, tmp_path / "enc.pyc", lambda r: encoder_feeds(r, 2, 40, 500),
+                       precision, rng)

@@ -189,3 +189,27 @@ def test_driver_without_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(PycError) as caught:
         pyc_cli.load(artifact)
     assert caught.value.code == "E037" and "no GPU" in caught.value.what
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "tf32"])
+def test_reduced_precision_artifact_runs(precision: str, tmp_path: Path, rng: np.random.Generator,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --precision build through the runtime as it is (weights.bin with 16-bit B matrices
+    uploaded as bytes): the MLP at 33 rows (tensor-core GEMMs) against onnxruntime within
+    WHOLE_MODEL_RTOL of max |output|."""
+    from mma_precision import WHOLE_MODEL_RTOL, assert_close_to_max
+
+    model = REFERENCE_MODELS["mlp"]
+    artifact = tmp_path / "mlp.pyc"
+    built = pyc_cli.build(model.path, artifact, target="cuda", input_shapes={"x": (33, 64)},
+                          precision=precision)
+    assert {n.ann.kernel.candidate for n in built.graph.nodes if n.ann.kernel} == {"cuda_matmul_mma"}
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert bool(manifest["weights"].get("converted")) == (precision != "tf32")
+    use(monkeypatch, fake_for(artifact, tmp_path))
+    with pyc_cli.load(artifact) as loaded:
+        feeds = {"x": rng.standard_normal((33, 64)).astype(np.float32)}
+        loaded.poison()
+        ours = loaded.run(feeds)
+        for key, value in onnxruntime_outputs(model.path, feeds).items():
+            assert_close_to_max(ours[key], value, WHOLE_MODEL_RTOL[precision], key)

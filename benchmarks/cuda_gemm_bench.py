@@ -1,0 +1,179 @@
+"""PyC's CUDA GEMM against torch.matmul (cuBLAS) on the same GPU: square N^3 GEMMs (default
+1024, 4096, 8192) at fp16, tf32 and fp32 (issue #14: fp16 at 4096^3 and above should reach
+70% of cuBLAS). Run on the GPU machine after benchmarks/cuda_smoke.sh has set up NVRTC (it
+exports CUDA_HOME and runs this too):
+
+    python benchmarks/cuda_gemm_bench.py --out $OUT/cuda_gemm_bench.json [--sizes 1024 4096 8192]
+
+PyC: a one-MatMul ONNX model Y = X W (X an input [N, N], W a constant), built with
+`--target cuda --precision P`; at tf32 / fp16 the tensor-core GEMM (matmul_mma.cu.j2) runs, W
+stored in fp16 at fp16, X read as float32 and rounded as the tiles are loaded; at fp32 the SIMT
+tiled GEMM. torch: torch.matmul of fp16 operands (fp16), of float32 ones with TF32 allowed
+(tf32) or not (fp32), into a preallocated output. Both timed as kernels alone: PyC between CUDA
+events around its launches (`time_kernels`), torch between CUDA events around each call; the
+median of --repeat after warm-up. Each result is first checked against a float64 product on
+the GPU (max error relative to max |Y|, within the test suite's per-precision tolerance). At
+tf32 / fp16 the tensor-core GEMM is also timed in each variant of VARIANTS (its tunables
+`tc_tile` and `tc_min_blocks`, forced through an in-memory tuning database): `pyc_by_variant`,
+to check the default choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pyc_cli  # noqa: E402
+
+# max |ours - float64| / max |float64| allowed before timing (tests/targets/cuda/mma_precision.py)
+TOLERANCE = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 2e-2}
+
+
+def gemm_model(work: Path, n: int, w: np.ndarray) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], f"gemm{n}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+                              [numpy_helper.from_array(w, "w")])
+    path = work / f"gemm{n}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def relative_error(ours, reference) -> float:  # noqa: ANN001 (torch tensors)
+    return float((ours.double() - reference).abs().max() / reference.abs().max())
+
+
+# the tensor-core GEMM's variants timed besides the default: (tc_tile, tc_min_blocks)
+VARIANTS = ((64, 1), (128, 1), (128, 2))
+
+
+class ForcedVariant:
+    """A tuning database that gives every MatMul the tensor-core GEMM with `params`."""
+
+    def __init__(self, **params: int) -> None:
+        self.params = params
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        from pyc_cli.ir.annotations import KernelChoice
+
+        return KernelChoice("cuda_matmul_mma", dict(self.params)) if signature.op == "MatMul" else None
+
+
+def time_pyc(path: Path, work: Path, precision: str, x: np.ndarray, repeat: int,
+             reference, variant: tuple[int, int] | None = None) -> dict[str, object]:  # noqa: ANN001
+    import torch
+
+    started = time.perf_counter()
+    tuning = None if variant is None else ForcedVariant(tc_tile=variant[0], tc_min_blocks=variant[1])
+    built = pyc_cli.build(path, work / f"{path.stem}_{precision}_{variant}.pyc", target="cuda",
+                          precision=precision, force=True, tuning=tuning)  # type: ignore[arg-type]
+    build_s = time.perf_counter() - started
+    kernel = next(n.ann.kernel for n in built.graph.nodes if n.ann.kernel is not None)
+    with pyc_cli.load(built.artifact) as model:
+        out = model.run({"x": x})["y"]
+        error = relative_error(torch.from_numpy(out).cuda(), reference)
+        times = model.time_kernels({"x": x}, repeat, warmup=5)
+    return {"kernel": kernel.candidate, "params": dict(kernel.params), "build_s": round(build_s, 2),
+            "median_ms": statistics.median(times), "min_ms": min(times),
+            "rel_error_vs_float64": error}
+
+
+def time_torch(a, b, repeat: int) -> tuple[float, float, object]:  # noqa: ANN001
+    import torch
+
+    out = torch.matmul(a, b)
+    for _ in range(5):
+        torch.matmul(a, b, out=out)
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(repeat):
+        start.record()
+        torch.matmul(a, b, out=out)
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times), min(times), out
+
+
+def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[str, object]]:
+    import torch
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, n), dtype=np.float32)
+    w = (rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n)).astype(np.float32)
+    path = gemm_model(work, n, w)
+    xt, wt = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+    reference = torch.matmul(xt.double(), wt.double())
+    rows = []
+    for precision in precisions:
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        a, b = (xt.half(), wt.half()) if precision == "fp16" else (xt, wt)
+        torch_ms, torch_min, out = time_torch(a, b, repeat)
+        ours = time_pyc(path, work, precision, x, repeat, reference)
+        by_variant = {}
+        if precision != "fp32":
+            for variant in VARIANTS:
+                forced = time_pyc(path, work, precision, x, repeat, reference, variant)
+                by_variant[f"tc_tile={variant[0]},tc_min_blocks={variant[1]}"] = {
+                    "median_ms": forced["median_ms"],
+                    "rel_error_vs_float64": forced["rel_error_vs_float64"]}
+        flop = 2.0 * n ** 3
+        row = {"n": n, "precision": precision, "pyc": ours,
+               "torch": {"median_ms": torch_ms, "min_ms": torch_min,
+                         "rel_error_vs_float64": relative_error(out, reference)},
+               "pyc_tflops": flop / ours["median_ms"] / 1e9,  # type: ignore[operator]
+               "torch_tflops": flop / torch_ms / 1e9,
+               "pyc_share_of_cublas": torch_ms / ours["median_ms"],  # type: ignore[operator]
+               "pyc_by_variant": by_variant,
+               "correct": all(float(r["rel_error_vs_float64"]) <= TOLERANCE[precision]  # type: ignore[arg-type]
+                              for r in (ours, *by_variant.values()))}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    (work / f"gemm{n}.onnx").unlink()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
+    parser.add_argument("--precisions", nargs="+", default=["fp16", "tf32", "fp32"],
+                        choices=sorted(TOLERANCE))
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    import torch
+
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as work:
+        for n in args.sizes:
+            rows += bench(n, args.precisions, args.repeat, Path(work))
+    result = {
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "pyc_version": pyc_cli.__version__, "results": rows,
+        "all_correct": all(bool(r["correct"]) for r in rows),
+        "timing": "kernels alone between CUDA events, median of --repeat after warm-up; PyC's "
+                  "X is float32 at every precision (rounded in the kernel), torch's fp16 "
+                  "operands are fp16 already",
+        "command": "python benchmarks/cuda_gemm_bench.py " + " ".join(sys.argv[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "results"}, indent=1))
+    return 0 if result["all_correct"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
