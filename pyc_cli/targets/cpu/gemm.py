@@ -116,10 +116,15 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
     mb = -(-M // mc)
     # a short M streams B from memory: its bytes, not its flops, take the time (about 3
     # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)
+    streams = 3 * itemsize > 2 * M
     flops = max(2 * batch * M * N * K, 3 * batch * K * N * itemsize)
     nc = int(tuned.get("nc") or 0)  # type: ignore[call-overload]
     if nc:
         ncp = max(1, nc // nr)
+    elif streams:
+        # one panel a task, scheduled statically: each thread streams one contiguous, even
+        # share of B whatever the team size (a task costs no hand-out); one task when serial
+        ncp = 1 if flops >= TASK_FLOPS else panels
     else:
         wanted = min(MIN_TASKS, max(1, flops // TASK_FLOPS))
         nb = min(panels, max(1, -(-wanted // (batch * mb))))
@@ -131,7 +136,9 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
               "unroll": int(tuned.get("unroll") or 1)})  # type: ignore[call-overload]
     tasks = batch * mb * nb
     g["tasks"] = tasks
-    g["parallel"] = tasks >= 2 and flops // tasks >= TASK_FLOPS // 2
+    g["static"] = streams
+    g["parallel"] = tasks >= 2 and (flops >= TASK_FLOPS if streams
+                                    else flops // tasks >= TASK_FLOPS // 2)
     return g
 
 

@@ -331,6 +331,21 @@ def test_plans_block_by_whole_register_tiles(isa: str) -> None:
     assert gemm.splits(isa, 1) > 1 and gemm.splits(isa, gemm.ISAS[isa].rows[0]) == 1
 
 
+@pytest.mark.parametrize("isa", sorted(gemm.ISAS))
+def test_gemv_streams_b_in_one_panel_tasks_statically(isa: str) -> None:
+    """A short M (B's bytes take the time) gets one task per panel, scheduled statically (each
+    thread one contiguous, even share of B); a GEMM's M keeps the guided blocks."""
+    for m in (1, 2, 5):
+        g = gemm.plan(isa, "float", 4, m, 2047, 2048, 1, {})
+        assert g["static"] and g["NCP"] == 1 and g["tasks"] == g["panels"] and g["parallel"]
+    small = gemm.plan(isa, "float", 4, 1, 512, 128, 1, {})  # 256 KiB: not worth threads
+    assert small["static"] and not small["parallel"] and small["tasks"] == 1
+    for m in (6, 64):
+        assert not gemm.plan(isa, "float", 4, m, 2048, 2048, 1, {})["static"]
+    assert not gemm.plan(isa, "double", 8, 12, 2048, 2048, 1, {})["static"]
+    assert gemm.plan(isa, "double", 8, 11, 2048, 2048, 1, {})["static"]
+
+
 def test_isa_follows_the_target_features() -> None:
     assert gemm.isa_for(["sse2", "avx", "avx2", "fma", "avx512f"]) == "avx512"
     assert gemm.isa_for(["sse2", "avx", "avx2", "fma"]) == "avx2"
