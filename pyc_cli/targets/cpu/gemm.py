@@ -101,6 +101,21 @@ def _vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
             "NR": panel_width(isa, itemsize)}
 
 
+def _row_block(M: int, mr: int, mc: int, even: bool) -> int:
+    """MC: at most `mc` rows, whole register blocks; `even`: the blocks of M as even as whole
+    register blocks allow (258 rows in blocks of at most 256: 136 + 122, not 256 + 2, whose
+    tasks would keep one thread busy alone)."""
+    mc = max(mr, min(mc // mr * mr, -(-M // mr) * mr))
+    if even:
+        blocks = _ceil_div(M, mc)
+        mc = _ceil_div(_ceil_div(M, blocks), mr) * mr
+    return mc
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int,
          tuned: dict[str, object]) -> Params:
     """The template's GEMM plan for C[M,N] = A[M,K] B[K,N] repeated `batch` times, from the
@@ -110,9 +125,7 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
     mr = int(tuned.get("mr") or ISAS[isa].rows[0])  # type: ignore[call-overload]
     panels = -(-N // nr)
     mc = int(tuned.get("mc") or 0)  # type: ignore[call-overload]
-    if not mc:
-        mc = L2_A_BYTES // max(1, K * itemsize)
-    mc = max(mr, min(mc // mr * mr, -(-M // mr) * mr))
+    mc = _row_block(M, mr, mc or L2_A_BYTES // max(1, K * itemsize), even=not mc)
     mb = -(-M // mc)
     # a short M streams B from memory: its bytes, not its flops, take the time (about 3
     # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)
