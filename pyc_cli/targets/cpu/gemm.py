@@ -86,7 +86,7 @@ def splits(isa: str, rows: int) -> int:
     return max(1, min(cap, spare // (rows * VECTORS_PER_ROW)))
 
 
-def _vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
+def vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
     spec = ISAS[isa]
     suffix = "ps" if itemsize == 4 else "pd"
     if isa == PORTABLE_ISA:
@@ -120,7 +120,7 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
          tuned: dict[str, object]) -> Params:
     """The template's GEMM plan for C[M,N] = A[M,K] B[K,N] repeated `batch` times, from the
     tuned parameters where given, else from the cache sizes and the task split."""
-    g = _vector_ops(isa, ctype, itemsize)
+    g = vector_ops(isa, ctype, itemsize)
     nr = int(g["NR"])  # type: ignore[call-overload]
     mr = int(tuned.get("mr") or ISAS[isa].rows[0])  # type: ignore[call-overload]
     panels = -(-N // nr)
