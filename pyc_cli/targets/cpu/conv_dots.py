@@ -36,6 +36,12 @@ def applies(node: Node, graph: Graph) -> bool:
     return pixels <= MAX_PIXELS and reduction >= MIN_REDUCTION
 
 
+def takes_prologue(node: Node, graph: Graph) -> bool:
+    """1-D and 2-D convs, as the im2col GEMM (fuse makes a prologue when any candidate takes
+    it, and select_kernels may then pick either: neither must be handed one it cannot apply)."""
+    return applies(node, graph) and graph.types[node.inputs[0]].rank <= 4
+
+
 def _rows_per_task(isa: str, pixels: int) -> int:
     """OB: output channels a task accumulates at once, OB x P vector sums plus the P pixel rows
     and one weight vector held in registers."""
@@ -72,4 +78,4 @@ def workspace(node: Node, graph: Graph) -> int:
 def candidate(isa: str) -> KernelCandidate:
     return KernelCandidate(
         "conv2d_dots", "conv2d_dots.c.j2", applies, 0.1, workspace, stores_once=True,
-        params=params(isa), takes_epilogue=True, takes_prologue=applies)
+        params=params(isa), takes_epilogue=True, takes_prologue=takes_prologue)

@@ -198,3 +198,25 @@ def test_big_few_pixel_conv_is_the_same_for_every_team_size(
     np.testing.assert_array_equal(results["3"], results["1"])
     want = _reference(x.astype(np.float64), w.astype(np.float64), (1,), (0, 0), (1,), 1)
     np.testing.assert_allclose(results["2"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_3d_conv_leaves_its_producer_unfused(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Prologues are fused into 1-D and 2-D convs only (the im2col GEMM, which select_kernels
+    may pick instead, applies none to a 3-D conv): Relu -> 3-D Conv stays two kernels."""
+    x = rng.standard_normal((1, 5, 3, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 2, 3, 3)).astype(np.float32)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"])],
+        "relu_conv3d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 2, 2, 2])],
+        [numpy_helper.from_array(w, "w")]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a")
+    (conv,) = [n for n in result.graph.nodes if n.op == "Conv"]
+    assert conv.ann.kernel.candidate == "conv2d_dots" and not conv.ann.prologue
+    with pyc_cli.load(result.artifact) as compiled:
+        got = compiled.run({"x": x})["y"]
+    want = _reference(np.maximum(x, 0).astype(np.float64), w.astype(np.float64), (1, 1, 1),
+                      (0,) * 6, (1, 1, 1), 1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
