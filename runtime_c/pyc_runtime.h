@@ -54,6 +54,15 @@ uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 #else
 #define PYC_PARALLEL_FOR
 #endif
+/* The same contract for a loop of equal tasks that streams memory (a GEMV reading its weights
+ * once): each thread takes one contiguous range of them, its share of the bytes. Guided
+ * hand-outs let the thread that starts first take what a thread still waking up would have
+ * read (measured: a 2-thread GEMV then often ran on one thread). */
+#if defined(_OPENMP)
+#define PYC_PARALLEL_FOR_STATIC _Pragma("omp parallel for schedule(static)")
+#else
+#define PYC_PARALLEL_FOR_STATIC
+#endif
 /* The threads a run may use: PYC_NUM_THREADS when set to a positive integer, else the build's
  * default (`pyc build --threads`; 0 = every core this process may use). */
 int pyc_threads_wanted(int build_default);

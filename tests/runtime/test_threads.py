@@ -146,6 +146,28 @@ def test_onnxruntime_calling_convention(rng: np.random.Generator, tmp_path: Path
         assert model.run([], {"x": x}) == []
 
 
+def test_run_reads_inputs_in_any_layout(rng: np.random.Generator, tmp_path: Path) -> None:
+    """The run path takes an input's address cheaply where ctypes can view its buffer and falls
+    back for what it cannot (read-only); a strided view or a Fortran-ordered array is made
+    contiguous first. Every form gives the same outputs."""
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    wide = np.zeros((2, 6), np.float32)
+    wide[:, ::2] = x
+    forms = {"c": x, "read-only": read_only, "strided": wide[:, ::2],
+             "fortran": np.asfortranarray(x)}
+    with _two_output_model(tmp_path) as model:
+        for form, value in forms.items():
+            got = model.run({"x": value})
+            np.testing.assert_array_equal(got["pos"], np.maximum(x, 0), err_msg=form)
+            np.testing.assert_array_equal(got["neg"], -x, err_msg=form)
+        for feeds in ({"y": x}, {"x": x, "y": x}):  # a wrong name; one too many
+            with pytest.raises(PycError, match="inputs do not match") as info:
+                model.run(feeds)
+            assert info.value.code == "E041"
+
+
 def test_same_call_as_onnxruntime_gives_the_same_list(transformer: CompiledModel,
                                                      rng: np.random.Generator) -> None:
     """`sess.run(None, feeds)` swapped for a PyC model: same structure, same values."""

@@ -86,7 +86,7 @@ def splits(isa: str, rows: int) -> int:
     return max(1, min(cap, spare // (rows * VECTORS_PER_ROW)))
 
 
-def _vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
+def vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
     spec = ISAS[isa]
     suffix = "ps" if itemsize == 4 else "pd"
     if isa == PORTABLE_ISA:
@@ -101,25 +101,43 @@ def _vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
             "NR": panel_width(isa, itemsize)}
 
 
+def _row_block(M: int, mr: int, mc: int, even: bool) -> int:
+    """MC: at most `mc` rows, whole register blocks; `even`: the blocks of M as even as whole
+    register blocks allow (258 rows in blocks of at most 256: 136 + 122, not 256 + 2, whose
+    tasks would keep one thread busy alone)."""
+    mc = max(mr, min(mc // mr * mr, -(-M // mr) * mr))
+    if even:
+        blocks = _ceil_div(M, mc)
+        mc = _ceil_div(_ceil_div(M, blocks), mr) * mr
+    return mc
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int,
          tuned: dict[str, object]) -> Params:
     """The template's GEMM plan for C[M,N] = A[M,K] B[K,N] repeated `batch` times, from the
     tuned parameters where given, else from the cache sizes and the task split."""
-    g = _vector_ops(isa, ctype, itemsize)
+    g = vector_ops(isa, ctype, itemsize)
     nr = int(g["NR"])  # type: ignore[call-overload]
     mr = int(tuned.get("mr") or ISAS[isa].rows[0])  # type: ignore[call-overload]
     panels = -(-N // nr)
     mc = int(tuned.get("mc") or 0)  # type: ignore[call-overload]
-    if not mc:
-        mc = L2_A_BYTES // max(1, K * itemsize)
-    mc = max(mr, min(mc // mr * mr, -(-M // mr) * mr))
+    mc = _row_block(M, mr, mc or L2_A_BYTES // max(1, K * itemsize), even=not mc)
     mb = -(-M // mc)
     # a short M streams B from memory: its bytes, not its flops, take the time (about 3
     # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)
+    streams = 3 * itemsize > 2 * M
     flops = max(2 * batch * M * N * K, 3 * batch * K * N * itemsize)
     nc = int(tuned.get("nc") or 0)  # type: ignore[call-overload]
     if nc:
         ncp = max(1, nc // nr)
+    elif streams:
+        # one panel a task, scheduled statically: each thread streams one contiguous, even
+        # share of B whatever the team size (a task costs no hand-out); one task when serial
+        ncp = 1 if flops >= TASK_FLOPS else panels
     else:
         wanted = min(MIN_TASKS, max(1, flops // TASK_FLOPS))
         nb = min(panels, max(1, -(-wanted // (batch * mb))))
@@ -131,7 +149,9 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
               "unroll": int(tuned.get("unroll") or 1)})  # type: ignore[call-overload]
     tasks = batch * mb * nb
     g["tasks"] = tasks
-    g["parallel"] = tasks >= 2 and flops // tasks >= TASK_FLOPS // 2
+    g["static"] = streams
+    g["parallel"] = tasks >= 2 and (flops >= TASK_FLOPS if streams
+                                    else flops // tasks >= TASK_FLOPS // 2)
     return g
 
 

@@ -20,7 +20,7 @@ from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ..kernel import KernelCandidate, Tunable
-from . import gemm
+from . import conv_dots, gemm
 from .kernel_context import (
     LAYERNORM_TASK_ELEMENTS,
     SOFTMAX_TASK_ELEMENTS,
@@ -217,7 +217,7 @@ def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
             tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
                               "bytes of im2col columns (the memory mode's cap; the tile follows)"),
                       *gemm.tunables(isa))),
-        CONV_DEPTHWISE, CONV_DIRECT)
+        conv_dots.candidate(isa), CONV_DEPTHWISE, CONV_DIRECT)
 
 
 def _tiling_transpose(node: Node, graph: Graph) -> Params | None:

@@ -58,6 +58,8 @@ CASES = [
     Case("conv2d_depthwise", "Conv", ((2, 3, 5, 19), (3, 1, 5, 3)),
          {"group": 3, "pads": [2, 1, 2, 1], "dilations": [1, 2]}),
     Case("conv2d_direct", "Conv", ((1, 5, 11, 7), (8, 5, 3, 3)), {"pads": [1, 1, 1, 1]}),
+    Case("conv2d_dots", "Conv", ((2, 7, 3, 3), (11, 7, 3, 3)), {"pads": [1, 0, 0, 1]}),
+    Case("conv2d_dots", "Conv", ((1, 8, 9), (6, 4, 5)), {"group": 2, "strides": [3]}),
     Case("conv_transpose2d_direct", "ConvTranspose", ((1, 3, 5, 7), (3, 2, 3, 3)),
          {"strides": [2, 2]}),
     Case("pool_direct", "MaxPool", ((1, 3, 11, 7),), {"kernel_shape": [3, 2], "strides": [2, 2]}),

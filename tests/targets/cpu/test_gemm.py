@@ -316,19 +316,39 @@ def test_constant_b_is_packed_once_into_the_weights(tmp_path: Path,
 
 @pytest.mark.parametrize("isa", sorted(gemm.ISAS))
 def test_plans_block_by_whole_register_tiles(isa: str) -> None:
-    """MC is a multiple of MR, the blocks and tasks cover M and the panels exactly, and short
-    blocks (M == 1: the GEMV) get independent accumulator sets."""
-    for m, k, n in [(1, 2048, 2048), (7, 33, 5), (1024, 1024, 1024), (128, 1536, 384)]:
+    """MC is a multiple of MR, the blocks and tasks cover M and the panels exactly, short
+    blocks (M == 1: the GEMV) get independent accumulator sets, and M's blocks are as even as
+    whole register blocks allow (258 rows: 136 + 122, not 256 + 2)."""
+    for m, k, n in [(1, 2048, 2048), (7, 33, 5), (1024, 1024, 1024), (128, 1536, 384),
+                    (258, 256, 3), (1543, 1024, 64)]:
         for tuned in ({}, {"mr": gemm.ISAS[isa].rows[-1], "mc": 96, "nc": 64, "unroll": 2}):
             g = gemm.plan(isa, "float", 4, m, n, k, 1, tuned)
             mr, mc, nr = g["MR"], g["MC"], g["NR"]
             assert mc % mr == 0 and mc >= mr and g["MB"] == -(-m // mc)
+            if not tuned:
+                assert mc <= max(mr, gemm.L2_A_BYTES // (4 * k))
+                assert m - (g["MB"] - 1) * mc > mc - g["MB"] * mr  # the last block
             assert g["panels"] == -(-n // nr) and g["NB"] == -(-g["panels"] // g["NCP"])
             assert g["NCP"] * (g["NB"] - 1) < g["panels"] <= g["NCP"] * g["NB"]
             assert g["tasks"] == g["MB"] * g["NB"] and g["tail"] == m % mr
             if tuned:
                 assert mr == tuned["mr"] and g["unroll"] == 2
     assert gemm.splits(isa, 1) > 1 and gemm.splits(isa, gemm.ISAS[isa].rows[0]) == 1
+
+
+@pytest.mark.parametrize("isa", sorted(gemm.ISAS))
+def test_gemv_streams_b_in_one_panel_tasks_statically(isa: str) -> None:
+    """A short M (B's bytes take the time) gets one task per panel, scheduled statically (each
+    thread one contiguous, even share of B); a GEMM's M keeps the guided blocks."""
+    for m in (1, 2, 5):
+        g = gemm.plan(isa, "float", 4, m, 2047, 2048, 1, {})
+        assert g["static"] and g["NCP"] == 1 and g["tasks"] == g["panels"] and g["parallel"]
+    small = gemm.plan(isa, "float", 4, 1, 512, 128, 1, {})  # 256 KiB: not worth threads
+    assert small["static"] and not small["parallel"] and small["tasks"] == 1
+    for m in (6, 64):
+        assert not gemm.plan(isa, "float", 4, m, 2048, 2048, 1, {})["static"]
+    assert not gemm.plan(isa, "double", 8, 12, 2048, 2048, 1, {})["static"]
+    assert gemm.plan(isa, "double", 8, 11, 2048, 2048, 1, {})["static"]
 
 
 def test_isa_follows_the_target_features() -> None:

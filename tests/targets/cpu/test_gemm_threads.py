@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_gemm import CONVS, _conv_model
 
 import pyc_cli
+from pyc_cli.targets import get_target
 
 
 def _big_matmuls(rng: np.random.Generator, constant: bool
@@ -118,3 +119,51 @@ def test_marked_loops_run_in_parallel_bit_for_bit(kind: str, tmp_path: Path,
         # sums of up to 2048 float32 products: 1e-4 relative, 1e-5 of the largest value
         np.testing.assert_allclose(results["omp"][name], want, rtol=1e-4,
                                    atol=1e-5 * np.abs(want).max(), err_msg=name)
+
+
+def _gemvs(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray],
+                                             dict[str, np.ndarray]]:
+    """Short-M MatMuls on constant weights (the GEMV path: one statically scheduled task per
+    panel), odd N so the last panel is partial, with a bias + Relu epilogue."""
+    nodes, inputs, outputs, inits = [], [], [], []
+    feeds: dict[str, np.ndarray] = {}
+    expected: dict[str, np.ndarray] = {}
+    for i, (m, k, n) in enumerate([(1, 2048, 2047), (3, 1031, 1553)]):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        feeds[f"a{i}"] = a
+        inputs.append(helper.make_tensor_value_info(f"a{i}", TensorProto.FLOAT, [m, k]))
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(bias, f"c{i}")]
+        nodes += [helper.make_node("MatMul", [f"a{i}", f"w{i}"], [f"t{i}"]),
+                  helper.make_node("Add", [f"t{i}", f"c{i}"], [f"s{i}"]),
+                  helper.make_node("Relu", [f"s{i}"], [f"y{i}"])]
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [m, n]))
+        expected[f"y{i}"] = np.maximum(a.astype(np.float64) @ w + bias, 0)
+    graph = helper.make_graph(nodes, "gemv", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, feeds, expected
+
+
+@pytest.mark.skipif(not get_target("cpu").openmp(), reason="the C compiler has no OpenMP runtime")
+def test_static_gemv_is_the_same_for_every_team_size(tmp_path: Path, rng: np.random.Generator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statically scheduled GEMV splits B's panels by team size: 1, 2 and 3 threads (an
+    uneven share) give the same bits, and numpy float64's values."""
+    model, feeds, expected = _gemvs(rng)
+    onnx.save(model, tmp_path / "m.onnx")
+    art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a").artifact
+    assert (art / "src" / "model.c").read_text().count("\n  PYC_PARALLEL_FOR_STATIC\n") == 2
+    manifest = json.loads((art / "manifest.json").read_text())
+    results = {}
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("PYC_NUM_THREADS", threads)  # read when the model is created
+        results[threads] = _run(art / "libmodel.so", manifest["symbol_prefix"],
+                                art / "weights.bin", manifest, feeds)
+    for name, want in expected.items():
+        for threads in ("2", "3"):
+            np.testing.assert_array_equal(results[threads][name], results["1"][name],
+                                          f"{name}, {threads} threads")
+        # sums of up to 2048 float32 products of unit scale: 1e-4 relative, 1e-5 absolute
+        np.testing.assert_allclose(results["2"][name], want, rtol=1e-4, atol=1e-5, err_msg=name)
