@@ -232,6 +232,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     from ..api import compile_graph, parse_targets
     from ..ir.text import print_graph
     from ..passes.tuning_db import default_path
+    from ..targets import get_target
+    from ..targets.cpu.features import parse_features
     from ..tune import TuneOptions
     from .build_progress import build_display, print_step_times
 
@@ -248,8 +250,11 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         warnings.simplefilter("always", PycWarning)
         steps = display.steps
         if dump_ir_after:
-            graph, _ = compile_graph(model, mode, shapes, parse_targets(target)[0],
-                                     stop_after=dump_ir_after, steps=steps, precision=precision)
+            # the first target as the build configures it (its ISA picks the kernels)
+            first = get_target(parse_targets(target)[0], cpu, tuple(parse_features(cpu_features)),
+                               arch, precision)
+            graph, _ = compile_graph(model, mode, shapes, first, stop_after=dump_ir_after,
+                                     steps=steps)
         else:
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,

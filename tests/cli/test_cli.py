@@ -396,3 +396,21 @@ def test_build_failure_lists_every_problem(tmp_path: Path) -> None:
     for node in ("custom", "nonzero", "int8_matmul", "odd_rounding", "runtime_reshape"):
         assert node in output
     assert not (tmp_path / "out").exists()
+
+
+def test_dump_ir_after_shows_the_kernels_of_the_cpu_built_for(tmp_path: Path) -> None:
+    """--dump-ir-after prints the IR the build would compile: kernel choices of the ISA that
+    --cpu names (the CNN's stride-1 convs: an implicit GEMM on AVX-512, the im2col GEMM on the
+    portable build), and writes no artifact."""
+    model = REFERENCE_MODELS["cnn"]
+    shapes = [arg for name, dims in model.shapes.items()
+              for arg in ("--input-shape", f"{name}={','.join(map(str, dims))}")]
+    kernels = {}
+    for cpu in ("portable", "skylake-avx512"):
+        code, output = invoke("build", str(model.path), *shapes, "--cpu", cpu, "-o",
+                              str(tmp_path / cpu), "--dump-ir-after", "select_kernels")
+        assert code == 0, output
+        kernels[cpu] = {line.split('kernel="')[1].split('"')[0] for line in output.splitlines()
+                        if "= Conv(" in line}
+        assert not (tmp_path / cpu).exists()
+    assert kernels == {"portable": {"conv2d_im2col_gemm"}, "skylake-avx512": {"conv2d_implicit_gemm"}}
