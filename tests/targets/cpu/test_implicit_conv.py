@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import make_model, vinfo
 from onnx import TensorProto, helper, numpy_helper
 from test_gemm import ATOL, BUILDS, RTOL, Forced
 
@@ -97,10 +98,7 @@ def conv_model(rng: np.random.Generator, dtype: type = np.float32) -> tuple[
             want = want + residual
         outputs.append(helper.make_tensor_value_info(out, elem, list(want.shape)))
         expected[out] = want
-    graph = helper.make_graph(nodes, "convs", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model, feeds, expected, bounds
+    return make_model(nodes, inputs, outputs, inits, name="convs"), feeds, expected, bounds
 
 
 def _build_and_check(tmp_path: Path, isa: str, dtype: type, params: dict[str, int],
@@ -209,10 +207,7 @@ def _transpose_model(rng: np.random.Generator) -> tuple[
         nodes.append(helper.make_node("ConvTranspose", args, [f"y{n}"], strides=list(ws[2:])))
         outputs.append(helper.make_tensor_value_info(f"y{n}", TensorProto.FLOAT, list(want.shape)))
         expected[f"y{n}"] = want
-    graph = helper.make_graph(nodes, "transposes", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model, feeds, expected
+    return make_model(nodes, inputs, outputs, inits, name="transposes"), feeds, expected
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "vector"])
@@ -246,11 +241,8 @@ def test_an_overlapping_conv_transpose_keeps_the_direct_loop(tmp_path: Path,
                               pads=[1, 1, 1, 1]),
              helper.make_node("ConvTranspose", ["x", "w"], ["v"], name="grouped", strides=[3, 3],
                               group=2)]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in "yzv"], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(onnx.shape_inference.infer_shapes(model), tmp_path / "m.onnx")
+    model = make_model(nodes, [vinfo("x", [1, 4, 5, 5])], [
+        vinfo("y", [1, 2, 11, 11]), vinfo("z", [1, 2, 13, 13]), vinfo("v", [1, 4, 15, 15])], [w])
+    onnx.save(model, tmp_path / "m.onnx")
     result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS["avx512"].cpu)
     assert {n.ann.kernel.candidate for n in result.graph.nodes} == {"conv_transpose2d_direct"}

@@ -65,18 +65,26 @@ pytestmark = pytest.mark.skipif(ARCH is None, reason="no NVIDIA GPU and driver h
                                 "CUDA wheels are missing): the GPU tests run on a GPU machine")
 
 
-def check_against_onnxruntime(path: Path, artifact: Path, feeds_for, rtol: float, atol: float,  # noqa: ANN001
-                              rng: np.random.Generator, shapes: dict | None = None,  # type: ignore[type-arg]
-                              rounds: int = 2) -> None:
-    pyc_cli.build(path, artifact, target="cuda", arch=ARCH, input_shapes=shapes)
+def runs_against_onnxruntime(path: Path, artifact: Path, feeds_for, rng: np.random.Generator,  # noqa: ANN001
+                             rounds: int):  # noqa: ANN201 (a generator of output pairs)
+    """Each round's outputs of the built artifact (fresh inputs, outputs poisoned first) and
+    onnxruntime's on the same inputs."""
     with pyc_cli.load(artifact) as model:
-        for _ in range(rounds):  # fresh inputs every round, outputs poisoned first
+        for _ in range(rounds):
             feeds = feeds_for(rng)
             model.poison()
             ours = model.run(feeds)
             expected = onnxruntime_outputs(path, feeds)
             for name, value in expected.items():
-                np.testing.assert_allclose(ours[name], value, rtol=rtol, atol=atol, err_msg=name)
+                yield name, ours[name], value
+
+
+def check_against_onnxruntime(path: Path, artifact: Path, feeds_for, rtol: float, atol: float,  # noqa: ANN001
+                              rng: np.random.Generator, shapes: dict | None = None,  # type: ignore[type-arg]
+                              rounds: int = 2) -> None:
+    pyc_cli.build(path, artifact, target="cuda", arch=ARCH, input_shapes=shapes)
+    for name, ours, value in runs_against_onnxruntime(path, artifact, feeds_for, rng, rounds):
+        np.testing.assert_allclose(ours, value, rtol=rtol, atol=atol, err_msg=name)
 
 
 def check_at_precision(path: Path, artifact: Path, feeds_for, precision: str,  # noqa: ANN001
@@ -85,15 +93,8 @@ def check_at_precision(path: Path, artifact: Path, feeds_for, precision: str,  #
     """A reduced-precision build against onnxruntime (float32) within WHOLE_MODEL_RTOL."""
     pyc_cli.build(path, artifact, target="cuda", arch=ARCH, input_shapes=shapes,
                   precision=precision)
-    with pyc_cli.load(artifact) as model:
-        for _ in range(rounds):  # fresh inputs every round, outputs poisoned first
-            feeds = feeds_for(rng)
-            model.poison()
-            ours = model.run(feeds)
-            expected = onnxruntime_outputs(path, feeds)
-            for name, value in expected.items():
-                assert_close_to_max(ours[name], value, WHOLE_MODEL_RTOL[precision],
-                                    f"{name} at {precision}")
+    for name, ours, value in runs_against_onnxruntime(path, artifact, feeds_for, rng, rounds):
+        assert_close_to_max(ours, value, WHOLE_MODEL_RTOL[precision], f"{name} at {precision}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
