@@ -8,7 +8,8 @@ through it: CUDA_HOME is found the same way):
 
 Models: the MiniLM-L6-shaped encoder (tests/models/make_encoder.py, sequence 128) at batch 1
 and 8 in fp32 and fp16; the MLP 512-2048-2048-512 at batch 1 in fp32 and fp16; the onnx light
-zoo's ResNet-50 (random weights, bench_models.materialize_light) at batch 1 and 32 in fp16;
+zoo's ResNet-50 (random weights, bench_models.materialize_light; residual branches scaled to
+keep float16 finite, logits out) at batch 1 and 32 in fp16;
 single-op LayerNormalization and Softmax over [rows, 1024] float32. Torch runs the same ONNX
 graph through benchmarks/onnx_torch.py (same initializers, nodes in order; fp16 = the module in
 float16, fp32 = TF32 off for matmul and cuDNN), so no torchvision is needed.
@@ -16,7 +17,7 @@ float16, fp32 = TF32 off for matmul and cuDNN), so no torchvision is needed.
 Every output (PyC's and each torch engine's) is checked against onnxruntime on the CPU before
 it is timed: PyC with cuda_smoke.agrees() (fp32 rtol 1e-3 atol 1e-4; fp16 5e-3 of the largest
 |output|), torch at fp32 likewise, torch at fp16 (float16 activations throughout, unlike PyC
-whose activations stay float32) within 3e-2 of the largest |output|. A wrong result is
+whose activations stay float32) within 1e-2 of the largest |output|. A wrong result is
 recorded and not timed.
 
 Timing, per engine: after warm-up, up to --repeat calls or --seconds of them, p50 and p95 of
@@ -62,7 +63,9 @@ sys.path.insert(0, str(ROOT / "tests" / "models"))
 from cuda_smoke import REDUCED_RTOL, agrees  # noqa: E402
 
 MODES = ("eager", "reduce-overhead", "max-autotune")
-TORCH_HALF_RTOL = 3e-2  # torch fp16: float16 activations throughout (of the largest |output|)
+# torch fp16: float16 activations throughout, of the largest |output| (on the CPU, torch's
+# float16 encoder is 2.2e-3 off onnxruntime's float32, ResNet-50 9e-4: tests/test_cuda_table.py)
+TORCH_HALF_RTOL = 1e-2
 ENCODER_SEQ, VOCAB = 128, 30522
 KERNEL_COLS = 1024
 
@@ -118,24 +121,46 @@ def make_model(case: Case, work: Path, seed: int = 0) -> tuple[Path, dict[str, n
     raise ValueError(f"unknown model {case.model}")
 
 
+# the scale and shift of each BatchNormalization that feeds a residual Sum: with the light
+# zoo's random weights unscaled, activations double every block or two and pass float16's
+# 65504 in the last stage (torch fp16 would give inf); scaled, they stay under 30
+RESIDUAL_BN_SCALE = 0.3
+
+
 def resnet50(scratch: Path, dest: Path, batch: int) -> None:
     """The light zoo's ResNet-50 with random weights (materialize_light), its batch set to
-    `batch` (the input, the output, and the Reshape before the classifier)."""
+    `batch` (the input, and the Reshape before the classifier), residual branches scaled by
+    RESIDUAL_BN_SCALE, and the classifier's logits as the output (torchvision's ResNet-50 ends
+    there too; the zoo's final Softmax is dropped: logits are a stricter check than a softmax
+    over 1000 classes)."""
     import onnx
     from bench_models import LIGHT_DIR, materialize_light
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     materialize_light(LIGHT_DIR / "light_resnet50.onnx", scratch)
     model = onnx.load(str(scratch))
-    for value in (*model.graph.input, *model.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_value = batch
-    reshapes = {n.input[1] for n in model.graph.node if n.op_type == "Reshape"}
-    for index, init in enumerate(model.graph.initializer):
+    graph = model.graph
+    softmax = graph.node[-1]
+    assert softmax.op_type == "Softmax", softmax.op_type
+    logits = softmax.input[0]
+    graph.node.remove(softmax)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, [batch, 1000]))
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    into_sum = {name for node in graph.node if node.op_type == "Sum" for name in node.input}
+    scaled = {node.input[k] for node in graph.node
+              if node.op_type == "BatchNormalization" and node.output[0] in into_sum for k in (1, 2)}
+    reshapes = {n.input[1] for n in graph.node if n.op_type == "Reshape"}
+    for index, init in enumerate(graph.initializer):
+        array = numpy_helper.to_array(init).copy()
         if init.name in reshapes:
-            shape = numpy_helper.to_array(init).copy()
-            shape[0] = batch
-            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(shape, init.name))
-    del model.graph.value_info[:]
+            array[0] = batch
+        elif init.name in scaled:
+            array *= np.float32(RESIDUAL_BN_SCALE)
+        else:
+            continue
+        graph.initializer[index].CopyFrom(numpy_helper.from_array(array, init.name))
+    del graph.value_info[:]
     onnx.checker.check_model(model)
     onnx.save(model, str(dest))
 
@@ -336,12 +361,14 @@ def copy_bandwidth(nbytes: int, repeat: int) -> dict[str, Any]:
             "gb_per_s": 2 * nbytes / float(np.percentile(times, 50)) / 1e6}
 
 
-def run_torch(spec: dict[str, Any], limit_s: float) -> dict[str, dict[str, Any]]:
+def run_torch(spec: dict[str, Any], limit_s: float,
+              command: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """torch_worker(spec) in a subprocess (and process group: inductor's autotuning workers
-    too) of its own, killed after `limit_s`: a record per mode, and "copy"."""
+    too) of its own, killed after `limit_s`: a record per mode, and "copy". (`command`
+    replaces the worker: tests.)"""
     spec_path = Path(f"{spec['outputs']}.spec.json")
     spec_path.write_text(json.dumps(spec))
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)]
+    command = command or [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
