@@ -274,7 +274,7 @@ def run_pyc(case: Case, path: Path, feeds: dict[str, np.ndarray], expected: dict
 def torch_worker(spec: dict[str, Any]) -> None:
     """The subprocess's work: each of spec["modes"] on one model (load, check-output, time),
     one JSON line on stdout per mode as it finishes (a later mode that hangs loses nothing
-    measured before it); then the copy bandwidth where spec["copy_nbytes"] asks for it."""
+    measured before it); the copy bandwidth first where spec["copy_nbytes"] asks for it."""
     import onnx
     import torch
     from onnx_torch import OnnxTorch
@@ -284,6 +284,8 @@ def torch_worker(spec: dict[str, Any]) -> None:
     torch.backends.cuda.matmul.allow_tf32 = not fp32  # fp32 as PyC and onnxruntime compute it
     torch.backends.cudnn.allow_tf32 = not fp32
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    if spec.get("copy_nbytes"):  # first: the row kernels' yardstick, whatever fails after it
+        print(json.dumps(copy_bandwidth(int(spec["copy_nbytes"]), spec["repeat"])), flush=True)
     feeds = dict(np.load(spec["feeds"]))
     module = OnnxTorch(onnx.load(spec["onnx"])).to(device="cuda", dtype=dtype).eval()
     inputs = [torch.from_numpy(feeds[name]).cuda() for name in module.inputs]
@@ -295,8 +297,6 @@ def torch_worker(spec: dict[str, Any]) -> None:
             record = {"mode": mode, "error": traceback.format_exc()[-3000:]}
         record["dtype"] = str(dtype)
         print(json.dumps(record), flush=True)
-    if spec.get("copy_nbytes"):
-        print(json.dumps(copy_bandwidth(int(spec["copy_nbytes"]), spec["repeat"])), flush=True)
 
 
 def time_torch(module: Any, inputs: list[Any], mode: str, spec: dict[str, Any],

@@ -6,7 +6,6 @@ The GPU run itself: `python benchmarks/cuda_table.py` on the GPU machine."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
