@@ -50,16 +50,22 @@ class OnnxTorch(torch.nn.Module):
         graph = model.graph
         self.opset = _opset(model)
         self._names: dict[str, str] = {}
-        self._static: dict[str, np.ndarray] = {}
+        static: dict[str, np.ndarray] = {}
         for index, init in enumerate(graph.initializer):
             array = numpy_helper.to_array(init)
-            self._static[init.name] = array
+            static[init.name] = array
             self._names[init.name] = f"c{index}"
             self.register_buffer(f"c{index}", torch.from_numpy(array.copy()))
+        floats = [self._names[i.name] for i in graph.initializer
+                  if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)]
+        self._float_buffer = floats[0] if floats else ""
         self.inputs = [i.name for i in graph.input if i.name not in self._names]
         self.outputs = [o.name for o in graph.output]
         self.nodes = [(node.op_type, list(node.input), list(node.output), _attrs(node))
                       for node in graph.node]
+        for op, ins, _outs, attrs in self.nodes:
+            if op == "Reshape":  # the target shape as Python ints: static for torch.compile
+                attrs["shape"] = tuple(int(d) for d in static[ins[1]])
         for op, *_ in self.nodes:
             if op not in OPS:
                 raise NotImplementedError(f"onnx_torch does not interpret {op}")
@@ -67,10 +73,7 @@ class OnnxTorch(torch.nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The floating type of the weights (what Cast to FLOAT gives)."""
-        return next((b.dtype for b in self.buffers() if b.is_floating_point()), torch.float32)
-
-    def static(self, name: str) -> np.ndarray:
-        return self._static[name]
+        return getattr(self, self._float_buffer).dtype if self._float_buffer else torch.float32
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         env: Env = dict(zip(self.inputs, inputs))
@@ -92,8 +95,7 @@ def _cast(m: OnnxTorch, a: list, names: list[str], at: dict) -> torch.Tensor:
 
 
 def _reshape(m: OnnxTorch, a: list, names: list[str], at: dict) -> torch.Tensor:
-    shape = [int(d) for d in m.static(names[1])]
-    shape = [a[0].shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    shape = [a[0].shape[i] if d == 0 else d for i, d in enumerate(at["shape"])]
     return a[0].reshape(shape)
 
 

@@ -45,6 +45,23 @@ def test_torch_runs_the_same_model_as_onnxruntime(case: Case, tmp_path: Path) ->
         assert np.abs(want).max() > 0
 
 
+@pytest.mark.parametrize("case", [Case("encoder", 1, "fp32"), Case("mlp", 1, "fp32"),
+                                  Case("resnet50", 1, "fp32"), Case("layernorm", 64, "fp32")],
+                         ids=lambda c: c.name)
+def test_torch_compile_traces_each_model_whole(case: Case, tmp_path: Path) -> None:
+    """Dynamo takes the interpreter's forward as one graph (fullgraph: no break, static shapes),
+    as both torch.compile modes on the GPU will; the compiled module computes the same."""
+    import onnx
+    from onnx_torch import OnnxTorch
+
+    path, feeds = cuda_table.make_model(case, tmp_path)
+    module = OnnxTorch(onnx.load(str(path))).eval()
+    inputs = [torch.from_numpy(feeds[n]) for n in module.inputs]
+    compiled = torch.compile(module, backend="eager", fullgraph=True)
+    with torch.inference_mode():
+        assert torch.equal(compiled(*inputs)[0], module(*inputs)[0])
+
+
 @pytest.mark.parametrize("case", [Case("encoder", 1, "fp16"), Case("resnet50", 1, "fp16")],
                          ids=lambda c: c.name)
 def test_torch_half_is_within_its_tolerance(case: Case, tmp_path: Path) -> None:
