@@ -25,10 +25,15 @@ Timing, per engine: after warm-up, up to --repeat calls or --seconds of them, p5
     Model.time_kernels; torch: the call, inputs already on the GPU),
   - `wall_ms`: the host's perf_counter around one synchronised call (PyC: through its Python
     API, host inputs in and host outputs out; torch: GPU tensors in and out).
-Each torch engine runs in a subprocess of its own with a time limit (--compile-s for a compile
-mode, which may fail or take long; its error or the limit is recorded), so one slow or broken
-torch.compile costs at most its limit. All max-autotune runs come last, in the order of the
-table; those that do not fit in what is left of --budget-s are skipped and recorded as such.
+Order (what is measured before --budget-s runs out): PyC on every case first; then, case by
+case in the order of the table (the issue's targets first: encoder b1 fp16, ResNet-50 fp16,
+encoder b8 fp16, the row kernels, then the MLP and the fp32 encoder), torch eager and
+reduce-overhead in one subprocess (max-autotune too for --early-autotune cases, by default
+encoder_b1_fp16); then max-autotune for the others. Each torch subprocess is killed at the sum
+of its modes' limits (--eager-s, --compile-s, --autotune-s) or when the budget ends, and what it
+printed before is kept; a job that would start with less than --min-job-s left is skipped.
+Either is recorded. The JSON is rewritten after each step, so a run killed from outside still
+leaves what it measured ("complete": false).
 
 Writes --out (JSON: device, driver, torch version, the command, every measurement) and prints
 the markdown tables. Exit status 1 when a PyC output or a torch fp32 output is wrong.
@@ -91,10 +96,11 @@ class Case:
 
 def default_cases(kernel_rows: tuple[int, ...] = (8192, 32768)) -> list[Case]:
     """The issue's table, most important first (what is timed before a budget runs out)."""
-    cases = [Case("encoder", 1, "fp16"), Case("encoder", 1, "fp32"), Case("encoder", 8, "fp16"),
-             Case("encoder", 8, "fp32"), Case("mlp", 1, "fp32"), Case("mlp", 1, "fp16"),
-             Case("resnet50", 1, "fp16"), Case("resnet50", 32, "fp16")]
-    return cases + [Case(op, rows, "fp32") for op in ("layernorm", "softmax") for rows in kernel_rows]
+    cases = [Case("encoder", 1, "fp16"), Case("resnet50", 1, "fp16"), Case("resnet50", 32, "fp16"),
+             Case("encoder", 8, "fp16")]
+    cases += [Case(op, rows, "fp32") for op in ("layernorm", "softmax") for rows in kernel_rows]
+    return cases + [Case("mlp", 1, "fp32"), Case("mlp", 1, "fp16"), Case("encoder", 1, "fp32"),
+                    Case("encoder", 8, "fp32")]
 
 
 def make_model(case: Case, work: Path, seed: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
@@ -445,9 +451,8 @@ def case_modes(case: Case, args: argparse.Namespace) -> tuple[tuple[str, ...], t
     return now, tuple(m for m in args.modes if m not in now)
 
 
-def measure_case(case: Case, data: dict[str, Any], args: argparse.Namespace, work: Path,
-                 budget: Budget, modes: tuple[str, ...]) -> dict[str, Any]:
-    """PyC, then the torch engines in `modes` (and the copy bandwidth for a row kernel)."""
+def measure_pyc(case: Case, data: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The case's row with PyC's measurement (an error recorded: torch still runs)."""
     row: dict[str, Any] = {"case": asdict(case), "name": case.name, "torch": {}}
     try:
         row["pyc"] = run_pyc(case, data["path"], data["feeds"], data["expected"], work,
@@ -455,21 +460,20 @@ def measure_case(case: Case, data: dict[str, Any], args: argparse.Namespace, wor
     except Exception:  # noqa: BLE001 (recorded; torch is still measured)
         row["pyc"] = {"ok": False, "error": traceback.format_exc()[-3000:]}
     print(case.name, "pyc", json.dumps(row["pyc"].get("device_ms") or row["pyc"])[:300], flush=True)
-    run_modes(row, case, modes, data, args, work, budget)
-    copy = row["torch"].pop("copy", None)
-    if copy is not None:
-        row["copy"] = copy
-        if "device_ms" in copy and "device_ms" in row["pyc"]:
-            row["bandwidth"] = bandwidth(case, row["pyc"]["device_ms"]["p50"], copy["device_ms"]["p50"])
     return row
+
+
+def mode_limit(mode: str, args: argparse.Namespace) -> float:
+    return {"eager": args.eager_s, "reduce-overhead": args.compile_s}.get(mode, args.autotune_s)
 
 
 def run_modes(row: dict[str, Any], case: Case, modes: tuple[str, ...], data: dict[str, Any],
               args: argparse.Namespace, work: Path, budget: Budget) -> None:
-    """`modes` in one torch subprocess, limited by --eager-s plus --compile-s per compile mode."""
+    """`modes` in one torch subprocess, limited by the sum of their limits and the budget left;
+    for a row kernel, the copy bandwidth too, and PyC's share of it."""
     if not modes:
         return
-    wanted = sum(args.eager_s if m == "eager" else args.compile_s for m in modes)
+    wanted = sum(mode_limit(m, args) for m in modes)
     if budget.left() < min(wanted, args.min_job_s):
         for mode in modes:
             row["torch"][mode] = {"mode": mode, "skipped": f"--budget-s {args.budget_s:.0f} spent"}
@@ -483,28 +487,36 @@ def run_modes(row: dict[str, Any], case: Case, modes: tuple[str, ...], data: dic
         row["torch"][mode] = record
         summary = record.get("device_ms") or record.get("error", "")[-300:]
         print(case.name, mode, json.dumps(summary)[:300], flush=True)
+    copy = row["torch"].pop("copy", None)
+    if copy is not None:
+        row["copy"] = copy
+        pyc = row.get("pyc", {})
+        if "device_ms" in copy and "device_ms" in pyc and pyc.get("ok"):
+            row["bandwidth"] = bandwidth(case, pyc["device_ms"]["p50"], copy["device_ms"]["p50"])
 
 
 def run_table(cases: list[Case], args: argparse.Namespace, work: Path,
               save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-    """Every case with PyC, eager and reduce-overhead (and max-autotune for --early-autotune);
-    then the other max-autotune runs while the budget lasts. `save` gets the rows after each
-    step (a run killed from outside keeps what it measured)."""
+    """PyC on every case first (its numbers do not wait on torch.compile); then, in case
+    order, torch eager and reduce-overhead (and max-autotune for --early-autotune); then the
+    other max-autotune runs while --budget-s lasts. `save` gets the rows after each step (a
+    run killed from outside keeps what it measured)."""
     budget = Budget(args.budget_s)
-    rows, prepared, later = [], {}, []
+    rows, prepared = [], {}
     for case in cases:
         try:
             prepared[case.name] = prepare_case(case, work)
         except Exception:  # noqa: BLE001 (recorded: the other cases still run)
             rows.append({"case": asdict(case), "name": case.name, "error": traceback.format_exc()[-3000:]})
             continue
-        now, rest = case_modes(case, args)
-        rows.append(measure_case(case, prepared[case.name], args, work, budget, now))
-        later.append((rows[-1], case, rest))
+        rows.append(measure_pyc(case, prepared[case.name], args, work))
         save(rows)
-    for row, case, rest in later:
-        run_modes(row, case, rest, prepared[case.name], args, work, budget)
-        save(rows)
+    measured = [(row, Case(**row["case"])) for row in rows if row["name"] in prepared]
+    for phase in (0, 1):
+        for row, case in measured:
+            modes = case_modes(case, args)[phase]
+            run_modes(row, case, modes, prepared[case.name], args, work, budget)
+            save(rows)
     return rows
 
 
@@ -629,8 +641,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="timed seconds at most, per engine and kind (10 calls at least)")
     parser.add_argument("--budget-s", type=float, default=480.0,
                         help="the whole run's seconds: torch jobs that would start past it are skipped")
-    parser.add_argument("--compile-s", type=float, default=150.0,
-                        help="limit of one torch.compile mode (compile, check, time)")
+    parser.add_argument("--compile-s", type=float, default=120.0,
+                        help="limit of torch.compile reduce-overhead (compile, check, time)")
+    parser.add_argument("--autotune-s", type=float, default=180.0,
+                        help="limit of torch.compile max-autotune (compile, check, time)")
     parser.add_argument("--eager-s", type=float, default=60.0,
                         help="limit of torch eager (load, check, time)")
     parser.add_argument("--min-job-s", type=float, default=20.0,

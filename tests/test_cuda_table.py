@@ -102,6 +102,7 @@ def test_the_default_table_is_the_issues() -> None:
                    "layernorm_b8192_fp32", "softmax_b8192_fp32"):
         assert wanted in names
     assert names[0] == "encoder_b1_fp16"  # the issue's headline row runs first
+    assert names.index("resnet50_b32_fp16") < names.index("mlp_b1_fp32")  # targets before extras
 
 
 # every case's PyC build (NVRTC compiles; nothing runs): the encoder and ResNet-50 at both
