@@ -293,8 +293,9 @@ def torch_worker(spec: dict[str, Any]) -> None:
     if spec.get("copy_nbytes"):  # first: the row kernels' yardstick, whatever fails after it
         print(json.dumps(copy_bandwidth(int(spec["copy_nbytes"]), spec["repeat"])), flush=True)
     feeds = dict(np.load(spec["feeds"]))
-    module = OnnxTorch(onnx.load(spec["onnx"])).to(device="cuda", dtype=dtype).eval()
-    inputs = [torch.from_numpy(feeds[name]).cuda() for name in module.inputs]
+    device = spec.get("device", "cuda")  # "cpu": tests/test_cuda_table.py, no GPU
+    module = OnnxTorch(onnx.load(spec["onnx"])).to(device=device, dtype=dtype).eval()
+    inputs = [torch.from_numpy(feeds[name]).to(device) for name in module.inputs]
     inputs = [x.to(dtype) if x.is_floating_point() else x for x in inputs]
     for mode in spec["modes"]:
         try:
@@ -311,6 +312,7 @@ def time_torch(module: Any, inputs: list[Any], mode: str, spec: dict[str, Any],
     import torch
 
     graphs = mode != "eager"  # both compile modes replay CUDA graphs
+    cuda = spec.get("device", "cuda") == "cuda"
     engine = module if mode == "eager" else torch.compile(module, mode=mode)
 
     def call() -> tuple[Any, ...]:
@@ -320,7 +322,8 @@ def time_torch(module: Any, inputs: list[Any], mode: str, spec: dict[str, Any],
 
     def synced() -> None:
         call()
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
 
     record: dict[str, Any] = {"mode": mode}
     with torch.inference_mode():
@@ -335,6 +338,8 @@ def time_torch(module: Any, inputs: list[Any], mode: str, spec: dict[str, Any],
             synced()
         count = run_count(min(timed_calls(synced, 3)), spec["repeat"], spec["seconds"])
         record["wall_ms"] = percentiles(timed_calls(synced, count))
+        if not cuda:
+            return record
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         times = []
         for _ in range(count):
@@ -481,7 +486,8 @@ def run_modes(row: dict[str, Any], case: Case, modes: tuple[str, ...], data: dic
     spec = {"onnx": str(data["path"]), "feeds": str(data["feeds_path"]), "precision": case.precision,
             "modes": list(modes), "repeat": args.repeat, "seconds": args.seconds,
             "outputs": str(work / f"{case.name}_{'_'.join(modes)}"),
-            "copy_nbytes": case.batch * KERNEL_COLS * 4 if case.is_kernel else 0}
+            "copy_nbytes": case.batch * KERNEL_COLS * 4 if case.is_kernel else 0,
+            "device": args.torch_device}
     for mode, record in run_torch(spec, budget.limit(wanted)).items():
         check_torch(record, case, data["expected"])
         row["torch"][mode] = record
@@ -656,6 +662,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cases whose max-autotune runs with them instead of at the end")
     parser.add_argument("--kernel-rows", default="8192,32768", help="rows of the [rows, 1024] row kernels")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--torch-device", default="cuda", help=argparse.SUPPRESS)  # tests: cpu
     args = parser.parse_args(argv)
     args.modes = tuple(m for m in args.modes.split(",") if m)
     args.early_autotune = tuple(c for c in args.early_autotune.split(",") if c)

@@ -244,3 +244,25 @@ def test_a_failing_torch_job_is_recorded(tmp_path: Path) -> None:
     spec = {"modes": ["eager"], "outputs": str(tmp_path / "job"), "copy_nbytes": 4096}
     records = cuda_table.run_torch(spec, 30.0, [sys.executable, "-c", "raise SystemExit('no GPU')"])
     assert "no GPU" in records["eager"]["error"] and "no GPU" in records["copy"]["error"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_torch_worker_checks_and_times(precision: str, tmp_path: Path) -> None:
+    """The real worker subprocess (on the CPU here: no CUDA events, wall time only): the MLP's
+    output saved, checked against onnxruntime, timed; a wrong reference shows as not ok."""
+    from dataclasses import asdict
+
+    args = cuda_table.parse_args(["--torch-device", "cpu", "--modes", "eager", "--seconds", "0.2",
+                                  "--repeat", "20"])
+    case = Case("mlp", 1, precision)
+    data = cuda_table.prepare_case(case, tmp_path)
+    row: dict = {"case": asdict(case), "name": case.name, "torch": {}}
+    cuda_table.run_modes(row, case, ("eager",), data, args, tmp_path, cuda_table.Budget(120.0))
+    eager = row["torch"]["eager"]
+    assert eager.get("ok"), eager
+    assert eager["dtype"] == ("torch.float16" if precision == "fp16" else "torch.float32")
+    assert 10 <= eager["wall_ms"]["runs"] <= 20 and eager["wall_ms"]["p50"] > 0
+    assert "device_ms" not in eager
+    wrong = {k: v + 0.05 * np.abs(v).max() for k, v in data["expected"].items()}
+    cuda_table.check_torch(eager, case, wrong)
+    assert eager["ok"] is False
