@@ -45,7 +45,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -614,28 +613,20 @@ def passed(rows: list[dict[str, Any]]) -> bool:
 
 
 def machine() -> dict[str, Any]:
-    record: dict[str, Any] = {"python": platform.python_version()}
+    """cuda_smoke.machine() (GPU, driver, NVRTC, package versions) and torch's own view."""
+    import cuda_smoke
+
+    record = cuda_smoke.machine()
     try:
         import torch
 
         record["torch"] = torch.__version__
         record["torch_cuda"] = torch.version.cuda
         if torch.cuda.is_available():
-            record["device"] = torch.cuda.get_device_name()
+            record["torch_device"] = torch.cuda.get_device_name()
+            record.setdefault("device", record["torch_device"])
     except ImportError as error:
         record["torch_error"] = str(error)
-    try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True, check=False)
-        record["nvidia_smi"] = smi.stdout.strip()
-    except OSError:
-        record["nvidia_smi"] = None
-    try:
-        from pyc_cli.targets.cuda import toolchain
-
-        record["nvrtc"] = toolchain.version()
-    except Exception as error:  # noqa: BLE001 (recorded)
-        record["nvrtc_error"] = str(error)
     return record
 
 
