@@ -6,6 +6,7 @@ The GPU run itself: `python benchmarks/cuda_table.py` on the GPU machine."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -266,3 +267,32 @@ def test_the_torch_worker_checks_and_times(precision: str, tmp_path: Path) -> No
     wrong = {k: v + 0.05 * np.abs(v).max() for k, v in data["expected"].items()}
     cuda_table.check_torch(eager, case, wrong)
     assert eager["ok"] is False
+
+
+def test_main_writes_the_json_and_the_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole run with PyC and the torch subprocess faked (no GPU): every case and mode in
+    the JSON, the copy turned into the kernel's bandwidth, the tables printed, exit status 0."""
+    def fake_pyc(case: Case, *rest: object) -> dict:
+        return {"ok": True, "device_ms": stats(0.5), "wall_ms": stats(0.6)}
+
+    def fake_torch(spec: dict, limit_s: float, command: object = None) -> dict:
+        records = {m: {"mode": m, "ok": True, "device_ms": stats(1.0), "wall_ms": stats(1.1)}
+                   for m in spec["modes"]}
+        if spec["copy_nbytes"]:
+            records["copy"] = {"mode": "copy", "device_ms": stats(0.4)}
+        return records
+
+    monkeypatch.setattr(cuda_table, "run_pyc", fake_pyc)
+    monkeypatch.setattr(cuda_table, "run_torch", fake_torch)
+    out = tmp_path / "table.json"
+    assert cuda_table.main(["--models", "mlp,softmax", "--kernel-rows", "64", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["complete"] and result["passed"] and "--models mlp,softmax" in result["command"]
+    names = [row["name"] for row in result["rows"]]
+    assert names == ["softmax_b64_fp32", "mlp_b1_fp16", "mlp_b1_fp32"]
+    assert set(result["rows"][1]["torch"]) == set(cuda_table.MODES)
+    assert set(result["rows"][0]["torch"]) == {"eager"}
+    assert result["rows"][0]["bandwidth"]["fraction_of_copy"] == pytest.approx(0.8)
+    printed = capsys.readouterr().out
+    assert "0.50 (vs reduce-overhead)" in printed and "80%" in printed
