@@ -16,28 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
-PY=python3
-if compgen -G ".whl/*.whl" > /dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "installing the carried wheels failed"; exit 1; }
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-# NVRTC from the CUDA toolkit on the machine (cuda-pathfinder looks under CUDA_HOME, then the
-# library path)
-if [ -z "${CUDA_HOME:-}" ]; then
-  for candidate in /usr/local/cuda "$(dirname "$(dirname "$(command -v nvcc 2>/dev/null || echo /x/x)")")" /usr/local/cuda-*; do
-    for lib in "$candidate/lib64" "$candidate/targets/x86_64-linux/lib"; do
-      if compgen -G "$lib/libnvrtc.so*" > /dev/null; then
-        export CUDA_HOME=$candidate LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-        break 2
-      fi
-    done
-  done
-fi
-echo "CUDA_HOME=${CUDA_HOME:-unset}; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -1)"
-export PYTHONUNBUFFERED=1
+source benchmarks/cuda_env.sh  # PY, PYTHONPATH, carried wheels, NVRTC (CUDA_HOME)
 $PY benchmarks/cuda_smoke.py --out "$OUT"
 status=$?
 if [ "${CUDA_GEMM_BENCH:-1}" != 0 ] && $PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then

@@ -129,7 +129,11 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     call.block = (32 * warps_m * warps_n, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
     threads = call.block[0]
-    call.min_blocks = int(p.get("tc_min_blocks", 1))  # type: ignore[call-overload]
+    # 128-tiles ask for two blocks per multiprocessor: on the H100 that was faster at every size
+    # and precision measured (benchmarks/results/cuda-gemm-h100.json: fp16 4096^3 0.549 vs
+    # 0.573 ms, 8192^3 4.20 vs 4.76 ms; tf32 4096^3 1.35 vs 1.89 ms, 8192^3 10.3 vs 14.4 ms);
+    # 64-tiles (the 1024^3 choice, fastest there) keep 1, the only one measured for them
+    call.min_blocks = int(p.get("tc_min_blocks", 2 if tile == 128 else 1))  # type: ignore[call-overload]
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
              threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
              h16=h16, b_half=conversion is not None, b_batch_strides=b_strides,

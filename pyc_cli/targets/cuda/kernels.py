@@ -95,7 +95,7 @@ MMA_TILES = (Tunable("tc_tile", (128, 64), "rows and columns of C per thread blo
                      "largest that gives enough blocks)"),
              Tunable("tc_min_blocks", (1, 2), "blocks of the tensor-core GEMM each "
                      "multiprocessor should hold at once (__launch_bounds__: 2 caps registers "
-                     "so that two 128 x 128 blocks fit)"))
+                     "so that two 128 x 128 blocks fit; by default 2 with 128-tiles, else 1)"))
 
 
 def matmul_mma(precision: str) -> KernelCandidate:

@@ -158,6 +158,10 @@ def test_launch_geometry(case: MmaCase, tmp_path: Path) -> None:
     source, launches = emit_mma(case, "fp16", tmp_path)
     (launch,) = [step for step in launches if "matmul" in step["kernel"]]
     assert launch["block"] == [256 if case.tile == 128 else 128, 1, 1]
+    # by default 128-tiles ask for two blocks per multiprocessor (cuda-gemm-h100.json), 64-tiles not
+    threads = launch["block"][0]
+    bounds = f"__launch_bounds__({threads}, 2)"
+    assert (bounds in source) == (case.tile == 128), source[:2000]
     assert "matmul_mma.cu.j2" in source and "pyc_mma_fp16" in source
     # fp16 takes the 16-bit path (ldmatrix); a constant B, stored in 16 bits, comes by cp.async,
     # an activation B (the attention scores' K) through registers
