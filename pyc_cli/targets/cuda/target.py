@@ -143,7 +143,8 @@ class CudaTarget(Target):
         plan_json = {"format": LAUNCH_FORMAT, "arena_bytes": plan.arena_bytes,
                      "weights_bytes": weights.total_bytes,
                      "launches": [launch.to_json() for launch in launches]}
-        return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n"}
+        return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n",
+                **c_entry_point(info, [d.fn for d in kernels], launches)}
 
     # ------------------------------------------------------------ building
 
@@ -168,6 +169,24 @@ class CudaTarget(Target):
         return {"arch": self.arch, "cubin": CUBIN, "ptx": PTX, "launches": f"src/{LAUNCHES}",
                 "ptx_isa": self._record.get("ptx_isa", ""),
                 "ptx_min_driver": self._record.get("ptx_min_driver", "")}
+
+
+def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch]) -> dict[str, str]:
+    """NAME_cuda.h / NAME_cuda.c: the model's C entry point over the driver API, with the launch
+    plan compiled in as tables (each launch's arguments a slice of one argument table)."""
+    places = {space: index for index, space in enumerate(("input", "output", "weights", "arena",
+                                                          "status"))}
+    args: list[dict[str, int]] = []
+    table = []
+    for launch in launches:
+        table.append({"kernel": launch.kernel, "grid": list(launch.grid),
+                      "block": list(launch.block), "shared_bytes": launch.shared_bytes,
+                      "first_arg": len(args), "args": len(launch.args), "step": launch.step})
+        args += [{"place": places[a.space], "at": a.value} for a in launch.args]
+    env = template_env()
+    context = {"m": info, "kernels": kernels, "launches": table, "args": args}
+    return {f"{info.name}_cuda.h": env.get_template("cuda/c_api.h.j2").render(**context) + "\n",
+            f"{info.name}_cuda.c": env.get_template("cuda/c_api.c.j2").render(**context) + "\n"}
 
 
 def kernel_templates(source: str) -> dict[int, str]:
