@@ -45,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import shlex
 import signal
 import subprocess
@@ -277,6 +278,18 @@ def run_pyc(case: Case, path: Path, feeds: dict[str, np.ndarray], expected: dict
 
 # ---------------------------------------------------------------- torch, in a subprocess
 
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Arrays handed between this process and its torch worker (a pickle of plain arrays: the
+    GPU machine's numpy 2.5 / Python 3.12 refused the .npz headers its own savez wrote)."""
+    with open(path, "wb") as f:
+        pickle.dump({k: np.ascontiguousarray(v) for k, v in arrays.items()}, f, protocol=5)
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as f:
+        return dict(pickle.load(f))  # noqa: S301 (our own worker's file, in our own temp dir)
+
+
 def torch_worker(spec: dict[str, Any]) -> None:
     """The subprocess's work: each of spec["modes"] on one model (load, check-output, time),
     one JSON line on stdout per mode as it finishes (a later mode that hangs loses nothing
@@ -292,14 +305,14 @@ def torch_worker(spec: dict[str, Any]) -> None:
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     if spec.get("copy_nbytes"):  # first: the row kernels' yardstick, whatever fails after it
         print(json.dumps(copy_bandwidth(int(spec["copy_nbytes"]), spec["repeat"])), flush=True)
-    feeds = dict(np.load(spec["feeds"]))
+    feeds = load_arrays(spec["feeds"])
     device = spec.get("device", "cuda")  # "cpu": tests/test_cuda_table.py, no GPU
     module = OnnxTorch(onnx.load(spec["onnx"])).to(device=device, dtype=dtype).eval()
     inputs = [torch.from_numpy(feeds[name]).to(device) for name in module.inputs]
     inputs = [x.to(dtype) if x.is_floating_point() else x for x in inputs]
     for mode in spec["modes"]:
         try:
-            record = time_torch(module, inputs, mode, spec, f"{spec['outputs']}_{mode}.npz")
+            record = time_torch(module, inputs, mode, spec, f"{spec['outputs']}_{mode}.pickle")
         except Exception:  # noqa: BLE001 (a compile mode may fail: recorded, the next runs)
             record = {"mode": mode, "error": traceback.format_exc()[-3000:]}
         record["dtype"] = str(dtype)
@@ -332,7 +345,8 @@ def time_torch(module: Any, inputs: list[Any], mode: str, spec: dict[str, Any],
         record["first_call_s"] = round(time.perf_counter() - started, 2)
         for _ in range(5):  # CUDA graphs are recorded over the first calls
             synced()
-        np.savez(outputs_path, *[t.float().cpu().numpy() for t in call()])
+        save_arrays(outputs_path, {f"arr_{i}": t.float().cpu().numpy()
+                                   for i, t in enumerate(call())})
         record["outputs"] = outputs_path
         for _ in range(15):
             synced()
@@ -435,16 +449,16 @@ def check_torch(record: dict[str, Any], case: Case, expected: dict[str, np.ndarr
     outputs = Path(record.get("outputs", ""))
     if "error" in record or not outputs.is_file():
         return
-    with np.load(outputs) as saved:
-        got = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    saved = load_arrays(outputs)
+    got = [saved[f"arr_{i}"] for i in range(len(saved))]
     record["check"] = {k: check(g, v, case.precision, "torch") for (k, v), g in zip(expected.items(), got)}
     record["ok"] = all(c["ok"] for c in record["check"].values())
 
 
 def prepare_case(case: Case, work: Path) -> dict[str, Any]:
     path, feeds = make_model(case, work)
-    feeds_path = work / f"{case.name}.feeds.npz"
-    np.savez(feeds_path, **feeds)
+    feeds_path = work / f"{case.name}.feeds.pickle"
+    save_arrays(feeds_path, feeds)
     return {"path": path, "feeds": feeds, "feeds_path": feeds_path,
             "expected": reference(path, feeds)}
 
