@@ -185,12 +185,36 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
     call.uses_status = True
 
 
+ATTENTION_WARPS = 4  # warps of an attention block, each owning BR / 4 of its query rows
+STATIC_SHARED_BYTES = 48 * 1024  # a kernel's static __shared__ arrays may take at most this
+
+
+def _attention(call: CudaCall, graph: Graph, node: Node) -> None:
+    """Flash-style attention: a block per (batch index, BR query rows), flattened on grid x.
+    BR = 32 rows (8 a warp), or 16 where 32-row blocks would not fill a large GPU; key tiles of
+    BC = 64, or 32 where Q's rows, the Kt / V tile and the probabilities would pass 48 KiB."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = max(1, math.prod(dims))
+    s, d, e = int(p["S"]), int(p["D"]), int(p["E"])  # type: ignore[call-overload]
+    br = 32 if batch * math.ceil(s / 32) >= FILL_BLOCKS else 16
+    bc = 64
+    if 4 * (br * d + bc * max(d, e) + br * bc) > STATIC_SHARED_BYTES:
+        bc = 32
+    q_blocks = math.ceil(s / br)
+    call.block = (32 * ATTENTION_WARPS, 1, 1)
+    call.grid = (batch * q_blocks, 1, 1)
+    p.update(BR=br, BC=bc, WARPS=ATTENTION_WARPS, MR=br // ATTENTION_WARPS, NC=bc // 32,
+             NE=math.ceil(e / 32), kv_floats=bc * max(d, e), q_blocks=q_blocks,
+             threads=call.block[0], batch_steps=[math.prod(dims[k + 1:]) for k in range(len(dims))])
+
+
 LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
     "conv_direct.cu.j2": _per_element, "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
-    "gather.cu.j2": _gather,
+    "gather.cu.j2": _gather, "attention.cu.j2": _attention,
 }
 
 

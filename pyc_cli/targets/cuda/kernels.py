@@ -136,6 +136,33 @@ SOFTMAX = KernelCandidate("cuda_softmax_block", "softmax.cu.j2", _softmax_applie
 REDUCE = KernelCandidate("cuda_reduce_block", "reduce.cu.j2", float32)
 
 
+ATTENTION_MAX_HEAD = 128  # the widest Q / K rows and V rows the attention kernel stages
+
+
+def _attention_applies(node: Node, graph: Graph) -> bool:
+    """float32 heads of at most ATTENTION_MAX_HEAD (Q's rows, the Kt / V tile and the tile's
+    probabilities fit 48 KiB of shared memory), every size within 32-bit indices."""
+    from ...ops import registry
+
+    op = registry.get("pyc.Attention").kernel_params(node, graph)
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return (float32(node, graph) and max(int(op["D"]), int(op["E"])) <= ATTENTION_MAX_HEAD  # type: ignore[call-overload]
+            and largest < 2**30)
+
+
+def _attention_coords(node: Node, graph: Graph, op: Params) -> Params:
+    """The score program's coordinates (batch dims b0.., query row i, key j), over the scores'
+    shape [..., S, T]."""
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    return {"out_coords": [f"b{d}" for d in range(len(batch))] + ["i", "j"],
+            "epilogue_shape": [*batch, op["S"], op["T"]]}
+
+
+# flash-style: the score matrix stays in the block (registers and shared memory)
+ATTENTION = KernelCandidate("cuda_attention_flash", "attention.cu.j2", _attention_applies,
+                            params=_attention_coords)
+
+
 def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
     """Inputs the memory plan already placed in their slice of the output need no copy."""
     return {"skip": list(node.ann.inplace_inputs)}
@@ -160,6 +187,7 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Gather": (KernelCandidate("cuda_gather", "gather.cu.j2", plain_types),),
     "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
     "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
+    "pyc.Attention": (ATTENTION,),
 }
 
 
