@@ -161,6 +161,18 @@ def _attention_coords(node: Node, graph: Graph, op: Params) -> Params:
 # flash-style: the score matrix stays in the block (registers and shared memory)
 ATTENTION = KernelCandidate("cuda_attention_flash", "attention.cu.j2", _attention_applies,
                             params=_attention_coords)
+ATTENTION_WARPS = (Tunable("attn_warps", (4, 2, 1), "warps of a tensor-core attention block, "
+                           "16 query rows each (by default 4, fewer where 4-warp blocks would "
+                           "number under 128)"),)
+
+
+def attention_mma(precision: str) -> KernelCandidate:
+    """The tensor-core attention at fp16 / bf16 (mma.sync m16n8k16): preferred to the float32
+    one wherever both apply."""
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        return {**_attention_coords(node, graph, op), "precision": precision}
+    return KernelCandidate("cuda_attention_mma", "attention_mma.cu.j2", _attention_applies,
+                           cost_factor=0.25, tunables=ATTENTION_WARPS, params=params)
 
 
 def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
@@ -196,4 +208,7 @@ def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
     adds the tensor-core GEMM to MatMul (the other ops compute in float32 still)."""
     if precision == "fp32":
         return CUDA_KERNELS
-    return {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
+    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
+    if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
+        table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
+    return table

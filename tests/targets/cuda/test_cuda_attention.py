@@ -11,6 +11,7 @@ the other transformers)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,13 +21,18 @@ import pytest
 from conftest import MODELS_DIR, onnxruntime_outputs
 from cuda_emulation import CXX
 from helpers import decisions, write_model
+from mma_precision import EXACT_RTOL, assert_close_to_max, round_to
 from onnx import helper
 from ops.test_references import attention_feeds, attention_model
 from targets.cpu.test_attention_kernel import float64_attention
 from test_cuda_emulated import Emulated
 
 from pyc_cli.api import compile_graph
+from pyc_cli.targets.cuda import bindings, toolchain
+from pyc_cli.targets.cuda.target import kernel_templates
 
+needs_nvrtc = pytest.mark.skipif(not bindings.available(),
+                                 reason='the NVRTC wheel is not installed (pip install ".[cuda]")')
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
 
 SHAPES = [  # batch, S, D, T, E, scale, mask [S, T]
@@ -121,3 +127,118 @@ def test_probabilities_read_elsewhere_keep_the_unfused_pattern(tmp_path: Path) -
     model.graph.output.append(helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, [2, 5, 6]))
     graph, _ = compile_graph(write_model(model, tmp_path), target="cuda")
     assert "pyc.Attention" not in [n.op for n in graph.nodes]
+
+
+# ---------------------------------------------------------------- the tensor-core attention
+# --precision fp16 / bf16: Q, Kt, V and the probabilities rounded to 16 bits for mma.sync,
+# float32 accumulation. Against a numpy model of that rounding where the keys fit one 64-key
+# tile (then the kernel's probabilities are relative to the row's final maximum, as the
+# model's): within ROUNDED_RTOL of max |output| (float32 sums; a probability whose float32
+# value sits at a rounding boundary may round one 16-bit step apart); against float64 within
+# the GEMM's EXACT_RTOL, always.
+ROUNDED_RTOL = 2e-3
+MMA_SHAPES = [  # batch, S, D, T, E, scale, mask [S, T]
+    ((2, 64), 70, 16, 9, 16, 0.5, True),       # 4-warp blocks (128 of them), a partial one
+    ((2, 3), 7, 16, 33, 32, 0.25, True),
+    ((1,), 33, 24, 64, 17, None, True),         # D and E padded to 16s, exactly one key tile
+    ((1, 2), 33, 64, 128, 64, 0.125, True),     # two key tiles: the online rescaling
+    ((1,), 7, 128, 70, 128, 0.088, True),       # 128-wide heads, a partial second tile
+]
+
+
+def rounded_attention(feeds: dict[str, np.ndarray], scale: float | None,
+                      precision: str) -> np.ndarray:
+    """The kernel's arithmetic in float64 with its roundings: Q, Kt, V, then the
+    probabilities (relative to the row maximum) rounded to `precision` before they weigh V;
+    the denominator sums them unrounded."""
+    q, kt, v = (round_to(feeds[n], precision) for n in ("q", "kt", "v"))
+    scores = q @ kt
+    if scale is not None:
+        scores = scores * np.float64(np.float32(scale))
+    if "mask" in feeds:
+        scores = scores + feeds["mask"].astype(np.float64)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    rounded = round_to(weights.astype(np.float32), precision)
+    return (rounded @ v) / weights.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("batch, s, d, t, e, scale, mask", MMA_SHAPES)
+def test_emulated_tensor_core_attention(batch: tuple[int, ...], s: int, d: int, t: int, e: int,
+                                        scale: float | None, mask: bool, precision: str,
+                                        rng: np.random.Generator, tmp_path: Path) -> None:
+    model = attention_model(batch, s, d, t, e, scale, mask)
+    emulated = Emulated(write_model(model, tmp_path), tmp_path, precision=precision)
+    assert kernel_of(emulated) == ["cuda_attention_mma"]
+    feeds = attention_feeds(model, rng)
+    got = emulated.run(feeds)["y"]
+    exact = float64_attention(feeds, scale)
+    assert_close_to_max(got, exact, EXACT_RTOL[precision], f"{precision} vs float64")
+    if t <= 64:
+        rounded = rounded_attention(feeds, scale, precision)
+        assert_close_to_max(got, rounded, ROUNDED_RTOL, f"{precision} vs the rounding model")
+        # the inputs really were rounded: the model explains the output better than exact math
+        assert np.max(np.abs(got - rounded)) < np.max(np.abs(got - exact))
+
+
+@pytest.mark.parametrize("precision, kernel", [("fp32", "cuda_attention_flash"),
+                                               ("tf32", "cuda_attention_flash"),
+                                               ("fp16", "cuda_attention_mma"),
+                                               ("bf16", "cuda_attention_mma")])
+def test_each_precision_picks_its_attention_kernel(precision: str, kernel: str,
+                                                   tmp_path: Path) -> None:
+    """The encoder's attention: tensor cores at fp16 / bf16 (the reduced-precision encoder test
+    of test_cuda_emulated.py then runs it), the float32 kernel at fp32 and tf32."""
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_encoder import make_encoder
+
+    path = write_model(make_encoder(batch=1, seq=24, layers=1, vocab=50, hidden=64, heads=2,
+                                    ffn=64), tmp_path)
+    graph, _ = compile_graph(path, target="cuda", precision=precision)
+    assert [n.ann.kernel_name for n in graph.nodes if n.op == "pyc.Attention"] == [kernel]
+
+
+class ForcedWarps:
+    """A tuning database giving pyc.Attention the tensor-core kernel with `attn_warps`."""
+
+    def __init__(self, warps: int) -> None:
+        self.warps = warps
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        from pyc_cli.ir.annotations import KernelChoice
+
+        if signature.op == "pyc.Attention":
+            return KernelChoice("cuda_attention_mma", {"attn_warps": self.warps})
+        return None
+
+
+def emit(model: onnx.ModelProto, precision: str, tmp_path: Path,
+         tuning: ForcedWarps | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+    from pyc_cli.abi import io_infos
+    from pyc_cli.planning.weights import layout_weights
+    from pyc_cli.targets.base import ModelInfo
+
+    graph, ctx = compile_graph(write_model(model, tmp_path), target="cuda", precision=precision,
+                               tuning=tuning)  # type: ignore[arg-type]
+    plan = ctx.artifacts["memory_plan"]
+    layout = layout_weights(graph, {}, ctx.target.constant_conversions(graph))  # type: ignore[union-attr]
+    info = ModelInfo("test", io_infos(graph, graph.inputs),
+                     io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
+                     layout.total_bytes, 0, "test")
+    sources = ctx.target.emit(graph, plan, layout, info)  # type: ignore[union-attr]
+    return sources["model.cu"], json.loads(sources["launches.json"])["launches"]
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("warps", [4, 2, 1])
+@pytest.mark.parametrize("shape", [MMA_SHAPES[2], MMA_SHAPES[4]], ids=["d24_e17", "d128_e128"])
+def test_nvrtc_compiles_the_tensor_core_attention(shape: tuple, warps: int, precision: str,  # type: ignore[type-arg]
+                                                  arch: str, tmp_path: Path) -> None:
+    source, launches = emit(attention_model(*shape), precision, tmp_path, ForcedWarps(warps))
+    assert [step["block"] for step in launches] == [[32 * warps, 1, 1]]
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+    assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
