@@ -195,13 +195,14 @@ ATTENTION_MMA_FILL = 128  # a kernel's static __shared__ arrays may take at most
 def _attention(call: CudaCall, graph: Graph, node: Node) -> None:
     """Flash-style attention: a block per (batch index, BR query rows), flattened on grid x.
     BR = 32 rows (8 a warp), or 16 where 32-row blocks would not fill a large GPU; key tiles of
-    BC = 64, or 32 where Q's rows, the Kt / V tile and the probabilities would pass 48 KiB."""
+    BC = 64, or 32 where T <= 32 or where Q's rows, the Kt / V tile and the probabilities would
+    pass 48 KiB."""
     p = call.params
     dims = list(p["batch"])  # type: ignore[call-overload]
     batch = max(1, math.prod(dims))
     s, d, e = int(p["S"]), int(p["D"]), int(p["E"])  # type: ignore[call-overload]
     br = 32 if batch * math.ceil(s / 32) >= FILL_BLOCKS else 16
-    bc = 64
+    bc = 64 if int(p["T"]) > 32 else 32  # type: ignore[call-overload]
     if 4 * (br * d + bc * max(d, e) + br * bc) > STATIC_SHARED_BYTES:
         bc = 32
     q_blocks = math.ceil(s / br)
@@ -216,7 +217,8 @@ ATTENTION_MMA_PAD = 8  # 16-bit values past each shared row: 16-byte rows, confl
 
 
 def _attention_mma(call: CudaCall, graph: Graph, node: Node) -> None:
-    """Tensor-core attention: a block per (batch index, 16 x WARPS query rows), 64-key tiles;
+    """Tensor-core attention: a block per (batch index, 16 x WARPS query rows), 64-key tiles
+    (T rounded up to 16 where it is less);
     WARPS (attn_warps) 4, or fewer where 4-warp blocks would not fill a large GPU. D and E are
     padded to multiples of 16 (zeros): DP, EP; shared rows SQ, SK, SV in 16-bit values."""
     p = call.params
@@ -225,7 +227,7 @@ def _attention_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     s, d, e = int(p["S"]), int(p["D"]), int(p["E"])  # type: ignore[call-overload]
     default = next((w for w in (4, 2) if batch * math.ceil(s / (16 * w)) >= ATTENTION_MMA_FILL), 1)
     warps = int(p.get("attn_warps", default))  # type: ignore[call-overload]
-    br, bc = 16 * warps, 64
+    br, bc = 16 * warps, min(64, -(-int(p["T"]) // 16) * 16)  # type: ignore[call-overload]
     dp, ep = -(-d // 16) * 16, -(-e // 16) * 16
     sq, sk, sv = dp + ATTENTION_MMA_PAD, bc + ATTENTION_MMA_PAD, ep + ATTENTION_MMA_PAD
     q_blocks = math.ceil(s / br)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attention_cases import GPU_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from helpers import init, make_model, rand, vinfo, write_model
@@ -36,6 +37,7 @@ from mma_precision import (
     model_rtol,
 )
 from onnx import helper, numpy_helper
+from ops.test_references import attention_feeds, attention_model
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -295,23 +297,11 @@ def test_minilm_shaped_encoder_at_reduced_precision(precision: str, tmp_path: Pa
 # at fp32 and tf32) within rtol 1e-4, atol 2e-5, as the CPU kernel; fp16 / bf16
 # (cuda_attention_mma) within EXACT_RTOL of max |output| of float64, and, where the keys fit
 # one 64-key tile, within ROUNDED_RTOL (2e-3) of the numpy model of the kernel's roundings
-# (test_cuda_attention.py). The shapes add, to the emulated ones, sizes the emulation cannot
+# (attention_cases.py). The shapes add, to the emulated ones, sizes the emulation cannot
 # afford: long sequences and many heads.
-
-GPU_ATTENTION_SHAPES = [  # batch, S, D, T, E, scale, mask [S, T]
-    ((1,), 1, 16, 1, 16, None, False),
-    ((2, 3), 33, 32, 33, 32, 0.1767767, True),
-    ((1, 12), 128, 32, 128, 32, 0.1767767, True),   # MiniLM-L6 at sequence 128
-    ((1,), 33, 24, 64, 17, None, True),
-    ((2, 12), 512, 64, 512, 64, 0.125, True),       # BERT-base heads at sequence 512
-    ((1, 4), 1000, 128, 1000, 128, 0.088, True),    # 128-wide heads, partial tiles
-]
-
 
 def _attention_run(shape: tuple, precision: str, tmp_path: Path,  # type: ignore[type-arg]
                    rng: np.random.Generator) -> tuple[np.ndarray, dict, str]:  # type: ignore[type-arg]
-    from ops.test_references import attention_feeds, attention_model
-
     model = attention_model(*shape)
     path = write_model(model, tmp_path)
     built = pyc_cli.build(path, tmp_path / "att.pyc", target="cuda", arch=ARCH, precision=precision)
@@ -323,27 +313,22 @@ def _attention_run(shape: tuple, precision: str, tmp_path: Path,  # type: ignore
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32"])
-@pytest.mark.parametrize("shape", GPU_ATTENTION_SHAPES, ids=str)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
 def test_fused_attention_in_float32(shape: tuple, precision: str, tmp_path: Path,  # type: ignore[type-arg]
                                     rng: np.random.Generator) -> None:
-    from targets.cpu.test_attention_kernel import float64_attention
-
     ours, feeds, kernel = _attention_run(shape, precision, tmp_path, rng)
     assert kernel == "cuda_attention_flash"
     np.testing.assert_allclose(ours, float64_attention(feeds, shape[5]), rtol=1e-4, atol=2e-5)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("shape", GPU_ATTENTION_SHAPES, ids=str)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
 def test_fused_attention_on_tensor_cores(shape: tuple, precision: str, tmp_path: Path,  # type: ignore[type-arg]
                                          rng: np.random.Generator) -> None:
-    from targets.cpu.test_attention_kernel import float64_attention
-    from test_cuda_attention import ROUNDED_RTOL, rounded_attention
-
     ours, feeds, kernel = _attention_run(shape, precision, tmp_path, rng)
     assert kernel == "cuda_attention_mma"
     assert_close_to_max(ours, float64_attention(feeds, shape[5]), EXACT_RTOL[precision],
                         f"{precision} vs float64")
-    if shape[3] <= 64:
+    if shape[3] <= MMA_TILE_KEYS:
         assert_close_to_max(ours, rounded_attention(feeds, shape[5], precision), ROUNDED_RTOL,
                             f"{precision} vs the rounding model")
