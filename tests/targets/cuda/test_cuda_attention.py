@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from attention_cases import MMA_SHAPES, SHAPES
@@ -102,9 +103,15 @@ def test_float32_attention_launch(shape: tuple, grid: list[int], block: int,  # 
 
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
-@pytest.mark.parametrize("shape", [SHAPES[3], SHAPES[5], SHAPES[6]], ids=["d64", "e17", "d128"])
-def test_nvrtc_compiles_the_float32_attention(shape: tuple, arch: str, tmp_path: Path) -> None:  # type: ignore[type-arg]
-    source, _ = emit(attention_model(*shape), "fp32", tmp_path)
+@pytest.mark.parametrize("shape, rows", [
+    (SHAPES[3], 16), (SHAPES[5], 16), (SHAPES[6], 16),
+    (((16, 16), 33, 128, 100, 128, 0.1, True), 32),  # the largest shared tiles: 32 rows, D = E = 128
+], ids=["d64", "e17", "d128", "d128_32rows"])
+def test_nvrtc_compiles_the_float32_attention(shape: tuple, rows: int, arch: str,  # type: ignore[type-arg]
+                                              tmp_path: Path) -> None:
+    source, launches = emit(attention_model(*shape), "fp32", tmp_path)
+    batch, s = np.prod(shape[0]), shape[1]
+    assert [step["grid"][0] for step in launches] == [batch * -(-s // rows)]
     compiled = toolchain.compile_source(source, arch, kernel_templates(source))
     assert compiled.cubin[:4] == b"\x7fELF"
     assert "warning" not in compiled.log.lower(), compiled.log
