@@ -1,5 +1,5 @@
 """The CUDA target's kernel candidates, per op (float32 compute, and at --precision tf32 / fp16 /
-bf16 a tensor-core GEMM for MatMul; see docs/cuda.md).
+bf16 a tensor-core GEMM for MatMul, at fp16 / bf16 a tensor-core attention; see docs/cuda.md).
 
 Each candidate names a template under codegen_templates/cuda/kernels/; `applies` keeps a
 candidate to the element types and forms its template handles, so a node outside them has no
@@ -205,7 +205,8 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
 
 def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table of a build at `precision`: fp32 is CUDA_KERNELS; a reduced precision
-    adds the tensor-core GEMM to MatMul (the other ops compute in float32 still)."""
+    adds the tensor-core GEMM to MatMul, fp16 / bf16 the tensor-core attention to pyc.Attention
+    (the other ops compute in float32 still)."""
     if precision == "fp32":
         return CUDA_KERNELS
     table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
