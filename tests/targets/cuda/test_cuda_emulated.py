@@ -238,3 +238,22 @@ def test_emulated_tensor_core_attention(batch: tuple[int, ...], s: int, d: int, 
         assert_close_to_max(got, rounded, ROUNDED_RTOL, f"{precision} vs the rounding model")
         # the inputs really were rounded: the model explains the output better than exact math
         assert np.max(np.abs(got - rounded)) < np.max(np.abs(got - exact))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_emulated_attention_with_infinite_masks(precision: str, rng: np.random.Generator,
+                                                tmp_path: Path) -> None:
+    """A causal mask of -inf (keys past the row), and rows from 70 on masking the whole first
+    64-key tile too: the online softmax starts from a row with no finite score yet and must
+    add nothing for it (no NaN from -inf - -inf)."""
+    s = 100
+    model = attention_model((2,), s, 16, s, 16, 0.25, True)
+    emulated = Emulated(write_model(model, tmp_path), tmp_path, precision=precision)
+    feeds = attention_feeds(model, rng)
+    rows, keys = np.indices((s, s))
+    feeds["mask"] = np.where((keys > rows) | ((rows >= 70) & (keys < 64)), -np.inf, 0).astype(np.float32)
+    got = emulated.run(feeds)["y"]
+    exact = float64_attention(feeds, 0.25)
+    assert np.all(np.isfinite(got))
+    assert_close_to_max(got, exact, 1e-5 if precision == "fp32" else EXACT_RTOL[precision],
+                        f"{precision} vs float64")
