@@ -35,6 +35,7 @@ SHAPES = [  # batch, S, D, T, E, scale, mask [S, T]: the float32 kernel, emulate
 ]
 MMA_SHAPES = [  # the tensor-core kernel, emulated
     ((2, 64), 70, 16, 9, 16, 0.5, True),        # 4-warp blocks (128 of them), a partial one
+    ((64,), 40, 16, 20, 16, 0.5, True),         # 2-warp blocks (128), a partial one
     ((2, 3), 7, 16, 33, 32, 0.25, True),
     ((1,), 33, 24, 64, 17, None, True),         # D and E padded to 16s, exactly one key tile
     ((1, 2), 33, 64, 128, 64, 0.125, True),     # two key tiles: the online rescaling
