@@ -104,7 +104,7 @@ extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* 
 }
 
 
-// steps 3, 5, 6, 18, 20, 21: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 3, 5, 6, 16, 18, 19: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
@@ -163,7 +163,7 @@ extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restr
 }
 
 
-// steps 4, 7, 19, 22: Transpose (cuda_strided_copy, strided_copy.cu.j2)
+// steps 4, 7, 17, 20: Transpose (cuda_strided_copy, strided_copy.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k4_transpose(const float* __restrict__ X0, float* __restrict__ Y) {
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
@@ -177,7 +177,7 @@ extern "C" __global__ void __launch_bounds__(256) k4_transpose(const float* __re
 }
 
 
-// steps 8, 23: Transpose (cuda_strided_copy, strided_copy.cu.j2)
+// steps 8, 21: Transpose (cuda_strided_copy, strided_copy.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k8_transpose(const float* __restrict__ X0, float* __restrict__ Y) {
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
@@ -190,150 +190,137 @@ extern "C" __global__ void __launch_bounds__(256) k8_transpose(const float* __re
 }
 
 
-// steps 9, 24: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 9, 22: pyc.Attention (cuda_attention_flash, attention.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k9_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
-  __shared__ float As[16][32];
-  __shared__ float Bs[16][32];
-  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
-  const int z = blockIdx.z;
-  (void)z;
-  const int b0 = (z / 4) % 2;
-  const int b1 = (z / 1) % 4;
-  const float* A = X0 + b0 * (int)1024 + b1 * (int)256;
-  const float* B = X1 + b0 * (int)1024 + b1 * (int)256;
-  float acc_r[2][2];
-#pragma unroll
-  for (int m = 0; m < 2; ++m)
-#pragma unroll
-    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
-  for (int k0 = 0; k0 < 16; k0 += 16) {
-    for (int e = tid; e < 512; e += 256) {
-      const int r = e / 16, kk = e % 16;
-      const int gr = row0 + r, gk = k0 + kk;
-      As[kk][r] = (gr < 16 && gk < 16) ? A[gr * 16 + gk] : 0.0f;
-    }
-    for (int e = tid; e < 512; e += 256) {
-      const int kk = e / 32, cc = e % 32;
-      const int gk = k0 + kk, gc = col0 + cc;
-      Bs[kk][cc] = (gk < 16 && gc < 16) ? B[gk * 16 + gc] : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; ++kk) {
-      float a[2], b[2];
-#pragma unroll
-      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
-#pragma unroll
-      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
-    }
-    __syncthreads();
+extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, const float* __restrict__ E0, float* __restrict__ Y) {
+  __shared__ float Qs[16][16];
+  __shared__ float KV[512];  // Kt's tile [D][BC], then V's [BC][E]
+  __shared__ float Ps[16][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int bi = blockIdx.x / 1, row0 = (int)(blockIdx.x % 1) * 16;
+  const int b0 = (bi / 4) % 2;
+  (void)b0;
+  const int b1 = (bi / 1) % 4;
+  (void)b1;
+  const float* q = X0 + bi * (int)256;
+  const float* kt = X1 + bi * (int)256;
+  const float* v = X2 + bi * (int)256;
+  for (int e = threadIdx.x; e < 256; e += 128) {
+    const int r = e / 16, d = e % 16;
+    Qs[r][d] = row0 + r < 16 ? q[(row0 + r) * 16 + d] : 0.0f;
   }
-  float* C = Y + z * (int)256;
+  float run_max[4], run_sum[4], out[4][1];
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < 4; ++m) {
+    run_max[m] = -INFINITY;
+    run_sum[m] = 0.0f;
 #pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
-      if (i >= 16 || j >= 16) continue;
-      const float acc = acc_r[m][n];
-      const float t0 = (acc / 4.0f);
-      const float in0_v = E0[b0*16 + j];
-      const float t1 = in0_v;
-      const float t2 = (t0 + t1);
-      C[i * 16 + j] = t2;
+    for (int n = 0; n < 1; ++n) out[m][n] = 0.0f;
+  }
+  for (int col0 = 0; col0 < 16; col0 += 32) {
+    __syncthreads();  // the previous tile of V has been read (and Q staged, the first time)
+    for (int e = threadIdx.x; e < 512; e += 128) {
+      const int d = e / 32, c = e % 32;
+      KV[e] = col0 + c < 16 ? kt[d * (int)16 + col0 + c] : 0.0f;
+    }
+    __syncthreads();
+    float s[4][1];
+#pragma unroll
+    for (int m = 0; m < 4; ++m)
+#pragma unroll
+      for (int n = 0; n < 1; ++n) s[m][n] = 0.0f;
+    for (int d = 0; d < 16; ++d) {
+      float kd[1];
+#pragma unroll
+      for (int n = 0; n < 1; ++n) kd[n] = KV[d * 32 + lane + 32 * n];
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        const float qd = Qs[warp + 4 * m][d];
+#pragma unroll
+        for (int n = 0; n < 1; ++n) s[m][n] = fmaf(qd, kd[n], s[m][n]);
+      }
+    }
+    float scale[4];
+#pragma unroll
+    for (int m = 0; m < 4; ++m) {
+      const int i = row0 + warp + 4 * m;
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < 1; ++n) {
+        const int j = col0 + lane + 32 * n;
+        float score = -INFINITY;  // a key past T (or a row past S) weighs nothing
+        if (i < 16 && j < 16) {
+          const float acc = s[m][n];
+          const float t0 = (acc / 4.0f);
+          const float in0_v = E0[b0*16 + j];
+          const float t1 = in0_v;
+          const float t2 = (t0 + t1);
+          score = t2;
+        }
+        s[m][n] = score;
+        tile_max = (score > tile_max || score != score) ? score : tile_max;
+      }
+      tile_max = pyc_warp_max(tile_max);  // NaN wins, as in the softmax kernel
+      const float new_max = (tile_max > run_max[m] || tile_max != tile_max) ? tile_max : run_max[m];
+      // exponentials relative to a finite maximum: a row all -inf so far adds zeros
+      const float base = new_max == -INFINITY ? 0.0f : new_max;
+      scale[m] = expf(run_max[m] - base);
+      run_max[m] = new_max;
+      float tile_sum = 0.0f;
+#pragma unroll
+      for (int n = 0; n < 1; ++n) {
+        s[m][n] = expf(s[m][n] - base);
+        tile_sum += s[m][n];
+      }
+      run_sum[m] = run_sum[m] * scale[m] + pyc_warp_sum(tile_sum);
+    }
+    __syncthreads();  // every lane is done with Kt's tile
+#pragma unroll
+    for (int m = 0; m < 4; ++m)
+#pragma unroll
+      for (int n = 0; n < 1; ++n) Ps[warp + 4 * m][lane + 32 * n] = s[m][n];
+    for (int e = threadIdx.x; e < 512; e += 128) {
+      const int c = e / 16, x = e % 16;
+      KV[e] = col0 + c < 16 ? v[(col0 + c) * 16 + x] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < 4; ++m)
+#pragma unroll
+      for (int n = 0; n < 1; ++n) out[m][n] *= scale[m];
+    for (int c = 0; c < 32; ++c) {
+      float vc[1];
+#pragma unroll
+      for (int n = 0; n < 1; ++n) {
+        const int x = lane + 32 * n;
+        vc[n] = x < 16 ? KV[c * 16 + x] : 0.0f;
+      }
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        const float pc = Ps[warp + 4 * m][c];
+#pragma unroll
+        for (int n = 0; n < 1; ++n) out[m][n] = fmaf(pc, vc[n], out[m][n]);
+      }
+    }
+  }
+  float* y = Y + bi * (int)256;
+#pragma unroll
+  for (int m = 0; m < 4; ++m) {
+    const int i = row0 + warp + 4 * m;
+    if (i >= 16) continue;
+    const float inv = 1.0f / run_sum[m];
+#pragma unroll
+    for (int n = 0; n < 1; ++n) {
+      const int x = lane + 32 * n;
+      if (x < 16) y[i * 16 + x] = out[m][n] * inv;
     }
   }
 }
 
 
-// steps 10, 25: Softmax (cuda_softmax_block, softmax.cu.j2)
+// steps 10, 23: Transpose (cuda_strided_copy, strided_copy.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(32) k10_softmax(const float* X0, float* Y) {
-  __shared__ float scratch[32];
-  const int o = blockIdx.x / 1, in = blockIdx.x % 1;
-  const float* x = X0 + o * (int)16 + in;
-  float* y = Y + o * (int)16 + in;
-  float m = -INFINITY;
-  for (int r = threadIdx.x; r < 16; r += blockDim.x) {
-    const float v = x[(int)r * 1];
-    m = (v > m || v != v) ? v : m;
-  }
-  m = pyc_block_max(m, scratch);
-  float s = 0.0f;
-  for (int r = threadIdx.x; r < 16; r += blockDim.x) s += expf(x[(int)r * 1] - m);
-  s = pyc_block_sum(s, scratch);
-  const float inv = 1.0f / s;
-  for (int r = threadIdx.x; r < 16; r += blockDim.x) y[(int)r * 1] = expf(x[(int)r * 1] - m) * inv;
-}
-
-
-// steps 11, 26: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(256) k11_matmul(const float* __restrict__ X0, const float* __restrict__ X1, float* __restrict__ Y) {
-  __shared__ float As[16][32];
-  __shared__ float Bs[16][32];
-  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int row0 = (int)blockIdx.y * 32, col0 = (int)blockIdx.x * 32;
-  const int z = blockIdx.z;
-  (void)z;
-  const int b0 = (z / 4) % 2;
-  const int b1 = (z / 1) % 4;
-  const float* A = X0 + b0 * (int)1024 + b1 * (int)256;
-  const float* B = X1 + b0 * (int)1024 + b1 * (int)256;
-  float acc_r[2][2];
-#pragma unroll
-  for (int m = 0; m < 2; ++m)
-#pragma unroll
-    for (int n = 0; n < 2; ++n) acc_r[m][n] = 0.0f;
-  for (int k0 = 0; k0 < 16; k0 += 16) {
-    for (int e = tid; e < 512; e += 256) {
-      const int r = e / 16, kk = e % 16;
-      const int gr = row0 + r, gk = k0 + kk;
-      As[kk][r] = (gr < 16 && gk < 16) ? A[gr * 16 + gk] : 0.0f;
-    }
-    for (int e = tid; e < 512; e += 256) {
-      const int kk = e / 32, cc = e % 32;
-      const int gk = k0 + kk, gc = col0 + cc;
-      Bs[kk][cc] = (gk < 16 && gc < 16) ? B[gk * 16 + gc] : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; ++kk) {
-      float a[2], b[2];
-#pragma unroll
-      for (int m = 0; m < 2; ++m) a[m] = As[kk][ty + m * 16];
-#pragma unroll
-      for (int n = 0; n < 2; ++n) b[n] = Bs[kk][tx + n * 16];
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int n = 0; n < 2; ++n) acc_r[m][n] = fmaf(a[m], b[n], acc_r[m][n]);
-    }
-    __syncthreads();
-  }
-  float* C = Y + z * (int)256;
-#pragma unroll
-  for (int m = 0; m < 2; ++m) {
-#pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
-      if (i >= 16 || j >= 16) continue;
-      const float acc = acc_r[m][n];
-      C[i * 16 + j] = acc;
-    }
-  }
-}
-
-
-// steps 12, 27: Transpose (cuda_strided_copy, strided_copy.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(256) k12_transpose(const float* __restrict__ X0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(256) k10_transpose(const float* __restrict__ X0, float* __restrict__ Y) {
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
     int rest = t;
     const int i3 = rest % 16; rest /= 16;
@@ -345,9 +332,9 @@ extern "C" __global__ void __launch_bounds__(256) k12_transpose(const float* __r
 }
 
 
-// steps 13, 28: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 11, 24: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k13_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+extern "C" __global__ void __launch_bounds__(256) k11_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -406,9 +393,9 @@ extern "C" __global__ void __launch_bounds__(256) k13_matmul(const float* X0, co
 }
 
 
-// steps 14, 17, 29: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// steps 12, 15, 25: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(64) k14_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
+extern "C" __global__ void __launch_bounds__(64) k12_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;
@@ -425,9 +412,9 @@ extern "C" __global__ void __launch_bounds__(64) k14_layernormalization(const fl
 }
 
 
-// step 15: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// step 13: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k15_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(256) k13_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -489,9 +476,9 @@ extern "C" __global__ void __launch_bounds__(256) k15_matmul(const float* __rest
 }
 
 
-// steps 16, 31: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 14, 27: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k16_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+extern "C" __global__ void __launch_bounds__(256) k14_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -550,9 +537,9 @@ extern "C" __global__ void __launch_bounds__(256) k16_matmul(const float* X0, co
 }
 
 
-// step 30: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// step 26: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k30_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(256) k26_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -618,9 +605,9 @@ extern "C" __global__ void __launch_bounds__(256) k30_matmul(const float* __rest
 }
 
 
-// step 32: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// step 28: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(64) k32_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(64) k28_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;

@@ -189,12 +189,66 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
     call.uses_status = True
 
 
+ATTENTION_WARPS = 4  # warps of an attention block, each owning BR / 4 of its query rows
+STATIC_SHARED_BYTES = 48 * 1024
+# the tensor-core attention takes fewer warps a block (16 query rows each) until it has this
+# many blocks: about one per multiprocessor of a large GPU (an H100 has 132)
+ATTENTION_MMA_FILL = 128  # a kernel's static __shared__ arrays may take at most this
+
+
+def _attention(call: CudaCall, graph: Graph, node: Node) -> None:
+    """Flash-style attention: a block per (batch index, BR query rows), flattened on grid x.
+    BR = 32 rows (8 a warp), or 16 where 32-row blocks would not fill a large GPU; key tiles of
+    BC = 64, or 32 where T <= 32 or where Q's rows, the Kt / V tile and the probabilities would
+    pass 48 KiB."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = max(1, math.prod(dims))
+    s, d, e = int(p["S"]), int(p["D"]), int(p["E"])  # type: ignore[call-overload]
+    br = 32 if batch * math.ceil(s / 32) >= FILL_BLOCKS else 16
+    bc = 64 if int(p["T"]) > 32 else 32  # type: ignore[call-overload]
+    if 4 * (br * d + bc * max(d, e) + br * bc) > STATIC_SHARED_BYTES:
+        bc = 32
+    q_blocks = math.ceil(s / br)
+    call.block = (32 * ATTENTION_WARPS, 1, 1)
+    call.grid = (batch * q_blocks, 1, 1)
+    p.update(BR=br, BC=bc, WARPS=ATTENTION_WARPS, MR=br // ATTENTION_WARPS, NC=bc // 32,
+             NE=math.ceil(e / 32), kv_floats=bc * max(d, e), q_blocks=q_blocks,
+             threads=call.block[0], batch_steps=[math.prod(dims[k + 1:]) for k in range(len(dims))])
+
+
+ATTENTION_MMA_PAD = 8  # 16-bit values past each shared row: 16-byte rows, conflict-free ldmatrix
+
+
+def _attention_mma(call: CudaCall, graph: Graph, node: Node) -> None:
+    """Tensor-core attention: a block per (batch index, 16 x WARPS query rows), 64-key tiles
+    (T rounded up to 16 where it is less);
+    WARPS (attn_warps) 4, or fewer where 4-warp blocks would not fill a large GPU. D and E are
+    padded to multiples of 16 (zeros): DP, EP; shared rows SQ, SK, SV in 16-bit values."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = max(1, math.prod(dims))
+    s, d, e = int(p["S"]), int(p["D"]), int(p["E"])  # type: ignore[call-overload]
+    default = next((w for w in (4, 2) if batch * math.ceil(s / (16 * w)) >= ATTENTION_MMA_FILL), 1)
+    warps = int(p.get("attn_warps", default))  # type: ignore[call-overload]
+    br, bc = 16 * warps, min(64, -(-int(p["T"]) // 16) * 16)  # type: ignore[call-overload]
+    dp, ep = -(-d // 16) * 16, -(-e // 16) * 16
+    sq, sk, sv = dp + ATTENTION_MMA_PAD, bc + ATTENTION_MMA_PAD, ep + ATTENTION_MMA_PAD
+    q_blocks = math.ceil(s / br)
+    call.block = (32 * warps, 1, 1)
+    call.grid = (batch * q_blocks, 1, 1)
+    p.update(BR=br, BC=bc, WARPS=warps, DP=dp, EP=ep, SQ=sq, SK=sk, SV=sv, DK=dp // 16,
+             NC8=bc // 8, NE8=ep // 8, qk_halves=max(br * sq, dp * sk), q_blocks=q_blocks,
+             threads=call.block[0], batch_steps=[math.prod(dims[k + 1:]) for k in range(len(dims))])
+
+
 LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
     "conv_direct.cu.j2": _per_element, "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
-    "gather.cu.j2": _gather,
+    "gather.cu.j2": _gather, "attention.cu.j2": _attention,
+    "attention_mma.cu.j2": _attention_mma,
 }
 
 

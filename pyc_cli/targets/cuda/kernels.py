@@ -1,5 +1,5 @@
 """The CUDA target's kernel candidates, per op (float32 compute, and at --precision tf32 / fp16 /
-bf16 a tensor-core GEMM for MatMul; see docs/cuda.md).
+bf16 a tensor-core GEMM for MatMul, at fp16 / bf16 a tensor-core attention; see docs/cuda.md).
 
 Each candidate names a template under codegen_templates/cuda/kernels/; `applies` keeps a
 candidate to the element types and forms its template handles, so a node outside them has no
@@ -136,6 +136,45 @@ SOFTMAX = KernelCandidate("cuda_softmax_block", "softmax.cu.j2", _softmax_applie
 REDUCE = KernelCandidate("cuda_reduce_block", "reduce.cu.j2", float32)
 
 
+ATTENTION_MAX_HEAD = 128  # the widest Q / K rows and V rows the attention kernel stages
+
+
+def _attention_applies(node: Node, graph: Graph) -> bool:
+    """float32 heads of at most ATTENTION_MAX_HEAD (Q's rows, the Kt / V tile and the tile's
+    probabilities fit 48 KiB of shared memory), every size within 32-bit indices."""
+    from ...ops import registry
+
+    op = registry.get("pyc.Attention").kernel_params(node, graph)
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return (float32(node, graph) and max(int(op["D"]), int(op["E"])) <= ATTENTION_MAX_HEAD  # type: ignore[call-overload]
+            and largest < 2**30)
+
+
+def _attention_coords(node: Node, graph: Graph, op: Params) -> Params:
+    """The score program's coordinates (batch dims b0.., query row i, key j), over the scores'
+    shape [..., S, T]."""
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    return {"out_coords": [f"b{d}" for d in range(len(batch))] + ["i", "j"],
+            "epilogue_shape": [*batch, op["S"], op["T"]]}
+
+
+# flash-style: the score matrix stays in the block (registers and shared memory)
+ATTENTION = KernelCandidate("cuda_attention_flash", "attention.cu.j2", _attention_applies,
+                            params=_attention_coords)
+ATTENTION_WARPS = (Tunable("attn_warps", (4, 2, 1), "warps of a tensor-core attention block, "
+                           "16 query rows each (by default 4, fewer where 4-warp blocks would "
+                           "number under 128)"),)
+
+
+def attention_mma(precision: str) -> KernelCandidate:
+    """The tensor-core attention at fp16 / bf16 (mma.sync m16n8k16): preferred to the float32
+    one wherever both apply."""
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        return {**_attention_coords(node, graph, op), "precision": precision}
+    return KernelCandidate("cuda_attention_mma", "attention_mma.cu.j2", _attention_applies,
+                           cost_factor=0.25, tunables=ATTENTION_WARPS, params=params)
+
+
 def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
     """Inputs the memory plan already placed in their slice of the output need no copy."""
     return {"skip": list(node.ann.inplace_inputs)}
@@ -160,12 +199,17 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Gather": (KernelCandidate("cuda_gather", "gather.cu.j2", plain_types),),
     "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
     "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
+    "pyc.Attention": (ATTENTION,),
 }
 
 
 def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table of a build at `precision`: fp32 is CUDA_KERNELS; a reduced precision
-    adds the tensor-core GEMM to MatMul (the other ops compute in float32 still)."""
+    adds the tensor-core GEMM to MatMul, fp16 / bf16 the tensor-core attention to pyc.Attention
+    (the other ops compute in float32 still)."""
     if precision == "fp32":
         return CUDA_KERNELS
-    return {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
+    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
+    if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
+        table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
+    return table

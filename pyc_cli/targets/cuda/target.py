@@ -36,12 +36,14 @@ PRECISION_NOTES = {
             "rounded to TF32 (10-bit mantissa) and float32 accumulation; everything else in float32",
     "fp16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
             "rounded to float16 and float32 accumulation; constant B matrices only they read are "
-            "stored as float16; activations, other ops and the model's inputs and outputs stay "
-            "float32",
+            "stored as float16; fused attention runs on tensor cores too (Q, K, V and the "
+            "probabilities rounded to float16); activations, other ops and the model's inputs "
+            "and outputs stay float32",
     "bf16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
             "rounded to bfloat16 and float32 accumulation; constant B matrices only they read are "
-            "stored as bfloat16; activations, other ops and the model's inputs and outputs stay "
-            "float32",
+            "stored as bfloat16; fused attention runs on tensor cores too (Q, K, V and the "
+            "probabilities rounded to bfloat16); activations, other ops and the model's inputs "
+            "and outputs stay float32",
 }
 HALF_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
 

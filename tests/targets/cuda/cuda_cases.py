@@ -184,6 +184,34 @@ def _conv_feeds(make: Callable[..., onnx.ModelProto]) -> Callable[[np.random.Gen
     return _normal(**make.shapes)  # type: ignore[attr-defined]
 
 
+def attention(batch: int, heads: int, s: int, d: int, t: int, e: int
+              ) -> Callable[[np.random.Generator], onnx.ModelProto]:
+    """The MiniLM/BERT attention: MatMul(Q, Kt) / sqrt(d) + mask [B, 1, 1, T], Softmax, MatMul(.,
+    V); fuse_attention makes it one pyc.Attention (attention.cu.j2)."""
+    shapes = {"q": (batch, heads, s, d), "kt": (batch, heads, d, t), "v": (batch, heads, t, e),
+              "mask": (batch, 1, 1, t)}
+
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        nodes = [_node("MatMul", ["q", "kt"], ["qk"]), _node("Div", ["qk", "scale"], ["sc"]),
+                 _node("Add", ["sc", "mask"], ["masked"]), _node("Softmax", ["masked"], ["p"], axis=-1),
+                 _node("MatMul", ["p", "v"], ["y"])]
+        return make_model(nodes, [vinfo(n, shape) for n, shape in shapes.items()],
+                          [vinfo("y", (batch, heads, s, e))],
+                          [init("scale", np.array(np.sqrt(d), np.float32))])
+    make.shapes = shapes  # type: ignore[attr-defined]
+    return make
+
+
+def attention_feeds(make: Callable[..., onnx.ModelProto]) -> Callable[[np.random.Generator], Feeds]:
+    """Normal Q, Kt, V; a mask of 0 (kept) or -10000 (padding, a quarter of the keys)."""
+    def feeds(rng: np.random.Generator) -> Feeds:
+        shapes = make.shapes  # type: ignore[attr-defined]
+        out = {n: rand(rng, *shape) for n, shape in shapes.items() if n != "mask"}
+        out["mask"] = np.where(rng.random(shapes["mask"]) < 0.75, 0, -10000).astype(np.float32)
+        return out
+    return feeds
+
+
 CONVS = {f"conv{rank}d{'_grouped' if group > 1 else ''}": conv(rank, group)
          for rank, group in ((1, 1), (2, 1), (2, 2), (3, 1))}
 
@@ -217,6 +245,9 @@ CASES = [
     Case("copy", ("copy.cu.j2",), copy, _normal(x=(4, 6))),
     *[Case(name, ("conv_direct.cu.j2",), make, _conv_feeds(make), atol=1e-4)
       for name, make in CONVS.items()],
+    *[Case(f"attention_{name}", ("attention.cu.j2",), make, attention_feeds(make))
+      for name, make in (("minilm_tail", attention(2, 3, 33, 32, 33, 32)),
+                         ("wide_heads", attention(1, 2, 7, 128, 70, 96)))],
     Case("maxpool2d", ("pool.cu.j2",), pool("MaxPool", 2), _normal(x=(2, 3, 11, 12))),
     Case("maxpool1d", ("pool.cu.j2",), pool("MaxPool", 1), _normal(x=(2, 3, 13))),
     Case("avgpool2d", ("pool.cu.j2",), pool("AveragePool", 2), _normal(x=(2, 3, 11, 12))),

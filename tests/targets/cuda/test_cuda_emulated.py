@@ -14,6 +14,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from attention_cases import (
+    MMA_SHAPES,
+    MMA_TILE_KEYS,
+    ROUNDED_RTOL,
+    SHAPES,
+    float64_attention,
+    minilm_attention,
+    rounded_attention,
+)
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from cuda_emulation import CXX, compile_kernels, launch
@@ -27,6 +36,7 @@ from mma_precision import (
     assert_close_to_max,
 )
 from onnx import numpy_helper
+from ops.test_references import attention_feeds, attention_model
 
 from pyc_cli.abi import io_infos
 from pyc_cli.api import compile_graph
@@ -151,3 +161,99 @@ def test_emulated_encoder_at_reduced_precision(precision: str, tmp_path: Path,
     ours = emulated.run(feeds)
     for name, value in onnxruntime_outputs(path, feeds).items():
         assert_close_to_max(ours[name], value, WHOLE_MODEL_RTOL[precision], f"{name} {precision}")
+
+
+# ---------------------------------------------------------------- fused attention
+# pyc.Attention's kernels (attention_cases.py states the references and tolerances): the
+# float32 one on odd shapes, with padding masks, and in the encoder; the tensor-core one at
+# fp16 / bf16 (the reduced-precision encoder above runs it too)
+
+def attention_kernels(emulated: Emulated) -> list[str]:
+    return [n.ann.kernel_name for n in emulated.graph.nodes]
+
+
+@pytest.mark.parametrize("batch, s, d, t, e, scale, mask", SHAPES)
+def test_emulated_attention_matches_float64(batch: tuple[int, ...], s: int, d: int, t: int, e: int,
+                                            scale: float | None, mask: bool,
+                                            rng: np.random.Generator, tmp_path: Path) -> None:
+    model = attention_model(batch, s, d, t, e, scale, mask)
+    emulated = Emulated(write_model(model, tmp_path), tmp_path)
+    assert attention_kernels(emulated) == ["cuda_attention_flash"]
+    for _ in range(2):  # fresh inputs, poisoned output each run
+        feeds = attention_feeds(model, rng)
+        got = emulated.run(feeds)["y"]
+        np.testing.assert_allclose(got, float64_attention(feeds, scale), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("s", [7, 33])
+def test_emulated_attention_with_a_padding_mask(s: int, rng: np.random.Generator,
+                                                tmp_path: Path) -> None:
+    """The MiniLM/BERT mask [B, 1, 1, T] (-10000 on the padded tail of the first sequence),
+    broadcast over heads and query rows: the padded keys really weigh nothing."""
+    model = minilm_attention(2, 3, s, 16)
+    emulated = Emulated(write_model(model, tmp_path), tmp_path)
+    assert attention_kernels(emulated) == ["cuda_attention_flash"]
+    feeds = attention_feeds(model, rng)
+    mask = np.zeros((2, 1, 1, s), np.float32)
+    mask[0, ..., s // 2:] = -10000
+    feeds["mask"] = mask
+    got = emulated.run(feeds)["y"]
+    scale = 16 ** -0.5
+    np.testing.assert_allclose(got, float64_attention(feeds, scale), rtol=1e-4, atol=2e-5)
+    kept = {"q": feeds["q"][:1], "kt": feeds["kt"][:1, ..., : s // 2],
+            "v": feeds["v"][:1, :, : s // 2], "mask": np.zeros((1, 1, 1, s // 2), np.float32)}
+    np.testing.assert_allclose(got[:1], float64_attention(kept, scale), rtol=1e-4, atol=2e-5)
+
+
+def test_emulated_encoder_takes_the_fused_attention(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A 2-layer MiniLM-shaped encoder (hidden 96, 4 heads of 24, sequence 40, padded tails) in
+    float32: each layer's attention is one cuda_attention_flash launch, and the whole model
+    matches onnxruntime (rtol 1e-3, atol 1e-4, as the other transformers)."""
+    import sys
+
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_encoder import encoder_feeds, make_encoder
+
+    path = write_model(make_encoder(batch=2, seq=40, layers=2, vocab=500, hidden=96, heads=4,
+                                    ffn=192, seed=int(rng.integers(1 << 30))), tmp_path)
+    emulated = Emulated(path, tmp_path)
+    assert attention_kernels(emulated).count("cuda_attention_flash") == 2
+    check(emulated, path, encoder_feeds(rng, 2, 40, 500), 1e-3, 1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("batch, s, d, t, e, scale, mask", MMA_SHAPES)
+def test_emulated_tensor_core_attention(batch: tuple[int, ...], s: int, d: int, t: int, e: int,
+                                        scale: float | None, mask: bool, precision: str,
+                                        rng: np.random.Generator, tmp_path: Path) -> None:
+    model = attention_model(batch, s, d, t, e, scale, mask)
+    emulated = Emulated(write_model(model, tmp_path), tmp_path, precision=precision)
+    assert attention_kernels(emulated) == ["cuda_attention_mma"]
+    feeds = attention_feeds(model, rng)
+    got = emulated.run(feeds)["y"]
+    exact = float64_attention(feeds, scale)
+    assert_close_to_max(got, exact, EXACT_RTOL[precision], f"{precision} vs float64")
+    if t <= MMA_TILE_KEYS:
+        rounded = rounded_attention(feeds, scale, precision)
+        assert_close_to_max(got, rounded, ROUNDED_RTOL, f"{precision} vs the rounding model")
+        # the inputs really were rounded: the model explains the output better than exact math
+        assert np.max(np.abs(got - rounded)) < np.max(np.abs(got - exact))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_emulated_attention_with_infinite_masks(precision: str, rng: np.random.Generator,
+                                                tmp_path: Path) -> None:
+    """A causal mask of -inf (keys past the row), and rows from 70 on masking the whole first
+    64-key tile too: the online softmax starts from a row with no finite score yet and must
+    add nothing for it (no NaN from -inf - -inf)."""
+    s = 100
+    model = attention_model((2,), s, 16, s, 16, 0.25, True)
+    emulated = Emulated(write_model(model, tmp_path), tmp_path, precision=precision)
+    feeds = attention_feeds(model, rng)
+    rows, keys = np.indices((s, s))
+    feeds["mask"] = np.where((keys > rows) | ((rows >= 70) & (keys < 64)), -np.inf, 0).astype(np.float32)
+    got = emulated.run(feeds)["y"]
+    exact = float64_attention(feeds, 0.25)
+    assert np.all(np.isfinite(got))
+    assert_close_to_max(got, exact, 1e-5 if precision == "fp32" else EXACT_RTOL[precision],
+                        f"{precision} vs float64")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attention_cases import GPU_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from helpers import init, make_model, rand, vinfo, write_model
@@ -36,6 +37,7 @@ from mma_precision import (
     model_rtol,
 )
 from onnx import helper, numpy_helper
+from ops.test_references import attention_feeds, attention_model
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -289,3 +291,45 @@ def test_minilm_shaped_encoder_at_reduced_precision(precision: str, tmp_path: Pa
                                     seed=int(rng.integers(1 << 30))), tmp_path)
     check_at_precision(path, tmp_path / "enc.pyc", lambda r: encoder_feeds(r, 2, 40, 500),
                        precision, rng)
+
+
+# ---------------------------------------------------------------- fused attention
+# pyc.Attention (fuse_attention) on the GPU against numpy float64: float32 (cuda_attention_flash,
+# at fp32 and tf32) within rtol 1e-4, atol 2e-5, as the CPU kernel; fp16 / bf16
+# (cuda_attention_mma) within EXACT_RTOL of max |output| of float64, and, where the keys fit
+# one 64-key tile, within ROUNDED_RTOL (2e-3) of the numpy model of the kernel's roundings
+# (attention_cases.py). The shapes add, to the emulated ones, sizes the emulation cannot
+# afford: long sequences and many heads.
+
+def _attention_run(shape: tuple, precision: str, tmp_path: Path,  # type: ignore[type-arg]
+                   rng: np.random.Generator) -> tuple[np.ndarray, dict, str]:  # type: ignore[type-arg]
+    model = attention_model(*shape)
+    path = write_model(model, tmp_path)
+    built = pyc_cli.build(path, tmp_path / "att.pyc", target="cuda", arch=ARCH, precision=precision)
+    (kernel,) = [n.ann.kernel_name for n in built.graph.nodes]
+    feeds = attention_feeds(model, rng)
+    with pyc_cli.load(built.artifact) as loaded:
+        loaded.poison()
+        return loaded.run(feeds)["y"], feeds, kernel
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
+def test_fused_attention_in_float32(shape: tuple, precision: str, tmp_path: Path,  # type: ignore[type-arg]
+                                    rng: np.random.Generator) -> None:
+    ours, feeds, kernel = _attention_run(shape, precision, tmp_path, rng)
+    assert kernel == "cuda_attention_flash"
+    np.testing.assert_allclose(ours, float64_attention(feeds, shape[5]), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
+def test_fused_attention_on_tensor_cores(shape: tuple, precision: str, tmp_path: Path,  # type: ignore[type-arg]
+                                         rng: np.random.Generator) -> None:
+    ours, feeds, kernel = _attention_run(shape, precision, tmp_path, rng)
+    assert kernel == "cuda_attention_mma"
+    assert_close_to_max(ours, float64_attention(feeds, shape[5]), EXACT_RTOL[precision],
+                        f"{precision} vs float64")
+    if shape[3] <= MMA_TILE_KEYS:
+        assert_close_to_max(ours, rounded_attention(feeds, shape[5], precision), ROUNDED_RTOL,
+                            f"{precision} vs the rounding model")

@@ -1,0 +1,133 @@
+"""The CUDA fused attention kernels without a GPU (their emulated runs are in
+test_cuda_emulated.py, their GPU runs in test_cuda_gpu.py): which kernel each precision picks,
+the patterns that keep MatMul -> Softmax -> MatMul (heads wider than 128, probabilities read
+elsewhere), and NVRTC compilation for sm_80 / sm_90 of both kernels, the tensor-core one in
+each `attn_warps` variant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from attention_cases import MMA_SHAPES, SHAPES
+from conftest import MODELS_DIR
+from helpers import decisions, write_model
+from onnx import helper
+from ops.test_references import attention_model
+
+from pyc_cli.abi import io_infos
+from pyc_cli.api import compile_graph
+from pyc_cli.ir.annotations import KernelChoice
+from pyc_cli.planning.weights import layout_weights
+from pyc_cli.targets.base import ModelInfo
+from pyc_cli.targets.cuda import bindings, toolchain
+from pyc_cli.targets.cuda.target import kernel_templates
+
+needs_nvrtc = pytest.mark.skipif(not bindings.available(),
+                                 reason='the NVRTC wheel is not installed (pip install ".[cuda]")')
+
+
+class ForcedWarps:
+    """A tuning database giving pyc.Attention the tensor-core kernel with `attn_warps`."""
+
+    def __init__(self, warps: int) -> None:
+        self.warps = warps
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        if signature.op == "pyc.Attention":
+            return KernelChoice("cuda_attention_mma", {"attn_warps": self.warps})
+        return None
+
+
+def emit(model: onnx.ModelProto, precision: str, tmp_path: Path,
+         tuning: ForcedWarps | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+    graph, ctx = compile_graph(write_model(model, tmp_path), target="cuda", precision=precision,
+                               tuning=tuning)  # type: ignore[arg-type]
+    plan = ctx.artifacts["memory_plan"]
+    layout = layout_weights(graph, {}, ctx.target.constant_conversions(graph))  # type: ignore[union-attr]
+    info = ModelInfo("test", io_infos(graph, graph.inputs),
+                     io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
+                     layout.total_bytes, 0, "test")
+    sources = ctx.target.emit(graph, plan, layout, info)  # type: ignore[union-attr]
+    return sources["model.cu"], json.loads(sources["launches.json"])["launches"]
+
+
+@pytest.mark.parametrize("precision, kernel", [("fp32", "cuda_attention_flash"),
+                                               ("tf32", "cuda_attention_flash"),
+                                               ("fp16", "cuda_attention_mma"),
+                                               ("bf16", "cuda_attention_mma")])
+def test_each_precision_picks_its_attention_kernel(precision: str, kernel: str,
+                                                   tmp_path: Path) -> None:
+    """The encoder's attention: tensor cores at fp16 / bf16, the float32 kernel at fp32 and
+    tf32; the softmax is gone either way (the score matrix is never written)."""
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_encoder import make_encoder
+
+    path = write_model(make_encoder(batch=1, seq=24, layers=1, vocab=50, hidden=64, heads=2,
+                                    ffn=64), tmp_path)
+    graph, _ = compile_graph(path, target="cuda", precision=precision)
+    assert [n.ann.kernel_name for n in graph.nodes if n.op == "pyc.Attention"] == [kernel]
+    assert "Softmax" not in [n.op for n in graph.nodes]
+
+
+def test_heads_wider_than_the_kernel_keep_the_unfused_pattern(tmp_path: Path) -> None:
+    """D = 160 > ATTENTION_MAX_HEAD: no CUDA attention kernel applies, the decision log says so,
+    and the batched MatMuls and the softmax run as before."""
+    path = write_model(attention_model((2,), 5, 160, 6, 8, 0.1, True), tmp_path)
+    graph, ctx = compile_graph(path, target="cuda")
+    assert [n.op for n in graph.nodes] == ["MatMul", "Softmax", "MatMul"]
+    assert decisions(ctx, "skip_attention")
+
+
+def test_probabilities_read_elsewhere_keep_the_unfused_pattern(tmp_path: Path) -> None:
+    """The probabilities as a second graph output: nothing fuses (they must be written)."""
+    model = attention_model((2,), 5, 16, 6, 8, None, False)
+    model.graph.output.append(helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, [2, 5, 6]))
+    graph, _ = compile_graph(write_model(model, tmp_path), target="cuda")
+    assert "pyc.Attention" not in [n.op for n in graph.nodes]
+
+
+@pytest.mark.parametrize("shape, grid, block", [
+    (((1, 12), 128, 32, 128, 32, 0.18, True), [96], 128),  # 16-row blocks: 32-row ones are 48
+    (((8, 12), 128, 32, 128, 32, 0.18, True), [384], 128),  # 32-row blocks fill the GPU
+])
+def test_float32_attention_launch(shape: tuple, grid: list[int], block: int,  # type: ignore[type-arg]
+                                  tmp_path: Path) -> None:
+    _, launches = emit(attention_model(*shape), "fp32", tmp_path)
+    assert [(s["grid"][0], s["block"][0]) for s in launches] == [(grid[0], block)]
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("shape, rows", [
+    (SHAPES[3], 16), (SHAPES[5], 16), (SHAPES[6], 16),
+    (((16, 16), 33, 128, 100, 128, 0.1, True), 32),  # the largest shared tiles: 32 rows, D = E = 128
+], ids=["d64", "e17", "d128", "d128_32rows"])
+def test_nvrtc_compiles_the_float32_attention(shape: tuple, rows: int, arch: str,  # type: ignore[type-arg]
+                                              tmp_path: Path) -> None:
+    source, launches = emit(attention_model(*shape), "fp32", tmp_path)
+    batch, s = np.prod(shape[0]), shape[1]
+    assert [step["grid"][0] for step in launches] == [batch * -(-s // rows)]
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("warps", [4, 2, 1])
+@pytest.mark.parametrize("shape", [MMA_SHAPES[3], MMA_SHAPES[5]], ids=["d24_e17", "d128_e128"])
+def test_nvrtc_compiles_the_tensor_core_attention(shape: tuple, warps: int, precision: str,  # type: ignore[type-arg]
+                                                  arch: str, tmp_path: Path) -> None:
+    assert shape[2] in (24, 128)  # the ids: D 24 / E 17, D = E = 128
+    source, launches = emit(attention_model(*shape), precision, tmp_path, ForcedWarps(warps))
+    assert [step["block"] for step in launches] == [[32 * warps, 1, 1]]
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+    assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
