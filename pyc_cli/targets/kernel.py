@@ -33,6 +33,8 @@ class KernelCandidate:
     template: str
     applies: Callable[[Node, Graph], bool] | None = None
     cost_factor: float = 1.0  # the estimate is cost_factor * the op's flops
+    # a shape-dependent factor on top (measured crossovers between candidates), or None
+    cost_scale: Callable[[Node, Graph], float] | None = None
     workspace: Callable[[Node, Graph], int] | None = None  # scratch bytes the planner provides
     # each output element is stored once, after its epilogue operands are read at that same
     # index: an epilogue operand that dies here may share the output's bytes
@@ -68,7 +70,8 @@ class KernelCandidate:
         return 0 if self.workspace is None else self.workspace(node, graph)
 
     def cost(self, node: Node, graph: Graph) -> float:
-        return self.cost_factor * registry.get(node.op).flops(node, graph)
+        scale = 1.0 if self.cost_scale is None else self.cost_scale(node, graph)
+        return scale * self.cost_factor * registry.get(node.op).flops(node, graph)
 
     def accepts_prologue(self, node: Node, graph: Graph) -> bool:
         return self.takes_prologue is not None and self.takes_prologue(node, graph) \

@@ -166,13 +166,29 @@ ATTENTION_WARPS = (Tunable("attn_warps", (4, 2, 1), "warps of a tensor-core atte
                            "number under 128)"),)
 
 
+# below this many keys the tensor-core attention lost to the float32 one on an H100
+# (benchmarks/results/cuda-attention-h100.json: MiniLM's 128 keys 0.021 vs 0.014 ms; BERT's 512
+# and 2048 keys 2.4x and 2.3x faster than unfused, 3.0x and 3.5x the float32 kernel)
+ATTENTION_MMA_MIN_KEYS = 256
+
+
+def _attention_mma_scale(node: Node, graph: Graph) -> float:
+    """The tensor-core attention's cost estimate is scaled past the float32 kernel's below
+    ATTENTION_MMA_MIN_KEYS keys (it still applies: a tuning database may choose it)."""
+    from ...ops import registry
+
+    keys = int(registry.get("pyc.Attention").kernel_params(node, graph)["T"])  # type: ignore[call-overload]
+    return 1.0 if keys >= ATTENTION_MMA_MIN_KEYS else 8.0
+
+
 def attention_mma(precision: str) -> KernelCandidate:
     """The tensor-core attention at fp16 / bf16 (mma.sync m16n8k16): preferred to the float32
-    one wherever both apply."""
+    one wherever both apply (from ATTENTION_MMA_MIN_KEYS keys)."""
     def params(node: Node, graph: Graph, op: Params) -> Params:
         return {**_attention_coords(node, graph, op), "precision": precision}
     return KernelCandidate("cuda_attention_mma", "attention_mma.cu.j2", _attention_applies,
-                           cost_factor=0.25, tunables=ATTENTION_WARPS, params=params)
+                           cost_factor=0.25, cost_scale=_attention_mma_scale,
+                           tunables=ATTENTION_WARPS, params=params)
 
 
 def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
