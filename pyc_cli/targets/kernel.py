@@ -33,8 +33,6 @@ class KernelCandidate:
     template: str
     applies: Callable[[Node, Graph], bool] | None = None
     cost_factor: float = 1.0  # the estimate is cost_factor * the op's flops
-    # a shape-dependent factor on top (measured crossovers between candidates), or None
-    cost_scale: Callable[[Node, Graph], float] | None = None
     workspace: Callable[[Node, Graph], int] | None = None  # scratch bytes the planner provides
     # each output element is stored once, after its epilogue operands are read at that same
     # index: an epilogue operand that dies here may share the output's bytes
@@ -58,6 +56,8 @@ class KernelCandidate:
     # the panel width in which this kernel reads constant input `index` (planning/weights.py
     # stores it so, once, at build time), or None where it reads the constant as it is
     constant_panels: Callable[[Node, Graph, int], int | None] | None = None
+    # a shape-dependent factor on the cost estimate (a measured crossover between candidates)
+    cost_scale: Callable[[Node, Graph], float] | None = None
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
