@@ -172,7 +172,7 @@ def test_memory_first_channel_tiles_are_named(tmp_path: Path, rng: np.random.Gen
 def test_json_schema(artifacts: dict[str, Path], tmp_path: Path, rng: np.random.Generator) -> None:
     save_feeds(REFERENCE_MODELS["cnn"], rng, tmp_path / "in.npz")
     _, summary, _ = compare_json(artifacts["cnn"], tmp_path / "in.npz", "--per-node")
-    assert set(summary) == {"outputs", "latency_ms", "arena_bytes", "compare"}
+    assert set(summary) == {"outputs", "latency_ms", "arena_bytes", "compare", "run_statistics"}
     report = summary["compare"]
     assert set(report) == {"reference", "model", "passed", "outputs", "per_node"}
     assert report["model"].endswith("source/cnn.onnx")

@@ -225,7 +225,11 @@ def test_emulated_encoder_takes_the_fused_attention(tmp_path: Path, rng: np.rand
 @pytest.mark.parametrize("batch, s, d, t, e, scale, mask", MMA_SHAPES)
 def test_emulated_tensor_core_attention(batch: tuple[int, ...], s: int, d: int, t: int, e: int,
                                         scale: float | None, mask: bool, precision: str,
-                                        rng: np.random.Generator, tmp_path: Path) -> None:
+                                        rng: np.random.Generator, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the cost model prefers the float32 kernel below ATTENTION_MMA_MIN_KEYS keys: these
+    # shapes test the tensor-core one
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
     model = attention_model(batch, s, d, t, e, scale, mask)
     emulated = Emulated(write_model(model, tmp_path), tmp_path, precision=precision)
     assert attention_kernels(emulated) == ["cuda_attention_mma"]
