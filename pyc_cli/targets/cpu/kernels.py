@@ -31,6 +31,14 @@ from .kernel_context import (
 
 Params = dict[str, object]
 
+# the ISAs with masked vector loads, which the implicit GEMM's borders and tails need
+MASKED_LOAD_ISAS = ("avx512", "avx2")
+
+
+def int_params(op: Params, keys: tuple[str, ...]) -> dict[str, int]:
+    """The integer kernel params `keys` of an op's params `op`."""
+    return {k: int(op[k]) for k in keys}  # type: ignore[call-overload]
+
 # ---------------------------------------------------------------- convolution as GEMM
 
 # the im2col workspace holds columns for this many bytes of output pixels at a time: small
@@ -88,8 +96,7 @@ DEPTHWISE_PLANE_BYTES = 128 * 1024
 def _depthwise_geometry(node: Node, graph: Graph, op: Params) -> dict[str, int]:
     """The zero-bordered plane every tap of a depthwise task reads (rows x cols) and its row of
     sums (the output width rounded up to whole vectors), from the conv's params `op`."""
-    g = {k: int(op[k]) for k in ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH",
-                                 "PW")}  # type: ignore[call-overload]
+    g = int_params(op, ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW"))
     itemsize = graph.types[node.outputs[0]].dtype.itemsize
     lanes = 32 // itemsize
     row_cols = -(-g["OW"] // lanes) * lanes
@@ -151,40 +158,34 @@ def _im2col_workspace(isa: str):  # noqa: ANN202 (a closure per ISA)
     return workspace
 
 
-def _implicit_geometry(node: Node, graph: Graph) -> tuple[Params, int] | None:
-    """The conv's params and its grid pixel count when it can run as an implicit GEMM: 1-D or
-    2-D, stride 1, no prologue, output rows no wider than the input's (the grid is the input's
-    width); None otherwise."""
-    x = graph.types[node.inputs[0]]
-    if x.rank not in (3, 4) or node.ann.prologue:
-        return None
-    op = Conv().kernel_params(node, graph)
-    g = {k: int(op[k]) for k in ("W", "OH", "OW", "SH", "SW")}  # type: ignore[call-overload]
-    if g["SH"] != 1 or g["SW"] != 1 or g["OW"] > g["W"]:
-        return None
-    return op, (g["OH"] - 1) * g["W"] + g["OW"]
+def _runs_implicitly(node: Node, graph: Graph) -> bool:
+    """A conv the implicit GEMM takes: 1-D or 2-D, stride 1, no prologue, output rows no wider
+    than the input's (the grid is the input's width)."""
+    if graph.types[node.inputs[0]].rank not in (3, 4) or node.ann.prologue:
+        return False
+    v = int_params(Conv().kernel_params(node, graph), ("W", "OW", "SH", "SW"))
+    return v["SH"] == v["SW"] == 1 and v["OW"] <= v["W"]
 
 
 def _implicit_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
     def applies(node: Node, graph: Graph) -> bool:
         """Masked vector loads (AVX2, AVX-512) on a conv the GEMM pays off for."""
-        return isa in ("avx512", "avx2") and _gemm_pays_off(node, graph) \
-            and _implicit_geometry(node, graph) is not None
+        return isa in MASKED_LOAD_ISAS and _gemm_pays_off(node, graph) \
+            and _runs_implicitly(node, graph)
     return applies
 
 
 def _implicit_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
-        """The GEMM plan over grid pixels, each tap's input offset from a grid pixel (taps in
-        the weights' order: kh, then kw), and whether any tap reads padding."""
-        geometry = _implicit_geometry(node, graph)
-        assert geometry is not None
-        op, pixels = geometry
-        v = {k: int(op[k]) for k in ("N", "G", "CG", "OCG", "H", "W", "OH", "OW", "KH", "KW",  # type: ignore[call-overload]
-                                     "DH", "DW", "PH", "PW")}
+        """The GEMM plan over the grid's pixels (output rows on the input's width, up to the
+        last output pixel), each tap's input offset from a grid pixel (taps in the weights'
+        order: kh, then kw), and whether any tap reads padding."""
+        v = int_params(op, ("N", "G", "CG", "OCG", "H", "W", "OH", "OW", "KH", "KW", "DH", "DW",
+                            "PH", "PW"))
         taps = [(kh, kw) for kh in range(v["KH"]) for kw in range(v["KW"])]
         dtype = graph.types[node.outputs[0]].dtype
         kdim = v["CG"] * len(taps)
+        pixels = (v["OH"] - 1) * v["W"] + v["OW"]
         g = gemm.plan(isa, dtype.c_type, dtype.itemsize, v["OCG"], pixels, kdim,
                       v["N"] * v["G"], _tuned(node))
         padded = bool(v["PH"] or v["PW"]) or v["OH"] + (v["KH"] - 1) * v["DH"] != v["H"] \
@@ -220,24 +221,22 @@ def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
         conv_dots.candidate(isa), CONV_DEPTHWISE, CONV_DIRECT)
 
 
-def _tiling_transpose(node: Node, graph: Graph) -> Params | None:
-    """A 2-D ConvTranspose's params when its kernel tiles the output exactly (kernel = stride,
-    no padding, no dilation, one group, no output padding): one tap per output pixel."""
+def _tiles_output(node: Node, graph: Graph) -> bool:
+    """A 2-D ConvTranspose whose kernel tiles the output exactly (kernel = stride, no
+    padding, no dilation, one group, no output padding): one tap per output pixel."""
     from ...ops.conv_transpose import ConvTranspose
 
     if graph.types[node.inputs[0]].rank != 4:
-        return None
-    op = ConvTranspose().kernel_params(node, graph)
-    v = {k: int(op[k]) for k in ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW",  # type: ignore[call-overload]
-                                 "PH", "PW", "G")}
-    exact = (v["KH"], v["KW"]) == (v["SH"], v["SW"]) and (v["DH"], v["DW"], v["G"]) == (1, 1, 1) \
+        return False
+    v = int_params(ConvTranspose().kernel_params(node, graph),
+                   ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW", "G"))
+    return (v["KH"], v["KW"]) == (v["SH"], v["SW"]) and (v["DH"], v["DW"], v["G"]) == (1, 1, 1) \
         and not v["PH"] and not v["PW"] and (v["OH"], v["OW"]) == (v["H"] * v["SH"], v["W"] * v["SW"])
-    return op if exact else None
 
 
 def _transpose_gemm_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
     def applies(node: Node, graph: Graph) -> bool:
-        return isa in ("avx512", "avx2") and _tiling_transpose(node, graph) is not None
+        return isa in MASKED_LOAD_ISAS and _tiles_output(node, graph)
     return applies
 
 
@@ -245,13 +244,13 @@ def _transpose_gemm_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
         """The GEMM Wt[OC*KH*KW, C] x X[C, H*W] as the implicit conv's micro-kernel sees it:
         one tap, no padding, A read column-major from the weights [C, OC, KH, KW]."""
-        v = {k: int(op[k]) for k in ("N", "C", "H", "W", "OC", "KH", "KW")}  # type: ignore[call-overload]
+        v = int_params(op, ("N", "C", "H", "W", "OC", "KH", "KW", "OH", "OW"))
         rows = v["OC"] * v["KH"] * v["KW"]
         dtype = graph.types[node.outputs[0]].dtype
         g = gemm.plan(isa, dtype.c_type, dtype.itemsize, rows, v["H"] * v["W"], v["C"], v["N"],
                       _tuned(node))
         return {"gemm": g, "CG": v["C"], "taps": [0], "tap_kh": [0], "tap_kw": [0],
-                "padded": False, "a_row": 1, "a_k": rows, "OHW": int(op["OH"]) * int(op["OW"])}  # type: ignore[call-overload]
+                "padded": False, "a_row": 1, "a_k": rows, "OHW": v["OH"] * v["OW"]}
     return params
 
 
@@ -329,11 +328,10 @@ def _im2col_prologue(isa: str):  # noqa: ANN202 (a closure per ISA)
         once per tap and the conv would lose the faster kernel."""
         if graph.types[node.inputs[0]].rank > 4:
             return False
-        if isa not in ("avx512", "avx2"):
+        if isa not in MASKED_LOAD_ISAS:
             return True
-        op = Conv().kernel_params(node, graph)
-        taps = int(op["KD"]) * int(op["KH"]) * int(op["KW"])  # type: ignore[call-overload]
-        return taps == 1 or (op["SH"], op["SW"]) != (1, 1)
+        v = int_params(Conv().kernel_params(node, graph), ("KD", "KH", "KW", "SH", "SW"))
+        return v["KD"] * v["KH"] * v["KW"] == 1 or (v["SH"], v["SW"]) != (1, 1)
     return takes
 
 
