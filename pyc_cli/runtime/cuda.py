@@ -35,12 +35,12 @@ from ..artifact.reader import verify_files
 from ..errors import PycError
 from ..input_ranges import read_input_ranges
 from ..targets.cuda import bindings
+from ..targets.cuda.kernel_context import SPACES
 from .native import STATUS_INDEX_OUT_OF_RANGE, CompiledModel, TensorSpec
 from .stats import RunStats
 from .timing import RunPlan, time_calls
 
 LAUNCH_FORMAT = 1
-SPACES = ("input", "output", "weights", "arena", "status")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
 STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit synchronisation with stream 0

@@ -252,11 +252,16 @@ LAUNCHES = {
 }
 
 
+# where a kernel argument may point (launches.json's spaces; the C entry point's place codes
+# are their positions here)
+SPACES = ("input", "output", "weights", "arena", "status")
+
+
 @dataclass
 class Argument:
-    """Where a kernel argument points: a model input or output (by position), the weights or
-    the arena (by byte offset), or the run's status word. The runtime turns it into a device
-    address once, at load."""
+    """Where a kernel argument points (`space`, one of SPACES): a model input or output (by
+    position), the weights or the arena (by byte offset), or the run's status word. The runtime
+    turns it into a device address once, at load."""
 
     space: str
     value: int = 0

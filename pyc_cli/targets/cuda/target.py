@@ -21,7 +21,7 @@ from ..base import ModelInfo, Target
 from ..cpu.target import PointerTable
 from ..kernel import shared_definitions
 from . import toolchain
-from .kernel_context import Argument, CudaCall, Launch, cuda_call
+from .kernel_context import SPACES, Argument, CudaCall, Launch, cuda_call
 from .kernels import CUDA_KERNELS, PRECISIONS, cuda_kernels
 
 SOURCE = "model.cu"
@@ -176,8 +176,7 @@ class CudaTarget(Target):
 def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch]) -> dict[str, str]:
     """NAME_cuda.h / NAME_cuda.c: the model's C entry point over the driver API, with the launch
     plan compiled in as tables (each launch's arguments a slice of one argument table)."""
-    places = {space: index for index, space in enumerate(("input", "output", "weights", "arena",
-                                                          "status"))}
+    places = {space: index for index, space in enumerate(SPACES)}
     args: list[dict[str, int]] = []
     table = []
     for launch in launches:
@@ -186,7 +185,7 @@ def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch]) -
                       "first_arg": len(args), "args": len(launch.args), "step": launch.step})
         args += [{"place": places[a.space], "at": a.value} for a in launch.args]
     env = template_env()
-    context = {"m": info, "kernels": kernels, "launches": table, "args": args}
+    context = {"m": info, "kernels": kernels, "launches": table, "args": args, "spaces": SPACES}
     return {f"{info.name}_cuda.h": env.get_template("cuda/c_api.h.j2").render(**context) + "\n",
             f"{info.name}_cuda.c": env.get_template("cuda/c_api.c.j2").render(**context) + "\n"}
 
