@@ -23,14 +23,21 @@ SHAPES = [  # batch, S (query rows), D (query/key width), T (keys), E (value wid
 ]
 
 
-def float64_attention(feeds: dict[str, np.ndarray], scale: float | None) -> np.ndarray:
-    q, kt, v = (feeds[n].astype(np.float64) for n in ("q", "kt", "v"))
+def attention_weights(q: np.ndarray, kt: np.ndarray, feeds: dict[str, np.ndarray],
+                      scale: float | None) -> np.ndarray:
+    """exp(scores - row max) in float64, scores = q @ kt, scaled (the float32 scale) and
+    masked (feeds["mask"], where given)."""
     scores = q @ kt
     if scale is not None:
         scores = scores * np.float64(np.float32(scale))
     if "mask" in feeds:
         scores = scores + feeds["mask"].astype(np.float64)
-    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return np.exp(scores - scores.max(axis=-1, keepdims=True))
+
+
+def float64_attention(feeds: dict[str, np.ndarray], scale: float | None) -> np.ndarray:
+    q, kt, v = (feeds[n].astype(np.float64) for n in ("q", "kt", "v"))
+    weights = attention_weights(q, kt, feeds, scale)
     return (weights / weights.sum(axis=-1, keepdims=True)) @ v
 
 

@@ -82,54 +82,69 @@ def _configs() -> list[tuple[str, dict[str, int]]]:
 CONFIGS = _configs()
 
 
+class MatMulGraph:
+    """MatMuls with random float32 operands (A and residuals inputs, B an input or, with
+    `constant`, an initializer) in one graph, and their float64 expectations."""
+
+    def __init__(self, rng: np.random.Generator, constant: bool) -> None:
+        self.rng, self.constant = rng, constant
+        self.nodes: list[onnx.NodeProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.feeds: dict[str, np.ndarray] = {}
+        self.expected: dict[str, np.ndarray] = {}
+
+    def tensor(self, name: str, shape: tuple[int, ...], as_constant: bool) -> np.ndarray:
+        value = self.rng.standard_normal(shape).astype(np.float32)
+        if as_constant:
+            self.inits.append(numpy_helper.from_array(value, name))
+        else:
+            self.feeds[name] = value
+            self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+        return value.astype(np.float64)
+
+    def matmul(self, tag: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...],
+               epilogue: str = "") -> None:
+        """y{tag} = a{tag} @ b{tag}, then "bias_relu" or a "residual" add (r{tag})."""
+        a = self.tensor(f"a{tag}", a_shape, False)
+        b = self.tensor(f"b{tag}", b_shape, self.constant)
+        want = np.matmul(a, b)
+        out = f"y{tag}"
+        self.nodes.append(helper.make_node("MatMul", [f"a{tag}", f"b{tag}"],
+                                           [out if not epilogue else f"t{tag}"]))
+        if epilogue == "bias_relu":
+            bias = self.tensor(f"bias{tag}", (want.shape[-1],), True)
+            self.nodes.extend([helper.make_node("Add", [f"t{tag}", f"bias{tag}"], [f"u{tag}"]),
+                               helper.make_node("Relu", [f"u{tag}"], [out])])
+            want = np.maximum(want + bias, 0)
+        elif epilogue == "residual":
+            residual = self.tensor(f"r{tag}", want.shape, False)
+            self.nodes.append(helper.make_node("Add", [f"t{tag}", f"r{tag}"], [out]))
+            want = want + residual
+        self.outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, list(want.shape)))
+        self.expected[out] = want
+
+    def model(self, name: str) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model
+
+
 def _matmul_model(rng: np.random.Generator, constant: bool
                   ) -> tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Many MatMuls in one graph; returns the model, the feeds and the float64 expectations."""
-    nodes, inputs, outputs, inits = [], [], [], []
-    feeds: dict[str, np.ndarray] = {}
-    expected: dict[str, np.ndarray] = {}
-
-    def tensor(name: str, shape: tuple[int, ...], as_constant: bool) -> np.ndarray:
-        value = rng.standard_normal(shape).astype(np.float32)
-        if as_constant:
-            inits.append(numpy_helper.from_array(value, name))
-        else:
-            feeds[name] = value
-            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
-        return value.astype(np.float64)
-
-    def matmul(tag: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...],
-               epilogue: str = "") -> None:
-        a = tensor(f"a{tag}", a_shape, False)
-        b = tensor(f"b{tag}", b_shape, constant)
-        want = np.matmul(a, b)
-        out = f"y{tag}"
-        nodes.append(helper.make_node("MatMul", [f"a{tag}", f"b{tag}"],
-                                      [out if not epilogue else f"t{tag}"]))
-        if epilogue == "bias_relu":
-            bias = tensor(f"bias{tag}", (want.shape[-1],), True)
-            nodes.extend([helper.make_node("Add", [f"t{tag}", f"bias{tag}"], [f"u{tag}"]),
-                          helper.make_node("Relu", [f"u{tag}"], [out])])
-            want = np.maximum(want + bias, 0)
-        elif epilogue == "residual":
-            residual = tensor(f"r{tag}", want.shape, False)
-            nodes.append(helper.make_node("Add", [f"t{tag}", f"r{tag}"], [out]))
-            want = want + residual
-        outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, list(want.shape)))
-        expected[out] = want
-
+    g = MatMulGraph(rng, constant)
     for n, (m, k, cols) in enumerate(SHAPES):
-        matmul(str(n), (m, k), (k, cols), ("", "bias_relu", "residual")[n % 3])
+        g.matmul(str(n), (m, k), (k, cols), ("", "bias_relu", "residual")[n % 3])
     # batched, broadcasting either way; numpy's 1-D operands
-    matmul("b0", (2, 3, 5, 13), (3, 13, 17), "residual")
-    matmul("b1", (2, 1, 7, 31), (1, 4, 31, 33), "bias_relu")
-    matmul("b2", (3, 33, 17), (17, 7))
-    matmul("v0", (13,), (13, 33))
-    matmul("v1", (7, 13), (13,))
-    graph = helper.make_graph(nodes, "gemms", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model, feeds, expected
+    g.matmul("b0", (2, 3, 5, 13), (3, 13, 17), "residual")
+    g.matmul("b1", (2, 1, 7, 31), (1, 4, 31, 33), "bias_relu")
+    g.matmul("b2", (3, 33, 17), (17, 7))
+    g.matmul("v0", (13,), (13, 33))
+    g.matmul("v1", (7, 13), (13,))
+    return g.model("gemms"), g.feeds, g.expected
 
 
 def _check(path: Path, out: Path, build: Build, tuning: Forced, feeds: dict[str, np.ndarray],

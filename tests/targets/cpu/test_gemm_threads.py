@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_gemm import CONVS, _conv_model
+from test_gemm import CONVS, MatMulGraph, _conv_model
 
 import pyc_cli
 from pyc_cli.targets import get_target
@@ -26,34 +26,12 @@ def _big_matmuls(rng: np.random.Generator, constant: bool
                  ) -> tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """GEMMs big enough that their loops are marked parallel: blocks, GEMV, batched, with a
     residual epilogue each."""
-    nodes, inputs, outputs, inits = [], [], [], []
-    feeds: dict[str, np.ndarray] = {}
-    expected: dict[str, np.ndarray] = {}
-
-    def tensor(name: str, shape: tuple[int, ...], as_constant: bool) -> np.ndarray:
-        value = rng.standard_normal(shape).astype(np.float32)
-        if as_constant:
-            inits.append(numpy_helper.from_array(value, name))
-        else:
-            feeds[name] = value
-            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
-        return value.astype(np.float64)
-
+    g = MatMulGraph(rng, constant)
     shapes = [((259, 512), (512, 515)), ((1, 2048), (2048, 2047)),
               ((12, 128, 64), (12, 64, 129)), ((2, 3, 97, 300), (300, 200))]
     for i, (a_shape, b_shape) in enumerate(shapes):
-        a = tensor(f"a{i}", a_shape, False)
-        b = tensor(f"b{i}", b_shape, constant)
-        residual = tensor(f"r{i}", np.matmul(a, b).shape, False)
-        nodes += [helper.make_node("MatMul", [f"a{i}", f"b{i}"], [f"t{i}"]),
-                  helper.make_node("Add", [f"t{i}", f"r{i}"], [f"y{i}"])]
-        want = np.matmul(a, b) + residual
-        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, list(want.shape)))
-        expected[f"y{i}"] = want
-    graph = helper.make_graph(nodes, "big", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model, feeds, expected
+        g.matmul(str(i), a_shape, b_shape, "residual")
+    return g.model("big"), g.feeds, g.expected
 
 
 def _run(library: Path, prefix: str, weights: Path, manifest: dict,

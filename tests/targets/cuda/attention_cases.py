@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from mma_precision import round_to
 from ops.test_references import attention_model
-from targets.cpu.test_attention_kernel import float64_attention
+from targets.cpu.test_attention_kernel import attention_weights, float64_attention
 
 __all__ = ["float64_attention"]  # the float32 reference, shared with the CPU kernel's test
 
@@ -57,12 +57,7 @@ def rounded_attention(feeds: dict[str, np.ndarray], scale: float | None,
     probabilities (relative to the row maximum) rounded to `precision` before they weigh V;
     the denominator sums them unrounded."""
     q, kt, v = (round_to(feeds[n], precision) for n in ("q", "kt", "v"))
-    scores = q @ kt
-    if scale is not None:
-        scores = scores * np.float64(np.float32(scale))
-    if "mask" in feeds:
-        scores = scores + feeds["mask"].astype(np.float64)
-    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights = attention_weights(q, kt, feeds, scale)
     rounded = round_to(weights.astype(np.float32), precision)
     return (rounded @ v) / weights.sum(axis=-1, keepdims=True)
 
