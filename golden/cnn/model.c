@@ -355,7 +355,6 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
             lane_h[l] = l < cols ? (int32_t)((j0 + l) / 32) : INT32_MIN / 2;
             lane_w[l] = (int32_t)((j0 + l) % 32);
           }
-          (void)lane_w;
           for (int64_t q = 0; q < 2; ++q) {
             uint32_t bits = 0;
             for (int64_t l = 0; l < 8; ++l) {
@@ -1116,7 +1115,6 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
             lane_h[l] = l < cols ? (int32_t)((j0 + l) / 16) : INT32_MIN / 2;
             lane_w[l] = (int32_t)((j0 + l) % 16);
           }
-          (void)lane_w;
           for (int64_t q = 0; q < 2; ++q) {
             uint32_t bits = 0;
             for (int64_t l = 0; l < 8; ++l) {
@@ -1778,7 +1776,6 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
             lane_h[l] = l < cols ? (int32_t)((j0 + l) / 8) : INT32_MIN / 2;
             lane_w[l] = (int32_t)((j0 + l) % 8);
           }
-          (void)lane_w;
           for (int64_t q = 0; q < 2; ++q) {
             uint32_t bits = 0;
             for (int64_t l = 0; l < 8; ++l) {
