@@ -434,6 +434,10 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
 @click.option("--per-node", is_flag=True,
               help="With --compare: compare every intermediate that exists after fusion and name "
                    "the first node that diverges (builds a debug copy in a temporary directory).")
+@click.option("--profile", is_flag=True,
+              help="Also time every kernel call (a CPU artifact's kernels rebuilt in a temporary "
+                   "directory with a clock read after each call; --repeat runs, default 20) and "
+                   "print the slowest calls and the time per kernel.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
               help="With --compare: the source model, for artifacts built with --no-keep-source "
                    "(checked against the sha256 in the manifest).")
@@ -446,8 +450,8 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
 @reports_errors
 def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_path: Path | None,
         warmup: int, repeat: int | None, duration_s: float | None, as_json: bool,
-        reference: str | None, per_node: bool, model_path: Path | None, rtol: float | None,
-        atol: float | None) -> None:
+        reference: str | None, per_node: bool, profile: bool, model_path: Path | None,
+        rtol: float | None, atol: float | None) -> None:
     """Run a built ARTIFACT (its hashes are verified before native code loads).
 
     The outputs come from a first, untimed run; then --warmup runs, then the timed runs.
@@ -480,6 +484,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
 
         comparison = compare_run(artifact, feeds, outputs, CompareOptions(
             reference, per_node, model_path, rtol, atol))
+    profiled = _profile(artifact, feeds, warmup, repeat) if profile else None
     summary = {
         "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
                     for name, v in outputs.items()},
@@ -489,6 +494,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     }
     if comparison is not None:
         summary["compare"] = comparison.to_json()
+    if profiled is not None:
+        summary["profile"] = profiled.to_json()
     if drawn:
         summary["random_inputs"] = drawn
     if output_path is not None:  # the exact file written (no .npz is appended): say which
@@ -502,6 +509,10 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
         if output_path is not None:
             echo(f"outputs written to {output_path} (an .npz archive"
                  f"{'' if output_path.suffix == '.npz' else ', no .npz suffix added'})")
+        if profiled is not None:
+            from ..compare.profile_report import print_profile
+
+            print_profile(profiled, Console(width=160))
         if comparison is not None:
             from ..compare.report import print_report
 
@@ -511,6 +522,17 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
                        f"{comparison.reference} beyond tolerance", where=str(artifact),
                        hint="see the first divergent node in the report" if per_node
                        else "rerun with --per-node to find the first node that diverges")
+
+
+def _profile(artifact: Path, feeds: dict[str, np.ndarray], warmup: int, repeat: int | None
+             ) -> Any:
+    """The per-call profile of `pyc run --profile` (after the artifact's files are verified)."""
+    from ..artifact.reader import read_manifest, verify_files
+    from ..compare.profile import profile_run
+
+    manifest = read_manifest(artifact)
+    verify_files(artifact, manifest)
+    return profile_run(artifact, manifest, feeds, warmup, repeat or 20)
 
 
 def _load_with_warnings(artifact: Path) -> Any:

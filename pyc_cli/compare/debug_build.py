@@ -23,7 +23,7 @@ from ..abi import io_infos
 from ..artifact.reader import load_graph
 from ..errors import PycError
 from ..ir.annotations import ALIAS_KERNELS
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Node
 from ..planning.plan import MemoryPlan
 from ..planning.weights import WeightsLayout
 from ..runtime.native import CompiledModel, ModelFunctions, TensorSpec
@@ -83,14 +83,24 @@ def model_info(source: ArtifactPlan, manifest: dict[str, Any]) -> ModelInfo:
                      manifest["symbol_prefix"], manifest["flags"].get("threads", 0))
 
 
+def artifact_calls(source: ArtifactPlan, manifest: dict[str, Any]) -> list[KernelCall]:
+    """The artifact's kernel calls, in schedule order (one per node that is not a view)."""
+    cpu = manifest["cpu"]  # the artifact's kernels were chosen for its -march and features
+    return CpuTarget(cpu["march"], tuple(cpu["requested_features"])).kernel_calls(
+        source.graph, source.plan, source.weights)
+
+
+def called_nodes(graph: Graph) -> list[Node]:
+    """The nodes that have a kernel call, in call order (views and in-place results have none)."""
+    return [node for node in graph.nodes if node.ann.kernel_name not in ALIAS_KERNELS]
+
+
 def debug_sources(source: ArtifactPlan, manifest: dict[str, Any], taps: list[Tap]
                   ) -> tuple[str, str]:
     """(model.c as the artifact has it, model.c of the debug build). Both come from the same
     kernel calls; the debug one's run function copies each tapped value out after the step that
     defines it. The kernels keep one caller each, so they compile exactly as in the artifact."""
-    cpu = manifest["cpu"]  # the artifact's kernels were chosen for its -march and features
-    calls = CpuTarget(cpu["march"], tuple(cpu["requested_features"])).kernel_calls(
-        source.graph, source.plan, source.weights)
+    calls = artifact_calls(source, manifest)
     pointers = PointerTable(source.graph, source.plan, source.weights)
     by_step: dict[int, list[_TapLine]] = {}
     for index, tap in enumerate(taps):
@@ -140,10 +150,19 @@ class DebugModel(CompiledModel):
 
 def build_debug_model(artifact: Path, manifest: dict[str, Any], source: ArtifactPlan,
                       taps: list[Tap], work: Path) -> DebugModel:
-    """Compile the debug library into `work` (a temporary directory) and load it. PYC-E032 when
-    this PyC does not regenerate the artifact's src/model.c byte for byte from its model.ir and
-    memory plan: the debug build would not run the artifact's code."""
-    normal, debug = debug_sources(source, manifest, taps)
+    """Compile the debug library into `work` (a temporary directory) and load it."""
+    library = compile_variant(artifact, manifest, *debug_sources(source, manifest, taps), work)
+    return DebugModel(library, manifest["symbol_prefix"], artifact / "weights.bin",
+                      [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
+                      [TensorSpec.from_manifest(e) for e in manifest["outputs"]], taps)
+
+
+def compile_variant(artifact: Path, manifest: dict[str, Any], normal: str, variant: str,
+                    work: Path) -> Path:
+    """Compile the artifact's sources with model.c replaced by `variant` (another run function
+    over the same kernel calls) into `work`; the library's path. PYC-E032 when this PyC does not
+    regenerate the artifact's src/model.c (`normal`) byte for byte from its model.ir and memory
+    plan: the variant would not run the artifact's code."""
     if normal != (artifact / "src" / "model.c").read_text(encoding="utf-8"):
         raise PycError("E032", "this PyC does not regenerate the artifact's src/model.c from its "
                        "model.ir and memory_plan.json, so a debug build would not run the same "
@@ -151,14 +170,12 @@ def build_debug_model(artifact: Path, manifest: dict[str, Any], source: Artifact
                        hint="rebuild the artifact with this PyC version")
     src = work / "src"
     shutil.copytree(artifact / "src", src)
-    (src / "model.c").write_text(debug, encoding="utf-8")
+    (src / "model.c").write_text(variant, encoding="utf-8")
     toolchain = manifest["toolchain"]
     library = work / "libmodel_debug.so"
     CpuTarget().compile_library(src, library, "model.c", list(toolchain["flags"]),
                                 list(toolchain["libraries"]))
-    return DebugModel(library, manifest["symbol_prefix"], artifact / "weights.bin",
-                      [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
-                      [TensorSpec.from_manifest(e) for e in manifest["outputs"]], taps)
+    return library
 
 
 def tap_spec(graph: Graph, value: str) -> TensorSpec:

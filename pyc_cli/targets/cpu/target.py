@@ -107,13 +107,14 @@ class CpuTarget(Target):
         return sources
 
     @staticmethod
-    def model_source(info: ModelInfo, calls: list[KernelCall], debug_steps: list[Any] | None = None
-                     ) -> str:
+    def model_source(info: ModelInfo, calls: list[KernelCall], debug_steps: list[Any] | None = None,
+                     profile: bool = False) -> str:
         """model.c; with `debug_steps` (the `pyc run --per-node` build, never an artifact), its
-        run function also copies each step's values out (codegen_templates/c/debug_run.c.j2)."""
+        run function also copies each step's values out (codegen_templates/c/debug_run.c.j2);
+        with `profile` (`pyc run --profile`), it times every kernel call (c/profile_run.c.j2)."""
         kernels = kernel_definitions(calls)
         return template_env().get_template("c/model.c.j2").render(
-            m=info, calls=calls, kernels=kernels, debug_steps=debug_steps)
+            m=info, calls=calls, kernels=kernels, debug_steps=debug_steps, profile=profile)
 
     def kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
         pointers = PointerTable(graph, plan, weights)
