@@ -91,20 +91,25 @@ def _direct_conv_params(node: Node, graph: Graph, op: Params) -> Params:
 
 # the zero-bordered input plane a depthwise task keeps on its stack at most
 DEPTHWISE_PLANE_BYTES = 128 * 1024
+# output rows a depthwise task computes at once (each input row loaded once for all of them)
+DEPTHWISE_BLOCK_ROWS = 4
 
 
 def _depthwise_geometry(node: Node, graph: Graph, op: Params) -> dict[str, int]:
-    """The zero-bordered plane every tap of a depthwise task reads (rows x cols) and its row of
-    sums (the output width rounded up to whole vectors), from the conv's params `op`."""
+    """The zero-bordered plane every tap of a depthwise task reads, split into SW column phases
+    of rows x cols each (phase_size elements), and its rows of sums (the output width rounded up
+    to whole vectors), from the conv's params `op`."""
     g = int_params(op, ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW"))
     itemsize = graph.types[node.outputs[0]].dtype.itemsize
     lanes = 32 // itemsize
     row_cols = -(-g["OW"] // lanes) * lanes
-    read_cols = row_cols if g["SW"] == 1 else g["OW"]
-    cols = max(g["PW"] + g["W"], (read_cols - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
+    # a phase column j holds plane column j * SW + phase; vectors read up to row_cols columns
+    # past the widest tap's first one
+    cols = max(-(-(g["PW"] + g["W"]) // g["SW"]), row_cols + (g["KW"] - 1) * g["DW"] // g["SW"])
     rows = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
-    return {"plane_rows": rows, "plane_cols": cols, "row_cols": row_cols, "lanes": lanes,
-            "itemsize": itemsize}
+    return {"plane_rows": rows, "plane_cols": cols, "phase_size": rows * cols,
+            "row_cols": row_cols, "lanes": lanes, "itemsize": itemsize,
+            "block_rows": max(1, min(DEPTHWISE_BLOCK_ROWS, g["OH"]))}
 
 
 def _is_depthwise(node: Node, graph: Graph) -> bool:
@@ -114,9 +119,10 @@ def _is_depthwise(node: Node, graph: Graph) -> bool:
     if x.rank != 4 or node.ann.prologue or w.shape[1] != 1 \
             or not node.int_attr("group", 1) == x.shape[1] == w.shape[0]:
         return False
-    g = _depthwise_geometry(node, graph, Conv().kernel_params(node, graph))
-    return (g["plane_rows"] * g["plane_cols"] + g["row_cols"]) * g["itemsize"] \
-        <= DEPTHWISE_PLANE_BYTES
+    op = Conv().kernel_params(node, graph)
+    g = _depthwise_geometry(node, graph, op)
+    return (int(op["SW"]) * g["phase_size"] + g["block_rows"] * g["row_cols"]) * g["itemsize"] \
+        <= DEPTHWISE_PLANE_BYTES  # type: ignore[call-overload]
 
 
 def _depthwise_params(node: Node, graph: Graph, op: Params) -> Params:
