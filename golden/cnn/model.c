@@ -1056,7 +1056,32 @@ static int k1_maxpool(const float* restrict X0, float* restrict Y) {
     float* restrict y = Y + nc * 256;
     for (int64_t od = 0; od < 1; ++od) {
     for (int64_t oh = 0; oh < 16; ++oh) {
+      /* windows inside the input and left of its last W % 4 columns: the same gt order
+         without bounds checks (columns top-down, then left to right) */
+      const int inner_row = oh >= 0 && oh < 16;
+      const int64_t inner_lo = inner_row ? 0 : 16;
+      const int64_t inner_hi = inner_row ? 16 : 16;
+      {
+        const float* restrict top = x + (oh * 2 - 0) * 32 - 0;
+        float* restrict yrow = y + (od * 16 + oh) * 16;
+        for (int64_t ow = inner_lo; ow < inner_hi; ++ow) {
+          const float* restrict window = top + ow * 2;
+          float best;
+          {
+            float column = window[0];
+            column = (column > window[32] ? column : window[32]);
+            best = column;
+          }
+          {
+            float column = window[1];
+            column = (column > window[33] ? column : window[33]);
+            best = (best > column ? best : column);
+          }
+          yrow[ow] = best;
+        }
+      }
       for (int64_t ow = 0; ow < 16; ++ow) {
+        if (ow >= inner_lo && ow < inner_hi) continue;
         const int64_t out_at = (od * 16 + oh) * 16 + ow;
         float best = -3.4028234663852886e+38f;
         for (int64_t kw = 0; kw < 2; ++kw) {
@@ -1718,7 +1743,32 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
     float* restrict y = Y + nc * 64;
     for (int64_t od = 0; od < 1; ++od) {
     for (int64_t oh = 0; oh < 8; ++oh) {
+      /* windows inside the input and left of its last W % 4 columns: the same gt order
+         without bounds checks (columns top-down, then left to right) */
+      const int inner_row = oh >= 0 && oh < 8;
+      const int64_t inner_lo = inner_row ? 0 : 8;
+      const int64_t inner_hi = inner_row ? 8 : 8;
+      {
+        const float* restrict top = x + (oh * 2 - 0) * 16 - 0;
+        float* restrict yrow = y + (od * 8 + oh) * 8;
+        for (int64_t ow = inner_lo; ow < inner_hi; ++ow) {
+          const float* restrict window = top + ow * 2;
+          float best;
+          {
+            float column = window[0];
+            column = (column > window[16] ? column : window[16]);
+            best = column;
+          }
+          {
+            float column = window[1];
+            column = (column > window[17] ? column : window[17]);
+            best = (best > column ? best : column);
+          }
+          yrow[ow] = best;
+        }
+      }
       for (int64_t ow = 0; ow < 8; ++ow) {
+        if (ow >= inner_lo && ow < inner_hi) continue;
         const int64_t out_at = (od * 8 + oh) * 8 + ow;
         float best = -3.4028234663852886e+38f;
         for (int64_t kw = 0; kw < 2; ++kw) {

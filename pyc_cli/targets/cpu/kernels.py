@@ -478,8 +478,29 @@ CONV_DEPTHWISE = KernelCandidate("conv2d_depthwise", "conv2d_depthwise.c.j2", _i
 CONV_TRANSPOSE_DIRECT = KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2")
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
-POOL = KernelCandidate("pool_direct", "pool.c.j2",
-                       params=lambda n, g, op: {"parallel": worth_threads(n, g)})
+
+# the largest max-pool window whose interior loop is unrolled (kh, kw)
+POOL_UNROLLED_WINDOW = 49
+
+
+def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
+    """Threads, and for 2-D max pools under MLAS's vector rule the interior: the output rows
+    [oh_lo, oh_hi) and columns [ow_lo, ow_hi) whose windows lie inside the input and left of
+    its last W % 4 columns (where the rule compares with ge), which run without bounds checks."""
+    params: Params = {"parallel": worth_threads(node, graph), "interior": None}
+    if op.get("is_max") and op.get("rule") == "mlas_vector" and op.get("column_from_first_row") \
+            and int(op["KH"]) * int(op["KW"]) <= POOL_UNROLLED_WINDOW:  # type: ignore[call-overload]
+        g = int_params(op, ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW"))
+        last = g["W"] // 4 * 4  # columns compared with gt
+        oh_lo, ow_lo = -(-g["PH"] // g["SH"]), -(-g["PW"] // g["SW"])
+        oh_hi = min(g["OH"], (g["H"] - g["KH"] + g["PH"]) // g["SH"] + 1)
+        ow_hi = min(g["OW"], (last - g["KW"] + g["PW"]) // g["SW"] + 1)
+        if oh_hi > oh_lo and ow_hi > ow_lo:
+            params["interior"] = {"oh_lo": oh_lo, "oh_hi": oh_hi, "ow_lo": ow_lo, "ow_hi": ow_hi}
+    return params
+
+
+POOL = KernelCandidate("pool_direct", "pool.c.j2", params=_pool_params)
 # each row is read completely (max, sum; mean, variance) before the row is written
 SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2", inplace_input=0, params=_softmax_rows)
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
