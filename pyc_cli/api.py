@@ -61,6 +61,7 @@ from .tune import (
     TUNABLE_TARGETS,
     Progress,
     TuneOptions,
+    cuda_tuning_record,
     tune_graph,
     tune_summary,
     tuning_database,
@@ -225,10 +226,6 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 for name in targets]
     # a -march the compiler rejects fails before compiling
     cpu_records = [backend.cpu_record() for backend in backends]
-    untunable = [name for name in targets if name not in TUNABLE_TARGETS]
-    if tune and untunable:
-        raise PycError("E050", f"--tune times kernels on this machine's CPU; the {untunable[0]} "
-                       "target cannot be tuned yet", hint="leave out --tune")
     tunings = [_target_tuning(name, backend, record, tuning, tune, tuning_db)
                for name, backend, record in zip(targets, backends, cpu_records)]
     with output_lock(out) as lock:
@@ -300,7 +297,23 @@ def _target_tuning(name: str, backend: Target, cpu_record: dict[str, Any],
     be probed)."""
     if tuning is not None or name not in TUNABLE_TARGETS or not (tune or tuning_db is not None):
         return tuning
-    return tuning_database(backend, default_path() if tuning_db is None else tuning_db, cpu_record)
+    path = default_path() if tuning_db is None else tuning_db
+    if name == "cuda":
+        # CUDA kernels are timed on, and their measurements kept for, the GPU of this machine
+        # (its model and driver); a build without one uses the cost model
+        from .runtime.cuda import gpu_identity
+
+        try:
+            identity = gpu_identity("--tune" if tune else "the tuning database")
+        except PycError as error:
+            if tune:
+                raise PycError("E037", "--tune with --target cuda times the kernels on this "
+                               f"machine's GPU: {error.what}", where="--tune",
+                               hint="tune on the GPU machine (the database then serves builds "
+                               "there), or leave out --tune") from None
+            return None
+        cpu_record = cuda_tuning_record(identity, backend)
+    return tuning_database(backend, path, cpu_record)
 
 
 def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int, ...]] | None,

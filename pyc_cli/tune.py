@@ -36,6 +36,7 @@ from .abi import io_infos
 from .errors import PycError
 from .ir.annotations import KernelChoice
 from .ir.graph import Graph, Node
+from .ir.types import DType
 from .ops import registry
 from .passes.analyze_liveness import analyze_liveness
 from .passes.context import BuildOptions, PassContext
@@ -43,6 +44,7 @@ from .passes.tuning import InMemoryTuningDatabase, KernelSignature, Measurement,
 from .passes.tuning_db import FileTuningDatabase, TuningEntry, machine_key
 from .planning.plan import MemoryPlan
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
+from .runtime.cuda import CudaModel, load_cuda
 from .runtime.native import CompiledModel, ModelFunctions, TensorSpec
 from .runtime.timing import RunPlan
 from .targets.base import ModelInfo, Target
@@ -50,8 +52,9 @@ from .targets.kernel import KernelCandidate
 from .templating import templates_dir
 
 PREFIX = "pyc_tune"  # the symbol prefix of every benchmark library
-# the targets whose kernels run here and can be timed (a build for another reads no database)
-TUNABLE_TARGETS = ("cpu",)
+# the targets whose kernels run here and can be timed (a build for another reads no database):
+# the CPU, and the CUDA target where a GPU is present (device 0)
+TUNABLE_TARGETS = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,8 @@ class Bench:
         if not kernels or kernels[0] is None or kernels[0].candidate != variant.candidate:
             raise PycError("E008", f"{variant.label()} does not apply to {task.node.name}")
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
-        layout = layout_weights(sub, self.target.constant_panels(sub))  # as the build lays them
+        layout = layout_weights(sub, self.target.constant_panels(sub),  # as the build lays them
+                                self.target.constant_conversions(sub))
         blob = weights_bytes(sub, layout)
         info = ModelInfo(__version__, io_infos(sub, sub.inputs),
                          io_infos(sub, sub.outputs, sub.public_outputs()), plan.arena_bytes,
@@ -358,11 +362,17 @@ class Bench:
             (out / "src" / name).write_text(text, encoding="utf-8")
         (out / "weights.bin").write_bytes(built.weights)
         self.target.compile(out / "src", out, PREFIX)
-        library = ctypes.CDLL(str(out / self.target.library_name))
         graph = built.graph
-        model = CompiledModel(ModelFunctions.from_library(library, PREFIX), out / "weights.bin",
-                              [_spec(graph, v) for v in graph.inputs],
-                              [_spec(graph, v) for v in graph.outputs], library, built.arena_bytes)
+        inputs = [_spec(graph, v) for v in graph.inputs]
+        outputs = [_spec(graph, v) for v in graph.outputs]
+        model: CompiledModel
+        if self.target.name == "cuda":
+            model = load_cuda(out, cuda_manifest(self.target, inputs, outputs, built),
+                              verified=True)
+        else:
+            library = ctypes.CDLL(str(out / self.target.library_name))
+            model = CompiledModel(ModelFunctions.from_library(library, PREFIX),
+                                  out / "weights.bin", inputs, outputs, library, built.arena_bytes)
         self.stack.callback(model.close)
         return model
 
@@ -396,13 +406,40 @@ def faster(tried: Timed, best: Timed) -> bool:
 
 def time_model(model: CompiledModel, feeds: dict[str, np.ndarray], options: TuneOptions) -> float:
     """Median milliseconds per run: `warmup` untimed runs, then `repeat` timed ones, more for a
-    short kernel until `min_time_s` has passed (a median of many is stable under noise)."""
-    times = model.time_runs(feeds, RunPlan(warmup=options.warmup, repeat=options.repeat))
+    short kernel until `min_time_s` has passed (a median of many is stable under noise). A
+    CUDA model times its kernels alone (CUDA events around them), not the copies in and out."""
+    def timed(warmup: int, repeat: int) -> list[float]:
+        if isinstance(model, CudaModel):
+            return model.time_kernels(feeds, repeat, warmup)
+        return model.time_runs(feeds, RunPlan(warmup=warmup, repeat=repeat))
+
+    times = timed(options.warmup, options.repeat)
     spent = sum(times) / 1e3
     if spent < options.min_time_s:
         more = int(options.repeat * (options.min_time_s / max(spent, 1e-9) - 1))
-        times += model.time_runs(feeds, RunPlan(warmup=0, repeat=max(1, min(more, 20000))))
+        times += timed(0, max(1, min(more, 20000)))
     return round(float(np.median(times)), 6)
+
+
+def cuda_manifest(target: Target, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                  built: Rendered) -> dict[str, Any]:
+    """The part of a manifest the CUDA loader reads, for a variant compiled into a work
+    directory (its own files: not hash-checked)."""
+    def entry(spec: TensorSpec) -> dict[str, Any]:
+        return {"name": spec.name, "dtype": DType.from_numpy(spec.dtype).value,
+                "shape": list(spec.shape)}
+    return {"inputs": [entry(s) for s in inputs], "outputs": [entry(s) for s in outputs],
+            "arena_bytes": built.arena_bytes, "cuda": target.device_record(),  # type: ignore[attr-defined]
+            "weights": {"file": "weights.bin", "bytes": len(built.weights)}}
+
+
+def cuda_tuning_record(identity: dict[str, Any], target: Target) -> dict[str, Any]:
+    """The tuning database's key parts for a CUDA build timed on the GPU `identity`
+    (runtime.cuda.gpu_identity): the GPU model in place of a -march, the driver version and
+    the precision as its features, the built architecture as its arch."""
+    return {"arch": target.arch, "march": identity["gpu"],  # type: ignore[attr-defined]
+            "features": [f"driver={identity['driver']}", f"sm={identity['sm']}",
+                         f"precision={target.precision}"]}  # type: ignore[attr-defined]
 
 
 def outputs_match(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float) -> bool:

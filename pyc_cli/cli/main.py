@@ -201,8 +201,8 @@ def main(debug: bool) -> None:
                    "models (default: the model file name made an identifier).")
 @click.option("--tune", is_flag=True,
               help="Time the kernel variants of every distinct kernel of the model on this "
-                   "machine first, and keep the fastest in the tuning database (which later "
-                   "builds without --tune use).")
+                   "machine (its CPU; with --target cuda, its GPU) first, and keep the "
+                   "fastest in the tuning database (which later builds without --tune use).")
 @click.option("--tune-budget", type=click.FloatRange(min=0), default=120.0, show_default=True,
               metavar="SECONDS", help="Wall time --tune may spend on timing kernels.")
 @click.option("--retune", is_flag=True,

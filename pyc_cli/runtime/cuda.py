@@ -101,6 +101,23 @@ def init_driver(where: str) -> Driver:
     return driver
 
 
+def gpu_identity(where: str) -> dict[str, Any]:
+    """The GPU that `pyc build --target cuda --tune` times kernels on (device 0): its name,
+    compute capability and the driver's CUDA version, as the tuning database keys its entries
+    (PYC-E037 without a driver or GPU)."""
+    driver = init_driver(where)
+    device = driver("cuDeviceGet", 0)
+    attribute = driver.cu.CUdevice_attribute
+    major = driver("cuDeviceGetAttribute",
+                   attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
+    minor = driver("cuDeviceGetAttribute",
+                   attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
+    version = driver("cuDriverGetVersion")
+    name = driver("cuDeviceGetName", 256, device).split(b"\0")[0].decode(errors="replace")
+    return {"gpu": name, "sm": f"sm_{major}{minor}",
+            "driver": f"{version // 1000}.{version % 1000 // 10}"}
+
+
 def _version_tuple(text: str) -> tuple[int, int]:
     major, _, minor = text.partition(".")
     return int(major), int(minor or 0)

@@ -286,6 +286,3 @@ def test_bad_target_lists_are_refused(target: str, what: str, tmp_path: Path) ->
     code, output = invoke("build", str(MLP.path), "-o", str(tmp_path / "x.pyc"), "--target", target,
                           "--input-shape", "x=3,64")
     assert code != 0 and "PYC-E050" in output and what in output
-    code, output = invoke("build", str(MLP.path), "-o", str(tmp_path / "x.pyc"), "--target",
-                          "cuda,cpu", "--tune", "--input-shape", "x=3,64")
-    assert code != 0 and "PYC-E050" in output and "cuda target cannot be tuned" in output
