@@ -241,8 +241,9 @@ def _strided_workspace(node: Node, graph: Graph) -> int:
         * graph.types[node.outputs[0]].dtype.itemsize  # type: ignore[call-overload]
 
 
-# copying an element costs about what 8 flops do (the run-time packing's estimate, gemm.py)
-COPY_FLOPS = 8
+# the phase planes are copied by threads from this many elements (about 20 us on one core,
+# measured: several fork/joins' worth)
+COPY_PARALLEL_ELEMENTS = 64 * 1024
 
 
 def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
@@ -258,7 +259,7 @@ def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         copied = v["N"] * v["C"] * int(geometry["plane"])  # type: ignore[call-overload]
         return {**geometry, "gemm": g, "KDIM": kdim, "OHW": v["OH"] * v["OW"], "padded": False,
                 "a_row": kdim, "a_k": v["KH"] * v["KW"], "tap_kh": [], "tap_kw": [],
-                "copy_parallel": copied * COPY_FLOPS >= gemm.TASK_FLOPS, "segments": gw != v["OW"],
+                "copy_parallel": copied >= COPY_PARALLEL_ELEMENTS, "segments": gw != v["OW"],
                 **({"flat_coords": ["oh", "ow", "pix"]}
                    if gw == v["OW"] and graph.types[node.inputs[0]].rank == 4 else {}),
                 **_conv_coords(node, graph, op)}
