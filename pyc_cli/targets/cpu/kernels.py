@@ -224,10 +224,10 @@ def _phase_geometry(op: Params) -> dict[str, object]:
 
 def _strided_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
     def applies(node: Node, graph: Graph) -> bool:
-        """A 1-D or 2-D strided conv the GEMM pays off for, with no prologue, on an ISA with
-        masked loads (the implicit micro-kernel's tail)."""
+        """A 1-D or 2-D strided conv the GEMM pays off for, on an ISA with masked loads (the
+        implicit micro-kernel's tail); the copy applies a prologue."""
         if isa not in MASKED_LOAD_ISAS or graph.types[node.inputs[0]].rank not in (3, 4) \
-                or node.ann.prologue or not _gemm_pays_off(node, graph):
+                or not _gemm_pays_off(node, graph):
             return False
         v = int_params(Conv().kernel_params(node, graph), ("SH", "SW"))
         return (v["SH"], v["SW"]) != (1, 1)
@@ -280,7 +280,7 @@ def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
         KernelCandidate(
             "conv2d_strided_gemm", "conv2d_strided.c.j2", _strided_applies(isa), 0.26,
             _strided_workspace, stores_once=True, params=_strided_params(isa),
-            takes_epilogue=True, tunables=gemm.tunables(isa)),
+            takes_epilogue=True, takes_prologue=_strided_applies(isa), tunables=gemm.tunables(isa)),
         KernelCandidate(
             "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
             _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),

@@ -164,25 +164,49 @@ def test_the_cost_model_prefers_it_over_im2col_where_it_applies(
         assert convs[0].ann.kernel.workspace_bytes == 3 * 4 * 15 * 14 * 4
 
 
-def test_a_prologue_or_a_3d_conv_does_not_take_it(tmp_path: Path,
-                                                  rng: np.random.Generator) -> None:
-    """A strided conv with a fused prologue (the copy applies none) and a strided 3-D conv keep
-    the im2col GEMM."""
-    w2 = numpy_helper.from_array(rng.standard_normal((8, 6, 3, 3)).astype(np.float32), "w2")
+def test_a_prologue_is_computed_by_the_copy(tmp_path: Path, rng: np.random.Generator) -> None:
+    """BN + ReLU before a strided conv (2-D and 1-D, per-channel scale and shift: the copy's
+    (n, ci) coordinates) is fused as the conv's prologue and computed as the planes are copied,
+    zero padding left zero; a strided 3-D conv keeps the im2col GEMM."""
+    feeds, expected, inits, nodes, inputs, outputs = {}, {}, [], [], [], []
+    for n, (xs, ws, strides, pads) in enumerate([((2, 6, 9, 11), (8, 6, 3, 3), [2, 2], [1] * 4),
+                                                 ((1, 7, 47), (9, 7, 5), [3], [2, 1])]):
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        scale, shift = (rng.standard_normal((xs[1],) + (1,) * (len(xs) - 2)).astype(np.float32)
+                        for _ in range(2))
+        inits += [numpy_helper.from_array(w, f"w{n}"), numpy_helper.from_array(scale, f"s{n}"),
+                  numpy_helper.from_array(shift, f"b{n}")]
+        nodes += [helper.make_node("Mul", [f"x{n}", f"s{n}"], [f"m{n}"]),
+                  helper.make_node("Add", [f"m{n}", f"b{n}"], [f"a{n}"]),
+                  helper.make_node("Relu", [f"a{n}"], [f"r{n}"]),
+                  helper.make_node("Conv", [f"r{n}", f"w{n}"], [f"y{n}"], strides=strides,
+                                   pads=pads)]
+        act = np.maximum(x.astype(np.float64) * scale + shift, 0)
+        want = strided_reference(act, w.astype(np.float64), tuple(strides), tuple(pads),
+                                 (1,) * len(strides), 1)
+        feeds[f"x{n}"], expected[f"y{n}"] = x, want
+        inputs.append(helper.make_tensor_value_info(f"x{n}", TensorProto.FLOAT, list(xs)))
+        outputs.append(helper.make_tensor_value_info(f"y{n}", TensorProto.FLOAT, list(want.shape)))
     w3 = numpy_helper.from_array(rng.standard_normal((8, 6, 3, 3, 3)).astype(np.float32), "w3")
-    nodes = [helper.make_node("Relu", ["x"], ["r"]),
-             helper.make_node("Conv", ["r", "w2"], ["y"], strides=[2, 2], pads=[1] * 4),
-             helper.make_node("Conv", ["v", "w3"], ["z"], strides=[2, 2, 2])]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 9, 9]),
-                               helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 6, 7, 7, 7])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 5, 5]),
-                        helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 3, 3, 3])],
-                       [w2, w3])
-    onnx.save(model, tmp_path / "m.onnx")
-    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS["avx512"].cpu)
+    nodes.append(helper.make_node("Conv", ["v", "w3"], ["z"], strides=[2, 2, 2]))
+    inputs.append(helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 6, 7, 7, 7]))
+    outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 3, 3, 3]))
+    feeds["v"] = rng.standard_normal((1, 6, 7, 7, 7)).astype(np.float32)
+    onnx.save(make_model(nodes, inputs, outputs, inits + [w3]), tmp_path / "m.onnx")
+    build = BUILDS["avx512"]
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=build.cpu)
     convs = [n for n in result.graph.nodes if n.op == "Conv"]
-    assert [n.ann.kernel.candidate for n in convs] == ["conv2d_im2col_gemm"] * 2
-    assert convs[0].ann.prologue
+    assert [n.ann.kernel.candidate for n in convs] == [CANDIDATE] * 2 + ["conv2d_im2col_gemm"]
+    assert convs[0].ann.prologue and convs[1].ann.prologue
+    assert len(result.graph.nodes) == 3  # the prologues' elementwise nodes are gone
+    if not build.runnable:
+        return
+    with pyc_cli.load(tmp_path / "a") as compiled:
+        got = compiled.run(feeds)
+    for name, want in expected.items():
+        # a sum of C*K products of unit scale in float32
+        np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL * 10, err_msg=name)
 
 
 @pytest.mark.skipif(not get_target("cpu").openmp(), reason="the C compiler has no OpenMP runtime")
