@@ -208,6 +208,70 @@ def _implicit_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     return params
 
 
+def _phase_geometry(op: Params) -> dict[str, object]:
+    """A strided conv's polyphase planes (conv2d_strided.c.j2): the planes (a, b) some tap reads
+    (padded input rows a + SH*i, columns b + SW*j), their size HP x GW (the output plus the
+    largest tap offset in plane rows / columns: every valid pixel's taps stay inside), the
+    plane columns that read the input (the rest are padding), and each tap's offset from a grid
+    pixel (its plane, then its row and column in it; taps in the weights' order: kh, then kw)."""
+    v = int_params(op, ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW"))
+    taps = [(kh * v["DH"], kw * v["DW"]) for kh in range(v["KH"]) for kw in range(v["KW"])]
+    phases = sorted({(dh % v["SH"], dw % v["SW"]) for dh, dw in taps})
+    hp = v["OH"] + (v["KH"] - 1) * v["DH"] // v["SH"]
+    gw = v["OW"] + (v["KW"] - 1) * v["DW"] // v["SW"]
+    lo = [max(0, -(-(v["PW"] - b) // v["SW"])) for _, b in phases]
+    hi = [min(gw, max(low, -(-(v["W"] + v["PW"] - b) // v["SW"]))) for low, (_, b) in zip(lo, phases)]
+    offsets = [phases.index((dh % v["SH"], dw % v["SW"])) * hp * gw
+               + dh // v["SH"] * gw + dw // v["SW"] for dh, dw in taps]
+    return {"phase_a": [a for a, _ in phases], "phase_b": [b for _, b in phases],
+            "col_lo": lo, "col_hi": hi, "HP": hp, "GW": gw, "plane": len(phases) * hp * gw,
+            "taps": offsets}
+
+
+def _strided_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def applies(node: Node, graph: Graph) -> bool:
+        """A 1-D or 2-D strided conv the GEMM pays off for, on an ISA with masked loads (the
+        implicit micro-kernel's tail); the copy applies a prologue."""
+        if isa not in MASKED_LOAD_ISAS or graph.types[node.inputs[0]].rank not in (3, 4) \
+                or not _gemm_pays_off(node, graph):
+            return False
+        v = int_params(Conv().kernel_params(node, graph), ("SH", "SW"))
+        return (v["SH"], v["SW"]) != (1, 1)
+    return applies
+
+
+def _strided_workspace(node: Node, graph: Graph) -> int:
+    """The phase planes of every (image, channel)."""
+    op = Conv().kernel_params(node, graph)
+    return int(op["N"]) * int(op["C"]) * int(_phase_geometry(op)["plane"]) \
+        * graph.types[node.outputs[0]].dtype.itemsize  # type: ignore[call-overload]
+
+
+# the phase planes are copied by threads from this many elements (about 20 us on one core,
+# measured: several fork/joins' worth)
+COPY_PARALLEL_ELEMENTS = 64 * 1024
+
+
+def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The phase planes, and the implicit GEMM's plan over their grid (no padding left:
+        only the last panel's tail is masked)."""
+        v = int_params(op, ("N", "C", "G", "CG", "OCG", "OH", "OW", "KH", "KW"))
+        geometry = _phase_geometry(op)
+        gw, kdim = int(geometry["GW"]), v["CG"] * v["KH"] * v["KW"]  # type: ignore[call-overload]
+        dtype = graph.types[node.outputs[0]].dtype
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, v["OCG"], (v["OH"] - 1) * gw + v["OW"],
+                      kdim, v["N"] * v["G"], _tuned(node))
+        copied = v["N"] * v["C"] * int(geometry["plane"])  # type: ignore[call-overload]
+        return {**geometry, "gemm": g, "KDIM": kdim, "OHW": v["OH"] * v["OW"], "padded": False,
+                "a_row": kdim, "a_k": v["KH"] * v["KW"], "tap_kh": [], "tap_kw": [],
+                "copy_parallel": copied >= COPY_PARALLEL_ELEMENTS, "segments": gw != v["OW"],
+                **({"flat_coords": ["oh", "ow", "pix"]}
+                   if gw == v["OW"] and graph.types[node.inputs[0]].rank == 4 else {}),
+                **_conv_coords(node, graph, op)}
+    return params
+
+
 def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
     """Conv's candidates on `isa`: the packed GEMM over gathered columns, the depthwise kernel,
     and the direct loop (tiny convs, and convs whose prologue the others cannot apply)."""
@@ -217,6 +281,12 @@ def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
             "conv2d_implicit_gemm", "conv2d_implicit.c.j2", _implicit_applies(isa), 0.25,
             stores_once=True, params=_implicit_params(isa), takes_epilogue=True,
             tunables=gemm.tunables(isa)),
+        # a strided conv: the same micro-kernel over a polyphase copy of the input (its own
+        # size, where im2col gathers KH*KW/(SH*SW) times it)
+        KernelCandidate(
+            "conv2d_strided_gemm", "conv2d_strided.c.j2", _strided_applies(isa), 0.26,
+            _strided_workspace, stores_once=True, params=_strided_params(isa),
+            takes_epilogue=True, takes_prologue=_strided_applies(isa), tunables=gemm.tunables(isa)),
         KernelCandidate(
             "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
             _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),

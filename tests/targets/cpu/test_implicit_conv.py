@@ -141,8 +141,9 @@ def test_implicit_conv_float64_matches_numpy(isa: str, tmp_path: Path,
 
 def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
         tmp_path: Path, rng: np.random.Generator) -> None:
-    """Chosen for every stride-1 conv here on AVX-512; a strided conv gathers columns, and the
-    portable build (no masked loads) keeps the im2col GEMM."""
+    """Chosen for every stride-1 conv here on AVX-512; a strided conv takes the phase-split
+    variant (test_strided_conv.py), and the portable build (no masked loads) keeps the im2col
+    GEMM for both."""
     model, _, _, _ = conv_model(rng)
     strided = helper.make_node("Conv", ["x0", "w0"], ["s"], "strided", pads=[1] * 4,
                                strides=[2, 2])
@@ -155,7 +156,7 @@ def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
                    if n.op == "Conv" and n.ann.kernel is not None}
         strided_kernel = kernels.pop(strided.name)
         assert set(kernels.values()) == {wanted}, (isa, kernels)
-        assert strided_kernel == "conv2d_im2col_gemm"
+        assert strided_kernel == ("conv2d_strided_gemm" if isa == "avx512" else "conv2d_im2col_gemm")
         # the implicit convs take no scratch
         assert all(not n.ann.kernel.workspace_bytes for n in result.graph.nodes
                    if n.ann.kernel is not None and n.ann.kernel.candidate == CANDIDATE)
