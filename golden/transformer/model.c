@@ -13,6 +13,9 @@
 #if defined(__x86_64__) && (defined(__AVX2__) || defined(__AVX512F__))
 #include <immintrin.h> /* the packed GEMM's micro-kernels (c/gemm_packed.j2) */
 #endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h> /* ... and on arm64 */
+#endif
 
 /* float16 values: ISO C11 has no half type. Clang's __fp16 is a storage type (arithmetic in
  * float); GCC's _Float16 at -std=c11 computes in float too where the CPU lacks half arithmetic

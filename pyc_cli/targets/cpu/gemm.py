@@ -3,9 +3,10 @@ which register block (MR rows x NR columns), how the work splits into cache bloc
 and the packed layout of B.
 
 The ISA comes from the build's target features (the compiler's predefined macros for the chosen
--march, features.py): AVX-512F, AVX2 + FMA, or GCC/Clang vector extensions 16 bytes wide (any
-CPU; `--cpu portable`). A micro-kernel keeps MR x NR outputs in registers for the whole
-reduction, so each output is stored once (epilogues and `stores_once` need that); the A block
+-march, features.py): AVX-512F, AVX2 + FMA, AArch64's Advanced SIMD (NEON intrinsics, 32
+registers), or GCC/Clang vector extensions 16 bytes wide (any CPU; `--cpu portable` on x86-64).
+A micro-kernel keeps MR x NR outputs in registers for the whole reduction, so each output is
+stored once (epilogues and `stores_once` need that); the A block
 a task re-reads for every panel is sized to stay in L2, and B is read in panels of NR columns
 packed K x NR contiguous (weights once at build time, activations at run time).
 """
@@ -43,6 +44,8 @@ ISAS = {
     "avx512": Isa("avx512", 64, 32, (8, 6, 12, 14, 4), "_mm512"),
     # 16 ymm: 6 x 16 keeps 12 accumulators + 2 B vectors + 1 broadcast
     "avx2": Isa("avx2", 32, 16, (6, 4, 5), "_mm256"),
+    # 32 q registers (AArch64 Advanced SIMD): 8 x 8 keeps 16 accumulators
+    "neon": Isa("neon", 16, 32, (8, 6, 4), "v"),
     "vector": Isa("vector", 16, 16, (6, 4), ""),
 }
 PORTABLE_ISA = "vector"
@@ -54,6 +57,8 @@ def isa_for(features: list[str] | tuple[str, ...] | set[str]) -> str:
         return "avx512"
     if "avx2" in features and "fma" in features:
         return "avx2"
+    if "asimd" in features:  # AArch64's Advanced SIMD (always there on arm64)
+        return "neon"
     return PORTABLE_ISA
 
 
@@ -91,6 +96,9 @@ def vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
     suffix = "ps" if itemsize == 4 else "pd"
     if isa == PORTABLE_ISA:
         vtype, btype = "pyc_gv", ctype
+    elif isa == "neon":
+        suffix = "f32" if itemsize == 4 else "f64"
+        vtype = btype = "float32x4_t" if itemsize == 4 else "float64x2_t"
     else:
         bits = spec.vector_bytes * 8
         vtype = f"__m{bits}" if itemsize == 4 else f"__m{bits}d"
