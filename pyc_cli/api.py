@@ -6,6 +6,7 @@ import ctypes
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from collections import Counter
@@ -15,11 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, build_cache
 from .abi import io_infos
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, hash_tree
 from .artifact.previous import replacement_note
-from .artifact.reader import fallback_targets, read_manifest, runtime_files, verify_files
+from .artifact.reader import (
+    fallback_targets,
+    graph_shell,
+    read_manifest,
+    runtime_files,
+    verify_files,
+)
 from .artifact.slim import strip_files
 from .artifact.source import describe_source
 from .artifact.source import keep_source as keep_source_copy
@@ -80,6 +87,9 @@ class BuildResult:
     # what the build decided that the user did not spell out (the mode a budget chose, the
     # artifact it replaced): the CLI prints these lines
     notes: list[str] = field(default_factory=list)
+    # True when the artifact was copied from the build cache (build_cache.py): graph and plan
+    # were then read back from the cached entry, and the context holds no decisions
+    cached: bool = False
 
 
 def compile_graph(model_path: str | Path, mode: str = "balanced",
@@ -175,7 +185,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           tuning_db: str | Path | None = None, tune_budget: float | None = None,
           tune_options: TuneOptions | None = None,
           tune_progress: Progress | None = None, threads: int = 0,
-          arch: str | None = None, precision: str | None = None) -> BuildResult:
+          arch: str | None = None, precision: str | None = None,
+          cache: bool = False) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -202,7 +213,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     within `tune_budget` seconds or `tune_options`; `tune_progress` hears each signature) and
     records the winners in `tuning_db` (default: the user cache dir's), which the build then
     uses: the same database gives the same artifact. `threads` is a run's default team size
-    (0: every core where it runs; PYC_NUM_THREADS overrides it)."""
+    (0: every core where it runs; PYC_NUM_THREADS overrides it). `cache` copies the artifact
+    from the build cache when an identical build is there, and keeps this one's otherwise
+    (build_cache.py: the key covers the model, options, toolchain, tuning database and PyC;
+    `pyc build` caches unless --no-cache; `tune` and a `tuning` object bypass it)."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
@@ -243,6 +257,27 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             notes_tune = []
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
         notes += notes_tune
+        key = None
+        if cache and not tune and tuning is None:
+            key = build_cache.build_key(model_path, {
+                "mode": mode, "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+                "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
+                "cpu": cpu, "features": features, "arch": arch, "precision": precision,
+                "threads": threads, "slim": slim, "name": prefix},
+                backends, Path(tuning_db) if tuning_db is not None else None)
+        hit = build_cache.lookup(key) if key else None
+        if hit is not None:
+            with steps.step("copy from the build cache"), \
+                    staging_directory(out, lock) as staging:
+                shutil.copytree(hit.artifact, staging, symlinks=True, dirs_exist_ok=True)
+            plan = MemoryPlan.from_json(hit.memory_plan)
+            context = PassContext(BuildOptions(mode=plan.mode, target=targets[0]),
+                                  artifacts={"memory_plan": plan})
+            return BuildResult(out, graph_shell(hit.model_ir), plan, context, hit.targets,
+                               notes + hit.notes + [f"copied from the build cache ({key[:12]}: "
+                                                    "same model, options, toolchain and PyC)"],
+                               cached=True)
+        built_notes = len(notes)
         compiled = [_compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
                                         steps, target_tuning)
                     for backend, target_tuning in zip(backends, tunings)]
@@ -257,6 +292,11 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
                            flags, slim, steps)
+            if key is not None:  # the finished artifact, before it replaces `out`
+                with steps.step("keep in the build cache"):
+                    build_cache.store(key, staging, print_graph(graph),
+                                      ctx.artifacts["memory_plan"].to_json(),
+                                      notes[built_notes:], targets)
     return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, targets, notes)
 
 

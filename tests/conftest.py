@@ -14,6 +14,9 @@ import pytest
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 # every `pyc build` reads the tuning database: tests get an empty one, never the user's
 os.environ["PYC_TUNING_DB"] = str(Path(tempfile.mkdtemp(prefix="pyc-test-tuning-")) / "tuning.json")
+# every `pyc build` runs the whole pipeline: the build cache (tests/artifact/test_build_cache.py
+# turns it on for itself) would let one test's build stand in for another's
+os.environ["PYC_BUILD_CACHE"] = "off"
 
 
 @dataclass(frozen=True)

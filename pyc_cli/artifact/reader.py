@@ -451,6 +451,12 @@ def _conversion(record: object, ttype: object) -> Conversion | None:
     return Conversion(record["dtype"], record["columns"])
 
 
+def graph_shell(text: str) -> Graph:
+    """The graph of a model.ir text with its large constants left empty (their types only):
+    enough to count and name its nodes."""
+    return parse_graph(text, _BlobProbe())
+
+
 class _BlobProbe(dict):
     """Answers any blob lookup with an empty array (first parse only learns the types)."""
 

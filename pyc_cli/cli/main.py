@@ -211,6 +211,11 @@ def main(debug: bool) -> None:
               help="Tuning database file: measured kernel choices, read by every build and "
                    "written by --tune (default: $PYC_TUNING_DB, else "
                    "$XDG_CACHE_HOME/pyc/tuning.json, else ~/.cache/pyc/tuning.json).")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Copy the artifact from the build cache when the same model was built with "
+                   "the same options, toolchain and PyC before, and keep this build there "
+                   "otherwise ($PYC_BUILD_CACHE: its directory, or `off`; default "
+                   "~/.cache/pyc/builds). --tune builds are never cached.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print nothing but errors (no progress, no summary).")
 @click.option("-v", "--verbose", is_flag=True,
@@ -222,7 +227,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
           precision: str | None, threads: int,
           slim: bool,
           name: str | None, tune: bool, tune_budget: float, retune: bool,
-          tuning_db: Path | None, quiet: bool, verbose: bool) -> None:
+          tuning_db: Path | None, cache: bool, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -265,7 +270,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     tuning_db=tuning_db or default_path(),
                                     tune_options=TuneOptions(budget_s=tune_budget, retune=retune),
                                     tune_progress=display.tune_progress, arch=arch,
-                                    precision=precision)
+                                    precision=precision, cache=cache)
     for warning in seen:
         click.echo(f"warning: {warning.message}", err=True)
     elapsed = steps.elapsed_s
