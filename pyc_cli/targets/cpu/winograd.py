@@ -1,0 +1,158 @@
+"""3x3 stride-1 convolution as Winograd F(4x4, 3x3) (codegen_templates/c/kernels/conv2d_winograd.c.j2).
+
+The implicit GEMM runs near the FMA peak, so only fewer multiplies make a 3x3 conv faster:
+Winograd computes a 4x4 output tile from a 6x6 input tile with 36 multiplies per channel pair
+instead of 144. The weights are transformed at build time (U = G g G^T, planning/winograd.py:
+36 matrices [Cout, Cin], the GEMM's A read in place); at run time each task takes a block of
+tiles: the input transform V = B^T d B of every channel (AVX-512 / AVX2 gathers, padding masked)
+into NR-wide packed panels of its scratch, then for each block of OB output channels the 36
+GEMMs M_p = U_p V_p on the packed GEMM's micro-kernel and the output transform Y = A^T M A with
+the conv's bias and fused epilogue, stored with the borders' partial tiles cut.
+
+It is a few bits less accurate than the direct sum (the transforms' constants grow the rounding
+error): `pyc build --no-winograd` keeps every conv off it.
+"""
+
+from __future__ import annotations
+
+from ...ir.graph import Graph, Node
+from ...ir.types import DType
+from ...ops.conv import Conv
+from ...planning import winograd as wg
+from ..kernel import KernelCandidate, Tunable
+from . import gemm
+
+Params = dict[str, object]
+
+# the smallest channel counts and output side that pay for the transforms (measured on Zen 4,
+# docs/architecture.md): fewer channels leave the GEMMs too short to amortize them, a smaller
+# map wastes most of its padded tiles
+MIN_CHANNELS = 16
+MIN_OUTPUT_SIDE = 8
+# output channels per GEMM block: the block's 36 transformed outputs (OB x tiles) stay in L2
+BLOCK_ROWS = 64
+# scratch holders: at most this many tasks (each with its own scratch; a task takes every
+# MAX_TASKS-th unit of work), 2 x the cores of a small machine with room for imbalance
+MAX_TASKS = 8
+# the input transform's lane offsets are 32-bit
+MAX_INPUT_ELEMENTS = 2**31 - 1
+
+
+def _geometry(node: Node, graph: Graph) -> dict[str, int]:
+    op = Conv().kernel_params(node, graph)
+    return {k: int(op[k]) for k in ("N", "C", "OC", "H", "W", "OH", "OW", "KH", "KW", "SH", "SW",  # type: ignore[call-overload]
+                                    "DH", "DW", "PH", "PW", "G")}
+
+
+def _shape_fits(node: Node, graph: Graph) -> bool:
+    """2-D float32, 3x3, stride 1, no dilation, one group, no prologue, a constant weight only
+    this node reads (the weights file holds it transformed), enough channels and pixels."""
+    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    if x.rank != 4 or w.rank != 4 or x.dtype is not DType.F32 or node.ann.prologue:
+        return False
+    weight = node.inputs[1]
+    if weight not in graph.constants or weight in graph.outputs or \
+            sum(weight in n.present_inputs() for n in graph.nodes) != 1:
+        return False
+    v = _geometry(node, graph)
+    return (v["KH"], v["KW"], v["SH"], v["SW"], v["DH"], v["DW"], v["G"]) == (3, 3, 1, 1, 1, 1, 1) \
+        and min(v["C"], v["OC"]) >= MIN_CHANNELS and min(v["OH"], v["OW"]) >= MIN_OUTPUT_SIDE \
+        and v["N"] * v["C"] * v["H"] * v["W"] <= MAX_INPUT_ELEMENTS
+
+
+def applies(isa: str, enabled: bool):  # noqa: ANN201 (a closure per ISA and build option)
+    def check(node: Node, graph: Graph) -> bool:
+        return enabled and isa in ("avx512", "avx2") and _shape_fits(node, graph)
+    return check
+
+
+def _tiles(v: dict[str, int]) -> tuple[int, int]:
+    """(tile rows, tile columns) of one image."""
+    return -(-v["OH"] // wg.TILE), -(-v["OW"] // wg.TILE)
+
+
+def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params:
+    """The block of tiles (NCP panels of NR tiles), the GEMM block of OB output channels, the
+    groups of output channels tasks split (when tile blocks are fewer than MIN_TASKS), the
+    task count and each task's scratch (floats)."""
+    v = _geometry(node, graph)
+    th, tw = _tiles(v)
+    tiles = v["N"] * th * tw
+    g = gemm.plan(isa, "float", 4, v["OC"], 1, v["C"], 1, tuned)
+    nr, mr = int(g["NR"]), int(g["MR"])  # type: ignore[call-overload]
+    ncp = 1  # one panel of tiles a block: its 36 x Cin x NR inputs stay in L2 up to Cin = 256
+    tb = ncp * nr
+    blocks = -(-tiles // tb)
+    ob = min(-(-BLOCK_ROWS // mr) * mr, -(-v["OC"] // mr) * mr)
+    row_blocks = -(-v["OC"] // ob)
+    groups = 1 if blocks >= gemm.MIN_TASKS else min(row_blocks, -(-gemm.MIN_TASKS // blocks))
+    group_rows = -(-row_blocks // groups) * ob
+    groups = -(-v["OC"] // group_rows)
+    units = blocks * groups
+    tasks = min(units, MAX_TASKS)
+    g = gemm.plan(isa, "float", 4, v["OC"], tb, v["C"], 1, tuned)
+    per_task = wg.POINTS * (v["C"] * tb + ob * tb)
+    return {"gemm": g, "TH": th, "TW": tw, "tiles": tiles, "TB": tb, "NCP": ncp,
+            "blocks": blocks, "OB": ob, "groups": groups, "group_rows": group_rows,
+            "units": units, "tasks": tasks, "per_task": per_task}
+
+
+def params(isa: str):  # noqa: ANN201 (a closure per ISA)
+    def template_params(node: Node, graph: Graph, op: Params) -> Params:
+        tuned = dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
+        p = plan(isa, node, graph, tuned)
+        flops = Conv().flops(node, graph)
+        return {**p, "parallel": int(p["tasks"]) >= 2 and flops >= gemm.TASK_FLOPS,  # type: ignore[call-overload]
+                "out_coords": ["n", "oc", "oh", "ow"]}
+    return template_params
+
+
+def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)
+    def size(node: Node, graph: Graph) -> int:
+        """Every task's transformed inputs (36 x Cin x TB) and GEMM block (36 x OB x TB)."""
+        p = plan(isa, node, graph, {})
+        return int(p["tasks"]) * int(p["per_task"]) * 4  # type: ignore[call-overload]
+    return size
+
+
+# flop-equivalents per tile and channel of the input transform (36 gathered elements, 12
+# six-point transforms) and per tile and output channel of the output transform (10 transforms
+# and 16 scalar stores through the epilogue), relative to the GEMM's 2 per multiply-add
+INPUT_TRANSFORM_COST = 200.0
+OUTPUT_TRANSFORM_COST = 200.0
+
+
+def cost_scale(isa: str):  # noqa: ANN201 (a closure per ISA)
+    def scale(node: Node, graph: Graph) -> float:
+        """Winograd's estimated work over the direct conv's flops: the 36 GEMMs over whole
+        panels of tiles (a small map's padded tiles and panel count too), plus the transforms."""
+        v = _geometry(node, graph)
+        p = plan(isa, node, graph, {})
+        tiles = int(p["blocks"]) * int(p["TB"])  # type: ignore[call-overload]
+        gemm_flops = 2.0 * wg.POINTS * v["C"] * v["OC"] * tiles
+        transforms = tiles * (v["C"] * INPUT_TRANSFORM_COST * int(p["groups"])  # type: ignore[call-overload]
+                              + v["OC"] * OUTPUT_TRANSFORM_COST)
+        return (gemm_flops + transforms) / max(1, Conv().flops(node, graph))
+    return scale
+
+
+def why(node: Node, graph: Graph) -> str:
+    v = _geometry(node, graph)
+    th, tw = _tiles(v)
+    return (f"Winograd F(4x4,3x3): 36 instead of 144 multiplies per 4x4 tile and channel pair "
+            f"({v['N'] * th * tw} tiles of {v['OH']}x{v['OW']} outputs, {v['C']}->{v['OC']} "
+            f"channels; weights transformed at build time)")
+
+
+def transform(node: Node, graph: Graph, index: int) -> str | None:
+    """The weights (input 1) are stored as U = G g G^T."""
+    return wg.NAME if index == 1 else None
+
+
+def candidate(isa: str, enabled: bool) -> KernelCandidate:
+    return KernelCandidate(
+        "conv2d_winograd", "conv2d_winograd.c.j2", applies(isa, enabled), 0.25, workspace(isa),
+        stores_once=True, params=params(isa), takes_epilogue=True,
+        tunables=(Tunable("mr", gemm.ISAS[isa].rows if isa in gemm.ISAS else (),
+                          "rows of the register block (micro-kernel)"),),
+        cost_scale=cost_scale(isa), constant_transform=transform, why=why)
