@@ -79,7 +79,10 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
     th, tw = _tiles(v)
     tiles = v["N"] * th * tw
     g = gemm.plan(isa, "float", 4, v["OC"], 1, v["C"], 1, tuned)
-    nr, mr = int(g["NR"]), int(g["MR"])  # type: ignore[call-overload]
+    nr, mr, lanes = int(g["NR"]), int(g["MR"]), int(g["lanes"])  # type: ignore[call-overload]
+    # a small map (ResNet's 14x14: 16 tiles) would fill half of a 2-vector panel with padding
+    narrow = -(-tiles // lanes) * lanes * 4 <= -(-tiles // nr) * nr * 3
+    nr = lanes if narrow else nr
     ncp = 1  # one panel of tiles a block: its 36 x Cin x NR inputs stay in L2 up to Cin = 256
     tb = ncp * nr
     blocks = -(-tiles // tb)
@@ -91,6 +94,8 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
     units = blocks * groups
     tasks = min(units, MAX_TASKS)
     g = gemm.plan(isa, "float", 4, v["OC"], tb, v["C"], 1, tuned)
+    if narrow:
+        g = gemm.one_vector_panels(g, isa)
     per_task = wg.POINTS * (v["C"] * tb + ob * tb)
     return {"gemm": g, "TH": th, "TW": tw, "tiles": tiles, "TB": tb, "NCP": ncp,
             "blocks": blocks, "OB": ob, "groups": groups, "group_rows": group_rows,
