@@ -26,9 +26,11 @@ Params = dict[str, object]
 
 # the smallest channel counts and output side that pay for the transforms (measured on Zen 4,
 # docs/architecture.md): fewer channels leave the GEMMs too short to amortize them, a smaller
-# map wastes most of its padded tiles
+# map wastes most of its padded tiles. The kernel applies to any size (a tuning database may
+# pick it); below these the cost model never does
 MIN_CHANNELS = 16
 MIN_OUTPUT_SIDE = 8
+NEVER = 1e9  # the cost scale of a conv it does not pay for
 # output channels per GEMM block: the block's 36 transformed outputs (OB x tiles) stay in L2
 BLOCK_ROWS = 64
 # scratch holders: at most this many tasks (each with its own scratch; a task takes every
@@ -46,7 +48,7 @@ def _geometry(node: Node, graph: Graph) -> dict[str, int]:
 
 def _shape_fits(node: Node, graph: Graph) -> bool:
     """2-D float32, 3x3, stride 1, no dilation, one group, no prologue, a constant weight only
-    this node reads (the weights file holds it transformed), enough channels and pixels."""
+    this node reads (the weights file holds it transformed), 32-bit input offsets."""
     x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
     if x.rank != 4 or w.rank != 4 or x.dtype is not DType.F32 or node.ann.prologue:
         return False
@@ -56,7 +58,6 @@ def _shape_fits(node: Node, graph: Graph) -> bool:
         return False
     v = _geometry(node, graph)
     return (v["KH"], v["KW"], v["SH"], v["SW"], v["DH"], v["DW"], v["G"]) == (3, 3, 1, 1, 1, 1, 1) \
-        and min(v["C"], v["OC"]) >= MIN_CHANNELS and min(v["OH"], v["OW"]) >= MIN_OUTPUT_SIDE \
         and v["N"] * v["C"] * v["H"] * v["W"] <= MAX_INPUT_ELEMENTS
 
 
@@ -132,6 +133,8 @@ def cost_scale(isa: str):  # noqa: ANN201 (a closure per ISA)
         """Winograd's estimated work over the direct conv's flops: the 36 GEMMs over whole
         panels of tiles (a small map's padded tiles and panel count too), plus the transforms."""
         v = _geometry(node, graph)
+        if min(v["C"], v["OC"]) < MIN_CHANNELS or min(v["OH"], v["OW"]) < MIN_OUTPUT_SIDE:
+            return NEVER
         p = plan(isa, node, graph, {})
         tiles = int(p["blocks"]) * int(p["TB"])  # type: ignore[call-overload]
         gemm_flops = 2.0 * wg.POINTS * v["C"] * v["OC"] * tiles
@@ -158,6 +161,5 @@ def candidate(isa: str, enabled: bool) -> KernelCandidate:
     return KernelCandidate(
         "conv2d_winograd", "conv2d_winograd.c.j2", applies(isa, enabled), 0.25, workspace(isa),
         stores_once=True, params=params(isa), takes_epilogue=True,
-        tunables=(Tunable("mr", gemm.ISAS[isa].rows if isa in gemm.ISAS else (),
-                          "rows of the register block (micro-kernel)"),),
+        tunables=(Tunable("mr", gemm.ISAS[isa].rows, "rows of the register block (micro-kernel)"),),
         cost_scale=cost_scale(isa), constant_transform=transform, why=why)
