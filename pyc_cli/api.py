@@ -204,7 +204,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     uses: the same database gives the same artifact. `threads` is a run's default team size
     (0: every core where it runs; PYC_NUM_THREADS overrides it). `winograd` lets the CPU
     target run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where that is faster (a few bits
-    less accurate: docs/cpu_kernels.md)."""
+    less accurate: docs/architecture.md)."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
