@@ -493,12 +493,16 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
     return {op: candidates for op in ops}
 
 
-@functools.cache
 def cpu_kernels(isa: str, with_winograd: bool = True) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table for code using `isa` (gemm.ISAS: avx512, avx2, vector), with or
     without Winograd convs (`pyc build --no-winograd`: the candidate is listed but never
     applies, so an artifact's recorded choice is found by name either way); one table per ISA
     and option, so a candidate is the same object wherever it is looked up."""
+    return _cpu_kernels(isa, with_winograd)
+
+
+@functools.cache
+def _cpu_kernels(isa: str, with_winograd: bool) -> dict[str, tuple[KernelCandidate, ...]]:
     return {**CPU_KERNELS, "Conv": conv_candidates(isa, with_winograd),
             "MatMul": matmul_candidates(isa),
             "ConvTranspose": transpose_candidates(isa)}
