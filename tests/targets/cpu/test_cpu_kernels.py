@@ -100,7 +100,8 @@ def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
     """The dense 3x3 conv may run as Winograd or an implicit GEMM where masked vector loads
     exist (AVX2, AVX-512; Winograd costs more on this small map), as im2col GEMM or directly;
     the depthwise one (one channel per group) by the depthwise kernel or directly; the chosen
-    candidate is looked up by its name. The candidates are those of the ISA the build targets, not this machine's."""
+    candidate is looked up by its name. The candidates are those of the ISA the build targets,
+    not this machine's."""
     graph = depthwise_and_dense_convs(rng)
     dense, depthwise = graph.nodes
     avx512, cpu = get_target("cpu", "skylake-avx512"), get_target("cpu", "portable")
