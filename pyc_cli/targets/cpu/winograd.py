@@ -103,10 +103,14 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
             "units": units, "tasks": tasks, "per_task": per_task}
 
 
+def _tuned(node: Node) -> dict[str, object]:
+    """The chosen kernel's tuned parameters (a tuning database's MR), or none."""
+    return dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
+
+
 def params(isa: str):  # noqa: ANN201 (a closure per ISA)
     def template_params(node: Node, graph: Graph, op: Params) -> Params:
-        tuned = dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
-        p = plan(isa, node, graph, tuned)
+        p = plan(isa, node, graph, _tuned(node))
         flops = Conv().flops(node, graph)
         return {**p, "parallel": int(p["tasks"]) >= 2 and flops >= gemm.TASK_FLOPS,  # type: ignore[call-overload]
                 "out_coords": ["n", "oc", "oh", "ow"]}
@@ -115,8 +119,9 @@ def params(isa: str):  # noqa: ANN201 (a closure per ISA)
 
 def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)
     def size(node: Node, graph: Graph) -> int:
-        """Every task's transformed inputs (36 x Cin x TB) and GEMM block (36 x OB x TB)."""
-        p = plan(isa, node, graph, {})
+        """Every task's transformed inputs (36 x Cin x TB) and GEMM block (36 x OB x TB), as
+        the chosen parameters (a tuned MR sets OB) lay them out."""
+        p = plan(isa, node, graph, _tuned(node))
         return int(p["tasks"]) * int(p["per_task"]) * 4  # type: ignore[call-overload]
     return size
 
