@@ -114,16 +114,23 @@ def test_winograd_matches_numpy(isa: str, tmp_path: Path, rng: np.random.Generat
     check_outputs(got, expected, magnitudes)
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2"])
-def test_register_block_rows_are_tunable(isa: str, tmp_path: Path,
+@pytest.mark.parametrize("isa,mr", [("avx512", 4), ("avx512", 6), ("avx512", 14), ("avx2", 5)])
+def test_register_block_rows_are_tunable(isa: str, mr: int, tmp_path: Path,
                                          rng: np.random.Generator) -> None:
-    """A tuned MR other than the default (row tails of another length) computes the same."""
-    convs = [CONVS[1], CONVS[6]]
+    """A tuned MR other than the default (row tails of another length; a GEMM block of OB
+    channels rounded to it) computes the same, in exactly the scratch the planner gives it."""
+    convs = [CONVS[1], CONVS[6], ((1, 32, 9, 9), (32, 32, 3, 3), (1, 1, 1, 1), "")]
     model, feeds, expected, magnitudes = winograd_model(rng, convs)
     onnx.save(model, tmp_path / "m.onnx")
     build = BUILDS[isa]
-    pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=build.cpu,
-                  tuning=Forced("Conv", CANDIDATE, {"mr": 4}))
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=build.cpu,
+                           tuning=Forced("Conv", CANDIDATE, {"mr": mr}))
+    target = get_target("cpu", build.cpu)
+    for node in result.graph.nodes:
+        if node.op == "Conv":
+            p = target.chosen(node).template_params(node, result.graph, {})  # type: ignore[union-attr]
+            assert p["gemm"]["MR"] == mr
+            assert node.ann.kernel.workspace_bytes == p["tasks"] * p["per_task"] * 4
     if build.runnable:
         with pyc_cli.load(tmp_path / "a") as compiled:
             check_outputs(compiled.run(feeds), expected, magnitudes)
