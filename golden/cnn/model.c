@@ -1092,8 +1092,11 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
   /* 32 tiles of 4x4 (2 x 4 x 4) in 2 blocks of 16 x 1 groups of 36 output channels = 2 units, on 2 tasks */
   PYC_PARALLEL_FOR
   for (int64_t t = 0; t < 2; ++t) {
-    float* restrict V = WS + t * 29952;  /* [36][NCP][C][NR] */
-    float* restrict Ms = V + 9216;  /* [36][OB][TB] */
+    /* [36][NCP][C][NR] and [36][OB][TB], each position a cache line further than its size:
+       the 36 positions of a tile are read and written together, and a power-of-two stride
+       would put them all in one L1 set */
+    float* restrict V = WS + t * 31104;
+    float* restrict Ms = V + 9792;
     for (int64_t u = t; u < 2; u += 2) {
       const int64_t tile0 = u / 1 * 16;
       const int64_t g_lo = u % 1 * 36;
@@ -1239,11 +1242,11 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t03, _mm256_set1_ps(5.0f), t05));
                 _mm256_storeu_ps(vc + 0 + q * 8, v0);
-                _mm256_storeu_ps(vc + 256 + q * 8, v1);
-                _mm256_storeu_ps(vc + 512 + q * 8, v2);
-                _mm256_storeu_ps(vc + 768 + q * 8, v3);
-                _mm256_storeu_ps(vc + 1024 + q * 8, v4);
-                _mm256_storeu_ps(vc + 1280 + q * 8, v5);
+                _mm256_storeu_ps(vc + 272 + q * 8, v1);
+                _mm256_storeu_ps(vc + 544 + q * 8, v2);
+                _mm256_storeu_ps(vc + 816 + q * 8, v3);
+                _mm256_storeu_ps(vc + 1088 + q * 8, v4);
+                _mm256_storeu_ps(vc + 1360 + q * 8, v5);
               }
               {
                 /* row 1: B^T across it, into positions 6..11 */
@@ -1256,12 +1259,12 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t13, _mm256_set1_ps(5.0f), t15));
-                _mm256_storeu_ps(vc + 1536 + q * 8, v0);
-                _mm256_storeu_ps(vc + 1792 + q * 8, v1);
-                _mm256_storeu_ps(vc + 2048 + q * 8, v2);
-                _mm256_storeu_ps(vc + 2304 + q * 8, v3);
-                _mm256_storeu_ps(vc + 2560 + q * 8, v4);
-                _mm256_storeu_ps(vc + 2816 + q * 8, v5);
+                _mm256_storeu_ps(vc + 1632 + q * 8, v0);
+                _mm256_storeu_ps(vc + 1904 + q * 8, v1);
+                _mm256_storeu_ps(vc + 2176 + q * 8, v2);
+                _mm256_storeu_ps(vc + 2448 + q * 8, v3);
+                _mm256_storeu_ps(vc + 2720 + q * 8, v4);
+                _mm256_storeu_ps(vc + 2992 + q * 8, v5);
               }
               {
                 /* row 2: B^T across it, into positions 12..17 */
@@ -1274,12 +1277,12 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t23, _mm256_set1_ps(5.0f), t25));
-                _mm256_storeu_ps(vc + 3072 + q * 8, v0);
-                _mm256_storeu_ps(vc + 3328 + q * 8, v1);
-                _mm256_storeu_ps(vc + 3584 + q * 8, v2);
-                _mm256_storeu_ps(vc + 3840 + q * 8, v3);
-                _mm256_storeu_ps(vc + 4096 + q * 8, v4);
-                _mm256_storeu_ps(vc + 4352 + q * 8, v5);
+                _mm256_storeu_ps(vc + 3264 + q * 8, v0);
+                _mm256_storeu_ps(vc + 3536 + q * 8, v1);
+                _mm256_storeu_ps(vc + 3808 + q * 8, v2);
+                _mm256_storeu_ps(vc + 4080 + q * 8, v3);
+                _mm256_storeu_ps(vc + 4352 + q * 8, v4);
+                _mm256_storeu_ps(vc + 4624 + q * 8, v5);
               }
               {
                 /* row 3: B^T across it, into positions 18..23 */
@@ -1292,12 +1295,12 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t33, _mm256_set1_ps(5.0f), t35));
-                _mm256_storeu_ps(vc + 4608 + q * 8, v0);
-                _mm256_storeu_ps(vc + 4864 + q * 8, v1);
-                _mm256_storeu_ps(vc + 5120 + q * 8, v2);
-                _mm256_storeu_ps(vc + 5376 + q * 8, v3);
-                _mm256_storeu_ps(vc + 5632 + q * 8, v4);
-                _mm256_storeu_ps(vc + 5888 + q * 8, v5);
+                _mm256_storeu_ps(vc + 4896 + q * 8, v0);
+                _mm256_storeu_ps(vc + 5168 + q * 8, v1);
+                _mm256_storeu_ps(vc + 5440 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5712 + q * 8, v3);
+                _mm256_storeu_ps(vc + 5984 + q * 8, v4);
+                _mm256_storeu_ps(vc + 6256 + q * 8, v5);
               }
               {
                 /* row 4: B^T across it, into positions 24..29 */
@@ -1310,12 +1313,12 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t43, _mm256_set1_ps(5.0f), t45));
-                _mm256_storeu_ps(vc + 6144 + q * 8, v0);
-                _mm256_storeu_ps(vc + 6400 + q * 8, v1);
-                _mm256_storeu_ps(vc + 6656 + q * 8, v2);
-                _mm256_storeu_ps(vc + 6912 + q * 8, v3);
-                _mm256_storeu_ps(vc + 7168 + q * 8, v4);
-                _mm256_storeu_ps(vc + 7424 + q * 8, v5);
+                _mm256_storeu_ps(vc + 6528 + q * 8, v0);
+                _mm256_storeu_ps(vc + 6800 + q * 8, v1);
+                _mm256_storeu_ps(vc + 7072 + q * 8, v2);
+                _mm256_storeu_ps(vc + 7344 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7616 + q * 8, v4);
+                _mm256_storeu_ps(vc + 7888 + q * 8, v5);
               }
               {
                 /* row 5: B^T across it, into positions 30..35 */
@@ -1328,12 +1331,12 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t53, _mm256_set1_ps(5.0f), t55));
-                _mm256_storeu_ps(vc + 7680 + q * 8, v0);
-                _mm256_storeu_ps(vc + 7936 + q * 8, v1);
-                _mm256_storeu_ps(vc + 8192 + q * 8, v2);
-                _mm256_storeu_ps(vc + 8448 + q * 8, v3);
-                _mm256_storeu_ps(vc + 8704 + q * 8, v4);
-                _mm256_storeu_ps(vc + 8960 + q * 8, v5);
+                _mm256_storeu_ps(vc + 8160 + q * 8, v0);
+                _mm256_storeu_ps(vc + 8432 + q * 8, v1);
+                _mm256_storeu_ps(vc + 8704 + q * 8, v2);
+                _mm256_storeu_ps(vc + 8976 + q * 8, v3);
+                _mm256_storeu_ps(vc + 9248 + q * 8, v4);
+                _mm256_storeu_ps(vc + 9520 + q * 8, v5);
               }
             }
           }
@@ -1343,9 +1346,9 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t o_hi = o_lo + 36 < g_hi ? o_lo + 36 : g_hi;
         for (int64_t pos = 0; pos < 36; ++pos) {
           const float* restrict Up = X1 + pos * 512;
-          float* restrict Mp = Ms + pos * 576;
+          float* restrict Mp = Ms + pos * 592;
           for (int64_t jp = 0; jp < panels; ++jp) {
-            const float* restrict pb = V + (pos * 1 + jp) * 256;
+            const float* restrict pb = V + pos * 272 + jp * 256;
             const int64_t j0 = jp * 16;
             for (int64_t io = o_lo; io + 6 <= o_hi; io += 6) {const float* restrict ar = Up + io * 16;
               const int64_t i0 = io - o_lo;
@@ -1490,41 +1493,41 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
           for (int64_t jp = 0; jp < panels; ++jp) {for (int64_t q = 0; q < 2; ++q) {
               const float* restrict mq = Ms + (oc - o_lo) * 16 + jp * 16 + q * 8;
               const __m256 m00 = _mm256_loadu_ps(mq + 0);
-              const __m256 m01 = _mm256_loadu_ps(mq + 576);
-              const __m256 m02 = _mm256_loadu_ps(mq + 1152);
-              const __m256 m03 = _mm256_loadu_ps(mq + 1728);
-              const __m256 m04 = _mm256_loadu_ps(mq + 2304);
-              const __m256 m05 = _mm256_loadu_ps(mq + 2880);
-              const __m256 m10 = _mm256_loadu_ps(mq + 3456);
-              const __m256 m11 = _mm256_loadu_ps(mq + 4032);
-              const __m256 m12 = _mm256_loadu_ps(mq + 4608);
-              const __m256 m13 = _mm256_loadu_ps(mq + 5184);
-              const __m256 m14 = _mm256_loadu_ps(mq + 5760);
-              const __m256 m15 = _mm256_loadu_ps(mq + 6336);
-              const __m256 m20 = _mm256_loadu_ps(mq + 6912);
-              const __m256 m21 = _mm256_loadu_ps(mq + 7488);
-              const __m256 m22 = _mm256_loadu_ps(mq + 8064);
-              const __m256 m23 = _mm256_loadu_ps(mq + 8640);
-              const __m256 m24 = _mm256_loadu_ps(mq + 9216);
-              const __m256 m25 = _mm256_loadu_ps(mq + 9792);
-              const __m256 m30 = _mm256_loadu_ps(mq + 10368);
-              const __m256 m31 = _mm256_loadu_ps(mq + 10944);
-              const __m256 m32 = _mm256_loadu_ps(mq + 11520);
-              const __m256 m33 = _mm256_loadu_ps(mq + 12096);
-              const __m256 m34 = _mm256_loadu_ps(mq + 12672);
-              const __m256 m35 = _mm256_loadu_ps(mq + 13248);
-              const __m256 m40 = _mm256_loadu_ps(mq + 13824);
-              const __m256 m41 = _mm256_loadu_ps(mq + 14400);
-              const __m256 m42 = _mm256_loadu_ps(mq + 14976);
-              const __m256 m43 = _mm256_loadu_ps(mq + 15552);
-              const __m256 m44 = _mm256_loadu_ps(mq + 16128);
-              const __m256 m45 = _mm256_loadu_ps(mq + 16704);
-              const __m256 m50 = _mm256_loadu_ps(mq + 17280);
-              const __m256 m51 = _mm256_loadu_ps(mq + 17856);
-              const __m256 m52 = _mm256_loadu_ps(mq + 18432);
-              const __m256 m53 = _mm256_loadu_ps(mq + 19008);
-              const __m256 m54 = _mm256_loadu_ps(mq + 19584);
-              const __m256 m55 = _mm256_loadu_ps(mq + 20160);
+              const __m256 m01 = _mm256_loadu_ps(mq + 592);
+              const __m256 m02 = _mm256_loadu_ps(mq + 1184);
+              const __m256 m03 = _mm256_loadu_ps(mq + 1776);
+              const __m256 m04 = _mm256_loadu_ps(mq + 2368);
+              const __m256 m05 = _mm256_loadu_ps(mq + 2960);
+              const __m256 m10 = _mm256_loadu_ps(mq + 3552);
+              const __m256 m11 = _mm256_loadu_ps(mq + 4144);
+              const __m256 m12 = _mm256_loadu_ps(mq + 4736);
+              const __m256 m13 = _mm256_loadu_ps(mq + 5328);
+              const __m256 m14 = _mm256_loadu_ps(mq + 5920);
+              const __m256 m15 = _mm256_loadu_ps(mq + 6512);
+              const __m256 m20 = _mm256_loadu_ps(mq + 7104);
+              const __m256 m21 = _mm256_loadu_ps(mq + 7696);
+              const __m256 m22 = _mm256_loadu_ps(mq + 8288);
+              const __m256 m23 = _mm256_loadu_ps(mq + 8880);
+              const __m256 m24 = _mm256_loadu_ps(mq + 9472);
+              const __m256 m25 = _mm256_loadu_ps(mq + 10064);
+              const __m256 m30 = _mm256_loadu_ps(mq + 10656);
+              const __m256 m31 = _mm256_loadu_ps(mq + 11248);
+              const __m256 m32 = _mm256_loadu_ps(mq + 11840);
+              const __m256 m33 = _mm256_loadu_ps(mq + 12432);
+              const __m256 m34 = _mm256_loadu_ps(mq + 13024);
+              const __m256 m35 = _mm256_loadu_ps(mq + 13616);
+              const __m256 m40 = _mm256_loadu_ps(mq + 14208);
+              const __m256 m41 = _mm256_loadu_ps(mq + 14800);
+              const __m256 m42 = _mm256_loadu_ps(mq + 15392);
+              const __m256 m43 = _mm256_loadu_ps(mq + 15984);
+              const __m256 m44 = _mm256_loadu_ps(mq + 16576);
+              const __m256 m45 = _mm256_loadu_ps(mq + 17168);
+              const __m256 m50 = _mm256_loadu_ps(mq + 17760);
+              const __m256 m51 = _mm256_loadu_ps(mq + 18352);
+              const __m256 m52 = _mm256_loadu_ps(mq + 18944);
+              const __m256 m53 = _mm256_loadu_ps(mq + 19536);
+              const __m256 m54 = _mm256_loadu_ps(mq + 20128);
+              const __m256 m55 = _mm256_loadu_ps(mq + 20720);
               const __m256 s0a = _mm256_add_ps(m10, m20), s0b = _mm256_sub_ps(m10, m20);
               const __m256 s0c = _mm256_add_ps(m30, m40), s0d = _mm256_sub_ps(m30, m40);
               const __m256 a00 = _mm256_add_ps(_mm256_add_ps(m00, s0a), s0c);
@@ -1677,8 +1680,11 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
 static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y, float* restrict WS) {
   /* 8 tiles of 4x4 (2 x 2 x 2) in 1 blocks of 8 x 1 groups of 36 output channels = 1 units, on 1 tasks */
   for (int64_t t = 0; t < 1; ++t) {
-    float* restrict V = WS + t * 19584;  /* [36][NCP][C][NR] */
-    float* restrict Ms = V + 9216;  /* [36][OB][TB] */
+    /* [36][NCP][C][NR] and [36][OB][TB], each position a cache line further than its size:
+       the 36 positions of a tile are read and written together, and a power-of-two stride
+       would put them all in one L1 set */
+    float* restrict V = WS + t * 20736;
+    float* restrict Ms = V + 9792;
     for (int64_t u = t; u < 1; u += 1) {
       const int64_t tile0 = u / 1 * 8;
       const int64_t g_lo = u % 1 * 36;
@@ -1824,11 +1830,11 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t03, _mm256_set1_ps(5.0f), t05));
                 _mm256_storeu_ps(vc + 0 + q * 8, v0);
-                _mm256_storeu_ps(vc + 256 + q * 8, v1);
-                _mm256_storeu_ps(vc + 512 + q * 8, v2);
-                _mm256_storeu_ps(vc + 768 + q * 8, v3);
-                _mm256_storeu_ps(vc + 1024 + q * 8, v4);
-                _mm256_storeu_ps(vc + 1280 + q * 8, v5);
+                _mm256_storeu_ps(vc + 272 + q * 8, v1);
+                _mm256_storeu_ps(vc + 544 + q * 8, v2);
+                _mm256_storeu_ps(vc + 816 + q * 8, v3);
+                _mm256_storeu_ps(vc + 1088 + q * 8, v4);
+                _mm256_storeu_ps(vc + 1360 + q * 8, v5);
               }
               {
                 /* row 1: B^T across it, into positions 6..11 */
@@ -1841,12 +1847,12 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t13, _mm256_set1_ps(5.0f), t15));
-                _mm256_storeu_ps(vc + 1536 + q * 8, v0);
-                _mm256_storeu_ps(vc + 1792 + q * 8, v1);
-                _mm256_storeu_ps(vc + 2048 + q * 8, v2);
-                _mm256_storeu_ps(vc + 2304 + q * 8, v3);
-                _mm256_storeu_ps(vc + 2560 + q * 8, v4);
-                _mm256_storeu_ps(vc + 2816 + q * 8, v5);
+                _mm256_storeu_ps(vc + 1632 + q * 8, v0);
+                _mm256_storeu_ps(vc + 1904 + q * 8, v1);
+                _mm256_storeu_ps(vc + 2176 + q * 8, v2);
+                _mm256_storeu_ps(vc + 2448 + q * 8, v3);
+                _mm256_storeu_ps(vc + 2720 + q * 8, v4);
+                _mm256_storeu_ps(vc + 2992 + q * 8, v5);
               }
               {
                 /* row 2: B^T across it, into positions 12..17 */
@@ -1859,12 +1865,12 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t23, _mm256_set1_ps(5.0f), t25));
-                _mm256_storeu_ps(vc + 3072 + q * 8, v0);
-                _mm256_storeu_ps(vc + 3328 + q * 8, v1);
-                _mm256_storeu_ps(vc + 3584 + q * 8, v2);
-                _mm256_storeu_ps(vc + 3840 + q * 8, v3);
-                _mm256_storeu_ps(vc + 4096 + q * 8, v4);
-                _mm256_storeu_ps(vc + 4352 + q * 8, v5);
+                _mm256_storeu_ps(vc + 3264 + q * 8, v0);
+                _mm256_storeu_ps(vc + 3536 + q * 8, v1);
+                _mm256_storeu_ps(vc + 3808 + q * 8, v2);
+                _mm256_storeu_ps(vc + 4080 + q * 8, v3);
+                _mm256_storeu_ps(vc + 4352 + q * 8, v4);
+                _mm256_storeu_ps(vc + 4624 + q * 8, v5);
               }
               {
                 /* row 3: B^T across it, into positions 18..23 */
@@ -1877,12 +1883,12 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t33, _mm256_set1_ps(5.0f), t35));
-                _mm256_storeu_ps(vc + 4608 + q * 8, v0);
-                _mm256_storeu_ps(vc + 4864 + q * 8, v1);
-                _mm256_storeu_ps(vc + 5120 + q * 8, v2);
-                _mm256_storeu_ps(vc + 5376 + q * 8, v3);
-                _mm256_storeu_ps(vc + 5632 + q * 8, v4);
-                _mm256_storeu_ps(vc + 5888 + q * 8, v5);
+                _mm256_storeu_ps(vc + 4896 + q * 8, v0);
+                _mm256_storeu_ps(vc + 5168 + q * 8, v1);
+                _mm256_storeu_ps(vc + 5440 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5712 + q * 8, v3);
+                _mm256_storeu_ps(vc + 5984 + q * 8, v4);
+                _mm256_storeu_ps(vc + 6256 + q * 8, v5);
               }
               {
                 /* row 4: B^T across it, into positions 24..29 */
@@ -1895,12 +1901,12 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t43, _mm256_set1_ps(5.0f), t45));
-                _mm256_storeu_ps(vc + 6144 + q * 8, v0);
-                _mm256_storeu_ps(vc + 6400 + q * 8, v1);
-                _mm256_storeu_ps(vc + 6656 + q * 8, v2);
-                _mm256_storeu_ps(vc + 6912 + q * 8, v3);
-                _mm256_storeu_ps(vc + 7168 + q * 8, v4);
-                _mm256_storeu_ps(vc + 7424 + q * 8, v5);
+                _mm256_storeu_ps(vc + 6528 + q * 8, v0);
+                _mm256_storeu_ps(vc + 6800 + q * 8, v1);
+                _mm256_storeu_ps(vc + 7072 + q * 8, v2);
+                _mm256_storeu_ps(vc + 7344 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7616 + q * 8, v4);
+                _mm256_storeu_ps(vc + 7888 + q * 8, v5);
               }
               {
                 /* row 5: B^T across it, into positions 30..35 */
@@ -1913,12 +1919,12 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v5 = _mm256_fmadd_ps(t51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t53, _mm256_set1_ps(5.0f), t55));
-                _mm256_storeu_ps(vc + 7680 + q * 8, v0);
-                _mm256_storeu_ps(vc + 7936 + q * 8, v1);
-                _mm256_storeu_ps(vc + 8192 + q * 8, v2);
-                _mm256_storeu_ps(vc + 8448 + q * 8, v3);
-                _mm256_storeu_ps(vc + 8704 + q * 8, v4);
-                _mm256_storeu_ps(vc + 8960 + q * 8, v5);
+                _mm256_storeu_ps(vc + 8160 + q * 8, v0);
+                _mm256_storeu_ps(vc + 8432 + q * 8, v1);
+                _mm256_storeu_ps(vc + 8704 + q * 8, v2);
+                _mm256_storeu_ps(vc + 8976 + q * 8, v3);
+                _mm256_storeu_ps(vc + 9248 + q * 8, v4);
+                _mm256_storeu_ps(vc + 9520 + q * 8, v5);
               }
             }
           }
@@ -1928,9 +1934,9 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
         const int64_t o_hi = o_lo + 36 < g_hi ? o_lo + 36 : g_hi;
         for (int64_t pos = 0; pos < 36; ++pos) {
           const float* restrict Up = X1 + pos * 1024;
-          float* restrict Mp = Ms + pos * 288;
+          float* restrict Mp = Ms + pos * 304;
           for (int64_t jp = 0; jp < panels; ++jp) {
-            const float* restrict pb = V + (pos * 1 + jp) * 256;
+            const float* restrict pb = V + pos * 272 + jp * 256;
             const int64_t j0 = jp * 8;
             for (int64_t io = o_lo; io + 6 <= o_hi; io += 6) {const float* restrict ar = Up + io * 32;
               const int64_t i0 = io - o_lo;
@@ -2095,41 +2101,41 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
           for (int64_t jp = 0; jp < panels; ++jp) {for (int64_t q = 0; q < 1; ++q) {
               const float* restrict mq = Ms + (oc - o_lo) * 8 + jp * 8 + q * 8;
               const __m256 m00 = _mm256_loadu_ps(mq + 0);
-              const __m256 m01 = _mm256_loadu_ps(mq + 288);
-              const __m256 m02 = _mm256_loadu_ps(mq + 576);
-              const __m256 m03 = _mm256_loadu_ps(mq + 864);
-              const __m256 m04 = _mm256_loadu_ps(mq + 1152);
-              const __m256 m05 = _mm256_loadu_ps(mq + 1440);
-              const __m256 m10 = _mm256_loadu_ps(mq + 1728);
-              const __m256 m11 = _mm256_loadu_ps(mq + 2016);
-              const __m256 m12 = _mm256_loadu_ps(mq + 2304);
-              const __m256 m13 = _mm256_loadu_ps(mq + 2592);
-              const __m256 m14 = _mm256_loadu_ps(mq + 2880);
-              const __m256 m15 = _mm256_loadu_ps(mq + 3168);
-              const __m256 m20 = _mm256_loadu_ps(mq + 3456);
-              const __m256 m21 = _mm256_loadu_ps(mq + 3744);
-              const __m256 m22 = _mm256_loadu_ps(mq + 4032);
-              const __m256 m23 = _mm256_loadu_ps(mq + 4320);
-              const __m256 m24 = _mm256_loadu_ps(mq + 4608);
-              const __m256 m25 = _mm256_loadu_ps(mq + 4896);
-              const __m256 m30 = _mm256_loadu_ps(mq + 5184);
-              const __m256 m31 = _mm256_loadu_ps(mq + 5472);
-              const __m256 m32 = _mm256_loadu_ps(mq + 5760);
-              const __m256 m33 = _mm256_loadu_ps(mq + 6048);
-              const __m256 m34 = _mm256_loadu_ps(mq + 6336);
-              const __m256 m35 = _mm256_loadu_ps(mq + 6624);
-              const __m256 m40 = _mm256_loadu_ps(mq + 6912);
-              const __m256 m41 = _mm256_loadu_ps(mq + 7200);
-              const __m256 m42 = _mm256_loadu_ps(mq + 7488);
-              const __m256 m43 = _mm256_loadu_ps(mq + 7776);
-              const __m256 m44 = _mm256_loadu_ps(mq + 8064);
-              const __m256 m45 = _mm256_loadu_ps(mq + 8352);
-              const __m256 m50 = _mm256_loadu_ps(mq + 8640);
-              const __m256 m51 = _mm256_loadu_ps(mq + 8928);
-              const __m256 m52 = _mm256_loadu_ps(mq + 9216);
-              const __m256 m53 = _mm256_loadu_ps(mq + 9504);
-              const __m256 m54 = _mm256_loadu_ps(mq + 9792);
-              const __m256 m55 = _mm256_loadu_ps(mq + 10080);
+              const __m256 m01 = _mm256_loadu_ps(mq + 304);
+              const __m256 m02 = _mm256_loadu_ps(mq + 608);
+              const __m256 m03 = _mm256_loadu_ps(mq + 912);
+              const __m256 m04 = _mm256_loadu_ps(mq + 1216);
+              const __m256 m05 = _mm256_loadu_ps(mq + 1520);
+              const __m256 m10 = _mm256_loadu_ps(mq + 1824);
+              const __m256 m11 = _mm256_loadu_ps(mq + 2128);
+              const __m256 m12 = _mm256_loadu_ps(mq + 2432);
+              const __m256 m13 = _mm256_loadu_ps(mq + 2736);
+              const __m256 m14 = _mm256_loadu_ps(mq + 3040);
+              const __m256 m15 = _mm256_loadu_ps(mq + 3344);
+              const __m256 m20 = _mm256_loadu_ps(mq + 3648);
+              const __m256 m21 = _mm256_loadu_ps(mq + 3952);
+              const __m256 m22 = _mm256_loadu_ps(mq + 4256);
+              const __m256 m23 = _mm256_loadu_ps(mq + 4560);
+              const __m256 m24 = _mm256_loadu_ps(mq + 4864);
+              const __m256 m25 = _mm256_loadu_ps(mq + 5168);
+              const __m256 m30 = _mm256_loadu_ps(mq + 5472);
+              const __m256 m31 = _mm256_loadu_ps(mq + 5776);
+              const __m256 m32 = _mm256_loadu_ps(mq + 6080);
+              const __m256 m33 = _mm256_loadu_ps(mq + 6384);
+              const __m256 m34 = _mm256_loadu_ps(mq + 6688);
+              const __m256 m35 = _mm256_loadu_ps(mq + 6992);
+              const __m256 m40 = _mm256_loadu_ps(mq + 7296);
+              const __m256 m41 = _mm256_loadu_ps(mq + 7600);
+              const __m256 m42 = _mm256_loadu_ps(mq + 7904);
+              const __m256 m43 = _mm256_loadu_ps(mq + 8208);
+              const __m256 m44 = _mm256_loadu_ps(mq + 8512);
+              const __m256 m45 = _mm256_loadu_ps(mq + 8816);
+              const __m256 m50 = _mm256_loadu_ps(mq + 9120);
+              const __m256 m51 = _mm256_loadu_ps(mq + 9424);
+              const __m256 m52 = _mm256_loadu_ps(mq + 9728);
+              const __m256 m53 = _mm256_loadu_ps(mq + 10032);
+              const __m256 m54 = _mm256_loadu_ps(mq + 10336);
+              const __m256 m55 = _mm256_loadu_ps(mq + 10640);
               const __m256 s0a = _mm256_add_ps(m10, m20), s0b = _mm256_sub_ps(m10, m20);
               const __m256 s0c = _mm256_add_ps(m30, m40), s0d = _mm256_sub_ps(m30, m40);
               const __m256 a00 = _mm256_add_ps(_mm256_add_ps(m00, s0a), s0c);
@@ -2427,7 +2433,7 @@ int cnn_context_create(const cnn_model* model, cnn_context** out) {
   cnn_context* context = calloc(1, sizeof(cnn_context));
   if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   context->model = model;
-  context->arena = pyc_aligned_alloc(337920);
+  context->arena = pyc_aligned_alloc(347136);
   if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
   *out = context;
   return PYC_STATUS_OK;
@@ -2448,15 +2454,15 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
   int status = PYC_STATUS_OK;
   status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 305152));
+  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 314368));
   if (status != PYC_STATUS_OK) return status;
-  status = k2_conv((const float*)(arena + 305152), (const float*)(weights + 1792), (const float*)(weights + 75520), (float*)(arena + 239616), (float*)(arena + 0));
+  status = k2_conv((const float*)(arena + 314368), (const float*)(weights + 1792), (const float*)(weights + 75520), (float*)(arena + 248832), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k3_maxpool((const float*)(arena + 239616), (float*)(arena + 78336));
+  status = k3_maxpool((const float*)(arena + 248832), (float*)(arena + 82944));
   if (status != PYC_STATUS_OK) return status;
-  status = k4_conv((const float*)(arena + 78336), (const float*)(weights + 75776), (const float*)(weights + 75648), (const float*)(arena + 78336), (float*)(arena + 94720), (float*)(arena + 0));
+  status = k4_conv((const float*)(arena + 82944), (const float*)(weights + 75776), (const float*)(weights + 75648), (const float*)(arena + 82944), (float*)(arena + 99328), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k5_reducemean((const float*)(arena + 94720), (float*)(arena + 0));
+  status = k5_reducemean((const float*)(arena + 99328), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
   status = k6_matmul((const float*)(arena + 0), (const float*)(weights + 223296), (const float*)(weights + 223232), (float*)(arena + 256));
   if (status != PYC_STATUS_OK) return status;

@@ -36,6 +36,7 @@ BLOCK_ROWS = 64
 # scratch holders: at most this many tasks (each with its own scratch; a task takes every
 # MAX_TASKS-th unit of work), 2 x the cores of a small machine with room for imbalance
 MAX_TASKS = 8
+LINE_FLOATS = 16  # a 64-byte cache line of floats
 # the input transform's lane offsets are 32-bit
 MAX_INPUT_ELEMENTS = 2**31 - 1
 
@@ -97,10 +98,14 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
     g = gemm.plan(isa, "float", 4, v["OC"], tb, v["C"], 1, tuned)
     if narrow:
         g = gemm.one_vector_panels(g, isa)
-    per_task = wg.POINTS * (v["C"] * tb + ob * tb)
+    # a position's block of V and of M is a cache line longer than its size: the 36 positions
+    # of a tile are accessed together, and power-of-two strides would share one L1 set
+    v_stride, m_stride = v["C"] * tb + LINE_FLOATS, ob * tb + LINE_FLOATS
+    per_task = wg.POINTS * (v_stride + m_stride)
     return {"gemm": g, "TH": th, "TW": tw, "tiles": tiles, "TB": tb, "NCP": ncp,
             "blocks": blocks, "OB": ob, "groups": groups, "group_rows": group_rows,
-            "units": units, "tasks": tasks, "per_task": per_task}
+            "units": units, "tasks": tasks, "per_task": per_task, "v_stride": v_stride,
+            "m_stride": m_stride}
 
 
 def _tuned(node: Node) -> dict[str, object]:
