@@ -251,3 +251,14 @@ def test_the_weight_transform_is_winograds() -> None:
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(wg.untransform_weights(wg.transform_weights(g), g.shape), g,
                                rtol=1e-10, atol=1e-12)
+
+
+def test_two_builds_store_the_same_transformed_weights(tmp_path: Path,
+                                                       rng: np.random.Generator) -> None:
+    """The build-time transform is deterministic: the weights file and the C are the same bytes."""
+    path, _, _, _ = resnet_conv(rng, tmp_path, (32, 20, 20))
+    built = [pyc_cli.build(path, tmp_path / name, cpu=BUILDS["avx2"].cpu).artifact
+             for name in ("one", "two")]
+    for name in ("weights.bin", "src/model.c", "decisions.jsonl"):
+        assert (built[0] / name).read_bytes() == (built[1] / name).read_bytes(), name
+    assert "transformed" in json.loads((built[0] / "manifest.json").read_text())["weights"]
