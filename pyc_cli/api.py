@@ -186,7 +186,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           tune_options: TuneOptions | None = None,
           tune_progress: Progress | None = None, threads: int = 0,
           arch: str | None = None, precision: str | None = None,
-          cache: bool = False) -> BuildResult:
+          cache: bool = False, winograd: bool = True) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -216,7 +216,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     (0: every core where it runs; PYC_NUM_THREADS overrides it). `cache` copies the artifact
     from the build cache when an identical build is there, and keeps this one's otherwise
     (build_cache.py: the key covers the model, options, toolchain, tuning database and PyC;
-    `pyc build` caches unless --no-cache; `tune` and a `tuning` object bypass it)."""
+    `pyc build` caches unless --no-cache; `tune` and a `tuning` object bypass it). `winograd`
+    lets the CPU target run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where that is faster (a
+    few bits less accurate: docs/architecture.md)."""
     steps = steps or BuildSteps()
     model_path = Path(model_path)
     out = Path(out_dir) if out_dir is not None else model_path.with_suffix(".pyc")
@@ -236,7 +238,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     # the precision is the CUDA target's (a CPU fallback beside it computes in fp32; a CPU-only
     # build given another refuses it)
     backends = [get_target(name, cpu, tuple(features), arch,
-                           None if name == "cpu" and "cuda" in targets else precision)
+                           None if name == "cpu" and "cuda" in targets else precision, winograd)
                 for name in targets]
     # a -march the compiler rejects fails before compiling
     cpu_records = [backend.cpu_record() for backend in backends]
@@ -263,7 +265,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "mode": mode, "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
-                "threads": threads, "slim": slim, "name": prefix},
+                "threads": threads, "slim": slim, "name": prefix, "winograd": winograd},
                 backends, Path(tuning_db) if tuning_db is not None else None)
         hit = build_cache.lookup(key) if key else None
         if hit is not None:
@@ -288,6 +290,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                   f"{targets[0]} cannot run where the artifact is loaded)" for name in targets[1:]]
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
+                 "winograd": winograd,
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
@@ -376,7 +379,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     # weights the kernels read as packed panels, or in a 16-bit type, are stored so
     layout = layout_weights(graph, backend.constant_panels(graph),
-                            backend.constant_conversions(graph))
+                            backend.constant_conversions(graph), backend.constant_transforms(graph))
     check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
@@ -416,7 +419,9 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                     "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"],
                     "packed": layout.to_json()["packed"],
-                    **({"converted": layout.to_json()["converted"]} if layout.converted else {})},
+                    **({"converted": layout.to_json()["converted"]} if layout.converted else {}),
+                    **({"transformed": layout.to_json()["transformed"]}
+                       if layout.transformed else {})},
         "library": backend.library_name, "slim": False,
         **({"header": "src/model.h"} if cpu_record else {}),
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),

@@ -345,7 +345,8 @@ class Bench:
             raise PycError("E008", f"{variant.label()} does not apply to {task.node.name}")
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         layout = layout_weights(sub, self.target.constant_panels(sub),  # as the build lays them
-                                self.target.constant_conversions(sub))
+                                self.target.constant_conversions(sub),
+                                self.target.constant_transforms(sub))
         blob = weights_bytes(sub, layout)
         info = ModelInfo(__version__, io_infos(sub, sub.inputs),
                          io_infos(sub, sub.outputs, sub.public_outputs()), plan.arena_bytes,

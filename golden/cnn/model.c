@@ -1115,624 +1115,551 @@ static int k1_maxpool(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 2: Conv -> conv2d_implicit_gemm */
-static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
-  /* 2 tasks: 2 (image, group) x 1 blocks of 36 channels x 1 blocks of 16 panels of 16 grid pixels */
+/* step 2: Conv -> conv2d_winograd */
+static int k2_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y, float* restrict WS) {
+  /* 32 tiles of 4x4 (2 x 4 x 4) in 2 blocks of 16 x 1 groups of 36 output channels = 2 units, on 2 tasks */
   PYC_PARALLEL_FOR
   for (int64_t t = 0; t < 2; ++t) {
-    const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
-    const int64_t n = ng / 1, g = ng % 1;
-    (void)n;
-    const float* xg = X0 + (n * 16 + g * 16) * 256;
-    const float* restrict w = X1 + g * 4608;
-    float* restrict y = Y + (n * 32 + g * 32) * 256;
-    const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
-    const int64_t jp_lo = jb * 16, jp_hi = jp_lo + 16 < 16 ? jp_lo + 16 : 16;
-    (void)i_lo; (void)i_hi;
-    for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
-      const int64_t j0 = jp * 16;
-      const int64_t cols = 256 - j0 < 16 ? 256 - j0 : 16;
-      /* the panel's pixels in the input; a tap adds its offset per load (the address of a
-         masked-off lane is never read) */
-      const float* xb = xg + j0;
-        __m256i km[9][2];
+    /* [36][NCP][C][NR] and [36][OB][TB], each position a cache line further than its size:
+       the 36 positions of a tile are read and written together, and a power-of-two stride
+       would put them all in one L1 set */
+    float* restrict V = WS + t * 31104;
+    float* restrict Ms = V + 9792;
+    for (int64_t u = t; u < 2; u += 2) {
+      const int64_t tile0 = u / 1 * 16;
+      const int64_t g_lo = u % 1 * 36;
+      const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
+      /* the block's panels that hold tiles */
+      const int64_t panels = (32 - tile0 < 16 ? 32 - tile0 + 15 : 31) / 16;
+      for (int64_t jp = 0; jp < panels; ++jp) {
         {
-          int32_t lane_h[16], lane_w[16];
+          /* each lane's tile: its first input element (relative to its image's channel 0; may
+             be in the padding) and which of its 6 rows and columns lie inside the input */
+          int32_t off[16];
+          uint32_t rbits[6][2] = {{0}}, cbits[6][2] = {{0}};
           for (int64_t l = 0; l < 16; ++l) {
-            /* a lane past the panel's pixels gets a row no tap reaches */
-            lane_h[l] = l < cols ? (int32_t)((j0 + l) / 16) : INT32_MIN / 2;
-            lane_w[l] = (int32_t)((j0 + l) % 16);
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + -1;
-              const int32_t iw = lane_w[q * 8 + l] + -1;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            const int64_t tile = tile0 + jp * 16 + l;
+            off[l] = 0;
+            if (tile >= 32) continue;
+            const int64_t n = tile / 16, th = tile / 4 % 4, tw = tile % 4;
+            const int64_t ih0 = th * 4 - 1, iw0 = tw * 4 - 1;
+            off[l] = (int32_t)(n * 4096 + ih0 * 16 + iw0);
+            for (int64_t e = 0; e < 6; ++e) {
+              rbits[e][l / 8] |= (uint32_t)(ih0 + e >= 0 && ih0 + e < 16) << (l % 8);
+              cbits[e][l / 8] |= (uint32_t)(iw0 + e >= 0 && iw0 + e < 16) << (l % 8);
             }
-            km[0][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           }
+          __m256i vidx[2];
+          __m256 rm[6][2], cm[6][2];
           for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + -1;
-              const int32_t iw = lane_w[q * 8 + l] + 0;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+            vidx[q] = _mm256_loadu_si256((__m256i const*)(off + q * 8));
+            for (int64_t e = 0; e < 6; ++e) {
+              rm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(rbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
+              cm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(cbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
             }
-            km[1][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + -1;
-              const int32_t iw = lane_w[q * 8 + l] + 1;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
+          for (int64_t c = 0; c < 16; ++c) {
+            const float* xc = X0 + c * 256;
+            float* restrict vc = V + (jp * 16 + c) * 16;
+            for (int64_t q = 0; q < 2; ++q) {
+              /* column 0: its 6 elements, then B^T down the column */
+              const __m256 d00 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 0, vidx[q], _mm256_and_ps(rm[0][q], cm[0][q]), 4);
+              const __m256 d10 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 16, vidx[q], _mm256_and_ps(rm[1][q], cm[0][q]), 4);
+              const __m256 d20 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 32, vidx[q], _mm256_and_ps(rm[2][q], cm[0][q]), 4);
+              const __m256 d30 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 48, vidx[q], _mm256_and_ps(rm[3][q], cm[0][q]), 4);
+              const __m256 d40 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 64, vidx[q], _mm256_and_ps(rm[4][q], cm[0][q]), 4);
+              const __m256 d50 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 80, vidx[q], _mm256_and_ps(rm[5][q], cm[0][q]), 4);
+              const __m256 u0a = _mm256_add_ps(d10, d20), u0b = _mm256_add_ps(d30, d40);
+              const __m256 u0c = _mm256_sub_ps(d10, d20), u0d = _mm256_sub_ps(d40, d30);
+              const __m256 u0e = _mm256_sub_ps(d30, d10), u0f = _mm256_sub_ps(d40, d20);
+              const __m256 t00 = _mm256_fmadd_ps(d00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d20, _mm256_set1_ps(5.0f), d40));
+              const __m256 t10 = _mm256_fnmadd_ps(u0a, _mm256_set1_ps(4.0f), u0b);
+              const __m256 t20 = _mm256_fmadd_ps(u0c, _mm256_set1_ps(4.0f), u0d);
+              const __m256 t30 = _mm256_fmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 t40 = _mm256_fnmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 t50 = _mm256_fmadd_ps(d10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d30, _mm256_set1_ps(5.0f), d50));
+              /* column 1: its 6 elements, then B^T down the column */
+              const __m256 d01 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 1, vidx[q], _mm256_and_ps(rm[0][q], cm[1][q]), 4);
+              const __m256 d11 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 17, vidx[q], _mm256_and_ps(rm[1][q], cm[1][q]), 4);
+              const __m256 d21 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 33, vidx[q], _mm256_and_ps(rm[2][q], cm[1][q]), 4);
+              const __m256 d31 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 49, vidx[q], _mm256_and_ps(rm[3][q], cm[1][q]), 4);
+              const __m256 d41 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 65, vidx[q], _mm256_and_ps(rm[4][q], cm[1][q]), 4);
+              const __m256 d51 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 81, vidx[q], _mm256_and_ps(rm[5][q], cm[1][q]), 4);
+              const __m256 u1a = _mm256_add_ps(d11, d21), u1b = _mm256_add_ps(d31, d41);
+              const __m256 u1c = _mm256_sub_ps(d11, d21), u1d = _mm256_sub_ps(d41, d31);
+              const __m256 u1e = _mm256_sub_ps(d31, d11), u1f = _mm256_sub_ps(d41, d21);
+              const __m256 t01 = _mm256_fmadd_ps(d01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d21, _mm256_set1_ps(5.0f), d41));
+              const __m256 t11 = _mm256_fnmadd_ps(u1a, _mm256_set1_ps(4.0f), u1b);
+              const __m256 t21 = _mm256_fmadd_ps(u1c, _mm256_set1_ps(4.0f), u1d);
+              const __m256 t31 = _mm256_fmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 t41 = _mm256_fnmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 t51 = _mm256_fmadd_ps(d11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d31, _mm256_set1_ps(5.0f), d51));
+              /* column 2: its 6 elements, then B^T down the column */
+              const __m256 d02 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 2, vidx[q], _mm256_and_ps(rm[0][q], cm[2][q]), 4);
+              const __m256 d12 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 18, vidx[q], _mm256_and_ps(rm[1][q], cm[2][q]), 4);
+              const __m256 d22 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 34, vidx[q], _mm256_and_ps(rm[2][q], cm[2][q]), 4);
+              const __m256 d32 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 50, vidx[q], _mm256_and_ps(rm[3][q], cm[2][q]), 4);
+              const __m256 d42 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 66, vidx[q], _mm256_and_ps(rm[4][q], cm[2][q]), 4);
+              const __m256 d52 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 82, vidx[q], _mm256_and_ps(rm[5][q], cm[2][q]), 4);
+              const __m256 u2a = _mm256_add_ps(d12, d22), u2b = _mm256_add_ps(d32, d42);
+              const __m256 u2c = _mm256_sub_ps(d12, d22), u2d = _mm256_sub_ps(d42, d32);
+              const __m256 u2e = _mm256_sub_ps(d32, d12), u2f = _mm256_sub_ps(d42, d22);
+              const __m256 t02 = _mm256_fmadd_ps(d02, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d22, _mm256_set1_ps(5.0f), d42));
+              const __m256 t12 = _mm256_fnmadd_ps(u2a, _mm256_set1_ps(4.0f), u2b);
+              const __m256 t22 = _mm256_fmadd_ps(u2c, _mm256_set1_ps(4.0f), u2d);
+              const __m256 t32 = _mm256_fmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 t42 = _mm256_fnmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 t52 = _mm256_fmadd_ps(d12, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d32, _mm256_set1_ps(5.0f), d52));
+              /* column 3: its 6 elements, then B^T down the column */
+              const __m256 d03 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 3, vidx[q], _mm256_and_ps(rm[0][q], cm[3][q]), 4);
+              const __m256 d13 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 19, vidx[q], _mm256_and_ps(rm[1][q], cm[3][q]), 4);
+              const __m256 d23 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 35, vidx[q], _mm256_and_ps(rm[2][q], cm[3][q]), 4);
+              const __m256 d33 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 51, vidx[q], _mm256_and_ps(rm[3][q], cm[3][q]), 4);
+              const __m256 d43 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 67, vidx[q], _mm256_and_ps(rm[4][q], cm[3][q]), 4);
+              const __m256 d53 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 83, vidx[q], _mm256_and_ps(rm[5][q], cm[3][q]), 4);
+              const __m256 u3a = _mm256_add_ps(d13, d23), u3b = _mm256_add_ps(d33, d43);
+              const __m256 u3c = _mm256_sub_ps(d13, d23), u3d = _mm256_sub_ps(d43, d33);
+              const __m256 u3e = _mm256_sub_ps(d33, d13), u3f = _mm256_sub_ps(d43, d23);
+              const __m256 t03 = _mm256_fmadd_ps(d03, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d23, _mm256_set1_ps(5.0f), d43));
+              const __m256 t13 = _mm256_fnmadd_ps(u3a, _mm256_set1_ps(4.0f), u3b);
+              const __m256 t23 = _mm256_fmadd_ps(u3c, _mm256_set1_ps(4.0f), u3d);
+              const __m256 t33 = _mm256_fmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 t43 = _mm256_fnmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 t53 = _mm256_fmadd_ps(d13, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d33, _mm256_set1_ps(5.0f), d53));
+              /* column 4: its 6 elements, then B^T down the column */
+              const __m256 d04 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 4, vidx[q], _mm256_and_ps(rm[0][q], cm[4][q]), 4);
+              const __m256 d14 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 20, vidx[q], _mm256_and_ps(rm[1][q], cm[4][q]), 4);
+              const __m256 d24 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 36, vidx[q], _mm256_and_ps(rm[2][q], cm[4][q]), 4);
+              const __m256 d34 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 52, vidx[q], _mm256_and_ps(rm[3][q], cm[4][q]), 4);
+              const __m256 d44 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 68, vidx[q], _mm256_and_ps(rm[4][q], cm[4][q]), 4);
+              const __m256 d54 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 84, vidx[q], _mm256_and_ps(rm[5][q], cm[4][q]), 4);
+              const __m256 u4a = _mm256_add_ps(d14, d24), u4b = _mm256_add_ps(d34, d44);
+              const __m256 u4c = _mm256_sub_ps(d14, d24), u4d = _mm256_sub_ps(d44, d34);
+              const __m256 u4e = _mm256_sub_ps(d34, d14), u4f = _mm256_sub_ps(d44, d24);
+              const __m256 t04 = _mm256_fmadd_ps(d04, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d24, _mm256_set1_ps(5.0f), d44));
+              const __m256 t14 = _mm256_fnmadd_ps(u4a, _mm256_set1_ps(4.0f), u4b);
+              const __m256 t24 = _mm256_fmadd_ps(u4c, _mm256_set1_ps(4.0f), u4d);
+              const __m256 t34 = _mm256_fmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 t44 = _mm256_fnmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 t54 = _mm256_fmadd_ps(d14, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d34, _mm256_set1_ps(5.0f), d54));
+              /* column 5: its 6 elements, then B^T down the column */
+              const __m256 d05 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 5, vidx[q], _mm256_and_ps(rm[0][q], cm[5][q]), 4);
+              const __m256 d15 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 21, vidx[q], _mm256_and_ps(rm[1][q], cm[5][q]), 4);
+              const __m256 d25 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 37, vidx[q], _mm256_and_ps(rm[2][q], cm[5][q]), 4);
+              const __m256 d35 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 53, vidx[q], _mm256_and_ps(rm[3][q], cm[5][q]), 4);
+              const __m256 d45 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 69, vidx[q], _mm256_and_ps(rm[4][q], cm[5][q]), 4);
+              const __m256 d55 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 85, vidx[q], _mm256_and_ps(rm[5][q], cm[5][q]), 4);
+              const __m256 u5a = _mm256_add_ps(d15, d25), u5b = _mm256_add_ps(d35, d45);
+              const __m256 u5c = _mm256_sub_ps(d15, d25), u5d = _mm256_sub_ps(d45, d35);
+              const __m256 u5e = _mm256_sub_ps(d35, d15), u5f = _mm256_sub_ps(d45, d25);
+              const __m256 t05 = _mm256_fmadd_ps(d05, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d25, _mm256_set1_ps(5.0f), d45));
+              const __m256 t15 = _mm256_fnmadd_ps(u5a, _mm256_set1_ps(4.0f), u5b);
+              const __m256 t25 = _mm256_fmadd_ps(u5c, _mm256_set1_ps(4.0f), u5d);
+              const __m256 t35 = _mm256_fmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 t45 = _mm256_fnmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 t55 = _mm256_fmadd_ps(d15, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d35, _mm256_set1_ps(5.0f), d55));
+              {
+                /* row 0: B^T across it, into positions 0..5 */
+                const __m256 wa = _mm256_add_ps(t01, t02), wb = _mm256_add_ps(t03, t04);
+                const __m256 wc = _mm256_sub_ps(t01, t02), wd = _mm256_sub_ps(t04, t03);
+                const __m256 we = _mm256_sub_ps(t03, t01), wf = _mm256_sub_ps(t04, t02);
+                const __m256 v0 = _mm256_fmadd_ps(t00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t02, _mm256_set1_ps(5.0f), t04));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t03, _mm256_set1_ps(5.0f), t05));
+                _mm256_storeu_ps(vc + 0 + q * 8, v0);
+                _mm256_storeu_ps(vc + 272 + q * 8, v1);
+                _mm256_storeu_ps(vc + 544 + q * 8, v2);
+                _mm256_storeu_ps(vc + 816 + q * 8, v3);
+                _mm256_storeu_ps(vc + 1088 + q * 8, v4);
+                _mm256_storeu_ps(vc + 1360 + q * 8, v5);
+              }
+              {
+                /* row 1: B^T across it, into positions 6..11 */
+                const __m256 wa = _mm256_add_ps(t11, t12), wb = _mm256_add_ps(t13, t14);
+                const __m256 wc = _mm256_sub_ps(t11, t12), wd = _mm256_sub_ps(t14, t13);
+                const __m256 we = _mm256_sub_ps(t13, t11), wf = _mm256_sub_ps(t14, t12);
+                const __m256 v0 = _mm256_fmadd_ps(t10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t12, _mm256_set1_ps(5.0f), t14));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t13, _mm256_set1_ps(5.0f), t15));
+                _mm256_storeu_ps(vc + 1632 + q * 8, v0);
+                _mm256_storeu_ps(vc + 1904 + q * 8, v1);
+                _mm256_storeu_ps(vc + 2176 + q * 8, v2);
+                _mm256_storeu_ps(vc + 2448 + q * 8, v3);
+                _mm256_storeu_ps(vc + 2720 + q * 8, v4);
+                _mm256_storeu_ps(vc + 2992 + q * 8, v5);
+              }
+              {
+                /* row 2: B^T across it, into positions 12..17 */
+                const __m256 wa = _mm256_add_ps(t21, t22), wb = _mm256_add_ps(t23, t24);
+                const __m256 wc = _mm256_sub_ps(t21, t22), wd = _mm256_sub_ps(t24, t23);
+                const __m256 we = _mm256_sub_ps(t23, t21), wf = _mm256_sub_ps(t24, t22);
+                const __m256 v0 = _mm256_fmadd_ps(t20, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t22, _mm256_set1_ps(5.0f), t24));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t23, _mm256_set1_ps(5.0f), t25));
+                _mm256_storeu_ps(vc + 3264 + q * 8, v0);
+                _mm256_storeu_ps(vc + 3536 + q * 8, v1);
+                _mm256_storeu_ps(vc + 3808 + q * 8, v2);
+                _mm256_storeu_ps(vc + 4080 + q * 8, v3);
+                _mm256_storeu_ps(vc + 4352 + q * 8, v4);
+                _mm256_storeu_ps(vc + 4624 + q * 8, v5);
+              }
+              {
+                /* row 3: B^T across it, into positions 18..23 */
+                const __m256 wa = _mm256_add_ps(t31, t32), wb = _mm256_add_ps(t33, t34);
+                const __m256 wc = _mm256_sub_ps(t31, t32), wd = _mm256_sub_ps(t34, t33);
+                const __m256 we = _mm256_sub_ps(t33, t31), wf = _mm256_sub_ps(t34, t32);
+                const __m256 v0 = _mm256_fmadd_ps(t30, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t32, _mm256_set1_ps(5.0f), t34));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t33, _mm256_set1_ps(5.0f), t35));
+                _mm256_storeu_ps(vc + 4896 + q * 8, v0);
+                _mm256_storeu_ps(vc + 5168 + q * 8, v1);
+                _mm256_storeu_ps(vc + 5440 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5712 + q * 8, v3);
+                _mm256_storeu_ps(vc + 5984 + q * 8, v4);
+                _mm256_storeu_ps(vc + 6256 + q * 8, v5);
+              }
+              {
+                /* row 4: B^T across it, into positions 24..29 */
+                const __m256 wa = _mm256_add_ps(t41, t42), wb = _mm256_add_ps(t43, t44);
+                const __m256 wc = _mm256_sub_ps(t41, t42), wd = _mm256_sub_ps(t44, t43);
+                const __m256 we = _mm256_sub_ps(t43, t41), wf = _mm256_sub_ps(t44, t42);
+                const __m256 v0 = _mm256_fmadd_ps(t40, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t42, _mm256_set1_ps(5.0f), t44));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t43, _mm256_set1_ps(5.0f), t45));
+                _mm256_storeu_ps(vc + 6528 + q * 8, v0);
+                _mm256_storeu_ps(vc + 6800 + q * 8, v1);
+                _mm256_storeu_ps(vc + 7072 + q * 8, v2);
+                _mm256_storeu_ps(vc + 7344 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7616 + q * 8, v4);
+                _mm256_storeu_ps(vc + 7888 + q * 8, v5);
+              }
+              {
+                /* row 5: B^T across it, into positions 30..35 */
+                const __m256 wa = _mm256_add_ps(t51, t52), wb = _mm256_add_ps(t53, t54);
+                const __m256 wc = _mm256_sub_ps(t51, t52), wd = _mm256_sub_ps(t54, t53);
+                const __m256 we = _mm256_sub_ps(t53, t51), wf = _mm256_sub_ps(t54, t52);
+                const __m256 v0 = _mm256_fmadd_ps(t50, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t52, _mm256_set1_ps(5.0f), t54));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t53, _mm256_set1_ps(5.0f), t55));
+                _mm256_storeu_ps(vc + 8160 + q * 8, v0);
+                _mm256_storeu_ps(vc + 8432 + q * 8, v1);
+                _mm256_storeu_ps(vc + 8704 + q * 8, v2);
+                _mm256_storeu_ps(vc + 8976 + q * 8, v3);
+                _mm256_storeu_ps(vc + 9248 + q * 8, v4);
+                _mm256_storeu_ps(vc + 9520 + q * 8, v5);
+              }
             }
-            km[2][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 0;
-              const int32_t iw = lane_w[q * 8 + l] + -1;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
-            }
-            km[3][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 0;
-              const int32_t iw = lane_w[q * 8 + l] + 0;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
-            }
-            km[4][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 0;
-              const int32_t iw = lane_w[q * 8 + l] + 1;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
-            }
-            km[5][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 1;
-              const int32_t iw = lane_w[q * 8 + l] + -1;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
-            }
-            km[6][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 1;
-              const int32_t iw = lane_w[q * 8 + l] + 0;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
-            }
-            km[7][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 1;
-              const int32_t iw = lane_w[q * 8 + l] + 1;
-              bits |= (uint32_t)(ih >= 0 && ih < 16 && iw >= 0 && iw < 16) << l;
-            }
-            km[8][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           }
         }
-      for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
-          const float* restrict ar = w + i0 * 144;
-          __m256 c0_0_0, c0_0_1;
-          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
-          __m256 c0_1_0, c0_1_1;
-          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
-          __m256 c0_2_0, c0_2_1;
-          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
-          __m256 c0_3_0, c0_3_1;
-          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
-          __m256 c0_4_0, c0_4_1;
-          c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
-          __m256 c0_5_0, c0_5_1;
-          c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
-          for (int64_t c = 0; c < 16; ++c) {
-            const float* xc = xb + c * 256;
-            const float* restrict ac = ar + c * 9;
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -17, km[0][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -9, km[0][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[0]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[144]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[288]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[432]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[576]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[720]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -16, km[1][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -8, km[1][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[1]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[145]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[289]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[433]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[577]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[721]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -15, km[2][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -7, km[2][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[2]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[146]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[290]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[434]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[578]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[722]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[3]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[147]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[291]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[435]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[579]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[723]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[4]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[148]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[292]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[436]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[580]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[724]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[5]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[149]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[293]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[437]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[581]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[725]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 15, km[6][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 23, km[6][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[6]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[150]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[294]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[438]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[582]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[726]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 16, km[7][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 24, km[7][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[7]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[151]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[295]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[439]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[583]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[727]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 17, km[8][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 25, km[8][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[8]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[152]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[296]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[440]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[584]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[728]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-          }
-          float tile[6][16];
-          _mm256_storeu_ps(&tile[0][0], c0_0_0);
-          _mm256_storeu_ps(&tile[0][8], c0_0_1);
-          _mm256_storeu_ps(&tile[1][0], c0_1_0);
-          _mm256_storeu_ps(&tile[1][8], c0_1_1);
-          _mm256_storeu_ps(&tile[2][0], c0_2_0);
-          _mm256_storeu_ps(&tile[2][8], c0_2_1);
-          _mm256_storeu_ps(&tile[3][0], c0_3_0);
-          _mm256_storeu_ps(&tile[3][8], c0_3_1);
-          _mm256_storeu_ps(&tile[4][0], c0_4_0);
-          _mm256_storeu_ps(&tile[4][8], c0_4_1);
-          _mm256_storeu_ps(&tile[5][0], c0_5_0);
-          _mm256_storeu_ps(&tile[5][8], c0_5_1);
-          for (int64_t r = 0; r < 6; ++r) {
-            for (int64_t c = 0; c < 16; ++c) {
-              const int64_t row = i0 + r, col = j0 + c;
-              const float value = tile[r][c];
-              {
-                  const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
-                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
-                  (void)oc; (void)oh; (void)ow; (void)pix;
-                  const float acc = value + X2[oc];
-            const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
-                }
-            }
-          }
       }
-      if (i_hi == 32) {
-        const int64_t i0 = 30;
-          const float* restrict ar = w + i0 * 144;
-          __m256 c0_0_0, c0_0_1;
-          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
-          __m256 c0_1_0, c0_1_1;
-          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
-          for (int64_t c = 0; c < 16; ++c) {
-            const float* xc = xb + c * 256;
-            const float* restrict ac = ar + c * 9;
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -17, km[0][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -9, km[0][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[0]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[144]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -16, km[1][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -8, km[1][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[1]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[145]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -15, km[2][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -7, km[2][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[2]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[146]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[3]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[147]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[4]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[148]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[5]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[149]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 15, km[6][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 23, km[6][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[6]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[150]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 16, km[7][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 24, km[7][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[7]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[151]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 17, km[8][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 25, km[8][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[8]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[152]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-          }
-          float tile[2][16];
-          _mm256_storeu_ps(&tile[0][0], c0_0_0);
-          _mm256_storeu_ps(&tile[0][8], c0_0_1);
-          _mm256_storeu_ps(&tile[1][0], c0_1_0);
-          _mm256_storeu_ps(&tile[1][8], c0_1_1);
-          for (int64_t r = 0; r < 2; ++r) {
-            for (int64_t c = 0; c < 16; ++c) {
-              const int64_t row = i0 + r, col = j0 + c;
-              const float value = tile[r][c];
-              {
-                  const int64_t oc = g * 32 + row, oh = col / 16, ow = col % 16;
-                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
-                  (void)oc; (void)oh; (void)ow; (void)pix;
-                  const float acc = value + X2[oc];
-            const float t0 = (acc < 0 ? 0 : acc);
-                  y[row * 256 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
+      for (int64_t o_lo = g_lo; o_lo < g_hi; o_lo += 36) {
+        const int64_t o_hi = o_lo + 36 < g_hi ? o_lo + 36 : g_hi;
+        for (int64_t pos = 0; pos < 36; ++pos) {
+          const float* restrict Up = X1 + pos * 512;
+          float* restrict Mp = Ms + pos * 592;
+          for (int64_t jp = 0; jp < panels; ++jp) {
+            const float* restrict pb = V + pos * 272 + jp * 256;
+            const int64_t j0 = jp * 16;
+            for (int64_t io = o_lo; io + 6 <= o_hi; io += 6) {const float* restrict ar = Up + io * 16;
+              const int64_t i0 = io - o_lo;
+              __m256 c0_0_0, c0_0_1;
+              c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+              __m256 c0_1_0, c0_1_1;
+              c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+              __m256 c0_2_0, c0_2_1;
+              c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
+              __m256 c0_3_0, c0_3_1;
+              c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
+              __m256 c0_4_0, c0_4_1;
+              c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
+              __m256 c0_5_0, c0_5_1;
+              c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
+              for (int64_t kk = 0; kk < 16; kk += 1) {
+                const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+                const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 16 + kk + 0]);
+                  c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+                  c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
                 }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 16 + kk + 0]);
+                  c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+                  c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[2 * 16 + kk + 0]);
+                  c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+                  c0_2_1 = _mm256_fmadd_ps(av, b0_1, c0_2_1);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[3 * 16 + kk + 0]);
+                  c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+                  c0_3_1 = _mm256_fmadd_ps(av, b0_1, c0_3_1);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[4 * 16 + kk + 0]);
+                  c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
+                  c0_4_1 = _mm256_fmadd_ps(av, b0_1, c0_4_1);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[5 * 16 + kk + 0]);
+                  c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
+                  c0_5_1 = _mm256_fmadd_ps(av, b0_1, c0_5_1);
+                }
+              }
+                _mm256_storeu_ps(Mp + (i0 + 0) * 16 + j0 + 0, c0_0_0);
+                _mm256_storeu_ps(Mp + (i0 + 0) * 16 + j0 + 8, c0_0_1);
+                _mm256_storeu_ps(Mp + (i0 + 1) * 16 + j0 + 0, c0_1_0);
+                _mm256_storeu_ps(Mp + (i0 + 1) * 16 + j0 + 8, c0_1_1);
+                _mm256_storeu_ps(Mp + (i0 + 2) * 16 + j0 + 0, c0_2_0);
+                _mm256_storeu_ps(Mp + (i0 + 2) * 16 + j0 + 8, c0_2_1);
+                _mm256_storeu_ps(Mp + (i0 + 3) * 16 + j0 + 0, c0_3_0);
+                _mm256_storeu_ps(Mp + (i0 + 3) * 16 + j0 + 8, c0_3_1);
+                _mm256_storeu_ps(Mp + (i0 + 4) * 16 + j0 + 0, c0_4_0);
+                _mm256_storeu_ps(Mp + (i0 + 4) * 16 + j0 + 8, c0_4_1);
+                _mm256_storeu_ps(Mp + (i0 + 5) * 16 + j0 + 0, c0_5_0);
+                _mm256_storeu_ps(Mp + (i0 + 5) * 16 + j0 + 8, c0_5_1);
+            }
+            if (o_hi == 32) {
+              const int64_t io = 30;const float* restrict ar = Up + io * 16;
+              const int64_t i0 = io - o_lo;
+              __m256 c0_0_0, c0_0_1;
+              c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
+              __m256 c0_1_0, c0_1_1;
+              c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
+              __m256 c1_0_0, c1_0_1;
+              c1_0_0 = _mm256_setzero_ps(); c1_0_1 = _mm256_setzero_ps(); 
+              __m256 c1_1_0, c1_1_1;
+              c1_1_0 = _mm256_setzero_ps(); c1_1_1 = _mm256_setzero_ps(); 
+              __m256 c2_0_0, c2_0_1;
+              c2_0_0 = _mm256_setzero_ps(); c2_0_1 = _mm256_setzero_ps(); 
+              __m256 c2_1_0, c2_1_1;
+              c2_1_0 = _mm256_setzero_ps(); c2_1_1 = _mm256_setzero_ps(); 
+              for (int64_t kk = 0; kk < 15; kk += 3) {
+                const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 0);
+                const __m256 b0_1 = _mm256_loadu_ps(pb + (kk + 0) * 16 + 8);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 16 + kk + 0]);
+                  c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+                  c0_0_1 = _mm256_fmadd_ps(av, b0_1, c0_0_1);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 16 + kk + 0]);
+                  c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+                  c0_1_1 = _mm256_fmadd_ps(av, b0_1, c0_1_1);
+                }
+                const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 0);
+                const __m256 b1_1 = _mm256_loadu_ps(pb + (kk + 1) * 16 + 8);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 16 + kk + 1]);
+                  c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
+                  c1_0_1 = _mm256_fmadd_ps(av, b1_1, c1_0_1);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 16 + kk + 1]);
+                  c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
+                  c1_1_1 = _mm256_fmadd_ps(av, b1_1, c1_1_1);
+                }
+                const __m256 b2_0 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 0);
+                const __m256 b2_1 = _mm256_loadu_ps(pb + (kk + 2) * 16 + 8);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 16 + kk + 2]);
+                  c2_0_0 = _mm256_fmadd_ps(av, b2_0, c2_0_0);
+                  c2_0_1 = _mm256_fmadd_ps(av, b2_1, c2_0_1);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 16 + kk + 2]);
+                  c2_1_0 = _mm256_fmadd_ps(av, b2_0, c2_1_0);
+                  c2_1_1 = _mm256_fmadd_ps(av, b2_1, c2_1_1);
+                }
+              }
+              {
+                const __m256 bt = _mm256_loadu_ps(pb + 240);
+                c0_0_0 = _mm256_fmadd_ps(_mm256_set1_ps(ar[0 * 16 + 15]), bt, c0_0_0);
+                c0_1_0 = _mm256_fmadd_ps(_mm256_set1_ps(ar[1 * 16 + 15]), bt, c0_1_0);
+              }
+              {
+                const __m256 bt = _mm256_loadu_ps(pb + 248);
+                c0_0_1 = _mm256_fmadd_ps(_mm256_set1_ps(ar[0 * 16 + 15]), bt, c0_0_1);
+                c0_1_1 = _mm256_fmadd_ps(_mm256_set1_ps(ar[1 * 16 + 15]), bt, c0_1_1);
+              }
+              c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
+              c0_0_1 = _mm256_add_ps(c0_0_1, c1_0_1);
+              c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
+              c0_1_1 = _mm256_add_ps(c0_1_1, c1_1_1);
+              c0_0_0 = _mm256_add_ps(c0_0_0, c2_0_0);
+              c0_0_1 = _mm256_add_ps(c0_0_1, c2_0_1);
+              c0_1_0 = _mm256_add_ps(c0_1_0, c2_1_0);
+              c0_1_1 = _mm256_add_ps(c0_1_1, c2_1_1);
+                _mm256_storeu_ps(Mp + (i0 + 0) * 16 + j0 + 0, c0_0_0);
+                _mm256_storeu_ps(Mp + (i0 + 0) * 16 + j0 + 8, c0_0_1);
+                _mm256_storeu_ps(Mp + (i0 + 1) * 16 + j0 + 0, c0_1_0);
+                _mm256_storeu_ps(Mp + (i0 + 1) * 16 + j0 + 8, c0_1_1);
             }
           }
+        }
+        for (int64_t oc = o_lo; oc < o_hi; ++oc) {
+          for (int64_t jp = 0; jp < panels; ++jp) {for (int64_t q = 0; q < 2; ++q) {
+              const float* restrict mq = Ms + (oc - o_lo) * 16 + jp * 16 + q * 8;
+              const __m256 m00 = _mm256_loadu_ps(mq + 0);
+              const __m256 m01 = _mm256_loadu_ps(mq + 592);
+              const __m256 m02 = _mm256_loadu_ps(mq + 1184);
+              const __m256 m03 = _mm256_loadu_ps(mq + 1776);
+              const __m256 m04 = _mm256_loadu_ps(mq + 2368);
+              const __m256 m05 = _mm256_loadu_ps(mq + 2960);
+              const __m256 m10 = _mm256_loadu_ps(mq + 3552);
+              const __m256 m11 = _mm256_loadu_ps(mq + 4144);
+              const __m256 m12 = _mm256_loadu_ps(mq + 4736);
+              const __m256 m13 = _mm256_loadu_ps(mq + 5328);
+              const __m256 m14 = _mm256_loadu_ps(mq + 5920);
+              const __m256 m15 = _mm256_loadu_ps(mq + 6512);
+              const __m256 m20 = _mm256_loadu_ps(mq + 7104);
+              const __m256 m21 = _mm256_loadu_ps(mq + 7696);
+              const __m256 m22 = _mm256_loadu_ps(mq + 8288);
+              const __m256 m23 = _mm256_loadu_ps(mq + 8880);
+              const __m256 m24 = _mm256_loadu_ps(mq + 9472);
+              const __m256 m25 = _mm256_loadu_ps(mq + 10064);
+              const __m256 m30 = _mm256_loadu_ps(mq + 10656);
+              const __m256 m31 = _mm256_loadu_ps(mq + 11248);
+              const __m256 m32 = _mm256_loadu_ps(mq + 11840);
+              const __m256 m33 = _mm256_loadu_ps(mq + 12432);
+              const __m256 m34 = _mm256_loadu_ps(mq + 13024);
+              const __m256 m35 = _mm256_loadu_ps(mq + 13616);
+              const __m256 m40 = _mm256_loadu_ps(mq + 14208);
+              const __m256 m41 = _mm256_loadu_ps(mq + 14800);
+              const __m256 m42 = _mm256_loadu_ps(mq + 15392);
+              const __m256 m43 = _mm256_loadu_ps(mq + 15984);
+              const __m256 m44 = _mm256_loadu_ps(mq + 16576);
+              const __m256 m45 = _mm256_loadu_ps(mq + 17168);
+              const __m256 m50 = _mm256_loadu_ps(mq + 17760);
+              const __m256 m51 = _mm256_loadu_ps(mq + 18352);
+              const __m256 m52 = _mm256_loadu_ps(mq + 18944);
+              const __m256 m53 = _mm256_loadu_ps(mq + 19536);
+              const __m256 m54 = _mm256_loadu_ps(mq + 20128);
+              const __m256 m55 = _mm256_loadu_ps(mq + 20720);
+              const __m256 s0a = _mm256_add_ps(m10, m20), s0b = _mm256_sub_ps(m10, m20);
+              const __m256 s0c = _mm256_add_ps(m30, m40), s0d = _mm256_sub_ps(m30, m40);
+              const __m256 a00 = _mm256_add_ps(_mm256_add_ps(m00, s0a), s0c);
+              const __m256 a10 = _mm256_fmadd_ps(s0d, _mm256_set1_ps(2.0f), s0b);
+              const __m256 a20 = _mm256_fmadd_ps(s0c, _mm256_set1_ps(4.0f), s0a);
+              const __m256 a30 = _mm256_fmadd_ps(s0d, _mm256_set1_ps(8.0f), _mm256_add_ps(s0b, m50));
+              const __m256 s1a = _mm256_add_ps(m11, m21), s1b = _mm256_sub_ps(m11, m21);
+              const __m256 s1c = _mm256_add_ps(m31, m41), s1d = _mm256_sub_ps(m31, m41);
+              const __m256 a01 = _mm256_add_ps(_mm256_add_ps(m01, s1a), s1c);
+              const __m256 a11 = _mm256_fmadd_ps(s1d, _mm256_set1_ps(2.0f), s1b);
+              const __m256 a21 = _mm256_fmadd_ps(s1c, _mm256_set1_ps(4.0f), s1a);
+              const __m256 a31 = _mm256_fmadd_ps(s1d, _mm256_set1_ps(8.0f), _mm256_add_ps(s1b, m51));
+              const __m256 s2a = _mm256_add_ps(m12, m22), s2b = _mm256_sub_ps(m12, m22);
+              const __m256 s2c = _mm256_add_ps(m32, m42), s2d = _mm256_sub_ps(m32, m42);
+              const __m256 a02 = _mm256_add_ps(_mm256_add_ps(m02, s2a), s2c);
+              const __m256 a12 = _mm256_fmadd_ps(s2d, _mm256_set1_ps(2.0f), s2b);
+              const __m256 a22 = _mm256_fmadd_ps(s2c, _mm256_set1_ps(4.0f), s2a);
+              const __m256 a32 = _mm256_fmadd_ps(s2d, _mm256_set1_ps(8.0f), _mm256_add_ps(s2b, m52));
+              const __m256 s3a = _mm256_add_ps(m13, m23), s3b = _mm256_sub_ps(m13, m23);
+              const __m256 s3c = _mm256_add_ps(m33, m43), s3d = _mm256_sub_ps(m33, m43);
+              const __m256 a03 = _mm256_add_ps(_mm256_add_ps(m03, s3a), s3c);
+              const __m256 a13 = _mm256_fmadd_ps(s3d, _mm256_set1_ps(2.0f), s3b);
+              const __m256 a23 = _mm256_fmadd_ps(s3c, _mm256_set1_ps(4.0f), s3a);
+              const __m256 a33 = _mm256_fmadd_ps(s3d, _mm256_set1_ps(8.0f), _mm256_add_ps(s3b, m53));
+              const __m256 s4a = _mm256_add_ps(m14, m24), s4b = _mm256_sub_ps(m14, m24);
+              const __m256 s4c = _mm256_add_ps(m34, m44), s4d = _mm256_sub_ps(m34, m44);
+              const __m256 a04 = _mm256_add_ps(_mm256_add_ps(m04, s4a), s4c);
+              const __m256 a14 = _mm256_fmadd_ps(s4d, _mm256_set1_ps(2.0f), s4b);
+              const __m256 a24 = _mm256_fmadd_ps(s4c, _mm256_set1_ps(4.0f), s4a);
+              const __m256 a34 = _mm256_fmadd_ps(s4d, _mm256_set1_ps(8.0f), _mm256_add_ps(s4b, m54));
+              const __m256 s5a = _mm256_add_ps(m15, m25), s5b = _mm256_sub_ps(m15, m25);
+              const __m256 s5c = _mm256_add_ps(m35, m45), s5d = _mm256_sub_ps(m35, m45);
+              const __m256 a05 = _mm256_add_ps(_mm256_add_ps(m05, s5a), s5c);
+              const __m256 a15 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(2.0f), s5b);
+              const __m256 a25 = _mm256_fmadd_ps(s5c, _mm256_set1_ps(4.0f), s5a);
+              const __m256 a35 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(8.0f), _mm256_add_ps(s5b, m55));
+              float res[16][8];
+              {
+                const __m256 ra = _mm256_add_ps(a01, a02), rb = _mm256_sub_ps(a01, a02);
+                const __m256 rc = _mm256_add_ps(a03, a04), rd = _mm256_sub_ps(a03, a04);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a00, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a05));
+                _mm256_storeu_ps(res[0], y0);
+                _mm256_storeu_ps(res[1], y1);
+                _mm256_storeu_ps(res[2], y2);
+                _mm256_storeu_ps(res[3], y3);
+              }
+              {
+                const __m256 ra = _mm256_add_ps(a11, a12), rb = _mm256_sub_ps(a11, a12);
+                const __m256 rc = _mm256_add_ps(a13, a14), rd = _mm256_sub_ps(a13, a14);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a10, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a15));
+                _mm256_storeu_ps(res[4], y0);
+                _mm256_storeu_ps(res[5], y1);
+                _mm256_storeu_ps(res[6], y2);
+                _mm256_storeu_ps(res[7], y3);
+              }
+              {
+                const __m256 ra = _mm256_add_ps(a21, a22), rb = _mm256_sub_ps(a21, a22);
+                const __m256 rc = _mm256_add_ps(a23, a24), rd = _mm256_sub_ps(a23, a24);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a20, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a25));
+                _mm256_storeu_ps(res[8], y0);
+                _mm256_storeu_ps(res[9], y1);
+                _mm256_storeu_ps(res[10], y2);
+                _mm256_storeu_ps(res[11], y3);
+              }
+              {
+                const __m256 ra = _mm256_add_ps(a31, a32), rb = _mm256_sub_ps(a31, a32);
+                const __m256 rc = _mm256_add_ps(a33, a34), rd = _mm256_sub_ps(a33, a34);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a30, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a35));
+                _mm256_storeu_ps(res[12], y0);
+                _mm256_storeu_ps(res[13], y1);
+                _mm256_storeu_ps(res[14], y2);
+                _mm256_storeu_ps(res[15], y3);
+              }
+              for (int64_t l = 0; l < 8; ++l) {
+                const int64_t tile = tile0 + jp * 16 + q * 8 + l;
+                if (tile >= 32) break;
+                const int64_t n = tile / 16, th = tile / 4 % 4, tw = tile % 4;
+                const int64_t rows = 16 - th * 4 < 4 ? 16 - th * 4 : 4;
+                const int64_t cols = 16 - tw * 4 < 4 ? 16 - tw * 4 : 4;
+                for (int64_t i = 0; i < rows; ++i) {
+                  for (int64_t j = 0; j < cols; ++j) {
+                    const int64_t oh = th * 4 + i, ow = tw * 4 + j;
+                    (void)n; (void)oh; (void)ow;
+                    const float acc = res[i * 4 + j][l] + X2[oc];
+                    const float t0 = (acc < 0 ? 0 : acc);
+                    Y[((n * 32 + oc) * 16 + oh) * 16 + ow] = t0;
+                  }
+                }
+              }
+            }
+          }
+        }
       }
     }
   }
@@ -1802,627 +1729,572 @@ static int k3_maxpool(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* step 4: Conv -> conv2d_implicit_gemm */
-static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y) {
-  /* 2 tasks: 2 (image, group) x 1 blocks of 36 channels x 1 blocks of 4 panels of 16 grid pixels */
-  for (int64_t t = 0; t < 2; ++t) {
-    const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
-    const int64_t n = ng / 1, g = ng % 1;
-    (void)n;
-    const float* xg = X0 + (n * 32 + g * 32) * 64;
-    const float* restrict w = X1 + g * 9216;
-    float* restrict y = Y + (n * 32 + g * 32) * 64;
-    const int64_t i_lo = ib * 36, i_hi = i_lo + 36 < 32 ? i_lo + 36 : 32;
-    const int64_t jp_lo = jb * 4, jp_hi = jp_lo + 4 < 4 ? jp_lo + 4 : 4;
-    (void)i_lo; (void)i_hi;
-    for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
-      const int64_t j0 = jp * 16;
-      const int64_t cols = 64 - j0 < 16 ? 64 - j0 : 16;
-      /* the panel's pixels in the input; a tap adds its offset per load (the address of a
-         masked-off lane is never read) */
-      const float* xb = xg + j0;
-        __m256i km[9][2];
+/* step 4: Conv -> conv2d_winograd */
+static int k4_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y, float* restrict WS) {
+  /* 8 tiles of 4x4 (2 x 2 x 2) in 1 blocks of 8 x 1 groups of 36 output channels = 1 units, on 1 tasks */
+  for (int64_t t = 0; t < 1; ++t) {
+    /* [36][NCP][C][NR] and [36][OB][TB], each position a cache line further than its size:
+       the 36 positions of a tile are read and written together, and a power-of-two stride
+       would put them all in one L1 set */
+    float* restrict V = WS + t * 20736;
+    float* restrict Ms = V + 9792;
+    for (int64_t u = t; u < 1; u += 1) {
+      const int64_t tile0 = u / 1 * 8;
+      const int64_t g_lo = u % 1 * 36;
+      const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
+      /* the block's panels that hold tiles */
+      const int64_t panels = (8 - tile0 < 8 ? 8 - tile0 + 7 : 15) / 8;
+      for (int64_t jp = 0; jp < panels; ++jp) {
         {
-          int32_t lane_h[16], lane_w[16];
-          for (int64_t l = 0; l < 16; ++l) {
-            /* a lane past the panel's pixels gets a row no tap reaches */
-            lane_h[l] = l < cols ? (int32_t)((j0 + l) / 8) : INT32_MIN / 2;
-            lane_w[l] = (int32_t)((j0 + l) % 8);
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + -1;
-              const int32_t iw = lane_w[q * 8 + l] + -1;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+          /* each lane's tile: its first input element (relative to its image's channel 0; may
+             be in the padding) and which of its 6 rows and columns lie inside the input */
+          int32_t off[8];
+          uint32_t rbits[6][1] = {{0}}, cbits[6][1] = {{0}};
+          for (int64_t l = 0; l < 8; ++l) {
+            const int64_t tile = tile0 + jp * 8 + l;
+            off[l] = 0;
+            if (tile >= 8) continue;
+            const int64_t n = tile / 4, th = tile / 2 % 2, tw = tile % 2;
+            const int64_t ih0 = th * 4 - 1, iw0 = tw * 4 - 1;
+            off[l] = (int32_t)(n * 2048 + ih0 * 8 + iw0);
+            for (int64_t e = 0; e < 6; ++e) {
+              rbits[e][l / 8] |= (uint32_t)(ih0 + e >= 0 && ih0 + e < 8) << (l % 8);
+              cbits[e][l / 8] |= (uint32_t)(iw0 + e >= 0 && iw0 + e < 8) << (l % 8);
             }
-            km[0][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + -1;
-              const int32_t iw = lane_w[q * 8 + l] + 0;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+          __m256i vidx[1];
+          __m256 rm[6][1], cm[6][1];
+          for (int64_t q = 0; q < 1; ++q) {
+            vidx[q] = _mm256_loadu_si256((__m256i const*)(off + q * 8));
+            for (int64_t e = 0; e < 6; ++e) {
+              rm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(rbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
+              cm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(cbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
             }
-            km[1][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + -1;
-              const int32_t iw = lane_w[q * 8 + l] + 1;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
+          for (int64_t c = 0; c < 32; ++c) {
+            const float* xc = X0 + c * 64;
+            float* restrict vc = V + (jp * 32 + c) * 8;
+            for (int64_t q = 0; q < 1; ++q) {
+              /* column 0: its 6 elements, then B^T down the column */
+              const __m256 d00 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 0, vidx[q], _mm256_and_ps(rm[0][q], cm[0][q]), 4);
+              const __m256 d10 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 8, vidx[q], _mm256_and_ps(rm[1][q], cm[0][q]), 4);
+              const __m256 d20 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 16, vidx[q], _mm256_and_ps(rm[2][q], cm[0][q]), 4);
+              const __m256 d30 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 24, vidx[q], _mm256_and_ps(rm[3][q], cm[0][q]), 4);
+              const __m256 d40 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 32, vidx[q], _mm256_and_ps(rm[4][q], cm[0][q]), 4);
+              const __m256 d50 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 40, vidx[q], _mm256_and_ps(rm[5][q], cm[0][q]), 4);
+              const __m256 u0a = _mm256_add_ps(d10, d20), u0b = _mm256_add_ps(d30, d40);
+              const __m256 u0c = _mm256_sub_ps(d10, d20), u0d = _mm256_sub_ps(d40, d30);
+              const __m256 u0e = _mm256_sub_ps(d30, d10), u0f = _mm256_sub_ps(d40, d20);
+              const __m256 t00 = _mm256_fmadd_ps(d00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d20, _mm256_set1_ps(5.0f), d40));
+              const __m256 t10 = _mm256_fnmadd_ps(u0a, _mm256_set1_ps(4.0f), u0b);
+              const __m256 t20 = _mm256_fmadd_ps(u0c, _mm256_set1_ps(4.0f), u0d);
+              const __m256 t30 = _mm256_fmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 t40 = _mm256_fnmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 t50 = _mm256_fmadd_ps(d10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d30, _mm256_set1_ps(5.0f), d50));
+              /* column 1: its 6 elements, then B^T down the column */
+              const __m256 d01 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 1, vidx[q], _mm256_and_ps(rm[0][q], cm[1][q]), 4);
+              const __m256 d11 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 9, vidx[q], _mm256_and_ps(rm[1][q], cm[1][q]), 4);
+              const __m256 d21 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 17, vidx[q], _mm256_and_ps(rm[2][q], cm[1][q]), 4);
+              const __m256 d31 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 25, vidx[q], _mm256_and_ps(rm[3][q], cm[1][q]), 4);
+              const __m256 d41 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 33, vidx[q], _mm256_and_ps(rm[4][q], cm[1][q]), 4);
+              const __m256 d51 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 41, vidx[q], _mm256_and_ps(rm[5][q], cm[1][q]), 4);
+              const __m256 u1a = _mm256_add_ps(d11, d21), u1b = _mm256_add_ps(d31, d41);
+              const __m256 u1c = _mm256_sub_ps(d11, d21), u1d = _mm256_sub_ps(d41, d31);
+              const __m256 u1e = _mm256_sub_ps(d31, d11), u1f = _mm256_sub_ps(d41, d21);
+              const __m256 t01 = _mm256_fmadd_ps(d01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d21, _mm256_set1_ps(5.0f), d41));
+              const __m256 t11 = _mm256_fnmadd_ps(u1a, _mm256_set1_ps(4.0f), u1b);
+              const __m256 t21 = _mm256_fmadd_ps(u1c, _mm256_set1_ps(4.0f), u1d);
+              const __m256 t31 = _mm256_fmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 t41 = _mm256_fnmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 t51 = _mm256_fmadd_ps(d11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d31, _mm256_set1_ps(5.0f), d51));
+              /* column 2: its 6 elements, then B^T down the column */
+              const __m256 d02 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 2, vidx[q], _mm256_and_ps(rm[0][q], cm[2][q]), 4);
+              const __m256 d12 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 10, vidx[q], _mm256_and_ps(rm[1][q], cm[2][q]), 4);
+              const __m256 d22 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 18, vidx[q], _mm256_and_ps(rm[2][q], cm[2][q]), 4);
+              const __m256 d32 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 26, vidx[q], _mm256_and_ps(rm[3][q], cm[2][q]), 4);
+              const __m256 d42 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 34, vidx[q], _mm256_and_ps(rm[4][q], cm[2][q]), 4);
+              const __m256 d52 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 42, vidx[q], _mm256_and_ps(rm[5][q], cm[2][q]), 4);
+              const __m256 u2a = _mm256_add_ps(d12, d22), u2b = _mm256_add_ps(d32, d42);
+              const __m256 u2c = _mm256_sub_ps(d12, d22), u2d = _mm256_sub_ps(d42, d32);
+              const __m256 u2e = _mm256_sub_ps(d32, d12), u2f = _mm256_sub_ps(d42, d22);
+              const __m256 t02 = _mm256_fmadd_ps(d02, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d22, _mm256_set1_ps(5.0f), d42));
+              const __m256 t12 = _mm256_fnmadd_ps(u2a, _mm256_set1_ps(4.0f), u2b);
+              const __m256 t22 = _mm256_fmadd_ps(u2c, _mm256_set1_ps(4.0f), u2d);
+              const __m256 t32 = _mm256_fmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 t42 = _mm256_fnmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 t52 = _mm256_fmadd_ps(d12, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d32, _mm256_set1_ps(5.0f), d52));
+              /* column 3: its 6 elements, then B^T down the column */
+              const __m256 d03 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 3, vidx[q], _mm256_and_ps(rm[0][q], cm[3][q]), 4);
+              const __m256 d13 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 11, vidx[q], _mm256_and_ps(rm[1][q], cm[3][q]), 4);
+              const __m256 d23 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 19, vidx[q], _mm256_and_ps(rm[2][q], cm[3][q]), 4);
+              const __m256 d33 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 27, vidx[q], _mm256_and_ps(rm[3][q], cm[3][q]), 4);
+              const __m256 d43 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 35, vidx[q], _mm256_and_ps(rm[4][q], cm[3][q]), 4);
+              const __m256 d53 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 43, vidx[q], _mm256_and_ps(rm[5][q], cm[3][q]), 4);
+              const __m256 u3a = _mm256_add_ps(d13, d23), u3b = _mm256_add_ps(d33, d43);
+              const __m256 u3c = _mm256_sub_ps(d13, d23), u3d = _mm256_sub_ps(d43, d33);
+              const __m256 u3e = _mm256_sub_ps(d33, d13), u3f = _mm256_sub_ps(d43, d23);
+              const __m256 t03 = _mm256_fmadd_ps(d03, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d23, _mm256_set1_ps(5.0f), d43));
+              const __m256 t13 = _mm256_fnmadd_ps(u3a, _mm256_set1_ps(4.0f), u3b);
+              const __m256 t23 = _mm256_fmadd_ps(u3c, _mm256_set1_ps(4.0f), u3d);
+              const __m256 t33 = _mm256_fmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 t43 = _mm256_fnmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 t53 = _mm256_fmadd_ps(d13, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d33, _mm256_set1_ps(5.0f), d53));
+              /* column 4: its 6 elements, then B^T down the column */
+              const __m256 d04 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 4, vidx[q], _mm256_and_ps(rm[0][q], cm[4][q]), 4);
+              const __m256 d14 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 12, vidx[q], _mm256_and_ps(rm[1][q], cm[4][q]), 4);
+              const __m256 d24 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 20, vidx[q], _mm256_and_ps(rm[2][q], cm[4][q]), 4);
+              const __m256 d34 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 28, vidx[q], _mm256_and_ps(rm[3][q], cm[4][q]), 4);
+              const __m256 d44 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 36, vidx[q], _mm256_and_ps(rm[4][q], cm[4][q]), 4);
+              const __m256 d54 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 44, vidx[q], _mm256_and_ps(rm[5][q], cm[4][q]), 4);
+              const __m256 u4a = _mm256_add_ps(d14, d24), u4b = _mm256_add_ps(d34, d44);
+              const __m256 u4c = _mm256_sub_ps(d14, d24), u4d = _mm256_sub_ps(d44, d34);
+              const __m256 u4e = _mm256_sub_ps(d34, d14), u4f = _mm256_sub_ps(d44, d24);
+              const __m256 t04 = _mm256_fmadd_ps(d04, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d24, _mm256_set1_ps(5.0f), d44));
+              const __m256 t14 = _mm256_fnmadd_ps(u4a, _mm256_set1_ps(4.0f), u4b);
+              const __m256 t24 = _mm256_fmadd_ps(u4c, _mm256_set1_ps(4.0f), u4d);
+              const __m256 t34 = _mm256_fmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 t44 = _mm256_fnmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 t54 = _mm256_fmadd_ps(d14, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d34, _mm256_set1_ps(5.0f), d54));
+              /* column 5: its 6 elements, then B^T down the column */
+              const __m256 d05 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 5, vidx[q], _mm256_and_ps(rm[0][q], cm[5][q]), 4);
+              const __m256 d15 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 13, vidx[q], _mm256_and_ps(rm[1][q], cm[5][q]), 4);
+              const __m256 d25 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 21, vidx[q], _mm256_and_ps(rm[2][q], cm[5][q]), 4);
+              const __m256 d35 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 29, vidx[q], _mm256_and_ps(rm[3][q], cm[5][q]), 4);
+              const __m256 d45 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 37, vidx[q], _mm256_and_ps(rm[4][q], cm[5][q]), 4);
+              const __m256 d55 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 45, vidx[q], _mm256_and_ps(rm[5][q], cm[5][q]), 4);
+              const __m256 u5a = _mm256_add_ps(d15, d25), u5b = _mm256_add_ps(d35, d45);
+              const __m256 u5c = _mm256_sub_ps(d15, d25), u5d = _mm256_sub_ps(d45, d35);
+              const __m256 u5e = _mm256_sub_ps(d35, d15), u5f = _mm256_sub_ps(d45, d25);
+              const __m256 t05 = _mm256_fmadd_ps(d05, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d25, _mm256_set1_ps(5.0f), d45));
+              const __m256 t15 = _mm256_fnmadd_ps(u5a, _mm256_set1_ps(4.0f), u5b);
+              const __m256 t25 = _mm256_fmadd_ps(u5c, _mm256_set1_ps(4.0f), u5d);
+              const __m256 t35 = _mm256_fmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 t45 = _mm256_fnmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 t55 = _mm256_fmadd_ps(d15, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d35, _mm256_set1_ps(5.0f), d55));
+              {
+                /* row 0: B^T across it, into positions 0..5 */
+                const __m256 wa = _mm256_add_ps(t01, t02), wb = _mm256_add_ps(t03, t04);
+                const __m256 wc = _mm256_sub_ps(t01, t02), wd = _mm256_sub_ps(t04, t03);
+                const __m256 we = _mm256_sub_ps(t03, t01), wf = _mm256_sub_ps(t04, t02);
+                const __m256 v0 = _mm256_fmadd_ps(t00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t02, _mm256_set1_ps(5.0f), t04));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t03, _mm256_set1_ps(5.0f), t05));
+                _mm256_storeu_ps(vc + 0 + q * 8, v0);
+                _mm256_storeu_ps(vc + 272 + q * 8, v1);
+                _mm256_storeu_ps(vc + 544 + q * 8, v2);
+                _mm256_storeu_ps(vc + 816 + q * 8, v3);
+                _mm256_storeu_ps(vc + 1088 + q * 8, v4);
+                _mm256_storeu_ps(vc + 1360 + q * 8, v5);
+              }
+              {
+                /* row 1: B^T across it, into positions 6..11 */
+                const __m256 wa = _mm256_add_ps(t11, t12), wb = _mm256_add_ps(t13, t14);
+                const __m256 wc = _mm256_sub_ps(t11, t12), wd = _mm256_sub_ps(t14, t13);
+                const __m256 we = _mm256_sub_ps(t13, t11), wf = _mm256_sub_ps(t14, t12);
+                const __m256 v0 = _mm256_fmadd_ps(t10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t12, _mm256_set1_ps(5.0f), t14));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t13, _mm256_set1_ps(5.0f), t15));
+                _mm256_storeu_ps(vc + 1632 + q * 8, v0);
+                _mm256_storeu_ps(vc + 1904 + q * 8, v1);
+                _mm256_storeu_ps(vc + 2176 + q * 8, v2);
+                _mm256_storeu_ps(vc + 2448 + q * 8, v3);
+                _mm256_storeu_ps(vc + 2720 + q * 8, v4);
+                _mm256_storeu_ps(vc + 2992 + q * 8, v5);
+              }
+              {
+                /* row 2: B^T across it, into positions 12..17 */
+                const __m256 wa = _mm256_add_ps(t21, t22), wb = _mm256_add_ps(t23, t24);
+                const __m256 wc = _mm256_sub_ps(t21, t22), wd = _mm256_sub_ps(t24, t23);
+                const __m256 we = _mm256_sub_ps(t23, t21), wf = _mm256_sub_ps(t24, t22);
+                const __m256 v0 = _mm256_fmadd_ps(t20, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t22, _mm256_set1_ps(5.0f), t24));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t23, _mm256_set1_ps(5.0f), t25));
+                _mm256_storeu_ps(vc + 3264 + q * 8, v0);
+                _mm256_storeu_ps(vc + 3536 + q * 8, v1);
+                _mm256_storeu_ps(vc + 3808 + q * 8, v2);
+                _mm256_storeu_ps(vc + 4080 + q * 8, v3);
+                _mm256_storeu_ps(vc + 4352 + q * 8, v4);
+                _mm256_storeu_ps(vc + 4624 + q * 8, v5);
+              }
+              {
+                /* row 3: B^T across it, into positions 18..23 */
+                const __m256 wa = _mm256_add_ps(t31, t32), wb = _mm256_add_ps(t33, t34);
+                const __m256 wc = _mm256_sub_ps(t31, t32), wd = _mm256_sub_ps(t34, t33);
+                const __m256 we = _mm256_sub_ps(t33, t31), wf = _mm256_sub_ps(t34, t32);
+                const __m256 v0 = _mm256_fmadd_ps(t30, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t32, _mm256_set1_ps(5.0f), t34));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t33, _mm256_set1_ps(5.0f), t35));
+                _mm256_storeu_ps(vc + 4896 + q * 8, v0);
+                _mm256_storeu_ps(vc + 5168 + q * 8, v1);
+                _mm256_storeu_ps(vc + 5440 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5712 + q * 8, v3);
+                _mm256_storeu_ps(vc + 5984 + q * 8, v4);
+                _mm256_storeu_ps(vc + 6256 + q * 8, v5);
+              }
+              {
+                /* row 4: B^T across it, into positions 24..29 */
+                const __m256 wa = _mm256_add_ps(t41, t42), wb = _mm256_add_ps(t43, t44);
+                const __m256 wc = _mm256_sub_ps(t41, t42), wd = _mm256_sub_ps(t44, t43);
+                const __m256 we = _mm256_sub_ps(t43, t41), wf = _mm256_sub_ps(t44, t42);
+                const __m256 v0 = _mm256_fmadd_ps(t40, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t42, _mm256_set1_ps(5.0f), t44));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t43, _mm256_set1_ps(5.0f), t45));
+                _mm256_storeu_ps(vc + 6528 + q * 8, v0);
+                _mm256_storeu_ps(vc + 6800 + q * 8, v1);
+                _mm256_storeu_ps(vc + 7072 + q * 8, v2);
+                _mm256_storeu_ps(vc + 7344 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7616 + q * 8, v4);
+                _mm256_storeu_ps(vc + 7888 + q * 8, v5);
+              }
+              {
+                /* row 5: B^T across it, into positions 30..35 */
+                const __m256 wa = _mm256_add_ps(t51, t52), wb = _mm256_add_ps(t53, t54);
+                const __m256 wc = _mm256_sub_ps(t51, t52), wd = _mm256_sub_ps(t54, t53);
+                const __m256 we = _mm256_sub_ps(t53, t51), wf = _mm256_sub_ps(t54, t52);
+                const __m256 v0 = _mm256_fmadd_ps(t50, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t52, _mm256_set1_ps(5.0f), t54));
+                const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
+                const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
+                const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
+                const __m256 v5 = _mm256_fmadd_ps(t51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t53, _mm256_set1_ps(5.0f), t55));
+                _mm256_storeu_ps(vc + 8160 + q * 8, v0);
+                _mm256_storeu_ps(vc + 8432 + q * 8, v1);
+                _mm256_storeu_ps(vc + 8704 + q * 8, v2);
+                _mm256_storeu_ps(vc + 8976 + q * 8, v3);
+                _mm256_storeu_ps(vc + 9248 + q * 8, v4);
+                _mm256_storeu_ps(vc + 9520 + q * 8, v5);
+              }
             }
-            km[2][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 0;
-              const int32_t iw = lane_w[q * 8 + l] + -1;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
-            }
-            km[3][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 0;
-              const int32_t iw = lane_w[q * 8 + l] + 0;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
-            }
-            km[4][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 0;
-              const int32_t iw = lane_w[q * 8 + l] + 1;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
-            }
-            km[5][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 1;
-              const int32_t iw = lane_w[q * 8 + l] + -1;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
-            }
-            km[6][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 1;
-              const int32_t iw = lane_w[q * 8 + l] + 0;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
-            }
-            km[7][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
-          }
-          for (int64_t q = 0; q < 2; ++q) {
-            uint32_t bits = 0;
-            for (int64_t l = 0; l < 8; ++l) {
-              const int32_t ih = lane_h[q * 8 + l] + 1;
-              const int32_t iw = lane_w[q * 8 + l] + 1;
-              bits |= (uint32_t)(ih >= 0 && ih < 8 && iw >= 0 && iw < 8) << l;
-            }
-            km[8][q] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           }
         }
-      for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
-          const float* restrict ar = w + i0 * 288;
-          __m256 c0_0_0, c0_0_1;
-          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
-          __m256 c0_1_0, c0_1_1;
-          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
-          __m256 c0_2_0, c0_2_1;
-          c0_2_0 = _mm256_setzero_ps(); c0_2_1 = _mm256_setzero_ps(); 
-          __m256 c0_3_0, c0_3_1;
-          c0_3_0 = _mm256_setzero_ps(); c0_3_1 = _mm256_setzero_ps(); 
-          __m256 c0_4_0, c0_4_1;
-          c0_4_0 = _mm256_setzero_ps(); c0_4_1 = _mm256_setzero_ps(); 
-          __m256 c0_5_0, c0_5_1;
-          c0_5_0 = _mm256_setzero_ps(); c0_5_1 = _mm256_setzero_ps(); 
-          for (int64_t c = 0; c < 32; ++c) {
-            const float* xc = xb + c * 64;
-            const float* restrict ac = ar + c * 9;
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -9, km[0][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -1, km[0][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[0]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[288]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[576]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[864]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1152]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1440]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -8, km[1][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 0, km[1][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[1]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[289]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[577]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[865]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1153]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1441]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -7, km[2][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 1, km[2][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[2]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[290]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[578]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[866]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1154]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1442]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[3]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[291]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[579]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[867]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1155]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1443]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[4]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[292]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[580]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[868]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1156]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1444]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[5]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[293]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[581]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[869]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1157]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1445]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 7, km[6][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 15, km[6][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[6]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[294]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[582]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[870]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1158]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1446]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 8, km[7][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 16, km[7][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[7]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[295]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[583]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[871]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1159]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1447]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 9, km[8][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 17, km[8][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[8]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[296]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[584]);
-                c0_2_0 = _mm256_fmadd_ps(av, b0, c0_2_0);
-                c0_2_1 = _mm256_fmadd_ps(av, b1, c0_2_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[872]);
-                c0_3_0 = _mm256_fmadd_ps(av, b0, c0_3_0);
-                c0_3_1 = _mm256_fmadd_ps(av, b1, c0_3_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1160]);
-                c0_4_0 = _mm256_fmadd_ps(av, b0, c0_4_0);
-                c0_4_1 = _mm256_fmadd_ps(av, b1, c0_4_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[1448]);
-                c0_5_0 = _mm256_fmadd_ps(av, b0, c0_5_0);
-                c0_5_1 = _mm256_fmadd_ps(av, b1, c0_5_1);
-              }
-            }
-          }
-          float tile[6][16];
-          _mm256_storeu_ps(&tile[0][0], c0_0_0);
-          _mm256_storeu_ps(&tile[0][8], c0_0_1);
-          _mm256_storeu_ps(&tile[1][0], c0_1_0);
-          _mm256_storeu_ps(&tile[1][8], c0_1_1);
-          _mm256_storeu_ps(&tile[2][0], c0_2_0);
-          _mm256_storeu_ps(&tile[2][8], c0_2_1);
-          _mm256_storeu_ps(&tile[3][0], c0_3_0);
-          _mm256_storeu_ps(&tile[3][8], c0_3_1);
-          _mm256_storeu_ps(&tile[4][0], c0_4_0);
-          _mm256_storeu_ps(&tile[4][8], c0_4_1);
-          _mm256_storeu_ps(&tile[5][0], c0_5_0);
-          _mm256_storeu_ps(&tile[5][8], c0_5_1);
-          for (int64_t r = 0; r < 6; ++r) {
-            for (int64_t c = 0; c < 16; ++c) {
-              const int64_t row = i0 + r, col = j0 + c;
-              const float value = tile[r][c];
-              {
-                  const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
-                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
-                  (void)oc; (void)oh; (void)ow; (void)pix;
-                  const float acc = value + X2[oc];
-            const float in0_v = E0[n*2048 + oc*64 + pix];
-            const float t0 = (acc + in0_v);
-            const float t1 = (t0 < 0 ? 0 : t0);
-                  y[row * 64 + col] = t1;  /* the grid is the output: affine in col, so the loop vectorizes */
-                }
-            }
-          }
       }
-      if (i_hi == 32) {
-        const int64_t i0 = 30;
-          const float* restrict ar = w + i0 * 288;
-          __m256 c0_0_0, c0_0_1;
-          c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
-          __m256 c0_1_0, c0_1_1;
-          c0_1_0 = _mm256_setzero_ps(); c0_1_1 = _mm256_setzero_ps(); 
-          for (int64_t c = 0; c < 32; ++c) {
-            const float* xc = xb + c * 64;
-            const float* restrict ac = ar + c * 9;
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -9, km[0][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + -1, km[0][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[0]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[288]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -8, km[1][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 0, km[1][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[1]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[289]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -7, km[2][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 1, km[2][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[2]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[290]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + -1, km[3][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 7, km[3][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[3]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[291]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 0, km[4][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 8, km[4][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[4]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[292]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 1, km[5][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 9, km[5][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[5]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[293]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 7, km[6][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 15, km[6][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[6]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[294]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 8, km[7][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 16, km[7][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[7]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[295]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-            {
-              const __m256 b0 = _mm256_maskload_ps(xc + 9, km[8][0]);
-              const __m256 b1 = _mm256_maskload_ps(xc + 17, km[8][1]);
-              {
-                const __m256 av = _mm256_set1_ps(ac[8]);
-                c0_0_0 = _mm256_fmadd_ps(av, b0, c0_0_0);
-                c0_0_1 = _mm256_fmadd_ps(av, b1, c0_0_1);
-              }
-              {
-                const __m256 av = _mm256_set1_ps(ac[296]);
-                c0_1_0 = _mm256_fmadd_ps(av, b0, c0_1_0);
-                c0_1_1 = _mm256_fmadd_ps(av, b1, c0_1_1);
-              }
-            }
-          }
-          float tile[2][16];
-          _mm256_storeu_ps(&tile[0][0], c0_0_0);
-          _mm256_storeu_ps(&tile[0][8], c0_0_1);
-          _mm256_storeu_ps(&tile[1][0], c0_1_0);
-          _mm256_storeu_ps(&tile[1][8], c0_1_1);
-          for (int64_t r = 0; r < 2; ++r) {
-            for (int64_t c = 0; c < 16; ++c) {
-              const int64_t row = i0 + r, col = j0 + c;
-              const float value = tile[r][c];
-              {
-                  const int64_t oc = g * 32 + row, oh = col / 8, ow = col % 8;
-                  const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
-                  (void)oc; (void)oh; (void)ow; (void)pix;
-                  const float acc = value + X2[oc];
-            const float in0_v = E0[n*2048 + oc*64 + pix];
-            const float t0 = (acc + in0_v);
-            const float t1 = (t0 < 0 ? 0 : t0);
-                  y[row * 64 + col] = t1;  /* the grid is the output: affine in col, so the loop vectorizes */
+      for (int64_t o_lo = g_lo; o_lo < g_hi; o_lo += 36) {
+        const int64_t o_hi = o_lo + 36 < g_hi ? o_lo + 36 : g_hi;
+        for (int64_t pos = 0; pos < 36; ++pos) {
+          const float* restrict Up = X1 + pos * 1024;
+          float* restrict Mp = Ms + pos * 304;
+          for (int64_t jp = 0; jp < panels; ++jp) {
+            const float* restrict pb = V + pos * 272 + jp * 256;
+            const int64_t j0 = jp * 8;
+            for (int64_t io = o_lo; io + 6 <= o_hi; io += 6) {const float* restrict ar = Up + io * 32;
+              const int64_t i0 = io - o_lo;
+              __m256 c0_0_0;
+              c0_0_0 = _mm256_setzero_ps(); 
+              __m256 c0_1_0;
+              c0_1_0 = _mm256_setzero_ps(); 
+              __m256 c0_2_0;
+              c0_2_0 = _mm256_setzero_ps(); 
+              __m256 c0_3_0;
+              c0_3_0 = _mm256_setzero_ps(); 
+              __m256 c0_4_0;
+              c0_4_0 = _mm256_setzero_ps(); 
+              __m256 c0_5_0;
+              c0_5_0 = _mm256_setzero_ps(); 
+              __m256 c1_0_0;
+              c1_0_0 = _mm256_setzero_ps(); 
+              __m256 c1_1_0;
+              c1_1_0 = _mm256_setzero_ps(); 
+              __m256 c1_2_0;
+              c1_2_0 = _mm256_setzero_ps(); 
+              __m256 c1_3_0;
+              c1_3_0 = _mm256_setzero_ps(); 
+              __m256 c1_4_0;
+              c1_4_0 = _mm256_setzero_ps(); 
+              __m256 c1_5_0;
+              c1_5_0 = _mm256_setzero_ps(); 
+              for (int64_t kk = 0; kk < 32; kk += 2) {
+                const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 8 + 0);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 0]);
+                  c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
                 }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 0]);
+                  c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[2 * 32 + kk + 0]);
+                  c0_2_0 = _mm256_fmadd_ps(av, b0_0, c0_2_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[3 * 32 + kk + 0]);
+                  c0_3_0 = _mm256_fmadd_ps(av, b0_0, c0_3_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[4 * 32 + kk + 0]);
+                  c0_4_0 = _mm256_fmadd_ps(av, b0_0, c0_4_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[5 * 32 + kk + 0]);
+                  c0_5_0 = _mm256_fmadd_ps(av, b0_0, c0_5_0);
+                }
+                const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 8 + 0);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 1]);
+                  c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 1]);
+                  c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[2 * 32 + kk + 1]);
+                  c1_2_0 = _mm256_fmadd_ps(av, b1_0, c1_2_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[3 * 32 + kk + 1]);
+                  c1_3_0 = _mm256_fmadd_ps(av, b1_0, c1_3_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[4 * 32 + kk + 1]);
+                  c1_4_0 = _mm256_fmadd_ps(av, b1_0, c1_4_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[5 * 32 + kk + 1]);
+                  c1_5_0 = _mm256_fmadd_ps(av, b1_0, c1_5_0);
+                }
+              }
+              c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
+              c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
+              c0_2_0 = _mm256_add_ps(c0_2_0, c1_2_0);
+              c0_3_0 = _mm256_add_ps(c0_3_0, c1_3_0);
+              c0_4_0 = _mm256_add_ps(c0_4_0, c1_4_0);
+              c0_5_0 = _mm256_add_ps(c0_5_0, c1_5_0);
+                _mm256_storeu_ps(Mp + (i0 + 0) * 8 + j0 + 0, c0_0_0);
+                _mm256_storeu_ps(Mp + (i0 + 1) * 8 + j0 + 0, c0_1_0);
+                _mm256_storeu_ps(Mp + (i0 + 2) * 8 + j0 + 0, c0_2_0);
+                _mm256_storeu_ps(Mp + (i0 + 3) * 8 + j0 + 0, c0_3_0);
+                _mm256_storeu_ps(Mp + (i0 + 4) * 8 + j0 + 0, c0_4_0);
+                _mm256_storeu_ps(Mp + (i0 + 5) * 8 + j0 + 0, c0_5_0);
+            }
+            if (o_hi == 32) {
+              const int64_t io = 30;const float* restrict ar = Up + io * 32;
+              const int64_t i0 = io - o_lo;
+              __m256 c0_0_0;
+              c0_0_0 = _mm256_setzero_ps(); 
+              __m256 c0_1_0;
+              c0_1_0 = _mm256_setzero_ps(); 
+              __m256 c1_0_0;
+              c1_0_0 = _mm256_setzero_ps(); 
+              __m256 c1_1_0;
+              c1_1_0 = _mm256_setzero_ps(); 
+              __m256 c2_0_0;
+              c2_0_0 = _mm256_setzero_ps(); 
+              __m256 c2_1_0;
+              c2_1_0 = _mm256_setzero_ps(); 
+              __m256 c3_0_0;
+              c3_0_0 = _mm256_setzero_ps(); 
+              __m256 c3_1_0;
+              c3_1_0 = _mm256_setzero_ps(); 
+              for (int64_t kk = 0; kk < 32; kk += 4) {
+                const __m256 b0_0 = _mm256_loadu_ps(pb + (kk + 0) * 8 + 0);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 0]);
+                  c0_0_0 = _mm256_fmadd_ps(av, b0_0, c0_0_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 0]);
+                  c0_1_0 = _mm256_fmadd_ps(av, b0_0, c0_1_0);
+                }
+                const __m256 b1_0 = _mm256_loadu_ps(pb + (kk + 1) * 8 + 0);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 1]);
+                  c1_0_0 = _mm256_fmadd_ps(av, b1_0, c1_0_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 1]);
+                  c1_1_0 = _mm256_fmadd_ps(av, b1_0, c1_1_0);
+                }
+                const __m256 b2_0 = _mm256_loadu_ps(pb + (kk + 2) * 8 + 0);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 2]);
+                  c2_0_0 = _mm256_fmadd_ps(av, b2_0, c2_0_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 2]);
+                  c2_1_0 = _mm256_fmadd_ps(av, b2_0, c2_1_0);
+                }
+                const __m256 b3_0 = _mm256_loadu_ps(pb + (kk + 3) * 8 + 0);
+                {
+                  const __m256 av = _mm256_set1_ps(ar[0 * 32 + kk + 3]);
+                  c3_0_0 = _mm256_fmadd_ps(av, b3_0, c3_0_0);
+                }
+                {
+                  const __m256 av = _mm256_set1_ps(ar[1 * 32 + kk + 3]);
+                  c3_1_0 = _mm256_fmadd_ps(av, b3_0, c3_1_0);
+                }
+              }
+              c0_0_0 = _mm256_add_ps(c0_0_0, c1_0_0);
+              c0_1_0 = _mm256_add_ps(c0_1_0, c1_1_0);
+              c0_0_0 = _mm256_add_ps(c0_0_0, c2_0_0);
+              c0_1_0 = _mm256_add_ps(c0_1_0, c2_1_0);
+              c0_0_0 = _mm256_add_ps(c0_0_0, c3_0_0);
+              c0_1_0 = _mm256_add_ps(c0_1_0, c3_1_0);
+                _mm256_storeu_ps(Mp + (i0 + 0) * 8 + j0 + 0, c0_0_0);
+                _mm256_storeu_ps(Mp + (i0 + 1) * 8 + j0 + 0, c0_1_0);
             }
           }
+        }
+        for (int64_t oc = o_lo; oc < o_hi; ++oc) {
+          for (int64_t jp = 0; jp < panels; ++jp) {for (int64_t q = 0; q < 1; ++q) {
+              const float* restrict mq = Ms + (oc - o_lo) * 8 + jp * 8 + q * 8;
+              const __m256 m00 = _mm256_loadu_ps(mq + 0);
+              const __m256 m01 = _mm256_loadu_ps(mq + 304);
+              const __m256 m02 = _mm256_loadu_ps(mq + 608);
+              const __m256 m03 = _mm256_loadu_ps(mq + 912);
+              const __m256 m04 = _mm256_loadu_ps(mq + 1216);
+              const __m256 m05 = _mm256_loadu_ps(mq + 1520);
+              const __m256 m10 = _mm256_loadu_ps(mq + 1824);
+              const __m256 m11 = _mm256_loadu_ps(mq + 2128);
+              const __m256 m12 = _mm256_loadu_ps(mq + 2432);
+              const __m256 m13 = _mm256_loadu_ps(mq + 2736);
+              const __m256 m14 = _mm256_loadu_ps(mq + 3040);
+              const __m256 m15 = _mm256_loadu_ps(mq + 3344);
+              const __m256 m20 = _mm256_loadu_ps(mq + 3648);
+              const __m256 m21 = _mm256_loadu_ps(mq + 3952);
+              const __m256 m22 = _mm256_loadu_ps(mq + 4256);
+              const __m256 m23 = _mm256_loadu_ps(mq + 4560);
+              const __m256 m24 = _mm256_loadu_ps(mq + 4864);
+              const __m256 m25 = _mm256_loadu_ps(mq + 5168);
+              const __m256 m30 = _mm256_loadu_ps(mq + 5472);
+              const __m256 m31 = _mm256_loadu_ps(mq + 5776);
+              const __m256 m32 = _mm256_loadu_ps(mq + 6080);
+              const __m256 m33 = _mm256_loadu_ps(mq + 6384);
+              const __m256 m34 = _mm256_loadu_ps(mq + 6688);
+              const __m256 m35 = _mm256_loadu_ps(mq + 6992);
+              const __m256 m40 = _mm256_loadu_ps(mq + 7296);
+              const __m256 m41 = _mm256_loadu_ps(mq + 7600);
+              const __m256 m42 = _mm256_loadu_ps(mq + 7904);
+              const __m256 m43 = _mm256_loadu_ps(mq + 8208);
+              const __m256 m44 = _mm256_loadu_ps(mq + 8512);
+              const __m256 m45 = _mm256_loadu_ps(mq + 8816);
+              const __m256 m50 = _mm256_loadu_ps(mq + 9120);
+              const __m256 m51 = _mm256_loadu_ps(mq + 9424);
+              const __m256 m52 = _mm256_loadu_ps(mq + 9728);
+              const __m256 m53 = _mm256_loadu_ps(mq + 10032);
+              const __m256 m54 = _mm256_loadu_ps(mq + 10336);
+              const __m256 m55 = _mm256_loadu_ps(mq + 10640);
+              const __m256 s0a = _mm256_add_ps(m10, m20), s0b = _mm256_sub_ps(m10, m20);
+              const __m256 s0c = _mm256_add_ps(m30, m40), s0d = _mm256_sub_ps(m30, m40);
+              const __m256 a00 = _mm256_add_ps(_mm256_add_ps(m00, s0a), s0c);
+              const __m256 a10 = _mm256_fmadd_ps(s0d, _mm256_set1_ps(2.0f), s0b);
+              const __m256 a20 = _mm256_fmadd_ps(s0c, _mm256_set1_ps(4.0f), s0a);
+              const __m256 a30 = _mm256_fmadd_ps(s0d, _mm256_set1_ps(8.0f), _mm256_add_ps(s0b, m50));
+              const __m256 s1a = _mm256_add_ps(m11, m21), s1b = _mm256_sub_ps(m11, m21);
+              const __m256 s1c = _mm256_add_ps(m31, m41), s1d = _mm256_sub_ps(m31, m41);
+              const __m256 a01 = _mm256_add_ps(_mm256_add_ps(m01, s1a), s1c);
+              const __m256 a11 = _mm256_fmadd_ps(s1d, _mm256_set1_ps(2.0f), s1b);
+              const __m256 a21 = _mm256_fmadd_ps(s1c, _mm256_set1_ps(4.0f), s1a);
+              const __m256 a31 = _mm256_fmadd_ps(s1d, _mm256_set1_ps(8.0f), _mm256_add_ps(s1b, m51));
+              const __m256 s2a = _mm256_add_ps(m12, m22), s2b = _mm256_sub_ps(m12, m22);
+              const __m256 s2c = _mm256_add_ps(m32, m42), s2d = _mm256_sub_ps(m32, m42);
+              const __m256 a02 = _mm256_add_ps(_mm256_add_ps(m02, s2a), s2c);
+              const __m256 a12 = _mm256_fmadd_ps(s2d, _mm256_set1_ps(2.0f), s2b);
+              const __m256 a22 = _mm256_fmadd_ps(s2c, _mm256_set1_ps(4.0f), s2a);
+              const __m256 a32 = _mm256_fmadd_ps(s2d, _mm256_set1_ps(8.0f), _mm256_add_ps(s2b, m52));
+              const __m256 s3a = _mm256_add_ps(m13, m23), s3b = _mm256_sub_ps(m13, m23);
+              const __m256 s3c = _mm256_add_ps(m33, m43), s3d = _mm256_sub_ps(m33, m43);
+              const __m256 a03 = _mm256_add_ps(_mm256_add_ps(m03, s3a), s3c);
+              const __m256 a13 = _mm256_fmadd_ps(s3d, _mm256_set1_ps(2.0f), s3b);
+              const __m256 a23 = _mm256_fmadd_ps(s3c, _mm256_set1_ps(4.0f), s3a);
+              const __m256 a33 = _mm256_fmadd_ps(s3d, _mm256_set1_ps(8.0f), _mm256_add_ps(s3b, m53));
+              const __m256 s4a = _mm256_add_ps(m14, m24), s4b = _mm256_sub_ps(m14, m24);
+              const __m256 s4c = _mm256_add_ps(m34, m44), s4d = _mm256_sub_ps(m34, m44);
+              const __m256 a04 = _mm256_add_ps(_mm256_add_ps(m04, s4a), s4c);
+              const __m256 a14 = _mm256_fmadd_ps(s4d, _mm256_set1_ps(2.0f), s4b);
+              const __m256 a24 = _mm256_fmadd_ps(s4c, _mm256_set1_ps(4.0f), s4a);
+              const __m256 a34 = _mm256_fmadd_ps(s4d, _mm256_set1_ps(8.0f), _mm256_add_ps(s4b, m54));
+              const __m256 s5a = _mm256_add_ps(m15, m25), s5b = _mm256_sub_ps(m15, m25);
+              const __m256 s5c = _mm256_add_ps(m35, m45), s5d = _mm256_sub_ps(m35, m45);
+              const __m256 a05 = _mm256_add_ps(_mm256_add_ps(m05, s5a), s5c);
+              const __m256 a15 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(2.0f), s5b);
+              const __m256 a25 = _mm256_fmadd_ps(s5c, _mm256_set1_ps(4.0f), s5a);
+              const __m256 a35 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(8.0f), _mm256_add_ps(s5b, m55));
+              float res[16][8];
+              {
+                const __m256 ra = _mm256_add_ps(a01, a02), rb = _mm256_sub_ps(a01, a02);
+                const __m256 rc = _mm256_add_ps(a03, a04), rd = _mm256_sub_ps(a03, a04);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a00, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a05));
+                _mm256_storeu_ps(res[0], y0);
+                _mm256_storeu_ps(res[1], y1);
+                _mm256_storeu_ps(res[2], y2);
+                _mm256_storeu_ps(res[3], y3);
+              }
+              {
+                const __m256 ra = _mm256_add_ps(a11, a12), rb = _mm256_sub_ps(a11, a12);
+                const __m256 rc = _mm256_add_ps(a13, a14), rd = _mm256_sub_ps(a13, a14);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a10, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a15));
+                _mm256_storeu_ps(res[4], y0);
+                _mm256_storeu_ps(res[5], y1);
+                _mm256_storeu_ps(res[6], y2);
+                _mm256_storeu_ps(res[7], y3);
+              }
+              {
+                const __m256 ra = _mm256_add_ps(a21, a22), rb = _mm256_sub_ps(a21, a22);
+                const __m256 rc = _mm256_add_ps(a23, a24), rd = _mm256_sub_ps(a23, a24);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a20, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a25));
+                _mm256_storeu_ps(res[8], y0);
+                _mm256_storeu_ps(res[9], y1);
+                _mm256_storeu_ps(res[10], y2);
+                _mm256_storeu_ps(res[11], y3);
+              }
+              {
+                const __m256 ra = _mm256_add_ps(a31, a32), rb = _mm256_sub_ps(a31, a32);
+                const __m256 rc = _mm256_add_ps(a33, a34), rd = _mm256_sub_ps(a33, a34);
+                const __m256 y0 = _mm256_add_ps(_mm256_add_ps(a30, ra), rc);
+                const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
+                const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
+                const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a35));
+                _mm256_storeu_ps(res[12], y0);
+                _mm256_storeu_ps(res[13], y1);
+                _mm256_storeu_ps(res[14], y2);
+                _mm256_storeu_ps(res[15], y3);
+              }
+              for (int64_t l = 0; l < 8; ++l) {
+                const int64_t tile = tile0 + jp * 8 + q * 8 + l;
+                if (tile >= 8) break;
+                const int64_t n = tile / 4, th = tile / 2 % 2, tw = tile % 2;
+                const int64_t rows = 8 - th * 4 < 4 ? 8 - th * 4 : 4;
+                const int64_t cols = 8 - tw * 4 < 4 ? 8 - tw * 4 : 4;
+                for (int64_t i = 0; i < rows; ++i) {
+                  for (int64_t j = 0; j < cols; ++j) {
+                    const int64_t oh = th * 4 + i, ow = tw * 4 + j;
+                    (void)n; (void)oh; (void)ow;
+                    const float acc = res[i * 4 + j][l] + X2[oc];
+                    const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
+                    const float t0 = (acc + in0_v);
+                    const float t1 = (t0 < 0 ? 0 : t0);
+                    Y[((n * 32 + oc) * 8 + oh) * 8 + ow] = t1;
+                  }
+                }
+              }
+            }
+          }
+        }
       }
     }
   }
@@ -2594,7 +2466,7 @@ int cnn_create(const char* weights_path, cnn_model** out) {
   *out = NULL;
   cnn_model* model = calloc(1, sizeof(cnn_model));
   if (model == NULL) return PYC_STATUS_OUT_OF_MEMORY;
-  int status = pyc_load_weights(weights_path, 59456u, UINT64_C(225508429359584926), &model->weights);
+  int status = pyc_load_weights(weights_path, 225344u, UINT64_C(3272001379876287536), &model->weights);
   if (status != PYC_STATUS_OK) { cnn_destroy(model); return status; }
   model->threads = pyc_threads_wanted(0);
   *out = model;
@@ -2614,7 +2486,7 @@ int cnn_context_create(const cnn_model* model, cnn_context** out) {
   cnn_context* context = calloc(1, sizeof(cnn_context));
   if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   context->model = model;
-  context->arena = pyc_aligned_alloc(163840);
+  context->arena = pyc_aligned_alloc(347136);
   if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
   *out = context;
   return PYC_STATUS_OK;
@@ -2635,19 +2507,19 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
   int status = PYC_STATUS_OK;
   status = k0_conv((const float*)inputs[0], (const float*)(weights + 0), (const float*)(weights + 1728), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 131072));
+  status = k1_maxpool((const float*)(arena + 0), (float*)(arena + 314368));
   if (status != PYC_STATUS_OK) return status;
-  status = k2_conv((const float*)(arena + 131072), (const float*)(weights + 1792), (const float*)(weights + 20224), (float*)(arena + 0));
+  status = k2_conv((const float*)(arena + 314368), (const float*)(weights + 1792), (const float*)(weights + 75520), (float*)(arena + 248832), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k3_maxpool((const float*)(arena + 0), (float*)(arena + 65536));
+  status = k3_maxpool((const float*)(arena + 248832), (float*)(arena + 82944));
   if (status != PYC_STATUS_OK) return status;
-  status = k4_conv((const float*)(arena + 65536), (const float*)(weights + 20480), (const float*)(weights + 20352), (const float*)(arena + 65536), (float*)(arena + 0));
+  status = k4_conv((const float*)(arena + 82944), (const float*)(weights + 75776), (const float*)(weights + 75648), (const float*)(arena + 82944), (float*)(arena + 99328), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k5_reducemean((const float*)(arena + 0), (float*)(arena + 16384));
+  status = k5_reducemean((const float*)(arena + 99328), (float*)(arena + 0));
   if (status != PYC_STATUS_OK) return status;
-  status = k6_matmul((const float*)(arena + 16384), (const float*)(weights + 57408), (const float*)(weights + 57344), (float*)(arena + 0));
+  status = k6_matmul((const float*)(arena + 0), (const float*)(weights + 223296), (const float*)(weights + 223232), (float*)(arena + 256));
   if (status != PYC_STATUS_OK) return status;
-  status = k7_softmax((const float*)(arena + 0), (float*)outputs[0]);
+  status = k7_softmax((const float*)(arena + 256), (float*)outputs[0]);
   if (status != PYC_STATUS_OK) return status;
   return status;
 }

@@ -20,7 +20,14 @@ from ..ir.graph import Graph
 from ..ir.text import blob_key, parse_graph
 from ..ir.types import DType
 from ..passes.context import MODES
-from ..planning.weights import Conversion, converted_nbytes, packed_numel, read_constant
+from ..planning.weights import (
+    TRANSFORMS,
+    Conversion,
+    converted_nbytes,
+    packed_numel,
+    read_constant,
+    transformed_nbytes,
+)
 from ..targets import TARGETS
 from ..targets.abi_name import name_problem
 from ..targets.cpu.features import feature_flags, is_cpu_name
@@ -121,7 +128,9 @@ SCHEMA: dict[str, Any] = {
     "weights": {"file": TEXT, "bytes": COUNT, "checksum": _Opt(INT), "layout": _Dict(COUNT),
                 "packed": _Opt(_Dict(COUNT)),
                 # constants stored in 16 bits (--precision fp16 / bf16, planning/weights.py)
-                "converted": _Opt(_Dict({"dtype": TEXT, "columns": COUNT}))},
+                "converted": _Opt(_Dict({"dtype": TEXT, "columns": COUNT})),
+                # constants stored through a build-time transform (the CPU Winograd conv's U)
+                "transformed": _Opt(_Dict(TEXT))},
     "files": _Dict(TEXT),
 }
 
@@ -406,21 +415,27 @@ def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
     blobs = {}
     packed = manifest["weights"].get("packed", {})
     converted = manifest["weights"].get("converted", {})
-    # a converted constant reads back rounded: it takes the key model.ir gives the original
-    keys = _blob_keys(text) if converted else {}
+    transformed = manifest["weights"].get("transformed", {})
+    # a converted or transformed constant reads back rounded: it takes the key model.ir gives
+    # the original
+    keys = _blob_keys(text) if converted or transformed else {}
     for name, offset in manifest["weights"]["layout"].items():
         ttype = shell.types.get(name)
         width = packed.get(name)
         conversion = _conversion(converted.get(name), ttype)
+        transform = _transform(transformed.get(name), ttype)
         if ttype is None or (width is not None and (width < 1 or ttype.rank < 1)) or \
-                offset + (converted_nbytes(ttype.shape, conversion) if conversion else
+                offset + (transformed_nbytes(ttype.shape, ttype.dtype.itemsize, transform)
+                          if transform else
+                          converted_nbytes(ttype.shape, conversion) if conversion else
                           ttype.nbytes if width is None else
                           packed_numel(ttype.shape, width) * ttype.dtype.itemsize) > len(weights):
             raise PycError("E030", f"the weights layout in {MANIFEST} does not fit model.ir "
                            f"(constant {name!r} at offset {offset})", where=str(artifact),
                            hint="rebuild the artifact")
-        array = read_constant(weights, offset, ttype.dtype.numpy, ttype.shape, width, conversion)
-        blobs[keys.get(name, "") if conversion else blob_key(array)] = array
+        array = read_constant(weights, offset, ttype.dtype.numpy, ttype.shape, width, conversion,
+                              transform)
+        blobs[keys.get(name, "") if conversion or transform else blob_key(array)] = array
     try:
         return parse_graph(text, blobs)
     except KeyError as exc:
@@ -455,6 +470,17 @@ def graph_shell(text: str) -> Graph:
     """The graph of a model.ir text with its large constants left empty (their types only):
     enough to count and name its nodes."""
     return parse_graph(text, _BlobProbe())
+
+
+def _transform(record: object, ttype: object) -> str | None:
+    """A constant's build-time transform from the manifest (PYC-E030 where it cannot hold)."""
+    if record is None:
+        return None
+    shape = tuple(getattr(ttype, "shape", ()))
+    if record not in TRANSFORMS or not TRANSFORMS[record].accepts(shape):  # type: ignore[index]
+        raise PycError("E030", f"a transformed weight in {MANIFEST} does not fit model.ir "
+                       f"({record!r})", hint="rebuild the artifact")
+    return str(record)
 
 
 class _BlobProbe(dict):

@@ -70,7 +70,8 @@ def read_plan(artifact: Path, manifest: dict[str, Any]) -> ArtifactPlan:
     plan = MemoryPlan.from_json(json.loads((artifact / "memory_plan.json").read_text(
         encoding="utf-8")))
     weights = WeightsLayout(dict(manifest["weights"]["layout"]), manifest["weights"]["bytes"],
-                            dict(manifest["weights"].get("packed", {})))
+                            dict(manifest["weights"].get("packed", {})),
+                            transformed=dict(manifest["weights"].get("transformed", {})))
     return ArtifactPlan(graph, plan, weights)
 
 

@@ -61,6 +61,9 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         return False
     flops = opdef.flops(node, graph)
     reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
+    why = chosen.reason(node, graph)
+    if why:
+        reason += f": {why}"
     params: dict[str, KernelParam] = {}
     signature = kernel_signature(node, graph, target.name)
     tuned = ctx.tuning.lookup(signature)

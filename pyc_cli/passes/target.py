@@ -26,6 +26,10 @@ class KernelOption(Protocol):
 
     def cost(self, node: Node, graph: Graph) -> float: ...
 
+    def reason(self, node: Node, graph: Graph) -> str:
+        """Why this kernel suits the node, for the decision log ("" for nothing)."""
+        ...
+
     def inplace_input_in(self, mode: str) -> int | None:
         """The input the kernel may overwrite with its output in memory mode `mode`."""
         ...

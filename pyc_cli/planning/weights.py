@@ -9,16 +9,22 @@ A kernel may also read a float32 matrix constant converted to a 16-bit float typ
 target's tensor-core GEMM at --precision fp16/bf16, `Target.constant_conversions`): the file
 then holds it as float16 or bfloat16 (round to nearest even), its rows padded with zeros to
 `columns` (a multiple of 8: 16-byte rows), and the manifest records both.
+
+A kernel may also read a constant through a build-time transform (`Target.constant_transforms`,
+TRANSFORMS: the CPU Winograd convolution's U = G g G^T, planning/winograd.py): the file then
+holds the transformed array, and the manifest records the transform's name; reading it back
+inverts the transform (up to the stored form's rounding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..ir.graph import Graph
+from . import winograd
 
 WEIGHT_ALIGNMENT = 64
 
@@ -29,6 +35,7 @@ class WeightsLayout:
     total_bytes: int
     packed: dict[str, int] = field(default_factory=dict)  # constant -> panel width
     converted: dict[str, Conversion] = field(default_factory=dict)  # constant -> 16-bit form
+    transformed: dict[str, str] = field(default_factory=dict)  # constant -> TRANSFORMS name
 
     def to_json(self) -> dict[str, object]:
         record: dict[str, object] = {
@@ -36,7 +43,36 @@ class WeightsLayout:
             "offsets": dict(sorted(self.offsets.items())), "packed": dict(sorted(self.packed.items()))}
         if self.converted:  # only reduced-precision builds have any
             record["converted"] = {k: c.to_json() for k, c in sorted(self.converted.items())}
+        if self.transformed:  # only builds with a kernel reading a transformed constant
+            record["transformed"] = dict(sorted(self.transformed.items()))
         return record
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A build-time transform of a constant: the stored array, the stored shape from the
+    constant's, and the constant back from the stored array."""
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    shape: Callable[[tuple[int, ...]], tuple[int, ...]]
+    inverse: Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        try:
+            self.shape(shape)
+        except (IndexError, ValueError):
+            return False
+        return True
+
+
+def _winograd_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != 4 or tuple(shape[2:]) != (3, 3):
+        raise ValueError(f"{shape} is not [Cout, Cin, 3, 3]")
+    return winograd.stored_shape(shape)
+
+
+TRANSFORMS = {winograd.NAME: Transform(winograd.transform_weights, _winograd_shape,
+                                       winograd.untransform_weights)}
 
 
 @dataclass(frozen=True)
@@ -123,29 +159,40 @@ def unpack_panels(flat: np.ndarray, shape: tuple[int, ...], width: int) -> np.nd
     return np.ascontiguousarray(array[..., :n]).reshape(shape)
 
 
+def transformed_nbytes(shape: tuple[int, ...], itemsize: int, transform: str) -> int:
+    return int(np.prod(TRANSFORMS[transform].shape(tuple(shape)), dtype=np.int64)) * itemsize
+
+
 def stored_nbytes(array: np.ndarray, width: int | None,
-                  conversion: Conversion | None = None) -> int:
+                  conversion: Conversion | None = None, transform: str | None = None) -> int:
+    if transform is not None:
+        return transformed_nbytes(array.shape, array.itemsize, transform)
     if conversion is not None:
         return converted_nbytes(array.shape, conversion)
     return array.nbytes if width is None else packed_numel(array.shape, width) * array.itemsize
 
 
 def layout_weights(graph: Graph, packed: Mapping[str, int] | None = None,
-                   converted: Mapping[str, Conversion] | None = None) -> WeightsLayout:
+                   converted: Mapping[str, Conversion] | None = None,
+                   transformed: Mapping[str, str] | None = None) -> WeightsLayout:
     """Offsets of every constant a kernel reads; `packed` names those stored as panels (and
-    their width), `converted` those stored in a 16-bit float type."""
+    their width), `converted` those stored in a 16-bit float type, `transformed` those stored
+    through a build-time transform (TRANSFORMS)."""
     used = sorted({name for node in graph.nodes for name in node.present_inputs()
                    if name in graph.constants})
     packed = {name: width for name, width in (packed or {}).items() if name in used}
     converted = {name: c for name, c in (converted or {}).items() if name in used}
-    if set(packed) & set(converted):
-        raise RuntimeError(f"{sorted(set(packed) & set(converted))} both packed and converted")
+    transformed = {name: t for name, t in (transformed or {}).items() if name in used}
+    clash = (set(packed) & set(converted)) | (set(transformed) & (set(packed) | set(converted)))
+    if clash:
+        raise RuntimeError(f"{sorted(clash)} stored in two forms")
     offsets, cursor = {}, 0
     for name in used:
         offsets[name] = cursor
-        size = stored_nbytes(graph.constants[name], packed.get(name), converted.get(name))
+        size = stored_nbytes(graph.constants[name], packed.get(name), converted.get(name),
+                             transformed.get(name))
         cursor += -(-max(size, 1) // WEIGHT_ALIGNMENT) * WEIGHT_ALIGNMENT
-    return WeightsLayout(offsets, cursor, packed, converted)
+    return WeightsLayout(offsets, cursor, packed, converted, transformed)
 
 
 def weights_bytes(graph: Graph, layout: WeightsLayout) -> bytes:
@@ -153,7 +200,10 @@ def weights_bytes(graph: Graph, layout: WeightsLayout) -> bytes:
     for name, offset in layout.offsets.items():
         array = graph.constants[name]
         width, conversion = layout.packed.get(name), layout.converted.get(name)
-        if conversion is not None:
+        transform = layout.transformed.get(name)
+        if transform is not None:
+            data = TRANSFORMS[transform].forward(array).tobytes()
+        elif conversion is not None:
             data = np.ascontiguousarray(convert_matrix(array, conversion)).tobytes()
         else:
             data = np.ascontiguousarray(array if width is None else pack_panels(array, width)).tobytes()
@@ -162,9 +212,14 @@ def weights_bytes(graph: Graph, layout: WeightsLayout) -> bytes:
 
 
 def read_constant(blob: bytes, offset: int, dtype: np.dtype, shape: tuple[int, ...],
-                  width: int | None, conversion: Conversion | None = None) -> np.ndarray:
+                  width: int | None, conversion: Conversion | None = None,
+                  transform: str | None = None) -> np.ndarray:
     """A constant read back from the weights file as it was laid out (a converted one as
-    float32 again, with the conversion's rounding)."""
+    float32 again, with the conversion's rounding; a transformed one through the inverse)."""
+    if transform is not None:
+        stored = TRANSFORMS[transform].shape(tuple(shape))
+        flat = np.frombuffer(blob, dtype, int(np.prod(stored, dtype=np.int64)), offset)
+        return TRANSFORMS[transform].inverse(flat.reshape(stored), tuple(shape))
     if conversion is not None:
         flat = np.frombuffer(blob, np.uint16, converted_nbytes(shape, conversion) // 2, offset)
         return unconvert_matrix(flat, shape, conversion)

@@ -12,18 +12,18 @@ from .base import Target
 
 
 def _cpu_target(cpu: str, cpu_features: tuple[str, ...], arch: str | None,
-                precision: str | None) -> Target:
+                precision: str | None, winograd: bool) -> Target:
     from .cpu.features import resolve_march
     from .cpu.target import CpuTarget  # imported on use: the CLI lists target names without building
 
     if precision not in (None, "fp32"):  # the CPU kernels compute in the model's own types
         raise PycError("E050", f"--precision {precision} applies to --target cuda only",
                        where="--precision", hint="drop --precision, or build with --target cuda")
-    return CpuTarget(resolve_march(cpu), tuple(cpu_features))
+    return CpuTarget(resolve_march(cpu), tuple(cpu_features), winograd)
 
 
 def _cuda_target(cpu: str, cpu_features: tuple[str, ...], arch: str | None,
-                 precision: str | None) -> Target:
+                 precision: str | None, winograd: bool) -> Target:
     from .cuda.target import CudaTarget  # cuda-python itself is imported only when compiling
 
     return CudaTarget(arch or "sm_90", precision or "fp32")
@@ -31,17 +31,19 @@ def _cuda_target(cpu: str, cpu_features: tuple[str, ...], arch: str | None,
 
 # the registry of targets by name (`pyc build --target` offers exactly these; a manifest's
 # "target" must name one, PYC-E032 otherwise)
-TARGETS: dict[str, Callable[[str, tuple[str, ...], str | None, str | None], Target]] = {
+TARGETS: dict[str, Callable[[str, tuple[str, ...], str | None, str | None, bool], Target]] = {
     "cpu": _cpu_target, "cuda": _cuda_target}
 TARGET_NAMES = tuple(TARGETS)
 
 
 def get_target(name: str, cpu: str = "native", cpu_features: tuple[str, ...] = (),
-               arch: str | None = None, precision: str | None = None) -> Target:
+               arch: str | None = None, precision: str | None = None,
+               winograd: bool = True) -> Target:
     """The target `name`; the CPU target compiles for `cpu` (a -march value, or `portable`)
-    with `cpu_features` (['+avx2', '-avx512f']) added or removed, the CUDA target for the GPU
+    with `cpu_features` (['+avx2', '-avx512f']) added or removed, with its Winograd 3x3
+    convolution where it pays unless `winograd` is False, the CUDA target for the GPU
     architecture `arch` (default sm_90) at `precision` (fp32, tf32, fp16, bf16: default fp32;
     the CPU target takes none but fp32, PYC-E050)."""
     if name not in TARGETS:
         raise PycError("E050", f"unknown target {name!r}", hint=f"use one of {sorted(TARGETS)}")
-    return TARGETS[name](cpu, tuple(cpu_features), arch, precision)
+    return TARGETS[name](cpu, tuple(cpu_features), arch, precision, winograd)

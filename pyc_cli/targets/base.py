@@ -79,7 +79,8 @@ class Target:
         for node in graph.nodes:
             chosen = self.chosen(node)
             for index, value in enumerate(node.inputs):
-                if value not in graph.constants:
+                if value not in graph.constants or \
+                        (chosen is not None and chosen.transform_of(node, graph, index)):
                     continue
                 width = None if chosen is None else chosen.panels_of(node, graph, index)
                 if width is None:
@@ -90,6 +91,26 @@ class Target:
         if both:
             raise RuntimeError(f"{both} read both packed and as stored")
         return packed
+
+    def constant_transforms(self, graph: Graph) -> dict[str, str]:
+        """Constants the chosen kernels read through a build-time transform, name -> transform
+        (planning/weights.TRANSFORMS), for the weights file. A candidate with a transform applies
+        only to a constant no other node reads; another reader is a bug here."""
+        transformed: dict[str, str] = {}
+        readers: dict[str, int] = {}
+        for node in graph.nodes:
+            chosen = self.chosen(node)
+            for index, value in enumerate(node.inputs):
+                if value not in graph.constants:
+                    continue
+                readers[value] = readers.get(value, 0) + 1
+                transform = None if chosen is None else chosen.transform_of(node, graph, index)
+                if transform is not None:
+                    transformed[value] = transform
+        shared = sorted(name for name in transformed if readers[name] > 1)
+        if shared:
+            raise RuntimeError(f"{shared} read through a transform and by another reader")
+        return transformed
 
     def constant_conversions(self, graph: Graph) -> dict[str, Conversion]:
         """Float32 constants the chosen kernels read in a 16-bit type, for the weights file

@@ -58,6 +58,12 @@ class KernelCandidate:
     constant_panels: Callable[[Node, Graph, int], int | None] | None = None
     # a shape-dependent factor on the cost estimate (a measured crossover between candidates)
     cost_scale: Callable[[Node, Graph], float] | None = None
+    # the build-time transform (planning/weights.TRANSFORMS name) through which this kernel
+    # reads constant input `index` (the weights file stores it transformed), or None
+    constant_transform: Callable[[Node, Graph, int], str | None] | None = None
+    # why this kernel suits the node, for the decision log when it is chosen (None: nothing
+    # beyond its cost)
+    why: Callable[[Node, Graph], str] | None = None
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
@@ -86,6 +92,16 @@ class KernelCandidate:
         if self.constant_panels is None or node.inputs[index] not in graph.constants:
             return None
         return self.constant_panels(node, graph, index)
+
+    def transform_of(self, node: Node, graph: Graph, index: int) -> str | None:
+        """The transform through which this kernel reads constant input `index` (None: none)."""
+        if self.constant_transform is None or node.inputs[index] not in graph.constants:
+            return None
+        return self.constant_transform(node, graph, index)
+
+    def reason(self, node: Node, graph: Graph) -> str:
+        """What the decision log adds when this kernel is chosen ("" for nothing)."""
+        return "" if self.why is None else self.why(node, graph)
 
     def inplace_input_in(self, mode: str) -> int | None:
         """The input this kernel may overwrite in `mode` (None: never)."""

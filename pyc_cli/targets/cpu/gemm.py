@@ -83,12 +83,21 @@ def tunables(isa: str) -> tuple[Tunable, ...]:
             Tunable("unroll", (1, 2, 4), "unroll of the reduction loop"))
 
 
-def splits(isa: str, rows: int) -> int:
-    """Independent accumulator sets over k for an R-row block: a short block (M == 1: GEMV)
-    would wait on FMA latency with one set."""
-    spare = ISAS[isa].registers - VECTORS_PER_ROW - 2
+def splits(isa: str, rows: int, vectors: int = VECTORS_PER_ROW) -> int:
+    """Independent accumulator sets over k for an R-row block of `vectors` vectors a row: a
+    short block (M == 1: GEMV) would wait on FMA latency with one set."""
+    spare = ISAS[isa].registers - vectors - 2
     cap = 8 if ISAS[isa].registers >= 32 else 4
-    return max(1, min(cap, spare // (rows * VECTORS_PER_ROW)))
+    return max(1, min(cap, spare // (rows * vectors)))
+
+
+def one_vector_panels(g: Params, isa: str) -> Params:
+    """Plan `g` with panels one vector wide (NR = lanes): for a B of few columns, where
+    2-vector panels would be mostly padding; more accumulator sets keep the FMAs busy."""
+    lanes_ = int(g["lanes"])  # type: ignore[call-overload]
+    return {**g, "vectors": 1, "NR": lanes_, "n_full": int(g["N"]) % lanes_ == 0,  # type: ignore[call-overload]
+            "panels": -(-int(g["N"]) // lanes_),  # type: ignore[call-overload]
+            "splits": {r: splits(isa, r, 1) for r in range(1, int(g["MR"]) + 1)}}  # type: ignore[call-overload]
 
 
 def vector_ops(isa: str, ctype: str, itemsize: int) -> Params:

@@ -20,7 +20,7 @@ from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ..kernel import KernelCandidate, Tunable
-from . import conv_dots, gemm
+from . import conv_dots, gemm, winograd
 from .kernel_context import (
     LAYERNORM_TASK_ELEMENTS,
     SOFTMAX_TASK_ELEMENTS,
@@ -272,10 +272,14 @@ def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     return params
 
 
-def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
-    """Conv's candidates on `isa`: the packed GEMM over gathered columns, the depthwise kernel,
-    and the direct loop (tiny convs, and convs whose prologue the others cannot apply)."""
+def conv_candidates(isa: str, with_winograd: bool = True) -> tuple[KernelCandidate, ...]:
+    """Conv's candidates on `isa`: Winograd F(4x4,3x3) for 3x3 stride-1 convs where it pays
+    (unless `with_winograd` is off: `pyc build --no-winograd`), the implicit GEMM (and its
+    polyphase variant for strided convs), the packed GEMM over gathered columns, the depthwise
+    kernel, and the direct loop (tiny convs, and convs whose prologue the others cannot
+    apply)."""
     return (
+        winograd.candidate(isa, with_winograd),
         # reads the input in place (no columns, no workspace): cheaper than gathering them
         KernelCandidate(
             "conv2d_implicit_gemm", "conv2d_implicit.c.j2", _implicit_applies(isa), 0.25,
@@ -587,11 +591,18 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
     return {op: candidates for op in ops}
 
 
+def cpu_kernels(isa: str, with_winograd: bool = True) -> dict[str, tuple[KernelCandidate, ...]]:
+    """The candidate table for code using `isa` (gemm.ISAS: avx512, avx2, vector), with or
+    without Winograd convs (`pyc build --no-winograd`: the candidate is listed but never
+    applies, so an artifact's recorded choice is found by name either way); one table per ISA
+    and option, so a candidate is the same object wherever it is looked up."""
+    return _cpu_kernels(isa, with_winograd)
+
+
 @functools.cache
-def cpu_kernels(isa: str) -> dict[str, tuple[KernelCandidate, ...]]:
-    """The candidate table for code using `isa` (gemm.ISAS: avx512, avx2, vector); one table
-    per ISA, so a candidate is the same object wherever it is looked up."""
-    return {**CPU_KERNELS, "Conv": conv_candidates(isa), "MatMul": matmul_candidates(isa),
+def _cpu_kernels(isa: str, with_winograd: bool) -> dict[str, tuple[KernelCandidate, ...]]:
+    return {**CPU_KERNELS, "Conv": conv_candidates(isa, with_winograd),
+            "MatMul": matmul_candidates(isa),
             "ConvTranspose": transpose_candidates(isa)}
 
 

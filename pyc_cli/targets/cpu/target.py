@@ -75,9 +75,11 @@ class CpuTarget(Target):
     template_subdir = "c"
     library_name = "libmodel.so"
 
-    def __init__(self, march: str = "native", features: tuple[str, ...] = ()) -> None:
+    def __init__(self, march: str = "native", features: tuple[str, ...] = (),
+                 winograd: bool = True) -> None:
         self.march = march
         self.features = tuple(features)  # ('+avx2', '-avx512f'): cpu_features.parse_features
+        self.winograd = winograd  # whether 3x3 convs may take the Winograd kernel (--winograd)
         self._kernels: dict[str, tuple[KernelCandidate, ...]] | None = None
 
     @property  # type: ignore[override]
@@ -85,7 +87,7 @@ class CpuTarget(Target):
         """The candidate table for the vector ISA the target's features allow (the compiler's
         predefined macros for this -march: the GEMM micro-kernels are chosen from them)."""
         if self._kernels is None:
-            self._kernels = cpu_kernels(self.isa())
+            self._kernels = cpu_kernels(self.isa(), self.winograd)
         return self._kernels
 
     def isa(self) -> str:

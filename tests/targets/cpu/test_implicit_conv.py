@@ -141,9 +141,10 @@ def test_implicit_conv_float64_matches_numpy(isa: str, tmp_path: Path,
 
 def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
         tmp_path: Path, rng: np.random.Generator) -> None:
-    """Chosen for every stride-1 conv here on AVX-512; a strided conv takes the phase-split
-    variant (test_strided_conv.py), and the portable build (no masked loads) keeps the im2col
-    GEMM for both."""
+    """Chosen for every stride-1 conv here on AVX-512 (without Winograd, which takes the
+    ResNet-like 3x3 conv: test_winograd.py); a strided conv takes the phase-split variant
+    (test_strided_conv.py), and the portable build (no masked loads) keeps the im2col GEMM
+    for both."""
     model, _, _, _ = conv_model(rng)
     strided = helper.make_node("Conv", ["x0", "w0"], ["s"], "strided", pads=[1] * 4,
                                strides=[2, 2])
@@ -151,7 +152,8 @@ def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
     model.graph.output.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 8, 6, 4]))
     onnx.save(model, tmp_path / "m.onnx")
     for isa, wanted in (("avx512", CANDIDATE), ("vector", "conv2d_im2col_gemm")):
-        result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / isa, cpu=BUILDS[isa].cpu)
+        result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / isa, cpu=BUILDS[isa].cpu,
+                               winograd=False)
         kernels = {n.name: n.ann.kernel.candidate for n in result.graph.nodes
                    if n.op == "Conv" and n.ann.kernel is not None}
         strided_kernel = kernels.pop(strided.name)

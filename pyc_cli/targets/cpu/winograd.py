@@ -1,0 +1,181 @@
+"""3x3 stride-1 convolution as Winograd F(4x4, 3x3) (codegen_templates/c/kernels/conv2d_winograd.c.j2).
+
+The implicit GEMM runs near the FMA peak, so only fewer multiplies make a 3x3 conv faster:
+Winograd computes a 4x4 output tile from a 6x6 input tile with 36 multiplies per channel pair
+instead of 144. The weights are transformed at build time (U = G g G^T, planning/winograd.py:
+36 matrices [Cout, Cin], the GEMM's A read in place); at run time each task takes a block of
+tiles: the input transform V = B^T d B of every channel (AVX-512 / AVX2 gathers, padding masked)
+into NR-wide packed panels of its scratch, then for each block of OB output channels the 36
+GEMMs M_p = U_p V_p on the packed GEMM's micro-kernel and the output transform Y = A^T M A with
+the conv's bias and fused epilogue, stored with the borders' partial tiles cut.
+
+It is a few bits less accurate than the direct sum (the transforms' constants grow the rounding
+error): `pyc build --no-winograd` keeps every conv off it.
+"""
+
+from __future__ import annotations
+
+from ...ir.graph import Graph, Node
+from ...ir.types import DType
+from ...ops.conv import Conv
+from ...planning import winograd as wg
+from ..kernel import KernelCandidate, Tunable
+from . import gemm
+
+Params = dict[str, object]
+
+# the smallest channel counts and output side that pay for the transforms (measured on Zen 4,
+# docs/architecture.md): fewer channels leave the GEMMs too short to amortize them, a smaller
+# map wastes most of its padded tiles. The kernel applies to any size (a tuning database may
+# pick it); below these the cost model never does
+MIN_CHANNELS = 16
+MIN_OUTPUT_SIDE = 8
+NEVER = 1e9  # the cost scale of a conv it does not pay for
+# output channels per GEMM block: the block's 36 transformed outputs (OB x tiles) stay in L2
+BLOCK_ROWS = 64
+# scratch holders: at most this many tasks (each with its own scratch; a task takes every
+# MAX_TASKS-th unit of work), 2 x the cores of a small machine with room for imbalance
+MAX_TASKS = 8
+# a map of few tiles (ResNet's 14x14: one block) is split into groups of output channels until
+# there are this many units of work, the cores of the reference machine: each group recomputes
+# its block's input transform (on one thread 2 groups cost 256 -> 256 on 14x14 ~0.1 ms, 4
+# groups ~0.3 ms of ~1 ms)
+GROUP_TASKS = 2
+LINE_FLOATS = 16  # a 64-byte cache line of floats
+# the input transform's lane offsets are 32-bit
+MAX_INPUT_ELEMENTS = 2**31 - 1
+
+
+def _geometry(node: Node, graph: Graph) -> dict[str, int]:
+    op = Conv().kernel_params(node, graph)
+    return {k: int(op[k]) for k in ("N", "C", "OC", "H", "W", "OH", "OW", "KH", "KW", "SH", "SW",  # type: ignore[call-overload]
+                                    "DH", "DW", "PH", "PW", "G")}
+
+
+def _shape_fits(node: Node, graph: Graph) -> bool:
+    """2-D float32, 3x3, stride 1, no dilation, one group, no prologue, a constant weight only
+    this node reads (the weights file holds it transformed), 32-bit input offsets."""
+    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    if x.rank != 4 or w.rank != 4 or x.dtype is not DType.F32 or node.ann.prologue:
+        return False
+    weight = node.inputs[1]
+    if weight not in graph.constants or weight in graph.outputs or \
+            sum(weight in n.present_inputs() for n in graph.nodes) != 1:
+        return False
+    v = _geometry(node, graph)
+    return (v["KH"], v["KW"], v["SH"], v["SW"], v["DH"], v["DW"], v["G"]) == (3, 3, 1, 1, 1, 1, 1) \
+        and v["N"] * v["C"] * v["H"] * v["W"] <= MAX_INPUT_ELEMENTS
+
+
+def applies(isa: str, enabled: bool):  # noqa: ANN201 (a closure per ISA and build option)
+    def check(node: Node, graph: Graph) -> bool:
+        return enabled and isa in ("avx512", "avx2") and _shape_fits(node, graph)
+    return check
+
+
+def _tiles(v: dict[str, int]) -> tuple[int, int]:
+    """(tile rows, tile columns) of one image."""
+    return -(-v["OH"] // wg.TILE), -(-v["OW"] // wg.TILE)
+
+
+def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params:
+    """The block of tiles (NCP panels of NR tiles), the GEMM block of OB output channels, the
+    groups of output channels tasks split (when tile blocks are fewer than MIN_TASKS), the
+    task count and each task's scratch (floats)."""
+    v = _geometry(node, graph)
+    th, tw = _tiles(v)
+    tiles = v["N"] * th * tw
+    g = gemm.plan(isa, "float", 4, v["OC"], 1, v["C"], 1, tuned)
+    nr, mr, lanes = int(g["NR"]), int(g["MR"]), int(g["lanes"])  # type: ignore[call-overload]
+    # a small map (ResNet's 14x14: 16 tiles) would fill half of a 2-vector panel with padding
+    narrow = -(-tiles // lanes) * lanes * 4 <= -(-tiles // nr) * nr * 3
+    nr = lanes if narrow else nr
+    ncp = 1  # one panel of tiles a block: its 36 x Cin x NR inputs stay in L2 up to Cin = 256
+    tb = ncp * nr
+    blocks = -(-tiles // tb)
+    ob = min(-(-BLOCK_ROWS // mr) * mr, -(-v["OC"] // mr) * mr)
+    row_blocks = -(-v["OC"] // ob)
+    groups = 1 if blocks >= GROUP_TASKS else min(row_blocks, -(-GROUP_TASKS // blocks))
+    group_rows = -(-row_blocks // groups) * ob
+    groups = -(-v["OC"] // group_rows)
+    units = blocks * groups
+    tasks = min(units, MAX_TASKS)
+    g = gemm.plan(isa, "float", 4, v["OC"], tb, v["C"], 1, tuned)
+    if narrow:
+        g = gemm.one_vector_panels(g, isa)
+    # a position's block of V and of M is a cache line longer than its size: the 36 positions
+    # of a tile are accessed together, and power-of-two strides would share one L1 set
+    v_stride, m_stride = v["C"] * tb + LINE_FLOATS, ob * tb + LINE_FLOATS
+    per_task = wg.POINTS * (v_stride + m_stride)
+    return {"gemm": g, "TH": th, "TW": tw, "tiles": tiles, "TB": tb, "NCP": ncp,
+            "blocks": blocks, "OB": ob, "groups": groups, "group_rows": group_rows,
+            "units": units, "tasks": tasks, "per_task": per_task, "v_stride": v_stride,
+            "m_stride": m_stride}
+
+
+def _tuned(node: Node) -> dict[str, object]:
+    """The chosen kernel's tuned parameters (a tuning database's MR), or none."""
+    return dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
+
+
+def params(isa: str):  # noqa: ANN201 (a closure per ISA)
+    def template_params(node: Node, graph: Graph, op: Params) -> Params:
+        p = plan(isa, node, graph, _tuned(node))
+        flops = Conv().flops(node, graph)
+        return {**p, "parallel": int(p["tasks"]) >= 2 and flops >= gemm.TASK_FLOPS,  # type: ignore[call-overload]
+                "out_coords": ["n", "oc", "oh", "ow"]}
+    return template_params
+
+
+def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)
+    def size(node: Node, graph: Graph) -> int:
+        """Every task's transformed inputs (36 x Cin x TB) and GEMM block (36 x OB x TB), as
+        the chosen parameters (a tuned MR sets OB) lay them out."""
+        p = plan(isa, node, graph, _tuned(node))
+        return int(p["tasks"]) * int(p["per_task"]) * 4  # type: ignore[call-overload]
+    return size
+
+
+# flop-equivalents per tile and channel of the input transform (36 gathered elements, 12
+# six-point transforms) and per tile and output channel of the output transform (10 transforms
+# and 16 scalar stores through the epilogue), relative to the GEMM's 2 per multiply-add: fitted
+# to single-thread timings on Zen 4 (16..128 channels, 14x14..56x56 maps: together ~2000)
+INPUT_TRANSFORM_COST = 1000.0
+OUTPUT_TRANSFORM_COST = 1000.0
+
+
+def cost_scale(isa: str):  # noqa: ANN201 (a closure per ISA)
+    def scale(node: Node, graph: Graph) -> float:
+        """Winograd's estimated work over the direct conv's flops: the 36 GEMMs over whole
+        panels of tiles (a small map's padded tiles and panel count too), plus the transforms."""
+        v = _geometry(node, graph)
+        if min(v["C"], v["OC"]) < MIN_CHANNELS or min(v["OH"], v["OW"]) < MIN_OUTPUT_SIDE:
+            return NEVER
+        p = plan(isa, node, graph, {})
+        tiles = int(p["blocks"]) * int(p["TB"])  # type: ignore[call-overload]
+        gemm_flops = 2.0 * wg.POINTS * v["C"] * v["OC"] * tiles
+        transforms = tiles * (v["C"] * INPUT_TRANSFORM_COST * int(p["groups"])  # type: ignore[call-overload]
+                              + v["OC"] * OUTPUT_TRANSFORM_COST)
+        return (gemm_flops + transforms) / max(1, Conv().flops(node, graph))
+    return scale
+
+
+def why(node: Node, graph: Graph) -> str:
+    v = _geometry(node, graph)
+    th, tw = _tiles(v)
+    return (f"Winograd F(4x4,3x3): 36 instead of 144 multiplies per 4x4 tile and channel pair "
+            f"({v['N'] * th * tw} tiles of {v['OH']}x{v['OW']} outputs, {v['C']}->{v['OC']} "
+            f"channels; weights transformed at build time)")
+
+
+def transform(node: Node, graph: Graph, index: int) -> str | None:
+    """The weights (input 1) are stored as U = G g G^T."""
+    return wg.NAME if index == 1 else None
+
+
+def candidate(isa: str, enabled: bool) -> KernelCandidate:
+    return KernelCandidate(
+        "conv2d_winograd", "conv2d_winograd.c.j2", applies(isa, enabled), 0.25, workspace(isa),
+        stores_once=True, params=params(isa), takes_epilogue=True,
+        tunables=(Tunable("mr", gemm.ISAS[isa].rows, "rows of the register block (micro-kernel)"),),
+        cost_scale=cost_scale(isa), constant_transform=transform, why=why)
