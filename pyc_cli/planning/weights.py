@@ -13,6 +13,7 @@ then holds it as float16 or bfloat16 (round to nearest even), its rows padded wi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -42,13 +43,22 @@ class WeightsLayout:
 @dataclass(frozen=True)
 class Conversion:
     """A float32 matrix constant stored as `dtype` (float16 or bfloat16), rows padded to
-    `columns` with zeros."""
+    `columns` with zeros. `flat`: the constant is first read as a matrix of its first dim's
+    rows (a conv weight [OC, C, KH, KW] as [OC, C * KH * KW]: the tensor-core conv's A)."""
 
     dtype: str
     columns: int
+    flat: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return {"dtype": self.dtype, "columns": self.columns}
+        record: dict[str, object] = {"dtype": self.dtype, "columns": self.columns}
+        if self.flat:  # only conv weights have it
+            record["flat"] = True
+        return record
+
+    def matrix_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape the conversion pads the last dim of."""
+        return (shape[0], math.prod(shape[1:])) if self.flat else tuple(shape)
 
 
 HALF_TYPES = ("float16", "bfloat16")
@@ -71,6 +81,7 @@ def convert_matrix(array: np.ndarray, conversion: Conversion) -> np.ndarray:
     bfloat16), zero past N."""
     if conversion.dtype not in HALF_TYPES:
         raise ValueError(f"unknown conversion {conversion.dtype!r}")
+    array = np.asarray(array).reshape(conversion.matrix_shape(array.shape))
     *lead, k, n = array.shape
     padded = np.zeros((*lead, k, conversion.columns), np.float32)
     padded[..., :n] = array
@@ -82,15 +93,15 @@ def convert_matrix(array: np.ndarray, conversion: Conversion) -> np.ndarray:
 
 def unconvert_matrix(flat: np.ndarray, shape: tuple[int, ...], conversion: Conversion) -> np.ndarray:
     """The inverse of convert_matrix (float32 again, as rounded)."""
-    *lead, k, n = shape
+    *lead, k, n = conversion.matrix_shape(shape)
     stored = flat.reshape(*lead, k, conversion.columns)[..., :n]
     if conversion.dtype == "float16":
-        return np.ascontiguousarray(stored.view(np.float16).astype(np.float32))
-    return np.ascontiguousarray(from_bfloat16_bits(stored.view(np.uint16)))
+        return np.ascontiguousarray(stored.view(np.float16).astype(np.float32)).reshape(shape)
+    return np.ascontiguousarray(from_bfloat16_bits(stored.view(np.uint16))).reshape(shape)
 
 
 def converted_nbytes(shape: tuple[int, ...], conversion: Conversion) -> int:
-    *lead, k, _ = shape
+    *lead, k, _ = conversion.matrix_shape(shape)
     return int(np.prod(lead, dtype=np.int64)) * k * conversion.columns * 2
 
 

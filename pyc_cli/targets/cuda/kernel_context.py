@@ -144,6 +144,48 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
+# tensor-core conv tiles by conv_tile: (rows BM = output channels, columns BN = output pixels,
+# depth BK, warps along M, along N); 32 is the narrow tile of few-pixel maps (ResNet's 7 x 7)
+CONV_MMA_CONFIGS = {128: (128, 128, 32, 2, 4), 64: (64, 64, 32, 2, 2), 32: (64, 32, 32, 2, 2)}
+# a multiprocessor count: below this many blocks a smaller tile is taken (an H100 has 132)
+CONV_MMA_FILL = 132
+
+
+def _conv_mma_tile(m: int, n: int) -> int:
+    """The largest tile that still gives CONV_MMA_FILL blocks (128 only past 64 channels)."""
+    def blocks(tile: int) -> int:
+        bm, bn = CONV_MMA_CONFIGS[tile][:2]
+        return math.ceil(m / bm) * math.ceil(n / bn)
+    if m > 64 and blocks(128) >= 2 * CONV_MMA_FILL:
+        return 128
+    return 64 if blocks(64) >= CONV_MMA_FILL else 32
+
+
+def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The implicit-GEMM conv: M = output channels, N = batch x output pixels (NCOLS), K =
+    C x KD x KH x KW; the weight a converted constant ([OC, K] rows of `lda` 16-bit values)."""
+    p = call.params
+    conversion = call.converted.get(node.inputs[1])
+    if conversion is None or not conversion.flat:
+        raise PycError("E090", f"{node.op}'s weight is not stored in 16 bits for cuda_conv_mma "
+                       "(another kernel reads it in float32)", where=node.name,
+                       hint="report this; a tuning database giving its readers one kernel avoids it")
+    next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    m = int(p["OC"])  # type: ignore[call-overload]
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    ncols = int(p["N"]) * opix  # type: ignore[call-overload]
+    taps = int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols)))  # type: ignore[call-overload]
+    bm, bn, bk, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
+    threads = 32 * warps_m * warps_n
+    call.block = (threads, 1, 1)
+    call.grid = (math.ceil(ncols / bn), math.ceil(m / bm), 1)
+    p.update(M=m, K=int(p["C"]) * taps, KK=taps, lda=conversion.columns, OPIX=opix,  # type: ignore[call-overload]
+             NCOLS=ncols, BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16,
+             NI=bn // warps_n // 8, threads=threads, a_chunks=bm * bk // 8 // threads,
+             b_rows=bk * bn // threads, row_step=threads // bn)
+
+
 SKINNY_WARPS = 8  # warps of a skinny-GEMM block, each a slice of K
 
 
@@ -246,7 +288,8 @@ LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
-    "conv_direct.cu.j2": _per_element, "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
+    "conv_direct.cu.j2": _per_element, "conv_mma.cu.j2": _conv_mma,
+    "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,
 }

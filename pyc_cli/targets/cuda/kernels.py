@@ -106,6 +106,46 @@ def matmul_mma(precision: str) -> KernelCandidate:
                            takes_epilogue=True)
 
 
+def _conv_params(node: Node, graph: Graph) -> dict[str, object]:
+    from ...ops import registry
+
+    return registry.get("Conv").kernel_params(node, graph)
+
+
+def _conv_weight_readers_ok(node: Node, graph: Graph) -> bool:
+    """The weight is a float32 constant that every reader reads as a Conv's weight (input 1),
+    so it can be stored once, converted to 16 bits."""
+    weight = node.inputs[1]
+    if weight not in graph.constants or graph.types[weight].dtype is not DType.F32:
+        return False
+    return all(n.op == "Conv" and weight not in (*n.inputs[:1], *n.inputs[2:])
+               for n in graph.nodes if weight in n.inputs)
+
+
+def _conv_mma_applies(node: Node, graph: Graph) -> bool:
+    """A float32 conv of one group with a constant weight only convs read (the tensor cores
+    read it in 16 bits), every size within 32-bit indices."""
+    if not _gemm_applies(node, graph) or not _conv_weight_readers_ok(node, graph):
+        return False
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return int(_conv_params(node, graph)["G"]) == 1 and largest < 2**30  # type: ignore[call-overload]
+
+
+CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels per block of "
+                          "the tensor-core conv (128 x 128 on 8 warps, 64 x 64 or 64 x 32 on 4; "
+                          "by default the largest that gives a block per multiprocessor)"),)
+
+
+def conv_mma(precision: str) -> KernelCandidate:
+    """The implicit-GEMM conv on tensor cores at fp16 / bf16 (weights stored in 16 bits, the
+    im2col gather on the fly): cheaper than the direct conv wherever it applies."""
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        return {**_conv_coords(node, graph, op), "precision": precision}
+    return KernelCandidate("cuda_conv_mma", "conv_mma.cu.j2", _conv_mma_applies, cost_factor=0.25,
+                           stores_once=True, tunables=CONV_MMA_TILES, params=params,
+                           takes_epilogue=True)
+
+
 def _pool_applies(node: Node, graph: Graph) -> bool:
     """Max and average pools of float32 without MaxPool's Indices output."""
     return float32(node, graph) and not (len(node.outputs) > 1 and node.outputs[1])
@@ -222,10 +262,11 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
 def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table of a build at `precision`: fp32 is CUDA_KERNELS; a reduced precision
     adds the tensor-core GEMM to MatMul, fp16 / bf16 the tensor-core attention to pyc.Attention
-    (the other ops compute in float32 still)."""
+    and the tensor-core conv to Conv (the other ops compute in float32 still)."""
     if precision == "fp32":
         return CUDA_KERNELS
     table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
-    if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
+    if precision in ("fp16", "bf16"):  # attention and conv (tf32 keeps the float32 kernels)
         table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
+        table["Conv"] = (*CUDA_KERNELS["Conv"], conv_mma(precision))
     return table

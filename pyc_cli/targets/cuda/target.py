@@ -6,6 +6,7 @@ in the model's inputs, outputs, weights or the one device arena the memory plan 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ CUBIN = "model.cubin"
 PTX = "model.ptx"
 LAUNCH_FORMAT = 1
 MMA_KERNEL = "cuda_matmul_mma"
+CONV_MMA_KERNEL = "cuda_conv_mma"
 # what each reduced precision changes (the decision log's "precision" entry; docs/cuda.md)
 PRECISION_NOTES = {
     "tf32": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k8) with inputs "
@@ -102,20 +104,29 @@ class CudaTarget(Target):
 
     def constant_conversions(self, graph: Graph) -> dict[str, Conversion]:
         """At fp16 / bf16, a float32 constant that only tensor-core GEMMs read, as their B, is
-        stored in the 16-bit type with rows padded to 8 columns (16-byte cp.async rows)."""
+        stored in the 16-bit type with rows padded to 8 columns (16-byte cp.async rows); one
+        that only tensor-core convs read, as their weight, likewise as an [OC, C * KH * KW]
+        matrix (`flat`)."""
         storage = HALF_STORAGE.get(self.precision)
         if storage is None:
             return {}
-        readers: dict[str, list[bool]] = {}
+        readers: dict[str, set[str]] = {}  # constant -> how each reader reads it
         for node in graph.nodes:
             chosen = self.chosen(node)
             for index, value in enumerate(node.inputs):
                 if value and value in graph.constants:
-                    readers.setdefault(value, []).append(
-                        chosen is not None and chosen.name == MMA_KERNEL and index == 1)
-        return {name: Conversion(storage, -(-graph.types[name].shape[-1] // 8) * 8)
-                for name, as_b in sorted(readers.items())
-                if all(as_b) and graph.types[name].dtype is DType.F32 and graph.types[name].rank >= 2}
+                    name = chosen.name if chosen is not None and index == 1 else ""
+                    readers.setdefault(value, set()).add(
+                        name if name in (MMA_KERNEL, CONV_MMA_KERNEL) else "float32")
+        conversions = {}
+        for name, kinds in sorted(readers.items()):
+            ttype = graph.types[name]
+            if len(kinds) != 1 or "float32" in kinds or ttype.dtype is not DType.F32 or ttype.rank < 2:
+                continue
+            flat = kinds == {CONV_MMA_KERNEL}
+            columns = math.prod(ttype.shape[1:]) if flat else ttype.shape[-1]
+            conversions[name] = Conversion(storage, -(-columns // 8) * 8, flat)
+        return conversions
 
     # ------------------------------------------------------------ sources
 
