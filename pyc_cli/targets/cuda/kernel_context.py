@@ -186,6 +186,19 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
              b_rows=bk * bn // threads, row_step=threads // bn)
 
 
+def _conv_depthwise(call: CudaCall, graph: Graph, node: Node) -> None:
+    """A block per `tiles`-th of an (n, oc) output plane: whole warps, at most THREADS, so a
+    7 x 7 plane takes 64 threads rather than 256 (most of them idle)."""
+    p = call.params
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    threads = min(THREADS, math.ceil(opix / 32) * 32)
+    tiles = math.ceil(opix / threads)
+    call.block = (threads, 1, 1)
+    call.grid = (int(p["N"]) * int(p["OC"]) * tiles, 1, 1)  # type: ignore[call-overload]
+    p.update(OPIX=opix, threads=threads, tiles=tiles,
+             KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]))  # type: ignore[call-overload]
+
+
 SKINNY_WARPS = 8  # warps of a skinny-GEMM block, each a slice of K
 
 
@@ -289,6 +302,7 @@ LAUNCHES = {
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
     "conv_direct.cu.j2": _per_element, "conv_mma.cu.j2": _conv_mma,
+    "conv_depthwise.cu.j2": _conv_depthwise,
     "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,

@@ -131,6 +131,26 @@ def _conv_mma_applies(node: Node, graph: Graph) -> bool:
     return int(_conv_params(node, graph)["G"]) == 1 and largest < 2**30  # type: ignore[call-overload]
 
 
+DEPTHWISE_MAX_TAPS = 81  # the most window taps (9 x 9) the depthwise kernel keeps in registers
+
+
+def _depthwise_applies(node: Node, graph: Graph) -> bool:
+    """A float32 conv whose groups each read one input channel (depthwise, any channel
+    multiplier), of at most DEPTHWISE_MAX_TAPS taps, every size within 32-bit indices."""
+    if not _gemm_applies(node, graph):
+        return False
+    p = _conv_params(node, graph)
+    taps = int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return int(p["CG"]) == 1 and taps <= DEPTHWISE_MAX_TAPS and largest < 2**30  # type: ignore[call-overload]
+
+
+# preferred to the direct conv where it applies (weights in registers, planes per block)
+CONV_DEPTHWISE = KernelCandidate("cuda_conv_depthwise", "conv_depthwise.cu.j2", _depthwise_applies,
+                                 cost_factor=0.5, stores_once=True, params=_conv_coords,
+                                 takes_epilogue=True)
+
+
 CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels per block of "
                           "the tensor-core conv (128 x 128 on 8 warps, 64 x 64 or 64 x 32 on 4; "
                           "by default the largest that gives a block per multiprocessor)"),)
@@ -244,7 +264,7 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "MatMul": (MATMUL_TILED, MATMUL_SKINNY),
     # no prologue: fuse gives one only where a kernel of the target takes it, and none here does
     "Conv": (KernelCandidate("cuda_conv_direct", "conv_direct.cu.j2", _gemm_applies,
-                             params=_conv_coords, takes_epilogue=True),),
+                             params=_conv_coords, takes_epilogue=True), CONV_DEPTHWISE),
     **_each(("MaxPool", "AveragePool"), KernelCandidate("cuda_pool", "pool.cu.j2", _pool_applies)),
     "pyc.Elementwise": (ELEMENTWISE,),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
