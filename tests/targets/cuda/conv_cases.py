@@ -104,3 +104,27 @@ DEPTHWISE_CASES = [
              epilogue="residual_relu"),
     ConvCase("dw_multiplier_2", (2, 4, 8, 8), (8, 1, 3, 3), pads=(1, 1, 1, 1), group=4),
 ]
+
+# sizes the emulation cannot afford, for the GPU tests: ResNet-50's stem, layer-1, layer-3
+# downsample and layer-4 convs at batch 1 (a 49-pixel map) and 4; MobileNet's depthwise layers
+GPU_CONV_MMA_CASES = [
+    ConvCase("resnet_stem_b1", (1, 3, 224, 224), (64, 3, 7, 7), (2, 2), (3, 3, 3, 3)),
+    ConvCase("resnet_layer1_3x3_b4", (4, 64, 56, 56), (64, 64, 3, 3), pads=(1, 1, 1, 1)),
+    ConvCase("resnet_layer1_expand_b4_residual", (4, 64, 56, 56), (256, 64, 1, 1),
+             epilogue="residual_relu"),
+    ConvCase("resnet_downsample_1x1_s2_b1", (1, 1024, 14, 14), (2048, 1024, 1, 1), (2, 2),
+             bias=False, epilogue=""),
+    ConvCase("resnet_layer4_3x3_b1", (1, 512, 7, 7), (512, 512, 3, 3), pads=(1, 1, 1, 1)),
+    ConvCase("resnet_layer4_3x3_b4", (4, 512, 7, 7), (512, 512, 3, 3), pads=(1, 1, 1, 1)),
+    ConvCase("resnet_layer4_1x1_b1_residual", (1, 512, 7, 7), (2048, 512, 1, 1),
+             epilogue="residual_relu"),
+    ConvCase("prime_channels_b3", (3, 31, 29, 23), (53, 31, 3, 3), (2, 1), (1, 0, 2, 1)),
+]
+
+GPU_DEPTHWISE_CASES = [
+    ConvCase("mobilenet_dw_3x3_s2", (1, 32, 112, 112), (32, 1, 3, 3), (2, 2), (1, 1, 1, 1), group=32),
+    ConvCase("mobilenet_dw_3x3_s1_b4", (4, 512, 14, 14), (512, 1, 3, 3), pads=(1, 1, 1, 1), group=512),
+    ConvCase("dw_5x5_s1_7x7_b2", (2, 960, 7, 7), (960, 1, 5, 5), pads=(2, 2, 2, 2), group=960),
+    ConvCase("dw_5x5_s2_odd", (1, 72, 57, 41), (72, 1, 5, 5), (2, 2), (2, 2, 2, 2), group=72,
+             epilogue="residual_relu"),
+]

@@ -1,0 +1,218 @@
+"""The tensor-core conv (cuda_conv_mma, --precision fp16 / bf16) and the depthwise conv
+(cuda_conv_depthwise, every precision) without a GPU: which kernel each precision selects, how
+the 16-bit conv weights are stored and read back, NVRTC compilation for sm_90 and sm_80 (every
+tile), and the kernels run on the CPU emulation (emulate_cuda.h: mma.sync with the PTX fragment
+layouts and bit-exact conversions) on conv_cases.py's odd shapes, outputs and arena poisoned.
+
+Tolerances: the tensor-core conv against the numpy rounding model of mma_precision.py (x and w
+rounded to the precision, exact float64 sums) within model_rtol(K) of max |output| and against
+exact float64 within EXACT_RTOL (fp16 2e-2, bf16 5e-2); the depthwise conv (float32 at every
+precision) against float64 within rtol 1e-4, atol 1e-5 (as the other float32 kernels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, ConvCase
+from cuda_emulation import CXX
+from helpers import write_model
+from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
+from onnx import numpy_helper
+from test_cuda_compile import needs_nvrtc
+from test_cuda_mma import emit_mma
+
+import pyc_cli
+from pyc_cli.api import compile_graph
+from pyc_cli.artifact.reader import load_graph
+from pyc_cli.errors import PycError
+from pyc_cli.targets.cuda import toolchain
+from pyc_cli.targets.cuda.target import kernel_templates
+
+HALF = ("fp16", "bf16")
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
+
+
+def weights_of(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def conv_kernels(path: Path, precision: str) -> list[str]:
+    graph, _ = compile_graph(path, target="cuda", precision=precision)
+    return [n.ann.kernel_name for n in graph.nodes if n.op == "Conv"]
+
+
+def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None) -> None:
+    """Every tensor-core conv takes `tile` (None: the default choice)."""
+    if tile is not None:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+
+
+# ---------------------------------------------------------------- selection
+
+@pytest.mark.parametrize("case", CONV_MMA_CASES, ids=lambda c: c.name)
+def test_half_precisions_select_the_tensor_core_conv(case: ConvCase, tmp_path: Path) -> None:
+    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
+    for precision in HALF:
+        assert conv_kernels(path, precision) == ["cuda_conv_mma"]
+    for precision in ("fp32", "tf32"):
+        assert conv_kernels(path, precision) == ["cuda_conv_direct"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
+def test_depthwise_convs_select_the_depthwise_kernel(precision: str, tmp_path: Path) -> None:
+    for index, case in enumerate(DEPTHWISE_CASES):
+        path = write_model(case.make(np.random.default_rng(0)), tmp_path, f"m{index}.onnx")
+        assert conv_kernels(path, precision) == ["cuda_conv_depthwise"], case.name
+
+
+def test_grouped_convs_keep_the_direct_kernel(tmp_path: Path) -> None:
+    """Groups of several channels: neither the tensor-core nor the depthwise conv applies."""
+    case = ConvCase("grouped", (1, 8, 9, 9), (6, 4, 3, 3), group=2)
+    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
+    assert conv_kernels(path, "fp16") == ["cuda_conv_direct"]
+
+
+def test_a_weight_other_ops_read_keeps_the_direct_conv(tmp_path: Path) -> None:
+    """w is the conv's weight and a Mul's operand: it stays float32, read by the direct conv."""
+    from helpers import init, make_model, rand, vinfo
+    from onnx import helper
+
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Mul", ["w", "s"], ["w2"])]
+    model = make_model(nodes, [vinfo("x", (1, 4, 6, 6)), vinfo("s", (1,))],
+                       [vinfo("c", (1, 4, 4, 4)), vinfo("w2", (4, 4, 3, 3))],
+                       [init("w", rand(rng, 4, 4, 3, 3))])
+    path = write_model(model, tmp_path)
+    assert conv_kernels(path, "fp16") == ["cuda_conv_direct"]
+
+
+# ---------------------------------------------------------------- 16-bit weights
+
+@pytest.mark.parametrize("precision", HALF)
+def test_conv_weights_are_stored_as_16_bit_rows(precision: str, tmp_path: Path) -> None:
+    """The stem's [16, 3, 7, 7] weight: 16 rows of K = 147 values padded to 152, the bias
+    float32; read back (pyc explain, --compare) as the kernel sees it."""
+    case = CONV_MMA_CASES[0]
+    path = write_model(case.make(np.random.default_rng(2)), tmp_path)
+    artifact = tmp_path / "a.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision=precision)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    dtype = {"fp16": "float16", "bf16": "bfloat16"}[precision]
+    assert manifest["weights"]["converted"] == {"w": {"columns": 152, "dtype": dtype, "flat": True}}
+    w = weights_of(path)
+    blob = (artifact / "weights.bin").read_bytes()
+    stored = np.frombuffer(blob, np.uint16, 16 * 152, manifest["weights"]["layout"]["w"]).reshape(16, 152)
+    assert not stored[:, 147:].any()
+    if precision == "fp16":
+        np.testing.assert_array_equal(stored[:, :147].view(np.float16),
+                                      w["w"].reshape(16, 147).astype(np.float16))
+    b = np.frombuffer(blob, np.float32, 16, manifest["weights"]["layout"]["b"])
+    np.testing.assert_array_equal(b, w["b"])
+    graph = load_graph(artifact, manifest)
+    np.testing.assert_array_equal(graph.constants["w"], round_to(w["w"], precision).astype(np.float32))
+    for record in ({"dtype": "float16", "columns": 152, "flat": 1},
+                   {"dtype": "float16", "columns": 8},  # 7 columns (KW) would be the unflat row
+                   {"dtype": "float16", "columns": 200, "flat": True}):
+        changed = json.loads(json.dumps(manifest))
+        changed["weights"]["converted"]["w"] = record
+        with pytest.raises(PycError) as caught:
+            load_graph(artifact, changed)
+        assert caught.value.code == "E030", record
+
+
+# ---------------------------------------------------------------- NVRTC
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", HALF)
+@pytest.mark.parametrize("tile", [128, 64, 32])
+def test_nvrtc_compiles_the_tensor_core_conv(tile: int, precision: str, arch: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    force_tile(monkeypatch, tile)
+    for index, case in enumerate(CONV_MMA_CASES[:3]):
+        (tmp_path / str(index)).mkdir()
+        source, launches = emit_mma(case, precision, tmp_path / str(index))  # type: ignore[arg-type]
+        assert "conv_mma.cu.j2" in source
+        assert launches[0]["block"] == [256 if tile == 128 else 128, 1, 1]
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert compiled.cubin[:4] == b"\x7fELF"
+        assert "warning" not in compiled.log.lower(), compiled.log
+        assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
+        assert "cp.async.cg" in compiled.ptx
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: c.name)
+def test_nvrtc_compiles_the_depthwise_conv(case: ConvCase, arch: str, tmp_path: Path) -> None:
+    source, _ = emit_mma(case, "fp32", tmp_path)  # type: ignore[arg-type]
+    assert "conv_depthwise.cu.j2" in source
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+
+
+# ---------------------------------------------------------------- emulated
+
+def check_tensor_core_conv(case: ConvCase, ours: np.ndarray, feeds: dict[str, np.ndarray],
+                           weights: dict[str, np.ndarray], precision: str) -> None:
+    """Against the rounding model (model_rtol(K)) and exact float64 (EXACT_RTOL), and the
+    rounding really happened: the model explains the output better than exact math."""
+    model = case.forward(feeds, weights, precision)
+    exact = case.forward(feeds, weights, "fp32")
+    k = int(np.prod(case.w[1:]))
+    assert_close_to_max(ours, model, model_rtol(k), f"{case.name} {precision} vs the rounding model")
+    assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision} vs float64")
+    assert np.max(np.abs(ours - model)) < np.max(np.abs(ours - exact))
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", HALF)
+@pytest.mark.parametrize("case", CONV_MMA_CASES, ids=lambda c: c.name)
+def test_emulated_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
+                                   rng: np.random.Generator) -> None:
+    from test_cuda_emulated import Emulated
+
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert [n.ann.kernel_name for n in emulated.graph.nodes] == ["cuda_conv_mma"]
+    for _ in range(2):  # fresh inputs, poisoned buffers each run
+        feeds = case.feeds(rng)
+        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), precision)
+
+
+@needs_cxx
+@pytest.mark.parametrize("tile", [128, 64, 32])
+def test_emulated_tensor_core_conv_tiles(tile: int, tmp_path: Path, rng: np.random.Generator,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile on the 49-pixel map (70 channels: a partial row tile) and the stem."""
+    from test_cuda_emulated import Emulated
+
+    force_tile(monkeypatch, tile)
+    for index, case in enumerate((CONV_MMA_CASES[3], CONV_MMA_CASES[0])):
+        path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
+        emulated = Emulated(path, tmp_path, precision="fp16")
+        assert emulated.plan["launches"][0]["block"] == [256 if tile == 128 else 128, 1, 1]
+        feeds = case.feeds(rng)
+        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), "fp16")
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: c.name)
+def test_emulated_depthwise_conv(case: ConvCase, precision: str, tmp_path: Path,
+                                 rng: np.random.Generator) -> None:
+    from test_cuda_emulated import Emulated
+
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert [n.ann.kernel_name for n in emulated.graph.nodes] == ["cuda_conv_depthwise"]
+    for _ in range(2):
+        feeds = case.feeds(rng)
+        np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
+                                   rtol=1e-4, atol=1e-5)
