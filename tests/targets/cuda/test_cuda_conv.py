@@ -216,3 +216,26 @@ def test_emulated_depthwise_conv(case: ConvCase, precision: str, tmp_path: Path,
         feeds = case.feeds(rng)
         np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
                                    rtol=1e-4, atol=1e-5)
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", HALF)
+@pytest.mark.parametrize("name", ["cnn", "mobilenet"])
+def test_emulated_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: Path,
+                                                   rng: np.random.Generator) -> None:
+    """The CNN and MobileNet (depthwise and pointwise convs) with their convs on the emulated
+    tensor cores, against onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output|
+    (measured here: bf16 ~3e-3 (CNN) and ~6e-4 (MobileNet), fp16 ~1e-4)."""
+    from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
+    from mma_precision import WHOLE_MODEL_RTOL
+    from test_cuda_emulated import Emulated
+
+    model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MODELS_DIR / "mobilenet.onnx",
+                                                         {"image": (1, 3, 64, 64)})
+    emulated = Emulated(model.path, tmp_path, dict(model.shapes), precision=precision)
+    kernels = [n.ann.kernel_name for n in emulated.graph.nodes if n.op == "Conv"]
+    assert "cuda_conv_mma" in kernels and (name == "cnn" or "cuda_conv_depthwise" in kernels)
+    feeds = model.random_feeds(rng)
+    ours = emulated.run(feeds)
+    for key, value in onnxruntime_outputs(model.path, feeds).items():
+        assert_close_to_max(ours[key], value, WHOLE_MODEL_RTOL[precision], f"{key} {precision}")
