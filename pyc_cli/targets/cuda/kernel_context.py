@@ -145,25 +145,39 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
 
 
 # tensor-core conv tiles by conv_tile: (rows BM = output channels, columns BN = output pixels,
-# depth BK, warps along M, along N); 32 is the narrow tile of few-pixel maps (ResNet's 7 x 7)
-CONV_MMA_CONFIGS = {128: (128, 128, 32, 2, 4), 64: (64, 64, 32, 2, 2), 32: (64, 32, 32, 2, 2)}
+# warps along M, along N); 32 is the narrow tile of few-pixel maps (ResNet's 7 x 7)
+CONV_MMA_CONFIGS = {128: (128, 128, 2, 4), 64: (64, 64, 2, 2), 32: (64, 32, 2, 2)}
+CONV_MMA_SPLITS = (1, 2, 4)  # conv_split: groups of warps sharing each slice's k16 steps
 # a multiprocessor count: below this many blocks a smaller tile is taken (an H100 has 132)
 CONV_MMA_FILL = 132
+CONV_MMA_SPLIT_MIN_K = 512  # a split pays for its final reduction only over this depth
 
 
 def _conv_mma_tile(m: int, n: int) -> int:
     """The largest tile that still gives CONV_MMA_FILL blocks (128 only past 64 channels)."""
-    def blocks(tile: int) -> int:
-        bm, bn = CONV_MMA_CONFIGS[tile][:2]
-        return math.ceil(m / bm) * math.ceil(n / bn)
-    if m > 64 and blocks(128) >= 2 * CONV_MMA_FILL:
+    if m > 64 and _conv_mma_blocks(128, m, n) >= 2 * CONV_MMA_FILL:
         return 128
-    return 64 if blocks(64) >= CONV_MMA_FILL else 32
+    return 64 if _conv_mma_blocks(64, m, n) >= CONV_MMA_FILL else 32
+
+
+def _conv_mma_blocks(tile: int, m: int, n: int) -> int:
+    bm, bn = CONV_MMA_CONFIGS[tile][:2]
+    return math.ceil(m / bm) * math.ceil(n / bn)
+
+
+def _conv_mma_split(tile: int, m: int, n: int, k: int) -> int:
+    """A deep conv with too few blocks to fill the GPU (batch 1's 14 x 14 and 7 x 7 maps)
+    splits each slice between 2 or 4 groups of warps: half the slices, more loads in flight."""
+    blocks = _conv_mma_blocks(tile, m, n)
+    if tile == 128 or blocks >= CONV_MMA_FILL or k < CONV_MMA_SPLIT_MIN_K:
+        return 1
+    return 4 if 4 * blocks <= CONV_MMA_FILL and k >= 2 * CONV_MMA_SPLIT_MIN_K else 2
 
 
 def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     """The implicit-GEMM conv: M = output channels, N = batch x output pixels (NCOLS), K =
-    C x KD x KH x KW; the weight a converted constant ([OC, K] rows of `lda` 16-bit values)."""
+    C x KD x KH x KW; the weight a converted constant ([OC, K] rows of `lda` 16-bit values).
+    BK = 32, or 64 when split (each group of warps 2 or 1 k16 steps of it)."""
     p = call.params
     conversion = call.converted.get(node.inputs[1])
     if conversion is None or not conversion.flat:
@@ -175,15 +189,21 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
     ncols = int(p["N"]) * opix  # type: ignore[call-overload]
     taps = int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    k = int(p["C"]) * taps  # type: ignore[call-overload]
     tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols)))  # type: ignore[call-overload]
-    bm, bn, bk, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
-    threads = 32 * warps_m * warps_n
+    split = 1 if tile == 128 else int(p.get("conv_split", _conv_mma_split(tile, m, ncols, k)))  # type: ignore[call-overload]
+    bm, bn, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
+    bk = 32 if split == 1 else 64
+    threads = 32 * warps_m * warps_n * split
     call.block = (threads, 1, 1)
     call.grid = (math.ceil(ncols / bn), math.ceil(m / bm), 1)
-    p.update(M=m, K=int(p["C"]) * taps, KK=taps, lda=conversion.columns, OPIX=opix,  # type: ignore[call-overload]
-             NCOLS=ncols, BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16,
-             NI=bn // warps_n // 8, threads=threads, a_chunks=bm * bk // 8 // threads,
-             b_rows=bk * bn // threads, row_step=threads // bn)
+    # A's and B's two slices (16-bit, rows padded by 8), or the split groups' float sums
+    slices = 2 * 2 * (bm * (bk + 8) + bk * (bn + 8))
+    p.update(M=m, K=k, KK=taps, lda=conversion.columns, OPIX=opix, NCOLS=ncols, BM=bm, BN=bn,
+             BK=bk, WARPS_M=warps_m, WARPS_N=warps_n, SPLIT=split, KSTEPS=bk // 16 // split,
+             MI=bm // warps_m // 16, NI=bn // warps_n // 8, threads=threads,
+             a_chunks=bm * bk // 8 // threads, b_rows=bk * bn // threads, row_step=threads // bn,
+             smem_bytes=max(slices, 4 * bm * bn if split > 1 else 0))
 
 
 def _conv_depthwise(call: CudaCall, graph: Graph, node: Node) -> None:

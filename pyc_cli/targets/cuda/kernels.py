@@ -153,7 +153,10 @@ CONV_DEPTHWISE = KernelCandidate("cuda_conv_depthwise", "conv_depthwise.cu.j2", 
 
 CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels per block of "
                           "the tensor-core conv (128 x 128 on 8 warps, 64 x 64 or 64 x 32 on 4; "
-                          "by default the largest that gives a block per multiprocessor)"),)
+                          "by default the largest that gives a block per multiprocessor)"),
+                  Tunable("conv_split", (1, 2, 4), "groups of warps of a 64-row tensor-core conv "
+                          "block that share each 64-deep slice (by default 2 or 4 for deep "
+                          "convs of too few blocks to fill the GPU, else 1: 32-deep slices)"))
 
 
 def conv_mma(precision: str) -> KernelCandidate:

@@ -93,6 +93,9 @@ CONV_MMA_CASES = [
     ConvCase("dilated_asymmetric", (1, 8, 12, 11), (9, 8, 3, 3), dilations=(2, 2), pads=(1, 2, 0, 1)),
     ConvCase("conv1d", (2, 12, 30), (10, 12, 5), pads=(2, 2)),
     ConvCase("1x1_batch4_residual", (4, 24, 5, 5), (24, 24, 1, 1), epilogue="residual_relu"),
+    # deep enough for the split groups of warps by default (K = 1152: 4 groups)
+    ConvCase("deep_7x7_split", (1, 128, 7, 7), (24, 128, 3, 3), pads=(1, 1, 1, 1),
+             epilogue="residual_relu"),
 ]
 
 DEPTHWISE_CASES = [

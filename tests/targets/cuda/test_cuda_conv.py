@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, ConvCase
+from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, GPU_CONV_MMA_CASES, ConvCase
 from cuda_emulation import CXX
 from helpers import write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
@@ -45,10 +45,13 @@ def conv_kernels(path: Path, precision: str) -> list[str]:
     return [n.ann.kernel_name for n in graph.nodes if n.op == "Conv"]
 
 
-def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None) -> None:
-    """Every tensor-core conv takes `tile` (None: the default choice)."""
+def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None, split: int | None = None) -> None:
+    """Every tensor-core conv takes `tile` and `split` (None: the default choice)."""
     if tile is not None:
         monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+    if split is not None:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split",
+                            lambda tile, m, n, k: split)
 
 
 # ---------------------------------------------------------------- selection
@@ -125,20 +128,37 @@ def test_conv_weights_are_stored_as_16_bit_rows(precision: str, tmp_path: Path) 
         assert caught.value.code == "E030", record
 
 
+@pytest.mark.parametrize("name,block,grid", [
+    ("resnet_stem_b1", 128, [196, 1, 1]),                # 64 x 64 tiles fill the GPU
+    ("resnet_layer1_3x3_b4", 128, [196, 1, 1]),
+    ("resnet_layer1_expand_b4_residual", 128, [196, 4, 1]),  # 196 128-tiles: under 2 a GPU
+    ("resnet_downsample_1x1_s2_b1", 256, [2, 32, 1]),     # 64 x 32, K = 1024: 2 groups
+    ("resnet_layer4_3x3_b1", 512, [2, 8, 1]),             # 16 blocks, K = 4608: 4 groups
+    ("deep_7x7_split", 512, [2, 1, 1]),
+])
+def test_default_tiles(name: str, block: int, grid: list[int], tmp_path: Path) -> None:
+    case = next(c for c in CONV_MMA_CASES + GPU_CONV_MMA_CASES if c.name == name)
+    _, launches = emit_mma(case, "fp16", tmp_path)  # type: ignore[arg-type]
+    assert (launches[0]["block"], launches[0]["grid"]) == ([block, 1, 1], grid)
+
+
 # ---------------------------------------------------------------- NVRTC
+
+VARIANTS = [(128, 1), (64, 1), (32, 1), (64, 2), (32, 2), (64, 4), (32, 4)]  # (tile, split)
+
 
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
 @pytest.mark.parametrize("precision", HALF)
-@pytest.mark.parametrize("tile", [128, 64, 32])
-def test_nvrtc_compiles_the_tensor_core_conv(tile: int, precision: str, arch: str, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    force_tile(monkeypatch, tile)
+@pytest.mark.parametrize("tile,split", VARIANTS)
+def test_nvrtc_compiles_the_tensor_core_conv(tile: int, split: int, precision: str, arch: str,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    force_tile(monkeypatch, tile, split)
     for index, case in enumerate(CONV_MMA_CASES[:3]):
         (tmp_path / str(index)).mkdir()
         source, launches = emit_mma(case, precision, tmp_path / str(index))  # type: ignore[arg-type]
         assert "conv_mma.cu.j2" in source
-        assert launches[0]["block"] == [256 if tile == 128 else 128, 1, 1]
+        assert launches[0]["block"] == [256 if tile == 128 else 128 * split, 1, 1]
         compiled = toolchain.compile_source(source, arch, kernel_templates(source))
         assert compiled.cubin[:4] == b"\x7fELF"
         assert "warning" not in compiled.log.lower(), compiled.log
@@ -187,17 +207,18 @@ def test_emulated_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Pat
 
 
 @needs_cxx
-@pytest.mark.parametrize("tile", [128, 64, 32])
-def test_emulated_tensor_core_conv_tiles(tile: int, tmp_path: Path, rng: np.random.Generator,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every tile on the 49-pixel map (70 channels: a partial row tile) and the stem."""
+@pytest.mark.parametrize("tile,split", VARIANTS)
+def test_emulated_tensor_core_conv_tiles(tile: int, split: int, tmp_path: Path,
+                                         rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile and split on the 49-pixel map (70 channels: a partial row tile; K = 360, not
+    a multiple of a slice) and the stem."""
     from test_cuda_emulated import Emulated
 
-    force_tile(monkeypatch, tile)
+    force_tile(monkeypatch, tile, split)
     for index, case in enumerate((CONV_MMA_CASES[3], CONV_MMA_CASES[0])):
         path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
         emulated = Emulated(path, tmp_path, precision="fp16")
-        assert emulated.plan["launches"][0]["block"] == [256 if tile == 128 else 128, 1, 1]
+        assert emulated.plan["launches"][0]["block"] == [256 if tile == 128 else 128 * split, 1, 1]
         feeds = case.feeds(rng)
         check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), "fp16")
 

@@ -377,12 +377,13 @@ def test_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
     _check_conv_mma(case, precision, tmp_path, rng)
 
 
-@pytest.mark.parametrize("tile", [128, 64, 32])
+@pytest.mark.parametrize("tile,split", [(128, 1), (64, 1), (32, 1), (64, 2), (32, 2), (64, 4), (32, 4)])
 @pytest.mark.parametrize("case", [CONV_MMA_CASES[3], GPU_CONV_MMA_CASES[0], GPU_CONV_MMA_CASES[5]],
                          ids=lambda c: c.name)
-def test_tensor_core_conv_tiles(case: ConvCase, tile: int, tmp_path: Path, rng: np.random.Generator,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, tmp_path: Path,
+                                rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
     _check_conv_mma(case, "fp16", tmp_path, rng)
 
 
