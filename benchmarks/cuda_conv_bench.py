@@ -6,9 +6,10 @@ benchmarks/cuda_smoke.sh has set up NVRTC (benchmarks/cuda_env.sh):
 
 PyC: a one-Conv ONNX model (bias and ReLU fused, x an input [N, C, H, W], w a constant) built
 with `--target cuda --precision fp16`: the weight stored in fp16, x read as float32 and rounded
-as the im2col slices are gathered; the default tile and split, and with --sweep every (conv_tile,
-conv_split) of VARIANTS, forced through an in-memory tuning database (`pyc_by_variant`: to check
-and retune the default choice in kernel_context._conv_mma_tile / _conv_mma_split). torch:
+as the im2col slices are gathered; the default tile and splits, and with --sweep every
+(conv_tile, conv_split, conv_ksplit) of VARIANTS, forced through an in-memory tuning database
+(`pyc_by_variant`: to check and retune the defaults, kernel_context._conv_mma_tile / _split /
+_ksplit; a K split the workspace cap cannot hold is halved: `grid` tells what ran). torch:
 conv2d + relu of fp16 NCHW tensors and of channels-last ones (what torch.compile picks for
 convs), cudnn.benchmark on. Both timed as kernels alone, CUDA events, median of --repeat after
 warm-up. Each result is first checked against a float32 conv on the GPU (max error within 2e-2
@@ -33,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 import pyc_cli  # noqa: E402
 
 TOLERANCE = 2e-2
-VARIANTS = ((128, 1), (64, 1), (32, 1), (64, 2), (32, 2), (64, 4), (32, 4))  # (tile, split)
+# (conv_tile, conv_split, conv_ksplit)
+VARIANTS = ((128, 1, 1), (64, 1, 1), (32, 1, 1), (64, 2, 1), (32, 2, 1), (32, 4, 1),
+            (64, 1, 4), (32, 1, 4), (32, 2, 4), (32, 1, 8), (32, 2, 8))
 # ResNet-50 (v1.5, stride on the 3 x 3) convs: (input size, C, OC, kernel, stride, times used)
 RESNET50_CONVS = (
     (224, 3, 64, 7, 2, 1),
@@ -84,10 +87,11 @@ def relative_error(ours, reference) -> float:  # noqa: ANN001 (torch tensors)
 
 
 def time_pyc(path: Path, work: Path, x: np.ndarray, repeat: int, reference,  # noqa: ANN001
-             variant: tuple[int, int] | None = None) -> dict[str, object]:
+             variant: tuple[int, int, int] | None = None) -> dict[str, object]:
     import torch
 
-    tuning = None if variant is None else ForcedVariant(conv_tile=variant[0], conv_split=variant[1])
+    tuning = None if variant is None else ForcedVariant(conv_tile=variant[0], conv_split=variant[1],
+                                                        conv_ksplit=variant[2])
     built = pyc_cli.build(path, work / f"{path.stem}_{variant}.pyc", target="cuda", precision="fp16",
                           force=True, tuning=tuning)  # type: ignore[arg-type]
     kernel = next(n.ann.kernel for n in built.graph.nodes if n.op == "Conv")
@@ -136,8 +140,9 @@ def bench(batch: int, shape: tuple[int, ...], repeat: int, sweep: bool, work: Pa
         if variant[0] == 128 and oc <= 64:
             continue
         forced = time_pyc(path, work, x, repeat, reference, variant)
-        by_variant[f"conv_tile={variant[0]},conv_split={variant[1]}"] = {
-            "median_ms": forced["median_ms"], "rel_error_vs_float32": forced["rel_error_vs_float32"]}
+        by_variant[f"conv_tile={variant[0]},conv_split={variant[1]},conv_ksplit={variant[2]}"] = {
+            "median_ms": forced["median_ms"], "grid": forced["grid"],
+            "rel_error_vs_float32": forced["rel_error_vs_float32"]}
     half = [t.half() for t in (xt, wt, bt)]
     torch_ms, out = time_torch(*half, stride, repeat)
     last = [half[0].to(memory_format=torch.channels_last), half[1].to(memory_format=torch.channels_last),

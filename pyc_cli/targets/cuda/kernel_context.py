@@ -36,6 +36,9 @@ class CudaCall(KernelCall):
     index_type: str = "int"  # the index arithmetic's type: int unless a size needs 64 bits
     uses_status: bool = False  # takes the run's status word (Gather's index check)
     min_blocks: int = 0  # __launch_bounds__' blocks per multiprocessor (0: the compiler's choice)
+    # words past the status word the kernel counts in (reset to zero by the kernel itself)
+    counters: int = 0
+    workspace: bool = False  # takes the planner's workspace (WS, in the arena) last
     # constants the weights file holds in a 16-bit type (planning/weights.py's Conversion)
     converted: dict[str, Conversion] = field(default_factory=dict)
 
@@ -147,10 +150,11 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
 # tensor-core conv tiles by conv_tile: (rows BM = output channels, columns BN = output pixels,
 # warps along M, along N); 32 is the narrow tile of few-pixel maps (ResNet's 7 x 7)
 CONV_MMA_CONFIGS = {128: (128, 128, 2, 4), 64: (64, 64, 2, 2), 32: (64, 32, 2, 2)}
-CONV_MMA_SPLITS = (1, 2, 4)  # conv_split: groups of warps sharing each slice's k16 steps
 # a multiprocessor count: below this many blocks a smaller tile is taken (an H100 has 132)
 CONV_MMA_FILL = 132
 CONV_MMA_SPLIT_MIN_K = 512  # a split pays for its final reduction only over this depth
+CONV_MMA_MIN_SLICES = 4  # 32-deep slices each block of a K split takes at least
+CONV_MMA_MAX_KSPLIT = 16
 
 
 def _conv_mma_tile(m: int, n: int) -> int:
@@ -165,19 +169,79 @@ def _conv_mma_blocks(tile: int, m: int, n: int) -> int:
     return math.ceil(m / bm) * math.ceil(n / bn)
 
 
-def _conv_mma_split(tile: int, m: int, n: int, k: int) -> int:
-    """A deep conv with too few blocks to fill the GPU (batch 1's 14 x 14 and 7 x 7 maps)
-    splits each slice between 2 or 4 groups of warps: half the slices, more loads in flight."""
-    blocks = _conv_mma_blocks(tile, m, n)
-    if tile == 128 or blocks >= CONV_MMA_FILL or k < CONV_MMA_SPLIT_MIN_K:
+def _conv_mma_ksplit(tile: int, m: int, n: int, k: int) -> int:
+    """A deep conv with too few tiles to fill the GPU (batch 1's 14 x 14 and 7 x 7 maps) splits
+    K between blocks: enough of them for a block per multiprocessor, each at least
+    CONV_MMA_MIN_SLICES slices deep."""
+    tiles = _conv_mma_blocks(tile, m, n)
+    if tiles >= CONV_MMA_FILL or k < CONV_MMA_SPLIT_MIN_K:
         return 1
-    return 4 if 4 * blocks <= CONV_MMA_FILL and k >= 2 * CONV_MMA_SPLIT_MIN_K else 2
+    return max(1, min(CONV_MMA_MAX_KSPLIT, math.ceil(CONV_MMA_FILL / tiles),
+                      math.ceil(k / 32) // CONV_MMA_MIN_SLICES))
+
+
+def _conv_mma_split(tile: int, m: int, n: int, k: int) -> int:
+    """Groups of warps in a block sharing each (64-deep) slice: 2 where a block still has many
+    slices after the K split (more loads in flight, half the slices), else 1."""
+    if tile == 128 or k < CONV_MMA_SPLIT_MIN_K:
+        return 1
+    slices = math.ceil(k / 32) / _conv_mma_ksplit(tile, m, n, k)
+    return 2 if _conv_mma_blocks(tile, m, n) < CONV_MMA_FILL and slices >= 16 else 1
+
+
+@dataclass(frozen=True)
+class ConvMmaGeometry:
+    """The tensor-core conv's blocking: tile BM x BN, BK-deep slices, SPLIT groups of warps a
+    block, KSPLIT blocks along K (each `slices_per` slices), grid (columns, rows, KSPLIT)."""
+
+    m: int
+    ncols: int
+    k: int
+    bm: int
+    bn: int
+    bk: int
+    warps_m: int
+    warps_n: int
+    split: int
+    ksplit: int
+    slices_per: int
+
+    @property
+    def tiles(self) -> int:
+        return math.ceil(self.ncols / self.bn) * math.ceil(self.m / self.bm)
+
+    @property
+    def workspace_bytes(self) -> int:
+        """The K split's partial sums: a BM x BN float tile per block."""
+        return 4 * self.bm * self.bn * self.tiles * self.ksplit if self.ksplit > 1 else 0
+
+
+def conv_mma_geometry(p: dict[str, object], cap: int | None = None) -> ConvMmaGeometry:
+    """From the Conv's kernel_params and tuned conv_tile / conv_split / conv_ksplit; the K split
+    halves until its workspace fits `cap` bytes."""
+    m = int(p["OC"])  # type: ignore[call-overload]
+    ncols = int(p["N"]) * int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    k = int(p["C"]) * int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols)))  # type: ignore[call-overload]
+    split = 1 if tile == 128 else int(p.get("conv_split", _conv_mma_split(tile, m, ncols, k)))  # type: ignore[call-overload]
+    bm, bn, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
+    bk = 32 if split == 1 else 64
+    slices = math.ceil(k / bk)
+    ksplit = min(slices, int(p.get("conv_ksplit", _conv_mma_ksplit(tile, m, ncols, k))))  # type: ignore[call-overload]
+    tiles = math.ceil(ncols / bn) * math.ceil(m / bm)
+    while cap is not None and ksplit > 1 and 4 * bm * bn * tiles * ksplit > cap:
+        ksplit //= 2
+    per = math.ceil(slices / max(1, ksplit))
+    ksplit = math.ceil(slices / per)  # no block of the split without a slice
+    return ConvMmaGeometry(m, ncols, k, bm, bn, bk, warps_m, warps_n, split, ksplit, per)
 
 
 def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     """The implicit-GEMM conv: M = output channels, N = batch x output pixels (NCOLS), K =
     C x KD x KH x KW; the weight a converted constant ([OC, K] rows of `lda` 16-bit values).
-    BK = 32, or 64 when split (each group of warps 2 or 1 k16 steps of it)."""
+    BK = 32, or 64 when split between groups of warps (each 2 or 1 k16 steps of it). A K split
+    between blocks adds their partial sums through the workspace, the last block of a tile
+    (counted in `counters` words past the status word) adding them in split order."""
     p = call.params
     conversion = call.converted.get(node.inputs[1])
     if conversion is None or not conversion.flat:
@@ -185,25 +249,28 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
                        "(another kernel reads it in float32)", where=node.name,
                        hint="report this; a tuning database giving its readers one kernel avoids it")
     next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
-    m = int(p["OC"])  # type: ignore[call-overload]
-    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
-    ncols = int(p["N"]) * opix  # type: ignore[call-overload]
-    taps = int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
-    k = int(p["C"]) * taps  # type: ignore[call-overload]
-    tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols)))  # type: ignore[call-overload]
-    split = 1 if tile == 128 else int(p.get("conv_split", _conv_mma_split(tile, m, ncols, k)))  # type: ignore[call-overload]
-    bm, bn, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
-    bk = 32 if split == 1 else 64
-    threads = 32 * warps_m * warps_n * split
+    kernel = node.ann.kernel
+    geo = conv_mma_geometry(p, kernel.workspace_cap if kernel is not None else 0)
+    if kernel is None or geo.workspace_bytes > kernel.workspace_bytes:  # as sized at selection
+        geo = conv_mma_geometry({**p, "conv_ksplit": 1})
+    threads = 32 * geo.warps_m * geo.warps_n * geo.split
     call.block = (threads, 1, 1)
-    call.grid = (math.ceil(ncols / bn), math.ceil(m / bm), 1)
+    call.grid = (math.ceil(geo.ncols / geo.bn), math.ceil(geo.m / geo.bm), geo.ksplit)
+    if geo.ksplit > 1:
+        call.uses_status = True
+        call.counters = geo.tiles
+        call.workspace = True
+    bm, bn, bk = geo.bm, geo.bn, geo.bk
     # A's and B's two slices (16-bit, rows padded by 8), or the split groups' float sums
     slices = 2 * 2 * (bm * (bk + 8) + bk * (bn + 8))
-    p.update(M=m, K=k, KK=taps, lda=conversion.columns, OPIX=opix, NCOLS=ncols, BM=bm, BN=bn,
-             BK=bk, WARPS_M=warps_m, WARPS_N=warps_n, SPLIT=split, KSTEPS=bk // 16 // split,
-             MI=bm // warps_m // 16, NI=bn // warps_n // 8, threads=threads,
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
+             lda=conversion.columns, OPIX=opix, NCOLS=geo.ncols, BM=bm, BN=bn, BK=bk,
+             WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split, KSPLIT=geo.ksplit,
+             SLICES_PER=geo.slices_per, TILES=geo.tiles, KSTEPS=bk // 16 // geo.split,
+             MI=bm // geo.warps_m // 16, NI=bn // geo.warps_n // 8, threads=threads,
              a_chunks=bm * bk // 8 // threads, b_rows=bk * bn // threads, row_step=threads // bn,
-             smem_bytes=max(slices, 4 * bm * bn if split > 1 else 0))
+             smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 
 
 def _conv_depthwise(call: CudaCall, graph: Graph, node: Node) -> None:

@@ -155,8 +155,20 @@ CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels 
                           "the tensor-core conv (128 x 128 on 8 warps, 64 x 64 or 64 x 32 on 4; "
                           "by default the largest that gives a block per multiprocessor)"),
                   Tunable("conv_split", (1, 2, 4), "groups of warps of a 64-row tensor-core conv "
-                          "block that share each 64-deep slice (by default 2 or 4 for deep "
-                          "convs of too few blocks to fill the GPU, else 1: 32-deep slices)"))
+                          "block that share each 64-deep slice (by default 2 for deep convs of "
+                          "too few blocks to fill the GPU, else 1: 32-deep slices)"),
+                  Tunable("conv_ksplit", (1, 2, 4, 8, 16), "blocks of the tensor-core conv "
+                          "along K, their partial sums added by the last (by default enough for "
+                          "a block per multiprocessor where the tiles are fewer and K is deep)"))
+
+
+def _conv_mma_workspace(node: Node, graph: Graph) -> int:
+    """The K split's partial sums (kernel_context.conv_mma_geometry), within the mode's cap."""
+    from .kernel_context import conv_mma_geometry
+
+    kernel = node.ann.kernel
+    params = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
+    return conv_mma_geometry(params, kernel.workspace_cap if kernel is not None else 0).workspace_bytes
 
 
 def conv_mma(precision: str) -> KernelCandidate:
@@ -165,8 +177,8 @@ def conv_mma(precision: str) -> KernelCandidate:
     def params(node: Node, graph: Graph, op: Params) -> Params:
         return {**_conv_coords(node, graph, op), "precision": precision}
     return KernelCandidate("cuda_conv_mma", "conv_mma.cu.j2", _conv_mma_applies, cost_factor=0.25,
-                           stores_once=True, tunables=CONV_MMA_TILES, params=params,
-                           takes_epilogue=True)
+                           workspace=_conv_mma_workspace, stores_once=True,
+                           tunables=CONV_MMA_TILES, params=params, takes_epilogue=True)
 
 
 def _pool_applies(node: Node, graph: Graph) -> bool:

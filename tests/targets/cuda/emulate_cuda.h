@@ -54,6 +54,12 @@ using std::max;  /* CUDA's integer min / max */
 using std::min;
 
 static inline void __syncthreads() { pyc_emu_barrier->arrive_and_wait(); }
+/* the K-split conv's tile counters and partial sums (blocks run one after another here) */
+static inline int atomicAdd(int* address, int value) {
+  return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
+}
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline float __ldcg(const float* address) { return *address; }
 
 static inline unsigned pyc_emu_linear_thread() {
   return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);

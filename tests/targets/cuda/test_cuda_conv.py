@@ -45,13 +45,17 @@ def conv_kernels(path: Path, precision: str) -> list[str]:
     return [n.ann.kernel_name for n in graph.nodes if n.op == "Conv"]
 
 
-def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None, split: int | None = None) -> None:
-    """Every tensor-core conv takes `tile` and `split` (None: the default choice)."""
+def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None, split: int | None = None,
+               ksplit: int | None = None) -> None:
+    """Every tensor-core conv takes `tile`, `split` and `ksplit` (None: the default choice)."""
     if tile is not None:
         monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
     if split is not None:
         monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split",
                             lambda tile, m, n, k: split)
+    if ksplit is not None:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit",
+                            lambda tile, m, n, k: ksplit)
 
 
 # ---------------------------------------------------------------- selection
@@ -132,9 +136,12 @@ def test_conv_weights_are_stored_as_16_bit_rows(precision: str, tmp_path: Path) 
     ("resnet_stem_b1", 128, [196, 1, 1]),                # 64 x 64 tiles fill the GPU
     ("resnet_layer1_3x3_b4", 128, [196, 1, 1]),
     ("resnet_layer1_expand_b4_residual", 128, [196, 4, 1]),  # 196 128-tiles: under 2 a GPU
-    ("resnet_downsample_1x1_s2_b1", 256, [2, 32, 1]),     # 64 x 32, K = 1024: 2 groups
-    ("resnet_layer4_3x3_b1", 512, [2, 8, 1]),             # 16 blocks, K = 4608: 4 groups
-    ("deep_7x7_split", 512, [2, 1, 1]),
+    # 64 tiles of 64 x 32, K = 1024: a K split of 3 would need 1.5 MB of workspace, past the
+    # balanced mode's 512 KiB
+    ("resnet_downsample_1x1_s2_b1", 128, [2, 32, 1]),
+    # 16 tiles, K = 4608: 4 blocks along K (512 KiB of partial sums), 2 groups of warps each
+    ("resnet_layer4_3x3_b1", 256, [2, 8, 4]),
+    ("deep_7x7_split", 128, [2, 1, 9]),                  # 36 slices: 9 blocks of 4
 ])
 def test_default_tiles(name: str, block: int, grid: list[int], tmp_path: Path) -> None:
     case = next(c for c in CONV_MMA_CASES + GPU_CONV_MMA_CASES if c.name == name)
@@ -145,6 +152,8 @@ def test_default_tiles(name: str, block: int, grid: list[int], tmp_path: Path) -
 # ---------------------------------------------------------------- NVRTC
 
 VARIANTS = [(128, 1), (64, 1), (32, 1), (64, 2), (32, 2), (64, 4), (32, 4)]  # (tile, split)
+# (tile, split, ksplit asked, blocks along K): 36 slices of 32 (18 of 64 when split)
+KSPLITS = [(32, 1, 3, 3), (32, 2, 2, 2), (64, 4, 5, 5), (128, 1, 4, 4), (32, 1, 16, 12)]
 
 
 @needs_nvrtc
@@ -164,6 +173,20 @@ def test_nvrtc_compiles_the_tensor_core_conv(tile: int, split: int, precision: s
         assert "warning" not in compiled.log.lower(), compiled.log
         assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
         assert "cp.async.cg" in compiled.ptx
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("tile,split,ksplit,blocks", KSPLITS)
+def test_nvrtc_compiles_the_k_split(tile: int, split: int, ksplit: int, blocks: int, arch: str,
+                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    force_tile(monkeypatch, tile, split, ksplit)
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    source, launches = emit_mma(case, "fp16", tmp_path)  # type: ignore[arg-type]
+    assert launches[0]["grid"][2] == blocks and "float* __restrict__ WS" in source
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert "warning" not in compiled.log.lower(), compiled.log
+    assert "atom.global.add" in compiled.ptx or "red.global.add" in compiled.ptx
 
 
 @needs_nvrtc
@@ -260,3 +283,25 @@ def test_emulated_conv_models_at_reduced_precision(name: str, precision: str, tm
     ours = emulated.run(feeds)
     for key, value in onnxruntime_outputs(model.path, feeds).items():
         assert_close_to_max(ours[key], value, WHOLE_MODEL_RTOL[precision], f"{key} {precision}")
+
+
+@needs_cxx
+@pytest.mark.parametrize("tile,split,ksplit,blocks", KSPLITS)
+def test_emulated_k_split(tile: int, split: int, ksplit: int, blocks: int, tmp_path: Path,
+                          rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks along K (the last of a tile adds the partial sums): a residual epilogue after the
+    sums, three runs (each tile's counter back at zero after each), a last block with fewer
+    slices (18 slices of 64 in 5 blocks), 16 asked of 36 slices: 12 blocks of 3."""
+    from test_cuda_emulated import Emulated
+
+    force_tile(monkeypatch, tile, split, ksplit)
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision="bf16")
+    (launch,) = emulated.plan["launches"]
+    assert launch["grid"][2] == blocks and launch["args"][0][0] == "status"
+    assert emulated.plan["status_bytes"] == 4 + 4 * launch["grid"][0] * launch["grid"][1]
+    for _ in range(3):
+        feeds = case.feeds(rng)
+        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), "bf16")
+        assert not emulated.status.any()  # the counters reset themselves

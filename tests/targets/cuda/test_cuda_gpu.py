@@ -377,13 +377,19 @@ def test_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
     _check_conv_mma(case, precision, tmp_path, rng)
 
 
-@pytest.mark.parametrize("tile,split", [(128, 1), (64, 1), (32, 1), (64, 2), (32, 2), (64, 4), (32, 4)])
-@pytest.mark.parametrize("case", [CONV_MMA_CASES[3], GPU_CONV_MMA_CASES[0], GPU_CONV_MMA_CASES[5]],
-                         ids=lambda c: c.name)
-def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, tmp_path: Path,
+@pytest.mark.parametrize("tile,split,ksplit", [(128, 1, 1), (64, 1, 1), (32, 1, 1), (64, 2, 1),
+                                               (32, 2, 1), (64, 4, 1), (32, 4, 1), (32, 1, 8),
+                                               (32, 2, 4), (64, 1, 3), (128, 1, 2)])
+@pytest.mark.parametrize("case", [CONV_MMA_CASES[3], GPU_CONV_MMA_CASES[0], GPU_CONV_MMA_CASES[4],
+                                  GPU_CONV_MMA_CASES[5]], ids=lambda c: c.name)
+def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, ksplit: int, tmp_path: Path,
                                 rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile, split groups of warps and K split (the partial sums through the workspace,
+    tile counters past the status word: two runs, each starting from reset counters); a K
+    split the balanced mode's workspace cannot hold is halved until it fits."""
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit", lambda t, m, n, k: ksplit)
     _check_conv_mma(case, "fp16", tmp_path, rng)
 
 
