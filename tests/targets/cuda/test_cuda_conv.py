@@ -305,3 +305,44 @@ def test_emulated_k_split(tile: int, split: int, ksplit: int, blocks: int, tmp_p
         feeds = case.feeds(rng)
         check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), "bf16")
         assert not emulated.status.any()  # the counters reset themselves
+
+
+@needs_cxx
+@needs_nvrtc
+@pytest.mark.parametrize("graphs", ["1", "0"])
+def test_k_split_through_the_runtime(graphs: str, tmp_path: Path, rng: np.random.Generator,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime/cuda.py's whole path (FakeDriver: host memory as device memory, the kernels on
+    the CPU) with a K-split conv: the status words past the status word allocated and zeroed
+    at load, three runs (outputs and arena poisoned) against the rounding model, replayed as
+    a CUDA graph or launched one by one."""
+    from test_cuda_runtime_emulated import fake_for, use
+
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    path = write_model(case.make(rng), tmp_path)
+    artifact = tmp_path / "k.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision="fp16")
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    assert plan["launches"][0]["grid"] == [2, 1, 9] and plan["status_bytes"] == 4 + 4 * 2
+    use(monkeypatch, fake_for(artifact, tmp_path))
+    with pyc_cli.load(artifact) as model:
+        for _ in range(3):
+            feeds = case.feeds(rng)
+            model.poison()
+            check_tensor_core_conv(case, model.run(feeds)["y"], feeds, weights_of(path), "fp16")
+
+
+def test_hostile_status_bytes_are_refused() -> None:
+    from pyc_cli.runtime.cuda import _plan_problem
+
+    manifest = {"arena_bytes": 64, "weights": {"bytes": 32}, "inputs": [{}], "outputs": [{}]}
+    launch = {"kernel": "k0_conv", "grid": [1, 1, 1], "block": [32, 1, 1], "shared_bytes": 0,
+              "args": [["status", 4], ["input", 0], ["weights", 0], ["output", 0]]}
+    plan = {"format": 1, "arena_bytes": 64, "weights_bytes": 32, "launches": [launch],
+            "status_bytes": 8}
+    assert _plan_problem(plan, manifest) == ""
+    for bad in (3, 6, "8", -4, 2**40):
+        assert "status_bytes" in _plan_problem({**plan, "status_bytes": bad}, manifest), bad
+    outside = {**launch, "args": [["status", 8], ["input", 0]]}
+    assert "outside" in _plan_problem({**plan, "launches": [outside]}, manifest)
