@@ -273,6 +273,28 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
              smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 
 
+def _conv_tiled_tile(m: int, n: int) -> int:
+    """8 x 128 tiles for at most 8 channels, else 64 x 64 where they number FILL_BLOCKS, else 32."""
+    return 8 if m <= 8 else 64 if math.ceil(m / 64) * math.ceil(n / 64) >= FILL_BLOCKS else 32
+
+
+def _conv_tiled(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The float32 implicit-GEMM conv on matmul_tiled's tiles (GEMM_CONFIGS by tile_m: 64 x 64,
+    or 32 x 32 where 64-tiles number under FILL_BLOCKS, 8 x 128 for at most 8 channels)."""
+    p = call.params
+    m = int(p["OC"])  # type: ignore[call-overload]
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    ncols = int(p["N"]) * opix  # type: ignore[call-overload]
+    taps = int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    tile = int(p.get("tile_m", _conv_tiled_tile(m, ncols)))  # type: ignore[call-overload]
+    bm, bn, bk, tm, tn = GEMM_CONFIGS[tile]
+    threads = (bn // tn) * (bm // tm)
+    call.block = (threads, 1, 1)
+    call.grid = (math.ceil(ncols / bn), math.ceil(m / bm), 1)
+    p.update(M=m, K=int(p["C"]) * taps, KK=taps, OPIX=opix, NCOLS=ncols, BM=bm, BN=bn, BK=bk,  # type: ignore[call-overload]
+             TM=tm, TN=tn, threads=threads, b_rows=bk * bn // threads, row_step=threads // bn)
+
+
 def _conv_depthwise(call: CudaCall, graph: Graph, node: Node) -> None:
     """A block per `tiles`-th of an (n, oc) output plane: whole warps, at most THREADS, so a
     7 x 7 plane takes 64 threads rather than 256 (most of them idle)."""
@@ -389,7 +411,7 @@ LAUNCHES = {
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
     "conv_direct.cu.j2": _per_element, "conv_mma.cu.j2": _conv_mma,
-    "conv_depthwise.cu.j2": _conv_depthwise,
+    "conv_depthwise.cu.j2": _conv_depthwise, "conv_tiled.cu.j2": _conv_tiled,
     "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,

@@ -131,6 +131,14 @@ def _conv_mma_applies(node: Node, graph: Graph) -> bool:
     return int(_conv_params(node, graph)["G"]) == 1 and largest < 2**30  # type: ignore[call-overload]
 
 
+def _conv_tiled_applies(node: Node, graph: Graph) -> bool:
+    """A float32 conv of one group, every size within 32-bit indices."""
+    if not _gemm_applies(node, graph):
+        return False
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return int(_conv_params(node, graph)["G"]) == 1 and largest < 2**30  # type: ignore[call-overload]
+
+
 DEPTHWISE_MAX_TAPS = 81  # the most window taps (9 x 9) the depthwise kernel keeps in registers
 
 
@@ -266,6 +274,13 @@ def attention_mma(precision: str) -> KernelCandidate:
                            tunables=ATTENTION_WARPS, params=params)
 
 
+# preferred to the direct conv where it applies: each input element a block stages serves BM
+# output channels, each weight BN pixels (the direct conv reads both per product)
+CONV_TILED = KernelCandidate("cuda_conv_tiled", "conv_tiled.cu.j2", _conv_tiled_applies,
+                             cost_factor=0.5, stores_once=True, tunables=GEMM_TILES,
+                             params=_conv_coords, takes_epilogue=True)
+
+
 def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
     """Inputs the memory plan already placed in their slice of the output need no copy."""
     return {"skip": list(node.ann.inplace_inputs)}
@@ -279,7 +294,7 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "MatMul": (MATMUL_TILED, MATMUL_SKINNY),
     # no prologue: fuse gives one only where a kernel of the target takes it, and none here does
     "Conv": (KernelCandidate("cuda_conv_direct", "conv_direct.cu.j2", _gemm_applies,
-                             params=_conv_coords, takes_epilogue=True), CONV_DEPTHWISE),
+                             params=_conv_coords, takes_epilogue=True), CONV_TILED, CONV_DEPTHWISE),
     **_each(("MaxPool", "AveragePool"), KernelCandidate("cuda_pool", "pool.cu.j2", _pool_applies)),
     "pyc.Elementwise": (ELEMENTWISE,),
     **_each(("Transpose", "Slice"), STRIDED_COPY),

@@ -1,10 +1,11 @@
 """Small ONNX convolutions for the tensor-core conv (cuda_conv_mma, --precision fp16 / bf16) and
 the depthwise conv (cuda_conv_depthwise, every precision), on odd sizes: 3 input channels and a
 7 x 7 / 2 stem (K = 147, not a multiple of 8: padded weight rows), prime channel counts, 1 x 1
-stride 2, 3 x 3 pad 1 on a 7 x 7 (49-pixel) map, dilation with asymmetric pads, a 1-D conv, a
-residual + ReLU epilogue, batches 1 to 4; depthwise 3 x 3 / 5 x 5 at strides 1 and 2 and a
-channel multiplier. Each has a float64 numpy forward on the rounding model of mma_precision.py
-(inputs rounded as the kernel rounds them); shared by the emulated and GPU tests."""
+stride 2, 3 x 3 pad 1 on a 7 x 7 (49-pixel) map, dilation with asymmetric pads, a 1-D and a
+3-D conv, a residual + ReLU epilogue on odd and even pixel counts (the paired stores), batches
+1 to 4; depthwise 3 x 3 / 5 x 5 at strides 1 and 2 and a channel multiplier. Each has a float64
+numpy forward on the rounding model of mma_precision.py (inputs rounded as the kernel rounds
+them); shared by the emulated and GPU tests."""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ CONV_MMA_CASES = [
     ConvCase("49_pixels", (1, 40, 7, 7), (70, 40, 3, 3), pads=(1, 1, 1, 1)),
     ConvCase("dilated_asymmetric", (1, 8, 12, 11), (9, 8, 3, 3), dilations=(2, 2), pads=(1, 2, 0, 1)),
     ConvCase("conv1d", (2, 12, 30), (10, 12, 5), pads=(2, 2)),
-    ConvCase("1x1_batch4_residual", (4, 24, 5, 5), (24, 24, 1, 1), epilogue="residual_relu"),
+    ConvCase("1x1_batch4_residual", (4, 24, 6, 6), (24, 24, 1, 1), epilogue="residual_relu"),
+    ConvCase("conv3d", (1, 5, 6, 7, 8), (7, 5, 3, 3, 3), (1, 2, 1), (1, 1, 1, 1, 0, 1)),
     # deep enough for the split groups of warps by default (K = 1152: 4 groups)
     ConvCase("deep_7x7_split", (1, 128, 7, 7), (24, 128, 3, 3), pads=(1, 1, 1, 1),
              epilogue="residual_relu"),
@@ -107,6 +109,10 @@ DEPTHWISE_CASES = [
              epilogue="residual_relu"),
     ConvCase("dw_multiplier_2", (2, 4, 8, 8), (8, 1, 3, 3), pads=(1, 1, 1, 1), group=4),
 ]
+
+# the float32 implicit GEMM's 8 x 128 tile (at most 8 output channels)
+FEW_CHANNELS = ConvCase("few_channels", (2, 6, 13, 11), (5, 6, 3, 3), (1, 2), (1, 1, 1, 1),
+                        epilogue="residual_relu")
 
 # sizes the emulation cannot afford, for the GPU tests: ResNet-50's stem, layer-1, layer-3
 # downsample and layer-4 convs at batch 1 (a 49-pixel map) and 4; MobileNet's depthwise layers

@@ -176,6 +176,8 @@ static inline void pyc_ldmatrix_x4(unsigned* r, const void* row) { pyc_emu_ldmat
 static inline void pyc_ldmatrix_x4_trans(unsigned* r, const void* row) { pyc_emu_ldmatrix(r, row, true); }
 struct float4 { float x, y, z, w; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+struct float2 { float x, y; };
+static inline float2 make_float2(float x, float y) { return {x, y}; }
 static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_bytes) {
   __builtin_memset(dst, 0, (size_t)size);
   __builtin_memcpy(dst, src, (size_t)src_bytes);

@@ -64,7 +64,8 @@ def test_gemm_grids(name: str, grid: list[int], tmp_path: Path) -> None:
 def test_every_candidate_template_exists_and_is_exercised() -> None:
     """Every template of every precision's table exists and is used: the float32 ones by the
     cases here, the tensor-core GEMM by test_cuda_mma.py's, the tensor-core attention by
-    test_cuda_attention.py's, the tensor-core and depthwise convs by test_cuda_conv.py's."""
+    test_cuda_attention.py's, the tensor-core and depthwise convs by test_cuda_conv.py's (the
+    float32 implicit-GEMM conv by the cases here too)."""
     templates = {c.template for p in PRECISIONS for candidates in cuda_kernels(p).values()
                  for c in candidates}
     assert sorted(t for t in templates if not (KERNELS_DIR / t).is_file()) == []

@@ -1,13 +1,14 @@
-"""The tensor-core conv (cuda_conv_mma, --precision fp16 / bf16) and the depthwise conv
-(cuda_conv_depthwise, every precision) without a GPU: which kernel each precision selects, how
+"""The tensor-core conv (cuda_conv_mma, --precision fp16 / bf16), the float32 implicit-GEMM conv
+(cuda_conv_tiled, fp32 / tf32) and the depthwise conv (cuda_conv_depthwise, every precision)
+without a GPU: which kernel each precision selects, how
 the 16-bit conv weights are stored and read back, NVRTC compilation for sm_90 and sm_80 (every
 tile), and the kernels run on the CPU emulation (emulate_cuda.h: mma.sync with the PTX fragment
 layouts and bit-exact conversions) on conv_cases.py's odd shapes, outputs and arena poisoned.
 
 Tolerances: the tensor-core conv against the numpy rounding model of mma_precision.py (x and w
 rounded to the precision, exact float64 sums) within model_rtol(K) of max |output| and against
-exact float64 within EXACT_RTOL (fp16 2e-2, bf16 5e-2); the depthwise conv (float32 at every
-precision) against float64 within rtol 1e-4, atol 1e-5 (as the other float32 kernels)."""
+exact float64 within EXACT_RTOL (fp16 2e-2, bf16 5e-2); the float32 convs (tiled, depthwise)
+against float64 within rtol 1e-4, atol 1e-5 (as the other float32 kernels)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, GPU_CONV_MMA_CASES, ConvCase
+from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, FEW_CHANNELS, GPU_CONV_MMA_CASES, ConvCase
 from cuda_emulation import CXX
 from helpers import write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
@@ -66,7 +67,7 @@ def test_half_precisions_select_the_tensor_core_conv(case: ConvCase, tmp_path: P
     for precision in HALF:
         assert conv_kernels(path, precision) == ["cuda_conv_mma"]
     for precision in ("fp32", "tf32"):
-        assert conv_kernels(path, precision) == ["cuda_conv_direct"]
+        assert conv_kernels(path, precision) == ["cuda_conv_tiled"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
@@ -346,3 +347,50 @@ def test_hostile_status_bytes_are_refused() -> None:
         assert "status_bytes" in _plan_problem({**plan, "status_bytes": bad}, manifest), bad
     outside = {**launch, "args": [["status", 8], ["input", 0]]}
     assert "outside" in _plan_problem({**plan, "launches": [outside]}, manifest)
+
+
+# ---------------------------------------------------------------- the float32 implicit GEMM
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("tile", [64, 32, 8])
+def test_nvrtc_compiles_the_tiled_conv(tile: int, arch: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_tiled_tile", lambda m, n: tile)
+    for index, case in enumerate(CONV_MMA_CASES[:2]):
+        (tmp_path / str(index)).mkdir()
+        source, _ = emit_mma(case, "fp32", tmp_path / str(index))  # type: ignore[arg-type]
+        assert "conv_tiled.cu.j2" in source
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert compiled.cubin[:4] == b"\x7fELF"
+        assert "warning" not in compiled.log.lower(), compiled.log
+
+
+@needs_cxx
+@pytest.mark.parametrize("case", [*CONV_MMA_CASES, FEW_CHANNELS], ids=lambda c: c.name)
+def test_emulated_tiled_conv(case: ConvCase, tmp_path: Path, rng: np.random.Generator) -> None:
+    from test_cuda_emulated import Emulated
+
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision="fp32")
+    assert [n.ann.kernel_name for n in emulated.graph.nodes] == ["cuda_conv_tiled"]
+    for _ in range(2):
+        feeds = case.feeds(rng)
+        np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@needs_cxx
+@pytest.mark.parametrize("tile", [64, 32, 8])
+def test_emulated_tiled_conv_tiles(tile: int, tmp_path: Path, rng: np.random.Generator,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile on the 49-pixel map (70 channels) and the few-channel conv."""
+    from test_cuda_emulated import Emulated
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_tiled_tile", lambda m, n: tile)
+    for index, case in enumerate((CONV_MMA_CASES[3], FEW_CHANNELS)):
+        path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
+        emulated = Emulated(path, tmp_path, precision="fp32")
+        feeds = case.feeds(rng)
+        np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
+                                   rtol=1e-4, atol=1e-5)

@@ -24,7 +24,14 @@ import numpy as np
 import pytest
 from attention_cases import GPU_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
-from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, GPU_CONV_MMA_CASES, GPU_DEPTHWISE_CASES, ConvCase
+from conv_cases import (
+    CONV_MMA_CASES,
+    DEPTHWISE_CASES,
+    FEW_CHANNELS,
+    GPU_CONV_MMA_CASES,
+    GPU_DEPTHWISE_CASES,
+    ConvCase,
+)
 from cuda_cases import CASES, Case
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_cases import MMA_CASES, MmaCase
@@ -343,8 +350,9 @@ def test_fused_attention_on_tensor_cores(shape: tuple, precision: str, tmp_path:
 # ---------------------------------------------------------------- convolution
 # cuda_conv_mma (fp16 / bf16: implicit GEMM on tensor cores) against the numpy rounding model
 # (x and w rounded, exact float64 sums) within model_rtol(K) of max |output| and exact float64
-# within EXACT_RTOL; cuda_conv_depthwise (float32 at every precision) against float64 within
-# rtol 1e-4, atol 1e-5; whole CNNs at fp16 / bf16 against onnxruntime within WHOLE_MODEL_RTOL.
+# within EXACT_RTOL; cuda_conv_tiled (fp32 / tf32) and cuda_conv_depthwise (float32 at every
+# precision) against float64 within rtol 1e-4, atol 1e-5; whole CNNs at fp16 / bf16 against
+# onnxruntime within WHOLE_MODEL_RTOL.
 
 def _conv_outputs(case: ConvCase, precision: str, tmp_path: Path, rng: np.random.Generator,
                   kernel: str, rounds: int = 2):  # noqa: ANN202 (a generator of runs)
@@ -391,6 +399,14 @@ def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, ksplit: i
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit", lambda t, m, n, k: ksplit)
     _check_conv_mma(case, "fp16", tmp_path, rng)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("case", [*CONV_MMA_CASES, FEW_CHANNELS, *GPU_CONV_MMA_CASES], ids=lambda c: c.name)
+def test_tiled_conv_in_float32(case: ConvCase, precision: str, tmp_path: Path,
+                               rng: np.random.Generator) -> None:
+    for ours, feeds, weights in _conv_outputs(case, precision, tmp_path, rng, "cuda_conv_tiled"):
+        np.testing.assert_allclose(ours, case.forward(feeds, weights, "fp32"), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
