@@ -155,6 +155,17 @@ CONV_MMA_FILL = 132
 CONV_MMA_SPLIT_MIN_K = 512  # a split pays for its final reduction only over this depth
 CONV_MMA_MIN_SLICES = 4  # 32-deep slices each block of a K split takes at least
 CONV_MMA_MAX_KSPLIT = 16
+# the K split's partial sums may take this much of the arena (device memory is plentiful next
+# to a CPU's caches, the CPU kernels' 512 KiB cap); memory_first keeps its own, smaller cap
+CONV_MMA_WORKSPACE_CAP = 4 << 20
+MEMORY_FIRST_CAP = 32 * 1024
+
+
+def conv_mma_workspace_cap(mode_cap: int | None) -> int:
+    """The K split's workspace cap under a memory mode's cap (None: no workspace)."""
+    if mode_cap is None:
+        return 0
+    return mode_cap if mode_cap <= MEMORY_FIRST_CAP else CONV_MMA_WORKSPACE_CAP
 
 
 def _conv_mma_tile(m: int, n: int) -> int:
@@ -250,7 +261,7 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
                        hint="report this; a tuning database giving its readers one kernel avoids it")
     next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     kernel = node.ann.kernel
-    geo = conv_mma_geometry(p, kernel.workspace_cap if kernel is not None else 0)
+    geo = conv_mma_geometry(p, conv_mma_workspace_cap(kernel.workspace_cap if kernel else None))
     if kernel is None or geo.workspace_bytes > kernel.workspace_bytes:  # as sized at selection
         geo = conv_mma_geometry({**p, "conv_ksplit": 1})
     threads = 32 * geo.warps_m * geo.warps_n * geo.split

@@ -171,12 +171,13 @@ CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels 
 
 
 def _conv_mma_workspace(node: Node, graph: Graph) -> int:
-    """The K split's partial sums (kernel_context.conv_mma_geometry), within the mode's cap."""
-    from .kernel_context import conv_mma_geometry
+    """The K split's partial sums (kernel_context.conv_mma_geometry), within its cap."""
+    from .kernel_context import conv_mma_geometry, conv_mma_workspace_cap
 
     kernel = node.ann.kernel
     params = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
-    return conv_mma_geometry(params, kernel.workspace_cap if kernel is not None else 0).workspace_bytes
+    cap = conv_mma_workspace_cap(kernel.workspace_cap if kernel is not None else None)
+    return conv_mma_geometry(params, cap).workspace_bytes
 
 
 def conv_mma(precision: str) -> KernelCandidate:

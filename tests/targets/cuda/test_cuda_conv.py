@@ -137,17 +137,31 @@ def test_conv_weights_are_stored_as_16_bit_rows(precision: str, tmp_path: Path) 
     ("resnet_stem_b1", 128, [196, 1, 1]),                # 64 x 64 tiles fill the GPU
     ("resnet_layer1_3x3_b4", 128, [196, 1, 1]),
     ("resnet_layer1_expand_b4_residual", 128, [196, 4, 1]),  # 196 128-tiles: under 2 a GPU
-    # 64 tiles of 64 x 32, K = 1024: a K split of 3 would need 1.5 MB of workspace, past the
-    # balanced mode's 512 KiB
-    ("resnet_downsample_1x1_s2_b1", 128, [2, 32, 1]),
-    # 16 tiles, K = 4608: 4 blocks along K (512 KiB of partial sums), 2 groups of warps each
-    ("resnet_layer4_3x3_b1", 256, [2, 8, 4]),
+    # 64 tiles of 64 x 32, K = 1024: 3 blocks along K (1.5 MB of partial sums)
+    ("resnet_downsample_1x1_s2_b1", 128, [2, 32, 3]),
+    # 16 tiles, K = 4608: 9 blocks along K of 8 64-deep slices, 2 groups of warps each
+    ("resnet_layer4_3x3_b1", 256, [2, 8, 9]),
     ("deep_7x7_split", 128, [2, 1, 9]),                  # 36 slices: 9 blocks of 4
 ])
 def test_default_tiles(name: str, block: int, grid: list[int], tmp_path: Path) -> None:
     case = next(c for c in CONV_MMA_CASES + GPU_CONV_MMA_CASES if c.name == name)
     _, launches = emit_mma(case, "fp16", tmp_path)  # type: ignore[arg-type]
     assert (launches[0]["block"], launches[0]["grid"]) == ([block, 1, 1], grid)
+
+
+def test_k_split_within_the_workspace_cap() -> None:
+    """The K split halves until its partial sums fit the cap: 4 MiB, memory_first's 32 KiB."""
+    from pyc_cli.passes.select_kernels import WORKSPACE_CAPS
+    from pyc_cli.targets.cuda.kernel_context import conv_mma_geometry, conv_mma_workspace_cap
+
+    params = {"OC": 2048, "N": 1, "OD": 1, "OH": 7, "OW": 7, "C": 1024, "KD": 1, "KH": 1, "KW": 1}
+    caps = {mode: conv_mma_workspace_cap(cap) for mode, cap in WORKSPACE_CAPS.items()}
+    assert caps == {"latency_first": 4 << 20, "balanced": 4 << 20, "memory_first": 32 * 1024}
+    assert conv_mma_geometry(params, caps["balanced"]).ksplit == 3
+    geometry = conv_mma_geometry({**params, "conv_ksplit": 16}, caps["balanced"])
+    assert geometry.ksplit == 8 and geometry.workspace_bytes <= 4 << 20
+    assert conv_mma_geometry(params, caps["memory_first"]).ksplit == 1
+    assert conv_mma_geometry(params, 0).workspace_bytes == 0
 
 
 # ---------------------------------------------------------------- NVRTC

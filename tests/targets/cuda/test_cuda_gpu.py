@@ -394,7 +394,7 @@ def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, ksplit: i
                                 rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tile, split groups of warps and K split (the partial sums through the workspace,
     tile counters past the status word: two runs, each starting from reset counters); a K
-    split the balanced mode's workspace cannot hold is halved until it fits."""
+    split its workspace cap (4 MiB) cannot hold is halved until it fits."""
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit", lambda t, m, n, k: ksplit)
