@@ -84,8 +84,9 @@ def test_grouped_convs_keep_the_direct_kernel(tmp_path: Path) -> None:
     assert conv_kernels(path, "fp16") == ["cuda_conv_direct"]
 
 
-def test_a_weight_other_ops_read_keeps_the_direct_conv(tmp_path: Path) -> None:
-    """w is the conv's weight and a Mul's operand: it stays float32, read by the direct conv."""
+def test_a_weight_other_ops_read_takes_the_float32_conv(tmp_path: Path) -> None:
+    """w is the conv's weight and a Mul's operand: it stays float32 (stored once), read by the
+    float32 implicit-GEMM conv."""
     from helpers import init, make_model, rand, vinfo
     from onnx import helper
 
@@ -96,7 +97,7 @@ def test_a_weight_other_ops_read_keeps_the_direct_conv(tmp_path: Path) -> None:
                        [vinfo("c", (1, 4, 4, 4)), vinfo("w2", (4, 4, 3, 3))],
                        [init("w", rand(rng, 4, 4, 3, 3))])
     path = write_model(model, tmp_path)
-    assert conv_kernels(path, "fp16") == ["cuda_conv_direct"]
+    assert conv_kernels(path, "fp16") == ["cuda_conv_tiled"]
 
 
 # ---------------------------------------------------------------- 16-bit weights
