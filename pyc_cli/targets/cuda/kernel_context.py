@@ -275,13 +275,16 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     # A's and B's two slices (16-bit, rows padded by 8), or the split groups' float sums
     slices = 2 * 2 * (bm * (bk + 8) + bk * (bn + 8))
     opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    # a pointwise conv of a pixel count divisible by 4 gathers B 4 columns at a time
+    vec_b = bool(p["pointwise"]) and opix % 4 == 0
+    columns = bn // 4 if vec_b else bn  # threads along a row of B
     p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
              lda=conversion.columns, OPIX=opix, NCOLS=geo.ncols, BM=bm, BN=bn, BK=bk,
              WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split, KSPLIT=geo.ksplit,
              SLICES_PER=geo.slices_per, TILES=geo.tiles, KSTEPS=bk // 16 // geo.split,
              MI=bm // geo.warps_m // 16, NI=bn // geo.warps_n // 8, threads=threads,
-             a_chunks=bm * bk // 8 // threads, b_rows=bk * bn // threads, row_step=threads // bn,
-             smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
+             a_chunks=bm * bk // 8 // threads, vec_b=vec_b, b_rows=bk * columns // threads,
+             row_step=threads // columns, smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 
 
 def _conv_tiled_tile(m: int, n: int) -> int:

@@ -179,7 +179,8 @@ KSPLITS = [(32, 1, 3, 3), (32, 2, 2, 2), (64, 4, 5, 5), (128, 1, 4, 4), (32, 1, 
 def test_nvrtc_compiles_the_tensor_core_conv(tile: int, split: int, precision: str, arch: str,
                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     force_tile(monkeypatch, tile, split)
-    for index, case in enumerate(CONV_MMA_CASES[:3]):
+    pointwise = next(c for c in CONV_MMA_CASES if c.name == "1x1_batch4_residual")  # float4 gather
+    for index, case in enumerate([*CONV_MMA_CASES[:3], pointwise]):
         (tmp_path / str(index)).mkdir()
         source, launches = emit_mma(case, precision, tmp_path / str(index))  # type: ignore[arg-type]
         assert "conv_mma.cu.j2" in source
@@ -250,11 +251,12 @@ def test_emulated_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Pat
 def test_emulated_tensor_core_conv_tiles(tile: int, split: int, tmp_path: Path,
                                          rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tile and split on the 49-pixel map (70 channels: a partial row tile; K = 360, not
-    a multiple of a slice) and the stem."""
+    a multiple of a slice), the stem and a pointwise conv (the float4 gather)."""
     from test_cuda_emulated import Emulated
 
     force_tile(monkeypatch, tile, split)
-    for index, case in enumerate((CONV_MMA_CASES[3], CONV_MMA_CASES[0])):
+    pointwise = next(c for c in CONV_MMA_CASES if c.name == "1x1_batch4_residual")
+    for index, case in enumerate((CONV_MMA_CASES[3], CONV_MMA_CASES[0], pointwise)):
         path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
         emulated = Emulated(path, tmp_path, precision="fp16")
         assert emulated.plan["launches"][0]["block"] == [256 if tile == 128 else 128 * split, 1, 1]
