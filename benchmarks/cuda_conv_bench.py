@@ -125,6 +125,13 @@ def time_torch(x, w, b, stride: int, repeat: int) -> tuple[float, object]:  # no
     return statistics.median(times), out
 
 
+def default_over_best(ours: dict[str, object], by_variant: dict[str, dict[str, object]]) -> float | None:
+    if not by_variant:
+        return None
+    best = min(float(v["median_ms"]) for v in by_variant.values())  # type: ignore[arg-type]
+    return float(ours["median_ms"]) / best  # type: ignore[arg-type]
+
+
 def bench(batch: int, shape: tuple[int, ...], repeat: int, sweep: bool, work: Path) -> dict[str, object]:
     import torch
 
@@ -152,6 +159,10 @@ def bench(batch: int, shape: tuple[int, ...], repeat: int, sweep: bool, work: Pa
            "pyc": ours, "pyc_by_variant": by_variant,
            "torch_nchw_ms": torch_ms, "torch_channels_last_ms": torch_cl_ms,
            "torch_rel_error": max(relative_error(out, reference), relative_error(out_cl, reference)),
+           # the sweep's fastest variant, and how far the default is from it
+           "best_variant": min(by_variant, key=lambda v: by_variant[v]["median_ms"]) if by_variant else None,
+           "default_over_best": default_over_best(ours, by_variant),
+           "pyc_over_cudnn": float(ours["median_ms"]) / min(torch_ms, torch_cl_ms),  # type: ignore[arg-type]
            "correct": all(float(r["rel_error_vs_float32"]) <= TOLERANCE  # type: ignore[arg-type]
                           for r in (ours, *by_variant.values()))}
     print(json.dumps(row), flush=True)
