@@ -411,3 +411,28 @@ def test_emulated_tiled_conv_tiles(tile: int, tmp_path: Path, rng: np.random.Gen
         feeds = case.feeds(rng)
         np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_the_c_entry_point_zeroes_the_counters(tmp_path: Path) -> None:
+    """NAME_cuda.c of a K-split conv: the status words it allocates and zeroes at load (the
+    status word and the tile counters), arguments offset into them; strict C11 against cuda.h."""
+    import shutil
+    import subprocess
+
+    from test_cuda_c_api import INCLUDE
+
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    path = write_model(case.make(np.random.default_rng(5)), tmp_path)
+    artifact = tmp_path / "k.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision="fp16")
+    prefix = json.loads((artifact / "manifest.json").read_text())["symbol_prefix"]
+    source = (artifact / "src" / f"{prefix}_cuda.c").read_text()
+    assert "device_alloc(&r, 12);" in source and "cuMemsetD32(m->status, 0, 3)" in source
+    assert "m->values[a] = m->status + arg.at" in source and "{ 4, 4ull }" in source
+    if INCLUDE is None or shutil.which("gcc") is None:
+        pytest.skip("no cuda.h or gcc here to compile it")
+    result = subprocess.run(
+        ["gcc", "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c", "-I", str(artifact / "src"),
+         "-isystem", str(INCLUDE), str(artifact / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
