@@ -170,6 +170,19 @@ def bench(batch: int, shape: tuple[int, ...], repeat: int, sweep: bool, work: Pa
     return row
 
 
+def table(rows: list[dict[str, object]]) -> str:
+    """One line per shape: PyC (default) against cuDNN's faster layout, the grid that ran."""
+    lines = ["| batch | input | C -> OC | k/s | uses | PyC ms | cuDNN ms | PyC/cuDNN | grid | best variant |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        pyc = r["pyc"]
+        cudnn = min(float(r["torch_nchw_ms"]), float(r["torch_channels_last_ms"]))  # type: ignore[arg-type]
+        lines.append(f"| {r['batch']} | {r['size']} | {r['C']} -> {r['OC']} | {r['kernel']}/{r['stride']} "
+                     f"| {r['uses']} | {pyc['median_ms']:.4f} | {cudnn:.4f} | "  # type: ignore[index]
+                     f"{float(pyc['median_ms']) / cudnn:.2f} | {pyc['grid']} | {r['best_variant']} |")  # type: ignore[index]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
@@ -198,6 +211,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "results"}, indent=1))
+    print(table(rows))
     return 0 if result["all_correct"] else 1
 
 
