@@ -227,16 +227,17 @@ class ConvMmaGeometry:
         return 4 * self.bm * self.bn * self.tiles * self.ksplit if self.ksplit > 1 else 0
 
 
-def conv_mma_geometry(p: dict[str, object], cap: int | None = None) -> ConvMmaGeometry:
+def conv_mma_geometry(p: dict[str, object], cap: int | None = None, tf32: bool = False) -> ConvMmaGeometry:
     """From the Conv's kernel_params and tuned conv_tile / conv_split / conv_ksplit; the K split
-    halves until its workspace fits `cap` bytes."""
+    halves until its workspace fits `cap` bytes. Slices are 32 deep (64 when split between
+    groups of warps), tf32's half that (float32 shared rows)."""
     m = int(p["OC"])  # type: ignore[call-overload]
     ncols = int(p["N"]) * int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
     k = int(p["C"]) * int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
     tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols)))  # type: ignore[call-overload]
     split = 1 if tile == 128 else int(p.get("conv_split", _conv_mma_split(tile, m, ncols, k)))  # type: ignore[call-overload]
     bm, bn, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
-    bk = 32 if split == 1 else 64
+    bk = (32 if split == 1 else 64) // (2 if tf32 else 1)
     slices = math.ceil(k / bk)
     ksplit = min(slices, int(p.get("conv_ksplit", _conv_mma_ksplit(tile, m, ncols, k))))  # type: ignore[call-overload]
     tiles = math.ceil(ncols / bn) * math.ceil(m / bm)
@@ -254,16 +255,18 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     between blocks adds their partial sums through the workspace, the last block of a tile
     (counted in `counters` words past the status word) adding them in split order."""
     p = call.params
+    tf32 = p["precision"] == "tf32"  # the weight as stored, float32
     conversion = call.converted.get(node.inputs[1])
-    if conversion is None or not conversion.flat:
+    if not tf32 and (conversion is None or not conversion.flat):
         raise PycError("E090", f"{node.op}'s weight is not stored in 16 bits for cuda_conv_mma "
                        "(another kernel reads it in float32)", where=node.name,
                        hint="report this; a tuning database giving its readers one kernel avoids it")
-    next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    if not tf32:
+        next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     kernel = node.ann.kernel
-    geo = conv_mma_geometry(p, conv_mma_workspace_cap(kernel.workspace_cap if kernel else None))
+    geo = conv_mma_geometry(p, conv_mma_workspace_cap(kernel.workspace_cap if kernel else None), tf32)
     if kernel is None or geo.workspace_bytes > kernel.workspace_bytes:  # as sized at selection
-        geo = conv_mma_geometry({**p, "conv_ksplit": 1})
+        geo = conv_mma_geometry({**p, "conv_ksplit": 1}, None, tf32)
     threads = 32 * geo.warps_m * geo.warps_n * geo.split
     call.block = (threads, 1, 1)
     call.grid = (math.ceil(geo.ncols / geo.bn), math.ceil(geo.m / geo.bm), geo.ksplit)
@@ -272,19 +275,24 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
         call.counters = geo.tiles
         call.workspace = True
     bm, bn, bk = geo.bm, geo.bn, geo.bk
-    # A's and B's two slices (16-bit, rows padded by 8), or the split groups' float sums
-    slices = 2 * 2 * (bm * (bk + 8) + bk * (bn + 8))
+    # A's and B's two slices (16-bit rows padded by 8, or float rows by 4 and 8), or the split
+    # groups' float sums
+    slices = 2 * 4 * (bm * (bk + 4) + bk * (bn + 8)) if tf32 else 2 * 2 * (bm * (bk + 8) + bk * (bn + 8))
     opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
-    # a pointwise conv of a pixel count divisible by 4 gathers B 4 columns at a time
-    vec_b = bool(p["pointwise"]) and opix % 4 == 0
+    # a pointwise conv of a pixel count divisible by 4 gathers B 4 columns at a time (where the
+    # slice has a row of 4 columns for every thread)
+    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and bk * bn // 4 % threads == 0 \
+        and bk * bn // 4 >= threads
     columns = bn // 4 if vec_b else bn  # threads along a row of B
     p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
-             lda=conversion.columns, OPIX=opix, NCOLS=geo.ncols, BM=bm, BN=bn, BK=bk,
-             WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split, KSPLIT=geo.ksplit,
-             SLICES_PER=geo.slices_per, TILES=geo.tiles, KSTEPS=bk // 16 // geo.split,
-             MI=bm // geo.warps_m // 16, NI=bn // geo.warps_n // 8, threads=threads,
-             a_chunks=bm * bk // 8 // threads, vec_b=vec_b, b_rows=bk * columns // threads,
-             row_step=threads // columns, smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
+             lda=geo.k if tf32 else conversion.columns, OPIX=opix, NCOLS=geo.ncols,  # type: ignore[union-attr]
+             BM=bm, BN=bn, BK=bk, WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split,
+             KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, TILES=geo.tiles, tf32=tf32,
+             KSTEPS=bk // (8 if tf32 else 16) // geo.split, MI=bm // geo.warps_m // 16,
+             NI=bn // geo.warps_n // 8, threads=threads,
+             a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b,
+             b_rows=bk * columns // threads, row_step=threads // columns,
+             smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 
 
 def _conv_tiled_tile(m: int, n: int) -> int:

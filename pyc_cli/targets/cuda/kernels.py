@@ -170,24 +170,27 @@ CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels 
                           "a block per multiprocessor where the tiles are fewer and K is deep)"))
 
 
-def _conv_mma_workspace(node: Node, graph: Graph) -> int:
-    """The K split's partial sums (kernel_context.conv_mma_geometry), within its cap."""
-    from .kernel_context import conv_mma_geometry, conv_mma_workspace_cap
-
-    kernel = node.ann.kernel
-    params = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
-    cap = conv_mma_workspace_cap(kernel.workspace_cap if kernel is not None else None)
-    return conv_mma_geometry(params, cap).workspace_bytes
-
-
 def conv_mma(precision: str) -> KernelCandidate:
-    """The implicit-GEMM conv on tensor cores at fp16 / bf16 (weights stored in 16 bits, the
-    im2col gather on the fly): cheaper than the direct conv wherever it applies."""
+    """The implicit-GEMM conv on tensor cores (the im2col gather on the fly): at fp16 / bf16
+    weights stored in 16 bits, at tf32 read as stored (any float32 weight); cheaper than the
+    float32 convs wherever it applies."""
+    tf32 = precision == "tf32"
+
     def params(node: Node, graph: Graph, op: Params) -> Params:
         return {**_conv_coords(node, graph, op), "precision": precision}
-    return KernelCandidate("cuda_conv_mma", "conv_mma.cu.j2", _conv_mma_applies, cost_factor=0.25,
-                           workspace=_conv_mma_workspace, stores_once=True,
-                           tunables=CONV_MMA_TILES, params=params, takes_epilogue=True)
+
+    def workspace(node: Node, graph: Graph) -> int:
+        """The K split's partial sums (kernel_context.conv_mma_geometry), within its cap."""
+        from .kernel_context import conv_mma_geometry, conv_mma_workspace_cap
+
+        kernel = node.ann.kernel
+        op = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
+        cap = conv_mma_workspace_cap(kernel.workspace_cap if kernel is not None else None)
+        return conv_mma_geometry(op, cap, tf32).workspace_bytes
+    return KernelCandidate("cuda_conv_mma", "conv_mma.cu.j2",
+                           _conv_tiled_applies if tf32 else _conv_mma_applies, cost_factor=0.25,
+                           workspace=workspace, stores_once=True, tunables=CONV_MMA_TILES,
+                           params=params, takes_epilogue=True)
 
 
 def _pool_applies(node: Node, graph: Graph) -> bool:
@@ -312,12 +315,12 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
 
 def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table of a build at `precision`: fp32 is CUDA_KERNELS; a reduced precision
-    adds the tensor-core GEMM to MatMul, fp16 / bf16 the tensor-core attention to pyc.Attention
-    and the tensor-core conv to Conv (the other ops compute in float32 still)."""
+    adds the tensor-core GEMM to MatMul and the tensor-core conv to Conv, fp16 / bf16 the
+    tensor-core attention to pyc.Attention (the other ops compute in float32 still)."""
     if precision == "fp32":
         return CUDA_KERNELS
-    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
-    if precision in ("fp16", "bf16"):  # attention and conv (tf32 keeps the float32 kernels)
+    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision)),
+             "Conv": (*CUDA_KERNELS["Conv"], conv_mma(precision))}
+    if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
         table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
-        table["Conv"] = (*CUDA_KERNELS["Conv"], conv_mma(precision))
     return table

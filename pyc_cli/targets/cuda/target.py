@@ -37,8 +37,9 @@ MMA_KERNEL = "cuda_matmul_mma"
 CONV_MMA_KERNEL = "cuda_conv_mma"
 # what each reduced precision changes (the decision log's "precision" entry; docs/cuda.md)
 PRECISION_NOTES = {
-    "tf32": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k8) with inputs "
-            "rounded to TF32 (10-bit mantissa) and float32 accumulation; everything else in float32",
+    "tf32": "MatMuls of more than 8 rows and convolutions of one group run on tensor cores "
+            "(mma.sync m16n8k8) with inputs rounded to TF32 (10-bit mantissa) and float32 "
+            "accumulation; everything else in float32",
     "fp16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
             "rounded to float16 and float32 accumulation; constant B matrices only they read are "
             "stored as float16; fused attention runs on tensor cores too (Q, K, V and the "

@@ -34,6 +34,7 @@ from pyc_cli.targets.cuda import toolchain
 from pyc_cli.targets.cuda.target import kernel_templates
 
 HALF = ("fp16", "bf16")
+TENSOR_CORE = ("tf32", "fp16", "bf16")  # the precisions cuda_conv_mma runs at
 needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
 
 
@@ -62,12 +63,11 @@ def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None, split: int | N
 # ---------------------------------------------------------------- selection
 
 @pytest.mark.parametrize("case", CONV_MMA_CASES, ids=lambda c: c.name)
-def test_half_precisions_select_the_tensor_core_conv(case: ConvCase, tmp_path: Path) -> None:
+def test_reduced_precisions_select_the_tensor_core_conv(case: ConvCase, tmp_path: Path) -> None:
     path = write_model(case.make(np.random.default_rng(0)), tmp_path)
-    for precision in HALF:
+    for precision in TENSOR_CORE:
         assert conv_kernels(path, precision) == ["cuda_conv_mma"]
-    for precision in ("fp32", "tf32"):
-        assert conv_kernels(path, precision) == ["cuda_conv_tiled"]
+    assert conv_kernels(path, "fp32") == ["cuda_conv_tiled"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
@@ -86,7 +86,7 @@ def test_grouped_convs_keep_the_direct_kernel(tmp_path: Path) -> None:
 
 def test_a_weight_other_ops_read_takes_the_float32_conv(tmp_path: Path) -> None:
     """w is the conv's weight and a Mul's operand: it stays float32 (stored once), read by the
-    float32 implicit-GEMM conv."""
+    float32 implicit-GEMM conv at fp16, by the tensor-core conv at tf32 (which reads float32)."""
     from helpers import init, make_model, rand, vinfo
     from onnx import helper
 
@@ -98,6 +98,7 @@ def test_a_weight_other_ops_read_takes_the_float32_conv(tmp_path: Path) -> None:
                        [init("w", rand(rng, 4, 4, 3, 3))])
     path = write_model(model, tmp_path)
     assert conv_kernels(path, "fp16") == ["cuda_conv_tiled"]
+    assert conv_kernels(path, "tf32") == ["cuda_conv_mma"]
 
 
 # ---------------------------------------------------------------- 16-bit weights
@@ -174,7 +175,7 @@ KSPLITS = [(32, 1, 3, 3), (32, 2, 2, 2), (64, 4, 5, 5), (128, 1, 4, 4), (32, 1, 
 
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
-@pytest.mark.parametrize("precision", HALF)
+@pytest.mark.parametrize("precision", TENSOR_CORE)
 @pytest.mark.parametrize("tile,split", VARIANTS)
 def test_nvrtc_compiles_the_tensor_core_conv(tile: int, split: int, precision: str, arch: str,
                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,8 +189,9 @@ def test_nvrtc_compiles_the_tensor_core_conv(tile: int, split: int, precision: s
         compiled = toolchain.compile_source(source, arch, kernel_templates(source))
         assert compiled.cubin[:4] == b"\x7fELF"
         assert "warning" not in compiled.log.lower(), compiled.log
-        assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
-        assert "cp.async.cg" in compiled.ptx
+        shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
+        assert f"mma.sync.aligned.{shape}" in compiled.ptx
+        assert ("ldmatrix" in compiled.ptx) == (precision != "tf32") and "cp.async" in compiled.ptx
 
 
 @needs_nvrtc
@@ -232,7 +234,7 @@ def check_tensor_core_conv(case: ConvCase, ours: np.ndarray, feeds: dict[str, np
 
 
 @needs_cxx
-@pytest.mark.parametrize("precision", HALF)
+@pytest.mark.parametrize("precision", TENSOR_CORE)
 @pytest.mark.parametrize("case", CONV_MMA_CASES, ids=lambda c: c.name)
 def test_emulated_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
                                    rng: np.random.Generator) -> None:
@@ -247,8 +249,9 @@ def test_emulated_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Pat
 
 
 @needs_cxx
+@pytest.mark.parametrize("precision", ["fp16", "tf32"])
 @pytest.mark.parametrize("tile,split", VARIANTS)
-def test_emulated_tensor_core_conv_tiles(tile: int, split: int, tmp_path: Path,
+def test_emulated_tensor_core_conv_tiles(tile: int, split: int, precision: str, tmp_path: Path,
                                          rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tile and split on the 49-pixel map (70 channels: a partial row tile; K = 360, not
     a multiple of a slice), the stem and a pointwise conv (the float4 gather)."""
@@ -258,10 +261,10 @@ def test_emulated_tensor_core_conv_tiles(tile: int, split: int, tmp_path: Path,
     pointwise = next(c for c in CONV_MMA_CASES if c.name == "1x1_batch4_residual")
     for index, case in enumerate((CONV_MMA_CASES[3], CONV_MMA_CASES[0], pointwise)):
         path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
-        emulated = Emulated(path, tmp_path, precision="fp16")
+        emulated = Emulated(path, tmp_path, precision=precision)
         assert emulated.plan["launches"][0]["block"] == [256 if tile == 128 else 128 * split, 1, 1]
         feeds = case.feeds(rng)
-        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), "fp16")
+        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), precision)
 
 
 @needs_cxx

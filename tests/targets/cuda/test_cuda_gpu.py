@@ -348,9 +348,9 @@ def test_fused_attention_on_tensor_cores(shape: tuple, precision: str, tmp_path:
 
 
 # ---------------------------------------------------------------- convolution
-# cuda_conv_mma (fp16 / bf16: implicit GEMM on tensor cores) against the numpy rounding model
+# cuda_conv_mma (tf32 / fp16 / bf16: implicit GEMM on tensor cores) against the numpy rounding model
 # (x and w rounded, exact float64 sums) within model_rtol(K) of max |output| and exact float64
-# within EXACT_RTOL; cuda_conv_tiled (fp32 / tf32) and cuda_conv_depthwise (float32 at every
+# within EXACT_RTOL; cuda_conv_tiled (fp32) and cuda_conv_depthwise (float32 at every
 # precision) against float64 within rtol 1e-4, atol 1e-5; whole CNNs at fp16 / bf16 against
 # onnxruntime within WHOLE_MODEL_RTOL.
 
@@ -378,7 +378,7 @@ def _check_conv_mma(case: ConvCase, precision: str, tmp_path: Path, rng: np.rand
                             f"{case.name} {precision} vs float64")
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("precision", ["tf32", "fp16", "bf16"])
 @pytest.mark.parametrize("case", CONV_MMA_CASES + GPU_CONV_MMA_CASES, ids=lambda c: c.name)
 def test_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
                           rng: np.random.Generator) -> None:
@@ -390,22 +390,22 @@ def test_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
                                                (32, 2, 4), (64, 1, 3), (128, 1, 2)])
 @pytest.mark.parametrize("case", [CONV_MMA_CASES[3], GPU_CONV_MMA_CASES[0], GPU_CONV_MMA_CASES[4],
                                   GPU_CONV_MMA_CASES[5]], ids=lambda c: c.name)
-def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, ksplit: int, tmp_path: Path,
-                                rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("precision", ["fp16", "tf32"])
+def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, ksplit: int, precision: str,
+                                tmp_path: Path, rng: np.random.Generator,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tile, split groups of warps and K split (the partial sums through the workspace,
     tile counters past the status word: two runs, each starting from reset counters); a K
     split its workspace cap (4 MiB) cannot hold is halved until it fits."""
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit", lambda t, m, n, k: ksplit)
-    _check_conv_mma(case, "fp16", tmp_path, rng)
+    _check_conv_mma(case, precision, tmp_path, rng)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "tf32"])
 @pytest.mark.parametrize("case", [*CONV_MMA_CASES, FEW_CHANNELS, *GPU_CONV_MMA_CASES], ids=lambda c: c.name)
-def test_tiled_conv_in_float32(case: ConvCase, precision: str, tmp_path: Path,
-                               rng: np.random.Generator) -> None:
-    for ours, feeds, weights in _conv_outputs(case, precision, tmp_path, rng, "cuda_conv_tiled"):
+def test_tiled_conv_in_float32(case: ConvCase, tmp_path: Path, rng: np.random.Generator) -> None:
+    for ours, feeds, weights in _conv_outputs(case, "fp32", tmp_path, rng, "cuda_conv_tiled"):
         np.testing.assert_allclose(ours, case.forward(feeds, weights, "fp32"), rtol=1e-4, atol=1e-5)
 
 
@@ -417,7 +417,7 @@ def test_depthwise_conv(case: ConvCase, precision: str, tmp_path: Path,
         np.testing.assert_allclose(ours, case.forward(feeds, weights, "fp32"), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("precision", ["tf32", "fp16", "bf16"])
 @pytest.mark.parametrize("name", ["cnn", "mobilenet"])
 def test_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: Path,
                                           rng: np.random.Generator) -> None:
