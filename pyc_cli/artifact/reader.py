@@ -457,13 +457,16 @@ def _conversion(record: object, ttype: object) -> Conversion | None:
     """A constant's 16-bit stored form from the manifest (PYC-E030 where it cannot hold)."""
     if record is None:
         return None
-    shape = getattr(ttype, "shape", ())
+    shape = tuple(getattr(ttype, "shape", ()))
+    flat = isinstance(record, dict) and record.get("flat", False)
+    if len(shape) >= 2 and flat is True:  # a conv weight, read as [OC, C * KH * KW]
+        shape = Conversion("float16", 0, True).matrix_shape(shape)
     if not isinstance(record, dict) or record.get("dtype") not in ("float16", "bfloat16") \
             or not isinstance(record.get("columns"), int) or len(shape) < 2 \
-            or not shape[-1] <= record["columns"] <= shape[-1] + 8:
+            or not isinstance(flat, bool) or not shape[-1] <= record["columns"] <= shape[-1] + 8:
         raise PycError("E030", f"a converted weight in {MANIFEST} does not fit model.ir ({record!r})",
                        hint="rebuild the artifact")
-    return Conversion(record["dtype"], record["columns"])
+    return Conversion(record["dtype"], record["columns"], flat)
 
 
 def graph_shell(text: str) -> Graph:

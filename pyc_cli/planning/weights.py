@@ -18,6 +18,7 @@ inverts the transform (up to the stored form's rounding).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -78,13 +79,22 @@ TRANSFORMS = {winograd.NAME: Transform(winograd.transform_weights, _winograd_sha
 @dataclass(frozen=True)
 class Conversion:
     """A float32 matrix constant stored as `dtype` (float16 or bfloat16), rows padded to
-    `columns` with zeros."""
+    `columns` with zeros. `flat`: the constant is first read as a matrix of its first dim's
+    rows (a conv weight [OC, C, KH, KW] as [OC, C * KH * KW]: the tensor-core conv's A)."""
 
     dtype: str
     columns: int
+    flat: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return {"dtype": self.dtype, "columns": self.columns}
+        record: dict[str, object] = {"dtype": self.dtype, "columns": self.columns}
+        if self.flat:  # only conv weights have it
+            record["flat"] = True
+        return record
+
+    def matrix_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape the conversion pads the last dim of."""
+        return (shape[0], math.prod(shape[1:])) if self.flat else tuple(shape)
 
 
 HALF_TYPES = ("float16", "bfloat16")
@@ -107,6 +117,7 @@ def convert_matrix(array: np.ndarray, conversion: Conversion) -> np.ndarray:
     bfloat16), zero past N."""
     if conversion.dtype not in HALF_TYPES:
         raise ValueError(f"unknown conversion {conversion.dtype!r}")
+    array = np.asarray(array).reshape(conversion.matrix_shape(array.shape))
     *lead, k, n = array.shape
     padded = np.zeros((*lead, k, conversion.columns), np.float32)
     padded[..., :n] = array
@@ -118,15 +129,15 @@ def convert_matrix(array: np.ndarray, conversion: Conversion) -> np.ndarray:
 
 def unconvert_matrix(flat: np.ndarray, shape: tuple[int, ...], conversion: Conversion) -> np.ndarray:
     """The inverse of convert_matrix (float32 again, as rounded)."""
-    *lead, k, n = shape
+    *lead, k, n = conversion.matrix_shape(shape)
     stored = flat.reshape(*lead, k, conversion.columns)[..., :n]
     if conversion.dtype == "float16":
-        return np.ascontiguousarray(stored.view(np.float16).astype(np.float32))
-    return np.ascontiguousarray(from_bfloat16_bits(stored.view(np.uint16)))
+        return np.ascontiguousarray(stored.view(np.float16).astype(np.float32)).reshape(shape)
+    return np.ascontiguousarray(from_bfloat16_bits(stored.view(np.uint16))).reshape(shape)
 
 
 def converted_nbytes(shape: tuple[int, ...], conversion: Conversion) -> int:
-    *lead, k, _ = shape
+    *lead, k, _ = conversion.matrix_shape(shape)
     return int(np.prod(lead, dtype=np.int64)) * k * conversion.columns * 2
 
 

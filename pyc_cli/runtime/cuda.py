@@ -147,9 +147,10 @@ def choose_image(driver: Driver, device: Any, record: dict[str, Any], where: str
                    hint=f"rebuild with `pyc build --target cuda --arch sm_{major}{minor}`")
 
 
-def read_launches(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def read_launches(root: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """The launch plan, checked: known kernels' names, grid and block sizes CUDA accepts, and
-    arguments inside the model's inputs, outputs, weights and arena (PYC-E030 otherwise)."""
+    arguments inside the model's inputs, outputs, weights, arena and status words (PYC-E030
+    otherwise); and the bytes of the status words (the status word, then kernels' counters)."""
     path = root / manifest["cuda"]["launches"]
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
@@ -160,7 +161,7 @@ def read_launches(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     if problem:
         raise PycError("E030", f"the launch plan is malformed: {problem}", where=str(path),
                        hint="rebuild the artifact")
-    return plan["launches"]
+    return plan["launches"], plan.get("status_bytes", 4)
 
 
 def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
@@ -169,9 +170,12 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
     if plan.get("arena_bytes") != manifest["arena_bytes"] or \
             plan.get("weights_bytes") != manifest["weights"]["bytes"]:
         return "its arena or weights size differs from the manifest's"
+    status_bytes = plan.get("status_bytes", 4)
+    if type(status_bytes) is not int or not 4 <= status_bytes <= 2**30 or status_bytes % 4:
+        return "its status_bytes is not a whole number of words"
     limits = {"input": len(manifest["inputs"]), "output": len(manifest["outputs"]),
               "weights": max(1, manifest["weights"]["bytes"]),
-              "arena": max(1, manifest["arena_bytes"]), "status": 1}
+              "arena": max(1, manifest["arena_bytes"]), "status": status_bytes}
     launches = plan.get("launches")
     if not isinstance(launches, list):
         return "launches is not a list"
@@ -200,9 +204,9 @@ def load_cuda(root: Path, manifest: dict[str, Any], verified: bool = False) -> C
     driver (see the module doc)."""
     if not verified:
         verify_files(root, manifest)  # before the CUBIN goes anywhere near the driver
-    launches = read_launches(root, manifest)
+    launches, status_bytes = read_launches(root, manifest)
     driver = init_driver(str(root))
-    model = CudaModel(driver, root, manifest, launches)
+    model = CudaModel(driver, root, manifest, launches, status_bytes)
     model.input_ranges = read_input_ranges(root, manifest)
     return model
 
@@ -291,7 +295,8 @@ class CudaModel(CompiledModel):
     on the device, so concurrent calls wait for each other rather than share it."""
 
     def __init__(self, driver: Driver, root: Path, manifest: dict[str, Any],
-                 launches: list[dict[str, Any]]) -> None:
+                 launches: list[dict[str, Any]], status_bytes: int = 4) -> None:
+        self._status_bytes = status_bytes
         self.inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
         self.outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
         self.arena_bytes = manifest["arena_bytes"]
@@ -334,7 +339,7 @@ class CudaModel(CompiledModel):
         self._weights = buffers.device_alloc(weights.nbytes)
         if weights.nbytes:
             driver("cuMemcpyHtoD", self._weights, weights.ctypes.data, weights.nbytes)
-        self._status_word = buffers.device_alloc(4)
+        self._status_word = buffers.device_alloc(self._status_bytes)  # then kernels' counters
         self._status_host = buffers.pinned(4)
         self._in = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.inputs]
         self._out = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.outputs]
@@ -343,6 +348,8 @@ class CudaModel(CompiledModel):
         # cannot then break this model's graph capture), so wait for the weights here
         driver("cuCtxSynchronize")
         self._stream = driver("cuStreamCreate", STREAM_NON_BLOCKING)
+        # counters start at zero (each kernel resets its own after use); before any run
+        driver("cuMemsetD32Async", self._status_word, 0, self._status_bytes // 4, self._stream)
         functions = {}
         self._launches = []
         for launch in launches:
@@ -369,7 +376,7 @@ class CudaModel(CompiledModel):
         base: dict[str, Callable[[int], int]] = {
             "input": lambda i: self._in[i][0], "output": lambda i: self._out[i][0],
             "weights": lambda off: self._weights + off, "arena": lambda off: self._arena + off,
-            "status": lambda _: self._status_word}
+            "status": lambda off: self._status_word + off}
         values = np.array([base[space](value) for space, value in args], dtype=np.uint64)
         pointers = np.array([values.ctypes.data + 8 * k for k in range(len(values))], np.uint64)
         return values, pointers

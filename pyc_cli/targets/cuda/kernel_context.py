@@ -36,6 +36,9 @@ class CudaCall(KernelCall):
     index_type: str = "int"  # the index arithmetic's type: int unless a size needs 64 bits
     uses_status: bool = False  # takes the run's status word (Gather's index check)
     min_blocks: int = 0  # __launch_bounds__' blocks per multiprocessor (0: the compiler's choice)
+    # words past the status word the kernel counts in (reset to zero by the kernel itself)
+    counters: int = 0
+    workspace: bool = False  # takes the planner's workspace (WS, in the arena) last
     # constants the weights file holds in a 16-bit type (planning/weights.py's Conversion)
     converted: dict[str, Conversion] = field(default_factory=dict)
 
@@ -144,6 +147,189 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
+# tensor-core conv tiles by conv_tile: (rows BM = output channels, columns BN = output pixels,
+# warps along M, along N); 32 is the narrow tile of few-pixel maps (ResNet's 7 x 7)
+CONV_MMA_CONFIGS = {128: (128, 128, 2, 4), 64: (64, 64, 2, 2), 32: (64, 32, 2, 2)}
+# a multiprocessor count: below this many blocks a smaller tile is taken (an H100 has 132)
+CONV_MMA_FILL = 132
+CONV_MMA_SPLIT_MIN_K = 512  # a split pays for its final reduction only over this depth
+CONV_MMA_MIN_SLICES = 4  # 32-deep slices each block of a K split takes at least
+CONV_MMA_MAX_KSPLIT = 16
+# the K split's partial sums may take this much of the arena (device memory is plentiful next
+# to a CPU's caches, the CPU kernels' 512 KiB cap); memory_first keeps its own, smaller cap
+CONV_MMA_WORKSPACE_CAP = 4 << 20
+MEMORY_FIRST_CAP = 32 * 1024
+
+
+def conv_mma_workspace_cap(mode_cap: int | None) -> int:
+    """The K split's workspace cap under a memory mode's cap (None: no workspace)."""
+    if mode_cap is None:
+        return 0
+    return mode_cap if mode_cap <= MEMORY_FIRST_CAP else CONV_MMA_WORKSPACE_CAP
+
+
+def _conv_mma_tile(m: int, n: int) -> int:
+    """The largest tile that still gives CONV_MMA_FILL blocks (128 only past 64 channels)."""
+    if m > 64 and _conv_mma_blocks(128, m, n) >= 2 * CONV_MMA_FILL:
+        return 128
+    return 64 if _conv_mma_blocks(64, m, n) >= CONV_MMA_FILL else 32
+
+
+def _conv_mma_blocks(tile: int, m: int, n: int) -> int:
+    bm, bn = CONV_MMA_CONFIGS[tile][:2]
+    return math.ceil(m / bm) * math.ceil(n / bn)
+
+
+def _conv_mma_ksplit(tile: int, m: int, n: int, k: int) -> int:
+    """A deep conv with too few tiles to fill the GPU (batch 1's 14 x 14 and 7 x 7 maps) splits
+    K between blocks: enough of them for a block per multiprocessor, each at least
+    CONV_MMA_MIN_SLICES slices deep."""
+    tiles = _conv_mma_blocks(tile, m, n)
+    if tiles >= CONV_MMA_FILL or k < CONV_MMA_SPLIT_MIN_K:
+        return 1
+    return max(1, min(CONV_MMA_MAX_KSPLIT, math.ceil(CONV_MMA_FILL / tiles),
+                      math.ceil(k / 32) // CONV_MMA_MIN_SLICES))
+
+
+def _conv_mma_split(tile: int, m: int, n: int, k: int) -> int:
+    """Groups of warps in a block sharing each (64-deep) slice: 2 where a block still has many
+    slices after the K split (more loads in flight, half the slices), else 1."""
+    if tile == 128 or k < CONV_MMA_SPLIT_MIN_K:
+        return 1
+    slices = math.ceil(k / 32) / _conv_mma_ksplit(tile, m, n, k)
+    return 2 if _conv_mma_blocks(tile, m, n) < CONV_MMA_FILL and slices >= 16 else 1
+
+
+@dataclass(frozen=True)
+class ConvMmaGeometry:
+    """The tensor-core conv's blocking: tile BM x BN, BK-deep slices, SPLIT groups of warps a
+    block, KSPLIT blocks along K (each `slices_per` slices), grid (columns, rows, KSPLIT)."""
+
+    m: int
+    ncols: int
+    k: int
+    bm: int
+    bn: int
+    bk: int
+    warps_m: int
+    warps_n: int
+    split: int
+    ksplit: int
+    slices_per: int
+
+    @property
+    def tiles(self) -> int:
+        return math.ceil(self.ncols / self.bn) * math.ceil(self.m / self.bm)
+
+    @property
+    def workspace_bytes(self) -> int:
+        """The K split's partial sums: a BM x BN float tile per block."""
+        return 4 * self.bm * self.bn * self.tiles * self.ksplit if self.ksplit > 1 else 0
+
+
+def conv_mma_geometry(p: dict[str, object], cap: int | None = None, tf32: bool = False) -> ConvMmaGeometry:
+    """From the Conv's kernel_params and tuned conv_tile / conv_split / conv_ksplit; the K split
+    halves until its workspace fits `cap` bytes. Slices are 32 deep (64 when split between
+    groups of warps), tf32's half that (float32 shared rows)."""
+    m = int(p["OC"])  # type: ignore[call-overload]
+    ncols = int(p["N"]) * int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    k = int(p["C"]) * int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols)))  # type: ignore[call-overload]
+    split = 1 if tile == 128 else int(p.get("conv_split", _conv_mma_split(tile, m, ncols, k)))  # type: ignore[call-overload]
+    bm, bn, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
+    bk = (32 if split == 1 else 64) // (2 if tf32 else 1)
+    slices = math.ceil(k / bk)
+    ksplit = min(slices, int(p.get("conv_ksplit", _conv_mma_ksplit(tile, m, ncols, k))))  # type: ignore[call-overload]
+    tiles = math.ceil(ncols / bn) * math.ceil(m / bm)
+    while cap is not None and ksplit > 1 and 4 * bm * bn * tiles * ksplit > cap:
+        ksplit //= 2
+    per = math.ceil(slices / max(1, ksplit))
+    ksplit = math.ceil(slices / per)  # no block of the split without a slice
+    return ConvMmaGeometry(m, ncols, k, bm, bn, bk, warps_m, warps_n, split, ksplit, per)
+
+
+def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The implicit-GEMM conv: M = output channels, N = batch x output pixels (NCOLS), K =
+    C x KD x KH x KW; the weight a converted constant ([OC, K] rows of `lda` 16-bit values).
+    BK = 32, or 64 when split between groups of warps (each 2 or 1 k16 steps of it). A K split
+    between blocks adds their partial sums through the workspace, the last block of a tile
+    (counted in `counters` words past the status word) adding them in split order."""
+    p = call.params
+    tf32 = p["precision"] == "tf32"  # the weight as stored, float32
+    conversion = call.converted.get(node.inputs[1])
+    if not tf32 and (conversion is None or not conversion.flat):
+        raise PycError("E090", f"{node.op}'s weight is not stored in 16 bits for cuda_conv_mma "
+                       "(another kernel reads it in float32)", where=node.name,
+                       hint="report this; a tuning database giving its readers one kernel avoids it")
+    if not tf32:
+        next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    kernel = node.ann.kernel
+    geo = conv_mma_geometry(p, conv_mma_workspace_cap(kernel.workspace_cap if kernel else None), tf32)
+    if kernel is None or geo.workspace_bytes > kernel.workspace_bytes:  # as sized at selection
+        geo = conv_mma_geometry({**p, "conv_ksplit": 1}, None, tf32)
+    threads = 32 * geo.warps_m * geo.warps_n * geo.split
+    call.block = (threads, 1, 1)
+    call.grid = (math.ceil(geo.ncols / geo.bn), math.ceil(geo.m / geo.bm), geo.ksplit)
+    if geo.ksplit > 1:
+        call.uses_status = True
+        call.counters = geo.tiles
+        call.workspace = True
+    bm, bn, bk = geo.bm, geo.bn, geo.bk
+    # A's and B's two slices (16-bit rows padded by 8, or float rows by 4 and 8), or the split
+    # groups' float sums
+    slices = 2 * 4 * (bm * (bk + 4) + bk * (bn + 8)) if tf32 else 2 * 2 * (bm * (bk + 8) + bk * (bn + 8))
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    # a pointwise conv of a pixel count divisible by 4 gathers B 4 columns at a time (where the
+    # slice has a row of 4 columns for every thread)
+    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and bk * bn // 4 % threads == 0 \
+        and bk * bn // 4 >= threads
+    columns = bn // 4 if vec_b else bn  # threads along a row of B
+    p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
+             lda=geo.k if tf32 else conversion.columns, OPIX=opix, NCOLS=geo.ncols,  # type: ignore[union-attr]
+             BM=bm, BN=bn, BK=bk, WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split,
+             KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, TILES=geo.tiles, tf32=tf32,
+             KSTEPS=bk // (8 if tf32 else 16) // geo.split, MI=bm // geo.warps_m // 16,
+             NI=bn // geo.warps_n // 8, threads=threads,
+             a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b,
+             b_rows=bk * columns // threads, row_step=threads // columns,
+             smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
+
+
+def _conv_tiled_tile(m: int, n: int) -> int:
+    """8 x 128 tiles for at most 8 channels, else 64 x 64 where they number FILL_BLOCKS, else 32."""
+    return 8 if m <= 8 else 64 if math.ceil(m / 64) * math.ceil(n / 64) >= FILL_BLOCKS else 32
+
+
+def _conv_tiled(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The float32 implicit-GEMM conv on matmul_tiled's tiles (GEMM_CONFIGS by tile_m: 64 x 64,
+    or 32 x 32 where 64-tiles number under FILL_BLOCKS, 8 x 128 for at most 8 channels)."""
+    p = call.params
+    m = int(p["OC"])  # type: ignore[call-overload]
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    ncols = int(p["N"]) * opix  # type: ignore[call-overload]
+    taps = int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    tile = int(p.get("tile_m", _conv_tiled_tile(m, ncols)))  # type: ignore[call-overload]
+    bm, bn, bk, tm, tn = GEMM_CONFIGS[tile]
+    threads = (bn // tn) * (bm // tm)
+    call.block = (threads, 1, 1)
+    call.grid = (math.ceil(ncols / bn), math.ceil(m / bm), 1)
+    p.update(M=m, K=int(p["C"]) * taps, KK=taps, OPIX=opix, NCOLS=ncols, BM=bm, BN=bn, BK=bk,  # type: ignore[call-overload]
+             TM=tm, TN=tn, threads=threads, b_rows=bk * bn // threads, row_step=threads // bn)
+
+
+def _conv_depthwise(call: CudaCall, graph: Graph, node: Node) -> None:
+    """A block per `tiles`-th of an (n, oc) output plane: whole warps, at most THREADS, so a
+    7 x 7 plane takes 64 threads rather than 256 (most of them idle)."""
+    p = call.params
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    threads = min(THREADS, math.ceil(opix / 32) * 32)
+    tiles = math.ceil(opix / threads)
+    call.block = (threads, 1, 1)
+    call.grid = (int(p["N"]) * int(p["OC"]) * tiles, 1, 1)  # type: ignore[call-overload]
+    p.update(OPIX=opix, threads=threads, tiles=tiles,
+             KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]))  # type: ignore[call-overload]
+
+
 SKINNY_WARPS = 8  # warps of a skinny-GEMM block, each a slice of K
 
 
@@ -246,7 +432,9 @@ LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
-    "conv_direct.cu.j2": _per_element, "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
+    "conv_direct.cu.j2": _per_element, "conv_mma.cu.j2": _conv_mma,
+    "conv_depthwise.cu.j2": _conv_depthwise, "conv_tiled.cu.j2": _conv_tiled,
+    "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,
 }

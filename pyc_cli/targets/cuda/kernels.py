@@ -106,6 +106,93 @@ def matmul_mma(precision: str) -> KernelCandidate:
                            takes_epilogue=True)
 
 
+def _conv_params(node: Node, graph: Graph) -> dict[str, object]:
+    from ...ops import registry
+
+    return registry.get("Conv").kernel_params(node, graph)
+
+
+def _conv_weight_readers_ok(node: Node, graph: Graph) -> bool:
+    """The weight is a float32 constant that every reader reads as a Conv's weight (input 1),
+    so it can be stored once, converted to 16 bits."""
+    weight = node.inputs[1]
+    if weight not in graph.constants or graph.types[weight].dtype is not DType.F32:
+        return False
+    return all(n.op == "Conv" and weight not in (*n.inputs[:1], *n.inputs[2:])
+               for n in graph.nodes if weight in n.inputs)
+
+
+def _conv_mma_applies(node: Node, graph: Graph) -> bool:
+    """A float32 conv of one group with a constant weight only convs read (the tensor cores
+    read it in 16 bits), every size within 32-bit indices."""
+    if not _gemm_applies(node, graph) or not _conv_weight_readers_ok(node, graph):
+        return False
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return int(_conv_params(node, graph)["G"]) == 1 and largest < 2**30  # type: ignore[call-overload]
+
+
+def _conv_tiled_applies(node: Node, graph: Graph) -> bool:
+    """A float32 conv of one group, every size within 32-bit indices."""
+    if not _gemm_applies(node, graph):
+        return False
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return int(_conv_params(node, graph)["G"]) == 1 and largest < 2**30  # type: ignore[call-overload]
+
+
+DEPTHWISE_MAX_TAPS = 81  # the most window taps (9 x 9) the depthwise kernel keeps in registers
+
+
+def _depthwise_applies(node: Node, graph: Graph) -> bool:
+    """A float32 conv whose groups each read one input channel (depthwise, any channel
+    multiplier), of at most DEPTHWISE_MAX_TAPS taps, every size within 32-bit indices."""
+    if not _gemm_applies(node, graph):
+        return False
+    p = _conv_params(node, graph)
+    taps = int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
+    largest = max(graph.types[v].numel for v in (*node.inputs, *node.outputs) if v)
+    return int(p["CG"]) == 1 and taps <= DEPTHWISE_MAX_TAPS and largest < 2**30  # type: ignore[call-overload]
+
+
+# preferred to the direct conv where it applies (weights in registers, planes per block)
+CONV_DEPTHWISE = KernelCandidate("cuda_conv_depthwise", "conv_depthwise.cu.j2", _depthwise_applies,
+                                 cost_factor=0.5, stores_once=True, params=_conv_coords,
+                                 takes_epilogue=True)
+
+
+CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels per block of "
+                          "the tensor-core conv (128 x 128 on 8 warps, 64 x 64 or 64 x 32 on 4; "
+                          "by default the largest that gives a block per multiprocessor)"),
+                  Tunable("conv_split", (1, 2, 4), "groups of warps of a 64-row tensor-core conv "
+                          "block that share each 64-deep slice (by default 2 for deep convs of "
+                          "too few blocks to fill the GPU, else 1: 32-deep slices)"),
+                  Tunable("conv_ksplit", (1, 2, 4, 8, 16), "blocks of the tensor-core conv "
+                          "along K, their partial sums added by the last (by default enough for "
+                          "a block per multiprocessor where the tiles are fewer and K is deep)"))
+
+
+def conv_mma(precision: str) -> KernelCandidate:
+    """The implicit-GEMM conv on tensor cores (the im2col gather on the fly): at fp16 / bf16
+    weights stored in 16 bits, at tf32 read as stored (any float32 weight); cheaper than the
+    float32 convs wherever it applies."""
+    tf32 = precision == "tf32"
+
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        return {**_conv_coords(node, graph, op), "precision": precision}
+
+    def workspace(node: Node, graph: Graph) -> int:
+        """The K split's partial sums (kernel_context.conv_mma_geometry), within its cap."""
+        from .kernel_context import conv_mma_geometry, conv_mma_workspace_cap
+
+        kernel = node.ann.kernel
+        op = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
+        cap = conv_mma_workspace_cap(kernel.workspace_cap if kernel is not None else None)
+        return conv_mma_geometry(op, cap, tf32).workspace_bytes
+    return KernelCandidate("cuda_conv_mma", "conv_mma.cu.j2",
+                           _conv_tiled_applies if tf32 else _conv_mma_applies, cost_factor=0.25,
+                           workspace=workspace, stores_once=True, tunables=CONV_MMA_TILES,
+                           params=params, takes_epilogue=True)
+
+
 def _pool_applies(node: Node, graph: Graph) -> bool:
     """Max and average pools of float32 without MaxPool's Indices output."""
     return float32(node, graph) and not (len(node.outputs) > 1 and node.outputs[1])
@@ -191,6 +278,13 @@ def attention_mma(precision: str) -> KernelCandidate:
                            tunables=ATTENTION_WARPS, params=params)
 
 
+# preferred to the direct conv where it applies: each input element a block stages serves BM
+# output channels, each weight BN pixels (the direct conv reads both per product)
+CONV_TILED = KernelCandidate("cuda_conv_tiled", "conv_tiled.cu.j2", _conv_tiled_applies,
+                             cost_factor=0.5, stores_once=True, tunables=GEMM_TILES,
+                             params=_conv_coords, takes_epilogue=True)
+
+
 def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
     """Inputs the memory plan already placed in their slice of the output need no copy."""
     return {"skip": list(node.ann.inplace_inputs)}
@@ -204,7 +298,7 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "MatMul": (MATMUL_TILED, MATMUL_SKINNY),
     # no prologue: fuse gives one only where a kernel of the target takes it, and none here does
     "Conv": (KernelCandidate("cuda_conv_direct", "conv_direct.cu.j2", _gemm_applies,
-                             params=_conv_coords, takes_epilogue=True),),
+                             params=_conv_coords, takes_epilogue=True), CONV_TILED, CONV_DEPTHWISE),
     **_each(("MaxPool", "AveragePool"), KernelCandidate("cuda_pool", "pool.cu.j2", _pool_applies)),
     "pyc.Elementwise": (ELEMENTWISE,),
     **_each(("Transpose", "Slice"), STRIDED_COPY),
@@ -221,11 +315,12 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
 
 def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table of a build at `precision`: fp32 is CUDA_KERNELS; a reduced precision
-    adds the tensor-core GEMM to MatMul, fp16 / bf16 the tensor-core attention to pyc.Attention
-    (the other ops compute in float32 still)."""
+    adds the tensor-core GEMM to MatMul and the tensor-core conv to Conv, fp16 / bf16 the
+    tensor-core attention to pyc.Attention (the other ops compute in float32 still)."""
     if precision == "fp32":
         return CUDA_KERNELS
-    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision))}
+    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision)),
+             "Conv": (*CUDA_KERNELS["Conv"], conv_mma(precision))}
     if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
         table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
     return table

@@ -6,6 +6,7 @@ in the model's inputs, outputs, weights or the one device arena the memory plan 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,21 +30,28 @@ LAUNCHES = "launches.json"  # under src/: a runtime file (the loader reads and c
 CUBIN = "model.cubin"
 PTX = "model.ptx"
 LAUNCH_FORMAT = 1
+# the run's status word; kernels that count (the K-split conv's tiles) get words past it, all
+# zeroed at load (launches.json's status_bytes, where there are any)
+STATUS_WORD_BYTES = 4
 MMA_KERNEL = "cuda_matmul_mma"
+CONV_MMA_KERNEL = "cuda_conv_mma"
 # what each reduced precision changes (the decision log's "precision" entry; docs/cuda.md)
 PRECISION_NOTES = {
-    "tf32": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k8) with inputs "
-            "rounded to TF32 (10-bit mantissa) and float32 accumulation; everything else in float32",
+    "tf32": "MatMuls of more than 8 rows and convolutions of one group run on tensor cores "
+            "(mma.sync m16n8k8) with inputs rounded to TF32 (10-bit mantissa) and float32 "
+            "accumulation; everything else in float32",
     "fp16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
             "rounded to float16 and float32 accumulation; constant B matrices only they read are "
             "stored as float16; fused attention runs on tensor cores too (Q, K, V and the "
-            "probabilities rounded to float16); activations, other ops and the model's inputs "
-            "and outputs stay float32",
+            "probabilities rounded to float16); convolutions of one group run as implicit GEMMs "
+            "on tensor cores (weights stored as float16, activations rounded as gathered); "
+            "activations, other ops and the model's inputs and outputs stay float32",
     "bf16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
             "rounded to bfloat16 and float32 accumulation; constant B matrices only they read are "
             "stored as bfloat16; fused attention runs on tensor cores too (Q, K, V and the "
-            "probabilities rounded to bfloat16); activations, other ops and the model's inputs "
-            "and outputs stay float32",
+            "probabilities rounded to bfloat16); convolutions of one group run as implicit GEMMs "
+            "on tensor cores (weights stored as bfloat16, activations rounded as gathered); "
+            "activations, other ops and the model's inputs and outputs stay float32",
 }
 HALF_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
 
@@ -102,20 +110,29 @@ class CudaTarget(Target):
 
     def constant_conversions(self, graph: Graph) -> dict[str, Conversion]:
         """At fp16 / bf16, a float32 constant that only tensor-core GEMMs read, as their B, is
-        stored in the 16-bit type with rows padded to 8 columns (16-byte cp.async rows)."""
+        stored in the 16-bit type with rows padded to 8 columns (16-byte cp.async rows); one
+        that only tensor-core convs read, as their weight, likewise as an [OC, C * KH * KW]
+        matrix (`flat`)."""
         storage = HALF_STORAGE.get(self.precision)
         if storage is None:
             return {}
-        readers: dict[str, list[bool]] = {}
+        readers: dict[str, set[str]] = {}  # constant -> how each reader reads it
         for node in graph.nodes:
             chosen = self.chosen(node)
             for index, value in enumerate(node.inputs):
                 if value and value in graph.constants:
-                    readers.setdefault(value, []).append(
-                        chosen is not None and chosen.name == MMA_KERNEL and index == 1)
-        return {name: Conversion(storage, -(-graph.types[name].shape[-1] // 8) * 8)
-                for name, as_b in sorted(readers.items())
-                if all(as_b) and graph.types[name].dtype is DType.F32 and graph.types[name].rank >= 2}
+                    name = chosen.name if chosen is not None and index == 1 else ""
+                    readers.setdefault(value, set()).add(
+                        name if name in (MMA_KERNEL, CONV_MMA_KERNEL) else "float32")
+        conversions = {}
+        for name, kinds in sorted(readers.items()):
+            ttype = graph.types[name]
+            if len(kinds) != 1 or "float32" in kinds or ttype.dtype is not DType.F32 or ttype.rank < 2:
+                continue
+            flat = kinds == {CONV_MMA_KERNEL}
+            columns = math.prod(ttype.shape[1:]) if flat else ttype.shape[-1]
+            conversions[name] = Conversion(storage, -(-columns // 8) * 8, flat)
+        return conversions
 
     # ------------------------------------------------------------ sources
 
@@ -138,15 +155,26 @@ class CudaTarget(Target):
         pointers = DevicePointers(graph, plan, weights)
         nodes = [n for n in graph.nodes if self.chosen(n) is not None]
         launches = []
+        status_bytes = STATUS_WORD_BYTES  # the status word, then each kernel's counters
         for call, node in zip(calls, nodes):
-            args = ([Argument("status")] if call.uses_status else []) + pointers.arguments(node)  # type: ignore[operator]
+            status = []
+            if call.counters:  # the kernel's own words past the status word
+                status = [Argument("status", status_bytes)]
+                status_bytes += 4 * call.counters
+            elif call.uses_status:
+                status = [Argument("status")]
+            args = status + pointers.arguments(node)  # type: ignore[operator]
+            if call.workspace:
+                args.append(Argument("arena", plan.workspaces[node.name]))
             launches.append(Launch(call.fn, call.grid, call.block, call.shared_bytes, args,
                                    call.index, node.op))
-        plan_json = {"format": LAUNCH_FORMAT, "arena_bytes": plan.arena_bytes,
-                     "weights_bytes": weights.total_bytes,
-                     "launches": [launch.to_json() for launch in launches]}
+        plan_json: dict[str, Any] = {"format": LAUNCH_FORMAT, "arena_bytes": plan.arena_bytes,
+                                     "weights_bytes": weights.total_bytes,
+                                     "launches": [launch.to_json() for launch in launches]}
+        if status_bytes > STATUS_WORD_BYTES:  # zeroed at load; the kernels reset their counters
+            plan_json["status_bytes"] = status_bytes
         return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n",
-                **c_entry_point(info, [d.fn for d in kernels], launches)}
+                **c_entry_point(info, [d.fn for d in kernels], launches, status_bytes)}
 
     # ------------------------------------------------------------ building
 
@@ -173,7 +201,8 @@ class CudaTarget(Target):
                 "ptx_min_driver": self._record.get("ptx_min_driver", "")}
 
 
-def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch]) -> dict[str, str]:
+def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
+                  status_bytes: int = 4) -> dict[str, str]:
     """NAME_cuda.h / NAME_cuda.c: the model's C entry point over the driver API, with the launch
     plan compiled in as tables (each launch's arguments a slice of one argument table)."""
     places = {space: index for index, space in enumerate(SPACES)}
@@ -185,7 +214,8 @@ def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch]) -
                       "first_arg": len(args), "args": len(launch.args), "step": launch.step})
         args += [{"place": places[a.space], "at": a.value} for a in launch.args]
     env = template_env()
-    context = {"m": info, "kernels": kernels, "launches": table, "args": args, "spaces": SPACES}
+    context = {"m": info, "kernels": kernels, "launches": table, "args": args, "spaces": SPACES,
+               "status_bytes": status_bytes}
     return {f"{info.name}_cuda.h": env.get_template("cuda/c_api.h.j2").render(**context) + "\n",
             f"{info.name}_cuda.c": env.get_template("cuda/c_api.c.j2").render(**context) + "\n"}
 

@@ -243,8 +243,9 @@ CASES = [
     Case("gather", ("gather.cu.j2",), gather, gather_feeds),
     Case("concat", ("concat.cu.j2",), concat, _normal(a=(3, 5, 7), b=(3, 2, 7))),
     Case("copy", ("copy.cu.j2",), copy, _normal(x=(4, 6))),
-    *[Case(name, ("conv_direct.cu.j2",), make, _conv_feeds(make), atol=1e-4)
-      for name, make in CONVS.items()],
+    # one group: the float32 implicit GEMM; groups of several channels: the direct conv
+    *[Case(name, ("conv_direct.cu.j2" if "grouped" in name else "conv_tiled.cu.j2",), make,
+           _conv_feeds(make), atol=1e-4) for name, make in CONVS.items()],
     *[Case(f"attention_{name}", ("attention.cu.j2",), make, attention_feeds(make))
       for name, make in (("minilm_tail", attention(2, 3, 33, 32, 33, 32)),
                          ("wide_heads", attention(1, 2, 7, 128, 70, 96)))],

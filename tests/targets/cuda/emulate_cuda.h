@@ -54,6 +54,12 @@ using std::max;  /* CUDA's integer min / max */
 using std::min;
 
 static inline void __syncthreads() { pyc_emu_barrier->arrive_and_wait(); }
+/* the K-split conv's tile counters and partial sums (blocks run one after another here) */
+static inline int atomicAdd(int* address, int value) {
+  return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
+}
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline float __ldcg(const float* address) { return *address; }
 
 static inline unsigned pyc_emu_linear_thread() {
   return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
@@ -170,6 +176,8 @@ static inline void pyc_ldmatrix_x4(unsigned* r, const void* row) { pyc_emu_ldmat
 static inline void pyc_ldmatrix_x4_trans(unsigned* r, const void* row) { pyc_emu_ldmatrix(r, row, true); }
 struct float4 { float x, y, z, w; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+struct float2 { float x, y; };
+static inline float2 make_float2(float x, float y) { return {x, y}; }
 static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_bytes) {
   __builtin_memset(dst, 0, (size_t)size);
   __builtin_memcpy(dst, src, (size_t)src_bytes);

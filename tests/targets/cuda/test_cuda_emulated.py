@@ -67,7 +67,8 @@ class Emulated:
         self.inputs, self.outputs = info.inputs, info.outputs
         self.weights = np.frombuffer(weights_bytes(graph, layout), np.uint8).copy()
         self.arena = np.empty(max(4, plan.arena_bytes), np.uint8)
-        self.status = np.zeros(1, np.int32)
+        # the status word, then kernels' counters: zeroed once, as at load
+        self.status = np.zeros(self.plan.get("status_bytes", 4) // 4, np.int32)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = [np.ascontiguousarray(feeds[i.name]) for i in self.inputs]
@@ -78,7 +79,7 @@ class Emulated:
         places = {"input": lambda i: inputs[i].ctypes.data, "output": lambda i: outputs[i].ctypes.data,
                   "weights": lambda off: self.weights.ctypes.data + off,
                   "arena": lambda off: self.arena.ctypes.data + off,
-                  "status": lambda _: self.status.ctypes.data}
+                  "status": lambda off: self.status.ctypes.data + off}
         for step in self.plan["launches"]:
             launch(self.lib, step["kernel"], step["grid"], step["block"],
                    [places[s](v) for s, v in step["args"]])

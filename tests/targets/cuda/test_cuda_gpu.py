@@ -24,6 +24,14 @@ import numpy as np
 import pytest
 from attention_cases import GPU_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
+from conv_cases import (
+    CONV_MMA_CASES,
+    DEPTHWISE_CASES,
+    FEW_CHANNELS,
+    GPU_CONV_MMA_CASES,
+    GPU_DEPTHWISE_CASES,
+    ConvCase,
+)
 from cuda_cases import CASES, Case
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_cases import MMA_CASES, MmaCase
@@ -337,3 +345,83 @@ def test_fused_attention_on_tensor_cores(shape: tuple, precision: str, tmp_path:
     if shape[3] <= MMA_TILE_KEYS:
         assert_close_to_max(ours, rounded_attention(feeds, shape[5], precision), ROUNDED_RTOL,
                             f"{precision} vs the rounding model")
+
+
+# ---------------------------------------------------------------- convolution
+# cuda_conv_mma (tf32 / fp16 / bf16: implicit GEMM on tensor cores) against the numpy rounding model
+# (x and w rounded, exact float64 sums) within model_rtol(K) of max |output| and exact float64
+# within EXACT_RTOL; cuda_conv_tiled (fp32) and cuda_conv_depthwise (float32 at every
+# precision) against float64 within rtol 1e-4, atol 1e-5; whole CNNs at fp16 / bf16 against
+# onnxruntime within WHOLE_MODEL_RTOL.
+
+def _conv_outputs(case: ConvCase, precision: str, tmp_path: Path, rng: np.random.Generator,
+                  kernel: str, rounds: int = 2):  # noqa: ANN202 (a generator of runs)
+    import onnx
+
+    path = write_model(case.make(rng), tmp_path)
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    built = pyc_cli.build(path, tmp_path / "c.pyc", target="cuda", arch=ARCH, precision=precision)
+    assert [n.ann.kernel_name for n in built.graph.nodes if n.op == "Conv"] == [kernel]
+    with pyc_cli.load(built.artifact) as model:
+        for _ in range(rounds):  # fresh inputs, poisoned outputs and arena each run
+            feeds = case.feeds(rng)
+            model.poison()
+            yield model.run(feeds)["y"], feeds, weights
+
+
+def _check_conv_mma(case: ConvCase, precision: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    k = int(np.prod(case.w[1:]))
+    for ours, feeds, weights in _conv_outputs(case, precision, tmp_path, rng, "cuda_conv_mma"):
+        assert_close_to_max(ours, case.forward(feeds, weights, precision), model_rtol(k),
+                            f"{case.name} {precision} vs the rounding model")
+        assert_close_to_max(ours, case.forward(feeds, weights, "fp32"), EXACT_RTOL[precision],
+                            f"{case.name} {precision} vs float64")
+
+
+@pytest.mark.parametrize("precision", ["tf32", "fp16", "bf16"])
+@pytest.mark.parametrize("case", CONV_MMA_CASES + GPU_CONV_MMA_CASES, ids=lambda c: c.name)
+def test_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
+                          rng: np.random.Generator) -> None:
+    _check_conv_mma(case, precision, tmp_path, rng)
+
+
+@pytest.mark.parametrize("tile,split,ksplit", [(128, 1, 1), (64, 1, 1), (32, 1, 1), (64, 2, 1),
+                                               (32, 2, 1), (64, 4, 1), (32, 4, 1), (32, 1, 8),
+                                               (32, 2, 4), (64, 1, 3), (128, 1, 2)])
+@pytest.mark.parametrize("case", [CONV_MMA_CASES[3], GPU_CONV_MMA_CASES[0], GPU_CONV_MMA_CASES[4],
+                                  GPU_CONV_MMA_CASES[5]], ids=lambda c: c.name)
+@pytest.mark.parametrize("precision", ["fp16", "tf32"])
+def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, ksplit: int, precision: str,
+                                tmp_path: Path, rng: np.random.Generator,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile, split groups of warps and K split (the partial sums through the workspace,
+    tile counters past the status word: two runs, each starting from reset counters); a K
+    split its workspace cap (4 MiB) cannot hold is halved until it fits."""
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit", lambda t, m, n, k: ksplit)
+    _check_conv_mma(case, precision, tmp_path, rng)
+
+
+@pytest.mark.parametrize("case", [*CONV_MMA_CASES, FEW_CHANNELS, *GPU_CONV_MMA_CASES], ids=lambda c: c.name)
+def test_tiled_conv_in_float32(case: ConvCase, tmp_path: Path, rng: np.random.Generator) -> None:
+    for ours, feeds, weights in _conv_outputs(case, "fp32", tmp_path, rng, "cuda_conv_tiled"):
+        np.testing.assert_allclose(ours, case.forward(feeds, weights, "fp32"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES + GPU_DEPTHWISE_CASES, ids=lambda c: c.name)
+def test_depthwise_conv(case: ConvCase, precision: str, tmp_path: Path,
+                        rng: np.random.Generator) -> None:
+    for ours, feeds, weights in _conv_outputs(case, precision, tmp_path, rng, "cuda_conv_depthwise"):
+        np.testing.assert_allclose(ours, case.forward(feeds, weights, "fp32"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "fp16", "bf16"])
+@pytest.mark.parametrize("name", ["cnn", "mobilenet"])
+def test_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: Path,
+                                          rng: np.random.Generator) -> None:
+    model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MODELS_DIR / "mobilenet.onnx",
+                                                         {"image": (2, 3, 96, 96)})
+    check_at_precision(model.path, tmp_path / f"{name}.pyc", model.random_feeds, precision, rng,
+                       dict(model.shapes))

@@ -1,0 +1,441 @@
+"""The tensor-core conv (cuda_conv_mma, --precision fp16 / bf16), the float32 implicit-GEMM conv
+(cuda_conv_tiled, fp32 / tf32) and the depthwise conv (cuda_conv_depthwise, every precision)
+without a GPU: which kernel each precision selects, how
+the 16-bit conv weights are stored and read back, NVRTC compilation for sm_90 and sm_80 (every
+tile), and the kernels run on the CPU emulation (emulate_cuda.h: mma.sync with the PTX fragment
+layouts and bit-exact conversions) on conv_cases.py's odd shapes, outputs and arena poisoned.
+
+Tolerances: the tensor-core conv against the numpy rounding model of mma_precision.py (x and w
+rounded to the precision, exact float64 sums) within model_rtol(K) of max |output| and against
+exact float64 within EXACT_RTOL (fp16 2e-2, bf16 5e-2); the float32 convs (tiled, depthwise)
+against float64 within rtol 1e-4, atol 1e-5 (as the other float32 kernels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, FEW_CHANNELS, GPU_CONV_MMA_CASES, ConvCase
+from cuda_emulation import CXX
+from helpers import write_model
+from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
+from onnx import numpy_helper
+from test_cuda_compile import needs_nvrtc
+from test_cuda_mma import emit_mma
+
+import pyc_cli
+from pyc_cli.api import compile_graph
+from pyc_cli.artifact.reader import load_graph
+from pyc_cli.errors import PycError
+from pyc_cli.targets.cuda import toolchain
+from pyc_cli.targets.cuda.target import kernel_templates
+
+HALF = ("fp16", "bf16")
+TENSOR_CORE = ("tf32", "fp16", "bf16")  # the precisions cuda_conv_mma runs at
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
+
+
+def weights_of(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def conv_kernels(path: Path, precision: str) -> list[str]:
+    graph, _ = compile_graph(path, target="cuda", precision=precision)
+    return [n.ann.kernel_name for n in graph.nodes if n.op == "Conv"]
+
+
+def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None, split: int | None = None,
+               ksplit: int | None = None) -> None:
+    """Every tensor-core conv takes `tile`, `split` and `ksplit` (None: the default choice)."""
+    if tile is not None:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+    if split is not None:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split",
+                            lambda tile, m, n, k: split)
+    if ksplit is not None:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit",
+                            lambda tile, m, n, k: ksplit)
+
+
+# ---------------------------------------------------------------- selection
+
+@pytest.mark.parametrize("case", CONV_MMA_CASES, ids=lambda c: c.name)
+def test_reduced_precisions_select_the_tensor_core_conv(case: ConvCase, tmp_path: Path) -> None:
+    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
+    for precision in TENSOR_CORE:
+        assert conv_kernels(path, precision) == ["cuda_conv_mma"]
+    assert conv_kernels(path, "fp32") == ["cuda_conv_tiled"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
+def test_depthwise_convs_select_the_depthwise_kernel(precision: str, tmp_path: Path) -> None:
+    for index, case in enumerate(DEPTHWISE_CASES):
+        path = write_model(case.make(np.random.default_rng(0)), tmp_path, f"m{index}.onnx")
+        assert conv_kernels(path, precision) == ["cuda_conv_depthwise"], case.name
+
+
+def test_grouped_convs_keep_the_direct_kernel(tmp_path: Path) -> None:
+    """Groups of several channels: neither the tensor-core nor the depthwise conv applies."""
+    case = ConvCase("grouped", (1, 8, 9, 9), (6, 4, 3, 3), group=2)
+    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
+    assert conv_kernels(path, "fp16") == ["cuda_conv_direct"]
+
+
+def test_a_weight_other_ops_read_takes_the_float32_conv(tmp_path: Path) -> None:
+    """w is the conv's weight and a Mul's operand: it stays float32 (stored once), read by the
+    float32 implicit-GEMM conv at fp16, by the tensor-core conv at tf32 (which reads float32)."""
+    from helpers import init, make_model, rand, vinfo
+    from onnx import helper
+
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Mul", ["w", "s"], ["w2"])]
+    model = make_model(nodes, [vinfo("x", (1, 4, 6, 6)), vinfo("s", (1,))],
+                       [vinfo("c", (1, 4, 4, 4)), vinfo("w2", (4, 4, 3, 3))],
+                       [init("w", rand(rng, 4, 4, 3, 3))])
+    path = write_model(model, tmp_path)
+    assert conv_kernels(path, "fp16") == ["cuda_conv_tiled"]
+    assert conv_kernels(path, "tf32") == ["cuda_conv_mma"]
+
+
+# ---------------------------------------------------------------- 16-bit weights
+
+@pytest.mark.parametrize("precision", HALF)
+def test_conv_weights_are_stored_as_16_bit_rows(precision: str, tmp_path: Path) -> None:
+    """The stem's [16, 3, 7, 7] weight: 16 rows of K = 147 values padded to 152, the bias
+    float32; read back (pyc explain, --compare) as the kernel sees it."""
+    case = CONV_MMA_CASES[0]
+    path = write_model(case.make(np.random.default_rng(2)), tmp_path)
+    artifact = tmp_path / "a.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision=precision)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    dtype = {"fp16": "float16", "bf16": "bfloat16"}[precision]
+    assert manifest["weights"]["converted"] == {"w": {"columns": 152, "dtype": dtype, "flat": True}}
+    w = weights_of(path)
+    blob = (artifact / "weights.bin").read_bytes()
+    stored = np.frombuffer(blob, np.uint16, 16 * 152, manifest["weights"]["layout"]["w"]).reshape(16, 152)
+    assert not stored[:, 147:].any()
+    if precision == "fp16":
+        np.testing.assert_array_equal(stored[:, :147].view(np.float16),
+                                      w["w"].reshape(16, 147).astype(np.float16))
+    b = np.frombuffer(blob, np.float32, 16, manifest["weights"]["layout"]["b"])
+    np.testing.assert_array_equal(b, w["b"])
+    graph = load_graph(artifact, manifest)
+    np.testing.assert_array_equal(graph.constants["w"], round_to(w["w"], precision).astype(np.float32))
+    for record in ({"dtype": "float16", "columns": 152, "flat": 1},
+                   {"dtype": "float16", "columns": 8},  # 7 columns (KW) would be the unflat row
+                   {"dtype": "float16", "columns": 200, "flat": True}):
+        changed = json.loads(json.dumps(manifest))
+        changed["weights"]["converted"]["w"] = record
+        with pytest.raises(PycError) as caught:
+            load_graph(artifact, changed)
+        assert caught.value.code == "E030", record
+
+
+@pytest.mark.parametrize("name,block,grid", [
+    ("resnet_stem_b1", 128, [196, 1, 1]),                # 64 x 64 tiles fill the GPU
+    ("resnet_layer1_3x3_b4", 128, [196, 1, 1]),
+    ("resnet_layer1_expand_b4_residual", 128, [196, 4, 1]),  # 196 128-tiles: under 2 a GPU
+    # 64 tiles of 64 x 32, K = 1024: 3 blocks along K (1.5 MB of partial sums)
+    ("resnet_downsample_1x1_s2_b1", 128, [2, 32, 3]),
+    # 16 tiles, K = 4608: 9 blocks along K of 8 64-deep slices, 2 groups of warps each
+    ("resnet_layer4_3x3_b1", 256, [2, 8, 9]),
+    ("deep_7x7_split", 128, [2, 1, 9]),                  # 36 slices: 9 blocks of 4
+])
+def test_default_tiles(name: str, block: int, grid: list[int], tmp_path: Path) -> None:
+    case = next(c for c in CONV_MMA_CASES + GPU_CONV_MMA_CASES if c.name == name)
+    _, launches = emit_mma(case, "fp16", tmp_path)  # type: ignore[arg-type]
+    assert (launches[0]["block"], launches[0]["grid"]) == ([block, 1, 1], grid)
+
+
+def test_k_split_within_the_workspace_cap() -> None:
+    """The K split halves until its partial sums fit the cap: 4 MiB, memory_first's 32 KiB."""
+    from pyc_cli.passes.select_kernels import WORKSPACE_CAPS
+    from pyc_cli.targets.cuda.kernel_context import conv_mma_geometry, conv_mma_workspace_cap
+
+    params = {"OC": 2048, "N": 1, "OD": 1, "OH": 7, "OW": 7, "C": 1024, "KD": 1, "KH": 1, "KW": 1}
+    caps = {mode: conv_mma_workspace_cap(cap) for mode, cap in WORKSPACE_CAPS.items()}
+    assert caps == {"latency_first": 4 << 20, "balanced": 4 << 20, "memory_first": 32 * 1024}
+    assert conv_mma_geometry(params, caps["balanced"]).ksplit == 3
+    geometry = conv_mma_geometry({**params, "conv_ksplit": 16}, caps["balanced"])
+    assert geometry.ksplit == 8 and geometry.workspace_bytes <= 4 << 20
+    assert conv_mma_geometry(params, caps["memory_first"]).ksplit == 1
+    assert conv_mma_geometry(params, 0).workspace_bytes == 0
+
+
+# ---------------------------------------------------------------- NVRTC
+
+VARIANTS = [(128, 1), (64, 1), (32, 1), (64, 2), (32, 2), (64, 4), (32, 4)]  # (tile, split)
+# (tile, split, ksplit asked, blocks along K): 36 slices of 32 (18 of 64 when split)
+KSPLITS = [(32, 1, 3, 3), (32, 2, 2, 2), (64, 4, 5, 5), (128, 1, 4, 4), (32, 1, 16, 12)]
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", TENSOR_CORE)
+@pytest.mark.parametrize("tile,split", VARIANTS)
+def test_nvrtc_compiles_the_tensor_core_conv(tile: int, split: int, precision: str, arch: str,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    force_tile(monkeypatch, tile, split)
+    pointwise = next(c for c in CONV_MMA_CASES if c.name == "1x1_batch4_residual")  # float4 gather
+    for index, case in enumerate([*CONV_MMA_CASES[:3], pointwise]):
+        (tmp_path / str(index)).mkdir()
+        source, launches = emit_mma(case, precision, tmp_path / str(index))  # type: ignore[arg-type]
+        assert "conv_mma.cu.j2" in source
+        assert launches[0]["block"] == [256 if tile == 128 else 128 * split, 1, 1]
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert compiled.cubin[:4] == b"\x7fELF"
+        assert "warning" not in compiled.log.lower(), compiled.log
+        shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
+        assert f"mma.sync.aligned.{shape}" in compiled.ptx
+        assert ("ldmatrix" in compiled.ptx) == (precision != "tf32") and "cp.async" in compiled.ptx
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("tile,split,ksplit,blocks", KSPLITS)
+def test_nvrtc_compiles_the_k_split(tile: int, split: int, ksplit: int, blocks: int, arch: str,
+                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    force_tile(monkeypatch, tile, split, ksplit)
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    source, launches = emit_mma(case, "fp16", tmp_path)  # type: ignore[arg-type]
+    assert launches[0]["grid"][2] == blocks and "float* __restrict__ WS" in source
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert "warning" not in compiled.log.lower(), compiled.log
+    assert "atom.global.add" in compiled.ptx or "red.global.add" in compiled.ptx
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: c.name)
+def test_nvrtc_compiles_the_depthwise_conv(case: ConvCase, arch: str, tmp_path: Path) -> None:
+    source, _ = emit_mma(case, "fp32", tmp_path)  # type: ignore[arg-type]
+    assert "conv_depthwise.cu.j2" in source
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+
+
+# ---------------------------------------------------------------- emulated
+
+def check_tensor_core_conv(case: ConvCase, ours: np.ndarray, feeds: dict[str, np.ndarray],
+                           weights: dict[str, np.ndarray], precision: str) -> None:
+    """Against the rounding model (model_rtol(K)) and exact float64 (EXACT_RTOL), and the
+    rounding really happened: the model explains the output better than exact math."""
+    model = case.forward(feeds, weights, precision)
+    exact = case.forward(feeds, weights, "fp32")
+    k = int(np.prod(case.w[1:]))
+    assert_close_to_max(ours, model, model_rtol(k), f"{case.name} {precision} vs the rounding model")
+    assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision} vs float64")
+    assert np.max(np.abs(ours - model)) < np.max(np.abs(ours - exact))
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", TENSOR_CORE)
+@pytest.mark.parametrize("case", CONV_MMA_CASES, ids=lambda c: c.name)
+def test_emulated_tensor_core_conv(case: ConvCase, precision: str, tmp_path: Path,
+                                   rng: np.random.Generator) -> None:
+    from test_cuda_emulated import Emulated
+
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert [n.ann.kernel_name for n in emulated.graph.nodes] == ["cuda_conv_mma"]
+    for _ in range(2):  # fresh inputs, poisoned buffers each run
+        feeds = case.feeds(rng)
+        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), precision)
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp16", "tf32"])
+@pytest.mark.parametrize("tile,split", VARIANTS)
+def test_emulated_tensor_core_conv_tiles(tile: int, split: int, precision: str, tmp_path: Path,
+                                         rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile and split on the 49-pixel map (70 channels: a partial row tile; K = 360, not
+    a multiple of a slice), the stem and a pointwise conv (the float4 gather)."""
+    from test_cuda_emulated import Emulated
+
+    force_tile(monkeypatch, tile, split)
+    pointwise = next(c for c in CONV_MMA_CASES if c.name == "1x1_batch4_residual")
+    for index, case in enumerate((CONV_MMA_CASES[3], CONV_MMA_CASES[0], pointwise)):
+        path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
+        emulated = Emulated(path, tmp_path, precision=precision)
+        assert emulated.plan["launches"][0]["block"] == [256 if tile == 128 else 128 * split, 1, 1]
+        feeds = case.feeds(rng)
+        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), precision)
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: c.name)
+def test_emulated_depthwise_conv(case: ConvCase, precision: str, tmp_path: Path,
+                                 rng: np.random.Generator) -> None:
+    from test_cuda_emulated import Emulated
+
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert [n.ann.kernel_name for n in emulated.graph.nodes] == ["cuda_conv_depthwise"]
+    for _ in range(2):
+        feeds = case.feeds(rng)
+        np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", HALF)
+@pytest.mark.parametrize("name", ["cnn", "mobilenet"])
+def test_emulated_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: Path,
+                                                   rng: np.random.Generator) -> None:
+    """The CNN and MobileNet (depthwise and pointwise convs) with their convs on the emulated
+    tensor cores, against onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output|
+    (measured here: bf16 ~3e-3 (CNN) and ~6e-4 (MobileNet), fp16 ~1e-4)."""
+    from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
+    from mma_precision import WHOLE_MODEL_RTOL
+    from test_cuda_emulated import Emulated
+
+    model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MODELS_DIR / "mobilenet.onnx",
+                                                         {"image": (1, 3, 64, 64)})
+    emulated = Emulated(model.path, tmp_path, dict(model.shapes), precision=precision)
+    kernels = [n.ann.kernel_name for n in emulated.graph.nodes if n.op == "Conv"]
+    assert "cuda_conv_mma" in kernels and (name == "cnn" or "cuda_conv_depthwise" in kernels)
+    feeds = model.random_feeds(rng)
+    ours = emulated.run(feeds)
+    for key, value in onnxruntime_outputs(model.path, feeds).items():
+        assert_close_to_max(ours[key], value, WHOLE_MODEL_RTOL[precision], f"{key} {precision}")
+
+
+@needs_cxx
+@pytest.mark.parametrize("tile,split,ksplit,blocks", KSPLITS)
+def test_emulated_k_split(tile: int, split: int, ksplit: int, blocks: int, tmp_path: Path,
+                          rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks along K (the last of a tile adds the partial sums): a residual epilogue after the
+    sums, three runs (each tile's counter back at zero after each), a last block with fewer
+    slices (18 slices of 64 in 5 blocks), 16 asked of 36 slices: 12 blocks of 3."""
+    from test_cuda_emulated import Emulated
+
+    force_tile(monkeypatch, tile, split, ksplit)
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision="bf16")
+    (launch,) = emulated.plan["launches"]
+    assert launch["grid"][2] == blocks and launch["args"][0][0] == "status"
+    assert emulated.plan["status_bytes"] == 4 + 4 * launch["grid"][0] * launch["grid"][1]
+    for _ in range(3):
+        feeds = case.feeds(rng)
+        check_tensor_core_conv(case, emulated.run(feeds)["y"], feeds, weights_of(path), "bf16")
+        assert not emulated.status.any()  # the counters reset themselves
+
+
+@needs_cxx
+@needs_nvrtc
+@pytest.mark.parametrize("graphs", ["1", "0"])
+def test_k_split_through_the_runtime(graphs: str, tmp_path: Path, rng: np.random.Generator,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime/cuda.py's whole path (FakeDriver: host memory as device memory, the kernels on
+    the CPU) with a K-split conv: the status words past the status word allocated and zeroed
+    at load, three runs (outputs and arena poisoned) against the rounding model, replayed as
+    a CUDA graph or launched one by one."""
+    from test_cuda_runtime_emulated import fake_for, use
+
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    path = write_model(case.make(rng), tmp_path)
+    artifact = tmp_path / "k.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision="fp16")
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    assert plan["launches"][0]["grid"] == [2, 1, 9] and plan["status_bytes"] == 4 + 4 * 2
+    use(monkeypatch, fake_for(artifact, tmp_path))
+    with pyc_cli.load(artifact) as model:
+        for _ in range(3):
+            feeds = case.feeds(rng)
+            model.poison()
+            check_tensor_core_conv(case, model.run(feeds)["y"], feeds, weights_of(path), "fp16")
+
+
+def test_hostile_status_bytes_are_refused() -> None:
+    from pyc_cli.runtime.cuda import _plan_problem
+
+    manifest = {"arena_bytes": 64, "weights": {"bytes": 32}, "inputs": [{}], "outputs": [{}]}
+    launch = {"kernel": "k0_conv", "grid": [1, 1, 1], "block": [32, 1, 1], "shared_bytes": 0,
+              "args": [["status", 4], ["input", 0], ["weights", 0], ["output", 0]]}
+    plan = {"format": 1, "arena_bytes": 64, "weights_bytes": 32, "launches": [launch],
+            "status_bytes": 8}
+    assert _plan_problem(plan, manifest) == ""
+    for bad in (3, 6, "8", -4, 2**40):
+        assert "status_bytes" in _plan_problem({**plan, "status_bytes": bad}, manifest), bad
+    outside = {**launch, "args": [["status", 8], ["input", 0]]}
+    assert "outside" in _plan_problem({**plan, "launches": [outside]}, manifest)
+
+
+# ---------------------------------------------------------------- the float32 implicit GEMM
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("tile", [64, 32, 8])
+def test_nvrtc_compiles_the_tiled_conv(tile: int, arch: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_tiled_tile", lambda m, n: tile)
+    for index, case in enumerate(CONV_MMA_CASES[:2]):
+        (tmp_path / str(index)).mkdir()
+        source, _ = emit_mma(case, "fp32", tmp_path / str(index))  # type: ignore[arg-type]
+        assert "conv_tiled.cu.j2" in source
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert compiled.cubin[:4] == b"\x7fELF"
+        assert "warning" not in compiled.log.lower(), compiled.log
+
+
+@needs_cxx
+@pytest.mark.parametrize("case", [*CONV_MMA_CASES, FEW_CHANNELS], ids=lambda c: c.name)
+def test_emulated_tiled_conv(case: ConvCase, tmp_path: Path, rng: np.random.Generator) -> None:
+    from test_cuda_emulated import Emulated
+
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision="fp32")
+    assert [n.ann.kernel_name for n in emulated.graph.nodes] == ["cuda_conv_tiled"]
+    for _ in range(2):
+        feeds = case.feeds(rng)
+        np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@needs_cxx
+@pytest.mark.parametrize("tile", [64, 32, 8])
+def test_emulated_tiled_conv_tiles(tile: int, tmp_path: Path, rng: np.random.Generator,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile on the 49-pixel map (70 channels) and the few-channel conv."""
+    from test_cuda_emulated import Emulated
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_tiled_tile", lambda m, n: tile)
+    for index, case in enumerate((CONV_MMA_CASES[3], FEW_CHANNELS)):
+        path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
+        emulated = Emulated(path, tmp_path, precision="fp32")
+        feeds = case.feeds(rng)
+        np.testing.assert_allclose(emulated.run(feeds)["y"], case.forward(feeds, weights_of(path), "fp32"),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_the_c_entry_point_zeroes_the_counters(tmp_path: Path) -> None:
+    """NAME_cuda.c of a K-split conv: the status words it allocates and zeroes at load (the
+    status word and the tile counters), arguments offset into them; strict C11 against cuda.h."""
+    import shutil
+    import subprocess
+
+    from test_cuda_c_api import INCLUDE
+
+    case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
+    path = write_model(case.make(np.random.default_rng(5)), tmp_path)
+    artifact = tmp_path / "k.pyc"
+    pyc_cli.build(path, artifact, target="cuda", precision="fp16")
+    prefix = json.loads((artifact / "manifest.json").read_text())["symbol_prefix"]
+    source = (artifact / "src" / f"{prefix}_cuda.c").read_text()
+    assert "device_alloc(&r, 12);" in source and "cuMemsetD32(m->status, 0, 3)" in source
+    assert "m->values[a] = m->status + arg.at" in source and "{ 4, 4ull }" in source
+    if INCLUDE is None or shutil.which("gcc") is None:
+        pytest.skip("no cuda.h or gcc here to compile it")
+    result = subprocess.run(
+        ["gcc", "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c", "-I", str(artifact / "src"),
+         "-isystem", str(INCLUDE), str(artifact / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
