@@ -246,6 +246,12 @@ def _strided_workspace(node: Node, graph: Graph) -> int:
 COPY_PARALLEL_ELEMENTS = 64 * 1024
 
 
+# AVX2 has 16 registers: past this many taps per channel GCC hoists their loads and spills
+# MR=6's 12 accumulators (a 7x7/s2 stem on one core: 4.8 ms at MR=6, 2.4 ms at MR=4; a 3x3/s2
+# is faster at MR=6), so such convs default to MR=4 there
+AVX2_MANY_TAPS = 16
+
+
 def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
         """The phase planes, and the implicit GEMM's plan over their grid (no padding left:
@@ -254,8 +260,9 @@ def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         geometry = _phase_geometry(op)
         gw, kdim = int(geometry["GW"]), v["CG"] * v["KH"] * v["KW"]  # type: ignore[call-overload]
         dtype = graph.types[node.outputs[0]].dtype
+        many = isa == "avx2" and v["KH"] * v["KW"] > AVX2_MANY_TAPS
         g = gemm.plan(isa, dtype.c_type, dtype.itemsize, v["OCG"], (v["OH"] - 1) * gw + v["OW"],
-                      kdim, v["N"] * v["G"], _tuned(node))
+                      kdim, v["N"] * v["G"], {**({"mr": 4} if many else {}), **_tuned(node)})
         copied = v["N"] * v["C"] * int(geometry["plane"])  # type: ignore[call-overload]
         return {**geometry, "gemm": g, "KDIM": kdim, "OHW": v["OH"] * v["OW"], "padded": False,
                 "a_row": kdim, "a_k": v["KH"] * v["KW"], "tap_kh": [], "tap_kw": [],
