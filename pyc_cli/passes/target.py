@@ -26,6 +26,10 @@ class KernelOption(Protocol):
 
     def cost(self, node: Node, graph: Graph) -> float: ...
 
+    def fits_cap(self, node: Node, graph: Graph, cap: int) -> bool:
+        """Whether the kernel's scratch stays within `cap` bytes (tiled scratch shrinks to it)."""
+        ...
+
     def inplace_input_in(self, mode: str) -> int | None:
         """The input the kernel may overwrite with its output in memory mode `mode`."""
         ...

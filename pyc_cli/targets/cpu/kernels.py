@@ -287,7 +287,8 @@ def conv_candidates(isa: str) -> tuple[KernelCandidate, ...]:
         KernelCandidate(
             "conv2d_strided_gemm", "conv2d_strided.c.j2", _strided_applies(isa), 0.26,
             _strided_workspace, stores_once=True, params=_strided_params(isa),
-            takes_epilogue=True, takes_prologue=_strided_applies(isa), tunables=gemm.tunables(isa)),
+            takes_epilogue=True, takes_prologue=_strided_applies(isa), tunables=gemm.tunables(isa),
+            workspace_fixed=True),
         KernelCandidate(
             "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
             _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),

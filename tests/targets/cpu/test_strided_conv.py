@@ -250,3 +250,25 @@ def test_strided_conv_is_strict_c11(isa: str, compiler: str, tmp_path: Path,
                              "-o", "/dev/null", "model.c"], cwd=art / "src",
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_memory_first_keeps_im2col_where_the_planes_exceed_its_cap(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """The planes are a whole copy of the input, not tiles: memory_first (32 KiB of scratch)
+    takes the im2col GEMM where they exceed its cap, and says so in the decision log; a conv
+    whose planes fit, and every mode with a larger cap, keep the strided kernel."""
+    # planes: 8 x 4 x 11 x 11 floats (15 KiB), 16 x 4 x 21 x 21 (110 KiB)
+    convs = [((1, 8, 20, 20), (16, 8, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, ""),
+             ((1, 16, 40, 40), (16, 16, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "")]
+    model, _, _, _ = strided_model(rng, convs)
+    onnx.save(model, tmp_path / "m.onnx")
+    for mode, wanted in (("balanced", [CANDIDATE] * 2), ("latency_first", [CANDIDATE] * 2),
+                         ("memory_first", [CANDIDATE, "conv2d_im2col_gemm"])):
+        result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / mode, mode=mode,
+                               cpu=BUILDS["avx512"].cpu)
+        convs_built = [n for n in result.graph.nodes if n.op == "Conv"]
+        assert [n.ann.kernel.candidate for n in convs_built] == wanted, mode
+        if mode == "memory_first":
+            decisions = (tmp_path / mode / "decisions.jsonl").read_text()
+            assert f"cheaper {CANDIDATE} would copy more scratch than the memory_first cap" \
+                in decisions
