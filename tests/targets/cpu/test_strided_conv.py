@@ -44,6 +44,8 @@ CONVS = [
     ((2, 16, 37), (24, 16, 5), (2,), (2, 2), (1,), 1, "residual"),  # 1-D
     ((1, 13, 50), (9, 13, 1), (3,), (0, 0), (1,), 1, "bias_relu"),  # 1-D pointwise
     ((1, 4, 41), (17, 4, 7), (4,), (3, 1), (2,), 1, ""),  # 1-D, dilated, asymmetric
+    ((1, 11, 6, 7), (6, 11, 1, 1), (2, 2), (3, 3, 2, 2), (1, 1), 1, "bias_relu"),  # pads > kernel
+    ((2, 9, 11, 10), (12, 3, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 3, "residual"),  # batch, groups
 ]
 
 
@@ -157,7 +159,7 @@ def test_the_cost_model_prefers_it_over_im2col_where_it_applies(
         if isa == "vector":
             assert CANDIDATE not in kernels, kernels
             continue
-        assert kernels == [CANDIDATE] * 11 + ["conv2d_dots"] + [CANDIDATE] * 6, kernels
+        assert kernels == [CANDIDATE] * 11 + ["conv2d_dots"] + [CANDIDATE] * 8, kernels
         decisions = (tmp_path / isa / "decisions.jsonl").read_text()
         assert f'"after":"{CANDIDATE}"' in decisions and "conv2d_im2col_gemm" in decisions
         # the stem's output is 12 x 11, its taps' offsets in a plane up to 3: 4 planes of 15 x 14
