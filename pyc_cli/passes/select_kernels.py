@@ -35,14 +35,17 @@ def select_kernels(graph: Graph, ctx: PassContext) -> Graph:
     return graph
 
 
-def cheapest(node: Node, graph: Graph, target: KernelTarget
+def cheapest(node: Node, graph: Graph, target: KernelTarget, mode: str = "balanced"
              ) -> tuple[KernelOption | None, Sequence[KernelOption]]:
     """The cost model: the applicable candidate with the lowest estimate (ties: by name), and
-    all applicable ones."""
+    all applicable ones. memory_first passes over a candidate whose untiled scratch exceeds its
+    cap where another applies."""
     candidates = target.candidates(node, graph)
     if not candidates:
         return None, []
-    return min(candidates, key=lambda c: (c.cost(node, graph), c.name)), candidates
+    fitting = [c for c in candidates if mode != "memory_first"
+               or c.fits_cap(node, graph, WORKSPACE_CAPS[mode])] or candidates
+    return min(fitting, key=lambda c: (c.cost(node, graph), c.name)), candidates
 
 
 def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
@@ -56,7 +59,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
             ctx.log(pass_name, [node.name], "alias", "a view: the output is the input's bytes, no code")
         return True
     target = ctx.kernels
-    chosen, candidates = cheapest(node, graph, target)
+    chosen, candidates = cheapest(node, graph, target, mode)
     if chosen is None:
         return False
     flops = opdef.flops(node, graph)
@@ -64,6 +67,10 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
     why = chosen.reason(node, graph)
     if why:
         reason += f": {why}"
+    cheaper = [c.name for c in candidates if c.cost(node, graph) < chosen.cost(node, graph)]
+    if cheaper:
+        reason += (f"; cheaper {', '.join(cheaper)} would copy more scratch than the {mode} cap "
+                   f"of {WORKSPACE_CAPS[mode]} bytes")
     params: dict[str, KernelParam] = {}
     signature = kernel_signature(node, graph, target.name)
     tuned = ctx.tuning.lookup(signature)

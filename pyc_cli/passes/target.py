@@ -30,6 +30,10 @@ class KernelOption(Protocol):
         """Why this kernel suits the node, for the decision log ("" for nothing)."""
         ...
 
+    def fits_cap(self, node: Node, graph: Graph, cap: int) -> bool:
+        """Whether the kernel's scratch stays within `cap` bytes (tiled scratch shrinks to it)."""
+        ...
+
     def inplace_input_in(self, mode: str) -> int | None:
         """The input the kernel may overwrite with its output in memory mode `mode`."""
         ...

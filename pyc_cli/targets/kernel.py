@@ -64,6 +64,9 @@ class KernelCandidate:
     # why this kernel suits the node, for the decision log when it is chosen (None: nothing
     # beyond its cost)
     why: Callable[[Node, Graph], str] | None = None
+    # the workspace is a whole copy (not tiles that shrink to the memory mode's cap): where it
+    # exceeds the cap, memory_first takes another applicable candidate
+    workspace_fixed: bool = False
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
@@ -74,6 +77,10 @@ class KernelCandidate:
 
     def workspace_bytes(self, node: Node, graph: Graph) -> int:
         return 0 if self.workspace is None else self.workspace(node, graph)
+
+    def fits_cap(self, node: Node, graph: Graph, cap: int) -> bool:
+        """Whether the scratch stays within `cap` bytes (tiled scratch always does)."""
+        return not self.workspace_fixed or self.workspace_bytes(node, graph) <= cap
 
     def cost(self, node: Node, graph: Graph) -> float:
         scale = 1.0 if self.cost_scale is None else self.cost_scale(node, graph)

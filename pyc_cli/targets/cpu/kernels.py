@@ -252,6 +252,12 @@ def _strided_workspace(node: Node, graph: Graph) -> int:
 COPY_PARALLEL_ELEMENTS = 64 * 1024
 
 
+# AVX2 has 16 registers: past this many taps per channel GCC hoists their loads and spills
+# MR=6's 12 accumulators (a 7x7/s2 stem on one core: 4.8 ms at MR=6, 2.4 ms at MR=4; a 3x3/s2
+# is faster at MR=6), so such convs default to MR=4 there
+AVX2_MANY_TAPS = 16
+
+
 def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
         """The phase planes, and the implicit GEMM's plan over their grid (no padding left:
@@ -260,8 +266,9 @@ def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         geometry = _phase_geometry(op)
         gw, kdim = int(geometry["GW"]), v["CG"] * v["KH"] * v["KW"]  # type: ignore[call-overload]
         dtype = graph.types[node.outputs[0]].dtype
+        many = isa == "avx2" and v["KH"] * v["KW"] > AVX2_MANY_TAPS
         g = gemm.plan(isa, dtype.c_type, dtype.itemsize, v["OCG"], (v["OH"] - 1) * gw + v["OW"],
-                      kdim, v["N"] * v["G"], _tuned(node))
+                      kdim, v["N"] * v["G"], {**({"mr": 4} if many else {}), **_tuned(node)})
         copied = v["N"] * v["C"] * int(geometry["plane"])  # type: ignore[call-overload]
         return {**geometry, "gemm": g, "KDIM": kdim, "OHW": v["OH"] * v["OW"], "padded": False,
                 "a_row": kdim, "a_k": v["KH"] * v["KW"], "tap_kh": [], "tap_kw": [],
@@ -290,7 +297,8 @@ def conv_candidates(isa: str, with_winograd: bool = True) -> tuple[KernelCandida
         KernelCandidate(
             "conv2d_strided_gemm", "conv2d_strided.c.j2", _strided_applies(isa), 0.26,
             _strided_workspace, stores_once=True, params=_strided_params(isa),
-            takes_epilogue=True, takes_prologue=_strided_applies(isa), tunables=gemm.tunables(isa)),
+            takes_epilogue=True, takes_prologue=_strided_applies(isa), tunables=gemm.tunables(isa),
+            workspace_fixed=True),
         KernelCandidate(
             "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
             _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),

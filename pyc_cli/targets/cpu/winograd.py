@@ -178,4 +178,6 @@ def candidate(isa: str, enabled: bool) -> KernelCandidate:
         "conv2d_winograd", "conv2d_winograd.c.j2", applies(isa, enabled), 0.25, workspace(isa),
         stores_once=True, params=params(isa), takes_epilogue=True,
         tunables=(Tunable("mr", gemm.ISAS[isa].rows, "rows of the register block (micro-kernel)"),),
-        cost_scale=cost_scale(isa), constant_transform=transform, why=why)
+        cost_scale=cost_scale(isa), constant_transform=transform, why=why,
+        # each task's transformed tiles: memory_first (32 KiB cap) keeps the implicit GEMM
+        workspace_fixed=True)

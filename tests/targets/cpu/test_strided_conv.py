@@ -44,6 +44,8 @@ CONVS = [
     ((2, 16, 37), (24, 16, 5), (2,), (2, 2), (1,), 1, "residual"),  # 1-D
     ((1, 13, 50), (9, 13, 1), (3,), (0, 0), (1,), 1, "bias_relu"),  # 1-D pointwise
     ((1, 4, 41), (17, 4, 7), (4,), (3, 1), (2,), 1, ""),  # 1-D, dilated, asymmetric
+    ((1, 11, 6, 7), (6, 11, 1, 1), (2, 2), (3, 3, 2, 2), (1, 1), 1, "bias_relu"),  # pads > kernel
+    ((2, 9, 11, 10), (12, 3, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 3, "residual"),  # batch, groups
 ]
 
 
@@ -157,7 +159,7 @@ def test_the_cost_model_prefers_it_over_im2col_where_it_applies(
         if isa == "vector":
             assert CANDIDATE not in kernels, kernels
             continue
-        assert kernels == [CANDIDATE] * 11 + ["conv2d_dots"] + [CANDIDATE] * 6, kernels
+        assert kernels == [CANDIDATE] * 11 + ["conv2d_dots"] + [CANDIDATE] * 8, kernels
         decisions = (tmp_path / isa / "decisions.jsonl").read_text()
         assert f'"after":"{CANDIDATE}"' in decisions and "conv2d_im2col_gemm" in decisions
         # the stem's output is 12 x 11, its taps' offsets in a plane up to 3: 4 planes of 15 x 14
@@ -250,3 +252,25 @@ def test_strided_conv_is_strict_c11(isa: str, compiler: str, tmp_path: Path,
                              "-o", "/dev/null", "model.c"], cwd=art / "src",
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_memory_first_keeps_im2col_where_the_planes_exceed_its_cap(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """The planes are a whole copy of the input, not tiles: memory_first (32 KiB of scratch)
+    takes the im2col GEMM where they exceed its cap, and says so in the decision log; a conv
+    whose planes fit, and every mode with a larger cap, keep the strided kernel."""
+    # planes: 8 x 4 x 11 x 11 floats (15 KiB), 16 x 4 x 21 x 21 (110 KiB)
+    convs = [((1, 8, 20, 20), (16, 8, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, ""),
+             ((1, 16, 40, 40), (16, 16, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "")]
+    model, _, _, _ = strided_model(rng, convs)
+    onnx.save(model, tmp_path / "m.onnx")
+    for mode, wanted in (("balanced", [CANDIDATE] * 2), ("latency_first", [CANDIDATE] * 2),
+                         ("memory_first", [CANDIDATE, "conv2d_im2col_gemm"])):
+        result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / mode, mode=mode,
+                               cpu=BUILDS["avx512"].cpu)
+        convs_built = [n for n in result.graph.nodes if n.op == "Conv"]
+        assert [n.ann.kernel.candidate for n in convs_built] == wanted, mode
+        if mode == "memory_first":
+            decisions = (tmp_path / mode / "decisions.jsonl").read_text()
+            assert f"cheaper {CANDIDATE} would copy more scratch than the memory_first cap" \
+                in decisions
