@@ -6,8 +6,9 @@ instead of 144. The weights are transformed at build time (U = G g G^T, planning
 36 matrices [Cout, Cin], the GEMM's A read in place); at run time each task takes a block of
 tiles: the input transform V = B^T d B of every channel (each lane's rows by masked loads,
 transposed into lanes; the padding masked) into NR-wide packed panels of its scratch, then
-for each block of OB output channels the 36 GEMMs M_p = U_p V_p on the packed GEMM's micro-kernel and the output transform Y = A^T M A with
-the conv's bias and fused epilogue, stored with the borders' partial tiles cut.
+for each block of OB output channels the 36 GEMMs M_p = U_p V_p on the packed GEMM's
+micro-kernel and the output transform Y = A^T M A with the conv's bias and fused epilogue,
+stored with the borders' partial tiles cut.
 
 It is a few bits less accurate than the direct sum (the transforms' constants grow the rounding
 error): `pyc build --no-winograd` keeps every conv off it.
