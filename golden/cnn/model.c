@@ -1131,239 +1131,354 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
       const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
       /* the block's panels that hold tiles */
       const int64_t panels = (32 - tile0 < 16 ? 32 - tile0 + 15 : 31) / 16;
-      for (int64_t jp = 0; jp < panels; ++jp) {
-        {
+      for (int64_t jp = 0; jp < panels; ++jp) {{
           /* each lane's tile: its first input element (relative to its image's channel 0; may
-             be in the padding) and which of its 6 rows and columns lie inside the input */
+             be in the padding), and per row the columns of its 6 that lie inside the input (none
+             where the row does not, or the lane has no tile) */
           int32_t off[16];
-          uint32_t rbits[6][2] = {{0}}, cbits[6][2] = {{0}};
+          uint32_t bits[6][16];
           for (int64_t l = 0; l < 16; ++l) {
             const int64_t tile = tile0 + jp * 16 + l;
             off[l] = 0;
+            for (int64_t e = 0; e < 6; ++e) bits[e][l] = 0;
             if (tile >= 32) continue;
             const int64_t n = tile / 16, th = tile / 4 % 4, tw = tile % 4;
             const int64_t ih0 = th * 4 - 1, iw0 = tw * 4 - 1;
             off[l] = (int32_t)(n * 4096 + ih0 * 16 + iw0);
-            for (int64_t e = 0; e < 6; ++e) {
-              rbits[e][l / 8] |= (uint32_t)(ih0 + e >= 0 && ih0 + e < 16) << (l % 8);
-              cbits[e][l / 8] |= (uint32_t)(iw0 + e >= 0 && iw0 + e < 16) << (l % 8);
-            }
+            uint32_t cols = 0;
+            for (int64_t e = 0; e < 6; ++e) cols |= (uint32_t)(iw0 + e >= 0 && iw0 + e < 16) << e;
+            for (int64_t e = 0; e < 6; ++e) bits[e][l] = ih0 + e >= 0 && ih0 + e < 16 ? cols : 0u;
           }
-          __m256i vidx[2];
-          __m256 rm[6][2], cm[6][2];
-          for (int64_t q = 0; q < 2; ++q) {
-            vidx[q] = _mm256_loadu_si256((__m256i const*)(off + q * 8));
-            for (int64_t e = 0; e < 6; ++e) {
-              rm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(rbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
-              cm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(cbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
-            }
-          }
+          __m256i lm[6][16];
+          for (int64_t e = 0; e < 6; ++e)
+            for (int64_t l = 0; l < 16; ++l)
+              lm[e][l] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits[e][l]), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           for (int64_t c = 0; c < 16; ++c) {
             const float* xc = X0 + c * 256;
             float* restrict vc = V + (jp * 16 + c) * 16;
             for (int64_t q = 0; q < 2; ++q) {
-              /* column 0: its 6 elements, then B^T down the column */
-              const __m256 d00 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 0, vidx[q], _mm256_and_ps(rm[0][q], cm[0][q]), 4);
-              const __m256 d10 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 16, vidx[q], _mm256_and_ps(rm[1][q], cm[0][q]), 4);
-              const __m256 d20 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 32, vidx[q], _mm256_and_ps(rm[2][q], cm[0][q]), 4);
-              const __m256 d30 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 48, vidx[q], _mm256_and_ps(rm[3][q], cm[0][q]), 4);
-              const __m256 d40 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 64, vidx[q], _mm256_and_ps(rm[4][q], cm[0][q]), 4);
-              const __m256 d50 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 80, vidx[q], _mm256_and_ps(rm[5][q], cm[0][q]), 4);
-              const __m256 u0a = _mm256_add_ps(d10, d20), u0b = _mm256_add_ps(d30, d40);
-              const __m256 u0c = _mm256_sub_ps(d10, d20), u0d = _mm256_sub_ps(d40, d30);
-              const __m256 u0e = _mm256_sub_ps(d30, d10), u0f = _mm256_sub_ps(d40, d20);
-              const __m256 t00 = _mm256_fmadd_ps(d00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d20, _mm256_set1_ps(5.0f), d40));
-              const __m256 t10 = _mm256_fnmadd_ps(u0a, _mm256_set1_ps(4.0f), u0b);
-              const __m256 t20 = _mm256_fmadd_ps(u0c, _mm256_set1_ps(4.0f), u0d);
-              const __m256 t30 = _mm256_fmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
-              const __m256 t40 = _mm256_fnmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
-              const __m256 t50 = _mm256_fmadd_ps(d10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d30, _mm256_set1_ps(5.0f), d50));
-              /* column 1: its 6 elements, then B^T down the column */
-              const __m256 d01 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 1, vidx[q], _mm256_and_ps(rm[0][q], cm[1][q]), 4);
-              const __m256 d11 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 17, vidx[q], _mm256_and_ps(rm[1][q], cm[1][q]), 4);
-              const __m256 d21 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 33, vidx[q], _mm256_and_ps(rm[2][q], cm[1][q]), 4);
-              const __m256 d31 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 49, vidx[q], _mm256_and_ps(rm[3][q], cm[1][q]), 4);
-              const __m256 d41 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 65, vidx[q], _mm256_and_ps(rm[4][q], cm[1][q]), 4);
-              const __m256 d51 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 81, vidx[q], _mm256_and_ps(rm[5][q], cm[1][q]), 4);
-              const __m256 u1a = _mm256_add_ps(d11, d21), u1b = _mm256_add_ps(d31, d41);
-              const __m256 u1c = _mm256_sub_ps(d11, d21), u1d = _mm256_sub_ps(d41, d31);
-              const __m256 u1e = _mm256_sub_ps(d31, d11), u1f = _mm256_sub_ps(d41, d21);
-              const __m256 t01 = _mm256_fmadd_ps(d01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d21, _mm256_set1_ps(5.0f), d41));
-              const __m256 t11 = _mm256_fnmadd_ps(u1a, _mm256_set1_ps(4.0f), u1b);
-              const __m256 t21 = _mm256_fmadd_ps(u1c, _mm256_set1_ps(4.0f), u1d);
-              const __m256 t31 = _mm256_fmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
-              const __m256 t41 = _mm256_fnmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
-              const __m256 t51 = _mm256_fmadd_ps(d11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d31, _mm256_set1_ps(5.0f), d51));
-              /* column 2: its 6 elements, then B^T down the column */
-              const __m256 d02 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 2, vidx[q], _mm256_and_ps(rm[0][q], cm[2][q]), 4);
-              const __m256 d12 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 18, vidx[q], _mm256_and_ps(rm[1][q], cm[2][q]), 4);
-              const __m256 d22 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 34, vidx[q], _mm256_and_ps(rm[2][q], cm[2][q]), 4);
-              const __m256 d32 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 50, vidx[q], _mm256_and_ps(rm[3][q], cm[2][q]), 4);
-              const __m256 d42 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 66, vidx[q], _mm256_and_ps(rm[4][q], cm[2][q]), 4);
-              const __m256 d52 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 82, vidx[q], _mm256_and_ps(rm[5][q], cm[2][q]), 4);
-              const __m256 u2a = _mm256_add_ps(d12, d22), u2b = _mm256_add_ps(d32, d42);
-              const __m256 u2c = _mm256_sub_ps(d12, d22), u2d = _mm256_sub_ps(d42, d32);
-              const __m256 u2e = _mm256_sub_ps(d32, d12), u2f = _mm256_sub_ps(d42, d22);
-              const __m256 t02 = _mm256_fmadd_ps(d02, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d22, _mm256_set1_ps(5.0f), d42));
-              const __m256 t12 = _mm256_fnmadd_ps(u2a, _mm256_set1_ps(4.0f), u2b);
-              const __m256 t22 = _mm256_fmadd_ps(u2c, _mm256_set1_ps(4.0f), u2d);
-              const __m256 t32 = _mm256_fmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
-              const __m256 t42 = _mm256_fnmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
-              const __m256 t52 = _mm256_fmadd_ps(d12, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d32, _mm256_set1_ps(5.0f), d52));
-              /* column 3: its 6 elements, then B^T down the column */
-              const __m256 d03 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 3, vidx[q], _mm256_and_ps(rm[0][q], cm[3][q]), 4);
-              const __m256 d13 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 19, vidx[q], _mm256_and_ps(rm[1][q], cm[3][q]), 4);
-              const __m256 d23 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 35, vidx[q], _mm256_and_ps(rm[2][q], cm[3][q]), 4);
-              const __m256 d33 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 51, vidx[q], _mm256_and_ps(rm[3][q], cm[3][q]), 4);
-              const __m256 d43 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 67, vidx[q], _mm256_and_ps(rm[4][q], cm[3][q]), 4);
-              const __m256 d53 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 83, vidx[q], _mm256_and_ps(rm[5][q], cm[3][q]), 4);
-              const __m256 u3a = _mm256_add_ps(d13, d23), u3b = _mm256_add_ps(d33, d43);
-              const __m256 u3c = _mm256_sub_ps(d13, d23), u3d = _mm256_sub_ps(d43, d33);
-              const __m256 u3e = _mm256_sub_ps(d33, d13), u3f = _mm256_sub_ps(d43, d23);
-              const __m256 t03 = _mm256_fmadd_ps(d03, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d23, _mm256_set1_ps(5.0f), d43));
-              const __m256 t13 = _mm256_fnmadd_ps(u3a, _mm256_set1_ps(4.0f), u3b);
-              const __m256 t23 = _mm256_fmadd_ps(u3c, _mm256_set1_ps(4.0f), u3d);
-              const __m256 t33 = _mm256_fmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
-              const __m256 t43 = _mm256_fnmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
-              const __m256 t53 = _mm256_fmadd_ps(d13, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d33, _mm256_set1_ps(5.0f), d53));
-              /* column 4: its 6 elements, then B^T down the column */
-              const __m256 d04 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 4, vidx[q], _mm256_and_ps(rm[0][q], cm[4][q]), 4);
-              const __m256 d14 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 20, vidx[q], _mm256_and_ps(rm[1][q], cm[4][q]), 4);
-              const __m256 d24 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 36, vidx[q], _mm256_and_ps(rm[2][q], cm[4][q]), 4);
-              const __m256 d34 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 52, vidx[q], _mm256_and_ps(rm[3][q], cm[4][q]), 4);
-              const __m256 d44 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 68, vidx[q], _mm256_and_ps(rm[4][q], cm[4][q]), 4);
-              const __m256 d54 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 84, vidx[q], _mm256_and_ps(rm[5][q], cm[4][q]), 4);
-              const __m256 u4a = _mm256_add_ps(d14, d24), u4b = _mm256_add_ps(d34, d44);
-              const __m256 u4c = _mm256_sub_ps(d14, d24), u4d = _mm256_sub_ps(d44, d34);
-              const __m256 u4e = _mm256_sub_ps(d34, d14), u4f = _mm256_sub_ps(d44, d24);
-              const __m256 t04 = _mm256_fmadd_ps(d04, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d24, _mm256_set1_ps(5.0f), d44));
-              const __m256 t14 = _mm256_fnmadd_ps(u4a, _mm256_set1_ps(4.0f), u4b);
-              const __m256 t24 = _mm256_fmadd_ps(u4c, _mm256_set1_ps(4.0f), u4d);
-              const __m256 t34 = _mm256_fmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
-              const __m256 t44 = _mm256_fnmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
-              const __m256 t54 = _mm256_fmadd_ps(d14, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d34, _mm256_set1_ps(5.0f), d54));
-              /* column 5: its 6 elements, then B^T down the column */
-              const __m256 d05 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 5, vidx[q], _mm256_and_ps(rm[0][q], cm[5][q]), 4);
-              const __m256 d15 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 21, vidx[q], _mm256_and_ps(rm[1][q], cm[5][q]), 4);
-              const __m256 d25 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 37, vidx[q], _mm256_and_ps(rm[2][q], cm[5][q]), 4);
-              const __m256 d35 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 53, vidx[q], _mm256_and_ps(rm[3][q], cm[5][q]), 4);
-              const __m256 d45 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 69, vidx[q], _mm256_and_ps(rm[4][q], cm[5][q]), 4);
-              const __m256 d55 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 85, vidx[q], _mm256_and_ps(rm[5][q], cm[5][q]), 4);
-              const __m256 u5a = _mm256_add_ps(d15, d25), u5b = _mm256_add_ps(d35, d45);
-              const __m256 u5c = _mm256_sub_ps(d15, d25), u5d = _mm256_sub_ps(d45, d35);
-              const __m256 u5e = _mm256_sub_ps(d35, d15), u5f = _mm256_sub_ps(d45, d25);
-              const __m256 t05 = _mm256_fmadd_ps(d05, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d25, _mm256_set1_ps(5.0f), d45));
-              const __m256 t15 = _mm256_fnmadd_ps(u5a, _mm256_set1_ps(4.0f), u5b);
-              const __m256 t25 = _mm256_fmadd_ps(u5c, _mm256_set1_ps(4.0f), u5d);
-              const __m256 t35 = _mm256_fmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
-              const __m256 t45 = _mm256_fnmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
-              const __m256 t55 = _mm256_fmadd_ps(d15, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d35, _mm256_set1_ps(5.0f), d55));
+              /* row 0: its columns, then B^T across it */
+                const __m256 z0_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 0, lm[0][q * 8 + 0]);
+                const __m256 z0_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 0, lm[0][q * 8 + 1]);
+                const __m256 z0_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 0, lm[0][q * 8 + 2]);
+                const __m256 z0_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 0, lm[0][q * 8 + 3]);
+                const __m256 z0_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 0, lm[0][q * 8 + 4]);
+                const __m256 z0_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 0, lm[0][q * 8 + 5]);
+                const __m256 z0_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 0, lm[0][q * 8 + 6]);
+                const __m256 z0_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 0, lm[0][q * 8 + 7]);
+                const __m256 t0_0 = _mm256_unpacklo_ps(z0_0, z0_1), t0_1 = _mm256_unpackhi_ps(z0_0, z0_1);
+                const __m256 t0_2 = _mm256_unpacklo_ps(z0_2, z0_3), t0_3 = _mm256_unpackhi_ps(z0_2, z0_3);
+                const __m256 t0_4 = _mm256_unpacklo_ps(z0_4, z0_5), t0_5 = _mm256_unpackhi_ps(z0_4, z0_5);
+                const __m256 t0_6 = _mm256_unpacklo_ps(z0_6, z0_7), t0_7 = _mm256_unpackhi_ps(z0_6, z0_7);
+                const __m256 s0_0 = _mm256_shuffle_ps(t0_0, t0_2, 0x44);
+                const __m256 s0_1 = _mm256_shuffle_ps(t0_0, t0_2, 0xEE);
+                const __m256 s0_2 = _mm256_shuffle_ps(t0_1, t0_3, 0x44);
+                const __m256 s0_3 = _mm256_shuffle_ps(t0_1, t0_3, 0xEE);
+                const __m256 s0_4 = _mm256_shuffle_ps(t0_4, t0_6, 0x44);
+                const __m256 s0_5 = _mm256_shuffle_ps(t0_4, t0_6, 0xEE);
+                const __m256 s0_6 = _mm256_shuffle_ps(t0_5, t0_7, 0x44);
+                const __m256 s0_7 = _mm256_shuffle_ps(t0_5, t0_7, 0xEE);
+                const __m256 d00 = _mm256_permute2f128_ps(s0_0, s0_4, 0x20);
+                const __m256 d01 = _mm256_permute2f128_ps(s0_1, s0_5, 0x20);
+                const __m256 d02 = _mm256_permute2f128_ps(s0_2, s0_6, 0x20);
+                const __m256 d03 = _mm256_permute2f128_ps(s0_3, s0_7, 0x20);
+                const __m256 d04 = _mm256_permute2f128_ps(s0_0, s0_4, 0x31);
+                const __m256 d05 = _mm256_permute2f128_ps(s0_1, s0_5, 0x31);
+              const __m256 u0a = _mm256_add_ps(d01, d02), u0b = _mm256_add_ps(d03, d04);
+              const __m256 u0c = _mm256_sub_ps(d01, d02), u0d = _mm256_sub_ps(d04, d03);
+              const __m256 u0e = _mm256_sub_ps(d03, d01), u0f = _mm256_sub_ps(d04, d02);
+              const __m256 h00 = _mm256_fmadd_ps(d00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d02, _mm256_set1_ps(5.0f), d04));
+              const __m256 h01 = _mm256_fnmadd_ps(u0a, _mm256_set1_ps(4.0f), u0b);
+              const __m256 h02 = _mm256_fmadd_ps(u0c, _mm256_set1_ps(4.0f), u0d);
+              const __m256 h03 = _mm256_fmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 h04 = _mm256_fnmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 h05 = _mm256_fmadd_ps(d01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d03, _mm256_set1_ps(5.0f), d05));
+              /* row 1: its columns, then B^T across it */
+                const __m256 z1_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 16, lm[1][q * 8 + 0]);
+                const __m256 z1_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 16, lm[1][q * 8 + 1]);
+                const __m256 z1_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 16, lm[1][q * 8 + 2]);
+                const __m256 z1_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 16, lm[1][q * 8 + 3]);
+                const __m256 z1_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 16, lm[1][q * 8 + 4]);
+                const __m256 z1_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 16, lm[1][q * 8 + 5]);
+                const __m256 z1_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 16, lm[1][q * 8 + 6]);
+                const __m256 z1_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 16, lm[1][q * 8 + 7]);
+                const __m256 t1_0 = _mm256_unpacklo_ps(z1_0, z1_1), t1_1 = _mm256_unpackhi_ps(z1_0, z1_1);
+                const __m256 t1_2 = _mm256_unpacklo_ps(z1_2, z1_3), t1_3 = _mm256_unpackhi_ps(z1_2, z1_3);
+                const __m256 t1_4 = _mm256_unpacklo_ps(z1_4, z1_5), t1_5 = _mm256_unpackhi_ps(z1_4, z1_5);
+                const __m256 t1_6 = _mm256_unpacklo_ps(z1_6, z1_7), t1_7 = _mm256_unpackhi_ps(z1_6, z1_7);
+                const __m256 s1_0 = _mm256_shuffle_ps(t1_0, t1_2, 0x44);
+                const __m256 s1_1 = _mm256_shuffle_ps(t1_0, t1_2, 0xEE);
+                const __m256 s1_2 = _mm256_shuffle_ps(t1_1, t1_3, 0x44);
+                const __m256 s1_3 = _mm256_shuffle_ps(t1_1, t1_3, 0xEE);
+                const __m256 s1_4 = _mm256_shuffle_ps(t1_4, t1_6, 0x44);
+                const __m256 s1_5 = _mm256_shuffle_ps(t1_4, t1_6, 0xEE);
+                const __m256 s1_6 = _mm256_shuffle_ps(t1_5, t1_7, 0x44);
+                const __m256 s1_7 = _mm256_shuffle_ps(t1_5, t1_7, 0xEE);
+                const __m256 d10 = _mm256_permute2f128_ps(s1_0, s1_4, 0x20);
+                const __m256 d11 = _mm256_permute2f128_ps(s1_1, s1_5, 0x20);
+                const __m256 d12 = _mm256_permute2f128_ps(s1_2, s1_6, 0x20);
+                const __m256 d13 = _mm256_permute2f128_ps(s1_3, s1_7, 0x20);
+                const __m256 d14 = _mm256_permute2f128_ps(s1_0, s1_4, 0x31);
+                const __m256 d15 = _mm256_permute2f128_ps(s1_1, s1_5, 0x31);
+              const __m256 u1a = _mm256_add_ps(d11, d12), u1b = _mm256_add_ps(d13, d14);
+              const __m256 u1c = _mm256_sub_ps(d11, d12), u1d = _mm256_sub_ps(d14, d13);
+              const __m256 u1e = _mm256_sub_ps(d13, d11), u1f = _mm256_sub_ps(d14, d12);
+              const __m256 h10 = _mm256_fmadd_ps(d10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d12, _mm256_set1_ps(5.0f), d14));
+              const __m256 h11 = _mm256_fnmadd_ps(u1a, _mm256_set1_ps(4.0f), u1b);
+              const __m256 h12 = _mm256_fmadd_ps(u1c, _mm256_set1_ps(4.0f), u1d);
+              const __m256 h13 = _mm256_fmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 h14 = _mm256_fnmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 h15 = _mm256_fmadd_ps(d11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d13, _mm256_set1_ps(5.0f), d15));
+              /* row 2: its columns, then B^T across it */
+                const __m256 z2_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 32, lm[2][q * 8 + 0]);
+                const __m256 z2_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 32, lm[2][q * 8 + 1]);
+                const __m256 z2_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 32, lm[2][q * 8 + 2]);
+                const __m256 z2_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 32, lm[2][q * 8 + 3]);
+                const __m256 z2_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 32, lm[2][q * 8 + 4]);
+                const __m256 z2_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 32, lm[2][q * 8 + 5]);
+                const __m256 z2_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 32, lm[2][q * 8 + 6]);
+                const __m256 z2_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 32, lm[2][q * 8 + 7]);
+                const __m256 t2_0 = _mm256_unpacklo_ps(z2_0, z2_1), t2_1 = _mm256_unpackhi_ps(z2_0, z2_1);
+                const __m256 t2_2 = _mm256_unpacklo_ps(z2_2, z2_3), t2_3 = _mm256_unpackhi_ps(z2_2, z2_3);
+                const __m256 t2_4 = _mm256_unpacklo_ps(z2_4, z2_5), t2_5 = _mm256_unpackhi_ps(z2_4, z2_5);
+                const __m256 t2_6 = _mm256_unpacklo_ps(z2_6, z2_7), t2_7 = _mm256_unpackhi_ps(z2_6, z2_7);
+                const __m256 s2_0 = _mm256_shuffle_ps(t2_0, t2_2, 0x44);
+                const __m256 s2_1 = _mm256_shuffle_ps(t2_0, t2_2, 0xEE);
+                const __m256 s2_2 = _mm256_shuffle_ps(t2_1, t2_3, 0x44);
+                const __m256 s2_3 = _mm256_shuffle_ps(t2_1, t2_3, 0xEE);
+                const __m256 s2_4 = _mm256_shuffle_ps(t2_4, t2_6, 0x44);
+                const __m256 s2_5 = _mm256_shuffle_ps(t2_4, t2_6, 0xEE);
+                const __m256 s2_6 = _mm256_shuffle_ps(t2_5, t2_7, 0x44);
+                const __m256 s2_7 = _mm256_shuffle_ps(t2_5, t2_7, 0xEE);
+                const __m256 d20 = _mm256_permute2f128_ps(s2_0, s2_4, 0x20);
+                const __m256 d21 = _mm256_permute2f128_ps(s2_1, s2_5, 0x20);
+                const __m256 d22 = _mm256_permute2f128_ps(s2_2, s2_6, 0x20);
+                const __m256 d23 = _mm256_permute2f128_ps(s2_3, s2_7, 0x20);
+                const __m256 d24 = _mm256_permute2f128_ps(s2_0, s2_4, 0x31);
+                const __m256 d25 = _mm256_permute2f128_ps(s2_1, s2_5, 0x31);
+              const __m256 u2a = _mm256_add_ps(d21, d22), u2b = _mm256_add_ps(d23, d24);
+              const __m256 u2c = _mm256_sub_ps(d21, d22), u2d = _mm256_sub_ps(d24, d23);
+              const __m256 u2e = _mm256_sub_ps(d23, d21), u2f = _mm256_sub_ps(d24, d22);
+              const __m256 h20 = _mm256_fmadd_ps(d20, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d22, _mm256_set1_ps(5.0f), d24));
+              const __m256 h21 = _mm256_fnmadd_ps(u2a, _mm256_set1_ps(4.0f), u2b);
+              const __m256 h22 = _mm256_fmadd_ps(u2c, _mm256_set1_ps(4.0f), u2d);
+              const __m256 h23 = _mm256_fmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 h24 = _mm256_fnmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 h25 = _mm256_fmadd_ps(d21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d23, _mm256_set1_ps(5.0f), d25));
+              /* row 3: its columns, then B^T across it */
+                const __m256 z3_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 48, lm[3][q * 8 + 0]);
+                const __m256 z3_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 48, lm[3][q * 8 + 1]);
+                const __m256 z3_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 48, lm[3][q * 8 + 2]);
+                const __m256 z3_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 48, lm[3][q * 8 + 3]);
+                const __m256 z3_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 48, lm[3][q * 8 + 4]);
+                const __m256 z3_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 48, lm[3][q * 8 + 5]);
+                const __m256 z3_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 48, lm[3][q * 8 + 6]);
+                const __m256 z3_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 48, lm[3][q * 8 + 7]);
+                const __m256 t3_0 = _mm256_unpacklo_ps(z3_0, z3_1), t3_1 = _mm256_unpackhi_ps(z3_0, z3_1);
+                const __m256 t3_2 = _mm256_unpacklo_ps(z3_2, z3_3), t3_3 = _mm256_unpackhi_ps(z3_2, z3_3);
+                const __m256 t3_4 = _mm256_unpacklo_ps(z3_4, z3_5), t3_5 = _mm256_unpackhi_ps(z3_4, z3_5);
+                const __m256 t3_6 = _mm256_unpacklo_ps(z3_6, z3_7), t3_7 = _mm256_unpackhi_ps(z3_6, z3_7);
+                const __m256 s3_0 = _mm256_shuffle_ps(t3_0, t3_2, 0x44);
+                const __m256 s3_1 = _mm256_shuffle_ps(t3_0, t3_2, 0xEE);
+                const __m256 s3_2 = _mm256_shuffle_ps(t3_1, t3_3, 0x44);
+                const __m256 s3_3 = _mm256_shuffle_ps(t3_1, t3_3, 0xEE);
+                const __m256 s3_4 = _mm256_shuffle_ps(t3_4, t3_6, 0x44);
+                const __m256 s3_5 = _mm256_shuffle_ps(t3_4, t3_6, 0xEE);
+                const __m256 s3_6 = _mm256_shuffle_ps(t3_5, t3_7, 0x44);
+                const __m256 s3_7 = _mm256_shuffle_ps(t3_5, t3_7, 0xEE);
+                const __m256 d30 = _mm256_permute2f128_ps(s3_0, s3_4, 0x20);
+                const __m256 d31 = _mm256_permute2f128_ps(s3_1, s3_5, 0x20);
+                const __m256 d32 = _mm256_permute2f128_ps(s3_2, s3_6, 0x20);
+                const __m256 d33 = _mm256_permute2f128_ps(s3_3, s3_7, 0x20);
+                const __m256 d34 = _mm256_permute2f128_ps(s3_0, s3_4, 0x31);
+                const __m256 d35 = _mm256_permute2f128_ps(s3_1, s3_5, 0x31);
+              const __m256 u3a = _mm256_add_ps(d31, d32), u3b = _mm256_add_ps(d33, d34);
+              const __m256 u3c = _mm256_sub_ps(d31, d32), u3d = _mm256_sub_ps(d34, d33);
+              const __m256 u3e = _mm256_sub_ps(d33, d31), u3f = _mm256_sub_ps(d34, d32);
+              const __m256 h30 = _mm256_fmadd_ps(d30, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d32, _mm256_set1_ps(5.0f), d34));
+              const __m256 h31 = _mm256_fnmadd_ps(u3a, _mm256_set1_ps(4.0f), u3b);
+              const __m256 h32 = _mm256_fmadd_ps(u3c, _mm256_set1_ps(4.0f), u3d);
+              const __m256 h33 = _mm256_fmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 h34 = _mm256_fnmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 h35 = _mm256_fmadd_ps(d31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d33, _mm256_set1_ps(5.0f), d35));
+              /* row 4: its columns, then B^T across it */
+                const __m256 z4_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 64, lm[4][q * 8 + 0]);
+                const __m256 z4_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 64, lm[4][q * 8 + 1]);
+                const __m256 z4_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 64, lm[4][q * 8 + 2]);
+                const __m256 z4_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 64, lm[4][q * 8 + 3]);
+                const __m256 z4_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 64, lm[4][q * 8 + 4]);
+                const __m256 z4_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 64, lm[4][q * 8 + 5]);
+                const __m256 z4_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 64, lm[4][q * 8 + 6]);
+                const __m256 z4_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 64, lm[4][q * 8 + 7]);
+                const __m256 t4_0 = _mm256_unpacklo_ps(z4_0, z4_1), t4_1 = _mm256_unpackhi_ps(z4_0, z4_1);
+                const __m256 t4_2 = _mm256_unpacklo_ps(z4_2, z4_3), t4_3 = _mm256_unpackhi_ps(z4_2, z4_3);
+                const __m256 t4_4 = _mm256_unpacklo_ps(z4_4, z4_5), t4_5 = _mm256_unpackhi_ps(z4_4, z4_5);
+                const __m256 t4_6 = _mm256_unpacklo_ps(z4_6, z4_7), t4_7 = _mm256_unpackhi_ps(z4_6, z4_7);
+                const __m256 s4_0 = _mm256_shuffle_ps(t4_0, t4_2, 0x44);
+                const __m256 s4_1 = _mm256_shuffle_ps(t4_0, t4_2, 0xEE);
+                const __m256 s4_2 = _mm256_shuffle_ps(t4_1, t4_3, 0x44);
+                const __m256 s4_3 = _mm256_shuffle_ps(t4_1, t4_3, 0xEE);
+                const __m256 s4_4 = _mm256_shuffle_ps(t4_4, t4_6, 0x44);
+                const __m256 s4_5 = _mm256_shuffle_ps(t4_4, t4_6, 0xEE);
+                const __m256 s4_6 = _mm256_shuffle_ps(t4_5, t4_7, 0x44);
+                const __m256 s4_7 = _mm256_shuffle_ps(t4_5, t4_7, 0xEE);
+                const __m256 d40 = _mm256_permute2f128_ps(s4_0, s4_4, 0x20);
+                const __m256 d41 = _mm256_permute2f128_ps(s4_1, s4_5, 0x20);
+                const __m256 d42 = _mm256_permute2f128_ps(s4_2, s4_6, 0x20);
+                const __m256 d43 = _mm256_permute2f128_ps(s4_3, s4_7, 0x20);
+                const __m256 d44 = _mm256_permute2f128_ps(s4_0, s4_4, 0x31);
+                const __m256 d45 = _mm256_permute2f128_ps(s4_1, s4_5, 0x31);
+              const __m256 u4a = _mm256_add_ps(d41, d42), u4b = _mm256_add_ps(d43, d44);
+              const __m256 u4c = _mm256_sub_ps(d41, d42), u4d = _mm256_sub_ps(d44, d43);
+              const __m256 u4e = _mm256_sub_ps(d43, d41), u4f = _mm256_sub_ps(d44, d42);
+              const __m256 h40 = _mm256_fmadd_ps(d40, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d42, _mm256_set1_ps(5.0f), d44));
+              const __m256 h41 = _mm256_fnmadd_ps(u4a, _mm256_set1_ps(4.0f), u4b);
+              const __m256 h42 = _mm256_fmadd_ps(u4c, _mm256_set1_ps(4.0f), u4d);
+              const __m256 h43 = _mm256_fmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 h44 = _mm256_fnmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 h45 = _mm256_fmadd_ps(d41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d43, _mm256_set1_ps(5.0f), d45));
+              /* row 5: its columns, then B^T across it */
+                const __m256 z5_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 80, lm[5][q * 8 + 0]);
+                const __m256 z5_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 80, lm[5][q * 8 + 1]);
+                const __m256 z5_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 80, lm[5][q * 8 + 2]);
+                const __m256 z5_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 80, lm[5][q * 8 + 3]);
+                const __m256 z5_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 80, lm[5][q * 8 + 4]);
+                const __m256 z5_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 80, lm[5][q * 8 + 5]);
+                const __m256 z5_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 80, lm[5][q * 8 + 6]);
+                const __m256 z5_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 80, lm[5][q * 8 + 7]);
+                const __m256 t5_0 = _mm256_unpacklo_ps(z5_0, z5_1), t5_1 = _mm256_unpackhi_ps(z5_0, z5_1);
+                const __m256 t5_2 = _mm256_unpacklo_ps(z5_2, z5_3), t5_3 = _mm256_unpackhi_ps(z5_2, z5_3);
+                const __m256 t5_4 = _mm256_unpacklo_ps(z5_4, z5_5), t5_5 = _mm256_unpackhi_ps(z5_4, z5_5);
+                const __m256 t5_6 = _mm256_unpacklo_ps(z5_6, z5_7), t5_7 = _mm256_unpackhi_ps(z5_6, z5_7);
+                const __m256 s5_0 = _mm256_shuffle_ps(t5_0, t5_2, 0x44);
+                const __m256 s5_1 = _mm256_shuffle_ps(t5_0, t5_2, 0xEE);
+                const __m256 s5_2 = _mm256_shuffle_ps(t5_1, t5_3, 0x44);
+                const __m256 s5_3 = _mm256_shuffle_ps(t5_1, t5_3, 0xEE);
+                const __m256 s5_4 = _mm256_shuffle_ps(t5_4, t5_6, 0x44);
+                const __m256 s5_5 = _mm256_shuffle_ps(t5_4, t5_6, 0xEE);
+                const __m256 s5_6 = _mm256_shuffle_ps(t5_5, t5_7, 0x44);
+                const __m256 s5_7 = _mm256_shuffle_ps(t5_5, t5_7, 0xEE);
+                const __m256 d50 = _mm256_permute2f128_ps(s5_0, s5_4, 0x20);
+                const __m256 d51 = _mm256_permute2f128_ps(s5_1, s5_5, 0x20);
+                const __m256 d52 = _mm256_permute2f128_ps(s5_2, s5_6, 0x20);
+                const __m256 d53 = _mm256_permute2f128_ps(s5_3, s5_7, 0x20);
+                const __m256 d54 = _mm256_permute2f128_ps(s5_0, s5_4, 0x31);
+                const __m256 d55 = _mm256_permute2f128_ps(s5_1, s5_5, 0x31);
+              const __m256 u5a = _mm256_add_ps(d51, d52), u5b = _mm256_add_ps(d53, d54);
+              const __m256 u5c = _mm256_sub_ps(d51, d52), u5d = _mm256_sub_ps(d54, d53);
+              const __m256 u5e = _mm256_sub_ps(d53, d51), u5f = _mm256_sub_ps(d54, d52);
+              const __m256 h50 = _mm256_fmadd_ps(d50, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d52, _mm256_set1_ps(5.0f), d54));
+              const __m256 h51 = _mm256_fnmadd_ps(u5a, _mm256_set1_ps(4.0f), u5b);
+              const __m256 h52 = _mm256_fmadd_ps(u5c, _mm256_set1_ps(4.0f), u5d);
+              const __m256 h53 = _mm256_fmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 h54 = _mm256_fnmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 h55 = _mm256_fmadd_ps(d51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d53, _mm256_set1_ps(5.0f), d55));
               {
-                /* row 0: B^T across it, into positions 0..5 */
-                const __m256 wa = _mm256_add_ps(t01, t02), wb = _mm256_add_ps(t03, t04);
-                const __m256 wc = _mm256_sub_ps(t01, t02), wd = _mm256_sub_ps(t04, t03);
-                const __m256 we = _mm256_sub_ps(t03, t01), wf = _mm256_sub_ps(t04, t02);
-                const __m256 v0 = _mm256_fmadd_ps(t00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t02, _mm256_set1_ps(5.0f), t04));
+                /* column 0: B^T down it, into positions 0, 6, ..., 30 */
+                const __m256 wa = _mm256_add_ps(h10, h20), wb = _mm256_add_ps(h30, h40);
+                const __m256 wc = _mm256_sub_ps(h10, h20), wd = _mm256_sub_ps(h40, h30);
+                const __m256 we = _mm256_sub_ps(h30, h10), wf = _mm256_sub_ps(h40, h20);
+                const __m256 v0 = _mm256_fmadd_ps(h00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h20, _mm256_set1_ps(5.0f), h40));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t03, _mm256_set1_ps(5.0f), t05));
+                const __m256 v5 = _mm256_fmadd_ps(h10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h30, _mm256_set1_ps(5.0f), h50));
                 _mm256_storeu_ps(vc + 0 + q * 8, v0);
-                _mm256_storeu_ps(vc + 272 + q * 8, v1);
-                _mm256_storeu_ps(vc + 544 + q * 8, v2);
-                _mm256_storeu_ps(vc + 816 + q * 8, v3);
-                _mm256_storeu_ps(vc + 1088 + q * 8, v4);
-                _mm256_storeu_ps(vc + 1360 + q * 8, v5);
+                _mm256_storeu_ps(vc + 1632 + q * 8, v1);
+                _mm256_storeu_ps(vc + 3264 + q * 8, v2);
+                _mm256_storeu_ps(vc + 4896 + q * 8, v3);
+                _mm256_storeu_ps(vc + 6528 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8160 + q * 8, v5);
               }
               {
-                /* row 1: B^T across it, into positions 6..11 */
-                const __m256 wa = _mm256_add_ps(t11, t12), wb = _mm256_add_ps(t13, t14);
-                const __m256 wc = _mm256_sub_ps(t11, t12), wd = _mm256_sub_ps(t14, t13);
-                const __m256 we = _mm256_sub_ps(t13, t11), wf = _mm256_sub_ps(t14, t12);
-                const __m256 v0 = _mm256_fmadd_ps(t10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t12, _mm256_set1_ps(5.0f), t14));
+                /* column 1: B^T down it, into positions 1, 7, ..., 31 */
+                const __m256 wa = _mm256_add_ps(h11, h21), wb = _mm256_add_ps(h31, h41);
+                const __m256 wc = _mm256_sub_ps(h11, h21), wd = _mm256_sub_ps(h41, h31);
+                const __m256 we = _mm256_sub_ps(h31, h11), wf = _mm256_sub_ps(h41, h21);
+                const __m256 v0 = _mm256_fmadd_ps(h01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h21, _mm256_set1_ps(5.0f), h41));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t13, _mm256_set1_ps(5.0f), t15));
-                _mm256_storeu_ps(vc + 1632 + q * 8, v0);
+                const __m256 v5 = _mm256_fmadd_ps(h11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h31, _mm256_set1_ps(5.0f), h51));
+                _mm256_storeu_ps(vc + 272 + q * 8, v0);
                 _mm256_storeu_ps(vc + 1904 + q * 8, v1);
-                _mm256_storeu_ps(vc + 2176 + q * 8, v2);
-                _mm256_storeu_ps(vc + 2448 + q * 8, v3);
-                _mm256_storeu_ps(vc + 2720 + q * 8, v4);
-                _mm256_storeu_ps(vc + 2992 + q * 8, v5);
+                _mm256_storeu_ps(vc + 3536 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5168 + q * 8, v3);
+                _mm256_storeu_ps(vc + 6800 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8432 + q * 8, v5);
               }
               {
-                /* row 2: B^T across it, into positions 12..17 */
-                const __m256 wa = _mm256_add_ps(t21, t22), wb = _mm256_add_ps(t23, t24);
-                const __m256 wc = _mm256_sub_ps(t21, t22), wd = _mm256_sub_ps(t24, t23);
-                const __m256 we = _mm256_sub_ps(t23, t21), wf = _mm256_sub_ps(t24, t22);
-                const __m256 v0 = _mm256_fmadd_ps(t20, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t22, _mm256_set1_ps(5.0f), t24));
+                /* column 2: B^T down it, into positions 2, 8, ..., 32 */
+                const __m256 wa = _mm256_add_ps(h12, h22), wb = _mm256_add_ps(h32, h42);
+                const __m256 wc = _mm256_sub_ps(h12, h22), wd = _mm256_sub_ps(h42, h32);
+                const __m256 we = _mm256_sub_ps(h32, h12), wf = _mm256_sub_ps(h42, h22);
+                const __m256 v0 = _mm256_fmadd_ps(h02, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h22, _mm256_set1_ps(5.0f), h42));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t23, _mm256_set1_ps(5.0f), t25));
-                _mm256_storeu_ps(vc + 3264 + q * 8, v0);
-                _mm256_storeu_ps(vc + 3536 + q * 8, v1);
+                const __m256 v5 = _mm256_fmadd_ps(h12, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h32, _mm256_set1_ps(5.0f), h52));
+                _mm256_storeu_ps(vc + 544 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2176 + q * 8, v1);
                 _mm256_storeu_ps(vc + 3808 + q * 8, v2);
-                _mm256_storeu_ps(vc + 4080 + q * 8, v3);
-                _mm256_storeu_ps(vc + 4352 + q * 8, v4);
-                _mm256_storeu_ps(vc + 4624 + q * 8, v5);
+                _mm256_storeu_ps(vc + 5440 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7072 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8704 + q * 8, v5);
               }
               {
-                /* row 3: B^T across it, into positions 18..23 */
-                const __m256 wa = _mm256_add_ps(t31, t32), wb = _mm256_add_ps(t33, t34);
-                const __m256 wc = _mm256_sub_ps(t31, t32), wd = _mm256_sub_ps(t34, t33);
-                const __m256 we = _mm256_sub_ps(t33, t31), wf = _mm256_sub_ps(t34, t32);
-                const __m256 v0 = _mm256_fmadd_ps(t30, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t32, _mm256_set1_ps(5.0f), t34));
+                /* column 3: B^T down it, into positions 3, 9, ..., 33 */
+                const __m256 wa = _mm256_add_ps(h13, h23), wb = _mm256_add_ps(h33, h43);
+                const __m256 wc = _mm256_sub_ps(h13, h23), wd = _mm256_sub_ps(h43, h33);
+                const __m256 we = _mm256_sub_ps(h33, h13), wf = _mm256_sub_ps(h43, h23);
+                const __m256 v0 = _mm256_fmadd_ps(h03, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h23, _mm256_set1_ps(5.0f), h43));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t33, _mm256_set1_ps(5.0f), t35));
-                _mm256_storeu_ps(vc + 4896 + q * 8, v0);
-                _mm256_storeu_ps(vc + 5168 + q * 8, v1);
-                _mm256_storeu_ps(vc + 5440 + q * 8, v2);
+                const __m256 v5 = _mm256_fmadd_ps(h13, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h33, _mm256_set1_ps(5.0f), h53));
+                _mm256_storeu_ps(vc + 816 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2448 + q * 8, v1);
+                _mm256_storeu_ps(vc + 4080 + q * 8, v2);
                 _mm256_storeu_ps(vc + 5712 + q * 8, v3);
-                _mm256_storeu_ps(vc + 5984 + q * 8, v4);
-                _mm256_storeu_ps(vc + 6256 + q * 8, v5);
+                _mm256_storeu_ps(vc + 7344 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8976 + q * 8, v5);
               }
               {
-                /* row 4: B^T across it, into positions 24..29 */
-                const __m256 wa = _mm256_add_ps(t41, t42), wb = _mm256_add_ps(t43, t44);
-                const __m256 wc = _mm256_sub_ps(t41, t42), wd = _mm256_sub_ps(t44, t43);
-                const __m256 we = _mm256_sub_ps(t43, t41), wf = _mm256_sub_ps(t44, t42);
-                const __m256 v0 = _mm256_fmadd_ps(t40, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t42, _mm256_set1_ps(5.0f), t44));
+                /* column 4: B^T down it, into positions 4, 10, ..., 34 */
+                const __m256 wa = _mm256_add_ps(h14, h24), wb = _mm256_add_ps(h34, h44);
+                const __m256 wc = _mm256_sub_ps(h14, h24), wd = _mm256_sub_ps(h44, h34);
+                const __m256 we = _mm256_sub_ps(h34, h14), wf = _mm256_sub_ps(h44, h24);
+                const __m256 v0 = _mm256_fmadd_ps(h04, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h24, _mm256_set1_ps(5.0f), h44));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t43, _mm256_set1_ps(5.0f), t45));
-                _mm256_storeu_ps(vc + 6528 + q * 8, v0);
-                _mm256_storeu_ps(vc + 6800 + q * 8, v1);
-                _mm256_storeu_ps(vc + 7072 + q * 8, v2);
-                _mm256_storeu_ps(vc + 7344 + q * 8, v3);
+                const __m256 v5 = _mm256_fmadd_ps(h14, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h34, _mm256_set1_ps(5.0f), h54));
+                _mm256_storeu_ps(vc + 1088 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2720 + q * 8, v1);
+                _mm256_storeu_ps(vc + 4352 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5984 + q * 8, v3);
                 _mm256_storeu_ps(vc + 7616 + q * 8, v4);
-                _mm256_storeu_ps(vc + 7888 + q * 8, v5);
+                _mm256_storeu_ps(vc + 9248 + q * 8, v5);
               }
               {
-                /* row 5: B^T across it, into positions 30..35 */
-                const __m256 wa = _mm256_add_ps(t51, t52), wb = _mm256_add_ps(t53, t54);
-                const __m256 wc = _mm256_sub_ps(t51, t52), wd = _mm256_sub_ps(t54, t53);
-                const __m256 we = _mm256_sub_ps(t53, t51), wf = _mm256_sub_ps(t54, t52);
-                const __m256 v0 = _mm256_fmadd_ps(t50, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t52, _mm256_set1_ps(5.0f), t54));
+                /* column 5: B^T down it, into positions 5, 11, ..., 35 */
+                const __m256 wa = _mm256_add_ps(h15, h25), wb = _mm256_add_ps(h35, h45);
+                const __m256 wc = _mm256_sub_ps(h15, h25), wd = _mm256_sub_ps(h45, h35);
+                const __m256 we = _mm256_sub_ps(h35, h15), wf = _mm256_sub_ps(h45, h25);
+                const __m256 v0 = _mm256_fmadd_ps(h05, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h25, _mm256_set1_ps(5.0f), h45));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t53, _mm256_set1_ps(5.0f), t55));
-                _mm256_storeu_ps(vc + 8160 + q * 8, v0);
-                _mm256_storeu_ps(vc + 8432 + q * 8, v1);
-                _mm256_storeu_ps(vc + 8704 + q * 8, v2);
-                _mm256_storeu_ps(vc + 8976 + q * 8, v3);
-                _mm256_storeu_ps(vc + 9248 + q * 8, v4);
+                const __m256 v5 = _mm256_fmadd_ps(h15, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h35, _mm256_set1_ps(5.0f), h55));
+                _mm256_storeu_ps(vc + 1360 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2992 + q * 8, v1);
+                _mm256_storeu_ps(vc + 4624 + q * 8, v2);
+                _mm256_storeu_ps(vc + 6256 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7888 + q * 8, v4);
                 _mm256_storeu_ps(vc + 9520 + q * 8, v5);
               }
             }
@@ -1744,239 +1859,354 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
       const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
       /* the block's panels that hold tiles */
       const int64_t panels = (8 - tile0 < 8 ? 8 - tile0 + 7 : 15) / 8;
-      for (int64_t jp = 0; jp < panels; ++jp) {
-        {
+      for (int64_t jp = 0; jp < panels; ++jp) {{
           /* each lane's tile: its first input element (relative to its image's channel 0; may
-             be in the padding) and which of its 6 rows and columns lie inside the input */
+             be in the padding), and per row the columns of its 6 that lie inside the input (none
+             where the row does not, or the lane has no tile) */
           int32_t off[8];
-          uint32_t rbits[6][1] = {{0}}, cbits[6][1] = {{0}};
+          uint32_t bits[6][8];
           for (int64_t l = 0; l < 8; ++l) {
             const int64_t tile = tile0 + jp * 8 + l;
             off[l] = 0;
+            for (int64_t e = 0; e < 6; ++e) bits[e][l] = 0;
             if (tile >= 8) continue;
             const int64_t n = tile / 4, th = tile / 2 % 2, tw = tile % 2;
             const int64_t ih0 = th * 4 - 1, iw0 = tw * 4 - 1;
             off[l] = (int32_t)(n * 2048 + ih0 * 8 + iw0);
-            for (int64_t e = 0; e < 6; ++e) {
-              rbits[e][l / 8] |= (uint32_t)(ih0 + e >= 0 && ih0 + e < 8) << (l % 8);
-              cbits[e][l / 8] |= (uint32_t)(iw0 + e >= 0 && iw0 + e < 8) << (l % 8);
-            }
+            uint32_t cols = 0;
+            for (int64_t e = 0; e < 6; ++e) cols |= (uint32_t)(iw0 + e >= 0 && iw0 + e < 8) << e;
+            for (int64_t e = 0; e < 6; ++e) bits[e][l] = ih0 + e >= 0 && ih0 + e < 8 ? cols : 0u;
           }
-          __m256i vidx[1];
-          __m256 rm[6][1], cm[6][1];
-          for (int64_t q = 0; q < 1; ++q) {
-            vidx[q] = _mm256_loadu_si256((__m256i const*)(off + q * 8));
-            for (int64_t e = 0; e < 6; ++e) {
-              rm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(rbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
-              cm[e][q] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(cbits[e][q])), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256()));
-            }
-          }
+          __m256i lm[6][8];
+          for (int64_t e = 0; e < 6; ++e)
+            for (int64_t l = 0; l < 8; ++l)
+              lm[e][l] = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits[e][l]), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
           for (int64_t c = 0; c < 32; ++c) {
             const float* xc = X0 + c * 64;
             float* restrict vc = V + (jp * 32 + c) * 8;
             for (int64_t q = 0; q < 1; ++q) {
-              /* column 0: its 6 elements, then B^T down the column */
-              const __m256 d00 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 0, vidx[q], _mm256_and_ps(rm[0][q], cm[0][q]), 4);
-              const __m256 d10 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 8, vidx[q], _mm256_and_ps(rm[1][q], cm[0][q]), 4);
-              const __m256 d20 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 16, vidx[q], _mm256_and_ps(rm[2][q], cm[0][q]), 4);
-              const __m256 d30 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 24, vidx[q], _mm256_and_ps(rm[3][q], cm[0][q]), 4);
-              const __m256 d40 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 32, vidx[q], _mm256_and_ps(rm[4][q], cm[0][q]), 4);
-              const __m256 d50 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 40, vidx[q], _mm256_and_ps(rm[5][q], cm[0][q]), 4);
-              const __m256 u0a = _mm256_add_ps(d10, d20), u0b = _mm256_add_ps(d30, d40);
-              const __m256 u0c = _mm256_sub_ps(d10, d20), u0d = _mm256_sub_ps(d40, d30);
-              const __m256 u0e = _mm256_sub_ps(d30, d10), u0f = _mm256_sub_ps(d40, d20);
-              const __m256 t00 = _mm256_fmadd_ps(d00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d20, _mm256_set1_ps(5.0f), d40));
-              const __m256 t10 = _mm256_fnmadd_ps(u0a, _mm256_set1_ps(4.0f), u0b);
-              const __m256 t20 = _mm256_fmadd_ps(u0c, _mm256_set1_ps(4.0f), u0d);
-              const __m256 t30 = _mm256_fmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
-              const __m256 t40 = _mm256_fnmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
-              const __m256 t50 = _mm256_fmadd_ps(d10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d30, _mm256_set1_ps(5.0f), d50));
-              /* column 1: its 6 elements, then B^T down the column */
-              const __m256 d01 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 1, vidx[q], _mm256_and_ps(rm[0][q], cm[1][q]), 4);
-              const __m256 d11 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 9, vidx[q], _mm256_and_ps(rm[1][q], cm[1][q]), 4);
-              const __m256 d21 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 17, vidx[q], _mm256_and_ps(rm[2][q], cm[1][q]), 4);
-              const __m256 d31 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 25, vidx[q], _mm256_and_ps(rm[3][q], cm[1][q]), 4);
-              const __m256 d41 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 33, vidx[q], _mm256_and_ps(rm[4][q], cm[1][q]), 4);
-              const __m256 d51 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 41, vidx[q], _mm256_and_ps(rm[5][q], cm[1][q]), 4);
-              const __m256 u1a = _mm256_add_ps(d11, d21), u1b = _mm256_add_ps(d31, d41);
-              const __m256 u1c = _mm256_sub_ps(d11, d21), u1d = _mm256_sub_ps(d41, d31);
-              const __m256 u1e = _mm256_sub_ps(d31, d11), u1f = _mm256_sub_ps(d41, d21);
-              const __m256 t01 = _mm256_fmadd_ps(d01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d21, _mm256_set1_ps(5.0f), d41));
-              const __m256 t11 = _mm256_fnmadd_ps(u1a, _mm256_set1_ps(4.0f), u1b);
-              const __m256 t21 = _mm256_fmadd_ps(u1c, _mm256_set1_ps(4.0f), u1d);
-              const __m256 t31 = _mm256_fmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
-              const __m256 t41 = _mm256_fnmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
-              const __m256 t51 = _mm256_fmadd_ps(d11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d31, _mm256_set1_ps(5.0f), d51));
-              /* column 2: its 6 elements, then B^T down the column */
-              const __m256 d02 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 2, vidx[q], _mm256_and_ps(rm[0][q], cm[2][q]), 4);
-              const __m256 d12 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 10, vidx[q], _mm256_and_ps(rm[1][q], cm[2][q]), 4);
-              const __m256 d22 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 18, vidx[q], _mm256_and_ps(rm[2][q], cm[2][q]), 4);
-              const __m256 d32 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 26, vidx[q], _mm256_and_ps(rm[3][q], cm[2][q]), 4);
-              const __m256 d42 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 34, vidx[q], _mm256_and_ps(rm[4][q], cm[2][q]), 4);
-              const __m256 d52 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 42, vidx[q], _mm256_and_ps(rm[5][q], cm[2][q]), 4);
-              const __m256 u2a = _mm256_add_ps(d12, d22), u2b = _mm256_add_ps(d32, d42);
-              const __m256 u2c = _mm256_sub_ps(d12, d22), u2d = _mm256_sub_ps(d42, d32);
-              const __m256 u2e = _mm256_sub_ps(d32, d12), u2f = _mm256_sub_ps(d42, d22);
-              const __m256 t02 = _mm256_fmadd_ps(d02, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d22, _mm256_set1_ps(5.0f), d42));
-              const __m256 t12 = _mm256_fnmadd_ps(u2a, _mm256_set1_ps(4.0f), u2b);
-              const __m256 t22 = _mm256_fmadd_ps(u2c, _mm256_set1_ps(4.0f), u2d);
-              const __m256 t32 = _mm256_fmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
-              const __m256 t42 = _mm256_fnmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
-              const __m256 t52 = _mm256_fmadd_ps(d12, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d32, _mm256_set1_ps(5.0f), d52));
-              /* column 3: its 6 elements, then B^T down the column */
-              const __m256 d03 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 3, vidx[q], _mm256_and_ps(rm[0][q], cm[3][q]), 4);
-              const __m256 d13 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 11, vidx[q], _mm256_and_ps(rm[1][q], cm[3][q]), 4);
-              const __m256 d23 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 19, vidx[q], _mm256_and_ps(rm[2][q], cm[3][q]), 4);
-              const __m256 d33 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 27, vidx[q], _mm256_and_ps(rm[3][q], cm[3][q]), 4);
-              const __m256 d43 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 35, vidx[q], _mm256_and_ps(rm[4][q], cm[3][q]), 4);
-              const __m256 d53 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 43, vidx[q], _mm256_and_ps(rm[5][q], cm[3][q]), 4);
-              const __m256 u3a = _mm256_add_ps(d13, d23), u3b = _mm256_add_ps(d33, d43);
-              const __m256 u3c = _mm256_sub_ps(d13, d23), u3d = _mm256_sub_ps(d43, d33);
-              const __m256 u3e = _mm256_sub_ps(d33, d13), u3f = _mm256_sub_ps(d43, d23);
-              const __m256 t03 = _mm256_fmadd_ps(d03, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d23, _mm256_set1_ps(5.0f), d43));
-              const __m256 t13 = _mm256_fnmadd_ps(u3a, _mm256_set1_ps(4.0f), u3b);
-              const __m256 t23 = _mm256_fmadd_ps(u3c, _mm256_set1_ps(4.0f), u3d);
-              const __m256 t33 = _mm256_fmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
-              const __m256 t43 = _mm256_fnmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
-              const __m256 t53 = _mm256_fmadd_ps(d13, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d33, _mm256_set1_ps(5.0f), d53));
-              /* column 4: its 6 elements, then B^T down the column */
-              const __m256 d04 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 4, vidx[q], _mm256_and_ps(rm[0][q], cm[4][q]), 4);
-              const __m256 d14 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 12, vidx[q], _mm256_and_ps(rm[1][q], cm[4][q]), 4);
-              const __m256 d24 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 20, vidx[q], _mm256_and_ps(rm[2][q], cm[4][q]), 4);
-              const __m256 d34 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 28, vidx[q], _mm256_and_ps(rm[3][q], cm[4][q]), 4);
-              const __m256 d44 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 36, vidx[q], _mm256_and_ps(rm[4][q], cm[4][q]), 4);
-              const __m256 d54 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 44, vidx[q], _mm256_and_ps(rm[5][q], cm[4][q]), 4);
-              const __m256 u4a = _mm256_add_ps(d14, d24), u4b = _mm256_add_ps(d34, d44);
-              const __m256 u4c = _mm256_sub_ps(d14, d24), u4d = _mm256_sub_ps(d44, d34);
-              const __m256 u4e = _mm256_sub_ps(d34, d14), u4f = _mm256_sub_ps(d44, d24);
-              const __m256 t04 = _mm256_fmadd_ps(d04, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d24, _mm256_set1_ps(5.0f), d44));
-              const __m256 t14 = _mm256_fnmadd_ps(u4a, _mm256_set1_ps(4.0f), u4b);
-              const __m256 t24 = _mm256_fmadd_ps(u4c, _mm256_set1_ps(4.0f), u4d);
-              const __m256 t34 = _mm256_fmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
-              const __m256 t44 = _mm256_fnmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
-              const __m256 t54 = _mm256_fmadd_ps(d14, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d34, _mm256_set1_ps(5.0f), d54));
-              /* column 5: its 6 elements, then B^T down the column */
-              const __m256 d05 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 5, vidx[q], _mm256_and_ps(rm[0][q], cm[5][q]), 4);
-              const __m256 d15 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 13, vidx[q], _mm256_and_ps(rm[1][q], cm[5][q]), 4);
-              const __m256 d25 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 21, vidx[q], _mm256_and_ps(rm[2][q], cm[5][q]), 4);
-              const __m256 d35 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 29, vidx[q], _mm256_and_ps(rm[3][q], cm[5][q]), 4);
-              const __m256 d45 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 37, vidx[q], _mm256_and_ps(rm[4][q], cm[5][q]), 4);
-              const __m256 d55 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xc + 45, vidx[q], _mm256_and_ps(rm[5][q], cm[5][q]), 4);
-              const __m256 u5a = _mm256_add_ps(d15, d25), u5b = _mm256_add_ps(d35, d45);
-              const __m256 u5c = _mm256_sub_ps(d15, d25), u5d = _mm256_sub_ps(d45, d35);
-              const __m256 u5e = _mm256_sub_ps(d35, d15), u5f = _mm256_sub_ps(d45, d25);
-              const __m256 t05 = _mm256_fmadd_ps(d05, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d25, _mm256_set1_ps(5.0f), d45));
-              const __m256 t15 = _mm256_fnmadd_ps(u5a, _mm256_set1_ps(4.0f), u5b);
-              const __m256 t25 = _mm256_fmadd_ps(u5c, _mm256_set1_ps(4.0f), u5d);
-              const __m256 t35 = _mm256_fmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
-              const __m256 t45 = _mm256_fnmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
-              const __m256 t55 = _mm256_fmadd_ps(d15, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d35, _mm256_set1_ps(5.0f), d55));
+              /* row 0: its columns, then B^T across it */
+                const __m256 z0_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 0, lm[0][q * 8 + 0]);
+                const __m256 z0_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 0, lm[0][q * 8 + 1]);
+                const __m256 z0_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 0, lm[0][q * 8 + 2]);
+                const __m256 z0_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 0, lm[0][q * 8 + 3]);
+                const __m256 z0_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 0, lm[0][q * 8 + 4]);
+                const __m256 z0_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 0, lm[0][q * 8 + 5]);
+                const __m256 z0_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 0, lm[0][q * 8 + 6]);
+                const __m256 z0_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 0, lm[0][q * 8 + 7]);
+                const __m256 t0_0 = _mm256_unpacklo_ps(z0_0, z0_1), t0_1 = _mm256_unpackhi_ps(z0_0, z0_1);
+                const __m256 t0_2 = _mm256_unpacklo_ps(z0_2, z0_3), t0_3 = _mm256_unpackhi_ps(z0_2, z0_3);
+                const __m256 t0_4 = _mm256_unpacklo_ps(z0_4, z0_5), t0_5 = _mm256_unpackhi_ps(z0_4, z0_5);
+                const __m256 t0_6 = _mm256_unpacklo_ps(z0_6, z0_7), t0_7 = _mm256_unpackhi_ps(z0_6, z0_7);
+                const __m256 s0_0 = _mm256_shuffle_ps(t0_0, t0_2, 0x44);
+                const __m256 s0_1 = _mm256_shuffle_ps(t0_0, t0_2, 0xEE);
+                const __m256 s0_2 = _mm256_shuffle_ps(t0_1, t0_3, 0x44);
+                const __m256 s0_3 = _mm256_shuffle_ps(t0_1, t0_3, 0xEE);
+                const __m256 s0_4 = _mm256_shuffle_ps(t0_4, t0_6, 0x44);
+                const __m256 s0_5 = _mm256_shuffle_ps(t0_4, t0_6, 0xEE);
+                const __m256 s0_6 = _mm256_shuffle_ps(t0_5, t0_7, 0x44);
+                const __m256 s0_7 = _mm256_shuffle_ps(t0_5, t0_7, 0xEE);
+                const __m256 d00 = _mm256_permute2f128_ps(s0_0, s0_4, 0x20);
+                const __m256 d01 = _mm256_permute2f128_ps(s0_1, s0_5, 0x20);
+                const __m256 d02 = _mm256_permute2f128_ps(s0_2, s0_6, 0x20);
+                const __m256 d03 = _mm256_permute2f128_ps(s0_3, s0_7, 0x20);
+                const __m256 d04 = _mm256_permute2f128_ps(s0_0, s0_4, 0x31);
+                const __m256 d05 = _mm256_permute2f128_ps(s0_1, s0_5, 0x31);
+              const __m256 u0a = _mm256_add_ps(d01, d02), u0b = _mm256_add_ps(d03, d04);
+              const __m256 u0c = _mm256_sub_ps(d01, d02), u0d = _mm256_sub_ps(d04, d03);
+              const __m256 u0e = _mm256_sub_ps(d03, d01), u0f = _mm256_sub_ps(d04, d02);
+              const __m256 h00 = _mm256_fmadd_ps(d00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d02, _mm256_set1_ps(5.0f), d04));
+              const __m256 h01 = _mm256_fnmadd_ps(u0a, _mm256_set1_ps(4.0f), u0b);
+              const __m256 h02 = _mm256_fmadd_ps(u0c, _mm256_set1_ps(4.0f), u0d);
+              const __m256 h03 = _mm256_fmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 h04 = _mm256_fnmadd_ps(u0e, _mm256_set1_ps(2.0f), u0f);
+              const __m256 h05 = _mm256_fmadd_ps(d01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d03, _mm256_set1_ps(5.0f), d05));
+              /* row 1: its columns, then B^T across it */
+                const __m256 z1_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 8, lm[1][q * 8 + 0]);
+                const __m256 z1_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 8, lm[1][q * 8 + 1]);
+                const __m256 z1_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 8, lm[1][q * 8 + 2]);
+                const __m256 z1_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 8, lm[1][q * 8 + 3]);
+                const __m256 z1_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 8, lm[1][q * 8 + 4]);
+                const __m256 z1_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 8, lm[1][q * 8 + 5]);
+                const __m256 z1_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 8, lm[1][q * 8 + 6]);
+                const __m256 z1_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 8, lm[1][q * 8 + 7]);
+                const __m256 t1_0 = _mm256_unpacklo_ps(z1_0, z1_1), t1_1 = _mm256_unpackhi_ps(z1_0, z1_1);
+                const __m256 t1_2 = _mm256_unpacklo_ps(z1_2, z1_3), t1_3 = _mm256_unpackhi_ps(z1_2, z1_3);
+                const __m256 t1_4 = _mm256_unpacklo_ps(z1_4, z1_5), t1_5 = _mm256_unpackhi_ps(z1_4, z1_5);
+                const __m256 t1_6 = _mm256_unpacklo_ps(z1_6, z1_7), t1_7 = _mm256_unpackhi_ps(z1_6, z1_7);
+                const __m256 s1_0 = _mm256_shuffle_ps(t1_0, t1_2, 0x44);
+                const __m256 s1_1 = _mm256_shuffle_ps(t1_0, t1_2, 0xEE);
+                const __m256 s1_2 = _mm256_shuffle_ps(t1_1, t1_3, 0x44);
+                const __m256 s1_3 = _mm256_shuffle_ps(t1_1, t1_3, 0xEE);
+                const __m256 s1_4 = _mm256_shuffle_ps(t1_4, t1_6, 0x44);
+                const __m256 s1_5 = _mm256_shuffle_ps(t1_4, t1_6, 0xEE);
+                const __m256 s1_6 = _mm256_shuffle_ps(t1_5, t1_7, 0x44);
+                const __m256 s1_7 = _mm256_shuffle_ps(t1_5, t1_7, 0xEE);
+                const __m256 d10 = _mm256_permute2f128_ps(s1_0, s1_4, 0x20);
+                const __m256 d11 = _mm256_permute2f128_ps(s1_1, s1_5, 0x20);
+                const __m256 d12 = _mm256_permute2f128_ps(s1_2, s1_6, 0x20);
+                const __m256 d13 = _mm256_permute2f128_ps(s1_3, s1_7, 0x20);
+                const __m256 d14 = _mm256_permute2f128_ps(s1_0, s1_4, 0x31);
+                const __m256 d15 = _mm256_permute2f128_ps(s1_1, s1_5, 0x31);
+              const __m256 u1a = _mm256_add_ps(d11, d12), u1b = _mm256_add_ps(d13, d14);
+              const __m256 u1c = _mm256_sub_ps(d11, d12), u1d = _mm256_sub_ps(d14, d13);
+              const __m256 u1e = _mm256_sub_ps(d13, d11), u1f = _mm256_sub_ps(d14, d12);
+              const __m256 h10 = _mm256_fmadd_ps(d10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d12, _mm256_set1_ps(5.0f), d14));
+              const __m256 h11 = _mm256_fnmadd_ps(u1a, _mm256_set1_ps(4.0f), u1b);
+              const __m256 h12 = _mm256_fmadd_ps(u1c, _mm256_set1_ps(4.0f), u1d);
+              const __m256 h13 = _mm256_fmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 h14 = _mm256_fnmadd_ps(u1e, _mm256_set1_ps(2.0f), u1f);
+              const __m256 h15 = _mm256_fmadd_ps(d11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d13, _mm256_set1_ps(5.0f), d15));
+              /* row 2: its columns, then B^T across it */
+                const __m256 z2_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 16, lm[2][q * 8 + 0]);
+                const __m256 z2_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 16, lm[2][q * 8 + 1]);
+                const __m256 z2_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 16, lm[2][q * 8 + 2]);
+                const __m256 z2_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 16, lm[2][q * 8 + 3]);
+                const __m256 z2_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 16, lm[2][q * 8 + 4]);
+                const __m256 z2_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 16, lm[2][q * 8 + 5]);
+                const __m256 z2_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 16, lm[2][q * 8 + 6]);
+                const __m256 z2_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 16, lm[2][q * 8 + 7]);
+                const __m256 t2_0 = _mm256_unpacklo_ps(z2_0, z2_1), t2_1 = _mm256_unpackhi_ps(z2_0, z2_1);
+                const __m256 t2_2 = _mm256_unpacklo_ps(z2_2, z2_3), t2_3 = _mm256_unpackhi_ps(z2_2, z2_3);
+                const __m256 t2_4 = _mm256_unpacklo_ps(z2_4, z2_5), t2_5 = _mm256_unpackhi_ps(z2_4, z2_5);
+                const __m256 t2_6 = _mm256_unpacklo_ps(z2_6, z2_7), t2_7 = _mm256_unpackhi_ps(z2_6, z2_7);
+                const __m256 s2_0 = _mm256_shuffle_ps(t2_0, t2_2, 0x44);
+                const __m256 s2_1 = _mm256_shuffle_ps(t2_0, t2_2, 0xEE);
+                const __m256 s2_2 = _mm256_shuffle_ps(t2_1, t2_3, 0x44);
+                const __m256 s2_3 = _mm256_shuffle_ps(t2_1, t2_3, 0xEE);
+                const __m256 s2_4 = _mm256_shuffle_ps(t2_4, t2_6, 0x44);
+                const __m256 s2_5 = _mm256_shuffle_ps(t2_4, t2_6, 0xEE);
+                const __m256 s2_6 = _mm256_shuffle_ps(t2_5, t2_7, 0x44);
+                const __m256 s2_7 = _mm256_shuffle_ps(t2_5, t2_7, 0xEE);
+                const __m256 d20 = _mm256_permute2f128_ps(s2_0, s2_4, 0x20);
+                const __m256 d21 = _mm256_permute2f128_ps(s2_1, s2_5, 0x20);
+                const __m256 d22 = _mm256_permute2f128_ps(s2_2, s2_6, 0x20);
+                const __m256 d23 = _mm256_permute2f128_ps(s2_3, s2_7, 0x20);
+                const __m256 d24 = _mm256_permute2f128_ps(s2_0, s2_4, 0x31);
+                const __m256 d25 = _mm256_permute2f128_ps(s2_1, s2_5, 0x31);
+              const __m256 u2a = _mm256_add_ps(d21, d22), u2b = _mm256_add_ps(d23, d24);
+              const __m256 u2c = _mm256_sub_ps(d21, d22), u2d = _mm256_sub_ps(d24, d23);
+              const __m256 u2e = _mm256_sub_ps(d23, d21), u2f = _mm256_sub_ps(d24, d22);
+              const __m256 h20 = _mm256_fmadd_ps(d20, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d22, _mm256_set1_ps(5.0f), d24));
+              const __m256 h21 = _mm256_fnmadd_ps(u2a, _mm256_set1_ps(4.0f), u2b);
+              const __m256 h22 = _mm256_fmadd_ps(u2c, _mm256_set1_ps(4.0f), u2d);
+              const __m256 h23 = _mm256_fmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 h24 = _mm256_fnmadd_ps(u2e, _mm256_set1_ps(2.0f), u2f);
+              const __m256 h25 = _mm256_fmadd_ps(d21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d23, _mm256_set1_ps(5.0f), d25));
+              /* row 3: its columns, then B^T across it */
+                const __m256 z3_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 24, lm[3][q * 8 + 0]);
+                const __m256 z3_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 24, lm[3][q * 8 + 1]);
+                const __m256 z3_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 24, lm[3][q * 8 + 2]);
+                const __m256 z3_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 24, lm[3][q * 8 + 3]);
+                const __m256 z3_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 24, lm[3][q * 8 + 4]);
+                const __m256 z3_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 24, lm[3][q * 8 + 5]);
+                const __m256 z3_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 24, lm[3][q * 8 + 6]);
+                const __m256 z3_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 24, lm[3][q * 8 + 7]);
+                const __m256 t3_0 = _mm256_unpacklo_ps(z3_0, z3_1), t3_1 = _mm256_unpackhi_ps(z3_0, z3_1);
+                const __m256 t3_2 = _mm256_unpacklo_ps(z3_2, z3_3), t3_3 = _mm256_unpackhi_ps(z3_2, z3_3);
+                const __m256 t3_4 = _mm256_unpacklo_ps(z3_4, z3_5), t3_5 = _mm256_unpackhi_ps(z3_4, z3_5);
+                const __m256 t3_6 = _mm256_unpacklo_ps(z3_6, z3_7), t3_7 = _mm256_unpackhi_ps(z3_6, z3_7);
+                const __m256 s3_0 = _mm256_shuffle_ps(t3_0, t3_2, 0x44);
+                const __m256 s3_1 = _mm256_shuffle_ps(t3_0, t3_2, 0xEE);
+                const __m256 s3_2 = _mm256_shuffle_ps(t3_1, t3_3, 0x44);
+                const __m256 s3_3 = _mm256_shuffle_ps(t3_1, t3_3, 0xEE);
+                const __m256 s3_4 = _mm256_shuffle_ps(t3_4, t3_6, 0x44);
+                const __m256 s3_5 = _mm256_shuffle_ps(t3_4, t3_6, 0xEE);
+                const __m256 s3_6 = _mm256_shuffle_ps(t3_5, t3_7, 0x44);
+                const __m256 s3_7 = _mm256_shuffle_ps(t3_5, t3_7, 0xEE);
+                const __m256 d30 = _mm256_permute2f128_ps(s3_0, s3_4, 0x20);
+                const __m256 d31 = _mm256_permute2f128_ps(s3_1, s3_5, 0x20);
+                const __m256 d32 = _mm256_permute2f128_ps(s3_2, s3_6, 0x20);
+                const __m256 d33 = _mm256_permute2f128_ps(s3_3, s3_7, 0x20);
+                const __m256 d34 = _mm256_permute2f128_ps(s3_0, s3_4, 0x31);
+                const __m256 d35 = _mm256_permute2f128_ps(s3_1, s3_5, 0x31);
+              const __m256 u3a = _mm256_add_ps(d31, d32), u3b = _mm256_add_ps(d33, d34);
+              const __m256 u3c = _mm256_sub_ps(d31, d32), u3d = _mm256_sub_ps(d34, d33);
+              const __m256 u3e = _mm256_sub_ps(d33, d31), u3f = _mm256_sub_ps(d34, d32);
+              const __m256 h30 = _mm256_fmadd_ps(d30, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d32, _mm256_set1_ps(5.0f), d34));
+              const __m256 h31 = _mm256_fnmadd_ps(u3a, _mm256_set1_ps(4.0f), u3b);
+              const __m256 h32 = _mm256_fmadd_ps(u3c, _mm256_set1_ps(4.0f), u3d);
+              const __m256 h33 = _mm256_fmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 h34 = _mm256_fnmadd_ps(u3e, _mm256_set1_ps(2.0f), u3f);
+              const __m256 h35 = _mm256_fmadd_ps(d31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d33, _mm256_set1_ps(5.0f), d35));
+              /* row 4: its columns, then B^T across it */
+                const __m256 z4_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 32, lm[4][q * 8 + 0]);
+                const __m256 z4_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 32, lm[4][q * 8 + 1]);
+                const __m256 z4_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 32, lm[4][q * 8 + 2]);
+                const __m256 z4_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 32, lm[4][q * 8 + 3]);
+                const __m256 z4_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 32, lm[4][q * 8 + 4]);
+                const __m256 z4_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 32, lm[4][q * 8 + 5]);
+                const __m256 z4_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 32, lm[4][q * 8 + 6]);
+                const __m256 z4_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 32, lm[4][q * 8 + 7]);
+                const __m256 t4_0 = _mm256_unpacklo_ps(z4_0, z4_1), t4_1 = _mm256_unpackhi_ps(z4_0, z4_1);
+                const __m256 t4_2 = _mm256_unpacklo_ps(z4_2, z4_3), t4_3 = _mm256_unpackhi_ps(z4_2, z4_3);
+                const __m256 t4_4 = _mm256_unpacklo_ps(z4_4, z4_5), t4_5 = _mm256_unpackhi_ps(z4_4, z4_5);
+                const __m256 t4_6 = _mm256_unpacklo_ps(z4_6, z4_7), t4_7 = _mm256_unpackhi_ps(z4_6, z4_7);
+                const __m256 s4_0 = _mm256_shuffle_ps(t4_0, t4_2, 0x44);
+                const __m256 s4_1 = _mm256_shuffle_ps(t4_0, t4_2, 0xEE);
+                const __m256 s4_2 = _mm256_shuffle_ps(t4_1, t4_3, 0x44);
+                const __m256 s4_3 = _mm256_shuffle_ps(t4_1, t4_3, 0xEE);
+                const __m256 s4_4 = _mm256_shuffle_ps(t4_4, t4_6, 0x44);
+                const __m256 s4_5 = _mm256_shuffle_ps(t4_4, t4_6, 0xEE);
+                const __m256 s4_6 = _mm256_shuffle_ps(t4_5, t4_7, 0x44);
+                const __m256 s4_7 = _mm256_shuffle_ps(t4_5, t4_7, 0xEE);
+                const __m256 d40 = _mm256_permute2f128_ps(s4_0, s4_4, 0x20);
+                const __m256 d41 = _mm256_permute2f128_ps(s4_1, s4_5, 0x20);
+                const __m256 d42 = _mm256_permute2f128_ps(s4_2, s4_6, 0x20);
+                const __m256 d43 = _mm256_permute2f128_ps(s4_3, s4_7, 0x20);
+                const __m256 d44 = _mm256_permute2f128_ps(s4_0, s4_4, 0x31);
+                const __m256 d45 = _mm256_permute2f128_ps(s4_1, s4_5, 0x31);
+              const __m256 u4a = _mm256_add_ps(d41, d42), u4b = _mm256_add_ps(d43, d44);
+              const __m256 u4c = _mm256_sub_ps(d41, d42), u4d = _mm256_sub_ps(d44, d43);
+              const __m256 u4e = _mm256_sub_ps(d43, d41), u4f = _mm256_sub_ps(d44, d42);
+              const __m256 h40 = _mm256_fmadd_ps(d40, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d42, _mm256_set1_ps(5.0f), d44));
+              const __m256 h41 = _mm256_fnmadd_ps(u4a, _mm256_set1_ps(4.0f), u4b);
+              const __m256 h42 = _mm256_fmadd_ps(u4c, _mm256_set1_ps(4.0f), u4d);
+              const __m256 h43 = _mm256_fmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 h44 = _mm256_fnmadd_ps(u4e, _mm256_set1_ps(2.0f), u4f);
+              const __m256 h45 = _mm256_fmadd_ps(d41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d43, _mm256_set1_ps(5.0f), d45));
+              /* row 5: its columns, then B^T across it */
+                const __m256 z5_0 = _mm256_maskload_ps(xc + off[q * 8 + 0] + 40, lm[5][q * 8 + 0]);
+                const __m256 z5_1 = _mm256_maskload_ps(xc + off[q * 8 + 1] + 40, lm[5][q * 8 + 1]);
+                const __m256 z5_2 = _mm256_maskload_ps(xc + off[q * 8 + 2] + 40, lm[5][q * 8 + 2]);
+                const __m256 z5_3 = _mm256_maskload_ps(xc + off[q * 8 + 3] + 40, lm[5][q * 8 + 3]);
+                const __m256 z5_4 = _mm256_maskload_ps(xc + off[q * 8 + 4] + 40, lm[5][q * 8 + 4]);
+                const __m256 z5_5 = _mm256_maskload_ps(xc + off[q * 8 + 5] + 40, lm[5][q * 8 + 5]);
+                const __m256 z5_6 = _mm256_maskload_ps(xc + off[q * 8 + 6] + 40, lm[5][q * 8 + 6]);
+                const __m256 z5_7 = _mm256_maskload_ps(xc + off[q * 8 + 7] + 40, lm[5][q * 8 + 7]);
+                const __m256 t5_0 = _mm256_unpacklo_ps(z5_0, z5_1), t5_1 = _mm256_unpackhi_ps(z5_0, z5_1);
+                const __m256 t5_2 = _mm256_unpacklo_ps(z5_2, z5_3), t5_3 = _mm256_unpackhi_ps(z5_2, z5_3);
+                const __m256 t5_4 = _mm256_unpacklo_ps(z5_4, z5_5), t5_5 = _mm256_unpackhi_ps(z5_4, z5_5);
+                const __m256 t5_6 = _mm256_unpacklo_ps(z5_6, z5_7), t5_7 = _mm256_unpackhi_ps(z5_6, z5_7);
+                const __m256 s5_0 = _mm256_shuffle_ps(t5_0, t5_2, 0x44);
+                const __m256 s5_1 = _mm256_shuffle_ps(t5_0, t5_2, 0xEE);
+                const __m256 s5_2 = _mm256_shuffle_ps(t5_1, t5_3, 0x44);
+                const __m256 s5_3 = _mm256_shuffle_ps(t5_1, t5_3, 0xEE);
+                const __m256 s5_4 = _mm256_shuffle_ps(t5_4, t5_6, 0x44);
+                const __m256 s5_5 = _mm256_shuffle_ps(t5_4, t5_6, 0xEE);
+                const __m256 s5_6 = _mm256_shuffle_ps(t5_5, t5_7, 0x44);
+                const __m256 s5_7 = _mm256_shuffle_ps(t5_5, t5_7, 0xEE);
+                const __m256 d50 = _mm256_permute2f128_ps(s5_0, s5_4, 0x20);
+                const __m256 d51 = _mm256_permute2f128_ps(s5_1, s5_5, 0x20);
+                const __m256 d52 = _mm256_permute2f128_ps(s5_2, s5_6, 0x20);
+                const __m256 d53 = _mm256_permute2f128_ps(s5_3, s5_7, 0x20);
+                const __m256 d54 = _mm256_permute2f128_ps(s5_0, s5_4, 0x31);
+                const __m256 d55 = _mm256_permute2f128_ps(s5_1, s5_5, 0x31);
+              const __m256 u5a = _mm256_add_ps(d51, d52), u5b = _mm256_add_ps(d53, d54);
+              const __m256 u5c = _mm256_sub_ps(d51, d52), u5d = _mm256_sub_ps(d54, d53);
+              const __m256 u5e = _mm256_sub_ps(d53, d51), u5f = _mm256_sub_ps(d54, d52);
+              const __m256 h50 = _mm256_fmadd_ps(d50, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d52, _mm256_set1_ps(5.0f), d54));
+              const __m256 h51 = _mm256_fnmadd_ps(u5a, _mm256_set1_ps(4.0f), u5b);
+              const __m256 h52 = _mm256_fmadd_ps(u5c, _mm256_set1_ps(4.0f), u5d);
+              const __m256 h53 = _mm256_fmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 h54 = _mm256_fnmadd_ps(u5e, _mm256_set1_ps(2.0f), u5f);
+              const __m256 h55 = _mm256_fmadd_ps(d51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(d53, _mm256_set1_ps(5.0f), d55));
               {
-                /* row 0: B^T across it, into positions 0..5 */
-                const __m256 wa = _mm256_add_ps(t01, t02), wb = _mm256_add_ps(t03, t04);
-                const __m256 wc = _mm256_sub_ps(t01, t02), wd = _mm256_sub_ps(t04, t03);
-                const __m256 we = _mm256_sub_ps(t03, t01), wf = _mm256_sub_ps(t04, t02);
-                const __m256 v0 = _mm256_fmadd_ps(t00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t02, _mm256_set1_ps(5.0f), t04));
+                /* column 0: B^T down it, into positions 0, 6, ..., 30 */
+                const __m256 wa = _mm256_add_ps(h10, h20), wb = _mm256_add_ps(h30, h40);
+                const __m256 wc = _mm256_sub_ps(h10, h20), wd = _mm256_sub_ps(h40, h30);
+                const __m256 we = _mm256_sub_ps(h30, h10), wf = _mm256_sub_ps(h40, h20);
+                const __m256 v0 = _mm256_fmadd_ps(h00, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h20, _mm256_set1_ps(5.0f), h40));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t03, _mm256_set1_ps(5.0f), t05));
+                const __m256 v5 = _mm256_fmadd_ps(h10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h30, _mm256_set1_ps(5.0f), h50));
                 _mm256_storeu_ps(vc + 0 + q * 8, v0);
-                _mm256_storeu_ps(vc + 272 + q * 8, v1);
-                _mm256_storeu_ps(vc + 544 + q * 8, v2);
-                _mm256_storeu_ps(vc + 816 + q * 8, v3);
-                _mm256_storeu_ps(vc + 1088 + q * 8, v4);
-                _mm256_storeu_ps(vc + 1360 + q * 8, v5);
+                _mm256_storeu_ps(vc + 1632 + q * 8, v1);
+                _mm256_storeu_ps(vc + 3264 + q * 8, v2);
+                _mm256_storeu_ps(vc + 4896 + q * 8, v3);
+                _mm256_storeu_ps(vc + 6528 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8160 + q * 8, v5);
               }
               {
-                /* row 1: B^T across it, into positions 6..11 */
-                const __m256 wa = _mm256_add_ps(t11, t12), wb = _mm256_add_ps(t13, t14);
-                const __m256 wc = _mm256_sub_ps(t11, t12), wd = _mm256_sub_ps(t14, t13);
-                const __m256 we = _mm256_sub_ps(t13, t11), wf = _mm256_sub_ps(t14, t12);
-                const __m256 v0 = _mm256_fmadd_ps(t10, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t12, _mm256_set1_ps(5.0f), t14));
+                /* column 1: B^T down it, into positions 1, 7, ..., 31 */
+                const __m256 wa = _mm256_add_ps(h11, h21), wb = _mm256_add_ps(h31, h41);
+                const __m256 wc = _mm256_sub_ps(h11, h21), wd = _mm256_sub_ps(h41, h31);
+                const __m256 we = _mm256_sub_ps(h31, h11), wf = _mm256_sub_ps(h41, h21);
+                const __m256 v0 = _mm256_fmadd_ps(h01, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h21, _mm256_set1_ps(5.0f), h41));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t13, _mm256_set1_ps(5.0f), t15));
-                _mm256_storeu_ps(vc + 1632 + q * 8, v0);
+                const __m256 v5 = _mm256_fmadd_ps(h11, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h31, _mm256_set1_ps(5.0f), h51));
+                _mm256_storeu_ps(vc + 272 + q * 8, v0);
                 _mm256_storeu_ps(vc + 1904 + q * 8, v1);
-                _mm256_storeu_ps(vc + 2176 + q * 8, v2);
-                _mm256_storeu_ps(vc + 2448 + q * 8, v3);
-                _mm256_storeu_ps(vc + 2720 + q * 8, v4);
-                _mm256_storeu_ps(vc + 2992 + q * 8, v5);
+                _mm256_storeu_ps(vc + 3536 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5168 + q * 8, v3);
+                _mm256_storeu_ps(vc + 6800 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8432 + q * 8, v5);
               }
               {
-                /* row 2: B^T across it, into positions 12..17 */
-                const __m256 wa = _mm256_add_ps(t21, t22), wb = _mm256_add_ps(t23, t24);
-                const __m256 wc = _mm256_sub_ps(t21, t22), wd = _mm256_sub_ps(t24, t23);
-                const __m256 we = _mm256_sub_ps(t23, t21), wf = _mm256_sub_ps(t24, t22);
-                const __m256 v0 = _mm256_fmadd_ps(t20, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t22, _mm256_set1_ps(5.0f), t24));
+                /* column 2: B^T down it, into positions 2, 8, ..., 32 */
+                const __m256 wa = _mm256_add_ps(h12, h22), wb = _mm256_add_ps(h32, h42);
+                const __m256 wc = _mm256_sub_ps(h12, h22), wd = _mm256_sub_ps(h42, h32);
+                const __m256 we = _mm256_sub_ps(h32, h12), wf = _mm256_sub_ps(h42, h22);
+                const __m256 v0 = _mm256_fmadd_ps(h02, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h22, _mm256_set1_ps(5.0f), h42));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t21, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t23, _mm256_set1_ps(5.0f), t25));
-                _mm256_storeu_ps(vc + 3264 + q * 8, v0);
-                _mm256_storeu_ps(vc + 3536 + q * 8, v1);
+                const __m256 v5 = _mm256_fmadd_ps(h12, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h32, _mm256_set1_ps(5.0f), h52));
+                _mm256_storeu_ps(vc + 544 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2176 + q * 8, v1);
                 _mm256_storeu_ps(vc + 3808 + q * 8, v2);
-                _mm256_storeu_ps(vc + 4080 + q * 8, v3);
-                _mm256_storeu_ps(vc + 4352 + q * 8, v4);
-                _mm256_storeu_ps(vc + 4624 + q * 8, v5);
+                _mm256_storeu_ps(vc + 5440 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7072 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8704 + q * 8, v5);
               }
               {
-                /* row 3: B^T across it, into positions 18..23 */
-                const __m256 wa = _mm256_add_ps(t31, t32), wb = _mm256_add_ps(t33, t34);
-                const __m256 wc = _mm256_sub_ps(t31, t32), wd = _mm256_sub_ps(t34, t33);
-                const __m256 we = _mm256_sub_ps(t33, t31), wf = _mm256_sub_ps(t34, t32);
-                const __m256 v0 = _mm256_fmadd_ps(t30, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t32, _mm256_set1_ps(5.0f), t34));
+                /* column 3: B^T down it, into positions 3, 9, ..., 33 */
+                const __m256 wa = _mm256_add_ps(h13, h23), wb = _mm256_add_ps(h33, h43);
+                const __m256 wc = _mm256_sub_ps(h13, h23), wd = _mm256_sub_ps(h43, h33);
+                const __m256 we = _mm256_sub_ps(h33, h13), wf = _mm256_sub_ps(h43, h23);
+                const __m256 v0 = _mm256_fmadd_ps(h03, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h23, _mm256_set1_ps(5.0f), h43));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t31, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t33, _mm256_set1_ps(5.0f), t35));
-                _mm256_storeu_ps(vc + 4896 + q * 8, v0);
-                _mm256_storeu_ps(vc + 5168 + q * 8, v1);
-                _mm256_storeu_ps(vc + 5440 + q * 8, v2);
+                const __m256 v5 = _mm256_fmadd_ps(h13, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h33, _mm256_set1_ps(5.0f), h53));
+                _mm256_storeu_ps(vc + 816 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2448 + q * 8, v1);
+                _mm256_storeu_ps(vc + 4080 + q * 8, v2);
                 _mm256_storeu_ps(vc + 5712 + q * 8, v3);
-                _mm256_storeu_ps(vc + 5984 + q * 8, v4);
-                _mm256_storeu_ps(vc + 6256 + q * 8, v5);
+                _mm256_storeu_ps(vc + 7344 + q * 8, v4);
+                _mm256_storeu_ps(vc + 8976 + q * 8, v5);
               }
               {
-                /* row 4: B^T across it, into positions 24..29 */
-                const __m256 wa = _mm256_add_ps(t41, t42), wb = _mm256_add_ps(t43, t44);
-                const __m256 wc = _mm256_sub_ps(t41, t42), wd = _mm256_sub_ps(t44, t43);
-                const __m256 we = _mm256_sub_ps(t43, t41), wf = _mm256_sub_ps(t44, t42);
-                const __m256 v0 = _mm256_fmadd_ps(t40, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t42, _mm256_set1_ps(5.0f), t44));
+                /* column 4: B^T down it, into positions 4, 10, ..., 34 */
+                const __m256 wa = _mm256_add_ps(h14, h24), wb = _mm256_add_ps(h34, h44);
+                const __m256 wc = _mm256_sub_ps(h14, h24), wd = _mm256_sub_ps(h44, h34);
+                const __m256 we = _mm256_sub_ps(h34, h14), wf = _mm256_sub_ps(h44, h24);
+                const __m256 v0 = _mm256_fmadd_ps(h04, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h24, _mm256_set1_ps(5.0f), h44));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t41, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t43, _mm256_set1_ps(5.0f), t45));
-                _mm256_storeu_ps(vc + 6528 + q * 8, v0);
-                _mm256_storeu_ps(vc + 6800 + q * 8, v1);
-                _mm256_storeu_ps(vc + 7072 + q * 8, v2);
-                _mm256_storeu_ps(vc + 7344 + q * 8, v3);
+                const __m256 v5 = _mm256_fmadd_ps(h14, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h34, _mm256_set1_ps(5.0f), h54));
+                _mm256_storeu_ps(vc + 1088 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2720 + q * 8, v1);
+                _mm256_storeu_ps(vc + 4352 + q * 8, v2);
+                _mm256_storeu_ps(vc + 5984 + q * 8, v3);
                 _mm256_storeu_ps(vc + 7616 + q * 8, v4);
-                _mm256_storeu_ps(vc + 7888 + q * 8, v5);
+                _mm256_storeu_ps(vc + 9248 + q * 8, v5);
               }
               {
-                /* row 5: B^T across it, into positions 30..35 */
-                const __m256 wa = _mm256_add_ps(t51, t52), wb = _mm256_add_ps(t53, t54);
-                const __m256 wc = _mm256_sub_ps(t51, t52), wd = _mm256_sub_ps(t54, t53);
-                const __m256 we = _mm256_sub_ps(t53, t51), wf = _mm256_sub_ps(t54, t52);
-                const __m256 v0 = _mm256_fmadd_ps(t50, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t52, _mm256_set1_ps(5.0f), t54));
+                /* column 5: B^T down it, into positions 5, 11, ..., 35 */
+                const __m256 wa = _mm256_add_ps(h15, h25), wb = _mm256_add_ps(h35, h45);
+                const __m256 wc = _mm256_sub_ps(h15, h25), wd = _mm256_sub_ps(h45, h35);
+                const __m256 we = _mm256_sub_ps(h35, h15), wf = _mm256_sub_ps(h45, h25);
+                const __m256 v0 = _mm256_fmadd_ps(h05, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h25, _mm256_set1_ps(5.0f), h45));
                 const __m256 v1 = _mm256_fnmadd_ps(wa, _mm256_set1_ps(4.0f), wb);
                 const __m256 v2 = _mm256_fmadd_ps(wc, _mm256_set1_ps(4.0f), wd);
                 const __m256 v3 = _mm256_fmadd_ps(we, _mm256_set1_ps(2.0f), wf);
                 const __m256 v4 = _mm256_fnmadd_ps(we, _mm256_set1_ps(2.0f), wf);
-                const __m256 v5 = _mm256_fmadd_ps(t51, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(t53, _mm256_set1_ps(5.0f), t55));
-                _mm256_storeu_ps(vc + 8160 + q * 8, v0);
-                _mm256_storeu_ps(vc + 8432 + q * 8, v1);
-                _mm256_storeu_ps(vc + 8704 + q * 8, v2);
-                _mm256_storeu_ps(vc + 8976 + q * 8, v3);
-                _mm256_storeu_ps(vc + 9248 + q * 8, v4);
+                const __m256 v5 = _mm256_fmadd_ps(h15, _mm256_set1_ps(4.0f), _mm256_fnmadd_ps(h35, _mm256_set1_ps(5.0f), h55));
+                _mm256_storeu_ps(vc + 1360 + q * 8, v0);
+                _mm256_storeu_ps(vc + 2992 + q * 8, v1);
+                _mm256_storeu_ps(vc + 4624 + q * 8, v2);
+                _mm256_storeu_ps(vc + 6256 + q * 8, v3);
+                _mm256_storeu_ps(vc + 7888 + q * 8, v4);
                 _mm256_storeu_ps(vc + 9520 + q * 8, v5);
               }
             }

@@ -143,7 +143,7 @@ def _debug_after_subcommand(ctx: click.Context, _param: click.Parameter, value: 
 # measured on Zen 4 (docs/architecture.md, "Winograd convolution")
 WINOGRAD_HELP = ("CPU target (AVX2 / AVX-512): run 3x3 stride-1 convolutions as Winograd "
                  "F(4x4,3x3) where the cost model says it beats the implicit GEMM (ResNet-50's "
-                 "3x3 layers 1.4-2.3x faster). It rounds more: over ResNet-like layers the worst "
+                 "3x3 layers 1.8-2.5x faster). It rounds more: over ResNet-like layers the worst "
                  "relative error vs float64 was 2.7e-5 (implicit GEMM 2.4e-6), the worst error "
                  "4.3e-6 x sum|x||w| (3.6e-7). --no-winograd keeps every conv off it.")
 

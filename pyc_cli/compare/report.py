@@ -85,6 +85,10 @@ def _print_first_divergent(report: PerNodeReport, console: Console) -> None:
                   + f"\n  value {c.name}: max abs err {_error(c.max_abs_error)}, max rel err "
                   f"{_error(c.max_rel_error)}, {c.mismatches} element(s) beyond {_tolerance(c)}"
                   + (f", worst at {list(c.worst_index)}" if c.worst_index is not None else ""))
+    if step.kernel == "conv2d_winograd":
+        console.print("  its kernel is Winograd F(4x4,3x3), which rounds more than a direct sum "
+                      "(docs/architecture.md): rebuild with --no-winograd to hold it to these "
+                      "tolerances")
     hidden = report.hidden_in(step.node)
     if hidden:
         console.print(f"  computed inside it, never stored (not comparable): {', '.join(hidden)}")

@@ -71,8 +71,12 @@ def unoptimized_onnxruntime(path: Path, feeds: dict[str, np.ndarray]) -> dict[st
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The reference models, without Winograd convs: every intermediate is held to the default
+    tolerances, which Winograd's rounding exceeds on a few elements for some inputs (its
+    accuracy is tests/targets/cpu/test_winograd.py's)."""
     root = tmp_path_factory.mktemp("compare")
-    return {name: build(model, root / f"{name}.pyc") for name, model in REFERENCE_MODELS.items()}
+    return {name: build(model, root / f"{name}.pyc", "--no-winograd")
+            for name, model in REFERENCE_MODELS.items()}
 
 
 # ---------------------------------------------------------------- healthy models

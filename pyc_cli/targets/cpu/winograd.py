@@ -4,10 +4,11 @@ The implicit GEMM runs near the FMA peak, so only fewer multiplies make a 3x3 co
 Winograd computes a 4x4 output tile from a 6x6 input tile with 36 multiplies per channel pair
 instead of 144. The weights are transformed at build time (U = G g G^T, planning/winograd.py:
 36 matrices [Cout, Cin], the GEMM's A read in place); at run time each task takes a block of
-tiles: the input transform V = B^T d B of every channel (AVX-512 / AVX2 gathers, padding masked)
-into NR-wide packed panels of its scratch, then for each block of OB output channels the 36
-GEMMs M_p = U_p V_p on the packed GEMM's micro-kernel and the output transform Y = A^T M A with
-the conv's bias and fused epilogue, stored with the borders' partial tiles cut.
+tiles: the input transform V = B^T d B of every channel (each lane's rows by masked loads,
+transposed into lanes; the padding masked) into NR-wide packed panels of its scratch, then
+for each block of OB output channels the 36 GEMMs M_p = U_p V_p on the packed GEMM's
+micro-kernel and the output transform Y = A^T M A with the conv's bias and fused epilogue,
+stored with the borders' partial tiles cut.
 
 It is a few bits less accurate than the direct sum (the transforms' constants grow the rounding
 error): `pyc build --no-winograd` keeps every conv off it.
@@ -136,10 +137,11 @@ def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)
     return size
 
 
-# flop-equivalents per tile and channel of the input transform (36 gathered elements, 12
-# six-point transforms) and per tile and output channel of the output transform (10 transforms
-# and 16 scalar stores through the epilogue), relative to the GEMM's 2 per multiply-add: fitted
-# to single-thread timings on Zen 4 (16..128 channels, 14x14..56x56 maps: together ~2000)
+# flop-equivalents per tile and channel of the input transform (6 masked row loads, a transpose
+# and 12 six-point transforms) and per tile and output channel of the output transform (10
+# transforms and 16 scalar stores through the epilogue), relative to the GEMM's 2 per
+# multiply-add: fitted to single-thread timings on Zen 4 (16..128 channels, 14x14..56x56 maps:
+# together ~2000 with gathers; the loads and transposes made the input side cheaper, kept as is)
 INPUT_TRANSFORM_COST = 1000.0
 OUTPUT_TRANSFORM_COST = 1000.0
 
