@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "pyc-artifact"
-FORMAT_VERSION = 3  # 2: the target CPU is recorded (`cpu`, checked before loading); symbols
+FORMAT_VERSION = 4  # 2: the target CPU is recorded (`cpu`, checked before loading); symbols
 # prefixed by symbol_prefix; execution contexts. 3: model.ir keeps compiler facts (kernel,
-# fusions, in-place operands) in ann{...}, apart from ONNX attributes
+# fusions, in-place operands) in ann{...}, apart from ONNX attributes. 4: weights may be stored
+# through a build-time transform (`weights.transformed`: Winograd's U), which a reader of format
+# 3 would take for the raw weights
 MANIFEST = "manifest.json"
 # an artifact of several targets (`pyc build --target cuda,cpu`): the first target's artifact is
 # the directory itself, each next one a complete artifact of its own in targets/NAME/, whose

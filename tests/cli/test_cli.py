@@ -400,8 +400,8 @@ def test_build_failure_lists_every_problem(tmp_path: Path) -> None:
 
 def test_dump_ir_after_shows_the_kernels_of_the_cpu_built_for(tmp_path: Path) -> None:
     """--dump-ir-after prints the IR the build would compile: kernel choices of the ISA that
-    --cpu names (the CNN's stride-1 convs: an implicit GEMM on AVX-512, the im2col GEMM on the
-    portable build), and writes no artifact."""
+    --cpu names (the CNN's stride-1 convs: Winograd or an implicit GEMM on AVX-512, the im2col
+    GEMM on the portable build), and writes no artifact."""
     model = REFERENCE_MODELS["cnn"]
     shapes = [arg for name, dims in model.shapes.items()
               for arg in ("--input-shape", f"{name}={','.join(map(str, dims))}")]
@@ -413,4 +413,5 @@ def test_dump_ir_after_shows_the_kernels_of_the_cpu_built_for(tmp_path: Path) ->
         kernels[cpu] = {line.split('kernel="')[1].split('"')[0] for line in output.splitlines()
                         if "= Conv(" in line}
         assert not (tmp_path / cpu).exists()
-    assert kernels == {"portable": {"conv2d_im2col_gemm"}, "skylake-avx512": {"conv2d_implicit_gemm"}}
+    assert kernels == {"portable": {"conv2d_im2col_gemm"},
+                       "skylake-avx512": {"conv2d_implicit_gemm", "conv2d_winograd"}}

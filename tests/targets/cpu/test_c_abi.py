@@ -236,12 +236,13 @@ def test_the_loader_binds_only_the_recorded_valid_prefix(prefix: str, code: str,
 
 def test_artifacts_of_the_previous_format_are_refused(tmp_path: Path) -> None:
     """Format 1 exported unprefixed pyc_model_* symbols; format 2's model.ir kept kernel
-    choices among the ONNX attributes (explain would read no kernel): rebuild, do not guess."""
+    choices among the ONNX attributes (explain would read no kernel); format 3 knew no
+    transformed weights: rebuild, do not guess."""
     ref = REFERENCE_MODELS["mlp"]
     art = pyc_cli.build(ref.path, tmp_path / "art", input_shapes=ref.shapes).artifact
     manifest = json.loads((art / "manifest.json").read_text())
-    assert manifest["format_version"] == 3
-    for old in (1, 2):
+    assert manifest["format_version"] == 4
+    for old in (1, 2, 3):
         manifest["format_version"] = old
         (art / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(PycError) as info:
