@@ -51,7 +51,7 @@ def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None, split: int | N
                ksplit: int | None = None) -> None:
     """Every tensor-core conv takes `tile`, `split` and `ksplit` (None: the default choice)."""
     if tile is not None:
-        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n, k: tile)
     if split is not None:
         monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split",
                             lambda tile, m, n, k: split)
@@ -137,7 +137,7 @@ def test_conv_weights_are_stored_as_16_bit_rows(precision: str, tmp_path: Path) 
 
 @pytest.mark.parametrize("name,block,grid", [
     ("resnet_stem_b1", 128, [196, 1, 1]),                # 64 x 64 tiles fill the GPU
-    ("resnet_layer1_3x3_b4", 128, [196, 1, 1]),
+    ("resnet_layer1_3x3_b4", 256, [196, 1, 1]),          # 196 blocks, K = 576: 2 groups of warps
     ("resnet_layer1_expand_b4_residual", 128, [196, 4, 1]),  # 196 128-tiles: under 2 a GPU
     # 64 tiles of 64 x 32, K = 1024: 3 blocks along K (1.5 MB of partial sums)
     ("resnet_downsample_1x1_s2_b1", 128, [2, 32, 3]),

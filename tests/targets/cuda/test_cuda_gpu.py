@@ -397,7 +397,7 @@ def test_tensor_core_conv_tiles(case: ConvCase, tile: int, split: int, ksplit: i
     """Every tile, split groups of warps and K split (the partial sums through the workspace,
     tile counters past the status word: two runs, each starting from reset counters); a K
     split its workspace cap (4 MiB) cannot hold is halved until it fits."""
-    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n, k: tile)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
     monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit", lambda t, m, n, k: ksplit)
     _check_conv_mma(case, precision, tmp_path, rng)
