@@ -288,16 +288,19 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
     # a pointwise conv of a pixel count divisible by 4 gathers B 4 columns at a time (where the
     # slice has a row of 4 columns for every thread)
-    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and bk * bn // 4 % threads == 0 \
-        and bk * bn // 4 >= threads
-    columns = bn // 4 if vec_b else bn  # threads along a row of B
+    quads = bk * bn // 4 % threads == 0 and bk * bn // 4 >= threads  # a row of 4 columns a thread
+    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and quads
+    # any other conv (16-bit path): 4 neighbouring columns a thread all the same, their window
+    # arithmetic shared
+    quad_b = not tf32 and not vec_b and quads
+    columns = bn // 4 if vec_b or quad_b else bn  # threads along a row of B
     p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
              lda=geo.k if tf32 else conversion.columns, OPIX=opix, NCOLS=geo.ncols,  # type: ignore[union-attr]
              BM=bm, BN=bn, BK=bk, WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split,
              KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, TILES=geo.tiles, tf32=tf32,
              KSTEPS=bk // (8 if tf32 else 16) // geo.split, MI=bm // geo.warps_m // 16,
              NI=bn // geo.warps_n // 8, threads=threads,
-             a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b,
+             a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b, quad_b=quad_b,
              b_rows=bk * columns // threads, row_step=threads // columns,
              smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 
