@@ -276,7 +276,7 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
         geo = conv_mma_geometry({**p, "conv_ksplit": 1}, None, tf32)
     threads = 32 * geo.warps_m * geo.warps_n * geo.split
     call.block = (threads, 1, 1)
-    call.grid = (math.ceil(geo.ncols / geo.bn), math.ceil(geo.m / geo.bm), geo.ksplit)
+    call.grid = (geo.tiles, 1, geo.ksplit)  # channel tiles fastest (MT of them), then pixels
     if geo.ksplit > 1:
         call.uses_status = True
         call.counters = geo.tiles
@@ -298,6 +298,7 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
              lda=geo.k if tf32 else conversion.columns, OPIX=opix, NCOLS=geo.ncols,  # type: ignore[union-attr]
              BM=bm, BN=bn, BK=bk, WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split,
              KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, TILES=geo.tiles, tf32=tf32,
+             MT=math.ceil(geo.m / bm),
              KSTEPS=bk // (8 if tf32 else 16) // geo.split, MI=bm // geo.warps_m // 16,
              NI=bn // geo.warps_n // 8, threads=threads,
              a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b, quad_b=quad_b,
