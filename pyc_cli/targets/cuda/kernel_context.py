@@ -168,9 +168,11 @@ def conv_mma_workspace_cap(mode_cap: int | None) -> int:
     return mode_cap if mode_cap <= MEMORY_FIRST_CAP else CONV_MMA_WORKSPACE_CAP
 
 
-def _conv_mma_tile(m: int, n: int) -> int:
-    """The largest tile that still gives CONV_MMA_FILL blocks (128 only past 64 channels)."""
-    if m > 64 and _conv_mma_blocks(128, m, n) >= 2 * CONV_MMA_FILL:
+def _conv_mma_tile(m: int, n: int, k: int) -> int:
+    """The largest tile that still gives CONV_MMA_FILL blocks (128 only past 64 channels and
+    from K = 256: on an H100 shallower convs with 128-tiles stored at under half the rate of
+    64-tiles, benchmarks/cuda_conv_bench.py at batch 32)."""
+    if m > 64 and k >= 256 and _conv_mma_blocks(128, m, n) >= 2 * CONV_MMA_FILL:
         return 128
     return 64 if _conv_mma_blocks(64, m, n) >= CONV_MMA_FILL else 32
 
@@ -193,11 +195,16 @@ def _conv_mma_ksplit(tile: int, m: int, n: int, k: int) -> int:
 
 def _conv_mma_split(tile: int, m: int, n: int, k: int) -> int:
     """Groups of warps in a block sharing each (64-deep) slice: 2 where a block still has many
-    slices after the K split (more loads in flight, half the slices), else 1."""
+    slices after the K split, or where a deep conv has fewer than 3 blocks a multiprocessor
+    (batch 32's 14 x 14 and 7 x 7 maps: 4-warp blocks there ran the 3 x 3 convs 3-6x slower
+    than cuDNN on an H100), for more loads in flight and half the slices; else 1."""
     if tile == 128 or k < CONV_MMA_SPLIT_MIN_K:
         return 1
+    blocks = _conv_mma_blocks(tile, m, n)
+    if blocks >= CONV_MMA_FILL:
+        return 2 if blocks < 3 * CONV_MMA_FILL else 1
     slices = math.ceil(k / 32) / _conv_mma_ksplit(tile, m, n, k)
-    return 2 if _conv_mma_blocks(tile, m, n) < CONV_MMA_FILL and slices >= 16 else 1
+    return 2 if slices >= 16 else 1
 
 
 @dataclass(frozen=True)
@@ -234,7 +241,7 @@ def conv_mma_geometry(p: dict[str, object], cap: int | None = None, tf32: bool =
     m = int(p["OC"])  # type: ignore[call-overload]
     ncols = int(p["N"]) * int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
     k = int(p["C"]) * int(p["KD"]) * int(p["KH"]) * int(p["KW"])  # type: ignore[call-overload]
-    tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols)))  # type: ignore[call-overload]
+    tile = int(p.get("conv_tile", _conv_mma_tile(m, ncols, k)))  # type: ignore[call-overload]
     split = 1 if tile == 128 else int(p.get("conv_split", _conv_mma_split(tile, m, ncols, k)))  # type: ignore[call-overload]
     bm, bn, warps_m, warps_n = CONV_MMA_CONFIGS[tile]
     bk = (32 if split == 1 else 64) // (2 if tf32 else 1)
@@ -269,7 +276,7 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
         geo = conv_mma_geometry({**p, "conv_ksplit": 1}, None, tf32)
     threads = 32 * geo.warps_m * geo.warps_n * geo.split
     call.block = (threads, 1, 1)
-    call.grid = (math.ceil(geo.ncols / geo.bn), math.ceil(geo.m / geo.bm), geo.ksplit)
+    call.grid = (geo.tiles, 1, geo.ksplit)  # channel tiles fastest (MT of them), then pixels
     if geo.ksplit > 1:
         call.uses_status = True
         call.counters = geo.tiles
@@ -281,16 +288,20 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
     # a pointwise conv of a pixel count divisible by 4 gathers B 4 columns at a time (where the
     # slice has a row of 4 columns for every thread)
-    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and bk * bn // 4 % threads == 0 \
-        and bk * bn // 4 >= threads
-    columns = bn // 4 if vec_b else bn  # threads along a row of B
+    quads = bk * bn // 4 % threads == 0 and bk * bn // 4 >= threads  # a row of 4 columns a thread
+    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and quads
+    # any other conv (16-bit path): 4 neighbouring columns a thread all the same, their window
+    # arithmetic shared
+    quad_b = not tf32 and not vec_b and quads
+    columns = bn // 4 if vec_b or quad_b else bn  # threads along a row of B
     p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
              lda=geo.k if tf32 else conversion.columns, OPIX=opix, NCOLS=geo.ncols,  # type: ignore[union-attr]
              BM=bm, BN=bn, BK=bk, WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split,
              KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, TILES=geo.tiles, tf32=tf32,
+             MT=math.ceil(geo.m / bm),
              KSTEPS=bk // (8 if tf32 else 16) // geo.split, MI=bm // geo.warps_m // 16,
              NI=bn // geo.warps_n // 8, threads=threads,
-             a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b,
+             a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b, quad_b=quad_b,
              b_rows=bk * columns // threads, row_step=threads // columns,
              smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 

@@ -51,7 +51,7 @@ def force_tile(monkeypatch: pytest.MonkeyPatch, tile: int | None, split: int | N
                ksplit: int | None = None) -> None:
     """Every tensor-core conv takes `tile`, `split` and `ksplit` (None: the default choice)."""
     if tile is not None:
-        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n: tile)
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n, k: tile)
     if split is not None:
         monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split",
                             lambda tile, m, n, k: split)
@@ -135,14 +135,15 @@ def test_conv_weights_are_stored_as_16_bit_rows(precision: str, tmp_path: Path) 
         assert caught.value.code == "E030", record
 
 
+# grids: (tiles in raster order, channel tiles fastest; 1; blocks along K)
 @pytest.mark.parametrize("name,block,grid", [
     ("resnet_stem_b1", 128, [196, 1, 1]),                # 64 x 64 tiles fill the GPU
-    ("resnet_layer1_3x3_b4", 128, [196, 1, 1]),
-    ("resnet_layer1_expand_b4_residual", 128, [196, 4, 1]),  # 196 128-tiles: under 2 a GPU
+    ("resnet_layer1_3x3_b4", 256, [196, 1, 1]),          # 196 blocks, K = 576: 2 groups of warps
+    ("resnet_layer1_expand_b4_residual", 128, [784, 1, 1]),  # 196 128-tiles: under 2 a GPU
     # 64 tiles of 64 x 32, K = 1024: 3 blocks along K (1.5 MB of partial sums)
-    ("resnet_downsample_1x1_s2_b1", 128, [2, 32, 3]),
+    ("resnet_downsample_1x1_s2_b1", 128, [64, 1, 3]),
     # 16 tiles, K = 4608: 9 blocks along K of 8 64-deep slices, 2 groups of warps each
-    ("resnet_layer4_3x3_b1", 256, [2, 8, 9]),
+    ("resnet_layer4_3x3_b1", 256, [16, 1, 9]),
     ("deep_7x7_split", 128, [2, 1, 9]),                  # 36 slices: 9 blocks of 4
 ])
 def test_default_tiles(name: str, block: int, grid: list[int], tmp_path: Path) -> None:
