@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conv_cases import conv_graph
 from helpers import make_model, vinfo
 from onnx import TensorProto, helper, numpy_helper
 from test_gemm import ATOL, BUILDS, RTOL, Forced
@@ -38,67 +39,13 @@ CONVS = [
 ]
 
 
-def conv_reference(x: np.ndarray, w: np.ndarray, pads: tuple[int, ...],
-                   dilations: tuple[int, ...], group: int) -> np.ndarray:
-    """Direct float64 stride-1 convolution, 1-D or 2-D (a 1-D one as 2-D of height 1)."""
-    if x.ndim == 3:
-        out = conv_reference(x[:, :, None], w[:, :, None], (0, pads[0], 0, pads[1]),
-                             (1, dilations[0]), group)
-        return out[:, :, 0]
-    _, _, kh, kw = w.shape
-    dh, dw = dilations
-    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    oh, ow = xp.shape[2] - (kh - 1) * dh, xp.shape[3] - (kw - 1) * dw
-    oc, cg = w.shape[:2]
-    out = np.zeros((x.shape[0], oc, oh, ow))
-    for o in range(oc):
-        g = o // (oc // group)
-        for i in range(kh):
-            for j in range(kw):
-                patch = xp[:, g * cg:(g + 1) * cg, i * dh:i * dh + oh, j * dw:j * dw + ow]
-                out[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, i, j])
-    return out
-
-
 def conv_model(rng: np.random.Generator, dtype: type = np.float32) -> tuple[
         onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The CONVS in one graph, their inputs, float64 references and summation bounds."""
-    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    unit = 2.0 ** -24 if dtype == np.float32 else 2.0 ** -53
-    nodes, inputs, outputs, inits = [], [], [], []
-    feeds: dict[str, np.ndarray] = {}
-    expected: dict[str, np.ndarray] = {}
-    bounds: dict[str, np.ndarray] = {}
-    for n, (xs, ws, pads, dilations, group, epilogue) in enumerate(CONVS):
-        x = rng.standard_normal(xs).astype(dtype)
-        w = rng.standard_normal(ws).astype(dtype)
-        feeds[f"x{n}"] = x
-        inputs.append(helper.make_tensor_value_info(f"x{n}", elem, list(xs)))
-        inits.append(numpy_helper.from_array(w, f"w{n}"))
-        want = conv_reference(x.astype(np.float64), w.astype(np.float64), pads, dilations, group)
-        magnitude = conv_reference(np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64)),
-                                   pads, dilations, group)
-        terms = int(np.prod(ws[1:]))
-        out = f"y{n}"
-        bounds[out] = (terms + 2) * unit * (magnitude + np.abs(want))
-        nodes.append(helper.make_node("Conv", [f"x{n}", f"w{n}"], [out if not epilogue else f"t{n}"],
-                                      pads=list(pads), dilations=list(dilations), group=group))
-        if epilogue == "bias_relu":
-            bias = rng.standard_normal((ws[0],) + (1,) * (len(xs) - 2)).astype(dtype)
-            inits.append(numpy_helper.from_array(bias, f"bias{n}"))
-            nodes += [helper.make_node("Add", [f"t{n}", f"bias{n}"], [f"u{n}"]),
-                      helper.make_node("Relu", [f"u{n}"], [out])]
-            want = np.maximum(want + bias.astype(np.float64), 0)
-        elif epilogue in ("residual", "per_row"):
-            shape = want.shape if epilogue == "residual" else want.shape[:-1] + (1,)
-            residual = rng.standard_normal(shape).astype(dtype)
-            feeds[f"r{n}"] = residual
-            inputs.append(helper.make_tensor_value_info(f"r{n}", elem, list(shape)))
-            nodes.append(helper.make_node("Add", [f"t{n}", f"r{n}"], [out]))
-            want = want + residual
-        outputs.append(helper.make_tensor_value_info(out, elem, list(want.shape)))
-        expected[out] = want
-    return make_model(nodes, inputs, outputs, inits, name="convs"), feeds, expected, bounds
+    """The CONVS (stride 1) in one graph, their inputs, float64 references and summation
+    bounds."""
+    graph = conv_graph(rng, [(xs, ws, (1,) * (len(xs) - 2), pads, dilations, group, epilogue)
+                             for xs, ws, pads, dilations, group, epilogue in CONVS], dtype)
+    return graph.model, graph.feeds, graph.expected, graph.summation_bounds(dtype)
 
 
 def _build_and_check(tmp_path: Path, isa: str, dtype: type, params: dict[str, int],

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conv_cases import conv_graph, conv_reference
 from helpers import make_model
 from onnx import TensorProto, helper, numpy_helper
 from test_gemm import ATOL, BUILDS, RTOL, Forced
@@ -49,69 +50,11 @@ CONVS = [
 ]
 
 
-def strided_reference(x: np.ndarray, w: np.ndarray, strides: tuple[int, ...],
-                      pads: tuple[int, ...], dilations: tuple[int, ...], group: int) -> np.ndarray:
-    """Direct float64 convolution, 1-D or 2-D (a 1-D one as 2-D of height 1)."""
-    if x.ndim == 3:
-        out = strided_reference(x[:, :, None], w[:, :, None], (1, strides[0]),
-                                (0, pads[0], 0, pads[1]), (1, dilations[0]), group)
-        return out[:, :, 0]
-    _, _, kh, kw = w.shape
-    (sh, sw), (dh, dw) = strides, dilations
-    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
-    ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
-    oc, cg = w.shape[:2]
-    out = np.zeros((x.shape[0], oc, oh, ow))
-    for o in range(oc):
-        g = o // (oc // group)
-        for i in range(kh):
-            for j in range(kw):
-                patch = xp[:, g * cg:(g + 1) * cg, i * dh:i * dh + (oh - 1) * sh + 1:sh,
-                           j * dw:j * dw + (ow - 1) * sw + 1:sw]
-                out[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, i, j])
-    return out
-
-
 def strided_model(rng: np.random.Generator, convs: list, dtype: type = np.float32) -> tuple[
         onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """`convs` in one graph, their inputs, float64 references and summation bounds."""
-    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    unit = 2.0 ** -24 if dtype == np.float32 else 2.0 ** -53
-    nodes, inputs, outputs, inits = [], [], [], []
-    feeds: dict[str, np.ndarray] = {}
-    expected: dict[str, np.ndarray] = {}
-    bounds: dict[str, np.ndarray] = {}
-    for n, (xs, ws, strides, pads, dilations, group, epilogue) in enumerate(convs):
-        x = rng.standard_normal(xs).astype(dtype)
-        w = rng.standard_normal(ws).astype(dtype)
-        feeds[f"x{n}"] = x
-        inputs.append(helper.make_tensor_value_info(f"x{n}", elem, list(xs)))
-        inits.append(numpy_helper.from_array(w, f"w{n}"))
-        geometry = (strides, pads, dilations, group)
-        want = strided_reference(x.astype(np.float64), w.astype(np.float64), *geometry)
-        magnitude = strided_reference(np.abs(x.astype(np.float64)),
-                                      np.abs(w.astype(np.float64)), *geometry)
-        out = f"y{n}"
-        bounds[out] = (int(np.prod(ws[1:])) + 2) * unit * (magnitude + np.abs(want))
-        nodes.append(helper.make_node("Conv", [f"x{n}", f"w{n}"], [out if not epilogue else f"t{n}"],
-                                      strides=list(strides), pads=list(pads),
-                                      dilations=list(dilations), group=group))
-        if epilogue == "bias_relu":
-            bias = rng.standard_normal((ws[0],) + (1,) * (len(xs) - 2)).astype(dtype)
-            inits.append(numpy_helper.from_array(bias, f"bias{n}"))
-            nodes += [helper.make_node("Add", [f"t{n}", f"bias{n}"], [f"u{n}"]),
-                      helper.make_node("Relu", [f"u{n}"], [out])]
-            want = np.maximum(want + bias.astype(np.float64), 0)
-        elif epilogue == "residual":
-            residual = rng.standard_normal(want.shape).astype(dtype)
-            feeds[f"r{n}"] = residual
-            inputs.append(helper.make_tensor_value_info(f"r{n}", elem, list(want.shape)))
-            nodes.append(helper.make_node("Add", [f"t{n}", f"r{n}"], [out]))
-            want = want + residual
-        outputs.append(helper.make_tensor_value_info(out, elem, list(want.shape)))
-        expected[out] = want
-    return make_model(nodes, inputs, outputs, inits, name="strided"), feeds, expected, bounds
+    graph = conv_graph(rng, convs, dtype, name="strided")
+    return graph.model, graph.feeds, graph.expected, graph.summation_bounds(dtype)
 
 
 def _check(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
@@ -185,7 +128,7 @@ def test_a_prologue_is_computed_by_the_copy(tmp_path: Path, rng: np.random.Gener
                   helper.make_node("Conv", [f"r{n}", f"w{n}"], [f"y{n}"], strides=strides,
                                    pads=pads)]
         act = np.maximum(x.astype(np.float64) * scale + shift, 0)
-        want = strided_reference(act, w.astype(np.float64), tuple(strides), tuple(pads),
+        want = conv_reference(act, w.astype(np.float64), tuple(strides), tuple(pads),
                                  (1,) * len(strides), 1)
         feeds[f"x{n}"], expected[f"y{n}"] = x, want
         inputs.append(helper.make_tensor_value_info(f"x{n}", TensorProto.FLOAT, list(xs)))

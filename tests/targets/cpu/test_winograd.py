@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import make_model
-from onnx import TensorProto, helper, numpy_helper
+from conv_cases import conv_graph
+from onnx import numpy_helper
 from test_gemm import BUILDS, RTOL, Forced
-from test_implicit_conv import conv_reference
 
 import pyc_cli
 from pyc_cli.artifact.reader import load_graph
@@ -53,38 +52,9 @@ CONVS = [
 def winograd_model(rng: np.random.Generator, convs: list[tuple] = CONVS) -> tuple[
         onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """`convs` in one graph, their inputs, float64 references and magnitudes (sum |x| |w|)."""
-    nodes, inputs, outputs, inits = [], [], [], []
-    feeds: dict[str, np.ndarray] = {}
-    expected: dict[str, np.ndarray] = {}
-    magnitudes: dict[str, np.ndarray] = {}
-    for n, (xs, ws, pads, epilogue) in enumerate(convs):
-        x = rng.standard_normal(xs).astype(np.float32)
-        w = rng.standard_normal(ws).astype(np.float32)
-        feeds[f"x{n}"] = x
-        inputs.append(helper.make_tensor_value_info(f"x{n}", TensorProto.FLOAT, list(xs)))
-        inits.append(numpy_helper.from_array(w, f"w{n}"))
-        want = conv_reference(x.astype(np.float64), w.astype(np.float64), pads, (1, 1), 1)
-        magnitude = conv_reference(np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64)),
-                                   pads, (1, 1), 1)
-        out = f"y{n}"
-        nodes.append(helper.make_node("Conv", [f"x{n}", f"w{n}"], [out if not epilogue else f"t{n}"],
-                                      pads=list(pads)))
-        if epilogue == "bias_relu":
-            bias = rng.standard_normal((ws[0], 1, 1)).astype(np.float32)
-            inits.append(numpy_helper.from_array(bias, f"bias{n}"))
-            nodes += [helper.make_node("Add", [f"t{n}", f"bias{n}"], [f"u{n}"]),
-                      helper.make_node("Relu", [f"u{n}"], [out])]
-            want = np.maximum(want + bias.astype(np.float64), 0)
-        elif epilogue == "residual":
-            residual = rng.standard_normal(want.shape).astype(np.float32)
-            feeds[f"r{n}"] = residual
-            inputs.append(helper.make_tensor_value_info(f"r{n}", TensorProto.FLOAT, list(want.shape)))
-            nodes.append(helper.make_node("Add", [f"t{n}", f"r{n}"], [out]))
-            want = want + residual
-        outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, list(want.shape)))
-        expected[out] = want
-        magnitudes[out] = magnitude
-    return make_model(nodes, inputs, outputs, inits, name="convs"), feeds, expected, magnitudes
+    graph = conv_graph(rng, [(xs, ws, (1, 1), pads, (1, 1), 1, epilogue)
+                             for xs, ws, pads, epilogue in convs])
+    return graph.model, graph.feeds, graph.expected, graph.magnitudes
 
 
 def check_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
