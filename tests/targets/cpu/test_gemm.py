@@ -370,7 +370,8 @@ def test_isa_follows_the_target_features() -> None:
     assert gemm.isa_for(["sse2", "avx", "avx2", "fma", "avx512f"]) == "avx512"
     assert gemm.isa_for(["sse2", "avx", "avx2", "fma"]) == "avx2"
     assert gemm.isa_for(["sse2", "avx", "avx2"]) == "vector"  # AVX2 without FMA
-    assert gemm.isa_for(["asimd"]) == "vector"
+    assert gemm.isa_for(["asimd"]) == "neon"  # arm64's Advanced SIMD: test_neon.py
+    assert gemm.isa_for(["sse2"]) == "vector"
 
 
 def test_panels_are_k_by_nr_zero_padded(rng: np.random.Generator) -> None:
