@@ -268,7 +268,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd},
                 backends, Path(tuning_db) if tuning_db is not None else None)
         hit = build_cache.lookup(key) if key else None
-        if hit is not None:
+        if key is not None and hit is not None:
             with steps.step("copy from the build cache"), \
                     staging_directory(out, lock) as staging:
                 shutil.copytree(hit.artifact, staging, symlinks=True, dirs_exist_ok=True)

@@ -81,7 +81,7 @@ class ProfiledModel(CompiledModel):
         self._run_profile = ctypes.CFUNCTYPE(
             ctypes.c_int, ctypes.c_void_p, pointer_array, pointer_array,
             ctypes.POINTER(ctypes.c_int64))(
-            ctypes.cast(getattr(library, f"{prefix}_run_profile"), ctypes.c_void_p).value)
+            ctypes.cast(getattr(library, f"{prefix}_run_profile"), ctypes.c_void_p).value or 0)
         self.call_count = calls
 
     def step_times(self, feeds: dict[str, np.ndarray], warmup: int, runs: int) -> np.ndarray:

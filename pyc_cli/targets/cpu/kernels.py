@@ -121,8 +121,9 @@ def _is_depthwise(node: Node, graph: Graph) -> bool:
         return False
     op = Conv().kernel_params(node, graph)
     g = _depthwise_geometry(node, graph, op)
-    return (int(op["SW"]) * g["phase_size"] + g["block_rows"] * g["row_cols"]) * g["itemsize"] \
-        <= DEPTHWISE_PLANE_BYTES  # type: ignore[call-overload]
+    phases = int_params(op, ("SW",))["SW"]
+    return (phases * g["phase_size"] + g["block_rows"] * g["row_cols"]) * g["itemsize"] \
+        <= DEPTHWISE_PLANE_BYTES
 
 
 def _depthwise_params(node: Node, graph: Graph, op: Params) -> Params:
