@@ -69,14 +69,12 @@ def child(artifact: str, feeds: str, runs: int) -> None:
 
 
 def latencies(call, runs: int) -> list[float]:  # noqa: ANN001
-    for _ in range(50):
+    """Milliseconds per call after 50 warm-up calls (memprobe.timed makes the last)."""
+    from memprobe import timed
+
+    for _ in range(49):
         call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+    return timed(call, runs)
 
 
 def timed(policy: str, artifact: Path, feeds: Path, runs: int, threads: int) -> list[float]:

@@ -266,7 +266,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd},
-                backends, Path(tuning_db) if tuning_db is not None else None)
+                backends, cpu_records, Path(tuning_db) if tuning_db is not None else None)
         hit = build_cache.lookup(key) if key else None
         if key is not None and hit is not None:
             with steps.step("copy from the build cache"), \

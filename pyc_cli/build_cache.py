@@ -85,8 +85,9 @@ def _model_digest(model_path: Path) -> str | None:
 
 
 def build_key(model_path: Path, options: dict[str, Any], backends: list[Target],
-              tuning_db: Path | None) -> str | None:
-    """The cache key of a build (None: this build cannot be cached, see _model_digest)."""
+              cpu_records: list[dict[str, Any]], tuning_db: Path | None) -> str | None:
+    """The cache key of a build (None: this build cannot be cached, see _model_digest);
+    `cpu_records` are the targets' CPU records as the build probed them."""
     model = _model_digest(model_path)
     if model is None:
         return None
@@ -95,8 +96,8 @@ def build_key(model_path: Path, options: dict[str, Any], backends: list[Target],
         tuning = tuning_db.read_bytes()
     record = {"model": model, "options": options, "code": code_digest(),
               "tuning_db": hashlib.sha256(tuning).hexdigest(),
-              "targets": [{"name": t.name, "toolchain": t.toolchain(), "cpu": t.cpu_record()}
-                          for t in backends]}
+              "targets": [{"name": t.name, "toolchain": t.toolchain(), "cpu": record}
+                          for t, record in zip(backends, cpu_records)]}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 

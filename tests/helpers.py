@@ -10,10 +10,15 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pyc_cli.frontend.onnx_import import import_model
@@ -38,6 +43,24 @@ FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, Tenso
 
 
 # ---------------------------------------------------------------- building ONNX models
+
+
+# the warnings generated C must not raise (-std=c11 is one of the build's own flags)
+STRICT_C = ["-Wall", "-Wextra", "-pedantic", "-Werror"]
+
+
+def assert_strict_c11(compiler: str, artifact: Path, sources: tuple[str, ...] = ("model.c",)
+                      ) -> None:
+    """Each of the artifact's `sources` compiles with `compiler` (skipped where it is not
+    installed) under the artifact's recorded flags plus STRICT_C: no warning at all."""
+    found = shutil.which(compiler)
+    if found is None:
+        pytest.skip(f"{compiler} is not installed here (CI installs gcc and clang: .ci/run)")
+    flags = json.loads((artifact / "manifest.json").read_text())["toolchain"]["flags"]
+    for source in sources:
+        result = subprocess.run([found, *flags, *STRICT_C, "-c", "-o", os.devnull, source],
+                                cwd=artifact / "src", capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{compiler} {source} of {artifact}:\n{result.stderr[-4000:]}"
 
 
 def rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from helpers import make_model
 from onnx import TensorProto, helper, numpy_helper
+from test_gemm import ATOL, RTOL
 
 # a conv: (x shape, w shape, strides, pads (begins..., ends...), dilations, group, epilogue);
 # epilogues: "" (none), "bias_relu", "residual" (an input of the output's shape) or "per_row"
@@ -98,3 +99,13 @@ def conv_graph(rng: np.random.Generator, convs: list[Conv], dtype: type = np.flo
         graph.expected[out] = want
     graph.model = make_model(nodes, inputs, outputs, inits, name=name)
     return graph
+
+
+def assert_within_bounds(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+                         bounds: dict[str, np.ndarray], dtype: type) -> None:
+    """Every output within RTOL / ATOL (float64: 1e-12) plus its summation bound."""
+    rtol, atol = (RTOL, ATOL) if dtype == np.float32 else (1e-12, 1e-12)
+    for name, want in expected.items():
+        assert got[name].shape == want.shape, name
+        excess = np.abs(got[name] - want) - (rtol * np.abs(want) + atol + bounds[name])
+        assert np.all(excess <= 0), (name, float(excess.max()))

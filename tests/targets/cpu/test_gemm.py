@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import assert_strict_c11
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
@@ -458,23 +459,13 @@ def test_gemm_kernels_are_strict_c11(isa: str, compiler: str, tmp_path: Path,
     """The GEMM kernels of every ISA compile under -Wall -Wextra -pedantic -Werror with gcc
     and clang (as test_toolchain.py holds the rest of the generated C), including a conv
     prologue and an empty reduction."""
-    import shutil
-    import subprocess
-
-    found = shutil.which(compiler)
-    if found is None:
-        pytest.skip(f"{compiler} is not installed here")
     model, _, _ = _matmul_model(rng, True)
     onnx.save(model, tmp_path / "mm.onnx")
     _prologue_conv_model(tmp_path / "pc.onnx", rng)
     build = BUILDS[isa]
     for name in ("mm", "pc"):
         art = pyc_cli.build(tmp_path / f"{name}.onnx", tmp_path / name, cpu=build.cpu).artifact
-        flags = json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
-        result = subprocess.run([found, *flags, "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
-                                 "-o", "/dev/null", "model.c"], cwd=art / "src",
-                                capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr[:4000]
+        assert_strict_c11(compiler, art)
     if compiler != "gcc" or not build.runnable:
         return
     import onnxruntime as ort

@@ -7,16 +7,13 @@ float32 and float64. Tolerance: RTOL/ATOL plus the float32 summation bound of ea
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conv_cases import conv_graph
-from helpers import make_model, vinfo
+from conv_cases import assert_within_bounds, conv_graph
+from helpers import assert_strict_c11, make_model, vinfo
 from onnx import TensorProto, helper, numpy_helper
 from test_gemm import ATOL, BUILDS, RTOL, Forced
 
@@ -62,13 +59,9 @@ def _build_and_check(tmp_path: Path, isa: str, dtype: type, params: dict[str, in
     assert ("_mm512_maskz_loadu_" if isa == "avx512" else "_mm256_maskload_") in source
     if not build.runnable:
         return  # compiled for a CPU this one is not: compile-only
-    rtol, atol = (RTOL, ATOL) if dtype == np.float32 else (1e-12, 1e-12)
     with pyc_cli.load(tmp_path / "a") as compiled:
         got = compiled.run(feeds)
-    for name, want in expected.items():
-        assert got[name].shape == want.shape, name
-        excess = np.abs(got[name] - want) - (rtol * np.abs(want) + atol + bounds[name])
-        assert np.all(excess <= 0), (name, float(excess.max()))
+    assert_within_bounds(got, expected, bounds, dtype)
 
 
 @pytest.mark.parametrize("isa,params", [("avx512", {}), ("avx2", {}),
@@ -115,17 +108,10 @@ def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 def test_implicit_conv_is_strict_c11(isa: str, compiler: str, tmp_path: Path,
                                      rng: np.random.Generator) -> None:
-    found = shutil.which(compiler)
-    if found is None:
-        pytest.skip(f"{compiler} is not installed here")
     model, _, _, _ = conv_model(rng)
     onnx.save(model, tmp_path / "m.onnx")
     art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS[isa].cpu).artifact
-    flags = json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
-    result = subprocess.run([found, *flags, "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
-                             "-o", "/dev/null", "model.c"], cwd=art / "src",
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_strict_c11(compiler, art)
 
 
 # (x shape, w shape [C, OC, KH, KW] with strides = kernel, bias)

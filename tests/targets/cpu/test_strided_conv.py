@@ -8,16 +8,13 @@ Tolerance: RTOL/ATOL plus the float32 (float64) summation bound of each element.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conv_cases import conv_graph, conv_reference
-from helpers import make_model
+from conv_cases import assert_within_bounds, conv_graph, conv_reference
+from helpers import assert_strict_c11, make_model
 from onnx import TensorProto, helper, numpy_helper
 from test_gemm import ATOL, BUILDS, RTOL, Forced
 
@@ -57,15 +54,6 @@ def strided_model(rng: np.random.Generator, convs: list, dtype: type = np.float3
     return graph.model, graph.feeds, graph.expected, graph.summation_bounds(dtype)
 
 
-def _check(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
-           bounds: dict[str, np.ndarray], dtype: type) -> None:
-    rtol, atol = (RTOL, ATOL) if dtype == np.float32 else (1e-12, 1e-12)
-    for name, want in expected.items():
-        assert got[name].shape == want.shape, name
-        excess = np.abs(got[name] - want) - (rtol * np.abs(want) + atol + bounds[name])
-        assert np.all(excess <= 0), (name, float(excess.max()))
-
-
 @pytest.mark.parametrize("isa,params,dtype", [
     ("avx512", {}, np.float32), ("avx2", {}, np.float32),
     ("avx512", {"mr": 4, "mc": 24, "nc": 64}, np.float32), ("avx2", {"mr": 5, "unroll": 2}, np.float32),
@@ -85,7 +73,7 @@ def test_strided_conv_matches_numpy(isa: str, params: dict[str, int], dtype: typ
         return  # compiled for a CPU this one is not: compile-only
     with pyc_cli.load(tmp_path / "a") as compiled:
         got = compiled.run(feeds)
-    _check(got, expected, bounds, dtype)
+    assert_within_bounds(got, expected, bounds, dtype)
 
 
 def test_the_cost_model_prefers_it_over_im2col_where_it_applies(
@@ -177,24 +165,17 @@ def test_strided_conv_is_the_same_for_every_team_size(
         for threads in ("2", "3"):
             np.testing.assert_array_equal(results[threads][name], results["1"][name],
                                           f"{name}, {threads} threads")
-    _check(results["2"], expected, bounds, np.float32)
+    assert_within_bounds(results["2"], expected, bounds, np.float32)
 
 
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 def test_strided_conv_is_strict_c11(isa: str, compiler: str, tmp_path: Path,
                                     rng: np.random.Generator) -> None:
-    found = shutil.which(compiler)
-    if found is None:
-        pytest.skip(f"{compiler} is not installed here")
     model, _, _, _ = strided_model(rng, CONVS)
     onnx.save(model, tmp_path / "m.onnx")
     art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS[isa].cpu).artifact
-    flags = json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
-    result = subprocess.run([found, *flags, "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
-                             "-o", "/dev/null", "model.c"], cwd=art / "src",
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_strict_c11(compiler, art)
 
 
 def test_memory_first_keeps_im2col_where_the_planes_exceed_its_cap(

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +24,13 @@ import onnx
 import pytest
 import special_values_cases as special
 from conftest import REFERENCE_MODELS, invoke, onnxruntime_outputs
+from helpers import assert_strict_c11
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.targets.cpu import toolchain
 
-STRICT = ["-Wall", "-Wextra", "-pedantic", "-Werror"]  # -std=c11 is one of the build's flags
 COMPILERS = ("gcc", "clang")
 RTOL, ATOL = 1e-4, 1e-5  # float32 against onnxruntime, as tests/test_e2e.py
 F16, F32, F64 = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE
@@ -160,14 +159,10 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
 def test_generated_c_and_runtime_are_strict_c11(sample: str, compiler: str,
                                                samples: Samples) -> None:
-    path = _installed(compiler)
+    _installed(compiler)
     art = samples.get(sample)
-    flags = json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
-    assert "-std=c11" in flags
-    for source in ("model.c", "pyc_runtime.c"):
-        result = subprocess.run([path, *flags, *STRICT, "-c", "-o", os.devnull, source],
-                                cwd=art / "src", capture_output=True, text=True, check=False)
-        assert result.returncode == 0, f"{compiler} {source} of {sample}:\n{result.stderr[:4000]}"
+    assert "-std=c11" in json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
+    assert_strict_c11(compiler, art, ("model.c", "pyc_runtime.c"))
 
 
 # ---------------------------------------------------------------- building with clang

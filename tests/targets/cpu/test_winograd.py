@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import onnx
 import pytest
 from conv_cases import conv_graph
+from helpers import assert_strict_c11
 from onnx import numpy_helper
 from test_gemm import BUILDS, RTOL, Forced
 
@@ -195,18 +195,11 @@ def test_the_same_bits_for_every_thread_count(tmp_path: Path, rng: np.random.Gen
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 def test_winograd_is_strict_c11(isa: str, compiler: str, tmp_path: Path,
                                 rng: np.random.Generator) -> None:
-    found = shutil.which(compiler)
-    if found is None:
-        pytest.skip(f"{compiler} is not installed here")
     model, _, _, _ = winograd_model(rng, CONVS[:3])
     onnx.save(model, tmp_path / "m.onnx")
     art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS[isa].cpu,
                         tuning=Forced("Conv", CANDIDATE, {})).artifact
-    flags = json.loads((art / "manifest.json").read_text())["toolchain"]["flags"]
-    result = subprocess.run([found, *flags, "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
-                             "-o", "/dev/null", "model.c"], cwd=art / "src",
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert_strict_c11(compiler, art)
 
 
 def test_the_weight_transform_is_winograds() -> None:
