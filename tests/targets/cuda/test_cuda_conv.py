@@ -3,7 +3,7 @@
 without a GPU: which kernel each precision selects, how
 the 16-bit conv weights are stored and read back, NVRTC compilation for sm_90 and sm_80 (every
 tile), and the kernels run on the CPU emulation (emulate_cuda.h: mma.sync with the PTX fragment
-layouts and bit-exact conversions) on conv_cases.py's odd shapes, outputs and arena poisoned.
+layouts and bit-exact conversions) on cuda_conv_cases.py's odd shapes, outputs and arena poisoned.
 
 Tolerances: the tensor-core conv against the numpy rounding model of mma_precision.py (x and w
 rounded to the precision, exact float64 sums) within model_rtol(K) of max |output| and against
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, FEW_CHANNELS, GPU_CONV_MMA_CASES, ConvCase
+from cuda_conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, FEW_CHANNELS, GPU_CONV_MMA_CASES, ConvCase
 from cuda_emulation import CXX
 from helpers import write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to

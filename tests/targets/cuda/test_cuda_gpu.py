@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from attention_cases import GPU_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
-from conv_cases import (
+from cuda_conv_cases import (
     CONV_MMA_CASES,
     DEPTHWISE_CASES,
     FEW_CHANNELS,
