@@ -72,8 +72,40 @@ def _winograd_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return winograd.stored_shape(shape)
 
 
+# a conv weight [OC, C, KH, KW] read as the packed GEMM's B [C*KH*KW, OC] in panels of `width`
+# output channels (the CPU pixel-major conv, targets/cpu/kernels.py): the transform's name
+# carries the width
+CONV_PANELS = "conv_panels"
+CONV_PANEL_WIDTHS = (8, 16, 32)
+
+
+def conv_panels_name(width: int) -> str:
+    return f"{CONV_PANELS}{width}"
+
+
+def _conv_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) < 3:
+        raise ValueError(f"{shape} is not a conv weight [OC, C, kernel...]")
+    return math.prod(shape[1:]), shape[0]
+
+
+def _conv_panels(width: int) -> Transform:
+    def forward(array: np.ndarray) -> np.ndarray:
+        return pack_panels(np.asarray(array).reshape(array.shape[0], -1).T, width)
+
+    def shape(weight: tuple[int, ...]) -> tuple[int, ...]:
+        k, n = _conv_matrix_shape(weight)
+        return (-(-n // width), k, width)
+
+    def inverse(stored: np.ndarray, weight: tuple[int, ...]) -> np.ndarray:
+        matrix = unpack_panels(stored.reshape(-1), _conv_matrix_shape(weight), width)
+        return np.ascontiguousarray(matrix.T).reshape(weight)
+    return Transform(forward, shape, inverse)
+
+
 TRANSFORMS = {winograd.NAME: Transform(winograd.transform_weights, _winograd_shape,
-                                       winograd.untransform_weights)}
+                                       winograd.untransform_weights),
+              **{conv_panels_name(w): _conv_panels(w) for w in CONV_PANEL_WIDTHS}}
 
 
 @dataclass(frozen=True)

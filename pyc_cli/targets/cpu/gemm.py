@@ -186,6 +186,14 @@ def packs_constant(node: Node, graph: Graph) -> bool:
                and b not in n.inputs[2:] for n in readers)
 
 
+def sole_constant_reader(node: Node, graph: Graph, index: int) -> bool:
+    """Whether input `index` of `node` is a constant no other node reads and no output is (a
+    kernel may then read it through a build-time transform)."""
+    value = node.inputs[index] if index < len(node.inputs) else ""
+    return bool(value) and value in graph.constants and value not in graph.outputs \
+        and sum(value in n.present_inputs() for n in graph.nodes) == 1
+
+
 def matrices(shape: tuple[int, ...], rows: int, cols: int) -> int:
     """How many rows x cols matrices a tensor of `shape` holds."""
     return math.prod(shape) // max(1, rows * cols)

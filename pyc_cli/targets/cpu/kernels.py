@@ -19,6 +19,7 @@ from ...ops import registry
 from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
+from ...planning import weights
 from ..kernel import KernelCandidate, Tunable
 from . import conv_dots, gemm, winograd
 from .kernel_context import (
@@ -280,6 +281,130 @@ def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     return params
 
 
+# ---------------------------------------------------------------- pixel-major conv
+
+# the columns a pixel-major conv reads are its input (pointwise) or gathered into its scratch;
+# a map of this many pixels or fewer keeps one block of pixels per task (its columns, K x pixels,
+# stay in L2 while every panel of weights passes over them)
+PIXEL_BLOCK_BYTES = 1024 * 1024
+# flop-equivalents per output element of the transposed stores (a channel's pixels from a
+# tile's column, scalar), beyond the channel-major kernels' row stores: about 1 cycle of a
+# Zen 4 core's 32 flops. A short reduction does not pay for them (ResNet's 256-long ones do:
+# 1.15x measured)
+PIXEL_STORE_COST = 32.0
+# a tie goes to the channel-major kernels
+PIXEL_TIE = 1.02
+# the tasks of a small map split its output channels' panels: fewer than this many would
+# leave a thread of the CI-class machine idle
+PIXEL_MIN_PANELS = 2
+# flop-equivalents per gathered column element (a load and a store, branch-free rows)
+GATHER_COST = 4.0
+
+
+def _pixel_geometry(node: Node, graph: Graph) -> dict[str, int]:
+    return int_params(Conv().kernel_params(node, graph),
+                      ("N", "C", "OC", "H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW",
+                       "PH", "PW", "G"))
+
+
+def _pixel_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def applies(node: Node, graph: Graph) -> bool:
+        """A 2-D float32 conv of one group the GEMM pays off for, no prologue, whose weight is a
+        constant only it reads (the weights file holds it as panels of output channels)."""
+        x = graph.types[node.inputs[0]]
+        if isa not in MASKED_LOAD_ISAS or x.rank != 4 or x.dtype is not DType.F32 \
+                or node.ann.prologue or not gemm.sole_constant_reader(node, graph, 1):
+            return False
+        return _pixel_geometry(node, graph)["G"] == 1 and _gemm_pays_off(node, graph)
+    return applies
+
+
+def _pixel_in_place(v: dict[str, int]) -> bool:
+    """A 1x1, stride-1, unpadded conv reads its input as the columns."""
+    return (v["KH"], v["KW"], v["SH"], v["SW"], v["PH"], v["PW"]) == (1, 1, 1, 1, 0, 0) \
+        and (v["OH"], v["OW"]) == (v["H"], v["W"])
+
+
+def _columns_bytes(v: dict[str, int]) -> int:
+    """The columns of one image: output pixels x reduction length."""
+    return v["OH"] * v["OW"] * v["C"] * v["KH"] * v["KW"] * 4
+
+
+def _pixel_plan(isa: str, node: Node, graph: Graph) -> Params:
+    v = _pixel_geometry(node, graph)
+    pixels, kdim = v["OH"] * v["OW"], v["C"] * v["KH"] * v["KW"]
+    tuned = _tuned(node)
+    mr = int(tuned.get("mr") or gemm.ISAS[isa].rows[0])  # type: ignore[call-overload]
+    if not tuned.get("mc") and _columns_bytes(v) <= PIXEL_BLOCK_BYTES:
+        tuned = {**tuned, "mc": -(-pixels // mr) * mr}
+    return gemm.plan(isa, "float", 4, pixels, v["OC"], kdim, v["N"], tuned)
+
+
+def _pixel_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The GEMM plan over (pixels, output channels), and whether the columns are the input
+        itself or gathered (by threads when there are many)."""
+        v = _pixel_geometry(node, graph)
+        kdim = v["C"] * v["KH"] * v["KW"]
+        pixels = v["OH"] * v["OW"]
+        return {"gemm": _pixel_plan(isa, node, graph), "KDIM": kdim, "OHW": pixels,
+                "in_place": _pixel_in_place(v),
+                "gather_parallel": v["N"] * kdim * pixels >= COPY_PARALLEL_ELEMENTS,
+                **_conv_coords(node, graph, op)}
+    return params
+
+
+def _pixel_workspace(node: Node, graph: Graph) -> int:
+    """The gathered columns of one image (none for a pointwise conv)."""
+    v = _pixel_geometry(node, graph)
+    return 0 if _pixel_in_place(v) else _columns_bytes(v)
+
+
+def _lane_use(count: int, width: int) -> float:
+    return count / (-(-count // width) * width)
+
+
+def _pixel_cost_scale(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def scale(node: Node, graph: Graph) -> float:
+        """Against the channel-major kernels (cost 1 per flop at full lanes): their vectors run
+        over the pixels of a grid as wide as the input (or its phase planes), whose last panel
+        is part empty on a small map; this kernel's run over output channels. Plus the
+        gather."""
+        v = _pixel_geometry(node, graph)
+        if _columns_bytes(v) > PIXEL_BLOCK_BYTES:
+            return winograd.NEVER  # a large map: every task's block of pixels re-reads B
+        if v["OH"] * v["OW"] <= conv_dots.MAX_PIXELS:
+            return winograd.NEVER  # a few pixels: dot products along the reduction
+        nr = gemm.panel_width(isa, 4)
+        if v["OC"] < PIXEL_MIN_PANELS * nr:
+            return winograd.NEVER  # the tasks split the panels: too few for the threads
+        strided = (v["SH"], v["SW"]) != (1, 1)
+        grid_width = v["OW"] + (v["KW"] - 1) * v["DW"] // v["SW"] if strided else v["W"]
+        grid = (v["OH"] - 1) * grid_width + v["OW"]
+        channel_major = v["OH"] * v["OW"] / (-(-grid // nr) * nr)
+        pixel_major = _lane_use(v["OC"], nr)
+        flops = max(1, Conv().flops(node, graph))
+        gather = 0.0 if _pixel_in_place(v) else GATHER_COST * _pixel_workspace(node, graph) / 4 / flops
+        stores = 1.0 + PIXEL_STORE_COST / (2 * v["C"] * v["KH"] * v["KW"])
+        return channel_major / pixel_major * stores * PIXEL_TIE + gather
+    return scale
+
+
+def _pixel_transform(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def transform(node: Node, graph: Graph, index: int) -> str | None:
+        """The weights (input 1) are stored as panels of NR output channels."""
+        return weights.conv_panels_name(gemm.panel_width(isa, 4)) if index == 1 else None
+    return transform
+
+
+def pixel_candidate(isa: str) -> KernelCandidate:
+    return KernelCandidate(
+        "conv2d_pixel_gemm", "conv2d_pixel.c.j2", _pixel_applies(isa), 0.25, _pixel_workspace,
+        stores_once=True, params=_pixel_params(isa), takes_epilogue=True,
+        tunables=gemm.tunables(isa), cost_scale=_pixel_cost_scale(isa),
+        constant_transform=_pixel_transform(isa), workspace_fixed=True)
+
+
 def conv_candidates(isa: str, with_winograd: bool = True) -> tuple[KernelCandidate, ...]:
     """Conv's candidates on `isa`: Winograd F(4x4,3x3) for 3x3 stride-1 convs where it pays
     (unless `with_winograd` is off: `pyc build --no-winograd`), the implicit GEMM (and its
@@ -300,6 +425,8 @@ def conv_candidates(isa: str, with_winograd: bool = True) -> tuple[KernelCandida
             _strided_workspace, stores_once=True, params=_strided_params(isa),
             takes_epilogue=True, takes_prologue=_strided_applies(isa), tunables=gemm.tunables(isa),
             workspace_fixed=True),
+        # the same GEMM with vectors over output channels: small maps waste no lanes
+        pixel_candidate(isa),
         KernelCandidate(
             "conv2d_im2col_gemm", "conv2d_im2col.c.j2", _gemm_pays_off, 0.3,
             _im2col_workspace(isa), stores_once=True, params=_im2col_params(isa),

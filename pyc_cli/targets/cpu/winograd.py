@@ -59,9 +59,7 @@ def _shape_fits(node: Node, graph: Graph) -> bool:
     x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
     if x.rank != 4 or w.rank != 4 or x.dtype is not DType.F32 or node.ann.prologue:
         return False
-    weight = node.inputs[1]
-    if weight not in graph.constants or weight in graph.outputs or \
-            sum(weight in n.present_inputs() for n in graph.nodes) != 1:
+    if not gemm.sole_constant_reader(node, graph, 1):
         return False
     v = _geometry(node, graph)
     return (v["KH"], v["KW"], v["SH"], v["SW"], v["DH"], v["DW"], v["G"]) == (3, 3, 1, 1, 1, 1, 1) \

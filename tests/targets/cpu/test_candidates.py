@@ -143,6 +143,7 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              # per ISA (masked loads: AVX2, AVX-512), whatever this machine has
              "conv2d_implicit_gemm": "tests/targets/cpu/test_implicit_conv.py",
              "conv2d_strided_gemm": "tests/targets/cpu/test_strided_conv.py",
+             "conv2d_pixel_gemm": "tests/targets/cpu/test_pixel_conv.py",
              "conv2d_winograd": "tests/targets/cpu/test_winograd.py",
              "conv_transpose2d_gemm": "tests/targets/cpu/test_implicit_conv.py"}
 

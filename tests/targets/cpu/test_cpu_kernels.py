@@ -97,8 +97,9 @@ output %"z"
 
 
 def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
-    """The dense 3x3 conv may run as Winograd or an implicit GEMM where masked vector loads
-    exist (AVX2, AVX-512; Winograd costs more on this small map), as im2col GEMM or directly;
+    """The dense 3x3 conv may run as Winograd, an implicit or a pixel-major GEMM where masked
+    vector loads exist (AVX2, AVX-512; Winograd costs more on this small map, the pixel-major
+    GEMM's transposed stores more than its 36-long reduction saves), as im2col GEMM or directly;
     the depthwise one (one channel per group) by the depthwise kernel or directly; the chosen
     candidate is looked up by its name. The candidates are those of the ISA the build targets,
     not this machine's."""
@@ -106,7 +107,8 @@ def test_candidates_apply_by_their_predicates(rng: np.random.Generator) -> None:
     dense, depthwise = graph.nodes
     avx512, cpu = get_target("cpu", "skylake-avx512"), get_target("cpu", "portable")
     assert [c.name for c in avx512.candidates(dense, graph)] == [
-        "conv2d_winograd", "conv2d_implicit_gemm", "conv2d_im2col_gemm", "conv2d_direct"]
+        "conv2d_winograd", "conv2d_implicit_gemm", "conv2d_pixel_gemm", "conv2d_im2col_gemm",
+        "conv2d_direct"]
     assert [c.name for c in cpu.candidates(dense, graph)] == ["conv2d_im2col_gemm", "conv2d_direct"]
     assert [c.name for c in cpu.candidates(depthwise, graph)] == ["conv2d_depthwise", "conv2d_direct"]
     after, _ = run_passes(graph, ["select_kernels"], new_ctx(cpu="portable"))

@@ -21,6 +21,7 @@ import pyc_cli
 
 CANDIDATE = "conv2d_implicit_gemm"
 # (x shape, w shape, pads (begins..., ends...), dilations, group, epilogue)
+RESNET_LIKE = ((1, 32, 14, 14), (64, 32, 3, 3), (1, 1, 1, 1), (1, 1), 1, "")  # a ResNet-like block
 CONVS = [
     ((1, 5, 11, 7), (8, 5, 3, 3), (1, 1, 1, 1), (1, 1), 1, "bias_relu"),  # same, tails
     ((2, 9, 9, 13), (17, 9, 1, 1), (0, 0, 0, 0), (1, 1), 1, ""),  # pointwise, batch 2
@@ -30,7 +31,7 @@ CONVS = [
     ((1, 6, 10, 12), (12, 3, 3, 3), (1, 1, 1, 1), (1, 1), 2, ""),  # groups
     ((1, 8, 13, 13), (16, 8, 3, 3), (2, 2, 2, 2), (2, 2), 1, "bias_relu"),  # dilated
     ((2, 16, 20), (24, 16, 5), (2, 2), (1,), 1, "residual"),  # 1-D
-    ((1, 32, 14, 14), (64, 32, 3, 3), (1, 1, 1, 1), (1, 1), 1, ""),  # a ResNet-like block
+    RESNET_LIKE,
     # an operand broadcast along the output width: not indexed by the flat pixel
     ((1, 12, 6, 10), (9, 12, 3, 3), (1, 1, 1, 1), (1, 1), 1, "per_row"),
 ]
@@ -82,7 +83,8 @@ def test_implicit_conv_float64_matches_numpy(isa: str, tmp_path: Path,
 def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
         tmp_path: Path, rng: np.random.Generator) -> None:
     """Chosen for every stride-1 conv here on AVX-512 (without Winograd, which takes the
-    ResNet-like 3x3 conv: test_winograd.py); a strided conv takes the phase-split variant
+    ResNet-like 3x3 conv: test_winograd.py; but the pixel-major GEMM takes that one on its small
+    map: test_pixel_conv.py); a strided conv takes the phase-split variant
     (test_strided_conv.py), and the portable build (no masked loads) keeps the im2col GEMM
     for both."""
     model, _, _, _ = conv_model(rng)
@@ -94,9 +96,13 @@ def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
     for isa, wanted in (("avx512", CANDIDATE), ("vector", "conv2d_im2col_gemm")):
         result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / isa, cpu=BUILDS[isa].cpu,
                                winograd=False)
-        kernels = {n.name: n.ann.kernel.candidate for n in result.graph.nodes
-                   if n.op == "Conv" and n.ann.kernel is not None}
+        convs = [n for n in result.graph.nodes if n.op == "Conv" and n.ann.kernel is not None]
+        kernels = {n.name: n.ann.kernel.candidate for n in convs}
         strided_kernel = kernels.pop(strided.name)
+        # the ResNet-like block's 14x14 map fills 196 of 224 lanes of a pixel panel: its
+        # 288-long reduction pays for the pixel-major GEMM's transposed stores
+        resnet_like = convs[CONVS.index(RESNET_LIKE)].name
+        assert kernels.pop(resnet_like) == ("conv2d_pixel_gemm" if isa == "avx512" else wanted)
         assert set(kernels.values()) == {wanted}, (isa, kernels)
         assert strided_kernel == ("conv2d_strided_gemm" if isa == "avx512" else "conv2d_im2col_gemm")
         # the implicit convs take no scratch
