@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -497,9 +498,21 @@ GUARD_CODES = ("E027", "E033", "E037", "E038")
 def _load_with_fallback(root: Path, manifest: dict[str, Any], targets: list[str]) -> CompiledModel:
     """The first target whose guards pass; each one skipped is a guard miss and a fallback,
     warned as PYC-W001 with its reason and counted in the model's run statistics. The last
-    target's failure is raised as it is."""
+    target's failure is raised as it is. A run that later fails on the loaded target's device
+    goes to the next target (CompiledModel.set_run_fallback)."""
     misses: list[str] = []
-    for index, name in enumerate(targets):
+    model = _first_that_loads(root, manifest, targets, 0, misses)
+    model.stats.targets = list(targets)
+    model.stats.guard_miss_count = model.stats.fallback_count = len(misses)
+    model.stats.last_fallback_reason = misses[-1] if misses else None
+    return model
+
+
+def _first_that_loads(root: Path, manifest: dict[str, Any], targets: list[str], start: int,
+                      misses: list[str]) -> CompiledModel:
+    """Targets from `start` on until one's guards pass (each miss appended to `misses`)."""
+    for index in range(start, len(targets)):
+        name = targets[index]
         where, target_manifest = _target_artifact(root, manifest, name, index)
         try:
             model = _load_target(where, target_manifest, verified=True)
@@ -512,13 +525,18 @@ def _load_with_fallback(root: Path, manifest: dict[str, Any], targets: list[str]
                 f"falling back to its {targets[index + 1]} target", where=str(root),
                 hint=f"nothing, if {targets[index + 1]} is meant to run here; to run on "
                 f"{name}: {error.hint}")),
-                stacklevel=3)
+                stacklevel=4)
             continue
-        model.stats.targets = list(targets)
-        model.stats.guard_miss_count = model.stats.fallback_count = len(misses)
-        model.stats.last_fallback_reason = misses[-1] if misses else None
+        if index + 1 < len(targets):
+            model.set_run_fallback(functools.partial(_load_after, root, manifest, targets, index))
         return model
     raise AssertionError("the last target's failure is raised above")
+
+
+def _load_after(root: Path, manifest: dict[str, Any], targets: list[str], failed: int
+                ) -> CompiledModel:
+    """The first target after `failed` that loads (a run failed on target `failed`'s device)."""
+    return _first_that_loads(root, manifest, targets, failed + 1, [])
 
 
 def _target_artifact(root: Path, manifest: dict[str, Any], name: str,

@@ -87,6 +87,11 @@ ERROR_CODES: dict[str, str] = {
     "memory, a CPU without the code's features); loading falls back to the next target the "
     "artifact holds, and the run statistics count it (`guard_miss_count`, `fallback_count`, "
     "`last_fallback_reason`).",
+    "W002": "A warning: a run on a target of an artifact built for several failed on its device "
+    "(PYC-E038: a driver call failing, a kernel that cannot launch, the device lost); that run "
+    "and every later one of the loaded model go to the next target the artifact holds, and the "
+    "run statistics count it (`fallback_count`, `last_fallback_reason`). Reload the artifact to "
+    "try the first target again.",
 }
 
 

@@ -443,6 +443,8 @@ class CudaModel(CompiledModel):
     def time_runs(self, feeds: Any, plan: RunPlan | int) -> list[float]:
         """Milliseconds per run (inputs in, kernels, outputs out, synchronised), buffers bound
         once, as CompiledModel.time_runs."""
+        if self._replacement is not None:
+            return self._replacement.time_runs(feeds, plan)
         self._check_open()
         if isinstance(plan, int):
             plan = RunPlan(warmup=1, repeat=plan)

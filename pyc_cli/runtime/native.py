@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..abi import dtype_code
-from ..errors import PycError
+from ..errors import PycError, PycWarning
 from ..input_ranges import InputRange, out_of_range_error
 from ..ir.types import DType
 from .stats import RunStats
@@ -120,6 +121,11 @@ STATUS_INDEX_OUT_OF_RANGE = 5
 Feeds = Mapping[str, Any]  # input name -> array (anything np.asarray accepts)
 
 
+# a run failing with these fails on its device, not on its inputs: a driver call failing
+# (a kernel that cannot launch, an illegal address, the device lost or out of memory)
+DEVICE_FAILURE_CODES = ("E038",)
+
+
 class CompiledModel:
     """A loaded model: create once, run many times, from any number of threads at once (what a
     server or a benchmark needs).
@@ -139,6 +145,10 @@ class CompiledModel:
     input_ranges: dict[str, InputRange] | None = None
     # the target that runs, the guards and fallbacks that led to it (runtime/stats.py)
     stats: RunStats
+    # the next target of a multi-target artifact, loaded when a run fails on this one's device
+    # (set_run_fallback), and the model it loaded, which runs from then on
+    _standby: Callable[[], CompiledModel] | None = None
+    _replacement: CompiledModel | None = None
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
@@ -159,6 +169,51 @@ class CompiledModel:
             raise PycError("E042", f"model creation failed: {self._status(status)}",
                            where=str(weights_path), hint="rebuild the artifact")
         self._handle = handle
+
+    def set_run_fallback(self, load_next: Callable[[], CompiledModel]) -> None:
+        """Where a run goes when this target's device fails during it (DEVICE_FAILURE_CODES):
+        `load_next` loads the artifact's next target; that run and every later one go there
+        (PYC-W002)."""
+        self._switch = threading.Lock()
+        self._standby = load_next
+
+    def _run_feeds(self, feeds: Feeds) -> list[np.ndarray]:
+        replacement = self._replacement
+        if replacement is not None:
+            return replacement._run_feeds(feeds)
+        self._check_open()
+        arrays = self.check_feeds(feeds)
+        # one buffer per output position: ONNX lets a graph return one name twice
+        buffers = self._output_buffers()
+        try:
+            self._run_arrays(arrays, buffers)
+        except PycError as error:
+            if error.code not in DEVICE_FAILURE_CODES or self._standby is None:
+                raise
+            return self._fall_back(error)._run_feeds(feeds)
+        return buffers
+
+    def _fall_back(self, error: PycError) -> CompiledModel:
+        """The next target, loaded once (by the first run that failed; runs failing at the same
+        time wait for it), counted in the statistics and warned as PYC-W002."""
+        with self._switch:
+            if self._replacement is None:
+                assert self._standby is not None
+                reason = f"PYC-{error.code}: {error.what}"
+                failed = self.stats.target
+                replacement = self._standby()
+                self.stats.fallback_count += 1
+                self.stats.last_fallback_reason = reason
+                self.stats.target, self.stats.execution = \
+                    replacement.stats.target, replacement.stats.execution
+                replacement.stats = self.stats
+                self._replacement = replacement
+                warnings.warn(PycWarning(PycError(
+                    "W002", f"a run on the artifact's {failed} target failed ({reason}); it and "
+                    f"every later run go to its {replacement.stats.target} target",
+                    hint=f"check the {failed} device (driver, memory, errors in its log); "
+                    "reload the artifact to try it again")), stacklevel=4)
+            return self._replacement
 
     def _status(self, status: int) -> str:
         return (self._fn.status_string(status) or b"?").decode()
@@ -239,14 +294,6 @@ class CompiledModel:
                            hint="request outputs by these names, or None for all of them")
         return [names.index(name) for name in output_names]
 
-    def _run_feeds(self, feeds: Feeds) -> list[np.ndarray]:
-        self._check_open()
-        arrays = self.check_feeds(feeds)
-        # one buffer per output position: ONNX lets a graph return one name twice
-        buffers = self._output_buffers()
-        self._run_arrays(arrays, buffers)
-        return buffers
-
     def _output_buffers(self) -> list[np.ndarray]:
         try:
             return [np.empty(spec.shape, spec.dtype) for spec in self.outputs]
@@ -294,6 +341,8 @@ class CompiledModel:
         """Milliseconds per timed run under `plan` (an int: that many runs after one warm-up),
         buffers allocated, pointers bound and one execution context held throughout, as a
         server with preallocated buffers would."""
+        if self._replacement is not None:
+            return self._replacement.time_runs(feeds, plan)
         self._check_open()
         if isinstance(plan, int):
             plan = RunPlan(warmup=1, repeat=plan)
@@ -363,10 +412,14 @@ class CompiledModel:
             self._handle = None
 
     def close(self) -> None:
-        """Free the model and its contexts (after the runs in flight finish); idempotent."""
+        """Free the model and its contexts (after the runs in flight finish), and the target
+        a run fell back to; idempotent."""
         lock = getattr(self, "_lock", None)
         if lock is None:  # __init__ failed before the pool existed
             return
+        replacement = getattr(self, "_replacement", None)
+        if replacement is not None:
+            replacement.close()
         with lock:
             self._closed = True
             self._free_if_closed()

@@ -133,6 +133,67 @@ def test_no_fallback_when_cuda_runs(artifact: Path, tmp_path: Path, rng: np.rand
         assert code == 0 and f"target cuda of cuda, cpu ({execution}); fallbacks 0" in output
 
 
+def emulated_gpu(artifact: Path, tmp_path: Path) -> FakeDriver:
+    lib = compile_kernels((artifact / "src/model.cu").read_text(), tmp_path)
+    plan = json.loads((artifact / "src/launches.json").read_text())["launches"]
+    return FakeDriver(lib, {launch["kernel"]: len(launch["args"]) for launch in plan})
+
+
+@pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
+@pytest.mark.parametrize("failing", ["cuGraphLaunch", "cuStreamSynchronize"])
+def test_a_run_failing_on_the_gpu_goes_to_the_cpu(failing: str, artifact: Path, tmp_path: Path,
+                                                  rng: np.random.Generator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA target loads and runs (an emulated GPU); then the device fails during a run
+    (the graph cannot launch, the stream reports an error: PYC-E038). That run is answered by
+    the CPU target with warning PYC-W002 naming the failure, the statistics count the fallback,
+    and every later run goes to the CPU without touching the GPU; outputs match onnxruntime."""
+    fake = emulated_gpu(artifact, tmp_path)
+    monkeypatch.setattr(bindings, "driver", lambda: fake)
+    model, seen = load_with_warnings(artifact)
+    with model:  # type: ignore[attr-defined]
+        assert seen == [] and model.stats.target == "cuda"  # type: ignore[attr-defined]
+        model.run(MLP.random_feeds(rng))  # type: ignore[attr-defined]
+        fake.fail = failing
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            feeds = MLP.random_feeds(rng)
+            ours = model.run(feeds)  # type: ignore[attr-defined]
+        errors = [w.message.error for w in caught if isinstance(w.message, PycWarning)]
+        assert [e.code for e in errors] == ["W002"]
+        assert f"cuda target failed (PYC-E038: the CUDA driver call {failing} failed" in errors[0].what
+        assert "go to its cpu target" in errors[0].what
+        stats = model.stats  # type: ignore[attr-defined]
+        assert (stats.target, stats.execution, stats.fallback_count) == ("cpu", "native", 1)
+        assert stats.guard_miss_count == 0 and stats.targets == ["cuda", "cpu"]
+        assert stats.last_fallback_reason.startswith("PYC-E038: ")
+        for name, value in onnxruntime_outputs(MLP.path, feeds).items():
+            np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+        calls = sum(fake.calls.values())
+        feeds = MLP.random_feeds(rng)
+        again = model.run(None, feeds)  # type: ignore[attr-defined]
+        assert len(model.time_runs(feeds, 2)) == 2  # type: ignore[attr-defined]
+        assert sum(fake.calls.values()) == calls, "a later run reached the GPU"
+        assert stats.fallback_count == 1
+        want = list(onnxruntime_outputs(MLP.path, feeds).values())
+        np.testing.assert_allclose(again[0], want[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
+def test_a_failing_run_without_a_fallback_target_raises(tmp_path: Path, rng: np.random.Generator,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA-only artifact has nowhere to go: the device failure is the run's PYC-E038."""
+    out = tmp_path / "cuda_only.pyc"
+    pyc_cli.build(MLP.path, out, target="cuda", input_shapes={"x": (3, 64)})
+    fake = emulated_gpu(out, tmp_path)
+    monkeypatch.setattr(bindings, "driver", lambda: fake)
+    with pyc_cli.load(out) as model:
+        fake.fail = "cuStreamSynchronize"
+        with pytest.raises(PycError) as caught:
+            model.run(MLP.random_feeds(rng))
+    assert caught.value.code == "E038" and "cuStreamSynchronize" in caught.value.what
+
+
 def test_cuda_only_artifact_still_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "cuda_only.pyc"
     pyc_cli.build(MLP.path, out, target="cuda", input_shapes={"x": (3, 64)})
