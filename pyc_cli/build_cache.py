@@ -134,12 +134,12 @@ def lookup(key: str) -> CachedBuild | None:
 
 
 def store(key: str, artifact: Path, model_ir: str, memory_plan: dict[str, Any],
-          notes: list[str], targets: list[str]) -> None:
+          notes: list[str], targets: list[str]) -> bool:
     """Keep a copy of a finished artifact under `key` (best effort: a cache that cannot be
-    written never fails the build)."""
+    written never fails the build); whether the cache holds it now."""
     root = cache_root()
     if root is None:
-        return
+        return False
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=root))
@@ -153,7 +153,8 @@ def store(key: str, artifact: Path, model_ir: str, memory_plan: dict[str, Any],
             shutil.rmtree(staging, ignore_errors=True)
         prune(root)
     except OSError:
-        return
+        return False
+    return (root / key).is_dir()
 
 
 def prune(root: Path, limit: int = MAX_BYTES) -> None:

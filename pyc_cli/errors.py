@@ -92,6 +92,9 @@ ERROR_CODES: dict[str, str] = {
     "and every later one of the loaded model go to the next target the artifact holds, and the "
     "run statistics count it (`fallback_count`, `last_fallback_reason`). Reload the artifact to "
     "try the first target again.",
+    "W003": "A warning: the build took longer than its `--compile-budget`; the artifact is "
+    "complete (the budget only cuts or skips `--tune`'s measurements, which the build's notes "
+    "and decision log say).",
 }
 
 

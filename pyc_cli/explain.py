@@ -60,6 +60,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "kernels": kernels,
         "flops_total": sum(k["flops"] for k in kernels),
         "tuning": _tuning(decisions),
+        "compile_budget": [d["reason"] for d in decisions if d["action"] == "compile_budget"],
         "memory": _memory(plan),
         "sizes": _sizes(root, manifest),
     }
@@ -269,7 +270,7 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     console.print(table)
     _print_fusions(data, console)
     _print_kernels(data, console)
-    _print_tuning(data["tuning"], console)
+    _print_tuning(data["tuning"], console, data["compile_budget"])
     _print_memory(data["memory"], console)
 
 
@@ -310,7 +311,10 @@ def _print_kernels(data: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def _print_tuning(tuning: list[dict[str, Any]], console: Console) -> None:
+def _print_tuning(tuning: list[dict[str, Any]], console: Console,
+                  budget: list[str] | None = None) -> None:
+    for reason in budget or []:  # what --compile-budget left the tuning
+        console.print(escape(reason[0].upper() + reason[1:]))
     if not tuning:
         console.print("Tuning: no kernel was chosen by measurement (`pyc build --tune` measures)")
         return

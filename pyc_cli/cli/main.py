@@ -103,6 +103,19 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'30s' -> 30.0, '2m' -> 120.0; a plain number is seconds."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _DURATION_UNITS or not float(match.group(1)) > 0:
+        raise PycError("E050", f"--compile-budget {text!r} is not a positive duration",
+                       hint="e.g. 30s, 2m, 1.5h or a number of seconds")
+    return float(match.group(1)) * _DURATION_UNITS[unit]
+
+
 class _PycGroup(click.Group):
     """Command-line mistakes click itself detects (unknown option, bad value, a file where a
     directory is needed) are reported as PYC-E050 like every other user error."""
@@ -221,6 +234,11 @@ def main(debug: bool) -> None:
               help="Tuning database file: measured kernel choices, read by every build and "
                    "written by --tune (default: $PYC_TUNING_DB, else "
                    "$XDG_CACHE_HOME/pyc/tuning.json, else ~/.cache/pyc/tuning.json).")
+@click.option("--compile-budget", metavar="DURATION",
+              help="Wall time the whole build may take (30s, 2m, 90): --tune gets what the "
+                   "passes and an estimate of compiling leave of it, or is skipped (both "
+                   "logged); a build that takes longer warns PYC-W003. The artifact does not "
+                   "depend on it.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Copy the artifact from the build cache when the same model was built with "
                    "the same options, toolchain and PyC before, and keep this build there "
@@ -237,7 +255,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
           precision: str | None, winograd: bool, threads: int,
           slim: bool,
           name: str | None, tune: bool, tune_budget: float, retune: bool,
-          tuning_db: Path | None, cache: bool, quiet: bool, verbose: bool) -> None:
+          tuning_db: Path | None, compile_budget: str | None, cache: bool, quiet: bool,
+          verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -280,7 +299,9 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     tuning_db=tuning_db or default_path(),
                                     tune_options=TuneOptions(budget_s=tune_budget, retune=retune),
                                     tune_progress=display.tune_progress, arch=arch,
-                                    precision=precision, winograd=winograd, cache=cache)
+                                    precision=precision, winograd=winograd, cache=cache,
+                                    compile_budget=None if compile_budget is None
+                                    else parse_duration(compile_budget))
     for warning in seen:
         click.echo(f"warning: {warning.message}", err=True)
     elapsed = steps.elapsed_s

@@ -41,8 +41,13 @@ def entries(root: Path) -> list[str]:
 def test_a_repeated_build_is_a_byte_identical_copy(cache: Path, tmp_path: Path) -> None:
     first = build(MLP.path, tmp_path / "a.pyc")
     assert not first.cached and len(entries(cache)) == 1
+    key = entries(cache)[0]
+    # the build report says whether the cache answered (the artifact is the same either way)
+    assert f"not in the build cache: built, and kept there ({key[:12]})" in first.notes
     second = build(MLP.path, tmp_path / "b.pyc")
-    assert second.cached and any("build cache" in note for note in second.notes)
+    assert second.cached and any(note.startswith(f"copied from the build cache ({key[:12]}")
+                                 for note in second.notes)
+    assert not any("not in the build cache" in note for note in second.notes)
     assert hash_tree(tmp_path / "a.pyc") == hash_tree(tmp_path / "b.pyc")
     assert len(second.graph.nodes) == len(first.graph.nodes)
     assert second.plan.arena_bytes == first.plan.arena_bytes
@@ -115,7 +120,8 @@ def test_off_a_tuning_object_and_no_cache_bypass_it(cache: Path, tmp_path: Path,
     code, output = invoke(*args, "--no-cache")
     assert code == 0 and entries(cache) == []
     code, output = invoke(*args, "--force")
-    assert code == 0 and len(entries(cache)) == 1 and "build cache" not in output
+    assert code == 0 and len(entries(cache)) == 1 and "copied from the build cache" not in output
+    assert "not in the build cache: built, and kept there" in output
     code, output = invoke(*args, "--force")
     assert code == 0 and "copied from the build cache" in output
 

@@ -54,3 +54,47 @@ def test_zero_budget_tunes_nothing_and_retune_needs_tune(tmp_path: Path) -> None
     code, output = invoke("build", MLP, "-o", str(tmp_path / "b.pyc"), "--input-shape", "x=3,64",
                           "--retune")
     assert code != 0 and "PYC-E050" in output
+
+
+def test_a_compile_budget_cuts_or_skips_the_tuning_and_says_so(tmp_path: Path) -> None:
+    """--compile-budget: a budget the passes and compiling leave nothing of skips the tuning
+    (the database is not written), one smaller than --tune-budget cuts it; each decision is in
+    the build's output, the decision log and `pyc explain`; a build over its budget warns
+    PYC-W003 and is complete."""
+    db = tmp_path / "tuning.json"
+    code, output = invoke("build", MLP, "-o", str(tmp_path / "a.pyc"), "--input-shape", "x=3,64",
+                          "--tune", "--tuning-db", str(db), "--compile-budget", "0.5s")
+    assert code == 0, output
+    assert "compile budget: no tuning (" in output and not db.exists()
+    assert "warning: PYC-W003: the build took" in output and "over its compile budget of 0.5 s" in output
+    decisions = (tmp_path / "a.pyc" / "decisions.jsonl").read_text()
+    assert '"action":"compile_budget"' in decisions and "no tuning" in decisions
+    code, output = invoke("explain", str(tmp_path / "a.pyc"))
+    assert code == 0 and "Compile budget: no tuning (" in output
+    code, output = invoke("build", MLP, "-o", str(tmp_path / "b.pyc"), "--input-shape", "x=3,64",
+                          "--tune", "--tune-budget", "600", "--tuning-db", str(db),
+                          "--compile-budget", "1m")
+    assert code == 0, output
+    assert "compile budget: tuning given " in output and " s of its 600 s (about " in output
+    assert "PYC-W003" not in output
+    code, output = invoke("explain", str(tmp_path / "b.pyc"), "--json")
+    budget = json.loads(output)["compile_budget"]
+    assert len(budget) == 1 and budget[0].startswith("compile budget: tuning given ")
+
+
+def test_a_compile_budget_leaves_an_untuned_artifact_unchanged(tmp_path: Path) -> None:
+    for name, extra in (("a", []), ("b", ["--compile-budget", "1h"])):
+        code, output = invoke("build", MLP, "-o", str(tmp_path / f"{name}.pyc"), "--no-cache",
+                              "--input-shape", "x=3,64", *extra)
+        assert code == 0 and "PYC-W003" not in output, output
+    for path in sorted(p.relative_to(tmp_path / "a.pyc") for p in (tmp_path / "a.pyc").rglob("*")
+                       if p.is_file()):
+        assert (tmp_path / "a.pyc" / path).read_bytes() == (tmp_path / "b.pyc" / path).read_bytes(), path
+
+
+def test_malformed_compile_budgets_are_refused(tmp_path: Path) -> None:
+    for text in ("abc", "0", "0s", "-5s", "5 parsecs", ""):
+        code, output = invoke("build", MLP, "-o", str(tmp_path / "a.pyc"), "--input-shape",
+                              "x=3,64", "--compile-budget", text)
+        assert code == 2 and "PYC-E050" in output and "not a positive duration" in output, text
+        assert not (tmp_path / "a.pyc").exists()
