@@ -110,27 +110,87 @@ MMA_PAD_B = 8  # elements past each shared row of B, likewise
 MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half the size)
 
 
-def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
-    """The tensor-core GEMM: its tile, warp layout, and how B is stored (`b_half`: a converted
-    constant, 16-bit values in rows of `ldb` = its padded columns). fp16 / bf16 take the 16-bit
-    path (`h16`: operands rounded as they are staged, ldmatrix, BK 32); tf32 float32 tiles."""
-    p = call.params
-    dims = list(p["batch"])  # type: ignore[call-overload]
-    batch = max(1, math.prod(dims))
+# the GEMM's K split (as the conv's): where its tiles are fewer than the multiprocessors (a
+# batch-1 encoder's 128-row GEMMs: 12 blocks of 64 x 64 on a 132-multiprocessor H100, 6% of
+# its warps busy under Nsight Compute, benchmarks/results/cuda-ncu-h100.json), blocks split K,
+# each at least MMA_MIN_SLICES slices deep, their partial sums added by the last of a tile
+MMA_FILL = 132
+MMA_SPLIT_MIN_K = 256
+MMA_MIN_SLICES = 4
+MMA_MAX_KSPLIT = 16
+
+
+@dataclass(frozen=True)
+class MmaGemmGeometry:
+    """The tensor-core GEMM's blocking: tile BM x BN, BK-deep slices, `tiles` blocks of C
+    (columns, rows, batch), KSPLIT blocks along K each `slices_per` slices deep."""
+
+    bm: int
+    bn: int
+    bk: int
+    warps_m: int
+    warps_n: int
+    tiles: int
+    slices: int
+    ksplit: int
+    slices_per: int
+
+    @property
+    def workspace_bytes(self) -> int:
+        """The K split's partial sums: a BM x BN float tile per block."""
+        return 4 * self.bm * self.bn * self.tiles * self.ksplit if self.ksplit > 1 else 0
+
+
+def mma_gemm_geometry(p: dict[str, object], cap: int | None = None) -> MmaGemmGeometry:
+    """From the MatMul's kernel_params, its precision and tuned tc_tile / tc_ksplit; the K
+    split halves until its workspace fits `cap` bytes (None: no workspace, no split)."""
+    batch = max(1, math.prod(list(p["batch"])))  # type: ignore[call-overload]
     m, n, k = int(p["M"]), int(p["N"]), int(p["K"])  # type: ignore[call-overload]
     big_tiles = math.ceil(m / 128) * math.ceil(n / 128) * batch
     tile = int(p.get("tc_tile", 128 if big_tiles >= FILL_BLOCKS else 64))  # type: ignore[call-overload]
     bm, bn, bk, warps_m, warps_n = MMA_CONFIGS[tile]
+    if p["precision"] in ("fp16", "bf16"):  # the 16-bit path's deeper slices
+        bk = MMA_BK_16BIT
+    tiles = math.ceil(m / bm) * math.ceil(n / bn) * batch
+    slices = math.ceil(k / bk)
+    default = 1 if tiles >= MMA_FILL or k < MMA_SPLIT_MIN_K else \
+        max(1, min(MMA_MAX_KSPLIT, math.ceil(MMA_FILL / tiles), slices // MMA_MIN_SLICES))
+    ksplit = max(1, min(slices, int(p.get("tc_ksplit", default))))  # type: ignore[call-overload]
+    while ksplit > 1 and (cap is None or 4 * bm * bn * tiles * ksplit > cap):
+        ksplit //= 2
+    per = math.ceil(slices / ksplit)
+    ksplit = math.ceil(slices / per)  # no block of the split without a slice
+    return MmaGemmGeometry(bm, bn, bk, warps_m, warps_n, tiles, slices, ksplit, per)
+
+
+def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The tensor-core GEMM: its tile, warp layout, and how B is stored (`b_half`: a converted
+    constant, 16-bit values in rows of `ldb` = its padded columns). fp16 / bf16 take the 16-bit
+    path (`h16`: operands rounded as they are staged, ldmatrix, BK 32); tf32 float32 tiles. A
+    K split between blocks adds their partial sums through the workspace, the last block of a
+    tile (counted in `counters` words past the status word) adding them in split order."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = max(1, math.prod(dims))
+    m, n, k = int(p["M"]), int(p["N"]), int(p["K"])  # type: ignore[call-overload]
+    kernel = node.ann.kernel
+    geo = mma_gemm_geometry(p, conv_mma_workspace_cap(kernel.workspace_cap if kernel else None))
+    if kernel is None or geo.workspace_bytes > kernel.workspace_bytes:  # as sized at selection
+        geo = mma_gemm_geometry({**p, "tc_ksplit": 1})
+    tile = 128 if geo.bm == 128 else 64
+    bm, bn, bk, warps_m, warps_n = geo.bm, geo.bn, geo.bk, geo.warps_m, geo.warps_n
     conversion = call.converted.get(node.inputs[1])
     h16 = p["precision"] in ("fp16", "bf16")
-    if h16:  # operands rounded to 16 bits as they are staged, fragments read by ldmatrix
-        bk = MMA_BK_16BIT
     ldb = conversion.columns if conversion else n
     b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr]
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     call.block = (32 * warps_m * warps_n, 1, 1)
-    call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
+    call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch * geo.ksplit)
+    if geo.ksplit > 1:
+        call.uses_status = True
+        call.counters = geo.tiles
+        call.workspace = True
     threads = call.block[0]
     # 128-tiles ask for two blocks per multiprocessor: on the H100 that was faster at every size
     # and precision measured (benchmarks/results/cuda-gemm-h100.json: fp16 4096^3 0.549 vs
@@ -138,6 +198,7 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     # 64-tiles (the 1024^3 choice, fastest there) keep 1, the only one measured for them
     call.min_blocks = int(p.get("tc_min_blocks", 2 if tile == 128 else 1))  # type: ignore[call-overload]
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
+             KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, SLICES=geo.slices, TILES=geo.tiles,
              threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
              h16=h16, b_half=conversion is not None, b_batch_strides=b_strides,
              # float4 / 16-byte chunks of the 16-bit path's A and B slices, per thread

@@ -95,15 +95,28 @@ MMA_TILES = (Tunable("tc_tile", (128, 64), "rows and columns of C per thread blo
                      "largest that gives enough blocks)"),
              Tunable("tc_min_blocks", (1, 2), "blocks of the tensor-core GEMM each "
                      "multiprocessor should hold at once (__launch_bounds__: 2 caps registers "
-                     "so that two 128 x 128 blocks fit; by default 2 with 128-tiles, else 1)"))
+                     "so that two 128 x 128 blocks fit; by default 2 with 128-tiles, else 1)"),
+             Tunable("tc_ksplit", (1, 2, 4, 8, 16), "blocks of the tensor-core GEMM along K, "
+                     "their partial sums added by the last (by default enough for a block per "
+                     "multiprocessor where the tiles are fewer and K is deep)"))
 
 
 def matmul_mma(precision: str) -> KernelCandidate:
     """The tensor-core GEMM at `precision` (mma.sync, cp.async double buffering): cheaper than
     the SIMT GEMMs wherever it applies."""
+    def workspace(node: Node, graph: Graph) -> int:
+        """The K split's partial sums (kernel_context.mma_gemm_geometry), within its cap."""
+        from ...ops import registry
+        from .kernel_context import conv_mma_workspace_cap, mma_gemm_geometry
+
+        kernel = node.ann.kernel
+        op = {**registry.get("MatMul").kernel_params(node, graph), "precision": precision,
+              **(dict(kernel.params) if kernel is not None else {})}
+        cap = conv_mma_workspace_cap(kernel.workspace_cap if kernel is not None else None)
+        return mma_gemm_geometry(op, cap).workspace_bytes
     return KernelCandidate("cuda_matmul_mma", "matmul_mma.cu.j2", _mma_applies, cost_factor=0.25,
-                           stores_once=True, tunables=MMA_TILES, params=_mma_params(precision),
-                           takes_epilogue=True)
+                           workspace=workspace, stores_once=True, tunables=MMA_TILES,
+                           params=_mma_params(precision), takes_epilogue=True)
 
 
 def _conv_params(node: Node, graph: Graph) -> dict[str, object]:

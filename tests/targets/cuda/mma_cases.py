@@ -74,4 +74,8 @@ MMA_CASES = [
     MmaCase("mma_attention_scores", _attention_scores, {"q": (2, 3, 67, 16), "k": (2, 3, 16, 67)},
             lambda f, w, p: matmul(f["q"], f["k"], p) / 4.0),
     _matmul_bias_relu_residual(2050, 9, 2060, tile=128),       # enough blocks for 128 tiles
+    # K split between blocks (too few tiles for the GPU, K deep): a batch-1 encoder's GEMM
+    # shape with an N tail, and a batched one with a K tail
+    _matmul_bias_relu_residual(128, 384, 200),
+    _plain("mma_split_batched", (2, 70, 300), (300, 45)),
 ]

@@ -186,6 +186,43 @@ def test_every_tunable_variant_compiles(tile: int, min_blocks: int, precision: s
     assert compiled.cubin[:4] == b"\x7fELF" and "warning" not in compiled.log.lower()
 
 
+SPLIT_CASE = next(c for c in MMA_CASES if c.name == "mma_epilogue_128x384x200")
+
+
+@pytest.mark.parametrize("precision,default", [("fp16", 3), ("tf32", 6)])
+def test_a_gemm_of_few_tiles_splits_k(precision: str, default: int, tmp_path: Path) -> None:
+    """128 x 384 x 200: 8 tiles of 64 x 64 for a 132-multiprocessor GPU, K 384 deep (12 slices
+    of 32 at fp16, 24 of 16 at tf32): K is split between blocks, each at least 4 slices deep
+    (grid.z), the tile counters past the status word, the partial sums in the workspace; the
+    tuned tc_ksplit overrides it (a split past the slices is capped), memory_first's 32 KiB
+    cap halves it to none."""
+    for sub in ("default", "1", "2", "64", "mf"):
+        (tmp_path / sub).mkdir()
+    source, launches = emit_mma(SPLIT_CASE, precision, tmp_path / "default")
+    (launch,) = [step for step in launches if "matmul" in step["kernel"]]
+    assert launch["grid"] == [4, 2, default]
+    assert "atomicAdd(STATUS + tile, 1)" in source and "float* part = WS +" in source
+    for forced, wanted in ((1, 1), (2, 2), (64, 12 if precision == "fp16" else 24)):
+        source, launches = emit_mma(SPLIT_CASE, precision, tmp_path / str(forced),
+                                    ForcedVariant(tc_ksplit=forced))
+        (launch,) = [step for step in launches if "matmul" in step["kernel"]]
+        assert launch["grid"][2] == wanted, forced
+        assert ("atomicAdd(STATUS" in source) == (wanted > 1)
+    path = write_model(SPLIT_CASE.make(np.random.default_rng(0)), tmp_path / "mf")
+    graph, _ = compile_graph(path, mode="memory_first", target="cuda", precision=precision)
+    (node,) = [n for n in graph.nodes if n.op == "MatMul"]
+    assert node.ann.kernel is not None and not node.ann.kernel.workspace_bytes
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("ksplit", [2, 5])
+def test_k_split_variants_compile(ksplit: int, precision: str, tmp_path: Path) -> None:
+    source, _ = emit_mma(SPLIT_CASE, precision, tmp_path, ForcedVariant(tc_ksplit=ksplit))
+    compiled = toolchain.compile_source(source, "sm_90", kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF" and "warning" not in compiled.log.lower()
+
+
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
 @pytest.mark.parametrize("precision", PRECISIONS)
