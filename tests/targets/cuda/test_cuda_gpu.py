@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from attention_cases import GPU_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
+from cuda_cases import CASES, Case
 from cuda_conv_cases import (
     CONV_MMA_CASES,
     DEPTHWISE_CASES,
@@ -32,7 +33,6 @@ from cuda_conv_cases import (
     GPU_DEPTHWISE_CASES,
     ConvCase,
 )
-from cuda_cases import CASES, Case
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_cases import MMA_CASES, MmaCase
 from mma_precision import (
