@@ -28,6 +28,7 @@ L2_A_BYTES = 256 * 1024
 TASK_FLOPS = 4_000_000
 MIN_TASKS = 4  # 2 x the cores of the CI machine: a split that keeps 2 threads busy
 VECTORS_PER_ROW = 2  # NR = 2 vectors: one broadcast of A feeds 2 FMAs
+NO_K_BLOCKS = 1 << 30  # a kc no reduction reaches: the whole of K in one block
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,19 @@ def panel_width(isa: str, itemsize: int) -> int:
     return VECTORS_PER_ROW * lanes(isa, itemsize)
 
 
-def tunables(isa: str) -> tuple[Tunable, ...]:
+def tunables(isa: str, k_blocking: bool = False) -> tuple[Tunable, ...]:
     """What a tuner may set. Without a tuned value the plan derives mc from the L2 size and nc
     from the task split (the listed values are what a tuner tries), mr and unroll default to
-    their first value."""
+    their first value; kc (templates that run `block`: `k_blocking`) from the L1 size."""
     return (Tunable("mr", ISAS[isa].rows, "rows of the register block (micro-kernel)"),
             Tunable("mc", (48, 24, 96, 192, 384),
                     "rows per cache block (rounded down to a multiple of mr)"),
             Tunable("nc", (256, 64, 128, 512, 1024, 2048),
                     "columns per task block (rounded down to a multiple of the panel width)"),
-            Tunable("unroll", (1, 2, 4), "unroll of the reduction loop"))
+            Tunable("unroll", (1, 2, 4), "unroll of the reduction loop"),
+            *((Tunable("kc", (NO_K_BLOCKS, 128, 256, 512),
+                       "reduction per K block (rounded down to a multiple of 8; one block "
+                       "where not shorter than K)"),) if k_blocking else ()))
 
 
 def splits(isa: str, rows: int, vectors: int = VECTORS_PER_ROW) -> int:
@@ -133,8 +137,19 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def k_blocks(K: int, kc: int) -> Params:
+    """The reduction in KB blocks: KC long (at most `kc`, a multiple of 8, as even as that
+    allows), the last one KL long; one block of K when `kc` is 0 or not shorter than K."""
+    kc = max(8, kc // 8 * 8) if kc else K
+    if kc >= K:
+        return {"KC": K, "KB": 1, "KL": K}
+    kb = _ceil_div(K, kc)
+    block = _ceil_div(_ceil_div(K, kb), 8) * 8
+    return {"KC": block, "KB": kb, "KL": K - (kb - 1) * block}
+
+
 def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int,
-         tuned: dict[str, object]) -> Params:
+         tuned: dict[str, object], k_blocking: bool = False) -> Params:
     """The template's GEMM plan for C[M,N] = A[M,K] B[K,N] repeated `batch` times, from the
     tuned parameters where given, else from the cache sizes and the task split."""
     g = vector_ops(isa, ctype, itemsize)
@@ -160,6 +175,7 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
         nb = min(panels, max(1, -(-wanted // (batch * mb))))
         ncp = -(-panels // nb)
     nb = -(-panels // ncp)
+    g.update(k_blocks(K, int(tuned.get("kc") or 0) if k_blocking else 0))  # type: ignore[call-overload]
     g.update({"M": M, "N": N, "K": K, "MR": mr, "MC": mc, "MB": mb, "NCP": ncp, "NB": nb,
               "panels": panels, "tail": M % mr, "n_full": N % nr == 0,
               "splits": {r: splits(isa, r) for r in range(1, mr + 1)},

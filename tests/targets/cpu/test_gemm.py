@@ -80,7 +80,12 @@ def _configs() -> list[tuple[str, dict[str, int]]]:
                                 for name in ("mc", "nc", "unroll")}) for i in range(rounds)]
 
 
-CONFIGS = _configs()
+# the reduction in K blocks (kc far below the test shapes' K: 1 to 100, so most blocks end in
+# a shorter last one; K <= kc stays one block): every ISA, the GEMV's accumulator sets, MR's
+# tail rows, tuned row / column blocks and unroll
+K_BLOCKED = [("avx512", {"kc": 16}), ("avx2", {"kc": 8}), ("vector", {"kc": 24}),
+             ("avx2", {"kc": 16, "mr": 4, "mc": 24, "nc": 64, "unroll": 2})]
+CONFIGS = _configs() + K_BLOCKED
 
 
 class MatMulGraph:
@@ -186,6 +191,8 @@ def test_packed_matmul_matches_numpy(isa: str, params: dict[str, int], constant:
     candidate = "matmul_packed_const" if constant else "matmul_packed"
     _check(path, tmp_path / "a", BUILDS[isa], Forced("MatMul", candidate, params), feeds,
            expected, "MatMul")
+    source = (tmp_path / "a" / "src" / "model.c").read_text()
+    assert ("part[" in source) == ("kc" in params), "K blocks exactly where kc < K"
 
 
 def _conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, group: int
@@ -263,7 +270,8 @@ def _conv_model(rng: np.random.Generator) -> tuple[
 
 
 CONV_CONFIGS = [(isa, {"mr": gemm.ISAS[isa].rows[-1]}) for isa in BUILDS] \
-    + [("avx2", {"mc": 24, "nc": 64, "unroll": 2}), ("vector", {"workspace_cap": 32 * 1024})]
+    + [("avx2", {"mc": 24, "nc": 64, "unroll": 2}), ("vector", {"workspace_cap": 32 * 1024}),
+       ("avx2", {"kc": 16}), ("avx512", {"kc": 40, "workspace_cap": 32 * 1024})]
 
 
 @pytest.mark.parametrize("isa,params", CONV_CONFIGS,
@@ -350,6 +358,25 @@ def test_plans_block_by_whole_register_tiles(isa: str) -> None:
             if tuned:
                 assert mr == tuned["mr"] and g["unroll"] == 2
     assert gemm.splits(isa, 1) > 1 and gemm.splits(isa, gemm.ISAS[isa].rows[0]) == 1
+
+
+def test_k_blocks_cover_the_reduction() -> None:
+    """KC is a multiple of 8 no longer than the asked kc, the KB - 1 full blocks and the last
+    one (1 to KC long) sum to K; without kc, or where the template does not block K, or where
+    kc is not shorter than K, the reduction stays one block (today's code)."""
+    for k in (1, 7, 8, 9, 17, 100, 384, 1000, 1536, 4608):
+        for kc in (1, 8, 13, 64, 128, 250, 256, 512):
+            g = gemm.plan("avx512", "float", 4, 64, 256, k, 1, {"kc": kc}, k_blocking=True)
+            assert (g["KB"] - 1) * g["KC"] + g["KL"] == k and 1 <= g["KL"] <= g["KC"]
+            if g["KB"] > 1:
+                assert g["KC"] % 8 == 0 and g["KC"] <= max(8, kc // 8 * 8) < k
+            else:
+                assert g["KC"] == g["KL"] == k and max(8, kc // 8 * 8) >= k
+        for tuned, blocking in (({}, True), ({"kc": 8}, False)):
+            g = gemm.plan("avx2", "float", 4, 64, 256, k, 1, tuned, k_blocking=blocking)
+            assert (g["KB"], g["KC"], g["KL"]) == (1, k, k)
+    names = {t.name for t in gemm.tunables("avx2", k_blocking=True)}
+    assert "kc" in names and "kc" not in {t.name for t in gemm.tunables("avx2")}
 
 
 @pytest.mark.parametrize("isa", sorted(gemm.ISAS))
@@ -466,6 +493,10 @@ def test_gemm_kernels_are_strict_c11(isa: str, compiler: str, tmp_path: Path,
     for name in ("mm", "pc"):
         art = pyc_cli.build(tmp_path / f"{name}.onnx", tmp_path / name, cpu=build.cpu).artifact
         assert_strict_c11(compiler, art)
+    blocked = pyc_cli.build(tmp_path / "mm.onnx", tmp_path / "kb", cpu=build.cpu,
+                            tuning=Forced("MatMul", "matmul_packed_const", {"kc": 8})).artifact
+    assert "part[" in (tmp_path / "kb" / "src" / "model.c").read_text()
+    assert_strict_c11(compiler, blocked)
     if compiler != "gcc" or not build.runnable:
         return
     import onnxruntime as ort
