@@ -5,8 +5,10 @@ and the packed layout of B.
 The ISA comes from the build's target features (the compiler's predefined macros for the chosen
 -march, features.py): AVX-512F, AVX2 + FMA, AArch64's Advanced SIMD (NEON intrinsics, 32
 registers), or GCC/Clang vector extensions 16 bytes wide (any CPU; `--cpu portable` on x86-64).
-A micro-kernel keeps MR x NR outputs in registers for the whole reduction, so each output is
-stored once (epilogues and `stores_once` need that); the A block
+A micro-kernel keeps MR x NR outputs in registers for the whole reduction, or with K blocks
+(`kc`, tuned only: measured no faster on Zen 4, docs/architecture.md) for one block at a time
+with the partial sums in a per-task tile, so each output is stored once, after its full sum
+(epilogues and `stores_once` need that); the A block
 a task re-reads for every panel is sized to stay in L2, and B is read in panels of NR columns
 packed K x NR contiguous (weights once at build time, activations at run time).
 """

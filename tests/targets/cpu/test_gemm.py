@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_strict_c11
+from helpers import Forced, assert_strict_c11
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
 from pyc_cli.artifact.reader import load_graph
-from pyc_cli.ir.annotations import KernelChoice
-from pyc_cli.passes.tuning import KernelSignature
 from pyc_cli.planning.weights import pack_panels, packed_numel, unpack_panels
 from pyc_cli.targets.cpu import gemm
 from pyc_cli.targets.cpu.features import host_features
@@ -55,18 +53,6 @@ BUILDS = {
     "avx2": Build("avx2", "haswell", ""),
     "vector": Build("vector", "portable", ""),
 }
-
-
-class Forced:
-    """A tuning database naming one candidate with fixed parameters for every node of one op."""
-
-    def __init__(self, op: str, candidate: str, params: dict[str, int]) -> None:
-        self.op, self.candidate, self.params = op, candidate, params
-
-    def lookup(self, signature: KernelSignature) -> KernelChoice | None:
-        if signature.op != self.op:
-            return None
-        return KernelChoice(self.candidate, dict(self.params))
 
 
 def _configs() -> list[tuple[str, dict[str, int]]]:
