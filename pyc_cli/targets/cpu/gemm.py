@@ -26,6 +26,13 @@ Params = dict[str, object]
 # the A block (MC rows x K) a task re-reads for every panel of B stays in L2 (1 MiB on Zen 4,
 # 1-2 MiB on recent Intel): half of it leaves room for the panel and the output rows
 L2_A_BYTES = 256 * 1024
+# ... but a MatMul's row block keeps at least this many rows (or all of M): at large K the L2
+# rule leaves MC at a few rows and every row block streams all of B again from L3 or memory.
+# Measured on Zen 4 (one core, the machine shared: thread CPU time, interleaved), 64 rows
+# against the L2 rule: 64x2048x2048 (MC 32) 1.07x, 49x4608x512 (MC 8) 1.09x, 128x16384x256
+# (MC 8) 1.08x, 1024^3 and 256x8192x256 unchanged; A past L2 costs little (each element it
+# streams from L3 feeds 2 NR flops)
+MATMUL_MIN_ROWS = 64
 # below ~40 us of work (at ~100 GFLOP/s) a task is not worth handing to a thread
 TASK_FLOPS = 4_000_000
 MIN_TASKS = 4  # 2 x the cores of the CI machine: a split that keeps 2 threads busy
@@ -77,7 +84,7 @@ def panel_width(isa: str, itemsize: int) -> int:
 def tunables(isa: str, k_blocking: bool = False) -> tuple[Tunable, ...]:
     """What a tuner may set. Without a tuned value the plan derives mc from the L2 size and nc
     from the task split (the listed values are what a tuner tries), mr and unroll default to
-    their first value; kc (templates that run `block`: `k_blocking`) from the L1 size."""
+    their first value; kc (templates that run `block`: `k_blocking`) keeps K in one block."""
     return (Tunable("mr", ISAS[isa].rows, "rows of the register block (micro-kernel)"),
             Tunable("mc", (48, 24, 96, 192, 384),
                     "rows per cache block (rounded down to a multiple of mr)"),
@@ -151,15 +158,18 @@ def k_blocks(K: int, kc: int) -> Params:
 
 
 def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int,
-         tuned: dict[str, object], k_blocking: bool = False) -> Params:
+         tuned: dict[str, object], k_blocking: bool = False, min_rows: int = 0) -> Params:
     """The template's GEMM plan for C[M,N] = A[M,K] B[K,N] repeated `batch` times, from the
-    tuned parameters where given, else from the cache sizes and the task split."""
+    tuned parameters where given, else from the cache sizes and the task split. `k_blocking`:
+    the template runs `block` (K blocks where kc is tuned); `min_rows`: the least row block
+    the L2 rule may give (MATMUL_MIN_ROWS)."""
     g = vector_ops(isa, ctype, itemsize)
     nr = int(g["NR"])  # type: ignore[call-overload]
     mr = int(tuned.get("mr") or ISAS[isa].rows[0])  # type: ignore[call-overload]
     panels = -(-N // nr)
     mc = int(tuned.get("mc") or 0)  # type: ignore[call-overload]
-    mc = _row_block(M, mr, mc or L2_A_BYTES // max(1, K * itemsize), even=not mc)
+    floor = _ceil_div(min_rows, mr) * mr  # whole register blocks: at least min_rows rows
+    mc = _row_block(M, mr, mc or max(floor, L2_A_BYTES // max(1, K * itemsize)), even=not mc)
     mb = -(-M // mc)
     # a short M streams B from memory: its bytes, not its flops, take the time (about 3
     # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)

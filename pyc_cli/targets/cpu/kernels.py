@@ -453,7 +453,7 @@ def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure 
         m, k, n, batch, b_strides = _matmul_dims(node, graph)
         dtype = graph.types[node.outputs[0]].dtype
         g = gemm.plan(isa, dtype.c_type, dtype.itemsize, m, n, k, math.prod(batch), _tuned(node),
-                      k_blocking=True)
+                      k_blocking=True, min_rows=gemm.MATMUL_MIN_ROWS)
         packed = int(g["panels"]) * int(g["NR"]) * k  # type: ignore[call-overload]
         b_matrices = _b_matrices(node, graph)
         return {**_matmul_coords(node, graph, op), "gemm": g, "b_packed": constant,

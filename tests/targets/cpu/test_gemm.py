@@ -12,6 +12,7 @@ standard-normal products in another order than float64: |got - want| <= 1e-5 + 1
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -363,6 +364,47 @@ def test_k_blocks_cover_the_reduction() -> None:
             assert (g["KB"], g["KC"], g["KL"]) == (1, k, k)
     names = {t.name for t in gemm.tunables("avx2", k_blocking=True)}
     assert "kc" in names and "kc" not in {t.name for t in gemm.tunables("avx2")}
+
+
+@pytest.mark.parametrize("isa", sorted(gemm.ISAS))
+def test_matmul_row_blocks_keep_64_rows_at_large_k(isa: str) -> None:
+    """A MatMul's row block keeps MATMUL_MIN_ROWS rows (as even as whole register blocks allow)
+    where the L2 rule would leave fewer; a tuned mc still rules, other plans keep the L2 rule."""
+    for m, k in [(64, 2048), (49, 4608), (128, 16384), (300, 8192), (1024, 1024), (100, 384),
+                 (1, 2048)]:
+        g = gemm.plan(isa, "float", 4, m, 512, k, 1, {}, k_blocking=True,
+                      min_rows=gemm.MATMUL_MIN_ROWS)
+        plain = gemm.plan(isa, "float", 4, m, 512, k, 1, {})
+        assert g["MC"] >= plain["MC"] and g["MB"] <= -(-m // gemm.MATMUL_MIN_ROWS)
+        assert g["MC"] % g["MR"] == 0 and (g["MB"] - 1) * g["MC"] < m <= g["MB"] * g["MC"]
+        assert gemm.plan(isa, "float", 4, m, 512, k, 1, {"mc": 8}, k_blocking=True,
+                         min_rows=gemm.MATMUL_MIN_ROWS)["MC"] == plain["MR"]
+    assert gemm.plan(isa, "float", 4, 64, 512, 2048, 1, {})["MB"] > 1  # the L2 rule alone
+
+
+@pytest.mark.parametrize("kc", [0, 512])
+def test_large_k_matmul_matches_numpy(kc: int, tmp_path: Path, rng: np.random.Generator) -> None:
+    """K = 2100 (whole-K row blocks of 64 rows, or 5 K blocks of 416 and a last of 436): bias +
+    relu, residual, a batched MatMul and a GEMV against float64 (tolerance: K standard-normal
+    products, |got - want| <= 1e-5 + 1e-4 |want| + 2e-6 sqrt(K))."""
+    g = MatMulGraph(rng, True)
+    g.matmul("0", (70, 2100), (2100, 40), "bias_relu")
+    g.matmul("1", (9, 2100), (2100, 33), "residual")
+    g.matmul("2", (2, 3, 2100), (2, 2100, 17))
+    g.matmul("3", (1, 2100), (2100, 50), "bias_relu")
+    path = tmp_path / "bigk.onnx"
+    onnx.save(g.model("bigk"), path)
+    tuning = Forced("MatMul", "matmul_packed_const", {"kc": kc} if kc else {})
+    pyc_cli.build(path, tmp_path / "a", tuning=tuning)
+    source = (tmp_path / "a" / "src" / "model.c").read_text()
+    assert ("part[" in source) == bool(kc)
+    # 70 rows: 2 even blocks (of 40 rows at MR = 8, 36 at MR = 6), not the L2 rule's 3
+    assert re.search(r"1 batch x 2 blocks of (40|36) rows", source)
+    with pyc_cli.load(tmp_path / "a") as compiled:
+        got = compiled.run(g.feeds)
+    for name, want in g.expected.items():
+        np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL + 2e-6 * np.sqrt(2100),
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize("isa", sorted(gemm.ISAS))
