@@ -38,6 +38,7 @@ TASK_FLOPS = 4_000_000
 MIN_TASKS = 4  # 2 x the cores of the CI machine: a split that keeps 2 threads busy
 VECTORS_PER_ROW = 2  # NR = 2 vectors: one broadcast of A feeds 2 FMAs
 NO_K_BLOCKS = 1 << 30  # a kc no reduction reaches: the whole of K in one block
+PART_BYTES = 64 * 1024  # the most a task's partial sums of K blocks take (its row block's MC)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,9 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
     mc = int(tuned.get("mc") or 0)  # type: ignore[call-overload]
     floor = _ceil_div(min_rows, mr) * mr  # whole register blocks: at least min_rows rows
     mc = _row_block(M, mr, mc or max(floor, L2_A_BYTES // max(1, K * itemsize)), even=not mc)
+    blocks = k_blocks(K, int(tuned.get("kc") or 0) if k_blocking else 0)  # type: ignore[call-overload]
+    if blocks["KB"] > 1:  # the partial tile (MC x NR) lives on the task's stack
+        mc = min(mc, max(mr, PART_BYTES // (nr * itemsize) // mr * mr))
     mb = -(-M // mc)
     # a short M streams B from memory: its bytes, not its flops, take the time (about 3
     # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)
@@ -187,7 +191,7 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
         nb = min(panels, max(1, -(-wanted // (batch * mb))))
         ncp = -(-panels // nb)
     nb = -(-panels // ncp)
-    g.update(k_blocks(K, int(tuned.get("kc") or 0) if k_blocking else 0))  # type: ignore[call-overload]
+    g.update(blocks)
     g.update({"M": M, "N": N, "K": K, "MR": mr, "MC": mc, "MB": mb, "NCP": ncp, "NB": nb,
               "panels": panels, "tail": M % mr, "n_full": N % nr == 0,
               "splits": {r: splits(isa, r) for r in range(1, mr + 1)},

@@ -362,6 +362,9 @@ def test_k_blocks_cover_the_reduction() -> None:
         for tuned, blocking in (({}, True), ({"kc": 8}, False)):
             g = gemm.plan("avx2", "float", 4, 64, 256, k, 1, tuned, k_blocking=blocking)
             assert (g["KB"], g["KC"], g["KL"]) == (1, k, k)
+    # the partial tile stays small where the L2 rule alone would give thousands of rows
+    g = gemm.plan("avx512", "float", 4, 8192, 256, 16, 1, {"kc": 8}, k_blocking=True)
+    assert g["KB"] == 2 and g["MC"] * g["NR"] * 4 <= gemm.PART_BYTES and g["MB"] * g["MC"] >= 8192
     names = {t.name for t in gemm.tunables("avx2", k_blocking=True)}
     assert "kc" in names and "kc" not in {t.name for t in gemm.tunables("avx2")}
 
