@@ -29,9 +29,10 @@ L2_A_BYTES = 256 * 1024
 # ... but a MatMul's row block keeps at least this many rows (or all of M): at large K the L2
 # rule leaves MC at a few rows and every row block streams all of B again from L3 or memory.
 # Measured on Zen 4 (one core, the machine shared: thread CPU time, interleaved), 64 rows
-# against the L2 rule: 64x2048x2048 (MC 32) 1.07x, 49x4608x512 (MC 8) 1.09x, 128x16384x256
-# (MC 8) 1.08x, 1024^3 and 256x8192x256 unchanged; A past L2 costs little (each element it
-# streams from L3 feeds 2 NR flops)
+# against the L2 rule: 64x2048x2048 (MC 32) 1.16-1.18x (in the 512-2048-2048-512 MLP at batch
+# 64: its K = 2048 layers 1.035-1.05x), 49x4608x512 (MC 8) 1.05x, 128x16384x256 (MC 8)
+# 1.06-1.13x; 1024^3, 256x8192x256, 128x1536x384 within 2%. A past L2 costs little: each
+# element it streams from L3 feeds 2 NR flops
 MATMUL_MIN_ROWS = 64
 # below ~40 us of work (at ~100 GFLOP/s) a task is not worth handing to a thread
 TASK_FLOPS = 4_000_000
@@ -147,7 +148,7 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def k_blocks(K: int, kc: int) -> Params:
+def k_blocks(K: int, kc: int) -> dict[str, int]:
     """The reduction in KB blocks: KC long (at most `kc`, a multiple of 8, as even as that
     allows), the last one KL long; one block of K when `kc` is 0 or not shorter than K."""
     kc = max(8, kc // 8 * 8) if kc else K
