@@ -22,11 +22,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pyc_cli.frontend.onnx_import import import_model
+from pyc_cli.ir.annotations import KernelChoice
 from pyc_cli.ir.graph import Graph
 from pyc_cli.ir.verify import verify
 from pyc_cli.ops import registry
 from pyc_cli.passes.context import BuildOptions, PassContext
 from pyc_cli.passes.pipeline import PIPELINE
+from pyc_cli.passes.tuning import KernelSignature
 from pyc_cli.targets import get_target
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -61,6 +63,18 @@ def assert_strict_c11(compiler: str, artifact: Path, sources: tuple[str, ...] = 
         result = subprocess.run([found, *flags, *STRICT_C, "-c", "-o", os.devnull, source],
                                 cwd=artifact / "src", capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{compiler} {source} of {artifact}:\n{result.stderr[-4000:]}"
+
+
+class Forced:
+    """A tuning database naming one candidate with fixed parameters for every node of one op."""
+
+    def __init__(self, op: str, candidate: str, params: dict[str, int]) -> None:
+        self.op, self.candidate, self.params = op, candidate, params
+
+    def lookup(self, signature: KernelSignature) -> KernelChoice | None:
+        if signature.op != self.op:
+            return None
+        return KernelChoice(self.candidate, dict(self.params))
 
 
 def rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:

@@ -5,8 +5,10 @@ and the packed layout of B.
 The ISA comes from the build's target features (the compiler's predefined macros for the chosen
 -march, features.py): AVX-512F, AVX2 + FMA, AArch64's Advanced SIMD (NEON intrinsics, 32
 registers), or GCC/Clang vector extensions 16 bytes wide (any CPU; `--cpu portable` on x86-64).
-A micro-kernel keeps MR x NR outputs in registers for the whole reduction, so each output is
-stored once (epilogues and `stores_once` need that); the A block
+A micro-kernel keeps MR x NR outputs in registers for the whole reduction, or with K blocks
+(`kc`, tuned only: measured no faster on Zen 4, docs/architecture.md) for one block at a time
+with the partial sums in a per-task tile, so each output is stored once, after its full sum
+(epilogues and `stores_once` need that); the A block
 a task re-reads for every panel is sized to stay in L2, and B is read in panels of NR columns
 packed K x NR contiguous (weights once at build time, activations at run time).
 """
@@ -24,10 +26,20 @@ Params = dict[str, object]
 # the A block (MC rows x K) a task re-reads for every panel of B stays in L2 (1 MiB on Zen 4,
 # 1-2 MiB on recent Intel): half of it leaves room for the panel and the output rows
 L2_A_BYTES = 256 * 1024
+# ... but a MatMul's row block keeps at least this many rows (or all of M): at large K the L2
+# rule leaves MC at a few rows and every row block streams all of B again from L3 or memory.
+# Measured on Zen 4 (one core, the machine shared: thread CPU time, interleaved), 64 rows
+# against the L2 rule: 64x2048x2048 (MC 32) 1.16-1.18x (in the 512-2048-2048-512 MLP at batch
+# 64: its K = 2048 layers 1.035-1.05x), 49x4608x512 (MC 8) 1.05x, 128x16384x256 (MC 8)
+# 1.06-1.13x; 1024^3, 256x8192x256, 128x1536x384 within 2%. A past L2 costs little: each
+# element it streams from L3 feeds 2 NR flops
+MATMUL_MIN_ROWS = 64
 # below ~40 us of work (at ~100 GFLOP/s) a task is not worth handing to a thread
 TASK_FLOPS = 4_000_000
 MIN_TASKS = 4  # 2 x the cores of the CI machine: a split that keeps 2 threads busy
 VECTORS_PER_ROW = 2  # NR = 2 vectors: one broadcast of A feeds 2 FMAs
+NO_K_BLOCKS = 1 << 30  # a kc no reduction reaches: the whole of K in one block
+PART_BYTES = 64 * 1024  # the most a task's partial sums of K blocks take (its row block's MC)
 
 
 @dataclass(frozen=True)
@@ -71,16 +83,19 @@ def panel_width(isa: str, itemsize: int) -> int:
     return VECTORS_PER_ROW * lanes(isa, itemsize)
 
 
-def tunables(isa: str) -> tuple[Tunable, ...]:
+def tunables(isa: str, k_blocking: bool = False) -> tuple[Tunable, ...]:
     """What a tuner may set. Without a tuned value the plan derives mc from the L2 size and nc
     from the task split (the listed values are what a tuner tries), mr and unroll default to
-    their first value."""
+    their first value; kc (templates that run `block`: `k_blocking`) keeps K in one block."""
     return (Tunable("mr", ISAS[isa].rows, "rows of the register block (micro-kernel)"),
             Tunable("mc", (48, 24, 96, 192, 384),
                     "rows per cache block (rounded down to a multiple of mr)"),
             Tunable("nc", (256, 64, 128, 512, 1024, 2048),
                     "columns per task block (rounded down to a multiple of the panel width)"),
-            Tunable("unroll", (1, 2, 4), "unroll of the reduction loop"))
+            Tunable("unroll", (1, 2, 4), "unroll of the reduction loop"),
+            *((Tunable("kc", (NO_K_BLOCKS, 128, 256, 512),
+                       "reduction per K block (rounded down to a multiple of 8; one block "
+                       "where not shorter than K)"),) if k_blocking else ()))
 
 
 def splits(isa: str, rows: int, vectors: int = VECTORS_PER_ROW) -> int:
@@ -133,16 +148,33 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def k_blocks(K: int, kc: int) -> dict[str, int]:
+    """The reduction in KB blocks: KC long (at most `kc`, a multiple of 8, as even as that
+    allows), the last one KL long; one block of K when `kc` is 0 or not shorter than K."""
+    kc = max(8, kc // 8 * 8) if kc else K
+    if kc >= K:
+        return {"KC": K, "KB": 1, "KL": K}
+    kb = _ceil_div(K, kc)
+    block = _ceil_div(_ceil_div(K, kb), 8) * 8
+    return {"KC": block, "KB": kb, "KL": K - (kb - 1) * block}
+
+
 def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int,
-         tuned: dict[str, object]) -> Params:
+         tuned: dict[str, object], k_blocking: bool = False, min_rows: int = 0) -> Params:
     """The template's GEMM plan for C[M,N] = A[M,K] B[K,N] repeated `batch` times, from the
-    tuned parameters where given, else from the cache sizes and the task split."""
+    tuned parameters where given, else from the cache sizes and the task split. `k_blocking`:
+    the template runs `block` (K blocks where kc is tuned); `min_rows`: the least row block
+    the L2 rule may give (MATMUL_MIN_ROWS)."""
     g = vector_ops(isa, ctype, itemsize)
     nr = int(g["NR"])  # type: ignore[call-overload]
     mr = int(tuned.get("mr") or ISAS[isa].rows[0])  # type: ignore[call-overload]
     panels = -(-N // nr)
     mc = int(tuned.get("mc") or 0)  # type: ignore[call-overload]
-    mc = _row_block(M, mr, mc or L2_A_BYTES // max(1, K * itemsize), even=not mc)
+    floor = _ceil_div(min_rows, mr) * mr  # whole register blocks: at least min_rows rows
+    mc = _row_block(M, mr, mc or max(floor, L2_A_BYTES // max(1, K * itemsize)), even=not mc)
+    blocks = k_blocks(K, int(tuned.get("kc") or 0) if k_blocking else 0)  # type: ignore[call-overload]
+    if blocks["KB"] > 1:  # the partial tile (MC x NR) lives on the task's stack
+        mc = min(mc, max(mr, PART_BYTES // (nr * itemsize) // mr * mr))
     mb = -(-M // mc)
     # a short M streams B from memory: its bytes, not its flops, take the time (about 3
     # flop-equivalents a byte at ~100 GFLOP/s and ~35 GB/s)
@@ -160,6 +192,7 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
         nb = min(panels, max(1, -(-wanted // (batch * mb))))
         ncp = -(-panels // nb)
     nb = -(-panels // ncp)
+    g.update(blocks)
     g.update({"M": M, "N": N, "K": K, "MR": mr, "MC": mc, "MB": mb, "NCP": ncp, "NB": nb,
               "panels": panels, "tail": M % mr, "n_full": N % nr == 0,
               "splits": {r: splits(isa, r) for r in range(1, mr + 1)},

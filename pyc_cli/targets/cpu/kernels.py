@@ -149,7 +149,8 @@ def _im2col_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         dtype = graph.types[node.outputs[0]].dtype
         nr = gemm.panel_width(isa, dtype.itemsize)
         tile = im2col_tile(reduction, pixels, dtype.itemsize, _workspace_cap(node), nr)
-        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, rows, tile, reduction, 1, _tuned(node))
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, rows, tile, reduction, 1, _tuned(node),
+                      k_blocking=True)
         g["n_full"] = pixels % nr == 0  # every tile's width is then a multiple of NR
         return {"tile": tile, "gemm": g, **_conv_coords(node, graph, op)}
     return params
@@ -433,7 +434,7 @@ def conv_candidates(isa: str, with_winograd: bool = True) -> tuple[KernelCandida
             takes_epilogue=True, takes_prologue=_im2col_prologue(isa),
             tunables=(Tunable("workspace_cap", (IM2COL_WORKSPACE_CAP, 32 * 1024),
                               "bytes of im2col columns (the memory mode's cap; the tile follows)"),
-                      *gemm.tunables(isa))),
+                      *gemm.tunables(isa, k_blocking=True))),
         conv_dots.candidate(isa), CONV_DEPTHWISE, CONV_DIRECT)
 
 
@@ -578,7 +579,8 @@ def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure 
     def params(node: Node, graph: Graph, op: Params) -> Params:
         m, k, n, batch, b_strides = _matmul_dims(node, graph)
         dtype = graph.types[node.outputs[0]].dtype
-        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, m, n, k, math.prod(batch), _tuned(node))
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, m, n, k, math.prod(batch), _tuned(node),
+                      k_blocking=True, min_rows=gemm.MATMUL_MIN_ROWS)
         packed = int(g["panels"]) * int(g["NR"]) * k  # type: ignore[call-overload]
         b_matrices = _b_matrices(node, graph)
         return {**_matmul_coords(node, graph, op), "gemm": g, "b_packed": constant,
@@ -618,7 +620,7 @@ def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
     """MatMul's candidates on `isa`: the packed GEMM (B packed at build time when it is a
     constant only MatMuls read, else at run time into the workspace), the 4x16 tile loop and
     the naive loop (kept as checks and for a tuner to compare)."""
-    tunables = gemm.tunables(isa)
+    tunables = gemm.tunables(isa, k_blocking=True)
     return (
         KernelCandidate("matmul_packed_const", "matmul_packed.c.j2", gemm.packs_constant,
                         cost_factor=0.25, stores_once=True, tunables=tunables,

@@ -12,19 +12,18 @@ standard-normal products in another order than float64: |got - want| <= 1e-5 + 1
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_strict_c11
+from helpers import Forced, assert_strict_c11
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
 from pyc_cli.artifact.reader import load_graph
-from pyc_cli.ir.annotations import KernelChoice
-from pyc_cli.passes.tuning import KernelSignature
 from pyc_cli.planning.weights import pack_panels, packed_numel, unpack_panels
 from pyc_cli.targets.cpu import gemm
 from pyc_cli.targets.cpu.features import host_features
@@ -57,18 +56,6 @@ BUILDS = {
 }
 
 
-class Forced:
-    """A tuning database naming one candidate with fixed parameters for every node of one op."""
-
-    def __init__(self, op: str, candidate: str, params: dict[str, int]) -> None:
-        self.op, self.candidate, self.params = op, candidate, params
-
-    def lookup(self, signature: KernelSignature) -> KernelChoice | None:
-        if signature.op != self.op:
-            return None
-        return KernelChoice(self.candidate, dict(self.params))
-
-
 def _configs() -> list[tuple[str, dict[str, int]]]:
     """Every micro-kernel (ISA x mr) with the other tunables derived, then every value of
     mc, nc and unroll (cycled together, on AVX2: the loops around the micro-kernel are the
@@ -80,7 +67,12 @@ def _configs() -> list[tuple[str, dict[str, int]]]:
                                 for name in ("mc", "nc", "unroll")}) for i in range(rounds)]
 
 
-CONFIGS = _configs()
+# the reduction in K blocks (kc far below the test shapes' K: 1 to 100, so most blocks end in
+# a shorter last one; K <= kc stays one block): every ISA, the GEMV's accumulator sets, MR's
+# tail rows, tuned row / column blocks and unroll
+K_BLOCKED = [("avx512", {"kc": 16}), ("avx2", {"kc": 8}), ("vector", {"kc": 24}),
+             ("avx2", {"kc": 16, "mr": 4, "mc": 24, "nc": 64, "unroll": 2})]
+CONFIGS = _configs() + K_BLOCKED
 
 
 class MatMulGraph:
@@ -95,6 +87,7 @@ class MatMulGraph:
         self.inits: list[onnx.TensorProto] = []
         self.feeds: dict[str, np.ndarray] = {}
         self.expected: dict[str, np.ndarray] = {}
+        self.magnitude: dict[str, np.ndarray] = {}  # |A| |B|: the size of each sum's terms
 
     def tensor(self, name: str, shape: tuple[int, ...], as_constant: bool) -> np.ndarray:
         value = self.rng.standard_normal(shape).astype(np.float32)
@@ -125,6 +118,7 @@ class MatMulGraph:
             want = want + residual
         self.outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, list(want.shape)))
         self.expected[out] = want
+        self.magnitude[out] = np.matmul(np.abs(a), np.abs(b))
 
     def model(self, name: str) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.inits)
@@ -186,6 +180,8 @@ def test_packed_matmul_matches_numpy(isa: str, params: dict[str, int], constant:
     candidate = "matmul_packed_const" if constant else "matmul_packed"
     _check(path, tmp_path / "a", BUILDS[isa], Forced("MatMul", candidate, params), feeds,
            expected, "MatMul")
+    source = (tmp_path / "a" / "src" / "model.c").read_text()
+    assert ("part[" in source) == ("kc" in params), "K blocks exactly where kc < K"
 
 
 def _conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, group: int
@@ -263,7 +259,8 @@ def _conv_model(rng: np.random.Generator) -> tuple[
 
 
 CONV_CONFIGS = [(isa, {"mr": gemm.ISAS[isa].rows[-1]}) for isa in BUILDS] \
-    + [("avx2", {"mc": 24, "nc": 64, "unroll": 2}), ("vector", {"workspace_cap": 32 * 1024})]
+    + [("avx2", {"mc": 24, "nc": 64, "unroll": 2}), ("vector", {"workspace_cap": 32 * 1024}),
+       ("avx2", {"kc": 16}), ("avx512", {"kc": 40, "workspace_cap": 32 * 1024})]
 
 
 @pytest.mark.parametrize("isa,params", CONV_CONFIGS,
@@ -350,6 +347,71 @@ def test_plans_block_by_whole_register_tiles(isa: str) -> None:
             if tuned:
                 assert mr == tuned["mr"] and g["unroll"] == 2
     assert gemm.splits(isa, 1) > 1 and gemm.splits(isa, gemm.ISAS[isa].rows[0]) == 1
+
+
+def test_k_blocks_cover_the_reduction() -> None:
+    """KC is a multiple of 8 no longer than the asked kc, the KB - 1 full blocks and the last
+    one (1 to KC long) sum to K; without kc, or where the template does not block K, or where
+    kc is not shorter than K, the reduction stays one block (today's code)."""
+    for k in (1, 7, 8, 9, 17, 100, 384, 1000, 1536, 4608):
+        for kc in (1, 8, 13, 64, 128, 250, 256, 512):
+            g = gemm.plan("avx512", "float", 4, 64, 256, k, 1, {"kc": kc}, k_blocking=True)
+            assert (g["KB"] - 1) * g["KC"] + g["KL"] == k and 1 <= g["KL"] <= g["KC"]
+            if g["KB"] > 1:
+                assert g["KC"] % 8 == 0 and g["KC"] <= max(8, kc // 8 * 8) < k
+            else:
+                assert g["KC"] == g["KL"] == k and max(8, kc // 8 * 8) >= k
+        for tuned, blocking in (({}, True), ({"kc": 8}, False)):
+            g = gemm.plan("avx2", "float", 4, 64, 256, k, 1, tuned, k_blocking=blocking)
+            assert (g["KB"], g["KC"], g["KL"]) == (1, k, k)
+    # the partial tile stays small where the L2 rule alone would give thousands of rows
+    g = gemm.plan("avx512", "float", 4, 8192, 256, 16, 1, {"kc": 8}, k_blocking=True)
+    assert g["KB"] == 2 and g["MC"] * g["NR"] * 4 <= gemm.PART_BYTES and g["MB"] * g["MC"] >= 8192
+    names = {t.name for t in gemm.tunables("avx2", k_blocking=True)}
+    assert "kc" in names and "kc" not in {t.name for t in gemm.tunables("avx2")}
+
+
+@pytest.mark.parametrize("isa", sorted(gemm.ISAS))
+def test_matmul_row_blocks_keep_64_rows_at_large_k(isa: str) -> None:
+    """A MatMul's row block keeps MATMUL_MIN_ROWS rows (as even as whole register blocks allow)
+    where the L2 rule would leave fewer; a tuned mc still rules, other plans keep the L2 rule."""
+    for m, k in [(64, 2048), (49, 4608), (128, 16384), (300, 8192), (1024, 1024), (100, 384),
+                 (1, 2048)]:
+        g = gemm.plan(isa, "float", 4, m, 512, k, 1, {}, k_blocking=True,
+                      min_rows=gemm.MATMUL_MIN_ROWS)
+        plain = gemm.plan(isa, "float", 4, m, 512, k, 1, {})
+        assert g["MC"] >= plain["MC"] and g["MB"] <= -(-m // gemm.MATMUL_MIN_ROWS)
+        assert g["MC"] % g["MR"] == 0 and (g["MB"] - 1) * g["MC"] < m <= g["MB"] * g["MC"]
+        assert gemm.plan(isa, "float", 4, m, 512, k, 1, {"mc": 8}, k_blocking=True,
+                         min_rows=gemm.MATMUL_MIN_ROWS)["MC"] == plain["MR"]
+    assert gemm.plan(isa, "float", 4, 64, 512, 2048, 1, {})["MB"] > 1  # the L2 rule alone
+
+
+@pytest.mark.parametrize("kc", [0, 512])
+def test_large_k_matmul_matches_numpy(kc: int, tmp_path: Path, rng: np.random.Generator) -> None:
+    """K = 2100 (whole-K row blocks of 64 rows, or 5 K blocks of 416 and a last of 436): bias +
+    relu, residual, a batched MatMul and a GEMV against float64, each element within the
+    float32 summation bound (K + 2) u sum |a b| (u = 2^-24; a K block lost or added twice, or
+    an epilogue run twice, is off by far more)."""
+    g = MatMulGraph(rng, True)
+    g.matmul("0", (70, 2100), (2100, 40), "bias_relu")
+    g.matmul("1", (9, 2100), (2100, 33), "residual")
+    g.matmul("2", (2, 3, 2100), (2, 2100, 17))
+    g.matmul("3", (1, 2100), (2100, 50), "bias_relu")
+    path = tmp_path / "bigk.onnx"
+    onnx.save(g.model("bigk"), path)
+    tuning = Forced("MatMul", "matmul_packed_const", {"kc": kc} if kc else {})
+    pyc_cli.build(path, tmp_path / "a", tuning=tuning)
+    source = (tmp_path / "a" / "src" / "model.c").read_text()
+    assert ("part[" in source) == bool(kc)
+    # 70 rows: 2 even blocks (of 40 rows at MR = 8, 36 at MR = 6), not the L2 rule's 3
+    assert re.search(r"1 batch x 2 blocks of (40|36) rows", source)
+    with pyc_cli.load(tmp_path / "a") as compiled:
+        got = compiled.run(g.feeds)
+    for name, want in g.expected.items():
+        bound = (2100 + 2) * 2.0 ** -24 * (g.magnitude[name] + np.abs(want))
+        excess = np.abs(got[name] - want) - bound
+        assert np.all(excess <= 0), (name, float(excess.max()))
 
 
 @pytest.mark.parametrize("isa", sorted(gemm.ISAS))
@@ -466,6 +528,10 @@ def test_gemm_kernels_are_strict_c11(isa: str, compiler: str, tmp_path: Path,
     for name in ("mm", "pc"):
         art = pyc_cli.build(tmp_path / f"{name}.onnx", tmp_path / name, cpu=build.cpu).artifact
         assert_strict_c11(compiler, art)
+    blocked = pyc_cli.build(tmp_path / "mm.onnx", tmp_path / "kb", cpu=build.cpu,
+                            tuning=Forced("MatMul", "matmul_packed_const", {"kc": 8})).artifact
+    assert "part[" in (tmp_path / "kb" / "src" / "model.c").read_text()
+    assert_strict_c11(compiler, blocked)
     if compiler != "gcc" or not build.runnable:
         return
     import onnxruntime as ort

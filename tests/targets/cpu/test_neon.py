@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
+from helpers import Forced
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
@@ -35,9 +36,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def build_for_arm64(model: Path, out: Path, shapes: dict[str, tuple[int, ...]],
-                    monkeypatch: pytest.MonkeyPatch) -> Path:
+                    monkeypatch: pytest.MonkeyPatch, tuning: Forced | None = None) -> Path:
     monkeypatch.setenv("CC", str(CROSS_CC))
-    pyc_cli.build(model, out, input_shapes=shapes, cpu="armv8.2-a")
+    pyc_cli.build(model, out, input_shapes=shapes, cpu="armv8.2-a", tuning=tuning)
     return out
 
 
@@ -101,6 +102,28 @@ def test_gemm_on_arm64_uses_neon_and_matches_onnxruntime(
     source = (artifact / "src" / "model.c").read_text()
     suffix = "f32" if dtype == np.float32 else "f64"
     assert f"vfmaq_{suffix}(" in source and "#include <arm_neon.h>" in source
+    feeds = {"a": rng.standard_normal((m, k)).astype(dtype)}
+    if not constant_b:
+        feeds["b"] = rng.standard_normal((k, n)).astype(dtype)
+    assert_matches(run_under_qemu(artifact, feeds, tmp_path), onnxruntime_outputs(path, feeds),
+                   1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("m,k,n,dtype,constant_b", [
+    (37, 70, 67, np.float32, True), (1, 50, 29, np.float32, True), (9, 45, 23, np.float32, False),
+    (16, 40, 24, np.float64, False)])
+def test_k_blocked_gemm_on_arm64_matches_onnxruntime(
+        m: int, k: int, n: int, dtype: np.dtype, constant_b: bool, tmp_path: Path,
+        rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reduction in K blocks of 16 (a shorter last one) on the NEON micro-kernels, the
+    bias added once after the last block."""
+    path = tmp_path / "gemm.onnx"
+    onnx.save(gemm_model(m, k, n, dtype, constant_b, rng), path)
+    candidate = "matmul_packed_const" if constant_b else "matmul_packed"
+    artifact = build_for_arm64(path, tmp_path / "gemm.pyc", {}, monkeypatch,
+                               Forced("MatMul", candidate, {"kc": 16}))
+    source = (artifact / "src" / "model.c").read_text()
+    assert "vfmaq_" in source and "part[" in source
     feeds = {"a": rng.standard_normal((m, k)).astype(dtype)}
     if not constant_b:
         feeds["b"] = rng.standard_normal((k, n)).astype(dtype)
