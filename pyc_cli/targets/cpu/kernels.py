@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 from ...ir.graph import Graph, Node
 from ...ir.types import DType
@@ -106,23 +107,46 @@ def _depthwise_block_rows(oh: int) -> int:
     return max(1, min(DEPTHWISE_BLOCK_ROWS, oh))
 
 
-def _depthwise_geometry(isa: str, node: Node, graph: Graph, op: Params) -> dict[str, int]:
+def _depthwise_column_blocks(ow: int, lanes: int, itemsize: int) -> list[dict[str, int]]:
+    """The register blocks along an output row, as runs [first, end) of equal blocks of
+    `vectors` vectors of `width` columns: DEPTHWISE_BLOCK_VECTORS full-width vectors, then the
+    full vectors left, then the last columns in one vector of the narrowest width (halving
+    down to 16 bytes) that holds them."""
+    full, tail = divmod(ow, lanes)
+    vectors = min(DEPTHWISE_BLOCK_VECTORS, max(1, full))
+    whole = full // vectors * vectors
+    blocks = []
+    if whole:
+        blocks.append({"first": 0, "end": whole * lanes, "vectors": vectors, "width": lanes})
+    if full > whole:
+        blocks.append({"first": whole * lanes, "end": full * lanes, "vectors": full - whole,
+                       "width": lanes})
+    if tail:
+        width = lanes
+        while width // 2 >= tail and width // 2 * itemsize >= 16:
+            width //= 2
+        blocks.append({"first": full * lanes, "end": full * lanes + width, "vectors": 1,
+                       "width": width})
+    return blocks
+
+
+def _depthwise_geometry(isa: str, node: Node, graph: Graph, op: Params) -> dict[str, Any]:
     """The zero-bordered plane every tap of a depthwise task reads, split into SW column phases
-    of rows x cols each (phase_size elements), its rows of sums (the output width rounded up
-    to whole vectors of the ISA's width), and the register block, from the conv's params
-    `op`."""
+    of rows x cols each (phase_size elements), the register blocks along a row (vectors of the
+    ISA's width) and the columns they compute (row_cols, the width of the rows of sums), from
+    the conv's params `op`."""
     g = int_params(op, ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW", "PH", "PW"))
     itemsize = graph.types[node.outputs[0]].dtype.itemsize
     lanes = max(1, gemm.ISAS[isa].vector_bytes // itemsize)
-    row_cols = -(-g["OW"] // lanes) * lanes
+    col_blocks = _depthwise_column_blocks(g["OW"], lanes, itemsize)
+    row_cols = col_blocks[-1]["end"] if col_blocks else 0
     # a phase column j holds plane column j * SW + phase; vectors read up to row_cols columns
     # past the widest tap's first one
     cols = max(-(-(g["PW"] + g["W"]) // g["SW"]), row_cols + (g["KW"] - 1) * g["DW"] // g["SW"])
     rows = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
     return {"plane_rows": rows, "plane_cols": cols, "phase_size": rows * cols,
-            "row_cols": row_cols, "lanes": lanes, "itemsize": itemsize,
-            "block_rows": _depthwise_block_rows(g["OH"]),
-            "block_vectors": min(DEPTHWISE_BLOCK_VECTORS, row_cols // lanes)}
+            "row_cols": row_cols, "col_blocks": col_blocks, "itemsize": itemsize,
+            "block_rows": _depthwise_block_rows(g["OH"])}
 
 
 def _is_depthwise(isa: str):  # noqa: ANN202 (a closure per ISA)
