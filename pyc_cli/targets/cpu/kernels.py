@@ -146,7 +146,10 @@ def _depthwise_geometry(isa: str, node: Node, graph: Graph, op: Params) -> dict[
     rows = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
     return {"plane_rows": rows, "plane_cols": cols, "phase_size": rows * cols,
             "row_cols": row_cols, "col_blocks": col_blocks, "itemsize": itemsize,
-            "block_rows": _depthwise_block_rows(g["OH"])}
+            "block_rows": _depthwise_block_rows(g["OH"]),
+            # the epilogue runs over output pixels: an operand contiguous over (oh, ow) is
+            # indexed by the pixel
+            "flat_coords": ["oh", "ow", "pix"]}
 
 
 def _is_depthwise(isa: str):  # noqa: ANN202 (a closure per ISA)
@@ -159,9 +162,11 @@ def _is_depthwise(isa: str):  # noqa: ANN202 (a closure per ISA)
             return False
         op = Conv().kernel_params(node, graph)
         g = _depthwise_geometry(isa, node, graph, op)
+        if not g["col_blocks"]:  # no output columns
+            return False
         phases = int_params(op, ("SW",))["SW"]
-        return (phases * g["phase_size"] + g["block_rows"] * g["row_cols"]) * g["itemsize"] \
-            <= DEPTHWISE_PLANE_BYTES
+        sums = g["block_rows"] * int_params(op, ("OW",))["OW"] + g["col_blocks"][-1]["width"]
+        return (phases * g["phase_size"] + sums) * g["itemsize"] <= DEPTHWISE_PLANE_BYTES
     return applies
 
 

@@ -121,8 +121,8 @@ BLOCK_CASES = [  # N, C, H, W, kernel, pads (t, l, b, r), strides, dilations
 def hardswish_model(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray],
                                                           dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Every BLOCK_CASES conv on its own input, each followed by PP-OCR's hardswish
-    (y * Clip(y + 3, 0, 6) / 6, fused into the conv): the feeds, the float64 results, and a
-    bound on each float32 result's error."""
+    (y * Clip(y + 3, 0, 6) / 6) and a residual Add, fused into the conv: the feeds, the
+    float64 results, and a bound on each float32 result's error."""
     nodes, inputs, outputs, inits = [], [], [], []
     feeds, expected, bounds = {}, {}, {}
     three, zero, six = (numpy_helper.from_array(np.array(v, np.float32), name)
@@ -141,17 +141,25 @@ def hardswish_model(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str
             helper.make_node("Add", [f"c{i}", "three"], [f"s{i}"]),
             helper.make_node("Clip", [f"s{i}", "zero", "six"], [f"k{i}"]),
             helper.make_node("Mul", [f"c{i}", f"k{i}"], [f"m{i}"]),
-            helper.make_node("Div", [f"m{i}", "six"], [f"y{i}"])]
+            helper.make_node("Div", [f"m{i}", "six"], [f"h{i}"]),
+            helper.make_node("Add", [f"h{i}", f"r{i}"], [f"y{i}"])]
         outputs.append(helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None))
         y = depthwise_float64(x, weights, b, pads, strides, dilations)
+        # a residual indexed by the whole pixel, by the row only or by the column only
+        _, _, oh, ow = y.shape
+        residual = rng.standard_normal([(n, c, oh, ow), (1, 1, oh, 1), (1, 1, 1, ow)][i % 3])
+        feeds[f"r{i}"] = residual.astype(np.float32)
+        inputs.append(helper.make_tensor_value_info(f"r{i}", onnx.TensorProto.FLOAT,
+                                                    list(residual.shape)))
         feeds[f"x{i}"] = x
-        expected[f"y{i}"] = y * np.clip(y + 3, 0, 6) / 6
+        expected[f"y{i}"] = y * np.clip(y + 3, 0, 6) / 6 + feeds[f"r{i}"]
         # the sum's float32 error (taps + 1 roundings of at most the absolute sum), carried
         # through the hardswish (slope at most 2.5 for |y| < 3 + 5 roundings of the result)
         magnitude = depthwise_float64(np.abs(x), np.abs(weights), np.abs(b), pads, strides,
                                       dilations)
         sum_error = (kernel[0] * kernel[1] + 1) * 2.0 ** -24 * magnitude
-        bounds[f"y{i}"] = 2.5 * sum_error + 5 * 2.0 ** -24 * np.abs(expected[f"y{i}"]) + 1e-7
+        bounds[f"y{i}"] = 2.5 * sum_error + 6 * 2.0 ** -24 * (np.abs(expected[f"y{i}"])
+                                                              + np.abs(feeds[f"r{i}"])) + 1e-7
     graph = helper.make_graph(nodes, "hardswish", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -169,7 +177,7 @@ def test_register_blocks_of_every_isa_match_float64(isa: str, rng: np.random.Gen
                            cpu_features=build.features)
     convs = [node for node in result.graph.nodes if node.op == "Conv"]
     assert [node.ann.kernel_name for node in convs] == ["conv2d_depthwise"] * len(BLOCK_CASES)
-    assert all(len(node.ann.epilogue) == 4 for node in convs), "the hardswish is fused"
+    assert all(len(node.ann.epilogue) == 5 for node in convs), "the hardswish and Add fused"
     if not build.runnable:
         return  # compiled for a CPU this one is not: compile-only
     with pyc_cli.load(result.artifact) as compiled:
