@@ -52,9 +52,11 @@ CASES = [  # N, C, H, W, kernel, pads (t, l, b, r), strides, dilations, bias, re
 
 def depthwise_model(n: int, c: int, h: int, w: int, kernel: tuple[int, int], pads: list[int],
                     strides: list[int], dilations: list[int], bias: bool, relu: bool,
-                    rng: np.random.Generator) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray | None]:
-    weights = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
-    b = rng.standard_normal(c).astype(np.float32) if bias else None
+                    rng: np.random.Generator, dtype: type = np.float32
+                    ) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray | None]:
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    weights = rng.standard_normal((c, 1, *kernel)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype) if bias else None
     inits = [numpy_helper.from_array(weights, "w")] + ([numpy_helper.from_array(b, "b")] if bias else [])
     nodes = [helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["c" if relu else "y"],
                               group=c, kernel_shape=list(kernel), pads=pads, strides=strides,
@@ -62,8 +64,8 @@ def depthwise_model(n: int, c: int, h: int, w: int, kernel: tuple[int, int], pad
     if relu:
         nodes.append(helper.make_node("Relu", ["c"], ["y"]))
     graph = helper.make_graph(nodes, "depthwise",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c, h, w])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+                              [helper.make_tensor_value_info("x", elem, [n, c, h, w])],
+                              [helper.make_tensor_value_info("y", elem, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model), weights, b
@@ -193,3 +195,21 @@ def test_register_blocks_of_every_isa_match_float64(isa: str, rng: np.random.Gen
 def test_block_rows_split_the_output_rows(rows: int, block: int) -> None:
     """4-row blocks, or 3-row ones where they split the rows evenly and 4-row ones do not."""
     assert kernels._depthwise_block_rows(rows) == block
+
+
+@pytest.mark.parametrize("case", [BLOCK_CASES[i] for i in (0, 4, 5, 6)], ids=case_id)
+def test_float64_register_blocks_match(case: tuple, rng: np.random.Generator,
+                                       tmp_path: Path) -> None:
+    """float64: half as many lanes per vector, and 2-lane vectors for the last columns."""
+    n, c, h, w, kernel, pads, strides, dilations = case
+    model, weights, b = depthwise_model(n, c, h, w, kernel, pads, strides, dilations, True, True,
+                                        rng, np.float64)
+    onnx.save(model, tmp_path / "m.onnx")
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "art")
+    [conv] = result.graph.nodes
+    assert conv.ann.kernel_name == "conv2d_depthwise"
+    x = rng.standard_normal((n, c, h, w))
+    with pyc_cli.load(result.artifact) as compiled:
+        got = compiled.run({"x": x})["y"]
+    want = np.maximum(depthwise_float64(x, weights, b, pads, strides, dilations), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)  # 26 roundings of 2^-53
