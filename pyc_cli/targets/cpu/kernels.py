@@ -143,8 +143,13 @@ def _depthwise_geometry(isa: str, node: Node, graph: Graph, op: Params) -> dict[
     # a phase column j holds plane column j * SW + phase; vectors read up to row_cols columns
     # past the widest tap's first one
     cols = max(-(-(g["PW"] + g["W"]) // g["SW"]), row_cols + (g["KW"] - 1) * g["DW"] // g["SW"])
+    # stride 2: rows are dealt out to the two phases a pair of vectors at a time (narrower
+    # vectors where a row holds no pair of full ones, down to 16 bytes)
+    deal = lanes if g["SW"] == 2 and itemsize in (4, 8) else 0
+    while deal * itemsize > 16 and 2 * deal > g["W"]:
+        deal //= 2
     rows = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
-    return {"plane_rows": rows, "plane_cols": cols, "phase_size": rows * cols,
+    return {"plane_rows": rows, "plane_cols": cols, "phase_size": rows * cols, "deal": deal,
             "row_cols": row_cols, "col_blocks": col_blocks, "itemsize": itemsize,
             "block_rows": _depthwise_block_rows(g["OH"]),
             # the epilogue runs over output pixels: an operand contiguous over (oh, ow) is

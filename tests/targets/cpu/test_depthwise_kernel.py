@@ -117,6 +117,9 @@ BLOCK_CASES = [  # N, C, H, W, kernel, pads (t, l, b, r), strides, dilations
     (1, 4, 12, 160, (3, 3), [1, 1, 1, 1], [1, 2], [1, 1]),  # its stride (1, 2) one
     (1, 3, 2, 1, (1, 1), [0, 0, 0, 0], [1, 1], [1, 1]),  # one column
     (1, 2, 5, 23, (5, 5), [0, 0, 0, 0], [1, 1], [1, 1]),  # no padding
+    (1, 3, 6, 70, (3, 3), [0, 0, 1, 1], [1, 2], [1, 1]),  # stride 2 columns, no left pad
+    (1, 2, 4, 41, (5, 5), [1, 3, 0, 0], [2, 2], [1, 1]),  # an odd left pad past one column
+    (1, 5, 3, 96, (3, 3), [1, 1, 1, 1], [2, 2], [1, 1]),  # whole pairs of 16-float vectors
 ]
 
 
