@@ -8,19 +8,16 @@ task's stack."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from test_gemm import BUILDS
 
 import pyc_cli
 from pyc_cli.targets.cpu import kernels
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_gemm import BUILDS  # noqa: E402 (this folder's helpers, as test_conv_dots does)
 
 
 def depthwise_float64(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, pads: list[int],
