@@ -117,6 +117,8 @@ BLOCK_CASES = [  # N, C, H, W, kernel, pads (t, l, b, r), strides, dilations
     (1, 3, 6, 70, (3, 3), [0, 0, 1, 1], [1, 2], [1, 1]),  # stride 2 columns, no left pad
     (1, 2, 4, 41, (5, 5), [1, 3, 0, 0], [2, 2], [1, 1]),  # an odd left pad past one column
     (1, 5, 3, 96, (3, 3), [1, 1, 1, 1], [2, 2], [1, 1]),  # whole pairs of 16-float vectors
+    (1, 3, 7, 20, (5, 5), [2, 2, 2, 2], [2, 2], [1, 1]),  # stride 2, too narrow for a pair
+    (1, 2, 5, 29, (3, 3), [1, 1, 1, 1], [1, 3], [1, 1]),  # three column phases
 ]
 
 
