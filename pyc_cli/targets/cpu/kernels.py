@@ -95,7 +95,7 @@ DEPTHWISE_PLANE_BYTES = 128 * 1024
 # output rows a depthwise task computes at once (each input row loaded once for all of them)
 DEPTHWISE_BLOCK_ROWS = 4
 # vectors of columns per register block: rows x vectors independent sums hide the
-# multiply-add's latency (on Zen 4, 1 to 1.07x faster than one vector per row, PP-OCR's 5x5)
+# multiply-add's latency (on Zen 4, 1.03-1.1x faster than one vector per row on PP-OCR's 5x5)
 DEPTHWISE_BLOCK_VECTORS = 2
 
 
