@@ -119,6 +119,7 @@ BLOCK_CASES = [  # N, C, H, W, kernel, pads (t, l, b, r), strides, dilations
     (1, 5, 3, 96, (3, 3), [1, 1, 1, 1], [2, 2], [1, 1]),  # whole pairs of 16-float vectors
     (1, 3, 7, 20, (5, 5), [2, 2, 2, 2], [2, 2], [1, 1]),  # stride 2, too narrow for a pair
     (1, 2, 5, 29, (3, 3), [1, 1, 1, 1], [1, 3], [1, 1]),  # three column phases
+    (1, 2, 41, 112, (3, 3), [1, 1, 1, 1], [1, 1], [1, 1]),  # epilogue per row block (> 4 KiB)
 ]
 
 
