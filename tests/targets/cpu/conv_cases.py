@@ -6,12 +6,16 @@ fused epilogue, their float64 numpy references, and for each output the magnitud
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from helpers import make_model
 from onnx import TensorProto, helper, numpy_helper
 from test_gemm import ATOL, RTOL
+
+import pyc_cli
 
 # a conv: (x shape, w shape, strides, pads (begins..., ends...), dilations, group, epilogue);
 # epilogues: "" (none), "bias_relu", "residual" (an input of the output's shape) or "per_row"
@@ -109,3 +113,18 @@ def assert_within_bounds(got: dict[str, np.ndarray], expected: dict[str, np.ndar
         assert got[name].shape == want.shape, name
         excess = np.abs(got[name] - want) - (rtol * np.abs(want) + atol + bounds[name])
         assert np.all(excess <= 0), (name, float(excess.max()))
+
+
+def same_bits_at_every_team_size(artifact: Path, feeds: dict[str, np.ndarray],
+                                 monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
+    """The artifact's outputs at 1, 2 and 3 threads (PYC_NUM_THREADS, read when the model is
+    created), asserted bit-identical; the 2-thread ones are returned."""
+    results = {}
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("PYC_NUM_THREADS", threads)
+        with pyc_cli.load(artifact) as compiled:
+            results[threads] = compiled.run(feeds)
+    for name, value in results["1"].items():
+        for threads in ("2", "3"):
+            np.testing.assert_array_equal(results[threads][name], value, f"{name}, {threads} threads")
+    return results["2"]

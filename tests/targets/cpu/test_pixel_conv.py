@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conv_cases import assert_within_bounds, conv_graph
+from conv_cases import assert_within_bounds, conv_graph, same_bits_at_every_team_size
 from helpers import assert_strict_c11, init, make_model, rand, vinfo
 from onnx import helper
 from test_gemm import BUILDS, Forced
@@ -157,17 +157,8 @@ def test_pixel_conv_is_the_same_for_every_team_size(
         pytest.skip("this CPU has no AVX2 / AVX-512")
     source = (result.artifact / "src" / "model.c").read_text()
     assert source.count("PYC_PARALLEL_FOR") >= 3  # the gather and both GEMMs
-    results = {}
-    for threads in ("1", "2", "3"):
-        monkeypatch.setenv("PYC_NUM_THREADS", threads)  # read when the model is created
-        with pyc_cli.load(tmp_path / "a") as compiled:
-            results[threads] = compiled.run(graph.feeds)
-    for name in graph.expected:
-        for threads in ("2", "3"):
-            np.testing.assert_array_equal(results[threads][name], results["1"][name],
-                                          f"{name}, {threads} threads")
-    assert_within_bounds(results["2"], graph.expected, graph.summation_bounds(np.float32),
-                         np.float32)
+    got = same_bits_at_every_team_size(tmp_path / "a", graph.feeds, monkeypatch)
+    assert_within_bounds(got, graph.expected, graph.summation_bounds(np.float32), np.float32)
 
 
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
