@@ -224,7 +224,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     few bits less accurate: docs/architecture.md). `compile_budget` (seconds) bounds the whole
     build: `tune` gets what is left of it after the passes and an estimate of code generation
     and compilation, or is skipped (a decision in the log); a build that still takes longer
-    says so in its notes (PYC-W003); the artifact does not depend on it."""
+    warns PYC-W003; the artifact does not depend on it."""
     started = time.monotonic()
     if compile_budget is not None and not compile_budget > 0:
         raise PycError("E050", f"compile budget {compile_budget} s is not a positive duration",
