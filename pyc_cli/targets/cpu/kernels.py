@@ -346,8 +346,8 @@ def _strided_params(isa: str):  # noqa: ANN202 (a closure per ISA)
 # ---------------------------------------------------------------- pixel-major conv
 
 # the columns a pixel-major conv reads are its input (pointwise) or gathered into its scratch;
-# a map of this many pixels or fewer keeps one block of pixels per task (its columns, K x pixels,
-# stay in L2 while every panel of weights passes over them)
+# columns of at most this many bytes (K x pixels) are one block of pixels per task: they stay in
+# L2 while every panel of weights passes over them
 PIXEL_BLOCK_BYTES = 1024 * 1024
 # flop-equivalents per output element of the transposed stores (a channel's pixels from a
 # tile's column, scalar), beyond the channel-major kernels' row stores: about 1 cycle of a
@@ -411,7 +411,7 @@ def _pixel_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         pixels = v["OH"] * v["OW"]
         return {"gemm": _pixel_plan(isa, node, graph), "KDIM": kdim, "OHW": pixels,
                 "in_place": _pixel_in_place(v),
-                "gather_parallel": v["N"] * kdim * pixels >= COPY_PARALLEL_ELEMENTS,
+                "gather_parallel": kdim * pixels >= COPY_PARALLEL_ELEMENTS,  # per image
                 **_conv_coords(node, graph, op)}
     return params
 
