@@ -110,14 +110,11 @@ MMA_PAD_B = 8  # elements past each shared row of B, likewise
 MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half the size)
 
 
-# the GEMM's K split (as the conv's): where its tiles are fewer than the multiprocessors (a
-# batch-1 encoder's 128-row GEMMs: 12 blocks of 64 x 64 on a 132-multiprocessor H100, 6% of
-# its warps busy under Nsight Compute, benchmarks/results/cuda-ncu-h100.json), blocks split K,
-# each at least MMA_MIN_SLICES slices deep, their partial sums added by the last of a tile
-MMA_FILL = 132
+# the GEMM's K split (as the conv's, split_blocks): where its tiles are fewer than the
+# multiprocessors (a batch-1 encoder's 128-row GEMMs: 12 blocks of 64 x 64 on a
+# 132-multiprocessor H100, 6% of its warps busy under Nsight Compute,
+# benchmarks/results/cuda-ncu-h100.json), from this depth
 MMA_SPLIT_MIN_K = 256
-MMA_MIN_SLICES = 4
-MMA_MAX_KSPLIT = 16
 
 
 @dataclass(frozen=True)
@@ -153,13 +150,9 @@ def mma_gemm_geometry(p: dict[str, object], cap: int | None = None) -> MmaGemmGe
         bk = MMA_BK_16BIT
     tiles = math.ceil(m / bm) * math.ceil(n / bn) * batch
     slices = math.ceil(k / bk)
-    default = 1 if tiles >= MMA_FILL or k < MMA_SPLIT_MIN_K else \
-        max(1, min(MMA_MAX_KSPLIT, math.ceil(MMA_FILL / tiles), slices // MMA_MIN_SLICES))
-    ksplit = max(1, min(slices, int(p.get("tc_ksplit", default))))  # type: ignore[call-overload]
-    while ksplit > 1 and (cap is None or 4 * bm * bn * tiles * ksplit > cap):
-        ksplit //= 2
-    per = math.ceil(slices / ksplit)
-    ksplit = math.ceil(slices / per)  # no block of the split without a slice
+    default = split_blocks(tiles, slices) if k >= MMA_SPLIT_MIN_K else 1
+    wanted = int(p.get("tc_ksplit", default)) if cap is not None else 1  # type: ignore[call-overload]
+    ksplit, per = fit_split(min(slices, wanted), slices, 4 * bm * bn * tiles, cap)
     return MmaGemmGeometry(bm, bn, bk, warps_m, warps_n, tiles, slices, ksplit, per)
 
 
@@ -243,15 +236,31 @@ def _conv_mma_blocks(tile: int, m: int, n: int) -> int:
     return math.ceil(m / bm) * math.ceil(n / bn)
 
 
-def _conv_mma_ksplit(tile: int, m: int, n: int, k: int) -> int:
-    """A deep conv with too few tiles to fill the GPU (batch 1's 14 x 14 and 7 x 7 maps) splits
-    K between blocks: enough of them for a block per multiprocessor, each at least
-    CONV_MMA_MIN_SLICES slices deep."""
-    tiles = _conv_mma_blocks(tile, m, n)
-    if tiles >= CONV_MMA_FILL or k < CONV_MMA_SPLIT_MIN_K:
+def split_blocks(tiles: int, slices: int) -> int:
+    """Blocks along K for a kernel of `tiles` tiles and `slices` slices of K: enough for a block
+    per multiprocessor where the tiles are fewer, each at least CONV_MMA_MIN_SLICES deep."""
+    if tiles >= CONV_MMA_FILL:
         return 1
     return max(1, min(CONV_MMA_MAX_KSPLIT, math.ceil(CONV_MMA_FILL / tiles),
-                      math.ceil(k / 32) // CONV_MMA_MIN_SLICES))
+                      slices // CONV_MMA_MIN_SLICES))
+
+
+def fit_split(ksplit: int, slices: int, tile_bytes: int, cap: int | None) -> tuple[int, int]:
+    """(blocks along K, slices per block): `ksplit` halved until its partial tiles
+    (`tile_bytes` a block) fit `cap` bytes (None: as asked), then evened so that every block
+    has a slice."""
+    while cap is not None and ksplit > 1 and tile_bytes * ksplit > cap:
+        ksplit //= 2
+    per = math.ceil(slices / max(1, ksplit))
+    return math.ceil(slices / per), per
+
+
+def _conv_mma_ksplit(tile: int, m: int, n: int, k: int) -> int:
+    """A deep conv with too few tiles to fill the GPU (batch 1's 14 x 14 and 7 x 7 maps) splits
+    K between blocks (split_blocks, over 32-deep slices)."""
+    if k < CONV_MMA_SPLIT_MIN_K:
+        return 1
+    return split_blocks(_conv_mma_blocks(tile, m, n), math.ceil(k / 32))
 
 
 def _conv_mma_split(tile: int, m: int, n: int, k: int) -> int:
@@ -309,10 +318,7 @@ def conv_mma_geometry(p: dict[str, object], cap: int | None = None, tf32: bool =
     slices = math.ceil(k / bk)
     ksplit = min(slices, int(p.get("conv_ksplit", _conv_mma_ksplit(tile, m, ncols, k))))  # type: ignore[call-overload]
     tiles = math.ceil(ncols / bn) * math.ceil(m / bm)
-    while cap is not None and ksplit > 1 and 4 * bm * bn * tiles * ksplit > cap:
-        ksplit //= 2
-    per = math.ceil(slices / max(1, ksplit))
-    ksplit = math.ceil(slices / per)  # no block of the split without a slice
+    ksplit, per = fit_split(ksplit, slices, 4 * bm * bn * tiles, cap)
     return ConvMmaGeometry(m, ncols, k, bm, bn, bk, warps_m, warps_n, split, ksplit, per)
 
 
