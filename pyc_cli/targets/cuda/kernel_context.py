@@ -180,10 +180,7 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     call.block = (32 * warps_m * warps_n, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch * geo.ksplit)
-    if geo.ksplit > 1:
-        call.uses_status = True
-        call.counters = geo.tiles
-        call.workspace = True
+    _take_split(call, geo.ksplit, geo.tiles)
     threads = call.block[0]
     # 128-tiles ask for two blocks per multiprocessor: on the H100 that was faster at every size
     # and precision measured (benchmarks/results/cuda-gemm-h100.json: fp16 4096^3 0.549 vs
@@ -234,6 +231,15 @@ def _conv_mma_tile(m: int, n: int, k: int) -> int:
 def _conv_mma_blocks(tile: int, m: int, n: int) -> int:
     bm, bn = CONV_MMA_CONFIGS[tile][:2]
     return math.ceil(m / bm) * math.ceil(n / bn)
+
+
+def _take_split(call: CudaCall, ksplit: int, tiles: int) -> None:
+    """A K split's kernel takes the workspace (the partial sums) and a counter per tile past the
+    run's status word (cuda/ksplit.j2)."""
+    if ksplit > 1:
+        call.uses_status = True
+        call.counters = tiles
+        call.workspace = True
 
 
 def split_blocks(tiles: int, slices: int) -> int:
@@ -344,10 +350,7 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     threads = 32 * geo.warps_m * geo.warps_n * geo.split
     call.block = (threads, 1, 1)
     call.grid = (geo.tiles, 1, geo.ksplit)  # channel tiles fastest (MT of them), then pixels
-    if geo.ksplit > 1:
-        call.uses_status = True
-        call.counters = geo.tiles
-        call.workspace = True
+    _take_split(call, geo.ksplit, geo.tiles)
     bm, bn, bk = geo.bm, geo.bn, geo.bk
     # A's and B's two slices (16-bit rows padded by 8, or float rows by 4 and 8), or the split
     # groups' float sums
