@@ -264,12 +264,12 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 options = replace(options, budget_s=tune_budget)
             options = replace(options, threads=threads)  # variants run as the model will
             deadline = None if compile_budget is None else started + compile_budget
-            notes_tune = _tune(model_path, mode, input_shapes, backends[0], tunings[0], options,
-                               steps, tune_progress, deadline)
+            budget_notes, notes_tune = _tune(model_path, mode, input_shapes, backends[0],
+                                             tunings[0], options, steps, tune_progress, deadline)
         else:
-            notes_tune = []
+            budget_notes, notes_tune = [], []
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
-        notes += notes_tune
+        notes += budget_notes + notes_tune
         key = None
         if cache and not tune and tuning is None:
             key = build_cache.build_key(model_path, {
@@ -295,11 +295,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                         steps, target_tuning)
                     for backend, target_tuning in zip(backends, tunings)]
         graph, ctx = compiled[0]
-        budget_decisions = [note for note in notes_tune if note.startswith(BUDGET_NOTE)]
-        for note in budget_decisions:
-            ctx.log("build", [], "compile_budget", note)
         if memory_budget is not None:
-            notes.insert(0, ctx.decisions[-1 - len(budget_decisions)].reason)
+            notes.insert(0, ctx.decisions[-1].reason)
+        for note in budget_notes:
+            ctx.log("build", [], "compile_budget", note)
         notes += [f"fallback target {name} built into {fallback_dir(name)}/ (tried when "
                   f"{targets[0]} cannot run where the artifact is loaded)" for name in targets[1:]]
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
@@ -389,15 +388,15 @@ def _target_tuning(name: str, backend: Target, cpu_record: dict[str, Any],
 # code generation, C compilation and writing the artifact take about this many times the passes
 # (MiniLM-L6 on one Zen 4 core: 0.8 s of passes, 3 s after them), plus a second
 BUILD_AFTER_PASSES = 4.0
-BUDGET_NOTE = "compile budget"
 
 
 def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int, ...]] | None,
           backend: Target, db: FileTuningDatabase, options: TuneOptions, steps: BuildSteps,
-          progress: Progress | None, deadline: float | None = None) -> list[str]:
-    """Time the model's kernel variants, save the winners; the lines `pyc build` prints.
-    Before a `deadline` (time.monotonic), the tuning's budget is what the rest of the build
-    leaves of it, or nothing."""
+          progress: Progress | None, deadline: float | None = None
+          ) -> tuple[list[str], list[str]]:
+    """Time the model's kernel variants, save the winners: (what a `deadline`, time.monotonic,
+    decided about the tuning's budget: what the rest of the build leaves of it, or nothing;
+    the lines `pyc build` prints of the tuning)."""
     passes_started = time.monotonic()
     graph, ctx = compile_graph(model_path, mode or "balanced", input_shapes, backend, steps=steps)
     budget_notes: list[str] = []
@@ -406,10 +405,10 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
         reserve = BUILD_AFTER_PASSES * (now - passes_started) + 1.0
         left = deadline - now - reserve
         if left < 1.0:
-            return [f"{BUDGET_NOTE}: no tuning ({max(0.0, deadline - now):.1f} s left, about "
-                    f"{reserve:.1f} s of it for generating and compiling the code)"]
+            return [f"compile budget: no tuning ({max(0.0, deadline - now):.1f} s left, about "
+                    f"{reserve:.1f} s of it for generating and compiling the code)"], []
         if left < options.budget_s:
-            budget_notes.append(f"{BUDGET_NOTE}: tuning given {left:.1f} s of its "
+            budget_notes.append(f"compile budget: tuning given {left:.1f} s of its "
                                 f"{options.budget_s:g} s (about {reserve:.1f} s kept for "
                                 "generating and compiling the code)")
             options = replace(options, budget_s=left)
@@ -417,7 +416,7 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
         report = tune_graph(graph, ctx, backend, db, options, progress)
     if report.tuned:
         db.save()
-    return budget_notes + tune_summary(report, db.path)
+    return budget_notes, tune_summary(report, db.path)
 
 
 def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,
