@@ -78,6 +78,12 @@ def load_with_warnings(artifact: Path) -> tuple[object, list[PycError]]:
     return model, [w.message.error for w in seen if isinstance(w.message, PycWarning)]
 
 
+def emulated_gpu(artifact: Path, tmp_path: Path) -> FakeDriver:
+    lib = compile_kernels((artifact / "src/model.cu").read_text(), tmp_path)
+    plan = json.loads((artifact / "src/launches.json").read_text())["launches"]
+    return FakeDriver(lib, {launch["kernel"]: len(launch["args"]) for launch in plan})
+
+
 @pytest.mark.parametrize("guard", GUARDS, ids=list(GUARDS))
 def test_falls_back_to_cpu_with_a_warning(guard: str, artifact: Path, rng: np.random.Generator,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,9 +114,7 @@ def test_no_fallback_when_cuda_runs(artifact: Path, tmp_path: Path, rng: np.rand
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the CUDA guards pass (an emulated GPU), the CUDA target runs: no warning, no
     fallback counted."""
-    lib = compile_kernels((artifact / "src/model.cu").read_text(), tmp_path)
-    plan = json.loads((artifact / "src/launches.json").read_text())["launches"]
-    fake = FakeDriver(lib, {launch["kernel"]: len(launch["args"]) for launch in plan})
+    fake = emulated_gpu(artifact, tmp_path)
     monkeypatch.setattr(bindings, "driver", lambda: fake)
     model, seen = load_with_warnings(artifact)
     with model:  # type: ignore[attr-defined]
@@ -131,12 +135,6 @@ def test_no_fallback_when_cuda_runs(artifact: Path, tmp_path: Path, rng: np.rand
         assert stats["target"] == "cuda" and stats["execution"] == execution
         code, output = invoke("run", str(artifact), "--random-inputs", "0")
         assert code == 0 and f"target cuda of cuda, cpu ({execution}); fallbacks 0" in output
-
-
-def emulated_gpu(artifact: Path, tmp_path: Path) -> FakeDriver:
-    lib = compile_kernels((artifact / "src/model.cu").read_text(), tmp_path)
-    plan = json.loads((artifact / "src/launches.json").read_text())["launches"]
-    return FakeDriver(lib, {launch["kernel"]: len(launch["args"]) for launch in plan})
 
 
 @pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
