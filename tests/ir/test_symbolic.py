@@ -1,0 +1,124 @@
+"""Bounded symbolic dims (issue #15): canonical forms, arithmetic checked against integers,
+bounds, C text, and the --input-shape grammar's errors."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from pyc_cli.errors import PycError
+from pyc_cli.ir.symbolic import (
+    Dim,
+    DimBounds,
+    ceil_div,
+    check_within,
+    floor_div,
+    numel,
+    parse_input_shapes,
+)
+
+B, S = Dim.var("batch"), Dim.var("seq")
+BOUNDS = {"batch": DimBounds("batch", 1, 8), "seq": DimBounds("seq", 1, 40)}
+
+
+def test_canonical_form_ignores_the_order_of_operations() -> None:
+    assert B * S * 384 == 384 * (S * B)
+    assert (B + S) * 2 == S + B + B + S
+    assert hash((B + 1) * S) == hash(S + B * S)
+    assert str(B * S * 12 + 3) == str(3 + 12 * S * B)
+    assert (B + S) - S == B
+    assert (B * S) - S * B == 0 and isinstance((B * S) - S * B, int)
+
+
+def test_exact_division_by_constants_and_monomials() -> None:
+    assert (B * S * 384).exact_div(B * 12) == S * 32
+    assert (B * S * 384) // (S * 32) == B * 12
+    assert (B * 6 + 4).exact_div(2) == B * 3 + 2
+    assert (B * 6 + 3).exact_div(2) is None
+    assert (B * S).exact_div(S * S) is None
+
+
+def _expressions() -> list:
+    h = Dim.var("seq")
+    return [B * S, B * S * 384 + 7, floor_div(S + 2 * 1 - 3, 2) + 1, ceil_div(S, 16),
+            ceil_div(B * S * 3, 4) * 4, floor_div(floor_div(S + 5, 3), 2), (h - 1) * B + 2,
+            numel((B, S, 12, 32)), floor_div(S * 4 + 6, 4)]
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_arithmetic_matches_integers_everywhere_in_the_bounds(index: int) -> None:
+    """Each expression evaluated at every (batch, seq) in the box equals the same arithmetic
+    on Python ints, and its bounds contain every value."""
+    expr = _expressions()[index]
+    lo, hi = expr.bounds(BOUNDS) if isinstance(expr, Dim) else (expr, expr)
+    ints = [
+        lambda b, s: b * s, lambda b, s: b * s * 384 + 7, lambda b, s: (s - 1) // 2 + 1,
+        lambda b, s: -(-s // 16), lambda b, s: -(-(b * s * 3) // 4) * 4,
+        lambda b, s: ((s + 5) // 3) // 2, lambda b, s: (s - 1) * b + 2,
+        lambda b, s: b * s * 384, lambda b, s: (s * 4 + 6) // 4,
+    ][index]
+    values = []
+    for b, s in itertools.product(range(1, 9), range(1, 41)):
+        got = expr.evaluate({"batch": b, "seq": s}) if isinstance(expr, Dim) else expr
+        assert got == ints(b, s), (str(expr), b, s)
+        values.append(got)
+    assert lo <= min(values) and max(values) <= hi
+    if index in (0, 1, 7):  # sums of products of positive dims: the bounds are exact
+        assert (lo, hi) == (min(values), max(values))
+
+
+def test_c_text_evaluates_like_the_expression() -> None:
+    """The C text, read as Python (`/` on non-negative ints is floor division there too),
+    gives the same value."""
+    rng = random.Random(0)
+    for expr in _expressions():
+        if not isinstance(expr, Dim):
+            continue
+        text = expr.to_c({"batch": "d_batch", "seq": "d_seq"})
+        assert "seq" not in text.replace("d_seq", "")
+        for _ in range(20):
+            b, s = rng.randint(1, 8), rng.randint(1, 40)
+            py = text.replace("(int64_t)", "").replace(" / ", " // ")
+            assert eval(py, {"d_batch": b, "d_seq": s}) == expr.evaluate({"batch": b, "seq": s})
+
+
+def test_input_shapes_share_named_dims() -> None:
+    shapes, bounds = parse_input_shapes(["input_ids=batch:1..32,seq:1..512",
+                                         "attention_mask=batch,seq", "scale=1"])
+    assert shapes["input_ids"] == (Dim.var("batch"), Dim.var("seq"))
+    assert shapes["attention_mask"] == shapes["input_ids"]
+    assert shapes["scale"] == (1,)
+    assert bounds == {"batch": DimBounds("batch", 1, 32), "seq": DimBounds("seq", 1, 512)}
+
+
+@pytest.mark.parametrize("texts, words", [
+    (["x=batch,4"], "has no bounds"),
+    (["x=b:4..2"], "empty or start below 1"),
+    (["x=b:0..2"], "empty or start below 1"),
+    (["x=b:1..2", "y=b:1..3"], "bounded twice"),
+    (["x=1,,2"], "is not NAME=d0"),
+    (["x=1.5"], "is not NAME=d0"),
+    (["x=0"], "is not NAME=d0"),
+    (["x=b:1..2x"], "is not NAME=d0"),
+    (["=1"], "is not NAME=d0"),
+    (["x=1", "x=2"], "twice"),
+])
+def test_malformed_bounds_are_coded_errors(texts: list[str], words: str) -> None:
+    with pytest.raises(PycError) as info:
+        parse_input_shapes(texts)
+    assert info.value.code == "E006" and words in str(info.value)
+
+
+def test_actual_shapes_are_checked_against_the_bounds() -> None:
+    shapes, bounds = parse_input_shapes(["ids=batch:1..4,seq:1..64", "mask=batch,seq"])
+    env: dict[str, int] = {}
+    check_within("ids", shapes["ids"], (2, 64), bounds, env)
+    assert env == {"batch": 2, "seq": 64}
+    with pytest.raises(PycError, match=r"dim 1 \(seq\) is 65, outside its bounds 1..64"):
+        check_within("ids", shapes["ids"], (2, 65), bounds, {})
+    with pytest.raises(PycError, match="another input gave seq = 64"):
+        check_within("mask", shapes["mask"], (2, 32), bounds, env)
+    with pytest.raises(PycError, match="rank 1"):
+        check_within("ids", shapes["ids"], (2,), bounds, {})
