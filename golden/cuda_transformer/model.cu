@@ -395,20 +395,48 @@ extern "C" __global__ void __launch_bounds__(256) k11_matmul(const float* X0, co
 
 // steps 12, 15, 25: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(64) k12_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
+extern "C" __global__ void __launch_bounds__(32) k12_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;
   float* y = Y + o * (int)64;
+  const bool wide = (((size_t)X0 | (size_t)Y) & 15) == 0;
+  float v[1][4];
   float s = 0.0f;
-  for (int r = threadIdx.x; r < 64; r += blockDim.x) s += x[r];
+#pragma unroll
+  for (int c = 0; c < 1; ++c) {
+    const int r = (c * (int)blockDim.x + (int)threadIdx.x) * 4;
+    if (r < 64) {
+      if (wide) { const float4 t = *(const float4*)(x + r); v[c][0] = t.x; v[c][1] = t.y; v[c][2] = t.z; v[c][3] = t.w; }
+      else { for (int e = 0; e < 4; ++e) v[c][e] = x[r + e]; }
+    } else { for (int e = 0; e < 4; ++e) v[c][e] = 0.0f; }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s += v[c][e];
+  }
   const float mean = pyc_block_sum(s, scratch) / 64.0f;
   float q = 0.0f;
-  for (int r = threadIdx.x; r < 64; r += blockDim.x) { const float d = x[r] - mean; q += d * d; }
+#pragma unroll
+  for (int c = 0; c < 1; ++c) {
+    const int r = (c * (int)blockDim.x + (int)threadIdx.x) * 4;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float d = r + e < 64 ? v[c][e] - mean : 0.0f;
+      q += d * d;
+    }
+  }
   const float var = pyc_block_sum(q, scratch) / 64.0f;
   const float inv = 1.0f / sqrtf(var + (float)9.999999747378752e-06);
-  for (int r = threadIdx.x; r < 64; r += blockDim.x)
-    y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
+#pragma unroll
+  for (int c = 0; c < 1; ++c) {
+    const int r = (c * (int)blockDim.x + (int)threadIdx.x) * 4;
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      v[c][e] = (v[c][e] - mean) * inv * X1[(r + e) * 1] + X2[(r + e) * 1];
+    if (r < 64) {
+      if (wide) *(float4*)(y + r) = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
+      else { for (int e = 0; e < 4; ++e) y[r + e] = v[c][e]; }
+    }
+  }
 }
 
 
@@ -607,19 +635,47 @@ extern "C" __global__ void __launch_bounds__(256) k26_matmul(const float* __rest
 
 // step 28: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(64) k28_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(32) k28_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;
   float* y = Y + o * (int)64;
+  const bool wide = (((size_t)X0 | (size_t)Y) & 15) == 0;
+  float v[1][4];
   float s = 0.0f;
-  for (int r = threadIdx.x; r < 64; r += blockDim.x) s += x[r];
+#pragma unroll
+  for (int c = 0; c < 1; ++c) {
+    const int r = (c * (int)blockDim.x + (int)threadIdx.x) * 4;
+    if (r < 64) {
+      if (wide) { const float4 t = *(const float4*)(x + r); v[c][0] = t.x; v[c][1] = t.y; v[c][2] = t.z; v[c][3] = t.w; }
+      else { for (int e = 0; e < 4; ++e) v[c][e] = x[r + e]; }
+    } else { for (int e = 0; e < 4; ++e) v[c][e] = 0.0f; }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s += v[c][e];
+  }
   const float mean = pyc_block_sum(s, scratch) / 64.0f;
   float q = 0.0f;
-  for (int r = threadIdx.x; r < 64; r += blockDim.x) { const float d = x[r] - mean; q += d * d; }
+#pragma unroll
+  for (int c = 0; c < 1; ++c) {
+    const int r = (c * (int)blockDim.x + (int)threadIdx.x) * 4;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float d = r + e < 64 ? v[c][e] - mean : 0.0f;
+      q += d * d;
+    }
+  }
   const float var = pyc_block_sum(q, scratch) / 64.0f;
   const float inv = 1.0f / sqrtf(var + (float)9.999999747378752e-06);
-  for (int r = threadIdx.x; r < 64; r += blockDim.x)
-    y[r] = (x[r] - mean) * inv * X1[r * 1] + X2[r * 1];
+#pragma unroll
+  for (int c = 0; c < 1; ++c) {
+    const int r = (c * (int)blockDim.x + (int)threadIdx.x) * 4;
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      v[c][e] = (v[c][e] - mean) * inv * X1[(r + e) * 1] + X2[(r + e) * 1];
+    if (r < 64) {
+      if (wide) *(float4*)(y + r) = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
+      else { for (int e = 0; e < 4; ++e) y[r + e] = v[c][e]; }
+    }
+  }
 }
 

@@ -424,16 +424,31 @@ def _skinny_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
+ROW_CACHE_CHUNKS = 8  # the most chunks of a row one thread keeps in registers
+
+
+def _row_block(call: CudaCall, row: int, contiguous: bool) -> None:
+    """A row reduction's block and register cache: chunks of 4 elements where the row is
+    contiguous and a multiple of 4 long (16-byte loads), else of 1; the row kept in registers
+    (`cache` chunks a thread) where it fits in ROW_CACHE_CHUNKS, else read from memory on each
+    pass (`cache` 0)."""
+    vec = 4 if contiguous and row % 4 == 0 else 1
+    threads = _reduction_threads(math.ceil(row / vec))
+    chunks = math.ceil(row / (vec * threads))
+    call.block = (threads, 1, 1)
+    call.params.update(vec=vec, cache=chunks if contiguous and chunks <= ROW_CACHE_CHUNKS else 0)
+
+
 def _rows(call: CudaCall, graph: Graph, node: Node) -> None:
     """Softmax: one block per (outer, inner) row of `row` elements `inner` apart."""
     p = call.params
-    call.block = (_reduction_threads(int(p["row"])), 1, 1)  # type: ignore[call-overload]
+    _row_block(call, int(p["row"]), int(p["inner"]) == 1)  # type: ignore[call-overload]
     call.grid = (max(1, int(p["outer"]) * int(p["inner"])), 1, 1)  # type: ignore[call-overload]
 
 
 def _layernorm(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
-    call.block = (_reduction_threads(int(p["row"])), 1, 1)  # type: ignore[call-overload]
+    _row_block(call, int(p["row"]), True)  # type: ignore[call-overload]
     call.grid = (max(1, int(p["outer"])), 1, 1)  # type: ignore[call-overload]
 
 

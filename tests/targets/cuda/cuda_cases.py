@@ -100,10 +100,12 @@ def softmax(axis: int, op: str = "Softmax", shape: tuple[int, ...] = (3, 5, 300)
     return make
 
 
-def layernorm(rng: np.random.Generator) -> onnx.ModelProto:
-    nodes = [_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)]
-    return make_model(nodes, [vinfo("x", (2, 7, 389))], [vinfo("y", (2, 7, 389))],
-                      [init("g", rand(rng, 389)), init("b", rand(rng, 389))])
+def layernorm(row: int = 389) -> Callable[[np.random.Generator], onnx.ModelProto]:
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        nodes = [_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)]
+        return make_model(nodes, [vinfo("x", (2, 7, row))], [vinfo("y", (2, 7, row))],
+                          [init("g", rand(rng, row)), init("b", rand(rng, row))])
+    return make
 
 
 def reduce(op: str) -> Callable[[np.random.Generator], onnx.ModelProto]:
@@ -238,7 +240,16 @@ CASES = [
     # rows of 5 strided by 37 (not a multiple of a warp); 300 columns took 2 minutes emulated
     Case("softmax_middle", ("softmax.cu.j2",), softmax(1, shape=(3, 5, 37)), _normal(x=(3, 5, 37))),
     Case("logsoftmax", ("softmax.cu.j2",), softmax(-1, "LogSoftmax"), _normal(x=(3, 5, 300))),
-    Case("layernorm", ("layernorm.cu.j2",), layernorm, _normal(x=(2, 7, 389)), atol=1e-4),
+    Case("layernorm", ("layernorm.cu.j2",), layernorm(), _normal(x=(2, 7, 389)), atol=1e-4),
+    # rows kept in registers in 16-byte chunks (1024), and too long for them (9000: read thrice)
+    Case("layernorm_wide", ("layernorm.cu.j2",), layernorm(1024), _normal(x=(2, 7, 1024)),
+         atol=1e-4),
+    Case("layernorm_long", ("layernorm.cu.j2",), layernorm(9000), _normal(x=(2, 7, 9000)),
+         atol=1e-4),
+    Case("softmax_wide", ("softmax.cu.j2",), softmax(-1, shape=(2, 3, 1024)), _normal(x=(2, 3, 1024))),
+    Case("logsoftmax_wide", ("softmax.cu.j2",), softmax(-1, "LogSoftmax", (2, 3, 1024)),
+         _normal(x=(2, 3, 1024))),
+    Case("softmax_long", ("softmax.cu.j2",), softmax(-1, shape=(2, 1, 9000)), _normal(x=(2, 1, 9000))),
     *[Case(f"reduce_{op[6:].lower()}", ("reduce.cu.j2",), reduce(op), positive_feeds)
       for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                  "ReduceL2", "ReduceSumSquare", "ReduceLogSum")],
