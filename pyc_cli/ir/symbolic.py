@@ -1,15 +1,22 @@
 """Bounded symbolic dimensions (issue #15): integer expressions over named dims.
 
 A `Dim` is a polynomial with integer coefficients over *atoms*: named dims (`batch`, `seq`),
-each with bounds given by the user (`--input-shape input_ids=batch:1..32,seq:1..512`), and
+each with the bounds the user gave (`--input-shape input_ids=batch:1..32,seq:1..512`), and
 floor-divisions of a polynomial by a positive constant (a strided conv's output size). The
 polynomial is kept in one canonical form (terms sorted, zero terms dropped, exact divisions
 done), so two expressions of the same value built in any order compare and hash equal and
 print the same text: the IR dump, the goldens and the artifact's bytes stay deterministic.
 
-Shape rules do arithmetic on `Dim` and `int` alike (`+`, `-`, `*`, `//`, `ceil_div`,
-`exact_div`); what a static shape would decide by comparing numbers, a symbolic one decides
-from the bounds (`bounds`) or refuses (the caller raises a PYC error naming the node).
+A `Dim` *is an int*: its integer value is its upper bound over the box of its named dims. Code
+that knows nothing of symbolic dims therefore computes with upper bounds, which is right for
+what it decides (sizes: an arena sized for the largest shape holds every shape) and wrong for
+what a kernel bakes in, so a node whose shapes hold a `Dim` must run on a kernel that reads the
+run-time sizes, or the build refuses it (naming the node). Comparisons for equality are
+symbolic (`batch == seq` is False even when their bounds agree; `batch == 1` is False), order
+comparisons (`<`, `>`) are the upper bounds'. Arithmetic with ints and Dims (`+`, `-`, `*`,
+`//` by a constant, `ceil_div`, exact division by a monomial) gives a Dim, or an int where the
+result is constant; what it cannot express raises SymbolicError (the shape rule turns it into a
+PYC error naming the node).
 """
 
 from __future__ import annotations
@@ -28,14 +35,17 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass(frozen=True)
 class DimBounds:
-    """A named dim's inclusive range (`batch:1..32`)."""
+    """A named dim and its inclusive range (`batch:1..32`)."""
 
     name: str
     lo: int
     hi: int
 
+    def key(self) -> tuple[int, str]:
+        return (0, self.name)
+
     def __str__(self) -> str:
-        return f"{self.name}:{self.lo}..{self.hi}"
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -52,160 +62,199 @@ class _Floor:
         return f"({self.num})//{self.den}"
 
 
-Atom = str | _Floor
-Monomial = tuple[tuple[Atom, int], ...]  # (atom, power) pairs, sorted by atom
-
-
-def _atom_key(atom: Atom) -> tuple[int, str]:
-    return (0, atom) if isinstance(atom, str) else atom.key()
+Atom = DimBounds | _Floor
+Monomial = tuple[tuple[Atom, int], ...]  # (atom, power) pairs, sorted by atom key
+Terms = tuple[tuple[Monomial, int], ...]
 
 
 def _mono_key(mono: Monomial) -> tuple[tuple[tuple[int, str], int], ...]:
-    return tuple((_atom_key(a), p) for a, p in mono)
+    return tuple((a.key(), p) for a, p in mono)
 
 
 def _mono_mul(a: Monomial, b: Monomial) -> Monomial:
     powers: dict[Atom, int] = dict(a)
     for atom, power in b:
         powers[atom] = powers.get(atom, 0) + power
-    return tuple(sorted(powers.items(), key=lambda item: _atom_key(item[0])))
+    return tuple(sorted(((x, p) for x, p in powers.items() if p), key=lambda item: item[0].key()))
 
 
 def _mono_str(mono: Monomial) -> str:
     return "*".join(str(a) if p == 1 else f"{a}^{p}" for a, p in mono)
 
 
-@dataclass(frozen=True)
-class Dim:
-    """A canonical polynomial: `terms` maps monomials (the constant term: ()) to non-zero
-    integer coefficients, sorted. Build one with `Dim.var` or arithmetic; `simplify` returns a
-    plain int where the expression is constant."""
+def _canonical(coeffs: Mapping[Monomial, int]) -> Terms:
+    items = [(m, c) for m, c in coeffs.items() if c]
+    return tuple(sorted(items, key=lambda mc: (-len(mc[0]), _mono_key(mc[0]))))
 
-    terms: tuple[tuple[Monomial, int], ...]
 
-    # ------------------------------------------------------------------ building
+def _terms(value: DimLike) -> Terms:
+    if isinstance(value, Dim):
+        return value.terms
+    return ((((), int(value)),) if int(value) else ())
 
-    @staticmethod
-    def var(name: str) -> Dim:
-        if not NAME.fullmatch(name):
-            raise ValueError(f"not a dim name: {name!r}")
-        mono: Monomial = ((name, 1),)
-        return Dim(((mono, 1),))
 
-    @staticmethod
-    def const(value: int) -> Dim:
-        return Dim((((), value),) if value else ())
+def _make(coeffs: Mapping[Monomial, int]) -> DimLike:
+    """The canonical expression: an int where it has no atoms, else a Dim."""
+    terms = _canonical(coeffs)
+    if not terms:
+        return 0
+    if len(terms) == 1 and terms[0][0] == ():
+        return terms[0][1]
+    return Dim(terms)
 
-    @staticmethod
-    def _of(coeffs: Mapping[Monomial, int]) -> Dim:
-        items = [(m, c) for m, c in coeffs.items() if c]
-        return Dim(tuple(sorted(items, key=lambda mc: (len(mc[0]), _mono_key(mc[0])))))
 
-    @staticmethod
-    def lift(value: DimLike) -> Dim:
-        return value if isinstance(value, Dim) else Dim.const(int(value))
+class Dim(int):
+    """A symbolic dim (see the module's docstring); `terms` is its canonical polynomial: pairs of
+    monomial (the constant term: ()) and non-zero coefficient. Build one with `Dim.var` or
+    arithmetic, never from terms that reduce to a constant (`_make` returns an int for those)."""
 
-    def simplify(self) -> DimLike:
-        """An int where the expression has no atoms, else itself."""
-        if not self.terms:
-            return 0
-        if len(self.terms) == 1 and self.terms[0][0] == ():
-            return self.terms[0][1]
+    terms: Terms
+
+    def __new__(cls, terms: Terms) -> Dim:
+        self = super().__new__(cls, _upper(terms))
+        self.terms = terms
         return self
+
+    @staticmethod
+    def var(bounds: DimBounds) -> Dim:
+        if not NAME.fullmatch(bounds.name):
+            raise ValueError(f"not a dim name: {bounds.name!r}")
+        mono: Monomial = ((bounds, 1),)
+        return Dim(((mono, 1),))
 
     # ------------------------------------------------------------------ arithmetic
 
-    def __add__(self, other: DimLike) -> DimLike:
+    def __add__(self, other: object) -> DimLike:  # type: ignore[override]
+        if not isinstance(other, int):
+            return NotImplemented
         coeffs = dict(self.terms)
-        for mono, c in Dim.lift(other).terms:
+        for mono, c in _terms(other):
             coeffs[mono] = coeffs.get(mono, 0) + c
-        return Dim._of(coeffs).simplify()
+        return _make(coeffs)
 
     __radd__ = __add__
 
-    def __neg__(self) -> DimLike:
-        return Dim._of({m: -c for m, c in self.terms}).simplify()
+    def __neg__(self) -> DimLike:  # type: ignore[override]
+        return _make({m: -c for m, c in self.terms})
 
-    def __sub__(self, other: DimLike) -> DimLike:
-        return self + (-Dim.lift(other))
+    def __sub__(self, other: object) -> DimLike:  # type: ignore[override]
+        if not isinstance(other, int):
+            return NotImplemented
+        return self + (-other)
 
-    def __rsub__(self, other: DimLike) -> DimLike:
-        return Dim.lift(other) + (-self)
+    def __rsub__(self, other: object) -> DimLike:  # type: ignore[override]
+        if not isinstance(other, int):
+            return NotImplemented
+        return (-self) + other
 
-    def __mul__(self, other: DimLike) -> DimLike:
+    def __mul__(self, other: object) -> DimLike:  # type: ignore[override]
+        if not isinstance(other, int):
+            return NotImplemented
         coeffs: dict[Monomial, int] = {}
         for ma, ca in self.terms:
-            for mb, cb in Dim.lift(other).terms:
+            for mb, cb in _terms(other):
                 mono = _mono_mul(ma, mb)
                 coeffs[mono] = coeffs.get(mono, 0) + ca * cb
-        return Dim._of(coeffs).simplify()
+        return _make(coeffs)
 
     __rmul__ = __mul__
 
-    def __floordiv__(self, other: DimLike) -> DimLike:
+    def __floordiv__(self, other: object) -> DimLike:  # type: ignore[override]
         if isinstance(other, Dim):
-            exact = self.exact_div(other)
+            exact = exact_div(self, other)
             if exact is None:
                 raise SymbolicError(f"({self}) // ({other}) is not a polynomial")
             return exact
+        if not isinstance(other, int):
+            return NotImplemented
         return floor_div(self, other)
 
-    def exact_div(self, other: DimLike) -> DimLike | None:
-        """self / other where it divides exactly term by term (other: a constant or one
-        monomial), else None."""
-        divisor = Dim.lift(other)
-        if len(divisor.terms) != 1:
-            return None if divisor != self else 1
-        (dmono, dcoeff), = divisor.terms
-        powers = dict(dmono)
-        coeffs: dict[Monomial, int] = {}
-        for mono, c in self.terms:
-            left = dict(mono)
-            for atom, p in powers.items():
-                if left.get(atom, 0) < p:
-                    return None
-                left[atom] -= p
-            if c % dcoeff:
-                return None
-            key = tuple(sorted(((a, p) for a, p in left.items() if p),
-                               key=lambda item: _atom_key(item[0])))
-            coeffs[key] = c // dcoeff
-        return Dim._of(coeffs).simplify()
+    def __rfloordiv__(self, other: object) -> DimLike:  # type: ignore[override]
+        if not isinstance(other, int):
+            return NotImplemented
+        exact = exact_div(other, self)
+        if exact is None:
+            raise SymbolicError(f"{other} // ({self}) is not a polynomial")
+        return exact
+
+    def __mod__(self, other: object) -> DimLike:  # type: ignore[override]
+        if not isinstance(other, int) or isinstance(other, Dim):
+            return NotImplemented
+        rest = self - floor_div(self, other) * other
+        return rest
+
+    def __rmod__(self, other: object) -> NoReturn:  # type: ignore[override]
+        raise SymbolicError(f"{other} % ({self}) is not a polynomial")
+
+    def __truediv__(self, other: object) -> NoReturn:  # type: ignore[override]
+        raise SymbolicError(f"({self}) / {other}: symbolic dims divide with // only")
+
+    def __rtruediv__(self, other: object) -> NoReturn:  # type: ignore[override]
+        raise SymbolicError(f"{other} / ({self}): symbolic dims divide with // only")
+
+    def __pow__(self, other: object) -> DimLike:  # type: ignore[override]
+        if not isinstance(other, int) or isinstance(other, Dim) or other < 0:
+            return NotImplemented
+        out: DimLike = 1
+        for _ in range(other):
+            out = self * out
+        return out
+
+    # ------------------------------------------------------------------ identity
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Dim) and other.terms == self.terms
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self.terms)
+
+    def __str__(self) -> str:
+        out = ""
+        for i, (mono, c) in enumerate(self.terms):
+            text = str(abs(c)) if not mono else (
+                _mono_str(mono) if abs(c) == 1 else f"{abs(c)}*{_mono_str(mono)}")
+            sign = "-" if c < 0 else "+"
+            out += (("-" if c < 0 else "") if i == 0 else f" {sign} ") + text
+        return out
+
+    def __repr__(self) -> str:
+        return f"Dim({self})"
+
+    def __reduce__(self) -> tuple[type, tuple[Terms]]:  # type: ignore[override]
+        return (Dim, (self.terms,))
 
     # ------------------------------------------------------------------ values
 
-    def atoms(self) -> set[str]:
-        """The named dims the expression reads (inside floor-divisions too)."""
-        names: set[str] = set()
+    def dims(self) -> dict[str, DimBounds]:
+        """The named dims the expression reads (inside floor-divisions too), by name."""
+        found: dict[str, DimBounds] = {}
         for mono, _ in self.terms:
             for atom, _ in mono:
-                names |= {atom} if isinstance(atom, str) else atom.num.atoms()
-        return names
+                if isinstance(atom, DimBounds):
+                    found[atom.name] = atom
+                else:
+                    found.update(atom.num.dims())
+        return found
 
     def evaluate(self, env: Mapping[str, int]) -> int:
         total = 0
         for mono, c in self.terms:
             value = c
             for atom, p in mono:
-                base = env[atom] if isinstance(atom, str) else atom.num.evaluate(env) // atom.den
+                base = env[atom.name] if isinstance(atom, DimBounds) \
+                    else atom.num.evaluate(env) // atom.den
                 value *= base ** p
             total += value
         return total
 
-    def bounds(self, dims: Mapping[str, DimBounds]) -> tuple[int, int]:
-        """Inclusive bounds over every assignment within `dims` (interval arithmetic: exact
-        for the sums and products of non-negative dims that shapes are made of, safe
-        otherwise)."""
-        lo_total = hi_total = 0
-        for mono, c in self.terms:
-            lo, hi = 1, 1
-            for atom, p in mono:
-                alo, ahi = _atom_bounds(atom, dims)
-                lo, hi = _interval_mul((lo, hi), _interval_pow((alo, ahi), p))
-            lo, hi = sorted((lo * c, hi * c))
-            lo_total += lo
-            hi_total += hi
-        return lo_total, hi_total
+    def bounds(self) -> tuple[int, int]:
+        """Inclusive bounds over every assignment of its named dims within their bounds
+        (interval arithmetic: exact for the sums and products of positive dims that shapes
+        are made of, safe otherwise)."""
+        return _bounds(self.terms)
 
     def to_c(self, names: Mapping[str, str]) -> str:
         """A C expression of int64_t values, each named dim read as `names[dim]`."""
@@ -217,39 +266,64 @@ class Dim:
             parts.append("*".join(factors))
         return "(" + " + ".join(parts).replace("+ -", "- ") + ")"
 
-    def __str__(self) -> str:
-        out = ""
-        for i, (mono, c) in enumerate(self.terms):
-            text = str(abs(c)) if not mono else (
-                _mono_str(mono) if abs(c) == 1 else f"{abs(c)}*{_mono_str(mono)}")
-            sign = "-" if c < 0 else "+"
-            out += (("-" if c < 0 else "") if i == 0 else f" {sign} ") + text
-        return out or "0"
-
-    def __repr__(self) -> str:
-        return f"Dim({self})"
-
 
 class SymbolicError(ValueError):
     """An operation symbolic dims cannot express (the shape rule turns it into a PYC error
     naming its node)."""
 
 
+def _bounds(terms: Terms) -> tuple[int, int]:
+    lo_total = hi_total = 0
+    for mono, c in terms:
+        lo, hi = 1, 1
+        for atom, p in mono:
+            lo, hi = _interval_mul((lo, hi), _interval_pow(_atom_bounds(atom), p))
+        lo, hi = sorted((lo * c, hi * c))
+        lo_total += lo
+        hi_total += hi
+    return lo_total, hi_total
+
+
+def _upper(terms: Terms) -> int:
+    return _bounds(terms)[1]
+
+
+def exact_div(value: DimLike, divisor: DimLike) -> DimLike | None:
+    """value / divisor where it divides exactly term by term (divisor: a constant or one
+    monomial, or value itself), else None."""
+    dterms = _terms(divisor)
+    if len(dterms) != 1:
+        return 1 if dterms and _terms(value) == dterms else None
+    (dmono, dcoeff), = dterms
+    powers = dict(dmono)
+    coeffs: dict[Monomial, int] = {}
+    for mono, c in _terms(value):
+        left = dict(mono)
+        for atom, p in powers.items():
+            if left.get(atom, 0) < p:
+                return None
+            left[atom] -= p
+        if c % dcoeff:
+            return None
+        key = tuple(sorted(((a, q) for a, q in left.items() if q), key=lambda item: item[0].key()))
+        coeffs[key] = c // dcoeff
+    return _make(coeffs)
+
+
 def floor_div(value: DimLike, den: int) -> DimLike:
     """value // den (den > 0), exact where every coefficient divides."""
-    if den <= 0:
+    if isinstance(den, Dim) or den <= 0:
         raise SymbolicError(f"division by {den}")
     if not isinstance(value, Dim):
-        return value // den
-    exact = value.exact_div(den)
+        return int(value) // den
+    exact = exact_div(value, den)
     if exact is not None:
         return exact
     # pull out the terms that divide exactly: (den*x + r) // den == x + r // den
-    whole = Dim._of({m: c // den for m, c in value.terms})
-    rest = Dim._of({m: c % den for m, c in value.terms})
-    rest_value = rest.simplify()
-    if isinstance(rest_value, int):
-        return whole + rest_value // den
+    whole = _make({m: c // den for m, c in value.terms})
+    rest = _make({m: c % den for m, c in value.terms})
+    if not isinstance(rest, Dim):
+        return whole + rest // den
     mono: Monomial = ((_Floor(rest, den), 1),)
     return whole + Dim(((mono, 1),))
 
@@ -259,20 +333,20 @@ def ceil_div(value: DimLike, den: int) -> DimLike:
     return floor_div(value + (den - 1), den)
 
 
-def is_static(value: DimLike) -> bool:
+def is_static(value: object) -> bool:
     return not isinstance(value, Dim)
 
 
-def _atom_bounds(atom: Atom, dims: Mapping[str, DimBounds]) -> tuple[int, int]:
-    if isinstance(atom, str):
-        return dims[atom].lo, dims[atom].hi
-    lo, hi = atom.num.bounds(dims)
+def _atom_bounds(atom: Atom) -> tuple[int, int]:
+    if isinstance(atom, DimBounds):
+        return atom.lo, atom.hi
+    lo, hi = atom.num.bounds()
     return lo // atom.den, hi // atom.den
 
 
 def _atom_c(atom: Atom, names: Mapping[str, str]) -> str:
-    if isinstance(atom, str):
-        return names[atom]
+    if isinstance(atom, DimBounds):
+        return names[atom.name]
     # C's / truncates toward zero; the numerators of shapes are non-negative
     return f"({atom.num.to_c(names)} / {atom.den})"
 
@@ -309,14 +383,14 @@ def parse_input_shapes(texts: tuple[str, ...] | list[str]
     dim is bounded once (`seq:1..512`) and may be reused bare (`seq`) by any input; a bare
     number stays static. Malformed text, a name never bounded, bounds given twice with other
     values, or lo > hi: PYC-E006 naming the argument."""
-    shapes: dict[str, tuple[DimLike, ...]] = {}
+    raw: dict[str, tuple[int | str, ...]] = {}
     bounds: dict[str, DimBounds] = {}
     pending: list[tuple[str, str]] = []  # (argument, dim name) used before its bounds
     for text in texts:
         name, sep, body = text.rpartition("=")
         if not sep or not name:
             _malformed(text)
-        dims: list[DimLike] = []
+        dims: list[int | str] = []
         for token in (body.split(",") if body.strip() else []):
             token = token.strip()
             if token.isdigit():
@@ -330,18 +404,18 @@ def parse_input_shapes(texts: tuple[str, ...] | list[str]
             dim_name, lo, hi = match.group(1), match.group(2), match.group(3)
             if lo is not None:
                 _add_bounds(bounds, DimBounds(dim_name, int(lo), int(hi)), text)
-            else:
-                pending.append((text, dim_name))
-            dims.append(Dim.var(dim_name))
-        if name in shapes:
+            pending.append((text, dim_name))
+            dims.append(dim_name)
+        if name in raw:
             raise PycError("E006", f"--input-shape gives input {name!r} twice", where=text,
                            hint="give each input one --input-shape")
-        shapes[name] = tuple(dims)
+        raw[name] = tuple(dims)
     for text, dim_name in pending:
         if dim_name not in bounds:
             raise PycError("E006", f"dim {dim_name!r} has no bounds", where=f"--input-shape {text}",
                            hint=f"bound it once, e.g. {dim_name}:1..512, in any --input-shape")
-    return shapes, bounds
+    return {name: tuple(Dim.var(bounds[d]) if isinstance(d, str) else d for d in dims)
+            for name, dims in raw.items()}, bounds
 
 
 def _add_bounds(bounds: dict[str, DimBounds], new: DimBounds, text: str) -> None:
@@ -363,20 +437,19 @@ def _malformed(text: str) -> NoReturn:
 
 
 def check_within(input_name: str, dims: tuple[DimLike, ...], actual: tuple[int, ...],
-                 bounds: Mapping[str, DimBounds], env: dict[str, int]) -> None:
+                 env: dict[str, int]) -> None:
     """Bind the named dims of one input to an actual shape (into `env`), or PYC-E041 naming
     the input, the dim and the bounds."""
     if len(actual) != len(dims):
         raise PycError("E041", f"input {input_name!r} has rank {len(actual)}, the model takes "
                        f"rank {len(dims)}", hint=f"give a shape like {_shape_text(dims)}")
     for axis, (dim, size) in enumerate(zip(dims, actual)):
-        if isinstance(dim, int):
+        if not isinstance(dim, Dim):
             if size != dim:
                 raise PycError("E041", f"input {input_name!r} dim {axis} is {size}; the model "
                                f"was built for {dim}", hint=f"give a shape like {_shape_text(dims)}")
             continue
-        (dim_name,) = dim.atoms()
-        b = bounds[dim_name]
+        ((dim_name, b),) = dim.dims().items()
         if not b.lo <= size <= b.hi:
             raise PycError("E041", f"input {input_name!r} dim {axis} ({dim_name}) is {size}, "
                            f"outside its bounds {b.lo}..{b.hi}",

@@ -4,23 +4,27 @@ bounds, C text, and the --input-shape grammar's errors."""
 from __future__ import annotations
 
 import itertools
+import pickle
 import random
 
+import numpy as np
 import pytest
 
 from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import (
     Dim,
     DimBounds,
+    SymbolicError,
     ceil_div,
     check_within,
+    exact_div,
     floor_div,
     numel,
     parse_input_shapes,
 )
 
-B, S = Dim.var("batch"), Dim.var("seq")
 BOUNDS = {"batch": DimBounds("batch", 1, 8), "seq": DimBounds("seq", 1, 40)}
+B, S = Dim.var(BOUNDS["batch"]), Dim.var(BOUNDS["seq"])
 
 
 def test_canonical_form_ignores_the_order_of_operations() -> None:
@@ -33,15 +37,16 @@ def test_canonical_form_ignores_the_order_of_operations() -> None:
 
 
 def test_exact_division_by_constants_and_monomials() -> None:
-    assert (B * S * 384).exact_div(B * 12) == S * 32
+    assert exact_div(B * S * 384, B * 12) == S * 32
     assert (B * S * 384) // (S * 32) == B * 12
-    assert (B * 6 + 4).exact_div(2) == B * 3 + 2
-    assert (B * 6 + 3).exact_div(2) is None
-    assert (B * S).exact_div(S * S) is None
+    assert exact_div(B * 6 + 4, 2) == B * 3 + 2
+    assert exact_div(B * 6 + 3, 2) is None
+    assert exact_div(B * S, S * S) is None
+    assert (B * S * 12 * 32) // (B * S * 12) == 32
 
 
 def _expressions() -> list:
-    h = Dim.var("seq")
+    h = S
     return [B * S, B * S * 384 + 7, floor_div(S + 2 * 1 - 3, 2) + 1, ceil_div(S, 16),
             ceil_div(B * S * 3, 4) * 4, floor_div(floor_div(S + 5, 3), 2), (h - 1) * B + 2,
             numel((B, S, 12, 32)), floor_div(S * 4 + 6, 4)]
@@ -52,7 +57,7 @@ def test_arithmetic_matches_integers_everywhere_in_the_bounds(index: int) -> Non
     """Each expression evaluated at every (batch, seq) in the box equals the same arithmetic
     on Python ints, and its bounds contain every value."""
     expr = _expressions()[index]
-    lo, hi = expr.bounds(BOUNDS) if isinstance(expr, Dim) else (expr, expr)
+    lo, hi = expr.bounds() if isinstance(expr, Dim) else (expr, expr)
     ints = [
         lambda b, s: b * s, lambda b, s: b * s * 384 + 7, lambda b, s: (s - 1) // 2 + 1,
         lambda b, s: -(-s // 16), lambda b, s: -(-(b * s * 3) // 4) * 4,
@@ -65,6 +70,7 @@ def test_arithmetic_matches_integers_everywhere_in_the_bounds(index: int) -> Non
         assert got == ints(b, s), (str(expr), b, s)
         values.append(got)
     assert lo <= min(values) and max(values) <= hi
+    assert int(expr) == hi  # a Dim's int value is its upper bound
     if index in (0, 1, 7):  # sums of products of positive dims: the bounds are exact
         assert (lo, hi) == (min(values), max(values))
 
@@ -87,7 +93,7 @@ def test_c_text_evaluates_like_the_expression() -> None:
 def test_input_shapes_share_named_dims() -> None:
     shapes, bounds = parse_input_shapes(["input_ids=batch:1..32,seq:1..512",
                                          "attention_mask=batch,seq", "scale=1"])
-    assert shapes["input_ids"] == (Dim.var("batch"), Dim.var("seq"))
+    assert shapes["input_ids"] == (Dim.var(bounds["batch"]), Dim.var(bounds["seq"]))
     assert shapes["attention_mask"] == shapes["input_ids"]
     assert shapes["scale"] == (1,)
     assert bounds == {"batch": DimBounds("batch", 1, 32), "seq": DimBounds("seq", 1, 512)}
@@ -114,11 +120,30 @@ def test_malformed_bounds_are_coded_errors(texts: list[str], words: str) -> None
 def test_actual_shapes_are_checked_against_the_bounds() -> None:
     shapes, bounds = parse_input_shapes(["ids=batch:1..4,seq:1..64", "mask=batch,seq"])
     env: dict[str, int] = {}
-    check_within("ids", shapes["ids"], (2, 64), bounds, env)
+    check_within("ids", shapes["ids"], (2, 64), env)
     assert env == {"batch": 2, "seq": 64}
     with pytest.raises(PycError, match=r"dim 1 \(seq\) is 65, outside its bounds 1..64"):
-        check_within("ids", shapes["ids"], (2, 65), bounds, {})
+        check_within("ids", shapes["ids"], (2, 65), {})
     with pytest.raises(PycError, match="another input gave seq = 64"):
-        check_within("mask", shapes["mask"], (2, 32), bounds, env)
+        check_within("mask", shapes["mask"], (2, 32), env)
     with pytest.raises(PycError, match="rank 1"):
-        check_within("ids", shapes["ids"], (2,), bounds, {})
+        check_within("ids", shapes["ids"], (2,), {})
+
+
+def test_a_dim_is_an_int_whose_value_is_its_upper_bound() -> None:
+    """Code that knows nothing of symbolic dims computes with upper bounds (an arena sized for
+    the largest shape holds every shape); equality stays symbolic."""
+    shape = (B, S, 12)
+    assert int(numel(shape)) == 8 * 40 * 12 and numel(shape) == B * S * 12
+    assert np.zeros(shape, np.float32).shape == (8, 40, 12)
+    assert list(range(B)) == list(range(8))
+    assert B != S and B != 8 and 8 != B and S != 40 and S > 39  # noqa: SIM300 (reflected ==)
+    assert B + 0 == B and (B - B) == 0 and type(B - B) is int
+    assert {B * S: 1}[S * B] == 1
+    assert str(S * B * 2 + 1) == "2*batch*seq + 1" and repr(B) == "Dim(batch)"
+    assert pickle.loads(pickle.dumps(B * S + 3)) == B * S + 3
+    assert int(512 - S) == 511  # not monotone: the bound, not the value at seq's maximum
+    with pytest.raises(SymbolicError):
+        _ = 12 // S
+    with pytest.raises(SymbolicError):
+        _ = S / 2
