@@ -79,6 +79,9 @@ ERROR_CODES: dict[str, str] = {
     "E049": "The machine ran out of memory (the model at these shapes needs more than is "
     "available).",
     "E050": "An invalid option value was given on the command line.",
+    "E051": "The model cannot be built with symbolic dims (`--input-shape NAME=dim:LO..HI`, issue "
+    "#15) yet: a node's shape rule or kernel needs the dim as a number (the error names the node "
+    "and what it needs); give that dim a number.",
     "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
     "bug in PyC, never a user mistake: please report it with the --debug traceback).",
     "W001": "A warning: a target of an artifact built for several (`pyc build --target cuda,cpu`) "

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import PycError
 from .graph import Graph, Node
+from .symbolic import Dim
 from .types import TensorType
 
 
@@ -38,8 +39,17 @@ def verify(graph: Graph, rules: OpRules, after: str = "import", check_types: boo
         problems += list(_type_problems(graph, rules))
     if problems:
         shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+        if _symbolic_inputs(graph):
+            # a pass lost symbolic dims (issue #15): a limit of this compiler, not a user mistake
+            raise PycError("E051", f"a pass does not keep symbolic dims yet ({after}: {shown})",
+                           hint="give the dims numbers (--input-shape NAME=d0,d1,...)")
         raise PycError("E090", f"IR verification failed after {after}: {shown}",
                        hint="this is a compiler bug; rerun with --debug and report it")
+
+
+def _symbolic_inputs(graph: Graph) -> bool:
+    return any(isinstance(d, Dim) for name in graph.inputs if name in graph.types
+               for d in graph.types[name].shape)
 
 
 def _structural_problems(graph: Graph, rules: OpRules, kernels: KernelNames | None):  # noqa: ANN202

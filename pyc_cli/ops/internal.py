@@ -6,10 +6,35 @@ import numpy as np
 
 from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim
 from ..ir.types import DType, TensorType
-from .registry import KERNEL, InTypes, InValues, OpDef, get, ints_attr, register, require
+from .registry import (
+    KERNEL,
+    InTypes,
+    InValues,
+    OpDef,
+    broadcast_shapes,
+    get,
+    ints_attr,
+    register,
+    require,
+)
 
 ALL_DTYPES = tuple(DType)
+
+
+def _with_symbols(node: Node, types: InTypes) -> tuple[int, ...]:
+    """The output shape the fuse pass recorded (ints: a symbolic dim's upper bound), with the
+    operands' symbolic dims (issue #15) where their broadcast has the same upper bounds."""
+    shape = tuple(ints_attr(node, "shape"))
+    present = [t.shape for t in types if t is not None]
+    if not any(isinstance(d, Dim) for s in present for d in s):
+        return shape
+    operands = broadcast_shapes(*present, where=node.name)
+    if len(operands) < len(shape):
+        return shape
+    tail = operands[len(operands) - len(shape):]
+    return tuple(o if isinstance(o, Dim) and int(o) == d else d for o, d in zip(tail, shape))
 
 
 @register
@@ -22,7 +47,7 @@ class FusedElementwise(OpDef):
     dtypes = ALL_DTYPES
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        return [TensorType(node.ann.program[-1].dtype, tuple(ints_attr(node, "shape")))]
+        return [TensorType(node.ann.program[-1].dtype, _with_symbols(node, types))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         """Runs the program one instruction at a time, each by the numpy reference of the op

@@ -9,10 +9,13 @@ rewriting those subgraphs into constants is fold_constants' job, not this one's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim, DimBounds
 from ..ir.types import TensorType, check_addressable
 from . import registry
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
@@ -22,7 +25,53 @@ _EVAL_LIMIT = 1 << 16
 
 
 def propagate_types(graph: Graph) -> dict[str, TensorType]:
-    return _propagate(graph, _EVAL_LIMIT)[0]
+    types = _propagate(graph, _EVAL_LIMIT)[0]
+    check_symbolic(graph, types)
+    return types
+
+
+def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
+    """Where graph inputs have symbolic dims (issue #15), the symbolic types must be what the op
+    rules give for concrete shapes. At a few points of the dims' box (every dim at its lowest,
+    at its highest, and at distinct inner values), the inputs' shapes are instantiated and
+    propagated as plain ints; a value whose shape there is not its symbolic shape evaluated at
+    that point means a rule lost the dims (it computed with their upper bounds, which is what a
+    Dim's int value is): PYC-E051 names the first node that did."""
+    bounds: dict[str, DimBounds] = {}
+    for name in graph.inputs:
+        for dim in types[name].shape:
+            if isinstance(dim, Dim):
+                bounds.update(dim.dims())
+    for point in _sample_points(bounds):
+        concrete = {name: TensorType(types[name].dtype, _instance(types[name].shape, point))
+                    for name in graph.inputs}
+        instance = _propagate(graph, _EVAL_LIMIT, concrete)[0]
+        for node in graph.nodes:
+            for out in node.outputs:
+                want = _instance(types[out].shape, point) if out else None
+                if out and instance[out].shape != want:
+                    at = ", ".join(f"{k}={v}" for k, v in sorted(point.items()))
+                    raise PycError("E051", f"{node.op} does not keep symbolic dims: its output "
+                                   f"{out!r} is {types[out]} symbolically, which at {at} is "
+                                   f"{list(want or ())}, but the op's rule gives "
+                                   f"{list(instance[out].shape)}",
+                                   where=f"node {node.name!r}",
+                                   hint="give the dims numbers (--input-shape NAME=d0,d1,...)")
+
+
+def _sample_points(bounds: Mapping[str, DimBounds]) -> list[dict[str, int]]:
+    """Every dim at its lowest; at its highest; and each at its own inner value (different
+    dims at different fractions of their ranges, so a rule that swaps two is caught)."""
+    if not bounds:
+        return []
+    names = sorted(bounds)
+    inner = {n: bounds[n].lo + (bounds[n].hi - bounds[n].lo) * (i + 1) // (len(names) + 1)
+             for i, n in enumerate(names)}
+    return [{n: bounds[n].lo for n in names}, {n: bounds[n].hi for n in names}, inner]
+
+
+def _instance(shape: tuple[int, ...], point: Mapping[str, int]) -> tuple[int, ...]:
+    return tuple(d.evaluate(point) if isinstance(d, Dim) else int(d) for d in shape)
 
 
 def known_values(graph: Graph) -> dict[str, np.ndarray]:
@@ -31,8 +80,10 @@ def known_values(graph: Graph) -> dict[str, np.ndarray]:
     return _propagate(graph, None)[1]
 
 
-def _propagate(graph: Graph, limit: int | None) -> tuple[dict[str, TensorType], dict[str, np.ndarray]]:
-    types = {name: graph.types[name] for name in graph.inputs}
+def _propagate(graph: Graph, limit: int | None,
+               inputs: Mapping[str, TensorType] | None = None
+               ) -> tuple[dict[str, TensorType], dict[str, np.ndarray]]:
+    types = {name: (inputs or graph.types)[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
     for node in graph.nodes:
@@ -52,15 +103,26 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
     handle, and every output must be addressable."""
     try:
         out_types = opdef.infer(node, in_types, in_values)
-    except PycError:
-        raise
     except Exception as exc:  # an op rule met a case it does not handle
+        if _symbolic(in_types, in_values):
+            raise PycError("E051", f"{node.op}'s rule cannot handle the symbolic dims of its "
+                           f"inputs ({exc})", where=f"node {node.name!r}",
+                           hint="give the dims numbers (--input-shape NAME=d0,d1,...)") from exc
+        if isinstance(exc, PycError):
+            raise
         raise PycError("E009", f"cannot infer the type of {node.op}: {exc}",
                        where=f"node {node.name!r}") from exc
     for name, ttype in zip(node.outputs, out_types):
         if name:
             check_addressable(f"value {name!r} ({ttype})", ttype.nbytes, f"node {node.name!r}")
     return out_types
+
+
+def _symbolic(in_types: list[TensorType | None], in_values: list[np.ndarray | None]) -> bool:
+    """Whether a node's inputs hold symbolic dims, in their shapes or (shape tensors) values."""
+    return any(isinstance(d, Dim) for t in in_types if t is not None for d in t.shape) or any(
+        v is not None and v.dtype == object and any(isinstance(x, Dim) for x in v.flat)
+        for v in in_values)
 
 
 def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | None],

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
+from ..ir.symbolic import Dim
 from ..ir.types import DType, TensorType
 
 ELEMENTWISE = "elementwise"
@@ -149,8 +150,13 @@ def broadcast_shapes(*shapes: tuple[int, ...], where: str = "") -> tuple[int, ..
         if len(dims) > 1:
             raise PycError("E009", f"shapes {[list(s) for s in shapes]} do not broadcast",
                            where=where)
-        result.append(int(dims.pop()) if dims else 1)
+        result.append(_dim(dims.pop()) if dims else 1)
     return tuple(result)
+
+
+def _dim(value: int) -> int:
+    """A plain int from numpy's, a symbolic dim as it is (int() would keep its upper bound)."""
+    return value if isinstance(value, Dim) else int(value)
 
 
 def require(types: InTypes, index: int, node: Node) -> TensorType:

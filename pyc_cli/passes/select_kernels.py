@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from ..errors import PycError
 from ..ir.annotations import KernelChoice, KernelParam
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim
 from ..ops import registry
 from .context import PassContext
 from .target import KernelOption, KernelTarget
@@ -62,6 +63,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
     chosen, candidates = cheapest(node, graph, target, mode)
     if chosen is None:
         return False
+    _check_symbolic(node, graph, chosen, candidates)
     flops = opdef.flops(node, graph)
     reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
     why = chosen.reason(node, graph)
@@ -96,6 +98,20 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
                 **({"measured": measured, "signature": signature_key(signature)}
                    if measured else {}))
     return True
+
+
+def _check_symbolic(node: Node, graph: Graph, chosen: KernelOption,
+                    candidates: Sequence[KernelOption]) -> None:
+    """A node whose shapes hold symbolic dims runs only on a kernel that reads them at run time;
+    PYC-E051 otherwise (a kernel baking in the upper bounds would compute wrong results for
+    every smaller shape)."""
+    dims = sorted({str(d) for name in (*node.inputs, *node.outputs) if name in graph.types
+                   for d in graph.types[name].shape if isinstance(d, Dim)})
+    if dims and not chosen.symbolic_dims:
+        raise PycError("E051", f"no kernel of {node.op} reads symbolic dims ({', '.join(dims)}) "
+                       f"at run time yet (candidates: {', '.join(c.name for c in candidates)})",
+                       where=f"node {node.name!r}",
+                       hint="give the dims numbers (--input-shape NAME=d0,d1,...)")
 
 
 def size_workspace(node: Node, graph: Graph, mode: str, target: KernelTarget) -> None:

@@ -67,6 +67,9 @@ class KernelCandidate:
     # the workspace is a whole copy (not tiles that shrink to the memory mode's cap): where it
     # exceeds the cap, memory_first takes another applicable candidate
     workspace_fixed: bool = False
+    # the kernel reads symbolic dims (issue #15) at run time instead of baking in their upper
+    # bounds: only such a kernel may run a node whose shapes hold a Dim
+    symbolic_dims: bool = False
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
