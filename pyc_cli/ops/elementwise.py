@@ -13,6 +13,7 @@ from .registry import (
     InTypes,
     InValues,
     OpDef,
+    as_dim,
     broadcast_shapes,
     register,
     require,
@@ -150,7 +151,7 @@ class Expand(ElementwiseOp):
         return [node.inputs[0]]
 
     def extra_shape(self, node: Node, values: InValues) -> tuple[int, ...]:
-        return tuple(int(d) for d in require_value(values, 1, node, "shape"))
+        return tuple(as_dim(d) for d in require_value(values, 1, node, "shape"))
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         data, shape = inputs[0], inputs[1]

@@ -14,6 +14,7 @@ from .registry import (
     InTypes,
     InValues,
     OpDef,
+    as_dim,
     ints_attr,
     normalize_axis,
     register,
@@ -109,7 +110,7 @@ class Slice(OpDef):
             if int(step) == 0:
                 raise PycError("E009", f"Slice step is 0 on axis {axis}", where=node.name,
                                hint="steps must be non-zero")
-            result[axis] = slice_range(int(start), int(end), int(step), shape[axis])
+            result[axis] = slice_range(as_dim(start), as_dim(end), int(step), shape[axis])
         return result
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:

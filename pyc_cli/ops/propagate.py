@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim, DimBounds
+from ..ir.symbolic import Dim, DimBounds, exact_div
 from ..ir.types import TensorType, check_addressable
 from . import registry
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
@@ -135,6 +135,8 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
     if hasattr(opdef, "shape_value") and in_types[0] is not None:  # Shape, Size: from the type
         return [opdef.shape_value(node, in_types[0])]
     present = [v for name, v in zip(node.inputs, in_values) if name]
+    if any(v is not None and v.dtype == object for v in present):
+        return _evaluate_symbolic(opdef, node, in_values, out_types)
     if limit is None:
         in_bytes = sum(v.nbytes for v in present if v is not None)
         small = sum(t.nbytes for t in out_types) <= max(GROWTH_LIMIT_BYTES, in_bytes)
@@ -154,3 +156,84 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
                        f"{type(exc).__name__}: {exc}", where=f"node {node.name!r}",
                        hint="check the node's constant inputs") from exc
     return [np.asarray(value) for value in results]
+
+
+# ops whose numpy references move and combine symbolic values (issue #15: object arrays of Dims)
+# with Python's operators, which Dim implements: Gather, Concat, ... of a Shape
+SYMBOLIC_SAFE = frozenset({"Identity", "Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape",
+                           "Flatten", "Slice"})
+# elementwise arithmetic on object arrays: numpy applies Python's operators element by element
+SYMBOLIC_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
+
+
+def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.ndarray | None],
+                       out_types: list[TensorType]) -> list[np.ndarray] | None:
+    """Shape arithmetic on symbolic values: the outputs as object arrays of Dims and ints, or
+    None (not known at compile time) where a value would be decided by a dim's bounds alone.
+    Only ops whose references keep the objects are run; a result that came back numeric lost
+    its Dims (a reference cast them), so it is not known either."""
+    if any(v is None for name, v in zip(node.inputs, in_values) if name):
+        return None
+    values = [v for v in in_values if v is not None]
+    results: list[np.ndarray | None]
+    if node.op == "Cast" and out_types[0].dtype.numpy.kind in "iu":
+        results = [np.asarray(values[0], dtype=object)]
+    elif node.op == "Div" and out_types[0].dtype.numpy.kind in "iu":
+        results = [_symbolic_div(*np.broadcast_arrays(values[0], values[1]))]
+    elif node.op == "Equal":
+        results = [_symbolic_equal(*np.broadcast_arrays(values[0], values[1]))]
+    elif node.op in SYMBOLIC_ARITHMETIC:
+        results = [np.asarray(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),
+                                                           values[1].astype(object)))]
+    elif node.op == "Neg":
+        results = [np.negative(values[0].astype(object))]
+    elif node.op == "Where":
+        results = [np.where(values[0].astype(bool), values[1].astype(object),
+                            values[2].astype(object))]
+    elif node.op in SYMBOLIC_SAFE:
+        # a reference may return an element itself (np.take of a scalar index): a Dim is an
+        # int, and np.asarray would make it an int64 holding its upper bound
+        results = [r if isinstance(r, np.ndarray) else np.array(r, dtype=object)
+                   for r in opdef.evaluate(node, list(in_values))]
+    else:
+        return None
+    known = [r for r in results if r is not None and r.dtype == object]
+    if len(known) != len(results):
+        return None
+    return [r if any(isinstance(x, Dim) for x in r.flat) else r.astype(np.int64) for r in known]
+
+
+def _symbolic_div(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """ONNX integer Div (truncation) of non-negative shape values by positive constants."""
+    out = np.empty(a.shape, dtype=object)
+    for index in np.ndindex(a.shape):
+        x, y = a[index], b[index]
+        if isinstance(y, Dim) or int(y) <= 0:
+            return None
+        if not isinstance(x, Dim):
+            out[index] = int(x) // int(y) if int(x) >= 0 else -(-int(x) // int(y))
+            continue
+        out[index] = exact_div(x, int(y))
+        if out[index] is None:
+            return None
+    return out
+
+
+def _symbolic_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Equal where every element is decided: equal expressions, or a constant outside a Dim's
+    bounds; None where one depends on the dims' values."""
+    out = np.empty(a.shape, dtype=object)
+    for index in np.ndindex(a.shape):
+        x, y = a[index], b[index]
+        if isinstance(x, Dim) or isinstance(y, Dim):
+            if x == y:
+                out[index] = True
+                continue
+            lo_x, hi_x = x.bounds() if isinstance(x, Dim) else (int(x), int(x))
+            lo_y, hi_y = y.bounds() if isinstance(y, Dim) else (int(y), int(y))
+            if hi_x < lo_y or hi_y < lo_x:
+                out[index] = False
+                continue
+            return None
+        out[index] = bool(x == y)
+    return out

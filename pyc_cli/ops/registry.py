@@ -150,12 +150,13 @@ def broadcast_shapes(*shapes: tuple[int, ...], where: str = "") -> tuple[int, ..
         if len(dims) > 1:
             raise PycError("E009", f"shapes {[list(s) for s in shapes]} do not broadcast",
                            where=where)
-        result.append(_dim(dims.pop()) if dims else 1)
+        result.append(as_dim(dims.pop()) if dims else 1)
     return tuple(result)
 
 
-def _dim(value: int) -> int:
-    """A plain int from numpy's, a symbolic dim as it is (int() would keep its upper bound)."""
+def as_dim(value: int) -> int:
+    """A plain int from numpy's, a symbolic dim (issue #15) as it is: int() would keep its upper
+    bound only (the instance check would then refuse the node, see ops/propagate.py)."""
     return value if isinstance(value, Dim) else int(value)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim
 from ..ir.types import DType, TensorType
 from .registry import (
     GROWTH_LIMIT_BYTES,
@@ -13,6 +14,7 @@ from .registry import (
     InTypes,
     InValues,
     OpDef,
+    as_dim,
     register,
     require,
     require_value,
@@ -29,7 +31,9 @@ class Shape(OpDef):
         rank = len(shape)
         start = node.int_attr("start", 0)
         end = node.int_attr("end", rank)
-        return np.array(shape[start:end], dtype=np.int64)
+        dims = shape[start:end]
+        # symbolic dims (issue #15) stay objects: int64 would keep their upper bounds only
+        return np.array(dims, dtype=object if any(isinstance(d, Dim) for d in dims) else np.int64)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         shape = require(types, 0, node).shape
@@ -56,7 +60,7 @@ class ConstantOfShape(OpDef):
         return np.asarray(value).reshape(-1)[:1] if value is not None else np.zeros(1, np.float32)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        shape = tuple(int(d) for d in require_value(values, 0, node, "shape"))
+        shape = tuple(as_dim(d) for d in require_value(values, 0, node, "shape"))
         return [TensorType(DType.from_numpy(self._fill(node).dtype), shape)]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:

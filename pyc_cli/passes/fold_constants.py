@@ -48,7 +48,11 @@ def _try_fold(graph: Graph, node: Node) -> list[np.ndarray] | None:
     in_types = [graph.types.get(i) if i else None for i in node.inputs]
     in_values = [graph.constants.get(i) if i else None for i in node.inputs]
     out_types = [graph.types[o] for o in node.outputs if o]
-    return evaluate_node(opdef, node, in_types, in_values, out_types, limit=None)
+    values = evaluate_node(opdef, node, in_types, in_values, out_types, limit=None)
+    # symbolic shape values (issue #15) are known here but not constants: they stay computed
+    if values is None or any(v.dtype == object for v in values):
+        return None
+    return values
 
 
 def _copy_constant_outputs(graph: Graph, ctx: PassContext) -> None:

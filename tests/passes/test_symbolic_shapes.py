@@ -77,10 +77,40 @@ def test_a_node_without_a_symbolic_kernel_is_refused(tmp_path: Path) -> None:
     assert info.value.where == "node 'add'"  # the Relu is fused into the Add's loop
 
 
-def test_shape_values_derived_from_symbolic_dims_are_refused_by_name() -> None:
-    """The toy encoder reshapes by Shape-derived values; those are not symbolic yet (point 2),
-    so its first Reshape is refused by name rather than reshaped to the upper bound."""
-    shapes, _ = parse_input_shapes(["input_ids=batch:1..4,64", "attention_mask=batch,64"])
+def test_an_export_with_dynamic_axes_stays_symbolic_through_every_pass() -> None:
+    """The toy encoder (exported with dynamic batch and seq) computes its Reshape targets and its
+    position-embedding Slice from Shape: the values stay symbolic (object arrays of Dims, never
+    folded into int64 constants), every type from the embedding to the fused attention keeps
+    batch and seq (each checked against concrete instances), and the build is refused at its
+    first kernel, which cannot read run-time dims yet."""
+    shapes, _ = parse_input_shapes(["input_ids=batch:1..4,seq:1..64", "attention_mask=batch,seq"])
+    graph, _ = api.compile_graph(MODELS / "transformer.onnx", "balanced", shapes, "cpu",
+                                 stop_after="analyze_liveness")
+    texts = {node.op: str(graph.types[node.outputs[0]]) for node in graph.nodes}
+    assert texts["pyc.Attention"] == "f32[batch,4,seq,16]"
+    assert texts["LayerNormalization"] == "f32[batch,seq,64]"
+    assert texts["Reshape"] == "f32[batch,seq,64]"
+    assert not any(a.dtype == object for a in graph.constants.values())
     with pytest.raises(PycError) as info:
         api.compile_graph(MODELS / "transformer.onnx", "balanced", shapes, "cpu")
-    assert info.value.code == "E051" and "Reshape" in info.value.what
+    assert info.value.code == "E051" and "Gather" in info.value.what
+
+
+def test_symbolic_shape_arithmetic_is_decided_or_left_unknown() -> None:
+    """Equal on shape values is folded only where the bounds decide it (a dim is never 0 when
+    its lowest value is 1); where the dims' values decide it, the value is unknown at compile
+    time (None), never a guess."""
+    from pyc_cli.ir.graph import Node
+    from pyc_cli.ops.propagate import evaluate_node
+
+    shapes, _ = parse_input_shapes(["x=seq:1..64,batch:2..8"])
+    seq, batch = shapes["x"]
+    equal = registry.get("Equal")
+    node = Node("Equal", "eq", ["a", "b"], ["y"], {})
+    out = [TensorType.of(np.zeros(2, bool))]
+    decided = evaluate_node(equal, node, [None, None], [np.array([seq, batch], dtype=object),
+                                                        np.array([0, 1])], out, None)
+    assert decided is not None and decided[0].tolist() == [False, False]
+    undecided = evaluate_node(equal, node, [None, None], [np.array([seq], dtype=object),
+                                                          np.array([1])], out, None)
+    assert undecided is None
