@@ -6,10 +6,10 @@ import numpy as np
 
 from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import KERNEL, InTypes, InValues, OpDef, get, ints_attr, register, require
 
-ALL_DTYPES = tuple(DType)
+ALL_DTYPES = MODEL_DTYPES
 
 
 @register

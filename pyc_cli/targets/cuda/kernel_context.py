@@ -12,7 +12,7 @@ from ...errors import PycError
 from ...ir.graph import Graph, Node
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
-from ..cpu.kernel_context import KernelCall, coalesce, kernel_call
+from ..cpu.kernel_context import KernelCall, ScalarInstr, coalesce, kernel_call
 from ..kernel import KernelCandidate
 
 THREADS = 256  # threads per block of the one-thread-per-element kernels
@@ -42,12 +42,36 @@ class CudaCall(KernelCall):
     # constants the weights file holds in a 16-bit type (planning/weights.py's Conversion)
     converted: dict[str, Conversion] = field(default_factory=dict)
 
+    @property
+    def ct(self) -> dict[str, str]:
+        """Each operand's element type in C (X0 -> "float", or "pyc_f16" / "pyc_bf16" for an
+        activation stored in 16 bits): templates declare their local pointers with it."""
+        return {o.param: o.ctype for o in self.operands}
+
+    def half(self, param: str) -> bool:
+        """Whether operand `param` is an activation stored in 16 bits."""
+        return self.ct.get(param) in HALF_CTYPES
+
+
+# the C types of activations stored in 16 bits (cuda/half.cuh.j2): structs that read as float
+# and round a float assigned to them (to nearest even)
+HALF_CTYPES = ("pyc_f16", "pyc_bf16")
+
+
+def _loads_as_float(program: list[ScalarInstr]) -> None:
+    """A fused program reads a 16-bit operand into a float local (it computes in float32)."""
+    for instr in program:
+        if instr.op == "Load" and instr.ctype in HALF_CTYPES:
+            instr.ctype, instr.dtype = "float", "f32"
+
 
 def cuda_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate,
               converted: dict[str, Conversion] | None = None) -> CudaCall:
     base = kernel_call(graph, node, index, candidate)
     call = CudaCall(**vars(base), converted=dict(converted or {}))
     call.params = dict(call.params)
+    _loads_as_float(call.epilogue)
+    _loads_as_float(call.prologue)
     if node.ann.kernel is not None:  # a tuning database's measured parameters (tile_m ...)
         call.params.update(dict(node.ann.kernel.params))
     if node.ann.epilogue and not call.epilogue:  # a template without coordinates would drop it

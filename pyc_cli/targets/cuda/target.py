@@ -15,6 +15,7 @@ from typing import Any
 from ...errors import PycError
 from ...ir.graph import Graph
 from ...ir.types import DType
+from ...passes.pipeline import DEFAULT_TAIL, Pass
 from ...planning.plan import MemoryPlan
 from ...planning.weights import Conversion, WeightsLayout
 from ...templating import template_env
@@ -24,6 +25,7 @@ from ..kernel import shared_definitions
 from . import toolchain
 from .kernel_context import SPACES, Argument, CudaCall, Launch, cuda_call
 from .kernels import CUDA_KERNELS, PRECISIONS, cuda_kernels
+from .storage import NAME, store_16bit
 
 SOURCE = "model.cu"
 LAUNCHES = "launches.json"  # under src/: a runtime file (the loader reads and checks it)
@@ -104,6 +106,10 @@ class CudaTarget(Target):
         self.kernels = cuda_kernels(precision)
         self._record: dict[str, Any] = {}
 
+    def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
+        """Kernel selection, then (at fp16 / bf16) the 16-bit activations, then planning."""
+        return DEFAULT_TAIL[:1] + ((NAME, store_16bit),) + DEFAULT_TAIL[1:]
+
     def precision_note(self) -> str | None:
         note = PRECISION_NOTES.get(self.precision)
         return f"--precision {self.precision}: {note}" if note else None
@@ -151,7 +157,9 @@ class CudaTarget(Target):
              info: ModelInfo) -> dict[str, str]:
         calls = self.calls(graph, weights.converted)
         kernels = kernel_definitions(calls)
-        source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels)
+        half = any(c.half(o.param) for c in calls for o in c.operands)
+        source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels,
+                                                                        half=half)
         pointers = DevicePointers(graph, plan, weights)
         nodes = [n for n in graph.nodes if self.chosen(n) is not None]
         launches = []

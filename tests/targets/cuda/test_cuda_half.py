@@ -1,0 +1,229 @@
+"""16-bit activations at --precision fp16 / bf16 (targets/cuda/storage.py) without a GPU: which
+tensors the decision retypes (intermediates whose producer and consumers all take 16 bits; the
+model's inputs and outputs stay float32; a tensor a kernel cannot read or write in 16 bits stays
+float32, logged), the IR's storage type through the verifier and the text form, the kernels on
+the CPU emulation against onnxruntime, NVRTC compilation for sm_80 / sm_90, and deterministic
+sources. The GPU run: test_cuda_gpu.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MODELS_DIR, onnxruntime_outputs
+from cuda_emulation import CXX
+from helpers import init, make_model, rand, vinfo, write_model
+from mma_precision import WHOLE_MODEL_RTOL, assert_close_to_max
+from onnx import TensorProto, helper
+from test_cuda_compile import needs_nvrtc
+
+from pyc_cli.abi import io_infos
+from pyc_cli.api import compile_graph
+from pyc_cli.ir.graph import Graph
+from pyc_cli.ir.text import parse_graph, print_graph
+from pyc_cli.ir.types import DType
+from pyc_cli.ir.verify import verify
+from pyc_cli.ops import registry
+from pyc_cli.planning.weights import layout_weights
+from pyc_cli.targets.base import ModelInfo
+from pyc_cli.targets.cuda import kernels as cuda_kernels
+from pyc_cli.targets.cuda import toolchain
+from pyc_cli.targets.cuda.target import kernel_templates
+
+STORAGE = {"fp16": DType.F16, "bf16": DType.BF16}
+
+
+def chain_model(rng: np.random.Generator, rows: int = 37, width: int = 83) -> object:
+    """x -> Add(bias) -> LayerNormalization -> Transpose -> Softmax -> Mul -> y: elementwise,
+    row reductions and a strided copy, every intermediate an activation."""
+    nodes = [helper.make_node("Add", ["x", "b"], ["h"]),
+             helper.make_node("LayerNormalization", ["h", "s", "c"], ["n"], axis=-1),
+             helper.make_node("Transpose", ["n"], ["t"], perm=[1, 0]),
+             helper.make_node("Softmax", ["t"], ["p"], axis=-1),
+             helper.make_node("Mul", ["p", "t"], ["y"])]
+    return make_model(nodes, [vinfo("x", (rows, width))], [vinfo("y", (width, rows))],
+                      [init("b", rand(rng, width)), init("s", rand(rng, width)),
+                       init("c", rand(rng, width))])
+
+
+def stored(graph: Graph) -> set[str]:
+    return {v for v, t in graph.types.items() if t.dtype in (DType.F16, DType.BF16)}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_activations_are_stored_in_16_bits(precision: str, tmp_path: Path) -> None:
+    path = write_model(chain_model(np.random.default_rng(0)), tmp_path)  # type: ignore[arg-type]
+    graph, ctx = compile_graph(path, target="cuda", precision=precision)
+    half = stored(graph)
+    assert half and graph.activation_storage is STORAGE[precision]
+    assert all(graph.types[v].dtype is STORAGE[precision] for v in half)
+    for edge in (*graph.inputs, *graph.outputs, *graph.constants):  # float32 at the ABI
+        assert edge not in half and graph.types[edge].dtype is DType.F32
+    assert half == set(graph.intermediates())
+    # the planner sizes them at 2 bytes
+    plan = ctx.artifacts["memory_plan"]
+    sizes = {t.name: t.bytes for t in plan.tensors}
+    for value in half & set(sizes):
+        assert sizes[value] == 2 * graph.types[value].numel
+    (summary,) = [d for d in ctx.decisions if d.pass_name == "store_16bit" and d.action == "summary"]
+    assert summary.extra["values"] == len(half)
+
+
+def test_fp32_and_tf32_keep_float32(tmp_path: Path) -> None:
+    path = write_model(chain_model(np.random.default_rng(0)), tmp_path)  # type: ignore[arg-type]
+    for precision in ("fp32", "tf32"):
+        graph, _ = compile_graph(path, target="cuda", precision=precision)
+        assert not stored(graph) and graph.activation_storage is None
+    graph, _ = compile_graph(path, target="cpu")
+    assert not stored(graph)
+
+
+def test_a_consumer_without_16_bit_reads_keeps_float32(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Softmax's kernel made a float32-only reader: its input (and the views sharing it) stay
+    float32, with the reason in the decision log; the rest is stored in 16 bits still."""
+    monkeypatch.setattr(cuda_kernels, "HALF_READERS",
+                        cuda_kernels.HALF_READERS - {"cuda_softmax_block"})
+    path = write_model(chain_model(np.random.default_rng(0)), tmp_path)  # type: ignore[arg-type]
+    graph, ctx = compile_graph(path, target="cuda", precision="fp16")
+    softmax = next(n for n in graph.nodes if n.op == "Softmax")
+    assert graph.types[softmax.inputs[0]].dtype is DType.F32
+    assert stored(graph)  # the LayerNormalization's output, read by the Transpose
+    kept = [d for d in ctx.decisions if d.action == "keep_float32"]
+    assert any("reads" in d.reason and "float32 only" in d.reason and softmax.inputs[0] in d.after
+               for d in kept)
+
+
+def test_layernorm_statistics_stay_float32(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Relu", ["x"], ["h"]),
+             helper.make_node("LayerNormalization", ["h", "s", "c"], ["n", "mean", "inv"], axis=-1),
+             helper.make_node("Relu", ["n"], ["y"]),
+             helper.make_node("Neg", ["mean"], ["m"]), helper.make_node("Neg", ["inv"], ["i"])]
+    model = make_model(nodes, [vinfo("x", (20, 64))],
+                       [vinfo("y", (20, 64)), vinfo("m", (20, 1)), vinfo("i", (20, 1))],
+                       [init("s", rand(rng, 64)), init("c", rand(rng, 64))])
+    graph, ctx = compile_graph(write_model(model, tmp_path), target="cuda", precision="fp16")
+    assert graph.types["h"].dtype is DType.F16 and graph.types["n"].dtype is DType.F16
+    assert graph.types["mean"].dtype is DType.F32 and graph.types["inv"].dtype is DType.F32
+    assert any(d.action == "keep_float32" and "writes" in d.reason for d in ctx.decisions)
+
+
+def test_the_ir_keeps_its_storage_type(tmp_path: Path) -> None:
+    """The text form prints and parses the storage type; the verifier reads a 16-bit value as
+    float32 in the op rules, and refuses it where the graph declares no storage type."""
+    path = write_model(chain_model(np.random.default_rng(0)), tmp_path)  # type: ignore[arg-type]
+    graph, _ = compile_graph(path, target="cuda", precision="bf16")
+    text = print_graph(graph)
+    assert text.splitlines()[0].endswith("storage=bf16") and ": bf16[" in text
+    blobs = {}
+    from pyc_cli.ir.text import blob_key
+    for array in graph.constants.values():
+        blobs[blob_key(array)] = array
+    again = parse_graph(text, blobs)
+    assert again.activation_storage is DType.BF16 and print_graph(again) == text
+    verify(again, registry.lookup)
+    again.activation_storage = None
+    with pytest.raises(Exception, match="typed bf16"):
+        verify(again, registry.lookup)
+
+
+# ---------------------------------------------------------------- emulated against onnxruntime
+
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_emulated_chain_matches_onnxruntime(precision: str, tmp_path: Path,
+                                            rng: np.random.Generator) -> None:
+    """Every kernel of the chain reading and writing 16 bits, against onnxruntime in float32:
+    each 16-bit store rounds once (float16 2^-11, bfloat16 2^-8 relative), so the whole chain
+    is within WHOLE_MODEL_RTOL of max |output|."""
+    from test_cuda_emulated import Emulated
+
+    path = write_model(chain_model(np.random.default_rng(int(rng.integers(1 << 30)))), tmp_path)  # type: ignore[arg-type]
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert stored(emulated.graph)
+    feeds = {"x": rand(rng, 37, 83)}
+    expected = onnxruntime_outputs(path, feeds)["y"]
+    got = emulated.run(feeds)["y"]
+    assert got.dtype == np.float32
+    assert_close_to_max(got, expected, WHOLE_MODEL_RTOL[precision], precision)
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_emulated_gather_pool_and_concat(precision: str, tmp_path: Path,
+                                         rng: np.random.Generator) -> None:
+    """Gather from a float32 table into 16 bits, a pool, a Concat and a reduction over 16-bit
+    activations, against onnxruntime."""
+    from test_cuda_emulated import Emulated
+
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["g"], axis=0),   # [2, 6, 5, 5]
+             helper.make_node("Relu", ["g"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["mp"], kernel_shape=[2, 2], strides=[1, 1]),
+             helper.make_node("AveragePool", ["r"], ["ap"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["ap"], ["as"]),
+             helper.make_node("Slice", ["as", "st", "en"], ["sl"]),
+             helper.make_node("Concat", ["mp", "sl"], ["cat"], axis=1),
+             helper.make_node("ReduceMean", ["cat"], ["y"], axes=[2, 3], keepdims=1)]
+    table = rand(rng, 9, 6, 5, 5)
+    model = make_model(nodes, [vinfo("ids", (2,), TensorProto.INT64)], [vinfo("y", (2, 12, 1, 1))],
+                       [init("table", table), init("st", np.array([0, 0, 1, 1], np.int64)),
+                        init("en", np.array([2, 6, 5, 5], np.int64))])
+    path = write_model(model, tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert {"g", "r", "cat"} <= stored(emulated.graph)
+    feeds = {"ids": np.array([4, 7], np.int64)}
+    expected = onnxruntime_outputs(path, feeds)["y"]
+    assert_close_to_max(emulated.run(feeds)["y"], expected, WHOLE_MODEL_RTOL[precision], precision)
+
+
+# ---------------------------------------------------------------- NVRTC and determinism
+
+CNN_SHAPES = {"image": [2, 3, 32, 32]}
+
+
+def emit(path: Path, precision: str) -> dict[str, str]:
+    shapes = CNN_SHAPES if path.name == "cnn.onnx" else None
+    graph, ctx = compile_graph(path, input_shapes=shapes, target="cuda", precision=precision)
+    plan = ctx.artifacts["memory_plan"]
+    layout = layout_weights(graph, {}, ctx.target.constant_conversions(graph))  # type: ignore[union-attr]
+    info = ModelInfo("half", io_infos(graph, graph.inputs),
+                     io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
+                     layout.total_bytes, 0, "half")
+    return ctx.target.emit(graph, plan, layout, info)  # type: ignore[union-attr]
+
+
+def encoder_path(tmp_path: Path) -> Path:
+    import sys
+
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_encoder import make_encoder
+
+    return write_model(make_encoder(batch=2, seq=40, layers=1, vocab=500, hidden=96, heads=4,
+                                    ffn=192, seed=1), tmp_path, "encoder.onnx")
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+def test_16_bit_kernels_compile_with_nvrtc(precision: str, arch: str, tmp_path: Path) -> None:
+    """The chain, the encoder and the CNN with 16-bit activations compile for sm_80 and sm_90;
+    the PTX converts to the storage type."""
+    models = [write_model(chain_model(np.random.default_rng(0)), tmp_path),  # type: ignore[arg-type]
+              encoder_path(tmp_path), MODELS_DIR / "cnn.onnx"]
+    for path in models:
+        source = emit(path, precision)["model.cu"]
+        assert "struct __align__(2) pyc_f16" in source
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert ("cvt.rn.f16.f32" if precision == "fp16" else "cvt.rn.bf16.f32") in compiled.ptx
+
+
+def test_16_bit_sources_are_deterministic(tmp_path: Path) -> None:
+    path = encoder_path(tmp_path)
+    first, second = emit(path, "fp16"), emit(path, "fp16")
+    assert first == second and "pyc_f16" in first["model.cu"]
+    assert "pyc_f16" not in emit(path, "fp32")["model.cu"]
