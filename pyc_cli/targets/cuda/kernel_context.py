@@ -202,6 +202,7 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr]
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    a_half, b_act_half = h16 and call.half("X0"), h16 and call.half("X1")
     call.block = (32 * warps_m * warps_n, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch * geo.ksplit)
     _take_split(call, geo.ksplit, geo.tiles)
@@ -217,8 +218,12 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              h16=h16, b_half=conversion is not None, b_batch_strides=b_strides,
              # float4 / 16-byte chunks of the 16-bit path's A and B slices, per thread
              a_chunks=bm * bk // 4 // threads, b_chunks=bk * bn // 8 // threads,
-             b_chunks4=bk * bn // 4 // threads,
-             a_vec=k % 4 == 0, b_vec=n % 4 == 0,
+             b_chunks4=bk * bn // 4 // threads, a_chunks8=bm * bk // 8 // threads,
+             # activations stored in 16 bits come by cp.async where rows are 16-byte aligned
+             # (K / N % 8 == 0; the base is checked in the kernel), else through registers
+             a_half=a_half, b_act_half=b_act_half, a_async=a_half and k % 8 == 0,
+             b_async=b_act_half and n % 8 == 0, async_copies=conversion is not None or a_half or b_act_half,
+             a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 

@@ -211,15 +211,22 @@ def encoder_path(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
 def test_16_bit_kernels_compile_with_nvrtc(precision: str, arch: str, tmp_path: Path) -> None:
-    """The chain, the encoder and the CNN with 16-bit activations compile for sm_80 and sm_90;
-    the PTX converts to the storage type."""
-    models = [write_model(chain_model(np.random.default_rng(0)), tmp_path),  # type: ignore[arg-type]
+    """The chain, the encoder, the CNN and the GEMMs of GEMM_SHAPES with 16-bit activations
+    compile for sm_80 and sm_90; the PTX converts to the storage type, and the GEMMs copy
+    their 16-bit operands by cp.async."""
+    rng = np.random.default_rng(0)
+    models = [write_model(chain_model(rng), tmp_path, "chain.onnx"),  # type: ignore[arg-type]
               encoder_path(tmp_path), MODELS_DIR / "cnn.onnx"]
+    models += [write_model(gemm_model(a, b, act, rng), tmp_path, f"gemm{i}.onnx")  # type: ignore[arg-type]
+               for i, (a, b, act) in enumerate(GEMM_SHAPES)]
     for path in models:
         source = emit(path, precision)["model.cu"]
         assert "struct __align__(2) pyc_f16" in source
         compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert "warning" not in compiled.log.lower(), compiled.log
         assert ("cvt.rn.f16.f32" if precision == "fp16" else "cvt.rn.bf16.f32") in compiled.ptx
+        if path.name.startswith("gemm"):
+            assert "cp.async.cg.shared.global" in compiled.ptx
 
 
 def test_16_bit_sources_are_deterministic(tmp_path: Path) -> None:
@@ -227,3 +234,68 @@ def test_16_bit_sources_are_deterministic(tmp_path: Path) -> None:
     first, second = emit(path, "fp16"), emit(path, "fp16")
     assert first == second and "pyc_f16" in first["model.cu"]
     assert "pyc_f16" not in emit(path, "fp32")["model.cu"]
+
+
+# ---------------------------------------------------------------- the tensor-core GEMM on 16 bits
+
+# (A's shape, B's shape, B an activation): K % 8 == 0 takes A by cp.async, odd K the register
+# way; a batched product of two activations takes B by cp.async (N % 8 == 0) or registers
+GEMM_SHAPES = [((37, 40), (40, 70), False), ((37, 41), (41, 70), False),
+               ((2, 33, 48), (2, 48, 72), True), ((2, 33, 48), (2, 48, 50), True),
+               ((130, 264), (264, 136), False)]
+ULP = {"fp16": 2.0**-11, "bf16": 2.0**-8}
+
+
+def gemm_model(a_shape: tuple[int, ...], b_shape: tuple[int, ...], b_activation: bool,
+               rng: np.random.Generator) -> object:
+    """y = Transpose(Relu(a) @ B): the Relu's result and the product are activations (stored in
+    16 bits), a and y the model's float32 edges; B a weight or Relu(b)."""
+    nodes = [helper.make_node("Relu", ["a"], ["ra"]),
+             helper.make_node("MatMul", ["ra", "rb" if b_activation else "w"], ["p"]),
+             helper.make_node("Transpose", ["p"], ["y"],
+                              perm=list(range(len(a_shape) - 2)) + [len(a_shape) - 1, len(a_shape) - 2])]
+    inputs, inits = [vinfo("a", a_shape)], []
+    if b_activation:
+        nodes.insert(1, helper.make_node("Relu", ["b"], ["rb"]))
+        inputs.append(vinfo("b", b_shape))
+    else:
+        inits.append(init("w", rand(rng, *b_shape)))
+    out = (*a_shape[:-2], b_shape[-1], a_shape[-2])
+    return make_model(nodes, inputs, [vinfo("y", out)], inits)
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("a_shape,b_shape,b_activation", GEMM_SHAPES)
+def test_emulated_gemm_on_16_bit_activations(a_shape: tuple[int, ...], b_shape: tuple[int, ...],
+                                             b_activation: bool, precision: str, tmp_path: Path,
+                                             rng: np.random.Generator) -> None:
+    """The tensor-core GEMM reading its 16-bit A (and B) from the arena and storing C in 16
+    bits: against a numpy model of its roundings (operands rounded, exact sums, the product
+    rounded as stored) within 2 ulps of the storage type, and float64 within EXACT_RTOL."""
+    from mma_precision import EXACT_RTOL, round_to
+    from test_cuda_emulated import Emulated
+
+    model = gemm_model(a_shape, b_shape, b_activation, np.random.default_rng(int(rng.integers(1 << 30))))
+    path = write_model(model, tmp_path)  # type: ignore[arg-type]
+    emulated = Emulated(path, tmp_path, precision=precision)
+    matmul = next(n for n in emulated.graph.nodes if n.op == "MatMul")
+    assert matmul.ann.kernel is not None and matmul.ann.kernel.candidate == "cuda_matmul_mma"
+    assert graph_types(emulated.graph, matmul) == ([STORAGE[precision]] * 2 if b_activation else
+                                                   [STORAGE[precision], DType.F32], STORAGE[precision])
+    feeds = {"a": rand(rng, *a_shape)}
+    if b_activation:
+        feeds["b"] = rand(rng, *b_shape)
+    b = np.maximum(feeds["b"], 0) if b_activation else \
+        next(np.asarray(v) for k, v in emulated.graph.constants.items() if v.shape == b_shape)
+    exact = np.matmul(np.maximum(feeds["a"], 0).astype(np.float64), b.astype(np.float64))
+    rounded = round_to(np.matmul(round_to(np.maximum(feeds["a"], 0), precision),
+                                 round_to(b, precision)).astype(np.float32), precision)
+    got = np.swapaxes(emulated.run(feeds)["y"], -1, -2)
+    assert_close_to_max(got, rounded, 2 * ULP[precision], f"{precision} vs the rounding model")
+    assert_close_to_max(got, exact, EXACT_RTOL[precision], f"{precision} vs float64")
+
+
+def graph_types(graph: Graph, node: object) -> tuple[list[DType], DType]:
+    return ([graph.types[v].dtype for v in node.inputs[:2]],  # type: ignore[attr-defined]
+            graph.types[node.outputs[0]].dtype)  # type: ignore[attr-defined]
