@@ -401,6 +401,9 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
              KSTEPS=bk // (8 if tf32 else 16) // geo.split, MI=bm // geo.warps_m // 16,
              NI=bn // geo.warps_n // 8, threads=threads,
              a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b, quad_b=quad_b,
+             # an input / output stored in 16 bits (its bits gathered as they are; pairs stored
+             # as one 32-bit word)
+             x_half=not tf32 and call.half("X0"), y_half=not tf32 and call.half("Y"),
              b_rows=bk * columns // threads, row_step=threads // columns,
              smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 

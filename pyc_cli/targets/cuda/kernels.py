@@ -341,7 +341,8 @@ HALF_READERS = frozenset({
     "cuda_elementwise", "cuda_strided_copy", "cuda_copy", "cuda_concat", "cuda_gather",
     "cuda_pool", "cuda_softmax_block", "cuda_layernorm_block", "cuda_reduce_block",
     "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
-    "cuda_conv_depthwise", "cuda_attention_flash", "cuda_matmul_mma"})
+    "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
+    "cuda_conv_mma"})
 # LayerNormalization's Mean and InvStdDev (outputs 1, 2) stay float32 statistics
 HALF_WRITERS = HALF_READERS
 

@@ -188,6 +188,7 @@ static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_by
   __builtin_memcpy(dst, src, (size_t)src_bytes);
 }
 static inline void pyc_cp_async4(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 4, src_bytes); }
+static inline void pyc_cp_async8(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 8, src_bytes); }
 static inline void pyc_cp_async16(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 16, src_bytes); }
 static inline void pyc_cp_async_commit() {}
 static inline void pyc_cp_async_wait1() {}

@@ -183,11 +183,11 @@ def test_emulated_gather_pool_and_concat(precision: str, tmp_path: Path,
 
 # ---------------------------------------------------------------- NVRTC and determinism
 
-CNN_SHAPES = {"image": [2, 3, 32, 32]}
+SHAPES = {"cnn.onnx": {"image": [2, 3, 32, 32]}, "mobilenet.onnx": {"image": [1, 3, 64, 64]}}
 
 
 def emit(path: Path, precision: str) -> dict[str, str]:
-    shapes = CNN_SHAPES if path.name == "cnn.onnx" else None
+    shapes = SHAPES.get(path.name)
     graph, ctx = compile_graph(path, input_shapes=shapes, target="cuda", precision=precision)
     plan = ctx.artifacts["memory_plan"]
     layout = layout_weights(graph, {}, ctx.target.constant_conversions(graph))  # type: ignore[union-attr]
@@ -219,6 +219,9 @@ def test_16_bit_kernels_compile_with_nvrtc(precision: str, arch: str, tmp_path: 
               encoder_path(tmp_path), MODELS_DIR / "cnn.onnx"]
     models += [write_model(gemm_model(a, b, act, rng), tmp_path, f"gemm{i}.onnx")  # type: ignore[arg-type]
                for i, (a, b, act) in enumerate(GEMM_SHAPES)]
+    models += [write_model(conv_model(*shape, rng), tmp_path, f"conv{i}.onnx")  # type: ignore[arg-type]
+               for i, shape in enumerate(CONV_SHAPES)]
+    models.append(MODELS_DIR / "mobilenet.onnx")
     for path in models:
         source = emit(path, precision)["model.cu"]
         assert "struct __align__(2) pyc_f16" in source
@@ -227,6 +230,8 @@ def test_16_bit_kernels_compile_with_nvrtc(precision: str, arch: str, tmp_path: 
         assert ("cvt.rn.f16.f32" if precision == "fp16" else "cvt.rn.bf16.f32") in compiled.ptx
         if path.name.startswith("gemm"):
             assert "cp.async.cg.shared.global" in compiled.ptx
+        if path.name == "conv0.onnx":  # the pointwise conv's 8-byte copies of its 16-bit input
+            assert "cp.async.ca.shared.global" in compiled.ptx
 
 
 def test_16_bit_sources_are_deterministic(tmp_path: Path) -> None:
@@ -299,3 +304,114 @@ def test_emulated_gemm_on_16_bit_activations(a_shape: tuple[int, ...], b_shape: 
 def graph_types(graph: Graph, node: object) -> tuple[list[DType], DType]:
     return ([graph.types[v].dtype for v in node.inputs[:2]],  # type: ignore[attr-defined]
             graph.types[node.outputs[0]].dtype)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- the tensor-core conv on 16 bits
+
+# (input shape, first conv's output channels, kernel, stride, pad): a pointwise conv of a pixel
+# count divisible by 4 (its slice by 8-byte cp.async), 3 x 3 convs (4 columns a thread), odd
+# sizes and strides (a column a thread), a deep one (K split)
+CONV_SHAPES = [((2, 16, 8, 8), 24, 1, 1, 0), ((2, 8, 9, 9), 20, 3, 1, 1),
+               ((1, 5, 11, 7), 9, 3, 2, 1), ((1, 64, 7, 7), 40, 3, 1, 1)]
+
+
+def conv_model(shape: tuple[int, ...], channels: int, kernel: int, stride: int, pad: int,
+               rng: np.random.Generator) -> object:
+    """y = Conv2(Conv1(Relu(x)) + bias): Conv1 reads and writes 16-bit activations, Conv2 reads
+    one and writes the float32 output."""
+    c = shape[1]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Conv", ["r", "w1", "b1"], ["h"], kernel_shape=[kernel, kernel],
+                              strides=[stride, stride], pads=[pad] * 4),
+             helper.make_node("Conv", ["h", "w2"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    oh = (shape[2] + 2 * pad - kernel) // stride + 1
+    ow = (shape[3] + 2 * pad - kernel) // stride + 1
+    return make_model(nodes, [vinfo("x", shape)], [vinfo("y", (shape[0], 6, oh, ow))],
+                      [init("w1", rand(rng, channels, c, kernel, kernel, scale=0.3)),
+                       init("b1", rand(rng, channels)),
+                       init("w2", rand(rng, 6, channels, 3, 3, scale=0.3))])
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape,channels,kernel,stride,pad", CONV_SHAPES)
+def test_emulated_conv_on_16_bit_activations(shape: tuple[int, ...], channels: int, kernel: int,
+                                             stride: int, pad: int, precision: str,
+                                             tmp_path: Path, rng: np.random.Generator) -> None:
+    """The tensor-core conv gathering its im2col slices from a 16-bit input and storing in 16
+    bits, against onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output|."""
+    from test_cuda_emulated import Emulated
+
+    model = conv_model(shape, channels, kernel, stride, pad,
+                       np.random.default_rng(int(rng.integers(1 << 30))))
+    path = write_model(model, tmp_path)  # type: ignore[arg-type]
+    emulated = Emulated(path, tmp_path, precision=precision)
+    convs = [n for n in emulated.graph.nodes if n.op == "Conv"]
+    assert all(n.ann.kernel is not None and n.ann.kernel.candidate == "cuda_conv_mma" for n in convs)
+    assert emulated.graph.types[convs[0].inputs[0]].dtype is STORAGE[precision]
+    assert emulated.graph.types[convs[0].outputs[0]].dtype is STORAGE[precision]
+    feeds = {"x": rand(rng, *shape)}
+    expected = onnxruntime_outputs(path, feeds)["y"]
+    assert_close_to_max(emulated.run(feeds)["y"], expected, WHOLE_MODEL_RTOL[precision], precision)
+
+
+# ---------------------------------------------------------------- the tensor-core attention on 16 bits
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", [0, 3, 4], ids=lambda i: f"mma_shape{i}")
+def test_emulated_attention_on_16_bit_activations(shape: int, precision: str, tmp_path: Path,
+                                                  rng: np.random.Generator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Q, Kt and V computed by a kernel (Neg) and stored in 16 bits, their bits staged as they
+    are by the tensor-core attention: against float64 within EXACT_RTOL and, where the keys fit
+    one tile, the rounding model (inputs rounded once) within ROUNDED_RTOL."""
+    from attention_cases import MMA_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
+    from mma_precision import EXACT_RTOL
+    from ops.test_references import attention_feeds
+    from test_cuda_emulated import Emulated
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    batch, s, d, t, e, scale, mask = MMA_SHAPES[shape]
+    model = negated_attention(MMA_SHAPES[shape])
+    emulated = Emulated(write_model(model, tmp_path), tmp_path, precision=precision)
+    attention = next(n for n in emulated.graph.nodes if n.op == "pyc.Attention")
+    assert attention.ann.kernel is not None and attention.ann.kernel.candidate == "cuda_attention_mma"
+    assert [emulated.graph.types[v].dtype for v in attention.inputs[:3]] == [STORAGE[precision]] * 3
+    feeds = attention_feeds(model, rng)
+    got = emulated.run(feeds)["y"]
+    negated = {("q", "kt", "v")[i]: -feeds[f"{n}_in"] for i, n in enumerate(("q", "kt", "v"))}
+    if mask:
+        negated["mask"] = feeds["mask"]
+    assert_close_to_max(got, float64_attention(negated, scale), EXACT_RTOL[precision], "float64")
+    if t <= MMA_TILE_KEYS:
+        assert_close_to_max(got, rounded_attention(negated, scale, precision), ROUNDED_RTOL,
+                            "the rounding model")
+
+
+def negated_attention(shape: tuple) -> object:  # type: ignore[type-arg]
+    """attention_model's pattern over Neg(q), Neg(kt), Neg(v): kernel results, 16-bit."""
+    from ops.test_references import attention_model
+
+    model = attention_model(*shape)
+    for value in model.graph.input:
+        if value.name in ("q", "kt", "v"):
+            value.name = f"{value.name}_in"
+    for name in ("v", "kt", "q"):
+        model.graph.node.insert(0, helper.make_node("Neg", [f"{name}_in"], [name]))
+    return model
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_16_bit_attention_compiles_with_nvrtc(precision: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from attention_cases import MMA_SHAPES
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    path = write_model(negated_attention(MMA_SHAPES[3]), tmp_path)  # type: ignore[arg-type]
+    source = emit(path, precision)["model.cu"]
+    assert "attention_mma.cu.j2" in source and "pyc_f16" in source
+    for arch in ("sm_90", "sm_80"):
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert "warning" not in compiled.log.lower(), compiled.log
