@@ -46,14 +46,18 @@ PRECISION_NOTES = {
             "rounded to float16 and float32 accumulation; constant B matrices only they read are "
             "stored as float16; fused attention runs on tensor cores too (Q, K, V and the "
             "probabilities rounded to float16); convolutions of one group run as implicit GEMMs "
-            "on tensor cores (weights stored as float16, activations rounded as gathered); "
-            "activations, other ops and the model's inputs and outputs stay float32",
+            "on tensor cores (weights stored as float16); intermediate activations are stored "
+            "as float16 where every kernel reading and writing them takes 16 bits (kernels "
+            "compute in float32: statistics, softmax and accumulators), the model's inputs "
+            "and outputs stay float32",
     "bf16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
             "rounded to bfloat16 and float32 accumulation; constant B matrices only they read are "
             "stored as bfloat16; fused attention runs on tensor cores too (Q, K, V and the "
             "probabilities rounded to bfloat16); convolutions of one group run as implicit GEMMs "
-            "on tensor cores (weights stored as bfloat16, activations rounded as gathered); "
-            "activations, other ops and the model's inputs and outputs stay float32",
+            "on tensor cores (weights stored as bfloat16); intermediate activations are stored "
+            "as bfloat16 where every kernel reading and writing them takes 16 bits (kernels "
+            "compute in float32: statistics, softmax and accumulators), the model's inputs "
+            "and outputs stay float32",
 }
 HALF_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
 
