@@ -132,6 +132,10 @@ MMA_CONFIGS = {128: (128, 128, 16, 2, 4), 64: (64, 64, 16, 2, 2)}
 MMA_PAD_A = 4  # floats past each shared row of A: conflict-free fragment reads, 16-byte rows
 MMA_PAD_B = 8  # elements past each shared row of B, likewise
 MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half the size)
+# slices of the 16-bit GEMM in shared memory when A and B are both stored in 16 bits (both
+# come by cp.async, so STAGES - 1 can be in flight; dynamic shared memory, 56 KiB with
+# 128-tiles); 2 otherwise (the register way stages one slice while one is multiplied)
+MMA_STAGES_16BIT = 3
 
 
 # the GEMM's K split (as the conv's, split_blocks): where its tiles are fewer than the
@@ -203,6 +207,9 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     a_half, b_act_half = h16 and call.half("X0"), h16 and call.half("X1")
+    pipelined = a_half and (conversion is not None or b_act_half)
+    stages = int(p.get("tc_stages", MMA_STAGES_16BIT)) if pipelined else 2  # type: ignore[call-overload]
+    sa, sb = bk + 8, bn + MMA_PAD_B  # shared rows of A and B, 16-bit values
     call.block = (32 * warps_m * warps_n, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch * geo.ksplit)
     _take_split(call, geo.ksplit, geo.tiles)
@@ -212,6 +219,8 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     # 0.573 ms, 8192^3 4.20 vs 4.76 ms; tf32 4096^3 1.35 vs 1.89 ms, 8192^3 10.3 vs 14.4 ms);
     # 64-tiles (the 1024^3 choice, fastest there) keep 1, the only one measured for them
     call.min_blocks = int(p.get("tc_min_blocks", 2 if tile == 128 else 1))  # type: ignore[call-overload]
+    if stages > 2:  # the pipelined path's slices live in dynamic shared memory
+        call.shared_bytes = stages * (bm * sa + bk * sb) * 2
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
              KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, SLICES=geo.slices, TILES=geo.tiles,
              threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
@@ -221,6 +230,7 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              b_chunks4=bk * bn // 4 // threads, a_chunks8=bm * bk // 8 // threads,
              # activations stored in 16 bits come by cp.async where rows are 16-byte aligned
              # (K / N % 8 == 0; the base is checked in the kernel), else through registers
+             stages=stages, SA=sa, SB=sb,
              a_half=a_half, b_act_half=b_act_half, a_async=a_half and k % 8 == 0,
              b_async=b_act_half and n % 8 == 0, async_copies=conversion is not None or a_half or b_act_half,
              a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,

@@ -106,7 +106,10 @@ MMA_TILES = (Tunable("tc_tile", (128, 64), "rows and columns of C per thread blo
                      "so that two 128 x 128 blocks fit; by default 2 with 128-tiles, else 1)"),
              Tunable("tc_ksplit", (1, 2, 4, 8, 16), "blocks of the tensor-core GEMM along K, "
                      "their partial sums added by the last (by default enough for a block per "
-                     "multiprocessor where the tiles are fewer and K is deep)"))
+                     "multiprocessor where the tiles are fewer and K is deep)"),
+             Tunable("tc_stages", (3, 2), "slices of the 16-bit tensor-core GEMM in shared "
+                     "memory where A and B are both stored in 16 bits (3: two in flight by "
+                     "cp.async while one is multiplied; elsewhere 2)"))
 
 
 def matmul_mma(precision: str) -> KernelCandidate:

@@ -191,7 +191,11 @@ static inline void pyc_cp_async4(void* dst, const void* src, int src_bytes) { py
 static inline void pyc_cp_async8(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 8, src_bytes); }
 static inline void pyc_cp_async16(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 16, src_bytes); }
 static inline void pyc_cp_async_commit() {}
+static inline void pyc_cp_async_wait0() {}
 static inline void pyc_cp_async_wait1() {}
+static inline void pyc_cp_async_wait2() {}
+/* dynamic shared memory: a function static as large as a block may have (one block at a time) */
+#define PYC_DYNAMIC_SHARED(name) alignas(16) static unsigned char name[227 * 1024]
 
 /* Run `fn` (every parameter a pointer) over the grid: args holds the pointer values. */
 extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,

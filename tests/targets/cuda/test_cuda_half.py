@@ -15,7 +15,7 @@ from conftest import MODELS_DIR, onnxruntime_outputs
 from cuda_emulation import CXX
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_precision import WHOLE_MODEL_RTOL, assert_close_to_max
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from test_cuda_compile import needs_nvrtc
 
 from pyc_cli.abi import io_infos
@@ -208,6 +208,25 @@ def encoder_path(tmp_path: Path) -> Path:
 
 
 @needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("tile", [64, 128])
+@pytest.mark.parametrize("stages", [3, 2])
+def test_16_bit_gemm_variants_compile_with_nvrtc(stages: int, tile: int, arch: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tile pipelined or double-buffered, on aligned and unaligned rows."""
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.MMA_STAGES_16BIT", stages)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.FILL_BLOCKS", 1 if tile == 128 else 10**9)
+    rng = np.random.default_rng(0)
+    for i, (a, b, act) in enumerate(GEMM_SHAPES):
+        path = write_model(gemm_model(a, b, act, rng), tmp_path, f"gemm{i}.onnx")  # type: ignore[arg-type]
+        source = emit(path, "fp16")["model.cu"]
+        assert ("PYC_DYNAMIC_SHARED(pyc_smem)" in source) == (stages == 3)
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert "warning" not in compiled.log.lower(), compiled.log
+        assert "cp.async.cg.shared.global" in compiled.ptx
+
+
+@needs_nvrtc
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
 def test_16_bit_kernels_compile_with_nvrtc(precision: str, arch: str, tmp_path: Path) -> None:
@@ -270,16 +289,22 @@ def gemm_model(a_shape: tuple[int, ...], b_shape: tuple[int, ...], b_activation:
 
 
 @needs_cxx
+@pytest.mark.parametrize("stages", [3, 2])
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("a_shape,b_shape,b_activation", GEMM_SHAPES)
 def test_emulated_gemm_on_16_bit_activations(a_shape: tuple[int, ...], b_shape: tuple[int, ...],
-                                             b_activation: bool, precision: str, tmp_path: Path,
-                                             rng: np.random.Generator) -> None:
+                                             b_activation: bool, precision: str, stages: int,
+                                             tmp_path: Path, rng: np.random.Generator,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The tensor-core GEMM reading its 16-bit A (and B) from the arena and storing C in 16
-    bits: against a numpy model of its roundings (operands rounded, exact sums, the product
-    rounded as stored) within 2 ulps of the storage type, and float64 within EXACT_RTOL."""
+    bits, pipelined (3 slices in shared memory, the default where A and B are both 16-bit) or
+    double-buffered (2): against a numpy model of its roundings (operands rounded, exact sums,
+    the product rounded as stored) within 2 ulps of the storage type, and float64 within
+    EXACT_RTOL."""
     from mma_precision import EXACT_RTOL, round_to
     from test_cuda_emulated import Emulated
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.MMA_STAGES_16BIT", stages)
 
     model = gemm_model(a_shape, b_shape, b_activation, np.random.default_rng(int(rng.integers(1 << 30))))
     path = write_model(model, tmp_path)  # type: ignore[arg-type]
@@ -288,6 +313,8 @@ def test_emulated_gemm_on_16_bit_activations(a_shape: tuple[int, ...], b_shape: 
     assert matmul.ann.kernel is not None and matmul.ann.kernel.candidate == "cuda_matmul_mma"
     assert graph_types(emulated.graph, matmul) == ([STORAGE[precision]] * 2 if b_activation else
                                                    [STORAGE[precision], DType.F32], STORAGE[precision])
+    (launch,) = [s for s in emulated.plan["launches"] if s["op"] == "MatMul"]
+    assert (launch["shared_bytes"] > 0) == (stages == 3)  # the pipelined path's dynamic slices
     feeds = {"a": rand(rng, *a_shape)}
     if b_activation:
         feeds["b"] = rand(rng, *b_shape)
@@ -415,3 +442,43 @@ def test_16_bit_attention_compiles_with_nvrtc(precision: str, tmp_path: Path,
     for arch in ("sm_90", "sm_80"):
         compiled = toolchain.compile_source(source, arch, kernel_templates(source))
         assert "warning" not in compiled.log.lower(), compiled.log
+
+
+@needs_cxx
+@needs_nvrtc
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_pipelined_gemm_past_48_kib_through_the_runtime(precision: str, tmp_path: Path,
+                                                        rng: np.random.Generator,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """128 x 128 tiles pipelined over 3 slices take 56 KiB of dynamic shared memory: the
+    runtime opts the kernel in (cuFuncSetAttribute) before it runs; outputs against float64
+    and the rounding model, through runtime/cuda.py on the emulated driver."""
+    import json
+
+    from cuda_emulation import FakeDriver, compile_kernels
+    from mma_precision import EXACT_RTOL, round_to
+
+    import pyc_cli
+    from pyc_cli.targets.cuda import bindings
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.FILL_BLOCKS", 1)  # 128-tiles
+    model = gemm_model((200, 264), (264, 136), False, rng)
+    path = write_model(model, tmp_path)  # type: ignore[arg-type]
+    built = pyc_cli.build(path, tmp_path / "g.pyc", target="cuda", precision=precision)
+    plan = json.loads((built.artifact / "src" / "launches.json").read_text())
+    (launch,) = [s for s in plan["launches"] if s["op"] == "MatMul"]
+    assert launch["block"] == [256, 1, 1] and launch["shared_bytes"] == 3 * (128 * 40 + 32 * 136) * 2
+    lib = compile_kernels((built.artifact / "src" / "model.cu").read_text(), tmp_path)
+    fake = FakeDriver(lib, {s["kernel"]: len(s["args"]) for s in plan["launches"]})
+    monkeypatch.setattr(bindings, "driver", lambda: fake)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}  # type: ignore[attr-defined]
+    with pyc_cli.load(built.artifact) as compiled:
+        feeds = {"a": rand(rng, 200, 264)}
+        compiled.poison()
+        got = compiled.run(feeds)["y"].T
+    assert fake.function_attributes == {(launch["kernel"], "max_dynamic_shared"): launch["shared_bytes"]}
+    a = np.maximum(feeds["a"], 0)
+    product = np.matmul(round_to(a, precision), round_to(weights["w"], precision))
+    rounded = round_to(product.astype(np.float32), precision)
+    assert_close_to_max(got, rounded, 2 * ULP[precision], "the rounding model")
+    assert_close_to_max(got, a.astype(np.float64) @ weights["w"], EXACT_RTOL[precision], "float64")
