@@ -16,6 +16,12 @@ the GPU (max error relative to max |Y|, within the test suite's per-precision to
 tf32 / fp16 the tensor-core GEMM is also timed in each variant of VARIANTS (its tunables
 `tc_tile` and `tc_min_blocks`, forced through an in-memory tuning database): `pyc_by_variant`,
 to check the default choice.
+
+At fp16 the GEMM on 16-bit activations (the arena's, docs/cuda.md: A by cp.async, the
+3-stage pipeline, C stored in 16 bits) is timed too, as the difference between chains of 3 and
+2 GEMMs X W W W and X W W (the middle GEMM of the longer chain reads and writes 16-bit
+activations; the first reads the float32 input, the last writes the float32 output):
+`pyc_16bit_activations`, each chain first checked against float64.
 """
 
 from __future__ import annotations
@@ -39,15 +45,18 @@ import pyc_cli  # noqa: E402
 TOLERANCE = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 2e-2}
 
 
-def gemm_model(work: Path, n: int, w: np.ndarray) -> Path:
+def gemm_model(work: Path, n: int, w: np.ndarray, depth: int = 1) -> Path:
+    """Y = X W (depth 1), or X W W ... (`depth` GEMMs, their intermediates activations)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], f"gemm{n}",
+    names = ["x", *[f"h{d}" for d in range(1, depth)], "y"]
+    nodes = [helper.make_node("MatMul", [names[d], "w"], [names[d + 1]]) for d in range(depth)]
+    graph = helper.make_graph(nodes, f"gemm{n}x{depth}",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
                               [numpy_helper.from_array(w, "w")])
-    path = work / f"gemm{n}.onnx"
+    path = work / f"gemm{n}x{depth}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -140,10 +149,36 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
                "pyc_by_variant": by_variant,
                "correct": all(float(r["rel_error_vs_float64"]) <= TOLERANCE[precision]  # type: ignore[arg-type]
                               for r in (ours, *by_variant.values()))}
+        if precision == "fp16":
+            row["pyc_16bit_activations"] = chain_difference(work, n, x, w, xt, wt, repeat, torch_ms)
+            row["correct"] = row["correct"] and row["pyc_16bit_activations"]["correct"]  # type: ignore[index]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    (work / f"gemm{n}.onnx").unlink()
+    (work / f"gemm{n}x1.onnx").unlink()
     return rows
+
+
+def chain_difference(work: Path, n: int, x: np.ndarray, w: np.ndarray, xt, wt,  # noqa: ANN001
+                     repeat: int, torch_ms: float) -> dict[str, object]:
+    """The fp16 GEMM on 16-bit activations: chains of 3 and 2 GEMMs timed, the difference."""
+    chains = {}
+    for depth in (3, 2):
+        reference = xt.double()
+        for _ in range(depth):
+            reference = torch_matmul(reference, wt.double())
+        chains[depth] = time_pyc(gemm_model(work, n, w, depth), work, "fp16", x, repeat, reference)
+    ms = float(chains[3]["median_ms"]) - float(chains[2]["median_ms"])  # type: ignore[arg-type]
+    return {"median_ms": ms, "tflops": 2.0 * n ** 3 / ms / 1e9 if ms > 0 else None,
+            "share_of_cublas": torch_ms / ms if ms > 0 else None,
+            "chain3": chains[3], "chain2": chains[2],
+            "correct": all(float(c["rel_error_vs_float64"]) <= TOLERANCE["fp16"]  # type: ignore[arg-type]
+                           for c in chains.values())}
+
+
+def torch_matmul(a, b):  # noqa: ANN001, ANN201
+    import torch
+
+    return torch.matmul(a, b)
 
 
 def main() -> int:
@@ -165,8 +200,9 @@ def main() -> int:
         "pyc_version": pyc_cli.__version__, "results": rows,
         "all_correct": all(bool(r["correct"]) for r in rows),
         "timing": "kernels alone between CUDA events, median of --repeat after warm-up; PyC's "
-                  "X is float32 at every precision (rounded in the kernel), torch's fp16 "
-                  "operands are fp16 already",
+                  "X is float32 at every precision (a model input, rounded in the kernel), "
+                  "torch's fp16 operands are fp16 already; pyc_16bit_activations: the fp16 "
+                  "GEMM on 16-bit operands, chains of 3 minus 2 GEMMs",
         "command": "python benchmarks/cuda_gemm_bench.py " + " ".join(sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

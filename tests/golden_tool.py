@@ -26,9 +26,11 @@ GOLDEN_FILES = ("model.ir", "memory_plan.json", "decisions.jsonl", "src/model.c"
 # (AVX2 + FMA), so they do not depend on the machine that builds them
 GOLDEN_CPU = "x86-64-v3"
 # the CUDA target's sources of one reference model (rendered without NVRTC, so they are checked
-# on machines without the CUDA wheels too): golden/cuda_NAME/
-CUDA_BUILDS = {"transformer": REFERENCE_BUILDS["transformer"]}
-CUDA_FILES = ("model.cu", "launches.json")
+# on machines without the CUDA wheels too), at float32 and at fp16 (16-bit activations in the
+# arena: model.ir shows which values are f16): golden/cuda_NAME/
+CUDA_BUILDS = {"transformer": (*REFERENCE_BUILDS["transformer"], "fp32"),
+               "transformer_fp16": (*REFERENCE_BUILDS["transformer"], "fp16")}
+CUDA_FILES = ("model.cu", "launches.json", "model.ir")
 
 
 def golden_dumps(name: str, out_dir: Path) -> dict[str, str]:
@@ -46,16 +48,18 @@ def cuda_golden_dumps(name: str) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
     from pyc_cli.abi import io_infos
     from pyc_cli.api import compile_graph
+    from pyc_cli.ir.text import print_graph
     from pyc_cli.planning.weights import layout_weights, weights_bytes, weights_checksum
     from pyc_cli.targets.base import ModelInfo
 
-    model, shapes, mode = CUDA_BUILDS[name]
-    graph, ctx = compile_graph(MODELS / model, mode, shapes, target="cuda")
-    plan, layout = ctx.artifacts["memory_plan"], layout_weights(graph)
+    model, shapes, mode, precision = CUDA_BUILDS[name]
+    graph, ctx = compile_graph(MODELS / model, mode, shapes, target="cuda", precision=precision)
+    plan = ctx.artifacts["memory_plan"]
+    layout = layout_weights(graph, {}, ctx.target.constant_conversions(graph))
     info = ModelInfo("golden", io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
                      layout.total_bytes, weights_checksum(weights_bytes(graph, layout)), name)
-    sources = ctx.target.emit(graph, plan, layout, info)
+    sources = {**ctx.target.emit(graph, plan, layout, info), "model.ir": print_graph(graph)}
     return {f: sources[f] for f in CUDA_FILES}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .annotations import Annotations
-from .types import TensorType
+from .types import DType, TensorType
 
 AttrValue = int | float | str | list[int] | list[float] | list[str] | np.ndarray
 
@@ -67,6 +67,10 @@ class Graph:
     # the ONNX names of the outputs, by position, where a pass had to give an output value an
     # internal name (an input or a repeated value returned as an output gets a copy); empty: same
     output_names: list[str] = field(default_factory=list)
+    # a 16-bit storage type of float32 activations (the CUDA target at --precision fp16 / bf16):
+    # a value typed this dtype holds a float32 value rounded to it, which the op rules (and the
+    # verifier) read as float32; None: every value is what its type says
+    activation_storage: DType | None = None
 
     def public_outputs(self) -> list[str]:
         """The names callers see for the outputs, in order (ONNX names, repeats included)."""

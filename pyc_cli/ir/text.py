@@ -103,7 +103,8 @@ def format_attr(value: AttrValue) -> str:
 
 
 def print_graph(graph: Graph) -> str:
-    lines = [f"graph {json.dumps(graph.name)} opset={graph.opset}"]
+    storage = f" storage={graph.activation_storage.value}" if graph.activation_storage else ""
+    lines = [f"graph {json.dumps(graph.name)} opset={graph.opset}{storage}"]
     lines += [f"input {_name(n)} : {graph.types[n]}" for n in graph.inputs]
     for name in sorted(graph.constants):
         array = graph.constants[name]
@@ -301,6 +302,10 @@ def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarr
         tokens.take("opset")
         tokens.take("=")
         graph.opset = int(tokens.take("number"))
+        if tokens.peek()[1] == "storage":
+            tokens.take()
+            tokens.take("=")
+            graph.activation_storage = DType(tokens.take("word"))
     elif text in ("input", "output"):
         tokens.take()
         name = tokens.name()

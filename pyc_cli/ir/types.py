@@ -6,6 +6,7 @@ import enum
 import math
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 
@@ -31,6 +32,9 @@ class DType(enum.Enum):
     U32 = "u32"
     U64 = "u64"
     BOOL = "bool"
+    # bfloat16: a storage type only (a float32 activation the CUDA target keeps in 16 bits at
+    # --precision bf16); no model value has it, so no op lists it (MODEL_DTYPES)
+    BF16 = "bf16"
 
     @property
     def numpy(self) -> np.dtype:
@@ -46,7 +50,7 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F32, DType.F64, DType.F16)
+        return self in (DType.F32, DType.F64, DType.F16, DType.BF16)
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype) -> DType:
@@ -67,12 +71,18 @@ _NUMPY = {
     DType.F32: "float32", DType.F64: "float64", DType.F16: "float16", DType.I8: "int8",
     DType.I16: "int16", DType.I32: "int32", DType.I64: "int64", DType.U8: "uint8",
     DType.U16: "uint16", DType.U32: "uint32", DType.U64: "uint64", DType.BOOL: "bool",
+    DType.BF16: ml_dtypes.bfloat16,
 }
 _C_TYPES = {
     DType.F32: "float", DType.F64: "double", DType.F16: "pyc_f16", DType.I8: "int8_t",
     DType.I16: "int16_t", DType.I32: "int32_t", DType.I64: "int64_t", DType.U8: "uint8_t",
     DType.U16: "uint16_t", DType.U32: "uint32_t", DType.U64: "uint64_t", DType.BOOL: "uint8_t",
+    DType.BF16: "pyc_bf16",
 }
+# the element types a model's values may have (BF16 is a storage type of the CUDA target only)
+MODEL_DTYPES = tuple(d for d in DType if d is not DType.BF16)
+# 16-bit storage of float32 activations (Graph.activation_storage)
+HALF_STORAGE = (DType.F16, DType.BF16)
 _FROM_ONNX = {
     TensorProto.FLOAT: DType.F32, TensorProto.DOUBLE: DType.F64, TensorProto.FLOAT16: DType.F16,
     TensorProto.INT8: DType.I8, TensorProto.INT16: DType.I16, TensorProto.INT32: DType.I32,

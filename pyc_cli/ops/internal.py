@@ -7,7 +7,7 @@ import numpy as np
 from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
 from ..ir.symbolic import Dim
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
     InTypes,
@@ -20,7 +20,7 @@ from .registry import (
     require,
 )
 
-ALL_DTYPES = tuple(DType)
+ALL_DTYPES = MODEL_DTYPES
 
 
 def _with_symbols(node: Node, types: InTypes) -> tuple[int, ...]:

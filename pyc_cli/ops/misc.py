@@ -6,10 +6,10 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Node
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import SHAPE_ONLY, VIEW, InTypes, InValues, OpDef, register, require, require_value
 
-ALL_DTYPES = tuple(DType)
+ALL_DTYPES = MODEL_DTYPES
 
 
 @register

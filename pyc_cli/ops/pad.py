@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, TensorType
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
@@ -30,7 +30,7 @@ class Pad(OpDef):
     name = "Pad"
     since = 2
     category = KERNEL
-    dtypes = tuple(DType)
+    dtypes = MODEL_DTYPES
     static_inputs = (1, 2, 3)
 
     def mode(self, node: Node) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
     InTypes,
@@ -21,7 +21,7 @@ from .registry import (
     typed_node,
 )
 
-ALL_DTYPES = tuple(DType)
+ALL_DTYPES = MODEL_DTYPES
 
 
 def _shape_constant(graph: Graph, base: str, dims: list[int] | tuple[int, ...]) -> str:
@@ -243,7 +243,7 @@ class OneHot(Rearrange):
     name = "OneHot"
     since = 11  # negative indices count from the end from version 11
     static_inputs = (1,)
-    dtypes = tuple(d for d in DType if d is not DType.BOOL)
+    dtypes = tuple(d for d in MODEL_DTYPES if d is not DType.BOOL)
 
     def geometry(self, node: Node, rank: int, values: InValues) -> tuple[int, int]:
         depth = int(require_value(values, 1, node, "depth").reshape(-1)[0])

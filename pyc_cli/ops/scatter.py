@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, TensorType
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
@@ -21,7 +21,7 @@ from .registry import (
     require,
 )
 
-ALL_DTYPES = tuple(DType)
+ALL_DTYPES = MODEL_DTYPES
 REDUCTIONS = ("none", "add", "mul", "max", "min")
 _NUMPY_REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 

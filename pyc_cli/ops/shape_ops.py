@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.symbolic import Dim
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     GROWTH_LIMIT_BYTES,
     SHAPE_ONLY,
@@ -25,7 +25,7 @@ from .registry import (
 class Shape(OpDef):
     name = "Shape"
     category = SHAPE_ONLY
-    dtypes = tuple(DType)
+    dtypes = MODEL_DTYPES
 
     def _slice(self, node: Node, shape: tuple[int, ...]) -> np.ndarray:
         rank = len(shape)
@@ -52,7 +52,7 @@ class ConstantOfShape(OpDef):
     since = 9
     category = SHAPE_ONLY
     lowering = "folded at compile time (past 16 MiB: an Expand of the fill value)"
-    dtypes = tuple(DType)
+    dtypes = MODEL_DTYPES
     static_inputs = (0,)
 
     def _fill(self, node: Node) -> np.ndarray:
@@ -81,7 +81,7 @@ class ConstantOfShape(OpDef):
 class Size(OpDef):
     name = "Size"
     category = SHAPE_ONLY
-    dtypes = tuple(DType)
+    dtypes = MODEL_DTYPES
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         require(types, 0, node)
@@ -129,7 +129,7 @@ class EyeLike(OpDef):
     name = "EyeLike"
     since = 9
     category = SHAPE_ONLY
-    dtypes = tuple(DType)
+    dtypes = MODEL_DTYPES
 
     def _dtype(self, node: Node, input_type: TensorType) -> DType:
         return DType.from_onnx(node.int_attr("dtype")) if "dtype" in node.attrs else input_type.dtype  # type: ignore[arg-type]

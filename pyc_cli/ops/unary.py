@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ir.types import DType
+from ..ir.types import MODEL_DTYPES, DType
 from .elementwise import NUMBERS, SIGNED_NUMBERS, ElementwiseOp
 from .registry import register
 
@@ -52,7 +52,7 @@ class MathUnary(Unary):
 class Identity(Unary):
     name = "Identity"
     since = 1
-    dtypes = tuple(DType)
+    dtypes = MODEL_DTYPES
 
     def fn(self, node: Node, x: np.ndarray) -> np.ndarray:
         return x.copy()

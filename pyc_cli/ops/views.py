@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Node
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     VIEW,
     InTypes,
@@ -22,7 +22,7 @@ from .registry import (
     require_value,
 )
 
-ALL_DTYPES = tuple(DType)
+ALL_DTYPES = MODEL_DTYPES
 
 
 class ViewOp(OpDef):

@@ -46,6 +46,9 @@ NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
 STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit synchronisation with stream 0
 GRAPHS_ENV = "PYC_CUDA_GRAPHS"  # 0 / false / no / off: launch kernel by kernel (debugging)
 GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
+# dynamic shared memory a kernel gets without asking (cuFuncSetAttribute raises it, up to the
+# device's opt-in limit: 163 KiB on sm_80, 227 KiB on sm_90)
+STATIC_SHARED_LIMIT = 48 * 1024
 
 
 def graphs_enabled() -> bool:
@@ -356,6 +359,10 @@ class CudaModel(CompiledModel):
             name = launch["kernel"]
             if name not in functions:
                 functions[name] = driver("cuModuleGetFunction", self._module, name.encode())
+            if launch["shared_bytes"] > STATIC_SHARED_LIMIT:  # opt in to more dynamic shared memory
+                driver("cuFuncSetAttribute", functions[name],
+                       driver.cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                       launch["shared_bytes"])
             self._launches.append((functions[name], launch["grid"], launch["block"],
                                    launch["shared_bytes"], self._arguments(launch["args"])))
         if self.stats.execution == GRAPH_EXECUTION:

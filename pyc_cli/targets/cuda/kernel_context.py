@@ -12,7 +12,7 @@ from ...errors import PycError
 from ...ir.graph import Graph, Node
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
-from ..cpu.kernel_context import KernelCall, coalesce, kernel_call
+from ..cpu.kernel_context import KernelCall, ScalarInstr, coalesce, kernel_call
 from ..kernel import KernelCandidate
 
 THREADS = 256  # threads per block of the one-thread-per-element kernels
@@ -42,12 +42,36 @@ class CudaCall(KernelCall):
     # constants the weights file holds in a 16-bit type (planning/weights.py's Conversion)
     converted: dict[str, Conversion] = field(default_factory=dict)
 
+    @property
+    def ct(self) -> dict[str, str]:
+        """Each operand's element type in C (X0 -> "float", or "pyc_f16" / "pyc_bf16" for an
+        activation stored in 16 bits): templates declare their local pointers with it."""
+        return {o.param: o.ctype for o in self.operands}
+
+    def half(self, param: str) -> bool:
+        """Whether operand `param` is an activation stored in 16 bits."""
+        return self.ct.get(param) in HALF_CTYPES
+
+
+# the C types of activations stored in 16 bits (cuda/half.cuh.j2): structs that read as float
+# and round a float assigned to them (to nearest even)
+HALF_CTYPES = ("pyc_f16", "pyc_bf16")
+
+
+def _loads_as_float(program: list[ScalarInstr]) -> None:
+    """A fused program reads a 16-bit operand into a float local (it computes in float32)."""
+    for instr in program:
+        if instr.op == "Load" and instr.ctype in HALF_CTYPES:
+            instr.ctype, instr.dtype = "float", "f32"
+
 
 def cuda_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate,
               converted: dict[str, Conversion] | None = None) -> CudaCall:
     base = kernel_call(graph, node, index, candidate)
     call = CudaCall(**vars(base), converted=dict(converted or {}))
     call.params = dict(call.params)
+    _loads_as_float(call.epilogue)
+    _loads_as_float(call.prologue)
     if node.ann.kernel is not None:  # a tuning database's measured parameters (tile_m ...)
         call.params.update(dict(node.ann.kernel.params))
     if node.ann.epilogue and not call.epilogue:  # a template without coordinates would drop it
@@ -108,6 +132,10 @@ MMA_CONFIGS = {128: (128, 128, 16, 2, 4), 64: (64, 64, 16, 2, 2)}
 MMA_PAD_A = 4  # floats past each shared row of A: conflict-free fragment reads, 16-byte rows
 MMA_PAD_B = 8  # elements past each shared row of B, likewise
 MMA_BK_16BIT = 32  # the 16-bit path's slice depth (its shared tiles are half the size)
+# slices of the 16-bit GEMM in shared memory when A and B are both stored in 16 bits (both
+# come by cp.async, so STAGES - 1 can be in flight; dynamic shared memory, 56 KiB with
+# 128-tiles); 2 otherwise (the register way stages one slice while one is multiplied)
+MMA_STAGES_16BIT = 3
 
 
 # the GEMM's K split (as the conv's, split_blocks): where its tiles are fewer than the
@@ -178,6 +206,10 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr]
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    a_half, b_act_half = h16 and call.half("X0"), h16 and call.half("X1")
+    pipelined = a_half and (conversion is not None or b_act_half)
+    stages = int(p.get("tc_stages", MMA_STAGES_16BIT)) if pipelined else 2  # type: ignore[call-overload]
+    sa, sb = bk + 8, bn + MMA_PAD_B  # shared rows of A and B, 16-bit values
     call.block = (32 * warps_m * warps_n, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch * geo.ksplit)
     _take_split(call, geo.ksplit, geo.tiles)
@@ -187,14 +219,21 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     # 0.573 ms, 8192^3 4.20 vs 4.76 ms; tf32 4096^3 1.35 vs 1.89 ms, 8192^3 10.3 vs 14.4 ms);
     # 64-tiles (the 1024^3 choice, fastest there) keep 1, the only one measured for them
     call.min_blocks = int(p.get("tc_min_blocks", 2 if tile == 128 else 1))  # type: ignore[call-overload]
+    if stages > 2:  # the pipelined path's slices live in dynamic shared memory
+        call.shared_bytes = stages * (bm * sa + bk * sb) * 2
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=warps_n, MI=bm // warps_m // 16, NI=bn // warps_n // 8,
              KSPLIT=geo.ksplit, SLICES_PER=geo.slices_per, SLICES=geo.slices, TILES=geo.tiles,
              threads=threads, pad_a=MMA_PAD_A, pad_b=MMA_PAD_B, ldb=ldb,
              h16=h16, b_half=conversion is not None, b_batch_strides=b_strides,
              # float4 / 16-byte chunks of the 16-bit path's A and B slices, per thread
              a_chunks=bm * bk // 4 // threads, b_chunks=bk * bn // 8 // threads,
-             b_chunks4=bk * bn // 4 // threads,
-             a_vec=k % 4 == 0, b_vec=n % 4 == 0,
+             b_chunks4=bk * bn // 4 // threads, a_chunks8=bm * bk // 8 // threads,
+             # activations stored in 16 bits come by cp.async where rows are 16-byte aligned
+             # (K / N % 8 == 0; the base is checked in the kernel), else through registers
+             stages=stages, SA=sa, SB=sb,
+             a_half=a_half, b_act_half=b_act_half, a_async=a_half and k % 8 == 0,
+             b_async=b_act_half and n % 8 == 0, async_copies=conversion is not None or a_half or b_act_half,
+             a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
@@ -372,6 +411,9 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
              KSTEPS=bk // (8 if tf32 else 16) // geo.split, MI=bm // geo.warps_m // 16,
              NI=bn // geo.warps_n // 8, threads=threads,
              a_chunks=bm * bk // (4 if tf32 else 8) // threads, vec_b=vec_b, quad_b=quad_b,
+             # an input / output stored in 16 bits (its bits gathered as they are; pairs stored
+             # as one 32-bit word)
+             x_half=not tf32 and call.half("X0"), y_half=not tf32 and call.half("Y"),
              b_rows=bk * columns // threads, row_step=threads // columns,
              smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
 
@@ -431,8 +473,9 @@ def _row_block(call: CudaCall, row: int, contiguous: bool) -> None:
     """A row reduction's block and register cache: chunks of 4 elements where the row is
     contiguous and a multiple of 4 long (16-byte loads), else of 1; the row kept in registers
     (`cache` chunks a thread) where it fits in ROW_CACHE_CHUNKS, else read from memory on each
-    pass (`cache` 0)."""
-    vec = 4 if contiguous and row % 4 == 0 else 1
+    pass (`cache` 0). 16-bit rows (--precision fp16 / bf16) go element by element."""
+    floats = call.ct.get("X0") == "float" and call.ct.get("Y") == "float"
+    vec = 4 if contiguous and floats and row % 4 == 0 else 1
     threads = _reduction_threads(math.ceil(row / vec))
     chunks = math.ceil(row / (vec * threads))
     call.block = (threads, 1, 1)

@@ -20,19 +20,27 @@ PLAIN_TYPES = frozenset({DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, D
                          DType.U8, DType.U16, DType.U32, DType.U64, DType.BOOL})
 
 
+def _computed(graph: Graph, value: str) -> DType:
+    """A value's element type as kernels compute it: float32 for an activation stored in 16
+    bits (Graph.activation_storage, storage.py)."""
+    dtype = graph.types[value].dtype
+    return DType.F32 if dtype is graph.activation_storage else dtype
+
+
 def plain_types(node: Node, graph: Graph) -> bool:
-    """Every operand (fused ones included) has a plain C++ element type."""
+    """Every operand (fused ones included) has a plain C++ element type (or is a float32
+    activation stored in 16 bits)."""
     from ...ops import registry
 
     own, epilogue, prologue = registry.fused_inputs(node)
     values = [v for v in (*own, *epilogue, *prologue, *node.outputs) if v]
-    return all(graph.types[v].dtype in PLAIN_TYPES for v in values)
+    return all(_computed(graph, v) in PLAIN_TYPES for v in values)
 
 
 def float32(node: Node, graph: Graph) -> bool:
     """The float32 kernels: input 0 and output 0 are float32, the rest plain."""
-    return (graph.types[node.inputs[0]].dtype is DType.F32
-            and graph.types[node.outputs[0]].dtype is DType.F32 and plain_types(node, graph))
+    return (_computed(graph, node.inputs[0]) is DType.F32
+            and _computed(graph, node.outputs[0]) is DType.F32 and plain_types(node, graph))
 
 
 def _gemm_applies(node: Node, graph: Graph) -> bool:
@@ -98,7 +106,10 @@ MMA_TILES = (Tunable("tc_tile", (128, 64), "rows and columns of C per thread blo
                      "so that two 128 x 128 blocks fit; by default 2 with 128-tiles, else 1)"),
              Tunable("tc_ksplit", (1, 2, 4, 8, 16), "blocks of the tensor-core GEMM along K, "
                      "their partial sums added by the last (by default enough for a block per "
-                     "multiprocessor where the tiles are fewer and K is deep)"))
+                     "multiprocessor where the tiles are fewer and K is deep)"),
+             Tunable("tc_stages", (3, 2), "slices of the 16-bit tensor-core GEMM in shared "
+                     "memory where A and B are both stored in 16 bits (3: two in flight by "
+                     "cp.async while one is multiplied; elsewhere 2)"))
 
 
 def matmul_mma(precision: str) -> KernelCandidate:
@@ -324,6 +335,36 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
     "pyc.Attention": (ATTENTION,),
 }
+
+
+# 16-bit activations (storage.py): the kernels that read a float32 activation operand (their
+# own inputs, fused epilogue and prologue operands) stored in 16 bits, converting as they load
+# (cuda/half.cuh.j2's pyc_f16 / pyc_bf16), and the outputs they can store so
+HALF_READERS = frozenset({
+    "cuda_elementwise", "cuda_strided_copy", "cuda_copy", "cuda_concat", "cuda_gather",
+    "cuda_pool", "cuda_softmax_block", "cuda_layernorm_block", "cuda_reduce_block",
+    "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
+    "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
+    "cuda_conv_mma"})
+# LayerNormalization's Mean and InvStdDev (outputs 1, 2) stay float32 statistics
+HALF_WRITERS = HALF_READERS
+
+
+ATTENTION_KERNELS = ("cuda_attention_flash", "cuda_attention_mma")
+
+
+def half_reads(candidate: str, node: Node, position: int) -> bool:
+    """Whether `candidate` reads input `position` of `node` in 16 bits when it is stored so.
+    Attention's score operands (an additive mask: -3.4e38 would become -inf in float16, and a
+    row masked everywhere NaN) stay float32; they are small."""
+    if candidate in ATTENTION_KERNELS:
+        return position < 3
+    return candidate in HALF_READERS
+
+
+def half_writes(candidate: str) -> tuple[int, ...]:
+    """The outputs `candidate` can store in 16 bits."""
+    return (0,) if candidate in HALF_WRITERS else ()
 
 
 def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:

@@ -15,6 +15,7 @@ from typing import Any
 from ...errors import PycError
 from ...ir.graph import Graph
 from ...ir.types import DType
+from ...passes.pipeline import DEFAULT_TAIL, Pass
 from ...planning.plan import MemoryPlan
 from ...planning.weights import Conversion, WeightsLayout
 from ...templating import template_env
@@ -24,6 +25,7 @@ from ..kernel import shared_definitions
 from . import toolchain
 from .kernel_context import SPACES, Argument, CudaCall, Launch, cuda_call
 from .kernels import CUDA_KERNELS, PRECISIONS, cuda_kernels
+from .storage import NAME, store_16bit
 
 SOURCE = "model.cu"
 LAUNCHES = "launches.json"  # under src/: a runtime file (the loader reads and checks it)
@@ -44,14 +46,18 @@ PRECISION_NOTES = {
             "rounded to float16 and float32 accumulation; constant B matrices only they read are "
             "stored as float16; fused attention runs on tensor cores too (Q, K, V and the "
             "probabilities rounded to float16); convolutions of one group run as implicit GEMMs "
-            "on tensor cores (weights stored as float16, activations rounded as gathered); "
-            "activations, other ops and the model's inputs and outputs stay float32",
+            "on tensor cores (weights stored as float16); intermediate activations are stored "
+            "as float16 where every kernel reading and writing them takes 16 bits (kernels "
+            "compute in float32: statistics, softmax and accumulators), the model's inputs "
+            "and outputs stay float32",
     "bf16": "MatMuls of more than 8 rows run on tensor cores (mma.sync m16n8k16) with inputs "
             "rounded to bfloat16 and float32 accumulation; constant B matrices only they read are "
             "stored as bfloat16; fused attention runs on tensor cores too (Q, K, V and the "
             "probabilities rounded to bfloat16); convolutions of one group run as implicit GEMMs "
-            "on tensor cores (weights stored as bfloat16, activations rounded as gathered); "
-            "activations, other ops and the model's inputs and outputs stay float32",
+            "on tensor cores (weights stored as bfloat16); intermediate activations are stored "
+            "as bfloat16 where every kernel reading and writing them takes 16 bits (kernels "
+            "compute in float32: statistics, softmax and accumulators), the model's inputs "
+            "and outputs stay float32",
 }
 HALF_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
 
@@ -104,6 +110,10 @@ class CudaTarget(Target):
         self.kernels = cuda_kernels(precision)
         self._record: dict[str, Any] = {}
 
+    def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
+        """Kernel selection, then (at fp16 / bf16) the 16-bit activations, then planning."""
+        return DEFAULT_TAIL[:1] + ((NAME, store_16bit),) + DEFAULT_TAIL[1:]
+
     def precision_note(self) -> str | None:
         note = PRECISION_NOTES.get(self.precision)
         return f"--precision {self.precision}: {note}" if note else None
@@ -151,7 +161,9 @@ class CudaTarget(Target):
              info: ModelInfo) -> dict[str, str]:
         calls = self.calls(graph, weights.converted)
         kernels = kernel_definitions(calls)
-        source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels)
+        half = any(c.half(o.param) for c in calls for o in c.operands)
+        source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels,
+                                                                        half=half)
         pointers = DevicePointers(graph, plan, weights)
         nodes = [n for n in graph.nodes if self.chosen(n) is not None]
         launches = []

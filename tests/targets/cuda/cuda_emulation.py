@@ -61,6 +61,8 @@ class FakeDriver:
 
     CUdevice_attribute = SimpleNamespace(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR="major",
                                          CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR="minor")
+    CUfunction_attribute = SimpleNamespace(
+        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES="max_dynamic_shared")
     CUstreamCaptureMode = SimpleNamespace(CU_STREAM_CAPTURE_MODE_GLOBAL=0,
                                           CU_STREAM_CAPTURE_MODE_THREAD_LOCAL=1,
                                           CU_STREAM_CAPTURE_MODE_RELAXED=2)
@@ -81,6 +83,7 @@ class FakeDriver:
         self.invalidated: set[object] = set()  # streams whose capture saw a failed call
         self.graphs: set[int] = set()  # live graphs and instances (ids), for leak checks
         self.stream_flags: int | None = None
+        self.function_attributes: dict[tuple[object, object], int] = {}  # cuFuncSetAttribute
 
     def __getattr__(self, name: str):  # noqa: ANN204 (the calls the runtime makes, by name)
         if name.startswith("cu"):
@@ -148,6 +151,10 @@ class FakeDriver:
 
     def _cuModuleGetFunction(self, module: object, name: bytes) -> tuple:
         return 0, name.decode()
+
+    def _cuFuncSetAttribute(self, function: object, attribute: object, value: int) -> tuple:
+        self.function_attributes[(function, attribute)] = value
+        return (0,)
 
     def _cuMemGetInfo(self) -> tuple:
         return 0, self.free, self.free

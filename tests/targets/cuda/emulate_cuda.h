@@ -106,6 +106,11 @@ static inline unsigned pyc_emu_f2bf(float f) {
   if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
   return (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
 }
+/* 16-bit activations (cuda/half.cuh.j2): the same conversions, one value at a time */
+static inline float pyc_f16_to_float(unsigned short h) { return pyc_emu_h2f(h); }
+static inline unsigned short pyc_float_to_f16(float f) { return (unsigned short)pyc_emu_f2h(f); }
+static inline float pyc_bf16_to_float(unsigned short h) { return pyc_emu_float((unsigned)h << 16); }
+static inline unsigned short pyc_float_to_bf16(float f) { return (unsigned short)pyc_emu_f2bf(f); }
 static inline unsigned pyc_pack_fp16(float lo, float hi) { return pyc_emu_f2h(lo) | (pyc_emu_f2h(hi) << 16); }
 static inline unsigned pyc_pack_bf16(float lo, float hi) { return pyc_emu_f2bf(lo) | (pyc_emu_f2bf(hi) << 16); }
 static inline unsigned pyc_tf32(float x) {
@@ -183,9 +188,14 @@ static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_by
   __builtin_memcpy(dst, src, (size_t)src_bytes);
 }
 static inline void pyc_cp_async4(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 4, src_bytes); }
+static inline void pyc_cp_async8(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 8, src_bytes); }
 static inline void pyc_cp_async16(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 16, src_bytes); }
 static inline void pyc_cp_async_commit() {}
+static inline void pyc_cp_async_wait0() {}
 static inline void pyc_cp_async_wait1() {}
+static inline void pyc_cp_async_wait2() {}
+/* dynamic shared memory: a function static as large as a block may have (one block at a time) */
+#define PYC_DYNAMIC_SHARED(name) alignas(16) static unsigned char name[227 * 1024]
 
 /* Run `fn` (every parameter a pointer) over the grid: args holds the pointer values. */
 extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,

@@ -13,6 +13,8 @@ them: MODEL_RTOL = 1e-4 of max |output|, times K / 256 past K = 256, as tensor c
 and the exact float64 product (EXACT_RTOL of max |output|: tf32 5e-3, fp16 2e-2, bf16 5e-2);
 whole models (MLP, MiniLM-shaped encoder) against
 onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output| (tf32 and fp16 5e-3, bf16 3e-2).
+At fp16 / bf16 activations are stored in 16 bits in the arena (the last section checks that
+they are, and the kernels reading and writing them).
 The GPU architecture is the device's own (sm_80 ... sm_90), or PYC_CUDA_ARCH."""
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from mma_precision import (
 )
 from onnx import helper, numpy_helper
 from ops.test_references import attention_feeds, attention_model
+from test_cuda_half import CONV_SHAPES, GEMM_SHAPES
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -425,3 +428,123 @@ def test_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: P
                                                          {"image": (1, 3, 64, 64)})  # its static shape
     check_at_precision(model.path, tmp_path / f"{name}.pyc", model.random_feeds, precision, rng,
                        dict(model.shapes))
+
+
+# ---------------------------------------------------------------- 16-bit activations
+# At fp16 / bf16 intermediates live in the arena in 16 bits (targets/cuda/storage.py); the
+# cases of test_cuda_half.py (emulated there) run here on the device, plus sizes the emulation
+# cannot afford: the GEMM reading its 16-bit operands by cp.async against the rounding model
+# (operands rounded, exact sums, the product rounded as stored: model_rtol(K) + 2 ulps of the
+# storage type) and float64 (EXACT_RTOL); convs and whole models against onnxruntime within
+# WHOLE_MODEL_RTOL; the tensor-core attention on 16-bit Q / K / V against float64.
+
+GPU_HALF_GEMMS = [((512, 1024), (1024, 768), False), ((4, 128, 64), (4, 64, 128), True),
+                  ((1000, 520), (520, 1000), False), ((128, 384), (384, 1536), False)]
+GPU_HALF_CONVS = [((8, 64, 28, 28), 64, 3, 1, 1), ((4, 256, 14, 14), 128, 1, 1, 0),
+                  ((1, 512, 7, 7), 256, 3, 1, 1), ((2, 32, 57, 57), 48, 3, 2, 1)]
+
+
+def _stored_16bit(built: object, precision: str) -> set[str]:
+    from test_cuda_half import STORAGE
+
+    graph = built.graph  # type: ignore[attr-defined]
+    assert graph.activation_storage is STORAGE[precision]
+    return {v for v, t in graph.types.items() if t.dtype is STORAGE[precision]}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("a_shape,b_shape,b_activation", GPU_HALF_GEMMS + GEMM_SHAPES)
+def test_gemm_on_16_bit_activations(a_shape: tuple, b_shape: tuple, b_activation: bool,  # type: ignore[type-arg]
+                                    precision: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    from mma_precision import round_to
+    from test_cuda_half import ULP, gemm_model
+
+    model = gemm_model(a_shape, b_shape, b_activation, rng)
+    path = write_model(model, tmp_path)  # type: ignore[arg-type]
+    built = pyc_cli.build(path, tmp_path / "g.pyc", target="cuda", arch=ARCH, precision=precision)
+    matmul_node = next(n for n in built.graph.nodes if n.op == "MatMul")
+    assert matmul_node.ann.kernel_name == "cuda_matmul_mma"
+    assert {matmul_node.inputs[0], matmul_node.outputs[0]} <= _stored_16bit(built, precision)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}  # type: ignore[attr-defined]
+    with pyc_cli.load(built.artifact) as compiled:
+        for _ in range(2):
+            feeds = {"a": rand(rng, *a_shape)}
+            if b_activation:
+                feeds["b"] = rand(rng, *b_shape)
+            b = np.maximum(feeds["b"], 0) if b_activation else weights["w"]
+            a = np.maximum(feeds["a"], 0)
+            compiled.poison()
+            got = np.swapaxes(compiled.run(feeds)["y"], -1, -2)
+            rounded = round_to(np.matmul(round_to(a, precision), round_to(b, precision)).astype(np.float32),
+                               precision)
+            exact = np.matmul(a.astype(np.float64), b.astype(np.float64))
+            k = a_shape[-1]
+            assert_close_to_max(got, rounded, model_rtol(k) + 2 * ULP[precision], "the rounding model")
+            assert_close_to_max(got, exact, EXACT_RTOL[precision], "float64")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape,channels,kernel,stride,pad", GPU_HALF_CONVS + CONV_SHAPES)
+def test_conv_on_16_bit_activations(shape: tuple, channels: int, kernel: int, stride: int,  # type: ignore[type-arg]
+                                    pad: int, precision: str, tmp_path: Path,
+                                    rng: np.random.Generator) -> None:
+    from test_cuda_half import conv_model
+
+    path = write_model(conv_model(shape, channels, kernel, stride, pad, rng), tmp_path)  # type: ignore[arg-type]
+    built = pyc_cli.build(path, tmp_path / "c.pyc", target="cuda", arch=ARCH, precision=precision)
+    conv = next(n for n in built.graph.nodes if n.op == "Conv")
+    assert conv.ann.kernel_name == "cuda_conv_mma" and conv.outputs[0] in _stored_16bit(built, precision)
+    for name, ours, value in runs_against_onnxruntime(path, built.artifact,
+                                                      lambda r: {"x": rand(r, *shape)}, rng, 2):
+        assert_close_to_max(ours, value, WHOLE_MODEL_RTOL[precision], f"{name} at {precision}")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
+def test_attention_on_16_bit_activations(shape: tuple, precision: str, tmp_path: Path,  # type: ignore[type-arg]
+                                         rng: np.random.Generator,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_cuda_half import negated_attention
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    model = negated_attention(shape)
+    path = write_model(model, tmp_path)  # type: ignore[arg-type]
+    built = pyc_cli.build(path, tmp_path / "att.pyc", target="cuda", arch=ARCH, precision=precision)
+    node = next(n for n in built.graph.nodes if n.op == "pyc.Attention")
+    assert node.ann.kernel_name == "cuda_attention_mma"
+    assert set(node.inputs[:3]) <= _stored_16bit(built, precision)
+    with pyc_cli.load(built.artifact) as compiled:
+        feeds = attention_feeds(model, rng)  # type: ignore[arg-type]
+        compiled.poison()
+        got = compiled.run(feeds)["y"]
+    negated = {n: -feeds[f"{n}_in"] for n in ("q", "kt", "v")}
+    if "mask" in feeds:
+        negated["mask"] = feeds["mask"]
+    assert_close_to_max(got, float64_attention(negated, shape[5]), EXACT_RTOL[precision], "float64")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("name", ["minilm", "cnn", "mobilenet"])
+def test_models_with_16_bit_activations(name: str, precision: str, tmp_path: Path,
+                                        rng: np.random.Generator) -> None:
+    """The MiniLM-L6-shaped encoder (batch 1, sequence 128, as benchmarked), the CNN and
+    MobileNet with their activations in 16 bits, against onnxruntime (WHOLE_MODEL_RTOL)."""
+    import sys
+
+    if name == "minilm":
+        sys.path.insert(0, str(MODELS_DIR))
+        from make_encoder import encoder_feeds, make_encoder
+
+        path = write_model(make_encoder(batch=1, seq=128, seed=int(rng.integers(1 << 30))), tmp_path)
+        feeds_for, shapes = (lambda r: encoder_feeds(r, 1, 128, 30522)), None
+    else:
+        model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MODELS_DIR / "mobilenet.onnx",
+                                                             {"image": (1, 3, 64, 64)})
+        path, feeds_for, shapes = model.path, model.random_feeds, dict(model.shapes)
+    built = pyc_cli.build(path, tmp_path / "m.pyc", target="cuda", arch=ARCH, precision=precision,
+                          input_shapes=shapes)
+    assert len(_stored_16bit(built, precision)) > 5
+    assert all(built.graph.types[v].dtype.value == "f32" for v in (*built.graph.inputs, *built.graph.outputs)
+               if built.graph.types[v].dtype.is_float)
+    for name_, ours, value in runs_against_onnxruntime(path, built.artifact, feeds_for, rng, 2):
+        assert_close_to_max(ours, value, WHOLE_MODEL_RTOL[precision], f"{name_} at {precision}")
