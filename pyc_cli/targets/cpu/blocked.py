@@ -1,0 +1,136 @@
+"""The CPU kernels of the blocked channel layout (ops/layout.py; passes/assign_layouts.py
+chooses where it runs): the layout reorder, the blocked direct convolution
+(conv2d_blocked.c.j2) and the blocked pools. A block is one vector of the ISA (16 float32
+lanes on AVX-512, 8 on AVX2, 4 on NEON and the portable vectors): a pixel's channels of one
+block are one vector load or store."""
+
+from __future__ import annotations
+
+from ...ir.graph import Graph, Node
+from ...ir.types import DType
+from ...ops import registry
+from ...planning import weights
+from ..kernel import KernelCandidate
+from . import gemm
+
+Params = dict[str, object]
+
+# threads above this many flop-equivalents (kernels.PARALLEL_MIN_FLOPS: ~50 us on one core)
+PARALLEL_MIN_FLOPS = 200_000
+# tasks the conv's split aims at: 4 a thread of the 2-core CI-class machine, for the guided
+# schedule to even out
+CONV_TASKS = 8
+# flop-equivalents a reorder costs per element (a load and a store, one side strided; about
+# what the pixel-major conv's gather costs, kernels.GATHER_COST)
+REORDER_COST = 4.0
+# the cost of the blocked conv per flop, against the channel-major kernels' 0.25 at full
+# lanes (cost units: kernels.py). The same micro-kernel at full lanes, stores by vectors
+BLOCKED_COST = 0.25
+
+
+def block_lanes(isa: str, itemsize: int = 4) -> int:
+    """Channels per block for float32 code on `isa`: one vector."""
+    return gemm.lanes(isa, itemsize)
+
+
+def _vectors(isa: str, blocks: int) -> int:
+    """Blocks of output channels per panel: 2 (one broadcast feeds 2 FMAs) where they pair."""
+    return 2 if blocks % 2 == 0 else 1
+
+
+def register_rows(isa: str, vectors: int) -> int:
+    """The most pixels a register block holds: accumulators, the V weight vectors and the
+    broadcast fill the registers (AVX-512 and NEON 32, AVX2 and the vectors 16), at most 14."""
+    return min(14, (gemm.ISAS[isa].registers - vectors - 1) // vectors)
+
+
+def _interior(v: dict[str, int]) -> tuple[int, int]:
+    """Output columns [lo, hi) whose taps all read inside the input."""
+    lo = min(v["OW"], -(-v["PW"] // v["SW"]))
+    last = v["W"] - 1 - (v["KW"] - 1) * v["DW"] + v["PW"]  # the last column's leftmost start
+    hi = min(v["OW"], last // v["SW"] + 1) if last >= 0 else 0
+    return lo, max(lo, hi)
+
+
+def conv_geometry(isa: str, node: Node, graph: Graph) -> Params:
+    op = registry.get(node.op).kernel_params(node, graph)
+    v = {k: int(op[k]) for k in ("N", "C", "OC", "H", "W", "OH", "OW", "KH", "KW", "SH", "SW",  # type: ignore[call-overload]
+                                 "DH", "DW", "PH", "PW", "BL")}
+    bl = v["BL"]
+    ocb = v["OC"] // bl
+    vectors = _vectors(isa, ocb)
+    lo, hi = _interior(v)
+    most = register_rows(isa, vectors)
+    width = hi - lo
+    blocks = -(-width // most) if width else 0
+    rows = -(-width // blocks) if blocks else 1
+    panels = ocb // vectors
+    flops = registry.get(node.op).flops(node, graph)
+    # row blocks: enough tasks for the team where the work allows (each >= ~50 us)
+    wanted = max(1, min(CONV_TASKS, flops // gemm.TASK_FLOPS))
+    ohb = max(1, min(v["OH"], -(-wanted // (v["N"] * panels))))
+    rh = -(-v["OH"] // ohb)
+    ohb = -(-v["OH"] // rh)
+    tasks = v["N"] * panels * ohb
+    return {"CB": v["C"] // bl, "OCB": ocb, "V": vectors, "NR": vectors * bl, "panels": panels,
+            "R": rows, "full": width // rows if width else 0, "tail": width % rows if width else 0,
+            "ow_in_lo": lo, "ow_in_hi": hi, "OHB": ohb, "RH": rh, "tasks": tasks,
+            "parallel": tasks >= 2 and flops >= PARALLEL_MIN_FLOPS}
+
+
+def _conv_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def applies(node: Node, graph: Graph) -> bool:
+        """float32 in blocks of the ISA's lanes, no prologue, the weight a constant only this
+        conv reads (the weights file holds it packed)."""
+        x = graph.types[node.inputs[0]]
+        return x.dtype is DType.F32 and x.shape[-1] == block_lanes(isa) \
+            and not node.ann.prologue and gemm.sole_constant_reader(node, graph, 1)
+    return applies
+
+
+def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        return {**conv_geometry(isa, node, graph), "vops": gemm.vector_ops(isa, "float", 4),
+                # the epilogue's coordinates: the blocked output's [N, OC/BL, OH, OW, BL]
+                "out_coords": ["n", "ocb", "oh", "ow", "l"]}
+    return params
+
+
+def _conv_transform(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def transform(node: Node, graph: Graph, index: int) -> str | None:
+        if index != 1:
+            return None
+        g = conv_geometry(isa, node, graph)
+        return weights.conv_blocked_name(block_lanes(isa), int(g["NR"]))  # type: ignore[call-overload]
+    return transform
+
+
+def _conv_cost_scale(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def scale(node: Node, graph: Graph) -> float:
+        """Border columns run one pixel a block: their share of the pixels costs about a
+        register block's worth more each."""
+        g = conv_geometry(isa, node, graph)
+        op = registry.get(node.op).kernel_params(node, graph)
+        ow = int(op["OW"])  # type: ignore[call-overload]
+        border = ow - (int(g["ow_in_hi"]) - int(g["ow_in_lo"]))  # type: ignore[call-overload]
+        return 1.0 + border / max(1, ow)
+    return scale
+
+
+def conv_candidate(isa: str) -> KernelCandidate:
+    return KernelCandidate(
+        "conv2d_blocked", "conv2d_blocked.c.j2", _conv_applies(isa), BLOCKED_COST,
+        takes_epilogue=True, params=_conv_params(isa), cost_scale=_conv_cost_scale(isa),
+        constant_transform=_conv_transform(isa))
+
+
+def _reorder_params(node: Node, graph: Graph, op: Params) -> Params:
+    return {"parallel": graph.types[node.outputs[0]].numel * REORDER_COST >= PARALLEL_MIN_FLOPS
+            and int(op["N"]) * int(op["CB"]) >= 2}  # type: ignore[call-overload]
+
+
+# cost units are those of the conv kernels (0.25 a flop-equivalent)
+REORDER = KernelCandidate("reorder_blocks", "reorder.c.j2", cost_factor=BLOCKED_COST * REORDER_COST,
+                          params=_reorder_params)
+
+
