@@ -44,12 +44,29 @@ def register_rows(isa: str, vectors: int) -> int:
     return min(14, (gemm.ISAS[isa].registers - vectors - 1) // vectors)
 
 
-def _interior(v: dict[str, int]) -> tuple[int, int]:
-    """Output columns [lo, hi) whose taps all read inside the input."""
-    lo = min(v["OW"], -(-v["PW"] // v["SW"]))
-    last = v["W"] - 1 - (v["KW"] - 1) * v["DW"] + v["PW"]  # the last column's leftmost start
-    hi = min(v["OW"], last // v["SW"] + 1) if last >= 0 else 0
-    return lo, max(lo, hi)
+def column_segments(v: dict[str, int], most: int) -> list[dict[str, object]]:
+    """An output row in register blocks of at most `most` pixels (as few blocks as that
+    allows, all but the last of one size), as segments: runs of blocks whose taps all read
+    inside the input (`count` blocks from column `first`, a loop), and single border blocks
+    with, per kw, the rows of the block whose tap reads inside (`valid`): a border pixel
+    skips the taps that read padding, not its register block."""
+    ow = v["OW"]
+    blocks = -(-ow // most)
+    size = -(-ow // blocks)
+    segments: list[dict[str, object]] = []
+    for first in range(0, ow, size):
+        rows = min(size, ow - first)
+        valid = [[r for r in range(rows)
+                  if 0 <= (first + r) * v["SW"] - v["PW"] + kw * v["DW"] < v["W"]]
+                 for kw in range(v["KW"])]
+        clean = all(len(taps) == rows for taps in valid)
+        last = segments[-1] if segments else None
+        if clean and last is not None and last["loop"] and last["R"] == rows:
+            last["count"] = int(last["count"]) + 1  # type: ignore[call-overload]
+            continue
+        segments.append({"loop": clean, "first": first, "count": 1, "R": rows,
+                         "valid": valid})
+    return segments
 
 
 def conv_geometry(isa: str, node: Node, graph: Graph) -> Params:
@@ -59,11 +76,6 @@ def conv_geometry(isa: str, node: Node, graph: Graph) -> Params:
     bl = v["BL"]
     ocb = v["OC"] // bl
     vectors = _vectors(isa, ocb)
-    lo, hi = _interior(v)
-    most = register_rows(isa, vectors)
-    width = hi - lo
-    blocks = -(-width // most) if width else 0
-    rows = -(-width // blocks) if blocks else 1
     panels = ocb // vectors
     flops = registry.get(node.op).flops(node, graph)
     # row blocks: enough tasks for the team where the work allows (each >= ~50 us)
@@ -73,8 +85,8 @@ def conv_geometry(isa: str, node: Node, graph: Graph) -> Params:
     ohb = -(-v["OH"] // rh)
     tasks = v["N"] * panels * ohb
     return {"CB": v["C"] // bl, "OCB": ocb, "V": vectors, "NR": vectors * bl, "panels": panels,
-            "R": rows, "full": width // rows if width else 0, "tail": width % rows if width else 0,
-            "ow_in_lo": lo, "ow_in_hi": hi, "OHB": ohb, "RH": rh, "tasks": tasks,
+            "segments": column_segments(v, register_rows(isa, vectors)),
+            "OHB": ohb, "RH": rh, "tasks": tasks,
             "parallel": tasks >= 2 and flops >= PARALLEL_MIN_FLOPS}
 
 
@@ -105,22 +117,10 @@ def _conv_transform(isa: str):  # noqa: ANN202 (a closure per ISA)
     return transform
 
 
-def _conv_cost_scale(isa: str):  # noqa: ANN202 (a closure per ISA)
-    def scale(node: Node, graph: Graph) -> float:
-        """Border columns run one pixel a block: their share of the pixels costs about a
-        register block's worth more each."""
-        g = conv_geometry(isa, node, graph)
-        op = registry.get(node.op).kernel_params(node, graph)
-        ow = int(op["OW"])  # type: ignore[call-overload]
-        border = ow - (int(g["ow_in_hi"]) - int(g["ow_in_lo"]))  # type: ignore[call-overload]
-        return 1.0 + border / max(1, ow)
-    return scale
-
-
 def conv_candidate(isa: str) -> KernelCandidate:
     return KernelCandidate(
         "conv2d_blocked", "conv2d_blocked.c.j2", _conv_applies(isa), BLOCKED_COST,
-        takes_epilogue=True, params=_conv_params(isa), cost_scale=_conv_cost_scale(isa),
+        takes_epilogue=True, params=_conv_params(isa),
         constant_transform=_conv_transform(isa))
 
 
