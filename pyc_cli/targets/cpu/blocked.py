@@ -20,12 +20,18 @@ PARALLEL_MIN_FLOPS = 200_000
 # tasks the conv's split aims at: 4 a thread of the 2-core CI-class machine, for the guided
 # schedule to even out
 CONV_TASKS = 8
-# flop-equivalents a reorder costs per element (a load and a store, one side strided; about
-# what the pixel-major conv's gather costs, kernels.GATHER_COST)
-REORDER_COST = 4.0
-# the cost of the blocked conv per flop, against the channel-major kernels' 0.25 at full
-# lanes (cost units: kernels.py). The same micro-kernel at full lanes, stores by vectors
-BLOCKED_COST = 0.25
+# the cost of the blocked conv per flop (cost units: kernels.py, the implicit GEMM's 0.25 a
+# flop at full lanes; about 21.6 M units a millisecond on one Zen 4 core, from the implicit
+# GEMM's 1.19 ms on ResNet-50's 64 -> 256 1x1 on 56x56). Measured there at 1 thread (medians
+# of 3 interleaved rounds of 10 runs, 6 Dec): 0.19-0.21 units a flop on ResNet-50's 1x1 convs
+# and 0.187 on its 3x3 ones (~115 GFLOP/s), 1.02-1.29x faster than the implicit, strided and
+# pixel-major GEMMs and 0.5-0.8x Winograd's speed on the 3x3 stride-1 convs
+BLOCKED_COST = 0.19
+# cost units a reorder costs per element: a load and a store, one side strided (measured
+# 0.35-0.5 ns an element on ResNet-50's 64x56x56 and 2048x7x7 maps)
+REORDER_COST = 10.0
+# a reorder goes to threads from this many elements (~50 us on one core)
+REORDER_PARALLEL_ELEMENTS = 128 * 1024
 
 
 def block_lanes(isa: str, itemsize: int = 4) -> int:
@@ -125,12 +131,11 @@ def conv_candidate(isa: str) -> KernelCandidate:
 
 
 def _reorder_params(node: Node, graph: Graph, op: Params) -> Params:
-    return {"parallel": graph.types[node.outputs[0]].numel * REORDER_COST >= PARALLEL_MIN_FLOPS
+    return {"parallel": graph.types[node.outputs[0]].numel >= REORDER_PARALLEL_ELEMENTS
             and int(op["N"]) * int(op["CB"]) >= 2}  # type: ignore[call-overload]
 
 
-# cost units are those of the conv kernels (0.25 a flop-equivalent)
-REORDER = KernelCandidate("reorder_blocks", "reorder.c.j2", cost_factor=BLOCKED_COST * REORDER_COST,
+REORDER = KernelCandidate("reorder_blocks", "reorder.c.j2", cost_factor=REORDER_COST,
                           params=_reorder_params)
 
 
