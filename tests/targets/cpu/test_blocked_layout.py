@@ -88,13 +88,16 @@ def test_layout_helpers_round_trip(rng: np.random.Generator) -> None:
 def test_blocked_conv_is_the_same_for_every_team_size(
         tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     convs = [((1, 64, 14, 14), (128, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "bias_relu"),
-             ((2, 128, 7, 7), (64, 128, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual")]
+             ((2, 128, 7, 7), (64, 128, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual"),
+             # an input larger than the weights: every panel inside a row's task
+             ((1, 64, 28, 28), (32, 64, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual")]
     graph = conv_graph(rng, convs, np.float32, name="blocked")
     onnx.save(graph.model, tmp_path / "m.onnx")
     result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", layout="blocked")
-    assert _blocked_kernels(result) == [CANDIDATE] * 2
+    assert _blocked_kernels(result) == [CANDIDATE] * 3
     source = (result.artifact / "src" / "model.c").read_text()
-    assert source.count("PYC_PARALLEL_FOR") >= 2
+    assert source.count("PYC_PARALLEL_FOR") >= 3
+    assert "every panel passes over the row's input" in source
     got = same_bits_at_every_team_size(tmp_path / "a", graph.feeds, monkeypatch)
     assert_within_bounds(got, graph.expected, graph.summation_bounds(np.float32), np.float32)
 
