@@ -841,4 +841,5 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     # the blocked layout (passes/assign_layouts.py): the conv's table is the target's ISA's
     "pyc.ConvBlocked": (blocked.conv_candidate(gemm.PORTABLE_ISA),),
     "pyc.Reorder": (blocked.REORDER,),
+    "pyc.PoolBlocked": (blocked.POOL,),
 }

@@ -90,7 +90,7 @@ def test_blocked_conv_is_the_same_for_every_team_size(
     convs = [((1, 64, 14, 14), (128, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "bias_relu"),
              ((2, 128, 7, 7), (64, 128, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual"),
              # an input larger than the weights: every panel inside a row's task
-             ((1, 64, 28, 28), (32, 64, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual")]
+             ((1, 64, 56, 56), (32, 64, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual")]
     graph = conv_graph(rng, convs, np.float32, name="blocked")
     onnx.save(graph.model, tmp_path / "m.onnx")
     result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", layout="blocked")
@@ -237,3 +237,37 @@ def test_blocked_builds_are_byte_identical(tmp_path: Path, rng: np.random.Genera
     assert sorted(trees[0]) == sorted(trees[1])
     assert [n for n in trees[0] if trees[0][n] != trees[1][n]] == []
     assert b"pyc.ConvBlocked" in trees[0]["model.ir"]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "vector"])
+def test_blocked_pools_match_onnxruntime(isa: str, tmp_path: Path,
+                                         rng: np.random.Generator) -> None:
+    """Pools between blocked convs run blocked: MaxPool 3x3 / 2 padded (onnxruntime's MLAS
+    vector rule), AveragePool counting pads, MaxPool with dilations (first-strict rule), and
+    AveragePool in ceil mode; on an odd map (17 x 13)."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c0"], ["p0"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p0", "w1"], ["c1"]),
+             helper.make_node("AveragePool", ["c1"], ["p1"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], count_include_pad=1),
+             helper.make_node("MaxPool", ["p1"], ["p2"], kernel_shape=[2, 2], dilations=[2, 2]),
+             helper.make_node("AveragePool", ["p2"], ["p3"], kernel_shape=[3, 3],
+                              strides=[2, 2], ceil_mode=1),
+             helper.make_node("Conv", ["p3", "w2"], ["y"])]
+    inits = [init("w0", rng.standard_normal((32, 16, 3, 3)).astype(np.float32)),
+             init("w1", rng.standard_normal((32, 32, 1, 1)).astype(np.float32)),
+             init("w2", rng.standard_normal((16, 32, 1, 1)).astype(np.float32))]
+    model = make_model(nodes, [vinfo("x", (1, 16, 17, 13))], [vinfo("y", (1, 16, 3, 2))], inits)
+    onnx.save(model, tmp_path / "m.onnx")
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", layout="blocked",
+                           cpu=BUILDS[isa].cpu)
+    ops = _ops(result)
+    assert ops.count("pyc.PoolBlocked") == 4 and ops.count("pyc.Reorder") == 2, ops
+    if not BUILDS[isa].runnable:
+        return
+    x = rng.standard_normal((1, 16, 17, 13)).astype(np.float32)
+    with pyc_cli.load(tmp_path / "a") as compiled:
+        got = compiled.run({"x": x})["y"]
+    (want,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
