@@ -31,6 +31,7 @@ from ..ir.types import DType, TensorType
 from ..ops import registry
 from ..ops.layout import blocked_shape
 from .context import PassContext
+from .tuning import kernel_signature
 
 NAME = "assign_layouts"
 POOLS = ("MaxPool", "AveragePool")
@@ -206,20 +207,39 @@ def _reorder_cost(graph: Graph, value: str, block: int, to: str, ctx: PassContex
     return float("inf") if cost is None else cost
 
 
+def _rounded(cost: float | None) -> int | None:
+    return None if cost is None else round(cost)
+
+
+def _tuned_plain(node: Node, graph: Graph, ctx: PassContext) -> bool:
+    """Whether the tuning database names an applicable plain kernel for `node`: a measured
+    choice outranks the cost model's estimate, so the node keeps its layout."""
+    tuned = ctx.tuning.lookup(kernel_signature(node, graph, ctx.kernels.name))
+    return tuned is not None and any(c.name == tuned.candidate
+                                     for c in ctx.kernels.candidates(node, graph))
+
+
 def _decide(graph: Graph, group: list[Node], block: int, mode: str, ctx: PassContext) -> None:
     costs = {n.name: _conv_costs(graph, n, block, ctx) for n in group if n.op in ("Conv", *POOLS)}
-    dropped = []
+    dropped, measured = [], []
     for node in group:
         if node.name not in costs:
             continue
         plain, blocked = costs[node.name]
-        if blocked is None or plain is None or (mode != "blocked" and blocked >= plain):
+        if mode != "blocked" and _tuned_plain(node, graph, ctx):
+            measured.append(node)
+        elif blocked is None or plain is None or (mode != "blocked" and blocked >= plain):
             dropped.append(node)
+    if measured:
+        ctx.log(NAME, [n.name for n in measured], "keep_nchw",
+                "the tuning database holds a measured plain kernel for it")
+    dropped += measured
     kept = {n.name for n in group} - {n.name for n in dropped}
     if dropped:
         ctx.log(NAME, [n.name for n in dropped], "keep_nchw",
                 "the plain layout's best kernel is estimated no slower (or no blocked kernel)",
-                before=[costs[n.name][0] for n in dropped], after=[costs[n.name][1] for n in dropped])
+                before=[_rounded(costs[n.name][0]) for n in dropped],
+                after=[_rounded(costs[n.name][1]) for n in dropped])
     for part in _components(graph, kept):
         nodes = _prune_front(graph, part)
         if not any(n.op == "Conv" for n in nodes):
