@@ -24,6 +24,9 @@ from .conv import conv_params, window_geometry
 from .registry import KERNEL, InTypes, InValues, OpDef, get, register, require
 
 LAYOUT_DTYPES = (DType.F32, DType.F64)
+# the name the layout pass gives the blocked form of a value X: X.blocked (`pyc run --compare
+# --per-node` compares it, reordered, with the reference's X)
+BLOCKED_SUFFIX = ".blocked"
 
 
 def blocked_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from ..ops import registry
-from ..ops.layout import blocked_shape
+from ..ops.layout import BLOCKED_SUFFIX, blocked_shape
 from .context import PassContext
 from .tuning import kernel_signature
 
@@ -281,7 +281,7 @@ def _apply(graph: Graph, region: Region, block: int) -> None:
     made = [o for n in region.nodes for o in n.outputs if o]
     renamed: dict[str, str] = {}
     for value in region.entering + made:
-        renamed[value] = _fresh(graph, f"{value}.blocked")
+        renamed[value] = _fresh(graph, value + BLOCKED_SUFFIX)
         graph.types[renamed[value]] = _blocked_types(graph, [value], block)[value]
     for index, node in enumerate(graph.nodes):
         if node.name not in inside:

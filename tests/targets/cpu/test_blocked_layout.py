@@ -271,3 +271,18 @@ def test_blocked_pools_match_onnxruntime(isa: str, tmp_path: Path,
         got = compiled.run({"x": x})["y"]
     (want,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_per_node_compare_reads_blocked_values_in_the_onnx_layout(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """`pyc run --compare ort --per-node` compares a blocked intermediate (X.blocked) with the
+    reference's X, reordered: the blocked convs' own results are checked, not only the
+    region's exits."""
+    onnx.save(resnet_like(rng), tmp_path / "m.onnx")
+    pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", layout="blocked", keep_source=True)
+    run = subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "run", str(tmp_path / "a"),
+                          "--random-inputs", "3", "--compare", "ort", "--per-node"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "pyc.ConvBlocked" in run.stdout and "a2.blocked" in run.stdout.replace("│", " ")
+    assert "every compared intermediate is within tolerance" in run.stdout
