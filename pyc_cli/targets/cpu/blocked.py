@@ -6,6 +6,8 @@ block are one vector load or store."""
 
 from __future__ import annotations
 
+import functools
+
 from ...ir.graph import Graph, Node
 from ...ir.types import DType
 from ...ops import registry
@@ -128,6 +130,7 @@ def _conv_transform(isa: str):  # noqa: ANN202 (a closure per ISA)
     return transform
 
 
+@functools.cache  # one object per ISA: the target's table and CPU_KERNELS share it
 def conv_candidate(isa: str) -> KernelCandidate:
     return KernelCandidate(
         "conv2d_blocked", "conv2d_blocked.c.j2", _conv_applies(isa), BLOCKED_COST,
