@@ -286,3 +286,19 @@ def test_per_node_compare_reads_blocked_values_in_the_onnx_layout(
     assert run.returncode == 0, run.stdout + run.stderr
     assert "pyc.ConvBlocked" in run.stdout and "a2.blocked" in run.stdout.replace("│", " ")
     assert "every compared intermediate is within tolerance" in run.stdout
+
+
+def test_the_cli_flag_reaches_the_pass_and_the_manifest(tmp_path: Path,
+                                                        rng: np.random.Generator) -> None:
+    onnx.save(resnet_like(rng), tmp_path / "m.onnx")
+    for layout in ("nchw", "blocked"):
+        out = tmp_path / f"{layout}.pyc"
+        subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "build", str(tmp_path / "m.onnx"),
+                        "-o", str(out), "--layout", layout, "--no-cache", "-q"], check=True)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["flags"]["layout"] == layout
+        assert ("pyc.Reorder" in (out / "model.ir").read_text()) == (layout == "blocked")
+    wrong = subprocess.run([sys.executable, "-m", "pyc_cli.cli.main", "build",
+                            str(tmp_path / "m.onnx"), "--layout", "nhwc"],
+                           capture_output=True, text=True)
+    assert wrong.returncode != 0 and "nhwc" in wrong.stderr
