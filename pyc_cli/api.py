@@ -62,7 +62,7 @@ from .runtime.native import (
     check_io_specs,
     library_addresses,
 )
-from .targets import TARGETS, get_target
+from .targets import DEFAULT_LAYOUT, TARGETS, get_target
 from .targets.abi_name import check_name, default_name, soname
 from .targets.base import ModelInfo, Target
 from .targets.cpu.features import check_cpu, parse_features
@@ -189,7 +189,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           tune_progress: Progress | None = None, threads: int = 0,
           arch: str | None = None, precision: str | None = None,
           cache: bool = False, winograd: bool = True,
-          compile_budget: float | None = None) -> BuildResult:
+          compile_budget: float | None = None, layout: str = DEFAULT_LAYOUT) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -224,7 +224,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     few bits less accurate: docs/architecture.md). `compile_budget` (seconds) bounds the whole
     build: `tune` gets what is left of it after the passes and an estimate of code generation
     and compilation, or is skipped (a decision in the log); a build that still takes longer
-    warns PYC-W003; the artifact does not depend on it."""
+    warns PYC-W003; the artifact does not depend on it. `layout` is the CPU target's channel
+    layout: "auto" (blocked NCHWc regions where the cost model prices them faster,
+    passes/assign_layouts.py), "nchw" (never) or "blocked" (wherever a kernel has it)."""
     started = time.monotonic()
     if compile_budget is not None and not compile_budget > 0:
         raise PycError("E050", f"compile budget {compile_budget} s is not a positive duration",
@@ -248,7 +250,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     # the precision is the CUDA target's (a CPU fallback beside it computes in fp32; a CPU-only
     # build given another refuses it)
     backends = [get_target(name, cpu, tuple(features), arch,
-                           None if name == "cpu" and "cuda" in targets else precision, winograd)
+                           None if name == "cpu" and "cuda" in targets else precision, winograd,
+                           layout)
                 for name in targets]
     # a -march the compiler rejects fails before compiling
     cpu_records = [backend.cpu_record() for backend in backends]
@@ -276,7 +279,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "mode": mode, "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
-                "threads": threads, "slim": slim, "name": prefix, "winograd": winograd},
+                "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
+                "layout": layout},
                 backends, cpu_records, Path(tuning_db) if tuning_db is not None else None)
         hit = build_cache.lookup(key) if key else None
         if key is not None and hit is not None:
@@ -303,7 +307,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                   f"{targets[0]} cannot run where the artifact is loaded)" for name in targets[1:]]
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
-                 "winograd": winograd,
+                 "winograd": winograd, "layout": layout,
                  "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),

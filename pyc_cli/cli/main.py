@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import PycError, PycWarning
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
-from ..targets import TARGET_NAMES
+from ..targets import DEFAULT_LAYOUT, LAYOUTS, TARGET_NAMES
 from ..units import format_seconds
 from .output import echo
 
@@ -220,6 +220,10 @@ def main(debug: bool) -> None:
                    "accumulation (docs/cuda.md says what else changes).")
 @click.option("--winograd/--no-winograd", default=True, show_default=True,
               help=WINOGRAD_HELP)
+@click.option("--layout", type=click.Choice(LAYOUTS), default=DEFAULT_LAYOUT, show_default=True,
+              help="CPU channel layout: auto puts convolution regions in blocks of one "
+                   "vector of channels (NCHWc) where the cost model prices that faster; nchw "
+                   "never (exact-order A/B builds); blocked wherever a kernel has it.")
 @click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
               metavar="N",
               help="Threads a run may use (0 = every core of the machine it runs on); "
@@ -261,7 +265,7 @@ def main(debug: bool) -> None:
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
           memory_budget: str | None, target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
-          precision: str | None, winograd: bool, threads: int,
+          precision: str | None, winograd: bool, layout: str, threads: int,
           slim: bool,
           name: str | None, tune: bool, tune_budget: float, retune: bool,
           tuning_db: Path | None, compile_budget: str | None, cache: bool, quiet: bool,
@@ -295,7 +299,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
         if dump_ir_after:
             # the first target as the build configures it (its ISA picks the kernels)
             first = get_target(parse_targets(target)[0], cpu, tuple(parse_features(cpu_features)),
-                               arch, precision, winograd)
+                               arch, precision, winograd, layout)
             graph, _ = compile_graph(model, mode, shapes, first, stop_after=dump_ir_after,
                                      steps=steps)
         else:
@@ -308,7 +312,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     tuning_db=tuning_db or default_path(),
                                     tune_options=TuneOptions(budget_s=tune_budget, retune=retune),
                                     tune_progress=display.tune_progress, arch=arch,
-                                    precision=precision, winograd=winograd, cache=cache,
+                                    precision=precision, winograd=winograd, layout=layout,
+                                    cache=cache,
                                     compile_budget=None if compile_budget is None
                                     else parse_duration(compile_budget))
     for warning in seen:

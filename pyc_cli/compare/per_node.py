@@ -20,6 +20,7 @@ import onnx
 
 from ..ir.annotations import ALIAS_KERNELS
 from ..ir.graph import Graph, Node
+from ..ops.layout import BLOCKED_SUFFIX, to_plain
 from ..targets.cpu.target import CpuTarget
 from .debug_build import ArtifactPlan, Tap, build_debug_model, read_plan, tap_spec
 from .metrics import ValueComparison, compare_value
@@ -250,20 +251,39 @@ def per_node_report(artifact: Path, manifest: dict[str, Any], model_path: Path,
     sources = onnx_values(model_path)
     decisions = read_decisions(artifact)
     steps = schedule_steps(source, FusedGroups(graph, sources, decisions))
+    names = {value: onnx_name(graph, value, sources) for node in graph.nodes
+             for value in node.outputs if value}
     taps = [Tap(value, step.step, tap_spec(graph, value))
             for step, node in zip(steps, graph.nodes) for value in node.outputs
-            if value in sources]
+            if names.get(value)]
     model = build_debug_model(artifact, manifest, source, taps, work)
     debug_outputs, tapped = model.run_with_taps(feeds)
     model.close()
-    reference = run_reference(model_path, feeds, [t.value for t in taps])
-    values = [NodeValue(steps[tap.step], compare_value(tap.value, tapped[tap.value],
-                                                       reference[tap.value], rtol, atol))
+    reference = run_reference(model_path, feeds, sorted({names[t.value] for t in taps}))
+    values = [NodeValue(steps[tap.step], compare_value(
+                  tap.value, _plain(tapped[tap.value], tap.value, names[tap.value]),
+                  reference[names[tap.value]], rtol, atol))
               for tap in taps]
-    pyc_only = [o for node in graph.nodes for o in node.outputs if o and o not in sources]
+    pyc_only = [o for node in graph.nodes for o in node.outputs if o and not names.get(o)]
     drift = max((_max_abs_diff(debug_outputs[n], outputs[n]) for n in outputs), default=0.0)
     report = PerNodeReport(values, absent_values(graph, sources, steps, decisions), pyc_only, drift)
     return report, {name: reference[name] for name in outputs}
+
+
+def onnx_name(graph: Graph, value: str, sources: dict[str, OnnxValue]) -> str | None:
+    """The ONNX value a compiled one holds: itself, or for a value the layout pass made
+    blocked (`X.blocked`, ops/layout.py) the plain X it holds in blocks; None for neither."""
+    if value in sources:
+        return value
+    base = value.removesuffix(BLOCKED_SUFFIX)
+    if base != value and base in sources and graph.types[value].rank == 5:
+        return base
+    return None
+
+
+def _plain(array: np.ndarray, value: str, name: str) -> np.ndarray:
+    """A tapped value in the ONNX layout (a blocked one reordered to plain)."""
+    return to_plain(array) if value != name else array
 
 
 def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

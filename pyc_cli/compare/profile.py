@@ -35,7 +35,8 @@ from .debug_build import (
 )
 
 # ops whose `flops` counts multiply-adds worth a GFLOP/s column (the default counts outputs)
-FLOP_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "pyc.Attention", "Einsum"})
+FLOP_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "pyc.Attention", "Einsum",
+                      "pyc.ConvBlocked"})
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     einsum,
     elementwise,
     internal,
+    layout,
     lrn,
     matmul,
     misc,

@@ -86,30 +86,7 @@ class Conv(OpDef):
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
-        strides, dilations, begins, out, _ = window_geometry(node, x.shape[2:], w.shape[2:])
-        # every conv runs as 3-D (depth, height, width) with unit leading dims where it has none
-        lift = 5 - x.rank
-        size, kernel = [1] * lift + list(x.shape[2:]), [1] * lift + list(w.shape[2:])
-        strides, dilations = [1] * lift + strides, [1] * lift + dilations
-        begins, out = [0] * lift + begins, [1] * lift + out
-        group = node.int_attr("group", 1)
-        check_int32_index(f"the output width of {node.op}", out[-1], f"node {node.name!r}")
-        columns = [_valid_columns(out[-1], x.shape[-1], begins[-1], strides[-1], dilations[-1], kw)
-                   for kw in range(w.shape[-1])]
-        return {
-            "ow_lo": [lo for lo, _ in columns], "ow_hi": [hi for _, hi in columns],
-            "N": x.shape[0], "C": x.shape[1], "D": size[0], "H": size[1], "W": size[2],
-            "OC": w.shape[0], "OD": out[0], "OH": out[1], "OW": out[2],
-            "KD": kernel[0], "KH": kernel[1], "KW": kernel[2],
-            "SD": strides[0], "SH": strides[1], "SW": strides[2],
-            "DD": dilations[0], "DH": dilations[1], "DW": dilations[2],
-            "PD": begins[0], "PH": begins[1], "PW": begins[2], "depth": x.rank == 5,
-            "G": group, "CG": x.shape[1] // group, "OCG": w.shape[0] // group,
-            "pointwise": not node.ann.prologue and w.shape[2:] == (1,) * (x.rank - 2)
-            and set(strides) == {1}
-            and not any(begins) and math.prod(out) == math.prod(x.shape[2:]),
-            "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
-        }
+        return conv_params(node, x.shape, w.shape)
 
     def flops(self, node: Node, graph: Graph) -> int:
         w = graph.types[node.inputs[1]]
@@ -122,6 +99,36 @@ class Conv(OpDef):
         strides, dilations, begins, out, _ = window_geometry(node, x.shape[2:], w.shape[2:])
         group = node.int_attr("group", 1)
         return [references.conv(x, w, bias, group, strides, dilations, begins, out)]
+
+
+def conv_params(node: Node, x: tuple[int, ...], w: tuple[int, ...]) -> dict[str, object]:
+    """The numbers a conv kernel needs, from the logical (NCHW) input shape `x` and the weight
+    shape `w` (a blocked conv, ops/layout.py, passes its logical shapes)."""
+    strides, dilations, begins, out, _ = window_geometry(node, x[2:], w[2:])
+    # every conv runs as 3-D (depth, height, width) with unit leading dims where it has none
+    rank = len(x)
+    lift = 5 - rank
+    size, kernel = [1] * lift + list(x[2:]), [1] * lift + list(w[2:])
+    strides, dilations = [1] * lift + strides, [1] * lift + dilations
+    begins, out = [0] * lift + begins, [1] * lift + out
+    group = node.int_attr("group", 1)
+    check_int32_index(f"the output width of {node.op}", out[-1], f"node {node.name!r}")
+    columns = [_valid_columns(out[-1], x[-1], begins[-1], strides[-1], dilations[-1], kw)
+               for kw in range(w[-1])]
+    return {
+        "ow_lo": [lo for lo, _ in columns], "ow_hi": [hi for _, hi in columns],
+        "N": x[0], "C": x[1], "D": size[0], "H": size[1], "W": size[2],
+        "OC": w[0], "OD": out[0], "OH": out[1], "OW": out[2],
+        "KD": kernel[0], "KH": kernel[1], "KW": kernel[2],
+        "SD": strides[0], "SH": strides[1], "SW": strides[2],
+        "DD": dilations[0], "DH": dilations[1], "DW": dilations[2],
+        "PD": begins[0], "PH": begins[1], "PW": begins[2], "depth": rank == 5,
+        "G": group, "CG": x[1] // group, "OCG": w[0] // group,
+        "pointwise": not node.ann.prologue and tuple(w[2:]) == (1,) * (rank - 2)
+        and set(strides) == {1}
+        and not any(begins) and math.prod(out) == math.prod(x[2:]),
+        "has_bias": len(own_inputs(node)) > 2 and bool(node.inputs[2]),
+    }
 
 
 @register

@@ -13,6 +13,7 @@ from ..ir.verify import verify
 from ..ops import registry
 from ..progress import BuildSteps
 from .analyze_liveness import analyze_liveness
+from .assign_layouts import assign_layouts
 from .canonicalize import canonicalize
 from .context import PassContext
 from .eliminate_dead_code import eliminate_dead_code
@@ -29,6 +30,7 @@ FRONT: tuple[tuple[str, Pass], ...] = (
     ("canonicalize", canonicalize),
     ("fold_constants", fold_constants),
     ("infer_shapes", infer_shapes),
+    ("assign_layouts", assign_layouts),
     ("fuse", fuse),
     ("fuse_attention", fuse_attention),
     ("eliminate_dead_code", eliminate_dead_code),

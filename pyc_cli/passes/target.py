@@ -68,6 +68,12 @@ class KernelTarget(Protocol):
         """Whether a kernel of the target computes an elementwise prologue of input 0."""
         ...
 
+    def blocked_layout(self) -> tuple[str, int]:
+        """(mode, block): how passes/assign_layouts.py may use the blocked channel layout
+        ("nchw": never, "auto": where the cost model says, "blocked": wherever it can) and in
+        blocks of how many channels (0: the target has no blocked kernels)."""
+        ...
+
     def pipeline_tail(self) -> Sequence[tuple[str, Callable[..., Graph]]]:
         """The passes this target runs after the shared front (passes/pipeline.py)."""
         ...

@@ -103,9 +103,40 @@ def _conv_panels(width: int) -> Transform:
     return Transform(forward, shape, inverse)
 
 
+# a conv weight [OC, C, KH, KW] read by the blocked conv (the CPU target's conv2d_blocked.c.j2)
+# as [OC/NR][C/BL][KH][KW][BL][NR]: panels of NR output channels, input channels in blocks of
+# BL; both names' numbers in the transform's name
+CONV_BLOCKED = "conv_blocked"
+CONV_BLOCKS = tuple((bl, nr) for bl in (4, 8, 16) for nr in (bl, 2 * bl))
+
+
+def conv_blocked_name(block: int, width: int) -> str:
+    return f"{CONV_BLOCKED}{block}x{width}"
+
+
+def _conv_blocked(block: int, width: int) -> Transform:
+    def shape(weight: tuple[int, ...]) -> tuple[int, ...]:
+        if len(weight) != 4 or weight[0] % width or weight[1] % block:
+            raise ValueError(f"{weight} is no [OC, C, KH, KW] in panels of {width} and "
+                             f"blocks of {block}")
+        oc, c, kh, kw = weight
+        return (oc // width, c // block, kh, kw, block, width)
+
+    def forward(array: np.ndarray) -> np.ndarray:
+        oc, c, kh, kw = array.shape
+        split = np.asarray(array).reshape(oc // width, width, c // block, block, kh, kw)
+        return np.ascontiguousarray(split.transpose(0, 2, 4, 5, 3, 1))
+
+    def inverse(stored: np.ndarray, weight: tuple[int, ...]) -> np.ndarray:
+        blocks = stored.reshape(shape(weight)).transpose(0, 5, 1, 4, 2, 3)
+        return np.ascontiguousarray(blocks).reshape(weight)
+    return Transform(forward, shape, inverse)
+
+
 TRANSFORMS = {winograd.NAME: Transform(winograd.transform_weights, _winograd_shape,
                                        winograd.untransform_weights),
-              **{conv_panels_name(w): _conv_panels(w) for w in CONV_PANEL_WIDTHS}}
+              **{conv_panels_name(w): _conv_panels(w) for w in CONV_PANEL_WIDTHS},
+              **{conv_blocked_name(b, w): _conv_blocked(b, w) for b, w in CONV_BLOCKS}}
 
 
 @dataclass(frozen=True)

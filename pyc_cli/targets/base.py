@@ -65,6 +65,10 @@ class Target:
         kernels = self.kernels.get(op, ())
         return bool(kernels) and all(c.takes_epilogue for c in kernels)
 
+    def blocked_layout(self) -> tuple[str, int]:
+        """No blocked channel layout unless a target has kernels for it (the CPU target)."""
+        return "nchw", 0
+
     def takes_prologue(self, node: Node, graph: Graph) -> bool:
         """Whether a kernel of this target computes an elementwise prologue of input 0."""
         return any(c.accepts_prologue(node, graph) and self.has_template(c.template)

@@ -22,7 +22,7 @@ from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ...planning import weights
 from ..kernel import KernelCandidate, Tunable
-from . import conv_dots, gemm, winograd
+from . import blocked, conv_dots, gemm, winograd
 from .kernel_context import (
     LAYERNORM_TASK_ELEMENTS,
     SOFTMAX_TASK_ELEMENTS,
@@ -798,6 +798,7 @@ def cpu_kernels(isa: str, with_winograd: bool = True) -> dict[str, tuple[KernelC
 def _cpu_kernels(isa: str, with_winograd: bool) -> dict[str, tuple[KernelCandidate, ...]]:
     return {**CPU_KERNELS, "Conv": conv_candidates(isa, with_winograd),
             "MatMul": matmul_candidates(isa),
+            "pyc.ConvBlocked": (blocked.conv_candidate(isa),),
             "ConvTranspose": transpose_candidates(isa)}
 
 
@@ -837,4 +838,8 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
         "attention_rows", "attention.c.j2", params=_attention_params,
         applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),),
+    # the blocked layout (passes/assign_layouts.py): the conv's table is the target's ISA's
+    "pyc.ConvBlocked": (blocked.conv_candidate(gemm.PORTABLE_ISA),),
+    "pyc.Reorder": (blocked.REORDER,),
+    "pyc.PoolBlocked": (blocked.POOL,),
 }

@@ -18,7 +18,7 @@ from ...templating import runtime_dir, template_env
 from ..abi_name import soname
 from ..base import ModelInfo, Target
 from ..kernel import KernelCandidate
-from . import compile_cache, toolchain
+from . import blocked, compile_cache, toolchain
 from .features import feature_flags, probe_target
 from .gemm import isa_for
 from .kernel_context import KernelCall, Operand, kernel_call
@@ -76,10 +76,11 @@ class CpuTarget(Target):
     library_name = "libmodel.so"
 
     def __init__(self, march: str = "native", features: tuple[str, ...] = (),
-                 winograd: bool = True) -> None:
+                 winograd: bool = True, layout: str = "auto") -> None:
         self.march = march
         self.features = tuple(features)  # ('+avx2', '-avx512f'): cpu_features.parse_features
         self.winograd = winograd  # whether 3x3 convs may take the Winograd kernel (--winograd)
+        self.layout = layout  # --layout: nchw, auto (the cost model's choice) or blocked
         self._kernels: dict[str, tuple[KernelCandidate, ...]] | None = None
 
     @property  # type: ignore[override]
@@ -89,6 +90,14 @@ class CpuTarget(Target):
         if self._kernels is None:
             self._kernels = cpu_kernels(self.isa(), self.winograd)
         return self._kernels
+
+    def blocked_layout(self) -> tuple[str, int]:
+        """Blocks of one vector of float32 lanes. `auto` only on AVX2 / AVX-512 (whose costs
+        were measured); `blocked` wherever the kernels compile (tests, A/B)."""
+        isa = self.isa()
+        if self.layout == "auto" and isa not in ("avx512", "avx2"):
+            return "nchw", 0
+        return self.layout, blocked.block_lanes(isa)
 
     def isa(self) -> str:
         """avx512, avx2 or vector (gemm.ISAS), from the features the code may use."""

@@ -145,7 +145,10 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              "conv2d_strided_gemm": "tests/targets/cpu/test_strided_conv.py",
              "conv2d_pixel_gemm": "tests/targets/cpu/test_pixel_conv.py",
              "conv2d_winograd": "tests/targets/cpu/test_winograd.py",
-             "conv_transpose2d_gemm": "tests/targets/cpu/test_implicit_conv.py"}
+             "conv_transpose2d_gemm": "tests/targets/cpu/test_implicit_conv.py",
+             # the blocked layout's kernels, on the blocked tensors only the layout pass makes
+             **{name: "tests/targets/cpu/test_blocked_layout.py"
+                for name in ("conv2d_blocked", "pool_blocked", "reorder_blocks")}}
 
 
 def test_every_cpu_candidate_has_a_case() -> None:

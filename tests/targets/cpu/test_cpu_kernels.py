@@ -73,9 +73,10 @@ def test_tunables_declare_legal_values() -> None:
 def test_the_cpu_target_is_registered() -> None:
     cpu = get_target("cpu")
     assert "cpu" in TARGET_NAMES and isinstance(cpu, CpuTarget)
-    # the table of the ISA the target's features allow: only the GEMM-based candidates differ
+    # the table of the ISA the target's features allow: only the GEMM-based candidates (and the
+    # blocked conv, whose vectors are the ISA's) differ
     assert cpu.kernels is cpu_kernels(cpu.isa())
-    gemm_ops = ("MatMul", "Conv", "ConvTranspose")
+    gemm_ops = ("MatMul", "Conv", "ConvTranspose", "pyc.ConvBlocked")
     assert {op: c for op, c in cpu.kernels.items() if op not in gemm_ops} == \
         {op: c for op, c in CPU_KERNELS.items() if op not in gemm_ops}
 
@@ -151,5 +152,6 @@ output %"l"
 def test_fusion_facts_are_the_targets() -> None:
     """Which ops' kernels take a fused epilogue, and which take a prologue, is asked of the target."""
     cpu = get_target("cpu")
-    assert [op for op in sorted(CPU_KERNELS) if cpu.takes_epilogue(op)] == ["Conv", "MatMul"]
+    assert [op for op in sorted(CPU_KERNELS) if cpu.takes_epilogue(op)] == \
+        ["Conv", "MatMul", "pyc.ConvBlocked"]
     assert not cpu.takes_epilogue("Relu")  # no kernel of its own: fused into loops

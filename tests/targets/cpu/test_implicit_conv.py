@@ -95,7 +95,7 @@ def test_the_cost_model_prefers_it_and_falls_back_where_it_cannot(
     onnx.save(model, tmp_path / "m.onnx")
     for isa, wanted in (("avx512", CANDIDATE), ("vector", "conv2d_im2col_gemm")):
         result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / isa, cpu=BUILDS[isa].cpu,
-                               winograd=False)
+                               winograd=False, layout="nchw")  # plain kernels
         convs = [n for n in result.graph.nodes if n.op == "Conv" and n.ann.kernel is not None]
         kernels = {n.name: n.ann.kernel.candidate for n in convs}
         strided_kernel = kernels.pop(strided.name)

@@ -113,7 +113,8 @@ def test_the_cost_model_takes_it_on_small_maps(tmp_path: Path, rng: np.random.Ge
             if isa == "avx2":  # 16-lane panels: the 14x14 map fills 196 of 208, enough
                 kernels = kernels[:2] + ["conv2d_implicit_gemm"] + kernels[3:]
             out = tmp_path / f"{isa}-{mode}"
-            result = pyc_cli.build(tmp_path / "m.onnx", out, cpu=BUILDS[isa].cpu, mode=mode)
+            result = pyc_cli.build(tmp_path / "m.onnx", out, cpu=BUILDS[isa].cpu, mode=mode,
+                                   layout="nchw")  # plain kernels
             chosen = [n.ann.kernel.candidate for n in result.graph.nodes if n.op == "Conv"]
             assert chosen == kernels, (isa, mode, chosen)
             assert f'"after":"{CANDIDATE}"' in (out / "decisions.jsonl").read_text()
@@ -152,7 +153,7 @@ def test_pixel_conv_is_the_same_for_every_team_size(
              ((1, 512, 7, 7), (256, 512, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual")]
     graph = pixel_graph(rng, convs)
     onnx.save(graph.model, tmp_path / "m.onnx")
-    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a")
+    result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", layout="nchw")  # plain kernels
     if {n.ann.kernel.candidate for n in result.graph.nodes if n.op == "Conv"} != {CANDIDATE}:
         pytest.skip("this CPU has no AVX2 / AVX-512")
     source = (result.artifact / "src" / "model.c").read_text()

@@ -85,7 +85,8 @@ def test_the_cost_model_prefers_it_over_im2col_where_it_applies(
     model, _, _, _ = strided_model(rng, CONVS)
     onnx.save(model, tmp_path / "m.onnx")
     for isa in ("avx512", "avx2", "vector"):
-        result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / isa, cpu=BUILDS[isa].cpu)
+        result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / isa, cpu=BUILDS[isa].cpu,
+                               layout="nchw")  # plain kernels
         convs = [n for n in result.graph.nodes if n.op == "Conv"]
         kernels = [n.ann.kernel.candidate for n in convs]
         if isa == "vector":

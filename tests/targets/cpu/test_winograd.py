@@ -123,7 +123,8 @@ def test_resnet_conv_is_winograd_by_default_and_no_winograd_falls_back(
     kernels = {}
     for winograd in (True, False):
         out = tmp_path / f"w{int(winograd)}"
-        result = pyc_cli.build(path, out, cpu=BUILDS["avx2"].cpu, winograd=winograd)
+        result = pyc_cli.build(path, out, cpu=BUILDS["avx2"].cpu, winograd=winograd,
+                               layout="nchw")  # plain kernels
         kernels[winograd] = [n.ann.kernel.candidate for n in result.graph.nodes if n.op == "Conv"]
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["flags"]["winograd"] is winograd
