@@ -24,21 +24,20 @@
  * mma calls), each thread then summing its four outputs in float32 from the warp's fragments
  * with the PTX ISA's fragment layouts: a wrong lane or register in the kernel shows here.
  * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements. */
-#include <algorithm>
 #include <math.h>
-#include <memory>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <ucontext.h>
-#include <vector>
+/* no C++ library headers: they were most of the compile time of every emulated model */
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 /* the running thread's: the scheduler sets them before it resumes a fiber */
 static dim3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
-static std::vector<float> pyc_emu_slots;
-static std::vector<unsigned> pyc_emu_frags;  /* 6 words a thread: mma fragments a0..a3, b0, b1 */
-static std::vector<const unsigned short*> pyc_emu_rows;  /* a row address a thread (ldmatrix) */
+static float* pyc_emu_slots;
+static unsigned* pyc_emu_frags;  /* 6 words a thread: mma fragments a0..a3, b0, b1 */
+static const unsigned short** pyc_emu_rows;  /* a row address a thread (ldmatrix) */
 
 /* ---- fibers: pyc_emu_to(save, load) keeps this fiber's place in `save` and continues the one
  * in `load` (the scheduler, or a CUDA thread where it stopped or at its start) */
@@ -89,7 +88,7 @@ struct pyc_emu_fiber {
   dim3 thread, block;
   bool done;
 };
-static std::vector<pyc_emu_fiber> pyc_emu_fibers;
+static pyc_emu_fiber* pyc_emu_fibers;
 static pyc_emu_fiber* pyc_emu_running = nullptr;
 
 static void pyc_emu_entry() {  /* a fiber's first frame: it never returns */
@@ -119,8 +118,9 @@ static void pyc_emu_entry() {  /* a fiber's first frame: it never returns */
 #undef INT64_C
 #undef UINT64_C
 
-using std::max;  /* CUDA's integer min / max */
-using std::min;
+/* CUDA's min / max (like std::min / std::max: both operands of one type) */
+template <class T> static inline T max(T a, T b) { return a < b ? b : a; }
+template <class T> static inline T min(T a, T b) { return b < a ? b : a; }
 
 /* back to the scheduler, which resumes this thread when the whole block has arrived */
 static inline void __syncthreads() {
@@ -295,8 +295,29 @@ static void pyc_emu_thread() {
 }
 
 enum { PYC_EMU_STACK = 256 << 10 };
-static std::vector<std::unique_ptr<char[]>> pyc_emu_stacks;  /* one a thread, kept across launches */
 static unsigned long long pyc_emu_launches = 0;
+static unsigned pyc_emu_capacity = 0;  /* threads the per-thread arrays below have room for */
+static char** pyc_emu_stacks;  /* one a thread, kept across launches */
+static unsigned* pyc_emu_order;
+
+static void* pyc_emu_grow(void* old, size_t bytes) {
+  void* grown = realloc(old, bytes);
+  if (grown == nullptr) abort();
+  return grown;
+}
+
+static void pyc_emu_reserve(unsigned threads) {
+  if (threads <= pyc_emu_capacity) return;
+  pyc_emu_slots = (float*)pyc_emu_grow(pyc_emu_slots, threads * sizeof(float));
+  pyc_emu_frags = (unsigned*)pyc_emu_grow(pyc_emu_frags, threads * 6 * sizeof(unsigned));
+  pyc_emu_rows = (const unsigned short**)pyc_emu_grow(pyc_emu_rows, threads * sizeof(void*));
+  pyc_emu_fibers = (pyc_emu_fiber*)pyc_emu_grow(pyc_emu_fibers, threads * sizeof(pyc_emu_fiber));
+  pyc_emu_order = (unsigned*)pyc_emu_grow(pyc_emu_order, threads * sizeof(unsigned));
+  pyc_emu_stacks = (char**)pyc_emu_grow(pyc_emu_stacks, threads * sizeof(char*));
+  for (unsigned t = pyc_emu_capacity; t < threads; ++t)
+    pyc_emu_stacks[t] = (char*)pyc_emu_grow(nullptr, PYC_EMU_STACK);
+  pyc_emu_capacity = threads;
+}
 
 /* Run `fn` (every parameter a pointer) over the grid: args holds the pointer values. */
 extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
@@ -307,16 +328,16 @@ extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, 
   pyc_emu_nargs = nargs;
   pyc_emu_args = a;
   const unsigned threads = bx * by * bz;
-  pyc_emu_slots.assign(threads, 0.0f);
-  pyc_emu_frags.assign((size_t)threads * 6, 0u);
-  pyc_emu_rows.assign(threads, nullptr);
-  while (pyc_emu_stacks.size() < threads) pyc_emu_stacks.emplace_back(new char[PYC_EMU_STACK]);
-  pyc_emu_fibers.assign(threads, pyc_emu_fiber{});
-  std::vector<unsigned> order(threads);
+  pyc_emu_reserve(threads);
+  memset(pyc_emu_slots, 0, threads * sizeof(float));
+  memset(pyc_emu_frags, 0, threads * 6 * sizeof(unsigned));
+  memset(pyc_emu_rows, 0, threads * sizeof(void*));
+  unsigned* order = pyc_emu_order;
   for (unsigned t = 0; t < threads; ++t) {
     pyc_emu_fiber& f = pyc_emu_fibers[t];
+    f = pyc_emu_fiber{};
     f.thread = {t % bx, t / bx % by, t / (bx * by)};
-    pyc_emu_start(&f.context, pyc_emu_stacks[t].get(), PYC_EMU_STACK);
+    pyc_emu_start(&f.context, pyc_emu_stacks[t], PYC_EMU_STACK);
     order[t] = t;
   }
   /* each phase: every thread not done runs to its next barrier (or its end), in a fresh order */
@@ -326,10 +347,13 @@ extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, 
       state ^= state << 13;
       state ^= state >> 7;
       state ^= state << 17;
-      std::swap(order[i - 1], order[state % i]);
+      const unsigned j = (unsigned)(state % i), kept = order[i - 1];
+      order[i - 1] = order[j];
+      order[j] = kept;
     }
     unsigned waiting = 0, finished = 0;
-    for (unsigned t : order) {
+    for (unsigned i = 0; i < threads; ++i) {
+      const unsigned t = order[i];
       pyc_emu_fiber& f = pyc_emu_fibers[t];
       if (f.done) continue;
       threadIdx = f.thread;
