@@ -19,6 +19,26 @@ os.environ["PYC_TUNING_DB"] = str(Path(tempfile.mkdtemp(prefix="pyc-test-tuning-
 os.environ["PYC_BUILD_CACHE"] = "off"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "early: a long test, run first so that it cannot be the "
+                            "last one running while the other xdist workers have nothing left")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """`-n N` without `--dist` means pytest-xdist's `load`, which hands each worker chunks of
+    consecutive tests that no other worker can take back: one worker may still be running its
+    chunk's slow tests while the others wait at the end. `worksteal` lets an idle worker take
+    half of another's queue. An explicit `--dist` is kept."""
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) == "no":
+        config.option.dist = "worksteal"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `early` first, the rest in pytest's order (a stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("early") is None)
+
+
 @dataclass(frozen=True)
 class ReferenceModel:
     name: str

@@ -19,6 +19,7 @@ from pyc_cli.testing.fuzz.campaign import report, run_campaign
 SEED = 20261202
 
 
+@pytest.mark.early  # a 150 s budget: never the last test of a run
 def test_fixed_seed_fuzz_budget_finds_no_new_failure(tmp_path: Path) -> None:
     seconds = float(os.environ.get("PYC_FUZZ_SECONDS", "150"))
     # failures are shrunk: a small repro is labelled by the one defect it shows

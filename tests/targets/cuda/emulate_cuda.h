@@ -1,13 +1,20 @@
 /* Just enough of CUDA's execution model to run PyC's generated kernels on the CPU, so their
  * indexing, bounds and reductions are tested where there is no GPU (test_cuda_emulated.py).
  *
- * A launch runs the blocks one after another on blockDim.x * blockDim.y * blockDim.z threads
- * (std::thread), which share the kernel's __shared__ arrays (function statics: one block at a
- * time uses them) and a barrier (__syncthreads). A warp shuffle is an exchange through a
- * per-block slot array between two barriers: every thread of the block takes part in the same
- * shuffles in PyC's kernels (their reductions are called by all threads). Force-included
- * before model.cu, whose prelude then defines the fixed-width types under other names (the
- * C++ library's own int64_t is `long`, the prelude's `long long`).
+ * A launch runs the blocks one after another on blockDim.x * blockDim.y * blockDim.z CUDA
+ * threads, each a fiber of one OS thread (its own stack; switched by a few instructions on
+ * x86-64, by ucontext elsewhere: no OS thread, no system call per barrier), which share the
+ * kernel's __shared__ arrays (function statics: one block at a time uses them). A fiber runs until it reaches a barrier
+ * (__syncthreads, or the end of its block); when every thread of the block has arrived, the
+ * next phase starts. Within a phase the threads run one after another in an order shuffled
+ * anew for every phase (deterministically, from the launch and phase numbers), so a kernel that
+ * reads what another thread writes without a barrier between gets stale data in some phase
+ * and fails, whichever direction the dependency runs. A thread that leaves the kernel while
+ * others wait at a barrier aborts the run (a GPU would hang or be undefined). A warp shuffle
+ * is an exchange through a per-block slot array between two barriers: every thread of the
+ * block takes part in the same shuffles in PyC's kernels (their reductions are called by all
+ * threads). Force-included before model.cu, whose prelude then defines the fixed-width types
+ * under other names (the C++ library's own int64_t is `long`, the prelude's `long long`).
  *
  * The tensor-core GEMM's primitives (codegen_templates/cuda/mma.cuh.j2, inline PTX there) are
  * defined here instead (PYC_EMULATED_MMA): cp.async as a plain copy (each wait is followed by
@@ -17,19 +24,80 @@
  * mma calls), each thread then summing its four outputs in float32 from the warp's fragments
  * with the PTX ISA's fragment layouts: a wrong lane or register in the kernel shows here.
  * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements. */
-#include <algorithm>
-#include <barrier>
 #include <math.h>
-#include <thread>
-#include <vector>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+/* no C++ library headers: they were most of the compile time of every emulated model */
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
-static thread_local dim3 threadIdx, blockIdx;
+/* the running thread's: the scheduler sets them before it resumes a fiber */
+static dim3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
-static std::barrier<>* pyc_emu_barrier = nullptr;
-static std::vector<float> pyc_emu_slots;
-static std::vector<unsigned> pyc_emu_frags;  /* 6 words a thread: mma fragments a0..a3, b0, b1 */
-static std::vector<const unsigned short*> pyc_emu_rows;  /* a row address a thread (ldmatrix) */
+static float* pyc_emu_slots;
+static unsigned* pyc_emu_frags;  /* 6 words a thread: mma fragments a0..a3, b0, b1 */
+static const unsigned short** pyc_emu_rows;  /* a row address a thread (ldmatrix) */
+
+/* ---- fibers: pyc_emu_to(save, load) keeps this fiber's place in `save` and continues the one
+ * in `load` (the scheduler, or a CUDA thread where it stopped or at its start) */
+static void pyc_emu_thread();
+#if defined(__x86_64__) && !defined(PYC_EMU_UCONTEXT)
+/* save the callee-saved registers on this stack, store its pointer in *save, continue on `load`
+ * (the floating-point control words are never changed by the kernels) */
+extern "C" void pyc_emu_switch(void** save, void* load);
+__asm__(".text\n.globl pyc_emu_switch\n.hidden pyc_emu_switch\n.type pyc_emu_switch, @function\n"
+        "pyc_emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n.size pyc_emu_switch, .-pyc_emu_switch\n");
+struct pyc_emu_context { void* sp; };
+static pyc_emu_context pyc_emu_scheduler;
+static void pyc_emu_entry();
+static void pyc_emu_start(pyc_emu_context* c, char* stack, size_t size) {
+  /* as pyc_emu_switch leaves a stack: six registers, then the address `ret` goes to; the
+   * entry sees a 16-byte aligned stack less a return address, as after a call */
+  void** top = (void**)(((unsigned long)(stack + size)) & ~15ul);
+  top[-1] = nullptr;
+  top[-2] = (void*)pyc_emu_entry;
+  for (int i = 3; i <= 8; ++i) top[-i] = nullptr;
+  c->sp = top - 8;
+}
+static inline void pyc_emu_to(pyc_emu_context* save, pyc_emu_context* load) {
+  pyc_emu_switch(&save->sp, load->sp);
+}
+#else
+struct pyc_emu_context { ucontext_t uc; };
+static pyc_emu_context pyc_emu_scheduler;
+static void pyc_emu_entry();
+static void pyc_emu_start(pyc_emu_context* c, char* stack, size_t size) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = size;
+  c->uc.uc_link = nullptr;
+  makecontext(&c->uc, pyc_emu_entry, 0);
+}
+static inline void pyc_emu_to(pyc_emu_context* save, pyc_emu_context* load) {
+  swapcontext(&save->uc, &load->uc);
+}
+#endif
+
+struct pyc_emu_fiber {
+  pyc_emu_context context;
+  dim3 thread, block;
+  bool done;
+};
+static pyc_emu_fiber* pyc_emu_fibers;
+static pyc_emu_fiber* pyc_emu_running = nullptr;
+
+static void pyc_emu_entry() {  /* a fiber's first frame: it never returns */
+  pyc_emu_fiber* me = pyc_emu_running;
+  pyc_emu_thread();
+  me->done = true;
+  pyc_emu_to(&me->context, &pyc_emu_scheduler);
+  __builtin_trap();  /* a finished fiber is never resumed */
+}
 
 #define __global__
 #define __device__
@@ -50,10 +118,15 @@ static std::vector<const unsigned short*> pyc_emu_rows;  /* a row address a thre
 #undef INT64_C
 #undef UINT64_C
 
-using std::max;  /* CUDA's integer min / max */
-using std::min;
+/* CUDA's min / max (like std::min / std::max: both operands of one type) */
+template <class T> static inline T max(T a, T b) { return a < b ? b : a; }
+template <class T> static inline T min(T a, T b) { return b < a ? b : a; }
 
-static inline void __syncthreads() { pyc_emu_barrier->arrive_and_wait(); }
+/* back to the scheduler, which resumes this thread when the whole block has arrived */
+static inline void __syncthreads() {
+  pyc_emu_to(&pyc_emu_running->context, &pyc_emu_scheduler);
+  __asm__ __volatile__("" ::: "memory");  /* the other threads wrote shared and global memory */
+}
 /* the K-split conv's tile counters and partial sums (blocks run one after another here) */
 static inline int atomicAdd(int* address, int value) {
   return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
@@ -197,40 +270,114 @@ static inline void pyc_cp_async_wait2() {}
 /* dynamic shared memory: a function static as large as a block may have (one block at a time) */
 #define PYC_DYNAMIC_SHARED(name) alignas(16) static unsigned char name[227 * 1024]
 
+/* ---- the launch */
+static void* pyc_emu_fn;
+static int pyc_emu_nargs;
+static void** pyc_emu_args;
+
+static void pyc_emu_call() {
+  void* fn = pyc_emu_fn;
+  void** a = pyc_emu_args;
+  switch (pyc_emu_nargs) {  /* pointers all: the same calling convention as void* */
+    case 1: ((void (*)(void*))fn)(a[0]); break;
+    case 2: ((void (*)(void*, void*))fn)(a[0], a[1]); break;
+    case 3: ((void (*)(void*, void*, void*))fn)(a[0], a[1], a[2]); break;
+    case 4: ((void (*)(void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3]); break;
+    case 5: ((void (*)(void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4]); break;
+    case 6: ((void (*)(void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5]); break;
+    case 7: ((void (*)(void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6]); break;
+    case 8: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]); break;
+    default: __builtin_trap();
+  }
+}
+
+/* one CUDA thread: every block in turn, a barrier after each (the next block reuses the
+ * shared arrays) */
+static void pyc_emu_thread() {
+  pyc_emu_fiber* me = pyc_emu_running;
+  for (unsigned z = 0; z < gridDim.z; ++z)
+    for (unsigned y = 0; y < gridDim.y; ++y)
+      for (unsigned x = 0; x < gridDim.x; ++x) {
+        me->block = blockIdx = {x, y, z};
+        pyc_emu_call();
+        __syncthreads();
+      }
+}
+
+enum { PYC_EMU_STACK = 256 << 10 };
+static unsigned long long pyc_emu_launches = 0;
+static unsigned pyc_emu_capacity = 0;  /* threads the per-thread arrays below have room for */
+static char** pyc_emu_stacks;  /* one a thread, kept across launches */
+static unsigned* pyc_emu_order;
+
+static void* pyc_emu_grow(void* old, size_t bytes) {
+  void* grown = realloc(old, bytes);
+  if (grown == nullptr) abort();
+  return grown;
+}
+
+static void pyc_emu_reserve(unsigned threads) {
+  if (threads <= pyc_emu_capacity) return;
+  pyc_emu_slots = (float*)pyc_emu_grow(pyc_emu_slots, threads * sizeof(float));
+  pyc_emu_frags = (unsigned*)pyc_emu_grow(pyc_emu_frags, threads * 6 * sizeof(unsigned));
+  pyc_emu_rows = (const unsigned short**)pyc_emu_grow(pyc_emu_rows, threads * sizeof(void*));
+  pyc_emu_fibers = (pyc_emu_fiber*)pyc_emu_grow(pyc_emu_fibers, threads * sizeof(pyc_emu_fiber));
+  pyc_emu_order = (unsigned*)pyc_emu_grow(pyc_emu_order, threads * sizeof(unsigned));
+  pyc_emu_stacks = (char**)pyc_emu_grow(pyc_emu_stacks, threads * sizeof(char*));
+  for (unsigned t = pyc_emu_capacity; t < threads; ++t)
+    pyc_emu_stacks[t] = (char*)pyc_emu_grow(nullptr, PYC_EMU_STACK);
+  pyc_emu_capacity = threads;
+}
+
 /* Run `fn` (every parameter a pointer) over the grid: args holds the pointer values. */
 extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                unsigned by, unsigned bz, int nargs, void** a) {
   gridDim = {gx, gy, gz};
   blockDim = {bx, by, bz};
+  pyc_emu_fn = fn;
+  pyc_emu_nargs = nargs;
+  pyc_emu_args = a;
   const unsigned threads = bx * by * bz;
-  std::barrier<> barrier((std::ptrdiff_t)threads);
-  pyc_emu_barrier = &barrier;
-  pyc_emu_slots.assign(threads, 0.0f);
-  pyc_emu_frags.assign((size_t)threads * 6, 0u);
-  pyc_emu_rows.assign(threads, nullptr);
-  std::vector<std::thread> pool;
+  pyc_emu_reserve(threads);
+  memset(pyc_emu_slots, 0, threads * sizeof(float));
+  memset(pyc_emu_frags, 0, threads * 6 * sizeof(unsigned));
+  memset(pyc_emu_rows, 0, threads * sizeof(void*));
+  unsigned* order = pyc_emu_order;
   for (unsigned t = 0; t < threads; ++t) {
-    pool.emplace_back([=, &barrier]() {
-      threadIdx = {t % bx, t / bx % by, t / (bx * by)};
-      for (unsigned z = 0; z < gz; ++z)
-        for (unsigned y = 0; y < gy; ++y)
-          for (unsigned x = 0; x < gx; ++x) {
-            blockIdx = {x, y, z};
-            switch (nargs) {  /* pointers all: the same calling convention as void* */
-              case 1: ((void (*)(void*))fn)(a[0]); break;
-              case 2: ((void (*)(void*, void*))fn)(a[0], a[1]); break;
-              case 3: ((void (*)(void*, void*, void*))fn)(a[0], a[1], a[2]); break;
-              case 4: ((void (*)(void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3]); break;
-              case 5: ((void (*)(void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4]); break;
-              case 6: ((void (*)(void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5]); break;
-              case 7: ((void (*)(void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6]); break;
-              case 8: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]); break;
-              default: __builtin_trap();
-            }
-            barrier.arrive_and_wait();  /* the next block reuses the shared arrays */
-          }
-    });
+    pyc_emu_fiber& f = pyc_emu_fibers[t];
+    f = pyc_emu_fiber{};
+    f.thread = {t % bx, t / bx % by, t / (bx * by)};
+    pyc_emu_start(&f.context, pyc_emu_stacks[t], PYC_EMU_STACK);
+    order[t] = t;
   }
-  for (auto& thread : pool) thread.join();
-  pyc_emu_barrier = nullptr;
+  /* each phase: every thread not done runs to its next barrier (or its end), in a fresh order */
+  unsigned long long state = 0x9E3779B97F4A7C15ull * ++pyc_emu_launches;
+  for (;;) {
+    for (unsigned i = threads; i > 1; --i) {  /* Fisher-Yates from a xorshift64 generator */
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      const unsigned j = (unsigned)(state % i), kept = order[i - 1];
+      order[i - 1] = order[j];
+      order[j] = kept;
+    }
+    unsigned waiting = 0, finished = 0;
+    for (unsigned i = 0; i < threads; ++i) {
+      const unsigned t = order[i];
+      pyc_emu_fiber& f = pyc_emu_fibers[t];
+      if (f.done) continue;
+      threadIdx = f.thread;
+      blockIdx = f.block;
+      pyc_emu_running = &f;
+      pyc_emu_to(&pyc_emu_scheduler, &f.context);
+      if (f.done) ++finished; else ++waiting;
+    }
+    if (waiting == 0) break;
+    if (finished != 0) {
+      fprintf(stderr, "emulate_cuda.h: %u threads left the kernel while %u wait at a barrier\n",
+              finished, waiting);
+      abort();
+    }
+  }
+  pyc_emu_running = nullptr;
 }

@@ -1,6 +1,7 @@
 """The generated CUDA kernels run on the CPU: model.cu compiled as C++ with emulate_cuda.h (blocks
-one after another, a thread per CUDA thread, __syncthreads a barrier, warp shuffles through
-shared slots) and launched as the runtime would from launches.json, against onnxruntime on fresh
+one after another, a fiber per CUDA thread run in a fresh shuffled order between barriers,
+__syncthreads a barrier, warp shuffles through shared slots; test_emulator.py checks that a
+missing barrier shows) and launched as the runtime would from launches.json, against onnxruntime on fresh
 random inputs, outputs and arena poisoned with NaN first. This checks every kernel's indexing,
 bounds, broadcasting, epilogues and block reductions without a GPU (not its speed, nor what only
 a GPU does: memory ordering beyond barriers, the driver API). float32 tolerances as on the GPU:
