@@ -433,10 +433,11 @@ def test_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: P
 # ---------------------------------------------------------------- 16-bit activations
 # At fp16 / bf16 intermediates live in the arena in 16 bits (targets/cuda/storage.py); the
 # cases the emulation cannot afford run here (with one of test_cuda_half.py's odd ones each:
-# the unaligned GEMM rows copied synchronously, a strided conv of odd sizes): the GEMM reading its 16-bit operands by cp.async against the rounding model
-# (operands rounded, exact sums, the product rounded as stored: model_rtol(K) + 2 ulps of the
-# storage type) and float64 (EXACT_RTOL); convs and whole models against onnxruntime within
-# WHOLE_MODEL_RTOL; the tensor-core attention on 16-bit Q / K / V against float64.
+# the unaligned GEMM rows copied synchronously, a strided conv of odd sizes): the GEMM reading
+# its 16-bit operands by cp.async against the rounding model (operands rounded, exact sums, the
+# product rounded as stored: model_rtol(K) + 2 ulps of the storage type) and float64
+# (EXACT_RTOL); convs and whole models against onnxruntime within WHOLE_MODEL_RTOL; the
+# tensor-core attention on 16-bit Q / K / V against float64.
 
 GPU_HALF_GEMMS = [((512, 1024), (1024, 768), False), ((4, 128, 64), (4, 64, 128), True),
                   ((1000, 520), (520, 1000), False), ((128, 384), (384, 1536), False)]
