@@ -108,7 +108,7 @@ def _type_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
             yield f"node {node.name!r}: {exc.what}"
             continue
         for name, ttype in zip(node.outputs, expected):
-            if name and _computed(graph.types[name], storage) != ttype:
+            if name and graph.types[name] != ttype and _computed(graph.types[name], storage) != ttype:
                 yield f"node {node.name!r} output {name!r} typed {graph.types[name]}, rule says {ttype}"
 
 

@@ -346,7 +346,8 @@ HALF_READERS = frozenset({
     "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
     "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
     "cuda_conv_mma"})
-# LayerNormalization's Mean and InvStdDev (outputs 1, 2) stay float32 statistics
+# ... and write their output 0 in 16 bits (half_writes); other outputs (LayerNormalization's
+# Mean and InvStdDev) stay float32 statistics
 HALF_WRITERS = HALF_READERS
 
 

@@ -13,8 +13,6 @@ whatever they read (docs/cuda.md, Precision)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ...ir.graph import Graph, Node
 from ...ir.types import DType, TensorType
 from ...passes.context import PassContext
@@ -24,15 +22,8 @@ NAME = "store_16bit"
 STORAGE = {"fp16": DType.F16, "bf16": DType.BF16}
 
 
-@dataclass
-class _Group:
-    """Values sharing one storage (a value, the views of it, a Concat's operands)."""
-
-    values: list[str] = field(default_factory=list)
-    why_not: str = ""
-
-
 def _find(parent: dict[str, str], value: str) -> str:
+    """The root of `value`'s storage group (union-find, paths halved)."""
     while parent[value] != value:
         parent[value] = parent[parent[value]]
         value = parent[value]
@@ -40,7 +31,8 @@ def _find(parent: dict[str, str], value: str) -> str:
 
 
 def _groups(graph: Graph) -> dict[str, list[str]]:
-    """Root -> the values of its storage group, in definition order."""
+    """Root -> the values sharing its storage (a value, the views of it, a Concat's operands
+    and result), in the order of graph.types (deterministic)."""
     parent = {v: v for v in graph.types}
 
     def union(a: str, b: str) -> None:

@@ -290,8 +290,9 @@ def test_emulated_depthwise_conv(case: ConvCase, precision: str, tmp_path: Path,
 def test_emulated_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: Path,
                                                    rng: np.random.Generator) -> None:
     """The CNN and MobileNet (depthwise and pointwise convs) with their convs on the emulated
-    tensor cores, against onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output|
-    (measured here: bf16 ~3e-3 (CNN) and ~6e-4 (MobileNet), fp16 ~1e-4)."""
+    tensor cores and (fp16 / bf16) their activations in 16 bits, against onnxruntime in float32
+    within WHOLE_MODEL_RTOL of max |output| (measured here with float32 activations: bf16 ~3e-3
+    (CNN) and ~6e-4 (MobileNet), fp16 ~1e-4)."""
     from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
     from mma_precision import WHOLE_MODEL_RTOL
     from test_cuda_emulated import Emulated
@@ -301,6 +302,9 @@ def test_emulated_conv_models_at_reduced_precision(name: str, precision: str, tm
     emulated = Emulated(model.path, tmp_path, dict(model.shapes), precision=precision)
     kernels = [n.ann.kernel_name for n in emulated.graph.nodes if n.op == "Conv"]
     assert "cuda_conv_mma" in kernels and (name == "cnn" or "cuda_conv_depthwise" in kernels)
+    # at fp16 / bf16 the activations between the convs are stored in 16 bits
+    storage = {"fp16": "f16", "bf16": "bf16"}[precision]
+    assert len([t for t in emulated.graph.types.values() if t.dtype.value == storage]) > 3
     feeds = model.random_feeds(rng)
     ours = emulated.run(feeds)
     for key, value in onnxruntime_outputs(model.path, feeds).items():

@@ -432,11 +432,12 @@ def test_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: P
 
 # ---------------------------------------------------------------- 16-bit activations
 # At fp16 / bf16 intermediates live in the arena in 16 bits (targets/cuda/storage.py); the
-# cases of test_cuda_half.py (emulated there) run here on the device, plus sizes the emulation
-# cannot afford: the GEMM reading its 16-bit operands by cp.async against the rounding model
-# (operands rounded, exact sums, the product rounded as stored: model_rtol(K) + 2 ulps of the
-# storage type) and float64 (EXACT_RTOL); convs and whole models against onnxruntime within
-# WHOLE_MODEL_RTOL; the tensor-core attention on 16-bit Q / K / V against float64.
+# cases the emulation cannot afford run here (with one of test_cuda_half.py's odd ones each:
+# the unaligned GEMM rows copied synchronously, a strided conv of odd sizes): the GEMM reading
+# its 16-bit operands by cp.async against the rounding model (operands rounded, exact sums, the
+# product rounded as stored: model_rtol(K) + 2 ulps of the storage type) and float64
+# (EXACT_RTOL); convs and whole models against onnxruntime within WHOLE_MODEL_RTOL; the
+# tensor-core attention on 16-bit Q / K / V against float64.
 
 GPU_HALF_GEMMS = [((512, 1024), (1024, 768), False), ((4, 128, 64), (4, 64, 128), True),
                   ((1000, 520), (520, 1000), False), ((128, 384), (384, 1536), False)]
@@ -453,7 +454,7 @@ def _stored_16bit(built: object, precision: str) -> set[str]:
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("a_shape,b_shape,b_activation", GPU_HALF_GEMMS + GEMM_SHAPES)
+@pytest.mark.parametrize("a_shape,b_shape,b_activation", GPU_HALF_GEMMS + GEMM_SHAPES[1:2])
 def test_gemm_on_16_bit_activations(a_shape: tuple, b_shape: tuple, b_activation: bool,  # type: ignore[type-arg]
                                     precision: str, tmp_path: Path, rng: np.random.Generator) -> None:
     from mma_precision import round_to
@@ -484,7 +485,7 @@ def test_gemm_on_16_bit_activations(a_shape: tuple, b_shape: tuple, b_activation
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("shape,channels,kernel,stride,pad", GPU_HALF_CONVS + CONV_SHAPES)
+@pytest.mark.parametrize("shape,channels,kernel,stride,pad", GPU_HALF_CONVS + CONV_SHAPES[2:3])
 def test_conv_on_16_bit_activations(shape: tuple, channels: int, kernel: int, stride: int,  # type: ignore[type-arg]
                                     pad: int, precision: str, tmp_path: Path,
                                     rng: np.random.Generator) -> None:
