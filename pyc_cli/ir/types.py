@@ -80,7 +80,7 @@ _C_TYPES = {
     DType.BF16: "pyc_bf16",
 }
 # the element types a model's values may have (BF16 is a storage type of the CUDA target only)
-MODEL_DTYPES = tuple(d for d in DType if d is not DType.BF16)
+MODEL_DTYPES: tuple[DType, ...] = tuple(d for d in DType if d is not DType.BF16)
 # 16-bit storage of float32 activations (Graph.activation_storage)
 HALF_STORAGE = (DType.F16, DType.BF16)
 _FROM_ONNX = {
