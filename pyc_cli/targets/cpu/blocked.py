@@ -30,8 +30,8 @@ CONV_TASKS = 8
 # pixel-major GEMMs and 0.5-0.8x Winograd's speed on the 3x3 stride-1 convs
 BLOCKED_COST = 0.19
 # cost units a reorder costs per element: a load and a store, one side strided (measured
-# 0.35-0.5 ns an element on ResNet-50's 64x56x56 and 2048x7x7 maps)
-REORDER_COST = 10.0
+# 0.1-0.2 ns an element on ResNet-50's maps at 1 thread, both directions lanes innermost)
+REORDER_COST = 4.0
 # a reorder goes to threads from this many elements (~50 us on one core)
 REORDER_PARALLEL_ELEMENTS = 128 * 1024
 
