@@ -251,8 +251,9 @@ def per_node_report(artifact: Path, manifest: dict[str, Any], model_path: Path,
     sources = onnx_values(model_path)
     decisions = read_decisions(artifact)
     steps = schedule_steps(source, FusedGroups(graph, sources, decisions))
-    names = {value: onnx_name(graph, value, sources) for node in graph.nodes
+    named = {value: onnx_name(graph, value, sources) for node in graph.nodes
              for value in node.outputs if value}
+    names = {value: name for value, name in named.items() if name}
     taps = [Tap(value, step.step, tap_spec(graph, value))
             for step, node in zip(steps, graph.nodes) for value in node.outputs
             if names.get(value)]

@@ -188,6 +188,16 @@ def _blocked_types(graph: Graph, values: list[str], block: int) -> dict[str, Ten
             for v in values}
 
 
+def _saved(costs: dict[str, tuple[float | None, float | None]], nodes: list[Node]) -> float:
+    """The estimated time the region's blocked kernels save (kept nodes have both costs)."""
+    total = 0.0
+    for node in nodes:
+        plain, blocked = costs.get(node.name, (None, None))
+        if plain is not None and blocked is not None:
+            total += plain - blocked
+    return total
+
+
 def _conv_costs(graph: Graph, node: Node, block: int, ctx: PassContext
                 ) -> tuple[float | None, float | None]:
     """(best plain cost, blocked cost) of a conv or pool (None: no kernel)."""
@@ -245,7 +255,7 @@ def _decide(graph: Graph, group: list[Node], block: int, mode: str, ctx: PassCon
         if not any(n.op == "Conv" for n in nodes):
             continue
         region = _edges(graph, nodes)
-        saved = sum(costs[n.name][0] - costs[n.name][1] for n in nodes if n.name in costs)  # type: ignore[operator]
+        saved = _saved(costs, nodes)
         transforms = sum(_reorder_cost(graph, v, block, "blocked", ctx) for v in region.entering) \
             + sum(_reorder_cost(graph, v, block, "plain", ctx) for v in region.leaving)
         names = [n.name for n in nodes]

@@ -245,6 +245,9 @@ NOT_IN_TABLE = {
     "pyc.Elementwise": "internal; checked against onnxruntime through its unfused graph",
     "pyc.Copy": "internal; checked by test_copy_reference below",
     "pyc.Attention": "internal; checked by test_attention_reference below",
+    "pyc.Reorder": "internal; checked by test_blocked_layout_references below",
+    "pyc.ConvBlocked": "internal; checked by test_blocked_layout_references below",
+    "pyc.PoolBlocked": "internal; checked by test_blocked_layout_references below",
 }
 
 
@@ -487,6 +490,42 @@ def test_copy_reference(rng: np.random.Generator) -> None:
     [shaped] = opdef.evaluate(Node("pyc.Copy", "n", ["x"], ["y"], {"shape": [5, 6]}), [x])
     assert np.array_equal(same, x) and not np.shares_memory(same, x)
     assert np.array_equal(shaped, x.reshape(5, 6)) and not np.shares_memory(shaped, x)
+
+
+def test_blocked_layout_references(rng: np.random.Generator) -> None:
+    """The blocked layout's ops (the CPU target's assign_layouts pass): Reorder puts channel
+    c * b + l of NCHW at [n, b, h, w, l] and back; ConvBlocked and PoolBlocked are their ONNX
+    op on the plain tensor, in blocks (against onnxruntime's Conv and MaxPool)."""
+    from helpers import init, make_model, vinfo
+
+    from pyc_cli.ir.graph import Node
+
+    x = rng.standard_normal((2, 32, 5, 7)).astype(F32)
+    w = rng.standard_normal((48, 32, 3, 3)).astype(F32)
+    b = rng.standard_normal(48).astype(F32)
+    [blocked] = registry.get("pyc.Reorder").evaluate(
+        Node("pyc.Reorder", "r", ["x"], ["y"], {"to": "blocked", "block": 16}), [x])
+    assert blocked.shape == (2, 2, 5, 7, 16) and blocked[1, 1, 3, 4, 5] == x[1, 21, 3, 4]
+    [plain] = registry.get("pyc.Reorder").evaluate(
+        Node("pyc.Reorder", "r", ["x"], ["y"], {"to": "plain"}), [blocked])
+    assert np.array_equal(plain, x)
+    conv = {"kernel_shape": [3, 3], "strides": [2, 1], "pads": [1, 0, 1, 2]}
+    [got] = registry.get("pyc.ConvBlocked").evaluate(
+        Node("pyc.ConvBlocked", "c", ["x", "w", "b"], ["y"], {**conv, "block": 16}), [blocked, w, b])
+    [want] = _onnxruntime(make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **conv)],
+                                     [vinfo("x", x.shape)], [vinfo("y", (2, 48, 3, 7))],
+                                     [init("w", w), init("b", b)]), {"x": x})
+    np.testing.assert_allclose(got, registry.get("pyc.Reorder").evaluate(
+        Node("pyc.Reorder", "r", ["x"], ["y"], {"to": "blocked", "block": 16}), [want])[0],
+        rtol=1e-4, atol=1e-4)
+    pool = {"kernel_shape": [2, 3], "strides": [2, 2], "pads": [0, 1, 1, 1]}
+    [pooled] = registry.get("pyc.PoolBlocked").evaluate(
+        Node("pyc.PoolBlocked", "p", ["x"], ["y"], {**pool, "pool": "MaxPool", "block": 16}),
+        [blocked])
+    [want] = _onnxruntime(make_model([helper.make_node("MaxPool", ["x"], ["y"], **pool)],
+                                     [vinfo("x", x.shape)], [vinfo("y", (2, 32, 3, 4))]), {"x": x})
+    assert np.array_equal(registry.get("pyc.Reorder").evaluate(
+        Node("pyc.Reorder", "r", ["x"], ["y"], {"to": "plain"}), [pooled])[0], want)
 
 
 # ---------------------------------------------------------------- every other op: generated nodes

@@ -30,8 +30,14 @@ CONV_TASKS = 8
 # pixel-major GEMMs and 0.5-0.8x Winograd's speed on the 3x3 stride-1 convs
 BLOCKED_COST = 0.19
 # cost units a reorder costs per element: a load and a store, one side strided (measured
-# 0.35-0.5 ns an element on ResNet-50's 64x56x56 and 2048x7x7 maps)
-REORDER_COST = 10.0
+# 0.1-0.2 ns an element on ResNet-50's maps at 1 thread, both directions lanes innermost)
+REORDER_COST = 4.0
+# a stride-1 conv whose output map has at least this many pixels: the implicit GEMM's vectors
+# over pixels are full there, and the blocked conv measured 0.79-1.04x its speed on ResNet-50's
+# 56x56 and 28x28 1x1 convs with a fused epilogue (1.28x without: its epilogue runs per lane
+# from a tile), so it is priced a little above the implicit GEMM (BLOCKED_LARGE_MAP_COST)
+BLOCKED_LARGE_MAP = 28 * 28
+BLOCKED_LARGE_MAP_COST = 0.26
 # a reorder goes to threads from this many elements (~50 us on one core)
 REORDER_PARALLEL_ELEMENTS = 128 * 1024
 
@@ -130,11 +136,19 @@ def _conv_transform(isa: str):  # noqa: ANN202 (a closure per ISA)
     return transform
 
 
+def _conv_cost_scale(node: Node, graph: Graph) -> float:
+    """BLOCKED_LARGE_MAP_COST / BLOCKED_COST on a large map of a stride-1 conv, else 1."""
+    op = registry.get(node.op).kernel_params(node, graph)
+    v = {k: int(op[k]) for k in ("OH", "OW", "SH", "SW")}  # type: ignore[call-overload]
+    large = v["OH"] * v["OW"] >= BLOCKED_LARGE_MAP and (v["SH"], v["SW"]) == (1, 1)
+    return BLOCKED_LARGE_MAP_COST / BLOCKED_COST if large else 1.0
+
+
 @functools.cache  # one object per ISA: the target's table and CPU_KERNELS share it
 def conv_candidate(isa: str) -> KernelCandidate:
     return KernelCandidate(
         "conv2d_blocked", "conv2d_blocked.c.j2", _conv_applies(isa), BLOCKED_COST,
-        takes_epilogue=True, params=_conv_params(isa),
+        takes_epilogue=True, params=_conv_params(isa), cost_scale=_conv_cost_scale,
         constant_transform=_conv_transform(isa))
 
 
