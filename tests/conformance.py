@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -107,6 +107,27 @@ def case_ops(model: Any) -> tuple[str, ...]:
     return tuple(sorted({qualified(n.domain, n.op_type) for n in model.graph.node}))
 
 
+@contextlib.contextmanager
+def _frozen_image_data() -> Iterator[None]:
+    """onnx generates its ImageDecoder cases with Pillow when it can import it, else takes the
+    frozen data it ships. In some test processes Pillow's PPM round trip failed there (the case
+    module's import raised half-way, and every later collection in that process then failed on
+    names the half-import had registered), so collection never imports Pillow: the same cases,
+    from onnx's frozen data, whatever ran in the process before."""
+    saved = sys.modules.get("PIL.Image", _ABSENT)
+    sys.modules["PIL.Image"] = None  # type: ignore[assignment]  (import PIL.Image raises)
+    try:
+        yield
+    finally:
+        if saved is _ABSENT:
+            del sys.modules["PIL.Image"]
+        else:
+            sys.modules["PIL.Image"] = saved  # type: ignore[assignment]
+
+
+_ABSENT = object()
+
+
 def collect_cases(ops: Iterable[str] | None = None) -> list[Case]:
     """Node test cases whose ops are all declared, restricted to those touching `ops` if given."""
     import warnings
@@ -115,7 +136,7 @@ def collect_cases(ops: Iterable[str] | None = None) -> list[Case]:
 
     declared = set(declared_ops())
     wanted = set(ops) if ops is not None else declared
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _frozen_image_data():
         warnings.simplefilter("ignore")
         testcases = collect_testcases()
     cases = []

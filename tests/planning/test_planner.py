@@ -22,6 +22,7 @@ from pyc_cli.ir.graph import Graph
 from pyc_cli.ops import registry
 from pyc_cli.passes.context import PassContext
 from pyc_cli.planning.plan import MemoryPlan
+from pyc_cli.targets import get_target
 
 ALIGNMENT = 64
 node = helper.make_node
@@ -452,8 +453,9 @@ def test_residual_that_is_also_the_conv_input_is_never_overwritten(tmp_path: Pat
     model = make_model(nodes, [vinfo("inp", [1, 16, 12, 12])], [vinfo("out", [1, 16, 12, 12])],
                        [init("w", rand(rng, 16, 16, 3, 3))])
     path = write_model(model, tmp_path)
+    plain = get_target("cpu", layout="nchw")  # the plain conv kernels' in-place rule
     for mode in MODES:
-        graph, _ = pyc_cli.compile_graph(path, mode=mode)
+        graph, _ = pyc_cli.compile_graph(path, mode=mode, target=plain)
         conv = next(n for n in graph.nodes if n.op == "Conv")
         assert "x" in registry.fused_inputs(conv)[1]  # the residual is an epilogue operand
         assert conv.ann.inplace_operand is None, mode

@@ -190,7 +190,7 @@ def test_memory_first_keeps_im2col_where_the_planes_exceed_its_cap(
     for mode, wanted in (("balanced", [CANDIDATE] * 2), ("latency_first", [CANDIDATE] * 2),
                          ("memory_first", [CANDIDATE, "conv2d_im2col_gemm"])):
         result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / mode, mode=mode,
-                               cpu=BUILDS["avx512"].cpu)
+                               cpu=BUILDS["avx512"].cpu, layout="nchw")  # plain kernels
         convs_built = [n for n in result.graph.nodes if n.op == "Conv"]
         assert [n.ann.kernel.candidate for n in convs_built] == wanted, mode
         if mode == "memory_first":
