@@ -76,7 +76,7 @@ class CpuTarget(Target):
     library_name = "libmodel.so"
 
     def __init__(self, march: str = "native", features: tuple[str, ...] = (),
-                 winograd: bool = True, layout: str = "auto") -> None:
+                 winograd: bool = True, layout: str = "nchw") -> None:
         self.march = march
         self.features = tuple(features)  # ('+avx2', '-avx512f'): cpu_features.parse_features
         self.winograd = winograd  # whether 3x3 convs may take the Winograd kernel (--winograd)
