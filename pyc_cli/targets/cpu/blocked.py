@@ -17,8 +17,6 @@ from . import gemm
 
 Params = dict[str, object]
 
-# threads above this many flop-equivalents (kernels.PARALLEL_MIN_FLOPS: ~50 us on one core)
-PARALLEL_MIN_FLOPS = 200_000
 # tasks the conv's split aims at: 4 a thread of the 2-core CI-class machine, for the guided
 # schedule to even out
 CONV_TASKS = 8
@@ -106,7 +104,7 @@ def conv_geometry(isa: str, node: Node, graph: Graph) -> Params:
     return {"CB": v["C"] // bl, "OCB": ocb, "V": vectors, "NR": vectors * bl, "panels": panels,
             "segments": column_segments(v, register_rows(isa, vectors)), "panels_inner": inner,
             "OHB": ohb, "RH": rh, "tasks": tasks,
-            "parallel": tasks >= 2 and flops >= PARALLEL_MIN_FLOPS}
+            "parallel": tasks >= 2 and flops >= gemm.PARALLEL_MIN_FLOPS}
 
 
 def _conv_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
@@ -161,8 +159,6 @@ REORDER = KernelCandidate("reorder_blocks", "reorder.c.j2", cost_factor=REORDER_
                           params=_reorder_params)
 
 
-
-
 # the blocked pool vectorizes over a block's lanes: about a quarter of the plain pool's
 # scalar cost an output (against pool_direct's 1 a flop-equivalent)
 POOL_COST = 0.25
@@ -177,7 +173,7 @@ def _pool_applies(node: Node, graph: Graph) -> bool:
 
 
 def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
-    return {"parallel": registry.get(node.op).flops(node, graph) * 4 >= PARALLEL_MIN_FLOPS
+    return {"parallel": registry.get(node.op).flops(node, graph) * 4 >= gemm.PARALLEL_MIN_FLOPS
             and int(op["N"]) * int(op["C"]) // int(op["BL"]) >= 2}  # type: ignore[call-overload]
 
 

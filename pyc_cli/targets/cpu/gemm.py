@@ -36,6 +36,9 @@ L2_A_BYTES = 256 * 1024
 MATMUL_MIN_ROWS = 64
 # below ~40 us of work (at ~100 GFLOP/s) a task is not worth handing to a thread
 TASK_FLOPS = 4_000_000
+# a kernel splits its work over threads (PYC_PARALLEL_FOR) above this many flop-equivalents
+# (~50 us on one core): below it, waking a team costs more than it saves
+PARALLEL_MIN_FLOPS = 200_000
 MIN_TASKS = 4  # 2 x the cores of the CI machine: a split that keeps 2 threads busy
 VECTORS_PER_ROW = 2  # NR = 2 vectors: one broadcast of A feeds 2 FMAs
 NO_K_BLOCKS = 1 << 30  # a kc no reduction reaches: the whole of K in one block

@@ -77,13 +77,8 @@ def _workspace_cap(node: Node) -> int:
         else kernel.workspace_cap
 
 
-# a kernel splits its work over threads (PYC_PARALLEL_FOR) above this many flop-equivalents
-# (~50 us on one core): below it, waking a team costs more than it saves
-PARALLEL_MIN_FLOPS = 200_000
-
-
 def worth_threads(node: Node, graph: Graph) -> bool:
-    return registry.get(node.op).flops(node, graph) >= PARALLEL_MIN_FLOPS
+    return registry.get(node.op).flops(node, graph) >= gemm.PARALLEL_MIN_FLOPS
 
 
 def _direct_conv_params(node: Node, graph: Graph, op: Params) -> Params:
