@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Union
 
@@ -333,8 +333,13 @@ def ceil_div(value: DimLike, den: int) -> DimLike:
     return floor_div(value + (den - 1), den)
 
 
-def is_static(value: object) -> bool:
-    return not isinstance(value, Dim)
+def has_dims(values: Iterable[object]) -> bool:
+    """Whether any of `values` (a shape's dims, a shape tensor's elements) is symbolic."""
+    return any(isinstance(v, Dim) for v in values)
+
+
+# the hint of every PYC-E051 (a node or pass that cannot take symbolic dims yet)
+NUMBERS_HINT = "give the dims numbers (--input-shape NAME=d0,d1,...)"
 
 
 def _atom_bounds(atom: Atom) -> tuple[int, int]:

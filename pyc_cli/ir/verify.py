@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import PycError
 from .graph import Graph, Node
-from .symbolic import Dim
+from .symbolic import NUMBERS_HINT, has_dims
 from .types import DType, TensorType
 
 
@@ -42,14 +42,13 @@ def verify(graph: Graph, rules: OpRules, after: str = "import", check_types: boo
         if _symbolic_inputs(graph):
             # a pass lost symbolic dims (issue #15): a limit of this compiler, not a user mistake
             raise PycError("E051", f"a pass does not keep symbolic dims yet ({after}: {shown})",
-                           hint="give the dims numbers (--input-shape NAME=d0,d1,...)")
+                           hint=NUMBERS_HINT)
         raise PycError("E090", f"IR verification failed after {after}: {shown}",
                        hint="this is a compiler bug; rerun with --debug and report it")
 
 
 def _symbolic_inputs(graph: Graph) -> bool:
-    return any(isinstance(d, Dim) for name in graph.inputs if name in graph.types
-               for d in graph.types[name].shape)
+    return any(has_dims(graph.types[name].shape) for name in graph.inputs if name in graph.types)
 
 
 def _structural_problems(graph: Graph, rules: OpRules, kernels: KernelNames | None):  # noqa: ANN202

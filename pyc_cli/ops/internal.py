@@ -6,7 +6,7 @@ import numpy as np
 
 from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim
+from ..ir.symbolic import Dim, has_dims
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
@@ -28,7 +28,7 @@ def _with_symbols(node: Node, types: InTypes) -> tuple[int, ...]:
     operands' symbolic dims (issue #15) where their broadcast has the same upper bounds."""
     shape = tuple(ints_attr(node, "shape"))
     present = [t.shape for t in types if t is not None]
-    if not any(isinstance(d, Dim) for s in present for d in s):
+    if not any(has_dims(s) for s in present):
         return shape
     operands = broadcast_shapes(*present, where=node.name)
     if len(operands) < len(shape):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim, DimBounds, exact_div
+from ..ir.symbolic import NUMBERS_HINT, Dim, DimBounds, exact_div, has_dims
 from ..ir.types import TensorType, check_addressable
 from . import registry
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
@@ -55,8 +55,7 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
                                    f"{out!r} is {types[out]} symbolically, which at {at} is "
                                    f"{list(want or ())}, but the op's rule gives "
                                    f"{list(instance[out].shape)}",
-                                   where=f"node {node.name!r}",
-                                   hint="give the dims numbers (--input-shape NAME=d0,d1,...)")
+                                   where=f"node {node.name!r}", hint=NUMBERS_HINT)
 
 
 def _sample_points(bounds: Mapping[str, DimBounds]) -> list[dict[str, int]]:
@@ -107,7 +106,7 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
         if _symbolic(in_types, in_values):
             raise PycError("E051", f"{node.op}'s rule cannot handle the symbolic dims of its "
                            f"inputs ({exc})", where=f"node {node.name!r}",
-                           hint="give the dims numbers (--input-shape NAME=d0,d1,...)") from exc
+                           hint=NUMBERS_HINT) from exc
         if isinstance(exc, PycError):
             raise
         raise PycError("E009", f"cannot infer the type of {node.op}: {exc}",
@@ -120,9 +119,8 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
 
 def _symbolic(in_types: list[TensorType | None], in_values: list[np.ndarray | None]) -> bool:
     """Whether a node's inputs hold symbolic dims, in their shapes or (shape tensors) values."""
-    return any(isinstance(d, Dim) for t in in_types if t is not None for d in t.shape) or any(
-        v is not None and v.dtype == object and any(isinstance(x, Dim) for x in v.flat)
-        for v in in_values)
+    return any(has_dims(t.shape) for t in in_types if t is not None) or any(
+        v is not None and v.dtype == object and has_dims(v.flat) for v in in_values)
 
 
 def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | None],
@@ -200,7 +198,7 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
     known = [r for r in results if r is not None and r.dtype == object]
     if len(known) != len(results):
         return None
-    return [r if any(isinstance(x, Dim) for x in r.flat) else r.astype(np.int64) for r in known]
+    return [r if has_dims(r.flat) else r.astype(np.int64) for r in known]
 
 
 def _symbolic_div(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim
+from ..ir.symbolic import has_dims
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     GROWTH_LIMIT_BYTES,
@@ -33,7 +33,7 @@ class Shape(OpDef):
         end = node.int_attr("end", rank)
         dims = shape[start:end]
         # symbolic dims (issue #15) stay objects: int64 would keep their upper bounds only
-        return np.array(dims, dtype=object if any(isinstance(d, Dim) for d in dims) else np.int64)
+        return np.array(dims, dtype=object if has_dims(dims) else np.int64)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         shape = require(types, 0, node).shape

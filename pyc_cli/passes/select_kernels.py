@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ..errors import PycError
 from ..ir.annotations import KernelChoice, KernelParam
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim
+from ..ir.symbolic import NUMBERS_HINT, Dim
 from ..ops import registry
 from .context import PassContext
 from .target import KernelOption, KernelTarget
@@ -110,8 +110,7 @@ def _check_symbolic(node: Node, graph: Graph, chosen: KernelOption,
     if dims and not chosen.symbolic_dims:
         raise PycError("E051", f"no kernel of {node.op} reads symbolic dims ({', '.join(dims)}) "
                        f"at run time yet (candidates: {', '.join(c.name for c in candidates)})",
-                       where=f"node {node.name!r}",
-                       hint="give the dims numbers (--input-shape NAME=d0,d1,...)")
+                       where=f"node {node.name!r}", hint=NUMBERS_HINT)
 
 
 def size_workspace(node: Node, graph: Graph, mode: str, target: KernelTarget) -> None:
