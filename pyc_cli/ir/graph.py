@@ -92,6 +92,12 @@ class Graph:
     def is_constant(self, name: str) -> bool:
         return name in self.constants
 
+    def is_private_constant(self, name: str) -> bool:
+        """A constant no graph output is and exactly one node reads (a kernel may then read
+        it through a build-time transform of the weights file)."""
+        return name in self.constants and name not in self.outputs \
+            and sum(name in n.present_inputs() for n in self.nodes) == 1
+
     def type_of(self, name: str) -> TensorType:
         return self.types[name]
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Node
+from ..ir.groups import connected_groups
 from ..ir.types import DType, TensorType
 from ..ops import registry
 from ..ops.layout import BLOCKED_SUFFIX, blocked_shape
@@ -86,13 +87,10 @@ def _conv_eligible(node: Node, graph: Graph, block: int) -> bool:
     w = node.inputs[1]
     if node.ann.prologue or not _blockable(graph, node.inputs[0], block) \
             or node.int_attr("group", 1) != 1 or graph.types[w].rank != 4 \
-            or w not in graph.constants or w in graph.outputs \
-            or block not in {b for b, _ in CONV_BLOCKS}:
+            or not graph.is_private_constant(w) or block not in {b for b, _ in CONV_BLOCKS}:
         return False
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
-    if bias and bias not in graph.constants:
-        return False
-    return sum(w in n.present_inputs() for n in graph.nodes) == 1
+    return not bias or bias in graph.constants
 
 
 # ---------------------------------------------------------------- regions
@@ -101,27 +99,12 @@ def _conv_eligible(node: Node, graph: Graph, block: int) -> bool:
 def _components(graph: Graph, members: set[str]) -> list[list[Node]]:
     """Connected groups of `members` (joined by a value one produces and another reads), in
     graph order."""
-    parent = {name: name for name in members}
-
-    def find(name: str) -> str:
-        while parent[name] != name:
-            parent[name] = parent[parent[name]]
-            name = parent[name]
-        return name
-
     producers = graph.producers()
-    for node in graph.nodes:
-        if node.name not in members:
-            continue
-        for value in node.present_inputs():
-            producer = producers.get(value)
-            if producer is not None and producer.name in members:
-                parent[find(node.name)] = find(producer.name)
-    groups: dict[str, list[Node]] = {}
-    for node in graph.nodes:
-        if node.name in members:
-            groups.setdefault(find(node.name), []).append(node)
-    return list(groups.values())
+    links = [(node.name, producers[value].name) for node in graph.nodes if node.name in members
+             for value in node.present_inputs() if value in producers]
+    by_name = {node.name: node for node in graph.nodes}
+    names = [node.name for node in graph.nodes if node.name in members]
+    return [[by_name[name] for name in group] for group in connected_groups(names, links)]
 
 
 def _regions(graph: Graph, tolerant: set[str]) -> list[list[Node]]:

@@ -226,8 +226,7 @@ def sole_constant_reader(node: Node, graph: Graph, index: int) -> bool:
     """Whether input `index` of `node` is a constant no other node reads and no output is (a
     kernel may then read it through a build-time transform)."""
     value = node.inputs[index] if index < len(node.inputs) else ""
-    return bool(value) and value in graph.constants and value not in graph.outputs \
-        and sum(value in n.present_inputs() for n in graph.nodes) == 1
+    return bool(value) and graph.is_private_constant(value)
 
 
 def matrices(shape: tuple[int, ...], rows: int, cols: int) -> int:

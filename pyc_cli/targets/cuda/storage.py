@@ -14,6 +14,7 @@ whatever they read (docs/cuda.md, Precision)."""
 from __future__ import annotations
 
 from ...ir.graph import Graph, Node
+from ...ir.groups import connected_groups
 from ...ir.types import DType, TensorType
 from ...passes.context import PassContext
 from .kernels import half_reads, half_writes
@@ -22,34 +23,16 @@ NAME = "store_16bit"
 STORAGE = {"fp16": DType.F16, "bf16": DType.BF16}
 
 
-def _find(parent: dict[str, str], value: str) -> str:
-    """The root of `value`'s storage group (union-find, paths halved)."""
-    while parent[value] != value:
-        parent[value] = parent[parent[value]]
-        value = parent[value]
-    return value
-
-
-def _groups(graph: Graph) -> dict[str, list[str]]:
-    """Root -> the values sharing its storage (a value, the views of it, a Concat's operands
-    and result), in the order of graph.types (deterministic)."""
-    parent = {v: v for v in graph.types}
-
-    def union(a: str, b: str) -> None:
-        ra, rb = _find(parent, a), _find(parent, b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
+def _groups(graph: Graph) -> list[list[str]]:
+    """The values sharing one storage (a value, the views of it, a Concat's operands and
+    result), in the order of graph.types (deterministic)."""
+    links = []
     for node in graph.nodes:
-        if node.ann.kernel is not None and node.ann.kernel.candidate == "view":
-            union(node.inputs[0], node.outputs[0])
+        if _is_view(node):
+            links.append((node.inputs[0], node.outputs[0]))
         elif node.op == "Concat":  # the planner may write the inputs into the output's slices
-            for value in node.present_inputs():
-                union(value, node.outputs[0])
-    groups: dict[str, list[str]] = {}
-    for value in graph.types:
-        groups.setdefault(_find(parent, value), []).append(value)
-    return groups
+            links += [(value, node.outputs[0]) for value in node.present_inputs()]
+    return connected_groups(list(graph.types), links)
 
 
 def _is_view(node: Node) -> bool:
@@ -94,7 +77,7 @@ def store_16bit(graph: Graph, ctx: PassContext) -> Graph:
     consumers = graph.consumers()
     produced = set(producers)
     stored: list[str] = []
-    for values in _groups(graph).values():
+    for values in _groups(graph):
         if not any(v in produced for v in values):
             continue  # inputs and constants alone: nothing a kernel writes
         if all(graph.types[v].dtype is not DType.F32 for v in values):
