@@ -259,13 +259,6 @@ def _decide(graph: Graph, group: list[Node], block: int, mode: str, ctx: PassCon
 # ---------------------------------------------------------------- the rewrite
 
 
-def _fresh(graph: Graph, base: str) -> str:
-    name, k = base, 1
-    while name in graph.types or name in graph.constants:
-        name, k = f"{base}{k}", k + 1
-    return name
-
-
 def _apply(graph: Graph, region: Region, block: int) -> None:
     """Rename the region's values to blocked ones, make its convs and pools blocked, and put
     the reorders at its edges (to blocked before the first reader inside, to plain right
@@ -274,7 +267,7 @@ def _apply(graph: Graph, region: Region, block: int) -> None:
     made = [o for n in region.nodes for o in n.outputs if o]
     renamed: dict[str, str] = {}
     for value in region.entering + made:
-        renamed[value] = _fresh(graph, value + BLOCKED_SUFFIX)
+        renamed[value] = graph.fresh_name(value + BLOCKED_SUFFIX)
         graph.types[renamed[value]] = _blocked_types(graph, [value], block)[value]
     for index, node in enumerate(graph.nodes):
         if node.name not in inside:
@@ -293,17 +286,9 @@ def _apply(graph: Graph, region: Region, block: int) -> None:
     for value in region.leaving:
         producer = next(n for n in graph.nodes if renamed[value] in n.outputs)
         at = graph.nodes.index(producer) + 1
-        graph.nodes.insert(at, Node("pyc.Reorder", _fresh_node(graph, f"{value}.to_plain"),
+        graph.nodes.insert(at, Node("pyc.Reorder", graph.fresh_name(f"{value}.to_plain"),
                                     [renamed[value]], [value], {"to": "plain", "block": block}))
     for value in region.entering:
         first = next(i for i, n in enumerate(graph.nodes) if renamed[value] in n.inputs)
-        graph.nodes.insert(first, Node("pyc.Reorder", _fresh_node(graph, f"{value}.to_blocked"),
+        graph.nodes.insert(first, Node("pyc.Reorder", graph.fresh_name(f"{value}.to_blocked"),
                                        [value], [renamed[value]], {"to": "blocked", "block": block}))
-
-
-def _fresh_node(graph: Graph, base: str) -> str:
-    names = {n.name for n in graph.nodes}
-    name, k = base, 1
-    while name in names:
-        name, k = f"{base}{k}", k + 1
-    return name
