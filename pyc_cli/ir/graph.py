@@ -101,6 +101,15 @@ class Graph:
     def type_of(self, name: str) -> TensorType:
         return self.types[name]
 
+    def computed_type(self, name: str) -> TensorType | None:
+        """The type ops compute `name` in: its type, but float32 for an activation stored in
+        16 bits (`activation_storage`, the CUDA target's store_16bit); None if untyped."""
+        ttype = self.types.get(name)
+        if ttype is None or self.activation_storage is None \
+                or ttype.dtype is not self.activation_storage:
+            return ttype
+        return TensorType(DType.F32, ttype.shape)
+
     def fresh_name(self, base: str) -> str:
         """A value or node name not yet used; deterministic (counter suffix, no hashing)."""
         taken = set(self.types) | {n.name for n in self.nodes}

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import PycError
 from .graph import Graph, Node
 from .symbolic import NUMBERS_HINT, has_dims
-from .types import DType, TensorType
+from .types import TensorType
 
 
 class OpRule(Protocol):
@@ -90,13 +90,12 @@ def _type_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
         ttype = graph.types[name]
         if tuple(array.shape) != ttype.shape or array.dtype != ttype.dtype.numpy:
             yield f"constant {name!r} is {array.dtype}{list(array.shape)} but typed {ttype}"
-    storage = graph.activation_storage
     for node in graph.nodes:
         opdef = rules(node.op)
         if opdef is None:
             continue  # reported by the structural check
         # a value stored in 16 bits is a float32 value to the op's rule
-        in_types = [_computed(graph.types.get(n), storage) if n else None for n in node.inputs]
+        in_types = [graph.computed_type(n) if n else None for n in node.inputs]
         in_values = [graph.constants.get(n) if n else None for n in node.inputs]
         try:
             expected = opdef.infer(node, in_types, in_values)
@@ -107,15 +106,8 @@ def _type_problems(graph: Graph, rules: OpRules):  # noqa: ANN202
             yield f"node {node.name!r}: {exc.what}"
             continue
         for name, ttype in zip(node.outputs, expected):
-            if name and graph.types[name] != ttype and _computed(graph.types[name], storage) != ttype:
+            if name and graph.types[name] != ttype and graph.computed_type(name) != ttype:
                 yield f"node {node.name!r} output {name!r} typed {graph.types[name]}, rule says {ttype}"
-
-
-def _computed(ttype: TensorType | None, storage: DType | None) -> TensorType | None:
-    """The type an op computes a value in: float32 for a value stored in `storage`."""
-    if ttype is None or storage is None or ttype.dtype is not storage:
-        return ttype
-    return TensorType(DType.F32, ttype.shape)
 
 
 def _annotation_problems(node: Node, rule: OpRule, kernels: KernelNames | None):  # noqa: ANN202

@@ -21,10 +21,9 @@ PLAIN_TYPES = frozenset({DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, D
 
 
 def _computed(graph: Graph, value: str) -> DType:
-    """A value's element type as kernels compute it: float32 for an activation stored in 16
-    bits (Graph.activation_storage, storage.py)."""
-    dtype = graph.types[value].dtype
-    return DType.F32 if dtype is graph.activation_storage else dtype
+    """A value's element type as kernels compute it (Graph.computed_type: float32 for an
+    activation stored in 16 bits)."""
+    return (graph.computed_type(value) or graph.types[value]).dtype
 
 
 def plain_types(node: Node, graph: Graph) -> bool:
