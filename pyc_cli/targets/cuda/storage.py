@@ -39,6 +39,12 @@ def _is_view(node: Node) -> bool:
     return node.ann.kernel is not None and node.ann.kernel.candidate == "view"
 
 
+def _kernel_name(node: Node, ctx: PassContext) -> str:
+    """The kernel candidate select_kernels chose for `node`."""
+    chosen = ctx.kernels.chosen(node)
+    return chosen.name if chosen is not None else node.ann.kernel_name
+
+
 def _why_float32(graph: Graph, values: list[str], producers: dict[str, Node],
                  consumers: dict[str, list[Node]], ctx: PassContext) -> str:
     """Why the group must stay float32 ("" when it may be stored in 16 bits)."""
@@ -53,15 +59,13 @@ def _why_float32(graph: Graph, values: list[str], producers: dict[str, Node],
     for value in values:
         producer = producers.get(value)
         if producer is not None and not _is_view(producer):
-            chosen = ctx.kernels.chosen(producer)
-            name = chosen.name if chosen is not None else producer.ann.kernel_name
+            name = _kernel_name(producer, ctx)
             if producer.outputs.index(value) not in half_writes(name):
                 return f"{producer.name!r} ({name}) writes {value!r} in float32 only"
         for user in consumers.get(value, []):
             if _is_view(user):
                 continue
-            chosen = ctx.kernels.chosen(user)
-            name = chosen.name if chosen is not None else user.ann.kernel_name
+            name = _kernel_name(user, ctx)
             positions = [k for k, v in enumerate(user.inputs) if v == value]
             if not all(half_reads(name, user, k) for k in positions):
                 return f"{user.name!r} ({name}) reads {value!r} in float32 only"
