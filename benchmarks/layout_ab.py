@@ -30,12 +30,19 @@ def build(model: Path, out: Path, layout: str) -> None:
                     "--layout", layout, "--no-cache", "--force", "-q"], check=True)
 
 
-def profile(artifact: Path, repeat: int, threads: int) -> dict:
+def profiled_run(artifact: Path, repeat: int, threads: int, inputs: Path | None = None) -> dict:
+    """`pyc run --profile --json` of `artifact` on `threads` threads, fed `inputs` (an .npz) or
+    random inputs: the whole JSON (latency, and the profile's calls). roofline.py uses it too."""
     env = dict(os.environ, PYC_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-m", "pyc_cli", "run", str(artifact),
-                          "--random-inputs", "1", "--profile", "--repeat", str(repeat), "--json"],
+    feeds = ["--inputs", str(inputs)] if inputs is not None else ["--random-inputs", "1"]
+    out = subprocess.run([sys.executable, "-m", "pyc_cli", "run", str(artifact), *feeds,
+                          "--profile", "--repeat", str(repeat), "--json"],
                          check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out)["profile"]
+    return json.loads(out)
+
+
+def profile(artifact: Path, repeat: int, threads: int) -> dict:
+    return profiled_run(artifact, repeat, threads)["profile"]
 
 
 def main() -> None:

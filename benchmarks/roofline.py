@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_models  # noqa: E402
+from layout_ab import profiled_run  # noqa: E402
 
 DEFAULT_MODELS = "mlp,mlp_b64,resnet50,minilm,ppocr_det,ppocr_rec,ppocr_cls,silero"
 
@@ -59,11 +60,7 @@ def profile(name: str, threads: int, repeat: int, work: Path) -> dict[str, Any]:
     for input_name, shape in shapes.items():
         command += ["--input-shape", f"{input_name}={','.join(map(str, shape))}"]
     subprocess.run(command, check=True, cwd=ROOT)
-    env = {**os.environ, "PYC_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-m", "pyc_cli", "run", str(artifact), "--inputs",
-                           str(work / f"{name}.npz"), "--profile", "--repeat", str(repeat),
-                           "--json"], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
-    result = json.loads(done.stdout)
+    result = profiled_run(artifact, repeat, threads, work / f"{name}.npz")
     return {"calls": result["profile"]["calls"], "total_ms": result["profile"]["total_ms"],
             "p50_ms": result["latency_ms"]["p50"],
             "weight_bytes": (artifact / "weights.bin").stat().st_size}
