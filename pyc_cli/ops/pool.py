@@ -3,6 +3,7 @@ Indices output); the global pools are rewritten to reductions by canonicalize.""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ..errors import PycError
@@ -100,7 +101,9 @@ class Pool(OpDef):
             rule = "mlas_vector"
         else:
             rule = "lowest_std"
-        lowest = float(np.finfo(x.dtype.numpy).min) if x.dtype.is_float else start_value("lowest", x.dtype)
+        # ml_dtypes.finfo: np.finfo knows bfloat16 only with some ml_dtypes versions
+        lowest = (float(ml_dtypes.finfo(x.dtype.numpy).min) if x.dtype.is_float
+                  else start_value("lowest", x.dtype))
         return {"rule": rule, "column_from_first_row": len(spatial) == 2,
                 "lowest": Scalar(x.dtype, lowest)}
 

@@ -83,10 +83,22 @@ static inline void pyc_emu_to(pyc_emu_context* save, pyc_emu_context* load) {
 }
 #endif
 
+/* cp.async as the hardware may do it at its latest: a copy lands only when a wait_group
+ * retires its group, and its destination holds all-ones bits (NaN as float32, fp16 and bf16)
+ * until then, so a kernel that reads a slice before waiting for it computes NaN here too */
+enum { PYC_EMU_ASYNC = 192 };
+struct pyc_emu_async {
+  void* dst;
+  unsigned group;
+  int size;
+  alignas(16) unsigned char bytes[16];
+};
 struct pyc_emu_fiber {
   pyc_emu_context context;
   dim3 thread, block;
   bool done;
+  unsigned commits, pending;  /* groups committed so far; copies not landed yet */
+  pyc_emu_async copies[PYC_EMU_ASYNC];
 };
 static pyc_emu_fiber* pyc_emu_fibers;
 static pyc_emu_fiber* pyc_emu_running = nullptr;
@@ -257,16 +269,39 @@ static inline float4 make_float4(float x, float y, float z, float w) { return {x
 struct float2 { float x, y; };
 static inline float2 make_float2(float x, float y) { return {x, y}; }
 static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_bytes) {
-  __builtin_memset(dst, 0, (size_t)size);
-  __builtin_memcpy(dst, src, (size_t)src_bytes);
+  pyc_emu_fiber* me = pyc_emu_running;
+  if (me->pending == PYC_EMU_ASYNC) {
+    fprintf(stderr, "emulate_cuda.h: more than %d cp.async in flight in one thread\n", PYC_EMU_ASYNC);
+    abort();
+  }
+  pyc_emu_async& copy = me->copies[me->pending++];
+  copy.dst = dst;
+  copy.group = me->commits;  /* the group the next commit closes */
+  copy.size = size;
+  __builtin_memset(copy.bytes, 0, sizeof copy.bytes);
+  __builtin_memcpy(copy.bytes, src, (size_t)src_bytes);  /* inputs do not change in a kernel */
+  __builtin_memset(dst, 0xFF, (size_t)size);
+}
+/* wait_group n: every copy of a committed group but the n latest lands; uncommitted ones wait */
+static inline void pyc_emu_wait(unsigned n) {
+  pyc_emu_fiber* me = pyc_emu_running;
+  unsigned kept = 0;
+  for (unsigned i = 0; i < me->pending; ++i) {
+    pyc_emu_async& copy = me->copies[i];
+    if (copy.group + n < me->commits)
+      __builtin_memcpy(copy.dst, copy.bytes, (size_t)copy.size);
+    else
+      me->copies[kept++] = copy;
+  }
+  me->pending = kept;
 }
 static inline void pyc_cp_async4(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 4, src_bytes); }
 static inline void pyc_cp_async8(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 8, src_bytes); }
 static inline void pyc_cp_async16(void* dst, const void* src, int src_bytes) { pyc_emu_copy(dst, src, 16, src_bytes); }
-static inline void pyc_cp_async_commit() {}
-static inline void pyc_cp_async_wait0() {}
-static inline void pyc_cp_async_wait1() {}
-static inline void pyc_cp_async_wait2() {}
+static inline void pyc_cp_async_commit() { ++pyc_emu_running->commits; }
+static inline void pyc_cp_async_wait0() { pyc_emu_wait(0); }
+static inline void pyc_cp_async_wait1() { pyc_emu_wait(1); }
+static inline void pyc_cp_async_wait2() { pyc_emu_wait(2); }
 /* dynamic shared memory: a function static as large as a block may have (one block at a time) */
 #define PYC_DYNAMIC_SHARED(name) alignas(16) static unsigned char name[227 * 1024]
 
@@ -299,6 +334,7 @@ static void pyc_emu_thread() {
     for (unsigned y = 0; y < gridDim.y; ++y)
       for (unsigned x = 0; x < gridDim.x; ++x) {
         me->block = blockIdx = {x, y, z};
+        me->commits = me->pending = 0;  /* a block's copies never land in the next one's */
         pyc_emu_call();
         __syncthreads();
       }
@@ -345,7 +381,8 @@ extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, 
   unsigned* order = pyc_emu_order;
   for (unsigned t = 0; t < threads; ++t) {
     pyc_emu_fiber& f = pyc_emu_fibers[t];
-    f = pyc_emu_fiber{};
+    f.done = false;  /* (not f = {}: the copies array need not be zeroed) */
+    f.commits = f.pending = 0;
     f.thread = {t % bx, t / bx % by, t / (bx * by)};
     pyc_emu_start(&f.context, pyc_emu_stacks[t], PYC_EMU_STACK);
     order[t] = t;
