@@ -103,6 +103,13 @@ def summarize(name: str, prof: dict[str, Any], peak: float, bench: dict[str, Any
     return out
 
 
+def bench_threads(path: Path | None) -> int | None:
+    """The thread count a `bench.py --suite real` result ran its engines with."""
+    if path is None or not path.exists():
+        return None
+    return int(json.loads(path.read_text())["machine"].get("threads", 0)) or None
+
+
 def bench_rows(path: Path | None) -> dict[str, dict[str, Any]]:
     """Per model name: per engine, the p50 of a `bench.py --suite real` result."""
     if path is None or not path.exists():
@@ -145,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pyc-roofline-") as tmp:
         work = Path(tmp)
-        peaks = ceilings(args.threads, work)
+        # the engines' lines compare with the ceilings at the benchmark's thread count (its
+        # engines ran with that many), PyC's kernels with those at --threads
+        peaks = ceilings(bench_threads(args.bench) or args.threads, work)
         bench = bench_rows(args.bench)
-        per_thread_peak = peaks["fma_gflops_all"] / max(1, peaks["threads"]) * args.threads
+        per_thread_peak = peaks["fma_gflops_1"] * args.threads
         models = []
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             prof = profile(name, args.threads, args.repeat, work)
