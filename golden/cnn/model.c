@@ -69,6 +69,15 @@ double cos(double);
 #else
 #define PYC_UNUSED
 #endif
+/* a value the compiler must not assume it knows (a constant bound of Clip or Relu: with it,
+   GCC vectorizes the clamp as max / min; c/scalar_ops.j2's Clip says why) */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define PYC_OPAQUE(v) __asm__("" : "+x"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define PYC_OPAQUE(v) __asm__("" : "+w"(v))
+#else
+#define PYC_OPAQUE(v) (void)(v)
+#endif
 /* float32 exp, erf, tanh and sigmoid as branch-free inline C: range reduction, a polynomial
  * fitted for minimax relative error (tests/targets/cpu/vector_math_fit.py), and selects instead
  * of branches, so GCC and clang vectorize any loop that calls them (no call, no scalar
@@ -333,6 +342,8 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
 
 /* step 0: Conv -> conv2d_implicit_gemm */
 static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+  float pyc_et0_lo = 0;
+  PYC_OPAQUE(pyc_et0_lo);
   /* 2 tasks: 2 (image, group) x 1 blocks of 18 channels x 1 blocks of 64 panels of 16 grid pixels */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -786,7 +797,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
                   const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
                   (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
-            const float t0 = (acc < 0 ? 0 : acc);
+            const float t0 = (acc < pyc_et0_lo ? pyc_et0_lo : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
@@ -1041,7 +1052,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
                   const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
                   (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
-            const float t0 = (acc < 0 ? 0 : acc);
+            const float t0 = (acc < pyc_et0_lo ? pyc_et0_lo : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
