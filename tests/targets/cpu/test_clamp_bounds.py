@@ -135,3 +135,23 @@ def test_named_bounds_match_float64_with_nan_and_inf(kind: str, isa: str, rng: n
     for name, want in expected.items():
         np.testing.assert_allclose(got[name], want, rtol=rtol, atol=atol, equal_nan=True,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "elementwise"])
+def test_named_bounds_on_arm64_match_float64(kind: str, rng: np.random.Generator, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on an arm64 build (PYC_OPAQUE's "+w" asm operand), run under qemu-aarch64."""
+    import test_neon
+
+    if test_neon.CROSS_CC is None or test_neon.QEMU is None or not test_neon.SYSROOT.is_dir():
+        pytest.skip("needs aarch64-linux-gnu-gcc, qemu-aarch64 and the arm64 C library")
+    model, x, expected = _model(rng, kind)
+    onnx.save(model, tmp_path / "m.onnx")
+    artifact = test_neon.build_for_arm64(tmp_path / "m.onnx", tmp_path / "a", {}, monkeypatch)
+    source = (artifact / "src" / "model.c").read_text()
+    assert source.count("PYC_OPAQUE(pyc_e") >= 2 * len(CLIPS), "bounds not named"
+    got = test_neon.run_under_qemu(artifact, {"x": x}, tmp_path)
+    rtol, atol = {"depthwise": (3e-7, 1e-6), "elementwise": (0, 0)}[kind]
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, rtol=rtol, atol=atol, equal_nan=True,
+                                   err_msg=name)
