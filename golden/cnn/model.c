@@ -69,6 +69,15 @@ double cos(double);
 #else
 #define PYC_UNUSED
 #endif
+/* a value the compiler must not assume it knows (a constant bound of Clip or Relu: with it,
+   GCC vectorizes the clamp as max / min; c/scalar_ops.j2's Clip says why) */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define PYC_OPAQUE(v) __asm__("" : "+x"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define PYC_OPAQUE(v) __asm__("" : "+w"(v))
+#else
+#define PYC_OPAQUE(v) (void)(v)
+#endif
 /* float32 exp, erf, tanh and sigmoid as branch-free inline C: range reduction, a polynomial
  * fitted for minimax relative error (tests/targets/cpu/vector_math_fit.py), and selects instead
  * of branches, so GCC and clang vectorize any loop that calls them (no call, no scalar
@@ -333,6 +342,8 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
 
 /* step 0: Conv -> conv2d_implicit_gemm */
 static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
+  float pyc_et0_lo = 0;
+  PYC_OPAQUE(pyc_et0_lo);
   /* 2 tasks: 2 (image, group) x 1 blocks of 18 channels x 1 blocks of 64 panels of 16 grid pixels */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
@@ -786,7 +797,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
                   const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
                   (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
-            const float t0 = (acc < 0 ? 0 : acc);
+            const float t0 = (acc < pyc_et0_lo ? pyc_et0_lo : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
@@ -1041,7 +1052,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
                   const int64_t pix = col;  /* oh * OW + ow where the grid is the output */
                   (void)oc; (void)oh; (void)ow; (void)pix;
                   const float acc = value + X2[oc];
-            const float t0 = (acc < 0 ? 0 : acc);
+            const float t0 = (acc < pyc_et0_lo ? pyc_et0_lo : acc);
                   y[row * 1024 + col] = t0;  /* the grid is the output: affine in col, so the loop vectorizes */
                 }
             }
@@ -1707,7 +1718,7 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
               const __m256 a15 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(2.0f), s5b);
               const __m256 a25 = _mm256_fmadd_ps(s5c, _mm256_set1_ps(4.0f), s5a);
               const __m256 a35 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(8.0f), _mm256_add_ps(s5b, m55));
-              float res[16][8];
+              float res[4][32];
               {
                 const __m256 ra = _mm256_add_ps(a01, a02), rb = _mm256_sub_ps(a01, a02);
                 const __m256 rc = _mm256_add_ps(a03, a04), rd = _mm256_sub_ps(a03, a04);
@@ -1715,10 +1726,15 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a05));
-                _mm256_storeu_ps(res[0], y0);
-                _mm256_storeu_ps(res[1], y1);
-                _mm256_storeu_ps(res[2], y2);
-                _mm256_storeu_ps(res[3], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[0], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[0] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[0] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[0] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
               {
                 const __m256 ra = _mm256_add_ps(a11, a12), rb = _mm256_sub_ps(a11, a12);
@@ -1727,10 +1743,15 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a15));
-                _mm256_storeu_ps(res[4], y0);
-                _mm256_storeu_ps(res[5], y1);
-                _mm256_storeu_ps(res[6], y2);
-                _mm256_storeu_ps(res[7], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[1], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[1] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[1] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[1] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
               {
                 const __m256 ra = _mm256_add_ps(a21, a22), rb = _mm256_sub_ps(a21, a22);
@@ -1739,10 +1760,15 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a25));
-                _mm256_storeu_ps(res[8], y0);
-                _mm256_storeu_ps(res[9], y1);
-                _mm256_storeu_ps(res[10], y2);
-                _mm256_storeu_ps(res[11], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[2], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[2] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[2] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[2] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
               {
                 const __m256 ra = _mm256_add_ps(a31, a32), rb = _mm256_sub_ps(a31, a32);
@@ -1751,26 +1777,39 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a35));
-                _mm256_storeu_ps(res[12], y0);
-                _mm256_storeu_ps(res[13], y1);
-                _mm256_storeu_ps(res[14], y2);
-                _mm256_storeu_ps(res[15], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[3], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[3] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[3] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[3] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
-              for (int64_t l = 0; l < 8; ++l) {
-                const int64_t tile = tile0 + jp * 16 + q * 8 + l;
-                if (tile >= 32) break;
+              const int64_t first = tile0 + jp * 16 + q * 8;
+              for (int64_t l = 0; l < 8 && first + l < 32;) {
+                const int64_t tile = first + l;
                 const int64_t n = tile / 16, th = tile / 4 % 4, tw = tile % 4;
+                /* the lanes from l on in this tile row: to its end, the last lane or the last tile */
+                int64_t run = 4 - tw;
+                run = run < 8 - l ? run : 8 - l;
+                run = run < 32 - tile ? run : 32 - tile;
                 const int64_t rows = 16 - th * 4 < 4 ? 16 - th * 4 : 4;
-                const int64_t cols = 16 - tw * 4 < 4 ? 16 - tw * 4 : 4;
+                const int64_t count = 16 - tw * 4 < 4 * run ? 16 - tw * 4 : 4 * run;
                 for (int64_t i = 0; i < rows; ++i) {
-                  for (int64_t j = 0; j < cols; ++j) {
-                    const int64_t oh = th * 4 + i, ow = tw * 4 + j;
+                  const int64_t oh = th * 4 + i;
+                  const float* restrict src = res[i] + 4 * l;
+                  float* restrict dst = Y + ((n * 32 + oc) * 16 + oh) * 16 + tw * 4;
+                  for (int64_t x = 0; x < count; ++x) {
+                    const int64_t ow = tw * 4 + x;
                     (void)n; (void)oh; (void)ow;
-                    const float acc = res[i * 4 + j][l] + X2[oc];
+                    const float acc = src[x] + X2[oc];
                     const float t0 = (acc < 0 ? 0 : acc);
-                    Y[((n * 32 + oc) * 16 + oh) * 16 + ow] = t0;
+                    dst[x] = t0;
                   }
                 }
+                l += run;
               }
             }
           }
@@ -2455,7 +2494,7 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
               const __m256 a15 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(2.0f), s5b);
               const __m256 a25 = _mm256_fmadd_ps(s5c, _mm256_set1_ps(4.0f), s5a);
               const __m256 a35 = _mm256_fmadd_ps(s5d, _mm256_set1_ps(8.0f), _mm256_add_ps(s5b, m55));
-              float res[16][8];
+              float res[4][32];
               {
                 const __m256 ra = _mm256_add_ps(a01, a02), rb = _mm256_sub_ps(a01, a02);
                 const __m256 rc = _mm256_add_ps(a03, a04), rd = _mm256_sub_ps(a03, a04);
@@ -2463,10 +2502,15 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a05));
-                _mm256_storeu_ps(res[0], y0);
-                _mm256_storeu_ps(res[1], y1);
-                _mm256_storeu_ps(res[2], y2);
-                _mm256_storeu_ps(res[3], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[0], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[0] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[0] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[0] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
               {
                 const __m256 ra = _mm256_add_ps(a11, a12), rb = _mm256_sub_ps(a11, a12);
@@ -2475,10 +2519,15 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a15));
-                _mm256_storeu_ps(res[4], y0);
-                _mm256_storeu_ps(res[5], y1);
-                _mm256_storeu_ps(res[6], y2);
-                _mm256_storeu_ps(res[7], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[1], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[1] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[1] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[1] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
               {
                 const __m256 ra = _mm256_add_ps(a21, a22), rb = _mm256_sub_ps(a21, a22);
@@ -2487,10 +2536,15 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a25));
-                _mm256_storeu_ps(res[8], y0);
-                _mm256_storeu_ps(res[9], y1);
-                _mm256_storeu_ps(res[10], y2);
-                _mm256_storeu_ps(res[11], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[2], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[2] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[2] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[2] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
               {
                 const __m256 ra = _mm256_add_ps(a31, a32), rb = _mm256_sub_ps(a31, a32);
@@ -2499,28 +2553,41 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
                 const __m256 y1 = _mm256_fmadd_ps(rd, _mm256_set1_ps(2.0f), rb);
                 const __m256 y2 = _mm256_fmadd_ps(rc, _mm256_set1_ps(4.0f), ra);
                 const __m256 y3 = _mm256_fmadd_ps(rd, _mm256_set1_ps(8.0f), _mm256_add_ps(rb, a35));
-                _mm256_storeu_ps(res[12], y0);
-                _mm256_storeu_ps(res[13], y1);
-                _mm256_storeu_ps(res[14], y2);
-                _mm256_storeu_ps(res[15], y3);
+  const __m256 ta = _mm256_unpacklo_ps(y0, y1), tb = _mm256_unpackhi_ps(y0, y1);
+                const __m256 tc = _mm256_unpacklo_ps(y2, y3), td = _mm256_unpackhi_ps(y2, y3);
+                /* in each 128-bit block b: the 4 pixels of lane 4b (e), 4b + 1 (f), 4b + 2, 4b + 3 */
+                const __m256 te = _mm256_shuffle_ps(ta, tc, 0x44), tf = _mm256_shuffle_ps(ta, tc, 0xEE);
+                const __m256 tg = _mm256_shuffle_ps(tb, td, 0x44), th_ = _mm256_shuffle_ps(tb, td, 0xEE);
+                _mm256_storeu_ps(res[3], _mm256_permute2f128_ps(te, tf, 0x20));
+                _mm256_storeu_ps(res[3] + 8, _mm256_permute2f128_ps(tg, th_, 0x20));
+                _mm256_storeu_ps(res[3] + 16, _mm256_permute2f128_ps(te, tf, 0x31));
+                _mm256_storeu_ps(res[3] + 24, _mm256_permute2f128_ps(tg, th_, 0x31));
               }
-              for (int64_t l = 0; l < 8; ++l) {
-                const int64_t tile = tile0 + jp * 8 + q * 8 + l;
-                if (tile >= 8) break;
+              const int64_t first = tile0 + jp * 8 + q * 8;
+              for (int64_t l = 0; l < 8 && first + l < 8;) {
+                const int64_t tile = first + l;
                 const int64_t n = tile / 4, th = tile / 2 % 2, tw = tile % 2;
+                /* the lanes from l on in this tile row: to its end, the last lane or the last tile */
+                int64_t run = 2 - tw;
+                run = run < 8 - l ? run : 8 - l;
+                run = run < 8 - tile ? run : 8 - tile;
                 const int64_t rows = 8 - th * 4 < 4 ? 8 - th * 4 : 4;
-                const int64_t cols = 8 - tw * 4 < 4 ? 8 - tw * 4 : 4;
+                const int64_t count = 8 - tw * 4 < 4 * run ? 8 - tw * 4 : 4 * run;
                 for (int64_t i = 0; i < rows; ++i) {
-                  for (int64_t j = 0; j < cols; ++j) {
-                    const int64_t oh = th * 4 + i, ow = tw * 4 + j;
+                  const int64_t oh = th * 4 + i;
+                  const float* restrict src = res[i] + 4 * l;
+                  float* restrict dst = Y + ((n * 32 + oc) * 8 + oh) * 8 + tw * 4;
+                  for (int64_t x = 0; x < count; ++x) {
+                    const int64_t ow = tw * 4 + x;
                     (void)n; (void)oh; (void)ow;
-                    const float acc = res[i * 4 + j][l] + X2[oc];
+                    const float acc = src[x] + X2[oc];
                     const float in0_v = E0[n*2048 + oc*64 + oh*8 + ow];
                     const float t0 = (acc + in0_v);
                     const float t1 = (t0 < 0 ? 0 : t0);
-                    Y[((n * 32 + oc) * 8 + oh) * 8 + ow] = t1;
+                    dst[x] = t1;
                   }
                 }
+                l += run;
               }
             }
           }

@@ -69,6 +69,15 @@ double cos(double);
 #else
 #define PYC_UNUSED
 #endif
+/* a value the compiler must not assume it knows (a constant bound of Clip or Relu: with it,
+   GCC vectorizes the clamp as max / min; c/scalar_ops.j2's Clip says why) */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define PYC_OPAQUE(v) __asm__("" : "+x"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define PYC_OPAQUE(v) __asm__("" : "+w"(v))
+#else
+#define PYC_OPAQUE(v) (void)(v)
+#endif
 /* float32 exp, erf, tanh and sigmoid as branch-free inline C: range reduction, a polynomial
  * fitted for minimax relative error (tests/targets/cpu/vector_math_fit.py), and selects instead
  * of branches, so GCC and clang vectorize any loop that calls them (no call, no scalar

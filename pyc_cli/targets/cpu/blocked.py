@@ -120,8 +120,10 @@ def _conv_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
 def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
         return {**conv_geometry(isa, node, graph), "vops": gemm.vector_ops(isa, "float", 4),
-                # the epilogue's coordinates: the blocked output's [N, OC/BL, OH, OW, BL]
-                "out_coords": ["n", "ocb", "oh", "ow", "l"]}
+                # the epilogue's coordinates: the blocked output's [N, OC/BL, OH, OW, BL]; it
+                # runs over a row's pixels and lanes as one run, owl = ow * BL + l, by which an
+                # operand of the output's layout is indexed (whole vectors)
+                "out_coords": ["n", "ocb", "oh", "ow", "l"], "flat_coords": ["ow", "l", "owl"]}
     return params
 
 

@@ -21,7 +21,7 @@ from ..kernel import KernelCandidate
 from . import blocked, compile_cache, toolchain
 from .features import feature_flags, probe_target
 from .gemm import isa_for
-from .kernel_context import KernelCall, Operand, kernel_call
+from .kernel_context import KernelCall, Operand, kernel_call, name_constant_bounds
 from .kernels import cpu_kernels
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
@@ -135,6 +135,7 @@ class CpuTarget(Target):
             if chosen is None:  # a view or an in-place result: no code
                 continue
             call = kernel_call(graph, node, len(calls), chosen)
+            name_constant_bounds(call)
             call.args = pointers.arguments(node)
             if chosen.workspace is not None:
                 # a kernel with a workspace always names WS; a zero-byte one (empty output) is
