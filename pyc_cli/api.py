@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__, build_cache
-from .abi import io_infos
+from .abi import io_infos, run_dims
+from .ir.run_dims import shape_argument
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, hash_tree
 from .artifact.previous import replacement_note
 from .artifact.reader import (
@@ -56,8 +57,10 @@ from .progress import BuildSteps
 from .runtime.native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
+    SHAPED_ENTRY_POINTS,
     CompiledModel,
     ModelFunctions,
+    ShapedFunctions,
     TensorSpec,
     check_io_specs,
     library_addresses,
@@ -276,7 +279,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         key = None
         if cache and not tune and tuning is None:
             key = build_cache.build_key(model_path, {
-                "mode": mode, "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+                "mode": mode, "input_shapes": {k: shape_argument(v) for k, v in (input_shapes or {}).items()},
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
@@ -308,7 +311,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
                  "winograd": winograd, "layout": layout,
-                 "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
+                 "input_shapes": {k: shape_argument(v)
+                                  for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
                            flags, slim, steps)
@@ -437,7 +441,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
-                     flags["threads"])
+                     flags["threads"], **run_dims(graph))
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
@@ -467,6 +471,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         **({"cuda": backend.device_record()} if hasattr(backend, "device_record") else {}),
         "inputs": [_io_entry(i) for i in info.inputs],
         "outputs": [_io_entry(o) for o in info.outputs],
+        **({"dims": [{"name": d.name, "lo": d.lo, "hi": d.hi} for d in info.dims]}
+           if info.dims else {}),
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                     "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"],
@@ -521,7 +527,8 @@ def dumps_line(record: dict[str, Any]) -> str:
 
 
 def _io_entry(info: Any) -> dict[str, Any]:
-    return {"name": info.name, "dtype": info.dtype, "shape": info.shape}
+    return {"name": info.name, "dtype": info.dtype, "shape": info.shape,
+            **({"dims": info.dims} if info.dims is not None else {})}
 
 
 def load(artifact: str | Path) -> CompiledModel:
@@ -640,7 +647,8 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
                        hint="rebuild the artifact on this machine") from exc
     try:
         addresses = library_addresses(library, manifest["symbol_prefix"],
-                                      ENTRY_POINTS + IO_ENTRY_POINTS)
+                                      ENTRY_POINTS + IO_ENTRY_POINTS
+                                      + (SHAPED_ENTRY_POINTS if "dims" in manifest else ()))
     except AttributeError as exc:  # the manifest's prefix, cross-checked like its I/O below
         raise PycError("E031", f"the symbols {manifest['symbol_prefix']}_* the manifest names do "
                        f"not match the compiled library: {exc}", where=str(root),
@@ -650,6 +658,8 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
     check_io_specs(addresses, inputs, outputs)
     model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
                           inputs, outputs, library, manifest["arena_bytes"])
+    if "dims" in manifest:  # symbolic dims: runs take the inputs' actual shapes
+        model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model
 

@@ -7,10 +7,13 @@ operand is computed here, so `codegen_templates/` holds no logic of its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
+from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.symbolic import Dim, DimLike
 from ...ir.types import DType, TensorType
 from ...ops import registry
 from ...ops.movement import contiguous_strides
@@ -55,6 +58,8 @@ class KernelCall:
     prologue_result: str = ""
     args: list[str] = field(default_factory=list)  # call-site pointer expressions, operand order
     restrict: str = "restrict "  # empty when the output overwrites an input (in place)
+    # the kernel reads the model's run-time dims (issue #15) from a `dims` parameter
+    dims: bool = False
 
 
 def c_literal(dtype: DType, value: float | int) -> str:
@@ -91,10 +96,24 @@ def c_params(value: object) -> object:
     return value
 
 
-def index_expression(coords: list[str], strides: list[int]) -> str:
-    """`c0*s0 + c1*s1 ...` with zero strides dropped; "0" when all are zero."""
-    terms = [c if s == 1 else f"{c}*{s}" for c, s in zip(coords, strides) if s != 0]
+def index_expression(coords: list[str], strides: list[DimLike],
+                     names: Mapping[str, str] | None = None) -> str:
+    """`c0*s0 + c1*s1 ...` with zero strides dropped; "0" when all are zero. A symbolic stride
+    (a Dim) is written over the run-time dims `names` (run_dims.c_names)."""
+    terms = [c if _is_one(s) else f"{c}*{s if names is None else c_size(s, names)}"
+             for c, s in zip(coords, strides) if isinstance(s, Dim) or s != 0]
     return " + ".join(terms) if terms else "0"
+
+
+def _is_one(stride: DimLike) -> bool:
+    return not isinstance(stride, Dim) and stride == 1
+
+
+def run_time_tasks(count: DimLike, per_task: int, names: Mapping[str, str]) -> str | int:
+    """ceil(count / per_task) as a C expression where `count` is symbolic (an int otherwise)."""
+    if not isinstance(count, Dim):
+        return -(-int(count) // per_task)
+    return f"(({c_size(count, names)} + {per_task - 1}) / {per_task})"
 
 
 def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
@@ -197,19 +216,26 @@ def elementwise_split(dims: list[int], itemsize: int) -> dict[str, object]:
 # ---------------------------------------------------------------- per-kind preparation
 
 
-def elementwise_params(graph: Graph, node: Node) -> tuple[dict[str, object], list[ScalarInstr], str]:
+def elementwise_params(graph: Graph, node: Node, names: Mapping[str, str] | None = None
+                       ) -> tuple[dict[str, object], list[ScalarInstr], str]:
+    """The loop nest's dims, index expressions and task split; with `names` (a kernel reading
+    run-time dims), symbolic dims, strides and the task count are C expressions over them."""
     out_type = graph.types[node.outputs[0]]
     shape = out_type.shape
     stride_sets = [contiguous_strides(shape)] + [
         broadcast_strides(graph.types[v].shape, shape) for v in node.inputs]
     dims, sets = coalesce(shape, stride_sets)
     coords = [f"i{d}" for d in range(len(dims))]
-    exprs = [f"X{k}[{index_expression(coords, s)}]" for k, s in enumerate(sets[1:])]
+    exprs = [f"X{k}[{index_expression(coords, s, names)}]" for k, s in enumerate(sets[1:])]
     types = [graph.types[v].dtype for v in node.inputs]
     program = render_program(node.ann.program, exprs, types, "")
     dims = dims or [1]  # a scalar: one iteration, its index expressions are all "0"
-    params = {"dims": dims, "out_index": index_expression(coords, sets[0]),
+    params = {"dims": dims, "out_index": index_expression(coords, sets[0], names),
               **elementwise_split(dims, out_type.dtype.itemsize)}
+    if names is not None:  # sized for the upper bounds, looping to the run-time sizes
+        params["dims"] = [c_size(d, names) for d in dims]
+        if int(params["tasks"]) > 1:  # type: ignore[call-overload]
+            params["tasks"] = run_time_tasks(dims[0], int(params["block"]), names)  # type: ignore[call-overload]
     return params, program, program[-1].dst
 
 
@@ -284,11 +310,12 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
     out_type: TensorType = graph.types[node.outputs[0]]
     call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", candidate.template,
                       node.ann.kernel_name, node.op, operands_for(graph, node), {},
-                      out_type.dtype.c_type, out_type.numel)
+                      out_type.dtype.c_type, out_type.numel, dims=candidate.symbolic_dims)
+    names = c_names(model_dims(graph)) if candidate.symbolic_dims else None
     if node.ann.inplace_operand is not None:
         call.restrict = ""
     if node.op == "pyc.Elementwise":
-        call.params, call.epilogue, call.result = elementwise_params(graph, node)
+        call.params, call.epilogue, call.result = elementwise_params(graph, node, names)
         return call
     params = opdef.kernel_params(node, graph)
     params.update(candidate.template_params(node, graph, params))

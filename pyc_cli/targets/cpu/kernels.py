@@ -15,6 +15,8 @@ import math
 from typing import Any
 
 from ...ir.graph import Graph, Node
+from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.symbolic import Dim, has_dims, numel
 from ...ir.types import DType
 from ...ops import registry
 from ...ops.conv import Conv
@@ -28,7 +30,9 @@ from .kernel_context import (
     SOFTMAX_TASK_ELEMENTS,
     coalesce,
     index_expression,
+    render_program,
     row_split,
+    run_time_tasks,
 )
 
 Params = dict[str, object]
@@ -690,7 +694,70 @@ def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
                         params=_matmul_coords),
         KernelCandidate("matmul_naive", "matmul_naive.c.j2", _b_unpacked, cost_factor=3.0,
                         takes_epilogue=True, params=_matmul_coords),
+        symbolic_matmul_candidate(isa),
     )
+
+
+# ---------------------------------------------------------------- run-time dims (issue #15)
+
+
+def node_is_symbolic(node: Node, graph: Graph) -> bool:
+    """Whether a shape of `node`'s inputs or outputs holds a symbolic dim."""
+    return any(has_dims(graph.types[v].shape) for v in (*node.inputs, *node.outputs)
+               if v and v in graph.types)
+
+
+def _rows_epilogue_index(graph: Graph, value: str, rows: object, n: int) -> str | None:
+    """How a fused epilogue operand of a [rows, N] product is indexed at (i, j): a vector of N
+    (a bias) by j, an operand of the output's own shape by i * N + j; None for another
+    broadcast (it would need the output's unflattened coordinates)."""
+    shape = graph.types[value].shape
+    if not has_dims(shape) and numel(shape) == n and (not shape or shape[-1] == n):
+        return "j"
+    if shape and shape[-1] == n and numel(shape[:-1]) == rows:
+        return f"i * {n} + j"
+    return None
+
+
+def _symbolic_matmul_applies(node: Node, graph: Graph) -> bool:
+    """A MatMul whose symbolic dims are all in A's rows (A[..., K] @ B[K, N], B a constant the
+    weights file packs, K and N numbers), with no prologue and epilogue operands that are a
+    bias or the output's own shape: one GEMM of M = the rows of A, read at run time."""
+    if not node_is_symbolic(node, graph) or node.ann.prologue or not gemm.packs_constant(node, graph):
+        return False
+    a, b = (graph.types[v].shape for v in node.inputs[:2])
+    if len(a) < 2 or len(b) != 2 or has_dims(b) or isinstance(a[-1], Dim):
+        return False
+    rows = numel(a[:-1])
+    epilogue = registry.fused_inputs(node)[1]
+    return all(_rows_epilogue_index(graph, v, rows, int(b[1])) is not None for v in epilogue)
+
+
+def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The packed GEMM planned for the upper bound of M (its row block, panels, task
+        split), with M, the row blocks and the task count read at run time."""
+        a, b = (graph.types[v].shape for v in node.inputs[:2])
+        rows, k, n = numel(a[:-1]), int(a[-1]), int(b[1])
+        dtype = graph.types[node.outputs[0]].dtype
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, int(rows), n, k, 1, {},
+                      min_rows=gemm.MATMUL_MIN_ROWS)
+        names = c_names(model_dims(graph))
+        epilogue = registry.fused_inputs(node)[1]
+        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, rows, n)}]" for e, v in enumerate(epilogue)]
+        program = render_program(node.ann.epilogue, exprs, [graph.types[v].dtype for v in epilogue],
+                                 "acc") if node.ann.epilogue else []
+        return {"gemm": g, "M_c": c_size(rows, names), "parallel": g["parallel"],
+                "rows_epilogue": program, "rows_result": program[-1].dst if program else "acc"}
+    return params
+
+
+def symbolic_matmul_candidate(isa: str) -> KernelCandidate:
+    """The packed GEMM with constant B over a symbolic number of rows (matmul_packed_rows.c.j2)."""
+    return KernelCandidate("matmul_packed_const_rows", "matmul_packed_rows.c.j2",
+                           _symbolic_matmul_applies, cost_factor=0.25, stores_once=True,
+                           takes_epilogue=True, params=_symbolic_matmul_params(isa),
+                           constant_panels=_packed_b(isa), symbolic_dims=True)
 
 
 # ---------------------------------------------------------------- row kernels

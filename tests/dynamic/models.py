@@ -1,0 +1,37 @@
+"""Small ONNX models with a dynamic batch axis for the dynamic-shape tests (issue #15), built
+with onnx.helper and random weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from tests.helpers import init, make_model, rand, write_model
+
+
+def mlp(tmp_path: Path, sizes: tuple[int, ...] = (512, 2048, 2048, 512), seed: int = 0,
+        gemm: bool = False) -> Path:
+    """x[batch, sizes[0]] -> (MatMul + bias + Relu) ... -> MatMul + bias: y[batch, sizes[-1]];
+    `gemm`: the first layer is one Gemm node (canonicalized into MatMul + Add)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    value = "x"
+    layers = len(sizes) - 1
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        w, b = f"w{i}", f"b{i}"
+        inits += [init(w, rand(rng, k, n, scale=1.0 / np.sqrt(k))), init(b, rand(rng, n))]
+        out = "y" if i == layers - 1 else f"h{i}"
+        pre = out if i == layers - 1 else f"p{i}"
+        if gemm and i == 0:
+            nodes.append(helper.make_node("Gemm", [value, w, b], [pre], name=f"gemm{i}"))
+        else:
+            nodes += [helper.make_node("MatMul", [value, w], [f"m{i}"], name=f"matmul{i}"),
+                      helper.make_node("Add", [f"m{i}", b], [pre], name=f"add{i}")]
+        if i < layers - 1:
+            nodes.append(helper.make_node("Relu", [pre], [out], name=f"relu{i}"))
+        value = out
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", sizes[-1]])
+    return write_model(make_model(nodes, [x], [y], inits), tmp_path, "mlp_dynamic.onnx")
