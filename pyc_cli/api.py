@@ -20,7 +20,6 @@ import numpy as np
 
 from . import __version__, build_cache
 from .abi import io_infos, run_dims
-from .ir.run_dims import shape_argument
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, hash_tree
 from .artifact.previous import replacement_note
 from .artifact.reader import (
@@ -44,6 +43,7 @@ from .errors import PycError, PycWarning
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
+from .ir.run_dims import shape_argument
 from .ir.text import print_graph
 from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext

@@ -32,7 +32,6 @@ from .kernel_context import (
     index_expression,
     render_program,
     row_split,
-    run_time_tasks,
 )
 
 Params = dict[str, object]
