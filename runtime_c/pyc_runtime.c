@@ -20,8 +20,6 @@ const char* pyc_status_text(int status) {
     case PYC_STATUS_WEIGHTS_UNREADABLE: return "weights file missing or unreadable";
     case PYC_STATUS_WEIGHTS_MISMATCH: return "weights file has the wrong size or checksum";
     case PYC_STATUS_INDEX_OUT_OF_RANGE: return "an index input is out of range";
-    case PYC_STATUS_SHAPE_OUT_OF_BOUNDS:
-      return "an input shape is outside the model's dim bounds, or inputs disagree on a dim";
     default: return "unknown status";
   }
 }

@@ -18,10 +18,7 @@ enum pyc_status {
   PYC_STATUS_OUT_OF_MEMORY = 2,
   PYC_STATUS_WEIGHTS_UNREADABLE = 3,
   PYC_STATUS_WEIGHTS_MISMATCH = 4,
-  PYC_STATUS_INDEX_OUT_OF_RANGE = 5,
-  /* a model with symbolic dims given an input shape outside its bounds, or inputs that
-   * disagree on a dim they share (NAME_context_run_shaped) */
-  PYC_STATUS_SHAPE_OUT_OF_BOUNDS = 6
+  PYC_STATUS_INDEX_OUT_OF_RANGE = 5
 };
 
 /* Element type codes used by the model metadata functions. */

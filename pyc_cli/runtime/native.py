@@ -147,6 +147,8 @@ def _address(array: np.ndarray) -> int:
 
 # PYC_STATUS_INDEX_OUT_OF_RANGE of runtime_c/pyc_runtime.h
 STATUS_INDEX_OUT_OF_RANGE = 5
+# PYC_STATUS_SHAPE_OUT_OF_BOUNDS of a model with symbolic dims (model.h)
+STATUS_SHAPE_OUT_OF_BOUNDS = 6
 
 Feeds = Mapping[str, Any]  # input name -> array (anything np.asarray accepts)
 
@@ -399,6 +401,9 @@ class CompiledModel:
     def _run_error(self, status: int, inputs: list[np.ndarray]) -> PycError:
         """E042 with the kernel's status; an index out of range is traced back to the input,
         node, value and valid range when an input holds it (E048)."""
+        if status == STATUS_SHAPE_OUT_OF_BOUNDS:  # check_feeds lets no such shape through
+            return PycError("E041", f"model run refused the input shapes: {self._status(status)}",
+                            hint="send shapes within the dims' bounds (pyc explain lists them)")
         if status == STATUS_INDEX_OUT_OF_RANGE:
             feeds = {spec.name: array for spec, array in zip(self.inputs, inputs)}
             found = out_of_range_error(self.input_ranges, feeds)
