@@ -21,6 +21,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..errors import PycError, PycWarning
+from ..ir.symbolic import parse_input_shapes
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
 from ..targets import DEFAULT_LAYOUT, LAYOUTS, TARGET_NAMES
@@ -185,7 +186,9 @@ def main(debug: bool) -> None:
               help="Memory planning policy (with --memory-budget: the default is the fastest "
                    "mode that fits, and a mode given must fit).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
-              help="Fix the shape of an input with symbolic dims (repeatable).")
+              help="The shape of an input with symbolic dims (repeatable): each dim a number, "
+                   "or a named dim with bounds (batch:1..64) that runs take at any size within "
+                   "them; a name bounded once may be reused bare by other inputs.")
 @click.option("--memory-budget", metavar="SIZE",
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
                    "the fastest mode that fits is chosen (and printed), or the build fails "
@@ -287,7 +290,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     if quiet and verbose:
         raise PycError("E050", "--quiet and --verbose contradict each other",
                        hint="give at most one of them")
-    shapes = dict(parse_input_shape(text) for text in input_shapes)
+    # numbers, or bounded named dims (batch:1..64) the library reads at run time (issue #15)
+    shapes, _ = parse_input_shapes(input_shapes)
     budget = parse_size(memory_budget) if memory_budget is not None else None
     mode_given = click.get_current_context().get_parameter_source("mode") != \
         click.core.ParameterSource.DEFAULT
