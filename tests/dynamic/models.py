@@ -35,3 +35,29 @@ def mlp(tmp_path: Path, sizes: tuple[int, ...] = (512, 2048, 2048, 512), seed: i
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", sizes[-1]])
     return write_model(make_model(nodes, [x], [y], inits), tmp_path, "mlp_dynamic.onnx")
+
+
+def encoder_block(tmp_path: Path, seq: int = 16, d: int = 64, hidden: int = 128,
+                  seed: int = 0) -> Path:
+    """x[batch, seq, d] -> + pos[seq, d] -> MatMul + bias -> Softmax(-1) -> MatMul + bias -> +
+    residual -> LayerNormalization -> Relu -> * x: matrices, row kernels and elementwise
+    broadcasting over the symbolic batch."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Add", ["x", "pos"], ["xp"], name="add_pos"),
+        helper.make_node("MatMul", ["xp", "w0"], ["m0"], name="matmul0"),
+        helper.make_node("Add", ["m0", "b0"], ["a0"], name="add0"),
+        helper.make_node("Softmax", ["a0"], ["s0"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["s0", "w1"], ["m1"], name="matmul1"),
+        helper.make_node("Add", ["m1", "b1"], ["a1"], name="add1"),
+        helper.make_node("Add", ["a1", "xp"], ["r"], name="residual"),
+        helper.make_node("LayerNormalization", ["r", "g", "beta"], ["n"], name="norm", axis=-1),
+        helper.make_node("Relu", ["n"], ["nr"], name="relu"),
+        helper.make_node("Mul", ["nr", "x"], ["y"], name="gate"),
+    ]
+    inits = [init("pos", rand(rng, seq, d)), init("w0", rand(rng, d, hidden, scale=0.2)),
+             init("b0", rand(rng, hidden)), init("w1", rand(rng, hidden, d)),
+             init("b1", rand(rng, d)), init("g", rand(rng, d)), init("beta", rand(rng, d))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, d])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, d])
+    return write_model(make_model(nodes, [x], [y], inits), tmp_path, "encoder_block.onnx")

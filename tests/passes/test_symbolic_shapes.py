@@ -68,13 +68,20 @@ def test_a_rule_that_loses_the_dims_is_caught(tmp_path: Path,
 
 
 def test_a_node_without_a_symbolic_kernel_is_refused(tmp_path: Path) -> None:
-    """No kernel reads run-time dims yet: the build stops at the first node that would bake the
-    upper bound in, naming it (never an artifact that is wrong for smaller shapes)."""
+    """Where no kernel reads run-time dims (a Transpose: its strided copy bakes the sizes in),
+    the build stops at that node, naming it (never an artifact that is wrong for smaller
+    shapes); the chain's Relu + Add, MatMul and Softmax have such kernels
+    (tests/dynamic/)."""
     shapes, _ = parse_input_shapes(["x=batch:1..16,6"])
+    api.compile_graph(_chain(tmp_path), "balanced", shapes, "cpu")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, "N"])
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="transpose",
+                                         perm=[1, 0])], [x], [y])
     with pytest.raises(PycError) as info:
-        api.compile_graph(_chain(tmp_path), "balanced", shapes, "cpu")
+        api.compile_graph(write_model(model, tmp_path, "t.onnx"), "balanced", shapes, "cpu")
     assert info.value.code == "E051" and "reads symbolic dims (batch)" in info.value.what
-    assert info.value.where == "node 'add'"  # the Relu is fused into the Add's loop
+    assert info.value.where == "node 'transpose'"
 
 
 def test_an_export_with_dynamic_axes_stays_symbolic_through_every_pass() -> None:

@@ -32,6 +32,7 @@ from .kernel_context import (
     index_expression,
     render_program,
     row_split,
+    run_time_tasks,
 )
 
 Params = dict[str, object]
@@ -706,16 +707,22 @@ def node_is_symbolic(node: Node, graph: Graph) -> bool:
                if v and v in graph.types)
 
 
-def _rows_epilogue_index(graph: Graph, value: str, rows: object, n: int) -> str | None:
-    """How a fused epilogue operand of a [rows, N] product is indexed at (i, j): a vector of N
-    (a bias) by j, an operand of the output's own shape by i * N + j; None for another
-    broadcast (it would need the output's unflattened coordinates)."""
-    shape = graph.types[value].shape
-    if not has_dims(shape) and numel(shape) == n and (not shape or shape[-1] == n):
-        return "j"
-    if shape and shape[-1] == n and numel(shape[:-1]) == rows:
+def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int) -> str | None:
+    """How a fused epilogue operand of a product flattened to [rows, N] is indexed at (i, j):
+    an operand of the output's own shape by i * N + j, one broadcast over leading dims only
+    (a bias, a positional table: its shape a static suffix of the output's) by that flat index
+    modulo its size; None for another broadcast (it would need the output's coordinates)."""
+    shape = tuple(graph.types[value].shape)
+    while shape and not isinstance(shape[0], Dim) and shape[0] == 1:
+        shape = shape[1:]
+    if shape and shape != tuple(out[len(out) - len(shape):]):
+        return None
+    if len(shape) == len(out):
         return f"i * {n} + j"
-    return None
+    if has_dims(shape):
+        return None
+    size = int(numel(shape))
+    return "j" if size == n else "0" if size == 1 else f"(i * {n} + j) % {size}"
 
 
 def _symbolic_matmul_applies(node: Node, graph: Graph) -> bool:
@@ -727,9 +734,9 @@ def _symbolic_matmul_applies(node: Node, graph: Graph) -> bool:
     a, b = (graph.types[v].shape for v in node.inputs[:2])
     if len(a) < 2 or len(b) != 2 or has_dims(b) or isinstance(a[-1], Dim):
         return False
-    rows = numel(a[:-1])
+    out = graph.types[node.outputs[0]].shape
     epilogue = registry.fused_inputs(node)[1]
-    return all(_rows_epilogue_index(graph, v, rows, int(b[1])) is not None for v in epilogue)
+    return all(_rows_epilogue_index(graph, v, out, int(b[1])) is not None for v in epilogue)
 
 
 def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
@@ -743,7 +750,8 @@ def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
                       min_rows=gemm.MATMUL_MIN_ROWS)
         names = c_names(model_dims(graph))
         epilogue = registry.fused_inputs(node)[1]
-        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, rows, n)}]" for e, v in enumerate(epilogue)]
+        out = graph.types[node.outputs[0]].shape
+        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, out, n)}]" for e, v in enumerate(epilogue)]
         program = render_program(node.ann.epilogue, exprs, [graph.types[v].dtype for v in epilogue],
                                  "acc") if node.ann.epilogue else []
         return {"gemm": g, "M_c": c_size(rows, names), "parallel": g["parallel"],
@@ -773,6 +781,33 @@ def _softmax_rows(node: Node, graph: Graph, op: Params) -> Params:
 
 def _layernorm_rows(node: Node, graph: Graph, op: Params) -> Params:
     return row_split(int(op["outer"]), int(op["row"]), LAYERNORM_TASK_ELEMENTS)  # type: ignore[call-overload]
+
+
+def _static_rows(node: Node, graph: Graph) -> bool:
+    """A row kernel's node whose symbolic dims are all in its row count (outer): the row and
+    its stride static."""
+    if not node_is_symbolic(node, graph):
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not any(isinstance(op.get(key), Dim) for key in ("row", "inner"))
+
+
+def _run_time_rows(params: Params, node: Node, graph: Graph, op: Params) -> Params:
+    """`params` (row_split's, at the upper bound of the row count) with the row count and the
+    task count read at run time."""
+    names = c_names(model_dims(graph))
+    out = {**params, "outer": c_size(op["outer"], names)}  # type: ignore[arg-type]
+    if int(params["tasks"]) > 1:  # type: ignore[call-overload]
+        out["tasks"] = run_time_tasks(op["outer"], int(params["rows_per_task"]), names)  # type: ignore[arg-type, call-overload]
+    return out
+
+
+def _softmax_rows_dims(node: Node, graph: Graph, op: Params) -> Params:
+    return _run_time_rows(_softmax_rows(node, graph, op), node, graph, op)
+
+
+def _layernorm_rows_dims(node: Node, graph: Graph, op: Params) -> Params:
+    return _run_time_rows(_layernorm_rows(node, graph, op), node, graph, op)
 
 
 # ---------------------------------------------------------------- scratch of other kernels
@@ -833,6 +868,9 @@ def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
 POOL = KernelCandidate("pool_direct", "pool.c.j2", params=_pool_params)
 # each row is read completely (max, sum; mean, variance) before the row is written
 SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2", inplace_input=0, params=_softmax_rows)
+# ... and over a symbolic number of rows (issue #15)
+SOFTMAX_DIMS = KernelCandidate("softmax_rows_dims", "softmax.c.j2", _static_rows, inplace_input=0,
+                               params=_softmax_rows_dims, symbolic_dims=True)
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
 ARGREDUCE = KernelCandidate("argreduce_rows", "argreduce.c.j2", params=_input_ctype("in_ctype", 0))
 RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
@@ -879,9 +917,12 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),),
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
     **_each(("AveragePool", "MaxPool"), POOL),
-    **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX),
+    **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),
     "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0,
-                                           params=_layernorm_rows),),
+                                           params=_layernorm_rows),
+                           KernelCandidate("layernorm_rows_dims", "layernorm.c.j2", _static_rows,
+                                           inplace_input=0, params=_layernorm_rows_dims,
+                                           symbolic_dims=True)),
     "InstanceNormalization": (KernelCandidate("instancenorm_rows", "instancenorm.c.j2"),),
     # its in-place path (a ring of saved inputs) is slower: only memory_first takes it
     "LRN": (KernelCandidate("lrn_channels", "lrn.c.j2", params=_lrn_in_place, inplace_input=0,
@@ -894,7 +935,10 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                                         params=_reduce_loops),),
     **_each(("Resize", "Upsample"), RESIZE),
     **_each(("LSTM", "GRU", "RNN"), RECURRENT),
-    "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),),
+    "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),
+                        # its loop bounds and strides over symbolic dims read at run time
+                        KernelCandidate("elementwise_loop_dims", "elementwise.c.j2",
+                                        node_is_symbolic, symbolic_dims=True)),
     "pyc.Attention": (KernelCandidate(
         "attention_rows", "attention.c.j2", params=_attention_params,
         applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),),
