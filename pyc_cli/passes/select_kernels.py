@@ -73,7 +73,8 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
     reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
     if dims:
         reason = (f"reads the symbolic dims ({', '.join(dims)}) at run time, as every shape "
-                  f"within their bounds needs; {reason} at their upper bounds")
+                  f"within their bounds needs; of those kernels, the {reason[0].lower()}"
+                  f"{reason[1:]}, compared at the upper bounds")
     why = chosen.reason(node, graph)
     if why:
         reason += f": {why}"

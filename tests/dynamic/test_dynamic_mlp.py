@@ -169,3 +169,31 @@ def test_the_c_abi_runs_shaped_inputs(built: tuple[Path, Path], tmp_path: Path) 
     ran = subprocess.run([str(exe), weights, str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
                           "65", "512"], capture_output=True, text=True, check=False)
     assert ran.returncode == 3 and "status 6: an input shape is outside" in ran.stdout
+
+
+def test_explain_shows_the_dims_and_bounds(built: tuple[Path, Path]) -> None:
+    code, output = invoke("explain", str(built[1]))
+    assert code == 0, output
+    assert "inputs: x f32[batch, 512]" in output and "outputs: y f32[batch, 512]" in output
+    assert "symbolic dims: batch 1..64" in output
+    code, output = invoke("explain", str(built[1]), "--json")
+    assert code == 0 and json.loads(output)["dims"] == [{"name": "batch", "lo": 1, "hi": 64}]
+
+
+def test_a_cached_build_of_a_symbolic_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    """The build cache reads the model.ir of a hit back (its `dim` lines bound the names)."""
+    from pyc_cli import build_cache
+
+    monkeypatch.setenv(build_cache.ENV, str(tmp_path / "cache"))
+    model_path = mlp(tmp_path, sizes=(16, 8), seed=5)
+    shapes, _ = parse_input_shapes(["x=batch:1..4,16"])
+    first = pyc_cli.build(model_path, tmp_path / "a", input_shapes=shapes, cache=True)
+    second = pyc_cli.build(model_path, tmp_path / "b", input_shapes=shapes, cache=True)
+    assert not first.cached and second.cached
+    assert [n.name for n in second.graph.nodes] == [n.name for n in first.graph.nodes]
+    x = np.random.default_rng(5).standard_normal((3, 16)).astype(np.float32)
+    with pyc_cli.load(second.artifact) as model:
+        np.testing.assert_allclose(model.run({"x": x})["y"],
+                                   onnxruntime_outputs(model_path, {"x": x})["y"],
+                                   rtol=RTOL, atol=ATOL)
