@@ -61,3 +61,53 @@ def encoder_block(tmp_path: Path, seq: int = 16, d: int = 64, hidden: int = 128,
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, d])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, d])
     return write_model(make_model(nodes, [x], [y], inits), tmp_path, "encoder_block.onnx")
+
+
+def attention_encoder(tmp_path: Path, vocab: int = 50, d: int = 64, heads: int = 4,
+                      seed: int = 0) -> Path:
+    """ids[batch, seq] (int64), mask[batch, seq] -> token embedding (Gather) -> one attention
+    layer: Q/K/V projections, Reshape to heads (constant targets [0, 0, H, D/H]: no Shape
+    subgraph), Transposes, scaled scores + additive mask -> Softmax -> weighted V, Transpose +
+    Reshape back, output projection + residual -> LayerNormalization."""
+    rng = np.random.default_rng(seed)
+    dh = d // heads
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["h"], name="embed")]
+    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        nodes += [helper.make_node("MatMul", ["h", f"w{name}"], [f"{name}m"], name=f"{name}_proj"),
+                  helper.make_node("Add", [f"{name}m", f"b{name}"], [f"{name}a"], name=f"{name}_bias"),
+                  helper.make_node("Reshape", [f"{name}a", "heads_shape"], [f"{name}r"],
+                                   name=f"{name}_heads"),
+                  helper.make_node("Transpose", [f"{name}r"], [f"{name}t"], name=f"{name}_t",
+                                   perm=perm)]
+    nodes += [
+        helper.make_node("Unsqueeze", ["mask", "axes12"], ["mu"], name="mask_unsqueeze"),
+        helper.make_node("Cast", ["mu"], ["mf"], name="mask_cast", to=f),
+        helper.make_node("Sub", ["one", "mf"], ["mi"], name="mask_invert"),
+        helper.make_node("Mul", ["mi", "neg_big"], ["madd"], name="mask_scale"),
+        helper.make_node("MatMul", ["qt", "kt"], ["s"], name="scores"),
+        helper.make_node("Div", ["s", "scale"], ["ss"], name="scale_scores"),
+        helper.make_node("Add", ["ss", "madd"], ["sm"], name="mask_add"),
+        helper.make_node("Softmax", ["sm"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "vt"], ["o"], name="weighted"),
+        helper.make_node("Transpose", ["o"], ["ot"], name="o_t", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ot", "model_shape"], ["or"], name="o_merge"),
+        helper.make_node("MatMul", ["or", "wo"], ["om"], name="o_proj"),
+        helper.make_node("Add", ["om", "bo"], ["oa"], name="o_bias"),
+        helper.make_node("Add", ["oa", "h"], ["res"], name="residual"),
+        helper.make_node("LayerNormalization", ["res", "g", "beta"], ["y"], name="norm", axis=-1),
+    ]
+    inits = [init("table", rand(rng, vocab, d)),
+             init("heads_shape", np.array([0, 0, heads, dh], np.int64)),
+             init("model_shape", np.array([0, 0, d], np.int64)),
+             init("axes12", np.array([1, 2], np.int64)),
+             init("one", np.array(1.0, np.float32)), init("neg_big", np.array(-10000.0, np.float32)),
+             init("scale", np.array(np.sqrt(dh), np.float32)),
+             init("wo", rand(rng, d, d, scale=0.2)), init("bo", rand(rng, d)),
+             init("g", rand(rng, d)), init("beta", rand(rng, d))]
+    for name in "qkv":
+        inits += [init(f"w{name}", rand(rng, d, d, scale=0.2)), init(f"b{name}", rand(rng, d))]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])
+    mask = helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "seq"])
+    y = helper.make_tensor_value_info("y", f, ["batch", "seq", d])
+    return write_model(make_model(nodes, [ids, mask], [y], inits), tmp_path, "attention.onnx")

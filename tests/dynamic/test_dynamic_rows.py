@@ -36,3 +36,35 @@ def test_encoder_block_runs_every_batch(tmp_path: Path) -> None:
             assert y.shape == (batch, 16, 64)
             np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"],
                                        rtol=RTOL, atol=ATOL)
+
+
+def test_attention_layer_runs_every_batch_and_sequence_length(tmp_path: Path) -> None:
+    """Two symbolic dims shared by two inputs: the embedding Gather, the projections, the
+    Transposes into heads, the fused attention (mask included) and the LayerNorm all read
+    batch and seq at run time; inputs disagreeing on seq are refused."""
+    from pyc_cli.errors import PycError
+    from tests.dynamic.models import attention_encoder
+
+    model_path = attention_encoder(tmp_path)
+    shapes, _ = parse_input_shapes(["ids=batch:1..4,seq:1..48", "mask=batch,seq"])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
+    kernels = {json.loads(line)["after"] for line in (art / "decisions.jsonl").read_text()
+               .splitlines() if json.loads(line)["action"] == "select_kernel"}
+    assert {"gather_rows_dims", "strided_copy_dims", "attention_rows_dims"} <= kernels
+    rng = np.random.default_rng(8)
+    with pyc_cli.load(art) as model:
+        for batch, seq in ((1, 1), (2, 7), (3, 33), (1, 48), (4, 48)):
+            ids = rng.integers(0, 50, (batch, seq)).astype(np.int64)
+            mask = (rng.random((batch, seq)) > 0.3).astype(np.int64)
+            mask[:, 0] = 1
+            feeds = {"ids": ids, "mask": mask}
+            y = model.run(feeds)["y"]
+            assert y.shape == (batch, seq, 64)
+            np.testing.assert_allclose(y, onnxruntime_outputs(model_path, feeds)["y"],
+                                       rtol=RTOL, atol=ATOL)
+        try:
+            model.run({"ids": np.zeros((2, 5), np.int64), "mask": np.ones((2, 6), np.int64)})
+        except PycError as error:
+            assert error.code == "E041" and "another input gave seq = 5" in error.what
+        else:
+            raise AssertionError("inputs disagreeing on seq ran")

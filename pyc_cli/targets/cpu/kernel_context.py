@@ -241,7 +241,8 @@ def elementwise_params(graph: Graph, node: Node, names: Mapping[str, str] | None
 
 def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix: str,
                    shape: tuple[int, ...], coords: list[str], acc: str,
-                   flat: list[str] | None = None) -> tuple[list[ScalarInstr], str]:
+                   flat: list[str] | None = None, names: Mapping[str, str] | None = None
+                   ) -> tuple[list[ScalarInstr], str]:
     """Render a fused program whose tensor operands (kernel parameters prefix0, prefix1, ...)
     are read at `coords`, the coordinates of a tensor of `shape`, through broadcast strides.
     `flat` = [outer, inner, name]: the kernel also has `name` = outer * extent(inner) + inner,
@@ -253,8 +254,8 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
             if strides[inner] and strides[outer] == strides[inner] * shape[inner]:
                 kept = [(c, s) for d, (c, s) in enumerate(zip(coords, strides))
                         if d not in (outer, inner)] + [(flat[2], strides[inner])]
-                return index_expression([c for c, _ in kept], [s for _, s in kept])
-        return index_expression(coords, strides)
+                return index_expression([c for c, _ in kept], [s for _, s in kept], names)
+        return index_expression(coords, strides, names)
 
     exprs = [f"{prefix}{k}[{index(v)}]" for k, v in enumerate(operands)]
     types = [graph.types[v].dtype for v in operands]
@@ -263,8 +264,8 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
 
 
 def epilogue_program(graph: Graph, node: Node, coords: list[str],
-                     shape: tuple[int, ...] | None = None, flat: list[str] | None = None
-                     ) -> tuple[list[ScalarInstr], str]:
+                     shape: tuple[int, ...] | None = None, flat: list[str] | None = None,
+                     names: Mapping[str, str] | None = None) -> tuple[list[ScalarInstr], str]:
     """The program a kernel applies to each accumulator (`acc`) as it stores an output (or, where
     `shape` says, an intermediate of that shape: attention's scores); `flat` as in
     _fused_program."""
@@ -272,7 +273,8 @@ def epilogue_program(graph: Graph, node: Node, coords: list[str],
     if not lines:
         return [], "acc"
     return _fused_program(graph, lines, registry.fused_inputs(node)[1], "E",
-                          shape or graph.types[node.outputs[0]].shape, coords, "acc", flat)
+                          shape or graph.types[node.outputs[0]].shape, coords, "acc", flat,
+                          names)
 
 
 def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
@@ -328,7 +330,7 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
         flat = call.params.get("flat_coords")
         call.epilogue, call.result = epilogue_program(
             graph, node, list(coords), tuple(shape) if shape is not None else None,  # type: ignore[arg-type]
-            list(flat) if flat else None)  # type: ignore[call-overload]
+            list(flat) if flat else None, names)  # type: ignore[call-overload]
     in_coords = call.params.get("in_coords")
     if in_coords is not None:
         call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type]

@@ -588,6 +588,30 @@ def _attention_params(node: Node, graph: Graph, op: Params) -> Params:
             "parallel": worth_threads(node, graph)}
 
 
+def _attention_dims_applies(node: Node, graph: Graph) -> bool:
+    """pyc.Attention over symbolic batch, query and key counts, the head sizes static, float
+    (the row max and sum of c/row_math.j2), the keys' upper bound within the stack's limit."""
+    if not node_is_symbolic(node, graph) or graph.types[node.outputs[0]].dtype is not DType.F32:
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not isinstance(op["D"], Dim) and not isinstance(op["E"], Dim) \
+        and int(op["T"]) <= ATTENTION_MAX_KEYS  # type: ignore[call-overload]
+
+
+def _attention_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """_attention_params with the batch, S and T as C over the run-time dims, the block of
+    query rows per task and the stack's score rows sized for T's upper bound."""
+    names = c_names(model_dims(graph))
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    return {**_attention_params(node, graph, op),
+            "S_c": c_size(op["S"], names), "T_c": c_size(op["T"], names),  # type: ignore[arg-type]
+            "T_max": int(op["T"]),  # type: ignore[call-overload]
+            "batch_size_c": c_size(numel(tuple(batch)), names),
+            "batch_c": [c_size(b, names) for b in batch],
+            "batch_strides_c": [c_size(numel(tuple(batch[d + 1:])), names)
+                                for d in range(len(batch))]}
+
+
 def _concat_skips(node: Node, graph: Graph, op: Params) -> Params:
     """Inputs the memory plan already placed in their slice of the output need no copy."""
     return {"skip": list(node.ann.inplace_inputs)}
@@ -802,6 +826,31 @@ def _run_time_rows(params: Params, node: Node, graph: Graph, op: Params) -> Para
     return out
 
 
+def _transpose_dims(node: Node, graph: Graph) -> bool:
+    """A Transpose with symbolic dims (its strides over them read at run time). Slice is not
+    taken: its clamped ranges over a symbolic dim are not expressions yet."""
+    return node.op == "Transpose" and node_is_symbolic(node, graph)
+
+
+def _strided_copy_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
+    """_strided_copy_loops with symbolic loop bounds and strides as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    shape = graph.types[node.outputs[0]].shape
+    dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["in_strides"])])  # type: ignore[call-overload]
+    return {"dims": [c_size(d, names) for d in dims],
+            "in_index": index_expression([f"i{d}" for d in range(len(dims))], sets[1], names)}
+
+
+def _gather_dims(node: Node, graph: Graph) -> bool:
+    """A Gather whose symbolic dims are all in its indices (an embedding lookup of a batch of
+    token ids): the data's rows static, the index count read at run time."""
+    return node_is_symbolic(node, graph) and not has_dims(graph.types[node.inputs[0]].shape)
+
+
+def _gather_count(node: Node, graph: Graph, op: Params) -> Params:
+    return {"count": c_size(op["count"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+
+
 def _softmax_rows_dims(node: Node, graph: Graph, op: Params) -> Params:
     return _run_time_rows(_softmax_rows(node, graph, op), node, graph, op)
 
@@ -842,6 +891,8 @@ CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n
                               cost_factor=4.0, takes_epilogue=True, params=_direct_conv_params)
 CONV_TRANSPOSE_DIRECT = KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2")
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
+STRIDED_COPY_DIMS = KernelCandidate("strided_copy_dims", "strided_copy.c.j2", _transpose_dims,
+                                    params=_strided_copy_loops_dims, symbolic_dims=True)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
 
 # the largest max-pool window whose interior loop is unrolled (kh, kw)
@@ -907,9 +958,11 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Conv": conv_candidates(gemm.PORTABLE_ISA),
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": transpose_candidates(gemm.PORTABLE_ISA),
-    **_each(("Transpose", "Slice"), STRIDED_COPY),
+    **_each(("Transpose", "Slice"), STRIDED_COPY, STRIDED_COPY_DIMS),
     "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),),
-    "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),),
+    "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),
+               KernelCandidate("gather_rows_dims", "gather.c.j2", _gather_dims,
+                               params=_gather_count, symbolic_dims=True)),
     "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
     "ScatterElements": (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),),
@@ -941,7 +994,10 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                                         node_is_symbolic, symbolic_dims=True)),
     "pyc.Attention": (KernelCandidate(
         "attention_rows", "attention.c.j2", params=_attention_params,
-        applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),),
+        applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),
+                      KernelCandidate("attention_rows_dims", "attention_dims.c.j2",
+                                      _attention_dims_applies, params=_attention_dims_params,
+                                      symbolic_dims=True)),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),),
     # the blocked layout (passes/assign_layouts.py): the conv's table is the target's ISA's
     "pyc.ConvBlocked": (blocked.conv_candidate(gemm.PORTABLE_ISA),),
