@@ -284,7 +284,8 @@ class CompiledModel:
             if array.dtype != spec.dtype or array.shape != spec.shape:
                 self.stats.guard_miss_count += 1  # the input guard: shapes and dtypes as built
                 raise PycError("E041", f"input {spec.name!r} is {array.dtype}{list(array.shape)}, "
-                               f"the model needs {spec.dtype}{list(spec.shape)}",
+                               f"the model needs {spec.dtype}"
+                               f"{list(spec.shape if spec.dims is None else spec.dims)}",
                                where=f"input {spec.name!r}",
                                hint="rebuild with --input-shape for other shapes, or convert it")
             arrays.append(array)

@@ -197,3 +197,9 @@ def test_a_cached_build_of_a_symbolic_model(tmp_path: Path, monkeypatch: pytest.
         np.testing.assert_allclose(model.run({"x": x})["y"],
                                    onnxruntime_outputs(model_path, {"x": x})["y"],
                                    rtol=RTOL, atol=ATOL)
+
+
+def test_a_wrong_dtype_names_the_dims(built: tuple[Path, Path]) -> None:
+    with pyc_cli.load(built[1]) as model, pytest.raises(PycError) as info:
+        model.run({"x": np.ones((3, 512), np.float64)})
+    assert info.value.code == "E041" and "the model needs float32['batch', 512]" in info.value.what
