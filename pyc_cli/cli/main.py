@@ -527,6 +527,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
         feeds = gather_inputs(input_specs, [spec.name for spec in model.inputs])
     else:
         feeds, drawn = random_inputs(model, seed or 0)
+    _check_upper_bounds(model, feeds, per_node, profile)
     outputs = model.run(feeds)
     plan = RunPlan(warmup, repeat, duration_s)
     stats = {**latency_stats(model.time_runs(feeds, plan)), "warmup_runs": warmup}
@@ -576,6 +577,22 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
                        f"{comparison.reference} beyond tolerance", where=str(artifact),
                        hint="see the first divergent node in the report" if per_node
                        else "rerun with --per-node to find the first node that diverges")
+
+
+def _check_upper_bounds(model: Any, feeds: dict[str, np.ndarray], per_node: bool,
+                        profile: bool) -> None:
+    """--per-node and --profile rebuild the kernels with run functions that take no shapes: a
+    model with symbolic dims runs there at its upper bounds only (issue #15)."""
+    if not (per_node or profile) or getattr(model, "shaped", None) is None:
+        return
+    for spec in model.inputs:
+        shape = tuple(np.shape(feeds.get(spec.name)))
+        if shape != spec.shape:
+            flag = "--per-node" if per_node else "--profile"
+            raise PycError("E050", f"{flag} runs a model with symbolic dims at their upper bounds "
+                           f"only: input {spec.name!r} is {list(shape)}, not {list(spec.shape)}",
+                           where=flag, hint="give inputs at the upper bounds, or --random-inputs "
+                           "(drawn at the upper bounds)")
 
 
 def _profile(artifact: Path, feeds: dict[str, np.ndarray], warmup: int, repeat: int | None

@@ -203,3 +203,20 @@ def test_a_wrong_dtype_names_the_dims(built: tuple[Path, Path]) -> None:
     with pyc_cli.load(built[1]) as model, pytest.raises(PycError) as info:
         model.run({"x": np.ones((3, 512), np.float64)})
     assert info.value.code == "E041" and "the model needs float32['batch', 512]" in info.value.what
+
+
+def test_profile_and_per_node_run_at_the_upper_bounds(tmp_path: Path) -> None:
+    """Their debug builds' run functions take no shapes: at the upper bounds they work, at
+    another shape they refuse (PYC-E050) instead of reading past the caller's buffers."""
+    model_path = mlp(tmp_path, sizes=(32, 48, 16), seed=6)
+    art = tmp_path / "small.pyc"
+    assert invoke("build", str(model_path), "-o", str(art), "--input-shape",
+                  "x=batch:1..8,32")[0] == 0
+    code, output = invoke("run", str(art), "--random-inputs", "3", "--compare", "ort",
+                          "--per-node")
+    assert code == 0 and "every compared intermediate is within tolerance" in output, output
+    code, output = invoke("run", str(art), "--random-inputs", "3", "--profile", "--repeat", "2")
+    assert code == 0 and "matmul_packed_const_rows" in output, output
+    np.savez(tmp_path / "in.npz", x=np.ones((3, 32), np.float32))
+    code, output = invoke("run", str(art), "--inputs", str(tmp_path / "in.npz"), "--profile")
+    assert code != 0 and "PYC-E050" in output and "upper bounds only" in output
