@@ -12,6 +12,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
 from .ir.run_dims import shape_argument
+from .ir.symbolic import parse_input_shapes
 from .ir.text import print_graph
 from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
@@ -97,6 +99,19 @@ class BuildResult:
     cached: bool = False
 
 
+def symbolic_shapes(input_shapes: Mapping[str, Sequence[object]] | None
+                    ) -> dict[str, tuple[int, ...]] | None:
+    """Input shapes whose dims may be written as `--input-shape` writes them: `{"x":
+    ("batch:1..64", 512)}` (a named dim bounded once, reused bare elsewhere) gives the same
+    bounded symbolic dims as `pyc build --input-shape x=batch:1..64,512`; shapes of numbers
+    (and Dims, from ir.symbolic.parse_input_shapes) are returned as they are."""
+    if not input_shapes or not any(isinstance(d, str) for dims in input_shapes.values()
+                                   for d in dims):
+        return None if input_shapes is None else dict(input_shapes)  # type: ignore[arg-type]
+    texts = [f"{name}={','.join(str(d) for d in dims)}" for name, dims in input_shapes.items()]
+    return parse_input_shapes(texts)[0]  # type: ignore[return-value]
+
+
 def compile_graph(model_path: str | Path, mode: str = "balanced",
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
                   target: str | Target = "cpu", stop_after: str | None = None,
@@ -108,6 +123,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     `steps` times the import and every pass (pyc build's progress and --verbose); `tuning`
     holds measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
+    input_shapes = symbolic_shapes(input_shapes)
     if mode not in MODES:
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
@@ -231,6 +247,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     layout: "auto" (blocked NCHWc regions where the cost model prices them faster,
     passes/assign_layouts.py), "nchw" (never) or "blocked" (wherever a kernel has it)."""
     started = time.monotonic()
+    input_shapes = symbolic_shapes(input_shapes)
     if compile_budget is not None and not compile_budget > 0:
         raise PycError("E050", f"compile budget {compile_budget} s is not a positive duration",
                        where="--compile-budget", hint="e.g. 30s, 2m or 90")

@@ -220,3 +220,20 @@ def test_profile_and_per_node_run_at_the_upper_bounds(tmp_path: Path) -> None:
     np.savez(tmp_path / "in.npz", x=np.ones((3, 32), np.float32))
     code, output = invoke("run", str(art), "--inputs", str(tmp_path / "in.npz"), "--profile")
     assert code != 0 and "PYC-E050" in output and "upper bounds only" in output
+
+
+def test_the_python_api_takes_bounded_dims_as_text(tmp_path: Path) -> None:
+    """`input_shapes={"x": ("batch:1..8", 32)}` is `--input-shape x=batch:1..8,32`."""
+    model_path = mlp(tmp_path, sizes=(32, 24), seed=7)
+    art = pyc_cli.build(model_path, tmp_path / "art",
+                        input_shapes={"x": ("batch:1..8", 32)}).artifact
+    assert json.loads((art / "manifest.json").read_text())["dims"] == [
+        {"name": "batch", "lo": 1, "hi": 8}]
+    x = np.random.default_rng(7).standard_normal((6, 32)).astype(np.float32)
+    with pyc_cli.load(art) as model:
+        np.testing.assert_allclose(model.run({"x": x})["y"],
+                                   onnxruntime_outputs(model_path, {"x": x})["y"],
+                                   rtol=RTOL, atol=ATOL)
+    with pytest.raises(PycError) as info:
+        pyc_cli.build(model_path, tmp_path / "bad", input_shapes={"x": ("batch", 32)})
+    assert info.value.code == "E006" and "no bounds" in info.value.what
