@@ -19,6 +19,7 @@ from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import parse_input_shapes
 from pyc_cli.runtime.native import CompiledModel
 from tests.dynamic.models import mlp
+from tests.helpers import assert_strict_c11
 
 REPO = Path(__file__).resolve().parents[2]
 RTOL, ATOL = 1e-4, 1e-5  # float32 GEMMs of K = 2048 in another summation order than ORT's
@@ -237,3 +238,31 @@ def test_the_python_api_takes_bounded_dims_as_text(tmp_path: Path) -> None:
     with pytest.raises(PycError) as info:
         pyc_cli.build(model_path, tmp_path / "bad", input_shapes={"x": ("batch", 32)})
     assert info.value.code == "E006" and "no bounds" in info.value.what
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_the_generated_c_is_strict_c11(built: tuple[Path, Path], compiler: str) -> None:
+    assert_strict_c11(compiler, built[1])
+
+
+def test_the_unshaped_entry_point_runs_at_the_upper_bounds(built: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """tests/c/io_driver.c, written for static models (NAME_run, io_bytes-sized buffers), runs
+    a symbolic model at its upper bounds."""
+    model_path, art = built
+    manifest = json.loads((art / "manifest.json").read_text())
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    assert compiler
+    exe = tmp_path / "io_driver"
+    subprocess.run([compiler, *manifest["toolchain"]["flags"],
+                    f"-DPYC_NAME={manifest['symbol_prefix']}", "-I", str(art / "src"),
+                    str(art / "src" / "model.c"), str(art / "src" / "pyc_runtime.c"),
+                    str(REPO / "tests" / "c" / "io_driver.c"), "-o", str(exe),
+                    *manifest["toolchain"]["libraries"]], check=True)
+    x = np.random.default_rng(9).standard_normal((64, 512)).astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    subprocess.run([str(exe), str(art / "weights.bin"), str(tmp_path / "x.bin"),
+                    str(tmp_path / "y.bin")], check=True)
+    y = np.fromfile(tmp_path / "y.bin", np.float32).reshape(64, 512)
+    np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"],
+                               rtol=RTOL, atol=ATOL)

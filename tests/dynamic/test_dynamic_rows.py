@@ -14,6 +14,7 @@ from conftest import onnxruntime_outputs
 import pyc_cli
 from pyc_cli.ir.symbolic import parse_input_shapes
 from tests.dynamic.models import encoder_block
+from tests.helpers import assert_strict_c11
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -51,6 +52,8 @@ def test_attention_layer_runs_every_batch_and_sequence_length(tmp_path: Path) ->
     kernels = {json.loads(line)["after"] for line in (art / "decisions.jsonl").read_text()
                .splitlines() if json.loads(line)["action"] == "select_kernel"}
     assert {"gather_rows_dims", "strided_copy_dims", "attention_rows_dims"} <= kernels
+    for compiler in ("gcc", "clang"):
+        assert_strict_c11(compiler, art)
     rng = np.random.default_rng(8)
     with pyc_cli.load(art) as model:
         for batch, seq in ((1, 1), (2, 7), (3, 33), (1, 48), (4, 48)):
