@@ -660,7 +660,7 @@ def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
     from ..check import check_model
     from .check_report import print_check_report
 
-    report = check_model(model, dict(parse_input_shape(t) for t in input_shapes))
+    report = check_model(model, parse_input_shapes(input_shapes)[0])
     if as_json:
         click.echo(json.dumps(report.to_json(), sort_keys=True))
     else:
