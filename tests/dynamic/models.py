@@ -111,3 +111,18 @@ def attention_encoder(tmp_path: Path, vocab: int = 50, d: int = 64, heads: int =
     mask = helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "seq"])
     y = helper.make_tensor_value_info("y", f, ["batch", "seq", d])
     return write_model(make_model(nodes, [ids, mask], [y], inits), tmp_path, "attention.onnx")
+
+
+def concat_copy(tmp_path: Path, width: int = 8, seed: int = 0) -> Path:
+    """x[batch, W] -> Concat(x, Relu(x) * w) on axis 1 -> y[batch, 2W], and x copied to the
+    output z (Identity)."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Mul", ["r", "w"], ["rw"], name="scale"),
+             helper.make_node("Concat", ["x", "rw"], ["y"], name="concat", axis=1),
+             helper.make_node("Identity", ["x"], ["z"], name="copy")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2 * width])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", width])
+    return write_model(make_model(nodes, [x], [y, z], [init("w", rand(rng, width))]), tmp_path,
+                       "concat_copy.onnx")

@@ -71,3 +71,22 @@ def test_attention_layer_runs_every_batch_and_sequence_length(tmp_path: Path) ->
             assert error.code == "E041" and "another input gave seq = 5" in error.what
         else:
             raise AssertionError("inputs disagreeing on seq ran")
+
+
+def test_concat_and_copy_over_a_symbolic_batch(tmp_path: Path) -> None:
+    from tests.dynamic.models import concat_copy
+
+    model_path = concat_copy(tmp_path)
+    shapes, _ = parse_input_shapes(["x=batch:1..300,8"])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
+    kernels = {json.loads(line)["after"] for line in (art / "decisions.jsonl").read_text()
+               .splitlines() if json.loads(line)["action"] == "select_kernel"}
+    assert {"concat_blocks_dims", "memcpy_dims"} <= kernels
+    rng = np.random.default_rng(30)
+    with pyc_cli.load(art) as model:
+        for batch in (1, 150, 300):
+            x = rng.standard_normal((batch, 8)).astype(np.float32)
+            got, want = model.run({"x": x}), onnxruntime_outputs(model_path, {"x": x})
+            for name in ("y", "z"):
+                assert got[name].shape == want[name].shape
+                np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL)

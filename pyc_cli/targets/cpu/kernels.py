@@ -851,6 +851,26 @@ def _gather_count(node: Node, graph: Graph, op: Params) -> Params:
     return {"count": c_size(op["count"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
 
 
+def _concat_dims(node: Node, graph: Graph) -> bool:
+    """A Concat whose symbolic dims are all before its axis: the chunks static, the number of
+    outer rows read at run time."""
+    if not node_is_symbolic(node, graph):
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not has_dims((op["row"], *op["chunks"]))  # type: ignore[arg-type]
+
+
+def _concat_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    return {**_concat_skips(node, graph, op),
+            "outer": c_size(op["outer"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+
+
+def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
+    """The bytes a copy moves, over the run-time dims."""
+    out = graph.types[node.outputs[0]]
+    return {"bytes_c": c_size(out.numel * out.dtype.itemsize, c_names(model_dims(graph)))}
+
+
 def _softmax_rows_dims(node: Node, graph: Graph, op: Params) -> Params:
     return _run_time_rows(_softmax_rows(node, graph, op), node, graph, op)
 
@@ -959,7 +979,9 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": transpose_candidates(gemm.PORTABLE_ISA),
     **_each(("Transpose", "Slice"), STRIDED_COPY, STRIDED_COPY_DIMS),
-    "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),),
+    "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),
+               KernelCandidate("concat_blocks_dims", "concat.c.j2", _concat_dims,
+                               params=_concat_dims_params, symbolic_dims=True)),
     "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),
                KernelCandidate("gather_rows_dims", "gather.c.j2", _gather_dims,
                                params=_gather_count, symbolic_dims=True)),
@@ -998,7 +1020,9 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                       KernelCandidate("attention_rows_dims", "attention_dims.c.j2",
                                       _attention_dims_applies, params=_attention_dims_params,
                                       symbolic_dims=True)),
-    "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),),
+    "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),
+                 KernelCandidate("memcpy_dims", "copy.c.j2", node_is_symbolic, params=_copy_bytes,
+                                 symbolic_dims=True)),
     # the blocked layout (passes/assign_layouts.py): the conv's table is the target's ISA's
     "pyc.ConvBlocked": (blocked.conv_candidate(gemm.PORTABLE_ISA),),
     "pyc.Reorder": (blocked.REORDER,),
