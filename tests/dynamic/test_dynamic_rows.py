@@ -6,13 +6,19 @@ is computed at run time)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import onnxruntime_outputs
 
 import pyc_cli
+from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import parse_input_shapes
+from pyc_cli.targets import get_target
 from tests.dynamic.models import encoder_block
 from tests.helpers import assert_strict_c11
 
@@ -43,7 +49,6 @@ def test_attention_layer_runs_every_batch_and_sequence_length(tmp_path: Path) ->
     """Two symbolic dims shared by two inputs: the embedding Gather, the projections, the
     Transposes into heads, the fused attention (mask included) and the LayerNorm all read
     batch and seq at run time; inputs disagreeing on seq are refused."""
-    from pyc_cli.errors import PycError
     from tests.dynamic.models import attention_encoder
 
     model_path = attention_encoder(tmp_path)
@@ -65,12 +70,9 @@ def test_attention_layer_runs_every_batch_and_sequence_length(tmp_path: Path) ->
             assert y.shape == (batch, seq, 64)
             np.testing.assert_allclose(y, onnxruntime_outputs(model_path, feeds)["y"],
                                        rtol=RTOL, atol=ATOL)
-        try:
+        with pytest.raises(PycError) as info:
             model.run({"ids": np.zeros((2, 5), np.int64), "mask": np.ones((2, 6), np.int64)})
-        except PycError as error:
-            assert error.code == "E041" and "another input gave seq = 5" in error.what
-        else:
-            raise AssertionError("inputs disagreeing on seq ran")
+        assert info.value.code == "E041" and "another input gave seq = 5" in info.value.what
 
 
 def test_concat_and_copy_over_a_symbolic_batch(tmp_path: Path) -> None:
@@ -90,3 +92,26 @@ def test_concat_and_copy_over_a_symbolic_batch(tmp_path: Path) -> None:
             for name in ("y", "z"):
                 assert got[name].shape == want[name].shape
                 np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL)
+
+
+def test_results_are_the_same_for_every_team_size(tmp_path: Path) -> None:
+    """The run-time task splits cover disjoint outputs: bitwise the same result on 1, 2 and 3
+    threads, at a batch that splits every kernel and at one that leaves some a single task."""
+    if not get_target("cpu").openmp():
+        pytest.skip("the C compiler has no OpenMP runtime")
+    model_path = encoder_block(tmp_path, seed=3)
+    shapes, _ = parse_input_shapes(["x=batch:1..512,16,64"])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes, threads=2).artifact
+    rng = np.random.default_rng(31)
+    for batch in (5, 400):
+        np.savez(tmp_path / "x.npz", x=rng.standard_normal((batch, 16, 64)).astype(np.float32))
+        results = []
+        for threads in ("1", "2", "3"):
+            env = {**os.environ, "PYC_NUM_THREADS": threads}
+            subprocess.run([sys.executable, "-m", "pyc_cli", "run", str(art), "--inputs",
+                            str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")],
+                           check=True, env=env, capture_output=True)
+            results.append(np.load(tmp_path / "y.npz")["y"])
+        assert results[0].shape == (batch, 16, 64)
+        for y in results[1:]:
+            np.testing.assert_array_equal(y, results[0])
