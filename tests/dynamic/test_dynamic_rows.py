@@ -115,3 +115,26 @@ def test_results_are_the_same_for_every_team_size(tmp_path: Path) -> None:
         assert results[0].shape == (batch, 16, 64)
         for y in results[1:]:
             np.testing.assert_array_equal(y, results[0])
+
+
+def test_reductions_over_and_beside_symbolic_dims(tmp_path: Path) -> None:
+    """A mean over the symbolic seq (its divisor read at run time), a max beside it, a sum over
+    the symbolic batch itself."""
+    from tests.dynamic.models import pooling
+
+    model_path = pooling(tmp_path)
+    shapes, _ = parse_input_shapes(["x=batch:1..6,seq:1..40,24"])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
+    kernels = {json.loads(line)["after"] for line in (art / "decisions.jsonl").read_text()
+               .splitlines() if json.loads(line)["action"] == "select_kernel"}
+    assert kernels == {"reduce_strided_dims"}
+    for compiler in ("gcc", "clang"):
+        assert_strict_c11(compiler, art)
+    rng = np.random.default_rng(40)
+    with pyc_cli.load(art) as model:
+        for batch, seq in ((1, 1), (6, 40), (3, 17)):
+            x = rng.standard_normal((batch, seq, 24)).astype(np.float32)
+            got, want = model.run({"x": x}), onnxruntime_outputs(model_path, {"x": x})
+            for name in ("mean", "max", "sum"):
+                assert got[name].shape == want[name].shape, name
+                np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL)

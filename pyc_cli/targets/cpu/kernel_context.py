@@ -314,6 +314,8 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
                       node.ann.kernel_name, node.op, operands_for(graph, node), {},
                       out_type.dtype.c_type, out_type.numel, dims=candidate.symbolic_dims)
     names = c_names(model_dims(graph)) if candidate.symbolic_dims else None
+    if names is not None:  # a size some templates print (reduce.c.j2's output loops)
+        call.out_numel = c_size(out_type.numel, names)  # type: ignore[assignment]
     if node.ann.inplace_operand is not None:
         call.restrict = ""
     if node.op == "pyc.Elementwise":

@@ -851,6 +851,21 @@ def _gather_count(node: Node, graph: Graph, op: Params) -> Params:
     return {"count": c_size(op["count"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
 
 
+def _reduce_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
+    """_reduce_loops with symbolic loop bounds, strides, row length and count (ReduceMean's
+    divisor) as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    params = _reduce_loops(node, graph, op)
+    shape = tuple(op["in_shape"])  # type: ignore[call-overload]
+    dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["out_strides"])])  # type: ignore[call-overload]
+    coords = [f"i{d}" for d in range(len(dims))]
+    return {**params, "dims": [c_size(d, names) for d in dims],
+            "in_index": index_expression(coords, sets[0], names),
+            "out_index": index_expression(coords, sets[1], names),
+            "sum_rows": c_size(params["sum_rows"], names) if params["sum_rows"] else 0,  # type: ignore[arg-type]
+            "count": c_size(op["count"], names)}  # type: ignore[arg-type]
+
+
 def _concat_dims(node: Node, graph: Graph) -> bool:
     """A Concat whose symbolic dims are all before its axis: the chunks static, the number of
     outer rows read at run time."""
@@ -914,6 +929,8 @@ STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_stri
 STRIDED_COPY_DIMS = KernelCandidate("strided_copy_dims", "strided_copy.c.j2", _transpose_dims,
                                     params=_strided_copy_loops_dims, symbolic_dims=True)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
+REDUCE_DIMS = KernelCandidate("reduce_strided_dims", "reduce.c.j2", node_is_symbolic,
+                              params=_reduce_loops_dims, symbolic_dims=True)
 
 # the largest max-pool window whose interior loop is unrolled (kh, kw)
 POOL_UNROLLED_WINDOW = 49
@@ -1005,7 +1022,7 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     **_each(("CumSum", "CumProd"), CUMULATIVE),
     **_each(("ArgMax", "ArgMin"), ARGREDUCE),
     **_each(("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-             "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE),
+             "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE, REDUCE_DIMS),
     "ReduceLogSumExp": (KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace,
                                         params=_reduce_loops),),
     **_each(("Resize", "Upsample"), RESIZE),
