@@ -142,3 +142,24 @@ def pooling(tmp_path: Path, d: int = 24) -> Path:
             helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["seq", d])]
     return write_model(make_model(nodes, [x], outs, [init("axes0", np.array([0], np.int64))]),
                        tmp_path, "pooling.onnx")
+
+
+def small_cnn(tmp_path: Path, seed: int = 0) -> Path:
+    """x[batch, 3, 16, 16] -> Conv 3x3 + bias -> Relu -> MaxPool 2x2 -> Conv 1x1 + residual ->
+    GlobalAveragePool -> Flatten -> Gemm: y[batch, 10]."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+             helper.make_node("MaxPool", ["r0"], ["p0"], name="pool0", kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Conv", ["p0", "w1"], ["c1"], name="conv1"),
+             helper.make_node("Add", ["c1", "p0"], ["a1"], name="residual"),
+             helper.make_node("GlobalAveragePool", ["a1"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="head")]
+    inits = [init("w0", rand(rng, 8, 3, 3, 3, scale=0.3)), init("b0", rand(rng, 8)),
+             init("w1", rand(rng, 8, 8, 1, 1, scale=0.3)), init("w2", rand(rng, 8, 10)),
+             init("b2", rand(rng, 10))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])
+    return write_model(make_model(nodes, [x], [y], inits), tmp_path, "small_cnn.onnx")

@@ -138,3 +138,28 @@ def test_reductions_over_and_beside_symbolic_dims(tmp_path: Path) -> None:
             for name in ("mean", "max", "sum"):
                 assert got[name].shape == want[name].shape, name
                 np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL)
+
+
+def test_a_cnn_over_a_symbolic_batch_loops_its_static_kernels(tmp_path: Path) -> None:
+    """Convs and the pool run their static kernel once per image (the conv's fused bias, Relu
+    and residual included); the global pool, the head's GEMM read the batch themselves."""
+    from tests.dynamic.models import small_cnn
+
+    model_path = small_cnn(tmp_path)
+    shapes, _ = parse_input_shapes(["x=batch:1..9,3,16,16"])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
+    chosen = [json.loads(line) for line in (art / "decisions.jsonl").read_text().splitlines()
+              if json.loads(line)["action"] == "select_kernel"]
+    kernels = {d["after"] for d in chosen}
+    assert {"conv_batch_loop", "maxpool_batch_loop"} <= kernels
+    assert any("one image at a time through conv2d_" in d["reason"] for d in chosen)
+    for compiler in ("gcc", "clang"):
+        assert_strict_c11(compiler, art)
+    rng = np.random.default_rng(50)
+    with pyc_cli.load(art) as model:
+        for batch in (1, 4, 9):
+            x = rng.standard_normal((batch, 3, 16, 16)).astype(np.float32)
+            y = model.run({"x": x})["y"]
+            assert y.shape == (batch, 10)
+            np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"],
+                                       rtol=RTOL, atol=ATOL)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_names, c_size, model_dims
-from ...ir.symbolic import Dim, DimLike
+from ...ir.symbolic import Dim, DimLike, has_dims, numel
 from ...ir.types import DType, TensorType
 from ...ops import registry
 from ...ops.movement import contiguous_strides
@@ -307,6 +307,29 @@ def operands_for(graph: Graph, node: Node) -> list[Operand]:
     return operands
 
 
+def operand_values(graph: Graph, node: Node) -> list[tuple[str, str]]:
+    """(kernel parameter, value) of each pointer operand, as operands_for names them."""
+    own, epilogue, prologue = registry.fused_inputs(node)
+    pairs = [(f"X{k}", v) for k, v in enumerate(own) if v]
+    pairs += [(f"E{k}", v) for k, v in enumerate(epilogue)]
+    pairs += [(f"P{k}", v) for k, v in enumerate(prologue)]
+    return pairs + [("Y" if k == 0 else f"Y{k}", v) for k, v in enumerate(node.outputs) if v]
+
+
+def image_kernel_call(graph: Graph, node: Node, candidate: KernelCandidate) -> KernelCall:
+    """The static kernel of one image (targets/cpu/batch_loop.py), `graph` typing the node's
+    values as one image; its function is named after the loop's (kernel_call)."""
+    call = kernel_call(graph, node, 0, candidate)
+    if candidate.workspace is not None:  # as CpuTarget.kernel_calls gives the loop its WS
+        ctype = graph.types[node.outputs[0]].dtype.c_type
+        call.operands.append(Operand("WS", ctype, is_output=True))
+    if not candidate.restrict_pointers:
+        call.restrict = ""
+        for operand in call.operands:
+            operand.restrict = False
+    return call
+
+
 def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate) -> KernelCall:
     opdef = registry.get(node.op)
     out_type: TensorType = graph.types[node.outputs[0]]
@@ -323,6 +346,12 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
         return call
     params = opdef.kernel_params(node, graph)
     params.update(candidate.template_params(node, graph, params))
+    image = params.get("image_call")
+    if isinstance(image, KernelCall):  # a loop over images: its static kernel and strides
+        image.fn = f"{call.fn}_image"
+        params["image_strides"] = {param: int(numel(graph.types[v].shape[1:]))
+                                   for param, v in operand_values(graph, node)
+                                   if has_dims(graph.types[v].shape)}
     params.update(node.ann.kernel.params if node.ann.kernel is not None else {})
     call.params = {key: c_params(value) for key, value in params.items()}
     call.params.setdefault("itemsize", out_type.dtype.itemsize)

@@ -24,7 +24,7 @@ from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ...planning import weights
 from ..kernel import KernelCandidate, Tunable
-from . import blocked, conv_dots, gemm, winograd
+from . import batch_loop, blocked, conv_dots, gemm, winograd
 from .kernel_context import (
     LAYERNORM_TASK_ELEMENTS,
     SOFTMAX_TASK_ELEMENTS,
@@ -983,15 +983,15 @@ def cpu_kernels(isa: str, with_winograd: bool = True) -> dict[str, tuple[KernelC
 
 @functools.cache
 def _cpu_kernels(isa: str, with_winograd: bool) -> dict[str, tuple[KernelCandidate, ...]]:
-    return {**CPU_KERNELS, "Conv": conv_candidates(isa, with_winograd),
-            "MatMul": matmul_candidates(isa),
-            "pyc.ConvBlocked": (blocked.conv_candidate(isa),),
-            "ConvTranspose": transpose_candidates(isa)}
+    return batch_loop.with_batch_loops({
+        **STATIC_KERNELS, "Conv": conv_candidates(isa, with_winograd),
+        "MatMul": matmul_candidates(isa), "pyc.ConvBlocked": (blocked.conv_candidate(isa),),
+        "ConvTranspose": transpose_candidates(isa)})
 
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
 # GEMM candidates are those of the portable ISA here, the target's ISA in CpuTarget.kernels
-CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
+STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Conv": conv_candidates(gemm.PORTABLE_ISA),
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": transpose_candidates(gemm.PORTABLE_ISA),
@@ -1045,3 +1045,5 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "pyc.Reorder": (blocked.REORDER,),
     "pyc.PoolBlocked": (blocked.POOL,),
 }
+# ... with the loops over images of a symbolic batch (batch_loop.py)
+CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = batch_loop.with_batch_loops(STATIC_KERNELS)
