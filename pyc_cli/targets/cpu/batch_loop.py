@@ -7,7 +7,8 @@ build-time transforms are the static kernel's own; its scratch serves every imag
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable
 
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_names, c_size, model_dims
@@ -18,7 +19,6 @@ from ..kernel import KernelCandidate
 # the ops whose kernels run image by image (every output image reads its input image only)
 OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "InstanceNormalization", "LRN")
 TEMPLATE = "batch_loop.c.j2"
-Table = Mapping[str, tuple[KernelCandidate, ...]]
 
 
 def batch_dim(node: Node, graph: Graph) -> Dim | None:
@@ -53,15 +53,15 @@ def image_stride(graph: Graph, value: str) -> int:
     return int(numel(shape[1:])) if has_dims(shape) else 0
 
 
-def batch_loop_candidate(op: str, table: Table) -> KernelCandidate:
-    """The loop over images for `op`, delegating to the cheapest static candidate of `table`
-    that applies to one image."""
+@functools.cache  # one object per op and static candidates: every table holding them shares it
+def batch_loop_candidate(op: str, kernels: tuple[KernelCandidate, ...]) -> KernelCandidate:
+    """The loop over images for `op`, delegating to the cheapest of its static `kernels` that
+    applies to one image."""
     def inner(node: Node, graph: Graph) -> tuple[KernelCandidate, Graph] | None:
         if batch_dim(node, graph) is None:
             return None
         single = image_graph(node, graph)
-        found = [c for c in table.get(op, ()) if not c.symbolic_dims
-                 and c.is_applicable(node, single)]
+        found = [c for c in kernels if not c.symbolic_dims and c.is_applicable(node, single)]
         if not found:
             return None
         return min(found, key=lambda c: (c.cost(node, single), c.name)), single
@@ -87,7 +87,6 @@ def batch_loop_candidate(op: str, table: Table) -> KernelCandidate:
                 "images_c": c_size(dim, c_names(model_dims(graph))),  # type: ignore[arg-type]
                 "image_kernel": chosen[0].name}
 
-    kernels = table.get(op, ())
     return KernelCandidate(
         f"{op.lower()}_batch_loop", TEMPLATE, lambda n, g: inner(n, g) is not None,
         cost_factor=min((c.cost_factor for c in kernels), default=1.0),
@@ -110,6 +109,6 @@ def _inner_of(inner: Callable[[Node, Graph], tuple[KernelCandidate, Graph] | Non
 def with_batch_loops(table: dict[str, tuple[KernelCandidate, ...]]
                      ) -> dict[str, tuple[KernelCandidate, ...]]:
     """`table` with a batch loop added to each op of OPS it has."""
-    return {op: (*cands, batch_loop_candidate(op, table)) if op in OPS else cands
+    return {op: (*cands, batch_loop_candidate(op, cands)) if op in OPS else cands
             for op, cands in table.items()}
 
