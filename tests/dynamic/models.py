@@ -163,3 +163,18 @@ def small_cnn(tmp_path: Path, seed: int = 0) -> Path:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])
     return write_model(make_model(nodes, [x], [y], inits), tmp_path, "small_cnn.onnx")
+
+
+def slices(tmp_path: Path, d: int = 16) -> Path:
+    """x[batch, seq, D] -> the tokens after the first (y) and the last 3 tokens (tail): Slices
+    whose ranges depend on seq (a negative step over a symbolic dim is refused by Slice's rule
+    with PYC-E051 today)."""
+    big = np.iinfo(np.int64).max
+    nodes = [helper.make_node("Slice", ["x", "one", "end", "axis1"], ["y"], name="drop_first"),
+             helper.make_node("Slice", ["x", "minus3", "end", "axis1"], ["tail"], name="last3")]
+    inits = [init("one", np.array([1], np.int64)), init("end", np.array([big], np.int64)),
+             init("axis1", np.array([1], np.int64)), init("minus3", np.array([-3], np.int64))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", d])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", f"{n}_len", d])
+            for n in ("y", "tail")]
+    return write_model(make_model(nodes, [x], outs, inits), tmp_path, "slices.onnx")

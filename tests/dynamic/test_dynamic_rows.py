@@ -163,3 +163,23 @@ def test_a_cnn_over_a_symbolic_batch_loops_its_static_kernels(tmp_path: Path) ->
             assert y.shape == (batch, 10)
             np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"],
                                        rtol=RTOL, atol=ATOL)
+
+
+def test_slices_whose_ranges_depend_on_a_symbolic_dim(tmp_path: Path) -> None:
+    """x[:, 1:] (seq - 1 rows) and x[:, -3:] (its first element at (seq - 3) * D, read at run
+    time)."""
+    from tests.dynamic.models import slices
+
+    model_path = slices(tmp_path)
+    shapes, _ = parse_input_shapes(["x=batch:1..3,seq:3..20,16"])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
+    assert "f32[batch,seq - 1,16] = Slice" in (art / "model.ir").read_text()
+    for compiler in ("gcc", "clang"):
+        assert_strict_c11(compiler, art)
+    rng = np.random.default_rng(60)
+    with pyc_cli.load(art) as model:
+        for batch, seq in ((1, 3), (2, 4), (3, 20), (2, 11)):
+            x = rng.standard_normal((batch, seq, 16)).astype(np.float32)
+            got, want = model.run({"x": x}), onnxruntime_outputs(model_path, {"x": x})
+            for name in ("y", "tail"):
+                np.testing.assert_array_equal(got[name], want[name])

@@ -826,18 +826,25 @@ def _run_time_rows(params: Params, node: Node, graph: Graph, op: Params) -> Para
     return out
 
 
-def _transpose_dims(node: Node, graph: Graph) -> bool:
-    """A Transpose with symbolic dims (its strides over them read at run time). Slice is not
-    taken: its clamped ranges over a symbolic dim are not expressions yet."""
-    return node.op == "Transpose" and node_is_symbolic(node, graph)
+def _strided_copy_dims(node: Node, graph: Graph) -> bool:
+    """A Transpose or Slice with symbolic dims (loop bounds, strides and a Slice's first
+    element over them read at run time). A Slice's ranges are the op's rule's (checked
+    against concrete instances at import, issue #15's rails); its starts, ends and steps must
+    be constants."""
+    if not node_is_symbolic(node, graph):
+        return False
+    if node.op == "Slice":
+        return all(v in graph.constants for v in node.inputs[1:] if v)
+    return True
 
 
 def _strided_copy_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
-    """_strided_copy_loops with symbolic loop bounds and strides as C over the run-time dims."""
+    """_strided_copy_loops with symbolic loop bounds, strides and base as C over the run-time
+    dims."""
     names = c_names(model_dims(graph))
     shape = graph.types[node.outputs[0]].shape
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["in_strides"])])  # type: ignore[call-overload]
-    return {"dims": [c_size(d, names) for d in dims],
+    return {"dims": [c_size(d, names) for d in dims], "base": c_size(op["base"], names),  # type: ignore[arg-type]
             "in_index": index_expression([f"i{d}" for d in range(len(dims))], sets[1], names)}
 
 
@@ -926,7 +933,7 @@ CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n
                               cost_factor=4.0, takes_epilogue=True, params=_direct_conv_params)
 CONV_TRANSPOSE_DIRECT = KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2")
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
-STRIDED_COPY_DIMS = KernelCandidate("strided_copy_dims", "strided_copy.c.j2", _transpose_dims,
+STRIDED_COPY_DIMS = KernelCandidate("strided_copy_dims", "strided_copy.c.j2", _strided_copy_dims,
                                     params=_strided_copy_loops_dims, symbolic_dims=True)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
 REDUCE_DIMS = KernelCandidate("reduce_strided_dims", "reduce.c.j2", node_is_symbolic,
