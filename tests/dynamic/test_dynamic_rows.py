@@ -183,3 +183,27 @@ def test_slices_whose_ranges_depend_on_a_symbolic_dim(tmp_path: Path) -> None:
             got, want = model.run({"x": x}), onnxruntime_outputs(model_path, {"x": x})
             for name in ("y", "tail"):
                 np.testing.assert_array_equal(got[name], want[name])
+
+
+@pytest.mark.parametrize("mode", ["latency_first", "memory_first"])
+def test_every_mode_plans_for_every_shape(mode: str, tmp_path: Path) -> None:
+    """memory_first's scratch caps, schedule and in-place choices, and latency_first's plan,
+    on the CNN (batch loops) and the attention layer (two dims)."""
+    from tests.dynamic.models import attention_encoder, small_cnn
+
+    rng = np.random.default_rng(70)
+    cnn, attention = small_cnn(tmp_path), attention_encoder(tmp_path)
+    cases = [(cnn, ["x=batch:1..9,3,16,16"],
+              [{"x": rng.standard_normal((b, 3, 16, 16)).astype(np.float32)} for b in (1, 7)]),
+             (attention, ["ids=batch:1..4,seq:1..48", "mask=batch,seq"],
+              [{"ids": rng.integers(0, 50, (b, s)).astype(np.int64),
+                "mask": np.ones((b, s), np.int64)} for b, s in ((1, 48), (3, 5))])]
+    for model_path, texts, feeds in cases:
+        shapes, _ = parse_input_shapes(texts)
+        art = pyc_cli.build(model_path, tmp_path / f"{model_path.stem}_{mode}", mode=mode,
+                            input_shapes=shapes).artifact
+        with pyc_cli.load(art) as model:
+            for feed in feeds:
+                got, want = model.run(feed), onnxruntime_outputs(model_path, feed)
+                for name, value in want.items():
+                    np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL)
