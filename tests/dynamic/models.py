@@ -129,17 +129,19 @@ def concat_copy(tmp_path: Path, width: int = 8, seed: int = 0) -> Path:
 
 
 def pooling(tmp_path: Path, d: int = 24) -> Path:
-    """x[batch, seq, D] -> mean over seq (sentence embedding), max over D, and the sum over the
-    symbolic batch itself."""
+    """x[batch, seq, D] -> mean over seq (sentence embedding), max over D, the sum over the
+    symbolic batch itself, the index of the largest of D (ArgMax)."""
     nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], name="mean_seq", axes=[1],
                               keepdims=0),
              helper.make_node("ReduceMax", ["x"], ["max"], name="max_d", axes=[2], keepdims=1),
              helper.make_node("ReduceSum", ["x", "axes0"], ["sum"], name="sum_batch",
-                              keepdims=0)]
+                              keepdims=0),
+             helper.make_node("ArgMax", ["x"], ["best"], name="argmax_d", axis=2, keepdims=0)]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", d])
     outs = [helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["batch", d]),
             helper.make_tensor_value_info("max", TensorProto.FLOAT, ["batch", "seq", 1]),
-            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["seq", d])]
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["seq", d]),
+            helper.make_tensor_value_info("best", TensorProto.INT64, ["batch", "seq"])]
     return write_model(make_model(nodes, [x], outs, [init("axes0", np.array([0], np.int64))]),
                        tmp_path, "pooling.onnx")
 

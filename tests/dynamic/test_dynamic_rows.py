@@ -127,7 +127,7 @@ def test_reductions_over_and_beside_symbolic_dims(tmp_path: Path) -> None:
     art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
     kernels = {json.loads(line)["after"] for line in (art / "decisions.jsonl").read_text()
                .splitlines() if json.loads(line)["action"] == "select_kernel"}
-    assert kernels == {"reduce_strided_dims"}
+    assert kernels == {"reduce_strided_dims", "argreduce_rows_dims"}
     for compiler in ("gcc", "clang"):
         assert_strict_c11(compiler, art)
     rng = np.random.default_rng(40)
@@ -135,7 +135,7 @@ def test_reductions_over_and_beside_symbolic_dims(tmp_path: Path) -> None:
         for batch, seq in ((1, 1), (6, 40), (3, 17)):
             x = rng.standard_normal((batch, seq, 24)).astype(np.float32)
             got, want = model.run({"x": x}), onnxruntime_outputs(model_path, {"x": x})
-            for name in ("mean", "max", "sum"):
+            for name in ("mean", "max", "sum", "best"):
                 assert got[name].shape == want[name].shape, name
                 np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL)
 

@@ -68,19 +68,19 @@ def test_a_rule_that_loses_the_dims_is_caught(tmp_path: Path,
 
 
 def test_a_node_without_a_symbolic_kernel_is_refused(tmp_path: Path) -> None:
-    """Where no kernel reads run-time dims (an ArgMax: its row kernel bakes the sizes in), the
+    """Where no kernel reads run-time dims (a CumSum: its row kernel bakes the sizes in), the
     build stops at that node, naming it (never an artifact that is wrong for smaller shapes);
     the chain's Relu + Add, MatMul and Softmax have such kernels (tests/dynamic/)."""
     shapes, _ = parse_input_shapes(["x=batch:1..16,6"])
     api.compile_graph(_chain(tmp_path), "balanced", shapes, "cpu")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])
-    y = helper.make_tensor_value_info("y", TensorProto.INT64, ["N"])
-    model = make_model([helper.make_node("ArgMax", ["x"], ["y"], name="argmax", axis=1,
-                                         keepdims=0)], [x], [y])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])
+    model = make_model([helper.make_node("CumSum", ["x", "axis"], ["y"], name="cumsum")], [x],
+                       [y], [init("axis", np.array(1, np.int64))])
     with pytest.raises(PycError) as info:
         api.compile_graph(write_model(model, tmp_path, "r.onnx"), "balanced", shapes, "cpu")
     assert info.value.code == "E051" and "reads symbolic dims (batch)" in info.value.what
-    assert info.value.where == "node 'argmax'"
+    assert info.value.where == "node 'cumsum'"
 
 
 def test_an_export_with_dynamic_axes_stays_symbolic_through_every_pass() -> None:

@@ -893,6 +893,11 @@ def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
     return {"bytes_c": c_size(out.numel * out.dtype.itemsize, c_names(model_dims(graph)))}
 
 
+def _run_time_outer(graph: Graph, op: Params) -> Params:
+    """A row kernel's serial row count over the run-time dims."""
+    return {"outer": c_size(op["outer"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+
+
 def _softmax_rows_dims(node: Node, graph: Graph, op: Params) -> Params:
     return _run_time_rows(_softmax_rows(node, graph, op), node, graph, op)
 
@@ -968,6 +973,10 @@ SOFTMAX_DIMS = KernelCandidate("softmax_rows_dims", "softmax.c.j2", _static_rows
                                params=_softmax_rows_dims, symbolic_dims=True)
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
 ARGREDUCE = KernelCandidate("argreduce_rows", "argreduce.c.j2", params=_input_ctype("in_ctype", 0))
+ARGREDUCE_DIMS = KernelCandidate("argreduce_rows_dims", "argreduce.c.j2", _static_rows,
+                                 params=lambda n, g, op: {**_input_ctype("in_ctype", 0)(n, g, op),
+                                                          **_run_time_outer(g, op)},
+                                 symbolic_dims=True)
 RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
@@ -1027,7 +1036,7 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "LRN": (KernelCandidate("lrn_channels", "lrn.c.j2", params=_lrn_in_place, inplace_input=0,
                             inplace_modes=("memory_first",)),),
     **_each(("CumSum", "CumProd"), CUMULATIVE),
-    **_each(("ArgMax", "ArgMin"), ARGREDUCE),
+    **_each(("ArgMax", "ArgMin"), ARGREDUCE, ARGREDUCE_DIMS),
     **_each(("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
              "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE, REDUCE_DIMS),
     "ReduceLogSumExp": (KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace,

@@ -154,7 +154,8 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              **{name: "tests/dynamic/test_dynamic_rows.py"
                 for name in ("elementwise_loop_dims", "softmax_rows_dims", "layernorm_rows_dims",
                              "strided_copy_dims", "gather_rows_dims", "attention_rows_dims",
-                             "concat_blocks_dims", "memcpy_dims", "reduce_strided_dims")},
+                             "concat_blocks_dims", "memcpy_dims", "reduce_strided_dims",
+                             "argreduce_rows_dims")},
              **{name: "tests/dynamic/test_dynamic_rows.py"
                 for name in ("conv_batch_loop", "convtranspose_batch_loop", "maxpool_batch_loop",
                              "averagepool_batch_loop", "instancenormalization_batch_loop",
