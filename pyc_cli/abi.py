@@ -9,8 +9,11 @@ the loader checks a library's reported I/O against them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .ir.graph import Graph
+from .ir.run_dims import c_names, c_size, model_dims, shape_text
+from .ir.symbolic import Dim, has_dims
 from .ir.types import DType
 
 DTYPE_CODES: dict[DType, int] = {
@@ -26,15 +29,43 @@ class IoInfo:
     name: str
     dtype: str
     dtype_code: int
-    shape: list[int]
-    nbytes: int
+    shape: list[int]  # a symbolic dim's upper bound
+    nbytes: int  # at the upper bounds
+    # with symbolic dims (issue #15): each dim as a number or the text of its expression
+    dims: list[int | str] | None = None
 
 
 def io_infos(graph: Graph, values: list[str], names: list[str] | None = None) -> list[IoInfo]:
     """The ABI description of `values`, published under `names` (default: the value names)."""
     return [IoInfo(name, graph.types[v].dtype.value, DTYPE_CODES[graph.types[v].dtype],
-                   list(graph.types[v].shape), graph.types[v].nbytes)
+                   [int(d) for d in graph.types[v].shape], int(graph.types[v].nbytes),
+                   shape_text(graph.types[v].shape) if has_dims(graph.types[v].shape) else None)
             for v, name in zip(values, names or values)]
+
+
+def run_dims(graph: Graph) -> dict[str, Any]:
+    """What the generated entry points of a model with symbolic dims need (ModelInfo's dims,
+    input_axes, output_dims_c; all empty for a static model): the model's dims, the dim each
+    input axis takes (-1: a number), and each output dim as a C expression over `dims`."""
+    dims = model_dims(graph)
+    if not dims:
+        return {}
+    index = {d.name: k for k, d in enumerate(dims)}
+    names = c_names(dims)
+    axes = []
+    for value in graph.inputs:
+        axes.append([index[_dim_name(d)] if isinstance(d, Dim) else -1
+                     for d in graph.types[value].shape])
+    outputs = [[c_size(d, names) for d in graph.types[v].shape] for v in graph.outputs]
+    return {"dims": dims, "input_axes": axes, "output_dims_c": outputs}
+
+
+def _dim_name(dim: Dim) -> str:
+    """The name of an input's dim: a named dim itself (--input-shape binds names, not sums)."""
+    ((name, bounds),) = dim.dims().items()
+    if dim != Dim.var(bounds):
+        raise ValueError(f"an input dim is an expression ({dim}), not a named dim")
+    return name
 
 
 def dtype_code(dtype: DType) -> int:

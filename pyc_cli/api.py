@@ -12,6 +12,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, build_cache
-from .abi import io_infos
+from .abi import io_infos, run_dims
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, hash_tree
 from .artifact.previous import replacement_note
 from .artifact.reader import (
@@ -43,6 +44,8 @@ from .errors import PycError, PycWarning
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
+from .ir.run_dims import shape_argument
+from .ir.symbolic import parse_input_shapes
 from .ir.text import print_graph
 from .ir.types import check_addressable
 from .passes.context import MODES, BuildOptions, PassContext
@@ -56,8 +59,10 @@ from .progress import BuildSteps
 from .runtime.native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
+    SHAPED_ENTRY_POINTS,
     CompiledModel,
     ModelFunctions,
+    ShapedFunctions,
     TensorSpec,
     check_io_specs,
     library_addresses,
@@ -94,6 +99,19 @@ class BuildResult:
     cached: bool = False
 
 
+def symbolic_shapes(input_shapes: Mapping[str, Sequence[object]] | None
+                    ) -> dict[str, tuple[int, ...]] | None:
+    """Input shapes whose dims may be written as `--input-shape` writes them: `{"x":
+    ("batch:1..64", 512)}` (a named dim bounded once, reused bare elsewhere) gives the same
+    bounded symbolic dims as `pyc build --input-shape x=batch:1..64,512`; shapes of numbers
+    (and Dims, from ir.symbolic.parse_input_shapes) are returned as they are."""
+    if not input_shapes or not any(isinstance(d, str) for dims in input_shapes.values()
+                                   for d in dims):
+        return None if input_shapes is None else dict(input_shapes)  # type: ignore[arg-type]
+    texts = [f"{name}={','.join(str(d) for d in dims)}" for name, dims in input_shapes.items()]
+    return parse_input_shapes(texts)[0]  # type: ignore[return-value]
+
+
 def compile_graph(model_path: str | Path, mode: str = "balanced",
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
                   target: str | Target = "cpu", stop_after: str | None = None,
@@ -105,6 +123,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     `steps` times the import and every pass (pyc build's progress and --verbose); `tuning`
     holds measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
+    input_shapes = symbolic_shapes(input_shapes)
     if mode not in MODES:
         raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if stop_after is not None and stop_after not in PASS_NAMES:
@@ -228,6 +247,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     layout: "auto" (blocked NCHWc regions where the cost model prices them faster,
     passes/assign_layouts.py), "nchw" (never) or "blocked" (wherever a kernel has it)."""
     started = time.monotonic()
+    input_shapes = symbolic_shapes(input_shapes)
     if compile_budget is not None and not compile_budget > 0:
         raise PycError("E050", f"compile budget {compile_budget} s is not a positive duration",
                        where="--compile-budget", hint="e.g. 30s, 2m or 90")
@@ -276,7 +296,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         key = None
         if cache and not tune and tuning is None:
             key = build_cache.build_key(model_path, {
-                "mode": mode, "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+                "mode": mode, "input_shapes": {k: shape_argument(v) for k, v in (input_shapes or {}).items()},
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
@@ -308,7 +328,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
                  "winograd": winograd, "layout": layout,
-                 "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())}}
+                 "input_shapes": {k: shape_argument(v)
+                                  for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
                            flags, slim, steps)
@@ -437,7 +458,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
-                     flags["threads"])
+                     flags["threads"], **run_dims(graph))
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
@@ -467,6 +488,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         **({"cuda": backend.device_record()} if hasattr(backend, "device_record") else {}),
         "inputs": [_io_entry(i) for i in info.inputs],
         "outputs": [_io_entry(o) for o in info.outputs],
+        **({"dims": [{"name": d.name, "lo": d.lo, "hi": d.hi} for d in info.dims]}
+           if info.dims else {}),
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
                     "checksum": info.weights_checksum, "layout": layout.to_json()["offsets"],
@@ -521,7 +544,8 @@ def dumps_line(record: dict[str, Any]) -> str:
 
 
 def _io_entry(info: Any) -> dict[str, Any]:
-    return {"name": info.name, "dtype": info.dtype, "shape": info.shape}
+    return {"name": info.name, "dtype": info.dtype, "shape": info.shape,
+            **({"dims": info.dims} if info.dims is not None else {})}
 
 
 def load(artifact: str | Path) -> CompiledModel:
@@ -640,7 +664,8 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
                        hint="rebuild the artifact on this machine") from exc
     try:
         addresses = library_addresses(library, manifest["symbol_prefix"],
-                                      ENTRY_POINTS + IO_ENTRY_POINTS)
+                                      ENTRY_POINTS + IO_ENTRY_POINTS
+                                      + (SHAPED_ENTRY_POINTS if "dims" in manifest else ()))
     except AttributeError as exc:  # the manifest's prefix, cross-checked like its I/O below
         raise PycError("E031", f"the symbols {manifest['symbol_prefix']}_* the manifest names do "
                        f"not match the compiled library: {exc}", where=str(root),
@@ -650,6 +675,8 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
     check_io_specs(addresses, inputs, outputs)
     model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
                           inputs, outputs, library, manifest["arena_bytes"])
+    if "dims" in manifest:  # symbolic dims: runs take the inputs' actual shapes
+        model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model
 

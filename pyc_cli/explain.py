@@ -47,6 +47,8 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "model": {**manifest["model"], "inputs": manifest["inputs"], "outputs": manifest["outputs"]},
+        # symbolic dims (issue #15): name and bounds; the inputs' and outputs' `dims` name them
+        **({"dims": manifest["dims"]} if "dims" in manifest else {}),
         "target": manifest["target"],
         "targets": [manifest["target"], *fallback_targets(manifest)],
         "mode": manifest["mode"],
@@ -240,8 +242,12 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
         console.print(escape(f"  targets, tried in order when loaded: {data['target']} (this "
                              f"report), then {others}"), highlight=False)
     for kind in ("inputs", "outputs"):
-        listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in model[kind])
+        listing = ", ".join(f"{t['name']} {t['dtype']}{_shape(t)}" for t in model[kind])
         console.print(escape(f"  {kind}: {listing}"))
+    if data.get("dims"):
+        bounds = ", ".join(f"{d['name']} {d['lo']}..{d['hi']}" for d in data["dims"])
+        console.print(escape(f"  symbolic dims: {bounds} (runs take any shape within them; "
+                             "buffers and the arena are sized for the upper bounds)"))
     if "cuda" in data:
         gpu = data["cuda"]
         precision = data.get("flags", {}).get("precision", "fp32")
@@ -272,6 +278,11 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     _print_kernels(data, console)
     _print_tuning(data["tuning"], console, data["compile_budget"])
     _print_memory(data["memory"], console)
+
+
+def _shape(entry: dict[str, Any]) -> str:
+    """A shape as built: symbolic dims by name (`[batch, 512]`), else the numbers."""
+    return "[" + ", ".join(str(d) for d in entry.get("dims", entry["shape"])) + "]"
 
 
 def _print_build(data: dict[str, Any], console: Console) -> None:

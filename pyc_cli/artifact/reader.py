@@ -106,7 +106,11 @@ COUNT = "count"  # a non-negative int (not a bool)
 INT = "int"
 BOOL = "bool"
 TEXT = "text"  # a str that encodes as UTF-8 (JSON can carry lone surrogates)
-IO_ENTRY = {"name": TEXT, "dtype": TEXT, "shape": _List(COUNT)}
+DIM = "dim"  # a shape's dim: a count, or the text of a symbolic dim (issue #15)
+# `shape` holds numbers (a symbolic dim's upper bound); `dims`, in a model with symbolic dims,
+# the dims as built (numbers and texts: `batch`, `2*seq`)
+IO_ENTRY = {"name": TEXT, "dtype": TEXT, "shape": _List(COUNT), "dims": _Opt(_List(DIM))}
+DIM_BOUNDS = {"name": TEXT, "lo": COUNT, "hi": COUNT}
 CPU = {"arch": TEXT, "march": TEXT, "resolved_march": TEXT, "features": _List(TEXT),
        "requested_features": _List(TEXT)}
 # the CUDA target's record: the GPU architecture of the CUBIN, the PTX kept beside it, the
@@ -124,7 +128,7 @@ SCHEMA: dict[str, Any] = {
     "toolchain": {"compiler": _Opt(TEXT), "compiler_family": _Opt(TEXT),
                   "compiler_version": _Opt(TEXT),
                   "flags": _Opt(_List(TEXT)), "libraries": _Opt(_List(TEXT)), "march": _Opt(TEXT)},
-    "inputs": _List(IO_ENTRY), "outputs": _List(IO_ENTRY),
+    "inputs": _List(IO_ENTRY), "outputs": _List(IO_ENTRY), "dims": _Opt(_List(DIM_BOUNDS)),
     "weights": {"file": TEXT, "bytes": COUNT, "checksum": _Opt(INT), "layout": _Dict(COUNT),
                 "packed": _Opt(_Dict(COUNT)),
                 # constants stored in 16 bits (--precision fp16 / bf16, planning/weights.py)
@@ -179,6 +183,8 @@ def _shape_problem(value: Any, spec: Any, where: str) -> str:
 def _scalar_ok(value: Any, spec: str) -> bool:
     if spec == TEXT:
         return _is_text(value)
+    if spec == DIM:
+        return _is_text(value) or _scalar_ok(value, COUNT)
     if spec == BOOL:
         return isinstance(value, bool)
     is_int = isinstance(value, int) and not isinstance(value, bool)

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..errors import PycError, PycWarning
+from ..ir.symbolic import parse_input_shapes
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
 from ..targets import DEFAULT_LAYOUT, LAYOUTS, TARGET_NAMES
@@ -185,7 +186,9 @@ def main(debug: bool) -> None:
               help="Memory planning policy (with --memory-budget: the default is the fastest "
                    "mode that fits, and a mode given must fit).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
-              help="Fix the shape of an input with symbolic dims (repeatable).")
+              help="The shape of an input with symbolic dims (repeatable): each dim a number, "
+                   "or a named dim with bounds (batch:1..64) that runs take at any size within "
+                   "them; a name bounded once may be reused bare by other inputs.")
 @click.option("--memory-budget", metavar="SIZE",
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
                    "the fastest mode that fits is chosen (and printed), or the build fails "
@@ -287,7 +290,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     if quiet and verbose:
         raise PycError("E050", "--quiet and --verbose contradict each other",
                        hint="give at most one of them")
-    shapes = dict(parse_input_shape(text) for text in input_shapes)
+    # numbers, or bounded named dims (batch:1..64) the library reads at run time (issue #15)
+    shapes, _ = parse_input_shapes(input_shapes)
     budget = parse_size(memory_budget) if memory_budget is not None else None
     mode_given = click.get_current_context().get_parameter_source("mode") != \
         click.core.ParameterSource.DEFAULT
@@ -523,6 +527,7 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
         feeds = gather_inputs(input_specs, [spec.name for spec in model.inputs])
     else:
         feeds, drawn = random_inputs(model, seed or 0)
+    _check_upper_bounds(model, feeds, per_node, profile)
     outputs = model.run(feeds)
     plan = RunPlan(warmup, repeat, duration_s)
     stats = {**latency_stats(model.time_runs(feeds, plan)), "warmup_runs": warmup}
@@ -572,6 +577,22 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
                        f"{comparison.reference} beyond tolerance", where=str(artifact),
                        hint="see the first divergent node in the report" if per_node
                        else "rerun with --per-node to find the first node that diverges")
+
+
+def _check_upper_bounds(model: Any, feeds: dict[str, np.ndarray], per_node: bool,
+                        profile: bool) -> None:
+    """--per-node and --profile rebuild the kernels with run functions that take no shapes: a
+    model with symbolic dims runs there at its upper bounds only (issue #15)."""
+    if not (per_node or profile) or getattr(model, "shaped", None) is None:
+        return
+    for spec in model.inputs:
+        shape = tuple(np.shape(feeds.get(spec.name)))
+        if shape != spec.shape:
+            flag = "--per-node" if per_node else "--profile"
+            raise PycError("E050", f"{flag} runs a model with symbolic dims at their upper bounds "
+                           f"only: input {spec.name!r} is {list(shape)}, not {list(spec.shape)}",
+                           where=flag, hint="give inputs at the upper bounds, or --random-inputs "
+                           "(drawn at the upper bounds)")
 
 
 def _profile(artifact: Path, feeds: dict[str, np.ndarray], warmup: int, repeat: int | None
@@ -639,7 +660,7 @@ def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
     from ..check import check_model
     from .check_report import print_check_report
 
-    report = check_model(model, dict(parse_input_shape(t) for t in input_shapes))
+    report = check_model(model, parse_input_shapes(input_shapes)[0])
     if as_json:
         click.echo(json.dumps(report.to_json(), sort_keys=True))
     else:

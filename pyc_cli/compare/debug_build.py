@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..abi import io_infos
+from ..abi import io_infos, run_dims
 from ..artifact.reader import load_graph
 from ..errors import PycError
 from ..ir.annotations import ALIAS_KERNELS
@@ -81,7 +81,8 @@ def model_info(source: ArtifactPlan, manifest: dict[str, Any]) -> ModelInfo:
     return ModelInfo(manifest["pyc_version"], io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs), source.plan.arena_bytes,
                      manifest["weights"]["bytes"], manifest["weights"]["checksum"],
-                     manifest["symbol_prefix"], manifest["flags"].get("threads", 0))
+                     manifest["symbol_prefix"], manifest["flags"].get("threads", 0),
+                     **run_dims(graph))
 
 
 def artifact_calls(source: ArtifactPlan, manifest: dict[str, Any]) -> list[KernelCall]:

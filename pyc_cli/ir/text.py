@@ -27,6 +27,7 @@ import numpy as np
 from .annotations import Annotations, KernelChoice
 from .ewprogram import format_program, parse_program
 from .graph import AttrValue, Graph, Node
+from .symbolic import Dim, DimBounds, DimLike, floor_div
 from .types import DType, TensorType
 
 INLINE_CONSTANT_LIMIT = 16
@@ -105,6 +106,8 @@ def format_attr(value: AttrValue) -> str:
 def print_graph(graph: Graph) -> str:
     storage = f" storage={graph.activation_storage.value}" if graph.activation_storage else ""
     lines = [f"graph {json.dumps(graph.name)} opset={graph.opset}{storage}"]
+    # the bounds of the inputs' symbolic dims (issue #15), which the types below name
+    lines += [f"dim {d.name} {d.lo} {d.hi}" for d in _input_dims(graph)]
     lines += [f"input {_name(n)} : {graph.types[n]}" for n in graph.inputs]
     for name in sorted(graph.constants):
         array = graph.constants[name]
@@ -118,6 +121,15 @@ def print_graph(graph: Graph) -> str:
     lines += [f"output {_name(n)}" + ("" if n == public else f" as {json.dumps(public)}")
               for n, public in zip(graph.outputs, graph.public_outputs())]
     return "\n".join(lines) + "\n"
+
+
+def _input_dims(graph: Graph) -> list[DimBounds]:
+    found: dict[str, DimBounds] = {}
+    for name in graph.inputs:
+        for d in graph.types[name].shape:
+            if isinstance(d, Dim):
+                found.update(d.dims())
+    return [found[name] for name in sorted(found)]
 
 
 def _format_node(graph: Graph, node: Node) -> str:
@@ -200,12 +212,13 @@ def _list_value(value: AttrValue) -> list:
 _TOKEN = re.compile(
     r'\s*(?:(?P<name>%"(?:[^"\\]|\\.)*")|(?P<string>"(?:[^"\\]|\\.)*")'
     r"|(?P<number>nan0x[0-9a-f]+|-?(?:(?:inf|nan)(?!\w)|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?))"
-    r"|(?P<word>[A-Za-z_][\w.]*)|(?P<punct>[\[\](){}<>:=,]))"
+    r"|(?P<word>[A-Za-z_][\w.]*)|(?P<punct>[\[\](){}<>:=,*+\-/^]))"
 )
 
 
 class _Tokens:
-    def __init__(self, line: str) -> None:
+    def __init__(self, line: str, dims: dict[str, DimBounds] | None = None) -> None:
+        self.dims = {} if dims is None else dims  # the symbolic dims named so far (`dim` lines)
         self.items: list[tuple[str, str]] = []
         pos = 0
         line = line.rstrip()
@@ -243,13 +256,57 @@ def _parse_number(text: str) -> float | int:
 def _parse_type(tokens: _Tokens) -> TensorType:
     dtype = DType(tokens.take("word"))
     tokens.take("[")
-    dims: list[int] = []
+    dims: list[DimLike] = []
     while tokens.peek()[1] != "]":
-        dims.append(int(tokens.take("number")))
+        dims.append(_parse_dim(tokens))
         if tokens.peek()[1] == ",":
             tokens.take(",")
     tokens.take("]")
     return TensorType(dtype, tuple(dims))
+
+
+def _parse_dim(tokens: _Tokens) -> DimLike:
+    """A number, or a symbolic dim's expression as Dim prints it (`2*batch*seq + 1`,
+    `(seq - 1)//2 + 1`, `batch^2`) over the dims the `dim` lines bounded."""
+    kind, text = tokens.peek()
+    if kind == "number" and tokens.items[tokens.pos + 1:tokens.pos + 2] in ([], [("punct", ",")],
+                                                                            [("punct", "]")]):
+        return int(tokens.take("number"))
+    total: DimLike = _parse_term(tokens)
+    while tokens.peek()[1] in ("+", "-"):
+        sign = tokens.take()
+        term = _parse_term(tokens)
+        total = total + term if sign == "+" else total - term
+    return total
+
+
+def _parse_term(tokens: _Tokens) -> DimLike:
+    value = _parse_factor(tokens)
+    while tokens.peek()[1] == "*":
+        tokens.take()
+        value = value * _parse_factor(tokens)
+    return value
+
+
+def _parse_factor(tokens: _Tokens) -> DimLike:
+    kind, text = tokens.peek()
+    if kind == "number":
+        return int(tokens.take())
+    if text == "(":
+        tokens.take()
+        inner = _parse_dim(tokens)
+        tokens.take(")")
+        tokens.take("/")
+        tokens.take("/")
+        return floor_div(inner, int(tokens.take("number")))
+    name = tokens.take("word")
+    if name not in tokens.dims:
+        raise ValueError(f"dim {name!r} has no `dim` line giving its bounds")
+    value: DimLike = Dim.var(tokens.dims[name])
+    if tokens.peek()[1] == "^":
+        tokens.take()
+        value = value ** int(tokens.take("number"))
+    return value
 
 
 def _parse_list(tokens: _Tokens) -> list:
@@ -257,8 +314,11 @@ def _parse_list(tokens: _Tokens) -> list:
     values: list = []
     while tokens.peek()[1] != "]":
         kind, text = tokens.peek()
-        tokens.take()
-        values.append(json.loads(text) if kind == "string" else _parse_number(text))
+        if kind == "word" and text in tokens.dims or text == "(":  # a symbolic dim (ints)
+            values.append(_parse_dim(tokens))
+        else:
+            tokens.take()
+            values.append(json.loads(text) if kind == "string" else _parse_number(text))
         if tokens.peek()[1] == ",":
             tokens.take(",")
     tokens.take("]")
@@ -282,15 +342,16 @@ def _parse_attr(tokens: _Tokens) -> AttrValue:
     values = _parse_list(tokens)
     if text == "floats":
         return [float(v) for v in values]
-    return [int(v) for v in values] if text == "ints" else values
+    return [v if isinstance(v, Dim) else int(v) for v in values] if text == "ints" else values
 
 
 def parse_graph(text: str, blobs: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Parse IR text; `blobs` maps blob keys to the arrays of large constants."""
     graph = Graph("", [], [], [], {}, {}, 0)
+    dims: dict[str, DimBounds] = {}
     for line in text.splitlines():
         if line.strip():
-            _parse_statement(graph, _Tokens(line), {} if blobs is None else blobs)
+            _parse_statement(graph, _Tokens(line, dims), {} if blobs is None else blobs)
     return graph
 
 
@@ -306,6 +367,10 @@ def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarr
             tokens.take()
             tokens.take("=")
             graph.activation_storage = DType(tokens.take("word"))
+    elif text == "dim":
+        tokens.take()
+        name = tokens.take("word")
+        tokens.dims[name] = DimBounds(name, int(tokens.take("number")), int(tokens.take("number")))
     elif text in ("input", "output"):
         tokens.take()
         name = tokens.name()

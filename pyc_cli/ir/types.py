@@ -104,7 +104,9 @@ class TensorType:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        """The bytes a buffer of this type takes; with symbolic dims (issue #15), at their upper
+        bounds, a plain int: what every buffer and arena slot is sized for."""
+        return int(self.numel * self.dtype.itemsize)
 
     @property
     def rank(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import PycError
 from ..ir.annotations import KernelChoice
 from ..ir.graph import Graph
+from ..ir.run_dims import model_dims
 from ..ir.types import check_addressable
 from ..planning.liveness import compute_liveness
 from ..planning.plan import MemoryPlan, build_plan
@@ -32,12 +33,30 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     _record_inplace(graph, plan, ctx)
     _record_concat_slices(graph, plan, ctx)
     ctx.artifacts["memory_plan"] = plan
+    _log_symbolic_sizes(graph, mode, ctx)
     ctx.log(NAME, [], "summary",
             f"mode {mode}: {schedule} schedule, {plan.algorithm} placement, "
             f"{plan.inplace_count} in-place writes",
             before=plan.no_reuse_bytes, after=plan.arena_bytes,
             lower_bound_bytes=plan.lower_bound_bytes, reuse_count=plan.reuse_count)
     return graph
+
+
+def _log_symbolic_sizes(graph: Graph, mode: str, ctx: PassContext) -> None:
+    """With symbolic dims (issue #15) every value has a fixed slot sized for the dims' upper
+    bounds (what their int values give): a smaller shape's value fits in its slot, and the
+    lifetimes, hence the overlaps, do not depend on the shape, so the offsets hold for every
+    shape within the bounds."""
+    dims = model_dims(graph)
+    if not dims:
+        return
+    bounds = ", ".join(f"{d.name} {d.lo}..{d.hi}" for d in dims)
+    reason = (f"every value sized for the upper bounds of its dims ({bounds}): fixed offsets, "
+              "valid for every shape within them")
+    if mode != "latency_first":
+        reason += (f"; {mode} would compute tighter offsets at run time from the dims, which is "
+                   "not done yet (issue #15): this is the upper-bound plan")
+    ctx.log(NAME, [], "symbolic_sizes", reason)
 
 
 def _prepare(graph: Graph, mode: str, ctx: PassContext, log: bool) -> str:

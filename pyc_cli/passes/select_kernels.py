@@ -44,6 +44,10 @@ def cheapest(node: Node, graph: Graph, target: KernelTarget, mode: str = "balanc
     candidates = target.candidates(node, graph)
     if not candidates:
         return None, []
+    if symbolic_dims_of(node, graph):
+        # only a kernel that reads the dims at run time computes every shape right (none:
+        # _check_symbolic refuses the node, naming every candidate)
+        candidates = [c for c in candidates if c.symbolic_dims] or candidates
     fitting = [c for c in candidates if mode != "memory_first"
                or c.fits_cap(node, graph, WORKSPACE_CAPS[mode])] or candidates
     return min(fitting, key=lambda c: (c.cost(node, graph), c.name)), candidates
@@ -64,8 +68,13 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
     if chosen is None:
         return False
     _check_symbolic(node, graph, chosen, candidates)
+    dims = symbolic_dims_of(node, graph)
     flops = opdef.flops(node, graph)
     reason = f"lowest estimated cost on {target.name} ({flops} flop-equivalents)"
+    if dims:
+        reason = (f"reads the symbolic dims ({', '.join(dims)}) at run time, as every shape "
+                  f"within their bounds needs; of those kernels, the {reason[0].lower()}"
+                  f"{reason[1:]}, compared at the upper bounds")
     why = chosen.reason(node, graph)
     if why:
         reason += f": {why}"
@@ -75,7 +84,8 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
                    f"of {WORKSPACE_CAPS[mode]} bytes")
     params: dict[str, KernelParam] = {}
     signature = kernel_signature(node, graph, target.name)
-    tuned = ctx.tuning.lookup(signature)
+    # measured choices are for static shapes: a node with symbolic dims keeps the cost model's
+    tuned = None if dims else ctx.tuning.lookup(signature)
     measured: list[dict[str, object]] = []
     if tuned is not None:
         hit = next((c for c in candidates if c.name == tuned.candidate), None)
@@ -105,12 +115,17 @@ def _check_symbolic(node: Node, graph: Graph, chosen: KernelOption,
     """A node whose shapes hold symbolic dims runs only on a kernel that reads them at run time;
     PYC-E051 otherwise (a kernel baking in the upper bounds would compute wrong results for
     every smaller shape)."""
-    dims = sorted({str(d) for name in (*node.inputs, *node.outputs) if name in graph.types
-                   for d in graph.types[name].shape if isinstance(d, Dim)})
+    dims = symbolic_dims_of(node, graph)
     if dims and not chosen.symbolic_dims:
         raise PycError("E051", f"no kernel of {node.op} reads symbolic dims ({', '.join(dims)}) "
                        f"at run time yet (candidates: {', '.join(c.name for c in candidates)})",
                        where=f"node {node.name!r}", hint=NUMBERS_HINT)
+
+
+def symbolic_dims_of(node: Node, graph: Graph) -> list[str]:
+    """The symbolic sizes in the shapes of `node`'s inputs and outputs, as sorted texts."""
+    return sorted({str(d) for name in (*node.inputs, *node.outputs) if name in graph.types
+                   for d in graph.types[name].shape if isinstance(d, Dim)})
 
 
 def size_workspace(node: Node, graph: Graph, mode: str, target: KernelTarget) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 from ..abi import dtype_code
 from ..errors import PycError, PycWarning
 from ..input_ranges import InputRange, out_of_range_error
+from ..ir.symbolic import Dim, DimBounds, DimLike, check_within
 from ..ir.types import DType
 from .stats import RunStats
 from .timing import RunPlan, time_calls
@@ -25,12 +27,40 @@ from .timing import RunPlan, time_calls
 class TensorSpec:
     name: str
     dtype: np.dtype
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # with symbolic dims: their upper bounds
+    # a model with symbolic dims (issue #15): the dims as built, numbers and texts (`batch`)
+    dims: tuple[int | str, ...] | None = None
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any]) -> TensorSpec:
         """From a manifest entry that artifact.reader.check_manifest has type-checked."""
-        return cls(entry["name"], DType(entry["dtype"]).numpy, tuple(entry["shape"]))
+        dims = entry.get("dims")
+        return cls(entry["name"], DType(entry["dtype"]).numpy, tuple(entry["shape"]),
+                   None if dims is None else tuple(dims))
+
+
+class ShapedFunctions:
+    """The entry points of a model with symbolic dims (model.h: NAME_context_run_shaped,
+    NAME_output_shape), and its dims' bounds by name (the manifest's `dims`)."""
+
+    def __init__(self, addresses: dict[str, int], dims: list[dict[str, Any]]) -> None:
+        int64_p = ctypes.POINTER(ctypes.c_int64)
+        pointer_array = ctypes.POINTER(ctypes.c_void_p)
+        self.run_shaped = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p,
+                                           ctypes.POINTER(int64_p), pointer_array,
+                                           pointer_array)(addresses["context_run_shaped"])
+        self.output_shape = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                             int64_p)(addresses["output_shape"])
+        self.bounds = {d["name"]: DimBounds(d["name"], d["lo"], d["hi"]) for d in dims}
+
+    def input_dims(self, spec: TensorSpec) -> tuple[DimLike, ...]:
+        """An input's dims as built: numbers, and its named dims with their bounds."""
+        assert spec.dims is not None
+        return tuple(Dim.var(self.bounds[d]) if isinstance(d, str) else d for d in spec.dims)
+
+
+# the entry points only a model with symbolic dims exports
+SHAPED_ENTRY_POINTS = ("context_run_shaped", "output_shape")
 
 
 class ModelFunctions:
@@ -117,6 +147,8 @@ def _address(array: np.ndarray) -> int:
 
 # PYC_STATUS_INDEX_OUT_OF_RANGE of runtime_c/pyc_runtime.h
 STATUS_INDEX_OUT_OF_RANGE = 5
+# PYC_STATUS_SHAPE_OUT_OF_BOUNDS of a model with symbolic dims (model.h)
+STATUS_SHAPE_OUT_OF_BOUNDS = 6
 
 Feeds = Mapping[str, Any]  # input name -> array (anything np.asarray accepts)
 
@@ -149,6 +181,8 @@ class CompiledModel:
     # (set_run_fallback), and the model it loaded, which runs from then on
     _standby: Callable[[], CompiledModel] | None = None
     _replacement: CompiledModel | None = None
+    # a model with symbolic dims: its shaped entry points (None: static shapes)
+    shaped: ShapedFunctions | None = None
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
@@ -186,11 +220,14 @@ class CompiledModel:
         # one buffer per output position: ONNX lets a graph return one name twice
         buffers = self._output_buffers()
         try:
-            self._run_arrays(arrays, buffers)
+            shapes = self._run_arrays(arrays, buffers)
         except PycError as error:
             if error.code not in DEVICE_FAILURE_CODES or self._standby is None:
                 raise
             return self._fall_back(error)._run_feeds(feeds)
+        if shapes is not None:  # symbolic dims: each output is dense at its actual shape
+            return [b.reshape(-1)[:math.prod(shape)].reshape(shape)
+                    for b, shape in zip(buffers, shapes)]
         return buffers
 
     def _fall_back(self, error: PycError) -> CompiledModel:
@@ -230,14 +267,25 @@ class CompiledModel:
         if len(feeds) != len(self.inputs) or not all(spec.name in feeds for spec in self.inputs):
             self._name_mismatch(feeds)
         arrays = []
+        env: dict[str, int] = {}
         for spec in self.inputs:
             array = feeds[spec.name]
             if type(array) is not np.ndarray or not array.flags.c_contiguous:
                 array = np.asarray(array, order="C")
+            if self.shaped is not None and spec.dims is not None and array.dtype == spec.dtype:
+                try:  # any shape within the dims' bounds, agreeing with the other inputs
+                    check_within(spec.name, self.shaped.input_dims(spec), array.shape, env)
+                except PycError as error:
+                    self.stats.guard_miss_count += 1
+                    raise PycError(error.code, error.what, where=f"input {spec.name!r}",
+                                   hint=error.hint) from None
+                arrays.append(array)
+                continue
             if array.dtype != spec.dtype or array.shape != spec.shape:
                 self.stats.guard_miss_count += 1  # the input guard: shapes and dtypes as built
                 raise PycError("E041", f"input {spec.name!r} is {array.dtype}{list(array.shape)}, "
-                               f"the model needs {spec.dtype}{list(spec.shape)}",
+                               f"the model needs {spec.dtype}"
+                               f"{list(spec.shape if spec.dims is None else spec.dims)}",
                                where=f"input {spec.name!r}",
                                hint="rebuild with --input-shape for other shapes, or convert it")
             arrays.append(array)
@@ -307,23 +355,56 @@ class CompiledModel:
     def _pointers(arrays: list[np.ndarray]) -> ctypes.Array:
         return (ctypes.c_void_p * max(1, len(arrays)))(*[_address(a) for a in arrays])
 
-    def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+    def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]
+                    ) -> list[tuple[int, ...]] | None:
+        """Run on the arrays; with symbolic dims, the outputs' actual shapes (None: static)."""
         in_ptrs, out_ptrs = self._pointers(inputs), self._pointers(outputs)
+        shapes = self._shape_pointers(inputs)
         context = self._borrow()
         try:
-            self._run_pointers(context, in_ptrs, out_ptrs, inputs)
+            self._run_pointers(context, in_ptrs, out_ptrs, inputs, shapes)
+            return None if shapes is None else self._output_shapes(context)
         finally:
             self._give_back(context)
 
+    def _shape_pointers(self, inputs: list[np.ndarray]) -> Any:
+        """The inputs' actual shapes as the shaped entry point takes them (None: static)."""
+        if self.shaped is None:
+            return None
+        rows = [(ctypes.c_int64 * max(1, a.ndim))(*a.shape) for a in inputs]
+        table = (ctypes.POINTER(ctypes.c_int64) * max(1, len(rows)))(
+            *[ctypes.cast(r, ctypes.POINTER(ctypes.c_int64)) for r in rows])
+        return table, rows  # the rows stay alive while the table points at them
+
+    def _output_shapes(self, context: ctypes.c_void_p) -> list[tuple[int, ...]]:
+        assert self.shaped is not None
+        shapes = []
+        for index, spec in enumerate(self.outputs):
+            shape = (ctypes.c_int64 * max(1, len(spec.shape)))()
+            status = self.shaped.output_shape(context, index, shape)
+            if status != 0:
+                raise PycError("E042", f"cannot read output {spec.name!r}'s shape: "
+                               f"{self._status(status)}", hint="rebuild the artifact")
+            shapes.append(tuple(shape[d] for d in range(len(spec.shape))))
+        return shapes
+
     def _run_pointers(self, context: ctypes.c_void_p, in_ptrs: ctypes.Array,
-                      out_ptrs: ctypes.Array, inputs: list[np.ndarray]) -> None:
-        status = self._fn.context_run(context, in_ptrs, out_ptrs)
+                      out_ptrs: ctypes.Array, inputs: list[np.ndarray], shapes: Any = None
+                      ) -> None:
+        if shapes is not None:
+            assert self.shaped is not None
+            status = self.shaped.run_shaped(context, shapes[0], in_ptrs, out_ptrs)
+        else:
+            status = self._fn.context_run(context, in_ptrs, out_ptrs)
         if status != 0:
             raise self._run_error(status, inputs)
 
     def _run_error(self, status: int, inputs: list[np.ndarray]) -> PycError:
         """E042 with the kernel's status; an index out of range is traced back to the input,
         node, value and valid range when an input holds it (E048)."""
+        if status == STATUS_SHAPE_OUT_OF_BOUNDS:  # check_feeds lets no such shape through
+            return PycError("E041", f"model run refused the input shapes: {self._status(status)}",
+                            hint="send shapes within the dims' bounds (pyc explain lists them)")
         if status == STATUS_INDEX_OUT_OF_RANGE:
             feeds = {spec.name: array for spec, array in zip(self.inputs, inputs)}
             found = out_of_range_error(self.input_ranges, feeds)
@@ -349,8 +430,10 @@ class CompiledModel:
         arrays = self.check_feeds(feeds)
         outputs = self._output_buffers()
         in_ptrs, out_ptrs = self._pointers(arrays), self._pointers(outputs)
+        shapes = self._shape_pointers(arrays)
         with self._context() as context:
-            return time_calls(lambda: self._run_pointers(context, in_ptrs, out_ptrs, arrays), plan)
+            return time_calls(lambda: self._run_pointers(context, in_ptrs, out_ptrs, arrays,
+                                                         shapes), plan)
 
     # ------------------------------------------------------------ execution contexts
 

@@ -6,12 +6,13 @@ a template directory, not a fork of the pipeline."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..abi import IoInfo
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import DimBounds
 from ..passes.pipeline import DEFAULT_TAIL, Pass
 from ..planning.plan import MemoryPlan
 from ..planning.weights import Conversion, WeightsLayout
@@ -31,6 +32,10 @@ class ModelInfo:
     weights_checksum: int
     name: str  # the prefix of every exported symbol (targets/abi_name.py)
     threads: int = 0  # a run's default team size (0: every core; PYC_NUM_THREADS overrides)
+    # symbolic dims (issue #15; abi.run_dims): none for a static model
+    dims: list[DimBounds] = field(default_factory=list)
+    input_axes: list[list[int]] = field(default_factory=list)
+    output_dims_c: list[list[str]] = field(default_factory=list)
 
 
 class Target:

@@ -68,21 +68,27 @@ def test_a_rule_that_loses_the_dims_is_caught(tmp_path: Path,
 
 
 def test_a_node_without_a_symbolic_kernel_is_refused(tmp_path: Path) -> None:
-    """No kernel reads run-time dims yet: the build stops at the first node that would bake the
-    upper bound in, naming it (never an artifact that is wrong for smaller shapes)."""
+    """Where no kernel reads run-time dims (a CumSum: its row kernel bakes the sizes in), the
+    build stops at that node, naming it (never an artifact that is wrong for smaller shapes);
+    the chain's Relu + Add, MatMul and Softmax have such kernels (tests/dynamic/)."""
     shapes, _ = parse_input_shapes(["x=batch:1..16,6"])
+    api.compile_graph(_chain(tmp_path), "balanced", shapes, "cpu")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])
+    model = make_model([helper.make_node("CumSum", ["x", "axis"], ["y"], name="cumsum")], [x],
+                       [y], [init("axis", np.array(1, np.int64))])
     with pytest.raises(PycError) as info:
-        api.compile_graph(_chain(tmp_path), "balanced", shapes, "cpu")
+        api.compile_graph(write_model(model, tmp_path, "r.onnx"), "balanced", shapes, "cpu")
     assert info.value.code == "E051" and "reads symbolic dims (batch)" in info.value.what
-    assert info.value.where == "node 'add'"  # the Relu is fused into the Add's loop
+    assert info.value.where == "node 'cumsum'"
 
 
 def test_an_export_with_dynamic_axes_stays_symbolic_through_every_pass() -> None:
     """The toy encoder (exported with dynamic batch and seq) computes its Reshape targets and its
     position-embedding Slice from Shape: the values stay symbolic (object arrays of Dims, never
     folded into int64 constants), every type from the embedding to the fused attention keeps
-    batch and seq (each checked against concrete instances), and the build is refused at its
-    first kernel, which cannot read run-time dims yet."""
+    batch and seq (each checked against concrete instances), and the build is refused at the
+    first node no kernel of which reads run-time dims yet."""
     shapes, _ = parse_input_shapes(["input_ids=batch:1..4,seq:1..64", "attention_mask=batch,seq"])
     graph, _ = api.compile_graph(MODELS / "transformer.onnx", "balanced", shapes, "cpu",
                                  stop_after="analyze_liveness")
@@ -93,7 +99,8 @@ def test_an_export_with_dynamic_axes_stays_symbolic_through_every_pass() -> None
     assert not any(a.dtype == object for a in graph.constants.values())
     with pytest.raises(PycError) as info:
         api.compile_graph(MODELS / "transformer.onnx", "balanced", shapes, "cpu")
-    assert info.value.code == "E051" and "Gather" in info.value.what
+    # the embedding Gather reads them (tests/dynamic/); the position table's Slice not yet
+    assert info.value.code == "E051" and "Slice" in info.value.what
 
 
 def test_symbolic_shape_arithmetic_is_decided_or_left_unknown() -> None:

@@ -7,10 +7,13 @@ operand is computed here, so `codegen_templates/` holds no logic of its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
+from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.symbolic import Dim, DimLike, has_dims, numel
 from ...ir.types import DType, TensorType
 from ...ops import registry
 from ...ops.movement import contiguous_strides
@@ -56,6 +59,8 @@ class KernelCall:
     prologue_result: str = ""
     args: list[str] = field(default_factory=list)  # call-site pointer expressions, operand order
     restrict: str = "restrict "  # empty when the output overwrites an input (in place)
+    # the kernel reads the model's run-time dims (issue #15) from a `dims` parameter
+    dims: bool = False
 
 
 def c_literal(dtype: DType, value: float | int) -> str:
@@ -92,10 +97,24 @@ def c_params(value: object) -> object:
     return value
 
 
-def index_expression(coords: list[str], strides: list[int]) -> str:
-    """`c0*s0 + c1*s1 ...` with zero strides dropped; "0" when all are zero."""
-    terms = [c if s == 1 else f"{c}*{s}" for c, s in zip(coords, strides) if s != 0]
+def index_expression(coords: list[str], strides: list[DimLike],
+                     names: Mapping[str, str] | None = None) -> str:
+    """`c0*s0 + c1*s1 ...` with zero strides dropped; "0" when all are zero. A symbolic stride
+    (a Dim) is written over the run-time dims `names` (run_dims.c_names)."""
+    terms = [c if _is_one(s) else f"{c}*{s if names is None else c_size(s, names)}"
+             for c, s in zip(coords, strides) if isinstance(s, Dim) or s != 0]
     return " + ".join(terms) if terms else "0"
+
+
+def _is_one(stride: DimLike) -> bool:
+    return not isinstance(stride, Dim) and stride == 1
+
+
+def run_time_tasks(count: DimLike, per_task: int, names: Mapping[str, str]) -> str | int:
+    """ceil(count / per_task) as a C expression where `count` is symbolic (an int otherwise)."""
+    if not isinstance(count, Dim):
+        return -(-int(count) // per_task)
+    return f"(({c_size(count, names)} + {per_task - 1}) / {per_task})"
 
 
 def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
@@ -229,25 +248,33 @@ def elementwise_split(dims: list[int], itemsize: int) -> dict[str, object]:
 # ---------------------------------------------------------------- per-kind preparation
 
 
-def elementwise_params(graph: Graph, node: Node) -> tuple[dict[str, object], list[ScalarInstr], str]:
+def elementwise_params(graph: Graph, node: Node, names: Mapping[str, str] | None = None
+                       ) -> tuple[dict[str, object], list[ScalarInstr], str]:
+    """The loop nest's dims, index expressions and task split; with `names` (a kernel reading
+    run-time dims), symbolic dims, strides and the task count are C expressions over them."""
     out_type = graph.types[node.outputs[0]]
     shape = out_type.shape
     stride_sets = [contiguous_strides(shape)] + [
         broadcast_strides(graph.types[v].shape, shape) for v in node.inputs]
     dims, sets = coalesce(shape, stride_sets)
     coords = [f"i{d}" for d in range(len(dims))]
-    exprs = [f"X{k}[{index_expression(coords, s)}]" for k, s in enumerate(sets[1:])]
+    exprs = [f"X{k}[{index_expression(coords, s, names)}]" for k, s in enumerate(sets[1:])]
     types = [graph.types[v].dtype for v in node.inputs]
     program = render_program(node.ann.program, exprs, types, "")
     dims = dims or [1]  # a scalar: one iteration, its index expressions are all "0"
-    params = {"dims": dims, "out_index": index_expression(coords, sets[0]),
+    params = {"dims": dims, "out_index": index_expression(coords, sets[0], names),
               **elementwise_split(dims, out_type.dtype.itemsize)}
+    if names is not None:  # sized for the upper bounds, looping to the run-time sizes
+        params["dims"] = [c_size(d, names) for d in dims]
+        if int(params["tasks"]) > 1:  # type: ignore[call-overload]
+            params["tasks"] = run_time_tasks(dims[0], int(params["block"]), names)  # type: ignore[call-overload]
     return params, program, program[-1].dst
 
 
 def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix: str,
                    shape: tuple[int, ...], coords: list[str], acc: str,
-                   flat: list[str] | None = None) -> tuple[list[ScalarInstr], str]:
+                   flat: list[str] | None = None, names: Mapping[str, str] | None = None
+                   ) -> tuple[list[ScalarInstr], str]:
     """Render a fused program whose tensor operands (kernel parameters prefix0, prefix1, ...)
     are read at `coords`, the coordinates of a tensor of `shape`, through broadcast strides.
     `flat` = [outer, inner, name]: the kernel also has `name` = outer * extent(inner) + inner,
@@ -259,8 +286,8 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
             if strides[inner] and strides[outer] == strides[inner] * shape[inner]:
                 kept = [(c, s) for d, (c, s) in enumerate(zip(coords, strides))
                         if d not in (outer, inner)] + [(flat[2], strides[inner])]
-                return index_expression([c for c, _ in kept], [s for _, s in kept])
-        return index_expression(coords, strides)
+                return index_expression([c for c, _ in kept], [s for _, s in kept], names)
+        return index_expression(coords, strides, names)
 
     exprs = [f"{prefix}{k}[{index(v)}]" for k, v in enumerate(operands)]
     types = [graph.types[v].dtype for v in operands]
@@ -269,8 +296,8 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
 
 
 def epilogue_program(graph: Graph, node: Node, coords: list[str],
-                     shape: tuple[int, ...] | None = None, flat: list[str] | None = None
-                     ) -> tuple[list[ScalarInstr], str]:
+                     shape: tuple[int, ...] | None = None, flat: list[str] | None = None,
+                     names: Mapping[str, str] | None = None) -> tuple[list[ScalarInstr], str]:
     """The program a kernel applies to each accumulator (`acc`) as it stores an output (or, where
     `shape` says, an intermediate of that shape: attention's scores); `flat` as in
     _fused_program."""
@@ -278,7 +305,8 @@ def epilogue_program(graph: Graph, node: Node, coords: list[str],
     if not lines:
         return [], "acc"
     return _fused_program(graph, lines, registry.fused_inputs(node)[1], "E",
-                          shape or graph.types[node.outputs[0]].shape, coords, "acc", flat)
+                          shape or graph.types[node.outputs[0]].shape, coords, "acc", flat,
+                          names)
 
 
 def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
@@ -311,19 +339,51 @@ def operands_for(graph: Graph, node: Node) -> list[Operand]:
     return operands
 
 
+def operand_values(graph: Graph, node: Node) -> list[tuple[str, str]]:
+    """(kernel parameter, value) of each pointer operand, as operands_for names them."""
+    own, epilogue, prologue = registry.fused_inputs(node)
+    pairs = [(f"X{k}", v) for k, v in enumerate(own) if v]
+    pairs += [(f"E{k}", v) for k, v in enumerate(epilogue)]
+    pairs += [(f"P{k}", v) for k, v in enumerate(prologue)]
+    return pairs + [("Y" if k == 0 else f"Y{k}", v) for k, v in enumerate(node.outputs) if v]
+
+
+def image_kernel_call(graph: Graph, node: Node, candidate: KernelCandidate) -> KernelCall:
+    """The static kernel of one image (targets/cpu/batch_loop.py), `graph` typing the node's
+    values as one image; its function is named after the loop's (kernel_call)."""
+    call = kernel_call(graph, node, 0, candidate)
+    if candidate.workspace is not None:  # as CpuTarget.kernel_calls gives the loop its WS
+        ctype = graph.types[node.outputs[0]].dtype.c_type
+        call.operands.append(Operand("WS", ctype, is_output=True))
+    if not candidate.restrict_pointers:
+        call.restrict = ""
+        for operand in call.operands:
+            operand.restrict = False
+    return call
+
+
 def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate) -> KernelCall:
     opdef = registry.get(node.op)
     out_type: TensorType = graph.types[node.outputs[0]]
     call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", candidate.template,
                       node.ann.kernel_name, node.op, operands_for(graph, node), {},
-                      out_type.dtype.c_type, out_type.numel)
+                      out_type.dtype.c_type, out_type.numel, dims=candidate.symbolic_dims)
+    names = c_names(model_dims(graph)) if candidate.symbolic_dims else None
+    if names is not None:  # a size some templates print (reduce.c.j2's output loops)
+        call.out_numel = c_size(out_type.numel, names)  # type: ignore[assignment]
     if node.ann.inplace_operand is not None:
         call.restrict = ""
     if node.op == "pyc.Elementwise":
-        call.params, call.epilogue, call.result = elementwise_params(graph, node)
+        call.params, call.epilogue, call.result = elementwise_params(graph, node, names)
         return call
     params = opdef.kernel_params(node, graph)
     params.update(candidate.template_params(node, graph, params))
+    image = params.get("image_call")
+    if isinstance(image, KernelCall):  # a loop over images: its static kernel and strides
+        image.fn = f"{call.fn}_image"
+        params["image_strides"] = {param: int(numel(graph.types[v].shape[1:]))
+                                   for param, v in operand_values(graph, node)
+                                   if has_dims(graph.types[v].shape)}
     params.update(node.ann.kernel.params if node.ann.kernel is not None else {})
     call.params = {key: c_params(value) for key, value in params.items()}
     call.params.setdefault("itemsize", out_type.dtype.itemsize)
@@ -333,7 +393,7 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
         flat = call.params.get("flat_coords")
         call.epilogue, call.result = epilogue_program(
             graph, node, list(coords), tuple(shape) if shape is not None else None,  # type: ignore[arg-type]
-            list(flat) if flat else None)  # type: ignore[call-overload]
+            list(flat) if flat else None, names)  # type: ignore[call-overload]
     in_coords = call.params.get("in_coords")
     if in_coords is not None:
         call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type]

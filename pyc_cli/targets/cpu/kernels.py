@@ -15,6 +15,8 @@ import math
 from typing import Any
 
 from ...ir.graph import Graph, Node
+from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.symbolic import Dim, has_dims, numel
 from ...ir.types import DType
 from ...ops import registry
 from ...ops.conv import Conv
@@ -22,13 +24,15 @@ from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ...planning import weights
 from ..kernel import KernelCandidate, Tunable
-from . import blocked, conv_dots, gemm, winograd
+from . import batch_loop, blocked, conv_dots, gemm, winograd
 from .kernel_context import (
     LAYERNORM_TASK_ELEMENTS,
     SOFTMAX_TASK_ELEMENTS,
     coalesce,
     index_expression,
+    render_program,
     row_split,
+    run_time_tasks,
 )
 
 Params = dict[str, object]
@@ -584,6 +588,30 @@ def _attention_params(node: Node, graph: Graph, op: Params) -> Params:
             "parallel": worth_threads(node, graph)}
 
 
+def _attention_dims_applies(node: Node, graph: Graph) -> bool:
+    """pyc.Attention over symbolic batch, query and key counts, the head sizes static, float
+    (the row max and sum of c/row_math.j2), the keys' upper bound within the stack's limit."""
+    if not node_is_symbolic(node, graph) or graph.types[node.outputs[0]].dtype is not DType.F32:
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not isinstance(op["D"], Dim) and not isinstance(op["E"], Dim) \
+        and int(op["T"]) <= ATTENTION_MAX_KEYS  # type: ignore[call-overload]
+
+
+def _attention_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """_attention_params with the batch, S and T as C over the run-time dims, the block of
+    query rows per task and the stack's score rows sized for T's upper bound."""
+    names = c_names(model_dims(graph))
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    return {**_attention_params(node, graph, op),
+            "S_c": c_size(op["S"], names), "T_c": c_size(op["T"], names),  # type: ignore[arg-type]
+            "T_max": int(op["T"]),  # type: ignore[call-overload]
+            "batch_size_c": c_size(numel(tuple(batch)), names),
+            "batch_c": [c_size(b, names) for b in batch],
+            "batch_strides_c": [c_size(numel(tuple(batch[d + 1:])), names)
+                                for d in range(len(batch))]}
+
+
 def _concat_skips(node: Node, graph: Graph, op: Params) -> Params:
     """Inputs the memory plan already placed in their slice of the output need no copy."""
     return {"skip": list(node.ann.inplace_inputs)}
@@ -690,7 +718,77 @@ def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
                         params=_matmul_coords),
         KernelCandidate("matmul_naive", "matmul_naive.c.j2", _b_unpacked, cost_factor=3.0,
                         takes_epilogue=True, params=_matmul_coords),
+        symbolic_matmul_candidate(isa),
     )
+
+
+# ---------------------------------------------------------------- run-time dims (issue #15)
+
+
+def node_is_symbolic(node: Node, graph: Graph) -> bool:
+    """Whether a shape of `node`'s inputs or outputs holds a symbolic dim."""
+    return any(has_dims(graph.types[v].shape) for v in (*node.inputs, *node.outputs)
+               if v and v in graph.types)
+
+
+def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int) -> str | None:
+    """How a fused epilogue operand of a product flattened to [rows, N] is indexed at (i, j):
+    an operand of the output's own shape by i * N + j, one broadcast over leading dims only
+    (a bias, a positional table: its shape a static suffix of the output's) by that flat index
+    modulo its size; None for another broadcast (it would need the output's coordinates)."""
+    shape = tuple(graph.types[value].shape)
+    while shape and not isinstance(shape[0], Dim) and shape[0] == 1:
+        shape = shape[1:]
+    if shape and shape != tuple(out[len(out) - len(shape):]):
+        return None
+    if len(shape) == len(out):
+        return f"i * {n} + j"
+    if has_dims(shape):
+        return None
+    size = int(numel(shape))
+    return "j" if size == n else "0" if size == 1 else f"(i * {n} + j) % {size}"
+
+
+def _symbolic_matmul_applies(node: Node, graph: Graph) -> bool:
+    """A MatMul whose symbolic dims are all in A's rows (A[..., K] @ B[K, N], B a constant the
+    weights file packs, K and N numbers), with no prologue and epilogue operands that are a
+    bias or the output's own shape: one GEMM of M = the rows of A, read at run time."""
+    if not node_is_symbolic(node, graph) or node.ann.prologue or not gemm.packs_constant(node, graph):
+        return False
+    a, b = (graph.types[v].shape for v in node.inputs[:2])
+    if len(a) < 2 or len(b) != 2 or has_dims(b) or isinstance(a[-1], Dim):
+        return False
+    out = graph.types[node.outputs[0]].shape
+    epilogue = registry.fused_inputs(node)[1]
+    return all(_rows_epilogue_index(graph, v, out, int(b[1])) is not None for v in epilogue)
+
+
+def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """The packed GEMM planned for the upper bound of M (its row block, panels, task
+        split), with M, the row blocks and the task count read at run time."""
+        a, b = (graph.types[v].shape for v in node.inputs[:2])
+        rows, k, n = numel(a[:-1]), int(a[-1]), int(b[1])
+        dtype = graph.types[node.outputs[0]].dtype
+        g = gemm.plan(isa, dtype.c_type, dtype.itemsize, int(rows), n, k, 1, {},
+                      min_rows=gemm.MATMUL_MIN_ROWS)
+        names = c_names(model_dims(graph))
+        epilogue = registry.fused_inputs(node)[1]
+        out = graph.types[node.outputs[0]].shape
+        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, out, n)}]" for e, v in enumerate(epilogue)]
+        program = render_program(node.ann.epilogue, exprs, [graph.types[v].dtype for v in epilogue],
+                                 "acc") if node.ann.epilogue else []
+        return {"gemm": g, "M_c": c_size(rows, names), "parallel": g["parallel"],
+                "rows_epilogue": program, "rows_result": program[-1].dst if program else "acc"}
+    return params
+
+
+def symbolic_matmul_candidate(isa: str) -> KernelCandidate:
+    """The packed GEMM with constant B over a symbolic number of rows (matmul_packed_rows.c.j2)."""
+    return KernelCandidate("matmul_packed_const_rows", "matmul_packed_rows.c.j2",
+                           _symbolic_matmul_applies, cost_factor=0.25, stores_once=True,
+                           takes_epilogue=True, params=_symbolic_matmul_params(isa),
+                           constant_panels=_packed_b(isa), symbolic_dims=True)
 
 
 # ---------------------------------------------------------------- row kernels
@@ -707,6 +805,105 @@ def _softmax_rows(node: Node, graph: Graph, op: Params) -> Params:
 
 def _layernorm_rows(node: Node, graph: Graph, op: Params) -> Params:
     return row_split(int(op["outer"]), int(op["row"]), LAYERNORM_TASK_ELEMENTS)  # type: ignore[call-overload]
+
+
+def _static_rows(node: Node, graph: Graph) -> bool:
+    """A row kernel's node whose symbolic dims are all in its row count (outer): the row and
+    its stride static."""
+    if not node_is_symbolic(node, graph):
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not any(isinstance(op.get(key), Dim) for key in ("row", "inner"))
+
+
+def _run_time_rows(params: Params, node: Node, graph: Graph, op: Params) -> Params:
+    """`params` (row_split's, at the upper bound of the row count) with the row count and the
+    task count read at run time."""
+    names = c_names(model_dims(graph))
+    out = {**params, "outer": c_size(op["outer"], names)}  # type: ignore[arg-type]
+    if int(params["tasks"]) > 1:  # type: ignore[call-overload]
+        out["tasks"] = run_time_tasks(op["outer"], int(params["rows_per_task"]), names)  # type: ignore[arg-type, call-overload]
+    return out
+
+
+def _strided_copy_dims(node: Node, graph: Graph) -> bool:
+    """A Transpose or Slice with symbolic dims (loop bounds, strides and a Slice's first
+    element over them read at run time). A Slice's ranges are the op's rule's (checked
+    against concrete instances at import, issue #15's rails); its starts, ends and steps must
+    be constants."""
+    if not node_is_symbolic(node, graph):
+        return False
+    if node.op == "Slice":
+        return all(v in graph.constants for v in node.inputs[1:] if v)
+    return True
+
+
+def _strided_copy_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
+    """_strided_copy_loops with symbolic loop bounds, strides and base as C over the run-time
+    dims."""
+    names = c_names(model_dims(graph))
+    shape = graph.types[node.outputs[0]].shape
+    dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["in_strides"])])  # type: ignore[call-overload]
+    return {"dims": [c_size(d, names) for d in dims], "base": c_size(op["base"], names),  # type: ignore[arg-type]
+            "in_index": index_expression([f"i{d}" for d in range(len(dims))], sets[1], names)}
+
+
+def _gather_dims(node: Node, graph: Graph) -> bool:
+    """A Gather whose symbolic dims are all in its indices (an embedding lookup of a batch of
+    token ids): the data's rows static, the index count read at run time."""
+    return node_is_symbolic(node, graph) and not has_dims(graph.types[node.inputs[0]].shape)
+
+
+def _gather_count(node: Node, graph: Graph, op: Params) -> Params:
+    return {"count": c_size(op["count"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+
+
+def _reduce_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
+    """_reduce_loops with symbolic loop bounds, strides, row length and count (ReduceMean's
+    divisor) as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    params = _reduce_loops(node, graph, op)
+    shape = tuple(op["in_shape"])  # type: ignore[call-overload]
+    dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["out_strides"])])  # type: ignore[call-overload]
+    coords = [f"i{d}" for d in range(len(dims))]
+    return {**params, "dims": [c_size(d, names) for d in dims],
+            "in_index": index_expression(coords, sets[0], names),
+            "out_index": index_expression(coords, sets[1], names),
+            "sum_rows": c_size(params["sum_rows"], names) if params["sum_rows"] else 0,  # type: ignore[arg-type]
+            "count": c_size(op["count"], names)}  # type: ignore[arg-type]
+
+
+def _concat_dims(node: Node, graph: Graph) -> bool:
+    """A Concat whose symbolic dims are all before its axis: the chunks static, the number of
+    outer rows read at run time."""
+    if not node_is_symbolic(node, graph):
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not has_dims((op["row"], *op["chunks"]))  # type: ignore[arg-type]
+
+
+def _concat_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    return {**_concat_skips(node, graph, op),
+            "outer": c_size(op["outer"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+
+
+def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
+    """The bytes a copy moves, over the run-time dims."""
+    out = graph.types[node.outputs[0]]
+    return {"bytes_c": c_size(out.numel * out.dtype.itemsize, c_names(model_dims(graph)))}
+
+
+def _run_time_outer(graph: Graph, op: Params) -> Params:
+    """A row kernel's serial row count over the run-time dims."""
+    return {"outer": c_size(op["outer"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+
+
+def _softmax_rows_dims(node: Node, graph: Graph, op: Params) -> Params:
+    return _run_time_rows(_softmax_rows(node, graph, op), node, graph, op)
+
+
+def _layernorm_rows_dims(node: Node, graph: Graph, op: Params) -> Params:
+    return _run_time_rows(_layernorm_rows(node, graph, op), node, graph, op)
 
 
 # ---------------------------------------------------------------- scratch of other kernels
@@ -741,7 +938,11 @@ CONV_DIRECT = KernelCandidate("conv2d_direct", "conv2d.c.j2", lambda n, g: not n
                               cost_factor=4.0, takes_epilogue=True, params=_direct_conv_params)
 CONV_TRANSPOSE_DIRECT = KernelCandidate("conv_transpose2d_direct", "conv_transpose2d.c.j2")
 STRIDED_COPY = KernelCandidate("strided_copy", "strided_copy.c.j2", params=_strided_copy_loops)
+STRIDED_COPY_DIMS = KernelCandidate("strided_copy_dims", "strided_copy.c.j2", _strided_copy_dims,
+                                    params=_strided_copy_loops_dims, symbolic_dims=True)
 REDUCE = KernelCandidate("reduce_strided", "reduce.c.j2", params=_reduce_loops)
+REDUCE_DIMS = KernelCandidate("reduce_strided_dims", "reduce.c.j2", node_is_symbolic,
+                              params=_reduce_loops_dims, symbolic_dims=True)
 
 # the largest max-pool window whose interior loop is unrolled (kh, kw)
 POOL_UNROLLED_WINDOW = 49
@@ -767,8 +968,15 @@ def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
 POOL = KernelCandidate("pool_direct", "pool.c.j2", params=_pool_params)
 # each row is read completely (max, sum; mean, variance) before the row is written
 SOFTMAX = KernelCandidate("softmax_rows", "softmax.c.j2", inplace_input=0, params=_softmax_rows)
+# ... and over a symbolic number of rows (issue #15)
+SOFTMAX_DIMS = KernelCandidate("softmax_rows_dims", "softmax.c.j2", _static_rows, inplace_input=0,
+                               params=_softmax_rows_dims, symbolic_dims=True)
 CUMULATIVE = KernelCandidate("cumulative_rows", "cumsum.c.j2")
 ARGREDUCE = KernelCandidate("argreduce_rows", "argreduce.c.j2", params=_input_ctype("in_ctype", 0))
+ARGREDUCE_DIMS = KernelCandidate("argreduce_rows_dims", "argreduce.c.j2", _static_rows,
+                                 params=lambda n, g, op: {**_input_ctype("in_ctype", 0)(n, g, op),
+                                                          **_run_time_outer(g, op)},
+                                 symbolic_dims=True)
 RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
@@ -791,21 +999,25 @@ def cpu_kernels(isa: str, with_winograd: bool = True) -> dict[str, tuple[KernelC
 
 @functools.cache
 def _cpu_kernels(isa: str, with_winograd: bool) -> dict[str, tuple[KernelCandidate, ...]]:
-    return {**CPU_KERNELS, "Conv": conv_candidates(isa, with_winograd),
-            "MatMul": matmul_candidates(isa),
-            "pyc.ConvBlocked": (blocked.conv_candidate(isa),),
-            "ConvTranspose": transpose_candidates(isa)}
+    return batch_loop.with_batch_loops({
+        **STATIC_KERNELS, "Conv": conv_candidates(isa, with_winograd),
+        "MatMul": matmul_candidates(isa), "pyc.ConvBlocked": (blocked.conv_candidate(isa),),
+        "ConvTranspose": transpose_candidates(isa)})
 
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
 # GEMM candidates are those of the portable ISA here, the target's ISA in CpuTarget.kernels
-CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
+STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Conv": conv_candidates(gemm.PORTABLE_ISA),
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": transpose_candidates(gemm.PORTABLE_ISA),
-    **_each(("Transpose", "Slice"), STRIDED_COPY),
-    "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),),
-    "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),),
+    **_each(("Transpose", "Slice"), STRIDED_COPY, STRIDED_COPY_DIMS),
+    "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),
+               KernelCandidate("concat_blocks_dims", "concat.c.j2", _concat_dims,
+                               params=_concat_dims_params, symbolic_dims=True)),
+    "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),
+               KernelCandidate("gather_rows_dims", "gather.c.j2", _gather_dims,
+                               params=_gather_count, symbolic_dims=True)),
     "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
     "ScatterElements": (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),),
@@ -813,28 +1025,41 @@ CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),),
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
     **_each(("AveragePool", "MaxPool"), POOL),
-    **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX),
+    **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),
     "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0,
-                                           params=_layernorm_rows),),
+                                           params=_layernorm_rows),
+                           KernelCandidate("layernorm_rows_dims", "layernorm.c.j2", _static_rows,
+                                           inplace_input=0, params=_layernorm_rows_dims,
+                                           symbolic_dims=True)),
     "InstanceNormalization": (KernelCandidate("instancenorm_rows", "instancenorm.c.j2"),),
     # its in-place path (a ring of saved inputs) is slower: only memory_first takes it
     "LRN": (KernelCandidate("lrn_channels", "lrn.c.j2", params=_lrn_in_place, inplace_input=0,
                             inplace_modes=("memory_first",)),),
     **_each(("CumSum", "CumProd"), CUMULATIVE),
-    **_each(("ArgMax", "ArgMin"), ARGREDUCE),
+    **_each(("ArgMax", "ArgMin"), ARGREDUCE, ARGREDUCE_DIMS),
     **_each(("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-             "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE),
+             "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE, REDUCE_DIMS),
     "ReduceLogSumExp": (KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace,
                                         params=_reduce_loops),),
     **_each(("Resize", "Upsample"), RESIZE),
     **_each(("LSTM", "GRU", "RNN"), RECURRENT),
-    "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),),
+    "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),
+                        # its loop bounds and strides over symbolic dims read at run time
+                        KernelCandidate("elementwise_loop_dims", "elementwise.c.j2",
+                                        node_is_symbolic, symbolic_dims=True)),
     "pyc.Attention": (KernelCandidate(
         "attention_rows", "attention.c.j2", params=_attention_params,
-        applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),),
-    "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),),
+        applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),
+                      KernelCandidate("attention_rows_dims", "attention_dims.c.j2",
+                                      _attention_dims_applies, params=_attention_dims_params,
+                                      symbolic_dims=True)),
+    "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),
+                 KernelCandidate("memcpy_dims", "copy.c.j2", node_is_symbolic, params=_copy_bytes,
+                                 symbolic_dims=True)),
     # the blocked layout (passes/assign_layouts.py): the conv's table is the target's ISA's
     "pyc.ConvBlocked": (blocked.conv_candidate(gemm.PORTABLE_ISA),),
     "pyc.Reorder": (blocked.REORDER,),
     "pyc.PoolBlocked": (blocked.POOL,),
 }
+# ... with the loops over images of a symbolic batch (batch_loop.py)
+CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = batch_loop.with_batch_loops(STATIC_KERNELS)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...errors import PycError
 from ...ir.graph import Graph, Node
+from ...ir.run_dims import DIMS_PARAM
 from ...ops import registry
 from ...planning.plan import MemoryPlan, storage_roots
 from ...planning.weights import WeightsLayout
@@ -144,6 +145,8 @@ class CpuTarget(Target):
                 call.operands.append(Operand("WS", ctype, is_output=True))
                 call.args.append(f"({ctype}*)(arena + {plan.workspaces[node.name]})"
                                  if node.name in plan.workspaces else "NULL")
+            if call.dims:  # the kernel reads the run-time dims (model.c.j2's `dims`)
+                call.args.append(DIMS_PARAM)
             if not chosen.restrict_pointers:
                 call.restrict = ""
                 for operand in call.operands:

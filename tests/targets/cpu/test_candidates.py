@@ -148,7 +148,18 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              "conv_transpose2d_gemm": "tests/targets/cpu/test_implicit_conv.py",
              # the blocked layout's kernels, on the blocked tensors only the layout pass makes
              **{name: "tests/targets/cpu/test_blocked_layout.py"
-                for name in ("conv2d_blocked", "pool_blocked", "reorder_blocks")}}
+                for name in ("conv2d_blocked", "pool_blocked", "reorder_blocks")},
+             # nodes with symbolic dims only (issue #15), against onnxruntime at many shapes
+             "matmul_packed_const_rows": "tests/dynamic/test_dynamic_mlp.py",
+             **{name: "tests/dynamic/test_dynamic_rows.py"
+                for name in ("elementwise_loop_dims", "softmax_rows_dims", "layernorm_rows_dims",
+                             "strided_copy_dims", "gather_rows_dims", "attention_rows_dims",
+                             "concat_blocks_dims", "memcpy_dims", "reduce_strided_dims",
+                             "argreduce_rows_dims")},
+             **{name: "tests/dynamic/test_dynamic_rows.py"
+                for name in ("conv_batch_loop", "convtranspose_batch_loop", "maxpool_batch_loop",
+                             "averagepool_batch_loop", "instancenormalization_batch_loop",
+                             "lrn_batch_loop")}}
 
 
 def test_every_cpu_candidate_has_a_case() -> None:

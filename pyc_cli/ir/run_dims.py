@@ -1,0 +1,56 @@
+"""The run-time dims of a model with symbolic input shapes (issue #15): which named dims its
+generated code reads, in which order, and how a size over them is written in C.
+
+The dims of a model are the named dims of its graph inputs' shapes, sorted by name (so the order,
+and with it the ABI, depends on nothing but the names). The generated entry point derives their
+values from the actual input shapes into an array `dims` (dims[k] is the k-th dim's value), and
+every kernel that reads run-time sizes (a candidate with `symbolic_dims`) gets that array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .graph import Graph
+from .symbolic import Dim, DimBounds, DimLike
+
+DIMS_PARAM = "dims"  # the C parameter (an array of int64_t) kernels read the dims from
+
+
+def model_dims(graph: Graph) -> list[DimBounds]:
+    """The named dims of the graph's inputs, sorted by name ([] for a static model)."""
+    found: dict[str, DimBounds] = {}
+    for name in graph.inputs:
+        for d in graph.types[name].shape:
+            if isinstance(d, Dim):
+                found.update(d.dims())
+    return [found[name] for name in sorted(found)]
+
+
+def c_names(dims: list[DimBounds], array: str = DIMS_PARAM) -> dict[str, str]:
+    """dim name -> its C expression: the dims array read at the dim's index."""
+    return {d.name: f"{array}[{k}]" for k, d in enumerate(dims)}
+
+
+def c_size(value: DimLike, names: Mapping[str, str]) -> str:
+    """An int as its digits, a Dim as a C expression of int64_t over `names`."""
+    return value.to_c(names) if isinstance(value, Dim) else str(int(value))
+
+
+def shape_text(shape: tuple[DimLike, ...]) -> list[int | str]:
+    """A shape as the manifest records it: numbers, and each symbolic dim as its expression."""
+    return [str(d) if isinstance(d, Dim) else int(d) for d in shape]
+
+
+def shape_argument(shape: tuple[DimLike, ...]) -> list[int | str]:
+    """An --input-shape as the manifest's flags and the build cache's key record it: numbers,
+    and a named dim with its bounds (`batch:1..64`)."""
+    out: list[int | str] = []
+    for d in shape:
+        if isinstance(d, Dim):
+            bounds = d.dims()
+            out.append(", ".join(f"{b.name}:{b.lo}..{b.hi}" for b in bounds.values())
+                       if len(bounds) == 1 and str(d) in bounds else f"{d}")
+        else:
+            out.append(int(d))
+    return out
