@@ -333,6 +333,31 @@ def ceil_div(value: DimLike, den: int) -> DimLike:
     return floor_div(value + (den - 1), den)
 
 
+def less(a: DimLike, b: DimLike) -> bool:
+    """a < b where the dims' bounds decide it (always, for plain ints); SymbolicError where
+    it depends on the dims' values. Python's `<` on a Dim compares upper bounds only, which is
+    wrong for a rule that picks a shape (a Slice end clamped to a dim)."""
+    diff = a - b
+    if not isinstance(diff, Dim):
+        return int(diff) < 0
+    lo, hi = diff.bounds()
+    if hi < 0:
+        return True
+    if lo >= 0:
+        return False
+    raise SymbolicError(f"whether {a} < {b} depends on the dims' values")
+
+
+def smin(a: DimLike, b: DimLike) -> DimLike:
+    """min(a, b) where the bounds decide it, else SymbolicError (see `less`)."""
+    return b if less(b, a) else a
+
+
+def smax(a: DimLike, b: DimLike) -> DimLike:
+    """max(a, b) where the bounds decide it, else SymbolicError (see `less`)."""
+    return b if less(a, b) else a
+
+
 def has_dims(values: Iterable[object]) -> bool:
     """Whether any of `values` (a shape's dims, a shape tensor's elements) is symbolic."""
     return any(isinstance(v, Dim) for v in values)

@@ -27,6 +27,7 @@ import numpy as np
 from .annotations import Annotations, KernelChoice
 from .ewprogram import format_program, parse_program
 from .graph import AttrValue, Graph, Node
+from .symbolic import Dim, has_dims
 from .types import DType, TensorType
 
 INLINE_CONSTANT_LIMIT = 16
@@ -86,7 +87,16 @@ class _NanBits(int):
     """A NaN given by its raw bit pattern in the IR text."""
 
 
+def _dim_element(value: int) -> str:
+    """A symbolic dim (issue #15) as its canonical expression, JSON-quoted; a number as is."""
+    return json.dumps(str(value)) if isinstance(value, Dim) else str(int(value))
+
+
 def format_attr(value: AttrValue) -> str:
+    if isinstance(value, Dim):
+        return f"dim{_dim_element(value)}"
+    if isinstance(value, list) and has_dims(value):
+        return "dims[" + ",".join(_dim_element(v) for v in value) + "]"
     if isinstance(value, np.ndarray):
         return f"tensor<{TensorType.of(value)}>{_array_literal(value)}"
     if isinstance(value, str):

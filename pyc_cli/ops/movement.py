@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import DimLike, less, smax, smin
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
@@ -68,20 +69,23 @@ class Transpose(OpDef):
 _END_SENTINELS = (2**31 - 1, 2**63 - 1)
 
 
-def slice_range(start: int, end: int, step: int, dim: int) -> tuple[int, int, int]:
+def slice_range(start: DimLike, end: DimLike, step: int, dim: DimLike
+                ) -> tuple[DimLike, int, DimLike]:
     """(first index, step, count) of one sliced axis, with onnxruntime's clamping. A zero-size
-    axis gives nothing (onnxruntime may report one element there, which it cannot read)."""
+    axis gives nothing (onnxruntime may report one element there, which it cannot read).
+    Symbolic starts, ends and dims (issue #15) clamp where their bounds decide the comparison
+    (`less`); where the dims' values would decide it, SymbolicError (the node is refused)."""
     if dim == 0:
         return (0, step, 0)
-    start = start + dim if start < 0 else start
-    start = min(max(start, 0), dim - 1 if step < 0 else dim)
+    start = start + dim if less(start, 0) else start
+    start = smin(smax(start, 0), dim - 1 if step < 0 else dim)
     if end in _END_SENTINELS:
         end = -1 if step < 0 else dim
     else:
-        end = end + dim if end < 0 else end
-        end = min(max(end, -1 if step < 0 else 0), dim)
+        end = end + dim if less(end, 0) else end
+        end = smin(smax(end, -1 if step < 0 else 0), dim)
     count = -(-(end - start) // step)  # ceil division
-    return (start if count > 0 else 0, step, max(count, 0))
+    return (start if less(0, count) else 0, step, smax(count, 0))
 
 
 @register
@@ -93,11 +97,13 @@ class Slice(OpDef):
 
     def ranges(self, node: Node, shape: tuple[int, ...], values: InValues) -> list[tuple[int, int, int]]:
         """(start, step, count) per axis, with ONNX clamping of starts/ends. Slice-1 takes
-        starts/ends/axes as attributes, Slice-10+ as (constant) inputs."""
+        starts/ends/axes as attributes, Slice-10+ as (constant) inputs; a Slice whose symbolic
+        operands passes/bind_shapes.py moved into attributes has the attribute form, with
+        `steps` too."""
         if "starts" in node.attrs:
             starts, ends = ints_attr(node, "starts"), ints_attr(node, "ends")
             axes = ints_attr(node, "axes") or list(range(len(starts)))
-            steps = [1] * len(starts)
+            steps = ints_attr(node, "steps") or [1] * len(starts)
         else:
             starts = require_value(values, 1, node, "starts").reshape(-1)
             ends = require_value(values, 2, node, "ends").reshape(-1)

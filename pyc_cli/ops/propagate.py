@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import PycError
-from ..ir.graph import Graph, Node
+from ..ir.graph import AttrValue, Graph, Node
 from ..ir.symbolic import NUMBERS_HINT, Dim, DimBounds, exact_div, has_dims
 from ..ir.types import TensorType, check_addressable
 from . import registry
@@ -45,7 +45,7 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
     for point in _sample_points(bounds):
         concrete = {name: TensorType(types[name].dtype, _instance(types[name].shape, point))
                     for name in graph.inputs}
-        instance = _propagate(graph, _EVAL_LIMIT, concrete)[0]
+        instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
         for node in graph.nodes:
             for out in node.outputs:
                 want = _instance(types[out].shape, point) if out else None
@@ -73,6 +73,30 @@ def _instance(shape: tuple[int, ...], point: Mapping[str, int]) -> tuple[int, ..
     return tuple(d.evaluate(point) if isinstance(d, Dim) else int(d) for d in shape)
 
 
+def instantiate(node: Node, point: Mapping[str, int]) -> Node:
+    """The node with every symbolic attribute element evaluated at `point` (the node itself
+    where it has none)."""
+    attrs = {key: _evaluate_attr(value, point) for key, value in node.attrs.items()}
+    if all(attrs[key] is node.attrs[key] for key in attrs):
+        return node
+    return Node(node.op, node.name, node.inputs, node.outputs, attrs, node.ann)
+
+
+def _evaluate_attr(value: AttrValue, point: Mapping[str, int]) -> AttrValue:
+    if isinstance(value, Dim):
+        return value.evaluate(point)
+    if isinstance(value, list) and has_dims(value):
+        return [v.evaluate(point) if isinstance(v, Dim) else v for v in value]
+    return value
+
+
+def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
+    """The values computed from symbolic dims (object arrays holding Dims), by name."""
+    known = _propagate(graph, _EVAL_LIMIT)[1]
+    return {name: value for name, value in known.items()
+            if value.dtype == object and name not in graph.constants}
+
+
 def known_values(graph: Graph) -> dict[str, np.ndarray]:
     """Every value computable at compile time (constants and what folding would produce),
     without rewriting the graph: lets canonicalize see through not-yet-folded constants."""
@@ -80,12 +104,18 @@ def known_values(graph: Graph) -> dict[str, np.ndarray]:
 
 
 def _propagate(graph: Graph, limit: int | None,
-               inputs: Mapping[str, TensorType] | None = None
+               inputs: Mapping[str, TensorType] | None = None,
+               point: Mapping[str, int] | None = None
                ) -> tuple[dict[str, TensorType], dict[str, np.ndarray]]:
+    """Types and known values of every value; `inputs` and `point` instantiate the graph at
+    one assignment of its named dims (the inputs' shapes, and the symbolic attributes that
+    passes/bind_shapes.py wrote)."""
     types = {name: (inputs or graph.types)[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
     for node in graph.nodes:
+        if point is not None:
+            node = instantiate(node, point)
         opdef = registry.get(node.op)
         in_types = [types.get(name) if name else None for name in node.inputs]
         in_values = [known.get(name) if name else None for name in node.inputs]

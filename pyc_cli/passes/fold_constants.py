@@ -1,7 +1,8 @@
 """Constant folding: evaluate every node whose inputs are all known at compile time.
 
 Static shapes make `Shape` known, so the Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains
-that exporters emit collapse to constants here; each fold is logged.
+that exporters emit collapse to constants here; each fold is logged. Symbolic shapes (issue #15)
+make them expressions instead, which bind_shapes.py gives their consumers as attributes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ..ir.graph import Graph, Node
 from ..ops import registry
 from ..ops.propagate import evaluate_node
 from ..ops.registry import typed_node
+from .bind_shapes import bind_shape_operands
 from .context import PassContext
 
 NAME = "fold_constants"
@@ -34,7 +36,8 @@ def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
     _copy_constant_outputs(graph, ctx)
     ops = sorted({n.op for n in folded})
     ctx.log(NAME, [], "summary", "nodes evaluated at compile time", after=len(folded), ops=ops)
-    return graph
+    # what is computed from symbolic dims is not a constant: its consumers take it as attributes
+    return bind_shape_operands(graph, ctx)
 
 
 def _reason(node: Node) -> str:
