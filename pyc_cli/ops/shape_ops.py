@@ -117,7 +117,9 @@ class Range(OpDef):
             if isinstance(delta, Dim) or int(delta) <= 0:
                 raise SymbolicError(f"Range with a symbolic limit steps by {delta}, not a "
                                     "positive constant")
-            return smax(ceil_div(limit - start, int(delta)), 0)  # type: ignore[operator]
+            # numpy integers first: numpy's operators would turn a Dim into its upper bound
+            low, high = (v if isinstance(v, Dim) else int(v) for v in (start, limit))  # type: ignore[call-overload]
+            return smax(ceil_div(high - low, int(delta)), 0)  # type: ignore[arg-type]
         return max(int(np.ceil((limit - start) / delta)), 0)  # type: ignore[operator]
 
     def _dtype(self, node: Node, types: InTypes) -> DType:
@@ -128,6 +130,8 @@ class Range(OpDef):
         return [TensorType(self._dtype(node, types), (self._count(*self._values(node, values)),))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        if any(name and value is None for name, value in zip(node.inputs, inputs)):
+            raise NotImplementedError("an operand is computed at run time")
         start, limit, delta = self._values(node, inputs)
         count = self._count(start, limit, delta)
         if isinstance(count, Dim):

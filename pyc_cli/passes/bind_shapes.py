@@ -17,6 +17,10 @@ it. A consumer keeps its inputs where one of its shape operands is not known at 
     Range(start, limit, delta)          -> Range() {start, limit, delta, dtype}   (integers)
     ConstantOfShape(shape) {value}      -> Expand(value) {shape}
 
+A symbolic value that a compute op reads as data (a Mul by the sequence length) comes from one
+`pyc.DimValues {values, shape, dtype}` node (the elements computed from the run-time dims), so
+no Shape node is left in a graph whose shape arithmetic is known.
+
 Called by fold_constants after it folds what is static (static graphs have no symbolic value:
 nothing here runs for them, and their IR and decision log are unchanged).
 """
@@ -61,7 +65,45 @@ def bind_shape_operands(graph: Graph, ctx: PassContext) -> Graph:
                 "its shape operands are computed from symbolic dims: bound as attributes, "
                 "the shape subgraph that computed them is no longer read",
                 before=node.op, after=replacement.op, attrs=shown)
+    _materialize_data_reads(graph, ctx, symbolic)
     return graph
+
+
+def _materialize_data_reads(graph: Graph, ctx: PassContext,
+                            symbolic: dict[str, np.ndarray]) -> None:
+    """A symbolic value that a node reads as data (a Mul of an index by the sequence length)
+    comes from one pyc.DimValues node instead of its shape subgraph; shape arithmetic reading
+    it (its output symbolic too) is left to die with the subgraph."""
+    made: dict[str, str] = {}
+    for node in list(graph.nodes):
+        if any(out in symbolic for out in node.outputs if out):
+            continue  # shape arithmetic: dead once its consumers are bound
+        for position, name in enumerate(node.inputs):
+            if name not in symbolic:
+                continue
+            if name not in made:
+                made[name] = _dim_values(graph, node, name, symbolic[name])
+                ctx.log(NAME, [node.name], "materialize_dims",
+                        "reads a value computed from symbolic dims as data: computed from "
+                        "the run-time dims, not by its shape subgraph",
+                        after=[_text(v) for v in _elements(symbolic[name])], value=name)
+            node.inputs[position] = made[name]
+
+
+def _dim_values(graph: Graph, reader: Node, name: str, value: np.ndarray) -> str:
+    """Insert a pyc.DimValues node computing `value` before `reader`; its output's name."""
+    ttype = graph.types[name]
+    out = graph.fresh_name(f"{name}_dims")
+    node = Node("pyc.DimValues", graph.fresh_name(f"{name}_dims"), [], [out],
+                {"values": _elements(value), "shape": list(ttype.shape),
+                 "dtype": ttype.dtype.value})
+    graph.types[out] = ttype
+    graph.nodes.insert(graph.nodes.index(reader), node)
+    return out
+
+
+def _elements(value: np.ndarray) -> list[DimLike]:
+    return [v if isinstance(v, Dim) else int(v) for v in value.reshape(-1).tolist()]
 
 
 def _bound_operands(graph: Graph, node: Node, symbolic: dict[str, np.ndarray]
@@ -82,7 +124,7 @@ def _bound_operands(graph: Graph, node: Node, symbolic: dict[str, np.ndarray]
         value = symbolic.get(name, graph.constants.get(name))
         if value is None:
             return None  # computed from tensor data at run time (issue #15, point 2)
-        elements = [v if isinstance(v, Dim) else int(v) for v in value.reshape(-1).tolist()]
+        elements = _elements(value)
         attrs[key] = elements[0] if node.op in SCALAR_OPERANDS else elements
     return attrs
 
