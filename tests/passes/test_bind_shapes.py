@@ -1,0 +1,142 @@
+"""Shape subgraphs die (issue #15, point 1): symbolic shape operands become attributes of their
+consumers (passes/bind_shapes.py), a symbolic value read as data comes from one pyc.DimValues
+node, and dead-code elimination removes the Shape -> Gather -> Unsqueeze -> Concat chains; a
+real export with dynamic batch and sequence axes goes through every pass up to kernel
+selection with every type symbolic and checked against concrete instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from pyc_cli import api
+from pyc_cli.errors import PycError
+from pyc_cli.ir.graph import Graph
+from pyc_cli.ir.symbolic import parse_input_shapes
+from pyc_cli.ir.text import print_graph
+from pyc_cli.ops.propagate import check_symbolic, propagate_types
+from tests.helpers import init, make_model, rand, write_model
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+BERT_SHAPES = ["input_ids=batch:1..8,seq:1..512", "attention_mask=batch,seq",
+               "token_type_ids=batch,seq"]
+
+
+def _front(model: Path, specs: list[str]) -> Graph:
+    shapes, _ = parse_input_shapes(specs)
+    graph, _ = api.compile_graph(model, "balanced", shapes, "cpu", stop_after="analyze_liveness")
+    return graph
+
+
+def _shape_arithmetic(graph: Graph) -> list[str]:
+    """Nodes that compute on shapes: Shape/Size, and Gather/Concat/Unsqueeze/Cast/... whose
+    inputs are all int64 vectors of at most 8 elements (a shape or an element of one)."""
+    found = []
+    for node in graph.nodes:
+        if node.op in ("Shape", "Size"):
+            found.append(node.name)
+            continue
+        ins = [graph.types[i] for i in node.present_inputs()]
+        outs = [graph.types[o] for o in node.outputs if o]
+        small = all(t.dtype.value == "i64" and t.rank <= 1 and int(t.numel) <= 8
+                    for t in ins + outs)
+        if node.op in ("Gather", "Concat", "Unsqueeze", "Squeeze", "Cast", "Mul", "Add", "Div",
+                       "Equal", "Where", "Slice", "Reshape") and ins and small:
+            found.append(node.name)
+    return found
+
+
+def test_a_bert_export_with_dynamic_axes_loses_its_shape_subgraphs(tmp_path: Path) -> None:
+    """Tiny BERT (2 layers, hidden 32) exported by torch with dynamic batch and seq: after the
+    front passes no shape arithmetic is left, every Reshape reads only its data, the output is
+    [batch, seq, 32], and the symbolic types agree with concrete instances of the dims."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.models.make_dynamic_bert import export_dynamic_bert
+
+    model = export_dynamic_bert(tmp_path / "bert.onnx")
+    graph = _front(model, BERT_SHAPES)
+    assert str(graph.types[graph.outputs[0]]) == "f32[batch,seq,32]"
+    assert _shape_arithmetic(graph) == []
+    reshapes = [n for n in graph.nodes if n.op == "Reshape"
+                and str(graph.types[n.outputs[0]]).startswith("f32")]
+    assert reshapes and all(len(n.inputs) == 1 for n in reshapes)
+    assert {str(graph.types[n.outputs[0]]) for n in reshapes} == {"f32[batch,seq,2,16]",
+                                                                  "f32[batch,seq,32]"}
+    assert [str(graph.types[n.outputs[0]]) for n in graph.nodes if n.op == "pyc.Attention"] \
+        == ["f32[batch,2,seq,16]"] * 2
+    assert not any(a.dtype == object for a in graph.constants.values())
+    check_symbolic(graph, propagate_types(graph))  # the instance check passes on the result
+    text = print_graph(graph)
+    assert 'shape=dims["batch","seq",-1,16]' in text and text == print_graph(graph)
+
+
+def _reshape_by_shape_chain(tmp_path: Path) -> Path:
+    """x[N, 6] -> Reshape to [Shape(x)[0], 2, 3] -> Mul by a weight; also y = x * N (the
+    batch size read as data)."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+             helper.make_node("Concat", ["n1", "tail"], ["target"], name="concat", axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["r"], name="reshape"),
+             helper.make_node("Mul", ["r", "w"], ["y"], name="mul"),
+             helper.make_node("Cast", ["n"], ["nf"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "nf"], ["z"], name="scale")]
+    model = make_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 6])],
+        [init("zero", np.array(0, np.int64)), init("axes", np.array([0], np.int64)),
+         init("tail", np.array([2, 3], np.int64)), init("w", rand(rng, 2, 3))])
+    return write_model(model, tmp_path)
+
+
+def test_a_reshape_target_from_shape_becomes_an_attribute(tmp_path: Path) -> None:
+    graph = _front(_reshape_by_shape_chain(tmp_path), ["x=batch:1..16,6"])
+    (reshape,) = [n for n in graph.nodes if n.op == "Reshape"]
+    assert reshape.inputs == ["x"] and str(graph.types["r"]) == "f32[batch,2,3]"
+    assert [str(d) for d in reshape.attrs["shape"]] == ["batch", "2", "3"]
+    assert not [n for n in graph.nodes if n.op in ("Shape", "Gather", "Concat", "Unsqueeze")]
+    # the batch size read as data (Cast to float, then Mul) comes from the run-time dims
+    (dims,) = [n for n in graph.nodes if n.op == "pyc.DimValues"]
+    assert [str(v) for v in dims.attrs["values"]] == ["batch"]
+    assert str(graph.types[dims.outputs[0]]) == "i64[]"
+    assert 'pyc.DimValues() name="n_dims" {dtype="i64", shape=ints[], values=dims["batch"]}' \
+        in print_graph(graph)
+    check_symbolic(graph, propagate_types(graph))
+
+
+def test_a_static_build_binds_nothing(tmp_path: Path) -> None:
+    """With numbers for the dims, the chain folds into a constant as before: no attribute,
+    no decision of bind_shapes."""
+    shapes, _ = parse_input_shapes(["x=4,6"])
+    graph, ctx = api.compile_graph(_reshape_by_shape_chain(tmp_path), "balanced", shapes, "cpu",
+                                   stop_after="analyze_liveness")
+    (reshape,) = [n for n in graph.nodes if n.op == "Reshape"]
+    assert "shape" not in reshape.attrs and len(reshape.inputs) == 2
+    assert not [d for d in ctx.decisions if d.pass_name == "bind_shapes"]
+
+
+def test_a_slice_clamp_the_bounds_do_not_decide_is_refused(tmp_path: Path) -> None:
+    """Slice ends at seq of a 128-row table: at seq > 128 ONNX clamps to 128, so the output
+    is min(seq, 128), not an expression PyC has: PYC-E051 names the node (before this rule
+    decided comparisons by the bounds, the dim's upper bound chose the clamp silently)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Slice", ["s", "one", "two"], ["seq"], name="seq_of"),
+             helper.make_node("Slice", ["table", "zero", "seq"], ["y"], name="rows")]
+    model = make_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["S", 4])],
+        [init("one", np.array([1], np.int64)), init("two", np.array([2], np.int64)),
+         init("zero", np.array([0], np.int64)),
+         init("table", rand(np.random.default_rng(0), 128, 4))])
+    path = write_model(model, tmp_path)
+    assert str(_front(path, ["x=1,seq:1..128"]).types["y"]) == "f32[seq,4]"
+    with pytest.raises(PycError) as info:
+        _front(path, ["x=1,seq:1..512"])
+    assert info.value.code == "E051" and info.value.where == "node 'rows'"
+    assert "depends on the dims' values" in info.value.what
