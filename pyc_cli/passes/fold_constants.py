@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ops import registry
 from ..ir.symbolic import has_dims
+from ..ops import registry
 from ..ops.propagate import evaluate_node, symbolic_values
 from ..ops.registry import typed_node
 from .bind_shapes import bind_shape_operands
