@@ -140,3 +140,34 @@ def test_a_slice_clamp_the_bounds_do_not_decide_is_refused(tmp_path: Path) -> No
         _front(path, ["x=1,seq:1..512"])
     assert info.value.code == "E051" and info.value.where == "node 'rows'"
     assert "depends on the dims' values" in info.value.what
+
+
+def _package_model(package: str, relative: str) -> Path:
+    """A model file shipped inside an installed package, or skip."""
+    module = pytest.importorskip(package)
+    path = Path(module.__file__).parent / relative
+    if not path.exists():
+        pytest.skip(f"{path} is not in the installed {package}")
+    return path
+
+
+def test_pp_ocr_rec_with_a_symbolic_width_keeps_only_compute_ops() -> None:
+    """PP-OCRv4 rec (rapidocr-onnxruntime's model): the width flows through 38 convs (strided:
+    floor divisions) into a transformer whose Reshapes read Shape chains; none is left."""
+    model = _package_model("rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx")
+    graph = _front(model, ["x=1,3,48,width:16..1024"])
+    steps = "(((width + 1)//2 + 1)//2)//2"
+    assert str(graph.types[graph.outputs[0]]) == f"f32[1,{steps},6625]"
+    assert _shape_arithmetic(graph) == []
+    assert not [n for n in graph.nodes if n.op == "pyc.DimValues"]
+    check_symbolic(graph, propagate_types(graph))
+
+
+def test_silero_vad_with_a_symbolic_frame_count() -> None:
+    """Silero VAD (the silero-vad package's sequence model: an STFT conv, an encoder and an
+    LSTM over a symbolic number of 576-sample frames)."""
+    model = _package_model("silero_vad", "data/silero_vad_16k_sequence.onnx")
+    graph = _front(model, ["input=frames:1..64,576", "h=1,1,128", "c=1,1,128"])
+    assert str(graph.types[graph.outputs[0]]) == "f32[frames]"
+    assert _shape_arithmetic(graph) == []
+    check_symbolic(graph, propagate_types(graph))
