@@ -363,6 +363,68 @@ def has_dims(values: Iterable[object]) -> bool:
     return any(isinstance(v, Dim) for v in values)
 
 
+_DIM_TOKEN = re.compile(r"\s*(\d+|[A-Za-z_][A-Za-z0-9_]*|//|[-+*^()])")
+
+
+def parse_dim(text: str, bounds: Mapping[str, DimBounds]) -> DimLike:
+    """The inverse of str(Dim) (the IR text prints symbolic dims so): sums and differences
+    of products of integers, named dims (bounded by `bounds`), powers (`seq^2`) and
+    floor-divisions `(expr)//N`. ValueError on anything else or on an unbounded name."""
+    tokens = _DIM_TOKEN.findall(text)
+    if "".join(tokens) != text.replace(" ", ""):
+        raise ValueError(f"not a symbolic dim: {text!r}")
+    pos = 0
+
+    def peek() -> str:
+        return tokens[pos] if pos < len(tokens) else ""
+
+    def take(expect: str | None = None) -> str:
+        nonlocal pos
+        token = peek()
+        if not token or (expect is not None and token != expect):
+            raise ValueError(f"not a symbolic dim: {text!r}")
+        pos += 1
+        return token
+
+    def atom() -> DimLike:
+        token = take()
+        if token.isdigit():
+            return int(token)
+        if token == "(":
+            inner = expr()
+            take(")")
+            take("//")
+            return floor_div(inner, int(take()))
+        if token not in bounds:
+            raise ValueError(f"symbolic dim {token!r} has no bounds")
+        return Dim.var(bounds[token])
+
+    def factor() -> DimLike:
+        base = atom()
+        if peek() == "^":
+            take()
+            return base ** int(take())  # type: ignore[no-any-return]
+        return base
+
+    def term() -> DimLike:
+        value = factor()
+        while peek() == "*":
+            take()
+            value = value * factor()
+        return value
+
+    def expr() -> DimLike:
+        value = -term() if peek() == "-" and take() else term()
+        while peek() in ("+", "-"):
+            value = value + term() if take() == "+" else value - term()
+        return value
+
+    result = expr()
+    if pos != len(tokens):
+        raise ValueError(f"not a symbolic dim: {text!r}")
+    return result
+
+
 # the hint of every PYC-E051 (a node or pass that cannot take symbolic dims yet)
 NUMBERS_HINT = "give the dims numbers (--input-shape NAME=d0,d1,...)"
 

@@ -10,6 +10,13 @@ Format, one statement per line:
     output %"y"
     output %"copy_x_out" as "x"                          (an output published under another name)
 
+Symbolic dims (issue #15) are declared once with their bounds and written as JSON-quoted
+expressions, in types and in attributes that passes/bind_shapes.py wrote:
+
+    dim "seq" in [1,512]
+    input %"ids" : i64[1,"seq"]
+    %"r" : f32[1,"seq",4,16] = Reshape(%"h") name="r" {shape=dims[1,"seq",-1,16]}
+
 `{...}` holds the node's ONNX attributes; `ann{...}` the compiler's annotations (ir/annotations.py),
 in a fixed order. Names and strings are JSON-quoted, so model-provided text cannot break the
 format. Floats use Python's shortest round-trip repr, so parsing gives back the exact bits.
@@ -27,7 +34,7 @@ import numpy as np
 from .annotations import Annotations, KernelChoice
 from .ewprogram import format_program, parse_program
 from .graph import AttrValue, Graph, Node
-from .symbolic import Dim, has_dims
+from .symbolic import Dim, DimBounds, has_dims, parse_dim
 from .types import DType, TensorType
 
 INLINE_CONSTANT_LIMIT = 16
@@ -92,6 +99,22 @@ def _dim_element(value: int) -> str:
     return json.dumps(str(value)) if isinstance(value, Dim) else str(int(value))
 
 
+def format_type(ttype: TensorType) -> str:
+    """`f32[2,64]`; a symbolic dim (issue #15) as its JSON-quoted expression: `f32["batch",64]`."""
+    return f"{ttype.dtype.value}[{','.join(_dim_element(d) for d in ttype.shape)}]"
+
+
+def _named_dims(graph: Graph) -> list[DimBounds]:
+    """The named dims of the graph's inputs, by name: printed once, with their bounds, as the
+    `dim` lines the parser reads symbolic dims with."""
+    found: dict[str, DimBounds] = {}
+    for name in graph.inputs:
+        for dim in graph.types[name].shape:
+            if isinstance(dim, Dim):
+                found.update(dim.dims())
+    return [found[name] for name in sorted(found)]
+
+
 def format_attr(value: AttrValue) -> str:
     if isinstance(value, Dim):
         return f"dim{_dim_element(value)}"
@@ -115,7 +138,8 @@ def format_attr(value: AttrValue) -> str:
 def print_graph(graph: Graph) -> str:
     storage = f" storage={graph.activation_storage.value}" if graph.activation_storage else ""
     lines = [f"graph {json.dumps(graph.name)} opset={graph.opset}{storage}"]
-    lines += [f"input {_name(n)} : {graph.types[n]}" for n in graph.inputs]
+    lines += [f"dim {json.dumps(b.name)} in [{b.lo},{b.hi}]" for b in _named_dims(graph)]
+    lines += [f"input {_name(n)} : {format_type(graph.types[n])}" for n in graph.inputs]
     for name in sorted(graph.constants):
         array = graph.constants[name]
         head = f"const {_name(name)} : {TensorType.of(array)}"
@@ -131,7 +155,8 @@ def print_graph(graph: Graph) -> str:
 
 
 def _format_node(graph: Graph, node: Node) -> str:
-    results = ", ".join(f"{_name(o)} : {graph.types[o]}" if o else '%""' for o in node.outputs)
+    results = ", ".join(f"{_name(o)} : {format_type(graph.types[o])}" if o else '%""'
+                        for o in node.outputs)
     args = ", ".join(_name(i) if i else "_" for i in node.inputs)
     attrs = ", ".join(f"{key}={format_attr(node.attrs[key])}" for key in sorted(node.attrs))
     text = f"{results} = {node.op}({args}) name={json.dumps(node.name)}"
@@ -215,7 +240,8 @@ _TOKEN = re.compile(
 
 
 class _Tokens:
-    def __init__(self, line: str) -> None:
+    def __init__(self, line: str, bounds: dict[str, DimBounds] | None = None) -> None:
+        self.bounds = {} if bounds is None else bounds  # named dims, from the `dim` lines
         self.items: list[tuple[str, str]] = []
         pos = 0
         line = line.rstrip()
@@ -255,11 +281,18 @@ def _parse_type(tokens: _Tokens) -> TensorType:
     tokens.take("[")
     dims: list[int] = []
     while tokens.peek()[1] != "]":
-        dims.append(int(tokens.take("number")))
+        if tokens.peek()[0] == "string":
+            dims.append(_parse_dim(tokens))
+        else:
+            dims.append(int(tokens.take("number")))
         if tokens.peek()[1] == ",":
             tokens.take(",")
     tokens.take("]")
     return TensorType(dtype, tuple(dims))
+
+
+def _parse_dim(tokens: _Tokens) -> int:
+    return parse_dim(json.loads(tokens.take("string")), tokens.bounds)
 
 
 def _parse_list(tokens: _Tokens) -> list:
@@ -284,6 +317,18 @@ def _parse_attr(tokens: _Tokens) -> AttrValue:
         tokens.take()
         return _parse_number(text)
     tokens.take("word")
+    if text == "dim":
+        return _parse_dim(tokens)
+    if text == "dims":
+        tokens.take("[")
+        dims: list[int] = []
+        while tokens.peek()[1] != "]":
+            dims.append(_parse_dim(tokens) if tokens.peek()[0] == "string"
+                        else int(tokens.take("number")))
+            if tokens.peek()[1] == ",":
+                tokens.take(",")
+        tokens.take("]")
+        return dims
     if text == "tensor":
         tokens.take("<")
         ttype = _parse_type(tokens)
@@ -298,9 +343,10 @@ def _parse_attr(tokens: _Tokens) -> AttrValue:
 def parse_graph(text: str, blobs: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Parse IR text; `blobs` maps blob keys to the arrays of large constants."""
     graph = Graph("", [], [], [], {}, {}, 0)
+    bounds: dict[str, DimBounds] = {}
     for line in text.splitlines():
         if line.strip():
-            _parse_statement(graph, _Tokens(line), {} if blobs is None else blobs)
+            _parse_statement(graph, _Tokens(line, bounds), {} if blobs is None else blobs)
     return graph
 
 
@@ -316,6 +362,16 @@ def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarr
             tokens.take()
             tokens.take("=")
             graph.activation_storage = DType(tokens.take("word"))
+    elif text == "dim":
+        tokens.take()
+        name = json.loads(tokens.take("string"))
+        tokens.take("in")
+        tokens.take("[")
+        lo = int(tokens.take("number"))
+        tokens.take(",")
+        hi = int(tokens.take("number"))
+        tokens.take("]")
+        tokens.bounds[name] = DimBounds(name, lo, hi)
     elif text in ("input", "output"):
         tokens.take()
         name = tokens.name()

@@ -19,8 +19,12 @@ from pyc_cli.ir.symbolic import (
     check_within,
     exact_div,
     floor_div,
+    less,
     numel,
+    parse_dim,
     parse_input_shapes,
+    smax,
+    smin,
 )
 
 BOUNDS = {"batch": DimBounds("batch", 1, 8), "seq": DimBounds("seq", 1, 40)}
@@ -147,3 +151,22 @@ def test_a_dim_is_an_int_whose_value_is_its_upper_bound() -> None:
         _ = 12 // S
     with pytest.raises(SymbolicError):
         _ = S / 2
+
+
+def test_the_printed_form_parses_back_to_the_same_expression() -> None:
+    """parse_dim is str's inverse (the IR text prints dims so), on every expression above
+    and on powers and negative terms; unbounded names and other text are ValueErrors."""
+    for expr in [*_expressions(), S * S * B, 3 - S, B - 1, -(B * S) + 2 * S]:
+        assert parse_dim(str(expr), BOUNDS) == expr, str(expr)
+    for bad in ["width", "seq +", "seq % 2", "(seq)//", "2 ** seq"]:
+        with pytest.raises(ValueError):
+            parse_dim(bad, BOUNDS)
+
+
+def test_comparisons_the_bounds_decide() -> None:
+    """less/smin/smax decide by the bounds, never by Python's `<` on upper bounds alone."""
+    assert less(S - 41, 0) and not less(S, 1) and less(-S, 0)
+    assert smin(S, 40) == S and smax(S, 0) == S and smin(B, 0) == 0
+    with pytest.raises(SymbolicError):
+        smin(S, 20)  # seq is 1..40: which one is smaller depends on seq's value
+    assert less(3, 4) and smin(3, 4) == 3

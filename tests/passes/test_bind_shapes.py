@@ -16,7 +16,7 @@ from pyc_cli import api
 from pyc_cli.errors import PycError
 from pyc_cli.ir.graph import Graph
 from pyc_cli.ir.symbolic import parse_input_shapes
-from pyc_cli.ir.text import print_graph
+from pyc_cli.ir.text import blob_key, parse_graph, print_graph
 from pyc_cli.ops.propagate import check_symbolic, propagate_types
 from tests.helpers import init, make_model, rand, write_model
 
@@ -72,6 +72,14 @@ def test_a_bert_export_with_dynamic_axes_loses_its_shape_subgraphs(tmp_path: Pat
     check_symbolic(graph, propagate_types(graph))  # the instance check passes on the result
     text = print_graph(graph)
     assert 'shape=dims["batch","seq",-1,16]' in text and text == print_graph(graph)
+    _assert_round_trip(graph)
+
+
+def _assert_round_trip(graph: Graph) -> None:
+    """The IR text of a symbolic graph parses back to the same types and prints the same."""
+    text = print_graph(graph)
+    back = parse_graph(text, {blob_key(a): a for a in graph.constants.values()})
+    assert back.types == graph.types and print_graph(back) == text
 
 
 def _reshape_by_shape_chain(tmp_path: Path) -> Path:
@@ -161,6 +169,8 @@ def test_pp_ocr_rec_with_a_symbolic_width_keeps_only_compute_ops() -> None:
     assert _shape_arithmetic(graph) == []
     assert not [n for n in graph.nodes if n.op == "pyc.DimValues"]
     check_symbolic(graph, propagate_types(graph))
+    assert f'f32[1,"{steps}",6625]' in print_graph(graph)
+    _assert_round_trip(graph)
 
 
 def test_silero_vad_with_a_symbolic_frame_count() -> None:
