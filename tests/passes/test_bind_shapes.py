@@ -181,3 +181,39 @@ def test_silero_vad_with_a_symbolic_frame_count() -> None:
     assert str(graph.types[graph.outputs[0]]) == "f32[frames]"
     assert _shape_arithmetic(graph) == []
     check_symbolic(graph, propagate_types(graph))
+
+
+def test_constant_of_shape_expand_and_range_take_their_shapes_as_attributes(
+        tmp_path: Path) -> None:
+    """ones = ConstantOfShape(Shape(x)) becomes Expand(1.0) {shape}; Expand(b, Shape(x)) reads
+    its shape from an attribute; positions = Range(0, Shape(x)[1], 1) takes its bounds as
+    attributes (its values are computed at run time); no Shape is left and the instance check
+    agrees at every sampled point."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("ConstantOfShape", ["s"], ["ones"], name="ones",
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("Expand", ["b", "s"], ["wide"], name="expand"),
+             helper.make_node("Add", ["ones", "wide"], ["sum"], name="add"),
+             helper.make_node("Mul", ["sum", "x"], ["y"], name="mul"),
+             helper.make_node("Gather", ["s", "one"], ["n"], name="seq_len", axis=0),
+             helper.make_node("Range", ["zero", "n", "one"], ["pos"], name="positions")]
+    model = make_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S"]),
+         helper.make_tensor_value_info("pos", TensorProto.INT64, ["S"])],
+        [init("b", rand(np.random.default_rng(1), 1)), init("one", np.array(1, np.int64)),
+         init("zero", np.array(0, np.int64))])
+    graph = _front(write_model(model, tmp_path), ["x=batch:1..4,seq:2..64"])
+    ops = {n.name: n for n in graph.nodes}
+    assert "Shape" not in {n.op for n in graph.nodes}
+    assert str(graph.types["y"]) == "f32[batch,seq]" and str(graph.types["pos"]) == "i64[seq]"
+    ranges = [n for n in graph.nodes if n.op == "Range"]
+    assert len(ranges) == 1 and ranges[0].inputs == []
+    assert (str(ranges[0].attrs["limit"]), ranges[0].attrs["start"], ranges[0].attrs["delta"],
+            ranges[0].attrs["dtype"]) == ("seq", 0, 1, "i64")
+    text = print_graph(graph)
+    assert 'Range() name="positions" {delta=1, dtype="i64", limit=dim"seq", start=0}' in text
+    assert 'shape=dims["batch","seq"]' in text
+    assert "ones" not in ops or ops["ones"].op == "Expand"
+    check_symbolic(graph, propagate_types(graph))
+    _assert_round_trip(graph)
