@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Union
@@ -35,11 +36,14 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass(frozen=True)
 class DimBounds:
-    """A named dim and its inclusive range (`batch:1..32`)."""
+    """A named dim and its inclusive range (`batch:1..32`). `computed` names the node that
+    computes it at run time (a data-dependent size: issue #15, point 2); empty for the dims of
+    the graph's inputs."""
 
     name: str
     lo: int
     hi: int
+    computed: str = ""
 
     def key(self) -> tuple[int, str]:
         return (0, self.name)
@@ -331,6 +335,24 @@ def floor_div(value: DimLike, den: int) -> DimLike:
 def ceil_div(value: DimLike, den: int) -> DimLike:
     """ceil(value / den) (den > 0)."""
     return floor_div(value + (den - 1), den)
+
+
+def computed_dim(node_name: str, axis: int, hi: int) -> Dim:
+    """A fresh dim in 0..hi that node `node_name` computes at run time (output axis `axis`):
+    named after the node and the axis, so every re-inference of the node gives the same dim."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", node_name).strip("_") or "node"
+    suffix = "" if base == node_name else f"_{zlib.crc32(node_name.encode()):08x}"
+    return Dim.var(DimBounds(f"rt_{base}{suffix}_{axis}", 0, int(hi), node_name))
+
+
+def computed_dims(shapes: Iterable[tuple[DimLike, ...]]) -> dict[str, DimBounds]:
+    """The computed dims (see `computed_dim`) that `shapes` read, by name."""
+    found: dict[str, DimBounds] = {}
+    for shape in shapes:
+        for dim in shape:
+            if isinstance(dim, Dim):
+                found.update({k: b for k, b in dim.dims().items() if b.computed})
+    return found
 
 
 def less(a: DimLike, b: DimLike) -> bool:

@@ -14,6 +14,7 @@ Symbolic dims (issue #15) are declared once with their bounds and written as JSO
 expressions, in types and in attributes that passes/bind_shapes.py wrote:
 
     dim "seq" in [1,512]
+    dim "rt_top_1" in [0,512] computed "top"             (a size node "top" computes at run time)
     input %"ids" : i64[1,"seq"]
     %"r" : f32[1,"seq",4,16] = Reshape(%"h") name="r" {shape=dims[1,"seq",-1,16]}
 
@@ -105,11 +106,11 @@ def format_type(ttype: TensorType) -> str:
 
 
 def _named_dims(graph: Graph) -> list[DimBounds]:
-    """The named dims of the graph's inputs, by name: printed once, with their bounds, as the
-    `dim` lines the parser reads symbolic dims with."""
+    """The named dims of the graph (its inputs', and those nodes compute at run time), by
+    name: printed once, with their bounds, as the `dim` lines the parser reads them with."""
     found: dict[str, DimBounds] = {}
-    for name in graph.inputs:
-        for dim in graph.types[name].shape:
+    for ttype in graph.types.values():
+        for dim in ttype.shape:
             if isinstance(dim, Dim):
                 found.update(dim.dims())
     return [found[name] for name in sorted(found)]
@@ -138,7 +139,9 @@ def format_attr(value: AttrValue) -> str:
 def print_graph(graph: Graph) -> str:
     storage = f" storage={graph.activation_storage.value}" if graph.activation_storage else ""
     lines = [f"graph {json.dumps(graph.name)} opset={graph.opset}{storage}"]
-    lines += [f"dim {json.dumps(b.name)} in [{b.lo},{b.hi}]" for b in _named_dims(graph)]
+    lines += [f"dim {json.dumps(b.name)} in [{b.lo},{b.hi}]"
+              + (f" computed {json.dumps(b.computed)}" if b.computed else "")
+              for b in _named_dims(graph)]
     lines += [f"input {_name(n)} : {format_type(graph.types[n])}" for n in graph.inputs]
     for name in sorted(graph.constants):
         array = graph.constants[name]
@@ -371,7 +374,11 @@ def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarr
         tokens.take(",")
         hi = int(tokens.take("number"))
         tokens.take("]")
-        tokens.bounds[name] = DimBounds(name, lo, hi)
+        computed = ""
+        if tokens.peek()[1] == "computed":
+            tokens.take()
+            computed = json.loads(tokens.take("string"))
+        tokens.bounds[name] = DimBounds(name, lo, hi, computed)
     elif text in ("input", "output"):
         tokens.take()
         name = tokens.name()

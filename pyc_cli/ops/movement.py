@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import DimLike, less, smax, smin
+from ..ir.symbolic import DimLike, computed_dim, less, smax, smin
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
@@ -122,6 +122,28 @@ class Slice(OpDef):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
         return [TensorType(x.dtype, tuple(c for _, _, c in self.ranges(node, x.shape, values)))]
+
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError) -> list[TensorType]:
+        """Starts or ends computed at run time (issue #15, point 2): each sliced axis gets a
+        computed dim in 0..ceil(d / |step|) (d: the axis' upper bound); axes and steps must be
+        known, or the refusal stands."""
+        x = require(types, 0, node)
+        if "starts" in node.attrs or any(
+                len(node.inputs) > i and node.inputs[i] and values[i] is None for i in (3, 4)):
+            raise refusal
+        count = require(types, 1, node).numel
+        has = [len(node.inputs) > i and bool(node.inputs[i]) for i in (3, 4)]
+        axes = [int(a) for a in values[3].reshape(-1)] if has[0] else list(range(count))  # type: ignore[union-attr]
+        steps = [int(s) for s in values[4].reshape(-1)] if has[1] else [1] * count  # type: ignore[union-attr]
+        shape = list(x.shape)
+        for axis, step in zip(axes, steps):
+            axis = normalize_axis(axis, x.rank, node)
+            if step == 0:
+                raise PycError("E009", f"Slice step is 0 on axis {axis}", where=node.name,
+                               hint="steps must be non-zero")
+            shape[axis] = computed_dim(node.name, axis, -(-int(x.shape[axis]) // abs(step)))
+        return [TensorType(x.dtype, tuple(shape))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
-from ..ir.symbolic import NUMBERS_HINT, Dim, DimBounds, exact_div, has_dims
+from ..ir.symbolic import NUMBERS_HINT, Dim, DimBounds, computed_dims, exact_div, has_dims
 from ..ir.types import TensorType, check_addressable
 from . import registry
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
@@ -42,19 +42,23 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
         for dim in types[name].shape:
             if isinstance(dim, Dim):
                 bounds.update(dim.dims())
-    for point in _sample_points(bounds):
+    # a computed dim (point 2) is not a function of the inputs' dims: both sides take its
+    # lowest value, the symbolic type and the concrete rules' output (the same computed dim)
+    computed = {name: b.lo for name, b in computed_dims(t.shape for t in types.values()).items()}
+    for point in _sample_points(bounds) or ([{}] if computed else []):
         concrete = {name: TensorType(types[name].dtype, _instance(types[name].shape, point))
                     for name in graph.inputs}
         instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
+        env = {**computed, **point}
         for node in graph.nodes:
             for out in node.outputs:
-                want = _instance(types[out].shape, point) if out else None
-                if out and instance[out].shape != want:
+                want = _instance(types[out].shape, env) if out else None
+                if out and _instance(instance[out].shape, env) != want:
                     at = ", ".join(f"{k}={v}" for k, v in sorted(point.items()))
                     raise PycError("E051", f"{node.op} does not keep symbolic dims: its output "
                                    f"{out!r} is {types[out]} symbolically, which at {at} is "
                                    f"{list(want or ())}, but the op's rule gives "
-                                   f"{list(instance[out].shape)}",
+                                   f"{list(_instance(instance[out].shape, env))}",
                                    where=f"node {node.name!r}", hint=NUMBERS_HINT)
 
 
@@ -131,7 +135,14 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
     """The node's output types by its op's rule; PYC-E009 where the rule meets a case it does not
     handle, and every output must be addressable."""
     try:
-        out_types = opdef.infer(node, in_types, in_values)
+        try:
+            out_types = opdef.infer(node, in_types, in_values)
+        except PycError as exc:
+            # an operand deciding the shape is computed from tensor data at run time: where
+            # the op bounds the size, the output gets computed dims (issue #15, point 2)
+            if exc.code != "E008" or not hasattr(opdef, "runtime_infer"):
+                raise
+            out_types = opdef.runtime_infer(node, in_types, in_values, exc)
     except Exception as exc:  # an op rule met a case it does not handle
         if _symbolic(in_types, in_values):
             raise PycError("E051", f"{node.op}'s rule cannot handle the symbolic dims of its "
