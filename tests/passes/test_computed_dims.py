@@ -65,6 +65,7 @@ def test_a_computed_dim_is_refused_by_kernels_that_cannot_read_it(tmp_path: Path
     with pytest.raises(PycError) as info:
         api.compile_graph(_topk_and_slice(tmp_path), "balanced", shapes, "cpu")
     assert info.value.code == "E051" and "rt_" in info.value.what
+    assert "computed at run time" in (info.value.hint or "") and "by node" in info.value.hint
 
 
 def test_an_unbounded_size_keeps_the_refusal(tmp_path: Path) -> None:
