@@ -16,6 +16,7 @@ it. A consumer keeps its inputs where one of its shape operands is not known at 
     Slice(x, starts, ends, axes, steps) -> Slice(x) {starts, ends, axes, steps}
     Range(start, limit, delta)          -> Range() {start, limit, delta, dtype}   (integers)
     ConstantOfShape(shape) {value}      -> Expand(value) {shape}
+    Pad(x, pads, value, axes)           -> Pad(x, _, value) {pads, axes}
 
 A symbolic value that a compute op reads as data (a Mul by the sequence length) comes from one
 `pyc.DimValues {values, shape, dtype}` node (the elements computed from the run-time dims), so
@@ -44,6 +45,7 @@ OPERANDS: dict[str, tuple[tuple[int, str], ...]] = {
     "Slice": ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")),
     "Range": ((0, "start"), (1, "limit"), (2, "delta")),
     "ConstantOfShape": ((0, "shape"),),
+    "Pad": ((1, "pads"), (3, "axes")),
 }
 # Range's operands are scalars: their attributes are single numbers, the others lists
 SCALAR_OPERANDS = frozenset({"Range"})
@@ -141,7 +143,12 @@ def _rewrite(graph: Graph, node: Node, attrs: dict[str, DimLike | list[DimLike]]
     if node.op == "Range":
         kept["dtype"] = graph.types[node.inputs[0]].dtype.value
         return Node("Range", node.name, [], node.outputs, {**kept, **attrs}, node.ann)
-    return Node(node.op, node.name, node.inputs[:1], node.outputs, {**kept, **attrs}, node.ann)
+    # the bound positions become absent (Pad keeps its constant_value, input 2)
+    bound = {index for index, key in OPERANDS[node.op] if key in attrs}
+    inputs = ["" if i in bound else name for i, name in enumerate(node.inputs)]
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    return Node(node.op, node.name, inputs, node.outputs, {**kept, **attrs}, node.ann)
 
 
 def _text(value: DimLike | list[DimLike]) -> str | list[str]:

@@ -217,3 +217,28 @@ def test_constant_of_shape_expand_and_range_take_their_shapes_as_attributes(
     assert "ones" not in ops or ops["ones"].op == "Expand"
     check_symbolic(graph, propagate_types(graph))
     _assert_round_trip(graph)
+
+
+def test_pad_to_a_fixed_size_takes_symbolic_pads(tmp_path: Path) -> None:
+    """Pad the rows of y[1, 3, h, w] up to 8: pads = [0,0,0,0, 0,0,8 - h,0] computed from Shape.
+    The pads become an attribute (Pad-2's form, the constant value stays an input), the row
+    count is exactly 8 for every h, and the instance check agrees."""
+    nodes = [helper.make_node("Shape", ["y"], ["s"], name="shape"),
+             helper.make_node("Slice", ["s", "two", "three"], ["h"], name="rows"),
+             helper.make_node("Sub", ["eight", "h"], ["missing"], name="missing"),
+             helper.make_node("Concat", ["zeros6", "missing", "zero1"], ["pads"], name="pads",
+                              axis=0),
+             helper.make_node("Pad", ["y", "pads", "fill"], ["z"], name="pad")]
+    model = make_model(
+        nodes, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3, 8, "W"])],
+        [init("two", np.array([2], np.int64)), init("three", np.array([3], np.int64)),
+         init("eight", np.array([8], np.int64)), init("zeros6", np.zeros(6, np.int64)),
+         init("zero1", np.zeros(1, np.int64)), init("fill", np.array(-1.5, np.float32))])
+    graph = _front(write_model(model, tmp_path), ["y=1,3,h:2..8,w:1..64"])
+    (pad,) = [n for n in graph.nodes if n.op == "Pad"]
+    assert str(graph.types["z"]) == "f32[1,3,8,w]"
+    assert pad.inputs == ["y", "", "fill"] and str(pad.attrs["pads"][6]) == "-h + 8"
+    assert not [n for n in graph.nodes if n.op in ("Shape", "Slice", "Sub", "Concat")]
+    check_symbolic(graph, propagate_types(graph))
+    _assert_round_trip(graph)
