@@ -370,6 +370,15 @@ def less(a: DimLike, b: DimLike) -> bool:
     raise SymbolicError(f"whether {a} < {b} depends on the dims' values")
 
 
+def surely_less(a: DimLike, b: DimLike) -> bool:
+    """a < b for every value of the dims (False where the bounds do not decide it): for
+    validity checks, whose failure is an error and whose doubt is not."""
+    try:
+        return less(a, b)
+    except SymbolicError:
+        return False
+
+
 def smin(a: DimLike, b: DimLike) -> DimLike:
     """min(a, b) where the bounds decide it, else SymbolicError (see `less`)."""
     return b if less(b, a) else a

@@ -15,7 +15,15 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
-from ..ir.symbolic import NUMBERS_HINT, Dim, DimBounds, computed_dims, exact_div, has_dims
+from ..ir.symbolic import (
+    NUMBERS_HINT,
+    Dim,
+    DimBounds,
+    computed_dims,
+    exact_div,
+    floor_div,
+    has_dims,
+)
 from ..ir.types import TensorType, check_addressable
 from . import registry
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
@@ -53,13 +61,30 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
         for node in graph.nodes:
             for out in node.outputs:
                 want = _instance(types[out].shape, env) if out else None
-                if out and _instance(instance[out].shape, env) != want:
+                if out and not _agrees(types[out].shape, instance[out].shape, env):
                     at = ", ".join(f"{k}={v}" for k, v in sorted(point.items()))
                     raise PycError("E051", f"{node.op} does not keep symbolic dims: its output "
                                    f"{out!r} is {types[out]} symbolically, which at {at} is "
                                    f"{list(want or ())}, but the op's rule gives "
                                    f"{list(_instance(instance[out].shape, env))}",
                                    where=f"node {node.name!r}", hint=NUMBERS_HINT)
+
+
+def _agrees(symbolic: tuple[int, ...], concrete: tuple[int, ...], env: Mapping[str, int]) -> bool:
+    """Whether an instance's shape is the symbolic shape at `env`. A dim computed at run time
+    (point 2) stands for any value in its bounds: where the instance knows that value (the
+    operand deciding it is known at this point), it only has to lie within them."""
+    if len(symbolic) != len(concrete):
+        return False
+    for want, got in zip(symbolic, concrete):
+        if isinstance(want, Dim) and computed_dims([(want,)]) and not (
+                isinstance(got, Dim) and computed_dims([(got,)])):
+            lo, hi = want.bounds()
+            if not lo <= _instance((got,), env)[0] <= hi:
+                return False
+        elif _instance((want,), env) != _instance((got,), env):
+            return False
+    return True
 
 
 def _sample_points(bounds: Mapping[str, DimBounds]) -> list[dict[str, int]]:
@@ -173,6 +198,8 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
     the one constant evaluator: type propagation, constant folding and `pyc check` use it."""
     if hasattr(opdef, "shape_value") and in_types[0] is not None:  # Shape, Size: from the type
         return [opdef.shape_value(node, in_types[0])]
+    if any(has_dims(t.shape) for t in out_types):
+        return None  # a value of a symbolic size is computed at run time (a numpy array is not)
     present = [v for name, v in zip(node.inputs, in_values) if name]
     if any(v is not None and v.dtype == object for v in present):
         return _evaluate_symbolic(opdef, node, in_values, out_types)
@@ -252,9 +279,12 @@ def _symbolic_div(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         if not isinstance(x, Dim):
             out[index] = int(x) // int(y) if int(x) >= 0 else -(-int(x) // int(y))
             continue
-        out[index] = exact_div(x, int(y))
-        if out[index] is None:
-            return None
+        if x.bounds()[0] < 0:  # truncation is floor division only for non-negative values
+            out[index] = exact_div(x, int(y))
+            if out[index] is None:
+                return None
+            continue
+        out[index] = floor_div(x, int(y))
     return out
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import DimLike, computed_dim, less
+from ..ir.symbolic import DimLike, computed_dim, surely_less
 from ..ir.types import DType, TensorType
 from .registry import (
     KERNEL,
@@ -20,7 +20,7 @@ from .registry import (
     normalize_axis,
     register,
     require,
-    require_value,
+    shape_operand,
 )
 
 # the kernel sorts one row of indices on the stack
@@ -38,8 +38,8 @@ class TopK(OpDef):
 
     def geometry(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, int]:
         axis = normalize_axis(node.int_attr("axis", -1), len(shape), node)
-        k = as_dim(require_value(values, 1, node, "K").reshape(-1)[0])
-        if less(k, 0) or less(shape[axis], k):
+        k = as_dim(shape_operand(node, values, 1, "k", "K")[0])
+        if surely_less(k, 0) or surely_less(shape[axis], k):  # symbolic: where sure
             raise PycError("E009", f"TopK K={k} exceeds the axis size {shape[axis]}", where=node.name)
         if shape[axis] > MAX_ROW:
             raise PycError("E008", f"TopK over an axis longer than {MAX_ROW} is not supported",
@@ -56,7 +56,7 @@ class TopK(OpDef):
         """K computed at run time (issue #15, point 2): a computed dim in 0..d (d: the axis'
         upper bound), shared by both outputs."""
         x = require(types, 0, node)
-        if values[1] is not None or x.rank == 0:
+        if "k" in node.attrs or values[1] is not None or x.rank == 0:
             raise refusal  # the refusal is about something else (an axis too long)
         axis = normalize_axis(node.int_attr("axis", -1), x.rank, node)
         if int(x.shape[axis]) > MAX_ROW:
@@ -81,7 +81,8 @@ class TopK(OpDef):
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
-        axis, k = self.geometry(node, shape, [None, graph.constants.get(node.inputs[1])])
+        k_input = node.inputs[1] if len(node.inputs) > 1 else ""  # absent: the `k` attribute
+        axis, k = self.geometry(node, shape, [None, graph.constants.get(k_input)])
         largest = node.int_attr("largest", 1)
         return {"outer": math.prod(shape[:axis]), "row": shape[axis],
                 "inner": math.prod(shape[axis + 1:]), "k": k, "before": ">" if largest else "<",

@@ -17,6 +17,7 @@ it. A consumer keeps its inputs where one of its shape operands is not known at 
     Range(start, limit, delta)          -> Range() {start, limit, delta, dtype}   (integers)
     ConstantOfShape(shape) {value}      -> Expand(value) {shape}
     Pad(x, pads, value, axes)           -> Pad(x, _, value) {pads, axes}
+    TopK(x, K)                          -> TopK(x) {k}
 
 A symbolic value that a compute op reads as data (a Mul by the sequence length) comes from one
 `pyc.DimValues {values, shape, dtype}` node (the elements computed from the run-time dims), so
@@ -46,9 +47,10 @@ OPERANDS: dict[str, tuple[tuple[int, str], ...]] = {
     "Range": ((0, "start"), (1, "limit"), (2, "delta")),
     "ConstantOfShape": ((0, "shape"),),
     "Pad": ((1, "pads"), (3, "axes")),
+    "TopK": ((1, "k"),),
 }
-# Range's operands are scalars: their attributes are single numbers, the others lists
-SCALAR_OPERANDS = frozenset({"Range"})
+# Range's and TopK's operands are scalars: their attributes are single numbers, others lists
+SCALAR_OPERANDS = frozenset({"Range", "TopK"})
 
 
 def bind_shape_operands(graph: Graph, ctx: PassContext) -> Graph:

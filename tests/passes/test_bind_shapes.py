@@ -242,3 +242,41 @@ def test_pad_to_a_fixed_size_takes_symbolic_pads(tmp_path: Path) -> None:
     assert not [n for n in graph.nodes if n.op in ("Shape", "Slice", "Sub", "Concat")]
     check_symbolic(graph, propagate_types(graph))
     _assert_round_trip(graph)
+
+
+def test_tile_by_the_batch_and_topk_of_half_the_sequence(tmp_path: Path) -> None:
+    """A class token tiled to the batch (Tile repeats [batch, 1] from Shape: decomposed into a
+    Reshape/Expand/Reshape whose targets are attributes) joined to x[batch, seq], then TopK with
+    K = seq // 2 (integer Div: a floor division of a non-negative dim): K becomes TopK-1's
+    `k` attribute and both outputs are [batch, (seq)//2]. A slice ending at seq % 3 (Mod:
+    not expressible) gets a computed dim instead, which concrete instances must fall within."""
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Slice", ["s", "zero", "one"], ["b"], name="batch_of"),
+             helper.make_node("Concat", ["b", "one"], ["reps"], name="reps", axis=0),
+             helper.make_node("Tile", ["cls", "reps"], ["t"], name="tile"),
+             helper.make_node("Concat", ["t", "x"], ["y"], name="join", axis=1),
+             helper.make_node("Slice", ["s", "one", "two"], ["n"], name="seq_of"),
+             helper.make_node("Div", ["n", "two"], ["half"], name="half"),
+             helper.make_node("TopK", ["y", "half"], ["v", "i"], name="top", axis=1),
+             helper.make_node("Mod", ["n", "three"], ["rest"], name="rest"),
+             helper.make_node("Slice", ["x", "zero", "rest", "one"], ["tail"], name="tail")]
+    model = make_model(
+        nodes, [helper.make_tensor_value_info("x", f32, ["B", "S"])],
+        [helper.make_tensor_value_info("v", f32, ["B", "K"]),
+         helper.make_tensor_value_info("i", i64, ["B", "K"]),
+         helper.make_tensor_value_info("tail", f32, ["B", "R"])],
+        [init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64)),
+         init("two", np.array([2], np.int64)), init("three", np.array([3], np.int64)),
+         init("cls", np.ones((1, 1), np.float32))])
+    graph = _front(write_model(model, tmp_path), ["x=batch:1..8,seq:4..64"])
+    assert str(graph.types["y"]) == "f32[batch,seq + 1]"
+    assert str(graph.types["v"]) == str(graph.types["i"]).replace("i64", "f32") \
+        == "f32[batch,(seq)//2]"
+    (top,) = [n for n in graph.nodes if n.op == "TopK"]
+    assert len(top.inputs) == 1 and str(top.attrs["k"]) == "(seq)//2"
+    tail = graph.types["tail"].shape[1]
+    assert str(tail) == "rt_tail_1" and tail.bounds() == (0, 64)
+    assert not [n for n in graph.nodes if n.op in ("Shape", "Tile")]
+    check_symbolic(graph, propagate_types(graph))
+    _assert_round_trip(graph)
