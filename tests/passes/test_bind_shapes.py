@@ -280,3 +280,31 @@ def test_tile_by_the_batch_and_topk_of_half_the_sequence(tmp_path: Path) -> None
     assert not [n for n in graph.nodes if n.op in ("Shape", "Tile")]
     check_symbolic(graph, propagate_types(graph))
     _assert_round_trip(graph)
+
+
+def test_resize_by_constant_scales_keeps_symbolic_sizes(tmp_path: Path) -> None:
+    """Upsampling by 2 and downsampling by 0.5 (float32 scales) of a pooled symbolic image:
+    2 * (h//2) and back to h//2 (exact in float32); a scale like 1/3, whose float32 rounding
+    differs with the length, is refused with E051 naming the node."""
+    def model(third: bool) -> Path:
+        nodes = [helper.make_node("MaxPool", ["y"], ["x"], name="pool", kernel_shape=[2, 2],
+                                  strides=[2, 2]),
+                 helper.make_node("Resize", ["x", "", "up"], ["big"], name="upsample",
+                                  mode="nearest"),
+                 helper.make_node("Resize", ["big", "", "down"], ["z"], name="downsample",
+                                  mode="linear")]
+        down = np.array([1, 1, 1 / 3 if third else 0.5, 0.5], np.float32)
+        out = helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3, "A", "B"])
+        (tmp_path / ("third" if third else "half")).mkdir()
+        return write_model(make_model(
+            nodes, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H", "W"])],
+            [out], [init("up", np.array([1, 1, 2, 2], np.float32)), init("down", down)]),
+            tmp_path / ("third" if third else "half"))
+
+    graph = _front(model(False), ["y=1,3,h:2..64,w:2..640"])
+    assert str(graph.types["big"]) == "f32[1,3,2*(h)//2,2*(w)//2]"
+    assert str(graph.types["z"]) == "f32[1,3,(h)//2,(w)//2]"
+    check_symbolic(graph, propagate_types(graph))
+    with pytest.raises(PycError) as info:
+        _front(model(True), ["y=1,3,h:2..64,w:2..640"])
+    assert info.value.code == "E051" and info.value.where == "node 'downsample'"
