@@ -355,6 +355,30 @@ def computed_dims(shapes: Iterable[tuple[DimLike, ...]]) -> dict[str, DimBounds]
     return found
 
 
+def sign_bounds(value: DimLike, depth: int = 4) -> tuple[int, int]:
+    """Bounds of a positive multiple of `value` (its sign is theirs), tighter than
+    `Dim.bounds` where a floor-division cancels against its own numerator: interval
+    arithmetic treats `seq` and `seq//2` as independent, so `seq + 1 - seq//2` looks as if
+    it could be negative. A floor atom F = (N - r)/d with r in 0..d-1 that appears only
+    linearly (value = A + c*F, c a number) gives d*value = d*A + c*N - c*r, whose bounds
+    see the cancellation; up to `depth` atoms are eliminated this way."""
+    if not isinstance(value, Dim):
+        return int(value), int(value)
+    floor = next((atom for mono, _ in value.terms for atom, _ in mono
+                  if isinstance(atom, _Floor)), None)
+    if floor is None or depth == 0:
+        return value.bounds()
+    coeff = dict(value.terms).get(((floor, 1),))
+    if coeff is None or any(floor in dict(mono) and mono != ((floor, 1),)
+                            for mono, _ in value.terms):
+        return value.bounds()  # F appears in a product or a power: no linear elimination
+    atom_dim = Dim(((((floor, 1),), 1),))
+    rest = value - coeff * atom_dim
+    lo, hi = sign_bounds(floor.den * rest + coeff * floor.num, depth - 1)
+    slack = -coeff * (floor.den - 1)  # -c*r for r in 0..d-1
+    return lo + min(0, slack), hi + max(0, slack)
+
+
 def less(a: DimLike, b: DimLike) -> bool:
     """a < b where the dims' bounds decide it (always, for plain ints); SymbolicError where
     it depends on the dims' values. Python's `<` on a Dim compares upper bounds only, which is
@@ -362,7 +386,7 @@ def less(a: DimLike, b: DimLike) -> bool:
     diff = a - b
     if not isinstance(diff, Dim):
         return int(diff) < 0
-    lo, hi = diff.bounds()
+    lo, hi = sign_bounds(diff)
     if hi < 0:
         return True
     if lo >= 0:

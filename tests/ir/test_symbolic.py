@@ -23,6 +23,7 @@ from pyc_cli.ir.symbolic import (
     numel,
     parse_dim,
     parse_input_shapes,
+    sign_bounds,
     smax,
     smin,
 )
@@ -170,3 +171,18 @@ def test_comparisons_the_bounds_decide() -> None:
     with pytest.raises(SymbolicError):
         smin(S, 20)  # seq is 1..40: which one is smaller depends on seq's value
     assert less(3, 4) and smin(3, 4) == 3
+
+
+def test_sign_bounds_see_a_floor_cancel_against_its_numerator() -> None:
+    """Interval bounds treat seq and seq//2 as independent; sign_bounds eliminates the floor
+    (seq//2 = (seq - r)/2, r in 0..1) and decides what interval bounds cannot, and it is
+    sound: over the whole box the value's sign never contradicts the bounds."""
+    assert less(S // 2, S + 1) and smin(S // 2, S) == S // 2
+    assert (S + 1 - S // 2).bounds()[0] < 0 <= sign_bounds(S + 1 - S // 2)[0]
+    for expr in [S + 1 - S // 2, S // 2 - S // 3, 3 * (S // 4) - S, (S + B) // 3 - B,
+                 2 * (S // 2) - S, S - 2 * (S // 2), (S // 2) // 2 - S // 4, B * (S // 2) - S]:
+        lo, hi = sign_bounds(expr)
+        values = [expr.evaluate({"batch": b, "seq": s}) if isinstance(expr, Dim) else expr
+                  for b, s in itertools.product(range(1, 9), range(1, 41))]
+        assert (lo <= 0 or min(values) > 0) and (hi >= 0 or max(values) < 0), str(expr)
+        assert (min(values) >= 0 or lo < 0) and (max(values) <= 0 or hi > 0), str(expr)
