@@ -56,13 +56,18 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
     for point in _sample_points(bounds) or ([{}] if computed else []):
         concrete = {name: TensorType(types[name].dtype, _instance(types[name].shape, point))
                     for name in graph.inputs}
-        instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
+        at = ", ".join(f"{k}={v}" for k, v in sorted(point.items())) or "run-time sizes at 0"
+        try:
+            instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
+        except PycError as exc:  # a shape inside the bounds that the model does not accept
+            raise PycError(exc.code, f"at {at}: {exc.what}", where=exc.where,
+                           hint="the dims' bounds include shapes the model cannot take there; "
+                           "narrow them (--input-shape NAME=dim:LO..HI)") from exc
         env = {**computed, **point}
         for node in graph.nodes:
             for out in node.outputs:
                 want = _instance(types[out].shape, env) if out else None
                 if out and not _agrees(types[out].shape, instance[out].shape, env):
-                    at = ", ".join(f"{k}={v}" for k, v in sorted(point.items()))
                     raise PycError("E051", f"{node.op} does not keep symbolic dims: its output "
                                    f"{out!r} is {types[out]} symbolically, which at {at} is "
                                    f"{list(want or ())}, but the op's rule gives "
@@ -226,8 +231,8 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
 
 # ops whose numpy references move and combine symbolic values (issue #15: object arrays of Dims)
 # with Python's operators, which Dim implements: Gather, Concat, ... of a Shape
-SYMBOLIC_SAFE = frozenset({"Identity", "Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape",
-                           "Flatten", "Slice"})
+SYMBOLIC_SAFE = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
+                           "Slice"})
 # elementwise arithmetic on object arrays: numpy applies Python's operators element by element
 SYMBOLIC_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
 
@@ -251,6 +256,8 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
     elif node.op in SYMBOLIC_ARITHMETIC:
         results = [np.asarray(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),
                                                            values[1].astype(object)))]
+    elif node.op == "Identity":  # its elementwise reference casts to the declared dtype
+        results = [values[0]]
     elif node.op == "Neg":
         results = [np.negative(values[0].astype(object))]
     elif node.op == "Where":
