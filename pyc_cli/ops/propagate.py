@@ -9,7 +9,7 @@ rewriting those subgraphs into constants is fold_constants' job, not this one's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -19,10 +19,15 @@ from ..ir.symbolic import (
     NUMBERS_HINT,
     Dim,
     DimBounds,
+    DimLike,
+    SymbolicError,
     computed_dims,
     exact_div,
     floor_div,
     has_dims,
+    less,
+    smax,
+    smin,
 )
 from ..ir.types import TensorType, check_addressable
 from . import registry
@@ -233,6 +238,11 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
 # with Python's operators, which Dim implements: Gather, Concat, ... of a Shape
 SYMBOLIC_SAFE = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
                            "Slice"})
+# elementwise ops on shape values whose every element the dims' bounds must decide (`less`)
+SYMBOLIC_DECIDED: dict[str, Callable[[DimLike, DimLike], object]] = {
+    "Max": smax, "Min": smin,
+    "Less": less, "Greater": lambda a, b: less(b, a),
+    "LessOrEqual": lambda a, b: not less(b, a), "GreaterOrEqual": lambda a, b: not less(a, b)}
 # elementwise arithmetic on object arrays: numpy applies Python's operators element by element
 SYMBOLIC_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
 
@@ -253,6 +263,10 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
         results = [_symbolic_div(*np.broadcast_arrays(values[0], values[1]))]
     elif node.op == "Equal":
         results = [_symbolic_equal(*np.broadcast_arrays(values[0], values[1]))]
+    elif node.op in SYMBOLIC_DECIDED and len(values) == 2:
+        results = [_decided(SYMBOLIC_DECIDED[node.op], values[0], values[1])]
+    elif node.op == "Mod" and not node.int_attr("fmod", 0):
+        results = [_decided(_mod, values[0], values[1])]
     elif node.op in SYMBOLIC_ARITHMETIC:
         results = [np.asarray(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),
                                                            values[1].astype(object)))]
@@ -274,6 +288,27 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
     if len(known) != len(results):
         return None
     return [r if has_dims(r.flat) else r.astype(np.int64) for r in known]
+
+
+def _decided(op: Callable[[DimLike, DimLike], object], a: np.ndarray,
+             b: np.ndarray) -> np.ndarray | None:
+    """`op` element by element (numpy integers made Python ints first: numpy's operators would
+    turn a Dim into its upper bound); None where the dims' values decide an element."""
+    x, y = np.broadcast_arrays(a, b)
+    out = np.empty(x.shape, dtype=object)
+    try:
+        for index in np.ndindex(x.shape):
+            out[index] = op(*(v if isinstance(v, Dim) else int(v) for v in (x[index], y[index])))
+    except SymbolicError:
+        return None
+    return out
+
+
+def _mod(a: DimLike, b: DimLike) -> DimLike:
+    """ONNX integer Mod (fmod=0: the sign of the divisor) by a positive constant."""
+    if isinstance(b, Dim) or int(b) <= 0:
+        raise SymbolicError(f"{a} mod {b}")
+    return a % int(b)
 
 
 def _symbolic_div(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:

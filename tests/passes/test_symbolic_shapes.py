@@ -159,3 +159,27 @@ def test_identity_of_a_shape_value_stays_symbolic(tmp_path: Path) -> None:
     shapes, _ = parse_input_shapes(["x=n:1..9,4"])
     graph = import_model(write_model(make_model(nodes, [x], [y]), tmp_path), shapes)
     assert str(graph.types["y"]) == "f32[n,4]"
+
+
+def test_max_min_mod_and_comparisons_of_shape_values() -> None:
+    """Max/Min/Mod/Less/... on shape values: decided by the bounds element by element
+    (max(seq, 1) is seq when seq >= 1; seq % 8 is an expression), unknown (None) where
+    the dims' values would decide one (max(seq, 16) for seq in 1..64)."""
+    from pyc_cli.ir.graph import Node
+    from pyc_cli.ops.propagate import evaluate_node
+
+    shapes, _ = parse_input_shapes(["x=seq:1..64"])
+    (seq,) = shapes["x"]
+    out = [TensorType.of(np.zeros(1, np.int64))]
+
+    def run(op: str, a: object, b: object) -> list | None:
+        node = Node(op, op.lower(), ["a", "b"], ["y"], {})
+        got = evaluate_node(registry.get(op), node, [None, None],
+                            [np.array([a], dtype=object), np.array([b])], out, None)
+        return None if got is None else got[0].tolist()
+
+    assert run("Max", seq, 1) == [seq] and run("Min", seq, 64) == [seq]
+    assert run("Max", seq, 16) is None
+    assert [str(v) for v in run("Mod", seq, 8)] == ["seq - 8*(seq)//8"]
+    assert run("Less", seq, 65) == [1] and run("GreaterOrEqual", seq, 1) == [1]
+    assert run("Less", seq, 10) is None
