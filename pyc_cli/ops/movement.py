@@ -85,7 +85,9 @@ def slice_range(start: DimLike, end: DimLike, step: int, dim: DimLike
         end = end + dim if less(end, 0) else end
         end = smin(smax(end, -1 if step < 0 else 0), dim)
     count = -(-(end - start) // step)  # ceil division
-    return (start if less(0, count) else 0, step, smax(count, 0))
+    # an empty slice starts at 0; a start of 0 needs no decision (a count of seq % 3 may be 0)
+    first = start if start == 0 or less(0, count) else 0
+    return (first, step, smax(count, 0))
 
 
 @register

@@ -248,8 +248,9 @@ def test_tile_by_the_batch_and_topk_of_half_the_sequence(tmp_path: Path) -> None
     """A class token tiled to the batch (Tile repeats [batch, 1] from Shape: decomposed into a
     Reshape/Expand/Reshape whose targets are attributes) joined to x[batch, seq], then TopK with
     K = seq // 2 (integer Div: a floor division of a non-negative dim): K becomes TopK-1's
-    `k` attribute and both outputs are [batch, (seq)//2]. A slice ending at seq % 3 (Mod:
-    not expressible) gets a computed dim instead, which concrete instances must fall within."""
+    `k` attribute and both outputs are [batch, (seq)//2]. A slice ending at seq % 3 is
+    seq - 3*(seq//3) rows; one ending at int(float(seq)) (a float value: not shape arithmetic)
+    gets a computed dim instead, which concrete instances (where it is known) must fall within."""
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
              helper.make_node("Slice", ["s", "zero", "one"], ["b"], name="batch_of"),
@@ -260,12 +261,16 @@ def test_tile_by_the_batch_and_topk_of_half_the_sequence(tmp_path: Path) -> None
              helper.make_node("Div", ["n", "two"], ["half"], name="half"),
              helper.make_node("TopK", ["y", "half"], ["v", "i"], name="top", axis=1),
              helper.make_node("Mod", ["n", "three"], ["rest"], name="rest"),
-             helper.make_node("Slice", ["x", "zero", "rest", "one"], ["tail"], name="tail")]
+             helper.make_node("Slice", ["x", "zero", "rest", "one"], ["tail"], name="tail"),
+             helper.make_node("Cast", ["n"], ["nf"], name="to_float", to=f32),
+             helper.make_node("Cast", ["nf"], ["ni"], name="to_int", to=i64),
+             helper.make_node("Slice", ["x", "zero", "ni", "one"], ["cut"], name="cut")]
     model = make_model(
         nodes, [helper.make_tensor_value_info("x", f32, ["B", "S"])],
         [helper.make_tensor_value_info("v", f32, ["B", "K"]),
          helper.make_tensor_value_info("i", i64, ["B", "K"]),
-         helper.make_tensor_value_info("tail", f32, ["B", "R"])],
+         helper.make_tensor_value_info("tail", f32, ["B", "R"]),
+         helper.make_tensor_value_info("cut", f32, ["B", "C"])],
         [init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64)),
          init("two", np.array([2], np.int64)), init("three", np.array([3], np.int64)),
          init("cls", np.ones((1, 1), np.float32))])
@@ -275,8 +280,9 @@ def test_tile_by_the_batch_and_topk_of_half_the_sequence(tmp_path: Path) -> None
         == "f32[batch,(seq)//2]"
     (top,) = [n for n in graph.nodes if n.op == "TopK"]
     assert len(top.inputs) == 1 and str(top.attrs["k"]) == "(seq)//2"
-    tail = graph.types["tail"].shape[1]
-    assert str(tail) == "rt_tail_1" and tail.bounds() == (0, 64)
+    assert str(graph.types["tail"]) == "f32[batch,seq - 3*(seq)//3]"
+    cut = graph.types["cut"].shape[1]
+    assert str(cut) == "rt_cut_1" and cut.bounds() == (0, 64)
     assert not [n for n in graph.nodes if n.op in ("Shape", "Tile")]
     check_symbolic(graph, propagate_types(graph))
     _assert_round_trip(graph)
