@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Union
@@ -35,11 +36,14 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass(frozen=True)
 class DimBounds:
-    """A named dim and its inclusive range (`batch:1..32`)."""
+    """A named dim and its inclusive range (`batch:1..32`). `computed` names the node that
+    computes it at run time (a data-dependent size: issue #15, point 2); empty for the dims of
+    the graph's inputs."""
 
     name: str
     lo: int
     hi: int
+    computed: str = ""
 
     def key(self) -> tuple[int, str]:
         return (0, self.name)
@@ -333,9 +337,147 @@ def ceil_div(value: DimLike, den: int) -> DimLike:
     return floor_div(value + (den - 1), den)
 
 
+def computed_dim(node_name: str, axis: int, hi: int) -> Dim:
+    """A fresh dim in 0..hi that node `node_name` computes at run time (output axis `axis`):
+    named after the node and the axis, so every re-inference of the node gives the same dim."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", node_name).strip("_") or "node"
+    suffix = "" if base == node_name else f"_{zlib.crc32(node_name.encode()):08x}"
+    return Dim.var(DimBounds(f"rt_{base}{suffix}_{axis}", 0, int(hi), node_name))
+
+
+def computed_dims(shapes: Iterable[tuple[DimLike, ...]]) -> dict[str, DimBounds]:
+    """The computed dims (see `computed_dim`) that `shapes` read, by name."""
+    found: dict[str, DimBounds] = {}
+    for shape in shapes:
+        for dim in shape:
+            if isinstance(dim, Dim):
+                found.update({k: b for k, b in dim.dims().items() if b.computed})
+    return found
+
+
+def sign_bounds(value: DimLike, depth: int = 4) -> tuple[int, int]:
+    """Bounds of a positive multiple of `value` (its sign is theirs), tighter than
+    `Dim.bounds` where a floor-division cancels against its own numerator: interval
+    arithmetic treats `seq` and `seq//2` as independent, so `seq + 1 - seq//2` looks as if
+    it could be negative. A floor atom F = (N - r)/d with r in 0..d-1 that appears only
+    linearly (value = A + c*F, c a number) gives d*value = d*A + c*N - c*r, whose bounds
+    see the cancellation; up to `depth` atoms are eliminated this way."""
+    if not isinstance(value, Dim):
+        return int(value), int(value)
+    floor = next((atom for mono, _ in value.terms for atom, _ in mono
+                  if isinstance(atom, _Floor)), None)
+    if floor is None or depth == 0:
+        return value.bounds()
+    coeff = dict(value.terms).get(((floor, 1),))
+    if coeff is None or any(floor in dict(mono) and mono != ((floor, 1),)
+                            for mono, _ in value.terms):
+        return value.bounds()  # F appears in a product or a power: no linear elimination
+    atom_dim = Dim(((((floor, 1),), 1),))
+    rest = value - coeff * atom_dim
+    lo, hi = sign_bounds(floor.den * rest + coeff * floor.num, depth - 1)
+    slack = -coeff * (floor.den - 1)  # -c*r for r in 0..d-1
+    return lo + min(0, slack), hi + max(0, slack)
+
+
+def less(a: DimLike, b: DimLike) -> bool:
+    """a < b where the dims' bounds decide it (always, for plain ints); SymbolicError where
+    it depends on the dims' values. Python's `<` on a Dim compares upper bounds only, which is
+    wrong for a rule that picks a shape (a Slice end clamped to a dim)."""
+    diff = a - b
+    if not isinstance(diff, Dim):
+        return int(diff) < 0
+    lo, hi = sign_bounds(diff)
+    if hi < 0:
+        return True
+    if lo >= 0:
+        return False
+    raise SymbolicError(f"whether {a} < {b} depends on the dims' values")
+
+
+def surely_less(a: DimLike, b: DimLike) -> bool:
+    """a < b for every value of the dims (False where the bounds do not decide it): for
+    validity checks, whose failure is an error and whose doubt is not."""
+    try:
+        return less(a, b)
+    except SymbolicError:
+        return False
+
+
+def smin(a: DimLike, b: DimLike) -> DimLike:
+    """min(a, b) where the bounds decide it, else SymbolicError (see `less`)."""
+    return b if less(b, a) else a
+
+
+def smax(a: DimLike, b: DimLike) -> DimLike:
+    """max(a, b) where the bounds decide it, else SymbolicError (see `less`)."""
+    return b if less(a, b) else a
+
+
 def has_dims(values: Iterable[object]) -> bool:
     """Whether any of `values` (a shape's dims, a shape tensor's elements) is symbolic."""
     return any(isinstance(v, Dim) for v in values)
+
+
+_DIM_TOKEN = re.compile(r"\s*(\d+|[A-Za-z_][A-Za-z0-9_]*|//|[-+*^()])")
+
+
+def parse_dim(text: str, bounds: Mapping[str, DimBounds]) -> DimLike:
+    """The inverse of str(Dim) (the IR text prints symbolic dims so): sums and differences
+    of products of integers, named dims (bounded by `bounds`), powers (`seq^2`) and
+    floor-divisions `(expr)//N`. ValueError on anything else or on an unbounded name."""
+    tokens = _DIM_TOKEN.findall(text)
+    if "".join(tokens) != text.replace(" ", ""):
+        raise ValueError(f"not a symbolic dim: {text!r}")
+    pos = 0
+
+    def peek() -> str:
+        return tokens[pos] if pos < len(tokens) else ""
+
+    def take(expect: str | None = None) -> str:
+        nonlocal pos
+        token = peek()
+        if not token or (expect is not None and token != expect):
+            raise ValueError(f"not a symbolic dim: {text!r}")
+        pos += 1
+        return token
+
+    def atom() -> DimLike:
+        token = take()
+        if token.isdigit():
+            return int(token)
+        if token == "(":
+            inner = expr()
+            take(")")
+            take("//")
+            return floor_div(inner, int(take()))
+        if token not in bounds:
+            raise ValueError(f"symbolic dim {token!r} has no bounds")
+        return Dim.var(bounds[token])
+
+    def factor() -> DimLike:
+        base = atom()
+        if peek() == "^":
+            take()
+            return base ** int(take())  # type: ignore[no-any-return]
+        return base
+
+    def term() -> DimLike:
+        value = factor()
+        while peek() == "*":
+            take()
+            value = value * factor()
+        return value
+
+    def expr() -> DimLike:
+        value = -term() if peek() == "-" and take() else term()
+        while peek() in ("+", "-"):
+            value = value + term() if take() == "+" else value - term()
+        return value
+
+    result = expr()
+    if pos != len(tokens):
+        raise ValueError(f"not a symbolic dim: {text!r}")
+    return result
 
 
 # the hint of every PYC-E051 (a node or pass that cannot take symbolic dims yet)

@@ -10,6 +10,14 @@ Format, one statement per line:
     output %"y"
     output %"copy_x_out" as "x"                          (an output published under another name)
 
+Symbolic dims (issue #15) are declared once with their bounds and written as JSON-quoted
+expressions, in types and in attributes that passes/bind_shapes.py wrote:
+
+    dim "seq" in [1,512]
+    dim "rt_top_1" in [0,512] computed "top"             (a size node "top" computes at run time)
+    input %"ids" : i64[1,"seq"]
+    %"r" : f32[1,"seq",4,16] = Reshape(%"h") name="r" {shape=dims[1,"seq",-1,16]}
+
 `{...}` holds the node's ONNX attributes; `ann{...}` the compiler's annotations (ir/annotations.py),
 in a fixed order. Names and strings are JSON-quoted, so model-provided text cannot break the
 format. Floats use Python's shortest round-trip repr, so parsing gives back the exact bits.
@@ -27,7 +35,7 @@ import numpy as np
 from .annotations import Annotations, KernelChoice
 from .ewprogram import format_program, parse_program
 from .graph import AttrValue, Graph, Node
-from .symbolic import Dim, DimBounds, DimLike, floor_div
+from .symbolic import Dim, DimBounds, DimLike, has_dims, parse_dim
 from .types import DType, TensorType
 
 INLINE_CONSTANT_LIMIT = 16
@@ -87,7 +95,32 @@ class _NanBits(int):
     """A NaN given by its raw bit pattern in the IR text."""
 
 
+def _dim_element(value: int) -> str:
+    """A symbolic dim (issue #15) as its canonical expression, JSON-quoted; a number as is."""
+    return json.dumps(str(value)) if isinstance(value, Dim) else str(int(value))
+
+
+def format_type(ttype: TensorType) -> str:
+    """`f32[2,64]`; a symbolic dim (issue #15) as its JSON-quoted expression: `f32["batch",64]`."""
+    return f"{ttype.dtype.value}[{','.join(_dim_element(d) for d in ttype.shape)}]"
+
+
+def _named_dims(graph: Graph) -> list[DimBounds]:
+    """The named dims of the graph (its inputs', and those nodes compute at run time), by
+    name: printed once, with their bounds, as the `dim` lines the parser reads them with."""
+    found: dict[str, DimBounds] = {}
+    for ttype in graph.types.values():
+        for dim in ttype.shape:
+            if isinstance(dim, Dim):
+                found.update(dim.dims())
+    return [found[name] for name in sorted(found)]
+
+
 def format_attr(value: AttrValue) -> str:
+    if isinstance(value, Dim):
+        return f"dim{_dim_element(value)}"
+    if isinstance(value, list) and has_dims(value):
+        return "dims[" + ",".join(_dim_element(v) for v in value) + "]"
     if isinstance(value, np.ndarray):
         return f"tensor<{TensorType.of(value)}>{_array_literal(value)}"
     if isinstance(value, str):
@@ -106,9 +139,10 @@ def format_attr(value: AttrValue) -> str:
 def print_graph(graph: Graph) -> str:
     storage = f" storage={graph.activation_storage.value}" if graph.activation_storage else ""
     lines = [f"graph {json.dumps(graph.name)} opset={graph.opset}{storage}"]
-    # the bounds of the inputs' symbolic dims (issue #15), which the types below name
-    lines += [f"dim {d.name} {d.lo} {d.hi}" for d in _input_dims(graph)]
-    lines += [f"input {_name(n)} : {graph.types[n]}" for n in graph.inputs]
+    lines += [f"dim {json.dumps(b.name)} in [{b.lo},{b.hi}]"
+              + (f" computed {json.dumps(b.computed)}" if b.computed else "")
+              for b in _named_dims(graph)]
+    lines += [f"input {_name(n)} : {format_type(graph.types[n])}" for n in graph.inputs]
     for name in sorted(graph.constants):
         array = graph.constants[name]
         head = f"const {_name(name)} : {TensorType.of(array)}"
@@ -123,17 +157,9 @@ def print_graph(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _input_dims(graph: Graph) -> list[DimBounds]:
-    found: dict[str, DimBounds] = {}
-    for name in graph.inputs:
-        for d in graph.types[name].shape:
-            if isinstance(d, Dim):
-                found.update(d.dims())
-    return [found[name] for name in sorted(found)]
-
-
 def _format_node(graph: Graph, node: Node) -> str:
-    results = ", ".join(f"{_name(o)} : {graph.types[o]}" if o else '%""' for o in node.outputs)
+    results = ", ".join(f"{_name(o)} : {format_type(graph.types[o])}" if o else '%""'
+                        for o in node.outputs)
     args = ", ".join(_name(i) if i else "_" for i in node.inputs)
     attrs = ", ".join(f"{key}={format_attr(node.attrs[key])}" for key in sorted(node.attrs))
     text = f"{results} = {node.op}({args}) name={json.dumps(node.name)}"
@@ -217,8 +243,8 @@ _TOKEN = re.compile(
 
 
 class _Tokens:
-    def __init__(self, line: str, dims: dict[str, DimBounds] | None = None) -> None:
-        self.dims = {} if dims is None else dims  # the symbolic dims named so far (`dim` lines)
+    def __init__(self, line: str, bounds: dict[str, DimBounds] | None = None) -> None:
+        self.bounds = {} if bounds is None else bounds  # named dims, from the `dim` lines
         self.items: list[tuple[str, str]] = []
         pos = 0
         line = line.rstrip()
@@ -258,55 +284,18 @@ def _parse_type(tokens: _Tokens) -> TensorType:
     tokens.take("[")
     dims: list[DimLike] = []
     while tokens.peek()[1] != "]":
-        dims.append(_parse_dim(tokens))
+        if tokens.peek()[0] == "string":
+            dims.append(_parse_dim(tokens))
+        else:
+            dims.append(int(tokens.take("number")))
         if tokens.peek()[1] == ",":
             tokens.take(",")
     tokens.take("]")
     return TensorType(dtype, tuple(dims))
 
 
-def _parse_dim(tokens: _Tokens) -> DimLike:
-    """A number, or a symbolic dim's expression as Dim prints it (`2*batch*seq + 1`,
-    `(seq - 1)//2 + 1`, `batch^2`) over the dims the `dim` lines bounded."""
-    kind, text = tokens.peek()
-    if kind == "number" and tokens.items[tokens.pos + 1:tokens.pos + 2] in ([], [("punct", ",")],
-                                                                            [("punct", "]")]):
-        return int(tokens.take("number"))
-    total: DimLike = _parse_term(tokens)
-    while tokens.peek()[1] in ("+", "-"):
-        sign = tokens.take()
-        term = _parse_term(tokens)
-        total = total + term if sign == "+" else total - term
-    return total
-
-
-def _parse_term(tokens: _Tokens) -> DimLike:
-    value = _parse_factor(tokens)
-    while tokens.peek()[1] == "*":
-        tokens.take()
-        value = value * _parse_factor(tokens)
-    return value
-
-
-def _parse_factor(tokens: _Tokens) -> DimLike:
-    kind, text = tokens.peek()
-    if kind == "number":
-        return int(tokens.take())
-    if text == "(":
-        tokens.take()
-        inner = _parse_dim(tokens)
-        tokens.take(")")
-        tokens.take("/")
-        tokens.take("/")
-        return floor_div(inner, int(tokens.take("number")))
-    name = tokens.take("word")
-    if name not in tokens.dims:
-        raise ValueError(f"dim {name!r} has no `dim` line giving its bounds")
-    value: DimLike = Dim.var(tokens.dims[name])
-    if tokens.peek()[1] == "^":
-        tokens.take()
-        value = value ** int(tokens.take("number"))
-    return value
+def _parse_dim(tokens: _Tokens) -> int:
+    return parse_dim(json.loads(tokens.take("string")), tokens.bounds)
 
 
 def _parse_list(tokens: _Tokens) -> list:
@@ -334,6 +323,18 @@ def _parse_attr(tokens: _Tokens) -> AttrValue:
         tokens.take()
         return _parse_number(text)
     tokens.take("word")
+    if text == "dim":
+        return _parse_dim(tokens)
+    if text == "dims":
+        tokens.take("[")
+        dims: list[int] = []
+        while tokens.peek()[1] != "]":
+            dims.append(_parse_dim(tokens) if tokens.peek()[0] == "string"
+                        else int(tokens.take("number")))
+            if tokens.peek()[1] == ",":
+                tokens.take(",")
+        tokens.take("]")
+        return dims
     if text == "tensor":
         tokens.take("<")
         ttype = _parse_type(tokens)
@@ -348,10 +349,10 @@ def _parse_attr(tokens: _Tokens) -> AttrValue:
 def parse_graph(text: str, blobs: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Parse IR text; `blobs` maps blob keys to the arrays of large constants."""
     graph = Graph("", [], [], [], {}, {}, 0)
-    dims: dict[str, DimBounds] = {}
+    bounds: dict[str, DimBounds] = {}
     for line in text.splitlines():
         if line.strip():
-            _parse_statement(graph, _Tokens(line, dims), {} if blobs is None else blobs)
+            _parse_statement(graph, _Tokens(line, bounds), {} if blobs is None else blobs)
     return graph
 
 
@@ -369,8 +370,18 @@ def _parse_statement(graph: Graph, tokens: _Tokens, blobs: Mapping[str, np.ndarr
             graph.activation_storage = DType(tokens.take("word"))
     elif text == "dim":
         tokens.take()
-        name = tokens.take("word")
-        tokens.dims[name] = DimBounds(name, int(tokens.take("number")), int(tokens.take("number")))
+        name = json.loads(tokens.take("string"))
+        tokens.take("in")
+        tokens.take("[")
+        lo = int(tokens.take("number"))
+        tokens.take(",")
+        hi = int(tokens.take("number"))
+        tokens.take("]")
+        computed = ""
+        if tokens.peek()[1] == "computed":
+            tokens.take()
+            computed = json.loads(tokens.take("string"))
+        tokens.bounds[name] = DimBounds(name, lo, hi, computed)
     elif text in ("input", "output"):
         tokens.take()
         name = tokens.name()

@@ -17,7 +17,7 @@ from .registry import (
     broadcast_shapes,
     register,
     require,
-    require_value,
+    shape_operand,
     typed_node,
 )
 
@@ -151,10 +151,10 @@ class Expand(ElementwiseOp):
         return [node.inputs[0]]
 
     def extra_shape(self, node: Node, values: InValues) -> tuple[int, ...]:
-        return tuple(as_dim(d) for d in require_value(values, 1, node, "shape"))
+        return tuple(as_dim(d) for d in shape_operand(node, values, 1, "shape", "shape"))
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        data, shape = inputs[0], inputs[1]
+        data, shape = inputs[0], shape_operand(node, inputs, 1, "shape", "shape")
         out_shape = np.broadcast_shapes(data.shape, tuple(int(d) for d in shape))  # type: ignore[union-attr]
         return [np.broadcast_to(data, out_shape).copy()]  # type: ignore[arg-type]
 

@@ -7,7 +7,7 @@ import numpy as np
 from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
 from ..ir.symbolic import Dim, has_dims
-from ..ir.types import MODEL_DTYPES, TensorType
+from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
     InTypes,
@@ -124,6 +124,34 @@ class Copy(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         value = np.array(inputs[0])
         return [value.reshape(ints_attr(node, "shape")) if "shape" in node.attrs else value]
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0
+
+
+@register
+class DimValues(OpDef):
+    """A small integer tensor computed from the run-time values of symbolic dims (issue #15):
+    what a Shape -> Gather -> ... chain computes when a compute op reads it as data (e.g. a
+    Mul by the sequence length). `values` holds the elements (ints and Dims), `shape` and
+    `dtype` the tensor's type. Written by passes/bind_shapes.py, never by an exporter."""
+
+    name = "DimValues"
+    domain = "pyc"
+    category = KERNEL
+    dtypes = (DType.I32, DType.I64)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        return [TensorType(DType(str(node.attrs["dtype"])), tuple(ints_attr(node, "shape")))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        """An object array of Dims (a symbolic value, never folded into a constant), or, at
+        an instance of the dims (every element a number), the typed numbers."""
+        elements = list(node.attrs["values"])  # type: ignore[arg-type]
+        shape = tuple(ints_attr(node, "shape"))
+        if has_dims(elements):
+            return [np.array(elements, dtype=object).reshape(shape)]
+        return [np.array(elements, dtype=DType(str(node.attrs["dtype"])).numpy).reshape(shape)]
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

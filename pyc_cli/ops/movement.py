@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import DimLike, computed_dim, less, smax, smin
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
@@ -68,20 +69,25 @@ class Transpose(OpDef):
 _END_SENTINELS = (2**31 - 1, 2**63 - 1)
 
 
-def slice_range(start: int, end: int, step: int, dim: int) -> tuple[int, int, int]:
+def slice_range(start: DimLike, end: DimLike, step: int, dim: DimLike
+                ) -> tuple[DimLike, int, DimLike]:
     """(first index, step, count) of one sliced axis, with onnxruntime's clamping. A zero-size
-    axis gives nothing (onnxruntime may report one element there, which it cannot read)."""
+    axis gives nothing (onnxruntime may report one element there, which it cannot read).
+    Symbolic starts, ends and dims (issue #15) clamp where their bounds decide the comparison
+    (`less`); where the dims' values would decide it, SymbolicError (the node is refused)."""
     if dim == 0:
         return (0, step, 0)
-    start = start + dim if start < 0 else start
-    start = min(max(start, 0), dim - 1 if step < 0 else dim)
+    start = start + dim if less(start, 0) else start
+    start = smin(smax(start, 0), dim - 1 if step < 0 else dim)
     if end in _END_SENTINELS:
         end = -1 if step < 0 else dim
     else:
-        end = end + dim if end < 0 else end
-        end = min(max(end, -1 if step < 0 else 0), dim)
+        end = end + dim if less(end, 0) else end
+        end = smin(smax(end, -1 if step < 0 else 0), dim)
     count = -(-(end - start) // step)  # ceil division
-    return (start if count > 0 else 0, step, max(count, 0))
+    # an empty slice starts at 0; a start of 0 needs no decision (a count of seq % 3 may be 0)
+    first = start if start == 0 or less(0, count) else 0
+    return (first, step, smax(count, 0))
 
 
 @register
@@ -93,11 +99,13 @@ class Slice(OpDef):
 
     def ranges(self, node: Node, shape: tuple[int, ...], values: InValues) -> list[tuple[int, int, int]]:
         """(start, step, count) per axis, with ONNX clamping of starts/ends. Slice-1 takes
-        starts/ends/axes as attributes, Slice-10+ as (constant) inputs."""
+        starts/ends/axes as attributes, Slice-10+ as (constant) inputs; a Slice whose symbolic
+        operands passes/bind_shapes.py moved into attributes has the attribute form, with
+        `steps` too."""
         if "starts" in node.attrs:
             starts, ends = ints_attr(node, "starts"), ints_attr(node, "ends")
             axes = ints_attr(node, "axes") or list(range(len(starts)))
-            steps = [1] * len(starts)
+            steps = ints_attr(node, "steps") or [1] * len(starts)
         else:
             starts = require_value(values, 1, node, "starts").reshape(-1)
             ends = require_value(values, 2, node, "ends").reshape(-1)
@@ -116,6 +124,28 @@ class Slice(OpDef):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
         return [TensorType(x.dtype, tuple(c for _, _, c in self.ranges(node, x.shape, values)))]
+
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError) -> list[TensorType]:
+        """Starts or ends computed at run time (issue #15, point 2): each sliced axis gets a
+        computed dim in 0..ceil(d / |step|) (d: the axis' upper bound); axes and steps must be
+        known, or the refusal stands."""
+        x = require(types, 0, node)
+        if "starts" in node.attrs or any(
+                len(node.inputs) > i and node.inputs[i] and values[i] is None for i in (3, 4)):
+            raise refusal
+        count = require(types, 1, node).numel
+        has = [len(node.inputs) > i and bool(node.inputs[i]) for i in (3, 4)]
+        axes = [int(a) for a in values[3].reshape(-1)] if has[0] else list(range(count))  # type: ignore[union-attr]
+        steps = [int(s) for s in values[4].reshape(-1)] if has[1] else [1] * count  # type: ignore[union-attr]
+        shape = list(x.shape)
+        for axis, step in zip(axes, steps):
+            axis = normalize_axis(axis, x.rank, node)
+            if step == 0:
+                raise PycError("E009", f"Slice step is 0 on axis {axis}", where=node.name,
+                               hint="steps must be non-zero")
+            shape[axis] = computed_dim(node.name, axis, -(-int(x.shape[axis]) // abs(step)))
+        return [TensorType(x.dtype, tuple(shape))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import less
 from ..ir.types import MODEL_DTYPES, TensorType
 from .movement import contiguous_strides
 from .registry import (
@@ -15,6 +16,7 @@ from .registry import (
     InValues,
     OpDef,
     Scalar,
+    as_dim,
     ints_attr,
     normalize_axis,
     register,
@@ -40,11 +42,15 @@ class Pad(OpDef):
         return mode
 
     def pads(self, node: Node, rank: int, values: InValues) -> tuple[list[int], list[int]]:
-        """(begin, end) pads per axis; negative values crop."""
+        """(begin, end) pads per axis; negative values crop. Pad-2 takes them as an attribute,
+        Pad-11+ as inputs; a Pad whose symbolic pads passes/bind_shapes.py moved into
+        attributes has the attribute form, with `axes` too (issue #15: pads may be Dims)."""
         if "pads" in node.attrs:
-            pads, axes = ints_attr(node, "pads"), list(range(rank))
+            pads = ints_attr(node, "pads")
+            axes = [normalize_axis(a, rank, node) for a in ints_attr(node, "axes")] \
+                if "axes" in node.attrs else list(range(rank))
         else:
-            pads = [int(p) for p in require_value(values, 1, node, "pads").reshape(-1)]
+            pads = [as_dim(p) for p in require_value(values, 1, node, "pads").reshape(-1)]
             has_axes = len(node.inputs) > 3 and bool(node.inputs[3])
             axes = [normalize_axis(int(a), rank, node) for a in
                     require_value(values, 3, node, "axes").reshape(-1)] if has_axes else list(range(rank))
@@ -68,7 +74,7 @@ class Pad(OpDef):
         self.mode(node)
         begin, end = self.pads(node, x.rank, values)
         shape = tuple(d + b + e for d, b, e in zip(x.shape, begin, end))
-        if min(shape, default=0) < 0:
+        if any(less(d, 0) for d in shape):  # decided by the bounds where dims are symbolic
             raise PycError("E009", f"Pad crops below zero size: {list(shape)}", where=node.name)
         return [TensorType(x.dtype, shape)]
 

@@ -9,13 +9,26 @@ rewriting those subgraphs into constants is fold_constants' job, not this one's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from ..errors import PycError
-from ..ir.graph import Graph, Node
-from ..ir.symbolic import NUMBERS_HINT, Dim, DimBounds, exact_div, has_dims
+from ..ir.graph import AttrValue, Graph, Node
+from ..ir.symbolic import (
+    NUMBERS_HINT,
+    Dim,
+    DimBounds,
+    DimLike,
+    SymbolicError,
+    computed_dims,
+    exact_div,
+    floor_div,
+    has_dims,
+    less,
+    smax,
+    smin,
+)
 from ..ir.types import TensorType, check_addressable
 from . import registry
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
@@ -42,20 +55,46 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
         for dim in types[name].shape:
             if isinstance(dim, Dim):
                 bounds.update(dim.dims())
-    for point in _sample_points(bounds):
+    # a computed dim (point 2) is not a function of the inputs' dims: both sides take its
+    # lowest value, the symbolic type and the concrete rules' output (the same computed dim)
+    computed = {name: b.lo for name, b in computed_dims(t.shape for t in types.values()).items()}
+    for point in _sample_points(bounds) or ([{}] if computed else []):
         concrete = {name: TensorType(types[name].dtype, _instance(types[name].shape, point))
                     for name in graph.inputs}
-        instance = _propagate(graph, _EVAL_LIMIT, concrete)[0]
+        at = ", ".join(f"{k}={v}" for k, v in sorted(point.items())) or "run-time sizes at 0"
+        try:
+            instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
+        except PycError as exc:  # a shape inside the bounds that the model does not accept
+            raise PycError(exc.code, f"at {at}: {exc.what}", where=exc.where,
+                           hint="the dims' bounds include shapes the model cannot take there; "
+                           "narrow them (--input-shape NAME=dim:LO..HI)") from exc
+        env = {**computed, **point}
         for node in graph.nodes:
             for out in node.outputs:
-                want = _instance(types[out].shape, point) if out else None
-                if out and instance[out].shape != want:
-                    at = ", ".join(f"{k}={v}" for k, v in sorted(point.items()))
+                want = _instance(types[out].shape, env) if out else None
+                if out and not _agrees(types[out].shape, instance[out].shape, env):
                     raise PycError("E051", f"{node.op} does not keep symbolic dims: its output "
                                    f"{out!r} is {types[out]} symbolically, which at {at} is "
                                    f"{list(want or ())}, but the op's rule gives "
-                                   f"{list(instance[out].shape)}",
+                                   f"{list(_instance(instance[out].shape, env))}",
                                    where=f"node {node.name!r}", hint=NUMBERS_HINT)
+
+
+def _agrees(symbolic: tuple[int, ...], concrete: tuple[int, ...], env: Mapping[str, int]) -> bool:
+    """Whether an instance's shape is the symbolic shape at `env`. A dim computed at run time
+    (point 2) stands for any value in its bounds: where the instance knows that value (the
+    operand deciding it is known at this point), it only has to lie within them."""
+    if len(symbolic) != len(concrete):
+        return False
+    for want, got in zip(symbolic, concrete):
+        if isinstance(want, Dim) and computed_dims([(want,)]) and not (
+                isinstance(got, Dim) and computed_dims([(got,)])):
+            lo, hi = want.bounds()
+            if not lo <= _instance((got,), env)[0] <= hi:
+                return False
+        elif _instance((want,), env) != _instance((got,), env):
+            return False
+    return True
 
 
 def _sample_points(bounds: Mapping[str, DimBounds]) -> list[dict[str, int]]:
@@ -73,6 +112,30 @@ def _instance(shape: tuple[int, ...], point: Mapping[str, int]) -> tuple[int, ..
     return tuple(d.evaluate(point) if isinstance(d, Dim) else int(d) for d in shape)
 
 
+def instantiate(node: Node, point: Mapping[str, int]) -> Node:
+    """The node with every symbolic attribute element evaluated at `point` (the node itself
+    where it has none)."""
+    attrs = {key: _evaluate_attr(value, point) for key, value in node.attrs.items()}
+    if all(attrs[key] is node.attrs[key] for key in attrs):
+        return node
+    return Node(node.op, node.name, node.inputs, node.outputs, attrs, node.ann)
+
+
+def _evaluate_attr(value: AttrValue, point: Mapping[str, int]) -> AttrValue:
+    if isinstance(value, Dim):
+        return value.evaluate(point)
+    if isinstance(value, list) and has_dims(value):
+        return [v.evaluate(point) if isinstance(v, Dim) else v for v in value]
+    return value
+
+
+def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
+    """The values computed from symbolic dims (object arrays holding Dims), by name."""
+    known = _propagate(graph, _EVAL_LIMIT)[1]
+    return {name: value for name, value in known.items()
+            if value.dtype == object and name not in graph.constants}
+
+
 def known_values(graph: Graph) -> dict[str, np.ndarray]:
     """Every value computable at compile time (constants and what folding would produce),
     without rewriting the graph: lets canonicalize see through not-yet-folded constants."""
@@ -80,12 +143,18 @@ def known_values(graph: Graph) -> dict[str, np.ndarray]:
 
 
 def _propagate(graph: Graph, limit: int | None,
-               inputs: Mapping[str, TensorType] | None = None
+               inputs: Mapping[str, TensorType] | None = None,
+               point: Mapping[str, int] | None = None
                ) -> tuple[dict[str, TensorType], dict[str, np.ndarray]]:
+    """Types and known values of every value; `inputs` and `point` instantiate the graph at
+    one assignment of its named dims (the inputs' shapes, and the symbolic attributes that
+    passes/bind_shapes.py wrote)."""
     types = {name: (inputs or graph.types)[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
     for node in graph.nodes:
+        if point is not None:
+            node = instantiate(node, point)
         opdef = registry.get(node.op)
         in_types = [types.get(name) if name else None for name in node.inputs]
         in_values = [known.get(name) if name else None for name in node.inputs]
@@ -101,7 +170,14 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
     """The node's output types by its op's rule; PYC-E009 where the rule meets a case it does not
     handle, and every output must be addressable."""
     try:
-        out_types = opdef.infer(node, in_types, in_values)
+        try:
+            out_types = opdef.infer(node, in_types, in_values)
+        except PycError as exc:
+            # an operand deciding the shape is computed from tensor data at run time: where
+            # the op bounds the size, the output gets computed dims (issue #15, point 2)
+            if exc.code != "E008" or not hasattr(opdef, "runtime_infer"):
+                raise
+            out_types = opdef.runtime_infer(node, in_types, in_values, exc)
     except Exception as exc:  # an op rule met a case it does not handle
         if _symbolic(in_types, in_values):
             raise PycError("E051", f"{node.op}'s rule cannot handle the symbolic dims of its "
@@ -132,6 +208,8 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
     the one constant evaluator: type propagation, constant folding and `pyc check` use it."""
     if hasattr(opdef, "shape_value") and in_types[0] is not None:  # Shape, Size: from the type
         return [opdef.shape_value(node, in_types[0])]
+    if any(has_dims(t.shape) for t in out_types):
+        return None  # a value of a symbolic size is computed at run time (a numpy array is not)
     present = [v for name, v in zip(node.inputs, in_values) if name]
     if any(v is not None and v.dtype == object for v in present):
         return _evaluate_symbolic(opdef, node, in_values, out_types)
@@ -158,8 +236,13 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
 
 # ops whose numpy references move and combine symbolic values (issue #15: object arrays of Dims)
 # with Python's operators, which Dim implements: Gather, Concat, ... of a Shape
-SYMBOLIC_SAFE = frozenset({"Identity", "Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape",
-                           "Flatten", "Slice"})
+SYMBOLIC_SAFE = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
+                           "Slice"})
+# elementwise ops on shape values whose every element the dims' bounds must decide (`less`)
+SYMBOLIC_DECIDED: dict[str, Callable[[DimLike, DimLike], object]] = {
+    "Max": smax, "Min": smin,
+    "Less": less, "Greater": lambda a, b: less(b, a),
+    "LessOrEqual": lambda a, b: not less(b, a), "GreaterOrEqual": lambda a, b: not less(a, b)}
 # elementwise arithmetic on object arrays: numpy applies Python's operators element by element
 SYMBOLIC_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
 
@@ -180,9 +263,15 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
         results = [_symbolic_div(*np.broadcast_arrays(values[0], values[1]))]
     elif node.op == "Equal":
         results = [_symbolic_equal(*np.broadcast_arrays(values[0], values[1]))]
+    elif node.op in SYMBOLIC_DECIDED and len(values) == 2:
+        results = [_decided(SYMBOLIC_DECIDED[node.op], values[0], values[1])]
+    elif node.op == "Mod" and not node.int_attr("fmod", 0):
+        results = [_decided(_mod, values[0], values[1])]
     elif node.op in SYMBOLIC_ARITHMETIC:
         results = [np.asarray(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),
                                                            values[1].astype(object)))]
+    elif node.op == "Identity":  # its elementwise reference casts to the declared dtype
+        results = [values[0]]
     elif node.op == "Neg":
         results = [np.negative(values[0].astype(object))]
     elif node.op == "Where":
@@ -201,6 +290,27 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
     return [r if has_dims(r.flat) else r.astype(np.int64) for r in known]
 
 
+def _decided(op: Callable[[DimLike, DimLike], object], a: np.ndarray,
+             b: np.ndarray) -> np.ndarray | None:
+    """`op` element by element (numpy integers made Python ints first: numpy's operators would
+    turn a Dim into its upper bound); None where the dims' values decide an element."""
+    x, y = np.broadcast_arrays(a, b)
+    out = np.empty(x.shape, dtype=object)
+    try:
+        for index in np.ndindex(x.shape):
+            out[index] = op(*(v if isinstance(v, Dim) else int(v) for v in (x[index], y[index])))
+    except SymbolicError:
+        return None
+    return out
+
+
+def _mod(a: DimLike, b: DimLike) -> DimLike:
+    """ONNX integer Mod (fmod=0: the sign of the divisor) by a positive constant."""
+    if isinstance(b, Dim) or int(b) <= 0:
+        raise SymbolicError(f"{a} mod {b}")
+    return a % int(b)
+
+
 def _symbolic_div(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """ONNX integer Div (truncation) of non-negative shape values by positive constants."""
     out = np.empty(a.shape, dtype=object)
@@ -211,9 +321,12 @@ def _symbolic_div(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         if not isinstance(x, Dim):
             out[index] = int(x) // int(y) if int(x) >= 0 else -(-int(x) // int(y))
             continue
-        out[index] = exact_div(x, int(y))
-        if out[index] is None:
-            return None
+        if x.bounds()[0] < 0:  # truncation is floor division only for non-negative values
+            out[index] = exact_div(x, int(y))
+            if out[index] is None:
+                return None
+            continue
+        out[index] = floor_div(x, int(y))
     return out
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import PycError
-from ..ir.graph import Graph, Node
+from ..ir.graph import AttrValue, Graph, Node
+from ..ir.symbolic import NUMBERS_HINT, DimLike, has_dims, less
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
     InTypes,
     InValues,
     OpDef,
+    as_dim,
     ints_attr,
     normalize_axis,
     register,
@@ -25,7 +27,19 @@ ALL_DTYPES = MODEL_DTYPES
 
 
 def _shape_constant(graph: Graph, base: str, dims: list[int] | tuple[int, ...]) -> str:
+    if has_dims(dims):  # np.int64 would keep each Dim's upper bound only
+        raise PycError("E051", f"this decomposition cannot take symbolic dims yet ({list(dims)})",
+                       where=f"node {base.rsplit('_', 1)[0]!r}", hint=NUMBERS_HINT)
     return graph.add_constant(base, np.array(list(dims), np.int64))
+
+
+def _reshaping(graph: Graph, op: str, base: str, dims: list[DimLike],
+               attrs: dict[str, AttrValue]) -> tuple[str, list[str], dict[str, AttrValue]]:
+    """A Reshape or Expand step to `dims`: its target a constant, or, where it holds symbolic
+    dims (issue #15), the `shape` attribute that passes/bind_shapes.py also writes."""
+    if has_dims(dims):
+        return (op, [], {**attrs, "shape": list(dims)})
+    return (op, [_shape_constant(graph, base, dims)], attrs)
 
 
 # decompositions reshape to exact shapes: a 0 is a zero-size dim, not "copy the input dim"
@@ -62,8 +76,8 @@ class Tile(Rearrange):
     static_inputs = (1,)
 
     def repeats(self, node: Node, rank: int, values: InValues) -> list[int]:
-        repeats = [int(r) for r in require_value(values, 1, node, "repeats").reshape(-1)]
-        if len(repeats) != rank or min(repeats, default=1) < 0:
+        repeats = [as_dim(r) for r in require_value(values, 1, node, "repeats").reshape(-1)]
+        if len(repeats) != rank or any(less(r, 0) for r in repeats):
             raise PycError("E009", f"Tile repeats {repeats} do not fit rank {rank}", where=node.name)
         return repeats
 
@@ -83,9 +97,9 @@ class Tile(Rearrange):
         expanded = [v for d, r in zip(x.shape, repeats) for v in (r, d)]
         out = [d * r for d, r in zip(x.shape, repeats)]
         return _chain(graph, node, [
-            ("Reshape", [_shape_constant(graph, f"{node.name}_spread", spread)], EXACT),
-            ("Expand", [_shape_constant(graph, f"{node.name}_expanded", expanded)], {}),
-            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], EXACT),
+            _reshaping(graph, "Reshape", f"{node.name}_spread", spread, EXACT),
+            _reshaping(graph, "Expand", f"{node.name}_expanded", expanded, {}),
+            _reshaping(graph, "Reshape", f"{node.name}_shape", out, EXACT),
         ])
 
 
@@ -113,9 +127,9 @@ class BlockRearrange(Rearrange):
     def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
         middle, perm, out = self.plan(node, graph.types[node.inputs[0]].shape)
         return _chain(graph, node, [
-            ("Reshape", [_shape_constant(graph, f"{node.name}_blocks", middle)], EXACT),
+            _reshaping(graph, "Reshape", f"{node.name}_blocks", middle, EXACT),
             ("Transpose", [], {"perm": perm}),
-            ("Reshape", [_shape_constant(graph, f"{node.name}_shape", out)], EXACT),
+            _reshaping(graph, "Reshape", f"{node.name}_shape", out, EXACT),
         ])
 
 

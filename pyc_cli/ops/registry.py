@@ -200,4 +200,13 @@ def own_inputs(node: Node) -> list[str]:
 
 def ints_attr(node: Node, key: str, default: list[int] | None = None) -> list[int]:
     value = node.attrs.get(key, default)
-    return [int(v) for v in value] if value is not None else []  # type: ignore[union-attr]
+    return [as_dim(v) for v in value] if value is not None else []  # type: ignore[union-attr]
+
+
+def shape_operand(node: Node, values: InValues, index: int, key: str, what: str) -> np.ndarray:
+    """A shape-deciding operand: input `index` where the node has it, else the attribute `key`
+    that passes/bind_shapes.py moved a symbolic value into (issue #15: ints and Dims), as an
+    object array; PYC-E008 where neither is known."""
+    if (len(node.inputs) <= index or not node.inputs[index]) and key in node.attrs:
+        return np.array(node.attrs[key], dtype=object).reshape(-1)
+    return require_value(values, index, node, what)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim, DimLike, SymbolicError, floor_div
 from ..ir.types import DType, TensorType, check_int32_index
 from . import references
 from .movement import contiguous_strides
@@ -360,8 +361,19 @@ def _linear_antialias(r: float, scale: float) -> np.ndarray:
     return coeffs / coeffs.sum()
 
 
-def _scaled_length(length: int, scale: float) -> int:
-    """floor(length * scale) in float32, as the scales tensor is (10 * 0.7f is 7, not 6)."""
+def _scaled_length(length: DimLike, scale: float) -> DimLike:
+    """floor(length * scale) in float32, as the scales tensor is (10 * 0.7f is 7, not 6). A
+    symbolic length (issue #15) scales by an integer (upsampling: exact below 2**24) or by the
+    exact inverse of one (0.5, 0.25: a floor division); other scales round differently at
+    different lengths, which no expression here says: SymbolicError (the node is refused)."""
+    if isinstance(length, Dim):
+        factor = float(np.float32(scale))
+        if factor.is_integer() and int(length) * factor < 2**24:
+            return length * int(factor)
+        inverse = round(1 / factor) if factor > 0 else 0
+        if inverse > 0 and factor * inverse == 1.0:
+            return floor_div(length, inverse)
+        raise SymbolicError(f"floor({length} * {factor}) is not an expression of the dims")
     return int(math.floor(np.float32(length) * np.float32(scale)))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import has_dims
+from ..ir.symbolic import Dim, DimLike, SymbolicError, ceil_div, has_dims, smax
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     GROWTH_LIMIT_BYTES,
@@ -18,6 +18,7 @@ from .registry import (
     register,
     require,
     require_value,
+    shape_operand,
 )
 
 
@@ -105,21 +106,39 @@ class Range(OpDef):
     static_inputs = (0, 1, 2)
 
     def _values(self, node: Node, values: InValues) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        start, limit, delta = (require_value(values, i, node, what).reshape(-1)[0]
+        start, limit, delta = (shape_operand(node, values, i, what, what).reshape(-1)[0]
                                for i, what in enumerate(("start", "limit", "delta")))
         return start, limit, delta
 
-    def _count(self, start: np.ndarray, limit: np.ndarray, delta: np.ndarray) -> int:
-        return max(int(np.ceil((limit - start) / delta)), 0)
+    def _count(self, start: object, limit: object, delta: object) -> DimLike:
+        """ceil((limit - start) / delta), at least 0; with a symbolic (integer) start or limit
+        (issue #15), an expression where delta is a constant and the bounds decide the sign."""
+        if isinstance(start, Dim) or isinstance(limit, Dim):
+            if isinstance(delta, Dim) or int(delta) <= 0:
+                raise SymbolicError(f"Range with a symbolic limit steps by {delta}, not a "
+                                    "positive constant")
+            # numpy integers first: numpy's operators would turn a Dim into its upper bound
+            low, high = (v if isinstance(v, Dim) else int(v) for v in (start, limit))  # type: ignore[call-overload]
+            return smax(ceil_div(high - low, int(delta)), 0)  # type: ignore[arg-type]
+        return max(int(np.ceil((limit - start) / delta)), 0)  # type: ignore[operator]
+
+    def _dtype(self, node: Node, types: InTypes) -> DType:
+        """Range's element type is its operands'; one bound into attributes is an integer."""
+        return require(types, 0, node).dtype if node.inputs else DType(str(node.attrs["dtype"]))
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        dtype = require(types, 0, node).dtype
-        return [TensorType(dtype, (self._count(*self._values(node, values)),))]
+        return [TensorType(self._dtype(node, types), (self._count(*self._values(node, values)),))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        if any(name and value is None for name, value in zip(node.inputs, inputs)):
+            raise NotImplementedError("an operand is computed at run time")
         start, limit, delta = self._values(node, inputs)
         count = self._count(start, limit, delta)
-        return [(start + np.arange(count) * delta).astype(np.asarray(inputs[0]).dtype)]
+        if isinstance(count, Dim):
+            raise NotImplementedError("the values of a symbolic Range are computed at run time")
+        dtype = np.asarray(inputs[0]).dtype if node.inputs else \
+            DType(str(node.attrs["dtype"])).numpy
+        return [(start + np.arange(count) * delta).astype(dtype)]
 
 
 @register

@@ -9,16 +9,18 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import DimLike, computed_dim, surely_less
 from ..ir.types import DType, TensorType
 from .registry import (
     KERNEL,
     InTypes,
     InValues,
     OpDef,
+    as_dim,
     normalize_axis,
     register,
     require,
-    require_value,
+    shape_operand,
 )
 
 # the kernel sorts one row of indices on the stack
@@ -36,8 +38,8 @@ class TopK(OpDef):
 
     def geometry(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, int]:
         axis = normalize_axis(node.int_attr("axis", -1), len(shape), node)
-        k = int(require_value(values, 1, node, "K").reshape(-1)[0])
-        if not 0 <= k <= shape[axis]:
+        k = as_dim(shape_operand(node, values, 1, "k", "K")[0])
+        if surely_less(k, 0) or surely_less(shape[axis], k):  # symbolic: where sure
             raise PycError("E009", f"TopK K={k} exceeds the axis size {shape[axis]}", where=node.name)
         if shape[axis] > MAX_ROW:
             raise PycError("E008", f"TopK over an axis longer than {MAX_ROW} is not supported",
@@ -47,6 +49,21 @@ class TopK(OpDef):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
         axis, k = self.geometry(node, x.shape, values)
+        return self._types(node, x, axis, k)
+
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError) -> list[TensorType]:
+        """K computed at run time (issue #15, point 2): a computed dim in 0..d (d: the axis'
+        upper bound), shared by both outputs."""
+        x = require(types, 0, node)
+        if "k" in node.attrs or values[1] is not None or x.rank == 0:
+            raise refusal  # the refusal is about something else (an axis too long)
+        axis = normalize_axis(node.int_attr("axis", -1), x.rank, node)
+        if int(x.shape[axis]) > MAX_ROW:
+            raise refusal
+        return self._types(node, x, axis, computed_dim(node.name, axis, int(x.shape[axis])))
+
+    def _types(self, node: Node, x: TensorType, axis: int, k: DimLike) -> list[TensorType]:
         shape = x.shape[:axis] + (k,) + x.shape[axis + 1:]
         return [TensorType(x.dtype, shape), TensorType(DType.I64, shape)][: len(node.outputs)]
 
@@ -64,7 +81,8 @@ class TopK(OpDef):
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
-        axis, k = self.geometry(node, shape, [None, graph.constants.get(node.inputs[1])])
+        k_input = node.inputs[1] if len(node.inputs) > 1 else ""  # absent: the `k` attribute
+        axis, k = self.geometry(node, shape, [None, graph.constants.get(k_input)])
         largest = node.int_attr("largest", 1)
         return {"outer": math.prod(shape[:axis]), "row": shape[axis],
                 "inner": math.prod(shape[axis + 1:]), "k": k, "before": ">" if largest else "<",

@@ -20,6 +20,7 @@ from .registry import (
     register,
     require,
     require_value,
+    shape_operand,
 )
 
 ALL_DTYPES = MODEL_DTYPES
@@ -51,7 +52,7 @@ class Reshape(ViewOp):
     static_inputs = (1,)
 
     def out_shape(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, ...]:
-        target = [as_dim(d) for d in require_value(values, 1, node, "shape")]
+        target = [as_dim(d) for d in shape_operand(node, values, 1, "shape", "shape")]
         allow_zero = node.int_attr("allowzero", 0)
         if not allow_zero and any(d == 0 and i >= len(shape) for i, d in enumerate(target)):
             raise PycError("E009", f"Reshape target {target} copies (0) a dim that the input "

@@ -24,8 +24,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.rewrite import insert_before, rename_value
+from ..ir.symbolic import NUMBERS_HINT, has_dims
 from ..ir.types import DType, TensorType
 from ..ops import registry
 from ..ops.propagate import known_values
@@ -47,8 +49,7 @@ def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
             rule = _split_variadic
         if rule is not None:
             rule(graph, node, ctx, known)
-        elif (replacement := registry.get(node.op).decompose(
-                node, graph, [known.get(name) for name in node.inputs])) is not None:
+        elif (replacement := _decompose(graph, node, known)) is not None:
             insert_before(graph, node, *replacement)
             graph.nodes.remove(node)
             ctx.log(NAME, [node.name], "decompose", f"{node.op} is computed by simpler ops",
@@ -57,6 +58,21 @@ def canonicalize(graph: Graph, ctx: PassContext) -> Graph:
     _give_outputs_own_buffers(graph, ctx)
     graph.remove_unused_types()
     return graph
+
+
+def _decompose(graph: Graph, node: Node, known: _Known) -> list[Node] | None:
+    """The op unit's decomposition of `node`, or None. A decomposition written for static
+    shapes that meets symbolic dims (issue #15) fails on the upper bounds it baked into its
+    constants: PYC-E051 naming the node, not the E009 of a node it made."""
+    try:
+        return registry.get(node.op).decompose(node, graph, [known.get(n) for n in node.inputs])
+    except PycError as exc:
+        names = [*node.inputs, *node.outputs]
+        if exc.code == "E051" or not any(has_dims(graph.types[n].shape)
+                                         for n in names if n in graph.types):
+            raise
+        raise PycError("E051", f"{node.op}'s decomposition cannot take symbolic dims yet "
+                       f"({exc.what})", where=f"node {node.name!r}", hint=NUMBERS_HINT) from exc
 
 
 class _Known:

@@ -1,7 +1,8 @@
 """Constant folding: evaluate every node whose inputs are all known at compile time.
 
 Static shapes make `Shape` known, so the Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains
-that exporters emit collapse to constants here; each fold is logged.
+that exporters emit collapse to constants here; each fold is logged. Symbolic shapes (issue #15)
+make them expressions instead, which bind_shapes.py gives their consumers as attributes.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import has_dims
 from ..ops import registry
-from ..ops.propagate import evaluate_node
+from ..ops.propagate import evaluate_node, symbolic_values
 from ..ops.registry import typed_node
+from .bind_shapes import bind_shape_operands
 from .context import PassContext
 
 NAME = "fold_constants"
@@ -19,8 +22,11 @@ NAME = "fold_constants"
 
 def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
     folded: list[Node] = []
+    # a static value computed from symbolic ones (the first two dims of Shape(x), when only the
+    # last is symbolic) folds too: the symbolic values are known, only not constants
+    symbolic = symbolic_values(graph) if _symbolic_inputs(graph) else {}
     for node in list(graph.nodes):
-        values = _try_fold(graph, node)
+        values = _try_fold(graph, node, symbolic)
         if values is None:
             continue
         graph.nodes.remove(node)
@@ -34,7 +40,8 @@ def fold_constants(graph: Graph, ctx: PassContext) -> Graph:
     _copy_constant_outputs(graph, ctx)
     ops = sorted({n.op for n in folded})
     ctx.log(NAME, [], "summary", "nodes evaluated at compile time", after=len(folded), ops=ops)
-    return graph
+    # what is computed from symbolic dims is not a constant: its consumers take it as attributes
+    return bind_shape_operands(graph, ctx)
 
 
 def _reason(node: Node) -> str:
@@ -43,10 +50,15 @@ def _reason(node: Node) -> str:
     return "all inputs are compile-time constants"
 
 
-def _try_fold(graph: Graph, node: Node) -> list[np.ndarray] | None:
+def _symbolic_inputs(graph: Graph) -> bool:
+    return any(has_dims(graph.types[name].shape) for name in graph.inputs)
+
+
+def _try_fold(graph: Graph, node: Node, symbolic: dict[str, np.ndarray]
+              ) -> list[np.ndarray] | None:
     opdef = registry.get(node.op)
     in_types = [graph.types.get(i) if i else None for i in node.inputs]
-    in_values = [graph.constants.get(i) if i else None for i in node.inputs]
+    in_values = [graph.constants.get(i, symbolic.get(i)) if i else None for i in node.inputs]
     out_types = [graph.types[o] for o in node.outputs if o]
     values = evaluate_node(opdef, node, in_types, in_values, out_types, limit=None)
     # symbolic shape values (issue #15) are known here but not constants: they stay computed

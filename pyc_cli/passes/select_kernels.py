@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ..errors import PycError
 from ..ir.annotations import KernelChoice, KernelParam
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import NUMBERS_HINT, Dim
+from ..ir.symbolic import NUMBERS_HINT, Dim, computed_dims
 from ..ops import registry
 from .context import PassContext
 from .target import KernelOption, KernelTarget
@@ -117,9 +117,17 @@ def _check_symbolic(node: Node, graph: Graph, chosen: KernelOption,
     every smaller shape)."""
     dims = symbolic_dims_of(node, graph)
     if dims and not chosen.symbolic_dims:
+        computed = computed_dims(graph.types[name].shape for name in (*node.inputs, *node.outputs)
+                                 if name in graph.types)
+        # a size computed from tensor data (point 2) cannot be given a number by the user
+        hint = NUMBERS_HINT if not computed else (
+            "sizes computed at run time (" + ", ".join(
+                f"{n} by node {b.computed!r}" for n, b in sorted(computed.items()))
+            + ") need kernels that read run-time dims; make the operands deciding them "
+            "constants to get a static shape")
         raise PycError("E051", f"no kernel of {node.op} reads symbolic dims ({', '.join(dims)}) "
                        f"at run time yet (candidates: {', '.join(c.name for c in candidates)})",
-                       where=f"node {node.name!r}", hint=NUMBERS_HINT)
+                       where=f"node {node.name!r}", hint=hint)
 
 
 def symbolic_dims_of(node: Node, graph: Graph) -> list[str]:

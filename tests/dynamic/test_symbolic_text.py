@@ -9,7 +9,7 @@ import pytest
 
 from pyc_cli import api
 from pyc_cli.ir.symbolic import Dim, DimBounds, floor_div, parse_input_shapes
-from pyc_cli.ir.text import blob_key, parse_graph, print_graph
+from pyc_cli.ir.text import blob_key, format_type, parse_graph, print_graph
 from pyc_cli.ir.types import DType, TensorType
 from tests.dynamic.models import encoder_block
 
@@ -18,7 +18,7 @@ def test_a_compiled_symbolic_graph_round_trips(tmp_path: Path) -> None:
     shapes, _ = parse_input_shapes(["x=batch:2..9,16,64"])
     graph, _ = api.compile_graph(encoder_block(tmp_path), "balanced", shapes, "cpu")
     text = print_graph(graph)
-    assert text.splitlines()[1] == "dim batch 2 9"
+    assert text.splitlines()[1] == 'dim "batch" in [2,9]'
     again = parse_graph(text, {blob_key(a): a for a in graph.constants.values()})
     assert print_graph(again) == text
     batch = shapes["x"][0]
@@ -32,10 +32,10 @@ def test_a_compiled_symbolic_graph_round_trips(tmp_path: Path) -> None:
 def test_expressions_read_back(build) -> None:  # noqa: ANN001 (a lambda)
     bounds = {"batch": DimBounds("batch", 1, 8), "seq": DimBounds("seq", 4, 512)}
     dim = build(Dim.var(bounds["batch"]), Dim.var(bounds["seq"]))
-    lines = "".join(f"dim {b.name} {b.lo} {b.hi}\n" for name, b in sorted(bounds.items())
+    lines = "".join(f"dim \"{b.name}\" in [{b.lo},{b.hi}]\n" for name, b in sorted(bounds.items())
                     if name in dim.dims())
     graph_text = (f"graph \"g\" opset=17\n{lines}"
-                  f"input %\"x\" : {TensorType(DType.F32, (dim, 3))}\noutput %\"x\"\n")
+                  f"input %\"x\" : {format_type(TensorType(DType.F32, (dim, 3)))}\noutput %\"x\"\n")
     graph = parse_graph(graph_text)
     assert graph.types["x"].shape == (dim, 3) and print_graph(graph) == graph_text
 

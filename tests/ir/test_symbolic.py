@@ -19,8 +19,13 @@ from pyc_cli.ir.symbolic import (
     check_within,
     exact_div,
     floor_div,
+    less,
     numel,
+    parse_dim,
     parse_input_shapes,
+    sign_bounds,
+    smax,
+    smin,
 )
 
 BOUNDS = {"batch": DimBounds("batch", 1, 8), "seq": DimBounds("seq", 1, 40)}
@@ -147,3 +152,37 @@ def test_a_dim_is_an_int_whose_value_is_its_upper_bound() -> None:
         _ = 12 // S
     with pytest.raises(SymbolicError):
         _ = S / 2
+
+
+def test_the_printed_form_parses_back_to_the_same_expression() -> None:
+    """parse_dim is str's inverse (the IR text prints dims so), on every expression above
+    and on powers and negative terms; unbounded names and other text are ValueErrors."""
+    for expr in [*_expressions(), S * S * B, 3 - S, B - 1, -(B * S) + 2 * S]:
+        assert parse_dim(str(expr), BOUNDS) == expr, str(expr)
+    for bad in ["width", "seq +", "seq % 2", "(seq)//", "2 ** seq"]:
+        with pytest.raises(ValueError):
+            parse_dim(bad, BOUNDS)
+
+
+def test_comparisons_the_bounds_decide() -> None:
+    """less/smin/smax decide by the bounds, never by Python's `<` on upper bounds alone."""
+    assert less(S - 41, 0) and not less(S, 1) and less(-S, 0)
+    assert smin(S, 40) == S and smax(S, 0) == S and smin(B, 0) == 0
+    with pytest.raises(SymbolicError):
+        smin(S, 20)  # seq is 1..40: which one is smaller depends on seq's value
+    assert less(3, 4) and smin(3, 4) == 3
+
+
+def test_sign_bounds_see_a_floor_cancel_against_its_numerator() -> None:
+    """Interval bounds treat seq and seq//2 as independent; sign_bounds eliminates the floor
+    (seq//2 = (seq - r)/2, r in 0..1) and decides what interval bounds cannot, and it is
+    sound: over the whole box the value's sign never contradicts the bounds."""
+    assert less(S // 2, S + 1) and smin(S // 2, S) == S // 2
+    assert (S + 1 - S // 2).bounds()[0] < 0 <= sign_bounds(S + 1 - S // 2)[0]
+    for expr in [S + 1 - S // 2, S // 2 - S // 3, 3 * (S // 4) - S, (S + B) // 3 - B,
+                 2 * (S // 2) - S, S - 2 * (S // 2), (S // 2) // 2 - S // 4, B * (S // 2) - S]:
+        lo, hi = sign_bounds(expr)
+        values = [expr.evaluate({"batch": b, "seq": s}) if isinstance(expr, Dim) else expr
+                  for b, s in itertools.product(range(1, 9), range(1, 41))]
+        assert (lo <= 0 or min(values) > 0) and (hi >= 0 or max(values) < 0), str(expr)
+        assert (min(values) >= 0 or lo < 0) and (max(values) <= 0 or hi > 0), str(expr)

@@ -121,3 +121,72 @@ def test_symbolic_shape_arithmetic_is_decided_or_left_unknown() -> None:
     undecided = evaluate_node(equal, node, [None, None], [np.array([seq], dtype=object),
                                                           np.array([1])], out, None)
     assert undecided is None
+
+
+def _one_node(tmp_path: Path, node: helper.NodeProto, out_shape: list,
+              extra: list | None = None) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["A", "B", "C", "D"][:len(out_shape)])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
+    return write_model(make_model([node], [x], [y], extra or []), tmp_path)
+
+
+def test_bounds_that_include_shapes_the_model_rejects_name_the_point(tmp_path: Path) -> None:
+    """A 3x3 max pool over a height whose bounds start at 1: symbolically fine, but at h=1
+    the window does not fit. The refusal says at which dims' values, and to narrow them."""
+    pool = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[3, 3])
+    path = _one_node(tmp_path, pool, [1, 1, "H", "W"])
+    shapes, _ = parse_input_shapes(["x=1,1,h:1..32,w:3..32"])
+    with pytest.raises(PycError) as info:
+        import_model(path, shapes)
+    assert info.value.code == "E009" and info.value.what.startswith("at h=1, w=3: ")
+    assert "narrow them" in info.value.hint
+    shapes, _ = parse_input_shapes(["x=1,1,h:3..32,w:3..32"])
+    assert str(import_model(path, shapes).types["y"]) == "f32[1,1,h - 2,w - 2]"
+
+
+def test_a_decomposition_that_cannot_take_symbolic_dims_names_its_node(tmp_path: Path) -> None:
+    """Trilu is decomposed into a Where over a mask constant of the input's size, which
+    symbolic dims do not have: PYC-E051 naming the Trilu, not an E009 of the Where it made."""
+    trilu = helper.make_node("Trilu", ["x"], ["y"], name="upper")
+    shapes, _ = parse_input_shapes(["x=rows:2..8,cols:2..8"])
+    with pytest.raises(PycError) as info:
+        api.compile_graph(_one_node(tmp_path, trilu, ["R", "C"]), "balanced", shapes, "cpu")
+    assert info.value.code == "E051" and info.value.where == "node 'upper'"
+    assert "decomposition" in info.value.what
+
+
+def test_identity_of_a_shape_value_stays_symbolic(tmp_path: Path) -> None:
+    """Identity on a Shape's value (its elementwise reference cast the Dims to int64 and
+    crashed on the object array): the Reshape target it feeds stays symbolic."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Identity", ["s"], ["t"], name="same"),
+             helper.make_node("Reshape", ["x", "t"], ["y"], name="reshape")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    shapes, _ = parse_input_shapes(["x=n:1..9,4"])
+    graph = import_model(write_model(make_model(nodes, [x], [y]), tmp_path), shapes)
+    assert str(graph.types["y"]) == "f32[n,4]"
+
+
+def test_max_min_mod_and_comparisons_of_shape_values() -> None:
+    """Max/Min/Mod/Less/... on shape values: decided by the bounds element by element
+    (max(seq, 1) is seq when seq >= 1; seq % 8 is an expression), unknown (None) where
+    the dims' values would decide one (max(seq, 16) for seq in 1..64)."""
+    from pyc_cli.ir.graph import Node
+    from pyc_cli.ops.propagate import evaluate_node
+
+    shapes, _ = parse_input_shapes(["x=seq:1..64"])
+    (seq,) = shapes["x"]
+    out = [TensorType.of(np.zeros(1, np.int64))]
+
+    def run(op: str, a: object, b: object) -> list | None:
+        node = Node(op, op.lower(), ["a", "b"], ["y"], {})
+        got = evaluate_node(registry.get(op), node, [None, None],
+                            [np.array([a], dtype=object), np.array([b])], out, None)
+        return None if got is None else got[0].tolist()
+
+    assert run("Max", seq, 1) == [seq] and run("Min", seq, 64) == [seq]
+    assert run("Max", seq, 16) is None
+    assert [str(v) for v in run("Mod", seq, 8)] == ["seq - 8*(seq)//8"]
+    assert run("Less", seq, 65) == [1] and run("GreaterOrEqual", seq, 1) == [1]
+    assert run("Less", seq, 10) is None
