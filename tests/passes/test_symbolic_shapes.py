@@ -87,8 +87,7 @@ def test_an_export_with_dynamic_axes_stays_symbolic_through_every_pass() -> None
     """The toy encoder (exported with dynamic batch and seq) computes its Reshape targets and its
     position-embedding Slice from Shape: the values stay symbolic (object arrays of Dims, never
     folded into int64 constants), every type from the embedding to the fused attention keeps
-    batch and seq (each checked against concrete instances), and the build is refused at the
-    first node no kernel of which reads run-time dims yet."""
+    batch and seq (each checked against concrete instances)."""
     shapes, _ = parse_input_shapes(["input_ids=batch:1..4,seq:1..64", "attention_mask=batch,seq"])
     graph, _ = api.compile_graph(MODELS / "transformer.onnx", "balanced", shapes, "cpu",
                                  stop_after="analyze_liveness")
@@ -97,10 +96,7 @@ def test_an_export_with_dynamic_axes_stays_symbolic_through_every_pass() -> None
     assert texts["LayerNormalization"] == "f32[batch,seq,64]"
     assert texts["Reshape"] == "f32[batch,seq,64]"
     assert not any(a.dtype == object for a in graph.constants.values())
-    with pytest.raises(PycError) as info:
-        api.compile_graph(MODELS / "transformer.onnx", "balanced", shapes, "cpu")
-    # the embedding Gather reads them (tests/dynamic/); the position table's Slice not yet
-    assert info.value.code == "E051" and "Slice" in info.value.what
+    # (that it then builds and runs: tests/dynamic/test_dynamic_encoder.py)
 
 
 def test_symbolic_shape_arithmetic_is_decided_or_left_unknown() -> None:
