@@ -586,7 +586,7 @@ def _check_upper_bounds(model: Any, feeds: dict[str, np.ndarray], per_node: bool
     if not (per_node or profile) or getattr(model, "shaped", None) is None:
         return
     for spec in model.inputs:
-        shape = tuple(np.shape(feeds.get(spec.name)))
+        shape = tuple(np.shape(feeds[spec.name])) if spec.name in feeds else ()
         if shape != spec.shape:
             flag = "--per-node" if per_node else "--profile"
             raise PycError("E050", f"{flag} runs a model with symbolic dims at their upper bounds "

@@ -95,9 +95,9 @@ class _NanBits(int):
     """A NaN given by its raw bit pattern in the IR text."""
 
 
-def _dim_element(value: int) -> str:
+def _dim_element(value: int | float | str) -> str:
     """A symbolic dim (issue #15) as its canonical expression, JSON-quoted; a number as is."""
-    return json.dumps(str(value)) if isinstance(value, Dim) else str(int(value))
+    return json.dumps(str(value)) if isinstance(value, Dim) else str(int(value))  # (ints: dims)
 
 
 def format_type(ttype: TensorType) -> str:
@@ -303,11 +303,8 @@ def _parse_list(tokens: _Tokens) -> list:
     values: list = []
     while tokens.peek()[1] != "]":
         kind, text = tokens.peek()
-        if kind == "word" and text in tokens.dims or text == "(":  # a symbolic dim (ints)
-            values.append(_parse_dim(tokens))
-        else:
-            tokens.take()
-            values.append(json.loads(text) if kind == "string" else _parse_number(text))
+        tokens.take()
+        values.append(json.loads(text) if kind == "string" else _parse_number(text))
         if tokens.peek()[1] == ",":
             tokens.take(",")
     tokens.take("]")

@@ -125,7 +125,7 @@ def _evaluate_attr(value: AttrValue, point: Mapping[str, int]) -> AttrValue:
     if isinstance(value, Dim):
         return value.evaluate(point)
     if isinstance(value, list) and has_dims(value):
-        return [v.evaluate(point) if isinstance(v, Dim) else v for v in value]
+        return [v.evaluate(point) if isinstance(v, Dim) else v for v in value]  # type: ignore[return-value]
     return value
 
 

@@ -3,6 +3,8 @@ Tile, DepthToSpace, SpaceToDepth, Split and Trilu. No kernels of their own."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ..errors import PycError
@@ -34,12 +36,12 @@ def _shape_constant(graph: Graph, base: str, dims: list[int] | tuple[int, ...]) 
 
 
 def _reshaping(graph: Graph, op: str, base: str, dims: list[DimLike],
-               attrs: dict[str, AttrValue]) -> tuple[str, list[str], dict[str, AttrValue]]:
+               attrs: Mapping[str, AttrValue]) -> tuple[str, list[str], dict[str, AttrValue]]:
     """A Reshape or Expand step to `dims`: its target a constant, or, where it holds symbolic
     dims (issue #15), the `shape` attribute that passes/bind_shapes.py also writes."""
     if has_dims(dims):
         return (op, [], {**attrs, "shape": list(dims)})
-    return (op, [_shape_constant(graph, base, dims)], attrs)
+    return (op, [_shape_constant(graph, base, dims)], dict(attrs))
 
 
 # decompositions reshape to exact shapes: a 0 is a zero-size dim, not "copy the input dim"

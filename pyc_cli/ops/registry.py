@@ -200,7 +200,7 @@ def own_inputs(node: Node) -> list[str]:
 
 def ints_attr(node: Node, key: str, default: list[int] | None = None) -> list[int]:
     value = node.attrs.get(key, default)
-    return [as_dim(v) for v in value] if value is not None else []  # type: ignore[union-attr]
+    return [as_dim(v) for v in value] if value is not None else []  # type: ignore[union-attr, arg-type]
 
 
 def shape_operand(node: Node, values: InValues, index: int, key: str, what: str) -> np.ndarray:

@@ -114,12 +114,12 @@ class Range(OpDef):
         """ceil((limit - start) / delta), at least 0; with a symbolic (integer) start or limit
         (issue #15), an expression where delta is a constant and the bounds decide the sign."""
         if isinstance(start, Dim) or isinstance(limit, Dim):
-            if isinstance(delta, Dim) or int(delta) <= 0:
+            if isinstance(delta, Dim) or int(delta) <= 0:  # type: ignore[call-overload]
                 raise SymbolicError(f"Range with a symbolic limit steps by {delta}, not a "
                                     "positive constant")
             # numpy integers first: numpy's operators would turn a Dim into its upper bound
             low, high = (v if isinstance(v, Dim) else int(v) for v in (start, limit))  # type: ignore[call-overload]
-            return smax(ceil_div(high - low, int(delta)), 0)  # type: ignore[arg-type]
+            return smax(ceil_div(high - low, int(delta)), 0)  # type: ignore[arg-type, call-overload]
         return max(int(np.ceil((limit - start) / delta)), 0)  # type: ignore[operator]
 
     def _dtype(self, node: Node, types: InTypes) -> DType:

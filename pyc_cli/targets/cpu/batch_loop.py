@@ -93,9 +93,10 @@ def batch_loop_candidate(op: str, kernels: tuple[KernelCandidate, ...]) -> Kerne
         workspace=workspace if any(c.workspace is not None for c in kernels) else None,
         takes_epilogue=bool(kernels) and all(c.takes_epilogue for c in kernels),
         params=params, symbolic_dims=True,
-        constant_panels=lambda n, g, i: _inner_of(inner, n, g, lambda c, s: c.panels_of(n, s, i)),
-        constant_transform=lambda n, g, i: _inner_of(inner, n, g,
-                                                     lambda c, s: c.transform_of(n, s, i)),
+        constant_panels=lambda n, g, i: _inner_of(  # type: ignore[arg-type, return-value]
+            inner, n, g, lambda c, s: c.panels_of(n, s, i)),
+        constant_transform=lambda n, g, i: _inner_of(  # type: ignore[arg-type, return-value]
+            inner, n, g, lambda c, s: c.transform_of(n, s, i)),
         why=delegate(lambda c, s: f"one image at a time through {c.name}", ""))  # type: ignore[arg-type]
 
 

@@ -393,9 +393,9 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
         flat = call.params.get("flat_coords")
         call.epilogue, call.result = epilogue_program(
             graph, node, list(coords), tuple(shape) if shape is not None else None,  # type: ignore[arg-type]
-            list(flat) if flat else None, names)  # type: ignore[call-overload]
+            list(flat) if flat else None, names)  # type: ignore[call-overload, arg-type]
     in_coords = call.params.get("in_coords")
     if in_coords is not None:
-        call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type]
+        call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type, call-overload]
     return call
 

@@ -560,7 +560,7 @@ def _reduce_loops(node: Node, graph: Graph, op: Params) -> Params:
     """Input dims merged where input and output strides allow, and both index expressions;
     `sum_rows` (the row length) where a float sum or mean reduces contiguous trailing rows,
     which the template sums a vector at a time (c/row_math.j2)."""
-    shape = tuple(op["in_shape"])  # type: ignore[call-overload]
+    shape: tuple[int, ...] = tuple(op["in_shape"])  # type: ignore[call-overload, arg-type]
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["out_strides"])])  # type: ignore[call-overload]
     coords = [f"i{d}" for d in range(len(dims))]
     rows = (len(dims) == 1 and sets[1] == [0]) or (len(dims) == 2 and sets[1] == [1, 0])
@@ -863,7 +863,7 @@ def _reduce_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
     divisor) as C over the run-time dims."""
     names = c_names(model_dims(graph))
     params = _reduce_loops(node, graph, op)
-    shape = tuple(op["in_shape"])  # type: ignore[call-overload]
+    shape: tuple[int, ...] = tuple(op["in_shape"])  # type: ignore[call-overload, arg-type]
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["out_strides"])])  # type: ignore[call-overload]
     coords = [f"i{d}" for d in range(len(dims))]
     return {**params, "dims": [c_size(d, names) for d in dims],
@@ -879,7 +879,7 @@ def _concat_dims(node: Node, graph: Graph) -> bool:
     if not node_is_symbolic(node, graph):
         return False
     op = registry.get(node.op).kernel_params(node, graph)
-    return not has_dims((op["row"], *op["chunks"]))  # type: ignore[arg-type]
+    return not has_dims((op["row"], *op["chunks"]))  # type: ignore[arg-type, misc]
 
 
 def _concat_dims_params(node: Node, graph: Graph, op: Params) -> Params:

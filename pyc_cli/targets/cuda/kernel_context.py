@@ -103,7 +103,7 @@ def _strided(call: CudaCall, graph: Graph, node: Node) -> None:
     """Transpose / Slice: the coalesced output dims, each with its input stride."""
     call.grid = (_blocks(call.out_numel), 1, 1)
     out_shape = graph.types[node.outputs[0]].shape
-    dims, sets = coalesce(out_shape, [contiguous_strides(out_shape), list(call.params["in_strides"])])  # type: ignore[arg-type]
+    dims, sets = coalesce(out_shape, [contiguous_strides(out_shape), list(call.params["in_strides"])])  # type: ignore[arg-type, call-overload]
     call.params.update(dims=dims, dim_strides=sets[1])
 
 
@@ -113,7 +113,7 @@ def _elementwise(call: CudaCall, graph: Graph, node: Node) -> None:
 
 def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
-    batch = math.prod(p["batch"])  # type: ignore[arg-type]
+    batch = math.prod(p["batch"])  # type: ignore[arg-type, call-overload]
     m, n = int(p["M"]), int(p["N"])  # type: ignore[call-overload]
     big_tiles = math.ceil(m / 64) * math.ceil(n / 64) * max(1, batch)
     tile = int(p.get("tile_m", 8 if m <= 8 else 64 if big_tiles >= FILL_BLOCKS else 32))  # type: ignore[call-overload]
@@ -203,7 +203,7 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     conversion = call.converted.get(node.inputs[1])
     h16 = p["precision"] in ("fp16", "bf16")
     ldb = conversion.columns if conversion else n
-    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr]
+    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined]
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     a_half, b_act_half = h16 and call.half("X0"), h16 and call.half("X1")
@@ -501,7 +501,7 @@ def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
     shape = list(p["in_shape"])  # type: ignore[call-overload]
     strides = contiguous_strides(tuple(shape))
-    reduced = [d for d, s in enumerate(p["out_strides"]) if s == 0 and shape[d] != 1]  # type: ignore[arg-type]
+    reduced = [d for d, s in enumerate(p["out_strides"]) if s == 0 and shape[d] != 1]  # type: ignore[arg-type, var-annotated]
     kept = [d for d in range(len(shape)) if d not in reduced]
     p.update(kept_dims=[shape[d] for d in kept], kept_strides=[strides[d] for d in kept],
              red_dims=[shape[d] for d in reduced], red_strides=[strides[d] for d in reduced])
