@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__, build_cache
 from .abi import io_infos, run_dims
-from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, hash_tree
+from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, file_sha256, hash_tree
 from .artifact.previous import replacement_note
 from .artifact.reader import (
     fallback_targets,
@@ -40,6 +40,14 @@ from .artifact.writer import (
     write_bytes,
     write_text,
 )
+from .buckets import (
+    AUTO_BUCKETS,
+    Bucket,
+    check_sample,
+    choose_buckets,
+    parse_bucket_count,
+    read_sample,
+)
 from .errors import PycError, PycWarning
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
@@ -56,6 +64,7 @@ from .planning.plan import MemoryPlan
 from .planning.timeline import timeline_svg
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
 from .progress import BuildSteps
+from .runtime.buckets import BucketDispatch
 from .runtime.native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
@@ -208,7 +217,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           tune_progress: Progress | None = None, threads: int = 0,
           arch: str | None = None, precision: str | None = None,
           cache: bool = False, winograd: bool = True,
-          compile_budget: float | None = None, layout: str = DEFAULT_LAYOUT) -> BuildResult:
+          compile_budget: float | None = None, layout: str = DEFAULT_LAYOUT,
+          shape_buckets: int | str | None = None,
+          shape_sample: str | Path | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -245,7 +256,11 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     and compilation, or is skipped (a decision in the log); a build that still takes longer
     warns PYC-W003; the artifact does not depend on it. `layout` is the CPU target's channel
     layout: "auto" (blocked NCHWc regions where the cost model prices them faster,
-    passes/assign_layouts.py), "nchw" (never) or "blocked" (wherever a kernel has it)."""
+    passes/assign_layouts.py), "nchw" (never) or "blocked" (wherever a kernel has it).
+    `shape_buckets` ("auto", or a maximum count) with `shape_sample` (a JSON histogram or an
+    .npz of example inputs, pyc_cli/buckets.py) adds a static plan for each of the sample's
+    most frequent exact input shapes beside the generic symbolic one, in buckets/ID/; `load`
+    dispatches each run by its shapes (docs/dynamic_shapes.md, "Shape buckets")."""
     started = time.monotonic()
     input_shapes = symbolic_shapes(input_shapes)
     if compile_budget is not None and not compile_budget > 0:
@@ -264,6 +279,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     features = parse_features(cpu_features if isinstance(cpu_features, str)
                               else ",".join(cpu_features))
     targets = parse_targets(target)
+    buckets, left_out = _plan_buckets(shape_buckets, shape_sample, input_shapes, targets, slim)
     if arch is not None and "cuda" not in targets:
         raise PycError("E050", f"--arch {arch} applies to --target cuda only", where="--arch",
                        hint="drop --arch, or build with --target cuda")
@@ -294,13 +310,15 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
         notes += budget_notes + notes_tune
         key = None
-        if cache and not tune and tuning is None:
+        if cache and not tune and tuning is None and not (buckets and compile_budget):
             key = build_cache.build_key(model_path, {
                 "mode": mode, "input_shapes": {k: shape_argument(v) for k, v in (input_shapes or {}).items()},
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
-                "layout": layout},
+                "layout": layout,
+                **({"shape_buckets": [b.to_json() for b in buckets], "left_out": left_out}
+                   if buckets else {})},
                 backends, cpu_records, Path(tuning_db) if tuning_db is not None else None)
         hit = build_cache.lookup(key) if key else None
         if key is not None and hit is not None:
@@ -333,6 +351,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
                            flags, slim, steps)
+            if buckets:
+                notes += _write_buckets(staging, model_path, buckets, left_out, ctx, backends[0],
+                                        cpu_records[0], flags, tunings[0], steps,
+                                        compile_budget, started)
             if key is not None:  # the finished artifact, before it replaces `out`
                 with steps.step("keep in the build cache"):
                     kept = build_cache.store(key, staging, print_graph(graph),
@@ -342,6 +364,83 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                     notes.append(f"not in the build cache: built, and kept there ({key[:12]})")
     _warn_if_over(compile_budget, started)
     return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, targets, notes)
+
+
+def _plan_buckets(count: int | str | None, sample: str | Path | None,
+                  input_shapes: dict[str, tuple[int, ...]] | None, targets: list[str],
+                  slim: bool) -> tuple[list[Bucket], list[str]]:
+    """The buckets a build asks for (none without a sample), and the sample's shapes left out."""
+    limit = parse_bucket_count(count)
+    if sample is None:
+        if limit:
+            raise PycError("E050", "--shape-buckets needs --shape-sample FILE (the shapes to "
+                           "choose buckets from)", where="--shape-buckets",
+                           hint="give --shape-sample with a JSON histogram or an .npz of inputs")
+        return [], []
+    if targets != ["cpu"] or slim:
+        raise PycError("E050", "shape buckets are built for --target cpu only, and not --slim",
+                       where="--shape-buckets", hint="build without --shape-sample, or for cpu")
+    counts = read_sample(sample)
+    check_sample(sample, counts, input_shapes or {})
+    return choose_buckets(counts, AUTO_BUCKETS if limit is None else limit)
+
+
+def _bucket_room(buckets: list[Bucket], ctx: PassContext, compile_budget: float | None,
+                 started: float) -> list[Bucket]:
+    """The buckets the compile budget leaves room for (most frequent first): a static build
+    costs about what the generic one took; each dropped one is logged."""
+    if compile_budget is None:
+        return buckets
+    took = time.monotonic() - started
+    room = max(0, int((compile_budget - took) // max(took, 1e-3)))
+    for bucket in buckets[room:]:
+        ctx.log("build", [], "shape_bucket_dropped",
+                f"compile budget: bucket {bucket.id} ({bucket.count} requests, "
+                f"{bucket.share:.1%}) dropped: {max(0.0, compile_budget - took):.1f} s of the "
+                f"{compile_budget:g} s budget left, about {took:.1f} s per static build",
+                bucket=bucket.id)
+    return buckets[:room]
+
+
+def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_out: list[str],
+                   ctx: PassContext, backend: Target, cpu_record: dict[str, Any],
+                   flags: dict[str, Any], tuning: TuningDatabase | None, steps: BuildSteps,
+                   compile_budget: float | None, started: float) -> list[str]:
+    """Each bucket's static build in staging/buckets/ID/, written after the generic one; the
+    decisions (why each bucket exists, what was left out or dropped by the compile budget) are
+    appended to the generic decision log, and the top manifest lists the buckets and hashes
+    their files. Returns the build's notes about them."""
+    first = len(ctx.decisions)
+    for line in left_out:
+        ctx.log("build", [], "shape_bucket_left_out", line)
+    kept = _bucket_room(buckets, ctx, compile_budget, started)
+    manifest = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
+    generic_arena = manifest["arena_bytes"]
+    entries, notes = [], []
+    for bucket in kept:
+        static = {name: tuple(int(d) for d in shape)
+                  for name, shape in {**flags["input_shapes"], **bucket.shapes}.items()}
+        with steps.step(f"bucket {bucket.id}"):
+            graph, bucket_ctx = compile_graph(model_path, ctx.options.mode, static, backend,
+                                              steps=steps, tuning=tuning)
+            own = {**flags, "mode": ctx.options.mode, "target": "cpu", "keep_source": False,
+                   "name": f"{flags['name']}_{bucket.id}",
+                   "input_shapes": {k: list(v) for k, v in sorted(static.items())}}
+            _write_artifact(staging / bucket.directory(), model_path, graph, bucket_ctx,
+                            backend, own, cpu_record, False, steps)
+        arena = bucket_ctx.artifacts["memory_plan"].arena_bytes
+        ctx.log("build", [], "shape_bucket", bucket.reason, bucket=bucket.id,
+                arena_bytes=arena, generic_arena_bytes=generic_arena)
+        entries.append({**bucket.to_json(), "arena_bytes": arena,
+                        "compiled_nodes": len(graph.nodes)})
+        notes.append(f"shape bucket {bucket.id}: {bucket.reason.split(':')[0]}; a static plan, "
+                     f"arena {arena} B (generic plan {generic_arena} B)")
+    with open(staging / "decisions.jsonl", "a", encoding="utf-8", newline="\n") as log:
+        log.writelines(dumps_line(d.to_json()) for d in ctx.decisions[first:])
+    manifest["buckets"] = entries
+    manifest["files"] = hash_tree(staging)
+    write_text(staging, MANIFEST, dumps(manifest))
+    return notes
 
 
 def _warn_if_over(compile_budget: float | None, started: float) -> None:
@@ -558,10 +657,60 @@ def load(artifact: str | Path) -> CompiledModel:
     restore_if_interrupted(root)
     manifest = read_manifest(root)
     fallbacks = fallback_targets(manifest)
+    if manifest.get("buckets"):
+        return _load_with_buckets(root, manifest)
     if not fallbacks:
         return _load_target(root, manifest)
     verify_files(root, manifest)  # every target's files, before any target's code loads
     return _load_with_fallback(root, manifest, [manifest["target"], *fallbacks])
+
+
+def _load_with_buckets(root: Path, manifest: dict[str, Any]) -> CompiledModel:
+    """The generic plan (every file of the artifact verified first, the buckets' included),
+    dispatching runs of a bucket's exact shapes to that bucket, loaded on first use."""
+    model = _load_target(root, manifest)
+    table = {}
+    for entry in manifest["buckets"]:
+        bucket = _bucket_entry(root, entry)
+        table[tuple(sorted((name, tuple(shape)) for name, shape in entry["shapes"].items()))] = bucket
+    names = sorted(manifest["buckets"][0]["shapes"])
+    model.buckets = BucketDispatch(table, names, functools.partial(_load_bucket, root, manifest))
+    model.stats.plan_runs = {}
+    return model
+
+
+def _bucket_entry(root: Path, entry: Any) -> str:
+    """A bucket's id, checked to name a directory under buckets/ (E031 otherwise)."""
+    try:
+        ok = (isinstance(entry["id"], str) and entry["id"][:1] == "b" and entry["id"][1:].isdigit()
+              and entry["dir"] == f"buckets/{entry['id']}" and isinstance(entry["shapes"], dict))
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise PycError("E031", f"the manifest's bucket entry {entry!r} is malformed", where=str(root),
+                       hint="the manifest was edited: rebuild the artifact")
+    return str(entry["id"])
+
+
+def _load_bucket(root: Path, manifest: dict[str, Any], bucket: str) -> CompiledModel:
+    """Bucket `bucket`'s static plan: its manifest must be the one the artifact's manifest
+    hashes, of the same inputs and outputs (at the bucket's shapes), and its files are verified
+    again before its library is mapped."""
+    where = root / "buckets" / bucket
+    own_manifest = where / MANIFEST
+    recorded = manifest["files"].get(f"buckets/{bucket}/{MANIFEST}")
+    if not own_manifest.is_file() or file_sha256(own_manifest) != recorded:
+        raise PycError("E031", f"buckets/{bucket}/{MANIFEST} does not match its sha256 in the "
+                       f"artifact's {MANIFEST}", where=str(where),
+                       hint="the artifact was modified; rebuild it")
+    own = read_manifest(where)
+    if [(e["name"], e["dtype"]) for e in own["inputs"]] != \
+            [(e["name"], e["dtype"]) for e in manifest["inputs"]] or \
+            [(e["name"], e["dtype"]) for e in own["outputs"]] != \
+            [(e["name"], e["dtype"]) for e in manifest["outputs"]]:
+        raise PycError("E030", f"buckets/{bucket}/ is not a build of this model's inputs and "
+                       "outputs", where=str(where), hint="rebuild the artifact")
+    return _load_target(where, own)
 
 
 # the load-time guards a fallback target may answer: the CUDA packages missing (E027), a CPU

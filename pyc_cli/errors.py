@@ -82,6 +82,10 @@ ERROR_CODES: dict[str, str] = {
     "E051": "The model cannot be built with symbolic dims (`--input-shape NAME=dim:LO..HI`, issue "
     "#15) yet: a node's shape rule or kernel needs the dim as a number (the error names the node "
     "and what it needs); give that dim a number.",
+    "E052": "The `--shape-sample` file of `pyc build --shape-buckets` is malformed or does not "
+    "fit the model: not a JSON histogram `[{\"shapes\": {\"x\": [8, 128]}, \"count\": 120}]` "
+    "or an .npz of example inputs, a request naming other inputs than those with symbolic dims, "
+    "or a shape outside the `--input-shape` bounds (the error names the request).",
     "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
     "bug in PyC, never a user mistake: please report it with the --debug traceback).",
     "W001": "A warning: a target of an artifact built for several (`pyc build --target cuda,cpu`) "

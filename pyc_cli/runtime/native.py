@@ -19,6 +19,7 @@ from ..errors import PycError, PycWarning
 from ..input_ranges import InputRange, out_of_range_error
 from ..ir.symbolic import Dim, DimBounds, DimLike, check_within
 from ..ir.types import DType
+from .buckets import GENERIC, BucketDispatch
 from .stats import RunStats
 from .timing import RunPlan, time_calls
 
@@ -183,6 +184,8 @@ class CompiledModel:
     _replacement: CompiledModel | None = None
     # a model with symbolic dims: its shaped entry points (None: static shapes)
     shaped: ShapedFunctions | None = None
+    # an artifact with shape buckets: which plan each run goes to (runtime/buckets.py)
+    buckets: BucketDispatch | None = None
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
@@ -216,6 +219,9 @@ class CompiledModel:
         if replacement is not None:
             return replacement._run_feeds(feeds)
         self._check_open()
+        bucket = self._bucket_for(feeds)
+        if bucket is not None:
+            return bucket._run_feeds(feeds)
         arrays = self.check_feeds(feeds)
         # one buffer per output position: ONNX lets a graph return one name twice
         buffers = self._output_buffers()
@@ -229,6 +235,18 @@ class CompiledModel:
             return [b.reshape(-1)[:math.prod(shape)].reshape(shape)
                     for b, shape in zip(buffers, shapes)]
         return buffers
+
+    def _bucket_for(self, feeds: Feeds) -> CompiledModel | None:
+        """The bucket's model for a run of `feeds` (None: this, the generic plan), counted and
+        its dispatch time kept in the statistics."""
+        if self.buckets is None or not isinstance(feeds, Mapping):
+            return None
+        plan, micros = self.buckets.pick(feeds)
+        with self._lock:
+            assert self.stats.plan_runs is not None
+            self.stats.plan_runs[plan] = self.stats.plan_runs.get(plan, 0) + 1
+            self.stats.last_plan, self.stats.last_dispatch_us = plan, micros
+        return None if plan == GENERIC else self.buckets.model(plan)
 
     def _fall_back(self, error: PycError) -> CompiledModel:
         """The next target, loaded once (by the first run that failed; runs failing at the same
@@ -425,6 +443,9 @@ class CompiledModel:
         if self._replacement is not None:
             return self._replacement.time_runs(feeds, plan)
         self._check_open()
+        bucket = self._bucket_for(feeds)
+        if bucket is not None:
+            return bucket.time_runs(feeds, plan)
         if isinstance(plan, int):
             plan = RunPlan(warmup=1, repeat=plan)
         arrays = self.check_feeds(feeds)
@@ -503,6 +524,8 @@ class CompiledModel:
         replacement = getattr(self, "_replacement", None)
         if replacement is not None:
             replacement.close()
+        if self.buckets is not None:
+            self.buckets.close()
         with lock:
             self._closed = True
             self._free_if_closed()

@@ -25,9 +25,18 @@ class RunStats:
     fallback_count: int = 0
     last_fallback_reason: str | None = None
     kernels_timed: str | None = None
+    # an artifact with shape buckets (runtime/buckets.py): runs per plan (`generic` or a bucket
+    # id), the plan of the last run and what choosing it took (microseconds); None otherwise
+    plan_runs: dict[str, int] | None = None
+    last_plan: str | None = None
+    last_dispatch_us: float | None = None
 
     def __post_init__(self) -> None:
         self.targets = self.targets or [self.target]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.plan_runs is None:  # no buckets: the statistics as they always were
+            for key in ("plan_runs", "last_plan", "last_dispatch_us"):
+                del data[key]
+        return data
