@@ -65,6 +65,23 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "compile_budget": [d["reason"] for d in decisions if d["action"] == "compile_budget"],
         "memory": _memory(plan),
         "sizes": _sizes(root, manifest),
+        # shape buckets (issue #15 point 3): the static plans beside the generic one
+        **({"shape_buckets": _shape_buckets(manifest, decisions)}
+           if "buckets" in manifest else {}),
+    }
+
+
+def _shape_buckets(manifest: dict[str, Any], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each bucket (its exact shapes, share of the sample, arena beside the generic plan's,
+    why it exists) and the sample's shapes that got none (left out, or dropped by the compile
+    budget), from the manifest and the decision log."""
+    return {
+        "generic_arena_bytes": manifest["arena_bytes"],
+        "buckets": [{key: entry[key] for key in ("id", "dir", "shapes", "count", "share",
+                                                  "arena_bytes", "compiled_nodes", "reason")}
+                    for entry in manifest["buckets"]],
+        "left_out": [d["reason"] for d in decisions if d["action"] == "shape_bucket_left_out"],
+        "dropped": [d["reason"] for d in decisions if d["action"] == "shape_bucket_dropped"],
     }
 
 
@@ -278,6 +295,27 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     _print_kernels(data, console)
     _print_tuning(data["tuning"], console, data["compile_budget"])
     _print_memory(data["memory"], console)
+    if "shape_buckets" in data:
+        _print_buckets(data["shape_buckets"], console)
+
+
+def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
+    generic = buckets["generic_arena_bytes"]
+    table = Table(title="Shape buckets: a run of exactly these shapes uses the bucket's static "
+                        f"plan, any other the generic plan (arena {format_size(generic)})")
+    for column in ("bucket", "shapes", "share", "kernels", "arena", "vs generic", "why"):
+        table.add_column(column, justify="right" if column in ("share", "kernels", "arena",
+                                                                "vs generic") else "left")
+    for entry in buckets["buckets"]:
+        shapes = ", ".join(f"{name}[{','.join(map(str, shape))}]"
+                           for name, shape in entry["shapes"].items())
+        ratio = f"{entry['arena_bytes'] / generic:.2f}x" if generic else "-"
+        table.add_row(entry["id"], escape(shapes), f"{entry['share']:.1%}",
+                      str(entry["compiled_nodes"]), format_size(entry["arena_bytes"]), ratio,
+                      escape(entry["reason"]))
+    console.print(table)
+    for line in buckets["dropped"] + buckets["left_out"]:
+        console.print(escape(f"  no bucket: {line}"), highlight=False)
 
 
 def _shape(entry: dict[str, Any]) -> str:

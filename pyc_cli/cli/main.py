@@ -255,6 +255,15 @@ def main(debug: bool) -> None:
                    "passes and an estimate of compiling leave of it, or is skipped (both "
                    "logged); a build that takes longer warns PYC-W003. The artifact does not "
                    "depend on it.")
+@click.option("--shape-buckets", metavar="auto|N",
+              help="With --shape-sample: also build a static plan for each of the sample's "
+                   "most frequent exact input shapes (auto: up to 4; N: up to N; each at least "
+                   "5%% of the sample) beside the generic symbolic one; runs of exactly a "
+                   "bucket's shapes use it (docs/dynamic_shapes.md).")
+@click.option("--shape-sample", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The input shapes a deployment sees: a JSON histogram "
+                   "[{\"shapes\": {\"x\": [8, 128]}, \"count\": 120}, ...] or an .npz of example "
+                   "inputs (keys INPUT or REQUEST/INPUT); implies --shape-buckets auto.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Copy the artifact from the build cache when the same model was built with "
                    "the same options, toolchain and PyC before, and keep this build there "
@@ -271,8 +280,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
           precision: str | None, winograd: bool, layout: str, threads: int,
           slim: bool,
           name: str | None, tune: bool, tune_budget: float, retune: bool,
-          tuning_db: Path | None, compile_budget: str | None, cache: bool, quiet: bool,
-          verbose: bool) -> None:
+          tuning_db: Path | None, compile_budget: str | None, shape_buckets: str | None,
+          shape_sample: Path | None, cache: bool, quiet: bool, verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -317,7 +326,8 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     tune_options=TuneOptions(budget_s=tune_budget, retune=retune),
                                     tune_progress=display.tune_progress, arch=arch,
                                     precision=precision, winograd=winograd, layout=layout,
-                                    cache=cache,
+                                    cache=cache, shape_buckets=shape_buckets,
+                                    shape_sample=shape_sample,
                                     compile_budget=None if compile_budget is None
                                     else parse_duration(compile_budget))
     for warning in seen:
@@ -547,6 +557,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
         "arena_bytes": model.arena_bytes,
         "run_statistics": model.stats.to_json(),
     }
+    if model.buckets is not None:  # the plan the shapes chose, what choosing it took
+        summary["shape_plan"] = _shape_plan(model, feeds)
     if comparison is not None:
         summary["compare"] = comparison.to_json()
     if profiled is not None:
@@ -627,6 +639,16 @@ def _check_compare_options(reference: str | None, per_node: bool, model_path: Pa
                        hint="e.g. pyc run artifact/ --random-inputs 0 --compare ort --per-node")
 
 
+def _shape_plan(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The plan a run of `feeds` goes to in an artifact with shape buckets, its arena, and the
+    dispatch time: the median of 101 dispatches, in microseconds."""
+    plan, _ = model.buckets.pick(feeds)
+    times = sorted(model.buckets.pick(feeds)[1] for _ in range(101))
+    chosen = model if plan == "generic" else model.buckets.model(plan)
+    return {"plan": plan, "arena_bytes": chosen.arena_bytes, "dispatch_us": times[50],
+            "buckets": sorted(b for b in model.buckets.table.values())}
+
+
 def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
     from ..runtime.timing import format_stats
 
@@ -640,6 +662,10 @@ def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
              f" fallbacks {stats['fallback_count']}, guard misses {stats['guard_miss_count']}"
              + (f"; last fallback: {stats['last_fallback_reason']}"
                 if stats["last_fallback_reason"] else ""))
+    if "shape_plan" in summary:
+        plan = summary["shape_plan"]
+        echo(f"plan {plan['plan']} (buckets: {', '.join(plan['buckets'])}; else generic), arena "
+             f"{plan['arena_bytes']} B, dispatch {plan['dispatch_us']:.2f} us")
     echo(format_stats(summary["latency_ms"]))
 
 
