@@ -97,6 +97,34 @@ def test_a_modified_bucket_is_refused_before_loading(built: tuple[Path, Path],
     assert info.value.code == "E031"
 
 
+def test_a_bucket_modified_after_loading_is_refused_at_its_first_run(
+        built: tuple[Path, Path], tmp_path: Path) -> None:
+    """Buckets load lazily: the bucket's manifest is checked against the artifact's before its
+    library is mapped."""
+    copy = tmp_path / "art"
+    shutil.copytree(built[1], copy)
+    with pyc_cli.load(copy) as model:
+        own = copy / "buckets" / "b1" / "manifest.json"
+        own.write_text(own.read_text().replace('"threads"', '"threads" ', 1))
+        model.run({"x": np.ones((8, 32), np.float32)})  # b0 is untouched
+        with pytest.raises(PycError) as info:
+            model.run({"x": np.ones((1, 32), np.float32)})
+        assert info.value.code == "E031" and "buckets/b1" in info.value.what
+
+
+def test_a_repeated_build_comes_from_the_cache_with_its_buckets(
+        built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYC_BUILD_CACHE", str(tmp_path / "cache"))
+    sample = _sample(tmp_path / "s.json")
+    first = _build(built[0], tmp_path / "one", sample, cache=True)
+    second = _build(built[0], tmp_path / "two", sample, cache=True)
+    assert not first.cached and second.cached
+    assert hash_tree(second.artifact) == hash_tree(built[1])
+    other = _build(built[0], tmp_path / "three", _sample(tmp_path / "o.json", SAMPLE[1:]),
+                   cache=True)  # another sample: another key
+    assert not other.cached
+
+
 def test_two_builds_are_byte_identical(built: tuple[Path, Path], tmp_path: Path) -> None:
     again = _build(built[0], tmp_path / "again", _sample(tmp_path / "s.json"), cache=False)
     assert hash_tree(again.artifact) == hash_tree(built[1])
