@@ -66,20 +66,32 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "memory": _memory(plan),
         "sizes": _sizes(root, manifest),
         # shape buckets (issue #15 point 3): the static plans beside the generic one
-        **({"shape_buckets": _shape_buckets(manifest, decisions)}
+        **({"shape_buckets": _shape_buckets(root, manifest, decisions, graph)}
            if "buckets" in manifest else {}),
     }
 
 
-def _shape_buckets(manifest: dict[str, Any], decisions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each bucket (its exact shapes, share of the sample, arena beside the generic plan's,
-    why it exists) and the sample's shapes that got none (left out, or dropped by the compile
-    budget), from the manifest and the decision log."""
+def _shape_buckets(root: Path, manifest: dict[str, Any], decisions: list[dict[str, Any]],
+                   generic: Graph) -> dict[str, Any]:
+    """Each bucket (its exact shapes, share of the sample, arena beside the generic plan's, its
+    kernels and those unlike the generic plan's, why it exists) and the sample's shapes that
+    got none (left out, or dropped by the compile budget), from the manifests, the buckets'
+    IR and the decision log."""
+    generic_kernels = {node.name: node.ann.kernel_name for node in generic.nodes}
+    buckets = []
+    for entry in manifest["buckets"]:
+        where = root / entry["dir"]
+        graph = load_graph(where, read_manifest(where))
+        kernels = [{"node": node.name, "kernel": node.ann.kernel_name} for node in graph.nodes]
+        buckets.append({**{key: entry[key] for key in ("id", "dir", "shapes", "count", "share",
+                                                       "arena_bytes", "compiled_nodes",
+                                                       "reason")},
+                        "kernels": kernels,
+                        "kernels_unlike_generic": sum(
+                            generic_kernels.get(k["node"]) != k["kernel"] for k in kernels)})
     return {
         "generic_arena_bytes": manifest["arena_bytes"],
-        "buckets": [{key: entry[key] for key in ("id", "dir", "shapes", "count", "share",
-                                                  "arena_bytes", "compiled_nodes", "reason")}
-                    for entry in manifest["buckets"]],
+        "buckets": buckets,
         "left_out": [d["reason"] for d in decisions if d["action"] == "shape_bucket_left_out"],
         "dropped": [d["reason"] for d in decisions if d["action"] == "shape_bucket_dropped"],
     }
@@ -303,15 +315,17 @@ def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
     generic = buckets["generic_arena_bytes"]
     table = Table(title="Shape buckets: a run of exactly these shapes uses the bucket's static "
                         f"plan, any other the generic plan (arena {format_size(generic)})")
-    for column in ("bucket", "shapes", "share", "kernels", "arena", "vs generic", "why"):
-        table.add_column(column, justify="right" if column in ("share", "kernels", "arena",
+    for column in ("bucket", "shapes", "share", "kernels (unlike generic)", "arena", "vs generic",
+                   "why"):
+        table.add_column(column, justify="right" if column in ("share", "kernels (unlike generic)", "arena",
                                                                 "vs generic") else "left")
     for entry in buckets["buckets"]:
         shapes = ", ".join(f"{name}[{','.join(map(str, shape))}]"
                            for name, shape in entry["shapes"].items())
+        kernels = f"{entry['compiled_nodes']} ({entry['kernels_unlike_generic']})"
         ratio = f"{entry['arena_bytes'] / generic:.2f}x" if generic else "-"
         table.add_row(entry["id"], escape(shapes), f"{entry['share']:.1%}",
-                      str(entry["compiled_nodes"]), format_size(entry["arena_bytes"]), ratio,
+                      kernels, format_size(entry["arena_bytes"]), ratio,
                       escape(entry["reason"]))
     console.print(table)
     for line in buckets["dropped"] + buckets["left_out"]:

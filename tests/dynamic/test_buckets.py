@@ -140,6 +140,9 @@ def test_explain_and_run_show_the_buckets(built: tuple[Path, Path], tmp_path: Pa
     data = json.loads(output)["shape_buckets"]
     assert [b["id"] for b in data["buckets"]] == ["b0", "b1"]
     assert data["buckets"][0]["share"] == pytest.approx(50 / 82, abs=1e-6)
+    first = data["buckets"][0]  # its plan: a static kernel per node, compared with the generic's
+    assert [k["node"] for k in first["kernels"]] == ["matmul0", "matmul1"]
+    assert 0 <= first["kernels_unlike_generic"] <= len(first["kernels"])
     np.savez(tmp_path / "in.npz", x=np.random.default_rng().standard_normal((8, 32)).astype(np.float32))
     code, output = invoke("run", str(built[1]), "--inputs", str(tmp_path / "in.npz"),
                           "--repeat", "2", "--json")
