@@ -849,13 +849,42 @@ def _strided_copy_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
 
 
 def _gather_dims(node: Node, graph: Graph) -> bool:
-    """A Gather whose symbolic dims are all in its indices (an embedding lookup of a batch of
-    token ids): the data's rows static, the index count read at run time."""
-    return node_is_symbolic(node, graph) and not has_dims(graph.types[node.inputs[0]].shape)
+    """A Gather with symbolic dims whose rows (the data's elements after the axis) are static:
+    an embedding lookup of a batch of token ids, or transformers' mask gathered from a
+    [batch*seq, 1] table by computed indices; the index count, the outer count and the axis's
+    size (the index bound) are read at run time."""
+    if not node_is_symbolic(node, graph):
+        return False
+    return not has_dims((registry.get(node.op).kernel_params(node, graph)["inner"],))  # type: ignore[arg-type]
 
 
 def _gather_count(node: Node, graph: Graph, op: Params) -> Params:
-    return {"count": c_size(op["count"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+    names = c_names(model_dims(graph))
+    return {key: c_size(op[key], names) for key in ("count", "outer", "axis_dim")}  # type: ignore[arg-type]
+
+
+def _range_dims(node: Node, graph: Graph) -> bool:
+    """A Range whose bounds are attributes (bind_shapes wrote them) with a symbolic count and
+    integer elements: an iota over `batch` or `seq`."""
+    if node.present_inputs() or not node_is_symbolic(node, graph):
+        return False
+    values = [node.attrs.get(key) for key in ("start", "delta")]
+    return (not graph.types[node.outputs[0]].dtype.is_float
+            and all(isinstance(v, int) for v in values))
+
+
+def _range_params(node: Node, graph: Graph, op: Params) -> Params:
+    """start + i * delta for i below the run-time count (Dims through Dim.to_c)."""
+    names = c_names(model_dims(graph))
+    return {"count": c_size(graph.types[node.outputs[0]].shape[0], names),
+            "start": c_size(node.attrs["start"], names),  # type: ignore[arg-type]
+            "delta": c_size(node.attrs["delta"], names)}  # type: ignore[arg-type]
+
+
+def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
+    """Each element of a pyc.DimValues as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    return {"values": [c_size(v, names) for v in node.attrs["values"]]}  # type: ignore[union-attr]
 
 
 def _reduce_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
@@ -1018,6 +1047,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),
                KernelCandidate("gather_rows_dims", "gather.c.j2", _gather_dims,
                                params=_gather_count, symbolic_dims=True)),
+    "Range": (KernelCandidate("range_dims", "range.c.j2", _range_dims, params=_range_params,
+                              symbolic_dims=True),),
+    "pyc.DimValues": (KernelCandidate("dim_values", "dim_values.c.j2",
+                                      params=_dim_values_params, symbolic_dims=True),),
     "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
     "ScatterElements": (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),),

@@ -1,0 +1,57 @@
+"""Issue #15 on a transformers export: a tiny BERT (2 layers, hidden 32; torch's exporter with
+dynamic batch and seq axes, transformers' own mask construction: Range, Unsqueeze, the mask
+Gather by computed indices, `seq` read as data) built once with `input_ids=batch:1..4,seq:1..64`
+runs at every (batch, seq) tried, the extremes and 1 included, against onnxruntime on fresh
+random tokens, token types and padded masks; every output element must be written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import onnxruntime_outputs
+
+import pyc_cli
+from pyc_cli.ir.symbolic import parse_input_shapes
+from pyc_cli.runtime.native import CompiledModel
+
+SHAPES = ["input_ids=batch:1..4,seq:1..64", "attention_mask=batch,seq", "token_type_ids=batch,seq"]
+RUNS = [(1, 1), (1, 9), (2, 13), (3, 64), (4, 64), (4, 1), (2, 37)]
+RTOL, ATOL = 1e-4, 1e-5  # float32 layers in another summation order than onnxruntime's
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch", reason="the export needs torch")
+    pytest.importorskip("transformers", reason="the export needs transformers")
+    from tests.models.make_dynamic_bert import export_dynamic_bert
+
+    return export_dynamic_bert(tmp_path_factory.mktemp("bert") / "bert.onnx")
+
+
+@pytest.fixture(scope="module")
+def built(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shapes, _ = parse_input_shapes(SHAPES)
+    out = tmp_path_factory.mktemp("bert_art") / "art"
+    return pyc_cli.build(exported, out, input_shapes=shapes).artifact
+
+
+def test_one_build_runs_every_shape_in_its_bounds(exported: Path, built: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.models.make_dynamic_bert import TINY, sample_inputs
+
+    def poisoned(self: CompiledModel) -> list[np.ndarray]:  # every element must be written
+        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
+    monkeypatch.setattr(CompiledModel, "_output_buffers", poisoned)
+    rng = np.random.default_rng()
+    with pyc_cli.load(built) as model:
+        for batch, seq in RUNS:
+            feeds = sample_inputs(rng, TINY["vocab_size"], batch, seq)
+            expected = onnxruntime_outputs(exported, feeds)
+            got = model.run(feeds)
+            for name, value in expected.items():
+                assert got[name].shape == value.shape, (batch, seq, name)
+                np.testing.assert_allclose(got[name], value, rtol=RTOL,
+                                           atol=ATOL * max(1.0, float(np.max(np.abs(value)))),
+                                           err_msg=f"{name} at batch {batch}, seq {seq}")
