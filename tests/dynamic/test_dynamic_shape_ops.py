@@ -1,6 +1,7 @@
 """Issue #15: the ops bind_shapes leaves with symbolic attributes outside BERT's pattern run at
 every shape of their bounds, against onnxruntime: ConstantOfShape and Expand to a Shape
-(broadcasts of a run-time size) and Range to a Shape's element (an iota of a run-time count)."""
+(broadcasts of a run-time size), Range to a Shape's element (an iota of a run-time count), and
+a Slice whose end is computed from a Shape (`x[:, :seq-1]`)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from pyc_cli.runtime.native import CompiledModel
 from tests.helpers import init, make_model, rand, write_model
 
 D = 8
-RUNS = [(1, 1), (1, 9), (3, 5), (4, 32), (2, 1)]
+RUNS = [(1, 2), (1, 9), (3, 5), (4, 32), (2, 2)]
 RTOL, ATOL = 1e-6, 1e-6  # a few float32 operations in the same order as onnxruntime's
 
 
 def _model(tmp_path: Path) -> Path:
-    """x[batch, seq, D] -> (x + fill(shape(x))) * expand(bias, shape(x)) + iota(seq)[:, None]."""
+    """x[batch, seq, D] -> (x + fill(shape(x))) * expand(bias, shape(x)) + iota(seq)[:, None],
+    then its first seq-1 positions (`seq - 1` of a Gather'd scalar: a symbolic Slice end)."""
     rng = np.random.default_rng(0)
     nodes = [
         helper.make_node("Shape", ["x"], ["s"], name="shape"),
@@ -35,19 +37,23 @@ def _model(tmp_path: Path) -> Path:
         helper.make_node("Range", ["zero", "seq", "one"], ["iota"], name="iota"),
         helper.make_node("Cast", ["iota"], ["iota_f"], name="iota_f", to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["iota_f", "minus_one"], ["iota_col"], name="iota_col"),
-        helper.make_node("Add", ["m", "iota_col"], ["y"], name="add_iota"),
+        helper.make_node("Add", ["m", "iota_col"], ["p"], name="add_iota"),
+        helper.make_node("Sub", ["seq", "one"], ["end"], name="end"),
+        helper.make_node("Unsqueeze", ["end", "zero_v"], ["ends"], name="ends"),
+        helper.make_node("Slice", ["p", "zero_v", "ends", "one_v"], ["y"], name="head"),
     ]
     inits = [init("bias", rand(rng, 1, 1, D)), init("one", np.array(1, np.int64)),
-             init("zero", np.array(0, np.int64)), init("minus_one", np.array([-1], np.int64))]
+             init("zero", np.array(0, np.int64)), init("minus_one", np.array([-1], np.int64)),
+             init("zero_v", np.array([0], np.int64)), init("one_v", np.array([1], np.int64))]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", D])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq_1", D])
     return write_model(make_model(nodes, [x], [y], inits), tmp_path, "shape_ops.onnx")
 
 
 def test_shape_ops_run_every_shape_in_their_bounds(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model(tmp_path)
-    shapes, _ = parse_input_shapes([f"x=batch:1..4,seq:1..32,{D}"])
+    shapes, _ = parse_input_shapes([f"x=batch:1..4,seq:2..32,{D}"])
     built = pyc_cli.build(model, tmp_path / "art", input_shapes=shapes).artifact
 
     def poisoned(self: CompiledModel) -> list[np.ndarray]:  # every element must be written
@@ -59,6 +65,6 @@ def test_shape_ops_run_every_shape_in_their_bounds(tmp_path: Path,
             feeds = {"x": rand(rng, batch, seq, D)}
             want = onnxruntime_outputs(model, feeds)["y"]
             got = compiled.run(feeds)["y"]
-            assert got.shape == want.shape == (batch, seq, D)
+            assert got.shape == want.shape == (batch, seq - 1, D)
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL,
                                        err_msg=f"batch {batch}, seq {seq}")
