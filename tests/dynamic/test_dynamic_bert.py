@@ -32,11 +32,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_dynamic_bert(tmp_path_factory.mktemp("bert") / "bert.onnx")
 
 
-@pytest.fixture(scope="module")
-def built(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["balanced", "memory_first"])
+def built(request: pytest.FixtureRequest, exported: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Path:
     shapes, _ = parse_input_shapes(SHAPES)
     out = tmp_path_factory.mktemp("bert_art") / "art"
-    return pyc_cli.build(exported, out, input_shapes=shapes).artifact
+    return pyc_cli.build(exported, out, mode=request.param, input_shapes=shapes).artifact
 
 
 def test_one_build_runs_every_shape_in_its_bounds(exported: Path, built: Path,

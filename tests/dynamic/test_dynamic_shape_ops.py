@@ -1,6 +1,7 @@
 """Issue #15: the ops bind_shapes leaves with symbolic attributes outside BERT's pattern run at
 every shape of their bounds, against onnxruntime: ConstantOfShape and Expand to a Shape
-(broadcasts of a run-time size), Range to a Shape's element (an iota of a run-time count), and
+(broadcasts of a run-time size), Range to a Shape's element (an iota of a run-time count) times
+that element (`seq` read as data: pyc.DimValues), and
 a Slice whose end is computed from a Shape (`x[:, :seq-1]`)."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ RTOL, ATOL = 1e-6, 1e-6  # a few float32 operations in the same order as onnxrun
 
 
 def _model(tmp_path: Path) -> Path:
-    """x[batch, seq, D] -> (x + fill(shape(x))) * expand(bias, shape(x)) + iota(seq)[:, None],
+    """x[batch, seq, D] -> (x + fill(shape(x))) * expand(bias, shape(x)) + (iota(seq) * seq)[:, None],
     then its first seq-1 positions (`seq - 1` of a Gather'd scalar: a symbolic Slice end)."""
     rng = np.random.default_rng(0)
     nodes = [
@@ -35,7 +36,8 @@ def _model(tmp_path: Path) -> Path:
         helper.make_node("Mul", ["a", "e"], ["m"], name="mul_bias"),
         helper.make_node("Gather", ["s", "one"], ["seq"], name="seq_of", axis=0),
         helper.make_node("Range", ["zero", "seq", "one"], ["iota"], name="iota"),
-        helper.make_node("Cast", ["iota"], ["iota_f"], name="iota_f", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["iota", "seq"], ["iota_seq"], name="times_seq"),  # dims as data
+        helper.make_node("Cast", ["iota_seq"], ["iota_f"], name="iota_f", to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["iota_f", "minus_one"], ["iota_col"], name="iota_col"),
         helper.make_node("Add", ["m", "iota_col"], ["p"], name="add_iota"),
         helper.make_node("Sub", ["seq", "one"], ["end"], name="end"),
