@@ -58,3 +58,33 @@ def test_one_build_runs_every_shape_in_its_bounds(exported: Path, built: Path,
                 np.testing.assert_allclose(got[name], value, rtol=RTOL,
                                            atol=ATOL * max(1.0, float(np.max(np.abs(value)))),
                                            err_msg=f"{name} at batch {batch}, seq {seq}")
+
+
+@pytest.mark.parametrize(("specs", "runs"), [
+    # one dynamic axis, the other a number: the residual epilogue of the attention's output
+    # projection is [1, seq, H] for an output [1, seq, H] (a static 1 before the dims)
+    (["input_ids=1,seq:1..512", "attention_mask=1,seq", "token_type_ids=1,seq"],
+     [(1, 1), (1, 100), (1, 512)]),
+    (["input_ids=batch:1..8,128", "attention_mask=batch,128", "token_type_ids=batch,128"],
+     [(1, 128), (8, 128), (3, 128)]),
+], ids=["seq", "batch"])
+def test_one_dynamic_axis(exported: Path, specs: list[str], runs: list[tuple[int, int]],
+                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.models.make_dynamic_bert import TINY, sample_inputs
+
+    shapes, _ = parse_input_shapes(specs)
+    artifact = pyc_cli.build(exported, tmp_path / "art", input_shapes=shapes).artifact
+
+    def poisoned(self: CompiledModel) -> list[np.ndarray]:
+        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
+    monkeypatch.setattr(CompiledModel, "_output_buffers", poisoned)
+    rng = np.random.default_rng()
+    with pyc_cli.load(artifact) as model:
+        for batch, seq in runs:
+            feeds = sample_inputs(rng, TINY["vocab_size"], batch, seq)
+            want = onnxruntime_outputs(exported, feeds)["last_hidden_state"]
+            got = model.run(feeds)["last_hidden_state"]
+            assert got.shape == want.shape, (batch, seq)
+            np.testing.assert_allclose(got, want, rtol=RTOL,
+                                       atol=ATOL * max(1.0, float(np.max(np.abs(want)))),
+                                       err_msg=f"batch {batch}, seq {seq}")

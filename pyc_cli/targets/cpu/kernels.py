@@ -741,7 +741,9 @@ def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int) -> str | 
         shape = shape[1:]
     if shape and shape != tuple(out[len(out) - len(shape):]):
         return None
-    if len(shape) == len(out):
+    # the output's own size: its other dims are static 1s (a residual [seq, H] of an output
+    # [1, seq, H], both stripped of the leading 1 or not)
+    if shape and all(not isinstance(d, Dim) and d == 1 for d in out[:len(out) - len(shape)]):
         return f"i * {n} + j"
     if has_dims(shape):
         return None
