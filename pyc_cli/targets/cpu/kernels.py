@@ -886,7 +886,7 @@ def _range_params(node: Node, graph: Graph, op: Params) -> Params:
 def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each element of a pyc.DimValues as C over the run-time dims."""
     names = c_names(model_dims(graph))
-    return {"values": [c_size(v, names) for v in node.attrs["values"]]}  # type: ignore[union-attr]
+    return {"values": [c_size(v, names) for v in node.attrs["values"]]}  # type: ignore[union-attr, arg-type]
 
 
 def _reduce_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
