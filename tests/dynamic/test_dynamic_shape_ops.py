@@ -70,3 +70,37 @@ def test_shape_ops_run_every_shape_in_their_bounds(tmp_path: Path,
             assert got.shape == want.shape == (batch, seq - 1, D)
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL,
                                        err_msg=f"batch {batch}, seq {seq}")
+
+
+def _table_after_matmul(tmp_path: Path, hidden: int = 24, rows: int = 64) -> Path:
+    """y = x[batch, seq, D] @ W + table[:seq] (a positional table sliced to the run-time seq,
+    broadcast over the batch: the GEMM's fused epilogue indexes it modulo seq * hidden)."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Slice", ["s", "one_v", "two_v"], ["seq_v"], name="seq_of"),
+        helper.make_node("Slice", ["table", "zero_v", "seq_v"], ["pos"], name="positions"),
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="project"),
+        helper.make_node("Add", ["m", "pos"], ["y"], name="add_positions"),
+    ]
+    inits = [init("table", rand(rng, rows, hidden)), init("w", rand(rng, D, hidden, scale=0.3)),
+             init("zero_v", np.array([0], np.int64)), init("one_v", np.array([1], np.int64)),
+             init("two_v", np.array([2], np.int64))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", hidden])
+    return write_model(make_model(nodes, [x], [y], inits), tmp_path, "table_after_matmul.onnx")
+
+
+def test_a_gemm_epilogue_broadcasts_a_table_of_symbolic_rows(tmp_path: Path) -> None:
+    model = _table_after_matmul(tmp_path)
+    shapes, _ = parse_input_shapes([f"x=batch:1..4,seq:1..64,{D}"])
+    built = pyc_cli.build(model, tmp_path / "art", input_shapes=shapes).artifact
+    source = "\n".join(p.read_text() for p in (built / "src").glob("*.c"))
+    assert "% (" in source  # the table indexed modulo its run-time size, in the GEMM
+    rng = np.random.default_rng()
+    with pyc_cli.load(built) as compiled:
+        for batch, seq in [(1, 1), (2, 7), (4, 64), (3, 33)]:
+            feeds = {"x": rand(rng, batch, seq, D)}
+            want = onnxruntime_outputs(model, feeds)["y"]
+            np.testing.assert_allclose(compiled.run(feeds)["y"], want, rtol=1e-5, atol=1e-5,
+                                       err_msg=f"batch {batch}, seq {seq}")

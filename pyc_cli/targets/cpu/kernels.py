@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ...ir.graph import Graph, Node
@@ -731,11 +732,14 @@ def node_is_symbolic(node: Node, graph: Graph) -> bool:
                if v and v in graph.types)
 
 
-def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int) -> str | None:
+def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int,
+                         names: Mapping[str, str] | None = None) -> str | None:
     """How a fused epilogue operand of a product flattened to [rows, N] is indexed at (i, j):
     an operand of the output's own shape by i * N + j, one broadcast over leading dims only
-    (a bias, a positional table: its shape a static suffix of the output's) by that flat index
-    modulo its size; None for another broadcast (it would need the output's coordinates)."""
+    (a bias, a positional table: its shape a suffix of the output's) by that flat index
+    modulo its size, a run-time size where it is symbolic (`names`: the dims' C names; without
+    them, only whether it can be indexed); None for another broadcast (it would need the
+    output's coordinates)."""
     shape = tuple(graph.types[value].shape)
     while shape and not isinstance(shape[0], Dim) and shape[0] == 1:
         shape = shape[1:]
@@ -745,8 +749,8 @@ def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int) -> str | 
     # [1, seq, H], both stripped of the leading 1 or not)
     if shape and all(not isinstance(d, Dim) and d == 1 for d in out[:len(out) - len(shape)]):
         return f"i * {n} + j"
-    if has_dims(shape):
-        return None
+    if has_dims(shape):  # a table of `seq` rows added to every batch's rows
+        return "" if names is None else f"(i * {n} + j) % {c_size(numel(shape), names)}"
     size = int(numel(shape))
     return "j" if size == n else "0" if size == 1 else f"(i * {n} + j) % {size}"
 
@@ -777,7 +781,8 @@ def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         names = c_names(model_dims(graph))
         epilogue = registry.fused_inputs(node)[1]
         out = graph.types[node.outputs[0]].shape
-        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, out, n)}]" for e, v in enumerate(epilogue)]
+        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, out, n, names)}]"
+                 for e, v in enumerate(epilogue)]
         program = render_program(node.ann.epilogue, exprs, [graph.types[v].dtype for v in epilogue],
                                  "acc") if node.ann.epilogue else []
         return {"gemm": g, "M_c": c_size(rows, names), "parallel": g["parallel"],
