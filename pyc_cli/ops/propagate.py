@@ -268,12 +268,14 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
     elif node.op == "Mod" and not node.int_attr("fmod", 0):
         results = [_decided(_mod, values[0], values[1])]
     elif node.op in SYMBOLIC_ARITHMETIC:
-        results = [np.asarray(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),
-                                                           values[1].astype(object)))]
+        # on 0-d operands numpy returns the element itself (`seq - 1` of a Gather'd scalar):
+        # kept an object array, as np.asarray would make a Dim an int64 of its upper bound
+        results = [np.array(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),
+                                                         values[1].astype(object)), dtype=object)]
     elif node.op == "Identity":  # its elementwise reference casts to the declared dtype
         results = [values[0]]
     elif node.op == "Neg":
-        results = [np.negative(values[0].astype(object))]
+        results = [np.array(np.negative(values[0].astype(object)), dtype=object)]
     elif node.op == "Where":
         results = [np.where(values[0].astype(bool), values[1].astype(object),
                             values[2].astype(object))]

@@ -235,9 +235,11 @@ def row_split(rows: int, row: int, min_elements: int) -> dict[str, object]:
 
 def elementwise_split(dims: list[int], itemsize: int) -> dict[str, object]:
     """The outermost loop of an elementwise nest cut into blocks of at least
-    ELEMENTWISE_TASK_BYTES of output, as parallel tasks when the whole loop is large enough."""
-    inner = math.prod(dims[1:])
-    total = math.prod(dims) * itemsize
+    ELEMENTWISE_TASK_BYTES of output, as parallel tasks when the whole loop is large enough.
+    Symbolic dims count at their upper bounds (the split is the one for the largest shape; the
+    caller reads the task count at run time from the block)."""
+    inner = int(math.prod(dims[1:]))
+    total = int(math.prod(dims)) * itemsize
     if total < ELEMENTWISE_PARALLEL_BYTES:
         return {"tasks": 1, "block": dims[0], "parallel": False}
     block = max(1, -(-ELEMENTWISE_TASK_BYTES // (inner * itemsize)))

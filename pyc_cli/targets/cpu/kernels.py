@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ...ir.graph import Graph, Node
@@ -731,20 +732,25 @@ def node_is_symbolic(node: Node, graph: Graph) -> bool:
                if v and v in graph.types)
 
 
-def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int) -> str | None:
+def _rows_epilogue_index(graph: Graph, value: str, out: tuple, n: int,
+                         names: Mapping[str, str] | None = None) -> str | None:
     """How a fused epilogue operand of a product flattened to [rows, N] is indexed at (i, j):
     an operand of the output's own shape by i * N + j, one broadcast over leading dims only
-    (a bias, a positional table: its shape a static suffix of the output's) by that flat index
-    modulo its size; None for another broadcast (it would need the output's coordinates)."""
+    (a bias, a positional table: its shape a suffix of the output's) by that flat index
+    modulo its size, a run-time size where it is symbolic (`names`: the dims' C names; without
+    them, only whether it can be indexed); None for another broadcast (it would need the
+    output's coordinates)."""
     shape = tuple(graph.types[value].shape)
     while shape and not isinstance(shape[0], Dim) and shape[0] == 1:
         shape = shape[1:]
     if shape and shape != tuple(out[len(out) - len(shape):]):
         return None
-    if len(shape) == len(out):
+    # the output's own size: its other dims are static 1s (a residual [seq, H] of an output
+    # [1, seq, H], both stripped of the leading 1 or not)
+    if shape and all(not isinstance(d, Dim) and d == 1 for d in out[:len(out) - len(shape)]):
         return f"i * {n} + j"
-    if has_dims(shape):
-        return None
+    if has_dims(shape):  # a table of `seq` rows added to every batch's rows
+        return "" if names is None else f"(i * {n} + j) % {c_size(numel(shape), names)}"
     size = int(numel(shape))
     return "j" if size == n else "0" if size == 1 else f"(i * {n} + j) % {size}"
 
@@ -775,7 +781,8 @@ def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         names = c_names(model_dims(graph))
         epilogue = registry.fused_inputs(node)[1]
         out = graph.types[node.outputs[0]].shape
-        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, out, n)}]" for e, v in enumerate(epilogue)]
+        exprs = [f"E{e}[{_rows_epilogue_index(graph, v, out, n, names)}]"
+                 for e, v in enumerate(epilogue)]
         program = render_program(node.ann.epilogue, exprs, [graph.types[v].dtype for v in epilogue],
                                  "acc") if node.ann.epilogue else []
         return {"gemm": g, "M_c": c_size(rows, names), "parallel": g["parallel"],
@@ -849,13 +856,42 @@ def _strided_copy_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
 
 
 def _gather_dims(node: Node, graph: Graph) -> bool:
-    """A Gather whose symbolic dims are all in its indices (an embedding lookup of a batch of
-    token ids): the data's rows static, the index count read at run time."""
-    return node_is_symbolic(node, graph) and not has_dims(graph.types[node.inputs[0]].shape)
+    """A Gather with symbolic dims whose rows (the data's elements after the axis) are static:
+    an embedding lookup of a batch of token ids, or transformers' mask gathered from a
+    [batch*seq, 1] table by computed indices; the index count, the outer count and the axis's
+    size (the index bound) are read at run time."""
+    if not node_is_symbolic(node, graph):
+        return False
+    return not has_dims((registry.get(node.op).kernel_params(node, graph)["inner"],))  # type: ignore[arg-type]
 
 
 def _gather_count(node: Node, graph: Graph, op: Params) -> Params:
-    return {"count": c_size(op["count"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+    names = c_names(model_dims(graph))
+    return {key: c_size(op[key], names) for key in ("count", "outer", "axis_dim")}  # type: ignore[arg-type]
+
+
+def _range_dims(node: Node, graph: Graph) -> bool:
+    """A Range whose bounds are attributes (bind_shapes wrote them) with a symbolic count and
+    integer elements: an iota over `batch` or `seq`."""
+    if node.present_inputs() or not node_is_symbolic(node, graph):
+        return False
+    values = [node.attrs.get(key) for key in ("start", "delta")]
+    return (not graph.types[node.outputs[0]].dtype.is_float
+            and all(isinstance(v, int) for v in values))
+
+
+def _range_params(node: Node, graph: Graph, op: Params) -> Params:
+    """start + i * delta for i below the run-time count (Dims through Dim.to_c)."""
+    names = c_names(model_dims(graph))
+    return {"count": c_size(graph.types[node.outputs[0]].shape[0], names),
+            "start": c_size(node.attrs["start"], names),  # type: ignore[arg-type]
+            "delta": c_size(node.attrs["delta"], names)}  # type: ignore[arg-type]
+
+
+def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
+    """Each element of a pyc.DimValues as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    return {"values": [c_size(v, names) for v in node.attrs["values"]]}  # type: ignore[union-attr, arg-type]
 
 
 def _reduce_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
@@ -1018,6 +1054,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Gather": (KernelCandidate("gather_rows", "gather.c.j2"),
                KernelCandidate("gather_rows_dims", "gather.c.j2", _gather_dims,
                                params=_gather_count, symbolic_dims=True)),
+    "Range": (KernelCandidate("range_dims", "range.c.j2", _range_dims, params=_range_params,
+                              symbolic_dims=True),),
+    "pyc.DimValues": (KernelCandidate("dim_values", "dim_values.c.j2",
+                                      params=_dim_values_params, symbolic_dims=True),),
     "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
     "ScatterElements": (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),),
