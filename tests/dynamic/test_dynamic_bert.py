@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import onnxruntime_outputs
 
 import pyc_cli
 from pyc_cli.ir.symbolic import parse_input_shapes
-from pyc_cli.runtime.native import CompiledModel
+from tests.dynamic.checks import runs_match_onnxruntime
 
 SHAPES = ["input_ids=batch:1..8,seq:1..512", "attention_mask=batch,seq", "token_type_ids=batch,seq"]
 # the bounds of the MiniLM target: its FFN activations reach 1 MiB at the upper
@@ -44,20 +42,8 @@ def test_one_build_runs_every_shape_in_its_bounds(exported: Path, built: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.models.make_dynamic_bert import TINY, sample_inputs
 
-    def poisoned(self: CompiledModel) -> list[np.ndarray]:  # every element must be written
-        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
-    monkeypatch.setattr(CompiledModel, "_output_buffers", poisoned)
-    rng = np.random.default_rng()
-    with pyc_cli.load(built) as model:
-        for batch, seq in RUNS:
-            feeds = sample_inputs(rng, TINY["vocab_size"], batch, seq)
-            expected = onnxruntime_outputs(exported, feeds)
-            got = model.run(feeds)
-            for name, value in expected.items():
-                assert got[name].shape == value.shape, (batch, seq, name)
-                np.testing.assert_allclose(got[name], value, rtol=RTOL,
-                                           atol=ATOL * max(1.0, float(np.max(np.abs(value)))),
-                                           err_msg=f"{name} at batch {batch}, seq {seq}")
+    runs_match_onnxruntime(exported, built, lambda r, b, s: sample_inputs(r, TINY["vocab_size"], b, s),
+                           RUNS, RTOL, ATOL, monkeypatch)
 
 
 @pytest.mark.parametrize(("specs", "runs"), [
@@ -74,17 +60,5 @@ def test_one_dynamic_axis(exported: Path, specs: list[str], runs: list[tuple[int
 
     shapes, _ = parse_input_shapes(specs)
     artifact = pyc_cli.build(exported, tmp_path / "art", input_shapes=shapes).artifact
-
-    def poisoned(self: CompiledModel) -> list[np.ndarray]:
-        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
-    monkeypatch.setattr(CompiledModel, "_output_buffers", poisoned)
-    rng = np.random.default_rng()
-    with pyc_cli.load(artifact) as model:
-        for batch, seq in runs:
-            feeds = sample_inputs(rng, TINY["vocab_size"], batch, seq)
-            want = onnxruntime_outputs(exported, feeds)["last_hidden_state"]
-            got = model.run(feeds)["last_hidden_state"]
-            assert got.shape == want.shape, (batch, seq)
-            np.testing.assert_allclose(got, want, rtol=RTOL,
-                                       atol=ATOL * max(1.0, float(np.max(np.abs(want)))),
-                                       err_msg=f"batch {batch}, seq {seq}")
+    runs_match_onnxruntime(exported, artifact, lambda r, b, s: sample_inputs(r, TINY["vocab_size"], b, s),
+                           runs, RTOL, ATOL, monkeypatch, outputs=("last_hidden_state",))

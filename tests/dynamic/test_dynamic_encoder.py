@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS_DIR, onnxruntime_outputs
+from conftest import MODELS_DIR
 
 import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import parse_input_shapes
-from pyc_cli.runtime.native import CompiledModel
+from tests.dynamic.checks import runs_match_onnxruntime
 
 MODEL = MODELS_DIR / "transformer.onnx"
 SHAPES = ["input_ids=batch:1..4,seq:1..64", "attention_mask=batch,seq"]
@@ -36,20 +36,7 @@ def _feeds(rng: np.random.Generator, batch: int, seq: int) -> dict[str, np.ndarr
 
 
 def test_one_build_runs_every_shape_in_its_bounds(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def poisoned(self: CompiledModel) -> list[np.ndarray]:  # every element must be written
-        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
-    monkeypatch.setattr(CompiledModel, "_output_buffers", poisoned)
-    rng = np.random.default_rng()
-    with pyc_cli.load(built) as model:
-        for batch, seq in RUNS:
-            feeds = _feeds(rng, batch, seq)
-            expected = onnxruntime_outputs(MODEL, feeds)
-            got = model.run(feeds)
-            for name, value in expected.items():
-                assert got[name].shape == value.shape, (batch, seq, name)
-                np.testing.assert_allclose(got[name], value, rtol=RTOL,
-                                           atol=ATOL * max(1.0, float(np.max(np.abs(value)))),
-                                           err_msg=f"{name} at batch {batch}, seq {seq}")
+    runs_match_onnxruntime(MODEL, built, _feeds, RUNS, RTOL, ATOL, monkeypatch)
 
 
 def test_a_sequence_past_its_bound_is_refused(built: Path) -> None:

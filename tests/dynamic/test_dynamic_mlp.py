@@ -17,7 +17,7 @@ from conftest import invoke, onnxruntime_outputs
 import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import parse_input_shapes
-from pyc_cli.runtime.native import CompiledModel
+from tests.dynamic.checks import poison_outputs
 from tests.dynamic.models import mlp
 from tests.helpers import assert_strict_c11
 
@@ -36,18 +36,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return model, pyc_cli.build(model, root / "art", input_shapes=shapes).artifact
 
 
-def _poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Output buffers filled with NaN before each run: every element of the actual shape must
-    be written by the run."""
-    def buffers(self: CompiledModel) -> list[np.ndarray]:
-        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
-    monkeypatch.setattr(CompiledModel, "_output_buffers", buffers)
-
-
 def test_one_build_runs_every_batch_in_its_bounds(built: tuple[Path, Path],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     model_path, art = built
-    _poisoned(monkeypatch)
+    poison_outputs(monkeypatch)
     rng = np.random.default_rng(15)
     with pyc_cli.load(art) as model:
         assert model.inputs[0].shape == (64, 512) and model.inputs[0].dims == ("batch", 512)

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 import pyc_cli
 from pyc_cli.ir.symbolic import parse_input_shapes
-from pyc_cli.runtime.native import CompiledModel
+from tests.dynamic.checks import runs_match_onnxruntime
 from tests.helpers import init, make_model, rand, write_model
 
 D = 8
@@ -57,19 +57,8 @@ def test_shape_ops_run_every_shape_in_their_bounds(tmp_path: Path,
     model = _model(tmp_path)
     shapes, _ = parse_input_shapes([f"x=batch:1..4,seq:2..32,{D}"])
     built = pyc_cli.build(model, tmp_path / "art", input_shapes=shapes).artifact
-
-    def poisoned(self: CompiledModel) -> list[np.ndarray]:  # every element must be written
-        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
-    monkeypatch.setattr(CompiledModel, "_output_buffers", poisoned)
-    rng = np.random.default_rng()
-    with pyc_cli.load(built) as compiled:
-        for batch, seq in RUNS:
-            feeds = {"x": rand(rng, batch, seq, D)}
-            want = onnxruntime_outputs(model, feeds)["y"]
-            got = compiled.run(feeds)["y"]
-            assert got.shape == want.shape == (batch, seq - 1, D)
-            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL,
-                                       err_msg=f"batch {batch}, seq {seq}")
+    runs_match_onnxruntime(model, built, lambda r, b, s: {"x": rand(r, b, s, D)}, RUNS, RTOL, ATOL,
+                           monkeypatch)
 
 
 def _table_after_matmul(tmp_path: Path, hidden: int = 24, rows: int = 64) -> Path:

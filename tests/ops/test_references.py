@@ -248,6 +248,7 @@ NOT_IN_TABLE = {
     "pyc.Reorder": "internal; checked by test_blocked_layout_references below",
     "pyc.ConvBlocked": "internal; checked by test_blocked_layout_references below",
     "pyc.PoolBlocked": "internal; checked by test_blocked_layout_references below",
+    "pyc.DimValues": "internal; checked by test_dim_values_reference below",
 }
 
 
@@ -621,3 +622,20 @@ def _evaluate_imported(single: onnx.ModelProto, where) -> dict[str, np.ndarray]:
                 if isinstance(opdef, RowwiseSoftmax) else opdef.evaluate(node, inputs)
         values.update((name, np.asarray(v)) for name, v in zip(node.outputs, results) if name)
     return values
+
+
+def test_dim_values_reference() -> None:
+    """pyc.DimValues (issue #15): symbolic elements stay an object array of Dims (never folded
+    into numbers); at an instance of the dims, the typed numbers in the node's shape."""
+    from pyc_cli.ir.graph import Node
+    from pyc_cli.ir.symbolic import Dim, DimBounds
+
+    seq = Dim.var(DimBounds("seq", 1, 64))
+    op = registry.get("pyc.DimValues")
+    attrs = {"values": [2 * seq, 3], "shape": [2, 1], "dtype": "i64"}
+    [symbolic] = op.evaluate(Node("pyc.DimValues", "d", [], ["y"], attrs), [])
+    assert symbolic.dtype == object and symbolic.shape == (2, 1)
+    assert symbolic[0, 0] == 2 * seq and not isinstance(symbolic[1, 0], Dim)
+    at = {**attrs, "values": [2 * 5, 3], "dtype": "i32"}
+    [numbers] = op.evaluate(Node("pyc.DimValues", "d", [], ["y"], at), [])
+    assert numbers.dtype == np.int32 and numbers.tolist() == [[10], [3]]

@@ -1,0 +1,44 @@
+"""The dynamic-shape tests' one check (issue #15): a model built once with symbolic dims runs
+at every (batch, seq) of a list against onnxruntime, on fresh random inputs, its output buffers
+poisoned with NaN first (every element of the actual shape must be written)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import onnxruntime_outputs
+
+import pyc_cli
+from pyc_cli.runtime.native import CompiledModel
+
+Feeds = Callable[[np.random.Generator, int, int], dict[str, np.ndarray]]
+
+
+def poison_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run's output buffers start as NaN (upper-bound sized, as the runtime allocates)."""
+    def poisoned(self: CompiledModel) -> list[np.ndarray]:
+        return [np.full(spec.shape, np.nan, spec.dtype) for spec in self.outputs]
+    monkeypatch.setattr(CompiledModel, "_output_buffers", poisoned)
+
+
+def runs_match_onnxruntime(model_path: Path, artifact: Path, feeds: Feeds,
+                           runs: Iterable[tuple[int, int]], rtol: float, atol: float,
+                           monkeypatch: pytest.MonkeyPatch, outputs: tuple[str, ...] = ()) -> None:
+    """Each output (or those named) has onnxruntime's shape and values within rtol and
+    atol x max(1, max |expected|) at every (batch, seq) of `runs`."""
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(artifact) as model:
+        for batch, seq in runs:
+            given = feeds(rng, batch, seq)
+            expected = onnxruntime_outputs(model_path, given)
+            got = model.run(given)
+            for name in outputs or tuple(expected):
+                value = expected[name]
+                assert got[name].shape == value.shape, (batch, seq, name)
+                np.testing.assert_allclose(got[name], value, rtol=rtol,
+                                           atol=atol * max(1.0, float(np.max(np.abs(value)))),
+                                           err_msg=f"{name} at batch {batch}, seq {seq}")
