@@ -78,7 +78,7 @@ from .runtime.native import (
 )
 from .targets import DEFAULT_LAYOUT, TARGETS, get_target
 from .targets.abi_name import check_name, default_name, soname
-from .targets.base import ModelInfo, Target
+from .targets.base import ModelInfo, Target, runtime_plan
 from .targets.cpu.features import check_cpu, parse_features
 from .tune import (
     TUNABLE_TARGETS,
@@ -557,7 +557,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
-                     flags["threads"], **run_dims(graph))
+                     flags["threads"], **run_dims(graph), **runtime_plan(plan))
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):

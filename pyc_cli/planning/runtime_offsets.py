@@ -1,0 +1,192 @@
+"""Run-time arena offsets for a model with symbolic dims (issue #15): the plan stays valid for
+every shape within the bounds, and the arena a run uses is tight for its actual shape.
+
+Build time places every block once, at the dims' upper bounds (plan.py, the usual algorithms).
+That placement is kept as an *order*: for every two blocks whose lifetimes overlap, the one
+placed lower stays below the other at every shape. Each block's size is an expression of the
+dims. At run time (once per run, before the first kernel) every block's offset is the
+longest path below it:
+
+    offset[i] = max(0, max over j below i of offset[j] + size[j])
+
+computed in the build-time offset order (an edge always goes from a lower to a higher
+offset, so that order is topological). This is the smallest arena that keeps the build-time
+order; two blocks alive at once never overlap at any shape, since the one below ends before
+the one above begins (sizes are positive). The edges kept are the transitive reduction of
+"below and alive together" (a longer path already implies a shorter edge), so a run does one
+add and one max per kept edge: a few hundred integer operations for a BERT.
+
+At the upper bounds every size is at most its build-time size and the longest path is at most
+the build-time offset (the build-time offsets satisfy every edge), so the run-time arena never
+exceeds the fixed plan's: an arena allocated for the upper bounds holds every run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir.run_dims import c_names, c_size
+from ..ir.symbolic import Dim, DimBounds, DimLike, parse_dim
+from .arena import Block
+
+# how a mode obtains the arena memory when its offsets are computed at run time
+# (latency_first keeps fixed offsets): `reserve` allocates the upper bounds' arena once, when
+# the context is created, and a run touches only its tight prefix (pages never touched are not
+# resident); `grow` allocates only what the largest run so far used, growing it when a larger
+# shape comes (the memory held is the high-water mark of the shapes actually run).
+ARENA_POLICY = {"balanced": "reserve", "memory_first": "grow"}
+
+
+@dataclass
+class RuntimeBlock:
+    """One block of the arena: its size (the largest of its members' sizes, each an expression
+    of the dims, before alignment) and the blocks that lie below it."""
+
+    name: str
+    sizes: list[DimLike]
+    below: list[int] = field(default_factory=list)
+
+    def size(self, env: Mapping[str, int], alignment: int) -> int:
+        return _align(max(_value(s, env) for s in self.sizes), alignment)
+
+
+@dataclass
+class RuntimeOffsets:
+    """The run-time half of a memory plan (see the module's docstring)."""
+
+    arena: str  # ARENA_POLICY's value: reserve | grow
+    alignment: int
+    dims: list[DimBounds]
+    blocks: list[RuntimeBlock]  # in evaluation order
+    values: dict[str, tuple[int, int]]  # value (or NODE#workspace) -> (block, bytes into it)
+    fixed_arena_bytes: int  # the fixed upper-bound plan's arena, for comparison
+
+    def evaluate(self, env: Mapping[str, int]) -> tuple[list[int], int]:
+        """Every block's offset and the arena's extent for these dims (what the generated C
+        computes; `pyc explain` and the tests use this one)."""
+        sizes = [b.size(env, self.alignment) for b in self.blocks]
+        offsets: list[int] = []
+        for block in self.blocks:
+            offsets.append(max((offsets[j] + sizes[j] for j in block.below), default=0))
+        extent = max((o + s for o, s in zip(offsets, sizes)), default=0)
+        return offsets, extent
+
+    def upper_extent(self) -> int:
+        """The arena no shape within the bounds exceeds: every size at its upper bound over
+        the dims' box (a Dim's int value), through the same longest paths."""
+        sizes = [_align(max(int(s) for s in b.sizes), self.alignment) for b in self.blocks]
+        offsets: list[int] = []
+        for block in self.blocks:
+            offsets.append(max((offsets[j] + sizes[j] for j in block.below), default=0))
+        return max((o + s for o, s in zip(offsets, sizes)), default=0)
+
+    def extent_at(self, env: Mapping[str, int]) -> int:
+        return self.evaluate(env)[1]
+
+    def corners(self) -> list[tuple[dict[str, int], int]]:
+        """The arena at every corner of the dims' box (each dim at its lowest or highest)."""
+        out = []
+        for choice in itertools.product(*[(d.lo, d.hi) if d.lo != d.hi else (d.lo,)
+                                          for d in self.dims]):
+            env = {d.name: v for d, v in zip(self.dims, choice)}
+            out.append((env, self.extent_at(env)))
+        return out
+
+    def c_blocks(self) -> list[dict[str, Any]]:
+        """What the template renders: each block's aligned size as a C expression over `dims`,
+        and its offset as one over the blocks below it."""
+        names = c_names(self.dims)
+        out = []
+        for block in self.blocks:
+            exprs = [c_size(s, names) for s in block.sizes]
+            static = all(not isinstance(s, Dim) for s in block.sizes)
+            size = str(_align(max(int(s) for s in block.sizes), self.alignment)) if static \
+                else f"pyc_arena_align({_c_max(exprs)}, {self.alignment})"
+            ends = [f"offsets[{j}] + size[{j}]" for j in block.below]
+            out.append({"name": block.name, "size": size,
+                        "offset": _c_max(ends) if ends else "0"})
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "arena": self.arena, "alignment": self.alignment,
+            "dims": [{"name": d.name, "lo": d.lo, "hi": d.hi} for d in self.dims],
+            "blocks": [{"name": b.name, "sizes": [str(s) for s in b.sizes], "below": b.below}
+                       for b in self.blocks],
+            "values": {k: list(v) for k, v in sorted(self.values.items())},
+            "fixed_arena_bytes": self.fixed_arena_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RuntimeOffsets:
+        dims = [DimBounds(d["name"], d["lo"], d["hi"]) for d in data["dims"]]
+        bounds = {d.name: d for d in dims}
+        blocks = [RuntimeBlock(b["name"], [parse_dim(s, bounds) for s in b["sizes"]],
+                               list(b["below"])) for b in data["blocks"]]
+        values = {k: (v[0], v[1]) for k, v in data["values"].items()}
+        return cls(data["arena"], data["alignment"], dims, blocks, values,
+                   data["fixed_arena_bytes"])
+
+
+def runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
+                    members: Mapping[str, tuple[str, int]], dims: list[DimBounds], arena: str,
+                    alignment: int, fixed_arena: int) -> RuntimeOffsets:
+    """The run-time plan of blocks `placed` at the upper bounds. `sizes`: each block's member
+    sizes (expressions); `members`: each value -> (its block, bytes into the block, a number)."""
+    order = sorted(range(len(placed)), key=lambda i: (placed[i].offset, placed[i].name))
+    position = {placed[i].name: k for k, i in enumerate(order)}
+    blocks = [RuntimeBlock(placed[i].name, _distinct(sizes[placed[i].name])) for i in order]
+    for k, i in enumerate(order):
+        mine = placed[i]
+        below = [position[o.name] for o in placed
+                 if o.life.overlaps(mine.life) and o.end_offset <= mine.offset and o is not mine]
+        blocks[k].below = sorted(below)
+    _reduce(blocks)
+    values = {v: (position[block], sub) for v, (block, sub) in members.items()}
+    return RuntimeOffsets(arena, alignment, dims, blocks, values, fixed_arena)
+
+
+def _reduce(blocks: list[RuntimeBlock]) -> None:
+    """Drop the edges a longer path implies (sizes are positive, so offset[k] >= offset[j] +
+    size[j] whenever j reaches k): the transitive reduction, with reachability as bitsets."""
+    reach: list[int] = []  # bit j of reach[k]: j lies (transitively) below k
+    for block in blocks:
+        implied = 0
+        for j in block.below:
+            implied |= reach[j]
+        block.below = [j for j in block.below if not (implied >> j) & 1]
+        below = 0
+        for j in block.below:
+            below |= reach[j] | (1 << j)
+        reach.append(below)
+
+
+def _distinct(sizes: list[DimLike]) -> list[DimLike]:
+    out: list[DimLike] = []
+    for s in sizes:
+        if not any(_same(s, t) for t in out):
+            out.append(s)
+    return sorted(out, key=str)
+
+
+def _same(a: DimLike, b: DimLike) -> bool:
+    return isinstance(a, Dim) == isinstance(b, Dim) and (a == b if isinstance(a, Dim)
+                                                       else int(a) == int(b))
+
+
+def _value(size: DimLike, env: Mapping[str, int]) -> int:
+    return size.evaluate(env) if isinstance(size, Dim) else int(size)
+
+
+def _align(nbytes: int, alignment: int) -> int:
+    return max(alignment, -(-nbytes // alignment) * alignment)
+
+
+def _c_max(exprs: list[str]) -> str:
+    out = exprs[0]
+    for e in exprs[1:]:
+        out = f"pyc_max64({out}, {e})"
+    return out
