@@ -83,6 +83,30 @@ class RuntimeOffsets:
             offsets.append(max((offsets[j] + sizes[j] for j in block.below), default=0))
         return max((o + s for o, s in zip(offsets, sizes)), default=0)
 
+    def critical_path(self, env: Mapping[str, int]) -> list[int]:
+        """The blocks (bottom first) whose sizes add up to the arena at these dims."""
+        sizes = [b.size(env, self.alignment) for b in self.blocks]
+        offsets, extent = self.evaluate(env)
+        top = next((k for k in range(len(self.blocks)) if offsets[k] + sizes[k] == extent), None)
+        path: list[int] = []
+        while top is not None:
+            path.append(top)
+            top = next((j for j in self.blocks[top].below
+                        if offsets[j] + sizes[j] == offsets[top]), None)
+        return path[::-1]
+
+    def path_expression(self, path: list[int]) -> str:
+        """The arena along `path` as an expression of the dims (sizes before alignment)."""
+        total: DimLike = 0
+        extra = []
+        for k in path:
+            sizes = self.blocks[k].sizes
+            if len(sizes) == 1:
+                total = total + sizes[0]
+            else:
+                extra.append("max(" + ", ".join(str(s) for s in sizes) + ")")
+        return " + ".join([str(total), *extra]) if extra else str(total)
+
     def extent_at(self, env: Mapping[str, int]) -> int:
         return self.evaluate(env)[1]
 
