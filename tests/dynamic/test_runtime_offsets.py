@@ -233,3 +233,17 @@ def test_memory_first_builds_are_byte_identical(encoder: tuple[Path, BuildResult
                           input_shapes=shapes).artifact
     first = json.loads((result.artifact / "manifest.json").read_text())["files"]
     assert json.loads((again / "manifest.json").read_text())["files"] == first
+
+
+def test_per_node_and_profile_builds_grow_the_arena(tmp_path: Path) -> None:
+    """`pyc run --per-node` and `--profile` build debug copies whose own entry points compute
+    the offsets at the upper bounds and grow the memory_first arena before the first step."""
+    model_path = mlp(tmp_path, sizes=(32, 48, 16), seed=6)
+    art = tmp_path / "small.pyc"
+    assert invoke("build", str(model_path), "-o", str(art), "--mode", "memory_first",
+                  "--input-shape", "x=batch:1..8,32")[0] == 0
+    code, output = invoke("run", str(art), "--random-inputs", "3", "--compare", "ort",
+                          "--per-node")
+    assert code == 0 and "every compared intermediate is within tolerance" in output, output
+    code, output = invoke("run", str(art), "--random-inputs", "3", "--profile", "--repeat", "2")
+    assert code == 0 and "matmul_packed_const_rows" in output, output
