@@ -68,6 +68,7 @@ from .runtime.buckets import BucketDispatch
 from .runtime.native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
+    RUNTIME_OFFSET_ENTRY_POINTS,
     SHAPED_ENTRY_POINTS,
     CompiledModel,
     ModelFunctions,
@@ -825,9 +826,16 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
     model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
                           inputs, outputs, library, manifest["arena_bytes"])
     if "dims" in manifest:  # symbolic dims: runs take the inputs' actual shapes
+        if _has_symbols(library, manifest["symbol_prefix"], RUNTIME_OFFSET_ENTRY_POINTS):
+            addresses.update(library_addresses(library, manifest["symbol_prefix"],
+                                               RUNTIME_OFFSET_ENTRY_POINTS))
         model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model
+
+
+def _has_symbols(library: ctypes.CDLL, prefix: str, suffixes: tuple[str, ...]) -> bool:
+    return all(hasattr(library, f"{prefix}_{suffix}") for suffix in suffixes)
 
 
 def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:

@@ -159,6 +159,8 @@ def test_memory_first_runs_match_onnxruntime(encoder: tuple[Path, BuildResult],
     """One context grows and shrinks its arena over the sweep (the pool reuses it); outputs
     poisoned first; each run against onnxruntime."""
     model_path, result = encoder
+    runtime = result.plan.runtime
+    assert runtime is not None
     poison_outputs(monkeypatch)
     rng = np.random.default_rng(15)
     with pyc_cli.load(result.artifact) as model:
@@ -170,6 +172,9 @@ def test_memory_first_runs_match_onnxruntime(encoder: tuple[Path, BuildResult],
             np.testing.assert_allclose(got, expected, rtol=RTOL,
                                        atol=ATOL * max(1.0, float(np.abs(expected).max())),
                                        err_msg=f"batch {batch}, seq {seq}")
+            # the run's arena, as its context reports it, is the plan's for its shape
+            assert model.stats.last_arena_bytes == runtime.extent_at({"batch": batch, "seq": seq})
+        assert "last_arena_bytes" in model.stats.to_json()
 
 
 def test_the_c_abi_runs_memory_first(tmp_path: Path) -> None:
