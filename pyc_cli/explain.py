@@ -269,7 +269,8 @@ def _symbolic_arena(plan: dict[str, Any], decisions: list[dict[str, Any]]) -> di
     return {
         "offsets": "run time", "arena": data["arena"], "reason": reason,
         "upper_bound_plan_bytes": runtime.fixed_arena_bytes, "blocks": len(runtime.blocks),
-        "points": [{"dims": env, "arena_bytes": extent} for env, extent in runtime.corners()],
+        "points": [{"dims": env, "arena_bytes": runtime.extent_at(env),
+                    "lower_bound_bytes": runtime.lower_bound_at(env)} for env in runtime.corners()],
         "at_upper_bounds": runtime.path_expression(runtime.critical_path(upper)),
     }
 
@@ -452,11 +453,11 @@ def _print_symbolic_arena(arena: dict[str, Any], alignment: int, console: Consol
     console.print(escape(f"  Arena over the dims: {arena['reason']}"))
     if not arena["points"]:
         return
-    points = ", ".join(
+    points = "; ".join(
         f"{format_size(p['arena_bytes'])} at " + ",".join(f"{k}={v}" for k, v in p["dims"].items())
-        for p in arena["points"])
-    console.print(escape(f"  arena by shape: {points} (the fixed upper-bound plan: "
-                         f"{format_size(arena['upper_bound_plan_bytes'])})"))
+        + f" (lower bound {format_size(p['lower_bound_bytes'])})" for p in arena["points"])
+    console.print(escape(f"  arena by shape: {points}; the fixed upper-bound plan: "
+                         f"{format_size(arena['upper_bound_plan_bytes'])}"))
     console.print(escape(f"  its longest path at the upper bounds: {arena['at_upper_bounds']} "
                          f"bytes (each block rounded up to {alignment} B)"))
 

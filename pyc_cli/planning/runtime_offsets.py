@@ -47,6 +47,8 @@ class RuntimeBlock:
 
     name: str
     sizes: list[DimLike]
+    start: int  # its lifetime: schedule steps start..end
+    end: int
     below: list[int] = field(default_factory=list)
 
     def size(self, env: Mapping[str, int], alignment: int) -> int:
@@ -67,25 +69,17 @@ class RuntimeOffsets:
     def evaluate(self, env: Mapping[str, int]) -> tuple[list[int], int]:
         """Every block's offset and the arena's extent for these dims (what the generated C
         computes; `pyc explain` and the tests use this one)."""
-        sizes = [b.size(env, self.alignment) for b in self.blocks]
-        offsets: list[int] = []
-        for block in self.blocks:
-            offsets.append(max((offsets[j] + sizes[j] for j in block.below), default=0))
-        extent = max((o + s for o, s in zip(offsets, sizes)), default=0)
-        return offsets, extent
+        return _longest_paths(self.blocks, self.sizes_at(env))
 
     def upper_extent(self) -> int:
         """The arena no shape within the bounds exceeds: every size at its upper bound over
         the dims' box (a Dim's int value), through the same longest paths."""
-        sizes = [_align(max(int(s) for s in b.sizes), self.alignment) for b in self.blocks]
-        offsets: list[int] = []
-        for block in self.blocks:
-            offsets.append(max((offsets[j] + sizes[j] for j in block.below), default=0))
-        return max((o + s for o, s in zip(offsets, sizes)), default=0)
+        return _longest_paths(self.blocks, [_align(max(int(s) for s in b.sizes), self.alignment)
+                                            for b in self.blocks])[1]
 
     def critical_path(self, env: Mapping[str, int]) -> list[int]:
         """The blocks (bottom first) whose sizes add up to the arena at these dims."""
-        sizes = [b.size(env, self.alignment) for b in self.blocks]
+        sizes = self.sizes_at(env)
         offsets, extent = self.evaluate(env)
         top = next((k for k in range(len(self.blocks)) if offsets[k] + sizes[k] == extent), None)
         path: list[int] = []
@@ -107,17 +101,22 @@ class RuntimeOffsets:
                 extra.append("max(" + ", ".join(str(s) for s in sizes) + ")")
         return " + ".join([str(total), *extra]) if extra else str(total)
 
+    def lower_bound_at(self, env: Mapping[str, int]) -> int:
+        """The most bytes alive at one step at these dims: no placement can use less."""
+        sizes = self.sizes_at(env)
+        return max((sum(s for b, s in zip(self.blocks, sizes) if b.start <= step <= b.end)
+                    for step in {b.start for b in self.blocks}), default=0)
+
+    def sizes_at(self, env: Mapping[str, int]) -> list[int]:
+        return [b.size(env, self.alignment) for b in self.blocks]
+
     def extent_at(self, env: Mapping[str, int]) -> int:
         return self.evaluate(env)[1]
 
-    def corners(self) -> list[tuple[dict[str, int], int]]:
-        """The arena at every corner of the dims' box (each dim at its lowest or highest)."""
-        out = []
-        for choice in itertools.product(*[(d.lo, d.hi) if d.lo != d.hi else (d.lo,)
-                                          for d in self.dims]):
-            env = {d.name: v for d, v in zip(self.dims, choice)}
-            out.append((env, self.extent_at(env)))
-        return out
+    def corners(self) -> list[dict[str, int]]:
+        """Every corner of the dims' box (each dim at its lowest or highest)."""
+        return [{d.name: v for d, v in zip(self.dims, choice)} for choice in itertools.product(
+            *[(d.lo, d.hi) if d.lo != d.hi else (d.lo,) for d in self.dims])]
 
     def c_blocks(self) -> list[dict[str, Any]]:
         """What the template renders: each block's aligned size as a C expression over `dims`,
@@ -138,8 +137,8 @@ class RuntimeOffsets:
         return {
             "arena": self.arena, "alignment": self.alignment,
             "dims": [{"name": d.name, "lo": d.lo, "hi": d.hi} for d in self.dims],
-            "blocks": [{"name": b.name, "sizes": [str(s) for s in b.sizes], "below": b.below}
-                       for b in self.blocks],
+            "blocks": [{"name": b.name, "sizes": [str(s) for s in b.sizes], "start": b.start,
+                        "end": b.end, "below": b.below} for b in self.blocks],
             "values": {k: list(v) for k, v in sorted(self.values.items())},
             "fixed_arena_bytes": self.fixed_arena_bytes,
         }
@@ -149,7 +148,7 @@ class RuntimeOffsets:
         dims = [DimBounds(d["name"], d["lo"], d["hi"]) for d in data["dims"]]
         bounds = {d.name: d for d in dims}
         blocks = [RuntimeBlock(b["name"], [parse_dim(s, bounds) for s in b["sizes"]],
-                               list(b["below"])) for b in data["blocks"]]
+                               b["start"], b["end"], list(b["below"])) for b in data["blocks"]]
         values = {k: (v[0], v[1]) for k, v in data["values"].items()}
         return cls(data["arena"], data["alignment"], dims, blocks, values,
                    data["fixed_arena_bytes"])
@@ -162,7 +161,8 @@ def runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
     sizes (expressions); `members`: each value -> (its block, bytes into the block, a number)."""
     order = sorted(range(len(placed)), key=lambda i: (placed[i].offset, placed[i].name))
     position = {placed[i].name: k for k, i in enumerate(order)}
-    blocks = [RuntimeBlock(placed[i].name, _distinct(sizes[placed[i].name])) for i in order]
+    blocks = [RuntimeBlock(placed[i].name, _distinct(sizes[placed[i].name]),
+                           placed[i].life.start, placed[i].life.end) for i in order]
     for k, i in enumerate(order):
         mine = placed[i]
         below = [position[o.name] for o in placed
@@ -171,6 +171,14 @@ def runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
     _reduce(blocks)
     values = {v: (position[block], sub) for v, (block, sub) in members.items()}
     return RuntimeOffsets(arena, alignment, dims, blocks, values, fixed_arena)
+
+
+def _longest_paths(blocks: list[RuntimeBlock], sizes: list[int]) -> tuple[list[int], int]:
+    """Each block's offset (the longest path of sizes below it) and the arena's extent."""
+    offsets: list[int] = []
+    for block in blocks:
+        offsets.append(max((offsets[j] + sizes[j] for j in block.below), default=0))
+    return offsets, max((o + s for o, s in zip(offsets, sizes)), default=0)
 
 
 def _reduce(blocks: list[RuntimeBlock]) -> None:
