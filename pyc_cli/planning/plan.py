@@ -158,6 +158,8 @@ def _merge_concat_inputs(graph: Graph, storage: Storage, keep_copies: frozenset[
             if _can_place_in_slice(graph, storage, node, value, root, host):
                 _move_storage(storage, root, host, offset, f"slice of {host} at byte {offset}")
                 placed.append(index)
+            if isinstance(symbolic_nbytes(graph, value), Dim):
+                break  # the next slices would start at a run-time byte offset (issue #15)
             offset += graph.types[value].nbytes
         if placed:
             storage.concat_slices[node.name] = placed
@@ -300,12 +302,9 @@ def _runtime_offsets(graph: Graph, storage: Storage, blocks: list[Block], mode: 
     for root, values in storage.members.items():
         sizes[root] = []
         for v in values:
+            # a slice of a concat sits after static slices only (_merge_concat_inputs)
             sub = storage.sub_offset.get(v, 0)
-            size = symbolic_nbytes(graph, v)
-            # a slice of a concat sits at a byte offset summed from its neighbours' sizes:
-            # only static ones (concat_blocks_dims has no symbolic dim at or after the axis)
-            assert not sub or not isinstance(size, Dim), f"symbolic slice {v} of {root}"
-            sizes[root].append(sub + size)
+            sizes[root].append(sub + symbolic_nbytes(graph, v))
             members[v] = (root, sub)
     for node in graph.nodes:
         key = node.name + WORKSPACE_SUFFIX
