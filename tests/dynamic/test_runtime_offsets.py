@@ -30,6 +30,7 @@ from pyc_cli.planning.runtime_offsets import RuntimeOffsets, runtime_offsets
 from tests.dynamic.checks import poison_outputs
 from tests.dynamic.models import attention_encoder, mlp
 from tests.dynamic.test_dynamic_mlp import _driver
+from tests.helpers import assert_strict_c11
 
 RTOL, ATOL = 1e-4, 1e-5
 SHAPES = ["ids=batch:1..4,seq:1..48", "mask=batch,seq"]
@@ -190,6 +191,8 @@ def test_the_c_abi_runs_memory_first(tmp_path: Path) -> None:
                         input_shapes=shapes).artifact
     source = (art / "src" / "model.c").read_text()
     assert "prepare_arena" in source and "context->arena = NULL" in source
+    for compiler in ("gcc", "clang"):  # no warning under the strict flags
+        assert_strict_c11(compiler, art)
     exe = _driver(art, "shaped_driver.c", tmp_path / "driver")
     rng = np.random.default_rng(6)
     for batch in (1, 17, 64):
