@@ -30,7 +30,7 @@ from typing import Any
 
 from ..ir.run_dims import c_names, c_size
 from ..ir.symbolic import Dim, DimBounds, DimLike, parse_dim
-from .arena import Block
+from .arena import Block, conflicts
 
 # how a mode obtains the arena memory when its offsets are computed at run time
 # (latency_first keeps fixed offsets): `reserve` allocates the upper bounds' arena once, when
@@ -163,11 +163,11 @@ def runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
     position = {placed[i].name: k for k, i in enumerate(order)}
     blocks = [RuntimeBlock(placed[i].name, _distinct(sizes[placed[i].name]),
                            placed[i].life.start, placed[i].life.end) for i in order]
+    neighbours = conflicts(list(placed))  # the blocks alive at some step with each
     for k, i in enumerate(order):
         mine = placed[i]
-        below = [position[o.name] for o in placed
-                 if o.life.overlaps(mine.life) and o.end_offset <= mine.offset and o is not mine]
-        blocks[k].below = sorted(below)
+        blocks[k].below = sorted(position[placed[j].name] for j in neighbours[i]
+                                 if placed[j].end_offset <= mine.offset)
     _reduce(blocks)
     values = {v: (position[block], sub) for v, (block, sub) in members.items()}
     return RuntimeOffsets(arena, alignment, dims, blocks, values, fixed_arena)
