@@ -170,7 +170,8 @@ class CompiledModel:
     server or a benchmark needs).
 
     Threading contract: the weights are loaded once and only read. Each `run` borrows an
-    execution context (the activation arena, `arena_bytes` bytes) from a pool, works only in
+    execution context (the activation arena, `arena_bytes` bytes at most: a memory_first plan
+    with symbolic dims grows it to its largest run's need) from a pool, works only in
     it and in its own output arrays, and gives it back; the native call releases the GIL. So
     N threads may call `run` on one model at the same time, each gets the result it would get
     alone (bitwise), and the pool grows to the number of runs in flight at once (N arenas at
