@@ -18,7 +18,7 @@ from ..ir.symbolic import Dim, DimLike, numel
 from ..ops import registry
 from .arena import Block, align, assign_offsets, lower_bound, peak_step
 from .liveness import Interval, compute_liveness
-from .runtime_offsets import ARENA_POLICY, RuntimeOffsets, runtime_offsets
+from .runtime_offsets import ARENA_POLICY, RuntimeOffsets, choose_runtime_offsets
 
 # offset assignment is the same in every mode (the smallest arena for the schedule costs no
 # speed); the modes differ in aliasing and scheduling
@@ -311,8 +311,8 @@ def _runtime_offsets(graph: Graph, storage: Storage, blocks: list[Block], mode: 
         if any(b.name == key for b in blocks):
             sizes[key] = [node.ann.kernel.workspace_bytes if node.ann.kernel else 0]
             members[key] = (key, 0)
-    return runtime_offsets(blocks, sizes, members, dims, ARENA_POLICY[mode], alignment,
-                           fixed_arena)
+    return choose_runtime_offsets(blocks, sizes, members, dims, ARENA_POLICY[mode], alignment,
+                                  fixed_arena, lambda trial: assign_offsets(trial, OFFSET_ALGORITHMS))
 
 
 def _in_arena(graph: Graph, roots: dict[str, str], value: str) -> bool:

@@ -24,7 +24,7 @@ exceeds the fixed plan's: an arena allocated for the upper bounds holds every ru
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ class RuntimeOffsets:
     blocks: list[RuntimeBlock]  # in evaluation order
     values: dict[str, tuple[int, int]]  # value (or NODE#workspace) -> (block, bytes into it)
     fixed_arena_bytes: int  # the fixed upper-bound plan's arena, for comparison
+    placed_at: dict[str, int] = field(default_factory=dict)  # the dims the order was placed at
 
     def evaluate(self, env: Mapping[str, int]) -> tuple[list[int], int]:
         """Every block's offset and the arena's extent for these dims (what the generated C
@@ -140,7 +141,7 @@ class RuntimeOffsets:
             "blocks": [{"name": b.name, "sizes": [str(s) for s in b.sizes], "start": b.start,
                         "end": b.end, "below": b.below} for b in self.blocks],
             "values": {k: list(v) for k, v in sorted(self.values.items())},
-            "fixed_arena_bytes": self.fixed_arena_bytes,
+            "fixed_arena_bytes": self.fixed_arena_bytes, "placed_at": self.placed_at,
         }
 
     @classmethod
@@ -151,7 +152,7 @@ class RuntimeOffsets:
                                b["start"], b["end"], list(b["below"])) for b in data["blocks"]]
         values = {k: (v[0], v[1]) for k, v in data["values"].items()}
         return cls(data["arena"], data["alignment"], dims, blocks, values,
-                   data["fixed_arena_bytes"])
+                   data["fixed_arena_bytes"], dict(data["placed_at"]))
 
 
 def runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
@@ -171,6 +172,59 @@ def runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
     _reduce(blocks)
     values = {v: (position[block], sub) for v, (block, sub) in members.items()}
     return RuntimeOffsets(arena, alignment, dims, blocks, values, fixed_arena)
+
+
+def choose_runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
+                           members: Mapping[str, tuple[str, int]], dims: list[DimBounds],
+                           arena: str, alignment: int, fixed_arena: int,
+                           place: Callable[[list[Block]], object]) -> RuntimeOffsets:
+    """The order that keeps the arena closest to the liveness lower bound over the dims' box.
+    Any placement's order is valid at every shape (the proof does not use the sizes it was
+    placed with), so besides the upper bounds' placement (`placed`) the blocks are placed again
+    (by `place`, the planner's algorithms) at their sizes at the lower bounds, a quarter of the
+    way up and at the box's center. An order is kept only if its arena at the upper bounds is
+    no larger than the fixed plan's; among those, the smallest sum of arena / lower bound over
+    the sample points (corners, center, a quarter of the way up) wins, the upper bounds' order
+    on a tie."""
+    upper = {d.name: d.hi for d in dims}
+    best = runtime_offsets(placed, sizes, members, dims, arena, alignment, fixed_arena)
+    best.placed_at = upper
+    points = _sample_points(dims)
+    best_score = _score(best, points)
+    for env in (_point(dims, 0, 1), _point(dims, 1, 4), _point(dims, 1, 2)):
+        if env == upper:
+            continue
+        trial = [Block(b.name, _align(max(_value(x, env) for x in sizes[b.name]), alignment),
+                       b.life) for b in placed]
+        place(trial)
+        candidate = runtime_offsets(trial, sizes, members, dims, arena, alignment, fixed_arena)
+        candidate.placed_at = env
+        if candidate.upper_extent() > fixed_arena:
+            continue
+        score = _score(candidate, points)
+        if score < best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def _point(dims: list[DimBounds], num: int, den: int) -> dict[str, int]:
+    """Each dim num/den of the way from its lower to its upper bound."""
+    return {d.name: d.lo + (d.hi - d.lo) * num // den for d in dims}
+
+
+def _sample_points(dims: list[DimBounds]) -> list[dict[str, int]]:
+    corners = [{d.name: v for d, v in zip(dims, choice)} for choice in itertools.product(
+        *[(d.lo, d.hi) for d in dims])] if len(dims) <= 4 else \
+        [_point(dims, 0, 1), _point(dims, 1, 1)]
+    out: list[dict[str, int]] = []
+    for env in [*corners, _point(dims, 1, 2), _point(dims, 1, 4)]:
+        if env not in out:
+            out.append(env)
+    return out
+
+
+def _score(plan: RuntimeOffsets, points: list[dict[str, int]]) -> float:
+    return sum(plan.extent_at(env) / max(plan.lower_bound_at(env), 1) for env in points)
 
 
 def _longest_paths(blocks: list[RuntimeBlock], sizes: list[int]) -> tuple[list[int], int]:

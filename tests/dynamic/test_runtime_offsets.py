@@ -22,11 +22,15 @@ from conftest import invoke, onnxruntime_outputs
 
 import pyc_cli
 from pyc_cli.api import BuildResult
-from pyc_cli.ir.symbolic import Dim, DimBounds, parse_input_shapes
+from pyc_cli.ir.symbolic import Dim, DimBounds, DimLike, parse_input_shapes
 from pyc_cli.planning.arena import Block, assign_offsets
 from pyc_cli.planning.liveness import Interval
 from pyc_cli.planning.plan import OFFSET_ALGORITHMS, symbolic_nbytes
-from pyc_cli.planning.runtime_offsets import RuntimeOffsets, runtime_offsets
+from pyc_cli.planning.runtime_offsets import (
+    RuntimeOffsets,
+    choose_runtime_offsets,
+    runtime_offsets,
+)
 from tests.dynamic.checks import poison_outputs
 from tests.dynamic.models import attention_encoder, mlp
 from tests.dynamic.test_dynamic_mlp import _driver
@@ -82,7 +86,8 @@ def test_random_plans_hold_every_shape(seed: int) -> None:
              lambda: rng.randrange(1, 300) * batch * seq, lambda: 4 * ((seq + 1) // 2) + 12,
              lambda: rng.randrange(1, 9) * seq * seq * batch + rng.randrange(0, 99)]
     steps = rng.randrange(3, 30)
-    sizes, blocks = {}, []
+    sizes: dict[str, list[DimLike]] = {}
+    blocks = []
     for k in range(rng.randrange(1, 40)):
         start = rng.randrange(steps)
         life = Interval(start, min(steps - 1, start + rng.choice([0, 1, 2, 5, steps])))
@@ -91,12 +96,19 @@ def test_random_plans_hold_every_shape(seed: int) -> None:
         sizes[name] = [size]
         blocks.append(Block(name, -(-int(size) // 64) * 64, life))
     _, fixed = assign_offsets(blocks, OFFSET_ALGORITHMS)
-    plan = runtime_offsets(blocks, sizes, {b.name: (b.name, 0) for b in blocks},
-                           [batch.dims()["batch"], seq.dims()["seq"]], "grow", 64, fixed)
-    plan = RuntimeOffsets.from_json(json.loads(json.dumps(plan.to_json())))  # as the artifact has it
+    args = (blocks, sizes, {b.name: (b.name, 0) for b in blocks},
+            [batch.dims()["batch"], seq.dims()["seq"]], "grow", 64, fixed)
+    # the upper bounds' order, and the order chosen among placements at several points
+    for plan in (runtime_offsets(*args), choose_runtime_offsets(
+            *args, lambda trial: assign_offsets(trial, OFFSET_ALGORITHMS))):
+        plan = RuntimeOffsets.from_json(json.loads(json.dumps(plan.to_json())))  # as stored
+        _check_plan(plan, sizes, {b.name: b.life for b in blocks}, fixed, batch, seq)
+
+
+def _check_plan(plan: RuntimeOffsets, sizes: dict[str, list[DimLike]],
+                lives: dict[str, Interval], fixed: int, batch: Dim, seq: Dim) -> None:
     upper = plan.upper_extent()
     assert upper <= fixed
-    lives = {b.name: b.life for b in blocks}
     index = {b.name: k for k, b in enumerate(plan.blocks)}
     b_lo, b_hi = batch.dims()["batch"].lo, batch.dims()["batch"].hi
     s_lo, s_hi = seq.dims()["seq"].lo, seq.dims()["seq"].hi
@@ -110,7 +122,7 @@ def test_random_plans_hold_every_shape(seed: int) -> None:
             nbytes = size.evaluate(env) if isinstance(size, Dim) else int(size)
             ranges[name] = (offsets[k], offsets[k] + nbytes)
             assert offsets[k] + nbytes <= extent
-        _check_disjoint(ranges, lives, index, f"at {env}")
+        _check_disjoint(ranges, lives, index, f"at {env} (order placed at {plan.placed_at})")
         assert plan.lower_bound_at(env) <= extent <= upper
 
 
