@@ -269,6 +269,7 @@ def _symbolic_arena(plan: dict[str, Any], decisions: list[dict[str, Any]]) -> di
     return {
         "offsets": "run time", "arena": data["arena"], "reason": reason,
         "upper_bound_plan_bytes": runtime.fixed_arena_bytes, "blocks": len(runtime.blocks),
+        "order_placed_at": runtime.placed_at,
         "points": [{"dims": env, "arena_bytes": runtime.extent_at(env),
                     "lower_bound_bytes": runtime.lower_bound_at(env)} for env in runtime.corners()],
         "at_upper_bounds": runtime.path_expression(runtime.critical_path(upper)),

@@ -58,14 +58,15 @@ def _log_symbolic_sizes(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> Non
                 after=plan.arena_bytes)
         return
     low = runtime.extent_at({d.name: d.lo for d in dims})
+    placed = ", ".join(f"{k}={v}" for k, v in runtime.placed_at.items())
     how = ("the arena is grown on demand to the largest run's need (memory held: the "
            "high-water mark of the shapes actually run)" if runtime.arena == "grow" else
            "the arena is allocated once for the upper bounds and a run touches only its prefix "
            "(no run allocates)")
     ctx.log(NAME, [], "symbolic_sizes",
             f"offsets computed at run time from the dims ({bounds}): {len(runtime.blocks)} "
-            f"blocks kept in the build-time order, each at the longest path of sizes below it, "
-            f"so the arena is tight for each run's shape; {how}",
+            f"blocks kept in the order of their placement at {placed}, each at the longest path "
+            f"of sizes below it, so the arena is tight for each run's shape; {how}",
             before=runtime.fixed_arena_bytes, after=plan.arena_bytes, at_lower_bounds=low,
             blocks=len(runtime.blocks),
             edges=sum(len(b.below) for b in runtime.blocks), arena=runtime.arena)
