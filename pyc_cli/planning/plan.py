@@ -63,7 +63,7 @@ class MemoryPlan:
     schedule: str = "given"
     what_if: dict[str, dict[str, int]] = field(default_factory=dict)
     # a model with symbolic dims in a mode that computes offsets at run time (issue #15):
-    # `tensors` keep their offsets at the upper bounds, the kernels read these
+    # `tensors` hold the offsets of a run at the upper bounds, the kernels read these
     runtime: RuntimeOffsets | None = None
 
     def offset_of(self, name: str) -> int | None:
@@ -253,6 +253,11 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
     storage, _ = _choose_storage(graph, liveness, mode, alignment)
     blocks = storage_blocks(graph, storage, liveness, alignment)
     algorithm, arena = assign_offsets(blocks, OFFSET_ALGORITHMS)
+    runtime = _runtime_offsets(graph, storage, blocks, mode, alignment, arena)
+    if runtime is not None:  # what the plan records and pictures: the run at the upper bounds
+        at_upper = dict(zip((b.name for b in runtime.blocks), runtime.upper_offsets()))
+        for block in blocks:
+            block.offset = at_upper[block.name]
     offsets = {b.name: b.offset for b in blocks}
     tensors = []
     for value in storage.arena_values:
@@ -276,7 +281,6 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
     for tensor in tensors:
         if tensor.alias_of is None:
             tensor.reuses = reused.get(tensor.name, [])
-    runtime = _runtime_offsets(graph, storage, blocks, mode, alignment, arena)
     return MemoryPlan(mode, alignment, algorithm,
                       arena if runtime is None else runtime.upper_extent(), no_reuse,
                       lower_bound(blocks), _count_shared(blocks), len(storage.inplace), tensors,

@@ -75,8 +75,15 @@ class RuntimeOffsets:
     def upper_extent(self) -> int:
         """The arena no shape within the bounds exceeds: every size at its upper bound over
         the dims' box (a Dim's int value), through the same longest paths."""
+        return self._at_upper()[1]
+
+    def upper_offsets(self) -> list[int]:
+        """Every block's offset with every size at its upper bound (the plan's `tensors`)."""
+        return self._at_upper()[0]
+
+    def _at_upper(self) -> tuple[list[int], int]:
         return _longest_paths(self.blocks, [_align(max(int(s) for s in b.sizes), self.alignment)
-                                            for b in self.blocks])[1]
+                                            for b in self.blocks])
 
     def critical_path(self, env: Mapping[str, int]) -> list[int]:
         """The blocks (bottom first) whose sizes add up to the arena at these dims."""
