@@ -68,6 +68,7 @@ from .runtime.buckets import BucketDispatch
 from .runtime.native import (
     ENTRY_POINTS,
     IO_ENTRY_POINTS,
+    RUNTIME_OFFSET_ENTRY_POINTS,
     SHAPED_ENTRY_POINTS,
     CompiledModel,
     ModelFunctions,
@@ -78,7 +79,7 @@ from .runtime.native import (
 )
 from .targets import DEFAULT_LAYOUT, TARGETS, get_target
 from .targets.abi_name import check_name, default_name, soname
-from .targets.base import ModelInfo, Target
+from .targets.base import ModelInfo, Target, runtime_plan
 from .targets.cpu.features import check_cpu, parse_features
 from .tune import (
     TUNABLE_TARGETS,
@@ -557,7 +558,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
-                     flags["threads"], **run_dims(graph))
+                     flags["threads"], **run_dims(graph), **runtime_plan(plan))
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
@@ -825,9 +826,16 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
     model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
                           inputs, outputs, library, manifest["arena_bytes"])
     if "dims" in manifest:  # symbolic dims: runs take the inputs' actual shapes
+        if _has_symbols(library, manifest["symbol_prefix"], RUNTIME_OFFSET_ENTRY_POINTS):
+            addresses.update(library_addresses(library, manifest["symbol_prefix"],
+                                               RUNTIME_OFFSET_ENTRY_POINTS))
         model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model
+
+
+def _has_symbols(library: ctypes.CDLL, prefix: str, suffixes: tuple[str, ...]) -> bool:
+    return all(hasattr(library, f"{prefix}_{suffix}") for suffix in suffixes)
 
 
 def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:

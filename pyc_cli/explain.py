@@ -25,6 +25,7 @@ from .ir.annotations import ALIAS_KERNELS
 from .ir.graph import Graph, Node
 from .ops import registry
 from .passes.pipeline import PASS_NAMES
+from .planning.runtime_offsets import RuntimeOffsets
 from .units import format_count, format_size
 
 _SUMMARY_ACTIONS = {"summary", "node_count"}
@@ -63,7 +64,8 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "flops_total": sum(k["flops"] for k in kernels),
         "tuning": _tuning(decisions),
         "compile_budget": [d["reason"] for d in decisions if d["action"] == "compile_budget"],
-        "memory": _memory(plan),
+        "memory": {**_memory(plan), **({"symbolic_arena": _symbolic_arena(plan, decisions)}
+                                        if "dims" in manifest else {})},
         "sizes": _sizes(root, manifest),
         # shape buckets (issue #15 point 3): the static plans beside the generic one
         **({"shape_buckets": _shape_buckets(root, manifest, decisions, graph)}
@@ -253,6 +255,27 @@ def _memory(plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _symbolic_arena(plan: dict[str, Any], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """A model with symbolic dims (issue #15): whether its offsets are fixed or computed at run
+    time, how the arena is obtained, the arena at each corner of the dims' box, and the sizes
+    that make it up at the upper bounds (an expression of the dims)."""
+    reason = next((d["reason"] for d in decisions if d["action"] == "symbolic_sizes"), "")
+    data = plan.get("runtime_offsets")
+    if data is None:
+        return {"offsets": "fixed", "arena": "upper bounds", "reason": reason,
+                "upper_bound_plan_bytes": plan["arena_bytes"], "points": []}
+    runtime = RuntimeOffsets.from_json(data)
+    upper = {d.name: d.hi for d in runtime.dims}
+    return {
+        "offsets": "run time", "arena": data["arena"], "reason": reason,
+        "upper_bound_plan_bytes": runtime.fixed_arena_bytes, "blocks": len(runtime.blocks),
+        "order_placed_at": runtime.placed_at,
+        "points": [{"dims": env, "arena_bytes": runtime.extent_at(env),
+                    "lower_bound_bytes": runtime.lower_bound_at(env)} for env in runtime.corners()],
+        "at_upper_bounds": runtime.path_expression(runtime.critical_path(upper)),
+    }
+
+
 def report_console() -> Console:
     """A console as wide as the terminal (COLUMNS when set; 120 columns when not a terminal)."""
     return Console(width=shutil.get_terminal_size((120, 24)).columns)
@@ -413,6 +436,8 @@ def _print_memory(memory: dict[str, Any], console: Console) -> None:
     if memory["largest"]:
         console.print(escape("  largest: " + ", ".join(f"{t['name']} ({format_size(t['bytes'])})"
                                                        for t in memory["largest"])))
+    if "symbolic_arena" in memory:
+        _print_symbolic_arena(memory["symbolic_arena"], memory["alignment"], console)
     if memory["what_if"]:
         table = Table(title=f"Memory by mode (built: {memory['schedule']} schedule; picture: "
                             f"{memory['timeline']})")
@@ -423,6 +448,19 @@ def _print_memory(memory: dict[str, Any], console: Console) -> None:
                           format_size(figures["lower_bound_bytes"]),
                           format_size(figures["no_reuse_bytes"]))
         console.print(table)
+
+
+def _print_symbolic_arena(arena: dict[str, Any], alignment: int, console: Console) -> None:
+    console.print(escape(f"  Arena over the dims: {arena['reason']}"))
+    if not arena["points"]:
+        return
+    points = "; ".join(
+        f"{format_size(p['arena_bytes'])} at " + ",".join(f"{k}={v}" for k, v in p["dims"].items())
+        + f" (lower bound {format_size(p['lower_bound_bytes'])})" for p in arena["points"])
+    console.print(escape(f"  arena by shape: {points}; the fixed upper-bound plan: "
+                         f"{format_size(arena['upper_bound_plan_bytes'])}"))
+    console.print(escape(f"  its longest path at the upper bounds: {arena['at_upper_bounds']} "
+                         f"bytes (each block rounded up to {alignment} B)"))
 
 
 def explanation_html(artifact: str | Path, data: dict[str, Any]) -> str:

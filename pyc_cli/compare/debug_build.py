@@ -27,7 +27,7 @@ from ..ir.graph import Graph, Node
 from ..planning.plan import MemoryPlan
 from ..planning.weights import WeightsLayout
 from ..runtime.native import CompiledModel, ModelFunctions, TensorSpec
-from ..targets.base import ModelInfo
+from ..targets.base import ModelInfo, runtime_plan
 from ..targets.cpu.kernel_context import KernelCall
 from ..targets.cpu.target import CpuTarget, PointerTable
 
@@ -82,7 +82,7 @@ def model_info(source: ArtifactPlan, manifest: dict[str, Any]) -> ModelInfo:
                      io_infos(graph, graph.outputs), source.plan.arena_bytes,
                      manifest["weights"]["bytes"], manifest["weights"]["checksum"],
                      manifest["symbol_prefix"], manifest["flags"].get("threads", 0),
-                     **run_dims(graph))
+                     **run_dims(graph), **runtime_plan(source.plan))
 
 
 def artifact_calls(source: ArtifactPlan, manifest: dict[str, Any]) -> list[KernelCall]:

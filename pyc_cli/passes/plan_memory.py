@@ -33,7 +33,7 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     _record_inplace(graph, plan, ctx)
     _record_concat_slices(graph, plan, ctx)
     ctx.artifacts["memory_plan"] = plan
-    _log_symbolic_sizes(graph, mode, ctx)
+    _log_symbolic_sizes(graph, plan, ctx)
     ctx.log(NAME, [], "summary",
             f"mode {mode}: {schedule} schedule, {plan.algorithm} placement, "
             f"{plan.inplace_count} in-place writes",
@@ -42,21 +42,34 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     return graph
 
 
-def _log_symbolic_sizes(graph: Graph, mode: str, ctx: PassContext) -> None:
-    """With symbolic dims (issue #15) every value has a fixed slot sized for the dims' upper
-    bounds (what their int values give): a smaller shape's value fits in its slot, and the
-    lifetimes, hence the overlaps, do not depend on the shape, so the offsets hold for every
-    shape within the bounds."""
+def _log_symbolic_sizes(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
+    """With symbolic dims (issue #15) the plan holds every shape within the bounds: latency_first
+    keeps fixed offsets sized for the upper bounds; balanced and memory_first compute offsets at
+    run time from the dims (planning/runtime_offsets.py), tight for each run's shape."""
     dims = model_dims(graph)
     if not dims:
         return
     bounds = ", ".join(f"{d.name} {d.lo}..{d.hi}" for d in dims)
-    reason = (f"every value sized for the upper bounds of its dims ({bounds}): fixed offsets, "
-              "valid for every shape within them")
-    if mode != "latency_first":
-        reason += (f"; {mode} would compute tighter offsets at run time from the dims, which is "
-                   "not done yet (issue #15): this is the upper-bound plan")
-    ctx.log(NAME, [], "symbolic_sizes", reason)
+    runtime = plan.runtime
+    if runtime is None:
+        ctx.log(NAME, [], "symbolic_sizes",
+                f"fixed offsets: every value sized for the upper bounds of its dims ({bounds}), "
+                "valid for every shape within them; no run computes an offset",
+                after=plan.arena_bytes)
+        return
+    low = runtime.extent_at({d.name: d.lo for d in dims})
+    placed = ", ".join(f"{k}={v}" for k, v in runtime.placed_at.items())
+    how = ("the arena is grown on demand to the largest run's need (memory held: the "
+           "high-water mark of the shapes actually run)" if runtime.arena == "grow" else
+           "the arena is allocated once for the upper bounds and a run touches only its prefix "
+           "(no run allocates)")
+    ctx.log(NAME, [], "symbolic_sizes",
+            f"offsets computed at run time from the dims ({bounds}): {len(runtime.blocks)} "
+            f"blocks kept in the order of their placement at {placed}, each at the longest path "
+            f"of sizes below it, so the arena is tight for each run's shape; {how}",
+            before=runtime.fixed_arena_bytes, after=plan.arena_bytes, at_lower_bounds=low,
+            blocks=len(runtime.blocks),
+            edges=sum(len(b.below) for b in runtime.blocks), arena=runtime.arena)
 
 
 def _prepare(graph: Graph, mode: str, ctx: PassContext, log: bool) -> str:

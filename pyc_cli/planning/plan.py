@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Node
+from ..ir.run_dims import model_dims
+from ..ir.symbolic import Dim, DimLike, numel
 from ..ops import registry
 from .arena import Block, align, assign_offsets, lower_bound, peak_step
 from .liveness import Interval, compute_liveness
+from .runtime_offsets import ARENA_POLICY, RuntimeOffsets, choose_runtime_offsets
 
 # offset assignment is the same in every mode (the smallest arena for the schedule costs no
 # speed); the modes differ in aliasing and scheduling
@@ -59,6 +62,9 @@ class MemoryPlan:
     workspaces: dict[str, int] = field(default_factory=dict)  # node -> scratch offset
     schedule: str = "given"
     what_if: dict[str, dict[str, int]] = field(default_factory=dict)
+    # a model with symbolic dims in a mode that computes offsets at run time (issue #15):
+    # `tensors` hold the offsets of a run at the upper bounds, the kernels read these
+    runtime: RuntimeOffsets | None = None
 
     def offset_of(self, name: str) -> int | None:
         for tensor in self.tensors:
@@ -77,7 +83,9 @@ class MemoryPlan:
                    data["no_reuse_bytes"], data["lower_bound_bytes"], data["reuse_count"],
                    data["inplace_count"], tensors, concat_slices=dict(data["concat_slices"]),
                    workspaces=dict(data["workspaces"]), schedule=data["schedule"],
-                   what_if=dict(data["what_if"]))
+                   what_if=dict(data["what_if"]),
+                   runtime=RuntimeOffsets.from_json(data["runtime_offsets"])
+                   if "runtime_offsets" in data else None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +96,7 @@ class MemoryPlan:
             "concat_slices": self.concat_slices, "workspaces": self.workspaces,
             "what_if": self.what_if,
             "tensors": [t.to_json() for t in self.tensors],
+            **({"runtime_offsets": self.runtime.to_json()} if self.runtime is not None else {}),
         }
 
 
@@ -149,6 +158,8 @@ def _merge_concat_inputs(graph: Graph, storage: Storage, keep_copies: frozenset[
             if _can_place_in_slice(graph, storage, node, value, root, host):
                 _move_storage(storage, root, host, offset, f"slice of {host} at byte {offset}")
                 placed.append(index)
+            if isinstance(symbolic_nbytes(graph, value), Dim):
+                break  # the next slices would start at a run-time byte offset (issue #15)
             offset += graph.types[value].nbytes
         if placed:
             storage.concat_slices[node.name] = placed
@@ -242,6 +253,11 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
     storage, _ = _choose_storage(graph, liveness, mode, alignment)
     blocks = storage_blocks(graph, storage, liveness, alignment)
     algorithm, arena = assign_offsets(blocks, OFFSET_ALGORITHMS)
+    runtime = _runtime_offsets(graph, storage, blocks, mode, alignment, arena)
+    if runtime is not None:  # what the plan records and pictures: the run at the upper bounds
+        at_upper = dict(zip((b.name for b in runtime.blocks), runtime.upper_offsets()))
+        for block in blocks:
+            block.offset = at_upper[block.name]
     offsets = {b.name: b.offset for b in blocks}
     tensors = []
     for value in storage.arena_values:
@@ -265,9 +281,42 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
     for tensor in tensors:
         if tensor.alias_of is None:
             tensor.reuses = reused.get(tensor.name, [])
-    return MemoryPlan(mode, alignment, algorithm, arena, no_reuse, lower_bound(blocks),
-                      _count_shared(blocks), len(storage.inplace), tensors, dict(storage.inplace),
-                      concat_slices=dict(storage.concat_slices), workspaces=workspaces)
+    return MemoryPlan(mode, alignment, algorithm,
+                      arena if runtime is None else runtime.upper_extent(), no_reuse,
+                      lower_bound(blocks), _count_shared(blocks), len(storage.inplace), tensors,
+                      dict(storage.inplace), concat_slices=dict(storage.concat_slices),
+                      workspaces=workspaces, runtime=runtime)
+
+
+def symbolic_nbytes(graph: Graph, value: str) -> DimLike:
+    """A value's bytes as an expression of the dims (an int for a static value)."""
+    t = graph.types[value]
+    return numel(t.shape) * t.dtype.itemsize
+
+
+def _runtime_offsets(graph: Graph, storage: Storage, blocks: list[Block], mode: str,
+                     alignment: int, fixed_arena: int) -> RuntimeOffsets | None:
+    """The run-time offsets of a model with symbolic dims, in the modes that compute them
+    (ARENA_POLICY); None otherwise (static models, latency_first: fixed offsets)."""
+    dims = model_dims(graph)
+    if not dims or mode not in ARENA_POLICY or not blocks:
+        return None
+    sizes: dict[str, list[DimLike]] = {}
+    members: dict[str, tuple[str, int]] = {}
+    for root, values in storage.members.items():
+        sizes[root] = []
+        for v in values:
+            # a slice of a concat sits after static slices only (_merge_concat_inputs)
+            sub = storage.sub_offset.get(v, 0)
+            sizes[root].append(sub + symbolic_nbytes(graph, v))
+            members[v] = (root, sub)
+    for node in graph.nodes:
+        key = node.name + WORKSPACE_SUFFIX
+        if any(b.name == key for b in blocks):
+            sizes[key] = [node.ann.kernel.workspace_bytes if node.ann.kernel else 0]
+            members[key] = (key, 0)
+    return choose_runtime_offsets(blocks, sizes, members, dims, ARENA_POLICY[mode], alignment,
+                                  fixed_arena, lambda trial: assign_offsets(trial, OFFSET_ALGORITHMS))
 
 
 def _in_arena(graph: Graph, roots: dict[str, str], value: str) -> bool:

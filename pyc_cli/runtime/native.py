@@ -53,6 +53,10 @@ class ShapedFunctions:
         self.output_shape = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                              int64_p)(addresses["output_shape"])
         self.bounds = {d["name"]: DimBounds(d["name"], d["lo"], d["hi"]) for d in dims}
+        # NAME_context_arena_used: only a plan with run-time offsets exports it
+        used = addresses.get("context_arena_used")
+        self.arena_used = None if used is None else ctypes.CFUNCTYPE(
+            ctypes.c_int64, ctypes.c_void_p)(used)
 
     def input_dims(self, spec: TensorSpec) -> tuple[DimLike, ...]:
         """An input's dims as built: numbers, and its named dims with their bounds."""
@@ -62,6 +66,8 @@ class ShapedFunctions:
 
 # the entry points only a model with symbolic dims exports
 SHAPED_ENTRY_POINTS = ("context_run_shaped", "output_shape")
+# ... and a plan whose offsets are computed at run time (memory_plan.json's runtime_offsets)
+RUNTIME_OFFSET_ENTRY_POINTS = ("context_arena_used", "arena_offsets")
 
 
 class ModelFunctions:
@@ -164,7 +170,8 @@ class CompiledModel:
     server or a benchmark needs).
 
     Threading contract: the weights are loaded once and only read. Each `run` borrows an
-    execution context (the activation arena, `arena_bytes` bytes) from a pool, works only in
+    execution context (the activation arena, `arena_bytes` bytes at most: a memory_first plan
+    with symbolic dims grows it to its largest run's need) from a pool, works only in
     it and in its own output arrays, and gives it back; the native call releases the GIL. So
     N threads may call `run` on one model at the same time, each gets the result it would get
     alone (bitwise), and the pool grows to the number of runs in flight at once (N arenas at
@@ -412,6 +419,10 @@ class CompiledModel:
         if shapes is not None:
             assert self.shaped is not None
             status = self.shaped.run_shaped(context, shapes[0], in_ptrs, out_ptrs)
+            if status == 0 and self.shaped.arena_used is not None:
+                used = int(self.shaped.arena_used(context))
+                with self._lock:
+                    self.stats.last_arena_bytes = used
         else:
             status = self._fn.context_run(context, in_ptrs, out_ptrs)
         if status != 0:

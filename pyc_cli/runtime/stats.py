@@ -30,6 +30,9 @@ class RunStats:
     plan_runs: dict[str, int] | None = None
     last_plan: str | None = None
     last_dispatch_us: float | None = None
+    # a model with symbolic dims whose offsets are computed at run time (issue #15): the arena
+    # bytes the last run used (tight for its shape); None otherwise
+    last_arena_bytes: int | None = None
 
     def __post_init__(self) -> None:
         self.targets = self.targets or [self.target]
@@ -39,4 +42,6 @@ class RunStats:
         if self.plan_runs is None:  # no buckets: the statistics as they always were
             for key in ("plan_runs", "last_plan", "last_dispatch_us"):
                 del data[key]
+        if self.last_arena_bytes is None:
+            del data["last_arena_bytes"]
         return data

@@ -36,6 +36,18 @@ class ModelInfo:
     dims: list[DimBounds] = field(default_factory=list)
     input_axes: list[list[int]] = field(default_factory=list)
     output_dims_c: list[list[str]] = field(default_factory=list)
+    # run-time offsets (issue #15; planning/runtime_offsets.py): each block's aligned size as C
+    # over `dims` and the blocks below it; how the arena is obtained (reserve | grow). Empty:
+    # fixed offsets
+    offset_blocks: list[dict[str, Any]] = field(default_factory=list)
+    arena_policy: str = ""
+
+
+def runtime_plan(plan: MemoryPlan) -> dict[str, Any]:
+    """ModelInfo's run-time offset fields for `plan` (none for a plan of fixed offsets)."""
+    if plan.runtime is None:
+        return {}
+    return {"offset_blocks": plan.runtime.c_blocks(), "arena_policy": plan.runtime.arena}
 
 
 class Target:

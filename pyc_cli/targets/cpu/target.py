@@ -13,7 +13,7 @@ from ...errors import PycError
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import DIMS_PARAM
 from ...ops import registry
-from ...planning.plan import MemoryPlan, storage_roots
+from ...planning.plan import WORKSPACE_SUFFIX, MemoryPlan, storage_roots
 from ...planning.weights import WeightsLayout
 from ...templating import runtime_dir, template_env
 from ..abi_name import soname
@@ -26,6 +26,7 @@ from .kernel_context import KernelCall, Operand, kernel_call, name_constant_boun
 from .kernels import cpu_kernels
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
+RUNTIME_OFFSETS = "offsets"  # run_steps' array of block offsets (a plan with run-time offsets)
 # no -ffast-math: it assumes no NaN / inf (comparisons and fmin/fmax would drop NaN) and its
 # startup code flushes denormals to zero; -fno-math-errno / -fno-trapping-math keep IEEE results.
 # -ffp-contract=fast fuses a*b+c into FMA (GEMM and convolution need it); it rounds once where
@@ -143,7 +144,7 @@ class CpuTarget(Target):
                 # never given arena space, and the kernel's loops never touch it
                 ctype = graph.types[node.outputs[0]].dtype.c_type
                 call.operands.append(Operand("WS", ctype, is_output=True))
-                call.args.append(f"({ctype}*)(arena + {plan.workspaces[node.name]})"
+                call.args.append(f"({ctype}*){pointers.arena(node.name + WORKSPACE_SUFFIX)}"
                                  if node.name in plan.workspaces else "NULL")
             if call.dims:  # the kernel reads the run-time dims (model.c.j2's `dims`)
                 call.args.append(DIMS_PARAM)
@@ -285,7 +286,16 @@ class PointerTable:
         self.graph = graph
         self.roots = storage_roots(graph)
         self.offsets = {t.name: t.offset for t in plan.tensors}
+        self.runtime = plan.runtime
         self.weights = weights
+
+    def arena(self, value: str) -> str:
+        """Where a value (or a NODE#workspace) lies in the arena: a fixed offset, or with
+        run-time offsets its block's offset for this run (`offsets`, runtime_plan.c.j2)."""
+        if self.runtime is None:
+            return f"(arena + {self.offsets[value]})"
+        block, sub = self.runtime.values[value]
+        return f"(arena + {RUNTIME_OFFSETS}[{block}]{f' + {sub}' if sub else ''})"
 
     def root(self, value: str) -> str:
         while value in self.roots and self.roots[value] != value:
@@ -302,7 +312,7 @@ class PointerTable:
             return f"{cast}inputs[{self.graph.inputs.index(root)}]"
         if root in self.weights.offsets:
             return f"{cast}(weights + {self.weights.offsets[root]})"
-        return f"{cast}(arena + {self.offsets[value]})"
+        return f"{cast}{self.arena(value)}"
 
     def arguments(self, node: Node) -> list[str]:
         own, epilogue, prologue = registry.fused_inputs(node)
