@@ -42,9 +42,11 @@ from .artifact.writer import (
 )
 from .buckets import (
     AUTO_BUCKETS,
+    Box,
     Bucket,
     check_sample,
     choose_buckets,
+    dim_bounds,
     parse_bucket_count,
     read_sample,
 )
@@ -380,9 +382,9 @@ def _plan_buckets(count: int | str | None, sample: str | Path | None,
     if targets != ["cpu"] or slim:
         raise PycError("E050", "shape buckets are built for --target cpu only, and not --slim",
                        where="--shape-buckets", hint="build without --shape-sample, or for cpu")
-    counts = read_sample(sample)
-    check_sample(sample, counts, input_shapes or {})
-    return choose_buckets(counts, AUTO_BUCKETS if limit is None else limit)
+    points = check_sample(sample, read_sample(sample), input_shapes or {})
+    return choose_buckets(points, dim_bounds(input_shapes or {}), input_shapes or {},
+                          AUTO_BUCKETS if limit is None else limit)
 
 
 def _bucket_room(buckets: list[Bucket], ctx: PassContext, compile_budget: float | None,
@@ -418,29 +420,49 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
     generic_arena = manifest["arena_bytes"]
     entries, notes = [], []
     for bucket in kept:
-        static = {name: tuple(int(d) for d in shape)
-                  for name, shape in {**flags["input_shapes"], **bucket.shapes}.items()}
+        shapes = symbolic_shapes({**flags["input_shapes"], **bucket.shapes})
         with steps.step(f"bucket {bucket.id}"):
-            graph, bucket_ctx = compile_graph(model_path, ctx.options.mode, static, backend,
+            graph, bucket_ctx = compile_graph(model_path, ctx.options.mode, shapes, backend,
                                               steps=steps, tuning=tuning)
             own = {**flags, "mode": ctx.options.mode, "target": "cpu", "keep_source": False,
                    "name": f"{flags['name']}_{bucket.id}",
-                   "input_shapes": {k: list(v) for k, v in sorted(static.items())}}
+                   "input_shapes": {k: shape_argument(v) for k, v in sorted((shapes or {}).items())}}
             _write_artifact(staging / bucket.directory(), model_path, graph, bucket_ctx,
                             backend, own, cpu_record, False, steps)
+            shared = _share_weights(staging, bucket.directory(), manifest)
         arena = bucket_ctx.artifacts["memory_plan"].arena_bytes
         ctx.log("build", [], "shape_bucket", bucket.reason, bucket=bucket.id,
-                arena_bytes=arena, generic_arena_bytes=generic_arena)
+                arena_bytes=arena, generic_arena_bytes=generic_arena, shared_weights=shared)
         entries.append({**bucket.to_json(), "arena_bytes": arena,
-                        "compiled_nodes": len(graph.nodes)})
-        notes.append(f"shape bucket {bucket.id}: {bucket.reason.split(':')[0]}; a static plan, "
-                     f"arena {arena} B (generic plan {generic_arena} B)")
+                        "compiled_nodes": len(graph.nodes), "shared_weights": shared})
+        notes.append(f"shape bucket {bucket.id}: {bucket.reason.split(':')[0]}; "
+                     f"{'a static' if bucket.exact else 'a symbolic'} plan, arena {arena} B "
+                     f"(generic plan {generic_arena} B)"
+                     + ("; the generic plan's weights" if shared else "; weights of its own"))
     with open(staging / "decisions.jsonl", "a", encoding="utf-8", newline="\n") as log:
         log.writelines(dumps_line(d.to_json()) for d in ctx.decisions[first:])
     manifest["buckets"] = entries
     manifest["files"] = hash_tree(staging)
     write_text(staging, MANIFEST, dumps(manifest))
     return notes
+
+
+def _share_weights(staging: Path, directory: str, top: dict[str, Any]) -> bool:
+    """A bucket whose weights file is byte for byte the generic plan's keeps none of its own:
+    its manifest's `weights.shared` holds that file's sha256, which loading checks against the
+    artifact's before the bucket reads the generic plan's file. Returns whether it shares."""
+    where = staging / directory
+    own = json.loads((where / MANIFEST).read_text(encoding="utf-8"))
+    name, parent = own["weights"]["file"], top["weights"]["file"]
+    digest = own["files"].get(name)
+    if digest is None or digest != top["files"].get(parent) or \
+            own["weights"]["bytes"] != top["weights"]["bytes"]:
+        return False
+    (where / name).unlink()
+    own["weights"] = {**own["weights"], "file": parent, "shared": digest}
+    own["files"] = hash_tree(where)
+    write_text(where, MANIFEST, dumps(own))
+    return True
 
 
 def _warn_if_over(compile_budget: float | None, started: float) -> None:
@@ -667,16 +689,25 @@ def load(artifact: str | Path) -> CompiledModel:
 
 def _load_with_buckets(root: Path, manifest: dict[str, Any]) -> CompiledModel:
     """The generic plan (every file of the artifact verified first, the buckets' included),
-    dispatching runs of a bucket's exact shapes to that bucket, loaded on first use."""
+    dispatching runs whose dims lie in a bucket's box to the smallest such bucket, loaded on
+    first use."""
     model = _load_target(root, manifest)
-    table = {}
-    for entry in manifest["buckets"]:
-        bucket = _bucket_entry(root, entry)
-        table[tuple(sorted((name, tuple(shape)) for name, shape in entry["shapes"].items()))] = bucket
-    names = sorted(manifest["buckets"][0]["shapes"])
-    model.buckets = BucketDispatch(table, names, functools.partial(_load_bucket, root, manifest))
+    boxes = [(_bucket_entry(root, entry), _bucket_box(root, entry)) for entry in manifest["buckets"]]
+    inputs = [(e["name"], list(e["dims"])) for e in manifest["inputs"] if "dims" in e]
+    model.buckets = BucketDispatch(boxes, inputs, functools.partial(_load_bucket, root, manifest))
     model.stats.plan_runs = {}
     return model
+
+
+def _bucket_box(root: Path, entry: dict[str, Any]) -> Box:
+    """A bucket's box of the dims, checked (E031 otherwise)."""
+    dims = entry.get("dims")
+    if not (isinstance(dims, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v) and v[0] <= v[1]
+            for v in dims.values())):
+        raise PycError("E031", f"the manifest's bucket entry {entry['id']} has no valid box of "
+                       "dims", where=str(root), hint="rebuild the artifact")
+    return tuple((name, lo, hi) for name, (lo, hi) in sorted(dims.items()))
 
 
 def _bucket_entry(root: Path, entry: Any) -> str:
@@ -693,9 +724,10 @@ def _bucket_entry(root: Path, entry: Any) -> str:
 
 
 def _load_bucket(root: Path, manifest: dict[str, Any], bucket: str) -> CompiledModel:
-    """Bucket `bucket`'s static plan: its manifest must be the one the artifact's manifest
-    hashes, of the same inputs and outputs (at the bucket's shapes), and its files are verified
-    again before its library is mapped."""
+    """Bucket `bucket`'s plan: its manifest must be the one the artifact's manifest hashes, of
+    the same inputs and outputs (within the bucket's box), and its files are verified again
+    before its library is mapped; a bucket sharing the artifact's weights names their sha256,
+    which must be the artifact's file's, hashed again now."""
     where = root / "buckets" / bucket
     own_manifest = where / MANIFEST
     recorded = manifest["files"].get(f"buckets/{bucket}/{MANIFEST}")
@@ -710,7 +742,17 @@ def _load_bucket(root: Path, manifest: dict[str, Any], bucket: str) -> CompiledM
             [(e["name"], e["dtype"]) for e in manifest["outputs"]]:
         raise PycError("E030", f"buckets/{bucket}/ is not a build of this model's inputs and "
                        "outputs", where=str(where), hint="rebuild the artifact")
-    return _load_target(where, own)
+    shared = own["weights"].get("shared")
+    if shared is None:
+        return _load_target(where, own)
+    weights = root / manifest["weights"]["file"]
+    if own["weights"]["file"] != manifest["weights"]["file"] or \
+            shared != manifest["files"].get(manifest["weights"]["file"]) or \
+            file_sha256(weights) != shared:
+        raise PycError("E031", f"buckets/{bucket}/ shares weights whose sha256 is not the "
+                       f"artifact's {manifest['weights']['file']}'s", where=str(where),
+                       hint="the artifact was modified; rebuild it")
+    return _load_target(where, own, weights_path=weights)
 
 
 # the load-time guards a fallback target may answer: the CUDA packages missing (E027), a CPU
@@ -795,8 +837,10 @@ def _unverified_files(manifest: dict[str, Any], name: str, own: dict[str, Any],
     return found
 
 
-def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -> CompiledModel:
-    """One target's artifact: its guards, its hashes (unless `verified` already), its code."""
+def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
+                 weights_path: Path | None = None) -> CompiledModel:
+    """One target's artifact: its guards, its hashes (unless `verified` already), its code;
+    its weights file, or `weights_path` (a bucket sharing its artifact's, checked there)."""
     if manifest["target"] == "cuda":
         from .runtime.cuda import load_cuda
 
@@ -822,7 +866,8 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
+    model = CompiledModel(ModelFunctions(addresses),
+                          weights_path or root / manifest["weights"]["file"],
                           inputs, outputs, library, manifest["arena_bytes"])
     if "dims" in manifest:  # symbolic dims: runs take the inputs' actual shapes
         model.shaped = ShapedFunctions(addresses, manifest["dims"])

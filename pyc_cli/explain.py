@@ -81,11 +81,13 @@ def _shape_buckets(root: Path, manifest: dict[str, Any], decisions: list[dict[st
     buckets = []
     for entry in manifest["buckets"]:
         where = root / entry["dir"]
-        graph = load_graph(where, read_manifest(where))
+        graph = load_graph(where, read_manifest(where), root)
         kernels = [{"node": node.name, "kernel": node.ann.kernel_name} for node in graph.nodes]
         buckets.append({**{key: entry[key] for key in ("id", "dir", "shapes", "count", "share",
                                                        "arena_bytes", "compiled_nodes",
                                                        "reason")},
+                        "kind": entry.get("kind", "static"), "dims": entry.get("dims"),
+                        "shared_weights": bool(entry.get("shared_weights")),
                         "kernels": kernels,
                         "kernels_unlike_generic": sum(
                             generic_kernels.get(k["node"]) != k["kernel"] for k in kernels)})

@@ -646,7 +646,7 @@ def _shape_plan(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     times = sorted(model.buckets.pick(feeds)[1] for _ in range(101))
     chosen = model if plan == "generic" else model.buckets.model(plan)
     return {"plan": plan, "arena_bytes": chosen.arena_bytes, "dispatch_us": times[50],
-            "buckets": sorted(b for b in model.buckets.table.values())}
+            "buckets": sorted(model.buckets.table)}
 
 
 def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
