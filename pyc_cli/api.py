@@ -47,6 +47,7 @@ from .buckets import (
     check_sample,
     choose_buckets,
     dim_bounds,
+    dispatch_order,
     parse_bucket_count,
     read_sample,
 )
@@ -80,7 +81,7 @@ from .runtime.native import (
 )
 from .targets import DEFAULT_LAYOUT, TARGETS, get_target
 from .targets.abi_name import check_name, default_name, soname
-from .targets.base import ModelInfo, Target
+from .targets.base import BucketInfo, ModelInfo, Target
 from .targets.cpu.features import check_cpu, parse_features
 from .tune import (
     TUNABLE_TARGETS,
@@ -352,7 +353,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                   for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
-                           flags, slim, steps)
+                           flags, slim, steps, buckets)
             if buckets:
                 notes += _write_buckets(staging, model_path, buckets, left_out, ctx, backends[0],
                                         cpu_records[0], flags, tunings[0], steps,
@@ -428,7 +429,7 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
                    "name": f"{flags['name']}_{bucket.id}",
                    "input_shapes": {k: shape_argument(v) for k, v in sorted((shapes or {}).items())}}
             _write_artifact(staging / bucket.directory(), model_path, graph, bucket_ctx,
-                            backend, own, cpu_record, False, steps)
+                            backend, own, cpu_record, False, steps, borrows_weights=True)
             shared = _share_weights(staging, bucket.directory(), manifest)
         arena = bucket_ctx.artifacts["memory_plan"].arena_bytes
         ctx.log("build", [], "shape_bucket", bucket.reason, bucket=bucket.id,
@@ -445,6 +446,22 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
     manifest["files"] = hash_tree(staging)
     write_text(staging, MANIFEST, dumps(manifest))
     return notes
+
+
+def _bucket_infos(buckets: list[Bucket] | None, name: str, dims: list[Any],
+                  backend: Target) -> dict[str, Any]:
+    """The generic plan's dispatch table (c/buckets.c.j2): each bucket's box over the plan's
+    dims, in dispatch order (pyc_cli/buckets.dispatch_order)."""
+    if not buckets:
+        return {}
+    by_id = {bucket.id: bucket for bucket in buckets}
+    infos = []
+    for bucket_id, box in dispatch_order([(b.id, b.box) for b in buckets]):
+        bounds = {dim: (lo, hi) for dim, lo, hi in box}
+        infos.append(BucketInfo(bucket_id, f"{name}_{bucket_id}", by_id[bucket_id].exact,
+                                [bounds[d.name][0] for d in dims],
+                                [bounds[d.name][1] for d in dims]))
+    return {"buckets": infos, "bucket_library": backend.library_name}
 
 
 def _share_weights(staging: Path, directory: str, top: dict[str, Any]) -> bool:
@@ -477,9 +494,11 @@ def _warn_if_over(compile_budget: float | None, started: float) -> None:
 
 def _write_targets(staging: Path, model_path: Path,
                    built: list[tuple[str, Target, dict[str, Any], tuple[Graph, PassContext]]],
-                   flags: dict[str, Any], slim: bool, steps: BuildSteps) -> None:
+                   flags: dict[str, Any], slim: bool, steps: BuildSteps,
+                   buckets: list[Bucket] | None = None) -> None:
     """Each target's artifact: the first in `staging`, each next one in targets/NAME/ (written
-    first: the first target's manifest hashes their files and lists every target)."""
+    first: the first target's manifest hashes their files and lists every target). The first
+    one's code dispatches to `buckets` (built after it, in buckets/ID/)."""
     targets = [target for target, *_ in built]
     for index in reversed(range(len(built))):
         target, backend, cpu_record, (graph, ctx) = built[index]
@@ -489,7 +508,8 @@ def _write_targets(staging: Path, model_path: Path,
                   if target == "cuda" else {})}
         _write_artifact(staging / fallback_dir(target) if index else staging, model_path, graph,
                         ctx, backend, own, cpu_record, slim, steps,
-                        targets if index == 0 and len(targets) > 1 else None)
+                        targets if index == 0 and len(targets) > 1 else None,
+                        buckets=buckets if index == 0 else None)
 
 
 def parse_targets(text: str) -> list[str]:
@@ -567,9 +587,12 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
 
 def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,
                     backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
-                    slim: bool, steps: BuildSteps, targets: list[str] | None = None) -> None:
+                    slim: bool, steps: BuildSteps, targets: list[str] | None = None,
+                    buckets: list[Bucket] | None = None, borrows_weights: bool = False) -> None:
     """One target's artifact in `staging`; `targets` (the first target's of several) lists
-    every target, the others' artifacts already written under targets/NAME/."""
+    every target, the others' artifacts already written under targets/NAME/. The generic plan
+    of an artifact with `buckets` dispatches to them in C; a bucket's plan `borrows_weights`
+    (exports NAME_create_borrowed)."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     # weights the kernels read as packed panels, or in a 16-bit type, are stored so
     layout = layout_weights(graph, backend.constant_panels(graph),
@@ -579,7 +602,9 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
-                     flags["threads"], **run_dims(graph))
+                     flags["threads"], **run_dims(graph),
+                     **_bucket_infos(buckets, flags["name"], run_dims(graph).get("dims", []), backend),
+                     borrows_weights=borrows_weights)
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
@@ -692,6 +717,12 @@ def _load_with_buckets(root: Path, manifest: dict[str, Any]) -> CompiledModel:
     dispatching runs whose dims lie in a bucket's box to the smallest such bucket, loaded on
     first use."""
     model = _load_target(root, manifest)
+    # the library's own dispatch (C callers) would map the buckets' code unverified: this
+    # runtime dispatches itself, verifying each bucket's files before it loads
+    off = getattr(model._keepalive, f"{manifest['symbol_prefix']}_set_bucket_dispatch", None)
+    if off is not None:
+        off.restype, off.argtypes = None, [ctypes.c_void_p, ctypes.c_int]
+        off(model._handle, 0)
     boxes = [(_bucket_entry(root, entry), _bucket_box(root, entry)) for entry in manifest["buckets"]]
     inputs = [(e["name"], list(e["dims"])) for e in manifest["inputs"] if "dims" in e]
     model.buckets = BucketDispatch(boxes, inputs, functools.partial(_load_bucket, root, manifest))

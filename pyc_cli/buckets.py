@@ -248,7 +248,7 @@ def _candidates(points: Counter[Point], names: list[str],
              for point, count in points.items() if count >= MIN_SHARE * total}
     levels = max(2, min(QUANTILES, int(4096 ** (1 / max(1, len(names))))))
     corners: list[tuple[int, ...]] = [()]
-    for axis, name in enumerate(names):
+    for axis in range(len(names)):
         values = Counter[int]()
         for point, count in points.items():
             values[point[axis]] += count
