@@ -73,7 +73,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
 
 def _shape_buckets(root: Path, manifest: dict[str, Any], decisions: list[dict[str, Any]],
                    generic: Graph) -> dict[str, Any]:
-    """Each bucket (its exact shapes, share of the sample, arena beside the generic plan's, its
+    """Each bucket (its box and shapes, share of the sample, arena beside the generic plan's, its
     kernels and those unlike the generic plan's, why it exists) and the sample's shapes that
     got none (left out, or dropped by the compile budget), from the manifests, the buckets'
     IR and the decision log."""
@@ -315,8 +315,9 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
 
 def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
     generic = buckets["generic_arena_bytes"]
-    table = Table(title="Shape buckets: a run of exactly these shapes uses the bucket's static "
-                        f"plan, any other the generic plan (arena {format_size(generic)})")
+    table = Table(title="Shape buckets: a run whose dims lie in a bucket's box uses the smallest "
+                        "such bucket's plan (static where the box is one shape), any other the "
+                        f"generic plan (arena {format_size(generic)})")
     for column in ("bucket", "shapes", "share", "kernels (unlike generic)", "arena", "vs generic",
                    "why"):
         table.add_column(column, justify="right" if column in ("share", "kernels (unlike generic)", "arena",
@@ -326,6 +327,8 @@ def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
                            for name, shape in entry["shapes"].items())
         kernels = f"{entry['compiled_nodes']} ({entry['kernels_unlike_generic']})"
         ratio = f"{entry['arena_bytes'] / generic:.2f}x" if generic else "-"
+        shapes += " (static)" if entry.get("kind") == "static" else ""
+        shapes += "; shares the weights" if entry.get("shared_weights") else ""
         table.add_row(entry["id"], escape(shapes), f"{entry['share']:.1%}",
                       kernels, format_size(entry["arena_bytes"]), ratio,
                       escape(entry["reason"]))
