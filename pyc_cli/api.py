@@ -877,6 +877,11 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
 
         return load_cuda(root, manifest, verified)
     check_cpu(manifest["cpu"], str(root))  # before any of its code is mapped
+    if weights_path is None and "shared" in manifest["weights"]:
+        raise PycError("E030", f"{root.name}/ is a shape bucket reading its artifact's weights, "
+                       "not an artifact of its own", where=str(root),
+                       hint="load the artifact it belongs to (two directories up); it dispatches "
+                       "runs to this bucket")
     if not verified:
         verify_files(root, manifest)
     library_path = _content_addressed_copy(root / manifest["library"],

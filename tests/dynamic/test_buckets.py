@@ -92,6 +92,24 @@ def test_buckets_share_the_generic_weights_verified_by_hash(built: tuple[Path, P
             assert not (where / "weights.bin").exists() and "weights.bin" not in own["files"]
         else:
             assert (where / "weights.bin").is_file() and "shared" not in own["weights"]
+    with pytest.raises(PycError) as info:  # a bucket is no artifact of its own
+        pyc_cli.load(built[1] / "buckets" / "b1")
+    assert info.value.code == "E030" and "shape bucket" in info.value.what
+
+
+def test_shared_weights_modified_after_loading_are_refused(built: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """The bucket hashes the artifact's weights file again when it loads (lazily)."""
+    copy = tmp_path / "art"
+    shutil.copytree(built[1], copy)
+    with pyc_cli.load(copy) as model:
+        weights = copy / "weights.bin"
+        data = bytearray(weights.read_bytes())
+        data[0] ^= 1
+        weights.write_bytes(bytes(data))
+        with pytest.raises(PycError) as info:
+            model.run({"x": np.ones((9, 32), np.float32)})  # b1: shares them
+        assert info.value.code == "E031" and "buckets/b1" in info.value.what
 
 
 def test_each_plan_matches_onnxruntime_at_the_box_edges(built: tuple[Path, Path],
