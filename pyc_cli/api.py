@@ -725,7 +725,8 @@ def _load_with_buckets(root: Path, manifest: dict[str, Any]) -> CompiledModel:
         off(model._handle, 0)
     boxes = [(_bucket_entry(root, entry), _bucket_box(root, entry)) for entry in manifest["buckets"]]
     inputs = [(e["name"], list(e["dims"])) for e in manifest["inputs"] if "dims" in e]
-    model.buckets = BucketDispatch(boxes, inputs, functools.partial(_load_bucket, root, manifest))
+    model.buckets = BucketDispatch(boxes, inputs,
+                                   functools.partial(_load_bucket, root, manifest, model))
     model.stats.plan_runs = {}
     return model
 
@@ -754,11 +755,13 @@ def _bucket_entry(root: Path, entry: Any) -> str:
     return str(entry["id"])
 
 
-def _load_bucket(root: Path, manifest: dict[str, Any], bucket: str) -> CompiledModel:
+def _load_bucket(root: Path, manifest: dict[str, Any], generic: CompiledModel,
+                 bucket: str) -> CompiledModel:
     """Bucket `bucket`'s plan: its manifest must be the one the artifact's manifest hashes, of
     the same inputs and outputs (within the bucket's box), and its files are verified again
     before its library is mapped; a bucket sharing the artifact's weights names their sha256,
-    which must be the artifact's file's, hashed again now."""
+    which must be the artifact's file's, hashed again now, and reads the generic plan's copy
+    in memory (NAME_ID_create_borrowed checks their size and checksum against its own)."""
     where = root / "buckets" / bucket
     own_manifest = where / MANIFEST
     recorded = manifest["files"].get(f"buckets/{bucket}/{MANIFEST}")
@@ -783,7 +786,19 @@ def _load_bucket(root: Path, manifest: dict[str, Any], bucket: str) -> CompiledM
         raise PycError("E031", f"buckets/{bucket}/ shares weights whose sha256 is not the "
                        f"artifact's {manifest['weights']['file']}'s", where=str(where),
                        hint="the artifact was modified; rebuild it")
-    return _load_target(where, own, weights_path=weights)
+    return _load_target(where, own, weights_path=weights, borrow=_generic_weights(generic, manifest))
+
+
+def _generic_weights(generic: CompiledModel, manifest: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(address, bytes, checksum) of the generic plan's weights in memory, where its library
+    exports them (NAME_weights_data) and the manifest records their checksum."""
+    data = getattr(generic._keepalive, f"{manifest['symbol_prefix']}_weights_data", None)
+    checksum = manifest["weights"].get("checksum")
+    if data is None or checksum is None or generic._handle is None:
+        return None
+    data.restype, data.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    address = data(generic._handle)
+    return (address, manifest["weights"]["bytes"], checksum) if address else None
 
 
 # the load-time guards a fallback target may answer: the CUDA packages missing (E027), a CPU
@@ -869,9 +884,11 @@ def _unverified_files(manifest: dict[str, Any], name: str, own: dict[str, Any],
 
 
 def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
-                 weights_path: Path | None = None) -> CompiledModel:
+                 weights_path: Path | None = None,
+                 borrow: tuple[int, int, int] | None = None) -> CompiledModel:
     """One target's artifact: its guards, its hashes (unless `verified` already), its code;
-    its weights file, or `weights_path` (a bucket sharing its artifact's, checked there)."""
+    its weights file, or `weights_path` (a bucket sharing its artifact's, checked there), read
+    in place at `borrow` (address, bytes, checksum: the generic plan's copy) where they match."""
     if manifest["target"] == "cuda":
         from .runtime.cuda import load_cuda
 
@@ -902,13 +919,33 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    model = CompiledModel(ModelFunctions(addresses),
-                          weights_path or root / manifest["weights"]["file"],
-                          inputs, outputs, library, manifest["arena_bytes"])
+    weights = weights_path or root / manifest["weights"]["file"]
+    model = CompiledModel(ModelFunctions(addresses), weights, inputs, outputs, library,
+                          manifest["arena_bytes"],
+                          _borrowing(library, manifest["symbol_prefix"], weights, borrow))
     if "dims" in manifest:  # symbolic dims: runs take the inputs' actual shapes
         model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model
+
+
+def _borrowing(library: ctypes.CDLL, prefix: str, weights: Path,
+               borrow: tuple[int, int, int] | None) -> Any:
+    """A bucket's model creation on the generic plan's weights in memory (`borrow`), falling
+    back to loading its weights file where they do not match; None: the usual creation."""
+    borrowed = getattr(library, f"{prefix}_create_borrowed", None) if borrow else None
+    create = getattr(library, f"{prefix}_create", None)
+    if borrowed is None or create is None or borrow is None:
+        return None
+    borrowed.restype = create.restype = ctypes.c_int
+    borrowed.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_void_p]
+    create.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    address, size, checksum = borrow
+
+    def make(out: Any) -> int:
+        status = borrowed(address, size, checksum, out)
+        return status if status == 0 else create(str(weights).encode(), out)
+    return make
 
 
 def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:

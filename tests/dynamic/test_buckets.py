@@ -9,6 +9,7 @@ checked by hash; the artifact is byte-identical across builds; `pyc explain` and
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -92,6 +93,15 @@ def test_buckets_share_the_generic_weights_verified_by_hash(built: tuple[Path, P
             assert not (where / "weights.bin").exists() and "weights.bin" not in own["files"]
         else:
             assert (where / "weights.bin").is_file() and "shared" not in own["weights"]
+    with pyc_cli.load(built[1]) as model:  # in memory too: b1 reads the generic plan's copy
+        model.run({"x": np.ones((9, 32), np.float32)})
+        b1 = model.buckets.model("b1")
+        addresses = []
+        for plan, prefix in ((model, "mlp_dynamic"), (b1, "mlp_dynamic_b1")):
+            data = getattr(plan._keepalive, f"{prefix}_weights_data")
+            data.restype, data.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+            addresses.append(data(plan._handle))
+        assert addresses[0] and addresses[0] == addresses[1]
     with pytest.raises(PycError) as info:  # a bucket is no artifact of its own
         pyc_cli.load(built[1] / "buckets" / "b1")
     assert info.value.code == "E030" and "shape bucket" in info.value.what
@@ -171,7 +181,8 @@ def test_the_c_abi_dispatches_to_the_buckets(built: tuple[Path, Path], tmp_path:
     generic plan's weights where they are the same), others on the generic plan; outputs match
     onnxruntime. Dispatch off, or a bucket whose library is missing: the generic plan."""
     model_path, art = built
-    assert_strict_c11("gcc", art)
+    for plan in (art, art / "buckets" / "b0", art / "buckets" / "b1"):
+        assert_strict_c11("gcc", plan)  # the dispatch table, NAME_create_borrowed
     exe = _driver(art, tmp_path / "driver")
     rng = np.random.default_rng()
     order = {"b0": 0, "b1": 1}  # the dispatch order: the smaller box first
