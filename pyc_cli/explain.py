@@ -318,17 +318,20 @@ def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
     table = Table(title="Shape buckets: a run whose dims lie in a bucket's box uses the smallest "
                         "such bucket's plan (static where the box is one shape), any other the "
                         f"generic plan (arena {format_size(generic)})")
-    for column in ("bucket", "shapes", "share", "kernels (unlike generic)", "arena", "vs generic",
+    for column in ("bucket", "box / shapes", "share", "kernels (unlike generic)", "arena", "vs generic",
                    "why"):
         table.add_column(column, justify="right" if column in ("share", "kernels (unlike generic)", "arena",
                                                                 "vs generic") else "left")
     for entry in buckets["buckets"]:
-        shapes = ", ".join(f"{name}[{','.join(map(str, shape))}]"
-                           for name, shape in entry["shapes"].items())
+        if entry.get("kind") == "symbolic" and entry.get("dims"):  # its box, shared by inputs
+            shapes = ", ".join(f"{name}={lo}..{hi}" if lo != hi else f"{name}={lo}"
+                               for name, (lo, hi) in entry["dims"].items())
+        else:
+            shapes = ", ".join(f"{name}[{','.join(map(str, shape))}]"
+                               for name, shape in entry["shapes"].items()) + " (static)"
+        shapes += "; shares the weights" if entry.get("shared_weights") else ""
         kernels = f"{entry['compiled_nodes']} ({entry['kernels_unlike_generic']})"
         ratio = f"{entry['arena_bytes'] / generic:.2f}x" if generic else "-"
-        shapes += " (static)" if entry.get("kind") == "static" else ""
-        shapes += "; shares the weights" if entry.get("shared_weights") else ""
         table.add_row(entry["id"], escape(shapes), f"{entry['share']:.1%}",
                       kernels, format_size(entry["arena_bytes"]), ratio,
                       escape(entry["reason"]))
