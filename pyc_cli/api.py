@@ -42,9 +42,12 @@ from .artifact.writer import (
 )
 from .buckets import (
     AUTO_BUCKETS,
+    Box,
     Bucket,
     check_sample,
     choose_buckets,
+    dim_bounds,
+    dispatch_order,
     parse_bucket_count,
     read_sample,
 )
@@ -79,7 +82,7 @@ from .runtime.native import (
 )
 from .targets import DEFAULT_LAYOUT, TARGETS, get_target
 from .targets.abi_name import check_name, default_name, soname
-from .targets.base import ModelInfo, Target, runtime_plan
+from .targets.base import BucketInfo, ModelInfo, Target, runtime_plan
 from .targets.cpu.features import check_cpu, parse_features
 from .tune import (
     TUNABLE_TARGETS,
@@ -351,7 +354,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                   for k, v in sorted((input_shapes or {}).items())}}
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
-                           flags, slim, steps)
+                           flags, slim, steps, buckets)
             if buckets:
                 notes += _write_buckets(staging, model_path, buckets, left_out, ctx, backends[0],
                                         cpu_records[0], flags, tunings[0], steps,
@@ -381,9 +384,9 @@ def _plan_buckets(count: int | str | None, sample: str | Path | None,
     if targets != ["cpu"] or slim:
         raise PycError("E050", "shape buckets are built for --target cpu only, and not --slim",
                        where="--shape-buckets", hint="build without --shape-sample, or for cpu")
-    counts = read_sample(sample)
-    check_sample(sample, counts, input_shapes or {})
-    return choose_buckets(counts, AUTO_BUCKETS if limit is None else limit)
+    points = check_sample(sample, read_sample(sample), input_shapes or {})
+    return choose_buckets(points, dim_bounds(input_shapes or {}), input_shapes or {},
+                          AUTO_BUCKETS if limit is None else limit)
 
 
 def _bucket_room(buckets: list[Bucket], ctx: PassContext, compile_budget: float | None,
@@ -419,29 +422,65 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
     generic_arena = manifest["arena_bytes"]
     entries, notes = [], []
     for bucket in kept:
-        static = {name: tuple(int(d) for d in shape)
-                  for name, shape in {**flags["input_shapes"], **bucket.shapes}.items()}
+        shapes = symbolic_shapes({**flags["input_shapes"], **bucket.shapes})
         with steps.step(f"bucket {bucket.id}"):
-            graph, bucket_ctx = compile_graph(model_path, ctx.options.mode, static, backend,
+            graph, bucket_ctx = compile_graph(model_path, ctx.options.mode, shapes, backend,
                                               steps=steps, tuning=tuning)
             own = {**flags, "mode": ctx.options.mode, "target": "cpu", "keep_source": False,
                    "name": f"{flags['name']}_{bucket.id}",
-                   "input_shapes": {k: list(v) for k, v in sorted(static.items())}}
+                   "input_shapes": {k: shape_argument(v) for k, v in sorted((shapes or {}).items())}}
             _write_artifact(staging / bucket.directory(), model_path, graph, bucket_ctx,
-                            backend, own, cpu_record, False, steps)
+                            backend, own, cpu_record, False, steps, borrows_weights=True)
+            shared = _share_weights(staging, bucket.directory(), manifest)
         arena = bucket_ctx.artifacts["memory_plan"].arena_bytes
         ctx.log("build", [], "shape_bucket", bucket.reason, bucket=bucket.id,
-                arena_bytes=arena, generic_arena_bytes=generic_arena)
+                arena_bytes=arena, generic_arena_bytes=generic_arena, shared_weights=shared)
         entries.append({**bucket.to_json(), "arena_bytes": arena,
-                        "compiled_nodes": len(graph.nodes)})
-        notes.append(f"shape bucket {bucket.id}: {bucket.reason.split(':')[0]}; a static plan, "
-                     f"arena {arena} B (generic plan {generic_arena} B)")
+                        "compiled_nodes": len(graph.nodes), "shared_weights": shared})
+        notes.append(f"shape bucket {bucket.id}: {bucket.reason.split(':')[0]}; "
+                     f"{'a static' if bucket.exact else 'a symbolic'} plan, arena {arena} B "
+                     f"(generic plan {generic_arena} B)"
+                     + ("; the generic plan's weights" if shared else "; weights of its own"))
     with open(staging / "decisions.jsonl", "a", encoding="utf-8", newline="\n") as log:
         log.writelines(dumps_line(d.to_json()) for d in ctx.decisions[first:])
     manifest["buckets"] = entries
     manifest["files"] = hash_tree(staging)
     write_text(staging, MANIFEST, dumps(manifest))
     return notes
+
+
+def _bucket_infos(buckets: list[Bucket] | None, name: str, dims: list[Any],
+                  backend: Target) -> dict[str, Any]:
+    """The generic plan's dispatch table (c/buckets.c.j2): each bucket's box over the plan's
+    dims, in dispatch order (pyc_cli/buckets.dispatch_order)."""
+    if not buckets:
+        return {}
+    by_id = {bucket.id: bucket for bucket in buckets}
+    infos = []
+    for bucket_id, box in dispatch_order([(b.id, b.box) for b in buckets]):
+        bounds = {dim: (lo, hi) for dim, lo, hi in box}
+        infos.append(BucketInfo(bucket_id, f"{name}_{bucket_id}", by_id[bucket_id].exact,
+                                [bounds[d.name][0] for d in dims],
+                                [bounds[d.name][1] for d in dims]))
+    return {"buckets": infos, "bucket_library": backend.library_name}
+
+
+def _share_weights(staging: Path, directory: str, top: dict[str, Any]) -> bool:
+    """A bucket whose weights file is byte for byte the generic plan's keeps none of its own:
+    its manifest's `weights.shared` holds that file's sha256, which loading checks against the
+    artifact's before the bucket reads the generic plan's file. Returns whether it shares."""
+    where = staging / directory
+    own = json.loads((where / MANIFEST).read_text(encoding="utf-8"))
+    name, parent = own["weights"]["file"], top["weights"]["file"]
+    digest = own["files"].get(name)
+    if digest is None or digest != top["files"].get(parent) or \
+            own["weights"]["bytes"] != top["weights"]["bytes"]:
+        return False
+    (where / name).unlink()
+    own["weights"] = {**own["weights"], "file": parent, "shared": digest}
+    own["files"] = hash_tree(where)
+    write_text(where, MANIFEST, dumps(own))
+    return True
 
 
 def _warn_if_over(compile_budget: float | None, started: float) -> None:
@@ -456,9 +495,11 @@ def _warn_if_over(compile_budget: float | None, started: float) -> None:
 
 def _write_targets(staging: Path, model_path: Path,
                    built: list[tuple[str, Target, dict[str, Any], tuple[Graph, PassContext]]],
-                   flags: dict[str, Any], slim: bool, steps: BuildSteps) -> None:
+                   flags: dict[str, Any], slim: bool, steps: BuildSteps,
+                   buckets: list[Bucket] | None = None) -> None:
     """Each target's artifact: the first in `staging`, each next one in targets/NAME/ (written
-    first: the first target's manifest hashes their files and lists every target)."""
+    first: the first target's manifest hashes their files and lists every target). The first
+    one's code dispatches to `buckets` (built after it, in buckets/ID/)."""
     targets = [target for target, *_ in built]
     for index in reversed(range(len(built))):
         target, backend, cpu_record, (graph, ctx) = built[index]
@@ -468,7 +509,8 @@ def _write_targets(staging: Path, model_path: Path,
                   if target == "cuda" else {})}
         _write_artifact(staging / fallback_dir(target) if index else staging, model_path, graph,
                         ctx, backend, own, cpu_record, slim, steps,
-                        targets if index == 0 and len(targets) > 1 else None)
+                        targets if index == 0 and len(targets) > 1 else None,
+                        buckets=buckets if index == 0 else None)
 
 
 def parse_targets(text: str) -> list[str]:
@@ -546,9 +588,12 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
 
 def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,
                     backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
-                    slim: bool, steps: BuildSteps, targets: list[str] | None = None) -> None:
+                    slim: bool, steps: BuildSteps, targets: list[str] | None = None,
+                    buckets: list[Bucket] | None = None, borrows_weights: bool = False) -> None:
     """One target's artifact in `staging`; `targets` (the first target's of several) lists
-    every target, the others' artifacts already written under targets/NAME/."""
+    every target, the others' artifacts already written under targets/NAME/. The generic plan
+    of an artifact with `buckets` dispatches to them in C; a bucket's plan `borrows_weights`
+    (exports NAME_create_borrowed)."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     # weights the kernels read as packed panels, or in a 16-bit type, are stored so
     layout = layout_weights(graph, backend.constant_panels(graph),
@@ -558,7 +603,9 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
-                     flags["threads"], **run_dims(graph), **runtime_plan(plan))
+                     flags["threads"], **run_dims(graph), **runtime_plan(plan),
+                     **_bucket_infos(buckets, flags["name"], run_dims(graph).get("dims", []), backend),
+                     borrows_weights=borrows_weights)
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
@@ -668,16 +715,32 @@ def load(artifact: str | Path) -> CompiledModel:
 
 def _load_with_buckets(root: Path, manifest: dict[str, Any]) -> CompiledModel:
     """The generic plan (every file of the artifact verified first, the buckets' included),
-    dispatching runs of a bucket's exact shapes to that bucket, loaded on first use."""
+    dispatching runs whose dims lie in a bucket's box to the smallest such bucket, loaded on
+    first use."""
     model = _load_target(root, manifest)
-    table = {}
-    for entry in manifest["buckets"]:
-        bucket = _bucket_entry(root, entry)
-        table[tuple(sorted((name, tuple(shape)) for name, shape in entry["shapes"].items()))] = bucket
-    names = sorted(manifest["buckets"][0]["shapes"])
-    model.buckets = BucketDispatch(table, names, functools.partial(_load_bucket, root, manifest))
+    # the library's own dispatch (C callers) would map the buckets' code unverified: this
+    # runtime dispatches itself, verifying each bucket's files before it loads
+    off = getattr(model._keepalive, f"{manifest['symbol_prefix']}_set_bucket_dispatch", None)
+    if off is not None:
+        off.restype, off.argtypes = None, [ctypes.c_void_p, ctypes.c_int]
+        off(model._handle, 0)
+    boxes = [(_bucket_entry(root, entry), _bucket_box(root, entry)) for entry in manifest["buckets"]]
+    inputs = [(e["name"], list(e["dims"])) for e in manifest["inputs"] if "dims" in e]
+    model.buckets = BucketDispatch(boxes, inputs,
+                                   functools.partial(_load_bucket, root, manifest, model))
     model.stats.plan_runs = {}
     return model
+
+
+def _bucket_box(root: Path, entry: dict[str, Any]) -> Box:
+    """A bucket's box of the dims, checked (E031 otherwise)."""
+    dims = entry.get("dims")
+    if not (isinstance(dims, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v) and v[0] <= v[1]
+            for v in dims.values())):
+        raise PycError("E031", f"the manifest's bucket entry {entry['id']} has no valid box of "
+                       "dims", where=str(root), hint="rebuild the artifact")
+    return tuple((name, lo, hi) for name, (lo, hi) in sorted(dims.items()))
 
 
 def _bucket_entry(root: Path, entry: Any) -> str:
@@ -693,10 +756,13 @@ def _bucket_entry(root: Path, entry: Any) -> str:
     return str(entry["id"])
 
 
-def _load_bucket(root: Path, manifest: dict[str, Any], bucket: str) -> CompiledModel:
-    """Bucket `bucket`'s static plan: its manifest must be the one the artifact's manifest
-    hashes, of the same inputs and outputs (at the bucket's shapes), and its files are verified
-    again before its library is mapped."""
+def _load_bucket(root: Path, manifest: dict[str, Any], generic: CompiledModel,
+                 bucket: str) -> CompiledModel:
+    """Bucket `bucket`'s plan: its manifest must be the one the artifact's manifest hashes, of
+    the same inputs and outputs (within the bucket's box), and its files are verified again
+    before its library is mapped; a bucket sharing the artifact's weights names their sha256,
+    which must be the artifact's file's, hashed again now, and reads the generic plan's copy
+    in memory (NAME_ID_create_borrowed checks their size and checksum against its own)."""
     where = root / "buckets" / bucket
     own_manifest = where / MANIFEST
     recorded = manifest["files"].get(f"buckets/{bucket}/{MANIFEST}")
@@ -711,7 +777,29 @@ def _load_bucket(root: Path, manifest: dict[str, Any], bucket: str) -> CompiledM
             [(e["name"], e["dtype"]) for e in manifest["outputs"]]:
         raise PycError("E030", f"buckets/{bucket}/ is not a build of this model's inputs and "
                        "outputs", where=str(where), hint="rebuild the artifact")
-    return _load_target(where, own)
+    shared = own["weights"].get("shared")
+    if shared is None:
+        return _load_target(where, own)
+    weights = root / manifest["weights"]["file"]
+    if own["weights"]["file"] != manifest["weights"]["file"] or \
+            shared != manifest["files"].get(manifest["weights"]["file"]) or \
+            file_sha256(weights) != shared:
+        raise PycError("E031", f"buckets/{bucket}/ shares weights whose sha256 is not the "
+                       f"artifact's {manifest['weights']['file']}'s", where=str(where),
+                       hint="the artifact was modified; rebuild it")
+    return _load_target(where, own, weights_path=weights, borrow=_generic_weights(generic, manifest))
+
+
+def _generic_weights(generic: CompiledModel, manifest: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(address, bytes, checksum) of the generic plan's weights in memory, where its library
+    exports them (NAME_weights_data) and the manifest records their checksum."""
+    data = getattr(generic._keepalive, f"{manifest['symbol_prefix']}_weights_data", None)
+    checksum = manifest["weights"].get("checksum")
+    if data is None or checksum is None or generic._handle is None:
+        return None
+    data.restype, data.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    address = data(generic._handle)
+    return (address, manifest["weights"]["bytes"], checksum) if address else None
 
 
 # the load-time guards a fallback target may answer: the CUDA packages missing (E027), a CPU
@@ -796,13 +884,22 @@ def _unverified_files(manifest: dict[str, Any], name: str, own: dict[str, Any],
     return found
 
 
-def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -> CompiledModel:
-    """One target's artifact: its guards, its hashes (unless `verified` already), its code."""
+def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
+                 weights_path: Path | None = None,
+                 borrow: tuple[int, int, int] | None = None) -> CompiledModel:
+    """One target's artifact: its guards, its hashes (unless `verified` already), its code;
+    its weights file, or `weights_path` (a bucket sharing its artifact's, checked there), read
+    in place at `borrow` (address, bytes, checksum: the generic plan's copy) where they match."""
     if manifest["target"] == "cuda":
         from .runtime.cuda import load_cuda
 
         return load_cuda(root, manifest, verified)
     check_cpu(manifest["cpu"], str(root))  # before any of its code is mapped
+    if weights_path is None and "shared" in manifest["weights"]:
+        raise PycError("E030", f"{root.name}/ is a shape bucket reading its artifact's weights, "
+                       "not an artifact of its own", where=str(root),
+                       hint="load the artifact it belongs to (two directories up); it dispatches "
+                       "runs to this bucket")
     if not verified:
         verify_files(root, manifest)
     library_path = _content_addressed_copy(root / manifest["library"],
@@ -823,8 +920,10 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
     check_io_specs(addresses, inputs, outputs)
-    model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
-                          inputs, outputs, library, manifest["arena_bytes"])
+    weights = weights_path or root / manifest["weights"]["file"]
+    model = CompiledModel(ModelFunctions(addresses), weights, inputs, outputs, library,
+                          manifest["arena_bytes"],
+                          _borrowing(library, manifest["symbol_prefix"], weights, borrow))
     if "dims" in manifest:  # symbolic dims: runs take the inputs' actual shapes
         if _has_symbols(library, manifest["symbol_prefix"], RUNTIME_OFFSET_ENTRY_POINTS):
             addresses.update(library_addresses(library, manifest["symbol_prefix"],
@@ -836,6 +935,25 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False) -
 
 def _has_symbols(library: ctypes.CDLL, prefix: str, suffixes: tuple[str, ...]) -> bool:
     return all(hasattr(library, f"{prefix}_{suffix}") for suffix in suffixes)
+
+
+def _borrowing(library: ctypes.CDLL, prefix: str, weights: Path,
+               borrow: tuple[int, int, int] | None) -> Any:
+    """A bucket's model creation on the generic plan's weights in memory (`borrow`), falling
+    back to loading its weights file where they do not match; None: the usual creation."""
+    borrowed = getattr(library, f"{prefix}_create_borrowed", None) if borrow else None
+    create = getattr(library, f"{prefix}_create", None)
+    if borrowed is None or create is None or borrow is None:
+        return None
+    borrowed.restype = create.restype = ctypes.c_int
+    borrowed.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_void_p]
+    create.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    address, size, checksum = borrow
+
+    def make(out: Any) -> int:
+        status = borrowed(address, size, checksum, out)
+        return status if status == 0 else create(str(weights).encode(), out)
+    return make
 
 
 def _content_addressed_copy(library: Path, expected_sha256: str) -> Path:

@@ -1,18 +1,25 @@
-"""Shape buckets (issue #15 point 3): the exact input shapes a deployment sees most often, each
-built as a static plan beside the generic symbolic one (docs/dynamic_shapes.md, "Shape buckets").
+"""Shape buckets (issue #15 points 3 and 5): boxes of the input dims a deployment sees, each built
+as a plan of its own beside the generic symbolic one (docs/dynamic_shapes.md, "Shape buckets").
 
-A bucket is an EXACT static shape of every symbolic input: a request of exactly that shape runs
-the bucket's plan, any other runs the generic plan. (Padding a request up to a bucket would change
-the results of most models: a softmax over padded keys.) The sample of real shapes is read from
-`--shape-sample FILE`:
+A bucket is a BOX of the model's named dims (`batch 1..2, seq 1..64`): a request whose dims lie
+in the box runs the bucket's plan, symbolic within the smaller box (a smaller arena, the cost
+model's choices for its sizes); a box of one point (every dim fixed) is a static plan of that
+exact shape. Nothing is padded: padding a request up to a bucket's shape changes the results of
+most models (a softmax over padded keys). Dispatch takes the smallest box containing the
+request (ties: the exact one, then the lower id); a request in no box runs the generic plan.
+The sample of real shapes is read from `--shape-sample FILE`:
 
 - a JSON histogram: `[{"shapes": {"x": [8, 128]}, "count": 120}, ...]`;
 - an .npz of example inputs: keys `INPUT` (one request) or `REQUEST/INPUT` (several requests,
   e.g. `0/x`, `1/x`); only the arrays' shapes are read.
 
-Buckets are chosen deterministically: the distinct shapes sorted by count (most frequent first,
-ties by shape), kept while their share of the sample is at least MIN_SHARE, at most the count
-asked for.
+Boxes are chosen deterministically by a greedy clustering of the sample (`choose_buckets`):
+each request costs the volume of the box it is dispatched to (the product of the box's upper
+bounds: the sizes its plan is made for; a proxy, not a measured time), and each step adds the
+candidate box that lowers the sample's total cost the most, while it lowers it by at least
+MIN_GAIN of the generic plan's cost, up to the count asked for. Candidates: every exact shape
+of at least MIN_SHARE of the sample, and every box from the dims' lower bounds up to a corner of
+the sample's per-dim quantiles.
 """
 
 from __future__ import annotations
@@ -31,22 +38,33 @@ from .errors import PycError
 from .ir.symbolic import Dim, check_within
 
 AUTO_BUCKETS = 4  # `--shape-buckets auto`: at most this many
-MIN_SHARE = 0.05  # a shape seen less often than this is not worth a plan of its own
+MIN_SHARE = 0.05  # an exact shape seen less often than this is not worth a static plan
+MIN_GAIN = 0.05  # a box must lower the sample's cost by this much of the generic plan's
+QUANTILES = 12  # per dim, the corners of candidate boxes: this many quantiles of the sample
 BUCKETS_DIR = "buckets"
 
 ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]  # (input, shape) sorted by input name
+Box = tuple[tuple[str, int, int], ...]  # (dim, lo, hi) sorted by dim name
+Point = tuple[int, ...]  # a request's dims, in the sorted order of the dims' names
 
 
 @dataclass(frozen=True)
 class Bucket:
-    """One static plan of the artifact: its id (`b0` most frequent), its exact input shapes,
-    how many requests of the sample had them, and why it exists."""
+    """One plan of the artifact beside the generic one: its id (`b0` chosen first), its box of
+    the dims, the requests of the sample dispatched to it, and why it exists. `shapes` gives
+    each symbolic input's shape within the box: numbers where a dim is fixed (every one: an
+    exact, static plan), else `dim:lo..hi` texts, as --input-shape writes them."""
 
     id: str
-    shapes: dict[str, tuple[int, ...]]
+    box: Box
+    shapes: dict[str, tuple[int | str, ...]]
     count: int
     share: float
     reason: str
+
+    @property
+    def exact(self) -> bool:
+        return all(lo == hi for _, lo, hi in self.box)
 
     def directory(self) -> str:
         return f"{BUCKETS_DIR}/{self.id}"
@@ -54,7 +72,29 @@ class Bucket:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "dir": self.directory(), "count": self.count,
                 "share": self.share, "reason": self.reason,
+                "kind": "static" if self.exact else "symbolic",
+                "dims": {name: [lo, hi] for name, lo, hi in self.box},
                 "shapes": {name: list(shape) for name, shape in sorted(self.shapes.items())}}
+
+
+def box_volume(box: Box) -> int:
+    """The product of the box's upper bounds: the sizes its plan is made for."""
+    volume = 1
+    for _, _, hi in box:
+        volume *= hi
+    return volume
+
+
+def dispatch_order(boxes: Sequence[tuple[str, Box]]) -> list[tuple[str, Box]]:
+    """The order dispatch tries the boxes in: the smallest first, an exact one before a range
+    of the same volume, then by id (b2 before b10)."""
+    return sorted(boxes, key=lambda item: (box_volume(item[1]),
+                                           not all(lo == hi for _, lo, hi in item[1]),
+                                           len(item[0]), item[0]))
+
+
+def contains(box: Box, point: Point) -> bool:
+    return all(lo <= value <= hi for (_, lo, hi), value in zip(box, point))
 
 
 def parse_bucket_count(text: str | int | None) -> int | None:
@@ -140,16 +180,36 @@ def _read_npz(path: Path) -> Counter[ShapeKey]:
     return counts
 
 
+def symbolic_inputs(input_shapes: Mapping[str, Sequence[object]]
+                    ) -> dict[str, tuple[object, ...]]:
+    """The inputs given symbolic dims by --input-shape, with their dims."""
+    return {name: tuple(dims) for name, dims in input_shapes.items()
+            if any(isinstance(d, Dim) for d in dims)}
+
+
+def dim_bounds(input_shapes: Mapping[str, Sequence[object]]) -> dict[str, tuple[int, int]]:
+    """Each named dim of the inputs and its bounds, by name."""
+    bounds = {}
+    for dims in input_shapes.values():
+        for dim in dims:
+            if isinstance(dim, Dim):
+                for name, b in dim.dims().items():
+                    bounds[name] = (b.lo, b.hi)
+    return dict(sorted(bounds.items()))
+
+
 def check_sample(path: str | Path, counts: Counter[ShapeKey],
-                 input_shapes: Mapping[str, Sequence[object]]) -> None:
+                 input_shapes: Mapping[str, Sequence[object]]) -> Counter[Point]:
     """Every request names exactly the inputs given symbolic dims and fits their bounds (E052
-    naming the request's shapes and what is wrong)."""
-    symbolic = {name: tuple(dims) for name, dims in input_shapes.items()
-                if any(isinstance(d, Dim) for d in dims)}
+    naming the request's shapes and what is wrong); returns the requests counted by their dims
+    (in the sorted order of the dims' names)."""
+    symbolic = symbolic_inputs(input_shapes)
     if not symbolic:
         raise PycError("E052", "--shape-sample needs inputs with bounded symbolic dims",
                        where="--input-shape",
                        hint="give --input-shape NAME=dim:LO..HI,... for the inputs that vary")
+    names = list(dim_bounds(symbolic))
+    points: Counter[Point] = Counter()
     for key in sorted(counts):
         shapes = dict(key)
         if set(shapes) != set(symbolic):
@@ -162,30 +222,131 @@ def check_sample(path: str | Path, counts: Counter[ShapeKey],
             except PycError as error:
                 raise _malformed(Path(path), f"the request {_describe(key)} is outside the "
                                  f"--input-shape bounds: {error.what}") from None
+        points[tuple(env[name] for name in names)] += counts[key]
+    return points
 
 
-def choose_buckets(counts: Counter[ShapeKey], limit: int,
-                   min_share: float = MIN_SHARE) -> tuple[list[Bucket], list[str]]:
-    """Up to `limit` most frequent exact shapes of at least `min_share` of the sample, and a
-    line per shape left out for want of share or of room (the decision log keeps both)."""
-    total = sum(counts.values())
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    buckets: list[Bucket] = []
-    left_out: list[str] = []
-    for key, count in ranked:
-        share = count / total
-        if share < min_share:
-            left_out.append(f"{_describe(key)}: {count} of {total} requests ({share:.1%}), under "
-                            f"the {min_share:.0%} a bucket needs; runs the generic plan")
-        elif len(buckets) >= limit:
-            left_out.append(f"{_describe(key)}: {count} of {total} requests ({share:.1%}), past "
-                            f"the {limit} bucket(s) asked for; runs the generic plan")
+def _quantiles(values: Counter[int], levels: int) -> list[int]:
+    """The smallest value reaching each of `levels` evenly spaced shares of the weighted sample."""
+    ordered = sorted(values.items())
+    total = sum(values.values())
+    out, seen, index = [], 0, 0
+    for level in range(1, levels + 1):
+        while index < len(ordered) and seen * levels < level * total:
+            seen += ordered[index][1]
+            index += 1
+        out.append(ordered[index - 1][0])
+    return sorted(set(out))
+
+
+def _candidates(points: Counter[Point], names: list[str],
+                bounds: Mapping[str, tuple[int, int]]) -> list[Box]:
+    """Exact shapes of at least MIN_SHARE of the sample, and boxes from the dims' lower bounds
+    up to every corner of per-dim quantiles (the generic box itself left out)."""
+    total = sum(points.values())
+    boxes = {tuple((name, v, v) for name, v in zip(names, point))
+             for point, count in points.items() if count >= MIN_SHARE * total}
+    levels = max(2, min(QUANTILES, int(4096 ** (1 / max(1, len(names))))))
+    corners: list[tuple[int, ...]] = [()]
+    for axis in range(len(names)):
+        values = Counter[int]()
+        for point, count in points.items():
+            values[point[axis]] += count
+        corners = [corner + (v,) for corner in corners for v in _quantiles(values, levels)]
+    generic = tuple(bounds[name][1] for name in names)
+    boxes |= {tuple((name, bounds[name][0], hi) for name, hi in zip(names, corner))
+              for corner in corners if corner != generic}
+    return [box for _, box in dispatch_order([("", box) for box in boxes])]
+
+
+def choose_buckets(points: Counter[Point], bounds: Mapping[str, tuple[int, int]],
+                   input_shapes: Mapping[str, Sequence[object]], limit: int
+                   ) -> tuple[list[Bucket], list[str]]:
+    """Up to `limit` boxes chosen greedily (module docstring), each with the sample's requests
+    dispatched to it, and a line per shape of the sample left to the generic plan."""
+    names = list(bounds)
+    generic_volume = box_volume(tuple((name, lo, hi) for name, (lo, hi) in bounds.items()))
+    order = sorted(points.items())
+    weights = np.array([count for _, count in order], dtype=np.int64)
+    cost = np.full(len(order), generic_volume, dtype=np.int64)
+    floor = MIN_GAIN * int(weights @ cost)
+    candidates = _candidates(points, names, bounds)
+    volumes = np.array([box_volume(box) for box in candidates], dtype=np.int64)
+    inside = np.array([[contains(box, p) for p, _ in order] for box in candidates], dtype=bool)
+    chosen: list[Box] = []
+    free = np.ones(len(candidates), dtype=bool)
+    while free.any() and len(chosen) < limit:
+        saved = np.maximum(0, cost[None, :] - volumes[:, None]) * inside
+        gains = np.where(free, saved @ weights, -1)
+        best = int(np.argmax(gains))  # the first of equal gains: the smallest box
+        if gains[best] <= 0 or gains[best] < floor:
+            break
+        free[best] = False
+        chosen.append(candidates[best])
+        cost = np.where(inside[best], np.minimum(cost, volumes[best]), cost)
+    return _assign(chosen, order, bounds, input_shapes)
+
+
+def _assign(chosen: list[Box], order: list[tuple[Point, int]],
+            bounds: Mapping[str, tuple[int, int]], input_shapes: Mapping[str, Sequence[object]]
+            ) -> tuple[list[Bucket], list[str]]:
+    """The buckets, numbered in the order chosen (those left without a request dropped), with
+    their share of the sample under dispatch, and the lines for the generic plan's shapes."""
+    total = sum(count for _, count in order)
+    ranked = dispatch_order([(str(i), box) for i, box in enumerate(chosen)])
+    served: dict[int, int] = {}
+    generic: list[tuple[Point, int]] = []
+    for point, count in order:
+        hit = next((int(i) for i, box in ranked if contains(box, point)), None)
+        if hit is None:
+            generic.append((point, count))
         else:
-            reason = (f"{count} of {total} requests of the sample ({share:.1%}) have exactly "
-                      f"{_describe(key)}: the most frequent shape #{len(buckets) + 1}, "
-                      "given a static plan of its own")
-            buckets.append(Bucket(f"b{len(buckets)}", dict(key), count, round(share, 6), reason))
-    return buckets, left_out
+            served[hit] = served.get(hit, 0) + count
+    names = list(bounds)
+    corner = "x".join(str(hi) for _, hi in bounds.values())
+    buckets: list[Bucket] = []
+    for index, box in enumerate(chosen):
+        if index not in served:
+            continue
+        count, share = served[index], served[index] / total
+        text = _describe_box(box)
+        reason = (f"{count} of {total} requests of the sample ({share:.1%}) have exactly {text}: "
+                  "a static plan of that shape" if all(lo == hi for _, lo, hi in box) else
+                  f"{count} of {total} requests of the sample ({share:.1%}) lie in {text} and in "
+                  f"no smaller bucket: a plan for that box (sized for "
+                  f"{'x'.join(str(hi) for _, _, hi in box)}, the generic plan for {corner})")
+        buckets.append(Bucket(f"b{len(buckets)}", box, _box_shapes(box, input_shapes), count,
+                              round(share, 6), reason))
+    lines = [f"{', '.join(f'{n}={v}' for n, v in zip(names, point))}: {count} of {total} "
+             f"requests ({count / total:.1%}), in no bucket; runs the generic plan"
+             for point, count in sorted(generic, key=lambda item: (-item[1], item[0]))]
+    if len(lines) > 12:
+        rest = sum(count for _, count in sorted(generic, key=lambda i: (-i[1], i[0]))[12:])
+        lines = lines[:12] + [f"{len(lines) - 12} more shapes ({rest} of {total} requests), in "
+                              "no bucket; run the generic plan"]
+    return buckets, lines
+
+
+def _describe_box(box: Box) -> str:
+    return ", ".join(f"{name}={lo}" if lo == hi else f"{name}={lo}..{hi}" for name, lo, hi in box)
+
+
+def _box_shapes(box: Box, input_shapes: Mapping[str, Sequence[object]]
+                ) -> dict[str, tuple[int | str, ...]]:
+    """Each symbolic input's shape within the box (module docstring of Bucket.shapes)."""
+    within = {name: (lo, hi) for name, lo, hi in box}
+    shapes: dict[str, tuple[int | str, ...]] = {}
+    for name, dims in symbolic_inputs(input_shapes).items():
+        shape: list[int | str] = []
+        for dim in dims:
+            if isinstance(dim, Dim):
+                ((dim_name, _),) = dim.dims().items()
+                lo, hi = within[dim_name]
+                shape.append(lo if lo == hi else f"{dim_name}:{lo}..{hi}")
+            else:
+                shape.append(int(dim))  # type: ignore[call-overload]
+        shapes[name] = tuple(shape)
+    return dict(sorted(shapes.items()))
 
 
 def _describe(key: ShapeKey) -> str:

@@ -75,7 +75,7 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
 
 def _shape_buckets(root: Path, manifest: dict[str, Any], decisions: list[dict[str, Any]],
                    generic: Graph) -> dict[str, Any]:
-    """Each bucket (its exact shapes, share of the sample, arena beside the generic plan's, its
+    """Each bucket (its box and shapes, share of the sample, arena beside the generic plan's, its
     kernels and those unlike the generic plan's, why it exists) and the sample's shapes that
     got none (left out, or dropped by the compile budget), from the manifests, the buckets'
     IR and the decision log."""
@@ -83,11 +83,13 @@ def _shape_buckets(root: Path, manifest: dict[str, Any], decisions: list[dict[st
     buckets = []
     for entry in manifest["buckets"]:
         where = root / entry["dir"]
-        graph = load_graph(where, read_manifest(where))
+        graph = load_graph(where, read_manifest(where), root)
         kernels = [{"node": node.name, "kernel": node.ann.kernel_name} for node in graph.nodes]
         buckets.append({**{key: entry[key] for key in ("id", "dir", "shapes", "count", "share",
                                                        "arena_bytes", "compiled_nodes",
                                                        "reason")},
+                        "kind": entry.get("kind", "static"), "dims": entry.get("dims"),
+                        "shared_weights": bool(entry.get("shared_weights")),
                         "kernels": kernels,
                         "kernels_unlike_generic": sum(
                             generic_kernels.get(k["node"]) != k["kernel"] for k in kernels)})
@@ -336,15 +338,21 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
 
 def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
     generic = buckets["generic_arena_bytes"]
-    table = Table(title="Shape buckets: a run of exactly these shapes uses the bucket's static "
-                        f"plan, any other the generic plan (arena {format_size(generic)})")
-    for column in ("bucket", "shapes", "share", "kernels (unlike generic)", "arena", "vs generic",
+    table = Table(title="Shape buckets: a run whose dims lie in a bucket's box uses the smallest "
+                        "such bucket's plan (static where the box is one shape), any other the "
+                        f"generic plan (arena {format_size(generic)})")
+    for column in ("bucket", "box / shapes", "share", "kernels (unlike generic)", "arena", "vs generic",
                    "why"):
         table.add_column(column, justify="right" if column in ("share", "kernels (unlike generic)", "arena",
                                                                 "vs generic") else "left")
     for entry in buckets["buckets"]:
-        shapes = ", ".join(f"{name}[{','.join(map(str, shape))}]"
-                           for name, shape in entry["shapes"].items())
+        if entry.get("kind") == "symbolic" and entry.get("dims"):  # its box, shared by inputs
+            shapes = ", ".join(f"{name}={lo}..{hi}" if lo != hi else f"{name}={lo}"
+                               for name, (lo, hi) in entry["dims"].items())
+        else:
+            shapes = ", ".join(f"{name}[{','.join(map(str, shape))}]"
+                               for name, shape in entry["shapes"].items()) + " (static)"
+        shapes += "; shares the weights" if entry.get("shared_weights") else ""
         kernels = f"{entry['compiled_nodes']} ({entry['kernels_unlike_generic']})"
         ratio = f"{entry['arena_bytes'] / generic:.2f}x" if generic else "-"
         table.add_row(entry["id"], escape(shapes), f"{entry['share']:.1%}",

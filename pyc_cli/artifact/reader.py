@@ -8,6 +8,7 @@ hostile manifest gives a PYC error instead of a traceback or a file read from el
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path, PurePosixPath
@@ -134,7 +135,9 @@ SCHEMA: dict[str, Any] = {
                 # constants stored in 16 bits (--precision fp16 / bf16, planning/weights.py)
                 "converted": _Opt(_Dict({"dtype": TEXT, "columns": COUNT})),
                 # constants stored through a build-time transform (the CPU Winograd conv's U)
-                "transformed": _Opt(_Dict(TEXT))},
+                "transformed": _Opt(_Dict(TEXT)),
+                # a shape bucket's weights: the artifact's own file, of this sha256 (api.py)
+                "shared": _Opt(TEXT)},
     "files": _Dict(TEXT),
 }
 
@@ -218,7 +221,7 @@ def _value_problem(manifest: dict[str, Any]) -> str:
         if not _SHA256.fullmatch(digest):
             return f"the sha256 of {name!r} is not 64 lowercase hex digits"
     for field, name in (("library", manifest["library"]), ("weights.file", manifest["weights"]["file"])):
-        if name not in files:
+        if name not in files and not (field == "weights.file" and "shared" in manifest["weights"]):
             return f"{field} {name!r} is not among the hashed files"
     if "header" in manifest and not is_inside_path(manifest["header"]):
         return f"header {manifest['header']!r} is not a relative path inside the artifact"
@@ -354,7 +357,8 @@ def runtime_files(manifest: dict[str, Any]) -> tuple[str, ...]:
     launches = ((manifest["cuda"]["launches"], manifest["cuda"]["ptx"])
                 if manifest.get("target") == "cuda" else ())
     fallbacks = tuple(f"{fallback_dir(name)}/{MANIFEST}" for name in fallback_targets(manifest))
-    return (manifest["library"], manifest["weights"]["file"], *launches, *fallbacks)
+    weights = () if "shared" in manifest["weights"] else (manifest["weights"]["file"],)
+    return (manifest["library"], *weights, *launches, *fallbacks)
 
 
 def is_fallback_file(name: str) -> bool:
@@ -375,6 +379,8 @@ def verify_files(artifact: Path, manifest: dict[str, Any]) -> None:
                 continue
             _verify_file(root, artifact, relative, expected)
         weights = artifact / manifest["weights"]["file"]
+        if "shared" in manifest["weights"]:  # a bucket's: its artifact's file, checked there
+            return
         if weights.stat().st_size != manifest["weights"]["bytes"]:  # the library reads this many
             raise PycError("E031", f"{weights.name} holds {weights.stat().st_size} bytes, "
                            f"{MANIFEST} says {manifest['weights']['bytes']}", where=str(weights),
@@ -413,9 +419,21 @@ def _verify_file(root: Path, artifact: Path, relative: str, expected: str) -> No
                        where=str(path), hint="the artifact was modified; rebuild it")
 
 
-def load_graph(artifact: Path, manifest: dict[str, Any]) -> Graph:
-    """The IR after passes, with large constants read back from the weights file."""
-    weights = (artifact / manifest["weights"]["file"]).read_bytes()
+def load_graph(artifact: Path, manifest: dict[str, Any], weights_dir: Path | None = None) -> Graph:
+    """The IR after passes, with large constants read back from the weights file (a shape
+    bucket sharing its artifact's weights reads them from `weights_dir`, checked by hash)."""
+    if weights_dir is None and "shared" in manifest["weights"]:
+        weights_dir = artifact.parent.parent  # a shape bucket: buckets/ID/ of its artifact
+    weights_path = (weights_dir or artifact) / manifest["weights"]["file"]
+    if not weights_path.is_file():
+        raise PycError("E035", f"{weights_path.name} is missing", where=str(weights_path),
+                       hint="rebuild the artifact")
+    weights = weights_path.read_bytes()
+    if "shared" in manifest["weights"] and \
+            hashlib.sha256(weights).hexdigest() != manifest["weights"]["shared"]:
+        raise PycError("E031", f"{weights_path.name} does not match the sha256 the bucket "
+                       f"{artifact.name} shares", where=str(weights_path),
+                       hint="the artifact was modified; rebuild it")
     text = (artifact / "model.ir").read_text(encoding="utf-8")
     shell = parse_graph(text, _BlobProbe())
     blobs = {}

@@ -256,10 +256,10 @@ def main(debug: bool) -> None:
                    "logged); a build that takes longer warns PYC-W003. The artifact does not "
                    "depend on it.")
 @click.option("--shape-buckets", metavar="auto|N",
-              help="With --shape-sample: also build a static plan for each of the sample's "
-                   "most frequent exact input shapes (auto: up to 4; N: up to N; each at least "
-                   "5%% of the sample) beside the generic symbolic one; runs of exactly a "
-                   "bucket's shapes use it (docs/dynamic_shapes.md).")
+              help="With --shape-sample: also build a plan for each of a few boxes of the "
+                   "dims clustered from the sample (auto: up to 4; N: up to N), symbolic within "
+                   "its box or static for a box of one shape, beside the generic symbolic one; "
+                   "a run goes to the smallest box holding its dims (docs/dynamic_shapes.md).")
 @click.option("--shape-sample", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="The input shapes a deployment sees: a JSON histogram "
                    "[{\"shapes\": {\"x\": [8, 128]}, \"count\": 120}, ...] or an .npz of example "
@@ -646,7 +646,7 @@ def _shape_plan(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     times = sorted(model.buckets.pick(feeds)[1] for _ in range(101))
     chosen = model if plan == "generic" else model.buckets.model(plan)
     return {"plan": plan, "arena_bytes": chosen.arena_bytes, "dispatch_us": times[50],
-            "buckets": sorted(b for b in model.buckets.table.values())}
+            "buckets": sorted(model.buckets.table)}
 
 
 def _print_run(outputs: dict[str, np.ndarray], summary: dict[str, Any]) -> None:

@@ -1,37 +1,74 @@
-"""Dispatch by shape for an artifact with shape buckets (issue #15 point 3, pyc_cli/buckets.py):
-a run whose inputs have exactly a bucket's shapes runs that bucket's static plan, loaded on its
-first such run (its hashes verified before its code is mapped); any other runs the generic one.
-The dispatch (a dict lookup on the inputs' shapes) is timed; `model.stats` counts runs per plan."""
+"""Dispatch by shape for an artifact with shape buckets (issue #15 points 3 and 5,
+pyc_cli/buckets.py): a run whose dims lie in a bucket's box runs the smallest such bucket's plan,
+loaded on its first such run (its hashes verified before its code is mapped); any other runs the
+generic one. The dispatch (the inputs' shapes to dims, then a containment test per box, smallest
+box first) is timed; `model.stats` counts runs per plan."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 GENERIC = "generic"
 
-ShapeTable = dict[tuple[tuple[str, tuple[int, ...]], ...], str]
+Box = tuple[tuple[str, int, int], ...]  # (dim, lo, hi) sorted by dim name
+
+
+def _volume(box: Box) -> int:
+    volume = 1
+    for _, _, hi in box:
+        volume *= hi
+    return volume
 
 
 class BucketDispatch:
-    """The bucket a run goes to: `table` maps the sorted (input, shape) pairs of each bucket to
-    its id, `load` loads a bucket's model by id (once, under a lock)."""
+    """The bucket a run goes to. `boxes` holds each bucket's id and box, `inputs` each input
+    with symbolic dims and its dims as built (names and numbers: `["batch", 512]`), `load`
+    loads a bucket's model by id (once, under a lock)."""
 
-    def __init__(self, table: ShapeTable, names: list[str], load: Callable[[str], Any]) -> None:
-        self.table, self.names, self._load = table, sorted(names), load
+    def __init__(self, boxes: Sequence[tuple[str, Box]], inputs: Sequence[tuple[str, list[Any]]],
+                 load: Callable[[str], Any]) -> None:
+        # the order of pyc_cli/buckets.dispatch_order: smallest box, exact first, then the id
+        self.order = sorted(boxes, key=lambda item: (_volume(item[1]),
+                                                     not all(lo == hi for _, lo, hi in item[1]),
+                                                     len(item[0]), item[0]))
+        self.inputs = list(inputs)
+        self.table = {bucket: box for bucket, box in boxes}
+        self._load = load
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def dims(self, feeds: Mapping[str, Any]) -> dict[str, int] | None:
+        """The run's dims from its inputs' shapes; None where the shapes are not the model's
+        (a rank, a static size or a shared dim that differs: the generic plan reports it)."""
+        env: dict[str, int] = {}
+        try:
+            for name, dims in self.inputs:
+                shape = feeds[name].shape
+                if len(shape) != len(dims):
+                    return None
+                for dim, size in zip(dims, shape):
+                    if isinstance(dim, str):
+                        if env.setdefault(dim, size) != size:
+                            return None
+                    elif dim != size:
+                        return None
+        except (KeyError, AttributeError, TypeError):
+            return None
+        return env
 
     def pick(self, feeds: Mapping[str, Any]) -> tuple[str, float]:
         """(the plan of a run of `feeds`: a bucket id or GENERIC, microseconds to decide)."""
         started = time.perf_counter_ns()
-        try:
-            key = tuple((name, tuple(feeds[name].shape)) for name in self.names)
-        except (KeyError, AttributeError, TypeError):
-            key = ()  # the generic plan reports what is wrong with the feeds
-        plan = self.table.get(key, GENERIC)
+        env = self.dims(feeds)
+        plan = GENERIC
+        if env is not None:
+            for bucket, box in self.order:
+                if all(lo <= env.get(name, -1) <= hi for name, lo, hi in box):
+                    plan = bucket
+                    break
         return plan, (time.perf_counter_ns() - started) / 1000.0
 
     def model(self, bucket: str) -> Any:

@@ -196,7 +196,7 @@ class CompiledModel:
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
-                 arena_bytes: int = 0) -> None:
+                 arena_bytes: int = 0, create: Callable[[Any], int] | None = None) -> None:
         self.inputs, self.outputs = inputs, outputs
         self.arena_bytes = arena_bytes
         self.stats = RunStats("cpu")
@@ -208,7 +208,9 @@ class CompiledModel:
         self._closed = False
         self._handle: ctypes.c_void_p | None = None
         handle = ctypes.c_void_p()
-        status = functions.create(str(weights_path).encode(), ctypes.byref(handle))
+        # `create`: another way to make the model (a shape bucket on its artifact's weights)
+        status = (create(ctypes.byref(handle)) if create is not None
+                  else functions.create(str(weights_path).encode(), ctypes.byref(handle)))
         if status != 0:
             raise PycError("E042", f"model creation failed: {self._status(status)}",
                            where=str(weights_path), hint="rebuild the artifact")

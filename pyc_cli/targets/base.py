@@ -21,6 +21,19 @@ from .kernel import KernelCandidate
 
 
 @dataclass(frozen=True)
+class BucketInfo:
+    """A shape bucket as the generic plan's dispatch sees it (c/buckets.c.j2): its id, its
+    library's symbol prefix, whether every dim is fixed (a static plan, run without shapes),
+    and its box: the bounds of each of the generic plan's dims, in their order."""
+
+    id: str
+    prefix: str
+    static: bool
+    lo: list[int]
+    hi: list[int]
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Everything the model-level templates need besides the kernel calls."""
 
@@ -41,6 +54,12 @@ class ModelInfo:
     # fixed offsets
     offset_blocks: list[dict[str, Any]] = field(default_factory=list)
     arena_policy: str = ""
+
+    # shape buckets (issue #15): the generic plan's dispatch table, in dispatch order, and the
+    # buckets' library file name; a bucket's own plan exports NAME_create_borrowed
+    buckets: list[BucketInfo] = field(default_factory=list)
+    bucket_library: str = ""
+    borrows_weights: bool = False
 
 
 def runtime_plan(plan: MemoryPlan) -> dict[str, Any]:

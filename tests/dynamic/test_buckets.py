@@ -1,14 +1,19 @@
-"""Issue #15 point 3, shape buckets: `--shape-buckets auto --shape-sample FILE` builds a static
-plan for each of the sample's most frequent exact input shapes beside the generic symbolic one;
-a run of exactly a bucket's shapes runs its plan, any other the generic plan; each plan's result
-equals onnxruntime's on fresh random inputs; the artifact is byte-identical across builds;
-`pyc explain` and `pyc run --json` show the buckets; malformed samples are PYC-E052; a compile
-budget drops buckets."""
+"""Issue #15 points 3 and 5, shape buckets: `--shape-buckets auto --shape-sample FILE` clusters the
+sample into boxes of the dims, each built as a plan of its own (symbolic within the box, or
+static where the box is one point) beside the generic symbolic one; a run goes to the smallest
+box holding its dims, in Python and in the generated C (NAME_context_run_shaped), any other to
+the generic plan; each plan's result equals onnxruntime's on fresh random inputs at the boxes'
+edges (outputs poisoned first); buckets whose weights are the generic plan's share its file,
+checked by hash; the artifact is byte-identical across builds; `pyc explain` and `pyc run
+--json` show the buckets; malformed samples are PYC-E052; a compile budget drops buckets."""
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -18,16 +23,23 @@ from conftest import MODELS_DIR, invoke, onnxruntime_outputs
 
 import pyc_cli
 from pyc_cli.api import BuildResult
-from pyc_cli.artifact.manifest import hash_tree
-from pyc_cli.buckets import choose_buckets, read_sample
+from pyc_cli.artifact.manifest import file_sha256, hash_tree
+from pyc_cli.buckets import choose_buckets, dim_bounds, read_sample
 from pyc_cli.errors import PycError, PycWarning
 from pyc_cli.ir.symbolic import parse_input_shapes
+from tests.dynamic.checks import poison_outputs
 from tests.dynamic.models import mlp
+from tests.helpers import assert_strict_c11
 
+REPO = Path(__file__).resolve().parents[2]
 SHAPE = "x=batch:1..64,32"
-# x[8, 32] and x[1, 32] are frequent (buckets), x[3, 32] is 2.4% of the sample (no bucket)
-SAMPLE = [{"shapes": {"x": [8, 32]}, "count": 50}, {"shapes": {"x": [1, 32]}, "count": 30},
-          {"shapes": {"x": [3, 32]}, "count": 2}]
+# x[8, 32] alone is half the sample: a static plan of that shape (b0); x[33..40, 32] a box of
+# batch 1..40 (b1, symbolic); x[50, 32] is 2% of the sample, in no box (the generic plan)
+SAMPLE = [{"shapes": {"x": [8, 32]}, "count": 50}, {"shapes": {"x": [40, 32]}, "count": 30},
+          {"shapes": {"x": [33, 32]}, "count": 20}, {"shapes": {"x": [50, 32]}, "count": 2}]
+# (batch, the plan it runs on): each box's edges, inside and just outside
+EDGES = ((8, "b0"), (7, "b1"), (9, "b1"), (1, "b1"), (40, "b1"), (41, "generic"),
+         (64, "generic"), (33, "b1"))
 RTOL, ATOL = 1e-5, 1e-5  # float32 GEMMs of K <= 64 in another summation order than ORT's
 
 
@@ -50,40 +62,158 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return model, _build(model, root / "art", _sample(root / "sample.json")).artifact
 
 
-def test_the_frequent_shapes_get_buckets(built: tuple[Path, Path]) -> None:
+def test_the_sample_is_clustered_into_boxes(built: tuple[Path, Path]) -> None:
     manifest = json.loads((built[1] / "manifest.json").read_text())
-    assert [(b["id"], b["shapes"], b["count"]) for b in manifest["buckets"]] == [
-        ("b0", {"x": [8, 32]}, 50), ("b1", {"x": [1, 32]}, 30)]
-    for bucket in manifest["buckets"]:  # each a full static build, hashed in the one manifest
+    assert [(b["id"], b["kind"], b["dims"], b["shapes"], b["count"]) for b in manifest["buckets"]] == [
+        ("b0", "static", {"batch": [8, 8]}, {"x": [8, 32]}, 50),
+        ("b1", "symbolic", {"batch": [1, 40]}, {"x": ["batch:1..40", 32]}, 50)]
+    for bucket in manifest["buckets"]:  # each a full build, hashed in the one manifest
         own = json.loads((built[1] / bucket["dir"] / "manifest.json").read_text())
-        assert own["inputs"][0]["shape"] == bucket["shapes"]["x"] and "dims" not in own
         assert f"{bucket['dir']}/{own['library']}" in manifest["files"]
-        assert bucket["arena_bytes"] < manifest["arena_bytes"]  # sized for its shape only
+        assert bucket["arena_bytes"] < manifest["arena_bytes"]  # sized for its box only
+    static, symbolic = (json.loads((built[1] / b["dir"] / "manifest.json").read_text())
+                        for b in manifest["buckets"])
+    assert static["inputs"][0]["shape"] == [8, 32] and "dims" not in static
+    assert symbolic["dims"] == [{"name": "batch", "lo": 1, "hi": 40}]
     decisions = (built[1] / "decisions.jsonl").read_text()
-    assert '"action":"shape_bucket"' in decisions and "x[3,32]: 2 of 82 requests" in decisions
+    assert '"action":"shape_bucket"' in decisions and "batch=50: 2 of 102 requests" in decisions
 
 
-def test_each_plan_matches_onnxruntime_and_the_dispatch_counts(built: tuple[Path, Path]) -> None:
+def test_buckets_share_the_generic_weights_verified_by_hash(built: tuple[Path, Path]) -> None:
+    """A bucket whose weights are byte for byte the generic plan's keeps no copy: its manifest
+    names the sha256 of the artifact's weights.bin; the symbolic box's always are."""
+    manifest = json.loads((built[1] / "manifest.json").read_text())
+    by_id = {b["id"]: b for b in manifest["buckets"]}
+    assert by_id["b1"]["shared_weights"]
+    for bucket in manifest["buckets"]:
+        where = built[1] / bucket["dir"]
+        own = json.loads((where / "manifest.json").read_text())
+        if bucket["shared_weights"]:
+            assert own["weights"]["shared"] == file_sha256(built[1] / "weights.bin")
+            assert not (where / "weights.bin").exists() and "weights.bin" not in own["files"]
+        else:
+            assert (where / "weights.bin").is_file() and "shared" not in own["weights"]
+    with pyc_cli.load(built[1]) as model:  # in memory too: b1 reads the generic plan's copy
+        model.run({"x": np.ones((9, 32), np.float32)})
+        b1 = model.buckets.model("b1")
+        addresses = []
+        for plan, prefix in ((model, "mlp_dynamic"), (b1, "mlp_dynamic_b1")):
+            data = getattr(plan._keepalive, f"{prefix}_weights_data")
+            data.restype, data.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+            addresses.append(data(plan._handle))
+        assert addresses[0] and addresses[0] == addresses[1]
+    with pytest.raises(PycError) as info:  # a bucket is no artifact of its own
+        pyc_cli.load(built[1] / "buckets" / "b1")
+    assert info.value.code == "E030" and "shape bucket" in info.value.what
+
+
+def test_shared_weights_modified_after_loading_are_refused(built: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """The bucket hashes the artifact's weights file again when it loads (lazily)."""
+    copy = tmp_path / "art"
+    shutil.copytree(built[1], copy)
+    with pyc_cli.load(copy) as model:
+        weights = copy / "weights.bin"
+        data = bytearray(weights.read_bytes())
+        data[0] ^= 1
+        weights.write_bytes(bytes(data))
+        with pytest.raises(PycError) as info:
+            model.run({"x": np.ones((9, 32), np.float32)})  # b1: shares them
+        assert info.value.code == "E031" and "buckets/b1" in info.value.what
+
+
+def test_each_plan_matches_onnxruntime_at_the_box_edges(built: tuple[Path, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     model_path, art = built
+    poison_outputs(monkeypatch)
     rng = np.random.default_rng()
     generic = pyc_cli.load(art)
     generic.buckets = None  # the same artifact with dispatch off: every run generic
     with pyc_cli.load(art) as model:
-        for batch, plan in ((8, "b0"), (1, "b1"), (3, "generic"), (64, "generic"), (8, "b0")):
+        for batch, plan in EDGES:
             x = rng.standard_normal((batch, 32)).astype(np.float32)
             y = model.run({"x": x})["y"]
-            assert model.stats.last_plan == plan and model.stats.last_dispatch_us >= 0
+            assert model.stats.last_plan == plan, batch
+            assert model.stats.last_dispatch_us >= 0
             np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"],
                                        rtol=RTOL, atol=ATOL, err_msg=f"batch {batch}")
             np.testing.assert_allclose(y, generic.run({"x": x})["y"], rtol=RTOL, atol=ATOL)
-        assert model.stats.plan_runs == {"b0": 2, "b1": 1, "generic": 2}
+        assert model.stats.plan_runs == {"b0": 1, "b1": 5, "generic": 2}
         assert model.run(None, {"x": np.ones((1, 32), np.float32)})[0].shape == (1, 16)
         assert model.time_runs({"x": np.ones((8, 32), np.float32)}, 2)  # timed on b0
-        assert model.stats.plan_runs["b0"] == 3
+        assert model.stats.plan_runs["b0"] == 2
         with pytest.raises(PycError) as info:  # out of bounds: the generic plan refuses it
             model.run({"x": np.ones((65, 32), np.float32)})
         assert info.value.code == "E041"
+        with pytest.raises(PycError) as info:  # a static axis of another size: the same
+            model.run({"x": np.ones((8, 31), np.float32)})
+        assert info.value.code == "E041"
     generic.close()
+
+
+def _driver(art: Path, exe: Path) -> Path:
+    """tests/c/bucket_driver.c compiled and linked with the generic plan's C, as built."""
+    manifest = json.loads((art / "manifest.json").read_text())
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    assert compiler
+    subprocess.run([compiler, *manifest["toolchain"]["flags"],
+                    f"-DPYC_NAME={manifest['symbol_prefix']}", "-I", str(art / "src"),
+                    str(art / "src" / "model.c"), str(art / "src" / "pyc_runtime.c"),
+                    str(REPO / "tests" / "c" / "bucket_driver.c"), "-o", str(exe),
+                    *manifest["toolchain"]["libraries"]], check=True)
+    return exe
+
+
+def _drive(exe: Path, art: Path, tmp_path: Path, batch: int, x: np.ndarray,
+           env: dict[str, str] | None = None) -> tuple[str, np.ndarray]:
+    x.tofile(tmp_path / "x.bin")
+    ran = subprocess.run([str(exe), str(art / "weights.bin"), str(tmp_path / "x.bin"),
+                          str(tmp_path / "y.bin"), str(batch), "32"], capture_output=True,
+                         text=True, check=False, env={**os.environ, **(env or {})})
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "again same" in ran.stdout  # the second run on the bucket's context: same bytes
+    return ran.stdout, np.fromfile(tmp_path / "y.bin", np.float32).reshape(batch, 16)
+
+
+def test_the_c_abi_dispatches_to_the_buckets(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """NAME_context_run_shaped of the generic plan's C runs each run in the smallest box holding
+    its dims (the bucket's library loaded from buckets/ID/ beside the weights file, on the
+    generic plan's weights where they are the same), others on the generic plan; outputs match
+    onnxruntime. Dispatch off, or a bucket whose library is missing: the generic plan."""
+    model_path, art = built
+    for plan in (art, art / "buckets" / "b0", art / "buckets" / "b1"):
+        assert_strict_c11("gcc", plan)  # the dispatch table, NAME_create_borrowed
+    exe = _driver(art, tmp_path / "driver")
+    rng = np.random.default_rng()
+    order = {"b0": 0, "b1": 1}  # the dispatch order: the smaller box first
+    for batch, plan in EDGES:
+        x = rng.standard_normal((batch, 32)).astype(np.float32)
+        out, y = _drive(exe, art, tmp_path, batch, x)
+        assert f"plan {order.get(plan, -1)} {plan}" in out, (batch, out)
+        assert f"output {batch} 16" in out
+        np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"],
+                                   rtol=RTOL, atol=ATOL, err_msg=f"batch {batch}")
+    x = rng.standard_normal((9, 32)).astype(np.float32)
+    out, y = _drive(exe, art, tmp_path, 9, x, {"PYC_TEST_DISPATCH_OFF": "1"})
+    assert "plan -1 generic" in out
+    np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"], rtol=RTOL, atol=ATOL)
+    copy = tmp_path / "art"
+    shutil.copytree(art, copy)
+    (copy / "buckets" / "b1" / "libmodel.so").unlink()
+    out, y = _drive(exe, copy, tmp_path, 9, x)
+    assert "plan -1 generic" in out  # b1 unavailable: the generic plan runs it
+    np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"], rtol=RTOL, atol=ATOL)
+
+
+def test_the_python_runtime_keeps_the_c_dispatch_off(built: tuple[Path, Path]) -> None:
+    """Loaded from Python, the generic plan's own dispatch is off (the runtime verifies a
+    bucket's files before mapping its code, from a copy named by its hash): a run of a box's
+    shape on the generic plan never maps buckets/ID/libmodel.so itself."""
+    with pyc_cli.load(built[1]) as model:
+        model.buckets = None
+        model.run({"x": np.ones((9, 32), np.float32)})
+        maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+        assert str(built[1] / "buckets") not in maps
 
 
 def test_a_modified_bucket_is_refused_before_loading(built: tuple[Path, Path],
@@ -135,11 +265,13 @@ def test_two_builds_are_byte_identical(built: tuple[Path, Path], tmp_path: Path)
 def test_explain_and_run_show_the_buckets(built: tuple[Path, Path], tmp_path: Path) -> None:
     code, output = invoke("explain", str(built[1]))
     assert code == 0 and "Shape buckets" in output and "x[8,32]" in output
-    assert "x[3,32]: 2 of 82 requests" in output
+    assert "batch=50: 2 of 102 requests" in output and "batch=1..40" in output
+    assert "x[8,32] (static)" in output
     code, output = invoke("explain", str(built[1]), "--json")
     data = json.loads(output)["shape_buckets"]
     assert [b["id"] for b in data["buckets"]] == ["b0", "b1"]
-    assert data["buckets"][0]["share"] == pytest.approx(50 / 82, abs=1e-6)
+    assert data["buckets"][0]["share"] == pytest.approx(50 / 102, abs=1e-6)
+    assert [(b["kind"], b["shared_weights"]) for b in data["buckets"]][1] == ("symbolic", True)
     first = data["buckets"][0]  # its plan: a static kernel per node, compared with the generic's
     assert [k["node"] for k in first["kernels"]] == ["matmul0", "matmul1"]
     assert 0 <= first["kernels_unlike_generic"] <= len(first["kernels"])
@@ -163,15 +295,35 @@ def test_the_cli_builds_buckets_from_an_npz_sample(built: tuple[Path, Path], tmp
                           "--shape-sample", str(tmp_path / "sample.npz"))
     assert code == 0, output
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
-    assert [b["shapes"] for b in manifest["buckets"]] == [{"x": [4, 32]}]  # N = 1: the top one
+    # N = 1: the box that lowers the sample's cost the most, batch 1..9 (7 x 55 of 7 x 64)
+    assert [b["shapes"] for b in manifest["buckets"]] == [{"x": ["batch:1..9", 32]}]
 
 
 def test_choice_is_deterministic_and_bounded() -> None:
-    counts = Counter({(("x", (2, 8)),): 10, (("x", (1, 8)),): 10,
-                                                 (("x", (3, 8)),): 1})
-    buckets, left_out = choose_buckets(counts, 1)
-    assert [b.shapes for b in buckets] == [{"x": (1, 8)}]  # a tie goes to the smaller shape
-    assert len(left_out) == 2 and "past the 1 bucket" in left_out[0]
+    """A long-tailed 2-D sample: boxes from the dims' lower bounds, at most the count asked
+    for, each serving some requests, the same boxes for the same sample; a point alone in its
+    box is an exact (static) bucket."""
+    shapes, _ = parse_input_shapes(["ids=batch:1..8,seq:1..512", "mask=batch,seq"])
+    bounds = dim_bounds(shapes)
+    rng = np.random.default_rng(0)
+    seq = np.clip(np.round(np.exp(rng.normal(np.log(24), 1.0, 500))), 1, 512).astype(int)
+    batch = rng.integers(1, 9, 500)
+    points = Counter(zip(batch.tolist(), seq.tolist()))
+    first, left = choose_buckets(points, bounds, shapes, 3)
+    again, _ = choose_buckets(Counter(dict(reversed(list(points.items())))), bounds, shapes, 3)
+    assert first == again and 1 <= len(first) <= 3
+    assert all(b.box[0][1] == 1 and b.box[1][1] == 1 and b.count > 0 for b in first)
+    assert sum(b.count for b in first) + sum(
+        int(line.split(": ")[1].split(" of")[0]) for line in left if "more shapes" not in line) \
+        <= 500
+    one, _ = choose_buckets(points, bounds, shapes, 1)
+    assert one[0].box == first[0].box  # the first pick does not depend on the count
+    assert one[0].shapes == {"ids": ("batch:1..8", f"seq:1..{one[0].box[1][2]}"),
+                             "mask": ("batch:1..8", f"seq:1..{one[0].box[1][2]}")} or \
+        one[0].box[0][2] < 8
+    exact, _ = choose_buckets(Counter({(2, 100): 10}), bounds, shapes, 2)
+    assert [(b.box, b.exact, b.shapes) for b in exact] == [
+        ((("batch", 2, 2), ("seq", 100, 100)), True, {"ids": (2, 100), "mask": (2, 100)})]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -225,8 +377,10 @@ def test_a_compile_budget_drops_buckets(built: tuple[Path, Path], tmp_path: Path
         model.run({"x": np.ones((8, 32), np.float32)})
 
 
-def test_the_encoder_buckets_match_onnxruntime(tmp_path: Path) -> None:
-    """Softmax over the keys: a bucket is an exact (batch, seq), never a padded one."""
+def test_the_encoder_buckets_match_onnxruntime(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Softmax over the keys: a box's plan runs each (batch, seq) in it unpadded, symbolic
+    within the box; runs at its corners and just outside match onnxruntime."""
     model_path = MODELS_DIR / "transformer.onnx"
     sample = _sample(tmp_path / "s.json", [
         {"shapes": {"input_ids": [2, 12], "attention_mask": [2, 12]}, "count": 7},
@@ -234,9 +388,15 @@ def test_the_encoder_buckets_match_onnxruntime(tmp_path: Path) -> None:
     shapes, _ = parse_input_shapes(["input_ids=batch:1..4,seq:1..64", "attention_mask=batch,seq"])
     art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes, shape_buckets=2,
                         shape_sample=sample, cache=False).artifact
+    manifest = json.loads((art / "manifest.json").read_text())
+    # (2, 12) holds every request of the sample in a box of 24 (the generic plan's: 256)
+    assert [(b["id"], b["dims"]) for b in manifest["buckets"]] == [
+        ("b0", {"batch": [1, 2], "seq": [1, 12]})]
+    poison_outputs(monkeypatch)
     rng = np.random.default_rng()
     with pyc_cli.load(art) as model:
-        for batch, seq, plan in ((2, 12, "b0"), (1, 5, "b1"), (2, 11, "generic")):
+        for batch, seq, plan in ((2, 12, "b0"), (1, 5, "b0"), (1, 1, "b0"), (2, 13, "generic"),
+                                 (3, 12, "generic"), (4, 64, "generic")):
             mask = (rng.random((batch, seq)) > 0.25).astype(np.int64)
             mask[:, 0] = 1
             feeds = {"input_ids": rng.integers(0, 100, (batch, seq)).astype(np.int64),

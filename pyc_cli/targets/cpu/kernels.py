@@ -786,8 +786,21 @@ def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         program = render_program(node.ann.epilogue, exprs, [graph.types[v].dtype for v in epilogue],
                                  "acc") if node.ann.epilogue else []
         return {"gemm": g, "M_c": c_size(rows, names), "parallel": g["parallel"],
+                "parallel_if": _rows_parallel_if(g, n * k),
                 "rows_epilogue": program, "rows_result": program[-1].dst if program else "acc"}
     return params
+
+
+def _rows_parallel_if(g: dict[str, Any], nk: int) -> str:
+    """The C condition under which a run of the GEMM over a symbolic M goes to threads: gemm.plan's
+    rule for a static M (2 tasks or more, each of TASK_FLOPS / 2 at least; a streaming plan's
+    whole product TASK_FLOPS), evaluated with the run's M and task count. A small run of a plan
+    sized for large bounds then runs on the calling thread, as a static plan of its shape would."""
+    tasks = f"row_blocks * {g['NB']}"
+    flops = f"2 * M * INT64_C({nk})"
+    if g["static"]:
+        return f"{tasks} >= 2 && {flops} >= {gemm.TASK_FLOPS}"
+    return f"{tasks} >= 2 && {flops} / ({tasks}) >= {gemm.TASK_FLOPS // 2}"
 
 
 def symbolic_matmul_candidate(isa: str) -> KernelCandidate:
