@@ -1,0 +1,170 @@
+"""Convs, pools and concats over symbolic spatial dims (issue #15: OCR crops of many widths).
+
+Where a node's symbolic dims are not only its batch (which `batch_loop.py` covers with the
+static kernel of one image), the sizes a static kernel bakes in (input and output heights and
+widths, the valid output columns of each tap, the concat's chunks) are read at run time from
+`dims`: each is `Dim.to_c` of the size shape inference gave (the output size formulas are Dim
+expressions already, e.g. `(w + 1)//2` for a stride-2 conv). Each candidate applies only to
+nodes with symbolic dims, so static builds choose exactly as before.
+
+- `conv2d_dims` (`conv2d_dims.c.j2`): a pointwise conv (1x1, stride 1, no padding) as a small
+  GEMM per chunk of pixels: the chunk's input columns (with a fused prologue applied) are
+  copied into a stack buffer of a fixed width, and blocks of output channels accumulate over it
+  in registers; any other 1-D / 2-D conv (strided, padded, dilated, grouped, depthwise) as the
+  direct loop with each tap's valid output columns computed at run time.
+- `pool_dims` (`pool_dims.c.j2`): MaxPool / AveragePool windows with run-time bounds.
+- `concat_dims` (`concat_dims.c.j2`): Concat with symbolic dims after its axis (chunks and
+  offsets over the dims).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ...ir.graph import Graph, Node
+from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.symbolic import DimLike, has_dims
+from ...ops import registry
+from ..kernel import KernelCandidate
+from . import gemm
+from .batch_loop import batch_dim
+
+Params = dict[str, object]
+
+# output channels a pointwise block accumulates at once (each input vector loaded once for all)
+POINTWISE_BLOCK_CHANNELS = 4
+# vectors of pixels per pointwise chunk (the accumulators: channels x vectors registers)
+POINTWISE_CHUNK_VECTORS = 2
+# the packed input columns of one pointwise chunk live on the task's stack, up to this size
+POINTWISE_STACK_BYTES = 128 * 1024
+
+
+def _symbolic(node: Node, graph: Graph) -> bool:
+    """A node with symbolic dims that the loop over images does not take (they are not only
+    its batch)."""
+    return any(has_dims(graph.types[v].shape) for v in (*node.inputs, *node.outputs)
+               if v and v in graph.types) and batch_dim(node, graph) is None
+
+
+def _names(graph: Graph) -> dict[str, str]:
+    return c_names(model_dims(graph))
+
+
+def _c(value: object, names: Mapping[str, str]) -> str:
+    return c_size(value, names)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- convolution
+
+
+def _conv_applies(node: Node, graph: Graph) -> bool:
+    """A 1-D or 2-D conv with symbolic dims whose weight and bias are static."""
+    x = graph.types[node.inputs[0]]
+    if x.rank not in (3, 4) or not _symbolic(node, graph):
+        return False
+    return not any(has_dims(graph.types[v].shape) for v in node.inputs[1:3] if v)
+
+
+def _pointwise(op: Params) -> bool:
+    """1x1 taps, stride 1, no padding: output pixel p reads input pixel p."""
+    return all(int(op[k]) == 1 for k in ("KH", "KW", "SH", "SW")) \
+        and int(op["PH"]) == int(op["PW"]) == 0 \
+        and op["OH"] == op["H"] and op["OW"] == op["W"]  # symbolic equality
+
+
+def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        names = _names(graph)
+        itemsize = graph.types[node.outputs[0]].dtype.itemsize
+        lanes = max(1, gemm.ISAS[isa].vector_bytes // itemsize)
+        chunk = lanes * POINTWISE_CHUNK_VECTORS
+        cg, ocg = int(op["CG"]), int(op["OCG"])  # type: ignore[call-overload]
+        block = min(POINTWISE_BLOCK_CHANNELS, ocg)
+        pointwise = _pointwise(op) and cg * chunk * itemsize <= POINTWISE_STACK_BYTES
+        flops = registry.get(node.op).flops(node, graph)
+        return {
+            **{f"{k}_c": _c(op[k], names) for k in ("N", "H", "W", "OH", "OW")},
+            "pw": pointwise, "PB": chunk, "OB": block, "OB_tail": ocg % block,
+            "parallel": flops >= gemm.PARALLEL_MIN_FLOPS,
+            "out_coords": ["n", "oc", "oh", "ow"], "in_coords": ["n", "ci", "ih", "iw"],
+            # operands contiguous over (oh, ow) / (ih, iw) are indexed by the flat pixel
+            "flat_coords": ["oh", "ow", "pix"], "flat_in_coords": ["ih", "iw", "ipix"]}
+    return params
+
+
+def _conv_prologue(node: Node, graph: Graph) -> bool:
+    return _conv_applies(node, graph)
+
+
+def conv_candidate(isa: str) -> KernelCandidate:
+    return KernelCandidate("conv2d_dims", "conv2d_dims.c.j2", _conv_applies, cost_factor=4.0,
+                           takes_epilogue=True, takes_prologue=_conv_prologue,
+                           params=_conv_params(isa), symbolic_dims=True,
+                           why=lambda n, g: "spatial sizes read at run time")
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _pool_applies(node: Node, graph: Graph) -> bool:
+    """A 1-D or 2-D pool with symbolic dims and no Indices output."""
+    x = graph.types[node.inputs[0]]
+    return x.rank in (3, 4) and _symbolic(node, graph) \
+        and not (len(node.outputs) > 1 and node.outputs[1])
+
+
+def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
+    names = _names(graph)
+    out = {f"{k}_c": _c(op[k], names) for k in ("N", "H", "W", "OH", "OW")}
+    # count_include_pad counts window positions inside the padded input
+    out["HP_c"] = _c(op["H"] + op["PH_end"], names)  # type: ignore[operator]
+    out["WP_c"] = _c(op["W"] + op["PW_end"], names)  # type: ignore[operator]
+    out["parallel"] = int(graph.types[node.inputs[0]].numel) >= 256 * 1024
+    return out
+
+
+POOL_DIMS = KernelCandidate("pool_dims", "pool_dims.c.j2", _pool_applies, cost_factor=1.0,
+                            params=_pool_params, symbolic_dims=True)
+
+
+# ---------------------------------------------------------------- concat
+
+
+def _concat_applies(node: Node, graph: Graph) -> bool:
+    """A Concat with symbolic dims after its axis (those before it only: concat_blocks_dims)."""
+    if not _symbolic(node, graph):
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return has_dims((op["row"], *op["chunks"]))  # type: ignore[arg-type, misc]
+
+
+def _concat_params(node: Node, graph: Graph, op: Params) -> Params:
+    names = _names(graph)
+    itemsize = graph.types[node.outputs[0]].dtype.itemsize
+    chunks: list[DimLike] = list(op["chunks"])  # type: ignore[call-overload]
+    return {"outer_c": _c(op["outer"], names), "row_c": _c(op["row"], names),
+            "chunks_c": [_c(c, names) for c in chunks],
+            "bytes_c": [_c(c * itemsize, names) for c in chunks],
+            "offsets_c": [_c(o, names) for o in op["offsets"]],  # type: ignore[attr-defined]
+            "skip": list(node.ann.inplace_inputs)}
+
+
+CONCAT_DIMS = KernelCandidate("concat_dims", "concat_dims.c.j2", _concat_applies,
+                              params=_concat_params, symbolic_dims=True)
+
+
+def with_spatial_dims(table: dict[str, tuple[KernelCandidate, ...]], isa: str
+                      ) -> dict[str, tuple[KernelCandidate, ...]]:
+    """`table` with the symbolic-spatial candidates added to the ops it has."""
+    extra: dict[str, tuple[KernelCandidate, ...]] = {
+        "Conv": (_conv_candidate(isa),), "AveragePool": (POOL_DIMS,), "MaxPool": (POOL_DIMS,),
+        "Concat": (CONCAT_DIMS,)}
+    return {op: (*cands, *extra.get(op, ())) for op, cands in table.items()}
+
+
+_CONV: dict[str, KernelCandidate] = {}
+
+
+def _conv_candidate(isa: str) -> KernelCandidate:
+    """One object per ISA: every table of that ISA shares it."""
+    return _CONV.setdefault(isa, conv_candidate(isa))
