@@ -32,7 +32,7 @@ from .batch_loop import batch_dim
 Params = dict[str, object]
 
 # output channels a pointwise block accumulates at once (each input vector loaded once for all)
-POINTWISE_BLOCK_CHANNELS = 4
+POINTWISE_BLOCK_CHANNELS = 6
 # vectors of pixels per pointwise chunk (the accumulators: channels x vectors registers)
 POINTWISE_CHUNK_VECTORS = 2
 # the packed input columns of one pointwise chunk live on the task's stack, up to this size
@@ -79,12 +79,14 @@ def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         lanes = max(1, gemm.ISAS[isa].vector_bytes // itemsize)
         chunk = lanes * POINTWISE_CHUNK_VECTORS
         cg, ocg = int(op["CG"]), int(op["OCG"])  # type: ignore[call-overload]
-        block = min(POINTWISE_BLOCK_CHANNELS, ocg)
+        # AVX-512's 32 vector registers hold 8 x 2 sums, the others' 16 hold 6 x 2
+        block = min(8 if gemm.ISAS[isa].vector_bytes == 64 else POINTWISE_BLOCK_CHANNELS, ocg)
         pointwise = _pointwise(op) and cg * chunk * itemsize <= POINTWISE_STACK_BYTES
         flops = registry.get(node.op).flops(node, graph)
         return {
             **{f"{k}_c": _c(op[k], names) for k in ("N", "H", "W", "OH", "OW")},
-            "pw": pointwise, "PB": chunk, "OB": block, "OB_tail": ocg % block,
+            "pw": pointwise, "PB": chunk, "NV": POINTWISE_CHUNK_VECTORS, "lanes": lanes,
+            "OB": block, "OB_tail": ocg % block,
             "parallel": flops >= gemm.PARALLEL_MIN_FLOPS,
             "out_coords": ["n", "oc", "oh", "ow"], "in_coords": ["n", "ci", "ih", "iw"],
             # operands contiguous over (oh, ow) / (ih, iw) are indexed by the flat pixel
