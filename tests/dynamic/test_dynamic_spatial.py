@@ -36,7 +36,7 @@ def _kernels(art: Path) -> dict[str, str]:
 
 
 def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
-    """x[n, 8, h, w] -> nine branches, each a graph output."""
+    """x[n, 8, h, w] -> twelve branches, each a graph output."""
     rng = np.random.default_rng(5)
 
     def conv(name: str, src: str, out: str, oc: int, k: tuple[int, int], bias: bool = True,
@@ -64,7 +64,7 @@ def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
         # dilated 3x3, asymmetric pads, two groups, no bias
         *conv("dil", "x", "y4", 4, (3, 3), bias=False, group=2, dilations=[2, 2],
               pads=[1, 0, 2, 1]),
-        # 3x3 stride 1 with a Relu prologue (the direct loop applies it)
+        # 3x3 stride 1 with a Relu prologue (applied as the chunk's columns are gathered)
         helper.make_node("Relu", ["x"], ["xr"], name="relu_x"),
         *conv("c3", "xr", "y5", 5, (3, 3), pads=[1, 1, 1, 1]),
         helper.make_node("AveragePool", ["x"], ["y6"], name="avg32", kernel_shape=[3, 2],
@@ -78,9 +78,12 @@ def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
         # pointwise of two groups (3 output channels each: one block)
         *conv("pwg", "x", "y10", 6, (1, 3), group=2, pads=[0, 1, 0, 1]),
         *conv("pw2", "x", "y11", 6, (1, 1), group=2),
+        # depthwise with a Tanh prologue (the direct loop applies it)
+        helper.make_node("Tanh", ["x"], ["xt"], name="tanh_x"),
+        *conv("dwp", "xt", "y12", c, (3, 3), group=c, pads=[1, 1, 1, 1]),
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c, "h", "w"])
-    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None] * 4) for i in range(1, 12)]
+    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None] * 4) for i in range(1, 13)]
     return write_model(make_model(nodes, [x], outs, inits), tmp_path, "spatial.onnx")
 
 
@@ -90,13 +93,15 @@ def test_convs_pools_and_concat_over_symbolic_height_and_width(
     shapes, _ = parse_input_shapes(["x=n:1..3,8,h:5..23,w:5..41"])
     art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
     kernels = _kernels(art)
-    assert {kernels[n] for n in ("stem", "dw", "pw", "dil", "c3", "pwg", "pw2")} \
+    assert {kernels[n] for n in ("stem", "dw", "pw", "dil", "c3", "pwg", "pw2", "dwp")} \
         == {"conv2d_dims"}, kernels
     assert {kernels[n] for n in ("avg32", "avg_pad", "max")} == {"pool_dims"}
     assert kernels["concat"] == "concat_dims"
     source = (art / "src" / "model.c").read_text()
-    assert "_Alignas(64)" in source and "ow_lo[kw] = lo;" in source  # both conv paths
-    assert "P0[" in source  # a prologue was fused and is read
+    # each conv path: chunks of pixels over taps (stem, dil, c3, pwg) and over input channels
+    # (pw, pw2), the direct loop (dw, dwp)
+    assert "ih0[j] + kh" in source and "ipix = p0 + j" in source and "ow_lo[kw] = lo;" in source
+    assert source.count("P0[") >= 3  # the prologues of pw, c3 and dwp are fused and read
     assert_strict_c11("gcc", art)
 
     def feeds(rng: np.random.Generator, h: int, w: int) -> dict[str, np.ndarray]:

@@ -35,8 +35,9 @@ Params = dict[str, object]
 POINTWISE_BLOCK_CHANNELS = 6
 # vectors of pixels per pointwise chunk (the accumulators: channels x vectors registers)
 POINTWISE_CHUNK_VECTORS = 2
-# the packed input columns of one pointwise chunk live on the task's stack, up to this size
-POINTWISE_STACK_BYTES = 128 * 1024
+# the packed input columns of one chunk live on the task's stack, up to this size (Linux
+# threads' stacks are 8 MiB by default; PP-OCR rec's 1x3 conv over 960 channels needs 184 KiB)
+POINTWISE_STACK_BYTES = 256 * 1024
 
 
 def _symbolic(node: Node, graph: Graph) -> bool:
@@ -77,15 +78,21 @@ def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         names = _names(graph)
         itemsize = graph.types[node.outputs[0]].dtype.itemsize
         lanes = max(1, gemm.ISAS[isa].vector_bytes // itemsize)
-        chunk = lanes * POINTWISE_CHUNK_VECTORS
         cg, ocg = int(op["CG"]), int(op["OCG"])  # type: ignore[call-overload]
         # AVX-512's 32 vector registers hold 8 x 2 sums, the others' 16 hold 6 x 2
         block = min(8 if gemm.ISAS[isa].vector_bytes == 64 else POINTWISE_BLOCK_CHANNELS, ocg)
-        pointwise = _pointwise(op) and cg * chunk * itemsize <= POINTWISE_STACK_BYTES
+        reduction = cg * int(op["KH"]) * int(op["KW"])  # type: ignore[call-overload]
+        # one vector of pixels per chunk where two would not fit the stack
+        vectors = next((v for v in (POINTWISE_CHUNK_VECTORS, 1)
+                        if reduction * v * lanes * itemsize <= POINTWISE_STACK_BYTES), 0)
+        chunk = lanes * vectors
+        # depthwise convs (one channel in and out per group) keep the direct loop
+        pointwise = vectors > 0 and cg * ocg > 1
         flops = registry.get(node.op).flops(node, graph)
         return {
             **{f"{k}_c": _c(op[k], names) for k in ("N", "H", "W", "OH", "OW")},
-            "pw": pointwise, "PB": chunk, "NV": POINTWISE_CHUNK_VECTORS, "lanes": lanes,
+            "chunked": pointwise, "taps": not _pointwise(op), "R": reduction, "PB": chunk,
+            "NV": vectors, "lanes": lanes,
             "OB": block, "OB_tail": ocg % block,
             "parallel": flops >= gemm.PARALLEL_MIN_FLOPS,
             "out_coords": ["n", "oc", "oh", "ow"], "in_coords": ["n", "ci", "ih", "iw"],
