@@ -36,7 +36,7 @@ def _kernels(art: Path) -> dict[str, str]:
 
 
 def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
-    """x[n, 8, h, w] -> twelve branches, each a graph output."""
+    """x[n, 8, h, w] -> thirteen branches, each a graph output."""
     rng = np.random.default_rng(5)
 
     def conv(name: str, src: str, out: str, oc: int, k: tuple[int, int], bias: bool = True,
@@ -81,9 +81,12 @@ def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
         # depthwise with a Tanh prologue (the direct loop applies it)
         helper.make_node("Tanh", ["x"], ["xt"], name="tanh_x"),
         *conv("dwp", "xt", "y12", c, (3, 3), group=c, pads=[1, 1, 1, 1]),
+        # no bias, a residual epilogue of the input's (symbolic) shape
+        *conv("res", "x", "r13", c, (3, 3), bias=False, pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["r13", "x"], ["y13"], name="residual"),
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c, "h", "w"])
-    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None] * 4) for i in range(1, 13)]
+    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None] * 4) for i in range(1, 14)]
     return write_model(make_model(nodes, [x], outs, inits), tmp_path, "spatial.onnx")
 
 
@@ -93,7 +96,7 @@ def test_convs_pools_and_concat_over_symbolic_height_and_width(
     shapes, _ = parse_input_shapes(["x=n:1..3,8,h:5..23,w:5..41"])
     art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
     kernels = _kernels(art)
-    assert {kernels[n] for n in ("stem", "dw", "pw", "dil", "c3", "pwg", "pw2", "dwp")} \
+    assert {kernels[n] for n in ("stem", "dw", "pw", "dil", "c3", "pwg", "pw2", "dwp", "res")} \
         == {"conv2d_dims"}, kernels
     assert {kernels[n] for n in ("avg32", "avg_pad", "max")} == {"pool_dims"}
     assert kernels["concat"] == "concat_dims"

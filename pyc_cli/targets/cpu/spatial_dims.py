@@ -59,11 +59,13 @@ def _c(value: object, names: Mapping[str, str]) -> str:
 
 
 def _conv_applies(node: Node, graph: Graph) -> bool:
-    """A 1-D or 2-D conv with symbolic dims whose weight and bias are static."""
+    """A 1-D or 2-D conv with symbolic dims whose weight and bias are static (fused epilogue
+    and prologue operands may be symbolic)."""
     x = graph.types[node.inputs[0]]
     if x.rank not in (3, 4) or not _symbolic(node, graph):
         return False
-    return not any(has_dims(graph.types[v].shape) for v in node.inputs[1:3] if v)
+    own = registry.fused_inputs(node)[0]
+    return not any(has_dims(graph.types[v].shape) for v in own[1:] if v)
 
 
 def _pointwise(op: Params) -> bool:
