@@ -15,6 +15,9 @@ nodes with symbolic dims, so static builds choose exactly as before.
 - `pool_dims` (`pool_dims.c.j2`): MaxPool / AveragePool windows with run-time bounds.
 - `concat_dims` (`concat_dims.c.j2`): Concat with symbolic dims after its axis (chunks and
   offsets over the dims).
+- `resize_nearest_dims` (`resize_dims.c.j2`): nearest upsampling by integer scales.
+- `conv_transpose2d_dims` (`conv_transpose2d_dims.c.j2`): a ConvTranspose whose kernel tiles
+  the output (kernel = stride).
 """
 
 from __future__ import annotations
@@ -164,12 +167,96 @@ CONCAT_DIMS = KernelCandidate("concat_dims", "concat_dims.c.j2", _concat_applies
                               params=_concat_params, symbolic_dims=True)
 
 
+# ---------------------------------------------------------------- nearest upsampling
+
+
+def _integer_scales(node: Node, graph: Graph) -> list[int] | None:
+    """Each axis's output size as an integer multiple of its input size (symbolically), or
+    None."""
+    x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
+    if x.rank != y.rank:
+        return None
+    scales = []
+    for d_in, d_out in zip(x.shape, y.shape):
+        k = int(d_out) // max(1, int(d_in))
+        if k < 1 or d_out != k * d_in:
+            return None
+        scales.append(k)
+    return scales
+
+
+def _resize_applies(node: Node, graph: Graph) -> bool:
+    """Resize of a 4-D tensor with symbolic dims, nearest with asymmetric coordinates rounded
+    down, by integer scales over H and W (an FPN's upsampling): output (oh, ow) reads input
+    (oh / SH, ow / SW)."""
+    if node.op != "Resize" or graph.types[node.inputs[0]].rank != 4 \
+            or not _symbolic(node, graph):
+        return False
+    attrs = node.attrs
+    if (attrs.get("mode", "nearest"), attrs.get("coordinate_transformation_mode", "half_pixel"),
+            attrs.get("nearest_mode", "round_prefer_floor")) != ("nearest", "asymmetric", "floor"):
+        return False
+    scales = _integer_scales(node, graph)
+    return scales is not None and scales[:2] == [1, 1]
+
+
+def _resize_params(node: Node, graph: Graph, op: Params) -> Params:
+    names = _names(graph)
+    x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
+    scales = _integer_scales(node, graph)
+    assert scales is not None
+    return {"NC_c": _c(x.shape[0] * x.shape[1], names), "H_c": _c(x.shape[2], names),
+            "W_c": _c(x.shape[3], names), "OH_c": _c(y.shape[2], names),
+            "OW_c": _c(y.shape[3], names), "SH": scales[2], "SW": scales[3],
+            "parallel": int(y.numel) >= 256 * 1024}
+
+
+RESIZE_DIMS = KernelCandidate("resize_nearest_dims", "resize_dims.c.j2", _resize_applies,
+                              params=_resize_params, symbolic_dims=True)
+
+
+# ---------------------------------------------------------------- transposed convolution
+
+
+def _transpose_applies(node: Node, graph: Graph) -> bool:
+    """A 2-D ConvTranspose with symbolic dims whose kernel tiles the output (kernel = stride,
+    no padding, dilation 1, one group; det's upsampling head): each input pixel writes its own
+    KH x KW block of outputs."""
+    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    if x.rank != 4 or not _symbolic(node, graph) or has_dims(w.shape) \
+            or node.int_attr("group", 1) != 1:
+        return False
+    kernel = list(w.shape[2:])
+    if list(node.attrs.get("strides", [1, 1])) != kernel \
+            or any(node.attrs.get("pads", [0] * 4)) or any(node.attrs.get("output_padding", [0, 0])) \
+            or any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
+        return False
+    y = graph.types[node.outputs[0]]
+    return y.shape[2] == kernel[0] * x.shape[2] and y.shape[3] == kernel[1] * x.shape[3]
+
+
+def _transpose_params(node: Node, graph: Graph, op: Params) -> Params:
+    names = _names(graph)
+    x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
+    return {"N_c": _c(x.shape[0], names), "H_c": _c(x.shape[2], names),
+            "W_c": _c(x.shape[3], names), "C": int(x.shape[1]), "OC": int(w.shape[1]),
+            "KH": int(w.shape[2]), "KW": int(w.shape[3]),
+            "has_bias": len(node.inputs) > 2 and bool(node.inputs[2]),
+            "parallel": registry.get(node.op).flops(node, graph) >= gemm.PARALLEL_MIN_FLOPS}
+
+
+CONV_TRANSPOSE_DIMS = KernelCandidate("conv_transpose2d_dims", "conv_transpose2d_dims.c.j2",
+                                      _transpose_applies, params=_transpose_params,
+                                      symbolic_dims=True)
+
+
 def with_spatial_dims(table: dict[str, tuple[KernelCandidate, ...]], isa: str
                       ) -> dict[str, tuple[KernelCandidate, ...]]:
     """`table` with the symbolic-spatial candidates added to the ops it has."""
     extra: dict[str, tuple[KernelCandidate, ...]] = {
         "Conv": (_conv_candidate(isa),), "AveragePool": (POOL_DIMS,), "MaxPool": (POOL_DIMS,),
-        "Concat": (CONCAT_DIMS,)}
+        "Concat": (CONCAT_DIMS,), "Resize": (RESIZE_DIMS,),
+        "ConvTranspose": (CONV_TRANSPOSE_DIMS,)}
     return {op: (*cands, *extra.get(op, ())) for op, cands in table.items()}
 
 
