@@ -14,13 +14,16 @@ import pytest
 from onnx import TensorProto, helper
 
 import pyc_cli
-from pyc_cli.ir.symbolic import parse_input_shapes
+from pyc_cli.errors import PycError
+from pyc_cli.ir.run_dims import shape_argument
+from pyc_cli.ir.symbolic import Dim, check_within, parse_input_shapes
 from tests.dynamic.checks import runs_match_onnxruntime
 from tests.helpers import assert_strict_c11, init, make_model, rand, write_model
 
 MODELS = Path("/tmp/rapid/whl/rapidocr_onnxruntime/models")
 PP_OCR_REC = MODELS / "ch_PP-OCRv4_rec_infer.onnx"
 PP_OCR_CLS = MODELS / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+PP_OCR_DET = MODELS / "ch_PP-OCRv4_det_infer.onnx"
 NOT_DOWNLOADED = ("PP-OCR is not downloaded (pip download rapidocr-onnxruntime --no-deps -d "
                   "/tmp/rapid; unzip the wheel)")
 
@@ -152,4 +155,112 @@ def test_pp_ocr_cls_builds_once_for_every_batch_and_width(
 
     runs = [(1, 16), (3, 17), (1, 192), (2, 333), (8, 960)]
     runs_match_onnxruntime(PP_OCR_CLS, art, feeds, runs, rtol=1e-4, atol=1e-5,
+                           monkeypatch=monkeypatch)
+
+
+def test_step_dims_parse_bind_and_refuse() -> None:
+    """`h:32..960/32` makes the axis 32*h with h in 1..30: shape arithmetic simplifies the
+    strided halvings, a run binds h = size / 32, and sizes off the step are refused."""
+    shapes, bounds = parse_input_shapes(["x=1,3,h:32..960/32,w:8..64/8", "m=1,h,w"])
+    h, w = shapes["x"][2], shapes["x"][3]
+    assert isinstance(h, Dim) and str(h) == "32*h" and (bounds["h"].lo, bounds["h"].hi) == (1, 30)
+    assert shapes["m"][1:] == (h, w) and int(w) == 64
+    assert str((h + 1) // 2) == "16*h"
+    assert shape_argument(shapes["x"]) == [1, 3, "h:32..960/32", "w:8..64/8"]
+    env: dict[str, int] = {}
+    check_within("x", shapes["x"], (1, 3, 96, 24), env)
+    assert env == {"h": 3, "w": 3}
+    for bad, words in (((1, 3, 100, 24), "not a multiple of 32"),
+                       ((1, 3, 992, 24), "outside its bounds 32..960")):
+        with pytest.raises(PycError) as info:
+            check_within("x", shapes["x"], bad, {})
+        assert info.value.code == "E041" and words in info.value.what
+    for text in ("x=h:30..960/32", "x=h:32..960/0"):
+        with pytest.raises(PycError) as info:
+            parse_input_shapes([text])
+        assert info.value.code == "E006"
+    with pytest.raises(PycError) as info:
+        parse_input_shapes(["x=h:32..64/32", "y=h:32..64/16"])
+    assert info.value.code == "E006"
+
+
+def upsampling_head(tmp_path: Path, c: int = 6) -> Path:
+    """x[1, 6, H, W] -> nearest Resize x2 (scales) -> + skip[1, 6, 2H, 2W] -> ConvTranspose
+    2x2 stride 2 (6 -> 3, bias) -> y[1, 3, 4H, 4W]; and a strided conv of the skip back to
+    x's size added to x (an FPN: equal only where H, W are even)."""
+    rng = np.random.default_rng(9)
+    inits = [init("roi", np.zeros(0, np.float32)), init("scales", np.array([1, 1, 2, 2], np.float32)),
+             init("wt", rand(rng, c, 3, 2, 2, scale=0.4)), init("bt", rand(rng, 3)),
+             init("wd", rand(rng, c, c, 3, 3, scale=0.2))]
+    nodes = [
+        helper.make_node("Resize", ["x", "roi", "scales"], ["up"], name="up", mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Add", ["up", "skip"], ["s"], name="merge"),
+        helper.make_node("ConvTranspose", ["s", "wt", "bt"], ["y"], name="deconv",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["skip", "wd"], ["down"], name="down", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["down", "x"], ["z"], name="fpn_add"),
+    ]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, "h", "w"]),
+           helper.make_tensor_value_info("skip", TensorProto.FLOAT, [1, c, "h2", "w2"])]
+    outs = [helper.make_tensor_value_info(v, TensorProto.FLOAT, [None] * 4) for v in ("y", "z")]
+    return write_model(make_model(nodes, ins, outs, inits), tmp_path, "head.onnx")
+
+
+def test_upsampling_head_over_step_dims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two inputs sharing dims, one of them with a step: skip is [1, 6, 2*h, 2*w] (what
+    `skip=1,6,h2:2..40/2,...` would give, here sharing x's h and w). The nearest Resize, the
+    ConvTranspose and the strided conv read the dims at run time; the C entry point binds h
+    and w from x and checks skip's sizes are twice them (a multiple of 2, then equal)."""
+    model_path = upsampling_head(tmp_path)
+    shapes, _ = parse_input_shapes(["x=1,6,h:1..20,w:1..24", "skip=1,6,h,w"])
+    shapes["skip"] = (1, 6, 2 * shapes["x"][2], 2 * shapes["x"][3])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
+    kernels = _kernels(art)
+    assert (kernels["up"], kernels["deconv"], kernels["down"]) == (
+        "resize_nearest_dims", "conv_transpose2d_dims", "conv2d_dims")
+    assert "% 2 != 0" in (art / "src" / "model.c").read_text()  # skip's axes: 2*h, 2*w
+    assert_strict_c11("gcc", art)
+    def feeds(rng: np.random.Generator, h: int, w: int) -> dict[str, np.ndarray]:
+        return {"x": rng.standard_normal((1, 6, h, w)).astype(np.float32),
+                "skip": rng.standard_normal((1, 6, 2 * h, 2 * w)).astype(np.float32)}
+
+    runs_match_onnxruntime(model_path, art, feeds, [(1, 1), (1, 24), (20, 1), (7, 13), (20, 24)],
+           rtol=1e-5, atol=1e-5, monkeypatch=monkeypatch)
+    with pyc_cli.load(art) as model:
+        with pytest.raises(PycError) as info:
+            model.run({"x": np.zeros((1, 6, 3, 4), np.float32),
+                       "skip": np.zeros((1, 6, 7, 8), np.float32)})
+        assert info.value.code == "E041" and "not a multiple of 2" in info.value.what
+
+
+def _det_logits(tmp_path: Path) -> Path:
+    """PP-OCRv4 det without its last Sigmoid: its probabilities are ~0 on random inputs, the
+    logits (up to ~100) are what a comparison can see."""
+    import onnx
+
+    model = onnx.load(str(PP_OCR_DET))
+    sigmoid = [n for n in model.graph.node if n.op_type == "Sigmoid"][-1]
+    model.graph.node.remove(sigmoid)
+    model.graph.output[0].name = sigmoid.input[0]
+    path = tmp_path / "det_logits.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.skipif(not PP_OCR_DET.is_file(), reason=NOT_DOWNLOADED)
+def test_pp_ocr_det_builds_once_for_every_multiple_of_32(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PP-OCRv4 det with `x=1,3,h:32..960/32,w:32..960/32` (rapidocr pads to multiples of 32):
+    its FPN adds strided and upsampled maps, equal sizes only on that grid."""
+    model_path = _det_logits(tmp_path)
+    shapes, _ = parse_input_shapes(["x=1,3,h:32..960/32,w:32..960/32"])
+    art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
+
+    def feeds(rng: np.random.Generator, h: int, w: int) -> dict[str, np.ndarray]:
+        return {"x": rng.standard_normal((1, 3, h, w)).astype(np.float32)}
+
+    runs = [(32, 32), (32, 960), (960, 32), (96, 160), (480, 640)]
+    runs_match_onnxruntime(model_path, art, feeds, runs, rtol=1e-4, atol=1e-5,
                            monkeypatch=monkeypatch)
