@@ -17,6 +17,7 @@ import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir.run_dims import shape_argument
 from pyc_cli.ir.symbolic import Dim, check_within, parse_input_shapes
+from pyc_cli.targets.cpu import spatial_dims
 from tests.dynamic.checks import runs_match_onnxruntime
 from tests.helpers import assert_strict_c11, init, make_model, rand, write_model
 
@@ -93,8 +94,13 @@ def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
     return write_model(make_model(nodes, [x], outs, inits), tmp_path, "spatial.onnx")
 
 
+@pytest.mark.parametrize("planes", [True, False], ids=["plane", "direct"])
 def test_convs_pools_and_concat_over_symbolic_height_and_width(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planes: bool) -> None:
+    """`planes`: depthwise convs read a zero-bordered plane; without, (a plane over the stack
+    cap) the direct loop."""
+    if not planes:
+        monkeypatch.setattr(spatial_dims, "PLANE_STACK_BYTES", 0)
     model_path = spatial_branches(tmp_path)
     shapes, _ = parse_input_shapes(["x=n:1..3,8,h:5..23,w:5..41"])
     art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
@@ -105,8 +111,9 @@ def test_convs_pools_and_concat_over_symbolic_height_and_width(
     assert kernels["concat"] == "concat_dims"
     source = (art / "src" / "model.c").read_text()
     # each conv path: chunks of pixels over taps (stem, dil, c3, pwg) and over input channels
-    # (pw, pw2), the direct loop (dw, dwp)
-    assert "ih0[j] + kh" in source and "ipix = p0 + j" in source and "ow_lo[kw] = lo;" in source
+    # (pw, pw2), the bordered plane or the direct loop (dw, dwp)
+    assert "ih0[j] + kh" in source and "ipix = p0 + j" in source
+    assert ("plane[q] = 0" in source) == planes and ("ow_lo[kw] = lo;" in source) != planes
     assert source.count("P0[") >= 3  # the prologues of pw, c3 and dwp are fused and read
     assert_strict_c11("gcc", art)
 

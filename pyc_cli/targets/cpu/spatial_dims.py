@@ -34,6 +34,8 @@ from .batch_loop import batch_dim
 
 Params = dict[str, object]
 
+# the zero-bordered input plane a depthwise task copies to its stack, at most
+PLANE_STACK_BYTES = 128 * 1024
 # output channels a pointwise block accumulates at once (each input vector loaded once for all)
 POINTWISE_BLOCK_CHANNELS = 6
 # vectors of pixels per pointwise chunk (the accumulators: channels x vectors registers)
@@ -94,8 +96,13 @@ def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         # depthwise convs (one channel in and out per group) keep the direct loop
         pointwise = vectors > 0 and cg * ocg > 1
         flops = registry.get(node.op).flops(node, graph)
+        # the zero-bordered plane the direct loop's taps read (at the upper bounds)
+        g = {k: int(op[k]) for k in ("OH", "OW", "KH", "KW", "SH", "SW", "DH", "DW")}  # type: ignore[call-overload]
+        plane = ((g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1) \
+            * ((g["OW"] - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
         return {
             **{f"{k}_c": _c(op[k], names) for k in ("N", "H", "W", "OH", "OW")},
+            "plane": plane if plane * itemsize <= PLANE_STACK_BYTES else 0,
             "chunked": pointwise, "taps": not _pointwise(op), "R": reduction, "PB": chunk,
             "NV": vectors, "lanes": lanes,
             "OB": block, "OB_tail": ocg % block,
