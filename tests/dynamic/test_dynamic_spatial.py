@@ -68,7 +68,7 @@ def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
         # dilated 3x3, asymmetric pads, two groups, no bias
         *conv("dil", "x", "y4", 4, (3, 3), bias=False, group=2, dilations=[2, 2],
               pads=[1, 0, 2, 1]),
-        # 3x3 stride 1 with a Relu prologue (applied as the chunk's columns are gathered)
+        # 3x3 stride 1 after a Relu (not fused: it would be computed once per tap)
         helper.make_node("Relu", ["x"], ["xr"], name="relu_x"),
         *conv("c3", "xr", "y5", 5, (3, 3), pads=[1, 1, 1, 1]),
         helper.make_node("AveragePool", ["x"], ["y6"], name="avg32", kernel_shape=[3, 2],
@@ -114,7 +114,8 @@ def test_convs_pools_and_concat_over_symbolic_height_and_width(
     # (pw, pw2), the bordered plane or the direct loop (dw, dwp)
     assert "ih0[j] + kh" in source and "ipix = p0 + j" in source
     assert ("plane[q] = 0" in source) == planes and ("ow_lo[kw] = lo;" in source) != planes
-    assert source.count("P0[") >= 3  # the prologues of pw, c3 and dwp are fused and read
+    # the prologues of pw and dwp are fused and read (c3's would be computed once per tap)
+    assert source.count("P0[") >= 2
     assert_strict_c11("gcc", art)
 
     def feeds(rng: np.random.Generator, h: int, w: int) -> dict[str, np.ndarray]:
