@@ -112,7 +112,7 @@ def test_convs_pools_and_concat_over_symbolic_height_and_width(
     source = (art / "src" / "model.c").read_text()
     # each conv path: chunks of pixels over taps (stem, dil, c3, pwg) and over input channels
     # (pw, pw2), the bordered plane or the direct loop (dw, dwp)
-    assert "ih0[j] + kh" in source and "ipix = p0 + j" in source
+    assert "seg_oh[s]" in source and "ipix = p0 + j" in source
     assert ("plane[q] = 0" in source) == planes and ("ow_lo[kw] = lo;" in source) != planes
     # the prologues of pw and dwp are fused and read (c3's would be computed once per tap)
     assert source.count("P0[") >= 2
