@@ -94,15 +94,17 @@ def spatial_branches(tmp_path: Path, c: int = 8) -> Path:
     return write_model(make_model(nodes, [x], outs, inits), tmp_path, "spatial.onnx")
 
 
-@pytest.mark.parametrize("planes", [True, False], ids=["plane", "direct"])
+@pytest.mark.parametrize("planes", [True, False], ids=["plane", "direct_rowwise"])
 def test_convs_pools_and_concat_over_symbolic_height_and_width(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planes: bool) -> None:
-    """`planes`: depthwise convs read a zero-bordered plane; without, (a plane over the stack
-    cap) the direct loop."""
+    """`planes`: depthwise convs read a zero-bordered plane, other convs run on flat chunks of
+    pixels; without: the direct loop (a plane over the stack cap), and stride-1 convs of taps
+    chunked row by row (interior chunks read the input in place)."""
     if not planes:
         monkeypatch.setattr(spatial_dims, "PLANE_STACK_BYTES", 0)
+        monkeypatch.setattr(spatial_dims, "ROWWISE_MIN_CHUNKS", 0)
     model_path = spatial_branches(tmp_path)
-    shapes, _ = parse_input_shapes(["x=n:1..3,8,h:5..23,w:5..41"])
+    shapes, _ = parse_input_shapes(["x=n:1..3,8,h:5..23,w:5..80"])
     art = pyc_cli.build(model_path, tmp_path / "art", input_shapes=shapes).artifact
     kernels = _kernels(art)
     assert {kernels[n] for n in ("stem", "dw", "pw", "dil", "c3", "pwg", "pw2", "dwp", "res")} \
@@ -114,6 +116,7 @@ def test_convs_pools_and_concat_over_symbolic_height_and_width(
     # (pw, pw2), the bordered plane or the direct loop (dw, dwp)
     assert "seg_oh[s]" in source and "ipix = p0 + j" in source
     assert ("plane[q] = 0" in source) == planes and ("ow_lo[kw] = lo;" in source) != planes
+    assert ("if (interior)" in source) != planes
     # the prologues of pw and dwp are fused and read (c3's would be computed once per tap)
     assert source.count("P0[") >= 2
     assert_strict_c11("gcc", art)
@@ -122,7 +125,7 @@ def test_convs_pools_and_concat_over_symbolic_height_and_width(
         n = 1 + (h + w) % 3
         return {"x": rng.standard_normal((n, 8, h, w)).astype(np.float32)}
 
-    runs = [(5, 5), (5, 41), (23, 5), (23, 41), (6, 7), (11, 32), (17, 33), (8, 13)]
+    runs = [(5, 5), (5, 80), (23, 5), (23, 80), (6, 7), (11, 32), (17, 33), (8, 77), (9, 67)]
     runs_match_onnxruntime(model_path, art, feeds, runs, rtol=1e-5, atol=1e-5,
                            monkeypatch=monkeypatch)
 

@@ -34,6 +34,8 @@ from .batch_loop import batch_dim
 
 Params = dict[str, object]
 
+# output rows at least this many chunks wide (at the upper bounds) are chunked row by row
+ROWWISE_MIN_CHUNKS = 4
 # the zero-bordered input plane a depthwise task copies to its stack, at most
 PLANE_STACK_BYTES = 128 * 1024
 # output channels a pointwise block accumulates at once (each input vector loaded once for all)
@@ -103,6 +105,10 @@ def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         return {
             **{f"{k}_c": _c(op[k], names) for k in ("N", "H", "W", "OH", "OW")},
             "plane": plane if plane * itemsize <= PLANE_STACK_BYTES else 0,
+            # chunks of one output row each where taps read rows in place (stride 1 along
+            # the width, rows wide enough for several chunks)
+            "rowwise": pointwise and not _pointwise(op) and int(op["SW"]) == 1  # type: ignore[call-overload]
+            and int(op["OW"]) >= ROWWISE_MIN_CHUNKS * chunk,  # type: ignore[call-overload]
             "chunked": pointwise, "taps": not _pointwise(op), "R": reduction, "PB": chunk,
             "NV": vectors, "lanes": lanes,
             "OB": block, "OB_tail": ocg % block,
