@@ -107,7 +107,9 @@ def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
             "plane": plane if plane * itemsize <= PLANE_STACK_BYTES else 0,
             # chunks of one output row each where taps read rows in place (stride 1 along
             # the width, rows wide enough for several chunks)
+            # (not with a prologue: read in place, the input is not what the conv takes)
             "rowwise": pointwise and not _pointwise(op) and int(op["SW"]) == 1  # type: ignore[call-overload]
+            and not node.ann.prologue
             and int(op["OW"]) >= ROWWISE_MIN_CHUNKS * chunk,  # type: ignore[call-overload]
             "chunked": pointwise, "taps": not _pointwise(op), "R": reduction, "PB": chunk,
             "NV": vectors, "lanes": lanes,
@@ -122,7 +124,9 @@ def _conv_params(isa: str):  # noqa: ANN202 (a closure per ISA)
 def _conv_prologue(node: Node, graph: Graph) -> bool:
     """Where the prologue is computed once per input element: a pointwise conv (its chunk's
     columns) and a depthwise one (its plane); a conv of more taps would compute it per tap
-    (PP-OCR det's 3x3 convs after the FPN's adds: 12x slower so)."""
+    (PP-OCR det's 3x3 convs after the FPN's adds: 12x slower so). The fuse pass asks every
+    candidate: where the ISA's im2col GEMM takes one (no masked loads: every conv), the
+    gathered taps apply it, computed per tap."""
     if not _conv_applies(node, graph):
         return False
     op = registry.get(node.op).kernel_params(node, graph)
