@@ -607,8 +607,9 @@ def _add_bounds(bounds: dict[str, DimBounds], new: DimBounds, text: str) -> None
 
 def _malformed(text: str) -> NoReturn:
     raise PycError("E006", f"--input-shape {text!r} is not NAME=d0,d1,...",
-                   hint="each dim a positive integer, a bounded name (seq:1..512) or a name "
-                   "bounded elsewhere (seq); e.g. --input-shape input_ids=batch:1..8,seq:1..512")
+                   hint="each dim a positive integer, a bounded name (seq:1..512, or "
+                   "h:32..960/32 for multiples of 32) or a name bounded elsewhere (seq); e.g. "
+                   "--input-shape input_ids=batch:1..8,seq:1..512")
 
 
 def check_within(input_name: str, dims: tuple[DimLike, ...], actual: tuple[int, ...],
