@@ -13,7 +13,7 @@ from typing import Any
 
 from .ir.graph import Graph
 from .ir.run_dims import c_names, c_size, model_dims, shape_text
-from .ir.symbolic import Dim, has_dims
+from .ir.symbolic import Dim, has_dims, input_dim_step
 from .ir.types import DType
 
 DTYPE_CODES: dict[DType, int] = {
@@ -52,20 +52,17 @@ def run_dims(graph: Graph) -> dict[str, Any]:
         return {}
     index = {d.name: k for k, d in enumerate(dims)}
     names = c_names(dims)
-    axes = []
+    axes, steps = [], []
     for value in graph.inputs:
-        axes.append([index[_dim_name(d)] if isinstance(d, Dim) else -1
-                     for d in graph.types[value].shape])
+        found = [input_dim_step(d) if isinstance(d, Dim) else None
+                 for d in graph.types[value].shape]
+        axes.append([index[f[0].name] if f else -1 for f in found])
+        steps.append([f[1] if f else 1 for f in found])
     outputs = [[c_size(d, names) for d in graph.types[v].shape] for v in graph.outputs]
-    return {"dims": dims, "input_axes": axes, "output_dims_c": outputs}
-
-
-def _dim_name(dim: Dim) -> str:
-    """The name of an input's dim: a named dim itself (--input-shape binds names, not sums)."""
-    ((name, bounds),) = dim.dims().items()
-    if dim != Dim.var(bounds):
-        raise ValueError(f"an input dim is an expression ({dim}), not a named dim")
-    return name
+    # an axis STEP*NAME (NAME:LO..HI/STEP) binds its size / STEP; only where some axis has one,
+    # so artifacts without steps are as before
+    extra = {"input_steps": steps} if any(s != 1 for row in steps for s in row) else {}
+    return {"dims": dims, "input_axes": axes, "output_dims_c": outputs, **extra}
 
 
 def dtype_code(dtype: DType) -> int:

@@ -188,7 +188,8 @@ def main(debug: bool) -> None:
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
               help="The shape of an input with symbolic dims (repeatable): each dim a number, "
                    "or a named dim with bounds (batch:1..64) that runs take at any size within "
-                   "them; a name bounded once may be reused bare by other inputs.")
+                   "them, optionally with a step (h:32..960/32: multiples of 32); a name bounded "
+                   "once may be reused bare by other inputs.")
 @click.option("--memory-budget", metavar="SIZE",
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
                    "the fastest mode that fits is chosen (and printed), or the build fails "

@@ -137,7 +137,8 @@ def summarize(source: ArtifactPlan, times: np.ndarray) -> Profile:
     calls = []
     for index, node in enumerate(called_nodes(graph)):
         op = registry.get(node.op)
-        flops = op.flops(node, graph) if node.op in FLOP_OPS else 0
+        # a symbolic build's debug copy runs at the upper bounds: its flops there (int of a Dim)
+        flops = int(op.flops(node, graph)) if node.op in FLOP_OPS else 0
         calls.append(CallTime(index, node.name, node.op, node.ann.kernel_name or "",
                               float(np.median(times[:, index])) / 1e6, flops))
     total = statistics.median(float(row.sum()) / 1e6 for row in times)

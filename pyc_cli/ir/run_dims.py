@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .graph import Graph
-from .symbolic import Dim, DimBounds, DimLike
+from .symbolic import Dim, DimBounds, DimLike, input_dim_step
 
 DIMS_PARAM = "dims"  # the C parameter (an array of int64_t) kernels read the dims from
 
@@ -48,9 +48,13 @@ def shape_argument(shape: tuple[DimLike, ...]) -> list[int | str]:
     out: list[int | str] = []
     for d in shape:
         if isinstance(d, Dim):
-            bounds = d.dims()
-            out.append(", ".join(f"{b.name}:{b.lo}..{b.hi}" for b in bounds.values())
-                       if len(bounds) == 1 and str(d) in bounds else f"{d}")
+            try:
+                b, step = input_dim_step(d)
+            except ValueError:
+                out.append(f"{d}")
+                continue
+            out.append(f"{b.name}:{b.lo}..{b.hi}" if step == 1
+                       else f"{b.name}:{b.lo * step}..{b.hi * step}/{step}")
         else:
             out.append(int(d))
     return out

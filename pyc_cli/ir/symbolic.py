@@ -521,7 +521,7 @@ class InputShapeSpec:
     dims: tuple[DimLike, ...]
 
 
-BOUNDED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::([0-9]+)\.\.([0-9]+))?")
+BOUNDED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::([0-9]+)\.\.([0-9]+)(?:/([0-9]+))?)?")
 
 
 def parse_input_shapes(texts: tuple[str, ...] | list[str]
@@ -532,6 +532,7 @@ def parse_input_shapes(texts: tuple[str, ...] | list[str]
     values, or lo > hi: PYC-E006 naming the argument."""
     raw: dict[str, tuple[int | str, ...]] = {}
     bounds: dict[str, DimBounds] = {}
+    steps: dict[str, int] = {}  # a dim's step (NAME:LO..HI/STEP), 1 without one
     pending: list[tuple[str, str]] = []  # (argument, dim name) used before its bounds
     for text in texts:
         name, sep, body = text.rpartition("=")
@@ -548,9 +549,15 @@ def parse_input_shapes(texts: tuple[str, ...] | list[str]
             match = BOUNDED.fullmatch(token)
             if match is None:
                 _malformed(text)
-            dim_name, lo, hi = match.group(1), match.group(2), match.group(3)
+            dim_name, lo, hi, step = match.group(1), match.group(2), match.group(3), match.group(4)
             if lo is not None:
-                _add_bounds(bounds, DimBounds(dim_name, int(lo), int(hi)), text)
+                # NAME:LO..HI/STEP: sizes that are multiples of STEP, i.e. STEP*NAME with NAME
+                # in LO/STEP..HI/STEP (the canonical form then simplifies (32*h + 1)//2 to 16*h)
+                every = _step(int(step) if step is not None else 1, int(lo), int(hi), text)
+                if steps.setdefault(dim_name, every) != every:
+                    raise PycError("E006", f"dim {dim_name!r} is given two steps", where=text,
+                                   hint=f"bound it once and reuse it bare ({dim_name})")
+                _add_bounds(bounds, DimBounds(dim_name, int(lo) // every, int(hi) // every), text)
             pending.append((text, dim_name))
             dims.append(dim_name)
         if name in raw:
@@ -561,8 +568,29 @@ def parse_input_shapes(texts: tuple[str, ...] | list[str]
         if dim_name not in bounds:
             raise PycError("E006", f"dim {dim_name!r} has no bounds", where=f"--input-shape {text}",
                            hint=f"bound it once, e.g. {dim_name}:1..512, in any --input-shape")
-    return {name: tuple(Dim.var(bounds[d]) if isinstance(d, str) else d for d in dims)
+    return {name: tuple(steps.get(d, 1) * Dim.var(bounds[d]) if isinstance(d, str) else d
+                        for d in dims)
             for name, dims in raw.items()}, bounds
+
+
+def _step(step: int, lo: int, hi: int, text: str) -> int:
+    """A dim's step: positive, and dividing both bounds."""
+    if step < 1 or lo % step or hi % step:
+        raise PycError("E006", f"the bounds {lo}..{hi} are not multiples of the step {step}",
+                       where=f"--input-shape {text}",
+                       hint="write NAME:LO..HI/STEP with LO and HI multiples of STEP, e.g. "
+                       "h:32..960/32")
+    return step
+
+
+def input_dim_step(dim: Dim) -> tuple[DimBounds, int]:
+    """An input axis's named dim and step: `STEP*NAME` (from NAME:LO..HI/STEP) or NAME (step
+    1). ValueError on any other expression (--input-shape binds names, not sums)."""
+    ((_, bounds),) = dim.dims().items()
+    for step in range(1, int(dim) // max(1, bounds.hi) + 1):
+        if dim == step * Dim.var(bounds):
+            return bounds, step
+    raise ValueError(f"an input dim is an expression ({dim}), not a named dim")
 
 
 def _add_bounds(bounds: dict[str, DimBounds], new: DimBounds, text: str) -> None:
@@ -579,8 +607,9 @@ def _add_bounds(bounds: dict[str, DimBounds], new: DimBounds, text: str) -> None
 
 def _malformed(text: str) -> NoReturn:
     raise PycError("E006", f"--input-shape {text!r} is not NAME=d0,d1,...",
-                   hint="each dim a positive integer, a bounded name (seq:1..512) or a name "
-                   "bounded elsewhere (seq); e.g. --input-shape input_ids=batch:1..8,seq:1..512")
+                   hint="each dim a positive integer, a bounded name (seq:1..512, or "
+                   "h:32..960/32 for multiples of 32) or a name bounded elsewhere (seq); e.g. "
+                   "--input-shape input_ids=batch:1..8,seq:1..512")
 
 
 def check_within(input_name: str, dims: tuple[DimLike, ...], actual: tuple[int, ...],
@@ -596,13 +625,22 @@ def check_within(input_name: str, dims: tuple[DimLike, ...], actual: tuple[int, 
                 raise PycError("E041", f"input {input_name!r} dim {axis} is {size}; the model "
                                f"was built for {dim}", hint=f"give a shape like {_shape_text(dims)}")
             continue
-        ((dim_name, b),) = dim.dims().items()
+        b, step = input_dim_step(dim)
+        dim_name = b.name
+        if step != 1:  # the axis is step * the dim
+            if size % step:
+                raise PycError("E041", f"input {input_name!r} dim {axis} ({dim}) is {size}, not "
+                               f"a multiple of {step}",
+                               hint=f"send sizes that are multiples of {step} "
+                               f"({b.lo * step}..{b.hi * step})")
+            size //= step
         if not b.lo <= size <= b.hi:
-            raise PycError("E041", f"input {input_name!r} dim {axis} ({dim_name}) is {size}, "
-                           f"outside its bounds {b.lo}..{b.hi}",
+            shown = size * step
+            raise PycError("E041", f"input {input_name!r} dim {axis} ({dim}) is {shown}, "
+                           f"outside its bounds {b.lo * step}..{b.hi * step}",
                            hint="rebuild with wider bounds (--input-shape) or send a shape inside them")
         if env.setdefault(dim_name, size) != size:
-            raise PycError("E041", f"input {input_name!r} dim {axis} ({dim_name}) is {size}, but "
+            raise PycError("E041", f"input {input_name!r} dim {axis} ({dim}) is {size * step}, but "
                            f"another input gave {dim_name} = {env[dim_name]}",
                            hint=f"inputs sharing {dim_name} must agree on it")
 

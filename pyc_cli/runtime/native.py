@@ -17,7 +17,7 @@ import numpy as np
 from ..abi import dtype_code
 from ..errors import PycError, PycWarning
 from ..input_ranges import InputRange, out_of_range_error
-from ..ir.symbolic import Dim, DimBounds, DimLike, check_within
+from ..ir.symbolic import DimBounds, DimLike, check_within, parse_dim
 from ..ir.types import DType
 from .buckets import GENERIC, BucketDispatch
 from .stats import RunStats
@@ -61,7 +61,7 @@ class ShapedFunctions:
     def input_dims(self, spec: TensorSpec) -> tuple[DimLike, ...]:
         """An input's dims as built: numbers, and its named dims with their bounds."""
         assert spec.dims is not None
-        return tuple(Dim.var(self.bounds[d]) if isinstance(d, str) else d for d in spec.dims)
+        return tuple(parse_dim(d, self.bounds) if isinstance(d, str) else d for d in spec.dims)
 
 
 # the entry points only a model with symbolic dims exports

@@ -48,6 +48,9 @@ class ModelInfo:
     # symbolic dims (issue #15; abi.run_dims): none for a static model
     dims: list[DimBounds] = field(default_factory=list)
     input_axes: list[list[int]] = field(default_factory=list)
+    # each input axis's step (NAME:LO..HI/STEP: the axis is STEP*NAME); empty where every
+    # step is 1
+    input_steps: list[list[int]] = field(default_factory=list)
     output_dims_c: list[list[str]] = field(default_factory=list)
     # run-time offsets (issue #15; planning/runtime_offsets.py): each block's aligned size as C
     # over `dims` and the blocks below it; how the arena is obtained (reserve | grow). Empty:

@@ -311,14 +311,15 @@ def epilogue_program(graph: Graph, node: Node, coords: list[str],
                           names)
 
 
-def prologue_program(graph: Graph, node: Node, coords: list[str]) -> tuple[list[ScalarInstr], str]:
+def prologue_program(graph: Graph, node: Node, coords: list[str], flat: list[str] | None = None,
+                     names: Mapping[str, str] | None = None) -> tuple[list[ScalarInstr], str]:
     """The elementwise program a kernel applies to its input 0 as it reads it, with operands
-    indexed at the input's coordinates."""
+    indexed at the input's coordinates; `flat` and `names` as in _fused_program."""
     lines = node.ann.prologue
     if not lines:
         return [], ""
     return _fused_program(graph, lines, registry.fused_inputs(node)[2], "P",
-                          graph.types[node.inputs[0]].shape, coords, "")
+                          graph.types[node.inputs[0]].shape, coords, "", flat, names)
 
 
 def operands_for(graph: Graph, node: Node) -> list[Operand]:
@@ -398,6 +399,8 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
             list(flat) if flat else None, names)  # type: ignore[call-overload, arg-type]
     in_coords = call.params.get("in_coords")
     if in_coords is not None:
-        call.prologue, call.prologue_result = prologue_program(graph, node, list(in_coords))  # type: ignore[arg-type, call-overload]
+        flat_in = call.params.get("flat_in_coords")
+        call.prologue, call.prologue_result = prologue_program(
+            graph, node, list(in_coords), list(flat_in) if flat_in else None, names)  # type: ignore[arg-type, call-overload]
     return call
 

@@ -25,7 +25,7 @@ from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
 from ...planning import weights
 from ..kernel import KernelCandidate, Tunable
-from . import batch_loop, blocked, conv_dots, gemm, winograd
+from . import batch_loop, blocked, conv_dots, gemm, spatial_dims, winograd
 from .kernel_context import (
     LAYERNORM_TASK_ELEMENTS,
     SOFTMAX_TASK_ELEMENTS,
@@ -1048,10 +1048,10 @@ def cpu_kernels(isa: str, with_winograd: bool = True) -> dict[str, tuple[KernelC
 
 @functools.cache
 def _cpu_kernels(isa: str, with_winograd: bool) -> dict[str, tuple[KernelCandidate, ...]]:
-    return batch_loop.with_batch_loops({
+    return spatial_dims.with_spatial_dims(batch_loop.with_batch_loops({
         **STATIC_KERNELS, "Conv": conv_candidates(isa, with_winograd),
         "MatMul": matmul_candidates(isa), "pyc.ConvBlocked": (blocked.conv_candidate(isa),),
-        "ConvTranspose": transpose_candidates(isa)})
+        "ConvTranspose": transpose_candidates(isa)}), isa)
 
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
@@ -1115,4 +1115,6 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "pyc.PoolBlocked": (blocked.POOL,),
 }
 # ... with the loops over images of a symbolic batch (batch_loop.py)
-CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = batch_loop.with_batch_loops(STATIC_KERNELS)
+# ... and the kernels over symbolic spatial dims (spatial_dims.py)
+CPU_KERNELS: dict[str, tuple[KernelCandidate, ...]] = spatial_dims.with_spatial_dims(
+    batch_loop.with_batch_loops(STATIC_KERNELS), gemm.PORTABLE_ISA)
