@@ -341,10 +341,13 @@ def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
     table = Table(title="Shape buckets: a run whose dims lie in a bucket's box uses the smallest "
                         "such bucket's plan (static where the box is one shape), any other the "
                         f"generic plan (arena {format_size(generic)})")
-    for column in ("bucket", "box / shapes", "share", "kernels (unlike generic)", "arena", "vs generic",
-                   "why"):
-        table.add_column(column, justify="right" if column in ("share", "kernels (unlike generic)", "arena",
-                                                                "vs generic") else "left")
+    # each bucket's reason follows the table, one line each: as a column it squeezed the box
+    # out of an 80-column terminal
+    for column in ("bucket", "box / shapes", "weights", "share", "kernels (unlike generic)", "arena",
+                   "vs generic"):
+        numeric = column in ("share", "kernels (unlike generic)", "arena", "vs generic")
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold",
+                         min_width=16 if column == "box / shapes" else None)
     for entry in buckets["buckets"]:
         if entry.get("kind") == "symbolic" and entry.get("dims"):  # its box, shared by inputs
             shapes = ", ".join(f"{name}={lo}..{hi}" if lo != hi else f"{name}={lo}"
@@ -352,13 +355,14 @@ def _print_buckets(buckets: dict[str, Any], console: Console) -> None:
         else:
             shapes = ", ".join(f"{name}[{','.join(map(str, shape))}]"
                                for name, shape in entry["shapes"].items()) + " (static)"
-        shapes += "; shares the weights" if entry.get("shared_weights") else ""
         kernels = f"{entry['compiled_nodes']} ({entry['kernels_unlike_generic']})"
         ratio = f"{entry['arena_bytes'] / generic:.2f}x" if generic else "-"
-        table.add_row(entry["id"], escape(shapes), f"{entry['share']:.1%}",
-                      kernels, format_size(entry["arena_bytes"]), ratio,
-                      escape(entry["reason"]))
+        weights = "shared" if entry.get("shared_weights") else "own"
+        table.add_row(entry["id"], escape(shapes), weights, f"{entry['share']:.1%}",
+                      kernels, format_size(entry["arena_bytes"]), ratio)
     console.print(table)
+    for entry in buckets["buckets"]:
+        console.print(escape(f"  {entry['id']}: {entry['reason']}"), highlight=False)
     for line in buckets["dropped"] + buckets["left_out"]:
         console.print(escape(f"  no bucket: {line}"), highlight=False)
 
