@@ -452,6 +452,12 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
           }
         }
       for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+        if (i0 + 18 <= i_hi) {
+          for (int64_t r = 0; r < 6; ++r) {
+            const int64_t at = (i0 + 12 + r) * 1024 + j0;
+            __builtin_prefetch(y + at + 0, 1, 3);
+          }
+        }
           const float* restrict ar = w + i0 * 27;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
