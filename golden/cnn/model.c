@@ -344,7 +344,7 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
 static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
   float pyc_et0_lo = 0;
   PYC_OPAQUE(pyc_et0_lo);
-  /* 2 tasks: 2 (image, group) x 1 blocks of 18 channels x 1 blocks of 64 panels of 16 grid pixels */
+  /* 2 tasks: 2 (image, group) x 1 blocks of 18 channels x the 64 panels of 16 grid pixels in 1 blocks as even as whole panels allow (equal tasks keep the threads equally busy) */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
     const int64_t n = ng / 1, g = ng % 1;
@@ -353,7 +353,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
     const float* restrict w = X1 + g * 432;
     float* restrict y = Y + (n * 16 + g * 16) * 1024;
     const int64_t i_lo = ib * 18, i_hi = i_lo + 18 < 16 ? i_lo + 18 : 16;
-    const int64_t jp_lo = jb * 64, jp_hi = jp_lo + 64 < 64 ? jp_lo + 64 : 64;
+    const int64_t jp_lo = jb * 64 / 1, jp_hi = (jb + 1) * 64 / 1;
     (void)i_lo; (void)i_hi;
     for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
       const int64_t j0 = jp * 16;
