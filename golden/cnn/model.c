@@ -1143,8 +1143,9 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
     float* restrict V = WS + t * 31104;
     float* restrict Ms = V + 9792;
     for (int64_t u = t; u < 2; u += 2) {
-      const int64_t tile0 = u / 1 * 16;
-      const int64_t g_lo = u % 1 * 36;
+      /* group-major: a thread's contiguous share of units is whole groups over every block */
+      const int64_t tile0 = u % 2 * 16;
+      const int64_t g_lo = u / 2 * 36;
       const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
       /* the block's panels that hold tiles */
       const int64_t panels = (32 - tile0 < 16 ? 32 - tile0 + 15 : 31) / 16;
@@ -1899,8 +1900,9 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
     float* restrict V = WS + t * 20736;
     float* restrict Ms = V + 9792;
     for (int64_t u = t; u < 1; u += 1) {
-      const int64_t tile0 = u / 1 * 8;
-      const int64_t g_lo = u % 1 * 36;
+      /* group-major: a thread's contiguous share of units is whole groups over every block */
+      const int64_t tile0 = u % 1 * 8;
+      const int64_t g_lo = u / 1 * 36;
       const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
       /* the block's panels that hold tiles */
       const int64_t panels = (8 - tile0 < 8 ? 8 - tile0 + 7 : 15) / 8;
