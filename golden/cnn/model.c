@@ -344,7 +344,7 @@ static inline PYC_UNUSED void pyc_row_moments(const float* x, int64_t n, float s
 static int k0_conv(const float* restrict X0, const float* restrict X1, const float* restrict X2, float* restrict Y) {
   float pyc_et0_lo = 0;
   PYC_OPAQUE(pyc_et0_lo);
-  /* 2 tasks: 2 (image, group) x 1 blocks of 18 channels x 1 blocks of 64 panels of 16 grid pixels */
+  /* 2 tasks: 2 (image, group) x 1 blocks of 18 channels x the 64 panels of 16 grid pixels in 1 blocks as even as whole panels allow (equal tasks keep the threads equally busy) */
   for (int64_t t = 0; t < 2; ++t) {
     const int64_t ng = t / 1, ib = t / 1 % 1, jb = t % 1;
     const int64_t n = ng / 1, g = ng % 1;
@@ -353,7 +353,7 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
     const float* restrict w = X1 + g * 432;
     float* restrict y = Y + (n * 16 + g * 16) * 1024;
     const int64_t i_lo = ib * 18, i_hi = i_lo + 18 < 16 ? i_lo + 18 : 16;
-    const int64_t jp_lo = jb * 64, jp_hi = jp_lo + 64 < 64 ? jp_lo + 64 : 64;
+    const int64_t jp_lo = jb * 64 / 1, jp_hi = (jb + 1) * 64 / 1;
     (void)i_lo; (void)i_hi;
     for (int64_t jp = jp_lo; jp < jp_hi; ++jp) {
       const int64_t j0 = jp * 16;
@@ -452,6 +452,12 @@ static int k0_conv(const float* restrict X0, const float* restrict X1, const flo
           }
         }
       for (int64_t i0 = i_lo; i0 + 6 <= i_hi; i0 += 6) {
+        if (i0 + 18 <= i_hi) {
+          for (int64_t r = 0; r < 6; ++r) {
+            const int64_t at = (i0 + 12 + r) * 1024 + j0;
+            __builtin_prefetch(y + at + 0, 1, 3);
+          }
+        }
           const float* restrict ar = w + i0 * 27;
           __m256 c0_0_0, c0_0_1;
           c0_0_0 = _mm256_setzero_ps(); c0_0_1 = _mm256_setzero_ps(); 
@@ -1137,8 +1143,9 @@ static int k2_conv(const float* restrict X0, const float* restrict X1, const flo
     float* restrict V = WS + t * 31104;
     float* restrict Ms = V + 9792;
     for (int64_t u = t; u < 2; u += 2) {
-      const int64_t tile0 = u / 1 * 16;
-      const int64_t g_lo = u % 1 * 36;
+      /* group-major: a thread's contiguous share of units is whole groups over every block */
+      const int64_t tile0 = u % 2 * 16;
+      const int64_t g_lo = u / 2 * 36;
       const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
       /* the block's panels that hold tiles */
       const int64_t panels = (32 - tile0 < 16 ? 32 - tile0 + 15 : 31) / 16;
@@ -1893,8 +1900,9 @@ static int k4_conv(const float* restrict X0, const float* restrict X1, const flo
     float* restrict V = WS + t * 20736;
     float* restrict Ms = V + 9792;
     for (int64_t u = t; u < 1; u += 1) {
-      const int64_t tile0 = u / 1 * 8;
-      const int64_t g_lo = u % 1 * 36;
+      /* group-major: a thread's contiguous share of units is whole groups over every block */
+      const int64_t tile0 = u % 1 * 8;
+      const int64_t g_lo = u / 1 * 36;
       const int64_t g_hi = g_lo + 36 < 32 ? g_lo + 36 : 32;
       /* the block's panels that hold tiles */
       const int64_t panels = (8 - tile0 < 8 ? 8 - tile0 + 7 : 15) / 8;

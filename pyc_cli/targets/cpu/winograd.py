@@ -94,7 +94,10 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
     blocks = -(-tiles // tb)
     ob = min(-(-BLOCK_ROWS // mr) * mr, -(-v["OC"] // mr) * mr)
     row_blocks = -(-v["OC"] // ob)
-    groups = 1 if blocks >= GROUP_TASKS else min(row_blocks, -(-GROUP_TASKS // blocks))
+    # 2 or 3 blocks (ResNet's 28x28: 32 + 17 tiles) would leave 2 threads unequal shares: 2
+    # groups of output channels, units group-major, give each thread's half one whole group
+    groups = 1 if blocks >= 2 * GROUP_TASKS else \
+        min(row_blocks, max(GROUP_TASKS, -(-GROUP_TASKS // blocks)))
     group_rows = -(-row_blocks // groups) * ob
     groups = -(-v["OC"] // group_rows)
     units = blocks * groups

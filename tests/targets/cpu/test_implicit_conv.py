@@ -2,7 +2,8 @@
 input in place through per-tap lane masks, with no gathered columns and no workspace. Against a
 float64 numpy convolution on odd sizes: same and valid padding, asymmetric pads, dilation,
 groups, a 1-D conv, a non-square kernel, tails past MR output channels and past NR pixels,
-batches, fused bias + ReLU and residual epilogues; AVX-512 (run where the CPU has it) and AVX2,
+batches, fused bias + ReLU and residual epilogues (the output and residual rows
+prefetched ahead); AVX-512 (run where the CPU has it) and AVX2,
 float32 and float64. Tolerance: RTOL/ATOL plus the float32 summation bound of each element."""
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ CONVS = [
     ((1, 5, 11, 7), (8, 5, 3, 3), (1, 1, 1, 1), (1, 1), 1, "bias_relu"),  # same, tails
     ((2, 9, 9, 13), (17, 9, 1, 1), (0, 0, 0, 0), (1, 1), 1, ""),  # pointwise, batch 2
     ((1, 16, 7, 7), (35, 16, 1, 1), (0, 0, 0, 0), (1, 1), 1, "residual"),  # 49 pixels
+    # prefetches the output and the residual rows ahead (short K, 3+ register blocks of
+    # channels), in the second image too
+    ((2, 13, 9, 13), (41, 13, 1, 1), (0, 0, 0, 0), (1, 1), 1, "residual"),
     ((1, 8, 9, 11), (16, 8, 3, 3), (0, 0, 0, 0), (1, 1), 1, "residual"),  # valid: OW < W
     ((1, 8, 9, 11), (13, 8, 3, 5), (2, 1, 0, 3), (1, 1), 1, "bias_relu"),  # asymmetric
     ((1, 6, 10, 12), (12, 3, 3, 3), (1, 1, 1, 1), (1, 1), 2, ""),  # groups
@@ -58,6 +62,7 @@ def _build_and_check(tmp_path: Path, isa: str, dtype: type, params: dict[str, in
     assert chosen == [CANDIDATE] * len(CONVS), chosen
     source = (tmp_path / "a" / "src" / "model.c").read_text()
     assert ("_mm512_maskz_loadu_" if isa == "avx512" else "_mm256_maskload_") in source
+    assert "__builtin_prefetch(E0 + (y - Y)" in source  # the residual's rows ahead
     if not build.runnable:
         return  # compiled for a CPU this one is not: compile-only
     with pyc_cli.load(tmp_path / "a") as compiled:

@@ -173,15 +173,20 @@ def run_with_threads(artifact: Path, feeds: Path, out: Path, threads: str) -> di
 @pytest.mark.skipif(not get_target("cpu").openmp(), reason="the C compiler has no OpenMP runtime")
 def test_the_same_bits_for_every_thread_count(tmp_path: Path, rng: np.random.Generator) -> None:
     """Split over tasks (blocks of tiles and groups of output channels: the 14x14 map has one
-    block, so its channels are split), each output written by one task."""
+    block, so its channels are split; the 27x25 map's 49 tiles are 2 blocks of unequal size,
+    so its 131 channels are split too, units group-major), each output written by one task."""
     model, feeds, expected, magnitudes = winograd_model(
         rng, [((1, 64, 56, 56), (64, 64, 3, 3), (1, 1, 1, 1), "bias_relu"),
-              ((1, 64, 14, 14), (128, 64, 3, 3), (1, 1, 1, 1), "residual")])
+              ((1, 64, 14, 14), (128, 64, 3, 3), (1, 1, 1, 1), "residual"),
+              ((1, 24, 27, 25), (131, 24, 3, 3), (1, 1, 1, 1), "bias_relu")])
     onnx.save(model, tmp_path / "m.onnx")
     isa = "avx512" if BUILDS["avx512"].runnable else "avx2"
     art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS[isa].cpu,
                         tuning=Forced("Conv", CANDIDATE, {})).artifact
-    assert (art / "src" / "model.c").read_text().count("PYC_PARALLEL_FOR\n") == 2
+    source = (art / "src" / "model.c").read_text()
+    assert source.count("PYC_PARALLEL_FOR\n") == 3
+    if isa == "avx512":  # 32-tile blocks (AVX2's 16-tile blocks are 4: one group)
+        assert "in 2 blocks of 32 x 2 groups of 128 output channels = 4 units" in source
     np.savez(tmp_path / "x.npz", **feeds)
     runs = {t: run_with_threads(art, tmp_path / "x.npz", tmp_path / f"y{t}.npz", t)
             for t in ("1", "2", "3")}
