@@ -77,8 +77,8 @@ def _conv_applies(node: Node, graph: Graph) -> bool:
 
 def _pointwise(op: Params) -> bool:
     """1x1 taps, stride 1, no padding: output pixel p reads input pixel p."""
-    return all(int(op[k]) == 1 for k in ("KH", "KW", "SH", "SW")) \
-        and int(op["PH"]) == int(op["PW"]) == 0 \
+    return all(op[k] == 1 for k in ("KH", "KW", "SH", "SW")) \
+        and op["PH"] == op["PW"] == 0 \
         and op["OH"] == op["H"] and op["OW"] == op["W"]  # symbolic equality
 
 
