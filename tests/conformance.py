@@ -18,6 +18,12 @@ starts, reduction axes, ...) must be compile-time constants for a static-shape A
 a case feeds them as graph inputs, they are bound to the data set's values as initializers before
 the build (the model is otherwise unchanged, and every output is still compared).
 
+Integer inputs that stay inputs may decide sizes computed at run time (a window function's
+Range to its size input, CenterCropPad's pads from its shape input: issue #15, point 2); the
+build declares their values as a deployment would (`input_values`, `pyc build --input-values`):
+from min(0, the smallest value) to max(64, twice the largest) over the case's data sets, so the
+arena is sized for a bound the data never reaches and the run computes the actual sizes.
+
 Cases run in worker processes (one per job, reused across cases; a worker that crashes or times
 out is replaced and its case fails).
 """
@@ -212,6 +218,19 @@ def bind_inputs(model: Any, values: dict[str, np.ndarray]) -> bytes:
     return bound.SerializeToString()
 
 
+def declared_values(names: list[str], static: set[str], case: Case) -> dict[str, tuple[int, int]]:
+    """The values each integer input that stays an input is declared to hold (docstring)."""
+    found: dict[str, tuple[int, int]] = {}
+    for inputs, _ in case.data_sets:
+        for name, value in zip(names, inputs):
+            array = as_array(value)
+            if name in static or array.dtype.kind not in "iu" or array.size == 0:
+                continue
+            lo, hi = found.get(name, (0, 64))
+            found[name] = (min(lo, int(array.min())), max(hi, 2 * int(array.max())))
+    return found
+
+
 def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
     """Build and run one case in this process; never raises."""
     import onnx
@@ -228,6 +247,7 @@ def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
                  if v.name not in {t.name for t in model.graph.initializer}]
         outputs = [v.name for v in model.graph.output]
         static = static_input_names(model)
+        values = declared_values(names, static, case)
         with tempfile.TemporaryDirectory(prefix="pyc-conf-") as tmp:
             built: dict[tuple, Any] = {}
             for index, (inputs, expected) in enumerate(case.data_sets):
@@ -241,7 +261,7 @@ def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
                     path = Path(tmp) / f"model{len(built)}.onnx"
                     path.write_bytes(bind_inputs(model, bound) if bound else case.model)
                     out_dir = Path(tmp) / f"artifact{len(built)}"
-                    pyc_cli.build(path, out_dir, input_shapes=shapes)
+                    pyc_cli.build(path, out_dir, input_shapes=shapes, input_values=values or None)
                     built[key] = pyc_cli.load(out_dir)
                 got = built[key].run(feeds)
                 for out_name, want in zip(outputs, expected):

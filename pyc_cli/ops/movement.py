@@ -12,6 +12,7 @@ from ..ir.symbolic import DimLike, computed_dim, less, smax, smin
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
@@ -126,7 +127,7 @@ class Slice(OpDef):
         return [TensorType(x.dtype, tuple(c for _, _, c in self.ranges(node, x.shape, values)))]
 
     def runtime_infer(self, node: Node, types: InTypes, values: InValues,
-                      refusal: PycError) -> list[TensorType]:
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
         """Starts or ends computed at run time (issue #15, point 2): each sliced axis gets a
         computed dim in 0..ceil(d / |step|) (d: the axis' upper bound); axes and steps must be
         known, or the refusal stands."""

@@ -31,6 +31,8 @@ from ..ir.symbolic import (
 )
 from ..ir.types import TensorType, check_addressable
 from . import registry
+from .intervals import Interval, input_intervals
+from .intervals import propagate as propagate_interval
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
 
 # values evaluated during inference are shape-sized; larger constant work waits for folding
@@ -152,23 +154,43 @@ def _propagate(graph: Graph, limit: int | None,
     types = {name: (inputs or graph.types)[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
+    # the declared values of inputs, followed through the ops computing sizes (point 2)
+    ranges = input_intervals(graph.value_bounds, {n: types[n].shape for n in graph.inputs}) \
+        if graph.value_bounds else None
     for node in graph.nodes:
         if point is not None:
             node = instantiate(node, point)
         opdef = registry.get(node.op)
         in_types = [types.get(name) if name else None for name in node.inputs]
         in_values = [known.get(name) if name else None for name in node.inputs]
-        out_types = infer_node(opdef, node, in_types, in_values)
+        in_ranges = None if ranges is None else [_interval(ranges, known, name) for name in node.inputs]
+        out_types = infer_node(opdef, node, in_types, in_values, in_ranges)
         types.update({name: ttype for name, ttype in zip(node.outputs, out_types) if name})
         results = evaluate_node(opdef, node, in_types, in_values, out_types, limit)
         known.update({name: value for name, value in zip(node.outputs, results or []) if name})
+        if ranges is not None and in_ranges is not None and not results:
+            found = propagate_interval(node, in_ranges, in_values, opdef.evaluate)
+            ranges.update({n: r for n, r in zip(node.outputs, found) if n and r is not None})
     return types, known
 
 
+def _interval(ranges: dict[str, Interval], known: Mapping[str, np.ndarray],
+              name: str) -> Interval | None:
+    """A value's interval: declared or followed, else its known value's (None: unbounded)."""
+    if not name:
+        return None
+    if name in ranges:
+        return ranges[name]
+    return Interval.exact(known[name]) if name in known else None
+
+
 def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | None],
-               in_values: list[np.ndarray | None]) -> list[TensorType]:
+               in_values: list[np.ndarray | None],
+               in_ranges: list[Interval | None] | None = None) -> list[TensorType]:
     """The node's output types by its op's rule; PYC-E009 where the rule meets a case it does not
-    handle, and every output must be addressable."""
+    handle, and every output must be addressable. `in_ranges`: the intervals of operands
+    computed at run time from inputs with declared values (ops/intervals.py), which bound the
+    sizes that such operands decide."""
     try:
         try:
             out_types = opdef.infer(node, in_types, in_values)
@@ -177,7 +199,8 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
             # the op bounds the size, the output gets computed dims (issue #15, point 2)
             if exc.code != "E008" or not hasattr(opdef, "runtime_infer"):
                 raise
-            out_types = opdef.runtime_infer(node, in_types, in_values, exc)
+            out_types = opdef.runtime_infer(node, in_types, in_values, exc,
+                                            in_ranges or [None] * len(node.inputs))
     except Exception as exc:  # an op rule met a case it does not handle
         if _symbolic(in_types, in_values):
             raise PycError("E051", f"{node.op}'s rule cannot handle the symbolic dims of its "

@@ -22,6 +22,7 @@ from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
 from ..ir.symbolic import Dim
 from ..ir.types import DType, TensorType
+from .intervals import Interval
 
 ELEMENTWISE = "elementwise"
 VIEW = "view"
@@ -30,6 +31,8 @@ SHAPE_ONLY = "shape_only"  # always folds to a constant once shapes are static (
 
 InTypes = list[TensorType | None]
 InValues = list[np.ndarray | None]
+# the intervals of operands computed at run time (ops/intervals.py; None: unbounded)
+InRanges = list[Interval | None]
 
 
 @dataclass(frozen=True)

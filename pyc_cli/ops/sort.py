@@ -13,6 +13,7 @@ from ..ir.symbolic import DimLike, computed_dim, surely_less
 from ..ir.types import DType, TensorType
 from .registry import (
     KERNEL,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
@@ -52,7 +53,7 @@ class TopK(OpDef):
         return self._types(node, x, axis, k)
 
     def runtime_infer(self, node: Node, types: InTypes, values: InValues,
-                      refusal: PycError) -> list[TensorType]:
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
         """K computed at run time (issue #15, point 2): a computed dim in 0..d (d: the axis'
         upper bound), shared by both outputs."""
         x = require(types, 0, node)

@@ -37,6 +37,12 @@ class ModelInfo:
     input_axes: list[list[int]] = field(default_factory=list)
     output_dims_c: list[list[str]] = field(default_factory=list)
 
+    @property
+    def dims_const(self) -> str:
+        """How run functions take the dims array: read-only, unless a kernel computes a dim at
+        run time (issue #15, point 2) and writes it there."""
+        return "" if any(d.computed for d in self.dims) else "const "
+
 
 class Target:
     name = ""

@@ -17,7 +17,7 @@ from typing import Any
 
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_names, c_size, model_dims
-from ...ir.symbolic import Dim, has_dims, numel
+from ...ir.symbolic import Dim, DimBounds, computed_dims, has_dims, numel
 from ...ir.types import DType
 from ...ops import registry
 from ...ops.conv import Conv
@@ -888,6 +888,30 @@ def _range_params(node: Node, graph: Graph, op: Params) -> Params:
             "delta": c_size(node.attrs["delta"], names)}  # type: ignore[arg-type]
 
 
+def computed_here(node: Node, graph: Graph) -> list[DimBounds]:
+    """The dims `node` computes at run time (issue #15, point 2), in its outputs' order."""
+    found: dict[str, DimBounds] = {}
+    for value in node.outputs:
+        if value:
+            for name, bounds in computed_dims([graph.types[value].shape]).items():
+                if bounds.computed == node.name:
+                    found.setdefault(name, bounds)
+    return list(found.values())
+
+
+def _range_runtime(node: Node, graph: Graph) -> bool:
+    """A Range with tensor operands whose count is a dim it computes (start or limit from
+    input values); not float16 (its arithmetic runs in double and stores the element type)."""
+    dims = computed_here(node, graph)
+    return (len(node.present_inputs()) == 3 and len(dims) == 1
+            and graph.types[node.outputs[0]].dtype is not DType.F16)
+
+
+def _range_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    (dim,) = computed_here(node, graph)
+    return {"count_c": c_names(model_dims(graph))[dim.name], "bound": dim.hi}
+
+
 def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each element of a pyc.DimValues as C over the run-time dims."""
     names = c_names(model_dims(graph))
@@ -1055,7 +1079,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                KernelCandidate("gather_rows_dims", "gather.c.j2", _gather_dims,
                                params=_gather_count, symbolic_dims=True)),
     "Range": (KernelCandidate("range_dims", "range.c.j2", _range_dims, params=_range_params,
-                              symbolic_dims=True),),
+                              symbolic_dims=True),
+              KernelCandidate("range_runtime", "range_runtime.c.j2", _range_runtime,
+                              params=_range_runtime_params, symbolic_dims=True,
+                              writes_dims=True)),
     "pyc.DimValues": (KernelCandidate("dim_values", "dim_values.c.j2",
                                       params=_dim_values_params, symbolic_dims=True),),
     "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
