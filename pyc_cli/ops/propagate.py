@@ -125,10 +125,16 @@ def instantiate(node: Node, point: Mapping[str, int]) -> Node:
 
 def _evaluate_attr(value: AttrValue, point: Mapping[str, int]) -> AttrValue:
     if isinstance(value, Dim):
-        return value.evaluate(point)
+        return _at(value, point)
     if isinstance(value, list) and has_dims(value):
-        return [v.evaluate(point) if isinstance(v, Dim) else v for v in value]  # type: ignore[return-value]
+        return [_at(v, point) if isinstance(v, Dim) else v for v in value]  # type: ignore[return-value]
     return value
+
+
+def _at(dim: Dim, point: Mapping[str, int]) -> DimLike:
+    """`dim` at `point`; kept symbolic where it reads a dim the point does not set (a dim
+    computed at run time: the instance's rules compute the same one)."""
+    return dim.evaluate(point) if set(dim.dims()) <= set(point) else dim
 
 
 def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:

@@ -33,6 +33,10 @@ InTypes = list[TensorType | None]
 InValues = list[np.ndarray | None]
 # the intervals of operands computed at run time (ops/intervals.py; None: unbounded)
 InRanges = list[Interval | None]
+# a size computed at run time from input values that nothing bounds
+VALUES_HINT = ("the size depends on values computed at run time from graph inputs: declare the "
+               "values those inputs may hold (pyc build --input-values NAME=LO..HI) so PyC can "
+               "bound it")
 
 
 @dataclass(frozen=True)

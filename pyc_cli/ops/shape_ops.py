@@ -11,6 +11,7 @@ from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     GROWTH_LIMIT_BYTES,
     SHAPE_ONLY,
+    VALUES_HINT,
     InRanges,
     InTypes,
     InValues,
@@ -21,11 +22,6 @@ from .registry import (
     require_value,
     shape_operand,
 )
-
-# a size computed at run time from input values that nothing bounds
-VALUES_HINT = ("the size depends on values computed at run time from graph inputs: declare the "
-               "values those inputs may hold (pyc build --input-values NAME=LO..HI) so PyC can "
-               "bound it")
 
 
 @register

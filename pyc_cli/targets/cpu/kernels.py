@@ -912,6 +912,40 @@ def _range_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     return {"count_c": c_names(model_dims(graph))[dim.name], "bound": dim.hi}
 
 
+def _slice_runtime(node: Node, graph: Graph) -> bool:
+    """A Slice whose starts or ends are tensors read at run time (axes and steps constants)."""
+    inputs = node.inputs
+    return ("starts" not in node.attrs and len(inputs) >= 3 and bool(computed_here(node, graph))
+            and (inputs[1] not in graph.constants or inputs[2] not in graph.constants)
+            and all(inputs[i] in graph.constants for i in (3, 4) if len(inputs) > i and inputs[i]))
+
+
+def _pad_runtime(node: Node, graph: Graph) -> bool:
+    """A Pad whose pads are a tensor read at run time (axes and constant value constants)."""
+    inputs = node.inputs
+    return ("pads" not in node.attrs and bool(computed_here(node, graph))
+            and inputs[1] not in graph.constants
+            and all(inputs[i] in graph.constants for i in (2, 3) if len(inputs) > i and inputs[i]))
+
+
+def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
+    """Per axis of `axes`: the output size's upper bound, and (axis, C name) of each that is a
+    dim this node computes, which its kernel writes into the run-time dims."""
+    names = c_names(model_dims(graph))
+    out = graph.types[node.outputs[0]].shape
+    mine = {d.name for d in computed_here(node, graph)}
+    written = [[axis, names[str(out[axis])]] for axis in axes
+               if isinstance(out[axis], Dim) and str(out[axis]) in mine]
+    return {"bounds": [int(out[axis]) for axis in axes], "written": written}
+
+
+def _runtime_shape_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The input's sizes over the run-time dims, the bounds and the dims the kernel writes."""
+    names = c_names(model_dims(graph))
+    in_dims = [c_size(d, names) for d in graph.types[node.inputs[0]].shape]
+    return {"in_dims": in_dims, **_written_dims(node, graph, list(op["axes"]))}  # type: ignore[call-overload]
+
+
 def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each element of a pyc.DimValues as C over the run-time dims."""
     names = c_names(model_dims(graph))
@@ -1071,7 +1105,11 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Conv": conv_candidates(gemm.PORTABLE_ISA),
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": transpose_candidates(gemm.PORTABLE_ISA),
-    **_each(("Transpose", "Slice"), STRIDED_COPY, STRIDED_COPY_DIMS),
+    "Transpose": (STRIDED_COPY, STRIDED_COPY_DIMS),
+    "Slice": (STRIDED_COPY, STRIDED_COPY_DIMS,
+              KernelCandidate("slice_runtime", "slice_runtime.c.j2", _slice_runtime,
+                              params=_runtime_shape_params, symbolic_dims=True,
+                              writes_dims=True)),
     "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),
                KernelCandidate("concat_blocks_dims", "concat.c.j2", _concat_dims,
                                params=_concat_dims_params, symbolic_dims=True)),
@@ -1089,7 +1127,9 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
     "ScatterElements": (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),),
     "ScatterND": (KernelCandidate("scatter_nd", "scatter_nd.c.j2"),),
-    "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),),
+    "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),
+            KernelCandidate("pad_runtime", "pad_runtime.c.j2", _pad_runtime,
+                            params=_runtime_shape_params, symbolic_dims=True, writes_dims=True)),
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),
