@@ -71,3 +71,53 @@ def test_input_values_name_an_input(tmp_path: Path) -> None:
     with pytest.raises(PycError) as malformed:
         pyc_cli.build(_range_model(tmp_path), tmp_path / "art", input_values={"limit": (5, 1)})
     assert malformed.value.code == "E050"
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+def test_pad_with_run_time_pads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Pads from an input (negative ones crop): every padded axis a computed dim."""
+    inputs = ["x", "pads"] + (["value"] if mode == "constant" else [])
+    model = make_model([helper.make_node("Pad", inputs, ["y"], mode=mode)],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6]),
+                        helper.make_tensor_value_info("pads", TensorProto.INT64, [4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+                       [init("value", np.array(2.5, np.float32))] if mode == "constant" else [])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"pads": (-2, 3)})
+    assert [d.bounds() for d in result.graph.types["y"].shape] == [(0, 10), (0, 12)]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng(1)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for pads in ([0, 0, 0, 0], [1, 2, 3, 0], [3, 3, 3, 3], [-2, 1, 0, -2], [2, -1, -1, 3]):
+            feeds = {"x": rng.standard_normal((4, 6)).astype(np.float32),
+                     "pads": np.array(pads, np.int64)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got, want)  # copies: exact
+
+
+def test_slice_with_run_time_starts_and_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """starts / ends from inputs over a symbolic batch and a static axis, steps 1 and -2:
+    input dims first in the run-time dims, then the computed ones."""
+    model = make_model([helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 7]),
+                        helper.make_tensor_value_info("starts", TensorProto.INT64, [2]),
+                        helper.make_tensor_value_info("ends", TensorProto.INT64, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+                       [init("axes", np.array([0, 1], np.int64)),
+                        init("steps", np.array([1, -2], np.int64))])
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "art", input_shapes={"x": ("batch:1..6", 7)})
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng(2)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for batch, starts, ends in [(6, [0, 6], [6, -8]), (3, [1, 5], [2, 0]), (1, [0, -1], [9, -9]),
+                                    (5, [-2, 100], [-100, 2]), (4, [-9, 3], [2, 3]),
+                                    (2, [2**62, -2**62], [2**62, 2**62])]:
+            feeds = {"x": rng.standard_normal((batch, 7)).astype(np.float32),
+                     "starts": np.array(starts, np.int64), "ends": np.array(ends, np.int64)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape, (batch, starts, ends)
+            np.testing.assert_array_equal(got, want)
