@@ -121,3 +121,30 @@ def test_slice_with_run_time_starts_and_ends(tmp_path: Path, monkeypatch: pytest
             got = compiled.run(feeds)["y"]
             assert got.shape == want.shape, (batch, starts, ends)
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # NaN-poisoned int64
+def test_nonzero_and_its_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NonZero over a symbolic batch: its count is a computed dim in 0..numel; an elementwise
+    loop and a transpose read it after it. Empty (all zero) and full inputs included."""
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
+             helper.make_node("Transpose", ["idx"], ["t"], perm=[1, 0]),
+             helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["tf", "scale"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2]),
+                        helper.make_tensor_value_info("idx", TensorProto.INT64, [2, "n"])],
+                       [init("scale", np.array([0.5, 3.0], np.float32))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_shapes={"x": ("batch:1..9", 5)})
+    assert result.graph.types["y"].shape[0].bounds() == (0, 45)
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng(3)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for batch, share in [(1, 0.5), (9, 0.3), (4, 0.0), (7, 1.0), (2, 0.9)]:
+            x = (rng.standard_normal((batch, 5)) * (rng.random((batch, 5)) < share)).astype(np.float32)
+            want = onnxruntime_outputs(path, {"x": x})
+            got = compiled.run({"x": x})
+            for name in ("y", "idx"):
+                assert got[name].shape == want[name].shape, (batch, name)
+                np.testing.assert_array_equal(got[name], want[name])

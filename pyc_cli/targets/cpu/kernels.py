@@ -946,6 +946,11 @@ def _runtime_shape_params(node: Node, graph: Graph, op: Params) -> Params:
     return {"in_dims": in_dims, **_written_dims(node, graph, list(op["axes"]))}  # type: ignore[call-overload]
 
 
+def _nonzero_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The input's sizes over the run-time dims; the count (output axis 1) it writes."""
+    return _runtime_shape_params(node, graph, {"axes": [1]})
+
+
 def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each element of a pyc.DimValues as C over the run-time dims."""
     names = c_names(model_dims(graph))
@@ -1124,6 +1129,8 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "pyc.DimValues": (KernelCandidate("dim_values", "dim_values.c.j2",
                                       params=_dim_values_params, symbolic_dims=True),),
     "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
+    "NonZero": (KernelCandidate("nonzero_count", "nonzero.c.j2", lambda n, g: bool(computed_here(n, g)),
+                                params=_nonzero_params, symbolic_dims=True, writes_dims=True),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
     "ScatterElements": (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),),
     "ScatterND": (KernelCandidate("scatter_nd", "scatter_nd.c.j2"),),
