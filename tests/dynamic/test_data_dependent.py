@@ -148,3 +148,24 @@ def test_nonzero_and_its_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             for name in ("y", "idx"):
                 assert got[name].shape == want[name].shape, (batch, name)
                 np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_cli_declares_input_values(tmp_path: Path) -> None:
+    """`pyc build --input-values`; `pyc run --random-inputs` draws within the declared values
+    and compares with onnxruntime; `--per-node` says it cannot tap computed sizes yet."""
+    from conftest import invoke
+
+    path = _range_model(tmp_path)
+    out = tmp_path / "art"
+    code, text = invoke("build", str(path), "-o", str(out), "--no-cache", "--keep-source",
+                        "--input-values", "start=-10..10", "--input-values", "limit=0..64")
+    assert code == 0, text
+    manifest = __import__("json").loads((out / "manifest.json").read_text())
+    assert manifest["flags"]["input_values"] == {"limit": [0, 64], "start": [-10, 10]}
+    assert [d.get("computed") for d in manifest["dims"]] == ["Range_0"]
+    code, text = invoke("run", str(out), "--random-inputs", "1", "--compare", "ort")
+    assert code == 0 and "within tolerance" in text, text
+    code, text = invoke("run", str(out), "--random-inputs", "1", "--compare", "ort", "--per-node")
+    assert code != 0 and "PYC-E050" in text, text
+    code, text = invoke("build", str(path), "-o", str(tmp_path / "bad"), "--input-values", "limit=0-64")
+    assert code != 0 and "PYC-E006" in text, text
