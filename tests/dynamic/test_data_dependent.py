@@ -169,3 +169,31 @@ def test_cli_declares_input_values(tmp_path: Path) -> None:
     assert code != 0 and "PYC-E050" in text, text
     code, text = invoke("build", str(path), "-o", str(tmp_path / "bad"), "--input-values", "limit=0-64")
     assert code != 0 and "PYC-E006" in text, text
+
+
+def test_the_c_abi_reads_computed_sizes(tmp_path: Path) -> None:
+    """tests/c/shaped_driver.c on a model whose output size NonZero computes: the dims list the
+    input dim then the computed one, and NAME_output_shape gives the run's actual count."""
+    from tests.dynamic.test_dynamic_mlp import _driver
+
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
+             helper.make_node("Cast", ["idx"], ["y"], to=TensorProto.FLOAT)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "n"])])
+    path = write_model(model, tmp_path)
+    art = tmp_path / "art"
+    pyc_cli.build(path, art, input_shapes={"x": ("batch:1..4", 3)})
+    exe = _driver(art, "shaped_driver.c", tmp_path / "driver")
+    rng = np.random.default_rng(4)
+    for batch in (1, 3, 4):
+        x = (rng.standard_normal((batch, 3)) * (rng.random((batch, 3)) < 0.6)).astype(np.float32)
+        x.tofile(tmp_path / "x.bin")
+        ran = __import__("subprocess").run(
+            [str(exe), str(art / "weights.bin"), str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
+             str(batch), "3"], capture_output=True, text=True, check=False)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        count = int(np.count_nonzero(x))
+        assert "dim batch 1..4" in ran.stdout and "dim rt_NonZero_0_1 0..12" in ran.stdout
+        assert f"output 2 {count}" in ran.stdout
+        y = np.fromfile(tmp_path / "y.bin", np.float32).reshape(2, count)
+        np.testing.assert_array_equal(y, onnxruntime_outputs(path, {"x": x})["y"])
