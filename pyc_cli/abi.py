@@ -13,7 +13,7 @@ from typing import Any
 
 from .ir.graph import Graph
 from .ir.run_dims import c_names, c_size, model_dims, shape_text
-from .ir.symbolic import Dim, has_dims
+from .ir.symbolic import Dim, has_dims, value_source
 from .ir.types import DType
 
 DTYPE_CODES: dict[DType, int] = {
@@ -57,7 +57,15 @@ def run_dims(graph: Graph) -> dict[str, Any]:
         axes.append([index[_dim_name(d)] if isinstance(d, Dim) else -1
                      for d in graph.types[value].shape])
     outputs = [[c_size(d, names) for d in graph.types[v].shape] for v in graph.outputs]
-    return {"dims": dims, "input_axes": axes, "output_dims_c": outputs}
+    values = []
+    for k, bounds in enumerate(dims):
+        source = value_source(bounds)
+        if source is not None and source[0] in graph.inputs:
+            values.append({"index": k, "input": graph.inputs.index(source[0]), "element": source[1],
+                           "ctype": graph.types[source[0]].dtype.c_type, "lo": bounds.lo,
+                           "hi": bounds.hi})
+    return {"dims": dims, "input_axes": axes, "output_dims_c": outputs,
+            **({"value_dims": values} if values else {})}
 
 
 def _dim_name(dim: Dim) -> str:

@@ -28,6 +28,10 @@ def model_dims(graph: Graph) -> list[DimBounds]:
             if isinstance(d, Dim):
                 found.update(d.dims())
     computed = computed_dims(t.shape for t in graph.types.values())
+    for node in graph.nodes:  # a symbolic attribute may read one no type holds (a value dim)
+        for value in node.attrs.values():
+            items = value if isinstance(value, list) else [value]
+            computed.update(computed_dims([tuple(v for v in items if isinstance(v, Dim))]))
     return [found[name] for name in sorted(found)] + [computed[name] for name in sorted(computed)]
 
 

@@ -28,8 +28,9 @@ from ..ir.symbolic import (
     less,
     smax,
     smin,
+    value_dim,
 )
-from ..ir.types import TensorType, check_addressable
+from ..ir.types import DType, TensorType, check_addressable
 from . import registry
 from .intervals import Interval, input_intervals
 from .intervals import propagate as propagate_interval
@@ -163,6 +164,7 @@ def _propagate(graph: Graph, limit: int | None,
     # the declared values of inputs, followed through the ops computing sizes (point 2)
     ranges = input_intervals(graph.value_bounds, {n: types[n].shape for n in graph.inputs}) \
         if graph.value_bounds else None
+    known.update(_value_dims(graph, types))
     for node in graph.nodes:
         if point is not None:
             node = instantiate(node, point)
@@ -178,6 +180,26 @@ def _propagate(graph: Graph, limit: int | None,
             found = propagate_interval(node, in_ranges, in_values, opdef.evaluate)
             ranges.update({n: r for n, r in zip(node.outputs, found) if n and r is not None})
     return types, known
+
+
+# the most elements of one input whose values become value dims (shape vectors, not data)
+VALUE_DIMS_LIMIT = 16
+
+
+def _value_dims(graph: Graph, types: Mapping[str, TensorType]) -> dict[str, np.ndarray]:
+    """Integer inputs with declared non-negative values (sizes, like a dim's) and a small static
+    shape, known as their elements' value dims (symbolic.value_dim): shape arithmetic on them
+    stays symbolic, as on Shape. Others keep their intervals only (ops/intervals.py)."""
+    found = {}
+    for name, (lo, hi) in sorted(graph.value_bounds.items()):
+        ttype = types.get(name)
+        if ttype is None or ttype.dtype not in (DType.I32, DType.I64) or has_dims(ttype.shape) \
+                or ttype.numel > VALUE_DIMS_LIMIT or not 0 <= int(np.ceil(lo)) <= int(np.floor(hi)):
+            continue
+        elements = [value_dim(name, k, int(np.ceil(lo)), int(np.floor(hi)))
+                    for k in range(ttype.numel)]
+        found[name] = np.array(elements + [0], dtype=object)[:-1].reshape(ttype.shape)
+    return found
 
 
 def _interval(ranges: dict[str, Interval], known: Mapping[str, np.ndarray],
@@ -265,7 +287,7 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
 
 # ops whose numpy references move and combine symbolic values (issue #15: object arrays of Dims)
 # with Python's operators, which Dim implements: Gather, Concat, ... of a Shape
-SYMBOLIC_SAFE = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
+SYMBOLIC_SAFE = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Split",
                            "Slice"})
 # elementwise ops on shape values whose every element the dims' bounds must decide (`less`)
 SYMBOLIC_DECIDED: dict[str, Callable[[DimLike, DimLike], object]] = {
@@ -287,6 +309,12 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
     values = [v for v in in_values if v is not None]
     results: list[np.ndarray | None]
     if node.op == "Cast" and out_types[0].dtype.numpy.kind in "iu":
+        # a cast keeps a value only where the target type holds every value the bounds allow
+        # (a value dim declared 0..300 cast to int8 would wrap)
+        info = np.iinfo(out_types[0].dtype.numpy)
+        if not all(info.min <= b <= info.max for v in values[0].flat if isinstance(v, Dim)
+                   for b in v.bounds()):
+            return None
         results = [np.asarray(values[0], dtype=object)]
     elif node.op == "Div" and out_types[0].dtype.numpy.kind in "iu":
         results = [_symbolic_div(*np.broadcast_arrays(values[0], values[1]))]
@@ -296,7 +324,7 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
         results = [_decided(SYMBOLIC_DECIDED[node.op], values[0], values[1])]
     elif node.op == "Mod" and not node.int_attr("fmod", 0):
         results = [_decided(_mod, values[0], values[1])]
-    elif node.op in SYMBOLIC_ARITHMETIC:
+    elif node.op in SYMBOLIC_ARITHMETIC and out_types[0].dtype.numpy.kind in "iu":
         # on 0-d operands numpy returns the element itself (`seq - 1` of a Gather'd scalar):
         # kept an object array, as np.asarray would make a Dim an int64 of its upper bound
         results = [np.array(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),

@@ -129,7 +129,15 @@ class Range(OpDef):
         return require(types, 0, node).dtype if node.inputs else DType(str(node.attrs["dtype"]))
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        return [TensorType(self._dtype(node, types), (self._count(*self._values(node, values)),))]
+        start, limit, delta = self._values(node, values)
+        try:
+            count = self._count(start, limit, delta)
+        except SymbolicError as exc:  # the bounds do not decide it: computed at run time
+            if not node.inputs:
+                raise
+            raise PycError("E008", f"Range's count is decided at run time ({exc})",
+                           where=f"node {node.name!r}") from exc
+        return [TensorType(self._dtype(node, types), (count,))]
 
     def runtime_infer(self, node: Node, types: InTypes, values: InValues,
                       refusal: PycError, ranges: InRanges) -> list[TensorType]:

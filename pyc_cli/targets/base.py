@@ -36,6 +36,9 @@ class ModelInfo:
     dims: list[DimBounds] = field(default_factory=list)
     input_axes: list[list[int]] = field(default_factory=list)
     output_dims_c: list[list[str]] = field(default_factory=list)
+    # value dims (issue #15, point 2): {index, input, element, ctype, lo, hi}, each dims[index]
+    # read by the entry point from element `element` of input `input` (symbolic.value_dim)
+    value_dims: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dims_const(self) -> str:

@@ -162,7 +162,8 @@ def test_cli_declares_input_values(tmp_path: Path) -> None:
     assert code == 0, text
     manifest = __import__("json").loads((out / "manifest.json").read_text())
     assert manifest["flags"]["input_values"] == {"limit": [0, 64], "start": [-10, 10]}
-    assert [d.get("computed") for d in manifest["dims"]] == ["Range_0"]
+    # the count Range computes; limit's element, a value dim the entry point reads
+    assert [d.get("computed") for d in manifest["dims"]] == ["Range_0", "input limit[0]"]
     code, text = invoke("run", str(out), "--random-inputs", "1", "--compare", "ort")
     assert code == 0 and "within tolerance" in text, text
     code, text = invoke("run", str(out), "--random-inputs", "1", "--compare", "ort", "--per-node")

@@ -720,6 +720,10 @@ def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
         KernelCandidate("matmul_naive", "matmul_naive.c.j2", _b_unpacked, cost_factor=3.0,
                         takes_epilogue=True, params=_matmul_coords),
         symbolic_matmul_candidate(isa),
+        # any MatMul over run-time sizes (B computed at run time too): the reference loop
+        KernelCandidate("matmul_naive_dims", "matmul_naive_dims.c.j2", node_is_symbolic,
+                        cost_factor=3.0, takes_epilogue=True, params=_matmul_dims_params,
+                        symbolic_dims=True),
     )
 
 
@@ -951,6 +955,30 @@ def _nonzero_params(node: Node, graph: Graph, op: Params) -> Params:
     return _runtime_shape_params(node, graph, {"axes": [1]})
 
 
+def _matmul_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """matmul_naive_dims.c.j2's sizes and batch strides as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    m, n = op["M"], op["N"]
+    c_strides = [m * n * numel(tuple(batch[d + 1:])) for d in range(len(batch))]  # type: ignore[operator]
+    return {**_matmul_coords(node, graph, op),
+            "batch_c": [c_size(d, names) for d in batch],
+            "a_strides_c": [c_size(s, names) for s in op["a_batch_strides"]],  # type: ignore[attr-defined]
+            "b_strides_c": [c_size(s, names) for s in op["b_batch_strides"]],  # type: ignore[attr-defined]
+            "c_strides_c": [c_size(s, names) for s in c_strides],
+            **{f"{key}_c": c_size(op[key], names) for key in ("M", "N", "K")}}  # type: ignore[arg-type]
+
+
+def _gather_elements_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """gather_elements_dims.c.j2's sizes and strides as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    data = graph.types[node.inputs[0]].shape
+    return {"dims_c": [c_size(d, names) for d in op["dims"]],  # type: ignore[attr-defined]
+            "data_dims_c": [c_size(d, names) for d in data],
+            "axis_dim_c": c_size(op["axis_dim"], names),  # type: ignore[arg-type]
+            "in_strides_c": [c_size(s, names) for s in op["in_strides"]]}  # type: ignore[attr-defined]
+
+
 def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each element of a pyc.DimValues as C over the run-time dims."""
     names = c_names(model_dims(graph))
@@ -1128,7 +1156,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                               writes_dims=True)),
     "pyc.DimValues": (KernelCandidate("dim_values", "dim_values.c.j2",
                                       params=_dim_values_params, symbolic_dims=True),),
-    "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
+    "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),
+                       KernelCandidate("gather_elements_dims", "gather_elements_dims.c.j2",
+                                       node_is_symbolic, params=_gather_elements_dims_params,
+                                       symbolic_dims=True)),
     "NonZero": (KernelCandidate("nonzero_count", "nonzero.c.j2", lambda n, g: bool(computed_here(n, g)),
                                 params=_nonzero_params, symbolic_dims=True, writes_dims=True),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
