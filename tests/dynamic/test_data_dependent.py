@@ -198,3 +198,35 @@ def test_the_c_abi_reads_computed_sizes(tmp_path: Path) -> None:
         assert f"output 2 {count}" in ran.stdout
         y = np.fromfile(tmp_path / "y.bin", np.float32).reshape(2, count)
         np.testing.assert_array_equal(y, onnxruntime_outputs(path, {"x": x})["y"])
+
+
+def test_value_dims_make_sizes_from_one_element_the_same_dim(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int64 `size` input with declared values: ConstantOfShape(size) and Range(0, size[1])
+    broadcast together (the same value dim), then a MatMul whose B is computed at run time;
+    the entry point refuses a size outside the declared values."""
+    nodes = [helper.make_node("ConstantOfShape", ["size"], ["zeros"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("Gather", ["size", "one"], ["w"], axis=0),
+             helper.make_node("Range", ["zero", "w", "one"], ["iota"]),
+             helper.make_node("Cast", ["iota"], ["iota_f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["zeros", "iota_f"], ["grid"]),  # [h, w] + [w]
+             helper.make_node("Transpose", ["grid"], ["grid_t"]),
+             helper.make_node("MatMul", ["grid", "grid_t"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("size", TensorProto.INT64, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["h", "h2"])],
+                       [init("zero", np.array(0, np.int64)), init("one", np.array(1, np.int64))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"size": (0, 12)})
+    assert str(result.graph.types["y"].shape[0]) == "val_size_0"
+    poison_outputs(monkeypatch)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for size in ([3, 5], [1, 1], [12, 12], [7, 0], [0, 4]):
+            feeds = {"size": np.array(size, np.int64)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape == (size[0], size[0])
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        with pytest.raises(PycError) as refused:
+            compiled.run({"size": np.array([13, 2], np.int64)})
+        assert refused.value.code == "E041"
