@@ -20,6 +20,7 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..ir.symbolic import Dim
+from ..ir.types import DType
 
 Array = np.ndarray
 
@@ -73,8 +74,7 @@ def propagate(node: Node, args: list[Interval | None], values: list[Array | None
               evaluate: Callable[[Node, list], list]) -> list[Interval | None]:
     """The intervals of `node`'s outputs from its operands' (`values`: the known ones, which
     the movement ops need for their indices and shapes); None where not followed."""
-    count = len(node.outputs)
-    none: list[Interval | None] = [None] * count
+    none: list[Interval | None] = [None] * len(node.outputs)
     try:
         with np.errstate(all="ignore"):
             return _propagate(node, args, values, evaluate) or none
@@ -86,13 +86,16 @@ def _propagate(node: Node, args: list[Interval | None], values: list[Array | Non
                evaluate: Callable[[Node, list], list]) -> list[Interval | None] | None:
     op = node.op
     if op == "Cast":
-        kind = np.dtype(_cast_kind(node)).kind if _cast_kind(node) else "f"
+        target = _cast_type(node)
         a = args[0]
         if a is None:
             return None
-        if kind in "iu":  # truncation toward zero is monotone
-            return [Interval(np.trunc(a.lo), np.trunc(a.hi))]
-        return [a]
+        if target is not None and target.kind in "iu":
+            info = np.iinfo(target)
+            if a.min() < info.min or a.max() > info.max:
+                return None  # the cast would wrap: no bound
+            return [Interval(np.trunc(a.lo), np.trunc(a.hi))]  # truncation is monotone
+        return [a]  # to float (exact enough for sizes), or to bool (within 0..1 anyway)
     if op in _MOVES_FIRST:
         a = args[0]
         if a is None or any(v is None for v, name in zip(values[1:], node.inputs[1:]) if name):
@@ -121,15 +124,12 @@ def _propagate(node: Node, args: list[Interval | None], values: list[Array | Non
     return None
 
 
-def _cast_kind(node: Node) -> str | None:
-    from ..ir.types import DType
-
+def _cast_type(node: Node) -> np.dtype | None:
+    """A Cast's target element type (None: not one numpy has)."""
     to = node.attrs.get("to")
-    if to is None:
-        return None
     try:
-        return DType.from_onnx(int(to)).numpy.str  # type: ignore[arg-type, union-attr]
-    except Exception:  # noqa: BLE001  (an unknown target type: as float)
+        return np.dtype(DType.from_onnx(int(to)).numpy)  # type: ignore[arg-type, union-attr]
+    except Exception:  # noqa: BLE001  (an unknown or missing target type)
         return None
 
 
