@@ -123,7 +123,7 @@ def symbolic_shapes(input_shapes: Mapping[str, Sequence[object]] | None
 
 def check_input_values(values: Mapping[str, Sequence[float]] | None
                        ) -> dict[str, tuple[float, float]] | None:
-    """Declared input values as {name: (lo, hi)}, lo <= hi finite numbers; PYC-E050 otherwise."""
+    """Declared input values as {name: (lo, hi)}, lo <= hi finite numbers; PYC-E006 otherwise."""
     if not values:
         return None
     checked = {}
@@ -133,7 +133,7 @@ def check_input_values(values: Mapping[str, Sequence[float]] | None
         except (TypeError, ValueError):
             lo, hi = float("nan"), float("nan")
         if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
-            raise PycError("E050", f"the values of input {name!r} are declared as {bounds!r}, not "
+            raise PycError("E006", f"the values of input {name!r} are declared as {bounds!r}, not "
                            "two finite numbers LO <= HI", where="--input-values",
                            hint="write NAME=LO..HI, e.g. size=0..64")
         checked[str(name)] = (int(lo) if lo.is_integer() else lo, int(hi) if hi.is_integer() else hi)

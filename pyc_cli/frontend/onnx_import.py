@@ -41,7 +41,7 @@ def import_model(path: str | Path, input_shapes: InputShapes | None = None,
     graph = convert(model, input_shapes or {}, ctx=ctx)
     unknown = sorted(set(input_values or {}) - set(graph.inputs))
     if unknown:
-        raise PycError("E050", f"--input-values names {', '.join(map(repr, unknown))}, which "
+        raise PycError("E006", f"--input-values names {', '.join(map(repr, unknown))}, which "
                        "the model has no input of", where=Path(path).name,
                        hint=f"the inputs are {', '.join(graph.inputs)}")
     graph.value_bounds = dict(input_values or {})

@@ -67,10 +67,10 @@ def test_range_without_declared_values_asks_for_them(tmp_path: Path) -> None:
 def test_input_values_name_an_input(tmp_path: Path) -> None:
     with pytest.raises(PycError) as refused:
         pyc_cli.build(_range_model(tmp_path), tmp_path / "art", input_values={"nope": (0, 1)})
-    assert refused.value.code == "E050" and "'nope'" in refused.value.what
+    assert refused.value.code == "E006" and "'nope'" in refused.value.what
     with pytest.raises(PycError) as malformed:
         pyc_cli.build(_range_model(tmp_path), tmp_path / "art", input_values={"limit": (5, 1)})
-    assert malformed.value.code == "E050"
+    assert malformed.value.code == "E006"
 
 
 @pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
