@@ -193,6 +193,8 @@ def _value_dims(graph: Graph, types: Mapping[str, TensorType]) -> dict[str, np.n
     found = {}
     for name, (lo, hi) in sorted(graph.value_bounds.items()):
         ttype = types.get(name)
+        if not _reaches_shape_operand(graph, name):
+            continue  # data only (OneHot's on/off values): kept a tensor, never a number
         if ttype is None or ttype.dtype not in (DType.I32, DType.I64) or has_dims(ttype.shape) \
                 or ttype.numel > VALUE_DIMS_LIMIT or not 0 <= int(np.ceil(lo)) <= int(np.floor(hi)):
             continue
@@ -200,6 +202,26 @@ def _value_dims(graph: Graph, types: Mapping[str, TensorType]) -> dict[str, np.n
                     for k in range(ttype.numel)]
         found[name] = np.array(elements + [0], dtype=object)[:-1].reshape(ttype.shape)
     return found
+
+
+def _reaches_shape_operand(graph: Graph, name: str) -> bool:
+    """Whether `name`'s values flow, through any nodes, into an operand that decides a shape
+    (an op's `static_inputs`: Reshape's shape, Range's limit, ...)."""
+    reached, changed = {name}, True
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            opdef = registry.lookup(node.op)
+            read = [i for i, v in enumerate(node.inputs) if v in reached]
+            if not read:
+                continue
+            if opdef is not None and set(read) & set(opdef.static_inputs):
+                return True
+            fresh = {out for out in node.outputs if out and out not in reached}
+            if fresh:
+                reached |= fresh
+                changed = True
+    return False
 
 
 def _interval(ranges: dict[str, Interval], known: Mapping[str, np.ndarray],
