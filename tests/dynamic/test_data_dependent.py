@@ -230,3 +230,20 @@ def test_value_dims_make_sizes_from_one_element_the_same_dim(tmp_path: Path,
         with pytest.raises(PycError) as refused:
             compiled.run({"size": np.array([13, 2], np.int64)})
         assert refused.value.code == "E041"
+
+
+def test_declared_values_of_data_stay_data(tmp_path: Path) -> None:
+    """Values declared for an input that decides no shape (OneHot's on/off values) are read from
+    the tensor at run time, never taken as numbers (a decomposition once read the bound)."""
+    model = make_model([helper.make_node("OneHot", ["indices", "depth", "values"], ["y"])],
+                       [helper.make_tensor_value_info("indices", TensorProto.INT64, [3]),
+                        helper.make_tensor_value_info("values", TensorProto.INT32, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.INT32, [3, 6])],
+                       [init("depth", np.array(6.0, np.float32))])
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "art", input_values={"indices": (0, 64), "values": (0, 64)})
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for indices, values in (([0, 5, 2], [2, 5]), ([1, 1, 4], [0, 64]), ([3, 0, 5], [7, 7])):
+            feeds = {"indices": np.array(indices, np.int64), "values": np.array(values, np.int32)}
+            np.testing.assert_array_equal(compiled.run(feeds)["y"],
+                                          onnxruntime_outputs(path, feeds)["y"])
