@@ -13,7 +13,7 @@ from typing import Any
 
 from .ir.graph import Graph
 from .ir.run_dims import c_names, c_size, model_dims, shape_text
-from .ir.symbolic import Dim, has_dims, input_dim_step
+from .ir.symbolic import Dim, has_dims, input_dim_step, value_source
 from .ir.types import DType
 
 DTYPE_CODES: dict[DType, int] = {
@@ -62,7 +62,15 @@ def run_dims(graph: Graph) -> dict[str, Any]:
     # an axis STEP*NAME (NAME:LO..HI/STEP) binds its size / STEP; only where some axis has one,
     # so artifacts without steps are as before
     extra = {"input_steps": steps} if any(s != 1 for row in steps for s in row) else {}
-    return {"dims": dims, "input_axes": axes, "output_dims_c": outputs, **extra}
+    values = []
+    for k, bounds in enumerate(dims):
+        source = value_source(bounds)
+        if source is not None and source[0] in graph.inputs:
+            values.append({"index": k, "input": graph.inputs.index(source[0]), "element": source[1],
+                           "ctype": graph.types[source[0]].dtype.c_type, "lo": bounds.lo,
+                           "hi": bounds.hi})
+    return {"dims": dims, "input_axes": axes, "output_dims_c": outputs, **extra,
+            **({"value_dims": values} if values else {})}
 
 
 def dtype_code(dtype: DType) -> int:

@@ -125,12 +125,35 @@ def symbolic_shapes(input_shapes: Mapping[str, Sequence[object]] | None
     return parse_input_shapes(texts)[0]  # type: ignore[return-value]
 
 
+def check_input_values(values: Mapping[str, Sequence[float]] | None
+                       ) -> dict[str, tuple[float, float]] | None:
+    """Declared input values as {name: (lo, hi)}, lo <= hi finite numbers; PYC-E006 otherwise."""
+    if not values:
+        return None
+    checked = {}
+    for name, bounds in sorted(values.items()):
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            lo, hi = float("nan"), float("nan")
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+            raise PycError("E006", f"the values of input {name!r} are declared as {bounds!r}, not "
+                           "two finite numbers LO <= HI", where="--input-values",
+                           hint="write NAME=LO..HI, e.g. size=0..64")
+        checked[str(name)] = (int(lo) if lo.is_integer() else lo, int(hi) if hi.is_integer() else hi)
+    return checked
+
+
 def compile_graph(model_path: str | Path, mode: str = "balanced",
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
                   target: str | Target = "cpu", stop_after: str | None = None,
                   steps: BuildSteps | None = None, tuning: TuningDatabase | None = None,
-                  precision: str | None = None) -> tuple[Graph, PassContext]:
+                  precision: str | None = None,
+                  input_values: Mapping[str, tuple[float, float]] | None = None
+                  ) -> tuple[Graph, PassContext]:
     """Import and run the pass pipeline (no files written); used by build, tests and tools.
+    `input_values` declares the values graph inputs may hold (`--input-values`): the bounds of
+    sizes computed at run time from them (issue #15, point 2).
     `target` is a target name (its default configuration: the CPU target for this machine, the
     CUDA target at `precision`, fp32 when None) or the configured target the build emits for;
     `steps` times the import and every pass (pyc build's progress and --verbose); `tuning`
@@ -153,7 +176,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     with np.errstate(all="ignore"):
         try:
             with steps.step("import"):
-                graph = import_model(model_path, input_shapes, ctx)
+                graph = import_model(model_path, input_shapes, ctx, input_values)
         except PycError as exc:
             raise _with_every_problem(exc, model_path, input_shapes) from exc
         ctx.artifacts["source_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
@@ -187,13 +210,14 @@ MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
 def compile_within_budget(model_path: str | Path, budget: int,
                           input_shapes: dict[str, tuple[int, ...]] | None = None,
                           target: str | Target = "cpu", steps: BuildSteps | None = None,
-                          tuning: TuningDatabase | None = None, precision: str | None = None
+                          tuning: TuningDatabase | None = None, precision: str | None = None,
+                          input_values: Mapping[str, tuple[float, float]] | None = None
                           ) -> tuple[Graph, PassContext]:
     """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
     arenas = {}
     for mode in MODES_BY_SPEED:
         graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps,
-                                   tuning=tuning, precision=precision)
+                                   tuning=tuning, precision=precision, input_values=input_values)
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
@@ -223,7 +247,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           cache: bool = False, winograd: bool = True,
           compile_budget: float | None = None, layout: str = DEFAULT_LAYOUT,
           shape_buckets: int | str | None = None,
-          shape_sample: str | Path | None = None) -> BuildResult:
+          shape_sample: str | Path | None = None,
+          input_values: Mapping[str, tuple[float, float]] | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -264,8 +289,12 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     `shape_buckets` ("auto", or a maximum count) with `shape_sample` (a JSON histogram or an
     .npz of example inputs, pyc_cli/buckets.py) adds a static plan for each of the sample's
     most frequent exact input shapes beside the generic symbolic one, in buckets/ID/; `load`
-    dispatches each run by its shapes (docs/dynamic_shapes.md, "Shape buckets")."""
+    dispatches each run by its shapes (docs/dynamic_shapes.md, "Shape buckets").
+    `input_values` ({input: (lo, hi)}) declares the values inputs may hold, which bound the
+    sizes computed at run time from them (a Range whose limit is an input; docs/
+    dynamic_shapes.md, "Shapes that depend on input values")."""
     started = time.monotonic()
+    input_values = check_input_values(input_values)
     input_shapes = symbolic_shapes(input_shapes)
     if compile_budget is not None and not compile_budget > 0:
         raise PycError("E050", f"compile budget {compile_budget} s is not a positive duration",
@@ -321,6 +350,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
                 "layout": layout,
+                **({"input_values": input_values} if input_values else {}),
                 **({"shape_buckets": [b.to_json() for b in buckets], "left_out": left_out}
                    if buckets else {})},
                 backends, cpu_records, Path(tuning_db) if tuning_db is not None else None)
@@ -338,7 +368,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                cached=True)
         built_notes = len(notes)
         compiled = [_compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
-                                        steps, target_tuning)
+                                        steps, target_tuning, input_values)
                     for backend, target_tuning in zip(backends, tunings)]
         graph, ctx = compiled[0]
         if memory_budget is not None:
@@ -351,7 +381,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                  "cpu": cpu, "cpu_features": features, "threads": threads,
                  "winograd": winograd, "layout": layout,
                  "input_shapes": {k: shape_argument(v)
-                                  for k, v in sorted((input_shapes or {}).items())}}
+                                  for k, v in sorted((input_shapes or {}).items())},
+                 **({"input_values": {k: list(v) for k, v in sorted(input_values.items())}}
+                    if input_values else {})}
         with staging_directory(out, lock) as staging:
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
                            flags, slim, steps, buckets)
@@ -635,7 +667,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         **({"cuda": backend.device_record()} if hasattr(backend, "device_record") else {}),
         "inputs": [_io_entry(i) for i in info.inputs],
         "outputs": [_io_entry(o) for o in info.outputs],
-        **({"dims": [{"name": d.name, "lo": d.lo, "hi": d.hi} for d in info.dims]}
+        **({"dims": [{"name": d.name, "lo": d.lo, "hi": d.hi,
+                       **({"computed": d.computed} if d.computed else {})} for d in info.dims]}
            if info.dims else {}),
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes,
@@ -657,17 +690,19 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
 
 def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
                         input_shapes: dict[str, tuple[int, ...]] | None, target: Target,
-                        steps: BuildSteps, tuning: TuningDatabase | None = None
+                        steps: BuildSteps, tuning: TuningDatabase | None = None,
+                        input_values: Mapping[str, tuple[float, float]] | None = None
                         ) -> tuple[Graph, PassContext]:
     """The build's mode: the one asked for (checked against the budget), else with a budget the
     fastest that fits, else balanced. The last decision logged says which and why."""
     if memory_budget is None:
         return compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps,
-                             tuning=tuning)
+                             tuning=tuning, input_values=input_values)
     if mode is None:
         return compile_within_budget(model_path, memory_budget, input_shapes, target, steps,
-                                     tuning)
-    graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps, tuning=tuning)
+                                     tuning, input_values=input_values)
+    graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps, tuning=tuning,
+                               input_values=input_values)
     arena = ctx.artifacts["memory_plan"].arena_bytes
     if arena > memory_budget:
         raise PycError("E011", f"mode {mode} needs an arena of {arena} bytes, over the memory "

@@ -20,7 +20,7 @@ ERROR_CODES: dict[str, str] = {
     "invalid entry (offset or length not a non-negative integer, a range past the end of the "
     "file, a NUL in the location).",
     "E005": "A graph input has symbolic dimensions and no --input-shape was given for it.",
-    "E006": "An --input-shape argument is malformed or names an unknown input.",
+    "E006": "An --input-shape or --input-values argument is malformed or names an unknown input.",
     "E007": "The model uses operators PyC does not support (all are listed at once).",
     "E008": "An operator attribute or input combination is not supported.",
     "E009": "Shape or type inference failed: the model is inconsistent for the given shapes.",

@@ -12,6 +12,7 @@ input, the node, the value and the valid range (PYC-E048).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,11 @@ def _range_of(graph: Graph, name: str, users: dict[str, list[Node]]) -> InputRan
                           f"({tightest.table})", uses)
     if mask_by:
         return InputRange(0, 2, f"a mask (0 or 1): {mask_by}")
+    declared = graph.value_bounds.get(name)
+    if declared is not None:  # sizes computed from it are bounded by these (issue #15)
+        low, high = math.ceil(declared[0]), math.floor(declared[1]) + 1
+        if low < high:
+            return InputRange(low, high, "declared with --input-values")
     return InputRange(*DEFAULT_RANGE, "no index or mask use found: the default range")
 
 

@@ -6,7 +6,7 @@ op registry (an op declared supported runs every one of its cases), builds it th
 (dtype and shape exactly, values with the case's rtol/atol or, for float16, within 2 float16 ulps;
 NaN positions must match).
 
-Outcomes per case: `pass`; `rejected` (a reason-coded PycError E007/E008/E010 at build time whose
+Outcomes per case: `pass`; `rejected` (a reason-coded PycError E007/E008/E010/E051 at build time whose
 message contains the reason listed for the case in tests/conformance_rejections.json); `fail`
 (wrong numbers, a crash, an internal error, an unlisted rejection, or a listed rejection that no
 longer happens).
@@ -17,6 +17,12 @@ Shape-like operands (the inputs an op unit lists in `static_inputs`: Reshape's s
 starts, reduction axes, ...) must be compile-time constants for a static-shape AOT compiler; where
 a case feeds them as graph inputs, they are bound to the data set's values as initializers before
 the build (the model is otherwise unchanged, and every output is still compared).
+
+Integer inputs that stay inputs may decide sizes computed at run time (a window function's
+Range to its size input, CenterCropPad's pads from its shape input: issue #15, point 2); the
+build declares their values as a deployment would (`input_values`, `pyc build --input-values`):
+from min(0, the smallest value) to max(64, twice the largest) over the case's data sets, so the
+arena is sized for a bound the data never reaches and the run computes the actual sizes.
 
 Cases run in worker processes (one per job, reused across cases; a worker that crashes or times
 out is replaced and its case fails).
@@ -43,7 +49,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 REJECTIONS_FILE = Path(__file__).resolve().parent / "conformance_rejections.json"
-REJECT_CODES = ("E007", "E008", "E010")
+# E051: a symbolic-dims refusal, which the declared input values (value dims) can lead to
+REJECT_CODES = ("E007", "E008", "E010", "E051")
 CASE_TIMEOUT_S = 120.0
 
 
@@ -212,6 +219,19 @@ def bind_inputs(model: Any, values: dict[str, np.ndarray]) -> bytes:
     return bound.SerializeToString()
 
 
+def declared_values(names: list[str], static: set[str], case: Case) -> dict[str, tuple[int, int]]:
+    """The values each integer input that stays an input is declared to hold (docstring)."""
+    found: dict[str, tuple[int, int]] = {}
+    for inputs, _ in case.data_sets:
+        for name, value in zip(names, inputs):
+            array = as_array(value)
+            if name in static or array.dtype.kind not in "iu" or array.size == 0:
+                continue
+            lo, hi = found.get(name, (0, 64))
+            found[name] = (min(lo, int(array.min())), max(hi, 2 * int(array.max())))
+    return found
+
+
 def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
     """Build and run one case in this process; never raises."""
     import onnx
@@ -228,6 +248,7 @@ def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
                  if v.name not in {t.name for t in model.graph.initializer}]
         outputs = [v.name for v in model.graph.output]
         static = static_input_names(model)
+        values = declared_values(names, static, case)
         with tempfile.TemporaryDirectory(prefix="pyc-conf-") as tmp:
             built: dict[tuple, Any] = {}
             for index, (inputs, expected) in enumerate(case.data_sets):
@@ -241,7 +262,7 @@ def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
                     path = Path(tmp) / f"model{len(built)}.onnx"
                     path.write_bytes(bind_inputs(model, bound) if bound else case.model)
                     out_dir = Path(tmp) / f"artifact{len(built)}"
-                    pyc_cli.build(path, out_dir, input_shapes=shapes)
+                    pyc_cli.build(path, out_dir, input_shapes=shapes, input_values=values or None)
                     built[key] = pyc_cli.load(out_dir)
                 got = built[key].run(feeds)
                 for out_name, want in zip(outputs, expected):

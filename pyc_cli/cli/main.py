@@ -78,6 +78,22 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def parse_input_values(texts: tuple[str, ...]) -> dict[str, tuple[float, float]] | None:
+    """--input-values NAME=LO..HI (numbers; repeatable), as build's `input_values`."""
+    found: dict[str, tuple[float, float]] = {}
+    for text in texts:
+        name, _, bounds = text.partition("=")
+        lo, sep, hi = bounds.partition("..")
+        try:
+            if not name or not sep:
+                raise ValueError(text)
+            found[name] = (float(lo), float(hi))
+        except ValueError:
+            raise PycError("E006", f"--input-values {text!r} is not NAME=LO..HI",
+                           hint="e.g. --input-values size=0..64") from None
+    return found or None
+
+
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, sep, dims = text.rpartition("=")
     try:
@@ -190,6 +206,10 @@ def main(debug: bool) -> None:
                    "or a named dim with bounds (batch:1..64) that runs take at any size within "
                    "them, optionally with a step (h:32..960/32: multiples of 32); a name bounded "
                    "once may be reused bare by other inputs.")
+@click.option("--input-values", "input_values", multiple=True, metavar="NAME=LO..HI",
+              help="The values an input may hold (repeatable): they bound the sizes the model "
+                   "computes from them at run time (a Range to an input's value, Pad's pads "
+                   "from an input); a run whose size exceeds its bound is refused.")
 @click.option("--memory-budget", metavar="SIZE",
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
                    "the fastest mode that fits is chosen (and printed), or the build fails "
@@ -276,7 +296,7 @@ def main(debug: bool) -> None:
               help="Also print the wall time of every build step and pass (stderr).")
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
-          memory_budget: str | None, target: str, dump_ir_after: str | None,
+          input_values: tuple[str, ...], memory_budget: str | None, target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
           precision: str | None, winograd: bool, layout: str, threads: int,
           slim: bool,
@@ -302,6 +322,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                        hint="give at most one of them")
     # numbers, or bounded named dims (batch:1..64) the library reads at run time (issue #15)
     shapes, _ = parse_input_shapes(input_shapes)
+    values = parse_input_values(input_values)
     budget = parse_size(memory_budget) if memory_budget is not None else None
     mode_given = click.get_current_context().get_parameter_source("mode") != \
         click.core.ParameterSource.DEFAULT
@@ -315,7 +336,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
             first = get_target(parse_targets(target)[0], cpu, tuple(parse_features(cpu_features)),
                                arch, precision, winograd, layout)
             graph, _ = compile_graph(model, mode, shapes, first, stop_after=dump_ir_after,
-                                     steps=steps)
+                                     steps=steps, input_values=values)
         else:
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,
@@ -328,7 +349,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     tune_progress=display.tune_progress, arch=arch,
                                     precision=precision, winograd=winograd, layout=layout,
                                     cache=cache, shape_buckets=shape_buckets,
-                                    shape_sample=shape_sample,
+                                    shape_sample=shape_sample, input_values=values,
                                     compile_budget=None if compile_budget is None
                                     else parse_duration(compile_budget))
     for warning in seen:

@@ -153,6 +153,11 @@ class DebugModel(CompiledModel):
 def build_debug_model(artifact: Path, manifest: dict[str, Any], source: ArtifactPlan,
                       taps: list[Tap], work: Path) -> DebugModel:
     """Compile the debug library into `work` (a temporary directory) and load it."""
+    computed = [d["name"] for d in manifest.get("dims", []) if d.get("computed")]
+    if computed:  # taps are read at the upper bounds; these sizes are known only after a run
+        raise PycError("E050", "--per-node does not compare models with sizes computed at run "
+                       f"time ({', '.join(computed)}) yet", where="--per-node",
+                       hint="compare the outputs: pyc run --compare ort without --per-node")
     library = compile_variant(artifact, manifest, *debug_sources(source, manifest, taps), work)
     return DebugModel(library, manifest["symbol_prefix"], artifact / "weights.bin",
                       [TensorSpec.from_manifest(e) for e in manifest["inputs"]],

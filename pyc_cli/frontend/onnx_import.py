@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,11 +32,19 @@ class DecisionLog(Protocol):
 
 
 def import_model(path: str | Path, input_shapes: InputShapes | None = None,
-                 ctx: DecisionLog | None = None) -> Graph:
+                 ctx: DecisionLog | None = None,
+                 input_values: Mapping[str, tuple[float, float]] | None = None) -> Graph:
     """Load an ONNX file and return a fully typed PyC graph (import decisions, such as
-    inlined `If` branches, are logged to `ctx` when given)."""
+    inlined `If` branches, are logged to `ctx` when given). `input_values`: the declared values
+    of inputs (Graph.value_bounds), which bound sizes computed from them at run time."""
     model = load_model(Path(path))
     graph = convert(model, input_shapes or {}, ctx=ctx)
+    unknown = sorted(set(input_values or {}) - set(graph.inputs))
+    if unknown:
+        raise PycError("E006", f"--input-values names {', '.join(map(repr, unknown))}, which "
+                       "the model has no input of", where=Path(path).name,
+                       hint=f"the inputs are {', '.join(graph.inputs)}")
+    graph.value_bounds = dict(input_values or {})
     graph.types = propagate_types(graph)
     _check_schema_types(graph)
     _check_dtypes(graph)

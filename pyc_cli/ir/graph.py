@@ -71,6 +71,9 @@ class Graph:
     # a value typed this dtype holds a float32 value rounded to it, which the op rules (and the
     # verifier) read as float32; None: every value is what its type says
     activation_storage: DType | None = None
+    # the values integer/float graph inputs may hold, as declared (`pyc build --input-values
+    # x=0..64`): the bounds of sizes computed at run time from them (issue #15, point 2)
+    value_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def public_outputs(self) -> list[str]:
         """The names callers see for the outputs, in order (ONNX names, repeats included)."""

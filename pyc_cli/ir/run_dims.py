@@ -12,19 +12,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .graph import Graph
-from .symbolic import Dim, DimBounds, DimLike, input_dim_step
+from .symbolic import Dim, DimBounds, DimLike, computed_dims, input_dim_step
 
 DIMS_PARAM = "dims"  # the C parameter (an array of int64_t) kernels read the dims from
 
 
 def model_dims(graph: Graph) -> list[DimBounds]:
-    """The named dims of the graph's inputs, sorted by name ([] for a static model)."""
+    """The named dims of the graph's inputs, sorted by name, then the dims its nodes compute at
+    run time (issue #15, point 2: `DimBounds.computed`), sorted by name ([] for a static
+    model). The entry point sets the first from the input shapes; each computed one is written
+    into the array by the kernel of the node computing it, before any reader runs."""
     found: dict[str, DimBounds] = {}
     for name in graph.inputs:
         for d in graph.types[name].shape:
             if isinstance(d, Dim):
                 found.update(d.dims())
-    return [found[name] for name in sorted(found)]
+    computed = computed_dims(t.shape for t in graph.types.values())
+    for node in graph.nodes:  # a symbolic attribute may read one no type holds (a value dim)
+        for value in node.attrs.values():
+            items = value if isinstance(value, list) else [value]
+            computed.update(computed_dims([tuple(v for v in items if isinstance(v, Dim))]))
+    return [found[name] for name in sorted(found)] + [computed[name] for name in sorted(computed)]
 
 
 def c_names(dims: list[DimBounds], array: str = DIMS_PARAM) -> dict[str, str]:

@@ -345,6 +345,26 @@ def computed_dim(node_name: str, axis: int, hi: int) -> Dim:
     return Dim.var(DimBounds(f"rt_{base}{suffix}_{axis}", 0, int(hi), node_name))
 
 
+# DimBounds.computed of a value dim: what the entry point reads it from (input, element)
+VALUE_SOURCE = re.compile(r"input (.+)\[(\d+)\]")
+
+
+def value_dim(input_name: str, index: int, lo: int, hi: int) -> Dim:
+    """Element `index` of integer graph input `input_name`, whose values are declared to lie in
+    lo..hi (`--input-values`), as a dim (issue #15, point 2: a *value dim*): the entry point
+    reads it from the input's data at run time, so sizes computed from the same element by
+    different nodes are the same dim."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", input_name).strip("_") or "input"
+    suffix = "" if base == input_name else f"_{zlib.crc32(input_name.encode()):08x}"
+    return Dim.var(DimBounds(f"val_{base}{suffix}_{index}", lo, hi, f"input {input_name}[{index}]"))
+
+
+def value_source(bounds: DimBounds) -> tuple[str, int] | None:
+    """(input, element) a value dim is read from; None for other dims."""
+    found = VALUE_SOURCE.fullmatch(bounds.computed)
+    return (found.group(1), int(found.group(2))) if found else None
+
+
 def computed_dims(shapes: Iterable[tuple[DimLike, ...]]) -> dict[str, DimBounds]:
     """The computed dims (see `computed_dim`) that `shapes` read, by name."""
     found: dict[str, DimBounds] = {}

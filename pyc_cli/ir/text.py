@@ -113,6 +113,11 @@ def _named_dims(graph: Graph) -> list[DimBounds]:
         for dim in ttype.shape:
             if isinstance(dim, Dim):
                 found.update(dim.dims())
+    for node in graph.nodes:  # an attribute may read one no type holds (a value dim)
+        for value in node.attrs.values():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Dim):
+                    found.update(item.dims())
     return [found[name] for name in sorted(found)]
 
 

@@ -12,6 +12,7 @@ from ..ir.symbolic import DimLike, computed_dim, less, smax, smin
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
@@ -126,7 +127,7 @@ class Slice(OpDef):
         return [TensorType(x.dtype, tuple(c for _, _, c in self.ranges(node, x.shape, values)))]
 
     def runtime_infer(self, node: Node, types: InTypes, values: InValues,
-                      refusal: PycError) -> list[TensorType]:
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
         """Starts or ends computed at run time (issue #15, point 2): each sliced axis gets a
         computed dim in 0..ceil(d / |step|) (d: the axis' upper bound); axes and steps must be
         known, or the refusal stands."""
@@ -147,6 +148,17 @@ class Slice(OpDef):
             shape[axis] = computed_dim(node.name, axis, -(-int(x.shape[axis]) // abs(step)))
         return [TensorType(x.dtype, tuple(shape))]
 
+    def runtime_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        """A Slice whose starts or ends are read at run time (point 2): its axes and steps
+        (constants), the starts and ends come from the kernel's operands."""
+        x = graph.types[node.inputs[0]]
+        count = graph.types[node.inputs[1]].numel
+        has = [len(node.inputs) > i and bool(node.inputs[i]) for i in (3, 4)]
+        axes = [normalize_axis(int(a), x.rank, node) for a in graph.constants[node.inputs[3]].reshape(-1)] \
+            if has[0] else list(range(count))
+        steps = [int(s) for s in graph.constants[node.inputs[4]].reshape(-1)] if has[1] else [1] * count
+        return {"axes": axes, "steps": steps}
+
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         index = tuple(slice(b, b + s * c if b + s * c >= 0 else None, s) if c else slice(0, 0)
@@ -156,6 +168,8 @@ class Slice(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x = graph.types[node.inputs[0]]
         values: InValues = [graph.constants.get(n) if n else None for n in node.inputs]
+        if "starts" not in node.attrs and (values[1] is None or values[2] is None):
+            return self.runtime_params(node, graph)  # starts or ends read at run time
         strides = contiguous_strides(x.shape)
         ranges = self.ranges(node, x.shape, values)
         return {"base": sum(b * st for (b, _, _), st in zip(ranges, strides)),

@@ -7,11 +7,13 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import less
+from ..ir.symbolic import computed_dim, less
 from ..ir.types import MODEL_DTYPES, TensorType
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
+    VALUES_HINT,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
@@ -78,6 +80,42 @@ class Pad(OpDef):
             raise PycError("E009", f"Pad crops below zero size: {list(shape)}", where=node.name)
         return [TensorType(x.dtype, shape)]
 
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
+        """Pads computed at run time (issue #15, point 2): each padded axis gets a computed
+        dim, bounded by the axis' upper bound plus the largest pads the pads' interval allows
+        (ops/intervals.py: from the declared values of the inputs they come from); the axes
+        and the constant value must be known."""
+        x = require(types, 0, node)
+        has_axes = len(node.inputs) > 3 and bool(node.inputs[3])
+        has_value = len(node.inputs) > 2 and bool(node.inputs[2])
+        if "pads" in node.attrs or (has_axes and values[3] is None) or (
+                has_value and values[2] is None) or x.rank == 0:
+            raise refusal
+        self.mode(node)
+        pads = ranges[1] if len(ranges) > 1 else None
+        if pads is None:
+            raise PycError(refusal.code, refusal.what, where=refusal.where,
+                           hint=VALUES_HINT) from None
+        axes = [normalize_axis(int(a), x.rank, node) for a in values[3].reshape(-1)] \
+            if has_axes else list(range(x.rank))  # type: ignore[union-attr]
+        count = len(axes)
+        highest = np.broadcast_to(pads.hi, (2 * count,)) if pads.hi.ndim == 0 else pads.hi.reshape(-1)
+        if highest.size != 2 * count:
+            raise PycError("E009", f"Pad has {highest.size} pads for {count} axes", where=node.name)
+        shape = list(x.shape)
+        for k, axis in enumerate(axes):
+            bound = int(x.shape[axis]) + int(highest[k]) + int(highest[k + count])
+            shape[axis] = computed_dim(node.name, axis, max(bound, 0))
+        return [TensorType(x.dtype, tuple(shape))]
+
+    def runtime_axes(self, node: Node, graph: Graph) -> list[int]:
+        """The axes a Pad with run-time pads pads, in the pads' order."""
+        x = graph.types[node.inputs[0]]
+        if len(node.inputs) > 3 and node.inputs[3]:
+            return [normalize_axis(int(a), x.rank, node) for a in graph.constants[node.inputs[3]].reshape(-1)]
+        return list(range(x.rank))
+
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         begin, end = self.pads(node, x.ndim, inputs)
@@ -91,6 +129,10 @@ class Pad(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         x, out = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
         values: InValues = [graph.constants.get(n) if n else None for n in node.inputs]
+        if "pads" not in node.attrs and values[1] is None:  # pads read at run time (point 2)
+            return {"out_dims": list(out.shape), "in_dims": list(x.shape), "begin": None,
+                    "axes": self.runtime_axes(node, graph), "mode": self.mode(node),
+                    "value": Scalar(x.dtype, self.value(node, values))}
         begin, _ = self.pads(node, x.rank, values)
         return {"out_dims": list(out.shape), "in_dims": list(x.shape), "begin": begin,
                 "in_strides": contiguous_strides(x.shape), "mode": self.mode(node),

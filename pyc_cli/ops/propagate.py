@@ -28,9 +28,12 @@ from ..ir.symbolic import (
     less,
     smax,
     smin,
+    value_dim,
 )
-from ..ir.types import TensorType, check_addressable
+from ..ir.types import DType, TensorType, check_addressable
 from . import registry
+from .intervals import Interval, input_intervals
+from .intervals import propagate as propagate_interval
 from .registry import GROWTH_LIMIT_BYTES, SHAPE_ONLY
 
 # values evaluated during inference are shape-sized; larger constant work waits for folding
@@ -123,10 +126,16 @@ def instantiate(node: Node, point: Mapping[str, int]) -> Node:
 
 def _evaluate_attr(value: AttrValue, point: Mapping[str, int]) -> AttrValue:
     if isinstance(value, Dim):
-        return value.evaluate(point)
+        return _at(value, point)
     if isinstance(value, list) and has_dims(value):
-        return [v.evaluate(point) if isinstance(v, Dim) else v for v in value]  # type: ignore[return-value]
+        return [_at(v, point) if isinstance(v, Dim) else v for v in value]  # type: ignore[return-value]
     return value
+
+
+def _at(dim: Dim, point: Mapping[str, int]) -> DimLike:
+    """`dim` at `point`; kept symbolic where it reads a dim the point does not set (a dim
+    computed at run time: the instance's rules compute the same one)."""
+    return dim.evaluate(point) if set(dim.dims()) <= set(point) else dim
 
 
 def symbolic_values(graph: Graph) -> dict[str, np.ndarray]:
@@ -152,23 +161,86 @@ def _propagate(graph: Graph, limit: int | None,
     types = {name: (inputs or graph.types)[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
+    # the declared values of inputs, followed through the ops computing sizes (point 2)
+    ranges = input_intervals(graph.value_bounds, {n: types[n].shape for n in graph.inputs}) \
+        if graph.value_bounds else None
+    known.update(_value_dims(graph, types))
     for node in graph.nodes:
         if point is not None:
             node = instantiate(node, point)
         opdef = registry.get(node.op)
         in_types = [types.get(name) if name else None for name in node.inputs]
         in_values = [known.get(name) if name else None for name in node.inputs]
-        out_types = infer_node(opdef, node, in_types, in_values)
+        in_ranges = None if ranges is None else [_interval(ranges, known, name) for name in node.inputs]
+        out_types = infer_node(opdef, node, in_types, in_values, in_ranges)
         types.update({name: ttype for name, ttype in zip(node.outputs, out_types) if name})
         results = evaluate_node(opdef, node, in_types, in_values, out_types, limit)
         known.update({name: value for name, value in zip(node.outputs, results or []) if name})
+        if ranges is not None and in_ranges is not None and not results:
+            found = propagate_interval(node, in_ranges, in_values, opdef.evaluate)
+            ranges.update({n: r for n, r in zip(node.outputs, found) if n and r is not None})
     return types, known
 
 
+# the most elements of one input whose values become value dims (shape vectors, not data)
+VALUE_DIMS_LIMIT = 16
+
+
+def _value_dims(graph: Graph, types: Mapping[str, TensorType]) -> dict[str, np.ndarray]:
+    """Integer inputs with declared non-negative values (sizes, like a dim's) and a small static
+    shape, known as their elements' value dims (symbolic.value_dim): shape arithmetic on them
+    stays symbolic, as on Shape. Others keep their intervals only (ops/intervals.py)."""
+    found = {}
+    for name, (lo, hi) in sorted(graph.value_bounds.items()):
+        ttype = types.get(name)
+        if not _reaches_shape_operand(graph, name):
+            continue  # data only (OneHot's on/off values): kept a tensor, never a number
+        if ttype is None or ttype.dtype not in (DType.I32, DType.I64) or has_dims(ttype.shape) \
+                or ttype.numel > VALUE_DIMS_LIMIT or not 0 <= int(np.ceil(lo)) <= int(np.floor(hi)):
+            continue
+        elements = [value_dim(name, k, int(np.ceil(lo)), int(np.floor(hi)))
+                    for k in range(ttype.numel)]
+        found[name] = np.array(elements + [0], dtype=object)[:-1].reshape(ttype.shape)
+    return found
+
+
+def _reaches_shape_operand(graph: Graph, name: str) -> bool:
+    """Whether `name`'s values flow, through any nodes, into an operand that decides a shape
+    (an op's `static_inputs`: Reshape's shape, Range's limit, ...)."""
+    reached, changed = {name}, True
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            opdef = registry.lookup(node.op)
+            read = [i for i, v in enumerate(node.inputs) if v in reached]
+            if not read:
+                continue
+            if opdef is not None and set(read) & set(opdef.static_inputs):
+                return True
+            fresh = {out for out in node.outputs if out and out not in reached}
+            if fresh:
+                reached |= fresh
+                changed = True
+    return False
+
+
+def _interval(ranges: dict[str, Interval], known: Mapping[str, np.ndarray],
+              name: str) -> Interval | None:
+    """A value's interval: declared or followed, else its known value's (None: unbounded)."""
+    if not name:
+        return None
+    if name in ranges:
+        return ranges[name]
+    return Interval.exact(known[name]) if name in known else None
+
+
 def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | None],
-               in_values: list[np.ndarray | None]) -> list[TensorType]:
+               in_values: list[np.ndarray | None],
+               in_ranges: list[Interval | None] | None = None) -> list[TensorType]:
     """The node's output types by its op's rule; PYC-E009 where the rule meets a case it does not
-    handle, and every output must be addressable."""
+    handle, and every output must be addressable. `in_ranges`: the intervals of operands
+    computed at run time from inputs with declared values (ops/intervals.py), which bound the
+    sizes that such operands decide."""
     try:
         try:
             out_types = opdef.infer(node, in_types, in_values)
@@ -177,7 +249,8 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
             # the op bounds the size, the output gets computed dims (issue #15, point 2)
             if exc.code != "E008" or not hasattr(opdef, "runtime_infer"):
                 raise
-            out_types = opdef.runtime_infer(node, in_types, in_values, exc)
+            out_types = opdef.runtime_infer(node, in_types, in_values, exc,
+                                            in_ranges or [None] * len(node.inputs))
     except Exception as exc:  # an op rule met a case it does not handle
         if _symbolic(in_types, in_values):
             raise PycError("E051", f"{node.op}'s rule cannot handle the symbolic dims of its "
@@ -236,7 +309,7 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
 
 # ops whose numpy references move and combine symbolic values (issue #15: object arrays of Dims)
 # with Python's operators, which Dim implements: Gather, Concat, ... of a Shape
-SYMBOLIC_SAFE = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
+SYMBOLIC_SAFE = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Split",
                            "Slice"})
 # elementwise ops on shape values whose every element the dims' bounds must decide (`less`)
 SYMBOLIC_DECIDED: dict[str, Callable[[DimLike, DimLike], object]] = {
@@ -258,6 +331,12 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
     values = [v for v in in_values if v is not None]
     results: list[np.ndarray | None]
     if node.op == "Cast" and out_types[0].dtype.numpy.kind in "iu":
+        # a cast keeps a value only where the target type holds every value the bounds allow
+        # (a value dim declared 0..300 cast to int8 would wrap)
+        info = np.iinfo(out_types[0].dtype.numpy)
+        if not all(info.min <= b <= info.max for v in values[0].flat if isinstance(v, Dim)
+                   for b in v.bounds()):
+            return None
         results = [np.asarray(values[0], dtype=object)]
     elif node.op == "Div" and out_types[0].dtype.numpy.kind in "iu":
         results = [_symbolic_div(*np.broadcast_arrays(values[0], values[1]))]
@@ -267,7 +346,7 @@ def _evaluate_symbolic(opdef: registry.OpDef, node: Node, in_values: list[np.nda
         results = [_decided(SYMBOLIC_DECIDED[node.op], values[0], values[1])]
     elif node.op == "Mod" and not node.int_attr("fmod", 0):
         results = [_decided(_mod, values[0], values[1])]
-    elif node.op in SYMBOLIC_ARITHMETIC:
+    elif node.op in SYMBOLIC_ARITHMETIC and out_types[0].dtype.numpy.kind in "iu":
         # on 0-d operands numpy returns the element itself (`seq - 1` of a Gather'd scalar):
         # kept an object array, as np.asarray would make a Dim an int64 of its upper bound
         results = [np.array(SYMBOLIC_ARITHMETIC[node.op](values[0].astype(object),

@@ -22,6 +22,7 @@ from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
 from ..ir.symbolic import Dim
 from ..ir.types import DType, TensorType
+from .intervals import Interval
 
 ELEMENTWISE = "elementwise"
 VIEW = "view"
@@ -30,6 +31,12 @@ SHAPE_ONLY = "shape_only"  # always folds to a constant once shapes are static (
 
 InTypes = list[TensorType | None]
 InValues = list[np.ndarray | None]
+# the intervals of operands computed at run time (ops/intervals.py; None: unbounded)
+InRanges = list[Interval | None]
+# a size computed at run time from input values that nothing bounds
+VALUES_HINT = ("the size depends on values computed at run time from graph inputs: declare the "
+               "values those inputs may hold (pyc build --input-values NAME=LO..HI) so PyC can "
+               "bound it")
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim, DimLike, SymbolicError, ceil_div, has_dims, smax
+from ..ir.symbolic import Dim, DimLike, SymbolicError, ceil_div, computed_dim, has_dims, smax
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     GROWTH_LIMIT_BYTES,
     SHAPE_ONLY,
+    VALUES_HINT,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
@@ -127,7 +129,32 @@ class Range(OpDef):
         return require(types, 0, node).dtype if node.inputs else DType(str(node.attrs["dtype"]))
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
-        return [TensorType(self._dtype(node, types), (self._count(*self._values(node, values)),))]
+        start, limit, delta = self._values(node, values)
+        try:
+            count = self._count(start, limit, delta)
+        except SymbolicError as exc:  # the bounds do not decide it: computed at run time
+            if not node.inputs:
+                raise
+            raise PycError("E008", f"Range's count is decided at run time ({exc})",
+                           where=f"node {node.name!r}") from exc
+        return [TensorType(self._dtype(node, types), (count,))]
+
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
+        """A start or limit computed at run time (issue #15, point 2): the count is a computed
+        dim bounded by the operands' intervals (ops/intervals.py: the declared values of the
+        inputs they come from); delta must be a constant."""
+        delta = values[2] if len(values) > 2 else None
+        if not node.inputs or delta is None or delta.dtype == object or float(delta.reshape(-1)[0]) == 0:
+            raise refusal
+        step = float(delta.reshape(-1)[0])
+        start, limit = ranges[0], ranges[1]
+        if start is None or limit is None:
+            raise PycError(refusal.code, refusal.what, where=refusal.where,
+                           hint=VALUES_HINT) from None
+        span = limit.max() - start.min() if step > 0 else start.max() - limit.min()
+        bound = max(int(np.ceil(span / abs(step))), 0)
+        return [TensorType(self._dtype(node, types), (computed_dim(node.name, 0, bound),))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         if any(name and value is None for name, value in zip(node.inputs, inputs)):

@@ -10,9 +10,10 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.symbolic import DimLike, computed_dim, surely_less
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
@@ -52,7 +53,7 @@ class TopK(OpDef):
         return self._types(node, x, axis, k)
 
     def runtime_infer(self, node: Node, types: InTypes, values: InValues,
-                      refusal: PycError) -> list[TensorType]:
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
         """K computed at run time (issue #15, point 2): a computed dim in 0..d (d: the axis'
         upper bound), shared by both outputs."""
         x = require(types, 0, node)
@@ -90,3 +91,35 @@ class TopK(OpDef):
 
     def flops(self, node: Node, graph: Graph) -> int:
         return graph.types[node.inputs[0]].numel * 8
+
+
+@register
+class NonZero(OpDef):
+    """The coordinates of the non-zero elements, [rank, count] int64 in row-major order. The
+    count depends on the values: a computed dim in 0..numel (issue #15, point 2), unless the
+    input is a constant (then folded)."""
+
+    name = "NonZero"
+    since = 9
+    category = KERNEL
+    dtypes = tuple(d for d in MODEL_DTYPES if d is not DType.F16)
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        if x.rank == 0:
+            raise PycError("E008", "NonZero of a scalar (rank 0) is not supported",
+                           where=node.name, hint="give it a 1-element 1-D tensor")
+        known = values[0] if values else None
+        if known is not None and known.dtype != object:  # a constant: its count is known
+            return [TensorType(DType.I64, (x.rank, int(np.count_nonzero(known))))]
+        return [TensorType(DType.I64, (x.rank, computed_dim(node.name, 1, int(x.numel))))]
+
+    def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        return [np.array(np.nonzero(np.asarray(inputs[0])), dtype=np.int64).reshape(
+            np.ndim(inputs[0]), -1)]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        return {"rank": graph.types[node.inputs[0]].rank}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 2 * int(graph.types[node.inputs[0]].numel)

@@ -90,7 +90,8 @@ def _axes(node: Node, values: InValues) -> list[int] | None:
     if "axes" in node.attrs:
         return ints_attr(node, "axes")
     if len(node.inputs) > 1 and node.inputs[1]:
-        return [int(a) for a in require_value(values, 1, node, "axes")]
+        # a 0-d axes tensor (onnxruntime takes it: the AffineGrid function) is one axis
+        return [int(a) for a in require_value(values, 1, node, "axes").reshape(-1)]
     return None
 
 

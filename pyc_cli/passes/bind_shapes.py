@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim, DimLike
+from ..ir.symbolic import Dim, DimLike, computed_dims
 from ..ops import registry
 from ..ops.propagate import symbolic_values
 from .context import PassContext
@@ -120,6 +120,9 @@ def _bound_operands(graph: Graph, node: Node, symbolic: dict[str, np.ndarray]
         return None
     if node.op == "Range" and graph.types[node.inputs[0]].dtype.numpy.kind not in "iu":
         return None  # a float Range's values are not shape arithmetic
+    if any(b.computed == node.name for out in node.outputs if out
+           for b in computed_dims([graph.types[out].shape]).values()):
+        return None  # the node computes its size at run time from its operands (point 2)
     attrs: dict[str, DimLike | list[DimLike]] = {}
     for index, key in operands:
         name = node.inputs[index] if index < len(node.inputs) else ""

@@ -52,11 +52,14 @@ class ShapedFunctions:
                                            pointer_array)(addresses["context_run_shaped"])
         self.output_shape = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                              int64_p)(addresses["output_shape"])
-        self.bounds = {d["name"]: DimBounds(d["name"], d["lo"], d["hi"]) for d in dims}
+        self.bounds = {d["name"]: DimBounds(d["name"], d["lo"], d["hi"], d.get("computed", ""))
+                       for d in dims}
         # NAME_context_arena_used: only a plan with run-time offsets exports it
         used = addresses.get("context_arena_used")
         self.arena_used = None if used is None else ctypes.CFUNCTYPE(
             ctypes.c_int64, ctypes.c_void_p)(used)
+        # sizes computed at run time (issue #15, point 2): a run may exceed their bounds
+        self.computed = sorted(d.name for d in self.bounds.values() if d.computed)
 
     def input_dims(self, spec: TensorSpec) -> tuple[DimLike, ...]:
         """An input's dims as built: numbers, and its named dims with their bounds."""
@@ -433,6 +436,11 @@ class CompiledModel:
     def _run_error(self, status: int, inputs: list[np.ndarray]) -> PycError:
         """E042 with the kernel's status; an index out of range is traced back to the input,
         node, value and valid range when an input holds it (E048)."""
+        if status == STATUS_SHAPE_OUT_OF_BOUNDS and self.shaped is not None and self.shaped.computed:
+            return PycError("E041", f"model run refused: {self._status(status)}",
+                            hint="a size computed at run time from input values exceeds the bound "
+                            "the model was built for (pyc explain lists the dims): rebuild with "
+                            "wider --input-values")
         if status == STATUS_SHAPE_OUT_OF_BOUNDS:  # check_feeds lets no such shape through
             return PycError("E041", f"model run refused the input shapes: {self._status(status)}",
                             hint="send shapes within the dims' bounds (pyc explain lists them)")

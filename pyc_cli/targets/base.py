@@ -12,7 +12,7 @@ from typing import Any
 
 from ..abi import IoInfo
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import DimBounds
+from ..ir.symbolic import DimBounds, value_source
 from ..passes.pipeline import DEFAULT_TAIL, Pass
 from ..planning.plan import MemoryPlan
 from ..planning.weights import Conversion, WeightsLayout
@@ -63,6 +63,23 @@ class ModelInfo:
     buckets: list[BucketInfo] = field(default_factory=list)
     bucket_library: str = ""
     borrows_weights: bool = False
+
+    # value dims (issue #15, point 2): {index, input, element, ctype, lo, hi}, each dims[index]
+    # read by the entry point from element `element` of input `input` (symbolic.value_dim)
+    value_dims: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def dims_const(self) -> str:
+        """How run functions take the dims array: read-only, unless a kernel computes a dim at
+        run time (issue #15, point 2) and writes it there."""
+        return "" if any(d.computed for d in self.dims) else "const "
+
+    @property
+    def kernel_dims(self) -> list[int]:
+        """The dims a kernel writes during a run (not value dims, which the entry point reads
+        from the inputs first): a run starts them at their upper bounds, so run-time arena
+        offsets, computed before the first kernel, size them for the bound."""
+        return [k for k, d in enumerate(self.dims) if d.computed and value_source(d) is None]
 
 
 def runtime_plan(plan: MemoryPlan) -> dict[str, Any]:

@@ -70,6 +70,9 @@ class KernelCandidate:
     # the kernel reads symbolic dims (issue #15) at run time instead of baking in their upper
     # bounds: only such a kernel may run a node whose shapes hold a Dim
     symbolic_dims: bool = False
+    # the kernel computes a dim at run time (issue #15, point 2: a Range of a run-time count,
+    # NonZero) and writes it into the `dims` array, which it then takes writable
+    writes_dims: bool = False
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)

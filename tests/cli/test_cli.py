@@ -355,7 +355,7 @@ def _model_with_several_problems(tmp_path: Path) -> Path:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="fine_relu"),
              helper.make_node("FancyOp", ["a"], ["b"], name="custom", domain="com.vendor"),
-             helper.make_node("NonZero", ["x"], ["nz"], name="nonzero"),
+             helper.make_node("Unique", ["x"], ["nz"], name="unique"),
              helper.make_node("Cast", ["x"], ["h"], to=TensorProto.INT8, name="to_int8"),
              helper.make_node("MatMul", ["h", "wh"], ["hm"], name="int8_matmul"),
              helper.make_node("Reshape", ["x", "target"], ["r"], name="runtime_reshape"),
@@ -378,7 +378,7 @@ def test_check_reports_every_problem_grouped_by_reason(tmp_path: Path) -> None:
     assert code == 1
     report = json.loads(output)
     problems = {reason: sorted(p["node"] for p in group) for reason, group in report["problems"].items()}
-    assert problems == {"unknown op": ["custom", "nonzero"], "dtype": ["int8_matmul"],
+    assert problems == {"unknown op": ["custom", "unique"], "dtype": ["int8_matmul"],
                         "attribute value": ["odd_rounding"],
                         "data-dependent shape": ["runtime_reshape"]}
     assert report["nodes"] == 8 and report["supported_nodes"] == 3
@@ -393,7 +393,7 @@ def test_build_failure_lists_every_problem(tmp_path: Path) -> None:
     path = _model_with_several_problems(tmp_path)
     code, output = invoke("build", str(path), "--input-shape", "x=2,8", "-o", str(tmp_path / "out"))
     assert_user_error(code, output, "E007")
-    for node in ("custom", "nonzero", "int8_matmul", "odd_rounding", "runtime_reshape"):
+    for node in ("custom", "unique", "int8_matmul", "odd_rounding", "runtime_reshape"):
         assert node in output
     assert not (tmp_path / "out").exists()
 

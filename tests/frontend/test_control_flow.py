@@ -180,7 +180,7 @@ def _data_dependent_model(extra_problem: bool) -> onnx.ModelProto:
                               else_branch=_branch([helper.make_node("Neg", ["x"], ["a"])], ["a"], "e"))]
     outputs = [vinfo("y", [2, 3])]
     if extra_problem:
-        nodes.append(helper.make_node("NonZero", ["x"], ["nz"], name="nonzero"))
+        nodes.append(helper.make_node("Unique", ["x"], ["nz"], name="unique"))
         outputs.append(vinfo("nz", [2, "k"], TensorProto.INT64))
     return make_model(nodes, [vinfo("x", [2, 3])], outputs, [init("zero", np.array(0, np.float32))])
 
@@ -197,15 +197,15 @@ def test_check_lists_the_data_dependent_if_with_other_problems(tmp_path: Path) -
     path = write_model(_data_dependent_model(extra_problem=True), tmp_path)
     report = check_model(path)
     problems = {reason: [p.node for p in group] for reason, group in report.problems.items()}
-    assert problems == {"unknown op": ["nonzero"], "data-dependent shape": ["sign_branch"]}
+    assert problems == {"unknown op": ["unique"], "data-dependent shape": ["sign_branch"]}
     with pytest.raises(PycError) as info:  # the build names both, whichever stops it first
         pyc_cli.build(path, tmp_path / "out")
     assert info.value.code == "E007"
-    assert "'nonzero'" in str(info.value) and "'sign_branch'" in str(info.value)
+    assert "'unique'" in str(info.value) and "'sign_branch'" in str(info.value)
 
 
 def test_unsupported_op_in_the_chosen_branch_is_named(tmp_path: Path) -> None:
-    branch = _branch([helper.make_node("NonZero", ["x"], ["nz"], name="nz")], ["nz"], "t")
+    branch = _branch([helper.make_node("Unique", ["x"], ["nz"], name="nz")], ["nz"], "t")
     other = _branch([helper.make_node("Shape", ["x"], ["nz"], name="sh")], ["nz"], "e")
     nodes = [helper.make_node("If", ["c"], ["y"], name="pick", then_branch=branch, else_branch=other)]
     model = make_model(nodes, [vinfo("x", [2])], [vinfo("y", ["k"], TensorProto.INT64)],
@@ -213,7 +213,7 @@ def test_unsupported_op_in_the_chosen_branch_is_named(tmp_path: Path) -> None:
     path = write_model(model, tmp_path)
     with pytest.raises(PycError) as info:
         import_model(path)
-    assert info.value.code == "E007" and "unknown op NonZero: 'pick/nz'" in info.value.what
+    assert info.value.code == "E007" and "unknown op Unique: 'pick/nz'" in info.value.what
     assert [p.node for p in check_model(path).problems["unknown op"]] == ["pick/nz"]
 
 

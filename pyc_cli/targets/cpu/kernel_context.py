@@ -61,6 +61,8 @@ class KernelCall:
     restrict: str = "restrict "  # empty when the output overwrites an input (in place)
     # the kernel reads the model's run-time dims (issue #15) from a `dims` parameter
     dims: bool = False
+    # ... and writes the dims its node computes into it (KernelCandidate.writes_dims)
+    writes_dims: bool = False
 
 
 def c_literal(dtype: DType, value: float | int) -> str:
@@ -370,7 +372,8 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
     out_type: TensorType = graph.types[node.outputs[0]]
     call = KernelCall(index, f"k{index}_{node.op.split('.')[-1].lower()}", candidate.template,
                       node.ann.kernel_name, node.op, operands_for(graph, node), {},
-                      out_type.dtype.c_type, out_type.numel, dims=candidate.symbolic_dims)
+                      out_type.dtype.c_type, out_type.numel, dims=candidate.symbolic_dims,
+                      writes_dims=candidate.writes_dims)
     names = c_names(model_dims(graph)) if candidate.symbolic_dims else None
     if names is not None:  # a size some templates print (reduce.c.j2's output loops)
         call.out_numel = c_size(out_type.numel, names)  # type: ignore[assignment]

@@ -17,7 +17,7 @@ from typing import Any
 
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_names, c_size, model_dims
-from ...ir.symbolic import Dim, has_dims, numel
+from ...ir.symbolic import Dim, DimBounds, computed_dims, has_dims, numel
 from ...ir.types import DType
 from ...ops import registry
 from ...ops.conv import Conv
@@ -742,6 +742,10 @@ def matmul_candidates(isa: str) -> tuple[KernelCandidate, ...]:
         KernelCandidate("matmul_naive", "matmul_naive.c.j2", _b_unpacked, cost_factor=3.0,
                         takes_epilogue=True, params=_matmul_coords),
         symbolic_matmul_candidate(isa),
+        # any MatMul over run-time sizes (B computed at run time too): the reference loop
+        KernelCandidate("matmul_naive_dims", "matmul_naive_dims.c.j2", node_is_symbolic,
+                        cost_factor=3.0, takes_epilogue=True, params=_matmul_dims_params,
+                        symbolic_dims=True),
     )
 
 
@@ -923,6 +927,93 @@ def _range_params(node: Node, graph: Graph, op: Params) -> Params:
             "delta": c_size(node.attrs["delta"], names)}  # type: ignore[arg-type]
 
 
+def computed_here(node: Node, graph: Graph) -> list[DimBounds]:
+    """The dims `node` computes at run time (issue #15, point 2), in its outputs' order."""
+    found: dict[str, DimBounds] = {}
+    for value in node.outputs:
+        if value:
+            for name, bounds in computed_dims([graph.types[value].shape]).items():
+                if bounds.computed == node.name:
+                    found.setdefault(name, bounds)
+    return list(found.values())
+
+
+def _range_runtime(node: Node, graph: Graph) -> bool:
+    """A Range with tensor operands whose count is a dim it computes (start or limit from
+    input values); not float16 (its arithmetic runs in double and stores the element type)."""
+    dims = computed_here(node, graph)
+    return (len(node.present_inputs()) == 3 and len(dims) == 1
+            and graph.types[node.outputs[0]].dtype is not DType.F16)
+
+
+def _range_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    (dim,) = computed_here(node, graph)
+    return {"count_c": c_names(model_dims(graph))[dim.name], "bound": dim.hi}
+
+
+def _slice_runtime(node: Node, graph: Graph) -> bool:
+    """A Slice whose starts or ends are tensors read at run time (axes and steps constants)."""
+    inputs = node.inputs
+    return ("starts" not in node.attrs and len(inputs) >= 3 and bool(computed_here(node, graph))
+            and (inputs[1] not in graph.constants or inputs[2] not in graph.constants)
+            and all(inputs[i] in graph.constants for i in (3, 4) if len(inputs) > i and inputs[i]))
+
+
+def _pad_runtime(node: Node, graph: Graph) -> bool:
+    """A Pad whose pads are a tensor read at run time (axes and constant value constants)."""
+    inputs = node.inputs
+    return ("pads" not in node.attrs and bool(computed_here(node, graph))
+            and inputs[1] not in graph.constants
+            and all(inputs[i] in graph.constants for i in (2, 3) if len(inputs) > i and inputs[i]))
+
+
+def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
+    """Per axis of `axes`: the output size's upper bound, and (axis, C name) of each that is a
+    dim this node computes, which its kernel writes into the run-time dims."""
+    names = c_names(model_dims(graph))
+    out = graph.types[node.outputs[0]].shape
+    mine = {d.name for d in computed_here(node, graph)}
+    written = [[axis, names[str(out[axis])]] for axis in axes
+               if isinstance(out[axis], Dim) and str(out[axis]) in mine]
+    return {"bounds": [int(out[axis]) for axis in axes], "written": written}
+
+
+def _runtime_shape_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The input's sizes over the run-time dims, the bounds and the dims the kernel writes."""
+    names = c_names(model_dims(graph))
+    in_dims = [c_size(d, names) for d in graph.types[node.inputs[0]].shape]
+    return {"in_dims": in_dims, **_written_dims(node, graph, list(op["axes"]))}  # type: ignore[call-overload]
+
+
+def _nonzero_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The input's sizes over the run-time dims; the count (output axis 1) it writes."""
+    return _runtime_shape_params(node, graph, {"axes": [1]})
+
+
+def _matmul_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """matmul_naive_dims.c.j2's sizes and batch strides as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    batch = list(op["batch"])  # type: ignore[call-overload]
+    m, n = op["M"], op["N"]
+    c_strides = [m * n * numel(tuple(batch[d + 1:])) for d in range(len(batch))]  # type: ignore[operator]
+    return {**_matmul_coords(node, graph, op),
+            "batch_c": [c_size(d, names) for d in batch],
+            "a_strides_c": [c_size(s, names) for s in op["a_batch_strides"]],  # type: ignore[attr-defined]
+            "b_strides_c": [c_size(s, names) for s in op["b_batch_strides"]],  # type: ignore[attr-defined]
+            "c_strides_c": [c_size(s, names) for s in c_strides],
+            **{f"{key}_c": c_size(op[key], names) for key in ("M", "N", "K")}}  # type: ignore[arg-type]
+
+
+def _gather_elements_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """gather_elements_dims.c.j2's sizes and strides as C over the run-time dims."""
+    names = c_names(model_dims(graph))
+    data = graph.types[node.inputs[0]].shape
+    return {"dims_c": [c_size(d, names) for d in op["dims"]],  # type: ignore[attr-defined]
+            "data_dims_c": [c_size(d, names) for d in data],
+            "axis_dim_c": c_size(op["axis_dim"], names),  # type: ignore[arg-type]
+            "in_strides_c": [c_size(s, names) for s in op["in_strides"]]}  # type: ignore[attr-defined]
+
+
 def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each element of a pyc.DimValues as C over the run-time dims."""
     names = c_names(model_dims(graph))
@@ -1082,7 +1173,11 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Conv": conv_candidates(gemm.PORTABLE_ISA),
     "MatMul": matmul_candidates(gemm.PORTABLE_ISA),
     "ConvTranspose": transpose_candidates(gemm.PORTABLE_ISA),
-    **_each(("Transpose", "Slice"), STRIDED_COPY, STRIDED_COPY_DIMS),
+    "Transpose": (STRIDED_COPY, STRIDED_COPY_DIMS),
+    "Slice": (STRIDED_COPY, STRIDED_COPY_DIMS,
+              KernelCandidate("slice_runtime", "slice_runtime.c.j2", _slice_runtime,
+                              params=_runtime_shape_params, symbolic_dims=True,
+                              writes_dims=True)),
     "Concat": (KernelCandidate("concat_blocks", "concat.c.j2", params=_concat_skips),
                KernelCandidate("concat_blocks_dims", "concat.c.j2", _concat_dims,
                                params=_concat_dims_params, symbolic_dims=True)),
@@ -1090,14 +1185,24 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                KernelCandidate("gather_rows_dims", "gather.c.j2", _gather_dims,
                                params=_gather_count, symbolic_dims=True)),
     "Range": (KernelCandidate("range_dims", "range.c.j2", _range_dims, params=_range_params,
-                              symbolic_dims=True),),
+                              symbolic_dims=True),
+              KernelCandidate("range_runtime", "range_runtime.c.j2", _range_runtime,
+                              params=_range_runtime_params, symbolic_dims=True,
+                              writes_dims=True)),
     "pyc.DimValues": (KernelCandidate("dim_values", "dim_values.c.j2",
                                       params=_dim_values_params, symbolic_dims=True),),
-    "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),),
+    "GatherElements": (KernelCandidate("gather_elements", "gather_elements.c.j2"),
+                       KernelCandidate("gather_elements_dims", "gather_elements_dims.c.j2",
+                                       node_is_symbolic, params=_gather_elements_dims_params,
+                                       symbolic_dims=True)),
+    "NonZero": (KernelCandidate("nonzero_count", "nonzero.c.j2", lambda n, g: bool(computed_here(n, g)),
+                                params=_nonzero_params, symbolic_dims=True, writes_dims=True),),
     "GatherND": (KernelCandidate("gather_nd", "gather_nd.c.j2"),),
     "ScatterElements": (KernelCandidate("scatter_elements", "scatter_elements.c.j2"),),
     "ScatterND": (KernelCandidate("scatter_nd", "scatter_nd.c.j2"),),
-    "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),),
+    "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),
+            KernelCandidate("pad_runtime", "pad_runtime.c.j2", _pad_runtime,
+                            params=_runtime_shape_params, symbolic_dims=True, writes_dims=True)),
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),

@@ -1,0 +1,249 @@
+"""Issue #15, point 2: sizes that depend on input *values*, computed at run time. The node that
+computes such a size writes it into the run-time dims (a computed dim, bounded by the input
+values declared with `input_values` / `--input-values`, or by the op's semantics), the nodes
+after it read it there, the arena is sized for the bound, and outputs come back at their actual
+shapes. Checked against onnxruntime on values across the declared bounds, output buffers
+poisoned with NaN (every element of the actual shape must be written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import onnxruntime_outputs
+from onnx import TensorProto, helper
+
+import pyc_cli
+from pyc_cli.errors import PycError
+from tests.dynamic.checks import poison_outputs
+from tests.helpers import init, make_model, write_model
+
+
+def _range_model(tmp_path: Path) -> Path:
+    """y = sin(float(Range(start, limit, 2)) * scale): an iota whose count the inputs decide."""
+    nodes = [helper.make_node("Range", ["start", "limit", "two"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["rf", "scale"], ["s"]),
+             helper.make_node("Sin", ["s"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("start", TensorProto.INT64, []),
+                               helper.make_tensor_value_info("limit", TensorProto.INT64, []),
+                               helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+                       [init("two", np.array(2, np.int64))])
+    return write_model(model, tmp_path)
+
+
+def test_range_to_input_values_runs_at_every_count(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _range_model(tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"start": (-10, 10),
+                                                                 "limit": (0, 64)})
+    # the count's bound: ceil((64 - (-10)) / 2) = 37 elements
+    assert result.graph.types["y"].shape[0].bounds() == (0, 37)
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng(0)
+    with pyc_cli.load(tmp_path / "art") as model:
+        for start, limit in [(0, 10), (-10, 64), (3, 3), (7, 1), (-3, 0), (1, 2), (9, 64)]:
+            feeds = {"start": np.array(start, np.int64), "limit": np.array(limit, np.int64),
+                     "scale": np.array(rng.uniform(0.1, 1.0), np.float32)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = model.run(feeds)["y"]
+            assert got.shape == want.shape == (max(0, -(-(limit - start) // 2)),)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        # a count past the bound the arena was sized for is refused, nothing overflows
+        with pytest.raises(PycError) as refused:
+            model.run({"start": np.array(-20, np.int64), "limit": np.array(64, np.int64),
+                       "scale": np.array(1.0, np.float32)})
+        assert refused.value.code == "E041" and "--input-values" in (refused.value.hint or "")
+
+
+def test_range_without_declared_values_asks_for_them(tmp_path: Path) -> None:
+    with pytest.raises(PycError) as refused:
+        pyc_cli.build(_range_model(tmp_path), tmp_path / "art")
+    assert refused.value.code == "E008" and "--input-values" in (refused.value.hint or "")
+
+
+def test_input_values_name_an_input(tmp_path: Path) -> None:
+    with pytest.raises(PycError) as refused:
+        pyc_cli.build(_range_model(tmp_path), tmp_path / "art", input_values={"nope": (0, 1)})
+    assert refused.value.code == "E006" and "'nope'" in refused.value.what
+    with pytest.raises(PycError) as malformed:
+        pyc_cli.build(_range_model(tmp_path), tmp_path / "art", input_values={"limit": (5, 1)})
+    assert malformed.value.code == "E006"
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+def test_pad_with_run_time_pads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Pads from an input (negative ones crop): every padded axis a computed dim."""
+    inputs = ["x", "pads"] + (["value"] if mode == "constant" else [])
+    model = make_model([helper.make_node("Pad", inputs, ["y"], mode=mode)],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6]),
+                        helper.make_tensor_value_info("pads", TensorProto.INT64, [4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+                       [init("value", np.array(2.5, np.float32))] if mode == "constant" else [])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"pads": (-2, 3)})
+    assert [d.bounds() for d in result.graph.types["y"].shape] == [(0, 10), (0, 12)]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng(1)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for pads in ([0, 0, 0, 0], [1, 2, 3, 0], [3, 3, 3, 3], [-2, 1, 0, -2], [2, -1, -1, 3]):
+            feeds = {"x": rng.standard_normal((4, 6)).astype(np.float32),
+                     "pads": np.array(pads, np.int64)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got, want)  # copies: exact
+
+
+def test_slice_with_run_time_starts_and_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """starts / ends from inputs over a symbolic batch and a static axis, steps 1 and -2:
+    input dims first in the run-time dims, then the computed ones."""
+    model = make_model([helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 7]),
+                        helper.make_tensor_value_info("starts", TensorProto.INT64, [2]),
+                        helper.make_tensor_value_info("ends", TensorProto.INT64, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+                       [init("axes", np.array([0, 1], np.int64)),
+                        init("steps", np.array([1, -2], np.int64))])
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "art", input_shapes={"x": ("batch:1..6", 7)})
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng(2)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for batch, starts, ends in [(6, [0, 6], [6, -8]), (3, [1, 5], [2, 0]), (1, [0, -1], [9, -9]),
+                                    (5, [-2, 100], [-100, 2]), (4, [-9, 3], [2, 3]),
+                                    (2, [2**62, -2**62], [2**62, 2**62])]:
+            feeds = {"x": rng.standard_normal((batch, 7)).astype(np.float32),
+                     "starts": np.array(starts, np.int64), "ends": np.array(ends, np.int64)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape, (batch, starts, ends)
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # NaN-poisoned int64
+def test_nonzero_and_its_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NonZero over a symbolic batch: its count is a computed dim in 0..numel; an elementwise
+    loop and a transpose read it after it. Empty (all zero) and full inputs included."""
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
+             helper.make_node("Transpose", ["idx"], ["t"], perm=[1, 0]),
+             helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["tf", "scale"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2]),
+                        helper.make_tensor_value_info("idx", TensorProto.INT64, [2, "n"])],
+                       [init("scale", np.array([0.5, 3.0], np.float32))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_shapes={"x": ("batch:1..9", 5)})
+    assert result.graph.types["y"].shape[0].bounds() == (0, 45)
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng(3)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for batch, share in [(1, 0.5), (9, 0.3), (4, 0.0), (7, 1.0), (2, 0.9)]:
+            x = (rng.standard_normal((batch, 5)) * (rng.random((batch, 5)) < share)).astype(np.float32)
+            want = onnxruntime_outputs(path, {"x": x})
+            got = compiled.run({"x": x})
+            for name in ("y", "idx"):
+                assert got[name].shape == want[name].shape, (batch, name)
+                np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_cli_declares_input_values(tmp_path: Path) -> None:
+    """`pyc build --input-values`; `pyc run --random-inputs` draws within the declared values
+    and compares with onnxruntime; `--per-node` says it cannot tap computed sizes yet."""
+    from conftest import invoke
+
+    path = _range_model(tmp_path)
+    out = tmp_path / "art"
+    code, text = invoke("build", str(path), "-o", str(out), "--no-cache", "--keep-source",
+                        "--input-values", "start=-10..10", "--input-values", "limit=0..64")
+    assert code == 0, text
+    manifest = __import__("json").loads((out / "manifest.json").read_text())
+    assert manifest["flags"]["input_values"] == {"limit": [0, 64], "start": [-10, 10]}
+    # the count Range computes; limit's element, a value dim the entry point reads
+    assert [d.get("computed") for d in manifest["dims"]] == ["Range_0", "input limit[0]"]
+    code, text = invoke("run", str(out), "--random-inputs", "1", "--compare", "ort")
+    assert code == 0 and "within tolerance" in text, text
+    code, text = invoke("run", str(out), "--random-inputs", "1", "--compare", "ort", "--per-node")
+    assert code != 0 and "PYC-E050" in text, text
+    code, text = invoke("build", str(path), "-o", str(tmp_path / "bad"), "--input-values", "limit=0-64")
+    assert code != 0 and "PYC-E006" in text, text
+
+
+def test_the_c_abi_reads_computed_sizes(tmp_path: Path) -> None:
+    """tests/c/shaped_driver.c on a model whose output size NonZero computes: the dims list the
+    input dim then the computed one, and NAME_output_shape gives the run's actual count."""
+    from tests.dynamic.test_dynamic_mlp import _driver
+
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
+             helper.make_node("Cast", ["idx"], ["y"], to=TensorProto.FLOAT)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "n"])])
+    path = write_model(model, tmp_path)
+    art = tmp_path / "art"
+    pyc_cli.build(path, art, input_shapes={"x": ("batch:1..4", 3)})
+    exe = _driver(art, "shaped_driver.c", tmp_path / "driver")
+    rng = np.random.default_rng(4)
+    for batch in (1, 3, 4):
+        x = (rng.standard_normal((batch, 3)) * (rng.random((batch, 3)) < 0.6)).astype(np.float32)
+        x.tofile(tmp_path / "x.bin")
+        ran = __import__("subprocess").run(
+            [str(exe), str(art / "weights.bin"), str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
+             str(batch), "3"], capture_output=True, text=True, check=False)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        count = int(np.count_nonzero(x))
+        assert "dim batch 1..4" in ran.stdout and "dim rt_NonZero_0_1 0..12" in ran.stdout
+        assert f"output 2 {count}" in ran.stdout
+        y = np.fromfile(tmp_path / "y.bin", np.float32).reshape(2, count)
+        np.testing.assert_array_equal(y, onnxruntime_outputs(path, {"x": x})["y"])
+
+
+def test_value_dims_make_sizes_from_one_element_the_same_dim(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int64 `size` input with declared values: ConstantOfShape(size) and Range(0, size[1])
+    broadcast together (the same value dim), then a MatMul whose B is computed at run time;
+    the entry point refuses a size outside the declared values."""
+    nodes = [helper.make_node("ConstantOfShape", ["size"], ["zeros"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("Gather", ["size", "one"], ["w"], axis=0),
+             helper.make_node("Range", ["zero", "w", "one"], ["iota"]),
+             helper.make_node("Cast", ["iota"], ["iota_f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["zeros", "iota_f"], ["grid"]),  # [h, w] + [w]
+             helper.make_node("Transpose", ["grid"], ["grid_t"]),
+             helper.make_node("MatMul", ["grid", "grid_t"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("size", TensorProto.INT64, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["h", "h2"])],
+                       [init("zero", np.array(0, np.int64)), init("one", np.array(1, np.int64))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"size": (0, 12)})
+    assert str(result.graph.types["y"].shape[0]) == "val_size_0"
+    poison_outputs(monkeypatch)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for size in ([3, 5], [1, 1], [12, 12], [7, 0], [0, 4]):
+            feeds = {"size": np.array(size, np.int64)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape == (size[0], size[0])
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        with pytest.raises(PycError) as refused:
+            compiled.run({"size": np.array([13, 2], np.int64)})
+        assert refused.value.code == "E041"
+
+
+def test_declared_values_of_data_stay_data(tmp_path: Path) -> None:
+    """Values declared for an input that decides no shape (OneHot's on/off values) are read from
+    the tensor at run time, never taken as numbers (a decomposition once read the bound)."""
+    model = make_model([helper.make_node("OneHot", ["indices", "depth", "values"], ["y"])],
+                       [helper.make_tensor_value_info("indices", TensorProto.INT64, [3]),
+                        helper.make_tensor_value_info("values", TensorProto.INT32, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.INT32, [3, 6])],
+                       [init("depth", np.array(6.0, np.float32))])
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "art", input_values={"indices": (0, 64), "values": (0, 64)})
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for indices, values in (([0, 5, 2], [2, 5]), ([1, 1, 4], [0, 64]), ([3, 0, 5], [7, 7])):
+            feeds = {"indices": np.array(indices, np.int64), "values": np.array(values, np.int32)}
+            np.testing.assert_array_equal(compiled.run(feeds)["y"],
+                                          onnxruntime_outputs(path, feeds)["y"])
