@@ -19,35 +19,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 import pyc_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_single import ort_session, ort_times  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.models.make_dynamic_bert import MINILM, sample_inputs  # noqa: E402
 
 SHAPES = ((1, 16), (1, 128), (8, 512), (3, 77))
 
-
-def _ort_session(model: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-
-def _ort_times(session: ort.InferenceSession, feeds: dict[str, np.ndarray], runs: int) -> list[float]:
-    session.run(None, feeds)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def _shape(text: str) -> tuple[int, int]:
@@ -67,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shapes = [_shape(t) for t in args.shapes.split(",")]
     statics = {_shape(k): Path(v) for k, v in (s.split("=", 1) for s in args.static)}
-    session = _ort_session(args.model)
+    session = ort_session(args.model)
     rng = np.random.default_rng(0)
     opened = [pyc_cli.load(args.symbolic)] + [pyc_cli.load(p) for p in statics.values()]
     symbolic, static_models = opened[0], dict(zip(statics, opened[1:]))
@@ -90,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 times["sym"] += symbolic.time_runs(feeds, args.runs)
                 if static is not None:
                     times["static"] += static.time_runs(feeds, args.runs)
-                times["ort"] += _ort_times(session, feeds, args.runs)
+                times["ort"] += ort_times(session, feeds, args.runs)
             p50 = {k: statistics.median(v) for k, v in times.items() if v}
             static_text = f"{p50['static']:.2f}" if "static" in p50 else "-"
             ratio = f"{p50['sym'] / p50['static']:.2f}x" if "static" in p50 else "-"

@@ -14,30 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 import pyc_cli
 
-
-def _ort_session(model: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-
-def _ort_times(session: ort.InferenceSession, feeds: dict[str, np.ndarray], runs: int) -> list[float]:
-    session.run(None, feeds)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_single import ort_session, ort_times  # noqa: E402
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -54,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
-    session = _ort_session(args.model)
+    session = ort_session(args.model)
     rng = np.random.default_rng(0)
     print("| shape | max abs err vs ORT | max abs output | symbolic p50 ms | static p50 ms "
           "| ORT p50 ms | symbolic / static | symbolic / ORT |")
@@ -71,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.rounds):
                     times["sym"] += generic.time_runs(feeds, args.runs)
                     times["static"] += static.time_runs(feeds, args.runs)
-                    times["ort"] += _ort_times(session, feeds, args.runs)
+                    times["ort"] += ort_times(session, feeds, args.runs)
             p50 = {k: statistics.median(v) for k, v in times.items()}
             print(f"| {text} | {err:.2e} | {float(np.max(np.abs(expected))):.3g} "
                   f"| {p50['sym']:.2f} | {p50['static']:.2f} | {p50['ort']:.2f} "
