@@ -97,8 +97,9 @@ class Pad(OpDef):
         if pads is None:
             raise PycError(refusal.code, refusal.what, where=refusal.where,
                            hint=VALUES_HINT) from None
-        axes = [normalize_axis(int(a), x.rank, node) for a in values[3].reshape(-1)] \
-            if has_axes else list(range(x.rank))  # type: ignore[union-attr]
+        axes_value = values[3] if has_axes else None
+        axes = [normalize_axis(int(a), x.rank, node) for a in axes_value.reshape(-1)] \
+            if axes_value is not None else list(range(x.rank))
         count = len(axes)
         highest = np.broadcast_to(pads.hi, (2 * count,)) if pads.hi.ndim == 0 else pads.hi.reshape(-1)
         if highest.size != 2 * count:

@@ -115,8 +115,8 @@ class NonZero(OpDef):
         return [TensorType(DType.I64, (x.rank, computed_dim(node.name, 1, int(x.numel))))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        return [np.array(np.nonzero(np.asarray(inputs[0])), dtype=np.int64).reshape(
-            np.ndim(inputs[0]), -1)]
+        x = np.asarray(inputs[0])
+        return [np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)]
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         return {"rank": graph.types[node.inputs[0]].rank}
