@@ -480,8 +480,12 @@ def single_node_graph(graph: Graph, node: Node) -> Graph:
                 "prologue", "prologue_from", "prologue_inputs"):
         setattr(clone.ann, key, getattr(ann, key))
     types = {v: graph.types[v] for v in values + outputs}
-    return Graph(f"tune_{node.op.split('.')[-1]}", inputs, outputs, [clone], types, constants,
-                 graph.opset)
+    sub = Graph(f"tune_{node.op.split('.')[-1]}", inputs, outputs, [clone], types, constants,
+                graph.opset)
+    # values stored in 16 bits are still computed in float32 (the CUDA kernels' applicability
+    # reads it): without it, no 16-bit-activation GEMM applied to its own one-node graph
+    sub.activation_storage = graph.activation_storage
+    return sub
 
 
 def random_feeds(graph: Graph, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -522,6 +526,9 @@ def tune_summary(report: TuneReport, db_path: Path) -> list[str]:
     for node, variant in report.rejected:
         lines.append(f"tuning rejected {variant} for {node}: its output differs from the default "
                      "kernel's")
+    for node, why in report.skipped:
+        if why != "the tuning budget was spent":  # counted in the total line below
+            lines.append(f"tuning skipped {node}: {why}")
     spent = "; the budget ran out before " + str(len(report.skipped)) + " signature(s)" \
         if report.budget_spent else ""
     lines.append(f"tuned {len(report.tuned)} kernel signature(s) in {report.seconds:.1f} s "

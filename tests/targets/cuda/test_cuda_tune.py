@@ -15,9 +15,10 @@ from conftest import REFERENCE_MODELS, invoke, onnxruntime_outputs
 from test_cuda_gpu import ARCH
 
 import pyc_cli
+from pyc_cli.api import compile_graph
 from pyc_cli.runtime import cuda as cuda_runtime
 from pyc_cli.targets import get_target
-from pyc_cli.tune import cuda_tuning_record
+from pyc_cli.tune import Bench, TuneOptions, Variant, cuda_tuning_record, tuning_tasks
 
 MLP = REFERENCE_MODELS["mlp"]
 gpu_only = pytest.mark.skipif(ARCH is None, reason="no NVIDIA GPU and driver here: --tune "
@@ -52,6 +53,24 @@ def test_the_database_key_names_the_gpu_driver_and_precision() -> None:
             for r in (record, other_driver, other_gpu, bf16)}
     assert len(keys) == 4
     assert "NVIDIA H200" in pyc_cli.passes.tuning_db.machine_key("cuda", record)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_every_tunable_signature_renders_alone_with_its_default_kernel(
+        tmp_path: Path, precision: str) -> None:
+    """The tuner times each signature in a one-node graph; with 16-bit activations that graph
+    must still compute them in float32, or no tensor-core GEMM applies and --tune on the GPU
+    silently tunes nothing (a regression the GPU run of 7 Dec caught: 'tuned 0 signatures')."""
+    target = get_target("cuda", arch="sm_90", precision=precision)
+    graph, _ = compile_graph(MLP.path, input_shapes={"x": (64, 64)}, target=target)
+    tasks = tuning_tasks(graph, target)
+    assert len(tasks) == 3
+    for task in tasks:
+        bench = Bench(graph, "balanced", target, tmp_path, TuneOptions())
+        rendered = bench.render(task, Variant(task.default.name))
+        [kernel] = [n.ann.kernel for n in rendered.graph.nodes if n.op == task.node.op]
+        assert kernel is not None and kernel.candidate == task.default.name
+        assert "model.cu" in rendered.sources
 
 
 @gpu_only
