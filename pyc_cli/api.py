@@ -55,7 +55,7 @@ from .errors import PycError, PycWarning
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
-from .ir.run_dims import shape_argument
+from .ir.run_dims import model_dims, shape_argument
 from .ir.symbolic import parse_input_shapes
 from .ir.text import print_graph
 from .ir.types import check_addressable
@@ -371,6 +371,12 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                         steps, target_tuning, input_values)
                     for backend, target_tuning in zip(backends, tunings)]
         graph, ctx = compiled[0]
+        if buckets and any(d.computed for d in model_dims(graph)):
+            # a bucket is a box of the input dims; sizes computed during the run (from input
+            # values, NonZero, ...) are not bound when dispatch picks a box
+            raise PycError("E050", "shape buckets are not built for a model with sizes computed "
+                           "at run time", where="--shape-buckets",
+                           hint="build without --shape-sample: the generic plan runs every shape")
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
         for note in budget_notes:

@@ -247,3 +247,19 @@ def test_declared_values_of_data_stay_data(tmp_path: Path) -> None:
             feeds = {"indices": np.array(indices, np.int64), "values": np.array(values, np.int32)}
             np.testing.assert_array_equal(compiled.run(feeds)["y"],
                                           onnxruntime_outputs(path, feeds)["y"])
+
+
+def test_shape_buckets_are_refused_for_sizes_computed_at_run_time(tmp_path: Path) -> None:
+    """A bucket is a box of the input dims, picked before any kernel runs: a model whose nodes
+    compute sizes during the run (NonZero here) gets a clear E050, and nothing is written."""
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5])],
+                       [helper.make_tensor_value_info("idx", TensorProto.INT64, [2, "n"])], [])
+    path = write_model(model, tmp_path)
+    sample = tmp_path / "sample.json"
+    sample.write_text('[{"shapes": {"x": [2, 5]}, "count": 9}, {"shapes": {"x": [8, 5]}, "count": 1}]')
+    with pytest.raises(PycError) as refused:
+        pyc_cli.build(path, tmp_path / "art", input_shapes={"x": ("batch:1..9", 5)},
+                      shape_sample=sample)
+    assert refused.value.code == "E050" and "computed at run time" in refused.value.what
+    assert not (tmp_path / "art").exists()
