@@ -2,12 +2,19 @@
  * an input shape given on the command line, through NAME_context_run_shaped, and writes output
  * 0 at its actual shape (NAME_output_shape).
  *
+ * With -DPYC_TEST_BUCKETS (tests/dynamic/test_buckets.py, a model with shape buckets): runs
+ * twice on one context (the second run reuses the bucket's context and must write the same
+ * bytes) and prints the plan each run took (NAME_last_plan, NAME_bucket_id); with
+ * PYC_TEST_DISPATCH_OFF=1 in the environment, dispatch is turned off first
+ * (NAME_set_bucket_dispatch).
+ *
  * Compile with -DPYC_NAME=<the model's symbol prefix> and -I <artifact>/src, linked with the
  * model's generated C and the runtime. Usage: shaped_driver WEIGHTS IN_FILE OUT_FILE d0 d1 ...
  * (IN_FILE holds the input's bytes at that shape, row-major). Prints the dims with their bounds,
  * the run's status and output 0's shape; exits 0 when the run succeeded, 3 when it was refused. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "model.h"
 
@@ -39,7 +46,12 @@ int main(int argc, char** argv) {
   }
   FN(model)* model = NULL;
   FN(context)* context = NULL;
-  if (FN(create)(argv[1], &model) != 0 || FN(context_create)(model, &context) != 0) return 1;
+  if (FN(create)(argv[1], &model) != 0) return 1;
+#ifdef PYC_TEST_BUCKETS
+  const char* off = getenv("PYC_TEST_DISPATCH_OFF");
+  if (off != NULL && off[0] == '1') FN(set_bucket_dispatch)(model, 0);
+#endif
+  if (FN(context_create)(model, &context) != 0) return 1;
   void* input = malloc(bytes ? bytes : 1);
   FILE* file = fopen(argv[2], "rb");
   if (input == NULL || file == NULL || fread(input, 1, bytes, file) != bytes) return 2;
@@ -55,6 +67,17 @@ int main(int argc, char** argv) {
   const int status = FN(context_run_shaped)(context, shapes, inputs, outputs);
   printf("status %d: %s\n", status, FN(status_string)(status));
   if (status != 0) return status == PYC_STATUS_SHAPE_OUT_OF_BOUNDS ? 3 : 1;
+#ifdef PYC_TEST_BUCKETS
+  const int plan = FN(last_plan)(context);
+  printf("plan %d %s\n", plan, plan >= 0 ? FN(bucket_id)(plan) : "generic");
+  /* again on the same context: the bucket's context is reused, the bytes must be the same */
+  void* first = malloc((size_t)FN(io_bytes)(1, 0));
+  if (first == NULL) return 2;
+  memcpy(first, outputs[0], (size_t)FN(io_bytes)(1, 0));
+  if (FN(context_run_shaped)(context, shapes, inputs, outputs) != 0 || FN(last_plan)(context) != plan)
+    return 1;
+  printf("again %s\n", memcmp(first, outputs[0], (size_t)FN(io_bytes)(1, 0)) == 0 ? "same" : "differs");
+#endif
   int64_t out_shape[8];
   if (FN(output_shape)(context, 0, out_shape) != 0) return 1;
   size_t out_bytes = 4;

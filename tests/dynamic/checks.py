@@ -4,6 +4,9 @@ poisoned with NaN first (every element of the actual shape must be written)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -42,3 +45,17 @@ def runs_match_onnxruntime(model_path: Path, artifact: Path, feeds: Feeds,
                 np.testing.assert_allclose(got[name], value, rtol=rtol,
                                            atol=atol * max(1.0, float(np.max(np.abs(value)))),
                                            err_msg=f"{name} at batch {batch}, seq {seq}")
+
+
+def compile_driver(art: Path, driver: str, exe: Path, *defines: str) -> Path:
+    """tests/c/DRIVER compiled and linked with the artifact's C, as the build compiled it
+    (`defines`: extra -D options, e.g. the bucket steps of shaped_driver.c)."""
+    manifest = json.loads((art / "manifest.json").read_text())
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    assert compiler
+    subprocess.run([compiler, *manifest["toolchain"]["flags"], *defines,
+                    f"-DPYC_NAME={manifest['symbol_prefix']}", "-I", str(art / "src"),
+                    str(art / "src" / "model.c"), str(art / "src" / "pyc_runtime.c"),
+                    str(Path(__file__).resolve().parents[1] / "c" / driver), "-o", str(exe),
+                    *manifest["toolchain"]["libraries"]], check=True)
+    return exe

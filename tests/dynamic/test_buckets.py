@@ -27,7 +27,7 @@ from pyc_cli.artifact.manifest import file_sha256, hash_tree
 from pyc_cli.buckets import choose_buckets, dim_bounds, read_sample
 from pyc_cli.errors import PycError, PycWarning
 from pyc_cli.ir.symbolic import parse_input_shapes
-from tests.dynamic.checks import poison_outputs
+from tests.dynamic.checks import compile_driver, poison_outputs
 from tests.dynamic.models import mlp
 from tests.helpers import assert_strict_c11
 
@@ -151,18 +151,6 @@ def test_each_plan_matches_onnxruntime_at_the_box_edges(built: tuple[Path, Path]
     generic.close()
 
 
-def _driver(art: Path, exe: Path) -> Path:
-    """tests/c/bucket_driver.c compiled and linked with the generic plan's C, as built."""
-    manifest = json.loads((art / "manifest.json").read_text())
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    assert compiler
-    subprocess.run([compiler, *manifest["toolchain"]["flags"],
-                    f"-DPYC_NAME={manifest['symbol_prefix']}", "-I", str(art / "src"),
-                    str(art / "src" / "model.c"), str(art / "src" / "pyc_runtime.c"),
-                    str(REPO / "tests" / "c" / "bucket_driver.c"), "-o", str(exe),
-                    *manifest["toolchain"]["libraries"]], check=True)
-    return exe
-
 
 def _drive(exe: Path, art: Path, tmp_path: Path, batch: int, x: np.ndarray,
            env: dict[str, str] | None = None) -> tuple[str, np.ndarray]:
@@ -183,7 +171,7 @@ def test_the_c_abi_dispatches_to_the_buckets(built: tuple[Path, Path], tmp_path:
     model_path, art = built
     for plan in (art, art / "buckets" / "b0", art / "buckets" / "b1"):
         assert_strict_c11("gcc", plan)  # the dispatch table, NAME_create_borrowed
-    exe = _driver(art, tmp_path / "driver")
+    exe = compile_driver(art, "shaped_driver.c", tmp_path / "driver", "-DPYC_TEST_BUCKETS")
     rng = np.random.default_rng()
     order = {"b0": 0, "b1": 1}  # the dispatch order: the smaller box first
     for batch, plan in EDGES:

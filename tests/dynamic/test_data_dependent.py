@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
-from tests.dynamic.checks import poison_outputs
+from tests.dynamic.checks import compile_driver, poison_outputs
 from tests.helpers import init, make_model, write_model
 
 
@@ -175,7 +175,6 @@ def test_cli_declares_input_values(tmp_path: Path) -> None:
 def test_the_c_abi_reads_computed_sizes(tmp_path: Path) -> None:
     """tests/c/shaped_driver.c on a model whose output size NonZero computes: the dims list the
     input dim then the computed one, and NAME_output_shape gives the run's actual count."""
-    from tests.dynamic.test_dynamic_mlp import _driver
 
     nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
              helper.make_node("Cast", ["idx"], ["y"], to=TensorProto.FLOAT)]
@@ -184,7 +183,7 @@ def test_the_c_abi_reads_computed_sizes(tmp_path: Path) -> None:
     path = write_model(model, tmp_path)
     art = tmp_path / "art"
     pyc_cli.build(path, art, input_shapes={"x": ("batch:1..4", 3)})
-    exe = _driver(art, "shaped_driver.c", tmp_path / "driver")
+    exe = compile_driver(art, "shaped_driver.c", tmp_path / "driver")
     rng = np.random.default_rng(4)
     for batch in (1, 3, 4):
         x = (rng.standard_normal((batch, 3)) * (rng.random((batch, 3)) < 0.6)).astype(np.float32)

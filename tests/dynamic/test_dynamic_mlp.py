@@ -6,7 +6,6 @@ are refused with PYC-E041; static models keep their artifacts."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from conftest import invoke, onnxruntime_outputs
 import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import parse_input_shapes
-from tests.dynamic.checks import poison_outputs
+from tests.dynamic.checks import compile_driver, poison_outputs
 from tests.dynamic.models import mlp
 from tests.helpers import assert_strict_c11
 
@@ -135,24 +134,12 @@ def test_the_command_line_builds_and_runs_any_batch(tmp_path: Path) -> None:
     assert "Traceback" not in output
 
 
-def _driver(art: Path, driver: str, exe: Path) -> Path:
-    """tests/c/DRIVER compiled and linked with the artifact's C, as the build compiled it."""
-    manifest = json.loads((art / "manifest.json").read_text())
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    assert compiler
-    subprocess.run([compiler, *manifest["toolchain"]["flags"],
-                    f"-DPYC_NAME={manifest['symbol_prefix']}", "-I", str(art / "src"),
-                    str(art / "src" / "model.c"), str(art / "src" / "pyc_runtime.c"),
-                    str(REPO / "tests" / "c" / driver), "-o", str(exe),
-                    *manifest["toolchain"]["libraries"]], check=True)
-    return exe
-
 
 def test_the_c_abi_runs_shaped_inputs(built: tuple[Path, Path], tmp_path: Path) -> None:
     """tests/c/shaped_driver.c, compiled with the artifact's C as the build compiled it, runs
     NAME_context_run_shaped at several batches (outputs poisoned first) and refuses 65."""
     model_path, art = built
-    exe = _driver(art, "shaped_driver.c", tmp_path / "driver")
+    exe = compile_driver(art, "shaped_driver.c", tmp_path / "driver")
     rng = np.random.default_rng(3)
     weights = str(art / "weights.bin")
     for batch in (1, 17, 64):
@@ -250,7 +237,7 @@ def test_the_unshaped_entry_point_runs_at_the_upper_bounds(built: tuple[Path, Pa
     """tests/c/io_driver.c, written for static models (NAME_run, io_bytes-sized buffers), runs
     a symbolic model at its upper bounds."""
     model_path, art = built
-    exe = _driver(art, "io_driver.c", tmp_path / "io_driver")
+    exe = compile_driver(art, "io_driver.c", tmp_path / "io_driver")
     x = np.random.default_rng(9).standard_normal((64, 512)).astype(np.float32)
     x.tofile(tmp_path / "x.bin")
     subprocess.run([str(exe), str(art / "weights.bin"), str(tmp_path / "x.bin"),

@@ -31,9 +31,8 @@ from pyc_cli.planning.runtime_offsets import (
     choose_runtime_offsets,
     runtime_offsets,
 )
-from tests.dynamic.checks import poison_outputs
+from tests.dynamic.checks import compile_driver, poison_outputs
 from tests.dynamic.models import attention_encoder, mlp
-from tests.dynamic.test_dynamic_mlp import _driver
 from tests.helpers import assert_strict_c11
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -208,7 +207,7 @@ def test_the_c_abi_runs_memory_first(tmp_path: Path) -> None:
     assert "prepare_arena" in source and "context->arena = NULL" in source
     for compiler in ("gcc", "clang"):  # no warning under the strict flags
         assert_strict_c11(compiler, art)
-    exe = _driver(art, "shaped_driver.c", tmp_path / "driver")
+    exe = compile_driver(art, "shaped_driver.c", tmp_path / "driver")
     rng = np.random.default_rng(6)
     for batch in (1, 17, 64):
         x = rng.standard_normal((batch, 64)).astype(np.float32)
