@@ -287,9 +287,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     layout: "auto" (blocked NCHWc regions where the cost model prices them faster,
     passes/assign_layouts.py), "nchw" (never) or "blocked" (wherever a kernel has it).
     `shape_buckets` ("auto", or a maximum count) with `shape_sample` (a JSON histogram or an
-    .npz of example inputs, pyc_cli/buckets.py) adds a static plan for each of the sample's
-    most frequent exact input shapes beside the generic symbolic one, in buckets/ID/; `load`
-    dispatches each run by its shapes (docs/dynamic_shapes.md, "Shape buckets").
+    .npz of example inputs, pyc_cli/buckets.py) adds a plan for each of a few boxes of the dims
+    clustered from the sample (symbolic within the box, static for a box of one shape) beside
+    the generic symbolic one, in buckets/ID/; `load` runs each request on the smallest box that
+    holds its dims (docs/dynamic_shapes.md, "Shape buckets").
     `input_values` ({input: (lo, hi)}) declares the values inputs may hold, which bound the
     sizes computed at run time from them (a Range whose limit is an input; docs/
     dynamic_shapes.md, "Shapes that depend on input values")."""
@@ -429,7 +430,7 @@ def _plan_buckets(count: int | str | None, sample: str | Path | None,
 
 def _bucket_room(buckets: list[Bucket], ctx: PassContext, compile_budget: float | None,
                  started: float) -> list[Bucket]:
-    """The buckets the compile budget leaves room for (most frequent first): a static build
+    """The buckets the compile budget leaves room for (in the order chosen): a bucket's build
     costs about what the generic one took; each dropped one is logged."""
     if compile_budget is None:
         return buckets
@@ -439,7 +440,7 @@ def _bucket_room(buckets: list[Bucket], ctx: PassContext, compile_budget: float 
         ctx.log("build", [], "shape_bucket_dropped",
                 f"compile budget: bucket {bucket.id} ({bucket.count} requests, "
                 f"{bucket.share:.1%}) dropped: {max(0.0, compile_budget - took):.1f} s of the "
-                f"{compile_budget:g} s budget left, about {took:.1f} s per static build",
+                f"{compile_budget:g} s budget left, about {took:.1f} s per bucket build",
                 bucket=bucket.id)
     return buckets[:room]
 
@@ -448,7 +449,7 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
                    ctx: PassContext, backend: Target, cpu_record: dict[str, Any],
                    flags: dict[str, Any], tuning: TuningDatabase | None, steps: BuildSteps,
                    compile_budget: float | None, started: float) -> list[str]:
-    """Each bucket's static build in staging/buckets/ID/, written after the generic one; the
+    """Each bucket's build in staging/buckets/ID/, written after the generic one; the
     decisions (why each bucket exists, what was left out or dropped by the compile budget) are
     appended to the generic decision log, and the top manifest lists the buckets and hashes
     their files. Returns the build's notes about them."""
