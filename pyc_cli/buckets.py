@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import PycError
 from .ir.symbolic import Dim, check_within
+from .runtime.buckets import Box, box_volume, dispatch_order
 
 AUTO_BUCKETS = 4  # `--shape-buckets auto`: at most this many
 MIN_SHARE = 0.05  # an exact shape seen less often than this is not worth a static plan
@@ -44,7 +45,6 @@ QUANTILES = 12  # per dim, the corners of candidate boxes: this many quantiles o
 BUCKETS_DIR = "buckets"
 
 ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]  # (input, shape) sorted by input name
-Box = tuple[tuple[str, int, int], ...]  # (dim, lo, hi) sorted by dim name
 Point = tuple[int, ...]  # a request's dims, in the sorted order of the dims' names
 
 
@@ -75,22 +75,6 @@ class Bucket:
                 "kind": "static" if self.exact else "symbolic",
                 "dims": {name: [lo, hi] for name, lo, hi in self.box},
                 "shapes": {name: list(shape) for name, shape in sorted(self.shapes.items())}}
-
-
-def box_volume(box: Box) -> int:
-    """The product of the box's upper bounds: the sizes its plan is made for."""
-    volume = 1
-    for _, _, hi in box:
-        volume *= hi
-    return volume
-
-
-def dispatch_order(boxes: Sequence[tuple[str, Box]]) -> list[tuple[str, Box]]:
-    """The order dispatch tries the boxes in: the smallest first, an exact one before a range
-    of the same volume, then by id (b2 before b10)."""
-    return sorted(boxes, key=lambda item: (box_volume(item[1]),
-                                           not all(lo == hi for _, lo, hi in item[1]),
-                                           len(item[0]), item[0]))
 
 
 def contains(box: Box, point: Point) -> bool:

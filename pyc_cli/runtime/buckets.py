@@ -16,11 +16,21 @@ GENERIC = "generic"
 Box = tuple[tuple[str, int, int], ...]  # (dim, lo, hi) sorted by dim name
 
 
-def _volume(box: Box) -> int:
+def box_volume(box: Box) -> int:
+    """The product of the box's upper bounds: the sizes its plan is made for."""
     volume = 1
     for _, _, hi in box:
         volume *= hi
     return volume
+
+
+def dispatch_order(boxes: Sequence[tuple[str, Box]]) -> list[tuple[str, Box]]:
+    """The order dispatch tries the boxes in (in Python here, in the generated C by the table
+    the build writes in this order): the smallest first, an exact one before a range of the
+    same volume, then by id (b2 before b10)."""
+    return sorted(boxes, key=lambda item: (box_volume(item[1]),
+                                           not all(lo == hi for _, lo, hi in item[1]),
+                                           len(item[0]), item[0]))
 
 
 class BucketDispatch:
@@ -30,10 +40,7 @@ class BucketDispatch:
 
     def __init__(self, boxes: Sequence[tuple[str, Box]], inputs: Sequence[tuple[str, list[Any]]],
                  load: Callable[[str], Any]) -> None:
-        # the order of pyc_cli/buckets.dispatch_order: smallest box, exact first, then the id
-        self.order = sorted(boxes, key=lambda item: (_volume(item[1]),
-                                                     not all(lo == hi for _, lo, hi in item[1]),
-                                                     len(item[0]), item[0]))
+        self.order = dispatch_order(boxes)
         self.inputs = list(inputs)
         self.table = {bucket: box for bucket, box in boxes}
         self._load = load
