@@ -18,6 +18,10 @@ from . import bindings
 OPTIONS = ("--std=c++17", "-default-device", "--fmad=true")
 SUPPORTED_ARCHS = ("sm_80", "sm_86", "sm_87", "sm_89", "sm_90")
 DEFAULT_ARCH = "sm_90"
+# architecture-specific CUBINs: sm_90a (Hopper's wgmma and setmaxnreg) where the source uses
+# them; such a CUBIN (and its PTX) runs on that GPU only (compute capability 9.0 exactly)
+SPECIFIC_ARCHS = {"sm_90": "sm_90a"}
+SPECIFIC_MARKER = "wgmma.mma_async"  # cuda/wgmma.cuh.j2's instruction
 SOURCE_NAME = "model.cu"
 
 
@@ -33,6 +37,12 @@ def check_arch(arch: str) -> str:
         raise PycError("E050", f"--arch {arch!r} is not a GPU architecture the CUDA target builds for",
                        where="--arch", hint=f"use one of {', '.join(SUPPORTED_ARCHS)} (sm_90: Hopper)")
     return arch
+
+
+def compile_arch(arch: str, source: str) -> str:
+    """The architecture NVRTC compiles `source` for: `arch`, or its architecture-specific
+    variant (sm_90a) where the source holds instructions only that has."""
+    return SPECIFIC_ARCHS.get(arch, arch) if SPECIFIC_MARKER in source else arch
 
 
 def options(arch: str) -> list[str]:
@@ -114,9 +124,12 @@ def ptx_min_driver(isa: str) -> str:
     return f"{major + 4}.{minor}" if major >= 8 else "11.0"
 
 
-def record(arch: str, ptx: str) -> dict[str, object]:
-    """The manifest's toolchain record."""
+def record(arch: str, ptx: str, cubin_arch: str = "") -> dict[str, object]:
+    """The manifest's toolchain record; `cubin_arch`: what NVRTC compiled for where that is
+    not `arch` (sm_90a), recorded then (with its flags) and absent otherwise."""
     isa = ptx_isa(ptx)
+    built = cubin_arch or arch
     return {"compiler": "nvrtc", "compiler_family": "nvrtc", "compiler_version": f"NVRTC {version()}",
-            "nvrtc_version": version(), "flags": options(arch), "arch": arch, "ptx_isa": isa,
+            "nvrtc_version": version(), "flags": options(built), "arch": arch,
+            **({"cubin_arch": built} if built != arch else {}), "ptx_isa": isa,
             "ptx_min_driver": ptx_min_driver(isa) if isa else ""}
