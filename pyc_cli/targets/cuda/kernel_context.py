@@ -241,16 +241,18 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
 # slices (one 128-byte swizzled row of 16-bit values), LOOKAHEAD slices copied ahead, so
 # LOOKAHEAD + 2 buffers (one multiplied, one still read by the previous slice's wgmmas)
 WGMMA_BM, WGMMA_BN, WGMMA_BK = 128, 128, 64
+WGMMA_NS = (128, 256)  # the tile's columns (tc_wgmma_n): the wgmma's N, the kernel's BN
 WGMMA_THREADS = 256
 WGMMA_STAGES = 4
+WGMMA_STAGE_RANGE = (3, 4)
 WGMMA_ALIGN = 1024  # the swizzle pattern's blocks are 1024-byte aligned: slack to align to
 
 
-def wgmma_tiles(p: dict[str, object]) -> int:
-    """Blocks of the Hopper GEMM for a MatMul's kernel_params (its 128 x 128 tiles)."""
+def wgmma_tiles(p: dict[str, object], bn: int = WGMMA_BN) -> int:
+    """Blocks of the Hopper GEMM for a MatMul's kernel_params (its 128 x `bn` tiles)."""
     batch = max(1, math.prod(list(p["batch"])))  # type: ignore[call-overload]
     m, n = int(p["M"]), int(p["N"])  # type: ignore[call-overload]
-    return math.ceil(m / WGMMA_BM) * math.ceil(n / WGMMA_BN) * batch
+    return math.ceil(m / WGMMA_BM) * math.ceil(n / bn) * batch
 
 
 def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
@@ -272,15 +274,22 @@ def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     a_half, b_act_half = call.half("X0"), call.half("X1")
     stages = int(p.get("tc_wgmma_stages", WGMMA_STAGES))  # type: ignore[call-overload]
-    bm, bn, bk, threads = WGMMA_BM, WGMMA_BN, WGMMA_BK, WGMMA_THREADS
+    bn = int(p.get("tc_wgmma_n", WGMMA_BN))  # type: ignore[call-overload]
+    if stages not in WGMMA_STAGE_RANGE or bn not in WGMMA_NS:
+        raise PycError("E090", f"cuda_matmul_wgmma takes tc_wgmma_stages in {WGMMA_STAGE_RANGE} "
+                       f"and tc_wgmma_n in {WGMMA_NS}, not {stages} and {bn}", where=node.name,
+                       hint="fix the tuning database entry")
+    bm, bk, threads = WGMMA_BM, WGMMA_BK, WGMMA_THREADS
     a_bytes, b_bytes = bm * bk * 2, bk * bn * 2
     slices = math.ceil(k / bk)
     call.block = (threads, 1, 1)
     call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
-    call.min_blocks = 1
+    # two blocks a multiprocessor where their slices fit (3 stages of 128 x 128: 97 KiB each),
+    # which caps registers at 128 a thread
+    call.min_blocks = 2 if stages == 3 and bn == 128 else 1
     call.shared_bytes = stages * (a_bytes + b_bytes) + WGMMA_ALIGN
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=1, MI=1, NI=bn // 8, KSPLIT=1, SLICES_PER=slices,
-             SLICES=slices, TILES=wgmma_tiles(p), threads=threads, ldb=ldb,
+             SLICES=slices, TILES=wgmma_tiles(p, bn), threads=threads, ldb=ldb,
              STAGES=stages, LOOKAHEAD=stages - 2, A_BYTES=a_bytes, STAGE_BYTES=a_bytes + b_bytes,
              b_half=conversion is not None, b_16=conversion is not None or b_act_half,
              b_batch_strides=b_strides, a_chunks8=bm * bk // 8 // threads,
