@@ -139,7 +139,7 @@ WGMMA_ARCHS = ("sm_90",)  # compiled for sm_90a (toolchain.compile_arch)
 WGMMA_TUNABLES = (Tunable("tc_wgmma_stages", (4, 3), "shared-memory slices of the Hopper GEMM "
                           "(4: two copied ahead while one is multiplied and one still read by "
                           "the previous wgmmas, 129 KiB with 128-column tiles, one block a "
-                          "multiprocessor; 3: one ahead, 97 KiB, two blocks)"),
+                          "multiprocessor; 3: one ahead, 97 KiB, two blocks where registers allow)"),
                   Tunable("tc_wgmma_n", (128, 256), "columns of C per block of the Hopper GEMM "
                           "(128 x 128 or 128 x 256 tiles: 64 or 128 accumulators a thread)"))
 

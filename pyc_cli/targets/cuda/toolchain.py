@@ -64,14 +64,16 @@ def _check(nvrtc: object, result: tuple, call: str) -> tuple:
     return result[1:]
 
 
-def compile_source(source: str, arch: str, templates: dict[int, str] | None = None) -> Compiled:
+def compile_source(source: str, arch: str, templates: dict[int, str] | None = None,
+                   extra: tuple[str, ...] = ()) -> Compiled:
     """CUBIN and PTX of `source` for `arch`; `templates` maps the first line of each kernel
-    to the template that rendered it (for the error's attribution)."""
+    to the template that rendered it (for the error's attribution); `extra`: more NVRTC
+    options (ptxas_report's -v), never in a build."""
     nvrtc = bindings.nvrtc()
     (program,) = _check(nvrtc, nvrtc.nvrtcCreateProgram(source.encode(), SOURCE_NAME.encode(),
                                                          0, [], []), "nvrtcCreateProgram")
     try:
-        opts = [o.encode() for o in options(arch)]
+        opts = [o.encode() for o in (*options(arch), *extra)]
         (status,) = nvrtc.nvrtcCompileProgram(program, len(opts), opts)
         log = _log(nvrtc, program)
         if int(status) != 0:
@@ -88,6 +90,31 @@ def compile_source(source: str, arch: str, templates: dict[int, str] | None = No
     finally:
         nvrtc.nvrtcDestroyProgram(program)
     return Compiled(cubin, ptx.rstrip(b"\x00").decode(), log)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One kernel's resources as ptxas reports them."""
+
+    kernel: str
+    registers: int
+    stack_bytes: int
+    spill_store_bytes: int
+    spill_load_bytes: int
+
+
+def resource_usage(source: str, arch: str) -> list[Usage]:
+    """Each kernel's registers, stack frame and spills (ptxas -v through NVRTC): what the GPU
+    would run, read without one."""
+    log = compile_source(source, arch, extra=("--ptxas-options=-v",)).log
+    found = []
+    for block in re.split(r"Compiling entry function '", log)[1:]:
+        name = block.split("'", 1)[0]
+        frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", block)
+        regs = re.search(r"Used (\d+) registers", block)
+        stack, stores, loads = (int(x) for x in frame.groups()) if frame else (0, 0, 0)
+        found.append(Usage(name, int(regs.group(1)) if regs else 0, stack, stores, loads))
+    return found
 
 
 def _log(nvrtc: object, program: object) -> str:

@@ -1,0 +1,100 @@
+"""Models for the Hopper GEMM (matmul_wgmma.cu.j2, sm_90 builds at fp16 / bf16), shared by the
+CI tests (rendering, NVRTC for sm_90a, selection) and the GPU tests: a fused epilogue (bias,
+ReLU, residual) over a constant B (stored in 16 bits), a chain of three GEMMs whose middle one
+reads and writes 16-bit activations (A by cp.async), and a batched product of two inputs (both
+operands float32, rounded as they are staged). Each forward is the exact float64 result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from helpers import init, make_model, rand, vinfo
+from onnx import helper
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class WgmmaCase:
+    name: str
+    make: Callable[[np.random.Generator], onnx.ModelProto]
+    inputs: dict[str, tuple[int, ...]]
+    forward: Callable[[Arrays, Arrays], np.ndarray]  # (feeds, initializers) -> y in float64
+    gemms: int = 1  # MatMul nodes (each runs the Hopper GEMM where forced)
+
+    def feeds(self, rng: np.random.Generator) -> Arrays:
+        return {name: rand(rng, *shape) for name, shape in self.inputs.items()}
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float64)
+
+
+def epilogue(m: int, k: int, n: int) -> WgmmaCase:
+    """y = relu(x W + b) + r: the epilogue fused into the GEMM's store."""
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+                 helper.make_node("Add", ["m", "b"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+                 helper.make_node("Add", ["r", "res"], ["y"])]
+        return make_model(nodes, [vinfo("x", (m, k)), vinfo("res", (m, n))], [vinfo("y", (m, n))],
+                          [init("w", rand(rng, k, n, scale=k ** -0.5)), init("b", rand(rng, n))])
+
+    def forward(f: Arrays, w: Arrays) -> np.ndarray:
+        return np.maximum(_f64(f["x"]) @ _f64(w["w"]) + _f64(w["b"]), 0) + _f64(f["res"])
+    return WgmmaCase(f"wgmma_epilogue_{m}x{k}x{n}", make, {"x": (m, k), "res": (m, n)}, forward)
+
+
+def chain(m: int, k: int) -> WgmmaCase:
+    """y = ((x W1) W2) W3, k x k weights: the activations between the GEMMs are stored in 16
+    bits, so the middle GEMM reads A and writes C in 16 bits."""
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+                 helper.make_node("MatMul", ["h1", "w2"], ["h2"]),
+                 helper.make_node("MatMul", ["h2", "w3"], ["y"])]
+        weights = [init(f"w{i}", rand(rng, k, k, scale=k ** -0.5)) for i in (1, 2, 3)]
+        return make_model(nodes, [vinfo("x", (m, k))], [vinfo("y", (m, k))], weights)
+
+    def forward(f: Arrays, w: Arrays) -> np.ndarray:
+        return _f64(f["x"]) @ _f64(w["w1"]) @ _f64(w["w2"]) @ _f64(w["w3"])
+    return WgmmaCase(f"wgmma_chain_{m}x{k}", make, {"x": (m, k)}, forward, gemms=3)
+
+
+def two_inputs(batch: int, m: int, k: int, n: int) -> WgmmaCase:
+    """y = x z over a batch, both operands model inputs (float32, rounded as staged)."""
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        return make_model([helper.make_node("MatMul", ["x", "z"], ["y"])],
+                          [vinfo("x", (batch, m, k)), vinfo("z", (batch, k, n))],
+                          [vinfo("y", (batch, m, n))])
+
+    def forward(f: Arrays, w: Arrays) -> np.ndarray:
+        return _f64(f["x"]) @ _f64(f["z"])
+    return WgmmaCase(f"wgmma_inputs_{batch}x{m}x{k}x{n}", make,
+                     {"x": (batch, m, k), "z": (batch, k, n)}, forward)
+
+
+# rendered and compiled in CI (small: tails in M, N and K; K and N off multiples of 8)
+COMPILE_CASES = (epilogue(130, 72, 200), epilogue(257, 1031, 523), chain(136, 264),
+                 two_inputs(3, 200, 136, 261))
+# run on the GPU, the Hopper GEMM forced at every size (by default it takes large ones only)
+GPU_CASES = (epilogue(4096, 4096, 4096), epilogue(1000, 1000, 1000), epilogue(128, 384, 384),
+             epilogue(9, 40, 70), *COMPILE_CASES, chain(2048, 1024), two_inputs(2, 512, 520, 1000))
+# (tc_wgmma_stages, tc_wgmma_n): every variant a tuner may force
+VARIANTS = ((4, 128), (3, 128), (4, 256), (3, 256))
+
+# relative error ||out - exact|| / ||exact|| (Frobenius, float64) allowed: inputs rounded to
+# 16 bits (fp16 2^-11, bf16 2^-8 relative) and float32 accumulation give ~4e-4 (fp16) and
+# ~3e-3 (bf16) on random normal data; a wrong tile, swizzle or fragment index errs by O(1).
+# The chain rounds two 16-bit activations on the way too.
+REL_TOL = {"fp16": 2e-3, "bf16": 1e-2}
+CHAIN_REL_TOL = {"fp16": 4e-3, "bf16": 2e-2}
+
+
+def relative_error(actual: np.ndarray, exact: np.ndarray) -> float:
+    """||actual - exact|| / ||exact|| in float64; inf where actual holds NaN or infinity."""
+    actual = np.asarray(actual, np.float64)
+    if not np.all(np.isfinite(actual)):
+        return float("inf")
+    return float(np.linalg.norm(actual - exact) / max(np.linalg.norm(exact), 1e-300))
