@@ -264,7 +264,8 @@ def _cuda_problem(manifest: dict[str, Any]) -> str:
     if cuda["arch"] not in SUPPORTED_ARCHS:
         return f"cuda.arch {_describe(cuda['arch'])} is not one of {', '.join(SUPPORTED_ARCHS)}"
     if "cubin_arch" in cuda and cuda["cubin_arch"] != SPECIFIC_ARCHS.get(cuda["arch"]):
-        return f"cuda.cubin_arch {_describe(cuda['cubin_arch'])} is not {cuda['arch']}'s specific architecture"
+        return (f"cuda.cubin_arch {_describe(cuda['cubin_arch'])} is not {cuda['arch']}'s "
+                "architecture-specific variant")
     if cuda["cubin"] != manifest["library"]:
         return "cuda.cubin is not the artifact's library"
     for key in ("launches", "ptx"):

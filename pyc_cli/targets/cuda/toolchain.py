@@ -110,7 +110,8 @@ def resource_usage(source: str, arch: str) -> list[Usage]:
     found = []
     for block in re.split(r"Compiling entry function '", log)[1:]:
         name = block.split("'", 1)[0]
-        frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", block)
+        frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                          r"(\d+) bytes spill loads", block)
         regs = re.search(r"Used (\d+) registers", block)
         stack, stores, loads = (int(x) for x in frame.groups()) if frame else (0, 0, 0)
         found.append(Usage(name, int(regs.group(1)) if regs else 0, stack, stores, loads))

@@ -148,7 +148,8 @@ def test_nvrtc_compiles_it_for_sm90a(case: WgmmaCase, precision: str, tmp_path: 
     assert ".target sm_90a" in compiled.ptx
     dtype = "f16" if precision == "fp16" else "bf16"
     assert f"wgmma.mma_async.sync.aligned.m64n128k16.f32.{dtype}.{dtype}" in compiled.ptx
-    assert "fence.proxy.async.shared::cta" in compiled.ptx and "wgmma.wait_group.sync.aligned 1" in compiled.ptx
+    assert "fence.proxy.async.shared::cta" in compiled.ptx
+    assert "wgmma.wait_group.sync.aligned 1" in compiled.ptx
     for usage in toolchain.resource_usage(source, "sm_90a"):
         assert usage.spill_store_bytes == usage.spill_load_bytes == usage.stack_bytes == 0, usage
     hgmma = _hgmma_count(compiled.cubin, tmp_path)

@@ -1,0 +1,93 @@
+"""The Hopper GEMM (matmul_wgmma.cu.j2) on the GPU: skipped without an NVIDIA GPU and driver,
+and on any GPU but sm_90 (its CUBIN is sm_90a). Every case of wgmma_cases.GPU_CASES (4096^3,
+1000^3, 128 x 384 x 384, 9 x 40 x 70, tails in M, N and K, K and N off multiples of 8, a chain
+over 16-bit activations, batched products of two float32 inputs) with the kernel forced by a
+tuning database, each variant of stages and tile columns on the smaller ones, at fp16 and bf16:
+fresh random inputs and weights, outputs poisoned (NaN) before every run, against the exact
+float64 product by relative Frobenius error (wgmma_cases.REL_TOL: fp16 2e-3, bf16 1e-2; the
+chain of three GEMMs over 16-bit activations 4e-3 / 2e-2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_model
+from onnx import numpy_helper
+from test_cuda_gpu import ARCH
+from test_cuda_wgmma import WGMMA, ForcedWgmma
+from wgmma_cases import CHAIN_REL_TOL, GPU_CASES, REL_TOL, VARIANTS, WgmmaCase, epilogue, relative_error
+
+import pyc_cli
+
+pytestmark = pytest.mark.skipif(ARCH != "sm_90", reason="the Hopper GEMM runs on an sm_90 GPU "
+                                "only (H100 / H200); none here")
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    import onnx
+
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def check(case: WgmmaCase, precision: str, tmp_path: Path, rng: np.random.Generator,
+          tuning: ForcedWgmma | None, rounds: int = 2) -> list[float]:
+    """Build `case` (the Hopper GEMM forced by `tuning`, or by default selection), run it
+    `rounds` times on fresh inputs, and return each round's relative error."""
+    path = write_model(case.make(rng), tmp_path)
+    weights = _weights(path)
+    built = pyc_cli.build(path, tmp_path / "w.pyc", target="cuda", arch="sm_90",
+                          precision=precision, tuning=tuning)  # type: ignore[arg-type]
+    chosen = [n.ann.kernel.candidate for n in built.graph.nodes if n.op == "MatMul" and n.ann.kernel]
+    assert chosen == [WGMMA] * case.gemms, chosen
+    tolerance = (CHAIN_REL_TOL if case.gemms > 1 else REL_TOL)[precision]
+    errors = []
+    with pyc_cli.load(built.artifact) as model:
+        for _ in range(rounds):
+            feeds = case.feeds(rng)
+            model.poison()
+            ours = model.run(feeds)["y"]
+            error = relative_error(ours, case.forward(feeds, weights))
+            print(f"{case.name} {precision} {tuning.params if tuning else 'default'}: "
+                  f"relative error {error:.3g}")
+            assert error <= tolerance, f"{case.name} at {precision}: relative error {error:.3g} > {tolerance}"
+            errors.append(error)
+    return errors
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: c.name)
+def test_matches_float64(case: WgmmaCase, precision: str, tmp_path: Path,
+                         rng: np.random.Generator) -> None:
+    check(case, precision, tmp_path, rng, ForcedWgmma())
+
+
+@pytest.mark.parametrize("stages,n", VARIANTS)
+@pytest.mark.parametrize("case", [epilogue(257, 1031, 523), epilogue(1000, 1000, 1000)],
+                         ids=lambda c: c.name)
+def test_every_variant_matches_float64(case: WgmmaCase, stages: int, n: int, tmp_path: Path,
+                                       rng: np.random.Generator) -> None:
+    check(case, "fp16", tmp_path, rng, ForcedWgmma(tc_wgmma_stages=stages, tc_wgmma_n=n))
+
+
+def test_selected_by_default_at_4096(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Without a tuning database the sm_90 build picks it at 4096^3 (and runs it right)."""
+    check(epilogue(4096, 4096, 4096), "fp16", tmp_path, rng, None, rounds=1)
+
+
+def test_the_same_inputs_give_the_same_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Run to run, bitwise: a race (a missing barrier or fence, a wrong mbarrier or wgmma wait)
+    would move the result between runs."""
+    case = epilogue(1000, 1000, 1000)
+    path = write_model(case.make(rng), tmp_path)
+    built = pyc_cli.build(path, tmp_path / "w.pyc", target="cuda", arch="sm_90",
+                          precision="fp16", tuning=ForcedWgmma())  # type: ignore[arg-type]
+    feeds = case.feeds(rng)
+    with pyc_cli.load(built.artifact) as model:
+        outputs = []
+        for _ in range(5):
+            model.poison()
+            outputs.append(model.run(feeds)["y"].copy())
+    for other in outputs[1:]:
+        np.testing.assert_array_equal(other, outputs[0])
