@@ -246,6 +246,9 @@ WGMMA_THREADS = 256
 WGMMA_STAGES = 4
 WGMMA_STAGE_RANGE = (3, 4)
 WGMMA_ALIGN = 1024  # the swizzle pattern's blocks are 1024-byte aligned: slack to align to
+# rows of tiles a group of blocks takes column by column (L2 reuse: at 8192^3 a wave of 132
+# blocks in row order would read all of B, 128 MiB at fp16, for every two rows of tiles)
+WGMMA_GROUP_M = 8
 
 
 def wgmma_tiles(p: dict[str, object], bn: int = WGMMA_BN) -> int:
@@ -291,6 +294,7 @@ def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     p.update(BM=bm, BN=bn, BK=bk, WARPS_N=1, MI=1, NI=bn // 8, KSPLIT=1, SLICES_PER=slices,
              SLICES=slices, TILES=wgmma_tiles(p, bn), threads=threads, ldb=ldb,
              STAGES=stages, LOOKAHEAD=stages - 2, A_BYTES=a_bytes, STAGE_BYTES=a_bytes + b_bytes,
+             GROUP_M=WGMMA_GROUP_M,
              b_half=conversion is not None, b_16=conversion is not None or b_act_half,
              b_batch_strides=b_strides, a_chunks8=bm * bk // 8 // threads,
              b_chunks=bk * bn // 8 // threads, a_half=a_half, b_act_half=b_act_half,
