@@ -24,7 +24,7 @@ from ..cpu.target import PointerTable
 from ..kernel import shared_definitions
 from . import toolchain
 from .kernel_context import SPACES, Argument, CudaCall, Launch, cuda_call
-from .kernels import CUDA_KERNELS, PRECISIONS, cuda_kernels
+from .kernels import CUDA_KERNELS, PRECISIONS, WGMMA_ARCHS, cuda_kernels
 from .storage import NAME, store_16bit
 
 SOURCE = "model.cu"
@@ -64,6 +64,10 @@ PRECISION_NOTES = {
             "and outputs stay float32",
 }
 HALF_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
+# ... and on sm_90, what the Hopper GEMM changes
+WGMMA_NOTE = ("; on sm_90 the large MatMuls (128 or more tiles of 128 x 128, K of 256 or "
+              "more) run on Hopper's wgmma instead (same rounding, float32 accumulation), and "
+              "the CUBIN is then compiled for sm_90a (it runs on sm_90 only)")
 
 
 @dataclass
@@ -120,6 +124,8 @@ class CudaTarget(Target):
 
     def precision_note(self) -> str | None:
         note = PRECISION_NOTES.get(self.precision)
+        if note and self.precision in HALF_STORAGE and self.arch in WGMMA_ARCHS:
+            note += WGMMA_NOTE
         return f"--precision {self.precision}: {note}" if note else None
 
     def constant_conversions(self, graph: Graph) -> dict[str, Conversion]:
