@@ -2,10 +2,12 @@
 and on any GPU but sm_90 (its CUBIN is sm_90a). Every case of wgmma_cases.GPU_CASES (4096^3,
 1000^3, 128 x 384 x 384, 9 x 40 x 70, tails in M, N and K, K and N off multiples of 8, a chain
 over 16-bit activations, batched products of two float32 inputs) with the kernel forced by a
-tuning database, each variant of stages and tile columns on the smaller ones, at fp16 and bf16:
-fresh random inputs and weights, outputs poisoned (NaN) before every run, against the exact
-float64 product by relative Frobenius error (wgmma_cases.REL_TOL: fp16 2e-3, bf16 1e-2; the
-chain of three GEMMs over 16-bit activations 4e-3 / 2e-2)."""
+tuning database, each variant of stages and tile columns on the smaller ones, at fp16 and bf16,
+and mma_cases.py's GEMMs (batched, broadcast, a constant B per batch) forced onto it: fresh random
+inputs and weights, outputs poisoned (NaN) before every run, against the exact float64 product
+by relative Frobenius error (wgmma_cases.REL_TOL: fp16 2e-3, bf16 1e-2; the chain of three GEMMs
+over 16-bit activations 4e-3 / 2e-2) and element by element against the rounding model
+(mma_precision.model_rtol(K) of max |y|; the chain EXACT_RTOL of max |y| against float64)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import write_model
+from mma_cases import MMA_CASES, MmaCase
+from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol
 from onnx import numpy_helper
 from test_cuda_gpu import ARCH
 from test_cuda_wgmma import WGMMA, ForcedWgmma
@@ -48,10 +52,16 @@ def check(case: WgmmaCase, precision: str, tmp_path: Path, rng: np.random.Genera
             feeds = case.feeds(rng)
             model.poison()
             ours = model.run(feeds)["y"]
-            error = relative_error(ours, case.forward(feeds, weights))
+            exact = case.forward(feeds, weights, "fp32")
+            error = relative_error(ours, exact)
             print(f"{case.name} {precision} {tuning.params if tuning else 'default'}: "
                   f"relative error {error:.3g}")
             assert error <= tolerance, f"{case.name} at {precision}: relative error {error:.3g} > {tolerance}"
+            if case.gemms > 1:  # 16-bit activations between: each element against float64
+                assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision}")
+            else:
+                assert_close_to_max(ours, case.forward(feeds, weights, precision), model_rtol(case.k),
+                                    f"{case.name} {precision} vs the rounding model")
             errors.append(error)
     return errors
 
@@ -69,6 +79,29 @@ def test_matches_float64(case: WgmmaCase, precision: str, tmp_path: Path,
 def test_every_variant_matches_float64(case: WgmmaCase, stages: int, n: int, tmp_path: Path,
                                        rng: np.random.Generator) -> None:
     check(case, "fp16", tmp_path, rng, ForcedWgmma(tc_wgmma_stages=stages, tc_wgmma_n=n))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", MMA_CASES, ids=lambda c: c.name)
+def test_the_mma_cases_match(case: MmaCase, precision: str, tmp_path: Path,
+                             rng: np.random.Generator) -> None:
+    """mma_cases.py's GEMMs (tails, batched and broadcast, a constant B per batch, an activation
+    B, fused epilogues) on the Hopper GEMM, as test_cuda_gpu.py checks the mma.sync one."""
+    path = write_model(case.make(rng), tmp_path)
+    weights = _weights(path)
+    built = pyc_cli.build(path, tmp_path / "m.pyc", target="cuda", arch="sm_90",
+                          precision=precision, tuning=ForcedWgmma())  # type: ignore[arg-type]
+    assert all(n.ann.kernel.candidate == WGMMA for n in built.graph.nodes
+               if n.op == "MatMul" and n.ann.kernel is not None)
+    with pyc_cli.load(built.artifact) as model:
+        for _ in range(2):
+            feeds = case.feeds(rng)
+            model.poison()
+            ours = model.run(feeds)["y"]
+            assert_close_to_max(ours, case.forward(feeds, weights, precision),
+                                model_rtol(512), f"{case.name} {precision} vs the model")  # K <= 384
+            assert_close_to_max(ours, case.forward(feeds, weights, "fp32"), EXACT_RTOL[precision],
+                                f"{case.name} {precision} vs float64")
 
 
 def test_selected_by_default_at_4096(tmp_path: Path, rng: np.random.Generator) -> None:

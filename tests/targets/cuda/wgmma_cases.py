@@ -2,7 +2,9 @@
 CI tests (rendering, NVRTC for sm_90a, selection) and the GPU tests: a fused epilogue (bias,
 ReLU, residual) over a constant B (stored in 16 bits), a chain of three GEMMs whose middle one
 reads and writes 16-bit activations (A by cp.async), and a batched product of two inputs (both
-operands float32, rounded as they are staged). Each forward is the exact float64 result."""
+operands float32, rounded as they are staged). Each forward gives the exact float64 result
+("fp32") or the rounding model of mma_precision.py at "fp16" / "bf16" (GEMM inputs rounded as the
+kernel rounds them, the chain's 16-bit activations too; float64 arithmetic)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from helpers import init, make_model, rand, vinfo
+from mma_precision import matmul, round_to
 from onnx import helper
 
 Arrays = dict[str, np.ndarray]
@@ -22,7 +25,9 @@ class WgmmaCase:
     name: str
     make: Callable[[np.random.Generator], onnx.ModelProto]
     inputs: dict[str, tuple[int, ...]]
-    forward: Callable[[Arrays, Arrays], np.ndarray]  # (feeds, initializers) -> y in float64
+    # (feeds, initializers, "fp32" / "fp16" / "bf16") -> y in float64, exact or rounded
+    forward: Callable[[Arrays, Arrays, str], np.ndarray]
+    k: int = 0  # the GEMMs' depth (the rounding model's tolerance grows with it)
     gemms: int = 1  # MatMul nodes (each runs the Hopper GEMM where forced)
 
     def feeds(self, rng: np.random.Generator) -> Arrays:
@@ -42,9 +47,9 @@ def epilogue(m: int, k: int, n: int) -> WgmmaCase:
         return make_model(nodes, [vinfo("x", (m, k)), vinfo("res", (m, n))], [vinfo("y", (m, n))],
                           [init("w", rand(rng, k, n, scale=k ** -0.5)), init("b", rand(rng, n))])
 
-    def forward(f: Arrays, w: Arrays) -> np.ndarray:
-        return np.maximum(_f64(f["x"]) @ _f64(w["w"]) + _f64(w["b"]), 0) + _f64(f["res"])
-    return WgmmaCase(f"wgmma_epilogue_{m}x{k}x{n}", make, {"x": (m, k), "res": (m, n)}, forward)
+    def forward(f: Arrays, w: Arrays, p: str) -> np.ndarray:
+        return np.maximum(matmul(f["x"], w["w"], p) + _f64(w["b"]), 0) + _f64(f["res"])
+    return WgmmaCase(f"wgmma_epilogue_{m}x{k}x{n}", make, {"x": (m, k), "res": (m, n)}, forward, k=k)
 
 
 def chain(m: int, k: int) -> WgmmaCase:
@@ -57,9 +62,11 @@ def chain(m: int, k: int) -> WgmmaCase:
         weights = [init(f"w{i}", rand(rng, k, k, scale=k ** -0.5)) for i in (1, 2, 3)]
         return make_model(nodes, [vinfo("x", (m, k))], [vinfo("y", (m, k))], weights)
 
-    def forward(f: Arrays, w: Arrays) -> np.ndarray:
-        return _f64(f["x"]) @ _f64(w["w1"]) @ _f64(w["w2"]) @ _f64(w["w3"])
-    return WgmmaCase(f"wgmma_chain_{m}x{k}", make, {"x": (m, k)}, forward, gemms=3)
+    def forward(f: Arrays, w: Arrays, p: str) -> np.ndarray:
+        h = matmul(f["x"], w["w1"], p)  # each product stored (rounded) in 16 bits, read again
+        h = matmul(round_to(h, p), w["w2"], p)
+        return matmul(round_to(h, p), w["w3"], p)
+    return WgmmaCase(f"wgmma_chain_{m}x{k}", make, {"x": (m, k)}, forward, gemms=3, k=k)
 
 
 def two_inputs(batch: int, m: int, k: int, n: int) -> WgmmaCase:
@@ -69,10 +76,10 @@ def two_inputs(batch: int, m: int, k: int, n: int) -> WgmmaCase:
                           [vinfo("x", (batch, m, k)), vinfo("z", (batch, k, n))],
                           [vinfo("y", (batch, m, n))])
 
-    def forward(f: Arrays, w: Arrays) -> np.ndarray:
-        return _f64(f["x"]) @ _f64(f["z"])
+    def forward(f: Arrays, w: Arrays, p: str) -> np.ndarray:
+        return matmul(f["x"], f["z"], p)
     return WgmmaCase(f"wgmma_inputs_{batch}x{m}x{k}x{n}", make,
-                     {"x": (batch, m, k), "z": (batch, k, n)}, forward)
+                     {"x": (batch, m, k), "z": (batch, k, n)}, forward, k=k)
 
 
 # rendered and compiled in CI (small: tails in M, N and K; K and N off multiples of 8)
@@ -86,8 +93,10 @@ VARIANTS = ((4, 128), (3, 128), (4, 256), (3, 256))
 
 # relative error ||out - exact|| / ||exact|| (Frobenius, float64) allowed: inputs rounded to
 # 16 bits (fp16 2^-11, bf16 2^-8 relative) and float32 accumulation give ~4e-4 (fp16) and
-# ~3e-3 (bf16) on random normal data; a wrong tile, swizzle or fragment index errs by O(1).
-# The chain rounds two 16-bit activations on the way too.
+# ~3e-3 (bf16) on random normal data. The chain rounds two 16-bit activations on the way too.
+# A norm hides a few wrong elements (one of 16M off by O(1) moves it by ~2e-4): every element
+# is also held to the rounding model (mma_precision.model_rtol(k) of max |y|, the tolerance the
+# mma.sync GEMM meets on the H100), where a wrong tile, swizzle or fragment index errs by O(1).
 REL_TOL = {"fp16": 2e-3, "bf16": 1e-2}
 CHAIN_REL_TOL = {"fp16": 4e-3, "bf16": 2e-2}
 
