@@ -186,6 +186,10 @@ def test_the_manifest_records_the_sm90a_cubin(tmp_path: Path) -> None:
     assert manifest["toolchain"]["cubin_arch"] == "sm_90a"
     assert "--gpu-architecture=sm_90a" in manifest["toolchain"]["flags"]
     assert ".target sm_90a" in (tmp_path / "h.pyc" / "model.ptx").read_text()
+    from conftest import invoke
+
+    code, out = invoke("explain", str(tmp_path / "h.pyc"))
+    assert code == 0 and "sm_90a CUBIN (runs on sm_90 only)" in out, out
     for arch, precision in (("sm_80", "fp16"), ("sm_90", "fp32")):
         out = tmp_path / f"{arch}_{precision}.pyc"
         pyc_cli.build(path, out, target="cuda", arch=arch, precision=precision)
