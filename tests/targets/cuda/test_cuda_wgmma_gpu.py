@@ -21,7 +21,16 @@ from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol
 from onnx import numpy_helper
 from test_cuda_gpu import ARCH
 from test_cuda_wgmma import WGMMA, ForcedWgmma
-from wgmma_cases import CHAIN_REL_TOL, GPU_CASES, REL_TOL, VARIANTS, WgmmaCase, epilogue, relative_error
+from wgmma_cases import (
+    CHAIN_REL_TOL,
+    GPU_CASES,
+    REL_TOL,
+    VARIANTS,
+    WgmmaCase,
+    epilogue,
+    error_map,
+    relative_error,
+)
 
 import pyc_cli
 
@@ -46,6 +55,7 @@ def check(case: WgmmaCase, precision: str, tmp_path: Path, rng: np.random.Genera
     chosen = [n.ann.kernel.candidate for n in built.graph.nodes if n.op == "MatMul" and n.ann.kernel]
     assert chosen == [WGMMA] * case.gemms, chosen
     tolerance = (CHAIN_REL_TOL if case.gemms > 1 else REL_TOL)[precision]
+    tile = int(tuning.params.get("tc_wgmma_n", 128)) if tuning else 128
     errors = []
     with pyc_cli.load(built.artifact) as model:
         for _ in range(rounds):
@@ -56,12 +66,17 @@ def check(case: WgmmaCase, precision: str, tmp_path: Path, rng: np.random.Genera
             error = relative_error(ours, exact)
             print(f"{case.name} {precision} {tuning.params if tuning else 'default'}: "
                   f"relative error {error:.3g}")
+            if not error <= tolerance:
+                print(error_map(ours, exact, 10 * tolerance, tile))
             assert error <= tolerance, f"{case.name} at {precision}: relative error {error:.3g} > {tolerance}"
             if case.gemms > 1:  # 16-bit activations between: each element against float64
-                assert_close_to_max(ours, exact, EXACT_RTOL[precision], f"{case.name} {precision}")
+                expected, rtol = exact, EXACT_RTOL[precision]
             else:
-                assert_close_to_max(ours, case.forward(feeds, weights, precision), model_rtol(case.k),
-                                    f"{case.name} {precision} vs the rounding model")
+                expected, rtol = case.forward(feeds, weights, precision), model_rtol(case.k)
+            if not np.all(np.abs(ours - expected) <= rtol * np.max(np.abs(expected))):
+                print(f"{case.name} {precision}: " + error_map(ours, expected, rtol, tile))
+            assert_close_to_max(ours, expected, rtol, f"{case.name} {precision} vs "
+                                f"{'float64' if case.gemms > 1 else 'the rounding model'}")
             errors.append(error)
     return errors
 

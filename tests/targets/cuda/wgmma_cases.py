@@ -107,3 +107,19 @@ def relative_error(actual: np.ndarray, exact: np.ndarray) -> float:
     if not np.all(np.isfinite(actual)):
         return float("inf")
     return float(np.linalg.norm(actual - exact) / max(np.linalg.norm(exact), 1e-300))
+
+
+def error_map(actual: np.ndarray, expected: np.ndarray, rtol: float, tile: int = 128) -> str:
+    """Where `actual` misses `expected` by more than rtol x max |expected|, folded onto one
+    tile of C: a (tile / 8) x (tile / 8) grid of 8 x 8 cells (rows of the tile down, columns
+    across), '#' where some element of that cell in some tile is off, '.' elsewhere. A swizzle
+    or descriptor error shows as a pattern (every other 64-column block, rows 8-15 of each
+    16, ...), a pipeline race as scattered cells."""
+    actual = np.asarray(actual, np.float64).reshape(-1, actual.shape[-1])
+    expected = np.asarray(expected, np.float64).reshape(-1, expected.shape[-1])
+    bad = ~(np.abs(actual - expected) <= rtol * max(float(np.max(np.abs(expected))), 1e-30))
+    rows, cols = np.nonzero(bad)
+    grid = np.zeros((tile // 8, tile // 8), bool)
+    grid[(rows % tile) // 8, (cols % tile) // 8] = True
+    lines = ["".join("#" if cell else "." for cell in row) for row in grid]
+    return f"{bad.sum()} of {bad.size} elements off; by 8 x 8 cell of a {tile}-tile:\n" + "\n".join(lines)
