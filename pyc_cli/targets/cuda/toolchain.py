@@ -21,7 +21,9 @@ DEFAULT_ARCH = "sm_90"
 # architecture-specific CUBINs: sm_90a (Hopper's wgmma and setmaxnreg) where the source uses
 # them; such a CUBIN (and its PTX) runs on that GPU only (compute capability 9.0 exactly)
 SPECIFIC_ARCHS = {"sm_90": "sm_90a"}
-SPECIFIC_MARKER = "wgmma.mma_async"  # cuda/wgmma.cuh.j2's instruction
+# cuda/wgmma.cuh.j2's first line: a line of its own (a model's name, in a comment, cannot
+# start a line of the source with it)
+SPECIFIC_MARKER = "\n#define PYC_SM90A 1\n"
 SOURCE_NAME = "model.cu"
 
 
@@ -68,7 +70,7 @@ def compile_source(source: str, arch: str, templates: dict[int, str] | None = No
                    extra: tuple[str, ...] = ()) -> Compiled:
     """CUBIN and PTX of `source` for `arch`; `templates` maps the first line of each kernel
     to the template that rendered it (for the error's attribution); `extra`: more NVRTC
-    options (ptxas_report's -v), never in a build."""
+    options (resource_usage's -v), never in a build."""
     nvrtc = bindings.nvrtc()
     (program,) = _check(nvrtc, nvrtc.nvrtcCreateProgram(source.encode(), SOURCE_NAME.encode(),
                                                          0, [], []), "nvrtcCreateProgram")
