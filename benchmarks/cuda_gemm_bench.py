@@ -22,6 +22,13 @@ At fp16 the GEMM on 16-bit activations (the arena's, docs/cuda.md: A by cp.async
 2 GEMMs X W W W and X W W (the middle GEMM of the longer chain reads and writes 16-bit
 activations; the first reads the float32 input, the last writes the float32 output):
 `pyc_16bit_activations`, each chain first checked against float64.
+
+On an sm_90 GPU (H100 / H200) the default fp16 build takes the Hopper GEMM (matmul_wgmma.cu.j2)
+for large GEMMs. `--kernels` times both tensor-core GEMMs forced, at fp16, in each of their
+variants (`pyc_by_kernel`: the mma.sync GEMM as chosen by default, the Hopper one per
+tc_wgmma_stages / tc_wgmma_n) and the 16-bit chains with each forced (`pyc_16bit_by_kernel`);
+`--no-mma-variants` skips the tc_tile sweep; `--table` prints a markdown table last (TFLOP/s
+and share of cuBLAS per size and kernel). benchmarks/cuda_wgmma_check.sh runs it so.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,25 +77,42 @@ def relative_error(ours, reference) -> float:  # noqa: ANN001 (torch tensors)
 VARIANTS = ((64, 1), (128, 1), (128, 2))
 
 
-class ForcedVariant:
-    """A tuning database that gives every MatMul the tensor-core GEMM with `params`."""
+# the Hopper GEMM's variants (sm_90, fp16; --kernels): (tc_wgmma_stages, tc_wgmma_n)
+WGMMA_VARIANTS = ((4, 128), (3, 128), (4, 256), (3, 256))
 
-    def __init__(self, **params: int) -> None:
-        self.params = params
+
+class ForcedVariant:
+    """A tuning database that gives every MatMul `candidate` (by default the mma.sync
+    tensor-core GEMM) with `params`."""
+
+    def __init__(self, candidate: str = "cuda_matmul_mma", **params: int) -> None:
+        self.candidate, self.params = candidate, params
 
     def lookup(self, signature):  # noqa: ANN001, ANN201
         from pyc_cli.ir.annotations import KernelChoice
 
-        return KernelChoice("cuda_matmul_mma", dict(self.params)) if signature.op == "MatMul" else None
+        return KernelChoice(self.candidate, dict(self.params)) if signature.op == "MatMul" else None
+
+
+def forced_kernels() -> dict[str, ForcedVariant]:
+    """--kernels: the mma.sync GEMM (its default tile) and each Hopper GEMM variant, by label."""
+    forced = {"mma": ForcedVariant()}
+    for stages, n in WGMMA_VARIANTS:
+        forced[f"wgmma s{stages} n{n}"] = ForcedVariant("cuda_matmul_wgmma", tc_wgmma_stages=stages,
+                                                        tc_wgmma_n=n)
+    return forced
 
 
 def time_pyc(path: Path, work: Path, precision: str, x: np.ndarray, repeat: int,
-             reference, variant: tuple[int, int] | None = None) -> dict[str, object]:  # noqa: ANN001
+             reference, variant: tuple[int, int] | None = None,  # noqa: ANN001
+             tuning: ForcedVariant | None = None) -> dict[str, object]:
     import torch
 
     started = time.perf_counter()
-    tuning = None if variant is None else ForcedVariant(tc_tile=variant[0], tc_min_blocks=variant[1])
-    built = pyc_cli.build(path, work / f"{path.stem}_{precision}_{variant}.pyc", target="cuda",
+    if variant is not None:
+        tuning = ForcedVariant(tc_tile=variant[0], tc_min_blocks=variant[1])
+    label = "" if tuning is None else "_".join([tuning.candidate, *map(str, tuning.params.values())])
+    built = pyc_cli.build(path, work / f"{path.stem}_{precision}_{label}.pyc", target="cuda",
                           precision=precision, force=True, tuning=tuning)  # type: ignore[arg-type]
     build_s = time.perf_counter() - started
     kernel = next(n.ann.kernel for n in built.graph.nodes if n.ann.kernel is not None)
@@ -117,7 +142,8 @@ def time_torch(a, b, repeat: int) -> tuple[float, float, object]:  # noqa: ANN00
     return statistics.median(times), min(times), out
 
 
-def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[str, object]]:
+def bench(n: int, precisions: list[str], repeat: int, work: Path, kernels: bool = False,
+          mma_variants: bool = True) -> list[dict[str, object]]:
     import torch
 
     rng = np.random.default_rng(n)
@@ -133,7 +159,7 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
         torch_ms, torch_min, out = time_torch(a, b, repeat)
         ours = time_pyc(path, work, precision, x, repeat, reference)
         by_variant = {}
-        if precision != "fp32":
+        if precision != "fp32" and mma_variants:
             for variant in VARIANTS:
                 forced = time_pyc(path, work, precision, x, repeat, reference, variant)
                 by_variant[f"tc_tile={variant[0]},tc_min_blocks={variant[1]}"] = {
@@ -149,9 +175,24 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
                "pyc_by_variant": by_variant,
                "correct": all(float(r["rel_error_vs_float64"]) <= TOLERANCE[precision]  # type: ignore[arg-type]
                               for r in (ours, *by_variant.values()))}
+        if precision == "fp16" and kernels:
+            by_kernel = {label: time_pyc(path, work, precision, x, repeat, reference, tuning=forced)
+                         for label, forced in forced_kernels().items()}
+            for timed in by_kernel.values():
+                timed["tflops"] = flop / float(timed["median_ms"]) / 1e9  # type: ignore[arg-type]
+                timed["share_of_cublas"] = torch_ms / float(timed["median_ms"])  # type: ignore[arg-type]
+            row["pyc_by_kernel"] = by_kernel
+            row["correct"] = row["correct"] and all(
+                float(r["rel_error_vs_float64"]) <= TOLERANCE[precision] for r in by_kernel.values())  # type: ignore[arg-type]
         if precision == "fp16":
             row["pyc_16bit_activations"] = chain_difference(work, n, x, w, xt, wt, repeat, torch_ms)
             row["correct"] = row["correct"] and row["pyc_16bit_activations"]["correct"]  # type: ignore[index]
+            if kernels:  # the 16-bit chains with each tensor-core GEMM forced
+                by_kernel = {label: chain_difference(work, n, x, w, xt, wt, repeat, torch_ms, forced)
+                             for label, forced in forced_kernels().items()
+                             if label in ("mma", "wgmma s4 n256")}  # the default chain: the rest
+                row["pyc_16bit_by_kernel"] = by_kernel
+                row["correct"] = row["correct"] and all(c["correct"] for c in by_kernel.values())
         print(json.dumps(row), flush=True)
         rows.append(row)
     (work / f"gemm{n}x1.onnx").unlink()
@@ -159,14 +200,16 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path) -> list[dict[s
 
 
 def chain_difference(work: Path, n: int, x: np.ndarray, w: np.ndarray, xt, wt,  # noqa: ANN001
-                     repeat: int, torch_ms: float) -> dict[str, object]:
+                     repeat: int, torch_ms: float,
+                     tuning: ForcedVariant | None = None) -> dict[str, object]:
     """The fp16 GEMM on 16-bit activations: chains of 3 and 2 GEMMs timed, the difference."""
     chains = {}
     for depth in (3, 2):
         reference = xt.double()
         for _ in range(depth):
             reference = torch_matmul(reference, wt.double())
-        chains[depth] = time_pyc(gemm_model(work, n, w, depth), work, "fp16", x, repeat, reference)
+        chains[depth] = time_pyc(gemm_model(work, n, w, depth), work, "fp16", x, repeat, reference,
+                                 tuning=tuning)
     ms = float(chains[3]["median_ms"]) - float(chains[2]["median_ms"])  # type: ignore[arg-type]
     return {"median_ms": ms, "tflops": 2.0 * n ** 3 / ms / 1e9 if ms > 0 else None,
             "share_of_cublas": torch_ms / ms if ms > 0 else None,
@@ -188,13 +231,19 @@ def main() -> int:
                         choices=sorted(TOLERANCE))
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--kernels", action="store_true",
+                        help="at fp16, time the mma.sync and each Hopper GEMM variant forced")
+    parser.add_argument("--no-mma-variants", action="store_true",
+                        help="skip the mma.sync GEMM's tc_tile / tc_min_blocks sweep")
+    parser.add_argument("--table", action="store_true", help="print a markdown table last")
     args = parser.parse_args()
     import torch
 
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as work:
         for n in args.sizes:
-            rows += bench(n, args.precisions, args.repeat, Path(work))
+            rows += bench(n, args.precisions, args.repeat, Path(work), args.kernels,
+                          not args.no_mma_variants)
     result = {
         "device": torch.cuda.get_device_name(), "torch": torch.__version__,
         "pyc_version": pyc_cli.__version__, "results": rows,
@@ -208,7 +257,40 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "results"}, indent=1))
+    if args.table:
+        print(table(rows, str(result["device"])))
     return 0 if result["all_correct"] else 1
+
+
+def table(rows: list[dict[str, Any]], device: str) -> str:
+    """Markdown: per size and precision, cuBLAS and each PyC GEMM timed, TFLOP/s and share."""
+    lines = [f"GEMM on {device} (kernels alone, median; X float32 rounded in the kernel, "
+             "'16-bit' rows: chains of 3 minus 2 GEMMs on 16-bit activations)", "",
+             "| N^3 | prec | kernel | ms | TFLOP/s | share of cuBLAS | rel err |",
+             "|---|---|---|---|---|---|---|"]
+
+    def line(n: int, precision: str, label: str, ms: float | None, share: float | None,
+             error: float | None) -> None:
+        tflops = f"{2.0 * n ** 3 / ms / 1e9:.0f}" if ms and ms > 0 else "-"
+        lines.append(f"| {n} | {precision} | {label} | {ms:.3f} | {tflops} | "
+                     f"{share:.0%} | {error:.1e} |" if ms and share and error is not None
+                     else f"| {n} | {precision} | {label} | {ms} | {tflops} | - | - |")
+    for row in rows:
+        n, precision, torch_row = row["n"], row["precision"], row["torch"]
+        line(n, precision, "cuBLAS (torch.matmul)", torch_row["median_ms"], 1.0,
+             torch_row["rel_error_vs_float64"])
+        ours = row["pyc"]
+        line(n, precision, f"pyc default ({ours['kernel'].removeprefix('cuda_')})",
+             ours["median_ms"], row["pyc_share_of_cublas"], ours["rel_error_vs_float64"])
+        for label, timed in row.get("pyc_by_kernel", {}).items():
+            line(n, precision, label, timed["median_ms"], timed["share_of_cublas"],
+                 timed["rel_error_vs_float64"])
+        chains = {"default": row.get("pyc_16bit_activations"), **row.get("pyc_16bit_by_kernel", {})}
+        for label, chain in chains.items():
+            if chain:
+                line(n, precision, f"16-bit {label}", chain["median_ms"], chain["share_of_cublas"],
+                     max(float(c["rel_error_vs_float64"]) for c in (chain["chain3"], chain["chain2"])))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -305,9 +305,12 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     if "cuda" in data:
         gpu = data["cuda"]
         precision = data.get("flags", {}).get("precision", "fp32")
-        console.print(escape(f"  gpu: {gpu['arch']} CUBIN; PTX ISA {gpu['ptx_isa']} (JIT on drivers "
-                             f"for CUDA {gpu['ptx_min_driver']} or newer); precision {precision}"),
-                      highlight=False)
+        if gpu.get("cubin_arch"):  # sm_90a: that GPU only, its PTX JITs for no other
+            image = f"{gpu['cubin_arch']} CUBIN (runs on {gpu['arch']} only); PTX ISA {gpu['ptx_isa']}"
+        else:
+            image = (f"{gpu['arch']} CUBIN; PTX ISA {gpu['ptx_isa']} (JIT on drivers for CUDA "
+                     f"{gpu['ptx_min_driver']} or newer)")
+        console.print(escape(f"  gpu: {image}; precision {precision}"), highlight=False)
     else:
         cpu = data["cpu"]
         console.print(escape(f"  cpu: {cpu['arch']} -march={cpu['march']} ({cpu['resolved_march']}); "

@@ -258,11 +258,14 @@ def fallback_targets(manifest: dict[str, Any]) -> list[str]:
 def _cuda_problem(manifest: dict[str, Any]) -> str:
     """The CUDA record names the library (the CUBIN) and a hashed launch plan, for an
     architecture the CUDA target builds for."""
-    from ..targets.cuda.toolchain import SUPPORTED_ARCHS
+    from ..targets.cuda.toolchain import SPECIFIC_ARCHS, SUPPORTED_ARCHS
 
     cuda, files = manifest["cuda"], manifest["files"]
     if cuda["arch"] not in SUPPORTED_ARCHS:
         return f"cuda.arch {_describe(cuda['arch'])} is not one of {', '.join(SUPPORTED_ARCHS)}"
+    if "cubin_arch" in cuda and cuda["cubin_arch"] != SPECIFIC_ARCHS.get(cuda["arch"]):
+        return (f"cuda.cubin_arch {_describe(cuda['cubin_arch'])} is not {cuda['arch']}'s "
+                "architecture-specific variant")
     if cuda["cubin"] != manifest["library"]:
         return "cuda.cubin is not the artifact's library"
     for key in ("launches", "ptx"):

@@ -136,6 +136,12 @@ def choose_image(driver: Driver, device: Any, record: dict[str, Any], where: str
                    attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
     built = record["arch"].removeprefix("sm_")
     built_major, built_minor = int(built[:-1]), int(built[-1])
+    if record.get("cubin_arch"):  # sm_90a (wgmma): that GPU only, and its PTX no other
+        if (major, minor) == (built_major, built_minor):
+            return "cubin"
+        raise PycError("E037", f"the artifact's CUBIN is for {record['cubin_arch']} (Hopper's "
+                       f"wgmma), which runs on sm_{built} only; this GPU is sm_{major}{minor}",
+                       where=where, hint=f"rebuild with `pyc build --target cuda --arch sm_{major}{minor}`")
     if major == built_major and minor >= built_minor:
         return "cubin"
     version = driver("cuDriverGetVersion")  # e.g. 13000 for CUDA 13.0

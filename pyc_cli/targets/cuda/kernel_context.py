@@ -237,6 +237,72 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
+# the Hopper GEMM (matmul_wgmma.cu.j2, sm_90a): 128 x 128 tiles of C on 2 warpgroups, 64-deep
+# slices (one 128-byte swizzled row of 16-bit values), LOOKAHEAD slices copied ahead, so
+# LOOKAHEAD + 2 buffers (one multiplied, one still read by the previous slice's wgmmas)
+WGMMA_BM, WGMMA_BN, WGMMA_BK = 128, 128, 64
+WGMMA_NS = (128, 256)  # the tile's columns (tc_wgmma_n): the wgmma's N, the kernel's BN
+WGMMA_THREADS = 256
+WGMMA_STAGES = 4
+WGMMA_STAGE_RANGE = (3, 4)
+WGMMA_ALIGN = 1024  # the swizzle pattern's blocks are 1024-byte aligned: slack to align to
+# rows of tiles a group of blocks takes column by column (L2 reuse: at 8192^3 a wave of 132
+# blocks in row order would read all of B, 128 MiB at fp16, for every two rows of tiles)
+WGMMA_GROUP_M = 8
+
+
+def wgmma_tiles(p: dict[str, object], bn: int = WGMMA_BN) -> int:
+    """Blocks of the Hopper GEMM for a MatMul's kernel_params (its 128 x `bn` tiles)."""
+    batch = max(1, math.prod(list(p["batch"])))  # type: ignore[call-overload]
+    m, n = int(p["M"]), int(p["N"])  # type: ignore[call-overload]
+    return math.ceil(m / WGMMA_BM) * math.ceil(n / bn) * batch
+
+
+def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The Hopper GEMM (fp16 / bf16 only): the tile is fixed, `tc_wgmma_stages` (3 or 4) sets
+    the buffers; no K split. Operands as in _mma_gemm: `b_half` a converted constant (rows of
+    `ldb`), `a_half` / `b_act_half` activations stored in 16 bits (by cp.async where rows are
+    16-byte aligned), float32 operands rounded as they are staged."""
+    p = call.params
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = max(1, math.prod(dims))
+    m, n, k = int(p["M"]), int(p["N"]), int(p["K"])  # type: ignore[call-overload]
+    if p["precision"] not in ("fp16", "bf16"):
+        raise PycError("E090", f"cuda_matmul_wgmma computes in fp16 or bf16, not {p['precision']}",
+                       where=node.name, hint="report this")
+    conversion = call.converted.get(node.inputs[1])
+    ldb = conversion.columns if conversion else n
+    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined]
+    if conversion:
+        next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    a_half, b_act_half = call.half("X0"), call.half("X1")
+    stages = int(p.get("tc_wgmma_stages", WGMMA_STAGES))  # type: ignore[call-overload]
+    bn = int(p.get("tc_wgmma_n", WGMMA_BN))  # type: ignore[call-overload]
+    if stages not in WGMMA_STAGE_RANGE or bn not in WGMMA_NS:
+        raise PycError("E090", f"cuda_matmul_wgmma takes tc_wgmma_stages in {WGMMA_STAGE_RANGE} "
+                       f"and tc_wgmma_n in {WGMMA_NS}, not {stages} and {bn}", where=node.name,
+                       hint="fix the tuning database entry")
+    bm, bk, threads = WGMMA_BM, WGMMA_BK, WGMMA_THREADS
+    a_bytes, b_bytes = bm * bk * 2, bk * bn * 2
+    slices = math.ceil(k / bk)
+    call.block = (threads, 1, 1)
+    call.grid = (math.ceil(n / bn), math.ceil(m / bm), batch)
+    # no register cap asked for: __launch_bounds__(256, 2) made the 3-stage 128 x 128 kernel
+    # spill (a float32 A's staging); at <= 128 registers two of its blocks (97 KiB) fit anyway
+    call.min_blocks = 1
+    call.shared_bytes = stages * (a_bytes + b_bytes) + WGMMA_ALIGN
+    p.update(BM=bm, BN=bn, BK=bk, WARPS_N=1, MI=1, NI=bn // 8, KSPLIT=1, SLICES_PER=slices,
+             SLICES=slices, TILES=wgmma_tiles(p, bn), threads=threads, ldb=ldb,
+             STAGES=stages, LOOKAHEAD=stages - 2, A_BYTES=a_bytes, STAGE_BYTES=a_bytes + b_bytes,
+             GROUP_M=WGMMA_GROUP_M,
+             b_half=conversion is not None, b_16=conversion is not None or b_act_half,
+             b_batch_strides=b_strides, a_chunks8=bm * bk // 8 // threads,
+             b_chunks=bk * bn // 8 // threads, a_half=a_half, b_act_half=b_act_half,
+             a_async=a_half and k % 8 == 0, b_async=b_act_half and n % 8 == 0,
+             a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
+             batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+
+
 # tensor-core conv tiles by conv_tile: (rows BM = output channels, columns BN = output pixels,
 # warps along M, along N); 32 is the narrow tile of few-pixel maps (ResNet's 7 x 7)
 CONV_MMA_CONFIGS = {128: (128, 128, 2, 4), 64: (64, 64, 2, 2), 32: (64, 32, 2, 2)}
@@ -570,6 +636,7 @@ def _attention_mma(call: CudaCall, graph: Graph, node: Node) -> None:
 LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
+    "matmul_wgmma.cu.j2": _wgmma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
     "conv_direct.cu.j2": _per_element, "conv_mma.cu.j2": _conv_mma,
     "conv_depthwise.cu.j2": _conv_depthwise, "conv_tiled.cu.j2": _conv_tiled,

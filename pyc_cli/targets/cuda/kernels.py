@@ -129,6 +129,41 @@ def matmul_mma(precision: str) -> KernelCandidate:
                            params=_mma_params(precision), takes_epilogue=True)
 
 
+# the Hopper GEMM (wgmma, sm_90a) over mma.sync from this many of its 128 x 128 tiles (a
+# 132-multiprocessor H100 / H200 holds one a multiprocessor: fewer leave it idle where the
+# mma.sync GEMM's 64-tiles and K split fill it) and this depth; a first guess, to be measured
+# (benchmarks/cuda_gemm_bench.py times both at 1024^3, 4096^3 and 8192^3)
+WGMMA_MIN_TILES = 128
+WGMMA_MIN_K = 256
+WGMMA_ARCHS = ("sm_90",)  # compiled for sm_90a (toolchain.compile_arch)
+WGMMA_TUNABLES = (Tunable("tc_wgmma_stages", (4, 3), "shared-memory slices of the Hopper GEMM "
+                          "(4: two copied ahead while one is multiplied and one still read by "
+                          "the previous wgmmas, 129 KiB with 128-column tiles, one block a "
+                          "multiprocessor; 3: one ahead, 97 KiB, two blocks where registers allow)"),
+                  Tunable("tc_wgmma_n", (128, 256), "columns of C per block of the Hopper GEMM "
+                          "(128 x 128 or 128 x 256 tiles: 64 or 128 accumulators a thread)"))
+
+
+def _wgmma_scale(node: Node, graph: Graph) -> float:
+    """Cheaper than the mma.sync GEMM where its tiles fill the GPU and K is deep; dearer below
+    (a tuning database may still name it there)."""
+    from ...ops import registry
+    from .kernel_context import wgmma_tiles
+
+    params = registry.get("MatMul").kernel_params(node, graph)
+    big = wgmma_tiles(params) >= WGMMA_MIN_TILES and int(params["K"]) >= WGMMA_MIN_K  # type: ignore[call-overload]
+    return 0.5 if big else 4.0
+
+
+def matmul_wgmma(precision: str) -> KernelCandidate:
+    """The Hopper GEMM at fp16 / bf16 (wgmma from 128-byte swizzled shared memory, cp.async
+    pipeline of 3-4 slices), on sm_90 builds only; the fused epilogues of the mma.sync GEMM."""
+    return KernelCandidate("cuda_matmul_wgmma", "matmul_wgmma.cu.j2", _mma_applies,
+                           cost_factor=0.25, cost_scale=_wgmma_scale, stores_once=True,
+                           tunables=WGMMA_TUNABLES, params=_mma_params(precision),
+                           takes_epilogue=True)
+
+
 def _conv_params(node: Node, graph: Graph) -> dict[str, object]:
     from ...ops import registry
 
@@ -344,7 +379,7 @@ HALF_READERS = frozenset({
     "cuda_pool", "cuda_softmax_block", "cuda_layernorm_block", "cuda_reduce_block",
     "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
     "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
-    "cuda_conv_mma"})
+    "cuda_conv_mma", "cuda_matmul_wgmma"})
 # ... and write their output 0 in 16 bits (half_writes); other outputs (LayerNormalization's
 # Mean and InvStdDev) stay float32 statistics
 HALF_WRITERS = HALF_READERS
@@ -367,14 +402,17 @@ def half_writes(candidate: str) -> tuple[int, ...]:
     return (0,) if candidate in HALF_WRITERS else ()
 
 
-def cuda_kernels(precision: str) -> dict[str, tuple[KernelCandidate, ...]]:
-    """The candidate table of a build at `precision`: fp32 is CUDA_KERNELS; a reduced precision
-    adds the tensor-core GEMM to MatMul and the tensor-core conv to Conv, fp16 / bf16 the
-    tensor-core attention to pyc.Attention (the other ops compute in float32 still)."""
+def cuda_kernels(precision: str, arch: str = "") -> dict[str, tuple[KernelCandidate, ...]]:
+    """The candidate table of a build at `precision` for `arch`: fp32 is CUDA_KERNELS; a reduced
+    precision adds the tensor-core GEMM to MatMul and the tensor-core conv to Conv, fp16 / bf16
+    the tensor-core attention to pyc.Attention (the other ops compute in float32 still), and
+    on sm_90 the Hopper GEMM to MatMul too."""
     if precision == "fp32":
         return CUDA_KERNELS
     table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision)),
              "Conv": (*CUDA_KERNELS["Conv"], conv_mma(precision))}
     if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
         table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
+        if arch in WGMMA_ARCHS:
+            table["MatMul"] = (*table["MatMul"], matmul_wgmma(precision))
     return table

@@ -24,7 +24,7 @@ from ..cpu.target import PointerTable
 from ..kernel import shared_definitions
 from . import toolchain
 from .kernel_context import SPACES, Argument, CudaCall, Launch, cuda_call
-from .kernels import CUDA_KERNELS, PRECISIONS, cuda_kernels
+from .kernels import CUDA_KERNELS, PRECISIONS, WGMMA_ARCHS, cuda_kernels
 from .storage import NAME, store_16bit
 
 SOURCE = "model.cu"
@@ -36,7 +36,11 @@ LAUNCH_FORMAT = 1
 # zeroed at load (launches.json's status_bytes, where there are any)
 STATUS_WORD_BYTES = 4
 MMA_KERNEL = "cuda_matmul_mma"
+WGMMA_KERNEL = "cuda_matmul_wgmma"
 CONV_MMA_KERNEL = "cuda_conv_mma"
+# how a kernel reads a constant input 1 stored in 16 bits: both GEMMs as rows padded to 8
+# columns (one layout: a B both read is stored once), the conv as a flat [OC, C*KH*KW]
+B_READS = {MMA_KERNEL: MMA_KERNEL, WGMMA_KERNEL: MMA_KERNEL, CONV_MMA_KERNEL: CONV_MMA_KERNEL}
 # what each reduced precision changes (the decision log's "precision" entry; docs/cuda.md)
 PRECISION_NOTES = {
     "tf32": "MatMuls of more than 8 rows and convolutions of one group run on tensor cores "
@@ -60,6 +64,10 @@ PRECISION_NOTES = {
             "and outputs stay float32",
 }
 HALF_STORAGE = {"fp16": "float16", "bf16": "bfloat16"}
+# ... and on sm_90, what the Hopper GEMM changes
+WGMMA_NOTE = ("; on sm_90 the large MatMuls (128 or more tiles of 128 x 128, K of 256 or "
+              "more) run on Hopper's wgmma instead (same rounding, float32 accumulation), and "
+              "the CUBIN is then compiled for sm_90a (it runs on sm_90 only)")
 
 
 @dataclass
@@ -107,7 +115,7 @@ class CudaTarget(Target):
             raise PycError("E050", f"--precision {precision!r} is not a precision the CUDA target "
                            "computes in", where="--precision", hint=f"use one of {', '.join(PRECISIONS)}")
         self.precision = precision
-        self.kernels = cuda_kernels(precision)
+        self.kernels = cuda_kernels(precision, self.arch)
         self._record: dict[str, Any] = {}
 
     def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
@@ -116,6 +124,8 @@ class CudaTarget(Target):
 
     def precision_note(self) -> str | None:
         note = PRECISION_NOTES.get(self.precision)
+        if note and self.precision in HALF_STORAGE and self.arch in WGMMA_ARCHS:
+            note += WGMMA_NOTE
         return f"--precision {self.precision}: {note}" if note else None
 
     def constant_conversions(self, graph: Graph) -> dict[str, Conversion]:
@@ -132,8 +142,7 @@ class CudaTarget(Target):
             for index, value in enumerate(node.inputs):
                 if value and value in graph.constants:
                     name = chosen.name if chosen is not None and index == 1 else ""
-                    readers.setdefault(value, set()).add(
-                        name if name in (MMA_KERNEL, CONV_MMA_KERNEL) else "float32")
+                    readers.setdefault(value, set()).add(B_READS.get(name, "float32"))
         conversions = {}
         for name, kinds in sorted(readers.items()):
             ttype = graph.types[name]
@@ -192,10 +201,11 @@ class CudaTarget(Target):
 
     def compile(self, src_dir: Path, out_dir: Path, name: str) -> dict[str, Any]:
         source = (src_dir / SOURCE).read_text()
-        compiled = toolchain.compile_source(source, self.arch, kernel_templates(source))
+        built = toolchain.compile_arch(self.arch, source)  # sm_90a where a wgmma GEMM runs
+        compiled = toolchain.compile_source(source, built, kernel_templates(source))
         (out_dir / CUBIN).write_bytes(compiled.cubin)
         (out_dir / PTX).write_text(compiled.ptx)
-        self._record = toolchain.record(self.arch, compiled.ptx)
+        self._record = toolchain.record(self.arch, compiled.ptx, built)
         return self.toolchain()
 
     def toolchain(self) -> dict[str, Any]:
@@ -208,7 +218,9 @@ class CudaTarget(Target):
 
     def device_record(self) -> dict[str, Any]:
         """The manifest's `cuda` record: what the loader checks before it loads the CUBIN."""
-        return {"arch": self.arch, "cubin": CUBIN, "ptx": PTX, "launches": f"src/{LAUNCHES}",
+        specific = self._record.get("cubin_arch")  # sm_90a: runs on compute capability 9.0 only
+        return {"arch": self.arch, **({"cubin_arch": specific} if specific else {}),
+                "cubin": CUBIN, "ptx": PTX, "launches": f"src/{LAUNCHES}",
                 "ptx_isa": self._record.get("ptx_isa", ""),
                 "ptx_min_driver": self._record.get("ptx_min_driver", "")}
 

@@ -18,6 +18,12 @@ from . import bindings
 OPTIONS = ("--std=c++17", "-default-device", "--fmad=true")
 SUPPORTED_ARCHS = ("sm_80", "sm_86", "sm_87", "sm_89", "sm_90")
 DEFAULT_ARCH = "sm_90"
+# architecture-specific CUBINs: sm_90a (Hopper's wgmma and setmaxnreg) where the source uses
+# them; such a CUBIN (and its PTX) runs on that GPU only (compute capability 9.0 exactly)
+SPECIFIC_ARCHS = {"sm_90": "sm_90a"}
+# cuda/wgmma.cuh.j2's first line: a line of its own (a model's name, in a comment, cannot
+# start a line of the source with it)
+SPECIFIC_MARKER = "\n#define PYC_SM90A 1\n"
 SOURCE_NAME = "model.cu"
 
 
@@ -33,6 +39,12 @@ def check_arch(arch: str) -> str:
         raise PycError("E050", f"--arch {arch!r} is not a GPU architecture the CUDA target builds for",
                        where="--arch", hint=f"use one of {', '.join(SUPPORTED_ARCHS)} (sm_90: Hopper)")
     return arch
+
+
+def compile_arch(arch: str, source: str) -> str:
+    """The architecture NVRTC compiles `source` for: `arch`, or its architecture-specific
+    variant (sm_90a) where the source holds instructions only that has."""
+    return SPECIFIC_ARCHS.get(arch, arch) if SPECIFIC_MARKER in source else arch
 
 
 def options(arch: str) -> list[str]:
@@ -54,14 +66,16 @@ def _check(nvrtc: object, result: tuple, call: str) -> tuple:
     return result[1:]
 
 
-def compile_source(source: str, arch: str, templates: dict[int, str] | None = None) -> Compiled:
+def compile_source(source: str, arch: str, templates: dict[int, str] | None = None,
+                   extra: tuple[str, ...] = ()) -> Compiled:
     """CUBIN and PTX of `source` for `arch`; `templates` maps the first line of each kernel
-    to the template that rendered it (for the error's attribution)."""
+    to the template that rendered it (for the error's attribution); `extra`: more NVRTC
+    options (resource_usage's -v), never in a build."""
     nvrtc = bindings.nvrtc()
     (program,) = _check(nvrtc, nvrtc.nvrtcCreateProgram(source.encode(), SOURCE_NAME.encode(),
                                                          0, [], []), "nvrtcCreateProgram")
     try:
-        opts = [o.encode() for o in options(arch)]
+        opts = [o.encode() for o in (*options(arch), *extra)]
         (status,) = nvrtc.nvrtcCompileProgram(program, len(opts), opts)
         log = _log(nvrtc, program)
         if int(status) != 0:
@@ -78,6 +92,32 @@ def compile_source(source: str, arch: str, templates: dict[int, str] | None = No
     finally:
         nvrtc.nvrtcDestroyProgram(program)
     return Compiled(cubin, ptx.rstrip(b"\x00").decode(), log)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One kernel's resources as ptxas reports them."""
+
+    kernel: str
+    registers: int
+    stack_bytes: int
+    spill_store_bytes: int
+    spill_load_bytes: int
+
+
+def resource_usage(source: str, arch: str) -> list[Usage]:
+    """Each kernel's registers, stack frame and spills (ptxas -v through NVRTC): what the GPU
+    would run, read without one."""
+    log = compile_source(source, arch, extra=("--ptxas-options=-v",)).log
+    found = []
+    for block in re.split(r"Compiling entry function '", log)[1:]:
+        name = block.split("'", 1)[0]
+        frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                          r"(\d+) bytes spill loads", block)
+        regs = re.search(r"Used (\d+) registers", block)
+        stack, stores, loads = (int(x) for x in frame.groups()) if frame else (0, 0, 0)
+        found.append(Usage(name, int(regs.group(1)) if regs else 0, stack, stores, loads))
+    return found
 
 
 def _log(nvrtc: object, program: object) -> str:
@@ -114,9 +154,12 @@ def ptx_min_driver(isa: str) -> str:
     return f"{major + 4}.{minor}" if major >= 8 else "11.0"
 
 
-def record(arch: str, ptx: str) -> dict[str, object]:
-    """The manifest's toolchain record."""
+def record(arch: str, ptx: str, cubin_arch: str = "") -> dict[str, object]:
+    """The manifest's toolchain record; `cubin_arch`: what NVRTC compiled for where that is
+    not `arch` (sm_90a), recorded then (with its flags) and absent otherwise."""
     isa = ptx_isa(ptx)
+    built = cubin_arch or arch
     return {"compiler": "nvrtc", "compiler_family": "nvrtc", "compiler_version": f"NVRTC {version()}",
-            "nvrtc_version": version(), "flags": options(arch), "arch": arch, "ptx_isa": isa,
+            "nvrtc_version": version(), "flags": options(built), "arch": arch,
+            **({"cubin_arch": built} if built != arch else {}), "ptx_isa": isa,
             "ptx_min_driver": ptx_min_driver(isa) if isa else ""}
