@@ -614,8 +614,11 @@ def _attention_blocks(isa: str, T: int, E: int) -> Params:
     vectors = E // lanes_
     np_ = max(1, min(nq, vectors))
     chunks = [(c * lanes_, min(np_, vectors - c)) for c in range(0, vectors, np_)]
+    # PV keeps 3/4 of the accumulators QK^T does: with 16 (8 x 2 vectors) GCC 12 spilled one
+    # to the stack in the reduction loop (the softmax's exp constants stay in registers)
     rp = max(1, min(8, (accumulators * 3 // 4) // np_))
-    return {"g": g, "TB": tb, "NQ": nq, "pv_chunks": chunks, "pv_tail": vectors * lanes_,
+    return {"g": g, "TB": tb, "NQ": nq,
+            "pv_chunks": chunks, "pv_tail": vectors * lanes_,
             "pv_rows": sorted({rp, min(rp, 4), 1}, reverse=True),
             "rows_per_task": max(1, min(16, ATTENTION_STACK_FLOATS // (tb + E)))}
 
