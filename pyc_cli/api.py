@@ -477,10 +477,11 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
             shared = _share_weights(staging, bucket.directory(), manifest)
         arena = bucket_ctx.artifacts["memory_plan"].arena_bytes
         speedup, changed = predicted_speedup(generic_graph, graph, backend.kernels)
-        ctx.log("build", [], "shape_bucket", f"{bucket.reason}; {speedup_note(speedup, changed)}",
-                bucket=bucket.id, arena_bytes=arena, generic_arena_bytes=generic_arena,
-                shared_weights=shared, predicted_speedup=round(speedup, 3))
-        entries.append({**bucket.to_json(), "arena_bytes": arena,
+        reason = f"{bucket.reason}; {speedup_note(speedup, changed)}"
+        ctx.log("build", [], "shape_bucket", reason, bucket=bucket.id, arena_bytes=arena,
+                generic_arena_bytes=generic_arena, shared_weights=shared,
+                predicted_speedup=round(speedup, 3))
+        entries.append({**bucket.to_json(), "reason": reason, "arena_bytes": arena,
                         "predicted_speedup": round(speedup, 3), "kernels_changed": len(changed),
                         "compiled_nodes": len(graph.nodes), "shared_weights": shared})
         notes.append(f"shape bucket {bucket.id}: {bucket.reason.split(':')[0]}; "

@@ -95,6 +95,9 @@ def test_each_bucket_says_whether_its_kernels_beat_the_generic_plans(
     assert by_id["b0"]["kernels_changed"] > 0
     assert by_id["b0"]["predicted_speedup"] == logged["b0"]["predicted_speedup"] > 0
     assert "choose other kernels than the generic plan" in logged["b0"]["reason"]
+    # `pyc explain` prints the manifest's reasons: the same words
+    assert [b["reason"] for b in manifest["buckets"]] == [logged["b0"]["reason"],
+                                                          logged["b1"]["reason"]]
 
 
 def test_buckets_share_the_generic_weights_verified_by_hash(built: tuple[Path, Path]) -> None:
