@@ -49,7 +49,9 @@ from .buckets import (
     dim_bounds,
     dispatch_order,
     parse_bucket_count,
+    predicted_speedup,
     read_sample,
+    speedup_note,
 )
 from .errors import PycError, PycWarning
 from .frontend.onnx_import import import_model
@@ -395,8 +397,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
                            flags, slim, steps, buckets)
             if buckets:
-                notes += _write_buckets(staging, model_path, buckets, left_out, ctx, backends[0],
-                                        cpu_records[0], flags, tunings[0], steps,
+                notes += _write_buckets(staging, model_path, buckets, left_out, (graph, ctx),
+                                        backends[0], cpu_records[0], flags, tunings[0], steps,
                                         compile_budget, started)
             if key is not None:  # the finished artifact, before it replaces `out`
                 with steps.step("keep in the build cache"):
@@ -446,13 +448,15 @@ def _bucket_room(buckets: list[Bucket], ctx: PassContext, compile_budget: float 
 
 
 def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_out: list[str],
-                   ctx: PassContext, backend: Target, cpu_record: dict[str, Any],
+                   generic: tuple[Graph, PassContext], backend: Target, cpu_record: dict[str, Any],
                    flags: dict[str, Any], tuning: TuningDatabase | None, steps: BuildSteps,
                    compile_budget: float | None, started: float) -> list[str]:
     """Each bucket's build in staging/buckets/ID/, written after the generic one; the
     decisions (why each bucket exists, what was left out or dropped by the compile budget) are
     appended to the generic decision log, and the top manifest lists the buckets and hashes
-    their files. Returns the build's notes about them."""
+    their files; each bucket's log line says whether its plan's kernels differ from the generic
+    plan's, with the cost model's predicted speedup. Returns the build's notes about them."""
+    generic_graph, ctx = generic
     first = len(ctx.decisions)
     for line in left_out:
         ctx.log("build", [], "shape_bucket_left_out", line)
@@ -472,9 +476,13 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
                             backend, own, cpu_record, False, steps, borrows_weights=True)
             shared = _share_weights(staging, bucket.directory(), manifest)
         arena = bucket_ctx.artifacts["memory_plan"].arena_bytes
-        ctx.log("build", [], "shape_bucket", bucket.reason, bucket=bucket.id,
-                arena_bytes=arena, generic_arena_bytes=generic_arena, shared_weights=shared)
-        entries.append({**bucket.to_json(), "arena_bytes": arena,
+        speedup, changed = predicted_speedup(generic_graph, graph, backend.kernels)
+        reason = f"{bucket.reason}; {speedup_note(speedup, changed)}"
+        ctx.log("build", [], "shape_bucket", reason, bucket=bucket.id, arena_bytes=arena,
+                generic_arena_bytes=generic_arena, shared_weights=shared,
+                predicted_speedup=round(speedup, 3))
+        entries.append({**bucket.to_json(), "reason": reason, "arena_bytes": arena,
+                        "predicted_speedup": round(speedup, 3), "kernels_changed": len(changed),
                         "compiled_nodes": len(graph.nodes), "shared_weights": shared})
         notes.append(f"shape bucket {bucket.id}: {bucket.reason.split(':')[0]}; "
                      f"{'a static' if bucket.exact else 'a symbolic'} plan, arena {arena} B "

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PycError
+from .ir.graph import Graph
 from .ir.symbolic import Dim, check_within
 from .runtime.buckets import Box, box_volume, dispatch_order
 
@@ -309,6 +310,41 @@ def _assign(chosen: list[Box], order: list[tuple[Point, int]],
         lines = lines[:12] + [f"{len(lines) - 12} more shapes ({rest} of {total} requests), in "
                               "no bucket; run the generic plan"]
     return buckets, lines
+
+
+def predicted_speedup(generic: Graph, plan: Graph,
+                      kernels: Mapping[str, Sequence[Any]]) -> tuple[float, list[str]]:
+    """The cost model's estimate of how much faster a bucket's plan runs its box's largest
+    request than the generic plan would: each of the plan's nodes costed with its own kernel
+    and with the kernel the generic plan chose for the node of that name (both at the plan's
+    shapes; a node the generic plan has not, or whose kernel the generic plan also chose,
+    costs the same); and the nodes whose kernels differ (`node: plan's <- generic's`)."""
+    theirs = {n.name: n.ann.kernel_name for n in generic.nodes if n.ann.kernel is not None}
+    ours = total = 0.0
+    changed: list[str] = []
+    for node in plan.nodes:
+        if node.ann.kernel is None or node.ann.kernel.is_alias:
+            continue
+        table = {c.name: c for c in kernels.get(node.op, ())}
+        own = table[node.ann.kernel_name].cost(node, plan)
+        other = table.get(theirs.get(node.name, ""))
+        ours += own
+        total += own if other is None or other.name == node.ann.kernel_name \
+            else other.cost(node, plan)
+        if other is not None and other.name != node.ann.kernel_name:
+            changed.append(f"{node.name}: {node.ann.kernel_name} <- {other.name}")
+    return (total / ours if ours else 1.0), changed
+
+
+def speedup_note(speedup: float, changed: list[str]) -> str:
+    """The decision log's words for predicted_speedup's result."""
+    if not changed:
+        return ("the same kernels as the generic plan (the cost model predicts 1.00x): the "
+                "box buys its arena, not speed")
+    shown = "; ".join(changed[:4]) + (f"; {len(changed) - 4} more" if len(changed) > 4 else "")
+    return (f"{len(changed)} nodes choose other kernels than the generic plan ({shown}): the "
+            f"cost model predicts {speedup:.2f}x the generic plan's speed at the box's largest "
+            "request")
 
 
 def _describe_box(box: Box) -> str:

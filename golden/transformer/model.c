@@ -570,158 +570,227 @@ static int k8_transpose(const float* restrict X0, float* restrict Y) {
 
 /* steps 9, 22: pyc.Attention -> attention_rows */
 static int k9_attention(const float* restrict X0, const float* restrict X1, const float* restrict X2, const float* restrict E0, float* restrict Y) {
-  for (int64_t task = 0; task < 8; ++task) {
-    const int64_t bi = task / 1, first = task % 1 * 16;
-    const int64_t rows = 16 - first < 16 ? 16 - first : 16;
-    const int64_t b0 = bi / 4 % 2;
+  const int64_t queries = 16, keys = 16;
+  const int64_t blocks = (queries + 15) / 16;
+  const int64_t tasks = 8 * blocks;
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t bi = task / blocks, first = task % blocks * 16;
+    const int64_t rows = queries - first < 16 ? queries - first : 16;
+    const int64_t b0 = bi / (4) % (2);
     (void)b0;
-    const int64_t b1 = bi / 1 % 4;
+    const int64_t b1 = bi / (1) % (4);
     (void)b1;
-    const float* restrict q = X0 + (bi * 16 + first) * 16;
-    const float* restrict kt = X1 + bi * 256;
-    const float* restrict v = X2 + bi * 256;
-    float* restrict y = Y + (bi * 16 + first) * 16;
-    float scores[256];
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
-    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= rows; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = q + i0 * 16;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = kt + kk * 16 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
+    const float* restrict q = X0 + (bi * queries + first) * 16;
+    const float* restrict kt = X1 + bi * 16 * keys;
+    const float* restrict v = X2 + bi * keys * 16;
+    float* restrict y = Y + (bi * queries + first) * 16;
+    /* sc: the block's scores, then its exp(score - m); o: the unnormalised output rows */
+    float sc[256] __attribute__((aligned(64)));
+    float o[256] __attribute__((aligned(64)));
+    float m[16], l[16];
+    for (int64_t r = 0; r < 16; ++r) { m[r] = -INFINITY; l[r] = 0; }
+    memset(o, 0, sizeof o);
+    for (int64_t k0 = 0; k0 < keys; k0 += 16) {
+      const int64_t kn = keys - k0 < 16 ? keys - k0 : 16;
+      int64_t i0 = 0;
+      for (; i0 + 4 <= rows; i0 += 4)
+      {
+        int64_t jj = 0;
+        for (; jj + 16 <= kn; jj += 16)
+        {
+          __m256 c0_0, c0_1;
+          c0_0 = _mm256_setzero_ps(); c0_1 = _mm256_setzero_ps(); 
+          __m256 c1_0, c1_1;
+          c1_0 = _mm256_setzero_ps(); c1_1 = _mm256_setzero_ps(); 
+          __m256 c2_0, c2_1;
+          c2_0 = _mm256_setzero_ps(); c2_1 = _mm256_setzero_ps(); 
+          __m256 c3_0, c3_1;
+          c3_0 = _mm256_setzero_ps(); c3_1 = _mm256_setzero_ps(); 
+          const float* restrict kc = kt + k0 + jj;
+          const float* restrict qr = q + i0 * 16;
+          for (int64_t d = 0; d < 16; ++d) {
+            const __m256 b0 = _mm256_loadu_ps(kc + d * keys + 0);
+            const __m256 b1 = _mm256_loadu_ps(kc + d * keys + 8);
+            const __m256 a0 = _mm256_set1_ps(qr[0 + d]);
+            c0_0 = _mm256_fmadd_ps(a0, b0, c0_0);
+            c0_1 = _mm256_fmadd_ps(a0, b1, c0_1);
+            const __m256 a1 = _mm256_set1_ps(qr[16 + d]);
+            c1_0 = _mm256_fmadd_ps(a1, b0, c1_0);
+            c1_1 = _mm256_fmadd_ps(a1, b1, c1_1);
+            const __m256 a2 = _mm256_set1_ps(qr[32 + d]);
+            c2_0 = _mm256_fmadd_ps(a2, b0, c2_0);
+            c2_1 = _mm256_fmadd_ps(a2, b1, c2_1);
+            const __m256 a3 = _mm256_set1_ps(qr[48 + d]);
+            c3_0 = _mm256_fmadd_ps(a3, b0, c3_0);
+            c3_1 = _mm256_fmadd_ps(a3, b1, c3_1);
+          }
+          _mm256_storeu_ps(sc + (i0 + 0) * 16 + jj + 0, c0_0);
+          _mm256_storeu_ps(sc + (i0 + 0) * 16 + jj + 8, c0_1);
+          _mm256_storeu_ps(sc + (i0 + 1) * 16 + jj + 0, c1_0);
+          _mm256_storeu_ps(sc + (i0 + 1) * 16 + jj + 8, c1_1);
+          _mm256_storeu_ps(sc + (i0 + 2) * 16 + jj + 0, c2_0);
+          _mm256_storeu_ps(sc + (i0 + 2) * 16 + jj + 8, c2_1);
+          _mm256_storeu_ps(sc + (i0 + 3) * 16 + jj + 0, c3_0);
+          _mm256_storeu_ps(sc + (i0 + 3) * 16 + jj + 8, c3_1);
         }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = kt + kk * 16 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
+        for (; jj + 8 <= kn; jj += 8)
+        {
+          __m256 c0_0;
+          c0_0 = _mm256_setzero_ps(); 
+          __m256 c1_0;
+          c1_0 = _mm256_setzero_ps(); 
+          __m256 c2_0;
+          c2_0 = _mm256_setzero_ps(); 
+          __m256 c3_0;
+          c3_0 = _mm256_setzero_ps(); 
+          const float* restrict kc = kt + k0 + jj;
+          const float* restrict qr = q + i0 * 16;
+          for (int64_t d = 0; d < 16; ++d) {
+            const __m256 b0 = _mm256_loadu_ps(kc + d * keys + 0);
+            const __m256 a0 = _mm256_set1_ps(qr[0 + d]);
+            c0_0 = _mm256_fmadd_ps(a0, b0, c0_0);
+            const __m256 a1 = _mm256_set1_ps(qr[16 + d]);
+            c1_0 = _mm256_fmadd_ps(a1, b0, c1_0);
+            const __m256 a2 = _mm256_set1_ps(qr[32 + d]);
+            c2_0 = _mm256_fmadd_ps(a2, b0, c2_0);
+            const __m256 a3 = _mm256_set1_ps(qr[48 + d]);
+            c3_0 = _mm256_fmadd_ps(a3, b0, c3_0);
+          }
+          _mm256_storeu_ps(sc + (i0 + 0) * 16 + jj + 0, c0_0);
+          _mm256_storeu_ps(sc + (i0 + 1) * 16 + jj + 0, c1_0);
+          _mm256_storeu_ps(sc + (i0 + 2) * 16 + jj + 0, c2_0);
+          _mm256_storeu_ps(sc + (i0 + 3) * 16 + jj + 0, c3_0);
+        }
+        for (; jj < kn; ++jj) {
+          for (int64_t r = 0; r < 4; ++r) {
+            float dot = 0;
+            for (int64_t d = 0; d < 16; ++d)
+              dot += q[(i0 + r) * 16 + d] * kt[d * keys + k0 + jj];
+            sc[(i0 + r) * 16 + jj] = dot;
           }
         }
       }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          const int64_t i = first + row, j = col;
-          const float acc = value;
+      for (; i0 < rows; ++i0)
+      {
+        int64_t jj = 0;
+        for (; jj + 16 <= kn; jj += 16)
+        {
+          __m256 c0_0, c0_1;
+          c0_0 = _mm256_setzero_ps(); c0_1 = _mm256_setzero_ps(); 
+          const float* restrict kc = kt + k0 + jj;
+          const float* restrict qr = q + i0 * 16;
+          for (int64_t d = 0; d < 16; ++d) {
+            const __m256 b0 = _mm256_loadu_ps(kc + d * keys + 0);
+            const __m256 b1 = _mm256_loadu_ps(kc + d * keys + 8);
+            const __m256 a0 = _mm256_set1_ps(qr[0 + d]);
+            c0_0 = _mm256_fmadd_ps(a0, b0, c0_0);
+            c0_1 = _mm256_fmadd_ps(a0, b1, c0_1);
+          }
+          _mm256_storeu_ps(sc + (i0 + 0) * 16 + jj + 0, c0_0);
+          _mm256_storeu_ps(sc + (i0 + 0) * 16 + jj + 8, c0_1);
+        }
+        for (; jj + 8 <= kn; jj += 8)
+        {
+          __m256 c0_0;
+          c0_0 = _mm256_setzero_ps(); 
+          const float* restrict kc = kt + k0 + jj;
+          const float* restrict qr = q + i0 * 16;
+          for (int64_t d = 0; d < 16; ++d) {
+            const __m256 b0 = _mm256_loadu_ps(kc + d * keys + 0);
+            const __m256 a0 = _mm256_set1_ps(qr[0 + d]);
+            c0_0 = _mm256_fmadd_ps(a0, b0, c0_0);
+          }
+          _mm256_storeu_ps(sc + (i0 + 0) * 16 + jj + 0, c0_0);
+        }
+        for (; jj < kn; ++jj) {
+          for (int64_t r = 0; r < 1; ++r) {
+            float dot = 0;
+            for (int64_t d = 0; d < 16; ++d)
+              dot += q[(i0 + r) * 16 + d] * kt[d * keys + k0 + jj];
+            sc[(i0 + r) * 16 + jj] = dot;
+          }
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        /* the score program (scale, mask), then the online softmax: c/row_math.j2's vector
+           max and sum, c/vector_math.j2's exponential of s - ref <= 0; ref is 0 while every
+           score so far is -inf, so no -inf - -inf */
+        float* restrict s = sc + r * 16;
+        for (int64_t jj = 0; jj < kn; ++jj) {
+          const int64_t i = first + r, j = k0 + jj;
+          const float acc = s[jj];
           (void)i; (void)j;
       const float t0 = (acc / 4.0f);
       const float in0_v = E0[b0*16 + j];
       const float t1 = in0_v;
       const float t2 = (t0 + t1);
-          scores[row * 16 + j] = t2;
+          s[jj] = t2;
+        }
+        const float bm = pyc_row_maxf(s, kn);
+        const float mn = bm > m[r] ? bm : m[r];
+        const float ref = mn == -INFINITY ? 0.0f : mn;
+        for (int64_t jj = 0; jj < kn; ++jj) s[jj] = pyc_expf_ftz(s[jj] - ref);
+        const float alpha = pyc_expf_ftz(m[r] - ref);
+        l[r] = l[r] * alpha + pyc_row_sumf(s, kn);
+        m[r] = mn;
+        if (k0 > 0 && alpha != 1.0f)
+          for (int64_t e = 0; e < 16; ++e) o[r * 16 + e] *= alpha;
+      }
+      i0 = 0;
+      for (; i0 + 3 <= rows; i0 += 3)
+      {
+        {
+          __m256 c0_0, c0_1;
+          c0_0 = _mm256_loadu_ps(o + (i0 + 0) * 16 + 0); c0_1 = _mm256_loadu_ps(o + (i0 + 0) * 16 + 8); 
+          __m256 c1_0, c1_1;
+          c1_0 = _mm256_loadu_ps(o + (i0 + 1) * 16 + 0); c1_1 = _mm256_loadu_ps(o + (i0 + 1) * 16 + 8); 
+          __m256 c2_0, c2_1;
+          c2_0 = _mm256_loadu_ps(o + (i0 + 2) * 16 + 0); c2_1 = _mm256_loadu_ps(o + (i0 + 2) * 16 + 8); 
+          const float* restrict vc = v + k0 * 16 + 0;
+          const float* restrict pr = sc + i0 * 16;
+          for (int64_t jj = 0; jj < kn; ++jj) {
+            const __m256 b0 = _mm256_loadu_ps(vc + jj * 16 + 0);
+            const __m256 b1 = _mm256_loadu_ps(vc + jj * 16 + 8);
+            const __m256 a0 = _mm256_set1_ps(pr[0 + jj]);
+            c0_0 = _mm256_fmadd_ps(a0, b0, c0_0);
+            c0_1 = _mm256_fmadd_ps(a0, b1, c0_1);
+            const __m256 a1 = _mm256_set1_ps(pr[16 + jj]);
+            c1_0 = _mm256_fmadd_ps(a1, b0, c1_0);
+            c1_1 = _mm256_fmadd_ps(a1, b1, c1_1);
+            const __m256 a2 = _mm256_set1_ps(pr[32 + jj]);
+            c2_0 = _mm256_fmadd_ps(a2, b0, c2_0);
+            c2_1 = _mm256_fmadd_ps(a2, b1, c2_1);
+          }
+          _mm256_storeu_ps(o + (i0 + 0) * 16 + 0, c0_0);
+          _mm256_storeu_ps(o + (i0 + 0) * 16 + 8, c0_1);
+          _mm256_storeu_ps(o + (i0 + 1) * 16 + 0, c1_0);
+          _mm256_storeu_ps(o + (i0 + 1) * 16 + 8, c1_1);
+          _mm256_storeu_ps(o + (i0 + 2) * 16 + 0, c2_0);
+          _mm256_storeu_ps(o + (i0 + 2) * 16 + 8, c2_1);
+        }
+      }
+      for (; i0 + 1 <= rows; i0 += 1)
+      {
+        {
+          __m256 c0_0, c0_1;
+          c0_0 = _mm256_loadu_ps(o + (i0 + 0) * 16 + 0); c0_1 = _mm256_loadu_ps(o + (i0 + 0) * 16 + 8); 
+          const float* restrict vc = v + k0 * 16 + 0;
+          const float* restrict pr = sc + i0 * 16;
+          for (int64_t jj = 0; jj < kn; ++jj) {
+            const __m256 b0 = _mm256_loadu_ps(vc + jj * 16 + 0);
+            const __m256 b1 = _mm256_loadu_ps(vc + jj * 16 + 8);
+            const __m256 a0 = _mm256_set1_ps(pr[0 + jj]);
+            c0_0 = _mm256_fmadd_ps(a0, b0, c0_0);
+            c0_1 = _mm256_fmadd_ps(a0, b1, c0_1);
+          }
+          _mm256_storeu_ps(o + (i0 + 0) * 16 + 0, c0_0);
+          _mm256_storeu_ps(o + (i0 + 0) * 16 + 8, c0_1);
         }
       }
     }
-    for (; i0 < rows; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = q[i0 * 16 + kk];
-        const float* restrict b = kt + kk * 16 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          const int64_t i = first + row, j = col;
-          const float acc = value;
-          (void)i; (void)j;
-      const float t0 = (acc / 4.0f);
-      const float in0_v = E0[b0*16 + j];
-      const float t1 = in0_v;
-      const float t2 = (t0 + t1);
-          scores[row * 16 + j] = t2;
-      }
-    }
-  }
     for (int64_t r = 0; r < rows; ++r) {
-      /* the softmax rows' own row (kernels/softmax.c.j2): c/row_math.j2's vector max and sum,
-         c/vector_math.j2's exponential of s[j] - m <= 0 */
-      float* restrict s = scores + r * 16;
-      const float m = pyc_row_maxf(s, 16);
-      for (int64_t j = 0; j < 16; ++j) s[j] = pyc_expf_ftz(s[j] - m);
-      const float inv = 1 / pyc_row_sumf(s, 16);
-      for (int64_t j = 0; j < 16; ++j) s[j] *= inv;
-    }
-    {
-  typedef float pyc_vec __attribute__((vector_size(32)));
-  for (int64_t j0 = 0; j0 < 16; j0 += 16) {
-    const int64_t jn = 16 - j0 < 16 ? 16 - j0 : 16;
-    int64_t i0 = 0;
-    for (; i0 + 4 <= rows; i0 += 4) {
-      float acc[4][16];
-      const float* restrict a_rows = scores + i0 * 16;
-      if (jn == 16) {
-        pyc_vec c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        pyc_vec c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = v + kk * 16 + j0;
-          pyc_vec b0, b1;
-          memcpy(&b0, b, 32);
-          memcpy(&b1, b + 8, 32);
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1;
-          c20 += a2 * b0; c21 += a2 * b1; c30 += a3 * b0; c31 += a3 * b1;
-        }
-        memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
-        memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
-        memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
-        memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
-      } else {
-        memset(acc, 0, sizeof(acc));
-        for (int64_t kk = 0; kk < 16; ++kk) {
-          const float* restrict b = v + kk * 16 + j0;
-          const float a0 = a_rows[kk], a1 = a_rows[16 + kk];
-          const float a2 = a_rows[2 * 16 + kk], a3 = a_rows[3 * 16 + kk];
-          for (int64_t jj = 0; jj < jn; ++jj) {
-            acc[0][jj] += a0 * b[jj]; acc[1][jj] += a1 * b[jj];
-            acc[2][jj] += a2 * b[jj]; acc[3][jj] += a3 * b[jj];
-          }
-        }
-      }
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const int64_t row = i0 + q, col = j0 + jj;
-          const float value = acc[q][jj];
-          y[row * 16 + col] = value;
-        }
-      }
-    }
-    for (; i0 < rows; ++i0) {
-      float acc[16] = {0};
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const float a0 = scores[i0 * 16 + kk];
-        const float* restrict b = v + kk * 16 + j0;
-        for (int64_t jj = 0; jj < jn; ++jj) acc[jj] += a0 * b[jj];
-      }
-      for (int64_t jj = 0; jj < jn; ++jj) {
-        const int64_t row = i0, col = j0 + jj;
-        const float value = acc[jj];
-          y[row * 16 + col] = value;
-      }
-    }
-  }
+      const float inv = 1 / l[r];
+      for (int64_t e = 0; e < 16; ++e) y[r * 16 + e] = o[r * 16 + e] * inv;
     }
   }
   return PYC_STATUS_OK;

@@ -281,9 +281,9 @@ def test_broken_attention_in_the_second_layer_is_pinpointed(
     target = "/layers.1/attn/Softmax/attention"  # its scores, softmax and weighted sum, fused
     index = _kernel_index(artifacts["transformer"], target)
     # only this one attention (kernel call `index`) scales its probabilities by 1.25
-    broken_templates("c/kernels/attention.c.j2", "for (int64_t j = 0; j < {{ p.T }}; ++j) s[j] *= inv;",
-                     "for (int64_t j = 0; j < {{ p.T }}; ++j) s[j] *= inv{% if k.index == "
-                     + str(index) + " %} * ({{ k.out_ctype }})1.25{% endif %};")
+    broken_templates("c/kernels/attention.c.j2", "const float inv = 1 / l[r];",
+                     "const float inv = 1 / l[r]{% if k.index == " + str(index)
+                     + " %} * 1.25f{% endif %};")
     artifact = build(TRANSFORMER, tmp_path / "broken.pyc")
     save_feeds(TRANSFORMER, rng, tmp_path / "in.npz")
     code, summary, stderr = compare_json(artifact, tmp_path / "in.npz", "--per-node")
@@ -327,7 +327,8 @@ def test_a_broken_gelu_epilogue_names_its_matmul_and_fused_group(
 
 def test_per_node_refuses_an_artifact_this_pyc_would_generate_differently(
         artifacts: dict[str, Path], broken_templates: Callable) -> None:
-    broken_templates("c/kernels/attention.c.j2", "s[j] *= inv;", "s[j] *= inv * 1.25f;")
+    broken_templates("c/kernels/attention.c.j2", "const float inv = 1 / l[r];",
+                     "const float inv = 1 / l[r] * 1.25f;")
     code, stdout, stderr = invoke("run", str(artifacts["transformer"]), "--random-inputs", "0",
                                   "--compare", "ort", "--per-node")
     assert code == 2 and "PYC-E032:" in stderr and "src/model.c" in stderr

@@ -79,6 +79,27 @@ def test_the_sample_is_clustered_into_boxes(built: tuple[Path, Path]) -> None:
     assert '"action":"shape_bucket"' in decisions and "batch=50: 2 of 102 requests" in decisions
 
 
+def test_each_bucket_says_whether_its_kernels_beat_the_generic_plans(
+        built: tuple[Path, Path]) -> None:
+    """The decision log says why each box exists beyond its share of the sample: the static
+    plan's GEMMs are the static kernels (the generic plan's read M at run time), costed by the
+    cost model against the generic plan's at the box's largest request; the symbolic box picks
+    the generic plan's kernels, so it buys its arena, not speed (1.00x)."""
+    manifest = json.loads((built[1] / "manifest.json").read_text())
+    decisions = [json.loads(line) for line in (built[1] / "decisions.jsonl").read_text().splitlines()]
+    logged = {d["bucket"]: d for d in decisions if d["action"] == "shape_bucket"}
+    by_id = {b["id"]: b for b in manifest["buckets"]}
+    assert by_id["b1"]["kernels_changed"] == 0 and by_id["b1"]["predicted_speedup"] == 1.0
+    assert "the same kernels as the generic plan" in logged["b1"]["reason"]
+    assert logged["b1"]["predicted_speedup"] == 1.0
+    assert by_id["b0"]["kernels_changed"] > 0
+    assert by_id["b0"]["predicted_speedup"] == logged["b0"]["predicted_speedup"] > 0
+    assert "choose other kernels than the generic plan" in logged["b0"]["reason"]
+    # `pyc explain` prints the manifest's reasons: the same words
+    assert [b["reason"] for b in manifest["buckets"]] == [logged["b0"]["reason"],
+                                                          logged["b1"]["reason"]]
+
+
 def test_buckets_share_the_generic_weights_verified_by_hash(built: tuple[Path, Path]) -> None:
     """A bucket whose weights are byte for byte the generic plan's keeps no copy: its manifest
     names the sha256 of the artifact's weights.bin; the symbolic box's always are."""

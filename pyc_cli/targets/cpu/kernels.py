@@ -594,45 +594,82 @@ def _reduce_loops(node: Node, graph: Graph, op: Params) -> Params:
             "sum_rows": dims[-1] if rows and float_sum and dims else 0}
 
 
-# the largest key count whose row of scores the attention kernel keeps on the stack (64 KiB)
-ATTENTION_MAX_KEYS = 16384
+# keys per block of the blocked attention: a task's R x TB scores (16 KiB at R = 16) stay in L1
+# between the two products; the online softmax carries longer rows block to block
+ATTENTION_KEY_BLOCK = 256
+# a task's scores and output tile on the stack: at most this many floats (64 KiB)
+ATTENTION_STACK_FLOATS = 16384
 
 
-def _attention_params(node: Node, graph: Graph, op: Params) -> Params:
-    """Loop variables the score program indexes its operands by (batch dims, query row i, key
-    column j, over the scores' shape), the batch strides that recover them, and the split."""
-    batch = list(op["batch"])  # type: ignore[call-overload]
-    scores = (*batch, op["S"], op["T"])
-    return {"out_coords": [f"b{d}" for d in range(len(batch))] + ["i", "j"],
-            "epilogue_shape": list(scores), "batch_size": math.prod(batch),
-            "batch_strides": [math.prod(batch[d + 1:]) for d in range(len(batch))],
-            # query rows per task: their scores (at most 32 KiB) stay in L1 between the products
-            "rows_per_task": max(1, min(16, 8192 // int(op["T"]))),  # type: ignore[call-overload]
-            "parallel": worth_threads(node, graph)}
+def _attention_blocks(isa: str, T: int, E: int) -> Params:
+    """The blocked kernel's shape for `isa`: TB keys per block; rows per task; the QK^T tile
+    (4 rows x NQ vectors of keys: 16 accumulators with 32 registers, 8 with 16); the PV tiles
+    (RP rows x NP vectors of E as chunks (first column, vectors), columns past the last whole
+    vector scalar)."""
+    g = gemm.vector_ops(isa, "float", 4)
+    lanes_ = int(g["lanes"])  # type: ignore[call-overload]
+    accumulators = 16 if gemm.ISAS[isa].registers >= 32 else 8
+    nq = accumulators // 4
+    tb = min(ATTENTION_KEY_BLOCK, -(-T // 16) * 16)
+    vectors = E // lanes_
+    np_ = max(1, min(nq, vectors))
+    chunks = [(c * lanes_, min(np_, vectors - c)) for c in range(0, vectors, np_)]
+    # PV keeps 3/4 of the accumulators QK^T does: with 16 (8 x 2 vectors) GCC 12 spilled one
+    # to the stack in the reduction loop (the softmax's exp constants stay in registers)
+    rp = max(1, min(8, (accumulators * 3 // 4) // np_))
+    return {"g": g, "TB": tb, "NQ": nq,
+            "pv_chunks": chunks, "pv_tail": vectors * lanes_,
+            "pv_rows": sorted({rp, min(rp, 4), 1}, reverse=True),
+            "rows_per_task": max(1, min(16, ATTENTION_STACK_FLOATS // (tb + E)))}
 
 
-def _attention_dims_applies(node: Node, graph: Graph) -> bool:
-    """pyc.Attention over symbolic batch, query and key counts, the head sizes static, float
-    (the row max and sum of c/row_math.j2), the keys' upper bound within the stack's limit."""
-    if not node_is_symbolic(node, graph) or graph.types[node.outputs[0]].dtype is not DType.F32:
-        return False
-    op = registry.get(node.op).kernel_params(node, graph)
-    return not isinstance(op["D"], Dim) and not isinstance(op["E"], Dim) \
-        and int(op["T"]) <= ATTENTION_MAX_KEYS  # type: ignore[call-overload]
+def _attention_params(isa: str):  # noqa: ANN202 (a closure per ISA)
+    def params(node: Node, graph: Graph, op: Params) -> Params:
+        """Loop variables the score program indexes its operands by (batch dims, query row i,
+        key column j, over the scores' shape), the batch strides that recover them (as C:
+        numbers here, expressions of the run-time dims in the symbolic variant) and the blocks."""
+        batch = list(op["batch"])  # type: ignore[call-overload]
+        scores = (*batch, op["S"], op["T"])
+        static = not node_is_symbolic(node, graph)
+        return {"out_coords": [f"b{d}" for d in range(len(batch))] + ["i", "j"],
+                "epilogue_shape": list(scores), "parallel": worth_threads(node, graph),
+                **_attention_blocks(isa, int(op["T"]), int(op["E"])),  # type: ignore[call-overload]
+                **(_attention_static_c(batch, op) if static else _attention_dims_c(graph, op))}
+    return params
 
 
-def _attention_dims_params(node: Node, graph: Graph, op: Params) -> Params:
-    """_attention_params with the batch, S and T as C over the run-time dims, the block of
-    query rows per task and the stack's score rows sized for T's upper bound."""
+def _attention_static_c(batch: list[int], op: Params) -> Params:
+    return {"S_c": str(op["S"]), "T_c": str(op["T"]), "batch_size_c": str(math.prod(batch)),
+            "batch_c": [str(b) for b in batch],
+            "batch_strides_c": [str(math.prod(batch[d + 1:])) for d in range(len(batch))]}
+
+
+def _attention_dims_c(graph: Graph, op: Params) -> Params:
+    """The batch, S and T as C over the run-time dims (T's upper bound sizes nothing now)."""
     names = c_names(model_dims(graph))
     batch = list(op["batch"])  # type: ignore[call-overload]
-    return {**_attention_params(node, graph, op),
-            "S_c": c_size(op["S"], names), "T_c": c_size(op["T"], names),  # type: ignore[arg-type]
-            "T_max": int(op["T"]),  # type: ignore[call-overload]
+    return {"S_c": c_size(op["S"], names), "T_c": c_size(op["T"], names),  # type: ignore[arg-type]
             "batch_size_c": c_size(numel(tuple(batch)), names),
             "batch_c": [c_size(b, names) for b in batch],
             "batch_strides_c": [c_size(numel(tuple(batch[d + 1:])), names)
                                 for d in range(len(batch))]}
+
+
+def _attention_dims_applies(node: Node, graph: Graph) -> bool:
+    """pyc.Attention over symbolic batch, query and key counts, the head sizes static, float
+    (the row max and sum of c/row_math.j2)."""
+    if not node_is_symbolic(node, graph) or graph.types[node.outputs[0]].dtype is not DType.F32:
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not isinstance(op["D"], Dim) and not isinstance(op["E"], Dim)
+
+
+def attention_candidates(isa: str) -> tuple[KernelCandidate, ...]:
+    """The blocked attention for `isa`'s vector ops, static and over symbolic dims (one
+    template)."""
+    return (KernelCandidate("attention_rows", "attention.c.j2", params=_attention_params(isa)),
+            KernelCandidate("attention_rows_dims", "attention.c.j2", _attention_dims_applies,
+                            params=_attention_params(isa), symbolic_dims=True))
 
 
 def _concat_skips(node: Node, graph: Graph, op: Params) -> Params:
@@ -1164,7 +1201,8 @@ def _cpu_kernels(isa: str, with_winograd: bool) -> dict[str, tuple[KernelCandida
     return spatial_dims.with_spatial_dims(batch_loop.with_batch_loops({
         **STATIC_KERNELS, "Conv": conv_candidates(isa, with_winograd),
         "MatMul": matmul_candidates(isa), "pyc.ConvBlocked": (blocked.conv_candidate(isa),),
-        "ConvTranspose": transpose_candidates(isa)}), isa)
+        "ConvTranspose": transpose_candidates(isa), "pyc.Attention": attention_candidates(isa)}),
+        isa)
 
 
 # op -> its candidates, cheapest-first is not implied (select_kernels compares costs); the
@@ -1227,12 +1265,7 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                         # its loop bounds and strides over symbolic dims read at run time
                         KernelCandidate("elementwise_loop_dims", "elementwise.c.j2",
                                         node_is_symbolic, symbolic_dims=True)),
-    "pyc.Attention": (KernelCandidate(
-        "attention_rows", "attention.c.j2", params=_attention_params,
-        applies=lambda n, g: g.types[n.inputs[1]].shape[-1] <= ATTENTION_MAX_KEYS),
-                      KernelCandidate("attention_rows_dims", "attention_dims.c.j2",
-                                      _attention_dims_applies, params=_attention_dims_params,
-                                      symbolic_dims=True)),
+    "pyc.Attention": attention_candidates(gemm.PORTABLE_ISA),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),
                  KernelCandidate("memcpy_dims", "copy.c.j2", node_is_symbolic, params=_copy_bytes,
                                  symbolic_dims=True)),
