@@ -59,11 +59,12 @@ from .ir.run_dims import model_dims, shape_argument
 from .ir.symbolic import parse_input_shapes
 from .ir.text import print_graph
 from .ir.types import check_addressable
-from .passes.context import MODES, BuildOptions, PassContext
+from .passes.context import BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .passes.tuning import EmptyTuningDatabase, TuningDatabase
 from .passes.tuning_db import FileTuningDatabase, default_path
 from .planning.plan import MemoryPlan
+from .planning.policy import get_policy
 from .planning.timeline import timeline_svg
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
 from .progress import BuildSteps
@@ -160,8 +161,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     holds measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
     input_shapes = symbolic_shapes(input_shapes)
-    if mode not in MODES:
-        raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+    get_policy(mode)  # a mode is a built-in policy; PYC-E060 lists the known ones
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     # the passes ask the target for its kernel candidates: those of the ISA the code is built
@@ -346,7 +346,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         key = None
         if cache and not tune and tuning is None and not (buckets and compile_budget):
             key = build_cache.build_key(model_path, {
-                "mode": mode, "input_shapes": {k: shape_argument(v) for k, v in (input_shapes or {}).items()},
+                "mode": mode, "policy": get_policy(mode).label if mode else None,
+                "input_shapes": {k: shape_argument(v) for k, v in (input_shapes or {}).items()},
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
@@ -634,6 +635,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     of an artifact with `buckets` dispatches to them in C; a bucket's plan `borrows_weights`
     (exports NAME_create_borrowed)."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
+    policy = ctx.policy
     # weights the kernels read as packed panels, or in a 16-bit type, are stored so
     layout = layout_weights(graph, backend.constant_panels(graph),
                             backend.constant_conversions(graph), backend.constant_transforms(graph))
@@ -669,7 +671,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                   "opset": graph.opset,
                   "source_ops": ctx.artifacts["source_ops"],
                   "compiled_nodes": len(graph.nodes)},
-        "target": flags["target"], "mode": flags["mode"], "flags": flags,
+        "target": flags["target"], "mode": flags["mode"],
+        "policy": {"name": policy.name, "version": policy.version}, "flags": flags,
         "toolchain": toolchain, **({"cpu": cpu_record} if cpu_record else {}),
         **({"cuda": backend.device_record()} if hasattr(backend, "device_record") else {}),
         "inputs": [_io_entry(i) for i in info.inputs],

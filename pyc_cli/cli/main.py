@@ -201,6 +201,10 @@ def main(debug: bool) -> None:
 @click.option("--mode", type=click.Choice(MODES), default="balanced", show_default=True,
               help="Memory planning policy (with --memory-budget: the default is the fastest "
                    "mode that fits, and a mode given must fit).")
+@click.option("--policy", default=None, metavar="NAME",
+              help="Planner policy by name: a mode (latency_first, balanced, memory_first are "
+                   "the built-in policies) or one a package registers in the `pyc.policies` "
+                   "entry point group (docs/planner.md). Same as --mode for a built-in one.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
               help="The shape of an input with symbolic dims (repeatable): each dim a number, "
                    "or a named dim with bounds (batch:1..64) that runs take at any size within "
@@ -295,7 +299,8 @@ def main(debug: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print the wall time of every build step and pass (stderr).")
 @reports_errors
-def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
+def build(model: Path, out_dir: Path | None, mode: str, policy: str | None,
+          input_shapes: tuple[str, ...],
           input_values: tuple[str, ...], memory_budget: str | None, target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
           precision: str | None, winograd: bool, layout: str, threads: int,
@@ -326,6 +331,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     budget = parse_size(memory_budget) if memory_budget is not None else None
     mode_given = click.get_current_context().get_parameter_source("mode") != \
         click.core.ParameterSource.DEFAULT
+    mode, mode_given = _policy_or_mode(policy, mode, mode_given)
     if retune and not tune:
         raise PycError("E050", "--retune only applies with --tune", hint="add --tune")
     with build_display(model.name, quiet) as display, warnings.catch_warnings(record=True) as seen:
@@ -382,6 +388,20 @@ def read_inputs(path: Path) -> dict[str, np.ndarray]:
         raise PycError("E040", f"{path} holds no arrays", where=str(path),
                        hint="save inputs with numpy.savez(path, name=array, ...)")
     return arrays
+
+
+def _policy_or_mode(policy: str | None, mode: str, mode_given: bool) -> tuple[str, bool]:
+    """The policy a build plans with: --policy NAME (checked now: PYC-E060 lists the known
+    ones), else --mode; both given must name the same one."""
+    if policy is None:
+        return mode, mode_given
+    from ..planning.policy import get_policy
+
+    get_policy(policy)
+    if mode_given and mode != policy:
+        raise PycError("E050", f"--mode {mode} and --policy {policy} name different policies",
+                       hint="give one of them (a mode is a built-in policy)")
+    return policy, True
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray] | np.ndarray:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..planning.policy import MODES, Policy, get_policy
 from .target import KernelTarget
 from .tuning import EmptyTuningDatabase, TuningDatabase
 
-MODES = ("latency_first", "balanced", "memory_first")
+__all__ = ["MODES", "BuildOptions", "Decision", "PassContext"]  # MODES: the built-in policies
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    mode: str = "balanced"
+    mode: str = "balanced"  # the planner policy's name (a memory mode is a built-in policy)
     target: str = "cpu"
     alignment: int = 64
 
@@ -49,6 +50,11 @@ class PassContext:
     # the build target (options.target's object), put here by the pipeline's caller: passes
     # ask it for kernel candidates without importing the targets layer
     target: KernelTarget | None = None
+
+    @property
+    def policy(self) -> Policy:
+        """The planner policy the build's mode names (planning/policy.py)."""
+        return get_policy(self.options.mode)
 
     @property
     def kernels(self) -> KernelTarget:
