@@ -161,7 +161,7 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     holds measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
     input_shapes = symbolic_shapes(input_shapes)
-    get_policy(mode)  # a mode is a built-in policy; PYC-E060 lists the known ones
+    policy = get_policy(mode)  # a mode is a built-in policy; PYC-E060 lists the known ones
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     # the passes ask the target for its kernel candidates: those of the ISA the code is built
@@ -169,6 +169,8 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     backend = target if isinstance(target, Target) else get_target(target, precision=precision)
     ctx = PassContext(BuildOptions(mode=mode, target=backend.name), target=backend,
                       tuning=tuning or EmptyTuningDatabase())
+    ctx.log("plan_memory", [], "policy", f"planner policy {policy.label}: {policy.summary}"
+            if policy.summary else f"planner policy {policy.label}", after=policy.label)
     note = backend.precision_note()
     if note:  # what a reduced precision changes, before the kernels that follow from it
         ctx.log("select_kernels", [], "precision", note, after=getattr(backend, "precision", None))

@@ -17,7 +17,7 @@ from ..planning.remat import rematerialize
 from ..planning.schedule import best_schedule
 from ..planning.tiling import tile_channels
 from .context import PassContext
-from .select_kernels import choose_kernel, size_workspace
+from .select_kernels import choose_kernel, not_repeatable, size_workspace
 
 NAME = "plan_memory"
 
@@ -29,6 +29,8 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     schedule = _prepare(graph, policy, ctx, log=True)
     ctx.artifacts["liveness"] = compute_liveness(graph)
     plan = build_plan(graph, ctx.artifacts["liveness"], policy, alignment)
+    if ctx.checks_determinism:
+        _check_repeatable(original, ctx, graph, plan)
     check_addressable(f"the activation arena ({mode})", plan.arena_bytes, "plan_memory")
     plan.schedule = schedule
     plan.what_if = _what_if(original, ctx, plan)
@@ -150,6 +152,39 @@ def _record_concat_slices(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> N
         if len(placed) == len(node.inputs):
             node.ann.kernel = KernelChoice("in_place")
             ctx.log(NAME, [node.name], "alias", "every input was written into its slice: no code")
+
+
+def _check_repeatable(original: Graph, ctx: PassContext, planned: Graph,
+                      plan: MemoryPlan) -> None:
+    """Plan a copy of the graph again: a policy whose schedule, kernels or offsets differ the
+    second time would give another artifact each build (PYC-E061)."""
+    replay = original.clone()
+    _prepare(replay, ctx.policy, ctx, log=False)
+    again = build_plan(replay, compute_liveness(replay), ctx.policy, ctx.options.alignment)
+    first, second = _decided(planned, plan), _decided(replay, again)
+    for key in first:
+        if first[key] != second[key]:
+            raise not_repeatable(ctx.policy.label, f"the {key}",
+                                 *_first_difference(first[key], second[key]))
+    ctx.log(NAME, [], "determinism_check", f"policy {ctx.policy.label} planned a copy of the "
+            "graph again: the same schedule, kernels and offsets")
+
+
+def _decided(graph: Graph, plan: MemoryPlan) -> dict[str, object]:
+    placed = plan.to_json()
+    return {"schedule": [n.name for n in graph.nodes],
+            "kernels": [(n.name, n.ann.kernel.candidate if n.ann.kernel else None)
+                        for n in graph.nodes],
+            "offsets": [(t["name"], t["offset"]) for t in placed["tensors"]],
+            "arena": placed["arena_bytes"]}
+
+
+def _first_difference(first: object, second: object) -> tuple[object, object]:
+    """The first place where two decisions differ: (what the first had, what the second had)."""
+    if isinstance(first, list) and isinstance(second, list):
+        return next(((a, b) for a, b in zip(first, second) if a != b),
+                    (len(first), len(second)))
+    return first, second
 
 
 def _what_if(original: Graph, ctx: PassContext, plan: MemoryPlan) -> dict[str, dict[str, int]]:

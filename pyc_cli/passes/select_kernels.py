@@ -29,12 +29,36 @@ WORKSPACE_CAPS = {p.name: p.workspace_cap for p in BUILTIN}
 
 
 def select_kernels(graph: Graph, ctx: PassContext) -> Graph:
+    if ctx.checks_determinism:
+        _check_repeatable(graph, ctx)
     problems = [f"{node.op} ({node.name!r})" for node in graph.nodes
                 if not choose_kernel(node, graph, ctx, ctx.policy, NAME)]
     if problems:
         raise PycError("E008", f"no {ctx.kernels.name} kernel for {len(problems)} node(s): "
                        + ", ".join(problems), hint="see docs/op_coverage.md")
     return graph
+
+
+def _check_repeatable(graph: Graph, ctx: PassContext) -> None:
+    """Ask the policy for each node's kernel twice: a policy whose answers differ (random
+    numbers, set order, time) would give another artifact each build (PYC-E061)."""
+    for node in graph.nodes:
+        if registry.get(node.op).category == registry.VIEW:
+            continue
+        first, _ = cheapest(node, graph, ctx.kernels, ctx.policy)
+        second, _ = cheapest(node, graph, ctx.kernels, ctx.policy)
+        if first is not None and second is not None and first.name != second.name:
+            raise not_repeatable(ctx.policy.label, f"the kernel of node {node.name!r}",
+                                 first.name, second.name)
+    ctx.log(NAME, [], "determinism_check", f"policy {ctx.policy.label} asked twice for every "
+            "node's kernel: the same answers")
+
+
+def not_repeatable(policy: str, decision: str, first: object, second: object) -> PycError:
+    return PycError("E061", f"policy {policy} is not deterministic: {decision} was {first} "
+                    f"and then {second} for the same graph", where=f"--policy {policy}",
+                    hint="a policy must decide from the graph alone: no random numbers, set or "
+                    "dict-of-set iteration order, hashes of str or time (docs/planner.md)")
 
 
 def cheapest(node: Node, graph: Graph, target: KernelTarget, policy: Policy = BALANCED
@@ -86,12 +110,14 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, policy: Policy,
     # measured choices are for static shapes: a node with symbolic dims keeps the cost model's
     tuned = None if dims else ctx.tuning.lookup(signature)
     measured: list[dict[str, object]] = []
+    serves = None
     if tuned is not None:
         hit = next((c for c in candidates if c.name == tuned.candidate), None)
         if hit is None:
             reason += f"; the tuning database's {tuned.candidate} does not apply here"
         else:
             chosen, params = hit, dict(tuned.params)
+            serves = "tuning:measured"  # a measurement, not the policy's cost model, chose
             reason = f"measured fastest on {target.name} (tuning database)"
             # `measurements` is optional: a database of choices alone (tests) has none
             timings = getattr(ctx.tuning, "measurements", None)
@@ -104,6 +130,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, policy: Policy,
         ctx.log(pass_name, [node.name], "select_kernel",
                 reason + (f"; also applicable: {', '.join(others)}" if others else ""),
                 after=chosen.name, **({"params": params} if params else {}),
+                **({"serves": serves} if serves else {}),
                 **({"measured": measured, "signature": signature_key(signature)}
                    if measured else {}))
     return True

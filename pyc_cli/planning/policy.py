@@ -98,10 +98,6 @@ class Policy:
         """name@version, as the manifest and the decision log record it."""
         return f"{self.name}@{self.version}"
 
-    def serves(self, rule: str) -> str:
-        """The machine-readable reason of a decision made by `rule` (`policy:NAME/rule`)."""
-        return f"policy:{self.name}/{rule}"
-
     def place(self, blocks: list[Block]) -> tuple[str, int]:
         """Give every block an offset (block.offset); returns (algorithm name, arena bytes).
         Override to place differently; blocks whose lifetimes overlap must not overlap."""
@@ -160,6 +156,26 @@ BUILTIN: tuple[Policy, ...] = (LATENCY_FIRST, BALANCED, MEMORY_FIRST)
 MODES = tuple(p.name for p in BUILTIN)  # the memory modes: the built-in policies' names
 
 
+# the decision-log actions a policy rule decides (PassContext.log names the rule in `serves`);
+# every other action follows a rule that is the same under every policy, named by its pass
+RULE_OF_ACTION = {
+    "policy": "policy", "select_kernel": "choose_kernel", "workspace": "workspace_cap",
+    "inplace": "inplace", "concat_in_place": "concat_copies_for_peak",
+    "schedule": "schedule_orders", "tile_channels": "tile_channels", "keep_whole": "tile_channels",
+    "rematerialize": "rematerialize", "keep_live": "rematerialize", "summary": "placement",
+    "symbolic_sizes": "runtime_arena", "determinism_check": "determinism",
+}
+
+
+def serves(policy_name: str, pass_name: str, action: str) -> str:
+    """The machine-readable rule a decision serves: `policy:NAME/RULE` for a policy's rule,
+    `pass:PASS/ACTION` for a rule every policy shares (contract clauses name themselves)."""
+    rule = RULE_OF_ACTION.get(action)
+    if rule is not None and pass_name in ("plan_memory", "select_kernels"):
+        return f"policy:{policy_name}/{rule}"
+    return f"pass:{pass_name}/{action}"
+
+
 @lru_cache(maxsize=1)
 def registry() -> dict[str, Policy]:
     """Every known policy by name: the built-in ones first, then the `pyc.policies` entry
@@ -205,6 +221,9 @@ def get_policy(name: str | Policy) -> Policy:
     """The policy named `name` (a Policy is returned as it is); PYC-E060 lists the known ones."""
     if isinstance(name, Policy):
         return name
+    builtin = next((p for p in BUILTIN if p.name == name), None)
+    if builtin is not None:  # a mode: no plugin is loaded (a broken one cannot stop the build)
+        return builtin
     policies = registry()
     if name not in policies:
         raise PycError("E060", f"unknown policy {name!r}", where="--policy",
