@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomllib
-from conftest import REFERENCE_MODELS, onnxruntime_outputs
+from conftest import REFERENCE_MODELS, invoke, onnxruntime_outputs
 
 import pyc_cli
 from pyc_cli.api import compile_graph
@@ -22,6 +22,7 @@ from pyc_cli.planning import policy as policies
 from pyc_cli.planning.arena import Block, conflicts, place
 from pyc_cli.planning.policy import BUILTIN, MODES, Policy, get_policy, register
 from pyc_cli.testing.policy_determinism import Spec, differences
+from tests.cli.test_cli_reports import SCHEMA_PATH, schema_errors
 from tests.planning.test_planner import check_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,6 +128,11 @@ def test_the_example_plugin_loads_through_its_entry_point_and_builds(
     checks = [d for d in log if d["action"] == "determinism_check"]
     assert [d["pass"] for d in checks] == ["select_kernels", "plan_memory"]
     assert {d["serves"] for d in checks} == {"policy:smallest_first/determinism"}
+    code, output = invoke("explain", str(tmp_path / "cnn.pyc"), "--json")
+    explained = json.loads(output)
+    assert code == 0 and explained["policy"] == "smallest_first@1.0.0"
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert schema_errors(explained, schema, schema) == []
     feeds = CNN.random_feeds(rng)
     expected = onnxruntime_outputs(CNN.path, feeds)
     with pyc_cli.load(tmp_path / "cnn.pyc") as model:
