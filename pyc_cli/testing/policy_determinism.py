@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,16 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", metavar="MODEL[::NAME=SHAPE...]")
     parser.add_argument("--policy", action="append", dest="policies",
                         help="a policy to check (repeatable; default: every registered one)")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                        help="pairs of builds run at once (default: one per core)")
     args = parser.parse_args(argv)
-    failed = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for text in args.models:
-            spec = Spec.parse(text)
-            for policy in args.policies or policies():
-                found = differences(spec, policy, Path(tmp) / spec.path.stem / policy)
-                failed += bool(found)
-                verdict = "byte-identical" if not found else "DIFFERENT: " + "; ".join(found)
-                print(f"{spec.path.name:<20} {policy:<16} {verdict}")
+    pairs = [(Spec.parse(text), policy) for text in args.models
+             for policy in args.policies or policies()]
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        found = pool.map(lambda pair: differences(
+            pair[0], pair[1], Path(tmp) / pair[0].path.stem / pair[1]), pairs)
+        failed = 0
+        for (spec, policy), different in zip(pairs, found):  # in order, as they finish
+            failed += bool(different)
+            verdict = "byte-identical" if not different else "DIFFERENT: " + "; ".join(different)
+            print(f"{spec.path.name:<20} {policy:<16} {verdict}", flush=True)
     return 1 if failed else 0
 
 
