@@ -17,12 +17,8 @@ test-fast:  ## the fast tier (under a minute on two cores; the autotuner's tests
 
 # every reference model, built twice with each registered planner policy (fresh processes,
 # different hash seeds), must give byte-identical artifacts (issue #16; a few minutes)
-DETERMINISM_MODELS = tests/models/mlp.onnx::x=3,64 tests/models/cnn.onnx::image=2,3,32,32 \
-	tests/models/transformer.onnx::input_ids=2,16::attention_mask=2,16 tests/models/mobilenet.onnx \
-	tests/models/unet.onnx tests/models/lstm.onnx
-
 check-determinism:  ## build each reference model twice per planner policy; compare the bytes
-	$(PYTHON) -m pyc_cli.testing.policy_determinism $(DETERMINISM_MODELS)
+	$(PYTHON) -m pyc_cli.testing.policy_determinism
 
 golden:  ## regenerate golden IR / plan / decision-log / C dumps of the reference models
 	$(PYTHON) tests/golden_tool.py --write

@@ -7,7 +7,9 @@ another process; the in-build replay (PYC-E061) catches what differs within one 
 (random numbers), this catches the rest. `make check-determinism` runs it on the reference
 models with every registered policy (plugins too: it builds through their entry points).
 
-    python -m pyc_cli.testing.policy_determinism MODEL[::NAME=d0,d1...]... [--policy NAME]...
+    python -m pyc_cli.testing.policy_determinism [MODEL[::NAME=d0,d1...]...] [--policy NAME]...
+
+Without models it checks the reference models of tests/models (run from the repository root).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SEEDS = ("1", "4242")  # two hash seeds: str hashes and set orders differ between them
+REFERENCE_MODELS = ("tests/models/mlp.onnx::x=3,64", "tests/models/cnn.onnx::image=2,3,32,32",
+                    "tests/models/transformer.onnx::input_ids=2,16::attention_mask=2,16",
+                    "tests/models/mobilenet.onnx", "tests/models/unet.onnx",
+                    "tests/models/lstm.onnx")
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ def policies() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", metavar="MODEL[::NAME=SHAPE...]")
+    parser.add_argument("models", nargs="*", metavar="MODEL[::NAME=SHAPE...]",
+                        default=list(REFERENCE_MODELS), help="default: the reference models")
     parser.add_argument("--policy", action="append", dest="policies",
                         help="a policy to check (repeatable; default: every registered one)")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
