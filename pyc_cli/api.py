@@ -174,7 +174,8 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
                                    check_determinism=check_determinism), target=backend,
                       tuning=tuning or EmptyTuningDatabase())
     ctx.log("plan_memory", [], "policy", f"planner policy {policy.label}: {policy.summary}"
-            if policy.summary else f"planner policy {policy.label}", after=policy.label)
+            if policy.summary else f"planner policy {policy.label}", after=policy.label,
+            **({"rules": dict(sorted(policy.rules.items()))} if policy.rules else {}))
     note = backend.precision_note()
     if note:  # what a reduced precision changes, before the kernels that follow from it
         ctx.log("select_kernels", [], "precision", note, after=getattr(backend, "precision", None))

@@ -9,8 +9,8 @@ packages through the `pyc.policies` entry point group (docs/planner.md, "Writing
 
 A policy must be deterministic: the same graph gives the same decisions in every process.
 The planner runs the decisions of a policy that is not built in twice and refuses the build
-(PYC-E061) if they differ; CI builds every model twice with each bundled policy and compares
-the artifacts' bytes (tests/planning/test_policy.py).
+(PYC-E061) if they differ; CI builds every reference model twice with each registered policy
+in fresh processes and compares the artifacts' bytes (testing/policy_determinism.py).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Policy:
     # symbolic dims: None keeps fixed offsets sized for the upper bounds; else the run-time
     # offsets' arena strategy (ARENA_STRATEGIES)
     runtime_arena: str | None = "reserve"
-    # what each rule serves, for the decision log's `serves` field ({rule: why})
+    # why each rule is set so ({rule: why}), logged with the policy's first decision
     rules: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -148,7 +148,7 @@ MEMORY_FIRST = Policy(
     "memory_first", summary="the smallest arena: reordering, tiling, recomputation",
     schedule_orders=SCHEDULE_ORDERS, tile_channels=True, rematerialize=True,
     slow_inplace=True, workspace_cap=32 * 1024, fit_workspace_cap=True, runtime_arena="grow",
-    rules={"schedule": "the candidate order with the lowest peak of live bytes",
+    rules={"schedule_orders": "the candidate order with the lowest peak of live bytes",
            "inplace": "results overwrite dying operands, slower in-place paths too",
            "workspace_cap": "scratch far below the activations (a little GEMM width given up)",
            "runtime_arena": "offsets computed at run time, arena grown on demand"})
