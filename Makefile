@@ -7,13 +7,18 @@ FAST_TESTS = tests/ir tests/passes tests/planning tests/ops/test_references.py \
 	tests/ops/test_ops_hold_semantics.py tests/targets/cpu/test_cpu_kernels.py tests/test_layers.py \
 	tests/test_abi.py tests/testing/test_oracle.py tests/testing/test_per_node.py tests/testing/test_known.py
 
-.PHONY: test test-fast golden bench bench-dynamic bench-check bench-baseline lint docs models coverage fuzz architecture
+.PHONY: test test-fast check-determinism golden bench bench-dynamic bench-check bench-baseline lint docs models coverage fuzz architecture
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-fast:  ## the fast tier (under a minute on two cores; the autotuner's tests compile, so not here)
 	$(PYTHON) -m pytest $(PYTEST_ARGS) $(FAST_TESTS) --ignore=tests/passes/test_tuning.py
+
+# every reference model, built twice with each registered planner policy (fresh processes,
+# different hash seeds), must give byte-identical artifacts (issue #16; a few minutes)
+check-determinism:  ## build each reference model twice per planner policy; compare the bytes
+	$(PYTHON) -m pyc_cli.testing.policy_determinism
 
 golden:  ## regenerate golden IR / plan / decision-log / C dumps of the reference models
 	$(PYTHON) tests/golden_tool.py --write

@@ -41,6 +41,7 @@ from pyc_cli.api import BuildResult
 from pyc_cli.errors import PycError
 from pyc_cli.planning.liveness import compute_liveness
 from pyc_cli.planning.plan import WORKSPACE_SUFFIX, analyze_storage, storage_blocks
+from pyc_cli.planning.policy import get_policy
 
 MODES = ("latency_first", "balanced", "memory_first")
 SHORT = {"latency_first": "LF", "balanced": "B", "memory_first": "MF"}
@@ -130,7 +131,8 @@ def peak_breakdown(built: BuildResult, top: int = 6) -> dict[str, Any]:
     first): the storages of planner v2 (views, in-place results and concat slices merged)."""
     graph, plan = built.graph, built.plan
     liveness = compute_liveness(graph)
-    storage = analyze_storage(graph, liveness, plan.mode, concat_in_place=bool(plan.concat_slices))
+    storage = analyze_storage(graph, liveness, get_policy(plan.mode),
+                              concat_in_place=bool(plan.concat_slices))
     blocks = storage_blocks(graph, storage, liveness, plan.alignment)
     if not blocks:
         return {}

@@ -61,11 +61,13 @@ from .ir.run_dims import model_dims, shape_argument
 from .ir.symbolic import parse_input_shapes
 from .ir.text import print_graph
 from .ir.types import check_addressable
-from .passes.context import MODES, BuildOptions, PassContext
+from .passes.context import BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .passes.tuning import EmptyTuningDatabase, TuningDatabase
 from .passes.tuning_db import FileTuningDatabase, default_path
+from .planning.contract import Contract, broken, parse_contract
 from .planning.plan import MemoryPlan
+from .planning.policy import get_policy
 from .planning.timeline import timeline_svg
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
 from .progress import BuildSteps
@@ -151,9 +153,11 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
                   target: str | Target = "cpu", stop_after: str | None = None,
                   steps: BuildSteps | None = None, tuning: TuningDatabase | None = None,
                   precision: str | None = None,
-                  input_values: Mapping[str, tuple[float, float]] | None = None
-                  ) -> tuple[Graph, PassContext]:
+                  input_values: Mapping[str, tuple[float, float]] | None = None,
+                  check_determinism: bool = False) -> tuple[Graph, PassContext]:
     """Import and run the pass pipeline (no files written); used by build, tests and tools.
+    `check_determinism` replays the policy's decisions (always done for a plugin policy; a
+    contract's `deterministic` clause asks it of the built-in ones: PYC-E061 when they differ).
     `input_values` declares the values graph inputs may hold (`--input-values`): the bounds of
     sizes computed at run time from them (issue #15, point 2).
     `target` is a target name (its default configuration: the CPU target for this machine, the
@@ -162,15 +166,18 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     holds measured kernel choices that select_kernels prefers to its cost model."""
     steps = steps or BuildSteps()
     input_shapes = symbolic_shapes(input_shapes)
-    if mode not in MODES:
-        raise PycError("E050", f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+    policy = get_policy(mode)  # a mode is a built-in policy; PYC-E060 lists the known ones
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise PycError("E050", f"unknown pass {stop_after!r}", hint=f"passes: {', '.join(PASS_NAMES)}")
     # the passes ask the target for its kernel candidates: those of the ISA the code is built
     # for (--cpu, --cpu-features), which the emitter renders
     backend = target if isinstance(target, Target) else get_target(target, precision=precision)
-    ctx = PassContext(BuildOptions(mode=mode, target=backend.name), target=backend,
+    ctx = PassContext(BuildOptions(mode=mode, target=backend.name,
+                                   check_determinism=check_determinism), target=backend,
                       tuning=tuning or EmptyTuningDatabase())
+    ctx.log("plan_memory", [], "policy", f"planner policy {policy.label}: {policy.summary}"
+            if policy.summary else f"planner policy {policy.label}", after=policy.label,
+            **({"rules": dict(sorted(policy.rules.items()))} if policy.rules else {}))
     note = backend.precision_note()
     if note:  # what a reduced precision changes, before the kernels that follow from it
         ctx.log("select_kernels", [], "precision", note, after=getattr(backend, "precision", None))
@@ -213,13 +220,14 @@ def compile_within_budget(model_path: str | Path, budget: int,
                           input_shapes: dict[str, tuple[int, ...]] | None = None,
                           target: str | Target = "cpu", steps: BuildSteps | None = None,
                           tuning: TuningDatabase | None = None, precision: str | None = None,
-                          input_values: Mapping[str, tuple[float, float]] | None = None
-                          ) -> tuple[Graph, PassContext]:
+                          input_values: Mapping[str, tuple[float, float]] | None = None,
+                          check_determinism: bool = False) -> tuple[Graph, PassContext]:
     """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
     arenas = {}
     for mode in MODES_BY_SPEED:
         graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps,
-                                   tuning=tuning, precision=precision, input_values=input_values)
+                                   tuning=tuning, precision=precision, input_values=input_values,
+                                   check_determinism=check_determinism)
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
@@ -250,7 +258,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           compile_budget: float | None = None, layout: str = DEFAULT_LAYOUT,
           shape_buckets: int | str | None = None,
           shape_sample: str | Path | None = None,
-          input_values: Mapping[str, tuple[float, float]] | None = None) -> BuildResult:
+          input_values: Mapping[str, tuple[float, float]] | None = None,
+          contract: str | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -295,8 +304,13 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     holds its dims (docs/dynamic_shapes.md, "Shape buckets").
     `input_values` ({input: (lo, hi)}) declares the values inputs may hold, which bound the
     sizes computed at run time from them (a Range whose limit is an input; docs/
-    dynamic_shapes.md, "Shapes that depend on input values")."""
+    dynamic_shapes.md, "Shapes that depend on input values").
+    `contract` ('arena<=16MiB,deterministic,max_rel_err<=1e-4,latency_p95<=8ms', planning/
+    contract.py) is checked where the build knows the value (the arena; `deterministic` replays
+    the policy's decisions), broken clauses refused (PYC-E063); the manifest keeps it for
+    `pyc run --check-contract`, which measures the rest."""
     started = time.monotonic()
+    promised = parse_contract(contract) if contract is not None else None
     input_values = check_input_values(input_values)
     input_shapes = symbolic_shapes(input_shapes)
     if compile_budget is not None and not compile_budget > 0:
@@ -348,11 +362,12 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         key = None
         if cache and not tune and tuning is None and not (buckets and compile_budget):
             key = build_cache.build_key(model_path, {
-                "mode": mode, "input_shapes": {k: shape_argument(v) for k, v in (input_shapes or {}).items()},
+                "mode": mode, "policy": get_policy(mode).label if mode else None,
+                "input_shapes": {k: shape_argument(v) for k, v in (input_shapes or {}).items()},
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
-                "layout": layout,
+                "layout": layout, "contract": contract,
                 **({"input_values": input_values} if input_values else {}),
                 **({"shape_buckets": [b.to_json() for b in buckets], "left_out": left_out}
                    if buckets else {})},
@@ -371,7 +386,9 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                cached=True)
         built_notes = len(notes)
         compiled = [_compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
-                                        steps, target_tuning, input_values)
+                                        steps, target_tuning, input_values,
+                                        check_determinism=promised is not None
+                                        and promised.get("deterministic") is not None)
                     for backend, target_tuning in zip(backends, tunings)]
         graph, ctx = compiled[0]
         if buckets and any(d.computed for d in model_dims(graph)):
@@ -382,6 +399,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                            hint="build without --shape-sample: the generic plan runs every shape")
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
+        if promised is not None:
+            notes += check_contract_at_build(promised, ctx)
         for note in budget_notes:
             ctx.log("build", [], "compile_budget", note)
         notes += [f"fallback target {name} built into {fallback_dir(name)}/ (tried when "
@@ -389,6 +408,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
                  "winograd": winograd, "layout": layout,
+                 **({"contract": promised.text} if promised is not None else {}),
                  "input_shapes": {k: shape_argument(v)
                                   for k, v in sorted((input_shapes or {}).items())},
                  **({"input_values": {k: list(v) for k, v in sorted(input_values.items())}}
@@ -642,6 +662,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     of an artifact with `buckets` dispatches to them in C; a bucket's plan `borrows_weights`
     (exports NAME_create_borrowed)."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
+    policy = ctx.policy
     # weights the kernels read as packed panels, or in a 16-bit type, are stored so
     layout = layout_weights(graph, backend.constant_panels(graph),
                             backend.constant_conversions(graph), backend.constant_transforms(graph))
@@ -677,7 +698,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                   "opset": graph.opset,
                   "source_ops": ctx.artifacts["source_ops"],
                   "compiled_nodes": len(graph.nodes)},
-        "target": flags["target"], "mode": flags["mode"], "flags": flags,
+        "target": flags["target"], "mode": flags["mode"],
+        "policy": {"name": policy.name, "version": policy.version}, "flags": flags,
         "toolchain": toolchain, **({"cpu": cpu_record} if cpu_record else {}),
         **({"cuda": backend.device_record()} if hasattr(backend, "device_record") else {}),
         "inputs": [_io_entry(i) for i in info.inputs],
@@ -703,21 +725,67 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     write_text(staging, MANIFEST, dumps(manifest))
 
 
+def check_contract_at_build(promised: Contract, ctx: PassContext) -> list[str]:
+    """Check the clauses the plan decides (the arena; `deterministic` was replayed by the
+    planner), log one decision per clause (serves contract:NAME) and return the build's notes;
+    PYC-E063 for a broken one, naming the decisions that drove the value."""
+    plan: MemoryPlan = ctx.artifacts["memory_plan"]
+    notes = []
+    for clause in promised.clauses:
+        if clause.name == "arena":
+            if not clause.holds(plan.arena_bytes):
+                raise broken(clause, plan.arena_bytes, "the plan's arena is", _arena_drivers(ctx))
+            status, why = "holds", f"the plan's arena is {clause.show(plan.arena_bytes)}"
+            value: float | None = plan.arena_bytes
+        elif clause.name == "deterministic":
+            status, value = "holds", None
+            why = (f"policy {ctx.policy.label} planned twice with the same decisions; the run "
+                   "is checked by pyc run --check-contract")
+        else:
+            status, value = "run_time", None
+            why = ("no build-time prediction of latency exists yet: measured by pyc run "
+                   "--check-contract" if clause.percentile is not None else
+                   "measured against onnxruntime by pyc run --check-contract")
+        ctx.log("contract", [], "contract_clause", f"{clause.text}: {why}", before=clause.limit,
+                after=value, clause=clause.name, status=status, serves=f"contract:{clause.name}")
+        notes.append(f"contract {clause.text}: {why}")
+    return notes
+
+
+def _arena_drivers(ctx: PassContext) -> list[str]:
+    """The decisions behind an arena: the policy and its placement, the lower bound, the
+    largest storages live at the peak step, and what the other modes would give."""
+    plan: MemoryPlan = ctx.artifacts["memory_plan"]
+    roots = [t for t in plan.tensors if t.alias_of is None]
+    steps = range(max((t.end for t in roots), default=-1) + 1)
+    live = {s: sum(t.bytes for t in roots if t.start <= s <= t.end) for s in steps}
+    peak = max(live, key=lambda s: (live[s], -s), default=0)
+    largest = sorted((t for t in roots if t.start <= peak <= t.end), key=lambda t: -t.bytes)[:3]
+    drove = [f"policy {ctx.policy.label} ({plan.schedule} schedule, {plan.algorithm} placement)",
+             f"liveness lower bound {plan.lower_bound_bytes} bytes at step {peak}"]
+    drove += [f"{t.name} ({t.bytes} bytes, {t.reason}) live at the peak" for t in largest]
+    drove += [f"{mode} would need {figures['arena_bytes']} bytes"
+              for mode, figures in plan.what_if.items() if mode != plan.mode]
+    return drove
+
+
 def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int | None,
                         input_shapes: dict[str, tuple[int, ...]] | None, target: Target,
                         steps: BuildSteps, tuning: TuningDatabase | None = None,
-                        input_values: Mapping[str, tuple[float, float]] | None = None
-                        ) -> tuple[Graph, PassContext]:
+                        input_values: Mapping[str, tuple[float, float]] | None = None,
+                        check_determinism: bool = False) -> tuple[Graph, PassContext]:
     """The build's mode: the one asked for (checked against the budget), else with a budget the
     fastest that fits, else balanced. The last decision logged says which and why."""
     if memory_budget is None:
         return compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps,
-                             tuning=tuning, input_values=input_values)
+                             tuning=tuning, input_values=input_values,
+                             check_determinism=check_determinism)
     if mode is None:
         return compile_within_budget(model_path, memory_budget, input_shapes, target, steps,
-                                     tuning, input_values=input_values)
+                                     tuning, input_values=input_values,
+                                     check_determinism=check_determinism)
     graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps, tuning=tuning,
-                               input_values=input_values)
+                               input_values=input_values, check_determinism=check_determinism)
     arena = ctx.artifacts["memory_plan"].arena_bytes
     if arena > memory_budget:
         raise PycError("E011", f"mode {mode} needs an arena of {arena} bytes, over the memory "

@@ -86,6 +86,16 @@ ERROR_CODES: dict[str, str] = {
     "fit the model: not a JSON histogram `[{\"shapes\": {\"x\": [8, 128]}, \"count\": 120}]` "
     "or an .npz of example inputs, a request naming other inputs than those with symbolic dims, "
     "or a shape outside the `--input-shape` bounds (the error names the request).",
+    "E060": "The planner policy is unknown (`pyc build --policy NAME`; the error lists the known "
+    "ones), or a `pyc.policies` plugin fails to load, gives no Policy, or names unknown rules.",
+    "E061": "A planner policy made different decisions when run twice on the same graph (it "
+    "depends on random numbers, set or hash order, time, ...): the build is refused because its "
+    "artifact would not be reproducible (the error names the decision that differed).",
+    "E062": "A `--contract` is malformed: an unknown clause, a missing or unparsable value (the "
+    "error names the clause and lists the known ones).",
+    "E063": "A contract clause is broken: at build (`pyc build --contract`, from the plan and the "
+    "policy) or at run time (`pyc run --check-contract`, measured); the error names the clause, "
+    "the predicted or measured value and the decisions that drove it.",
     "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
     "bug in PyC, never a user mistake: please report it with the --debug traceback).",
     "W001": "A warning: a target of an artifact built for several (`pyc build --target cuda,cpu`) "

@@ -53,6 +53,8 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "target": manifest["target"],
         "targets": [manifest["target"], *fallback_targets(manifest)],
         "mode": manifest["mode"],
+        "policy": "{name}@{version}".format(**manifest.get(
+            "policy", {"name": manifest["mode"], "version": "1"})),
         "pyc_version": manifest["pyc_version"],
         "flags": _flags(manifest),
         "toolchain": manifest["toolchain"],
@@ -289,7 +291,7 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{escape(model['file'])}[/bold] (graph {escape(repr(model['graph_name']))}, "
                   f"opset {model['opset']}): {source_nodes} ONNX nodes -> "
                   f"{model['compiled_nodes']} compiled nodes; target {data['target']}, "
-                  f"mode {data['mode']}")
+                  f"mode {data['mode']} (policy {data.get('policy', data['mode'])})")
     if len(data["targets"]) > 1:
         others = ", then ".join(f"{name} (`pyc explain` its {fallback_dir(name)}/)"
                                 for name in data["targets"][1:])

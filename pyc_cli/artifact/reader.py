@@ -291,9 +291,20 @@ def _source_problem(model: dict[str, Any], files: dict[str, str]) -> str:
     return ""
 
 
+# a policy from a plugin (planning/policy.py) plans under its own name: any such name is read
+# back (loading never needs the plugin); the built-in modes are among them
+_POLICY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
 def _mode_problem(manifest: dict[str, Any]) -> str:
-    if manifest["mode"] not in MODES:
-        return f"mode {_describe(manifest['mode'])} is not one of {', '.join(MODES)}"
+    mode = manifest["mode"]
+    if mode not in MODES and not (isinstance(mode, str) and _POLICY_NAME.fullmatch(mode)):
+        return (f"mode {_describe(mode)} is not one of {', '.join(MODES)} nor a policy name "
+                "(letters, digits, _ . -)")
+    policy = manifest.get("policy", {"name": mode, "version": ""})
+    if not isinstance(policy, dict) or policy.get("name") != mode \
+            or not isinstance(policy.get("version"), str):
+        return "policy is not {name: the mode, version: text}"
     return ""
 
 

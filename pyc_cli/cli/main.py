@@ -201,6 +201,15 @@ def main(debug: bool) -> None:
 @click.option("--mode", type=click.Choice(MODES), default="balanced", show_default=True,
               help="Memory planning policy (with --memory-budget: the default is the fastest "
                    "mode that fits, and a mode given must fit).")
+@click.option("--policy", default=None, metavar="NAME",
+              help="Planner policy by name: a mode (latency_first, balanced, memory_first are "
+                   "the built-in policies) or one a package registers in the `pyc.policies` "
+                   "entry point group (docs/planner.md). Same as --mode for a built-in one.")
+@click.option("--contract", default=None, metavar="CLAUSES",
+              help="What the build promises, comma-separated: arena<=SIZE, deterministic, "
+                   "max_rel_err<=X, latency_p95<=TIME (p50/p90/p99 too). The arena is checked "
+                   "now, `deterministic` replays the policy's decisions; `pyc run "
+                   "--check-contract` measures every clause (docs/planner.md).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
               help="The shape of an input with symbolic dims (repeatable): each dim a number, "
                    "or a named dim with bounds (batch:1..64) that runs take at any size within "
@@ -295,7 +304,8 @@ def main(debug: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print the wall time of every build step and pass (stderr).")
 @reports_errors
-def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str, ...],
+def build(model: Path, out_dir: Path | None, mode: str, policy: str | None,
+          contract: str | None, input_shapes: tuple[str, ...],
           input_values: tuple[str, ...], memory_budget: str | None, target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
           precision: str | None, winograd: bool, layout: str, threads: int,
@@ -326,6 +336,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
     budget = parse_size(memory_budget) if memory_budget is not None else None
     mode_given = click.get_current_context().get_parameter_source("mode") != \
         click.core.ParameterSource.DEFAULT
+    mode, mode_given = _policy_or_mode(policy, mode, mode_given)
     if retune and not tune:
         raise PycError("E050", "--retune only applies with --tune", hint="add --tune")
     with build_display(model.name, quiet) as display, warnings.catch_warnings(record=True) as seen:
@@ -350,6 +361,7 @@ def build(model: Path, out_dir: Path | None, mode: str, input_shapes: tuple[str,
                                     precision=precision, winograd=winograd, layout=layout,
                                     cache=cache, shape_buckets=shape_buckets,
                                     shape_sample=shape_sample, input_values=values,
+                                    contract=contract,
                                     compile_budget=None if compile_budget is None
                                     else parse_duration(compile_budget))
     for warning in seen:
@@ -382,6 +394,20 @@ def read_inputs(path: Path) -> dict[str, np.ndarray]:
         raise PycError("E040", f"{path} holds no arrays", where=str(path),
                        hint="save inputs with numpy.savez(path, name=array, ...)")
     return arrays
+
+
+def _policy_or_mode(policy: str | None, mode: str, mode_given: bool) -> tuple[str, bool]:
+    """The policy a build plans with: --policy NAME (checked now: PYC-E060 lists the known
+    ones), else --mode; both given must name the same one."""
+    if policy is None:
+        return mode, mode_given
+    from ..planning.policy import get_policy
+
+    get_policy(policy)
+    if mode_given and mode != policy:
+        raise PycError("E050", f"--mode {mode} and --policy {policy} name different policies",
+                       hint="give one of them (a mode is a built-in policy)")
+    return policy, True
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray] | np.ndarray:
@@ -527,6 +553,11 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
               help="With --compare: the source model, for artifacts built with --no-keep-source "
                    "(checked against the sha256 in the manifest).")
+@click.option("--check-contract", is_flag=True,
+              help="Measure every clause of the contract the artifact was built with "
+                   "(--contract): the arena, a second run's output bytes, the error against "
+                   "onnxruntime, the latency percentile over the timed runs (default 50 runs); "
+                   "a broken clause exits non-zero (PYC-E063) naming the decisions behind it.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=None,
               help="With --compare: relative tolerance for floating outputs (default: float32 "
                    "1e-4, float16 2e-3, float64 1e-7; integers and bools are exact).")
@@ -537,7 +568,7 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
 def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_path: Path | None,
         warmup: int, repeat: int | None, duration_s: float | None, as_json: bool,
         reference: str | None, per_node: bool, profile: bool, model_path: Path | None,
-        rtol: float | None, atol: float | None) -> None:
+        check_contract: bool, rtol: float | None, atol: float | None) -> None:
     """Run a built ARTIFACT (its hashes are verified before native code loads).
 
     The outputs come from a first, untimed run; then --warmup runs, then the timed runs.
@@ -553,6 +584,13 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     if duration_s is not None and not math.isfinite(duration_s):  # click's range lets nan pass
         raise PycError("E050", f"--duration {duration_s} is not a number of seconds",
                        hint="e.g. --duration 10")
+    promised = None
+    if check_contract:
+        from ..compare.contract_check import artifact_contract
+
+        promised = artifact_contract(artifact)
+        if promised.latency is not None and repeat is None and duration_s is None:
+            repeat = CONTRACT_RUNS  # a percentile needs runs to be a percentile of
     model = _load_with_warnings(artifact)
     drawn: dict[str, str] = {}
     if input_specs:
@@ -572,6 +610,11 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
         comparison = compare_run(artifact, feeds, outputs, CompareOptions(
             reference, per_node, model_path, rtol, atol))
     profiled = _profile(artifact, feeds, warmup, repeat) if profile else None
+    kept = None
+    if promised is not None:
+        from ..compare.contract_check import check_run
+
+        kept = check_run(artifact, model, feeds, outputs, stats, model_path)
     summary = {
         "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype)}
                     for name, v in outputs.items()},
@@ -583,6 +626,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
         summary["shape_plan"] = _shape_plan(model, feeds)
     if comparison is not None:
         summary["compare"] = comparison.to_json()
+    if kept is not None:
+        summary["contract"] = [result.to_json() for result in kept]
     if profiled is not None:
         summary["profile"] = profiled.to_json()
     if drawn:
@@ -606,11 +651,19 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
             from ..compare.report import print_report
 
             print_report(comparison, Console(width=160))
+        for result in kept or []:
+            echo(result.line())
+    for result in kept or []:
+        if not result.holds:
+            raise result.error()
     if comparison is not None and not comparison.passed:
         raise PycError("E043", f"output(s) {', '.join(comparison.failing())} differ from "
                        f"{comparison.reference} beyond tolerance", where=str(artifact),
                        hint="see the first divergent node in the report" if per_node
                        else "rerun with --per-node to find the first node that diverges")
+
+
+CONTRACT_RUNS = 50  # timed runs of --check-contract for a latency clause without --repeat
 
 
 def _check_upper_bounds(model: Any, feeds: dict[str, np.ndarray], per_node: bool,

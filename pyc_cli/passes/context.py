@@ -5,17 +5,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..planning.policy import MODES, Policy, get_policy, is_builtin, serves
 from .target import KernelTarget
 from .tuning import EmptyTuningDatabase, TuningDatabase
 
-MODES = ("latency_first", "balanced", "memory_first")
+__all__ = ["MODES", "BuildOptions", "Decision", "PassContext"]  # MODES: the built-in policies
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    mode: str = "balanced"
+    mode: str = "balanced"  # the planner policy's name (a memory mode is a built-in policy)
     target: str = "cpu"
     alignment: int = 64
+    # replay the policy's decisions and refuse the build if they differ (PYC-E061): always for
+    # a policy that is not built in, and for a build whose contract asks `deterministic`
+    check_determinism: bool = False
 
 
 @dataclass
@@ -51,6 +55,16 @@ class PassContext:
     target: KernelTarget | None = None
 
     @property
+    def policy(self) -> Policy:
+        """The planner policy the build's mode names (planning/policy.py)."""
+        return get_policy(self.options.mode)
+
+    @property
+    def checks_determinism(self) -> bool:
+        """Whether the planner replays the policy's decisions (BuildOptions.check_determinism)."""
+        return self.options.check_determinism or not is_builtin(self.policy)
+
+    @property
     def kernels(self) -> KernelTarget:
         """The build target, for the passes that choose or size kernels."""
         if self.target is None:
@@ -59,4 +73,7 @@ class PassContext:
 
     def log(self, pass_name: str, nodes: list[str], action: str, reason: str,
             before: Any = None, after: Any = None, **extra: Any) -> None:
+        """Append a decision; `serves` (default: planning/policy.serves) names the policy rule,
+        shared pass rule or contract clause it follows, for tools to read."""
+        extra.setdefault("serves", serves(self.options.mode, pass_name, action))
         self.decisions.append(Decision(pass_name, list(nodes), action, reason, before, after, extra))

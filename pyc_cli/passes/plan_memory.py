@@ -12,21 +12,25 @@ from ..ir.run_dims import model_dims
 from ..ir.types import check_addressable
 from ..planning.liveness import compute_liveness
 from ..planning.plan import MemoryPlan, build_plan
+from ..planning.policy import BUILTIN, Policy
 from ..planning.remat import rematerialize
 from ..planning.schedule import best_schedule
 from ..planning.tiling import tile_channels
-from .context import MODES, PassContext
-from .select_kernels import WORKSPACE_CAPS, choose_kernel, size_workspace
+from .context import PassContext
+from .select_kernels import choose_kernel, not_repeatable, size_workspace
 
 NAME = "plan_memory"
 
 
 def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
-    mode, alignment = ctx.options.mode, ctx.options.alignment
+    policy, alignment = ctx.policy, ctx.options.alignment
+    mode = policy.name
     original = graph.clone()  # the what-if figures start from the same graph
-    schedule = _prepare(graph, mode, ctx, log=True)
+    schedule = _prepare(graph, policy, ctx, log=True)
     ctx.artifacts["liveness"] = compute_liveness(graph)
-    plan = build_plan(graph, ctx.artifacts["liveness"], mode, alignment)
+    plan = build_plan(graph, ctx.artifacts["liveness"], policy, alignment)
+    if ctx.checks_determinism:
+        _check_repeatable(original, ctx, graph, plan)
     check_addressable(f"the activation arena ({mode})", plan.arena_bytes, "plan_memory")
     plan.schedule = schedule
     plan.what_if = _what_if(original, ctx, plan)
@@ -72,26 +76,30 @@ def _log_symbolic_sizes(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> Non
             edges=sum(len(b.below) for b in runtime.blocks), arena=runtime.arena)
 
 
-def _prepare(graph: Graph, mode: str, ctx: PassContext, log: bool) -> str:
-    """Mode-specific changes before placement; returns the schedule's name."""
-    if mode != "memory_first":
-        _note_kernel_needs(graph, mode, ctx, log)
-        return "given"
-    # each trial graph's kernels note their scratch first: workspaces count toward its peak
-    tiles = tile_channels(graph, mode, ctx.options.alignment,
-                          lambda trial: _note_kernel_needs(trial, mode, ctx, log=False))
-    _note_kernel_needs(graph, mode, ctx, log)
+def _prepare(graph: Graph, policy: Policy, ctx: PassContext, log: bool) -> str:
+    """The policy's changes before placement (channel tiling, schedule order,
+    rematerialization); returns the schedule's name."""
+    alignment = ctx.options.alignment
+    tiles = []
+    if policy.tile_channels:
+        # each trial graph's kernels note their scratch first: workspaces count toward its peak
+        tiles = tile_channels(graph, policy, alignment,
+                              lambda trial: _note_kernel_needs(trial, policy, ctx, log=False))
+    _note_kernel_needs(graph, policy, ctx, log)
     if log:
         for tile in tiles:
             ctx.log(NAME, tile.nodes, "tile_channels" if tile.groups > 1 else "keep_whole",
                     tile.reason, before=tile.before, after=tile.after, groups=tile.groups)
-    schedule, order, peaks = best_schedule(graph, mode, ctx.options.alignment)
-    graph.nodes = order
-    remats = rematerialize(graph, mode, ctx.options.alignment)
+    schedule = "given"
+    if policy.schedule_orders:
+        schedule, order, peaks = best_schedule(graph, policy, alignment)
+        graph.nodes = order
+        if log:
+            ctx.log(NAME, [], "schedule", f"{policy.name} runs the candidate order with the "
+                    "lowest peak of live bytes", before=peaks.get("given"),
+                    after=peaks[schedule], chosen=schedule, candidates=peaks)
+    remats = rematerialize(graph, policy, alignment) if policy.rematerialize else []
     if log:
-        ctx.log(NAME, [], "schedule", "memory_first runs the candidate order with the lowest "
-                "peak of live bytes", before=peaks["given"], after=peaks[schedule],
-                chosen=schedule, candidates=peaks)
         for remat in remats:
             ctx.log(NAME, [remat.value, *remat.users],
                     "rematerialize" if remat.kept else "keep_live",
@@ -101,24 +109,25 @@ def _prepare(graph: Graph, mode: str, ctx: PassContext, log: bool) -> str:
     return schedule
 
 
-def _note_kernel_needs(graph: Graph, mode: str, ctx: PassContext, log: bool) -> None:
+def _note_kernel_needs(graph: Graph, policy: Policy, ctx: PassContext, log: bool) -> None:
     """Kernels that need scratch (im2col columns) get it from the arena, live for one step, as
     select_kernels recorded it. Nodes made here (channel slices, the Concat of their results)
     get their kernel chosen now; the what-if figures of other modes size scratch to their caps."""
     for node in graph.nodes:
         if node.ann.kernel is None:
-            if not choose_kernel(node, graph, ctx, mode, NAME if log else None):
+            if not choose_kernel(node, graph, ctx, policy, NAME if log else None):
                 raise PycError("E008", f"no {ctx.options.target} kernel for {node.op} "
                                f"({node.name!r})", hint="see docs/op_coverage.md")
-        elif mode != ctx.options.mode:
-            size_workspace(node, graph, mode, ctx.kernels)
+        elif policy.name != ctx.options.mode:
+            size_workspace(node, graph, policy, ctx.kernels)
         chosen = ctx.kernels.chosen(node)
         if chosen is None or not chosen.has_workspace or node.ann.kernel is None:
             continue
         scratch = node.ann.kernel.workspace_bytes
         if scratch and log:
             ctx.log(NAME, [node.name], "workspace", f"{chosen.name} needs scratch; tiles "
-                    f"sized to the {mode} cap of {WORKSPACE_CAPS[mode]} bytes", after=scratch)
+                    f"sized to the {policy.name} cap of {policy.workspace_cap} bytes",
+                    after=scratch)
 
 
 def _record_inplace(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
@@ -145,16 +154,49 @@ def _record_concat_slices(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> N
             ctx.log(NAME, [node.name], "alias", "every input was written into its slice: no code")
 
 
+def _check_repeatable(original: Graph, ctx: PassContext, planned: Graph,
+                      plan: MemoryPlan) -> None:
+    """Plan a copy of the graph again: a policy whose schedule, kernels or offsets differ the
+    second time would give another artifact each build (PYC-E061)."""
+    replay = original.clone()
+    _prepare(replay, ctx.policy, ctx, log=False)
+    again = build_plan(replay, compute_liveness(replay), ctx.policy, ctx.options.alignment)
+    first, second = _decided(planned, plan), _decided(replay, again)
+    for key in first:
+        if first[key] != second[key]:
+            raise not_repeatable(ctx.policy.label, f"the {key}",
+                                 *_first_difference(first[key], second[key]))
+    ctx.log(NAME, [], "determinism_check", f"policy {ctx.policy.label} planned a copy of the "
+            "graph again: the same schedule, kernels and offsets")
+
+
+def _decided(graph: Graph, plan: MemoryPlan) -> dict[str, object]:
+    placed = plan.to_json()
+    return {"schedule": [n.name for n in graph.nodes],
+            "kernels": [(n.name, n.ann.kernel.candidate if n.ann.kernel else None)
+                        for n in graph.nodes],
+            "offsets": [(t["name"], t["offset"]) for t in placed["tensors"]],
+            "arena": placed["arena_bytes"]}
+
+
+def _first_difference(first: object, second: object) -> tuple[object, object]:
+    """The first place where two decisions differ: (what the first had, what the second had)."""
+    if isinstance(first, list) and isinstance(second, list):
+        return next(((a, b) for a, b in zip(first, second) if a != b),
+                    (len(first), len(second)))
+    return first, second
+
+
 def _what_if(original: Graph, ctx: PassContext, plan: MemoryPlan) -> dict[str, dict[str, int]]:
     """Arena, no-reuse and lower bound the other modes would give (for `pyc explain`)."""
     results = {plan.mode: _figures(plan)}
-    for mode in MODES:
-        if mode == plan.mode:
+    for policy in BUILTIN:
+        if policy.name == plan.mode:
             continue
         other = original.clone()
-        _prepare(other, mode, ctx, log=False)
-        results[mode] = _figures(build_plan(other, compute_liveness(other), mode,
-                                            ctx.options.alignment))
+        _prepare(other, policy, ctx, log=False)
+        results[policy.name] = _figures(build_plan(other, compute_liveness(other), policy,
+                                                   ctx.options.alignment))
     return results
 
 

@@ -16,31 +16,56 @@ from ..ir.annotations import KernelChoice, KernelParam
 from ..ir.graph import Graph, Node
 from ..ir.symbolic import NUMBERS_HINT, Dim, computed_dims
 from ..ops import registry
+from ..planning.policy import BALANCED, BUILTIN, Policy
 from .context import PassContext
 from .target import KernelOption, KernelTarget
 from .tuning import kernel_signature, signature_key
 
 NAME = "select_kernels"
 
-# the largest scratch one kernel may take (tiled kernels shrink their tiles to fit): memory_first
-# gives up a little GEMM width to keep scratch far below the activations
-WORKSPACE_CAPS = {"latency_first": 512 * 1024, "balanced": 512 * 1024, "memory_first": 32 * 1024}
+# the largest scratch one kernel may take under each built-in policy (Policy.workspace_cap:
+# tiled kernels shrink their tiles to fit)
+WORKSPACE_CAPS = {p.name: p.workspace_cap for p in BUILTIN}
 
 
 def select_kernels(graph: Graph, ctx: PassContext) -> Graph:
+    if ctx.checks_determinism:
+        _check_repeatable(graph, ctx)
     problems = [f"{node.op} ({node.name!r})" for node in graph.nodes
-                if not choose_kernel(node, graph, ctx, ctx.options.mode, NAME)]
+                if not choose_kernel(node, graph, ctx, ctx.policy, NAME)]
     if problems:
         raise PycError("E008", f"no {ctx.kernels.name} kernel for {len(problems)} node(s): "
                        + ", ".join(problems), hint="see docs/op_coverage.md")
     return graph
 
 
-def cheapest(node: Node, graph: Graph, target: KernelTarget, mode: str = "balanced"
+def _check_repeatable(graph: Graph, ctx: PassContext) -> None:
+    """Ask the policy for each node's kernel twice: a policy whose answers differ (random
+    numbers, set order, time) would give another artifact each build (PYC-E061)."""
+    for node in graph.nodes:
+        if registry.get(node.op).category == registry.VIEW:
+            continue
+        first, _ = cheapest(node, graph, ctx.kernels, ctx.policy)
+        second, _ = cheapest(node, graph, ctx.kernels, ctx.policy)
+        if first is not None and second is not None and first.name != second.name:
+            raise not_repeatable(ctx.policy.label, f"the kernel of node {node.name!r}",
+                                 first.name, second.name)
+    ctx.log(NAME, [], "determinism_check", f"policy {ctx.policy.label} asked twice for every "
+            "node's kernel: the same answers")
+
+
+def not_repeatable(policy: str, decision: str, first: object, second: object) -> PycError:
+    return PycError("E061", f"policy {policy} is not deterministic: {decision} was {first} "
+                    f"and then {second} for the same graph", where=f"--policy {policy}",
+                    hint="a policy must decide from the graph alone: no random numbers, set or "
+                    "dict-of-set iteration order, hashes of str or time (docs/planner.md)")
+
+
+def cheapest(node: Node, graph: Graph, target: KernelTarget, policy: Policy = BALANCED
              ) -> tuple[KernelOption | None, Sequence[KernelOption]]:
-    """The cost model: the applicable candidate with the lowest estimate (ties: by name), and
-    all applicable ones. memory_first passes over a candidate whose untiled scratch exceeds its
-    cap where another applies."""
+    """The policy's pick among the applicable candidates (Policy.choose_kernel: the lowest cost
+    estimate, ties by name; memory_first passes over a candidate whose untiled scratch exceeds
+    its cap where another applies), and all applicable ones."""
     candidates = target.candidates(node, graph)
     if not candidates:
         return None, []
@@ -48,12 +73,10 @@ def cheapest(node: Node, graph: Graph, target: KernelTarget, mode: str = "balanc
         # only a kernel that reads the dims at run time computes every shape right (none:
         # _check_symbolic refuses the node, naming every candidate)
         candidates = [c for c in candidates if c.symbolic_dims] or candidates
-    fitting = [c for c in candidates if mode != "memory_first"
-               or c.fits_cap(node, graph, WORKSPACE_CAPS[mode])] or candidates
-    return min(fitting, key=lambda c: (c.cost(node, graph), c.name)), candidates
+    return policy.choose_kernel(node, graph, candidates), candidates
 
 
-def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
+def choose_kernel(node: Node, graph: Graph, ctx: PassContext, policy: Policy,
                   pass_name: str | None) -> bool:
     """Record `node`'s kernel choice (and log why under `pass_name`, unless None); False when
     no candidate applies on the build target. The planner calls this for nodes it creates."""
@@ -64,7 +87,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
             ctx.log(pass_name, [node.name], "alias", "a view: the output is the input's bytes, no code")
         return True
     target = ctx.kernels
-    chosen, candidates = cheapest(node, graph, target, mode)
+    chosen, candidates = cheapest(node, graph, target, policy)
     if chosen is None:
         return False
     _check_symbolic(node, graph, chosen, candidates)
@@ -80,31 +103,34 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, mode: str,
         reason += f": {why}"
     cheaper = [c.name for c in candidates if c.cost(node, graph) < chosen.cost(node, graph)]
     if cheaper:
-        reason += (f"; cheaper {', '.join(cheaper)} would copy more scratch than the {mode} cap "
-                   f"of {WORKSPACE_CAPS[mode]} bytes")
+        reason += (f"; cheaper {', '.join(cheaper)} would copy more scratch than the {policy.name} cap "
+                   f"of {policy.workspace_cap} bytes")
     params: dict[str, KernelParam] = {}
     signature = kernel_signature(node, graph, target.name)
     # measured choices are for static shapes: a node with symbolic dims keeps the cost model's
     tuned = None if dims else ctx.tuning.lookup(signature)
     measured: list[dict[str, object]] = []
+    serves = None
     if tuned is not None:
         hit = next((c for c in candidates if c.name == tuned.candidate), None)
         if hit is None:
             reason += f"; the tuning database's {tuned.candidate} does not apply here"
         else:
             chosen, params = hit, dict(tuned.params)
+            serves = "tuning:measured"  # a measurement, not the policy's cost model, chose
             reason = f"measured fastest on {target.name} (tuning database)"
             # `measurements` is optional: a database of choices alone (tests) has none
             timings = getattr(ctx.tuning, "measurements", None)
             measured = [m.to_json() for m in timings(signature)] if timings else []
-    node.ann.kernel = KernelChoice(chosen.name, params, inplace_input=chosen.inplace_input_in(mode))
+    node.ann.kernel = KernelChoice(chosen.name, params, inplace_input=policy.inplace_input(chosen))
     node.ann.stores_once = chosen.stores_once and bool(node.ann.epilogue)
-    size_workspace(node, graph, mode, target)
+    size_workspace(node, graph, policy, target)
     if pass_name:
         others = [c.name for c in candidates if c is not chosen]
         ctx.log(pass_name, [node.name], "select_kernel",
                 reason + (f"; also applicable: {', '.join(others)}" if others else ""),
                 after=chosen.name, **({"params": params} if params else {}),
+                **({"serves": serves} if serves else {}),
                 **({"measured": measured, "signature": signature_key(signature)}
                    if measured else {}))
     return True
@@ -136,10 +162,10 @@ def symbolic_dims_of(node: Node, graph: Graph) -> list[str]:
                    for d in graph.types[name].shape if isinstance(d, Dim)})
 
 
-def size_workspace(node: Node, graph: Graph, mode: str, target: KernelTarget) -> None:
-    """The chosen kernel's scratch under `mode`'s cap (tiled kernels shrink tiles to fit)."""
+def size_workspace(node: Node, graph: Graph, policy: Policy, target: KernelTarget) -> None:
+    """The chosen kernel's scratch under `policy`'s cap (tiled kernels shrink tiles to fit)."""
     chosen = target.chosen(node)
     if chosen is None or not chosen.has_workspace or node.ann.kernel is None:
         return
-    node.ann.kernel.workspace_cap = WORKSPACE_CAPS[mode]
+    node.ann.kernel.workspace_cap = policy.workspace_cap
     node.ann.kernel.workspace_bytes = chosen.workspace_bytes(node, graph)

@@ -39,8 +39,14 @@ class KernelOption(Protocol):
         """Whether the kernel's scratch stays within `cap` bytes (tiled scratch shrinks to it)."""
         ...
 
-    def inplace_input_in(self, mode: str) -> int | None:
-        """The input the kernel may overwrite with its output in memory mode `mode`."""
+    @property
+    def inplace_input(self) -> int | None:
+        """The input the kernel may overwrite with its output (Policy.inplace_input decides)."""
+        ...
+
+    @property
+    def inplace_slower(self) -> bool:
+        """Whether that in-place path runs slower (only some policies take it)."""
         ...
 
 

@@ -1,9 +1,9 @@
 """The memory plan: where every intermediate tensor lives in the arena, and why.
 
-Steps: (1) views (Reshape, Flatten, ...) alias their source; (2) in modes other than
-latency_first, a fused elementwise loop may write over an operand that dies at that step
-(same size, read at the same index); (3) the resulting storages get offsets from the arena
-algorithms, and the best result is kept.
+Steps: (1) views (Reshape, Flatten, ...) alias their source; (2) under a policy with `inplace`
+(every mode but latency_first), a fused elementwise loop may write over an operand that dies at that step
+(same size, read at the same index); (3) the resulting storages get offsets from the
+policy's placement (by default the arena algorithms, the best result kept).
 """
 
 from __future__ import annotations
@@ -16,13 +16,10 @@ from ..ir.graph import Graph, Node
 from ..ir.run_dims import model_dims
 from ..ir.symbolic import Dim, DimLike, numel
 from ..ops import registry
-from .arena import Block, align, assign_offsets, lower_bound, peak_step
+from .arena import Block, align, lower_bound, peak_step
 from .liveness import Interval, compute_liveness
-from .runtime_offsets import ARENA_POLICY, RuntimeOffsets, choose_runtime_offsets
-
-# offset assignment is the same in every mode (the smallest arena for the schedule costs no
-# speed); the modes differ in aliasing and scheduling
-OFFSET_ALGORITHMS = ("greedy_by_size", "greedy_by_conflicts", "greedy_by_start", "hill_climb")
+from .policy import Policy
+from .runtime_offsets import RuntimeOffsets, choose_runtime_offsets
 
 
 @dataclass
@@ -124,7 +121,7 @@ class Storage:
     concat_slices: dict[str, list[int]] = field(default_factory=dict)  # concat -> inputs in place
 
 
-def analyze_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
+def analyze_storage(graph: Graph, liveness: dict[str, Interval], policy: Policy,
                     concat_in_place: bool = True, keep_copies: frozenset[str] = frozenset()
                     ) -> Storage:
     roots = storage_roots(graph)
@@ -136,7 +133,7 @@ def analyze_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
     storage = Storage(roots, members, reasons, {}, arena_values)
     if concat_in_place:
         _merge_concat_inputs(graph, storage, keep_copies)
-    if mode != "latency_first":
+    if policy.inplace:
         _merge_inplace(graph, liveness, storage)
     return storage
 
@@ -203,17 +200,17 @@ def storage_blocks(graph: Graph, storage: Storage, liveness: dict[str, Interval]
     return blocks
 
 
-def peak_bytes(graph: Graph, mode: str, alignment: int) -> int:
-    """The liveness lower bound of the graph's current schedule under `mode`'s aliasing rules."""
+def peak_bytes(graph: Graph, policy: Policy, alignment: int) -> int:
+    """The liveness lower bound of the graph's current schedule under `policy`'s aliasing."""
     liveness = compute_liveness(graph)
-    return _choose_storage(graph, liveness, mode, alignment)[1]
+    return _choose_storage(graph, liveness, policy, alignment)[1]
 
 
-def live_profile(graph: Graph, mode: str, alignment: int) -> list[int]:
-    """Bytes live at each schedule step under `mode`'s aliasing rules (its maximum is
+def live_profile(graph: Graph, policy: Policy, alignment: int) -> list[int]:
+    """Bytes live at each schedule step under `policy`'s aliasing rules (its maximum is
     `peak_bytes`): where the peak is, not only how high."""
     liveness = compute_liveness(graph)
-    storage, _ = _choose_storage(graph, liveness, mode, alignment)
+    storage, _ = _choose_storage(graph, liveness, policy, alignment)
     live = [0] * len(graph.nodes)
     for block in storage_blocks(graph, storage, liveness, alignment):
         for step in range(block.life.start, block.life.end + 1):
@@ -221,19 +218,20 @@ def live_profile(graph: Graph, mode: str, alignment: int) -> list[int]:
     return live
 
 
-def _choose_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
+def _choose_storage(graph: Graph, liveness: dict[str, Interval], policy: Policy,
                     alignment: int) -> tuple[Storage, int]:
     """Writing concat inputs in place saves copies but holds the whole concat buffer from its
-    first producer on. latency_first always takes it; the other modes turn it off, one concat
-    at a time, for concats whose buffer is live at the peak step while that lowers the peak."""
+    first producer on. A policy with `concat_copies_for_peak` (balanced, memory_first) turns it
+    off, one concat at a time, for concats whose buffer is live at the peak step while that
+    lowers the peak; latency_first always takes it."""
     def evaluate(keep: frozenset[str]) -> tuple[Storage, int, list[Block]]:
-        candidate = analyze_storage(graph, liveness, mode, keep_copies=keep)
+        candidate = analyze_storage(graph, liveness, policy, keep_copies=keep)
         blocks = storage_blocks(graph, candidate, liveness, alignment)
         return candidate, lower_bound(blocks), blocks
 
     keep: frozenset[str] = frozenset()
     storage, peak, blocks = evaluate(keep)
-    while mode != "latency_first" and storage.concat_slices:
+    while policy.concat_copies_for_peak and storage.concat_slices:
         step = peak_step(blocks)
         live = {b.name for b in blocks if b.life.start <= step <= b.life.end}
         suspects = [n.name for n in graph.nodes if n.name in storage.concat_slices
@@ -249,11 +247,12 @@ def _choose_storage(graph: Graph, liveness: dict[str, Interval], mode: str,
     return storage, peak
 
 
-def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment: int) -> MemoryPlan:
-    storage, _ = _choose_storage(graph, liveness, mode, alignment)
+def build_plan(graph: Graph, liveness: dict[str, Interval], policy: Policy,
+               alignment: int) -> MemoryPlan:
+    storage, _ = _choose_storage(graph, liveness, policy, alignment)
     blocks = storage_blocks(graph, storage, liveness, alignment)
-    algorithm, arena = assign_offsets(blocks, OFFSET_ALGORITHMS)
-    runtime = _runtime_offsets(graph, storage, blocks, mode, alignment, arena)
+    algorithm, arena = policy.place(blocks)
+    runtime = _runtime_offsets(graph, storage, blocks, policy, alignment, arena)
     if runtime is not None:  # what the plan records and pictures: the run at the upper bounds
         at_upper = dict(zip((b.name for b in runtime.blocks), runtime.upper_offsets()))
         for block in blocks:
@@ -281,7 +280,7 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], mode: str, alignment
     for tensor in tensors:
         if tensor.alias_of is None:
             tensor.reuses = reused.get(tensor.name, [])
-    return MemoryPlan(mode, alignment, algorithm,
+    return MemoryPlan(policy.name, alignment, algorithm,
                       arena if runtime is None else runtime.upper_extent(), no_reuse,
                       lower_bound(blocks), _count_shared(blocks), len(storage.inplace), tensors,
                       dict(storage.inplace), concat_slices=dict(storage.concat_slices),
@@ -294,12 +293,12 @@ def symbolic_nbytes(graph: Graph, value: str) -> DimLike:
     return numel(t.shape) * t.dtype.itemsize
 
 
-def _runtime_offsets(graph: Graph, storage: Storage, blocks: list[Block], mode: str,
+def _runtime_offsets(graph: Graph, storage: Storage, blocks: list[Block], policy: Policy,
                      alignment: int, fixed_arena: int) -> RuntimeOffsets | None:
-    """The run-time offsets of a model with symbolic dims, in the modes that compute them
-    (ARENA_POLICY); None otherwise (static models, latency_first: fixed offsets)."""
+    """The run-time offsets of a model with symbolic dims, under a policy that computes them
+    (`runtime_arena`); None otherwise (static models, latency_first: fixed offsets)."""
     dims = model_dims(graph)
-    if not dims or mode not in ARENA_POLICY or not blocks:
+    if not dims or policy.runtime_arena is None or not blocks:
         return None
     sizes: dict[str, list[DimLike]] = {}
     members: dict[str, tuple[str, int]] = {}
@@ -315,8 +314,8 @@ def _runtime_offsets(graph: Graph, storage: Storage, blocks: list[Block], mode: 
         if any(b.name == key for b in blocks):
             sizes[key] = [node.ann.kernel.workspace_bytes if node.ann.kernel else 0]
             members[key] = (key, 0)
-    return choose_runtime_offsets(blocks, sizes, members, dims, ARENA_POLICY[mode], alignment,
-                                  fixed_arena, lambda trial: assign_offsets(trial, OFFSET_ALGORITHMS))
+    return choose_runtime_offsets(blocks, sizes, members, dims, policy.runtime_arena, alignment,
+                                  fixed_arena, policy.place)
 
 
 def _in_arena(graph: Graph, roots: dict[str, str], value: str) -> bool:
@@ -358,7 +357,7 @@ def _merge_inplace(graph: Graph, liveness: dict[str, Interval], storage: Storage
 
 def _inplace_candidates(node: Node) -> list[str]:
     """Inputs the node's kernel may overwrite: any operand of a fused elementwise loop (read at
-    the index it writes), or the one input its kernel declares for the build's mode (a row-wise
+    the index it writes), or the one input its kernel declares for the build's policy (a row-wise
     kernel that reads a row fully before writing it)."""
     if node.op == "pyc.Elementwise":
         return list(node.inputs)

@@ -1,5 +1,5 @@
-"""Rematerialization (memory_first): recompute a cheap value next to each later user instead of
-keeping it live in between, when that lowers the peak.
+"""Rematerialization (a policy with `rematerialize`: memory_first): recompute a cheap value
+next to each later user instead of keeping it live in between, when that lowers the peak.
 
 Cheap means a fused elementwise loop (or a broadcast) whose inputs are graph inputs or
 constants: recomputing it keeps nothing else alive. Each candidate is tried on the schedule
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..ir.graph import Graph, Node
 from .plan import peak_bytes
+from .policy import Policy
 
 
 @dataclass
@@ -51,19 +52,19 @@ def _clone_before(graph: Graph, node: Node, user: Node, index: int) -> Node:
     return clone
 
 
-def rematerialize(graph: Graph, mode: str, alignment: int) -> list[RematDecision]:
+def rematerialize(graph: Graph, policy: Policy, alignment: int) -> list[RematDecision]:
     decisions = []
     for node in [n for n in graph.nodes if _cheap_and_independent(graph, n)]:
         later = _later_users(graph, node)
         if not later:
             continue
-        before = peak_bytes(graph, mode, alignment)
+        before = peak_bytes(graph, policy, alignment)
         trial = graph.clone()
         trial_node = next(n for n in trial.nodes if n.name == node.name)
         for index, user in enumerate(later, start=1):
             _clone_before(trial, trial_node, next(n for n in trial.nodes if n.name == user.name),
                           index)
-        after = peak_bytes(trial, mode, alignment)
+        after = peak_bytes(trial, policy, alignment)
         kept = after < before
         if kept:
             graph.nodes, graph.types = trial.nodes, trial.types

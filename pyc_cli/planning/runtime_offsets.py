@@ -32,12 +32,12 @@ from ..ir.run_dims import c_names, c_size
 from ..ir.symbolic import Dim, DimBounds, DimLike, parse_dim
 from .arena import Block, conflicts
 
-# how a mode obtains the arena memory when its offsets are computed at run time
-# (latency_first keeps fixed offsets): `reserve` allocates the upper bounds' arena once, when
-# the context is created, and a run touches only its tight prefix (pages never touched are not
-# resident); `grow` allocates only what the largest run so far used, growing it when a larger
-# shape comes (the memory held is the high-water mark of the shapes actually run).
-ARENA_POLICY = {"balanced": "reserve", "memory_first": "grow"}
+# how a policy obtains the arena memory when its offsets are computed at run time
+# (Policy.runtime_arena; latency_first keeps fixed offsets): `reserve` allocates the upper
+# bounds' arena once, when the context is created, and a run touches only its tight prefix
+# (pages never touched are not resident); `grow` allocates only what the largest run so far
+# used, growing it when a larger shape comes (the memory held is the high-water mark of the
+# shapes actually run).
 
 
 @dataclass
@@ -59,7 +59,7 @@ class RuntimeBlock:
 class RuntimeOffsets:
     """The run-time half of a memory plan (see the module's docstring)."""
 
-    arena: str  # ARENA_POLICY's value: reserve | grow
+    arena: str  # the policy's runtime_arena: reserve | grow
     alignment: int
     dims: list[DimBounds]
     blocks: list[RuntimeBlock]  # in evaluation order

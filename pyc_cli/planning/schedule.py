@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ..ir.graph import Graph, Node
 from ..ops import registry
 from .plan import peak_bytes
+from .policy import Policy
 
 
 def _given(graph: Graph) -> list[Node]:
@@ -94,17 +95,18 @@ ORDERS: dict[str, Callable[[Graph], list[Node]]] = {
 }
 
 
-def best_schedule(graph: Graph, mode: str, alignment: int) -> tuple[str, list[Node], dict[str, int]]:
-    """Evaluate every candidate order; return (name, order, peak bytes of each candidate)."""
+def best_schedule(graph: Graph, policy: Policy, alignment: int
+                  ) -> tuple[str, list[Node], dict[str, int]]:
+    """Evaluate the policy's candidate orders; return (name, order, peak bytes of each)."""
     original = graph.nodes
     peaks: dict[str, int] = {}
     orders: dict[str, list[Node]] = {}
     try:
-        for name, make in ORDERS.items():
-            orders[name] = make(graph)
+        for name in policy.schedule_orders:
+            orders[name] = ORDERS[name](graph)
             graph.nodes = orders[name]
-            peaks[name] = peak_bytes(graph, mode, alignment)
+            peaks[name] = peak_bytes(graph, policy, alignment)
     finally:
         graph.nodes = original
-    best = min(peaks, key=lambda n: (peaks[n], list(ORDERS).index(n)))
+    best = min(peaks, key=lambda n: (peaks[n], policy.schedule_orders.index(n)))
     return best, orders[best], peaks

@@ -10,10 +10,11 @@ slice of the Concat output (it copies instead where the pooled slices are small 
 the lower peak). The full conv result is never stored: the peak at that step drops from conv +
 pool output to pool output + one slice of the conv result.
 
-Every slice gathers the conv input again (im2col), so only memory_first tiles, and only a chain
-that holds the peak: it takes the fewest slices that lower the peak, repeats while the peak is
-in a chain, then gives back slices that no longer lower it. Peaks are the planner's exact
-liveness bound (`live_profile`), as in the schedule and rematerialization searches.
+Every slice gathers the conv input again (im2col), so only a policy with `tile_channels`
+(memory_first) tiles, and only a chain that holds the peak: it takes the fewest slices that
+lower the peak, repeats while the peak is in a chain, then gives back slices that no longer
+lower it. Peaks are the planner's exact liveness bound (`live_profile`), as in the schedule and
+rematerialization searches.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..ir.graph import Graph, Node
 from ..ir.types import TensorType
 from ..ops import registry
 from .plan import live_profile
+from .policy import Policy
 
 POOLS = ("MaxPool", "AveragePool")  # per channel: a channel slice in, the same slice out
 MAX_GROUPS = 16
@@ -84,7 +86,7 @@ class _Trial:
         return hot
 
 
-def tile_channels(graph: Graph, mode: str, alignment: int,
+def tile_channels(graph: Graph, policy: Policy, alignment: int,
                   refresh: Callable[[Graph], None]) -> list[TileDecision]:
     """Tile the chains that hold the peak (in place on `graph`); one decision per chain found.
     `refresh` redoes per-node planning notes (kernel workspaces) on a rewritten graph."""
@@ -98,7 +100,7 @@ def tile_channels(graph: Graph, mode: str, alignment: int,
         spans = {chain: _tile(tiled, chain, count) if count > 1 else list(chain.nodes)
                  for chain, count in choice.items()}
         refresh(tiled)
-        return _Trial(tiled, live_profile(tiled, mode, alignment), spans)
+        return _Trial(tiled, live_profile(tiled, policy, alignment), spans)
 
     current = trial(groups)
     start = current.peak

@@ -45,10 +45,10 @@ class KernelCandidate:
     # loop coordinates), given the node and the op's params
     params: Callable[[Node, Graph, dict[str, object]], dict[str, object]] | None = None
     # the input the kernel may overwrite with its output when that input dies here (it reads
-    # every element it needs from a row before writing that row), and the memory modes whose
-    # planner may use it: a kernel whose in-place path is slower lists only memory_first
+    # every element it needs from a row before writing that row); `inplace_slower`: that path
+    # runs slower, so only a policy with `slow_inplace` (memory_first) takes it
     inplace_input: int | None = None
-    inplace_modes: tuple[str, ...] = ("balanced", "memory_first")
+    inplace_slower: bool = False
     # the kernel applies a fused elementwise epilogue to each element as it stores it
     takes_epilogue: bool = False
     # whether the kernel computes an elementwise prologue on input 0 as it reads it (fuse)
@@ -115,10 +115,6 @@ class KernelCandidate:
     def reason(self, node: Node, graph: Graph) -> str:
         """What the decision log adds when this kernel is chosen ("" for nothing)."""
         return "" if self.why is None else self.why(node, graph)
-
-    def inplace_input_in(self, mode: str) -> int | None:
-        """The input this kernel may overwrite in `mode` (None: never)."""
-        return self.inplace_input if mode in self.inplace_modes else None
 
 
 class _NamedCall(Protocol):

@@ -103,6 +103,8 @@ MISTAKES = {
     "external_nul_in_location": ("build {nul_location} -o {root}/o6", "E004"),
     "repeat_zero": ("run {art} --random-inputs 0 --repeat 0", "E050"),
     "unknown_mode": ("build {mlp} --mode fast", "E050"),
+    "unknown_policy": ("build {mlp} --policy fast", "E060"),
+    "mode_and_policy_differ": ("build {mlp} --mode balanced --policy memory_first", "E050"),
     "unknown_target": ("build {mlp} --target gpu", "E050"),
     "directory_as_model": ("build {root}", "E050"),
     "output_directory_is_a_file": ("build {mlp} -o {root}/afile --input-shape x=3,64", "E050"),

@@ -25,7 +25,8 @@ from pyc_cli.api import BuildResult
 from pyc_cli.ir.symbolic import Dim, DimBounds, DimLike, parse_input_shapes
 from pyc_cli.planning.arena import Block, assign_offsets
 from pyc_cli.planning.liveness import Interval
-from pyc_cli.planning.plan import OFFSET_ALGORITHMS, symbolic_nbytes
+from pyc_cli.planning.plan import symbolic_nbytes
+from pyc_cli.planning.policy import OFFSET_ALGORITHMS
 from pyc_cli.planning.runtime_offsets import (
     RuntimeOffsets,
     choose_runtime_offsets,

@@ -240,7 +240,8 @@ def test_inlining_is_logged_in_decisions_and_explain(tmp_path: Path, rng: np.ran
     inlined = [r for r in records if r["action"] == "inline_if"]
     assert inlined == [{"pass": "import", "nodes": ["choose"], "action": "inline_if",
                         "reason": "If 'choose': condition is constant True, inlined then_branch "
-                                  "(2 nodes)", "after": 2, "branch": "then_branch"}]
+                                  "(2 nodes)", "after": 2, "branch": "then_branch",
+                        "serves": "pass:import/inline_if"}]
     rows = explain_data(tmp_path / "artifact")["passes"]
     assert rows[0]["name"] == "import" and rows[0]["changes"] == {"inline_if": 1}
     assert (rows[0]["nodes_before"], rows[0]["nodes_after"]) == (2, 3)

@@ -75,7 +75,7 @@ def test_tuning_database_hit_overrides_the_cost_model() -> None:
     assert after.nodes[0].ann.kernel == KernelChoice("matmul_naive", {"unroll": 4})
     [chosen] = decisions(ctx, "select_kernel")
     assert chosen.after == "matmul_naive" and "tuning database" in chosen.reason
-    assert chosen.extra == {"params": {"unroll": 4}}
+    assert chosen.extra == {"params": {"unroll": 4}, "serves": "tuning:measured"}
 
 
 def test_tuning_database_miss_and_inapplicable_hit_fall_back_to_the_cost_model() -> None:

@@ -1252,7 +1252,7 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "InstanceNormalization": (KernelCandidate("instancenorm_rows", "instancenorm.c.j2"),),
     # its in-place path (a ring of saved inputs) is slower: only memory_first takes it
     "LRN": (KernelCandidate("lrn_channels", "lrn.c.j2", params=_lrn_in_place, inplace_input=0,
-                            inplace_modes=("memory_first",)),),
+                            inplace_slower=True),),
     **_each(("CumSum", "CumProd"), CUMULATIVE),
     **_each(("ArgMax", "ArgMin"), ARGREDUCE, ARGREDUCE_DIMS),
     **_each(("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",

@@ -1,0 +1,150 @@
+"""Optimisation contracts (issue #16, point 3): parsed (PYC-E062 when malformed), checked at
+build where the plan decides (PYC-E063 naming the decisions), measured by `pyc run
+--check-contract`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REFERENCE_MODELS, invoke, onnxruntime_outputs
+
+import pyc_cli
+from pyc_cli.errors import PycError
+from pyc_cli.planning.contract import parse_contract
+
+MLP, CNN = REFERENCE_MODELS["mlp"], REFERENCE_MODELS["cnn"]
+SHAPE = "x=3,64"
+
+
+def test_a_contract_parses_into_clauses_with_limits_in_base_units() -> None:
+    contract = parse_contract("arena<=16MiB, deterministic,max_rel_err<=1e-4,latency_p95<=8ms")
+    assert [c.name for c in contract.clauses] == ["arena", "deterministic", "max_rel_err",
+                                                  "latency_p95"]
+    assert contract.get("arena").limit == 16 * 1024 * 1024  # type: ignore[union-attr]
+    assert contract.get("deterministic").limit is None  # type: ignore[union-attr]
+    assert contract.get("max_rel_err").limit == pytest.approx(1e-4)  # type: ignore[union-attr]
+    assert contract.latency is not None and contract.latency.percentile == 95
+    assert contract.latency.limit == pytest.approx(0.008)
+    assert parse_contract("arena<=2KB,latency_p50<=250us").clauses[1].limit == pytest.approx(2.5e-4)
+
+
+@pytest.mark.parametrize("text,what", [
+    ("arena<16MiB", "is not NAME<=VALUE"),
+    ("arena<=lots", "not a number with a unit of arena"),
+    ("arena<=16parsecs", "not a number with a unit of arena"),
+    ("latency_p95<=8", "not a number with a unit of latency_p95"),
+    ("latency_p42<=8ms", "unknown clause 'latency_p42'"),
+    ("fast", "is not NAME<=VALUE"),
+    ("deterministic,deterministic", "given twice"),
+    ("arena<=1MiB,", "'' is not NAME<=VALUE"),
+    ("max_rel_err<=", "not a number"),
+])
+def test_a_malformed_contract_is_refused_naming_the_clause(text: str, what: str) -> None:
+    with pytest.raises(PycError) as error:
+        parse_contract(text)
+    assert error.value.code == "E062" and what in error.value.what, error.value.what
+    assert "arena<=SIZE" in error.value.hint
+
+
+def test_a_broken_arena_clause_stops_the_build_naming_its_decisions(tmp_path: Path) -> None:
+    with pytest.raises(PycError) as error:
+        pyc_cli.build(CNN.path, tmp_path / "cnn.pyc", input_shapes=CNN.shapes,
+                      contract="deterministic,arena<=4KiB")
+    plan_arena = pyc_cli.api.compile_graph(CNN.path, "balanced", CNN.shapes)[1] \
+        .artifacts["memory_plan"].arena_bytes
+    assert error.value.code == "E063"
+    assert "'arena<=4KiB' is broken: the plan's arena is" in error.value.what
+    assert f"({plan_arena} bytes) (limit 4.00 KiB (4096 bytes))" in error.value.what
+    drove = error.value.where
+    assert "policy balanced@1 (given schedule" in drove and "live at the peak" in drove
+    assert "memory_first would need" in drove and "liveness lower bound" in drove
+    assert not (tmp_path / "cnn.pyc").exists()
+
+
+def test_a_kept_contract_is_logged_and_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "mlp.pyc"
+    built = pyc_cli.build(MLP.path, out, input_shapes=MLP.shapes, mode="memory_first",
+                          contract="arena<=1MiB,deterministic,max_rel_err<=1e-4,latency_p95<=8ms")
+    log = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    clauses = {d["clause"]: d for d in log if d["action"] == "contract_clause"}
+    assert list(clauses) == ["arena", "deterministic", "max_rel_err", "latency_p95"]
+    assert {d["serves"] for d in clauses.values()} == {f"contract:{n}" for n in clauses}
+    assert clauses["arena"]["status"] == "holds"
+    assert clauses["arena"]["after"] == built.plan.arena_bytes <= clauses["arena"]["before"]
+    assert clauses["latency_p95"]["status"] == clauses["max_rel_err"]["status"] == "run_time"
+    # `deterministic` makes a built-in policy's decisions be replayed too
+    assert [d["pass"] for d in log if d["action"] == "determinism_check"] == \
+        ["select_kernels", "plan_memory"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["flags"]["contract"].startswith("arena<=1MiB,deterministic")
+
+
+@pytest.fixture(scope="module")
+def contracted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLP built with its source kept (the reference of max_rel_err) and a contract that
+    holds; other contracts are checked by rebuilding with another one."""
+    out = tmp_path_factory.mktemp("contract") / "mlp.pyc"
+    code, output = invoke("build", str(MLP.path), "-o", str(out), "--input-shape", SHAPE,
+                          "--keep-source", "--no-cache", "-q", "--contract",
+                          "arena<=1MiB,deterministic,max_rel_err<=1e-4,latency_p95<=1s")
+    assert code == 0, output
+    return out
+
+
+def test_run_check_contract_measures_every_clause(contracted: Path) -> None:
+    code, output = invoke("run", str(contracted), "--random-inputs", "3", "--check-contract",
+                          "--json")
+    assert code == 0, output
+    results = {r["name"]: r for r in json.loads(output)["contract"]}
+    assert all(r["holds"] for r in results.values()), results
+    assert results["arena"]["value"] == json.loads(
+        (contracted / "manifest.json").read_text())["arena_bytes"]
+    assert results["deterministic"]["value"] == 0
+    assert 0 <= results["max_rel_err"]["value"] <= 1e-4
+    summary = json.loads(output)
+    assert summary["latency_ms"]["runs"] == 50  # the default for a latency clause
+    assert results["latency_p95"]["value"] == pytest.approx(summary["latency_ms"]["p95"] / 1e3)
+
+
+def test_the_measured_error_is_the_norm_relative_error_against_onnxruntime(
+        contracted: Path, rng: np.random.Generator, tmp_path: Path) -> None:
+    """max |pyc - ort| / max |ort| over the output, recomputed here from the same inputs."""
+    feeds = {"x": rng.standard_normal((3, 64)).astype(np.float32)}
+    np.savez(tmp_path / "in.npz", **feeds)
+    code, output = invoke("run", str(contracted), "--inputs", str(tmp_path / "in.npz"),
+                          "--check-contract", "--json", "--output", str(tmp_path / "out.npz"))
+    assert code == 0, output
+    got = np.load(tmp_path / "out.npz")
+    want = onnxruntime_outputs(MLP.path, feeds)
+    name = next(iter(want))
+    expected = np.max(np.abs(got[name].astype(np.float64) - want[name])) / np.max(np.abs(want[name]))
+    measured = {r["name"]: r for r in json.loads(output)["contract"]}["max_rel_err"]["value"]
+    assert measured == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("clause,names", [
+    ("latency_p50<=0.001us", ["measured", "over 50 timed runs", "policy balanced@1", "kernel "]),
+    ("max_rel_err<=1e-15", ["measured", "output logits", "against onnxruntime"]),
+])
+def test_a_broken_clause_fails_the_run_naming_value_and_decisions(
+        clause: str, names: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "mlp.pyc"
+    code, output = invoke("build", str(MLP.path), "-o", str(out), "--input-shape", SHAPE,
+                          "--keep-source", "--no-cache", "-q", "--contract", clause)
+    assert code == 0, output
+    code, output = invoke("run", str(out), "--random-inputs", "5", "--check-contract")
+    assert code == 2 and f"\nPYC-E063: contract clause '{clause}' is broken" in output, output
+    assert all(name in output for name in names), output
+
+
+def test_check_contract_needs_a_contract(contracted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plain.pyc"
+    assert invoke("build", str(MLP.path), "-o", str(out), "--input-shape", SHAPE, "-q")[0] == 0
+    code, output = invoke("run", str(out), "--random-inputs", "0", "--check-contract")
+    assert code == 2 and output.startswith("PYC-E062: the artifact was built without a contract")
+    code, output = invoke("build", str(MLP.path), "-o", str(out), "--input-shape", SHAPE,
+                          "--contract", "arena<=1MiB,speed<=fast")
+    assert code == 2 and output.startswith("PYC-E062: malformed contract: unknown clause 'speed'")
