@@ -11,7 +11,7 @@ from typing import Any
 
 from ...errors import PycError
 from ...ir.graph import Graph, Node
-from ...ir.run_dims import DIMS_PARAM
+from ...ir.run_dims import DIMS_PARAM, dims_fixed
 from ...ops import registry
 from ...planning.plan import WORKSPACE_SUFFIX, MemoryPlan, storage_roots
 from ...planning.weights import WeightsLayout
@@ -132,6 +132,11 @@ class CpuTarget(Target):
             m=info, calls=calls, kernels=kernels, debug_steps=debug_steps, profile=profile)
 
     def kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
+        # every symbolic kernel's parameters read the model's dims: walked once (dims_fixed)
+        with dims_fixed(graph):
+            return self._kernel_calls(graph, plan, weights)
+
+    def _kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
         pointers = PointerTable(graph, plan, weights)
         calls = []
         for node in graph.nodes:
