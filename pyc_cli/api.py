@@ -73,6 +73,7 @@ from .runtime.native import (
     IO_ENTRY_POINTS,
     RUNTIME_OFFSET_ENTRY_POINTS,
     SHAPED_ENTRY_POINTS,
+    TRIM_ENTRY_POINT,
     CompiledModel,
     ModelFunctions,
     ShapedFunctions,
@@ -1013,6 +1014,9 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
         if _has_symbols(library, manifest["symbol_prefix"], RUNTIME_OFFSET_ENTRY_POINTS):
             addresses.update(library_addresses(library, manifest["symbol_prefix"],
                                                RUNTIME_OFFSET_ENTRY_POINTS))
+        if _has_symbols(library, manifest["symbol_prefix"], (TRIM_ENTRY_POINT,)):
+            addresses.update(library_addresses(library, manifest["symbol_prefix"],
+                                               (TRIM_ENTRY_POINT,)))
         model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model
