@@ -13,7 +13,7 @@ from typing import Any
 
 from .ir.graph import Graph
 from .ir.run_dims import c_names, c_size, model_dims, shape_text
-from .ir.symbolic import Dim, has_dims, input_dim_step, value_source
+from .ir.symbolic import Dim, bare_value_dim, has_dims, input_dim_step, value_source
 from .ir.types import DType
 
 DTYPE_CODES: dict[DType, int] = {
@@ -63,14 +63,31 @@ def run_dims(graph: Graph) -> dict[str, Any]:
     # so artifacts without steps are as before
     extra = {"input_steps": steps} if any(s != 1 for row in steps for s in row) else {}
     values = []
+    fixed = value_assumptions(graph)
     for k, bounds in enumerate(dims):
         source = value_source(bounds)
         if source is not None and source[0] in graph.inputs:
+            lo, hi = (fixed[bounds.name],) * 2 if bounds.name in fixed else (bounds.lo, bounds.hi)
             values.append({"index": k, "input": graph.inputs.index(source[0]), "element": source[1],
-                           "ctype": graph.types[source[0]].dtype.c_type, "lo": bounds.lo,
-                           "hi": bounds.hi})
+                           "ctype": graph.types[source[0]].dtype.c_type, "lo": lo, "hi": hi})
     return {"dims": dims, "input_axes": axes, "output_dims_c": outputs, **extra,
             **({"value_dims": values} if values else {})}
+
+
+def value_assumptions(graph: Graph) -> dict[str, int]:
+    """Value dims a Reshape's element count decided (ops/views._solve_value_dim: its output
+    type holds the number where its `shape` holds the value dim), by name: the entry point
+    accepts only that value for them (status 6 otherwise), so the types hold at run time."""
+    fixed: dict[str, int] = {}
+    for node in graph.nodes:
+        target = node.attrs.get("shape") if node.op == "Reshape" else None
+        if not isinstance(target, list) or not node.outputs or node.outputs[0] not in graph.types:
+            continue
+        for dim, out in zip(target, graph.types[node.outputs[0]].shape):
+            bounds = bare_value_dim(dim)
+            if bounds is not None and not isinstance(out, Dim):
+                fixed[bounds.name] = int(out)
+    return fixed
 
 
 def dtype_code(dtype: DType) -> int:

@@ -12,7 +12,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ from .runtime.native import (
     IO_ENTRY_POINTS,
     RUNTIME_OFFSET_ENTRY_POINTS,
     SHAPED_ENTRY_POINTS,
+    TRIM_ENTRY_POINT,
     CompiledModel,
     ModelFunctions,
     ShapedFunctions,
@@ -385,12 +386,14 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                                     "same model, options, toolchain and PyC)"],
                                cached=True)
         built_notes = len(notes)
+        passes_started = time.monotonic()
         compiled = [_compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
                                         steps, target_tuning, input_values,
                                         check_determinism=promised is not None
                                         and promised.get("deterministic") is not None)
                     for backend, target_tuning in zip(backends, tunings)]
         graph, ctx = compiled[0]
+        passes_s = time.monotonic() - passes_started
         if buckets and any(d.computed for d in model_dims(graph)):
             # a bucket is a box of the input dims; sizes computed during the run (from input
             # values, NonZero, ...) are not bound when dispatch picks a box
@@ -413,13 +416,19 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                   for k, v in sorted((input_shapes or {}).items())},
                  **({"input_values": {k: list(v) for k, v in sorted(input_values.items())}}
                     if input_values else {})}
+        # the buckets are built before the generic plan's code, which holds their libraries'
+        # sha256 (its C dispatch checks them before loading one)
+        writer = functools.partial(_write_buckets, model_path=model_path, buckets=buckets,
+                                   left_out=left_out, ctx=ctx, generic_graph=graph,
+                                   backend=backends[0],
+                                   cpu_record=cpu_records[0], flags=flags, tuning=tunings[0],
+                                   steps=steps, room=_BucketRoom(compile_budget, started, passes_s)
+                                   ) if buckets else None
         with staging_directory(out, lock) as staging:
-            _write_targets(staging, model_path, list(zip(targets, backends, cpu_records, compiled)),
-                           flags, slim, steps, buckets)
-            if buckets:
-                notes += _write_buckets(staging, model_path, buckets, left_out, (graph, ctx),
-                                        backends[0], cpu_records[0], flags, tunings[0], steps,
-                                        compile_budget, started)
+            written = _write_targets(staging, model_path,
+                                     list(zip(targets, backends, cpu_records, compiled)),
+                                     flags, slim, steps, writer)
+            notes += written.notes if written else []
             if key is not None:  # the finished artifact, before it replaces `out`
                 with steps.step("keep in the build cache"):
                     kept = build_cache.store(key, staging, print_graph(graph),
@@ -450,40 +459,68 @@ def _plan_buckets(count: int | str | None, sample: str | Path | None,
                           AUTO_BUCKETS if limit is None else limit)
 
 
-def _bucket_room(buckets: list[Bucket], ctx: PassContext, compile_budget: float | None,
-                 started: float) -> list[Bucket]:
-    """The buckets the compile budget leaves room for (in the order chosen): a bucket's build
-    costs about what the generic one took; each dropped one is logged."""
-    if compile_budget is None:
+@dataclass(frozen=True)
+class _BucketRoom:
+    """What the compile budget has to say about the buckets: the budget (None: none), when the
+    build started (time.monotonic) and how long the generic plan's passes took."""
+
+    budget: float | None
+    started: float
+    passes_s: float
+
+
+@dataclass(frozen=True)
+class _BucketsWritten:
+    """The buckets built (in the order chosen), their manifest entries, the build's notes about
+    them, and each one's library sha256 (what the generic plan's C dispatch checks)."""
+
+    kept: list[Bucket]
+    entries: list[dict[str, Any]]
+    notes: list[str]
+    sha256: dict[str, str]
+
+
+# writes the buckets into the staging directory, given the generic plan's weights as the top
+# manifest will describe them ({"arena_bytes", "weights": {file, bytes}, "files": {file: sha256}})
+BucketWriter = Callable[[Path, dict[str, Any]], _BucketsWritten]
+
+
+def _bucket_room(buckets: list[Bucket], ctx: PassContext, room: _BucketRoom) -> list[Bucket]:
+    """The buckets the compile budget leaves room for (in the order chosen), built before the
+    generic plan's code: a bucket's build costs about what the generic one will (its passes and
+    BUILD_AFTER_PASSES times them for code and compiling), and the generic plan's code and
+    compiling are kept room for; each dropped one is logged."""
+    if room.budget is None:
         return buckets
-    took = time.monotonic() - started
-    room = max(0, int((compile_budget - took) // max(took, 1e-3)))
-    for bucket in buckets[room:]:
+    took = time.monotonic() - room.started
+    reserve = BUILD_AFTER_PASSES * room.passes_s
+    each = max((1.0 + BUILD_AFTER_PASSES) * room.passes_s, 1e-3)
+    fits = max(0, int((room.budget - took - reserve) // each))
+    for bucket in buckets[fits:]:
         ctx.log("build", [], "shape_bucket_dropped",
                 f"compile budget: bucket {bucket.id} ({bucket.count} requests, "
-                f"{bucket.share:.1%}) dropped: {max(0.0, compile_budget - took):.1f} s of the "
-                f"{compile_budget:g} s budget left, about {took:.1f} s per bucket build",
+                f"{bucket.share:.1%}) dropped: {max(0.0, room.budget - took):.1f} s of the "
+                f"{room.budget:g} s budget left, about {reserve:.1f} s of it kept for the "
+                f"generic plan's code, about {each:.1f} s per bucket build",
                 bucket=bucket.id)
-    return buckets[:room]
+    return buckets[:fits]
 
 
-def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_out: list[str],
-                   generic: tuple[Graph, PassContext], backend: Target, cpu_record: dict[str, Any],
-                   flags: dict[str, Any], tuning: TuningDatabase | None, steps: BuildSteps,
-                   compile_budget: float | None, started: float) -> list[str]:
-    """Each bucket's build in staging/buckets/ID/, written after the generic one; the
-    decisions (why each bucket exists, what was left out or dropped by the compile budget) are
-    appended to the generic decision log, and the top manifest lists the buckets and hashes
-    their files; each bucket's log line says whether its plan's kernels differ from the generic
-    plan's, with the cost model's predicted speedup. Returns the build's notes about them."""
-    generic_graph, ctx = generic
-    first = len(ctx.decisions)
+def _write_buckets(staging: Path, manifest: dict[str, Any], *, model_path: Path,
+                   buckets: list[Bucket], left_out: list[str], ctx: PassContext,
+                   generic_graph: Graph,
+                   backend: Target, cpu_record: dict[str, Any], flags: dict[str, Any],
+                   tuning: TuningDatabase | None, steps: BuildSteps,
+                   room: _BucketRoom) -> _BucketsWritten:
+    """Each bucket's build in staging/buckets/ID/ (a BucketWriter), written after the generic
+    plan's weights and before its code; the decisions (why each bucket exists, what was left
+    out or dropped by the compile budget) are logged in the generic plan's context, whose
+    decision log and manifest (listing the buckets, hashing their files) are written after."""
     for line in left_out:
         ctx.log("build", [], "shape_bucket_left_out", line)
-    kept = _bucket_room(buckets, ctx, compile_budget, started)
-    manifest = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
+    kept = _bucket_room(buckets, ctx, room)
     generic_arena = manifest["arena_bytes"]
-    entries, notes = [], []
+    entries, notes, sha256 = [], [], {}
     for bucket in kept:
         shapes = symbolic_shapes({**flags["input_shapes"], **bucket.shapes})
         with steps.step(f"bucket {bucket.id}"):
@@ -495,6 +532,7 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
             _write_artifact(staging / bucket.directory(), model_path, graph, bucket_ctx,
                             backend, own, cpu_record, False, steps, borrows_weights=True)
             shared = _share_weights(staging, bucket.directory(), manifest)
+        sha256[bucket.id] = file_sha256(staging / bucket.directory() / backend.library_name)
         arena = bucket_ctx.artifacts["memory_plan"].arena_bytes
         speedup, changed = predicted_speedup(generic_graph, graph, backend.kernels)
         reason = f"{bucket.reason}; {speedup_note(speedup, changed)}"
@@ -508,27 +546,23 @@ def _write_buckets(staging: Path, model_path: Path, buckets: list[Bucket], left_
                      f"{'a static' if bucket.exact else 'a symbolic'} plan, arena {arena} B "
                      f"(generic plan {generic_arena} B)"
                      + ("; the generic plan's weights" if shared else "; weights of its own"))
-    with open(staging / "decisions.jsonl", "a", encoding="utf-8", newline="\n") as log:
-        log.writelines(dumps_line(d.to_json()) for d in ctx.decisions[first:])
-    manifest["buckets"] = entries
-    manifest["files"] = hash_tree(staging)
-    write_text(staging, MANIFEST, dumps(manifest))
-    return notes
+    return _BucketsWritten(kept, entries, notes, sha256)
 
 
-def _bucket_infos(buckets: list[Bucket] | None, name: str, dims: list[Any],
+def _bucket_infos(written: _BucketsWritten | None, name: str, dims: list[Any],
                   backend: Target) -> dict[str, Any]:
-    """The generic plan's dispatch table (c/buckets.c.j2): each bucket's box over the plan's
-    dims, in dispatch order (pyc_cli/buckets.dispatch_order)."""
-    if not buckets:
+    """The generic plan's dispatch table (c/buckets.c.j2): each bucket built, its box over the
+    plan's dims and its library's sha256, in dispatch order (pyc_cli/buckets.dispatch_order)."""
+    if written is None:
         return {}
+    buckets = written.kept
     by_id = {bucket.id: bucket for bucket in buckets}
     infos = []
     for bucket_id, box in dispatch_order([(b.id, b.box) for b in buckets]):
         bounds = {dim: (lo, hi) for dim, lo, hi in box}
         infos.append(BucketInfo(bucket_id, f"{name}_{bucket_id}", by_id[bucket_id].exact,
                                 [bounds[d.name][0] for d in dims],
-                                [bounds[d.name][1] for d in dims]))
+                                [bounds[d.name][1] for d in dims], written.sha256[bucket_id]))
     return {"buckets": infos, "bucket_library": backend.library_name}
 
 
@@ -563,21 +597,23 @@ def _warn_if_over(compile_budget: float | None, started: float) -> None:
 def _write_targets(staging: Path, model_path: Path,
                    built: list[tuple[str, Target, dict[str, Any], tuple[Graph, PassContext]]],
                    flags: dict[str, Any], slim: bool, steps: BuildSteps,
-                   buckets: list[Bucket] | None = None) -> None:
+                   buckets: BucketWriter | None = None) -> _BucketsWritten | None:
     """Each target's artifact: the first in `staging`, each next one in targets/NAME/ (written
     first: the first target's manifest hashes their files and lists every target). The first
-    one's code dispatches to `buckets` (built after it, in buckets/ID/)."""
+    one's code dispatches to the buckets `buckets` writes (in buckets/ID/), which it returns."""
     targets = [target for target, *_ in built]
+    written = None
     for index in reversed(range(len(built))):
         target, backend, cpu_record, (graph, ctx) = built[index]
         own = {**flags, "mode": ctx.options.mode, "target": target,
                "keep_source": flags["keep_source"] and index == 0,  # one source copy
                **({"arch": backend.arch, "precision": backend.precision}  # type: ignore[attr-defined]
                   if target == "cuda" else {})}
-        _write_artifact(staging / fallback_dir(target) if index else staging, model_path, graph,
-                        ctx, backend, own, cpu_record, slim, steps,
-                        targets if index == 0 and len(targets) > 1 else None,
-                        buckets=buckets if index == 0 else None)
+        written = _write_artifact(staging / fallback_dir(target) if index else staging,
+                                  model_path, graph, ctx, backend, own, cpu_record, slim, steps,
+                                  targets if index == 0 and len(targets) > 1 else None,
+                                  buckets=buckets if index == 0 else None)
+    return written
 
 
 def parse_targets(text: str) -> list[str]:
@@ -656,11 +692,13 @@ def _tune(model_path: Path, mode: str | None, input_shapes: dict[str, tuple[int,
 def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassContext,
                     backend: Target, flags: dict[str, Any], cpu_record: dict[str, Any],
                     slim: bool, steps: BuildSteps, targets: list[str] | None = None,
-                    buckets: list[Bucket] | None = None, borrows_weights: bool = False) -> None:
+                    buckets: BucketWriter | None = None,
+                    borrows_weights: bool = False) -> _BucketsWritten | None:
     """One target's artifact in `staging`; `targets` (the first target's of several) lists
     every target, the others' artifacts already written under targets/NAME/. The generic plan
-    of an artifact with `buckets` dispatches to them in C; a bucket's plan `borrows_weights`
-    (exports NAME_create_borrowed)."""
+    of an artifact with buckets has `buckets` write them once its weights are written, before
+    its code, which dispatches to them in C (returns what was written); a bucket's plan
+    `borrows_weights` (exports NAME_create_borrowed)."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     policy = ctx.policy
     # weights the kernels read as packed panels, or in a 16-bit type, are stored so
@@ -668,17 +706,21 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                             backend.constant_conversions(graph), backend.constant_transforms(graph))
     check_addressable("the weights file", layout.total_bytes, model_path.name)
     blob = weights_bytes(graph, layout)
+    write_bytes(staging, "weights.bin", blob)
+    written = None if buckets is None else buckets(staging, {
+        "arena_bytes": plan.arena_bytes,
+        "weights": {"file": "weights.bin", "bytes": layout.total_bytes},
+        "files": {"weights.bin": file_sha256(staging / "weights.bin")}})
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
                      flags["threads"], **run_dims(graph), **runtime_plan(plan),
-                     **_bucket_infos(buckets, flags["name"], run_dims(graph).get("dims", []), backend),
+                     **_bucket_infos(written, flags["name"], run_dims(graph).get("dims", []), backend),
                      borrows_weights=borrows_weights)
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
         write_text(staging, f"src/{name}", text)
-    write_bytes(staging, "weights.bin", blob)
     write_text(staging, "model.ir", print_graph(graph))
     write_text(staging, "memory_plan.json", dumps(plan.to_json()))
     write_text(staging, "memory_timeline.svg",
@@ -718,11 +760,13 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         **({"header": "src/model.h"} if cpu_record else {}),
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),
         **({"targets": targets} if targets else {}),
+        **({"buckets": written.entries} if written is not None else {}),
         "files": hash_tree(staging),
     }
     if slim:
         manifest = strip_files(staging, manifest)
     write_text(staging, MANIFEST, dumps(manifest))
+    return written
 
 
 def check_contract_at_build(promised: Contract, ctx: PassContext) -> list[str]:
@@ -1046,6 +1090,9 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
         if _has_symbols(library, manifest["symbol_prefix"], RUNTIME_OFFSET_ENTRY_POINTS):
             addresses.update(library_addresses(library, manifest["symbol_prefix"],
                                                RUNTIME_OFFSET_ENTRY_POINTS))
+        if _has_symbols(library, manifest["symbol_prefix"], (TRIM_ENTRY_POINT,)):
+            addresses.update(library_addresses(library, manifest["symbol_prefix"],
+                                               (TRIM_ENTRY_POINT,)))
         model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
     return model

@@ -9,8 +9,9 @@ the bounds include shapes the model rejects), or `CRASH` (anything else: a bug).
 
     python tests/symbolic_sweep.py [--ops Slice,Pad] [--report out.json]
 
-At this commit: 847 ok, 287 E051, 40 E008 (unsupported element types), 33 E009 (bounds
-include invalid shapes), 3 E010, 151 skipped (no dim to make symbolic), 0 crashes. Many E051
+Last run (docs/dynamic_shapes.md, "the sweep"): 848 ok, 287 E051, 40 E008 (unsupported element
+types), 33 E009 (bounds include invalid shapes), 3 E010, 151 skipped (no dim to make symbolic),
+0 crashes. Many E051
 are the sweep's own doing (a head count made symbolic where real models have a number).
 """
 

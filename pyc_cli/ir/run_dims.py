@@ -9,15 +9,55 @@ every kernel that reads run-time sizes (a candidate with `symbolic_dims`) gets t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from .graph import Graph
 from .symbolic import Dim, DimBounds, DimLike, computed_dims, input_dim_step
 
 DIMS_PARAM = "dims"  # the C parameter (an array of int64_t) kernels read the dims from
 
+# (graph, its dims, their C names) while code is generated for that graph (dims_fixed)
+_FIXED: ContextVar[tuple[Graph, list[DimBounds], dict[str, str]] | None] = \
+    ContextVar("pyc_fixed_dims", default=None)
+
+
+@contextmanager
+def dims_fixed(graph: Graph) -> Iterator[None]:
+    """Within, `graph`'s types do not change (code generation: every kernel's parameters read
+    the dims), so model_dims and dim_names of it walk its values once, not once per node (which
+    was quadratic). Scoped to this context (thread- and task-safe), and checked on the way out:
+    a graph changed inside is an internal error, not stale code."""
+    dims = _model_dims(graph)
+    token = _FIXED.set((graph, dims, c_names(dims)))
+    try:
+        yield
+    finally:
+        _FIXED.reset(token)
+    if _model_dims(graph) != dims:
+        raise AssertionError("the graph's dims changed while its code was generated")
+
 
 def model_dims(graph: Graph) -> list[DimBounds]:
+    """The named dims of the graph's inputs, then those its nodes compute (_model_dims); once
+    per graph within dims_fixed."""
+    fixed = _FIXED.get()
+    if fixed is not None and fixed[0] is graph:
+        return list(fixed[1])
+    return _model_dims(graph)
+
+
+def dim_names(graph: Graph) -> dict[str, str]:
+    """c_names(model_dims(graph)): each dim's C expression (what kernels with symbolic dims
+    read); once per graph within dims_fixed."""
+    fixed = _FIXED.get()
+    if fixed is not None and fixed[0] is graph:
+        return dict(fixed[2])
+    return c_names(_model_dims(graph))
+
+
+def _model_dims(graph: Graph) -> list[DimBounds]:
     """The named dims of the graph's inputs, sorted by name, then the dims its nodes compute at
     run time (issue #15, point 2: `DimBounds.computed`), sorted by name ([] for a static
     model). The entry point sets the first from the input shapes; each computed one is written

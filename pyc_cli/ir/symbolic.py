@@ -365,6 +365,17 @@ def value_source(bounds: DimBounds) -> tuple[str, int] | None:
     return (found.group(1), int(found.group(2))) if found else None
 
 
+def bare_value_dim(value: object) -> DimBounds | None:
+    """The bounds of `value` where it is one value dim itself (not an expression of it)."""
+    if not isinstance(value, Dim) or len(value.terms) != 1:
+        return None
+    (mono, coeff), = value.terms
+    if coeff != 1 or len(mono) != 1 or mono[0][1] != 1 or not isinstance(mono[0][0], DimBounds):
+        return None
+    bounds = mono[0][0]
+    return bounds if value_source(bounds) is not None else None
+
+
 def computed_dims(shapes: Iterable[tuple[DimLike, ...]]) -> dict[str, DimBounds]:
     """The computed dims (see `computed_dim`) that `shapes` read, by name."""
     found: dict[str, DimBounds] = {}

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Node
+from ..ir.symbolic import bare_value_dim, exact_div
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     VIEW,
@@ -68,8 +69,34 @@ class Reshape(ViewOp):
             known = math.prod(d for d in dims if d != -1)
             dims[dims.index(-1)] = math.prod(shape) // known if known else 0
         if math.prod(dims) != math.prod(shape):
-            raise PycError("E009", f"cannot reshape {list(shape)} to {target}", where=node.name)
+            solved = _solve_value_dim(dims, shape)
+            if solved is None:
+                raise PycError("E009", f"cannot reshape {list(shape)} to {target}",
+                               where=node.name)
+            dims = solved
         return tuple(dims)
+
+
+def _solve_value_dim(dims: list[int], shape: tuple[int, ...]) -> list[int] | None:
+    """`dims` with the one value dim (an input's element read at run time, issue #15) whose
+    value the element count decides replaced by that value: reshaping [2, D*H*W, 3] to
+    [size[0], D, H, W, 3] is valid only where size[0] is 2 (AffineGrid's 3-D function). The
+    entry point checks the assumption (abi.value_assumptions: status 6 otherwise). None where
+    no single value dim within its bounds makes the counts equal."""
+    found = []
+    for index, dim in enumerate(dims):
+        bounds = bare_value_dim(dim)
+        if bounds is None:
+            continue
+        rest = math.prod(d for k, d in enumerate(dims) if k != index)
+        value = exact_div(math.prod(shape), rest) if rest else None
+        if type(value) is int and bounds.lo <= value <= bounds.hi and \
+                value * rest == math.prod(shape):
+            found.append((index, value))
+    if len(found) != 1:
+        return None
+    index, value = found[0]
+    return [value if k == index else d for k, d in enumerate(dims)]
 
 
 @register

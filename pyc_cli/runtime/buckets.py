@@ -84,6 +84,12 @@ class BucketDispatch:
                 self._models[bucket] = self._load(bucket)
             return self._models[bucket]
 
+    def trim(self) -> int:
+        """CompiledModel.trim of every bucket loaded: the bytes released."""
+        with self._lock:
+            models = list(self._models.values())
+        return sum(model.trim() for model in models)
+
     def close(self) -> None:
         with self._lock:
             models, self._models = list(self._models.values()), {}

@@ -55,7 +55,7 @@ def jit_load(artifact: str | Path) -> CompiledModel:
     _init_llvm()
     with tempfile.TemporaryDirectory() as work:
         src = Path(work)
-        for name in JIT_SOURCES:
+        for name in _jit_sources(manifest):
             (src / name).write_bytes((root / "src" / name).read_bytes())
         cpu = manifest["cpu"]
         objects = CpuTarget(cpu["march"], tuple(cpu["requested_features"])).compile_objects(src)
@@ -83,9 +83,16 @@ def jit_load(artifact: str | Path) -> CompiledModel:
 
 
 JIT_SOURCES = ("model.c", "model.h", "pyc_runtime.c", "pyc_runtime.h")
+# a generic plan with shape buckets also includes the sha256 its dispatch checks them with
+BUCKETS_JIT_SOURCE = "pyc_sha256.h"
+
+
+def _jit_sources(manifest: dict[str, Any]) -> tuple[str, ...]:
+    return JIT_SOURCES + ((BUCKETS_JIT_SOURCE,) if manifest.get("buckets") else ())
 
 
 def _check_jit_inputs(root: Path, manifest: dict[str, Any]) -> None:
     """The sources compiled here must be hash-verified (the manifest check already allows
     only known system libraries)."""
-    require_files(root, manifest, [f"src/{name}" for name in JIT_SOURCES], "the JIT loader")
+    require_files(root, manifest, [f"src/{name}" for name in _jit_sources(manifest)],
+                  "the JIT loader")

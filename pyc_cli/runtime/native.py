@@ -58,6 +58,10 @@ class ShapedFunctions:
         used = addresses.get("context_arena_used")
         self.arena_used = None if used is None else ctypes.CFUNCTYPE(
             ctypes.c_int64, ctypes.c_void_p)(used)
+        # NAME_context_trim: only a plan whose arena the runs grow (memory_first) exports it
+        trim = addresses.get(TRIM_ENTRY_POINT)
+        self.trim = None if trim is None else ctypes.CFUNCTYPE(
+            ctypes.c_int64, ctypes.c_void_p)(trim)
         # sizes computed at run time (issue #15, point 2): a run may exceed their bounds
         self.computed = sorted(d.name for d in self.bounds.values() if d.computed)
 
@@ -71,6 +75,8 @@ class ShapedFunctions:
 SHAPED_ENTRY_POINTS = ("context_run_shaped", "output_shape")
 # ... and a plan whose offsets are computed at run time (memory_plan.json's runtime_offsets)
 RUNTIME_OFFSET_ENTRY_POINTS = ("context_arena_used", "arena_offsets")
+# ... and a plan whose arena grows on demand (memory_first): frees it
+TRIM_ENTRY_POINT = "context_trim"
 
 
 class ModelFunctions:
@@ -476,6 +482,27 @@ class CompiledModel:
         with self._context() as context:
             return time_calls(lambda: self._run_pointers(context, in_ptrs, out_ptrs, arrays,
                                                          shapes), plan)
+
+    def trim(self) -> int:
+        """Free the arenas a memory_first plan with symbolic dims grew (it keeps its largest
+        run's so far): every idle execution context's, those of the shape buckets loaded and of
+        a target a run fell back to; a context a run is using keeps its own. The next run grows
+        one again to what it needs. Returns the bytes released (always 0 for a plan whose arena
+        is fixed: static, balanced, latency_first). Thread-safe; runs starting meanwhile wait
+        for it (it only frees)."""
+        released = 0
+        if self._replacement is not None:
+            released += self._replacement.trim()
+        if self.buckets is not None:
+            released += self.buckets.trim()
+        trim = None if self.shaped is None else self.shaped.trim
+        if trim is None:
+            return released
+        with self._lock:
+            self._check_open()
+            for context in self._idle:
+                released += int(trim(context))
+        return released
 
     # ------------------------------------------------------------ execution contexts
 

@@ -24,13 +24,15 @@ from .kernel import KernelCandidate
 class BucketInfo:
     """A shape bucket as the generic plan's dispatch sees it (c/buckets.c.j2): its id, its
     library's symbol prefix, whether every dim is fixed (a static plan, run without shapes),
-    and its box: the bounds of each of the generic plan's dims, in their order."""
+    its box: the bounds of each of the generic plan's dims, in their order, and its library's
+    sha256 (hex), which the dispatch checks before loading it."""
 
     id: str
     prefix: str
     static: bool
     lo: list[int]
     hi: list[int]
+    sha256: str
 
 
 @dataclass(frozen=True)

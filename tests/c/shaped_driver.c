@@ -11,7 +11,8 @@
  * Compile with -DPYC_NAME=<the model's symbol prefix> and -I <artifact>/src, linked with the
  * model's generated C and the runtime. Usage: shaped_driver WEIGHTS IN_FILE OUT_FILE d0 d1 ...
  * (IN_FILE holds the input's bytes at that shape, row-major). Prints the dims with their bounds,
- * the run's status and output 0's shape; exits 0 when the run succeeded, 3 when it was refused. */
+ * the run's status and output 0's shape; exits 0 when the run succeeded, 3 when its shape was
+ * refused, 1 on another status (with buckets: 7, a bucket library that fails its sha256). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -160,6 +160,7 @@ def test_each_plan_matches_onnxruntime_at_the_box_edges(built: tuple[Path, Path]
                                        rtol=RTOL, atol=ATOL, err_msg=f"batch {batch}")
             np.testing.assert_allclose(y, generic.run({"x": x})["y"], rtol=RTOL, atol=ATOL)
         assert model.stats.plan_runs == {"b0": 1, "b1": 5, "generic": 2}
+        assert model.trim() == 0  # balanced plans, the buckets loaded too: no grown arena
         assert model.run(None, {"x": np.ones((1, 32), np.float32)})[0].shape == (1, 16)
         assert model.time_runs({"x": np.ones((8, 32), np.float32)}, 2)  # timed on b0
         assert model.stats.plan_runs["b0"] == 2
@@ -212,6 +213,63 @@ def test_the_c_abi_dispatches_to_the_buckets(built: tuple[Path, Path], tmp_path:
     out, y = _drive(exe, copy, tmp_path, 9, x)
     assert "plan -1 generic" in out  # b1 unavailable: the generic plan runs it
     np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"], rtol=RTOL, atol=ATOL)
+
+
+def test_the_c_dispatch_refuses_a_modified_bucket_library(built: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """The generic plan's C holds each bucket library's sha256 (the one the manifest lists,
+    known because the buckets are built before its code) and checks it before dlopen: a run in
+    the box of a modified library returns PYC_STATUS_BUCKET_UNVERIFIED (7) and never maps it;
+    other boxes and the generic plan still run, and match onnxruntime."""
+    model_path, art = built
+    manifest = json.loads((art / "manifest.json").read_text())
+    source = (art / "src" / "model.c").read_text()
+    for bucket in ("b0", "b1"):
+        digest = manifest["files"][f"buckets/{bucket}/libmodel.so"]
+        assert ", ".join(f"0x{digest[i:i + 2]}" for i in range(0, 64, 2)) in source
+    copy = tmp_path / "art"
+    shutil.copytree(art, copy)
+    library = copy / "buckets" / "b1" / "libmodel.so"
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit: still a loadable library, not the one built
+    library.write_bytes(bytes(data))
+    exe = compile_driver(copy, "shaped_driver.c", tmp_path / "driver", "-DPYC_TEST_BUCKETS")
+    rng = np.random.default_rng()
+    for batch in (9, 1):  # b1's box: refused, every time
+        x = rng.standard_normal((batch, 32)).astype(np.float32)
+        x.tofile(tmp_path / "x.bin")
+        ran = subprocess.run([str(exe), str(copy / "weights.bin"), str(tmp_path / "x.bin"),
+                              str(tmp_path / "y.bin"), str(batch), "32"], capture_output=True,
+                             text=True, check=False)
+        assert ran.returncode == 1 and "status 7: a shape bucket's library does not match" in \
+            ran.stdout, ran.stdout + ran.stderr
+    for batch, plan in ((8, "plan 0 b0"), (50, "plan -1 generic")):  # the others still run
+        x = rng.standard_normal((batch, 32)).astype(np.float32)
+        out, y = _drive(exe, copy, tmp_path, batch, x)
+        assert plan in out
+        np.testing.assert_allclose(y, onnxruntime_outputs(model_path, {"x": x})["y"],
+                                   rtol=RTOL, atol=ATOL)
+
+
+def test_the_c_sha256_matches_hashlib(tmp_path: Path) -> None:
+    """runtime_c/pyc_sha256.h (what the C dispatch checks bucket libraries with) against
+    hashlib, at the padding's edges (55, 56, 63, 64 bytes) and over many blocks, fed in chunks
+    that split blocks."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    assert compiler
+    exe = tmp_path / "sha256"
+    subprocess.run([compiler, "-std=c11", "-O2", "-Wall", "-Werror", "-I", str(REPO / "runtime_c"),
+                    str(REPO / "tests" / "c" / "sha256_driver.c"), "-o", str(exe)], check=True)
+    rng = np.random.default_rng()
+    files = []
+    for size in (0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 200_003):
+        path = tmp_path / f"f{size}"
+        path.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        files.append(path)
+    for chunk in (1, 7, 64, 65536):
+        out = subprocess.run([str(exe), str(chunk), *map(str, files)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out == [file_sha256(path) for path in files], chunk
 
 
 def test_the_python_runtime_keeps_the_c_dispatch_off(built: tuple[Path, Path]) -> None:

@@ -231,6 +231,47 @@ def test_value_dims_make_sizes_from_one_element_the_same_dim(tmp_path: Path,
         assert refused.value.code == "E041"
 
 
+def test_a_reshape_decides_a_value_dim_checked_at_entry(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 3-D AffineGrid function's last step: data [2, h*w, 3] (2: a static batch) reshaped
+    to [size[0], h, w, 3], valid only where size[0] is 2. The Reshape's rule takes the value dim
+    the element count decides as that number (its output [2, h, w, 3]) and the entry point
+    accepts no other value for it (status 6: PYC-E041), where onnxruntime fails the run."""
+    nodes = [helper.make_node("ConstantOfShape", ["hw"], ["zeros"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+             helper.make_node("Reshape", ["zeros", "column"], ["flat"]),  # [1, h*w, 1]
+             helper.make_node("Add", ["flat", "theta"], ["moved"]),  # [2, h*w, 3]
+             helper.make_node("Slice", ["size", "zero", "one"], ["n"]),
+             helper.make_node("Concat", ["n", "hw", "three"], ["grid_shape"], axis=0),
+             helper.make_node("Reshape", ["moved", "grid_shape"], ["y"])]
+    model = make_model(
+        nodes, [helper.make_tensor_value_info("size", TensorProto.INT64, [1]),
+                helper.make_tensor_value_info("hw", TensorProto.INT64, [2]),
+                helper.make_tensor_value_info("theta", TensorProto.FLOAT, [2, 1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "h", "w", 3])],
+        [init("column", np.array([1, -1, 1], np.int64)), init("three", np.array([3], np.int64)),
+         init("zero", np.array([0], np.int64)), init("one", np.array([1], np.int64))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"size": (0, 8), "hw": (1, 9)})
+    assert result.graph.types["y"].shape[0] == 2 and \
+        [str(d) for d in result.graph.types["y"].shape[1:3]] == ["val_hw_0", "val_hw_1"]
+    assert "value < 2 || value > 2" in (result.artifact / "src" / "model.c").read_text()
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(result.artifact) as compiled:
+        for h, w in ((1, 1), (3, 5), (9, 9), (2, 7)):
+            feeds = {"size": np.array([2], np.int64), "hw": np.array([h, w], np.int64),
+                     "theta": rng.standard_normal((2, 1, 3)).astype(np.float32)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape == (2, h, w, 3)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        for n in (1, 3):  # a size[0] the element count does not allow: refused, nothing run
+            with pytest.raises(PycError) as refused:
+                compiled.run({**feeds, "size": np.array([n], np.int64)})
+            assert refused.value.code == "E041"
+
+
 def test_declared_values_of_data_stay_data(tmp_path: Path) -> None:
     """Values declared for an input that decides no shape (OneHot's on/off values) are read from
     the tensor at run time, never taken as numbers (a decomposition once read the bound)."""

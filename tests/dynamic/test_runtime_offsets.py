@@ -14,6 +14,7 @@ import itertools
 import json
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from conftest import invoke, onnxruntime_outputs
 
 import pyc_cli
 from pyc_cli.api import BuildResult
+from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import Dim, DimBounds, DimLike, parse_input_shapes
 from pyc_cli.planning.arena import Block, assign_offsets
 from pyc_cli.planning.liveness import Interval
@@ -32,6 +34,7 @@ from pyc_cli.planning.runtime_offsets import (
     choose_runtime_offsets,
     runtime_offsets,
 )
+from pyc_cli.runtime.native import CompiledModel
 from tests.dynamic.checks import compile_driver, poison_outputs
 from tests.dynamic.models import attention_encoder, mlp
 from tests.helpers import assert_strict_c11
@@ -195,6 +198,86 @@ def test_memory_first_runs_match_onnxruntime(encoder: tuple[Path, BuildResult],
             # the run's arena, as its context reports it, is the plan's for its shape
             assert model.stats.last_arena_bytes == runtime.extent_at({"batch": batch, "seq": seq})
         assert "last_arena_bytes" in model.stats.to_json()
+
+
+def test_trim_frees_the_grown_arena_and_runs_stay_correct(
+        encoder: tuple[Path, BuildResult], monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.trim() (NAME_context_trim on each idle context) releases what the runs grew, the
+    largest run's arena so far; a second trim releases nothing; the next run grows the arena
+    again to its own need only, and every run matches onnxruntime (outputs poisoned)."""
+    model_path, result = encoder
+    runtime = result.plan.runtime
+    assert runtime is not None
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+
+    def run(model: CompiledModel, batch: int, seq: int) -> None:
+        feeds = _encoder_feeds(rng, batch, seq)
+        expected = onnxruntime_outputs(model_path, feeds)["y"]
+        np.testing.assert_allclose(model.run(feeds)["y"], expected, rtol=RTOL,
+                                   atol=ATOL * max(1.0, float(np.abs(expected).max())),
+                                   err_msg=f"batch {batch}, seq {seq}")
+        assert model.stats.last_arena_bytes == runtime.extent_at({"batch": batch, "seq": seq})
+
+    with pyc_cli.load(result.artifact) as model:
+        assert model.trim() == 0  # no context yet
+        run(model, 4, 48)
+        run(model, 1, 2)  # the arena stays at the largest run's
+        assert model.trim() == runtime.extent_at({"batch": 4, "seq": 48}) == \
+            result.plan.arena_bytes
+        assert model.trim() == 0
+        run(model, 2, 7)  # regrown: to this run's need, not the largest's
+        assert model.trim() == runtime.extent_at({"batch": 2, "seq": 7}) < result.plan.arena_bytes
+        run(model, 4, 48)
+        run(model, 3, 33)
+    with pytest.raises(PycError) as info:
+        model.trim()
+    assert info.value.code == "E047"
+
+
+# run in a fresh process: the resident memory of a memory_first MLP's context before and after
+# trim (glibc would keep a freed heap block resident; NAME_context_trim calls malloc_trim)
+_TRIM_RSS = """
+import os, sys
+import numpy as np
+import pyc_cli
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+with pyc_cli.load(sys.argv[1]) as model:
+    x = np.random.default_rng().standard_normal((4096, 256)).astype(np.float32)
+    y = model.run({"x": x})["y"]
+    before = rss()
+    released = model.trim()
+    after = rss()
+    small = model.run({"x": x[:3]})["y"]
+    print(released, before - after, model.stats.last_arena_bytes, float(abs(y).max()), small.shape)
+"""
+
+
+def test_trim_returns_the_memory_to_the_system(tmp_path: Path) -> None:
+    """An MLP whose memory_first arena reaches tens of MiB at batch 4096: after a run there,
+    trim releases the whole arena, and the process's resident memory drops by at least 90% of
+    it (on Linux); a balanced build of it holds no grown arena (no trim entry point: 0)."""
+    model_path = mlp(tmp_path, sizes=(256, 2048, 2048, 256))
+    shapes, _ = parse_input_shapes(["x=batch:1..4096,256"])
+    art = pyc_cli.build(model_path, tmp_path / "mf", mode="memory_first", input_shapes=shapes)
+    assert "_context_trim(" in (art.artifact / "src" / "model.h").read_text()
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("resident memory is read from /proc")
+    ran = subprocess.run([sys.executable, "-c", _TRIM_RSS, str(art.artifact)],
+                         capture_output=True, text=True, check=True)
+    released, dropped, used_after, _, _ = ran.stdout.split(maxsplit=4)
+    assert int(released) == art.plan.arena_bytes > 32 << 20
+    assert int(dropped) >= 0.9 * int(released), ran.stdout
+    assert int(used_after) == art.plan.runtime.extent_at({"batch": 3})
+    balanced = pyc_cli.build(model_path, tmp_path / "bal", mode="balanced", input_shapes=shapes)
+    assert "_context_trim" not in (balanced.artifact / "src" / "model.c").read_text()
+    with pyc_cli.load(balanced.artifact) as model:
+        model.run({"x": np.ones((5, 256), np.float32)})
+        assert model.trim() == 0
 
 
 def test_the_c_abi_runs_memory_first(tmp_path: Path) -> None:

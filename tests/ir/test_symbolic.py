@@ -186,3 +186,35 @@ def test_sign_bounds_see_a_floor_cancel_against_its_numerator() -> None:
                   for b, s in itertools.product(range(1, 9), range(1, 41))]
         assert (lo <= 0 or min(values) > 0) and (hi >= 0 or max(values) < 0), str(expr)
         assert (min(values) >= 0 or lo < 0) and (max(values) <= 0 or hi > 0), str(expr)
+
+
+def test_model_dims_are_walked_once_while_code_is_generated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code generation (CpuTarget.kernel_calls) asks for the model's dims per node; within
+    run_dims.dims_fixed the graph's values are walked once (it was once per call: quadratic),
+    the answers equal the uncached ones, callers get copies, the scope is per graph, and a graph
+    whose dims change inside is an error on the way out."""
+    from pyc_cli.ir import run_dims
+    from pyc_cli.ir.graph import Graph
+    from pyc_cli.ir.types import DType, TensorType
+
+    def graph(dim: Dim) -> Graph:
+        types = {"x": TensorType(DType.F32, (B, dim)), "y": TensorType(DType.F32, (B, dim))}
+        return Graph("g", ["x"], ["y"], [], types, {}, 17)
+
+    g, other = graph(S), graph(Dim.var(DimBounds("len", 2, 9)))
+    expected_dims, expected_names = run_dims.model_dims(g), run_dims.dim_names(g)
+    assert expected_names == {"batch": "dims[0]", "seq": "dims[1]"}
+    walks = []
+    walk = run_dims._model_dims
+    monkeypatch.setattr(run_dims, "_model_dims", lambda graph: walks.append(graph) or walk(graph))
+    with run_dims.dims_fixed(g):
+        for _ in range(5):
+            assert run_dims.model_dims(g) == expected_dims
+            names = run_dims.dim_names(g)
+            assert names == expected_names
+            names["batch"] = "changed"  # a copy: the next caller is not affected
+        assert [d.name for d in run_dims.model_dims(other)] == ["batch", "len"]  # not cached
+    assert walks == [g, other, g]  # once on entry, the other graph, the check on the way out
+    with pytest.raises(AssertionError), run_dims.dims_fixed(g):
+        g.types["z"] = TensorType(DType.F32, (Dim.var(DimBounds("extra", 1, 3)),))
+        g.inputs.append("z")

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 
 from ...ir.graph import Graph, Node
-from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.run_dims import c_size, dim_names
 from ...ir.symbolic import Dim, DimLike, has_dims, numel
 from ...ir.types import TensorType
 from ..kernel import KernelCandidate
@@ -84,7 +84,7 @@ def batch_loop_candidate(op: str, kernels: tuple[KernelCandidate, ...]) -> Kerne
         assert chosen is not None
         dim = batch_dim(node, graph)
         return {"image_call": image_kernel_call(chosen[1], node, chosen[0]),
-                "images_c": c_size(dim, c_names(model_dims(graph))),  # type: ignore[arg-type]
+                "images_c": c_size(dim, dim_names(graph)),  # type: ignore[arg-type]
                 "image_kernel": chosen[0].name}
 
     return KernelCandidate(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
-from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.run_dims import c_size, dim_names
 from ...ir.symbolic import Dim, DimLike, has_dims, numel
 from ...ir.types import DType, TensorType
 from ...ops import registry
@@ -374,7 +374,7 @@ def kernel_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate
                       node.ann.kernel_name, node.op, operands_for(graph, node), {},
                       out_type.dtype.c_type, out_type.numel, dims=candidate.symbolic_dims,
                       writes_dims=candidate.writes_dims)
-    names = c_names(model_dims(graph)) if candidate.symbolic_dims else None
+    names = dim_names(graph) if candidate.symbolic_dims else None
     if names is not None:  # a size some templates print (reduce.c.j2's output loops)
         call.out_numel = c_size(out_type.numel, names)  # type: ignore[assignment]
     if node.ann.inplace_operand is not None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...ir.graph import Graph, Node
-from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.run_dims import c_size, dim_names
 from ...ir.symbolic import Dim, DimBounds, computed_dims, has_dims, numel
 from ...ir.types import DType
 from ...ops import registry
@@ -646,7 +646,7 @@ def _attention_static_c(batch: list[int], op: Params) -> Params:
 
 def _attention_dims_c(graph: Graph, op: Params) -> Params:
     """The batch, S and T as C over the run-time dims (T's upper bound sizes nothing now)."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     batch = list(op["batch"])  # type: ignore[call-overload]
     return {"S_c": c_size(op["S"], names), "T_c": c_size(op["T"], names),  # type: ignore[arg-type]
             "batch_size_c": c_size(numel(tuple(batch)), names),
@@ -841,7 +841,7 @@ def _symbolic_matmul_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         dtype = graph.types[node.outputs[0]].dtype
         g = gemm.plan(isa, dtype.c_type, dtype.itemsize, int(rows), n, k, 1, {},
                       min_rows=gemm.MATMUL_MIN_ROWS)
-        names = c_names(model_dims(graph))
+        names = dim_names(graph)
         epilogue = registry.fused_inputs(node)[1]
         out = graph.types[node.outputs[0]].shape
         exprs = [f"E{e}[{_rows_epilogue_index(graph, v, out, n, names)}]"
@@ -902,7 +902,7 @@ def _static_rows(node: Node, graph: Graph) -> bool:
 def _run_time_rows(params: Params, node: Node, graph: Graph, op: Params) -> Params:
     """`params` (row_split's, at the upper bound of the row count) with the row count and the
     task count read at run time."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     out = {**params, "outer": c_size(op["outer"], names)}  # type: ignore[arg-type]
     if int(params["tasks"]) > 1:  # type: ignore[call-overload]
         out["tasks"] = run_time_tasks(op["outer"], int(params["rows_per_task"]), names)  # type: ignore[arg-type, call-overload]
@@ -924,7 +924,7 @@ def _strided_copy_dims(node: Node, graph: Graph) -> bool:
 def _strided_copy_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
     """_strided_copy_loops with symbolic loop bounds, strides and base as C over the run-time
     dims."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     shape = graph.types[node.outputs[0]].shape
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["in_strides"])])  # type: ignore[call-overload]
     return {"dims": [c_size(d, names) for d in dims], "base": c_size(op["base"], names),  # type: ignore[arg-type]
@@ -942,7 +942,7 @@ def _gather_dims(node: Node, graph: Graph) -> bool:
 
 
 def _gather_count(node: Node, graph: Graph, op: Params) -> Params:
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     return {key: c_size(op[key], names) for key in ("count", "outer", "axis_dim")}  # type: ignore[arg-type]
 
 
@@ -958,7 +958,7 @@ def _range_dims(node: Node, graph: Graph) -> bool:
 
 def _range_params(node: Node, graph: Graph, op: Params) -> Params:
     """start + i * delta for i below the run-time count (Dims through Dim.to_c)."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     return {"count": c_size(graph.types[node.outputs[0]].shape[0], names),
             "start": c_size(node.attrs["start"], names),  # type: ignore[arg-type]
             "delta": c_size(node.attrs["delta"], names)}  # type: ignore[arg-type]
@@ -985,7 +985,7 @@ def _range_runtime(node: Node, graph: Graph) -> bool:
 
 def _range_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     (dim,) = computed_here(node, graph)
-    return {"count_c": c_names(model_dims(graph))[dim.name], "bound": dim.hi}
+    return {"count_c": dim_names(graph)[dim.name], "bound": dim.hi}
 
 
 def _slice_runtime(node: Node, graph: Graph) -> bool:
@@ -1007,7 +1007,7 @@ def _pad_runtime(node: Node, graph: Graph) -> bool:
 def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
     """Per axis of `axes`: the output size's upper bound, and (axis, C name) of each that is a
     dim this node computes, which its kernel writes into the run-time dims."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     out = graph.types[node.outputs[0]].shape
     mine = {d.name for d in computed_here(node, graph)}
     written = [[axis, names[str(out[axis])]] for axis in axes
@@ -1017,7 +1017,7 @@ def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
 
 def _runtime_shape_params(node: Node, graph: Graph, op: Params) -> Params:
     """The input's sizes over the run-time dims, the bounds and the dims the kernel writes."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     in_dims = [c_size(d, names) for d in graph.types[node.inputs[0]].shape]
     return {"in_dims": in_dims, **_written_dims(node, graph, list(op["axes"]))}  # type: ignore[call-overload]
 
@@ -1029,7 +1029,7 @@ def _nonzero_params(node: Node, graph: Graph, op: Params) -> Params:
 
 def _matmul_dims_params(node: Node, graph: Graph, op: Params) -> Params:
     """matmul_naive_dims.c.j2's sizes and batch strides as C over the run-time dims."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     batch = list(op["batch"])  # type: ignore[call-overload]
     m, n = op["M"], op["N"]
     c_strides = [m * n * numel(tuple(batch[d + 1:])) for d in range(len(batch))]  # type: ignore[operator]
@@ -1043,7 +1043,7 @@ def _matmul_dims_params(node: Node, graph: Graph, op: Params) -> Params:
 
 def _gather_elements_dims_params(node: Node, graph: Graph, op: Params) -> Params:
     """gather_elements_dims.c.j2's sizes and strides as C over the run-time dims."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     data = graph.types[node.inputs[0]].shape
     return {"dims_c": [c_size(d, names) for d in op["dims"]],  # type: ignore[attr-defined]
             "data_dims_c": [c_size(d, names) for d in data],
@@ -1053,14 +1053,14 @@ def _gather_elements_dims_params(node: Node, graph: Graph, op: Params) -> Params
 
 def _dim_values_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each element of a pyc.DimValues as C over the run-time dims."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     return {"values": [c_size(v, names) for v in node.attrs["values"]]}  # type: ignore[union-attr, arg-type]
 
 
 def _reduce_loops_dims(node: Node, graph: Graph, op: Params) -> Params:
     """_reduce_loops with symbolic loop bounds, strides, row length and count (ReduceMean's
     divisor) as C over the run-time dims."""
-    names = c_names(model_dims(graph))
+    names = dim_names(graph)
     params = _reduce_loops(node, graph, op)
     shape: tuple[int, ...] = tuple(op["in_shape"])  # type: ignore[call-overload, arg-type]
     dims, sets = coalesce(shape, [contiguous_strides(shape), list(op["out_strides"])])  # type: ignore[call-overload]
@@ -1083,18 +1083,18 @@ def _concat_dims(node: Node, graph: Graph) -> bool:
 
 def _concat_dims_params(node: Node, graph: Graph, op: Params) -> Params:
     return {**_concat_skips(node, graph, op),
-            "outer": c_size(op["outer"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+            "outer": c_size(op["outer"], dim_names(graph))}  # type: ignore[arg-type]
 
 
 def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
     """The bytes a copy moves, over the run-time dims."""
     out = graph.types[node.outputs[0]]
-    return {"bytes_c": c_size(out.numel * out.dtype.itemsize, c_names(model_dims(graph)))}
+    return {"bytes_c": c_size(out.numel * out.dtype.itemsize, dim_names(graph))}
 
 
 def _run_time_outer(graph: Graph, op: Params) -> Params:
     """A row kernel's serial row count over the run-time dims."""
-    return {"outer": c_size(op["outer"], c_names(model_dims(graph)))}  # type: ignore[arg-type]
+    return {"outer": c_size(op["outer"], dim_names(graph))}  # type: ignore[arg-type]
 
 
 def _softmax_rows_dims(node: Node, graph: Graph, op: Params) -> Params:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ...ir.graph import Graph, Node
-from ...ir.run_dims import c_names, c_size, model_dims
+from ...ir.run_dims import c_size, dim_names
 from ...ir.symbolic import DimLike, has_dims
 from ...ops import registry
 from ..kernel import KernelCandidate
@@ -55,7 +55,7 @@ def _symbolic(node: Node, graph: Graph) -> bool:
 
 
 def _names(graph: Graph) -> dict[str, str]:
-    return c_names(model_dims(graph))
+    return dim_names(graph)
 
 
 def _c(value: object, names: Mapping[str, str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...errors import PycError
 from ...ir.graph import Graph, Node
-from ...ir.run_dims import DIMS_PARAM
+from ...ir.run_dims import DIMS_PARAM, dims_fixed
 from ...ops import registry
 from ...planning.plan import WORKSPACE_SUFFIX, MemoryPlan, storage_roots
 from ...planning.weights import WeightsLayout
@@ -26,6 +26,8 @@ from .kernel_context import KernelCall, Operand, kernel_call, name_constant_boun
 from .kernels import cpu_kernels
 
 RUNTIME_FILES = ("pyc_runtime.h", "pyc_runtime.c")
+# the sha256 a generic plan with shape buckets checks their libraries with (c/buckets.c.j2)
+BUCKETS_RUNTIME_FILE = "pyc_sha256.h"
 RUNTIME_OFFSETS = "offsets"  # run_steps' array of block offsets (a plan with run-time offsets)
 # no -ffast-math: it assumes no NaN / inf (comparisons and fmin/fmax would drop NaN) and its
 # startup code flushes denormals to zero; -fno-math-errno / -fno-trapping-math keep IEEE results.
@@ -115,7 +117,7 @@ class CpuTarget(Target):
             "model.c": self.model_source(info, calls),
             "model.h": env.get_template("c/model.h.j2").render(m=info),
         }
-        for name in RUNTIME_FILES:
+        for name in RUNTIME_FILES + ((BUCKETS_RUNTIME_FILE,) if info.buckets else ()):
             sources[name] = (runtime_dir() / name).read_text()
         return sources
 
@@ -130,6 +132,11 @@ class CpuTarget(Target):
             m=info, calls=calls, kernels=kernels, debug_steps=debug_steps, profile=profile)
 
     def kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
+        # every symbolic kernel's parameters read the model's dims: walked once (dims_fixed)
+        with dims_fixed(graph):
+            return self._kernel_calls(graph, plan, weights)
+
+    def _kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
         pointers = PointerTable(graph, plan, weights)
         calls = []
         for node in graph.nodes:
