@@ -78,9 +78,9 @@ def test_the_cpu_target_is_registered() -> None:
     cpu = get_target("cpu")
     assert "cpu" in TARGET_NAMES and isinstance(cpu, CpuTarget)
     # the table of the ISA the target's features allow: only the GEMM-based candidates (and the
-    # blocked conv, whose vectors are the ISA's) differ
+    # blocked conv and the attention, whose vectors are the ISA's) differ
     assert cpu.kernels is cpu_kernels(cpu.isa())
-    gemm_ops = ("MatMul", "Conv", "ConvTranspose", "pyc.ConvBlocked")
+    gemm_ops = ("MatMul", "Conv", "ConvTranspose", "pyc.ConvBlocked", "pyc.Attention")
     assert {op: c for op, c in cpu.kernels.items() if op not in gemm_ops} == \
         {op: c for op, c in CPU_KERNELS.items() if op not in gemm_ops}
 
