@@ -129,10 +129,12 @@ def matmul_mma(precision: str) -> KernelCandidate:
                            params=_mma_params(precision), takes_epilogue=True)
 
 
-# the Hopper GEMM (wgmma, sm_90a) over mma.sync from this many of its 128 x 128 tiles (a
+# the Hopper GEMM (wgmma, sm_90a) over mma.sync from this many 128 x 128 tiles of C (a
 # 132-multiprocessor H100 / H200 holds one a multiprocessor: fewer leave it idle where the
-# mma.sync GEMM's 64-tiles and K split fill it) and this depth; a first guess, to be measured
-# (benchmarks/cuda_gemm_bench.py times both at 1024^3, 4096^3 and 8192^3)
+# mma.sync GEMM's 64-tiles and K split fill it) and this depth. Measured on an H100 (7 Dec 2026,
+# benchmarks/cuda_wgmma_check.sh): at 4096^3 / 8192^3 (1024 / 4096 such tiles) it runs 1.25-1.4x the
+# mma.sync GEMM (1.13-1.8x on 16-bit activations); at 1024^3 (64 tiles) mma.sync is faster;
+# sizes between are not measured yet
 WGMMA_MIN_TILES = 128
 WGMMA_MIN_K = 256
 WGMMA_ARCHS = ("sm_90",)  # compiled for sm_90a (toolchain.compile_arch)
@@ -151,7 +153,7 @@ def _wgmma_scale(node: Node, graph: Graph) -> float:
     from .kernel_context import wgmma_tiles
 
     params = registry.get("MatMul").kernel_params(node, graph)
-    big = wgmma_tiles(params) >= WGMMA_MIN_TILES and int(params["K"]) >= WGMMA_MIN_K  # type: ignore[call-overload]
+    big = wgmma_tiles(params, 128) >= WGMMA_MIN_TILES and int(params["K"]) >= WGMMA_MIN_K  # type: ignore[call-overload]
     return 0.5 if big else 4.0
 
 

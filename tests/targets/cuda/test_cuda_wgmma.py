@@ -26,6 +26,7 @@ from pyc_cli.planning.weights import layout_weights
 from pyc_cli.runtime import cuda as cuda_runtime
 from pyc_cli.targets.base import ModelInfo
 from pyc_cli.targets.cuda import toolchain
+from pyc_cli.targets.cuda.kernel_context import WGMMA_BN
 from pyc_cli.targets.cuda.target import CudaTarget, kernel_templates
 
 WGMMA = "cuda_matmul_wgmma"
@@ -107,9 +108,9 @@ def test_launch_geometry(case: WgmmaCase, tmp_path: Path) -> None:
     launches = [s for s in json.loads(sources["launches.json"])["launches"] if s["op"] == "MatMul"]
     for launch in launches:
         assert launch["block"] == [256, 1, 1]
-        assert launch["shared_bytes"] == 4 * (128 * 64 + 64 * 128) * 2 + 1024  # 4 stages + align
+        assert launch["shared_bytes"] == 4 * (128 * 64 + 64 * WGMMA_BN) * 2 + 1024  # 4 stages + align
     source = sources["model.cu"]
-    assert "matmul_wgmma.cu.j2" in source and "pyc_wgmma_fp16_n128(acc" in source
+    assert "matmul_wgmma.cu.j2" in source and f"pyc_wgmma_fp16_n{WGMMA_BN}(acc" in source
     assert source.count("pyc_fence_proxy_async();") == case.gemms
 
 
@@ -147,7 +148,7 @@ def test_nvrtc_compiles_it_for_sm90a(case: WgmmaCase, precision: str, tmp_path: 
     assert "warning" not in compiled.log.lower(), compiled.log
     assert ".target sm_90a" in compiled.ptx
     dtype = "f16" if precision == "fp16" else "bf16"
-    assert f"wgmma.mma_async.sync.aligned.m64n128k16.f32.{dtype}.{dtype}" in compiled.ptx
+    assert f"wgmma.mma_async.sync.aligned.m64n{WGMMA_BN}k16.f32.{dtype}.{dtype}" in compiled.ptx
     assert "fence.proxy.async.shared::cta" in compiled.ptx
     assert "wgmma.wait_group.sync.aligned 1" in compiled.ptx
     for usage in toolchain.resource_usage(source, "sm_90a"):

@@ -33,6 +33,7 @@ from wgmma_cases import (
 )
 
 import pyc_cli
+from pyc_cli.targets.cuda.kernel_context import WGMMA_BN
 
 pytestmark = pytest.mark.skipif(ARCH != "sm_90", reason="the Hopper GEMM runs on an sm_90 GPU "
                                 "only (H100 / H200); none here")
@@ -55,7 +56,7 @@ def check(case: WgmmaCase, precision: str, tmp_path: Path, rng: np.random.Genera
     chosen = [n.ann.kernel.candidate for n in built.graph.nodes if n.op == "MatMul" and n.ann.kernel]
     assert chosen == [WGMMA] * case.gemms, chosen
     tolerance = (CHAIN_REL_TOL if case.gemms > 1 else REL_TOL)[precision]
-    tile = int(tuning.params.get("tc_wgmma_n", 128)) if tuning else 128
+    tile = int(tuning.params.get("tc_wgmma_n", WGMMA_BN)) if tuning else WGMMA_BN
     errors = []
     with pyc_cli.load(built.artifact) as model:
         for _ in range(rounds):
