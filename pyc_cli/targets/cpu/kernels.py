@@ -245,6 +245,22 @@ def _implicit_applies(isa: str):  # noqa: ANN202 (a closure per ISA)
     return applies
 
 
+# AVX-512: a conv whose channels come in whole blocks of 12 runs 12-row register blocks (24 of
+# the 32 registers accumulate; one broadcast of a weight feeds 2 FMAs either way, but each pair
+# of pixel vectors loaded feeds 24 FMAs instead of 16). PP-OCR rec's 240 -> 240 and 480 -> 240
+# pointwise convs on Zen 4 at 1 thread (thread CPU time, 6 interleaved rounds, the machine
+# shared): 0.95-0.98x the time of MR = 8. Channel counts that 12 does not divide (ResNet's 64 ..
+# 512) keep MR = 8: a 12-row plan would end in a short block
+IMPLICIT_WIDE_ROWS = 12
+
+
+def _implicit_rows(isa: str, ocg: int) -> dict[str, object]:
+    """The implicit GEMM's register rows where they differ from the ISA's default."""
+    if isa == "avx512" and ocg % IMPLICIT_WIDE_ROWS == 0:
+        return {"mr": IMPLICIT_WIDE_ROWS}
+    return {}
+
+
 def _implicit_params(isa: str):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
         """The GEMM plan over the grid's pixels (output rows on the input's width, up to the
@@ -257,7 +273,7 @@ def _implicit_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         kdim = v["CG"] * len(taps)
         pixels = (v["OH"] - 1) * v["W"] + v["OW"]
         g = gemm.plan(isa, dtype.c_type, dtype.itemsize, v["OCG"], pixels, kdim,
-                      v["N"] * v["G"], _tuned(node))
+                      v["N"] * v["G"], {**_implicit_rows(isa, v["OCG"]), **_tuned(node)})
         padded = bool(v["PH"] or v["PW"]) or v["OH"] + (v["KH"] - 1) * v["DH"] != v["H"] \
             or v["OW"] + (v["KW"] - 1) * v["DW"] != v["W"]
         return {"gemm": g, "KDIM": kdim, "OHW": v["OH"] * v["OW"], "padded": padded,
@@ -381,6 +397,13 @@ PIXEL_TIE = 1.02
 # the tasks of a small map split its output channels' panels: fewer than this many would
 # leave a thread of the CI-class machine idle
 PIXEL_MIN_PANELS = 2
+# a map of at most this many output pixels (ResNet-50's 7x7: 7 row blocks a panel) has its
+# weights' next panel prefetched into L2 while the row blocks of the current one run: each
+# weight byte there feeds only 2 x pixels / 4 flops (25 on 7x7), and a panel's first row block
+# waited on memory. Measured on Zen 4 at 1 thread (thread CPU time, 6 interleaved rounds, the
+# machine shared): ResNet-50's 7x7 1x1 convs 0.88-0.94x the time; the 14x14 ones (25 blocks,
+# 4x the flops a byte) were 1.0-1.06x with it, so they keep without
+PREFETCH_PIXELS = 64
 # flop-equivalents per gathered column element (a load and a store, branch-free rows)
 GATHER_COST = 4.0
 
@@ -432,7 +455,7 @@ def _pixel_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         kdim = v["C"] * v["KH"] * v["KW"]
         pixels = v["OH"] * v["OW"]
         return {"gemm": _pixel_plan(isa, node, graph), "KDIM": kdim, "OHW": pixels,
-                "in_place": _pixel_in_place(v),
+                "in_place": _pixel_in_place(v), "prefetch_next": pixels <= PREFETCH_PIXELS,
                 "gather_parallel": kdim * pixels >= COPY_PARALLEL_ELEMENTS,  # per image
                 **_conv_coords(node, graph, op)}
     return params

@@ -349,6 +349,19 @@ def test_plans_block_by_whole_register_tiles(isa: str) -> None:
     assert gemm.splits(isa, 1) > 1 and gemm.splits(isa, gemm.ISAS[isa].rows[0]) == 1
 
 
+def test_row_blocks_are_equal_where_a_few_more_make_them_so() -> None:
+    """The L2 rule's row blocks grow in number (up to twice) until they are all the same size:
+    ResNet-50's 256 -> 256 3x3/s2 conv (K 2304: at most 24 rows a block) was 10 x 24 + 16, 11
+    tasks for 2 threads; 16 blocks of 16 now. Where no count up to twice divides the register
+    blocks, the old split stays."""
+    g = gemm.plan("avx512", "float", 4, 256, 200, 2304, 1, {})
+    assert (g["MC"], g["MB"]) == (16, 16)
+    g = gemm.plan("avx512", "float", 4, 128, 811, 1152, 1, {})
+    assert (g["MC"], g["MB"]) == (32, 4) and g["tasks"] % 2 == 0
+    g = gemm.plan("avx512", "float", 4, 1543, 64, 1024, 1, {})  # 193 register blocks: prime
+    assert g["MB"] == -(-1543 // g["MC"]) and g["MC"] <= gemm.L2_A_BYTES // (4 * 1024)
+
+
 def test_k_blocks_cover_the_reduction() -> None:
     """KC is a multiple of 8 no longer than the asked kc, the KB - 1 full blocks and the last
     one (1 to KC long) sum to K; without kc, or where the template does not block K, or where

@@ -193,3 +193,17 @@ def test_an_overlapping_conv_transpose_keeps_the_direct_loop(tmp_path: Path,
     onnx.save(model, tmp_path / "m.onnx")
     result = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=BUILDS["avx512"].cpu)
     assert {n.ann.kernel.candidate for n in result.graph.nodes} == {"conv_transpose2d_direct"}
+
+
+def test_channels_in_whole_blocks_of_12_take_12_rows() -> None:
+    """On AVX-512 a conv whose channels are whole blocks of 12 (PP-OCR rec's 240, 480) runs
+    12-row register blocks; ResNet's 64 .. 512 and other ISAs keep their default rows (the
+    numerics of a 12-row plan: the 1-D conv of 24 channels in CONVS, avx512)."""
+    from pyc_cli.targets.cpu import kernels
+
+    assert kernels._implicit_rows("avx512", 240) == {"mr": 12}
+    assert kernels._implicit_rows("avx512", 24) == {"mr": 12}
+    assert any(ws[0] % 12 == 0 and group == 1 for _, ws, _, _, group, _ in CONVS)
+    for ocg in (64, 128, 256, 512, 35):
+        assert kernels._implicit_rows("avx512", ocg) == {}
+    assert kernels._implicit_rows("avx2", 240) == {}
