@@ -135,21 +135,26 @@ class ForcedVariant:
         return KernelChoice("cuda_matmul_mma", dict(self.params)) if signature.op == "MatMul" else None
 
 
-def emit_mma(case: MmaCase, precision: str, tmp_path: Path,
-             tuning: ForcedVariant | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+def emit_sources(graph, ctx) -> dict[str, str]:  # noqa: ANN001
+    """The CUDA sources of a compiled graph (what the artifact writer would emit)."""
     from pyc_cli.abi import io_infos
     from pyc_cli.planning.weights import layout_weights
     from pyc_cli.targets.base import ModelInfo
 
-    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
-    graph, ctx = compile_graph(path, target="cuda", precision=precision, tuning=tuning)  # type: ignore[arg-type]
-    target: CudaTarget = ctx.target  # type: ignore[assignment]
+    target: CudaTarget = ctx.target
     plan = ctx.artifacts["memory_plan"]
     layout = layout_weights(graph, {}, target.constant_conversions(graph))
     info = ModelInfo("test", io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
                      layout.total_bytes, 0, "test")
-    sources = target.emit(graph, plan, layout, info)
+    return target.emit(graph, plan, layout, info)
+
+
+def emit_mma(case: MmaCase, precision: str, tmp_path: Path,
+             tuning: ForcedVariant | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+    path = write_model(case.make(np.random.default_rng(0)), tmp_path)
+    graph, ctx = compile_graph(path, target="cuda", precision=precision, tuning=tuning)  # type: ignore[arg-type]
+    sources = emit_sources(graph, ctx)
     return sources["model.cu"], json.loads(sources["launches.json"])["launches"]
 
 

@@ -16,15 +16,13 @@ import pytest
 from helpers import make_model, vinfo, write_model
 from onnx import helper
 from test_cuda_compile import needs_nvrtc
+from test_cuda_mma import emit_sources
 from wgmma_cases import COMPILE_CASES, VARIANTS, WgmmaCase, epilogue
 
 import pyc_cli
-from pyc_cli.abi import io_infos
 from pyc_cli.api import compile_graph
 from pyc_cli.errors import PycError
-from pyc_cli.planning.weights import layout_weights
 from pyc_cli.runtime import cuda as cuda_runtime
-from pyc_cli.targets.base import ModelInfo
 from pyc_cli.targets.cuda import toolchain
 from pyc_cli.targets.cuda.kernel_context import WGMMA_BN
 from pyc_cli.targets.cuda.target import CudaTarget, kernel_templates
@@ -49,14 +47,8 @@ def emit(model_path: Path, precision: str, arch: str = "sm_90",
     """The sources of a build and the MatMuls' chosen candidates."""
     graph, ctx = compile_graph(model_path, target=CudaTarget(arch, precision),
                                tuning=tuning)  # type: ignore[arg-type]
-    target: CudaTarget = ctx.target  # type: ignore[assignment]
-    plan = ctx.artifacts["memory_plan"]
-    layout = layout_weights(graph, {}, target.constant_conversions(graph))
-    info = ModelInfo("test", io_infos(graph, graph.inputs),
-                     io_infos(graph, graph.outputs, graph.public_outputs()), plan.arena_bytes,
-                     layout.total_bytes, 0, "test")
     chosen = [n.ann.kernel.candidate for n in graph.nodes if n.op == "MatMul" and n.ann.kernel]
-    return target.emit(graph, plan, layout, info), chosen
+    return emit_sources(graph, ctx), chosen
 
 
 def gemm_inputs(m: int, k: int, n: int) -> object:
