@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_single import ort_times  # noqa: E402
 
 CHAIN_OPS = ("Relu", "BatchNormalization", "Add", "Clip", "HardSigmoid", "Mul", "Sigmoid")
 SUFFIXES = ("_nchwc", "_kernel_time")
@@ -38,19 +41,15 @@ def ort_node_medians(model: Path, feeds: dict[str, np.ndarray], threads: int, ru
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    for _ in range(warmup):
+    for _ in range(warmup - 1):
         session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
+    times = ort_times(session, feeds, runs)  # its own warm-up call is the last of `warmup`
     events = json.loads(Path(session.end_profiling()).read_text())
     per_node: dict[str, list[float]] = defaultdict(list)
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             per_node[event["name"][:-len("_kernel_time")]].append(event["dur"] / 1e3)
-    return ({name: statistics.median(v[warmup:] or v) for name, v in per_node.items()},
+    return ({name: statistics.median(v[max(warmup, 1):] or v) for name, v in per_node.items()},
             statistics.median(times))
 
 
