@@ -711,11 +711,12 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "arena_bytes": plan.arena_bytes,
         "weights": {"file": "weights.bin", "bytes": layout.total_bytes},
         "files": {"weights.bin": file_sha256(staging / "weights.bin")}})
+    dims = run_dims(graph)
     info = ModelInfo(__version__, io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs, graph.public_outputs()),
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
-                     flags["threads"], **run_dims(graph), **runtime_plan(plan),
-                     **_bucket_infos(written, flags["name"], run_dims(graph).get("dims", []), backend),
+                     flags["threads"], **dims, **runtime_plan(plan),
+                     **_bucket_infos(written, flags["name"], dims.get("dims", []), backend),
                      borrows_weights=borrows_weights)
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from ..artifact.reader import read_manifest
 from ..artifact.source import source_model
 from ..errors import PycError
 from ..planning.contract import Clause, Contract, broken, parse_contract
+from .metrics import compare_value
+from .per_node import read_decisions
 
 
 @dataclass
@@ -86,9 +87,8 @@ def _relative_error(artifact: Path, feeds: dict[str, np.ndarray], outputs: dict[
         want = np.asarray(reference[name])
         if not np.issubdtype(want.dtype, np.floating) or want.size == 0:
             continue
-        want64, got64 = want.astype(np.float64), np.asarray(got, dtype=np.float64)
-        scale = float(np.max(np.abs(want64))) or 1.0
-        errors[name] = float(np.max(np.abs(got64 - want64))) / scale
+        scale = float(np.max(np.abs(want.astype(np.float64)))) or 1.0
+        errors[name] = compare_value(name, np.asarray(got), want).max_abs_error / scale
     if not errors:
         return 0.0, ["no floating output"]
     worst = max(errors, key=lambda n: errors[n])
@@ -96,10 +96,8 @@ def _relative_error(artifact: Path, feeds: dict[str, np.ndarray], outputs: dict[
 
 
 def _decisions(artifact: Path) -> list[dict[str, Any]]:
-    path = artifact / "decisions.jsonl"  # a slim artifact has none: fewer decisions named
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    # a slim artifact has no decision log: fewer decisions named
+    return read_decisions(artifact) if (artifact / "decisions.jsonl").is_file() else []
 
 
 def _policy(log: list[dict[str, Any]]) -> list[str]:
