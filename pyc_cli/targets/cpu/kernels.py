@@ -657,19 +657,13 @@ def _attention_params(isa: str):  # noqa: ANN202 (a closure per ISA)
         return {"out_coords": [f"b{d}" for d in range(len(batch))] + ["i", "j"],
                 "epilogue_shape": list(scores), "parallel": worth_threads(node, graph),
                 **_attention_blocks(isa, int(op["T"]), int(op["E"])),  # type: ignore[call-overload]
-                **(_attention_static_c(batch, op) if static else _attention_dims_c(graph, op))}
+                **_attention_sizes_c(op, {} if static else dim_names(graph))}
     return params
 
 
-def _attention_static_c(batch: list[int], op: Params) -> Params:
-    return {"S_c": str(op["S"]), "T_c": str(op["T"]), "batch_size_c": str(math.prod(batch)),
-            "batch_c": [str(b) for b in batch],
-            "batch_strides_c": [str(math.prod(batch[d + 1:])) for d in range(len(batch))]}
-
-
-def _attention_dims_c(graph: Graph, op: Params) -> Params:
-    """The batch, S and T as C over the run-time dims (T's upper bound sizes nothing now)."""
-    names = dim_names(graph)
+def _attention_sizes_c(op: Params, names: Mapping[str, str]) -> Params:
+    """The batch, S and T as C: numbers in a static build, expressions over the run-time dims
+    (`names`) in the symbolic variant (T's upper bound sizes nothing now)."""
     batch = list(op["batch"])  # type: ignore[call-overload]
     return {"S_c": c_size(op["S"], names), "T_c": c_size(op["T"], names),  # type: ignore[arg-type]
             "batch_size_c": c_size(numel(tuple(batch)), names),
