@@ -47,7 +47,8 @@ lint:
 architecture:  ## regenerate docs/module_graph.md (layers and imports, read from the source)
 	$(PYTHON) -m pyc_cli.testing.layers --write docs/module_graph.md
 
-docs:  ## regenerate generated documentation
+docs: architecture  ## regenerate generated documentation (error codes, the module graph, op coverage)
+	$(PYTHON) -m pyc_cli.coverage docs/conformance.json > docs/op_coverage.md
 	$(PYTHON) -c "from pyc_cli.errors import errors_markdown; open('docs/errors.md','w').write(errors_markdown())"
 
 models:  ## regenerate the reference models (transformer needs torch==2.13.0)
