@@ -1109,6 +1109,13 @@ def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
     return {"bytes_c": c_size(out.numel * out.dtype.itemsize, dim_names(graph))}
 
 
+def _if_select_bytes(node: Node, graph: Graph, op: Params) -> Params:
+    """The bytes each output of a pyc.If copies (over the run-time dims where symbolic)."""
+    names = dim_names(graph)
+    return {"bytes": [c_size(graph.types[out].numel * graph.types[out].dtype.itemsize, names)
+                      for out in node.outputs]}
+
+
 def _run_time_outer(graph: Graph, op: Params) -> Params:
     """A row kernel's serial row count over the run-time dims."""
     return {"outer": c_size(op["outer"], dim_names(graph))}  # type: ignore[arg-type]
@@ -1283,6 +1290,12 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                         KernelCandidate("elementwise_loop_dims", "elementwise.c.j2",
                                         node_is_symbolic, symbolic_dims=True)),
     "pyc.Attention": attention_candidates(gemm.PORTABLE_ISA),
+    # a run-time If: copies the taken branch's outputs (the other branch did not run)
+    "pyc.If": (KernelCandidate("if_select", "if_select.c.j2", params=_if_select_bytes,
+                               restrict_pointers=False),
+               KernelCandidate("if_select_dims", "if_select.c.j2", node_is_symbolic,
+                               params=_if_select_bytes, symbolic_dims=True,
+                               restrict_pointers=False)),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),
                  KernelCandidate("memcpy_dims", "copy.c.j2", node_is_symbolic, params=_copy_bytes,
                                  symbolic_dims=True)),
