@@ -42,7 +42,7 @@ def run_conditions(graph: Graph) -> dict[str, Condition]:
     for index in range(len(graph.nodes) - 1, -1, -1):
         node = graph.nodes[index]
         cond = _node_condition(node.outputs, needed)
-        if cond is not ALWAYS and any(position.get(value, index) >= index
+        if cond is not None and any(position.get(value, index) >= index
                                       for term in cond for value, _ in term):
             cond = ALWAYS  # a condition computed later (or never) cannot guard this node
         result[node.name] = cond
@@ -73,7 +73,7 @@ def _node_condition(outputs: list[str], needed: dict[str, Condition]) -> Conditi
 
 
 def _and(cond: Condition, literal: Literal) -> Condition:
-    if cond is ALWAYS:
+    if cond is None:
         return frozenset({frozenset({literal})})
     terms = set()
     for term in cond:
@@ -84,7 +84,7 @@ def _and(cond: Condition, literal: Literal) -> Condition:
 
 
 def _or(left: Condition, right: Condition) -> Condition:
-    if left is ALWAYS or right is ALWAYS:
+    if left is None or right is None:
         return ALWAYS
     return _simplify(set(left) | set(right))
 

@@ -10,10 +10,10 @@ op left in the graph (neither form applies) is refused with a reason-coded error
 
 from __future__ import annotations
 
-from ..errors import PycError
-from ..ir.graph import Graph, Node
 import numpy as np
 
+from ..errors import PycError
+from ..ir.graph import Graph, Node
 from ..ir.types import DType, TensorType
 from .registry import KERNEL, InTypes, InValues, OpDef, register, require
 

@@ -140,7 +140,7 @@ class CpuTarget(Target):
     def _kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
         pointers = PointerTable(graph, plan, weights)
         conditions = guards.run_conditions(graph) if guards.is_guarded(graph) else {}
-        calls = []
+        calls: list[KernelCall] = []
         for node in graph.nodes:
             chosen = self.chosen(node)
             if chosen is None:  # a view or an in-place result: no code
@@ -298,7 +298,7 @@ NEVER = "0"
 def guard_expr(cond: guards.Condition, graph: Graph, pointers: PointerTable) -> str:
     """A run condition (ir/guards.py) as C over the bool scalars it tests: "" for always, NEVER
     for never; a condition value that is a constant is decided here."""
-    if cond is guards.ALWAYS:
+    if cond is None:  # guards.ALWAYS
         return ""
     terms = []
     for term in guards.sorted_terms(cond):
