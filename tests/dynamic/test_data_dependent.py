@@ -303,3 +303,36 @@ def test_shape_buckets_are_refused_for_sizes_computed_at_run_time(tmp_path: Path
                       shape_sample=sample)
     assert refused.value.code == "E050" and "computed at run time" in refused.value.what
     assert not (tmp_path / "art").exists()
+
+
+@pytest.mark.parametrize("largest", [1, 0])
+def test_topk_with_run_time_k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              largest: int) -> None:
+    """K from a graph input: the output axis is a dim the kernel computes (0..the axis size),
+    values and indices read by a later node; K past the axis is refused (E041)."""
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=largest),
+             helper.make_node("Mul", ["v", "scale"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 10, 2]),
+                               helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+                               helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "n", 2]),
+                        helper.make_tensor_value_info("i", TensorProto.INT64, [3, "n", 2])])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art")
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == ["topk_runtime"]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as model_run:
+        for k in (3, 0, 10, 1, 7):
+            feeds = {"x": rng.standard_normal((3, 10, 2)).astype(np.float32),
+                     "k": np.array([k], np.int64),
+                     "scale": np.array(rng.uniform(0.5, 2.0), np.float32)}
+            want = onnxruntime_outputs(path, feeds)
+            got = model_run.run(feeds)
+            assert got["y"].shape == want["y"].shape == (3, k, 2)
+            np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(got["i"], want["i"])
+        with pytest.raises(PycError) as refused:
+            model_run.run({"x": np.zeros((3, 10, 2), np.float32), "k": np.array([11], np.int64),
+                           "scale": np.array(1.0, np.float32)})
+        assert refused.value.code == "E041"

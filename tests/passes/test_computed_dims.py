@@ -60,11 +60,12 @@ def test_value_dependent_sizes_get_computed_dims(tmp_path: Path, batch: str) -> 
 
 
 def test_a_computed_dim_is_refused_by_kernels_that_cannot_read_it(tmp_path: Path) -> None:
-    """No kernel reads run-time dims yet: the build stops at E051 naming the first node."""
-    shapes, _ = parse_input_shapes(["x=3,10", "k=1", "starts=1", "ends=1"])
+    """TopK computes its K at run time over static data only (topk_runtime): over a symbolic
+    batch the build stops at E051 naming it."""
+    shapes, _ = parse_input_shapes(["x=batch:1..8,10", "k=1", "starts=1", "ends=1"])
     with pytest.raises(PycError) as info:
         api.compile_graph(_topk_and_slice(tmp_path), "balanced", shapes, "cpu")
-    assert info.value.code == "E051" and "rt_" in info.value.what
+    assert info.value.code == "E051" and "rt_" in info.value.what and info.value.where == "node 'top'"
     assert "computed at run time" in (info.value.hint or "") and "by node" in info.value.hint
 
 

@@ -1021,6 +1021,19 @@ def _pad_runtime(node: Node, graph: Graph) -> bool:
             and all(inputs[i] in graph.constants for i in (2, 3) if len(inputs) > i and inputs[i]))
 
 
+def _topk_runtime(node: Node, graph: Graph) -> bool:
+    """A TopK whose K is a tensor read at run time: the one dim it computes, over static data."""
+    inputs = node.inputs
+    return (len(inputs) > 1 and bool(inputs[1]) and inputs[1] not in graph.constants
+            and len(computed_here(node, graph)) == 1
+            and not has_dims(graph.types[inputs[0]].shape))
+
+
+def _topk_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    (dim,) = computed_here(node, graph)
+    return {"count_c": dim_names(graph)[dim.name], "k": "k_run"}
+
+
 def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
     """Per axis of `axes`: the output size's upper bound, and (axis, C name) of each that is a
     dim this node computes, which its kernel writes into the run-time dims."""
@@ -1265,7 +1278,9 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),
             KernelCandidate("pad_runtime", "pad_runtime.c.j2", _pad_runtime,
                             params=_runtime_shape_params, symbolic_dims=True, writes_dims=True)),
-    "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
+    "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),
+             KernelCandidate("topk_runtime", "topk_runtime.c.j2", _topk_runtime,
+                             params=_topk_runtime_params, symbolic_dims=True, writes_dims=True)),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),
     "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0,
