@@ -86,7 +86,8 @@ def test_only_the_taken_branch_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def _nested(tmp_path: Path, rng: np.random.Generator) -> Path:
     """Three outcomes from two run-time conditions on a graph-input flag and a value: an If in
-    the else branch of another, both reading outer values, one branch output an outer value (through an Identity)."""
+    the else branch of another, both reading outer values, one branch output an outer value
+    (through an Identity)."""
     w = rng.standard_normal((8, 8)).astype(np.float32)
     inner = helper.make_node("If", ["c2"], ["inner"], then_branch=_branch(
         "inner_then", [helper.make_node("Sigmoid", ["xw"], ["s"])], [vinfo("s", [2, 8])]),

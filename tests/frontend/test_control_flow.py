@@ -16,7 +16,6 @@ from helpers import init, make_model, vinfo, write_model
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
-from pyc_cli.api import compile_graph
 from pyc_cli.check import check_model
 from pyc_cli.errors import PycError
 from pyc_cli.explain import explain_data
