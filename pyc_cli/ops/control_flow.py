@@ -104,8 +104,8 @@ def joined_type(then_type: TensorType, else_type: TensorType) -> TensorType | No
 def padded_outputs(node: Node, types: dict[str, TensorType]) -> list[int]:
     """The outputs of a pyc.If whose branches differ in leading 1-axes (joined_type)."""
     count = branch_outputs(node)
-    return [i for i in range(count)
-            if types[node.inputs[1 + i]] != types[node.inputs[1 + count + i]]]
+    return [i for i in range(count) if node.outputs[i]
+            and types[node.inputs[1 + i]] != types[node.inputs[1 + count + i]]]
 
 
 def differing_types_error(node: Node, index: int, then_type: TensorType,

@@ -1125,8 +1125,9 @@ def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
 def _if_select_bytes(node: Node, graph: Graph, op: Params) -> Params:
     """The bytes each output of a pyc.If copies (over the run-time dims where symbolic)."""
     names = dim_names(graph)
-    return {"bytes": [c_size(graph.types[out].numel * graph.types[out].dtype.itemsize, names)
-                      for out in node.outputs]}
+    return {"copies": [(index, c_size(graph.types[out].numel * graph.types[out].dtype.itemsize,
+                                      names))
+                       for index, out in enumerate(node.outputs) if out]}
 
 
 def _run_time_outer(graph: Graph, op: Params) -> Params:

@@ -145,11 +145,10 @@ class CpuTarget(Target):
             chosen = self.chosen(node)
             if chosen is None:  # a view or an in-place result: no code
                 continue
-            guard = guard_expr(conditions.get(node.name), graph, pointers)
-            if guard == NEVER:
-                continue  # needed by no branch any run takes
             call = kernel_call(graph, node, len(calls), chosen)
-            call.guard = guard
+            # NEVER ("0") keeps the call, so every non-view node has one (the debug builds pair
+            # them in order)
+            call.guard = guard_expr(conditions.get(node.name), graph, pointers)
             name_constant_bounds(call)
             call.args = pointers.arguments(node)
             if chosen.workspace is not None:
