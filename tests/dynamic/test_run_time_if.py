@@ -206,3 +206,28 @@ def test_run_time_if_builds_are_deterministic(tmp_path: Path) -> None:
         pyc_cli.build(path, tmp_path / name)
     for file in ("src/model.c", "model.ir", "memory_plan.json", "decisions.jsonl", "weights.bin"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+
+
+def test_two_outputs_of_different_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An If with a float and an int64 output: each copied from the taken branch."""
+    rng = np.random.default_rng()
+    then = _branch("then", [helper.make_node("Relu", ["x"], ["a"]),
+                            helper.make_node("ArgMax", ["x"], ["ai"], axis=1)],
+                   [vinfo("a", [3, 5]), vinfo("ai", [3, 1], TensorProto.INT64)])
+    other = _branch("else", [helper.make_node("Neg", ["x"], ["n"]),
+                             helper.make_node("ArgMin", ["x"], ["ni"], axis=1)],
+                    [vinfo("n", [3, 5]), vinfo("ni", [3, 1], TensorProto.INT64)])
+    model = make_model([helper.make_node("If", ["flag"], ["y", "i"], then_branch=then,
+                                         else_branch=other)],
+                       [vinfo("x", [3, 5]), vinfo("flag", [], TensorProto.BOOL)],
+                       [vinfo("y", [3, 5]), vinfo("i", [3, 1], TensorProto.INT64)])
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "art")
+    poison_outputs(monkeypatch)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for flag in (False, True, True, False):
+            feeds = {"x": rng.standard_normal((3, 5)).astype(np.float32), "flag": np.array(flag)}
+            want = onnxruntime_outputs(path, feeds)
+            got = compiled.run(feeds)
+            np.testing.assert_allclose(got["y"], want["y"], rtol=RTOL, atol=ATOL)
+            np.testing.assert_array_equal(got["i"], want["i"])
