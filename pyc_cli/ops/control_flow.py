@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import computed_dim
 from ..ir.types import DType, TensorType
 from .registry import KERNEL, InTypes, InValues, OpDef, register, require
 
@@ -48,8 +49,8 @@ class RunTimeIf(OpDef):
     then_i where the run-time scalar `cond` is true, else else_i. Both branches' nodes are in
     the graph before it (the importer inlines them); which of them run is decided at run time
     by the condition (ir/guards.py), so a branch not taken costs nothing but its arena slots.
-    Both branches must give each output the same type (a bounded symbolic dim differing
-    between branches is not expressed yet)."""
+    Both branches give each output one dtype and rank (or shapes differing by leading 1-axes);
+    an axis whose size differs between them is a dim computed at run time (the taken one)."""
 
     name = "If"
     domain = "pyc"
@@ -67,7 +68,8 @@ class RunTimeIf(OpDef):
         for index in range(count):
             then_type = require(types, 1 + index, node)
             else_type = require(types, 1 + count + index, node)
-            joined = joined_type(then_type, else_type)
+            joined = joined_type(then_type, else_type) or \
+                branch_sized_type(node, index, then_type, else_type)
             if joined is None:
                 raise differing_types_error(node, index, then_type, else_type)
             result.append(joined)
@@ -101,11 +103,24 @@ def joined_type(then_type: TensorType, else_type: TensorType) -> TensorType | No
     return long
 
 
+def branch_sized_type(node: Node, index: int, then_type: TensorType,
+                      else_type: TensorType) -> TensorType | None:
+    """Branches of one rank and dtype whose sizes differ: each differing axis of output
+    `index` is a dim the pyc.If computes at run time (the taken branch's size; bounded by the
+    larger upper bound), shared by nothing else; None for another rank or dtype. The computed
+    dim's "axis" is `index * 100 + axis` (one name per output and axis)."""
+    if then_type.dtype != else_type.dtype or len(then_type.shape) != len(else_type.shape):
+        return None
+    shape = tuple(t if t == e else computed_dim(node.name, index * 100 + axis, max(int(t), int(e)))
+                  for axis, (t, e) in enumerate(zip(then_type.shape, else_type.shape)))
+    return TensorType(then_type.dtype, shape)
+
+
 def padded_outputs(node: Node, types: dict[str, TensorType]) -> list[int]:
-    """The outputs of a pyc.If whose branches differ in leading 1-axes (joined_type)."""
+    """The outputs of a pyc.If whose branches differ in rank (by leading 1-axes: joined_type)."""
     count = branch_outputs(node)
-    return [i for i in range(count) if node.outputs[i]
-            and types[node.inputs[1 + i]] != types[node.inputs[1 + count + i]]]
+    return [i for i in range(count) if node.outputs[i] and len(types[node.inputs[1 + i]].shape)
+            != len(types[node.inputs[1 + count + i]].shape)]
 
 
 def differing_types_error(node: Node, index: int, then_type: TensorType,

@@ -187,9 +187,37 @@ def test_branches_differing_in_leading_ones(tmp_path: Path,
     assert refused.value.code == "E008" and "'If_0'" in refused.value.where
 
 
-def test_branches_of_different_shapes_are_refused_naming_the_if(tmp_path: Path) -> None:
+def test_branches_of_different_sizes_give_a_computed_dim(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """then [2, 3], else [3, 2]: each axis of the output is a dim the pyc.If computes (the
+    taken branch's size, bounded by the larger), read by the nodes after it and the output."""
+    rng = np.random.default_rng()
     then = _branch("then", [helper.make_node("Relu", ["x"], ["a"])], [vinfo("a", [2, 3])])
     other = _branch("else", [helper.make_node("Transpose", ["x"], ["t"])], [vinfo("t", [3, 2])])
+    model = make_model([helper.make_node("If", ["flag"], ["r"], name="pick",
+                                         then_branch=then, else_branch=other),
+                        helper.make_node("Sigmoid", ["r"], ["y"])],
+                       [vinfo("x", [2, 3]), vinfo("flag", [], TensorProto.BOOL)],
+                       [vinfo("y", ["a", "b"])])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art")
+    shape = result.graph.types["y"].shape
+    assert [dim.bounds() for dim in shape] == [(0, 3), (0, 3)]
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "pyc.If"] == ["if_select_sizes"]
+    poison_outputs(monkeypatch)
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for flag in (True, False, False, True):
+            feeds = {"x": rng.standard_normal((2, 3)).astype(np.float32), "flag": np.array(flag)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape == ((2, 3) if flag else (3, 2))
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_branches_of_different_ranks_are_refused_naming_the_if(tmp_path: Path) -> None:
+    then = _branch("then", [helper.make_node("Relu", ["x"], ["a"])], [vinfo("a", [2, 3])])
+    other = _branch("else", [helper.make_node("Reshape", ["x", "six"], ["t"])], [vinfo("t", [6])],
+                    [init("six", np.array([6], np.int64))])
     model = make_model([helper.make_node("If", ["flag"], ["y"], name="pick",
                                          then_branch=then, else_branch=other)],
                        [vinfo("x", [2, 3]), vinfo("flag", [], TensorProto.BOOL)],
@@ -197,7 +225,7 @@ def test_branches_of_different_shapes_are_refused_naming_the_if(tmp_path: Path) 
     with pytest.raises(PycError) as refused:
         pyc_cli.build(write_model(model, tmp_path), tmp_path / "art")
     assert refused.value.code == "E008" and "'pick'" in refused.value.where
-    assert "f32[2,3]" in refused.value.what and "f32[3,2]" in refused.value.what
+    assert "f32[2,3]" in refused.value.what and "f32[6]" in refused.value.what
 
 
 def test_run_time_if_builds_are_deterministic(tmp_path: Path) -> None:

@@ -1125,9 +1125,28 @@ def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
 def _if_select_bytes(node: Node, graph: Graph, op: Params) -> Params:
     """The bytes each output of a pyc.If copies (over the run-time dims where symbolic)."""
     names = dim_names(graph)
-    return {"copies": [(index, c_size(graph.types[out].numel * graph.types[out].dtype.itemsize,
-                                      names))
-                       for index, out in enumerate(node.outputs) if out]}
+    count = len(node.outputs)
+
+    def size(value: str) -> str:
+        return c_size(graph.types[value].numel * graph.types[value].dtype.itemsize, names)
+
+    copies = [(index, size(node.inputs[1 + index]), size(node.inputs[1 + count + index]))
+              for index, out in enumerate(node.outputs) if out]
+    # the dims this If computes: each the taken branch's size of its output axis
+    writes = []
+    computed = {d.name for d in computed_here(node, graph)}
+    for index, out in enumerate(node.outputs):
+        shapes = [graph.types[v].shape for v in (out, node.inputs[1 + index],
+                                                 node.inputs[1 + count + index])] if out else []
+        for dim, then_dim, else_dim in zip(*shapes):
+            if isinstance(dim, Dim) and str(dim) in computed:
+                writes.append((names[str(dim)], c_size(then_dim, names), c_size(else_dim, names)))
+    return {"copies": copies, "writes": writes}
+
+
+def _if_select_symbolic(node: Node, graph: Graph) -> bool:
+    """A pyc.If over symbolic dims that computes none itself (its branches agree on sizes)."""
+    return node_is_symbolic(node, graph) and not computed_here(node, graph)
 
 
 def _run_time_outer(graph: Graph, op: Params) -> Params:
@@ -1309,9 +1328,13 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     # a run-time If: copies the taken branch's outputs (the other branch did not run)
     "pyc.If": (KernelCandidate("if_select", "if_select.c.j2", params=_if_select_bytes,
                                restrict_pointers=False),
-               KernelCandidate("if_select_dims", "if_select.c.j2", node_is_symbolic,
+               KernelCandidate("if_select_dims", "if_select.c.j2", _if_select_symbolic,
                                params=_if_select_bytes, symbolic_dims=True,
-                               restrict_pointers=False)),
+                               restrict_pointers=False),
+               # ... whose branches differ in sizes: it writes the taken branch's into the dims
+               KernelCandidate("if_select_sizes", "if_select.c.j2",
+                               lambda n, g: bool(computed_here(n, g)), params=_if_select_bytes,
+                               symbolic_dims=True, writes_dims=True, restrict_pointers=False)),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),
                  KernelCandidate("memcpy_dims", "copy.c.j2", node_is_symbolic, params=_copy_bytes,
                                  symbolic_dims=True)),

@@ -175,7 +175,7 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              # an If whose condition is known only at run time, against onnxruntime with both
              # condition values (static shapes and a symbolic batch)
              **{name: "tests/dynamic/test_run_time_if.py"
-                for name in ("if_select", "if_select_dims")},
+                for name in ("if_select", "if_select_dims", "if_select_sizes")},
              # the 2-D AffineGrid node tests (value dims), in the conformance suite
              **{name: "tests/ops/test_conformance.py"
                 for name in ("gather_elements_dims", "matmul_naive_dims")}}
