@@ -7,6 +7,7 @@ in another summation order), output buffers poisoned with NaN."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,29 @@ def test_two_outputs_of_different_types(tmp_path: Path, monkeypatch: pytest.Monk
             got = compiled.run(feeds)
             np.testing.assert_allclose(got["y"], want["y"], rtol=RTOL, atol=ATOL)
             np.testing.assert_array_equal(got["i"], want["i"])
+
+
+def test_affine_grid_3d_align_corners_both_ways(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ONNX node test's function (test_affine_grid_3d_align_corners_expanded): an If on
+    D == 1 (D = size[2], a value dim) inside the inlined align_corners branch, run with D = 1
+    (then) and D > 1 (else) on fresh random thetas, against onnxruntime."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the case generators' own numpy warnings
+        case = next(c for c in collect_testcases() if c.name ==
+                    "test_affine_grid_3d_align_corners_expanded")
+    path = write_model(case.model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"size": (0, 8)})
+    assert sum(n.op == "pyc.If" for n in result.graph.nodes) == 1
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for depth, height, width in ((1, 3, 4), (4, 3, 2), (1, 1, 1), (5, 2, 7)):
+            feeds = {"theta": rng.standard_normal((2, 3, 4)).astype(np.float32),
+                     "size": np.array([2, 3, depth, height, width], np.int64)}
+            want = onnxruntime_outputs(path, feeds)["grid"]
+            got = compiled.run(feeds)["grid"]
+            assert got.shape == want.shape == (2, depth, height, width, 3)
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
