@@ -257,7 +257,7 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
     converter = _NodeConverter(graph, check_ops, ctx, _value_names(onnx_graph))
     converter.node_names.update(n.name for n in onnx_graph.node if n.name)  # generated names avoid them
     converter.add_nodes(onnx_graph.node, _Scope())
-    if ctx is not None and converter.inlined:
+    if ctx is not None and (converter.inlined or converter.run_time):
         ctx.log("import", [], "node_count", "ONNX nodes (Constant nodes are constants) -> imported "
                 "nodes, If branches inlined", before=sum(n.op_type != "Constant" for n in onnx_graph.node),
                 after=len(graph.nodes))
@@ -287,6 +287,7 @@ class _NodeConverter:
         self.node_names: set[str] = set()
         self.taken_values = taken_values  # every value name of the model, subgraphs included
         self.inlined = 0  # If nodes replaced by a branch
+        self.run_time = 0  # If nodes replaced by both branches and a pyc.If
 
     def add_nodes(self, protos: list[onnx.NodeProto], scope: _Scope) -> int:
         """Convert `protos` in order; returns how many IR nodes were added."""
@@ -376,6 +377,7 @@ class _NodeConverter:
             added.append(self.add_nodes(branch.node, inner))
             selected.append([inner.resolve(o.name) for o in branch.output])
         self.graph.nodes.append(Node("pyc.If", name, [cond, *selected[0], *selected[1]], outputs))
+        self.run_time += 1
         if self.ctx is not None:
             self.ctx.log("import", [name], "run_time_if", f"If {name!r}: condition {cond!r} is "
                          f"known only at run time; both branches compiled (then "
