@@ -336,3 +336,37 @@ def test_topk_with_run_time_k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             model_run.run({"x": np.zeros((3, 10, 2), np.float32), "k": np.array([11], np.int64),
                            "scale": np.array(1.0, np.float32)})
         assert refused.value.code == "E041"
+
+
+def test_split_with_run_time_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split sizes computed from an input (sizes = s + 1): each part's size is a dim the Split
+    computes (0..the axis), its readers see it; sizes not summing to the axis are refused."""
+    nodes = [helper.make_node("Add", ["s", "one"], ["sizes"]),
+             helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1),
+             helper.make_node("Relu", ["a"], ["ya"]),
+             helper.make_node("Neg", ["c"], ["yc"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 9, 3]),
+                               helper.make_tensor_value_info("s", TensorProto.INT64, [3])],
+                       [helper.make_tensor_value_info("ya", TensorProto.FLOAT, [2, "p", 3]),
+                        helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, "q", 3]),
+                        helper.make_tensor_value_info("yc", TensorProto.FLOAT, [2, "r", 3])],
+                       [init("one", np.array([1, 1, 1], np.int64))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art")
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "Split"] == ["split_runtime"]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for parts in ((2, 3, 4), (9, 0, 0), (0, 9, 0), (1, 1, 7), (3, 3, 3)):
+            feeds = {"x": rng.standard_normal((2, 9, 3)).astype(np.float32),
+                     "s": np.array(parts, np.int64) - 1}
+            want = onnxruntime_outputs(path, feeds)
+            got = compiled.run(feeds)
+            for name in ("ya", "b", "yc"):
+                assert got[name].shape == want[name].shape, name
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+        for bad in ((2, 2, 2), (10, 0, -1)):
+            with pytest.raises(PycError) as refused:
+                compiled.run({"x": np.zeros((2, 9, 3), np.float32),
+                              "s": np.array(bad, np.int64) - 1})
+            assert refused.value.code == "E041"

@@ -1021,6 +1021,14 @@ def _pad_runtime(node: Node, graph: Graph) -> bool:
             and all(inputs[i] in graph.constants for i in (2, 3) if len(inputs) > i and inputs[i]))
 
 
+def _split_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    """Each output's computed size (its C name in the dims) and whether the model uses it."""
+    names = dim_names(graph)
+    axis = registry.normalize_axis(node.int_attr("axis", 0), graph.types[node.inputs[0]].rank, node)
+    return {"parts": [(index, names[str(graph.types[out].shape[axis])]) if out else (index, "")
+                      for index, out in enumerate(node.outputs)]}
+
+
 def _topk_runtime(node: Node, graph: Graph) -> bool:
     """A TopK whose K is a tensor read at run time: the one dim it computes, over static data."""
     inputs = node.inputs
@@ -1298,6 +1306,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),
             KernelCandidate("pad_runtime", "pad_runtime.c.j2", _pad_runtime,
                             params=_runtime_shape_params, symbolic_dims=True, writes_dims=True)),
+    # Split whose sizes are a tensor read at run time (decomposed into Slices otherwise)
+    "Split": (KernelCandidate("split_runtime", "split_runtime.c.j2",
+                              lambda n, g: bool(computed_here(n, g)), params=_split_runtime_params,
+                              symbolic_dims=True, writes_dims=True),),
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),
              KernelCandidate("topk_runtime", "topk_runtime.c.j2", _topk_runtime,
                              params=_topk_runtime_params, symbolic_dims=True, writes_dims=True)),
