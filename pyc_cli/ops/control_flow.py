@@ -23,10 +23,11 @@ from .registry import KERNEL, InTypes, InValues, OpDef, register, require
 class If(OpDef):
     name = "If"
     since = 1
-    category = KERNEL  # never lowered: no If reaches the passes
+    category = KERNEL  # never lowered: no If reaches the passes (the importer replaces it)
     dtypes = (DType.BOOL,)  # the condition's type; the branches may produce any tensor type
-    static_inputs = (0,)  # the condition must be known at compile time
-    lowering = "inlined at import (the branch a constant condition selects)"
+    static_inputs = (0,)  # inlined where the condition is known (a run-time one: pyc.If)
+    lowering = ("inlined at import (the branch a constant condition selects; with a run-time "
+                "condition both branches and a pyc.If, which runs one)")
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         raise not_constant_error(node)

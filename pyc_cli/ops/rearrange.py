@@ -177,6 +177,7 @@ class Split(Rearrange):
     name = "Split"
     since = 2
     static_inputs = (1,)
+    lowering = "decomposes into Slices (sizes read at run time: kernel split_runtime)"
 
     def sizes(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, list[int]]:
         axis = normalize_axis(node.int_attr("axis", 0), len(shape), node)
