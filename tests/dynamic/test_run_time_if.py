@@ -284,3 +284,31 @@ def test_affine_grid_3d_align_corners_both_ways(tmp_path: Path,
             got = compiled.run(feeds)["grid"]
             assert got.shape == want.shape == (2, depth, height, width, 3)
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("low", [1, 2])
+def test_condition_on_a_symbolic_dim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     low: int) -> None:
+    """The exporters' pattern Shape -> Gather -> Equal(1) -> If over a dim `batch:LOW..8`:
+    where the bounds decide it (batch >= 2: never 1) the importer inlines the else branch;
+    where they do not (batch:1..8) it is a run-time If, right at batch 1 and above."""
+    then = _branch("then", [helper.make_node("Relu", ["x"], ["a"])], [vinfo("a", ["b", 4])])
+    other = _branch("else", [helper.make_node("Neg", ["x"], ["n"])], [vinfo("n", ["b", 4])])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["b0"], axis=0),
+             helper.make_node("Equal", ["b0", "one"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], name="pick", then_branch=then, else_branch=other)]
+    model = make_model(nodes, [vinfo("x", ["b", 4])], [vinfo("y", ["b", 4])],
+                       [init("zero", np.array(0, np.int64)), init("one", np.array(1, np.int64))])
+    path = write_model(model, tmp_path)
+    shapes, _ = parse_input_shapes([f"x=batch:{low}..8,4"])
+    result = pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
+    run_time = [n.name for n in result.graph.nodes if n.op == "pyc.If"]
+    assert run_time == (["pick"] if low == 1 else [])
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for batch in range(low, 9, 3):
+            feeds = {"x": rng.standard_normal((batch, 4)).astype(np.float32)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            np.testing.assert_allclose(compiled.run(feeds)["y"], want, rtol=RTOL, atol=ATOL)
