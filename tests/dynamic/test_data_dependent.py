@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
+from pyc_cli.ir.symbolic import parse_input_shapes
 from tests.dynamic.checks import compile_driver, poison_outputs
 from tests.helpers import init, make_model, write_model
 
@@ -370,3 +371,36 @@ def test_split_with_run_time_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 compiled.run({"x": np.zeros((2, 9, 3), np.float32),
                               "s": np.array(bad, np.int64) - 1})
             assert refused.value.code == "E041"
+
+
+@pytest.mark.parametrize("k_input", [False, True])
+def test_topk_over_a_symbolic_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    k_input: bool) -> None:
+    """TopK over x[batch, 12] (batch:1..6): a constant K (topk_rows_dims) or K from an input
+    (topk_runtime), the row count read at run time."""
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 12])]
+    initializers = []
+    if k_input:
+        inputs.append(helper.make_tensor_value_info("k", TensorProto.INT64, [1]))
+    else:
+        initializers.append(init("k", np.array([5], np.int64)))
+    model = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1)], inputs,
+                       [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["b", "n"]),
+                        helper.make_tensor_value_info("i", TensorProto.INT64, ["b", "n"])],
+                       initializers)
+    path = write_model(model, tmp_path)
+    shapes, _ = parse_input_shapes(["x=batch:1..6,12"] + (["k=1"] if k_input else []))
+    result = pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == \
+        ["topk_runtime" if k_input else "topk_rows_dims"]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for batch, k in ((1, 5), (6, 12), (4, 0), (3, 7)):
+            feeds = {"x": rng.standard_normal((batch, 12)).astype(np.float32)}
+            if k_input:
+                feeds["k"] = np.array([k], np.int64)
+            want = onnxruntime_outputs(path, feeds)
+            got = compiled.run(feeds)
+            np.testing.assert_array_equal(got["i"], want["i"])
+            np.testing.assert_allclose(got["v"], want["v"], rtol=1e-6, atol=1e-6)

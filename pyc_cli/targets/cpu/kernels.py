@@ -1029,17 +1029,34 @@ def _split_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
                       for index, out in enumerate(node.outputs)]}
 
 
+def _topk_static_rows(node: Node, graph: Graph) -> bool:
+    """A TopK whose symbolic dims (of its data) all precede the axis: its rows are static."""
+    shape = graph.types[node.inputs[0]].shape
+    axis = registry.normalize_axis(node.int_attr("axis", -1), len(shape), node)
+    return not has_dims(shape[axis:])
+
+
+def _topk_dims(node: Node, graph: Graph) -> bool:
+    """A TopK over a symbolic outer count (a batch) with a constant K."""
+    return node_is_symbolic(node, graph) and not computed_here(node, graph) \
+        and _topk_static_rows(node, graph)
+
+
 def _topk_runtime(node: Node, graph: Graph) -> bool:
-    """A TopK whose K is a tensor read at run time: the one dim it computes, over static data."""
+    """A TopK whose K is a tensor read at run time: the one dim it computes, over rows of a
+    static size (the outer count may be symbolic)."""
     inputs = node.inputs
     return (len(inputs) > 1 and bool(inputs[1]) and inputs[1] not in graph.constants
-            and len(computed_here(node, graph)) == 1
-            and not has_dims(graph.types[inputs[0]].shape))
+            and len(computed_here(node, graph)) == 1 and _topk_static_rows(node, graph))
+
+
+def _topk_outer(node: Node, graph: Graph, op: Params) -> Params:
+    return _run_time_outer(graph, op)
 
 
 def _topk_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     (dim,) = computed_here(node, graph)
-    return {"count_c": dim_names(graph)[dim.name], "k": "k_run"}
+    return {**_topk_outer(node, graph, op), "count_c": dim_names(graph)[dim.name], "k": "k_run"}
 
 
 def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
@@ -1311,6 +1328,8 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                               lambda n, g: bool(computed_here(n, g)), params=_split_runtime_params,
                               symbolic_dims=True, writes_dims=True),),
     "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),
+             KernelCandidate("topk_rows_dims", "topk.c.j2", _topk_dims, params=_topk_outer,
+                             symbolic_dims=True),
              KernelCandidate("topk_runtime", "topk_runtime.c.j2", _topk_runtime,
                              params=_topk_runtime_params, symbolic_dims=True, writes_dims=True)),
     **_each(("AveragePool", "MaxPool"), POOL),
