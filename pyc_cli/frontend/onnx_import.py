@@ -17,7 +17,7 @@ from onnx.external_data_helper import uses_external_data
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
 from ..ir.types import DType, TensorType, check_addressable
-from ..ops import registry
+from ..ops import control_flow, registry
 from ..ops.propagate import known_values, propagate_types
 
 InputShapes = dict[str, tuple[int, ...]]
@@ -46,6 +46,7 @@ def import_model(path: str | Path, input_shapes: InputShapes | None = None,
                        hint=f"the inputs are {', '.join(graph.inputs)}")
     graph.value_bounds = dict(input_values or {})
     graph.types = propagate_types(graph)
+    _check_run_time_ifs(graph)
     _check_schema_types(graph)
     _check_dtypes(graph)
     return graph
@@ -256,7 +257,7 @@ def convert(model: ModelProto, input_shapes: InputShapes, check_ops: bool = True
     converter = _NodeConverter(graph, check_ops, ctx, _value_names(onnx_graph))
     converter.node_names.update(n.name for n in onnx_graph.node if n.name)  # generated names avoid them
     converter.add_nodes(onnx_graph.node, _Scope())
-    if ctx is not None and converter.inlined:
+    if ctx is not None and (converter.inlined or converter.run_time):
         ctx.log("import", [], "node_count", "ONNX nodes (Constant nodes are constants) -> imported "
                 "nodes, If branches inlined", before=sum(n.op_type != "Constant" for n in onnx_graph.node),
                 after=len(graph.nodes))
@@ -286,6 +287,7 @@ class _NodeConverter:
         self.node_names: set[str] = set()
         self.taken_values = taken_values  # every value name of the model, subgraphs included
         self.inlined = 0  # If nodes replaced by a branch
+        self.run_time = 0  # If nodes replaced by both branches and a pyc.If
 
     def add_nodes(self, protos: list[onnx.NodeProto], scope: _Scope) -> int:
         """Convert `protos` in order; returns how many IR nodes were added."""
@@ -331,17 +333,10 @@ class _NodeConverter:
         cond = scope.resolve(proto.input[0])
         value = constant_condition(self.graph, cond, name)
         if value is None:
-            # kept without its branches: typing it raises the data-dependent error
-            self.graph.nodes.append(Node("If", name, [cond], outputs, {}))
+            self._convert_run_time_if(proto, name, scope, cond, outputs)
             return
         key = "then_branch" if value else "else_branch"
-        branch = next(a.g for a in proto.attribute if a.name == key)
-        if len(branch.output) != len(outputs) or len(branch.input):
-            raise PycError("E008", f"If {name!r}: its {key} has {len(branch.input)} input(s) and "
-                           f"{len(branch.output)} output(s); the If has {len(outputs)} output(s)",
-                           where=f"node {name!r}", hint="re-export the model")
-        if self.check_ops:
-            _check_supported(branch, self.graph.opset, prefix=f"{name}/")
+        branch = self._branch(proto, key, name, len(outputs))
         inner = _Scope(dict(scope.names), f"{name}/")
         copies = self._pin_branch_outputs(branch, outputs, inner)
         for tensor in branch.initializer:
@@ -356,6 +351,39 @@ class _NodeConverter:
             self.ctx.log("import", [name], "inline_if", f"If {name!r}: condition is constant "
                          f"{value}, inlined {key} ({_count(len(branch.node), 'node')})",
                          after=added + len(copies), branch=key)
+
+    def _branch(self, proto: onnx.NodeProto, key: str, name: str, outputs: int) -> onnx.GraphProto:
+        """An If's branch body, checked: no inputs, one output per If output, supported ops."""
+        branch = next(a.g for a in proto.attribute if a.name == key)
+        if len(branch.output) != outputs or len(branch.input):
+            raise PycError("E008", f"If {name!r}: its {key} has {len(branch.input)} input(s) and "
+                           f"{len(branch.output)} output(s); the If has {outputs} output(s)",
+                           where=f"node {name!r}", hint="re-export the model")
+        if self.check_ops:
+            _check_supported(branch, self.graph.opset, prefix=f"{name}/")
+        return branch
+
+    def _convert_run_time_if(self, proto: onnx.NodeProto, name: str, scope: _Scope, cond: str,
+                             outputs: list[str]) -> None:
+        """An If whose condition is known only at run time: both branches inlined (fresh names
+        under NAME/then/ and NAME/else/), then a pyc.If selecting their outputs; which branch's
+        nodes run is decided from the condition at run time (ir/guards.py)."""
+        selected, added = [], []
+        for key, tag in (("then_branch", "then"), ("else_branch", "else")):
+            branch = self._branch(proto, key, name, len(outputs))
+            inner = _Scope(dict(scope.names), f"{name}/{tag}/")
+            for tensor in branch.initializer:
+                self.graph.constants[self._define(tensor.name, inner)] = _to_array(tensor)
+            added.append(self.add_nodes(branch.node, inner))
+            selected.append([inner.resolve(o.name) for o in branch.output])
+        self.graph.nodes.append(Node("pyc.If", name, [cond, *selected[0], *selected[1]], outputs))
+        self.run_time += 1
+        if self.ctx is not None:
+            self.ctx.log("import", [name], "run_time_if", f"If {name!r}: condition {cond!r} is "
+                         f"known only at run time; both branches compiled (then "
+                         f"{_count(added[0], 'node')}, else {_count(added[1], 'node')}), the "
+                         "condition picks the one that runs", then_nodes=added[0],
+                         else_nodes=added[1])
 
     @staticmethod
     def _pin_branch_outputs(branch: onnx.GraphProto, outputs: list[str], inner: _Scope
@@ -529,6 +557,31 @@ def _check_supported(onnx_graph: onnx.GraphProto, opset: int, prefix: str = "") 
                             for reason, names in sorted(problems.items()))
         raise PycError("E007" if unknown else "E010", f"{total} node(s) cannot be compiled: {listing}",
                        hint="see docs/op_coverage.md for supported ops and versions")
+
+
+def _check_run_time_ifs(graph: Graph) -> None:
+    """A run-time If output whose branches differ in leading 1-axes (a scalar against `[1]`)
+    has the longer type; accepted only where no reader can tell the difference: every reader
+    broadcasts it elementwise against an operand of at least that rank, and it is no graph
+    output (PYC-E008 naming the If otherwise)."""
+    consumers = graph.consumers()
+    for node in graph.nodes:
+        if node.op != "pyc.If":
+            continue
+        count = len(node.outputs)
+        for index in control_flow.padded_outputs(node, graph.types):
+            value = node.outputs[index]
+            rank = len(graph.types[value].shape)
+            readers = consumers.get(value, [])
+            hidden = value not in graph.outputs and all(
+                registry.get(r.op).category == registry.ELEMENTWISE
+                and any(len(graph.types[v].shape) >= rank for v in r.present_inputs() if v != value)
+                for r in readers)
+            if not hidden:
+                raise control_flow.differing_types_error(
+                    node, index, graph.types[node.inputs[1 + index]],
+                    graph.types[node.inputs[1 + count + index]],
+                    " (a reader could tell them apart)")
 
 
 def _check_dtypes(graph: Graph) -> None:

@@ -9,10 +9,11 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
-from ..ir.symbolic import NUMBERS_HINT, DimLike, has_dims, less
+from ..ir.symbolic import NUMBERS_HINT, DimLike, computed_dim, has_dims, less
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
@@ -176,6 +177,7 @@ class Split(Rearrange):
     name = "Split"
     since = 2
     static_inputs = (1,)
+    lowering = "decomposes into Slices (sizes read at run time: kernel split_runtime)"
 
     def sizes(self, node: Node, shape: tuple[int, ...], values: InValues) -> tuple[int, list[int]]:
         axis = normalize_axis(node.int_attr("axis", 0), len(shape), node)
@@ -199,13 +201,36 @@ class Split(Rearrange):
         axis, sizes = self.sizes(node, x.shape, values)
         return [TensorType(x.dtype, x.shape[:axis] + (s,) + x.shape[axis + 1:]) for s in sizes]
 
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
+        """Sizes from a tensor computed at run time (issue #15, point 2): output i's size along
+        the axis is a dim the Split computes (`rt_NODE_i`, 0..the axis size; their sum is
+        checked at run time), over static data; otherwise the refusal stands."""
+        x = require(types, 0, node)
+        sizes = types[1] if len(node.inputs) > 1 and node.inputs[1] else None
+        if sizes is None or values[1] is not None or has_dims(x.shape) or x.rank == 0 \
+                or sizes.numel != len(node.outputs):
+            raise refusal
+        axis = normalize_axis(node.int_attr("axis", 0), x.rank, node)
+        return [TensorType(x.dtype, x.shape[:axis] + (computed_dim(node.name, index, x.shape[axis]),)
+                           + x.shape[axis + 1:]) for index in range(len(node.outputs))]
+
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         axis, sizes = self.sizes(node, x.shape, inputs)
         return [np.ascontiguousarray(part) for part in
                 np.split(x, np.cumsum(sizes)[:-1].tolist(), axis=axis)]
 
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        """split_runtime's geometry: [outer, axis, inner] of the (static) data."""
+        shape = graph.types[node.inputs[0]].shape
+        axis = normalize_axis(node.int_attr("axis", 0), len(shape), node)
+        return {"outer": int(np.prod(shape[:axis], dtype=np.int64)), "axis_dim": int(shape[axis]),
+                "inner": int(np.prod(shape[axis + 1:], dtype=np.int64))}
+
     def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        if len(node.inputs) > 1 and node.inputs[1] and values[1] is None:
+            return None  # sizes read at run time: split_runtime
         axis, sizes = self.sizes(node, graph.types[node.inputs[0]].shape, values)
         axes = _shape_constant(graph, f"{node.name}_axis", [axis])
         nodes = []

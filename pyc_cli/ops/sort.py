@@ -83,7 +83,12 @@ class TopK(OpDef):
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         shape = graph.types[node.inputs[0]].shape
         k_input = node.inputs[1] if len(node.inputs) > 1 else ""  # absent: the `k` attribute
-        axis, k = self.geometry(node, shape, [None, graph.constants.get(k_input)])
+        if k_input and k_input not in graph.constants and "k" not in node.attrs:
+            # K read at run time (issue #15): its output axis is the dim the kernel computes
+            axis = normalize_axis(node.int_attr("axis", -1), len(shape), node)
+            k: DimLike = graph.types[node.outputs[0]].shape[axis]
+        else:
+            axis, k = self.geometry(node, shape, [None, graph.constants.get(k_input)])
         largest = node.int_attr("largest", 1)
         return {"outer": math.prod(shape[:axis]), "row": shape[axis],
                 "inner": math.prod(shape[axis + 1:]), "k": k, "before": ">" if largest else "<",

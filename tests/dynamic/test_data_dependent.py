@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
+from pyc_cli.ir.symbolic import parse_input_shapes
 from tests.dynamic.checks import compile_driver, poison_outputs
 from tests.helpers import init, make_model, write_model
 
@@ -303,3 +304,103 @@ def test_shape_buckets_are_refused_for_sizes_computed_at_run_time(tmp_path: Path
                       shape_sample=sample)
     assert refused.value.code == "E050" and "computed at run time" in refused.value.what
     assert not (tmp_path / "art").exists()
+
+
+@pytest.mark.parametrize("largest", [1, 0])
+def test_topk_with_run_time_k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              largest: int) -> None:
+    """K from a graph input: the output axis is a dim the kernel computes (0..the axis size),
+    values and indices read by a later node; K past the axis is refused (E041)."""
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=largest),
+             helper.make_node("Mul", ["v", "scale"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 10, 2]),
+                               helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+                               helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "n", 2]),
+                        helper.make_tensor_value_info("i", TensorProto.INT64, [3, "n", 2])])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art")
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == ["topk_runtime"]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as model_run:
+        for k in (3, 0, 10, 1, 7):
+            feeds = {"x": rng.standard_normal((3, 10, 2)).astype(np.float32),
+                     "k": np.array([k], np.int64),
+                     "scale": np.array(rng.uniform(0.5, 2.0), np.float32)}
+            want = onnxruntime_outputs(path, feeds)
+            got = model_run.run(feeds)
+            assert got["y"].shape == want["y"].shape == (3, k, 2)
+            np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(got["i"], want["i"])
+        with pytest.raises(PycError) as refused:
+            model_run.run({"x": np.zeros((3, 10, 2), np.float32), "k": np.array([11], np.int64),
+                           "scale": np.array(1.0, np.float32)})
+        assert refused.value.code == "E041"
+
+
+def test_split_with_run_time_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split sizes computed from an input (sizes = s + 1): each part's size is a dim the Split
+    computes (0..the axis), its readers see it; sizes not summing to the axis are refused."""
+    nodes = [helper.make_node("Add", ["s", "one"], ["sizes"]),
+             helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1),
+             helper.make_node("Relu", ["a"], ["ya"]),
+             helper.make_node("Neg", ["c"], ["yc"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 9, 3]),
+                               helper.make_tensor_value_info("s", TensorProto.INT64, [3])],
+                       [helper.make_tensor_value_info("ya", TensorProto.FLOAT, [2, "p", 3]),
+                        helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, "q", 3]),
+                        helper.make_tensor_value_info("yc", TensorProto.FLOAT, [2, "r", 3])],
+                       [init("one", np.array([1, 1, 1], np.int64))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art")
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "Split"] == ["split_runtime"]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for parts in ((2, 3, 4), (9, 0, 0), (0, 9, 0), (1, 1, 7), (3, 3, 3)):
+            feeds = {"x": rng.standard_normal((2, 9, 3)).astype(np.float32),
+                     "s": np.array(parts, np.int64) - 1}
+            want = onnxruntime_outputs(path, feeds)
+            got = compiled.run(feeds)
+            for name in ("ya", "b", "yc"):
+                assert got[name].shape == want[name].shape, name
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+        for bad in ((2, 2, 2), (10, 0, -1)):
+            with pytest.raises(PycError) as refused:
+                compiled.run({"x": np.zeros((2, 9, 3), np.float32),
+                              "s": np.array(bad, np.int64) - 1})
+            assert refused.value.code == "E041"
+
+
+@pytest.mark.parametrize("k_input", [False, True])
+def test_topk_over_a_symbolic_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    k_input: bool) -> None:
+    """TopK over x[batch, 12] (batch:1..6): a constant K (topk_rows_dims) or K from an input
+    (topk_runtime), the row count read at run time."""
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 12])]
+    initializers = []
+    if k_input:
+        inputs.append(helper.make_tensor_value_info("k", TensorProto.INT64, [1]))
+    else:
+        initializers.append(init("k", np.array([5], np.int64)))
+    model = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1)], inputs,
+                       [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["b", "n"]),
+                        helper.make_tensor_value_info("i", TensorProto.INT64, ["b", "n"])],
+                       initializers)
+    path = write_model(model, tmp_path)
+    shapes, _ = parse_input_shapes(["x=batch:1..6,12"] + (["k=1"] if k_input else []))
+    result = pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == \
+        ["topk_runtime" if k_input else "topk_rows_dims"]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for batch, k in ((1, 5), (6, 12), (4, 0), (3, 7)):
+            feeds = {"x": rng.standard_normal((batch, 12)).astype(np.float32)}
+            if k_input:
+                feeds["k"] = np.array([k], np.int64)
+            want = onnxruntime_outputs(path, feeds)
+            got = compiled.run(feeds)
+            np.testing.assert_array_equal(got["i"], want["i"])
+            np.testing.assert_allclose(got["v"], want["v"], rtol=1e-6, atol=1e-6)

@@ -1,7 +1,7 @@
 """`If` whose condition folds at compile time: the importer inlines the chosen branch (outer
 values, branch initializers and Constant nodes, nested Ifs), the build matches onnxruntime, and
-the decision is logged; a data-dependent condition is a reason-coded error that `pyc check`
-lists with every other problem."""
+the decision is logged; a data-dependent condition compiles both branches and picks one at run
+time (tests/dynamic/test_run_time_if.py has more)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from helpers import init, make_model, vinfo, write_model
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
-from pyc_cli.api import compile_graph
 from pyc_cli.check import check_model
 from pyc_cli.errors import PycError
 from pyc_cli.explain import explain_data
@@ -185,23 +184,28 @@ def _data_dependent_model(extra_problem: bool) -> onnx.ModelProto:
     return make_model(nodes, [vinfo("x", [2, 3])], outputs, [init("zero", np.array(0, np.float32))])
 
 
-def test_data_dependent_condition_is_a_reason_coded_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_data_dependent_condition_compiles_both_branches(sign: float, tmp_path: Path,
+                                                         rng: np.random.Generator) -> None:
+    """A condition computed from input data (issue #15): both branches compiled, a pyc.If
+    selects, the run takes the branch onnxruntime takes (tests/dynamic/test_run_time_if.py
+    checks that only that branch runs)."""
     path = write_model(_data_dependent_model(extra_problem=False), tmp_path)
-    with pytest.raises(PycError) as info:
-        compile_graph(path)
-    assert info.value.code == "E008" and "'sign_branch'" in info.value.what
-    assert "data-dependent control flow" in info.value.what
+    x = (np.abs(rng.standard_normal((2, 3))) * sign).astype(np.float32)
+    result = _build_and_compare(path, tmp_path, {"x": x})
+    assert [n.name for n in result.graph.nodes if n.op == "pyc.If"] == ["sign_branch"]
+    logged = [d for d in result.context.decisions if d.action == "run_time_if"]
+    assert [d.nodes for d in logged] == [["sign_branch"]]
 
 
-def test_check_lists_the_data_dependent_if_with_other_problems(tmp_path: Path) -> None:
+def test_check_lists_other_problems_beside_a_data_dependent_if(tmp_path: Path) -> None:
     path = write_model(_data_dependent_model(extra_problem=True), tmp_path)
     report = check_model(path)
     problems = {reason: [p.node for p in group] for reason, group in report.problems.items()}
-    assert problems == {"unknown op": ["unique"], "data-dependent shape": ["sign_branch"]}
-    with pytest.raises(PycError) as info:  # the build names both, whichever stops it first
+    assert problems == {"unknown op": ["unique"]}
+    with pytest.raises(PycError) as info:
         pyc_cli.build(path, tmp_path / "out")
-    assert info.value.code == "E007"
-    assert "'unique'" in str(info.value) and "'sign_branch'" in str(info.value)
+    assert info.value.code == "E007" and "'unique'" in str(info.value)
 
 
 def test_unsupported_op_in_the_chosen_branch_is_named(tmp_path: Path) -> None:

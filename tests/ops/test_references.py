@@ -237,10 +237,11 @@ CASES = CONV + CONV_TRANSPOSE + MAX_POOL + AVERAGE_POOL + ROWWISE + INSTANCE_NOR
 
 # ops whose reference is checked elsewhere in this module or that cannot have one
 NOT_IN_TABLE = {
-    # If's branches are inlined at import (a constant condition); an If left in the graph has a
-    # run-time condition, which the static-shape IR cannot type, and the IR keeps no branch
-    # graphs to evaluate: there is nothing a reference could compute
+    # If's branches are inlined at import: the chosen one (a constant condition), or both and
+    # a pyc.If selecting (a run-time condition); the IR keeps no branch graphs to evaluate
     "If": "no branches in the IR; never reaches evaluation",
+    "pyc.If": "internal; checked by test_run_time_if_reference below (and against "
+              "onnxruntime in tests/dynamic/test_run_time_if.py)",
     # a PyC-internal op, not ONNX: checked by test_fused_elementwise_reference below
     "pyc.Elementwise": "internal; checked against onnxruntime through its unfused graph",
     "pyc.Copy": "internal; checked by test_copy_reference below",
@@ -665,3 +666,18 @@ def test_nonzero_reference(dtype: type, shape: tuple, rng: np.random.Generator) 
         [got] = opdef.evaluate(node, [x])
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+def test_run_time_if_reference(rng) -> None:  # noqa: ANN001
+    """pyc.If(cond, then..., else...) gives the then operands where cond holds, else the else
+    operands (output by output)."""
+    from pyc_cli.ir.graph import Node
+
+    then = [rng.standard_normal((2, 3)).astype(F32), rng.standard_normal(4).astype(F32)]
+    other = [rng.standard_normal((2, 3)).astype(F32), rng.standard_normal(4).astype(F32)]
+    node = Node("pyc.If", "pick", ["c", "t0", "t1", "e0", "e1"], ["y0", "y1"])
+    for cond, want in ((True, then), (False, other)):
+        got = registry.get("pyc.If").evaluate(node, [np.array(cond), *then, *other])
+        assert len(got) == 2
+        for value, expected in zip(got, want):
+            np.testing.assert_array_equal(value, expected)

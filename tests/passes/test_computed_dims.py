@@ -60,11 +60,18 @@ def test_value_dependent_sizes_get_computed_dims(tmp_path: Path, batch: str) -> 
 
 
 def test_a_computed_dim_is_refused_by_kernels_that_cannot_read_it(tmp_path: Path) -> None:
-    """No kernel reads run-time dims yet: the build stops at E051 naming the first node."""
-    shapes, _ = parse_input_shapes(["x=3,10", "k=1", "starts=1", "ends=1"])
+    """TopK computes its K at run time over rows of a static size only (topk_runtime): along a
+    symbolic axis the build stops at E051 naming it."""
+    i64 = TensorProto.INT64
+    model = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top", axis=0)],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 10]),
+                        helper.make_tensor_value_info("k", i64, [1])],
+                       [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["K", 10]),
+                        helper.make_tensor_value_info("i", i64, ["K", 10])])
+    shapes, _ = parse_input_shapes(["x=batch:1..8,10", "k=1"])
     with pytest.raises(PycError) as info:
-        api.compile_graph(_topk_and_slice(tmp_path), "balanced", shapes, "cpu")
-    assert info.value.code == "E051" and "rt_" in info.value.what
+        api.compile_graph(write_model(model, tmp_path), "balanced", shapes, "cpu")
+    assert info.value.code == "E051" and "rt_" in info.value.what and info.value.where == "node 'top'"
     assert "computed at run time" in (info.value.hint or "") and "by node" in info.value.hint
 
 

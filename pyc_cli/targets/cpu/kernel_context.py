@@ -63,6 +63,8 @@ class KernelCall:
     dims: bool = False
     # ... and writes the dims its node computes into it (KernelCandidate.writes_dims)
     writes_dims: bool = False
+    # C condition under which the call runs (a branch of a run-time If); empty: always
+    guard: str = ""
 
 
 def c_literal(dtype: DType, value: float | int) -> str:

@@ -1021,6 +1021,44 @@ def _pad_runtime(node: Node, graph: Graph) -> bool:
             and all(inputs[i] in graph.constants for i in (2, 3) if len(inputs) > i and inputs[i]))
 
 
+def _split_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    """Each output's computed size (its C name in the dims) and whether the model uses it."""
+    names = dim_names(graph)
+    axis = registry.normalize_axis(node.int_attr("axis", 0), graph.types[node.inputs[0]].rank, node)
+    return {"parts": [(index, names[str(graph.types[out].shape[axis])]) if out else (index, "")
+                      for index, out in enumerate(node.outputs)]}
+
+
+def _topk_static_rows(node: Node, graph: Graph) -> bool:
+    """A TopK whose symbolic dims (of its data) all precede the axis: its rows are static."""
+    shape = graph.types[node.inputs[0]].shape
+    axis = registry.normalize_axis(node.int_attr("axis", -1), len(shape), node)
+    return not has_dims(shape[axis:])
+
+
+def _topk_dims(node: Node, graph: Graph) -> bool:
+    """A TopK over a symbolic outer count (a batch) with a constant K."""
+    return node_is_symbolic(node, graph) and not computed_here(node, graph) \
+        and _topk_static_rows(node, graph)
+
+
+def _topk_runtime(node: Node, graph: Graph) -> bool:
+    """A TopK whose K is a tensor read at run time: the one dim it computes, over rows of a
+    static size (the outer count may be symbolic)."""
+    inputs = node.inputs
+    return (len(inputs) > 1 and bool(inputs[1]) and inputs[1] not in graph.constants
+            and len(computed_here(node, graph)) == 1 and _topk_static_rows(node, graph))
+
+
+def _topk_outer(node: Node, graph: Graph, op: Params) -> Params:
+    return _run_time_outer(graph, op)
+
+
+def _topk_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    (dim,) = computed_here(node, graph)
+    return {**_topk_outer(node, graph, op), "count_c": dim_names(graph)[dim.name], "k": "k_run"}
+
+
 def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
     """Per axis of `axes`: the output size's upper bound, and (axis, C name) of each that is a
     dim this node computes, which its kernel writes into the run-time dims."""
@@ -1107,6 +1145,33 @@ def _copy_bytes(node: Node, graph: Graph, op: Params) -> Params:
     """The bytes a copy moves, over the run-time dims."""
     out = graph.types[node.outputs[0]]
     return {"bytes_c": c_size(out.numel * out.dtype.itemsize, dim_names(graph))}
+
+
+def _if_select_bytes(node: Node, graph: Graph, op: Params) -> Params:
+    """The bytes each output of a pyc.If copies (over the run-time dims where symbolic)."""
+    names = dim_names(graph)
+    count = len(node.outputs)
+
+    def size(value: str) -> str:
+        return c_size(graph.types[value].numel * graph.types[value].dtype.itemsize, names)
+
+    copies = [(index, size(node.inputs[1 + index]), size(node.inputs[1 + count + index]))
+              for index, out in enumerate(node.outputs) if out]
+    # the dims this If computes: each the taken branch's size of its output axis
+    writes = []
+    computed = {d.name for d in computed_here(node, graph)}
+    for index, out in enumerate(node.outputs):
+        shapes = [graph.types[v].shape for v in (out, node.inputs[1 + index],
+                                                 node.inputs[1 + count + index])] if out else []
+        for dim, then_dim, else_dim in zip(*shapes):
+            if isinstance(dim, Dim) and str(dim) in computed:
+                writes.append((names[str(dim)], c_size(then_dim, names), c_size(else_dim, names)))
+    return {"copies": copies, "writes": writes}
+
+
+def _if_select_symbolic(node: Node, graph: Graph) -> bool:
+    """A pyc.If over symbolic dims that computes none itself (its branches agree on sizes)."""
+    return node_is_symbolic(node, graph) and not computed_here(node, graph)
 
 
 def _run_time_outer(graph: Graph, op: Params) -> Params:
@@ -1258,7 +1323,15 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),
             KernelCandidate("pad_runtime", "pad_runtime.c.j2", _pad_runtime,
                             params=_runtime_shape_params, symbolic_dims=True, writes_dims=True)),
-    "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),),
+    # Split whose sizes are a tensor read at run time (decomposed into Slices otherwise)
+    "Split": (KernelCandidate("split_runtime", "split_runtime.c.j2",
+                              lambda n, g: bool(computed_here(n, g)), params=_split_runtime_params,
+                              symbolic_dims=True, writes_dims=True),),
+    "TopK": (KernelCandidate("topk_insertion", "topk.c.j2"),
+             KernelCandidate("topk_rows_dims", "topk.c.j2", _topk_dims, params=_topk_outer,
+                             symbolic_dims=True),
+             KernelCandidate("topk_runtime", "topk_runtime.c.j2", _topk_runtime,
+                             params=_topk_runtime_params, symbolic_dims=True, writes_dims=True)),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),
     "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0,
@@ -1283,6 +1356,16 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                         KernelCandidate("elementwise_loop_dims", "elementwise.c.j2",
                                         node_is_symbolic, symbolic_dims=True)),
     "pyc.Attention": attention_candidates(gemm.PORTABLE_ISA),
+    # a run-time If: copies the taken branch's outputs (the other branch did not run)
+    "pyc.If": (KernelCandidate("if_select", "if_select.c.j2", params=_if_select_bytes,
+                               restrict_pointers=False),
+               KernelCandidate("if_select_dims", "if_select.c.j2", _if_select_symbolic,
+                               params=_if_select_bytes, symbolic_dims=True,
+                               restrict_pointers=False),
+               # ... whose branches differ in sizes: it writes the taken branch's into the dims
+               KernelCandidate("if_select_sizes", "if_select.c.j2",
+                               lambda n, g: bool(computed_here(n, g)), params=_if_select_bytes,
+                               symbolic_dims=True, writes_dims=True, restrict_pointers=False)),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),
                  KernelCandidate("memcpy_dims", "copy.c.j2", node_is_symbolic, params=_copy_bytes,
                                  symbolic_dims=True)),

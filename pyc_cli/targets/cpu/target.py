@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import PycError
+from ...ir import guards
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import DIMS_PARAM, dims_fixed
 from ...ops import registry
@@ -138,12 +139,16 @@ class CpuTarget(Target):
 
     def _kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
         pointers = PointerTable(graph, plan, weights)
-        calls = []
+        conditions = guards.run_conditions(graph) if guards.is_guarded(graph) else {}
+        calls: list[KernelCall] = []
         for node in graph.nodes:
             chosen = self.chosen(node)
             if chosen is None:  # a view or an in-place result: no code
                 continue
             call = kernel_call(graph, node, len(calls), chosen)
+            # NEVER ("0") keeps the call, so every non-view node has one (the debug builds pair
+            # them in order)
+            call.guard = guard_expr(conditions.get(node.name), graph, pointers)
             name_constant_bounds(call)
             call.args = pointers.arguments(node)
             if chosen.workspace is not None:
@@ -284,6 +289,32 @@ def _probe(compiler: str, source_text: str, flags: list[str], libraries: tuple[s
             [compiler, *flags, "-shared", "-fPIC", "-o", str(Path(work) / "probe.so"),
              str(source), *libraries], capture_output=True, check=False)
         return result.returncode == 0
+
+
+NEVER = "0"
+
+
+def guard_expr(cond: guards.Condition, graph: Graph, pointers: PointerTable) -> str:
+    """A run condition (ir/guards.py) as C over the bool scalars it tests: "" for always, NEVER
+    for never; a condition value that is a constant is decided here."""
+    if cond is None:  # guards.ALWAYS
+        return ""
+    terms = []
+    for term in guards.sorted_terms(cond):
+        literals = []
+        for value, polarity in term:
+            if value in graph.constants:
+                if bool(graph.constants[value].reshape(-1)[0]) != polarity:
+                    break  # the term never holds
+                continue
+            literals.append(f"(*{pointers.expr(value, False)} {'!=' if polarity else '=='} 0)")
+        else:
+            if not literals:
+                return ""  # a term that always holds
+            terms.append(" && ".join(literals))
+    if not terms:
+        return NEVER
+    return " || ".join(f"({t})" for t in terms) if len(terms) > 1 else terms[0]
 
 
 class PointerTable:

@@ -170,7 +170,12 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
                              "resize_nearest_dims")},
              # sizes computed at run time from input values (issue #15, point 2)
              **{name: "tests/dynamic/test_data_dependent.py"
-                for name in ("range_runtime", "pad_runtime", "slice_runtime", "nonzero_count")},
+                for name in ("range_runtime", "pad_runtime", "slice_runtime", "nonzero_count",
+                             "topk_runtime", "split_runtime", "topk_rows_dims")},
+             # an If whose condition is known only at run time, against onnxruntime with both
+             # condition values (static shapes and a symbolic batch)
+             **{name: "tests/dynamic/test_run_time_if.py"
+                for name in ("if_select", "if_select_dims", "if_select_sizes")},
              # the 2-D AffineGrid node tests (value dims), in the conformance suite
              **{name: "tests/ops/test_conformance.py"
                 for name in ("gather_elements_dims", "matmul_naive_dims")}}
