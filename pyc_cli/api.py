@@ -462,7 +462,7 @@ def _log_feedback(ctx: PassContext, fed: Feedback, threads: tuple[int, str] | No
     notes = []
     ctx.log("build", [], "feedback", f"replanned from the telemetry of {fed.telemetry.runs} runs "
             f"(sha256 {fed.sha256[:12]})", serves="feedback:telemetry", runs=fed.telemetry.runs)
-    if fed.telemetry.shapes:
+    if fed.telemetry.shapes and fed.telemetry.model["dims"]:  # a static model has no buckets
         note = histogram_note(fed) if buckets else (
             "the telemetry's shapes chose no bucket: the generic plan serves every shape")
         ctx.log("build", [], "feedback_shape_buckets", note, serves="feedback:shape_histogram")

@@ -606,6 +606,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     outputs = model.run(feeds)
     plan = RunPlan(warmup, repeat, duration_s)
     stats = {**latency_stats(model.time_runs(feeds, plan)), "warmup_runs": warmup}
+    if model.telemetry is not None:  # PYC_TELEMETRY: the runs written now, not at exit
+        model.telemetry.flush()
     if output_path is not None:
         write_outputs(output_path, outputs)
     comparison = None
