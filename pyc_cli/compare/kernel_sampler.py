@@ -8,6 +8,7 @@ PyC that does not regenerate its model.c) is skipped from then on, with one warn
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import tempfile
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .artifact.reader import read_manifest
-from .errors import PycError, PycWarning
+from ..artifact.reader import read_manifest
+from ..errors import PycError, PycWarning
 
 # (plan, dims, [(call, node, op, kernel, signature, ms)]) -> recorder
 Sink = Callable[[str, dict[str, int], list[tuple[Any, ...]]], None]
@@ -30,11 +31,11 @@ class _PlanProfiler:
     """One plan's profiling model and what names its calls."""
 
     def __init__(self, root: Path, manifest: dict[str, Any], plan: str, work: Path) -> None:
-        from .compare.debug_build import called_nodes, compile_variant, read_plan
-        from .compare.profile import ProfiledModel, profile_sources
-        from .passes.select_kernels import symbolic_dims_of
-        from .passes.tuning import kernel_signature, signature_key
-        from .runtime.native import TensorSpec
+        from ..passes.select_kernels import symbolic_dims_of
+        from ..passes.tuning import kernel_signature, signature_key
+        from ..runtime.native import TensorSpec
+        from .debug_build import called_nodes, compile_variant, read_plan
+        from .profile import ProfiledModel, profile_sources
 
         where = root if plan == "generic" else root / "buckets" / plan
         own = manifest if plan == "generic" else read_manifest(where)
@@ -72,10 +73,8 @@ class KernelSampler:
 
     def submit(self, plan: str, dims: dict[str, int], feeds: Mapping[str, Any]) -> None:
         """Queue a copy of the run's inputs (dropped when a sample is still waiting)."""
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait((plan, dict(dims), {k: np.array(v) for k, v in feeds.items()}))
-        except queue.Full:
-            pass
 
     def _loop(self) -> None:
         while True:
