@@ -124,6 +124,28 @@ def overhead(artifact: Path, feeds: dict[str, np.ndarray], work: Path, runs: int
             "added_us": (med["telemetry"] - med["plain"]) * 1e3, "runs": runs}
 
 
+def record_cost(artifact: Path, feeds: dict[str, np.ndarray], work: Path, calls: int) -> float:
+    """Microseconds per Recorder.record call (what telemetry adds to a run besides the second
+    dispatch), timed directly: end-to-end differences drown in a loaded machine's noise."""
+    from pyc_cli.artifact.reader import read_manifest
+    from pyc_cli.telemetry import Recorder
+
+    recorder = Recorder(work / "record_cost.json", read_manifest(artifact), artifact,
+                        kernel_every=0, flush_every=10 ** 9)
+    started = time.perf_counter()
+    for _ in range(calls):
+        recorder.record(feeds, "b1", [1.0], False)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def paired(before: list[float], after: list[float]) -> dict[str, float]:
+    """Per request, before / after (the same request, rounds interleaved): its spread."""
+    ratios = np.array(before) / np.array(after)
+    return {"median": float(np.median(ratios)), "p5": float(np.percentile(ratios, 5)),
+            "p95": float(np.percentile(ratios, 95)),
+            "geomean": float(np.exp(np.mean(np.log(ratios))))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/pyc-feedback"))
@@ -175,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "phase2/feedback": ("phase2", "feedback")}
     times: dict[str, list[list[float]]] = {k: [[] for _ in range(args.requests)] for k in runs}
     plans: dict[str, Counter[str]] = {k: Counter() for k in runs}
+    new_plans: dict[str, list[int]] = {}  # phase-2 requests by the rebuilt plan serving them
     for round_index in range(args.rounds):
         for index in range(args.requests):
             keys = list(runs)
@@ -185,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 times[key][index].append(timed(model_.run, feeds[phase][index]))
                 if round_index == 0:
                     plans[key][model_.stats.last_plan or "generic"] += 1
+                    if key == "phase2/feedback":
+                        new_plans.setdefault(model_.stats.last_plan or "generic", []).append(index)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     latency = {k: [statistics.median(t) for t in per] for k, per in times.items()}
     p95 = {k: float(np.percentile(v, 95)) for k, v in latency.items()}
@@ -225,12 +250,21 @@ def main(argv: list[str] | None = None) -> int:
         "bar": "tail-latency drift reduced by >= 15% after one feedback rebuild",
         "bar_met": bool(drift_before > 0 and 1.0 - drift_after / drift_before >= 0.15),
         "max_abs_diff_feedback_vs_original": errors,
-        "telemetry_overhead": overhead(original, small, args.work, 400),
+        "telemetry_overhead": {**overhead(original, small, args.work, 400),
+                               "record_us": record_cost(original, small, args.work, 2000)},
+        "phase2_original_over_feedback_per_request": paired(latency["phase2/original"],
+                                                            latency["phase2/feedback"]),
+        "phase2_original_over_feedback_by_new_plan": {
+            plan: paired([latency["phase2/original"][i] for i in idx],
+                         [latency["phase2/feedback"][i] for i in idx])
+            for plan, idx in sorted(new_plans.items())},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(json.dumps({k: result[k] for k in ("p95_ms", "p95_per_window_ms", "drift_ms", "bar_met",
-                                             "plans_served", "buckets", "telemetry_overhead")},
+                                             "plans_served", "telemetry_overhead",
+                                             "phase2_original_over_feedback_per_request",
+                                             "phase2_original_over_feedback_by_new_plan")},
                      indent=1))
     return 0
 

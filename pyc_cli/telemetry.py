@@ -48,6 +48,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import PycError, PycWarning
 
 FORMAT = "pyc-telemetry"
@@ -366,7 +368,7 @@ class Recorder:
 
     def record(self, feeds: Mapping[str, Any], plan: str, times_ms: list[float],
                static_plan: bool) -> None:
-        shapes = {name: [int(d) for d in feeds[name].shape] for name in sorted(self.symbolic)
+        shapes = {name: [int(d) for d in np.shape(feeds[name])] for name in sorted(self.symbolic)
                   if name in feeds}
         dims = _dims_of(self.manifest, feeds) if self.dim_names else {}
         with self._lock:
@@ -439,7 +441,7 @@ def _dims_of(manifest: dict[str, Any], feeds: Mapping[str, Any]) -> dict[str, in
     """The run's dims from its inputs' shapes (the manifest's `dims` of each input)."""
     dims: dict[str, int] = {}
     for entry in manifest["inputs"]:
-        for dim, size in zip(entry.get("dims", []), feeds[entry["name"]].shape):
+        for dim, size in zip(entry.get("dims", []), np.shape(feeds[entry["name"]])):
             if isinstance(dim, str):
                 dims.setdefault(dim, int(size))
     return dict(sorted(dims.items()))
