@@ -27,7 +27,7 @@ from pyc_cli.ir.annotations import KernelChoice
 from pyc_cli.ir.symbolic import parse_input_shapes
 from pyc_cli.passes.tuning import InMemoryTuningDatabase, KernelSignature, signature_key
 from tests.dynamic.checks import poison_outputs
-from tests.dynamic.models import mlp
+from tests.dynamic.models import mlp, small_cnn
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = "x=batch:1..64,32"
@@ -289,3 +289,43 @@ def test_a_static_plan_is_sampled_kernel_by_kernel(tmp_path: Path,
     decisions = (rebuilt / "decisions.jsonl").read_text()
     assert '"serves":"feedback:kernel_time"' in decisions
     assert "feedback_shape_buckets" not in decisions  # a static model has no buckets
+
+
+def test_kernel_timings_of_two_kernels_choose_the_faster(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A static CNN's telemetry with sampled kernel timings; a second entry for conv0's kernel
+    work timed on conv2d_direct (as a plan or build that ran it so would have recorded it),
+    faster than the measured one: the rebuild takes conv2d_direct there, serving
+    feedback:kernel_time, and still matches onnxruntime."""
+    model = small_cnn(tmp_path)
+    shape = {"x": (2, 3, 16, 16)}
+    art = pyc_cli.build(model, tmp_path / "art", input_shapes=shape, cache=False).artifact
+    path = tmp_path / "t.json"
+    monkeypatch.setenv("PYC_TELEMETRY", str(path))
+    monkeypatch.setenv("PYC_TELEMETRY_KERNEL_EVERY", "1")
+    rng = np.random.default_rng()
+    with pyc_cli.load(art) as loaded:
+        loaded.run({"x": rng.standard_normal(shape["x"]).astype(np.float32)})
+        loaded.telemetry._profiler.drain()
+    monkeypatch.delenv("PYC_TELEMETRY")
+    data = json.loads(path.read_text())
+    conv0 = next(k for k in data["kernels"] if k["node"] == "conv0")
+    assert conv0["kernel"] != "conv2d_direct"
+    data["kernels"].append({**conv0, "plan": "other", "kernel": "conv2d_direct",
+                            "sum_ms": conv0["min_ms"] / 2, "min_ms": conv0["min_ms"] / 2,
+                            "samples": 1})
+    path.write_text(json.dumps(data))
+    rebuilt = pyc_cli.build(model, tmp_path / "fb", input_shapes=shape, cache=False,
+                            feedback=path).artifact
+    decisions = [json.loads(line) for line in (rebuilt / "decisions.jsonl").read_text().splitlines()]
+    chosen = next(d for d in decisions if d["action"] == "select_kernel" and d["nodes"] == ["conv0"])
+    assert chosen["after"] == "conv2d_direct" and chosen["serves"] == "feedback:kernel_time"
+    assert "run telemetry" in chosen["reason"]
+    assert [m["candidate"] for m in chosen["measured"]] == ["conv2d_direct", conv0["kernel"]]
+    poison_outputs(monkeypatch)
+    x = rng.standard_normal(shape["x"]).astype(np.float32)
+    with pyc_cli.load(rebuilt) as loaded:
+        got = loaded.run({"x": x})
+    want = onnxruntime_outputs(model, {"x": x})
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5)
