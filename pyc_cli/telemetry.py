@@ -62,6 +62,18 @@ FLUSH_EVERY = 200  # runs between writes (and at close / exit)
 HIST_PER_OCTAVE = 8
 
 
+# in-memory keys (tuples: a run's record must stay cheap); the file's order sorts by them
+Key = tuple[Any, ...]
+
+
+def _shapes_key(shapes: Mapping[str, Any]) -> Key:
+    return tuple(sorted((name, tuple(shape)) for name, shape in shapes.items()))
+
+
+def _dims_key(dims: Mapping[str, int]) -> Key:
+    return tuple(sorted(dims.items()))
+
+
 def hist_key(ms: float) -> int:
     """The latency histogram's bucket of `ms` milliseconds (module docstring)."""
     return int(math.floor(math.log2(max(ms * 1000.0, 1e-3)) * HIST_PER_OCTAVE))
@@ -84,9 +96,9 @@ class Telemetry:
     def __init__(self, model: dict[str, Any]) -> None:
         self.model = model
         self.runs = 0
-        self.shapes: dict[str, dict[str, Any]] = {}  # key: the shapes' canonical JSON
-        self.latency: dict[str, dict[str, Any]] = {}
-        self.kernels: dict[str, dict[str, Any]] = {}
+        self.shapes: dict[Key, dict[str, Any]] = {}
+        self.latency: dict[Key, dict[str, Any]] = {}
+        self.kernels: dict[Key, dict[str, Any]] = {}
 
     # -------------------------------------------------------------- recording
 
@@ -94,12 +106,12 @@ class Telemetry:
                 threads: int, times_ms: list[float]) -> None:
         count = len(times_ms)
         self.runs += count
-        key = _canonical(shapes)
+        key = _shapes_key(shapes)
         entry = self.shapes.setdefault(key, {"shapes": dict(sorted(shapes.items())), "count": 0,
                                              "plans": {}})
         entry["count"] += count
         entry["plans"][plan] = entry["plans"].get(plan, 0) + count
-        lat_key = _canonical([plan, dims, threads])
+        lat_key = (plan, _dims_key(dims), threads)
         lat = self.latency.setdefault(lat_key, {
             "plan": plan, "dims": dict(sorted(dims.items())), "threads": threads, "runs": 0,
             "sum_ms": 0.0, "min_ms": math.inf, "max_ms": 0.0, "hist": {}})
@@ -113,7 +125,7 @@ class Telemetry:
 
     def add_kernel(self, plan: str, dims: Mapping[str, int], call: int, node: str, op: str,
                    kernel: str, signature: str | None, ms: float) -> None:
-        key = _canonical([plan, dims, call])
+        key = (plan, _dims_key(dims), call)
         entry = self.kernels.setdefault(key, {
             "plan": plan, "dims": dict(sorted(dims.items())), "call": call, "node": node,
             "op": op, "kernel": kernel, "signature": signature, "samples": 0, "sum_ms": 0.0,
@@ -151,7 +163,7 @@ class Telemetry:
     # -------------------------------------------------------------- the file
 
     def to_json(self) -> dict[str, Any]:
-        def ordered(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        def ordered(entries: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
             out = []
             for _, entry in sorted(entries.items()):
                 entry = dict(entry)
@@ -185,18 +197,18 @@ class Telemetry:
         out.runs = data["runs"]
         for index, entry in enumerate(_list(data, "shapes", path)):
             _check_shapes_entry(entry, index, path)
-            out.shapes[_canonical(entry["shapes"])] = {
+            out.shapes[_shapes_key(entry["shapes"])] = {
                 "shapes": {k: list(v) for k, v in sorted(entry["shapes"].items())},
                 "count": entry["count"], "plans": dict(entry["plans"])}
         for index, entry in enumerate(_list(data, "latency", path)):
             _check_latency_entry(entry, index, path)
-            out.latency[_canonical([entry["plan"], entry["dims"], entry["threads"]])] = {
+            out.latency[(entry["plan"], _dims_key(entry["dims"]), entry["threads"])] = {
                 **entry, "sum_ms": float(entry["sum_ms"]), "min_ms": float(entry["min_ms"]),
                 "max_ms": float(entry["max_ms"]), "hist": dict(entry["hist"]),
                 "dims": dict(sorted(entry["dims"].items()))}
         for index, entry in enumerate(_list(data, "kernels", path)):
             _check_kernel_entry(entry, index, path)
-            out.kernels[_canonical([entry["plan"], entry["dims"], entry["call"]])] = {
+            out.kernels[(entry["plan"], _dims_key(entry["dims"]), entry["call"])] = {
                 **entry, "sum_ms": float(entry["sum_ms"]), "min_ms": float(entry["min_ms"]),
                 "dims": dict(sorted(entry["dims"].items()))}
         return out
@@ -261,9 +273,6 @@ def merge_into(path: str | Path, delta: Telemetry) -> Telemetry:
 
 
 # ------------------------------------------------------------------ checks of read entries
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _strings(value: Any) -> bool:
