@@ -163,6 +163,23 @@ def test_the_same_telemetry_gives_a_byte_identical_artifact(recorded: tuple[Path
     assert (first / "manifest.json").read_bytes() == (second / "manifest.json").read_bytes()
 
 
+def test_the_build_cache_keys_on_the_telemetry(recorded: tuple[Path, Path, Path], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same telemetry: the cached artifact; other telemetry (one more run): a new build."""
+    model, art, path = recorded
+    monkeypatch.setenv("PYC_BUILD_CACHE", str(tmp_path / "cache"))
+    shapes, _ = parse_input_shapes([SHAPE])
+    first = pyc_cli.build(model, tmp_path / "one", input_shapes=shapes, feedback=path, cache=True)
+    second = pyc_cli.build(model, tmp_path / "two", input_shapes=shapes, feedback=path, cache=True)
+    assert not first.cached and second.cached
+    assert hash_tree(first.artifact) == hash_tree(second.artifact)
+    more = tmp_path / "more.json"
+    more.write_bytes(path.read_bytes())
+    _record(art, more, [(40, 1)], monkeypatch)
+    third = pyc_cli.build(model, tmp_path / "three", input_shapes=shapes, feedback=more, cache=True)
+    assert not third.cached
+
+
 def test_the_cli_records_and_rebuilds(recorded: tuple[Path, Path, Path], tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     model, art, _ = recorded
