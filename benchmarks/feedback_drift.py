@@ -134,7 +134,7 @@ def record_cost(artifact: Path, feeds: dict[str, np.ndarray], work: Path, calls:
                         kernel_every=0, flush_every=10 ** 9)
     started = time.perf_counter()
     for _ in range(calls):
-        recorder.record(feeds, "b1", [1.0], False)
+        recorder.record(feeds, "b1", [1.0])
     return (time.perf_counter() - started) / calls * 1e6
 
 

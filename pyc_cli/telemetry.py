@@ -4,12 +4,13 @@ With `PYC_TELEMETRY=PATH` in the environment, a model loaded by `pyc_cli.load` (
 `pyc run`) records, for every successful run: the input shapes (a histogram), the plan that
 served it (`generic` or a shape bucket's id), the thread count it ran with and its latency
 (count, sum, min, max and a log-scale histogram per plan, dims and threads). Every
-`PYC_TELEMETRY_KERNEL_EVERY`-th run of a static plan (default 50; 0: never) is also run once
-more, in a background thread, through the `pyc run --profile` build of that plan
-(compare/kernel_sampler.py) to time each kernel call; the profiling library is compiled in that
-thread on first need, so no run waits for it. The file is written atomically (a temporary file, then
-`os.replace`) under an exclusive `flock` of `PATH.lock`, merged with what is already there, so
-runs and processes add up. `pyc build MODEL --feedback PATH` replans from it (pyc_cli/feedback.py).
+`PYC_TELEMETRY_KERNEL_EVERY`-th run of a plan (default 50; 0: never) is also run once more, in a
+background thread, through the `pyc run --profile` build of that plan (compare/kernel_sampler.py)
+at the run's own shapes to time each kernel call (at most MAX_KERNEL_POINTS plan and dims points
+per process; not the generic plan of an artifact with shape buckets); the profiling library is
+compiled in that thread on first need, so no run waits for it. The file is written atomically
+(a temporary file, then `os.replace`) under an exclusive `flock` of `PATH.lock`, merged with
+what is already there, so runs and processes add up. `pyc build MODEL --feedback PATH` replans from it (pyc_cli/feedback.py).
 
 The format (version 1; every list sorted, so equal contents give equal bytes):
 
@@ -57,7 +58,8 @@ VERSION = 1
 ENV_PATH = "PYC_TELEMETRY"
 ENV_KERNEL_EVERY = "PYC_TELEMETRY_KERNEL_EVERY"
 ENV_FLUSH_EVERY = "PYC_TELEMETRY_FLUSH_EVERY"
-KERNEL_EVERY = 50  # a static plan's every 50th run is profiled kernel by kernel
+KERNEL_EVERY = 50  # a plan's every 50th run is profiled kernel by kernel
+MAX_KERNEL_POINTS = 64  # (plan, dims) points a process records kernel timings for
 FLUSH_EVERY = 200  # runs between writes (and at close / exit)
 HIST_PER_OCTAVE = 8
 
@@ -371,12 +373,15 @@ class Recorder:
         self._lock = threading.Lock()
         self._pending = 0
         self._plan_runs: dict[str, int] = {}
+        self._points: set[Key] = set()  # (plan, dims) points with kernel timings, this process
         self._warned = False
         self._profiler: Any = None
+        # the generic plan of an artifact with buckets: its profiling build would need the
+        # dispatch table regenerated (compare/kernel_sampler.py); its kernels are not timed
+        self._unprofiled = {"generic"} if manifest.get("buckets") else set()
         atexit.register(_flush_at_exit, weakref.ref(self))
 
-    def record(self, feeds: Mapping[str, Any], plan: str, times_ms: list[float],
-               static_plan: bool) -> None:
+    def record(self, feeds: Mapping[str, Any], plan: str, times_ms: list[float]) -> None:
         shapes = {name: [int(d) for d in np.shape(feeds[name])] for name in sorted(self.symbolic)
                   if name in feeds}
         dims = _dims_of(self.manifest, feeds) if self.dim_names else {}
@@ -385,7 +390,7 @@ class Recorder:
             self._pending += len(times_ms)
             runs = self._plan_runs[plan] = self._plan_runs.get(plan, 0) + len(times_ms)
             due = self._pending >= self.flush_every
-        if static_plan and self.kernel_every and runs % self.kernel_every == 0:
+        if self.kernel_every and runs % self.kernel_every == 0 and plan not in self._unprofiled:
             self._sample_kernels(plan, dims, feeds)
         if due:
             self.flush()
@@ -401,7 +406,12 @@ class Recorder:
         self._profiler.submit(plan, dims, feeds)
 
     def _add_kernels(self, plan: str, dims: dict[str, int], rows: list[tuple[Any, ...]]) -> None:
+        point = (plan, _dims_key(dims))
         with self._lock:
+            self._points.add(point)
+            if len(self._points) > MAX_KERNEL_POINTS:  # the file stays small: new points dropped
+                self._points.discard(point)
+                return
             for row in rows:
                 self._delta.add_kernel(plan, dims, *row)
 

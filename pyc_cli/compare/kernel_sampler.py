@@ -1,14 +1,18 @@
-"""Sampled per-kernel timings for run telemetry (pyc_cli/telemetry.py): a static plan's run is
-run once more through the `pyc run --profile` build of that plan (compare/profile.py: the
-artifact's kernels behind a run function reading the clock after every call), in a background
-thread, so the run that was sampled does not wait. The profiling library is compiled in that
+"""Sampled per-kernel timings for run telemetry (pyc_cli/telemetry.py): a sampled run is run
+once more through the `pyc run --profile` build of the plan that served it (compare/profile.py:
+the artifact's kernels behind a run function reading the clock after every call, reached through
+the artifact's own entry points, so a symbolic plan is timed at the run's shapes), in a
+background thread, so the run that was sampled does not wait. The profiling library is compiled in that
 thread on the plan's first sample (into a temporary directory, removed at close); a sample
 arriving while the thread is busy is dropped. A plan that cannot be profiled (no sources, a
-PyC that does not regenerate its model.c) is skipped from then on, with one warning."""
+PyC that does not regenerate its model.c; the generic plan of an artifact with shape buckets,
+whose dispatch table the profiling build does not regenerate) is skipped from then on, with one
+warning."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import queue
 import shutil
 import tempfile
@@ -28,14 +32,23 @@ Sink = Callable[[str, dict[str, int], list[tuple[Any, ...]]], None]
 
 
 class _PlanProfiler:
-    """One plan's profiling model and what names its calls."""
+    """One plan's profiling model (the artifact's kernels behind timed steps, profile_run.c.j2),
+    run through the artifact's own entry points at the run's shapes, and what names its calls."""
 
     def __init__(self, root: Path, manifest: dict[str, Any], plan: str, work: Path) -> None:
         from ..passes.select_kernels import symbolic_dims_of
         from ..passes.tuning import kernel_signature, signature_key
-        from ..runtime.native import TensorSpec
+        from ..runtime.native import (
+            RUNTIME_OFFSET_ENTRY_POINTS,
+            SHAPED_ENTRY_POINTS,
+            CompiledModel,
+            ModelFunctions,
+            ShapedFunctions,
+            TensorSpec,
+            library_addresses,
+        )
         from .debug_build import called_nodes, compile_variant, read_plan
-        from .profile import ProfiledModel, profile_sources
+        from .profile import profile_sources
 
         where = root if plan == "generic" else root / "buckets" / plan
         own = manifest if plan == "generic" else read_manifest(where)
@@ -43,11 +56,21 @@ class _PlanProfiler:
         if "shared" in own["weights"]:  # a bucket reading its artifact's weights
             weights = root / manifest["weights"]["file"]
         source = read_plan(where, own)
-        normal, timed, count = profile_sources(source, own)
-        library = compile_variant(where, own, normal, timed, work)
-        self.model = ProfiledModel(library, own["symbol_prefix"], weights,
+        normal, timed, count = profile_sources(source, own, borrows_weights=plan != "generic")
+        library_path = compile_variant(where, own, normal, timed, work)
+        library = ctypes.CDLL(str(library_path))
+        prefix = own["symbol_prefix"]
+        self.model = CompiledModel(ModelFunctions.from_library(library, prefix), weights,
                                    [TensorSpec.from_manifest(e) for e in own["inputs"]],
-                                   [TensorSpec.from_manifest(e) for e in own["outputs"]], count)
+                                   [TensorSpec.from_manifest(e) for e in own["outputs"]], library)
+        if "dims" in own:  # a symbolic plan: timed at the run's own shapes
+            suffixes = SHAPED_ENTRY_POINTS + tuple(
+                s for s in RUNTIME_OFFSET_ENTRY_POINTS if hasattr(library, f"{prefix}_{s}"))
+            self.model.shaped = ShapedFunctions(library_addresses(library, prefix, suffixes),
+                                                own["dims"])
+        self._sink = getattr(library, f"{prefix}_profile_sink")
+        self._sink.restype, self._sink.argtypes = None, [ctypes.c_void_p]
+        self.count = count
         graph = source.graph
         self.calls = [(index, node.name, node.op, node.ann.kernel_name or "",
                        None if symbolic_dims_of(node, graph)
@@ -55,8 +78,15 @@ class _PlanProfiler:
                       for index, node in enumerate(called_nodes(graph))]
 
     def time(self, feeds: Mapping[str, np.ndarray]) -> list[tuple[Any, ...]]:
-        times = self.model.step_times(dict(feeds), 0, 1)[0]
-        return [(*call, float(times[call[0]]) / 1e6) for call in self.calls]
+        """One run of `feeds`, each kernel call's milliseconds (one run at a time: the sink is
+        the library's)."""
+        row = np.zeros(max(1, self.count), np.int64)
+        self._sink(row.ctypes.data)
+        try:
+            self.model.run(dict(feeds))
+        finally:
+            self._sink(None)
+        return [(*call, float(row[call[0]]) / 1e6) for call in self.calls]
 
 
 class KernelSampler:

@@ -78,10 +78,6 @@ class BucketDispatch:
                     break
         return plan, (time.perf_counter_ns() - started) / 1000.0
 
-    def is_static(self, bucket: str) -> bool:
-        """Whether a bucket's plan is static (its box one point)."""
-        return all(lo == hi for _, lo, hi in self.table[bucket])
-
     def model(self, bucket: str) -> Any:
         with self._lock:
             if bucket not in self._models:

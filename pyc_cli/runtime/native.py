@@ -247,10 +247,8 @@ class CompiledModel:
     def _record(self, recorder: Any, feeds: Feeds, times_ms: list[float]) -> None:
         """Telemetry of a successful run: the plan that served it (dispatched again: 2 us)."""
         plan = GENERIC if self.buckets is None else self.buckets.pick(feeds)[0]
-        static = (self.shaped is None) if plan == GENERIC else \
-            self.buckets is not None and self.buckets.is_static(plan)
         assert isinstance(feeds, Mapping)
-        recorder.record(feeds, plan, times_ms, static)
+        recorder.record(feeds, plan, times_ms)
 
     def _run_once(self, feeds: Feeds) -> list[np.ndarray]:
         replacement = self._replacement

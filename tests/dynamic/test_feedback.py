@@ -90,7 +90,7 @@ def test_telemetry_records_shapes_plans_and_latency(recorded: tuple[Path, Path, 
         assert 0 < entry["min_ms"] <= entry["sum_ms"] / entry["runs"] <= entry["max_ms"]
         p50 = tm.time_hist_percentile(entry["hist"], 50)
         assert entry["min_ms"] / 1.1 <= p50 <= entry["max_ms"] * 1.1
-    assert data["kernels"] == []  # symbolic plans: no kernel sampling
+    assert data["kernels"] == []  # no plan reached PYC_TELEMETRY_KERNEL_EVERY's 50 runs
     assert tm.read(path).to_json() == data  # reads back as written
 
 
@@ -306,6 +306,30 @@ def test_a_static_plan_is_sampled_kernel_by_kernel(tmp_path: Path,
     decisions = (rebuilt / "decisions.jsonl").read_text()
     assert '"serves":"feedback:kernel_time"' in decisions
     assert "feedback_shape_buckets" not in decisions  # a static model has no buckets
+
+
+def test_a_bucket_plan_is_timed_kernel_by_kernel_at_the_runs_shape(
+        recorded: tuple[Path, Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symbolic bucket's kernels are timed at the sampled run's own dims (batch 3 in the box
+    1..4); the generic plan of an artifact with buckets is not sampled."""
+    _, art, _ = recorded
+    path = tmp_path / "t.json"
+    monkeypatch.setenv("PYC_TELEMETRY", str(path))
+    monkeypatch.setenv("PYC_TELEMETRY_KERNEL_EVERY", "2")
+    rng = np.random.default_rng()
+    with pyc_cli.load(art) as loaded:
+        for batch in (3, 3, 40, 40):
+            x = rng.standard_normal((batch, 32)).astype(np.float32)
+            np.testing.assert_allclose(loaded.run({"x": x})["y"],
+                                       loaded.run({"x": x})["y"])  # runs unchanged by sampling
+        loaded.telemetry._profiler.drain()
+    data = json.loads(path.read_text())
+    kernels = data["kernels"]
+    assert {(k["plan"], json.dumps(k["dims"])) for k in kernels} == {("b0", '{"batch": 3}')}
+    assert [(k["node"], k["signature"]) for k in kernels] == [("matmul0", None), ("matmul1", None)]
+    assert all(k["kernel"].endswith("rows") and k["samples"] >= 1 and k["min_ms"] > 0
+               for k in kernels)
 
 
 def test_kernel_timings_of_two_kernels_choose_the_faster(tmp_path: Path,
