@@ -10,7 +10,8 @@ at the run's own shapes to time each kernel call (at most MAX_KERNEL_POINTS plan
 per process; not the generic plan of an artifact with shape buckets); the profiling library is
 compiled in that thread on first need, so no run waits for it. The file is written atomically
 (a temporary file, then `os.replace`) under an exclusive `flock` of `PATH.lock`, merged with
-what is already there, so runs and processes add up. `pyc build MODEL --feedback PATH` replans from it (pyc_cli/feedback.py).
+what is already there, so runs and processes add up. `pyc build MODEL --feedback PATH` replans
+from it (pyc_cli/feedback.py).
 
 The format (version 1; every list sorted, so equal contents give equal bytes):
 
