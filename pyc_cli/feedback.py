@@ -93,7 +93,9 @@ def histogram_note(feedback: Feedback) -> str:
 
 
 def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
-    return " ".join(f"{k}{list(v)}" for k, v in sorted(shapes.items()))
+    """The first input's shape (inputs sharing the dims repeat it), `+N` for the others."""
+    first, *others = sorted(shapes)
+    return f"{first}{list(shapes[first])}" + (f" (+{len(others)} inputs)" if others else "")
 
 
 # ------------------------------------------------------------------ threads
