@@ -266,6 +266,33 @@ def test_thread_split_is_chosen_from_measured_runs() -> None:
     assert thread_choice(Feedback(Path("t.json"), "0", lone)) is None
 
 
+def test_runs_at_two_thread_counts_set_the_rebuilds_threads(
+        recorded: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same artifact run with PYC_NUM_THREADS=1 and =2: the rebuild's default thread count
+    is the one whose runs were faster (whichever it was here), logged as feedback:thread_split;
+    an explicit --threads is kept."""
+    model, art, _ = recorded
+    path = tmp_path / "t.json"
+    for threads in ("1", "2"):
+        _record(art, path, [(40, 5), (3, 5)], monkeypatch, PYC_NUM_THREADS=threads)
+    monkeypatch.delenv("PYC_NUM_THREADS")
+    data = tm.read(path)
+    means = {}
+    for entry in data.latency.values():
+        means.setdefault(entry["threads"], []).append(entry["sum_ms"] / entry["runs"])
+    assert sorted(means) == [1, 2]
+    rebuilt = _build(model, tmp_path / "fb", feedback=path)
+    manifest = json.loads((rebuilt / "manifest.json").read_text())
+    decisions = [json.loads(line) for line in (rebuilt / "decisions.jsonl").read_text().splitlines()]
+    chosen = next(d for d in decisions if d["action"] == "feedback_threads")
+    assert chosen["serves"] == "feedback:thread_split"
+    assert manifest["flags"]["threads"] == chosen["after"] in (1, 2)
+    expected = thread_choice(Feedback(path, "0", data))
+    assert expected is not None and expected[0] == chosen["after"]
+    kept = _build(model, tmp_path / "kept", feedback=path, threads=3)
+    assert json.loads((kept / "manifest.json").read_text())["flags"]["threads"] == 3
+
+
 def test_timed_kernels_choose_where_two_were_measured() -> None:
     signature = KernelSignature("cpu", "MatMul", ("f32[8,32]", "f32[32,64]"), ("f32[8,64]",), ())
     key = signature_key(signature)
