@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, build_cache
+from . import __version__, build_cache, telemetry
 from .abi import io_infos, run_dims
 from .artifact.manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, fallback_dir, file_sha256, hash_tree
 from .artifact.previous import replacement_note
@@ -54,6 +54,7 @@ from .buckets import (
     speedup_note,
 )
 from .errors import PycError, PycWarning
+from .feedback import Feedback, feedback_tuning, histogram_note, kernel_note, read_feedback, thread_choice
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
@@ -260,7 +261,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           shape_buckets: int | str | None = None,
           shape_sample: str | Path | None = None,
           input_values: Mapping[str, tuple[float, float]] | None = None,
-          contract: str | None = None) -> BuildResult:
+          contract: str | None = None, feedback: str | Path | None = None) -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
@@ -309,7 +310,11 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     `contract` ('arena<=16MiB,deterministic,max_rel_err<=1e-4,latency_p95<=8ms', planning/
     contract.py) is checked where the build knows the value (the arena; `deterministic` replays
     the policy's decisions), broken clauses refused (PYC-E063); the manifest keeps it for
-    `pyc run --check-contract`, which measures the rest."""
+    `pyc run --check-contract`, which measures the rest.
+    `feedback` (a telemetry file recorded with PYC_TELEMETRY=PATH, pyc_cli/telemetry.py)
+    replans from what the runs observed (pyc_cli/feedback.py): shape buckets from the observed
+    shapes, kernels timed faster, the thread count measured fastest (PYC-E068 for telemetry of
+    another model or a malformed file)."""
     started = time.monotonic()
     promised = parse_contract(contract) if contract is not None else None
     input_values = check_input_values(input_values)
@@ -330,7 +335,11 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     features = parse_features(cpu_features if isinstance(cpu_features, str)
                               else ",".join(cpu_features))
     targets = parse_targets(target)
-    buckets, left_out = _plan_buckets(shape_buckets, shape_sample, input_shapes, targets, slim)
+    fed = read_feedback(feedback, model_path, input_shapes) if feedback is not None else None
+    buckets, left_out = _plan_buckets(shape_buckets, shape_sample, input_shapes, targets, slim, fed)
+    thread_note = thread_choice(fed) if fed is not None and threads == 0 else None
+    if thread_note is not None:
+        threads = thread_note[0]
     if arch is not None and "cuda" not in targets:
         raise PycError("E050", f"--arch {arch} applies to --target cuda only", where="--arch",
                        hint="drop --arch, or build with --target cuda")
@@ -358,6 +367,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                              tunings[0], options, steps, tune_progress, deadline)
         else:
             budget_notes, notes_tune = [], []
+        if fed is not None and fed.telemetry.kernels and targets[0] == "cpu":
+            tunings[0] = feedback_tuning(fed, tunings[0])  # timed kernels choose where 2+ were
         notes = [note for note in [replacement_note(out, model_path, force)] if note]
         notes += budget_notes + notes_tune
         key = None
@@ -370,6 +381,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
                 "layout": layout, "contract": contract,
                 **({"input_values": input_values} if input_values else {}),
+                **({"feedback": fed.sha256} if fed is not None else {}),
                 **({"shape_buckets": [b.to_json() for b in buckets], "left_out": left_out}
                    if buckets else {})},
                 backends, cpu_records, Path(tuning_db) if tuning_db is not None else None)
@@ -406,12 +418,15 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
             notes += check_contract_at_build(promised, ctx)
         for note in budget_notes:
             ctx.log("build", [], "compile_budget", note)
+        if fed is not None:
+            notes += _log_feedback(ctx, fed, thread_note, bool(buckets))
         notes += [f"fallback target {name} built into {fallback_dir(name)}/ (tried when "
                   f"{targets[0]} cannot run where the artifact is loaded)" for name in targets[1:]]
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
                  "winograd": winograd, "layout": layout,
                  **({"contract": promised.text} if promised is not None else {}),
+                 **({"feedback": fed.record()} if fed is not None else {}),
                  "input_shapes": {k: shape_argument(v)
                                   for k, v in sorted((input_shapes or {}).items())},
                  **({"input_values": {k: list(v) for k, v in sorted(input_values.items())}}
@@ -422,7 +437,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                                    left_out=left_out, ctx=ctx, generic_graph=graph,
                                    backend=backends[0],
                                    cpu_record=cpu_records[0], flags=flags, tuning=tunings[0],
-                                   steps=steps, room=_BucketRoom(compile_budget, started, passes_s)
+                                   steps=steps, room=_BucketRoom(compile_budget, started, passes_s),
+                                   serves="feedback:shape_histogram" if fed is not None else None
                                    ) if buckets else None
         with staging_directory(out, lock) as staging:
             written = _write_targets(staging, model_path,
@@ -440,11 +456,36 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     return BuildResult(out, graph, ctx.artifacts["memory_plan"], ctx, targets, notes)
 
 
+def _log_feedback(ctx: PassContext, fed: Feedback, threads: tuple[int, str] | None,
+                  buckets: bool) -> list[str]:
+    """The feedback-driven decisions in the log (serves feedback:...), and the build's notes."""
+    notes = []
+    ctx.log("build", [], "feedback", f"replanned from the telemetry of {fed.telemetry.runs} runs "
+            f"(sha256 {fed.sha256[:12]})", serves="feedback:telemetry", runs=fed.telemetry.runs)
+    if fed.telemetry.shapes and fed.telemetry.model["dims"]:  # a static model has no buckets
+        note = histogram_note(fed) if buckets else (
+            "the telemetry's shapes chose no bucket: the generic plan serves every shape")
+        ctx.log("build", [], "feedback_shape_buckets", note, serves="feedback:shape_histogram")
+        notes.append(note)
+    if threads is not None:
+        ctx.log("build", [], "feedback_threads", threads[1], after=threads[0],
+                serves="feedback:thread_split")
+        notes.append(f"threads {threads[0]}: {threads[1]}")
+    kernels = kernel_note(fed)
+    if kernels is not None:
+        ctx.log("build", [], "feedback_kernel_times", kernels, serves="feedback:kernel_time")
+    return notes
+
+
 def _plan_buckets(count: int | str | None, sample: str | Path | None,
                   input_shapes: dict[str, tuple[int, ...]] | None, targets: list[str],
-                  slim: bool) -> tuple[list[Bucket], list[str]]:
-    """The buckets a build asks for (none without a sample), and the sample's shapes left out."""
+                  slim: bool, fed: Feedback | None = None) -> tuple[list[Bucket], list[str]]:
+    """The buckets a build asks for (none without a sample or telemetry), and the shapes left
+    out. The telemetry's observed shapes add to the sample's (feedback.py)."""
     limit = parse_bucket_count(count)
+    if fed is not None and fed.telemetry.shapes and fed.telemetry.model["dims"] and \
+            targets == ["cpu"] and not slim:
+        return _feedback_buckets(fed, sample, input_shapes or {}, limit)
     if sample is None:
         if limit:
             raise PycError("E050", "--shape-buckets needs --shape-sample FILE (the shapes to "
@@ -456,6 +497,22 @@ def _plan_buckets(count: int | str | None, sample: str | Path | None,
                        where="--shape-buckets", hint="build without --shape-sample, or for cpu")
     points = check_sample(sample, read_sample(sample), input_shapes or {})
     return choose_buckets(points, dim_bounds(input_shapes or {}), input_shapes or {},
+                          AUTO_BUCKETS if limit is None else limit)
+
+
+def _feedback_buckets(fed: Feedback, sample: str | Path | None,
+                      input_shapes: dict[str, tuple[int, ...]], limit: int | None
+                      ) -> tuple[list[Bucket], list[str]]:
+    """Buckets clustered from the telemetry's shapes (plus a sample's, when given); a shape
+    outside the bounds is E068 (the telemetry is of another build)."""
+    counts = fed.sample() + (read_sample(sample) if sample is not None else Counter())
+    try:
+        points = check_sample(fed.path, counts, input_shapes)
+    except PycError as error:
+        raise PycError("E068", f"the telemetry does not fit this build: {error.what}",
+                       where=str(fed.path), hint="rebuild with the --input-shape bounds the "
+                       "telemetry's artifact was built with") from None
+    return choose_buckets(points, dim_bounds(input_shapes), input_shapes,
                           AUTO_BUCKETS if limit is None else limit)
 
 
@@ -511,7 +568,7 @@ def _write_buckets(staging: Path, manifest: dict[str, Any], *, model_path: Path,
                    generic_graph: Graph,
                    backend: Target, cpu_record: dict[str, Any], flags: dict[str, Any],
                    tuning: TuningDatabase | None, steps: BuildSteps,
-                   room: _BucketRoom) -> _BucketsWritten:
+                   room: _BucketRoom, serves: str | None = None) -> _BucketsWritten:
     """Each bucket's build in staging/buckets/ID/ (a BucketWriter), written after the generic
     plan's weights and before its code; the decisions (why each bucket exists, what was left
     out or dropped by the compile budget) are logged in the generic plan's context, whose
@@ -538,7 +595,7 @@ def _write_buckets(staging: Path, manifest: dict[str, Any], *, model_path: Path,
         reason = f"{bucket.reason}; {speedup_note(speedup, changed)}"
         ctx.log("build", [], "shape_bucket", reason, bucket=bucket.id, arena_bytes=arena,
                 generic_arena_bytes=generic_arena, shared_weights=shared,
-                predicted_speedup=round(speedup, 3))
+                predicted_speedup=round(speedup, 3), **({"serves": serves} if serves else {}))
         entries.append({**bucket.to_json(), "reason": reason, "arena_bytes": arena,
                         "predicted_speedup": round(speedup, 3), "kernels_changed": len(changed),
                         "compiled_nodes": len(graph.nodes), "shared_weights": shared})
@@ -867,6 +924,12 @@ def load(artifact: str | Path) -> CompiledModel:
     root = Path(artifact)
     restore_if_interrupted(root)
     manifest = read_manifest(root)
+    model = _load_verified(root, manifest)
+    telemetry.attach(model, root, manifest)  # PYC_TELEMETRY=PATH: record runs (telemetry.py)
+    return model
+
+
+def _load_verified(root: Path, manifest: dict[str, Any]) -> CompiledModel:
     fallbacks = fallback_targets(manifest)
     if manifest.get("buckets"):
         return _load_with_buckets(root, manifest)

@@ -96,6 +96,11 @@ ERROR_CODES: dict[str, str] = {
     "E063": "A contract clause is broken: at build (`pyc build --contract`, from the plan and the "
     "policy) or at run time (`pyc run --check-contract`, measured); the error names the clause, "
     "the predicted or measured value and the decisions that drove it.",
+    "E068": "A telemetry file (`PYC_TELEMETRY=PATH` at run time, `pyc build --feedback PATH`) "
+    "is malformed (not JSON, another format or version, an entry missing a field or holding a "
+    "wrong type; the error names it), was recorded for another model (the source model's "
+    "sha256) or other dims, or holds a shape outside the build's `--input-shape` bounds; at run "
+    "time it is only warned, and the runs are kept for the next write.",
     "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
     "bug in PyC, never a user mistake: please report it with the --debug traceback).",
     "W001": "A warning: a target of an artifact built for several (`pyc build --target cuda,cpu`) "

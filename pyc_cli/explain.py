@@ -66,6 +66,9 @@ def explain_data(artifact: str | Path) -> dict[str, Any]:
         "flops_total": sum(k["flops"] for k in kernels),
         "tuning": _tuning(decisions),
         "compile_budget": [d["reason"] for d in decisions if d["action"] == "compile_budget"],
+        # pyc build --feedback (issue #16 point 5): the decisions the run telemetry drove
+        **({"feedback": _feedback(decisions)} if any(
+            str(d.get("serves", "")).startswith("feedback:") for d in decisions) else {}),
         "memory": {**_memory(plan), **({"symbolic_arena": _symbolic_arena(plan, decisions)}
                                         if "dims" in manifest else {})},
         "sizes": _sizes(root, manifest),
@@ -101,6 +104,13 @@ def _shape_buckets(root: Path, manifest: dict[str, Any], decisions: list[dict[st
         "left_out": [d["reason"] for d in decisions if d["action"] == "shape_bucket_left_out"],
         "dropped": [d["reason"] for d in decisions if d["action"] == "shape_bucket_dropped"],
     }
+
+
+def _feedback(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every decision serving `feedback:...`: its rule, action, nodes and reason."""
+    return [{"serves": d["serves"], "action": d["action"], "nodes": d.get("nodes", []),
+             "reason": d["reason"], **({"bucket": d["bucket"]} if "bucket" in d else {})}
+            for d in decisions if str(d.get("serves", "")).startswith("feedback:")]
 
 
 def _flags(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -339,6 +349,19 @@ def print_explanation(data: dict[str, Any], console: Console) -> None:
     _print_memory(data["memory"], console)
     if "shape_buckets" in data:
         _print_buckets(data["shape_buckets"], console)
+    if "feedback" in data:
+        _print_feedback(data["feedback"], console)
+
+
+def _print_feedback(entries: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="Feedback: decisions taken from run telemetry (pyc build --feedback)")
+    for column in ("serves", "decision", "why"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        what = entry["action"] + (f" {entry['bucket']}" if "bucket" in entry else "") + (
+            f" ({', '.join(entry['nodes'])})" if entry["nodes"] else "")
+        table.add_row(escape(entry["serves"]), escape(what), escape(entry["reason"]))
+    console.print(table)
 
 
 def _print_buckets(buckets: dict[str, Any], console: Console) -> None:

@@ -436,7 +436,9 @@ def _verify_file(root: Path, artifact: Path, relative: str, expected: str) -> No
 def load_graph(artifact: Path, manifest: dict[str, Any], weights_dir: Path | None = None) -> Graph:
     """The IR after passes, with large constants read back from the weights file (a shape
     bucket sharing its artifact's weights reads them from `weights_dir`, checked by hash)."""
-    if weights_dir is None and "shared" in manifest["weights"]:
+    if "shared" not in manifest["weights"]:
+        weights_dir = None  # a bucket with weights of its own (a box fixing a dim) reads them
+    elif weights_dir is None:
         weights_dir = artifact.parent.parent  # a shape bucket: buckets/ID/ of its artifact
     weights_path = (weights_dir or artifact) / manifest["weights"]["file"]
     if not weights_path.is_file():

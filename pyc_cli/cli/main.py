@@ -294,6 +294,10 @@ def main(debug: bool) -> None:
               help="The input shapes a deployment sees: a JSON histogram "
                    "[{\"shapes\": {\"x\": [8, 128]}, \"count\": 120}, ...] or an .npz of example "
                    "inputs (keys INPUT or REQUEST/INPUT); implies --shape-buckets auto.")
+@click.option("--feedback", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Replan from run telemetry (recorded with PYC_TELEMETRY=FILE): shape buckets "
+                   "from the observed shapes, kernels timed faster, the thread count measured "
+                   "fastest; each such decision serves feedback:... (docs/planner.md).")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Copy the artifact from the build cache when the same model was built with "
                    "the same options, toolchain and PyC before, and keep this build there "
@@ -312,7 +316,8 @@ def build(model: Path, out_dir: Path | None, mode: str, policy: str | None,
           slim: bool,
           name: str | None, tune: bool, tune_budget: float, retune: bool,
           tuning_db: Path | None, compile_budget: str | None, shape_buckets: str | None,
-          shape_sample: Path | None, cache: bool, quiet: bool, verbose: bool) -> None:
+          shape_sample: Path | None, feedback: Path | None, cache: bool, quiet: bool,
+          verbose: bool) -> None:
     """Compile MODEL (.onnx) into an artifact directory.
 
     The artifact holds manifest.json, the IR after passes (model.ir), the memory plan, the
@@ -361,7 +366,7 @@ def build(model: Path, out_dir: Path | None, mode: str, policy: str | None,
                                     precision=precision, winograd=winograd, layout=layout,
                                     cache=cache, shape_buckets=shape_buckets,
                                     shape_sample=shape_sample, input_values=values,
-                                    contract=contract,
+                                    contract=contract, feedback=feedback,
                                     compile_budget=None if compile_budget is None
                                     else parse_duration(compile_budget))
     for warning in seen:
@@ -601,6 +606,8 @@ def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_p
     outputs = model.run(feeds)
     plan = RunPlan(warmup, repeat, duration_s)
     stats = {**latency_stats(model.time_runs(feeds, plan)), "warmup_runs": warmup}
+    if model.telemetry is not None:  # PYC_TELEMETRY: the runs written now, not at exit
+        model.telemetry.flush()
     if output_path is not None:
         write_outputs(output_path, outputs)
     comparison = None

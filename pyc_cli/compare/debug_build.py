@@ -75,14 +75,17 @@ def read_plan(artifact: Path, manifest: dict[str, Any]) -> ArtifactPlan:
     return ArtifactPlan(graph, plan, weights)
 
 
-def model_info(source: ArtifactPlan, manifest: dict[str, Any]) -> ModelInfo:
-    """The model-level template context, as the build made it."""
+def model_info(source: ArtifactPlan, manifest: dict[str, Any],
+               borrows_weights: bool = False) -> ModelInfo:
+    """The model-level template context, as the build made it (`borrows_weights`: a shape
+    bucket's plan, which the build gives NAME_create_borrowed)."""
     graph = source.graph
     return ModelInfo(manifest["pyc_version"], io_infos(graph, graph.inputs),
                      io_infos(graph, graph.outputs), source.plan.arena_bytes,
                      manifest["weights"]["bytes"], manifest["weights"]["checksum"],
                      manifest["symbol_prefix"], manifest["flags"].get("threads", 0),
-                     **run_dims(graph), **runtime_plan(source.plan))
+                     **run_dims(graph), **runtime_plan(source.plan),
+                     borrows_weights=borrows_weights)
 
 
 def artifact_calls(source: ArtifactPlan, manifest: dict[str, Any]) -> list[KernelCall]:

@@ -101,10 +101,12 @@ class ProfiledModel(CompiledModel):
         return times[warmup:, :self.call_count]
 
 
-def profile_sources(source: ArtifactPlan, manifest: dict[str, Any]) -> tuple[str, str, int]:
-    """(model.c as the artifact has it, model.c with the timed run function, kernel calls)."""
+def profile_sources(source: ArtifactPlan, manifest: dict[str, Any],
+                    borrows_weights: bool = False) -> tuple[str, str, int]:
+    """(model.c as the artifact has it, model.c with the timed run function, kernel calls);
+    `borrows_weights`: the artifact is a shape bucket's plan (model_info)."""
     calls = artifact_calls(source, manifest)
-    info = model_info(source, manifest)
+    info = model_info(source, manifest, borrows_weights)
     return (CpuTarget.model_source(info, calls), CpuTarget.model_source(info, calls, profile=True),
             len(calls))
 

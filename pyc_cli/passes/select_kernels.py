@@ -117,8 +117,12 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, policy: Policy,
             reason += f"; the tuning database's {tuned.candidate} does not apply here"
         else:
             chosen, params = hit, dict(tuned.params)
-            serves = "tuning:measured"  # a measurement, not the policy's cost model, chose
-            reason = f"measured fastest on {target.name} (tuning database)"
+            # a measurement, not the policy's cost model, chose: the tuning database's, or
+            # run telemetry's (feedback.FeedbackTuning says which)
+            rule = getattr(ctx.tuning, "serves", None)
+            serves = rule(signature) if rule is not None else "tuning:measured"
+            source = "run telemetry" if serves.startswith("feedback:") else "tuning database"
+            reason = f"measured fastest on {target.name} ({source})"
             # `measurements` is optional: a database of choices alone (tests) has none
             timings = getattr(ctx.tuning, "measurements", None)
             measured = [m.to_json() for m in timings(signature)] if timings else []

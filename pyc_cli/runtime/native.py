@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import math
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -202,6 +203,8 @@ class CompiledModel:
     shaped: ShapedFunctions | None = None
     # an artifact with shape buckets: which plan each run goes to (runtime/buckets.py)
     buckets: BucketDispatch | None = None
+    # PYC_TELEMETRY: records each run's shapes, plan and time (pyc_cli/telemetry.py)
+    telemetry: Any = None
 
     def __init__(self, functions: ModelFunctions, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], keepalive: Any = None,
@@ -233,6 +236,21 @@ class CompiledModel:
         self._standby = load_next
 
     def _run_feeds(self, feeds: Feeds) -> list[np.ndarray]:
+        recorder = self.telemetry
+        if recorder is None:
+            return self._run_once(feeds)
+        started = time.perf_counter()
+        results = self._run_once(feeds)
+        self._record(recorder, feeds, [(time.perf_counter() - started) * 1e3])
+        return results
+
+    def _record(self, recorder: Any, feeds: Feeds, times_ms: list[float]) -> None:
+        """Telemetry of a successful run: the plan that served it (dispatched again: 2 us)."""
+        plan = GENERIC if self.buckets is None else self.buckets.pick(feeds)[0]
+        assert isinstance(feeds, Mapping)
+        recorder.record(feeds, plan, times_ms)
+
+    def _run_once(self, feeds: Feeds) -> list[np.ndarray]:
         replacement = self._replacement
         if replacement is not None:
             return replacement._run_feeds(feeds)
@@ -467,6 +485,12 @@ class CompiledModel:
         """Milliseconds per timed run under `plan` (an int: that many runs after one warm-up),
         buffers allocated, pointers bound and one execution context held throughout, as a
         server with preallocated buffers would."""
+        times = self._time_runs(feeds, plan)
+        if self.telemetry is not None:
+            self._record(self.telemetry, feeds, times)
+        return times
+
+    def _time_runs(self, feeds: Feeds, plan: RunPlan | int) -> list[float]:
         if self._replacement is not None:
             return self._replacement.time_runs(feeds, plan)
         self._check_open()
@@ -574,6 +598,9 @@ class CompiledModel:
             replacement.close()
         if self.buckets is not None:
             self.buckets.close()
+        telemetry, self.telemetry = self.telemetry, None
+        if telemetry is not None:
+            telemetry.close()
         with lock:
             self._closed = True
             self._free_if_closed()

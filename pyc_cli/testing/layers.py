@@ -28,7 +28,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("passes", ("passes",)),
     ("targets", ("targets",)),
     ("artifact", ("artifact", "runtime")),
-    ("api", ("api", "buckets", "build_cache", "check", "explain", "coverage", "tune", "__init__")),
+    ("api", ("api", "buckets", "build_cache", "check", "explain", "coverage", "tune", "telemetry",
+             "feedback", "__init__")),
     ("tools", ("compare", "testing")),
     ("cli", ("cli", "__main__")),
     # the hostile-input harness runs the CLI itself, as a user would
