@@ -96,6 +96,10 @@ ERROR_CODES: dict[str, str] = {
     "E063": "A contract clause is broken: at build (`pyc build --contract`, from the plan and the "
     "policy) or at run time (`pyc run --check-contract`, measured); the error names the clause, "
     "the predicted or measured value and the decisions that drove it.",
+    "E066": "A `--what-if` alternative (`pyc explain ARTIFACT --what-if KEY=VALUE,...`, `pyc plan`) "
+    "is malformed: an unknown key (the error lists the known ones), a key given twice, a value "
+    "that does not parse, or a kernel override naming a node the model lacks or a candidate that "
+    "does not apply to it (the error lists the node's candidates).",
     "E090": "Internal compiler error: IR verification failed, or an unexpected exception (a "
     "bug in PyC, never a user mistake: please report it with the --debug traceback).",
     "W001": "A warning: a target of an artifact built for several (`pyc build --target cuda,cpu`) "

@@ -1,0 +1,349 @@
+"""The simulator's latency model: each kernel call's time, from the best evidence there is.
+
+For every compiled node of a plan (views cost nothing), in this order:
+1. `profile`: the artifact's own per-call timing (`pyc run --profile`, or `--measure`) of the
+   same node running the same kernel on the same work (kernel signature: shapes, attributes,
+   fused programs);
+2. `profile (same work)`: another node of the profile with that kernel and signature;
+3. `tuning database`: the time `pyc build --tune` measured for that signature and candidate;
+4. `cost model`: the candidate's cost estimate (targets/kernel.KernelCandidate.cost: flops
+   times its factor and shape-dependent scale) times a calibration ratio in ms per cost unit:
+   the kernel's own ratio where the profile or the machine's calibration store has it, else the
+   op's, else the machine's overall one, else a default.
+Times are normalised to one thread with an Amdahl model per call (a call's parallel share
+grows with its size: a few-microsecond call gains nothing from a team), then scaled to the
+alternative's threads. The sum is multiplied by the profile's run-to-calls ratio (a plain
+run's p50 over the profiled calls' sum: the clock reads of the profile, the run's own overhead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..ir.graph import Graph, Node
+from ..passes.tuning import kernel_signature, signature_key
+
+# ms per cost unit when nothing was measured on this machine (about 20 GFLOP/s of the cost
+# model's flop-equivalents: a mid-size AVX2 kernel on one core)
+DEFAULT_MS_PER_COST = 5e-8
+CALL_OVERHEAD_MS = 0.0003  # a kernel call's fixed cost (call, loop set-up), one thread
+# the parallel share of a call of `w` ms on one thread: PARALLEL_MAX * w / (w + PARALLEL_HALF_MS);
+# a team's fork and join cost TEAM_MS per call where more than one thread runs
+PARALLEL_MAX = 0.95
+PARALLEL_HALF_MS = 0.02
+TEAM_MS = 0.003
+STORE_FORMAT = "pyc-whatif-calibration"
+STORE_ENV = "PYC_WHATIF_CALIBRATION"
+
+
+@dataclass(frozen=True)
+class CallTiming:
+    """One measured kernel call: node, kernel, its kernel signature key, median ms."""
+
+    node: str
+    op: str
+    kernel: str
+    signature: str
+    median_ms: float
+    cost: float  # the cost model's estimate for it (what calibration divides by)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Per-kernel timings of one artifact at `threads` effective threads, and the ratio of a
+    plain run's p50 to the profiled calls' sum."""
+
+    calls: tuple[CallTiming, ...]
+    threads: int
+    run_ratio: float = 1.0
+    latency_ms: float | None = None  # a plain run's p50, when measured
+    source: str = "profile"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"threads": self.threads, "run_ratio": self.run_ratio,
+                "latency_ms": self.latency_ms, "source": self.source,
+                "calls": [vars(c) for c in self.calls]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Timings:
+        return cls(tuple(CallTiming(**c) for c in data["calls"]), int(data["threads"]),
+                   float(data.get("run_ratio", 1.0)), data.get("latency_ms"),
+                   str(data.get("source", "profile")))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """ms per cost unit at one thread, by kernel, by op and overall (`basis` says where from)."""
+
+    kernels: dict[str, float] = field(default_factory=dict)
+    ops: dict[str, float] = field(default_factory=dict)
+    overall: float | None = None
+    basis: str = "default"
+
+    def ratio(self, kernel: str, op: str) -> tuple[float, str]:
+        if kernel in self.kernels:
+            return self.kernels[kernel], f"{kernel}'s calibration ({self.basis})"
+        if op in self.ops:
+            return self.ops[op], f"{op}'s calibration ({self.basis})"
+        if self.overall is not None:
+            return self.overall, f"overall calibration ({self.basis})"
+        return DEFAULT_MS_PER_COST, "uncalibrated default"
+
+    def merged(self, fallback: Calibration) -> Calibration:
+        """This calibration, with `fallback`'s entries where this one has none."""
+        return Calibration({**fallback.kernels, **self.kernels}, {**fallback.ops, **self.ops},
+                           self.overall if self.overall is not None else fallback.overall,
+                           self.basis if self.kernels or self.overall is not None
+                           else fallback.basis)
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    node: str
+    op: str
+    kernel: str
+    ms: float
+    basis: str
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self).copy()
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    ms: float
+    nodes: tuple[NodeTime, ...]
+    threads: int
+    run_ratio: float
+
+    def bases(self) -> dict[str, float]:
+        """The share of the predicted time resting on each kind of evidence."""
+        total = sum(n.ms for n in self.nodes) or 1.0
+        shares: dict[str, float] = {}
+        for node in self.nodes:
+            kind = node.basis.split(":")[0]
+            shares[kind] = shares.get(kind, 0.0) + node.ms / total
+        return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"latency_ms": self.ms, "threads": self.threads, "run_ratio": self.run_ratio,
+                "bases": self.bases(), "nodes": [n.to_json() for n in self.nodes]}
+
+
+def effective_threads(threads: int) -> int:
+    """The team a run gets: `threads` (0: every core), at most the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    return cores if threads <= 0 else min(threads, cores)
+
+
+def speedup(one_thread_ms: float, threads: int) -> float:
+    """Amdahl's speed-up of a call taking `one_thread_ms` on one thread, on `threads` threads."""
+    if threads <= 1:
+        return 1.0
+    share = PARALLEL_MAX * one_thread_ms / (one_thread_ms + PARALLEL_HALF_MS)
+    return 1.0 / ((1.0 - share) + share / threads)
+
+
+def at_threads(one_thread_ms: float, threads: int) -> float:
+    """A call's time on `threads` threads, given its time on one."""
+    if threads <= 1:
+        return one_thread_ms
+    return one_thread_ms / speedup(one_thread_ms, threads) + TEAM_MS
+
+
+def to_one_thread(ms: float, threads: int) -> float:
+    """Invert at_threads: the one-thread time of a call measured at `ms` on `threads` threads
+    (bisection: at_threads grows with its argument)."""
+    if threads <= 1:
+        return ms
+    lo, hi = 0.0, ms * threads + 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if at_threads(mid, threads) < ms:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def node_cost(node: Node, graph: Graph, kernels: dict[str, Any]) -> float:
+    """The chosen candidate's cost estimate (0 for views and nodes without a candidate)."""
+    if node.ann.kernel is None or node.ann.kernel.is_alias:
+        return 0.0
+    table = {c.name: c for c in kernels.get(node.op, ())}
+    candidate = table.get(node.ann.kernel_name)
+    return 0.0 if candidate is None else float(candidate.cost(node, graph))
+
+
+def calibrate(timings: Timings, basis: str) -> Calibration:
+    """ms per cost unit at one thread from measured calls: per kernel and per op the median of
+    the calls' ratios, overall the summed time over the summed cost."""
+    by_kernel: dict[str, list[float]] = {}
+    by_op: dict[str, list[float]] = {}
+    total_ms = total_cost = 0.0
+    for call in timings.calls:
+        if call.cost <= 0:
+            continue
+        one = max(to_one_thread(call.median_ms, timings.threads) - CALL_OVERHEAD_MS, 0.0)
+        ratio = one / call.cost
+        by_kernel.setdefault(call.kernel, []).append(ratio)
+        by_op.setdefault(call.op, []).append(ratio)
+        total_ms += one
+        total_cost += call.cost
+    return Calibration({k: statistics.median(v) for k, v in sorted(by_kernel.items())},
+                       {k: statistics.median(v) for k, v in sorted(by_op.items())},
+                       total_ms / total_cost if total_cost else None, basis)
+
+
+def predict(graph: Graph, target_name: str, kernels: dict[str, Any], threads: int,
+            timings: Timings | None, tuning: Any, calibration: Calibration) -> LatencyPrediction:
+    """The predicted latency of `graph` (a compiled plan) at `threads` (0: every core)."""
+    team = effective_threads(threads)
+    measured_at = timings.threads if timings is not None else team
+    by_node = {c.node: c for c in timings.calls} if timings is not None else {}
+    by_work: dict[tuple[str, str], list[float]] = {}
+    for call in timings.calls if timings is not None else ():
+        by_work.setdefault((call.signature, call.kernel), []).append(call.median_ms)
+    nodes = []
+    for node in graph.nodes:
+        if node.ann.kernel is None or node.ann.kernel.is_alias:
+            continue
+        kernel = node.ann.kernel_name or ""
+        key = signature_key(kernel_signature(node, graph, target_name))
+        one, basis = _one_thread_ms(node, graph, kernel, key, by_node, by_work, measured_at,
+                                    tuning, kernels, calibration)
+        nodes.append(NodeTime(node.name, node.op, kernel, at_threads(one, team), basis))
+    ratio = timings.run_ratio if timings is not None else 1.0
+    return LatencyPrediction(sum(n.ms for n in nodes) * ratio, tuple(nodes), team, ratio)
+
+
+def _one_thread_ms(node: Node, graph: Graph, kernel: str, key: str,
+                   by_node: dict[str, CallTiming], by_work: dict[tuple[str, str], list[float]],
+                   measured_at: int, tuning: Any, kernels: dict[str, Any],
+                   calibration: Calibration) -> tuple[float, str]:
+    own = by_node.get(node.name)
+    if own is not None and own.kernel == kernel and own.signature == key:
+        return to_one_thread(own.median_ms, measured_at), "profile"
+    same = by_work.get((key, kernel))
+    if same:
+        return to_one_thread(statistics.median(same), measured_at), "profile: same work"
+    tuned = _tuned_ms(node, kernel, key, tuning)
+    if tuned is not None:  # timed at the build's threads, as the profile
+        return to_one_thread(tuned, measured_at), "tuning database"
+    ratio, where = calibration.ratio(kernel, node.op)
+    cost = node_cost(node, graph, kernels)
+    return ratio * cost + CALL_OVERHEAD_MS, f"cost model: {where}"
+
+
+def _tuned_ms(node: Node, kernel: str, key: str, tuning: Any) -> float | None:
+    entries = getattr(tuning, "entries", None)
+    entry = entries.get(key) if isinstance(entries, dict) else None
+    if entry is None:
+        return None
+    params = dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
+    for measurement in entry.measured:
+        if measurement.candidate == kernel and dict(measurement.params) == params and \
+                measurement.status == "ok" and measurement.median_ms is not None:
+            return float(measurement.median_ms)
+    return None
+
+
+def timings_from_profile(profile: dict[str, Any], graph: Graph, target_name: str,
+                         kernels: dict[str, Any], threads: int,
+                         latency_ms: float | None, source: str) -> Timings:
+    """Timings from a `pyc run --profile --json` profile (its `calls`) of the artifact whose
+    compiled graph is `graph`, measured at `threads` effective threads."""
+    nodes = {n.name: n for n in graph.nodes}
+    calls = []
+    for call in profile["calls"]:
+        node = nodes.get(call["node"])
+        if node is None:
+            continue
+        key = signature_key(kernel_signature(node, graph, target_name))
+        calls.append(CallTiming(node.name, node.op, call["kernel"], key,
+                                float(call["median_ms"]), node_cost(node, graph, kernels)))
+    total = float(profile.get("total_ms") or sum(c.median_ms for c in calls))
+    ratio = latency_ms / total if latency_ms and total else 1.0
+    return Timings(tuple(calls), threads, ratio, latency_ms, source)
+
+
+# -- the machine's calibration store: ratios from every profile taken on this machine, and the
+# last timings of each artifact measured (keyed by the artifact's file hashes)
+
+
+def store_path() -> Path:
+    explicit = os.environ.get(STORE_ENV, "")
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(cache) if cache else Path.home() / ".cache") / "pyc" / "whatif.json"
+
+
+def artifact_key(manifest: dict[str, Any]) -> str:
+    """An artifact's identity: a hash of its files' hashes."""
+    text = json.dumps(manifest.get("files", {}), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def machine_key(cpu: dict[str, Any] | None) -> str:
+    cpu = cpu or {}
+    return f"{cpu.get('arch', '?')}:{cpu.get('resolved_march', cpu.get('march', '?'))}"
+
+
+def read_store(path: Path | None = None) -> dict[str, Any]:
+    path = path or store_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"format": STORE_FORMAT, "machines": {}, "artifacts": {}}
+    if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+        return {"format": STORE_FORMAT, "machines": {}, "artifacts": {}}
+    data.setdefault("machines", {})
+    data.setdefault("artifacts", {})
+    return data
+
+
+def machine_calibration(machine: str, path: Path | None = None) -> Calibration:
+    entry = read_store(path)["machines"].get(machine)
+    if not isinstance(entry, dict):
+        return Calibration()
+    return Calibration(dict(entry.get("kernels", {})), dict(entry.get("ops", {})),
+                       entry.get("overall"), "this machine's earlier profiles")
+
+
+def stored_timings(key: str, path: Path | None = None) -> Timings | None:
+    entry = read_store(path)["artifacts"].get(key)
+    try:
+        return Timings.from_json(entry) if isinstance(entry, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def remember(machine: str, key: str, timings: Timings, path: Path | None = None) -> None:
+    """Keep `timings` for the artifact `key` and fold their ratios into the machine's (a new
+    kernel's ratio replaces the old one: the latest profile is the machine as it is now)."""
+    path = path or store_path()
+    data = read_store(path)
+    fresh = calibrate(timings, "this machine's earlier profiles")
+    old = data["machines"].get(machine, {})
+    data["machines"][machine] = {
+        "kernels": {**old.get("kernels", {}), **fresh.kernels},
+        "ops": {**old.get("ops", {}), **fresh.ops},
+        "overall": fresh.overall if fresh.overall is not None else old.get("overall")}
+    data["artifacts"][key] = timings.to_json()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=".whatif-", suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, sort_keys=True, indent=1)
+        os.replace(name, path)
+    except OSError:
+        pass  # a cache: a prediction never fails for want of it
