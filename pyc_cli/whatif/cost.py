@@ -38,7 +38,7 @@ CALL_OVERHEAD_MS = 0.0003  # a kernel call's fixed cost (call, loop set-up), one
 # a team's fork and join cost TEAM_MS per call where more than one thread runs
 PARALLEL_MAX = 0.95
 PARALLEL_HALF_MS = 0.02
-TEAM_MS = 0.003
+TEAM_MS = 0.0005
 STORE_FORMAT = "pyc-whatif-calibration"
 STORE_ENV = "PYC_WHATIF_CALIBRATION"
 

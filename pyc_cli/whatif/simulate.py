@@ -137,11 +137,7 @@ def plan(setup: Setup, alt: Alternative, tuning: Any = None) -> tuple[Graph, Pas
     """Rerun the build's pipeline for `alt` (no C): the compiled graph and its context, whose
     `memory_plan` is the plan the build would write. Kernel overrides are applied as forced
     choices by kernel signature (the signature the node has in `alt`'s plan without them)."""
-    tuning = tuning_for(setup, alt) if tuning is None else tuning
-    if alt.kernels:
-        graph, _ = _pipeline(setup, replace(alt, kernels=()), tuning)
-        tuning = ForcedKernels(tuning, forced_choices(graph, setup.target(alt), alt.kernels))
-    graph, ctx = _pipeline(setup, alt, tuning)
+    graph, ctx = _pipeline(setup, alt, build_tuning(setup, alt, tuning))
     for node_name, candidate in alt.kernels:
         node = next((n for n in graph.nodes if n.name == node_name), None)
         if node is None or node.ann.kernel_name != candidate:
@@ -149,6 +145,17 @@ def plan(setup: Setup, alt: Alternative, tuning: Any = None) -> tuple[Graph, Pas
                              f"mode {ctx.options.mode} (the node became "
                              f"{'absent' if node is None else node.ann.kernel_name})", [])
     return graph, ctx
+
+
+def build_tuning(setup: Setup, alt: Alternative, tuning: Any = None) -> Any:
+    """The tuning database that makes a build of `alt`: `tuning` (default: the file `pyc build`
+    reads), with `alt`'s kernel overrides forced (`api.build(tuning=...)` builds exactly the
+    alternative the simulator planned)."""
+    tuning = tuning_for(setup, alt) if tuning is None else tuning
+    if not alt.kernels:
+        return tuning
+    graph, _ = _pipeline(setup, replace(alt, kernels=()), tuning)
+    return ForcedKernels(tuning, forced_choices(graph, setup.target(alt), alt.kernels))
 
 
 def _pipeline(setup: Setup, alt: Alternative, tuning: Any) -> tuple[Graph, PassContext]:

@@ -1,0 +1,322 @@
+"""The what-if simulator against real builds (issue #16, point 1; `make bench-whatif`).
+
+    python benchmarks/bench_whatif.py [--quick] [--work DIR] [--rounds 7] [--out-name whatif]
+
+A fixed matrix of (model, alternative A, alternative B) pairs over models the repo makes in
+seconds (tests/models, the 512-2048-2048-512 MLP of benchmarks/real_models.py at batch 1 and 64),
+with alternatives over the mode, threads, a memory budget (60% of the latency_first arena), the
+Winograd convolutions and a kernel override (the slowest node of A on its next candidate). For
+each pair, A is built and its kernels profiled (`pyc explain --what-if --measure` does the same);
+the simulator then predicts A and B from A's timings, without building B. Every alternative is
+then built, and the built ones of a model are timed in interleaved rounds (p50 of every timed
+run). Reported:
+- winner agreement: the predicted faster of A and B is the measured faster (bar >= 80%); also
+  over the decisive pairs, whose measured latencies differ by more than the noise band;
+- latency within 20%: the share of the predicted builds (each pair's B, predicted without a
+  build) whose predicted latency is within 20% of the measured one (bar >= 80%);
+- arena exact: the predicted arena equals the built one.
+Writes benchmarks/results/OUT.json and OUT.md. Runs with the calibration store in the work
+directory (fresh each run: only this run's profiles calibrate), PYC_NUM_THREADS unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+from pyc_cli.api import build, load  # noqa: E402
+from pyc_cli.errors import PycError  # noqa: E402
+from pyc_cli.runtime.timing import RunPlan  # noqa: E402
+from pyc_cli.whatif import cost, simulate  # noqa: E402
+from pyc_cli.whatif.spec import Alternative, apply, parse_what_if  # noqa: E402
+
+MODELS_DIR = ROOT / "tests" / "models"
+TIE = 0.03  # measured latencies closer than this (relative) are a tie: no winner to agree on
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    name: str
+    shapes: dict[str, tuple[int, ...]]
+    source: str  # tests:<file> or mlp:<batch>
+    winograd: bool = False  # has 3x3 convs a Winograd pair can change
+
+
+CASES = (
+    ModelCase("cnn", {"image": (1, 3, 32, 32)}, "tests:cnn.onnx", True),
+    ModelCase("mobilenet", {}, "tests:mobilenet.onnx"),
+    ModelCase("transformer", {"input_ids": (1, 64), "attention_mask": (1, 64)},
+              "tests:transformer.onnx"),
+    ModelCase("mlp512_b1", {}, "mlp:1"),
+    ModelCase("mlp512_b64", {}, "mlp:64"),
+    ModelCase("unet", {"image": (1, 3, 128, 128)}, "tests:unet.onnx", True),
+    ModelCase("lstm", {}, "tests:lstm.onnx"),
+    ModelCase("cnn_b8", {"image": (8, 3, 32, 32)}, "tests:cnn.onnx", True),
+)
+QUICK = ("cnn", "mobilenet", "transformer", "mlp512_b64")
+
+
+def model_path(case: ModelCase, work: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    kind, _, what = case.source.partition(":")
+    if kind == "tests":
+        return MODELS_DIR / what, case.shapes
+    from real_models import _mlp
+
+    return _mlp(work, np.random.default_rng(0), batch=int(what))
+
+
+def pairs_for(case: ModelCase) -> list[tuple[str, str]]:
+    """(A, B) as --what-if texts over the base (balanced, one thread); `kernel` and `budget`
+    are filled in once A is built (they depend on its plan)."""
+    pairs = [("mode=balanced", "mode=memory_first"), ("mode=balanced", "mode=latency_first"),
+             ("mode=latency_first", "mode=memory_first"), ("mode=balanced", "threads=2"),
+             ("mode=balanced", "kernel=@slowest"), ("mode=latency_first", "memory-budget=@60%")]
+    if case.winograd:
+        pairs.append(("mode=balanced", "winograd=off"))
+    return pairs
+
+
+class Bench:
+    def __init__(self, work: Path, rounds: int) -> None:
+        self.work = work
+        self.rounds = rounds
+        self.built: dict[tuple[str, str], dict[str, Any]] = {}  # (model, describe) -> record
+        self.setups: dict[tuple[str, str], simulate.Setup] = {}
+        self.timings: dict[tuple[str, str], cost.Timings] = {}
+
+    def build(self, case: ModelCase, model: Path, shapes: dict[str, Any],
+              alt: Alternative) -> dict[str, Any]:
+        key = (case.name, alt.describe())
+        if key in self.built:
+            return self.built[key]
+        out = self.work / case.name / f"b{len([k for k in self.built if k[0] == case.name])}.pyc"
+        setup = simulate.from_model(model, shapes, alt)
+        tuning = simulate.build_tuning(setup, alt)
+        started = time.monotonic()
+        result = build(model, out, input_shapes=shapes, cache=False, force=True, tuning=tuning,
+                       **alt.build_options())
+        record = {"artifact": out, "arena_bytes": result.plan.arena_bytes,
+                  "mode": result.plan.mode, "build_s": time.monotonic() - started,
+                  "alternative": alt.describe()}
+        self.built[key] = record
+        return record
+
+    def profile(self, case: ModelCase, model: Path, record: dict[str, Any]
+                ) -> tuple[simulate.Setup, cost.Timings]:
+        key = (case.name, record["alternative"])
+        if key not in self.timings:
+            setup = simulate.from_artifact(record["artifact"], model)
+            timings = simulate.measure_timings(setup, runs=30)
+            cost.remember(cost.machine_key(setup.manifest.get("cpu") if setup.manifest else {}),
+                          cost.artifact_key(setup.manifest or {}), timings)
+            self.setups[key], self.timings[key] = setup, timings
+        return self.setups[key], self.timings[key]
+
+    def measure(self, model_name: str) -> dict[str, float]:
+        """p50 of every timed run of each built alternative of a model, in interleaved rounds."""
+        records = [r for (name, _), r in self.built.items() if name == model_name]
+        loaded = [(r, load(r["artifact"])) for r in records]
+        samples: dict[str, list[float]] = {r["alternative"]: [] for r in records}
+        try:
+            feeds = [simulate.random_feeds(m) for _, m in loaded]
+            runs = []
+            for (_, m), f in zip(loaded, feeds):  # about 0.1 s of runs per round and build
+                one = float(np.median(m.time_runs(f, RunPlan(2, 5))))
+                runs.append(max(5, min(200, int(0.1 / max(one, 1e-6) * 1000))))
+            for _ in range(self.rounds):
+                for (r, m), f, n in zip(loaded, feeds, runs):
+                    samples[r["alternative"]] += m.time_runs(f, RunPlan(2, n))
+        finally:
+            for _, m in loaded:
+                m.close()
+        return {alt: float(np.median(times)) for alt, times in samples.items()}
+
+
+def resolve(text: str, setup: simulate.Setup, timings: cost.Timings) -> str | None:
+    """Fill in `kernel=@slowest` (A's slowest profiled node that has another candidate, on the
+    candidate the cost model ranks next) and `memory-budget=@60%` (of the latency_first
+    arena); None where the model has no such alternative."""
+    if text == "kernel=@slowest":
+        assert setup.graph is not None
+        target = setup.target(setup.base)
+        nodes = {n.name: n for n in setup.graph.nodes}
+        for call in sorted(timings.calls, key=lambda c: -c.median_ms):
+            node = nodes[call.node]
+            others = sorted((c.cost(node, setup.graph), c.name)
+                            for c in target.candidates(node, setup.graph) if c.name != call.kernel)
+            if others:
+                return f"kernel={call.node}:{others[0][1]}"
+        return None
+    if text == "memory-budget=@60%":
+        graph, ctx = simulate.plan(setup, replace(setup.base, mode="latency_first",
+                                                  memory_budget=None, mode_given=True))
+        budget = int(0.6 * ctx.artifacts["memory_plan"].arena_bytes)
+        try:
+            simulate.plan(setup, replace(setup.base, memory_budget=budget, mode_given=False))
+        except PycError:
+            return None  # no mode fits
+        return f"memory-budget={budget}"
+    return text
+
+
+def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]]) -> None:
+    model, shapes = model_path(case, bench.work)
+    base = Alternative(mode="balanced", threads=1, label="base")
+    started = time.monotonic()
+    predicted_here = []
+    for text_a, text_b in pairs_for(case):
+        alt_a = apply(base, parse_what_if(text_a))
+        record_a = bench.build(case, model, shapes, alt_a)
+        setup, timings = bench.profile(case, model, record_a)
+        resolved = resolve(text_b, setup, timings)
+        if resolved is None:
+            print(f"  {case.name}: {text_b} does not apply, pair skipped", flush=True)
+            continue
+        alt_b = apply(setup.base, parse_what_if(resolved))
+        calibration = simulate.calibration_for(setup, timings)
+        pred_a = simulate.simulate(setup, setup.base, timings, calibration)
+        pred_b = simulate.simulate(setup, alt_b, timings, calibration)
+        record_b = bench.build(case, model, shapes, alt_b)
+        predicted_here.append({
+            "model": case.name, "a": text_a, "b": resolved,
+            "a_alternative": record_a["alternative"], "b_alternative": record_b["alternative"],
+            "predicted_a_ms": pred_a.latency.ms, "predicted_b_ms": pred_b.latency.ms,
+            "predicted_a_arena": pred_a.arena_bytes, "predicted_b_arena": pred_b.arena_bytes,
+            "built_a_arena": record_a["arena_bytes"], "built_b_arena": record_b["arena_bytes"],
+            "b_bases": pred_b.latency.bases(), "profiled_a_ms": timings.latency_ms})
+    measured = bench.measure(case.name)
+    for row in predicted_here:
+        row["measured_a_ms"] = measured[row["a_alternative"]]
+        row["measured_b_ms"] = measured[row["b_alternative"]]
+        rows.append(row)
+        print(f"  {case.name}: {row['a']} vs {row['b']}: predicted {row['predicted_a_ms']:.4f} / "
+              f"{row['predicted_b_ms']:.4f} ms, measured {row['measured_a_ms']:.4f} / "
+              f"{row['measured_b_ms']:.4f} ms", flush=True)
+    print(f"{case.name}: {len(predicted_here)} pairs in {time.monotonic() - started:.0f} s",
+          flush=True)
+
+
+def winner(a: float, b: float, tie: float = 0.0) -> str:
+    if abs(a - b) <= tie * min(a, b):
+        return "tie"
+    return "A" if a < b else "B"
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    # a pair agrees when both say the same of it: A faster, B faster, or no difference beyond
+    # the tie band (a predicted 1.00x where the builds measure within 3% of each other agrees)
+    agree = [winner(r["predicted_a_ms"], r["predicted_b_ms"], TIE)
+             == winner(r["measured_a_ms"], r["measured_b_ms"], TIE) for r in rows]
+    strict = [winner(r["predicted_a_ms"], r["predicted_b_ms"])
+              == winner(r["measured_a_ms"], r["measured_b_ms"]) for r in rows]
+    decisive = [r for r in rows if winner(r["measured_a_ms"], r["measured_b_ms"], TIE) != "tie"]
+    agree_decisive = [winner(r["predicted_a_ms"], r["predicted_b_ms"])
+                      == winner(r["measured_a_ms"], r["measured_b_ms"]) for r in decisive]
+    errors_b = [r["predicted_b_ms"] / r["measured_b_ms"] - 1 for r in rows]
+    errors_a = [r["predicted_a_ms"] / r["measured_a_ms"] - 1 for r in rows]
+    for row, ok in zip(rows, agree):
+        row["winner_agrees"] = ok
+        row["b_error"] = row["predicted_b_ms"] / row["measured_b_ms"] - 1
+    arena_exact = [r["predicted_b_arena"] == r["built_b_arena"]
+                   and r["predicted_a_arena"] == r["built_a_arena"] for r in rows]
+    return {
+        "pairs": len(rows),
+        "winner_agreement": _share(agree), "winner_agreement_strict": _share(strict),
+        "decisive_pairs": len(decisive), "winner_agreement_decisive": _share(agree_decisive),
+        "b_within_20pct": _share([abs(e) <= 0.2 for e in errors_b]),
+        "all_within_20pct": _share([abs(e) <= 0.2 for e in errors_a + errors_b]),
+        "b_median_abs_error": statistics.median(abs(e) for e in errors_b) if rows else None,
+        "arena_exact": _share(arena_exact),
+    }
+
+
+def _share(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    lines = [f"# What-if simulator vs builds ({meta['date']})", "",
+             f"Command: `{meta['command']}`; {meta['machine']}; load average before "
+             f"{meta['load_before']}, after {meta['load_after']}; {meta['seconds']:.0f} s.", "",
+             "| figure | value | bar |", "| --- | --- | --- |",
+             f"| pairs | {summary['pairs']} | >= 30 |",
+             f"| winner agreement (a gap under {TIE:.0%} is a tie, predicted or measured) | "
+             f"{pct(summary['winner_agreement'])} | >= 80% |",
+             f"| winner agreement, strict (no ties) | {pct(summary['winner_agreement_strict'])} "
+             "| |",
+             f"| winner agreement, decisive pairs (measured gap > {TIE:.0%}: "
+             f"{summary['decisive_pairs']}) | {pct(summary['winner_agreement_decisive'])} | |",
+             f"| predicted builds (B) within 20% of measured | {pct(summary['b_within_20pct'])} "
+             "| >= 80% |",
+             f"| all predictions (A and B) within 20% | {pct(summary['all_within_20pct'])} | |",
+             f"| median abs error of B | {pct(summary['b_median_abs_error'])} | |",
+             f"| arena predicted = built | {pct(summary['arena_exact'])} | 100% |", "",
+             "| model | A | B | predicted A / B (ms) | measured A / B (ms) | B error | winner ok |"
+             " B's latency from |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        bases = ", ".join(f"{v:.0%} {k}" for k, v in r["b_bases"].items())
+        lines.append(f"| {r['model']} | {r['a']} | {r['b']} | {r['predicted_a_ms']:.4f} / "
+                     f"{r['predicted_b_ms']:.4f} | {r['measured_a_ms']:.4f} / "
+                     f"{r['measured_b_ms']:.4f} | {r['b_error']:+.0%} | "
+                     f"{'yes' if r['winner_agrees'] else 'no'} | {bases} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    parser.add_argument("--models", default="", help="comma-separated subset of the cases")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pyc-whatif")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out-name", default="whatif")
+    args = parser.parse_args()
+    os.environ.pop("PYC_NUM_THREADS", None)
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    os.environ[cost.STORE_ENV] = str(args.work / "calibration.json")
+    names = args.models.split(",") if args.models else (QUICK if args.quick else
+                                                        [c.name for c in CASES])
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    bench = Bench(args.work, args.rounds)
+    rows: list[dict[str, Any]] = []
+    for case in CASES:
+        if case.name in names:
+            run_case(bench, case, rows)
+    summary = summarize(rows)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python benchmarks/bench_whatif.py " + " ".join(sys.argv[1:]),
+            "machine": f"{platform.processor() or platform.machine()}, "
+                       f"{cost.effective_threads(0)} cores usable",
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "seconds": time.monotonic() - started, "rounds": args.rounds, "tie": TIE}
+    out = ROOT / "benchmarks" / "results"
+    (out / f"{args.out_name}.json").write_text(json.dumps(
+        {"meta": meta, "summary": summary, "pairs": rows}, indent=1, sort_keys=True, default=str)
+        + "\n")
+    (out / f"{args.out_name}.md").write_text(markdown(summary, rows, meta))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
