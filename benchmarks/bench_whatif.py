@@ -41,7 +41,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from pyc_cli.api import build, load  # noqa: E402
+from pyc_cli.artifact.reader import read_manifest  # noqa: E402
+from pyc_cli.compare.debug_build import compile_variant, read_plan  # noqa: E402
+from pyc_cli.compare.profile import ProfiledModel, profile_sources  # noqa: E402
+from pyc_cli.compare.profile import summarize as summarize_profile  # noqa: E402
 from pyc_cli.errors import PycError  # noqa: E402
+from pyc_cli.runtime.native import TensorSpec  # noqa: E402
 from pyc_cli.runtime.timing import RunPlan  # noqa: E402
 from pyc_cli.whatif import cost, simulate  # noqa: E402
 from pyc_cli.whatif.spec import Alternative, apply, parse_what_if  # noqa: E402
@@ -97,8 +102,6 @@ class Bench:
         self.work = work
         self.rounds = rounds
         self.built: dict[tuple[str, str], dict[str, Any]] = {}  # (model, describe) -> record
-        self.setups: dict[tuple[str, str], simulate.Setup] = {}
-        self.timings: dict[tuple[str, str], cost.Timings] = {}
 
     def build(self, case: ModelCase, model: Path, shapes: dict[str, Any],
               alt: Alternative) -> dict[str, Any]:
@@ -117,52 +120,91 @@ class Bench:
         self.built[key] = record
         return record
 
-    def profile(self, case: ModelCase, model: Path, record: dict[str, Any]
-                ) -> tuple[simulate.Setup, cost.Timings]:
-        key = (case.name, record["alternative"])
-        if key not in self.timings:
-            setup = simulate.from_artifact(record["artifact"], model)
-            timings = simulate.measure_timings(setup, runs=30)
-            cost.remember(cost.machine_key(setup.manifest.get("cpu") if setup.manifest else {}),
-                          cost.artifact_key(setup.manifest or {}), timings)
-            self.setups[key], self.timings[key] = setup, timings
-        return self.setups[key], self.timings[key]
-
-    def measure(self, model_name: str) -> dict[str, float]:
-        """p50 of every timed run of each built alternative of a model, in interleaved rounds."""
+    def measure(self, model_name: str, profiled: list[str]
+                ) -> tuple[dict[str, float], dict[str, Any]]:
+        """p50 of every timed run of each built alternative of a model, and the per-call profile
+        of each alternative in `profiled`, all in the same interleaved rounds (on a shared
+        machine the load drifts: A's profile must see the load B's timing sees)."""
         records = [r for (name, _), r in self.built.items() if name == model_name]
         loaded = [(r, load(r["artifact"])) for r in records]
+        live = {alt: LiveProfile(self.built[(model_name, alt)]["artifact"]) for alt in profiled}
         samples: dict[str, list[float]] = {r["alternative"]: [] for r in records}
         try:
-            feeds = [simulate.random_feeds(m) for _, m in loaded]
-            runs = []
-            for (_, m), f in zip(loaded, feeds):  # about 0.1 s of runs per round and build
-                one = float(np.median(m.time_runs(f, RunPlan(2, 5))))
-                runs.append(max(5, min(200, int(0.1 / max(one, 1e-6) * 1000))))
+            feeds = {r["alternative"]: simulate.random_feeds(m) for r, m in loaded}
+            runs = {}
+            for r, m in loaded:  # about 0.05 s of runs per round and build
+                one = float(np.median(m.time_runs(feeds[r["alternative"]], RunPlan(2, 5))))
+                runs[r["alternative"]] = max(3, min(200, int(0.05 / max(one, 1e-6) * 1000)))
             for _ in range(self.rounds):
-                for (r, m), f, n in zip(loaded, feeds, runs):
-                    samples[r["alternative"]] += m.time_runs(f, RunPlan(2, n))
+                for r, m in loaded:
+                    alt = r["alternative"]
+                    times = m.time_runs(feeds[alt], RunPlan(1, runs[alt]))
+                    samples[alt] += times
+                    r.setdefault("round_p50", []).append(float(np.median(times)))
+                    if alt in live:
+                        live[alt].run(feeds[alt], runs[alt])
         finally:
             for _, m in loaded:
                 m.close()
-        return {alt: float(np.median(times)) for alt, times in samples.items()}
+            for profile in live.values():
+                profile.close()
+        for r in records:  # the noise: the spread of the rounds' p50s, relative
+            q25, q50, q75 = np.percentile(r["round_p50"], [25, 50, 75])
+            r["noise"] = float((q75 - q25) / q50) if q50 else 0.0
+        return ({alt: float(np.median(times)) for alt, times in samples.items()},
+                {alt: profile.result() for alt, profile in live.items()})
 
 
-def resolve(text: str, setup: simulate.Setup, timings: cost.Timings) -> str | None:
-    """Fill in `kernel=@slowest` (A's slowest profiled node that has another candidate, on the
-    candidate the cost model ranks next) and `memory-budget=@60%` (of the latency_first
-    arena); None where the model has no such alternative."""
+class LiveProfile:
+    """The per-call profile of `pyc run --profile`, kept loaded so that its runs can be spread
+    over the measurement rounds."""
+
+    def __init__(self, artifact: Path) -> None:
+        manifest = read_manifest(artifact)
+        self.source = read_plan(artifact, manifest)
+        normal, timed, count = profile_sources(self.source, manifest)
+        self.work = Path(tempfile.mkdtemp(prefix="pyc-whatif-profile-"))
+        library = compile_variant(artifact, manifest, normal, timed, self.work)
+        self.model = ProfiledModel(library, manifest["symbol_prefix"], artifact / "weights.bin",
+                                   [TensorSpec.from_manifest(e) for e in manifest["inputs"]],
+                                   [TensorSpec.from_manifest(e) for e in manifest["outputs"]],
+                                   count)
+        self.rows: list[np.ndarray] = []
+        self.profile: dict[str, Any] | None = None
+
+    def run(self, feeds: dict[str, np.ndarray], runs: int) -> None:
+        self.rows.append(self.model.step_times(feeds, 1, runs))
+
+    def close(self) -> None:
+        self.profile = summarize_profile(self.source, np.concatenate(self.rows)).to_json()
+        self.model.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def result(self) -> dict[str, Any]:
+        assert self.profile is not None
+        return self.profile
+
+
+def resolve(text: str, setup: simulate.Setup) -> str | None:
+    """Fill in `kernel=@slowest` (of A's nodes with another applicable candidate, the one the
+    cost model prices highest, on the candidate it ranks next) and `memory-budget=@60%` (of
+    the latency_first arena); None where the model has no such alternative."""
     if text == "kernel=@slowest":
-        assert setup.graph is not None
+        graph, _ = simulate.plan(setup, setup.base)
         target = setup.target(setup.base)
-        nodes = {n.name: n for n in setup.graph.nodes}
-        for call in sorted(timings.calls, key=lambda c: -c.median_ms):
-            node = nodes[call.node]
-            others = sorted((c.cost(node, setup.graph), c.name)
-                            for c in target.candidates(node, setup.graph) if c.name != call.kernel)
+        options = []
+        for node in graph.nodes:
+            chosen = target.chosen(node)
+            if chosen is None:
+                continue
+            others = sorted((c.cost(node, graph), c.name) for c in target.candidates(node, graph)
+                            if c.name != chosen.name)
             if others:
-                return f"kernel={call.node}:{others[0][1]}"
-        return None
+                options.append((-chosen.cost(node, graph), node.name, others[0][1]))
+        if not options:
+            return None
+        _, node_name, candidate = min(options)
+        return f"kernel={node_name}:{candidate}"
     if text == "memory-budget=@60%":
         graph, ctx = simulate.plan(setup, replace(setup.base, mode="latency_first",
                                                   memory_budget=None, mode_given=True))
@@ -179,37 +221,57 @@ def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]]) -> None:
     model, shapes = model_path(case, bench.work)
     base = Alternative(mode="balanced", threads=1, label="base")
     started = time.monotonic()
-    predicted_here = []
+    pairs = []
     for text_a, text_b in pairs_for(case):
         alt_a = apply(base, parse_what_if(text_a))
-        record_a = bench.build(case, model, shapes, alt_a)
-        setup, timings = bench.profile(case, model, record_a)
-        resolved = resolve(text_b, setup, timings)
+        setup = simulate.from_model(model, shapes, alt_a)
+        resolved = resolve(text_b, setup)
         if resolved is None:
             print(f"  {case.name}: {text_b} does not apply, pair skipped", flush=True)
             continue
-        alt_b = apply(setup.base, parse_what_if(resolved))
+        alt_b = apply(alt_a, parse_what_if(resolved))
+        record_a = bench.build(case, model, shapes, alt_a)
+        record_b = bench.build(case, model, shapes, alt_b)
+        pairs.append((text_a, resolved, alt_b, record_a, record_b))
+    profiled = sorted({record_a["alternative"] for _, _, _, record_a, _ in pairs})
+    measured, profiles = bench.measure(case.name, profiled)
+    for text_a, text_b, alt_b, record_a, record_b in pairs:
+        setup = simulate.from_artifact(record_a["artifact"], model)
+        target = setup.target(setup.base)
+        assert setup.graph is not None and setup.manifest is not None
+        timings = cost.timings_from_profile(
+            profiles[record_a["alternative"]], setup.graph, target.name, dict(target.kernels),
+            simulate.measured_threads(setup.manifest), measured[record_a["alternative"]],
+            "profile interleaved with the timing rounds")
         calibration = simulate.calibration_for(setup, timings)
         pred_a = simulate.simulate(setup, setup.base, timings, calibration)
-        pred_b = simulate.simulate(setup, alt_b, timings, calibration)
-        record_b = bench.build(case, model, shapes, alt_b)
-        predicted_here.append({
-            "model": case.name, "a": text_a, "b": resolved,
+        pred_b = simulate.simulate(setup, replace(alt_b, label=text_b), timings, calibration)
+        row = {
+            "model": case.name, "a": text_a, "b": text_b,
             "a_alternative": record_a["alternative"], "b_alternative": record_b["alternative"],
             "predicted_a_ms": pred_a.latency.ms, "predicted_b_ms": pred_b.latency.ms,
             "predicted_a_arena": pred_a.arena_bytes, "predicted_b_arena": pred_b.arena_bytes,
             "built_a_arena": record_a["arena_bytes"], "built_b_arena": record_b["arena_bytes"],
-            "b_bases": pred_b.latency.bases(), "profiled_a_ms": timings.latency_ms})
-    measured = bench.measure(case.name)
-    for row in predicted_here:
-        row["measured_a_ms"] = measured[row["a_alternative"]]
-        row["measured_b_ms"] = measured[row["b_alternative"]]
+            "b_bases": pred_b.latency.bases(),
+            "measured_a_ms": measured[record_a["alternative"]],
+            "measured_b_ms": measured[record_b["alternative"]],
+            "noise_a": record_a["noise"], "noise_b": record_b["noise"]}
         rows.append(row)
         print(f"  {case.name}: {row['a']} vs {row['b']}: predicted {row['predicted_a_ms']:.4f} / "
               f"{row['predicted_b_ms']:.4f} ms, measured {row['measured_a_ms']:.4f} / "
               f"{row['measured_b_ms']:.4f} ms", flush=True)
-    print(f"{case.name}: {len(predicted_here)} pairs in {time.monotonic() - started:.0f} s",
-          flush=True)
+    firsts = {record_a["alternative"]: record_a for _, _, _, record_a, _ in pairs}
+    for record_a in firsts.values():  # this run's profiles calibrate the next models
+        setup = simulate.from_artifact(record_a["artifact"], model)
+        target = setup.target(setup.base)
+        assert setup.graph is not None and setup.manifest is not None
+        cost.remember(cost.machine_key(setup.manifest.get("cpu")),
+                      cost.artifact_key(setup.manifest),
+                      cost.timings_from_profile(profiles[record_a["alternative"]], setup.graph,
+                                                target.name, dict(target.kernels),
+                                                simulate.measured_threads(setup.manifest),
+                                                measured[record_a["alternative"]], "bench"))
+    print(f"{case.name}: {len(pairs)} pairs in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def winner(a: float, b: float, tie: float = 0.0) -> str:
@@ -228,6 +290,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     decisive = [r for r in rows if winner(r["measured_a_ms"], r["measured_b_ms"], TIE) != "tie"]
     agree_decisive = [winner(r["predicted_a_ms"], r["predicted_b_ms"])
                       == winner(r["measured_a_ms"], r["measured_b_ms"]) for r in decisive]
+    # beyond the noise: the measured gap exceeds the two builds' round-to-round spread
+    clear = [r for r in rows if abs(r["measured_a_ms"] - r["measured_b_ms"])
+             > (r["noise_a"] + r["noise_b"]) * min(r["measured_a_ms"], r["measured_b_ms"])]
+    agree_clear = [winner(r["predicted_a_ms"], r["predicted_b_ms"])
+                   == winner(r["measured_a_ms"], r["measured_b_ms"]) for r in clear]
     errors_b = [r["predicted_b_ms"] / r["measured_b_ms"] - 1 for r in rows]
     errors_a = [r["predicted_a_ms"] / r["measured_a_ms"] - 1 for r in rows]
     for row, ok in zip(rows, agree):
@@ -239,6 +306,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "pairs": len(rows),
         "winner_agreement": _share(agree), "winner_agreement_strict": _share(strict),
         "decisive_pairs": len(decisive), "winner_agreement_decisive": _share(agree_decisive),
+        "beyond_noise_pairs": len(clear), "winner_agreement_beyond_noise": _share(agree_clear),
         "b_within_20pct": _share([abs(e) <= 0.2 for e in errors_b]),
         "all_within_20pct": _share([abs(e) <= 0.2 for e in errors_a + errors_b]),
         "b_median_abs_error": statistics.median(abs(e) for e in errors_b) if rows else None,
@@ -265,6 +333,9 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
              "| |",
              f"| winner agreement, decisive pairs (measured gap > {TIE:.0%}: "
              f"{summary['decisive_pairs']}) | {pct(summary['winner_agreement_decisive'])} | |",
+             f"| winner agreement, pairs whose gap exceeds the builds' round-to-round spread "
+             f"({summary['beyond_noise_pairs']}) | {pct(summary['winner_agreement_beyond_noise'])}"
+             " | |",
              f"| predicted builds (B) within 20% of measured | {pct(summary['b_within_20pct'])} "
              "| >= 80% |",
              f"| all predictions (A and B) within 20% | {pct(summary['all_within_20pct'])} | |",
@@ -287,7 +358,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     parser.add_argument("--models", default="", help="comma-separated subset of the cases")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pyc-whatif")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out-name", default="whatif")
     args = parser.parse_args()
     os.environ.pop("PYC_NUM_THREADS", None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -39,6 +40,7 @@ CALL_OVERHEAD_MS = 0.0003  # a kernel call's fixed cost (call, loop set-up), one
 PARALLEL_MAX = 0.95
 PARALLEL_HALF_MS = 0.02
 TEAM_MS = 0.0005
+CONTENDED_MS = 0.02  # a parallel call's wait for a descheduled partner (a loaded machine)
 STORE_FORMAT = "pyc-whatif-calibration"
 STORE_ENV = "PYC_WHATIF_CALIBRATION"
 
@@ -78,30 +80,58 @@ class Timings:
                    str(data.get("source", "profile")))
 
 
+# a measured ratio calibrates a call of another size only within this factor of its cost (a
+# kernel's efficiency depends on its size: a 1x1 head conv says little about a 3x3 body conv)
+SIZE_REACH = 16.0
+NEAREST = 3  # the ratio is the median of the nearest samples in size
+
+
+Sample = tuple[float, float]  # (cost, ms per cost unit at one thread)
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """ms per cost unit at one thread, by kernel, by op and overall (`basis` says where from)."""
+    """Measured ms per cost unit at one thread, as (cost, ratio) samples by kernel and by op,
+    and overall (summed time over summed cost); `basis` says where they come from."""
 
-    kernels: dict[str, float] = field(default_factory=dict)
-    ops: dict[str, float] = field(default_factory=dict)
+    kernels: dict[str, list[Sample]] = field(default_factory=dict)
+    ops: dict[str, list[Sample]] = field(default_factory=dict)
     overall: float | None = None
     basis: str = "default"
 
-    def ratio(self, kernel: str, op: str) -> tuple[float, str]:
-        if kernel in self.kernels:
-            return self.kernels[kernel], f"{kernel}'s calibration ({self.basis})"
-        if op in self.ops:
-            return self.ops[op], f"{op}'s calibration ({self.basis})"
+    def ratio(self, kernel: str, op: str, size: float = 0.0) -> tuple[float, str]:
+        """The ratio for a call of `kernel` (an `op`) costing `size`: the kernel's samples of a
+        similar size, else the op's of a similar size, else the kernel's or op's nearest in
+        size, else overall, else the default."""
+        for table, name, reach in ((self.kernels, kernel, SIZE_REACH), (self.ops, op, SIZE_REACH),
+                                   (self.kernels, kernel, math.inf), (self.ops, op, math.inf)):
+            found = _nearest(table.get(name, []), size, reach)
+            if found is not None:
+                near = "" if reach != math.inf else ", nearest size"
+                return found, f"{name}'s calibration ({self.basis}{near})"
         if self.overall is not None:
             return self.overall, f"overall calibration ({self.basis})"
         return DEFAULT_MS_PER_COST, "uncalibrated default"
 
     def merged(self, fallback: Calibration) -> Calibration:
-        """This calibration, with `fallback`'s entries where this one has none."""
+        """This calibration, with `fallback`'s samples where this one has none for a name."""
         return Calibration({**fallback.kernels, **self.kernels}, {**fallback.ops, **self.ops},
                            self.overall if self.overall is not None else fallback.overall,
                            self.basis if self.kernels or self.overall is not None
                            else fallback.basis)
+
+
+def _nearest(samples: list[Sample], size: float, reach: float) -> float | None:
+    """The median ratio of the NEAREST samples in log-cost within `reach` x of `size`."""
+    if not samples:
+        return None
+    if size <= 0:
+        return statistics.median(r for _, r in samples)
+    distance = [(abs(math.log(max(c, 1e-9) / size)), r) for c, r in samples]
+    close = sorted(d for d in distance if d[0] <= math.log(reach))
+    if not close:
+        return None
+    return statistics.median(r for _, r in close[:NEAREST])
 
 
 @dataclass(frozen=True)
@@ -142,6 +172,17 @@ def effective_threads(threads: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = max(1, cores or 1)
     return cores if threads <= 0 else min(threads, cores)
+
+
+def available_cores() -> int:
+    """The cores a team would find free now: those this process may use, less the load other
+    work puts on them (the 1-minute load average, less one for the caller itself), at least 1."""
+    cores = effective_threads(0)
+    try:
+        others = max(0.0, os.getloadavg()[0] - 1.0)
+    except (OSError, AttributeError):
+        return cores
+    return max(1, min(cores, round(cores - others)))
 
 
 def speedup(one_thread_ms: float, threads: int) -> float:
@@ -186,20 +227,19 @@ def node_cost(node: Node, graph: Graph, kernels: dict[str, Any]) -> float:
 def calibrate(timings: Timings, basis: str) -> Calibration:
     """ms per cost unit at one thread from measured calls: per kernel and per op the median of
     the calls' ratios, overall the summed time over the summed cost."""
-    by_kernel: dict[str, list[float]] = {}
-    by_op: dict[str, list[float]] = {}
+    by_kernel: dict[str, list[Sample]] = {}
+    by_op: dict[str, list[Sample]] = {}
     total_ms = total_cost = 0.0
     for call in timings.calls:
         if call.cost <= 0:
             continue
         one = max(to_one_thread(call.median_ms, timings.threads) - CALL_OVERHEAD_MS, 0.0)
-        ratio = one / call.cost
-        by_kernel.setdefault(call.kernel, []).append(ratio)
-        by_op.setdefault(call.op, []).append(ratio)
+        sample = (call.cost, one / call.cost)
+        by_kernel.setdefault(call.kernel, []).append(sample)
+        by_op.setdefault(call.op, []).append(sample)
         total_ms += one
         total_cost += call.cost
-    return Calibration({k: statistics.median(v) for k, v in sorted(by_kernel.items())},
-                       {k: statistics.median(v) for k, v in sorted(by_op.items())},
+    return Calibration(dict(sorted(by_kernel.items())), dict(sorted(by_op.items())),
                        total_ms / total_cost if total_cost else None, basis)
 
 
@@ -207,6 +247,10 @@ def predict(graph: Graph, target_name: str, kernels: dict[str, Any], threads: in
             timings: Timings | None, tuning: Any, calibration: Calibration) -> LatencyPrediction:
     """The predicted latency of `graph` (a compiled plan) at `threads` (0: every core)."""
     team = effective_threads(threads)
+    # on a loaded machine the team's extra threads wait for cores: no speed-up, and each
+    # parallel call waits at its barrier for a partner the OS has descheduled
+    usable = min(team, available_cores())
+    contended = CONTENDED_MS if team > usable else 0.0
     measured_at = timings.threads if timings is not None else team
     by_node = {c.node: c for c in timings.calls} if timings is not None else {}
     by_work: dict[tuple[str, str], list[float]] = {}
@@ -220,7 +264,9 @@ def predict(graph: Graph, target_name: str, kernels: dict[str, Any], threads: in
         key = signature_key(kernel_signature(node, graph, target_name))
         one, basis = _one_thread_ms(node, graph, kernel, key, by_node, by_work, measured_at,
                                     tuning, kernels, calibration)
-        nodes.append(NodeTime(node.name, node.op, kernel, at_threads(one, team), basis))
+        nodes.append(NodeTime(node.name, node.op, kernel,
+                              at_threads(one, usable) + (contended if one > 0.001 else 0.0),
+                              basis))
     ratio = timings.run_ratio if timings is not None else 1.0
     return LatencyPrediction(sum(n.ms for n in nodes) * ratio, tuple(nodes), team, ratio)
 
@@ -238,8 +284,8 @@ def _one_thread_ms(node: Node, graph: Graph, kernel: str, key: str,
     tuned = _tuned_ms(node, kernel, key, tuning)
     if tuned is not None:  # timed at the build's threads, as the profile
         return to_one_thread(tuned, measured_at), "tuning database"
-    ratio, where = calibration.ratio(kernel, node.op)
     cost = node_cost(node, graph, kernels)
+    ratio, where = calibration.ratio(kernel, node.op, cost)
     return ratio * cost + CALL_OVERHEAD_MS, f"cost model: {where}"
 
 
@@ -270,7 +316,9 @@ def timings_from_profile(profile: dict[str, Any], graph: Graph, target_name: str
         key = signature_key(kernel_signature(node, graph, target_name))
         calls.append(CallTiming(node.name, node.op, call["kernel"], key,
                                 float(call["median_ms"]), node_cost(node, graph, kernels)))
-    total = float(profile.get("total_ms") or sum(c.median_ms for c in calls))
+    # the prediction sums per-call medians: the run ratio is the plain run's p50 over that sum
+    # (not over the profile's median run, a slightly different number)
+    total = sum(c.median_ms for c in calls)
     ratio = latency_ms / total if latency_ms and total else 1.0
     return Timings(tuple(calls), threads, ratio, latency_ms, source)
 
@@ -315,8 +363,12 @@ def machine_calibration(machine: str, path: Path | None = None) -> Calibration:
     entry = read_store(path)["machines"].get(machine)
     if not isinstance(entry, dict):
         return Calibration()
-    return Calibration(dict(entry.get("kernels", {})), dict(entry.get("ops", {})),
-                       entry.get("overall"), "this machine's earlier profiles")
+    try:
+        kernels = {k: [(float(c), float(r)) for c, r in v] for k, v in entry["kernels"].items()}
+        ops = {k: [(float(c), float(r)) for c, r in v] for k, v in entry["ops"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return Calibration()  # an older or damaged store: as if empty
+    return Calibration(kernels, ops, entry.get("overall"), "this machine's earlier profiles")
 
 
 def stored_timings(key: str, path: Path | None = None) -> Timings | None:
@@ -335,8 +387,8 @@ def remember(machine: str, key: str, timings: Timings, path: Path | None = None)
     fresh = calibrate(timings, "this machine's earlier profiles")
     old = data["machines"].get(machine, {})
     data["machines"][machine] = {
-        "kernels": {**old.get("kernels", {}), **fresh.kernels},
-        "ops": {**old.get("ops", {}), **fresh.ops},
+        "kernels": _fold(old.get("kernels", {}), fresh.kernels),
+        "ops": _fold(old.get("ops", {}), fresh.ops),
         "overall": fresh.overall if fresh.overall is not None else old.get("overall")}
     data["artifacts"][key] = timings.to_json()
     try:
@@ -347,3 +399,18 @@ def remember(machine: str, key: str, timings: Timings, path: Path | None = None)
         os.replace(name, path)
     except OSError:
         pass  # a cache: a prediction never fails for want of it
+
+
+STORE_SAMPLES = 64  # the latest samples kept per kernel and op
+
+
+def _fold(old: dict[str, Any], fresh: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
+    """The store's samples with the fresh ones after them (the latest STORE_SAMPLES kept): a
+    sample of the same size as a fresh one is replaced (the machine as it is now)."""
+    merged: dict[str, list[Sample]] = {}
+    for name in sorted(set(old) | set(fresh)):
+        new = list(fresh.get(name, []))
+        sizes = {round(c, 3) for c, _ in new}
+        kept = [(float(c), float(r)) for c, r in old.get(name, []) if round(float(c), 3) not in sizes]
+        merged[name] = (kept + new)[-STORE_SAMPLES:]
+    return merged

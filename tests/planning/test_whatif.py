@@ -89,6 +89,7 @@ def test_latency_from_given_timings_is_their_sum_times_the_run_ratio(setup: simu
 def test_two_threads_follow_the_amdahl_model(setup: simulate.Setup,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cost, "effective_threads", lambda threads: max(threads, 1))
+    monkeypatch.setattr(cost, "available_cores", lambda: 2)  # an idle two-core machine
     timings = _timings(setup, {"mm0": 0.010, "mm1": 0.020, "mm2": 0.030, "mm3": 0.005})
     scenario = simulate.simulate(setup, apply(setup.base, parse_what_if("threads=2")), timings,
                                  cost.Calibration())
@@ -107,6 +108,17 @@ def test_two_threads_follow_the_amdahl_model(setup: simulate.Setup,
         pytest.approx(0.065, rel=1e-4)
 
 
+def test_on_a_loaded_machine_a_second_thread_gains_nothing(setup: simulate.Setup,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cost, "effective_threads", lambda threads: max(threads, 1))
+    monkeypatch.setattr(cost, "available_cores", lambda: 1)  # the other core is busy
+    timings = _timings(setup, {"mm0": 0.010, "mm1": 0.020, "mm2": 0.030, "mm3": 0.005})
+    scenario = simulate.simulate(setup, apply(setup.base, parse_what_if("threads=2")), timings,
+                                 cost.Calibration())
+    # each call as on one thread, plus the wait for the descheduled partner (calls over 1 us)
+    assert scenario.latency.ms == pytest.approx(0.065 + 4 * cost.CONTENDED_MS)
+
+
 def test_an_unmeasured_node_is_costed_with_its_kernels_calibrated_ratio(setup: simulate.Setup
                                                                         ) -> None:
     graph, _ = simulate.plan(setup, setup.base)
@@ -118,11 +130,26 @@ def test_an_unmeasured_node_is_costed_with_its_kernels_calibrated_ratio(setup: s
     times = {name: cost.CALL_OVERHEAD_MS + ratio * costs[name] for name in ("mm0", "mm1", "mm2")}
     timings = _timings(setup, times)
     calibration = simulate.calibration_for(setup, timings)
-    assert calibration.kernels["matmul_packed_const"] == pytest.approx(ratio)
+    assert [r for _, r in calibration.kernels["matmul_packed_const"]] == \
+        pytest.approx([ratio] * 3)
     scenario = simulate.simulate(setup, setup.base, timings, calibration)
     mm3 = next(n for n in scenario.latency.nodes if n.node == "mm3")
     assert mm3.basis.startswith("cost model: matmul_packed_const's calibration")
     assert mm3.ms == pytest.approx(cost.CALL_OVERHEAD_MS + ratio * costs["mm3"])
+
+
+def test_calibration_reaches_only_calls_of_a_similar_size() -> None:
+    calibration = cost.Calibration(kernels={"k": [(10.0, 1.0)]},
+                                   ops={"Conv": [(1000.0, 0.1), (2000.0, 0.2), (1e6, 9.0)]},
+                                   overall=0.5, basis="test")
+    assert calibration.ratio("k", "Conv", 12.0) == (1.0, "k's calibration (test)")
+    # 1500 is 150x the kernel's one sample: the op's samples within 16x (1000 and 2000) decide
+    assert calibration.ratio("k", "Conv", 1500.0)[0] == pytest.approx(0.15)
+    # nothing of a similar size: the nearest sample of the kernel
+    assert calibration.ratio("k", "Conv", 1e9) == (1.0, "k's calibration (test, nearest size)")
+    assert calibration.ratio("j", "Pool", 5.0) == (0.5, "overall calibration (test)")
+    assert cost.Calibration().ratio("j", "Pool", 5.0) == (cost.DEFAULT_MS_PER_COST,
+                                                           "uncalibrated default")
 
 
 def test_the_same_work_elsewhere_in_the_profile_is_measured_evidence(setup: simulate.Setup
