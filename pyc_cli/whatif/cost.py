@@ -6,7 +6,10 @@ For every compiled node of a plan (views cost nothing), in this order:
    fused programs);
 2. `profile (same work)`: another node of the profile with that kernel and signature;
 3. `tuning database`: the time `pyc build --tune` measured for that signature and candidate;
-4. `cost model`: the candidate's cost estimate (targets/kernel.KernelCandidate.cost: flops
+4. `profile x cost ratio`: the node itself (or the node a channel slice was cut from) was
+   timed running another kernel: that time times the ratio of the two candidates' cost
+   estimates (the ratio kernel selection ranks them by);
+5. `cost model`: the candidate's cost estimate (targets/kernel.KernelCandidate.cost: flops
    times its factor and shape-dependent scale) times a calibration ratio in ms per cost unit:
    the kernel's own ratio where the profile or the machine's calibration store has it, else the
    op's, else the machine's overall one, else a default.
@@ -40,7 +43,13 @@ CALL_OVERHEAD_MS = 0.0003  # a kernel call's fixed cost (call, loop set-up), one
 PARALLEL_MAX = 0.95
 PARALLEL_HALF_MS = 0.02
 TEAM_MS = 0.0005
-CONTENDED_MS = 0.02  # a parallel call's wait for a descheduled partner (a loaded machine)
+# on a loaded machine (more threads than free cores) a parallel call waits at its barrier for a
+# partner the OS descheduled: a dynamically scheduled loop (guided) hands the partner's share to
+# the thread that runs, and waits little; a statically scheduled one (the streaming GEMMs)
+# waits until the partner runs its share, about a scheduler time slice (measured here: 3 to 16
+# ms per call with the 1-minute load at 4-5x the cores)
+CONTENDED_MS = 0.002
+STATIC_WAIT_MS = 5.0
 STORE_FORMAT = "pyc-whatif-calibration"
 STORE_ENV = "PYC_WHATIF_CALIBRATION"
 
@@ -244,13 +253,15 @@ def calibrate(timings: Timings, basis: str) -> Calibration:
 
 
 def predict(graph: Graph, target_name: str, kernels: dict[str, Any], threads: int,
-            timings: Timings | None, tuning: Any, calibration: Calibration) -> LatencyPrediction:
-    """The predicted latency of `graph` (a compiled plan) at `threads` (0: every core)."""
+            timings: Timings | None, tuning: Any, calibration: Calibration,
+            static_kernels: frozenset[str] = frozenset()) -> LatencyPrediction:
+    """The predicted latency of `graph` (a compiled plan) at `threads` (0: every core);
+    `static_kernels` names the kernels whose parallel loops are statically scheduled."""
     team = effective_threads(threads)
     # on a loaded machine the team's extra threads wait for cores: no speed-up, and each
     # parallel call waits at its barrier for a partner the OS has descheduled
     usable = min(team, available_cores())
-    contended = CONTENDED_MS if team > usable else 0.0
+    contended = team > usable
     measured_at = timings.threads if timings is not None else team
     by_node = {c.node: c for c in timings.calls} if timings is not None else {}
     by_work: dict[tuple[str, str], list[float]] = {}
@@ -264,9 +275,11 @@ def predict(graph: Graph, target_name: str, kernels: dict[str, Any], threads: in
         key = signature_key(kernel_signature(node, graph, target_name))
         one, basis = _one_thread_ms(node, graph, kernel, key, by_node, by_work, measured_at,
                                     tuning, kernels, calibration)
-        nodes.append(NodeTime(node.name, node.op, kernel,
-                              at_threads(one, usable) + (contended if one > 0.001 else 0.0),
-                              basis))
+        wait = 0.0
+        if contended and one > 0.001:
+            wait = STATIC_WAIT_MS if kernel in static_kernels else CONTENDED_MS
+            basis += "; a descheduled partner thread waited for"
+        nodes.append(NodeTime(node.name, node.op, kernel, at_threads(one, usable) + wait, basis))
     ratio = timings.run_ratio if timings is not None else 1.0
     return LatencyPrediction(sum(n.ms for n in nodes) * ratio, tuple(nodes), team, ratio)
 
@@ -285,6 +298,14 @@ def _one_thread_ms(node: Node, graph: Graph, kernel: str, key: str,
     if tuned is not None:  # timed at the build's threads, as the profile
         return to_one_thread(tuned, measured_at), "tuning database"
     cost = node_cost(node, graph, kernels)
+    # the node itself (or the node a channel slice was cut from) was timed with another kernel
+    # or on other work: its time, scaled by the cost model's ratio of the two (what kernel
+    # selection ranks candidates by), keeps what the profile saw of this node's shapes
+    anchor = by_node.get(node.ann.tiled_from or node.name)
+    if anchor is not None and anchor.cost > 0 and cost > 0:
+        measured = max(to_one_thread(anchor.median_ms, measured_at) - CALL_OVERHEAD_MS, 0.0)
+        return (measured * cost / anchor.cost + CALL_OVERHEAD_MS,
+                f"profile x cost ratio: {anchor.node} ran {anchor.kernel}")
     ratio, where = calibration.ratio(kernel, node.op, cost)
     return ratio * cost + CALL_OVERHEAD_MS, f"cost model: {where}"
 

@@ -22,8 +22,8 @@ SCHEMA = "pyc.whatif/1"
 def what_if_data(artifact: Path, texts: Sequence[str], measure: bool = False,
                  timings_file: Path | None = None, model: Path | None = None) -> dict[str, Any]:
     """The artifact's own plan and each alternative `texts` names, predicted."""
-    setup = simulate.from_artifact(artifact, model)
     changes = [parse_what_if(text) for text in texts]  # malformed text fails before any work
+    setup = simulate.from_artifact(artifact, model)
     timings = simulate.artifact_timings(setup, measure, timings_file)
     calibration = simulate.calibration_for(setup, timings)
     current = simulate.simulate(setup, setup.base, timings, calibration)

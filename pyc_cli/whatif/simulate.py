@@ -213,11 +213,31 @@ def simulate(setup: Setup, alt: Alternative, timings: cost.Timings | None,
     target = setup.target(alt)
     own_timings = timings if alt.target == (setup.manifest or {}).get("target", "cpu") else None
     latency = cost.predict(graph, target.name, dict(target.kernels), alt.threads, own_timings,
-                           tuning, calibration)
+                           tuning, calibration, static_kernels(target))
     kernels = {n.name: n.ann.kernel_name or "" for n in graph.nodes
                if n.ann.kernel is not None and not n.ann.kernel.is_alias}
     return Scenario(alt, ctx.options.mode, memory.arena_bytes, memory.lower_bound_bytes,
                     memory.no_reuse_bytes, latency, kernels)
+
+
+_STATIC: dict[str, frozenset[str]] = {}
+
+
+def static_kernels(target: Target) -> frozenset[str]:
+    """The target's candidates whose template may schedule a parallel loop statically (a
+    partner thread's share waits for it: cost.STATIC_WAIT_MS on a loaded machine)."""
+    if target.name not in _STATIC:
+        from ..templating import templates_dir
+
+        found = set()
+        for candidates in target.kernels.values():
+            for candidate in candidates:
+                path = templates_dir() / target.template_subdir / "kernels" / candidate.template
+                text = path.read_text(encoding="utf-8") if path.is_file() else ""
+                if "PARALLEL_FOR_STATIC" in text or "PARALLEL_FOR{{ '_STATIC'" in text:
+                    found.add(candidate.name)
+        _STATIC[target.name] = frozenset(found)
+    return _STATIC[target.name]
 
 
 def alternatives(setup: Setup, texts: Sequence[str]) -> list[Alternative]:
