@@ -172,7 +172,8 @@ class LatencyPrediction:
         return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 
     def to_json(self) -> dict[str, Any]:
-        return {"latency_ms": self.ms, "threads": self.threads, "run_ratio": self.run_ratio,
+        return {"latency_ms": self.ms if math.isfinite(self.ms) else None,
+                "threads": self.threads, "run_ratio": self.run_ratio,
                 "bases": self.bases(), "nodes": [n.to_json() for n in self.nodes]}
 
 

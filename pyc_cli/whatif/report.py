@@ -52,13 +52,13 @@ def compare_data(setup: simulate.Setup, alts: Sequence[Alternative]) -> dict[str
                              r["alternative"]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
-    fastest = min((r["latency_ms"] for r in rows if not r["error"]), default=float("nan"))
+    fastest = min((r["latency_ms"] for r in rows if not r["error"]), default=None)
     smallest = min((r["arena_bytes"] for r in rows if not r["error"]), default=0)
     return {"schema": SCHEMA, "model": str(setup.model_path), "calibration": calibration.basis,
             "fastest_ms": fastest, "smallest_arena_bytes": smallest, "ranked": rows}
 
 
-def _finite(value: float) -> float:
+def _finite(value: float | None) -> float:
     return value if isinstance(value, float) and math.isfinite(value) else float("inf")
 
 

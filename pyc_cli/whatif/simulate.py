@@ -201,12 +201,14 @@ def simulate(setup: Setup, alt: Alternative, timings: cost.Timings | None,
              calibration: cost.Calibration) -> Scenario:
     """Plan `alt` and predict its latency (an alternative no plan allows, such as a budget no
     mode fits, gives a Scenario whose `error` says why)."""
-    tuning = tuning_for(setup, alt)
     try:
+        tuning = tuning_for(setup, alt)
         graph, ctx = plan(setup, alt, tuning)
     except PycError as exc:
-        if exc.code not in ("E011",):
+        if exc.code == "E066":  # the user's mistake in the alternative: said, not tabled
             raise
+        # what stops this alternative (a budget no mode fits, a target whose packages or
+        # toolchain are missing here) is its row's answer
         empty = cost.LatencyPrediction(float("nan"), (), cost.effective_threads(alt.threads), 1.0)
         return Scenario(alt, alt.mode, 0, 0, 0, empty, {}, str(exc))
     memory = ctx.artifacts["memory_plan"]
