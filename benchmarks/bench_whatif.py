@@ -219,10 +219,15 @@ def resolve(text: str, setup: simulate.Setup) -> str | None:
     return text
 
 
-def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]]) -> None:
+def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]],
+             tune_s: float = 0.0) -> None:
     model, shapes = model_path(case, bench.work)
     base = Alternative(mode="balanced", threads=1, label="base")
     started = time.monotonic()
+    if tune_s > 0:  # `pyc build --tune` first: the tuning database then serves every build
+        build(model, bench.work / case.name / "tuned.pyc", input_shapes=shapes, cache=False,
+              force=True, threads=1, tune=True, tune_budget=tune_s,
+              tuning_db=Path(os.environ["PYC_TUNING_DB"]))
     pairs = []
     for text_a, text_b in pairs_for(case):
         alt_a = apply(base, parse_what_if(text_a))
@@ -332,7 +337,9 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
 
     lines = [f"# What-if simulator vs builds ({meta['date']})", "",
              f"Command: `{meta['command']}`; {meta['machine']}; load average before "
-             f"{meta['load_before']}, after {meta['load_after']}; {meta['seconds']:.0f} s.", "",
+             f"{meta['load_before']}, after {meta['load_after']}; {meta['seconds']:.0f} s"
+             + (f"; each model tuned first (`--tune {meta['tune_s']:g}`)" if meta["tune_s"]
+                else "; no tuning database") + ".", "",
              "| figure | value | bar |", "| --- | --- | --- |",
              f"| pairs | {summary['pairs']} | >= 30 |",
              f"| winner agreement (a tie: a predicted gap under {TIE:.0%}, a measured one "
@@ -369,11 +376,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pyc-whatif")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out-name", default="whatif")
+    parser.add_argument("--tune", type=float, default=0.0, metavar="SECONDS",
+                        help="first `pyc build --tune` each model (this budget): the tuning "
+                        "database's timings then calibrate kernel swaps")
     args = parser.parse_args()
     os.environ.pop("PYC_NUM_THREADS", None)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     os.environ[cost.STORE_ENV] = str(args.work / "calibration.json")
+    os.environ["PYC_TUNING_DB"] = str(args.work / "tuning.json")  # fresh: only --tune fills it
     names = args.models.split(",") if args.models else (QUICK if args.quick else
                                                         [c.name for c in CASES])
     started = time.monotonic()
@@ -382,14 +393,15 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for case in CASES:
         if case.name in names:
-            run_case(bench, case, rows)
+            run_case(bench, case, rows, args.tune)
     summary = summarize(rows)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python benchmarks/bench_whatif.py " + " ".join(sys.argv[1:]),
             "machine": f"{platform.processor() or platform.machine()}, "
                        f"{cost.effective_threads(0)} cores usable",
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-            "seconds": time.monotonic() - started, "rounds": args.rounds, "tie": TIE}
+            "seconds": time.monotonic() - started, "rounds": args.rounds, "tie": TIE,
+            "tune_s": args.tune}
     out = ROOT / "benchmarks" / "results"
     (out / f"{args.out_name}.json").write_text(json.dumps(
         {"meta": meta, "summary": summary, "pairs": rows}, indent=1, sort_keys=True, default=str)

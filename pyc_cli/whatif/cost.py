@@ -64,6 +64,7 @@ class CallTiming:
     signature: str
     median_ms: float
     cost: float  # the cost model's estimate for it (what calibration divides by)
+    intensity: float = 0.0  # flops per byte of its operands and results (work_intensity)
 
 
 @dataclass(frozen=True)
@@ -89,38 +90,47 @@ class Timings:
                    str(data.get("source", "profile")))
 
 
-# a measured ratio calibrates a call of another size only within this factor of its cost (a
-# kernel's efficiency depends on its size: a 1x1 head conv says little about a 3x3 body conv)
-SIZE_REACH = 16.0
-NEAREST = 3  # the ratio is the median of the nearest samples in size
+# a measured ratio calibrates another call only where the two are alike: their distance is
+# sqrt(ln(cost ratio)^2 + ln(intensity ratio)^2) (a kernel's efficiency depends on its size and
+# on its flops per byte: a 3-channel first conv says little about a 64-channel body conv).
+# Within REACH a kernel's or op's samples calibrate a call; within CLOSE (work very like the
+# call's) the kernel's own samples are preferred to the node's time on another kernel
+REACH = math.log(16.0)
+CLOSE = math.log(4.0)
+NEAREST = 3  # the ratio is the median of the nearest samples
 
 
-Sample = tuple[float, float]  # (cost, ms per cost unit at one thread)
+Sample = tuple[float, float, float]  # (cost, intensity, ms per cost unit at one thread)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Measured ms per cost unit at one thread, as (cost, ratio) samples by kernel and by op,
-    and overall (summed time over summed cost); `basis` says where they come from."""
+    """Measured ms per cost unit at one thread, as (cost, intensity, ratio) samples by kernel
+    and by op, and overall (summed time over summed cost); `basis` says where they come from."""
 
     kernels: dict[str, list[Sample]] = field(default_factory=dict)
     ops: dict[str, list[Sample]] = field(default_factory=dict)
     overall: float | None = None
     basis: str = "default"
 
-    def ratio(self, kernel: str, op: str, size: float = 0.0) -> tuple[float, str]:
-        """The ratio for a call of `kernel` (an `op`) costing `size`: the kernel's samples of a
-        similar size, else the op's of a similar size, else the kernel's or op's nearest in
-        size, else overall, else the default."""
-        for table, name, reach in ((self.kernels, kernel, SIZE_REACH), (self.ops, op, SIZE_REACH),
+    def ratio(self, kernel: str, op: str, size: float = 0.0, intensity: float = 0.0
+              ) -> tuple[float, str]:
+        """The ratio for a call of `kernel` (an `op`) costing `size` at `intensity`: the
+        kernel's samples of like work, else the op's, else the kernel's or op's nearest, else
+        overall, else the default."""
+        for table, name, reach in ((self.kernels, kernel, REACH), (self.ops, op, REACH),
                                    (self.kernels, kernel, math.inf), (self.ops, op, math.inf)):
-            found = _nearest(table.get(name, []), size, reach)
+            found = _nearest(table.get(name, []), size, intensity, reach)
             if found is not None:
-                near = "" if reach != math.inf else ", nearest size"
+                near = "" if reach != math.inf else ", nearest work"
                 return found, f"{name}'s calibration ({self.basis}{near})"
         if self.overall is not None:
             return self.overall, f"overall calibration ({self.basis})"
         return DEFAULT_MS_PER_COST, "uncalibrated default"
+
+    def close(self, kernel: str, size: float, intensity: float) -> float | None:
+        """The kernel's own ratio from samples of work very like this call's (None: none)."""
+        return _nearest(self.kernels.get(kernel, []), size, intensity, CLOSE)
 
     def merged(self, fallback: Calibration) -> Calibration:
         """This calibration, with `fallback`'s samples where this one has none for a name."""
@@ -130,17 +140,23 @@ class Calibration:
                            else fallback.basis)
 
 
-def _nearest(samples: list[Sample], size: float, reach: float) -> float | None:
-    """The median ratio of the NEAREST samples in log-cost within `reach` x of `size`."""
+def _distance(a: float, b: float) -> float:
+    return abs(math.log(max(a, 1e-12) / max(b, 1e-12))) if a > 0 and b > 0 else 0.0
+
+
+def _nearest(samples: list[Sample], size: float, intensity: float, reach: float
+             ) -> float | None:
+    """The median ratio of the NEAREST samples within `reach` of (size, intensity)."""
     if not samples:
         return None
     if size <= 0:
-        return statistics.median(r for _, r in samples)
-    distance = [(abs(math.log(max(c, 1e-9) / size)), r) for c, r in samples]
-    close = sorted(d for d in distance if d[0] <= math.log(reach))
-    if not close:
+        return statistics.median(r for _, _, r in samples)
+    distance = [(math.hypot(_distance(c, size), _distance(i, intensity)), r)
+                for c, i, r in samples]
+    near = sorted(d for d in distance if d[0] <= reach)
+    if not near:
         return None
-    return statistics.median(r for _, r in close[:NEAREST])
+    return statistics.median(r for _, r in near[:NEAREST])
 
 
 @dataclass(frozen=True)
@@ -234,6 +250,20 @@ def node_cost(node: Node, graph: Graph, kernels: dict[str, Any]) -> float:
     return 0.0 if candidate is None else float(candidate.cost(node, graph))
 
 
+def work_intensity(node: Node, graph: Graph) -> float:
+    """Flops (the op's estimate) per byte of the node's operands and results: the roofline's
+    arithmetic intensity, which with the size decides how near its peak a kernel runs."""
+    from ..ops import registry
+
+    try:
+        flops = float(int(registry.get(node.op).flops(node, graph)))
+        moved = sum(int(graph.types[name].nbytes) for name in (*node.inputs, *node.outputs)
+                    if name and name in graph.types)
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return flops / moved if moved else 0.0
+
+
 def calibrate(timings: Timings, basis: str) -> Calibration:
     """ms per cost unit at one thread from measured calls: per kernel and per op the median of
     the calls' ratios, overall the summed time over the summed cost."""
@@ -244,7 +274,7 @@ def calibrate(timings: Timings, basis: str) -> Calibration:
         if call.cost <= 0:
             continue
         one = max(to_one_thread(call.median_ms, timings.threads) - CALL_OVERHEAD_MS, 0.0)
-        sample = (call.cost, one / call.cost)
+        sample = (call.cost, call.intensity, one / call.cost)
         by_kernel.setdefault(call.kernel, []).append(sample)
         by_op.setdefault(call.op, []).append(sample)
         total_ms += one
@@ -299,6 +329,11 @@ def _one_thread_ms(node: Node, graph: Graph, kernel: str, key: str,
     if tuned is not None:  # timed at the build's threads, as the profile
         return to_one_thread(tuned, measured_at), "tuning database"
     cost = node_cost(node, graph, kernels)
+    intensity = work_intensity(node, graph)
+    close = calibration.close(kernel, cost, intensity)
+    if close is not None:  # this kernel was timed on work very like this call's
+        return close * cost + CALL_OVERHEAD_MS, \
+            f"cost model: {kernel}'s calibration ({calibration.basis}, like work)"
     # the node itself (or the node a channel slice was cut from) was timed with another kernel
     # or on other work: its time, scaled by the cost model's ratio of the two (what kernel
     # selection ranks candidates by), keeps what the profile saw of this node's shapes
@@ -307,7 +342,7 @@ def _one_thread_ms(node: Node, graph: Graph, kernel: str, key: str,
         measured = max(to_one_thread(anchor.median_ms, measured_at) - CALL_OVERHEAD_MS, 0.0)
         return (measured * cost / anchor.cost + CALL_OVERHEAD_MS,
                 f"profile x cost ratio: {anchor.node} ran {anchor.kernel}")
-    ratio, where = calibration.ratio(kernel, node.op, cost)
+    ratio, where = calibration.ratio(kernel, node.op, cost, intensity)
     return ratio * cost + CALL_OVERHEAD_MS, f"cost model: {where}"
 
 
@@ -337,7 +372,8 @@ def timings_from_profile(profile: dict[str, Any], graph: Graph, target_name: str
             continue
         key = signature_key(kernel_signature(node, graph, target_name))
         calls.append(CallTiming(node.name, node.op, call["kernel"], key,
-                                float(call["median_ms"]), node_cost(node, graph, kernels)))
+                                float(call["median_ms"]), node_cost(node, graph, kernels),
+                                work_intensity(node, graph)))
     # the prediction sums per-call medians: the run ratio is the plain run's p50 over that sum
     # (not over the profile's median run, a slightly different number)
     total = sum(c.median_ms for c in calls)
@@ -386,8 +422,10 @@ def machine_calibration(machine: str, path: Path | None = None) -> Calibration:
     if not isinstance(entry, dict):
         return Calibration()
     try:
-        kernels = {k: [(float(c), float(r)) for c, r in v] for k, v in entry["kernels"].items()}
-        ops = {k: [(float(c), float(r)) for c, r in v] for k, v in entry["ops"].items()}
+        kernels = {k: [(float(c), float(i), float(r)) for c, i, r in v]
+                   for k, v in entry["kernels"].items()}
+        ops = {k: [(float(c), float(i), float(r)) for c, i, r in v]
+               for k, v in entry["ops"].items()}
     except (KeyError, TypeError, ValueError, AttributeError):
         return Calibration()  # an older or damaged store: as if empty
     return Calibration(kernels, ops, entry.get("overall"), "this machine's earlier profiles")
@@ -432,7 +470,11 @@ def _fold(old: dict[str, Any], fresh: dict[str, list[Sample]]) -> dict[str, list
     merged: dict[str, list[Sample]] = {}
     for name in sorted(set(old) | set(fresh)):
         new = list(fresh.get(name, []))
-        sizes = {round(c, 3) for c, _ in new}
-        kept = [(float(c), float(r)) for c, r in old.get(name, []) if round(float(c), 3) not in sizes]
+        sizes = {(round(c, 3), round(i, 3)) for c, i, _ in new}
+        try:
+            kept = [(float(c), float(i), float(r)) for c, i, r in old.get(name, [])
+                    if (round(float(c), 3), round(float(i), 3)) not in sizes]
+        except (TypeError, ValueError):
+            kept = []  # an older store's samples: dropped
         merged[name] = (kept + new)[-STORE_SAMPLES:]
     return merged

@@ -197,6 +197,11 @@ def forced_choices(graph: Graph, target: Target, overrides: Sequence[tuple[str, 
     return forced
 
 
+# what stops one alternative, not the comparison (its row's answer): a budget no mode fits,
+# a target whose packages, toolchain, CPU flags or GPU are missing here
+ALTERNATIVE_STOPS = ("E011", "E026", "E027", "E036", "E037")
+
+
 def simulate(setup: Setup, alt: Alternative, timings: cost.Timings | None,
              calibration: cost.Calibration) -> Scenario:
     """Plan `alt` and predict its latency (an alternative no plan allows, such as a budget no
@@ -205,10 +210,8 @@ def simulate(setup: Setup, alt: Alternative, timings: cost.Timings | None,
         tuning = tuning_for(setup, alt)
         graph, ctx = plan(setup, alt, tuning)
     except PycError as exc:
-        if exc.code == "E066":  # the user's mistake in the alternative: said, not tabled
+        if exc.code not in ALTERNATIVE_STOPS:  # a mistake, or the model's own problem
             raise
-        # what stops this alternative (a budget no mode fits, a target whose packages or
-        # toolchain are missing here) is its row's answer
         empty = cost.LatencyPrediction(float("nan"), (), cost.effective_threads(alt.threads), 1.0)
         return Scenario(alt, alt.mode, 0, 0, 0, empty, {}, str(exc))
     memory = ctx.artifacts["memory_plan"]

@@ -132,7 +132,7 @@ def test_an_unmeasured_node_is_costed_with_its_kernels_calibrated_ratio(setup: s
     times = {name: cost.CALL_OVERHEAD_MS + ratio * costs[name] for name in ("mm0", "mm1", "mm2")}
     timings = _timings(setup, times)
     calibration = simulate.calibration_for(setup, timings)
-    assert [r for _, r in calibration.kernels["matmul_packed_const"]] == \
+    assert [r for _, _, r in calibration.kernels["matmul_packed_const"]] == \
         pytest.approx([ratio] * 3)
     scenario = simulate.simulate(setup, setup.base, timings, calibration)
     mm3 = next(n for n in scenario.latency.nodes if n.node == "mm3")
@@ -141,17 +141,24 @@ def test_an_unmeasured_node_is_costed_with_its_kernels_calibrated_ratio(setup: s
 
 
 def test_calibration_reaches_only_calls_of_a_similar_size() -> None:
-    calibration = cost.Calibration(kernels={"k": [(10.0, 1.0)]},
-                                   ops={"Conv": [(1000.0, 0.1), (2000.0, 0.2), (1e6, 9.0)]},
+    calibration = cost.Calibration(kernels={"k": [(10.0, 8.0, 1.0)]},
+                                   ops={"Conv": [(1000.0, 8.0, 0.1), (2000.0, 8.0, 0.2),
+                                                 (1e6, 8.0, 9.0)]},
                                    overall=0.5, basis="test")
-    assert calibration.ratio("k", "Conv", 12.0) == (1.0, "k's calibration (test)")
+    assert calibration.ratio("k", "Conv", 12.0, 8.0) == (1.0, "k's calibration (test)")
     # 1500 is 150x the kernel's one sample: the op's samples within 16x (1000 and 2000) decide
-    assert calibration.ratio("k", "Conv", 1500.0)[0] == pytest.approx(0.15)
-    # nothing of a similar size: the nearest sample of the kernel
-    assert calibration.ratio("k", "Conv", 1e9) == (1.0, "k's calibration (test, nearest size)")
-    assert calibration.ratio("j", "Pool", 5.0) == (0.5, "overall calibration (test)")
+    assert calibration.ratio("k", "Conv", 1500.0, 8.0)[0] == pytest.approx(0.15)
+    # the same size at 100x the flops per byte is other work too (distance ln 100 > ln 16)
+    assert calibration.ratio("k", "Conv", 10.0, 800.0) == (1.0, "k's calibration (test, "
+                                                                "nearest work)")
+    # nothing alike: the nearest sample of the kernel
+    assert calibration.ratio("k", "Conv", 1e9, 8.0) == (1.0, "k's calibration (test, nearest "
+                                                             "work)")
+    assert calibration.ratio("j", "Pool", 5.0, 1.0) == (0.5, "overall calibration (test)")
     assert cost.Calibration().ratio("j", "Pool", 5.0) == (cost.DEFAULT_MS_PER_COST,
                                                            "uncalibrated default")
+    # within 4x in size and intensity: like work, preferred to a node's time on another kernel
+    assert calibration.close("k", 30.0, 8.0) == 1.0 and calibration.close("k", 50.0, 8.0) is None
 
 
 def test_a_node_timed_on_another_kernel_scales_by_the_cost_ratio(setup: simulate.Setup
