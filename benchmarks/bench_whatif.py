@@ -14,6 +14,10 @@ run). Reported:
   over the decisive pairs, whose measured latencies differ by more than the noise band;
 - latency within 20%: the share of the predicted builds (each pair's B, predicted without a
   build) whose predicted latency is within 20% of the measured one (bar >= 80%);
+- a threads= alternative is predicted as `pyc explain --what-if --measure` does: A's artifact
+  is also timed and profiled at B's team size (PYC_NUM_THREADS, a run-time setting: no build),
+  in the same rounds; the model-only figures (from A's one-thread profile through the Amdahl
+  and load model) are reported beside, and the figures without the threads pairs;
 - arena exact: the predicted arena equals the built one.
 Writes benchmarks/results/OUT.json and OUT.md. Runs with the calibration store in the work
 directory (fresh each run: only this run's profiles calibrate), PYC_NUM_THREADS unset.
@@ -120,41 +124,68 @@ class Bench:
         self.built[key] = record
         return record
 
-    def measure(self, model_name: str, profiled: list[str]
+    def measure(self, model_name: str, profiled: list[str], teams: list[tuple[str, int]]
                 ) -> tuple[dict[str, float], dict[str, Any]]:
         """p50 of every timed run of each built alternative of a model, and the per-call profile
         of each alternative in `profiled`, all in the same interleaved rounds (on a shared
-        machine the load drifts: A's profile must see the load B's timing sees)."""
+        machine the load drifts: A's profile must see the load B's timing sees). Each (A, N)
+        of `teams` is A's artifact run at N threads (PYC_NUM_THREADS: what `--measure` times
+        for a threads= alternative), timed and profiled under key `A@N`."""
         records = [r for (name, _), r in self.built.items() if name == model_name]
-        loaded = [(r, load(r["artifact"])) for r in records]
-        live = {alt: LiveProfile(self.built[(model_name, alt)]["artifact"]) for alt in profiled}
-        samples: dict[str, list[float]] = {r["alternative"]: [] for r in records}
+        units = [(r["alternative"], r, None) for r in records] + \
+            [(f"{alt}@{n}", self.built[(model_name, alt)], n) for alt, n in teams]
+        loaded, live = [], {}
+        for key, r, threads in units:
+            with _threads(threads):
+                loaded.append((key, r, load(r["artifact"])))
+                if key in profiled or threads is not None:
+                    live[key] = LiveProfile(r["artifact"])
+        samples: dict[str, list[float]] = {key: [] for key, _, _ in loaded}
+        spread: dict[str, list[float]] = {key: [] for key, _, _ in loaded}
         try:
-            feeds = {r["alternative"]: simulate.random_feeds(m) for r, m in loaded}
+            feeds = {key: simulate.random_feeds(m) for key, _, m in loaded}
             runs = {}
-            for r, m in loaded:  # about 0.05 s of runs per round and build
-                one = float(np.median(m.time_runs(feeds[r["alternative"]], RunPlan(2, 5))))
-                runs[r["alternative"]] = max(3, min(200, int(0.05 / max(one, 1e-6) * 1000)))
+            for key, _, m in loaded:  # about 0.05 s of runs per round and build
+                one = float(np.median(m.time_runs(feeds[key], RunPlan(2, 5))))
+                runs[key] = max(3, min(200, int(0.05 / max(one, 1e-6) * 1000)))
             order = np.random.default_rng(0)
             for _ in range(self.rounds):  # each round in another (seeded) order: no position bias
                 for index in order.permutation(len(loaded)):
-                    r, m = loaded[index]
-                    alt = r["alternative"]
-                    times = m.time_runs(feeds[alt], RunPlan(1, runs[alt]))
-                    samples[alt] += times
-                    r.setdefault("round_p50", []).append(float(np.median(times)))
-                    if alt in live:
-                        live[alt].run(feeds[alt], runs[alt])
+                    key, _, m = loaded[index]
+                    times = m.time_runs(feeds[key], RunPlan(1, runs[key]))
+                    samples[key] += times
+                    spread[key].append(float(np.median(times)))
+                    if key in live:
+                        live[key].run(feeds[key], runs[key])
         finally:
-            for _, m in loaded:
+            for _, _, m in loaded:
                 m.close()
             for profile in live.values():
                 profile.close()
         for r in records:  # the noise: the spread of the rounds' p50s, relative
-            q25, q50, q75 = np.percentile(r["round_p50"], [25, 50, 75])
+            q25, q50, q75 = np.percentile(spread[r["alternative"]], [25, 50, 75])
             r["noise"] = float((q75 - q25) / q50) if q50 else 0.0
-        return ({alt: float(np.median(times)) for alt, times in samples.items()},
-                {alt: profile.result() for alt, profile in live.items()})
+        return ({key: float(np.median(times)) for key, times in samples.items()},
+                {key: profile.result() for key, profile in live.items()})
+
+
+class _threads:
+    """PYC_NUM_THREADS set to `threads` while a model is created (None: as it is)."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+        self.saved: str | None = None
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get("PYC_NUM_THREADS")
+        if self.threads is not None:
+            os.environ["PYC_NUM_THREADS"] = str(self.threads)
+
+    def __exit__(self, *_: object) -> None:
+        if self.saved is None:
+            os.environ.pop("PYC_NUM_THREADS", None)
+        else:
+            os.environ["PYC_NUM_THREADS"] = self.saved
 
 
 class LiveProfile:
@@ -241,7 +272,10 @@ def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]],
         record_b = bench.build(case, model, shapes, alt_b)
         pairs.append((text_a, resolved, alt_b, record_a, record_b))
     profiled = sorted({record_a["alternative"] for _, _, _, record_a, _ in pairs})
-    measured, profiles = bench.measure(case.name, profiled)
+    teams = sorted({(record_a["alternative"], cost.effective_threads(alt_b.threads))
+                    for _, _, alt_b, record_a, _ in pairs
+                    if cost.effective_threads(alt_b.threads) != cost.effective_threads(1)})
+    measured, profiles = bench.measure(case.name, profiled, teams)
     for text_a, text_b, alt_b, record_a, record_b in pairs:
         setup = simulate.from_artifact(record_a["artifact"], model)
         target = setup.target(setup.base)
@@ -252,14 +286,24 @@ def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]],
             "profile interleaved with the timing rounds")
         calibration = simulate.calibration_for(setup, timings)
         pred_a = simulate.simulate(setup, setup.base, timings, calibration)
-        pred_b = simulate.simulate(setup, replace(alt_b, label=text_b), timings, calibration)
+        model_b = simulate.simulate(setup, replace(alt_b, label=text_b), timings, calibration)
+        team = cost.effective_threads(alt_b.threads)
+        at_team = f"{record_a['alternative']}@{team}"
+        pred_b = model_b
+        if at_team in profiles:  # as --measure does: A's artifact timed at B's team size
+            extra = cost.timings_from_profile(
+                profiles[at_team], setup.graph, target.name, dict(target.kernels), team,
+                measured[at_team], f"A run at {team} threads (PYC_NUM_THREADS)")
+            pred_b = simulate.simulate(setup, replace(alt_b, label=text_b), timings,
+                                       calibration, {team: extra})
         row = {
             "model": case.name, "a": text_a, "b": text_b,
             "a_alternative": record_a["alternative"], "b_alternative": record_b["alternative"],
             "predicted_a_ms": pred_a.latency.ms, "predicted_b_ms": pred_b.latency.ms,
             "predicted_a_arena": pred_a.arena_bytes, "predicted_b_arena": pred_b.arena_bytes,
             "built_a_arena": record_a["arena_bytes"], "built_b_arena": record_b["arena_bytes"],
-            "b_bases": pred_b.latency.bases(),
+            "b_bases": pred_b.latency.bases(), "b_timings": pred_b.timings,
+            "model_b_ms": model_b.latency.ms,
             "measured_a_ms": measured[record_a["alternative"]],
             "measured_b_ms": measured[record_b["alternative"]],
             "noise_a": record_a["noise"], "noise_b": record_b["noise"]}
@@ -307,6 +351,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for row, ok in zip(rows, agree):
         row["winner_agrees"] = ok
         row["b_error"] = row["predicted_b_ms"] / row["measured_b_ms"] - 1
+    model_errors = [r["model_b_ms"] / r["measured_b_ms"] - 1 for r in rows]
+    model_agree = [winner(r["predicted_a_ms"], r["model_b_ms"], TIE)
+                   == winner(r["measured_a_ms"], r["measured_b_ms"], _band(r)) for r in rows]
+    static = [i for i, r in enumerate(rows) if not r["b"].startswith("threads=")]
     arena_exact = [r["predicted_b_arena"] == r["built_b_arena"]
                    and r["predicted_a_arena"] == r["built_a_arena"] for r in rows]
     return {
@@ -317,6 +365,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "b_within_20pct": _share([abs(e) <= 0.2 for e in errors_b]),
         "all_within_20pct": _share([abs(e) <= 0.2 for e in errors_a + errors_b]),
         "b_median_abs_error": statistics.median(abs(e) for e in errors_b) if rows else None,
+        # the model alone: a threads= alternative predicted from A's one-thread profile by the
+        # Amdahl and load model, not timed at its team size
+        "model_only_winner_agreement": _share(model_agree),
+        "model_only_b_within_20pct": _share([abs(e) <= 0.2 for e in model_errors]),
+        "without_threads_pairs": len(static),
+        "without_threads_winner_agreement": _share([agree[i] for i in static]),
+        "without_threads_b_within_20pct": _share([abs(errors_b[i]) <= 0.2 for i in static]),
         "arena_exact": _share(arena_exact),
     }
 
@@ -355,6 +410,12 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
              f"| predicted builds (B) within 20% of measured | {pct(summary['b_within_20pct'])} "
              "| >= 80% |",
              f"| all predictions (A and B) within 20% | {pct(summary['all_within_20pct'])} | |",
+             f"| model only (threads= from A's 1-thread profile, not timed at B's team): winner "
+             f"agreement / B within 20% | {pct(summary['model_only_winner_agreement'])} / "
+             f"{pct(summary['model_only_b_within_20pct'])} | |",
+             f"| without the threads pairs ({summary['without_threads_pairs']}): winner agreement "
+             f"/ B within 20% | {pct(summary['without_threads_winner_agreement'])} / "
+             f"{pct(summary['without_threads_b_within_20pct'])} | |",
              f"| median abs error of B | {pct(summary['b_median_abs_error'])} | |",
              f"| arena predicted = built | {pct(summary['arena_exact'])} | 100% |", "",
              "| model | A | B | predicted A / B (ms) | measured A / B (ms) | B error | winner ok |"
@@ -362,6 +423,8 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bases = ", ".join(f"{v:.0%} {k}" for k, v in r["b_bases"].items())
+        if r.get("b_timings", "").startswith("A run at"):
+            bases += f" ({r['b_timings']}; model alone {r['model_b_ms']:.4f} ms)"
         lines.append(f"| {r['model']} | {r['a']} | {r['b']} | {r['predicted_a_ms']:.4f} / "
                      f"{r['predicted_b_ms']:.4f} | {r['measured_a_ms']:.4f} / "
                      f"{r['measured_b_ms']:.4f} | {r['b_error']:+.0%} | "

@@ -294,6 +294,8 @@ def predict(graph: Graph, target_name: str, kernels: dict[str, Any], threads: in
     usable = min(team, available_cores())
     contended = team > usable
     measured_at = timings.threads if timings is not None else team
+    if measured_at == team and timings is not None:  # timed at this team: the load is in it
+        usable, contended = team, False
     by_node = {c.node: c for c in timings.calls} if timings is not None else {}
     by_work: dict[tuple[str, str], list[float]] = {}
     for call in timings.calls if timings is not None else ():

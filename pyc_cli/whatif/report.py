@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..units import format_size
-from . import simulate
+from . import cost, simulate
 from .spec import Alternative, apply, parse_what_if
 
 SCHEMA = "pyc.whatif/1"
@@ -28,8 +28,14 @@ def what_if_data(artifact: Path, texts: Sequence[str], measure: bool = False,
     calibration = simulate.calibration_for(setup, timings)
     current = simulate.simulate(setup, setup.base, timings, calibration)
     manifest = setup.manifest or {}
-    scenarios = [simulate.simulate(setup, apply(setup.base, c), timings, calibration)
-                 for c in changes]
+    alts = [apply(setup.base, c) for c in changes]
+    at_threads = {}
+    if measure and timings is not None:  # a team size is a run-time setting: time it too
+        for alt in alts:
+            team = cost.effective_threads(alt.threads)
+            if team != timings.threads and team not in at_threads:
+                at_threads[team] = simulate.measure_timings(setup, threads=team)
+    scenarios = [simulate.simulate(setup, alt, timings, calibration, at_threads) for alt in alts]
     return {
         "schema": SCHEMA, "artifact": str(artifact),
         "current": {**current.to_json(), "built_arena_bytes": manifest.get("arena_bytes"),

@@ -71,9 +71,11 @@ class Scenario:
     latency: cost.LatencyPrediction
     kernels: dict[str, str]
     error: str = ""  # the PYC error that stops this alternative (a budget no mode fits)
+    timings: str = ""  # where the per-kernel timings it rests on come from ("": none)
 
     def to_json(self) -> dict[str, Any]:
         return {"alternative": self.alternative.describe(), "label": self.alternative.label,
+                "timings": self.timings,
                 "mode": self.mode, "arena_bytes": self.arena_bytes,
                 "lower_bound_bytes": self.lower_bound_bytes,
                 "no_reuse_bytes": self.no_reuse_bytes, "error": self.error,
@@ -203,9 +205,15 @@ ALTERNATIVE_STOPS = ("E011", "E026", "E027", "E036", "E037")
 
 
 def simulate(setup: Setup, alt: Alternative, timings: cost.Timings | None,
-             calibration: cost.Calibration) -> Scenario:
+             calibration: cost.Calibration,
+             at_threads: dict[int, cost.Timings] | None = None) -> Scenario:
     """Plan `alt` and predict its latency (an alternative no plan allows, such as a budget no
-    mode fits, gives a Scenario whose `error` says why)."""
+    mode fits, gives a Scenario whose `error` says why). `at_threads` holds the artifact's
+    timings at other team sizes (the run-time thread count needs no build to be timed): the
+    alternative's team size uses its own."""
+    team = cost.effective_threads(alt.threads)
+    if at_threads and team in at_threads:
+        timings = at_threads[team]
     try:
         tuning = tuning_for(setup, alt)
         graph, ctx = plan(setup, alt, tuning)
@@ -222,7 +230,8 @@ def simulate(setup: Setup, alt: Alternative, timings: cost.Timings | None,
     kernels = {n.name: n.ann.kernel_name or "" for n in graph.nodes
                if n.ann.kernel is not None and not n.ann.kernel.is_alias}
     return Scenario(alt, ctx.options.mode, memory.arena_bytes, memory.lower_bound_bytes,
-                    memory.no_reuse_bytes, latency, kernels)
+                    memory.no_reuse_bytes, latency, kernels,
+                    timings=own_timings.source if own_timings is not None else "")
 
 
 _STATIC: dict[str, frozenset[str]] = {}
@@ -307,25 +316,39 @@ def measured_threads(manifest: dict[str, Any]) -> int:
     return cost.effective_threads(threads)
 
 
-def measure_timings(setup: Setup, runs: int = 20) -> cost.Timings:
+def measure_timings(setup: Setup, runs: int = 20, threads: int | None = None) -> cost.Timings:
     """Profile the artifact (its kernels rebuilt with a clock read per call, in a temporary
-    directory: the artifact itself is not rebuilt) and time plain runs, on seeded random inputs."""
+    directory: the artifact itself is not rebuilt) and time plain runs, on seeded random inputs;
+    at `threads` (PYC_NUM_THREADS, the run-time team size) where given."""
+    import os
+
     from ..api import load
     from ..compare.profile import profile_run
     from ..runtime.timing import RunPlan
 
     assert setup.artifact is not None and setup.manifest is not None and setup.graph is not None
-    model = load(setup.artifact)
+    saved = os.environ.get("PYC_NUM_THREADS")
+    if threads is not None:  # read when a model is created: the loads below take it
+        os.environ["PYC_NUM_THREADS"] = str(threads)
     try:
-        feeds = random_feeds(model)
-        plain = model.time_runs(feeds, RunPlan(3, runs))
+        team = measured_threads(setup.manifest)
+        model = load(setup.artifact)
+        try:
+            feeds = random_feeds(model)
+            plain = model.time_runs(feeds, RunPlan(3, runs))
+        finally:
+            model.close()
+        profile = profile_run(setup.artifact, setup.manifest, feeds, 3, runs)
     finally:
-        model.close()
-    profile = profile_run(setup.artifact, setup.manifest, feeds, 3, runs)
+        if saved is None:
+            os.environ.pop("PYC_NUM_THREADS", None)
+        else:
+            os.environ["PYC_NUM_THREADS"] = saved
     target = setup.target(setup.base)
+    where = "measured now (--measure)" if threads is None else \
+        f"measured now at {team} thread(s) (--measure, PYC_NUM_THREADS={threads})"
     return cost.timings_from_profile(profile.to_json(), setup.graph, target.name,
-                                     dict(target.kernels), measured_threads(setup.manifest),
-                                     float(np.median(plain)), "measured now (--measure)")
+                                     dict(target.kernels), team, float(np.median(plain)), where)
 
 
 def random_feeds(model: Any, seed: int = 0) -> dict[str, np.ndarray]:

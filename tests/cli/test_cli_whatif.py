@@ -82,6 +82,22 @@ def test_timings_from_a_profile_file_ground_the_prediction(cnn_artifact: Path,
     assert bases["block2_conv"] == "profile"
 
 
+def test_measure_times_the_artifact_and_each_alternative_team_size(cnn_artifact: Path) -> None:
+    from pyc_cli.whatif.cost import effective_threads
+
+    data = _what_if(cnn_artifact, "--what-if", "threads=2", "--measure")
+    assert data["timings"]["source"] == "measured now (--measure)"
+    assert data["current"]["measured_latency_ms"] > 0
+    assert {n["basis"] for n in data["current"]["nodes"]} == {"profile"}
+    two = data["alternatives"][0]
+    if effective_threads(2) == 2:  # a team of two is a run-time setting: timed, not modelled
+        assert two["timings"].startswith("measured now at 2 thread(s)")
+        assert {n["basis"] for n in two["nodes"]} == {"profile"}
+    # the timings are kept: a later what-if on the artifact uses them without --measure
+    again = _what_if(cnn_artifact, "--what-if", "mode=memory_first")
+    assert again["timings"]["source"] == "measured now (--measure)"
+
+
 def test_a_bad_what_if_key_is_e066_naming_the_known_keys(cnn_artifact: Path) -> None:
     code, output = invoke("explain", str(cnn_artifact), "--what-if", "colour=red")
     assert code == 2
