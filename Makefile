@@ -7,7 +7,7 @@ FAST_TESTS = tests/ir tests/passes tests/planning tests/ops/test_references.py \
 	tests/ops/test_ops_hold_semantics.py tests/targets/cpu/test_cpu_kernels.py tests/test_layers.py \
 	tests/test_abi.py tests/testing/test_oracle.py tests/testing/test_per_node.py tests/testing/test_known.py
 
-.PHONY: test test-fast check-determinism golden bench bench-dynamic bench-feedback bench-check bench-baseline lint docs models coverage fuzz architecture
+.PHONY: test test-fast check-determinism golden bench bench-dynamic bench-feedback bench-whatif bench-check bench-baseline lint docs models coverage fuzz architecture
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -67,3 +67,8 @@ FUZZ_JOBS ?= 1
 
 fuzz:  ## differential fuzzing against onnxruntime (writes benchmarks/results/fuzz.json)
 	$(PYTHON) -m pyc_cli.testing.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS) --out benchmarks/results/fuzz.json
+
+# issue #16 point 1: the what-if simulator's predictions against builds of the alternatives
+# (benchmarks/results/whatif.{json,md}; about 10 minutes on two loaded cores, --quick a few)
+bench-whatif:  ## predicted vs measured latency and arena over (model, A, B) pairs
+	$(PYTHON) benchmarks/bench_whatif.py $(WHATIF_ARGS)

@@ -96,6 +96,10 @@ ERROR_CODES: dict[str, str] = {
     "E063": "A contract clause is broken: at build (`pyc build --contract`, from the plan and the "
     "policy) or at run time (`pyc run --check-contract`, measured); the error names the clause, "
     "the predicted or measured value and the decisions that drove it.",
+    "E066": "A `--what-if` alternative (`pyc explain ARTIFACT --what-if KEY=VALUE,...`, `pyc plan`) "
+    "is malformed: an unknown key (the error lists the known ones), a key given twice, a value "
+    "that does not parse, or a kernel override naming a node the model lacks or a candidate that "
+    "does not apply to it (the error lists the node's candidates).",
     "E068": "A telemetry file (`PYC_TELEMETRY=PATH` at run time, `pyc build --feedback PATH`) "
     "is malformed (not JSON, another format or version, an entry missing a field or holding a "
     "wrong type; the error names it), was recorded for another model (the source model's "

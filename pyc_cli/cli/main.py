@@ -782,11 +782,37 @@ def check(model: Path, input_shapes: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML report (with the memory timeline) here.")
+@click.option("--what-if", "what_if", multiple=True, metavar="KEY=VALUE,...",
+              help="Predict an alternative build without building it (repeatable: one per "
+                   "alternative): mode=, threads=, memory-budget=, target=, winograd=, layout=, "
+                   "kernel=NODE:CANDIDATE. The arena is exact (the planner is rerun), the "
+                   "latency predicted from per-kernel timings and the calibrated cost model "
+                   "(docs/planner.md, \"What-if\").")
+@click.option("--measure", is_flag=True,
+              help="With --what-if: first time the artifact's kernels here (a profiling copy "
+                   "of its code is compiled in a temporary directory), and keep the timings for "
+                   "later what-ifs on this machine.")
+@click.option("--timings", "timings_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="With --what-if: the artifact's per-kernel timings, as "
+                   "`pyc run ARTIFACT --random-inputs 0 --profile --json > FILE` writes them.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --what-if: the source model, for an artifact built without "
+                   "--keep-source whose model is not beside it (checked by sha256).")
 @reports_errors
-def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
-    """Explain what the compiler did to ARTIFACT's model and why."""
+def explain(artifact: Path, as_json: bool, html_path: Path | None, what_if: tuple[str, ...],
+            measure: bool, timings_file: Path | None, model_path: Path | None) -> None:
+    """Explain what the compiler did to ARTIFACT's model and why; with --what-if, predict
+    what other build flags would give instead."""
     from ..explain import explain_data, explanation_html, print_explanation, report_console
 
+    if what_if:
+        _what_if(artifact, what_if, measure, timings_file, model_path, as_json, html_path)
+        return
+    given = [flag for flag, value in (("--measure", measure or None), ("--timings", timings_file),
+                                      ("--model", model_path)) if value is not None]
+    if given:
+        raise PycError("E050", f"{', '.join(given)} only apply with --what-if",
+                       hint="e.g. pyc explain ARTIFACT --what-if mode=memory_first --measure")
     data = explain_data(artifact)
     if html_path is not None:
         html = explanation_html(artifact, data)
@@ -800,6 +826,63 @@ def explain(artifact: Path, as_json: bool, html_path: Path | None) -> None:
         click.echo(json.dumps(data, sort_keys=True))
         return
     print_explanation(data, report_console())
+
+
+def _what_if(artifact: Path, texts: tuple[str, ...], measure: bool, timings_file: Path | None,
+             model_path: Path | None, as_json: bool, html_path: Path | None) -> None:
+    """`pyc explain --what-if`: the alternatives predicted beside the artifact."""
+    from ..explain import report_console
+    from ..whatif.report import print_what_if, what_if_data
+
+    if html_path is not None:
+        raise PycError("E050", "--html writes the explanation, not a what-if comparison",
+                       hint="drop --html, or run `pyc explain --html` without --what-if")
+    data = what_if_data(artifact, texts, measure, timings_file, model_path)
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+        return
+    print_what_if(data, report_console())
+
+
+@main.command(name="plan")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--compare-modes", is_flag=True,
+              help="Plan the model in every built-in mode (and each --what-if) and rank them "
+                   "by predicted latency, then arena; nothing is built.")
+@click.option("--what-if", "what_if", multiple=True, metavar="KEY=VALUE,...",
+              help="An alternative to plan besides (or, without --compare-modes, instead of) "
+                   "the modes: mode=, threads=, memory-budget=, target=, winograd=, layout=, "
+                   "kernel=NODE:CANDIDATE (repeatable).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=d0,d1,...",
+              help="The shape of an input with symbolic dims (repeatable), as for `pyc build`.")
+@click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
+              metavar="N", help="Threads a run may use (0 = every core of this machine).")
+@click.option("--cpu", default="native", show_default=True, metavar="NAME",
+              help="CPU to plan for, as for `pyc build --cpu`.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@reports_errors
+def plan_command(model: Path, compare_modes: bool, what_if: tuple[str, ...],
+                 input_shapes: tuple[str, ...], threads: int, cpu: str, as_json: bool) -> None:
+    """Plan MODEL for several alternatives and rank them by predicted latency and arena, without
+    generating or compiling code (the what-if simulator; docs/planner.md, "What-if")."""
+    from ..explain import report_console
+    from ..whatif import simulate
+    from ..whatif.report import compare_data, print_ranking
+    from ..whatif.spec import Alternative, apply, parse_what_if
+
+    if not compare_modes and not what_if:
+        raise PycError("E050", "pyc plan needs --compare-modes or at least one --what-if",
+                       hint="e.g. pyc plan model.onnx --compare-modes")
+    shapes, _ = parse_input_shapes(input_shapes)
+    changes = [parse_what_if(text) for text in what_if]
+    setup = simulate.from_model(model, shapes, Alternative(threads=threads, label="base"), cpu)
+    alts = (simulate.mode_alternatives(setup, changes) if compare_modes
+            else [apply(setup.base, c) for c in changes])
+    data = compare_data(setup, alts)
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+        return
+    print_ranking(data, report_console())
 
 
 @main.command()

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("artifact", ("artifact", "runtime")),
     ("api", ("api", "buckets", "build_cache", "check", "explain", "coverage", "tune", "telemetry",
              "feedback", "__init__")),
-    ("tools", ("compare", "testing")),
+    ("tools", ("compare", "testing", "whatif")),
     ("cli", ("cli", "__main__")),
     # the hostile-input harness runs the CLI itself, as a user would
     ("harness", ("testing.malformed", "testing.malformed_onnx", "testing.malformed_artifact")),
