@@ -188,7 +188,7 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
     maps = plan.get("tensor_maps", [])
     if not isinstance(maps, list) or len(maps) > tensor_maps.MAX_MAPS:
         return "its tensor_maps is not a list"
-    buffers: dict[str, list[int] | int] = {
+    buffers: dict[str, list[int] | int] = {} if not maps else {
         "input": [_nbytes(TensorSpec.from_manifest(e)) for e in manifest["inputs"]],
         "output": [_nbytes(TensorSpec.from_manifest(e)) for e in manifest["outputs"]],
         "weights": manifest["weights"]["bytes"], "arena": manifest["arena_bytes"]}
