@@ -11,7 +11,6 @@ read zeros."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -37,14 +36,16 @@ def map_problem(entry: Any, buffer_bytes: dict[str, list[int] | int]) -> str:
     if not isinstance(entry, dict) or entry.get("dtype") not in ELEMENT_BYTES:
         return "a tensor map has no valid dtype"
     dims = entry.get("dims")
-    rank = len(dims) if isinstance(dims, list) else 0
+    if not isinstance(dims, list):
+        return "a tensor map has invalid dims"
+    rank = len(dims)
     size = ELEMENT_BYTES[entry["dtype"]]
     if not (2 <= rank <= MAX_RANK and _ints(dims, rank, 1, 2**32)):
         return "a tensor map has invalid dims"
     if not _ints(entry.get("strides"), rank - 1, 16, 2**40 - 16) or any(s % 16 for s in entry["strides"]):
         return "a tensor map has invalid strides (multiples of 16 bytes)"
     box = entry.get("box")
-    if not _ints(box, rank, 1, MAX_BOX) or box[0] * size > SWIZZLE_BYTES or entry.get("swizzle") != 128:
+    if not isinstance(box, list) or not _ints(box, rank, 1, MAX_BOX) or box[0] * size > SWIZZLE_BYTES or entry.get("swizzle") != 128:
         return "a tensor map has an invalid box or swizzle"
     address = entry.get("address")
     if not (isinstance(address, list) and len(address) == 2 and address[0] in ADDRESS_SPACES

@@ -394,7 +394,8 @@ def _wgmma_tma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined]
     a_strides = [int(s) for s in p["a_batch_strides"]]  # type: ignore[union-attr, attr-defined]
     a32 = not call.half("X0")
-    if k % 8 or ldb % 8 or len(tma_batch_dims(dims, a_strides)) > TMA_MAX_RANK - 2             or len(tma_batch_dims(dims, b_strides)) > TMA_MAX_RANK - 2:
+    deepest = max(len(tma_batch_dims(dims, a_strides)), len(tma_batch_dims(dims, b_strides)))
+    if k % 8 or ldb % 8 or deepest > TMA_MAX_RANK - 2:
         raise PycError("E090", "cuda_matmul_wgmma_tma needs K and B's rows in multiples of 8 "
                        "and at most 3 batch dims", where=where, hint="choose cuda_matmul_wgmma")
     bn = int(p.get("tc_wgmma_n", WGMMA_BN))  # type: ignore[call-overload]

@@ -186,7 +186,8 @@ def test_nvrtc_compiles_every_case_for_sm90a(case: WgmmaCase, precision: str, tm
 
 
 @needs_nvrtc
-@pytest.mark.parametrize("params", TMA_VARIANTS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "default")
+@pytest.mark.parametrize("params", TMA_VARIANTS,
+                         ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "default")
 @pytest.mark.parametrize("a16", [False, True], ids=["a32", "a16"])
 def test_every_variant_compiles_without_spills(params: dict[str, int], a16: bool,
                                                tmp_path: Path) -> None:
