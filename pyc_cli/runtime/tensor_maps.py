@@ -45,7 +45,8 @@ def map_problem(entry: Any, buffer_bytes: dict[str, list[int] | int]) -> str:
     if not _ints(entry.get("strides"), rank - 1, 16, 2**40 - 16) or any(s % 16 for s in entry["strides"]):
         return "a tensor map has invalid strides (multiples of 16 bytes)"
     box = entry.get("box")
-    if not isinstance(box, list) or not _ints(box, rank, 1, MAX_BOX) or box[0] * size > SWIZZLE_BYTES or entry.get("swizzle") != 128:
+    if not isinstance(box, list) or not _ints(box, rank, 1, MAX_BOX) \
+            or box[0] * size > SWIZZLE_BYTES or entry.get("swizzle") != 128:
         return "a tensor map has an invalid box or swizzle"
     address = entry.get("address")
     if not (isinstance(address, list) and len(address) == 2 and address[0] in ADDRESS_SPACES
