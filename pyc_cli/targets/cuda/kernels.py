@@ -178,14 +178,16 @@ WGMMA_TMA_TUNABLES = (Tunable("tc_wgmma_n", (256, 128), "columns of C per tile o
 
 def _wgmma_tma_applies(node: Node, graph: Graph) -> bool:
     """The Hopper GEMM's cases whose operands TMA can read: K a multiple of 8 (16-byte rows of
-    A, in 16 bits or float32), B not a model input (a constant, stored in 16 bits, or an
-    activation: the build refuses one that stays float32, PYC-E090), at most 3 batch dims."""
+    A, in 16 bits or float32), B not a model input (a constant, stored in 16 bits with rows
+    padded to 8, or an activation of N a multiple of 8: the build refuses one that stays
+    float32, PYC-E090), at most 3 batch dims."""
     from ...ops import registry
 
     if not _mma_applies(node, graph) or node.inputs[1] in graph.inputs:
         return False
     params = registry.get("MatMul").kernel_params(node, graph)
-    return int(params["K"]) % 8 == 0 and len(list(params["batch"])) <= 3  # type: ignore[call-overload, arg-type]
+    rows_16 = node.inputs[1] in graph.constants or int(params["N"]) % 8 == 0  # type: ignore[call-overload]
+    return int(params["K"]) % 8 == 0 and rows_16 and len(list(params["batch"])) <= 3  # type: ignore[call-overload, arg-type]
 
 
 def _wgmma_tma_scale(node: Node, graph: Graph) -> float:
