@@ -168,9 +168,9 @@ def matmul_wgmma(precision: str) -> KernelCandidate:
 
 WGMMA_TMA_TUNABLES = (Tunable("tc_wgmma_n", (256, 128), "columns of C per tile of the TMA "
                               "Hopper GEMM (128 x 256 or 128 x 128 tiles)"),
-                     Tunable("tc_tma_stages", (4, 3, 5, 6), "shared-memory slices of the TMA "
-                             "Hopper GEMM's mbarrier pipeline (by default as many as fit, at most "
-                             "4: 3 with 256-column tiles over a float32 A)"),
+                     Tunable("tc_tma_stages", (3, 4, 5, 6, 2), "shared-memory slices of the "
+                             "TMA Hopper GEMM's mbarrier pipeline (unforced: as many as fit, at "
+                             "most 4; 3, the tuner's start, fits every tile and A)"),
                      Tunable("tc_tma_ctas", (132, 114), "blocks of the TMA Hopper GEMM's "
                              "persistent grid (one a multiprocessor: an H100 SXM / H200 has 132, "
                              "an H100 PCIe 114)"))
