@@ -18,6 +18,7 @@ import pytest
 from cuda_emulation import CXX
 from helpers import write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol
+from onnx import numpy_helper
 from test_cuda_runtime_emulated import fake_for, use
 from test_cuda_wgmma import WGMMA, ForcedWgmma
 from wgmma_cases import (
@@ -30,7 +31,6 @@ from wgmma_cases import (
     epilogue,
     relative_error,
 )
-from onnx import numpy_helper
 
 import pyc_cli
 from pyc_cli.targets.cuda import bindings
