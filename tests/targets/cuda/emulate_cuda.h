@@ -23,7 +23,8 @@
  * per-thread fragment slots between two barriers (every thread of the block issues the same
  * mma calls), each thread then summing its four outputs in float32 from the warp's fragments
  * with the PTX ISA's fragment layouts: a wrong lane or register in the kernel shows here.
- * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements. */
+ * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements.
+ * Hopper's wgmma, TMA and mbarriers (wgmma.cuh.j2, tma.cuh.j2): see their section below. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
