@@ -27,7 +27,7 @@ status=0
 
 echo "== 1a. tests of the TMA GEMM"
 tma_flag=""  # a TMA kernel that fails its tests is left out of the timings (a trap would end them)
-timeout 170 $PY -m pytest -q -s -p no:cacheprovider --maxfail=5 -rs --durations=5 \
+timeout 180 $PY -m pytest -q -s -p no:cacheprovider --maxfail=5 -rs --durations=5 \
   tests/targets/cuda/test_cuda_wgmma_tma_gpu.py > "$OUT/tma_tests.log" 2>&1 || { status=1; tma_flag=--no-tma; }
 grep -E "relative error" "$OUT/tma_tests.log" | head -30
 grep -E "elements off|^[.#]{16,}" "$OUT/tma_tests.log" | head -40
@@ -35,7 +35,7 @@ tail -n 15 "$OUT/tma_tests.log"
 
 if [ "${SKIP_OLD_TESTS:-0}" != 1 ]; then
   echo "== 1b. tests of the cp.async Hopper GEMM"
-  timeout 130 $PY -m pytest -q -s -p no:cacheprovider --maxfail=5 -rs --durations=5 \
+  timeout 100 $PY -m pytest -q -s -p no:cacheprovider --maxfail=5 -rs --durations=5 \
     tests/targets/cuda/test_cuda_wgmma_gpu.py > "$OUT/wgmma_tests.log" 2>&1 || status=1
   grep -E "relative error" "$OUT/wgmma_tests.log" | head -10
   tail -n 8 "$OUT/wgmma_tests.log"
@@ -83,7 +83,7 @@ else
 fi
 
 echo "== 3. GEMM against cuBLAS"
-timeout 260 $PY benchmarks/cuda_gemm_bench.py --sizes ${SIZES:-4096 8192} --precisions fp16 --kernels \
+timeout 250 $PY benchmarks/cuda_gemm_bench.py --sizes ${SIZES:-4096 8192} --precisions fp16 --kernels \
   --no-mma-variants $tma_flag --repeat 20 --table --out "$OUT/cuda_gemm_bench.json" > "$OUT/gemm_bench.log" 2>&1 \
   || status=1
 sed -n '/^GEMM on/,$p' "$OUT/gemm_bench.log" | tee "$OUT/wgmma_table.md"
