@@ -303,3 +303,11 @@ def test_an_artifact_with_the_tma_gemm(tmp_path: Path) -> None:
          "-isystem", str(INCLUDE), str(out / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_builds_are_deterministic(tmp_path: Path) -> None:
+    """The same model and forced kernel twice: byte-identical sources and launch plan."""
+    case = TMA_COMPILE_CASES[3]
+    first, second = (emit(write_model(case.make(np.random.default_rng(3)), tmp_path / d), "fp16",
+                          tuning=forced())[0] for d in ("a", "b") if not (tmp_path / d).mkdir())
+    assert first == second
