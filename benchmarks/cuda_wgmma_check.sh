@@ -41,21 +41,23 @@ if [ "${SKIP_OLD_TESTS:-0}" != 1 ]; then
   tail -n 8 "$OUT/wgmma_tests.log"
 fi
 
-echo "== 2. SASS and resources of an sm_90 fp16 build (y = x z, 2048 x 1024 x 1024)"
+echo "== 2. SASS and resources of sm_90 fp16 builds (y = x W, 2048 x 1024 x 1024, W constant)"
 timeout 60 $PY - "$OUT" <<'EOF' || status=1
 import json, sys
 from pathlib import Path
-from onnx import TensorProto, helper
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
 import onnx
 import pyc_cli
 from pyc_cli.targets.cuda import toolchain
 
 out = Path(sys.argv[1])
 m, k, n = 2048, 1024, 1024
-graph = helper.make_graph([helper.make_node("MatMul", ["x", "z"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k]),
-                           helper.make_tensor_value_info("z", TensorProto.FLOAT, [k, n])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])])
+w = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                          [numpy_helper.from_array(w, "w")])
 onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(out / "g.onnx"))
 sys.path[:0] = ["tests/targets/cuda", "tests"]
 from test_cuda_wgmma import ForcedWgmma
