@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -165,6 +166,9 @@ def compile_checked(sources: dict[str, str], tmp_path: Path, precision: str = "f
         assert "USETMAXREG.DEALLOC" in sass and "USETMAXREG.TRY_ALLOC" in sass
         assert "LDL" not in sass and "STL" not in sass
         assert " HMMA" not in sass  # no mma.sync fallback
+        # the consumers may pass the launch's 168 after setmaxnreg.inc, never their 232
+        highest = max(int(r) for r in re.findall(r"\bR(\d+)\b", sass))
+        assert highest < WGMMA_TMA_REGS[1], highest
     return sass
 
 
