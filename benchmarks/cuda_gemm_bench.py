@@ -24,9 +24,10 @@ activations; the first reads the float32 input, the last writes the float32 outp
 `pyc_16bit_activations`, each chain first checked against float64.
 
 On an sm_90 GPU (H100 / H200) the default fp16 build takes the Hopper GEMM (matmul_wgmma.cu.j2)
-for large GEMMs. `--kernels` times both tensor-core GEMMs forced, at fp16, in each of their
+for large GEMMs. `--kernels` times the tensor-core GEMMs forced, at fp16, in each of their
 variants (`pyc_by_kernel`: the mma.sync GEMM as chosen by default, the Hopper one per
-tc_wgmma_stages / tc_wgmma_n) and the 16-bit chains with each forced (`pyc_16bit_by_kernel`);
+tc_wgmma_stages / tc_wgmma_n, the TMA Hopper candidate (matmul_wgmma_tma.cu.j2) per
+TMA_VARIANTS) and the 16-bit chains with CHAIN_KERNELS forced (`pyc_16bit_by_kernel`);
 `--no-mma-variants` skips the tc_tile sweep; `--table` prints a markdown table last (TFLOP/s
 and share of cuBLAS per size and kernel). benchmarks/cuda_wgmma_check.sh runs it so.
 """
@@ -79,6 +80,11 @@ VARIANTS = ((64, 1), (128, 1), (128, 2))
 
 # the Hopper GEMM's variants (sm_90, fp16; --kernels): (tc_wgmma_stages, tc_wgmma_n)
 WGMMA_VARIANTS = ((4, 128), (3, 128), (4, 256), (3, 256))
+# the TMA Hopper GEMM's (matmul_wgmma_tma.cu.j2, a candidate: --kernels times it forced), by
+# label: its default (128 x 256 tiles, as many stages as fit) and 128 x 128 tiles
+TMA_VARIANTS = {"tma n256": {}, "tma n128": {"tc_wgmma_n": 128}}
+# the kernels whose 16-bit chains --kernels times besides the default's
+CHAIN_KERNELS = ("mma", "wgmma s4 n256", "tma n256")
 
 
 class ForcedVariant:
@@ -94,12 +100,15 @@ class ForcedVariant:
         return KernelChoice(self.candidate, dict(self.params)) if signature.op == "MatMul" else None
 
 
-def forced_kernels() -> dict[str, ForcedVariant]:
-    """--kernels: the mma.sync GEMM (its default tile) and each Hopper GEMM variant, by label."""
+def forced_kernels(tma: bool = True) -> dict[str, ForcedVariant]:
+    """--kernels: the mma.sync GEMM (its default tile), each Hopper GEMM variant and each TMA
+    Hopper GEMM variant, by label."""
     forced = {"mma": ForcedVariant()}
     for stages, n in WGMMA_VARIANTS:
         forced[f"wgmma s{stages} n{n}"] = ForcedVariant("cuda_matmul_wgmma", tc_wgmma_stages=stages,
                                                         tc_wgmma_n=n)
+    for label, params in TMA_VARIANTS.items() if tma else ():
+        forced[label] = ForcedVariant("cuda_matmul_wgmma_tma", **params)
     return forced
 
 
@@ -143,7 +152,7 @@ def time_torch(a, b, repeat: int) -> tuple[float, float, object]:  # noqa: ANN00
 
 
 def bench(n: int, precisions: list[str], repeat: int, work: Path, kernels: bool = False,
-          mma_variants: bool = True) -> list[dict[str, object]]:
+          mma_variants: bool = True, tma: bool = True) -> list[dict[str, object]]:
     import torch
 
     rng = np.random.default_rng(n)
@@ -177,7 +186,7 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path, kernels: bool 
                               for r in (ours, *by_variant.values()))}
         if precision == "fp16" and kernels:
             by_kernel = {label: time_pyc(path, work, precision, x, repeat, reference, tuning=forced)
-                         for label, forced in forced_kernels().items()}
+                         for label, forced in forced_kernels(tma).items()}
             for timed in by_kernel.values():
                 timed["tflops"] = flop / float(timed["median_ms"]) / 1e9  # type: ignore[arg-type]
                 timed["share_of_cublas"] = torch_ms / float(timed["median_ms"])  # type: ignore[arg-type]
@@ -189,8 +198,8 @@ def bench(n: int, precisions: list[str], repeat: int, work: Path, kernels: bool 
             row["correct"] = row["correct"] and row["pyc_16bit_activations"]["correct"]  # type: ignore[index]
             if kernels:  # the 16-bit chains with each tensor-core GEMM forced
                 by_kernel = {label: chain_difference(work, n, x, w, xt, wt, repeat, torch_ms, forced)
-                             for label, forced in forced_kernels().items()
-                             if label in ("mma", "wgmma s4 n256")}  # the default chain: the rest
+                             for label, forced in forced_kernels(tma).items()
+                             if label in CHAIN_KERNELS}
                 row["pyc_16bit_by_kernel"] = by_kernel
                 row["correct"] = row["correct"] and all(c["correct"] for c in by_kernel.values())
         print(json.dumps(row), flush=True)
@@ -236,6 +245,8 @@ def main() -> int:
     parser.add_argument("--no-mma-variants", action="store_true",
                         help="skip the mma.sync GEMM's tc_tile / tc_min_blocks sweep")
     parser.add_argument("--table", action="store_true", help="print a markdown table last")
+    parser.add_argument("--no-tma", action="store_true",
+                        help="leave the TMA Hopper GEMM out of --kernels (its tests failed)")
     args = parser.parse_args()
     import torch
 
@@ -243,7 +254,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         for n in args.sizes:
             rows += bench(n, args.precisions, args.repeat, Path(work), args.kernels,
-                          not args.no_mma_variants)
+                          not args.no_mma_variants, not args.no_tma)
     result = {
         "device": torch.cuda.get_device_name(), "torch": torch.__version__,
         "pyc_version": pyc_cli.__version__, "results": rows,

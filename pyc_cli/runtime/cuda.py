@@ -36,6 +36,7 @@ from ..errors import PycError
 from ..input_ranges import read_input_ranges
 from ..targets.cuda import bindings
 from ..targets.cuda.kernel_context import SPACES
+from . import tensor_maps
 from .native import STATUS_INDEX_OUT_OF_RANGE, CompiledModel, TensorSpec
 from .stats import RunStats
 from .timing import RunPlan, time_calls
@@ -156,10 +157,12 @@ def choose_image(driver: Driver, device: Any, record: dict[str, Any], where: str
                    hint=f"rebuild with `pyc build --target cuda --arch sm_{major}{minor}`")
 
 
-def read_launches(root: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+def read_launches(root: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], int,
+                                                                  list[dict[str, Any]]]:
     """The launch plan, checked: known kernels' names, grid and block sizes CUDA accepts, and
-    arguments inside the model's inputs, outputs, weights, arena and status words (PYC-E030
-    otherwise); and the bytes of the status words (the status word, then kernels' counters)."""
+    arguments inside the model's inputs, outputs, weights, arena, status words and TMA tensor
+    maps (PYC-E030 otherwise); the bytes of the status words (the status word, then kernels'
+    counters); and the tensor maps to encode (runtime/tensor_maps.py)."""
     path = root / manifest["cuda"]["launches"]
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
@@ -170,7 +173,7 @@ def read_launches(root: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, 
     if problem:
         raise PycError("E030", f"the launch plan is malformed: {problem}", where=str(path),
                        hint="rebuild the artifact")
-    return plan["launches"], plan.get("status_bytes", 4)
+    return plan["launches"], plan.get("status_bytes", 4), plan.get("tensor_maps", [])
 
 
 def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
@@ -182,9 +185,21 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
     status_bytes = plan.get("status_bytes", 4)
     if type(status_bytes) is not int or not 4 <= status_bytes <= 2**30 or status_bytes % 4:
         return "its status_bytes is not a whole number of words"
+    maps = plan.get("tensor_maps", [])
+    if not isinstance(maps, list) or len(maps) > tensor_maps.MAX_MAPS:
+        return "its tensor_maps is not a list"
+    buffers: dict[str, list[int] | int] = {} if not maps else {
+        "input": [_nbytes(TensorSpec.from_manifest(e)) for e in manifest["inputs"]],
+        "output": [_nbytes(TensorSpec.from_manifest(e)) for e in manifest["outputs"]],
+        "weights": manifest["weights"]["bytes"], "arena": manifest["arena_bytes"]}
+    for entry in maps:
+        problem = tensor_maps.map_problem(entry, buffers)
+        if problem:
+            return problem
     limits = {"input": len(manifest["inputs"]), "output": len(manifest["outputs"]),
               "weights": max(1, manifest["weights"]["bytes"]),
-              "arena": max(1, manifest["arena_bytes"]), "status": status_bytes}
+              "arena": max(1, manifest["arena_bytes"]), "status": status_bytes,
+              "tensormap": len(maps)}
     launches = plan.get("launches")
     if not isinstance(launches, list):
         return "launches is not a list"
@@ -213,9 +228,9 @@ def load_cuda(root: Path, manifest: dict[str, Any], verified: bool = False) -> C
     driver (see the module doc)."""
     if not verified:
         verify_files(root, manifest)  # before the CUBIN goes anywhere near the driver
-    launches, status_bytes = read_launches(root, manifest)
+    launches, status_bytes, maps = read_launches(root, manifest)
     driver = init_driver(str(root))
-    model = CudaModel(driver, root, manifest, launches, status_bytes)
+    model = CudaModel(driver, root, manifest, launches, status_bytes, maps)
     model.input_ranges = read_input_ranges(root, manifest)
     return model
 
@@ -304,8 +319,10 @@ class CudaModel(CompiledModel):
     on the device, so concurrent calls wait for each other rather than share it."""
 
     def __init__(self, driver: Driver, root: Path, manifest: dict[str, Any],
-                 launches: list[dict[str, Any]], status_bytes: int = 4) -> None:
+                 launches: list[dict[str, Any]], status_bytes: int = 4,
+                 maps: list[dict[str, Any]] | None = None) -> None:
         self._status_bytes = status_bytes
+        self._tensor_map_plan = list(maps or [])
         self.inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
         self.outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
         self.arena_bytes = manifest["arena_bytes"]
@@ -352,6 +369,7 @@ class CudaModel(CompiledModel):
         self._status_host = buffers.pinned(4)
         self._in = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.inputs]
         self._out = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.outputs]
+        self._tensor_maps = self._encode_tensor_maps()
         # a pageable upload may still be in flight when cuMemcpyHtoD returns, and the stream
         # does not wait for the legacy stream (non-blocking: another thread's synchronous copies
         # cannot then break this model's graph capture), so wait for the weights here
@@ -374,6 +392,21 @@ class CudaModel(CompiledModel):
         if self.stats.execution == GRAPH_EXECUTION:
             self._graphs["run"] = _Graph(driver, self._stream, self._enqueue_device)
 
+    def _encode_tensor_maps(self) -> int:
+        """The plan's TMA tensor maps, encoded over the buffers' device addresses into one
+        device allocation (0 where there are none); the host copy stays with the model."""
+        if not self._tensor_map_plan:
+            return 0
+        where = {"input": lambda i: self._in[i][0], "output": lambda i: self._out[i][0],
+                 "weights": lambda off: self._weights + off, "arena": lambda off: self._arena + off}
+        self._tensor_map_words = np.concatenate([
+            tensor_maps.encode(self._driver, entry, where[entry["address"][0]](entry["address"][1]))
+            for entry in self._tensor_map_plan])
+        device = self._buffers.device_alloc(self._tensor_map_words.nbytes)
+        self._driver("cuMemcpyHtoD", device, self._tensor_map_words.ctypes.data,
+                     self._tensor_map_words.nbytes)
+        return device
+
     def _check_memory(self, manifest: dict[str, Any], where: str) -> None:
         free, _total = self._driver("cuMemGetInfo")
         needed = self.arena_bytes + manifest["weights"]["bytes"] + sum(
@@ -389,7 +422,8 @@ class CudaModel(CompiledModel):
         base: dict[str, Callable[[int], int]] = {
             "input": lambda i: self._in[i][0], "output": lambda i: self._out[i][0],
             "weights": lambda off: self._weights + off, "arena": lambda off: self._arena + off,
-            "status": lambda off: self._status_word + off}
+            "status": lambda off: self._status_word + off,
+            "tensormap": lambda i: self._tensor_maps + tensor_maps.MAP_BYTES * i}
         values = np.array([base[space](value) for space, value in args], dtype=np.uint64)
         pointers = np.array([values.ctypes.data + 8 * k for k in range(len(values))], np.uint64)
         return values, pointers

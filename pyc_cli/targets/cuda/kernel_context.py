@@ -41,6 +41,8 @@ class CudaCall(KernelCall):
     workspace: bool = False  # takes the planner's workspace (WS, in the arena) last
     # constants the weights file holds in a 16-bit type (planning/weights.py's Conversion)
     converted: dict[str, Conversion] = field(default_factory=dict)
+    # TMA tensor maps the kernel takes last (const void* parameters), encoded at load
+    tensor_maps: list[TensorMap] = field(default_factory=list)
 
     @property
     def ct(self) -> dict[str, str]:
@@ -302,6 +304,130 @@ def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              b_chunks=bk * bn // 8 // threads, a_half=a_half, b_act_half=b_act_half,
              a_async=a_half and k % 8 == 0, b_async=b_act_half and n % 8 == 0,
              a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
+             batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+
+
+@dataclass(frozen=True)
+class TensorMap:
+    """A TMA tensor map over one of a call's operands (kernel parameter `param`, over
+    argument `operand` of the launch: 0 = A, 1 = B), encoded by the runtime at load with
+    cuTensorMapEncodeTiled: `dims` innermost first (elements), `strides` in bytes of dims
+    1.., `box` the tile one load copies, 128-byte swizzle, zeros outside."""
+
+    param: str
+    operand: int
+    dtype: str  # "fp16" / "bf16" / "fp32"
+    dims: tuple[int, ...]
+    strides: tuple[int, ...]
+    box: tuple[int, ...]
+
+    def to_json(self, address: Argument) -> dict[str, object]:
+        return {"address": address.to_json(), "dtype": self.dtype, "dims": list(self.dims),
+                "strides": list(self.strides), "box": list(self.box), "swizzle": 128}
+
+
+TMA_ELEMENT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+TMA_MAX_RANK = 5
+TMA_ALIGN = 16  # a tensor map's base address and strides, in bytes
+
+
+def tma_batch_dims(batch: list[int], strides: list[int]) -> list[int]:
+    """The batch dims a tensor map over an operand needs (those it is not broadcast along),
+    innermost first: the map's dims after the matrix's two."""
+    return [d for d in reversed(range(len(batch))) if strides[d] != 0 and batch[d] > 1]
+
+
+# the TMA Hopper GEMM (matmul_wgmma_tma.cu.j2): 3 warpgroups (a producer, 2 consumers), a
+# persistent grid of one block a multiprocessor (an H100 SXM / H200 has 132; a GPU with fewer
+# runs the rest in a second wave: correct, slower), registers moved from the producer to the
+# consumers: 128 x 40 + 256 x 232 = 64512 of the 65536
+WGMMA_TMA_THREADS = 384
+WGMMA_TMA_CONSUMERS = 2
+WGMMA_TMA_CTAS = 132
+WGMMA_TMA_REGS = (40, 232)  # setmaxnreg: producer, consumers
+WGMMA_TMA_SHARED_LIMIT = 227 * 1024
+WGMMA_TMA_STAGE_RANGE = (2, 3, 4, 5, 6)
+
+
+def wgmma_tma_stage_bytes(bn: int, a32: bool) -> int:
+    """A slice of A (BM x 64, float32 when a32) and of B (64 x bn, 16-bit)."""
+    return WGMMA_BM * WGMMA_BK * (4 if a32 else 2) + WGMMA_BK * bn * 2
+
+
+def wgmma_tma_default_stages(bn: int, a32: bool) -> int:
+    """As many slices as fit (at most 4: 3 with 256 columns and a float32 A)."""
+    fit = (WGMMA_TMA_SHARED_LIMIT - WGMMA_ALIGN - 256) // wgmma_tma_stage_bytes(bn, a32)
+    return min(4, fit)
+
+
+def _tma_operand_map(param: str, operand: int, dtype: str, inner: int, rows: int, row_stride: int,
+                     batch: list[int], batch_strides: list[int], box: tuple[int, int]) -> TensorMap:
+    """A map over a [batch..][rows][inner] operand, row_stride and batch strides in elements."""
+    size = TMA_ELEMENT_BYTES[dtype]
+    dims = tma_batch_dims(batch, batch_strides)
+    return TensorMap(param, operand, dtype, (inner, rows, *(batch[d] for d in dims)),
+                     (row_stride * size, *(batch_strides[d] * size for d in dims)),
+                     (*box, *(1 for _ in dims)))
+
+
+def _wgmma_tma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The TMA Hopper GEMM (fp16 / bf16): A by TMA in 16 bits (an activation stored so) or in
+    float32 (rounded in registers), B by TMA in 16 bits (a converted constant or a 16-bit
+    activation); `tc_wgmma_n` 128 / 256 columns, `tc_tma_stages` slices (by default as many
+    as fit, at most 4), `tc_tma_ctas` persistent blocks."""
+    p = call.params
+    where = node.name
+    if p["precision"] not in ("fp16", "bf16"):
+        raise PycError("E090", f"cuda_matmul_wgmma_tma computes in fp16 or bf16, not "
+                       f"{p['precision']}", where=where, hint="report this")
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = max(1, math.prod(dims))
+    m, n, k = int(p["M"]), int(p["N"]), int(p["K"])  # type: ignore[call-overload]
+    conversion = call.converted.get(node.inputs[1])
+    if conversion:
+        next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
+    elif not call.half("X1"):
+        raise PycError("E090", "cuda_matmul_wgmma_tma reads B by TMA in 16 bits: a constant "
+                       "stored in 16 bits or an activation stored so, not a float32 B",
+                       where=where, hint="choose cuda_matmul_wgmma for this MatMul")
+    ldb = conversion.columns if conversion else n
+    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined]
+    a_strides = [int(s) for s in p["a_batch_strides"]]  # type: ignore[union-attr, attr-defined]
+    a32 = not call.half("X0")
+    deepest = max(len(tma_batch_dims(dims, a_strides)), len(tma_batch_dims(dims, b_strides)))
+    if k % 8 or ldb % 8 or deepest > TMA_MAX_RANK - 2:
+        raise PycError("E090", "cuda_matmul_wgmma_tma needs K and B's rows in multiples of 8 "
+                       "and at most 3 batch dims", where=where, hint="choose cuda_matmul_wgmma")
+    bn = int(p.get("tc_wgmma_n", WGMMA_BN))  # type: ignore[call-overload]
+    stages = int(p.get("tc_tma_stages", wgmma_tma_default_stages(bn, a32)))  # type: ignore[call-overload]
+    stage_bytes = wgmma_tma_stage_bytes(bn, a32) if bn in WGMMA_NS else 0
+    shared = stages * stage_bytes + 16 * stages + WGMMA_ALIGN
+    if bn not in WGMMA_NS or stages not in WGMMA_TMA_STAGE_RANGE or shared > WGMMA_TMA_SHARED_LIMIT:
+        raise PycError("E090", f"cuda_matmul_wgmma_tma takes tc_wgmma_n in {WGMMA_NS} and "
+                       f"tc_tma_stages in {WGMMA_TMA_STAGE_RANGE} within "
+                       f"{WGMMA_TMA_SHARED_LIMIT} bytes of shared memory, not {bn} and {stages}",
+                       where=where, hint="fix the tuning database entry")
+    bm, bk = WGMMA_BM, WGMMA_BK
+    precision = str(p["precision"])
+    a_map = _tma_operand_map("TMAP_A", 0, "fp32" if a32 else precision, k, m, k, dims, a_strides,
+                             (32 if a32 else 64, bm))
+    b_map = _tma_operand_map("TMAP_B", 1, precision, n, k, ldb, dims, b_strides, (64, bk))
+    call.tensor_maps = [a_map, b_map]
+    tiles_m, tiles_n = math.ceil(m / bm), math.ceil(n / bn)
+    tiles = tiles_m * tiles_n * batch
+    ctas = int(p.get("tc_tma_ctas", WGMMA_TMA_CTAS))  # type: ignore[call-overload]
+    call.block = (WGMMA_TMA_THREADS, 1, 1)
+    call.grid = (max(1, min(tiles, ctas)), 1, 1)
+    call.min_blocks = 1
+    call.shared_bytes = shared
+    a_bytes = bm * bk * (4 if a32 else 2)
+    p.update(BM=bm, BN=bn, BK=bk, WARPS_N=1, MI=1, NI=bn // 8, KSPLIT=1, SLICES=math.ceil(k / bk),
+             TILES_M=tiles_m, TILES_N=tiles_n, TILES=tiles, STAGES=stages, GROUP_M=WGMMA_GROUP_M,
+             A_BYTES=a_bytes, STAGE_BYTES=stage_bytes, a32=a32, CONSUMERS=WGMMA_TMA_CONSUMERS,
+             PRODUCER_REGS=WGMMA_TMA_REGS[0], CONSUMER_REGS=WGMMA_TMA_REGS[1],
+             a_rank=len(a_map.dims), b_rank=len(b_map.dims),
+             a_map_batch=tma_batch_dims(dims, a_strides), b_map_batch=tma_batch_dims(dims, b_strides),
+             threads=WGMMA_TMA_THREADS, ldb=ldb, b_half=conversion is not None,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
 
 
@@ -638,7 +764,7 @@ def _attention_mma(call: CudaCall, graph: Graph, node: Node) -> None:
 LAUNCHES = {
     "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
-    "matmul_wgmma.cu.j2": _wgmma_gemm,
+    "matmul_wgmma.cu.j2": _wgmma_gemm, "matmul_wgmma_tma.cu.j2": _wgmma_tma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,
     "conv_direct.cu.j2": _per_element, "conv_mma.cu.j2": _conv_mma,
     "conv_depthwise.cu.j2": _conv_depthwise, "conv_tiled.cu.j2": _conv_tiled,
@@ -650,7 +776,8 @@ LAUNCHES = {
 
 # where a kernel argument may point (launches.json's spaces; the C entry point's place codes
 # are their positions here)
-SPACES = ("input", "output", "weights", "arena", "status")
+# ("tensormap": the launch plan's tensor_maps, by index, encoded into device memory at load)
+SPACES = ("input", "output", "weights", "arena", "status", "tensormap")
 
 
 @dataclass

@@ -166,6 +166,47 @@ def matmul_wgmma(precision: str) -> KernelCandidate:
                            takes_epilogue=True)
 
 
+WGMMA_TMA_TUNABLES = (Tunable("tc_wgmma_n", (256, 128), "columns of C per tile of the TMA "
+                              "Hopper GEMM (128 x 256 or 128 x 128 tiles)"),
+                     Tunable("tc_tma_stages", (3, 4, 5, 6, 2), "shared-memory slices of the "
+                             "TMA Hopper GEMM's mbarrier pipeline (unforced: as many as fit, at "
+                             "most 4; 3, the tuner's start, fits every tile and A)"),
+                     Tunable("tc_tma_ctas", (132, 114), "blocks of the TMA Hopper GEMM's "
+                             "persistent grid (one a multiprocessor: an H100 SXM / H200 has 132, "
+                             "an H100 PCIe 114)"))
+
+
+def _wgmma_tma_applies(node: Node, graph: Graph) -> bool:
+    """The Hopper GEMM's cases whose operands TMA can read: K a multiple of 8 (16-byte rows of
+    A, in 16 bits or float32), B not a model input (a constant, stored in 16 bits with rows
+    padded to 8, or an activation of N a multiple of 8: the build refuses one that stays
+    float32, PYC-E090), at most 3 batch dims."""
+    from ...ops import registry
+
+    if not _mma_applies(node, graph) or node.inputs[1] in graph.inputs:
+        return False
+    params = registry.get("MatMul").kernel_params(node, graph)
+    rows_16 = node.inputs[1] in graph.constants or int(params["N"]) % 8 == 0  # type: ignore[call-overload]
+    return int(params["K"]) % 8 == 0 and rows_16 and len(list(params["batch"])) <= 3  # type: ignore[call-overload, arg-type]
+
+
+def _wgmma_tma_scale(node: Node, graph: Graph) -> float:
+    """Dearer than the cp.async Hopper GEMM everywhere (not measured yet): chosen only when
+    forced or tuned."""
+    return 8.0 * _wgmma_scale(node, graph)
+
+
+def matmul_wgmma_tma(precision: str) -> KernelCandidate:
+    """The Hopper GEMM with TMA loads, an mbarrier producer / consumer pipeline (warp
+    specialised, setmaxnreg) and a persistent grid (matmul_wgmma_tma.cu.j2): a candidate only,
+    never the default (its cost is scaled past the cp.async one's) until it is timed on a GPU;
+    a tuning database or a forced kernel picks it."""
+    return KernelCandidate("cuda_matmul_wgmma_tma", "matmul_wgmma_tma.cu.j2", _wgmma_tma_applies,
+                           cost_factor=0.25, cost_scale=_wgmma_tma_scale,
+                           stores_once=True, tunables=WGMMA_TMA_TUNABLES,
+                           params=_mma_params(precision), takes_epilogue=True)
+
+
 def _conv_params(node: Node, graph: Graph) -> dict[str, object]:
     from ...ops import registry
 
@@ -381,7 +422,7 @@ HALF_READERS = frozenset({
     "cuda_pool", "cuda_softmax_block", "cuda_layernorm_block", "cuda_reduce_block",
     "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
     "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
-    "cuda_conv_mma", "cuda_matmul_wgmma"})
+    "cuda_conv_mma", "cuda_matmul_wgmma", "cuda_matmul_wgmma_tma"})
 # ... and write their output 0 in 16 bits (half_writes); other outputs (LayerNormalization's
 # Mean and InvStdDev) stay float32 statistics
 HALF_WRITERS = HALF_READERS
@@ -416,5 +457,6 @@ def cuda_kernels(precision: str, arch: str = "") -> dict[str, tuple[KernelCandid
     if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
         table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
         if arch in WGMMA_ARCHS:
-            table["MatMul"] = (*table["MatMul"], matmul_wgmma(precision))
+            table["MatMul"] = (*table["MatMul"], matmul_wgmma(precision),
+                               matmul_wgmma_tma(precision))
     return table

@@ -23,7 +23,7 @@ from ..base import ModelInfo, Target
 from ..cpu.target import PointerTable
 from ..kernel import shared_definitions
 from . import toolchain
-from .kernel_context import SPACES, Argument, CudaCall, Launch, cuda_call
+from .kernel_context import SPACES, TMA_ALIGN, Argument, CudaCall, Launch, TensorMap, cuda_call
 from .kernels import CUDA_KERNELS, PRECISIONS, WGMMA_ARCHS, cuda_kernels
 from .storage import NAME, store_16bit
 
@@ -37,10 +37,12 @@ LAUNCH_FORMAT = 1
 STATUS_WORD_BYTES = 4
 MMA_KERNEL = "cuda_matmul_mma"
 WGMMA_KERNEL = "cuda_matmul_wgmma"
+WGMMA_TMA_KERNEL = "cuda_matmul_wgmma_tma"
 CONV_MMA_KERNEL = "cuda_conv_mma"
 # how a kernel reads a constant input 1 stored in 16 bits: both GEMMs as rows padded to 8
 # columns (one layout: a B both read is stored once), the conv as a flat [OC, C*KH*KW]
-B_READS = {MMA_KERNEL: MMA_KERNEL, WGMMA_KERNEL: MMA_KERNEL, CONV_MMA_KERNEL: CONV_MMA_KERNEL}
+B_READS = {MMA_KERNEL: MMA_KERNEL, WGMMA_KERNEL: MMA_KERNEL, WGMMA_TMA_KERNEL: MMA_KERNEL,
+           CONV_MMA_KERNEL: CONV_MMA_KERNEL}
 # what each reduced precision changes (the decision log's "precision" entry; docs/cuda.md)
 PRECISION_NOTES = {
     "tf32": "MatMuls of more than 8 rows and convolutions of one group run on tensor cores "
@@ -177,6 +179,7 @@ class CudaTarget(Target):
         nodes = [n for n in graph.nodes if self.chosen(n) is not None]
         launches = []
         status_bytes = STATUS_WORD_BYTES  # the status word, then each kernel's counters
+        tensor_maps: list[dict[str, object]] = []
         for call, node in zip(calls, nodes):
             status = []
             if call.counters:  # the kernel's own words past the status word
@@ -184,9 +187,13 @@ class CudaTarget(Target):
                 status_bytes += 4 * call.counters
             elif call.uses_status:
                 status = [Argument("status")]
-            args = status + pointers.arguments(node)  # type: ignore[operator]
+            operands = pointers.arguments(node)
+            args = status + operands  # type: ignore[operator]
             if call.workspace:
                 args.append(Argument("arena", plan.workspaces[node.name]))
+            for spec in call.tensor_maps:  # encoded at load over the operand's address
+                args.append(Argument("tensormap", len(tensor_maps)))
+                tensor_maps.append(tensor_map_json(spec, operands[spec.operand], node.name))  # type: ignore[arg-type]
             launches.append(Launch(call.fn, call.grid, call.block, call.shared_bytes, args,
                                    call.index, node.op))
         plan_json: dict[str, Any] = {"format": LAUNCH_FORMAT, "arena_bytes": plan.arena_bytes,
@@ -194,8 +201,10 @@ class CudaTarget(Target):
                                      "launches": [launch.to_json() for launch in launches]}
         if status_bytes > STATUS_WORD_BYTES:  # zeroed at load; the kernels reset their counters
             plan_json["status_bytes"] = status_bytes
+        if tensor_maps:  # TMA descriptors the runtime encodes at load (runtime/cuda.py)
+            plan_json["tensor_maps"] = tensor_maps
         return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n",
-                **c_entry_point(info, [d.fn for d in kernels], launches, status_bytes)}
+                **c_entry_point(info, [d.fn for d in kernels], launches, status_bytes, tensor_maps)}
 
     # ------------------------------------------------------------ building
 
@@ -225,10 +234,22 @@ class CudaTarget(Target):
                 "ptx_min_driver": self._record.get("ptx_min_driver", "")}
 
 
+def tensor_map_json(spec: TensorMap, address: Argument, where: str) -> dict[str, object]:
+    """A TMA tensor map's launch-plan entry; its operand must start 16-byte aligned (TMA's
+    rule: a view at an odd offset cannot be read so)."""
+    if address.space in ("weights", "arena") and address.value % TMA_ALIGN:
+        raise PycError("E090", f"the TMA GEMM's operand lies at {address.space} offset "
+                       f"{address.value}, not {TMA_ALIGN}-byte aligned", where=where,
+                       hint="choose cuda_matmul_wgmma for this MatMul")
+    return spec.to_json(address)
+
+
 def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
-                  status_bytes: int = 4) -> dict[str, str]:
+                  status_bytes: int = 4,
+                  tensor_maps: list[dict[str, Any]] | None = None) -> dict[str, str]:
     """NAME_cuda.h / NAME_cuda.c: the model's C entry point over the driver API, with the launch
-    plan compiled in as tables (each launch's arguments a slice of one argument table)."""
+    plan compiled in as tables (each launch's arguments a slice of one argument table; TMA
+    tensor maps encoded at create time, cuTensorMapEncodeTiled)."""
     places = {space: index for index, space in enumerate(SPACES)}
     args: list[dict[str, int]] = []
     table = []
@@ -238,8 +259,10 @@ def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
                       "first_arg": len(args), "args": len(launch.args), "step": launch.step})
         args += [{"place": places[a.space], "at": a.value} for a in launch.args]
     env = template_env()
+    maps = [{**t, "place": places[t["address"][0]], "at": t["address"][1]}
+            for t in tensor_maps or []]
     context = {"m": info, "kernels": kernels, "launches": table, "args": args, "spaces": SPACES,
-               "status_bytes": status_bytes}
+               "status_bytes": status_bytes, "tensor_maps": maps}
     return {f"{info.name}_cuda.h": env.get_template("cuda/c_api.h.j2").render(**context) + "\n",
             f"{info.name}_cuda.c": env.get_template("cuda/c_api.c.j2").render(**context) + "\n"}
 

@@ -66,6 +66,16 @@ class FakeDriver:
     CUstreamCaptureMode = SimpleNamespace(CU_STREAM_CAPTURE_MODE_GLOBAL=0,
                                           CU_STREAM_CAPTURE_MODE_THREAD_LOCAL=1,
                                           CU_STREAM_CAPTURE_MODE_RELAXED=2)
+    # TMA tensor maps (runtime/tensor_maps.py): the enums it names, and maps in the emulator's
+    # own format (emulate_cuda.h reads them)
+    CUtensorMapDataType = SimpleNamespace(CU_TENSOR_MAP_DATA_TYPE_FLOAT16=6,
+                                          CU_TENSOR_MAP_DATA_TYPE_FLOAT32=7,
+                                          CU_TENSOR_MAP_DATA_TYPE_BFLOAT16=9)
+    CUtensorMapInterleave = SimpleNamespace(CU_TENSOR_MAP_INTERLEAVE_NONE=0)
+    CUtensorMapSwizzle = SimpleNamespace(CU_TENSOR_MAP_SWIZZLE_128B=3)
+    CUtensorMapL2promotion = SimpleNamespace(CU_TENSOR_MAP_L2_PROMOTION_L2_256B=3)
+    CUtensorMapFloatOOBfill = SimpleNamespace(CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE=0)
+    cuuint32_t = cuuint64_t = int
     ERROR = 999  # CUDA_ERROR_UNKNOWN
     CAPTURE_UNSUPPORTED, CAPTURE_INVALIDATED = 900, 901  # CUDA_ERROR_STREAM_CAPTURE_*
 
@@ -84,6 +94,7 @@ class FakeDriver:
         self.graphs: set[int] = set()  # live graphs and instances (ids), for leak checks
         self.stream_flags: int | None = None
         self.function_attributes: dict[tuple[object, object], int] = {}  # cuFuncSetAttribute
+        self.tensor_maps: list[list[int]] = []  # cuTensorMapEncodeTiled's, in order
 
     def __getattr__(self, name: str):  # noqa: ANN204 (the calls the runtime makes, by name)
         if name.startswith("cu"):
@@ -256,6 +267,23 @@ class FakeDriver:
             launch(lib, fn, [gx, gy, gz], [bx, by, bz], pointers)
             self.launches += 1
         return self._on_stream(stream, run)
+
+    def _cuTensorMapEncodeTiled(self, dtype: int, rank: int, address: int, dims: list[int],
+                                strides: list[int], box: list[int], element_strides: list[int],
+                                interleave: int, swizzle: int, promotion: int, fill: int) -> tuple:
+        """A map in emulate_cuda.h's format: [0] address, [1] rank | element size << 8, [2..6]
+        dims, [7..10] byte strides, [11..13] the box, two 32-bit values a word."""
+        assert swizzle == 3 and interleave == 0 and fill == 0 and set(element_strides) == {1}
+        assert address % 16 == 0 and all(s % 16 == 0 for s in strides)
+        size = {6: 2, 7: 4, 9: 2}[dtype]
+        words = [0] * 16
+        words[0], words[1] = address, rank | size << 8
+        words[2:2 + rank] = dims
+        words[7:7 + rank - 1] = strides
+        for d, extent in enumerate(box):
+            words[11 + d // 2] |= extent << (32 * (d % 2))
+        self.tensor_maps.append(words)
+        return 0, SimpleNamespace(opaque=words)
 
     def _cuEventCreate(self, flags: int) -> tuple:
         return 0, "event"

@@ -23,7 +23,8 @@
  * per-thread fragment slots between two barriers (every thread of the block issues the same
  * mma calls), each thread then summing its four outputs in float32 from the warp's fragments
  * with the PTX ISA's fragment layouts: a wrong lane or register in the kernel shows here.
- * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements. */
+ * ldmatrix likewise: the warp's row addresses exchanged, each thread reading its elements.
+ * Hopper's wgmma, TMA and mbarriers (wgmma.cuh.j2, tma.cuh.j2): see their section below. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,13 +94,29 @@ struct pyc_emu_async {
   int size;
   alignas(16) unsigned char bytes[16];
 };
+/* a wgmma issued and not yet retired by a wgmma.wait_group: it computes when it retires (its
+ * operands read then, so a slot refilled before the wait shows as a wrong result) */
+enum { PYC_EMU_WGMMA = 16 };
+struct pyc_emu_wgmma {
+  float* d;
+  int n, bf16, rs;
+  unsigned long long a, b;  /* descriptors (a: rs false) */
+  float a_rows[2][16];  /* rs: this thread's rows g and g + 8 of A, gathered at issue */
+  unsigned group;
+};
 struct pyc_emu_fiber {
   pyc_emu_context context;
   dim3 thread, block;
   bool done;
+  bool at_barrier;  /* waits in __syncthreads (not at a yield: an mbarrier or warpgroup wait) */
   unsigned commits, pending;  /* groups committed so far; copies not landed yet */
   pyc_emu_async copies[PYC_EMU_ASYNC];
+  unsigned wgmma_commits, wgmmas;
+  pyc_emu_wgmma wgmma[PYC_EMU_WGMMA];
 };
+/* events that change what a waiting thread sees (an arrival, a landed copy, a barrier): a
+ * sweep of the runnable threads without one, and no copy in flight, is a deadlock */
+static unsigned long long pyc_emu_progress = 0;
 static pyc_emu_fiber* pyc_emu_fibers;
 static pyc_emu_fiber* pyc_emu_running = nullptr;
 
@@ -136,6 +153,7 @@ template <class T> static inline T min(T a, T b) { return b < a ? b : a; }
 
 /* back to the scheduler, which resumes this thread when the whole block has arrived */
 static inline void __syncthreads() {
+  pyc_emu_running->at_barrier = true;
   pyc_emu_to(&pyc_emu_running->context, &pyc_emu_scheduler);
   __asm__ __volatile__("" ::: "memory");  /* the other threads wrote shared and global memory */
 }
@@ -267,6 +285,7 @@ static inline void pyc_ldmatrix_x4_trans(unsigned* r, const void* row) { pyc_emu
 struct float4 { float x, y, z, w; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 struct float2 { float x, y; };
+struct uint4 { unsigned x, y, z, w; };
 static inline float2 make_float2(float x, float y) { return {x, y}; }
 static inline void pyc_emu_copy(void* dst, const void* src, int size, int src_bytes) {
   pyc_emu_fiber* me = pyc_emu_running;
@@ -302,8 +321,265 @@ static inline void pyc_cp_async_commit() { ++pyc_emu_running->commits; }
 static inline void pyc_cp_async_wait0() { pyc_emu_wait(0); }
 static inline void pyc_cp_async_wait1() { pyc_emu_wait(1); }
 static inline void pyc_cp_async_wait2() { pyc_emu_wait(2); }
-/* dynamic shared memory: a function static as large as a block may have (one block at a time) */
-#define PYC_DYNAMIC_SHARED(name) alignas(16) static unsigned char name[227 * 1024]
+/* dynamic shared memory: one array as large as a block may have (one block at a time), whose
+ * shared-space address is its offset in pyc_emu_shared; it starts 16 bytes past a 1024-byte
+ * boundary, so a kernel that needs 1024-byte alignment has to align it as on a GPU */
+alignas(1024) static unsigned char pyc_emu_shared[(227 << 10) + 1024];
+#define PYC_DYNAMIC_SHARED(name) unsigned char* const name = pyc_emu_shared + 16
+static inline unsigned long __cvta_generic_to_shared(const void* p) {
+  return (unsigned long)((const unsigned char*)p - pyc_emu_shared);
+}
+static inline unsigned char* pyc_emu_smem(unsigned address, unsigned bytes) {
+  if (address + bytes > sizeof pyc_emu_shared) {
+    fprintf(stderr, "emulate_cuda.h: shared address %u past the block's shared memory\n", address);
+    abort();
+  }
+  return pyc_emu_shared + address;
+}
+
+/* ---- Hopper (wgmma.cuh.j2, tma.cuh.j2): mbarriers, TMA, wgmma, warp specialisation.
+ * A thread that waits (an mbarrier phase, its warpgroup) yields: the scheduler runs the other
+ * threads and resumes it in the next sweep, while a thread in __syncthreads waits for the
+ * block. TMA loads land at the start of the next sweep (after every runnable thread has run
+ * on), 128-byte swizzled as the hardware writes them (16-byte chunk bits 4-6 of the shared
+ * address XOR bits 7-9), zeros outside the tensor, then complete their bytes on the mbarrier.
+ * The tensor maps are FakeDriver's (cuda_emulation.py): 16 words, [0] the address, [1] the
+ * rank and the element size (bits 8..), [2..6] dims, [7..10] byte strides, [11..13] the box
+ * (two 32-bit values a word). A wgmma computes when a wait_group retires it, each thread its
+ * own accumulators (the m16n8 order of mma.sync, warp w % 4 of the warpgroup rows 16 w..),
+ * reading A and B through their descriptors as the kernels lay them out (128-byte swizzle; A
+ * K-major: row m at (m / 8) SBO + (m % 8) 128 bytes; B N-major (imm-trans-b): column n's
+ * 64-column block at (n / 64) LBO, row k at (k / 8) SBO + (k % 8) 128), or A from the
+ * warpgroup's registers (the A fragments of mma.sync m16n8k16, gathered when it is issued). */
+static inline void pyc_emu_yield() {
+  pyc_emu_running->at_barrier = false;
+  pyc_emu_to(&pyc_emu_running->context, &pyc_emu_scheduler);
+  __asm__ __volatile__("" ::: "memory");
+}
+static inline unsigned pyc_emu_swizzle(unsigned address) {
+  return address ^ (((address >> 7) & 7u) << 4);
+}
+struct pyc_emu_mbar { int expected, pending; long long tx; unsigned phase, live; };
+static pyc_emu_mbar pyc_emu_mbars[sizeof pyc_emu_shared / 8];
+static inline pyc_emu_mbar& pyc_emu_bar(unsigned address, bool init = false) {
+  pyc_emu_smem(address, 8);
+  pyc_emu_mbar& bar = pyc_emu_mbars[address / 8];
+  if (address % 8 || (!init && !bar.live)) {
+    fprintf(stderr, "emulate_cuda.h: no mbarrier at shared address %u\n", address);
+    abort();
+  }
+  return bar;
+}
+static inline void pyc_emu_bar_step(pyc_emu_mbar& bar) {
+  ++pyc_emu_progress;
+  if (bar.pending < 0) {
+    fprintf(stderr, "emulate_cuda.h: more arrivals on an mbarrier than its count\n");
+    abort();
+  }
+  if (bar.pending == 0 && bar.tx == 0) {  /* the phase completes; the next one starts */
+    bar.phase ^= 1u;
+    bar.pending = bar.expected;
+  }
+}
+static inline void pyc_mbar_init(unsigned address, unsigned count) {
+  pyc_emu_mbar& bar = pyc_emu_bar(address, true);
+  bar = {(int)count, (int)count, 0, 0, 1};
+  ++pyc_emu_progress;
+}
+static inline void pyc_mbar_init_fence() {}
+static inline void pyc_mbar_arrive_tx(unsigned address, unsigned bytes) {
+  pyc_emu_mbar& bar = pyc_emu_bar(address);
+  bar.tx += bytes;
+  --bar.pending;
+  pyc_emu_bar_step(bar);
+}
+static inline void pyc_mbar_arrive(unsigned address) {
+  pyc_emu_mbar& bar = pyc_emu_bar(address);
+  --bar.pending;
+  pyc_emu_bar_step(bar);
+}
+static inline void pyc_mbar_wait(unsigned address, unsigned parity) {
+  bool waited = false;
+  while (pyc_emu_bar(address).phase == (parity & 1u)) {  /* that phase has not completed */
+    pyc_emu_yield();
+    waited = true;
+  }
+  if (waited) ++pyc_emu_progress;
+}
+static inline void pyc_tmap_acquire(const void* map) {
+  if (map == nullptr) abort();
+}
+struct pyc_emu_bulk { unsigned dst, bar; const unsigned long long* map; int coords[5]; };
+enum { PYC_EMU_BULKS = 4096 };
+static pyc_emu_bulk pyc_emu_bulks[PYC_EMU_BULKS];
+static unsigned pyc_emu_nbulk = 0;
+static inline void pyc_emu_tma(unsigned dst, const void* map, unsigned bar, int rank, const int* c) {
+  const unsigned long long* words = (const unsigned long long*)map;
+  if ((int)(words[1] & 255u) != rank || dst % 128 || pyc_emu_nbulk == PYC_EMU_BULKS) {
+    fprintf(stderr, "emulate_cuda.h: a TMA load of rank %d into %u does not fit its map\n", rank, dst);
+    abort();
+  }
+  pyc_emu_bar(bar);
+  pyc_emu_bulk& bulk = pyc_emu_bulks[pyc_emu_nbulk++];
+  bulk = {dst, bar, words, {0, 0, 0, 0, 0}};
+  for (int d = 0; d < rank; ++d) bulk.coords[d] = c[d];
+}
+/* the loads issued in the last sweep land (the scheduler calls this between sweeps) */
+static void pyc_emu_land_bulk() {
+  for (unsigned q = 0; q < pyc_emu_nbulk; ++q) {
+    const pyc_emu_bulk& bulk = pyc_emu_bulks[q];
+    const unsigned long long* w = bulk.map;
+    const int rank = (int)(w[1] & 255u), size = (int)(w[1] >> 8 & 255u);
+    long long dims[5] = {1, 1, 1, 1, 1}, strides[5] = {0, 0, 0, 0, 0};
+    int box[5] = {1, 1, 1, 1, 1};
+    for (int d = 0; d < rank; ++d) {
+      dims[d] = (long long)w[2 + d];
+      strides[d] = d == 0 ? size : (long long)w[7 + d - 1];
+      box[d] = (int)(w[11 + d / 2] >> (32 * (d % 2)) & 0xffffffffu);
+    }
+    const long long elements = (long long)box[0] * box[1] * box[2] * box[3] * box[4];
+    unsigned char* base = pyc_emu_smem(bulk.dst, (unsigned)(elements * size));
+    for (long long e = 0; e < elements; ++e) {
+      long long rest = e, offset = 0;
+      bool inside = true;
+      for (int d = 0; d < 5; ++d) {
+        const long long at = bulk.coords[d] + rest % box[d];
+        rest /= box[d];
+        inside = inside && at >= 0 && at < dims[d];
+        offset += at * strides[d];
+      }
+      unsigned char* to = base + (pyc_emu_swizzle(bulk.dst + (unsigned)(e * size)) - bulk.dst);
+      if (inside) __builtin_memcpy(to, (const unsigned char*)w[0] + offset, (size_t)size);
+      else __builtin_memset(to, 0, (size_t)size);
+    }
+    pyc_emu_mbar& bar = pyc_emu_bar(bulk.bar);
+    bar.tx -= elements * size;  /* complete_tx: the whole box, zeros included */
+    pyc_emu_bar_step(bar);
+  }
+  pyc_emu_nbulk = 0;
+}
+static inline void pyc_tma_load2(unsigned dst, const void* map, unsigned bar, int c0, int c1) {
+  const int c[] = {c0, c1};
+  pyc_emu_tma(dst, map, bar, 2, c);
+}
+static inline void pyc_tma_load3(unsigned dst, const void* map, unsigned bar, int c0, int c1, int c2) {
+  const int c[] = {c0, c1, c2};
+  pyc_emu_tma(dst, map, bar, 3, c);
+}
+static inline void pyc_tma_load4(unsigned dst, const void* map, unsigned bar, int c0, int c1, int c2, int c3) {
+  const int c[] = {c0, c1, c2, c3};
+  pyc_emu_tma(dst, map, bar, 4, c);
+}
+static inline void pyc_tma_load5(unsigned dst, const void* map, unsigned bar, int c0, int c1, int c2, int c3, int c4) {
+  const int c[] = {c0, c1, c2, c3, c4};
+  pyc_emu_tma(dst, map, bar, 5, c);
+}
+template <int N> static inline void pyc_setmaxnreg_dec() {}
+template <int N> static inline void pyc_setmaxnreg_inc() {}
+static inline void pyc_wgmma_fence() {}
+static inline void pyc_fence_proxy_async() {}
+static inline void pyc_wgmma_fence_operand(float&) {}
+static inline void pyc_wgmma_fence_operand_u(unsigned&) {}
+/* the threads of this thread's warpgroup meet (the register-A wgmma's exchange) */
+static unsigned pyc_emu_wg_count[8], pyc_emu_wg_generation[8];
+static inline void pyc_emu_warpgroup_sync() {
+  const unsigned wg = pyc_emu_linear_thread() / 128u, generation = pyc_emu_wg_generation[wg];
+  ++pyc_emu_progress;
+  if (++pyc_emu_wg_count[wg] == 128u) {
+    pyc_emu_wg_count[wg] = 0;
+    ++pyc_emu_wg_generation[wg];
+    return;
+  }
+  while (pyc_emu_wg_generation[wg] == generation) pyc_emu_yield();
+}
+static inline float pyc_emu_smem16(unsigned address, int bf16) {
+  unsigned short h;
+  __builtin_memcpy(&h, pyc_emu_smem(pyc_emu_swizzle(address), 2), 2);
+  return bf16 ? pyc_emu_float((unsigned)h << 16) : pyc_emu_h2f(h);
+}
+static inline void pyc_emu_desc(unsigned long long desc, unsigned* start, unsigned* lbo, unsigned* sbo) {
+  if ((desc >> 62) != 1u) {
+    fprintf(stderr, "emulate_cuda.h: a wgmma descriptor without the 128-byte swizzle\n");
+    abort();
+  }
+  *start = (unsigned)(desc & 0x3FFFu) << 4;
+  *lbo = (unsigned)(desc >> 16 & 0x3FFFu) << 4;
+  *sbo = (unsigned)(desc >> 32 & 0x3FFFu) << 4;
+}
+static void pyc_emu_wgmma_run(const pyc_emu_wgmma& op) {
+  const unsigned me = pyc_emu_linear_thread(), lane = me & 31u, warp = (me >> 5) & 3u;
+  const int g = (int)lane >> 2, t = (int)lane & 3;
+  unsigned a0 = 0, a_lbo = 0, a_sbo = 0, b0, b_lbo, b_sbo;
+  if (!op.rs) pyc_emu_desc(op.a, &a0, &a_lbo, &a_sbo);
+  pyc_emu_desc(op.b, &b0, &b_lbo, &b_sbo);
+  for (int r = 0; r < op.n / 2; ++r) {  /* d[r]: row 16 warp + g (+ 8), column 8 (r / 4) + 2t + r % 2 */
+    const int half = (r >> 1) & 1, row = 16 * (int)warp + g + 8 * half;
+    const int col = 8 * (r >> 2) + 2 * t + (r & 1);
+    float sum = op.d[r];
+    for (int k = 0; k < 16; ++k) {
+      const float a = op.rs ? op.a_rows[half][k]
+                            : pyc_emu_smem16(a0 + (unsigned)(row / 8) * a_sbo + (unsigned)(row % 8) * 128u + 2u * k, op.bf16);
+      const float b = pyc_emu_smem16(b0 + (unsigned)(col / 64) * b_lbo + (unsigned)(k / 8) * b_sbo
+                                     + (unsigned)(k % 8) * 128u + 2u * (col % 64), op.bf16);
+      sum += a * b;
+    }
+    op.d[r] = sum;
+  }
+}
+static inline pyc_emu_wgmma& pyc_emu_wgmma_issue(float* d, int n, int bf16) {
+  pyc_emu_fiber* me = pyc_emu_running;
+  if (me->wgmmas == PYC_EMU_WGMMA) {
+    fprintf(stderr, "emulate_cuda.h: more than %d wgmma in flight\n", PYC_EMU_WGMMA);
+    abort();
+  }
+  pyc_emu_wgmma& op = me->wgmma[me->wgmmas++];
+  op.d = d;
+  op.n = n;
+  op.bf16 = bf16;
+  op.group = me->wgmma_commits;
+  return op;
+}
+static inline void pyc_emu_wgmma_ss(float* d, unsigned long long a, unsigned long long b, int n, int bf16) {
+  pyc_emu_wgmma& op = pyc_emu_wgmma_issue(d, n, bf16);
+  op.rs = 0;
+  op.a = a;
+  op.b = b;
+}
+static inline void pyc_emu_wgmma_rs(float* d, const unsigned* a, unsigned long long b, int n, int bf16) {
+  const unsigned me = pyc_emu_linear_thread(), lane = me & 31u;
+  for (int r = 0; r < 4; ++r) pyc_emu_frags[me * 6 + r] = a[r];
+  pyc_emu_warpgroup_sync();
+  pyc_emu_wgmma& op = pyc_emu_wgmma_issue(d, n, bf16);
+  op.rs = 1;
+  op.b = b;
+  const unsigned* warp = &pyc_emu_frags[(me & ~31u) * 6];
+  for (int half = 0; half < 2; ++half)
+    for (int k = 0; k < 16; ++k)
+      op.a_rows[half][k] = pyc_emu_a(warp, (int)(lane >> 2) + 8 * half, k, bf16);
+  pyc_emu_warpgroup_sync();  /* everyone has read the exchange before it is written again */
+}
+static inline void pyc_wgmma_commit() { ++pyc_emu_running->wgmma_commits; }
+template <int N> static inline void pyc_wgmma_wait() {
+  pyc_emu_fiber* me = pyc_emu_running;
+  unsigned kept = 0;
+  for (unsigned i = 0; i < me->wgmmas; ++i) {
+    if (me->wgmma[i].group + N < me->wgmma_commits) pyc_emu_wgmma_run(me->wgmma[i]);
+    else me->wgmma[kept++] = me->wgmma[i];
+  }
+  me->wgmmas = kept;
+}
+#define PYC_EMU_WGMMA_SHAPES(n) \
+  static inline void pyc_wgmma_fp16_n##n(float* d, unsigned long long a, unsigned long long b) { pyc_emu_wgmma_ss(d, a, b, n, 0); } \
+  static inline void pyc_wgmma_bf16_n##n(float* d, unsigned long long a, unsigned long long b) { pyc_emu_wgmma_ss(d, a, b, n, 1); } \
+  static inline void pyc_wgmma_rs_fp16_n##n(float* d, const unsigned* a, unsigned long long b) { pyc_emu_wgmma_rs(d, a, b, n, 0); } \
+  static inline void pyc_wgmma_rs_bf16_n##n(float* d, const unsigned* a, unsigned long long b) { pyc_emu_wgmma_rs(d, a, b, n, 1); }
+PYC_EMU_WGMMA_SHAPES(128)
+PYC_EMU_WGMMA_SHAPES(256)
+static inline float2 pyc_lds_float2(unsigned address) {
+  float2 v;
+  __builtin_memcpy(&v, pyc_emu_smem(address, 8), 8);
+  return v;
+}
 
 /* ---- the launch */
 static void* pyc_emu_fn;
@@ -322,6 +598,8 @@ static void pyc_emu_call() {
     case 6: ((void (*)(void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5]); break;
     case 7: ((void (*)(void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6]); break;
     case 8: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]); break;
+    case 9: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]); break;
+    case 10: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]); break;
     default: __builtin_trap();
   }
 }
@@ -335,6 +613,7 @@ static void pyc_emu_thread() {
       for (unsigned x = 0; x < gridDim.x; ++x) {
         me->block = blockIdx = {x, y, z};
         me->commits = me->pending = 0;  /* a block's copies never land in the next one's */
+        me->wgmma_commits = me->wgmmas = 0;
         pyc_emu_call();
         __syncthreads();
       }
@@ -381,15 +660,39 @@ extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, 
   unsigned* order = pyc_emu_order;
   for (unsigned t = 0; t < threads; ++t) {
     pyc_emu_fiber& f = pyc_emu_fibers[t];
-    f.done = false;  /* (not f = {}: the copies array need not be zeroed) */
+    f.done = f.at_barrier = false;  /* (not f = {}: the copies array need not be zeroed) */
     f.commits = f.pending = 0;
+    f.wgmma_commits = f.wgmmas = 0;
     f.thread = {t % bx, t / bx % by, t / (bx * by)};
     pyc_emu_start(&f.context, pyc_emu_stacks[t], PYC_EMU_STACK);
     order[t] = t;
   }
-  /* each phase: every thread not done runs to its next barrier (or its end), in a fresh order */
+  memset(pyc_emu_mbars, 0, sizeof pyc_emu_mbars);
+  memset(pyc_emu_wg_count, 0, sizeof pyc_emu_wg_count);
+  pyc_emu_nbulk = 0;
+  /* each sweep: every runnable thread runs to its next barrier, yield or end, in a fresh
+   * order; when none is runnable, the threads at the barrier go on (all of the block is) */
   unsigned long long state = 0x9E3779B97F4A7C15ull * ++pyc_emu_launches;
+  unsigned stalled = 0;
   for (;;) {
+    const bool landing = pyc_emu_nbulk != 0;
+    pyc_emu_land_bulk();
+    unsigned runnable = 0, at_barrier = 0, done = 0;
+    for (unsigned t = 0; t < threads; ++t) {
+      const pyc_emu_fiber& f = pyc_emu_fibers[t];
+      if (f.done) ++done; else if (f.at_barrier) ++at_barrier; else ++runnable;
+    }
+    if (runnable == 0) {
+      if (at_barrier == 0) break;
+      if (done != 0) {
+        fprintf(stderr, "emulate_cuda.h: %u threads left the kernel while %u wait at a barrier\n",
+                done, at_barrier);
+        abort();
+      }
+      for (unsigned t = 0; t < threads; ++t) pyc_emu_fibers[t].at_barrier = false;
+      ++pyc_emu_progress;
+    }
+    const unsigned long long before = pyc_emu_progress;
     for (unsigned i = threads; i > 1; --i) {  /* Fisher-Yates from a xorshift64 generator */
       state ^= state << 13;
       state ^= state >> 7;
@@ -398,21 +701,21 @@ extern "C" void pyc_emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, 
       order[i - 1] = order[j];
       order[j] = kept;
     }
-    unsigned waiting = 0, finished = 0;
     for (unsigned i = 0; i < threads; ++i) {
       const unsigned t = order[i];
       pyc_emu_fiber& f = pyc_emu_fibers[t];
-      if (f.done) continue;
+      if (f.done || f.at_barrier) continue;
       threadIdx = f.thread;
       blockIdx = f.block;
       pyc_emu_running = &f;
       pyc_emu_to(&pyc_emu_scheduler, &f.context);
-      if (f.done) ++finished; else ++waiting;
+      if (f.done || f.at_barrier) ++pyc_emu_progress;
     }
-    if (waiting == 0) break;
-    if (finished != 0) {
-      fprintf(stderr, "emulate_cuda.h: %u threads left the kernel while %u wait at a barrier\n",
-              finished, waiting);
+    /* nothing changed and nothing in flight: the yielding threads wait for each other */
+    stalled = pyc_emu_progress == before && !landing && pyc_emu_nbulk == 0 ? stalled + 1 : 0;
+    if (stalled > 2) {
+      fprintf(stderr, "emulate_cuda.h: deadlock: threads wait on mbarriers or their warpgroup "
+              "and nothing can complete them\n");
       abort();
     }
   }

@@ -31,15 +31,17 @@ WGMMA = "cuda_matmul_wgmma"
 
 
 class ForcedWgmma:
-    """A tuning database giving every MatMul the Hopper GEMM with `params`."""
+    """A tuning database giving every MatMul the Hopper GEMM (or `candidate`, the TMA one)
+    with `params`."""
 
-    def __init__(self, **params: int) -> None:
+    def __init__(self, candidate: str = WGMMA, **params: int) -> None:
+        self.candidate = candidate
         self.params = params
 
     def lookup(self, signature):  # noqa: ANN001, ANN201
         from pyc_cli.ir.annotations import KernelChoice
 
-        return KernelChoice(WGMMA, dict(self.params)) if signature.op == "MatMul" else None
+        return KernelChoice(self.candidate, dict(self.params)) if signature.op == "MatMul" else None
 
 
 def emit(model_path: Path, precision: str, arch: str = "sm_90",

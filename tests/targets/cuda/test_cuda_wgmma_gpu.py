@@ -54,7 +54,7 @@ def check(case: WgmmaCase, precision: str, tmp_path: Path, rng: np.random.Genera
     built = pyc_cli.build(path, tmp_path / "w.pyc", target="cuda", arch="sm_90",
                           precision=precision, tuning=tuning)  # type: ignore[arg-type]
     chosen = [n.ann.kernel.candidate for n in built.graph.nodes if n.op == "MatMul" and n.ann.kernel]
-    assert chosen == [WGMMA] * case.gemms, chosen
+    assert chosen == [tuning.candidate if tuning else WGMMA] * case.gemms, chosen
     tolerance = (CHAIN_REL_TOL if case.gemms > 1 else REL_TOL)[precision]
     tile = int(tuning.params.get("tc_wgmma_n", WGMMA_BN)) if tuning else WGMMA_BN
     errors = []

@@ -82,6 +82,35 @@ def two_inputs(batch: int, m: int, k: int, n: int) -> WgmmaCase:
                      {"x": (batch, m, k), "z": (batch, k, n)}, forward, k=k)
 
 
+def constant_b(name: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> WgmmaCase:
+    """y = x W over batch dims (W constant, maybe one per batch index, maybe broadcast)."""
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        k = x_shape[-1]
+        out = np.broadcast_shapes(x_shape[:-2], w_shape[:-2]) + (x_shape[-2], w_shape[-1])
+        return make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vinfo("x", x_shape)],
+                          [vinfo("y", out)], [init("w", rand(rng, *w_shape, scale=k ** -0.5))])
+
+    def forward(f: Arrays, w: Arrays, p: str) -> np.ndarray:
+        return matmul(f["x"], w["w"], p)
+    return WgmmaCase(name, make, {"x": x_shape}, forward, k=x_shape[-1])
+
+
+def activation_b(m: int, k: int, p: int, n: int) -> WgmmaCase:
+    """y = x (u W): B of the second GEMM an activation, stored in 16 bits (both GEMMs read a
+    float32 model input as A)."""
+    def make(rng: np.random.Generator) -> onnx.ModelProto:
+        nodes = [helper.make_node("MatMul", ["u", "w"], ["b"]),
+                 helper.make_node("MatMul", ["x", "b"], ["y"])]
+        return make_model(nodes, [vinfo("x", (m, k)), vinfo("u", (k, p))], [vinfo("y", (m, n))],
+                          [init("w", rand(rng, p, n, scale=p ** -0.5))])
+
+    def forward(f: Arrays, w: Arrays, prec: str) -> np.ndarray:
+        b = matmul(f["u"], w["w"], prec)
+        return matmul(f["x"], round_to(b, prec), prec)
+    return WgmmaCase(f"wgmma_activation_b_{m}x{k}x{p}x{n}", make, {"x": (m, k), "u": (k, p)},
+                     forward, gemms=2, k=k)
+
+
 # rendered and compiled in CI (small: tails in M, N and K; K and N off multiples of 8)
 COMPILE_CASES = (epilogue(130, 72, 200), epilogue(257, 1031, 523), chain(136, 264),
                  two_inputs(3, 200, 136, 261))
@@ -123,3 +152,21 @@ def error_map(actual: np.ndarray, expected: np.ndarray, rtol: float, tile: int =
     grid[(rows % tile) // 8, (cols % tile) // 8] = True
     lines = ["".join("#" if cell else "." for cell in row) for row in grid]
     return f"{bad.sum()} of {bad.size} elements off; by 8 x 8 cell of a {tile}-tile:\n" + "\n".join(lines)
+
+
+# the TMA Hopper GEMM (matmul_wgmma_tma.cu.j2: K a multiple of 8, B not a model input): a float32
+# A (rounded in registers) with tails in M and N, a K tail of the 64-deep slices, 16-bit A and
+# C in the chain's middle GEMM, one constant B per batch index (3-D maps) and an A broadcast
+# over two batch dims (a 2-D map for A, a 4-D one for B), one row more than the skinny GEMM,
+# a 16-bit activation as B
+TMA_COMPILE_CASES = (epilogue(130, 72, 200), epilogue(257, 1032, 523), chain(136, 264),
+                     constant_b("tma_batched_b", (3, 130, 64), (3, 64, 72)),
+                     constant_b("tma_broadcast_a", (24, 40), (2, 3, 40, 72)),
+                     epilogue(9, 40, 70), activation_b(200, 136, 72, 264))
+TMA_GPU_CASES = (epilogue(4096, 4096, 4096), epilogue(1000, 1000, 1000), epilogue(128, 384, 384),
+                 *TMA_COMPILE_CASES, chain(2048, 1024),
+                 constant_b("tma_batched_b_large", (2, 1000, 520), (2, 520, 1000)))
+# forced parameters of the TMA GEMM: its defaults, 128-column tiles, 2 and 6 stages, and a
+# persistent grid of 3 blocks (each takes many tiles: the pipeline's phases carry across them)
+TMA_VARIANTS = ({}, {"tc_wgmma_n": 128}, {"tc_tma_stages": 2},
+                {"tc_wgmma_n": 128, "tc_tma_stages": 4}, {"tc_tma_ctas": 3})
