@@ -62,11 +62,12 @@ from .ir.run_dims import model_dims, shape_argument
 from .ir.symbolic import parse_input_shapes
 from .ir.text import print_graph
 from .ir.types import check_addressable
+from .passes import latency_model
 from .passes.context import BuildOptions, PassContext
 from .passes.pipeline import PASS_NAMES, run_pipeline
 from .passes.tuning import EmptyTuningDatabase, TuningDatabase
 from .passes.tuning_db import FileTuningDatabase, default_path
-from .planning.contract import Contract, broken, parse_contract
+from .planning.contract import Clause, Contract, broken, parse_contract
 from .planning.plan import MemoryPlan
 from .planning.policy import get_policy
 from .planning.timeline import timeline_svg
@@ -415,7 +416,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         if memory_budget is not None:
             notes.insert(0, ctx.decisions[-1].reason)
         if promised is not None:
-            notes += check_contract_at_build(promised, ctx)
+            notes += check_contract_at_build(promised, ctx, graph, cpu_records[0], threads)
         for note in budget_notes:
             ctx.log("build", [], "compile_budget", note)
         if fed is not None:
@@ -827,13 +828,18 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
     return written
 
 
-def check_contract_at_build(promised: Contract, ctx: PassContext) -> list[str]:
-    """Check the clauses the plan decides (the arena; `deterministic` was replayed by the
-    planner), log one decision per clause (serves contract:NAME) and return the build's notes;
-    PYC-E063 for a broken one, naming the decisions that drove the value."""
+def check_contract_at_build(promised: Contract, ctx: PassContext, graph: Graph,
+                            cpu: dict[str, Any] | None, threads: int) -> list[str]:
+    """Check the clauses the build decides or predicts (the arena from the plan, latency from
+    the latency model; `deterministic` was replayed by the planner), log one decision per
+    clause (serves contract:NAME) and return the build's notes; PYC-E063 for a broken one,
+    naming the decisions that drove the value."""
     plan: MemoryPlan = ctx.artifacts["memory_plan"]
     notes = []
     for clause in promised.clauses:
+        if clause.percentile is not None and ctx.target is not None:
+            notes.append(_check_latency_at_build(clause, ctx, graph, cpu, threads))
+            continue
         if clause.name == "arena":
             if not clause.holds(plan.arena_bytes):
                 raise broken(clause, plan.arena_bytes, "the plan's arena is", _arena_drivers(ctx))
@@ -852,6 +858,38 @@ def check_contract_at_build(promised: Contract, ctx: PassContext) -> list[str]:
                 after=value, clause=clause.name, status=status, serves=f"contract:{clause.name}")
         notes.append(f"contract {clause.text}: {why}")
     return notes
+
+
+def _check_latency_at_build(clause: Clause, ctx: PassContext, graph: Graph,
+                            cpu: dict[str, Any] | None, threads: int) -> str:
+    """A latency clause against the predicted run time (a median run: a pNN clause it already
+    breaks is broken). A prediction resting mostly on the uncalibrated default cost model is
+    logged, never fatal: it cannot tell 1 ms from 3."""
+    predicted = latency_model.predict_build(graph, ctx.kernels, threads, cpu, ctx.tuning)
+    ms = float(f"{predicted.ms:.3g}")
+    default = _uncalibrated_share(predicted)
+    slowest = sorted(predicted.nodes, key=lambda n: -n.ms)[:3]
+    drove = [f"{n.node} ({n.op}, {n.kernel}): {n.ms:.3g} ms predicted ({n.basis})"
+             for n in slowest]
+    calibrated = default < 0.5
+    if calibrated and not clause.holds(ms / 1000.0):
+        raise broken(clause, ms / 1000.0, "the predicted median run is", drove)
+    status = ("predicted" if calibrated else "uncalibrated")
+    why = (f"the predicted median run is {clause.show(ms / 1000.0)} "
+           f"({100 * (1 - default):.0f}% of it from measurements on this machine); measured "
+           "again by pyc run --check-contract")
+    if not calibrated:
+        why += ("; the prediction rests on the uncalibrated cost model, so it decides nothing "
+                "(`pyc explain ARTIFACT --what-if threads=N --measure` calibrates this machine)")
+    ctx.log("contract", [], "contract_clause", f"{clause.text}: {why}", before=clause.limit,
+            after=ms / 1000.0, clause=clause.name, status=status, serves=f"contract:{clause.name}")
+    return f"contract {clause.text}: {why}"
+
+
+def _uncalibrated_share(predicted: latency_model.LatencyPrediction) -> float:
+    """The share of a prediction resting on the default ms-per-cost ratio (nothing measured)."""
+    total = sum(n.ms for n in predicted.nodes) or 1.0
+    return sum(n.ms for n in predicted.nodes if "uncalibrated default" in n.basis) / total
 
 
 def _arena_drivers(ctx: PassContext) -> list[str]:

@@ -17,6 +17,10 @@ os.environ["PYC_TUNING_DB"] = str(Path(tempfile.mkdtemp(prefix="pyc-test-tuning-
 # every `pyc build` runs the whole pipeline: the build cache (tests/artifact/test_build_cache.py
 # turns it on for itself) would let one test's build stand in for another's
 os.environ["PYC_BUILD_CACHE"] = "off"
+# a contract's latency clause reads this machine's calibration store (earlier profiles): tests
+# get an empty one (tests that calibrate set their own), never the user's
+os.environ["PYC_WHATIF_CALIBRATION"] = str(
+    Path(tempfile.mkdtemp(prefix="pyc-test-whatif-")) / "whatif.json")
 
 
 def pytest_configure(config: pytest.Config) -> None:

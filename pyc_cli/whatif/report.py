@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..passes import latency_model as cost
 from ..units import format_size
-from . import cost, simulate
+from . import simulate
 from .spec import Alternative, apply, parse_what_if
 
 SCHEMA = "pyc.whatif/1"

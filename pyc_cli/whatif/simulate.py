@@ -3,7 +3,7 @@ without building it.
 
 The arena is exact: the alternative's flags rerun the Python pipeline (passes and planning, the
 code `pyc build` runs before it generates C), so the plan is the one the build would write. The
-latency comes from whatif/cost.py: per-kernel timings of the artifact where the alternative runs
+latency comes from passes/latency_model.py: per-kernel timings of the artifact where the alternative runs
 the same kernel on the same work, the tuning database's timings, else the cost model calibrated
 by what was measured on this machine.
 """
@@ -24,12 +24,12 @@ from ..artifact.source import source_model
 from ..errors import PycError
 from ..ir.annotations import KernelChoice
 from ..ir.graph import Graph
+from ..passes import latency_model as cost
 from ..passes.context import PassContext
 from ..passes.tuning import EmptyTuningDatabase, KernelSignature, kernel_signature, signature_key
 from ..passes.tuning_db import default_path
 from ..targets import get_target
 from ..targets.base import Target
-from . import cost
 from .spec import Alternative, Changes, apply, bad_kernel, from_flags
 
 
@@ -226,32 +226,12 @@ def simulate(setup: Setup, alt: Alternative, timings: cost.Timings | None,
     target = setup.target(alt)
     own_timings = timings if alt.target == (setup.manifest or {}).get("target", "cpu") else None
     latency = cost.predict(graph, target.name, dict(target.kernels), alt.threads, own_timings,
-                           tuning, calibration, static_kernels(target))
+                           tuning, calibration, cost.static_kernels(target))
     kernels = {n.name: n.ann.kernel_name or "" for n in graph.nodes
                if n.ann.kernel is not None and not n.ann.kernel.is_alias}
     return Scenario(alt, ctx.options.mode, memory.arena_bytes, memory.lower_bound_bytes,
                     memory.no_reuse_bytes, latency, kernels,
                     timings=own_timings.source if own_timings is not None else "")
-
-
-_STATIC: dict[str, frozenset[str]] = {}
-
-
-def static_kernels(target: Target) -> frozenset[str]:
-    """The target's candidates whose template may schedule a parallel loop statically (a
-    partner thread's share waits for it: cost.STATIC_WAIT_MS on a loaded machine)."""
-    if target.name not in _STATIC:
-        from ..templating import templates_dir
-
-        found = set()
-        for candidates in target.kernels.values():
-            for candidate in candidates:
-                path = templates_dir() / target.template_subdir / "kernels" / candidate.template
-                text = path.read_text(encoding="utf-8") if path.is_file() else ""
-                if "PARALLEL_FOR_STATIC" in text or "PARALLEL_FOR{{ '_STATIC'" in text:
-                    found.add(candidate.name)
-        _STATIC[target.name] = frozenset(found)
-    return _STATIC[target.name]
 
 
 def alternatives(setup: Setup, texts: Sequence[str]) -> list[Alternative]:

@@ -83,7 +83,7 @@ def test_timings_from_a_profile_file_ground_the_prediction(cnn_artifact: Path,
 
 
 def test_measure_times_the_artifact_and_each_alternative_team_size(cnn_artifact: Path) -> None:
-    from pyc_cli.whatif.cost import effective_threads
+    from pyc_cli.passes.latency_model import effective_threads
 
     data = _what_if(cnn_artifact, "--what-if", "threads=2", "--measure")
     assert data["timings"]["source"] == "measured now (--measure)"

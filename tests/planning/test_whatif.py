@@ -12,8 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pyc_cli.errors import PycError
+from pyc_cli.passes import latency_model as cost
 from pyc_cli.passes.tuning import kernel_signature, signature_key
-from pyc_cli.whatif import cost, simulate
+from pyc_cli.whatif import simulate
 from pyc_cli.whatif.spec import Alternative, apply, parse_what_if
 
 # x[1,64] -> t0[1,256] -> t1[1,128] -> t2[1,512] -> y[1,16]: float32 intermediates of 1024,
@@ -117,7 +118,7 @@ def test_on_a_loaded_machine_a_second_thread_gains_nothing(setup: simulate.Setup
                                  cost.Calibration())
     # each call as on one thread, plus the wait for the descheduled partner: the MatMuls stream
     # their weights in statically scheduled loops, so each waits out the partner's time slice
-    assert "matmul_packed_const" in simulate.static_kernels(setup.target(setup.base))
+    assert "matmul_packed_const" in cost.static_kernels(setup.target(setup.base))
     assert scenario.latency.ms == pytest.approx(0.065 + 4 * cost.STATIC_WAIT_MS)
 
 

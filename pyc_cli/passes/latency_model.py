@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..ir.graph import Graph, Node
-from ..passes.tuning import kernel_signature, signature_key
+from ..templating import templates_dir
+from .tuning import kernel_signature, signature_key
 
 # ms per cost unit when nothing was measured on this machine (about 20 GFLOP/s of the cost
 # model's flop-equivalents: a mid-size AVX2 kernel on one core)
@@ -285,13 +286,16 @@ def calibrate(timings: Timings, basis: str) -> Calibration:
 
 def predict(graph: Graph, target_name: str, kernels: dict[str, Any], threads: int,
             timings: Timings | None, tuning: Any, calibration: Calibration,
-            static_kernels: frozenset[str] = frozenset()) -> LatencyPrediction:
+            static_kernels: frozenset[str] = frozenset(), loaded: bool = True
+            ) -> LatencyPrediction:
     """The predicted latency of `graph` (a compiled plan) at `threads` (0: every core);
-    `static_kernels` names the kernels whose parallel loops are statically scheduled."""
+    `static_kernels` names the kernels whose parallel loops are statically scheduled; `loaded`
+    counts the machine's present load (False: as if the cores were free, so that a build's
+    prediction does not change with the load of the moment)."""
     team = effective_threads(threads)
     # on a loaded machine the team's extra threads wait for cores: no speed-up, and each
     # parallel call waits at its barrier for a partner the OS has descheduled
-    usable = min(team, available_cores())
+    usable = min(team, available_cores()) if loaded else team
     contended = team > usable
     measured_at = timings.threads if timings is not None else team
     if measured_at == team and timings is not None:  # timed at this team: the load is in it
@@ -480,3 +484,31 @@ def _fold(old: dict[str, Any], fresh: dict[str, list[Sample]]) -> dict[str, list
             kept = []  # an older store's samples: dropped
         merged[name] = (kept + new)[-STORE_SAMPLES:]
     return merged
+
+
+_STATIC: dict[str, frozenset[str]] = {}
+
+
+def static_kernels(target: Any) -> frozenset[str]:
+    """The target's candidates whose template may schedule a parallel loop statically (a
+    partner thread's share waits for it: STATIC_WAIT_MS on a loaded machine)."""
+    if target.name not in _STATIC:
+        found = set()
+        for candidates in target.kernels.values():
+            for candidate in candidates:
+                path = templates_dir() / target.template_subdir / "kernels" / candidate.template
+                text = path.read_text(encoding="utf-8") if path.is_file() else ""
+                if "PARALLEL_FOR_STATIC" in text or "PARALLEL_FOR{{ '_STATIC'" in text:
+                    found.add(candidate.name)
+        _STATIC[target.name] = frozenset(found)
+    return _STATIC[target.name]
+
+
+def predict_build(graph: Graph, target: Any, threads: int, cpu: dict[str, Any] | None,
+                  tuning: Any) -> LatencyPrediction:
+    """A plan's latency as the build can predict it: no timings of its own yet, so the tuning
+    database's and this machine's calibration store's (earlier profiles: `pyc explain
+    --what-if ... --measure`) beneath the cost model; the load of the moment left out."""
+    calibration = machine_calibration(machine_key(cpu))
+    return predict(graph, target.name, dict(target.kernels), threads, None, tuning,
+                   calibration, static_kernels(target), loaded=False)
