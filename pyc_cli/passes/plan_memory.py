@@ -16,6 +16,7 @@ from ..planning.policy import BUILTIN, Policy
 from ..planning.remat import rematerialize
 from ..planning.schedule import best_schedule
 from ..planning.tiling import tile_channels
+from . import coselect as co
 from .context import PassContext
 from .select_kernels import choose_kernel, not_repeatable, size_workspace
 
@@ -76,9 +77,25 @@ def _log_symbolic_sizes(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> Non
             edges=sum(len(b.below) for b in runtime.blocks), arena=runtime.arena)
 
 
-def _prepare(graph: Graph, policy: Policy, ctx: PassContext, log: bool) -> str:
+def _prepare(graph: Graph, policy: Policy, ctx: PassContext, log: bool,
+             coselect: bool = True) -> str:
     """The policy's changes before placement (channel tiling, schedule order,
-    rematerialization); returns the schedule's name."""
+    rematerialization); returns the schedule's name. A policy with `coselect` (unless the
+    build asked for sequential selection, or `coselect` is off: the what-if figures) chooses
+    those changes and faster kernels together (passes/coselect.py)."""
+    if coselect and co.applies(graph, policy, ctx):
+        best, outcomes, target = co.search(
+            graph, policy, ctx, lambda trial, variant: _rewrite(trial, variant, ctx, False))
+        schedule = _rewrite(graph, best.variant.policy, ctx, log)
+        co.apply(graph, best, ctx)
+        if log:
+            co.log(best, outcomes, target, ctx)
+        return schedule
+    return _rewrite(graph, policy, ctx, log)
+
+
+def _rewrite(graph: Graph, policy: Policy, ctx: PassContext, log: bool) -> str:
+    """Channel tiling, schedule order and rematerialization as `policy` has them."""
     alignment = ctx.options.alignment
     tiles = []
     if policy.tile_channels:
@@ -194,7 +211,7 @@ def _what_if(original: Graph, ctx: PassContext, plan: MemoryPlan) -> dict[str, d
         if policy.name == plan.mode:
             continue
         other = original.clone()
-        _prepare(other, policy, ctx, log=False)
+        _prepare(other, policy, ctx, log=False, coselect=False)
         results[policy.name] = _figures(build_plan(other, compute_liveness(other), policy,
                                                    ctx.options.alignment))
     return results
