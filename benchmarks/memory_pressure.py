@@ -1,0 +1,200 @@
+"""The memory-pressure benchmark (issue #16, point 2): kernels chosen first and memory planned
+second (sequential) against kernels and memory plan chosen together (co-selection), at the
+same memory budget, on the real models.
+
+    python benchmarks/memory_pressure.py [--models mlp,resnet50,minilm,ppocr_det,ppocr_rec]
+                                         [--fraction 0.6] [--threads 2] [--repeat 20] [--rounds 6]
+
+For each model: the latency_first arena A is planned; the budget is `--fraction` x A (60%).
+Where no plan reaches that (the smallest arena any mode and selection gives is larger), the
+budget is that smallest arena instead, and the report says so. Both artifacts are built with
+`pyc build --memory-budget BUDGET` (the fastest mode that fits), one with `--kernel-selection
+sequential`, one with the default co-selection; both arenas are reported. Outputs are checked
+against onnxruntime (rtol 1e-3, atol 1e-3 x max |ref|); then both run in this process on the
+same inputs, interleaved (rounds alternate which goes first), `--repeat` timed runs each per
+round, `--threads` threads each. Writes benchmarks/results/memory-pressure.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import real_models  # noqa: E402
+
+import pyc_cli  # noqa: E402
+from pyc_cli.api import compile_graph  # noqa: E402
+from pyc_cli.errors import PycError  # noqa: E402
+
+SELECTIONS = ("sequential", "coselect")
+DEFAULT_MODELS = "mlp,resnet50,minilm,ppocr_det,ppocr_rec"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def smallest_arena(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
+    """The smallest arena any mode reaches (memory_first; co-selection keeps it)."""
+    _, ctx = compile_graph(path, "memory_first", shapes, kernel_selection="sequential")
+    return int(ctx.artifacts["memory_plan"].arena_bytes)
+
+
+def build(path: Path, shapes: dict[str, tuple[int, ...]], out: Path, budget: int,
+          selection: str, threads: int) -> dict:
+    started = time.perf_counter()
+    result = pyc_cli.build(path, out, input_shapes=shapes, memory_budget=budget, force=True,
+                           kernel_selection=selection, threads=threads)
+    decisions = result.context.decisions
+    kernels = Counter(d.after for d in decisions if d.action in ("select_kernel",))
+    upgrades = [d.to_json() for d in decisions if d.action == "coselect_kernel"]
+    search = next((d.to_json() for d in decisions if d.action == "coselect"), None)
+    return {"mode": result.plan.mode, "arena_bytes": result.plan.arena_bytes,
+            "build_s": round(time.perf_counter() - started, 1),
+            "budget_decision": next(d.reason for d in reversed(decisions)
+                                    if d.action == "memory_budget"),
+            "kernels_selected": dict(sorted(kernels.items())),
+            "coselect_upgrades": [{"node": u["nodes"][0], "from": u["before"], "to": u["after"],
+                                   "extra_bytes": u["extra_bytes"]} for u in upgrades],
+            "coselect": search}
+
+
+def check(got: list[np.ndarray], expected: list[np.ndarray]) -> tuple[bool, float]:
+    error = max(float(np.max(np.abs(g.astype(np.float64) - e))) if g.size else 0.0
+                for g, e in zip(got, expected))
+    scale = max(float(np.max(np.abs(e))) if e.size else 0.0 for e in expected)
+    ok = all(np.allclose(g, e, rtol=1e-3, atol=1e-3 * max(1.0, scale))
+             for g, e in zip(got, expected))
+    return ok, error
+
+
+def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
+    rng = np.random.default_rng(0)
+    path, shapes = real_models.MODELS[name](work, rng)
+    feeds = real_models._feeds(path, shapes, rng)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    _, lf_ctx = compile_graph(path, "latency_first", shapes)
+    lf_arena = int(lf_ctx.artifacts["memory_plan"].arena_bytes)
+    asked = int(args.fraction * lf_arena)
+    floor = smallest_arena(path, shapes)
+    budget = max(asked, floor)
+    record: dict = {"model": name, "shapes": {k: list(v) for k, v in shapes.items()},
+                    "latency_first_arena_bytes": lf_arena, "asked_budget_bytes": asked,
+                    "smallest_arena_bytes": floor, "budget_bytes": budget,
+                    "budget_note": "as asked" if budget == asked else
+                    f"{args.fraction:.0%} of the latency_first arena is below the smallest "
+                    f"arena any plan reaches ({floor} bytes): both builds would fail (PYC-E011); "
+                    "measured at that smallest arena instead"}
+    builds, models = {}, {}
+    for selection in SELECTIONS:
+        try:
+            builds[selection] = build(path, shapes, work / f"{name}_{selection}.pyc", budget,
+                                      selection, args.threads)
+        except PycError as exc:
+            builds[selection] = {"error": f"{exc.code}: {exc.what}"}
+    record["builds"] = builds
+    if any("error" in b for b in builds.values()):
+        return record
+    os.environ["PYC_NUM_THREADS"] = str(args.threads)
+    samples: dict[str, list[float]] = {s: [] for s in SELECTIONS}
+    try:
+        for selection in SELECTIONS:
+            models[selection] = pyc_cli.load(work / f"{name}_{selection}.pyc")
+            ok, error = check(list(models[selection].run(feeds).values()), expected)
+            builds[selection].update(matches_ort=ok, max_abs_diff=error)
+        if all(builds[s]["matches_ort"] for s in SELECTIONS):
+            for round_ in range(args.rounds):
+                order = SELECTIONS if round_ % 2 == 0 else SELECTIONS[::-1]
+                for selection in order:
+                    samples[selection] += models[selection].time_runs(feeds, args.repeat)
+    finally:
+        for compiled in models.values():
+            compiled.close()
+    if not samples["sequential"]:
+        return record
+    p50 = {s: float(np.median(v)) for s, v in samples.items()}
+    record.update(p50_ms=p50, p95_ms={s: float(np.percentile(v, 95)) for s, v in samples.items()},
+                  runs=len(samples["sequential"]),
+                  latency_reduction=1.0 - p50["coselect"] / p50["sequential"])
+    return record
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Memory-pressure benchmark: sequential vs co-selected kernels ({report['date']})",
+             "", f"Command: `{report['command']}`  ", f"Machine: {report['machine']}; threads "
+             f"{report['threads']} per engine; load average before/after "
+             f"{report['load_before']} / {report['load_after']}  ",
+             f"Timing: {report['rounds']} interleaved rounds x {report['repeat']} runs per "
+             "build, in one process on the same inputs; p50 over all runs.", "",
+             "| model | LF arena | budget (60%) | budget used | arena seq | arena co | mode seq "
+             "| mode co | upgrades | p50 seq ms | p50 co ms | lower latency |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in report["models"]:
+        b = r["builds"]
+        if any("error" in x for x in b.values()):
+            lines.append(f"| {r['model']} | {r['latency_first_arena_bytes']} | "
+                         f"{r['asked_budget_bytes']} | {r['budget_bytes']} | "
+                         + " | ".join(str(x.get("error", "")) for x in b.values()) + " | | | | | | |")
+            continue
+        p50 = r.get("p50_ms", {})
+        lines.append(
+            f"| {r['model']} | {r['latency_first_arena_bytes']} | {r['asked_budget_bytes']} | "
+            f"{r['budget_bytes']} | {b['sequential']['arena_bytes']} | "
+            f"{b['coselect']['arena_bytes']} | {b['sequential']['mode']} | "
+            f"{b['coselect']['mode']} | {len(b['coselect']['coselect_upgrades'])} | "
+            + (f"{p50['sequential']:.3f} | {p50['coselect']:.3f} | "
+               f"{r['latency_reduction']:+.1%} |" if p50 else "not timed | | |"))
+    lines += ["", "Budget notes:", ""]
+    lines += [f"- {r['model']}: {r['budget_note']}" for r in report["models"]]
+    lines += ["", "Bar (issue #16 point 2): co-selection >= 10% lower latency at the same arena."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--fraction", type=float, default=0.6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--name", default="memory-pressure")
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "pyc-memory-pressure")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": "python benchmarks/memory_pressure.py " + " ".join(argv or sys.argv[1:]),
+              "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+              "threads": args.threads, "repeat": args.repeat, "rounds": args.rounds,
+              "fraction": args.fraction, "load_before": [round(x, 2) for x in os.getloadavg()],
+              "models": []}
+    for name in args.models.split(","):
+        why = real_models.unavailable(name)
+        if why:
+            print(f"{name}: skipped ({why})")
+            continue
+        record = measure(name, args.work, args)
+        report["models"].append(record)
+        print(json.dumps({k: record.get(k) for k in ("model", "budget_bytes", "p50_ms",
+                                                      "latency_reduction")}), flush=True)
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
