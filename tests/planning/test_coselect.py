@@ -88,7 +88,8 @@ def test_every_choice_is_logged_with_its_reason(toy: Path) -> None:
         by_action.setdefault(decision.action, []).append(decision)
     (search,) = by_action["coselect"]
     assert search.extra["target"] == BUDGET and search.after < search.before
-    assert search.extra["variants"]["no rewrites"]["upgrades"] == 2
+    assert search.extra["variants"]["no rewrites, given order"]["upgrades"] == 2
+    assert search.extra["sequential"]["cost"] > search.after
     upgraded = {d.nodes[0]: d for d in by_action["coselect_kernel"]}
     kept = {d.nodes[0]: d for d in by_action["coselect_keep"]}
     assert sorted(upgraded) == ["Conv_3", "Conv_4"] and sorted(kept) == ["Conv_0", "Conv_1"]
@@ -106,10 +107,15 @@ def test_without_a_budget_memory_first_keeps_its_smallest_arena(toy: Path) -> No
         assert any(d.action == "coselect" for d in ctx.decisions) == (selection == "coselect")
 
 
-def test_variants_go_from_no_rewrites_to_all() -> None:
-    assert [v.label for v in variants(MEMORY_FIRST)] == [
-        "no rewrites", "tile_channels", "rematerialize", "tile_channels+rematerialize"]
-    assert not variants(MEMORY_FIRST)[0].policy.tile_channels
+def test_variants_go_from_no_rewrites_to_all_in_each_order() -> None:
+    found = variants(MEMORY_FIRST)
+    assert [v.label for v in found[:3]] == ["no rewrites, given order",
+                                            "no rewrites, depth_first order",
+                                            "no rewrites, greedy_memory order"]
+    assert [v.label for v in found[3::3]] == ["tile_channels, given order",
+                                              "rematerialize, given order",
+                                              "tile_channels+rematerialize, given order"]
+    assert not found[0].policy.tile_channels and found[-1].policy.rematerialize
 
 
 def test_an_unknown_kernel_selection_is_refused(toy: Path) -> None:
