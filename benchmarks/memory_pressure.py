@@ -51,19 +51,30 @@ def smallest_arena(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
 
 
 def build(path: Path, shapes: dict[str, tuple[int, ...]], out: Path, budget: int,
-          selection: str, threads: int) -> dict:
+          selection: str, threads: int, reuse: bool) -> dict:
+    """Build (or with `reuse`, read back an artifact built earlier for the same budget and
+    selection) and summarize what the build chose."""
     started = time.perf_counter()
-    result = pyc_cli.build(path, out, input_shapes=shapes, memory_budget=budget, force=True,
-                           kernel_selection=selection, threads=threads)
-    decisions = result.context.decisions
-    kernels = Counter(d.after for d in decisions if d.action in ("select_kernel",))
-    upgrades = [d.to_json() for d in decisions if d.action == "coselect_kernel"]
-    search = next((d.to_json() for d in decisions if d.action == "coselect"), None)
-    return {"mode": result.plan.mode, "arena_bytes": result.plan.arena_bytes,
+    manifest = out / "manifest.json"
+    flags = json.loads(manifest.read_text())["flags"] if manifest.is_file() else {}
+    if not (reuse and flags.get("memory_budget") == budget
+            and flags.get("kernel_selection", "coselect") == selection):
+        pyc_cli.build(path, out, input_shapes=shapes, memory_budget=budget, force=True,
+                      kernel_selection=selection, threads=threads)
+    decisions = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    plan = json.loads((out / "memory_plan.json").read_text())
+    kernels = Counter(d.get("after") for d in decisions if d["action"] == "select_kernel")
+    for d in decisions:  # co-selection's upgrades replace the first choice
+        if d["action"] == "coselect_kernel":
+            kernels[d["before"]] -= 1
+            kernels[d["after"]] += 1
+    upgrades = [d for d in decisions if d["action"] == "coselect_kernel"]
+    search = next((d for d in decisions if d["action"] == "coselect"), None)
+    return {"mode": plan["mode"], "arena_bytes": plan["arena_bytes"],
             "build_s": round(time.perf_counter() - started, 1),
-            "budget_decision": next(d.reason for d in reversed(decisions)
-                                    if d.action == "memory_budget"),
-            "kernels_selected": dict(sorted(kernels.items())),
+            "budget_decision": next(d["reason"] for d in reversed(decisions)
+                                    if d["action"] == "memory_budget"),
+            "kernels": {k: v for k, v in sorted(kernels.items()) if v},
             "coselect_upgrades": [{"node": u["nodes"][0], "from": u["before"], "to": u["after"],
                                    "extra_bytes": u["extra_bytes"]} for u in upgrades],
             "coselect": search}
@@ -99,7 +110,7 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
     for selection in SELECTIONS:
         try:
             builds[selection] = build(path, shapes, work / f"{name}_{selection}.pyc", budget,
-                                      selection, args.threads)
+                                      selection, args.threads, args.reuse)
         except PycError as exc:
             builds[selection] = {"error": f"{exc.code}: {exc.what}"}
     record["builds"] = builds
@@ -169,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--name", default="memory-pressure")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the artifacts a previous run left in --work (same budget and "
+                             "selection) instead of building them again")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "pyc-memory-pressure")
     args = parser.parse_args(argv)
