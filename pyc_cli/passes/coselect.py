@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from .target import KernelOption
 
 NAME = "plan_memory"
+# a rewrite's decision as the planner would log it: (nodes, action, reason, extra fields)
+Record = tuple[list[str], str, str, dict[str, object]]
+# a rewrite the policy has, and the action logged where it is not applied
+SKIPPED = {"tile_channels": "keep_whole", "rematerialize": "keep_live"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Outcome:
     arena: int = 0
     kept: list[Upgrade] = field(default_factory=list)
     refused: list[Upgrade] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # what its rewrites decided
 
     def summary(self) -> dict[str, object]:
         return {"lean_arena": self.lean_arena, "arena": self.arena,
@@ -129,7 +134,8 @@ def light_clone(graph: Graph) -> Graph:
 
 
 def search(graph: Graph, policy: Policy, ctx: PassContext,
-           prepare: Callable[[Graph, Policy], str]) -> tuple[Outcome, list[Outcome], int]:
+           prepare: Callable[[Graph, Policy], tuple[str, list[Record]]]
+           ) -> tuple[Outcome, list[Outcome], int]:
     """Plan every variant on a copy of `graph`; returns (the best, all of them, the target).
     The last outcome is the sequential plan (every rewrite, lean kernels): not a candidate, the
     figure the log compares with."""
@@ -137,13 +143,14 @@ def search(graph: Graph, policy: Policy, ctx: PassContext,
     outcomes = []
     for variant in variants(policy):
         trial = light_clone(graph)
-        schedule = prepare(trial, variant.policy)
+        schedule, _ = prepare(trial, variant.policy)
         lean = _arena(trial, variant.policy, alignment)
         outcomes.append(Outcome(variant, trial, schedule, lean, lean_cost=total_cost(trial, ctx)))
     trial = light_clone(graph)
-    schedule = prepare(trial, policy)
+    schedule, records = prepare(trial, policy)
     sequential = Outcome(Variant("sequential", policy), trial, schedule,
-                         _arena(trial, policy, alignment), lean_cost=total_cost(trial, ctx))
+                         _arena(trial, policy, alignment), lean_cost=total_cost(trial, ctx),
+                         records=records)
     sequential.arena, sequential.cost = sequential.lean_arena, sequential.lean_cost
     budget = ctx.options.memory_budget
     target = budget if budget is not None else min(o.lean_arena for o in outcomes)
@@ -287,6 +294,7 @@ def log(best: Outcome, outcomes: list[Outcome], target: int, ctx: PassContext) -
             before=round(sequential.lean_cost), after=round(best.cost), target=target,
             variants={o.variant.label: o.summary() for o in outcomes[:-1]},
             sequential=sequential.summary())
+    _log_skipped_rewrites(best, sequential, target, ctx)
     for upgrade in best.kept:
         ctx.log(NAME, [upgrade.node], "coselect_kernel",
                 f"{upgrade.fast} instead of {upgrade.lean}: predicted {upgrade.gain:.4g} "
@@ -301,3 +309,19 @@ def log(best: Outcome, outcomes: list[Outcome], target: int, ctx: PassContext) -
                 f"would raise the bytes live at step {upgrade.step} to {upgrade.live}, over "
                 f"{target}", before=upgrade.fast, after=upgrade.lean, gain=round(upgrade.gain),
                 extra_bytes=upgrade.extra)
+
+
+def _log_skipped_rewrites(best: Outcome, sequential: Outcome, target: int,
+                          ctx: PassContext) -> None:
+    """A rewrite of the policy that the chosen variant leaves out is still explained: its
+    decisions in the sequential plan, a rewrite applied there logged as left out and why."""
+    for flag, keep in SKIPPED.items():
+        if not getattr(sequential.variant.policy, flag) or getattr(best.variant.policy, flag):
+            continue
+        for nodes, action, reason, extra in sequential.records:
+            if action == keep:
+                ctx.log(NAME, nodes, action, reason, **extra)
+            elif action == flag:
+                ctx.log(NAME, nodes, keep, f"left out by co-selection: the plan without it "
+                        f"({best.variant.label}) fits {target} bytes at a lower predicted cost "
+                        f"(sequential planning applies it: {reason})", **extra)
