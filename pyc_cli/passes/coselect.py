@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from ..ir.annotations import KernelChoice
+from ..ir.annotations import KernelChoice, KernelParam
 from ..ir.graph import Graph, Node
 from ..ir.run_dims import model_dims
 from ..ops import registry
@@ -67,6 +67,10 @@ class Upgrade:
     extra: int  # bytes of scratch added at the node's step (aligned)
     step: int
     live: int = 0  # bytes live at the step with the faster kernel
+    # the faster kernel's parameters tried, default first, then those with less scratch
+    # (KernelOption.scratch_options), each with its scratch bytes; `params`: the one kept
+    configs: list[tuple[dict[str, KernelParam], int]] = field(default_factory=list)
+    params: dict[str, KernelParam] = field(default_factory=dict)
 
 
 @dataclass
@@ -214,9 +218,10 @@ def _options(graph: Graph, ctx: PassContext, policy: Policy) -> list[tuple[Node,
 
 
 def set_kernel(node: Node, graph: Graph, option: KernelOption, policy: Policy,
-               cap: int) -> None:
-    """Record `option` as `node`'s kernel with its scratch sized under `cap`."""
-    node.ann.kernel = KernelChoice(option.name, {}, inplace_input=policy.inplace_input(option))
+               cap: int, params: dict[str, KernelParam] | None = None) -> None:
+    """Record `option` as `node`'s kernel (with `params`) and its scratch sized under `cap`."""
+    node.ann.kernel = KernelChoice(option.name, dict(params or {}),
+                                   inplace_input=policy.inplace_input(option))
     node.ann.stores_once = option.stores_once and bool(node.ann.epilogue)
     if option.has_workspace:
         node.ann.kernel.workspace_cap = cap
@@ -240,24 +245,33 @@ def _upgrade(outcome: Outcome, ctx: PassContext, target: int) -> None:
         saved = (node.ann.kernel, node.ann.stores_once)
         before = _scratch(node, alignment)
         set_kernel(node, graph, fast, policy, fast_cap)  # sized, then put back
-        after = _scratch(node, alignment)
+        configs: list[tuple[dict[str, KernelParam], int]] = []
+        for params in [{}, *fast.scratch_options(node, graph)]:
+            set_kernel(node, graph, fast, policy, fast_cap, params)  # type: ignore[arg-type]
+            configs.append((params, _scratch(node, alignment)))  # type: ignore[arg-type]
         node.ann.kernel, node.ann.stores_once = saved
         gain = lean.cost(node, graph) - fast.cost(node, graph)
-        ranked.append(Upgrade(node.name, lean.name, fast.name, gain, after - before,
-                              steps[node.name]))
+        ranked.append(Upgrade(node.name, lean.name, fast.name, gain, configs[0][1] - before,
+                              steps[node.name], configs=configs))
     # free upgrades first, then the largest saving per byte; ties by node name
     ranked.sort(key=lambda u: (u.extra > 0, -u.gain / max(u.extra, 1), u.node))
     for upgrade in ranked:
         node = graph.nodes[upgrade.step]
         saved = (node.ann.kernel, node.ann.stores_once)
+        before = _scratch(node, alignment)
         fast = next(c for c in ctx.kernels.candidates(node, graph) if c.name == upgrade.fast)
-        set_kernel(node, graph, fast, policy, fast_cap)
-        upgrade.live, bound = _live_peak(graph, policy, alignment, upgrade.step)
-        if bound <= target:
-            outcome.kept.append(upgrade)
-            continue
-        node.ann.kernel, node.ann.stores_once = saved
-        outcome.refused.append(upgrade)
+        for index, (params, scratch) in enumerate(upgrade.configs):
+            set_kernel(node, graph, fast, policy, fast_cap, params)
+            live, bound = _live_peak(graph, policy, alignment, upgrade.step)
+            if index == 0:
+                upgrade.live = live  # what the default parameters would need, for the log
+            if bound <= target:
+                upgrade.params, upgrade.live, upgrade.extra = params, live, scratch - before
+                outcome.kept.append(upgrade)
+                break
+        else:
+            node.ann.kernel, node.ann.stores_once = saved
+            outcome.refused.append(upgrade)
     # the placement may need more than the lower bound: give back the least worth upgrades
     outcome.arena = _arena(graph, policy, alignment)
     while outcome.arena > target and outcome.kept:
@@ -277,7 +291,7 @@ def apply(graph: Graph, best: Outcome, ctx: PassContext) -> None:
     for upgrade in best.kept:
         node = by_name[upgrade.node]
         fast = next(c for c in ctx.kernels.candidates(node, graph) if c.name == upgrade.fast)
-        set_kernel(node, graph, fast, policy, fast_policy(policy).workspace_cap)
+        set_kernel(node, graph, fast, policy, fast_policy(policy).workspace_cap, upgrade.params)
 
 
 def log(best: Outcome, outcomes: list[Outcome], target: int, ctx: PassContext) -> None:
@@ -297,17 +311,21 @@ def log(best: Outcome, outcomes: list[Outcome], target: int, ctx: PassContext) -
     _log_skipped_rewrites(best, sequential, target, ctx)
     for upgrade in best.kept:
         ctx.log(NAME, [upgrade.node], "coselect_kernel",
-                f"{upgrade.fast} instead of {upgrade.lean}: predicted {upgrade.gain:.4g} "
-                f"flop-equivalents faster; its {max(upgrade.extra, 0)} extra bytes of scratch "
-                f"keep the {upgrade.live} bytes live at step {upgrade.step} within {target}",
+                f"{upgrade.fast}{_params_text(upgrade.params)} instead of {upgrade.lean}: "
+                f"predicted {upgrade.gain:.4g} flop-equivalents faster; its "
+                f"{max(upgrade.extra, 0)} extra bytes of scratch keep the {upgrade.live} bytes "
+                f"live at step {upgrade.step} within {target}",
                 before=upgrade.lean, after=upgrade.fast, gain=round(upgrade.gain),
-                extra_bytes=upgrade.extra)
+                extra_bytes=upgrade.extra, **({"params": upgrade.params} if upgrade.params
+                                              else {}))
     for upgrade in best.refused:
         ctx.log(NAME, [upgrade.node], "coselect_keep",
                 f"keeps {upgrade.lean}: the faster {upgrade.fast} ({upgrade.gain:.4g} "
                 f"flop-equivalents less) needs {upgrade.extra} more bytes of scratch, which "
                 f"would raise the bytes live at step {upgrade.step} to {upgrade.live}, over "
-                f"{target}", before=upgrade.fast, after=upgrade.lean, gain=round(upgrade.gain),
+                f"{target}" + (f" (with its least scratch, {_params_text(upgrade.configs[-1][0])},"
+                               f" still over)" if len(upgrade.configs) > 1 else ""),
+                before=upgrade.fast, after=upgrade.lean, gain=round(upgrade.gain),
                 extra_bytes=upgrade.extra)
 
 
@@ -325,3 +343,7 @@ def _log_skipped_rewrites(best: Outcome, sequential: Outcome, target: int,
                 ctx.log(NAME, nodes, keep, f"left out by co-selection: the plan without it "
                         f"({best.variant.label}) fits {target} bytes at a lower predicted cost "
                         f"(sequential planning applies it: {reason})", **extra)
+
+
+def _params_text(params: dict[str, KernelParam]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")" if params else ""
