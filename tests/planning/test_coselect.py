@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import onnxruntime_outputs
+from conftest import invoke, onnxruntime_outputs
 from onnx import TensorProto, helper, numpy_helper
 
 import pyc_cli
@@ -157,3 +157,18 @@ def test_coselected_build_is_byte_identical_across_processes(toy: Path, tmp_path
     assert sorted(first) == sorted(second)
     assert [name for name in first if first[name] != second[name]] == []
     assert b"coselect_kernel" in first["decisions.jsonl"]
+
+
+def test_the_replay_check_repeats_the_search(toy: Path) -> None:
+    """A contract's `deterministic` replays the planning: co-selection's search included."""
+    _, ctx = compile_graph(toy, "memory_first", memory_budget=BUDGET, check_determinism=True)
+    assert [d.action for d in ctx.decisions].count("determinism_check") == 2
+
+
+def test_the_command_line_keeps_the_sequential_baseline(toy: Path) -> None:
+    for selection, winograd in (("sequential", False), ("coselect", True)):
+        code, out = invoke("build", str(toy), "--mode", "memory_first", "--memory-budget",
+                           str(BUDGET), "--kernel-selection", selection,
+                           "--dump-ir-after", "plan_memory")
+        assert code == 0, out
+        assert ("conv2d_winograd" in out) == winograd, selection
