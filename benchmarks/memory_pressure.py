@@ -118,6 +118,7 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
         return record
     os.environ["PYC_NUM_THREADS"] = str(args.threads)
     samples: dict[str, list[float]] = {s: [] for s in SELECTIONS}
+    ratios: list[float] = []  # per round: co-selected p50 / sequential p50
     try:
         for selection in SELECTIONS:
             models[selection] = pyc_cli.load(work / f"{name}_{selection}.pyc")
@@ -126,8 +127,12 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
         if all(builds[s]["matches_ort"] for s in SELECTIONS):
             for round_ in range(args.rounds):
                 order = SELECTIONS if round_ % 2 == 0 else SELECTIONS[::-1]
+                this_round = {}
                 for selection in order:
-                    samples[selection] += models[selection].time_runs(feeds, args.repeat)
+                    this_round[selection] = models[selection].time_runs(feeds, args.repeat)
+                    samples[selection] += this_round[selection]
+                ratios.append(float(np.median(this_round["coselect"])
+                                    / np.median(this_round["sequential"])))
     finally:
         for compiled in models.values():
             compiled.close()
@@ -136,7 +141,10 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
     p50 = {s: float(np.median(v)) for s, v in samples.items()}
     record.update(p50_ms=p50, p95_ms={s: float(np.percentile(v, 95)) for s, v in samples.items()},
                   runs=len(samples["sequential"]),
-                  latency_reduction=1.0 - p50["coselect"] / p50["sequential"])
+                  latency_reduction=1.0 - p50["coselect"] / p50["sequential"],
+                  # the same figure from each round alone: its spread is the noise of the load
+                  round_reductions=[round(1.0 - r, 4) for r in ratios],
+                  median_round_reduction=1.0 - float(np.median(ratios)))
     return record
 
 
@@ -148,14 +156,17 @@ def markdown(report: dict) -> str:
              f"Timing: {report['rounds']} interleaved rounds x {report['repeat']} runs per "
              "build, in one process on the same inputs; p50 over all runs.", "",
              "| model | LF arena | budget (60%) | budget used | arena seq | arena co | mode seq "
-             "| mode co | upgrades | p50 seq ms | p50 co ms | lower latency |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+             "| mode co | upgrades | p50 seq ms | p50 co ms | lower latency | median of rounds "
+             "(min..max) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: "
+             "| ---: |"]
     for r in report["models"]:
         b = r["builds"]
         if any("error" in x for x in b.values()):
             lines.append(f"| {r['model']} | {r['latency_first_arena_bytes']} | "
                          f"{r['asked_budget_bytes']} | {r['budget_bytes']} | "
-                         + " | ".join(str(x.get("error", "")) for x in b.values()) + " | | | | | | |")
+                         + " | ".join(str(x.get("error", "")) for x in b.values())
+                         + " | | | | | | | |")
             continue
         p50 = r.get("p50_ms", {})
         lines.append(
@@ -164,7 +175,9 @@ def markdown(report: dict) -> str:
             f"{b['coselect']['arena_bytes']} | {b['sequential']['mode']} | "
             f"{b['coselect']['mode']} | {len(b['coselect']['coselect_upgrades'])} | "
             + (f"{p50['sequential']:.3f} | {p50['coselect']:.3f} | "
-               f"{r['latency_reduction']:+.1%} |" if p50 else "not timed | | |"))
+               f"{r['latency_reduction']:+.1%} | {r['median_round_reduction']:+.1%} "
+               f"({min(r['round_reductions']):+.0%}..{max(r['round_reductions']):+.0%}) |"
+               if p50 else "not timed | | | |"))
     lines += ["", "Budget notes:", ""]
     lines += [f"- {r['model']}: {r['budget_note']}" for r in report["models"]]
     lines += ["", "Bar (issue #16 point 2): co-selection >= 10% lower latency at the same arena."]
