@@ -179,7 +179,15 @@ def markdown(report: dict) -> str:
                f"({min(r['round_reductions']):+.0%}..{max(r['round_reductions']):+.0%}) |"
                if p50 else "not timed | | | |"))
     lines += ["", "Budget notes:", ""]
-    lines += [f"- {r['model']}: {r['budget_note']}" for r in report["models"]]
+    for r in report["models"]:
+        b = r["builds"]
+        same = not any("error" in x for x in b.values()) \
+            and not b["coselect"]["coselect_upgrades"] and b["coselect"]["kernels"] == \
+            b["sequential"]["kernels"] and b["coselect"]["arena_bytes"] == \
+            b["sequential"]["arena_bytes"]
+        lines.append(f"- {r['model']}: {r['budget_note']}" + (
+            "; both builds chose the same kernels and arena (a control: any difference is "
+            "the noise of the load)" if same else ""))
     lines += ["", "Bar (issue #16 point 2): co-selection >= 10% lower latency at the same arena."]
     return "\n".join(lines) + "\n"
 
