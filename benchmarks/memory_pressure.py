@@ -80,6 +80,16 @@ def build(path: Path, shapes: dict[str, tuple[int, ...]], out: Path, budget: int
             "coselect": search}
 
 
+def ceiling(path: Path, shapes: dict[str, tuple[int, ...]], out: Path, threads: int,
+            reuse: bool) -> dict:
+    manifest = out / "manifest.json"
+    if not (reuse and manifest.is_file()):
+        pyc_cli.build(path, out, input_shapes=shapes, mode="latency_first", force=True,
+                      threads=threads)
+    plan = json.loads((out / "memory_plan.json").read_text())
+    return {"mode": "latency_first", "arena_bytes": plan["arena_bytes"], "note": "no budget"}
+
+
 def check(got: list[np.ndarray], expected: list[np.ndarray]) -> tuple[bool, float]:
     error = max(float(np.max(np.abs(g.astype(np.float64) - e))) if g.size else 0.0
                 for g, e in zip(got, expected))
@@ -107,26 +117,31 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
                     f"arena any plan reaches ({floor} bytes): both builds would fail (PYC-E011); "
                     "measured at that smallest arena instead"}
     builds, models = {}, {}
+    timed = SELECTIONS + (("latency_first",) if args.ceiling else ())
     for selection in SELECTIONS:
         try:
             builds[selection] = build(path, shapes, work / f"{name}_{selection}.pyc", budget,
                                       selection, args.threads, args.reuse)
         except PycError as exc:
             builds[selection] = {"error": f"{exc.code}: {exc.what}"}
-    record["builds"] = builds
     if any("error" in b for b in builds.values()):
+        record["builds"] = builds
         return record
+    if args.ceiling:  # no budget, every fastest kernel: what no plan within the budget beats
+        builds["latency_first"] = ceiling(path, shapes, work / f"{name}_latency_first.pyc",
+                                          args.threads, args.reuse)
+    record["builds"] = builds
     os.environ["PYC_NUM_THREADS"] = str(args.threads)
-    samples: dict[str, list[float]] = {s: [] for s in SELECTIONS}
+    samples: dict[str, list[float]] = {s: [] for s in timed}
     ratios: list[float] = []  # per round: co-selected p50 / sequential p50
     try:
-        for selection in SELECTIONS:
+        for selection in timed:
             models[selection] = pyc_cli.load(work / f"{name}_{selection}.pyc")
             ok, error = check(list(models[selection].run(feeds).values()), expected)
             builds[selection].update(matches_ort=ok, max_abs_diff=error)
-        if all(builds[s]["matches_ort"] for s in SELECTIONS):
+        if all(builds[s]["matches_ort"] for s in timed):
             for round_ in range(args.rounds):
-                order = SELECTIONS if round_ % 2 == 0 else SELECTIONS[::-1]
+                order = timed if round_ % 2 == 0 else timed[::-1]
                 this_round = {}
                 for selection in order:
                     this_round[selection] = models[selection].time_runs(feeds, args.repeat)
@@ -188,6 +203,13 @@ def markdown(report: dict) -> str:
         lines.append(f"- {r['model']}: {r['budget_note']}" + (
             "; both builds chose the same kernels and arena (a control: any difference is "
             "the noise of the load)" if same else ""))
+    ceilings = [r for r in report["models"] if "latency_first" in r.get("p50_ms", {})]
+    if ceilings:
+        lines += ["", "Ceiling: latency_first without a budget (its arena is the LF arena above), "
+                  "timed in the same rounds:", ""]
+        lines += [f"- {r['model']}: p50 {r['p50_ms']['latency_first']:.3f} ms, "
+                  f"{1 - r['p50_ms']['latency_first'] / r['p50_ms']['sequential']:+.1%} against "
+                  "sequential" for r in ceilings]
     lines += ["", "Bar (issue #16 point 2): co-selection >= 10% lower latency at the same arena."]
     return "\n".join(lines) + "\n"
 
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--name", default="memory-pressure")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time latency_first without a budget (every fastest kernel)")
     parser.add_argument("--reuse", action="store_true",
                         help="time the artifacts a previous run left in --work (same budget and "
                              "selection) instead of building them again")
