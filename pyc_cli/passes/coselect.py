@@ -31,8 +31,7 @@ from ..ir.graph import Graph, Node
 from ..ir.run_dims import model_dims
 from ..ops import registry
 from ..planning.arena import align, lower_bound
-from ..planning.liveness import compute_liveness
-from ..planning.plan import _choose_storage, storage_blocks
+from ..planning.plan import plan_blocks
 from ..planning.policy import LATENCY_FIRST, Policy
 from .select_kernels import cheapest
 from .tuning import kernel_signature
@@ -179,16 +178,12 @@ def total_cost(graph: Graph, ctx: PassContext) -> float:
 
 
 def _arena(graph: Graph, policy: Policy, alignment: int) -> int:
-    liveness = compute_liveness(graph)
-    storage, _ = _choose_storage(graph, liveness, policy, alignment)
-    return policy.place(storage_blocks(graph, storage, liveness, alignment))[1]
+    return policy.place(plan_blocks(graph, policy, alignment))[1]
 
 
 def _live_peak(graph: Graph, policy: Policy, alignment: int, step: int) -> tuple[int, int]:
     """(bytes live at `step`, the graph's lower bound) under `policy`'s aliasing."""
-    liveness = compute_liveness(graph)
-    storage, _ = _choose_storage(graph, liveness, policy, alignment)
-    blocks = storage_blocks(graph, storage, liveness, alignment)
+    blocks = plan_blocks(graph, policy, alignment)
     at_step = sum(b.nbytes for b in blocks if b.life.start <= step <= b.life.end)
     return at_step, lower_bound(blocks)
 
