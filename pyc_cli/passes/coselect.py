@@ -241,9 +241,12 @@ def _upgrade(outcome: Outcome, ctx: PassContext, target: int) -> None:
         before = _scratch(node, alignment)
         set_kernel(node, graph, fast, policy, fast_cap)  # sized, then put back
         configs: list[tuple[dict[str, KernelParam], int]] = []
-        for params in [{}, *fast.scratch_options(node, graph)]:
-            set_kernel(node, graph, fast, policy, fast_cap, params)  # type: ignore[arg-type]
-            configs.append((params, _scratch(node, alignment)))  # type: ignore[arg-type]
+        options: list[dict[str, KernelParam]] = [{}] + [
+            {k: v for k, v in option.items() if isinstance(v, (int, str))}
+            for option in fast.scratch_options(node, graph)]
+        for option in options:
+            set_kernel(node, graph, fast, policy, fast_cap, option)
+            configs.append((option, _scratch(node, alignment)))
         node.ann.kernel, node.ann.stores_once = saved
         gain = lean.cost(node, graph) - fast.cost(node, graph)
         ranked.append(Upgrade(node.name, lean.name, fast.name, gain, configs[0][1] - before,
