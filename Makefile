@@ -7,7 +7,7 @@ FAST_TESTS = tests/ir tests/passes tests/planning tests/ops/test_references.py \
 	tests/ops/test_ops_hold_semantics.py tests/targets/cpu/test_cpu_kernels.py tests/test_layers.py \
 	tests/test_abi.py tests/testing/test_oracle.py tests/testing/test_per_node.py tests/testing/test_known.py
 
-.PHONY: test test-fast check-determinism golden bench bench-dynamic bench-feedback bench-whatif bench-check bench-baseline lint docs models coverage fuzz architecture
+.PHONY: test test-fast check-determinism golden bench bench-dynamic bench-feedback bench-pressure bench-whatif bench-check bench-baseline lint docs models coverage fuzz architecture
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -27,11 +27,16 @@ bench:  ## PyC vs onnxruntime and OpenVINO on the real models, then the toy ones
 	$(PYTHON) benchmarks/bench.py --suite real
 	$(PYTHON) benchmarks/bench.py --suite toy
 
-# issue #15 point 5: MiniLM-L6 on a long-tailed stream of (batch, seq) requests: the generic
-# symbolic plan, shape buckets and onnxruntime, interleaved (benchmarks/results/dynamic-buckets.*)
+# issue #16 point 2: kernels chosen first vs chosen with the memory plan, budget 60% of the
+# latency_first arena (benchmarks/results/memory-pressure.*)
+bench-pressure:  ## sequential vs co-selected kernels under a memory budget, interleaved
+	$(PYTHON) benchmarks/memory_pressure.py
+
 bench-feedback:  ## issue #16 point 5: tail-latency drift before/after one pyc build --feedback rebuild
 	$(PYTHON) benchmarks/feedback_drift.py --work /tmp/pyc-feedback
 
+# issue #15 point 5: MiniLM-L6 on a long-tailed stream of (batch, seq) requests: the generic
+# symbolic plan, shape buckets and onnxruntime, interleaved (benchmarks/results/dynamic-buckets.*)
 bench-dynamic:  ## p50/p95 latency and arena: generic symbolic plan vs shape buckets vs onnxruntime
 	$(PYTHON) benchmarks/dynamic_buckets.py --work /tmp/pyc-dynamic-buckets
 

@@ -157,8 +157,12 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
                   steps: BuildSteps | None = None, tuning: TuningDatabase | None = None,
                   precision: str | None = None,
                   input_values: Mapping[str, tuple[float, float]] | None = None,
-                  check_determinism: bool = False) -> tuple[Graph, PassContext]:
+                  check_determinism: bool = False, memory_budget: int | None = None,
+                  kernel_selection: str = "coselect") -> tuple[Graph, PassContext]:
     """Import and run the pass pipeline (no files written); used by build, tests and tools.
+    `memory_budget` (bytes) is the arena a co-selecting policy (memory_first) fits its kernels
+    and rewrites into; `kernel_selection` "sequential" chooses kernels before planning memory
+    (the baseline co-selection is compared with; passes/coselect.py).
     `check_determinism` replays the policy's decisions (always done for a plugin policy; a
     contract's `deterministic` clause asks it of the built-in ones: PYC-E061 when they differ).
     `input_values` declares the values graph inputs may hold (`--input-values`): the bounds of
@@ -175,8 +179,13 @@ def compile_graph(model_path: str | Path, mode: str = "balanced",
     # the passes ask the target for its kernel candidates: those of the ISA the code is built
     # for (--cpu, --cpu-features), which the emitter renders
     backend = target if isinstance(target, Target) else get_target(target, precision=precision)
+    if kernel_selection not in KERNEL_SELECTIONS:
+        raise PycError("E050", f"unknown kernel selection {kernel_selection!r}",
+                       hint=f"one of {', '.join(KERNEL_SELECTIONS)}")
     ctx = PassContext(BuildOptions(mode=mode, target=backend.name,
-                                   check_determinism=check_determinism), target=backend,
+                                   check_determinism=check_determinism,
+                                   memory_budget=memory_budget,
+                                   kernel_selection=kernel_selection), target=backend,
                       tuning=tuning or EmptyTuningDatabase())
     ctx.log("plan_memory", [], "policy", f"planner policy {policy.label}: {policy.summary}"
             if policy.summary else f"planner policy {policy.label}", after=policy.label,
@@ -217,6 +226,8 @@ def _with_every_problem(exc: PycError, model_path: str | Path,
 
 # with a memory budget, modes are tried fastest first and the first that fits is kept
 MODES_BY_SPEED = ("latency_first", "balanced", "memory_first")
+# how memory_first chooses kernels: with the memory plan, or first (the baseline)
+KERNEL_SELECTIONS = ("coselect", "sequential")
 
 
 def compile_within_budget(model_path: str | Path, budget: int,
@@ -224,13 +235,17 @@ def compile_within_budget(model_path: str | Path, budget: int,
                           target: str | Target = "cpu", steps: BuildSteps | None = None,
                           tuning: TuningDatabase | None = None, precision: str | None = None,
                           input_values: Mapping[str, tuple[float, float]] | None = None,
-                          check_determinism: bool = False) -> tuple[Graph, PassContext]:
-    """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena."""
+                          check_determinism: bool = False,
+                          kernel_selection: str = "coselect") -> tuple[Graph, PassContext]:
+    """The fastest mode whose arena fits `budget` bytes, or PYC-E011 naming the smallest arena.
+    memory_first co-selects its kernels and rewrites under the budget unless
+    `kernel_selection` is "sequential"."""
     arenas = {}
     for mode in MODES_BY_SPEED:
         graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps,
                                    tuning=tuning, precision=precision, input_values=input_values,
-                                   check_determinism=check_determinism)
+                                   check_determinism=check_determinism, memory_budget=budget,
+                                   kernel_selection=kernel_selection)
         plan: MemoryPlan = ctx.artifacts["memory_plan"]
         arenas[mode] = plan.arena_bytes
         if plan.arena_bytes <= budget:
@@ -262,11 +277,15 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
           shape_buckets: int | str | None = None,
           shape_sample: str | Path | None = None,
           input_values: Mapping[str, tuple[float, float]] | None = None,
-          contract: str | None = None, feedback: str | Path | None = None) -> BuildResult:
+          contract: str | None = None, feedback: str | Path | None = None,
+          kernel_selection: str = "coselect") -> BuildResult:
     """Compile an ONNX model into an artifact directory (default: MODEL.pyc beside the model).
 
     `mode` defaults to balanced; with `memory_budget` (bytes) and no `mode`, the fastest mode
     whose arena fits is chosen, and a `mode` given with a budget must fit it (PYC-E011).
+    memory_first chooses its kernels and rewrites together with the memory plan, within the
+    budget (passes/coselect.py); `kernel_selection="sequential"` chooses kernels first instead
+    (the baseline co-selection is measured against: benchmarks/memory_pressure.py).
     `name` prefixes every C symbol the library exports (`NAME_create`, `NAME_run`, ...) and
     its SONAME (`libNAME.so`); default: the model file name made a C identifier.
     `keep_source` copies the model (and its external data) into `source/`, which `pyc run
@@ -381,6 +400,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
                 "layout": layout, "contract": contract,
+                **({"kernel_selection": kernel_selection}
+                   if kernel_selection != "coselect" else {}),
                 **({"input_values": input_values} if input_values else {}),
                 **({"feedback": fed.sha256} if fed is not None else {}),
                 **({"shape_buckets": [b.to_json() for b in buckets], "left_out": left_out}
@@ -403,7 +424,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         compiled = [_compile_for_budget(model_path, mode, memory_budget, input_shapes, backend,
                                         steps, target_tuning, input_values,
                                         check_determinism=promised is not None
-                                        and promised.get("deterministic") is not None)
+                                        and promised.get("deterministic") is not None,
+                                        kernel_selection=kernel_selection)
                     for backend, target_tuning in zip(backends, tunings)]
         graph, ctx = compiled[0]
         passes_s = time.monotonic() - passes_started
@@ -426,6 +448,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
                  "winograd": winograd, "layout": layout,
+                 **({"kernel_selection": kernel_selection}
+                    if kernel_selection != "coselect" else {}),
                  **({"contract": promised.text} if promised is not None else {}),
                  **({"feedback": fed.record()} if fed is not None else {}),
                  "input_shapes": {k: shape_argument(v)
@@ -913,19 +937,23 @@ def _compile_for_budget(model_path: Path, mode: str | None, memory_budget: int |
                         input_shapes: dict[str, tuple[int, ...]] | None, target: Target,
                         steps: BuildSteps, tuning: TuningDatabase | None = None,
                         input_values: Mapping[str, tuple[float, float]] | None = None,
-                        check_determinism: bool = False) -> tuple[Graph, PassContext]:
+                        check_determinism: bool = False,
+                        kernel_selection: str = "coselect") -> tuple[Graph, PassContext]:
     """The build's mode: the one asked for (checked against the budget), else with a budget the
     fastest that fits, else balanced. The last decision logged says which and why."""
     if memory_budget is None:
         return compile_graph(model_path, mode or "balanced", input_shapes, target, steps=steps,
                              tuning=tuning, input_values=input_values,
-                             check_determinism=check_determinism)
+                             check_determinism=check_determinism,
+                             kernel_selection=kernel_selection)
     if mode is None:
         return compile_within_budget(model_path, memory_budget, input_shapes, target, steps,
                                      tuning, input_values=input_values,
-                                     check_determinism=check_determinism)
+                                     check_determinism=check_determinism,
+                                     kernel_selection=kernel_selection)
     graph, ctx = compile_graph(model_path, mode, input_shapes, target, steps=steps, tuning=tuning,
-                               input_values=input_values, check_determinism=check_determinism)
+                               input_values=input_values, check_determinism=check_determinism,
+                               memory_budget=memory_budget, kernel_selection=kernel_selection)
     arena = ctx.artifacts["memory_plan"].arena_bytes
     if arena > memory_budget:
         raise PycError("E011", f"mode {mode} needs an arena of {arena} bytes, over the memory "

@@ -223,6 +223,11 @@ def main(debug: bool) -> None:
               help="Largest activation arena allowed (e.g. 64MiB, 512KiB, 1GB); without --mode "
                    "the fastest mode that fits is chosen (and printed), or the build fails "
                    "naming the smallest arena.")
+@click.option("--kernel-selection", type=click.Choice(["coselect", "sequential"]),
+              default="coselect", show_default=True,
+              help="How memory_first (and a --memory-budget build that needs it) chooses "
+                   "kernels: together with the memory plan (the fastest kernels whose scratch "
+                   "fits), or first, by its scratch cap, before planning (the baseline).")
 @click.option("--target", default="cpu", show_default=True,
               metavar=f"[{'|'.join(TARGET_NAMES)}],...",
               help="Code generation target, or several comma-separated (cuda,cpu): one "
@@ -310,7 +315,8 @@ def main(debug: bool) -> None:
 @reports_errors
 def build(model: Path, out_dir: Path | None, mode: str, policy: str | None,
           contract: str | None, input_shapes: tuple[str, ...],
-          input_values: tuple[str, ...], memory_budget: str | None, target: str, dump_ir_after: str | None,
+          input_values: tuple[str, ...], memory_budget: str | None, kernel_selection: str,
+          target: str, dump_ir_after: str | None,
           keep_source: bool, force: bool, cpu: str, cpu_features: str, arch: str | None,
           precision: str | None, winograd: bool, layout: str, threads: int,
           slim: bool,
@@ -352,10 +358,12 @@ def build(model: Path, out_dir: Path | None, mode: str, policy: str | None,
             first = get_target(parse_targets(target)[0], cpu, tuple(parse_features(cpu_features)),
                                arch, precision, winograd, layout)
             graph, _ = compile_graph(model, mode, shapes, first, stop_after=dump_ir_after,
-                                     steps=steps, input_values=values)
+                                     steps=steps, input_values=values, memory_budget=budget,
+                                     kernel_selection=kernel_selection)
         else:
             result = build_artifact(model, out_dir, mode=mode if mode_given else None,
                                     input_shapes=shapes, target=target, memory_budget=budget,
+                                    kernel_selection=kernel_selection,
                                     keep_source=keep_source, force=force, cpu=cpu,
                                     cpu_features=cpu_features, threads=threads, slim=slim,
                                     name=name,

@@ -20,6 +20,11 @@ class BuildOptions:
     # replay the policy's decisions and refuse the build if they differ (PYC-E061): always for
     # a policy that is not built in, and for a build whose contract asks `deterministic`
     check_determinism: bool = False
+    # the activation arena the build must fit (--memory-budget; None: none given), and how a
+    # policy with `coselect` chooses kernels: "coselect" (with the memory plan, issue #16
+    # point 2, passes/coselect.py) or "sequential" (kernels first, then the plan: the baseline)
+    memory_budget: int | None = None
+    kernel_selection: str = "coselect"
 
 
 @dataclass

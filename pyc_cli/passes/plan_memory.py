@@ -16,6 +16,7 @@ from ..planning.policy import BUILTIN, Policy
 from ..planning.remat import rematerialize
 from ..planning.schedule import best_schedule
 from ..planning.tiling import tile_channels
+from . import coselect as co
 from .context import PassContext
 from .select_kernels import choose_kernel, not_repeatable, size_workspace
 
@@ -76,9 +77,37 @@ def _log_symbolic_sizes(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> Non
             edges=sum(len(b.below) for b in runtime.blocks), arena=runtime.arena)
 
 
-def _prepare(graph: Graph, policy: Policy, ctx: PassContext, log: bool) -> str:
+def _prepare(graph: Graph, policy: Policy, ctx: PassContext, log: bool,
+             coselect: bool = True) -> str:
     """The policy's changes before placement (channel tiling, schedule order,
-    rematerialization); returns the schedule's name."""
+    rematerialization); returns the schedule's name. A policy with `coselect` (unless the
+    build asked for sequential selection, or `coselect` is off: the what-if figures) chooses
+    those changes and faster kernels together (passes/coselect.py)."""
+    if coselect and co.applies(graph, policy, ctx):
+        def trial_rewrite(trial: Graph, variant: Policy) -> tuple[str, list[co.Record]]:
+            records: list[co.Record] = []
+            return _rewrite(trial, variant, ctx, False, records), records
+
+        best, outcomes, target = co.search(graph, policy, ctx, trial_rewrite)
+        schedule = _rewrite(graph, best.variant.policy, ctx, log)
+        co.apply(graph, best, ctx)
+        if log:
+            co.log(best, outcomes, target, ctx)
+        return schedule
+    return _rewrite(graph, policy, ctx, log)
+
+
+def _rewrite(graph: Graph, policy: Policy, ctx: PassContext, log: bool,
+             records: list[co.Record] | None = None) -> str:
+    """Channel tiling, schedule order and rematerialization as `policy` has them; what they
+    decided is logged (`log`) and/or kept in `records` (co-selection logs a rewrite it left
+    out from these)."""
+    def note(nodes: list[str], action: str, reason: str, **extra: object) -> None:
+        if log:
+            ctx.log(NAME, nodes, action, reason, **extra)
+        if records is not None:
+            records.append((list(nodes), action, reason, dict(extra)))
+
     alignment = ctx.options.alignment
     tiles = []
     if policy.tile_channels:
@@ -86,10 +115,9 @@ def _prepare(graph: Graph, policy: Policy, ctx: PassContext, log: bool) -> str:
         tiles = tile_channels(graph, policy, alignment,
                               lambda trial: _note_kernel_needs(trial, policy, ctx, log=False))
     _note_kernel_needs(graph, policy, ctx, log)
-    if log:
-        for tile in tiles:
-            ctx.log(NAME, tile.nodes, "tile_channels" if tile.groups > 1 else "keep_whole",
-                    tile.reason, before=tile.before, after=tile.after, groups=tile.groups)
+    for tile in tiles:
+        note(tile.nodes, "tile_channels" if tile.groups > 1 else "keep_whole", tile.reason,
+             before=tile.before, after=tile.after, groups=tile.groups)
     schedule = "given"
     if policy.schedule_orders:
         schedule, order, peaks = best_schedule(graph, policy, alignment)
@@ -99,13 +127,11 @@ def _prepare(graph: Graph, policy: Policy, ctx: PassContext, log: bool) -> str:
                     "lowest peak of live bytes", before=peaks.get("given"),
                     after=peaks[schedule], chosen=schedule, candidates=peaks)
     remats = rematerialize(graph, policy, alignment) if policy.rematerialize else []
-    if log:
-        for remat in remats:
-            ctx.log(NAME, [remat.value, *remat.users],
-                    "rematerialize" if remat.kept else "keep_live",
-                    "recomputed next to its later users: the peak drops" if remat.kept else
-                    "cheap to recompute, but recomputing would not lower the peak",
-                    before=remat.before, after=remat.after)
+    for remat in remats:
+        note([remat.value, *remat.users], "rematerialize" if remat.kept else "keep_live",
+             "recomputed next to its later users: the peak drops" if remat.kept else
+             "cheap to recompute, but recomputing would not lower the peak",
+             before=remat.before, after=remat.after)
     return schedule
 
 
@@ -194,7 +220,7 @@ def _what_if(original: Graph, ctx: PassContext, plan: MemoryPlan) -> dict[str, d
         if policy.name == plan.mode:
             continue
         other = original.clone()
-        _prepare(other, policy, ctx, log=False)
+        _prepare(other, policy, ctx, log=False, coselect=False)
         results[policy.name] = _figures(build_plan(other, compute_liveness(other), policy,
                                                    ctx.options.alignment))
     return results

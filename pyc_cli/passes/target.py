@@ -35,6 +35,11 @@ class KernelOption(Protocol):
         """Why this kernel suits the node, for the decision log ("" for nothing)."""
         ...
 
+    def scratch_options(self, node: Node, graph: Graph) -> list[dict[str, object]]:
+        """Parameters under which the kernel takes less scratch for the same work (co-selection
+        tries them where the default's does not fit), most scratch first."""
+        ...
+
     def fits_cap(self, node: Node, graph: Graph, cap: int) -> bool:
         """Whether the kernel's scratch stays within `cap` bytes (tiled scratch shrinks to it)."""
         ...

@@ -218,6 +218,14 @@ def live_profile(graph: Graph, policy: Policy, alignment: int) -> list[int]:
     return live
 
 
+def plan_blocks(graph: Graph, policy: Policy, alignment: int) -> list[Block]:
+    """The arena blocks of the graph's current schedule and kernels under `policy`'s aliasing
+    (not yet placed): what co-selection weighs each kernel choice on."""
+    liveness = compute_liveness(graph)
+    storage, _ = _choose_storage(graph, liveness, policy, alignment)
+    return storage_blocks(graph, storage, liveness, alignment)
+
+
 def _choose_storage(graph: Graph, liveness: dict[str, Interval], policy: Policy,
                     alignment: int) -> tuple[Storage, int]:
     """Writing concat inputs in place saves copies but holds the whole concat buffer from its

@@ -90,6 +90,10 @@ class Policy:
     # symbolic dims: None keeps fixed offsets sized for the upper bounds; else the run-time
     # offsets' arena strategy (ARENA_STRATEGIES)
     runtime_arena: str | None = "reserve"
+    # kernels and memory plan chosen together (passes/coselect.py): the fastest kernel wherever
+    # its scratch fits the budget (or the smallest lean arena), and only the latency-costing
+    # rewrites (tiling, rematerialization) that the best fitting plan needs
+    coselect: bool = False
     # why each rule is set so ({rule: why}), logged with the policy's first decision
     rules: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
@@ -145,10 +149,13 @@ BALANCED = Policy(
     rules={"inplace": "results overwrite dying operands where the kernel is as fast",
            "runtime_arena": "offsets computed at run time, arena reserved for the bounds"})
 MEMORY_FIRST = Policy(
-    "memory_first", summary="the smallest arena: reordering, tiling, recomputation",
+    "memory_first", version="2", summary="the smallest arena: reordering, tiling, recomputation",
     schedule_orders=SCHEDULE_ORDERS, tile_channels=True, rematerialize=True,
     slow_inplace=True, workspace_cap=32 * 1024, fit_workspace_cap=True, runtime_arena="grow",
+    coselect=True,
     rules={"schedule_orders": "the candidate order with the lowest peak of live bytes",
+           "coselect": "faster kernels and fewer rewrites wherever the arena stays as small "
+                       "(or within --memory-budget)",
            "inplace": "results overwrite dying operands, slower in-place paths too",
            "workspace_cap": "scratch far below the activations (a little GEMM width given up)",
            "runtime_arena": "offsets computed at run time, arena grown on demand"})
@@ -164,6 +171,7 @@ RULE_OF_ACTION = {
     "schedule": "schedule_orders", "tile_channels": "tile_channels", "keep_whole": "tile_channels",
     "rematerialize": "rematerialize", "keep_live": "rematerialize", "summary": "placement",
     "symbolic_sizes": "runtime_arena", "determinism_check": "determinism",
+    "coselect": "coselect", "coselect_kernel": "coselect", "coselect_keep": "coselect",
 }
 
 

@@ -73,6 +73,10 @@ class KernelCandidate:
     # the kernel computes a dim at run time (issue #15, point 2: a Range of a run-time count,
     # NonZero) and writes it into the `dims` array, which it then takes writable
     writes_dims: bool = False
+    # parameters under which the kernel takes less scratch for the same work (Winograd: fewer
+    # scratch holders), most scratch first: co-selection tries them where the default's scratch
+    # does not fit the arena (passes/coselect.py); the cost model prices them alike
+    smaller_scratch: Callable[[Node, Graph], list[dict[str, object]]] | None = None
 
     def is_applicable(self, node: Node, graph: Graph) -> bool:
         return self.applies is None or self.applies(node, graph)
@@ -83,6 +87,10 @@ class KernelCandidate:
 
     def workspace_bytes(self, node: Node, graph: Graph) -> int:
         return 0 if self.workspace is None else self.workspace(node, graph)
+
+    def scratch_options(self, node: Node, graph: Graph) -> list[dict[str, object]]:
+        """Parameters with less scratch than the default's (see `smaller_scratch`)."""
+        return [] if self.smaller_scratch is None else self.smaller_scratch(node, graph)
 
     def fits_cap(self, node: Node, graph: Graph, cap: int) -> bool:
         """Whether the scratch stays within `cap` bytes (tiled scratch always does)."""

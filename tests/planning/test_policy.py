@@ -238,4 +238,4 @@ def test_every_decision_names_the_rule_it_serves(mode: str) -> None:
     kernels = [r for r in records if r["action"] == "select_kernel"]
     assert kernels and {r["serves"] for r in kernels} <= {f"policy:{mode}/choose_kernel",
                                                          "tuning:measured"}
-    assert records[0]["action"] == "policy" and records[0]["after"] == f"{mode}@1"
+    assert records[0]["action"] == "policy" and records[0]["after"] == get_policy(mode).label

@@ -42,6 +42,9 @@ MAX_TASKS = 8
 # its block's input transform (on one thread 2 groups cost 256 -> 256 on 14x14 ~0.1 ms, 4
 # groups ~0.3 ms of ~1 ms)
 GROUP_TASKS = 2
+# co-selection (passes/coselect.py) may give a conv fewer scratch holders where the arena has
+# no room for MAX_TASKS of them: as few as the reference machine's cores keep its threads busy
+FEWER_HOLDERS = (4, GROUP_TASKS)
 LINE_FLOATS = 16  # a 64-byte cache line of floats
 # the input transform's lane offsets are 32-bit
 MAX_INPUT_ELEMENTS = 2**31 - 1
@@ -101,7 +104,8 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
     group_rows = -(-row_blocks // groups) * ob
     groups = -(-v["OC"] // group_rows)
     units = blocks * groups
-    tasks = min(units, MAX_TASKS)
+    # `tasks` in the chosen parameters: fewer scratch holders (co-selection's smaller scratch)
+    tasks = min(units, MAX_TASKS, int(tuned.get("tasks") or MAX_TASKS))  # type: ignore[call-overload]
     g = gemm.plan(isa, "float", 4, v["OC"], tb, v["C"], 1, tuned)
     if narrow:
         g = gemm.one_vector_panels(g, isa)
@@ -136,6 +140,15 @@ def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)
         p = plan(isa, node, graph, _tuned(node))
         return int(p["tasks"]) * int(p["per_task"]) * 4  # type: ignore[call-overload]
     return size
+
+
+def smaller_scratch(isa: str):  # noqa: ANN201 (a closure per ISA)
+    def options(node: Node, graph: Graph) -> list[dict[str, object]]:
+        """Parameters giving the conv less scratch: fewer holders (each a task's V and M), never
+        fewer than GROUP_TASKS (below the reference machine's cores the threads would idle)."""
+        tasks = int(plan(isa, node, graph, _tuned(node))["tasks"])  # type: ignore[call-overload]
+        return [{"tasks": k} for k in FEWER_HOLDERS if k < tasks]
+    return options
 
 
 # flop-equivalents per tile and channel of the input transform (6 masked row loads, a transpose
@@ -182,5 +195,6 @@ def candidate(isa: str, enabled: bool) -> KernelCandidate:
         stores_once=True, params=params(isa), takes_epilogue=True,
         tunables=(Tunable("mr", gemm.ISAS[isa].rows, "rows of the register block (micro-kernel)"),),
         cost_scale=cost_scale(isa), constant_transform=transform, why=why,
+        smaller_scratch=smaller_scratch(isa),
         # each task's transformed tiles: memory_first (32 KiB cap) keeps the implicit GEMM
         workspace_fixed=True)
