@@ -1190,7 +1190,8 @@ def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
     """Threads, and for 2-D max pools under MLAS's vector rule the interior: the output rows
     [oh_lo, oh_hi) and columns [ow_lo, ow_hi) whose windows lie inside the input and left of
     its last W % 4 columns (where the rule compares with ge), which run without bounds checks."""
-    params: Params = {"parallel": worth_threads(node, graph), "interior": None}
+    params: Params = {"parallel": worth_threads(node, graph), "interior": None,
+                      "whole_window": _whole_window(op)}
     if op.get("is_max") and op.get("rule") == "mlas_vector" and op.get("column_from_first_row") \
             and int(op["KH"]) * int(op["KW"]) <= POOL_UNROLLED_WINDOW:  # type: ignore[call-overload]
         g = int_params(op, ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW"))
@@ -1202,6 +1203,18 @@ def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
             params["interior"] = {"oh_lo": oh_lo, "oh_hi": oh_hi, "ow_lo": ow_lo, "ow_hi": ow_hi,
                                   "vector_last": _pool_vector_last(node, graph, g)}
     return params
+
+
+def _whole_window(op: Params) -> bool:
+    """An average pool whose one window is its whole input (ResNet-50's 7x7 AveragePool, a
+    global average): a plain sum over the input in the window loops' order, without their
+    bounds checks (0.04 ms against onnxruntime's 0.015 at 2 threads)."""
+    g = int_params(op, ("D", "H", "W", "OD", "OH", "OW", "KD", "KH", "KW", "DD", "DH", "DW",
+                        "PD", "PH", "PW", "PD_end", "PH_end", "PW_end"))
+    return not op.get("is_max") and (g["OD"], g["OH"], g["OW"]) == (1, 1, 1) \
+        and (g["KD"], g["KH"], g["KW"]) == (g["D"], g["H"], g["W"]) \
+        and (g["DD"], g["DH"], g["DW"]) == (1, 1, 1) \
+        and not any(g[k] for k in ("PD", "PH", "PW", "PD_end", "PH_end", "PW_end"))
 
 
 def _pool_vector_last(node: Node, graph: Graph, g: dict[str, int]) -> int | None:
