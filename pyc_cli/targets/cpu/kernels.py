@@ -755,6 +755,9 @@ def _tuned(node: Node) -> dict[str, object]:
     return dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
 
 
+STREAM_PREFETCH_BYTES = 256 * 1024
+
+
 def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
         m, k, n, batch, b_strides = _matmul_dims(node, graph)
@@ -765,6 +768,14 @@ def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure 
         b_matrices = _b_matrices(node, graph)
         return {**_matmul_coords(node, graph, op), "gemm": g, "b_packed": constant,
                 "b_matrices": b_matrices, "tasks": g["tasks"], "parallel": g["parallel"],
+                # a streaming plan (the GEMV: B's bytes take the time) prefetches the panel
+                # after each one into L2 while it reads this one (gemm_packed.j2): its
+                # statically scheduled tasks are each thread's next panels. 5 x 2048^2 GEMVs
+                # (80 MB, streamed from memory) 0.70-0.79x the time, the 512-2048-2048-512
+                # MLP at batch 1 0.64-0.76x (Zen 4, 1 thread, thread CPU time, interleaved,
+                # load ~10); a B under STREAM_PREFETCH_BYTES stays in cache between calls
+                "prefetch_next": bool(g["static"]) and int(g["panels"]) > 1  # type: ignore[call-overload]
+                and k * n * dtype.itemsize >= STREAM_PREFETCH_BYTES,
                 # copying an element costs about what 8 flops do: below TASK_FLOPS of that,
                 # the run-time packing is not worth threads
                 "pack_parallel": b_matrices * k * n * 8 >= gemm.TASK_FLOPS,
