@@ -83,7 +83,6 @@ from .runtime.native import (
     ShapedFunctions,
     TensorSpec,
     check_io_specs,
-    default_omp_spin,
     library_addresses,
 )
 from .targets import DEFAULT_LAYOUT, TARGETS, get_target
@@ -1068,7 +1067,6 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
         verify_files(root, manifest)
     library_path = _content_addressed_copy(root / manifest["library"],
                                            manifest["files"][manifest["library"]])
-    default_omp_spin()  # before the library maps libgomp
     try:
         library = ctypes.CDLL(str(library_path))
     except OSError as exc:

@@ -23,7 +23,7 @@ import numpy as np
 from ..artifact.reader import EXPLAIN_FILES, require_files
 from ..errors import PycError
 from ..ops import registry
-from ..runtime.native import CompiledModel, ModelFunctions, TensorSpec, default_omp_spin
+from ..runtime.native import CompiledModel, ModelFunctions, TensorSpec
 from ..targets.cpu.target import CpuTarget
 from .debug_build import (
     ArtifactPlan,
@@ -75,7 +75,6 @@ class ProfiledModel(CompiledModel):
 
     def __init__(self, library_path: Path, prefix: str, weights_path: Path,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], calls: int) -> None:
-        default_omp_spin()  # as pyc_cli.load: before the library maps libgomp
         library = ctypes.CDLL(str(library_path))
         super().__init__(ModelFunctions.from_library(library, prefix), weights_path, inputs,
                          outputs, library)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
-import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,32 +22,6 @@ from ..ir.types import DType
 from .buckets import GENERIC, BucketDispatch
 from .stats import RunStats
 from .timing import RunPlan, time_calls
-
-# libgomp reads its wait policy once, when it is loaded: by default a thread waiting at a
-# region's end spins ~300k iterations before it sleeps. On a machine whose cores other work
-# shares, the team thread it waits for is often descheduled, and the spinner burns its own
-# time slice: ResNet-50 at 2 threads, load 6-8, p50 178-504 ms, with GOMP_SPINCOUNT=10000
-# 110-167 ms, OMP_WAIT_POLICY=passive 116-128 ms (onnxruntime ~340 ms at that load); idle,
-# 10000 spins cost nothing measurable (README, "wait policy"). Where the process sets neither
-# variable and has no libgomp loaded yet, loading an artifact sets this spin count first.
-OMP_SPIN_COUNT = "10000"
-OMP_WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
-
-
-def default_omp_spin(environ: MutableMapping[str, str] | None = None, maps: Path = Path("/proc/self/maps")
-                     ) -> bool:
-    """Set GOMP_SPINCOUNT to OMP_SPIN_COUNT where neither wait variable is set and libgomp is
-    not mapped yet (it would not read it); whether it did."""
-    env: MutableMapping[str, str] = os.environ if environ is None else environ
-    if any(name in env for name in OMP_WAIT_VARIABLES):
-        return False
-    try:
-        if "libgomp" in maps.read_text():
-            return False
-    except OSError:
-        pass  # no /proc: libgomp reads the variable if it loads later
-    env["GOMP_SPINCOUNT"] = OMP_SPIN_COUNT
-    return True
 
 
 @dataclass(frozen=True)
