@@ -404,8 +404,21 @@ PIXEL_MIN_PANELS = 2
 # machine shared): ResNet-50's 7x7 1x1 convs 0.88-0.94x the time; the 14x14 ones (25 blocks,
 # 4x the flops a byte) were 1.0-1.06x with it, so they keep without
 PREFETCH_PIXELS = 64
+# ... and runs taller register blocks there: each pass of a row block over a panel streams the
+# whole panel (K x NR) through L1, so fewer, taller blocks read it fewer times (49 pixels: 4
+# blocks of 14 instead of 7 of 8; 14 x 2 vectors = 28 accumulators of AVX-512's 32
+# registers). Measured on Zen 4 at 1 thread (thread CPU time, interleaved): the 3x3 512 -> 512
+# conv on 7x7 0.93x the time (MR 12: 0.94x), the 1x1 512 -> 2048 and 2048 -> 512 ones
+# 0.94-0.97x; 14x14 maps (196 = 14 x 14) 0.98-0.99x, within the noise, so they keep MR 8
+SMALL_MAP_ROWS = {"avx512": 14}
 # flop-equivalents per gathered column element (a load and a store, branch-free rows)
 GATHER_COST = 4.0
+# a tuned kc runs the reduction in K blocks outside the panels (gemm_packed.j2's kouter: each
+# KC slice of the columns serves a group of panels from L1 / L2, each weight byte comes from
+# memory once); by default K stays whole: on ResNet-50's 3x3 convs on 7x7 maps (900 KB of
+# columns beside 576 KB panels) kc 128 / 256 / 512 measured 0.97-1.04x the time (1 thread,
+# thread CPU time, interleaved, the machine loaded)
+PIXEL_PART_BYTES = 32 * 1024  # the most a task's partial sums of a group of panels take
 
 
 def _pixel_geometry(node: Node, graph: Graph) -> dict[str, int]:
@@ -441,10 +454,16 @@ def _pixel_plan(isa: str, node: Node, graph: Graph) -> Params:
     v = _pixel_geometry(node, graph)
     pixels, kdim = v["OH"] * v["OW"], v["C"] * v["KH"] * v["KW"]
     tuned = _tuned(node)
+    if not tuned.get("mr") and pixels <= PREFETCH_PIXELS and isa in SMALL_MAP_ROWS:
+        tuned = {**tuned, "mr": SMALL_MAP_ROWS[isa]}
     mr = int(tuned.get("mr") or gemm.ISAS[isa].rows[0])  # type: ignore[call-overload]
     if not tuned.get("mc") and _columns_bytes(v) <= PIXEL_BLOCK_BYTES:
         tuned = {**tuned, "mc": -(-pixels // mr) * mr}
-    return gemm.plan(isa, "float", 4, pixels, v["OC"], kdim, v["N"], tuned)
+    g = gemm.plan(isa, "float", 4, pixels, v["OC"], kdim, v["N"], tuned, k_blocking=True)
+    if int(g["KB"]) > 1:  # type: ignore[call-overload]
+        part_bytes = int(g["MC"]) * int(g["NR"]) * 4  # type: ignore[call-overload]
+        g["KP"] = max(1, min(int(g["NCP"]), PIXEL_PART_BYTES // part_bytes))  # type: ignore[call-overload]
+    return g
 
 
 def _pixel_params(isa: str):  # noqa: ANN202 (a closure per ISA)
@@ -508,7 +527,7 @@ def pixel_candidate(isa: str) -> KernelCandidate:
     return KernelCandidate(
         "conv2d_pixel_gemm", "conv2d_pixel.c.j2", _pixel_applies(isa), 0.25, _pixel_workspace,
         stores_once=True, params=_pixel_params(isa), takes_epilogue=True,
-        tunables=gemm.tunables(isa), cost_scale=_pixel_cost_scale(isa),
+        tunables=gemm.tunables(isa, k_blocking=True), cost_scale=_pixel_cost_scale(isa),
         constant_transform=_pixel_transform(isa), workspace_fixed=True)
 
 
@@ -736,6 +755,9 @@ def _tuned(node: Node) -> dict[str, object]:
     return dict(node.ann.kernel.params) if node.ann.kernel is not None else {}
 
 
+STREAM_PREFETCH_BYTES = 256 * 1024
+
+
 def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure per ISA)
     def params(node: Node, graph: Graph, op: Params) -> Params:
         m, k, n, batch, b_strides = _matmul_dims(node, graph)
@@ -746,6 +768,14 @@ def _packed_matmul_params(isa: str, constant: bool):  # noqa: ANN202 (a closure 
         b_matrices = _b_matrices(node, graph)
         return {**_matmul_coords(node, graph, op), "gemm": g, "b_packed": constant,
                 "b_matrices": b_matrices, "tasks": g["tasks"], "parallel": g["parallel"],
+                # a streaming plan (the GEMV: B's bytes take the time) prefetches the panel
+                # after each one into L2 while it reads this one (gemm_packed.j2): its
+                # statically scheduled tasks are each thread's next panels. 5 x 2048^2 GEMVs
+                # (80 MB, streamed from memory) 0.70-0.79x the time, the 512-2048-2048-512
+                # MLP at batch 1 0.64-0.76x (Zen 4, 1 thread, thread CPU time, interleaved,
+                # load ~10); a B under STREAM_PREFETCH_BYTES stays in cache between calls
+                "prefetch_next": bool(g["static"]) and int(g["panels"]) > 1  # type: ignore[call-overload]
+                and k * n * dtype.itemsize >= STREAM_PREFETCH_BYTES,
                 # copying an element costs about what 8 flops do: below TASK_FLOPS of that,
                 # the run-time packing is not worth threads
                 "pack_parallel": b_matrices * k * n * 8 >= gemm.TASK_FLOPS,
@@ -1227,13 +1257,17 @@ REDUCE_DIMS = KernelCandidate("reduce_strided_dims", "reduce.c.j2", node_is_symb
 
 # the largest max-pool window whose interior loop is unrolled (kh, kw)
 POOL_UNROLLED_WINDOW = 49
+# ... and its AVX-512 path computes this many windows of a row at once (ResNet-50's stem pool
+# on 64 x 112 x 112 ran scalar maxss: 0.16 ms against onnxruntime's 0.11 at 2 threads)
+POOL_LANES = 16
 
 
 def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
     """Threads, and for 2-D max pools under MLAS's vector rule the interior: the output rows
     [oh_lo, oh_hi) and columns [ow_lo, ow_hi) whose windows lie inside the input and left of
     its last W % 4 columns (where the rule compares with ge), which run without bounds checks."""
-    params: Params = {"parallel": worth_threads(node, graph), "interior": None}
+    params: Params = {"parallel": worth_threads(node, graph), "interior": None,
+                      "whole_window": _whole_window(op)}
     if op.get("is_max") and op.get("rule") == "mlas_vector" and op.get("column_from_first_row") \
             and int(op["KH"]) * int(op["KW"]) <= POOL_UNROLLED_WINDOW:  # type: ignore[call-overload]
         g = int_params(op, ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW"))
@@ -1242,8 +1276,32 @@ def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
         oh_hi = min(g["OH"], (g["H"] - g["KH"] + g["PH"]) // g["SH"] + 1)
         ow_hi = min(g["OW"], (last - g["KW"] + g["PW"]) // g["SW"] + 1)
         if oh_hi > oh_lo and ow_hi > ow_lo:
-            params["interior"] = {"oh_lo": oh_lo, "oh_hi": oh_hi, "ow_lo": ow_lo, "ow_hi": ow_hi}
+            params["interior"] = {"oh_lo": oh_lo, "oh_hi": oh_hi, "ow_lo": ow_lo, "ow_hi": ow_hi,
+                                  "vector_last": _pool_vector_last(node, graph, g)}
     return params
+
+
+def _whole_window(op: Params) -> bool:
+    """An average pool whose one window is its whole input (ResNet-50's 7x7 AveragePool, a
+    global average): a plain sum over the input in the window loops' order, without their
+    bounds checks (0.04 ms against onnxruntime's 0.015 at 2 threads)."""
+    g = int_params(op, ("D", "H", "W", "OD", "OH", "OW", "KD", "KH", "KW", "DD", "DH", "DW",
+                        "PD", "PH", "PW", "PD_end", "PH_end", "PW_end"))
+    return not op.get("is_max") and (g["OD"], g["OH"], g["OW"]) == (1, 1, 1) \
+        and (g["KD"], g["KH"], g["KW"]) == (g["D"], g["H"], g["W"]) \
+        and (g["DD"], g["DH"], g["DW"]) == (1, 1, 1) \
+        and not any(g[k] for k in ("PD", "PH", "PW", "PD_end", "PH_end", "PW_end"))
+
+
+def _pool_vector_last(node: Node, graph: Graph, g: dict[str, int]) -> int | None:
+    """The last output column that starts a block of 16 AVX-512 windows (float32, strides 1
+    and 2 along W) whose loads (16 or 32 elements from each window column) stay inside the
+    input row; None where no block fits or the pool is another type (scalar loop)."""
+    if graph.types[node.outputs[0]].dtype is not DType.F32 or g["SW"] not in (1, 2):
+        return None
+    # a block at ow loads row elements ow*SW - PW + kw .. + 16*SW - 1 for kw < KW
+    last = (g["W"] - g["KW"] + g["PW"] - POOL_LANES * g["SW"] + 1) // g["SW"]
+    return last if last >= 0 else None
 
 
 POOL = KernelCandidate("pool_direct", "pool.c.j2", params=_pool_params)

@@ -128,9 +128,26 @@ def params(isa: str):  # noqa: ANN201 (a closure per ISA)
     def template_params(node: Node, graph: Graph, op: Params) -> Params:
         p = plan(isa, node, graph, _tuned(node))
         flops = Conv().flops(node, graph)
+        g = p["gemm"]
         return {**p, "parallel": int(p["tasks"]) >= 2 and flops >= gemm.TASK_FLOPS,  # type: ignore[call-overload]
+                "prefetch_rows": _prefetches_rows(g, node, graph),  # type: ignore[arg-type]
                 "out_coords": ["n", "oc", "oh", "ow"]}
     return template_params
+
+
+# transformed weights (36 x Cout x Cin) of this many bytes or more stream from memory each run
+# (ResNet-50's 14x14 layers: 9.4 MB each, every element feeding one multiply-add per tile, 16
+# tiles: 8 flops a byte, about a core's bandwidth at its FMA peak): the micro-kernel
+# prefetches the rows its next call reads
+PREFETCH_WEIGHT_BYTES = 1024 * 1024
+
+
+def _prefetches_rows(g: Params, node: Node, graph: Graph) -> bool:
+    """Whether the GEMM prefetches the next block of weight rows (MR floats a reduction step:
+    NR a multiple of MR)."""
+    v = _geometry(node, graph)
+    nr, mr = int(g["NR"]), int(g["MR"])  # type: ignore[call-overload]
+    return nr % mr == 0 and wg.POINTS * v["OC"] * v["C"] * 4 >= PREFETCH_WEIGHT_BYTES
 
 
 def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)

@@ -403,7 +403,8 @@ def test_matmul_row_blocks_keep_64_rows_at_large_k(isa: str) -> None:
 @pytest.mark.parametrize("kc", [0, 512])
 def test_large_k_matmul_matches_numpy(kc: int, tmp_path: Path, rng: np.random.Generator) -> None:
     """K = 2100 (whole-K row blocks of 64 rows, or 5 K blocks of 416 and a last of 436): bias +
-    relu, residual, a batched MatMul and a GEMV against float64, each element within the
+    relu, residual, a batched MatMul and a GEMV (its next panel prefetched) against float64,
+    each element within the
     float32 summation bound (K + 2) u sum |a b| (u = 2^-24; a K block lost or added twice, or
     an epilogue run twice, is off by far more)."""
     g = MatMulGraph(rng, True)
@@ -417,6 +418,8 @@ def test_large_k_matmul_matches_numpy(kc: int, tmp_path: Path, rng: np.random.Ge
     pyc_cli.build(path, tmp_path / "a", tuning=tuning)
     source = (tmp_path / "a" / "src" / "model.c").read_text()
     assert ("part[" in source) == bool(kc)
+    # the GEMV (a streaming plan) prefetches each thread's next panel while it reads this one
+    assert ("the next panel, into L2" in source) == (not kc)
     # 70 rows: 2 even blocks (of 40 rows at MR = 8, 36 at MR = 6), not the L2 rule's 3
     assert re.search(r"1 batch x 2 blocks of (40|36) rows", source)
     with pyc_cli.load(tmp_path / "a") as compiled:

@@ -5,8 +5,9 @@ float64 numpy convolution on odd sizes: 1x1 (pointwise in place, strided, padded
 pads 1 / asymmetric / larger than the kernel, stride 2 and (2, 1), dilation, a 7x7 stem,
 output channels below, at and past NR (4, 5, 33, 70), pixel counts below MR (1, 3) and past
 it with tails, batches, fused bias + ReLU, residual and per-row epilogues; AVX-512 (run where
-the CPU has it) and AVX2, with derived and tuned register blocks; 1, 2 and 3 threads give the
-same bits. Tolerance: RTOL / ATOL plus the float32 summation bound of each element."""
+the CPU has it) and AVX2, with derived and tuned register blocks (maps of at most 64 pixels
+default to 14-row blocks on AVX-512) and tuned K blocks (run outside groups of panels); 1, 2
+and 3 threads give the same bits. Tolerance: RTOL / ATOL plus the float32 summation bound of each element."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from test_gemm import BUILDS, Forced
 import pyc_cli
 from pyc_cli.planning import weights
 from pyc_cli.targets import get_target
+from pyc_cli.targets.cpu import kernels as cpu_kernels
 
 CANDIDATE = "conv2d_pixel_gemm"
 # (x shape, w shape, strides, pads (begins..., ends...), dilations, group, epilogue)
@@ -48,8 +50,11 @@ def pixel_graph(rng: np.random.Generator, convs: list):  # noqa: ANN201 (conv_ca
 
 @pytest.mark.parametrize("isa,params", [
     ("avx512", {}), ("avx2", {}), ("avx512", {"mr": 4, "mc": 24, "nc": 64}),
-    ("avx512", {"mr": 14}), ("avx2", {"mr": 5, "unroll": 2})],
-    ids=["avx512", "avx2", "avx512-mr4-mc24-nc64", "avx512-mr14", "avx2-mr5-unroll2"])
+    ("avx512", {"mr": 14}), ("avx2", {"mr": 5, "unroll": 2}),
+    ("avx512", {"kc": 24}), ("avx512", {"kc": 64, "mr": 14, "nc": 64}),
+    ("avx2", {"kc": 40, "mr": 5})],
+    ids=["avx512", "avx2", "avx512-mr4-mc24-nc64", "avx512-mr14", "avx2-mr5-unroll2",
+         "avx512-kc24", "avx512-kc64-mr14-nc64", "avx2-kc40-mr5"])
 def test_pixel_conv_matches_numpy(isa: str, params: dict[str, int], tmp_path: Path,
                                   rng: np.random.Generator) -> None:
     graph = pixel_graph(rng, CONVS)
@@ -142,6 +147,33 @@ def test_it_does_not_apply_where_the_weights_cannot_be_repacked(tmp_path: Path,
                            tuning=Forced("Conv", CANDIDATE, {}))
     chosen = [n.ann.kernel.candidate for n in result.graph.nodes if n.op == "Conv"]
     assert [c == CANDIDATE for c in chosen] == [False] * 4 + [True], chosen
+
+
+@pytest.mark.parametrize("part_bytes,groups", [(4096, 1), (16384, 2)])
+def test_k_blocks_outside_groups_of_panels(part_bytes: int, groups: int, tmp_path: Path,
+                                           rng: np.random.Generator,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tuned kc runs the K blocks outside groups of panels (gemm_packed.j2's kouter): with
+    the partial sums capped at one or two panels, a task's 5 panels run as 5 groups of 1 or as
+    2 + 2 + 1, each with a first, middle and last K block (a 333-long reduction in blocks of
+    24, the last 21 long), 49 pixels in 14-row blocks and a 7-row tail; against numpy float64.
+    A pointwise conv beside it (short K: one block) keeps the plain loop."""
+    monkeypatch.setattr(cpu_kernels, "PIXEL_PART_BYTES", part_bytes)
+    convs = [((1, 37, 7, 7), (150, 37, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "bias_relu"),
+             ((1, 19, 7, 7), (40, 19, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "residual")]
+    graph = pixel_graph(rng, convs)
+    onnx.save(graph.model, tmp_path / "m.onnx")
+    build = BUILDS["avx512"]
+    art = pyc_cli.build(tmp_path / "m.onnx", tmp_path / "a", cpu=build.cpu,
+                        tuning=Forced("Conv", CANDIDATE, {"kc": 24, "nc": 160})).artifact
+    source = (art / "src" / "model.c").read_text()
+    assert source.count("first K block") == 1
+    assert f"float parts[{groups}][56][32];" in source
+    if not build.runnable:
+        return
+    with pyc_cli.load(art) as compiled:
+        got = compiled.run(graph.feeds)
+    assert_within_bounds(got, graph.expected, graph.summation_bounds(np.float32), np.float32)
 
 
 @pytest.mark.skipif(not get_target("cpu").openmp(), reason="the C compiler has no OpenMP runtime")
