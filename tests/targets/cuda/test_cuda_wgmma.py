@@ -108,17 +108,22 @@ def test_launch_geometry(case: WgmmaCase, tmp_path: Path) -> None:
     assert source.count("pyc_fence_proxy_async();") == case.gemms
 
 
-def _hgmma_count(cubin: bytes, tmp_path: Path) -> int | None:
-    """HGMMA instructions in the CUBIN's SASS, where a cuobjdump is found (else None)."""
+def sass_of(cubin: bytes, tmp_path: Path) -> str | None:
+    """The CUBIN's SASS, where a cuobjdump is found (else None)."""
     tool = shutil.which("cuobjdump") or next(
         (str(p) for p in _triton_tools() if p.name == "cuobjdump"), None)
     if tool is None:
         return None
     image = tmp_path / "k.cubin"
     image.write_bytes(cubin)
-    sass = subprocess.run([tool, "--dump-sass", str(image)], capture_output=True, text=True,
+    return subprocess.run([tool, "--dump-sass", str(image)], capture_output=True, text=True,
                           check=True).stdout
-    return sass.count("HGMMA.")
+
+
+def _hgmma_count(cubin: bytes, tmp_path: Path) -> int | None:
+    """HGMMA instructions in the CUBIN's SASS (None without a cuobjdump)."""
+    sass = sass_of(cubin, tmp_path)
+    return None if sass is None else sass.count("HGMMA.")
 
 
 def _triton_tools() -> list[Path]:

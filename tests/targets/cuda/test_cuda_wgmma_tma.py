@@ -21,7 +21,7 @@ import pytest
 from helpers import write_model
 from test_cuda_c_api import INCLUDE
 from test_cuda_compile import needs_nvrtc
-from test_cuda_wgmma import ForcedWgmma, _triton_tools, emit, gemm_inputs
+from test_cuda_wgmma import ForcedWgmma, emit, gemm_inputs, sass_of
 from wgmma_cases import TMA_COMPILE_CASES, TMA_VARIANTS, WgmmaCase, epilogue
 
 import pyc_cli
@@ -129,17 +129,6 @@ def test_batch_dims_of_the_maps(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- NVRTC and SASS
 
-def _sass(cubin: bytes, tmp_path: Path) -> str | None:
-    tool = shutil.which("cuobjdump") or next(
-        (str(p) for p in _triton_tools() if p.name == "cuobjdump"), None)
-    if tool is None:
-        return None
-    image = tmp_path / "k.cubin"
-    image.write_bytes(cubin)
-    return subprocess.run([tool, "--dump-sass", str(image)], capture_output=True, text=True,
-                          check=True).stdout
-
-
 def compile_checked(sources: dict[str, str], tmp_path: Path, precision: str = "fp16") -> str | None:
     """NVRTC for sm_90a: the TMA, mbarrier and register-moving instructions in the PTX, no
     spills or stack, the launch's 168 registers (384 threads, one block a multiprocessor);
@@ -160,7 +149,7 @@ def compile_checked(sources: dict[str, str], tmp_path: Path, precision: str = "f
         print(usage)
         assert usage.spill_store_bytes == usage.spill_load_bytes == usage.stack_bytes == 0, usage
         assert usage.registers == 168, usage  # 65536 / 384, rounded to 8
-    sass = _sass(compiled.cubin, tmp_path)
+    sass = sass_of(compiled.cubin, tmp_path)
     if sass is not None:
         assert "UTMALDG" in sass and "HGMMA.64x" in sass and "SYNCS" in sass
         assert "USETMAXREG.DEALLOC" in sass and "USETMAXREG.TRY_ALLOC" in sass
