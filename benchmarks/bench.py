@@ -261,12 +261,22 @@ def paired_ratio(other: list[float], pyc: list[float]) -> float:
     return float(np.median([o / p for o, p in zip(other, pyc)]))
 
 
-def interleave(timers: dict[str, Timer], rounds: int, repeat: int) -> dict[str, list[list[float]]]:
-    """`rounds` rounds of `repeat` runs per engine, alternating which engine goes first."""
+# the pause before each engine's block of runs: the engine timed before it keeps its thread
+# pool spinning for a while after its last run (onnxruntime's, OpenVINO's, libgomp's), and a
+# 2-thread team started on those cores loses scheduler ticks: PP-OCR cls right after
+# onnxruntime ran its first runs in 5-59 ms against 0.5-0.6 ms after a 0.3 s pause
+SETTLE_S = 0.3
+
+
+def interleave(timers: dict[str, Timer], rounds: int, repeat: int,
+               settle_s: float = SETTLE_S) -> dict[str, list[list[float]]]:
+    """`rounds` rounds of `repeat` runs per engine, alternating which engine goes first, each
+    block after a `settle_s` pause (the previous engine's spinning threads go to sleep)."""
     samples: dict[str, list[list[float]]] = {name: [] for name in timers}
     order = list(timers)
     for index in range(rounds):
         for name in order if index % 2 == 0 else order[::-1]:
+            time.sleep(settle_s)
             samples[name].append(timers[name](repeat))
     return samples
 
@@ -491,7 +501,8 @@ def machine_info(settings: Settings) -> dict[str, Any]:
         "mode": settings.mode, "seed": settings.seed, "rtol": RTOL, "atol": ATOL,
         "real_rtol": REAL_RTOL, "real_atol": "real_rtol x max(1, max |output|)",
         "timing": "one process per engine and model (memprobe.py --serve), rounds interleaved "
-                  "with alternating engine order, one warm-up run per round, perf_counter per "
+                  "with alternating engine order, a 0.3 s pause before each engine's block (the previous "
+                  "engine's thread pool stops spinning), one warm-up run per round, perf_counter per "
                   "run around the engine's Python call (outputs allocated per run by every engine)",
         "memory_probe_env": PROBE_ENV,
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "CC")},
