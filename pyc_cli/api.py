@@ -400,6 +400,10 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
                 "layout": layout, "contract": contract,
+                # a latency clause is predicted from this machine's calibration store: a cached
+                # build stands for this one only while the store says the same
+                **({"calibration": latency_model.calibration_digest(cpu_records[0])}
+                   if promised is not None and promised.latency is not None else {}),
                 **({"kernel_selection": kernel_selection}
                    if kernel_selection != "coselect" else {}),
                 **({"input_values": input_values} if input_values else {}),

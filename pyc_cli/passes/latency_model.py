@@ -437,6 +437,13 @@ def machine_calibration(machine: str, path: Path | None = None) -> Calibration:
     return Calibration(kernels, ops, entry.get("overall"), "this machine's earlier profiles")
 
 
+def calibration_digest(cpu: dict[str, Any] | None, path: Path | None = None) -> str:
+    """A digest of this machine's calibration in the store (what a build's latency prediction
+    reads): the build cache keys a build with a latency clause on it."""
+    entry = read_store(path)["machines"].get(machine_key(cpu), {})
+    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def stored_timings(key: str, path: Path | None = None) -> Timings | None:
     entry = read_store(path)["artifacts"].get(key)
     try:

@@ -134,3 +134,30 @@ def test_prune_removes_the_least_recently_used(cache: Path, tmp_path: Path) -> N
     size = sum(p.stat().st_size for p in (cache / new).rglob("*") if p.is_file())
     build_cache.prune(cache, limit=size)
     assert entries(cache) == [new]
+
+
+def test_a_latency_clause_keys_the_build_on_this_machines_calibration(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A latency clause is predicted from the calibration store: a build after the store
+    changed is planned and checked again, not copied; a build without the clause ignores it."""
+    import json
+
+    from pyc_cli.passes import latency_model
+    from pyc_cli.targets import get_target
+
+    store = tmp_path / "whatif.json"
+    monkeypatch.setenv(latency_model.STORE_ENV, str(store))
+    machine = latency_model.machine_key(get_target("cpu").cpu_record())  # type: ignore[attr-defined]
+
+    def calibrate(ms_per_cost: float) -> None:
+        store.write_text(json.dumps({"format": latency_model.STORE_FORMAT, "artifacts": {},
+                                     "machines": {machine: {"kernels": {}, "ops": {},
+                                                            "overall": ms_per_cost}}}))
+
+    calibrate(1e-12)
+    assert not build(MLP.path, tmp_path / "a.pyc", contract="latency_p50<=1s").cached
+    assert build(MLP.path, tmp_path / "b.pyc", contract="latency_p50<=1s").cached
+    assert not build(MLP.path, tmp_path / "c.pyc").cached
+    calibrate(1e-11)
+    assert not build(MLP.path, tmp_path / "d.pyc", contract="latency_p50<=1s").cached
+    assert build(MLP.path, tmp_path / "e.pyc").cached
