@@ -894,30 +894,24 @@ def _check_latency_at_build(clause: Clause, ctx: PassContext, graph: Graph,
     breaks is broken). A prediction resting mostly on the uncalibrated default cost model is
     logged, never fatal: it cannot tell 1 ms from 3."""
     predicted = latency_model.predict_build(graph, ctx.kernels, threads, cpu, ctx.tuning)
-    ms = float(f"{predicted.ms:.3g}")
-    default = _uncalibrated_share(predicted)
+    seconds = float(f"{predicted.ms:.3g}") / 1000.0
+    default = predicted.uncalibrated_share()
     slowest = sorted(predicted.nodes, key=lambda n: -n.ms)[:3]
     drove = [f"{n.node} ({n.op}, {n.kernel}): {n.ms:.3g} ms predicted ({n.basis})"
              for n in slowest]
     calibrated = default < 0.5
-    if calibrated and not clause.holds(ms / 1000.0):
-        raise broken(clause, ms / 1000.0, "the predicted median run is", drove)
-    status = ("predicted" if calibrated else "uncalibrated")
-    why = (f"the predicted median run is {clause.show(ms / 1000.0)} "
+    if calibrated and not clause.holds(seconds):
+        raise broken(clause, seconds, "the predicted median run is", drove)
+    why = (f"the predicted median run is {clause.show(seconds)} "
            f"({100 * (1 - default):.0f}% of it from measurements on this machine); measured "
            "again by pyc run --check-contract")
     if not calibrated:
         why += ("; the prediction rests on the uncalibrated cost model, so it decides nothing "
                 "(`pyc explain ARTIFACT --what-if threads=N --measure` calibrates this machine)")
     ctx.log("contract", [], "contract_clause", f"{clause.text}: {why}", before=clause.limit,
-            after=ms / 1000.0, clause=clause.name, status=status, serves=f"contract:{clause.name}")
+            after=seconds, clause=clause.name,
+            status="predicted" if calibrated else "uncalibrated", serves=f"contract:{clause.name}")
     return f"contract {clause.text}: {why}"
-
-
-def _uncalibrated_share(predicted: latency_model.LatencyPrediction) -> float:
-    """The share of a prediction resting on the default ms-per-cost ratio (nothing measured)."""
-    total = sum(n.ms for n in predicted.nodes) or 1.0
-    return sum(n.ms for n in predicted.nodes if "uncalibrated default" in n.basis) / total
 
 
 def _arena_drivers(ctx: PassContext) -> list[str]:

@@ -188,6 +188,12 @@ class LatencyPrediction:
             shares[kind] = shares.get(kind, 0.0) + node.ms / total
         return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 
+    def uncalibrated_share(self) -> float:
+        """The share of the predicted time resting on the default ms-per-cost ratio (nothing
+        measured on this machine)."""
+        total = sum(n.ms for n in self.nodes) or 1.0
+        return sum(n.ms for n in self.nodes if "uncalibrated default" in n.basis) / total
+
     def to_json(self) -> dict[str, Any]:
         return {"latency_ms": self.ms if math.isfinite(self.ms) else None,
                 "threads": self.threads, "run_ratio": self.run_ratio,
