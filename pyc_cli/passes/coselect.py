@@ -26,14 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from ..ir.annotations import KernelChoice, KernelParam
+from ..ir.annotations import KernelParam
 from ..ir.graph import Graph, Node
 from ..ir.run_dims import model_dims
 from ..ops import registry
 from ..planning.arena import align, lower_bound
 from ..planning.plan import plan_blocks
 from ..planning.policy import LATENCY_FIRST, Policy
-from .select_kernels import cheapest
+from .select_kernels import cheapest, set_kernel
 from .tuning import kernel_signature
 
 if TYPE_CHECKING:
@@ -210,17 +210,6 @@ def _options(graph: Graph, ctx: PassContext, policy: Policy) -> list[tuple[Node,
             continue  # a measurement chose this kernel, not the policy's cap
         found.append((node, fast))
     return found
-
-
-def set_kernel(node: Node, graph: Graph, option: KernelOption, policy: Policy,
-               cap: int, params: dict[str, KernelParam] | None = None) -> None:
-    """Record `option` as `node`'s kernel (with `params`) and its scratch sized under `cap`."""
-    node.ann.kernel = KernelChoice(option.name, dict(params or {}),
-                                   inplace_input=policy.inplace_input(option))
-    node.ann.stores_once = option.stores_once and bool(node.ann.epilogue)
-    if option.has_workspace:
-        node.ann.kernel.workspace_cap = cap
-        node.ann.kernel.workspace_bytes = option.workspace_bytes(node, graph)
 
 
 def _scratch(node: Node, alignment: int) -> int:

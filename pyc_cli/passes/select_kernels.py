@@ -126,9 +126,7 @@ def choose_kernel(node: Node, graph: Graph, ctx: PassContext, policy: Policy,
             # `measurements` is optional: a database of choices alone (tests) has none
             timings = getattr(ctx.tuning, "measurements", None)
             measured = [m.to_json() for m in timings(signature)] if timings else []
-    node.ann.kernel = KernelChoice(chosen.name, params, inplace_input=policy.inplace_input(chosen))
-    node.ann.stores_once = chosen.stores_once and bool(node.ann.epilogue)
-    size_workspace(node, graph, policy, target)
+    set_kernel(node, graph, chosen, policy, policy.workspace_cap, params)
     if pass_name:
         others = [c.name for c in candidates if c is not chosen]
         ctx.log(pass_name, [node.name], "select_kernel",
@@ -164,6 +162,18 @@ def symbolic_dims_of(node: Node, graph: Graph) -> list[str]:
     """The symbolic sizes in the shapes of `node`'s inputs and outputs, as sorted texts."""
     return sorted({str(d) for name in (*node.inputs, *node.outputs) if name in graph.types
                    for d in graph.types[name].shape if isinstance(d, Dim)})
+
+
+def set_kernel(node: Node, graph: Graph, option: KernelOption, policy: Policy,
+               cap: int, params: dict[str, KernelParam] | None = None) -> None:
+    """Record `option` as `node`'s kernel (with `params`) and its scratch sized under `cap`
+    (tiled kernels shrink tiles to fit)."""
+    node.ann.kernel = KernelChoice(option.name, dict(params or {}),
+                                   inplace_input=policy.inplace_input(option))
+    node.ann.stores_once = option.stores_once and bool(node.ann.epilogue)
+    if option.has_workspace:
+        node.ann.kernel.workspace_cap = cap
+        node.ann.kernel.workspace_bytes = option.workspace_bytes(node, graph)
 
 
 def size_workspace(node: Node, graph: Graph, policy: Policy, target: KernelTarget) -> None:

@@ -209,10 +209,8 @@ def peak_bytes(graph: Graph, policy: Policy, alignment: int) -> int:
 def live_profile(graph: Graph, policy: Policy, alignment: int) -> list[int]:
     """Bytes live at each schedule step under `policy`'s aliasing rules (its maximum is
     `peak_bytes`): where the peak is, not only how high."""
-    liveness = compute_liveness(graph)
-    storage, _ = _choose_storage(graph, liveness, policy, alignment)
     live = [0] * len(graph.nodes)
-    for block in storage_blocks(graph, storage, liveness, alignment):
+    for block in plan_blocks(graph, policy, alignment):
         for step in range(block.life.start, block.life.end + 1):
             live[step] += block.nbytes
     return live
