@@ -42,7 +42,6 @@ import importlib
 import json
 import math
 import os
-import tempfile
 import threading
 import warnings
 import weakref
@@ -53,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PycError, PycWarning
+from .files import replace_text
 
 FORMAT = "pyc-telemetry"
 VERSION = 1
@@ -261,17 +261,7 @@ def merge_into(path: str | Path, delta: Telemetry) -> Telemetry:
                                f"{delta.model['sha256'][:12]}, dims {delta.model['dims']})",
                                where=str(path), hint="give each model its own PYC_TELEMETRY file")
         merged.merge(delta)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(dumps(merged))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        replace_text(path, dumps(merged))
     return merged
 
 

@@ -26,11 +26,11 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import replace_text
 from ..ir.graph import Graph, Node
 from ..templating import templates_dir
 from .tuning import kernel_signature, signature_key
@@ -472,10 +472,7 @@ def remember(machine: str, key: str, timings: Timings, path: Path | None = None)
     data["artifacts"][key] = timings.to_json()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=".whatif-", suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, sort_keys=True, indent=1)
-        os.replace(name, path)
+        replace_text(path, json.dumps(data, sort_keys=True, indent=1))
     except OSError:
         pass  # a cache: a prediction never fails for want of it
 

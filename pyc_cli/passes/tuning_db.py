@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import PycError, PycWarning
+from ..files import replace_text
 from ..ir.annotations import KernelChoice
 from .tuning import KernelSignature, Measurement, signature_key
 
@@ -138,10 +138,7 @@ class FileTuningDatabase:
         text = json.dumps(self.to_json(), sort_keys=True, indent=1) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(dir=self.path.parent, prefix=".tuning-", suffix=".tmp")
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(name, self.path)
+            replace_text(self.path, text)
         except OSError as exc:
             raise PycError("E022", f"cannot write the tuning database: {exc.strerror or exc}",
                            where=str(self.path), hint="choose another --tuning-db PATH") from exc

@@ -20,7 +20,7 @@ from pathlib import Path
 PACKAGE = "pyc_cli"
 # (layer name, the first path part under pyc_cli/ of the modules in it)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "units", "progress", "templating")),
+    ("base", ("errors", "units", "progress", "templating", "files")),
     ("ir", ("ir", "abi")),
     ("ops", ("ops",)),
     ("frontend", ("frontend",)),
