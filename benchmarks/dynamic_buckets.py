@@ -49,10 +49,12 @@ SAMPLE_SIZE = 2000
 NAMES = ("generic", "buckets", "ort")
 
 
-def draw(seed: int, count: int) -> list[tuple[int, int]]:
-    """`count` (batch, seq) requests of the long-tailed distribution (module docstring)."""
+def draw(seed: int, count: int, median: float = SEQ_MEDIAN,
+         sigma: float = SEQ_SIGMA) -> list[tuple[int, int]]:
+    """`count` (batch, seq) requests of the long-tailed distribution (module docstring; the
+    feedback benchmark moves its median)."""
     rng = np.random.default_rng(seed)
-    seq = np.clip(np.round(np.exp(rng.normal(np.log(SEQ_MEDIAN), SEQ_SIGMA, count))), 1, 512)
+    seq = np.clip(np.round(np.exp(rng.normal(np.log(median), sigma, count))), 1, 512)
     batch = rng.choice(np.arange(1, 9), count, p=np.array(BATCH_WEIGHTS))
     return [(int(b), int(s)) for b, s in zip(batch, seq)]
 

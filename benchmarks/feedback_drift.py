@@ -42,27 +42,14 @@ import pyc_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from dynamic_buckets import BATCH_WEIGHTS, draw, write_sample  # noqa: E402  (the same request mix)
+
 from tests.models.make_dynamic_bert import MINILM, sample_inputs  # noqa: E402
 
 BOUNDS = ["input_ids=batch:1..8,seq:1..512", "attention_mask=batch,seq", "token_type_ids=batch,seq"]
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-BATCH_WEIGHTS = (0.40, 0.20, 0.12, 0.08, 0.06, 0.05, 0.05, 0.04)  # batch 1..8
 OLD_MEDIAN, OLD_SIGMA = 24.0, 1.0
 DRIFT_SIGMA = 0.6
 SAMPLE_SIZE = 2000
-
-
-def draw(seed: int, count: int, median: float, sigma: float) -> list[tuple[int, int]]:
-    rng = np.random.default_rng(seed)
-    seq = np.clip(np.round(np.exp(rng.normal(np.log(median), sigma, count))), 1, 512)
-    batch = rng.choice(np.arange(1, 9), count, p=np.array(BATCH_WEIGHTS))
-    return [(int(b), int(s)) for b, s in zip(batch, seq)]
-
-
-def write_sample(path: Path, requests: list[tuple[int, int]]) -> None:
-    counts = Counter(requests)
-    path.write_text(json.dumps([{"shapes": {name: [b, s] for name in INPUTS}, "count": n}
-                                for (b, s), n in sorted(counts.items())]))
 
 
 def build(model: Path, out: Path, threads: int, **options: Any) -> tuple[Path, float]:
