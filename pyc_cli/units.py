@@ -1,6 +1,9 @@
-"""Human-readable quantities for reports: the one size and duration formatter every report uses."""
+"""Human-readable quantities: the one size and duration formatter every report uses, and the
+parser of a number with a unit that size options read ('64MiB', '30s')."""
 
 from __future__ import annotations
+
+import re
 
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -38,3 +41,20 @@ def format_count(count: int | float, unit: str = "") -> str:
         return f"{int(count)} {unit}".rstrip()
     digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
     return f"{value:.{digits}f} {prefix}{unit}"
+
+
+# the sizes a memory option takes (--memory-budget, --what-if memory-budget=): decimal and
+# binary units, and k / m / g as binary
+SIZE_UNITS: dict[str, float] = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+                                "kib": 1024, "mib": 1024**2, "gib": 1024**3, "k": 1024,
+                                "m": 1024**2, "g": 1024**3}
+
+
+def parse_quantity(text: str, units: dict[str, float]) -> float | None:
+    """A number with an optional unit of `units` ('64MiB', '30s', '90') in the unit's scale;
+    None when `text` is not one."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in units:
+        return None
+    return float(match.group(1)) * units[unit]

@@ -6,7 +6,6 @@ import errno
 import functools
 import json
 import math
-import re
 import sys
 import traceback
 import warnings
@@ -25,7 +24,7 @@ from ..ir.symbolic import parse_input_shapes
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
 from ..targets import DEFAULT_LAYOUT, LAYOUTS, TARGET_NAMES
-from ..units import format_seconds
+from ..units import SIZE_UNITS, format_seconds, parse_quantity
 from .output import echo
 
 EXIT_USER_ERROR = 2
@@ -106,24 +105,9 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-_SIZE_UNITS: dict[str, float] = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-                                 "kib": 1024, "mib": 1024**2, "gib": 1024**3, "k": 1024,
-                                 "m": 1024**2, "g": 1024**3}
-
-
-def _quantity(text: str, units: dict[str, float]) -> float | None:
-    """A number with an optional unit of `units` ('64MiB', '30s', '90') in the unit's scale;
-    None when `text` is not one."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in units:
-        return None
-    return float(match.group(1)) * units[unit]
-
-
 def parse_size(text: str) -> int:
     """'64MiB' -> 67108864; plain numbers are bytes."""
-    size = _quantity(text, _SIZE_UNITS)
+    size = parse_quantity(text, SIZE_UNITS)
     if size is None:
         raise PycError("E050", f"--memory-budget {text!r} is not a size",
                        hint="e.g. 64MiB, 512KiB, 2GB or a number of bytes")
@@ -135,7 +119,7 @@ _DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 def parse_duration(text: str) -> float:
     """'30s' -> 30.0, '2m' -> 120.0; a plain number is seconds."""
-    seconds = _quantity(text, _DURATION_UNITS)
+    seconds = parse_quantity(text, _DURATION_UNITS)
     if seconds is None or not seconds > 0:
         raise PycError("E050", f"--compile-budget {text!r} is not a positive duration",
                        hint="e.g. 30s, 2m, 1.5h or a number of seconds")

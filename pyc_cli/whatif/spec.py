@@ -19,10 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import PycError
+from ..units import SIZE_UNITS, parse_quantity
 
 KEYS = ("mode", "threads", "memory-budget", "target", "winograd", "layout", "kernel")
-_SIZES = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
-          "gb": 1000**3, "gib": 1024**3, "k": 1024, "m": 1024**2, "g": 1024**3}
 _ON = {"on": True, "true": True, "1": True, "yes": True,
        "off": False, "false": False, "0": False, "no": False}
 
@@ -162,11 +161,11 @@ def _value(key: str, value: str, text: str) -> Any:
 
 
 def _size(value: str, text: str) -> int:
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)", value)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _SIZES:
+    """The units `--memory-budget` takes (units.SIZE_UNITS)."""
+    size = parse_quantity(value, SIZE_UNITS)
+    if size is None:
         raise _malformed(text, f"memory-budget={value!r} is not a size (e.g. 64KiB, 2MB, 4096)")
-    return int(float(match.group(1)) * _SIZES[unit])
+    return int(size)
 
 
 def _malformed(text: str, why: str) -> PycError:
