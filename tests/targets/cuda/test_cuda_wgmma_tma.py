@@ -51,8 +51,9 @@ def _plan(sources: dict[str, str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- selection
 
 def test_a_candidate_on_sm90_half_only(tmp_path: Path) -> None:
-    """Listed for sm_90 at fp16 / bf16 only, and never chosen by default (4096^3 keeps the
-    cp.async Hopper GEMM) until a GPU session has timed it."""
+    """Listed for sm_90 at fp16 / bf16 only; chosen by default where its 128 x 256 tiles
+    give each of the 132 persistent blocks one (4096^3: 512 tiles), not below (2048 x 1024 x
+    1024: 64 tiles keep the cp.async Hopper GEMM)."""
     from pyc_cli.targets.cuda.kernels import cuda_kernels
 
     for arch in toolchain.SUPPORTED_ARCHS:
@@ -60,6 +61,9 @@ def test_a_candidate_on_sm90_half_only(tmp_path: Path) -> None:
             names = {c.name for c in cuda_kernels(precision, arch)["MatMul"]}
             assert (TMA in names) == (arch == "sm_90" and precision in ("fp16", "bf16"))
     path = write_model(epilogue(4096, 4096, 4096).make(np.random.default_rng(0)), tmp_path)
+    assert emit(path, "fp16")[1] == [TMA]
+    assert emit(path, "fp16", "sm_80")[1] == ["cuda_matmul_mma"]
+    path = write_model(epilogue(2048, 1024, 1024).make(np.random.default_rng(0)), tmp_path, "mid.onnx")
     assert emit(path, "fp16")[1] == ["cuda_matmul_wgmma"]
     assert emit(path, "fp16", tuning=forced())[1] == [TMA]
 
