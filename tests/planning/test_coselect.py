@@ -4,11 +4,12 @@ The hand-made model: four 3x3 convs of 32 channels, two on a 48x48 map, a 2x2 ma
 24x24. Winograd is the fastest kernel of each but takes a whole copy of transformed tiles as
 scratch (1.5 MB at 48x48, 456 KB at 24x24). latency_first and balanced need 2087424 bytes;
 memory_first, choosing kernels first by its 32 KiB scratch cap, runs every conv as the implicit
-GEMM and tiles the 48x48 conv -> pool chain (423936 bytes). Under a 1 MB budget the answer is
-known: no tiling is needed; Winograd fits beside the live activations at the two 24x24 convs
+GEMM and tiles the 48x48 conv -> pool chain (423936 bytes). Under a 700 KB budget the answer
+is known: no tiling is needed; Winograd fits beside the live activations at the two 24x24 convs
 (with its 8 scratch holders) and at the first conv (whose input is the graph's, outside the
-arena) with 2 holders (294912 + 599040 = 893952 bytes, the peak); at the second conv its input
-and output (589824 bytes) leave no room even for 2 holders.
+arena) with 4 lean holders (one-vector panels, MR-row GEMM blocks: 294912 + 4 x 96768 = 681984
+bytes, the peak; 2 full holders would need 893952); at the second conv its input and output
+(589824 bytes) leave no room even for 2 lean holders (783360).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pyc_cli.passes.coselect import total_cost, variants
 from pyc_cli.planning.policy import MEMORY_FIRST
 from pyc_cli.testing.policy_determinism import tree
 
-BUDGET = 1_000_000
+BUDGET = 700_000
 CHANNELS = 32
 CONVS = ("Conv_0", "Conv_1", "Conv_3", "Conv_4")  # Conv_0, Conv_1 at 48x48; Conv_3, Conv_4 at 24x24
 
@@ -73,7 +74,7 @@ def test_coselection_takes_winograd_where_its_scratch_fits_the_budget(toy: Path)
     co_graph, co_ctx = compile_within_budget(toy, BUDGET)
     seq_plan, co_plan = seq_ctx.artifacts["memory_plan"], co_ctx.artifacts["memory_plan"]
     assert seq_plan.mode == co_plan.mode == "memory_first"  # latency_first needs 2087424 bytes
-    assert seq_plan.arena_bytes == 423936 and co_plan.arena_bytes == 893952 <= BUDGET
+    assert seq_plan.arena_bytes == 423936 and co_plan.arena_bytes == 681984 <= BUDGET
     sequential, coselected = _kernels(seq_graph), _kernels(co_graph)
     # sequential: the cap forbids Winograd everywhere, and the 48x48 chain is tiled
     assert "Conv_1_tile0" in sequential and "conv2d_winograd" not in sequential.values()
@@ -81,7 +82,8 @@ def test_coselection_takes_winograd_where_its_scratch_fits_the_budget(toy: Path)
         "Conv_0": "conv2d_winograd", "Conv_1": "conv2d_implicit_gemm",
         "Conv_3": "conv2d_winograd", "Conv_4": "conv2d_winograd"}
     params = {n.name: n.ann.kernel.params for n in co_graph.nodes}
-    assert params["Conv_0"] == {"tasks": 2} and params["Conv_3"] == {}
+    # Conv_0: 4 lean holders (4 x 96768 B of scratch beside its 294912 B of input and output)
+    assert params["Conv_0"] == {"tasks": 4, "lean": 1} and params["Conv_3"] == {}
     assert total_cost(co_graph, co_ctx) < total_cost(seq_graph, seq_ctx)
 
 
@@ -97,12 +99,12 @@ def test_every_choice_is_logged_with_its_reason(toy: Path) -> None:
     upgraded = {d.nodes[0]: d for d in by_action["coselect_kernel"]}
     kept = {d.nodes[0]: d for d in by_action["coselect_keep"]}
     assert sorted(upgraded) == ["Conv_0", "Conv_3", "Conv_4"] and sorted(kept) == ["Conv_1"]
-    assert upgraded["Conv_3"].after == "conv2d_winograd" and "within 1000000" in \
+    assert upgraded["Conv_3"].after == "conv2d_winograd" and "within 700000" in \
         upgraded["Conv_3"].reason
-    assert upgraded["Conv_0"].extra["params"] == {"tasks": 2}
-    assert "conv2d_winograd(tasks=2) instead of" in upgraded["Conv_0"].reason
-    assert "over 1000000" in kept["Conv_1"].reason and kept["Conv_1"].extra["extra_bytes"] > 0
-    assert "with its least scratch, (tasks=2), still over" in kept["Conv_1"].reason
+    assert upgraded["Conv_0"].extra["params"] == {"tasks": 4, "lean": 1}
+    assert "conv2d_winograd(lean=1, tasks=4) instead of" in upgraded["Conv_0"].reason
+    assert "over 700000" in kept["Conv_1"].reason and kept["Conv_1"].extra["extra_bytes"] > 0
+    assert "with its least scratch, (lean=1, tasks=2), still over" in kept["Conv_1"].reason
     for decision in [search, *upgraded.values(), *kept.values()]:
         assert decision.extra["serves"] == "policy:memory_first/coselect"
 

@@ -45,6 +45,11 @@ GROUP_TASKS = 2
 # co-selection (passes/coselect.py) may give a conv fewer scratch holders where the arena has
 # no room for MAX_TASKS of them: as few as the reference machine's cores keep its threads busy
 FEWER_HOLDERS = (4, GROUP_TASKS)
+# ... and, below those, "lean" holders (`lean` in the parameters): one-vector panels of tiles
+# and a GEMM block of MR output channels, about a quarter of a holder's scratch (ResNet-50's
+# 56x56 convs: 180 KB instead of 631 KB), so that a conv keeps Winograd's fewer multiplies
+# where the arena has only a few hundred KB to spare (the narrow panels cost the micro-kernel
+# some of its reuse; the V block is still read from L2 by every GEMM block)
 LINE_FLOATS = 16  # a 64-byte cache line of floats
 # the input transform's lane offsets are 32-bit
 MAX_INPUT_ELEMENTS = 2**31 - 1
@@ -90,12 +95,13 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
     g = gemm.plan(isa, "float", 4, v["OC"], 1, v["C"], 1, tuned)
     nr, mr, lanes = int(g["NR"]), int(g["MR"]), int(g["lanes"])  # type: ignore[call-overload]
     # a small map (ResNet's 14x14: 16 tiles) would fill half of a 2-vector panel with padding
-    narrow = -(-tiles // lanes) * lanes * 4 <= -(-tiles // nr) * nr * 3
+    lean = bool(tuned.get("lean"))
+    narrow = lean or -(-tiles // lanes) * lanes * 4 <= -(-tiles // nr) * nr * 3
     nr = lanes if narrow else nr
     ncp = 1  # one panel of tiles a block: its 36 x Cin x NR inputs stay in L2 up to Cin = 256
     tb = ncp * nr
     blocks = -(-tiles // tb)
-    ob = min(-(-BLOCK_ROWS // mr) * mr, -(-v["OC"] // mr) * mr)
+    ob = mr if lean else min(-(-BLOCK_ROWS // mr) * mr, -(-v["OC"] // mr) * mr)
     row_blocks = -(-v["OC"] // ob)
     # 2 or 3 blocks (ResNet's 28x28: 32 + 17 tiles) would leave 2 threads unequal shares: 2
     # groups of output channels, units group-major, give each thread's half one whole group
@@ -161,10 +167,12 @@ def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)
 
 def smaller_scratch(isa: str):  # noqa: ANN201 (a closure per ISA)
     def options(node: Node, graph: Graph) -> list[dict[str, object]]:
-        """Parameters giving the conv less scratch: fewer holders (each a task's V and M), never
-        fewer than GROUP_TASKS (below the reference machine's cores the threads would idle)."""
+        """Parameters giving the conv less scratch, most first: fewer holders (each a task's V
+        and M), never fewer than GROUP_TASKS (below the reference machine's cores the threads
+        would idle), then as many lean holders."""
         tasks = int(plan(isa, node, graph, _tuned(node))["tasks"])  # type: ignore[call-overload]
-        return [{"tasks": k} for k in FEWER_HOLDERS if k < tasks]
+        fewer = [k for k in FEWER_HOLDERS if k < tasks]
+        return [{"tasks": k} for k in fewer] + [{"tasks": k, "lean": 1} for k in fewer]
     return options
 
 
