@@ -6,6 +6,14 @@ the attention node takes that program over. The kernel then never writes the [..
 matrix nor reads it back twice (softmax, then the second MatMul). Applies when the scores and
 the softmax have no other reader, nothing is a graph output, the second MatMul has no fused
 program of its own, and Q, Kt and V share their leading dims.
+
+Then the heads' Transposes around it (an encoder's Reshape + Transpose of Q, K, V into
+[B, H, S, D] heads and the Transpose of the output back to [B, S, H, E]) fold into the node as
+layout permutations (ops/attention.py: `q_perm`, `kt_perm`, `v_perm`, `y_perm`) where the
+Transpose has no other reader and the target's attention kernel reads such layouts (the kernel
+candidates decide: the CUDA kernels read through strides; the CPU kernel's vector loads run
+along contiguous rows of Kt and V, so it keeps them, and the log says so): each is a launch and
+a round trip of the tensor through memory that the attention's own loads replace.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from ..ops import registry
+from ..ops.attention import PERMS
 from .context import PassContext
 
 NAME = "fuse_attention"
@@ -32,6 +41,7 @@ def fuse_attention(graph: Graph, ctx: PassContext) -> Graph:
                     f"no {ctx.kernels.name} attention kernel applies to these shapes")
             continue
         _replace(graph, node, *match, ctx)
+        _fold_transposes(graph, node, ctx)
     graph.remove_unused_types()
     return graph
 
@@ -90,3 +100,53 @@ def _replace(graph: Graph, node: Node, scores_mm: Node, softmax: Node, weights_m
             "scores, softmax and the weighted sum of V in one kernel, a row of scores at a time: "
             f"the {list(graph.types[softmax.outputs[0]].shape)} score matrix is never written",
             before=3, after=1)
+
+
+def _plain_transpose(node: Node | None) -> bool:
+    return node is not None and node.op == "Transpose" and len(node.inputs) == 1 and \
+        not node.ann.epilogue and not node.ann.prologue
+
+
+def _foldable(graph: Graph, node: Node) -> dict[int, Node]:
+    """Operand k (0-2 the inputs, 3 the output) -> the Transpose that can fold into `node`:
+    an input's producer read by the attention alone, the output's only reader."""
+    found: dict[int, Node] = {}
+    for k in range(3):
+        producer = _producer(graph, node.inputs[k])
+        if _plain_transpose(producer) and node.inputs.count(node.inputs[k]) == 1 and \
+                _only_reader(graph, node.inputs[k]) is node:
+            found[k] = producer  # type: ignore[assignment]
+    reader = _only_reader(graph, node.outputs[0])
+    if _plain_transpose(reader):
+        found[3] = reader  # type: ignore[assignment]
+    return found
+
+
+def _fold_transposes(graph: Graph, node: Node, ctx: PassContext) -> None:
+    found = _foldable(graph, node)
+    if not found:
+        return
+    names = [found[k].name for k in sorted(found)]
+    # the node as it would be, for the target's kernels to say whether they read it
+    folded = Node(node.op, node.name, list(node.inputs), list(node.outputs), dict(node.attrs))
+    folded.ann = node.ann
+    for k, transpose in found.items():
+        perm = registry.get("Transpose").perm(transpose, graph.types[transpose.inputs[0]].rank)  # type: ignore[attr-defined]
+        folded.attrs[PERMS[k]] = perm
+        if k < 3:
+            folded.inputs[k] = transpose.inputs[0]
+        else:
+            folded.outputs[0] = transpose.outputs[0]
+    if not ctx.kernels.candidates(folded, graph):
+        ctx.log(NAME, names, "keep_head_transposes",
+                f"no {ctx.kernels.name} attention kernel reads its operands through a "
+                "permutation: the Transposes stay strided copies")
+        return
+    node.inputs, node.outputs, node.attrs = folded.inputs, folded.outputs, folded.attrs
+    for transpose in found.values():
+        graph.nodes.remove(transpose)
+    node.ann.fused_from = [*node.ann.fused_from, *names]
+    ctx.log(NAME, names, "fold_head_transposes",
+            "the attention reads Q, Kt, V through the strides of the Transposes' inputs and "
+            "writes its output in the layout the Transpose after it made: no copy launches",
+            before=1 + len(found), after=1)
