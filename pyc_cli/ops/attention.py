@@ -28,7 +28,6 @@ from .internal import run_program
 from .movement import contiguous_strides
 from .registry import KERNEL, InTypes, InValues, OpDef, fused_inputs, register, require
 
-
 PERMS = ("q_perm", "kt_perm", "v_perm", "y_perm")  # Q, Kt, V, then Y's
 
 

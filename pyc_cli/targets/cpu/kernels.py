@@ -702,7 +702,8 @@ def _attention_contiguous(node: Node, graph: Graph) -> bool:
 def _attention_dims_applies(node: Node, graph: Graph) -> bool:
     """pyc.Attention over symbolic batch, query and key counts, the head sizes static, float
     (the row max and sum of c/row_math.j2)."""
-    if not _attention_contiguous(node, graph) or not node_is_symbolic(node, graph) or graph.types[node.outputs[0]].dtype is not DType.F32:
+    if not _attention_contiguous(node, graph) or not node_is_symbolic(node, graph) or \
+            graph.types[node.outputs[0]].dtype is not DType.F32:
         return False
     op = registry.get(node.op).kernel_params(node, graph)
     return not isinstance(op["D"], Dim) and not isinstance(op["E"], Dim)

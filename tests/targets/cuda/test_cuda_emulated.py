@@ -23,9 +23,9 @@ from attention_cases import (
     ROUNDED_RTOL,
     SHAPES,
     float64_attention,
-    minilm_attention,
     head_attention_model,
     head_feeds,
+    minilm_attention,
     rounded_attention,
 )
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
