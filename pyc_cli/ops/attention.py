@@ -13,6 +13,9 @@ Transposes were folded into the node (fuse_attention), an input is stored as the
 input X and the operand is Transpose(X, perm) (Q [B, H, S, D] read from X [B, S, H, D] with perm
 [0, 2, 1, 3]); the output is stored as Transpose(Y, y_perm). A kernel reads them through the
 strides `operand_strides` gives; the shapes above are the operands' (logical) ones.
+`q_select`, `kt_select`, `v_select` ([dim, index]) read an input as its part at `index` of the
+stored tensor's dim `dim`, before the permutation (Q, K and V as the three parts of one
+projection GEMM's [B, S, 3, H, D] result): `operand_offsets` gives where each part starts.
 """
 
 from __future__ import annotations
@@ -37,9 +40,29 @@ def perm_of(node: Node, k: int) -> list[int] | None:
     return [int(x) for x in value] if value is not None else None  # type: ignore[union-attr]
 
 
+SELECTS = ("q_select", "kt_select", "v_select")
+
+
+def select_of(node: Node, k: int) -> tuple[int, int] | None:
+    """Input k's (dim, index) part of its stored tensor, or None (the whole tensor)."""
+    value = node.attrs.get(SELECTS[k]) if k < 3 else None
+    return (int(value[0]), int(value[1])) if value is not None else None  # type: ignore[index]
+
+
 def folded(node: Node) -> bool:
-    """Whether any operand is read or written through a layout permutation."""
-    return any(key in node.attrs for key in PERMS)
+    """Whether any operand is read or written through a layout permutation or a part."""
+    return any(key in node.attrs for key in (*PERMS, *SELECTS))
+
+
+def _selected(shape: tuple, k: int, node: Node) -> tuple:  # type: ignore[type-arg]
+    part = select_of(node, k)
+    if part is None:
+        return shape
+    dim, index = part
+    if not 0 <= dim < len(shape) or not 0 <= index < shape[dim]:
+        raise PycError("E009", f"pyc.Attention {SELECTS[k]} {list(part)} is outside the "
+                       f"operand's shape {list(shape)}", where=node.name)
+    return shape[:dim] + shape[dim + 1:]
 
 
 def _permuted(shape: tuple, perm: list[int] | None, node: Node, what: str) -> tuple:  # type: ignore[type-arg]
@@ -60,7 +83,8 @@ def _inverse(perm: list[int]) -> list[int]:
 
 def logical_shapes(node: Node, shapes: list[tuple]) -> list[tuple]:  # type: ignore[type-arg]
     """Q, Kt, V's shapes as the attention sees them, from the stored inputs' `shapes`."""
-    return [_permuted(shapes[k], perm_of(node, k), node, PERMS[k]) for k in range(3)]
+    return [_permuted(_selected(tuple(shapes[k]), k, node), perm_of(node, k), node, PERMS[k])
+            for k in range(3)]
 
 
 def operand_strides(node: Node, graph: Graph) -> list[list[int]]:
@@ -68,6 +92,9 @@ def operand_strides(node: Node, graph: Graph) -> list[list[int]]:
     strides = []
     for k, value in enumerate((*node.inputs[:3], node.outputs[0])):
         stored = contiguous_strides(graph.types[value].shape)
+        part = select_of(node, k)
+        if part is not None:  # the selected dim is gone from the operand
+            stored = stored[:part[0]] + stored[part[0] + 1:]
         perm = perm_of(node, k)
         if perm is None:
             strides.append(stored)
@@ -76,6 +103,16 @@ def operand_strides(node: Node, graph: Graph) -> list[list[int]]:
         else:  # stored = Transpose(Y, perm): Y's dim j is stored dim inverse[j]
             strides.append([stored[p] for p in _inverse(perm)])
     return strides
+
+
+def operand_offsets(node: Node, graph: Graph) -> list[int]:
+    """Where, in elements of its stored tensor, each of Q, Kt, V starts (0 but for a part)."""
+    offsets = []
+    for k in range(3):
+        part = select_of(node, k)
+        stored = contiguous_strides(graph.types[node.inputs[k]].shape)
+        offsets.append(0 if part is None else part[1] * stored[part[0]])
+    return offsets
 
 
 @register
@@ -97,8 +134,7 @@ class Attention(OpDef):
         return [TensorType(stored[0].dtype, _permuted(y, perm_of(node, 3), node, PERMS[3]))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-        q, kt, v = (np.asarray(inputs[k]) if perm_of(node, k) is None
-                    else np.transpose(np.asarray(inputs[k]), perm_of(node, k)) for k in range(3))
+        q, kt, v = (self._operand(node, k, np.asarray(inputs[k])) for k in range(3))
         scores = np.matmul(q, kt)
         if node.ann.epilogue:
             first = len(fused_inputs(node)[0])
@@ -109,6 +145,13 @@ class Attention(OpDef):
         y = np.matmul(weights.astype(q.dtype), v)
         perm = perm_of(node, 3)
         return [y if perm is None else np.ascontiguousarray(np.transpose(y, perm))]
+
+    @staticmethod
+    def _operand(node: Node, k: int, x: np.ndarray) -> np.ndarray:
+        part, perm = select_of(node, k), perm_of(node, k)
+        if part is not None:
+            x = np.take(x, part[1], axis=part[0])
+        return x if perm is None else np.transpose(x, perm)
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         q, kt, v = logical_shapes(node, [graph.types[node.inputs[k]].shape for k in range(3)])

@@ -14,14 +14,25 @@ Transpose has no other reader and the target's attention kernel reads such layou
 candidates decide: the CUDA kernels read through strides; the CPU kernel's vector loads run
 along contiguous rows of Kt and V, so it keeps them, and the log says so): each is a launch and
 a round trip of the tensor through memory that the attention's own loads replace.
+
+Last, where Q, K and V so folded are three projections of one input (MatMul(X, W) + b each,
+nothing else reading them, heads of one shape), the three GEMMs become one over the weights
+concatenated at build time ([K, 3N], the biases [3N]): its [.., 3N] result is viewed as
+[.., 3, H, D] and the attention reads Q, K and V as its three parts (`q_select` ..: one launch
+instead of three, and a GEMM three times as wide to fill the GPU with).
 """
 
 from __future__ import annotations
 
+import copy
+import math
+
+import numpy as np
+
 from ..ir.graph import Graph, Node
-from ..ir.types import DType
+from ..ir.types import DType, TensorType
 from ..ops import registry
-from ..ops.attention import PERMS
+from ..ops.attention import PERMS, SELECTS
 from .context import PassContext
 
 NAME = "fuse_attention"
@@ -41,7 +52,8 @@ def fuse_attention(graph: Graph, ctx: PassContext) -> Graph:
                     f"no {ctx.kernels.name} attention kernel applies to these shapes")
             continue
         _replace(graph, node, *match, ctx)
-        _fold_transposes(graph, node, ctx)
+        if _fold_transposes(graph, node, ctx):
+            _merge_projections(graph, node, ctx)
     graph.remove_unused_types()
     return graph
 
@@ -122,10 +134,12 @@ def _foldable(graph: Graph, node: Node) -> dict[int, Node]:
     return found
 
 
-def _fold_transposes(graph: Graph, node: Node, ctx: PassContext) -> None:
+def _fold_transposes(graph: Graph, node: Node, ctx: PassContext) -> bool:
+    """Fold the Transposes `_foldable` finds where the target's kernel reads the layouts;
+    whether any was."""
     found = _foldable(graph, node)
     if not found:
-        return
+        return False
     names = [found[k].name for k in sorted(found)]
     # the node as it would be, for the target's kernels to say whether they read it
     folded = Node(node.op, node.name, list(node.inputs), list(node.outputs), dict(node.attrs))
@@ -141,7 +155,7 @@ def _fold_transposes(graph: Graph, node: Node, ctx: PassContext) -> None:
         ctx.log(NAME, names, "keep_head_transposes",
                 f"no {ctx.kernels.name} attention kernel reads its operands through a "
                 "permutation: the Transposes stay strided copies")
-        return
+        return False
     node.inputs, node.outputs, node.attrs = folded.inputs, folded.outputs, folded.attrs
     for transpose in found.values():
         graph.nodes.remove(transpose)
@@ -150,3 +164,68 @@ def _fold_transposes(graph: Graph, node: Node, ctx: PassContext) -> None:
             "the attention reads Q, Kt, V through the strides of the Transposes' inputs and "
             "writes its output in the layout the Transpose after it made: no copy launches",
             before=1 + len(found), after=1)
+    return True
+
+
+def _projection(graph: Graph, value: str, node: Node) -> tuple[Node, Node] | None:
+    """The (Reshape, MatMul) making attention input `value` as Reshape(MatMul(X, W) + b), each
+    read by the next alone, W [K, N] and b [N] constants."""
+    view = _producer(graph, value)
+    if view is None or view.op != "Reshape" or _only_reader(graph, value) is not node or \
+            node.inputs.count(value) != 1:
+        return None
+    mm = _producer(graph, view.inputs[0])
+    if mm is None or mm.op != "MatMul" or _only_reader(graph, view.inputs[0]) is not view or \
+            len(mm.inputs) != 3 or mm.ann.prologue or mm.ann.epilogue_first_input != 2 or \
+            not all(graph.is_constant(x) for x in mm.inputs[1:]):
+        return None
+    w, b = (graph.types[x].shape for x in mm.inputs[1:])
+    return (view, mm) if len(w) == 2 and b == (w[1],) else None
+
+
+def _merge_projections(graph: Graph, node: Node, ctx: PassContext) -> None:
+    found = [_projection(graph, node.inputs[k], node) for k in range(3)]
+    if any(f is None for f in found) or not all(f"{key}_perm" in node.attrs for key in ("q", "kt", "v")):
+        return
+    views, mms = [f[0] for f in found], [f[1] for f in found]  # type: ignore[index]
+    heads = graph.types[node.inputs[0]].shape
+    out = graph.types[mms[0].outputs[0]]
+    if len({mm.inputs[0] for mm in mms}) != 1 or \
+            len({graph.types[mm.inputs[1]].shape for mm in mms}) != 1 or \
+            len({str(mm.ann.epilogue) for mm in mms}) != 1 or \
+            any(graph.types[v].shape != heads for v in node.inputs[:3]) or \
+            any(graph.types[mm.outputs[0]] != out for mm in mms) or \
+            math.prod(heads[len(out.shape) - 1:]) != out.shape[-1]:
+        return
+    lead = out.shape[:-1]
+    weights = graph.add_constant(f"{mms[0].inputs[1]}.qkv", np.concatenate(
+        [graph.constants[mm.inputs[1]] for mm in mms], axis=1))
+    bias = graph.add_constant(f"{mms[0].inputs[2]}.qkv", np.concatenate(
+        [graph.constants[mm.inputs[2]] for mm in mms]))
+    shape = graph.add_constant(f"{views[0].name}.qkv_shape",
+                               np.array([*lead, 3, *heads[len(lead):]], np.int64))
+    qkv = graph.fresh_name(f"{mms[0].outputs[0]}.qkv")
+    graph.types[qkv] = TensorType(out.dtype, (*lead, 3 * out.shape[-1]))
+    parts = graph.fresh_name(f"{views[0].outputs[0]}.qkv")
+    graph.types[parts] = TensorType(out.dtype, (*lead, 3, *heads[len(lead):]))
+    merged = Node("MatMul", graph.fresh_name(f"{mms[0].name}.qkv"),
+                  [mms[0].inputs[0], weights, bias], [qkv], {})
+    merged.ann = copy.deepcopy(mms[0].ann)
+    merged.ann.fused_from = [mm.name for mm in mms]
+    view = Node("Reshape", graph.fresh_name(f"{views[0].name}.qkv"), [qkv, shape], [parts], {})
+    trial = Node(node.op, node.name, [parts, parts, parts, *node.inputs[3:]], list(node.outputs),
+                 {**node.attrs, **{key: [len(lead), k] for k, key in enumerate(SELECTS)}})
+    trial.ann = node.ann
+    if not ctx.kernels.candidates(trial, graph):
+        for name in (weights, bias, shape):
+            del graph.constants[name]
+        return
+    first = min(graph.nodes.index(mm) for mm in mms)
+    graph.nodes[first:first] = [merged, view]
+    for old in (*mms, *views):
+        graph.nodes.remove(old)
+    node.inputs, node.attrs = trial.inputs, trial.attrs
+    ctx.log(NAME, [mm.name for mm in mms], "merge_qkv_projections",
+            f"Q, K and V are projections of one input: one GEMM over the weights concatenated "
+            f"({list(graph.types[weights].shape)}), the attention reading its three parts",
+            before=6, after=2)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ...errors import PycError
 from ...ir.graph import Graph, Node
-from ...ops.attention import operand_strides
+from ...ops.attention import operand_offsets, operand_strides
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
 from ..cpu.kernel_context import KernelCall, ScalarInstr, coalesce, kernel_call
@@ -743,11 +743,13 @@ def _attention(call: CudaCall, graph: Graph, node: Node) -> None:
 
 def _attention_layout(p: dict[str, object], node: Node, graph: Graph) -> bool:
     """Each operand's element strides (ops/attention.operand_strides: batch dims, then the two
-    matrix dims of Q [S, D], Kt [D, T], V [T, E], Y [S, E]), as the kernels index them; True
+    matrix dims of Q [S, D], Kt [D, T], V [T, E], Y [S, E]) and first elements (`offsets`: a
+    part of a stored tensor, ops/attention.operand_offsets), as the kernels index them; True
     where Kt runs along d in memory (a folded Transpose of K [B, T, H, D]): its tiles are then
     staged d-fastest, so that a warp's loads are contiguous."""
     q, kt, v, y = operand_strides(node, graph)
-    p.update(q_strides=q, kt_strides=kt, v_strides=v, y_strides=y)
+    p.update(q_strides=q, kt_strides=kt, v_strides=v, y_strides=y,
+             offsets=[*operand_offsets(node, graph), 0])
     return kt[-2] == 1 and kt[-1] != 1
 
 
