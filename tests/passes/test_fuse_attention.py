@@ -144,3 +144,47 @@ def test_a_bad_permutation_is_refused_by_the_shape_rule(tmp_path: Path, rng: np.
     node.attrs["kt_perm"] = [0, 2, 3, 3]
     with pytest.raises(PycError, match="E090"):
         verify(graph, registry.lookup, after="test")
+
+
+def test_self_attention_projections_merge_into_one_gemm(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Q, K and V projected from one input: one MatMul over [Wq | Wk | Wv] (and the biases
+    concatenated), viewed as [B, S, 3, H, D], the attention reading part 0, 1, 2 of it; the
+    graph computes what onnxruntime does on the original model."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "targets" / "cuda"))
+    from attention_cases import head_attention_model, head_feeds
+
+    model = head_attention_model(2, 3, 5, 5, 4, 4, 0.3, rng, self_attention=True)
+    graph, ctx = run_passes(import_onnx(model, tmp_path), UP_TO, _cuda_ctx())
+    # (the output, a view of the attention's, is copied out as any view output is)
+    assert [n.op for n in graph.nodes] == ["MatMul", "Reshape", "pyc.Attention", "Reshape", "pyc.Copy"]
+    mm, view, node, *_ = graph.nodes
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    np.testing.assert_array_equal(graph.constants[mm.inputs[1]], np.concatenate(
+        [weights["w_q"], weights["w_k"], weights["w_v"]], axis=1))
+    np.testing.assert_array_equal(graph.constants[mm.inputs[2]], np.concatenate(
+        [weights["b_q"], weights["b_k"], weights["b_v"]]))
+    assert graph.types[view.outputs[0]].shape == (2, 5, 3, 3, 4)
+    assert node.inputs[:3] == [view.outputs[0]] * 3
+    assert [node.attrs[k] for k in ("q_select", "kt_select", "v_select")] == [[2, 0], [2, 1], [2, 2]]
+    [entry] = decisions(ctx, "merge_qkv_projections")
+    assert entry.before == 6 and entry.after == 2
+    assert [str(i) for i in mm.ann.epilogue] == ["t0:f32=Add(acc,in0)"]  # the bias
+    feeds = head_feeds(model, rng)
+    values = {**graph.constants, **feeds}
+    for n in graph.nodes:  # MatMul's reference leaves its epilogue out: the bias added here
+        outs = registry.get(n.op).evaluate(n, [values[v] if v else None for v in n.inputs])
+        if n is mm:
+            outs = [outs[0] + values[mm.inputs[2]]]
+        values.update(zip(n.outputs, outs))
+    [want] = onnxruntime.InferenceSession(model.SerializeToString()).run(None, feeds)
+    np.testing.assert_allclose(values["y"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_projections_of_two_inputs_do_not_merge(tmp_path: Path, rng: np.random.Generator) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "targets" / "cuda"))
+    from attention_cases import head_attention_model
+
+    model = head_attention_model(2, 3, 5, 5, 4, 4, 0.3, rng, project=True)  # x and kv
+    graph, ctx = run_passes(import_onnx(model, tmp_path), UP_TO, _cuda_ctx())
+    assert [n.op for n in graph.nodes].count("MatMul") == 3
+    assert not decisions(ctx, "merge_qkv_projections")

@@ -21,6 +21,7 @@ from attention_cases import (
     MMA_SHAPES,
     MMA_TILE_KEYS,
     ROUNDED_RTOL,
+    SELF_SHAPES,
     SHAPES,
     float64_attention,
     head_attention_model,
@@ -322,3 +323,32 @@ def test_emulated_tensor_core_attention_reads_the_heads_through_strides(
     ours = emulated.run(feeds)["y"]
     [want] = onnxruntime_outputs(path, feeds).values()
     assert_close_to_max(ours, want, EXACT_RTOL[precision], f"{precision} vs onnxruntime")
+
+
+@pytest.mark.parametrize("precision, mma", [("fp32", False), ("fp16", False), ("fp16", True),
+                                            ("bf16", True)])
+@pytest.mark.parametrize("shape", SELF_SHAPES, ids=str)
+def test_emulated_attention_reads_the_parts_of_one_projection(
+        shape: tuple, precision: str, mma: bool, rng: np.random.Generator,  # type: ignore[type-arg]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Q, K, V projected from one input: one GEMM over the concatenated weights (so 2 launches
+    but the output copy), the attention reading its three parts; against onnxruntime (float32
+    as the whole transformers, rtol 1e-3, atol 1e-4, with the GEMM in front; fp16 / bf16
+    EXACT_RTOL of max |output|)."""
+    if mma:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    model = head_attention_model(*shape, rng, self_attention=True)
+    path = write_model(model, tmp_path)
+    emulated = Emulated(path, tmp_path, precision=None if precision == "fp32" else precision)
+    assert _folded_attention(emulated) == ("cuda_attention_mma" if mma else "cuda_attention_flash")
+    assert [s["op"] for s in emulated.plan["launches"]] == ["MatMul", "pyc.Attention", "pyc.Copy"]
+    [node] = [n for n in emulated.graph.nodes if n.op == "pyc.Attention"]
+    assert len(set(node.inputs[:3])) == 1 and "kt_select" in node.attrs
+    for _ in range(2):
+        feeds = head_feeds(model, rng)
+        ours = emulated.run(feeds)["y"]
+        [want] = onnxruntime_outputs(path, feeds).values()
+        if precision == "fp32":
+            np.testing.assert_allclose(ours, want, rtol=1e-3, atol=1e-4)
+        else:
+            assert_close_to_max(ours, want, EXACT_RTOL[precision], f"{precision} vs onnxruntime")

@@ -361,9 +361,9 @@ def test_fused_attention_on_tensor_cores(shape: tuple, precision: str, tmp_path:
 
 @pytest.mark.parametrize("precision, force_mma", [("fp32", False), ("fp16", False), ("fp16", True),
                                                ("bf16", False), ("bf16", True)])
-@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("project", [False, True, "self"])
 @pytest.mark.parametrize("shape", HEAD_GPU_SHAPES, ids=str)
-def test_fused_attention_over_folded_heads(shape: tuple, project: bool, precision: str,  # type: ignore[type-arg]
+def test_fused_attention_over_folded_heads(shape: tuple, project: bool | str, precision: str,  # type: ignore[type-arg]
                                            force_mma: bool, tmp_path: Path,
                                            rng: np.random.Generator,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,16 +371,22 @@ def test_fused_attention_over_folded_heads(shape: tuple, project: bool, precisio
     pyc.Attention (read and written through strides; no Transpose launched), against
     onnxruntime over 2 runs of fresh inputs, outputs poisoned: float32 rtol 1e-4, atol 2e-5 (with
     the `project` GEMMs in front: rtol 1e-3, atol 1e-4, as whole transformers), fp16 / bf16
-    EXACT_RTOL of max |output|; `force_mma` takes the tensor-core kernel at every key count."""
+    EXACT_RTOL of max |output|; `force_mma` takes the tensor-core kernel at every key count.
+    `project` "self": Q, K, V projected from one input, one GEMM over the concatenated weights,
+    the attention reading its three parts."""
     if force_mma:
         monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
-    model = head_attention_model(*shape, rng, project=project)
+    if project == "self" and (shape[2] != shape[3] or shape[4] != shape[5]):
+        pytest.skip("self-attention needs S = T and D = E")
+    model = head_attention_model(*shape, rng, project=project is True, self_attention=project == "self")
     path = write_model(model, tmp_path)
     built = pyc_cli.build(path, tmp_path / "heads.pyc", target="cuda", arch=ARCH, precision=precision)
     assert "Transpose" not in [n.op for n in built.graph.nodes]
     [kernel] = [n.ann.kernel_name for n in built.graph.nodes if n.op == "pyc.Attention"]
     mma = precision != "fp32" and (force_mma or shape[3] >= 256)
     assert kernel == ("cuda_attention_mma" if mma else "cuda_attention_flash")
+    gemms = 1 if project == "self" else 3 if project else 0  # the projections merged into one
+    assert [n.op for n in built.graph.nodes].count("MatMul") == gemms
     for name, ours, value in runs_against_onnxruntime(path, built.artifact, lambda r: head_feeds(model, r),
                                                       rng, 2):
         if precision == "fp32":
