@@ -104,7 +104,7 @@ extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* 
 }
 
 
-// steps 3, 4, 5, 12, 13, 14: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 3, 10: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
@@ -130,7 +130,7 @@ extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restr
     for (int e = tid; e < 512; e += 256) {
       const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
-      Bs[kk][cc] = (gk < 64 && gc < 64) ? B[gk * 64 + gc] : 0.0f;
+      Bs[kk][cc] = (gk < 64 && gc < 192) ? B[gk * 192 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -147,25 +147,25 @@ extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restr
     }
     __syncthreads();
   }
-  float* C = Y + z * (int)1024;
+  float* C = Y + z * (int)3072;
 #pragma unroll
   for (int m = 0; m < 2; ++m) {
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
-      if (i >= 16 || j >= 64) continue;
+      if (i >= 16 || j >= 192) continue;
       const float acc = acc_r[m][n];
       const float in0_v = E0[j];
       const float t0 = (in0_v + acc);
-      C[i * 64 + j] = t0;
+      C[i * 192 + j] = t0;
     }
   }
 }
 
 
-// steps 6, 15: pyc.Attention (cuda_attention_flash, attention.cu.j2)
+// steps 4, 11: pyc.Attention (cuda_attention_flash, attention.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(128) k6_attention(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(128) k4_attention(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float Qs[16][16];
   __shared__ float KV[528];  // Kt's tile [D][BC], then V's [BC][E]
   __shared__ float Ps[16][32];
@@ -175,12 +175,12 @@ extern "C" __global__ void __launch_bounds__(128) k6_attention(const float* __re
   (void)b0;
   const int b1 = (bi / 1) % 4;
   (void)b1;
-  const float* q = X0 + b0 * (int)1024 + b1 * (int)16;
-  const float* kt = X1 + b0 * (int)1024 + b1 * (int)16;
-  const float* v = X2 + b0 * (int)1024 + b1 * (int)16;
+  const float* q = X0 + b0 * (int)3072 + b1 * (int)16;
+  const float* kt = X1 + 64 + b0 * (int)3072 + b1 * (int)16;
+  const float* v = X2 + 128 + b0 * (int)3072 + b1 * (int)16;
   for (int e = threadIdx.x; e < 256; e += 128) {
     const int r = e / 16, d = e % 16;
-    Qs[r][d] = row0 + r < 16 ? q[(row0 + r) * (int)64 + d * 1] : 0.0f;
+    Qs[r][d] = row0 + r < 16 ? q[(row0 + r) * (int)192 + d * 1] : 0.0f;
   }
   float run_max[4], run_sum[4], out[4][1];
 #pragma unroll
@@ -194,7 +194,7 @@ extern "C" __global__ void __launch_bounds__(128) k6_attention(const float* __re
     __syncthreads();  // the previous tile of V has been read (and Q staged, the first time)
     for (int e = threadIdx.x; e < 512; e += 128) {
       const int d = e % 16, c = e / 16;
-      KV[d * 33 + c] = col0 + c < 16 ? kt[d * (int)1 + (col0 + c) * (int)64] : 0.0f;
+      KV[d * 33 + c] = col0 + c < 16 ? kt[d * (int)1 + (col0 + c) * (int)192] : 0.0f;
     }
     __syncthreads();
     float s[4][1];
@@ -254,7 +254,7 @@ extern "C" __global__ void __launch_bounds__(128) k6_attention(const float* __re
       for (int n = 0; n < 1; ++n) Ps[warp + 4 * m][lane + 32 * n] = s[m][n];
     for (int e = threadIdx.x; e < 512; e += 128) {
       const int c = e / 16, x = e % 16;
-      KV[e] = col0 + c < 16 ? v[(col0 + c) * (int)64 + x * 1] : 0.0f;
+      KV[e] = col0 + c < 16 ? v[(col0 + c) * (int)192 + x * 1] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -291,9 +291,9 @@ extern "C" __global__ void __launch_bounds__(128) k6_attention(const float* __re
 }
 
 
-// steps 7, 16: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 5, 12: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k7_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+extern "C" __global__ void __launch_bounds__(256) k5_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -352,9 +352,9 @@ extern "C" __global__ void __launch_bounds__(256) k7_matmul(const float* X0, con
 }
 
 
-// steps 8, 11, 17: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// steps 6, 9, 13: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(32) k8_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
+extern "C" __global__ void __launch_bounds__(32) k6_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;
@@ -399,9 +399,9 @@ extern "C" __global__ void __launch_bounds__(32) k8_layernormalization(const flo
 }
 
 
-// step 9: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// step 7: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k9_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(256) k7_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -463,9 +463,9 @@ extern "C" __global__ void __launch_bounds__(256) k9_matmul(const float* __restr
 }
 
 
-// steps 10, 19: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 8, 15: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k10_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+extern "C" __global__ void __launch_bounds__(256) k8_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -524,9 +524,9 @@ extern "C" __global__ void __launch_bounds__(256) k10_matmul(const float* X0, co
 }
 
 
-// step 18: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// step 14: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k18_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(256) k14_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -592,9 +592,9 @@ extern "C" __global__ void __launch_bounds__(256) k18_matmul(const float* __rest
 }
 
 
-// step 20: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// step 16: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(32) k20_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(32) k16_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;
