@@ -183,20 +183,30 @@ def _projection(graph: Graph, value: str, node: Node) -> tuple[Node, Node] | Non
     return (view, mm) if len(w) == 2 and b == (w[1],) else None
 
 
-def _merge_projections(graph: Graph, node: Node, ctx: PassContext) -> None:
-    found = [_projection(graph, node.inputs[k], node) for k in range(3)]
-    if any(f is None for f in found) or not all(f"{key}_perm" in node.attrs for key in ("q", "kt", "v")):
-        return
-    views, mms = [f[0] for f in found], [f[1] for f in found]  # type: ignore[index]
+def _mergeable(graph: Graph, node: Node, views: list[Node], mms: list[Node]) -> bool:
+    """One input, weights and biases of one type, one epilogue program, and views that split
+    the last dim into heads the same way for Q, K and V (so D = E and S = T)."""
     heads = graph.types[node.inputs[0]].shape
     out = graph.types[mms[0].outputs[0]]
-    if len({mm.inputs[0] for mm in mms}) != 1 or \
-            len({graph.types[mm.inputs[1]].shape for mm in mms}) != 1 or \
-            len({str(mm.ann.epilogue) for mm in mms}) != 1 or \
-            any(graph.types[v].shape != heads for v in node.inputs[:3]) or \
-            any(graph.types[mm.outputs[0]] != out for mm in mms) or \
-            math.prod(heads[len(out.shape) - 1:]) != out.shape[-1]:
+    return (len({mm.inputs[0] for mm in mms}) == 1
+            and len({graph.types[mm.inputs[1]] for mm in mms}) == 1
+            and len({graph.types[mm.inputs[2]] for mm in mms}) == 1
+            and len({str(mm.ann.epilogue) for mm in mms}) == 1
+            and all(graph.types[mm.outputs[0]] == out for mm in mms)
+            and all(graph.types[v.outputs[0]].shape == heads for v in views)
+            and heads[:len(out.shape) - 1] == out.shape[:-1]
+            and math.prod(heads[len(out.shape) - 1:]) == out.shape[-1])
+
+
+def _merge_projections(graph: Graph, node: Node, ctx: PassContext) -> None:
+    found = [_projection(graph, node.inputs[k], node) for k in range(3)]
+    if any(f is None for f in found) or not all(key in node.attrs for key in PERMS[:3]):
         return
+    views, mms = [f[0] for f in found], [f[1] for f in found]  # type: ignore[index]
+    if not _mergeable(graph, node, views, mms):
+        return
+    heads = graph.types[node.inputs[0]].shape
+    out = graph.types[mms[0].outputs[0]]
     lead = out.shape[:-1]
     weights = graph.add_constant(f"{mms[0].inputs[1]}.qkv", np.concatenate(
         [graph.constants[mm.inputs[1]] for mm in mms], axis=1))
