@@ -104,7 +104,7 @@ extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* 
 }
 
 
-// steps 3, 5, 6, 16, 18, 19: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 3, 10: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
@@ -130,7 +130,7 @@ extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restr
     for (int e = tid; e < 512; e += 256) {
       const int kk = e / 32, cc = e % 32;
       const int gk = k0 + kk, gc = col0 + cc;
-      Bs[kk][cc] = (gk < 64 && gc < 64) ? B[gk * 64 + gc] : 0.0f;
+      Bs[kk][cc] = (gk < 64 && gc < 192) ? B[gk * 192 + gc] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -147,54 +147,27 @@ extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restr
     }
     __syncthreads();
   }
-  float* C = Y + z * (int)1024;
+  float* C = Y + z * (int)3072;
 #pragma unroll
   for (int m = 0; m < 2; ++m) {
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
       const int i = row0 + ty + m * 16, j = col0 + tx + n * 16;
-      if (i >= 16 || j >= 64) continue;
+      if (i >= 16 || j >= 192) continue;
       const float acc = acc_r[m][n];
       const float in0_v = E0[j];
       const float t0 = (in0_v + acc);
-      C[i * 64 + j] = t0;
+      C[i * 192 + j] = t0;
     }
   }
 }
 
 
-// steps 4, 7, 17, 20: Transpose (cuda_strided_copy, strided_copy.cu.j2)
+// steps 4, 11: pyc.Attention (cuda_attention_flash, attention.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k4_transpose(const float* __restrict__ X0, float* __restrict__ Y) {
-  for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
-    int rest = t;
-    const int i3 = rest % 16; rest /= 16;
-    const int i2 = rest % 16; rest /= 16;
-    const int i1 = rest % 4; rest /= 4;
-    const int i0 = rest;
-    Y[t] = X0[0 + i0 * (int)1024 + i1 * (int)16 + i2 * (int)64 + i3 * (int)1];
-  }
-}
-
-
-// steps 8, 21: Transpose (cuda_strided_copy, strided_copy.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(256) k8_transpose(const float* __restrict__ X0, float* __restrict__ Y) {
-  for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
-    int rest = t;
-    const int i2 = rest % 16; rest /= 16;
-    const int i1 = rest % 64; rest /= 64;
-    const int i0 = rest;
-    Y[t] = X0[0 + i0 * (int)1024 + i1 * (int)1 + i2 * (int)64];
-  }
-}
-
-
-// steps 9, 22: pyc.Attention (cuda_attention_flash, attention.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(128) k4_attention(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float Qs[16][16];
-  __shared__ float KV[512];  // Kt's tile [D][BC], then V's [BC][E]
+  __shared__ float KV[528];  // Kt's tile [D][BC], then V's [BC][E]
   __shared__ float Ps[16][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int bi = blockIdx.x / 1, row0 = (int)(blockIdx.x % 1) * 16;
@@ -202,12 +175,12 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __re
   (void)b0;
   const int b1 = (bi / 1) % 4;
   (void)b1;
-  const float* q = X0 + bi * (int)256;
-  const float* kt = X1 + bi * (int)256;
-  const float* v = X2 + bi * (int)256;
+  const float* q = X0 + b0 * (int)3072 + b1 * (int)16;
+  const float* kt = X1 + 64 + b0 * (int)3072 + b1 * (int)16;
+  const float* v = X2 + 128 + b0 * (int)3072 + b1 * (int)16;
   for (int e = threadIdx.x; e < 256; e += 128) {
     const int r = e / 16, d = e % 16;
-    Qs[r][d] = row0 + r < 16 ? q[(row0 + r) * 16 + d] : 0.0f;
+    Qs[r][d] = row0 + r < 16 ? q[(row0 + r) * (int)192 + d * 1] : 0.0f;
   }
   float run_max[4], run_sum[4], out[4][1];
 #pragma unroll
@@ -220,8 +193,8 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __re
   for (int col0 = 0; col0 < 16; col0 += 32) {
     __syncthreads();  // the previous tile of V has been read (and Q staged, the first time)
     for (int e = threadIdx.x; e < 512; e += 128) {
-      const int d = e / 32, c = e % 32;
-      KV[e] = col0 + c < 16 ? kt[d * (int)16 + col0 + c] : 0.0f;
+      const int d = e % 16, c = e / 16;
+      KV[d * 33 + c] = col0 + c < 16 ? kt[d * (int)1 + (col0 + c) * (int)192] : 0.0f;
     }
     __syncthreads();
     float s[4][1];
@@ -232,7 +205,7 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __re
     for (int d = 0; d < 16; ++d) {
       float kd[1];
 #pragma unroll
-      for (int n = 0; n < 1; ++n) kd[n] = KV[d * 32 + lane + 32 * n];
+      for (int n = 0; n < 1; ++n) kd[n] = KV[d * 33 + lane + 32 * n];
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
         const float qd = Qs[warp + 4 * m][d];
@@ -281,7 +254,7 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __re
       for (int n = 0; n < 1; ++n) Ps[warp + 4 * m][lane + 32 * n] = s[m][n];
     for (int e = threadIdx.x; e < 512; e += 128) {
       const int c = e / 16, x = e % 16;
-      KV[e] = col0 + c < 16 ? v[(col0 + c) * 16 + x] : 0.0f;
+      KV[e] = col0 + c < 16 ? v[(col0 + c) * (int)192 + x * 1] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -303,7 +276,7 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __re
       }
     }
   }
-  float* y = Y + bi * (int)256;
+  float* y = Y + b0 * (int)1024 + b1 * (int)16;
 #pragma unroll
   for (int m = 0; m < 4; ++m) {
     const int i = row0 + warp + 4 * m;
@@ -312,29 +285,15 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const float* __re
 #pragma unroll
     for (int n = 0; n < 1; ++n) {
       const int x = lane + 32 * n;
-      if (x < 16) y[i * 16 + x] = out[m][n] * inv;
+      if (x < 16) y[i * (int)64 + x * 1] = out[m][n] * inv;
     }
   }
 }
 
 
-// steps 10, 23: Transpose (cuda_strided_copy, strided_copy.cu.j2)
+// steps 5, 12: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k10_transpose(const float* __restrict__ X0, float* __restrict__ Y) {
-  for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
-    int rest = t;
-    const int i3 = rest % 16; rest /= 16;
-    const int i2 = rest % 4; rest /= 4;
-    const int i1 = rest % 16; rest /= 16;
-    const int i0 = rest;
-    Y[t] = X0[0 + i0 * (int)1024 + i1 * (int)16 + i2 * (int)256 + i3 * (int)1];
-  }
-}
-
-
-// steps 11, 24: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(256) k11_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+extern "C" __global__ void __launch_bounds__(256) k5_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -393,9 +352,9 @@ extern "C" __global__ void __launch_bounds__(256) k11_matmul(const float* X0, co
 }
 
 
-// steps 12, 15, 25: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// steps 6, 9, 13: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(32) k12_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
+extern "C" __global__ void __launch_bounds__(32) k6_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;
@@ -440,9 +399,9 @@ extern "C" __global__ void __launch_bounds__(32) k12_layernormalization(const fl
 }
 
 
-// step 13: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// step 7: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k13_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(256) k7_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -504,9 +463,9 @@ extern "C" __global__ void __launch_bounds__(256) k13_matmul(const float* __rest
 }
 
 
-// steps 14, 27: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// steps 8, 15: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k14_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+extern "C" __global__ void __launch_bounds__(256) k8_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -565,9 +524,9 @@ extern "C" __global__ void __launch_bounds__(256) k14_matmul(const float* X0, co
 }
 
 
-// step 26: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
+// step 14: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k26_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(256) k14_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -633,9 +592,9 @@ extern "C" __global__ void __launch_bounds__(256) k26_matmul(const float* __rest
 }
 
 
-// step 28: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// step 16: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(32) k28_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(32) k16_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;

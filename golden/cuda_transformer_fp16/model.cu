@@ -219,7 +219,7 @@ extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* 
 }
 
 
-// steps 3, 5, 6, 16, 18, 19: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
+// steps 3, 10: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
@@ -268,12 +268,12 @@ extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __res
         for (int c = 0; c < 2; ++c) {  // B: rows of BN, 8 values a copy
           const int e = tid + c * 128, kk = e / 8, cc = (e % 8) * 8;
           const int gk = k0 + kk, gc = col0 + cc;if (b_async) {
-          pyc_cp_async16(&bs[kk * 72 + cc], (gk < 64 && gc < 64) ? (const void*)(B + gk * 64 + gc) : (const void*)B, (gk < 64 && gc < 64) ? 16 : 0);
+          pyc_cp_async16(&bs[kk * 72 + cc], (gk < 64 && gc < 192) ? (const void*)(B + gk * 192 + gc) : (const void*)B, (gk < 64 && gc < 192) ? 16 : 0);
         } else {
-          const unsigned short* from = (const unsigned short*)(B + gk * 64 + gc);
+          const unsigned short* from = (const unsigned short*)(B + gk * 192 + gc);
           unsigned short* to = (unsigned short*)&bs[kk * 72 + cc];
 #pragma unroll
-          for (int q = 0; q < 8; ++q) to[q] = (gk < 64 && gc < 64) && q < (int)(64 - gc) ? from[q] : (unsigned short)0;
+          for (int q = 0; q < 8; ++q) to[q] = (gk < 64 && gc < 192) && q < (int)(192 - gc) ? from[q] : (unsigned short)0;
         }
         }
       }
@@ -307,12 +307,12 @@ extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __res
         for (int c = 0; c < 2; ++c) {  // B: rows of BN, 8 values a copy
           const int e = tid + c * 128, kk = e / 8, cc = (e % 8) * 8;
           const int gk = k0 + kk, gc = col0 + cc;if (b_async) {
-          pyc_cp_async16(&bs[kk * 72 + cc], (gk < 64 && gc < 64) ? (const void*)(B + gk * 64 + gc) : (const void*)B, (gk < 64 && gc < 64) ? 16 : 0);
+          pyc_cp_async16(&bs[kk * 72 + cc], (gk < 64 && gc < 192) ? (const void*)(B + gk * 192 + gc) : (const void*)B, (gk < 64 && gc < 192) ? 16 : 0);
         } else {
-          const unsigned short* from = (const unsigned short*)(B + gk * 64 + gc);
+          const unsigned short* from = (const unsigned short*)(B + gk * 192 + gc);
           unsigned short* to = (unsigned short*)&bs[kk * 72 + cc];
 #pragma unroll
-          for (int q = 0; q < 8; ++q) to[q] = (gk < 64 && gc < 64) && q < (int)(64 - gc) ? from[q] : (unsigned short)0;
+          for (int q = 0; q < 8; ++q) to[q] = (gk < 64 && gc < 192) && q < (int)(192 - gc) ? from[q] : (unsigned short)0;
         }
         }
       }
@@ -339,7 +339,7 @@ extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __res
         for (int ni = 0; ni < 4; ++ni) pyc_mma_fp16(acc_r[mi][ni], af[mi], bf[ni]);
     }
   }
-  pyc_f16* C = Y + z * (int)1024;
+  pyc_f16* C = Y + z * (int)3072;
   // a 16-bit C: a thread's two neighbouring columns 2t, 2t + 1 go out as one 32-bit word
   // where N is even and C 4-byte aligned
   const bool c_pairs = true && (((unsigned long long)C & 3) == 0);
@@ -351,22 +351,22 @@ extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __res
       for (int v = 0; v < 2; ++v) {  // accumulators 2v, 2v + 1: row g + 8v, columns 2t, 2t + 1
         const int i = row0 + wm0 + mi * 16 + g + v * 8;
         const int j0 = col0 + wn0 + ni * 8 + 2 * t;
-        if (i >= 16 || j0 >= 64) continue;
+        if (i >= 16 || j0 >= 192) continue;
         float pair[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int j = j0 + h;
-          if (j >= 64) continue;
+          if (j >= 192) continue;
           const float acc = acc_r[mi][ni][2 * v + h];
           const float in0_v = E0[j];
           const float t0 = (in0_v + acc);
           pair[h] = t0;
         }
         if (c_pairs) {
-          *(unsigned*)&C[i * 64 + j0] = pyc_pack_fp16(pair[0], pair[1]);
+          *(unsigned*)&C[i * 192 + j0] = pyc_pack_fp16(pair[0], pair[1]);
         } else {
-          C[i * 64 + j0] = pair[0];
-          if (j0 + 1 < 64) C[i * 64 + j0 + 1] = pair[1];
+          C[i * 192 + j0] = pair[0];
+          if (j0 + 1 < 192) C[i * 192 + j0 + 1] = pair[1];
         }
       }
     }
@@ -374,38 +374,11 @@ extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __res
 }
 
 
-// steps 4, 7, 17, 20: Transpose (cuda_strided_copy, strided_copy.cu.j2)
+// steps 4, 11: pyc.Attention (cuda_attention_flash, attention.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k4_transpose(const pyc_f16* __restrict__ X0, pyc_f16* __restrict__ Y) {
-  for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
-    int rest = t;
-    const int i3 = rest % 16; rest /= 16;
-    const int i2 = rest % 16; rest /= 16;
-    const int i1 = rest % 4; rest /= 4;
-    const int i0 = rest;
-    Y[t] = X0[0 + i0 * (int)1024 + i1 * (int)16 + i2 * (int)64 + i3 * (int)1];
-  }
-}
-
-
-// steps 8, 21: Transpose (cuda_strided_copy, strided_copy.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(256) k8_transpose(const pyc_f16* __restrict__ X0, pyc_f16* __restrict__ Y) {
-  for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
-    int rest = t;
-    const int i2 = rest % 16; rest /= 16;
-    const int i1 = rest % 64; rest /= 64;
-    const int i0 = rest;
-    Y[t] = X0[0 + i0 * (int)1024 + i1 * (int)1 + i2 * (int)64];
-  }
-}
-
-
-// steps 9, 22: pyc.Attention (cuda_attention_flash, attention.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(128) k9_attention(const pyc_f16* __restrict__ X0, const pyc_f16* __restrict__ X1, const pyc_f16* __restrict__ X2, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(128) k4_attention(const pyc_f16* __restrict__ X0, const pyc_f16* __restrict__ X1, const pyc_f16* __restrict__ X2, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
   __shared__ float Qs[16][16];
-  __shared__ float KV[512];  // Kt's tile [D][BC], then V's [BC][E]
+  __shared__ float KV[528];  // Kt's tile [D][BC], then V's [BC][E]
   __shared__ float Ps[16][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int bi = blockIdx.x / 1, row0 = (int)(blockIdx.x % 1) * 16;
@@ -413,12 +386,12 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const pyc_f16* __
   (void)b0;
   const int b1 = (bi / 1) % 4;
   (void)b1;
-  const pyc_f16* q = X0 + bi * (int)256;
-  const pyc_f16* kt = X1 + bi * (int)256;
-  const pyc_f16* v = X2 + bi * (int)256;
+  const pyc_f16* q = X0 + b0 * (int)3072 + b1 * (int)16;
+  const pyc_f16* kt = X1 + 64 + b0 * (int)3072 + b1 * (int)16;
+  const pyc_f16* v = X2 + 128 + b0 * (int)3072 + b1 * (int)16;
   for (int e = threadIdx.x; e < 256; e += 128) {
     const int r = e / 16, d = e % 16;
-    Qs[r][d] = row0 + r < 16 ? q[(row0 + r) * 16 + d] : 0.0f;
+    Qs[r][d] = row0 + r < 16 ? q[(row0 + r) * (int)192 + d * 1] : 0.0f;
   }
   float run_max[4], run_sum[4], out[4][1];
 #pragma unroll
@@ -431,8 +404,8 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const pyc_f16* __
   for (int col0 = 0; col0 < 16; col0 += 32) {
     __syncthreads();  // the previous tile of V has been read (and Q staged, the first time)
     for (int e = threadIdx.x; e < 512; e += 128) {
-      const int d = e / 32, c = e % 32;
-      KV[e] = col0 + c < 16 ? kt[d * (int)16 + col0 + c] : 0.0f;
+      const int d = e % 16, c = e / 16;
+      KV[d * 33 + c] = col0 + c < 16 ? kt[d * (int)1 + (col0 + c) * (int)192] : 0.0f;
     }
     __syncthreads();
     float s[4][1];
@@ -443,7 +416,7 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const pyc_f16* __
     for (int d = 0; d < 16; ++d) {
       float kd[1];
 #pragma unroll
-      for (int n = 0; n < 1; ++n) kd[n] = KV[d * 32 + lane + 32 * n];
+      for (int n = 0; n < 1; ++n) kd[n] = KV[d * 33 + lane + 32 * n];
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
         const float qd = Qs[warp + 4 * m][d];
@@ -492,7 +465,7 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const pyc_f16* __
       for (int n = 0; n < 1; ++n) Ps[warp + 4 * m][lane + 32 * n] = s[m][n];
     for (int e = threadIdx.x; e < 512; e += 128) {
       const int c = e / 16, x = e % 16;
-      KV[e] = col0 + c < 16 ? v[(col0 + c) * 16 + x] : 0.0f;
+      KV[e] = col0 + c < 16 ? v[(col0 + c) * (int)192 + x * 1] : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -514,7 +487,7 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const pyc_f16* __
       }
     }
   }
-  pyc_f16* y = Y + bi * (int)256;
+  pyc_f16* y = Y + b0 * (int)1024 + b1 * (int)16;
 #pragma unroll
   for (int m = 0; m < 4; ++m) {
     const int i = row0 + warp + 4 * m;
@@ -523,29 +496,15 @@ extern "C" __global__ void __launch_bounds__(128) k9_attention(const pyc_f16* __
 #pragma unroll
     for (int n = 0; n < 1; ++n) {
       const int x = lane + 32 * n;
-      if (x < 16) y[i * 16 + x] = out[m][n] * inv;
+      if (x < 16) y[i * (int)64 + x * 1] = out[m][n] * inv;
     }
   }
 }
 
 
-// steps 10, 23: Transpose (cuda_strided_copy, strided_copy.cu.j2)
+// steps 5, 12: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(256) k10_transpose(const pyc_f16* __restrict__ X0, pyc_f16* __restrict__ Y) {
-  for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
-    int rest = t;
-    const int i3 = rest % 16; rest /= 16;
-    const int i2 = rest % 4; rest /= 4;
-    const int i1 = rest % 16; rest /= 16;
-    const int i0 = rest;
-    Y[t] = X0[0 + i0 * (int)1024 + i1 * (int)16 + i2 * (int)256 + i3 * (int)1];
-  }
-}
-
-
-// steps 11, 24: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
-
-extern "C" __global__ void __launch_bounds__(128) k11_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, pyc_f16* Y) {
+extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, pyc_f16* Y) {
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -700,9 +659,9 @@ extern "C" __global__ void __launch_bounds__(128) k11_matmul(const pyc_f16* X0, 
 }
 
 
-// steps 12, 15, 25: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// steps 6, 9, 13: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(64) k12_layernormalization(const pyc_f16* X0, const float* X1, const float* X2, pyc_f16* Y) {
+extern "C" __global__ void __launch_bounds__(64) k6_layernormalization(const pyc_f16* X0, const float* X1, const float* X2, pyc_f16* Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const pyc_f16* x = X0 + o * (int)64;
@@ -740,9 +699,9 @@ extern "C" __global__ void __launch_bounds__(64) k12_layernormalization(const py
 }
 
 
-// step 13: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
+// step 7: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(128) k13_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -900,9 +859,9 @@ extern "C" __global__ void __launch_bounds__(128) k13_matmul(const pyc_f16* __re
 }
 
 
-// steps 14, 27: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
+// steps 8, 15: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(128) k14_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, pyc_f16* Y) {
+extern "C" __global__ void __launch_bounds__(128) k8_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, pyc_f16* Y) {
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -1057,9 +1016,9 @@ extern "C" __global__ void __launch_bounds__(128) k14_matmul(const pyc_f16* X0, 
 }
 
 
-// step 26: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
+// step 14: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(128) k26_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(128) k14_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -1221,9 +1180,9 @@ extern "C" __global__ void __launch_bounds__(128) k26_matmul(const pyc_f16* __re
 }
 
 
-// step 28: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
+// step 16: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(64) k28_layernormalization(const pyc_f16* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(64) k16_layernormalization(const pyc_f16* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const pyc_f16* x = X0 + o * (int)64;

@@ -20,6 +20,7 @@ from ...ir.run_dims import c_size, dim_names
 from ...ir.symbolic import Dim, DimBounds, computed_dims, has_dims, numel
 from ...ir.types import DType
 from ...ops import registry
+from ...ops.attention import folded
 from ...ops.conv import Conv
 from ...ops.movement import contiguous_strides
 from ...ops.recurrent import Recurrent
@@ -691,10 +692,18 @@ def _attention_sizes_c(op: Params, names: Mapping[str, str]) -> Params:
                                 for d in range(len(batch))]}
 
 
+def _attention_contiguous(node: Node, graph: Graph) -> bool:
+    """Operands as stored, no layout permutation (ops/attention.py): the kernel's vector loads
+    run along contiguous rows of Kt (keys) and V, which a folded Transpose of K would break
+    (fuse_attention then keeps the Transposes)."""
+    return not folded(node)
+
+
 def _attention_dims_applies(node: Node, graph: Graph) -> bool:
     """pyc.Attention over symbolic batch, query and key counts, the head sizes static, float
     (the row max and sum of c/row_math.j2)."""
-    if not node_is_symbolic(node, graph) or graph.types[node.outputs[0]].dtype is not DType.F32:
+    if not _attention_contiguous(node, graph) or not node_is_symbolic(node, graph) or \
+            graph.types[node.outputs[0]].dtype is not DType.F32:
         return False
     op = registry.get(node.op).kernel_params(node, graph)
     return not isinstance(op["D"], Dim) and not isinstance(op["E"], Dim)
@@ -703,7 +712,8 @@ def _attention_dims_applies(node: Node, graph: Graph) -> bool:
 def attention_candidates(isa: str) -> tuple[KernelCandidate, ...]:
     """The blocked attention for `isa`'s vector ops, static and over symbolic dims (one
     template)."""
-    return (KernelCandidate("attention_rows", "attention.c.j2", params=_attention_params(isa)),
+    return (KernelCandidate("attention_rows", "attention.c.j2", _attention_contiguous,
+                            params=_attention_params(isa)),
             KernelCandidate("attention_rows_dims", "attention.c.j2", _attention_dims_applies,
                             params=_attention_params(isa), symbolic_dims=True))
 

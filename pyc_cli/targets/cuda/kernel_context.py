@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ...errors import PycError
 from ...ir.graph import Graph, Node
+from ...ops.attention import operand_offsets, operand_strides
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
 from ..cpu.kernel_context import KernelCall, ScalarInstr, coalesce, kernel_call
@@ -726,14 +727,30 @@ def _attention(call: CudaCall, graph: Graph, node: Node) -> None:
     s, d, e = int(p["S"]), int(p["D"]), int(p["E"])  # type: ignore[call-overload]
     br = 32 if batch * math.ceil(s / 32) >= FILL_BLOCKS else 16
     bc = 64 if int(p["T"]) > 32 else 32  # type: ignore[call-overload]
-    if 4 * (br * d + bc * max(d, e) + br * bc) > STATIC_SHARED_BYTES:
+    # Kt running along d in memory: its tile staged d-fastest (a warp's loads contiguous) into
+    # shared rows of BC + 1 (the stores free of bank conflicts)
+    pad = int(_attention_layout(p, node, graph))
+    if 4 * (br * d + max(d * (bc + pad), bc * e) + br * bc) > STATIC_SHARED_BYTES:
         bc = 32
     q_blocks = math.ceil(s / br)
     call.block = (32 * ATTENTION_WARPS, 1, 1)
     call.grid = (batch * q_blocks, 1, 1)
+    p.update(KS=bc + pad, KT_BY_D=bool(pad), kv_floats=max(d * (bc + pad), bc * e))
     p.update(BR=br, BC=bc, WARPS=ATTENTION_WARPS, MR=br // ATTENTION_WARPS, NC=bc // 32,
-             NE=math.ceil(e / 32), kv_floats=bc * max(d, e), q_blocks=q_blocks,
+             NE=math.ceil(e / 32), q_blocks=q_blocks,
              threads=call.block[0], batch_steps=[math.prod(dims[k + 1:]) for k in range(len(dims))])
+
+
+def _attention_layout(p: dict[str, object], node: Node, graph: Graph) -> bool:
+    """Each operand's element strides (ops/attention.operand_strides: batch dims, then the two
+    matrix dims of Q [S, D], Kt [D, T], V [T, E], Y [S, E]) and first elements (`offsets`: a
+    part of a stored tensor, ops/attention.operand_offsets), as the kernels index them; True
+    where Kt runs along d in memory (a folded Transpose of K [B, T, H, D]): its tiles are then
+    staged d-fastest, so that a warp's loads are contiguous."""
+    q, kt, v, y = operand_strides(node, graph)
+    p.update(q_strides=q, kt_strides=kt, v_strides=v, y_strides=y,
+             offsets=[*operand_offsets(node, graph), 0])
+    return kt[-2] == 1 and kt[-1] != 1
 
 
 ATTENTION_MMA_PAD = 8  # 16-bit values past each shared row: 16-byte rows, conflict-free ldmatrix
@@ -753,6 +770,7 @@ def _attention_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     br, bc = 16 * warps, min(64, -(-int(p["T"]) // 16) * 16)  # type: ignore[call-overload]
     dp, ep = -(-d // 16) * 16, -(-e // 16) * 16
     sq, sk, sv = dp + ATTENTION_MMA_PAD, bc + ATTENTION_MMA_PAD, ep + ATTENTION_MMA_PAD
+    p.update(KT_BY_D=_attention_layout(p, node, graph))
     q_blocks = math.ceil(s / br)
     call.block = (32 * warps, 1, 1)
     call.grid = (batch * q_blocks, 1, 1)

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from attention_cases import MMA_SHAPES, SHAPES
+from attention_cases import (
+    HEAD_MMA_SHAPES,
+    HEAD_SHAPES,
+    MMA_SHAPES,
+    SELF_SHAPES,
+    SHAPES,
+    head_attention_model,
+)
 from conftest import MODELS_DIR
 from helpers import decisions, write_model
 from onnx import helper
@@ -132,3 +139,86 @@ def test_nvrtc_compiles_the_tensor_core_attention(shape: tuple, warps: int, prec
     assert compiled.cubin[:4] == b"\x7fELF"
     assert "warning" not in compiled.log.lower(), compiled.log
     assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
+
+
+# ---------------------------------------------------------------- the heads' Transposes folded
+# fuse_attention folds the Reshape + Transpose of Q, K, V and the Transpose back into
+# pyc.Attention (read and written through strides): an encoder launches no Transpose
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_encoder_launches_no_transpose(precision: str, tmp_path: Path) -> None:
+    """Two layers: 4 Transposes a layer folded (logged), none in the launch plan, one
+    attention launch a layer, the Q, K, V projections one GEMM (4 a layer: QKV, the output
+    projection, 2 feed-forward), the CPU target keeping them (its kernel reads rows)."""
+    sys.path.insert(0, str(MODELS_DIR))
+    from make_encoder import make_encoder
+
+    path = write_model(make_encoder(batch=1, seq=40, layers=2, vocab=50, hidden=64, heads=2,
+                                    ffn=64), tmp_path)
+    graph, ctx = compile_graph(path, target="cuda", precision=precision)
+    _, launches = emit(onnx.load(path), precision, tmp_path)
+    ops = [step["op"] for step in launches]
+    assert "Transpose" not in ops and ops.count("pyc.Attention") == 2 and ops.count("MatMul") == 8
+    folds = decisions(ctx, "fold_head_transposes")
+    assert len(folds) == 2 and all(len(d.nodes) == 4 for d in folds)
+    assert len(decisions(ctx, "merge_qkv_projections")) == 2
+    cpu, cpu_ctx = compile_graph(path, target="cpu")
+    assert [n.op for n in cpu.nodes].count("Transpose") == 8
+    assert [n.op for n in cpu.nodes].count("MatMul") == 12
+    assert len(decisions(cpu_ctx, "keep_head_transposes")) == 2
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("shape", [HEAD_SHAPES[1], HEAD_SHAPES[2], (1, 2, 7, 33, 128, 128, 0.088)],
+                         ids=["d24_e17", "minilm", "d128"])
+@pytest.mark.parametrize("k_transposed", [True, False])
+def test_nvrtc_compiles_the_float32_attention_over_folded_heads(
+        shape: tuple, k_transposed: bool, arch: str, tmp_path: Path,  # type: ignore[type-arg]
+        rng: np.random.Generator) -> None:
+    source, launches = emit(head_attention_model(*shape, rng, k_transposed=k_transposed),
+                            "fp32", tmp_path)
+    assert "Transpose" not in [step["op"] for step in launches]
+    # K [B, T, H, D] runs along d: its tiles staged d-fastest into padded rows (BC + 1)
+    assert (f"const int d = e % {shape[4]}, c = e / {shape[4]};" in source) == k_transposed
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("warps", [4, 1])
+@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("shape", [HEAD_MMA_SHAPES[0], (1, 2, 7, 70, 128, 128, 0.088)],
+                         ids=["d24_e17", "d128"])
+def test_nvrtc_compiles_the_tensor_core_attention_over_folded_heads(
+        shape: tuple, project: bool, warps: int, precision: str, arch: str,  # type: ignore[type-arg]
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """Float32 operands (model inputs) and 16-bit ones (`project`: GEMM outputs)."""
+    source, launches = emit(head_attention_model(*shape, rng, project=project), precision,
+                            tmp_path, ForcedWarps(warps))
+    attention = [step for step in launches if step["op"] == "pyc.Attention"]
+    assert [step["block"] for step in attention] == [[32 * warps, 1, 1]]
+    assert "Transpose" not in [step["op"] for step in launches]
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+    assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision, warps", [("fp32", 0), ("fp16", 0), ("fp16", 4), ("bf16", 1)])
+def test_nvrtc_compiles_the_attention_over_one_projection(precision: str, warps: int, arch: str,
+                                                          tmp_path: Path,
+                                                          rng: np.random.Generator) -> None:
+    """Q, K, V as the three parts of one GEMM's result (offsets into one buffer): the float32
+    kernel, and (warps) the tensor-core one."""
+    model = head_attention_model(*SELF_SHAPES[0], rng, self_attention=True)
+    source, launches = emit(model, precision, tmp_path, ForcedWarps(warps) if warps else None)
+    assert [step["op"] for step in launches] == ["MatMul", "pyc.Attention", "pyc.Copy"]
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log

@@ -16,11 +16,16 @@ import numpy as np
 import onnx
 import pytest
 from attention_cases import (
+    HEAD_MMA_SHAPES,
+    HEAD_SHAPES,
     MMA_SHAPES,
     MMA_TILE_KEYS,
     ROUNDED_RTOL,
+    SELF_SHAPES,
     SHAPES,
     float64_attention,
+    head_attention_model,
+    head_feeds,
     minilm_attention,
     rounded_attention,
 )
@@ -269,3 +274,81 @@ def test_emulated_attention_with_infinite_masks(precision: str, rng: np.random.G
     assert np.all(np.isfinite(got))
     assert_close_to_max(got, exact, 1e-5 if precision == "fp32" else EXACT_RTOL[precision],
                         f"{precision} vs float64")
+
+
+# the heads' Transposes folded into pyc.Attention (fuse_attention): the kernels read Q, K, V
+# through the strides of the [B, S, H, D] views and write [B, S, H, E]; against onnxruntime
+# with the attention tests' tolerances (float32 rtol 1e-4, atol 2e-5; fp16 / bf16 EXACT_RTOL
+# of max |output|), and no Transpose left to launch
+
+def _folded_attention(emulated: Emulated) -> str:
+    ops = [n.op for n in emulated.graph.nodes]
+    assert "Transpose" not in ops
+    [node] = [n for n in emulated.graph.nodes if n.op == "pyc.Attention"]
+    assert "q_perm" in node.attrs and "y_perm" in node.attrs
+    return node.ann.kernel_name  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("shape", HEAD_SHAPES, ids=str)
+@pytest.mark.parametrize("k_transposed", [True, False])
+def test_emulated_attention_reads_the_heads_through_strides(shape: tuple, k_transposed: bool,  # type: ignore[type-arg]
+                                                            rng: np.random.Generator,
+                                                            tmp_path: Path) -> None:
+    model = head_attention_model(*shape, rng, k_transposed=k_transposed)
+    path = write_model(model, tmp_path)
+    emulated = Emulated(path, tmp_path)
+    assert _folded_attention(emulated) == "cuda_attention_flash"
+    # no strided copy (the output, a view of the attention's, is copied out as any view is)
+    assert [s["op"] for s in emulated.plan["launches"]] == ["pyc.Attention", "pyc.Copy"]
+    for _ in range(2):  # fresh inputs, poisoned output each run
+        check(emulated, path, head_feeds(model, rng), 1e-4, 2e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", HEAD_MMA_SHAPES, ids=str)
+@pytest.mark.parametrize("project", [False, True])
+def test_emulated_tensor_core_attention_reads_the_heads_through_strides(
+        shape: tuple, project: bool, precision: str, rng: np.random.Generator,  # type: ignore[type-arg]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`project`: Q, K, V come from GEMMs, stored in 16 bits, read as their bits."""
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    model = head_attention_model(*shape, rng, project=project)
+    path = write_model(model, tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    assert _folded_attention(emulated) == "cuda_attention_mma"
+    [node] = [n for n in emulated.graph.nodes if n.op == "pyc.Attention"]
+    storage = {"fp16": DType.F16, "bf16": DType.BF16}[precision]
+    assert all((emulated.graph.types[v].dtype is storage) == project for v in node.inputs[:3])
+    feeds = head_feeds(model, rng)
+    ours = emulated.run(feeds)["y"]
+    [want] = onnxruntime_outputs(path, feeds).values()
+    assert_close_to_max(ours, want, EXACT_RTOL[precision], f"{precision} vs onnxruntime")
+
+
+@pytest.mark.parametrize("precision, mma", [("fp32", False), ("fp16", False), ("fp16", True),
+                                            ("bf16", True)])
+@pytest.mark.parametrize("shape", SELF_SHAPES, ids=str)
+def test_emulated_attention_reads_the_parts_of_one_projection(
+        shape: tuple, precision: str, mma: bool, rng: np.random.Generator,  # type: ignore[type-arg]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Q, K, V projected from one input: one GEMM over the concatenated weights (so 2 launches
+    but the output copy), the attention reading its three parts; against onnxruntime (float32
+    as the whole transformers, rtol 1e-3, atol 1e-4, with the GEMM in front; fp16 / bf16
+    EXACT_RTOL of max |output|)."""
+    if mma:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    model = head_attention_model(*shape, rng, self_attention=True)
+    path = write_model(model, tmp_path)
+    emulated = Emulated(path, tmp_path, precision=None if precision == "fp32" else precision)
+    assert _folded_attention(emulated) == ("cuda_attention_mma" if mma else "cuda_attention_flash")
+    assert [s["op"] for s in emulated.plan["launches"]] == ["MatMul", "pyc.Attention", "pyc.Copy"]
+    [node] = [n for n in emulated.graph.nodes if n.op == "pyc.Attention"]
+    assert len(set(node.inputs[:3])) == 1 and "kt_select" in node.attrs
+    for _ in range(2):
+        feeds = head_feeds(model, rng)
+        ours = emulated.run(feeds)["y"]
+        [want] = onnxruntime_outputs(path, feeds).values()
+        if precision == "fp32":
+            np.testing.assert_allclose(ours, want, rtol=1e-3, atol=1e-4)
+        else:
+            assert_close_to_max(ours, want, EXACT_RTOL[precision], f"{precision} vs onnxruntime")

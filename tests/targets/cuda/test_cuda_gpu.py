@@ -24,7 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from attention_cases import GPU_SHAPES, MMA_TILE_KEYS, ROUNDED_RTOL, float64_attention, rounded_attention
+from attention_cases import (
+    GPU_SHAPES,
+    HEAD_GPU_SHAPES,
+    MMA_TILE_KEYS,
+    ROUNDED_RTOL,
+    float64_attention,
+    head_attention_model,
+    head_feeds,
+    rounded_attention,
+)
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from cuda_conv_cases import (
@@ -348,6 +357,43 @@ def test_fused_attention_on_tensor_cores(shape: tuple, precision: str, tmp_path:
     if shape[3] <= MMA_TILE_KEYS:
         assert_close_to_max(ours, rounded_attention(feeds, shape[5], precision), ROUNDED_RTOL,
                             f"{precision} vs the rounding model")
+
+
+@pytest.mark.parametrize("precision, force_mma", [("fp32", False), ("fp16", False), ("fp16", True),
+                                               ("bf16", False), ("bf16", True)])
+@pytest.mark.parametrize("project", [False, True, "self"])
+@pytest.mark.parametrize("shape", HEAD_GPU_SHAPES, ids=str)
+def test_fused_attention_over_folded_heads(shape: tuple, project: bool | str, precision: str,  # type: ignore[type-arg]
+                                           force_mma: bool, tmp_path: Path,
+                                           rng: np.random.Generator,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heads' Reshape + Transpose of Q, K, V and the Transpose back folded into
+    pyc.Attention (read and written through strides; no Transpose launched), against
+    onnxruntime over 2 runs of fresh inputs, outputs poisoned: float32 rtol 1e-4, atol 2e-5 (with
+    the `project` GEMMs in front: rtol 1e-3, atol 1e-4, as whole transformers), fp16 / bf16
+    EXACT_RTOL of max |output|; `force_mma` takes the tensor-core kernel at every key count.
+    `project` "self": Q, K, V projected from one input, one GEMM over the concatenated weights,
+    the attention reading its three parts."""
+    if force_mma:
+        monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    if project == "self" and (shape[2] != shape[3] or shape[4] != shape[5]):
+        pytest.skip("self-attention needs S = T and D = E")
+    model = head_attention_model(*shape, rng, project=project is True, self_attention=project == "self")
+    path = write_model(model, tmp_path)
+    built = pyc_cli.build(path, tmp_path / "heads.pyc", target="cuda", arch=ARCH, precision=precision)
+    assert "Transpose" not in [n.op for n in built.graph.nodes]
+    [kernel] = [n.ann.kernel_name for n in built.graph.nodes if n.op == "pyc.Attention"]
+    mma = precision != "fp32" and (force_mma or shape[3] >= 256)
+    assert kernel == ("cuda_attention_mma" if mma else "cuda_attention_flash")
+    gemms = 1 if project == "self" else 3 if project else 0  # the projections merged into one
+    assert [n.op for n in built.graph.nodes].count("MatMul") == gemms
+    for name, ours, value in runs_against_onnxruntime(path, built.artifact, lambda r: head_feeds(model, r),
+                                                      rng, 2):
+        if precision == "fp32":
+            np.testing.assert_allclose(ours, value, rtol=1e-3 if project else 1e-4,
+                                       atol=1e-4 if project else 2e-5, err_msg=name)
+        else:
+            assert_close_to_max(ours, value, EXACT_RTOL[precision], f"{name} at {precision}")
 
 
 # ---------------------------------------------------------------- convolution
