@@ -12,7 +12,8 @@ longest path below it:
 computed in the build-time offset order (an edge always goes from a lower to a higher
 offset, so that order is topological). This is the smallest arena that keeps the build-time
 order; two blocks alive at once never overlap at any shape, since the one below ends before
-the one above begins (sizes are positive). The edges kept are the transitive reduction of
+the one above begins (sizes are positive). Blocks of exclusive run-time If branches
+(arena.conflicts) are not ordered: they may overlap, as only one of them holds values in a run. The edges kept are the transitive reduction of
 "below and alive together" (a longer path already implies a shorter edge), so a run does one
 add and one max per kept edge: a few hundred integer operations for a BERT.
 
@@ -202,7 +203,7 @@ def choose_runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[Dim
         if env == upper:
             continue
         trial = [Block(b.name, _align(max(_value(x, env) for x in sizes[b.name]), alignment),
-                       b.life) for b in placed]
+                       b.life, when=b.when) for b in placed]
         place(trial)
         candidate = runtime_offsets(trial, sizes, members, dims, arena, alignment, fixed_arena)
         candidate.placed_at = env
