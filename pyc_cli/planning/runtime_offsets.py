@@ -13,7 +13,8 @@ computed in the build-time offset order (an edge always goes from a lower to a h
 offset, so that order is topological). This is the smallest arena that keeps the build-time
 order; two blocks alive at once never overlap at any shape, since the one below ends before
 the one above begins (sizes are positive). Blocks of exclusive run-time If branches
-(arena.conflicts) are not ordered: they may overlap, as only one of them holds values in a run. The edges kept are the transitive reduction of
+(arena.conflicts) are not ordered: they may overlap, as only one of them holds values in a
+run. The edges kept are the transitive reduction of
 "below and alive together" (a longer path already implies a shorter edge), so a run does one
 add and one max per kept edge: a few hundred integer operations for a BERT.
 

@@ -131,6 +131,8 @@ def test_branch_values_share_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert plan.branch_outputs == {"If_0": [0]}
         assert offsets["If_0/then/t_out"] == offsets["If_0/else/e_out"] == offsets["r"]
         assert "branch_outputs" in (tmp_path / "art" / "memory_plan.json").read_text()
+        assert [d.nodes for d in result.context.decisions
+                if d.action == "branch_outputs"] == [["If_0"]]
     else:  # the If's output is the caller's buffer: the select copies, the branches overlap
         assert plan.branch_outputs == {}
         t_out, e1 = offsets["If_0/then/t_out"], offsets["If_0/else/e1"]
