@@ -1089,6 +1089,41 @@ def _topk_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     return {**_topk_outer(node, graph, op), "count_c": dim_names(graph)[dim.name], "k": "k_run"}
 
 
+def _topk_axis_dims(node: Node, graph: Graph) -> bool:
+    """A TopK along a symbolic axis (or with symbolic dims after it), K a constant."""
+    return not _topk_static_rows(node, graph) and not computed_here(node, graph)
+
+
+def _topk_axis_runtime(node: Node, graph: Graph) -> bool:
+    """A TopK along a symbolic axis whose K is a tensor read at run time."""
+    inputs = node.inputs
+    return (len(inputs) > 1 and bool(inputs[1]) and inputs[1] not in graph.constants
+            and len(computed_here(node, graph)) == 1 and not _topk_static_rows(node, graph))
+
+
+def _topk_axis_params(node: Node, graph: Graph, op: Params) -> Params:
+    """topk.c.j2's row geometry over the run-time dims: the row length, the elements after the
+    axis and a row's stride as C expressions, the order array sized for the row's upper bound
+    (at most MAX_ROW: the op's rule refuses longer)."""
+    names = dim_names(graph)
+
+    def c(value: object) -> str:
+        text = c_size(value, names)  # type: ignore[arg-type]
+        return text if text.isdigit() else f"({text})"
+
+    row, inner = op["row"], op["inner"]
+    return {"outer": c(op["outer"]), "row": c(row), "inner": c(inner),
+            "stride": c(row * inner), "row_max": int(row),  # type: ignore[operator, call-overload]
+            "k": c(op["k"])}
+
+
+def _topk_axis_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The same with K read at run time (topk_runtime.c.j2 checks it against the row)."""
+    (dim,) = computed_here(node, graph)
+    return {**_topk_axis_params(node, graph, op), "count_c": dim_names(graph)[dim.name],
+            "k": "k_run"}
+
+
 def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
     """Per axis of `axes`: the output size's upper bound, and (axis, C name) of each that is a
     dim this node computes, which its kernel writes into the run-time dims."""
@@ -1389,7 +1424,13 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
              KernelCandidate("topk_rows_dims", "topk.c.j2", _topk_dims, params=_topk_outer,
                              symbolic_dims=True),
              KernelCandidate("topk_runtime", "topk_runtime.c.j2", _topk_runtime,
-                             params=_topk_runtime_params, symbolic_dims=True, writes_dims=True)),
+                             params=_topk_runtime_params, symbolic_dims=True, writes_dims=True),
+             # along a symbolic axis (a sequence): row length and stride read at run time
+             KernelCandidate("topk_axis_dims", "topk.c.j2", _topk_axis_dims,
+                             params=_topk_axis_params, symbolic_dims=True),
+             KernelCandidate("topk_axis_runtime", "topk_runtime.c.j2", _topk_axis_runtime,
+                             params=_topk_axis_runtime_params, symbolic_dims=True,
+                             writes_dims=True)),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),
     "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0,
