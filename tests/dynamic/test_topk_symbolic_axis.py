@@ -119,3 +119,26 @@ def test_topk_along_a_symbolic_axis_is_deterministic(tmp_path: Path) -> None:
         pyc_cli.build(path, tmp_path / name, input_shapes=shapes)
     for file in ("src/model.c", "model.ir", "memory_plan.json", "decisions.jsonl"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+
+
+def test_ties_along_a_symbolic_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """int32 data from 0..3 (many equal values: the lower index first, as onnxruntime), K from
+    an input, n:1..64."""
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1, largest=1)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.INT32, [3, "n"]),
+                               helper.make_tensor_value_info("k", I64, [1])],
+                       [helper.make_tensor_value_info("v", TensorProto.INT32, [3, "m"]),
+                        helper.make_tensor_value_info("i", I64, [3, "m"])])
+    path = write_model(model, tmp_path)
+    shapes, _ = parse_input_shapes(["x=3,n:1..64", "k=1"])
+    pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as model_run:
+        for n, k in ((1, 1), (64, 64), (64, 10), (30, 29), (7, 3)):
+            feeds = {"x": rng.integers(0, 4, (3, n)).astype(np.int32),
+                     "k": np.array([k], np.int64)}
+            want = onnxruntime_outputs(path, feeds)
+            got = model_run.run(feeds)
+            np.testing.assert_array_equal(got["i"], want["i"])
+            np.testing.assert_array_equal(got["v"], want["v"])
