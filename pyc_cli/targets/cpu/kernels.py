@@ -1055,8 +1055,13 @@ def _split_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each output's computed size (its C name in the dims) and whether the model uses it."""
     names = dim_names(graph)
     axis = registry.normalize_axis(node.int_attr("axis", 0), graph.types[node.inputs[0]].rank, node)
-    return {"parts": [(index, names[str(graph.types[out].shape[axis])]) if out else (index, "")
-                      for index, out in enumerate(node.outputs)]}
+    parts = [(index, names[str(graph.types[out].shape[axis])]) if out else (index, "")
+             for index, out in enumerate(node.outputs)]
+    # each size's bound where below the axis (sizes from declared values): refused past it
+    highs = [(index, high) for index, out in enumerate(node.outputs) if out
+             for high in [int(graph.types[out].shape[axis])]  # a Dim: its upper bound
+             if high < int(op["axis_dim"])]  # type: ignore[call-overload]
+    return {"parts": parts, "highs": highs}
 
 
 def _topk_static_rows(node: Node, graph: Graph) -> bool:
