@@ -100,16 +100,38 @@ def test_run_time_k_along_a_symbolic_axis(tmp_path: Path, monkeypatch: pytest.Mo
             assert refused.value.code == "E041"
 
 
-def test_constant_k_past_the_lowest_row_is_refused_at_build(tmp_path: Path) -> None:
-    """K = 5 along n:1..40: rows shorter than K are inside the bounds. The dims' bounds must
-    be shapes the model accepts (issue #15's rails): E009 naming the node and the size, with
-    the hint to narrow the bounds (a K read from an input is checked at run time instead)."""
+@pytest.mark.parametrize("rank", [2, 3])
+def test_constant_k_past_the_shortest_row_is_refused_at_run_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: int) -> None:
+    """K = 5 along n:1..40: rows shorter than K are inside the bounds. The build accepts them
+    (the corner check skips n < 5: errors.RunTimeCheckedError) and the kernel refuses such a
+    run (status 6, E041), as onnxruntime fails it; rows of K and more run."""
+    path = _model(tmp_path, rank, 5, 1)
+    spec = "x=batch:1..4,n:1..40" if rank == 2 else "x=2,n:1..40,3"
+    shapes, _ = parse_input_shapes([spec])
+    result = pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == ["topk_axis_dims"]
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as model:
+        for batch, n in ((1, 5), (4, 40), (2, 11)):
+            _check(model, path, {"x": _x(rng, rank, batch, n)})
+        for batch, n in ((1, 1), (4, 4), (2, 3)):
+            with pytest.raises(PycError) as refused:
+                model.run({"x": _x(rng, rank, batch, n)})
+            assert refused.value.code == "E041"
+
+
+def test_constant_k_past_every_row_is_refused_at_build(tmp_path: Path) -> None:
+    """K = 5 along n:1..4 (no row in the bounds holds K: E051, the rule's E009 inside, as
+    every rule refusing symbolic dims), and along a static axis of 4 (E009), naming the node."""
     path = _model(tmp_path, 2, 5, 1)
-    shapes, _ = parse_input_shapes(["x=batch:1..4,n:1..40"])
-    with pytest.raises(PycError) as refused:
-        pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
-    assert refused.value.code == "E009" and "TopK_0" in refused.value.where
-    assert "n=1" in refused.value.what and "narrow" in (refused.value.hint or "")
+    for spec, code in (("x=batch:1..4,n:1..4", "E051"), ("x=3,4", "E009")):
+        shapes, _ = parse_input_shapes([spec])
+        with pytest.raises(PycError) as refused:
+            pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
+        assert refused.value.code == code and "TopK_0" in refused.value.where, spec
+        assert "TopK K=5 exceeds the axis size" in refused.value.what
 
 
 def test_topk_along_a_symbolic_axis_is_deterministic(tmp_path: Path) -> None:

@@ -1116,17 +1116,19 @@ def _topk_axis_params(node: Node, graph: Graph, op: Params) -> Params:
         text = c_size(value, names)  # type: ignore[arg-type]
         return text if text.isdigit() else f"({text})"
 
-    row, inner = op["row"], op["inner"]
+    row, inner, k = op["row"], op["inner"], op["k"]
+    # a constant K past the shortest row the bounds allow: refused at run time (status 6)
+    short = not isinstance(k, Dim) and isinstance(row, Dim) and row.bounds()[0] < int(k)  # type: ignore[call-overload]
     return {"outer": c(op["outer"]), "row": c(row), "inner": c(inner),
             "stride": c(row * inner), "row_max": int(row),  # type: ignore[operator, call-overload]
-            "k": c(op["k"])}
+            "k": c(k), "check_k": short}
 
 
 def _topk_axis_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     """The same with K read at run time (topk_runtime.c.j2 checks it against the row)."""
     (dim,) = computed_here(node, graph)
     return {**_topk_axis_params(node, graph, op), "count_c": dim_names(graph)[dim.name],
-            "k": "k_run"}
+            "k": "k_run", "check_k": False}  # topk_runtime.c.j2 checks K itself
 
 
 def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
