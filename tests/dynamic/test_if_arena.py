@@ -26,6 +26,7 @@ from pyc_cli.planning.arena import lower_bound
 from pyc_cli.planning.liveness import compute_liveness
 from pyc_cli.planning.plan import analyze_storage, storage_blocks
 from pyc_cli.planning.policy import get_policy
+from pyc_cli.planning.runtime_offsets import RuntimeOffsets
 from tests.dynamic.checks import poison_outputs
 from tests.helpers import init, make_model, vinfo, write_model
 from tests.planning.test_planner import check_plan
@@ -184,9 +185,16 @@ def test_symbolic_batch_branches_share_bytes(tmp_path: Path, monkeypatch: pytest
     shapes, _ = parse_input_shapes(["x=batch:1..64,64"])
     result = _build(path, tmp_path / "art", mode, input_shapes=shapes)
     assert result.plan.arena_bytes == 2 * K
-    if result.plan.runtime is not None:
-        at_one = result.plan.runtime.extent_at({"batch": 1})
+    runtime = result.plan.runtime
+    if runtime is not None:
+        at_one = runtime.extent_at({"batch": 1})
         assert at_one == 2 * 256  # t1 (or e1) and the storage of r: 256 B each, aligned
+        # the per-run lower bound (pyc explain's, the order's score): never above the arena
+        for env in runtime.corners():
+            assert runtime.lower_bound_at(env) == runtime.extent_at(env), env
+        again = RuntimeOffsets.from_json(runtime.to_json())  # the conditions travel
+        assert [b.when for b in again.blocks] == [b.when for b in runtime.blocks]
+        assert any(b.when is not None for b in again.blocks)
     poison_outputs(monkeypatch)
     _runs_match(path, tmp_path / "art", [
         {"x": rng.standard_normal((batch, 64)).astype(np.float32), "flag": np.array(flag)}
