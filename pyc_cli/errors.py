@@ -147,6 +147,15 @@ class PycError(Exception):
         return "; ".join(parts)
 
 
+@dataclass
+class RunTimeCheckedError(PycError):
+    """A case an op's rule refuses for concrete sizes that its kernel also checks at run time
+    (status 6, PYC-E041 from Python; TopK's constant K past a row along a symbolic axis). It is
+    an ordinary PycError everywhere, except where the bounds of symbolic dims include such
+    sizes: the build's corner check (ops/propagate.check_symbolic) then skips that point (no
+    run there gets past the kernel's check) instead of refusing the bounds."""
+
+
 class PycWarning(UserWarning):
     """A coded problem that does not stop the work (the PycError says what and what to do)."""
 

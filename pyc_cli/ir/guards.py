@@ -62,6 +62,43 @@ def is_guarded(graph: Graph) -> bool:
     return any(node.op == SELECT_OP for node in graph.nodes)
 
 
+def exclusive(left: Condition, right: Condition) -> bool:
+    """Whether two conditions never hold in the same run: every term of one contradicts every
+    term of the other (a literal of one is negated in the other). What the memory planner
+    needs: values needed under exclusive conditions are never both computed in one run, so
+    they may share bytes even where their lifetimes overlap in the schedule."""
+    if left is None or right is None:
+        return False
+    return all(any((value, not polarity) in b for value, polarity in a)
+               for a in left for b in right)
+
+
+def implies(cond: Condition, literal: Literal) -> bool:
+    """Whether `cond` holds only where `literal` does (every term contains it)."""
+    return cond is not None and bool(cond) and all(literal in term for term in cond)
+
+
+def holds(cond: Condition, assignment: dict[str, bool]) -> bool:
+    """Whether `cond` holds for these values of the condition scalars (those absent: false)."""
+    if cond is None:
+        return True
+    return any(all(assignment.get(value, False) == polarity for value, polarity in term)
+               for term in cond)
+
+
+def variables(cond: Condition) -> set[str]:
+    """The condition scalars a condition tests."""
+    return {value for term in cond for value, _ in term} if cond else set()
+
+
+def any_of(conds: list[Condition]) -> Condition:
+    """The disjunction of conditions (ALWAYS where one is; never for none)."""
+    result: Condition = frozenset()
+    for cond in conds:
+        result = _or(result, cond)
+    return result
+
+
 def _node_condition(outputs: list[str], needed: dict[str, Condition]) -> Condition:
     found = [needed[out] for out in outputs if out in needed]
     if not found:

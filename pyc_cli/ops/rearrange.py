@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
-from ..ir.symbolic import NUMBERS_HINT, DimLike, computed_dim, has_dims, less
+from ..ir.symbolic import NUMBERS_HINT, Dim, DimLike, computed_dim, has_dims, less
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
@@ -198,6 +198,12 @@ class Split(Rearrange):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
+        if declared_sizes(node, values):
+            # sizes from an input with declared values (`--input-values`): value dims, which
+            # the cover check cannot decide; read at run time like computed sizes
+            parts = self._run_time_parts(node, x, types[1], values[1])
+            if parts is not None:
+                return parts
         axis, sizes = self.sizes(node, x.shape, values)
         return [TensorType(x.dtype, x.shape[:axis] + (s,) + x.shape[axis + 1:]) for s in sizes]
 
@@ -207,13 +213,29 @@ class Split(Rearrange):
         the axis is a dim the Split computes (`rt_NODE_i`, 0..the axis size; their sum is
         checked at run time), over static data; otherwise the refusal stands."""
         x = require(types, 0, node)
-        sizes = types[1] if len(node.inputs) > 1 and node.inputs[1] else None
-        if sizes is None or values[1] is not None or has_dims(x.shape) or x.rank == 0 \
-                or sizes.numel != len(node.outputs):
+        if values[1] is not None:
             raise refusal
+        parts = self._run_time_parts(node, x, types[1] if len(node.inputs) > 1 else None, None)
+        if parts is None:
+            raise refusal
+        return parts
+
+    def _run_time_parts(self, node: Node, x: TensorType, sizes: TensorType | None,
+                        declared: np.ndarray | None) -> list[TensorType] | None:
+        """Output i's size along the axis a dim the Split computes at run time, in 0..the axis
+        size, or 0..the upper bound of element i's declared values where smaller (the kernel
+        refuses a size past its dim's bound); None where the data is symbolic or the sizes
+        are not one per output."""
+        if sizes is None or not node.inputs[1] or has_dims(x.shape) or x.rank == 0 \
+                or sizes.numel != len(node.outputs):
+            return None
         axis = normalize_axis(node.int_attr("axis", 0), x.rank, node)
-        return [TensorType(x.dtype, x.shape[:axis] + (computed_dim(node.name, index, x.shape[axis]),)
-                           + x.shape[axis + 1:]) for index in range(len(node.outputs))]
+        highs = [int(x.shape[axis])] * len(node.outputs)
+        if declared is not None:
+            highs = [min(h, int(v.bounds()[1]) if isinstance(v, Dim) else int(v))
+                     for h, v in zip(highs, declared.reshape(-1))]
+        return [TensorType(x.dtype, x.shape[:axis] + (computed_dim(node.name, index, high),)
+                           + x.shape[axis + 1:]) for index, high in enumerate(highs)]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
@@ -229,7 +251,8 @@ class Split(Rearrange):
                 "inner": int(np.prod(shape[axis + 1:], dtype=np.int64))}
 
     def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
-        if len(node.inputs) > 1 and node.inputs[1] and values[1] is None:
+        if len(node.inputs) > 1 and node.inputs[1] and (values[1] is None
+                                                        or declared_sizes(node, values)):
             return None  # sizes read at run time: split_runtime
         axis, sizes = self.sizes(node, graph.types[node.inputs[0]].shape, values)
         axes = _shape_constant(graph, f"{node.name}_axis", [axis])
@@ -242,6 +265,12 @@ class Split(Rearrange):
             nodes.append(typed_node(graph, "Slice", [node.inputs[0], starts, ends, axes],
                                     f"{node.name}_{index}_slice", output=out))
         return nodes
+
+
+def declared_sizes(node: Node, values: InValues) -> bool:
+    """Whether a Split's sizes are value dims (an input with declared values)."""
+    known = values[1] if len(node.inputs) > 1 and node.inputs[1] and len(values) > 1 else None
+    return known is not None and known.dtype == object and has_dims(known.reshape(-1).tolist())
 
 
 @register

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from ..errors import PycError
+from ..errors import PycError, RunTimeCheckedError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import DimLike, computed_dim, surely_less
+from ..ir.symbolic import DimLike, computed_dim, has_dims, surely_less
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
@@ -41,7 +41,10 @@ class TopK(OpDef):
         axis = normalize_axis(node.int_attr("axis", -1), len(shape), node)
         k = as_dim(shape_operand(node, values, 1, "k", "K")[0])
         if surely_less(k, 0) or surely_less(shape[axis], k):  # symbolic: where sure
-            raise PycError("E009", f"TopK K={k} exceeds the axis size {shape[axis]}", where=node.name)
+            # concrete sizes: a row shorter than a constant K (an instance of a symbolic axis
+            # whose bounds include it, where the kernel refuses such a run)
+            error = RunTimeCheckedError if not has_dims((k, shape[axis])) else PycError
+            raise error("E009", f"TopK K={k} exceeds the axis size {shape[axis]}", where=node.name)
         if shape[axis] > MAX_ROW:
             raise PycError("E008", f"TopK over an axis longer than {MAX_ROW} is not supported",
                            where=node.name)

@@ -30,7 +30,7 @@ from ..ir.annotations import KernelParam
 from ..ir.graph import Graph, Node
 from ..ir.run_dims import model_dims
 from ..ops import registry
-from ..planning.arena import align, lower_bound
+from ..planning.arena import align, live_bytes, lower_bound
 from ..planning.plan import plan_blocks
 from ..planning.policy import LATENCY_FIRST, Policy
 from .select_kernels import cheapest, set_kernel
@@ -184,7 +184,7 @@ def _arena(graph: Graph, policy: Policy, alignment: int) -> int:
 def _live_peak(graph: Graph, policy: Policy, alignment: int, step: int) -> tuple[int, int]:
     """(bytes live at `step`, the graph's lower bound) under `policy`'s aliasing."""
     blocks = plan_blocks(graph, policy, alignment)
-    at_step = sum(b.nbytes for b in blocks if b.life.start <= step <= b.life.end)
+    at_step = live_bytes(blocks, step)
     return at_step, lower_bound(blocks)
 
 

@@ -37,6 +37,7 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
     plan.what_if = _what_if(original, ctx, plan)
     _record_inplace(graph, plan, ctx)
     _record_concat_slices(graph, plan, ctx)
+    _record_branch_outputs(graph, plan, ctx)
     ctx.artifacts["memory_plan"] = plan
     _log_symbolic_sizes(graph, plan, ctx)
     ctx.log(NAME, [], "summary",
@@ -178,6 +179,17 @@ def _record_concat_slices(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> N
         if len(placed) == len(node.inputs):
             node.ann.kernel = KernelChoice("in_place")
             ctx.log(NAME, [node.name], "alias", "every input was written into its slice: no code")
+
+
+def _record_branch_outputs(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
+    """A run-time If whose branches compute its outputs in place (planning/plan.py)."""
+    for node in graph.nodes:
+        written = plan.branch_outputs.get(node.name)
+        if written:
+            ctx.log(NAME, [node.name], "branch_outputs",
+                    "the taken branch computes these outputs straight into their bytes (the "
+                    "then- and else-values share them: only one branch runs), so the If "
+                    "copies nothing for them", after=[node.outputs[i] for i in written])
 
 
 def _check_repeatable(original: Graph, ctx: PassContext, planned: Graph,

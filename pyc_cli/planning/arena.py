@@ -11,14 +11,21 @@ does, we keep a table of small algorithms (name -> function) and take the best r
   (USMP's hill climbing), keeping any order that is no worse, until the arena reaches the
   liveness lower bound or the evaluation budget runs out. Its random choices come from a fixed
   seed, so plans are deterministic.
+
+Blocks of a model with run-time Ifs carry the condition under which they are used (`when`,
+ir/guards.py); two blocks whose conditions are exclusive (the then- and the else-branch of one
+If) never hold values in the same run, so they do not conflict even where their lifetimes
+overlap, and the bytes live at a step are those of the worst consistent choice of branches.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..ir import guards
 from .liveness import Interval
 
 # evaluations of one placement order cost O(blocks * conflicts); the budget bounds total work
@@ -34,6 +41,8 @@ class Block:
     nbytes: int
     life: Interval
     offset: int = -1
+    # the run condition of its values (ir/guards.py: None, always; a run-time If's branch)
+    when: guards.Condition = None
 
     @property
     def end_offset(self) -> int:
@@ -52,6 +61,8 @@ def conflicts(blocks: list[Block]) -> list[list[int]]:
         for j in by_start[position + 1:]:
             if blocks[j].life.start > blocks[i].life.end:
                 break
+            if guards.exclusive(blocks[i].when, blocks[j].when):
+                continue  # opposite branches of a run-time If: never both in one run
             result[i].append(j)
             result[j].append(i)
     return result
@@ -131,18 +142,38 @@ def hill_climb(blocks: list[Block], neighbours: list[list[int]], start: list[int
     return order, best
 
 
+# more condition scalars than this among the blocks live at one step: only the all-true and
+# all-false choices are summed (still a valid lower bound, maybe not the tightest)
+_MAX_ENUMERATED_CONDITIONS = 10
+
+
+def live_bytes(blocks: list[Block], step: int) -> int:
+    """The bytes live at `step` in the worst run: the blocks alive there, summed over those
+    whose conditions hold, for the choice of run-time If conditions that makes the most."""
+    live = [b for b in blocks if b.life.start <= step <= b.life.end]
+    conditional = [b for b in live if b.when is not None]
+    if not conditional:
+        return sum(b.nbytes for b in live)
+    names = sorted(set().union(*(guards.variables(b.when) for b in conditional)))
+    if len(names) <= _MAX_ENUMERATED_CONDITIONS:
+        choices = [dict(zip(names, bits)) for bits in itertools.product((False, True),
+                                                                       repeat=len(names))]
+    else:
+        choices = [dict.fromkeys(names, False), dict.fromkeys(names, True)]
+    return max(sum(b.nbytes for b in live if guards.holds(b.when, choice)) for choice in choices)
+
+
 def peak_step(blocks: list[Block]) -> int:
     """The (first) schedule step at which the most bytes are live."""
     steps = sorted({b.life.start for b in blocks})
-    return max(steps, key=lambda s: (sum(b.nbytes for b in blocks if b.life.start <= s <= b.life.end),
-                                     -s), default=0)
+    return max(steps, key=lambda s: (live_bytes(blocks, s), -s), default=0)
 
 
 def lower_bound(blocks: list[Block]) -> int:
-    """Largest total size of blocks live at one step: no placement can use less."""
+    """Largest total size of blocks live at one step in one run: no placement can use less
+    (blocks live at once whose conditions all hold in one run pairwise conflict)."""
     steps = {b.life.start for b in blocks}
-    return max((sum(b.nbytes for b in blocks if b.life.start <= s <= b.life.end) for s in steps),
-               default=0)
+    return max((live_bytes(blocks, s) for s in steps), default=0)
 
 
 def assign_offsets(blocks: list[Block], algorithms: tuple[str, ...]) -> tuple[str, int]:

@@ -1,9 +1,15 @@
 """The memory plan: where every intermediate tensor lives in the arena, and why.
 
-Steps: (1) views (Reshape, Flatten, ...) alias their source; (2) under a policy with `inplace`
-(every mode but latency_first), a fused elementwise loop may write over an operand that dies at that step
-(same size, read at the same index); (3) the resulting storages get offsets from the
-policy's placement (by default the arena algorithms, the best result kept).
+Steps: (1) views (Reshape, Flatten, ...) alias their source; (2) the branches of a run-time
+If compute their outputs straight into the If's output (below); (3) under a policy with
+`inplace` (every mode but latency_first), a fused elementwise loop may write over an operand
+that dies at that step (same size, read at the same index); (4) the resulting storages get
+offsets from the policy's placement (by default the arena algorithms, the best result kept).
+
+Run-time Ifs (ir/guards.py): each storage carries the condition under which its values are
+computed (the disjunction of its members' producers' run conditions); the placement lets the
+storages of exclusive conditions (the then- and else-branch of one If, at any nesting) share
+bytes, since only one of them is computed in a run.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ir import guards
 from ..ir.graph import Graph, Node
 from ..ir.run_dims import model_dims
 from ..ir.symbolic import Dim, DimLike, numel
 from ..ops import registry
-from .arena import Block, align, lower_bound, peak_step
+from .arena import Block, align, live_bytes, lower_bound, peak_step
 from .liveness import Interval, compute_liveness
 from .policy import Policy
 from .runtime_offsets import RuntimeOffsets, choose_runtime_offsets
@@ -57,6 +64,8 @@ class MemoryPlan:
     inplace: dict[str, str] = field(default_factory=dict)  # node -> operand it overwrites
     concat_slices: dict[str, list[int]] = field(default_factory=dict)  # concat -> inputs in place
     workspaces: dict[str, int] = field(default_factory=dict)  # node -> scratch offset
+    # run-time If -> the outputs its branches compute in place (its select copies nothing)
+    branch_outputs: dict[str, list[int]] = field(default_factory=dict)
     schedule: str = "given"
     what_if: dict[str, dict[str, int]] = field(default_factory=dict)
     # a model with symbolic dims in a mode that computes offsets at run time (issue #15):
@@ -81,6 +90,7 @@ class MemoryPlan:
                    data["inplace_count"], tensors, concat_slices=dict(data["concat_slices"]),
                    workspaces=dict(data["workspaces"]), schedule=data["schedule"],
                    what_if=dict(data["what_if"]),
+                   branch_outputs=dict(data.get("branch_outputs", {})),
                    runtime=RuntimeOffsets.from_json(data["runtime_offsets"])
                    if "runtime_offsets" in data else None)
 
@@ -93,6 +103,8 @@ class MemoryPlan:
             "concat_slices": self.concat_slices, "workspaces": self.workspaces,
             "what_if": self.what_if,
             "tensors": [t.to_json() for t in self.tensors],
+            # only where there are (the artifacts of models without run-time Ifs unchanged)
+            **({"branch_outputs": self.branch_outputs} if self.branch_outputs else {}),
             **({"runtime_offsets": self.runtime.to_json()} if self.runtime is not None else {}),
         }
 
@@ -119,11 +131,14 @@ class Storage:
     arena_values: list[str]
     sub_offset: dict[str, int] = field(default_factory=dict)  # bytes from the storage start
     concat_slices: dict[str, list[int]] = field(default_factory=dict)  # concat -> inputs in place
+    branch_outputs: dict[str, list[int]] = field(default_factory=dict)  # pyc.If -> outputs
+    # node -> its run condition (ir/guards.py); empty without run-time Ifs
+    conditions: dict[str, guards.Condition] = field(default_factory=dict)
 
 
 def analyze_storage(graph: Graph, liveness: dict[str, Interval], policy: Policy,
-                    concat_in_place: bool = True, keep_copies: frozenset[str] = frozenset()
-                    ) -> Storage:
+                    concat_in_place: bool = True, keep_copies: frozenset[str] = frozenset(),
+                    branch_outputs: bool = True) -> Storage:
     roots = storage_roots(graph)
     arena_values = [v for v in graph.intermediates() if _in_arena(graph, roots, v)]
     members: dict[str, list[str]] = {}
@@ -131,6 +146,10 @@ def analyze_storage(graph: Graph, liveness: dict[str, Interval], policy: Policy,
         members.setdefault(roots[value], []).append(value)
     reasons = {v: "own buffer" if roots[v] == v else f"view of {roots[v]}" for v in arena_values}
     storage = Storage(roots, members, reasons, {}, arena_values)
+    if guards.is_guarded(graph):
+        storage.conditions = guards.run_conditions(graph)
+        if branch_outputs:
+            _merge_branch_outputs(graph, liveness, storage)
     if concat_in_place:
         _merge_concat_inputs(graph, storage, keep_copies)
     if policy.inplace:
@@ -160,6 +179,43 @@ def _merge_concat_inputs(graph: Graph, storage: Storage, keep_copies: frozenset[
             offset += graph.types[value].nbytes
         if placed:
             storage.concat_slices[node.name] = placed
+
+
+def _merge_branch_outputs(graph: Graph, liveness: dict[str, Interval], storage: Storage) -> None:
+    """Let each branch of a run-time If compute an output straight into the If's output (its
+    select then copies nothing): output i's storage takes then_i's and else_i's, which are
+    computed in exclusive runs. Only where it is simple: the three of one type, the output
+    owning a storage of its own, each branch value owning one whose every member is computed
+    only in its branch (so under the opposite condition nothing of it is live to be
+    overwritten) and dies at the If."""
+    producer = {out: node for node in graph.nodes for out in node.outputs if out}
+    for step, node in enumerate(graph.nodes):
+        if node.op != guards.SELECT_OP:
+            continue
+        count, cond = len(node.outputs), node.inputs[0]
+        for index, out in enumerate(node.outputs):
+            pair = (node.inputs[1 + index], node.inputs[1 + count + index])
+            if out not in storage.members or storage.roots[out] != out or pair[0] == pair[1] \
+                    or any(node.inputs.count(v) > 1 for v in pair):
+                continue
+            if all(_branch_private(graph, storage, producer, liveness, value, (cond, taken), step)
+                   and graph.types[value] == graph.types[out]
+                   for value, taken in zip(pair, (True, False))):
+                for value in pair:
+                    _move_storage(storage, value, out, 0, f"branch output, written into {out}")
+                storage.branch_outputs.setdefault(node.name, []).append(index)
+
+
+def _branch_private(graph: Graph, storage: Storage, producer: dict[str, Node],
+                    liveness: dict[str, Interval], value: str, literal: guards.Literal,
+                    step: int) -> bool:
+    """`value` owns a storage whose members are all computed only where `literal` holds and
+    are all dead after `step` (the If)."""
+    if value not in storage.members or storage.roots[value] != value:
+        return False
+    return all(v in producer and guards.implies(storage.conditions.get(producer[v].name),
+                                                literal) and liveness[v].end <= step
+               for v in storage.members[value])
 
 
 def _can_place_in_slice(graph: Graph, storage: Storage, node: Node, value: str, root: str,
@@ -196,8 +252,20 @@ def storage_blocks(graph: Graph, storage: Storage, liveness: dict[str, Interval]
         scratch = workspace_bytes(node)
         if scratch:
             blocks.append(Block(node.name + WORKSPACE_SUFFIX, align(scratch, alignment),
-                                Interval(step, step)))
+                                Interval(step, step),
+                                when=storage.conditions.get(node.name, guards.ALWAYS)))
+    if storage.conditions:
+        _set_conditions(graph, storage, blocks)
     return blocks
+
+
+def _set_conditions(graph: Graph, storage: Storage, blocks: list[Block]) -> None:
+    """Each storage's condition: where any of its members' producers runs."""
+    producer = {out: node.name for node in graph.nodes for out in node.outputs if out}
+    for block in blocks:
+        if block.name in storage.members:
+            block.when = guards.any_of([storage.conditions.get(producer.get(v, ""), guards.ALWAYS)
+                                        for v in storage.members[block.name]])
 
 
 def peak_bytes(graph: Graph, policy: Policy, alignment: int) -> int:
@@ -209,8 +277,11 @@ def peak_bytes(graph: Graph, policy: Policy, alignment: int) -> int:
 def live_profile(graph: Graph, policy: Policy, alignment: int) -> list[int]:
     """Bytes live at each schedule step under `policy`'s aliasing rules (its maximum is
     `peak_bytes`): where the peak is, not only how high."""
+    blocks = plan_blocks(graph, policy, alignment)
+    if any(b.when is not None for b in blocks):  # run-time Ifs: the worst run at each step
+        return [live_bytes(blocks, step) for step in range(len(graph.nodes))]
     live = [0] * len(graph.nodes)
-    for block in plan_blocks(graph, policy, alignment):
+    for block in blocks:
         for step in range(block.life.start, block.life.end + 1):
             live[step] += block.nbytes
     return live
@@ -230,20 +301,28 @@ def _choose_storage(graph: Graph, liveness: dict[str, Interval], policy: Policy,
     first producer on. A policy with `concat_copies_for_peak` (balanced, memory_first) turns it
     off, one concat at a time, for concats whose buffer is live at the peak step while that
     lowers the peak; latency_first always takes it."""
-    def evaluate(keep: frozenset[str]) -> tuple[Storage, int, list[Block]]:
-        candidate = analyze_storage(graph, liveness, policy, keep_copies=keep)
+    def evaluate(keep: frozenset[str], direct: bool = True) -> tuple[Storage, int, list[Block]]:
+        candidate = analyze_storage(graph, liveness, policy, keep_copies=keep,
+                                    branch_outputs=direct)
         blocks = storage_blocks(graph, candidate, liveness, alignment)
         return candidate, lower_bound(blocks), blocks
 
     keep: frozenset[str] = frozenset()
     storage, peak, blocks = evaluate(keep)
+    if policy.concat_copies_for_peak and storage.branch_outputs:
+        # a branch written into the If's output holds that storage from the branch's first
+        # value on, in every run: keep the copy where that raises the peak
+        copied = evaluate(keep, direct=False)
+        if copied[1] < peak:
+            storage, peak, blocks = copied
+    direct = bool(storage.branch_outputs)
     while policy.concat_copies_for_peak and storage.concat_slices:
         step = peak_step(blocks)
         live = {b.name for b in blocks if b.life.start <= step <= b.life.end}
         suspects = [n.name for n in graph.nodes if n.name in storage.concat_slices
                     and _final_root(storage.roots, n.outputs[0]) in live]
         for name in suspects:
-            trial = evaluate(keep | {name})
+            trial = evaluate(keep | {name}, direct)
             if trial[1] < peak:
                 keep = keep | {name}
                 storage, peak, blocks = trial
@@ -290,7 +369,8 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], policy: Policy,
                       arena if runtime is None else runtime.upper_extent(), no_reuse,
                       lower_bound(blocks), _count_shared(blocks), len(storage.inplace), tensors,
                       dict(storage.inplace), concat_slices=dict(storage.concat_slices),
-                      workspaces=workspaces, runtime=runtime)
+                      workspaces=workspaces, branch_outputs=dict(storage.branch_outputs),
+                      runtime=runtime)
 
 
 def symbolic_nbytes(graph: Graph, value: str) -> DimLike:

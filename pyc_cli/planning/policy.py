@@ -80,6 +80,8 @@ class Policy:
     slow_inplace: bool = False
     # a concat's inputs are written into its output in place (no copies); with
     # `concat_copies_for_peak` a concat live at the peak step gets copies where that lowers it
+    # (and a run-time If keeps its select's copy where its branches written into its output
+    # would raise the peak)
     concat_copies_for_peak: bool = True
     # placement: arena algorithms run on the blocks, the smallest arena kept (see `place`)
     placement: tuple[str, ...] = OFFSET_ALGORITHMS
@@ -168,6 +170,7 @@ MODES = tuple(p.name for p in BUILTIN)  # the memory modes: the built-in policie
 RULE_OF_ACTION = {
     "policy": "policy", "select_kernel": "choose_kernel", "workspace": "workspace_cap",
     "inplace": "inplace", "concat_in_place": "concat_copies_for_peak",
+    "branch_outputs": "concat_copies_for_peak",
     "schedule": "schedule_orders", "tile_channels": "tile_channels", "keep_whole": "tile_channels",
     "rematerialize": "rematerialize", "keep_live": "rematerialize", "summary": "placement",
     "symbolic_sizes": "runtime_arena", "determinism_check": "determinism",

@@ -12,7 +12,9 @@ longest path below it:
 computed in the build-time offset order (an edge always goes from a lower to a higher
 offset, so that order is topological). This is the smallest arena that keeps the build-time
 order; two blocks alive at once never overlap at any shape, since the one below ends before
-the one above begins (sizes are positive). The edges kept are the transitive reduction of
+the one above begins (sizes are positive). Blocks of exclusive run-time If branches
+(arena.conflicts) are not ordered: they may overlap, as only one of them holds values in a
+run. The edges kept are the transitive reduction of
 "below and alive together" (a longer path already implies a shorter edge), so a run does one
 add and one max per kept edge: a few hundred integer operations for a BERT.
 
@@ -28,9 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ir import guards
 from ..ir.run_dims import c_names, c_size
 from ..ir.symbolic import Dim, DimBounds, DimLike, parse_dim
-from .arena import Block, conflicts
+from .arena import Block, conflicts, lower_bound
+from .liveness import Interval
 
 # how a policy obtains the arena memory when its offsets are computed at run time
 # (Policy.runtime_arena; latency_first keeps fixed offsets): `reserve` allocates the upper
@@ -50,6 +54,7 @@ class RuntimeBlock:
     start: int  # its lifetime: schedule steps start..end
     end: int
     below: list[int] = field(default_factory=list)
+    when: guards.Condition = None  # its run condition (a run-time If's branch; arena.Block)
 
     def size(self, env: Mapping[str, int], alignment: int) -> int:
         return _align(max(_value(s, env) for s in self.sizes), alignment)
@@ -110,10 +115,10 @@ class RuntimeOffsets:
         return " + ".join([str(total), *extra]) if extra else str(total)
 
     def lower_bound_at(self, env: Mapping[str, int]) -> int:
-        """The most bytes alive at one step at these dims: no placement can use less."""
-        sizes = self.sizes_at(env)
-        return max((sum(s for b, s in zip(self.blocks, sizes) if b.start <= step <= b.end)
-                    for step in {b.start for b in self.blocks}), default=0)
+        """The most bytes alive at one step in one run at these dims: no placement can use
+        less (arena.lower_bound over the blocks at these sizes)."""
+        return lower_bound([Block(b.name, size, Interval(b.start, b.end), when=b.when)
+                            for b, size in zip(self.blocks, self.sizes_at(env))])
 
     def sizes_at(self, env: Mapping[str, int]) -> list[int]:
         return [b.size(env, self.alignment) for b in self.blocks]
@@ -146,7 +151,9 @@ class RuntimeOffsets:
             "arena": self.arena, "alignment": self.alignment,
             "dims": [{"name": d.name, "lo": d.lo, "hi": d.hi} for d in self.dims],
             "blocks": [{"name": b.name, "sizes": [str(s) for s in b.sizes], "start": b.start,
-                        "end": b.end, "below": b.below} for b in self.blocks],
+                        "end": b.end, "below": b.below,
+                        **({"when": _condition_json(b.when)} if b.when is not None else {})}
+                       for b in self.blocks],
             "values": {k: list(v) for k, v in sorted(self.values.items())},
             "fixed_arena_bytes": self.fixed_arena_bytes, "placed_at": self.placed_at,
         }
@@ -156,7 +163,9 @@ class RuntimeOffsets:
         dims = [DimBounds(d["name"], d["lo"], d["hi"]) for d in data["dims"]]
         bounds = {d.name: d for d in dims}
         blocks = [RuntimeBlock(b["name"], [parse_dim(s, bounds) for s in b["sizes"]],
-                               b["start"], b["end"], list(b["below"])) for b in data["blocks"]]
+                               b["start"], b["end"], list(b["below"]),
+                               _condition_of(b["when"]) if "when" in b else None)
+                  for b in data["blocks"]]
         values = {k: (v[0], v[1]) for k, v in data["values"].items()}
         return cls(data["arena"], data["alignment"], dims, blocks, values,
                    data["fixed_arena_bytes"], dict(data["placed_at"]))
@@ -170,7 +179,8 @@ def runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[DimLike]],
     order = sorted(range(len(placed)), key=lambda i: (placed[i].offset, placed[i].name))
     position = {placed[i].name: k for k, i in enumerate(order)}
     blocks = [RuntimeBlock(placed[i].name, _distinct(sizes[placed[i].name]),
-                           placed[i].life.start, placed[i].life.end) for i in order]
+                           placed[i].life.start, placed[i].life.end, when=placed[i].when)
+              for i in order]
     neighbours = conflicts(list(placed))  # the blocks alive at some step with each
     for k, i in enumerate(order):
         mine = placed[i]
@@ -202,7 +212,7 @@ def choose_runtime_offsets(placed: Sequence[Block], sizes: Mapping[str, list[Dim
         if env == upper:
             continue
         trial = [Block(b.name, _align(max(_value(x, env) for x in sizes[b.name]), alignment),
-                       b.life) for b in placed]
+                       b.life, when=b.when) for b in placed]
         place(trial)
         candidate = runtime_offsets(trial, sizes, members, dims, arena, alignment, fixed_arena)
         candidate.placed_at = env
@@ -276,6 +286,17 @@ def _value(size: DimLike, env: Mapping[str, int]) -> int:
 
 def _align(nbytes: int, alignment: int) -> int:
     return max(alignment, -(-nbytes // alignment) * alignment)
+
+
+def _condition_json(cond: guards.Condition) -> list[list[list[object]]]:
+    """A run condition as JSON: its terms, each a sorted list of [value, polarity]."""
+    return [[[value, polarity] for value, polarity in term]
+            for term in guards.sorted_terms(cond)] if cond is not None else []
+
+
+def _condition_of(data: list[list[list[object]]]) -> guards.Condition:
+    return frozenset(frozenset((str(value), bool(polarity)) for value, polarity in term)
+                     for term in data)
 
 
 def _c_max(exprs: list[str]) -> str:

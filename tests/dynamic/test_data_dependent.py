@@ -404,3 +404,54 @@ def test_topk_over_a_symbolic_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             got = compiled.run(feeds)
             np.testing.assert_array_equal(got["i"], want["i"])
             np.testing.assert_allclose(got["v"], want["v"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("mode", "offset", "values"),
+                         [("balanced", False, (0, 9)), ("latency_first", True, (0, 4)),
+                          ("memory_first", False, (0, 5))])
+def test_split_with_declared_value_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         mode: str, offset: bool,
+                                         values: tuple[int, int]) -> None:
+    """Split sizes from an input with declared values (`--input-values s=LO..HI`; it was
+    E051: the value dims fail the cover check): read at run time by split_runtime, each part
+    a dim computed there, bounded by the axis or by the declared values where smaller (sizes
+    s, or s + 1 from the declared s). Sums other than the axis, and values outside the
+    declared ones, refused (E041)."""
+    nodes = [helper.make_node("Split", ["x", "sizes" if offset else "s"], ["a", "b", "c"],
+                              axis=1),
+             helper.make_node("Relu", ["a"], ["ya"]),
+             helper.make_node("Neg", ["c"], ["yc"])]
+    if offset:
+        nodes.insert(0, helper.make_node("Add", ["s", "one"], ["sizes"]))
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 9, 3]),
+                               helper.make_tensor_value_info("s", TensorProto.INT64, [3])],
+                       [helper.make_tensor_value_info("ya", TensorProto.FLOAT, [2, "p", 3]),
+                        helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, "q", 3]),
+                        helper.make_tensor_value_info("yc", TensorProto.FLOAT, [2, "r", 3])],
+                       [init("one", np.array([1, 1, 1], np.int64))] if offset else [])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"s": values})
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "Split"] == ["split_runtime"]
+    high = min(9, values[1] + offset)
+    assert all(result.graph.types[v].shape[1].bounds() == (0, high) for v in ("a", "b", "c"))
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    partitions = [p for p in ((9, 0, 0), (0, 9, 0), (2, 3, 4), (3, 3, 3), (5, 4, 0), (1, 4, 4),
+                              (0, 0, 9), (4, 1, 4))
+                  if all(values[0] + offset <= v <= high for v in p)]
+    assert len(partitions) >= 3
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for parts in partitions:
+            feeds = {"x": rng.standard_normal((2, 9, 3)).astype(np.float32),
+                     "s": np.array(parts, np.int64) - offset}
+            want = onnxruntime_outputs(path, feeds)
+            got = compiled.run(feeds)
+            for name in ("ya", "b", "yc"):
+                assert got[name].shape == want[name].shape, name
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+        bad = [(2, 2, 2), (high + 1, 9 - high - 1, 0)]  # the sum; a value past the declared
+        for parts in bad:
+            with pytest.raises(PycError) as refused:
+                compiled.run({"x": np.zeros((2, 9, 3), np.float32),
+                              "s": np.array(parts, np.int64) - offset})
+            assert refused.value.code == "E041", parts

@@ -60,18 +60,21 @@ def test_value_dependent_sizes_get_computed_dims(tmp_path: Path, batch: str) -> 
 
 
 def test_a_computed_dim_is_refused_by_kernels_that_cannot_read_it(tmp_path: Path) -> None:
-    """TopK computes its K at run time over rows of a static size only (topk_runtime): along a
-    symbolic axis the build stops at E051 naming it."""
+    """TopK computes its K at run time (topk_runtime); CumSum has no kernel reading run-time
+    dims: the build stops at E051 naming it. (TopK along a symbolic axis, this test's example
+    before, now has kernels: tests/dynamic/test_topk_symbolic_axis.py.)"""
     i64 = TensorProto.INT64
-    model = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top", axis=0)],
-                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 10]),
+    model = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top", axis=0),
+                        helper.make_node("CumSum", ["v", "axis"], ["c"], name="cum")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 10]),
                         helper.make_tensor_value_info("k", i64, [1])],
-                       [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["K", 10]),
-                        helper.make_tensor_value_info("i", i64, ["K", 10])])
-    shapes, _ = parse_input_shapes(["x=batch:1..8,10", "k=1"])
+                       [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["K", 10]),
+                        helper.make_tensor_value_info("i", i64, ["K", 10])],
+                       [init("axis", np.array(0, np.int64))])
+    shapes, _ = parse_input_shapes(["x=8,10", "k=1"])
     with pytest.raises(PycError) as info:
         api.compile_graph(write_model(model, tmp_path), "balanced", shapes, "cpu")
-    assert info.value.code == "E051" and "rt_" in info.value.what and info.value.where == "node 'top'"
+    assert info.value.code == "E051" and "rt_" in info.value.what and info.value.where == "node 'cum'"
     assert "computed at run time" in (info.value.hint or "") and "by node" in info.value.hint
 
 

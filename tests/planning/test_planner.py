@@ -6,6 +6,7 @@ DAG-shaped graphs, and from small graphs built to make in-place writes illegal.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from onnx import helper
 
 import pyc_cli
 from pyc_cli.api import BuildResult
+from pyc_cli.ir import guards
 from pyc_cli.ir.graph import Graph
 from pyc_cli.ops import registry
 from pyc_cli.passes.context import PassContext
@@ -90,13 +92,55 @@ def storages_of(plan: MemoryPlan) -> dict[str, Storage]:
     return groups
 
 
-def recomputed_lower_bound(plan: MemoryPlan) -> int:
-    storages = list(storages_of(plan).values())
-    if not storages:
+def recomputed_lower_bound(plan: MemoryPlan, runs: list[set[str]] | None = None) -> int:
+    """The most bytes of storages live at one step; with run-time Ifs, of storages one run
+    writes (`runs`: the tensors each choice of conditions computes)."""
+    groups = storages_of(plan)
+    if not groups:
         return 0
-    last = max(s.end for s in storages)
-    return max(sum(s.size for s in storages if s.start <= step <= s.end)
-               for step in range(last + 1))
+    members: dict[str, set[str]] = {}
+    for t in plan.tensors:
+        members.setdefault(t.alias_of or t.name, set()).add(t.name)
+    last = max(s.end for s in groups.values())
+    best = 0
+    choices: list[set[str] | None] = list(runs) if runs is not None else [None]
+    for ran in choices:
+        active = [s for key, s in groups.items() if ran is None or members[key] & ran]
+        best = max(best, max(sum(s.size for s in active if s.start <= step <= s.end)
+                             for step in range(last + 1)))
+    return best
+
+
+def runs_of(graph: Graph) -> list[set[str]] | None:
+    """With run-time Ifs (pyc.If): for each choice of their conditions, the values (and
+    NODE#workspace scratch) the generated code computes, by the guards it runs under; checked
+    against what that run needs, found independently: backwards from the graph outputs,
+    through the taken operands of each pyc.If only. None without run-time Ifs."""
+    ifs = [n for n in graph.nodes if n.op == "pyc.If"]
+    if not ifs:
+        return None
+    names = sorted({n.inputs[0] for n in ifs if n.inputs[0] not in graph.constants})
+    fixed = {n.inputs[0]: bool(graph.constants[n.inputs[0]].reshape(-1)[0])
+             for n in ifs if n.inputs[0] in graph.constants}
+    conditions = guards.run_conditions(graph)
+    runs = []
+    for bits in itertools.product((False, True), repeat=len(names)):
+        choice = {**dict(zip(names, bits)), **fixed}
+        ran = {n.name for n in graph.nodes if guards.holds(conditions[n.name], choice)}
+        needed = set(graph.outputs)
+        for n in reversed(graph.nodes):
+            if not any(o in needed for o in n.outputs if o):
+                continue
+            assert n.name in ran, (n.name, choice)  # a node the run needs is run
+            inputs = n.inputs
+            if n.op == "pyc.If":
+                count = len(n.outputs)
+                first = 1 if choice[n.inputs[0]] else 1 + count
+                inputs = [n.inputs[0], *n.inputs[first:first + count]]
+            needed.update(v for v in inputs if v)
+        runs.append({o for n in graph.nodes if n.name in ran for o in n.outputs if o}
+                    | {n.name + "#workspace" for n in graph.nodes if n.name in ran})
+    return runs
 
 
 # ---------------------------------------------------------------- the invariant checker
@@ -147,20 +191,46 @@ def check_plan(graph: Graph, ctx: PassContext, plan: MemoryPlan, mode: str) -> d
         if roots[t.name] != t.name:  # a view always shares its source's storage
             assert (t.alias_of or t.name) == (tensors[roots[t.name]].alias_of or roots[t.name])
 
-    # no two tensors of different storages that are live at the same step share a byte
+    # no two tensors of different storages that are live at the same step, and computed in
+    # one run (run-time Ifs: the two branches of one If never are), share a byte
     items = plan.tensors
+    runs = runs_of(graph)
     for i, a in enumerate(items):
         for b in items[i + 1:]:
             if (a.alias_of or a.name) == (b.alias_of or b.name):
+                continue
+            if runs is not None and not any(a.name in ran and b.name in ran for ran in runs):
                 continue
             if a.start <= b.end and b.start <= a.end:
                 assert a.offset + a.bytes <= b.offset or b.offset + b.bytes <= a.offset, (
                     f"{label}: {a.name} [{a.start},{a.end}] @{a.offset}+{a.bytes} overlaps "
                     f"{b.name} [{b.start},{b.end}] @{b.offset}+{b.bytes}")
 
+    # a branch of a run-time If written straight into the If's output: at its start, of one
+    # type, and no other member of that storage alive beside it is computed in the same run
+    # (but the If's output, which is the branch's own bytes)
+    selects = {}  # branch value -> the If output selecting it
+    for n in graph.nodes:
+        if n.op == "pyc.If":
+            count = len(n.outputs)
+            for k, v in enumerate(n.inputs[1:]):
+                selects[v] = n.outputs[k % count]
+    for t in plan.tensors:
+        if "branch output" not in t.reason:
+            continue
+        out = selects[t.name]
+        assert t.offset == tensors[out].offset and graph.types[t.name] == graph.types[out]
+        for other in plan.tensors:
+            if other.name in (t.name, out) or (other.alias_of or other.name) != t.alias_of \
+                    or selects.get(other.name) == t.name:
+                continue
+            if other.start <= t.end and t.start <= other.end and runs is not None:
+                assert not any(t.name in ran and other.name in ran for ran in runs), \
+                    (label, t.name, other.name)
+
     # sizes
     assert plan.lower_bound_bytes <= plan.arena_bytes <= plan.no_reuse_bytes, label
-    assert plan.lower_bound_bytes == recomputed_lower_bound(plan), label
+    assert plan.lower_bound_bytes == recomputed_lower_bound(plan, runs), label
     # without reuse every storage gets its own bytes; at most every non-view tensor does
     own = sum(aligned(t.bytes) for t in plan.tensors
               if t.name in workspaces or roots[t.name] == t.name)

@@ -1065,8 +1065,13 @@ def _split_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     """Each output's computed size (its C name in the dims) and whether the model uses it."""
     names = dim_names(graph)
     axis = registry.normalize_axis(node.int_attr("axis", 0), graph.types[node.inputs[0]].rank, node)
-    return {"parts": [(index, names[str(graph.types[out].shape[axis])]) if out else (index, "")
-                      for index, out in enumerate(node.outputs)]}
+    parts = [(index, names[str(graph.types[out].shape[axis])]) if out else (index, "")
+             for index, out in enumerate(node.outputs)]
+    # each size's bound where below the axis (sizes from declared values): refused past it
+    highs = [(index, high) for index, out in enumerate(node.outputs) if out
+             for high in [int(graph.types[out].shape[axis])]  # a Dim: its upper bound
+             if high < int(op["axis_dim"])]  # type: ignore[call-overload]
+    return {"parts": parts, "highs": highs}
 
 
 def _topk_static_rows(node: Node, graph: Graph) -> bool:
@@ -1097,6 +1102,43 @@ def _topk_outer(node: Node, graph: Graph, op: Params) -> Params:
 def _topk_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
     (dim,) = computed_here(node, graph)
     return {**_topk_outer(node, graph, op), "count_c": dim_names(graph)[dim.name], "k": "k_run"}
+
+
+def _topk_axis_dims(node: Node, graph: Graph) -> bool:
+    """A TopK along a symbolic axis (or with symbolic dims after it), K a constant."""
+    return not _topk_static_rows(node, graph) and not computed_here(node, graph)
+
+
+def _topk_axis_runtime(node: Node, graph: Graph) -> bool:
+    """A TopK along a symbolic axis whose K is a tensor read at run time."""
+    inputs = node.inputs
+    return (len(inputs) > 1 and bool(inputs[1]) and inputs[1] not in graph.constants
+            and len(computed_here(node, graph)) == 1 and not _topk_static_rows(node, graph))
+
+
+def _topk_axis_params(node: Node, graph: Graph, op: Params) -> Params:
+    """topk.c.j2's row geometry over the run-time dims: the row length, the elements after the
+    axis and a row's stride as C expressions, the order array sized for the row's upper bound
+    (at most MAX_ROW: the op's rule refuses longer)."""
+    names = dim_names(graph)
+
+    def c(value: object) -> str:
+        text = c_size(value, names)  # type: ignore[arg-type]
+        return text if text.isdigit() else f"({text})"
+
+    row, inner, k = op["row"], op["inner"], op["k"]
+    # a constant K past the shortest row the bounds allow: refused at run time (status 6)
+    short = not isinstance(k, Dim) and isinstance(row, Dim) and row.bounds()[0] < int(k)  # type: ignore[call-overload]
+    return {"outer": c(op["outer"]), "row": c(row), "inner": c(inner),
+            "stride": c(row * inner), "row_max": int(row),  # type: ignore[operator, call-overload]
+            "k": c(k), "check_k": short}
+
+
+def _topk_axis_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The same with K read at run time (topk_runtime.c.j2 checks it against the row)."""
+    (dim,) = computed_here(node, graph)
+    return {**_topk_axis_params(node, graph, op), "count_c": dim_names(graph)[dim.name],
+            "k": "k_run", "check_k": False}  # topk_runtime.c.j2 checks K itself
 
 
 def _written_dims(node: Node, graph: Graph, axes: list[int]) -> Params:
@@ -1399,7 +1441,13 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
              KernelCandidate("topk_rows_dims", "topk.c.j2", _topk_dims, params=_topk_outer,
                              symbolic_dims=True),
              KernelCandidate("topk_runtime", "topk_runtime.c.j2", _topk_runtime,
-                             params=_topk_runtime_params, symbolic_dims=True, writes_dims=True)),
+                             params=_topk_runtime_params, symbolic_dims=True, writes_dims=True),
+             # along a symbolic axis (a sequence): row length and stride read at run time
+             KernelCandidate("topk_axis_dims", "topk.c.j2", _topk_axis_dims,
+                             params=_topk_axis_params, symbolic_dims=True),
+             KernelCandidate("topk_axis_runtime", "topk_runtime.c.j2", _topk_axis_runtime,
+                             params=_topk_axis_runtime_params, symbolic_dims=True,
+                             writes_dims=True)),
     **_each(("AveragePool", "MaxPool"), POOL),
     **_each(("Softmax", "LogSoftmax", "Hardmax"), SOFTMAX, SOFTMAX_DIMS),
     "LayerNormalization": (KernelCandidate("layernorm_rows", "layernorm.c.j2", inplace_input=0,

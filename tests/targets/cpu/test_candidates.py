@@ -172,6 +172,9 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              **{name: "tests/dynamic/test_data_dependent.py"
                 for name in ("range_runtime", "pad_runtime", "slice_runtime", "nonzero_count",
                              "topk_runtime", "split_runtime", "topk_rows_dims")},
+             # TopK along a symbolic axis, K constant or from an input
+             **{name: "tests/dynamic/test_topk_symbolic_axis.py"
+                for name in ("topk_axis_dims", "topk_axis_runtime")},
              # an If whose condition is known only at run time, against onnxruntime with both
              # condition values (static shapes and a symbolic batch)
              **{name: "tests/dynamic/test_run_time_if.py"
