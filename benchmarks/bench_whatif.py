@@ -50,12 +50,12 @@ sys.path.insert(0, str(ROOT))
 
 from pyc_cli.api import build, load  # noqa: E402
 from pyc_cli.artifact.reader import read_manifest  # noqa: E402
-from pyc_cli.compare.debug_build import compile_variant, read_plan  # noqa: E402
-from pyc_cli.compare.profile import ProfiledModel, profile_sources  # noqa: E402
-from pyc_cli.compare.profile import summarize as summarize_profile  # noqa: E402
 from pyc_cli.errors import PycError  # noqa: E402
 from pyc_cli.passes import latency_model as cost  # noqa: E402
+from pyc_cli.runtime.debug_build import compile_variant, read_plan  # noqa: E402
 from pyc_cli.runtime.native import TensorSpec  # noqa: E402
+from pyc_cli.runtime.profile import ProfiledModel, profile_sources  # noqa: E402
+from pyc_cli.runtime.profile import summarize as summarize_profile  # noqa: E402
 from pyc_cli.runtime.timing import RunPlan  # noqa: E402
 from pyc_cli.whatif import simulate  # noqa: E402
 from pyc_cli.whatif.spec import Alternative, apply, parse_what_if  # noqa: E402

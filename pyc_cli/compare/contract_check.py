@@ -99,7 +99,8 @@ def _relative_error(artifact: Path, feeds: dict[str, np.ndarray], outputs: dict[
         wide, computed_by = run_float64(source, feeds)
     except PycError as exc:  # no float64 evaluation of this model: onnxruntime's float32
         extra["float64_reference"] = f"unavailable ({exc.hint})"
-        return _worst(fp32, "onnxruntime in float32: no float64 reference ran the model"), extra
+        value, drove = _worst(fp32, "onnxruntime in float32: no float64 reference ran the model")
+        return value, drove, extra
     extra["float64_reference"] = computed_by
     value, drove = _worst(_norm_errors(outputs, wide), f"float64 reference: {computed_by}")
     return value, drove + [f"against onnxruntime in float32: {extra['onnxruntime_fp32']:.3g}"], \

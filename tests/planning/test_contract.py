@@ -212,6 +212,23 @@ def test_the_measured_error_is_against_a_float64_reference(
         np.max(np.abs(got - want)) / np.max(np.abs(want)), rel=1e-6, abs=1e-12)
 
 
+def test_without_a_float64_reference_the_error_is_onnxruntimes_and_says_so(
+        contracted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyc_cli.compare import reference64
+
+    def unavailable(*_: object) -> None:
+        raise PycError("E044", "no float64 reference could run the model", hint="evaluator: no")
+
+    monkeypatch.setattr(reference64, "run_float64", unavailable)
+    code, output = invoke("run", str(contracted), "--random-inputs", "4", "--check-contract",
+                          "--json")
+    assert code == 0, output
+    result = {r["name"]: r for r in json.loads(output)["contract"]}["max_rel_err"]
+    assert result["float64_reference"] == "unavailable (evaluator: no)"
+    assert result["value"] == result["onnxruntime_fp32"] and 0 < result["value"] <= 1e-4
+    assert "against onnxruntime in float32: no float64 reference" in result["drove"][0]
+
+
 @pytest.mark.parametrize("clause,names", [
     ("latency_p50<=0.001us", ["measured", "over 50 timed runs", "policy balanced@1", "kernel "]),
     ("max_rel_err<=1e-15", ["measured", "output logits", "float64 reference",
