@@ -188,6 +188,7 @@ class Bench:
         for r in records:  # the noise: the spread of the rounds' p50s, relative
             q25, q50, q75 = np.percentile(spread[r["alternative"]], [25, 50, 75])
             r["noise"] = float((q75 - q25) / q50) if q50 else 0.0
+            r["rounds_p50"] = spread[r["alternative"]]  # in round order, for paired ratios
         return ({key: float(np.median(times)) for key, times in samples.items()},
                 {key: profile.result() for key, profile in live.items()})
 
@@ -329,7 +330,8 @@ def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]],
             "model_b_ms": model_b.latency.ms,
             "measured_a_ms": measured[record_a["alternative"]],
             "measured_b_ms": measured[record_b["alternative"]],
-            "noise_a": record_a["noise"], "noise_b": record_b["noise"]}
+            "noise_a": record_a["noise"], "noise_b": record_b["noise"],
+            "paired_ratio": paired_ratio(record_a["rounds_p50"], record_b["rounds_p50"])}
         rows.append(row)
         print(f"  {case.name}: {row['a']} vs {row['b']}: predicted {row['predicted_a_ms']:.4f} / "
               f"{row['predicted_b_ms']:.4f} ms, measured {row['measured_a_ms']:.4f} / "
@@ -346,6 +348,13 @@ def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]],
                                                 simulate.measured_threads(setup.manifest),
                                                 measured[record_a["alternative"]], "bench"))
     print(f"{case.name}: {len(pairs)} pairs in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def paired_ratio(a_rounds: list[float], b_rounds: list[float]) -> float:
+    """B / A measured as the median over rounds of B's p50 / A's p50 in the same round: both
+    ran within a second of each other, so a load that drifts over the minutes of a model's
+    rounds cancels (the separate p50s of all runs do not cancel it)."""
+    return float(np.median([b / a for a, b in zip(a_rounds, b_rounds)]))
 
 
 def winner(a: float, b: float, tie: float = 0.0) -> str:
@@ -378,6 +387,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     model_agree = [winner(r["predicted_a_ms"], r["model_b_ms"], TIE)
                    == winner(r["measured_a_ms"], r["measured_b_ms"], _band(r)) for r in rows]
     static = [i for i, r in enumerate(rows) if not r["b"].startswith("threads=")]
+    # paired: the predicted ratio B/A against the ratio of the same rounds (drift cancels)
+    paired = [r for r in rows if "paired_ratio" in r]
+    paired_agree = [winner(r["predicted_a_ms"], r["predicted_b_ms"], TIE)
+                    == winner(1.0, r["paired_ratio"], TIE) for r in paired]
+    paired_errors = [r["predicted_b_ms"] / r["predicted_a_ms"] / r["paired_ratio"] - 1
+                     for r in paired]
     arena_exact = [r["predicted_b_arena"] == r["built_b_arena"]
                    and r["predicted_a_arena"] == r["built_a_arena"] for r in rows]
     return {
@@ -396,6 +411,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "without_threads_winner_agreement": _share([agree[i] for i in static]),
         "without_threads_b_within_20pct": _share([abs(errors_b[i]) <= 0.2 for i in static]),
         "arena_exact": _share(arena_exact),
+        "paired_winner_agreement": _share(paired_agree),
+        "paired_ratio_within_10pct": _share([abs(e) <= 0.1 for e in paired_errors]),
+        "paired_ratio_median_abs_error": statistics.median(abs(e) for e in paired_errors)
+        if paired else None,
     }
 
 
@@ -436,7 +455,13 @@ def figures(summary: dict[str, Any], title: str) -> list[str]:
             f"/ B within 20% | {pct(summary['without_threads_winner_agreement'])} / "
             f"{pct(summary['without_threads_b_within_20pct'])} | |",
             f"| median abs error of B | {pct(summary['b_median_abs_error'])} | |",
-            f"| arena predicted = built | {pct(summary['arena_exact'])} | 100% |", ""]
+            f"| arena predicted = built | {pct(summary['arena_exact'])} | 100% |",
+            "| paired (B/A: the median over rounds of the ratio of the same round's p50s, "
+            f"so drifting load cancels): winner agreement (tie: both gaps under {TIE:.0%}) / "
+            "predicted B/A within 10% of it / median abs error | "
+            f"{pct(summary.get('paired_winner_agreement'))} / "
+            f"{pct(summary.get('paired_ratio_within_10pct'))} / "
+            f"{pct(summary.get('paired_ratio_median_abs_error'))} | |", ""]
 
 
 def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any],
@@ -453,8 +478,8 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
     if real is not None:
         lines += figures(real, "The real benchmark models only (" + ", ".join(REAL) + ")")
     lines += ["| model | A | B | predicted A / B (ms) | measured A / B (ms) | B error | winner ok |"
-              " B's latency from |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              " B/A predicted / paired | B's latency from |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bases = ", ".join(f"{v:.0%} {k}" for k, v in r["b_bases"].items())
         if r.get("b_timings", "").startswith("A run at"):
@@ -462,7 +487,9 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
         lines.append(f"| {r['model']} | {r['a']} | {r['b']} | {r['predicted_a_ms']:.4f} / "
                      f"{r['predicted_b_ms']:.4f} | {r['measured_a_ms']:.4f} / "
                      f"{r['measured_b_ms']:.4f} | {r['b_error']:+.0%} | "
-                     f"{'yes' if r['winner_agrees'] else 'no'} | {bases} |")
+                     f"{'yes' if r['winner_agrees'] else 'no'} | "
+                     f"{r['predicted_b_ms'] / r['predicted_a_ms']:.3f} / "
+                     f"{r.get('paired_ratio', float('nan')):.3f} | {bases} |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,3 +51,16 @@ def test_the_figures_follow_the_tie_rule() -> None:
     assert summary["winner_agreement_strict"] == pytest.approx(3 / 4)
     assert summary["b_within_20pct"] == pytest.approx(3 / 4)
     assert summary["arena_exact"] == 1.0
+
+
+def test_the_paired_ratio_cancels_a_drifting_load() -> None:
+    """A and B 10% apart in every round while the load doubles the times halfway: the pooled
+    p50s mix the halves, the paired ratio is 1.1 exactly."""
+    a_rounds = [1.0] * 5 + [2.0] * 5
+    b_rounds = [1.1 * t for t in a_rounds]
+    assert bench_whatif.paired_ratio(a_rounds, b_rounds) == pytest.approx(1.1)
+    row = _row(1.0, 1.1, 1.5, 1.65)
+    row["paired_ratio"] = 1.1
+    summary = bench_whatif.summarize([row])
+    assert summary["paired_winner_agreement"] == 1.0
+    assert summary["paired_ratio_median_abs_error"] == pytest.approx(0.0, abs=1e-12)
