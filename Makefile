@@ -74,6 +74,7 @@ fuzz:  ## differential fuzzing against onnxruntime (writes benchmarks/results/fu
 	$(PYTHON) -m pyc_cli.testing.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS) --out benchmarks/results/fuzz.json
 
 # issue #16 point 1: the what-if simulator's predictions against builds of the alternatives
-# (benchmarks/results/whatif.{json,md}; about 10 minutes on two loaded cores, --quick a few)
+# (benchmarks/results/whatif.{json,md}, the real models' figures apart; about 25 minutes on two
+# loaded cores, of which the real models about 13: WHATIF_ARGS=--real for those, --quick a few)
 bench-whatif:  ## predicted vs measured latency and arena over (model, A, B) pairs
 	$(PYTHON) benchmarks/bench_whatif.py $(WHATIF_ARGS)

@@ -1,9 +1,13 @@
 """The what-if simulator against real builds (issue #16, point 1; `make bench-whatif`).
 
-    python benchmarks/bench_whatif.py [--quick] [--work DIR] [--rounds 7] [--out-name whatif]
+    python benchmarks/bench_whatif.py [--quick | --real | --models a,b] [--work DIR] [--rounds 10]
+                                      [--out-name whatif]
 
 A fixed matrix of (model, alternative A, alternative B) pairs over models the repo makes in
-seconds (tests/models, the 512-2048-2048-512 MLP of benchmarks/real_models.py at batch 1 and 64),
+seconds (tests/models, the 512-2048-2048-512 MLP of benchmarks/real_models.py at batch 1 and 64)
+and the real benchmark models of `bench.py --suite real` (ResNet-50 b1, MiniLM-L6 b1 seq 128,
+PP-OCR det and rec, obtained by benchmarks/real_models.py; the figures are reported for them
+apart too),
 with alternatives over the mode, threads, a memory budget (60% of the latency_first arena), the
 Winograd convolutions and a kernel override (the slowest node of A on its next candidate). For
 each pair, A is built and its kernels profiled (`pyc explain --what-if --measure` does the same);
@@ -46,12 +50,12 @@ sys.path.insert(0, str(ROOT))
 
 from pyc_cli.api import build, load  # noqa: E402
 from pyc_cli.artifact.reader import read_manifest  # noqa: E402
-from pyc_cli.compare.debug_build import compile_variant, read_plan  # noqa: E402
-from pyc_cli.compare.profile import ProfiledModel, profile_sources  # noqa: E402
-from pyc_cli.compare.profile import summarize as summarize_profile  # noqa: E402
 from pyc_cli.errors import PycError  # noqa: E402
 from pyc_cli.passes import latency_model as cost  # noqa: E402
+from pyc_cli.runtime.debug_build import compile_variant, read_plan  # noqa: E402
 from pyc_cli.runtime.native import TensorSpec  # noqa: E402
+from pyc_cli.runtime.profile import ProfiledModel, profile_sources  # noqa: E402
+from pyc_cli.runtime.profile import summarize as summarize_profile  # noqa: E402
 from pyc_cli.runtime.timing import RunPlan  # noqa: E402
 from pyc_cli.whatif import simulate  # noqa: E402
 from pyc_cli.whatif.spec import Alternative, apply, parse_what_if  # noqa: E402
@@ -64,8 +68,9 @@ TIE = 0.03  # measured latencies closer than this (relative) are a tie: no winne
 class ModelCase:
     name: str
     shapes: dict[str, tuple[int, ...]]
-    source: str  # tests:<file> or mlp:<batch>
+    source: str  # tests:<file>, mlp:<batch> or real:<real_models.MODELS key>
     winograd: bool = False  # has 3x3 convs a Winograd pair can change
+    real: bool = False  # one of the real benchmark models (bench.py --suite real)
 
 
 CASES = (
@@ -73,22 +78,39 @@ CASES = (
     ModelCase("mobilenet", {}, "tests:mobilenet.onnx"),
     ModelCase("transformer", {"input_ids": (1, 64), "attention_mask": (1, 64)},
               "tests:transformer.onnx"),
-    ModelCase("mlp512_b1", {}, "mlp:1"),
-    ModelCase("mlp512_b64", {}, "mlp:64"),
+    ModelCase("mlp512_b1", {}, "mlp:1", real=True),
+    ModelCase("mlp512_b64", {}, "mlp:64", real=True),
     ModelCase("unet", {"image": (1, 3, 128, 128)}, "tests:unet.onnx", True),
     ModelCase("lstm", {}, "tests:lstm.onnx"),
     ModelCase("cnn_b8", {"image": (8, 3, 32, 32)}, "tests:cnn.onnx", True),
+    # the real models of `bench.py --suite real` (benchmarks/real_models.py obtains them)
+    ModelCase("resnet50_b1", {}, "real:resnet50", True, real=True),
+    ModelCase("minilm_b1_s128", {}, "real:minilm", real=True),
+    ModelCase("ppocr_det", {}, "real:ppocr_det", True, real=True),
+    ModelCase("ppocr_rec", {}, "real:ppocr_rec", True, real=True),
 )
 QUICK = ("cnn", "mobilenet", "transformer", "mlp512_b64")
+REAL = tuple(c.name for c in CASES if c.real)
 
 
 def model_path(case: ModelCase, work: Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
     kind, _, what = case.source.partition(":")
     if kind == "tests":
         return MODELS_DIR / what, case.shapes
-    from real_models import _mlp
+    import real_models
 
-    return _mlp(work, np.random.default_rng(0), batch=int(what))
+    if kind == "real":
+        return real_models.MODELS[what](work, np.random.default_rng(0))
+    return real_models._mlp(work, np.random.default_rng(0), batch=int(what))
+
+
+def _missing(case: ModelCase) -> str | None:
+    kind, _, what = case.source.partition(":")
+    if kind != "real":
+        return None
+    import real_models
+
+    return real_models.unavailable(what)
 
 
 def pairs_for(case: ModelCase) -> list[tuple[str, str]]:
@@ -166,6 +188,7 @@ class Bench:
         for r in records:  # the noise: the spread of the rounds' p50s, relative
             q25, q50, q75 = np.percentile(spread[r["alternative"]], [25, 50, 75])
             r["noise"] = float((q75 - q25) / q50) if q50 else 0.0
+            r["rounds_p50"] = spread[r["alternative"]]  # in round order, for paired ratios
         return ({key: float(np.median(times)) for key, times in samples.items()},
                 {key: profile.result() for key, profile in live.items()})
 
@@ -307,7 +330,8 @@ def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]],
             "model_b_ms": model_b.latency.ms,
             "measured_a_ms": measured[record_a["alternative"]],
             "measured_b_ms": measured[record_b["alternative"]],
-            "noise_a": record_a["noise"], "noise_b": record_b["noise"]}
+            "noise_a": record_a["noise"], "noise_b": record_b["noise"],
+            "paired_ratio": paired_ratio(record_a["rounds_p50"], record_b["rounds_p50"])}
         rows.append(row)
         print(f"  {case.name}: {row['a']} vs {row['b']}: predicted {row['predicted_a_ms']:.4f} / "
               f"{row['predicted_b_ms']:.4f} ms, measured {row['measured_a_ms']:.4f} / "
@@ -324,6 +348,13 @@ def run_case(bench: Bench, case: ModelCase, rows: list[dict[str, Any]],
                                                 simulate.measured_threads(setup.manifest),
                                                 measured[record_a["alternative"]], "bench"))
     print(f"{case.name}: {len(pairs)} pairs in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def paired_ratio(a_rounds: list[float], b_rounds: list[float]) -> float:
+    """B / A measured as the median over rounds of B's p50 / A's p50 in the same round: both
+    ran within a second of each other, so a load that drifts over the minutes of a model's
+    rounds cancels (the separate p50s of all runs do not cancel it)."""
+    return float(np.median([b / a for a, b in zip(a_rounds, b_rounds)]))
 
 
 def winner(a: float, b: float, tie: float = 0.0) -> str:
@@ -356,6 +387,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     model_agree = [winner(r["predicted_a_ms"], r["model_b_ms"], TIE)
                    == winner(r["measured_a_ms"], r["measured_b_ms"], _band(r)) for r in rows]
     static = [i for i, r in enumerate(rows) if not r["b"].startswith("threads=")]
+    # paired: the predicted ratio B/A against the ratio of the same rounds (drift cancels)
+    paired = [r for r in rows if "paired_ratio" in r]
+    paired_agree = [winner(r["predicted_a_ms"], r["predicted_b_ms"], TIE)
+                    == winner(1.0, r["paired_ratio"], TIE) for r in paired]
+    paired_errors = [r["predicted_b_ms"] / r["predicted_a_ms"] / r["paired_ratio"] - 1
+                     for r in paired]
     arena_exact = [r["predicted_b_arena"] == r["built_b_arena"]
                    and r["predicted_a_arena"] == r["built_a_arena"] for r in rows]
     return {
@@ -374,6 +411,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "without_threads_winner_agreement": _share([agree[i] for i in static]),
         "without_threads_b_within_20pct": _share([abs(errors_b[i]) <= 0.2 for i in static]),
         "arena_exact": _share(arena_exact),
+        "paired_winner_agreement": _share(paired_agree),
+        "paired_ratio_within_10pct": _share([abs(e) <= 0.1 for e in paired_errors]),
+        "paired_ratio_median_abs_error": statistics.median(abs(e) for e in paired_errors)
+        if paired else None,
     }
 
 
@@ -387,41 +428,58 @@ def _share(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
-def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def figures(summary: dict[str, Any], title: str) -> list[str]:
+    """The agreement figures of one set of pairs as a markdown table."""
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.0%}"
 
+    return [f"### {title}", "", "| figure | value | bar |", "| --- | --- | --- |",
+            f"| pairs | {summary['pairs']} | >= 30 |",
+            f"| winner agreement (a tie: a predicted gap under {TIE:.0%}, a measured one "
+            "within the two builds' round-to-round spread, at least 3%) | "
+            f"{pct(summary['winner_agreement'])} | >= 80% |",
+            f"| winner agreement, strict (no ties) | {pct(summary['winner_agreement_strict'])} "
+            "| |",
+            f"| winner agreement, decisive pairs (measured gap > {TIE:.0%}: "
+            f"{summary['decisive_pairs']}) | {pct(summary['winner_agreement_decisive'])} | |",
+            f"| winner agreement, pairs whose gap exceeds the builds' round-to-round spread "
+            f"({summary['beyond_noise_pairs']}) | {pct(summary['winner_agreement_beyond_noise'])}"
+            " | |",
+            f"| predicted builds (B) within 20% of measured | {pct(summary['b_within_20pct'])} "
+            "| >= 80% |",
+            f"| all predictions (A and B) within 20% | {pct(summary['all_within_20pct'])} | |",
+            f"| model only (threads= from A's 1-thread profile, not timed at B's team): winner "
+            f"agreement / B within 20% | {pct(summary['model_only_winner_agreement'])} / "
+            f"{pct(summary['model_only_b_within_20pct'])} | |",
+            f"| without the threads pairs ({summary['without_threads_pairs']}): winner agreement "
+            f"/ B within 20% | {pct(summary['without_threads_winner_agreement'])} / "
+            f"{pct(summary['without_threads_b_within_20pct'])} | |",
+            f"| median abs error of B | {pct(summary['b_median_abs_error'])} | |",
+            f"| arena predicted = built | {pct(summary['arena_exact'])} | 100% |",
+            "| paired (B/A: the median over rounds of the ratio of the same round's p50s, "
+            f"so drifting load cancels): winner agreement (tie: both gaps under {TIE:.0%}) / "
+            "predicted B/A within 10% of it / median abs error | "
+            f"{pct(summary.get('paired_winner_agreement'))} / "
+            f"{pct(summary.get('paired_ratio_within_10pct'))} / "
+            f"{pct(summary.get('paired_ratio_median_abs_error'))} | |", ""]
+
+
+def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any],
+             real: dict[str, Any] | None = None) -> str:
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in meta.get("model_seconds", {}).items())
     lines = [f"# What-if simulator vs builds ({meta['date']})", "",
              f"Command: `{meta['command']}`; {meta['machine']}; load average before "
              f"{meta['load_before']}, after {meta['load_after']}; {meta['seconds']:.0f} s"
+             + (f" ({seconds})" if seconds else "")
              + (f"; each model tuned first (`--tune {meta['tune_s']:g}`)" if meta["tune_s"]
-                else "; no tuning database") + ".", "",
-             "| figure | value | bar |", "| --- | --- | --- |",
-             f"| pairs | {summary['pairs']} | >= 30 |",
-             f"| winner agreement (a tie: a predicted gap under {TIE:.0%}, a measured one "
-             "within the two builds' round-to-round spread, at least 3%) | "
-             f"{pct(summary['winner_agreement'])} | >= 80% |",
-             f"| winner agreement, strict (no ties) | {pct(summary['winner_agreement_strict'])} "
-             "| |",
-             f"| winner agreement, decisive pairs (measured gap > {TIE:.0%}: "
-             f"{summary['decisive_pairs']}) | {pct(summary['winner_agreement_decisive'])} | |",
-             f"| winner agreement, pairs whose gap exceeds the builds' round-to-round spread "
-             f"({summary['beyond_noise_pairs']}) | {pct(summary['winner_agreement_beyond_noise'])}"
-             " | |",
-             f"| predicted builds (B) within 20% of measured | {pct(summary['b_within_20pct'])} "
-             "| >= 80% |",
-             f"| all predictions (A and B) within 20% | {pct(summary['all_within_20pct'])} | |",
-             f"| model only (threads= from A's 1-thread profile, not timed at B's team): winner "
-             f"agreement / B within 20% | {pct(summary['model_only_winner_agreement'])} / "
-             f"{pct(summary['model_only_b_within_20pct'])} | |",
-             f"| without the threads pairs ({summary['without_threads_pairs']}): winner agreement "
-             f"/ B within 20% | {pct(summary['without_threads_winner_agreement'])} / "
-             f"{pct(summary['without_threads_b_within_20pct'])} | |",
-             f"| median abs error of B | {pct(summary['b_median_abs_error'])} | |",
-             f"| arena predicted = built | {pct(summary['arena_exact'])} | 100% |", "",
-             "| model | A | B | predicted A / B (ms) | measured A / B (ms) | B error | winner ok |"
-             " B's latency from |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                else "; no tuning database") + "."
+             + "".join(f" Skipped {k}: {v}." for k, v in meta.get("skipped", {}).items()), ""]
+    lines += figures(summary, "All pairs")
+    if real is not None:
+        lines += figures(real, "The real benchmark models only (" + ", ".join(REAL) + ")")
+    lines += ["| model | A | B | predicted A / B (ms) | measured A / B (ms) | B error | winner ok |"
+              " B/A predicted / paired | B's latency from |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bases = ", ".join(f"{v:.0%} {k}" for k, v in r["b_bases"].items())
         if r.get("b_timings", "").startswith("A run at"):
@@ -429,7 +487,9 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
         lines.append(f"| {r['model']} | {r['a']} | {r['b']} | {r['predicted_a_ms']:.4f} / "
                      f"{r['predicted_b_ms']:.4f} | {r['measured_a_ms']:.4f} / "
                      f"{r['measured_b_ms']:.4f} | {r['b_error']:+.0%} | "
-                     f"{'yes' if r['winner_agrees'] else 'no'} | {bases} |")
+                     f"{'yes' if r['winner_agrees'] else 'no'} | "
+                     f"{r['predicted_b_ms'] / r['predicted_a_ms']:.3f} / "
+                     f"{r.get('paired_ratio', float('nan')):.3f} | {bases} |")
     return "\n".join(lines) + "\n"
 
 
@@ -437,6 +497,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     parser.add_argument("--models", default="", help="comma-separated subset of the cases")
+    parser.add_argument("--real", action="store_true", help=f"only the real models: "
+                        f"{', '.join(REAL)}")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pyc-whatif")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out-name", default="whatif")
@@ -449,15 +511,25 @@ def main() -> None:
     args.work.mkdir(parents=True)
     os.environ[cost.STORE_ENV] = str(args.work / "calibration.json")
     os.environ["PYC_TUNING_DB"] = str(args.work / "tuning.json")  # fresh: only --tune fills it
-    names = args.models.split(",") if args.models else (QUICK if args.quick else
-                                                        [c.name for c in CASES])
+    names = args.models.split(",") if args.models else (
+        QUICK if args.quick else REAL if args.real else [c.name for c in CASES])
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     bench = Bench(args.work, args.rounds)
     rows: list[dict[str, Any]] = []
+    model_seconds, skipped = {}, {}
     for case in CASES:
         if case.name in names:
+            missing = _missing(case)
+            if missing:  # a real model whose files are absent: said in the results
+                print(f"{case.name} skipped: {missing}", flush=True)
+                skipped[case.name] = missing
+                continue
+            case_started = time.monotonic()
             run_case(bench, case, rows, args.tune)
+            model_seconds[case.name] = time.monotonic() - case_started
+    real_rows = [r for r in rows if r["model"] in REAL]
+    real = summarize(real_rows) if real_rows else None
     summary = summarize(rows)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python benchmarks/bench_whatif.py " + " ".join(sys.argv[1:]),
@@ -465,13 +537,14 @@ def main() -> None:
                        f"{cost.effective_threads(0)} cores usable",
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
             "seconds": time.monotonic() - started, "rounds": args.rounds, "tie": TIE,
-            "tune_s": args.tune}
+            "tune_s": args.tune, "model_seconds": model_seconds, "skipped": skipped}
     out = ROOT / "benchmarks" / "results"
     (out / f"{args.out_name}.json").write_text(json.dumps(
-        {"meta": meta, "summary": summary, "pairs": rows}, indent=1, sort_keys=True, default=str)
+        {"meta": meta, "summary": summary, "summary_real_models": real, "pairs": rows},
+        indent=1, sort_keys=True, default=str)
         + "\n")
-    (out / f"{args.out_name}.md").write_text(markdown(summary, rows, meta))
-    print(json.dumps(summary, indent=1))
+    (out / f"{args.out_name}.md").write_text(markdown(summary, rows, meta, real))
+    print(json.dumps({"all": summary, "real": real}, indent=1))
 
 
 if __name__ == "__main__":

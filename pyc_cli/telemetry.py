@@ -5,7 +5,7 @@ With `PYC_TELEMETRY=PATH` in the environment, a model loaded by `pyc_cli.load` (
 served it (`generic` or a shape bucket's id), the thread count it ran with and its latency
 (count, sum, min, max and a log-scale histogram per plan, dims and threads). Every
 `PYC_TELEMETRY_KERNEL_EVERY`-th run of a plan (default 50; 0: never) is also run once more, in a
-background thread, through the `pyc run --profile` build of that plan (compare/kernel_sampler.py)
+background thread, through the `pyc run --profile` build of that plan (runtime/kernel_sampler.py)
 at the run's own shapes to time each kernel call (at most MAX_KERNEL_POINTS plan and dims points
 per process; not the generic plan of an artifact with shape buckets); the profiling library is
 compiled in that thread on first need, so no run waits for it. The file is written atomically
@@ -38,7 +38,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import importlib
 import json
 import math
 import os
@@ -368,7 +367,7 @@ class Recorder:
         self._warned = False
         self._profiler: Any = None
         # the generic plan of an artifact with buckets: its profiling build would need the
-        # dispatch table regenerated (compare/kernel_sampler.py); its kernels are not timed
+        # dispatch table regenerated (runtime/kernel_sampler.py); its kernels are not timed
         self._unprofiled = {"generic"} if manifest.get("buckets") else set()
         atexit.register(_flush_at_exit, weakref.ref(self))
 
@@ -389,11 +388,11 @@ class Recorder:
     def _sample_kernels(self, plan: str, dims: dict[str, int], feeds: Mapping[str, Any]) -> None:
         with self._lock:
             if self._profiler is None:
-                # the profiler is the tools layer's (`pyc run --profile`'s build, compare/): it
-                # is looked up by name, only when a sample is due, so the runtime does not
-                # import the tools it sits below (pyc_cli/testing/layers.py)
-                sampler = importlib.import_module("pyc_cli.compare.kernel_sampler").KernelSampler
-                self._profiler = sampler(self.root, self.manifest, self._add_kernels)
+                # imported when a sample is first due: the profiling build pulls in the code
+                # generator, which a run without kernel samples never needs
+                from .runtime.kernel_sampler import KernelSampler
+
+                self._profiler = KernelSampler(self.root, self.manifest, self._add_kernels)
         self._profiler.submit(plan, dims, feeds)
 
     def _add_kernels(self, plan: str, dims: dict[str, int], rows: list[tuple[Any, ...]]) -> None:

@@ -26,6 +26,19 @@ def test_no_circle() -> None:
     assert layers.circles(layers.imports(ROOT)) == []
 
 
+def test_no_module_is_imported_by_name() -> None:
+    """A module loaded by name (importlib.import_module, __import__) is a dependency the layer
+    reading cannot see: the runtime's kernel sampler, which telemetry once looked up so, is a
+    plain import of a module below the api layer."""
+    hidden = [str(p.relative_to(ROOT)) for p in sorted(ROOT.rglob("*.py"))
+              if "import_module(" in p.read_text() or "__import__(" in p.read_text()]
+    assert hidden == []
+    edge = [i for i in layers.imports(ROOT) if i.importer == "pyc_cli.telemetry"
+            and i.imported == "pyc_cli.runtime.kernel_sampler"]
+    assert edge and layers.layer_of("pyc_cli.runtime.kernel_sampler") < layers.layer_of(
+        "pyc_cli.telemetry")
+
+
 def test_the_detector_sees_an_upward_import_and_a_circle(tmp_path: Path) -> None:
     """The reading itself can fail: a planted upward import and a planted loop are found."""
     package = tmp_path / "pyc_cli"

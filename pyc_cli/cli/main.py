@@ -685,7 +685,7 @@ def _profile(artifact: Path, feeds: dict[str, np.ndarray], warmup: int, repeat: 
              ) -> Any:
     """The per-call profile of `pyc run --profile` (after the artifact's files are verified)."""
     from ..artifact.reader import read_manifest, verify_files
-    from ..compare.profile import profile_run
+    from ..runtime.profile import profile_run
 
     manifest = read_manifest(artifact)
     verify_files(artifact, manifest)

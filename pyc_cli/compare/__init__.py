@@ -1,8 +1,9 @@
 """`pyc run --compare ort [--per-node]`: the compiled model against onnxruntime on the source model.
 
-`metrics` judges one value against the reference, `reference` runs onnxruntime, `debug_build`
-builds the artifact's kernels with a tapping entry point, `per_node` maps compiled values back to
-ONNX values, `report` prints and serializes the result.
+`metrics` judges one value against the reference, `reference` runs onnxruntime, `reference64`
+the model in float64, runtime/debug_build builds the artifact's kernels with a tapping entry
+point, `per_node` maps compiled values back to ONNX values, `report` prints and serializes the
+result.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,21 @@ class ClauseResult:
     value: float
     holds: bool
     drove: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)  # beside the value, for information
 
     def to_json(self) -> dict[str, Any]:
         return {"clause": self.clause.text, "name": self.clause.name, "limit": self.clause.limit,
-                "value": self.value, "holds": self.holds, "drove": self.drove}
+                "value": self.value, "holds": self.holds, "drove": self.drove, **self.extra}
 
     def line(self) -> str:
         shown = "differing outputs: " + str(int(self.value)) \
             if self.clause.name == "deterministic" else self.clause.show(self.value)
-        return f"contract {self.clause.text}: measured {shown}, " \
+        against = f" against the {self.extra['float64_reference']}" \
+            if "onnxruntime_fp32" in self.extra and \
+            not str(self.extra.get("float64_reference")).startswith("unavailable") else ""
+        beside = f" (onnxruntime float32: {self.extra['onnxruntime_fp32']:.3g})" \
+            if "onnxruntime_fp32" in self.extra else ""
+        return f"contract {self.clause.text}: measured {shown}{against}{beside}, " \
                f"{'holds' if self.holds else 'BROKEN'}"
 
     def error(self) -> PycError:
@@ -52,11 +58,13 @@ def check_run(artifact: Path, model: Any, feeds: dict[str, np.ndarray],
               outputs: dict[str, np.ndarray], latency_ms: dict[str, Any],
               model_path: Path | None = None) -> list[ClauseResult]:
     """Measure every clause: the arena the loaded model holds, a second run's output bytes,
-    the error against onnxruntime, the timed runs' percentile."""
+    the error against a float64 reference (onnxruntime's float32 beside it), the timed runs'
+    percentile."""
     promised = artifact_contract(artifact)
     log = _decisions(artifact)
     results = []
     for clause in promised.clauses:
+        extra: dict[str, Any] = {}
         if clause.name == "arena":
             value, drove = float(model.arena_bytes), _policy(log)
         elif clause.name == "deterministic":
@@ -65,34 +73,59 @@ def check_run(artifact: Path, model: Any, feeds: dict[str, np.ndarray],
             value, drove = float(len(differ)), [f"output {n} changed between two runs"
                                                 for n in differ] + _policy(log)
         elif clause.name == "max_rel_err":
-            value, drove = _relative_error(artifact, feeds, outputs, model_path)
+            value, drove, extra = _relative_error(artifact, feeds, outputs, model_path)
             drove += _precision_decisions(log)
         else:
             value = float(latency_ms[f"p{clause.percentile}"]) / 1e3
             drove = [f"over {latency_ms['runs']} timed runs"] + _policy(log) + _kernels(log)
         holds = value == 0 if clause.name == "deterministic" else clause.holds(value)
-        results.append(ClauseResult(clause, value, holds, drove))
+        results.append(ClauseResult(clause, value, holds, drove, extra))
     return results
 
 
 def _relative_error(artifact: Path, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                    model_path: Path | None) -> tuple[float, list[str]]:
+                    model_path: Path | None) -> tuple[float, list[str], dict[str, Any]]:
     """max |output - reference| / max |reference| over the float outputs (the infinity-norm
-    relative error), against onnxruntime on the source model."""
+    relative error) against the true value: the source model evaluated in float64
+    (compare/reference64.py). The error against onnxruntime in float32 comes beside it, for
+    information; it is the clause's value only where no float64 reference can run the model."""
     from .reference import run_reference
+    from .reference64 import run_float64
 
-    reference = run_reference(source_model(artifact, read_manifest(artifact), model_path), feeds)
+    source = source_model(artifact, read_manifest(artifact), model_path)
+    fp32 = _norm_errors(outputs, run_reference(source, feeds))
+    extra: dict[str, Any] = {"onnxruntime_fp32": max(fp32.values()) if fp32 else 0.0}
+    try:
+        wide, computed_by = run_float64(source, feeds)
+    except PycError as exc:  # no float64 evaluation of this model: onnxruntime's float32
+        extra["float64_reference"] = f"unavailable ({exc.hint})"
+        value, drove = _worst(fp32, "onnxruntime in float32: no float64 reference ran the model")
+        return value, drove, extra
+    extra["float64_reference"] = computed_by
+    value, drove = _worst(_norm_errors(outputs, wide), f"float64 reference: {computed_by}")
+    return value, drove + [f"against onnxruntime in float32: {extra['onnxruntime_fp32']:.3g}"], \
+        extra
+
+
+def _norm_errors(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]
+                 ) -> dict[str, float]:
     errors = {}
     for name, got in outputs.items():
         want = np.asarray(reference[name])
         if not np.issubdtype(want.dtype, np.floating) or want.size == 0:
             continue
-        scale = float(np.max(np.abs(want.astype(np.float64)))) or 1.0
-        errors[name] = compare_value(name, np.asarray(got), want).max_abs_error / scale
+        wide = want.astype(np.float64)
+        scale = float(np.max(np.abs(wide))) or 1.0
+        errors[name] = compare_value(name, np.asarray(got).astype(np.float64),
+                                     wide).max_abs_error / scale
+    return errors
+
+
+def _worst(errors: dict[str, float], against: str) -> tuple[float, list[str]]:
     if not errors:
         return 0.0, ["no floating output"]
     worst = max(errors, key=lambda n: errors[n])
-    return errors[worst], [f"output {worst} (max |error| / max |reference| against onnxruntime)"]
+    return errors[worst], [f"output {worst} (max |error| / max |reference| against {against})"]
 
 
 def _decisions(artifact: Path) -> list[dict[str, Any]]:

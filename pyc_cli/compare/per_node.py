@@ -21,8 +21,8 @@ import onnx
 from ..ir.annotations import ALIAS_KERNELS
 from ..ir.graph import Graph, Node
 from ..ops.layout import BLOCKED_SUFFIX, to_plain
+from ..runtime.debug_build import ArtifactPlan, Tap, build_debug_model, read_plan, tap_spec
 from ..targets.cpu.target import CpuTarget
-from .debug_build import ArtifactPlan, Tap, build_debug_model, read_plan, tap_spec
 from .metrics import ValueComparison, compare_value
 from .reference import run_reference
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from rich.console import Console
 from rich.table import Table
 
-from .profile import CallTime, Profile
+from ..runtime.profile import CallTime, Profile
 
 SLOWEST_SHOWN = 20
 

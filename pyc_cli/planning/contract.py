@@ -10,8 +10,9 @@ Clauses (comma-separated; each at most once):
 - `deterministic`: the build replays its policy's decisions and refuses it if they differ
   (PYC-E061); at run time two runs on the same inputs must give the same output bytes;
 - `max_rel_err<=X`: per float output, max |output - reference| / max |reference| (the
-  infinity-norm relative error, so elements near zero do not dominate) against onnxruntime on
-  the source model; measured at run time only;
+  infinity-norm relative error, so elements near zero do not dominate) against the true value:
+  the source model evaluated in float64 (compare/reference64.py; onnxruntime's float32 error is
+  reported beside it); measured at run time only;
 - `latency_pNN<=TIME` (p50, p90, p95, p99; us, ms, s): the NN-th percentile of timed runs;
   measured at run time (no build-time prediction exists yet: the what-if simulator of #16).
 A malformed contract is PYC-E062; a broken clause PYC-E063, naming the clause, the value and the

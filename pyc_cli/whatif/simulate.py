@@ -303,7 +303,7 @@ def measure_timings(setup: Setup, runs: int = 20, threads: int | None = None) ->
     import os
 
     from ..api import load
-    from ..compare.profile import profile_run
+    from ..runtime.profile import profile_run
     from ..runtime.timing import RunPlan
 
     assert setup.artifact is not None and setup.manifest is not None and setup.graph is not None

@@ -1,5 +1,5 @@
 """Sampled per-kernel timings for run telemetry (pyc_cli/telemetry.py): a sampled run is run
-once more through the `pyc run --profile` build of the plan that served it (compare/profile.py:
+once more through the `pyc run --profile` build of the plan that served it (runtime/profile.py:
 the artifact's kernels behind a run function reading the clock after every call, reached through
 the artifact's own entry points, so a symbolic plan is timed at the run's shapes), in a
 background thread, so the run that was sampled does not wait. The profiling library is compiled in that
