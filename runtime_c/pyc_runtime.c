@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -154,13 +155,22 @@ int pyc_threads_wanted(int build_default) {
   return build_default > 0 ? build_default : available_cores();
 }
 
-int pyc_run_begin(int wanted) {
-  int others = atomic_fetch_add(&runs_in_flight, 1);
+/* the team a run of `wanted` threads gets: the cores are shared among the runs in flight
+ * (`others` besides this one), and a run inside another OpenMP team stays on its thread */
+static int team_size(int wanted, int others) {
   int share = available_cores() / (others + 1);
   int threads = wanted < share ? wanted : share;
 #if defined(_OPENMP)
+  if (omp_in_parallel()) threads = 1;
+#endif
+  return threads > 1 ? threads : 1;
+}
+
+/* sets the calling thread's team for this run; returns what pyc_run_end restores */
+static int start_team(int threads) {
+#if defined(_OPENMP)
   int saved = omp_get_max_threads() * 2 + (omp_get_dynamic() != 0);
-  omp_set_num_threads(threads > 1 && !omp_in_parallel() ? threads : 1);
+  omp_set_num_threads(threads);
   /* a fixed team: the runtime's dynamic adjustment (libgomp: online cores minus the load
    * average) counts this process's own threads as load, and halved a busy model's team */
   omp_set_dynamic(0);
@@ -171,6 +181,11 @@ int pyc_run_begin(int wanted) {
 #endif
 }
 
+int pyc_run_begin(int wanted) {
+  int others = atomic_fetch_add(&runs_in_flight, 1);
+  return start_team(team_size(wanted, others));
+}
+
 void pyc_run_end(int saved) {
   atomic_fetch_sub(&runs_in_flight, 1);
 #if defined(_OPENMP)
@@ -179,4 +194,88 @@ void pyc_run_end(int saved) {
 #else
   (void)saved;
 #endif
+}
+
+/* ---- the adaptive team (pyc_runtime.h says why) ---- */
+
+int pyc_team_arm(const pyc_team* team) {
+  return team->probe_left > 0 ? 1 - team->arm : team->arm;
+}
+
+/* runs between probes after one that kept the arm: doubled, within the bounds, and never
+ * more than PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace */
+static int next_interval(int interval, double ms) {
+  int doubled = interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : interval * 2;
+  double by_time = ms > 0.0 ? PYC_TEAM_MAX_PROBE_MS / ms : (double)PYC_TEAM_MAX_INTERVAL;
+  if (doubled > PYC_TEAM_MAX_INTERVAL) doubled = PYC_TEAM_MAX_INTERVAL;
+  if ((double)doubled > by_time) doubled = by_time < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : (int)by_time;
+  return doubled;
+}
+
+/* a probe's last run: the other arm's mean is its probe's mean (fresh: the load it saw may
+ * be gone); switch when it beats the current arm's running mean by 5% (no flapping between
+ * near-equal arms) */
+static void end_probe(pyc_team* team) {
+  int other = 1 - team->arm;
+  team->ms[other] = team->probe_ms / PYC_TEAM_PROBE_RUNS;
+  team->probe_ms = 0.0;
+  if (team->ms[other] < team->ms[team->arm] * 0.95) {
+    team->arm = other;
+    team->interval = PYC_TEAM_MIN_INTERVAL;
+  } else {
+    team->interval = next_interval(team->interval, team->ms[team->arm]);
+  }
+  team->since = 0;
+  team->settled = team->ms[team->arm];
+}
+
+void pyc_team_record(pyc_team* team, int arm, double ms) {
+  if (!(ms >= 0.0) || ms > 600000.0) return;  /* a clock step, not a run */
+  if (team->probe_left > 0 && arm != team->arm) {
+    team->probe_ms += ms;
+    if (--team->probe_left == 0) end_probe(team);
+    return;
+  }
+  if (arm != team->arm) return;
+  /* running mean over about the last 8 runs: tails count (a descheduled team thread shows
+   * as rare long runs, which is what the one-thread arm avoids) */
+  team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
+  if (team->settled <= 0.0) team->settled = team->ms[arm];
+  int interval = team->interval > 0 ? team->interval : PYC_TEAM_MIN_INTERVAL;
+  if (++team->since >= interval || team->ms[arm] > 2.0 * team->settled) {
+    team->probe_left = PYC_TEAM_PROBE_RUNS;
+    team->probe_ms = 0.0;
+  }
+}
+
+int pyc_team_adaptive(void) {
+  const char* text = getenv("PYC_ADAPTIVE_THREADS");
+  return !(text != NULL && strcmp(text, "0") == 0);
+}
+
+/* milliseconds on a clock for intervals (C11's timespec_get: the wall clock, whose rare steps
+ * pyc_team_record drops) */
+static double now_ms(void) {
+  struct timespec ts;
+  if (timespec_get(&ts, TIME_UTC) != TIME_UTC) return -1.0;
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+int pyc_run_begin_team(pyc_team* team, int wanted) {
+  int others = atomic_fetch_add(&runs_in_flight, 1);
+  int threads = team_size(wanted, others);
+  team->used = -1;
+  if (threads > 1 && !team->off) {  /* two arms to choose from */
+    team->used = pyc_team_arm(team);
+    if (team->used == 1) threads = 1;
+    team->started = now_ms();
+  }
+  return start_team(threads);
+}
+
+void pyc_run_end_team(pyc_team* team, int saved) {
+  if (team->used >= 0 && team->started >= 0.0) {
+    pyc_team_record(team, team->used, now_ms() - team->started);
+  }
+  pyc_run_end(saved);
 }
