@@ -212,16 +212,19 @@ static int next_interval(int interval, double ms) {
   return doubled;
 }
 
-/* a probe's last run: the other arm's mean is its probe's mean (fresh: the load it saw may
- * be gone); switch when it beats the current arm's running mean by 5% (no flapping between
- * near-equal arms) */
+/* a probe's last run: the other arm's mean moves halfway to the probe's mean (a short probe
+ * rarely sees the rare long runs that made the arm lose, so its old mean keeps some weight;
+ * a load that left still shows within a few probes); switch when it beats the current arm's
+ * running mean by 5% (no flapping between near-equal arms). A probe that keeps the arm doubles
+ * the interval; a switch keeps it (the new arm's own doubling probes at once if it goes bad,
+ * and a pair of arms that keep trading places is probed ever more rarely). */
 static void end_probe(pyc_team* team) {
   int other = 1 - team->arm;
-  team->ms[other] = team->probe_ms / PYC_TEAM_PROBE_RUNS;
+  double probe = team->probe_ms / PYC_TEAM_PROBE_RUNS;
+  team->ms[other] = team->ms[other] > 0.0 ? 0.5 * (team->ms[other] + probe) : probe;
   team->probe_ms = 0.0;
   if (team->ms[other] < team->ms[team->arm] * 0.95) {
     team->arm = other;
-    team->interval = PYC_TEAM_MIN_INTERVAL;
   } else {
     team->interval = next_interval(team->interval, team->ms[team->arm]);
   }
