@@ -24,6 +24,7 @@ OUT.json and OUT.md. Quote ratios, not absolute times: the host's other tenants 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -69,10 +70,8 @@ class Server:
         return json.loads(line)
 
     def close(self) -> None:
-        try:
-            self.ask("quit")
-        except (RuntimeError, BrokenPipeError, json.JSONDecodeError):
-            pass
+        with contextlib.suppress(RuntimeError, BrokenPipeError, json.JSONDecodeError):
+            self.ask("quit")  # answered by the end of the stream
         self.process.wait(timeout=30)
 
 
@@ -91,7 +90,8 @@ def build(tree: Path, source: Path, shapes: dict, out: Path, threads: int) -> Pa
             "pyc_cli.build(a['src'], a['out'], input_shapes={k: tuple(v) for k, v in "
             "a['shapes'].items()}, threads=a['threads'], force=True)")
     spec = {"src": str(source), "out": str(out), "shapes": shapes, "threads": threads}
-    subprocess.run([sys.executable, "-c", code, json.dumps(spec)], check=True,
+    # cwd=tree: `python -c` puts the working directory ahead of PYTHONPATH on sys.path
+    subprocess.run([sys.executable, "-c", code, json.dumps(spec)], check=True, cwd=tree,
                    env=dict(os.environ, PYTHONPATH=str(tree)))
     return out
 
