@@ -202,14 +202,21 @@ int pyc_team_arm(const pyc_team* team) {
   return team->probe_left > 0 ? 1 - team->arm : team->arm;
 }
 
-/* runs between probes after one that kept the arm: doubled, within the bounds, and never
- * more than PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace */
-static int next_interval(int interval, double ms) {
-  int doubled = interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : interval * 2;
-  double by_time = ms > 0.0 ? PYC_TEAM_MAX_PROBE_MS / ms : (double)PYC_TEAM_MAX_INTERVAL;
-  if (doubled > PYC_TEAM_MAX_INTERVAL) doubled = PYC_TEAM_MAX_INTERVAL;
-  if ((double)doubled > by_time) doubled = by_time < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : (int)by_time;
-  return doubled;
+/* runs between probes after one that kept the arm: doubled, up to PYC_TEAM_MAX_INTERVAL and
+ * to PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace (a load that left is seen within
+ * seconds), but never so few that the probes take more than ~1/16 of the time (a loaded
+ * host's full team can be 10x slower than one thread) */
+static int next_interval(const pyc_team* team) {
+  int interval = team->interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : team->interval * 2;
+  double arm = team->ms[team->arm];
+  double other = team->ms[1 - team->arm];
+  if (interval > PYC_TEAM_MAX_INTERVAL) interval = PYC_TEAM_MAX_INTERVAL;
+  if (arm <= 0.0) return interval;
+  double by_time = PYC_TEAM_MAX_PROBE_MS / arm;
+  if ((double)interval > by_time) interval = by_time < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : (int)by_time;
+  double by_cost = 16.0 * PYC_TEAM_PROBE_RUNS * other / arm;
+  if ((double)interval < by_cost) interval = by_cost > 4.0 * PYC_TEAM_MAX_INTERVAL ? 4 * PYC_TEAM_MAX_INTERVAL : (int)by_cost;
+  return interval;
 }
 
 /* a probe's last run: the other arm's mean moves halfway to the probe's mean (a short probe
@@ -226,7 +233,7 @@ static void end_probe(pyc_team* team) {
   if (team->ms[other] < team->ms[team->arm] * 0.95) {
     team->arm = other;
   } else {
-    team->interval = next_interval(team->interval, team->ms[team->arm]);
+    team->interval = next_interval(team);
   }
   team->since = 0;
   team->settled = team->ms[team->arm];
@@ -245,7 +252,9 @@ void pyc_team_record(pyc_team* team, int arm, double ms) {
   team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
   if (team->settled <= 0.0) team->settled = team->ms[arm];
   int interval = team->interval > 0 ? team->interval : PYC_TEAM_MIN_INTERVAL;
-  if (++team->since >= interval || team->ms[arm] > 2.0 * team->settled) {
+  /* the full team's mean doubling (a load arrived) probes one thread at once; one thread
+   * slowing down says nothing good of the full team */
+  if (++team->since >= interval || (arm == 0 && team->ms[arm] > 2.0 * team->settled)) {
     team->probe_left = PYC_TEAM_PROBE_RUNS;
     team->probe_ms = 0.0;
   }

@@ -78,8 +78,8 @@ void pyc_run_end(int saved);
  * several times its 1-thread time. So each context times its own runs and picks, among two
  * arms, the team with the lower running mean: arm 0 = the full team pyc_run_begin would form,
  * arm 1 = one thread. The other arm is probed now and then (PYC_TEAM_PROBE_RUNS runs; at most
- * every few seconds, sooner when the current arm's time doubles), so the choice follows the
- * load both ways. Results do not change: every parallel loop writes disjoint outputs, so a run
+ * every few seconds unless the probes would take over 1/16 of the time; at once when the full
+ * team's time doubles), so the choice follows the load both ways. Results do not change: every parallel loop writes disjoint outputs, so a run
  * is bitwise the same at every team size (PYC_PARALLEL_FOR). Off (a fixed team, e.g. to time
  * the full team) with PYC_ADAPTIVE_THREADS=0. The state lives in the context, which one run
  * uses at a time: no locks. pyc_team_arm / pyc_team_record are the pure decision (tested with

@@ -88,6 +88,19 @@ def test_the_choice_follows_the_load_both_ways(driver: Path) -> None:
     assert used[2000 + back:].count("1") <= 2 * PROBE_RUNS
 
 
+def test_probes_of_a_much_slower_team_cost_little(driver: Path, rng: np.random.Generator) -> None:
+    # a loaded host: the full team 10x slower than one thread, whose own times jump now and
+    # then (that says nothing good of the full team: no extra probes); in the steady state
+    # the probes take ~1/16 of the time at most
+    lines = [f"20.0 {10.0 if rng.random() < 0.1 else 2.0}" for _ in range(4000)]
+    used = arms(driver, lines)
+    spent = [float(line.split()[int(arm)]) for line, arm in zip(lines, used)]
+    probing = sum(t for t, arm in zip(spent[500:], used[500:]) if arm == "0")
+    assert probing < 0.06 * sum(spent[500:])
+    # and from the start: after the first probe, the next come at a spacing set by their cost
+    assert used[:300].count("0") <= MIN_INTERVAL + 3 * PROBE_RUNS
+
+
 def test_a_slow_model_reprobes_within_seconds(driver: Path) -> None:
     # 25 ms a run on the full team: probes at most MAX_PROBE_MS of runs apart (160 runs),
     # so a load that left is seen within seconds, not after MAX_INTERVAL slow runs
