@@ -179,14 +179,15 @@ def markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`", "",
              "busyN: N busy-loop processes spin during the timings (busy0: none; the shared "
              "host's other tenants are not ours, see the load average). Ratios: engine / "
-             "reference (onnxruntime) in the same rounds.", "",
-             "| model | load | loadavg | engine | p50 ms | p95 ms | p50 / ref | p95 / ref |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+             "reference (onnxruntime) in the same rounds. `pyc@TREE`: the artifact another "
+             "PyC tree builds and runs (the A/B's base).", "",
+             "| model | load | loadavg | engine | p50 ms | p95 ms | mean ms | p50 / ref | p95 / ref |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for model, result in report["models"].items():
         for level, data in result["levels"].items():
             for name, stats in data["engines"].items():
                 lines.append(f"| {model} | {level} | {data['loadavg_1min']:.1f} | {name} | "
-                             f"{stats['p50']:.3f} | {stats['p95']:.3f} | "
+                             f"{stats['p50']:.3f} | {stats['p95']:.3f} | {stats['mean']:.3f} | "
                              f"{data['p50_over_reference'][name]:.2f} | "
                              f"{data['p95_over_reference'][name]:.2f} |")
     return "\n".join(lines) + "\n"
@@ -203,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.4,
                         help="about this long per engine and round (quiet host)")
     parser.add_argument("--out", type=Path, help="writes OUT.json and OUT.md")
+    parser.add_argument("--markdown", type=Path, metavar="JSON",
+                        help="only rewrite JSON's markdown table (JSON with the suffix .md)")
     args = parser.parse_args(argv)
+    if args.markdown:
+        args.markdown.with_suffix(".md").write_text(markdown(json.loads(args.markdown.read_text())))
+        return 0
     report = {"command": "python benchmarks/under_load.py " + " ".join(argv or sys.argv[1:]),
               "threads": args.threads, "cores": os.cpu_count(), "rounds": args.rounds,
               "models": {m: measure_model(m, args) for m in args.models.split(",")}}
