@@ -172,3 +172,18 @@ def test_runs_under_the_adaptive_team_are_bitwise_those_of_a_fixed_team(
         np.testing.assert_array_equal(y, fixed1[0])
     expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     np.testing.assert_allclose(adaptive[-1], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("before", [None, "1", "0"])
+def test_fixed_team_sets_the_variable_for_the_loads_inside_and_restores_it(
+        before: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuning and --measure time at a thread count: models they load keep the full team."""
+    from pyc_cli.runtime.timing import fixed_team
+
+    if before is None:
+        monkeypatch.delenv("PYC_ADAPTIVE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("PYC_ADAPTIVE_THREADS", before)
+    with fixed_team():
+        assert os.environ["PYC_ADAPTIVE_THREADS"] == "0"
+    assert os.environ.get("PYC_ADAPTIVE_THREADS") == before
