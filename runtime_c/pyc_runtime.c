@@ -202,15 +202,13 @@ int pyc_team_arm(const pyc_team* team) {
   return team->probe_left > 0 ? 1 - team->arm : team->arm;
 }
 
-/* runs between probes after one that kept the arm: doubled, up to PYC_TEAM_MAX_INTERVAL and
- * to PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace (a load that left is seen within
- * seconds), but never so few that the probes take more than ~1/16 of the time (a loaded
- * host's full team can be 10x slower than one thread) */
-static int next_interval(const pyc_team* team) {
-  int interval = team->interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : team->interval * 2;
+/* `interval` runs between probes, kept within PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace
+ * (a load that left is seen within seconds), but never so few that the probes take more than
+ * ~1/16 of the time (a loaded host's full team can be 10x slower than one thread) */
+static int spaced(const pyc_team* team, int interval) {
   double arm = team->ms[team->arm];
   double other = team->ms[1 - team->arm];
-  if (interval > PYC_TEAM_MAX_INTERVAL) interval = PYC_TEAM_MAX_INTERVAL;
+  if (interval < PYC_TEAM_MIN_INTERVAL) interval = PYC_TEAM_MIN_INTERVAL;
   if (arm <= 0.0) return interval;
   double by_time = PYC_TEAM_MAX_PROBE_MS / arm;
   if ((double)interval > by_time) interval = by_time < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : (int)by_time;
@@ -223,8 +221,9 @@ static int next_interval(const pyc_team* team) {
  * rarely sees the rare long runs that made the arm lose, so its old mean keeps some weight;
  * a load that left still shows within a few probes); switch when it beats the current arm's
  * running mean by 5% (no flapping between near-equal arms). A probe that keeps the arm doubles
- * the interval; a switch keeps it (the new arm's own doubling probes at once if it goes bad,
- * and a pair of arms that keep trading places is probed ever more rarely). */
+ * the interval (up to PYC_TEAM_MAX_INTERVAL); a switch keeps it (the full team's doubling
+ * probes at once if it goes bad, and a pair of arms that keep trading places is probed ever
+ * more rarely); either way it is then spaced by the probes' cost. */
 static void end_probe(pyc_team* team) {
   int other = 1 - team->arm;
   double probe = team->probe_ms / PYC_TEAM_PROBE_RUNS;
@@ -232,8 +231,10 @@ static void end_probe(pyc_team* team) {
   team->probe_ms = 0.0;
   if (team->ms[other] < team->ms[team->arm] * 0.95) {
     team->arm = other;
+    team->interval = spaced(team, team->interval);
   } else {
-    team->interval = next_interval(team);
+    int doubled = team->interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : 2 * team->interval;
+    team->interval = spaced(team, doubled < PYC_TEAM_MAX_INTERVAL ? doubled : PYC_TEAM_MAX_INTERVAL);
   }
   team->since = 0;
   team->settled = team->ms[team->arm];
