@@ -7,7 +7,7 @@ FAST_TESTS = tests/ir tests/passes tests/planning tests/ops/test_references.py \
 	tests/ops/test_ops_hold_semantics.py tests/targets/cpu/test_cpu_kernels.py tests/test_layers.py \
 	tests/test_abi.py tests/testing/test_oracle.py tests/testing/test_per_node.py tests/testing/test_known.py
 
-.PHONY: test test-fast check-determinism golden bench bench-dynamic bench-feedback bench-pressure bench-whatif bench-check bench-baseline lint docs models coverage fuzz architecture
+.PHONY: test test-fast check-determinism golden bench bench-load bench-dynamic bench-feedback bench-pressure bench-whatif bench-check bench-baseline lint docs models coverage fuzz architecture
 
 test:  ## run the whole test suite
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -36,6 +36,12 @@ bench-feedback:  ## issue #16 point 5: tail-latency drift before/after one pyc b
 	$(PYTHON) benchmarks/feedback_drift.py --work /tmp/pyc-feedback
 
 # issue #15 point 5: MiniLM-L6 on a long-tailed stream of (batch, seq) requests: the generic
+# PyC (adaptive team; fixed team: PYC_ADAPTIVE_THREADS=0) vs onnxruntime at 2 threads, idle and
+# beside 1 and 2 busy-loop processes, interleaved (benchmarks/results/under-load.{json,md})
+bench-load:  ## issue #13 point 2: p50/p95 under synthetic CPU load, PyC vs onnxruntime
+	$(PYTHON) benchmarks/under_load.py --engines pyc,pyc+PYC_ADAPTIVE_THREADS=0,ort \
+		--out benchmarks/results/under-load
+
 # symbolic plan, shape buckets and onnxruntime, interleaved (benchmarks/results/dynamic-buckets.*)
 bench-dynamic:  ## p50/p95 latency and arena: generic symbolic plan vs shape buckets vs onnxruntime
 	$(PYTHON) benchmarks/dynamic_buckets.py --work /tmp/pyc-dynamic-buckets

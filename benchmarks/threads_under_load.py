@@ -1,12 +1,13 @@
 """The wait policy of the OpenMP team on an idle and on a loaded machine, in one run.
 
     python benchmarks/threads_under_load.py [--model mlp] [--threads 2] [--runs 1500]
-        [--busy 2] [--policies default,spin:1000,spin:10000,passive] [--out results.json]
+        [--busy 2] [--policies default,spin:1000,spin:10000,passive,adaptive] [--out results.json]
 
 A team whose partner thread the OS has descheduled waits for it at every barrier; libgomp's
 default wait spins (~300k iterations) on the core the partner needs. For each wait policy (set
 in the environment of a fresh process before libgomp loads: `default`, `spin:N` =
-GOMP_SPINCOUNT=N, `passive` = OMP_WAIT_POLICY=passive; `onnxruntime`: onnxruntime on the
+GOMP_SPINCOUNT=N, `passive` = OMP_WAIT_POLICY=passive, all on a fixed team
+(PYC_ADAPTIVE_THREADS=0); `adaptive`: PyC's default adaptive team; `onnxruntime`: onnxruntime on the
 same model and threads, for reference), the model (real_models.py builds it,
 PyC with `--threads`) runs `--runs` back-to-back calls of its Python API after 50 warm-up
 calls, once on the machine as it is and once while `--busy` processes spin on the CPU (plain
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-POLICY_ENV = {"default": {}, "passive": {"OMP_WAIT_POLICY": "passive"}}
+POLICY_ENV = {"default": {}, "adaptive": {}, "passive": {"OMP_WAIT_POLICY": "passive"}}
 
 
 def policy_env(policy: str) -> dict[str, str]:
@@ -80,7 +81,9 @@ def latencies(call, runs: int) -> list[float]:  # noqa: ANN001
 def timed(policy: str, artifact: Path, feeds: Path, runs: int, threads: int) -> list[float]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "PYC_ENGINE")}
-    env.update(policy_env(policy), PYC_NUM_THREADS=str(threads))
+    # the wait policies act on a fixed team; `adaptive`: PyC's default, the adaptive team
+    env.update(policy_env(policy), PYC_NUM_THREADS=str(threads),
+               PYC_ADAPTIVE_THREADS="1" if policy == "adaptive" else "0")
     done = subprocess.run([sys.executable, __file__, "--child", str(artifact), str(feeds),
                            str(runs)], env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=1500)
     parser.add_argument("--busy", type=int, default=2, help="spinning processes for the load")
-    parser.add_argument("--policies", default="default,spin:1000,spin:10000,passive,onnxruntime")
+    parser.add_argument("--policies",
+                        default="default,spin:1000,spin:10000,passive,adaptive,onnxruntime")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -46,7 +46,7 @@ from .planning.plan import MemoryPlan
 from .planning.weights import layout_weights, weights_bytes, weights_checksum
 from .runtime.cuda import CudaModel, load_cuda
 from .runtime.native import CompiledModel, ModelFunctions, TensorSpec
-from .runtime.timing import RunPlan
+from .runtime.timing import RunPlan, fixed_team
 from .targets.base import ModelInfo, Target
 from .targets.kernel import KernelCandidate
 from .templating import templates_dir
@@ -372,8 +372,10 @@ class Bench:
                               verified=True)
         else:
             library = ctypes.CDLL(str(out / self.target.library_name))
-            model = CompiledModel(ModelFunctions.from_library(library, PREFIX),
-                                  out / "weights.bin", inputs, outputs, library, built.arena_bytes)
+            with fixed_team():  # variants are compared at the build's team size
+                model = CompiledModel(ModelFunctions.from_library(library, PREFIX),
+                                      out / "weights.bin", inputs, outputs, library,
+                                      built.arena_bytes)
         self.stack.callback(model.close)
         return model
 

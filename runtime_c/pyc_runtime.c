@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -154,13 +155,22 @@ int pyc_threads_wanted(int build_default) {
   return build_default > 0 ? build_default : available_cores();
 }
 
-int pyc_run_begin(int wanted) {
-  int others = atomic_fetch_add(&runs_in_flight, 1);
+/* the team a run of `wanted` threads gets: the cores are shared among the runs in flight
+ * (`others` besides this one), and a run inside another OpenMP team stays on its thread */
+static int team_size(int wanted, int others) {
   int share = available_cores() / (others + 1);
   int threads = wanted < share ? wanted : share;
 #if defined(_OPENMP)
+  if (omp_in_parallel()) threads = 1;
+#endif
+  return threads > 1 ? threads : 1;
+}
+
+/* sets the calling thread's team for this run; returns what pyc_run_end restores */
+static int start_team(int threads) {
+#if defined(_OPENMP)
   int saved = omp_get_max_threads() * 2 + (omp_get_dynamic() != 0);
-  omp_set_num_threads(threads > 1 && !omp_in_parallel() ? threads : 1);
+  omp_set_num_threads(threads);
   /* a fixed team: the runtime's dynamic adjustment (libgomp: online cores minus the load
    * average) counts this process's own threads as load, and halved a busy model's team */
   omp_set_dynamic(0);
@@ -171,6 +181,11 @@ int pyc_run_begin(int wanted) {
 #endif
 }
 
+int pyc_run_begin(int wanted) {
+  int others = atomic_fetch_add(&runs_in_flight, 1);
+  return start_team(team_size(wanted, others));
+}
+
 void pyc_run_end(int saved) {
   atomic_fetch_sub(&runs_in_flight, 1);
 #if defined(_OPENMP)
@@ -179,4 +194,101 @@ void pyc_run_end(int saved) {
 #else
   (void)saved;
 #endif
+}
+
+/* ---- the adaptive team (pyc_runtime.h says why) ---- */
+
+int pyc_team_arm(const pyc_team* team) {
+  return team->probe_left > 0 ? 1 - team->arm : team->arm;
+}
+
+/* `interval` runs between probes, kept within PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace
+ * (a load that left is seen within seconds), but never so few that the probes take more than
+ * ~1/16 of the time (a loaded host's full team can be 10x slower than one thread) */
+static int spaced(const pyc_team* team, int interval) {
+  double arm = team->ms[team->arm];
+  double other = team->ms[1 - team->arm];
+  if (interval < PYC_TEAM_MIN_INTERVAL) interval = PYC_TEAM_MIN_INTERVAL;
+  if (arm <= 0.0) return interval;
+  double by_time = PYC_TEAM_MAX_PROBE_MS / arm;
+  if ((double)interval > by_time) interval = by_time < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : (int)by_time;
+  double by_cost = 16.0 * PYC_TEAM_PROBE_RUNS * other / arm;
+  if ((double)interval < by_cost) interval = by_cost > 4.0 * PYC_TEAM_MAX_INTERVAL ? 4 * PYC_TEAM_MAX_INTERVAL : (int)by_cost;
+  return interval;
+}
+
+/* a probe's last run: the other arm's mean moves halfway to the probe's mean (a short probe
+ * rarely sees the rare long runs that made the arm lose, so its old mean keeps some weight;
+ * a load that left still shows within a few probes); switch when it beats the current arm's
+ * running mean by 5% (no flapping between near-equal arms). A probe that keeps the arm doubles
+ * the interval (up to PYC_TEAM_MAX_INTERVAL); a switch keeps it (the full team's doubling
+ * probes at once if it goes bad, and a pair of arms that keep trading places is probed ever
+ * more rarely); either way it is then spaced by the probes' cost. */
+static void end_probe(pyc_team* team) {
+  int other = 1 - team->arm;
+  double probe = team->probe_ms / PYC_TEAM_PROBE_RUNS;
+  team->ms[other] = team->ms[other] > 0.0 ? 0.5 * (team->ms[other] + probe) : probe;
+  team->probe_ms = 0.0;
+  if (team->ms[other] < team->ms[team->arm] * 0.95) {
+    team->arm = other;
+    team->interval = spaced(team, team->interval);
+  } else {
+    int doubled = team->interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : 2 * team->interval;
+    team->interval = spaced(team, doubled < PYC_TEAM_MAX_INTERVAL ? doubled : PYC_TEAM_MAX_INTERVAL);
+  }
+  team->since = 0;
+  team->settled = team->ms[team->arm];
+}
+
+void pyc_team_record(pyc_team* team, int arm, double ms) {
+  if (!(ms >= 0.0) || ms > 600000.0) return;  /* a clock step, not a run */
+  if (team->probe_left > 0 && arm != team->arm) {
+    team->probe_ms += ms;
+    if (--team->probe_left == 0) end_probe(team);
+    return;
+  }
+  if (arm != team->arm) return;
+  /* running mean over about the last 8 runs: tails count (a descheduled team thread shows
+   * as rare long runs, which is what the one-thread arm avoids) */
+  team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
+  if (team->settled <= 0.0) team->settled = team->ms[arm];
+  int interval = team->interval > 0 ? team->interval : PYC_TEAM_MIN_INTERVAL;
+  /* the full team's mean doubling (a load arrived) probes one thread at once; one thread
+   * slowing down says nothing good of the full team */
+  if (++team->since >= interval || (arm == 0 && team->ms[arm] > 2.0 * team->settled)) {
+    team->probe_left = PYC_TEAM_PROBE_RUNS;
+    team->probe_ms = 0.0;
+  }
+}
+
+int pyc_team_adaptive(void) {
+  const char* text = getenv("PYC_ADAPTIVE_THREADS");
+  return !(text != NULL && strcmp(text, "0") == 0);
+}
+
+/* milliseconds on a clock for intervals (C11's timespec_get: the wall clock, whose rare steps
+ * pyc_team_record drops) */
+static double now_ms(void) {
+  struct timespec ts;
+  if (timespec_get(&ts, TIME_UTC) != TIME_UTC) return -1.0;
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+int pyc_run_begin_team(pyc_team* team, int wanted) {
+  int others = atomic_fetch_add(&runs_in_flight, 1);
+  int threads = team_size(wanted, others);
+  team->used = -1;
+  if (threads > 1 && !team->off) {  /* two arms to choose from */
+    team->used = pyc_team_arm(team);
+    if (team->used == 1) threads = 1;
+    team->started = now_ms();
+  }
+  return start_team(threads);
+}
+
+void pyc_run_end_team(pyc_team* team, int saved) {
+  if (team->used >= 0 && team->started >= 0.0) {
+    pyc_team_record(team, team->used, now_ms() - team->started);
+  }
+  pyc_run_end(saved);
 }

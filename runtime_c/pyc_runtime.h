@@ -72,4 +72,42 @@ int pyc_threads_wanted(int build_default);
 int pyc_run_begin(int wanted);
 void pyc_run_end(int saved);
 
+/* An adaptive team (issue 13). On a host whose cores other processes keep busy, a team thread
+ * the OS has descheduled holds every parallel loop's closing barrier (OpenMP cannot hand its
+ * unclaimed chunks back to the caller, as onnxruntime's pool does): a 2-thread run then took
+ * several times its 1-thread time. So each context times its own runs and picks, among two
+ * arms, the team with the lower running mean: arm 0 = the full team pyc_run_begin would form,
+ * arm 1 = one thread. The other arm is probed now and then (PYC_TEAM_PROBE_RUNS runs; at most
+ * every few seconds unless the probes would take over 1/16 of the time; at once when the full
+ * team's time doubles), so the choice follows the load both ways. Results do not change: every parallel loop writes disjoint outputs, so a run
+ * is bitwise the same at every team size (PYC_PARALLEL_FOR). Off (a fixed team, e.g. to time
+ * the full team) with PYC_ADAPTIVE_THREADS=0. The state lives in the context, which one run
+ * uses at a time: no locks. pyc_team_arm / pyc_team_record are the pure decision (tested with
+ * made-up timings, tests/c/team_driver.c). */
+#define PYC_TEAM_PROBE_RUNS 2
+#define PYC_TEAM_MIN_INTERVAL 4    /* runs between probes after a switch */
+#define PYC_TEAM_MAX_INTERVAL 256  /* ... at most, doubling while the choice holds */
+#define PYC_TEAM_MAX_PROBE_MS 4000.0  /* and at most this long apart (a slow model re-probes) */
+typedef struct pyc_team {
+  int off;          /* 1: a fixed team (PYC_ADAPTIVE_THREADS=0) */
+  int arm;          /* the arm in use: 0 = the full team, 1 = one thread */
+  int probe_left;   /* runs left in a probe of the other arm (0: none) */
+  int since;        /* runs at `arm` since the last probe ended */
+  int interval;     /* runs at `arm` between probes (0: PYC_TEAM_MIN_INTERVAL) */
+  double ms[2];     /* each arm's milliseconds per run: running mean (0: not yet measured) */
+  double probe_ms;  /* the sum of this probe's runs so far */
+  double settled;   /* ms[arm] when the last probe ended (a doubling probes at once) */
+  int used;         /* the arm of the run in flight, -1: not timed (a team of one either way) */
+  double started;   /* its start, in milliseconds */
+} pyc_team;
+/* The arm the next run uses. */
+int pyc_team_arm(const pyc_team* team);
+/* A run at `arm` took `ms` milliseconds: the running means, the probes and the choice. */
+void pyc_team_record(pyc_team* team, int arm, double ms);
+/* 0 when PYC_ADAPTIVE_THREADS is 0 (read when a model is created), else 1. */
+int pyc_team_adaptive(void);
+/* pyc_run_begin with the context's team choosing the arm; pyc_run_end_team times the run. */
+int pyc_run_begin_team(pyc_team* team, int wanted);
+void pyc_run_end_team(pyc_team* team, int saved);
+
 #endif

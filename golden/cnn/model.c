@@ -2757,6 +2757,7 @@ static int k7_softmax(const float* restrict X0, float* restrict Y) {
 struct cnn_model {
   unsigned char* weights;
   int threads;  /* a run's team size at most: PYC_NUM_THREADS, else the build's --threads */
+  int adaptive;  /* contexts choose their team from their runs' times (PYC_ADAPTIVE_THREADS) */
   cnn_context* own_context;  /* what cnn_run uses; created on its first call */
 };
 
@@ -2764,6 +2765,7 @@ struct cnn_model {
 struct cnn_context {
   const cnn_model* model;
   unsigned char* arena;
+  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: a fixed team) */
 };
 
 int cnn_create(const char* weights_path, cnn_model** out) {
@@ -2774,6 +2776,7 @@ int cnn_create(const char* weights_path, cnn_model** out) {
   int status = pyc_load_weights(weights_path, 225344u, UINT64_C(3272001379876287536), &model->weights);
   if (status != PYC_STATUS_OK) { cnn_destroy(model); return status; }
   model->threads = pyc_threads_wanted(0);
+  model->adaptive = pyc_team_adaptive();
   *out = model;
   return PYC_STATUS_OK;
 }
@@ -2791,6 +2794,7 @@ int cnn_context_create(const cnn_model* model, cnn_context** out) {
   cnn_context* context = calloc(1, sizeof(cnn_context));
   if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   context->model = model;
+  context->team.off = !model->adaptive;
   context->arena = pyc_aligned_alloc(347136);
   if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
   *out = context;
@@ -2831,9 +2835,9 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 
 int cnn_context_run(cnn_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  int saved = pyc_run_begin(context->model->threads);
+  int saved = pyc_run_begin_team(&context->team, context->model->threads);
   int status = run_steps(context->model->weights, context->arena, inputs, outputs);
-  pyc_run_end(saved);
+  pyc_run_end_team(&context->team, saved);
   return status;
 }
 

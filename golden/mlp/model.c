@@ -589,6 +589,7 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
 struct mlp_model {
   unsigned char* weights;
   int threads;  /* a run's team size at most: PYC_NUM_THREADS, else the build's --threads */
+  int adaptive;  /* contexts choose their team from their runs' times (PYC_ADAPTIVE_THREADS) */
   mlp_context* own_context;  /* what mlp_run uses; created on its first call */
 };
 
@@ -596,6 +597,7 @@ struct mlp_model {
 struct mlp_context {
   const mlp_model* model;
   unsigned char* arena;
+  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: a fixed team) */
 };
 
 int mlp_create(const char* weights_path, mlp_model** out) {
@@ -606,6 +608,7 @@ int mlp_create(const char* weights_path, mlp_model** out) {
   int status = pyc_load_weights(weights_path, 70464u, UINT64_C(312465475589670973), &model->weights);
   if (status != PYC_STATUS_OK) { mlp_destroy(model); return status; }
   model->threads = pyc_threads_wanted(0);
+  model->adaptive = pyc_team_adaptive();
   *out = model;
   return PYC_STATUS_OK;
 }
@@ -623,6 +626,7 @@ int mlp_context_create(const mlp_model* model, mlp_context** out) {
   mlp_context* context = calloc(1, sizeof(mlp_context));
   if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   context->model = model;
+  context->team.off = !model->adaptive;
   context->arena = pyc_aligned_alloc(3072);
   if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
   *out = context;
@@ -653,9 +657,9 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 
 int mlp_context_run(mlp_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  int saved = pyc_run_begin(context->model->threads);
+  int saved = pyc_run_begin_team(&context->team, context->model->threads);
   int status = run_steps(context->model->weights, context->arena, inputs, outputs);
-  pyc_run_end(saved);
+  pyc_run_end_team(&context->team, saved);
   return status;
 }
 

@@ -1549,6 +1549,7 @@ static int k28_layernormalization(const float* restrict X0, const float* restric
 struct transformer_model {
   unsigned char* weights;
   int threads;  /* a run's team size at most: PYC_NUM_THREADS, else the build's --threads */
+  int adaptive;  /* contexts choose their team from their runs' times (PYC_ADAPTIVE_THREADS) */
   transformer_context* own_context;  /* what transformer_run uses; created on its first call */
 };
 
@@ -1556,6 +1557,7 @@ struct transformer_model {
 struct transformer_context {
   const transformer_model* model;
   unsigned char* arena;
+  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: a fixed team) */
 };
 
 int transformer_create(const char* weights_path, transformer_model** out) {
@@ -1566,6 +1568,7 @@ int transformer_create(const char* weights_path, transformer_model** out) {
   int status = pyc_load_weights(weights_path, 528512u, UINT64_C(82583254236548439), &model->weights);
   if (status != PYC_STATUS_OK) { transformer_destroy(model); return status; }
   model->threads = pyc_threads_wanted(0);
+  model->adaptive = pyc_team_adaptive();
   *out = model;
   return PYC_STATUS_OK;
 }
@@ -1583,6 +1586,7 @@ int transformer_context_create(const transformer_model* model, transformer_conte
   transformer_context* context = calloc(1, sizeof(transformer_context));
   if (context == NULL) return PYC_STATUS_OUT_OF_MEMORY;
   context->model = model;
+  context->team.off = !model->adaptive;
   context->arena = pyc_aligned_alloc(41088);
   if (context->arena == NULL) { free(context); return PYC_STATUS_OUT_OF_MEMORY; }
   *out = context;
@@ -1665,9 +1669,9 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 
 int transformer_context_run(transformer_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
-  int saved = pyc_run_begin(context->model->threads);
+  int saved = pyc_run_begin_team(&context->team, context->model->threads);
   int status = run_steps(context->model->weights, context->arena, inputs, outputs);
-  pyc_run_end(saved);
+  pyc_run_end_team(&context->team, saved);
   return status;
 }
 

@@ -7,13 +7,32 @@ sequential, one at a time, so this is 1000 / mean latency in ms)."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99)
+ADAPTIVE_ENV = "PYC_ADAPTIVE_THREADS"
+
+
+@contextmanager
+def fixed_team() -> Iterator[None]:
+    """CPU models created inside keep their full team (PYC_ADAPTIVE_THREADS=0, read when the
+    library creates the model): a measurement at a thread count (tuning, --measure) must not let
+    the adaptive team (runtime_c/pyc_runtime.h) switch to one thread midway."""
+    saved = os.environ.get(ADAPTIVE_ENV)
+    os.environ[ADAPTIVE_ENV] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ADAPTIVE_ENV, None)
+        else:
+            os.environ[ADAPTIVE_ENV] = saved
 PERCENTILE_METHOD = "linear"
 
 

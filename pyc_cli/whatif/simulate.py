@@ -304,7 +304,7 @@ def measure_timings(setup: Setup, runs: int = 20, threads: int | None = None) ->
 
     from ..api import load
     from ..runtime.profile import profile_run
-    from ..runtime.timing import RunPlan
+    from ..runtime.timing import RunPlan, fixed_team
 
     assert setup.artifact is not None and setup.manifest is not None and setup.graph is not None
     saved = os.environ.get("PYC_NUM_THREADS")
@@ -312,7 +312,8 @@ def measure_timings(setup: Setup, runs: int = 20, threads: int | None = None) ->
         os.environ["PYC_NUM_THREADS"] = str(threads)
     try:
         team = measured_threads(setup.manifest)
-        model = load(setup.artifact)
+        with fixed_team():  # at the team size said, as the profile below runs
+            model = load(setup.artifact)
         try:
             feeds = random_feeds(model)
             plain = model.time_runs(feeds, RunPlan(3, runs))

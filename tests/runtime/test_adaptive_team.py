@@ -1,0 +1,189 @@
+"""The adaptive team (runtime_c/pyc_runtime.h, issue 13): each context times its runs and uses
+the full team or one thread, whichever has the lower running mean, probing the other now and
+then. The decision is checked on made-up timings through tests/c/team_driver.c (a quiet host
+keeps the full team, a loaded one goes to one thread and comes back when the load leaves, a
+slow model still re-probes within seconds, clock steps are ignored); a real model's runs under
+the adaptive team are bitwise those of a fixed team of one and of two threads (every parallel
+loop writes disjoint outputs) and match onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import init, make_model, vinfo, write_model
+from onnx import helper
+
+import pyc_cli
+from pyc_cli.targets import get_target
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE_RUNS, MIN_INTERVAL, MAX_INTERVAL, MAX_PROBE_MS = 2, 4, 256, 4000.0  # pyc_runtime.h
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path_factory.mktemp("team") / "team_driver"
+    subprocess.run([compiler, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1",
+                    "-I", str(REPO / "runtime_c"), str(REPO / "tests" / "c" / "team_driver.c"),
+                    str(REPO / "runtime_c" / "pyc_runtime.c"), "-o", str(exe), "-lm"],
+                   check=True)
+    return exe
+
+
+def arms(driver: Path, lines: list[str]) -> str:
+    """The arm of every run ('0': full team, '1': one thread) for the given timings."""
+    done = subprocess.run([str(driver)], input="\n".join(lines) + "\n", capture_output=True,
+                          text=True, check=True)
+    return done.stdout.strip()
+
+
+def runs(full: float, one: float, count: int) -> list[str]:
+    return [f"{full} {one}"] * count
+
+
+def test_first_runs_time_both_arms(driver: Path) -> None:
+    # the full team's first MIN_INTERVAL runs, then a probe of one thread, whatever the times
+    for full, one in ((0.3, 0.55), (5.0, 1.0), (1.0, 1.0)):
+        assert arms(driver, runs(full, one, 6)) == "0" * MIN_INTERVAL + "1" * PROBE_RUNS
+
+
+def test_quiet_host_keeps_the_full_team(driver: Path) -> None:
+    used = arms(driver, runs(0.3, 0.55, 3000))
+    # probes only: after the first, exponentially rarer (<= one in MAX_INTERVAL runs)
+    assert used[:MIN_INTERVAL + PROBE_RUNS] == "000011"
+    assert set(used[6:]) <= {"0", "1"} and "0" * 200 in used
+    assert used[-MAX_INTERVAL * 2:].count("1") <= 2 * PROBE_RUNS
+    assert used.count("1") < 0.01 * len(used) + 20
+
+
+def test_a_loaded_host_goes_to_one_thread(driver: Path, rng: np.random.Generator) -> None:
+    # the full team: mostly fast, but one run in ten waits ~20 ms for a descheduled thread
+    # (mean 2.3 ms); one thread: 0.6 ms
+    lines = [f"{20.0 if rng.random() < 0.1 else 0.3} 0.6" for _ in range(2000)]
+    used = arms(driver, lines)
+    assert used[200:].count("1") > 0.95 * len(used[200:])  # not fooled by short probes
+
+
+def test_the_choice_follows_the_load_both_ways(driver: Path) -> None:
+    quiet, loaded = runs(0.3, 0.55, 1000), runs(3.0, 0.6, 1000)
+    used = arms(driver, quiet + loaded + quiet)
+    assert used[900:1000].count("1") <= PROBE_RUNS  # quiet: the full team
+    # the load arrives: the full team's mean doubles, one thread is probed at once and kept
+    assert used[1000:1100].count("1") > 80
+    assert used[1100:2000].count("0") <= 6 * PROBE_RUNS  # only probes of the full team
+    # the load leaves: the full team's old mean halves at each probe; back within a few
+    # probes (MAX_INTERVAL runs apart at most) and kept
+    back = used.index("0" * 50, 2000) - 2000
+    assert back <= 5 * MAX_INTERVAL
+    assert used[2000 + back:].count("1") <= 2 * PROBE_RUNS
+
+
+def test_probes_of_a_much_slower_team_cost_little(driver: Path, rng: np.random.Generator) -> None:
+    # a loaded host: the full team 10x slower than one thread, whose own times jump now and
+    # then (that says nothing good of the full team: no extra probes); in the steady state
+    # the probes take ~1/16 of the time at most
+    lines = [f"20.0 {10.0 if rng.random() < 0.1 else 2.0}" for _ in range(4000)]
+    used = arms(driver, lines)
+    spent = [float(line.split()[int(arm)]) for line, arm in zip(lines, used)]
+    probing = sum(t for t, arm in zip(spent[500:], used[500:]) if arm == "0")
+    assert probing < 0.06 * sum(spent[500:])
+    # and from the start: after the first probe, the next come at a spacing set by their cost
+    assert used[:300].count("0") <= MIN_INTERVAL + 3 * PROBE_RUNS
+
+
+def test_a_slow_model_reprobes_within_seconds(driver: Path) -> None:
+    # 25 ms a run on the full team: probes at most MAX_PROBE_MS of runs apart (160 runs),
+    # so a load that left is seen within seconds, not after MAX_INTERVAL slow runs
+    used = arms(driver, runs(25.0, 45.0, 1200))
+    starts = [i for i in range(1, len(used)) if used[i] == "1" and used[i - 1] == "0"]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert max(gaps) <= MAX_PROBE_MS / 25.0 + PROBE_RUNS + 1
+    assert used[-1] == "0"
+
+
+def test_near_equal_arms_do_not_flap(driver: Path) -> None:
+    used = arms(driver, runs(1.0, 1.02, 2000))
+    # 2% apart, under the 5% switching margin: one thread only in probes of PROBE_RUNS runs
+    assert "1" * (PROBE_RUNS + 1) not in used
+
+
+def test_clock_steps_are_not_runs(driver: Path) -> None:
+    base = runs(0.3, 0.55, 6)
+    steps = ["raw 0 -5.0", "raw 0 1e9", "raw 0 nan"]
+    assert arms(driver, base + steps + runs(0.3, 0.55, 400)) == arms(driver, base + runs(0.3, 0.55, 400))
+
+
+def _model(rng: np.random.Generator, tmp_path: Path) -> Path:
+    """A 1024x2048 and a 2048x256 layer at batch 4: big enough that the build splits the first
+    over threads."""
+    w1 = (rng.standard_normal((1024, 2048)) / 32).astype(np.float32)
+    w2 = (rng.standard_normal((2048, 256)) / 45).astype(np.float32)
+    b1 = rng.standard_normal(2048).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m"]),
+             helper.make_node("Add", ["m", "b1"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    model = make_model(nodes, [vinfo("x", (4, 1024))], [vinfo("y", (4, 256))],
+                       [init("w1", w1), init("w2", w2), init("b1", b1)])
+    return write_model(model, tmp_path)
+
+
+RUNNER = """
+import sys, numpy as np, pyc_cli
+x = np.load(sys.argv[2])["x"]
+with pyc_cli.load(sys.argv[1]) as model:
+    ys = [model.run({"x": x})["y"] for _ in range(int(sys.argv[3]))]
+np.save(sys.argv[4], np.stack(ys))
+"""
+
+
+def _runs(artifact: Path, feeds: Path, out: Path, count: int, env: dict[str, str]) -> np.ndarray:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("PYC_NUM_THREADS", "PYC_ADAPTIVE_THREADS")}
+    subprocess.run([sys.executable, "-c", RUNNER, str(artifact), str(feeds), str(count),
+                    str(out)], check=True, env={**clean, "PYTHONPATH": str(REPO), **env})
+    return np.load(out)
+
+
+@pytest.mark.skipif(not get_target("cpu").openmp(), reason="the C compiler has no OpenMP runtime")
+def test_runs_under_the_adaptive_team_are_bitwise_those_of_a_fixed_team(
+        rng: np.random.Generator, tmp_path: Path) -> None:
+    path = _model(rng, tmp_path)
+    artifact = pyc_cli.build(path, tmp_path / "art", threads=2).artifact
+    assert "PYC_PARALLEL_FOR" in (artifact / "src" / "model.c").read_text()
+    x = rng.standard_normal((4, 1024)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    feeds = tmp_path / "x.npz"
+    # 40 runs: the first 4 on the full team, then a probe on one thread, then whichever wins
+    adaptive = _runs(artifact, feeds, tmp_path / "a.npy", 40, {})
+    fixed2 = _runs(artifact, feeds, tmp_path / "f2.npy", 2, {"PYC_ADAPTIVE_THREADS": "0"})
+    fixed1 = _runs(artifact, feeds, tmp_path / "f1.npy", 2, {"PYC_NUM_THREADS": "1"})
+    for y in [*adaptive, *fixed2]:
+        np.testing.assert_array_equal(y, fixed1[0])
+    expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(adaptive[-1], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("before", [None, "1", "0"])
+def test_fixed_team_sets_the_variable_for_the_loads_inside_and_restores_it(
+        before: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuning and --measure time at a thread count: models they load keep the full team."""
+    from pyc_cli.runtime.timing import fixed_team
+
+    if before is None:
+        monkeypatch.delenv("PYC_ADAPTIVE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("PYC_ADAPTIVE_THREADS", before)
+    with fixed_team():
+        assert os.environ["PYC_ADAPTIVE_THREADS"] == "0"
+    assert os.environ.get("PYC_ADAPTIVE_THREADS") == before
