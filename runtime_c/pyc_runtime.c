@@ -242,6 +242,10 @@ static void end_probe(pyc_team* team) {
 
 void pyc_team_record(pyc_team* team, int arm, double ms) {
   if (!(ms >= 0.0) || ms > 600000.0) return;  /* a clock step, not a run */
+  if (!team->warm) {  /* after an idle gap: sleeping threads, cold caches (pyc_runtime.h) */
+    team->warm = 1;
+    return;
+  }
   if (team->probe_left > 0 && arm != team->arm) {
     team->probe_ms += ms;
     if (--team->probe_left == 0) end_probe(team);
@@ -282,13 +286,15 @@ int pyc_run_begin_team(pyc_team* team, int wanted) {
     team->used = pyc_team_arm(team);
     if (team->used == 1) threads = 1;
     team->started = now_ms();
+    if (team->last_end <= 0.0 || team->started - team->last_end >= PYC_TEAM_IDLE_MS) team->warm = 0;
   }
   return start_team(threads);
 }
 
 void pyc_run_end_team(pyc_team* team, int saved) {
   if (team->used >= 0 && team->started >= 0.0) {
-    pyc_team_record(team, team->used, now_ms() - team->started);
+    team->last_end = now_ms();
+    pyc_team_record(team, team->used, team->last_end - team->started);
   }
   pyc_run_end(saved);
 }

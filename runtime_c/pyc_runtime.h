@@ -79,7 +79,12 @@ void pyc_run_end(int saved);
  * arms, the team with the lower running mean: arm 0 = the full team pyc_run_begin would form,
  * arm 1 = one thread. The other arm is probed now and then (PYC_TEAM_PROBE_RUNS runs; at most
  * every few seconds unless the probes would take over 1/16 of the time; at once when the full
- * team's time doubles), so the choice follows the load both ways. Results do not change: every parallel loop writes disjoint outputs, so a run
+ * team's time doubles), so the choice follows the load both ways. A run after an idle gap (a
+ * context's first run, or one starting PYC_TEAM_IDLE_MS after the previous one ended) is not
+ * counted: its sleeping team threads, cold caches and first-touch page faults (an MLP's 24 MB of
+ * weights) cost it several warm runs' time whatever the load, which made the full team look
+ * slow on a quiet host, one thread won the next probe, and the probes' cost spacing kept it
+ * there for a thousand runs. Sporadic runs (each after a gap) therefore keep the full team. Results do not change: every parallel loop writes disjoint outputs, so a run
  * is bitwise the same at every team size (PYC_PARALLEL_FOR). Off (a fixed team, e.g. to time
  * the full team) with PYC_ADAPTIVE_THREADS=0. The state lives in the context, which one run
  * uses at a time: no locks. pyc_team_arm / pyc_team_record are the pure decision (tested with
@@ -88,6 +93,7 @@ void pyc_run_end(int saved);
 #define PYC_TEAM_MIN_INTERVAL 4    /* runs between probes after a switch */
 #define PYC_TEAM_MAX_INTERVAL 256  /* ... at most, doubling while the choice holds */
 #define PYC_TEAM_MAX_PROBE_MS 4000.0  /* and at most this long apart (a slow model re-probes) */
+#define PYC_TEAM_IDLE_MS 10.0  /* a gap between runs this long lets the team's threads sleep */
 typedef struct pyc_team {
   int off;          /* 1: a fixed team (PYC_ADAPTIVE_THREADS=0) */
   int arm;          /* the arm in use: 0 = the full team, 1 = one thread */
@@ -97,6 +103,8 @@ typedef struct pyc_team {
   double ms[2];     /* each arm's milliseconds per run: running mean (0: not yet measured) */
   double probe_ms;  /* the sum of this probe's runs so far */
   double settled;   /* ms[arm] when the last probe ended (a doubling probes at once) */
+  int warm;         /* 0: the next run follows an idle gap and is not counted (above) */
+  double last_end;  /* when the previous run ended, in milliseconds (0: none yet) */
   int used;         /* the arm of the run in flight, -1: not timed (a team of one either way) */
   double started;   /* its start, in milliseconds */
 } pyc_team;

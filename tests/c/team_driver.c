@@ -5,7 +5,8 @@
  * milliseconds the next run would take at arm 0 (the full team) and at arm 1 (one thread);
  * runs it at the arm the team picks, records that arm's time, and prints the arm (one digit a
  * run, then a newline). A line "raw ARM MS" records MS at ARM whatever the team picked (a clock
- * step, a negative time) and prints nothing. */
+ * step, a negative time) and prints nothing; a line "idle" marks the next run as one after an
+ * idle gap (pyc_run_begin_team's test), which the team does not count. */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,7 +19,9 @@ int main(void) {
   while (fgets(line, sizeof line, stdin) != NULL) {
     double t[2];
     int arm;
-    if (sscanf(line, "raw %d %lf", &arm, &t[0]) == 2) {
+    if (strncmp(line, "idle", 4) == 0) {
+      team.warm = 0;
+    } else if (sscanf(line, "raw %d %lf", &arm, &t[0]) == 2) {
       pyc_team_record(&team, arm, t[0]);
     } else if (sscanf(line, "%lf %lf", &t[0], &t[1]) == 2) {
       arm = pyc_team_arm(&team);

@@ -52,15 +52,32 @@ def runs(full: float, one: float, count: int) -> list[str]:
 
 
 def test_first_runs_time_both_arms(driver: Path) -> None:
-    # the full team's first MIN_INTERVAL runs, then a probe of one thread, whatever the times
+    # the full team's first MIN_INTERVAL runs after the uncounted first one, then a probe of
+    # one thread, whatever the times
     for full, one in ((0.3, 0.55), (5.0, 1.0), (1.0, 1.0)):
-        assert arms(driver, runs(full, one, 6)) == "0" * MIN_INTERVAL + "1" * PROBE_RUNS
+        assert arms(driver, runs(full, one, 7)) == "0" * (MIN_INTERVAL + 1) + "1" * PROBE_RUNS
+
+
+def test_a_cold_first_run_does_not_send_a_quiet_host_to_one_thread(driver: Path) -> None:
+    """A first run 20x a warm one (page faults on the weights) is not counted: the full team,
+    faster from then on, keeps the runs (it lost them to one thread for ~1000 runs before)."""
+    used = arms(driver, ["6.0 11.0"] + runs(0.3, 0.55, 1000))
+    assert used.count("1") < 0.02 * len(used) + 10 and "0" * 200 in used[:400]
+
+
+def test_runs_after_idle_gaps_are_not_counted(driver: Path) -> None:
+    """Rounds of 30 runs, each after an idle gap whose first run is 10x a warm one (sleeping
+    team threads, cold caches: a benchmark's interleaved rounds, a server's bursts): the full
+    team keeps them; counted, those first runs sent the team to one thread."""
+    lines = [line for _ in range(40) for line in ["idle", "3.0 5.5", *runs(0.3, 0.55, 29)]]
+    used = arms(driver, lines)
+    assert used.count("1") < 0.03 * len(used) + 10
 
 
 def test_quiet_host_keeps_the_full_team(driver: Path) -> None:
     used = arms(driver, runs(0.3, 0.55, 3000))
     # probes only: after the first, exponentially rarer (<= one in MAX_INTERVAL runs)
-    assert used[:MIN_INTERVAL + PROBE_RUNS] == "000011"
+    assert used[:MIN_INTERVAL + 1 + PROBE_RUNS] == "0000011"
     assert set(used[6:]) <= {"0", "1"} and "0" * 200 in used
     assert used[-MAX_INTERVAL * 2:].count("1") <= 2 * PROBE_RUNS
     assert used.count("1") < 0.01 * len(used) + 20
