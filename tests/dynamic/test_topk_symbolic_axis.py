@@ -58,16 +58,23 @@ def _check(model: pyc_cli.runtime.native.CompiledModel, path: Path,
     np.testing.assert_array_equal(got["y"], want["y"])
 
 
+def _build_dims_kernel(tmp_path: Path, rank: int, lowest: int, largest: int = 1) -> Path:
+    """The model with K = 5 along n:LOWEST..40, built: its TopK on topk_axis_dims."""
+    path = _model(tmp_path, rank, 5, largest)
+    bounds = f"n:{lowest}..40"
+    spec = f"x=batch:1..4,{bounds}" if rank == 2 else f"x=2,{bounds},3"
+    shapes, _ = parse_input_shapes([spec])
+    result = pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
+    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == ["topk_axis_dims"]
+    return path
+
+
 @pytest.mark.parametrize("rank", [2, 3])
 @pytest.mark.parametrize("largest", [1, 0])
 def test_constant_k_along_a_symbolic_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           rank: int, largest: int) -> None:
     """K = 5 along n:5..40 (every row holds K): static outputs of K along the axis."""
-    path = _model(tmp_path, rank, 5, largest)
-    spec = "x=batch:1..4,n:5..40" if rank == 2 else "x=2,n:5..40,3"
-    shapes, _ = parse_input_shapes([spec])
-    result = pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
-    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == ["topk_axis_dims"]
+    path = _build_dims_kernel(tmp_path, rank, 5, largest)
     poison_outputs(monkeypatch)
     rng = np.random.default_rng()
     with pyc_cli.load(tmp_path / "art") as model:
@@ -106,11 +113,7 @@ def test_constant_k_past_the_shortest_row_is_refused_at_run_time(
     """K = 5 along n:1..40: rows shorter than K are inside the bounds. The build accepts them
     (the corner check skips n < 5: errors.RunTimeCheckedError) and the kernel refuses such a
     run (status 6, E041), as onnxruntime fails it; rows of K and more run."""
-    path = _model(tmp_path, rank, 5, 1)
-    spec = "x=batch:1..4,n:1..40" if rank == 2 else "x=2,n:1..40,3"
-    shapes, _ = parse_input_shapes([spec])
-    result = pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
-    assert [n.ann.kernel_name for n in result.graph.nodes if n.op == "TopK"] == ["topk_axis_dims"]
+    path = _build_dims_kernel(tmp_path, rank, 1)
     poison_outputs(monkeypatch)
     rng = np.random.default_rng()
     with pyc_cli.load(tmp_path / "art") as model:
