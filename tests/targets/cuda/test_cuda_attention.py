@@ -99,6 +99,14 @@ def test_probabilities_read_elsewhere_keep_the_unfused_pattern(tmp_path: Path) -
     assert "pyc.Attention" not in [n.op for n in graph.nodes]
 
 
+def compile_cleanly(source: str, arch: str) -> toolchain.Compiled:
+    """NVRTC's CUBIN of `source` for `arch`, checked: an ELF image, no warning in the log."""
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert "warning" not in compiled.log.lower(), compiled.log
+    return compiled
+
+
 @pytest.mark.parametrize("shape, grid, block", [
     (((1, 12), 128, 32, 128, 32, 0.18, True), [96], 128),  # 16-row blocks: 32-row ones are 48
     (((8, 12), 128, 32, 128, 32, 0.18, True), [384], 128),  # 32-row blocks fill the GPU
@@ -120,9 +128,7 @@ def test_nvrtc_compiles_the_float32_attention(shape: tuple, rows: int, arch: str
     source, launches = emit(attention_model(*shape), "fp32", tmp_path)
     batch, s = np.prod(shape[0]), shape[1]
     assert [step["grid"][0] for step in launches] == [batch * -(-s // rows)]
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compile_cleanly(source, arch)
 
 
 @needs_nvrtc
@@ -135,9 +141,7 @@ def test_nvrtc_compiles_the_tensor_core_attention(shape: tuple, warps: int, prec
     assert shape[2] in (24, 128)  # the ids: D 24 / E 17, D = E = 128
     source, launches = emit(attention_model(*shape), precision, tmp_path, ForcedWarps(warps))
     assert [step["block"] for step in launches] == [[32 * warps, 1, 1]]
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compiled = compile_cleanly(source, arch)
     assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
 
 
@@ -181,9 +185,7 @@ def test_nvrtc_compiles_the_float32_attention_over_folded_heads(
     assert "Transpose" not in [step["op"] for step in launches]
     # K [B, T, H, D] runs along d: its tiles staged d-fastest into padded rows (BC + 1)
     assert (f"const int d = e % {shape[4]}, c = e / {shape[4]};" in source) == k_transposed
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compile_cleanly(source, arch)
 
 
 @needs_nvrtc
@@ -202,9 +204,7 @@ def test_nvrtc_compiles_the_tensor_core_attention_over_folded_heads(
     attention = [step for step in launches if step["op"] == "pyc.Attention"]
     assert [step["block"] for step in attention] == [[32 * warps, 1, 1]]
     assert "Transpose" not in [step["op"] for step in launches]
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compiled = compile_cleanly(source, arch)
     assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
 
 
@@ -219,6 +219,4 @@ def test_nvrtc_compiles_the_attention_over_one_projection(precision: str, warps:
     model = head_attention_model(*SELF_SHAPES[0], rng, self_attention=True)
     source, launches = emit(model, precision, tmp_path, ForcedWarps(warps) if warps else None)
     assert [step["op"] for step in launches] == ["MatMul", "pyc.Attention", "pyc.Copy"]
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compile_cleanly(source, arch)
