@@ -127,13 +127,13 @@ def test_selected_by_default_below_the_tma_size(tmp_path: Path, rng: np.random.G
     check(epilogue(2048, 1024, 1024), "fp16", tmp_path, rng, None, rounds=1)
 
 
-def test_the_same_inputs_give_the_same_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
-    """Run to run, bitwise: a race (a missing barrier or fence, a wrong mbarrier or wgmma wait)
-    would move the result between runs."""
-    case = epilogue(1000, 1000, 1000)
-    path = write_model(case.make(rng), tmp_path)
-    built = pyc_cli.build(path, tmp_path / "w.pyc", target="cuda", arch="sm_90",
-                          precision="fp16", tuning=ForcedWgmma())  # type: ignore[arg-type]
+def assert_reruns_bitwise(case: WgmmaCase, tmp_path: Path, rng: np.random.Generator,
+                          tuning: ForcedWgmma) -> None:
+    """`case` built at fp16 with `tuning`'s GEMM forced, run 5 times on the same inputs
+    (outputs poisoned before each): bitwise the same every time."""
+    path = write_model(case.make(rng), tmp_path, f"{case.name}.onnx")
+    built = pyc_cli.build(path, tmp_path / f"{case.name}.pyc", target="cuda", arch="sm_90",
+                          precision="fp16", tuning=tuning)  # type: ignore[arg-type]
     feeds = case.feeds(rng)
     with pyc_cli.load(built.artifact) as model:
         outputs = []
@@ -142,3 +142,9 @@ def test_the_same_inputs_give_the_same_outputs(tmp_path: Path, rng: np.random.Ge
             outputs.append(model.run(feeds)["y"].copy())
     for other in outputs[1:]:
         np.testing.assert_array_equal(other, outputs[0])
+
+
+def test_the_same_inputs_give_the_same_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Run to run, bitwise: a race (a missing barrier or fence, a wrong mbarrier or wgmma wait)
+    would move the result between runs."""
+    assert_reruns_bitwise(epilogue(1000, 1000, 1000), tmp_path, rng, ForcedWgmma())

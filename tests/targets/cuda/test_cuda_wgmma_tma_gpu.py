@@ -17,13 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_model
 from test_cuda_gpu import ARCH
 from test_cuda_wgmma import ForcedWgmma
-from test_cuda_wgmma_gpu import check
+from test_cuda_wgmma_gpu import assert_reruns_bitwise, check
 from wgmma_cases import TMA_GPU_CASES, TMA_VARIANTS, WgmmaCase, chain, epilogue
-
-import pyc_cli
 
 pytestmark = pytest.mark.skipif(ARCH != "sm_90", reason="the Hopper GEMM runs on an sm_90 GPU "
                                 "only (H100 / H200); none here")
@@ -52,14 +49,4 @@ def test_the_same_inputs_give_the_same_outputs(params: dict[str, int], tmp_path:
                                                rng: np.random.Generator) -> None:
     """Run to run, bitwise, over a float32 A and over the chain's 16-bit activations."""
     for case in (epilogue(1000, 1000, 1000), chain(1024, 512)):
-        path = write_model(case.make(rng), tmp_path, f"{case.name}.onnx")
-        built = pyc_cli.build(path, tmp_path / f"{case.name}.pyc", target="cuda", arch="sm_90",
-                              precision="fp16", tuning=ForcedWgmma(TMA, **params))  # type: ignore[arg-type]
-        feeds = case.feeds(rng)
-        with pyc_cli.load(built.artifact) as model:
-            outputs = []
-            for _ in range(5):
-                model.poison()
-                outputs.append(model.run(feeds)["y"].copy())
-        for other in outputs[1:]:
-            np.testing.assert_array_equal(other, outputs[0])
+        assert_reruns_bitwise(case, tmp_path, rng, ForcedWgmma(TMA, **params))
