@@ -21,6 +21,16 @@ typedef unsigned long long uint64_t;
 #endif
 #define PYC_STATUS_INDEX_OUT_OF_RANGE 5
 
+// Programmatic dependent launch (sm_90): the runtime lets each kernel start while the one
+// before it still runs, so its blocks are resident when that one ends. The kernel lets the
+// next one start early too, then waits for the previous grid to complete and its writes to
+// be visible before it reads or writes anything: runs stay ordered as on a plain stream.
+__device__ __forceinline__ void pyc_await_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // the scalar programs (c/scalar_ops.j2, shared with the CPU target) name the float
 // transcendentals the CPU target vectorizes; on the GPU they are CUDA's own
 __device__ __forceinline__ float pyc_vexpf(float x) { return expf(x); }
@@ -65,6 +75,7 @@ __device__ __forceinline__ float pyc_block_max(float v, float* scratch) {
 // step 0: Gather (cuda_gather, gather.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k0_gather(int* __restrict__ STATUS, const float* __restrict__ X0, const int64_t* __restrict__ X1, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
     const int e = t % 64, c = (t / 64) % 32, o = t / 2048;
     long long idx = (long long)X1[c];
@@ -78,6 +89,7 @@ extern "C" __global__ void __launch_bounds__(256) k0_gather(int* __restrict__ ST
 // step 1: pyc.Elementwise (cuda_elementwise, elementwise.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k1_elementwise(const float* X0, const float* X1, float* Y) {
+  pyc_await_previous_grid();
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
     int rest = t;
     const int i1 = rest % 1024; rest /= 1024;
@@ -93,6 +105,7 @@ extern "C" __global__ void __launch_bounds__(256) k1_elementwise(const float* X0
 // step 2: pyc.Elementwise (cuda_elementwise, elementwise.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* __restrict__ X0, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)32; t += (int)gridDim.x * blockDim.x) {
     const int i0 = t;
     const int64_t in0_v = X0[i0];
@@ -107,6 +120,7 @@ extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* 
 // steps 3, 10: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -166,6 +180,7 @@ extern "C" __global__ void __launch_bounds__(256) k3_matmul(const float* __restr
 // steps 4, 11: pyc.Attention (cuda_attention_flash, attention.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k4_attention(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, const float* __restrict__ E0, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   __shared__ float Qs[16][16];
   __shared__ float KV[528];  // Kt's tile [D][BC], then V's [BC][E]
   __shared__ float Ps[16][32];
@@ -294,6 +309,7 @@ extern "C" __global__ void __launch_bounds__(128) k4_attention(const float* __re
 // steps 5, 12: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k5_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+  pyc_await_previous_grid();
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -355,6 +371,7 @@ extern "C" __global__ void __launch_bounds__(256) k5_matmul(const float* X0, con
 // steps 6, 9, 13: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(32) k6_layernormalization(const float* X0, const float* X1, const float* X2, float* Y) {
+  pyc_await_previous_grid();
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;
@@ -402,6 +419,7 @@ extern "C" __global__ void __launch_bounds__(32) k6_layernormalization(const flo
 // step 7: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k7_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -466,6 +484,7 @@ extern "C" __global__ void __launch_bounds__(256) k7_matmul(const float* __restr
 // steps 8, 15: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k8_matmul(const float* X0, const float* X1, const float* E0, const float* E1, float* Y) {
+  pyc_await_previous_grid();
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -527,6 +546,7 @@ extern "C" __global__ void __launch_bounds__(256) k8_matmul(const float* X0, con
 // step 14: MatMul (cuda_matmul_tiled, matmul_tiled.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k14_matmul(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ E0, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   __shared__ float As[16][32];
   __shared__ float Bs[16][32];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -595,6 +615,7 @@ extern "C" __global__ void __launch_bounds__(256) k14_matmul(const float* __rest
 // step 16: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(32) k16_layernormalization(const float* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const float* x = X0 + o * (int)64;

@@ -21,6 +21,16 @@ typedef unsigned long long uint64_t;
 #endif
 #define PYC_STATUS_INDEX_OUT_OF_RANGE 5
 
+// Programmatic dependent launch (sm_90): the runtime lets each kernel start while the one
+// before it still runs, so its blocks are resident when that one ends. The kernel lets the
+// next one start early too, then waits for the previous grid to complete and its writes to
+// be visible before it reads or writes anything: runs stay ordered as on a plain stream.
+__device__ __forceinline__ void pyc_await_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // the scalar programs (c/scalar_ops.j2, shared with the CPU target) name the float
 // transcendentals the CPU target vectorizes; on the GPU they are CUDA's own
 __device__ __forceinline__ float pyc_vexpf(float x) { return expf(x); }
@@ -180,6 +190,7 @@ __device__ __forceinline__ void pyc_cp_async_wait2() {
 // step 0: Gather (cuda_gather, gather.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k0_gather(int* __restrict__ STATUS, const float* __restrict__ X0, const int64_t* __restrict__ X1, pyc_f16* __restrict__ Y) {
+  pyc_await_previous_grid();
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
     const int e = t % 64, c = (t / 64) % 32, o = t / 2048;
     long long idx = (long long)X1[c];
@@ -193,6 +204,7 @@ extern "C" __global__ void __launch_bounds__(256) k0_gather(int* __restrict__ ST
 // step 1: pyc.Elementwise (cuda_elementwise, elementwise.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k1_elementwise(const pyc_f16* X0, const float* X1, pyc_f16* Y) {
+  pyc_await_previous_grid();
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)2048; t += (int)gridDim.x * blockDim.x) {
     int rest = t;
     const int i1 = rest % 1024; rest /= 1024;
@@ -208,6 +220,7 @@ extern "C" __global__ void __launch_bounds__(256) k1_elementwise(const pyc_f16* 
 // step 2: pyc.Elementwise (cuda_elementwise, elementwise.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* __restrict__ X0, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   for (int t = (int)blockIdx.x * blockDim.x + threadIdx.x; t < (int)32; t += (int)gridDim.x * blockDim.x) {
     const int i0 = t;
     const int64_t in0_v = X0[i0];
@@ -222,6 +235,7 @@ extern "C" __global__ void __launch_bounds__(256) k2_elementwise(const int64_t* 
 // steps 3, 10: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
+  pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -377,6 +391,7 @@ extern "C" __global__ void __launch_bounds__(128) k3_matmul(const pyc_f16* __res
 // steps 4, 11: pyc.Attention (cuda_attention_flash, attention.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k4_attention(const pyc_f16* __restrict__ X0, const pyc_f16* __restrict__ X1, const pyc_f16* __restrict__ X2, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
+  pyc_await_previous_grid();
   __shared__ float Qs[16][16];
   __shared__ float KV[528];  // Kt's tile [D][BC], then V's [BC][E]
   __shared__ float Ps[16][32];
@@ -505,6 +520,7 @@ extern "C" __global__ void __launch_bounds__(128) k4_attention(const pyc_f16* __
 // steps 5, 12: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, pyc_f16* Y) {
+  pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -662,6 +678,7 @@ extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, c
 // steps 6, 9, 13: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(64) k6_layernormalization(const pyc_f16* X0, const float* X1, const float* X2, pyc_f16* Y) {
+  pyc_await_previous_grid();
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const pyc_f16* x = X0 + o * (int)64;
@@ -702,6 +719,7 @@ extern "C" __global__ void __launch_bounds__(64) k6_layernormalization(const pyc
 // step 7: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
+  pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -862,6 +880,7 @@ extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* __res
 // steps 8, 15: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k8_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, pyc_f16* Y) {
+  pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -1019,6 +1038,7 @@ extern "C" __global__ void __launch_bounds__(128) k8_matmul(const pyc_f16* X0, c
 // step 14: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(128) k14_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, pyc_f16* __restrict__ Y) {
+  pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
   unsigned short* smem_b = smem_a + 7680;
@@ -1183,6 +1203,7 @@ extern "C" __global__ void __launch_bounds__(128) k14_matmul(const pyc_f16* __re
 // step 16: LayerNormalization (cuda_layernorm_block, layernorm.cu.j2)
 
 extern "C" __global__ void __launch_bounds__(64) k16_layernormalization(const pyc_f16* __restrict__ X0, const float* __restrict__ X1, const float* __restrict__ X2, float* __restrict__ Y) {
+  pyc_await_previous_grid();
   __shared__ float scratch[32];
   const int o = blockIdx.x;
   const pyc_f16* x = X0 + o * (int)64;

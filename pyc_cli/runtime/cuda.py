@@ -26,6 +26,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,22 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
 STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit synchronisation with stream 0
 GRAPHS_ENV = "PYC_CUDA_GRAPHS"  # 0 / false / no / off: launch kernel by kernel (debugging)
+# 0 / false / no / off: launch every kernel after the previous one ends, even where the plan
+# allows programmatic dependents (A/B timing, debugging)
+PROGRAMMATIC_ENV = "PYC_CUDA_PROGRAMMATIC"
 GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
 # dynamic shared memory a kernel gets without asking (cuFuncSetAttribute raises it, up to the
 # device's opt-in limit: 163 KiB on sm_80, 227 KiB on sm_90)
 STATIC_SHARED_LIMIT = 48 * 1024
 
 
+def _switched_on(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def graphs_enabled() -> bool:
     """Whether runs replay a CUDA graph (the default) or launch call by call (PYC_CUDA_GRAPHS=0)."""
-    return os.environ.get(GRAPHS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return _switched_on(GRAPHS_ENV)
 
 
 class Driver:
@@ -157,12 +165,23 @@ def choose_image(driver: Driver, device: Any, record: dict[str, Any], where: str
                    hint=f"rebuild with `pyc build --target cuda --arch sm_{major}{minor}`")
 
 
-def read_launches(root: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], int,
-                                                                  list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What launches.json tells the runtime: the launches in schedule order, the bytes of the
+    status words (the status word, then kernels' counters), the TMA tensor maps to encode
+    (runtime/tensor_maps.py), and whether kernels after the first may be launched as
+    programmatic dependents (each of them waits for the previous grid: sm_90 builds)."""
+
+    launches: list[dict[str, Any]]
+    status_bytes: int = 4
+    tensor_maps: list[dict[str, Any]] = field(default_factory=list)
+    programmatic: bool = False
+
+
+def read_launches(root: Path, manifest: dict[str, Any]) -> LaunchPlan:
     """The launch plan, checked: known kernels' names, grid and block sizes CUDA accepts, and
     arguments inside the model's inputs, outputs, weights, arena, status words and TMA tensor
-    maps (PYC-E030 otherwise); the bytes of the status words (the status word, then kernels'
-    counters); and the tensor maps to encode (runtime/tensor_maps.py)."""
+    maps (PYC-E030 otherwise)."""
     path = root / manifest["cuda"]["launches"]
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
@@ -173,7 +192,8 @@ def read_launches(root: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, 
     if problem:
         raise PycError("E030", f"the launch plan is malformed: {problem}", where=str(path),
                        hint="rebuild the artifact")
-    return plan["launches"], plan.get("status_bytes", 4), plan.get("tensor_maps", [])
+    return LaunchPlan(plan["launches"], plan.get("status_bytes", 4), plan.get("tensor_maps", []),
+                      plan.get("programmatic", False))
 
 
 def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
@@ -185,6 +205,8 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
     status_bytes = plan.get("status_bytes", 4)
     if type(status_bytes) is not int or not 4 <= status_bytes <= 2**30 or status_bytes % 4:
         return "its status_bytes is not a whole number of words"
+    if type(plan.get("programmatic", False)) is not bool:
+        return "its programmatic flag is not a boolean"
     maps = plan.get("tensor_maps", [])
     if not isinstance(maps, list) or len(maps) > tensor_maps.MAX_MAPS:
         return "its tensor_maps is not a list"
@@ -228,9 +250,9 @@ def load_cuda(root: Path, manifest: dict[str, Any], verified: bool = False) -> C
     driver (see the module doc)."""
     if not verified:
         verify_files(root, manifest)  # before the CUBIN goes anywhere near the driver
-    launches, status_bytes, maps = read_launches(root, manifest)
+    plan = read_launches(root, manifest)
     driver = init_driver(str(root))
-    model = CudaModel(driver, root, manifest, launches, status_bytes, maps)
+    model = CudaModel(driver, root, manifest, plan)
     model.input_ranges = read_input_ranges(root, manifest)
     return model
 
@@ -319,10 +341,9 @@ class CudaModel(CompiledModel):
     on the device, so concurrent calls wait for each other rather than share it."""
 
     def __init__(self, driver: Driver, root: Path, manifest: dict[str, Any],
-                 launches: list[dict[str, Any]], status_bytes: int = 4,
-                 maps: list[dict[str, Any]] | None = None) -> None:
-        self._status_bytes = status_bytes
-        self._tensor_map_plan = list(maps or [])
+                 plan: LaunchPlan) -> None:
+        self._status_bytes = plan.status_bytes
+        self._tensor_map_plan = list(plan.tensor_maps)
         self.inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
         self.outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
         self.arena_bytes = manifest["arena_bytes"]
@@ -341,7 +362,7 @@ class CudaModel(CompiledModel):
         self._ctx = driver("cuDevicePrimaryCtxRetain", self.device)
         self._retained = True
         try:
-            self._setup(root, manifest, launches, image_kind, where)
+            self._setup(root, manifest, plan, image_kind, where)
         except BaseException:
             self._release()
             raise
@@ -349,7 +370,7 @@ class CudaModel(CompiledModel):
 
     # ------------------------------------------------------------ loading
 
-    def _setup(self, root: Path, manifest: dict[str, Any], launches: list[dict[str, Any]],
+    def _setup(self, root: Path, manifest: dict[str, Any], plan: LaunchPlan,
                image_kind: str, where: str) -> None:
         driver = self._driver
         driver("cuCtxSetCurrent", self._ctx)
@@ -379,7 +400,9 @@ class CudaModel(CompiledModel):
         driver("cuMemsetD32Async", self._status_word, 0, self._status_bytes // 4, self._stream)
         functions = {}
         self._launches = []
-        for launch in launches:
+        dependents = plan.programmatic and _switched_on(PROGRAMMATIC_ENV)
+        self.stats.programmatic_launch = dependents
+        for index, launch in enumerate(plan.launches):
             name = launch["kernel"]
             if name not in functions:
                 functions[name] = driver("cuModuleGetFunction", self._module, name.encode())
@@ -387,10 +410,28 @@ class CudaModel(CompiledModel):
                 driver("cuFuncSetAttribute", functions[name],
                        driver.cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                        launch["shared_bytes"])
+            # the first kernel follows the input copies; each later one may start early
+            config = self._dependent_config(launch) if dependents and index > 0 else None
             self._launches.append((functions[name], launch["grid"], launch["block"],
-                                   launch["shared_bytes"], self._arguments(launch["args"])))
+                                   launch["shared_bytes"], self._arguments(launch["args"]), config))
         if self.stats.execution == GRAPH_EXECUTION:
             self._graphs["run"] = _Graph(driver, self._stream, self._enqueue_device)
+
+    def _dependent_config(self, launch: dict[str, Any]) -> Any:
+        """cuLaunchKernelEx's configuration of a programmatic dependent: the kernel may start
+        while the previous one runs (it waits for it: griddepcontrol.wait, cuda/prelude.cuh.j2)."""
+        cu = self._driver.cu
+        attribute = cu.CUlaunchAttribute()
+        attribute.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        attribute.value.programmaticStreamSerializationAllowed = 1
+        config = cu.CUlaunchConfig()
+        config.gridDimX, config.gridDimY, config.gridDimZ = launch["grid"]
+        config.blockDimX, config.blockDimY, config.blockDimZ = launch["block"]
+        config.sharedMemBytes = launch["shared_bytes"]
+        config.hStream = self._stream
+        config.attrs = [attribute]
+        config.numAttrs = 1
+        return config
 
     def _encode_tensor_maps(self) -> int:
         """The plan's TMA tensor maps, encoded over the buffers' device addresses into one
@@ -468,12 +509,17 @@ class CudaModel(CompiledModel):
     def _launch_all(self) -> None:
         """Every kernel in schedule order on the model's stream (the binding called directly:
         this loop is a small model's run time; each status is still checked)."""
-        launch, stream = self._driver.cu.cuLaunchKernel, self._stream
-        for function, grid, block, shared, (_values, pointers) in self._launches:
-            result = launch(function, *grid, *block, shared, stream, pointers.ctypes.data, 0)
+        cu, stream = self._driver.cu, self._stream
+        launch, launch_ex = cu.cuLaunchKernel, cu.cuLaunchKernelEx
+        for function, grid, block, shared, (_values, pointers), config in self._launches:
+            if config is None:
+                result = launch(function, *grid, *block, shared, stream, pointers.ctypes.data, 0)
+            else:
+                result = launch_ex(config, function, pointers.ctypes.data, 0)
             status = result[0] if isinstance(result, tuple) else result
             if int(status) != 0:
-                raise self._driver.failure("cuLaunchKernel", status)
+                raise self._driver.failure("cuLaunchKernelEx" if config else "cuLaunchKernel",
+                                           status)
 
     def _finish(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
         self._driver("cuStreamSynchronize", self._stream)

@@ -33,6 +33,9 @@ class RunStats:
     # a model with symbolic dims whose offsets are computed at run time (issue #15): the arena
     # bytes the last run used (tight for its shape); None otherwise
     last_arena_bytes: int | None = None
+    # a CUDA model: whether kernels after the first start as programmatic dependents (sm_90
+    # builds, unless PYC_CUDA_PROGRAMMATIC=0); None on the CPU
+    programmatic_launch: bool | None = None
 
     def __post_init__(self) -> None:
         self.targets = self.targets or [self.target]
@@ -42,6 +45,7 @@ class RunStats:
         if self.plan_runs is None:  # no buckets: the statistics as they always were
             for key in ("plan_runs", "last_plan", "last_dispatch_us"):
                 del data[key]
-        if self.last_arena_bytes is None:
-            del data["last_arena_bytes"]
+        for key in ("last_arena_bytes", "programmatic_launch"):
+            if data[key] is None:
+                del data[key]
         return data

@@ -84,11 +84,13 @@ class KernelDefinition:
     steps: list[int]
 
 
-def kernel_definitions(calls: list[CudaCall]) -> list[KernelDefinition]:
-    """Each distinct kernel once (calls whose definitions come out alike launch one kernel)."""
+def kernel_definitions(calls: list[CudaCall], await_grid: bool = False) -> list[KernelDefinition]:
+    """Each distinct kernel once (calls whose definitions come out alike launch one kernel);
+    `await_grid`: each first waits for the previous grid (programmatic dependent launch)."""
     template = template_env().get_template("cuda/kernel.cu.j2")
     return [KernelDefinition(first.fn, first.op, first.kernel, first.template, text, steps)  # type: ignore[attr-defined]
-            for first, text, steps in shared_definitions(calls, lambda call: template.render(k=call))]
+            for first, text, steps in shared_definitions(
+                calls, lambda call: template.render(k=call, await_grid=await_grid))]
 
 
 class DevicePointers(PointerTable):
@@ -171,7 +173,8 @@ class CudaTarget(Target):
     def emit(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout,
              info: ModelInfo) -> dict[str, str]:
         calls = self.calls(graph, weights.converted)
-        kernels = kernel_definitions(calls)
+        programmatic = toolchain.programmatic_launch(self.arch)
+        kernels = kernel_definitions(calls, programmatic)
         half = any(c.half(o.param) for c in calls for o in c.operands)
         source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels,
                                                                         half=half)
@@ -203,8 +206,11 @@ class CudaTarget(Target):
             plan_json["status_bytes"] = status_bytes
         if tensor_maps:  # TMA descriptors the runtime encodes at load (runtime/cuda.py)
             plan_json["tensor_maps"] = tensor_maps
+        if programmatic:  # every kernel waits for the previous grid: launch them as dependents
+            plan_json["programmatic"] = True
         return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n",
-                **c_entry_point(info, [d.fn for d in kernels], launches, status_bytes, tensor_maps)}
+                **c_entry_point(info, [d.fn for d in kernels], launches, status_bytes, tensor_maps,
+                                programmatic)}
 
     # ------------------------------------------------------------ building
 
@@ -246,10 +252,12 @@ def tensor_map_json(spec: TensorMap, address: Argument, where: str) -> dict[str,
 
 def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
                   status_bytes: int = 4,
-                  tensor_maps: list[dict[str, Any]] | None = None) -> dict[str, str]:
+                  tensor_maps: list[dict[str, Any]] | None = None,
+                  programmatic: bool = False) -> dict[str, str]:
     """NAME_cuda.h / NAME_cuda.c: the model's C entry point over the driver API, with the launch
     plan compiled in as tables (each launch's arguments a slice of one argument table; TMA
-    tensor maps encoded at create time, cuTensorMapEncodeTiled)."""
+    tensor maps encoded at create time, cuTensorMapEncodeTiled); `programmatic`: kernels after
+    the first are launched as programmatic dependents (cuLaunchKernelEx)."""
     places = {space: index for index, space in enumerate(SPACES)}
     args: list[dict[str, int]] = []
     table = []
@@ -262,7 +270,7 @@ def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
     maps = [{**t, "place": places[t["address"][0]], "at": t["address"][1]}
             for t in tensor_maps or []]
     context = {"m": info, "kernels": kernels, "launches": table, "args": args, "spaces": SPACES,
-               "status_bytes": status_bytes, "tensor_maps": maps}
+               "status_bytes": status_bytes, "tensor_maps": maps, "programmatic": programmatic}
     return {f"{info.name}_cuda.h": env.get_template("cuda/c_api.h.j2").render(**context) + "\n",
             f"{info.name}_cuda.c": env.get_template("cuda/c_api.c.j2").render(**context) + "\n"}
 

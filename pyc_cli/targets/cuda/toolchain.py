@@ -41,6 +41,13 @@ def check_arch(arch: str) -> str:
     return arch
 
 
+def programmatic_launch(arch: str) -> bool:
+    """Whether kernels built for `arch` are launched as programmatic dependents: compute
+    capability 9.0 and up run griddepcontrol (each kernel's blocks start while the previous
+    kernel ends, and wait for it), which hides most of the gap between small kernels."""
+    return int(arch.removeprefix("sm_")) >= 90
+
+
 def compile_arch(arch: str, source: str) -> str:
     """The architecture NVRTC compiles `source` for: `arch`, or its architecture-specific
     variant (sm_90a) where the source holds instructions only that has."""

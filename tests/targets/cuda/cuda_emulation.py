@@ -76,6 +76,17 @@ class FakeDriver:
     CUtensorMapL2promotion = SimpleNamespace(CU_TENSOR_MAP_L2_PROMOTION_L2_256B=3)
     CUtensorMapFloatOOBfill = SimpleNamespace(CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE=0)
     cuuint32_t = cuuint64_t = int
+    # cuLaunchKernelEx's configuration (programmatic dependents: runtime/cuda.py)
+    CUlaunchAttributeID = SimpleNamespace(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION=6)
+
+    @staticmethod
+    def CUlaunchAttribute() -> SimpleNamespace:  # noqa: N802 (cuda-python's name)
+        return SimpleNamespace(id=0, value=SimpleNamespace(programmaticStreamSerializationAllowed=0))
+
+    @staticmethod
+    def CUlaunchConfig() -> SimpleNamespace:  # noqa: N802 (cuda-python's name)
+        return SimpleNamespace(attrs=[], numAttrs=0)
+
     ERROR = 999  # CUDA_ERROR_UNKNOWN
     CAPTURE_UNSUPPORTED, CAPTURE_INVALIDATED = 900, 901  # CUDA_ERROR_STREAM_CAPTURE_*
 
@@ -87,6 +98,7 @@ class FakeDriver:
         self.memory: dict[int, np.ndarray] = {}
         self.loaded: list[bytes] = []
         self.launches = 0  # kernels run (one by one or inside a graph)
+        self.dependent_launches = 0  # of them, launched as programmatic dependents
         self.graph_launches = 0
         self.calls: Counter[str] = Counter()  # driver calls made, by name
         self.capturing: dict[object, list[Callable[[], None]]] = {}  # stream -> recorded work
@@ -267,6 +279,19 @@ class FakeDriver:
             launch(lib, fn, [gx, gy, gz], [bx, by, bz], pointers)
             self.launches += 1
         return self._on_stream(stream, run)
+
+    def _cuLaunchKernelEx(self, config: SimpleNamespace, fn: str, params: int, extra: int) -> tuple:
+        """A programmatic dependent: run in stream order, as it is on a GPU once the kernel
+        waits for the previous grid (which the emulated griddepcontrol needs no code for)."""
+        (attribute,) = config.attrs[:config.numAttrs]
+        assert attribute.id == 6 and attribute.value.programmaticStreamSerializationAllowed == 1
+
+        def counted() -> None:
+            self.dependent_launches += 1
+        self._on_stream(config.hStream, counted)
+        return self._cuLaunchKernel(fn, config.gridDimX, config.gridDimY, config.gridDimZ,
+                                    config.blockDimX, config.blockDimY, config.blockDimZ,
+                                    config.sharedMemBytes, config.hStream, params, extra)
 
     def _cuTensorMapEncodeTiled(self, dtype: int, rank: int, address: int, dims: list[int],
                                 strides: list[int], box: list[int], element_strides: list[int],

@@ -156,7 +156,9 @@ def test_graph_replay_matches_launches(name: str, rtol: float, tmp_path: Path,
     launches = len(json.loads((artifact / "src" / "launches.json").read_text())["launches"])
     # the run was captured once at load and the kernels once for time_kernels: every run
     # and every timing is a replay, with no per-kernel driver call
-    assert fake.calls["cuStreamBeginCapture"] == 2 and fake.calls["cuLaunchKernel"] == 2 * launches
+    # (sm_90: every kernel after the first launched as a programmatic dependent)
+    assert fake.calls["cuStreamBeginCapture"] == 2 and fake.calls["cuLaunchKernel"] == 2
+    assert fake.calls["cuLaunchKernelEx"] == 2 * (launches - 1)
     # 3 runs; each time_kernels: one run, then 3 warm-up and 2 timed replays of the kernels
     replays = 3 + 2 * (1 + 3 + 2)
     assert fake.graph_launches == replays and fake.launches == launches * replays
@@ -164,7 +166,8 @@ def test_graph_replay_matches_launches(name: str, rtol: float, tmp_path: Path,
     assert fake.stream_flags == 1  # CU_STREAM_NON_BLOCKING, the weights synchronised before
     streamed, fake, stats = run_both_ways(artifact, tmp_path, feeds_list, "0", monkeypatch)
     assert fake.calls["cuStreamBeginCapture"] == 0 and fake.graph_launches == 0
-    assert fake.calls["cuLaunchKernel"] == fake.launches == launches * replays
+    assert fake.calls["cuLaunchKernel"] + fake.calls["cuLaunchKernelEx"] == fake.launches \
+        == launches * replays
     assert stats["execution"] == "cuda_stream" and stats["kernels_timed"] == "cuda_stream"
     for feeds, ours, theirs in zip(feeds_list, graphed, streamed):
         for key, value in onnxruntime_outputs(path, feeds).items():
@@ -213,3 +216,35 @@ def test_reduced_precision_artifact_runs(precision: str, tmp_path: Path, rng: np
         ours = loaded.run(feeds)
         for key, value in onnxruntime_outputs(model.path, feeds).items():
             assert_close_to_max(ours[key], value, WHOLE_MODEL_RTOL[precision], key)
+
+
+@pytest.mark.parametrize("arch,env,dependents", [("sm_90", "1", True), ("sm_90", "0", False),
+                                                 ("sm_80", "1", False)])
+def test_programmatic_dependents_only_where_every_kernel_waits(
+        arch: str, env: str, dependents: bool, tmp_path: Path, rng: np.random.Generator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sm_90 builds start each kernel as a programmatic dependent of the one before: every
+    kernel then waits for the previous grid first (griddepcontrol.wait before any memory
+    access), the first one (after the input copies) launches plainly; sm_80 builds, which have
+    no griddepcontrol, and PYC_CUDA_PROGRAMMATIC=0 launch plainly. Outputs stay those of
+    onnxruntime, and bitwise those of plain launches."""
+    path, artifact, _ = build("transformer", tmp_path, arch)
+    source = (artifact / "src" / "model.cu").read_text()
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    kernels = source.count('extern "C" __global__')
+    assert source.count("{\n  pyc_await_previous_grid();") == (kernels if arch == "sm_90" else 0)
+    assert plan.get("programmatic", False) is (arch == "sm_90")
+    monkeypatch.setenv("PYC_CUDA_PROGRAMMATIC", env)
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", "0")
+    feeds = REFERENCE_MODELS["transformer"].random_feeds(rng)
+    fake = use(monkeypatch, fake_for(artifact, tmp_path, capability=(int(arch[3]), 0)))
+    with pyc_cli.load(artifact) as model:
+        model.poison()
+        ours = model.run(feeds)
+        assert model.stats.to_json()["programmatic_launch"] is dependents
+    launches = len(plan["launches"])
+    assert fake.dependent_launches == fake.calls["cuLaunchKernelEx"] == \
+        (launches - 1 if dependents else 0)
+    assert fake.calls["cuLaunchKernel"] == (1 if dependents else launches)
+    for key, value in onnxruntime_outputs(path, feeds).items():
+        np.testing.assert_allclose(ours[key], value, rtol=1e-3, atol=1e-4, err_msg=key)
