@@ -47,8 +47,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
 STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit synchronisation with stream 0
 GRAPHS_ENV = "PYC_CUDA_GRAPHS"  # 0 / false / no / off: launch kernel by kernel (debugging)
-# 0 / false / no / off: launch every kernel after the previous one ends, even where the plan
-# allows programmatic dependents (A/B timing, debugging)
+# 1 / true / yes / on: launch kernels after the first as programmatic dependents where the
+# plan allows it (sm_90 builds). Off by default until it has been measured and tested on a GPU
+# (benchmarks/cuda_launch_ab.py, the GPU tests with it set)
 PROGRAMMATIC_ENV = "PYC_CUDA_PROGRAMMATIC"
 GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
 # dynamic shared memory a kernel gets without asking (cuFuncSetAttribute raises it, up to the
@@ -56,8 +57,8 @@ GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
 STATIC_SHARED_LIMIT = 48 * 1024
 
 
-def _switched_on(name: str) -> bool:
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+def _switched_on(name: str, default: str = "1") -> bool:
+    return os.environ.get(name, default).strip().lower() not in ("0", "false", "no", "off")
 
 
 def graphs_enabled() -> bool:
@@ -400,7 +401,7 @@ class CudaModel(CompiledModel):
         driver("cuMemsetD32Async", self._status_word, 0, self._status_bytes // 4, self._stream)
         functions = {}
         self._launches = []
-        dependents = plan.programmatic and _switched_on(PROGRAMMATIC_ENV)
+        dependents = plan.programmatic and _switched_on(PROGRAMMATIC_ENV, default="0")
         self.stats.programmatic_launch = dependents
         for index, launch in enumerate(plan.launches):
             name = launch["kernel"]

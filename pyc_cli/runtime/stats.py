@@ -34,7 +34,7 @@ class RunStats:
     # bytes the last run used (tight for its shape); None otherwise
     last_arena_bytes: int | None = None
     # a CUDA model: whether kernels after the first start as programmatic dependents (sm_90
-    # builds, unless PYC_CUDA_PROGRAMMATIC=0); None on the CPU
+    # builds with PYC_CUDA_PROGRAMMATIC=1); None on the CPU
     programmatic_launch: bool | None = None
 
     def __post_init__(self) -> None:

@@ -136,6 +136,45 @@ def test_reference_model(name: str, rtol: float, atol: float, tmp_path: Path,
                               rng, dict(model.shapes))
 
 
+@pytest.mark.parametrize("name,precision", [("transformer", "fp32"), ("transformer", "fp16"),
+                                            ("cnn", "fp16"), ("mobilenet", "fp32")])
+def test_programmatic_dependents_give_the_same_outputs(name: str, precision: str, tmp_path: Path,
+                                                       rng: np.random.Generator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """On sm_90, kernels launched as programmatic dependents (PYC_CUDA_PROGRAMMATIC=1: each
+    starts while the previous one runs and waits for it in griddepcontrol.wait) give bitwise the
+    outputs of plain launches, as CUDA graph replays and call by call, over 3 runs of fresh
+    inputs with the arena and outputs poisoned before each."""
+    if ARCH != "sm_90":
+        pytest.skip("programmatic dependent launch: sm_90 builds only")
+    model = REFERENCE_MODELS.get(name) or ReferenceModel(name, MODELS_DIR / "mobilenet.onnx",
+                                                         {"image": (1, 3, 64, 64)})
+    built = pyc_cli.build(model.path, tmp_path / f"{name}.pyc", target="cuda", arch=ARCH,
+                          precision=precision, input_shapes=dict(model.shapes))
+    feeds = [model.random_feeds(rng) for _ in range(3)]
+    results = {}
+    for graphs in ("1", "0"):
+        for programmatic in ("0", "1"):
+            monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+            monkeypatch.setenv("PYC_CUDA_PROGRAMMATIC", programmatic)
+            with pyc_cli.load(built.artifact) as loaded:
+                assert loaded.stats.programmatic_launch is (programmatic == "1")
+                outputs = []
+                for feed in feeds:
+                    loaded.poison()
+                    outputs.append(loaded.run(feed))
+            results[graphs, programmatic] = outputs
+    plain = results["1", "0"]
+    for key, outputs in results.items():
+        for ours, theirs in zip(outputs, plain):
+            for out in theirs:
+                np.testing.assert_array_equal(ours[out], theirs[out], err_msg=f"{key} {out}")
+    expected = onnxruntime_outputs(model.path, feeds[0])
+    for out, value in expected.items():  # and they are right (fp32 as the reference models)
+        tolerance = 1e-3 if precision == "fp32" else 2e-2
+        assert np.max(np.abs(plain[0][out] - value)) <= tolerance * (1 + np.max(np.abs(value))), out
+
+
 def test_minilm_shaped_encoder(tmp_path: Path, rng: np.random.Generator) -> None:
     import sys
 
