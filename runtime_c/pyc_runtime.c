@@ -223,15 +223,30 @@ static int spaced(const pyc_team* team, int interval) {
  * running mean by 5% (no flapping between near-equal arms). A probe that keeps the arm doubles
  * the interval (up to PYC_TEAM_MAX_INTERVAL); a switch keeps it (the full team's doubling
  * probes at once if it goes bad, and a pair of arms that keep trading places is probed ever
- * more rarely); either way it is then spaced by the probes' cost. */
+ * more rarely); either way it is then spaced by the probes' cost. Leaving the full team on its
+ * doubling is the exception: the full team's mean then holds a load spike's runs (a 40 ms run
+ * became 150 ms for a few runs), and its spacing would keep one thread for ~60 runs of a model
+ * that a spike had left after 3. So the full team is re-checked PYC_TEAM_MIN_INTERVAL runs
+ * later: spaced by its pre-spike settled mean, which beat one thread, such a probe costs nothing
+ * if the spike is gone (its two runs are faster than one thread's) and two loaded runs once if
+ * not. The interval is kept for either outcome: back on the full team, the probes of one thread
+ * keep their pre-spike spacing; still on one thread (the load stayed), the re-check was an
+ * arm-keeping probe, and the cost spacing follows it, so a leave adds one re-check. */
 static void end_probe(pyc_team* team) {
   int other = 1 - team->arm;
   double probe = team->probe_ms / PYC_TEAM_PROBE_RUNS;
+  int spike = team->spike;
   team->ms[other] = team->ms[other] > 0.0 ? 0.5 * (team->ms[other] + probe) : probe;
   team->probe_ms = 0.0;
+  team->spike = 0;
+  team->recheck = 0;
   if (team->ms[other] < team->ms[team->arm] * 0.95) {
     team->arm = other;
-    team->interval = spaced(team, team->interval);
+    if (spike) {
+      team->recheck = 1;
+    } else {
+      team->interval = spaced(team, team->interval);
+    }
   } else {
     int doubled = team->interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : 2 * team->interval;
     team->interval = spaced(team, doubled < PYC_TEAM_MAX_INTERVAL ? doubled : PYC_TEAM_MAX_INTERVAL);
@@ -256,12 +271,14 @@ void pyc_team_record(pyc_team* team, int arm, double ms) {
    * as rare long runs, which is what the one-thread arm avoids) */
   team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
   if (team->settled <= 0.0) team->settled = team->ms[arm];
-  int interval = team->interval > 0 ? team->interval : PYC_TEAM_MIN_INTERVAL;
+  int interval = team->interval > 0 && !team->recheck ? team->interval : PYC_TEAM_MIN_INTERVAL;
   /* the full team's mean doubling (a load arrived) probes one thread at once; one thread
    * slowing down says nothing good of the full team */
-  if (++team->since >= interval || (arm == 0 && team->ms[arm] > 2.0 * team->settled)) {
+  int spike = arm == 0 && team->ms[arm] > 2.0 * team->settled;
+  if (++team->since >= interval || spike) {
     team->probe_left = PYC_TEAM_PROBE_RUNS;
     team->probe_ms = 0.0;
+    team->spike = spike;
   }
 }
 

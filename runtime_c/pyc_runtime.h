@@ -79,9 +79,11 @@ void pyc_run_end(int saved);
  * arms, the team with the lower running mean: arm 0 = the full team pyc_run_begin would form,
  * arm 1 = one thread. The other arm is probed now and then (PYC_TEAM_PROBE_RUNS runs; at most
  * every few seconds unless the probes would take over 1/16 of the time; at once when the full
- * team's time doubles), so the choice follows the load both ways. A run after an idle gap (a
- * context's first run, or one starting PYC_TEAM_IDLE_MS after the previous one ended) is not
- * counted: its sleeping team threads, cold caches and first-touch page faults (an MLP's 24 MB of
+ * team's time doubles, and if one thread wins that probe the full team is re-checked
+ * PYC_TEAM_MIN_INTERVAL runs later: a transient spike costs a few runs, not the ~60 the
+ * spike-inflated mean's spacing gave), so the choice follows the load both ways. A run after
+ * an idle gap (a context's first run, or one starting PYC_TEAM_IDLE_MS after the previous one
+ * ended) is not counted: its sleeping team threads, cold caches and first-touch page faults (an MLP's 24 MB of
  * weights) cost it several warm runs' time whatever the load, which made the full team look
  * slow on a quiet host, one thread won the next probe, and the probes' cost spacing kept it
  * there for a thousand runs. Sporadic runs (each after a gap) therefore keep the full team. Results do not change: every parallel loop writes disjoint outputs, so a run
@@ -103,6 +105,8 @@ typedef struct pyc_team {
   double ms[2];     /* each arm's milliseconds per run: running mean (0: not yet measured) */
   double probe_ms;  /* the sum of this probe's runs so far */
   double settled;   /* ms[arm] when the last probe ended (a doubling probes at once) */
+  int spike;        /* 1: the probe in flight was started by the full team's doubling */
+  int recheck;      /* 1: left the full team on its doubling; re-probe it MIN_INTERVAL runs on */
   int warm;         /* 0: the next run follows an idle gap and is not counted (above) */
   double last_end;  /* when the previous run ended, in milliseconds (0: none yet) */
   int used;         /* the arm of the run in flight, -1: not timed (a team of one either way) */

@@ -105,6 +105,48 @@ def test_the_choice_follows_the_load_both_ways(driver: Path) -> None:
     assert used[2000 + back:].count("1") <= 2 * PROBE_RUNS
 
 
+# A transient spike costs a few runs: the first re-probe of the full team after leaving it on
+# its doubling comes PYC_TEAM_MIN_INTERVAL runs later (not at the spacing the spike's inflated
+# mean gives: ~60 runs of a ResNet-50 at 37 ms, a whole 30-run benchmark round on one thread).
+SPIKE_BACK = PROBE_RUNS + MIN_INTERVAL  # runs after the spike: one thread's probe and runs
+
+
+@pytest.mark.parametrize(("full", "one", "spike", "count"), [
+    (37.0, 68.7, 150.0, 4),  # ResNet-50 at 2 threads / one thread; a 4-run spike at 4x
+    (37.0, 68.7, 200.0, 3),
+    (37.0, 68.7, 100.0, 8),  # a longer, milder one
+    (0.3, 0.55, 1.5, 3),  # a fast model (its probes were MAX_INTERVAL runs apart)
+])
+def test_a_transient_spike_on_a_quiet_host_costs_a_few_runs(
+        driver: Path, full: float, one: float, spike: float, count: int) -> None:
+    """The full team slows down for a few runs (a descheduled team thread; one thread, on the
+    free core, does not), its mean doubles, one thread wins the immediate probe: the full team
+    is back within SPIKE_BACK (6) runs of the spike's end, and kept."""
+    used = arms(driver, runs(full, one, 400) + [f"{spike} {one}"] * count + runs(full, one, 600))
+    # one thread won the probe (its probe and MIN_INTERVAL runs in a row) ...
+    assert "1" * (PROBE_RUNS + MIN_INTERVAL) in used[400:400 + count + SPIKE_BACK]
+    # ... and the full team is back (the re-check's runs on) within SPIKE_BACK runs
+    back = used.index("0" * 50, 400) - 400 - count
+    assert back <= SPIKE_BACK
+    # and kept: one thread only in probes, no more than on the quiet host before
+    assert "1" * (PROBE_RUNS + 1) not in used[400 + count + back:]
+    assert used[400 + count + back:].count("1") <= used[:400].count("1")
+
+def test_sustained_load_after_a_quiet_spell_stays_on_one_thread_at_bounded_cost(
+        driver: Path, rng: np.random.Generator) -> None:
+    """The load that doubles the full team stays: the re-check after MIN_INTERVAL runs sees
+    it, and the probes fall back to the cost spacing (< 1/16 of the time)."""
+    quiet = runs(1.0, 1.9, 1000)
+    loaded = [f"20.0 {10.0 if rng.random() < 0.1 else 2.0}" for _ in range(4000)]
+    lines = quiet + loaded
+    used = arms(driver, lines)
+    assert used[1000:1100].count("1") > 80  # moved to one thread at once
+    spent = [float(line.split()[int(arm)]) for line, arm in zip(lines, used)]
+    probing = sum(t for t, arm in zip(spent[1000:], used[1000:]) if arm == "0")
+    assert probing < 0.06 * sum(spent[1000:])  # from the load's first run on
+    assert used[1000:1300].count("0") <= 2 + 3 * PROBE_RUNS  # the trigger, re-check, probes
+
+
 def test_probes_of_a_much_slower_team_cost_little(driver: Path, rng: np.random.Generator) -> None:
     # a loaded host: the full team 10x slower than one thread, whose own times jump now and
     # then (that says nothing good of the full team: no extra probes); in the steady state
