@@ -202,6 +202,14 @@ int pyc_team_arm(const pyc_team* team) {
   return team->probe_left > 0 ? 1 - team->arm : team->arm;
 }
 
+int pyc_team_typical(const pyc_team* team, double work) {
+  return work <= 0.0 || !team->shaped || fabs(log(work) - team->log_work) <= log(PYC_TEAM_WORK_BAND);
+}
+
+int pyc_team_arm_work(const pyc_team* team, double work) {
+  return pyc_team_typical(team, work) ? pyc_team_arm(team) : team->arm;
+}
+
 /* `interval` runs between probes, kept within PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace
  * (a load that left is seen within seconds), but never so few that the probes take more than
  * ~1/16 of the time (a loaded host's full team can be 10x slower than one thread) */
@@ -255,6 +263,17 @@ static void end_probe(pyc_team* team) {
   team->settled = team->ms[team->arm];
 }
 
+/* a run at the arm in use went by: a probe of the other arm starts when its interval is up
+ * (or at once on a `spike`) */
+static void next_run(pyc_team* team, int spike) {
+  int interval = team->interval > 0 && !team->recheck ? team->interval : PYC_TEAM_MIN_INTERVAL;
+  if (++team->since >= interval || spike) {
+    team->probe_left = PYC_TEAM_PROBE_RUNS;
+    team->probe_ms = 0.0;
+    team->spike = spike;
+  }
+}
+
 void pyc_team_record(pyc_team* team, int arm, double ms) {
   if (!(ms >= 0.0) || ms > 600000.0) return;  /* a clock step, not a run */
   if (!team->warm) {  /* after an idle gap: sleeping threads, cold caches (pyc_runtime.h) */
@@ -271,15 +290,9 @@ void pyc_team_record(pyc_team* team, int arm, double ms) {
    * as rare long runs, which is what the one-thread arm avoids) */
   team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
   if (team->settled <= 0.0) team->settled = team->ms[arm];
-  int interval = team->interval > 0 && !team->recheck ? team->interval : PYC_TEAM_MIN_INTERVAL;
   /* the full team's mean doubling (a load arrived) probes one thread at once; one thread
    * slowing down says nothing good of the full team */
-  int spike = arm == 0 && team->ms[arm] > 2.0 * team->settled;
-  if (++team->since >= interval || spike) {
-    team->probe_left = PYC_TEAM_PROBE_RUNS;
-    team->probe_ms = 0.0;
-    team->spike = spike;
-  }
+  next_run(team, arm == 0 && team->ms[arm] > 2.0 * team->settled);
 }
 
 int pyc_team_adaptive(void) {
@@ -296,11 +309,15 @@ static double now_ms(void) {
 }
 
 int pyc_run_begin_team(pyc_team* team, int wanted) {
+  return pyc_run_begin_team_work(team, wanted, 0.0);
+}
+
+int pyc_run_begin_team_work(pyc_team* team, int wanted, double work) {
   int others = atomic_fetch_add(&runs_in_flight, 1);
   int threads = team_size(wanted, others);
   team->used = -1;
   if (threads > 1 && !team->off) {  /* two arms to choose from */
-    team->used = pyc_team_arm(team);
+    team->used = pyc_team_arm_work(team, work);
     if (team->used == 1) threads = 1;
     team->started = now_ms();
     if (team->last_end <= 0.0 || team->started - team->last_end >= PYC_TEAM_IDLE_MS) team->warm = 0;
@@ -308,10 +325,42 @@ int pyc_run_begin_team(pyc_team* team, int wanted) {
   return start_team(threads);
 }
 
-void pyc_run_end_team(pyc_team* team, int saved) {
+void pyc_team_record_work(pyc_team* team, int arm, double ms, double work) {
+  if (work <= 0.0) {  /* a static model */
+    pyc_team_record(team, arm, ms);
+    return;
+  }
+  int typical = pyc_team_typical(team, work);
+  double log_work = log(work);
+  if (!team->shaped) team->log_work = team->ref_work = log_work;
+  team->shaped = 1;
+  /* the band follows the shape mix slowly; times are scaled to a fixed reference work, so the
+   * arms' means stay in one unit. A mix that moved past the band from the reference starts
+   * the means afresh there (the scaling's error grows with the distance) */
+  team->log_work += (log_work - team->log_work) / 64.0;
+  if (fabs(team->log_work - team->ref_work) > log(PYC_TEAM_WORK_MOVED)) {
+    team->ref_work = team->log_work;
+    team->ms[0] = team->ms[1] = team->settled = 0.0;
+    team->since = team->interval = team->probe_left = 0;
+  }
+  if (!typical) {
+    /* an atypical run: not timed, but it woke the team as any run does, and the probes keep
+     * their schedule in runs (a probe's own runs are the typical ones) */
+    team->warm = 1;
+    if (arm == team->arm && team->probe_left == 0) next_run(team, 0);
+    return;
+  }
+  pyc_team_record(team, arm, ms * exp(team->ref_work - log_work));
+}
+
+void pyc_run_end_team_work(pyc_team* team, int saved, double work) {
   if (team->used >= 0 && team->started >= 0.0) {
     team->last_end = now_ms();
-    pyc_team_record(team, team->used, team->last_end - team->started);
+    pyc_team_record_work(team, team->used, team->last_end - team->started, work);
   }
   pyc_run_end(saved);
+}
+
+void pyc_run_end_team(pyc_team* team, int saved) {
+  pyc_run_end_team_work(team, saved, 0.0);
 }

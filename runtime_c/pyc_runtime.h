@@ -86,7 +86,9 @@ void pyc_run_end(int saved);
  * ended) is not counted: its sleeping team threads, cold caches and first-touch page faults (an MLP's 24 MB of
  * weights) cost it several warm runs' time whatever the load, which made the full team look
  * slow on a quiet host, one thread won the next probe, and the probes' cost spacing kept it
- * there for a thousand runs. Sporadic runs (each after a gap) therefore keep the full team. Results do not change: every parallel loop writes disjoint outputs, so a run
+ * there for a thousand runs. Sporadic runs (each after a gap) therefore keep the full team.
+ * Runs of varying shapes count only where their work is typical (pyc_team_record_work).
+ * Results do not change: every parallel loop writes disjoint outputs, so a run
  * is bitwise the same at every team size (PYC_PARALLEL_FOR). Off (a fixed team, e.g. to time
  * the full team) with PYC_ADAPTIVE_THREADS=0. The state lives in the context, which one run
  * uses at a time: no locks. pyc_team_arm / pyc_team_record are the pure decision (tested with
@@ -111,6 +113,9 @@ typedef struct pyc_team {
   double last_end;  /* when the previous run ended, in milliseconds (0: none yet) */
   int used;         /* the arm of the run in flight, -1: not timed (a team of one either way) */
   double started;   /* its start, in milliseconds */
+  double log_work;  /* runs of varying shapes: the running mean of log(work), the band's centre */
+  double ref_work;  /* ... and the log(work) their times are scaled to */
+  int shaped;       /* 1: a run of varying shape has been recorded */
 } pyc_team;
 /* The arm the next run uses. */
 int pyc_team_arm(const pyc_team* team);
@@ -121,5 +126,19 @@ int pyc_team_adaptive(void);
 /* pyc_run_begin with the context's team choosing the arm; pyc_run_end_team times the run. */
 int pyc_run_begin_team(pyc_team* team, int wanted);
 void pyc_run_end_team(pyc_team* team, int saved);
+/* Runs whose shapes vary (a model of symbolic dims) compare the arms on runs of typical work
+ * only: a run of `work` units (the product of its dims) counts where its work is within
+ * PYC_TEAM_WORK_BAND of the runs' running geometric mean, its time scaled to that mean; other
+ * runs follow the choice uncounted. The band keeps the scaling's error small (a run's fixed
+ * costs, work that is not linear in a dim: a tiny run scaled up 100x would read as a spike). */
+#define PYC_TEAM_WORK_BAND 1.5
+#define PYC_TEAM_WORK_MOVED 4.0  /* the band's centre this far from the reference: start afresh */
+/* whether a run of `work` is typical (always, for a static model's work 0) */
+int pyc_team_typical(const pyc_team* team, double work);
+/* the arm a run of `work` uses: an atypical run stays on the arm in use, probes or not */
+int pyc_team_arm_work(const pyc_team* team, double work);
+void pyc_team_record_work(pyc_team* team, int arm, double ms, double work);
+int pyc_run_begin_team_work(pyc_team* team, int wanted, double work);
+void pyc_run_end_team_work(pyc_team* team, int saved, double work);
 
 #endif

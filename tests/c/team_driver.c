@@ -6,7 +6,8 @@
  * runs it at the arm the team picks, records that arm's time, and prints the arm (one digit a
  * run, then a newline). A line "raw ARM MS" records MS at ARM whatever the team picked (a clock
  * step, a negative time) and prints nothing; a line "idle" marks the next run as one after an
- * idle gap (pyc_run_begin_team's test), which the team does not count. */
+ * idle gap (pyc_run_begin_team's test), which the team does not count. A line "T0 T1 W" is a
+ * run of W units of work (a model of symbolic dims: pyc_team_record_work). */
 #include <stdio.h>
 #include <string.h>
 
@@ -17,15 +18,15 @@ int main(void) {
   memset(&team, 0, sizeof team);
   char line[256];
   while (fgets(line, sizeof line, stdin) != NULL) {
-    double t[2];
+    double t[2], work = 0.0;
     int arm;
     if (strncmp(line, "idle", 4) == 0) {
       team.warm = 0;
     } else if (sscanf(line, "raw %d %lf", &arm, &t[0]) == 2) {
       pyc_team_record(&team, arm, t[0]);
-    } else if (sscanf(line, "%lf %lf", &t[0], &t[1]) == 2) {
-      arm = pyc_team_arm(&team);
-      pyc_team_record(&team, arm, t[arm]);
+    } else if (sscanf(line, "%lf %lf %lf", &t[0], &t[1], &work) >= 2) {
+      arm = pyc_team_arm_work(&team, work);
+      pyc_team_record_work(&team, arm, t[arm], work);
       putchar('0' + arm);
     }
   }

@@ -143,8 +143,11 @@ def test_sustained_load_after_a_quiet_spell_stays_on_one_thread_at_bounded_cost(
     assert used[1000:1100].count("1") > 80  # moved to one thread at once
     spent = [float(line.split()[int(arm)]) for line, arm in zip(lines, used)]
     probing = sum(t for t, arm in zip(spent[1000:], used[1000:]) if arm == "0")
-    assert probing < 0.06 * sum(spent[1000:])  # from the load's first run on
-    assert used[1000:1300].count("0") <= 2 + 3 * PROBE_RUNS  # the trigger, re-check, probes
+    # from the load's first run on; over 1000 seeds the worst was 6.8% and 14 full-team runs in
+    # the first 300 (one thread's 10 ms runs landing in its first probes keep the full team a
+    # few runs longer; the bounds were 6% and 8 runs, which 2 seeds in 200 broke)
+    assert probing < 0.08 * sum(spent[1000:])
+    assert used[1000:1300].count("0") <= 2 + 7 * PROBE_RUNS  # the trigger, re-checks, probes
 
 
 def test_probes_of_a_much_slower_team_cost_little(driver: Path, rng: np.random.Generator) -> None:
@@ -182,9 +185,53 @@ def test_clock_steps_are_not_runs(driver: Path) -> None:
     assert arms(driver, base + steps + runs(0.3, 0.55, 400)) == arms(driver, base + runs(0.3, 0.55, 400))
 
 
-def _model(rng: np.random.Generator, tmp_path: Path) -> Path:
-    """A 1024x2048 and a 2048x256 layer at batch 4: big enough that the build splits the first
-    over threads."""
+# ---- runs of varying shapes (a model of symbolic dims): each line "T0 T1 W", W the run's work
+
+
+def shaped(work: np.ndarray, full: float, one: float, fixed: float = 0.05) -> list[str]:
+    """Runs of the given work: a fixed cost per run (one thread's a little higher), a part
+    linear in the work and a part growing as work^1.5 (attention over longer sequences)."""
+    return [f"{fixed + full * (w + 0.02 * w ** 1.5):.6f} "
+            f"{1.2 * fixed + one * (w + 0.02 * w ** 1.5):.6f} {w:.1f}" for w in work]
+
+
+def served(rng: np.random.Generator, count: int, median_seq: float) -> np.ndarray:
+    """A text encoder's requests: batch 1..8 (most 1), sequence lognormal, 1..512."""
+    batch = rng.choice(np.arange(1, 9), count, p=[.4, .2, .12, .08, .06, .05, .05, .04])
+    seq = np.clip(np.exp(rng.normal(np.log(median_seq), 1.0, count)), 1, 512).round()
+    return batch * seq
+
+
+def test_runs_of_varying_shapes_keep_the_team_on_a_quiet_host(driver: Path,
+                                                               rng: np.random.Generator) -> None:
+    """Work spanning 1..4096 units, times proportional plus fixed costs: the runs of typical
+    work (within 1.5x of the running geometric mean) decide, scaled to one reference; a quiet
+    host keeps the full team. Counting every run, scaled, put 40-80% of the runs with a 0.5 ms
+    fixed cost on one thread (a tiny run's fixed cost scaled up reads as a load spike), and
+    scaling to the moving mean instead of a fixed reference ~40% of a log-uniform mix's (0.01 ms
+    fixed cost)."""
+    spread = np.exp(rng.uniform(0.0, np.log(4096.0), 3000))
+    for work, fixed in ((served(rng, 3000, 24), 0.05), (spread, 0.05), (spread, 0.5)):
+        used = arms(driver, shaped(work, 0.01, 0.018, fixed))
+        assert used[300:].count("1") < 0.02 * len(used[300:]), fixed
+
+
+def test_runs_of_varying_shapes_go_to_one_thread_under_load_and_back(
+        driver: Path, rng: np.random.Generator) -> None:
+    """Quiet, loaded (the full team 5x slower, one thread 0.6x), quiet again, the shape mix
+    shifting to longer sequences on the way: the choice follows the load both ways, and probes
+    only on the typical runs (an atypical run stays on the arm in use)."""
+    quiet, loaded, later = served(rng, 2000, 24), served(rng, 3000, 96), served(rng, 3000, 96)
+    used = arms(driver, shaped(quiet, 0.01, 0.018) + shaped(loaded, 0.05, 0.011)
+                + shaped(later, 0.01, 0.018))
+    assert used[300:2000].count("1") < 0.02 * 1700
+    assert used[2300:5000].count("0") < 0.03 * 2700
+    assert used[6000:].count("1") < 0.02 * 2000
+
+
+def _model(rng: np.random.Generator, tmp_path: Path, batch: int | str = 4) -> Path:
+    """A 1024x2048 and a 2048x256 layer at batch 4 (or a named dim): big enough that the build
+    splits the first over threads."""
     w1 = (rng.standard_normal((1024, 2048)) / 32).astype(np.float32)
     w2 = (rng.standard_normal((2048, 256)) / 45).astype(np.float32)
     b1 = rng.standard_normal(2048).astype(np.float32)
@@ -192,7 +239,7 @@ def _model(rng: np.random.Generator, tmp_path: Path) -> Path:
              helper.make_node("Add", ["m", "b1"], ["a"]),
              helper.make_node("Relu", ["a"], ["r"]),
              helper.make_node("MatMul", ["r", "w2"], ["y"])]
-    model = make_model(nodes, [vinfo("x", (4, 1024))], [vinfo("y", (4, 256))],
+    model = make_model(nodes, [vinfo("x", (batch, 1024))], [vinfo("y", (batch, 256))],
                        [init("w1", w1), init("w2", w2), init("b1", b1)])
     return write_model(model, tmp_path)
 
@@ -231,6 +278,47 @@ def test_runs_under_the_adaptive_team_are_bitwise_those_of_a_fixed_team(
         np.testing.assert_array_equal(y, fixed1[0])
     expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     np.testing.assert_allclose(adaptive[-1], expected, rtol=1e-5, atol=1e-5)
+
+
+SHAPED_RUNNER = """
+import sys, numpy as np, pyc_cli
+xs = np.load(sys.argv[2])
+with pyc_cli.load(sys.argv[1]) as model:
+    ys = [model.run({"x": xs[f"x{i % len(xs.files)}"]})["y"] for i in range(int(sys.argv[3]))]
+np.savez(sys.argv[4], *ys)
+"""
+
+
+@pytest.mark.skipif(not get_target("cpu").openmp(), reason="the C compiler has no OpenMP runtime")
+def test_symbolic_runs_under_the_adaptive_team_are_bitwise_those_of_a_fixed_team(
+        rng: np.random.Generator, tmp_path: Path) -> None:
+    """A model of symbolic batch: 60 runs cycling over batches 1..16 under the adaptive team
+    (typical runs timed, probes on one thread) give bitwise the outputs of fixed teams of two
+    and of one thread, and onnxruntime's."""
+    path = _model(rng, tmp_path, "batch")
+    artifact = pyc_cli.build(path, tmp_path / "art", threads=2,
+                             input_shapes={"x": ("batch:1..16", 1024)}).artifact
+    assert "pyc_run_begin_team_work" in (artifact / "src" / "model.c").read_text()
+    batches = [1, 16, 3, 8, 5, 12]
+    xs = {f"x{i}": rng.standard_normal((b, 1024)).astype(np.float32) for i, b in enumerate(batches)}
+    np.savez(tmp_path / "xs.npz", **xs)
+    outputs = {}
+    for name, count, env in (("adaptive", 60, {}), ("fixed2", 6, {"PYC_ADAPTIVE_THREADS": "0"}),
+                             ("fixed1", 6, {"PYC_NUM_THREADS": "1"})):
+        clean = {k: v for k, v in os.environ.items()
+                 if k not in ("PYC_NUM_THREADS", "PYC_ADAPTIVE_THREADS")}
+        out = tmp_path / f"{name}.npz"
+        subprocess.run([sys.executable, "-c", SHAPED_RUNNER, str(artifact), str(tmp_path / "xs.npz"),
+                        str(count), str(out)], check=True, env={**clean, "PYTHONPATH": str(REPO), **env})
+        saved = np.load(out)
+        outputs[name] = [saved[f"arr_{i}"] for i in range(count)]
+    session = ort.InferenceSession(str(path))
+    for i, run in enumerate(outputs["adaptive"]):
+        np.testing.assert_array_equal(run, outputs["fixed1"][i % len(batches)])
+    for i, run in enumerate(outputs["fixed2"]):
+        np.testing.assert_array_equal(run, outputs["fixed1"][i])
+        expected = session.run(None, {"x": xs[f"x{i}"]})[0]
+        np.testing.assert_allclose(run, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("before", [None, "1", "0"])
