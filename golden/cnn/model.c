@@ -2765,7 +2765,7 @@ struct cnn_model {
 struct cnn_context {
   const cnn_model* model;
   unsigned char* arena;
-  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: a fixed team) */
+  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: by their work) */
 };
 
 int cnn_create(const char* weights_path, cnn_model** out) {

@@ -597,7 +597,7 @@ struct mlp_model {
 struct mlp_context {
   const mlp_model* model;
   unsigned char* arena;
-  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: a fixed team) */
+  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: by their work) */
 };
 
 int mlp_create(const char* weights_path, mlp_model** out) {

@@ -1557,7 +1557,7 @@ struct transformer_model {
 struct transformer_context {
   const transformer_model* model;
   unsigned char* arena;
-  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: a fixed team) */
+  pyc_team team;  /* its runs' team choice (pyc_runtime.h; runs of symbolic dims: by their work) */
 };
 
 int transformer_create(const char* weights_path, transformer_model** out) {
