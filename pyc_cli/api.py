@@ -55,6 +55,7 @@ from .buckets import (
 )
 from .errors import PycError, PycWarning
 from .feedback import Feedback, feedback_tuning, histogram_note, kernel_note, read_feedback, thread_choice
+from .frontend.branch_traps import unreachable_branches
 from .frontend.onnx_import import import_model
 from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
 from .ir.graph import Graph
@@ -803,7 +804,7 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
                      plan.arena_bytes, layout.total_bytes, weights_checksum(blob), flags["name"],
                      flags["threads"], **dims, **runtime_plan(plan),
                      **_bucket_infos(written, flags["name"], dims.get("dims", []), backend),
-                     borrows_weights=borrows_weights)
+                     borrows_weights=borrows_weights, unreachable=unreachable_branches(graph))
     with steps.step("generate C"):
         sources = backend.emit(graph, plan, layout, info)
     for name, text in sorted(sources.items()):
@@ -848,6 +849,8 @@ def _write_artifact(staging: Path, model_path: Path, graph: Graph, ctx: PassCont
         "symbol_prefix": flags["name"], "soname": soname(flags["name"]),
         **({"targets": targets} if targets else {}),
         **({"buckets": written.entries} if written is not None else {}),
+        # run-time If branches compiled as pyc.Unreachable: a run taking one is PYC-E053
+        **({"unreachable_branches": info.unreachable} if info.unreachable else {}),
         "files": hash_tree(staging),
     }
     if slim:
@@ -1223,6 +1226,7 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
                                                (TRIM_ENTRY_POINT,)))
         model.shaped = ShapedFunctions(addresses, manifest["dims"])
     model.input_ranges = read_input_ranges(root, manifest)
+    model.unreachable_branches = list(manifest.get("unreachable_branches", []))
     return model
 
 

@@ -86,6 +86,11 @@ ERROR_CODES: dict[str, str] = {
     "fit the model: not a JSON histogram `[{\"shapes\": {\"x\": [8, 128]}, \"count\": 120}]` "
     "or an .npz of example inputs, a request naming other inputs than those with symbolic dims, "
     "or a shape outside the `--input-shape` bounds (the error names the request).",
+    "E053": "A run took a branch of a run-time If that could not be compiled for the model's "
+    "input shapes (an op refused them there, as onnxruntime does at run time; the build "
+    "compiled the branch as unreachable and logged why): the error names the If, the branch and "
+    "the reason. Send inputs that select the other branch, or rebuild with the shapes the "
+    "branch needs.",
     "E060": "The planner policy is unknown (`pyc build --policy NAME`; the error lists the known "
     "ones), or a `pyc.policies` plugin fails to load, gives no Policy, or names unknown rules.",
     "E061": "A planner policy made different decisions when run twice on the same graph (it "

@@ -124,6 +124,7 @@ SCHEMA: dict[str, Any] = {
     "pyc_version": TEXT, "target": TEXT, "mode": TEXT, "library": TEXT, "arena_bytes": COUNT,
     "cpu": _Opt(CPU), "cuda": _Opt(CUDA), "slim": _Opt(BOOL), "header": _Opt(TEXT),
     "symbol_prefix": TEXT, "targets": _Opt(_List(TEXT)),
+    "unreachable_branches": _Opt(_List({"if": TEXT, "branch": TEXT, "reason": TEXT})),
     "model": {"file": TEXT, "sha256": TEXT, "graph_name": TEXT, "opset": INT,
               "source_ops": _Dict(COUNT), "compiled_nodes": COUNT},
     "toolchain": {"compiler": _Opt(TEXT), "compiler_family": _Opt(TEXT),

@@ -18,7 +18,8 @@ from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
 from ..ir.types import DType, TensorType, check_addressable
 from ..ops import control_flow, registry
-from ..ops.propagate import known_values, propagate_types
+from ..ops.propagate import known_values
+from .branch_traps import types_with_unreachable_branches
 
 InputShapes = dict[str, tuple[int, ...]]
 MIN_OPSET, MAX_OPSET = 7, 28
@@ -45,7 +46,7 @@ def import_model(path: str | Path, input_shapes: InputShapes | None = None,
                        "the model has no input of", where=Path(path).name,
                        hint=f"the inputs are {', '.join(graph.inputs)}")
     graph.value_bounds = dict(input_values or {})
-    graph.types = propagate_types(graph)
+    graph.types = types_with_unreachable_branches(graph, ctx)
     _check_run_time_ifs(graph)
     _check_schema_types(graph)
     _check_dtypes(graph)

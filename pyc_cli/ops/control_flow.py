@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import PycError
 from ..ir.graph import Graph, Node
 from ..ir.symbolic import computed_dim
-from ..ir.types import DType, TensorType
+from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import KERNEL, InTypes, InValues, OpDef, register, require
 
 
@@ -84,6 +84,32 @@ class RunTimeIf(OpDef):
 
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         return {"count": branch_outputs(node)}
+
+    def flops(self, node: Node, graph: Graph) -> int:
+        return 0
+
+
+@register
+class Unreachable(OpDef):
+    """`pyc.Unreachable(like_0..like_{n-1}) -> out_0..out_{n-1}`: stands for a branch of a
+    run-time If that cannot be compiled for the model's input shapes (an op's rule refuses
+    them there: Silero VAD's 8 kHz branch with a 16 kHz chunk, which onnxruntime refuses at run
+    time too). Each output has the type of its `like` input (the other branch's output), so
+    the If types; reaching it at run time stops the run with PYC_STATUS_BRANCH_NOT_COMPILED
+    (PYC-E053 naming the If, the branch and why). It reads nothing: the `like` inputs only type
+    it (frontend/branch_traps.py places it)."""
+
+    name = "Unreachable"
+    domain = "pyc"
+    category = KERNEL
+    dtypes = MODEL_DTYPES
+    lowering = "a branch that could not be compiled: taking it stops the run (PYC-E053)"
+
+    def dtype_values(self, node: Node) -> list[str]:
+        return []  # any types: those of the branch it stands for
+
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        return [require(types, index, node) for index in range(len(node.outputs))]
 
     def flops(self, node: Node, graph: Graph) -> int:
         return 0

@@ -166,6 +166,8 @@ def _address(array: np.ndarray) -> int:
 STATUS_INDEX_OUT_OF_RANGE = 5
 # PYC_STATUS_SHAPE_OUT_OF_BOUNDS of a model with symbolic dims (model.h)
 STATUS_SHAPE_OUT_OF_BOUNDS = 6
+# PYC_STATUS_BRANCH_NOT_COMPILED of a model with an unreachable If branch (model.h)
+STATUS_BRANCH_NOT_COMPILED = 8
 
 Feeds = Mapping[str, Any]  # input name -> array (anything np.asarray accepts)
 
@@ -193,6 +195,9 @@ class CompiledModel:
     # the values each integer input may hold (input_ranges.json; None: not recorded), which
     # random inputs draw from and index errors are explained with
     input_ranges: dict[str, InputRange] | None = None
+    # run-time If branches that could not be compiled for the input shapes (the manifest's
+    # unreachable_branches: {if, branch, reason}), which PYC-E053 names
+    unreachable_branches: list[dict[str, str]] = []
     # the target that runs, the guards and fallbacks that led to it (runtime/stats.py)
     stats: RunStats
     # the next target of a multi-target artifact, loaded when a run fails on this one's device
@@ -465,6 +470,14 @@ class CompiledModel:
                             hint="a size computed at run time from input values exceeds the bound "
                             "the model was built for (pyc explain lists the dims): rebuild with "
                             "wider --input-values")
+        if status == STATUS_BRANCH_NOT_COMPILED and self.unreachable_branches:
+            listing = "; ".join(f"If {b['if']!r}, its {b['branch']} branch ({b['reason']})"
+                                for b in self.unreachable_branches)
+            return PycError("E053", "the run took a branch of a run-time If that could not be "
+                            f"compiled for the model's input shapes: {listing}",
+                            hint="send the input values that select the other branch, or rebuild "
+                            "with the input shapes that branch needs (--input-shape); "
+                            "onnxruntime fails on these inputs too")
         if status == STATUS_SHAPE_OUT_OF_BOUNDS:  # check_feeds lets no such shape through
             return PycError("E041", f"model run refused the input shapes: {self._status(status)}",
                             hint="send shapes within the dims' bounds (pyc explain lists them)")

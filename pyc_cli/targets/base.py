@@ -69,6 +69,9 @@ class ModelInfo:
     # value dims (issue #15, point 2): {index, input, element, ctype, lo, hi}, each dims[index]
     # read by the entry point from element `element` of input `input` (symbolic.value_dim)
     value_dims: list[dict[str, Any]] = field(default_factory=list)
+    # run-time If branches compiled as pyc.Unreachable (frontend/branch_traps.py): {if, branch,
+    # reason}; a run taking one returns PYC_STATUS_BRANCH_NOT_COMPILED
+    unreachable: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def dims_const(self) -> str:

@@ -1482,6 +1482,8 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                KernelCandidate("if_select_sizes", "if_select.c.j2",
                                lambda n, g: bool(computed_here(n, g)), params=_if_select_bytes,
                                symbolic_dims=True, writes_dims=True, restrict_pointers=False)),
+    # a run-time If's branch that could not be compiled: taking it stops the run
+    "pyc.Unreachable": (KernelCandidate("unreachable", "unreachable.c.j2"),),
     "pyc.Copy": (KernelCandidate("memcpy", "copy.c.j2"),
                  KernelCandidate("memcpy_dims", "copy.c.j2", node_is_symbolic, params=_copy_bytes,
                                  symbolic_dims=True)),
