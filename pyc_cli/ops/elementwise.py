@@ -7,6 +7,7 @@ import onnx
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim, EntryStep, has_dims, known_at_entry, sign_bounds
 from ..ir.types import DType, TensorType
 from .registry import (
     ELEMENTWISE,
@@ -153,10 +154,57 @@ class Expand(ElementwiseOp):
     def extra_shape(self, node: Node, values: InValues) -> tuple[int, ...]:
         return tuple(as_dim(d) for d in shape_operand(node, values, 1, "shape", "shape"))
 
+    def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
+        x = require(types, 0, node)
+        target = self.extra_shape(node, values)
+        try:
+            return super().infer(node, types, values)
+        except PycError:
+            if not has_dims(target) or not known_at_entry(target):
+                raise
+        return [TensorType(x.dtype, _expand_at_entry(node, x.shape, target))]
+
+    def entry_steps(self, node: Node, graph: Graph) -> list[EntryStep]:
+        """Each target dim computed from input values that the output does not take (its
+        input's dim: _expand_at_entry) must be 1 or that dim."""
+        target = node.attrs.get("shape")
+        if not isinstance(target, list) or not node.outputs or node.outputs[0] not in graph.types:
+            return []
+        out = graph.types[node.outputs[0]].shape
+        return [EntryStep("broadcast", node.name, want, got)
+                for want, got in zip(reversed(target), reversed(out))
+                if isinstance(want, Dim) and want != got]
+
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         data, shape = inputs[0], shape_operand(node, inputs, 1, "shape", "shape")
         out_shape = np.broadcast_shapes(data.shape, tuple(int(d) for d in shape))  # type: ignore[union-attr]
         return [np.broadcast_to(data, out_shape).copy()]  # type: ignore[arg-type]
+
+
+def _expand_at_entry(node: Node, shape: tuple[int, ...], target: tuple[int, ...]
+                     ) -> tuple[int, ...]:
+    """Expand's output where a target dim computed from input values (issue #15, point 2:
+    `Expand(x, s + 1)`, `s` declared with --input-values) meets an input dim other than 1:
+    the input's dim, valid where the target's is 1 or equal to it, which the entry point
+    checks before any kernel runs (abi.entry_steps: status 6, PYC-E041 otherwise)."""
+    rank = max(len(shape), len(target))
+    out: list[int] = []
+    for axis in range(rank):
+        a = shape[axis - rank + len(shape)] if axis - rank + len(shape) >= 0 else 1
+        b = target[axis - rank + len(target)] if axis - rank + len(target) >= 0 else 1
+        if a == b or b == 1:
+            out.append(as_dim(a))
+        elif a == 1:
+            out.append(as_dim(b))
+        elif isinstance(b, Dim) and sign_bounds(a)[0] > 1:
+            out.append(as_dim(a))  # b must be 1 or a: checked at entry
+        else:
+            raise PycError("E051", f"Expand of {list(shape)} to {list(target)}: whether axis "
+                           f"{axis} broadcasts ({a} against {b}) depends on the run-time sizes",
+                           where=f"node {node.name!r}",
+                           hint="give the input's dim a number or a lower bound above 1 "
+                           "(--input-shape), or compute the target from the input's Shape")
+    return tuple(out)
 
 
 @register
