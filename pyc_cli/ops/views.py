@@ -158,9 +158,9 @@ def _check_at_entry(node: Node, shape: tuple[int, ...], dims: list[int]) -> None
 
 
 def _refuse_kernel_sizes(node: Node, what: str) -> None:
-    raise PycError("E051", f"Reshape {what}, whose element counts match only for some run-time "
-                   "sizes, and a size a kernel computes during the run is among them (the entry "
-                   "point, which checks the counts, does not know it yet)",
+    raise PycError("E051", f"Reshape: {what}; its element counts match only for some run-time "
+                   "sizes, and one of those is computed by a kernel during the run (the entry "
+                   "point, which checks the counts before any kernel runs, does not know it)",
                    where=f"node {node.name!r}",
                    hint="compute the target from the input dims or from input values declared "
                    "with --input-values, or give it as a constant")
