@@ -2,10 +2,14 @@
 different shapes (ONNX allows it: the If's output then has a dim the taken branch decides at
 run time, a computed dim bounded by the larger branch). Checked against onnxruntime with both
 condition values, at several batch sizes including the bounds' extremes and 1, in the three
-memory modes, output buffers poisoned with NaN (every element of the actual shape written)."""
+memory modes, output buffers poisoned with NaN (every element of the actual shape written).
+Where the If's result is a graph output and both branches agree on its type, each branch
+computes it straight into the caller's output buffer (MemoryPlan.output_values): no arena
+bytes for the branch values and nothing for the select to copy."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +76,12 @@ def test_run_time_if_result_is_a_graph_output(tmp_path: Path, mode: str,
     shapes, _ = parse_input_shapes(["x=batch:1..16,8"])
     result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=shapes)
     assert any(n.op == "pyc.If" for n in result.graph.nodes)
+    # each branch computes y straight into the caller's buffer: no arena bytes, no copy
+    plan = json.loads((result.artifact / "memory_plan.json").read_text())
+    written = plan["output_values"]
+    assert sorted(written.values()) == ["y", "y"] and \
+        {k.split("/")[1] for k in written} == {"then", "else"}
+    assert not any(t["name"] in written for t in plan["tensors"])
     assert _runs_match(path, result.artifact, RUNS, 8, monkeypatch) == {True, False}
 
 
