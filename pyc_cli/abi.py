@@ -104,7 +104,7 @@ def entry_steps(graph: Graph, dims: list[DimBounds]) -> list[dict[str, Any]]:
                               "num": left, "den": right, "hi": dims[index[step.dim]].hi,
                               "node": label})
         elif step.kind == "equal":
-            steps.append({"kind": "check", "node": label, "what": "element counts equal",
+            steps.append({"kind": "check", "node": label, "what": "sizes equal",
                           "cond": f"{left} == {right}"})
         else:
             steps.append({"kind": "check", "node": label, "what": "a target dim broadcasts",

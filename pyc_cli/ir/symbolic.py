@@ -370,8 +370,9 @@ class EntryStep:
     """What the entry point computes or checks after reading the value dims, before any kernel
     runs (issue #15, point 2), for the shape rule of node `node`: kind "dim" sets entry dim
     `dim` to left // right (which must divide exactly); "equal" checks left == right (a
-    Reshape's element counts); "broadcast" checks that left is 1 or right (an Expand target
-    dim against the input's). A run breaking one returns status 6 (PYC-E041)."""
+    Reshape's element counts, an operand's dim against the broadcast output's); "broadcast"
+    checks that left is 1 or right (an Expand target dim against the input's). A run breaking
+    one returns status 6 (PYC-E041)."""
 
     kind: str
     node: str
@@ -399,6 +400,13 @@ def entry_source(bounds: DimBounds) -> str | None:
     """The node an entry dim (see `entry_dim`) belongs to; None for other dims."""
     found = ENTRY_SOURCE.fullmatch(bounds.computed)
     return found.group(1) if found else None
+
+
+def from_values(value: object) -> bool:
+    """Whether `value` is a dim computed from input values: it reads a value dim or an entry
+    dim (issue #15, point 2)."""
+    return isinstance(value, Dim) and any(
+        value_source(b) is not None or entry_source(b) is not None for b in value.dims().values())
 
 
 def known_at_entry(values: Iterable[DimLike]) -> bool:

@@ -81,7 +81,7 @@ def test_reshape_to_a_target_computed_from_input_values(tmp_path: Path, mode: st
     path = _reshape_plus_one(tmp_path)
     result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"s": (0, 23)})
     assert [str(d) for d in result.graph.types["y"].shape] == ["val_s_0 + 1", "val_s_1 + 1"]
-    assert "element counts equal" in (result.artifact / "src" / "model.c").read_text()
+    assert "sizes equal" in (result.artifact / "src" / "model.c").read_text()
     rng = np.random.default_rng()
     feeds = [{"x": rand(rng, 24), "s": np.array(s, np.int64)}
              for s in ([0, 23], [23, 0], [1, 11], [2, 7], [3, 5], [5, 3])]
@@ -150,6 +150,35 @@ def test_expand_to_a_shape_computed_from_input_values(tmp_path: Path, mode: str,
              for s in ([0, 4], [9, 4], [0, 1], [9, 1], [4, 4])]
     refused = [{"x": rand(rng, 1, 4), "s": np.array(s, np.int64)} for s in ([3, 0], [9, 3])]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+
+
+def _filled_times_x(tmp_path: Path) -> Path:
+    """y = constant_of_shape(s + [1, 0], 0.5) * x[1, 4]: a binary broadcast of a shape from
+    input values against a static one. onnxruntime takes s[1] of 1 or 4; PyC's kernels stretch
+    only the dims that are 1 when built, so it takes 4 only (s[1] = 1 is refused: E041)."""
+    nodes = [helper.make_node("Add", ["s", "bump"], ["target"], name="target"),
+             helper.make_node("ConstantOfShape", ["target"], ["half"], name="fill",
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+             helper.make_node("Mul", ["half", "x"], ["y"], name="scale_rows")]
+    model = make_model(nodes, [_value_info("x", [1, 4]), _value_info("s", [2], I64)],
+                       [_value_info("y", ["rows", 4])], [init("bump", np.array([1, 0], np.int64))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_binary_broadcast_of_a_shape_computed_from_input_values(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _filled_times_x(tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"s": (0, 9)})
+    assert [str(d) for d in result.graph.types["y"].shape] == ["val_s_0 + 1", "4"]
+    rng = np.random.default_rng()
+    feeds = [{"x": rand(rng, 1, 4), "s": np.array(s, np.int64)}
+             for s in ([0, 4], [9, 4], [3, 4])]
+    refused = [{"x": rand(rng, 1, 4), "s": np.array(s, np.int64)} for s in ([3, 0], [9, 2])]
+    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    with pyc_cli.load(result.artifact) as model, pytest.raises(PycError) as narrower:
+        model.run({"x": rand(rng, 1, 4), "s": np.array([2, 1], np.int64)})
+    assert narrower.value.code == "E041" and "broadcast" in (narrower.value.hint or "")
 
 
 def test_expand_whose_broadcast_depends_on_the_sizes_is_refused(tmp_path: Path) -> None:
