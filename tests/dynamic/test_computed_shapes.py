@@ -195,6 +195,34 @@ def test_expand_whose_broadcast_depends_on_the_sizes_is_refused(tmp_path: Path) 
     assert "--input-shape" in (refused.value.hint or "")
 
 
+# ---------------------------------------------------------------- Pad by s - 1
+
+
+def _pad_computed(tmp_path: Path, mode: str) -> Path:
+    """y = pad(x[3, 5], s - 1) + 1: pads -1..3 (a -1 crops), computed from s (declared 0..4)."""
+    nodes = [helper.make_node("Sub", ["s", "one"], ["pads"], name="pads"),
+             helper.make_node("Pad", ["x", "pads"], ["p"], name="pad_x", mode=mode),
+             helper.make_node("Add", ["p", "onef"], ["y"], name="plus_one")]
+    model = make_model(nodes, [_value_info("x", [3, 5]), _value_info("s", [4], I64)],
+                       [_value_info("y", ["h", "w"])],
+                       [init("one", np.array([1, 1, 1, 1], np.int64)),
+                        init("onef", np.array(1.0, np.float32))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "edge"])
+@pytest.mark.parametrize("mode", MODES)
+def test_pad_by_pads_computed_from_input_values(tmp_path: Path, mode: str, pad_mode: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _pad_computed(tmp_path, pad_mode)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"s": (0, 4)})
+    assert [int(d) for d in result.graph.types["y"].shape] == [3 + 3 + 3, 5 + 3 + 3]  # bounds
+    rng = np.random.default_rng()
+    feeds = [{"x": rand(rng, 3, 5), "s": np.array(s, np.int64)}
+             for s in ([1, 1, 1, 1], [0, 0, 0, 0], [4, 4, 4, 4], [0, 4, 2, 1], [3, 0, 1, 2])]
+    _check_runs(path, result.artifact, feeds, [], monkeypatch)
+
+
 # ---------------------------------------------------------------- refusals
 
 
