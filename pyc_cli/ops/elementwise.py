@@ -16,6 +16,7 @@ from .registry import (
     OpDef,
     as_dim,
     broadcast_shapes,
+    ints_attr,
     register,
     require,
     shape_operand,
@@ -177,9 +178,11 @@ class Expand(ElementwiseOp):
         return tuple(as_dim(d) for d in shape_operand(node, values, 1, "shape", "shape"))
 
     def entry_shapes(self, node: Node, graph: Graph) -> list[tuple[tuple[int, ...], str]]:
-        target = node.attrs.get("shape")  # bound by passes/bind_shapes.py where symbolic
+        # the target, where passes/bind_shapes.py bound it (symbolic)
+        target = tuple(ints_attr(node, "shape")) if isinstance(node.attrs.get("shape"), list) \
+            else None
         return super().entry_shapes(node, graph) + (
-            [(tuple(target), "broadcast")] if isinstance(target, list) else [])
+            [(target, "broadcast")] if target is not None else [])
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         data, shape = inputs[0], shape_operand(node, inputs, 1, "shape", "shape")
