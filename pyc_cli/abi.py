@@ -8,12 +8,22 @@ the loader checks a library's reported I/O against them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import PycError
 from .ir.graph import Graph
 from .ir.run_dims import c_names, c_size, model_dims, shape_text
-from .ir.symbolic import Dim, bare_value_dim, has_dims, input_dim_step, value_source
+from .ir.symbolic import (
+    Dim,
+    DimBounds,
+    bare_value_dim,
+    entry_source,
+    has_dims,
+    input_dim_step,
+    value_source,
+)
 from .ir.types import DType
 
 DTYPE_CODES: dict[DType, int] = {
@@ -70,8 +80,41 @@ def run_dims(graph: Graph) -> dict[str, Any]:
             lo, hi = (fixed[bounds.name],) * 2 if bounds.name in fixed else (bounds.lo, bounds.hi)
             values.append({"index": k, "input": graph.inputs.index(source[0]), "element": source[1],
                            "ctype": graph.types[source[0]].dtype.c_type, "lo": lo, "hi": hi})
+    steps_at_entry = entry_steps(graph, dims)
     return {"dims": dims, "input_axes": axes, "output_dims_c": outputs, **extra,
-            **({"value_dims": values} if values else {})}
+            **({"value_dims": values} if values else {}),
+            **({"entry_steps": steps_at_entry} if steps_at_entry else {})}
+
+
+def entry_steps(graph: Graph, dims: list[DimBounds]) -> list[dict[str, Any]]:
+    """graph.entry_steps (what the shape rules need computed and checked after the value dims
+    are read, before any kernel runs: symbolic.EntryStep) as the entry point's C: {kind: dim,
+    index, name, num, den, hi, node} sets dims[index] = num / den, which must divide exactly
+    and lie within the dim's bounds; {kind: check, cond, what, node} must hold. A run breaking
+    one returns status 6 (PYC-E041)."""
+    names = c_names(dims, "context->dims")
+    index = {d.name: k for k, d in enumerate(dims)}
+    steps: list[dict[str, Any]] = []
+    for step in graph.entry_steps:
+        label = re.sub(r"[^A-Za-z0-9_.:/-]", "_", step.node)
+        left, right = c_size(step.left, names), c_size(step.right, names)
+        if step.kind == "dim":
+            if step.dim in index:
+                steps.append({"kind": "dim", "index": index[step.dim], "name": step.dim,
+                              "num": left, "den": right, "hi": dims[index[step.dim]].hi,
+                              "node": label})
+        elif step.kind == "equal":
+            steps.append({"kind": "check", "node": label, "what": "sizes equal",
+                          "cond": f"{left} == {right}"})
+        else:
+            steps.append({"kind": "check", "node": label, "what": "a target dim broadcasts",
+                          "cond": f"{left} == 1 || {left} == {right}"})
+    made = {s["name"] for s in steps if s["kind"] == "dim"}
+    missing = [d.name for d in dims if entry_source(d) is not None and d.name not in made]
+    if missing:
+        raise PycError("E051", f"run-time dims {missing} have no rule computing them at entry",
+                       hint="give the Reshape that decides them a constant target")
+    return steps
 
 
 def value_assumptions(graph: Graph) -> dict[str, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .annotations import Annotations
+from .symbolic import EntryStep
 from .types import DType, TensorType
 
 AttrValue = int | float | str | list[int] | list[float] | list[str] | np.ndarray
@@ -74,6 +75,9 @@ class Graph:
     # the values integer/float graph inputs may hold, as declared (`pyc build --input-values
     # x=0..64`): the bounds of sizes computed at run time from them (issue #15, point 2)
     value_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # what the entry point computes and checks before the first kernel, as the shape rules
+    # decided it (OpDef.entry_steps, collected by infer_shapes; abi.entry_steps writes it in C)
+    entry_steps: list[EntryStep] = field(default_factory=list)
 
     def public_outputs(self) -> list[str]:
         """The names callers see for the outputs, in order (ONNX names, repeats included)."""

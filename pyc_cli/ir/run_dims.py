@@ -72,6 +72,9 @@ def _model_dims(graph: Graph) -> list[DimBounds]:
         for value in node.attrs.values():
             items = value if isinstance(value, list) else [value]
             computed.update(computed_dims([tuple(v for v in items if isinstance(v, Dim))]))
+    for step in graph.entry_steps:  # an Expand's target may hold a value dim no type holds
+        computed.update(computed_dims([tuple(v for v in (step.left, step.right)
+                                             if isinstance(v, Dim))]))
     return [found[name] for name in sorted(found)] + [computed[name] for name in sorted(computed)]
 
 

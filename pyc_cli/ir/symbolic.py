@@ -365,6 +365,62 @@ def value_source(bounds: DimBounds) -> tuple[str, int] | None:
     return (found.group(1), int(found.group(2))) if found else None
 
 
+@dataclass(frozen=True)
+class EntryStep:
+    """What the entry point computes or checks after reading the value dims, before any kernel
+    runs (issue #15, point 2), for the shape rule of node `node`: kind "dim" sets entry dim
+    `dim` to left // right (which must divide exactly); "equal" checks left == right (a
+    Reshape's element counts, an operand's dim against the broadcast output's); "broadcast"
+    checks that left is 1 or right (an Expand target dim against the input's). A run breaking
+    one returns status 6 (PYC-E041)."""
+
+    kind: str
+    node: str
+    left: DimLike
+    right: DimLike
+    dim: str = ""
+
+
+# DimBounds.computed of an entry dim: the node whose rule decided it
+ENTRY_SOURCE = re.compile(r"entry (.+)")
+
+
+def entry_dim(node_name: str, axis: int, lo: int, hi: int) -> Dim:
+    """A dim the entry point computes before any kernel runs, from the input dims and value
+    dims (issue #15, point 2: the -1 of a Reshape whose target is computed from input values,
+    numel // the product of the other target dims); named like `computed_dim`, so every
+    re-inference of the node gives the same dim."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", node_name).strip("_") or "node"
+    suffix = "" if base == node_name else f"_{zlib.crc32(node_name.encode()):08x}"
+    return Dim.var(DimBounds(f"rt_{base}{suffix}_{axis}", max(0, int(lo)), int(hi),
+                             f"entry {node_name}"))
+
+
+def entry_source(bounds: DimBounds) -> str | None:
+    """The node an entry dim (see `entry_dim`) belongs to; None for other dims."""
+    found = ENTRY_SOURCE.fullmatch(bounds.computed)
+    return found.group(1) if found else None
+
+
+def from_values(value: object) -> bool:
+    """Whether `value` is a dim computed from input values: it reads a value dim or an entry
+    dim (issue #15, point 2)."""
+    return isinstance(value, Dim) and any(
+        value_source(b) is not None or entry_source(b) is not None for b in value.dims().values())
+
+
+def known_at_entry(values: Iterable[DimLike]) -> bool:
+    """Whether the entry point knows every dim of `values` before the first kernel runs: input
+    dims, value dims (read from input data) and entry dims, not the dims kernels compute."""
+    for value in values:
+        if isinstance(value, Dim):
+            for bounds in value.dims().values():
+                if bounds.computed and value_source(bounds) is None and \
+                        entry_source(bounds) is None:
+                    return False
+    return True
+
+
 def bare_value_dim(value: object) -> DimBounds | None:
     """The bounds of `value` where it is one value dim itself (not an expression of it)."""
     if not isinstance(value, Dim) or len(value.terms) != 1:

@@ -7,6 +7,7 @@ import onnx
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import EntryStep, from_values, known_at_entry, sign_bounds
 from ..ir.types import DType, TensorType
 from .registry import (
     ELEMENTWISE,
@@ -15,6 +16,7 @@ from .registry import (
     OpDef,
     as_dim,
     broadcast_shapes,
+    ints_attr,
     register,
     require,
     shape_operand,
@@ -55,10 +57,32 @@ class ElementwiseOp(OpDef):
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         positions = [node.inputs.index(name) for name in self.operands(node)]
         operand_types = [require(types, i, node) for i in positions]
-        shape = broadcast_shapes(*(t.shape for t in operand_types), where=node.name)
-        shape = broadcast_shapes(shape, self.extra_shape(node, values), where=node.name)
+        shapes = [t.shape for t in operand_types] + [self.extra_shape(node, values)]
+        try:
+            shape = broadcast_shapes(*shapes[:-1], where=node.name)
+            shape = broadcast_shapes(shape, shapes[-1], where=node.name)
+        except PycError:
+            if not any(from_values(d) for s in shapes for d in s):
+                raise
+            shape = _broadcast_at_entry(node, shapes)
         dtype = self.out_dtype(node, [t.dtype for t in operand_types])
         return [TensorType(dtype, shape)]
+
+    def entry_shapes(self, node: Node, graph: Graph) -> list[tuple[tuple[int, ...], str]]:
+        """The shapes broadcast together, each with the check a dim of it computed from input
+        values that the output does not take (_broadcast_at_entry) gets: an operand's must
+        equal the output's ("equal": the kernels broadcast the dims that are 1 when built, so
+        a tensor of such a dim cannot be stretched at run time), Expand's target's may be 1."""
+        return [(graph.types[v].shape, "equal") for v in self.operands(node) if v in graph.types]
+
+    def entry_steps(self, node: Node, graph: Graph) -> list[EntryStep]:
+        if not node.outputs or node.outputs[0] not in graph.types:
+            return []
+        out = graph.types[node.outputs[0]].shape
+        return [EntryStep(kind, node.name, want, got)
+                for shape, kind in self.entry_shapes(node, graph)
+                for want, got in zip(reversed(shape), reversed(out))
+                if from_values(want) and want != got]
 
     def extra_shape(self, node: Node, values: InValues) -> tuple[int, ...]:
         return ()
@@ -153,10 +177,42 @@ class Expand(ElementwiseOp):
     def extra_shape(self, node: Node, values: InValues) -> tuple[int, ...]:
         return tuple(as_dim(d) for d in shape_operand(node, values, 1, "shape", "shape"))
 
+    def entry_shapes(self, node: Node, graph: Graph) -> list[tuple[tuple[int, ...], str]]:
+        # the target, where passes/bind_shapes.py bound it (symbolic)
+        target = tuple(ints_attr(node, "shape")) if isinstance(node.attrs.get("shape"), list) \
+            else None
+        return super().entry_shapes(node, graph) + (
+            [(target, "broadcast")] if target is not None else [])
+
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         data, shape = inputs[0], shape_operand(node, inputs, 1, "shape", "shape")
         out_shape = np.broadcast_shapes(data.shape, tuple(int(d) for d in shape))  # type: ignore[union-attr]
         return [np.broadcast_to(data, out_shape).copy()]  # type: ignore[arg-type]
+
+
+def _broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """Broadcasting where a dim computed from input values (issue #15, point 2: a shape operand
+    `s + 1`, `s` declared with --input-values) meets another dim other than 1: the other dim,
+    valid where the value dim equals it (an Expand target's: or is 1), which the entry point
+    checks before any kernel runs (entry_steps: status 6, PYC-E041 otherwise). Refused (naming the node) where
+    the outcome depends on the sizes: two such dims, or one against a dim that may be 1."""
+    rank = max(len(s) for s in shapes)
+    out: list[int] = []
+    for axis in range(rank):
+        dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0} - {1}
+        fixed = {d for d in dims if not from_values(d)}
+        if len(dims) <= 1:
+            out.append(as_dim(dims.pop()) if dims else 1)
+        elif len(fixed) == 1 and sign_bounds(next(iter(fixed)))[0] > 1 and \
+                known_at_entry(dims):
+            out.append(as_dim(fixed.pop()))  # the value dims must be 1 or it: checked at entry
+        else:
+            raise PycError("E051", f"{node.op} broadcasts {[list(s) for s in shapes]}: whether "
+                           f"axis {axis} takes {' or '.join(str(d) for d in sorted(dims, key=str))} "
+                           "depends on the run-time sizes", where=f"node {node.name!r}",
+                           hint="give the other dim a number or a lower bound above 1 "
+                           "(--input-shape), or compute the shape from the input's Shape")
+    return tuple(out)
 
 
 @register

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import PycError
 from ..ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim, has_dims
+from ..ir.symbolic import Dim, from_values, has_dims
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
@@ -30,7 +31,12 @@ def _with_symbols(node: Node, types: InTypes) -> tuple[int, ...]:
     present = [t.shape for t in types if t is not None]
     if not any(has_dims(s) for s in present):
         return shape
-    operands = broadcast_shapes(*present, where=node.name)
+    try:
+        operands = broadcast_shapes(*present, where=node.name)
+    except PycError:
+        if not any(from_values(d) for s in present for d in s):
+            raise
+        return shape  # dims from input values broadcast as checked at entry (ops/elementwise.py)
     if len(operands) < len(shape):
         return shape
     tail = operands[len(operands) - len(shape):]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import computed_dim, less
+from ..ir.symbolic import computed_dim, from_values, less
 from ..ir.types import MODEL_DTYPES, TensorType
 from .movement import contiguous_strides
 from .registry import (
@@ -75,6 +75,11 @@ class Pad(OpDef):
                            where=node.name)
         self.mode(node)
         begin, end = self.pads(node, x.rank, values)
+        if "pads" not in node.attrs and any(from_values(p) for p in (*begin, *end)):
+            # pads computed from input values (`s + 1`): the kernel reads them at run time and
+            # computes the padded sizes, as for pads that are an input (runtime_infer)
+            raise PycError("E008", "Pad's pads are computed from input values at run time",
+                           where=node.name, hint=VALUES_HINT)
         shape = tuple(d + b + e for d, b, e in zip(x.shape, begin, end))
         if any(less(d, 0) for d in shape):  # decided by the bounds where dims are symbolic
             raise PycError("E009", f"Pad crops below zero size: {list(shape)}", where=node.name)

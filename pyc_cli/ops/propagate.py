@@ -254,6 +254,8 @@ def infer_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType | No
             out_types = opdef.runtime_infer(node, in_types, in_values, exc,
                                             in_ranges or [None] * len(node.inputs))
     except Exception as exc:  # an op rule met a case it does not handle
+        if isinstance(exc, PycError) and exc.code == "E051":
+            raise  # the rule's own refusal of symbolic dims, with its hint
         if _symbolic(in_types, in_values):
             raise PycError("E051", f"{node.op}'s rule cannot handle the symbolic dims of its "
                            f"inputs ({exc})", where=f"node {node.name!r}",

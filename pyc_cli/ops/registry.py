@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import AttrValue, Graph, Node
-from ..ir.symbolic import Dim
+from ..ir.symbolic import Dim, EntryStep
 from ..ir.types import DType, TensorType
 from .intervals import Interval
 
@@ -96,6 +96,12 @@ class OpDef:
 
     def flops(self, node: Node, graph: Graph) -> int:
         return sum(graph.types[o].numel for o in node.outputs if o)
+
+    def entry_steps(self, node: Node, graph: Graph) -> list[EntryStep]:
+        """The sizes the entry point must compute and the shape assumptions it must check
+        before any kernel runs for this node's types to hold (issue #15, point 2: a shape
+        operand computed from input values); none for most ops."""
+        return []
 
 
 REGISTRY: dict[str, OpDef] = {}

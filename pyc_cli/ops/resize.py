@@ -423,6 +423,19 @@ class Resize(ResizeBase):
             for axis, scale in zip(axes, np.asarray(scales_value).reshape(-1)):
                 scales[axis] = float(scale)
                 sizes[axis] = _scaled_length(shape[axis], scale)
+        elif any(len(node.inputs) > i and node.inputs[i] for i in (scale_index, size_index or 0)
+                 if i):
+            # issue #15, point 2: sizes or scales read from input values (directly or through
+            # shape arithmetic) are known only at run time; the kernel's index tables are not
+            which = "sizes" if size_index is not None and len(node.inputs) > size_index and \
+                node.inputs[size_index] else "scales"
+            raise PycError("E008", f"Resize {node.name!r} takes its {which} from a value "
+                           "computed at run time (from input values or tensor "
+                           "data), and Resize builds its index tables at compile time",
+                           where=f"node {node.name!r}",
+                           hint="give Resize constant scales or sizes (with symbolic input dims, "
+                           "--input-shape, constant integer scales keep the output symbolic), "
+                           "or fix the values the sizes are computed from")
         else:
             raise PycError("E008", "Resize needs constant scales or sizes", where=node.name,
                            hint="fix the input shapes so the scale computation folds")

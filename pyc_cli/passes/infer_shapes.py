@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops import registry
 from ..ops.propagate import propagate_types
 from .context import PassContext
 
@@ -17,6 +18,8 @@ def infer_shapes(graph: Graph, ctx: PassContext) -> Graph:
             ctx.log("infer_shapes", [name], "retype", "type re-derived from op rules",
                     before=str(before), after=str(ttype))
             graph.types[name] = ttype
+    graph.entry_steps = [step for node in graph.nodes
+                         for step in registry.get(node.op).entry_steps(node, graph)]
     ctx.log("infer_shapes", [], "summary", "all value types derived from static input shapes",
             after=len(fresh))
     return graph

@@ -66,6 +66,9 @@ class MemoryPlan:
     workspaces: dict[str, int] = field(default_factory=dict)  # node -> scratch offset
     # run-time If -> the outputs its branches compute in place (its select copies nothing)
     branch_outputs: dict[str, list[int]] = field(default_factory=dict)
+    # branch values of such an If whose output is a graph output: written straight into the
+    # caller's output buffer (value -> the graph output), in no arena block
+    output_values: dict[str, str] = field(default_factory=dict)
     schedule: str = "given"
     what_if: dict[str, dict[str, int]] = field(default_factory=dict)
     # a model with symbolic dims in a mode that computes offsets at run time (issue #15):
@@ -91,6 +94,7 @@ class MemoryPlan:
                    workspaces=dict(data["workspaces"]), schedule=data["schedule"],
                    what_if=dict(data["what_if"]),
                    branch_outputs=dict(data.get("branch_outputs", {})),
+                   output_values=dict(data.get("output_values", {})),
                    runtime=RuntimeOffsets.from_json(data["runtime_offsets"])
                    if "runtime_offsets" in data else None)
 
@@ -105,6 +109,7 @@ class MemoryPlan:
             "tensors": [t.to_json() for t in self.tensors],
             # only where there are (the artifacts of models without run-time Ifs unchanged)
             **({"branch_outputs": self.branch_outputs} if self.branch_outputs else {}),
+            **({"output_values": self.output_values} if self.output_values else {}),
             **({"runtime_offsets": self.runtime.to_json()} if self.runtime is not None else {}),
         }
 
@@ -132,6 +137,7 @@ class Storage:
     sub_offset: dict[str, int] = field(default_factory=dict)  # bytes from the storage start
     concat_slices: dict[str, list[int]] = field(default_factory=dict)  # concat -> inputs in place
     branch_outputs: dict[str, list[int]] = field(default_factory=dict)  # pyc.If -> outputs
+    output_values: dict[str, str] = field(default_factory=dict)  # value -> graph output
     # node -> its run condition (ir/guards.py); empty without run-time Ifs
     conditions: dict[str, guards.Condition] = field(default_factory=dict)
 
@@ -195,15 +201,32 @@ def _merge_branch_outputs(graph: Graph, liveness: dict[str, Interval], storage: 
         count, cond = len(node.outputs), node.inputs[0]
         for index, out in enumerate(node.outputs):
             pair = (node.inputs[1 + index], node.inputs[1 + count + index])
-            if out not in storage.members or storage.roots[out] != out or pair[0] == pair[1] \
+            graph_output = out in graph.outputs and graph.outputs.count(out) == 1 and \
+                storage.roots.get(out) == out and out not in graph.inputs
+            if (out not in storage.members and not graph_output) or \
+                    storage.roots[out] != out or pair[0] == pair[1] \
                     or any(node.inputs.count(v) > 1 for v in pair):
                 continue
             if all(_branch_private(graph, storage, producer, liveness, value, (cond, taken), step)
                    and graph.types[value] == graph.types[out]
+                   and (not graph_output or not any(storage.sub_offset.get(m, 0)
+                                                    for m in storage.members[value]))
                    for value, taken in zip(pair, (True, False))):
                 for value in pair:
-                    _move_storage(storage, value, out, 0, f"branch output, written into {out}")
+                    if graph_output:  # the caller's buffer: out of the arena
+                        _write_into_output(storage, value, out)
+                    else:
+                        _move_storage(storage, value, out, 0, f"branch output, written into {out}")
                 storage.branch_outputs.setdefault(node.name, []).append(index)
+
+
+def _write_into_output(storage: Storage, root: str, output: str) -> None:
+    """The values of `root`'s storage (a branch value and its views) live in graph output
+    `output`'s buffer (the caller's), at its start: no arena bytes."""
+    for member in storage.members.pop(root):
+        storage.output_values[member] = output
+        storage.reasons[member] = f"branch output, written into graph output {output}"
+        storage.arena_values.remove(member)
 
 
 def _branch_private(graph: Graph, storage: Storage, producer: dict[str, Node],
@@ -370,6 +393,7 @@ def build_plan(graph: Graph, liveness: dict[str, Interval], policy: Policy,
                       lower_bound(blocks), _count_shared(blocks), len(storage.inplace), tensors,
                       dict(storage.inplace), concat_slices=dict(storage.concat_slices),
                       workspaces=workspaces, branch_outputs=dict(storage.branch_outputs),
+                      output_values=dict(storage.output_values),
                       runtime=runtime)
 
 

@@ -237,7 +237,8 @@ def _copy(graph: Graph) -> Graph:
     """A copy sharing nodes and arrays: tiling replaces nodes and adds constants, never edits."""
     return Graph(graph.name, list(graph.inputs), list(graph.outputs), list(graph.nodes),
                  dict(graph.types), dict(graph.constants), graph.opset,
-                 list(graph.output_names))
+                 list(graph.output_names), graph.activation_storage, dict(graph.value_bounds),
+                 list(graph.entry_steps))
 
 
 def _tile(graph: Graph, chain: Chain, count: int) -> list[str]:

@@ -468,8 +468,10 @@ class CompiledModel:
         if status == STATUS_SHAPE_OUT_OF_BOUNDS and self.shaped is not None and self.shaped.computed:
             return PycError("E041", f"model run refused: {self._status(status)}",
                             hint="a size computed at run time from input values exceeds the bound "
-                            "the model was built for (pyc explain lists the dims): rebuild with "
-                            "wider --input-values")
+                            "the model was built for (pyc explain lists the dims; rebuild with "
+                            "wider --input-values), or breaks a shape the model requires (a "
+                            "Reshape's element count, a broadcast: the checks at the top of "
+                            "run_with_dims in the artifact's src/model.c)")
         if status == STATUS_BRANCH_NOT_COMPILED and self.unreachable_branches:
             listing = "; ".join(f"If {b['if']!r}, its {b['branch']} branch ({b['reason']})"
                                 for b in self.unreachable_branches)

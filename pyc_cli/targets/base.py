@@ -12,7 +12,7 @@ from typing import Any
 
 from ..abi import IoInfo
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import DimBounds, value_source
+from ..ir.symbolic import DimBounds, entry_source, value_source
 from ..passes.pipeline import DEFAULT_TAIL, Pass
 from ..planning.plan import MemoryPlan
 from ..planning.weights import Conversion, WeightsLayout
@@ -69,6 +69,8 @@ class ModelInfo:
     # value dims (issue #15, point 2): {index, input, element, ctype, lo, hi}, each dims[index]
     # read by the entry point from element `element` of input `input` (symbolic.value_dim)
     value_dims: list[dict[str, Any]] = field(default_factory=list)
+    # then what it computes and checks before the first kernel (abi.entry_steps)
+    entry_steps: list[dict[str, Any]] = field(default_factory=list)
     # run-time If branches compiled as pyc.Unreachable (frontend/branch_traps.py): {if, branch,
     # reason}; a run taking one returns PYC_STATUS_BRANCH_NOT_COMPILED
     unreachable: list[dict[str, str]] = field(default_factory=list)
@@ -84,7 +86,8 @@ class ModelInfo:
         """The dims a kernel writes during a run (not value dims, which the entry point reads
         from the inputs first): a run starts them at their upper bounds, so run-time arena
         offsets, computed before the first kernel, size them for the bound."""
-        return [k for k, d in enumerate(self.dims) if d.computed and value_source(d) is None]
+        return [k for k, d in enumerate(self.dims)
+                if d.computed and value_source(d) is None and entry_source(d) is None]
 
 
 def runtime_plan(plan: MemoryPlan) -> dict[str, Any]:

@@ -120,13 +120,14 @@ def test_branch_values_share_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     before, step 3 holds t_out + e1 + e_out = 3K. Now t_out (then) and e1, e_out (else) are
     exclusive: at step 3 a run holds e1 + e_out (else) or t_out (then): 2K. With r in the
     arena the branches write r directly: one storage {t_out, e_out, r} over [1,5] plus t1
-    (step 0-1) and e1 (steps 2-3), exclusive with nothing alive beside them: 2K."""
+    (step 0-1) and e1 (steps 2-3), exclusive with nothing alive beside them: 2K. With r a graph
+    output the branches write the caller's buffer directly: only t1 and e1 stay: K."""
     rng = np.random.default_rng()
     path = _two_matmuls(tmp_path, rng, output_in_arena)
     result = _build(path, tmp_path / "art", mode)
     plan = result.plan
     assert _unaware_lower_bound(result.graph, mode) == 3 * K
-    assert plan.arena_bytes == plan.lower_bound_bytes == 2 * K
+    assert plan.arena_bytes == plan.lower_bound_bytes == (2 if output_in_arena else 1) * K
     offsets = {t.name: t.offset for t in plan.tensors}
     if output_in_arena:
         assert plan.branch_outputs == {"If_0": [0]}
@@ -134,11 +135,13 @@ def test_branch_values_share_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert "branch_outputs" in (tmp_path / "art" / "memory_plan.json").read_text()
         assert [d.nodes for d in result.context.decisions
                 if d.action == "branch_outputs"] == [["If_0"]]
-    else:  # the If's output is the caller's buffer: the select copies, the branches overlap
-        assert plan.branch_outputs == {}
-        t_out, e1 = offsets["If_0/then/t_out"], offsets["If_0/else/e1"]
-        e_out = offsets["If_0/else/e_out"]
-        assert t_out in (e1, e_out)  # bytes shared by the two branches, alive at once
+    else:  # the If's output is the caller's buffer: the branches compute into it
+        assert plan.branch_outputs == {"If_0": [0]}
+        assert plan.output_values == {"If_0/then/t_out": "r", "If_0/else/e_out": "r"}
+        assert "If_0/then/t_out" not in offsets and "If_0/else/e_out" not in offsets
+        assert offsets["If_0/then/t1"] == offsets["If_0/else/e1"]  # exclusive branches
+        source = (tmp_path / "art" / "src" / "model.c").read_text()
+        assert "(const float*)outputs[0], (const float*)outputs[0], (float*)outputs[0]" in source
     poison_outputs(monkeypatch)
     _runs_match(path, tmp_path / "art", [
         {"x": rng.standard_normal((64, 64)).astype(np.float32), "flag": np.array(flag)}

@@ -326,6 +326,7 @@ class PointerTable:
         self.offsets = {t.name: t.offset for t in plan.tensors}
         self.runtime = plan.runtime
         self.weights = weights
+        self.output_values = plan.output_values  # branch values in a graph output's buffer
 
     def arena(self, value: str) -> str:
         """Where a value (or a NODE#workspace) lies in the arena: a fixed offset, or with
@@ -338,7 +339,7 @@ class PointerTable:
     def root(self, value: str) -> str:
         while value in self.roots and self.roots[value] != value:
             value = self.roots[value]
-        return value
+        return self.output_values.get(value, value)
 
     def expr(self, value: str, writable: bool) -> str:
         ctype = self.graph.types[value].dtype.c_type
