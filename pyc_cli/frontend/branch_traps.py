@@ -17,7 +17,7 @@ import re
 from typing import Protocol
 
 from ..errors import PycError
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, unique_name
 from ..ir.types import TensorType
 from ..ops.propagate import propagate_types
 
@@ -76,7 +76,7 @@ def make_unreachable(graph: Graph, if_node: Node, tag: str, error: PycError,
     removed = [n for n in graph.nodes if n.name.startswith(prefix)]
     graph.nodes = [n for n in graph.nodes if not n.name.startswith(prefix)]
     taken = {v for n in graph.nodes for v in (*n.inputs, *n.outputs, n.name)} | set(graph.constants)
-    outputs = [_fresh(f"{prefix}unreachable_{i}", taken) for i in range(count)]
+    outputs = [unique_name(f"{prefix}unreachable_{i}", taken) for i in range(count)]
     trap = Node(UNREACHABLE, f"{prefix}unreachable", list(if_node.inputs[other:other + count]),
                 outputs, {"reason": error.what, "branch": tag, "if": if_node.name})
     graph.nodes.insert(graph.nodes.index(if_node), trap)
@@ -86,14 +86,6 @@ def make_unreachable(graph: Graph, if_node: Node, tag: str, error: PycError,
                 f"If {if_node.name!r}: its {tag} branch cannot be compiled for these input "
                 f"shapes ({error.what}); taking it at run time stops the run (PYC-E053)",
                 branch=tag, removed=len(removed))
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name, index = base, 1
-    while name in taken:
-        name, index = f"{base}_{index}", index + 1
-    taken.add(name)
-    return name
 
 
 def unreachable_branches(graph: Graph) -> list[dict[str, str]]:

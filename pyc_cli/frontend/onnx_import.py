@@ -15,7 +15,7 @@ from onnx import AttributeProto, ModelProto, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from ..errors import PycError
-from ..ir.graph import AttrValue, Graph, Node
+from ..ir.graph import AttrValue, Graph, Node, unique_name
 from ..ir.types import DType, TensorType, check_addressable
 from ..ops import control_flow, registry
 from ..ops.propagate import known_values
@@ -297,7 +297,7 @@ class _NodeConverter:
             if proto.name and not scope.prefix:  # the main graph's names are unique (checked)
                 name = proto.name
             else:
-                name = _unique_node_name(scope.prefix + (proto.name or f"{proto.op_type}_{index}"),
+                name = unique_name(scope.prefix + (proto.name or f"{proto.op_type}_{index}"),
                                          self.node_names)
             op = registry.qualified(proto.domain, proto.op_type)
             if op == "If":
@@ -318,16 +318,9 @@ class _NodeConverter:
         """The IR name of a value the current body defines."""
         if not name or not scope.prefix:
             return name
-        new = scope.pinned.get(name) or self._fresh(scope.prefix + name)
+        new = scope.pinned.get(name) or unique_name(scope.prefix + name, self.taken_values)
         scope.names[name] = new
         return new
-
-    def _fresh(self, base: str) -> str:
-        candidate, index = base, 1
-        while candidate in self.taken_values:
-            candidate, index = f"{base}_{index}", index + 1
-        self.taken_values.add(candidate)
-        return candidate
 
     def _convert_if(self, proto: onnx.NodeProto, name: str, scope: _Scope) -> None:
         outputs = [self._define(o, scope) for o in proto.output]
@@ -345,7 +338,7 @@ class _NodeConverter:
         added = self.add_nodes(branch.node, inner)
         for index, (source, out) in enumerate(copies):
             # the output is an outer value or repeats another: an Identity (canonicalize removes it)
-            copy_name = _unique_node_name(f"{name}/output_{index}", self.node_names)
+            copy_name = unique_name(f"{name}/output_{index}", self.node_names)
             self.graph.nodes.append(Node("Identity", copy_name, [inner.resolve(source)], [out]))
         self.inlined += 1
         if self.ctx is not None:
@@ -653,14 +646,6 @@ def _formal_input(schema: onnx.defs.OpSchema, index: int) -> onnx.defs.OpSchema.
 def _homogeneous(formal: onnx.defs.OpSchema.FormalParameter) -> bool:
     variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
     return formal.option != variadic or formal.is_homogeneous
-
-
-def _unique_node_name(name: str, used: set[str]) -> str:
-    candidate, index = name, 1
-    while candidate in used:
-        candidate, index = f"{name}_{index}", index + 1
-    used.add(candidate)
-    return candidate
 
 
 def dtype_name(elem_type: int) -> str:

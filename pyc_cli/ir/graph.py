@@ -19,6 +19,15 @@ from .types import DType, TensorType
 AttrValue = int | float | str | list[int] | list[float] | list[str] | np.ndarray
 
 
+
+def unique_name(base: str, used: set[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ...: the first not in `used`, which then holds it."""
+    candidate, index = base, 1
+    while candidate in used:
+        candidate, index = f"{base}_{index}", index + 1
+    used.add(candidate)
+    return candidate
+
 @dataclass
 class Node:
     """One operation. Absent optional inputs are the empty string, as in ONNX. `attrs` holds the
