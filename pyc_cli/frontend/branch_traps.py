@@ -69,9 +69,12 @@ def make_unreachable(graph: Graph, if_node: Node, tag: str, error: PycError,
     count = len(if_node.outputs)
     slot, other = (1, 1 + count) if tag == "then" else (1 + count, 1)
     producers = graph.producers()
-    if any(producers.get(v) is not None and producers[v].op == UNREACHABLE
-           for v in if_node.inputs[other:other + count]):
-        raise error  # neither branch compiles: the If itself cannot
+
+    def trapped(first: int) -> bool:
+        return any(producers.get(v) is not None and producers[v].op == UNREACHABLE
+                   for v in if_node.inputs[first:first + count])
+    if trapped(other) or trapped(slot):
+        raise error  # neither branch compiles (or the trap itself cannot type): the If cannot
     prefix = branch_prefix(if_node, tag)
     removed = [n for n in graph.nodes if n.name.startswith(prefix)]
     graph.nodes = [n for n in graph.nodes if not n.name.startswith(prefix)]
