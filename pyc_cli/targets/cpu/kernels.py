@@ -149,8 +149,10 @@ def _depthwise_geometry(isa: str, node: Node, graph: Graph, op: Params) -> dict[
     # past the widest tap's first one
     cols = max(-(-(g["PW"] + g["W"]) // g["SW"]), row_cols + (g["KW"] - 1) * g["DW"] // g["SW"])
     # unit stride: LEAD columns before the left pad put each input row on a vector boundary,
-    # and the rows are whole vectors long (the plane's copy stores whole vectors, each in one
-    # cache line: PP-OCR rec's 3x3 convs on 24 x 160 maps 1.05x faster with the copy inline)
+    # and the rows are whole vectors long (the plane's copy, inline, stores whole vectors,
+    # each in one cache line). PP-OCR rec at 1 thread (Zen 4, profile_ab, load 1.4-3.5): its
+    # 3x3 depthwise convs 0.86-0.98x the time (the stride (2, 1) and 12 x 160 ones 0.89-0.90),
+    # the 5x5 ones unchanged; benchmarks/results/rec-conv-kernels-2026-12-07.md
     lead = (-g["PW"]) % lanes if g["SW"] == 1 else 0
     if g["SW"] == 1:
         cols = -(-(lead + cols) // lanes) * lanes
