@@ -148,11 +148,20 @@ def _depthwise_geometry(isa: str, node: Node, graph: Graph, op: Params) -> dict[
     # a phase column j holds plane column j * SW + phase; vectors read up to row_cols columns
     # past the widest tap's first one
     cols = max(-(-(g["PW"] + g["W"]) // g["SW"]), row_cols + (g["KW"] - 1) * g["DW"] // g["SW"])
+    # unit stride: LEAD columns before the left pad put each input row on a vector boundary,
+    # and the rows are whole vectors long (the plane's copy, inline, stores whole vectors,
+    # each in one cache line). PP-OCR rec at 1 thread (Zen 4, profile_ab, load 1.4-3.5): its
+    # 3x3 depthwise convs 0.86-0.98x the time (the stride (2, 1) and 12 x 160 ones 0.89-0.90),
+    # the 5x5 ones unchanged; benchmarks/results/rec-conv-kernels-2026-12-07.md
+    lead = (-g["PW"]) % lanes if g["SW"] == 1 else 0
+    if g["SW"] == 1:
+        cols = -(-(lead + cols) // lanes) * lanes
     # stride 2: rows that hold a pair of vectors are dealt out to the two phases a pair at a
     # time (narrower rows went slower so: PP-OCR det's 20-column 5x5 one, 1.2x)
     deal = lanes if g["SW"] == 2 and itemsize in (4, 8) and g["W"] >= 2 * lanes else 0
     rows = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
     return {"plane_rows": rows, "plane_cols": cols, "phase_size": rows * cols, "deal": deal,
+            "lead": lead, "lanes": lanes,
             "row_cols": row_cols, "col_blocks": col_blocks, "itemsize": itemsize,
             "block_rows": _depthwise_block_rows(g["OH"]), "sums_bytes": DEPTHWISE_MAP_SUMS_BYTES,
             # the epilogue runs over output pixels: an operand contiguous over (oh, ow) is

@@ -3,7 +3,9 @@ written here, on odd sizes: widths that leave partial vectors (1, 7, 17, 33), un
 strides and dilations along each axis, asymmetric pads, 1x1 to 5x5 windows, with and without
 bias and a fused Relu; the register blocks of every ISA's vector width (AVX-512, AVX2, the
 portable vectors: whole blocks, narrower last blocks, 1- to 12-row maps, 3-row blocks) under a
-fused hardswish; and the fallback to the direct loop where the bordered plane would not fit a
+fused hardswish; unit-stride planes whose rows start on a vector boundary (lead columns before
+the left pad) and are copied a vector at a time (161 columns, 3 pad ones; no left pad); and the
+fallback to the direct loop where the bordered plane would not fit a
 task's stack."""
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ CASES = [  # N, C, H, W, kernel, pads (t, l, b, r), strides, dilations, bias, re
     (1, 6, 8, 33, (5, 3), [2, 0, 1, 2], [2, 1], [1, 2], True, True),
     (3, 1, 4, 9, (1, 1), [0, 0, 0, 0], [1, 1], [1, 1], True, False),
     (1, 8, 6, 80, (5, 5), [2, 2, 2, 2], [2, 1], [1, 1], True, True),
+    # rows copied a vector at a time to a vector boundary, a part vector left (161 columns,
+    # 3 left pad columns: 13 lead ones on AVX-512), a window wider than a row's pad
+    (1, 3, 7, 161, (7, 7), [3, 3, 3, 3], [1, 1], [1, 1], True, False),
+    (1, 2, 3, 19, (3, 3), [1, 0, 1, 2], [1, 1], [1, 1], False, True),  # no left pad: no lead
 ]
 
 
