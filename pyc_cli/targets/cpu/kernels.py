@@ -1105,7 +1105,12 @@ def _topk_runtime(node: Node, graph: Graph) -> bool:
 
 
 def _topk_outer(node: Node, graph: Graph, op: Params) -> Params:
-    return _run_time_outer(graph, op)
+    """The row count over the run-time dims, and K as C: a number, or a dim read at the entry
+    (K from a graph input with --input-values: a value dim), checked against the row at run
+    time where its bound passes it (status 6; the order array holds one row)."""
+    k = op["k"]
+    return {**_run_time_outer(graph, op), "k": c_size(k, dim_names(graph)),  # type: ignore[arg-type]
+            "check_k": isinstance(k, Dim) and int(k) > int(op["row"])}  # type: ignore[call-overload]
 
 
 def _topk_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
