@@ -198,8 +198,34 @@ void pyc_run_end(int saved) {
 
 /* ---- the adaptive team (pyc_runtime.h says why) ---- */
 
+/* the levels in use (a zeroed team: the two of a team of two) */
+static int ladder(const pyc_team* team) {
+  return team->levels >= 2 ? team->levels : 2;
+}
+
+int pyc_team_levels(int threads) {
+  int levels = 1;
+  while (levels < PYC_TEAM_LEVELS && (threads >> levels) >= 1) levels++;
+  return levels;
+}
+
+void pyc_team_set_levels(pyc_team* team, int levels) {
+  if (levels < 2) levels = 2;
+  if (levels > PYC_TEAM_LEVELS) levels = PYC_TEAM_LEVELS;
+  if (levels == team->levels) return;
+  team->levels = levels;
+  /* a smaller full team (more runs in flight): the ladder is shorter */
+  if (team->arm >= levels) team->arm = levels - 1;
+  if (team->probe_left > 0 && team->probe_arm >= levels) {
+    team->probe_left = 0;
+    team->probe_ms = 0.0;
+    team->spike = 0;
+  }
+  team->onward = team->onward && (team->up ? team->arm > 0 : team->arm < levels - 1);
+}
+
 int pyc_team_arm(const pyc_team* team) {
-  return team->probe_left > 0 ? 1 - team->arm : team->arm;
+  return team->probe_left > 0 ? team->probe_arm : team->arm;
 }
 
 int pyc_team_typical(const pyc_team* team, double work) {
@@ -210,12 +236,23 @@ int pyc_team_arm_work(const pyc_team* team, double work) {
   return pyc_team_typical(team, work) ? pyc_team_arm(team) : team->arm;
 }
 
-/* `interval` runs between probes, kept within PYC_TEAM_MAX_PROBE_MS of runs at the arm's pace
- * (a load that left is seen within seconds), but never so few that the probes take more than
- * ~1/16 of the time (a loaded host's full team can be 10x slower than one thread) */
+/* the level the next probe tries: a re-check the level above (the one a spike left), else the
+ * neighbour in the probes' direction (down the ladder unless the last probe there lost or the
+ * last move went up), the only neighbour at either end (a ladder of two: the other level) */
+static int next_level(const pyc_team* team) {
+  int last = ladder(team) - 1;
+  if (team->arm <= 0) return 1;
+  if (team->arm >= last || team->recheck) return team->arm - 1;
+  return team->up ? team->arm - 1 : team->arm + 1;
+}
+
+/* `interval` runs between probes, kept within PYC_TEAM_MAX_PROBE_MS of runs at the level's pace
+ * (a load that left is seen within seconds), but never so few that the probes (of the level
+ * the next one tries) take more than ~1/16 of the time (a loaded host's full team can be 10x
+ * slower than one thread) */
 static int spaced(const pyc_team* team, int interval) {
   double arm = team->ms[team->arm];
-  double other = team->ms[1 - team->arm];
+  double other = team->ms[next_level(team)];
   if (interval < PYC_TEAM_MIN_INTERVAL) interval = PYC_TEAM_MIN_INTERVAL;
   if (arm <= 0.0) return interval;
   double by_time = PYC_TEAM_MAX_PROBE_MS / arm;
@@ -225,74 +262,101 @@ static int spaced(const pyc_team* team, int interval) {
   return interval;
 }
 
-/* a probe's last run: the other arm's mean moves halfway to the probe's mean (a short probe
- * rarely sees the rare long runs that made the arm lose, so its old mean keeps some weight;
- * a load that left still shows within a few probes); switch when it beats the current arm's
- * running mean by 5% (no flapping between near-equal arms). A probe that keeps the arm doubles
- * the interval (up to PYC_TEAM_MAX_INTERVAL); a switch keeps it (the full team's doubling
- * probes at once if it goes bad, and a pair of arms that keep trading places is probed ever
- * more rarely); either way it is then spaced by the probes' cost. Leaving the full team on its
- * doubling is the exception: the full team's mean then holds a load spike's runs (a 40 ms run
- * became 150 ms for a few runs), and its spacing would keep one thread for ~60 runs of a model
- * that a spike had left after 3. So the full team is re-checked PYC_TEAM_MIN_INTERVAL runs
- * later: spaced by its pre-spike settled mean, which beat one thread, such a probe costs nothing
- * if the spike is gone (its two runs are faster than one thread's) and two loaded runs once if
- * not. The interval is kept for either outcome: back on the full team, the probes of one thread
- * keep their pre-spike spacing; still on one thread (the load stayed), the re-check was an
- * arm-keeping probe, and the cost spacing follows it, so a leave adds one re-check. */
+/* a probe's last run: the probed level's mean moves halfway to the probe's mean (a short probe
+ * rarely sees the rare long runs that made the level lose, so its old mean keeps some weight;
+ * a load that left still shows within a few probes); move there when it beats the current
+ * level's running mean by 5% (no flapping between near-equal levels). A probe that keeps the
+ * level doubles the interval (up to PYC_TEAM_MAX_INTERVAL) and turns the probes' direction
+ * around (the other neighbour is tried next); a move keeps it (a spike probes at once if the
+ * new level goes bad, and a pair of levels that keep trading places is probed ever more
+ * rarely); either way it is then spaced by the probes' cost. A move with a level beyond it in
+ * the same direction probes that one PYC_TEAM_MIN_INTERVAL runs later ("onward": the ladder is
+ * walked a level per few runs when the load moved far; a ladder of two has no such level).
+ * Leaving a level on its mean's doubling is the exception: its mean then holds a load spike's
+ * runs (a 40 ms run became 150 ms for a few runs), and its spacing would keep the level below
+ * for ~60 runs of a model that a spike had left after 3. So the level left is re-checked
+ * PYC_TEAM_MIN_INTERVAL runs later: spaced by its pre-spike settled mean, which beat the level
+ * below, such a probe costs nothing if the spike is gone (its two runs are faster) and two
+ * loaded runs once if not. The interval is kept for either outcome: back up, the probes keep
+ * their pre-spike spacing; still below (the load stayed), the re-check was a level-keeping
+ * probe, and the cost spacing follows it, so a leave adds one re-check, and the walk goes
+ * onward down the ladder where it can. */
 static void end_probe(pyc_team* team) {
-  int other = 1 - team->arm;
+  int other = team->probe_arm;
+  int last = ladder(team) - 1;
   double probe = team->probe_ms / PYC_TEAM_PROBE_RUNS;
   int spike = team->spike;
-  team->ms[other] = team->ms[other] > 0.0 ? 0.5 * (team->ms[other] + probe) : probe;
+  int recheck = team->recheck;
+  /* an onward probe's level was last timed before the load moved, and on a ladder of more than
+   * two levels a re-check's mean holds the spike (neighbours there are within ~2x, and half a
+   * spike-inflated mean could not win back): their means start afresh */
+  int fresh = (team->onward && !spike) || (recheck && last > 1);
+  team->ms[other] = team->ms[other] > 0.0 && !fresh ? 0.5 * (team->ms[other] + probe) : probe;
   team->probe_ms = 0.0;
   team->spike = 0;
   team->recheck = 0;
+  team->onward = 0;
   if (team->ms[other] < team->ms[team->arm] * 0.95) {
+    team->up = other < team->arm;
     team->arm = other;
     if (spike) {
       team->recheck = 1;
     } else {
+      team->onward = team->up ? other > 0 : other < last;
       team->interval = spaced(team, team->interval);
     }
   } else {
+    team->up = other > team->arm;
+    /* a re-check that found the load still there: on down the ladder */
+    if (recheck) team->onward = team->arm < last;
+    /* between two neighbours, which the probes take in turn, each is probed as often as the
+     * one neighbour at either end */
+    int most = team->arm > 0 && team->arm < last ? PYC_TEAM_MAX_INTERVAL / 2 : PYC_TEAM_MAX_INTERVAL;
     int doubled = team->interval < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : 2 * team->interval;
-    team->interval = spaced(team, doubled < PYC_TEAM_MAX_INTERVAL ? doubled : PYC_TEAM_MAX_INTERVAL);
+    team->interval = spaced(team, doubled < most ? doubled : most);
   }
   team->since = 0;
   team->settled = team->ms[team->arm];
 }
 
-/* a run at the arm in use went by: a probe of the other arm starts when its interval is up
- * (or at once on a `spike`) */
+/* a run at the level in use went by: a probe of a neighbour starts when its interval is up
+ * (or at once on a `spike`: the level below) */
 static void next_run(pyc_team* team, int spike) {
-  int interval = team->interval > 0 && !team->recheck ? team->interval : PYC_TEAM_MIN_INTERVAL;
+  int quick = team->recheck || team->onward;
+  int interval = team->interval > 0 && !quick ? team->interval : PYC_TEAM_MIN_INTERVAL;
   if (++team->since >= interval || spike) {
     team->probe_left = PYC_TEAM_PROBE_RUNS;
     team->probe_ms = 0.0;
     team->spike = spike;
+    if (spike) {
+      team->recheck = team->onward = 0;
+      team->probe_arm = team->arm + 1;
+    } else {
+      team->probe_arm = next_level(team);
+    }
   }
 }
 
 void pyc_team_record(pyc_team* team, int arm, double ms) {
   if (!(ms >= 0.0) || ms > 600000.0) return;  /* a clock step, not a run */
+  if (arm < 0 || arm >= PYC_TEAM_LEVELS) return;
   if (!team->warm) {  /* after an idle gap: sleeping threads, cold caches (pyc_runtime.h) */
     team->warm = 1;
     return;
   }
-  if (team->probe_left > 0 && arm != team->arm) {
+  if (team->probe_left > 0 && arm == team->probe_arm) {
     team->probe_ms += ms;
     if (--team->probe_left == 0) end_probe(team);
     return;
   }
   if (arm != team->arm) return;
   /* running mean over about the last 8 runs: tails count (a descheduled team thread shows
-   * as rare long runs, which is what the one-thread arm avoids) */
+   * as rare long runs, which is what a smaller team avoids) */
   team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
   if (team->settled <= 0.0) team->settled = team->ms[arm];
-  /* the full team's mean doubling (a load arrived) probes one thread at once; one thread
-   * slowing down says nothing good of the full team */
-  next_run(team, arm == 0 && team->ms[arm] > 2.0 * team->settled);
+  /* a level's mean doubling (a load arrived) probes the level below at once; one thread
+   * slowing down says nothing good of a larger team */
+  next_run(team, arm < ladder(team) - 1 && team->ms[arm] > 2.0 * team->settled);
 }
 
 int pyc_team_adaptive(void) {
@@ -316,9 +380,11 @@ int pyc_run_begin_team_work(pyc_team* team, int wanted, double work) {
   int others = atomic_fetch_add(&runs_in_flight, 1);
   int threads = team_size(wanted, others);
   team->used = -1;
-  if (threads > 1 && !team->off) {  /* two arms to choose from */
+  if (threads > 1 && !team->off) {  /* levels to choose from: threads, threads/2, ..., 1 */
+    pyc_team_set_levels(team, pyc_team_levels(threads));
     team->used = pyc_team_arm_work(team, work);
-    if (team->used == 1) threads = 1;
+    threads >>= team->used;
+    if (threads < 1) threads = 1;
     team->started = now_ms();
     if (team->last_end <= 0.0 || team->started - team->last_end >= PYC_TEAM_IDLE_MS) team->warm = 0;
   }
@@ -340,8 +406,10 @@ void pyc_team_record_work(pyc_team* team, int arm, double ms, double work) {
   team->log_work += (log_work - team->log_work) / 64.0;
   if (fabs(team->log_work - team->ref_work) > log(PYC_TEAM_WORK_MOVED)) {
     team->ref_work = team->log_work;
-    team->ms[0] = team->ms[1] = team->settled = 0.0;
+    for (int level = 0; level < PYC_TEAM_LEVELS; level++) team->ms[level] = 0.0;
+    team->settled = 0.0;
     team->since = team->interval = team->probe_left = 0;
+    team->onward = 0;
   }
   if (!typical) {
     /* an atypical run: not timed, but it woke the team as any run does, and the probes keep

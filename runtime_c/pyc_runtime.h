@@ -75,13 +75,21 @@ void pyc_run_end(int saved);
 /* An adaptive team (issue 13). On a host whose cores other processes keep busy, a team thread
  * the OS has descheduled holds every parallel loop's closing barrier (OpenMP cannot hand its
  * unclaimed chunks back to the caller, as onnxruntime's pool does): a 2-thread run then took
- * several times its 1-thread time. So each context times its own runs and picks, among two
- * arms, the team with the lower running mean: arm 0 = the full team pyc_run_begin would form,
- * arm 1 = one thread. The other arm is probed now and then (PYC_TEAM_PROBE_RUNS runs; at most
- * every few seconds unless the probes would take over 1/16 of the time; at once when the full
- * team's time doubles, and if one thread wins that probe the full team is re-checked
- * PYC_TEAM_MIN_INTERVAL runs later: a transient spike costs a few runs, not the ~60 the
- * spike-inflated mean's spacing gave), so the choice follows the load both ways. A run after
+ * several times its 1-thread time, and on a many-core server under partial load a team of
+ * half or a quarter of the cores beats both the full team and one thread. So each context
+ * times its own runs and walks a ladder of team sizes: level 0 = the full team F that
+ * pyc_run_begin would form, level 1 = F/2, level 2 = F/4, ... down to one thread (F >> level,
+ * at least 1; F=2: {2, 1}, F=6: {6, 3, 1}, F=16: {16, 8, 4, 2, 1}; at most PYC_TEAM_LEVELS
+ * levels). It keeps a running mean per level and uses one level, probing a neighbouring one
+ * now and then (PYC_TEAM_PROBE_RUNS runs): the level below, or the level above when the last
+ * probe below lost, the last move went up, or at the bottom. A probed level that beats the
+ * current one by 5% is moved to, one level at a time (a move with a level beyond it probes that
+ * one PYC_TEAM_MIN_INTERVAL runs later, so a load that moved far is followed within tens of
+ * runs). Probes come at most every few seconds unless they would take over 1/16 of the time; at
+ * once (the level below) when the current level's time doubles, and if the level below wins
+ * that probe the level left is re-checked PYC_TEAM_MIN_INTERVAL runs later: a transient spike
+ * costs a few runs, not the ~60 the spike-inflated mean's spacing gave. So the choice follows
+ * the load both ways. A run after
  * an idle gap (a context's first run, or one starting PYC_TEAM_IDLE_MS after the previous one
  * ended) is not counted: its sleeping team threads, cold caches and first-touch page faults (an MLP's 24 MB of
  * weights) cost it several warm runs' time whatever the load, which made the full team look
@@ -92,38 +100,48 @@ void pyc_run_end(int saved);
  * is bitwise the same at every team size (PYC_PARALLEL_FOR). Off (a fixed team, e.g. to time
  * the full team) with PYC_ADAPTIVE_THREADS=0. The state lives in the context, which one run
  * uses at a time: no locks. pyc_team_arm / pyc_team_record are the pure decision (tested with
- * made-up timings, tests/c/team_driver.c). */
+ * made-up timings, tests/c/team_driver.c). The fields and functions say "arm" for a level. */
 #define PYC_TEAM_PROBE_RUNS 2
 #define PYC_TEAM_MIN_INTERVAL 4    /* runs between probes after a switch */
 #define PYC_TEAM_MAX_INTERVAL 256  /* ... at most, doubling while the choice holds */
 #define PYC_TEAM_MAX_PROBE_MS 4000.0  /* and at most this long apart (a slow model re-probes) */
 #define PYC_TEAM_IDLE_MS 10.0  /* a gap between runs this long lets the team's threads sleep */
+#define PYC_TEAM_LEVELS 8  /* team sizes F, F/2, ..., F/128 at most (a larger F stops above 1) */
 typedef struct pyc_team {
   int off;          /* 1: a fixed team (PYC_ADAPTIVE_THREADS=0) */
-  int arm;          /* the arm in use: 0 = the full team, 1 = one thread */
-  int probe_left;   /* runs left in a probe of the other arm (0: none) */
+  int levels;       /* the ladder's levels, 2..PYC_TEAM_LEVELS (0: not set, read as 2) */
+  int arm;          /* the level in use: 0 = the full team F, k = F >> k threads */
+  int probe_arm;    /* the level the probe in flight tries (a neighbour of `arm`) */
+  int up;           /* 1: the next probe goes up the ladder (the last move did, or the last
+                     * probe below lost), 0: down */
+  int onward;       /* 1: just moved with a level beyond; probe it MIN_INTERVAL runs on */
+  int probe_left;   /* runs left in a probe of `probe_arm` (0: none) */
   int since;        /* runs at `arm` since the last probe ended */
   int interval;     /* runs at `arm` between probes (0: PYC_TEAM_MIN_INTERVAL) */
-  double ms[2];     /* each arm's milliseconds per run: running mean (0: not yet measured) */
+  double ms[PYC_TEAM_LEVELS];  /* each level's milliseconds per run: running mean (0: not yet) */
   double probe_ms;  /* the sum of this probe's runs so far */
   double settled;   /* ms[arm] when the last probe ended (a doubling probes at once) */
-  int spike;        /* 1: the probe in flight was started by the full team's doubling */
-  int recheck;      /* 1: left the full team on its doubling; re-probe it MIN_INTERVAL runs on */
+  int spike;        /* 1: the probe in flight was started by the level's mean doubling */
+  int recheck;      /* 1: left a level on its doubling; re-probe it MIN_INTERVAL runs on */
   int warm;         /* 0: the next run follows an idle gap and is not counted (above) */
   double last_end;  /* when the previous run ended, in milliseconds (0: none yet) */
-  int used;         /* the arm of the run in flight, -1: not timed (a team of one either way) */
+  int used;         /* the level of the run in flight, -1: not timed (a team of one either way) */
   double started;   /* its start, in milliseconds */
   double log_work;  /* runs of varying shapes: the running mean of log(work), the band's centre */
   double ref_work;  /* ... and the log(work) their times are scaled to */
   int shaped;       /* 1: a run of varying shape has been recorded */
 } pyc_team;
-/* The arm the next run uses. */
+/* The ladder's length for a full team of `threads` (2 -> 2, 6 -> 3, 16 -> 5, at most
+ * PYC_TEAM_LEVELS), and setting it (pyc_run_begin_team_work does, for each run's full team). */
+int pyc_team_levels(int threads);
+void pyc_team_set_levels(pyc_team* team, int levels);
+/* The level the next run uses. */
 int pyc_team_arm(const pyc_team* team);
-/* A run at `arm` took `ms` milliseconds: the running means, the probes and the choice. */
+/* A run at level `arm` took `ms` milliseconds: the running means, the probes and the choice. */
 void pyc_team_record(pyc_team* team, int arm, double ms);
 /* 0 when PYC_ADAPTIVE_THREADS is 0 (read when a model is created), else 1. */
 int pyc_team_adaptive(void);
-/* pyc_run_begin with the context's team choosing the arm; pyc_run_end_team times the run. */
+/* pyc_run_begin with the context's team choosing the level; pyc_run_end_team times the run. */
 int pyc_run_begin_team(pyc_team* team, int wanted);
 void pyc_run_end_team(pyc_team* team, int saved);
 /* Runs whose shapes vary (a model of symbolic dims) compare the arms on runs of typical work
