@@ -57,7 +57,7 @@ from .errors import PycError, PycWarning
 from .feedback import Feedback, feedback_tuning, histogram_note, kernel_note, read_feedback, thread_choice
 from .frontend.branch_traps import unreachable_branches
 from .frontend.onnx_import import import_model
-from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json, read_input_ranges
+from .input_ranges import INPUT_RANGES_FILE, input_ranges, ranges_json
 from .ir.graph import Graph
 from .ir.run_dims import model_dims, shape_argument
 from .ir.symbolic import parse_input_shapes
@@ -1225,8 +1225,7 @@ def _load_target(root: Path, manifest: dict[str, Any], verified: bool = False,
             addresses.update(library_addresses(library, manifest["symbol_prefix"],
                                                (TRIM_ENTRY_POINT,)))
         model.shaped = ShapedFunctions(addresses, manifest["dims"])
-    model.input_ranges = read_input_ranges(root, manifest)
-    model.unreachable_branches = list(manifest.get("unreachable_branches", []))
+    model.read_run_facts(root, manifest)
     return model
 
 

@@ -34,7 +34,6 @@ import numpy as np
 
 from ..artifact.reader import verify_files
 from ..errors import PycError
-from ..input_ranges import read_input_ranges
 from ..targets.cuda import bindings
 from ..targets.cuda.kernel_context import SPACES
 from . import tensor_maps
@@ -254,7 +253,7 @@ def load_cuda(root: Path, manifest: dict[str, Any], verified: bool = False) -> C
     plan = read_launches(root, manifest)
     driver = init_driver(str(root))
     model = CudaModel(driver, root, manifest, plan)
-    model.input_ranges = read_input_ranges(root, manifest)
+    model.read_run_facts(root, manifest)
     return model
 
 

@@ -12,7 +12,6 @@ import llvmlite.binding as llvm
 
 from ..artifact.reader import read_manifest, require_files, verify_files
 from ..errors import PycError
-from ..input_ranges import read_input_ranges
 from ..targets.cpu.features import check_cpu
 from ..targets.cpu.target import CpuTarget
 from .native import (
@@ -78,7 +77,7 @@ def jit_load(artifact: str | Path) -> CompiledModel:
     check_io_specs(addresses, inputs, outputs)
     model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
                           inputs, outputs, keepalive, manifest["arena_bytes"])
-    model.input_ranges = read_input_ranges(root, manifest)
+    model.read_run_facts(root, manifest)
     return model
 
 

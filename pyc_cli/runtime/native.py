@@ -17,7 +17,7 @@ import numpy as np
 
 from ..abi import dtype_code
 from ..errors import PycError, PycWarning
-from ..input_ranges import InputRange, out_of_range_error
+from ..input_ranges import InputRange, out_of_range_error, read_input_ranges
 from ..ir.symbolic import DimBounds, DimLike, check_within, parse_dim
 from ..ir.types import DType
 from .buckets import GENERIC, BucketDispatch
@@ -197,7 +197,7 @@ class CompiledModel:
     input_ranges: dict[str, InputRange] | None = None
     # run-time If branches that could not be compiled for the input shapes (the manifest's
     # unreachable_branches: {if, branch, reason}), which PYC-E053 names
-    unreachable_branches: list[dict[str, str]] = []
+    unreachable_branches: tuple[dict[str, str], ...] = ()
     # the target that runs, the guards and fallbacks that led to it (runtime/stats.py)
     stats: RunStats
     # the next target of a multi-target artifact, loaded when a run fails on this one's device
@@ -461,6 +461,13 @@ class CompiledModel:
             status = self._fn.context_run(context, in_ptrs, out_ptrs)
         if status != 0:
             raise self._run_error(status, inputs)
+
+    def read_run_facts(self, root: Path, manifest: dict[str, Any]) -> None:
+        """What a failed run is explained with, read at load by every loader: the values each
+        integer input may hold (input_ranges.json) and the run-time If branches that could
+        not be compiled (the manifest)."""
+        self.input_ranges = read_input_ranges(root, manifest)
+        self.unreachable_branches = tuple(manifest.get("unreachable_branches", ()))
 
     def _run_error(self, status: int, inputs: list[np.ndarray]) -> PycError:
         """E042 with the kernel's status; an index out of range is traced back to the input,

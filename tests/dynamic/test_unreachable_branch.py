@@ -143,6 +143,17 @@ def test_an_if_whose_branches_both_fail_stays_an_error(tmp_path: Path,
     assert "/then/" in str(caught.value) and "/else/" in str(caught.value)  # both named
 
 
+def test_the_jit_loader_names_the_branch_too(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Every loader reads what a failed run is explained with (CompiledModel.read_run_facts):
+    the llvmlite JIT's model refuses the bad branch with PYC-E053 as the shared library's does."""
+    from pyc_cli.runtime.jit import jit_load
+
+    built = pyc_cli.build(_model(tmp_path, rng), tmp_path / "art", input_shapes=SHAPES)
+    with jit_load(built.artifact) as model, pytest.raises(PycError) as caught:
+        model.run(_feeds(rng, False))
+    assert caught.value.code == "E053" and "else branch" in caught.value.what
+
+
 def test_the_decision_is_logged_and_the_header_names_the_branch(tmp_path: Path,
                                                                 rng: np.random.Generator) -> None:
     built = pyc_cli.build(_model(tmp_path, rng), tmp_path / "art", input_shapes=SHAPES)
