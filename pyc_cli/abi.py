@@ -8,7 +8,6 @@ the loader checks a library's reported I/O against them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +95,7 @@ def entry_steps(graph: Graph, dims: list[DimBounds]) -> list[dict[str, Any]]:
     index = {d.name: k for k, d in enumerate(dims)}
     steps: list[dict[str, Any]] = []
     for step in graph.entry_steps:
-        label = re.sub(r"[^A-Za-z0-9_.:/-]", "_", step.node)
+        label = step.node  # shaped_run.c.j2 writes it as a C string (c_string): escaped
         left, right = c_size(step.left, names), c_size(step.right, names)
         if step.kind == "dim":
             if step.dim in index:

@@ -19,7 +19,6 @@ from .types import DType, TensorType
 AttrValue = int | float | str | list[int] | list[float] | list[str] | np.ndarray
 
 
-
 def unique_name(base: str, used: set[str]) -> str:
     """`base`, or `base_1`, `base_2`, ...: the first not in `used`, which then holds it."""
     candidate, index = base, 1
@@ -27,6 +26,7 @@ def unique_name(base: str, used: set[str]) -> str:
         candidate, index = f"{base}_{index}", index + 1
     used.add(candidate)
     return candidate
+
 
 @dataclass
 class Node:
