@@ -7,8 +7,13 @@ cuda_table.py checks them) and against each other bitwise (same kernels, same or
 
     python benchmarks/cuda_launch_ab.py --out $OUT/cuda_launch_ab.json [--cases encoder_b1_fp16,...]
 
-Writes the JSON (device, every round, medians, the ratio plain / programmatic) and prints a
-markdown table. Exit status 1 when an output is wrong or the variants differ."""
+With `--compare tune` the variants are instead two builds of each model: as it builds without a
+tuning database, and after `--tune` on this GPU (database under --out's folder; kernels then
+differ, so the outputs are checked against onnxruntime only).
+
+Writes the JSON (device, every round, medians, the ratio of the first variant's time to the
+second's) and prints a markdown table. Exit status 1 when an output is wrong or the launch
+variants differ."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import os
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cuda_table import Case, check, machine, make_model, reference  # noqa: E402
 
 DEFAULT_CASES = "encoder_b1_fp16,encoder_b8_fp16,resnet50_b1_fp16,mlp_b1_fp16,encoder_b1_fp32"
-VARIANTS = {"plain": "0", "programmatic": "1"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to build and load a case: build options, and environment read at load."""
+
+    build: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    programmatic: bool | None = None  # what model.stats must say (None: not checked)
+
+
+def variant_sets(out: Path, tune_budget: float) -> dict[str, dict[str, Variant]]:
+    tuned = {"tune": True, "tuning_db": out.parent / "cuda_tuning.json", "tune_budget": tune_budget}
+    return {"launch": {"plain": Variant(env={"PYC_CUDA_PROGRAMMATIC": "0"}, programmatic=False),
+                       "programmatic": Variant(env={"PYC_CUDA_PROGRAMMATIC": "1"},
+                                               programmatic=True)},
+            "tune": {"untuned": Variant(build={"tuning_db": out.parent / "cuda_untuned.json"}),
+                     "tuned": Variant(build=tuned)}}
 
 
 def parse_case(text: str) -> Case:
@@ -35,38 +58,56 @@ def parse_case(text: str) -> Case:
     return Case(model, int(batch.removeprefix("b")), precision)
 
 
-def load_variants(artifact: Path) -> dict[str, Any]:
+def load_variants(case: Case, path: Path, work: Path,
+                  variants: dict[str, Variant]) -> tuple[dict[str, Any], int]:
+    """Each variant's model (one build per distinct set of build options: the flags are read
+    when a model loads), and the launches of the first build."""
     import pyc_cli
 
-    models = {}
-    for name, value in VARIANTS.items():  # the flag is read when a model loads
-        os.environ["PYC_CUDA_PROGRAMMATIC"] = value
-        models[name] = pyc_cli.load(artifact)
-    os.environ.pop("PYC_CUDA_PROGRAMMATIC")
-    return models
+    models, builds, launches = {}, {}, 0
+    for name, variant in variants.items():
+        key = repr(sorted(variant.build.items()))
+        if key not in builds:
+            builds[key] = pyc_cli.build(path, work / f"{case.name}-{len(builds)}.pyc", target="cuda",
+                                        arch="sm_90", precision=case.precision, force=True,
+                                        **variant.build).artifact
+            if len(builds) == 1:
+                plan = json.loads((builds[key] / "src" / "launches.json").read_text())
+                launches = len(plan["launches"])
+        saved = {k: os.environ.get(k) for k in variant.env}
+        os.environ.update(variant.env)
+        try:
+            models[name] = pyc_cli.load(builds[key])
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k)
+                else:
+                    os.environ[k] = v
+    return models, launches
 
 
-def measure(case: Case, work: Path, rounds: int, repeat: int) -> dict[str, Any]:
-    import pyc_cli
-
+def measure(case: Case, work: Path, rounds: int, repeat: int,
+            variants: dict[str, Variant]) -> dict[str, Any]:
     path, feeds = make_model(case, work)
     expected = reference(path, feeds)
-    built = pyc_cli.build(path, work / f"{case.name}.pyc", target="cuda", arch="sm_90",
-                          precision=case.precision, force=True)
-    models = load_variants(built.artifact)
-    record: dict[str, Any] = {"launches": None, "rounds_ms": {name: [] for name in VARIANTS}}
+    models, launches = load_variants(case, path, work, variants)
+    record: dict[str, Any] = {"launches": launches, "rounds_ms": {name: [] for name in variants}}
     try:
         outputs = {}
         for name, model in models.items():
-            assert model.stats.programmatic_launch is (name == "programmatic"), name
+            wanted = variants[name].programmatic
+            assert wanted is None or model.stats.programmatic_launch is wanted, name
             model.poison()
             outputs[name] = model.run(feeds)
             record[f"check_{name}"] = {k: check(outputs[name][k], v, case.precision, "pyc")
                                        for k, v in expected.items()}
-        record["bitwise_equal"] = all(np.array_equal(outputs["plain"][k], outputs["programmatic"][k],
+        first, second = list(variants)
+        same_kernels = all(not v.build for v in variants.values())
+        record["bitwise_equal"] = all(np.array_equal(outputs[first][k], outputs[second][k],
                                                      equal_nan=True) for k in expected)
-        record["ok"] = record["bitwise_equal"] and all(
-            c["ok"] for name in VARIANTS for c in record[f"check_{name}"].values())
+        record["ok"] = (record["bitwise_equal"] or not same_kernels) and all(
+            c["ok"] for name in variants for c in record[f"check_{name}"].values())
         if not record["ok"]:
             return record
         for _ in range(rounds):
@@ -76,23 +117,22 @@ def measure(case: Case, work: Path, rounds: int, repeat: int) -> dict[str, Any]:
     finally:
         for model in models.values():
             model.close()
-    launches = json.loads((built.artifact / "src" / "launches.json").read_text())["launches"]
-    record["launches"] = len(launches)
     record["median_ms"] = {name: statistics.median(v) for name, v in record["rounds_ms"].items()}
-    record["plain_over_programmatic"] = record["median_ms"]["plain"] / record["median_ms"]["programmatic"]
+    record["ratio"] = record["median_ms"][first] / record["median_ms"][second]
     return record
 
 
-def markdown(rows: dict[str, dict[str, Any]]) -> str:
-    lines = ["| case | launches | plain ms | programmatic ms | plain / programmatic |",
+def markdown(rows: dict[str, dict[str, Any]], names: list[str]) -> str:
+    first, second = names
+    lines = [f"| case | launches | {first} ms | {second} ms | {first} / {second} |",
              "|---|---:|---:|---:|---:|"]
     for name, row in rows.items():
         if not row.get("ok"):
             lines.append(f"| {name} | - | wrong output | - | - |")
             continue
         median = row["median_ms"]
-        lines.append(f"| {name} | {row['launches']} | {median['plain']:.4f} | "
-                     f"{median['programmatic']:.4f} | {row['plain_over_programmatic']:.3f} |")
+        lines.append(f"| {name} | {row['launches']} | {median[first]:.4f} | "
+                     f"{median[second]:.4f} | {row['ratio']:.3f} |")
     return "\n".join(lines)
 
 
@@ -100,18 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cases", default=DEFAULT_CASES)
+    parser.add_argument("--compare", choices=("launch", "tune"), default="launch")
+    parser.add_argument("--tune-budget", type=float, default=60.0,
+                        help="seconds --tune may time kernels, per case (--compare tune)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=100, help="graph replays timed per round")
     args = parser.parse_args(argv)
+    variants = variant_sets(args.out, args.tune_budget)[args.compare]
     rows: dict[str, dict[str, Any]] = {}
-    result = {"machine": machine(), "command": " ".join(sys.argv), "rounds": args.rounds,
-              "repeat": args.repeat, "rows": rows}
-    with tempfile.TemporaryDirectory(prefix="pyc-launch-ab-") as scratch:
+    result = {"machine": machine(), "command": " ".join(sys.argv), "compare": args.compare,
+              "rounds": args.rounds, "repeat": args.repeat, "rows": rows}
+    with tempfile.TemporaryDirectory(prefix="pyc-ab-") as scratch:
         for text in args.cases.split(","):
-            rows[text] = measure(parse_case(text), Path(scratch), args.rounds, args.repeat)
+            rows[text] = measure(parse_case(text), Path(scratch), args.rounds, args.repeat,
+                                 variants)
             args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-            print(markdown({text: rows[text]}).splitlines()[-1], flush=True)
-    print(markdown(rows))
+            print(markdown({text: rows[text]}, list(variants)).splitlines()[-1], flush=True)
+    print(markdown(rows, list(variants)))
     return 0 if all(row.get("ok") for row in rows.values()) else 1
 
 

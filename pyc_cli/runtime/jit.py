@@ -3,10 +3,12 @@ and run them through the same C ABI as the shared library."""
 
 from __future__ import annotations
 
+import atexit
 import ctypes.util
 import tempfile
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import llvmlite.binding as llvm
 
@@ -24,6 +26,29 @@ from .native import (
 )
 
 _initialized = False
+_open_models: weakref.WeakSet[CompiledModel] = weakref.WeakSet()
+
+
+class PinnedJit:
+    """Keeps a model's JIT (which owns the code the model's entry points point into) reachable
+    from this module until the model is freed. Where a reference cycle holds the model (an
+    exception's traceback), the collector finalizes the whole cycle in no set order: the JIT,
+    freed first, took the code the model's destroy then called (a segfault at teardown)."""
+
+    _pinned: ClassVar[dict[int, tuple[Any, Any]]] = {}
+
+    def __init__(self, jit: Any, tracker: Any) -> None:
+        self._pinned[id(self)] = (jit, tracker)
+
+    def release(self) -> None:
+        self._pinned.pop(id(self), None)
+
+
+@atexit.register
+def _close_open_models() -> None:
+    """Models still open at exit are freed before the interpreter tears llvmlite down."""
+    for model in list(_open_models):
+        model.close()
 
 
 def _init_llvm() -> None:
@@ -71,13 +96,18 @@ def jit_load(artifact: str | Path) -> CompiledModel:
         jit = llvm.create_lljit_compiler()
         tracker = builder.link(jit, "pyc_model")
     addresses = {suffix: tracker[symbol] for suffix, symbol in symbols.items()}
-    keepalive: Any = (jit, tracker)
+    keepalive = PinnedJit(jit, tracker)
     inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
     outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
-    check_io_specs(addresses, inputs, outputs)
-    model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
-                          inputs, outputs, keepalive, manifest["arena_bytes"])
+    try:
+        check_io_specs(addresses, inputs, outputs)
+        model = CompiledModel(ModelFunctions(addresses), root / manifest["weights"]["file"],
+                              inputs, outputs, keepalive, manifest["arena_bytes"])
+    except PycError:
+        keepalive.release()
+        raise
     model.read_run_facts(root, manifest)
+    _open_models.add(model)
     return model
 
 

@@ -608,6 +608,9 @@ class CompiledModel:
         if self._busy == 0 and self._handle is not None:
             self._fn.destroy(self._handle)
             self._handle = None
+            release = getattr(self._keepalive, "release", None)
+            if release is not None:
+                release()  # the code may go now (runtime/jit.py's PinnedJit)
 
     def close(self) -> None:
         """Free the model and its contexts (after the runs in flight finish), and the target

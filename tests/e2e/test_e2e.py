@@ -3,6 +3,8 @@ with onnxruntime on fresh random inputs. fp32 tolerance: rtol 1e-4, atol 1e-5.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,42 @@ def test_jit_and_shared_library_give_identical_results(rng: np.random.Generator,
     expected = onnxruntime_outputs(ref.path, feeds)
     np.testing.assert_allclose(from_jit["last_hidden_state"], expected["last_hidden_state"],
                                rtol=RTOL, atol=ATOL)
+
+
+# A JIT model left open in a reference cycle (the traceback of an error it raised), freed by the
+# collector with its JIT and then at exit: the model's destroy must run before the JIT frees the
+# code it calls (it segfaulted at pytest's teardown; runtime/jit.py PinnedJit).
+_JIT_IN_A_CYCLE = """
+import gc, sys
+import numpy as np
+from pyc_cli.errors import PycError
+from pyc_cli.runtime.jit import jit_load
+
+def fail(model, feeds):
+    try:
+        model.run(feeds)
+    except PycError as exc:
+        error = exc  # the frame holds the error, whose traceback holds the frame: a cycle
+    return error
+
+art, x = sys.argv[1], np.load(sys.argv[2])
+kept = jit_load(art)  # still open at exit
+assert fail(jit_load(art), {"bad name": x}) is not None
+gc.collect()
+print(kept.run({kept.inputs[0].name: x})[kept.outputs[0].name].shape)
+"""
+
+
+def test_a_jit_model_freed_in_a_cycle_and_at_exit_does_not_crash(rng: np.random.Generator,
+                                                                 tmp_path: Path) -> None:
+    ref = REFERENCE_MODELS["mlp"]
+    pyc_cli.build(ref.path, tmp_path / "art", input_shapes=ref.shapes)
+    feed = next(iter(ref.random_feeds(rng).values()))
+    np.save(tmp_path / "x.npy", feed)
+    done = subprocess.run([sys.executable, "-c", _JIT_IN_A_CYCLE, str(tmp_path / "art"),
+                           str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("(")
 
 
 # A C program linking artifacts: tests/targets/cpu/test_c_abi.py (the README's example).
