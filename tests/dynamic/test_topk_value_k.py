@@ -3,7 +3,9 @@ point 2): K is a value dim read at the entry, the outputs' axis has that size; e
 bounds matches onnxruntime (values and indices), over a static and a symbolic batch, in every
 memory mode, outputs poisoned. A K past the row (declared bounds wider than it) or outside its
 declared values is refused with PYC-E041 (before the fix, K compiled in as an undeclared C
-name: the build failed with E020; and a K past the row would have read past the sort buffer)."""
+name: the build failed with E020; and a K past the row would have read past the sort buffer).
+K computed by the model at run time (from a symbolic dim, or arithmetic on a declared value)
+matches onnxruntime too."""
 
 from __future__ import annotations
 
@@ -61,3 +63,45 @@ def test_k_past_the_row_or_its_declared_values_is_refused(tmp_path: Path,
             assert caught.value.code == "E041", k
         np.testing.assert_array_equal(model.run({"x": x, "k": np.array([ROW], np.int64)})["i"][0],
                                       np.argsort(-x[0], kind="stable"))
+
+
+def _int64(name: str, values: list[int]) -> helper.NodeProto:
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(
+        name, TensorProto.INT64, [len(values)], values))
+
+
+# K computed at run time: a symbolic dim (a full sort of a row of any length), min(n, 4) over
+# it, and a declared input value plus one
+COMPUTED_K = {
+    "shape": ([helper.make_node("Shape", ["x"], ["kk"], start=1, end=2)], False),
+    "min_of_shape": ([helper.make_node("Shape", ["x"], ["s"], start=1, end=2), _int64("four", [4]),
+                      helper.make_node("Min", ["s", "four"], ["kk"])], False),
+    "value_plus_one": ([_int64("one", [1]), helper.make_node("Add", ["k", "one"], ["kk"])], True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMPUTED_K))
+def test_k_computed_at_run_time_matches_onnxruntime(case: str, tmp_path: Path,
+                                                    rng: np.random.Generator,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    poison_outputs(monkeypatch)
+    nodes, from_value = COMPUTED_K[case]
+    inputs = ([vinfo("x", [3, ROW]), vinfo("k", [1], TensorProto.INT64)] if from_value
+              else [vinfo("x", ["b", "n"])])
+    model = make_model(nodes + [helper.make_node("TopK", ["x", "kk"], ["v", "i"], axis=1)], inputs,
+                       [vinfo("v", ["r", "c"]), vinfo("i", ["r", "c"], TensorProto.INT64)])
+    path = write_model(model, tmp_path)
+    built = pyc_cli.build(path, tmp_path / "art",
+                          input_values={"k": (1, ROW - 1)} if from_value else None,
+                          input_shapes=None if from_value else {"x": ("b:1..4", "n:1..16")})
+    session = ort.InferenceSession(str(path))
+    sizes = [(3, ROW)] * 4 if from_value else [(1, 1), (4, 16), (2, 3), (3, 9)]
+    with pyc_cli.load(built.artifact) as model_:
+        for index, shape in enumerate(sizes):
+            feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+            if from_value:
+                feeds["k"] = np.array([(1, ROW - 1, 4, 6)[index]], np.int64)
+            got = model_.run(feeds)
+            values, indices = session.run(None, feeds)
+            np.testing.assert_array_equal(got["v"], values)
+            np.testing.assert_array_equal(got["i"], indices)
