@@ -92,6 +92,7 @@ from .targets import DEFAULT_LAYOUT, TARGETS, get_target
 from .targets.abi_name import check_name, default_name, soname
 from .targets.base import BucketInfo, ModelInfo, Target, runtime_plan
 from .targets.cpu.features import check_cpu, parse_features
+from .targets.cpu.team import REFERENCE_TEAM, planning_for, team_for_build
 from .tune import (
     TUNABLE_TARGETS,
     Progress,
@@ -374,7 +375,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
     cpu_records = [backend.cpu_record() for backend in backends]
     tunings = [_target_tuning(name, backend, record, tuning, tune, tuning_db)
                for name, backend, record in zip(targets, backends, cpu_records)]
-    with output_lock(out) as lock:
+    team = team_for_build(threads, cpu)  # the CPU kernels' parallel tasks (targets/cpu/team.py)
+    with output_lock(out) as lock, planning_for(team):
         if tune:
             if not isinstance(tunings[0], FileTuningDatabase):
                 raise ValueError("tune=True records into a tuning database file: pass "
@@ -400,7 +402,7 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                 "targets": targets, "memory_budget": memory_budget, "keep_source": keep_source,
                 "cpu": cpu, "features": features, "arch": arch, "precision": precision,
                 "threads": threads, "slim": slim, "name": prefix, "winograd": winograd,
-                "layout": layout, "contract": contract,
+                "layout": layout, "contract": contract, "planned_team": team,
                 # a latency clause is predicted from this machine's calibration store: a cached
                 # build stands for this one only while the store says the same
                 **({"calibration": latency_model.calibration_digest(cpu_records[0])}
@@ -434,6 +436,12 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
                     for backend, target_tuning in zip(backends, tunings)]
         graph, ctx = compiled[0]
         passes_s = time.monotonic() - passes_started
+        if team != REFERENCE_TEAM and "cpu" in targets:
+            ctx.log("build", [], "planned_team",
+                    f"the CPU kernels split their work for a team of {team} threads "
+                    f"({'--threads' if threads else 'the cores of the machine building for itself'}"
+                    f"; {REFERENCE_TEAM} is the reference the splits were measured on)",
+                    after=team)
         if buckets and any(d.computed for d in model_dims(graph)):
             # a bucket is a box of the input dims; sizes computed during the run (from input
             # values, NonZero, ...) are not bound when dispatch picks a box
@@ -453,6 +461,8 @@ def build(model_path: str | Path, out_dir: str | Path | None = None, mode: str |
         flags = {"memory_budget": memory_budget, "keep_source": keep_source, "name": prefix,
                  "cpu": cpu, "cpu_features": features, "threads": threads,
                  "winograd": winograd, "layout": layout,
+                 # the reference team's artifacts are those it always gave
+                 **({"planned_team": team} if team != REFERENCE_TEAM else {}),
                  **({"kernel_selection": kernel_selection}
                     if kernel_selection != "coselect" else {}),
                  **({"contract": promised.text} if promised is not None else {}),

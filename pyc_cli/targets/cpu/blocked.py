@@ -14,12 +14,13 @@ from ...ops import registry
 from ...planning import weights
 from ..kernel import KernelCandidate
 from . import gemm
+from .team import planned_team
 
 Params = dict[str, object]
 
-# tasks the conv's split aims at: 4 a thread of the 2-core CI-class machine, for the guided
-# schedule to even out
-CONV_TASKS = 8
+# tasks the conv's split aims at: 4 a thread of the planned team (8 on the 2-core CI-class
+# machine), for the guided schedule to even out
+CONV_TASKS_PER_THREAD = 4
 # the cost of the blocked conv per flop (cost units: kernels.py, the implicit GEMM's 0.25 a
 # flop at full lanes; about 21.6 M units a millisecond on one Zen 4 core, from the implicit
 # GEMM's 1.19 ms on ResNet-50's 64 -> 256 1x1 on 56x56). Measured there at 1 thread (medians
@@ -96,7 +97,7 @@ def conv_geometry(isa: str, node: Node, graph: Graph) -> Params:
     inner = v["C"] * v["H"] * v["W"] > v["OC"] * v["C"] * v["KH"] * v["KW"]
     outer = 1 if inner else panels
     # row blocks: enough tasks for the team where the work allows (each >= ~50 us)
-    wanted = max(1, min(CONV_TASKS, flops // gemm.TASK_FLOPS))
+    wanted = max(1, min(CONV_TASKS_PER_THREAD * planned_team(), flops // gemm.TASK_FLOPS))
     ohb = max(1, min(v["OH"], -(-wanted // (v["N"] * outer))))
     rh = -(-v["OH"] // ohb)
     ohb = -(-v["OH"] // rh)

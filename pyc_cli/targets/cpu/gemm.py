@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ...ir.graph import Graph, Node
 from ..kernel import Tunable
+from .team import planned_team
 
 Params = dict[str, object]
 
@@ -39,7 +40,11 @@ TASK_FLOPS = 4_000_000
 # a kernel splits its work over threads (PYC_PARALLEL_FOR) above this many flop-equivalents
 # (~50 us on one core): below it, waking a team costs more than it saves
 PARALLEL_MIN_FLOPS = 200_000
-MIN_TASKS = 4  # 2 x the cores of the CI machine: a split that keeps 2 threads busy
+TASKS_PER_THREAD = 2  # a GEMM's split: 2 tasks a thread of the planned team (4 on 2 cores)
+
+
+def min_tasks() -> int:
+    return TASKS_PER_THREAD * planned_team()
 VECTORS_PER_ROW = 2  # NR = 2 vectors: one broadcast of A feeds 2 FMAs
 NO_K_BLOCKS = 1 << 30  # a kc no reduction reaches: the whole of K in one block
 PART_BYTES = 64 * 1024  # the most a task's partial sums of K blocks take (its row block's MC)
@@ -200,7 +205,7 @@ def plan(isa: str, ctype: str, itemsize: int, M: int, N: int, K: int, batch: int
         # share of B whatever the team size (a task costs no hand-out); one task when serial
         ncp = 1 if flops >= TASK_FLOPS else panels
     else:
-        wanted = min(MIN_TASKS, max(1, flops // TASK_FLOPS))
+        wanted = min(min_tasks(), max(1, flops // TASK_FLOPS))
         nb = min(panels, max(1, -(-wanted // (batch * mb))))
         ncp = -(-panels // nb)
     nb = -(-panels // ncp)

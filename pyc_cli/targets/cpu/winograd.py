@@ -22,6 +22,7 @@ from ...ops.conv import Conv
 from ...planning import winograd as wg
 from ..kernel import KernelCandidate, Tunable
 from . import gemm
+from .team import REFERENCE_TEAM, planned_team
 
 Params = dict[str, object]
 
@@ -34,17 +35,27 @@ MIN_OUTPUT_SIDE = 8
 NEVER = 1e9  # the cost scale of a conv it does not pay for
 # output channels per GEMM block: the block's 36 transformed outputs (OB x tiles) stay in L2
 BLOCK_ROWS = 64
-# scratch holders: at most this many tasks (each with its own scratch; a task takes every
-# MAX_TASKS-th unit of work), 2 x the cores of a small machine with room for imbalance
-MAX_TASKS = 8
+# scratch holders: at most this many tasks a thread of the planned team (each with its own
+# scratch; a task takes every max_tasks()-th unit of work): 8 on 2 cores, room for imbalance
+HOLDERS_PER_THREAD = 4
+
+
+def max_tasks() -> int:
+    return HOLDERS_PER_THREAD * planned_team()
+
+
 # a map of few tiles (ResNet's 14x14: one block) is split into groups of output channels until
-# there are this many units of work, the cores of the reference machine: each group recomputes
-# its block's input transform (on one thread 2 groups cost 256 -> 256 on 14x14 ~0.1 ms, 4
-# groups ~0.3 ms of ~1 ms)
-GROUP_TASKS = 2
+# there are as many units of work as the planned team has threads: each group recomputes its
+# block's input transform (on one thread 2 groups cost 256 -> 256 on 14x14 ~0.1 ms, 4 groups
+# ~0.3 ms of ~1 ms)
+def group_tasks() -> int:
+    return planned_team()
+
+
 # co-selection (passes/coselect.py) may give a conv fewer scratch holders where the arena has
-# no room for MAX_TASKS of them: as few as the reference machine's cores keep its threads busy
-FEWER_HOLDERS = (4, GROUP_TASKS)
+# no room for max_tasks() of them: as few as the planned team's threads keep them busy
+def fewer_holders() -> tuple[int, int]:
+    return (2 * planned_team(), group_tasks())
 # ... and, below those, "lean" holders (`lean` in the parameters): one-vector panels of tiles
 # and a GEMM block of MR output channels, about a quarter of a holder's scratch (ResNet-50's
 # 56x56 convs: 180 KB instead of 631 KB), so that a conv keeps Winograd's fewer multiplies
@@ -87,7 +98,7 @@ def _tiles(v: dict[str, int]) -> tuple[int, int]:
 
 def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params:
     """The block of tiles (NCP panels of NR tiles), the GEMM block of OB output channels, the
-    groups of output channels tasks split (when tile blocks are fewer than MIN_TASKS), the
+    groups of output channels tasks split (when tile blocks are fewer than twice the planned team), the
     task count and each task's scratch (floats)."""
     v = _geometry(node, graph)
     th, tw = _tiles(v)
@@ -103,15 +114,23 @@ def plan(isa: str, node: Node, graph: Graph, tuned: dict[str, object]) -> Params
     blocks = -(-tiles // tb)
     ob = mr if lean else min(-(-BLOCK_ROWS // mr) * mr, -(-v["OC"] // mr) * mr)
     row_blocks = -(-v["OC"] // ob)
+    team = planned_team()
+    if team > REFERENCE_TEAM and blocks * row_blocks < 2 * team:
+        # a larger team than the splits were measured for: shorter GEMM blocks give the
+        # groups below enough units (ResNet-50's 56x56 convs: 7 blocks of one 64-channel row)
+        rows_wanted = -(-2 * team // blocks)
+        rows_each = -(-v["OC"] // rows_wanted)
+        ob = max(mr, -(-rows_each // mr) * mr)
+        row_blocks = -(-v["OC"] // ob)
     # 2 or 3 blocks (ResNet's 28x28: 32 + 17 tiles) would leave 2 threads unequal shares: 2
     # groups of output channels, units group-major, give each thread's half one whole group
-    groups = 1 if blocks >= 2 * GROUP_TASKS else \
-        min(row_blocks, max(GROUP_TASKS, -(-GROUP_TASKS // blocks)))
+    group = group_tasks()
+    groups = 1 if blocks >= 2 * group else min(row_blocks, max(group, -(-group // blocks)))
     group_rows = -(-row_blocks // groups) * ob
     groups = -(-v["OC"] // group_rows)
     units = blocks * groups
     # `tasks` in the chosen parameters: fewer scratch holders (co-selection's smaller scratch)
-    tasks = min(units, MAX_TASKS, int(tuned.get("tasks") or MAX_TASKS))  # type: ignore[call-overload]
+    tasks = min(units, max_tasks(), int(tuned.get("tasks") or max_tasks()))  # type: ignore[call-overload]
     g = gemm.plan(isa, "float", 4, v["OC"], tb, v["C"], 1, tuned)
     if narrow:
         g = gemm.one_vector_panels(g, isa)
@@ -168,10 +187,10 @@ def workspace(isa: str):  # noqa: ANN201 (a closure per ISA)
 def smaller_scratch(isa: str):  # noqa: ANN201 (a closure per ISA)
     def options(node: Node, graph: Graph) -> list[dict[str, object]]:
         """Parameters giving the conv less scratch, most first: fewer holders (each a task's V
-        and M), never fewer than GROUP_TASKS (below the reference machine's cores the threads
+        and M), never fewer than group_tasks() (below the planned team's threads the threads
         would idle), then as many lean holders."""
         tasks = int(plan(isa, node, graph, _tuned(node))["tasks"])  # type: ignore[call-overload]
-        fewer = [k for k in FEWER_HOLDERS if k < tasks]
+        fewer = [k for k in fewer_holders() if k < tasks]
         return [{"tasks": k} for k in fewer] + [{"tasks": k, "lean": 1} for k in fewer]
     return options
 
