@@ -22,12 +22,14 @@ typedef unsigned long long uint64_t;
 #define PYC_STATUS_INDEX_OUT_OF_RANGE 5
 
 // Programmatic dependent launch (sm_90): the runtime lets each kernel start while the one
-// before it still runs, so its blocks are resident when that one ends. The kernel lets the
-// next one start early too, then waits for the previous grid to complete and its writes to
-// be visible before it reads or writes anything: runs stay ordered as on a plain stream.
+// before it still runs, so its blocks are resident when that one ends. The kernel waits for
+// the previous grid to complete and its writes to be visible before it reads or writes
+// anything (runs stay ordered as on a plain stream), then lets the next one start. Letting it
+// start before the wait made every later kernel of a run resident at once, each waiting on the
+// one before and holding its multiprocessor's slots: the encoder ran 1.4x slower (H100).
 __device__ __forceinline__ void pyc_await_previous_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 

@@ -47,8 +47,10 @@ NAN_BITS = 0x7FC00000  # a quiet float32 NaN: what poison() fills buffers with
 STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit synchronisation with stream 0
 GRAPHS_ENV = "PYC_CUDA_GRAPHS"  # 0 / false / no / off: launch kernel by kernel (debugging)
 # 1 / true / yes / on: launch kernels after the first as programmatic dependents where the
-# plan allows it (sm_90 builds). Off by default until it has been measured and tested on a GPU
-# (benchmarks/cuda_launch_ab.py, the GPU tests with it set)
+# plan allows it (sm_90 builds). Off by default: measured on an H100 (7 Dec 2026,
+# benchmarks/results/cuda-launch-ab-h100-2026-12-07.json) with each kernel letting the next
+# start before its own wait, it was 1.2-1.5x slower on the encoder, ResNet-50 and the fp32
+# encoder (outputs bitwise the same, GPU tests passed); the kernels now wait first
 PROGRAMMATIC_ENV = "PYC_CUDA_PROGRAMMATIC"
 GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
 # dynamic shared memory a kernel gets without asking (cuFuncSetAttribute raises it, up to the
