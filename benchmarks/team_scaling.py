@@ -17,7 +17,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,10 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memprobe import timed  # noqa: E402
 from real_models import MODELS, _feeds  # noqa: E402
 
 import pyc_cli  # noqa: E402
-
-
-def timed(call: Any, repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def measure(name: str, work: Path, threads: int, rounds: int, repeat: int) -> dict[str, Any]:
