@@ -311,19 +311,28 @@ class Segment:
     needs: tuple[int, ...] = ()
     next: int = 0
     last: bool = True
+    first: bool = True
+
+    @property
+    def key(self) -> str:
+        """Its graph's name: "run" for the first (a whole run where there is no If)."""
+        return "run" if self.first else f"segment {self.start} {self.launches} {self.needs}"
 
 
 def plan_segment(whens: list[Any], stops: list[bool], start: int, known: dict[int, bool]) -> Segment:
+    """The segment from launch `start` under the conditions `known` (none: the run's first)."""
     chosen = []
+    first = not known  # every later segment follows a decision, which read a condition
     for index in range(start, len(whens)):
         holds = guard_holds(whens[index], known)
         if holds is None:
-            return Segment(start, tuple(chosen), tuple(unread(whens[index], known)), index, False)
+            return Segment(start, tuple(chosen), tuple(unread(whens[index], known)), index,
+                           False, first)
         if holds:
             chosen.append(index)
             if stops[index]:  # an unreachable branch's trap: the run ends here (PYC-E053)
                 break
-    return Segment(start, tuple(chosen))
+    return Segment(start, tuple(chosen), first=first)
 
 
 def load_cuda(root: Path, manifest: dict[str, Any], verified: bool = False) -> CudaModel:
@@ -430,6 +439,7 @@ class CudaModel(CompiledModel):
         self._stops = [bool(launch.get("stops", False)) for launch in plan.launches]
         self._segments: dict[tuple[int, tuple[tuple[int, bool], ...]], Segment] = {}
         self._path: tuple[int, ...] = ()  # the launches the last run took
+        self._run_segments = 0  # how many segments the last run had (host decisions + 1)
         self.inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
         self.outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
         self.arena_bytes = manifest["arena_bytes"]
@@ -589,8 +599,10 @@ class CudaModel(CompiledModel):
         known: dict[int, bool] = {}
         path: list[int] = []
         segment = self._segment(0, known)
+        self._run_segments = 0
         while True:
             path += segment.launches
+            self._run_segments += 1
             if self.stats.execution == GRAPH_EXECUTION:
                 self._segment_graph(segment).launch(self._stream)
             else:
@@ -612,18 +624,17 @@ class CudaModel(CompiledModel):
     def _segment_graph(self, segment: Segment) -> _Graph:
         """The segment's CUDA graph, captured the first time a run takes it ("run": the first
         segment, a whole run of a model without run-time Ifs)."""
-        key = "run" if segment.start == 0 else f"segment {segment.start} {segment.launches}"
-        if key not in self._graphs:
-            self._graphs[key] = _Graph(self._driver, self._stream,
-                                       lambda: self._enqueue_segment(segment))
-        return self._graphs[key]
+        if segment.key not in self._graphs:
+            self._graphs[segment.key] = _Graph(self._driver, self._stream,
+                                               lambda: self._enqueue_segment(segment))
+        return self._graphs[segment.key]
 
     def _enqueue_segment(self, segment: Segment) -> None:
         """A segment's stream work, asynchronous only (so that it can be captured as a graph):
         the first resets the status word and copies the inputs in, then its kernels, then the
         conditions the next decision reads, or (the last) the outputs and status out."""
         driver, stream = self._driver, self._stream
-        if segment.start == 0:
+        if segment.first:
             driver("cuMemsetD32Async", self._status_word, 0, 1, stream)
             for spec, (device, pinned, _view) in zip(self.inputs, self._in):
                 if _nbytes(spec):
