@@ -41,6 +41,7 @@ pytestmark = [
                        reason='the NVRTC wheel is not installed (pip install ".[cuda]")'),
     pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")]
 
+ORT_ERRORS = ort.capi.onnxruntime_pybind11_state
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}  # rtol and atol
 
 
@@ -136,3 +137,191 @@ def test_runs_match_onnxruntime_graphs_on_and_off(case: IfCase, precision: str, 
     # replayed graphs and launches one by one: the same kernels in the same order
     for graphed, streamed in zip(outputs["1"], outputs["0"]):
         assert graphed.path == streamed.path
+
+
+@pytest.mark.parametrize("graphs", ["1", "0"])
+@pytest.mark.parametrize("case", [c for c in IF_CASES if c.refused], ids=lambda c: c.name)
+def test_an_unreachable_branch_stops_the_run_with_e053(case: IfCase, graphs: str, tmp_path: Path,
+                                                       rng: np.random.Generator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taking a branch that could not be compiled: PYC-E053 naming the If, the branch and the
+    reason (the manifest's unreachable_branches, as on the CPU target); no kernel after the
+    trap runs; onnxruntime fails on those inputs too; the model runs on afterwards."""
+    poison_outputs(monkeypatch)
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+    path, artifact = build(case, tmp_path, rng)
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    traps = [i for i, launch in enumerate(plan["launches"]) if launch.get("stops")]
+    assert len(traps) == len(case.refused)
+    assert all(plan["launches"][i]["op"] == "pyc.Unreachable" for i in traps)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    branches = manifest["unreachable_branches"]
+    session = ort.InferenceSession(str(path))
+    fake = emulate(artifact, tmp_path, monkeypatch)
+    with pyc_cli.load(artifact) as model:
+        for _ in range(2):
+            for outcome in (*case.refused, *case.outcomes):
+                feeds = case.feeds(rng, outcome)
+                model.poison()
+                if outcome in case.outcomes:
+                    expected = session.run(None, feeds)[0]
+                    np.testing.assert_allclose(model.run(feeds)["y"], expected, rtol=1e-4,
+                                               atol=1e-4, err_msg=outcome)
+                    assert not set(traps) & set(model._path)
+                    continue
+                before = fake.launches
+                with pytest.raises(PycError) as caught:
+                    model.run(feeds)
+                assert caught.value.code == "E053" and "MatMul" in caught.value.what
+                for branch in branches:
+                    assert f"If {branch['if']!r}, its {branch['branch']} branch" in caught.value.what
+                assert model._path[-1] in traps  # the run ended at the trap
+                assert fake.launches - before == len(model._path)
+                with pytest.raises((ORT_ERRORS.Fail, ORT_ERRORS.InvalidArgument)):
+                    session.run(None, feeds)
+
+
+def test_a_model_without_an_if_keeps_one_graph(tmp_path: Path, rng: np.random.Generator,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No run-time If: no conditions nor guards in the plan, one segment, one graph captured at
+    load and replayed once per run, as before."""
+    model_case = REFERENCE_MODELS["mlp"]
+    artifact = tmp_path / "mlp.pyc"
+    pyc_cli.build(model_case.path, artifact, target="cuda", input_shapes=dict(model_case.shapes))
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    assert "conditions" not in plan and not any("when" in l or "stops" in l for l in plan["launches"])
+    fake = emulate(artifact, tmp_path, monkeypatch)
+    with pyc_cli.load(artifact) as model:
+        assert fake.calls["cuStreamBeginCapture"] == 1 and list(model._graphs) == ["run"]
+        for _ in range(3):
+            feeds = model_case.random_feeds(rng)
+            ours = model.run(feeds)
+            for key, value in onnxruntime_outputs(model_case.path, feeds).items():
+                np.testing.assert_allclose(ours[key], value, rtol=1e-4, atol=1e-4, err_msg=key)
+            assert model._run_segments == 1
+        assert fake.calls["cuStreamBeginCapture"] == 1 and fake.graph_launches == 3
+        assert fake.calls["cuLaunchKernel"] == len(plan["launches"])  # captured once
+        assert fake.calls["cuStreamSynchronize"] == 3  # one a run: no host decision
+
+
+@pytest.mark.parametrize("graphs", ["1", "0"])
+def test_kernel_timing_times_the_branch_the_run_took(graphs: str, tmp_path: Path,
+                                                     rng: np.random.Generator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    case = CASE["gather_or_scale"]
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+    _, artifact = build(case, tmp_path, rng)
+    fake = emulate(artifact, tmp_path, monkeypatch)
+    with pyc_cli.load(artifact) as model:
+        for outcome in case.outcomes:
+            before = fake.launches
+            assert model.time_kernels(case.feeds(rng, outcome), 2, warmup=1) == [0.25] * 2
+            taken = model._path
+            # one run (its segments), then the taken launches 3 times
+            assert fake.launches - before == 4 * len(taken)
+            assert ("Gather" in launch_ops(artifact, taken)) == (outcome == "then")
+        assert len(model.time_runs(case.feeds(rng, "else"), 2)) == 2
+
+
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_nvrtc_compiles_every_case(arch: str, precision: str, tmp_path: Path,
+                                   rng: np.random.Generator) -> None:
+    """Each case builds (NVRTC compiles its model.cu to a CUBIN) for both architectures, with
+    the select and trap kernels in it."""
+    for case in IF_CASES:
+        _, artifact = build(case, tmp_path, rng, precision, arch)
+        source = (artifact / "src" / "model.cu").read_text()
+        assert (artifact / "model.cubin").stat().st_size > 0
+        manifest = json.loads((artifact / "manifest.json").read_text())
+        assert manifest["cuda"]["arch"] == arch
+        assert "_if(" in source
+        assert ("*STATUS = 8;" in source) == bool(case.refused)
+
+
+def test_launch_guards_are_checked_at_load(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A guard naming a condition the plan lacks, a condition outside the model's buffers, or
+    a non-boolean trap flag is a malformed launch plan (PYC-E030)."""
+    _, artifact = build(CASE["nested"], tmp_path, rng)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    assert cuda_runtime._plan_problem(plan, manifest) == ""
+    guarded = next(i for i, launch in enumerate(plan["launches"]) if "when" in launch)
+    for change in ({"when": [[[len(plan["conditions"]), True]]]}, {"when": [[]]},
+                   {"when": [[[0, 1]]]}, {"stops": 1}):
+        bad = json.loads(json.dumps(plan))
+        bad["launches"][guarded].update(change)
+        assert f"launch {guarded} has an invalid guard" in cuda_runtime._plan_problem(bad, manifest)
+    bad = json.loads(json.dumps(plan))
+    bad["conditions"][0]["at"] = ["arena", manifest["arena_bytes"]]
+    assert "condition lies outside" in cuda_runtime._plan_problem(bad, manifest)
+    bad["conditions"][0]["at"] = ["status", 0]
+    assert "condition lies outside" in cuda_runtime._plan_problem(bad, manifest)
+
+
+def test_guard_decisions() -> None:
+    """Three-valued guards: decided where the conditions read so far decide them."""
+    holds, unread = cuda_runtime.guard_holds, cuda_runtime.unread
+    when = [[[0, True], [1, False]], [[2, True]]]
+    assert holds(None, {}) is True and holds([], {}) is False
+    assert holds(when, {}) is None and unread(when, {}) == [0, 1, 2]
+    assert holds(when, {0: False}) is None and unread(when, {0: False}) == [2]
+    assert holds(when, {0: False, 2: False}) is False
+    assert holds(when, {0: True, 1: False}) is True
+    assert holds(when, {2: True}) is True
+
+
+def test_branches_of_different_sizes_are_refused_naming_the_if(tmp_path: Path) -> None:
+    """A dim the If computes at run time (branches of different sizes): the CUDA kernels take
+    no run-time dims, so the build is refused naming the If that computes it (the CPU target
+    runs it)."""
+    path = _branches_of_different_widths(tmp_path, symbolic=False)
+    with pytest.raises(PycError) as caught:
+        pyc_cli.build(path, tmp_path / "w.pyc", target="cuda")
+    assert caught.value.code == "E051" and "by node 'If_0'" in caught.value.hint
+
+
+@pytest.mark.skipif(SILERO is None, reason="the silero-vad wheel (silero_vad.onnx) is not here")
+def test_silero_vad_is_refused_for_its_pad_and_lstm_not_its_if(tmp_path: Path) -> None:
+    """The official Silero VAD file's run-time If (16 / 8 kHz) no longer stops a CUDA build:
+    what does is two ops the CUDA target has no kernel for yet (Pad, LSTM), listed by name."""
+    assert SILERO is not None
+    with pytest.raises(PycError) as caught:
+        pyc_cli.build(SILERO, tmp_path / "s.pyc", target="cuda",
+                      input_shapes={"input": (1, 512), "state": (2, 1, 128)})
+    assert caught.value.code == "E008"
+    assert "Pad" in caught.value.what and "LSTM" in caught.value.what
+    assert "pyc.If" not in caught.value.what and "Unreachable" not in caught.value.what
+
+
+@pytest.mark.parametrize("case", IF_CASES, ids=lambda c: c.name)
+def test_the_c_entry_point_holds_the_guards(case: IfCase, tmp_path: Path,
+                                            rng: np.random.Generator) -> None:
+    """The launch plan's conditions, guards and traps compiled into the C tables, strict C11
+    under gcc and clang against cuda.h (where it is here)."""
+    _, artifact = build(case, tmp_path, rng)
+    prefix = json.loads((artifact / "manifest.json").read_text())["symbol_prefix"]
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    source = (artifact / "src" / f"{prefix}_cuda.c").read_text()
+    assert f"#define N_CONDITIONS {len(plan['conditions'])}" in source
+    terms = sum(len(launch.get("when", [])) for launch in plan["launches"])
+    assert f"TERMS[{max(terms, 1)}]" in source
+    for launch in plan["launches"]:
+        row = [line for line in source.splitlines() if f'"{launch["kernel"]}"' in line
+               and f"/* step {launch['step']} */" in line]
+        assert len(row) == 1 and row[0].rstrip().endswith(f"{int(launch.get('stops', False))} }},"
+                                                          f"  /* step {launch['step']} */")
+    header = (artifact / "src" / f"{prefix}_cuda.h").read_text()
+    assert "_CUDA_ERROR_BRANCH_NOT_COMPILED = -4" in header
+    if INCLUDE is None:
+        return
+    for compiler in ("gcc", "clang"):
+        found = shutil.which(compiler)
+        if found is None:
+            continue
+        result = subprocess.run(
+            [found, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c", "-I",
+             str(artifact / "src"), "-isystem", str(INCLUDE),
+             str(artifact / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
+            capture_output=True, text=True, check=False)
+        assert result.returncode == 0, (compiler, result.stderr[-3000:])
