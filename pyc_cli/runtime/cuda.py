@@ -321,7 +321,7 @@ class Segment:
 
 def plan_segment(whens: list[Any], stops: list[bool], start: int, known: dict[int, bool]) -> Segment:
     """The segment from launch `start` under the conditions `known` (none: the run's first)."""
-    chosen = []
+    chosen: list[int] = []
     first = not known  # every later segment follows a decision, which read a condition
     for index in range(start, len(whens)):
         holds = guard_holds(whens[index], known)

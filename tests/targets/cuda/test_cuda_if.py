@@ -189,7 +189,7 @@ def test_a_model_without_an_if_keeps_one_graph(tmp_path: Path, rng: np.random.Ge
     artifact = tmp_path / "mlp.pyc"
     pyc_cli.build(model_case.path, artifact, target="cuda", input_shapes=dict(model_case.shapes))
     plan = json.loads((artifact / "src" / "launches.json").read_text())
-    assert "conditions" not in plan and not any("when" in l or "stops" in l for l in plan["launches"])
+    assert "conditions" not in plan and not any("when" in s or "stops" in s for s in plan["launches"])
     fake = emulate(artifact, tmp_path, monkeypatch)
     with pyc_cli.load(artifact) as model:
         assert fake.calls["cuStreamBeginCapture"] == 1 and list(model._graphs) == ["run"]
