@@ -325,3 +325,71 @@ def test_the_c_entry_point_holds_the_guards(case: IfCase, tmp_path: Path,
              str(artifact / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
             capture_output=True, text=True, check=False)
         assert result.returncode == 0, (compiler, result.stderr[-3000:])
+
+
+FAKE_LIBCUDA = Path(__file__).resolve().parent / "fake_libcuda.c"
+DRIVER = Path(__file__).resolve().parents[2] / "c" / "cuda_api_driver.c"
+
+
+def c_driver(artifact: Path, tmp_path: Path, library: str) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    """tests/c/cuda_api_driver.c built with the artifact's C entry point and `library` (a
+    libcuda: the real one, or fake_libcuda.c compiled in); the manifest."""
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    prefix = manifest["symbol_prefix"]
+    exe = tmp_path / f"driver_{prefix}_{artifact.parent.name}"
+    built = subprocess.run(
+        ["gcc", "-std=c11", "-O1", f"-DPYC_NAME={prefix}", f'-DPYC_HEADER="{prefix}_cuda.h"',
+         "-I", str(artifact / "src"), "-isystem", str(INCLUDE),
+         str(artifact / "src" / f"{prefix}_cuda.c"), str(DRIVER), library, "-ldl", "-o", str(exe)],
+        capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return exe, manifest
+
+
+def run_c_driver(exe: Path, artifact: Path, manifest: dict, feeds: dict[str, np.ndarray],  # type: ignore[type-arg]
+                 tmp_path: Path, runs: int = 2,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, np.ndarray]]:
+    """The driver's run of `feeds` (`runs` times; it checks they agree) and its outputs."""
+    (tmp_path / "in.bin").write_bytes(b"".join(
+        np.ascontiguousarray(feeds[spec["name"]]).tobytes() for spec in manifest["inputs"]))
+    result = subprocess.run([str(exe), str(artifact), str(tmp_path / "in.bin"),
+                             str(tmp_path / "out.bin"), str(runs)], capture_output=True,
+                            text=True, check=False, env=env)
+    raw = (tmp_path / "out.bin").read_bytes() if (tmp_path / "out.bin").exists() else b""
+    outputs, offset = {}, 0
+    for spec in manifest["outputs"]:
+        dtype = np.dtype({"f32": np.float32, "i64": np.int64, "bool": np.bool_}[spec["dtype"]])
+        count = int(np.prod(spec["shape"], dtype=np.int64))
+        outputs[spec["name"]] = np.frombuffer(raw[offset:offset + count * dtype.itemsize],
+                                              dtype).reshape(spec["shape"])
+        offset += count * dtype.itemsize
+    return result, outputs
+
+
+@pytest.mark.skipif(INCLUDE is None or shutil.which("gcc") is None,
+                    reason="no gcc or cuda.h here (pip install '.[cuda]')")
+@pytest.mark.parametrize("case", IF_CASES, ids=lambda c: c.name)
+def test_the_c_entry_point_runs_in_emulation(case: IfCase, tmp_path: Path,
+                                             rng: np.random.Generator) -> None:
+    """NAME_cuda.c run over fake_libcuda.c (the emulated kernels): each outcome's outputs
+    match onnxruntime, only the taken branches' kernels launch (fewer than the plan holds), one
+    condition read a host decision, and an unreachable branch returns
+    NAME_CUDA_ERROR_BRANCH_NOT_COMPILED (-4)."""
+    path, artifact = build(case, tmp_path, rng)
+    lib = compile_kernels((artifact / "src" / "model.cu").read_text(), tmp_path)
+    plan = json.loads((artifact / "src" / "launches.json").read_text())
+    exe, manifest = c_driver(artifact, tmp_path, str(FAKE_LIBCUDA))
+    env = {"PYC_EMU_KERNELS": lib._name,
+           "PYC_EMU_ARGS": ",".join(f"{s['kernel']}={len(s['args'])}" for s in plan["launches"])}
+    for outcome in (*case.outcomes, *case.refused):
+        feeds = case.feeds(rng, outcome)
+        result, outputs = run_c_driver(exe, artifact, manifest, feeds, tmp_path, 2, env)
+        launches, reads = (int(n) for n in result.stderr.split("fake: launches ")[1].split(" reads "))
+        if outcome in case.refused:
+            assert result.returncode == 1 and "status -4" in result.stdout, result.stdout
+            continue
+        assert result.returncode == 0 and "status 0" in result.stdout, result.stdout + result.stderr
+        assert 0 < launches < 2 * len(plan["launches"]) and reads == 2 * (1 + outcome.count("/"))
+        for name, value in onnxruntime_outputs(path, feeds).items():
+            np.testing.assert_allclose(outputs[name], value, rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{case.name} {outcome} {name}")
