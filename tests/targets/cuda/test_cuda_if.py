@@ -348,7 +348,8 @@ def c_driver(artifact: Path, tmp_path: Path, library: str) -> tuple[Path, dict]:
 
 def run_c_driver(exe: Path, artifact: Path, manifest: dict, feeds: dict[str, np.ndarray],  # type: ignore[type-arg]
                  tmp_path: Path, runs: int = 2,
-                 env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, np.ndarray]]:
+                 env: dict[str, str] | None = None
+                 ) -> tuple[subprocess.CompletedProcess[str], dict[str, np.ndarray]]:
     """The driver's run of `feeds` (`runs` times; it checks they agree) and its outputs."""
     (tmp_path / "in.bin").write_bytes(b"".join(
         np.ascontiguousarray(feeds[spec["name"]]).tobytes() for spec in manifest["inputs"]))
