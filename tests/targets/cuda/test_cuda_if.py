@@ -394,3 +394,15 @@ def test_the_c_entry_point_runs_in_emulation(case: IfCase, tmp_path: Path,
         for name, value in onnxruntime_outputs(path, feeds).items():
             np.testing.assert_allclose(outputs[name], value, rtol=1e-4, atol=1e-4,
                                        err_msg=f"{case.name} {outcome} {name}")
+
+
+def test_builds_are_deterministic(tmp_path: Path) -> None:
+    """The same model and flags give byte-identical launch plans, sources and C entry points."""
+    case = CASE["nested_unreachable"]
+    files = []
+    for run in range(2):
+        folder = tmp_path / str(run)
+        folder.mkdir()
+        _, artifact = build(case, folder, np.random.default_rng(7))
+        files.append({p.name: p.read_bytes() for p in sorted((artifact / "src").iterdir())})
+    assert files[0] == files[1] and any(name.endswith("_cuda.c") for name in files[0])
