@@ -16,6 +16,15 @@ replays it with one cuGraphLaunch instead of a driver call per kernel. The graph
 addresses, never values: the inputs staged before a replay are the ones it reads, and poison()
 between runs is seen by it. PYC_CUDA_GRAPHS=0 runs the same sequence call by call instead (for
 debugging); `model.stats.execution` says which ran ("cuda_graph" or "cuda_stream").
+
+Run-time Ifs (launches.json's "conditions" and each guarded launch's "when"; docs/cuda.md): as
+onnxruntime's CUDA execution provider does, the host decides. A run is split into segments
+(Segment): the launches up to the first whose guard needs a condition not read yet, whose byte
+the segment then copies to pinned host memory; the host waits for it, and the next segment
+holds the taken branch's launches and what follows, up to the next decision (a nested If) or
+the end. With graphs each segment is its own CUDA graph, captured the first time a run takes
+it; a model without a run-time If is one segment, one graph, as above. Taking an unreachable
+branch launches its trap (status PYC_STATUS_BRANCH_NOT_COMPILED: PYC-E053) and ends the run.
 """
 
 from __future__ import annotations
