@@ -6,12 +6,13 @@ The runtime splits a run at each host decision: the launches before the first gu
 then the condition's byte copied to pinned host memory and waited for, then the taken branch's
 launches and the rest (a nested If splits again); with CUDA graphs each segment is a graph of
 its own, captured on first use. Checked: outputs against onnxruntime on fresh random inputs for
-every outcome (rtol/atol 1e-4 at fp32, 2e-2 at fp16: activations stored in 16 bits), device
-outputs and arena poisoned (NaN) before each run, graphs on and off (bitwise alike), only the
-taken branch's kernels launched (the Gather of gather_or_scale would set the index status if
-it ran on the other branch's inputs), an unreachable branch stopping the run with PYC-E053 as
-on the CPU, a model without an If keeping exactly one graph, and the C entry point's tables
-and strict C11 compilation."""
+every outcome (rtol/atol 1e-4 at fp32; 2e-2 at fp16, where gather_or_scale and nested store
+activations in 16 bits), device outputs and arena poisoned (NaN) before each run, graphs on
+and off (bitwise alike), only the taken branch's kernels launched (the Gather of
+gather_or_scale would set the index status if it ran on the other branch's inputs), an
+unreachable branch stopping the run with PYC-E053 as on the CPU, a model without an If keeping
+exactly one graph, and the C entry point's tables, strict C11 compilation, and runs in
+emulation over fake_libcuda.c."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import onnxruntime as ort
 import pytest
 from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from cuda_emulation import CXX, FakeDriver, compile_kernels
-from if_cases import CASE, IF_CASES, IfCase
+from if_cases import CASE, IF_CASES, Feeds, IfCase
 from test_cuda_c_api import INCLUDE
 
 import pyc_cli
@@ -78,22 +79,25 @@ class Run:
         self.segments: int = model._run_segments  # type: ignore[attr-defined]
 
 
-def run_outcomes(case: IfCase, path: Path, artifact: Path, rng: np.random.Generator,
-                 precision: str, rounds: int = 2) -> tuple[list[Run], int]:
-    """Each outcome `rounds` times, interleaved (outputs and arena poisoned first), checked
-    against onnxruntime; the runs, and how many distinct segments they took."""
+def outcome_feeds(case: IfCase, rng: np.random.Generator, rounds: int = 2) -> list[tuple[str, Feeds]]:
+    """Fresh random feeds for each outcome, `rounds` times, interleaved."""
+    return [(outcome, case.feeds(rng, outcome)) for _ in range(rounds) for outcome in case.outcomes]
+
+
+def run_outcomes(case: IfCase, path: Path, artifact: Path, feeds_list: list[tuple[str, Feeds]],
+                 precision: str) -> tuple[list[Run], int]:
+    """Each (outcome, feeds) run (outputs and arena poisoned first), checked against
+    onnxruntime; the runs, and how many distinct segments they took."""
     tol = TOLERANCE[precision]
     runs = []
     with pyc_cli.load(artifact) as model:
-        for _ in range(rounds):
-            for outcome in case.outcomes:
-                feeds = case.feeds(rng, outcome)
-                model.poison()
-                ours = model.run(feeds)
-                for name, value in onnxruntime_outputs(path, feeds).items():
-                    np.testing.assert_allclose(ours[name], value, rtol=tol, atol=tol,
-                                               err_msg=f"{case.name} {outcome} {name}")
-                runs.append(Run(outcome, ours, model))
+        for outcome, feeds in feeds_list:
+            model.poison()
+            ours = model.run(feeds)
+            for name, value in onnxruntime_outputs(path, feeds).items():
+                np.testing.assert_allclose(ours[name], value, rtol=tol, atol=tol,
+                                           err_msg=f"{case.name} {outcome} {name}")
+            runs.append(Run(outcome, ours, model))
         distinct = len(model._segments)
     return runs, distinct
 
@@ -108,10 +112,11 @@ def test_runs_match_onnxruntime_graphs_on_and_off(case: IfCase, precision: str, 
     plan = json.loads((artifact / "src" / "launches.json").read_text())
     assert plan["conditions"] and any("when" in launch for launch in plan["launches"])
     outputs = {}
+    feeds_list = outcome_feeds(case, rng)
     for graphs in ("1", "0"):
         monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
         fake = emulate(artifact, tmp_path, monkeypatch)
-        runs, distinct = run_outcomes(case, path, artifact, rng, precision)
+        runs, distinct = run_outcomes(case, path, artifact, feeds_list, precision)
         assert fake.memory == {} and fake.graphs == set()  # every graph destroyed at close
         # each run launched only what its branches need: fewer kernels than the plan holds,
         # each outcome its own launches, one host decision per If on its way
@@ -134,9 +139,12 @@ def test_runs_match_onnxruntime_graphs_on_and_off(case: IfCase, precision: str, 
             assert fake.calls["cuStreamBeginCapture"] == 0 and fake.graph_launches == 0
             assert fake.calls["cuLaunchKernel"] == fake.launches
         outputs[graphs] = runs
-    # replayed graphs and launches one by one: the same kernels in the same order
+    # replayed graphs and launches one by one: the same kernels in the same order, the same
+    # bytes out
     for graphed, streamed in zip(outputs["1"], outputs["0"]):
         assert graphed.path == streamed.path
+        for name, value in graphed.outputs.items():
+            np.testing.assert_array_equal(value, streamed.outputs[name], err_msg=name)
 
 
 @pytest.mark.parametrize("graphs", ["1", "0"])

@@ -17,7 +17,7 @@ from conftest import onnxruntime_outputs
 from if_cases import IF_CASES, IfCase
 from test_cuda_c_api import INCLUDE, libcuda
 from test_cuda_gpu import ARCH
-from test_cuda_if import build, c_driver, run_c_driver, run_outcomes
+from test_cuda_if import build, c_driver, outcome_feeds, run_c_driver, run_outcomes
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -36,7 +36,7 @@ def test_run_time_if_on_the_gpu(case: IfCase, precision: str, graphs: str, tmp_p
     poison_outputs(monkeypatch)
     monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
     path, artifact = build(case, tmp_path, rng, precision, ARCH)
-    runs, _ = run_outcomes(case, path, artifact, rng, precision, rounds=3)
+    runs, _ = run_outcomes(case, path, artifact, outcome_feeds(case, rng, 3), precision)
     paths = {run.outcome: run.path for run in runs}
     assert len(set(paths.values())) == len(case.outcomes)  # each outcome its own kernels
     assert all(run.segments == 2 + run.outcome.count("/") for run in runs)
