@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from if_cases import CASE, IF_CASES, Feeds, IfCase
 from test_cuda_c_api import INCLUDE
 
 import pyc_cli
-from pyc_cli.errors import PycError
+from pyc_cli.errors import PycError, PycWarning
 from pyc_cli.runtime import cuda as cuda_runtime
 from pyc_cli.targets.cuda import bindings
 from tests.dynamic.checks import poison_outputs
@@ -414,3 +415,45 @@ def test_builds_are_deterministic(tmp_path: Path) -> None:
         _, artifact = build(case, folder, np.random.default_rng(7))
         files.append({p.name: p.read_bytes() for p in sorted((artifact / "src").iterdir())})
     assert files[0] == files[1] and any(name.endswith("_cuda.c") for name in files[0])
+
+
+@pytest.mark.parametrize("gpu", [True, False], ids=["emulated GPU", "no driver"])
+def test_a_cuda_cpu_artifact_with_ifs(gpu: bool, tmp_path: Path, rng: np.random.Generator,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--target cuda,cpu`: where the GPU runs, the If runs on CUDA, and an unreachable branch
+    is PYC-E053 there, not a device failure (no fallback counted; the next run stays on
+    CUDA); without a driver the CPU target runs the same outcomes, E053 alike."""
+    case = CASE["unreachable"]
+    folder = tmp_path / "multi"
+    folder.mkdir()
+    path = case.make(folder, rng)
+    artifact = folder / "multi.pyc"
+    pyc_cli.build(path, artifact, target="cuda,cpu", input_shapes=case.shapes)
+    if gpu:
+        lib = compile_kernels((artifact / "src" / "model.cu").read_text(), tmp_path)
+        plan = json.loads((artifact / "src" / "launches.json").read_text())
+        fake = FakeDriver(lib, {s["kernel"]: len(s["args"]) for s in plan["launches"]})
+    else:
+        fake = FakeDriver(None, {})
+        fake._cuInit = _no_driver  # type: ignore[method-assign]
+    monkeypatch.setattr(bindings, "driver", lambda: fake)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model = pyc_cli.load(artifact)
+    codes = [w.message.error.code for w in seen if isinstance(w.message, PycWarning)]
+    assert codes == ([] if gpu else ["W001"])
+    with model:
+        target = "cuda" if gpu else "cpu"
+        assert model.stats.target == target
+        for _ in range(2):
+            with pytest.raises(PycError) as caught:
+                model.run(case.feeds(rng, "else"))
+            assert caught.value.code == "E053"
+            feeds = case.feeds(rng, "then")
+            np.testing.assert_allclose(model.run(feeds)["y"], onnxruntime_outputs(path, feeds)["y"],
+                                       rtol=1e-4, atol=1e-4)
+        assert model.stats.target == target and model.stats.fallback_count == (0 if gpu else 1)
+
+
+def _no_driver(flags: int) -> tuple:  # type: ignore[type-arg]
+    raise RuntimeError("libcuda.so.1 is not here")  # as cuda-pathfinder raises without a driver
