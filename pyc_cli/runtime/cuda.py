@@ -16,6 +16,15 @@ replays it with one cuGraphLaunch instead of a driver call per kernel. The graph
 addresses, never values: the inputs staged before a replay are the ones it reads, and poison()
 between runs is seen by it. PYC_CUDA_GRAPHS=0 runs the same sequence call by call instead (for
 debugging); `model.stats.execution` says which ran ("cuda_graph" or "cuda_stream").
+
+Run-time Ifs (launches.json's "conditions" and each guarded launch's "when"; docs/cuda.md): as
+onnxruntime's CUDA execution provider does, the host decides. A run is split into segments
+(Segment): the launches up to the first whose guard needs a condition not read yet, whose byte
+the segment then copies to pinned host memory; the host waits for it, and the next segment
+holds the taken branch's launches and what follows, up to the next decision (a nested If) or
+the end. With graphs each segment is its own CUDA graph, captured the first time a run takes
+it; a model without a run-time If is one segment, one graph, as above. Taking an unreachable
+branch launches its trap (status PYC_STATUS_BRANCH_NOT_COMPILED: PYC-E053) and ends the run.
 """
 
 from __future__ import annotations
@@ -53,6 +62,8 @@ GRAPHS_ENV = "PYC_CUDA_GRAPHS"  # 0 / false / no / off: launch kernel by kernel 
 # encoder (outputs bitwise the same, GPU tests passed); the kernels now wait first
 PROGRAMMATIC_ENV = "PYC_CUDA_PROGRAMMATIC"
 GRAPH_EXECUTION, STREAM_EXECUTION = "cuda_graph", "cuda_stream"
+# where a run-time If's condition byte may lie (launches.json's conditions)
+CONDITION_SPACES = ("input", "output", "weights", "arena")
 # dynamic shared memory a kernel gets without asking (cuFuncSetAttribute raises it, up to the
 # device's opt-in limit: 163 KiB on sm_80, 227 KiB on sm_90)
 STATIC_SHARED_LIMIT = 48 * 1024
@@ -178,6 +189,9 @@ class LaunchPlan:
     status_bytes: int = 4
     tensor_maps: list[dict[str, Any]] = field(default_factory=list)
     programmatic: bool = False
+    # run-time Ifs: the condition bytes ({value, at: [space, offset or index]}) that launches'
+    # guards ("when") test, read on the host where a launch first needs one
+    conditions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_launches(root: Path, manifest: dict[str, Any]) -> LaunchPlan:
@@ -195,7 +209,7 @@ def read_launches(root: Path, manifest: dict[str, Any]) -> LaunchPlan:
         raise PycError("E030", f"the launch plan is malformed: {problem}", where=str(path),
                        hint="rebuild the artifact")
     return LaunchPlan(plan["launches"], plan.get("status_bytes", 4), plan.get("tensor_maps", []),
-                      plan.get("programmatic", False))
+                      plan.get("programmatic", False), plan.get("conditions", []))
 
 
 def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
@@ -224,6 +238,14 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
               "weights": max(1, manifest["weights"]["bytes"]),
               "arena": max(1, manifest["arena_bytes"]), "status": status_bytes,
               "tensormap": len(maps)}
+    conditions = plan.get("conditions", [])
+    if not isinstance(conditions, list):
+        return "its conditions is not a list"
+    for condition in conditions:
+        at = condition.get("at") if isinstance(condition, dict) else None
+        if not (isinstance(at, list) and len(at) == 2 and at[0] in CONDITION_SPACES
+                and type(at[1]) is int and 0 <= at[1] < limits[at[0]]):
+            return f"a condition lies outside the model's buffers: {condition!r}"
     launches = plan.get("launches")
     if not isinstance(launches, list):
         return "launches is not a list"
@@ -237,6 +259,9 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
                 return f"launch {index} has an invalid {key}"
         if type(launch.get("shared_bytes")) is not int or not 0 <= launch["shared_bytes"] <= 227 * 1024:
             return f"launch {index} has an invalid shared_bytes"
+        if _guard_problem(launch.get("when"), len(conditions)) or \
+                type(launch.get("stops", False)) is not bool:
+            return f"launch {index} has an invalid guard"
         args = launch.get("args")
         if not isinstance(args, list):
             return f"launch {index} has no argument list"
@@ -245,6 +270,80 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
                     and type(arg[1]) is int and 0 <= arg[1] < limits[arg[0]]):
                 return f"launch {index} has an argument outside the model's buffers: {arg!r}"
     return ""
+
+
+def _guard_problem(when: Any, conditions: int) -> bool:
+    """Whether a launch's guard is malformed: None (always) or terms of [condition, polarity]."""
+    if when is None:
+        return False
+    return not isinstance(when, list) or not all(
+        isinstance(term, list) and term and all(
+            isinstance(literal, list) and len(literal) == 2 and type(literal[0]) is int
+            and 0 <= literal[0] < conditions and type(literal[1]) is bool for literal in term)
+        for term in when)
+
+
+def guard_holds(when: list[list[list[Any]]] | None, known: dict[int, bool]) -> bool | None:
+    """A launch's guard under the conditions read so far: True or False where they decide it,
+    None where a condition it still needs is unread."""
+    if when is None:
+        return True
+    undecided = False
+    for term in when:
+        values = [known.get(c) for c, _ in term]
+        if any(v is not None and v != polarity for v, (_, polarity) in zip(values, term)):
+            continue  # this term fails whatever the rest
+        if all(v is not None for v in values):
+            return True
+        undecided = True
+    return None if undecided else False
+
+
+def unread(when: list[list[list[Any]]], known: dict[int, bool]) -> list[int]:
+    """The conditions a guard still needs: those of its terms not already failed."""
+    needed: set[int] = set()
+    for term in when:
+        if all(known.get(c, polarity) == polarity for c, polarity in term):
+            needed.update(c for c, _ in term if c not in known)
+    return sorted(needed)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run's stream work between two host decisions: from launch `start`, under the
+    conditions `known` so far, the launches whose guards hold, up to the first launch whose
+    guard needs an unread condition (`next`; `needs`: those conditions, copied to pinned host
+    memory at the segment's end), the end of the plan, or a trap (`last`). The first segment
+    also resets the status word and copies the inputs in; the last copies the outputs and the
+    status word out. Without run-time Ifs a run is one segment: every launch."""
+
+    start: int
+    launches: tuple[int, ...]
+    needs: tuple[int, ...] = ()
+    next: int = 0
+    last: bool = True
+    first: bool = True
+
+    @property
+    def key(self) -> str:
+        """Its graph's name: "run" for the first (a whole run where there is no If)."""
+        return "run" if self.first else f"segment {self.start} {self.launches} {self.needs}"
+
+
+def plan_segment(whens: list[Any], stops: list[bool], start: int, known: dict[int, bool]) -> Segment:
+    """The segment from launch `start` under the conditions `known` (none: the run's first)."""
+    chosen: list[int] = []
+    first = not known  # every later segment follows a decision, which read a condition
+    for index in range(start, len(whens)):
+        holds = guard_holds(whens[index], known)
+        if holds is None:
+            return Segment(start, tuple(chosen), tuple(unread(whens[index], known)), index,
+                           False, first)
+        if holds:
+            chosen.append(index)
+            if stops[index]:  # an unreachable branch's trap: the run ends here (PYC-E053)
+                break
+    return Segment(start, tuple(chosen), first=first)
 
 
 def load_cuda(root: Path, manifest: dict[str, Any], verified: bool = False) -> CudaModel:
@@ -346,6 +445,12 @@ class CudaModel(CompiledModel):
                  plan: LaunchPlan) -> None:
         self._status_bytes = plan.status_bytes
         self._tensor_map_plan = list(plan.tensor_maps)
+        self._condition_plan = list(plan.conditions)
+        self._whens = [launch.get("when") for launch in plan.launches]
+        self._stops = [bool(launch.get("stops", False)) for launch in plan.launches]
+        self._segments: dict[tuple[int, tuple[tuple[int, bool], ...]], Segment] = {}
+        self._path: tuple[int, ...] = ()  # the launches the last run took
+        self._run_segments = 0  # how many segments the last run had (host decisions + 1)
         self.inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
         self.outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
         self.arena_bytes = manifest["arena_bytes"]
@@ -390,8 +495,16 @@ class CudaModel(CompiledModel):
             driver("cuMemcpyHtoD", self._weights, weights.ctypes.data, weights.nbytes)
         self._status_word = buffers.device_alloc(self._status_bytes)  # then kernels' counters
         self._status_host = buffers.pinned(4)
+        # a run-time If's condition: its byte's device address, copied to pinned host memory
+        self._condition_host = buffers.pinned(len(self._condition_plan)) \
+            if self._condition_plan else (0, np.zeros(0, np.uint8))
         self._in = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.inputs]
         self._out = [(buffers.device_alloc(_nbytes(s)), *buffers.pinned(_nbytes(s))) for s in self.outputs]
+        self._condition_device = [
+            {"input": lambda i: self._in[i][0], "output": lambda i: self._out[i][0],
+             "weights": lambda off: self._weights + off,
+             "arena": lambda off: self._arena + off}[space](value)
+            for space, value in (c["at"] for c in self._condition_plan)]
         self._tensor_maps = self._encode_tensor_maps()
         # a pageable upload may still be in flight when cuMemcpyHtoD returns, and the stream
         # does not wait for the legacy stream (non-blocking: another thread's synchronous copies
@@ -402,7 +515,10 @@ class CudaModel(CompiledModel):
         driver("cuMemsetD32Async", self._status_word, 0, self._status_bytes // 4, self._stream)
         functions = {}
         self._launches = []
-        dependents = plan.programmatic and _switched_on(PROGRAMMATIC_ENV, default="0")
+        # kernels after a host decision follow a copy and a synchronisation, not the previous
+        # kernel: a model with run-time Ifs launches none as a programmatic dependent
+        dependents = plan.programmatic and not self._condition_plan and \
+            _switched_on(PROGRAMMATIC_ENV, default="0")
         self.stats.programmatic_launch = dependents
         for index, launch in enumerate(plan.launches):
             name = launch["kernel"]
@@ -416,8 +532,8 @@ class CudaModel(CompiledModel):
             config = self._dependent_config(launch) if dependents and index > 0 else None
             self._launches.append((functions[name], launch["grid"], launch["block"],
                                    launch["shared_bytes"], self._arguments(launch["args"]), config))
-        if self.stats.execution == GRAPH_EXECUTION:
-            self._graphs["run"] = _Graph(driver, self._stream, self._enqueue_device)
+        if self.stats.execution == GRAPH_EXECUTION:  # the first segment (a whole run without Ifs)
+            self._segment_graph(self._segment(0, {}))
 
     def _dependent_config(self, launch: dict[str, Any]) -> Any:
         """cuLaunchKernelEx's configuration of a programmatic dependent: the kernel may start
@@ -486,34 +602,72 @@ class CudaModel(CompiledModel):
             view[:] = array.reshape(-1).view(np.uint8)
 
     def _submit(self) -> None:
-        """A run's device work on the stream: the captured graph replayed, or call by call."""
+        """A run's device work on the stream, segment by segment (Segment): each replayed as
+        its own captured graph (captured on first use), or call by call. Between segments the
+        host decides: it waits for the stream and reads the run-time If conditions the
+        segment copied out, which pick the next segment's launches (the taken branch's)."""
         self._driver("cuCtxSetCurrent", self._ctx)
-        graph = self._graphs.get("run")
-        if graph is not None:
-            graph.launch(self._stream)
-        else:
-            self._enqueue_device()
+        known: dict[int, bool] = {}
+        path: list[int] = []
+        segment = self._segment(0, known)
+        self._run_segments = 0
+        while True:
+            path += segment.launches
+            self._run_segments += 1
+            if self.stats.execution == GRAPH_EXECUTION:
+                self._segment_graph(segment).launch(self._stream)
+            else:
+                self._enqueue_segment(segment)
+            if segment.last:
+                break
+            self._driver("cuStreamSynchronize", self._stream)
+            view = self._condition_host[1]
+            known.update((c, bool(view[c])) for c in segment.needs)
+            segment = self._segment(segment.next, known)
+        self._path = tuple(path)
 
-    def _enqueue_device(self) -> None:
-        """Status word reset, inputs in, every kernel, outputs and status out: asynchronous
-        stream work only, so that it can be captured as a graph."""
+    def _segment(self, start: int, known: dict[int, bool]) -> Segment:
+        key = (start, tuple(sorted(known.items())))
+        if key not in self._segments:
+            self._segments[key] = plan_segment(self._whens, self._stops, start, known)
+        return self._segments[key]
+
+    def _segment_graph(self, segment: Segment) -> _Graph:
+        """The segment's CUDA graph, captured the first time a run takes it ("run": the first
+        segment, a whole run of a model without run-time Ifs)."""
+        if segment.key not in self._graphs:
+            self._graphs[segment.key] = _Graph(self._driver, self._stream,
+                                               lambda: self._enqueue_segment(segment))
+        return self._graphs[segment.key]
+
+    def _enqueue_segment(self, segment: Segment) -> None:
+        """A segment's stream work, asynchronous only (so that it can be captured as a graph):
+        the first resets the status word and copies the inputs in, then its kernels, then the
+        conditions the next decision reads, or (the last) the outputs and status out."""
         driver, stream = self._driver, self._stream
-        driver("cuMemsetD32Async", self._status_word, 0, 1, stream)
-        for spec, (device, pinned, _view) in zip(self.inputs, self._in):
-            if _nbytes(spec):
-                driver("cuMemcpyHtoDAsync", device, pinned, _nbytes(spec), stream)
-        self._launch_all()
-        for spec, (device, pinned, _view) in zip(self.outputs, self._out):
-            if _nbytes(spec):
-                driver("cuMemcpyDtoHAsync", pinned, device, _nbytes(spec), stream)
-        driver("cuMemcpyDtoHAsync", self._status_host[0], self._status_word, 4, stream)
+        if segment.first:
+            driver("cuMemsetD32Async", self._status_word, 0, 1, stream)
+            for spec, (device, pinned, _view) in zip(self.inputs, self._in):
+                if _nbytes(spec):
+                    driver("cuMemcpyHtoDAsync", device, pinned, _nbytes(spec), stream)
+        self._launch_all(segment.launches)
+        for condition in segment.needs:
+            driver("cuMemcpyDtoHAsync", self._condition_host[0] + condition,
+                   self._condition_device[condition], 1, stream)
+        if segment.last:
+            for spec, (device, pinned, _view) in zip(self.outputs, self._out):
+                if _nbytes(spec):
+                    driver("cuMemcpyDtoHAsync", pinned, device, _nbytes(spec), stream)
+            driver("cuMemcpyDtoHAsync", self._status_host[0], self._status_word, 4, stream)
 
-    def _launch_all(self) -> None:
-        """Every kernel in schedule order on the model's stream (the binding called directly:
-        this loop is a small model's run time; each status is still checked)."""
+    def _launch_all(self, indices: tuple[int, ...] | None = None) -> None:
+        """The kernels (`indices`, else every one) in schedule order on the model's stream (the
+        binding called directly: this loop is a small model's run time; each status is still
+        checked)."""
         cu, stream = self._driver.cu, self._stream
         launch, launch_ex = cu.cuLaunchKernel, cu.cuLaunchKernelEx
-        for function, grid, block, shared, (_values, pointers), config in self._launches:
+        chosen = self._launches if indices is None else [self._launches[i] for i in indices]
+        for function, grid, block, shared, (_values, pointers), config in chosen:
             if config is None:
                 result = launch(function, *grid, *block, shared, stream, pointers.ctypes.data, 0)
             else:
@@ -578,11 +732,13 @@ class CudaModel(CompiledModel):
 
     def _kernel_launcher(self) -> Callable[[], None]:
         """What time_kernels times: the kernels' own graph (captured once) or the launches."""
+        path = self._path  # the launches the run just made took (a run-time If's branch)
         if self.stats.execution != GRAPH_EXECUTION:
-            return self._launch_all
-        if "kernels" not in self._graphs:
-            self._graphs["kernels"] = _Graph(self._driver, self._stream, self._launch_all)
-        graph = self._graphs["kernels"]
+            return lambda: self._launch_all(path)
+        key = f"kernels {path}"
+        if key not in self._graphs:
+            self._graphs[key] = _Graph(self._driver, self._stream, lambda: self._launch_all(path))
+        graph = self._graphs[key]
         return lambda: graph.launch(self._stream)
 
     def poison(self) -> None:

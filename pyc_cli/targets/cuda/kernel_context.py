@@ -709,6 +709,17 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
     call.uses_status = True
 
 
+def _if_select(call: CudaCall, graph: Graph, node: Node) -> None:
+    """A run-time If's select: one thread per element of its largest output."""
+    call.grid = (_blocks(int(call.params["largest"])), 1, 1)  # type: ignore[call-overload]
+
+
+def _unreachable(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The trap of a branch that could not be compiled: one warp sets the status word."""
+    call.grid, call.block = (1, 1, 1), (32, 1, 1)
+    call.uses_status = True
+
+
 ATTENTION_WARPS = 4  # warps of an attention block, each owning BR / 4 of its query rows
 STATIC_SHARED_BYTES = 48 * 1024
 # the tensor-core attention takes fewer warps a block (16 query rows each) until it has this
@@ -789,6 +800,7 @@ LAUNCHES = {
     "pool.cu.j2": _per_element, "reduce.cu.j2": _reduce,
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,
+    "if_select.cu.j2": _if_select, "unreachable.cu.j2": _unreachable,
 }
 
 
@@ -820,8 +832,18 @@ class Launch:
     args: list[Argument] = field(default_factory=list)
     step: int = 0
     op: str = ""
+    # a run-time If's guard (ir/guards.py) over the plan's conditions, by index: None always,
+    # else a disjunction of conjunctions of (condition, polarity); [] never
+    when: list[list[tuple[int, bool]]] | None = None
+    stops: bool = False  # the trap of an unreachable branch: the run ends after it (PYC-E053)
 
     def to_json(self) -> dict[str, object]:
-        return {"kernel": self.kernel, "grid": list(self.grid), "block": list(self.block),
-                "shared_bytes": self.shared_bytes, "args": [a.to_json() for a in self.args],
-                "step": self.step, "op": self.op}
+        record: dict[str, object] = {
+            "kernel": self.kernel, "grid": list(self.grid), "block": list(self.block),
+            "shared_bytes": self.shared_bytes, "args": [a.to_json() for a in self.args],
+            "step": self.step, "op": self.op}
+        if self.when is not None:
+            record["when"] = [[[index, polarity] for index, polarity in term] for term in self.when]
+        if self.stops:
+            record["stops"] = True
+        return record

@@ -399,6 +399,28 @@ def _concat_skips(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, 
     return {"skip": list(node.ann.inplace_inputs)}
 
 
+def _if_select_applies(node: Node, graph: Graph) -> bool:
+    """A run-time If whose branches give each output its type (the element count at least:
+    a scalar against `[1]`); branches of different sizes (a dim the If computes) have no CUDA
+    kernel."""
+    from ...ops.control_flow import branch_outputs
+
+    count = branch_outputs(node)
+    sizes = [(graph.types[node.inputs[1 + i]].numel, graph.types[out].numel,
+              graph.types[node.inputs[1 + count + i]].numel)
+             for i, out in enumerate(node.outputs) if out]
+    return all(isinstance(n, int) for trio in sizes for n in trio) and \
+        all(len(set(trio)) == 1 for trio in sizes)
+
+
+def _if_select_copies(node: Node, graph: Graph, op: dict[str, object]) -> dict[str, object]:
+    """if_select.cu.j2's copies: (output index, its parameter, elements) of each output used."""
+    used = [(i, out) for i, out in enumerate(node.outputs) if out]
+    return {"copies": [(i, f"Y{k if k else ''}", graph.types[out].numel)
+                       for k, (i, out) in enumerate(used)],
+            "largest": max([graph.types[out].numel for _, out in used] + [1])}
+
+
 def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple[KernelCandidate, ...]]:
     return {op: candidates for op in ops}
 
@@ -419,6 +441,12 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
     "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
     "pyc.Attention": (ATTENTION,),
+    # a run-time If (runtime/cuda.py decides on the host which branch's launches run): the
+    # select copies the taken branch's operands on the device; the trap of a branch that
+    # could not be compiled stops the run (PYC-E053)
+    "pyc.If": (KernelCandidate("cuda_if_select", "if_select.cu.j2", _if_select_applies,
+                               params=_if_select_copies),),
+    "pyc.Unreachable": (KernelCandidate("cuda_unreachable", "unreachable.cu.j2"),),
 }
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import PycError
+from ...frontend.branch_traps import UNREACHABLE
+from ...ir import guards
 from ...ir.graph import Graph
 from ...ir.types import DType
 from ...passes.pipeline import DEFAULT_TAIL, Pass
@@ -107,6 +109,45 @@ class DevicePointers(PointerTable):
         return Argument("arena", self.offsets[value])
 
 
+class RunConditions:
+    """The launch guards of a model with run-time Ifs (ir/guards.py): each guarded launch's
+    condition over the plan's condition bytes (`places`: value, where its one byte lives), which
+    the runtime copies to the host where a launch first needs one; a condition value that is a
+    constant is decided here (as the CPU target's guard_expr does)."""
+
+    def __init__(self, graph: Graph, pointers: DevicePointers) -> None:
+        self.graph = graph
+        self.pointers = pointers
+        self.conditions = guards.run_conditions(graph) if guards.is_guarded(graph) else {}
+        self.places: list[tuple[str, Argument]] = []
+        self._index: dict[str, int] = {}
+
+    def when(self, node: str) -> list[list[tuple[int, bool]]] | None:
+        cond = self.conditions.get(node)
+        if cond is None:  # guards.ALWAYS
+            return None
+        terms = []
+        for term in guards.sorted_terms(cond):
+            literals = []
+            for value, polarity in term:
+                if value in self.graph.constants:
+                    if bool(self.graph.constants[value].reshape(-1)[0]) != polarity:
+                        break  # the term never holds
+                    continue
+                literals.append((self.index(value), polarity))
+            else:
+                if not literals:
+                    return None  # a term that always holds
+                terms.append(literals)
+        return terms  # [] never
+
+    def index(self, value: str) -> int:
+        if value not in self._index:
+            self._index[value] = len(self.places)
+            self.places.append((value, self.pointers.expr(value, False)))
+        return self._index[value]
+
+
 class CudaTarget(Target):
     name = "cuda"
     template_subdir = "cuda"
@@ -180,6 +221,7 @@ class CudaTarget(Target):
                                                                         half=half)
         pointers = DevicePointers(graph, plan, weights)
         nodes = [n for n in graph.nodes if self.chosen(n) is not None]
+        conditions = RunConditions(graph, pointers)
         launches = []
         status_bytes = STATUS_WORD_BYTES  # the status word, then each kernel's counters
         tensor_maps: list[dict[str, object]] = []
@@ -198,7 +240,8 @@ class CudaTarget(Target):
                 args.append(Argument("tensormap", len(tensor_maps)))
                 tensor_maps.append(tensor_map_json(spec, operands[spec.operand], node.name))  # type: ignore[arg-type]
             launches.append(Launch(call.fn, call.grid, call.block, call.shared_bytes, args,
-                                   call.index, node.op))
+                                   call.index, node.op, conditions.when(node.name),
+                                   node.op == UNREACHABLE))
         plan_json: dict[str, Any] = {"format": LAUNCH_FORMAT, "arena_bytes": plan.arena_bytes,
                                      "weights_bytes": weights.total_bytes,
                                      "launches": [launch.to_json() for launch in launches]}
@@ -208,9 +251,12 @@ class CudaTarget(Target):
             plan_json["tensor_maps"] = tensor_maps
         if programmatic:  # every kernel waits for the previous grid: launch them as dependents
             plan_json["programmatic"] = True
+        if conditions.places:  # run-time Ifs: the condition bytes the runtime reads on the host
+            plan_json["conditions"] = [{"value": value, "at": place.to_json()}
+                                       for value, place in conditions.places]
         return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n",
                 **c_entry_point(info, [d.fn for d in kernels], launches, status_bytes, tensor_maps,
-                                programmatic)}
+                                programmatic, conditions.places)}
 
     # ------------------------------------------------------------ building
 
@@ -253,7 +299,8 @@ def tensor_map_json(spec: TensorMap, address: Argument, where: str) -> dict[str,
 def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
                   status_bytes: int = 4,
                   tensor_maps: list[dict[str, Any]] | None = None,
-                  programmatic: bool = False) -> dict[str, str]:
+                  programmatic: bool = False,
+                  conditions: list[tuple[str, Argument]] | None = None) -> dict[str, str]:
     """NAME_cuda.h / NAME_cuda.c: the model's C entry point over the driver API, with the launch
     plan compiled in as tables (each launch's arguments a slice of one argument table; TMA
     tensor maps encoded at create time, cuTensorMapEncodeTiled); `programmatic`: kernels after
@@ -261,16 +308,28 @@ def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
     places = {space: index for index, space in enumerate(SPACES)}
     args: list[dict[str, int]] = []
     table = []
+    terms: list[dict[str, int]] = []  # each guard term: its first literal and how many
+    literals: list[dict[str, int]] = []  # (condition, polarity)
     for launch in launches:
+        guard = launch.when or []
         table.append({"kernel": launch.kernel, "grid": list(launch.grid),
                       "block": list(launch.block), "shared_bytes": launch.shared_bytes,
-                      "first_arg": len(args), "args": len(launch.args), "step": launch.step})
+                      "first_arg": len(args), "args": len(launch.args), "step": launch.step,
+                      # guard: -1 always, else its first term and how many (0: never)
+                      "first_term": -1 if launch.when is None else len(terms),
+                      "terms": len(guard), "stops": int(launch.stops)})
+        for term in guard:
+            terms.append({"first": len(literals), "count": len(term)})
+            literals += [{"condition": c, "polarity": int(p)} for c, p in term]
         args += [{"place": places[a.space], "at": a.value} for a in launch.args]
+    conds = [{"value": value, "place": places[at.space], "at": at.value}
+             for value, at in conditions or []]
     env = template_env()
     maps = [{**t, "place": places[t["address"][0]], "at": t["address"][1]}
             for t in tensor_maps or []]
     context = {"m": info, "kernels": kernels, "launches": table, "args": args, "spaces": SPACES,
-               "status_bytes": status_bytes, "tensor_maps": maps, "programmatic": programmatic}
+               "status_bytes": status_bytes, "tensor_maps": maps, "programmatic": programmatic,
+               "conditions": conds, "terms": terms, "literals": literals}
     return {f"{info.name}_cuda.h": env.get_template("cuda/c_api.h.j2").render(**context) + "\n",
             f"{info.name}_cuda.c": env.get_template("cuda/c_api.c.j2").render(**context) + "\n"}
 
