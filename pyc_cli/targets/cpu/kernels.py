@@ -1382,7 +1382,36 @@ ARGREDUCE_DIMS = KernelCandidate("argreduce_rows_dims", "argreduce.c.j2", _stati
                                  params=lambda n, g, op: {**_input_ctype("in_ctype", 0)(n, g, op),
                                                           **_run_time_outer(g, op)},
                                  symbolic_dims=True)
-RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
+RESIZE = KernelCandidate("resize_tables", "resize.c.j2",
+                         lambda n, g: registry.get(n.op).static_tables(n, g))  # type: ignore[attr-defined]
+
+
+def _resize_runtime(node: Node, graph: Graph) -> bool:
+    """A Resize / Upsample whose index tables cannot be built at compile time (symbolic dims,
+    or scales / sizes computed at run time: issue #15), other than the integer nearest
+    upsampling resize_nearest_dims covers, and not float16 (its arithmetic is float32)."""
+    opdef = registry.get(node.op)
+    return (not opdef.static_tables(node, graph)  # type: ignore[attr-defined]
+            and not spatial_dims.resize_applies(node, graph)
+            and graph.types[node.outputs[0]].dtype in (DType.F32, DType.F64))
+
+
+def _resize_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The sizes as C over the run-time dims; for each output size this node computes, its
+    bound and the C name it writes; each scale as C (the operand's element, or a constant)."""
+    names = dim_names(graph)
+    mine = {d.name for d in computed_here(node, graph)}
+    axes = []
+    for a in op["axes"]:  # type: ignore[attr-defined]
+        out = a["out"]
+        computed = isinstance(out, Dim) and str(out) in mine
+        scale = a["scale"]
+        axes.append({**a, "in_c": c_size(a["in"], names), "out_c": c_size(out, names),
+                     "computed": computed, "bound": int(out),
+                     "written": names[str(out)] if computed else "",
+                     "scale_c": f"{float(scale)!r}f" if scale is not None
+                     else f"(float)X{op['operand']}[{a['j']}]"})
+    return {"axes": axes}
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
     # canonicalize transposes the weights into the layout the kernel reads
@@ -1479,7 +1508,9 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
              "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE, REDUCE_DIMS),
     "ReduceLogSumExp": (KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace,
                                         params=_reduce_loops),),
-    **_each(("Resize", "Upsample"), RESIZE),
+    **_each(("Resize", "Upsample"), RESIZE,
+            KernelCandidate("resize_runtime", "resize_runtime.c.j2", _resize_runtime,
+                            params=_resize_runtime_params, symbolic_dims=True, writes_dims=True)),
     **_each(("LSTM", "GRU", "RNN"), RECURRENT),
     "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),
                         # its loop bounds and strides over symbolic dims read at run time
