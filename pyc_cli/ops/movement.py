@@ -130,7 +130,8 @@ class Slice(OpDef):
             # starts and ends both from input values (value dims): whether the slice is empty
             # or clamps depends on their values, so its size is computed at run time
             operands = [v for i in (1, 2) if "starts" not in node.attrs and len(values) > i
-                        for v in ([] if values[i] is None else values[i].reshape(-1))]
+                        for value in [values[i]] if value is not None
+                        for v in value.reshape(-1)]
             if not any(from_values(v) for v in operands):
                 raise
             raise PycError("E008", f"Slice's size is decided at run time ({exc})",

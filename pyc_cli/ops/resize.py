@@ -19,6 +19,7 @@ from ..ir.graph import Graph, Node
 from ..ir.symbolic import Dim, DimLike, SymbolicError, computed_dim, floor_div, has_dims
 from ..ir.types import DType, TensorType, check_int32_index
 from . import references
+from .intervals import Interval
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
@@ -93,7 +94,13 @@ class ResizeBase(OpDef):
         self.mode(node)
         self.coordinate_mode(node)
         self.check_supported(node)
-        _, sizes = self.scales_and_sizes(node, x.shape, values)
+        try:
+            _, sizes = self.scales_and_sizes(node, x.shape, values)
+        except SymbolicError as exc:
+            # a constant scale whose floor over a symbolic axis no expression gives (0.7 of
+            # `w`): the length is computed at run time (runtime_infer, resize_runtime.c.j2)
+            raise PycError("E008", f"{node.op}'s output length is decided at run time ({exc})",
+                           where=f"node {node.name!r}") from exc
         return [TensorType(x.dtype, tuple(sizes))]
 
     # ------------------------------------------------------------ index tables
@@ -176,6 +183,8 @@ class ResizeBase(OpDef):
             raise refusal
         index, kind = found
         interval = ranges[index] if index < len(ranges) else None
+        if interval is None and index < len(values) and values[index] is not None:
+            interval = Interval.exact(np.asarray(values[index]))  # constant scales
         if interval is None:
             raise PycError(refusal.code, refusal.what, where=refusal.where,
                            hint=VALUES_HINT) from None
@@ -222,8 +231,8 @@ class ResizeBase(OpDef):
         found = self.operand(node, [graph.types.get(v) if v else None for v in node.inputs])
         index, kind = found if found is not None else (-1, "scales")
         resized = self.resized_axes(node, x.rank)
-        attr_scales = [float(v) for v in node.attrs["scales"]] \
-            if found is None else None  # type: ignore[union-attr]
+        attr_scales = [float(v) for v in np.asarray(node.attrs["scales"]).reshape(-1)] \
+            if found is None else None
         constant = graph.constants.get(node.inputs[index]) if index >= 0 else None
         axes = []
         for axis, (d_in, d_out) in enumerate(zip(x.shape, y.shape)):

@@ -4,7 +4,8 @@ over symbolic dims (`F.interpolate(x, size=y.shape[-2:])` as torch exports it). 
 sizes are dims (the sizes' value dims, or dims the kernel computes: floor(axis * scale) in
 float32, bounded by the declared values) and resize_runtime.c.j2 computes the coordinates,
 taps and weights at run time, for nearest (every nearest_mode), linear and cubic and every
-coordinate_transformation_mode but tf_crop_and_resize. Checked against onnxruntime on fresh
+coordinate_transformation_mode but tf_crop_and_resize; also over symbolic input dims
+(`--input-shape`) by constant scales, where a length like floor(0.7 w) is computed at run time. Checked against onnxruntime on fresh
 random inputs at sizes and scales across the declared bounds (the extremes, 1, the input's own
 size), in the three memory modes, output buffers poisoned with NaN first (every element of the
 actual shape must be written); a size past its bound is refused with PYC-E041, never written.
@@ -210,6 +211,35 @@ def test_upsample_scales_from_an_input(tmp_path: Path, mode: str,
              for s in ([1, 1, 1, 1], [1, 1, 2.5, 2.5], [1, 1, 2, 2], [1, 1, 1.5, 2.2])]
     refused = [{"x": _x(), "scales": np.array([1, 1, 3, 1], np.float32)}]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+
+
+# ---------------------------------------------------------------- symbolic input dims
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resize_of_symbolic_dims_by_constant_scales(tmp_path: Path, mode: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """x[1, 2, h, w] (h, w: 1..20) resized by constant scales that resize_nearest_dims does
+    not cover: linear x2 (2*h), nearest half_pixel x2, cubic x0.5 (h // 2), and linear by
+    (0.7, 1.5), whose floor(h * 0.7) no expression gives: lengths computed at run time."""
+    specs = [("linear", [2.0, 2.0]), ("nearest", [2.0, 2.0]), ("cubic", [0.5, 0.5]),
+             ("linear", [0.7, 1.5])]
+    nodes, inits = [], []
+    for k, (interp, scales) in enumerate(specs):
+        nodes.append(helper.make_node("Resize", ["x", "", f"scales{k}"], [f"y{k}"],
+                                      name=f"resize_{k}", mode=interp))
+        inits.append(init(f"scales{k}", np.array([1.0, 1.0, *scales], np.float32)))
+    model = make_model(nodes, [_vi("x", [1, 2, "h", "w"])],
+                       [_vi(f"y{k}", [1, 2, "a", "b"]) for k in range(len(specs))], inits)
+    path = write_model(model, tmp_path)
+    shapes, _ = parse_input_shapes(["x=1,2,h:1..20,w:1..20"])
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=shapes)
+    types = result.graph.types
+    assert [str(d) for d in types["y0"].shape[2:]] == ["2*h", "2*w"]
+    assert [int(d) for d in types["y3"].shape[2:]] == [14, 30]  # computed, bounded
+    feeds = [{"x": np.ones((1, 2, h, w), np.float32)}
+             for h, w in ((1, 1), (20, 20), (7, 13), (3, 1), (1, 20), (10, 9))]
+    _check_runs(path, result.artifact, feeds, [], monkeypatch)
 
 
 # ---------------------------------------------------------------- models shaped like real ones
