@@ -5,8 +5,8 @@ sizes are dims (the sizes' value dims, or dims the kernel computes: floor(axis *
 float32, bounded by the declared values) and resize_runtime.c.j2 computes the coordinates,
 taps and weights at run time, for nearest (every nearest_mode), linear and cubic and every
 coordinate_transformation_mode but tf_crop_and_resize; also over symbolic input dims
-(`--input-shape`) by constant scales, where a length like floor(0.7 w) is computed at run time. Checked against onnxruntime on fresh
-random inputs at sizes and scales across the declared bounds (the extremes, 1, the input's own
+(`--input-shape`) by constant scales, where a length like floor(0.7 w) is computed at run
+time. Checked against onnxruntime on fresh random inputs at sizes and scales across the declared bounds (the extremes, 1, the input's own
 size), in the three memory modes, output buffers poisoned with NaN first (every element of the
 actual shape must be written); a size past its bound is refused with PYC-E041, never written.
 
