@@ -6,9 +6,10 @@ float32, bounded by the declared values) and resize_runtime.c.j2 computes the co
 taps and weights at run time, for nearest (every nearest_mode), linear and cubic and every
 coordinate_transformation_mode but tf_crop_and_resize; also over symbolic input dims
 (`--input-shape`) by constant scales, where a length like floor(0.7 w) is computed at run
-time. Checked against onnxruntime on fresh random inputs at sizes and scales across the declared bounds (the extremes, 1, the input's own
-size), in the three memory modes, output buffers poisoned with NaN first (every element of the
-actual shape must be written); a size past its bound is refused with PYC-E041, never written.
+time. Checked against onnxruntime on fresh random inputs at sizes and scales across the
+declared bounds (the extremes, 1, the input's own size), in the three memory modes, output
+buffers poisoned with NaN first (every element of the actual shape must be written); a size
+past its bound is refused with PYC-E041, never written.
 
 Tolerance: rtol 1e-5, atol 1e-5 x max(1, max |expected|): the coordinates are onnxruntime's
 float32 arithmetic, but the blend sums the taps in another order than onnxruntime's bilinear
