@@ -6,6 +6,10 @@ Resize is separable: along each axis every output coordinate reads a few source 
 (`taps`: 1 nearest, 2 linear, 4 cubic, more when antialiasing stretches the filter) with
 weights that depend only on static shapes, so they are computed here once, as the ONNX
 reference defines them, and emitted as constant tables; the kernel just gathers and blends.
+Where they cannot be (symbolic dims; scales or sizes computed at run time from input values,
+issue #15 point 2: `runtime_infer` gives such output lengths computed dims bounded by the
+declared values), resize_runtime.c.j2 computes the coordinates and taps at run time
+(`runtime_params`).
 """
 
 from __future__ import annotations

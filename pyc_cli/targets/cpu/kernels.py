@@ -1389,10 +1389,13 @@ RESIZE = KernelCandidate("resize_tables", "resize.c.j2",
 def _resize_runtime(node: Node, graph: Graph) -> bool:
     """A Resize / Upsample whose index tables cannot be built at compile time (symbolic dims,
     or scales / sizes computed at run time: issue #15), other than the integer nearest
-    upsampling resize_nearest_dims covers, and not float16 (its arithmetic is float32)."""
+    upsampling resize_nearest_dims covers; not antialiased filters nor tf_crop_and_resize
+    (compile-time tables only)."""
     opdef = registry.get(node.op)
     return (not opdef.static_tables(node, graph)  # type: ignore[attr-defined]
             and not spatial_dims.resize_applies(node, graph)
+            and not node.int_attr("antialias", 0)
+            and opdef.coordinate_mode(node) != "tf_crop_and_resize"  # type: ignore[attr-defined]
             and graph.types[node.outputs[0]].dtype in (DType.F32, DType.F64))
 
 
