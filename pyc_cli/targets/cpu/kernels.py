@@ -1414,7 +1414,28 @@ def _resize_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
                      "written": names[str(out)] if computed else "",
                      "scale_c": f"{float(scale)!r}f" if scale is not None
                      else f"(float)X{op['operand']}[{a['j']}]"})
-    return {"axes": axes}
+    offsets, taps = _resize_table_offsets(op), int(op["taps"])  # type: ignore[call-overload]
+    return {"axes": axes, "offsets": offsets[:-1], "weights_size": offsets[-1] if taps > 1 else 0}
+
+
+def _resize_table_offsets(op: Params) -> list[int]:
+    """Where each axis's taps start in resize_runtime's tables (in entries; an axis left as it
+    is has none), then the entries of all: `taps` per output index up to the axis's bound."""
+    offsets, total = [], 0
+    for a in op["axes"]:  # type: ignore[attr-defined]
+        offsets.append(total)
+        if a["kind"] != "same":
+            total += int(a["out"]) * int(op["taps"])  # type: ignore[call-overload]
+    return [*offsets, total]
+
+
+def _resize_runtime_workspace(node: Node, graph: Graph) -> int:
+    """The tables' bytes: an int32 index and (linear, cubic) a weight of the element type per
+    entry."""
+    op = registry.get(node.op).kernel_params(node, graph)
+    entries = _resize_table_offsets(op)[-1]
+    weight = graph.types[node.outputs[0]].dtype.itemsize if int(op["taps"]) > 1 else 0  # type: ignore[call-overload]
+    return entries * (4 + weight)
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
     # canonicalize transposes the weights into the layout the kernel reads
@@ -1513,7 +1534,8 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                                         params=_reduce_loops),),
     **_each(("Resize", "Upsample"), RESIZE,
             KernelCandidate("resize_runtime", "resize_runtime.c.j2", _resize_runtime,
-                            params=_resize_runtime_params, symbolic_dims=True, writes_dims=True)),
+                            params=_resize_runtime_params, workspace=_resize_runtime_workspace,
+                            workspace_fixed=True, symbolic_dims=True, writes_dims=True)),
     **_each(("LSTM", "GRU", "RNN"), RECURRENT),
     "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),
                         # its loop bounds and strides over symbolic dims read at run time
