@@ -28,6 +28,7 @@ from onnx import TensorProto, helper
 import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import Dim, parse_input_shapes
+from pyc_cli.ops import registry
 from tests.dynamic.checks import poison_outputs
 from tests.helpers import init, make_model, rand, write_model
 
@@ -162,6 +163,32 @@ def test_resize_sizes_cast_from_float_values(tmp_path: Path, mode: str,
              for f in ([0.5, 0.5], [4.0, 4.0], [1.0, 2.5], [0.34, 3.9], [5 / 3, 4 / 3])]
     refused = [{"x": _x(), "f": np.array(f, np.float32)} for f in ([4.5, 1.0], [1.0, 9.0])]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+
+
+@pytest.mark.parametrize("interp", ["nearest", "linear", "cubic"])
+def test_resize_float64_sizes_from_an_input(tmp_path: Path, interp: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Float64 values (onnxruntime has no float64 Resize): against the op's numpy reference
+    (ops/resize.py, the compile-time tables' arithmetic); coordinates in double, so nearest and
+    linear agree to 1e-12; cubic's coefficients are float32 arithmetic in both (1e-5)."""
+    nodes = [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="resize64",
+                              mode=interp)]
+    model = make_model(nodes, [_vi("x", list(X_SHAPE), TensorProto.DOUBLE), _vi("sizes", [4], I64)],
+                       [_vi("y", [1, 2, "h", "w"], TensorProto.DOUBLE)])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"sizes": (1, 12)})
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    opdef = registry.get("Resize")
+    node = next(n for n in result.graph.nodes if n.op == "Resize")
+    tolerance = 1e-5 if interp == "cubic" else 1e-12
+    with pyc_cli.load(result.artifact) as compiled:
+        for sizes in ([1, 2, 12, 12], [1, 2, 1, 1], [1, 2, 5, 4], [1, 2, 3, 9], [1, 2, 10, 7]):
+            x, given = rng.standard_normal(X_SHAPE), np.array(sizes, np.int64)
+            want = opdef.evaluate(node, [x, None, None, given])[0]
+            got = compiled.run({"x": x, "sizes": given})["y"]
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
 
 
 # ---------------------------------------------------------------- scales from a graph input
