@@ -182,9 +182,11 @@ class ResizeBase(OpDef):
         coords = self.coordinate_mode(node)
         self.check_supported(node)
         found = self.operand(node, types)
-        if found is None or coords == "tf_crop_and_resize" or node.int_attr("antialias", 0) \
+        if found is None or node.int_attr("antialias", 0) \
                 or str(node.attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
             raise refusal
+        if coords == "tf_crop_and_resize":
+            self.roi(node, x.rank, values)  # a constant crop window (E008 otherwise)
         index, kind = found
         interval = ranges[index] if index < len(ranges) else None
         if interval is None and index < len(values) and values[index] is not None:
@@ -253,7 +255,13 @@ class ResizeBase(OpDef):
         nearest = str(node.attrs.get("nearest_mode", "round_prefer_floor"))
         if node.op == "Upsample" or self.since_opset(node) < 11:
             nearest = "floor"
+        coords = self.coordinate_mode(node)
+        if coords == "tf_crop_and_resize":  # the crop window, constant (runtime_infer)
+            values: InValues = [graph.constants.get(v) if v else None for v in node.inputs]
+            for axis, (start, end) in enumerate(self.roi(node, x.rank, values) or []):
+                axes[axis]["roi"] = [Scalar(DType.F32, start), Scalar(DType.F32, end)]
         return {"runtime": True, "axes": axes, "operand": index, "mode": mode,
+                "extrapolation": Scalar(y.dtype, node.float_attr("extrapolation_value", 0.0)),
                 "coords": self.coordinate_mode(node), "nearest": nearest,
                 "taps": {"nearest": 1, "linear": 2, "cubic": 4}[mode],
                 "cubic_a": Scalar(DType.F32, node.float_attr("cubic_coeff_a", -0.75)),

@@ -4,9 +4,9 @@ over symbolic dims (`F.interpolate(x, size=y.shape[-2:])` as torch exports it). 
 sizes are dims (the sizes' value dims, or dims the kernel computes: floor(axis * scale) in
 float32, bounded by the declared values) and resize_runtime.c.j2 computes the coordinates,
 taps and weights at run time, for nearest (every nearest_mode), linear and cubic and every
-coordinate_transformation_mode but tf_crop_and_resize; also over symbolic input dims
-(`--input-shape`) by constant scales, where a length like floor(0.7 w) is computed at run
-time. Checked against onnxruntime on fresh random inputs at sizes and scales across the
+coordinate_transformation_mode (tf_crop_and_resize with a constant roi); also over symbolic
+input dims (`--input-shape`) by constant scales, where a length like floor(0.7 w) is computed
+at run time. Checked against onnxruntime on fresh random inputs at sizes and scales across the
 declared bounds (the extremes, 1, the input's own size), in the three memory modes, output
 buffers poisoned with NaN first (every element of the actual shape must be written); a size
 past its bound is refused with PYC-E041, never written.
@@ -219,6 +219,40 @@ def test_resize_scales_from_an_input_with_declared_values(
     refused = [{"x": _x(), "s": np.array(s, np.float32)}
                for s in ([3.5, 1.0], [1.0, 4.0], [-1.0, 1.0], [np.nan, 1.0], [np.inf, 1.0])]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+
+
+@pytest.mark.parametrize(("interp", "kind", "mode"),
+                         [("nearest", "scales", "latency_first"), ("nearest", "sizes", "balanced"),
+                          ("linear", "scales", "memory_first"), ("linear", "sizes", "latency_first"),
+                          ("cubic", "scales", "balanced"), ("cubic", "sizes", "memory_first")])
+def test_tf_crop_and_resize_by_run_time_scales_or_sizes(
+        tmp_path: Path, interp: str, kind: str, mode: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """tf_crop_and_resize with a constant crop window (reaching past the input on W: those
+    outputs take extrapolation_value -7) and scales or sizes from an input."""
+    roi = init("roi", np.array([0, 0, 0.2, 0.1, 1, 1, 0.9, 1.3], np.float32))
+    attrs = {"mode": interp, "coordinate_transformation_mode": "tf_crop_and_resize",
+             "extrapolation_value": -7.0}
+    if kind == "scales":
+        nodes = [helper.make_node("Concat", ["ones", "s"], ["scales"], name="scales", axis=0),
+                 helper.make_node("Resize", ["x", "roi", "scales"], ["y"], name="crop", **attrs)]
+        inputs, inits = [_vi("x", list(X_SHAPE)), _vi("s", [2])], \
+            [roi, init("ones", np.array([1.0, 1.0], np.float32))]
+        declared = {"s": (0.25, 3.0)}
+        values = [np.array(v, np.float32) for v in ([3, 3], [0.25, 0.25], [1, 1], [1.7, 0.6])]
+        refused = [np.array([3.5, 1], np.float32)]
+    else:
+        nodes = [helper.make_node("Resize", ["x", "roi", "", "s"], ["y"], name="crop", **attrs)]
+        inputs, inits = [_vi("x", list(X_SHAPE)), _vi("s", [4], I64)], [roi]
+        declared = {"s": (1, 12)}
+        values = [np.array(v, np.int64) for v in ([1, 2, 12, 12], [1, 2, 1, 1], [1, 2, 5, 4],
+                                                   [1, 2, 3, 9])]
+        refused = [np.array([1, 2, 13, 1], np.int64)]
+    model = make_model(nodes, inputs, [_vi("y", [1, 2, "h", "w"])], inits)
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values=declared)
+    _check_runs(path, result.artifact, [{"x": _x(), "s": v} for v in values],
+                [{"x": _x(), "s": v} for v in refused], monkeypatch)
 
 
 @pytest.mark.parametrize("mode", MODES)

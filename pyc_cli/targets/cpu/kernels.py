@@ -1389,13 +1389,14 @@ RESIZE = KernelCandidate("resize_tables", "resize.c.j2",
 def _resize_runtime(node: Node, graph: Graph) -> bool:
     """A Resize / Upsample whose index tables cannot be built at compile time (symbolic dims,
     or scales / sizes computed at run time: issue #15), other than the integer nearest
-    upsampling resize_nearest_dims covers; not antialiased filters nor tf_crop_and_resize
-    (compile-time tables only)."""
+    upsampling resize_nearest_dims covers; not antialiased filters (compile-time tables only),
+    tf_crop_and_resize with a constant crop window."""
     opdef = registry.get(node.op)
     return (not opdef.static_tables(node, graph)  # type: ignore[attr-defined]
             and not spatial_dims.resize_applies(node, graph)
             and not node.int_attr("antialias", 0)
-            and opdef.coordinate_mode(node) != "tf_crop_and_resize"  # type: ignore[attr-defined]
+            and (opdef.coordinate_mode(node) != "tf_crop_and_resize"  # type: ignore[attr-defined]
+                 or node.inputs[1] in graph.constants)
             and graph.types[node.outputs[0]].dtype in (DType.F32, DType.F64))
 
 
@@ -1415,7 +1416,15 @@ def _resize_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
                      "scale_c": f"{float(scale)!r}f" if scale is not None
                      else f"(float)X{op['operand']}[{a['j']}]"})
     offsets, taps = _resize_table_offsets(op), int(op["taps"])  # type: ignore[call-overload]
-    return {"axes": axes, "offsets": offsets[:-1], "weights_size": offsets[-1] if taps > 1 else 0}
+    # tf_crop_and_resize: a byte per output index, whether it lies outside the input, after
+    # the indices (offsets / taps: one per index)
+    flags = offsets[-1] * (4 + (_out_itemsize(node, graph) if taps > 1 else 0))
+    return {"axes": axes, "offsets": offsets[:-1], "weights_size": offsets[-1] if taps > 1 else 0,
+            "flags_at": flags, "flag_offsets": [o // taps for o in offsets[:-1]]}
+
+
+def _out_itemsize(node: Node, graph: Graph) -> int:
+    return graph.types[node.outputs[0]].dtype.itemsize
 
 
 def _resize_table_offsets(op: Params) -> list[int]:
@@ -1433,9 +1442,10 @@ def _resize_runtime_workspace(node: Node, graph: Graph) -> int:
     """The tables' bytes: an int32 index and (linear, cubic) a weight of the element type per
     entry."""
     op = registry.get(node.op).kernel_params(node, graph)
-    entries = _resize_table_offsets(op)[-1]
-    weight = graph.types[node.outputs[0]].dtype.itemsize if int(op["taps"]) > 1 else 0  # type: ignore[call-overload]
-    return entries * (4 + weight)
+    entries, taps = _resize_table_offsets(op)[-1], int(op["taps"])  # type: ignore[call-overload]
+    weight = _out_itemsize(node, graph) if taps > 1 else 0
+    flags = entries // taps if op["coords"] == "tf_crop_and_resize" else 0
+    return entries * (4 + weight) + flags
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
     # canonicalize transposes the weights into the layout the kernel reads
