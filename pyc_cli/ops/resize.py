@@ -260,6 +260,7 @@ class ResizeBase(OpDef):
             values: InValues = [graph.constants.get(v) if v else None for v in node.inputs]
             for axis, (start, end) in enumerate(self.roi(node, x.rank, values) or []):
                 axes[axis]["roi"] = [Scalar(DType.F32, start), Scalar(DType.F32, end)]
+                axes[axis]["roi_full"] = int(start == 0.0 and end == 1.0)
         return {"runtime": True, "axes": axes, "operand": index, "mode": mode,
                 "extrapolation": Scalar(y.dtype, node.float_attr("extrapolation_value", 0.0)),
                 "coords": self.coordinate_mode(node), "nearest": nearest,

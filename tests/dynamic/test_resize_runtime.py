@@ -230,7 +230,8 @@ def test_tf_crop_and_resize_by_run_time_scales_or_sizes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """tf_crop_and_resize with a constant crop window (reaching past the input on W: those
     outputs take extrapolation_value -7) and scales or sizes from an input."""
-    roi = init("roi", np.array([0, 0, 0.2, 0.1, 1, 1, 0.9, 1.3], np.float32))
+    roi_value = np.array([0, 0, 0.2, 0.1, 1, 1, 0.9, 1.3], np.float32)
+    roi = init("roi", roi_value)
     attrs = {"mode": interp, "coordinate_transformation_mode": "tf_crop_and_resize",
              "extrapolation_value": -7.0}
     if kind == "scales":
@@ -239,13 +240,13 @@ def test_tf_crop_and_resize_by_run_time_scales_or_sizes(
         inputs, inits = [_vi("x", list(X_SHAPE)), _vi("s", [2])], \
             [roi, init("ones", np.array([1.0, 1.0], np.float32))]
         declared = {"s": (0.25, 3.0)}
-        values = [np.array(v, np.float32) for v in ([3, 3], [0.25, 0.25], [1, 1], [1.7, 0.6])]
+        values = [np.array(v, np.float32) for v in ([3, 3], [0.25, 0.25], [1.7, 0.6], [3, 0.5])]
         refused = [np.array([3.5, 1], np.float32)]
     else:
         nodes = [helper.make_node("Resize", ["x", "roi", "", "s"], ["y"], name="crop", **attrs)]
         inputs, inits = [_vi("x", list(X_SHAPE)), _vi("s", [4], I64)], [roi]
         declared = {"s": (1, 12)}
-        values = [np.array(v, np.int64) for v in ([1, 2, 12, 12], [1, 2, 1, 1], [1, 2, 5, 4],
+        values = [np.array(v, np.int64) for v in ([1, 2, 12, 12], [1, 2, 1, 1], [1, 2, 4, 5],
                                                    [1, 2, 3, 9])]
         refused = [np.array([1, 2, 13, 1], np.int64)]
     model = make_model(nodes, inputs, [_vi("y", [1, 2, "h", "w"])], inits)
@@ -253,6 +254,19 @@ def test_tf_crop_and_resize_by_run_time_scales_or_sizes(
     result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values=declared)
     _check_runs(path, result.artifact, [{"x": _x(), "s": v} for v in values],
                 [{"x": _x(), "s": v} for v in refused], monkeypatch)
+    # scale 1 under a crop window: onnxruntime reads the axis as it is, the ONNX reference
+    # (and PyC, constant scales or not) crops it: against the op's numpy reference
+    same = np.array([1, 1], np.float32) if kind == "scales" else np.array(X_SHAPE, np.int64)
+    x = np.random.default_rng().standard_normal(X_SHAPE).astype(np.float32)
+    node = next(n for n in result.graph.nodes if n.op == "Resize")
+    operands = [x, roi_value, *([same] if kind == "scales" else [None, same])]
+    if kind == "scales":
+        operands[2] = np.concatenate([[1.0, 1.0], same]).astype(np.float32)
+    want = registry.get("Resize").evaluate(node, operands)[0]
+    with pyc_cli.load(result.artifact) as compiled:
+        got = compiled.run({"x": x, "s": same})["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("mode", MODES)
