@@ -182,14 +182,16 @@ class ResizeBase(OpDef):
         coords = self.coordinate_mode(node)
         self.check_supported(node)
         found = self.operand(node, types)
-        if found is None or node.int_attr("antialias", 0) \
+        if (found is None and "scales" not in node.attrs) or node.int_attr("antialias", 0) \
                 or str(node.attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
             raise refusal
         if coords == "tf_crop_and_resize":
             self.roi(node, x.rank, values)  # a constant crop window (E008 otherwise)
-        index, kind = found
-        interval = ranges[index] if index < len(ranges) else None
-        if interval is None and index < len(values) and values[index] is not None:
+        index, kind = found if found is not None else (-1, "scales")
+        interval = ranges[index] if 0 <= index < len(ranges) else None
+        if found is None:  # Upsample-7's scales attribute
+            interval = Interval.exact(np.asarray(node.attrs["scales"], np.float64))
+        elif interval is None and index < len(values) and values[index] is not None:
             interval = Interval.exact(np.asarray(values[index]))  # constant scales
         if interval is None:
             raise PycError(refusal.code, refusal.what, where=refusal.where,

@@ -318,6 +318,60 @@ def test_resize_of_symbolic_dims_by_constant_scales(tmp_path: Path, mode: str,
     _check_runs(path, result.artifact, feeds, [], monkeypatch)
 
 
+def _variant(name: str):  # noqa: ANN202 (model, declared values, input shapes, feeds)
+    """Other schema versions and ranks on the run-time path."""
+    vi, i64 = _vi, I64
+    if name == "resize10":  # Resize-10: (X, scales), asymmetric, nearest rounds down
+        nodes = [helper.make_node("Resize", ["x", "scales"], ["y"], name="r10", mode="nearest")]
+        model = make_model(nodes, [vi("x", list(X_SHAPE)), vi("scales", [4])],
+                           [vi("y", ["n", "c", "h", "w"])], opset=10)
+        return model, {"scales": (0.5, 3.0)}, None, [
+            {"x": _x(), "scales": np.array(v, np.float32)}
+            for v in ([1, 1, 3, 3], [1, 1, 0.5, 0.5], [1, 1, 1.3, 2.2], [1, 1, 1, 1])]
+    if name == "resize18_axes_sizes":  # sizes of the listed axes only, in their order
+        nodes = [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="r18",
+                                  mode="linear", axes=[3, 2])]
+        model = make_model(nodes, [vi("x", list(X_SHAPE)), vi("sizes", [2], i64)],
+                           [vi("y", [1, 2, "h", "w"])], opset=18)
+        return model, {"sizes": (1, 10)}, None, [
+            {"x": _x(), "sizes": np.array(v, np.int64)}
+            for v in ([1, 1], [10, 10], [3, 7], [4, 5])]
+    if name == "resize18_axes_scales":
+        nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="r18s",
+                                  mode="cubic", axes=[2, 3])]
+        model = make_model(nodes, [vi("x", list(X_SHAPE)), vi("scales", [2])],
+                           [vi("y", [1, 2, "h", "w"])], opset=18)
+        return model, {"scales": (0.5, 2.0)}, None, [
+            {"x": _x(), "scales": np.array(v, np.float32)} for v in ([1, 1], [2, 2], [0.5, 1.7])]
+    if name == "linear_3d":  # [N, C, L]: onnxruntime's 1-D linear
+        nodes = [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="r3",
+                                  mode="linear")]
+        model = make_model(nodes, [vi("x", [2, 3, 7]), vi("sizes", [3], i64)],
+                           [vi("y", ["a", "b", "c"])], opset=13)
+        return model, {"sizes": (1, 16)}, None, [
+            {"x": np.ones((2, 3, 7), np.float32), "sizes": np.array(v, np.int64)}
+            for v in ([2, 3, 16], [2, 3, 1], [2, 3, 7], [2, 3, 5])]
+    # Upsample-7: scales an attribute, over symbolic dims (floor(1.5 w) computed at run time)
+    nodes = [helper.make_node("Upsample", ["x"], ["y"], name="up7", mode="linear",
+                              scales=[1.0, 1.0, 2.0, 1.5])]
+    model = make_model(nodes, [vi("x", [1, 2, "h", "w"])], [vi("y", [1, 2, "a", "b"])], opset=7)
+    shapes, _ = parse_input_shapes(["x=1,2,h:1..9,w:1..9"])
+    return model, None, shapes, [{"x": np.ones((1, 2, h, w), np.float32)}
+                                 for h, w in ((1, 1), (9, 9), (4, 7), (2, 1))]
+
+
+@pytest.mark.parametrize("variant", ["resize10", "resize18_axes_sizes", "resize18_axes_scales",
+                                     "linear_3d", "upsample7_symbolic"])
+def test_resize_versions_and_ranks_at_run_time(tmp_path: Path, variant: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    model, declared, shapes, feeds = _variant(variant)
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", input_values=declared, input_shapes=shapes)
+    assert {n.ann.kernel.candidate for n in result.graph.nodes
+            if n.op in ("Resize", "Upsample") and n.ann.kernel} == {"resize_runtime"}
+    _check_runs(path, result.artifact, feeds, [], monkeypatch)
+
+
 # ---------------------------------------------------------------- models shaped like real ones
 
 

@@ -1446,6 +1446,8 @@ def _resize_runtime_workspace(node: Node, graph: Graph) -> int:
     weight = _out_itemsize(node, graph) if taps > 1 else 0
     flags = entries // taps if op["coords"] == "tf_crop_and_resize" else 0
     return entries * (4 + weight) + flags
+
+
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
     # canonicalize transposes the weights into the layout the kernel reads
