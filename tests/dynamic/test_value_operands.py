@@ -1,11 +1,12 @@
 """Issue #15, point 2, the ops whose shape operand comes from a graph input with declared values
 (`--input-values`) that no other test covered or that refused before: Tile by run-time repeats
-(the input itself and computed from it), Range whose delta is an input (its count a dim the
-kernel computes, bounded by the smallest step), Range of float bounds, and Slice whose starts
-and ends both come from inputs (whether it clamps or is empty depends on both: computed at run
-time). Checked against onnxruntime on fresh random inputs at values across the declared bounds
-(the extremes and 1), in the three memory modes, output buffers poisoned with NaN; values
-outside the declared bounds are refused with PYC-E041. Tolerance: exact (rtol 0, atol 0) for
+(the input itself and computed from it: value dims; cast from a float input: tile_runtime),
+Range whose delta is an input (its count a dim the kernel computes, bounded by the smallest
+step), Range of float bounds, and Slice whose starts and ends both come from inputs (whether
+it clamps or is empty depends on both: computed at run time). Checked against onnxruntime on
+fresh random inputs at values across the declared bounds (the extremes and 1), in the three
+memory modes, output buffers poisoned with NaN; values outside the declared bounds are
+refused with PYC-E041. Tolerance: exact (rtol 0, atol 0) for
 the copies; Range of floats start + i * delta in double, stored as float32 (rtol 1e-6)."""
 
 from __future__ import annotations
@@ -71,6 +72,27 @@ def test_tile_by_repeats_from_an_input(tmp_path: Path, mode: str,
     x = np.ones((2, 3), np.float32)
     feeds = [{"x": x, "r": np.array(r, np.int64)} for r in ([1, 1], [0, 0], [4, 4], [0, 3], [2, 1])]
     refused = [{"x": x, "r": np.array(r, np.int64)} for r in ([5, 1], [1, -1])]
+    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tile_by_repeats_cast_from_float_values(tmp_path: Path, mode: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """y = tile(x[2, 3], concat([2], int64(f))), f a float declared 0..4: no value dims (a
+    Cast), so the second axis is a dim tile_runtime computes (bound 3 * 4) and checks; the
+    first, known to be 2 * 2, is checked too."""
+    nodes = [helper.make_node("Cast", ["f"], ["fi"], name="to_int", to=I64),
+             helper.make_node("Concat", ["two", "fi"], ["r"], name="repeats", axis=0),
+             helper.make_node("Tile", ["x", "r"], ["y"], name="tile_cast")]
+    model = make_model(nodes, [_vi("x", [2, 3]), _vi("f", [1])], [_vi("y", [4, "b"])],
+                       [init("two", np.array([2], np.int64))])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"f": (0.0, 4.0)})
+    shape = result.graph.types["y"].shape
+    assert int(shape[0]) == 4 and str(shape[1]) == "rt_tile_cast_1" and int(shape[1]) == 12
+    x = np.ones((2, 3), np.float32)
+    feeds = [{"x": x, "f": np.array([f], np.float32)} for f in (1.0, 0.0, 4.0, 2.7, 3.0)]
+    refused = [{"x": x, "f": np.array([f], np.float32)} for f in (5.0, -1.0)]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch)
 
 

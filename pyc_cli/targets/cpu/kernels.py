@@ -1512,6 +1512,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),
             KernelCandidate("pad_runtime", "pad_runtime.c.j2", _pad_runtime,
                             params=_runtime_shape_params, symbolic_dims=True, writes_dims=True)),
+    # Tile whose repeats are a tensor read at run time (decomposed otherwise)
+    "Tile": (KernelCandidate("tile_runtime", "tile_runtime.c.j2",
+                             lambda n, g: bool(computed_here(n, g)), params=_runtime_shape_params,
+                             symbolic_dims=True, writes_dims=True),),
     # Split whose sizes are a tensor read at run time (decomposed into Slices otherwise)
     "Split": (KernelCandidate("split_runtime", "split_runtime.c.j2",
                               lambda n, g: bool(computed_here(n, g)), params=_split_runtime_params,
