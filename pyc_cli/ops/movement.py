@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import DimLike, computed_dim, less, smax, smin
+from ..ir.symbolic import DimLike, SymbolicError, computed_dim, from_values, less, smax, smin
 from ..ir.types import MODEL_DTYPES, TensorType
 from .registry import (
     KERNEL,
@@ -124,7 +124,19 @@ class Slice(OpDef):
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)
-        return [TensorType(x.dtype, tuple(c for _, _, c in self.ranges(node, x.shape, values)))]
+        try:
+            ranges = self.ranges(node, x.shape, values)
+        except SymbolicError as exc:
+            # starts and ends both from input values (value dims): whether the slice is empty
+            # or clamps depends on their values, so its size is computed at run time
+            operands = [v for i in (1, 2) if "starts" not in node.attrs and len(values) > i
+                        for value in [values[i]] if value is not None
+                        for v in value.reshape(-1)]
+            if not any(from_values(v) for v in operands):
+                raise
+            raise PycError("E008", f"Slice's size is decided at run time ({exc})",
+                           where=f"node {node.name!r}") from exc
+        return [TensorType(x.dtype, tuple(c for _, _, c in ranges))]
 
     def runtime_infer(self, node: Node, types: InTypes, values: InValues,
                       refusal: PycError, ranges: InRanges) -> list[TensorType]:

@@ -13,6 +13,7 @@ from ..ir.symbolic import NUMBERS_HINT, Dim, DimLike, computed_dim, has_dims, le
 from ..ir.types import MODEL_DTYPES, DType, TensorType
 from .registry import (
     KERNEL,
+    VALUES_HINT,
     InRanges,
     InTypes,
     InValues,
@@ -77,6 +78,7 @@ class Tile(Rearrange):
     name = "Tile"
     since = 6
     static_inputs = (1,)
+    lowering = "decomposes into Reshape / Expand (repeats read at run time: kernel tile_runtime)"
 
     def repeats(self, node: Node, rank: int, values: InValues) -> list[int]:
         repeats = [as_dim(r) for r in require_value(values, 1, node, "repeats").reshape(-1)]
@@ -89,11 +91,44 @@ class Tile(Rearrange):
         repeats = self.repeats(node, x.rank, values)
         return [TensorType(x.dtype, tuple(d * r for d, r in zip(x.shape, repeats)))]
 
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
+        """Repeats computed at run time from input values without value dims (a Cast of a
+        float input: issue #15, point 2): each axis whose repeat is not one known value gets
+        a computed dim bounded by the axis times the repeat's highest declared value (ops/
+        intervals.py); static data only (tile_runtime checks the other axes' repeats)."""
+        x = require(types, 0, node)
+        interval = ranges[1] if len(ranges) > 1 else None
+        if has_dims(x.shape) or x.rank == 0:
+            raise refusal
+        if interval is None:
+            raise PycError(refusal.code, refusal.what, where=refusal.where,
+                           hint=VALUES_HINT) from None
+        lows, highs = (np.broadcast_to(v, (x.rank,)) if v.ndim == 0 else v.reshape(-1)
+                       for v in (interval.lo, interval.hi))
+        if highs.size != x.rank:
+            raise PycError("E009", f"Tile has {highs.size} repeats for rank {x.rank}",
+                           where=node.name)
+        shape: list[DimLike] = []
+        for axis, (d, lo, hi) in enumerate(zip(x.shape, lows, highs)):
+            if hi < 0:
+                raise PycError("E009", f"Tile repeats of axis {axis} are at most {hi} (the "
+                               "declared values)", where=node.name)
+            shape.append(int(d) * int(hi) if lo == hi else
+                         computed_dim(node.name, axis, int(d) * int(np.floor(hi))))
+        return [TensorType(x.dtype, tuple(shape))]
+
+    def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        """tile_runtime's axes (every axis reads its repeat)."""
+        return {"axes": list(range(graph.types[node.inputs[0]].rank))}
+
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         return [np.tile(x, self.repeats(node, x.ndim, inputs))]
 
     def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        if len(values) > 1 and values[1] is None:
+            return None  # repeats read at run time: tile_runtime
         x = graph.types[node.inputs[0]]
         repeats = self.repeats(node, x.rank, values)
         spread = [v for d in x.shape for v in (1, d)]

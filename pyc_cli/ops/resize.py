@@ -6,6 +6,10 @@ Resize is separable: along each axis every output coordinate reads a few source 
 (`taps`: 1 nearest, 2 linear, 4 cubic, more when antialiasing stretches the filter) with
 weights that depend only on static shapes, so they are computed here once, as the ONNX
 reference defines them, and emitted as constant tables; the kernel just gathers and blends.
+Where they cannot be (symbolic dims; scales or sizes computed at run time from input values,
+issue #15 point 2: `runtime_infer` gives such output lengths computed dims bounded by the
+declared values), resize_runtime.c.j2 computes the coordinates and taps at run time
+(`runtime_params`).
 """
 
 from __future__ import annotations
@@ -16,16 +20,20 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import Dim, DimLike, SymbolicError, floor_div
+from ..ir.symbolic import Dim, DimLike, SymbolicError, computed_dim, floor_div, has_dims
 from ..ir.types import DType, TensorType, check_int32_index
 from . import references
+from .intervals import Interval
 from .movement import contiguous_strides
 from .registry import (
     KERNEL,
+    VALUES_HINT,
+    InRanges,
     InTypes,
     InValues,
     OpDef,
     Scalar,
+    as_dim,
     ints_attr,
     normalize_axis,
     register,
@@ -90,7 +98,13 @@ class ResizeBase(OpDef):
         self.mode(node)
         self.coordinate_mode(node)
         self.check_supported(node)
-        _, sizes = self.scales_and_sizes(node, x.shape, values)
+        try:
+            _, sizes = self.scales_and_sizes(node, x.shape, values)
+        except SymbolicError as exc:
+            # a constant scale whose floor over a symbolic axis no expression gives (0.7 of
+            # `w`): the length is computed at run time (runtime_infer, resize_runtime.c.j2)
+            raise PycError("E008", f"{node.op}'s output length is decided at run time ({exc})",
+                           where=f"node {node.name!r}") from exc
         return [TensorType(x.dtype, tuple(sizes))]
 
     # ------------------------------------------------------------ index tables
@@ -144,7 +158,121 @@ class ResizeBase(OpDef):
             return _linear_antialias if antialias else (lambda r, s: np.array([1 - r, r]))
         return (lambda r, s: _cubic_antialias(r, s, a)) if antialias else (lambda r, s: _cubic(r, a))
 
+    # ------------------------------------------------------------ sizes known at run time
+
+    def resized_axes(self, node: Node, rank: int) -> list[int]:
+        """The axes the scales or sizes operand lists, in its order."""
+        return list(range(rank))
+
+    def operand(self, node: Node, types: InTypes) -> tuple[int, str] | None:
+        """(input index, "scales" or "sizes") of the tensor the output sizes come from; None
+        where they are an attribute (Upsample-7)."""
+        return None if "scales" in node.attrs else (1, "scales")
+
+    def runtime_infer(self, node: Node, types: InTypes, values: InValues,
+                      refusal: PycError, ranges: InRanges) -> list[TensorType]:
+        """Scales or sizes computed at run time (issue #15, point 2): each resized axis whose
+        value is not known gets a computed dim, bounded by the operand's interval (ops/
+        intervals.py: from the declared values of the inputs it comes from): sizes by their
+        highest value, scales by floor(axis bound * highest scale) in float32 (as the output
+        length is computed: onnxruntime truncates the float product). An element whose
+        interval is one value decides its axis at compile time."""
+        x = require(types, 0, node)
+        self.mode(node)
+        coords = self.coordinate_mode(node)
+        self.check_supported(node)
+        found = self.operand(node, types)
+        if (found is None and "scales" not in node.attrs) or node.int_attr("antialias", 0) \
+                or str(node.attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+            raise refusal
+        if coords == "tf_crop_and_resize":
+            self.roi(node, x.rank, values)  # a constant crop window (E008 otherwise)
+        index, kind = found if found is not None else (-1, "scales")
+        interval = ranges[index] if 0 <= index < len(ranges) else None
+        if found is None:  # Upsample-7's scales attribute
+            interval = Interval.exact(np.asarray(node.attrs["scales"], np.float64))
+        elif interval is None and index < len(values) and values[index] is not None:
+            interval = Interval.exact(np.asarray(values[index]))  # constant scales
+        if interval is None:
+            raise PycError(refusal.code, refusal.what, where=refusal.where,
+                           hint=VALUES_HINT) from None
+        axes = self.resized_axes(node, x.rank)
+        lows, highs = (np.broadcast_to(v, (len(axes),)) if v.ndim == 0 else v.reshape(-1)
+                       for v in (interval.lo, interval.hi))
+        if highs.size != len(axes):
+            raise PycError("E009", f"{node.op} has {highs.size} {kind} for {len(axes)} axes",
+                           where=node.name)
+        shape = list(x.shape)
+        for k, axis in enumerate(axes):
+            lo, hi = float(lows[k]), float(highs[k])
+            if hi < 0 or (kind == "scales" and hi <= 0):
+                raise PycError("E009", f"{node.op} {kind} of axis {axis} are at most {hi} (the "
+                               "declared values): no valid output", where=node.name)
+            if kind == "sizes":
+                shape[axis] = int(hi) if lo == hi else computed_dim(node.name, axis, int(hi))
+                continue
+            if lo == hi:
+                try:
+                    shape[axis] = _scaled_length(shape[axis], hi)
+                    continue
+                except SymbolicError:
+                    pass
+            bound = math.floor(np.float32(int(x.shape[axis])) * np.float32(hi))
+            shape[axis] = computed_dim(node.name, axis, bound)
+        return [TensorType(x.dtype, tuple(shape))]
+
+    def static_tables(self, node: Node, graph: Graph) -> bool:
+        """Whether the compile-time index tables apply: static shapes, and the scales or sizes
+        known (else resize_runtime.c.j2 computes the coordinates at run time)."""
+        x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
+        if has_dims(x.shape) or has_dims(y.shape):
+            return False
+        found = self.operand(node, [graph.types.get(v) if v else None for v in node.inputs])
+        return found is None or node.inputs[found[0]] in graph.constants
+
+    def runtime_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        """resize_runtime.c.j2's numbers: per axis the input and output sizes (Dims where
+        symbolic), how the output size and the scale are found at run time (`kind`: "same",
+        an axis left as it is; "sizes": size / axis; "scales": the scale read from the
+        operand) and its element `j` in the operand, and the blend (mode, coordinates)."""
+        x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
+        found = self.operand(node, [graph.types.get(v) if v else None for v in node.inputs])
+        index, kind = found if found is not None else (-1, "scales")
+        resized = self.resized_axes(node, x.rank)
+        attr_scales = [float(v) for v in np.asarray(node.attrs["scales"]).reshape(-1)] \
+            if found is None else None
+        constant = graph.constants.get(node.inputs[index]) if index >= 0 else None
+        axes = []
+        for axis, (d_in, d_out) in enumerate(zip(x.shape, y.shape)):
+            j = resized.index(axis) if axis in resized else -1
+            scale = None
+            if attr_scales is not None:
+                scale = attr_scales[axis]
+            elif constant is not None and kind == "scales" and j >= 0:
+                scale = float(np.asarray(constant).reshape(-1)[j])
+            same = j < 0 or (_same_dim(d_in, d_out) and (kind == "sizes" or scale == 1.0))
+            axes.append({"in": d_in, "out": d_out, "kind": "same" if same else kind, "j": j,
+                         "scale": None if scale is None else float(np.float32(scale))})
+        mode = self.mode(node)
+        nearest = str(node.attrs.get("nearest_mode", "round_prefer_floor"))
+        if node.op == "Upsample" or self.since_opset(node) < 11:
+            nearest = "floor"
+        coords = self.coordinate_mode(node)
+        if coords == "tf_crop_and_resize":  # the crop window, constant (runtime_infer)
+            values: InValues = [graph.constants.get(v) if v else None for v in node.inputs]
+            for axis, (start, end) in enumerate(self.roi(node, x.rank, values) or []):
+                axes[axis]["roi"] = [Scalar(DType.F32, start), Scalar(DType.F32, end)]
+                axes[axis]["roi_full"] = int(start == 0.0 and end == 1.0)
+        return {"runtime": True, "axes": axes, "operand": index, "mode": mode,
+                "extrapolation": Scalar(y.dtype, node.float_attr("extrapolation_value", 0.0)),
+                "coords": self.coordinate_mode(node), "nearest": nearest,
+                "taps": {"nearest": 1, "linear": 2, "cubic": 4}[mode],
+                "cubic_a": Scalar(DType.F32, node.float_attr("cubic_coeff_a", -0.75)),
+                "exclude_outside": int(bool(node.attrs.get("exclude_outside", 0)))}
+
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
+        if not self.static_tables(node, graph):
+            return self.runtime_params(node, graph)
         shape = graph.types[node.inputs[0]].shape
         values: InValues = [graph.constants.get(v) if v else None for v in node.inputs]
         axes = self.tables(node, shape, values)
@@ -377,6 +505,13 @@ def _scaled_length(length: DimLike, scale: float) -> DimLike:
     return int(math.floor(np.float32(length) * np.float32(scale)))
 
 
+def _same_dim(a: DimLike, b: DimLike) -> bool:
+    """Whether two sizes are the same number or the same symbolic expression."""
+    if isinstance(a, Dim) or isinstance(b, Dim):
+        return isinstance(a, Dim) and isinstance(b, Dim) and str(a) == str(b)
+    return int(a) == int(b)
+
+
 def _round(x: float, mode: str) -> int:
     if mode == "floor":
         return int(math.floor(x))
@@ -400,6 +535,17 @@ class Resize(ResizeBase):
     def axes(self, node: Node, rank: int) -> list[int]:
         return [normalize_axis(a, rank, node) for a in ints_attr(node, "axes")] or list(range(rank))
 
+    def resized_axes(self, node: Node, rank: int) -> list[int]:
+        return self.axes(node, rank)
+
+    def operand(self, node: Node, types: InTypes) -> tuple[int, str] | None:
+        if len(node.inputs) == 2:  # Resize-10: (X, scales)
+            return 1, "scales"
+        sizes = types[3] if len(node.inputs) > 3 and node.inputs[3] and len(types) > 3 else None
+        if sizes is not None and sizes.numel != 0:
+            return 3, "sizes"
+        return (2, "scales") if len(node.inputs) > 2 and node.inputs[2] else None
+
     def scales_and_sizes(self, node: Node, shape: tuple[int, ...],
                          values: InValues) -> tuple[list[float], list[int]]:
         rank = len(shape)
@@ -412,8 +558,17 @@ class Resize(ResizeBase):
         scales, sizes = [1.0] * rank, list(shape)
         if sizes_value is not None and np.asarray(sizes_value).size:
             for axis, size in zip(axes, np.asarray(sizes_value).reshape(-1)):
-                sizes[axis], scales[axis] = int(size), int(size) / shape[axis]
+                size = as_dim(size)
+                # sizes of symbolic dims (issue #15: a Shape of another tensor, values of an
+                # input with declared values) or of a symbolic axis: the scale is size / axis
+                # at run time (the kernel computes it; resize_runtime.c.j2)
+                sizes[axis] = size
+                scales[axis] = math.nan if has_dims((size, shape[axis])) else int(size) / shape[axis]
             policy = str(node.attrs.get("keep_aspect_ratio_policy", "stretch"))
+            if policy != "stretch" and any(math.isnan(scales[a]) for a in axes):
+                raise PycError("E051", f"Resize keep_aspect_ratio_policy {policy!r} with sizes "
+                               "known only at run time is not supported", where=f"node {node.name!r}",
+                               hint="use keep_aspect_ratio_policy stretch, or constant sizes")
             if policy != "stretch":  # one scale for every resized axis, sizes rounded half up
                 pick = min if policy == "not_larger" else max
                 scale = pick(scales[a] for a in axes)

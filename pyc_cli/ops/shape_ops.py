@@ -115,8 +115,10 @@ class Range(OpDef):
     def _count(self, start: object, limit: object, delta: object) -> DimLike:
         """ceil((limit - start) / delta), at least 0; with a symbolic (integer) start or limit
         (issue #15), an expression where delta is a constant and the bounds decide the sign."""
+        if isinstance(delta, Dim):  # numpy would divide by its upper bound
+            raise SymbolicError(f"Range steps by {delta}, a value known at run time")
         if isinstance(start, Dim) or isinstance(limit, Dim):
-            if isinstance(delta, Dim) or int(delta) <= 0:  # type: ignore[call-overload]
+            if int(delta) <= 0:  # type: ignore[call-overload]
                 raise SymbolicError(f"Range with a symbolic limit steps by {delta}, not a "
                                     "positive constant")
             # numpy integers first: numpy's operators would turn a Dim into its upper bound
@@ -141,19 +143,26 @@ class Range(OpDef):
 
     def runtime_infer(self, node: Node, types: InTypes, values: InValues,
                       refusal: PycError, ranges: InRanges) -> list[TensorType]:
-        """A start or limit computed at run time (issue #15, point 2): the count is a computed
-        dim bounded by the operands' intervals (ops/intervals.py: the declared values of the
-        inputs they come from); delta must be a constant."""
-        delta = values[2] if len(values) > 2 else None
-        if not node.inputs or delta is None or delta.dtype == object or float(delta.reshape(-1)[0]) == 0:
+        """A start, limit or delta computed at run time (issue #15, point 2): the count is a
+        computed dim bounded by the operands' intervals (ops/intervals.py: the declared values
+        of the inputs they come from, or the bounds of their value dims); delta's interval
+        must exclude 0 (one sign: a positive delta counts up from the lowest start to the
+        highest limit, by its smallest step)."""
+        if not node.inputs:
             raise refusal
-        step = float(delta.reshape(-1)[0])
-        start, limit = ranges[0], ranges[1]
-        if start is None or limit is None:
+        start, limit, delta = (ranges[i] if i < len(ranges) else None for i in range(3))
+        if start is None or limit is None or delta is None:
             raise PycError(refusal.code, refusal.what, where=refusal.where,
                            hint=VALUES_HINT) from None
-        span = limit.max() - start.min() if step > 0 else start.max() - limit.min()
-        bound = max(int(np.ceil(span / abs(step))), 0)
+        if delta.min() > 0:
+            span, step = limit.max() - start.min(), delta.min()
+        elif delta.max() < 0:
+            span, step = start.max() - limit.min(), -delta.max()
+        else:
+            raise PycError(refusal.code, refusal.what, where=refusal.where,
+                           hint="Range's delta may be 0 within its declared values: declare "
+                           "values of one sign (pyc build --input-values NAME=LO..HI)") from None
+        bound = max(int(np.ceil(span / step)), 0)
         return [TensorType(self._dtype(node, types), (computed_dim(node.name, 0, bound),))]
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:

@@ -6,8 +6,8 @@ point before any kernel runs: numel over the other target dims); element counts 
 for some values, and Expand target dims that must be 1 or the input's, are checked there (a run
 breaking them is refused with PYC-E041, where onnxruntime fails too). Checked against
 onnxruntime on fresh random inputs at values across the declared bounds (extremes and 1), in
-the three memory modes, output buffers poisoned with NaN. Resize sizes computed at run time
-are refused at build time with a PYC error naming the node."""
+the three memory modes, output buffers poisoned with NaN. (Resize sizes computed at run time:
+test_resize_runtime.py.)"""
 
 from __future__ import annotations
 
@@ -224,22 +224,6 @@ def test_pad_by_pads_computed_from_input_values(tmp_path: Path, mode: str, pad_m
 
 
 # ---------------------------------------------------------------- refusals
-
-
-def test_resize_sizes_computed_at_run_time_are_refused(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Mul", ["s", "two"], ["hw"], name="hw"),
-             helper.make_node("Concat", ["nc", "hw"], ["sizes"], name="sizes", axis=0),
-             helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="upsample",
-                              mode="nearest")]
-    model = make_model(nodes, [_value_info("x", [1, 2, 4, 4]), _value_info("s", [2], I64)],
-                       [_value_info("y", [1, 2, "h", "w"])],
-                       [init("two", np.array([2, 2], np.int64)),
-                        init("nc", np.array([1, 2], np.int64))])
-    path = write_model(model, tmp_path)
-    with pytest.raises(PycError) as refused:
-        pyc_cli.build(path, tmp_path / "art", input_values={"s": (1, 8)})
-    assert refused.value.code == "E008" and "upsample" in refused.value.what
-    assert "constant scales or sizes" in (refused.value.hint or "")
 
 
 def test_reshape_target_that_may_be_zero_is_refused(tmp_path: Path) -> None:

@@ -1382,7 +1382,72 @@ ARGREDUCE_DIMS = KernelCandidate("argreduce_rows_dims", "argreduce.c.j2", _stati
                                  params=lambda n, g, op: {**_input_ctype("in_ctype", 0)(n, g, op),
                                                           **_run_time_outer(g, op)},
                                  symbolic_dims=True)
-RESIZE = KernelCandidate("resize_tables", "resize.c.j2")
+RESIZE = KernelCandidate("resize_tables", "resize.c.j2",
+                         lambda n, g: registry.get(n.op).static_tables(n, g))  # type: ignore[attr-defined]
+
+
+def _resize_runtime(node: Node, graph: Graph) -> bool:
+    """A Resize / Upsample whose index tables cannot be built at compile time (symbolic dims,
+    or scales / sizes computed at run time: issue #15), other than the integer nearest
+    upsampling resize_nearest_dims covers; not antialiased filters (compile-time tables only),
+    tf_crop_and_resize with a constant crop window."""
+    opdef = registry.get(node.op)
+    return (not opdef.static_tables(node, graph)  # type: ignore[attr-defined]
+            and not spatial_dims.resize_applies(node, graph)
+            and not node.int_attr("antialias", 0)
+            and (opdef.coordinate_mode(node) != "tf_crop_and_resize"  # type: ignore[attr-defined]
+                 or node.inputs[1] in graph.constants)
+            and graph.types[node.outputs[0]].dtype in (DType.F32, DType.F64))
+
+
+def _resize_runtime_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The sizes as C over the run-time dims; for each output size this node computes, its
+    bound and the C name it writes; each scale as C (the operand's element, or a constant)."""
+    names = dim_names(graph)
+    mine = {d.name for d in computed_here(node, graph)}
+    axes = []
+    for a in op["axes"]:  # type: ignore[attr-defined]
+        out = a["out"]
+        computed = isinstance(out, Dim) and str(out) in mine
+        scale = a["scale"]
+        axes.append({**a, "in_c": c_size(a["in"], names), "out_c": c_size(out, names),
+                     "computed": computed, "bound": int(out),
+                     "written": names[str(out)] if computed else "",
+                     "scale_c": f"{float(scale)!r}f" if scale is not None
+                     else f"(float)X{op['operand']}[{a['j']}]"})
+    offsets, taps = _resize_table_offsets(op), int(op["taps"])  # type: ignore[call-overload]
+    # tf_crop_and_resize: a byte per output index, whether it lies outside the input, after
+    # the indices (offsets / taps: one per index)
+    flags = offsets[-1] * (4 + (_out_itemsize(node, graph) if taps > 1 else 0))
+    return {"axes": axes, "offsets": offsets[:-1], "weights_size": offsets[-1] if taps > 1 else 0,
+            "flags_at": flags, "flag_offsets": [o // taps for o in offsets[:-1]]}
+
+
+def _out_itemsize(node: Node, graph: Graph) -> int:
+    return graph.types[node.outputs[0]].dtype.itemsize
+
+
+def _resize_table_offsets(op: Params) -> list[int]:
+    """Where each axis's taps start in resize_runtime's tables (in entries; an axis left as it
+    is has none), then the entries of all: `taps` per output index up to the axis's bound."""
+    offsets, total = [], 0
+    for a in op["axes"]:  # type: ignore[attr-defined]
+        offsets.append(total)
+        if a["kind"] != "same":
+            total += int(a["out"]) * int(op["taps"])  # type: ignore[call-overload]
+    return [*offsets, total]
+
+
+def _resize_runtime_workspace(node: Node, graph: Graph) -> int:
+    """The tables' bytes: an int32 index and (linear, cubic) a weight of the element type per
+    entry."""
+    op = registry.get(node.op).kernel_params(node, graph)
+    entries, taps = _resize_table_offsets(op)[-1], int(op["taps"])  # type: ignore[call-overload]
+    weight = _out_itemsize(node, graph) if taps > 1 else 0
+    flags = entries // taps if op["coords"] == "tf_crop_and_resize" else 0
+    return entries * (4 + weight) + flags
+
+
 RECURRENT = KernelCandidate(
     "recurrent_rows", "recurrent.c.j2",
     # canonicalize transposes the weights into the layout the kernel reads
@@ -1447,6 +1512,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Pad": (KernelCandidate("pad_gather", "pad.c.j2"),
             KernelCandidate("pad_runtime", "pad_runtime.c.j2", _pad_runtime,
                             params=_runtime_shape_params, symbolic_dims=True, writes_dims=True)),
+    # Tile whose repeats are a tensor read at run time (decomposed otherwise)
+    "Tile": (KernelCandidate("tile_runtime", "tile_runtime.c.j2",
+                             lambda n, g: bool(computed_here(n, g)), params=_runtime_shape_params,
+                             symbolic_dims=True, writes_dims=True),),
     # Split whose sizes are a tensor read at run time (decomposed into Slices otherwise)
     "Split": (KernelCandidate("split_runtime", "split_runtime.c.j2",
                               lambda n, g: bool(computed_here(n, g)), params=_split_runtime_params,
@@ -1479,7 +1548,10 @@ STATIC_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
              "ReduceL2", "ReduceSumSquare", "ReduceLogSum"), REDUCE, REDUCE_DIMS),
     "ReduceLogSumExp": (KernelCandidate("reduce_strided", "reduce.c.j2", workspace=_sums_workspace,
                                         params=_reduce_loops),),
-    **_each(("Resize", "Upsample"), RESIZE),
+    **_each(("Resize", "Upsample"), RESIZE,
+            KernelCandidate("resize_runtime", "resize_runtime.c.j2", _resize_runtime,
+                            params=_resize_runtime_params, workspace=_resize_runtime_workspace,
+                            workspace_fixed=True, symbolic_dims=True, writes_dims=True)),
     **_each(("LSTM", "GRU", "RNN"), RECURRENT),
     "pyc.Elementwise": (KernelCandidate("elementwise_loop", "elementwise.c.j2"),
                         # its loop bounds and strides over symbolic dims read at run time

@@ -209,7 +209,7 @@ def _integer_scales(node: Node, graph: Graph) -> list[int] | None:
     return scales
 
 
-def _resize_applies(node: Node, graph: Graph) -> bool:
+def resize_applies(node: Node, graph: Graph) -> bool:
     """Resize of a 4-D tensor with symbolic dims, nearest with asymmetric coordinates rounded
     down, by integer scales over H and W (an FPN's upsampling): output (oh, ow) reads input
     (oh / SH, ow / SW)."""
@@ -235,7 +235,7 @@ def _resize_params(node: Node, graph: Graph, op: Params) -> Params:
             "parallel": int(y.numel) >= 256 * 1024}
 
 
-RESIZE_DIMS = KernelCandidate("resize_nearest_dims", "resize_dims.c.j2", _resize_applies,
+RESIZE_DIMS = KernelCandidate("resize_nearest_dims", "resize_dims.c.j2", resize_applies,
                               params=_resize_params, symbolic_dims=True)
 
 

@@ -174,6 +174,10 @@ ELSEWHERE = {"attention_rows": "tests/targets/cpu/test_attention_kernel.py",
              **{name: "tests/dynamic/test_data_dependent.py"
                 for name in ("range_runtime", "pad_runtime", "slice_runtime", "nonzero_count",
                              "topk_runtime", "split_runtime", "topk_rows_dims")},
+             # Resize / Upsample by scales or sizes known at run time, or over symbolic dims
+             "resize_runtime": "tests/dynamic/test_resize_runtime.py",
+             # Tile by repeats computed from float input values (no value dims)
+             "tile_runtime": "tests/dynamic/test_value_operands.py",
              # TopK along a symbolic axis, K constant or from an input
              **{name: "tests/dynamic/test_topk_symbolic_axis.py"
                 for name in ("topk_axis_dims", "topk_axis_runtime")},
