@@ -264,7 +264,10 @@ static int spaced(const pyc_team* team, int interval) {
 
 /* a probe's last run: the probed level's mean moves halfway to the probe's mean (a short probe
  * rarely sees the rare long runs that made the level lose, so its old mean keeps some weight;
- * a load that left still shows within a few probes); move there when it beats the current
+ * a load that left still shows within a few probes), further the older that mean is (its
+ * weight halves every PYC_TEAM_STALE_MS of runs since the level last ran: a ResNet-50 that a
+ * load sent to one thread kept it for 80 runs, 6 s, after the load left, each probe's fast
+ * runs halved against the loaded mean and spaced by its cost); move there when it beats the current
  * level's running mean by 5% (no flapping between near-equal levels). A probe that keeps the
  * level doubles the interval (up to PYC_TEAM_MAX_INTERVAL) and turns the probes' direction
  * around (the other neighbour is tried next); a move keeps it (a spike probes at once if the
@@ -291,7 +294,12 @@ static void end_probe(pyc_team* team) {
    * two levels a re-check's mean holds the spike (neighbours there are within ~2x, and half a
    * spike-inflated mean could not win back): their means start afresh */
   int fresh = (team->onward && !spike) || (recheck && last > 1);
-  team->ms[other] = team->ms[other] > 0.0 && !fresh ? 0.5 * (team->ms[other] + probe) : probe;
+  /* the old mean's weight: a half, halving for every PYC_TEAM_STALE_MS since the level last
+   * ran (a mean from a load seconds ago says little about the host now) */
+  double age = team->clock - team->seen[other];
+  double keep = team->ms[other] > 0.0 && !fresh ? 0.5 * exp2(-(age > 0.0 ? age : 0.0) / PYC_TEAM_STALE_MS) : 0.0;
+  team->ms[other] = keep * team->ms[other] + (1.0 - keep) * probe;
+  team->seen[other] = team->clock;
   team->probe_ms = 0.0;
   team->spike = 0;
   team->recheck = 0;
@@ -344,6 +352,7 @@ void pyc_team_record(pyc_team* team, int arm, double ms) {
     team->warm = 1;
     return;
   }
+  team->clock += ms;
   if (team->probe_left > 0 && arm == team->probe_arm) {
     team->probe_ms += ms;
     if (--team->probe_left == 0) end_probe(team);
@@ -353,6 +362,7 @@ void pyc_team_record(pyc_team* team, int arm, double ms) {
   /* running mean over about the last 8 runs: tails count (a descheduled team thread shows
    * as rare long runs, which is what a smaller team avoids) */
   team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
+  team->seen[arm] = team->clock;
   if (team->settled <= 0.0) team->settled = team->ms[arm];
   /* a level's mean doubling (a load arrived) probes the level below at once; one thread
    * slowing down says nothing good of a larger team */

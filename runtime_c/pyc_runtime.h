@@ -107,6 +107,11 @@ void pyc_run_end(int saved);
 #define PYC_TEAM_MAX_PROBE_MS 4000.0  /* and at most this long apart (a slow model re-probes) */
 #define PYC_TEAM_IDLE_MS 10.0  /* a gap between runs this long lets the team's threads sleep */
 #define PYC_TEAM_LEVELS 8  /* team sizes F, F/2, ..., F/128 at most (a larger F stops above 1) */
+/* A probe's level keeps half its old mean when that mean is fresh, less the older it is: the
+ * weight halves for every PYC_TEAM_STALE_MS of runs since the level last ran (pyc_runtime.c,
+ * end_probe). A load that sent a 37 ms model to one thread and left seconds ago no longer
+ * holds the full team's loaded mean against its fast probes. */
+#define PYC_TEAM_STALE_MS 1000.0
 typedef struct pyc_team {
   int off;          /* 1: a fixed team (PYC_ADAPTIVE_THREADS=0) */
   int levels;       /* the ladder's levels, 2..PYC_TEAM_LEVELS (0: not set, read as 2) */
@@ -130,6 +135,8 @@ typedef struct pyc_team {
   double log_work;  /* runs of varying shapes: the running mean of log(work), the band's centre */
   double ref_work;  /* ... and the log(work) their times are scaled to */
   int shaped;       /* 1: a run of varying shape has been recorded */
+  double clock;     /* the milliseconds of the runs recorded so far (a level's mean's age) */
+  double seen[PYC_TEAM_LEVELS];  /* `clock` when each level's mean last took a run */
 } pyc_team;
 /* The ladder's length for a full team of `threads` (2 -> 2, 6 -> 3, 16 -> 5, at most
  * PYC_TEAM_LEVELS), and setting it (pyc_run_begin_team_work does, for each run's full team). */
