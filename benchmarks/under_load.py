@@ -22,7 +22,10 @@ points of it; with a period of seconds, loaded and quiet phases that each span m
 another process's compile or test job on a shared machine). For each level, --rounds rounds
 each time every engine for about --seconds (the run count per model is fixed from a quiet
 calibration, so every level times the same number of runs); the engines alternate inside each
-round, so they see the same load. With --interleave the levels alternate inside each round too
+round, so they see the same load. With --gate S each level's turn starts when no other thread
+has been runnable for 0.5 s (waiting up to S seconds; the waits are in the JSON): on a host
+whose other tenants come and go, the quiet level is then quiet. With --interleave the levels
+alternate inside each round too
 (round 1: quiet, loaded, ...; round 2: ...), so the quiet and loaded timings of an engine see
 the same drift of the host and their ratio is paired. Prints and writes p50/p95 per (model,
 load, engine), the ratios to the first engine named `ort` (or the first engine), each engine's
@@ -169,6 +172,7 @@ def measure_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             names = [level_name(level) for level in args.busy]
             samples: dict[str, dict[str, list[float]]] = {n: {} for n in names}
             loads: dict[str, list[float]] = {n: [] for n in names}
+            waits: list[float] = []
             # --interleave: the levels alternate inside each round; else each level's rounds
             # run back to back
             schedule = ([[(level, r)] for r in range(args.rounds) for level in args.busy]
@@ -177,6 +181,8 @@ def measure_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             for block in schedule:
                 level = block[0][0]
                 name = level_name(level)
+                if args.gate:  # the host's other tenants quiet before this level's load
+                    waits.append(wait_quiet(args.gate))
                 with loaded(level, args.period_ms):
                     for _, round_index in block:
                         order = servers if round_index % 2 == 0 else servers[::-1]
@@ -193,7 +199,34 @@ def measure_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for server in servers:
                 server.close()
-    return {"runs_per_round": runs, "levels": levels}
+    return {"runs_per_round": runs, "levels": levels,
+            **({"gate_waits_s": [round(w, 2) for w in waits]} if args.gate else {})}
+
+
+def runnable() -> int:
+    """The host's runnable threads now (Linux /proc/stat; 1 elsewhere: this one)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("procs_running"):
+                return int(line.split()[1])
+    return 1
+
+
+def wait_quiet(limit: float, settle: float = 0.5) -> float:
+    """Waits (at most `limit` seconds) until no thread but this one has been runnable for
+    `settle` seconds (sampled every 20 ms); returns the seconds waited (`limit`: never quiet)."""
+    start = time.perf_counter()
+    quiet_since = None
+    while time.perf_counter() - start < limit:
+        now = time.perf_counter()
+        if runnable() <= 1:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= settle:
+                return now - start
+        else:
+            quiet_since = None
+        time.sleep(0.02)
+    return limit
 
 
 @contextlib.contextmanager
@@ -263,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the period of an N@DUTY load")
     parser.add_argument("--interleave", action="store_true",
                         help="alternate the load levels inside each round")
+    parser.add_argument("--gate", type=float, default=0.0, metavar="SECONDS",
+                        help="before each level's rounds, wait up to SECONDS until no other "
+                             "thread has been runnable for 0.5 s (/proc/stat procs_running)")
     parser.add_argument("--engines", default="pyc,ort")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.4,
@@ -276,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = {"command": "python benchmarks/under_load.py " + " ".join(argv or sys.argv[1:]),
               "threads": args.threads, "cores": os.cpu_count(), "rounds": args.rounds,
-              "period_ms": args.period_ms, "interleave": args.interleave,
+              "period_ms": args.period_ms, "interleave": args.interleave, "gate_s": args.gate,
               "models": {m: measure_model(m, args) for m in args.models.split(",")}}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
