@@ -39,7 +39,7 @@ bench-feedback:  ## issue #16 point 5: tail-latency drift before/after one pyc b
 # PyC (adaptive team; fixed team: PYC_ADAPTIVE_THREADS=0) vs onnxruntime at 2 threads, idle and
 # beside 1 and 2 busy-loop processes, interleaved (benchmarks/results/under-load.{json,md})
 bench-load:  ## issue #13 point 2: p50/p95 under synthetic CPU load, PyC vs onnxruntime
-	$(PYTHON) benchmarks/under_load.py --engines pyc,pyc+PYC_ADAPTIVE_THREADS=0,ort \
+	$(PYTHON) benchmarks/under_load.py --engines pyc,pyc+PYC_ADAPTIVE_THREADS=0,ort,openvino --interleave \
 		--out benchmarks/results/under-load
 
 # symbolic plan, shape buckets and onnxruntime, interleaved (benchmarks/results/dynamic-buckets.*)

@@ -255,7 +255,12 @@ static int spaced(const pyc_team* team, int interval) {
   double other = team->ms[next_level(team)];
   if (interval < PYC_TEAM_MIN_INTERVAL) interval = PYC_TEAM_MIN_INTERVAL;
   if (arm <= 0.0) return interval;
-  double by_time = PYC_TEAM_MAX_PROBE_MS / arm;
+  /* a probe of a larger team (the level above) comes sooner: on a host the load has left, the
+   * level below costs every run (one thread took 1.85x ResNet-50's 2-thread time), and under
+   * a load that stays such a probe costs little where the levels are close (and the cost
+   * spacing below takes over where they are not) */
+  double most_ms = next_level(team) < team->arm ? PYC_TEAM_MAX_PROBE_UP_MS : PYC_TEAM_MAX_PROBE_MS;
+  double by_time = most_ms / arm;
   if ((double)interval > by_time) interval = by_time < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : (int)by_time;
   double by_cost = 16.0 * PYC_TEAM_PROBE_RUNS * other / arm;
   if ((double)interval < by_cost) interval = by_cost > 4.0 * PYC_TEAM_MAX_INTERVAL ? 4 * PYC_TEAM_MAX_INTERVAL : (int)by_cost;
@@ -264,7 +269,10 @@ static int spaced(const pyc_team* team, int interval) {
 
 /* a probe's last run: the probed level's mean moves halfway to the probe's mean (a short probe
  * rarely sees the rare long runs that made the level lose, so its old mean keeps some weight;
- * a load that left still shows within a few probes); move there when it beats the current
+ * a load that left still shows within a few probes), further the older that mean is (its
+ * weight halves every PYC_TEAM_STALE_MS of runs since the level last ran: a ResNet-50 that a
+ * load sent to one thread kept it for 80 runs, 6 s, after the load left, each probe's fast
+ * runs halved against the loaded mean and spaced by its cost); move there when it beats the current
  * level's running mean by 5% (no flapping between near-equal levels). A probe that keeps the
  * level doubles the interval (up to PYC_TEAM_MAX_INTERVAL) and turns the probes' direction
  * around (the other neighbour is tried next); a move keeps it (a spike probes at once if the
@@ -291,7 +299,12 @@ static void end_probe(pyc_team* team) {
    * two levels a re-check's mean holds the spike (neighbours there are within ~2x, and half a
    * spike-inflated mean could not win back): their means start afresh */
   int fresh = (team->onward && !spike) || (recheck && last > 1);
-  team->ms[other] = team->ms[other] > 0.0 && !fresh ? 0.5 * (team->ms[other] + probe) : probe;
+  /* the old mean's weight: a half, halving for every PYC_TEAM_STALE_MS since the level last
+   * ran (a mean from a load seconds ago says little about the host now) */
+  double age = team->clock - team->seen[other];
+  double keep = team->ms[other] > 0.0 && !fresh ? 0.5 * exp2(-(age > 0.0 ? age : 0.0) / PYC_TEAM_STALE_MS) : 0.0;
+  team->ms[other] = keep * team->ms[other] + (1.0 - keep) * probe;
+  team->seen[other] = team->clock;
   team->probe_ms = 0.0;
   team->spike = 0;
   team->recheck = 0;
@@ -344,6 +357,7 @@ void pyc_team_record(pyc_team* team, int arm, double ms) {
     team->warm = 1;
     return;
   }
+  team->clock += ms;
   if (team->probe_left > 0 && arm == team->probe_arm) {
     team->probe_ms += ms;
     if (--team->probe_left == 0) end_probe(team);
@@ -353,6 +367,7 @@ void pyc_team_record(pyc_team* team, int arm, double ms) {
   /* running mean over about the last 8 runs: tails count (a descheduled team thread shows
    * as rare long runs, which is what a smaller team avoids) */
   team->ms[arm] = team->ms[arm] > 0.0 ? team->ms[arm] + (ms - team->ms[arm]) / 8.0 : ms;
+  team->seen[arm] = team->clock;
   if (team->settled <= 0.0) team->settled = team->ms[arm];
   /* a level's mean doubling (a load arrived) probes the level below at once; one thread
    * slowing down says nothing good of a larger team */

@@ -41,25 +41,46 @@ int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsig
 uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 
 /* Threads. A kernel loop whose iterations write disjoint outputs is marked PYC_PARALLEL_FOR;
- * built with OpenMP, its iterations are handed out to the run's team in shrinking chunks
- * (guided: few hand-outs for thousands of small iterations, and a thread the OS preempts
- * delays only its last chunk), and results are the same for every thread count (no
- * iteration's sum depends on who runs it); built without,
- * the mark is empty and the library runs serially. A run's team size is fixed when it starts
- * (`pyc_run_begin`) as the calling thread's OpenMP thread count, and the caller's own setting
- * is restored when it ends (no state of ours lives in thread-local storage, which the JIT
- * loader cannot link). */
+ * built with OpenMP, a run's steps execute on one thread of the run's team (PYC_ON_TEAM: a
+ * parallel region around the whole run, its steps in `single nowait`), and each marked loop is
+ * an OpenMP taskloop: its iterations are cut into PYC_TASKS_PER_THREAD tasks per team thread
+ * (fewer where there are fewer iterations), which the thread running the steps queues and
+ * then works on itself while the other team threads, idle at the region's closing barrier,
+ * take the rest. The loop ends when its tasks are done, whoever ran them: a team thread the OS
+ * has descheduled delays a loop only by a task it started, never by not having arrived (a
+ * `parallel for` per loop waited at every loop's barrier for every team thread, as does a
+ * thread that joins late: the run's single fork and join are its only such waits; onnxruntime's
+ * pool works the same way, its caller taking back shards no worker started). Measured on
+ * ResNet-50 at 2 threads beside other processes' compiles: benchmarks/results/
+ * resnet-under-load-2026-12-07.md. Results are the same for every thread count (no
+ * iteration's sum depends on who runs it); built without OpenMP, the marks are empty and the
+ * library runs serially. A run's team size is fixed when it starts (`pyc_run_begin`) as the
+ * calling thread's OpenMP thread count, and the caller's own setting is restored when it ends
+ * (no state of ours lives in thread-local storage, which the JIT loader cannot link). A loop
+ * reached outside PYC_ON_TEAM (a team of one) runs as one task on its thread. */
+#define PYC_TASKS_PER_THREAD 8
 #if defined(_OPENMP)
-#define PYC_PARALLEL_FOR _Pragma("omp parallel for schedule(guided)")
+#include <omp.h>
+/* the tasks of a marked loop in the current team (one, undeferred, on a team of one) */
+#define PYC_LOOP_TASKS (omp_get_num_threads() > 1 ? PYC_TASKS_PER_THREAD * omp_get_num_threads() : 1)
+#define PYC_PARALLEL_FOR \
+  _Pragma("omp taskloop default(shared) num_tasks(PYC_LOOP_TASKS) if(omp_get_num_threads() > 1)")
+/* `statement` (a run of the steps) on the calling thread, the team's other threads taking the
+ * tasks its loops queue */
+#define PYC_ON_TEAM(statement) \
+  _Pragma("omp parallel if(omp_get_max_threads() > 1)") \
+  { _Pragma("omp single nowait") { statement; } }
 #else
 #define PYC_PARALLEL_FOR
+#define PYC_ON_TEAM(statement) { statement; }
 #endif
 /* The same contract for a loop of equal tasks that streams memory (a GEMV reading its weights
- * once): each thread takes one contiguous range of them, its share of the bytes. Guided
- * hand-outs let the thread that starts first take what a thread still waking up would have
- * read (measured: a 2-thread GEMV then often ran on one thread). */
+ * once): one task per team thread, each one contiguous range of the iterations, a thread's
+ * share of the bytes (smaller tasks let the thread that starts first take what a thread still
+ * waking up would have read; measured: a 2-thread GEMV then often ran on one thread). */
 #if defined(_OPENMP)
-#define PYC_PARALLEL_FOR_STATIC _Pragma("omp parallel for schedule(static)")
+#define PYC_PARALLEL_FOR_STATIC \
+  _Pragma("omp taskloop default(shared) num_tasks(omp_get_num_threads()) if(omp_get_num_threads() > 1)")
 #else
 #define PYC_PARALLEL_FOR_STATIC
 #endif
@@ -105,8 +126,14 @@ void pyc_run_end(int saved);
 #define PYC_TEAM_MIN_INTERVAL 4    /* runs between probes after a switch */
 #define PYC_TEAM_MAX_INTERVAL 256  /* ... at most, doubling while the choice holds */
 #define PYC_TEAM_MAX_PROBE_MS 4000.0  /* and at most this long apart (a slow model re-probes) */
+#define PYC_TEAM_MAX_PROBE_UP_MS 1000.0  /* ... a probe of the level above at most this long */
 #define PYC_TEAM_IDLE_MS 10.0  /* a gap between runs this long lets the team's threads sleep */
 #define PYC_TEAM_LEVELS 8  /* team sizes F, F/2, ..., F/128 at most (a larger F stops above 1) */
+/* A probe's level keeps half its old mean when that mean is fresh, less the older it is: the
+ * weight halves for every PYC_TEAM_STALE_MS of runs since the level last ran (pyc_runtime.c,
+ * end_probe). A load that sent a 37 ms model to one thread and left seconds ago no longer
+ * holds the full team's loaded mean against its fast probes. */
+#define PYC_TEAM_STALE_MS 1000.0
 typedef struct pyc_team {
   int off;          /* 1: a fixed team (PYC_ADAPTIVE_THREADS=0) */
   int levels;       /* the ladder's levels, 2..PYC_TEAM_LEVELS (0: not set, read as 2) */
@@ -130,6 +157,8 @@ typedef struct pyc_team {
   double log_work;  /* runs of varying shapes: the running mean of log(work), the band's centre */
   double ref_work;  /* ... and the log(work) their times are scaled to */
   int shaped;       /* 1: a run of varying shape has been recorded */
+  double clock;     /* the milliseconds of the runs recorded so far (a level's mean's age) */
+  double seen[PYC_TEAM_LEVELS];  /* `clock` when each level's mean last took a run */
 } pyc_team;
 /* The ladder's length for a full team of `threads` (2 -> 2, 6 -> 3, 16 -> 5, at most
  * PYC_TEAM_LEVELS), and setting it (pyc_run_begin_team_work does, for each run's full team). */

@@ -153,6 +153,30 @@ def test_sustained_load_after_a_quiet_spell_stays_on_one_thread_at_bounded_cost(
     assert used[1000:1300].count("0") <= 2 + 7 * PROBE_RUNS  # the trigger, re-checks, probes
 
 
+@pytest.mark.parametrize("loaded_runs", [60, 300, 1000])
+@pytest.mark.parametrize("loaded_full", [150.0, 300.0])
+def test_the_full_team_is_back_within_a_probe_spacing_of_a_load_leaving(
+        driver: Path, loaded_runs: int, loaded_full: float) -> None:
+    """ResNet-50's times (37 ms on the full team, 68.7 on one thread): a load sends the team to
+    one thread (the full team at 150 or 300 ms, one thread 75) and leaves. The full team's mean
+    from the load is seconds old when the first probe after it comes, so that probe's fast
+    runs count nearly alone (its weight halves every PYC_TEAM_STALE_MS): back within the
+    probes' spacing in force when the load left (by time, MAX_PROBE_MS of one-thread runs: 58;
+    by the loaded probes' cost: 16 x their runs x 300 / 75 = 128 at most) and 2 probes; here
+    1-76 runs. Before, each probe only halved the way to the loaded mean and the probes' cost
+    spacing followed that mean: 58-290 runs (4-20 s) on one thread, 9-41% more time over the
+    next 600 runs (4 of these 6 cases failed)."""
+    quiet = runs(37.0, 68.7, 400)
+    lines = quiet + runs(loaded_full, 75.0, loaded_runs) + runs(37.0, 68.7, 600)
+    used = arms(driver, lines)
+    end = 400 + loaded_runs
+    assert used[end - 20:end].count("0") <= PROBE_RUNS  # the load sent the team to one thread
+    back = used.index("0" * 20, end) - end
+    spacing = max(MAX_PROBE_MS / 68.7, 16 * PROBE_RUNS * loaded_full / 75.0)
+    assert back <= spacing + 2 * (PROBE_RUNS + MIN_INTERVAL)
+    assert used[end + back:].count("1") <= used[:400].count("1")  # and kept
+
+
 def test_probes_of_a_much_slower_team_cost_little(driver: Path, rng: np.random.Generator) -> None:
     # a loaded host: the full team 10x slower than one thread, whose own times jump now and
     # then (that says nothing good of the full team: no extra probes); in the steady state
