@@ -102,13 +102,17 @@ def entry_steps(graph: Graph, dims: list[DimBounds]) -> list[dict[str, Any]]:
                 steps.append({"kind": "dim", "index": index[step.dim], "name": step.dim,
                               "num": left, "den": right, "hi": dims[index[step.dim]].hi,
                               "node": label})
+        elif step.kind == "bcast":
+            if step.dim in index:
+                steps.append({"kind": "bcast", "index": index[step.dim], "name": step.dim,
+                              "left": left, "right": right, "node": label})
         elif step.kind == "equal":
             steps.append({"kind": "check", "node": label, "what": "sizes equal",
                           "cond": f"{left} == {right}"})
         else:
-            steps.append({"kind": "check", "node": label, "what": "a target dim broadcasts",
+            steps.append({"kind": "check", "node": label, "what": "a dim broadcasts",
                           "cond": f"{left} == 1 || {left} == {right}"})
-    made = {s["name"] for s in steps if s["kind"] == "dim"}
+    made = {s["name"] for s in steps if s["kind"] in ("dim", "bcast")}
     missing = [d.name for d in dims if entry_source(d) is not None and d.name not in made]
     if missing:
         raise PycError("E051", f"run-time dims {missing} have no rule computing them at entry",

@@ -28,6 +28,7 @@ from ..ir.symbolic import (
     less,
     smax,
     smin,
+    stretched_at_run_time,
     value_dim,
 )
 from ..ir.types import DType, TensorType, check_addressable
@@ -69,10 +70,12 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
             instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
         except RunTimeCheckedError:
             continue  # a shape a kernel refuses at run time: no run there to type
-        except PycError as exc:  # a shape inside the bounds that the model does not accept
-            raise PycError(exc.code, f"at {at}: {exc.what}", where=exc.where,
-                           hint="the dims' bounds include shapes the model cannot take there; "
-                           "narrow them (--input-shape NAME=dim:LO..HI)") from exc
+        except PycError as exc:
+            if exc.code != "E009" or not _broadcast_checked_at_entry(graph, types, exc.where):
+                raise PycError(exc.code, f"at {at}: {exc.what}", where=exc.where,
+                               hint="the dims' bounds include shapes the model cannot take "
+                               "there; narrow them (--input-shape NAME=dim:LO..HI)") from exc
+            continue  # sizes that do not broadcast: the entry point refuses them (E041)
         env = {**computed, **point}
         for node in graph.nodes:
             for out in node.outputs:
@@ -83,6 +86,22 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
                                    f"{list(want or ())}, but the op's rule gives "
                                    f"{list(_instance(instance[out].shape, env))}",
                                    where=f"node {node.name!r}", hint=NUMBERS_HINT)
+
+
+def _broadcast_checked_at_entry(graph: Graph, types: Mapping[str, TensorType],
+                                where: str | None) -> bool:
+    """Whether node `where` broadcasts an operand whose symbolic dim may be 1 or the output's
+    at run time (ops/elementwise.py `_broadcast_at_entry`): the entry point checks each such
+    dim, so a point of the box where the sizes do not broadcast is never run."""
+    node = next((n for n in graph.nodes if n.name == where), None)
+    if node is None or not node.outputs or node.outputs[0] not in types:
+        return False
+    out = types[node.outputs[0]].shape
+    shapes = [types[v].shape for v in node.inputs if v in types]
+    target = node.attrs.get("shape") if node.op == "Expand" else None
+    if isinstance(target, list):  # a target bound into the attribute (passes/bind_shapes.py)
+        shapes.append(tuple(target))
+    return any(stretched_at_run_time(shape, out) for shape in shapes)
 
 
 def _agrees(symbolic: tuple[int, ...], concrete: tuple[int, ...], env: Mapping[str, int]) -> bool:

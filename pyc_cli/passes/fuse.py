@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..ir.ewprogram import Instr, literal, renumber
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import stretched_at_run_time
 from ..ops import registry
 from ..ops.elementwise import ElementwiseOp
 from .context import PassContext
@@ -120,6 +121,14 @@ def _absorb_user(graph: Graph, anchor: Node, ctx: PassContext) -> bool:
     user = users[0]
     if graph.types[user.outputs[0]].shape != graph.types[out].shape or \
             graph.types[user.outputs[0]].dtype != graph.types[out].dtype:
+        return False
+    shape = graph.types[out].shape
+    stretched = [v for v in user.inputs
+                 if v != out and stretched_at_run_time(graph.types[v].shape, shape)]
+    if stretched:
+        ctx.log(NAME, [anchor.name, user.name], "skip_epilogue",
+                f"operand {stretched[0]!r} may be 1 where the output is larger at run time "
+                "(a run-time stride): the elementwise loop reads it")
         return False
     available = _defined_before(graph, anchor)
     late = [v for v in user.inputs if v != out and v not in available]

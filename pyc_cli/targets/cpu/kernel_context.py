@@ -101,17 +101,43 @@ def c_params(value: object) -> object:
     return value
 
 
-def index_expression(coords: list[str], strides: list[DimLike],
+@dataclass(frozen=True)
+class RunTimeStride:
+    """The stride of an operand axis whose symbolic size `size` may be 1 at run time where the
+    output's is larger (ops/elementwise.py `_broadcast_at_entry`, checked at entry to be 1 or
+    the output's): `stride` where the size is not 1, 0 where it is (the operand broadcasts)."""
+
+    size: Dim
+    stride: DimLike
+
+    def to_c(self, names: Mapping[str, str] | None) -> str:
+        size = str(self.size) if names is None else c_size(self.size, names)
+        stride = str(self.stride) if names is None else c_size(self.stride, names)
+        return f"({size} == 1 ? 0 : {stride})"
+
+
+Stride = DimLike | RunTimeStride
+
+
+def index_expression(coords: list[str], strides: list[Stride],
                      names: Mapping[str, str] | None = None) -> str:
     """`c0*s0 + c1*s1 ...` with zero strides dropped; "0" when all are zero. A symbolic stride
-    (a Dim) is written over the run-time dims `names` (run_dims.c_names)."""
-    terms = [c if _is_one(s) else f"{c}*{s if names is None else c_size(s, names)}"
-             for c, s in zip(coords, strides) if isinstance(s, Dim) or s != 0]
+    (a Dim) is written over the run-time dims `names` (run_dims.c_names), a RunTimeStride as
+    its conditional."""
+    terms = [c if _is_one(s) else f"{c}*{_stride_c(s, names)}"
+             for c, s in zip(coords, strides)
+             if isinstance(s, (Dim, RunTimeStride)) or s != 0]
     return " + ".join(terms) if terms else "0"
 
 
-def _is_one(stride: DimLike) -> bool:
-    return not isinstance(stride, Dim) and stride == 1
+def _stride_c(stride: Stride, names: Mapping[str, str] | None) -> str:
+    if isinstance(stride, RunTimeStride):
+        return stride.to_c(names)
+    return str(stride) if names is None else c_size(stride, names)
+
+
+def _is_one(stride: Stride) -> bool:
+    return not isinstance(stride, (Dim, RunTimeStride)) and stride == 1
 
 
 def run_time_tasks(count: DimLike, per_task: int, names: Mapping[str, str]) -> str | int:
@@ -121,11 +147,13 @@ def run_time_tasks(count: DimLike, per_task: int, names: Mapping[str, str]) -> s
     return f"(({c_size(count, names)} + {per_task - 1}) / {per_task})"
 
 
-def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
-    """Element strides of `shape` when read at the coordinates of `out_shape` (0 = broadcast)."""
+def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[Stride]:
+    """Element strides of `shape` when read at the coordinates of `out_shape` (0 = broadcast;
+    a RunTimeStride where a symbolic dim other than the output's may be 1 at run time)."""
     padded = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
     strides = contiguous_strides(padded)
-    return [0 if d == 1 and o != 1 else s for d, o, s in zip(padded, out_shape, strides)]
+    return [RunTimeStride(d, s) if isinstance(d, Dim) and d != o
+            else 0 if d == 1 and o != 1 else s for d, o, s in zip(padded, out_shape, strides)]
 
 
 def render_program(program: list[Instr], operand_expr: list[str], operand_types: list[DType],
@@ -199,13 +227,16 @@ def name_constant_bounds(call: KernelCall) -> None:
                     instr.attrs[f"{side}_name"] = f"pyc_{scope}{instr.dst}_{side}"
 
 
-def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-    """Merge adjacent dims that every operand walks contiguously, so loops nest less deeply."""
+def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[Stride]]
+             ) -> tuple[list[int], list[list[Stride]]]:
+    """Merge adjacent dims that every operand walks contiguously, so loops nest less deeply
+    (never across a run-time stride: whether it is contiguous is known at run time only)."""
     dims = list(out_shape)
     sets = [list(s) for s in stride_sets]
     d = len(dims) - 2
     while d >= 0:
-        if all(s[d] == s[d + 1] * dims[d + 1] for s in sets):
+        if not any(isinstance(x, RunTimeStride) for s in sets for x in s[d:d + 2]) and \
+                all(s[d] == s[d + 1] * dims[d + 1] for s in sets):  # type: ignore[operator]
             dims[d] *= dims[d + 1]
             del dims[d + 1]
             for s in sets:
@@ -289,7 +320,9 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
         strides = broadcast_strides(graph.types[value].shape, shape)
         if flat is not None:
             outer, inner = coords.index(flat[0]), coords.index(flat[1])
-            if strides[inner] and strides[outer] == strides[inner] * shape[inner]:
+            if not isinstance(strides[inner], RunTimeStride) and \
+                    not isinstance(strides[outer], RunTimeStride) and strides[inner] and \
+                    strides[outer] == strides[inner] * shape[inner]:
                 kept = [(c, s) for d, (c, s) in enumerate(zip(coords, strides))
                         if d not in (outer, inner)] + [(flat[2], strides[inner])]
                 return index_expression([c for c, _ in kept], [s for _, s in kept], names)
