@@ -96,6 +96,9 @@ def _broadcast_checked_at_entry(graph: Graph, types: Mapping[str, TensorType],
     node = next((n for n in graph.nodes if n.name == where), None)
     if node is None or not node.outputs or node.outputs[0] not in types:
         return False
+    opdef = registry.lookup(node.op)
+    if opdef is None or opdef.category != registry.ELEMENTWISE:
+        return False
     out = types[node.outputs[0]].shape
     shapes = [types[v].shape for v in node.inputs if v in types]
     target = node.attrs.get("shape") if node.op == "Expand" else None
@@ -110,6 +113,10 @@ def _agrees(symbolic: tuple[int, ...], concrete: tuple[int, ...], env: Mapping[s
     operand deciding it is known at this point), it only has to lie within them."""
     if len(symbolic) != len(concrete):
         return False
+    # a dim computed at run time that only one side reads (an entry dim of a broadcast against
+    # the value dim it may take) stands at its lowest value, as the others do
+    env = {**{name: b.lo for name, b in computed_dims([tuple(symbolic), tuple(concrete)]).items()},
+           **env}
     for want, got in zip(symbolic, concrete):
         if isinstance(want, Dim) and computed_dims([(want,)]) and not (
                 isinstance(got, Dim) and computed_dims([(got,)])):
