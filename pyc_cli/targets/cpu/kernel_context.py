@@ -58,6 +58,10 @@ class KernelCall:
     prologue: list[ScalarInstr] = field(default_factory=list)
     prologue_result: str = ""
     args: list[str] = field(default_factory=list)  # call-site pointer expressions, operand order
+    # entry checks of nodes inside a run-time If branch, checked (where the run takes the
+    # branch) before this call / after it (the last call): abi.branch_checks
+    checks: list[dict[str, str]] = field(default_factory=list)
+    checks_after: list[dict[str, str]] = field(default_factory=list)
     restrict: str = "restrict "  # empty when the output overwrites an input (in place)
     # the kernel reads the model's run-time dims (issue #15) from a `dims` parameter
     dims: bool = False
