@@ -418,8 +418,25 @@ def may_be_one(value: DimLike) -> bool:
 def stretched_at_run_time(shape: tuple[DimLike, ...], out: tuple[DimLike, ...]) -> bool:
     """Whether an operand of `shape`, broadcast to `out`, has a symbolic dim other than the
     output's (it may be 1 at run time where the output's is larger: its stride is then 0, a
-    run-time stride; see ops/elementwise.py `_broadcast_at_entry`)."""
+    run-time stride; see ops/elementwise.py `broadcast_at_entry`)."""
     return any(isinstance(d, Dim) and d != o for d, o in zip(reversed(shape), reversed(out)))
+
+
+@dataclass(frozen=True)
+class RunTimeStride:
+    """The stride of an operand axis whose symbolic size `size` may be 1 at run time where the
+    output's is larger (ops/elementwise.py `broadcast_at_entry`, checked at entry to be 1 or
+    the output's): `stride` where the size is not 1, 0 where it is (the operand broadcasts)."""
+
+    size: Dim
+    stride: DimLike
+
+    def to_c(self, names: Mapping[str, str]) -> str:
+        stride = self.stride.to_c(names) if isinstance(self.stride, Dim) else str(int(self.stride))
+        return f"({self.size.to_c(names)} == 1 ? 0 : {stride})"
+
+    def __str__(self) -> str:
+        return f"({self.size} == 1 ? 0 : {self.stride})"
 
 
 def from_values(value: object) -> bool:

@@ -74,13 +74,13 @@ class ElementwiseOp(OpDef):
         except PycError:
             if not any(isinstance(d, Dim) for s in shapes for d in s):
                 raise
-            shape = _broadcast_at_entry(node, shapes)
+            shape = broadcast_at_entry(node, shapes)
         dtype = self.out_dtype(node, [t.dtype for t in operand_types])
         return [TensorType(dtype, shape)]
 
     def entry_shapes(self, node: Node, graph: Graph) -> list[tuple[tuple[int, ...], str]]:
         """The shapes broadcast together, each with the check a symbolic dim of it that the
-        output does not take (_broadcast_at_entry) gets: "broadcast", 1 or the output's (the
+        output does not take (broadcast_at_entry) gets: "broadcast", 1 or the output's (the
         kernel reads such an operand with a run-time stride, 0 where its dim is 1); an Expand's
         target too (its elements are the output's or 1)."""
         return [(graph.types[v].shape, "broadcast") for v in self.operands(node)
@@ -90,21 +90,7 @@ class ElementwiseOp(OpDef):
         if not node.outputs or node.outputs[0] not in graph.types:
             return []
         out = graph.types[node.outputs[0]].shape
-        shapes = self.entry_shapes(node, graph)
-        steps: list[EntryStep] = []
-        for axis, dim in enumerate(out):  # an output dim decided at entry: the broadcast
-            bounds = _own_entry_dim(node, dim)
-            if bounds is None:
-                continue
-            sides = [s[axis - len(out) + len(s)] for s, _ in shapes
-                     if axis - len(out) + len(s) >= 0]
-            sides = [d for d in sides if isinstance(d, Dim) or d != 1]
-            steps.append(EntryStep("bcast", node.name, sides[0], sides[1], bounds.name))
-            steps += [EntryStep("bcast", node.name, dim, d, bounds.name) for d in sides[2:]]
-        return steps + [EntryStep(kind, node.name, want, got)
-                        for shape, kind in shapes
-                        for want, got in zip(reversed(shape), reversed(out))
-                        if isinstance(want, Dim) and want != got]
+        return broadcast_entry_steps(node, out, [s for s, _ in self.entry_shapes(node, graph)])
 
     def extra_shape(self, node: Node, values: InValues) -> tuple[int, ...]:
         return ()
@@ -212,7 +198,27 @@ class Expand(ElementwiseOp):
         return [np.broadcast_to(data, out_shape).copy()]  # type: ignore[arg-type]
 
 
-def _broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+def broadcast_entry_steps(node: Node, out: tuple[int, ...], shapes: list[tuple[int, ...]]
+                          ) -> list[EntryStep]:
+    """What the entry point computes and checks for `shapes` broadcast to `out` (see
+    `broadcast_at_entry`): each entry dim of the node's own as the broadcast of its sides
+    ("bcast"), then each symbolic side dim the output does not take, 1 or the output's
+    ("broadcast")."""
+    steps: list[EntryStep] = []
+    for axis, dim in enumerate(out):
+        bounds = _own_entry_dim(node, dim)
+        if bounds is None:
+            continue
+        sides = [s[axis - len(out) + len(s)] for s in shapes if axis - len(out) + len(s) >= 0]
+        sides = [d for d in sides if isinstance(d, Dim) or d != 1]
+        steps.append(EntryStep("bcast", node.name, sides[0], sides[1], bounds.name))
+        steps += [EntryStep("bcast", node.name, dim, d, bounds.name) for d in sides[2:]]
+    return steps + [EntryStep("broadcast", node.name, want, got) for shape in shapes
+                    for want, got in zip(reversed(shape), reversed(out))
+                    if isinstance(want, Dim) and want != got]
+
+
+def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
     """Broadcasting that shape inference cannot prove (issue #15): a symbolic dim (an input's
     `n`, or one computed from input values such as a shape operand `s + 1` declared with
     --input-values) meets another dim other than 1, and they are not the same expression.
@@ -272,7 +278,7 @@ def _may_match(side: DimLike, winner: DimLike) -> bool:
 
 
 def _own_entry_dim(node: Node, dim: DimLike) -> DimBounds | None:
-    """The bounds of `dim` where it is the entry dim `_broadcast_at_entry` gave `node`."""
+    """The bounds of `dim` where it is the entry dim `broadcast_at_entry` gave `node`."""
     if not isinstance(dim, Dim) or len(dim.dims()) != 1:
         return None
     (bounds,) = dim.dims().values()

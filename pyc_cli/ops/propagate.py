@@ -91,19 +91,23 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
 def _broadcast_checked_at_entry(graph: Graph, types: Mapping[str, TensorType],
                                 where: str | None) -> bool:
     """Whether node `where` broadcasts an operand whose symbolic dim may be 1 or the output's
-    at run time (ops/elementwise.py `_broadcast_at_entry`): the entry point checks each such
+    at run time (ops/elementwise.py `broadcast_at_entry`): the entry point checks each such
     dim, so a point of the box where the sizes do not broadcast is never run."""
     node = next((n for n in graph.nodes if n.name == where), None)
     if node is None or not node.outputs or node.outputs[0] not in types:
         return False
+    out = types[node.outputs[0]].shape
+    shapes = [types[v].shape for v in node.inputs if v in types]
+    if node.op == "MatMul" and len(shapes) == 2:  # its batch dims (a vector has none)
+        mats = [shape[:-2] if len(shape) > 1 else () for shape in shapes]
+        batch = out[:len(out) - sum(len(shape) > 1 for shape in shapes)]
+        return any(stretched_at_run_time(m, batch) for m in mats)
     opdef = registry.lookup(node.op)
     if opdef is None or opdef.category != registry.ELEMENTWISE:
         return False
-    out = types[node.outputs[0]].shape
-    shapes = [types[v].shape for v in node.inputs if v in types]
     target = node.attrs.get("shape") if node.op == "Expand" else None
     if isinstance(target, list):  # a target bound into the attribute (passes/bind_shapes.py)
-        shapes.append(tuple(target))
+        shapes.append(tuple(int(d) if not isinstance(d, Dim) else d for d in target))
     return any(stretched_at_run_time(shape, out) for shape in shapes)
 
 

@@ -43,10 +43,10 @@ def _vi(name: str, shape: list[int | str], elem: int = TensorProto.FLOAT):
 
 
 def _check_runs(path: Path, artifact: Path, feeds: Iterable[dict[str, np.ndarray]],
-                refused: Iterable[dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
-                ) -> None:
-    """Each of `feeds` matches onnxruntime (shape and values); each of `refused` fails in
-    onnxruntime and is refused by PyC with PYC-E041."""
+                refused: Iterable[dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch,
+                rtol: float = RTOL, atol: float = ATOL) -> None:
+    """Each of `feeds` matches onnxruntime (shape and values, within rtol and atol); each of
+    `refused` fails in onnxruntime and is refused by PyC with PYC-E041."""
     poison_outputs(monkeypatch)
     with pyc_cli.load(artifact) as model:
         for given in feeds:
@@ -54,7 +54,7 @@ def _check_runs(path: Path, artifact: Path, feeds: Iterable[dict[str, np.ndarray
             got = model.run(given)
             for name, value in want.items():
                 assert got[name].shape == value.shape, (name, {k: v.shape for k, v in given.items()})
-                np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL,
+                np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
                                            err_msg=f"{name} at {given}")
         for given in refused:
             with pytest.raises(ORT_ERRORS):
@@ -265,3 +265,29 @@ def test_a_size_a_kernel_computes_is_refused_naming_the_node(tmp_path: Path) -> 
     with pytest.raises(PycError) as refused:
         pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)
     assert refused.value.code == "E051" and "add_count" in str(refused.value.where)
+
+
+# ---------------------------------------------------------------- MatMul batch dims
+
+
+def _batched_product(tmp_path: Path) -> Path:
+    """y = a[n, 2, 3] @ b[m, 3, 5]: the batch dims broadcast as elementwise dims do."""
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"], name="batched")]
+    model = make_model(nodes, [_vi("a", ["n", 2, 3]), _vi("b", ["m", 3, 5])],
+                       [_vi("y", ["o", 2, 5])])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_matmul_batch_dims_broadcast_at_run_time(tmp_path: Path, mode: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tolerance: rtol/atol 1e-5 (a 3-term float32 dot product in another order)."""
+    path = _batched_product(tmp_path)
+    shapes, _ = parse_input_shapes(["a=n:1..4,2,3", "b=m:1..4,3,5"])
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=shapes)
+    assert RUN_TIME_STRIDE in _model_c(result.artifact)
+    rng = np.random.default_rng()
+    sizes = [(1, 1), (1, 4), (4, 1), (4, 4), (3, 3), (2, 1)]
+    feeds = [{"a": rand(rng, n, 2, 3), "b": rand(rng, m, 3, 5)} for n, m in sizes]
+    refused = [{"a": rand(rng, n, 2, 3), "b": rand(rng, m, 3, 5)} for n, m in ((2, 3), (4, 2))]
+    _check_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)

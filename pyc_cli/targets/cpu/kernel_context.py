@@ -7,13 +7,13 @@ operand is computed here, so `codegen_templates/` holds no logic of its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_size, dim_names
-from ...ir.symbolic import Dim, DimLike, has_dims, numel
+from ...ir.symbolic import Dim, DimLike, RunTimeStride, has_dims, numel
 from ...ir.types import DType, TensorType
 from ...ops import registry
 from ...ops.movement import contiguous_strides
@@ -105,21 +105,6 @@ def c_params(value: object) -> object:
     return value
 
 
-@dataclass(frozen=True)
-class RunTimeStride:
-    """The stride of an operand axis whose symbolic size `size` may be 1 at run time where the
-    output's is larger (ops/elementwise.py `_broadcast_at_entry`, checked at entry to be 1 or
-    the output's): `stride` where the size is not 1, 0 where it is (the operand broadcasts)."""
-
-    size: Dim
-    stride: DimLike
-
-    def to_c(self, names: Mapping[str, str] | None) -> str:
-        size = str(self.size) if names is None else c_size(self.size, names)
-        stride = str(self.stride) if names is None else c_size(self.stride, names)
-        return f"({size} == 1 ? 0 : {stride})"
-
-
 Stride = DimLike | RunTimeStride
 
 
@@ -135,8 +120,6 @@ def index_expression(coords: list[str], strides: list[Stride],
 
 
 def _stride_c(stride: Stride, names: Mapping[str, str] | None) -> str:
-    if isinstance(stride, RunTimeStride):
-        return stride.to_c(names)
     return str(stride) if names is None else c_size(stride, names)
 
 
@@ -231,7 +214,7 @@ def name_constant_bounds(call: KernelCall) -> None:
                     instr.attrs[f"{side}_name"] = f"pyc_{scope}{instr.dst}_{side}"
 
 
-def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[Stride]]
+def coalesce(out_shape: tuple[int, ...], stride_sets: Sequence[Sequence[Stride]]
              ) -> tuple[list[int], list[list[Stride]]]:
     """Merge adjacent dims that every operand walks contiguously, so loops nest less deeply
     (never across a run-time stride: whether it is contiguous is known at run time only)."""
@@ -324,11 +307,12 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
         strides = broadcast_strides(graph.types[value].shape, shape)
         if flat is not None:
             outer, inner = coords.index(flat[0]), coords.index(flat[1])
-            if not isinstance(strides[inner], RunTimeStride) and \
-                    not isinstance(strides[outer], RunTimeStride) and strides[inner] and \
-                    strides[outer] == strides[inner] * shape[inner]:
+            s_outer, s_inner = strides[outer], strides[inner]
+            if not isinstance(s_inner, RunTimeStride) and \
+                    not isinstance(s_outer, RunTimeStride) and s_inner and \
+                    s_outer == s_inner * shape[inner]:
                 kept = [(c, s) for d, (c, s) in enumerate(zip(coords, strides))
-                        if d not in (outer, inner)] + [(flat[2], strides[inner])]
+                        if d not in (outer, inner)] + [(flat[2], s_inner)]
                 return index_expression([c for c, _ in kept], [s for _, s in kept], names)
         return index_expression(coords, strides, names)
 
