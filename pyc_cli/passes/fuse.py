@@ -192,6 +192,9 @@ def _absorb_producer(graph: Graph, conv: Node, ctx: PassContext) -> None:
     source = next((v for v in producer.inputs if graph.types[v] == graph.types[value]), None)
     if source is None:
         return  # the conv's X0 must keep a tensor of the input's type (shapes, strides)
+    if any(stretched_at_run_time(graph.types[v].shape, graph.types[value].shape)
+           for v in producer.inputs):
+        return  # an operand that may be 1 at run time: the elementwise loop reads it
     conv.inputs = [source] + conv.inputs[1:] + list(producer.inputs)
     conv.ann.prologue_inputs = len(producer.inputs)
     conv.ann.prologue = list(producer.ann.program)

@@ -291,3 +291,30 @@ def test_matmul_batch_dims_broadcast_at_run_time(tmp_path: Path, mode: str,
     feeds = [{"a": rand(rng, n, 2, 3), "b": rand(rng, m, 3, 5)} for n, m in sizes]
     refused = [{"a": rand(rng, n, 2, 3), "b": rand(rng, m, 3, 5)} for n, m in ((2, 3), (4, 2))]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
+
+
+def _projection_plus(tmp_path: Path, rng: np.random.Generator) -> Path:
+    """y = x[n, 8] @ w[8, 4] + c[m, 4]: n (2..6) is never 1, so the output takes it and c must
+    be 1 or n; the Add is not fused into the GEMM's epilogue (decision skip_epilogue)."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"], name="project"),
+             helper.make_node("Add", ["p", "c"], ["y"], name="plus_c")]
+    model = make_model(nodes, [_vi("x", ["n", 8]), _vi("c", ["m", 4])], [_vi("y", ["n", 4])],
+                       [init("w", rand(rng, 8, 4))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_operand_that_may_be_one_is_not_a_gemm_epilogue(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tolerance: rtol/atol 1e-5 (an 8-term float32 dot product in another order)."""
+    rng = np.random.default_rng()
+    path = _projection_plus(tmp_path, rng)
+    shapes, _ = parse_input_shapes(["x=n:2..6,8", "c=m:1..6,4"])
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=shapes)
+    assert str(result.graph.types["y"]) == "f32[n,4]"
+    decisions = (result.artifact / "decisions.jsonl").read_text()
+    assert "skip_epilogue" in decisions and "may be 1" in decisions
+    sizes = [(2, 1), (2, 2), (6, 1), (6, 6), (4, 4), (3, 1)]
+    feeds = [{"x": rand(rng, n, 8), "c": rand(rng, m, 4)} for n, m in sizes]
+    refused = [{"x": rand(rng, n, 8), "c": rand(rng, m, 4)} for n, m in ((2, 3), (6, 5))]
+    _check_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
