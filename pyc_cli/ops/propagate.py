@@ -66,19 +66,25 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
         concrete = {name: TensorType(types[name].dtype, _instance(types[name].shape, point))
                     for name in graph.inputs}
         at = ", ".join(f"{k}={v}" for k, v in sorted(point.items())) or "run-time sizes at 0"
+        refused: list[PycError] = []  # a broadcast the entry point refuses at this point
         try:
-            instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
+            instance = _propagate(graph, _EVAL_LIMIT, concrete, point,
+                                  lambda exc: exc.code == "E009" and _broadcast_checked_at_entry(
+                                      graph, types, exc.where), refused)[0]
         except RunTimeCheckedError:
             continue  # a shape a kernel refuses at run time: no run there to type
-        except PycError as exc:
-            if exc.code != "E009" or not _broadcast_checked_at_entry(graph, types, exc.where):
-                raise PycError(exc.code, f"at {at}: {exc.what}", where=exc.where,
-                               hint="the dims' bounds include shapes the model cannot take "
-                               "there; narrow them (--input-shape NAME=dim:LO..HI)") from exc
-            continue  # sizes that do not broadcast: the entry point refuses them (E041)
+        except PycError as exc:  # a shape inside the bounds that the model does not accept
+            raise PycError(exc.code, f"at {at}: {exc.what}", where=exc.where,
+                           hint="the dims' bounds include shapes the model cannot take there; "
+                           "narrow them (--input-shape NAME=dim:LO..HI)") from exc
+        # where sizes do not broadcast (the run is refused at entry, E041), the values before
+        # that node are still checked: a rule upstream that computed with an upper bound (a
+        # number that then broadcasts against the dim) is caught there
         env = {**computed, **point}
         for node in graph.nodes:
             for out in node.outputs:
+                if refused and out not in instance:
+                    continue
                 want = _instance(types[out].shape, env) if out else None
                 if out and not _agrees(types[out].shape, instance[out].shape, env):
                     raise PycError("E051", f"{node.op} does not keep symbolic dims: its output "
@@ -185,11 +191,14 @@ def known_values(graph: Graph) -> dict[str, np.ndarray]:
 
 def _propagate(graph: Graph, limit: int | None,
                inputs: Mapping[str, TensorType] | None = None,
-               point: Mapping[str, int] | None = None
+               point: Mapping[str, int] | None = None,
+               stop: Callable[[PycError], bool] | None = None,
+               stopped: list[PycError] | None = None
                ) -> tuple[dict[str, TensorType], dict[str, np.ndarray]]:
     """Types and known values of every value; `inputs` and `point` instantiate the graph at
     one assignment of its named dims (the inputs' shapes, and the symbolic attributes that
-    passes/bind_shapes.py wrote)."""
+    passes/bind_shapes.py wrote). An error `stop` accepts ends the walk there (appended to
+    `stopped`): the values before the failing node are typed, the others absent."""
     types = {name: (inputs or graph.types)[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
@@ -204,7 +213,14 @@ def _propagate(graph: Graph, limit: int | None,
         in_types = [types.get(name) if name else None for name in node.inputs]
         in_values = [known.get(name) if name else None for name in node.inputs]
         in_ranges = None if ranges is None else [_interval(ranges, known, name) for name in node.inputs]
-        out_types = infer_node(opdef, node, in_types, in_values, in_ranges)
+        try:
+            out_types = infer_node(opdef, node, in_types, in_values, in_ranges)
+        except PycError as exc:
+            if stop is None or stopped is None or isinstance(exc, RunTimeCheckedError) or \
+                    not stop(exc):
+                raise
+            stopped.append(exc)
+            break
         types.update({name: ttype for name, ttype in zip(node.outputs, out_types) if name})
         results = evaluate_node(opdef, node, in_types, in_values, out_types, limit)
         known.update({name: value for name, value in zip(node.outputs, results or []) if name})
