@@ -211,6 +211,8 @@ def broadcast_entry_steps(node: Node, out: tuple[int, ...], shapes: list[tuple[i
             continue
         sides = [s[axis - len(out) + len(s)] for s in shapes if axis - len(out) + len(s) >= 0]
         sides = [d for d in sides if isinstance(d, Dim) or d != 1]
+        if len(sides) < 2:
+            continue  # no rule computes it: abi.entry_steps refuses the build (E051)
         steps.append(EntryStep("bcast", node.name, sides[0], sides[1], bounds.name))
         steps += [EntryStep("bcast", node.name, dim, d, bounds.name) for d in sides[2:]]
     return steps + [EntryStep("broadcast", node.name, want, got) for shape in shapes

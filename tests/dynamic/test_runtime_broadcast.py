@@ -132,6 +132,9 @@ def test_a_symbolic_dim_against_a_number_broadcasts_when_it_is_one(
     feeds = [{"a": rand(rng, 2, n), "b": rand(rng, 2, 4)} for n in (1, 4, 1)]
     refused = [{"a": rand(rng, 2, n), "b": rand(rng, 2, 4)} for n in (2, 3, 8)]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    with pyc_cli.load(result.artifact) as model, pytest.raises(PycError) as error:
+        model.run({"a": rand(rng, 2, 3), "b": rand(rng, 2, 4)})
+    assert "broadcast" in (error.value.hint or "")
 
 
 def test_sizes_that_never_broadcast_are_refused_at_build(tmp_path: Path) -> None:
