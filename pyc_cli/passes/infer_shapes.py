@@ -26,6 +26,14 @@ def infer_shapes(graph: Graph, ctx: PassContext) -> Graph:
     graph.entry_steps = [replace(step, guard=needed.get(node.name)) if needed.get(node.name)
                          else step for node in graph.nodes
                          for step in registry.get(node.op).entry_steps(node, graph)]
+    for node_name in dict.fromkeys(step.node for step in graph.entry_steps
+                                   if step.kind in ("bcast", "broadcast")):
+        sides = [f"{step.left} vs {step.right}" for step in graph.entry_steps
+                 if step.node == node_name and step.kind in ("bcast", "broadcast")]
+        ctx.log("infer_shapes", [node_name], "run_time_broadcast",
+                "a symbolic dim may be 1 where the other side is larger: the entry point "
+                "decides the broadcast (each side 1 or the output's, else PYC-E041) and the "
+                "kernel reads such an operand with a run-time stride", after=sides)
     ctx.log("infer_shapes", [], "summary", "all value types derived from static input shapes",
             after=len(fresh))
     return graph

@@ -92,6 +92,8 @@ def test_two_symbolic_input_dims_broadcast_either_way(tmp_path: Path, mode: str,
     (bounds,) = rows.dims().values()
     assert entry_source(bounds) == "add_rows" and (bounds.lo, bounds.hi) == (1, 8)
     assert RUN_TIME_STRIDE in _model_c(result.artifact)
+    decisions = (result.artifact / "decisions.jsonl").read_text()
+    assert '"run_time_broadcast"' in decisions and "add_rows" in decisions
     rng = np.random.default_rng()
     sizes = [(1, 1), (1, 8), (8, 1), (8, 8), (5, 5), (1, 5), (3, 1)]
     feeds = [{"a": rand(rng, n, 3), "b": rand(rng, m, 3)} for n, m in sizes]
