@@ -323,3 +323,31 @@ def test_an_operand_that_may_be_one_is_not_a_gemm_epilogue(
     feeds = [{"x": rand(rng, n, 8), "c": rand(rng, m, 4)} for n, m in sizes]
     refused = [{"x": rand(rng, n, 8), "c": rand(rng, m, 4)} for n, m in ((2, 3), (6, 5))]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
+
+
+def _sum_then_reshape(tmp_path: Path) -> Path:
+    """y = reshape(a[n] + b[m], s) * 2: the Reshape's element count check reads the entry dim
+    of the broadcast (computed before it at entry)."""
+    nodes = [helper.make_node("Add", ["a", "b"], ["ab"], name="add_ab"),
+             helper.make_node("Reshape", ["ab", "s"], ["r"], name="to_s"),
+             helper.make_node("Mul", ["r", "two"], ["y"], name="double")]
+    model = make_model(nodes, [_vi("a", ["n"]), _vi("b", ["m"]), _vi("s", [2], I64)],
+                       [_vi("y", ["p", "q"])], [init("two", np.array(2.0, np.float32))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_entry_dim_of_a_broadcast_feeds_a_reshape_check(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _sum_then_reshape(tmp_path)
+    shapes, _ = parse_input_shapes(["a=n:1..12", "b=m:1..12"])
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=shapes,
+                           input_values={"s": (1, 12)})
+    rng = np.random.default_rng()
+    runs = [(1, 12, (3, 4)), (12, 1, (12, 1)), (12, 12, (2, 6)), (1, 1, (1, 1)), (6, 6, (6, 1)),
+            (1, 8, (4, 2))]
+    feeds = [{"a": rand(rng, n), "b": rand(rng, m), "s": np.array(s, np.int64)}
+             for n, m, s in runs]
+    refused = [{"a": rand(rng, n), "b": rand(rng, m), "s": np.array(s, np.int64)}
+               for n, m, s in ((1, 12, (3, 3)), (4, 6, (4, 6)), (5, 5, (2, 2)))]
+    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
