@@ -440,3 +440,48 @@ def test_entry_dims_of_an_untaken_branch(tmp_path: Path, mode: str,
     refused = [feed(*args) for args in ((True, 1, 5, 2, 2), (True, 4, 2, 3, 4),
                                         (True, 3, 4, 1, 1))]
     _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
+
+
+def _reshape_in_a_nested_branch(tmp_path: Path) -> Path:
+    """y = c1 ? (c2 ? reshape(reshape(x, s) * 3, [24]) : x * 2) : x + 1: the Reshapes' checks
+    hold only where both conditions do."""
+    inner_then = _branch("inner_then", [
+        helper.make_node("Reshape", ["x", "s"], ["r"], name="to_s"),
+        helper.make_node("Mul", ["r", "three"], ["r3"]),
+        helper.make_node("Reshape", ["r3", "flat"], ["it_out"], name="to_flat")],
+        [vinfo("it_out", [24])])
+    inner_else = _branch("inner_else", [helper.make_node("Mul", ["x", "two"], ["ie_out"])],
+                         [vinfo("ie_out", [24])])
+    outer_then = _branch("outer_then", [
+        helper.make_node("If", ["c2"], ["ot_out"], name="inner", then_branch=inner_then,
+                         else_branch=inner_else)], [vinfo("ot_out", [24])])
+    outer_else = _branch("outer_else", [helper.make_node("Add", ["x", "one"], ["oe_out"])],
+                         [vinfo("oe_out", [24])])
+    nodes = [helper.make_node("If", ["c1"], ["y"], name="outer", then_branch=outer_then,
+                              else_branch=outer_else)]
+    model = make_model(nodes, [vinfo("x", [24]), vinfo("s", [2], TensorProto.INT64),
+                               vinfo("c1", [], TensorProto.BOOL), vinfo("c2", [], TensorProto.BOOL)],
+                       [vinfo("y", [24])],
+                       [init("two", np.array(2, np.float32)), init("one", np.array(1, np.float32)),
+                        init("three", np.array(3, np.float32)),
+                        init("flat", np.array([24], np.int64))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["latency_first", "memory_first"])
+def test_checks_of_a_nested_branch_hold_where_both_are_taken(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _reshape_in_a_nested_branch(tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"s": (1, 24)})
+    assert (result.artifact / "src" / "model.c").read_text().count(BRANCH_CHECK) == 2
+    rng = np.random.default_rng()
+
+    def feed(s: tuple[int, int], c1: bool, c2: bool) -> dict[str, np.ndarray]:
+        return {"x": rng.standard_normal(24).astype(np.float32), "s": np.array(s, np.int64),
+                "c1": np.array(c1), "c2": np.array(c2)}
+
+    feeds = [feed(s, c1, c2) for s, c1, c2 in (
+        ((4, 6), True, True), ((24, 1), True, True), ((5, 5), True, False),
+        ((5, 5), False, True), ((7, 7), False, False), ((2, 12), False, True))]
+    refused = [feed(s, True, True) for s in ((5, 5), (24, 24))]
+    _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-6, 1e-6)
