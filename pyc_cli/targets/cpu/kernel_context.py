@@ -6,6 +6,7 @@ operand is computed here, so `codegen_templates/` holds no logic of its own.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -292,7 +293,44 @@ def elementwise_params(graph: Graph, node: Node, names: Mapping[str, str] | None
         params["dims"] = [c_size(d, names) for d in dims]
         if int(params["tasks"]) > 1:  # type: ignore[call-overload]
             params["tasks"] = run_time_tasks(dims[0], int(params["block"]), names)  # type: ignore[call-overload]
+        variants = _innermost_variants(node, sets[1:], coords, types, names)
+        if variants:
+            params["variants"] = variants
     return params, program, program[-1].dst
+
+
+# at most this many distinct run-time strides along the innermost loop get a loop of their own
+# per case (2^count loops): more stay conditional in the index expressions
+MAX_VERSIONED_STRIDES = 2
+
+
+def _innermost_variants(node: Node, sets: list[list[Stride]], coords: list[str],
+                        types: list[DType], names: Mapping[str, str]) -> list[dict[str, object]]:
+    """Where an operand's innermost stride is a RunTimeStride (a dim that may be 1 at run
+    time), the loop nest once per case of those dims (1: stride 0, else the plain stride), so
+    each loop has constant innermost strides that the compiler vectorizes; the run picks the
+    one its sizes take. [] where no innermost stride is run-time, or more than
+    MAX_VERSIONED_STRIDES distinct ones are."""
+    sizes = list(dict.fromkeys(s[-1].size for s in sets if s and isinstance(s[-1], RunTimeStride)))
+    if not sizes or len(sizes) > MAX_VERSIONED_STRIDES:
+        return []
+    variants: list[dict[str, object]] = []
+    for case in itertools.product((True, False), repeat=len(sizes)):
+        ones = {size for size, one in zip(sizes, case) if one}
+        fixed = [s[:-1] + [_fixed(s[-1], ones)] if s else s for s in sets]
+        exprs = [f"X{k}[{index_expression(coords, s, names)}]" for k, s in enumerate(fixed)]
+        program = render_program(node.ann.program, exprs, types, "")
+        cond = " && ".join(f"{c_size(size, names)} {'==' if one else '!='} 1"
+                           for size, one in zip(sizes, case))
+        variants.append({"cond": cond, "program": program, "result": program[-1].dst})
+    return variants
+
+
+def _fixed(stride: Stride, ones: set[Dim]) -> Stride:
+    """An innermost RunTimeStride as the constant it is where its size is 1 (`ones`) or not."""
+    if not isinstance(stride, RunTimeStride):
+        return stride
+    return 0 if stride.size in ones else stride.stride
 
 
 def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix: str,
