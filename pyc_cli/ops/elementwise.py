@@ -265,7 +265,8 @@ def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, 
             out.append(as_dim(winner))
             continue
         bounds = [sign_bounds(d) for d in dims]
-        out.append(entry_dim(node.name, axis, max(lo for lo, _ in bounds),
+        lows = [lo for lo, _ in bounds]  # 0 where a side may be 0 (0 against 1 is 0)
+        out.append(entry_dim(node.name, axis, 0 if min(lows) <= 0 else max(lows),
                              max(hi for _, hi in bounds)))
     return tuple(out)
 

@@ -221,13 +221,13 @@ def test_a_value_dim_against_a_symbolic_input_dim(tmp_path: Path, mode: str,
     path = _filled_times_x(tmp_path)
     shapes, _ = parse_input_shapes(["x=B:1..5,4"])
     result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=shapes,
-                           input_values={"s": (1, 5)})
+                           input_values={"s": (0, 5)})
     rng = np.random.default_rng()
     runs = [(1, (1, 1)), (1, (5, 4)), (5, (1, 1)), (5, (5, 4)), (3, (3, 1)), (1, (3, 4)),
-            (4, (1, 4))]
+            (4, (1, 4)), (1, (0, 4)), (1, (0, 1))]  # s[0] = 0 against B = 1: 0 rows
     feeds = [{"x": rand(rng, b, 4), "s": np.array(s, np.int64)} for b, s in runs]
     refused = [{"x": rand(rng, b, 4), "s": np.array(s, np.int64)}
-               for b, s in ((2, (3, 4)), (5, (5, 2)), (1, (1, 3)))]
+               for b, s in ((2, (3, 4)), (5, (5, 2)), (1, (1, 3)), (2, (0, 4)), (1, (2, 0)))]
     _check_runs(path, result.artifact, feeds, refused, monkeypatch)
 
 
