@@ -74,7 +74,7 @@ class ElementwiseOp(OpDef):
         except PycError:
             if not any(isinstance(d, Dim) for s in shapes for d in s):
                 raise
-            shape = broadcast_at_entry(node, shapes)
+            shape = broadcast_at_entry(node, shapes, len(operand_types))
         dtype = self.out_dtype(node, [t.dtype for t in operand_types])
         return [TensorType(dtype, shape)]
 
@@ -215,12 +215,14 @@ def broadcast_entry_steps(node: Node, out: tuple[int, ...], shapes: list[tuple[i
             continue  # no rule computes it: abi.entry_steps refuses the build (E051)
         steps.append(EntryStep("bcast", node.name, sides[0], sides[1], bounds.name))
         steps += [EntryStep("bcast", node.name, dim, d, bounds.name) for d in sides[2:]]
+    # a side a kernel computes during the run: the elementwise kernel checks it
     return steps + [EntryStep("broadcast", node.name, want, got) for shape in shapes
                     for want, got in zip(reversed(shape), reversed(out))
-                    if isinstance(want, Dim) and want != got]
+                    if isinstance(want, Dim) and want != got and known_at_entry([want])]
 
 
-def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]], checked: int = 0
+                       ) -> tuple[int, ...]:
     """Broadcasting that shape inference cannot prove (issue #15): a symbolic dim (an input's
     `n`, or one computed from input values such as a shape operand `s + 1` declared with
     --input-values) meets another dim other than 1, and they are not the same expression.
@@ -233,8 +235,11 @@ def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, 
     entry_steps: status 6, PYC-E041 otherwise), and read by the kernel with a run-time stride
     (0 where it is 1: targets/cpu/kernel_context.broadcast_strides). Refused at build: sides
     that never broadcast (two different numbers: E009; a dim whose bounds hold neither 1 nor
-    the other side's size: E009), and dims a kernel computes during the run (NonZero's count:
-    the entry point does not know them yet; E051)."""
+    the other side's size: E009). A dim a kernel computes during the run (NonZero's count: the
+    entry point does not know it yet) may be a side of one of the first `checked` shapes (the
+    operands the elementwise kernel reads) where another side is known at entry and never 1:
+    the kernel checks it when it runs (kernel_context.elementwise_params: status 6, PYC-E041);
+    otherwise E051 naming the node."""
     rank = max(len(s) for s in shapes)
     out: list[int] = []
     for axis in range(rank):
@@ -244,7 +249,11 @@ def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, 
             out.append(as_dim(dims[0]) if dims else 1)
             continue
         shown = " or ".join(str(d) for d in sorted(dims, key=str))
-        if not known_at_entry(dims):
+        in_kernel = {s[axis - rank + len(s)] for s in shapes[:checked]
+                     if axis - rank + len(s) >= 0}
+        late = [d for d in dims if not known_at_entry([d])]
+        if late and (any(d not in in_kernel for d in late) or not any(
+                known_at_entry([d]) and not may_be_one(d) for d in dims)):
             raise PycError("E051", f"{node.op} broadcasts {[list(s) for s in shapes]}: whether "
                            f"axis {axis} takes {shown} depends on sizes computed during the run",
                            where=f"node {node.name!r}",
@@ -255,8 +264,9 @@ def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, 
         if len(numbers) > 1:
             raise PycError("E009", f"shapes {[list(s) for s in shapes]} do not broadcast",
                            where=node.name)
+        known = [d for d in never_one if known_at_entry([d])]
         winner: DimLike = next((d for d in never_one if not isinstance(d, Dim)),
-                               never_one[0] if never_one else 0)
+                               known[0] if known else never_one[0] if never_one else 0)
         for d in dims:
             if d is not winner and not _may_match(d, winner):
                 raise PycError("E009", f"shapes {[list(s) for s in shapes]} do not broadcast "

@@ -258,14 +258,43 @@ def test_expand_whose_broadcast_depends_on_the_sizes(tmp_path: Path, mode: str,
 # ---------------------------------------------------------------- what stays refused
 
 
-def test_a_size_a_kernel_computes_is_refused_naming_the_node(tmp_path: Path) -> None:
-    """NonZero's count is known only once its kernel ran, after the entry checks: a broadcast
-    of it against a dim that may be 1 is refused at build (E051 naming the node)."""
+def _count_plus(tmp_path: Path, other: list[int | str]) -> Path:
+    """y = float(nonzero(x[6])) + b: the count of nonzero elements of x, a size NonZero's kernel
+    computes during the run (after the entry checks), broadcast against b's last dim."""
     nodes = [helper.make_node("NonZero", ["x"], ["idx"], name="nonzero"),
              helper.make_node("Cast", ["idx"], ["fidx"], name="to_float", to=TensorProto.FLOAT),
              helper.make_node("Add", ["fidx", "b"], ["y"], name="add_count")]
-    model = make_model(nodes, [_vi("x", [6]), _vi("b", [1, "m"])], [_vi("y", [1, "o"])])
-    path = write_model(model, tmp_path)
+    model = make_model(nodes, [_vi("x", [6]), _vi("b", other)], [_vi("y", [1, "o"])])
+    return write_model(model, tmp_path)
+
+
+def _with_nonzeros(rng: np.random.Generator, count: int) -> np.ndarray:
+    """x[6] of random values (never 0 by chance: at least 0.1 away) with exactly `count` of
+    them nonzero, at random places (the zeros are the point: NonZero counts the others)."""
+    x = (rng.uniform(0.1, 2.0, 6) * rng.choice([-1, 1], 6)).astype(np.float32)
+    x[rng.permutation(6)[:6 - count]] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_size_a_kernel_computes_is_checked_by_the_kernel(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NonZero's count against b[1, 4]: the count must be 1 or 4, which only the Add's kernel
+    can check (the entry point runs before NonZero's kernel); onnxruntime refuses the others."""
+    path = _count_plus(tmp_path, [1, 4])
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode)
+    assert "a size computed during the run" in _model_c(result.artifact)
+    rng = np.random.default_rng()
+    feeds = [{"x": _with_nonzeros(rng, count), "b": rand(rng, 1, 4)} for count in (4, 1, 4, 1)]
+    refused = [{"x": _with_nonzeros(rng, count), "b": rand(rng, 1, 4)} for count in (2, 3, 6)]
+    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+
+
+def test_a_size_a_kernel_computes_against_a_dim_that_may_be_one_is_refused(
+        tmp_path: Path) -> None:
+    """NonZero's count against b[1, m], m:1..6: which side the output takes depends on a size
+    known only during the run, so no kernel could size the output: E051 naming the node."""
+    path = _count_plus(tmp_path, [1, "m"])
     shapes, _ = parse_input_shapes(["b=1,m:1..6"])
     with pytest.raises(PycError) as refused:
         pyc_cli.build(path, tmp_path / "art", input_shapes=shapes)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_size, dim_names
-from ...ir.symbolic import Dim, DimLike, RunTimeStride, has_dims, numel
+from ...ir.symbolic import Dim, DimLike, RunTimeStride, has_dims, known_at_entry, numel
 from ...ir.types import DType, TensorType
 from ...ops import registry
 from ...ops.movement import contiguous_strides
@@ -296,6 +296,14 @@ def elementwise_params(graph: Graph, node: Node, names: Mapping[str, str] | None
         variants = _innermost_variants(node, sets[1:], coords, types, names)
         if variants:
             params["variants"] = variants
+        # an operand dim a kernel computed earlier in this run (NonZero's count), against an
+        # output dim known at entry: the entry point could not check it, this kernel does
+        late = [f"{c_size(d, names)} == 1 || {c_size(d, names)} == {c_size(o, names)}"
+                for v in node.inputs for d, o in zip(reversed(graph.types[v].shape),
+                                                      reversed(shape))
+                if isinstance(d, Dim) and d != o and not known_at_entry([d])]
+        if late:
+            params["run_checks"] = list(dict.fromkeys(late))
     return params, program, program[-1].dst
 
 
