@@ -8,11 +8,13 @@ the loader checks a library's reported I/O against them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import PycError
 from .ir.graph import Graph
+from .ir.guards import Condition, deferred_steps
 from .ir.run_dims import c_names, c_size, model_dims, shape_text
 from .ir.symbolic import (
     Dim,
@@ -94,26 +96,64 @@ def entry_steps(graph: Graph, dims: list[DimBounds]) -> list[dict[str, Any]]:
     names = c_names(dims, "context->dims")
     index = {d.name: k for k, d in enumerate(dims)}
     steps: list[dict[str, Any]] = []
-    for step in graph.entry_steps:
+    deferred = deferred_steps(graph)  # checked where the run takes their If branch
+    for k, step in enumerate(graph.entry_steps):
         label = step.node  # shaped_run.c.j2 writes it as a C string (c_string): escaped
         left, right = c_size(step.left, names), c_size(step.right, names)
+        lenient = k in deferred  # sets its dim without refusing (the branch checks it)
         if step.kind == "dim":
             if step.dim in index:
                 steps.append({"kind": "dim", "index": index[step.dim], "name": step.dim,
                               "num": left, "den": right, "hi": dims[index[step.dim]].hi,
-                              "node": label})
+                              "node": label, "lenient": lenient})
+        elif step.kind == "bcast":
+            if step.dim in index:
+                steps.append({"kind": "bcast", "index": index[step.dim], "name": step.dim,
+                              "left": left, "right": right, "node": label,
+                              "lenient": lenient})
+        elif lenient:
+            continue
         elif step.kind == "equal":
             steps.append({"kind": "check", "node": label, "what": "sizes equal",
                           "cond": f"{left} == {right}"})
         else:
-            steps.append({"kind": "check", "node": label, "what": "a target dim broadcasts",
+            steps.append({"kind": "check", "node": label, "what": "a dim broadcasts",
                           "cond": f"{left} == 1 || {left} == {right}"})
-    made = {s["name"] for s in steps if s["kind"] == "dim"}
+    made = {s["name"] for s in steps if s["kind"] in ("dim", "bcast")}
     missing = [d.name for d in dims if entry_source(d) is not None and d.name not in made]
     if missing:
         raise PycError("E051", f"run-time dims {missing} have no rule computing them at entry",
                        hint="give the Reshape that decides them a constant target")
     return steps
+
+
+def branch_checks(graph: Graph, dims: list[DimBounds], guard: Callable[[Condition], str]
+                   ) -> dict[int, list[dict[str, str]]]:
+    """The entry steps of nodes inside a run-time If branch that the run checks where it takes
+    the branch (ir/guards.deferred_steps), as C over run_steps' `dims`: position in graph.nodes
+    -> [{guard, cond, what, node}], each refusing the run (status 6, PYC-E041) where `guard`
+    (the branch's condition, as `guard` writes it) holds and `cond` does not."""
+    names = c_names(dims)
+    found: dict[int, list[dict[str, str]]] = {}
+    for k, start in sorted(deferred_steps(graph).items()):
+        step = graph.entry_steps[k]
+        left, right = c_size(step.left, names), c_size(step.right, names)
+        if step.kind == "dim":
+            dim = next((d for d in dims if d.name == step.dim), None)
+            if dim is None:
+                continue
+            cond = f"{right} > 0 && {left} % {right} == 0 && {left} / {right} <= {dim.hi}"
+            what = f"{step.dim} divides exactly"
+        elif step.kind == "bcast":
+            cond = f"{left} == {right} || {left} == 1 || {right} == 1"
+            what = "the sides broadcast"
+        elif step.kind == "equal":
+            cond, what = f"{left} == {right}", "sizes equal"
+        else:
+            cond, what = f"{left} == 1 || {left} == {right}", "a dim broadcasts"
+        found.setdefault(start, []).append({"guard": guard(step.guard) or "1", "cond": cond,
+                                            "what": what, "node": step.node})
+    return found
 
 
 def value_assumptions(graph: Graph) -> dict[str, int]:

@@ -30,8 +30,10 @@ MAX_TERMS = 8
 SELECT_OP = "pyc.If"
 
 
-def run_conditions(graph: Graph) -> dict[str, Condition]:
-    """Node name -> the condition under which it must run (ALWAYS for most nodes)."""
+def run_conditions(graph: Graph, demote: bool = True) -> dict[str, Condition]:
+    """Node name -> the condition under which it must run (ALWAYS for most nodes). Without
+    `demote`, the condition under which it is needed, even where a condition it tests is
+    computed after it (it then runs always: `deferred_steps` asks which nodes those are)."""
     position = {v: -1 for v in [*graph.inputs, *graph.constants]}
     for index, node in enumerate(graph.nodes):
         for out in node.outputs:
@@ -42,7 +44,7 @@ def run_conditions(graph: Graph) -> dict[str, Condition]:
     for index in range(len(graph.nodes) - 1, -1, -1):
         node = graph.nodes[index]
         cond = _node_condition(node.outputs, needed)
-        if cond is not None and any(position.get(value, index) >= index
+        if demote and cond is not None and any(position.get(value, index) >= index
                                       for term in cond for value, _ in term):
             cond = ALWAYS  # a condition computed later (or never) cannot guard this node
         result[node.name] = cond
@@ -55,6 +57,43 @@ def run_conditions(graph: Graph) -> dict[str, Condition]:
                 edge = _and(cond, (node.inputs[0], slot <= count))
             needed[value] = _or(needed[value], edge) if value in needed else edge
     return result
+
+
+def deferred_steps(graph: Graph) -> dict[int, int]:
+    """The entry steps (graph.entry_steps, by index) of nodes inside a run-time If branch that
+    the run checks where it takes the branch rather than at entry, each with the position in
+    graph.nodes before which it is checked: right after the last condition it tests is
+    computed. A check stays at entry (absent here) where that would be too late: a node needed
+    only where the step's branch is taken sits before that position (it runs unguarded, maybe
+    on the sizes the check refuses), or a condition value is no longer in the graph. A "dim"
+    or "bcast" step of a deferred check still sets its dim at entry, without refusing."""
+    steps = graph.entry_steps
+    if not any(step.guard for step in steps) or not is_guarded(graph):
+        return {}
+    position = {v: -1 for v in [*graph.inputs, *graph.constants]}
+    for index, node in enumerate(graph.nodes):
+        for out in node.outputs:
+            if out:
+                position[out] = index
+    needed = run_conditions(graph, demote=False)
+    found: dict[int, int] = {}
+    for k, step in enumerate(steps):
+        if not step.guard:  # always (None), or never needed (an empty condition)
+            continue
+        tested = variables(step.guard)
+        if any(value not in position for value in tested):
+            continue
+        start = max(position[value] for value in tested) + 1
+        if any(_within(needed.get(node.name), step.guard) for node in graph.nodes[:start]):
+            continue
+        found[k] = start
+    return found
+
+
+def _within(cond: Condition, branch: Condition) -> bool:
+    """Whether `cond` holds only where `branch` does (each of its terms holds a term of it)."""
+    return bool(cond) and bool(branch) and all(
+        any(other <= term for other in branch) for term in cond)  # type: ignore[union-attr]
 
 
 def is_guarded(graph: Graph) -> bool:

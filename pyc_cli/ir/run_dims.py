@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from .graph import Graph
-from .symbolic import Dim, DimBounds, DimLike, computed_dims, input_dim_step
+from .symbolic import Dim, DimBounds, DimLike, RunTimeStride, computed_dims, input_dim_step
 
 DIMS_PARAM = "dims"  # the C parameter (an array of int64_t) kernels read the dims from
 
@@ -83,9 +83,10 @@ def c_names(dims: list[DimBounds], array: str = DIMS_PARAM) -> dict[str, str]:
     return {d.name: f"{array}[{k}]" for k, d in enumerate(dims)}
 
 
-def c_size(value: DimLike, names: Mapping[str, str]) -> str:
-    """An int as its digits, a Dim as a C expression of int64_t over `names`."""
-    return value.to_c(names) if isinstance(value, Dim) else str(int(value))
+def c_size(value: DimLike | RunTimeStride, names: Mapping[str, str]) -> str:
+    """An int as its digits, a Dim (or a RunTimeStride) as a C expression of int64_t over
+    `names`."""
+    return value.to_c(names) if isinstance(value, (Dim, RunTimeStride)) else str(int(value))
 
 
 def shape_text(shape: tuple[DimLike, ...]) -> list[int | str]:

@@ -370,15 +370,20 @@ class EntryStep:
     """What the entry point computes or checks after reading the value dims, before any kernel
     runs (issue #15, point 2), for the shape rule of node `node`: kind "dim" sets entry dim
     `dim` to left // right (which must divide exactly); "equal" checks left == right (a
-    Reshape's element counts, an operand's dim against the broadcast output's); "broadcast"
-    checks that left is 1 or right (an Expand target dim against the input's). A run breaking
-    one returns status 6 (PYC-E041)."""
+    Reshape's element counts); "broadcast" checks that left is 1 or right (an operand's or an
+    Expand target's dim that may be 1 at run time against the broadcast output's); "bcast"
+    sets entry dim `dim` to the broadcast of left and right (equal, or one of them 1: the
+    other; a broadcast output dim whose winning side depends on the sizes). `guard`: the run
+    condition (ir/guards.py) of the node inside a run-time If branch, whose checks run only
+    where the run takes that branch (None: always). A run breaking one returns status 6
+    (PYC-E041)."""
 
     kind: str
     node: str
     left: DimLike
     right: DimLike
     dim: str = ""
+    guard: frozenset[frozenset[tuple[str, bool]]] | None = None
 
 
 # DimBounds.computed of an entry dim: the node whose rule decided it
@@ -400,6 +405,38 @@ def entry_source(bounds: DimBounds) -> str | None:
     """The node an entry dim (see `entry_dim`) belongs to; None for other dims."""
     found = ENTRY_SOURCE.fullmatch(bounds.computed)
     return found.group(1) if found else None
+
+
+def may_be_one(value: DimLike) -> bool:
+    """Whether `value` may be 1 at run time (a number: whether it is 1)."""
+    if not isinstance(value, Dim):
+        return int(value) == 1
+    lo, hi = sign_bounds(value)
+    return lo <= 1 <= hi
+
+
+def stretched_at_run_time(shape: tuple[DimLike, ...], out: tuple[DimLike, ...]) -> bool:
+    """Whether an operand of `shape`, broadcast to `out`, has a symbolic dim other than the
+    output's (it may be 1 at run time where the output's is larger: its stride is then 0, a
+    run-time stride; see ops/elementwise.py `broadcast_at_entry`)."""
+    return any(isinstance(d, Dim) and d != o for d, o in zip(reversed(shape), reversed(out)))
+
+
+@dataclass(frozen=True)
+class RunTimeStride:
+    """The stride of an operand axis whose symbolic size `size` may be 1 at run time where the
+    output's is larger (ops/elementwise.py `broadcast_at_entry`, checked at entry to be 1 or
+    the output's): `stride` where the size is not 1, 0 where it is (the operand broadcasts)."""
+
+    size: Dim
+    stride: DimLike
+
+    def to_c(self, names: Mapping[str, str]) -> str:
+        stride = self.stride.to_c(names) if isinstance(self.stride, Dim) else str(int(self.stride))
+        return f"({self.size.to_c(names)} == 1 ? 0 : {stride})"
+
+    def __str__(self) -> str:
+        return f"({self.size} == 1 ? 0 : {self.stride})"
 
 
 def from_values(value: object) -> bool:

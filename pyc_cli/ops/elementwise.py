@@ -7,7 +7,17 @@ import onnx
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
-from ..ir.symbolic import EntryStep, from_values, known_at_entry, sign_bounds
+from ..ir.symbolic import (
+    Dim,
+    DimBounds,
+    DimLike,
+    EntryStep,
+    entry_dim,
+    entry_source,
+    known_at_entry,
+    may_be_one,
+    sign_bounds,
+)
 from ..ir.types import DType, TensorType
 from .registry import (
     ELEMENTWISE,
@@ -62,27 +72,25 @@ class ElementwiseOp(OpDef):
             shape = broadcast_shapes(*shapes[:-1], where=node.name)
             shape = broadcast_shapes(shape, shapes[-1], where=node.name)
         except PycError:
-            if not any(from_values(d) for s in shapes for d in s):
+            if not any(isinstance(d, Dim) for s in shapes for d in s):
                 raise
-            shape = _broadcast_at_entry(node, shapes)
+            shape = broadcast_at_entry(node, shapes, len(operand_types))
         dtype = self.out_dtype(node, [t.dtype for t in operand_types])
         return [TensorType(dtype, shape)]
 
     def entry_shapes(self, node: Node, graph: Graph) -> list[tuple[tuple[int, ...], str]]:
-        """The shapes broadcast together, each with the check a dim of it computed from input
-        values that the output does not take (_broadcast_at_entry) gets: an operand's must
-        equal the output's ("equal": the kernels broadcast the dims that are 1 when built, so
-        a tensor of such a dim cannot be stretched at run time), Expand's target's may be 1."""
-        return [(graph.types[v].shape, "equal") for v in self.operands(node) if v in graph.types]
+        """The shapes broadcast together, each with the check a symbolic dim of it that the
+        output does not take (broadcast_at_entry) gets: "broadcast", 1 or the output's (the
+        kernel reads such an operand with a run-time stride, 0 where its dim is 1); an Expand's
+        target too (its elements are the output's or 1)."""
+        return [(graph.types[v].shape, "broadcast") for v in self.operands(node)
+                if v in graph.types]
 
     def entry_steps(self, node: Node, graph: Graph) -> list[EntryStep]:
         if not node.outputs or node.outputs[0] not in graph.types:
             return []
         out = graph.types[node.outputs[0]].shape
-        return [EntryStep(kind, node.name, want, got)
-                for shape, kind in self.entry_shapes(node, graph)
-                for want, got in zip(reversed(shape), reversed(out))
-                if from_values(want) and want != got]
+        return broadcast_entry_steps(node, out, [s for s, _ in self.entry_shapes(node, graph)])
 
     def extra_shape(self, node: Node, values: InValues) -> tuple[int, ...]:
         return ()
@@ -190,29 +198,104 @@ class Expand(ElementwiseOp):
         return [np.broadcast_to(data, out_shape).copy()]  # type: ignore[arg-type]
 
 
-def _broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
-    """Broadcasting where a dim computed from input values (issue #15, point 2: a shape operand
-    `s + 1`, `s` declared with --input-values) meets another dim other than 1: the other dim,
-    valid where the value dim equals it (an Expand target's: or is 1), which the entry point
-    checks before any kernel runs (entry_steps: status 6, PYC-E041 otherwise). Refused (naming the node) where
-    the outcome depends on the sizes: two such dims, or one against a dim that may be 1."""
+def broadcast_entry_steps(node: Node, out: tuple[int, ...], shapes: list[tuple[int, ...]]
+                          ) -> list[EntryStep]:
+    """What the entry point computes and checks for `shapes` broadcast to `out` (see
+    `broadcast_at_entry`): each entry dim of the node's own as the broadcast of its sides
+    ("bcast"), then each symbolic side dim the output does not take, 1 or the output's
+    ("broadcast")."""
+    steps: list[EntryStep] = []
+    for axis, dim in enumerate(out):
+        bounds = _own_entry_dim(node, dim)
+        if bounds is None:
+            continue
+        sides = [s[axis - len(out) + len(s)] for s in shapes if axis - len(out) + len(s) >= 0]
+        sides = [d for d in sides if isinstance(d, Dim) or d != 1]
+        if len(sides) < 2:
+            continue  # no rule computes it: abi.entry_steps refuses the build (E051)
+        steps.append(EntryStep("bcast", node.name, sides[0], sides[1], bounds.name))
+        steps += [EntryStep("bcast", node.name, dim, d, bounds.name) for d in sides[2:]]
+    # a side a kernel computes during the run: the elementwise kernel checks it
+    return steps + [EntryStep("broadcast", node.name, want, got) for shape in shapes
+                    for want, got in zip(reversed(shape), reversed(out))
+                    if isinstance(want, Dim) and want != got and known_at_entry([want])]
+
+
+def broadcast_at_entry(node: Node, shapes: list[tuple[int, ...]], checked: int = 0
+                       ) -> tuple[int, ...]:
+    """Broadcasting that shape inference cannot prove (issue #15): a symbolic dim (an input's
+    `n`, or one computed from input values such as a shape operand `s + 1` declared with
+    --input-values) meets another dim other than 1, and they are not the same expression.
+    ONNX broadcasting decides at run time: each side is 1 or the output's size. The output
+    dim is a dim that is never 1 where one side has one (a number above 1, or a dim whose lower
+    bound is above 1): each other side must be 1 or it. Else (every side may be 1: `n` against
+    `m`, both `1..32`) it is an *entry dim* (`rt_NODE_AXIS`) that the entry point computes
+    before any kernel runs as the broadcast of the sides (EntryStep "bcast"). A side that the
+    output does not take is checked to be 1 or the output's at entry (EntryStep "broadcast",
+    entry_steps: status 6, PYC-E041 otherwise), and read by the kernel with a run-time stride
+    (0 where it is 1: targets/cpu/kernel_context.broadcast_strides). Refused at build: sides
+    that never broadcast (two different numbers: E009; a dim whose bounds hold neither 1 nor
+    the other side's size: E009). A dim a kernel computes during the run (NonZero's count: the
+    entry point does not know it yet) may be a side of one of the first `checked` shapes (the
+    operands the elementwise kernel reads) where another side is known at entry and never 1:
+    the kernel checks it when it runs (kernel_context.elementwise_params: status 6, PYC-E041);
+    otherwise E051 naming the node."""
     rank = max(len(s) for s in shapes)
     out: list[int] = []
     for axis in range(rank):
-        dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0} - {1}
-        fixed = {d for d in dims if not from_values(d)}
+        sides = [s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0]
+        dims = list(dict.fromkeys(d for d in sides if isinstance(d, Dim) or d != 1))
         if len(dims) <= 1:
-            out.append(as_dim(dims.pop()) if dims else 1)
-        elif len(fixed) == 1 and sign_bounds(next(iter(fixed)))[0] > 1 and \
-                known_at_entry(dims):
-            out.append(as_dim(fixed.pop()))  # the value dims must be 1 or it: checked at entry
-        else:
+            out.append(as_dim(dims[0]) if dims else 1)
+            continue
+        shown = " or ".join(str(d) for d in sorted(dims, key=str))
+        in_kernel = {s[axis - rank + len(s)] for s in shapes[:checked]
+                     if axis - rank + len(s) >= 0}
+        late = [d for d in dims if not known_at_entry([d])]
+        if late and (any(d not in in_kernel for d in late) or not any(
+                known_at_entry([d]) and not may_be_one(d) for d in dims)):
             raise PycError("E051", f"{node.op} broadcasts {[list(s) for s in shapes]}: whether "
-                           f"axis {axis} takes {' or '.join(str(d) for d in sorted(dims, key=str))} "
-                           "depends on the run-time sizes", where=f"node {node.name!r}",
-                           hint="give the other dim a number or a lower bound above 1 "
-                           "(--input-shape), or compute the shape from the input's Shape")
+                           f"axis {axis} takes {shown} depends on sizes computed during the run",
+                           where=f"node {node.name!r}",
+                           hint="give the other dim a number (--input-shape), or compute the "
+                           "shape from the input's Shape")
+        never_one = [d for d in dims if not may_be_one(d)]
+        numbers = {int(d) for d in never_one if not isinstance(d, Dim)}
+        if len(numbers) > 1:
+            raise PycError("E009", f"shapes {[list(s) for s in shapes]} do not broadcast",
+                           where=node.name)
+        known = [d for d in never_one if known_at_entry([d])]
+        winner: DimLike = next((d for d in never_one if not isinstance(d, Dim)),
+                               known[0] if known else never_one[0] if never_one else 0)
+        for d in dims:
+            if d is not winner and not _may_match(d, winner):
+                raise PycError("E009", f"shapes {[list(s) for s in shapes]} do not broadcast "
+                               f"(axis {axis}: {d} is never 1 nor {winner})", where=node.name)
+        if never_one:
+            out.append(as_dim(winner))
+            continue
+        bounds = [sign_bounds(d) for d in dims]
+        lows = [lo for lo, _ in bounds]  # 0 where a side may be 0 (0 against 1 is 0)
+        out.append(entry_dim(node.name, axis, 0 if min(lows) <= 0 else max(lows),
+                             max(hi for _, hi in bounds)))
     return tuple(out)
+
+
+def _may_match(side: DimLike, winner: DimLike) -> bool:
+    """Whether `side` may be 1 or `winner` at run time (as far as their bounds tell)."""
+    if may_be_one(side):
+        return True
+    lo, hi = sign_bounds(side)
+    wlo, whi = sign_bounds(winner)
+    return lo <= whi and wlo <= hi
+
+
+def _own_entry_dim(node: Node, dim: DimLike) -> DimBounds | None:
+    """The bounds of `dim` where it is the entry dim `broadcast_at_entry` gave `node`."""
+    if not isinstance(dim, Dim) or len(dim.dims()) != 1:
+        return None
+    (bounds,) = dim.dims().values()
+    return bounds if entry_source(bounds) == node.name and dim == Dim.var(bounds) else None
 
 
 @register

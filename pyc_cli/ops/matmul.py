@@ -8,7 +8,9 @@ import numpy as np
 
 from ..errors import PycError
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim, DimLike, EntryStep, RunTimeStride, has_dims
 from ..ir.types import DType, TensorType
+from .elementwise import broadcast_at_entry, broadcast_entry_steps
 from .registry import (
     KERNEL,
     InTypes,
@@ -29,7 +31,7 @@ def matmul_shape(a: tuple[int, ...], b: tuple[int, ...], node: Node) -> tuple[in
     a2, b2 = _as_matrices(a, b)
     if a2[-1] != b2[-2]:
         raise PycError("E009", f"MatMul inner dims differ: {list(a)} x {list(b)}", where=node.name)
-    batch = broadcast_shapes(a2[:-2], b2[:-2], where=node.name)
+    batch = _batch(a2, b2, node)
     shape = batch + (a2[-2], b2[-1])
     if len(a) == 1:
         shape = shape[:-2] + shape[-1:]
@@ -38,12 +40,28 @@ def matmul_shape(a: tuple[int, ...], b: tuple[int, ...], node: Node) -> tuple[in
     return shape
 
 
-def _batch_strides(shape: tuple[int, ...], batch: tuple[int, ...], matrix: int) -> list[int]:
-    """Element strides of each output batch dim in an operand (0 where it broadcasts)."""
+def _batch(a2: tuple[int, ...], b2: tuple[int, ...], node: Node) -> tuple[int, ...]:
+    """The output's batch dims: broadcast where shape inference proves it, else decided at
+    run time where a symbolic batch dim may be 1 (ops/elementwise.broadcast_at_entry: an entry
+    dim, entry checks, the operand read with a run-time stride)."""
+    try:
+        return broadcast_shapes(a2[:-2], b2[:-2], where=node.name)
+    except PycError:
+        if not has_dims(a2[:-2] + b2[:-2]):
+            raise
+        return broadcast_at_entry(node, [a2[:-2], b2[:-2]])
+
+
+def _batch_strides(shape: tuple[int, ...], batch: tuple[int, ...], matrix: int
+                   ) -> list[DimLike | RunTimeStride]:
+    """Element strides of each output batch dim in an operand (0 where it broadcasts; a
+    run-time stride where a symbolic dim other than the output's may be 1 at run time)."""
     padded = (1,) * (len(batch) - len(shape)) + shape
-    strides, step = [], matrix
-    for dim in reversed(padded):
-        strides.append(step if dim != 1 else 0)
+    strides: list[DimLike | RunTimeStride] = []
+    step: DimLike = matrix
+    for dim, out in zip(reversed(padded), reversed(batch)):
+        strides.append(RunTimeStride(dim, step) if isinstance(dim, Dim) and dim != out
+                       else step if dim != 1 else 0)
         step *= dim
     return list(reversed(strides))
 
@@ -61,10 +79,28 @@ class MatMul(OpDef):
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         return [np.matmul(inputs[0], inputs[1])]
 
+    def entry_steps(self, node: Node, graph: Graph) -> list[EntryStep]:
+        if not node.outputs or node.outputs[0] not in graph.types or \
+                any(v not in graph.types for v in node.inputs[:2]):
+            return []
+        a, b = _as_matrices(graph.types[node.inputs[0]].shape, graph.types[node.inputs[1]].shape)
+        batch = self._out_batch(node, graph)
+        return broadcast_entry_steps(node, batch, [a[:-2], b[:-2]])
+
+    @staticmethod
+    def _out_batch(node: Node, graph: Graph) -> tuple[int, ...]:
+        """The batch dims of the output's type (a vector operand drops its matrix dim)."""
+        out = graph.types[node.outputs[0]].shape
+        ranks = [graph.types[v].rank for v in node.inputs[:2]]
+        return out[:len(out) - (ranks[0] > 1) - (ranks[1] > 1)]
+
     def kernel_params(self, node: Node, graph: Graph) -> dict[str, object]:
         a_shape, b_shape = graph.types[node.inputs[0]].shape, graph.types[node.inputs[1]].shape
         a, b = _as_matrices(a_shape, b_shape)
-        batch = broadcast_shapes(a[:-2], b[:-2])
+        try:
+            batch = broadcast_shapes(a[:-2], b[:-2])
+        except PycError:  # decided at run time (_batch): the output's type holds the dims
+            batch = self._out_batch(node, graph)
         m, k, n = a[-2], a[-1], b[-1]
         return {
             "M": m, "K": k, "N": n, "batch": list(batch),

@@ -28,6 +28,7 @@ from ..ir.symbolic import (
     less,
     smax,
     smin,
+    stretched_at_run_time,
     value_dim,
 )
 from ..ir.types import DType, TensorType, check_addressable
@@ -65,17 +66,25 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
         concrete = {name: TensorType(types[name].dtype, _instance(types[name].shape, point))
                     for name in graph.inputs}
         at = ", ".join(f"{k}={v}" for k, v in sorted(point.items())) or "run-time sizes at 0"
+        refused: list[PycError] = []  # a broadcast the entry point refuses at this point
         try:
-            instance = _propagate(graph, _EVAL_LIMIT, concrete, point)[0]
+            instance = _propagate(graph, _EVAL_LIMIT, concrete, point,
+                                  lambda exc: exc.code == "E009" and _broadcast_checked_at_entry(
+                                      graph, types, exc.where), refused)[0]
         except RunTimeCheckedError:
             continue  # a shape a kernel refuses at run time: no run there to type
         except PycError as exc:  # a shape inside the bounds that the model does not accept
             raise PycError(exc.code, f"at {at}: {exc.what}", where=exc.where,
                            hint="the dims' bounds include shapes the model cannot take there; "
                            "narrow them (--input-shape NAME=dim:LO..HI)") from exc
+        # where sizes do not broadcast (the run is refused at entry, E041), the values before
+        # that node are still checked: a rule upstream that computed with an upper bound (a
+        # number that then broadcasts against the dim) is caught there
         env = {**computed, **point}
         for node in graph.nodes:
             for out in node.outputs:
+                if refused and out not in instance:
+                    continue
                 want = _instance(types[out].shape, env) if out else None
                 if out and not _agrees(types[out].shape, instance[out].shape, env):
                     raise PycError("E051", f"{node.op} does not keep symbolic dims: its output "
@@ -85,12 +94,39 @@ def check_symbolic(graph: Graph, types: Mapping[str, TensorType]) -> None:
                                    where=f"node {node.name!r}", hint=NUMBERS_HINT)
 
 
+def _broadcast_checked_at_entry(graph: Graph, types: Mapping[str, TensorType],
+                                where: str | None) -> bool:
+    """Whether node `where` broadcasts an operand whose symbolic dim may be 1 or the output's
+    at run time (ops/elementwise.py `broadcast_at_entry`): the entry point checks each such
+    dim, so a point of the box where the sizes do not broadcast is never run."""
+    node = next((n for n in graph.nodes if n.name == where), None)
+    if node is None or not node.outputs or node.outputs[0] not in types:
+        return False
+    out = types[node.outputs[0]].shape
+    shapes = [types[v].shape for v in node.inputs if v in types]
+    if node.op == "MatMul" and len(shapes) == 2:  # its batch dims (a vector has none)
+        mats = [shape[:-2] if len(shape) > 1 else () for shape in shapes]
+        batch = out[:len(out) - sum(len(shape) > 1 for shape in shapes)]
+        return any(stretched_at_run_time(m, batch) for m in mats)
+    opdef = registry.lookup(node.op)
+    if opdef is None or opdef.category != registry.ELEMENTWISE:
+        return False
+    target = node.attrs.get("shape") if node.op == "Expand" else None
+    if isinstance(target, list):  # a target bound into the attribute (passes/bind_shapes.py)
+        shapes.append(tuple(int(d) if not isinstance(d, Dim) else d for d in target))
+    return any(stretched_at_run_time(shape, out) for shape in shapes)
+
+
 def _agrees(symbolic: tuple[int, ...], concrete: tuple[int, ...], env: Mapping[str, int]) -> bool:
     """Whether an instance's shape is the symbolic shape at `env`. A dim computed at run time
     (point 2) stands for any value in its bounds: where the instance knows that value (the
     operand deciding it is known at this point), it only has to lie within them."""
     if len(symbolic) != len(concrete):
         return False
+    # a dim computed at run time that only one side reads (an entry dim of a broadcast against
+    # the value dim it may take) stands at its lowest value, as the others do
+    env = {**{name: b.lo for name, b in computed_dims([tuple(symbolic), tuple(concrete)]).items()},
+           **env}
     for want, got in zip(symbolic, concrete):
         if isinstance(want, Dim) and computed_dims([(want,)]) and not (
                 isinstance(got, Dim) and computed_dims([(got,)])):
@@ -155,11 +191,14 @@ def known_values(graph: Graph) -> dict[str, np.ndarray]:
 
 def _propagate(graph: Graph, limit: int | None,
                inputs: Mapping[str, TensorType] | None = None,
-               point: Mapping[str, int] | None = None
+               point: Mapping[str, int] | None = None,
+               stop: Callable[[PycError], bool] | None = None,
+               stopped: list[PycError] | None = None
                ) -> tuple[dict[str, TensorType], dict[str, np.ndarray]]:
     """Types and known values of every value; `inputs` and `point` instantiate the graph at
     one assignment of its named dims (the inputs' shapes, and the symbolic attributes that
-    passes/bind_shapes.py wrote)."""
+    passes/bind_shapes.py wrote). An error `stop` accepts ends the walk there (appended to
+    `stopped`): the values before the failing node are typed, the others absent."""
     types = {name: (inputs or graph.types)[name] for name in graph.inputs}
     types.update({name: TensorType.of(array) for name, array in graph.constants.items()})
     known: dict[str, np.ndarray] = dict(graph.constants)
@@ -174,7 +213,14 @@ def _propagate(graph: Graph, limit: int | None,
         in_types = [types.get(name) if name else None for name in node.inputs]
         in_values = [known.get(name) if name else None for name in node.inputs]
         in_ranges = None if ranges is None else [_interval(ranges, known, name) for name in node.inputs]
-        out_types = infer_node(opdef, node, in_types, in_values, in_ranges)
+        try:
+            out_types = infer_node(opdef, node, in_types, in_values, in_ranges)
+        except PycError as exc:
+            if stop is None or stopped is None or isinstance(exc, RunTimeCheckedError) or \
+                    not stop(exc):
+                raise
+            stopped.append(exc)
+            break
         types.update({name: ttype for name, ttype in zip(node.outputs, out_types) if name})
         results = evaluate_node(opdef, node, in_types, in_values, out_types, limit)
         known.update({name: value for name, value in zip(node.outputs, results or []) if name})

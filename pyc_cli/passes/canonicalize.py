@@ -64,8 +64,18 @@ def _decompose(graph: Graph, node: Node, known: _Known) -> list[Node] | None:
     """The op unit's decomposition of `node`, or None. A decomposition written for static
     shapes that meets symbolic dims (issue #15) fails on the upper bounds it baked into its
     constants: PYC-E051 naming the node, not the E009 of a node it made."""
+    before = {out: graph.types[out] for out in node.outputs if out in graph.types}
     try:
-        return registry.get(node.op).decompose(node, graph, [known.get(n) for n in node.inputs])
+        replacement = registry.get(node.op).decompose(node, graph,
+                                                      [known.get(n) for n in node.inputs])
+        changed = [f"{before[out]} -> {graph.types[out]}" for out in before
+                   if has_dims(before[out].shape) and graph.types.get(out) != before[out]]
+        if replacement is not None and changed:
+            # a constant sized by an upper bound that the nodes it made broadcast against the
+            # symbolic dims (a run-time broadcast, ops/elementwise.broadcast_at_entry, would
+            # accept it where onnxruntime's op gives another shape)
+            raise PycError("E009", f"the decomposition's output is typed {changed[0]}")
+        return replacement
     except PycError as exc:
         names = [*node.inputs, *node.outputs]
         if exc.code == "E051" or not any(has_dims(graph.types[n].shape)

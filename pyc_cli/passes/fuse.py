@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..ir.ewprogram import Instr, literal, renumber
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import stretched_at_run_time
 from ..ops import registry
 from ..ops.elementwise import ElementwiseOp
 from .context import PassContext
@@ -121,6 +122,14 @@ def _absorb_user(graph: Graph, anchor: Node, ctx: PassContext) -> bool:
     if graph.types[user.outputs[0]].shape != graph.types[out].shape or \
             graph.types[user.outputs[0]].dtype != graph.types[out].dtype:
         return False
+    shape = graph.types[out].shape
+    stretched = [v for v in user.inputs
+                 if v != out and stretched_at_run_time(graph.types[v].shape, shape)]
+    if stretched:
+        ctx.log(NAME, [anchor.name, user.name], "skip_epilogue",
+                f"operand {stretched[0]!r} may be 1 where the output is larger at run time "
+                "(a run-time stride): the elementwise loop reads it")
+        return False
     available = _defined_before(graph, anchor)
     late = [v for v in user.inputs if v != out and v not in available]
     if late:
@@ -183,6 +192,9 @@ def _absorb_producer(graph: Graph, conv: Node, ctx: PassContext) -> None:
     source = next((v for v in producer.inputs if graph.types[v] == graph.types[value]), None)
     if source is None:
         return  # the conv's X0 must keep a tensor of the input's type (shapes, strides)
+    if any(stretched_at_run_time(graph.types[v].shape, graph.types[value].shape)
+           for v in producer.inputs):
+        return  # an operand that may be 1 at run time: the elementwise loop reads it
     conv.inputs = [source] + conv.inputs[1:] + list(producer.inputs)
     conv.ann.prologue_inputs = len(producer.inputs)
     conv.ann.prologue = list(producer.ann.program)

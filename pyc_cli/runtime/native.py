@@ -477,8 +477,9 @@ class CompiledModel:
                             hint="a size computed at run time from input values exceeds the bound "
                             "the model was built for (pyc explain lists the dims; rebuild with "
                             "wider --input-values), or breaks a shape the model requires (a "
-                            "Reshape's element count, a broadcast: the checks at the top of "
-                            "run_with_dims in the artifact's src/model.c)")
+                            "Reshape's element count, a broadcast: each side 1 or the "
+                            "other's; the checks at the top of run_with_dims in the artifact's "
+                            "src/model.c, or in run_steps for a run-time If's branch)")
         if status == STATUS_BRANCH_NOT_COMPILED and self.unreachable_branches:
             listing = "; ".join(f"If {b['if']!r}, its {b['branch']} branch ({b['reason']})"
                                 for b in self.unreachable_branches)
@@ -489,7 +490,10 @@ class CompiledModel:
                             "onnxruntime fails on these inputs too")
         if status == STATUS_SHAPE_OUT_OF_BOUNDS:  # check_feeds lets no such shape through
             return PycError("E041", f"model run refused the input shapes: {self._status(status)}",
-                            hint="send shapes within the dims' bounds (pyc explain lists them)")
+                            hint="send shapes within the dims' bounds (pyc explain lists them) "
+                            "that the model's broadcasts accept (each side of a broadcast 1 or "
+                            "the other's: the checks at the top of run_with_dims in the "
+                            "artifact's src/model.c)")
         if status == STATUS_INDEX_OUT_OF_RANGE:
             feeds = {spec.name: array for spec, array in zip(self.inputs, inputs)}
             found = out_of_range_error(self.input_ranges, feeds)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from conftest import onnxruntime_outputs
 from onnx import TensorProto, helper
@@ -312,3 +313,175 @@ def test_condition_on_a_symbolic_dim(tmp_path: Path, monkeypatch: pytest.MonkeyP
             feeds = {"x": rng.standard_normal((batch, 4)).astype(np.float32)}
             want = onnxruntime_outputs(path, feeds)["y"]
             np.testing.assert_allclose(compiled.run(feeds)["y"], want, rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------- entry checks inside a branch
+
+ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail,
+              ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+              ort.capi.onnxruntime_pybind11_state.RuntimeException)
+BRANCH_CHECK = "checked where the run takes its branch"
+
+
+def _check_branch_runs(path: Path, artifact: Path, feeds: list[dict[str, np.ndarray]],
+                       refused: list[dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch,
+                       rtol: float, atol: float) -> None:
+    """Each of `feeds` matches onnxruntime; each of `refused` fails in onnxruntime and is
+    refused by PyC with PYC-E041."""
+    poison_outputs(monkeypatch)
+    with pyc_cli.load(artifact) as model:
+        for given in feeds:
+            want = onnxruntime_outputs(path, given)
+            got = model.run(given)
+            for name, value in want.items():
+                assert got[name].shape == value.shape, name
+                np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
+                                           err_msg=f"{name} at {given}")
+        for given in refused:
+            with pytest.raises(ORT_ERRORS):
+                onnxruntime_outputs(path, given)
+            with pytest.raises(PycError) as error:
+                model.run(given)
+            assert error.value.code == "E041"
+
+
+def _reshape_in_a_branch(tmp_path: Path) -> Path:
+    """y = tanh(flag sums above 0 ? reshape(sigmoid(reshape(x * 2, s)), [24]) : x + 1), s
+    declared 1..24: the then branch's Reshapes need s[0] * s[1] == 24, which the else branch
+    does not (onnxruntime runs it whatever s is)."""
+    then = _branch("then", [
+        helper.make_node("Mul", ["x", "two"], ["x2"]),
+        helper.make_node("Reshape", ["x2", "s"], ["r"], name="to_s"),
+        helper.make_node("Sigmoid", ["r"], ["rs"]),
+        helper.make_node("Reshape", ["rs", "flat"], ["t_out"], name="to_flat")],
+        [vinfo("t_out", [24])])
+    other = _branch("else", [helper.make_node("Add", ["x", "one"], ["e_out"])],
+                    [vinfo("e_out", [24])])
+    nodes = [helper.make_node("ReduceSum", ["flag"], ["total"], keepdims=0),
+             helper.make_node("Greater", ["total", "zero"], ["cond"]),
+             helper.make_node("If", ["cond"], ["r"], name="pick", then_branch=then,
+                              else_branch=other),
+             helper.make_node("Tanh", ["r"], ["y"])]
+    model = make_model(nodes, [vinfo("x", [24]), vinfo("s", [2], TensorProto.INT64),
+                               vinfo("flag", [2])], [vinfo("y", [24])],
+                       [init("two", np.array(2, np.float32)), init("one", np.array(1, np.float32)),
+                        init("zero", np.array(0, np.float32)),
+                        init("flat", np.array([24], np.int64))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["latency_first", "balanced", "memory_first"])
+def test_an_untaken_branch_does_not_check_its_reshape(tmp_path: Path, mode: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The then branch's element-count checks run where the run takes it (they refused every
+    run whose s[0] * s[1] != 24 at entry before, the else branch's too)."""
+    path = _reshape_in_a_branch(tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"s": (1, 24)})
+    text = (result.artifact / "src" / "model.c").read_text()
+    assert text.count(BRANCH_CHECK) == 2 and "sizes equal */" not in text
+    rng = np.random.default_rng()
+
+    def feed(s: tuple[int, int], taken: bool) -> dict[str, np.ndarray]:
+        flag = rng.uniform(0.5, 2.0, 2).astype(np.float32) * (1 if taken else -1)
+        return {"x": rng.standard_normal(24).astype(np.float32),
+                "s": np.array(s, np.int64), "flag": flag}
+
+    feeds = [feed(s, taken) for s, taken in (
+        ((4, 6), True), ((1, 24), True), ((24, 1), True), ((4, 6), False),
+        ((5, 5), False), ((1, 1), False), ((24, 24), False), ((7, 3), False))]
+    refused = [feed(s, True) for s in ((5, 5), (1, 1), (24, 24))]
+    _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-6, 1e-6)
+
+
+def _sizes_in_a_branch(tmp_path: Path) -> Path:
+    """y = c ? sum(reshape(x[B, 12], [2 k, -1])) + sum(a[n] + b[m]) : sum(a): the then branch
+    has an entry dim of a Reshape's -1 (B * 12 / 2k) and one of a broadcast (of n and m)."""
+    then = _branch("then", [
+        helper.make_node("Mul", ["k", "two_i"], ["rows"]),
+        helper.make_node("Concat", ["rows", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["r"], name="to_rows"),
+        helper.make_node("ReduceSum", ["r"], ["rsum"], keepdims=0),
+        helper.make_node("Add", ["a", "b"], ["ab"], name="add_ab"),
+        helper.make_node("ReduceSum", ["ab"], ["absum"], keepdims=0),
+        helper.make_node("Add", ["rsum", "absum"], ["t_out"])], [vinfo("t_out", [])])
+    other = _branch("else", [helper.make_node("ReduceSum", ["a"], ["e_out"], keepdims=0)],
+                    [vinfo("e_out", [])])
+    nodes = [helper.make_node("If", ["c"], ["y"], name="pick", then_branch=then,
+                              else_branch=other)]
+    model = make_model(nodes, [vinfo("c", [], TensorProto.BOOL), vinfo("x", ["B", 12]),
+                               vinfo("k", [1], TensorProto.INT64), vinfo("a", ["n"]),
+                               vinfo("b", ["m"])], [vinfo("y", [])],
+                       [init("two_i", np.array([2], np.int64)),
+                        init("minus_one", np.array([-1], np.int64))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["latency_first", "balanced", "memory_first"])
+def test_entry_dims_of_an_untaken_branch(tmp_path: Path, mode: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Reshape's -1 that does not divide and a broadcast whose sides do not match, both in
+    the then branch: runs taking the else branch go on (onnxruntime runs them), runs taking the
+    then branch are refused where it does."""
+    path = _sizes_in_a_branch(tmp_path)
+    shapes, _ = parse_input_shapes(["x=B:1..4,12", "a=n:1..8", "b=m:1..8"])
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_shapes=shapes,
+                           input_values={"k": (1, 6)})
+    assert BRANCH_CHECK in (result.artifact / "src" / "model.c").read_text()
+    rng = np.random.default_rng()
+
+    def feed(taken: bool, batch: int, k: int, n: int, m: int) -> dict[str, np.ndarray]:
+        return {"c": np.array(taken), "x": rng.standard_normal((batch, 12)).astype(np.float32),
+                "k": np.array([k], np.int64), "a": rng.standard_normal(n).astype(np.float32),
+                "b": rng.standard_normal(m).astype(np.float32)}
+
+    feeds = [feed(*args) for args in (
+        (True, 1, 1, 1, 1), (True, 4, 6, 8, 1), (True, 4, 2, 1, 8), (True, 2, 3, 5, 5),
+        (False, 1, 5, 3, 4), (False, 3, 4, 8, 2), (False, 4, 6, 1, 1), (False, 1, 1, 2, 3))]
+    refused = [feed(*args) for args in ((True, 1, 5, 2, 2), (True, 4, 2, 3, 4),
+                                        (True, 3, 4, 1, 1))]
+    _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
+
+
+def _reshape_in_a_nested_branch(tmp_path: Path) -> Path:
+    """y = c1 ? (c2 ? reshape(reshape(x, s) * 3, [24]) : x * 2) : x + 1: the Reshapes' checks
+    hold only where both conditions do."""
+    inner_then = _branch("inner_then", [
+        helper.make_node("Reshape", ["x", "s"], ["r"], name="to_s"),
+        helper.make_node("Mul", ["r", "three"], ["r3"]),
+        helper.make_node("Reshape", ["r3", "flat"], ["it_out"], name="to_flat")],
+        [vinfo("it_out", [24])])
+    inner_else = _branch("inner_else", [helper.make_node("Mul", ["x", "two"], ["ie_out"])],
+                         [vinfo("ie_out", [24])])
+    outer_then = _branch("outer_then", [
+        helper.make_node("If", ["c2"], ["ot_out"], name="inner", then_branch=inner_then,
+                         else_branch=inner_else)], [vinfo("ot_out", [24])])
+    outer_else = _branch("outer_else", [helper.make_node("Add", ["x", "one"], ["oe_out"])],
+                         [vinfo("oe_out", [24])])
+    nodes = [helper.make_node("If", ["c1"], ["y"], name="outer", then_branch=outer_then,
+                              else_branch=outer_else)]
+    model = make_model(nodes, [vinfo("x", [24]), vinfo("s", [2], TensorProto.INT64),
+                               vinfo("c1", [], TensorProto.BOOL), vinfo("c2", [], TensorProto.BOOL)],
+                       [vinfo("y", [24])],
+                       [init("two", np.array(2, np.float32)), init("one", np.array(1, np.float32)),
+                        init("three", np.array(3, np.float32)),
+                        init("flat", np.array([24], np.int64))])
+    return write_model(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["latency_first", "memory_first"])
+def test_checks_of_a_nested_branch_hold_where_both_are_taken(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _reshape_in_a_nested_branch(tmp_path)
+    result = pyc_cli.build(path, tmp_path / "art", mode=mode, input_values={"s": (1, 24)})
+    assert (result.artifact / "src" / "model.c").read_text().count(BRANCH_CHECK) == 2
+    rng = np.random.default_rng()
+
+    def feed(s: tuple[int, int], c1: bool, c2: bool) -> dict[str, np.ndarray]:
+        return {"x": rng.standard_normal(24).astype(np.float32), "s": np.array(s, np.int64),
+                "c1": np.array(c1), "c2": np.array(c2)}
+
+    feeds = [feed(s, c1, c2) for s, c1, c2 in (
+        ((4, 6), True, True), ((24, 1), True, True), ((5, 5), True, False),
+        ((5, 5), False, True), ((7, 7), False, False), ((2, 12), False, True))]
+    refused = [feed(s, True, True) for s in ((5, 5), (24, 24))]
+    _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-6, 1e-6)

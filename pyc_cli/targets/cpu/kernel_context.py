@@ -6,14 +6,15 @@ operand is computed here, so `codegen_templates/` holds no logic of its own.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_size, dim_names
-from ...ir.symbolic import Dim, DimLike, has_dims, numel
+from ...ir.symbolic import Dim, DimLike, RunTimeStride, has_dims, known_at_entry, numel
 from ...ir.types import DType, TensorType
 from ...ops import registry
 from ...ops.movement import contiguous_strides
@@ -58,6 +59,10 @@ class KernelCall:
     prologue: list[ScalarInstr] = field(default_factory=list)
     prologue_result: str = ""
     args: list[str] = field(default_factory=list)  # call-site pointer expressions, operand order
+    # entry checks of nodes inside a run-time If branch, checked (where the run takes the
+    # branch) before this call / after it (the last call): abi.branch_checks
+    checks: list[dict[str, str]] = field(default_factory=list)
+    checks_after: list[dict[str, str]] = field(default_factory=list)
     restrict: str = "restrict "  # empty when the output overwrites an input (in place)
     # the kernel reads the model's run-time dims (issue #15) from a `dims` parameter
     dims: bool = False
@@ -101,17 +106,26 @@ def c_params(value: object) -> object:
     return value
 
 
-def index_expression(coords: list[str], strides: list[DimLike],
+Stride = DimLike | RunTimeStride
+
+
+def index_expression(coords: list[str], strides: list[Stride],
                      names: Mapping[str, str] | None = None) -> str:
     """`c0*s0 + c1*s1 ...` with zero strides dropped; "0" when all are zero. A symbolic stride
-    (a Dim) is written over the run-time dims `names` (run_dims.c_names)."""
-    terms = [c if _is_one(s) else f"{c}*{s if names is None else c_size(s, names)}"
-             for c, s in zip(coords, strides) if isinstance(s, Dim) or s != 0]
+    (a Dim) is written over the run-time dims `names` (run_dims.c_names), a RunTimeStride as
+    its conditional."""
+    terms = [c if _is_one(s) else f"{c}*{_stride_c(s, names)}"
+             for c, s in zip(coords, strides)
+             if isinstance(s, (Dim, RunTimeStride)) or s != 0]
     return " + ".join(terms) if terms else "0"
 
 
-def _is_one(stride: DimLike) -> bool:
-    return not isinstance(stride, Dim) and stride == 1
+def _stride_c(stride: Stride, names: Mapping[str, str] | None) -> str:
+    return str(stride) if names is None else c_size(stride, names)
+
+
+def _is_one(stride: Stride) -> bool:
+    return not isinstance(stride, (Dim, RunTimeStride)) and stride == 1
 
 
 def run_time_tasks(count: DimLike, per_task: int, names: Mapping[str, str]) -> str | int:
@@ -121,11 +135,13 @@ def run_time_tasks(count: DimLike, per_task: int, names: Mapping[str, str]) -> s
     return f"(({c_size(count, names)} + {per_task - 1}) / {per_task})"
 
 
-def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
-    """Element strides of `shape` when read at the coordinates of `out_shape` (0 = broadcast)."""
+def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[Stride]:
+    """Element strides of `shape` when read at the coordinates of `out_shape` (0 = broadcast;
+    a RunTimeStride where a symbolic dim other than the output's may be 1 at run time)."""
     padded = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
     strides = contiguous_strides(padded)
-    return [0 if d == 1 and o != 1 else s for d, o, s in zip(padded, out_shape, strides)]
+    return [RunTimeStride(d, s) if isinstance(d, Dim) and d != o
+            else 0 if d == 1 and o != 1 else s for d, o, s in zip(padded, out_shape, strides)]
 
 
 def render_program(program: list[Instr], operand_expr: list[str], operand_types: list[DType],
@@ -199,13 +215,16 @@ def name_constant_bounds(call: KernelCall) -> None:
                     instr.attrs[f"{side}_name"] = f"pyc_{scope}{instr.dst}_{side}"
 
 
-def coalesce(out_shape: tuple[int, ...], stride_sets: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-    """Merge adjacent dims that every operand walks contiguously, so loops nest less deeply."""
+def coalesce(out_shape: tuple[int, ...], stride_sets: Sequence[Sequence[Stride]]
+             ) -> tuple[list[int], list[list[Stride]]]:
+    """Merge adjacent dims that every operand walks contiguously, so loops nest less deeply
+    (never across a run-time stride: whether it is contiguous is known at run time only)."""
     dims = list(out_shape)
     sets = [list(s) for s in stride_sets]
     d = len(dims) - 2
     while d >= 0:
-        if all(s[d] == s[d + 1] * dims[d + 1] for s in sets):
+        if not any(isinstance(x, RunTimeStride) for s in sets for x in s[d:d + 2]) and \
+                all(s[d] == s[d + 1] * dims[d + 1] for s in sets):  # type: ignore[operator]
             dims[d] *= dims[d + 1]
             del dims[d + 1]
             for s in sets:
@@ -274,7 +293,52 @@ def elementwise_params(graph: Graph, node: Node, names: Mapping[str, str] | None
         params["dims"] = [c_size(d, names) for d in dims]
         if int(params["tasks"]) > 1:  # type: ignore[call-overload]
             params["tasks"] = run_time_tasks(dims[0], int(params["block"]), names)  # type: ignore[call-overload]
+        variants = _innermost_variants(node, sets[1:], coords, types, names)
+        if variants:
+            params["variants"] = variants
+        # an operand dim a kernel computed earlier in this run (NonZero's count), against an
+        # output dim known at entry: the entry point could not check it, this kernel does
+        late = [f"{c_size(d, names)} == 1 || {c_size(d, names)} == {c_size(o, names)}"
+                for v in node.inputs for d, o in zip(reversed(graph.types[v].shape),
+                                                      reversed(shape))
+                if isinstance(d, Dim) and d != o and not known_at_entry([d])]
+        if late:
+            params["run_checks"] = list(dict.fromkeys(late))
     return params, program, program[-1].dst
+
+
+# at most this many distinct run-time strides along the innermost loop get a loop of their own
+# per case (2^count loops): more stay conditional in the index expressions
+MAX_VERSIONED_STRIDES = 2
+
+
+def _innermost_variants(node: Node, sets: list[list[Stride]], coords: list[str],
+                        types: list[DType], names: Mapping[str, str]) -> list[dict[str, object]]:
+    """Where an operand's innermost stride is a RunTimeStride (a dim that may be 1 at run
+    time), the loop nest once per case of those dims (1: stride 0, else the plain stride), so
+    each loop has constant innermost strides that the compiler vectorizes; the run picks the
+    one its sizes take. [] where no innermost stride is run-time, or more than
+    MAX_VERSIONED_STRIDES distinct ones are."""
+    sizes = list(dict.fromkeys(s[-1].size for s in sets if s and isinstance(s[-1], RunTimeStride)))
+    if not sizes or len(sizes) > MAX_VERSIONED_STRIDES:
+        return []
+    variants: list[dict[str, object]] = []
+    for case in itertools.product((True, False), repeat=len(sizes)):
+        ones = {size for size, one in zip(sizes, case) if one}
+        fixed = [s[:-1] + [_fixed(s[-1], ones)] if s else s for s in sets]
+        exprs = [f"X{k}[{index_expression(coords, s, names)}]" for k, s in enumerate(fixed)]
+        program = render_program(node.ann.program, exprs, types, "")
+        cond = " && ".join(f"{c_size(size, names)} {'==' if one else '!='} 1"
+                           for size, one in zip(sizes, case))
+        variants.append({"cond": cond, "program": program, "result": program[-1].dst})
+    return variants
+
+
+def _fixed(stride: Stride, ones: set[Dim]) -> Stride:
+    """An innermost RunTimeStride as the constant it is where its size is 1 (`ones`) or not."""
+    if not isinstance(stride, RunTimeStride):
+        return stride
+    return 0 if stride.size in ones else stride.stride
 
 
 def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix: str,
@@ -289,9 +353,12 @@ def _fused_program(graph: Graph, lines: list[Instr], operands: list[str], prefix
         strides = broadcast_strides(graph.types[value].shape, shape)
         if flat is not None:
             outer, inner = coords.index(flat[0]), coords.index(flat[1])
-            if strides[inner] and strides[outer] == strides[inner] * shape[inner]:
+            s_outer, s_inner = strides[outer], strides[inner]
+            if not isinstance(s_inner, RunTimeStride) and \
+                    not isinstance(s_outer, RunTimeStride) and s_inner and \
+                    s_outer == s_inner * shape[inner]:
                 kept = [(c, s) for d, (c, s) in enumerate(zip(coords, strides))
-                        if d not in (outer, inner)] + [(flat[2], strides[inner])]
+                        if d not in (outer, inner)] + [(flat[2], s_inner)]
                 return index_expression([c for c, _ in kept], [s for _, s in kept], names)
         return index_expression(coords, strides, names)
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...abi import branch_checks
 from ...errors import PycError
 from ...ir import guards
 from ...ir.graph import Graph, Node
-from ...ir.run_dims import DIMS_PARAM, dims_fixed
+from ...ir.run_dims import DIMS_PARAM, dims_fixed, model_dims
 from ...ops import registry
 from ...planning.plan import WORKSPACE_SUFFIX, MemoryPlan, storage_roots
 from ...planning.weights import WeightsLayout
@@ -140,12 +141,18 @@ class CpuTarget(Target):
     def _kernel_calls(self, graph: Graph, plan: MemoryPlan, weights: WeightsLayout) -> list[KernelCall]:
         pointers = PointerTable(graph, plan, weights)
         conditions = guards.run_conditions(graph) if guards.is_guarded(graph) else {}
+        checks = branch_checks(graph, model_dims(graph),
+                               lambda cond: guard_expr(cond, graph, pointers)) \
+            if graph.entry_steps else {}
+        pending: list[dict[str, str]] = []
         calls: list[KernelCall] = []
-        for node in graph.nodes:
+        for position, node in enumerate(graph.nodes):
+            pending += checks.get(position, [])
             chosen = self.chosen(node)
             if chosen is None:  # a view or an in-place result: no code
                 continue
             call = kernel_call(graph, node, len(calls), chosen)
+            call.checks, pending = pending, []
             # NEVER ("0") keeps the call, so every non-view node has one (the debug builds pair
             # them in order)
             call.guard = guard_expr(conditions.get(node.name), graph, pointers)
@@ -165,6 +172,8 @@ class CpuTarget(Target):
                 for operand in call.operands:
                     operand.restrict = False
             calls.append(call)
+        if pending and calls:  # no kernel after the branch's condition: after the last one
+            calls[-1].checks_after = pending
         return calls
 
     # ------------------------------------------------------------ building
