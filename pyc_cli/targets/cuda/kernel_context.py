@@ -238,6 +238,39 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              b_async=b_act_half and n % 8 == 0, async_copies=conversion is not None or a_half or b_act_half,
              a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+    if node.ann.norm_from:
+        _take_norm(call, graph, node, batch)
+
+
+# a fused LayerNormalization's rows (_take_norm): each lane of a warp keeps at most this many
+# of a row's values in registers over the row block's rows at once; longer rows (N > 32 *
+# NORM_CACHED) are read from memory again for each pass
+NORM_CACHED = 48
+
+
+def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
+    """A LayerNormalization fused into the tensor-core GEMM (targets/cuda/fuse_norm.py): a
+    counter per row-block of C (ceil(M / BM) per batch) past the K split's tile counters; the
+    last of its ceil(N / BN) blocks normalizes its BM rows, a warp a row, NORM_ROWS rows of a
+    warp at once (their values in registers where a lane's share of a row, ceil(N / 32), times
+    NORM_ROWS fits NORM_CACHED); the scale and bias are epilogue operands."""
+    p = call.params
+    m, n, bm, bn = int(p["M"]), int(p["N"]), int(p["BM"]), int(p["BN"])  # type: ignore[call-overload]
+    first = node.ann.epilogue_first_input or 0
+    scale, *bias = [f"E{position - first}" for position in node.ann.norm_inputs]
+    scale_n, *bias_n = [graph.types[node.inputs[position]].numel for position in node.ann.norm_inputs]
+    warps = int(p["threads"]) // 32  # type: ignore[call-overload]
+    per_lane = math.ceil(n / 32)
+    cached = per_lane <= NORM_CACHED
+    rows = next(r for r in (4, 2, 1) if (bm // warps) % r == 0 and (r == 1 or r * per_lane <= NORM_CACHED))
+    row_blocks = math.ceil(m / bm) * batch
+    base = call.counters  # the K split's tile counters come first
+    call.uses_status = True
+    call.counters = base + row_blocks
+    p.update(NORM=True, NORM_SCALE=scale, NORM_BIAS=bias[0] if bias else "",
+             NORM_SCALE_STRIDE=int(scale_n == n), NORM_BIAS_STRIDE=int(bias_n == [n]),
+             NORM_EPSILON=node.ann.norm_epsilon, NORM_BASE=base, NORM_TILES_N=math.ceil(n / bn),
+             NORM_WARPS=warps, NORM_ROWS=rows, NORM_LANE=per_lane, NORM_CACHE=cached)
 
 
 # the Hopper GEMM (matmul_wgmma.cu.j2, sm_90a): 128 x 256 tiles of C on 2 warpgroups (128 x
