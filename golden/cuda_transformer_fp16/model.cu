@@ -525,7 +525,7 @@ extern "C" __global__ void __launch_bounds__(128) k4_attention(const pyc_f16* __
 
 // steps 5, 10: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(128) k5_matmul(int* __restrict__ STATUS, const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, const float* E2, const float* E3, pyc_f16* Y) {
+extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, const float* E2, const float* E3, pyc_f16* Y) {
   pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
@@ -678,17 +678,8 @@ extern "C" __global__ void __launch_bounds__(128) k5_matmul(int* __restrict__ ST
       }
     }
   }
-  __shared__ int norm_last;
-  __threadfence();  // this block's tile is visible to the GPU before the count says so
-  __syncthreads();
-  if (tid == 0) {
-    const int rb = 0 + ((int)z * gridDim.y + blockIdx.y);
-    norm_last = atomicAdd(STATUS + rb, 1) == 0;
-    if (norm_last) STATUS[rb] = 0;  // every block of the row-block has counted
-  }
-  __syncthreads();
-  if (!norm_last) return;  // no barrier follows
-  __threadfence();
+  __threadfence();  // the block's tile holds its rows whole: no count; its stores are
+  __syncthreads();  // visible in L2, where the normalization reads them
   pyc_f16* CN = Y + z * (int)1024;
   for (int r0 = warp * 4; r0 < 64; r0 += 16) {
     float n_mean[4], n_inv[4];
@@ -901,7 +892,7 @@ extern "C" __global__ void __launch_bounds__(128) k6_matmul(const pyc_f16* __res
 
 // step 7: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(128) k7_matmul(int* __restrict__ STATUS, const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, const float* E2, const float* E3, pyc_f16* Y) {
+extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* X0, const unsigned short* X1, const float* E0, const pyc_f16* E1, const float* E2, const float* E3, pyc_f16* Y) {
   pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
@@ -1054,17 +1045,8 @@ extern "C" __global__ void __launch_bounds__(128) k7_matmul(int* __restrict__ ST
       }
     }
   }
-  __shared__ int norm_last;
-  __threadfence();  // this block's tile is visible to the GPU before the count says so
-  __syncthreads();
-  if (tid == 0) {
-    const int rb = 0 + ((int)z * gridDim.y + blockIdx.y);
-    norm_last = atomicAdd(STATUS + rb, 1) == 0;
-    if (norm_last) STATUS[rb] = 0;  // every block of the row-block has counted
-  }
-  __syncthreads();
-  if (!norm_last) return;  // no barrier follows
-  __threadfence();
+  __threadfence();  // the block's tile holds its rows whole: no count; its stores are
+  __syncthreads();  // visible in L2, where the normalization reads them
   pyc_f16* CN = Y + z * (int)1024;
   for (int r0 = warp * 4; r0 < 64; r0 += 16) {
     float n_mean[4], n_inv[4];
@@ -1281,7 +1263,7 @@ extern "C" __global__ void __launch_bounds__(128) k11_matmul(const pyc_f16* __re
 
 // step 12: MatMul (cuda_matmul_mma, matmul_mma.cu.j2)
 
-extern "C" __global__ void __launch_bounds__(128) k12_matmul(int* __restrict__ STATUS, const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, const pyc_f16* __restrict__ E1, const float* __restrict__ E2, const float* __restrict__ E3, float* __restrict__ Y) {
+extern "C" __global__ void __launch_bounds__(128) k12_matmul(const pyc_f16* __restrict__ X0, const unsigned short* __restrict__ X1, const float* __restrict__ E0, const pyc_f16* __restrict__ E1, const float* __restrict__ E2, const float* __restrict__ E3, float* __restrict__ Y) {
   pyc_await_previous_grid();
   PYC_DYNAMIC_SHARED(pyc_smem);  // STAGES slices of A [BM][SA], then of B [BK][SB], 16-bit
   unsigned short* smem_a = (unsigned short*)pyc_smem;
@@ -1419,17 +1401,8 @@ extern "C" __global__ void __launch_bounds__(128) k12_matmul(int* __restrict__ S
       }
     }
   }
-  __shared__ int norm_last;
-  __threadfence();  // this block's tile is visible to the GPU before the count says so
-  __syncthreads();
-  if (tid == 0) {
-    const int rb = 0 + ((int)z * gridDim.y + blockIdx.y);
-    norm_last = atomicAdd(STATUS + rb, 1) == 0;
-    if (norm_last) STATUS[rb] = 0;  // every block of the row-block has counted
-  }
-  __syncthreads();
-  if (!norm_last) return;  // no barrier follows
-  __threadfence();
+  __threadfence();  // the block's tile holds its rows whole: no count; its stores are
+  __syncthreads();  // visible in L2, where the normalization reads them
   float* CN = Y + z * (int)1024;
   for (int r0 = warp * 4; r0 < 64; r0 += 16) {
     float n_mean[4], n_inv[4];

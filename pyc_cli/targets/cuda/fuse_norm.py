@@ -1,13 +1,13 @@
 """LayerNormalization into the tensor-core GEMM before it (the CUDA target's pass between kernel
-selection and the 16-bit activations): where a MatMul run by cuda_matmul_mma (with its fused
-epilogue: bias, residual add...) is the only producer and the LayerNormalization the only
-reader of a tensor, and the LayerNormalization normalizes over that tensor's last axis (the
-GEMM's N) with constant scale and bias, the GEMM's blocks still compute and store their tiles,
-and the last block of each row-block (an atomic counter per row-block past the run's status
-word, as the K split counts tiles: cuda/ksplit.j2) normalizes those rows in place
-(matmul_mma.cu.j2's `normalize`). One launch less per LayerNormalization; at batch 1 every
-kernel is latency-bound, so each saves its launch and its gap (docs/cuda.md, Fused
-LayerNormalization).
+selection and the 16-bit activations): where a MatMul run by cuda_matmul_mma or by the cp.async
+Hopper GEMM cuda_matmul_wgmma (with its fused epilogue: bias, residual add...) is the only
+producer and the LayerNormalization the only reader of a tensor, and the LayerNormalization
+normalizes over that tensor's last axis (the GEMM's N) with constant scale and bias, the GEMM's
+blocks still compute and store their tiles, and the last block of each row-block (an atomic
+counter per row-block past the run's status word, as the K split counts tiles: cuda/ksplit.j2)
+normalizes those rows in place (matmul_mma.cu.j2's `normalize`). One launch less per
+LayerNormalization; at batch 1 every kernel is latency-bound, so each saves its launch and its
+gap (docs/cuda.md, Fused LayerNormalization).
 
 The pre-normalization tensor is never stored apart: it must have no other reader and not be a
 model output (in a post-LN encoder it is the residual sum, read only by the LayerNormalization);
@@ -22,7 +22,9 @@ from ...ops import registry
 from ...passes.context import PassContext
 
 NAME = "fuse_layernorm"
-GEMM_KERNELS = ("cuda_matmul_mma",)  # the GEMMs whose template renders `normalize`
+# the GEMMs whose template renders `normalize` (matmul_mma.cu.j2's store: the mma.sync GEMM and
+# the cp.async Hopper GEMM; not the TMA one, whose persistent blocks take several tiles each)
+GEMM_KERNELS = ("cuda_matmul_mma", "cuda_matmul_wgmma")
 NORM_KERNEL = "cuda_layernorm_block"
 
 

@@ -249,11 +249,12 @@ NORM_CACHED = 48
 
 
 def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
-    """A LayerNormalization fused into the tensor-core GEMM (targets/cuda/fuse_norm.py): a
-    counter per row-block of C (ceil(M / BM) per batch) past the K split's tile counters; the
-    last of its ceil(N / BN) blocks normalizes its BM rows, a warp a row, NORM_ROWS rows of a
-    warp at once (their values in registers where a lane's share of a row, ceil(N / 32), times
-    NORM_ROWS fits NORM_CACHED); the scale and bias are epilogue operands."""
+    """A LayerNormalization fused into the tensor-core GEMM or the cp.async Hopper one
+    (targets/cuda/fuse_norm.py; both end in matmul_mma.cu.j2's store): a counter per row-block
+    of C (ceil(M / BM) per batch) past the K split's tile counters; the last of its
+    ceil(N / BN) blocks normalizes its BM rows, a warp a row, NORM_ROWS rows of a warp at once
+    (their values in registers where a lane's share of a row, ceil(N / 32), times NORM_ROWS
+    fits NORM_CACHED); the scale and bias are epilogue operands."""
     p = call.params
     m, n, bm, bn = int(p["M"]), int(p["N"]), int(p["BM"]), int(p["BN"])  # type: ignore[call-overload]
     first = node.ann.epilogue_first_input or 0
@@ -263,13 +264,15 @@ def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
     per_lane = math.ceil(n / 32)
     cached = per_lane <= NORM_CACHED
     rows = next(r for r in (4, 2, 1) if (bm // warps) % r == 0 and (r == 1 or r * per_lane <= NORM_CACHED))
-    row_blocks = math.ceil(m / bm) * batch
+    tiles_n = math.ceil(n / bn)
     base = call.counters  # the K split's tile counters come first
-    call.uses_status = True
-    call.counters = base + row_blocks
+    if tiles_n > 1:  # a block whose tile spans N normalizes its own rows, uncounted
+        call.uses_status = True
+        call.counters = base + math.ceil(m / bm) * batch
     p.update(NORM=True, NORM_SCALE=scale, NORM_BIAS=bias[0] if bias else "",
              NORM_SCALE_STRIDE=int(scale_n == n), NORM_BIAS_STRIDE=int(bias_n == [n]),
-             NORM_EPSILON=node.ann.norm_epsilon, NORM_BASE=base, NORM_TILES_N=math.ceil(n / bn),
+             NORM_EPSILON=node.ann.norm_epsilon, NORM_BASE=base, NORM_TILES_N=tiles_n,
+             NORM_TILES_M=math.ceil(m / bm),
              NORM_WARPS=warps, NORM_ROWS=rows, NORM_LANE=per_lane, NORM_CACHE=cached)
 
 
@@ -339,6 +342,8 @@ def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              a_async=a_half and k % 8 == 0, b_async=b_act_half and n % 8 == 0,
              a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+    if node.ann.norm_from:  # matmul_mma.cu.j2's store, which it shares, normalizes
+        _take_norm(call, graph, node, batch)
 
 
 @dataclass(frozen=True)

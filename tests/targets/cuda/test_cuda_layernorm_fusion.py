@@ -115,13 +115,15 @@ def unfused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # (m, k, n, batch, bias, residual, norm bias, tail): N 384 (the encoder's) and 200 (no multiple
 # of a tile or a warp), M from 9 (the fewest rows the tensor-core GEMM takes) to 300 (three
-# row-blocks of 128 / five of 64, the last partial); K from 48 (no K split) to 512 (split)
+# row-blocks of 128 / five of 64, the last partial); K from 48 (no K split) to 512 (split); N
+# 64: one tile spans the rows, the block normalizes them uncounted
 SHAPES = [(128, 384, 384, (), True, True, True, True),
           (128, 384, 384, (), True, True, True, False),
           (9, 64, 200, (), True, True, True, False),
           (300, 256, 384, (), True, False, True, True),
           (70, 512, 200, (), False, True, False, True),
-          (40, 48, 96, (2,), True, True, True, False)]
+          (40, 48, 96, (2,), True, True, True, False),
+          (33, 96, 64, (), True, True, True, True)]
 # |fused - two kernels| <= this x max |output|: tf32 stores the pre-normalization sum in float32
 # either way (only the reductions' order differs); at fp16 / bf16 two kernels round it to 16
 # bits in between, and where the normalized tensor is the model's (float32) output the fused
@@ -239,15 +241,15 @@ def test_the_ir_keeps_the_fused_normalization(tmp_path: Path, rng: np.random.Gen
 
 @needs_nvrtc
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "tf32"])
-@pytest.mark.parametrize("n", [384, 200, 1600])
+@pytest.mark.parametrize("n", [384, 200, 1600, 64])
 def test_nvrtc_compiles_the_fused_kernel(precision: str, n: int, tmp_path: Path,
                                          rng: np.random.Generator) -> None:
-    """The fused kernel (register rows and reread rows, a K split and none) compiles for sm_90
-    and sm_80 without warnings."""
+    """The fused kernel (register rows and reread rows, a K split and none, counted row-blocks
+    and a tile spanning N) compiles for sm_90 and sm_80 without warnings."""
     path = write_model(norm_model(128, 384 if n != 1600 else 32, n, rng), tmp_path)
     pyc_cli.build(path, tmp_path / "a.pyc", target="cuda", arch="sm_80", precision=precision)
     source = (tmp_path / "a.pyc" / "src" / "model.cu").read_text()
-    assert "norm_last" in source
+    assert "n_mean" in source
     for arch in ("sm_90", "sm_80"):
         compiled = toolchain.compile_source(source, arch, kernel_templates(source))
         assert "warning" not in compiled.log.lower(), compiled.log
@@ -294,3 +296,31 @@ def test_emulated_encoder_with_fused_layernorms(precision: str, tmp_path: Path,
     for feed, got in zip(feeds, runs(tmp_path / "enc.pyc", plan, feeds, tmp_path, monkeypatch)):
         for name, value in onnxruntime_outputs(path, feed).items():
             assert_close_to_max(got[name], value, WHOLE_MODEL_RTOL[precision], f"{name} {precision}")
+
+
+@needs_nvrtc
+@needs_cxx
+@pytest.mark.parametrize("columns", [128, 256])
+def test_the_hopper_gemm_normalizes_too(columns: int, tmp_path: Path, rng: np.random.Generator,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda_matmul_wgmma (forced, as a tuning database would: 128 x 128 or 128 x 256 tiles in
+    its grouped order) ends in the same store and normalization: rows of two row-blocks (the
+    second partial) over two or one column tiles, at fp16, twice in a row."""
+    from test_cuda_wgmma import WGMMA, ForcedWgmma
+
+    model = norm_model(130, 64, 200, rng, tail=True)
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "w.pyc", target="cuda", arch="sm_90", precision="fp16",
+                  tuning=ForcedWgmma(tc_wgmma_n=columns))  # type: ignore[arg-type]
+    plan = json.loads((tmp_path / "w.pyc" / "src" / "launches.json").read_text())
+    assert launched_ops(plan) == ["MatMul", "pyc.Elementwise"]
+    source = (tmp_path / "w.pyc" / "src" / "model.cu").read_text()
+    assert "matmul_wgmma.cu.j2" in source and "n_mean" in source
+    compiled = toolchain.compile_source(source, toolchain.compile_arch("sm_90", source),
+                                        kernel_templates(source))
+    assert "warning" not in compiled.log.lower(), compiled.log
+    assert WGMMA in (tmp_path / "w.pyc" / "decisions.jsonl").read_text()
+    feeds = [feeds_for(model, rng) for _ in range(2)]
+    for feed, got in zip(feeds, runs(tmp_path / "w.pyc", plan, feeds, tmp_path, monkeypatch)):
+        assert_close_to_max(got["y"], onnxruntime_outputs(path, feed)["y"], EXACT_RTOL["fp16"],
+                            f"wgmma {columns} columns")
