@@ -324,3 +324,22 @@ def test_the_hopper_gemm_normalizes_too(columns: int, tmp_path: Path, rng: np.ra
     for feed, got in zip(feeds, runs(tmp_path / "w.pyc", plan, feeds, tmp_path, monkeypatch)):
         assert_close_to_max(got["y"], onnxruntime_outputs(path, feed)["y"], EXACT_RTOL["fp16"],
                             f"wgmma {columns} columns")
+
+
+def test_tuning_sees_the_gemm_as_selection_did(tmp_path: Path, rng: np.random.Generator) -> None:
+    """`--tune` measures a fused GEMM's variants under the signature kernel selection looks up
+    (before the fusion: without the normalization's operands), so its measurements serve the
+    next build."""
+    from pyc_cli.passes.tuning import kernel_signature
+    from pyc_cli.targets.cuda.target import CudaTarget
+    from pyc_cli.tune import tuning_tasks
+
+    path = write_model(norm_model(64, 64, 96, rng), tmp_path)
+    graph, ctx = compile_graph(path, target=CudaTarget("sm_90", "tf32"))
+    (gemm,) = [n for n in graph.nodes if n.op == "MatMul"]
+    assert gemm.ann.norm_from
+    selected, _ = compile_graph(path, target=CudaTarget("sm_90", "tf32"), stop_after="select_kernels")
+    (before,) = [n for n in selected.nodes if n.op == "MatMul"]
+    (task,) = [t for t in tuning_tasks(graph, ctx.target) if t.node.op == "MatMul"]  # type: ignore[arg-type]
+    assert task.signature == kernel_signature(before, selected, "cuda")
+    assert len(task.node.inputs) == len(gemm.inputs) - 2 and not task.node.ann.norm_from
