@@ -681,11 +681,11 @@ extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, c
   __threadfence();  // the block's tile holds its rows whole: no count; its stores are
   __syncthreads();  // visible in L2, where the normalization reads them
   pyc_f16* CN = Y + z * (int)1024;
-  for (int r0 = warp * 4; r0 < 64; r0 += 16) {
-    float n_mean[4], n_inv[4];
-    float n_v[4][2];
+  for (int r0 = warp * 8; r0 < 64; r0 += 32) {
+    float n_mean[8], n_inv[8];
+    float n_v[8][2];
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       const int i = row0 + r0 + rr;
       float s = 0.0f;
 #pragma unroll
@@ -698,9 +698,9 @@ extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, c
       n_mean[rr] = s;
     }
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) n_mean[rr] = pyc_warp_sum(n_mean[rr]) / 64.0f;
+    for (int rr = 0; rr < 8; ++rr) n_mean[rr] = pyc_warp_sum(n_mean[rr]) / 64.0f;
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       float q = 0.0f;
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
@@ -711,10 +711,10 @@ extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, c
       n_inv[rr] = q;
     }
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr)
+    for (int rr = 0; rr < 8; ++rr)
       n_inv[rr] = 1.0f / sqrtf(pyc_warp_sum(n_inv[rr]) / 64.0f + (float)9.999999747378752e-06);
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       const int i = row0 + r0 + rr;
       if (i >= 16) continue;
 #pragma unroll
@@ -1048,11 +1048,11 @@ extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* X0, c
   __threadfence();  // the block's tile holds its rows whole: no count; its stores are
   __syncthreads();  // visible in L2, where the normalization reads them
   pyc_f16* CN = Y + z * (int)1024;
-  for (int r0 = warp * 4; r0 < 64; r0 += 16) {
-    float n_mean[4], n_inv[4];
-    float n_v[4][2];
+  for (int r0 = warp * 8; r0 < 64; r0 += 32) {
+    float n_mean[8], n_inv[8];
+    float n_v[8][2];
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       const int i = row0 + r0 + rr;
       float s = 0.0f;
 #pragma unroll
@@ -1065,9 +1065,9 @@ extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* X0, c
       n_mean[rr] = s;
     }
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) n_mean[rr] = pyc_warp_sum(n_mean[rr]) / 64.0f;
+    for (int rr = 0; rr < 8; ++rr) n_mean[rr] = pyc_warp_sum(n_mean[rr]) / 64.0f;
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       float q = 0.0f;
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
@@ -1078,10 +1078,10 @@ extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* X0, c
       n_inv[rr] = q;
     }
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr)
+    for (int rr = 0; rr < 8; ++rr)
       n_inv[rr] = 1.0f / sqrtf(pyc_warp_sum(n_inv[rr]) / 64.0f + (float)9.999999747378752e-06);
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       const int i = row0 + r0 + rr;
       if (i >= 16) continue;
 #pragma unroll
@@ -1404,11 +1404,11 @@ extern "C" __global__ void __launch_bounds__(128) k12_matmul(const pyc_f16* __re
   __threadfence();  // the block's tile holds its rows whole: no count; its stores are
   __syncthreads();  // visible in L2, where the normalization reads them
   float* CN = Y + z * (int)1024;
-  for (int r0 = warp * 4; r0 < 64; r0 += 16) {
-    float n_mean[4], n_inv[4];
-    float n_v[4][2];
+  for (int r0 = warp * 8; r0 < 64; r0 += 32) {
+    float n_mean[8], n_inv[8];
+    float n_v[8][2];
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       const int i = row0 + r0 + rr;
       float s = 0.0f;
 #pragma unroll
@@ -1421,9 +1421,9 @@ extern "C" __global__ void __launch_bounds__(128) k12_matmul(const pyc_f16* __re
       n_mean[rr] = s;
     }
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) n_mean[rr] = pyc_warp_sum(n_mean[rr]) / 64.0f;
+    for (int rr = 0; rr < 8; ++rr) n_mean[rr] = pyc_warp_sum(n_mean[rr]) / 64.0f;
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       float q = 0.0f;
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
@@ -1434,10 +1434,10 @@ extern "C" __global__ void __launch_bounds__(128) k12_matmul(const pyc_f16* __re
       n_inv[rr] = q;
     }
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr)
+    for (int rr = 0; rr < 8; ++rr)
       n_inv[rr] = 1.0f / sqrtf(pyc_warp_sum(n_inv[rr]) / 64.0f + (float)9.999999747378752e-06);
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr) {
+    for (int rr = 0; rr < 8; ++rr) {
       const int i = row0 + r0 + rr;
       if (i >= 16) continue;
 #pragma unroll

@@ -243,9 +243,12 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
 
 
 # a fused LayerNormalization's rows (_take_norm): each lane of a warp keeps at most this many
-# of a row's values in registers over the row block's rows at once; longer rows (N > 32 *
-# NORM_CACHED) are read from memory again for each pass
-NORM_CACHED = 48
+# of a row's values in registers over the rows it normalizes at once (fewer rounds, each an L2
+# round trip and two warp reductions); longer rows (N > 32 * NORM_CACHED) are read from memory
+# again for each pass. A kernel capped at 128 registers a thread (tc_min_blocks 2) keeps half
+# as many (NORM_CACHED_CAPPED), or its normalization would spill
+NORM_CACHED = 96
+NORM_CACHED_CAPPED = 48
 
 
 def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
@@ -254,7 +257,8 @@ def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
     of C (ceil(M / BM) per batch) past the K split's tile counters; the last of its
     ceil(N / BN) blocks normalizes its BM rows, a warp a row, NORM_ROWS rows of a warp at once
     (their values in registers where a lane's share of a row, ceil(N / 32), times NORM_ROWS
-    fits NORM_CACHED); the scale and bias are epilogue operands."""
+    fits NORM_CACHED, NORM_CACHED_CAPPED under a register cap); the scale and bias are
+    epilogue operands."""
     p = call.params
     m, n, bm, bn = int(p["M"]), int(p["N"]), int(p["BM"]), int(p["BN"])  # type: ignore[call-overload]
     first = node.ann.epilogue_first_input or 0
@@ -262,8 +266,9 @@ def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
     scale_n, *bias_n = [graph.types[node.inputs[position]].numel for position in node.ann.norm_inputs]
     warps = int(p["threads"]) // 32  # type: ignore[call-overload]
     per_lane = math.ceil(n / 32)
-    cached = per_lane <= NORM_CACHED
-    rows = next(r for r in (4, 2, 1) if (bm // warps) % r == 0 and (r == 1 or r * per_lane <= NORM_CACHED))
+    room = NORM_CACHED if call.min_blocks <= 1 else NORM_CACHED_CAPPED
+    cached = per_lane <= room
+    rows = next(r for r in (8, 4, 2, 1) if (bm // warps) % r == 0 and (r == 1 or r * per_lane <= room))
     tiles_n = math.ceil(n / bn)
     base = call.counters  # the K split's tile counters come first
     if tiles_n > 1:  # a block whose tile spans N normalizes its own rows, uncounted
