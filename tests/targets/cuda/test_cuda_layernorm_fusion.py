@@ -343,3 +343,18 @@ def test_tuning_sees_the_gemm_as_selection_did(tmp_path: Path, rng: np.random.Ge
     (task,) = [t for t in tuning_tasks(graph, ctx.target) if t.node.op == "MatMul"]  # type: ignore[arg-type]
     assert task.signature == kernel_signature(before, selected, "cuda")
     assert len(task.node.inputs) == len(gemm.inputs) - 2 and not task.node.ann.norm_from
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("bias", [True, False])
+def test_explain_lists_the_fusion(bias: bool, tmp_path: Path, rng: np.random.Generator) -> None:
+    """`pyc explain` reports the LayerNormalization within the GEMM's fusion (with its epilogue
+    or alone), with the decision's reason."""
+    from pyc_cli.explain import explain_data
+
+    path = write_model(norm_model(64, 64, 96, rng, bias=bias, residual=bias), tmp_path)
+    pyc_cli.build(path, tmp_path / "a.pyc", target="cuda", precision="fp16")
+    (fusion,) = [f for f in explain_data(tmp_path / "a.pyc")["fusions"]
+                 if "LayerNormalization" in f["ops"]]
+    assert fusion["ops"][0] == "MatMul" and fusion["ops"][-1] == "LayerNormalization"
+    assert len(fusion["nodes"]) == (4 if bias else 2) and "row-block" in fusion["reason"]
