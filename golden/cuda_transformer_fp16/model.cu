@@ -681,6 +681,13 @@ extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, c
   __threadfence();  // the block's tile holds its rows whole: no count; its stores are
   __syncthreads();  // visible in L2, where the normalization reads them
   pyc_f16* CN = Y + z * (int)1024;
+  float n_g[2], n_b[2];  // this lane's columns of the scale and bias, read once
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int j = c * 32 + lane;
+    n_g[c] = j < 64 ? (float)E2[j * 1] : 0.0f;
+    n_b[c] = j < 64 ? (float)E3[j * 1] : 0.0f;
+  }
   for (int r0 = warp * 8; r0 < 64; r0 += 32) {
     float n_mean[8], n_inv[8];
     float n_v[8][2];
@@ -721,8 +728,7 @@ extern "C" __global__ void __launch_bounds__(128) k5_matmul(const pyc_f16* X0, c
       for (int c = 0; c < 2; ++c) {
         const int j = c * 32 + lane;
         if (j >= 64) continue;
-        const float v = n_v[rr][c];
-        CN[i * 64 + j] = (v - n_mean[rr]) * n_inv[rr] * E2[j * 1] + E3[j * 1];
+        CN[i * 64 + j] = (n_v[rr][c] - n_mean[rr]) * n_inv[rr] * n_g[c] + n_b[c];
       }
     }
   }
@@ -1048,6 +1054,13 @@ extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* X0, c
   __threadfence();  // the block's tile holds its rows whole: no count; its stores are
   __syncthreads();  // visible in L2, where the normalization reads them
   pyc_f16* CN = Y + z * (int)1024;
+  float n_g[2], n_b[2];  // this lane's columns of the scale and bias, read once
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int j = c * 32 + lane;
+    n_g[c] = j < 64 ? (float)E2[j * 1] : 0.0f;
+    n_b[c] = j < 64 ? (float)E3[j * 1] : 0.0f;
+  }
   for (int r0 = warp * 8; r0 < 64; r0 += 32) {
     float n_mean[8], n_inv[8];
     float n_v[8][2];
@@ -1088,8 +1101,7 @@ extern "C" __global__ void __launch_bounds__(128) k7_matmul(const pyc_f16* X0, c
       for (int c = 0; c < 2; ++c) {
         const int j = c * 32 + lane;
         if (j >= 64) continue;
-        const float v = n_v[rr][c];
-        CN[i * 64 + j] = (v - n_mean[rr]) * n_inv[rr] * E2[j * 1] + E3[j * 1];
+        CN[i * 64 + j] = (n_v[rr][c] - n_mean[rr]) * n_inv[rr] * n_g[c] + n_b[c];
       }
     }
   }
@@ -1404,6 +1416,13 @@ extern "C" __global__ void __launch_bounds__(128) k12_matmul(const pyc_f16* __re
   __threadfence();  // the block's tile holds its rows whole: no count; its stores are
   __syncthreads();  // visible in L2, where the normalization reads them
   float* CN = Y + z * (int)1024;
+  float n_g[2], n_b[2];  // this lane's columns of the scale and bias, read once
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int j = c * 32 + lane;
+    n_g[c] = j < 64 ? (float)E2[j * 1] : 0.0f;
+    n_b[c] = j < 64 ? (float)E3[j * 1] : 0.0f;
+  }
   for (int r0 = warp * 8; r0 < 64; r0 += 32) {
     float n_mean[8], n_inv[8];
     float n_v[8][2];
@@ -1444,8 +1463,7 @@ extern "C" __global__ void __launch_bounds__(128) k12_matmul(const pyc_f16* __re
       for (int c = 0; c < 2; ++c) {
         const int j = c * 32 + lane;
         if (j >= 64) continue;
-        const float v = n_v[rr][c];
-        CN[i * 64 + j] = (v - n_mean[rr]) * n_inv[rr] * E2[j * 1] + E3[j * 1];
+        CN[i * 64 + j] = (n_v[rr][c] - n_mean[rr]) * n_inv[rr] * n_g[c] + n_b[c];
       }
     }
   }

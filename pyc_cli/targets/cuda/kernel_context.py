@@ -242,13 +242,13 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
         _take_norm(call, graph, node, batch)
 
 
-# a fused LayerNormalization's rows (_take_norm): each lane of a warp keeps at most this many
-# of a row's values in registers over the rows it normalizes at once (fewer rounds, each an L2
-# round trip and two warp reductions); longer rows (N > 32 * NORM_CACHED) are read from memory
-# again for each pass. A kernel capped at 128 registers a thread (tc_min_blocks 2) keeps half
-# as many (NORM_CACHED_CAPPED), or its normalization would spill
-NORM_CACHED = 96
-NORM_CACHED_CAPPED = 48
+# a fused LayerNormalization's rows (_take_norm): the values each lane of a warp keeps in
+# registers: its columns of the scale and bias, and of the rows it normalizes at once (more
+# rows, fewer rounds: each an L2 round trip and two warp reductions); where even one row does
+# not fit with the scale and bias (N > 1344), each pass reads the rows from memory again. A
+# kernel capped at 128 registers a thread (tc_min_blocks 2) keeps half as many, or it spills
+NORM_REGISTERS = 128
+NORM_REGISTERS_CAPPED = 64
 
 
 def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
@@ -256,9 +256,9 @@ def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
     (targets/cuda/fuse_norm.py; both end in matmul_mma.cu.j2's store): a counter per row-block
     of C (ceil(M / BM) per batch) past the K split's tile counters; the last of its
     ceil(N / BN) blocks normalizes its BM rows, a warp a row, NORM_ROWS rows of a warp at once
-    (their values in registers where a lane's share of a row, ceil(N / 32), times NORM_ROWS
-    fits NORM_CACHED, NORM_CACHED_CAPPED under a register cap); the scale and bias are
-    epilogue operands."""
+    (their values in registers, with the scale's and bias's, where a lane's share of them,
+    ceil(N / 32) each, fits NORM_REGISTERS, NORM_REGISTERS_CAPPED under a register cap); the
+    scale and bias are epilogue operands."""
     p = call.params
     m, n, bm, bn = int(p["M"]), int(p["N"]), int(p["BM"]), int(p["BN"])  # type: ignore[call-overload]
     first = node.ann.epilogue_first_input or 0
@@ -266,9 +266,10 @@ def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
     scale_n, *bias_n = [graph.types[node.inputs[position]].numel for position in node.ann.norm_inputs]
     warps = int(p["threads"]) // 32  # type: ignore[call-overload]
     per_lane = math.ceil(n / 32)
-    room = NORM_CACHED if call.min_blocks <= 1 else NORM_CACHED_CAPPED
-    cached = per_lane <= room
-    rows = next(r for r in (8, 4, 2, 1) if (bm // warps) % r == 0 and (r == 1 or r * per_lane <= room))
+    room = NORM_REGISTERS if call.min_blocks <= 1 else NORM_REGISTERS_CAPPED
+    cached = 3 * per_lane <= room  # a row, the scale and the bias
+    rows = next(r for r in (8, 4, 2, 1)
+                if (bm // warps) % r == 0 and (r == 1 or (r + 2) * per_lane <= room))
     tiles_n = math.ceil(n / bn)
     base = call.counters  # the K split's tile counters come first
     if tiles_n > 1:  # a block whose tile spans N normalizes its own rows, uncounted
