@@ -187,7 +187,9 @@ def _node_flops(node: Node, graph: Graph, kernel: str) -> int:
 def _fused_nodes(node: Node) -> list[str]:
     """The source nodes this kernel also computes (fused into it), in program order."""
     fused = node.ann.fused_from
-    return [*node.ann.prologue_from, *node.ann.epilogue_from, *(fused if len(fused) > 1 else [])]
+    norm = [node.ann.norm_from] if node.ann.norm_from else []
+    return [*node.ann.prologue_from, *node.ann.epilogue_from, *norm,
+            *(fused if len(fused) > 1 else [])]
 
 
 def _value(name: str, graph: Graph, placed: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -227,10 +229,12 @@ def _passes(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _fusions(graph: Graph, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The fusions present in the final graph (an elementwise group later absorbed into an
     epilogue is reported once, as part of that epilogue)."""
-    reasons = {}
+    reasons, norm_reasons = {}, {}
     for d in decisions:
         if d["action"] in ("fuse_elementwise", "fuse_epilogue", "fuse_prologue"):
             reasons[d["nodes"][0]] = d["reason"]
+        elif d["action"] == "fuse_layernorm":
+            norm_reasons[d["nodes"][0]] = d["reason"]
     fused = []
     for node in graph.nodes:
         ann = node.ann
@@ -244,6 +248,13 @@ def _fusions(graph: Graph, decisions: list[dict[str, Any]]) -> list[dict[str, An
             ops = [node.op] + [i.op for i in ann.epilogue]
             fused.append({"kind": "epilogue", "nodes": merged, "ops": ops,
                           "reason": reasons.get(origin, "")})
+        if ann.norm_from:  # a LayerNormalization after it (the CUDA target's fuse_layernorm)
+            if not ann.epilogue_from:
+                fused.append({"kind": "epilogue", "nodes": [node.name], "ops": [node.op],
+                              "reason": ""})
+            fused[-1]["nodes"] = [*fused[-1]["nodes"], ann.norm_from]
+            fused[-1]["ops"] = [*fused[-1]["ops"], "LayerNormalization"]
+            fused[-1]["reason"] = norm_reasons.get(node.name, fused[-1]["reason"])
         elif len(ann.fused_from) > 1:
             merged = list(ann.fused_from)
             ops = [i.op for i in ann.program]

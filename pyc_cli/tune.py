@@ -18,6 +18,7 @@ they are declared (targets/kernel.py `KernelCandidate.tunables`).
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import hashlib
 import math
@@ -146,10 +147,11 @@ def tuning_database(target: Target, path: str | Path, cpu_record: dict[str, Any]
 def tuning_tasks(graph: Graph, target: Target) -> list[SignatureTask]:
     """The signatures worth tuning (more than one variant), most work first."""
     tasks: dict[KernelSignature, SignatureTask] = {}
-    for node in graph.nodes:
-        chosen = target.chosen(node)
+    for fused in graph.nodes:
+        chosen = target.chosen(fused)
         if chosen is None:
             continue
+        node = before_norm(fused)
         signature = kernel_signature(node, graph, target.name)
         if signature in tasks:
             tasks[signature].count += 1
@@ -466,6 +468,19 @@ def outputs_match(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], r
         if np.any(np.abs(have64[finite] - want64[finite]) > rtol * scale):
             return False
     return True
+
+
+def before_norm(node: Node) -> Node:
+    """A GEMM that a LayerNormalization was fused into after kernel selection (the CUDA
+    target's fuse_layernorm) as selection saw it, without the normalization's operands: its
+    signature is the one the build looks up, its variants the GEMM's; `node` itself otherwise."""
+    if not node.ann.norm_from:
+        return node
+    kept = [v for i, v in enumerate(node.inputs) if i not in node.ann.norm_inputs]
+    clone = Node(node.op, node.name, kept, list(node.outputs), dict(node.attrs))
+    clone.ann = copy.copy(node.ann)
+    clone.ann.norm_from, clone.ann.norm_inputs, clone.ann.norm_epsilon = "", [], None
+    return clone
 
 
 def single_node_graph(graph: Graph, node: Node) -> Graph:

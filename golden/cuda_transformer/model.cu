@@ -40,6 +40,10 @@ __device__ __forceinline__ float pyc_verff(float x) { return erff(x); }
 __device__ __forceinline__ float pyc_vtanhf(float x) { return tanhf(x); }
 __device__ __forceinline__ float pyc_vsigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// a float another block stored during this launch, read through L2 (ld.global.cg: this
+// multiprocessor's L1 may hold an older copy); half.cuh.j2 adds the 16-bit activations'
+__device__ __forceinline__ float pyc_ldcg(const float* p) { return __ldcg(p); }
+
 // the sum / max of `v` over the block (blockDim.x a multiple of 32, at most 1024); every
 // thread gets the result. `scratch` holds one value per warp.
 __device__ __forceinline__ float pyc_warp_sum(float v) {

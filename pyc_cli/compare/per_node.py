@@ -29,7 +29,7 @@ from .reference import run_reference
 # decisions that merge the nodes they name into one IR node (skip_epilogue, say, does not)
 MERGING_ACTIONS = frozenset({"fuse_elementwise", "fuse_epilogue", "fuse_prologue",
                              "fuse_manual_layernorm", "fold_batchnorm_into_conv",
-                             "fold_batchnorm_into_gemm"})
+                             "fold_batchnorm_into_gemm", "fuse_layernorm"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ class FusedGroups:
     def _own(self, node: Node) -> list[str]:
         group = [node.name]
         group += [*node.ann.prologue_from, *node.ann.fused_from, *node.ann.epilogue_from]
+        group += [node.ann.norm_from] if node.ann.norm_from else []
         group += [self.sources[o].node for o in node.outputs if o in self.sources]
         members = set(group)
         grown = True

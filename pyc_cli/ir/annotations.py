@@ -63,6 +63,12 @@ class Annotations:
     inplace_operand: int | None = None
     # the inputs (of a Concat) computed straight into their slice of the output
     inplace_inputs: list[int] = field(default_factory=list)
+    # a LayerNormalization over the output's last axis, fused after the epilogue (the CUDA
+    # target's fuse_layernorm: the GEMM's last block of each row-block normalizes its rows):
+    # the node it came from, its scale (and bias) input positions, its epsilon
+    norm_from: str = ""
+    norm_inputs: list[int] = field(default_factory=list)
+    norm_epsilon: float | None = None
 
     @property
     def kernel_name(self) -> str:

@@ -193,7 +193,9 @@ def annotation_fields(ann: Annotations) -> list[tuple[str, AttrValue]]:
         ("prologue", format_program(ann.prologue)), ("prologue_from", ann.prologue_from),
         ("prologue_inputs", ann.prologue_inputs or None),
         ("stores_once", 1 if ann.stores_once else None),
-        ("inplace_operand", ann.inplace_operand), ("inplace_inputs", ann.inplace_inputs)]
+        ("inplace_operand", ann.inplace_operand), ("inplace_inputs", ann.inplace_inputs),
+        ("norm_from", ann.norm_from), ("norm_inputs", ann.norm_inputs),
+        ("norm_epsilon", ann.norm_epsilon)]
     # None, "" and []: nothing decided (0 is a real operand position)
     fields += [(key, value) for key, value in optional if value not in (None, "", [])]
     return fields
@@ -214,8 +216,14 @@ def _set_annotation(ann: Annotations, key: str, value: AttrValue) -> None:
         setattr(ann, key, parse_program([str(v) for v in _list_value(value)]))
     elif key in ("fused_from", "epilogue_from", "prologue_from"):
         setattr(ann, key, [str(v) for v in _list_value(value)])
-    elif key == "inplace_inputs":
-        ann.inplace_inputs = [int(v) for v in _list_value(value)]
+    elif key in ("inplace_inputs", "norm_inputs"):
+        setattr(ann, key, [int(v) for v in _list_value(value)])
+    elif key == "norm_from":
+        ann.norm_from = str(value)
+    elif key == "norm_epsilon":
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number annotation, found {value!r}")
+        ann.norm_epsilon = float(value)
     elif key == "tiled_from":
         ann.tiled_from = str(value)
     elif key == "stores_once":

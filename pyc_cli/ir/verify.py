@@ -130,3 +130,6 @@ def _annotation_problems(node: Node, rule: OpRule, kernels: KernelNames | None):
         yield f"node {node.name!r}: in-place operand {ann.inplace_operand} is not an input"
     if any(not 0 <= k < count for k in ann.inplace_inputs):
         yield f"node {node.name!r}: in-place inputs {ann.inplace_inputs} out of range"
+    if any(not 0 <= k < count for k in ann.norm_inputs) or \
+            bool(ann.norm_from) != bool(ann.norm_inputs):
+        yield f"node {node.name!r}: fused normalization inputs {ann.norm_inputs} do not match"

@@ -238,6 +238,48 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              b_async=b_act_half and n % 8 == 0, async_copies=conversion is not None or a_half or b_act_half,
              a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+    if node.ann.norm_from:
+        _take_norm(call, graph, node, batch)
+
+
+# a fused LayerNormalization's rows (_take_norm): the values each lane of a warp keeps in
+# registers: its columns of the scale and bias, and of the rows it normalizes at once (more
+# rows, fewer rounds: each an L2 round trip and two warp reductions); where even one row does
+# not fit with the scale and bias (N > 1344), each pass reads the rows from memory again. A
+# kernel capped at 128 registers a thread (tc_min_blocks 2) keeps half as many, or it spills
+NORM_REGISTERS = 128
+NORM_REGISTERS_CAPPED = 64
+
+
+def _take_norm(call: CudaCall, graph: Graph, node: Node, batch: int) -> None:
+    """A LayerNormalization fused into the tensor-core GEMM or the cp.async Hopper one
+    (targets/cuda/fuse_norm.py; both end in matmul_mma.cu.j2's store): a counter per row-block
+    of C (ceil(M / BM) per batch) past the K split's tile counters; the last of its
+    ceil(N / BN) blocks normalizes its BM rows, a warp a row, NORM_ROWS rows of a warp at once
+    (their values in registers, with the scale's and bias's, where a lane's share of them,
+    ceil(N / 32) each, fits NORM_REGISTERS, NORM_REGISTERS_CAPPED under a register cap); the
+    scale and bias are epilogue operands."""
+    p = call.params
+    m, n, bm, bn = int(p["M"]), int(p["N"]), int(p["BM"]), int(p["BN"])  # type: ignore[call-overload]
+    first = node.ann.epilogue_first_input or 0
+    scale, *bias = [f"E{position - first}" for position in node.ann.norm_inputs]
+    scale_n, *bias_n = [graph.types[node.inputs[position]].numel for position in node.ann.norm_inputs]
+    warps = int(p["threads"]) // 32  # type: ignore[call-overload]
+    per_lane = math.ceil(n / 32)
+    room = NORM_REGISTERS if call.min_blocks <= 1 else NORM_REGISTERS_CAPPED
+    cached = 3 * per_lane <= room  # a row, the scale and the bias
+    rows = next(r for r in (8, 4, 2, 1)
+                if (bm // warps) % r == 0 and (r == 1 or (r + 2) * per_lane <= room))
+    tiles_n = math.ceil(n / bn)
+    base = call.counters  # the K split's tile counters come first
+    if tiles_n > 1:  # a block whose tile spans N normalizes its own rows, uncounted
+        call.uses_status = True
+        call.counters = base + math.ceil(m / bm) * batch
+    p.update(NORM=True, NORM_SCALE=scale, NORM_BIAS=bias[0] if bias else "",
+             NORM_SCALE_STRIDE=int(scale_n == n), NORM_BIAS_STRIDE=int(bias_n == [n]),
+             NORM_EPSILON=node.ann.norm_epsilon, NORM_BASE=base, NORM_TILES_N=tiles_n,
+             NORM_TILES_M=math.ceil(m / bm),
+             NORM_WARPS=warps, NORM_ROWS=rows, NORM_LANE=per_lane, NORM_CACHE=cached)
 
 
 # the Hopper GEMM (matmul_wgmma.cu.j2, sm_90a): 128 x 256 tiles of C on 2 warpgroups (128 x
@@ -306,6 +348,8 @@ def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              a_async=a_half and k % 8 == 0, b_async=b_act_half and n % 8 == 0,
              a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+    if node.ann.norm_from:  # matmul_mma.cu.j2's store, which it shares, normalizes
+        _take_norm(call, graph, node, batch)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from ..base import ModelInfo, Target
 from ..cpu.target import PointerTable
 from ..kernel import shared_definitions
 from . import toolchain
+from .fuse_norm import NAME as FUSE_NORM
+from .fuse_norm import fuse_layernorm
 from .kernel_context import SPACES, TMA_ALIGN, Argument, CudaCall, Launch, TensorMap, cuda_call
 from .kernels import CUDA_KERNELS, PRECISIONS, WGMMA_ARCHS, cuda_kernels
 from .storage import NAME, store_16bit
@@ -164,8 +166,9 @@ class CudaTarget(Target):
         self._record: dict[str, Any] = {}
 
     def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
-        """Kernel selection, then (at fp16 / bf16) the 16-bit activations, then planning."""
-        return DEFAULT_TAIL[:1] + ((NAME, store_16bit),) + DEFAULT_TAIL[1:]
+        """Kernel selection, LayerNormalizations fused into the tensor-core GEMM before them,
+        then (at fp16 / bf16) the 16-bit activations, then planning."""
+        return DEFAULT_TAIL[:1] + ((FUSE_NORM, fuse_layernorm), (NAME, store_16bit)) + DEFAULT_TAIL[1:]
 
     def precision_note(self) -> str | None:
         note = PRECISION_NOTES.get(self.precision)

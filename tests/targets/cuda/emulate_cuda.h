@@ -163,6 +163,7 @@ static inline int atomicAdd(int* address, int value) {
 }
 static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline float __ldcg(const float* address) { return *address; }
+static inline unsigned short __ldcg(const unsigned short* address) { return *address; }
 
 static inline unsigned pyc_emu_linear_thread() {
   return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);

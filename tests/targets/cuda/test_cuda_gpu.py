@@ -634,3 +634,38 @@ def test_models_with_16_bit_activations(name: str, precision: str, tmp_path: Pat
                if built.graph.types[v].dtype.is_float)
     for name_, ours, value in runs_against_onnxruntime(path, built.artifact, feeds_for, rng, 2):
         assert_close_to_max(ours, value, WHOLE_MODEL_RTOL[precision], f"{name_} at {precision}")
+
+
+# ---------------------------------------------------------------- fused LayerNormalization
+# A LayerNormalization fused into the tensor-core GEMM before it (targets/cuda/fuse_norm.py:
+# the last block of each row-block normalizes its rows, counters reset for the next run):
+# GEMM + bias + residual + LayerNormalization models (test_cuda_layernorm_fusion.py's) against
+# onnxruntime within EXACT_RTOL of max |output|, five runs in a row (CUDA-graph replays: a
+# counter left unreset would normalize too early or never, leaving the NaN poison), forced
+# K splits and 128-row tiles among them; the batch-1 MiniLM encoder is checked fused by
+# test_models_with_16_bit_activations above.
+FUSED_NORM_SHAPES = [(128, 384, 384, False), (128, 1536, 384, False), (300, 256, 384, True),
+                     (9, 64, 200, False), (70, 512, 200, True), (20, 32, 1600, False)]
+
+
+@pytest.mark.parametrize("m,k,n,big_tiles", FUSED_NORM_SHAPES)
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "tf32"])
+def test_fused_gemm_layernorm(m: int, k: int, n: int, big_tiles: bool, precision: str,
+                              tmp_path: Path, rng: np.random.Generator,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from test_cuda_layernorm_fusion import feeds_for, norm_model
+
+    from pyc_cli.targets.cuda import kernel_context
+
+    if big_tiles:
+        monkeypatch.setattr(kernel_context, "FILL_BLOCKS", 1)
+    model = norm_model(m, k, n, rng, tail=precision != "tf32")
+    path = write_model(model, tmp_path)
+    built = pyc_cli.build(path, tmp_path / "n.pyc", target="cuda", arch=ARCH, precision=precision)
+    plan = json.loads((built.artifact / "src" / "launches.json").read_text())
+    assert "LayerNormalization" not in [s["op"] for s in plan["launches"]]
+    for name, ours, value in runs_against_onnxruntime(path, built.artifact,
+                                                      lambda r: feeds_for(model, r), rng, 5):
+        assert_close_to_max(ours, value, EXACT_RTOL[precision], f"{name} at {precision}")
