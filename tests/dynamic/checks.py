@@ -11,13 +11,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from conftest import onnxruntime_outputs
 
 import pyc_cli
+from pyc_cli.errors import PycError
 from pyc_cli.runtime.native import CompiledModel
 
 Feeds = Callable[[np.random.Generator, int, int], dict[str, np.ndarray]]
+# how onnxruntime refuses a run whose sizes do not fit the model
+ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail,
+              ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+              ort.capi.onnxruntime_pybind11_state.RuntimeException)
 
 
 def poison_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,3 +65,29 @@ def compile_driver(art: Path, driver: str, exe: Path, *defines: str) -> Path:
                     str(Path(__file__).resolve().parents[1] / "c" / driver), "-o", str(exe),
                     *manifest["toolchain"]["libraries"]], check=True)
     return exe
+
+
+def runs_and_refusals_match_onnxruntime(path: Path, artifact: Path,
+                                        feeds: Iterable[dict[str, np.ndarray]],
+                                        refused: Iterable[dict[str, np.ndarray]],
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        rtol: float, atol: float) -> None:
+    """Each of `feeds` matches onnxruntime (shape and values, within rtol and atol; output
+    buffers poisoned); each of `refused` fails in onnxruntime and is refused by PyC with
+    PYC-E041 (nothing written past a buffer)."""
+    poison_outputs(monkeypatch)
+    with pyc_cli.load(artifact) as model:
+        for given in feeds:
+            want = onnxruntime_outputs(path, given)
+            got = model.run(given)
+            shapes = {k: v.shape for k, v in given.items()}
+            for name, value in want.items():
+                assert got[name].shape == value.shape, (name, shapes)
+                np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
+                                           err_msg=f"{name} at {shapes}")
+        for given in refused:
+            with pytest.raises(ORT_ERRORS):
+                onnxruntime_outputs(path, given)
+            with pytest.raises(PycError) as error:
+                model.run(given)
+            assert error.value.code == "E041", {k: v.shape for k, v in given.items()}

@@ -11,52 +11,25 @@ test_resize_runtime.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from conftest import onnxruntime_outputs
 from onnx import TensorProto, helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import entry_source, parse_input_shapes
-from tests.dynamic.checks import poison_outputs, runs_match_onnxruntime
+from tests.dynamic.checks import runs_and_refusals_match_onnxruntime, runs_match_onnxruntime
 from tests.helpers import init, make_model, rand, write_model
 
 MODES = ["latency_first", "balanced", "memory_first"]
 I64 = TensorProto.INT64
 RTOL, ATOL = 1e-6, 1e-6  # elementwise float32 in onnxruntime's order
-ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail,
-              ort.capi.onnxruntime_pybind11_state.InvalidArgument)
 
 
 def _value_info(name: str, shape: list[int | str], elem: int = TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, elem, shape)
-
-
-def _check_runs(path: Path, artifact: Path, feeds: Iterable[dict[str, np.ndarray]],
-                refused: Iterable[dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
-                ) -> None:
-    """Each of `feeds` matches onnxruntime (shape and values); each of `refused` fails in
-    onnxruntime and is refused by PyC with PYC-E041 (nothing written past a buffer)."""
-    poison_outputs(monkeypatch)
-    with pyc_cli.load(artifact) as model:
-        for given in feeds:
-            want = onnxruntime_outputs(path, given)
-            got = model.run(given)
-            for name, value in want.items():
-                assert got[name].shape == value.shape, (name, given)
-                np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL,
-                                           err_msg=f"{name} at {given}")
-        for given in refused:
-            with pytest.raises(ORT_ERRORS):
-                onnxruntime_outputs(path, given)
-            with pytest.raises(PycError) as error:
-                model.run(given)
-            assert error.value.code == "E041", given
 
 
 # ---------------------------------------------------------------- Reshape to s + 1
@@ -86,7 +59,7 @@ def test_reshape_to_a_target_computed_from_input_values(tmp_path: Path, mode: st
     feeds = [{"x": rand(rng, 24), "s": np.array(s, np.int64)}
              for s in ([0, 23], [23, 0], [1, 11], [2, 7], [3, 5], [5, 3])]
     refused = [{"x": rand(rng, 24), "s": np.array(s, np.int64)} for s in ([3, 3], [23, 23])]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 # ---------------------------------------------------------------- Reshape to [2s, -1]
@@ -121,7 +94,7 @@ def test_reshape_minus_one_over_a_computed_target(tmp_path: Path, mode: str,
              for b, s in ((1, 1), (1, 6), (4, 1), (4, 6), (2, 3), (3, 2), (4, 4), (1, 2))]
     refused = [{"x": rand(rng, b, 12), "s": np.array([s], np.int64)}
                for b, s in ((1, 5), (1, 4), (3, 4))]  # 2s does not divide B * 12
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 # ---------------------------------------------------------------- Expand to s + [1, 0]
@@ -149,7 +122,7 @@ def test_expand_to_a_shape_computed_from_input_values(tmp_path: Path, mode: str,
     feeds = [{"x": rand(rng, 1, 4), "s": np.array(s, np.int64)}
              for s in ([0, 4], [9, 4], [0, 1], [9, 1], [4, 4])]
     refused = [{"x": rand(rng, 1, 4), "s": np.array(s, np.int64)} for s in ([3, 0], [9, 3])]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 def _filled_times_x(tmp_path: Path) -> Path:
@@ -176,7 +149,7 @@ def test_binary_broadcast_of_a_shape_computed_from_input_values(
     feeds = [{"x": rand(rng, 1, 4), "s": np.array(s, np.int64)}
              for s in ([0, 4], [9, 4], [3, 4], [2, 1], [0, 1], [9, 1])]
     refused = [{"x": rand(rng, 1, 4), "s": np.array(s, np.int64)} for s in ([3, 0], [9, 2])]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
     with pyc_cli.load(result.artifact) as model, pytest.raises(PycError) as narrower:
         model.run({"x": rand(rng, 1, 4), "s": np.array([2, 3], np.int64)})
     assert narrower.value.code == "E041" and "broadcast" in (narrower.value.hint or "")
@@ -212,7 +185,7 @@ def test_pad_by_pads_computed_from_input_values(tmp_path: Path, mode: str, pad_m
     rng = np.random.default_rng()
     feeds = [{"x": rand(rng, 3, 5), "s": np.array(s, np.int64)}
              for s in ([1, 1, 1, 1], [0, 0, 0, 0], [4, 4, 4, 4], [0, 4, 2, 1], [3, 0, 1, 2])]
-    _check_runs(path, result.artifact, feeds, [], monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, [], monkeypatch, RTOL, ATOL)
 
 
 # ---------------------------------------------------------------- refusals

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import onnxruntime_outputs
 from onnx import TensorProto, helper
@@ -20,7 +19,7 @@ import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir import guards
 from pyc_cli.ir.symbolic import parse_input_shapes
-from tests.dynamic.checks import poison_outputs
+from tests.dynamic.checks import poison_outputs, runs_and_refusals_match_onnxruntime
 from tests.helpers import init, make_model, vinfo, write_model
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -317,32 +316,7 @@ def test_condition_on_a_symbolic_dim(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 # ---------------------------------------------------------------- entry checks inside a branch
 
-ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail,
-              ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-              ort.capi.onnxruntime_pybind11_state.RuntimeException)
 BRANCH_CHECK = "checked where the run takes its branch"
-
-
-def _check_branch_runs(path: Path, artifact: Path, feeds: list[dict[str, np.ndarray]],
-                       refused: list[dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch,
-                       rtol: float, atol: float) -> None:
-    """Each of `feeds` matches onnxruntime; each of `refused` fails in onnxruntime and is
-    refused by PyC with PYC-E041."""
-    poison_outputs(monkeypatch)
-    with pyc_cli.load(artifact) as model:
-        for given in feeds:
-            want = onnxruntime_outputs(path, given)
-            got = model.run(given)
-            for name, value in want.items():
-                assert got[name].shape == value.shape, name
-                np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
-                                           err_msg=f"{name} at {given}")
-        for given in refused:
-            with pytest.raises(ORT_ERRORS):
-                onnxruntime_outputs(path, given)
-            with pytest.raises(PycError) as error:
-                model.run(given)
-            assert error.value.code == "E041"
 
 
 def _reshape_in_a_branch(tmp_path: Path) -> Path:
@@ -390,7 +364,7 @@ def test_an_untaken_branch_does_not_check_its_reshape(tmp_path: Path, mode: str,
         ((4, 6), True), ((1, 24), True), ((24, 1), True), ((4, 6), False),
         ((5, 5), False), ((1, 1), False), ((24, 24), False), ((7, 3), False))]
     refused = [feed(s, True) for s in ((5, 5), (1, 1), (24, 24))]
-    _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-6, 1e-6)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, 1e-6, 1e-6)
 
 
 def _sizes_in_a_branch(tmp_path: Path) -> Path:
@@ -439,7 +413,7 @@ def test_entry_dims_of_an_untaken_branch(tmp_path: Path, mode: str,
         (False, 1, 5, 3, 4), (False, 3, 4, 8, 2), (False, 4, 6, 1, 1), (False, 1, 1, 2, 3))]
     refused = [feed(*args) for args in ((True, 1, 5, 2, 2), (True, 4, 2, 3, 4),
                                         (True, 3, 4, 1, 1))]
-    _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
 
 
 def _reshape_in_a_nested_branch(tmp_path: Path) -> Path:
@@ -484,4 +458,4 @@ def test_checks_of_a_nested_branch_hold_where_both_are_taken(
         ((4, 6), True, True), ((24, 1), True, True), ((5, 5), True, False),
         ((5, 5), False, True), ((7, 7), False, False), ((2, 12), False, True))]
     refused = [feed(s, True, True) for s in ((5, 5), (24, 24))]
-    _check_branch_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-6, 1e-6)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, 1e-6, 1e-6)

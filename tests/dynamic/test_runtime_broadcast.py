@@ -14,54 +14,26 @@ onnxruntime's order: in practice exact)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from conftest import onnxruntime_outputs
 from onnx import TensorProto, helper
 
 import pyc_cli
 from pyc_cli.errors import PycError
 from pyc_cli.ir.symbolic import Dim, entry_source, parse_input_shapes
-from tests.dynamic.checks import poison_outputs
+from tests.dynamic.checks import runs_and_refusals_match_onnxruntime
 from tests.helpers import init, make_model, rand, write_model
 
 MODES = ["latency_first", "balanced", "memory_first"]
 I64 = TensorProto.INT64
 RTOL, ATOL = 1e-6, 1e-6
-ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail,
-              ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-              ort.capi.onnxruntime_pybind11_state.RuntimeException)
 RUN_TIME_STRIDE = "== 1 ? 0 :"  # how a run-time stride reads in the kernel's C
 
 
 def _vi(name: str, shape: list[int | str], elem: int = TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, elem, shape)
-
-
-def _check_runs(path: Path, artifact: Path, feeds: Iterable[dict[str, np.ndarray]],
-                refused: Iterable[dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch,
-                rtol: float = RTOL, atol: float = ATOL) -> None:
-    """Each of `feeds` matches onnxruntime (shape and values, within rtol and atol); each of
-    `refused` fails in onnxruntime and is refused by PyC with PYC-E041."""
-    poison_outputs(monkeypatch)
-    with pyc_cli.load(artifact) as model:
-        for given in feeds:
-            want = onnxruntime_outputs(path, given)
-            got = model.run(given)
-            for name, value in want.items():
-                assert got[name].shape == value.shape, (name, {k: v.shape for k, v in given.items()})
-                np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
-                                           err_msg=f"{name} at {given}")
-        for given in refused:
-            with pytest.raises(ORT_ERRORS):
-                onnxruntime_outputs(path, given)
-            with pytest.raises(PycError) as error:
-                model.run(given)
-            assert error.value.code == "E041", {k: v.shape for k, v in given.items()}
 
 
 def _model_c(artifact: Path) -> str:
@@ -98,7 +70,7 @@ def test_two_symbolic_input_dims_broadcast_either_way(tmp_path: Path, mode: str,
     sizes = [(1, 1), (1, 8), (8, 1), (8, 8), (5, 5), (1, 5), (3, 1)]
     feeds = [{"a": rand(rng, n, 3), "b": rand(rng, m, 3)} for n, m in sizes]
     refused = [{"a": rand(rng, n, 3), "b": rand(rng, m, 3)} for n, m in ((3, 4), (8, 2))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 def test_equal_dims_keep_the_plain_kernel(tmp_path: Path) -> None:
@@ -133,7 +105,7 @@ def test_a_symbolic_dim_against_a_number_broadcasts_when_it_is_one(
     rng = np.random.default_rng()
     feeds = [{"a": rand(rng, 2, n), "b": rand(rng, 2, 4)} for n in (1, 4, 1)]
     refused = [{"a": rand(rng, 2, n), "b": rand(rng, 2, 4)} for n in (2, 3, 8)]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
     with pyc_cli.load(result.artifact) as model, pytest.raises(PycError) as error:
         model.run({"a": rand(rng, 2, 3), "b": rand(rng, 2, 4)})
     assert "broadcast" in (error.value.hint or "")
@@ -174,7 +146,7 @@ def test_where_over_three_symbolic_sides(tmp_path: Path, mode: str,
     feeds = [{"c": rand(rng, p), "x": rand(rng, q), "z": rand(rng, r)} for p, q, r in sizes]
     refused = [{"c": rand(rng, p), "x": rand(rng, q), "z": rand(rng, r)}
                for p, q, r in ((2, 3, 1), (6, 6, 5), (1, 2, 3))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 # ---------------------------------------------------------------- the innermost axis
@@ -197,7 +169,7 @@ def test_a_run_time_stride_on_the_innermost_axis(tmp_path: Path, mode: str,
     sizes = [(1, 1), (1, 300), (300, 1), (300, 300), (17, 17), (1, 129)]
     feeds = [{"a": rand(rng, 4, n), "b": rand(rng, 4, m)} for n, m in sizes]
     refused = [{"a": rand(rng, 4, n), "b": rand(rng, 4, m)} for n, m in ((2, 300), (300, 299))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 # ---------------------------------------------------------------- dims from input values
@@ -228,7 +200,7 @@ def test_a_value_dim_against_a_symbolic_input_dim(tmp_path: Path, mode: str,
     feeds = [{"x": rand(rng, b, 4), "s": np.array(s, np.int64)} for b, s in runs]
     refused = [{"x": rand(rng, b, 4), "s": np.array(s, np.int64)}
                for b, s in ((2, (3, 4)), (5, (5, 2)), (1, (1, 3)), (2, (0, 4)), (1, (2, 0)))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 def _expand_to_values(tmp_path: Path) -> Path:
@@ -252,7 +224,7 @@ def test_expand_whose_broadcast_depends_on_the_sizes(tmp_path: Path, mode: str,
     feeds = [{"x": rand(rng, b, 4), "s": np.array(s, np.int64)} for b, s in runs]
     refused = [{"x": rand(rng, b, 4), "s": np.array(s, np.int64)}
                for b, s in ((2, (3, 4)), (4, (8, 4)), (1, (1, 2)))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 # ---------------------------------------------------------------- what stays refused
@@ -287,7 +259,7 @@ def test_a_size_a_kernel_computes_is_checked_by_the_kernel(
     rng = np.random.default_rng()
     feeds = [{"x": _with_nonzeros(rng, count), "b": rand(rng, 1, 4)} for count in (4, 1, 4, 1)]
     refused = [{"x": _with_nonzeros(rng, count), "b": rand(rng, 1, 4)} for count in (2, 3, 6)]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
 
 
 def test_a_size_a_kernel_computes_against_a_dim_that_may_be_one_is_refused(
@@ -324,7 +296,8 @@ def test_matmul_batch_dims_broadcast_at_run_time(tmp_path: Path, mode: str,
     sizes = [(1, 1), (1, 4), (4, 1), (4, 4), (3, 3), (2, 1)]
     feeds = [{"a": rand(rng, n, 2, 3), "b": rand(rng, m, 3, 5)} for n, m in sizes]
     refused = [{"a": rand(rng, n, 2, 3), "b": rand(rng, m, 3, 5)} for n, m in ((2, 3), (4, 2))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch,
+                                        1e-5, 1e-5)
 
 
 def _projection_plus(tmp_path: Path, rng: np.random.Generator) -> Path:
@@ -351,7 +324,8 @@ def test_an_operand_that_may_be_one_is_not_a_gemm_epilogue(
     sizes = [(2, 1), (2, 2), (6, 1), (6, 6), (4, 4), (3, 1)]
     feeds = [{"x": rand(rng, n, 8), "c": rand(rng, m, 4)} for n, m in sizes]
     refused = [{"x": rand(rng, n, 8), "c": rand(rng, m, 4)} for n, m in ((2, 3), (6, 5))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch, 1e-5, 1e-5)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch,
+                                        1e-5, 1e-5)
 
 
 def _sum_then_reshape(tmp_path: Path) -> Path:
@@ -379,4 +353,4 @@ def test_an_entry_dim_of_a_broadcast_feeds_a_reshape_check(
              for n, m, s in runs]
     refused = [{"a": rand(rng, n), "b": rand(rng, m), "s": np.array(s, np.int64)}
                for n, m, s in ((1, 12, (3, 3)), (4, 6, (4, 6)), (5, 5, (2, 2)))]
-    _check_runs(path, result.artifact, feeds, refused, monkeypatch)
+    runs_and_refusals_match_onnxruntime(path, result.artifact, feeds, refused, monkeypatch, RTOL, ATOL)
