@@ -267,3 +267,43 @@ def test_close_while_threads_run(rng: np.random.Generator, tmp_path: Path) -> No
     assert "closed" in outcomes
     assert outcomes.count("ran") + outcomes.count("closed") == len(outcomes)
     assert model._handle is None and not model._idle
+
+
+# A process forked after a model has run (multiprocessing's fork start method, a pre-forking
+# server) runs models too: libgomp's thread pool is not copied by fork, so a child that opened
+# a team of two waited forever (the runtime now runs a forked child on its thread); its
+# results are bitwise the parent's (the same at every team size)
+_FORKED_CHILD_RUNS = """
+import os, sys
+import numpy as np
+import pyc_cli
+art, x = sys.argv[1], np.load(sys.argv[2])
+model = pyc_cli.load(art)
+want = model.run({"x": x})
+pid = os.fork()
+if pid == 0:
+    with pyc_cli.load(art) as child:
+        got = child.run({"x": x})
+    os._exit(0 if np.array_equal(got["y"], want["y"]) else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_after_a_parallel_run_runs_the_model(rng: np.random.Generator,
+                                                             tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # 64 x 512 -> 2048 -> 512: GEMMs large enough to split over the team
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = [init("w1", rng.standard_normal((512, 2048)).astype(np.float32) * 0.05),
+             init("w2", rng.standard_normal((2048, 512)).astype(np.float32) * 0.05)]
+    path = write_model(make_model(nodes, [vinfo("x", [64, 512])], [vinfo("y", [64, 512])], inits),
+                       tmp_path)
+    pyc_cli.build(path, tmp_path / "art", threads=2)
+    np.save(tmp_path / "x.npy", rng.standard_normal((64, 512)).astype(np.float32))
+    done = subprocess.run([sys.executable, "-c", _FORKED_CHILD_RUNS, str(tmp_path / "art"),
+                           str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["child", "0"], done.stderr[-2000:]
