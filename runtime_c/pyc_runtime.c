@@ -130,18 +130,19 @@ uint16_t __truncdfhf2(double x) { return __gnu_f2h_ieee(pyc_f32_round_to_odd(x))
 static atomic_int runs_in_flight;  /* zero-initialised: static storage */
 
 #if defined(_OPENMP)
-#include <pthread.h>
+#include <unistd.h>
 /* libgomp's thread pool does not survive fork: a forked child (multiprocessing's fork start
  * method, a pre-forking server) that opens a team of two waits forever for pool threads the
- * fork did not copy. A child of a process that has loaded this runtime runs on its thread. */
-static atomic_int forked_child;
-static void mark_forked_child(void) { atomic_store(&forked_child, 1); }
-static void watch_for_fork(void) {
-  static atomic_int registered;
-  if (atomic_exchange(&registered, 1) == 0) pthread_atfork(NULL, NULL, mark_forked_child);
+ * fork did not copy. The process of this runtime's first team is remembered; a run in another
+ * (a child forked after a run) stays on its thread. (Neither pthread_atfork, which glibc keeps
+ * in a static library, nor a constructor links in the llvmlite JIT.) */
+static atomic_long first_team_pid;
+static int in_forked_child(void) {
+  long pid = (long)getpid();
+  long first = 0;
+  if (atomic_compare_exchange_strong(&first_team_pid, &first, pid)) return 0;
+  return first != pid;
 }
-/* at load where the loader runs constructors (the shared library); else at the first run */
-__attribute__((constructor)) static void watch_for_fork_at_load(void) { watch_for_fork(); }
 #endif
 
 /* the cores this process may use, asked once: the OpenMP runtime asks the kernel for the
@@ -176,8 +177,7 @@ static int team_size(int wanted, int others) {
   int share = available_cores() / (others + 1);
   int threads = wanted < share ? wanted : share;
 #if defined(_OPENMP)
-  watch_for_fork();
-  if (omp_in_parallel() || atomic_load(&forked_child)) threads = 1;
+  if (omp_in_parallel() || in_forked_child()) threads = 1;
 #endif
   return threads > 1 ? threads : 1;
 }

@@ -8,7 +8,7 @@ weights that depend only on static shapes, so they are computed here once, as th
 reference defines them, and emitted as constant tables; the kernel just gathers and blends.
 Where they cannot be (symbolic dims; scales or sizes computed at run time from input values,
 issue #15 point 2: `runtime_infer` gives such output lengths computed dims bounded by the
-declared values), resize_runtime.c.j2 computes the coordinates and taps at run time
+declared values), the CPU target's run-time kernel computes the coordinates and taps at run time
 (`runtime_params`).
 """
 
@@ -102,7 +102,7 @@ class ResizeBase(OpDef):
             _, sizes = self.scales_and_sizes(node, x.shape, values)
         except SymbolicError as exc:
             # a constant scale whose floor over a symbolic axis no expression gives (0.7 of
-            # `w`): the length is computed at run time (runtime_infer, resize_runtime.c.j2)
+            # `w`): the length is computed at run time (runtime_infer, the CPU target's run-time kernel)
             raise PycError("E008", f"{node.op}'s output length is decided at run time ({exc})",
                            where=f"node {node.name!r}") from exc
         return [TensorType(x.dtype, tuple(sizes))]
@@ -223,7 +223,7 @@ class ResizeBase(OpDef):
 
     def static_tables(self, node: Node, graph: Graph) -> bool:
         """Whether the compile-time index tables apply: static shapes, and the scales or sizes
-        known (else resize_runtime.c.j2 computes the coordinates at run time)."""
+        known (else the CPU target's run-time kernel computes the coordinates at run time)."""
         x, y = graph.types[node.inputs[0]], graph.types[node.outputs[0]]
         if has_dims(x.shape) or has_dims(y.shape):
             return False
@@ -231,7 +231,7 @@ class ResizeBase(OpDef):
         return found is None or node.inputs[found[0]] in graph.constants
 
     def runtime_params(self, node: Node, graph: Graph) -> dict[str, object]:
-        """resize_runtime.c.j2's numbers: per axis the input and output sizes (Dims where
+        """The CPU target's run-time kernel's numbers: per axis the input and output sizes (Dims where
         symbolic), how the output size and the scale are found at run time (`kind`: "same",
         an axis left as it is; "sizes": size / axis; "scales": the scale read from the
         operand) and its element `j` in the operand, and the blend (mode, coordinates)."""
@@ -561,7 +561,7 @@ class Resize(ResizeBase):
                 size = as_dim(size)
                 # sizes of symbolic dims (issue #15: a Shape of another tensor, values of an
                 # input with declared values) or of a symbolic axis: the scale is size / axis
-                # at run time (the kernel computes it; resize_runtime.c.j2)
+                # at run time (the kernel computes it; the CPU target's run-time kernel)
                 sizes[axis] = size
                 scales[axis] = math.nan if has_dims((size, shape[axis])) else int(size) / shape[axis]
             policy = str(node.attrs.get("keep_aspect_ratio_policy", "stretch"))
