@@ -24,7 +24,12 @@ from ...passes.context import PassContext
 NAME = "fuse_layernorm"
 # the GEMMs whose template renders `normalize` (matmul_mma.cu.j2's store: the mma.sync GEMM and
 # the cp.async Hopper GEMM; not the TMA one, whose persistent blocks take several tiles each)
-GEMM_KERNELS = ("cuda_matmul_mma", "cuda_matmul_wgmma")
+FUSABLE_GEMMS = ("cuda_matmul_mma", "cuda_matmul_wgmma")
+# Off: measured on an H100 (7 Dec 2026, benchmarks/cuda_layernorm_fusion.py) the fused fp16
+# encoder at batch 1 took 0.409 ms against 0.335 unfused (34 launches against 46: the last
+# block's normalization on the critical path and the fused GEMMs' registers cost more than the
+# launches saved). Tests and the benchmark set it to FUSABLE_GEMMS.
+GEMM_KERNELS: tuple[str, ...] = ()
 NORM_KERNEL = "cuda_layernorm_block"
 
 

@@ -657,7 +657,9 @@ def test_fused_gemm_layernorm(m: int, k: int, n: int, big_tiles: bool, precision
 
     from test_cuda_layernorm_fusion import feeds_for, norm_model
 
-    from pyc_cli.targets.cuda import kernel_context
+    from pyc_cli.targets.cuda import fuse_norm, kernel_context
+
+    monkeypatch.setattr(fuse_norm, "GEMM_KERNELS", fuse_norm.FUSABLE_GEMMS)
 
     if big_tiles:
         monkeypatch.setattr(kernel_context, "FILL_BLOCKS", 1)

@@ -42,6 +42,13 @@ needs_nvrtc = pytest.mark.skipif(not bindings.available(),
 needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
 
 
+@pytest.fixture(autouse=True)
+def fusion_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fusion is off by default (slower on an H100: fuse_norm.GEMM_KERNELS); these tests
+    check it where it is on."""
+    monkeypatch.setattr(fuse_norm, "GEMM_KERNELS", fuse_norm.FUSABLE_GEMMS)
+
+
 def norm_model(m: int, k: int, n: int, rng: np.random.Generator, *, bias: bool = True,
                residual: bool = True, batch: tuple[int, ...] = (), norm_bias: bool = True,
                scalar_scale: bool = False, tail: bool = False) -> onnx.ModelProto:
