@@ -177,7 +177,8 @@ static int team_size(int wanted, int others) {
   int share = available_cores() / (others + 1);
   int threads = wanted < share ? wanted : share;
 #if defined(_OPENMP)
-  if (omp_in_parallel() || in_forked_child()) threads = 1;
+  /* a team of one opens no pool: only a larger team asks whether this is a forked child */
+  if (threads > 1 && (omp_in_parallel() || in_forked_child())) threads = 1;
 #endif
   return threads > 1 ? threads : 1;
 }

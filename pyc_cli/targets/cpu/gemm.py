@@ -41,10 +41,6 @@ TASK_FLOPS = 4_000_000
 # (~50 us on one core): below it, waking a team costs more than it saves
 PARALLEL_MIN_FLOPS = 200_000
 TASKS_PER_THREAD = 2  # a GEMM's split: 2 tasks a thread of the planned team (4 on 2 cores)
-
-
-def min_tasks() -> int:
-    return TASKS_PER_THREAD * planned_team()
 VECTORS_PER_ROW = 2  # NR = 2 vectors: one broadcast of A feeds 2 FMAs
 NO_K_BLOCKS = 1 << 30  # a kc no reduction reaches: the whole of K in one block
 PART_BYTES = 64 * 1024  # the most a task's partial sums of K blocks take (its row block's MC)
@@ -139,6 +135,11 @@ def vector_ops(isa: str, ctype: str, itemsize: int) -> Params:
             "pre": spec.prefix, "sfx": suffix, "vtype": vtype, "btype": btype,
             "lanes": lanes(isa, itemsize), "vectors": VECTORS_PER_ROW,
             "NR": panel_width(isa, itemsize)}
+
+
+def min_tasks() -> int:
+    """The fewest tasks a GEMM with the work for them splits into."""
+    return TASKS_PER_THREAD * planned_team()
 
 
 def _row_block(M: int, mr: int, mc: int, even: bool, floor: int = 0) -> int:
