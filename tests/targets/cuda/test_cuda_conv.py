@@ -18,8 +18,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from cuda_conv_cases import (CONV_MMA_CASES, DEPTHWISE_CASES, FEW_CHANNELS, GPU_CONV_MMA_CASES,
-                             PIPELINED_CASES, ConvCase)
+from cuda_conv_cases import (
+    CONV_MMA_CASES,
+    DEPTHWISE_CASES,
+    FEW_CHANNELS,
+    GPU_CONV_MMA_CASES,
+    PIPELINED_CASES,
+    ConvCase,
+)
 from cuda_emulation import CXX
 from helpers import write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
@@ -419,7 +425,8 @@ def pipelined_launch(emulated: object, case: ConvCase, precision: str, stages: i
 
 
 @needs_cxx
-@pytest.mark.parametrize("precision,stages", [("fp16", 2), ("fp16", 3), ("fp16", 4), ("bf16", 3), ("bf16", 4)])
+@pytest.mark.parametrize("precision,stages", [("fp16", 2), ("fp16", 3), ("fp16", 4), ("bf16", 3),
+                                              ("bf16", 4)])
 @pytest.mark.parametrize("case", PIPELINED_CASES, ids=lambda c: c.name)
 def test_emulated_pipelined_conv(case: ConvCase, precision: str, stages: int, tmp_path: Path,
                                  rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
