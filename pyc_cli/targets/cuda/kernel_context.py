@@ -700,6 +700,11 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     b_rows = bk * columns // threads
     if pipe.async_b:
         call.shared_bytes = pipe.shared_bytes
+        # a block minimum in __launch_bounds__: without one ptxas held some variants to 64
+        # registers and spilled (the stem's 64 x 64 tile, 2 groups of warps, sm_80); 2 blocks of
+        # 256 threads still allow 128 registers. None with a K split (its tail: 2 spilled
+        # there, none ran at 75-80 registers) or 512 threads (128 registers already)
+        call.min_blocks = 2 if threads <= 256 and geo.ksplit == 1 else 0
         assert 4 * b_rows <= 32, "a thread's halves fit one word a stage"
     p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
              lda=geo.k if tf32 else conversion.columns, OPIX=opix, NCOLS=geo.ncols,  # type: ignore[union-attr]

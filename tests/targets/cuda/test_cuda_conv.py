@@ -515,6 +515,32 @@ def test_nvrtc_compiles_the_pipelined_conv(tile: int, split: int, stages: int, a
             assert usage.spill_store_bytes == usage.spill_load_bytes == usage.stack_bytes == 0, usage
 
 
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("stages", [3, 4])
+def test_nvrtc_compiles_the_pipelined_k_split_and_gpu_sizes(stages: int, arch: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every K split of KSPLITS on the deep 16-bit conv, and the GPU tests' ResNet-50-sized
+    convs (default tiles and splits, 16-bit and float32 inputs): no spills, no stack frame."""
+    from cuda_conv_cases import GPU_PIPELINED_CASES
+
+    force_stages(monkeypatch, stages)
+    deep = next(c for c in PIPELINED_CASES if c.name == "p_deep_7x7_residual")
+    runs: list[tuple[ConvCase, tuple[int, int, int] | None]] = [(deep, v[:3]) for v in KSPLITS]
+    runs += [(case, None) for case in GPU_PIPELINED_CASES]
+    for index, (case, forced) in enumerate(runs):
+        with monkeypatch.context() as patch:
+            if forced is not None:
+                force_tile(patch, *forced)
+            (tmp_path / str(index)).mkdir()
+            source, launches = emit_mma(case, "fp16", tmp_path / str(index))  # type: ignore[arg-type]
+        (launch,) = [s for s in launches if s["op"] == "Conv"]
+        assert launch["shared_bytes"] > 0 and (forced is None or launch["grid"][2] > 1)
+        for usage in toolchain.resource_usage(source, arch):
+            print(case.name, forced, usage)
+            assert usage.spill_store_bytes == usage.spill_load_bytes == usage.stack_bytes == 0, usage
+
+
 def test_pipeline_depth_within_the_shared_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tile and split fits 4 stages within sm_80's 163 KiB; a limit that cannot hold them
     lowers the stages (to the register gather, 2, where not even 3 fit); pointwise convs and
