@@ -140,6 +140,22 @@ PIPELINED_CASES = [
              epilogue="residual_relu", half_input=True, half_output=True),
 ]
 
+def misaligned_input_model(rng: np.random.Generator) -> onnx.ModelProto:
+    """A conv whose 16-bit input starts 2 bytes past a 4-byte boundary: Relu(x2) is the second
+    operand of a Concat that stays in the arena (Neg reads it), so it lives at the Concat's
+    element 75; the conv reads it there (3 x 3, pad 1, 3 -> 8 channels, a residual + ReLU).
+    Outputs: cn = -Concat(Relu(x1), Relu(x2)) and y."""
+    nodes = [helper.make_node("Relu", ["x1"], ["r1"]), helper.make_node("Relu", ["x2"], ["r2"]),
+             helper.make_node("Concat", ["r1", "r2"], ["c"], axis=1), helper.make_node("Neg", ["c"], ["cn"]),
+             helper.make_node("Conv", ["r2", "w", "b"], ["v"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["v", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    return make_model(nodes, [vinfo("x1", (1, 3, 5, 5)), vinfo("x2", (1, 3, 5, 5)), vinfo("r", (1, 8, 5, 5))],
+                      [vinfo("cn", (1, 6, 5, 5)), vinfo("y", (1, 8, 5, 5))],
+                      [init("w", rand(rng, 8, 3, 3, 3, scale=27 ** -0.5)), init("b", rand(rng, 8))])
+
+
+MISALIGNED_INPUTS = {"x1": (1, 3, 5, 5), "x2": (1, 3, 5, 5), "r": (1, 8, 5, 5)}
+
 DEPTHWISE_CASES = [
     ConvCase("dw_3x3_s1", (2, 12, 11, 11), (12, 1, 3, 3), pads=(1, 1, 1, 1), group=12),
     ConvCase("dw_3x3_s2", (1, 7, 14, 13), (7, 1, 3, 3), (2, 2), (1, 1, 1, 1), group=7, bias=False,

@@ -27,7 +27,7 @@ from cuda_conv_cases import (
     ConvCase,
 )
 from cuda_emulation import CXX
-from helpers import write_model
+from helpers import rand, write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
 from onnx import numpy_helper
 from test_cuda_compile import needs_nvrtc
@@ -485,6 +485,36 @@ def test_emulated_pipelined_k_split(tile: int, split: int, ksplit: int, blocks: 
         feeds = case.feeds(rng)
         check_pipelined(case, emulated.run(feeds)["y"], feeds, weights_of(path), "bf16", path)
         assert not emulated.status.any()
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision,stages", [("fp16", 3), ("fp16", 4), ("bf16", 3), ("fp16", 2)])
+def test_emulated_pipelined_conv_of_a_misaligned_16_bit_input(precision: str, stages: int, tmp_path: Path,
+                                                              rng: np.random.Generator,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv's 16-bit input 2 bytes past a 4-byte boundary (a Concat operand in the arena):
+    the halves its words hold follow the element's address. Against onnxruntime
+    (WHOLE_MODEL_RTOL), both outputs."""
+    from conftest import onnxruntime_outputs
+    from cuda_conv_cases import MISALIGNED_INPUTS, misaligned_input_model
+    from mma_precision import WHOLE_MODEL_RTOL
+    from test_cuda_emulated import Emulated
+    from test_cuda_half import STORAGE
+
+    force_stages(monkeypatch, stages)
+    path = write_model(misaligned_input_model(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    (conv,) = [n for n in emulated.graph.nodes if n.op == "Conv"]
+    assert conv.ann.kernel_name == "cuda_conv_mma"
+    assert emulated.graph.types[conv.inputs[0]].dtype is STORAGE[precision]
+    (launch,) = [s for s in emulated.plan["launches"] if s["op"] == "Conv"]
+    assert launch["args"][0][0] == "arena" and launch["args"][0][1] % 4 == 2
+    assert (launch["shared_bytes"] > 0) == (stages > 2)
+    for _ in range(2):
+        feeds = {name: rand(rng, *shape) for name, shape in MISALIGNED_INPUTS.items()}
+        ours = emulated.run(feeds)
+        for name, value in onnxruntime_outputs(path, feeds).items():
+            assert_close_to_max(ours[name], value, WHOLE_MODEL_RTOL[precision], f"{name} {precision}")
 
 
 @needs_nvrtc

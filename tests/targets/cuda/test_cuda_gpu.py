@@ -573,6 +573,28 @@ def test_pipelined_conv_tiles(case: ConvCase, stages: int, tile: int, split: int
     _check_pipelined(case, "fp16", stages, tmp_path, rng, monkeypatch)
 
 
+@pytest.mark.parametrize("stages", [2, 3, 4])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_pipelined_conv_of_a_misaligned_16_bit_input(precision: str, stages: int, tmp_path: Path,
+                                                     rng: np.random.Generator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv's 16-bit input 2 bytes past a 4-byte boundary (cuda_conv_cases.misaligned_input_model)."""
+    import json
+
+    from cuda_conv_cases import MISALIGNED_INPUTS, misaligned_input_model
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.CONV_MMA_STAGES", stages)
+    path = write_model(misaligned_input_model(rng), tmp_path)
+    built = pyc_cli.build(path, tmp_path / "m.pyc", target="cuda", arch=ARCH, precision=precision)
+    (launch,) = [s for s in json.loads((built.artifact / "src" / "launches.json").read_text())["launches"]
+                 if s["op"] == "Conv"]
+    assert launch["args"][0][0] == "arena" and launch["args"][0][1] % 4 == 2
+    assert (launch["shared_bytes"] > 0) == (stages > 2)
+    feeds_for = lambda r: {n: rand(r, *shape) for n, shape in MISALIGNED_INPUTS.items()}  # noqa: E731
+    for name, ours, value in runs_against_onnxruntime(path, built.artifact, feeds_for, rng, 2):
+        assert_close_to_max(ours, value, WHOLE_MODEL_RTOL[precision], f"{name} {precision}")
+
+
 # ---------------------------------------------------------------- 16-bit activations
 # At fp16 / bf16 intermediates live in the arena in 16 bits (targets/cuda/storage.py); the
 # cases the emulation cannot afford run here (with one of test_cuda_half.py's odd ones each:
