@@ -635,12 +635,19 @@ class ConvMmaPipeline:
         return self.stages > 2
 
 
+def conv_staged_row(bn: int) -> int:
+    """Words a row of the pipelined conv's staged B slice (BN columns, a warp's lanes BN / 4 to
+    a row): BN / 4 modulo 32, so that the rows a warp copies into or reads lie on distinct
+    banks (BN = 128: 32 lanes a row, unpadded)."""
+    return bn + (bn // 4) % 32
+
+
 def conv_async_bytes(geo: ConvMmaGeometry, stages: int) -> int:
     """The pipelined path's shared memory: `stages` slices of A (16-bit rows padded by 8) and of
     B's staged 32-bit words, two 16-bit B slices (rows padded by 8), a word a thread a stage
     (which halves a 16-bit input's words hold); at least the split groups' float sums."""
     threads = 32 * geo.warps_m * geo.warps_n * geo.split
-    ring = stages * (geo.bm * (geo.bk + 8) * 2 + geo.bk * geo.bn * 4)
+    ring = stages * (geo.bm * (geo.bk + 8) * 2 + geo.bk * conv_staged_row(geo.bn) * 4)
     total = ring + 2 * geo.bk * (geo.bn + 8) * 2 + stages * threads * 4
     return max(total, 4 * geo.bm * geo.bn if geo.split > 1 else 0)
 
@@ -719,7 +726,7 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
              x_half=not tf32 and call.half("X0"), y_half=not tf32 and call.half("Y"),
              b_rows=b_rows, row_step=threads // columns,
              smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0),
-             stages=pipe.stages, async_b=pipe.async_b,
+             stages=pipe.stages, async_b=pipe.async_b, RS=conv_staged_row(bn),
              raw_type="unsigned" if call.half("X0") else "float")
 
 
