@@ -490,6 +490,15 @@ CONV_MMA_WORKSPACE_CAP = 4 << 20
 MEMORY_FIRST_CAP = 32 * 1024
 
 
+# conv_stages: slices of A and B in shared memory where the im2col slice comes by cp.async
+# (conv_mma_pipeline); 2 keeps the register gather. The default where it applies: not yet timed
+# on a GPU (benchmarks/cuda_conv_bench.py --stages 2 3 4 decides it)
+CONV_MMA_STAGES = 3
+# the most dynamic shared memory a block may opt in to on every supported arch (sm_80: 163 KiB;
+# sm_90: 227 KiB): a pipeline deeper than fits takes fewer stages
+CONV_MMA_SHARED_LIMIT = 163 * 1024
+
+
 def conv_mma_workspace_cap(mode_cap: int | None) -> int:
     """The K split's workspace cap under a memory mode's cap (None: no workspace)."""
     if mode_cap is None:
@@ -606,6 +615,60 @@ def conv_mma_geometry(p: dict[str, object], cap: int | None = None, tf32: bool =
     return ConvMmaGeometry(m, ncols, k, bm, bn, bk, warps_m, warps_n, split, ksplit, per)
 
 
+@dataclass(frozen=True)
+class ConvMmaPipeline:
+    """How the tensor-core conv stages B: `vec_b` (a pointwise conv of a pixel count divisible by
+    4: a row of 4 columns a thread, float4 / 8-byte cp.async), `quad_b` (any other conv at fp16 /
+    bf16: 4 neighbouring columns a thread), and `stages` slices in shared memory: 2 (A by
+    cp.async, B gathered through registers; tf32: both by cp.async) or, where quad_b, 3-4 (A and
+    B by cp.async, conv_stages) within CONV_MMA_SHARED_LIMIT; `shared_bytes` the pipelined
+    path's dynamic shared memory (0: static arrays)."""
+
+    vec_b: bool
+    quad_b: bool
+    stages: int
+    shared_bytes: int
+    asked: int  # the stages asked for (conv_stages or the default), before the limit
+
+    @property
+    def async_b(self) -> bool:
+        return self.stages > 2
+
+
+def conv_staged_row(bn: int) -> int:
+    """Words a row of the pipelined conv's staged B slice (BN columns, a warp's lanes BN / 4 to
+    a row): BN / 4 modulo 32, so that the rows a warp copies into or reads lie on distinct
+    banks (BN = 128: 32 lanes a row, unpadded)."""
+    return bn + (bn // 4) % 32
+
+
+def conv_async_bytes(geo: ConvMmaGeometry, stages: int) -> int:
+    """The pipelined path's shared memory: `stages` slices of A (16-bit rows padded by 8) and of
+    B's staged 32-bit words, two 16-bit B slices (rows padded by 8), a word a thread a stage
+    (which halves a 16-bit input's words hold); at least the split groups' float sums."""
+    threads = 32 * geo.warps_m * geo.warps_n * geo.split
+    ring = stages * (geo.bm * (geo.bk + 8) * 2 + geo.bk * conv_staged_row(geo.bn) * 4)
+    total = ring + 2 * geo.bk * (geo.bn + 8) * 2 + stages * threads * 4
+    return max(total, 4 * geo.bm * geo.bn if geo.split > 1 else 0)
+
+
+def conv_mma_pipeline(p: dict[str, object], geo: ConvMmaGeometry, tf32: bool) -> ConvMmaPipeline:
+    """The gather and pipeline depth of a tensor-core conv (kernel_context._conv_mma and the
+    decision log's reason): conv_stages (default CONV_MMA_STAGES) where quad_b, lowered until
+    its shared memory fits CONV_MMA_SHARED_LIMIT; 2 elsewhere."""
+    threads = 32 * geo.warps_m * geo.warps_n * geo.split
+    opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
+    quads = geo.bk * geo.bn // 4 % threads == 0 and geo.bk * geo.bn // 4 >= threads
+    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and quads
+    quad_b = not tf32 and not vec_b and quads
+    asked = int(p.get("conv_stages", CONV_MMA_STAGES)) if quad_b else 2  # type: ignore[call-overload]
+    stages = max(2, asked)
+    while stages > 2 and conv_async_bytes(geo, stages) > CONV_MMA_SHARED_LIMIT:
+        stages -= 1
+    return ConvMmaPipeline(vec_b, quad_b, stages, conv_async_bytes(geo, stages) if stages > 2 else 0,
+                           asked)
+
+
 def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     """The implicit-GEMM conv: M = output channels, N = batch x output pixels (NCOLS), K =
     C x KD x KH x KW; the weight a converted constant ([OC, K] rows of `lda` 16-bit values).
@@ -635,13 +698,21 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     slices = 2 * 4 * (bm * (bk + 4) + bk * (bn + 8)) if tf32 else 2 * 2 * (bm * (bk + 8) + bk * (bn + 8))
     opix = int(p["OD"]) * int(p["OH"]) * int(p["OW"])  # type: ignore[call-overload]
     # a pointwise conv of a pixel count divisible by 4 gathers B 4 columns at a time (where the
-    # slice has a row of 4 columns for every thread)
-    quads = bk * bn // 4 % threads == 0 and bk * bn // 4 >= threads  # a row of 4 columns a thread
-    vec_b = bool(p["pointwise"]) and opix % 4 == 0 and quads
-    # any other conv (16-bit path): 4 neighbouring columns a thread all the same, their window
-    # arithmetic shared
-    quad_b = not tf32 and not vec_b and quads
+    # slice has a row of 4 columns for every thread); any other conv (16-bit path): 4
+    # neighbouring columns a thread all the same, their window arithmetic shared, and (conv_stages
+    # > 2) the slice by cp.async, STAGES slices in flight
+    pipe = conv_mma_pipeline(p, geo, tf32)
+    vec_b, quad_b = pipe.vec_b, pipe.quad_b
     columns = bn // 4 if vec_b or quad_b else bn  # threads along a row of B
+    b_rows = bk * columns // threads
+    if pipe.async_b:
+        call.shared_bytes = pipe.shared_bytes
+        # a block minimum in __launch_bounds__: without one ptxas held some variants to 64
+        # registers and spilled (the stem's 64 x 64 tile, 2 groups of warps, sm_80); 2 blocks of
+        # 256 threads still allow 128 registers. None with a K split (its tail: 2 spilled
+        # there, none ran at 75-80 registers) or 512 threads (128 registers already)
+        call.min_blocks = 2 if threads <= 256 and geo.ksplit == 1 else 0
+        assert 4 * b_rows <= 32, "a thread's halves fit one word a stage"
     p.update(M=geo.m, K=geo.k, KK=int(p["KD"]) * int(p["KH"]) * int(p["KW"]),  # type: ignore[call-overload]
              lda=geo.k if tf32 else conversion.columns, OPIX=opix, NCOLS=geo.ncols,  # type: ignore[union-attr]
              BM=bm, BN=bn, BK=bk, WARPS_M=geo.warps_m, WARPS_N=geo.warps_n, SPLIT=geo.split,
@@ -653,8 +724,10 @@ def _conv_mma(call: CudaCall, graph: Graph, node: Node) -> None:
              # an input / output stored in 16 bits (its bits gathered as they are; pairs stored
              # as one 32-bit word)
              x_half=not tf32 and call.half("X0"), y_half=not tf32 and call.half("Y"),
-             b_rows=bk * columns // threads, row_step=threads // columns,
-             smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0))
+             b_rows=b_rows, row_step=threads // columns,
+             smem_bytes=max(slices, 4 * bm * bn if geo.split > 1 else 0),
+             stages=pipe.stages, async_b=pipe.async_b, RS=conv_staged_row(bn),
+             raw_type="unsigned" if call.half("X0") else "float")
 
 
 def _conv_tiled_tile(m: int, n: int) -> int:

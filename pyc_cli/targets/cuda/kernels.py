@@ -276,7 +276,13 @@ CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels 
                           "too few blocks to fill the GPU, else 1: 32-deep slices)"),
                   Tunable("conv_ksplit", (1, 2, 4, 8, 16), "blocks of the tensor-core conv "
                           "along K, their partial sums added by the last (by default enough for "
-                          "a block per multiprocessor where the tiles are fewer and K is deep)"))
+                          "a block per multiprocessor where the tiles are fewer and K is deep)"),
+                  Tunable("conv_stages", (3, 4, 2), "slices of the fp16 / bf16 tensor-core conv "
+                          "in shared memory where it gathers 4 columns a thread (not pointwise): "
+                          "3 or 4, the im2col slice by cp.async (4-byte copies, zero-filled) with "
+                          "the weight's, STAGES - 1 in flight while one is multiplied; 2, the "
+                          "im2col slice gathered through registers (fewer where the shared "
+                          "memory would pass 163 KiB)"))
 
 
 def conv_mma(precision: str) -> KernelCandidate:
@@ -296,10 +302,26 @@ def conv_mma(precision: str) -> KernelCandidate:
         op = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
         cap = conv_mma_workspace_cap(kernel.workspace_cap if kernel is not None else None)
         return conv_mma_geometry(op, cap, tf32).workspace_bytes
+
+    def why(node: Node, graph: Graph) -> str:
+        """The decision log's word on how B is staged (kernel_context.conv_mma_pipeline)."""
+        from .kernel_context import conv_mma_geometry, conv_mma_pipeline
+
+        kernel = node.ann.kernel
+        op = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
+        geo = conv_mma_geometry(op, None, tf32)
+        pipe = conv_mma_pipeline(op, geo, tf32)
+        if pipe.async_b:
+            fewer = f" ({pipe.asked} asked: the shared memory)" if pipe.asked != pipe.stages else ""
+            return (f"conv_stages {pipe.stages}{fewer}: the im2col slices by cp.async, "
+                    f"{pipe.stages - 1} in flight ({pipe.shared_bytes} bytes of shared memory)")
+        how = "tf32: both slices by cp.async" if tf32 else (
+            "pointwise: 4 columns a row" if pipe.vec_b else "a column a thread")
+        return f"conv_stages 2: double-buffered slices ({how})"
     return KernelCandidate("cuda_conv_mma", "conv_mma.cu.j2",
                            _conv_tiled_applies if tf32 else _conv_mma_applies, cost_factor=0.25,
                            workspace=workspace, stores_once=True, tunables=CONV_MMA_TILES,
-                           params=params, takes_epilogue=True)
+                           params=params, takes_epilogue=True, why=why)
 
 
 def _pool_applies(node: Node, graph: Graph) -> bool:

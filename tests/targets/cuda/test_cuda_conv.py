@@ -18,9 +18,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from cuda_conv_cases import CONV_MMA_CASES, DEPTHWISE_CASES, FEW_CHANNELS, GPU_CONV_MMA_CASES, ConvCase
+from cuda_conv_cases import (
+    CONV_MMA_CASES,
+    DEPTHWISE_CASES,
+    FEW_CHANNELS,
+    GPU_CONV_MMA_CASES,
+    PIPELINED_CASES,
+    ConvCase,
+)
 from cuda_emulation import CXX
-from helpers import write_model
+from helpers import rand, write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
 from onnx import numpy_helper
 from test_cuda_compile import needs_nvrtc
@@ -372,6 +379,232 @@ def test_hostile_status_bytes_are_refused() -> None:
         assert "status_bytes" in _plan_problem({**plan, "status_bytes": bad}, manifest), bad
     outside = {**launch, "args": [["status", 8], ["input", 0]]}
     assert "outside" in _plan_problem({**plan, "launches": [outside]}, manifest)
+
+
+# ---------------------------------------------------------------- the pipelined conv (conv_stages)
+# conv_stages 3 / 4: the im2col slice comes by cp.async (4-byte copies of a float32 input's
+# values or of the aligned words holding a 16-bit input's elements, zero-filled past borders,
+# pads and K), STAGES - 1 slices in flight; 2: the register gather. Against the rounding model
+# (model_rtol(K), plus 2 ulps of the storage type where the output is stored in 16 bits) and
+# onnxruntime in float32 (WHOLE_MODEL_RTOL), outputs and arena poisoned, two runs each.
+
+STAGES = (2, 3, 4)
+
+
+def force_stages(monkeypatch: pytest.MonkeyPatch, stages: int) -> None:
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.CONV_MMA_STAGES", stages)
+
+
+def check_pipelined(case: ConvCase, ours: np.ndarray, feeds: dict[str, np.ndarray],
+                    weights: dict[str, np.ndarray], precision: str, path: Path) -> None:
+    from conftest import onnxruntime_outputs
+    from mma_precision import WHOLE_MODEL_RTOL
+    from test_cuda_half import ULP
+
+    k = int(np.prod(case.w[1:]))
+    stored = 2 * ULP[precision] if case.half_output else 0.0
+    assert_close_to_max(ours, case.forward(feeds, weights, precision), model_rtol(k) + stored,
+                        f"{case.name} {precision} vs the rounding model")
+    assert_close_to_max(ours, onnxruntime_outputs(path, feeds)["y"], WHOLE_MODEL_RTOL[precision],
+                        f"{case.name} {precision} vs onnxruntime")
+
+
+def pipelined_launch(emulated: object, case: ConvCase, precision: str, stages: int) -> dict:  # type: ignore[type-arg]
+    """The conv's launch, after checking what it reads and stores in 16 bits and how deep its
+    pipeline is (dynamic shared memory only where pipelined)."""
+    from test_cuda_half import STORAGE
+
+    graph = emulated.graph  # type: ignore[attr-defined]
+    (conv,) = [n for n in graph.nodes if n.op == "Conv"]
+    assert conv.ann.kernel_name == "cuda_conv_mma"
+    assert (graph.types[conv.inputs[0]].dtype is STORAGE[precision]) == case.half_input
+    assert (graph.types[conv.outputs[0]].dtype is STORAGE[precision]) == case.half_output
+    (launch,) = [s for s in emulated.plan["launches"] if s["op"] == "Conv"]  # type: ignore[attr-defined]
+    assert (launch["shared_bytes"] > 0) == (stages > 2), launch
+    return launch  # type: ignore[no-any-return]
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision,stages", [("fp16", 2), ("fp16", 3), ("fp16", 4), ("bf16", 3),
+                                              ("bf16", 4)])
+@pytest.mark.parametrize("case", PIPELINED_CASES, ids=lambda c: c.name)
+def test_emulated_pipelined_conv(case: ConvCase, precision: str, stages: int, tmp_path: Path,
+                                 rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_cuda_emulated import Emulated
+
+    force_stages(monkeypatch, stages)
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    pipelined_launch(emulated, case, precision, stages)
+    for _ in range(2):  # fresh inputs, poisoned buffers each run
+        feeds = case.feeds(rng)
+        check_pipelined(case, emulated.run(feeds)["y"], feeds, weights_of(path), precision, path)
+
+
+@needs_cxx
+@pytest.mark.parametrize("stages", [3, 4])
+@pytest.mark.parametrize("tile,split", VARIANTS)
+def test_emulated_pipelined_conv_tiles(tile: int, split: int, stages: int, tmp_path: Path,
+                                       rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile and split, pipelined, on a 16-bit input (odd channels, a residual) and a
+    float32 one with a 16-bit output (the dilated conv's float32 twin)."""
+    from dataclasses import replace
+
+    from test_cuda_emulated import Emulated
+
+    force_tile(monkeypatch, tile, split)
+    force_stages(monkeypatch, stages)
+    dilated = replace(PIPELINED_CASES[2], name="p_dilated_float32_input", half_input=False)
+    for index, case in enumerate((PIPELINED_CASES[0], dilated)):
+        path = write_model(case.make(rng), tmp_path, f"m{index}.onnx")
+        emulated = Emulated(path, tmp_path, precision="fp16")
+        launch = pipelined_launch(emulated, case, "fp16", stages)
+        assert launch["block"] == [256 if tile == 128 else 128 * split, 1, 1]
+        feeds = case.feeds(rng)
+        check_pipelined(case, emulated.run(feeds)["y"], feeds, weights_of(path), "fp16", path)
+
+
+@needs_cxx
+@pytest.mark.parametrize("stages", [3, 4])
+@pytest.mark.parametrize("tile,split,ksplit,blocks", KSPLITS)
+def test_emulated_pipelined_k_split(tile: int, split: int, ksplit: int, blocks: int, stages: int,
+                                    tmp_path: Path, rng: np.random.Generator,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks along K, pipelined (a block's slices fewer than the stages among them: 36 slices in
+    12 blocks of 3), on the deep 16-bit conv: three runs, the counters reset each time."""
+    from test_cuda_emulated import Emulated
+
+    force_tile(monkeypatch, tile, split, ksplit)
+    force_stages(monkeypatch, stages)
+    case = next(c for c in PIPELINED_CASES if c.name == "p_deep_7x7_residual")
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision="bf16")
+    launch = pipelined_launch(emulated, case, "bf16", stages)
+    assert launch["grid"][2] == blocks
+    for _ in range(3):
+        feeds = case.feeds(rng)
+        check_pipelined(case, emulated.run(feeds)["y"], feeds, weights_of(path), "bf16", path)
+        assert not emulated.status.any()
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision,stages", [("fp16", 3), ("fp16", 4), ("bf16", 3), ("fp16", 2)])
+def test_emulated_pipelined_conv_of_a_misaligned_16_bit_input(precision: str, stages: int, tmp_path: Path,
+                                                              rng: np.random.Generator,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv's 16-bit input 2 bytes past a 4-byte boundary (a Concat operand in the arena):
+    the halves its words hold follow the element's address. Against onnxruntime
+    (WHOLE_MODEL_RTOL), both outputs."""
+    from conftest import onnxruntime_outputs
+    from cuda_conv_cases import MISALIGNED_INPUTS, misaligned_input_model
+    from mma_precision import WHOLE_MODEL_RTOL
+    from test_cuda_emulated import Emulated
+    from test_cuda_half import STORAGE
+
+    force_stages(monkeypatch, stages)
+    path = write_model(misaligned_input_model(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision=precision)
+    (conv,) = [n for n in emulated.graph.nodes if n.op == "Conv"]
+    assert conv.ann.kernel_name == "cuda_conv_mma"
+    assert emulated.graph.types[conv.inputs[0]].dtype is STORAGE[precision]
+    (launch,) = [s for s in emulated.plan["launches"] if s["op"] == "Conv"]
+    assert launch["args"][0][0] == "arena" and launch["args"][0][1] % 4 == 2
+    assert (launch["shared_bytes"] > 0) == (stages > 2)
+    for _ in range(2):
+        feeds = {name: rand(rng, *shape) for name, shape in MISALIGNED_INPUTS.items()}
+        ours = emulated.run(feeds)
+        for name, value in onnxruntime_outputs(path, feeds).items():
+            assert_close_to_max(ours[name], value, WHOLE_MODEL_RTOL[precision], f"{name} {precision}")
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("stages", [3, 4])
+@pytest.mark.parametrize("tile,split", VARIANTS)
+def test_nvrtc_compiles_the_pipelined_conv(tile: int, split: int, stages: int, arch: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile and split, 3 or 4 stages, a 16-bit and a float32 input, fp16 and bf16: the 4-byte
+    cp.async gather and the deeper wait in the PTX, no register spills or stack frame, shared
+    memory within sm_80's 163 KiB (ptxas' registers printed)."""
+    from pyc_cli.targets.cuda.kernel_context import CONV_MMA_SHARED_LIMIT
+
+    force_tile(monkeypatch, tile, split)
+    force_stages(monkeypatch, stages)
+    for index, (case, precision) in enumerate([(PIPELINED_CASES[0], "fp16"), (PIPELINED_CASES[6], "bf16")]):
+        (tmp_path / str(index)).mkdir()
+        source, launches = emit_mma(case, precision, tmp_path / str(index))  # type: ignore[arg-type]
+        (launch,) = [s for s in launches if s["op"] == "Conv"]
+        assert 48 * 1024 // 2 < launch["shared_bytes"] <= CONV_MMA_SHARED_LIMIT
+        assert "PYC_DYNAMIC_SHARED(smem)" in source
+        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+        assert "warning" not in compiled.log.lower(), compiled.log
+        assert "cp.async.ca.shared.global" in compiled.ptx and ", 4, " in compiled.ptx
+        assert f"cp.async.wait_group {stages - 2};" in compiled.ptx
+        for usage in toolchain.resource_usage(source, arch):
+            print(case.name, precision, usage)
+            assert usage.spill_store_bytes == usage.spill_load_bytes == usage.stack_bytes == 0, usage
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("stages", [3, 4])
+def test_nvrtc_compiles_the_pipelined_k_split_and_gpu_sizes(stages: int, arch: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every K split of KSPLITS on the deep 16-bit conv, and the GPU tests' ResNet-50-sized
+    convs (default tiles and splits, 16-bit and float32 inputs): no spills, no stack frame."""
+    from cuda_conv_cases import GPU_PIPELINED_CASES
+
+    force_stages(monkeypatch, stages)
+    deep = next(c for c in PIPELINED_CASES if c.name == "p_deep_7x7_residual")
+    runs: list[tuple[ConvCase, tuple[int, int, int] | None]] = [(deep, v[:3]) for v in KSPLITS]
+    runs += [(case, None) for case in GPU_PIPELINED_CASES]
+    for index, (case, forced) in enumerate(runs):
+        with monkeypatch.context() as patch:
+            if forced is not None:
+                force_tile(patch, *forced)
+            (tmp_path / str(index)).mkdir()
+            source, launches = emit_mma(case, "fp16", tmp_path / str(index))  # type: ignore[arg-type]
+        (launch,) = [s for s in launches if s["op"] == "Conv"]
+        assert launch["shared_bytes"] > 0 and (forced is None or launch["grid"][2] > 1)
+        for usage in toolchain.resource_usage(source, arch):
+            print(case.name, forced, usage)
+            assert usage.spill_store_bytes == usage.spill_load_bytes == usage.stack_bytes == 0, usage
+
+
+def test_pipeline_depth_within_the_shared_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile and split fits 4 stages within sm_80's 163 KiB; a limit that cannot hold them
+    lowers the stages (to the register gather, 2, where not even 3 fit); pointwise convs and
+    tf32 keep 2; the decision log says which."""
+    from pyc_cli.targets.cuda import kernel_context as kc
+
+    params = {"OC": 256, "N": 8, "OD": 1, "OH": 14, "OW": 14, "C": 256, "KD": 1, "KH": 3, "KW": 3,
+              "pointwise": False}
+    for tile, split in VARIANTS:
+        forced = {**params, "conv_tile": tile, "conv_split": split, "conv_stages": 4}
+        geo = kc.conv_mma_geometry(forced)
+        pipe = kc.conv_mma_pipeline(forced, geo, False)
+        assert pipe.stages == 4 and pipe.shared_bytes == kc.conv_async_bytes(geo, 4) <= 163 * 1024
+        assert kc.conv_mma_pipeline(forced, geo, True).stages == 2  # tf32
+        pointwise = {**forced, "KH": 1, "KW": 1, "pointwise": True}
+        assert kc.conv_mma_pipeline(pointwise, kc.conv_mma_geometry(pointwise), False).stages == 2
+    forced = {**params, "conv_tile": 128, "conv_stages": 4}
+    geo = kc.conv_mma_geometry(forced)
+    monkeypatch.setattr(kc, "CONV_MMA_SHARED_LIMIT", kc.conv_async_bytes(geo, 3))
+    assert kc.conv_mma_pipeline(forced, geo, False).stages == 3
+    monkeypatch.setattr(kc, "CONV_MMA_SHARED_LIMIT", kc.conv_async_bytes(geo, 3) - 1)
+    assert kc.conv_mma_pipeline(forced, geo, False).stages == 2
+
+
+def test_the_decision_log_names_the_pipeline(tmp_path: Path) -> None:
+    from pyc_cli.api import compile_graph as build_graph
+
+    for case, words in ((PIPELINED_CASES[0], "conv_stages 3: the im2col slices by cp.async, 2 in flight"),
+                        (CONV_MMA_CASES[6], "conv_stages 2: double-buffered slices (pointwise")):
+        path = write_model(case.make(np.random.default_rng(0)), tmp_path, f"{case.name}.onnx")
+        _, ctx = build_graph(path, target="cuda", precision="fp16")
+        reasons = [e.reason for e in ctx.decisions if e.action == "select_kernel"
+                   and getattr(e, "after", None) == "cuda_conv_mma"]
+        assert len(reasons) == 1 and words in reasons[0], reasons
 
 
 # ---------------------------------------------------------------- the float32 implicit GEMM

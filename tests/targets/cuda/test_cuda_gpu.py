@@ -42,6 +42,8 @@ from cuda_conv_cases import (
     FEW_CHANNELS,
     GPU_CONV_MMA_CASES,
     GPU_DEPTHWISE_CASES,
+    GPU_PIPELINED_CASES,
+    PIPELINED_CASES,
     ConvCase,
 )
 from helpers import init, make_model, rand, vinfo, write_model
@@ -513,6 +515,84 @@ def test_conv_models_at_reduced_precision(name: str, precision: str, tmp_path: P
                                                          {"image": (1, 3, 64, 64)})  # its static shape
     check_at_precision(model.path, tmp_path / f"{name}.pyc", model.random_feeds, precision, rng,
                        dict(model.shapes))
+
+
+# ---------------------------------------------------------------- the pipelined conv (conv_stages)
+# conv_stages 3 / 4 (the im2col slice by cp.async, STAGES - 1 slices in flight) and 2 (the
+# register gather), on 16-bit inputs (a Relu's result) and float32 ones, 16-bit and float32
+# outputs: against the rounding model (model_rtol(K), plus 2 ulps of the storage type where the
+# conv's output is stored in 16 bits) and onnxruntime in float32 (WHOLE_MODEL_RTOL), outputs and
+# arena poisoned before each of two runs.
+
+def _check_pipelined(case: ConvCase, precision: str, stages: int, tmp_path: Path,
+                     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import onnx
+    from test_cuda_half import ULP
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.CONV_MMA_STAGES", stages)
+    path = write_model(case.make(rng), tmp_path)
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    built = pyc_cli.build(path, tmp_path / "p.pyc", target="cuda", arch=ARCH, precision=precision)
+    assert [n.ann.kernel_name for n in built.graph.nodes if n.op == "Conv"] == ["cuda_conv_mma"]
+    (launch,) = [s for s in json.loads((built.artifact / "src" / "launches.json").read_text())["launches"]
+                 if s["op"] == "Conv"]
+    assert (launch["shared_bytes"] > 0) == (stages > 2), launch
+    k = int(np.prod(case.w[1:]))
+    stored = 2 * ULP[precision] if case.half_output else 0.0
+    for name, ours, value in runs_against_onnxruntime(path, built.artifact, case.feeds, rng, 2):
+        assert_close_to_max(ours, value, WHOLE_MODEL_RTOL[precision], f"{name} {case.name} {precision}")
+    with pyc_cli.load(built.artifact) as model:
+        feeds = case.feeds(rng)
+        model.poison()
+        assert_close_to_max(model.run(feeds)["y"], case.forward(feeds, weights, precision),
+                            model_rtol(k) + stored, f"{case.name} {precision} vs the rounding model")
+
+
+@pytest.mark.parametrize("stages", [2, 3, 4])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("case", PIPELINED_CASES + GPU_PIPELINED_CASES, ids=lambda c: c.name)
+def test_pipelined_conv(case: ConvCase, precision: str, stages: int, tmp_path: Path,
+                        rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    _check_pipelined(case, precision, stages, tmp_path, rng, monkeypatch)
+
+
+@pytest.mark.parametrize("tile,split,ksplit", [(128, 1, 1), (64, 1, 1), (32, 1, 1), (64, 2, 1),
+                                               (32, 2, 1), (64, 4, 1), (32, 4, 1), (32, 1, 8),
+                                               (32, 2, 4), (64, 1, 3), (128, 1, 2)])
+@pytest.mark.parametrize("stages", [3, 4])
+@pytest.mark.parametrize("case", GPU_PIPELINED_CASES[2:4], ids=lambda c: c.name)
+def test_pipelined_conv_tiles(case: ConvCase, stages: int, tile: int, split: int, ksplit: int,
+                              tmp_path: Path, rng: np.random.Generator,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tile, split groups of warps and K split, pipelined, at ResNet's 14 x 14 and 7 x 7."""
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_tile", lambda m, n, k: tile)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_split", lambda t, m, n, k: split)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context._conv_mma_ksplit", lambda t, m, n, k: ksplit)
+    _check_pipelined(case, "fp16", stages, tmp_path, rng, monkeypatch)
+
+
+@pytest.mark.parametrize("stages", [2, 3, 4])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_pipelined_conv_of_a_misaligned_16_bit_input(precision: str, stages: int, tmp_path: Path,
+                                                     rng: np.random.Generator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv's 16-bit input 2 bytes past a 4-byte boundary (cuda_conv_cases.misaligned_input_model)."""
+    import json
+
+    from cuda_conv_cases import MISALIGNED_INPUTS, misaligned_input_model
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.CONV_MMA_STAGES", stages)
+    path = write_model(misaligned_input_model(rng), tmp_path)
+    built = pyc_cli.build(path, tmp_path / "m.pyc", target="cuda", arch=ARCH, precision=precision)
+    (launch,) = [s for s in json.loads((built.artifact / "src" / "launches.json").read_text())["launches"]
+                 if s["op"] == "Conv"]
+    assert launch["args"][0][0] == "arena" and launch["args"][0][1] % 4 == 2
+    assert (launch["shared_bytes"] > 0) == (stages > 2)
+    feeds_for = lambda r: {n: rand(r, *shape) for n, shape in MISALIGNED_INPUTS.items()}  # noqa: E731
+    for name, ours, value in runs_against_onnxruntime(path, built.artifact, feeds_for, rng, 2):
+        assert_close_to_max(ours, value, WHOLE_MODEL_RTOL[precision], f"{name} {precision}")
 
 
 # ---------------------------------------------------------------- 16-bit activations
