@@ -753,6 +753,18 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
     call.uses_status = True
 
 
+def _generic(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The generic kernel: one thread runs the CPU target's body (cuda/kernels/generic.cu.j2),
+    reporting a status it returns; the workspace where the body takes one (of some bytes)."""
+    call.grid, call.block = (1, 1, 1), (1, 1, 1)
+    call.uses_status = True
+    kernel = node.ann.kernel
+    call.workspace = kernel is not None and kernel.workspace_bytes > 0
+    if not call.params.get("restrict_pointers", True):
+        for operand in call.operands:
+            operand.restrict = False
+
+
 def _if_select(call: CudaCall, graph: Graph, node: Node) -> None:
     """A run-time If's select: one thread per element of its largest output."""
     call.grid = (_blocks(int(call.params["largest"])), 1, 1)  # type: ignore[call-overload]
@@ -845,6 +857,7 @@ LAUNCHES = {
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,
     "if_select.cu.j2": _if_select, "unreachable.cu.j2": _unreachable,
+    "generic.cu.j2": _generic, "pad.cu.j2": _per_element,
 }
 
 
