@@ -753,6 +753,12 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
     call.uses_status = True
 
 
+def _instancenorm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """One block per (n, c) row (whole warps, at most 256 threads)."""
+    call.block = (_reduction_threads(int(call.params["row"])), 1, 1)  # type: ignore[call-overload]
+    call.grid = (max(1, int(call.params["rows"])), 1, 1)  # type: ignore[call-overload]
+
+
 def _generic(call: CudaCall, graph: Graph, node: Node) -> None:
     """The generic kernel: one thread runs the CPU target's body (cuda/kernels/generic.cu.j2),
     reporting a status it returns; the workspace where the body takes one (of some bytes)."""
@@ -857,7 +863,8 @@ LAUNCHES = {
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,
     "if_select.cu.j2": _if_select, "unreachable.cu.j2": _unreachable,
-    "generic.cu.j2": _generic, "pad.cu.j2": _per_element,
+    "generic.cu.j2": _generic, "pad.cu.j2": _per_element, "argreduce.cu.j2": _per_element,
+    "instancenorm.cu.j2": _instancenorm, "resize.cu.j2": _per_element,
 }
 
 

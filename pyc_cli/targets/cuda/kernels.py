@@ -435,6 +435,25 @@ def _pad_applies(node: Node, graph: Graph) -> bool:
 PAD = KernelCandidate("cuda_pad", "pad.cu.j2", _pad_applies)
 
 
+def _instancenorm_applies(node: Node, graph: Graph) -> bool:
+    """float32 (the block reductions sum floats), rows of some elements."""
+    return float32(node, graph) and graph.types[node.inputs[0]].numel > 0
+
+
+def _resize_applies(node: Node, graph: Graph) -> bool:
+    """The CPU kernel's compile-time tables exist (static sizes, scales and sizes constants),
+    plain element types, rank 1 or more."""
+    from ...ops import registry
+
+    return (plain_types(node, graph) and graph.types[node.outputs[0]].rank >= 1
+            and bool(registry.get(node.op).static_tables(node, graph)))  # type: ignore[attr-defined]
+
+
+ARGREDUCE = KernelCandidate("cuda_argreduce", "argreduce.cu.j2", plain_types)
+RESIZE = KernelCandidate("cuda_resize", "resize.cu.j2", _resize_applies)
+INSTANCENORM = KernelCandidate("cuda_instancenorm_block", "instancenorm.cu.j2", _instancenorm_applies)
+
+
 # ---------------------------------------------------------------- the generic kernel
 
 # The CPU target's kernel body (codegen_templates/c/kernels/) each op without a parallel CUDA
@@ -527,6 +546,9 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
     "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
     "Pad": (PAD,),
+    **_each(("ArgMax", "ArgMin"), ARGREDUCE),
+    "InstanceNormalization": (INSTANCENORM,),
+    **_each(("Resize", "Upsample"), RESIZE),
     "pyc.Attention": (ATTENTION,),
     # a run-time If (runtime/cuda.py decides on the host which branch's launches run): the
     # select copies the taken branch's operands on the device; the trap of a branch that

@@ -8,8 +8,8 @@ Outcomes per case: `pass`; `refused` (a reason-coded PycError at build time: the
 has no kernel for a node, or the op's unit rejects the case on every target, e.g. a run-time
 shape, which the CUDA target does not compute); `fail` (wrong numbers, a crash, any other
 error). Shape-like inputs are bound as initializers, as conformance.py does. Without an
-argument: the ops of the generic kernel (targets/cuda/kernels.py: GENERIC_BODIES) and the ops
-that decompose before kernel selection (Split, Tile, DepthToSpace, ...)."""
+argument: the ops of the generic kernel (targets/cuda/kernels.py: GENERIC_BODIES), the ops
+that decompose before kernel selection (Split, Tile, DepthToSpace, ...) and NonZero."""
 
 from __future__ import annotations
 
@@ -32,20 +32,22 @@ from conformance import Case, CaseResult, as_array, bind_inputs, compare, static
 # ops without a CUDA kernel of their own that decompose into others before kernel selection
 DECOMPOSED = ("BatchNormalization", "DepthToSpace", "SpaceToDepth", "Einsum", "Gemm",
               "GlobalAveragePool", "GlobalMaxPool", "OneHot", "Split", "Tile", "Trilu")
+# ... and ops the CUDA target refuses where their size is computed at run time
+RUN_TIME_SIZES = ("NonZero",)
 
 
 def default_ops() -> list[str]:
     from pyc_cli.targets.cuda.kernels import GENERIC_BODIES
 
-    return sorted(set(GENERIC_BODIES) | set(DECOMPOSED))
+    return sorted(set(GENERIC_BODIES) | set(DECOMPOSED) | set(RUN_TIME_SIZES))
 
 
 def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
     """Build `case` for the CUDA target and run every data set emulated; never raises."""
     import onnx
+    from test_cuda_emulated import Emulated
 
     from pyc_cli.errors import PycError
-    from test_cuda_emulated import Emulated
 
     start = time.perf_counter()
     result = CaseResult(case.name, list(case.ops), "pass")

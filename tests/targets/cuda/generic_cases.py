@@ -1,14 +1,16 @@
 """One-node models of every op the CUDA target runs through the generic kernel (the CPU target's
-kernel body on one GPU thread, targets/cuda/kernels.py: GENERIC_BODIES) or its parallel Pad
-kernel, plus the element types the float32 CUDA kernels leave to it (float64 Softmax, MaxPool
-and MatMul, integer reductions and ArgMin), shared by the emulated tests
+kernel body on one GPU thread, targets/cuda/kernels.py: GENERIC_BODIES) or the parallel
+kernels that took some of them over (Pad, ArgMax / ArgMin, float32 InstanceNormalization,
+Resize / Upsample), plus the element types the float32 CUDA kernels leave to it (float64
+Softmax, MaxPool and MatMul, integer reductions and ArgMin), shared by the emulated tests
 (test_cuda_generic.py) and the GPU tests (test_cuda_gpu.py). Each case makes fresh random
 weights and inputs per call; indices are drawn inside their range (negative ones included)
 where the op defines them, and scatter indices without duplicates where the op's result would
 depend on the order of updates. References: onnxruntime, except CumProd (onnxruntime 1.23 has
-no kernel for it): numpy in float64. Tolerances: float32 rtol 1e-4, atol 1e-5 (recurrent
-cells, resizes and normalisations atol 1e-4: sums in another order than onnxruntime's);
-integer outputs exactly (assert_allclose with 0 tolerance)."""
+no kernel for it) and float64 InstanceNormalization (nor for that): numpy in float64 (that one
+at rtol 1e-10, atol 1e-12). Tolerances: float32 rtol 1e-4, atol 1e-5 (recurrent cells,
+resizes and normalisations atol 1e-4: sums in another order than onnxruntime's); integer
+outputs exactly."""
 
 from __future__ import annotations
 
@@ -149,15 +151,26 @@ def _recurrent_feeds(op: str, hidden: int, seq: int, batch: int, size: int,
     return feeds
 
 
+def _instance_norm_reference(feeds: Feeds, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """numpy in float64 (onnxruntime has no float64 InstanceNormalization)."""
+    from onnx import numpy_helper
+
+    scale, bias = (numpy_helper.to_array(t) for t in model.graph.initializer)
+    x = feeds["x"]
+    mean = x.mean(axis=2, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=2, keepdims=True)
+    return {"y": (x - mean) / np.sqrt(var + 1e-5) * scale[None, :, None] + bias[None, :, None]}
+
+
 def _f64(*shape: int) -> Callable[[np.random.Generator], Feeds]:
     return lambda rng: {"x": rng.standard_normal(shape)}
 
 
 CASES: list[GenericCase] = [
-    GenericCase("argmax", "ArgMax", GENERIC,
+    GenericCase("argmax", "ArgMax", "cuda_argreduce",
                 lambda rng: one_node("ArgMax", [("x", (3, 5, 7), F32)], ["y"], axis=1, keepdims=1),
                 normal(x=(3, 5, 7))),
-    GenericCase("argmin_int64_last", "ArgMin", GENERIC,
+    GenericCase("argmin_int64_last", "ArgMin", "cuda_argreduce",
                 lambda rng: one_node("ArgMin", [("x", (4, 9), I64)], ["y"], axis=-1, keepdims=0,
                                      select_last_index=1), _argmin_ints),
     GenericCase("conv_transpose", "ConvTranspose", GENERIC, _conv_transpose,
@@ -193,10 +206,19 @@ CASES: list[GenericCase] = [
     GenericCase("hardmax", "Hardmax", GENERIC,
                 lambda rng: one_node("Hardmax", [("x", (3, 7), F32)], ["y"], axis=-1),
                 normal(x=(3, 7))),
-    GenericCase("instance_norm", "InstanceNormalization", GENERIC,
+    GenericCase("instance_norm", "InstanceNormalization", "cuda_instancenorm_block",
                 lambda rng: one_node("InstanceNormalization", [("x", (2, 3, 5, 4), F32)], ["y"],
                                      [init("s", rand(rng, 3)), init("b", rand(rng, 3))]),
                 normal(x=(2, 3, 5, 4)), atol=1e-4),
+    GenericCase("instance_norm_wide", "InstanceNormalization", "cuda_instancenorm_block",
+                lambda rng: one_node("InstanceNormalization", [("x", (1, 2, 33, 31), F32)], ["y"],
+                                     [init("s", rand(rng, 2)), init("b", rand(rng, 2))],
+                                     epsilon=1e-3),
+                normal(x=(1, 2, 33, 31)), atol=1e-4),
+    GenericCase("instance_norm_float64", "InstanceNormalization", GENERIC,
+                lambda rng: one_node("InstanceNormalization", [("x", (2, 3, 5), F64)], ["y"],
+                                     [init("s", rng.standard_normal(3)), init("b", rng.standard_normal(3))]),
+                _f64(2, 3, 5), rtol=1e-10, atol=1e-12, reference=_instance_norm_reference),
     GenericCase("lrn", "LRN", GENERIC,
                 lambda rng: one_node("LRN", [("x", (2, 6, 5, 5), F32)], ["y"], size=3,
                                      alpha=0.01, beta=0.75, bias=1.0),
@@ -221,25 +243,25 @@ CASES: list[GenericCase] = [
                 lambda rng: one_node("ReduceLogSumExp", [("x", (3, 4, 5), F32)], ["y"],
                                      [init("a", i64(1))], keepdims=1),
                 normal(x=(3, 4, 5))),
-    GenericCase("resize_linear", "Resize", GENERIC,
+    GenericCase("resize_linear", "Resize", "cuda_resize",
                 lambda rng: one_node("Resize", [("x", (1, 2, 5, 6), F32)], ["y"],
                                      [init("", np.zeros(0, np.float32)),
                                       init("s", np.array([1, 1, 2, 1.5], np.float32))],
                                      mode="linear"),
                 normal(x=(1, 2, 5, 6)), atol=1e-4),
-    GenericCase("resize_nearest_sizes", "Resize", GENERIC,
+    GenericCase("resize_nearest_sizes", "Resize", "cuda_resize",
                 lambda rng: one_node("Resize", [("x", (1, 2, 5, 6), F32)], ["y"],
                                      [init("", np.zeros(0, np.float32)), init("", np.zeros(0, np.float32)),
                                       init("z", i64(1, 2, 7, 9))], mode="nearest",
                                      coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
                 normal(x=(1, 2, 5, 6))),
-    GenericCase("resize_cubic", "Resize", GENERIC,
+    GenericCase("resize_cubic", "Resize", "cuda_resize",
                 lambda rng: one_node("Resize", [("x", (1, 1, 6, 5), F32)], ["y"],
                                      [init("", np.zeros(0, np.float32)),
                                       init("s", np.array([1, 1, 1.5, 2], np.float32))],
                                      mode="cubic"),
                 normal(x=(1, 1, 6, 5)), atol=1e-4),
-    GenericCase("upsample", "Upsample", GENERIC,
+    GenericCase("upsample", "Upsample", "cuda_resize",
                 lambda rng: one_node("Upsample", [("x", (1, 2, 3, 4), F32)], ["y"],
                                      [init("s", np.array([1, 1, 2, 3], np.float32))], opset=9,
                                      mode="nearest"),

@@ -103,13 +103,13 @@ def test_unsupported_ops_are_listed_at_once(tmp_path: Path) -> None:
     assert "no cuda kernel for 2 node(s)" in output and output.count("pyc.Elementwise (") == 2
 
 
-def test_unet_resizes_run_the_generic_kernel(tmp_path: Path) -> None:
-    """The U-Net's three Resize nodes, which had no CUDA kernel, build through the generic one."""
+def test_unet_resizes_have_a_cuda_kernel(tmp_path: Path) -> None:
+    """The U-Net's three Resize nodes, which had no CUDA kernel, build (cuda_resize)."""
     from pyc_cli.api import compile_graph
 
     graph, _ = compile_graph(MLP.path.parent / "unet.onnx", target="cuda")
     resizes = [n.ann.kernel_name for n in graph.nodes if n.op == "Resize"]
-    assert resizes == ["cuda_generic"] * 3
+    assert resizes == ["cuda_resize"] * 3
 
 
 @pytest.mark.skipif(gpu_present(), reason="a GPU and driver are present here")
