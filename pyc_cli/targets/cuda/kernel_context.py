@@ -759,6 +759,11 @@ def _instancenorm(call: CudaCall, graph: Graph, node: Node) -> None:
     call.grid = (max(1, int(call.params["rows"])), 1, 1)  # type: ignore[call-overload]
 
 
+def _topk(call: CudaCall, graph: Graph, node: Node) -> None:
+    """One thread per row (outer x inner of them)."""
+    call.grid = (_blocks(int(call.params["outer"]) * int(call.params["inner"])), 1, 1)  # type: ignore[call-overload]
+
+
 def _generic(call: CudaCall, graph: Graph, node: Node) -> None:
     """The generic kernel: one thread runs the CPU target's body (cuda/kernels/generic.cu.j2),
     reporting a status it returns; the workspace where the body takes one (of some bytes)."""
@@ -864,7 +869,7 @@ LAUNCHES = {
     "attention_mma.cu.j2": _attention_mma,
     "if_select.cu.j2": _if_select, "unreachable.cu.j2": _unreachable,
     "generic.cu.j2": _generic, "pad.cu.j2": _per_element, "argreduce.cu.j2": _per_element,
-    "instancenorm.cu.j2": _instancenorm, "resize.cu.j2": _per_element,
+    "instancenorm.cu.j2": _instancenorm, "resize.cu.j2": _per_element, "topk.cu.j2": _topk,
 }
 
 

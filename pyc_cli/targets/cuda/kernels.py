@@ -449,7 +449,24 @@ def _resize_applies(node: Node, graph: Graph) -> bool:
             and bool(registry.get(node.op).static_tables(node, graph)))  # type: ignore[attr-defined]
 
 
+# the longest row the TopK kernel sorts in a thread's own index array (16 KiB of local memory)
+TOPK_MAX_ROW = 4096
+
+
+def _topk_applies(node: Node, graph: Graph) -> bool:
+    """Static sizes (K a constant), rows of 1 to TOPK_MAX_ROW elements, plain types."""
+    from ...ir.symbolic import has_dims
+    from ...ops import registry
+
+    if not plain_types(node, graph) or any(has_dims(graph.types[v].shape)
+                                           for v in (*node.inputs, *node.outputs) if v):
+        return False
+    p = registry.get("TopK").kernel_params(node, graph)
+    return 0 < int(p["row"]) <= TOPK_MAX_ROW  # type: ignore[call-overload]
+
+
 ARGREDUCE = KernelCandidate("cuda_argreduce", "argreduce.cu.j2", plain_types)
+TOPK = KernelCandidate("cuda_topk_rows", "topk.cu.j2", _topk_applies)
 RESIZE = KernelCandidate("cuda_resize", "resize.cu.j2", _resize_applies)
 INSTANCENORM = KernelCandidate("cuda_instancenorm_block", "instancenorm.cu.j2", _instancenorm_applies)
 
@@ -549,6 +566,7 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     **_each(("ArgMax", "ArgMin"), ARGREDUCE),
     "InstanceNormalization": (INSTANCENORM,),
     **_each(("Resize", "Upsample"), RESIZE),
+    "TopK": (TOPK,),
     "pyc.Attention": (ATTENTION,),
     # a run-time If (runtime/cuda.py decides on the host which branch's launches run): the
     # select copies the taken branch's operands on the device; the trap of a branch that

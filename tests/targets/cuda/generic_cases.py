@@ -1,7 +1,7 @@
 """One-node models of every op the CUDA target runs through the generic kernel (the CPU target's
 kernel body on one GPU thread, targets/cuda/kernels.py: GENERIC_BODIES) or the parallel
 kernels that took some of them over (Pad, ArgMax / ArgMin, float32 InstanceNormalization,
-Resize / Upsample), plus the element types the float32 CUDA kernels leave to it (float64
+Resize / Upsample, TopK), plus the element types the float32 CUDA kernels leave to it (float64
 Softmax, MaxPool and MatMul, integer reductions and ArgMin), shared by the emulated tests
 (test_cuda_generic.py) and the GPU tests (test_cuda_gpu.py). Each case makes fresh random
 weights and inputs per call; indices are drawn inside their range (negative ones included)
@@ -266,10 +266,10 @@ CASES: list[GenericCase] = [
                                      [init("s", np.array([1, 1, 2, 3], np.float32))], opset=9,
                                      mode="nearest"),
                 normal(x=(1, 2, 3, 4))),
-    GenericCase("topk", "TopK", GENERIC,
+    GenericCase("topk", "TopK", "cuda_topk_rows",
                 lambda rng: one_node("TopK", [("x", (3, 10), F32)], ["v", "i"], [init("k", i64(4))]),
                 normal(x=(3, 10))),
-    GenericCase("topk_smallest_middle", "TopK", GENERIC,
+    GenericCase("topk_smallest_middle", "TopK", "cuda_topk_rows",
                 lambda rng: one_node("TopK", [("x", (4, 6, 5), F32)], ["v", "i"], [init("k", i64(3))],
                                      axis=1, largest=0), normal(x=(4, 6, 5))),
     GenericCase("lstm", "LSTM", GENERIC, _recurrent("LSTM", 6, 5, 2, 4, 1, 4),
