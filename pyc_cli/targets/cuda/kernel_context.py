@@ -764,6 +764,13 @@ def _topk(call: CudaCall, graph: Graph, node: Node) -> None:
     call.grid = (_blocks(int(call.params["outer"]) * int(call.params["inner"])), 1, 1)  # type: ignore[call-overload]
 
 
+def _recurrent(call: CudaCall, graph: Graph, node: Node) -> None:
+    """One block per (direction, batch row); whole warps over the gate rows, at most 256."""
+    p = call.params
+    call.block = (_reduction_threads(int(p["G"]) * int(p["H"])), 1, 1)  # type: ignore[call-overload]
+    call.grid = (max(1, int(p["D"]) * int(p["B"])), 1, 1)  # type: ignore[call-overload]
+
+
 def _generic(call: CudaCall, graph: Graph, node: Node) -> None:
     """The generic kernel: one thread runs the CPU target's body (cuda/kernels/generic.cu.j2),
     reporting a status it returns; the workspace where the body takes one (of some bytes)."""
@@ -870,6 +877,7 @@ LAUNCHES = {
     "if_select.cu.j2": _if_select, "unreachable.cu.j2": _unreachable,
     "generic.cu.j2": _generic, "pad.cu.j2": _per_element, "argreduce.cu.j2": _per_element,
     "instancenorm.cu.j2": _instancenorm, "resize.cu.j2": _per_element, "topk.cu.j2": _topk,
+    "recurrent.cu.j2": _recurrent,
 }
 
 

@@ -465,7 +465,24 @@ def _topk_applies(node: Node, graph: Graph) -> bool:
     return 0 < int(p["row"]) <= TOPK_MAX_ROW  # type: ignore[call-overload]
 
 
+# the most bytes of state (h, c, aux, gate sums) a recurrent block keeps in static shared memory
+RECURRENT_SHARED_BYTES = 48 * 1024
+
+
+def _recurrent_applies(node: Node, graph: Graph) -> bool:
+    """W and R transposed by canonicalize (as the CPU kernel reads them), plain types, the
+    row's state within RECURRENT_SHARED_BYTES."""
+    from ...ops import registry
+
+    if not node.attrs.get("weights_transposed") or not plain_types(node, graph):
+        return False
+    p = registry.get(node.op).kernel_params(node, graph)
+    itemsize = graph.types[node.outputs[0] or node.inputs[0]].dtype.itemsize
+    return (3 + int(p["G"])) * int(p["H"]) * itemsize <= RECURRENT_SHARED_BYTES  # type: ignore[call-overload]
+
+
 ARGREDUCE = KernelCandidate("cuda_argreduce", "argreduce.cu.j2", plain_types)
+RECURRENT = KernelCandidate("cuda_recurrent_block", "recurrent.cu.j2", _recurrent_applies)
 TOPK = KernelCandidate("cuda_topk_rows", "topk.cu.j2", _topk_applies)
 RESIZE = KernelCandidate("cuda_resize", "resize.cu.j2", _resize_applies)
 INSTANCENORM = KernelCandidate("cuda_instancenorm_block", "instancenorm.cu.j2", _instancenorm_applies)
@@ -567,6 +584,7 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "InstanceNormalization": (INSTANCENORM,),
     **_each(("Resize", "Upsample"), RESIZE),
     "TopK": (TOPK,),
+    **_each(("LSTM", "GRU", "RNN"), RECURRENT),
     "pyc.Attention": (ATTENTION,),
     # a run-time If (runtime/cuda.py decides on the host which branch's launches run): the
     # select copies the taken branch's operands on the device; the trap of a branch that

@@ -1,7 +1,7 @@
 """One-node models of every op the CUDA target runs through the generic kernel (the CPU target's
 kernel body on one GPU thread, targets/cuda/kernels.py: GENERIC_BODIES) or the parallel
 kernels that took some of them over (Pad, ArgMax / ArgMin, float32 InstanceNormalization,
-Resize / Upsample, TopK), plus the element types the float32 CUDA kernels leave to it (float64
+Resize / Upsample, TopK, LSTM / GRU / RNN), plus the element types the float32 CUDA kernels leave to it (float64
 Softmax, MaxPool and MatMul, integer reductions and ArgMin), shared by the emulated tests
 (test_cuda_generic.py) and the GPU tests (test_cuda_gpu.py). Each case makes fresh random
 weights and inputs per call; indices are drawn inside their range (negative ones included)
@@ -272,12 +272,12 @@ CASES: list[GenericCase] = [
     GenericCase("topk_smallest_middle", "TopK", "cuda_topk_rows",
                 lambda rng: one_node("TopK", [("x", (4, 6, 5), F32)], ["v", "i"], [init("k", i64(3))],
                                      axis=1, largest=0), normal(x=(4, 6, 5))),
-    GenericCase("lstm", "LSTM", GENERIC, _recurrent("LSTM", 6, 5, 2, 4, 1, 4),
+    GenericCase("lstm", "LSTM", "cuda_recurrent_block", _recurrent("LSTM", 6, 5, 2, 4, 1, 4),
                 _recurrent_feeds("LSTM", 6, 5, 2, 4, 1), atol=1e-4),
-    GenericCase("gru_bidirectional", "GRU", GENERIC,
+    GenericCase("gru_bidirectional", "GRU", "cuda_recurrent_block",
                 _recurrent("GRU", 5, 4, 3, 3, 2, 3, linear_before_reset=1),
                 _recurrent_feeds("GRU", 5, 4, 3, 3, 2), atol=1e-4),
-    GenericCase("rnn", "RNN", GENERIC, _recurrent("RNN", 4, 3, 2, 3, 1, 1),
+    GenericCase("rnn", "RNN", "cuda_recurrent_block", _recurrent("RNN", 4, 3, 2, 3, 1, 1),
                 _recurrent_feeds("RNN", 4, 3, 2, 3, 1), atol=1e-4),
     # element types the float32 CUDA kernels leave to the generic kernel
     GenericCase("softmax_float64", "Softmax", GENERIC,

@@ -7,8 +7,9 @@ range sets the run's status as the CUDA Gather does; the generated source compil
 NVRTC for sm_90 and sm_80 (skipped only without the NVRTC wheel); real CUDA kernels are chosen
 over the generic one wherever they apply and the decision log names the generic kernel where it
 runs; Silero VAD (Pad through the parallel kernel) and the official Silero file with its
-run-time If (LSTM, Pad) build for CUDA and match onnxruntime; `--target cuda,cpu` still builds
-both targets. The ONNX node-test sweep of these ops (cuda_sweep.py) runs with PYC_CUDA_SWEEP=1."""
+run-time If (its LSTMs on the parallel recurrent kernel) build for CUDA and match onnxruntime
+(SILERO_RTOL: rtol 1e-3, atol 1e-3); `--target cuda,cpu` still builds both targets. The ONNX
+node-test sweep of these ops (cuda_sweep.py) runs with PYC_CUDA_SWEEP=1."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clan
 needs_nvrtc = pytest.mark.skipif(not bindings.available(),
                                  reason='the NVRTC wheel is not installed (pip install ".[cuda]")')
 SILERO_SHAPES = {"input": (1, 512), "state": (2, 1, 128)}
+# Silero VAD against onnxruntime: rtol 1e-3, atol 1e-3, as benchmarks/real_models.py checks it.
+# Its STFT magnitude (the square root of a sum of squares, near zero for some bins) amplifies
+# float32 rounding: over 40 random chunks the CPU target's state differed from onnxruntime's
+# by up to 6e-5, the emulated CUDA build's by up to 1.8e-4 (its sums in another order)
+SILERO_RTOL = SILERO_ATOL = 1e-3
 
 
 def silero_files() -> tuple[Path | None, Path | None]:
@@ -149,11 +155,11 @@ def test_cuda_kernels_are_preferred(op: str, shape: tuple[int, ...], kernel: str
 
 
 def test_the_decision_log_names_the_generic_kernel(tmp_path: Path, rng: np.random.Generator) -> None:
-    case = next(c for c in CASES if c.name == "lstm")
+    case = next(c for c in CASES if c.name == "gather_nd")
     _, ctx = emitted(write_model(case.make(rng), tmp_path))
     (choice,) = [d for d in ctx.decisions  # type: ignore[attr-defined]
                  if d.action == "select_kernel" and d.after == GENERIC]
-    assert "recurrent_rows on one GPU thread" in choice.reason
+    assert "gather_nd on one GPU thread" in choice.reason
 
 
 def test_a_run_time_size_is_still_refused(tmp_path: Path) -> None:
@@ -190,7 +196,7 @@ def fixed_rate(source: Path, tmp_path: Path) -> Path:
 @pytest.mark.skipif(SILERO_IFLESS is None, reason="the silero-vad wheel is not installed")
 def test_silero_vad_matches_onnxruntime(tmp_path: Path, rng: np.random.Generator) -> None:
     """The benchmark's Silero VAD (16 kHz, its LSTM exported as MatMuls): Pad through the
-    parallel Pad kernel, every node on a CUDA kernel; rtol 1e-4, atol 1e-5 over 3 chunks."""
+    parallel Pad kernel, every node on a CUDA kernel; SILERO_RTOL / SILERO_ATOL over 3 chunks."""
     assert SILERO_IFLESS is not None
     path = fixed_rate(SILERO_IFLESS, tmp_path)
     emulated = Emulated(path, tmp_path, SILERO_SHAPES)
@@ -200,7 +206,8 @@ def test_silero_vad_matches_onnxruntime(tmp_path: Path, rng: np.random.Generator
         feeds = silero_feeds(rng)
         ours = emulated.run(feeds)
         for name, value in onnxruntime_outputs(path, feeds).items():
-            np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(ours[name], value, rtol=SILERO_RTOL, atol=SILERO_ATOL,
+                                       err_msg=name)
 
 
 @needs_cxx
@@ -210,15 +217,15 @@ def test_official_silero_vad_with_its_if_matches_onnxruntime(tmp_path: Path, rng
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The official file, sample rate an input (a run-time If between the 16 and 8 kHz
     branches, which the runtime decides on the host): built by NVRTC, loaded through the
-    emulated driver (runtime/cuda.py's whole path); its LSTMs run the generic kernel. Chunks of
-    16 kHz against onnxruntime, rtol 1e-4, atol 1e-5."""
+    emulated driver (runtime/cuda.py's whole path); its LSTMs run the recurrent kernel. Chunks of
+    16 kHz against onnxruntime, SILERO_RTOL / SILERO_ATOL."""
     from test_cuda_runtime_emulated import fake_for
 
     assert SILERO is not None
     artifact = tmp_path / "silero.pyc"
     pyc_cli.build(SILERO, artifact, target="cuda", input_shapes={**SILERO_SHAPES, "sr": ()})
     choices = (artifact / "src" / "model.cu").read_text()
-    assert "(cuda_generic, generic.cu.j2)" in choices
+    assert "LSTM (cuda_recurrent_block, recurrent.cu.j2)" in choices
     monkeypatch.setattr(bindings, "driver", lambda: fake_for(artifact, tmp_path))
     with pyc_cli.load(artifact) as model:
         for _ in range(2):
@@ -226,7 +233,8 @@ def test_official_silero_vad_with_its_if_matches_onnxruntime(tmp_path: Path, rng
             model.poison()
             ours = model.run(feeds)
             for name, value in onnxruntime_outputs(SILERO, feeds).items():
-                np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+                np.testing.assert_allclose(ours[name], value, rtol=SILERO_RTOL, atol=SILERO_ATOL,
+                                           err_msg=name)
         # 8 kHz takes the other branch, which these 512-sample shapes do not compile (its
         # LSTM's reshape; onnxruntime fails on them too): the branch's trap stops the run
         with pytest.raises(PycError) as caught:
@@ -245,15 +253,14 @@ def test_silero_vad_compiles_under_nvrtc(arch: str, tmp_path: Path) -> None:
 
 @needs_nvrtc
 def test_multi_target_artifact_with_generic_kernels(tmp_path: Path, rng: np.random.Generator) -> None:
-    """`--target cuda,cpu` of a model whose LSTM runs the generic kernel on CUDA: both targets
-    built; the manifest records the CUDA target's choice of the generic kernel."""
-    case = next(c for c in CASES if c.name == "lstm")
+    """`--target cuda,cpu` of a model whose GatherND runs the generic kernel on CUDA: both
+    targets built; the CUDA source holds the generic kernel."""
+    case = next(c for c in CASES if c.name == "gather_nd")
     path = write_model(case.make(rng), tmp_path)
     built = pyc_cli.build(path, tmp_path / "multi.pyc", target="cuda,cpu")
     manifest = json.loads((built.artifact / "manifest.json").read_text())
     assert "cuda" in json.dumps(manifest) and (built.artifact / "targets" / "cpu").is_dir()
-    assert GENERIC in (built.artifact / "src" / "model.cu").read_text() or \
-        GENERIC in json.dumps(manifest)
+    assert f"({GENERIC}, generic.cu.j2)" in (built.artifact / "src" / "model.cu").read_text()
 
 
 # ---------------------------------------------------------------- the node-test sweep

@@ -720,9 +720,18 @@ def test_generic_index_out_of_range_is_reported(name: str, tmp_path: Path,
 
 def test_silero_vad_on_the_gpu(tmp_path: Path, rng: np.random.Generator) -> None:
     """Silero VAD, the benchmark's 16 kHz If-less file (Pad on the parallel Pad kernel), three
-    chunks against onnxruntime at rtol 1e-4, atol 1e-5; and the official file with its run-time
-    If (its LSTMs on the generic kernel) at 16 kHz."""
-    from test_cuda_generic import SILERO, SILERO_IFLESS, SILERO_SHAPES, fixed_rate, silero_feeds
+    chunks against onnxruntime at rtol 1e-3, atol 1e-3 (test_cuda_generic.SILERO_RTOL says
+    why); and the official file with its run-time If (its LSTMs on the recurrent kernel) at
+    16 kHz."""
+    from test_cuda_generic import (
+        SILERO,
+        SILERO_ATOL,
+        SILERO_IFLESS,
+        SILERO_RTOL,
+        SILERO_SHAPES,
+        fixed_rate,
+        silero_feeds,
+    )
 
     if SILERO_IFLESS is None or SILERO is None:
         pytest.skip("the silero-vad wheel is not installed")
@@ -738,5 +747,5 @@ def test_silero_vad_on_the_gpu(tmp_path: Path, rng: np.random.Generator) -> None
                 model.poison()
                 ours = model.run(feeds)
                 for name, value in onnxruntime_outputs(path, feeds).items():
-                    np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-5,
-                                               err_msg=f"{path.name} {name}")
+                    np.testing.assert_allclose(ours[name], value, rtol=SILERO_RTOL,
+                                               atol=SILERO_ATOL, err_msg=f"{path.name} {name}")

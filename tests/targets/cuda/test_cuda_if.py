@@ -293,13 +293,13 @@ def test_branches_of_different_sizes_are_refused_naming_the_if(tmp_path: Path) -
 @pytest.mark.skipif(SILERO is None, reason="the silero-vad wheel (silero_vad.onnx) is not here")
 def test_silero_vad_builds_with_its_if(tmp_path: Path) -> None:
     """The official Silero VAD file's run-time If (16 / 8 kHz) builds for CUDA: its Pad runs the
-    Pad kernel, its LSTMs the generic kernel (test_cuda_generic.py runs it against
+    Pad kernel, its LSTMs the recurrent kernel (test_cuda_generic.py runs it against
     onnxruntime)."""
     assert SILERO is not None
     built = pyc_cli.build(SILERO, tmp_path / "s.pyc", target="cuda",
                           input_shapes={"input": (1, 512), "state": (2, 1, 128)})
     source = (built.artifact / "src" / "model.cu").read_text()
-    assert "LSTM (cuda_generic, generic.cu.j2)" in source and "(cuda_pad, pad.cu.j2)" in source
+    assert "LSTM (cuda_recurrent_block, recurrent.cu.j2)" in source and "(cuda_pad, pad.cu.j2)" in source
     assert "(cuda_if_select, if_select.cu.j2)" in source
 
 
