@@ -1,8 +1,9 @@
 """One-node models of every op the CUDA target runs through the generic kernel (the CPU target's
 kernel body on one GPU thread, targets/cuda/kernels.py: GENERIC_BODIES) or the parallel
 kernels that took some of them over (Pad, ArgMax / ArgMin, float32 InstanceNormalization,
-Resize / Upsample, TopK, LSTM / GRU / RNN), plus the element types the float32 CUDA kernels leave to it (float64
-Softmax, MaxPool and MatMul, integer reductions and ArgMin), shared by the emulated tests
+Resize / Upsample, TopK, LSTM / GRU / RNN), plus the element types the float32 CUDA kernels
+leave to it (float64 Softmax, MaxPool and MatMul, integer reductions),
+shared by the emulated tests
 (test_cuda_generic.py) and the GPU tests (test_cuda_gpu.py). Each case makes fresh random
 weights and inputs per call; indices are drawn inside their range (negative ones included)
 where the op defines them, and scatter indices without duplicates where the op's result would

@@ -2,7 +2,8 @@
 one GPU thread: cuda/kernels/generic.cu.j2) and its parallel Pad kernel, without a GPU: every
 op of generic_cases.py built for --target cuda and run emulated (emulate_cuda.h) against
 onnxruntime on fresh random inputs, outputs and arena poisoned (NaN) first (tolerances in
-generic_cases.py: float32 rtol 1e-4, atol 1e-5 or 1e-4; integers exact); an index out of
+generic_cases.py: float32 rtol 1e-4, atol 1e-5 or 1e-4; integers exact), and the cases of
+the ops that have a parallel kernel again with the generic one forced; an index out of
 range sets the run's status as the CUDA Gather does; the generated source compiles under
 NVRTC for sm_90 and sm_80 (skipped only without the NVRTC wheel); real CUDA kernels are chosen
 over the generic one wherever they apply and the decision log names the generic kernel where it
@@ -99,6 +100,39 @@ def test_generic_op_matches_the_reference(case: GenericCase, tmp_path: Path,
     kernels = {n.op: n.ann.kernel_name for n in emulated.graph.nodes}
     assert kernels[case.op] == case.kernel, kernels
     for _ in range(2):  # fresh inputs; poisoned buffers each run
+        check_case(emulated, case, path, rng)
+
+
+class ForcedGeneric:
+    """A tuning database giving every node of `op` the generic kernel."""
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        from pyc_cli.ir.annotations import KernelChoice
+
+        return KernelChoice(GENERIC, {}) if signature.op == self.op else None
+
+
+@needs_cxx
+@pytest.mark.parametrize("case", [c for c in CASES if c.kernel != GENERIC], ids=lambda c: c.name)
+def test_the_generic_kernel_runs_ops_that_have_a_parallel_one(case: GenericCase, tmp_path: Path,
+                                                               rng: np.random.Generator,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor under the parallel kernels: each of their cases with the generic kernel forced
+    (a tuning database naming it) matches the reference too (the recurrent cells through the
+    workspace WS)."""
+    import functools
+
+    import test_cuda_emulated
+
+    monkeypatch.setattr(test_cuda_emulated, "compile_graph",
+                        functools.partial(compile_graph, tuning=ForcedGeneric(case.op)))
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path)
+    assert {n.ann.kernel_name for n in emulated.graph.nodes if n.op == case.op} == {GENERIC}
+    for _ in range(2):
         check_case(emulated, case, path, rng)
 
 
