@@ -642,4 +642,6 @@ def cuda_kernels(precision: str, arch: str = "") -> dict[str, tuple[KernelCandid
         if arch in WGMMA_ARCHS:
             table["MatMul"] = (*table["MatMul"], matmul_wgmma(precision),
                                matmul_wgmma_tma(precision))
-    return table
+    # the generic kernel stays each op's last candidate
+    return {op: (*(c for c in found if c.name != GENERIC), *(c for c in found if c.name == GENERIC))
+            for op, found in table.items()}

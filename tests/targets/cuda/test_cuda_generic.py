@@ -35,7 +35,7 @@ from pyc_cli.errors import PycError
 from pyc_cli.planning.weights import layout_weights
 from pyc_cli.targets.base import ModelInfo
 from pyc_cli.targets.cuda import bindings, toolchain
-from pyc_cli.targets.cuda.kernels import CUDA_KERNELS, GENERIC_BODIES
+from pyc_cli.targets.cuda.kernels import CUDA_KERNELS, GENERIC_BODIES, PRECISIONS, cuda_kernels
 from pyc_cli.targets.cuda.target import kernel_templates
 
 needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
@@ -164,9 +164,12 @@ def test_generic_source_compiles_under_nvrtc(case: GenericCase, arch: str, tmp_p
 def test_the_generic_kernel_is_every_ops_last_candidate() -> None:
     """Every op GENERIC_BODIES names has the generic kernel, last; ops with a fused epilogue on
     CUDA keep it (the generic body takes it too)."""
-    for op in GENERIC_BODIES:
-        names = [c.name for c in CUDA_KERNELS[op]]
-        assert names[-1] == GENERIC and names.count(GENERIC) == 1, op
+    for precision in PRECISIONS:
+        for arch in toolchain.SUPPORTED_ARCHS:
+            table = cuda_kernels(precision, arch)
+            for op in GENERIC_BODIES:
+                names = [c.name for c in table[op]]
+                assert names[-1] == GENERIC and names.count(GENERIC) == 1, (op, precision, arch)
     for op in ("MatMul", "Conv"):
         assert all(c.takes_epilogue for c in CUDA_KERNELS[op])
 
