@@ -14,6 +14,11 @@ from typing import Any
 from .ops import registry
 from .ops.registry import OpDef
 from .targets.cpu.kernels import CPU_KERNELS
+from .targets.cuda.kernels import CUDA_KERNELS
+
+# ops whose size the CUDA target cannot have: it computes no sizes at run time
+CUDA_RUN_TIME_SIZES = {"NonZero": "none: its output size is computed at run time, which the "
+                                  "CUDA target does not do (PYC-E008)"}
 
 REJECTIONS = "tests/conformance_rejections.json"
 
@@ -28,6 +33,26 @@ def _lowering(opdef: OpDef) -> str:
         return "decomposes into simpler ops"
     return {"elementwise": "fused elementwise loop", "view": "view (no code)",
             "shape_only": "folded at compile time"}.get(opdef.category, opdef.category)
+
+
+def _cuda(opdef: OpDef) -> str:
+    """How the CUDA target computes the op: its kernel candidates (CUDA_KERNELS, in order; the
+    last, cuda_generic, is the CPU body on one GPU thread), or what happens to it instead."""
+    name = registry.qualified(opdef.domain, opdef.name)
+    kernels = CUDA_KERNELS.get(name, ())
+    if kernels:
+        return "kernel: " + ", ".join(c.name for c in kernels)
+    if name in CUDA_RUN_TIME_SIZES:
+        return CUDA_RUN_TIME_SIZES[name]
+    category = {"elementwise": "kernel: cuda_elementwise (the fused loop)",
+                "view": "view (no code)", "shape_only": "folded at compile time (no run-time sizes)"}
+    if opdef.category in category:
+        return category[opdef.category]
+    if opdef.lowering or type(opdef).decompose is not OpDef.decompose:
+        return "as lowered for the CPU, without run-time sizes"
+    if not CPU_KERNELS.get(name):
+        return "rewritten into other ops before kernel selection, as on the CPU"
+    return "none (PYC-E008)"
 
 
 def _conformance(row: dict[str, int] | None) -> tuple[str, str]:
@@ -47,13 +72,16 @@ def coverage_markdown(summary: dict[str, Any]) -> str:
         "(`tests/conformance.py`); do not edit by hand. Versions are the ONNX schema versions "
         "PyC implements (a model's opset selects one per op; others are refused with PYC-E010). "
         f"Pass rate counts the cases PyC compiles; rejected cases are refused at build time with "
-        f"a reason-coded error, each listed with its reason in `{REJECTIONS}`.",
+        f"a reason-coded error, each listed with its reason in `{REJECTIONS}`. The cuda column "
+        "lists the CUDA target's kernels (targets/cuda/kernels.py; cuda_generic, the last, runs "
+        "the CPU kernel's body on one GPU thread: docs/cuda.md); the CUDA target takes no 16-bit "
+        "model tensors (float16 / bfloat16 inputs, weights or outputs).",
         "",
         f"{len(registry.all_ops())} ops; {summary.get('cases_run', 0)} node test cases, "
         f"{summary.get('failed', 0)} failing.",
         "",
-        "| op | versions | element types | lowering | pass rate | node tests |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| op | versions | element types | lowering | cuda | pass rate | node tests |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, opdef in registry.all_ops().items():
         if opdef.domain == "pyc":
@@ -63,7 +91,7 @@ def coverage_markdown(summary: dict[str, Any]) -> str:
             dtypes += " (f16 computed in f32)"
         rate, detail = _conformance(ops.get(name))
         lines.append(f"| {name} | {opdef.since}..{opdef.until} | {dtypes} | {_lowering(opdef)} "
-                     f"| {rate} | {detail} |")
+                     f"| {_cuda(opdef)} | {rate} | {detail} |")
     return "\n".join(lines) + "\n"
 
 

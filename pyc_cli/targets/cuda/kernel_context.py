@@ -826,6 +826,36 @@ def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
     call.uses_status = True
 
 
+def _instancenorm(call: CudaCall, graph: Graph, node: Node) -> None:
+    """One block per (n, c) row (whole warps, at most 256 threads)."""
+    call.block = (_reduction_threads(int(call.params["row"])), 1, 1)  # type: ignore[call-overload]
+    call.grid = (max(1, int(call.params["rows"])), 1, 1)  # type: ignore[call-overload]
+
+
+def _topk(call: CudaCall, graph: Graph, node: Node) -> None:
+    """One thread per row (outer x inner of them)."""
+    call.grid = (_blocks(int(call.params["outer"]) * int(call.params["inner"])), 1, 1)  # type: ignore[call-overload]
+
+
+def _recurrent(call: CudaCall, graph: Graph, node: Node) -> None:
+    """One block per (direction, batch row); whole warps over the gate rows, at most 256."""
+    p = call.params
+    call.block = (_reduction_threads(int(p["G"]) * int(p["H"])), 1, 1)  # type: ignore[call-overload]
+    call.grid = (max(1, int(p["D"]) * int(p["B"])), 1, 1)  # type: ignore[call-overload]
+
+
+def _generic(call: CudaCall, graph: Graph, node: Node) -> None:
+    """The generic kernel: one thread runs the CPU target's body (cuda/kernels/generic.cu.j2),
+    reporting a status it returns; the workspace where the body takes one (of some bytes)."""
+    call.grid, call.block = (1, 1, 1), (1, 1, 1)
+    call.uses_status = True
+    kernel = node.ann.kernel
+    call.workspace = kernel is not None and kernel.workspace_bytes > 0
+    if not call.params.get("restrict_pointers", True):
+        for operand in call.operands:
+            operand.restrict = False
+
+
 def _if_select(call: CudaCall, graph: Graph, node: Node) -> None:
     """A run-time If's select: one thread per element of its largest output."""
     call.grid = (_blocks(int(call.params["largest"])), 1, 1)  # type: ignore[call-overload]
@@ -918,6 +948,9 @@ LAUNCHES = {
     "gather.cu.j2": _gather, "attention.cu.j2": _attention,
     "attention_mma.cu.j2": _attention_mma,
     "if_select.cu.j2": _if_select, "unreachable.cu.j2": _unreachable,
+    "generic.cu.j2": _generic, "pad.cu.j2": _per_element, "argreduce.cu.j2": _per_element,
+    "instancenorm.cu.j2": _instancenorm, "resize.cu.j2": _per_element, "topk.cu.j2": _topk,
+    "recurrent.cu.j2": _recurrent,
 }
 
 

@@ -9,6 +9,7 @@ each call is computed in kernel_context.py from the same parameters."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ...ir.graph import Graph, Node
 from ...ir.types import DType
@@ -443,6 +444,144 @@ def _if_select_copies(node: Node, graph: Graph, op: dict[str, object]) -> dict[s
             "largest": max([graph.types[out].numel for _, out in used] + [1])}
 
 
+def _pad_applies(node: Node, graph: Graph) -> bool:
+    """Pads known at build time, rank 1 or more; edge / reflect / wrap of a non-empty input."""
+    from ...ops import registry
+
+    if not plain_types(node, graph) or graph.types[node.inputs[0]].rank < 1:
+        return False
+    p = registry.get("Pad").kernel_params(node, graph)
+    return p["begin"] is not None and (p["mode"] == "constant" or 0 not in list(p["in_dims"]))  # type: ignore[call-overload]
+
+
+PAD = KernelCandidate("cuda_pad", "pad.cu.j2", _pad_applies)
+
+
+def _instancenorm_applies(node: Node, graph: Graph) -> bool:
+    """float32 (the block reductions sum floats), rows of some elements."""
+    return float32(node, graph) and graph.types[node.inputs[0]].numel > 0
+
+
+def _resize_applies(node: Node, graph: Graph) -> bool:
+    """The CPU kernel's compile-time tables exist (static sizes, scales and sizes constants),
+    plain element types, rank 1 or more."""
+    from ...ops import registry
+
+    return (plain_types(node, graph) and graph.types[node.outputs[0]].rank >= 1
+            and bool(registry.get(node.op).static_tables(node, graph)))  # type: ignore[attr-defined]
+
+
+# the longest row the TopK kernel sorts in a thread's own index array (16 KiB of local memory)
+TOPK_MAX_ROW = 4096
+
+
+def _topk_applies(node: Node, graph: Graph) -> bool:
+    """Static sizes (K a constant), rows of 1 to TOPK_MAX_ROW elements, plain types."""
+    from ...ir.symbolic import has_dims
+    from ...ops import registry
+
+    if not plain_types(node, graph) or any(has_dims(graph.types[v].shape)
+                                           for v in (*node.inputs, *node.outputs) if v):
+        return False
+    p = registry.get("TopK").kernel_params(node, graph)
+    return 0 < int(p["row"]) <= TOPK_MAX_ROW  # type: ignore[call-overload]
+
+
+# the most bytes of state (h, c, aux, gate sums) a recurrent block keeps in static shared memory
+RECURRENT_SHARED_BYTES = 48 * 1024
+
+
+def _recurrent_applies(node: Node, graph: Graph) -> bool:
+    """W and R transposed by canonicalize (as the CPU kernel reads them), plain types, the
+    row's state within RECURRENT_SHARED_BYTES."""
+    from ...ops import registry
+
+    if not node.attrs.get("weights_transposed") or not plain_types(node, graph):
+        return False
+    p = registry.get(node.op).kernel_params(node, graph)
+    itemsize = graph.types[node.outputs[0] or node.inputs[0]].dtype.itemsize
+    return (3 + int(p["G"])) * int(p["H"]) * itemsize <= RECURRENT_SHARED_BYTES  # type: ignore[call-overload]
+
+
+ARGREDUCE = KernelCandidate("cuda_argreduce", "argreduce.cu.j2", plain_types)
+RECURRENT = KernelCandidate("cuda_recurrent_block", "recurrent.cu.j2", _recurrent_applies)
+TOPK = KernelCandidate("cuda_topk_rows", "topk.cu.j2", _topk_applies)
+RESIZE = KernelCandidate("cuda_resize", "resize.cu.j2", _resize_applies)
+INSTANCENORM = KernelCandidate("cuda_instancenorm_block", "instancenorm.cu.j2", _instancenorm_applies)
+
+
+# ---------------------------------------------------------------- the generic kernel
+
+# The CPU target's kernel body (codegen_templates/c/kernels/) each op without a parallel CUDA
+# kernel for every node runs through the generic kernel (cuda/kernels/generic.cu.j2): one CUDA
+# thread runs the body as a __device__ function. Named CPU candidates, chosen for their
+# portable C (no vector types or intrinsics, static shapes: no run-time dims, which the CUDA
+# target does not have); their own applicability still holds, except where it is about the CPU
+# only (GENERIC_ANY_NODE: the naive MatMul stands aside on the CPU for a B packed at build
+# time; the CUDA target packs none). Where the op's CUDA kernels take a fused epilogue (MatMul,
+# Conv), the CPU body named takes it too (fuse only fuses where every candidate does).
+GENERIC_BODIES = {
+    "MatMul": "matmul_naive", "Conv": "conv2d_direct",
+    **{op: "argreduce_rows" for op in ("ArgMax", "ArgMin")},
+    "ConvTranspose": "conv_transpose2d_direct",
+    **{op: "cumulative_rows" for op in ("CumSum", "CumProd")},
+    "GatherElements": "gather_elements", "GatherND": "gather_nd",
+    "ScatterElements": "scatter_elements", "ScatterND": "scatter_nd",
+    **{op: "softmax_rows" for op in ("Softmax", "LogSoftmax", "Hardmax")},
+    "InstanceNormalization": "instancenorm_rows", "LRN": "lrn_channels",
+    "Pad": "pad_gather", "TopK": "topk_insertion",
+    **{op: "reduce_strided" for op in (*SINGLE_PASS_REDUCERS, "ReduceLogSumExp")},
+    **{op: "resize_tables" for op in ("Resize", "Upsample")},
+    **{op: "recurrent_rows" for op in ("LSTM", "GRU", "RNN")},
+    **{op: "pool_direct" for op in ("MaxPool", "AveragePool")},
+    "LayerNormalization": "layernorm_rows",
+}
+GENERIC_ANY_NODE = frozenset({"matmul_naive"})
+GENERIC = "cuda_generic"
+# the generic kernel's cost: above every CUDA kernel's for the same node (it runs on one
+# thread), whatever the op's flop count (an empty one's is 0)
+GENERIC_COST = 1e9
+
+
+@dataclass(frozen=True)
+class GenericCandidate(KernelCandidate):
+    """The generic kernel over one CPU candidate (`cpu`): applies where it does, to plain
+    element types, without a fused prologue, with a fused epilogue only where the CPU body takes
+    one; costs more than any CUDA kernel."""
+
+    cpu: KernelCandidate | None = None
+
+    def cost(self, node: Node, graph: Graph) -> float:
+        from ...ops import registry
+
+        return GENERIC_COST * (1.0 + registry.get(node.op).flops(node, graph))
+
+
+def generic(op: str) -> GenericCandidate:
+    """The generic kernel of `op` (GENERIC_BODIES names the CPU candidate whose body it runs)."""
+    from ..cpu.kernels import STATIC_KERNELS
+
+    cpu = next(c for c in STATIC_KERNELS[op] if c.name == GENERIC_BODIES[op])
+
+    def applies(node: Node, graph: Graph) -> bool:
+        return ((cpu.name in GENERIC_ANY_NODE or cpu.is_applicable(node, graph))
+                and plain_types(node, graph) and not node.ann.prologue
+                and (cpu.takes_epilogue or not node.ann.epilogue))
+
+    def params(node: Node, graph: Graph, op_params: Params) -> Params:
+        return {**cpu.template_params(node, graph, op_params), "cpu_template": cpu.template,
+                "cpu_kernel": cpu.name, "restrict_pointers": cpu.restrict_pointers}
+
+    def why(node: Node, graph: Graph) -> str:
+        return (f"no parallel CUDA kernel of {node.op} applies here: the generic kernel runs "
+                f"the CPU target's {cpu.name} on one GPU thread")
+
+    return GenericCandidate(GENERIC, "generic.cu.j2", applies, workspace=cpu.workspace,
+                            takes_epilogue=cpu.takes_epilogue,
+                            workspace_fixed=cpu.workspace_fixed, params=params, why=why,
+                            cpu=cpu)
+
+
 def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple[KernelCandidate, ...]]:
     return {op: candidates for op in ops}
 
@@ -462,6 +601,12 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "Gather": (KernelCandidate("cuda_gather", "gather.cu.j2", plain_types),),
     "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
     "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
+    "Pad": (PAD,),
+    **_each(("ArgMax", "ArgMin"), ARGREDUCE),
+    "InstanceNormalization": (INSTANCENORM,),
+    **_each(("Resize", "Upsample"), RESIZE),
+    "TopK": (TOPK,),
+    **_each(("LSTM", "GRU", "RNN"), RECURRENT),
     "pyc.Attention": (ATTENTION,),
     # a run-time If (runtime/cuda.py decides on the host which branch's launches run): the
     # select copies the taken branch's operands on the device; the trap of a branch that
@@ -470,6 +615,8 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
                                params=_if_select_copies),),
     "pyc.Unreachable": (KernelCandidate("cuda_unreachable", "unreachable.cu.j2"),),
 }
+# ... and the generic kernel last, for every op GENERIC_BODIES covers
+CUDA_KERNELS.update({op: (*CUDA_KERNELS.get(op, ()), generic(op)) for op in GENERIC_BODIES})
 
 
 # 16-bit activations (storage.py): the kernels that read a float32 activation operand (their
@@ -517,4 +664,6 @@ def cuda_kernels(precision: str, arch: str = "") -> dict[str, tuple[KernelCandid
         if arch in WGMMA_ARCHS:
             table["MatMul"] = (*table["MatMul"], matmul_wgmma(precision),
                                matmul_wgmma_tma(precision))
-    return table
+    # the generic kernel stays each op's last candidate
+    return {op: (*(c for c in found if c.name != GENERIC), *(c for c in found if c.name == GENERIC))
+            for op, found in table.items()}

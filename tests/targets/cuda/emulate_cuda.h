@@ -590,7 +590,9 @@ static void** pyc_emu_args;
 static void pyc_emu_call() {
   void* fn = pyc_emu_fn;
   void** a = pyc_emu_args;
-  switch (pyc_emu_nargs) {  /* pointers all: the same calling convention as void* */
+  /* pointers all: the same calling convention as void*; up to 16 (the generic kernel of an
+   * LSTM with every input takes 12) */
+  switch (pyc_emu_nargs) {
     case 1: ((void (*)(void*))fn)(a[0]); break;
     case 2: ((void (*)(void*, void*))fn)(a[0], a[1]); break;
     case 3: ((void (*)(void*, void*, void*))fn)(a[0], a[1], a[2]); break;
@@ -601,6 +603,12 @@ static void pyc_emu_call() {
     case 8: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]); break;
     case 9: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]); break;
     case 10: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]); break;
+    case 11: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]); break;
+    case 12: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]); break;
+    case 13: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12]); break;
+    case 14: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13]); break;
+    case 15: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14]); break;
+    case 16: ((void (*)(void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*, void*))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]); break;
     default: __builtin_trap();
   }
 }

@@ -84,11 +84,32 @@ def test_arch_needs_the_cuda_target(tmp_path: Path) -> None:
 
 
 def test_unsupported_ops_are_listed_at_once(tmp_path: Path) -> None:
-    """The U-Net's three Resize nodes have no CUDA kernel yet: one E008 names them all."""
-    unet = MLP.path.parent / "unet.onnx"
-    code, output = invoke("build", str(unet), "-o", str(tmp_path / "unet.pyc"), "--target", "cuda")
+    """float16 model tensors: the casts to and from the float32 compute (pyc.Elementwise of a
+    16-bit operand) have no CUDA kernel yet: one E008 names both nodes."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Softmax", ["x"], ["a"]), helper.make_node("Hardmax", ["a"], ["b"]),
+             helper.make_node("TopK", ["b", "k"], ["v", "i"])]
+    graph = helper.make_graph(nodes, "f16", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3])],
+                              [helper.make_tensor_value_info("v", TensorProto.FLOAT16, [2, 2]),
+                               helper.make_tensor_value_info("i", TensorProto.INT64, [2, 2])],
+                              [helper.make_tensor("k", TensorProto.INT64, [1], [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = tmp_path / "f16.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, output = invoke("build", str(path), "-o", str(tmp_path / "f16.pyc"), "--target", "cuda")
     assert code != 0 and "PYC-E008" in output
-    assert "no cuda kernel for 3 node(s)" in output and output.count("Resize (") == 3
+    assert "no cuda kernel for 2 node(s)" in output and output.count("pyc.Elementwise (") == 2
+
+
+def test_unet_resizes_have_a_cuda_kernel(tmp_path: Path) -> None:
+    """The U-Net's three Resize nodes, which had no CUDA kernel, build (cuda_resize)."""
+    from pyc_cli.api import compile_graph
+
+    graph, _ = compile_graph(MLP.path.parent / "unet.onnx", target="cuda")
+    resizes = [n.ann.kernel_name for n in graph.nodes if n.op == "Resize"]
+    assert resizes == ["cuda_resize"] * 3
 
 
 @pytest.mark.skipif(gpu_present(), reason="a GPU and driver are present here")

@@ -67,13 +67,16 @@ def test_every_candidate_template_exists_and_is_exercised() -> None:
     test_cuda_attention.py's, the tensor-core and depthwise convs by test_cuda_conv.py's (the
     float32 implicit-GEMM conv by the cases here too), the Hopper GEMMs (sm_90's table) by
     test_cuda_wgmma.py's and test_cuda_wgmma_tma.py's, a run-time If's select and trap by
-    test_cuda_if.py's (if_cases.py)."""
+    test_cuda_if.py's (if_cases.py), the generic kernel and the Pad, ArgMax / ArgMin,
+    InstanceNormalization, Resize, TopK and recurrent kernels by test_cuda_generic.py's (generic_cases.py)."""
     templates = {c.template for p in PRECISIONS for arch in toolchain.SUPPORTED_ARCHS
                  for candidates in cuda_kernels(p, arch).values() for c in candidates}
     assert sorted(t for t in templates if not (KERNELS_DIR / t).is_file()) == []
     assert templates == {t for case in CASES for t in case.templates} | {
         "matmul_mma.cu.j2", "attention_mma.cu.j2", "conv_mma.cu.j2", "conv_depthwise.cu.j2",
-        "matmul_wgmma.cu.j2", "matmul_wgmma_tma.cu.j2", "if_select.cu.j2", "unreachable.cu.j2"}
+        "matmul_wgmma.cu.j2", "matmul_wgmma_tma.cu.j2", "if_select.cu.j2", "unreachable.cu.j2",
+        "generic.cu.j2", "pad.cu.j2", "argreduce.cu.j2", "instancenorm.cu.j2", "resize.cu.j2",
+        "topk.cu.j2", "recurrent.cu.j2"}
     assert sorted(p.name for p in KERNELS_DIR.glob("*.cu.j2")) == sorted(templates)
 
 

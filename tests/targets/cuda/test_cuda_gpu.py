@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from attention_cases import (
     GPU_SHAPES,
@@ -46,6 +47,9 @@ from cuda_conv_cases import (
     PIPELINED_CASES,
     ConvCase,
 )
+from generic_cases import CASES as GENERIC_CASES
+from generic_cases import OUT_OF_RANGE as GENERIC_OUT_OF_RANGE
+from generic_cases import GenericCase
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_cases import MMA_CASES, MmaCase
 from mma_precision import (
@@ -751,3 +755,77 @@ def test_fused_gemm_layernorm(m: int, k: int, n: int, big_tiles: bool, precision
     for name, ours, value in runs_against_onnxruntime(path, built.artifact,
                                                       lambda r: feeds_for(model, r), rng, 5):
         assert_close_to_max(ours, value, EXACT_RTOL[precision], f"{name} at {precision}")
+
+
+# ---------------------------------------------------------------- the generic kernel
+# generic_cases.py's one-node models (the CPU target's kernel body on one GPU thread, and the
+# parallel Pad kernel) against onnxruntime (CumProd: numpy float64), two runs of fresh inputs
+# with outputs and arena poisoned; tolerances as stated there (float32 rtol 1e-4, atol 1e-5 or
+# 1e-4; integers exactly)
+
+@pytest.mark.parametrize("case", GENERIC_CASES, ids=lambda c: c.name)
+def test_generic_op_on_the_gpu(case: GenericCase, tmp_path: Path, rng: np.random.Generator) -> None:
+    path = write_model(case.make(rng), tmp_path)
+    built = pyc_cli.build(path, tmp_path / "generic.pyc", target="cuda", arch=ARCH)
+    assert f"({case.kernel}, " in (built.artifact / "src" / "model.cu").read_text()
+    with pyc_cli.load(built.artifact) as model:
+        for _ in range(2):
+            feeds = case.feeds(rng)
+            model.poison()
+            ours = model.run(feeds)
+            expected = case.reference(feeds, onnx.load(str(path))) if case.reference \
+                else onnxruntime_outputs(path, feeds)
+            for name, value in expected.items():
+                if value.dtype.kind in "iub":
+                    np.testing.assert_array_equal(ours[name], value, err_msg=name)
+                else:
+                    np.testing.assert_allclose(ours[name], value, rtol=case.rtol, atol=case.atol,
+                                               err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(GENERIC_OUT_OF_RANGE))
+def test_generic_index_out_of_range_is_reported(name: str, tmp_path: Path,
+                                                rng: np.random.Generator) -> None:
+    """The CPU body's index check on the GPU: the run fails as the CUDA Gather's does, and the
+    model keeps working after it."""
+    case = next(c for c in GENERIC_CASES if c.name == name)
+    path = write_model(case.make(rng), tmp_path)
+    pyc_cli.build(path, tmp_path / "g.pyc", target="cuda", arch=ARCH)
+    with pyc_cli.load(tmp_path / "g.pyc") as model:
+        with pytest.raises(PycError) as caught:
+            model.run(GENERIC_OUT_OF_RANGE[name](rng))
+        assert caught.value.code in ("E048", "E042")
+        model.run(case.feeds(rng))
+
+
+def test_silero_vad_on_the_gpu(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Silero VAD, the benchmark's 16 kHz If-less file (Pad on the parallel Pad kernel), three
+    chunks against onnxruntime at rtol 1e-3, atol 1e-3 (test_cuda_generic.SILERO_RTOL says
+    why); and the official file with its run-time If (its LSTMs on the recurrent kernel) at
+    16 kHz."""
+    from test_cuda_generic import (
+        SILERO,
+        SILERO_ATOL,
+        SILERO_IFLESS,
+        SILERO_RTOL,
+        SILERO_SHAPES,
+        fixed_rate,
+        silero_feeds,
+    )
+
+    if SILERO_IFLESS is None or SILERO is None:
+        pytest.skip("the silero-vad wheel is not installed")
+    for path, shapes, rate in ((fixed_rate(SILERO_IFLESS, tmp_path), SILERO_SHAPES, None),
+                               (SILERO, {**SILERO_SHAPES, "sr": ()}, 16000)):
+        built = pyc_cli.build(path, tmp_path / f"silero{rate}.pyc", target="cuda", arch=ARCH,
+                              input_shapes=shapes)
+        with pyc_cli.load(built.artifact) as model:
+            for _ in range(3):
+                feeds = silero_feeds(rng)
+                if rate:
+                    feeds["sr"] = np.array(rate, np.int64)
+                model.poison()
+                ours = model.run(feeds)
+                for name, value in onnxruntime_outputs(path, feeds).items():
+                    np.testing.assert_allclose(ours[name], value, rtol=SILERO_RTOL,
+                                               atol=SILERO_ATOL, err_msg=f"{path.name} {name}")

@@ -291,16 +291,16 @@ def test_branches_of_different_sizes_are_refused_naming_the_if(tmp_path: Path) -
 
 
 @pytest.mark.skipif(SILERO is None, reason="the silero-vad wheel (silero_vad.onnx) is not here")
-def test_silero_vad_is_refused_for_its_pad_and_lstm_not_its_if(tmp_path: Path) -> None:
-    """The official Silero VAD file's run-time If (16 / 8 kHz) no longer stops a CUDA build:
-    what does is two ops the CUDA target has no kernel for yet (Pad, LSTM), listed by name."""
+def test_silero_vad_builds_with_its_if(tmp_path: Path) -> None:
+    """The official Silero VAD file's run-time If (16 / 8 kHz) builds for CUDA: its Pad runs the
+    Pad kernel, its LSTMs the recurrent kernel (test_cuda_generic.py runs it against
+    onnxruntime)."""
     assert SILERO is not None
-    with pytest.raises(PycError) as caught:
-        pyc_cli.build(SILERO, tmp_path / "s.pyc", target="cuda",
-                      input_shapes={"input": (1, 512), "state": (2, 1, 128)})
-    assert caught.value.code == "E008"
-    assert "Pad" in caught.value.what and "LSTM" in caught.value.what
-    assert "pyc.If" not in caught.value.what and "Unreachable" not in caught.value.what
+    built = pyc_cli.build(SILERO, tmp_path / "s.pyc", target="cuda",
+                          input_shapes={"input": (1, 512), "state": (2, 1, 128)})
+    source = (built.artifact / "src" / "model.cu").read_text()
+    assert "LSTM (cuda_recurrent_block, recurrent.cu.j2)" in source and "(cuda_pad, pad.cu.j2)" in source
+    assert "(cuda_if_select, if_select.cu.j2)" in source
 
 
 @pytest.mark.parametrize("case", IF_CASES, ids=lambda c: c.name)

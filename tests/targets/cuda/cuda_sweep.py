@@ -1,0 +1,125 @@
+"""The ONNX backend node tests of chosen ops through the CUDA target, run emulated on the CPU
+(emulate_cuda.h, test_cuda_emulated.Emulated) and compared with the cases' stored outputs as
+tests/conformance.py compares them (the case's rtol / atol; integer outputs exactly).
+
+    PYTHONPATH=$PWD python tests/targets/cuda/cuda_sweep.py --ops Pad,LSTM [--jobs 2] [--report F]
+
+Outcomes per case: `pass`; `refused` (a reason-coded PycError at build time: the CUDA target
+has no kernel for a node, or the op's unit rejects the case on every target, e.g. a run-time
+shape, which the CUDA target does not compute); `fail` (wrong numbers, a crash, any other
+error). Shape-like inputs are bound as initializers, as conformance.py does. Without an
+argument: the ops of the generic kernel (targets/cuda/kernels.py: GENERIC_BODIES), the ops
+that decompose before kernel selection (Split, Tile, DepthToSpace, ...) and NonZero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent.parent
+sys.path[:0] = [str(TESTS), str(HERE)]
+
+import conformance  # noqa: E402
+from conformance import Case, CaseResult, as_array, bind_inputs, compare, static_input_names  # noqa: E402
+
+# ops without a CUDA kernel of their own that decompose into others before kernel selection
+DECOMPOSED = ("BatchNormalization", "DepthToSpace", "SpaceToDepth", "Einsum", "Gemm",
+              "GlobalAveragePool", "GlobalMaxPool", "OneHot", "Split", "Tile", "Trilu")
+# ... and ops the CUDA target refuses where their size is computed at run time
+RUN_TIME_SIZES = ("NonZero",)
+
+
+def default_ops() -> list[str]:
+    from pyc_cli.targets.cuda.kernels import GENERIC_BODIES
+
+    return sorted(set(GENERIC_BODIES) | set(DECOMPOSED) | set(RUN_TIME_SIZES))
+
+
+def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
+    """Build `case` for the CUDA target and run every data set emulated; never raises."""
+    import onnx
+    from test_cuda_emulated import Emulated
+
+    from pyc_cli.errors import PycError
+
+    start = time.perf_counter()
+    result = CaseResult(case.name, list(case.ops), "pass")
+    try:
+        model = onnx.load_from_string(case.model)
+        names = [v.name for v in model.graph.input
+                 if v.name not in {t.name for t in model.graph.initializer}]
+        outputs = [v.name for v in model.graph.output]
+        static = static_input_names(model)
+        with tempfile.TemporaryDirectory(prefix="pyc-cuda-sweep-") as tmp:
+            built: dict[tuple, Emulated] = {}  # type: ignore[type-arg]
+            for index, (inputs, expected) in enumerate(case.data_sets):
+                arrays = {n: as_array(a) for n, a in zip(names, inputs)}
+                bound = {n: a for n, a in arrays.items() if n in static}
+                feeds = {n: a for n, a in arrays.items() if n not in static}
+                shapes = {n: tuple(a.shape) for n, a in feeds.items()}
+                key = (tuple(sorted(shapes.items())),
+                       tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(bound.items())))
+                if key not in built:
+                    path = Path(tmp) / f"model{len(built)}.onnx"
+                    path.write_bytes(bind_inputs(model, bound) if bound else case.model)
+                    built[key] = Emulated(path, Path(tmp), shapes)
+                got = built[key].run(feeds)
+                for out_name, want in zip(outputs, expected):
+                    problem = compare(out_name, as_array(want), got[out_name], case.rtol, case.atol)
+                    if problem:
+                        result.outcome, result.detail = "fail", f"data set {index}: {problem}"
+                        break
+                if result.outcome == "fail":
+                    break
+    except PycError as exc:
+        refused = exc.code in conformance.REJECT_CODES
+        result.outcome, result.detail = ("refused" if refused else "fail"), str(exc)[:300]
+    except Exception as exc:  # noqa: BLE001  (any crash is a failure of the case)
+        tb = traceback.format_exc().strip().splitlines()
+        result.outcome, result.detail = "fail", f"{type(exc).__name__}: {exc} [{tb[-3].strip()}]"[:400]
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def sweep(ops: list[str], jobs: int, progress: bool = False) -> dict[str, object]:
+    cases = conformance.collect_cases(ops)
+    conformance.run_case = run_case  # the worker processes (forked) run this instead
+    conformance.load_rejections = dict  # type: ignore[assignment]
+    results = conformance.run_cases(cases, jobs, progress=progress)
+    per_op = {}
+    for op in sorted(ops):
+        mine = [r for r in results if op in r.ops]
+        per_op[op] = {k: sum(r.outcome == k for r in mine) for k in ("pass", "refused", "fail")}
+    return {"cases": len(results),
+            **{k: sum(r.outcome == k for r in results) for k in ("pass", "refused", "fail")},
+            "ops": per_op,
+            "not_passed": {r.name: f"{r.outcome}: {r.detail}" for r in results if r.outcome != "pass"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", help="comma-separated ops (default: see the module docstring)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--report", type=Path, help="write the JSON summary here")
+    args = parser.parse_args(argv)
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else default_ops()
+    summary = sweep(ops, args.jobs, progress=True)
+    if args.report:
+        args.report.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    print(f"{'op':24} pass refused fail")
+    for op, row in summary["ops"].items():  # type: ignore[attr-defined]
+        print(f"{op:24} {row['pass']:4} {row['refused']:7} {row['fail']:4}")
+    print(f"cases {summary['cases']}: pass {summary['pass']}, refused {summary['refused']}, "
+          f"fail {summary['fail']}")
+    return 0 if not summary["fail"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
