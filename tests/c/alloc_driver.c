@@ -1,6 +1,7 @@
-/* Test driver (tests/runtime/test_huge_pages.py): pyc_aligned_alloc (runtime_c/pyc_runtime.c)
- * on the sizes given as arguments. For each it allocates, writes every byte (a pattern of the
- * index), reads them back, and prints one line "BYTES ADDRESS_MOD_2MIB OK HG": OK is 1 when every
+/* Test driver (tests/runtime/test_huge_pages.py): pyc_weights_alloc (the first argument "w") or
+ * pyc_aligned_alloc ("a") of runtime_c/pyc_runtime.c on the sizes given as the other arguments.
+ * For each it allocates, writes every byte (a pattern of the index), reads them back, and prints
+ * one line "BYTES ADDRESS_MOD_2MIB OK HG": OK is 1 when every
  * byte read back as written, HG is 1 when the mapping holding the buffer carries Linux's
  * huge-page advice (the "hg" flag of its VmFlags in /proc/self/smaps), 0 when it does not, -1
  * where /proc/self/smaps cannot be read (not Linux). */
@@ -31,9 +32,11 @@ static int huge_advice(uintptr_t address) {
 }
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
+  if (argc < 2 || (strcmp(argv[1], "w") != 0 && strcmp(argv[1], "a") != 0)) return 3;
+  const int weights = strcmp(argv[1], "w") == 0;
+  for (int i = 2; i < argc; ++i) {
     size_t bytes = (size_t)strtoull(argv[i], NULL, 10);
-    unsigned char* buffer = pyc_aligned_alloc(bytes);
+    unsigned char* buffer = weights ? pyc_weights_alloc(bytes) : pyc_aligned_alloc(bytes);
     if (buffer == NULL) return 2;
     for (size_t j = 0; j < bytes; ++j) buffer[j] = (unsigned char)(j * 131u + 7u);
     int ok = 1;

@@ -1,7 +1,7 @@
-"""Large buffers on huge pages (runtime_c/pyc_runtime.c, issue 13): pyc_aligned_alloc places a
-buffer of at least 4 MiB (the weights, a large arena) on 2 MiB boundaries with Linux's
-transparent-huge-page advice (a run streams every weight byte once; with 4 KiB pages each 4 KiB
-costs a TLB miss), smaller ones stay 64-byte aligned without it. Checked through
+"""Weights on huge pages (runtime_c/pyc_runtime.c, issue 13): pyc_weights_alloc places weights of
+at least 4 MiB on 2 MiB boundaries with Linux's transparent-huge-page advice (a run streams every
+weight byte once; with 4 KiB pages each 4 KiB costs a TLB miss), smaller ones stay 64-byte
+aligned without it, as every pyc_aligned_alloc buffer (the arena) does. Checked through
 tests/c/alloc_driver.c (compiled as strictly as the generated C: -std=c11 -pedantic -Werror),
 sizes on both sides of the threshold and odd ones, every byte written and read back; and a model
 whose weights pass the threshold matches onnxruntime and runs bitwise alike on one and two
@@ -43,13 +43,22 @@ SIZES = (0, 1, 63, 64, 4097, HUGE_BYTES - 1, HUGE_BYTES, HUGE_BYTES + 1, 9 * (1 
          3 * HUGE_PAGE + 7)
 
 
-def test_alignment_contents_and_advice(driver: Path) -> None:
-    done = subprocess.run([str(driver), *map(str, SIZES)], capture_output=True, text=True,
+def allocations(driver: Path, kind: str) -> list[tuple[int, ...]]:
+    done = subprocess.run([str(driver), kind, *map(str, SIZES)], capture_output=True, text=True,
                           check=True)
     rows = [tuple(int(v) for v in line.split()) for line in done.stdout.split("\n") if line]
     assert [r[0] for r in rows] == list(SIZES)
-    for size, offset, ok, advice in rows:
-        assert ok == 1, size
+    assert all(r[2] == 1 for r in rows)  # every byte read back as written
+    return rows
+
+
+def test_plain_buffers_are_64_byte_aligned(driver: Path) -> None:
+    for size, offset, _, _ in allocations(driver, "a"):
+        assert offset % 64 == 0, (size, offset)
+
+
+def test_weights_alignment_contents_and_advice(driver: Path) -> None:
+    for size, offset, _, advice in allocations(driver, "w"):
         if size >= HUGE_BYTES and sys.platform.startswith("linux"):
             assert offset == 0, (size, offset)  # on a 2 MiB boundary
             assert advice == 1, size  # the mapping carries MADV_HUGEPAGE
