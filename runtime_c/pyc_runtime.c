@@ -1,4 +1,7 @@
 /* PyC runtime helpers: aligned allocation and verified weight loading. */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* madvise's MADV_HUGEPAGE under -std=c11 */
+#endif
 #include "pyc_runtime.h"
 
 #include <math.h>
@@ -9,6 +12,9 @@
 #include <time.h>
 #if defined(_OPENMP)
 #include <omp.h>
+#endif
+#if defined(__linux__)
+#include <sys/mman.h>
 #endif
 
 #define PYC_ALIGNMENT 64
@@ -32,6 +38,27 @@ void* pyc_aligned_alloc(size_t bytes) {
   return aligned_alloc(PYC_ALIGNMENT, rounded ? rounded : PYC_ALIGNMENT);
 }
 
+/* Weights of at least PYC_HUGE_BYTES are placed on 2 MiB pages where Linux's transparent huge
+ * pages allow it (`madvise` mode included): a run streams every weight byte once, and with 4 KiB
+ * pages each 4 KiB of it costs a TLB miss (ResNet-50's 138 MiB: ~35,000 a run, far beyond the
+ * TLB's reach). Asked before the first touch, so the pages fault in whole; the contents are the
+ * same. The arena keeps 4 KiB pages: it is reused by every kernel (ResNet-50's 8.6 MiB stays
+ * within the L2 TLB's reach) and its untouched tail pages are not made resident. */
+#define PYC_HUGE_PAGE ((size_t)2 << 20)
+#define PYC_HUGE_BYTES ((size_t)4 << 20)
+
+void* pyc_weights_alloc(size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (bytes >= PYC_HUGE_BYTES) {
+    size_t huge = (bytes + PYC_HUGE_PAGE - 1) / PYC_HUGE_PAGE * PYC_HUGE_PAGE;
+    void* ptr = aligned_alloc(PYC_HUGE_PAGE, huge);
+    if (ptr != NULL) (void)madvise(ptr, huge, MADV_HUGEPAGE);  /* advice only: may be refused */
+    return ptr;
+  }
+#endif
+  return pyc_aligned_alloc(bytes);
+}
+
 void pyc_aligned_free(void* ptr) { free(ptr); }
 
 uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes) {
@@ -50,7 +77,7 @@ int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsig
   if (path == NULL) return PYC_STATUS_INVALID_ARGUMENT;
   FILE* file = fopen(path, "rb");
   if (file == NULL) return PYC_STATUS_WEIGHTS_UNREADABLE;
-  unsigned char* buffer = pyc_aligned_alloc(expected);
+  unsigned char* buffer = pyc_weights_alloc(expected);
   if (buffer == NULL) { fclose(file); return PYC_STATUS_OUT_OF_MEMORY; }
   size_t got = expected ? fread(buffer, 1, expected, file) : 0;
   int extra = fgetc(file);

@@ -36,6 +36,9 @@ PYC_EXPORT const char* pyc_status_string(int status);
 const char* pyc_status_text(int status); /* the hidden implementation the models call */
 void* pyc_aligned_alloc(size_t bytes);
 void pyc_aligned_free(void* ptr);
+/* A weights buffer: pyc_aligned_alloc's, or from 4 MiB on (Linux) 2 MiB-aligned with the huge-page
+ * advice (MADV_HUGEPAGE); freed with pyc_aligned_free. */
+void* pyc_weights_alloc(size_t bytes);
 /* Reads exactly `expected` bytes from `path` into a new aligned buffer and checks the checksum. */
 int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsigned char** out);
 uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
