@@ -52,9 +52,12 @@ def half_types(node: Node, graph: Graph) -> bool:
 
 
 def float32(node: Node, graph: Graph) -> bool:
-    """The float32 kernels: input 0 and output 0 are float32, the rest plain."""
+    """The float32 kernels: input 0 and output 0 are float32, the rest plain or a model's own
+    16-bit operand of a fused program (a float16 bias: the program loads it as a float and
+    rounds its float16 results, program.j2); canonicalize casts every other float16 operand of
+    these ops to float32."""
     return (_computed(graph, node.inputs[0]) is DType.F32
-            and _computed(graph, node.outputs[0]) is DType.F32 and plain_types(node, graph))
+            and _computed(graph, node.outputs[0]) is DType.F32 and half_types(node, graph))
 
 
 def _gemm_applies(node: Node, graph: Graph) -> bool:

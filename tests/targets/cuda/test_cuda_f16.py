@@ -1,0 +1,110 @@
+"""Models whose own tensors are float16 (an ONNX model exported in fp16) on the CUDA target,
+without a GPU: every case of f16_cases.py built for --target cuda and run emulated
+(emulate_cuda.h: bit-exact float16 conversions, round to nearest even) against onnxruntime on
+fresh random inputs, outputs and arena poisoned first (tolerances in f16_cases.py: Casts and
+data movement bit for bit, NaN where onnxruntime's is); the fp16 MLP and conv net at
+--precision fp16 too (MatMul / Conv on the tensor-core kernels, reading the 16-bit
+activations the Casts around them store); the whole runtime path (runtime/cuda.py through the
+emulated driver) takes and returns numpy float16 arrays; the generated source compiles under
+NVRTC for sm_90 and sm_80 (skipped only without the NVRTC wheel). The GPU tests of the same
+cases are in test_cuda_gpu.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import onnxruntime_outputs
+from cuda_emulation import CXX
+from f16_cases import CASES, F16Case, conv_net, half, mlp
+from helpers import write_model
+from test_cuda_emulated import Emulated
+from test_cuda_generic import emitted
+from test_cuda_runtime_emulated import fake_for, use
+
+import pyc_cli
+from pyc_cli.ir.types import DType
+from pyc_cli.targets.cuda import bindings, toolchain
+from pyc_cli.targets.cuda.target import kernel_templates
+
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to emulate with")
+needs_nvrtc = pytest.mark.skipif(not bindings.available(),
+                                 reason='the NVRTC wheel is not installed (pip install ".[cuda]")')
+
+
+def compare(ours: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float,
+            atol: float) -> None:
+    for name, value in expected.items():
+        assert ours[name].dtype == value.dtype, (name, ours[name].dtype, value.dtype)
+        if rtol == 0 and atol == 0 or value.dtype.kind in "iub":
+            np.testing.assert_array_equal(ours[name], value, err_msg=name)  # NaN where it is NaN
+        else:
+            np.testing.assert_allclose(ours[name].astype(np.float32), value.astype(np.float32),
+                                       rtol=rtol, atol=atol, err_msg=name)
+
+
+@needs_cxx
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_f16_model_matches_onnxruntime(case: F16Case, tmp_path: Path,
+                                       rng: np.random.Generator) -> None:
+    path = write_model(case.make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path)
+    kernels = [n.ann.kernel_name for n in emulated.graph.nodes  # a fused node keeps its name
+               if n.op == case.op or n.name.startswith(f"{case.op}_")]
+    assert case.kernel in kernels, {n.name: n.ann.kernel_name for n in emulated.graph.nodes}
+    for _ in range(2):  # fresh inputs; poisoned buffers each run
+        feeds = case.feeds(rng)
+        compare(emulated.run(feeds), onnxruntime_outputs(path, feeds), case.rtol, case.atol)
+
+
+@needs_cxx
+@pytest.mark.parametrize("make,shape,kernel", [(mlp, (16, 48), "cuda_matmul_mma"),
+                                               (conv_net, (2, 3, 16, 16), "cuda_conv_mma")],
+                         ids=["mlp", "conv_net"])
+def test_f16_model_on_tensor_cores(make, shape: tuple[int, ...], kernel: str,  # noqa: ANN001
+                                   tmp_path: Path, rng: np.random.Generator) -> None:
+    """At --precision fp16 an fp16 model's MatMul / Conv (float32 between the casts
+    canonicalize puts around them) run on tensor cores, reading the casts' results stored in 16
+    bits: rtol 2e-2, atol 2e-2 against onnxruntime's float16 model, as in float32."""
+    path = write_model(make(rng), tmp_path)
+    emulated = Emulated(path, tmp_path, precision="fp16")
+    assert kernel in {n.ann.kernel_name for n in emulated.graph.nodes}
+    assert any(t.dtype is DType.F16 for v, t in emulated.graph.types.items()
+               if v not in emulated.graph.inputs and v not in emulated.graph.outputs
+               and v not in emulated.graph.constants)
+    for _ in range(2):
+        feeds = {"x": half(rng, *shape)}
+        compare(emulated.run(feeds), onnxruntime_outputs(path, feeds), 2e-2, 2e-2)
+
+
+@needs_cxx
+@needs_nvrtc
+def test_runtime_takes_and_returns_float16(tmp_path: Path, rng: np.random.Generator,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime/cuda.py through the emulated driver: float16 inputs in, float16 outputs out (the
+    manifest's dtype), a float32 input refused as for any other type mismatch."""
+    path = write_model(mlp(rng), tmp_path)
+    artifact = tmp_path / "mlp.pyc"
+    pyc_cli.build(path, artifact, target="cuda", arch="sm_90")
+    use(monkeypatch, fake_for(artifact, tmp_path))
+    with pyc_cli.load(artifact) as model:
+        assert [s.dtype for s in (*model.inputs, *model.outputs)] == [np.dtype(np.float16)] * 2
+        for _ in range(2):
+            feeds = {"x": half(rng, 16, 48)}
+            model.poison()
+            ours = model.run(feeds)
+            compare(ours, onnxruntime_outputs(path, feeds), 2e-2, 2e-2)
+        with pytest.raises(Exception):  # noqa: B017 (whatever the runtime's type check raises)
+            model.run({"x": feeds["x"].astype(np.float32)})
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_f16_source_compiles_under_nvrtc(case: F16Case, arch: str, tmp_path: Path) -> None:
+    source, _ = emitted(write_model(case.make(np.random.default_rng(0)), tmp_path))
+    assert "pyc_f16" in source
+    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
+    assert compiled.cubin[:4] == b"\x7fELF" and f".target {arch}" in compiled.ptx
+    assert "warning" not in compiled.log.lower(), compiled.log
