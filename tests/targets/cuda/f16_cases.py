@@ -82,7 +82,7 @@ def _ints(rng: np.random.Generator) -> np.ndarray:
 
 def _small_halves(rng: np.random.Generator) -> np.ndarray:
     """float16 values inside int32's range (a cast of NaN or inf to an integer is undefined)."""
-    return (rng.standard_normal((5, 37)) * np.exp2(rng.integers(-3, 16, (5, 37)))).astype(np.float16)
+    return (rng.standard_normal((5, 37)) * np.exp2(rng.integers(-3, 12, (5, 37)))).astype(np.float16)
 
 
 def _bools(rng: np.random.Generator) -> np.ndarray:
@@ -151,12 +151,15 @@ def conv_net(rng: np.random.Generator, shape: tuple[int, ...] = (2, 3, 16, 16)) 
 
 
 def _elementwise(rng: np.random.Generator) -> onnx.ModelProto:
-    """A fused float16 program: (x * y + 1.5) -> Tanh, Clip, Max with x, Where(x > y), Sqrt of
-    |.|, less a broadcast float16 constant, Erf; each result float16 in the model."""
+    """A fused float16 program: (|x * y| + 1.5) -> Tanh, Clip, Max with x, Where(x > y), Sqrt of
+    |.|, times a broadcast float16 constant, Erf; each result float16 in the model (we round
+    each; onnxruntime runs such chains in float32 between the casts it inserts, so no step may
+    cancel: x * y + 1.5 near 0 differed by whole values)."""
     c = numpy_helper.from_array(half(rng, 37), "c")
     one = numpy_helper.from_array(np.array(1.5, np.float16), "one")
     nodes = [helper.make_node("Mul", ["x", "y"], ["m"]),
-             helper.make_node("Add", ["m", "one"], ["a"]),
+             helper.make_node("Abs", ["m"], ["am"]),
+             helper.make_node("Add", ["am", "one"], ["a"]),
              helper.make_node("Tanh", ["a"], ["t"]),
              helper.make_node("Clip", ["a"], ["cl"]),
              helper.make_node("Max", ["cl", "x"], ["mx"]),
@@ -164,7 +167,7 @@ def _elementwise(rng: np.random.Generator) -> onnx.ModelProto:
              helper.make_node("Where", ["gt", "t", "mx"], ["w"]),
              helper.make_node("Abs", ["w"], ["ab"]),
              helper.make_node("Sqrt", ["ab"], ["sq"]),
-             helper.make_node("Sub", ["sq", "c"], ["d"]),
+             helper.make_node("Mul", ["sq", "c"], ["d"]),
              helper.make_node("Erf", ["d"], ["z"])]
     return _model(nodes, [("x", (5, 37), F16), ("y", (5, 37), F16)], ["z", "gt"], [c, one])
 
@@ -242,7 +245,7 @@ CASES: list[F16Case] = [
             lambda rng: {"x": half(rng, 6, 7), "u": half(rng, 3, 7),
                          "i": rng.permutation(6)[:3].reshape(3, 1).astype(np.int64)}),
     F16Case("elementwise", "pyc.Elementwise", "cuda_elementwise", _elementwise,
-            lambda rng: {"x": half(rng, 5, 37), "y": half(rng, 5, 37)}, rtol=2e-3, atol=1e-3),
+            lambda rng: {"x": half(rng, 5, 37), "y": half(rng, 5, 37)}, rtol=4e-3, atol=1e-3),
     F16Case("mlp", "MatMul", "cuda_matmul_tiled", mlp, lambda rng: {"x": half(rng, 16, 48)},
             rtol=2e-2, atol=2e-2),
     F16Case("conv_net", "Conv", "cuda_conv_tiled", conv_net,
