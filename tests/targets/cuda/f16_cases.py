@@ -61,7 +61,8 @@ def special_floats(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 def special_halves(rng: np.random.Generator, *shape: int) -> np.ndarray:
     """float16 values: every exponent (subnormals included), NaN and +-inf in random places."""
-    bits = rng.integers(0, 0x7C00, shape, dtype=np.uint16) | (rng.integers(0, 2, shape, dtype=np.uint16) << 15)
+    sign = rng.integers(0, 2, shape, dtype=np.uint16) << 15
+    bits = rng.integers(0, 0x7C00, shape, dtype=np.uint16) | sign
     x = bits.view(np.float16).copy()
     flat = x.reshape(-1)
     specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float16)
@@ -70,8 +71,12 @@ def special_halves(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return x
 
 
-def _cast(source: int, to: int, shape: tuple[int, ...], feeds: Callable[[np.random.Generator], np.ndarray]
-          ) -> tuple[Callable[[np.random.Generator], onnx.ModelProto], Callable[[np.random.Generator], Feeds]]:
+Maker = Callable[[np.random.Generator], onnx.ModelProto]
+Feeder = Callable[[np.random.Generator], Feeds]
+
+
+def _cast(source: int, to: int, shape: tuple[int, ...],
+          feeds: Callable[[np.random.Generator], np.ndarray]) -> tuple[Maker, Feeder]:
     return (lambda rng: one_node("Cast", [("x", shape, source)], ["y"], to=to),
             lambda rng: {"x": feeds(rng)})
 
