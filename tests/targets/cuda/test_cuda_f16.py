@@ -24,6 +24,7 @@ from test_cuda_generic import emitted
 from test_cuda_runtime_emulated import fake_for, use
 
 import pyc_cli
+from pyc_cli.errors import PycError
 from pyc_cli.ir.types import DType
 from pyc_cli.targets.cuda import bindings, toolchain
 from pyc_cli.targets.cuda.target import kernel_templates
@@ -83,10 +84,14 @@ def test_f16_model_on_tensor_cores(make, shape: tuple[int, ...], kernel: str,  #
 def test_runtime_takes_and_returns_float16(tmp_path: Path, rng: np.random.Generator,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """runtime/cuda.py through the emulated driver: float16 inputs in, float16 outputs out (the
-    manifest's dtype), a float32 input refused as for any other type mismatch."""
+    manifest's dtype), a float32 input refused as for any other type mismatch; the C entry
+    point's byte counts are float16's."""
     path = write_model(mlp(rng), tmp_path)
     artifact = tmp_path / "mlp.pyc"
     pyc_cli.build(path, artifact, target="cuda", arch="sm_90")
+    (entry,) = (artifact / "src").glob("*_cuda.c")  # the C entry point counts 2 bytes a value
+    assert "INPUT_BYTES[1] = { 1536 }" in entry.read_text()  # 16 x 48 float16
+    assert "OUTPUT_BYTES[1] = { 320 }" in entry.read_text()  # 16 x 10
     use(monkeypatch, fake_for(artifact, tmp_path))
     with pyc_cli.load(artifact) as model:
         assert [s.dtype for s in (*model.inputs, *model.outputs)] == [np.dtype(np.float16)] * 2
@@ -95,8 +100,9 @@ def test_runtime_takes_and_returns_float16(tmp_path: Path, rng: np.random.Genera
             model.poison()
             ours = model.run(feeds)
             compare(ours, onnxruntime_outputs(path, feeds), 2e-2, 2e-2)
-        with pytest.raises(Exception):  # noqa: B017 (whatever the runtime's type check raises)
+        with pytest.raises(PycError) as caught:
             model.run({"x": feeds["x"].astype(np.float32)})
+        assert caught.value.code == "E041" and "float32" in str(caught.value), caught.value
 
 
 @needs_nvrtc
