@@ -4,7 +4,8 @@ without a GPU: every case of f16_cases.py built for --target cuda and run emulat
 fresh random inputs, outputs and arena poisoned first (tolerances in f16_cases.py: Casts and
 data movement bit for bit, NaN where onnxruntime's is); the fp16 MLP and conv net at
 --precision fp16 too (MatMul / Conv on the tensor-core kernels, reading the 16-bit
-activations the Casts around them store); the whole runtime path (runtime/cuda.py through the
+activations the Casts around them store); the reference MLP, CNN and transformer exported in
+float16 (f16_cases.to_float16), at fp32 and fp16; the whole runtime path (runtime/cuda.py through the
 emulated driver) takes and returns numpy float16 arrays; the generated source compiles under
 NVRTC for sm_90 and sm_80 (skipped only without the NVRTC wheel). The GPU tests of the same
 cases are in test_cuda_gpu.py."""
@@ -14,11 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
-from conftest import onnxruntime_outputs
+from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from cuda_emulation import CXX
-from f16_cases import CASES, F16Case, conv_net, half, mlp
-from helpers import write_model
+from f16_cases import CASES, REFERENCE_RTOL, F16Case, conv_net, half, mlp, to_float16
+from helpers import randomize_initializers, write_model
+from mma_precision import assert_close_to_max
 from test_cuda_emulated import Emulated
 from test_cuda_generic import emitted
 from test_cuda_runtime_emulated import fake_for, use
@@ -77,6 +80,33 @@ def test_f16_model_on_tensor_cores(make, shape: tuple[int, ...], kernel: str,  #
     for _ in range(2):
         feeds = {"x": half(rng, *shape)}
         compare(emulated.run(feeds), onnxruntime_outputs(path, feeds), 2e-2, 2e-2)
+
+
+def float16_feeds(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()}
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_reference_model_exported_in_float16(name: str, precision: str, tmp_path: Path,
+                                              rng: np.random.Generator) -> None:
+    """The reference models with fresh random weights, exported in float16 (to_float16), against
+    onnxruntime's run of the same float16 model within REFERENCE_RTOL of max |output|; at fp16
+    the CNN's convs and the transformer's MatMuls on tensor cores."""
+    ref = REFERENCE_MODELS[name]
+    path = write_model(to_float16(randomize_initializers(onnx.load(str(ref.path)), rng)), tmp_path)
+    emulated = Emulated(path, tmp_path, dict(ref.shapes), precision=precision)
+    kernels = {n.ann.kernel_name for n in emulated.graph.nodes}
+    if precision == "fp16" and name != "mlp":  # the MLP's 3 rows stay on the skinny GEMM
+        assert kernels & {"cuda_conv_mma", "cuda_matmul_mma"}, kernels
+    for _ in range(2):
+        feeds = float16_feeds(ref.random_feeds(rng))
+        ours = emulated.run(feeds)
+        for key, value in onnxruntime_outputs(path, feeds).items():
+            assert ours[key].dtype == np.float16
+            assert_close_to_max(ours[key].astype(np.float32), value.astype(np.float32),
+                                REFERENCE_RTOL, f"{name} {key} at {precision}")
 
 
 @needs_cxx

@@ -859,3 +859,28 @@ def test_f16_model_on_the_gpu(case: F16Case, precision: str, tmp_path: Path,
             feeds = case.feeds(rng)
             model.poison()
             compare(model.run(feeds), onnxruntime_outputs(path, feeds), case.rtol, case.atol)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_reference_model_exported_in_float16_on_the_gpu(name: str, precision: str, tmp_path: Path,
+                                                        rng: np.random.Generator) -> None:
+    """The reference models exported in float16 (f16_cases.to_float16, fresh random weights)
+    against onnxruntime within f16_cases.REFERENCE_RTOL of max |output|."""
+    from f16_cases import REFERENCE_RTOL, to_float16
+    from helpers import randomize_initializers
+    from test_cuda_f16 import float16_feeds
+
+    ref = REFERENCE_MODELS[name]
+    path = write_model(to_float16(randomize_initializers(onnx.load(str(ref.path)), rng)), tmp_path)
+    pyc_cli.build(path, tmp_path / "f16.pyc", target="cuda", arch=ARCH, precision=precision,
+                  input_shapes=dict(ref.shapes))
+    with pyc_cli.load(tmp_path / "f16.pyc") as model:
+        for _ in range(2):
+            feeds = float16_feeds(ref.random_feeds(rng))
+            model.poison()
+            ours = model.run(feeds)
+            for key, value in onnxruntime_outputs(path, feeds).items():
+                assert ours[key].dtype == np.float16
+                assert_close_to_max(ours[key].astype(np.float32), value.astype(np.float32),
+                                    REFERENCE_RTOL, f"{name} {key} at {precision}")
