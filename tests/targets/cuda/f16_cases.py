@@ -218,6 +218,15 @@ def _cast_chain(rng: np.random.Generator) -> onnx.ModelProto:
     return _model(nodes, [("x", (4, 33), F32)], ["y", "s"], [])
 
 
+def _inner_cast(rng: np.random.Generator) -> onnx.ModelProto:
+    """float32 in and out, float16 only inside one fused program (Cast, Relu, Cast back): the
+    program rounds to float16 with no 16-bit operand in the kernel."""
+    nodes = [helper.make_node("Cast", ["x"], ["h"], to=F16),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Cast", ["r"], ["y"], to=F32)]
+    return _model(nodes, [("x", (4, 33), F32)], ["y"], [])
+
+
 def _gather_elements(rng: np.random.Generator) -> onnx.ModelProto:
     return one_node("GatherElements", [("x", (4, 9), F16), ("i", (4, 5), I64)], ["y"], axis=1)
 
@@ -239,6 +248,8 @@ CASES: list[F16Case] = [
     F16Case("cast_f16_to_i32", "Cast", "cuda_elementwise", *_cast(F16, I32, (5, 37), _small_halves)),
     F16Case("cast_f16_to_bool", "Cast", "cuda_elementwise", *_cast(F16, BOOL, (5, 37), _bools)),
     F16Case("cast_chain", "Cast", "cuda_elementwise", _cast_chain,
+            lambda rng: {"x": special_floats(rng, 4, 33)}),
+    F16Case("inner_cast", "Cast", "cuda_elementwise", _inner_cast,
             lambda rng: {"x": special_floats(rng, 4, 33)}),
     F16Case("transpose", "Transpose", "cuda_strided_copy",
             lambda rng: one_node("Transpose", [("x", (3, 5, 7), F16)], ["y"], perm=[2, 0, 1]),
