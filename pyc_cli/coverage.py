@@ -74,8 +74,8 @@ def coverage_markdown(summary: dict[str, Any]) -> str:
         f"Pass rate counts the cases PyC compiles; rejected cases are refused at build time with "
         f"a reason-coded error, each listed with its reason in `{REJECTIONS}`. The cuda column "
         "lists the CUDA target's kernels (targets/cuda/kernels.py; cuda_generic, the last, runs "
-        "the CPU kernel's body on one GPU thread: docs/cuda.md); the CUDA target takes no 16-bit "
-        "model tensors (float16 / bfloat16 inputs, weights or outputs).",
+        "the CPU kernel's body on one GPU thread: docs/cuda.md); float16 model tensors run on "
+        "the CUDA target as on the CPU (ops without a float16 path in float32 between casts).",
         "",
         f"{len(registry.all_ops())} ops; {summary.get('cases_run', 0)} node test cases, "
         f"{summary.get('failed', 0)} failing.",

@@ -102,12 +102,19 @@ struct __align__(2) pyc_f16 {
   unsigned short bits;
   __device__ __forceinline__ operator float() const { return pyc_f16_to_float(bits); }
   __device__ __forceinline__ pyc_f16& operator=(float v) { bits = pyc_float_to_f16(v); return *this; }
+  __device__ __forceinline__ pyc_f16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ pyc_f16& operator*=(float v) { return *this = (float)*this * v; }
 };
 struct __align__(2) pyc_bf16 {
   unsigned short bits;
   __device__ __forceinline__ operator float() const { return pyc_bf16_to_float(bits); }
   __device__ __forceinline__ pyc_bf16& operator=(float v) { bits = pyc_float_to_bf16(v); return *this; }
+  __device__ __forceinline__ pyc_bf16& operator+=(float v) { return *this = (float)*this + v; }
+  __device__ __forceinline__ pyc_bf16& operator*=(float v) { return *this = (float)*this * v; }
 };
+// a model's own float16 / bfloat16 results, computed in float (fused programs: cuda/program.j2)
+__device__ __forceinline__ float pyc_round_f16(float v) { return pyc_f16_to_float(pyc_float_to_f16(v)); }
+__device__ __forceinline__ float pyc_round_bf16(float v) { return pyc_bf16_to_float(pyc_float_to_bf16(v)); }
 __device__ __forceinline__ float pyc_ldcg(const pyc_f16* p) { return pyc_f16_to_float(__ldcg(&p->bits)); }
 __device__ __forceinline__ float pyc_ldcg(const pyc_bf16* p) { return pyc_bf16_to_float(__ldcg(&p->bits)); }
 

@@ -62,10 +62,15 @@ HALF_CTYPES = ("pyc_f16", "pyc_bf16")
 
 
 def _loads_as_float(program: list[ScalarInstr]) -> None:
-    """A fused program reads a 16-bit operand into a float local (it computes in float32)."""
+    """A fused program reads a 16-bit operand into a float local (it computes in float32). A
+    model's own float16 / bfloat16 results are float locals too, their dtype kept ("f16" /
+    "bf16") so that program.j2 rounds each to its type as the model's op stores it
+    (pyc_round_f16 / pyc_round_bf16); a load of either is exact (dtype "f32")."""
     for instr in program:
-        if instr.op == "Load" and instr.ctype in HALF_CTYPES:
-            instr.ctype, instr.dtype = "float", "f32"
+        if instr.ctype in HALF_CTYPES:
+            instr.ctype = "float"
+            if instr.op == "Load":
+                instr.dtype = "f32"
 
 
 def cuda_call(graph: Graph, node: Node, index: int, candidate: KernelCandidate,

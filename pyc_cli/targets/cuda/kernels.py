@@ -15,10 +15,12 @@ from ...ir.graph import Graph, Node
 from ...ir.types import DType
 from ..kernel import KernelCandidate, Tunable
 
-# element types a CUDA kernel may read or write: float16/bfloat16 need their own headers and
-# arithmetic (phase 2); everything else maps to a plain C++ type (model.cu.j2's prelude)
+# element types a CUDA kernel may read or write: these map to a plain C++ type (model.cu.j2's
+# prelude); a model's own float16 / bfloat16 tensors (HALF_MODEL_TYPES) only the kernels of
+# `half_types` take (cuda/half.cuh.j2's pyc_f16 / pyc_bf16: read as float, rounded when stored)
 PLAIN_TYPES = frozenset({DType.F32, DType.F64, DType.I8, DType.I16, DType.I32, DType.I64,
                          DType.U8, DType.U16, DType.U32, DType.U64, DType.BOOL})
+HALF_MODEL_TYPES = frozenset({DType.F16, DType.BF16})
 
 
 def _computed(graph: Graph, value: str) -> DType:
@@ -37,10 +39,25 @@ def plain_types(node: Node, graph: Graph) -> bool:
     return all(_computed(graph, v) in PLAIN_TYPES for v in values)
 
 
+def half_types(node: Node, graph: Graph) -> bool:
+    """Every operand has a plain C++ element type or is a model's own float16 / bfloat16 tensor:
+    the kernels that move elements (copies, strided copies, Concat, Gather, Pad) or compute
+    them in float32 and round what they store (the elementwise programs: Cast both ways). The
+    other ops compute float16 in float32 between casts (canonicalize: computes_f16_in_f32)."""
+    from ...ops import registry
+
+    own, epilogue, prologue = registry.fused_inputs(node)
+    values = [v for v in (*own, *epilogue, *prologue, *node.outputs) if v]
+    return all(_computed(graph, v) in PLAIN_TYPES | HALF_MODEL_TYPES for v in values)
+
+
 def float32(node: Node, graph: Graph) -> bool:
-    """The float32 kernels: input 0 and output 0 are float32, the rest plain."""
+    """The float32 kernels: input 0 and output 0 are float32, the rest plain or a model's own
+    16-bit operand of a fused program (a float16 bias: the program loads it as a float and
+    rounds its float16 results, program.j2); canonicalize casts every other float16 operand of
+    these ops to float32."""
     return (_computed(graph, node.inputs[0]) is DType.F32
-            and _computed(graph, node.outputs[0]) is DType.F32 and plain_types(node, graph))
+            and _computed(graph, node.outputs[0]) is DType.F32 and half_types(node, graph))
 
 
 def _gemm_applies(node: Node, graph: Graph) -> bool:
@@ -347,8 +364,8 @@ MATMUL_TILED = KernelCandidate("cuda_matmul_tiled", "matmul_tiled.cu.j2", _gemm_
 MATMUL_SKINNY = KernelCandidate("cuda_matmul_skinny", "matmul_skinny.cu.j2", _skinny_applies,
                                 cost_factor=0.5, stores_once=True, params=_matmul_coords,
                                 takes_epilogue=True)
-ELEMENTWISE = KernelCandidate("cuda_elementwise", "elementwise.cu.j2", plain_types)
-STRIDED_COPY = KernelCandidate("cuda_strided_copy", "strided_copy.cu.j2", plain_types)
+ELEMENTWISE = KernelCandidate("cuda_elementwise", "elementwise.cu.j2", half_types)
+STRIDED_COPY = KernelCandidate("cuda_strided_copy", "strided_copy.cu.j2", half_types)
 # softmax and layernorm read a row whole (block reductions, behind barriers) before any thread
 # writes it, and each thread then writes only the elements it reads: they may work in place
 SOFTMAX = KernelCandidate("cuda_softmax_block", "softmax.cu.j2", _softmax_applies, inplace_input=0)
@@ -448,7 +465,7 @@ def _pad_applies(node: Node, graph: Graph) -> bool:
     """Pads known at build time, rank 1 or more; edge / reflect / wrap of a non-empty input."""
     from ...ops import registry
 
-    if not plain_types(node, graph) or graph.types[node.inputs[0]].rank < 1:
+    if not half_types(node, graph) or graph.types[node.inputs[0]].rank < 1:
         return False
     p = registry.get("Pad").kernel_params(node, graph)
     return p["begin"] is not None and (p["mode"] == "constant" or 0 not in list(p["in_dims"]))  # type: ignore[call-overload]
@@ -537,6 +554,11 @@ GENERIC_BODIES = {
     "LayerNormalization": "layernorm_rows",
 }
 GENERIC_ANY_NODE = frozenset({"matmul_naive"})
+# the CPU bodies that only move elements (assignments of a pyc_f16 / pyc_bf16 to another): the
+# generic kernel runs them on a model's own float16 tensors too (the others' ops compute
+# float16 in float32 between casts, canonicalize)
+GENERIC_HALF_BODIES = frozenset({"gather_elements", "gather_nd", "scatter_elements",
+                                 "scatter_nd", "pad_gather"})
 GENERIC = "cuda_generic"
 # the generic kernel's cost: above every CUDA kernel's for the same node (it runs on one
 # thread), whatever the op's flop count (an empty one's is 0)
@@ -563,9 +585,11 @@ def generic(op: str) -> GenericCandidate:
 
     cpu = next(c for c in STATIC_KERNELS[op] if c.name == GENERIC_BODIES[op])
 
+    types = half_types if cpu.name in GENERIC_HALF_BODIES else plain_types
+
     def applies(node: Node, graph: Graph) -> bool:
         return ((cpu.name in GENERIC_ANY_NODE or cpu.is_applicable(node, graph))
-                and plain_types(node, graph) and not node.ann.prologue
+                and types(node, graph) and not node.ann.prologue
                 and (cpu.takes_epilogue or not node.ann.epilogue))
 
     def params(node: Node, graph: Graph, op_params: Params) -> Params:
@@ -598,9 +622,9 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "LayerNormalization": (KernelCandidate("cuda_layernorm_block", "layernorm.cu.j2", float32,
                                            inplace_input=0),),
     **_each(SINGLE_PASS_REDUCERS, REDUCE),
-    "Gather": (KernelCandidate("cuda_gather", "gather.cu.j2", plain_types),),
-    "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", plain_types, params=_concat_skips),),
-    "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", plain_types),),
+    "Gather": (KernelCandidate("cuda_gather", "gather.cu.j2", half_types),),
+    "Concat": (KernelCandidate("cuda_concat", "concat.cu.j2", half_types, params=_concat_skips),),
+    "pyc.Copy": (KernelCandidate("cuda_copy", "copy.cu.j2", half_types),),
     "Pad": (PAD,),
     **_each(("ArgMax", "ArgMin"), ARGREDUCE),
     "InstanceNormalization": (INSTANCENORM,),

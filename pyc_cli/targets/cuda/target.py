@@ -219,7 +219,10 @@ class CudaTarget(Target):
         calls = self.calls(graph, weights.converted)
         programmatic = toolchain.programmatic_launch(self.arch)
         kernels = kernel_definitions(calls, programmatic)
-        half = any(c.half(o.param) for c in calls for o in c.operands)
+        # 16-bit operands, or a fused program that rounds a model's own 16-bit results
+        # (program.j2's pyc_round_f16: float32 in and out, a float16 Cast between)
+        half = any(c.half(o.param) for c in calls for o in c.operands) or any(
+            i.dtype in ("f16", "bf16") for c in calls for i in (*c.epilogue, *c.prologue))
         source = template_env().get_template("cuda/model.cu.j2").render(m=info, kernels=kernels,
                                                                         half=half)
         pointers = DevicePointers(graph, plan, weights)

@@ -84,9 +84,31 @@ def test_arch_needs_the_cuda_target(tmp_path: Path) -> None:
 
 
 def test_unsupported_ops_are_listed_at_once(tmp_path: Path) -> None:
-    """float16 model tensors: the casts to and from the float32 compute (pyc.Elementwise of a
-    16-bit operand) have no CUDA kernel yet: one E008 names both nodes."""
+    """Sizes computed at run time (NonZero of an input) have no CUDA kernel: one E008 names
+    both nodes."""
     from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("NonZero", ["x"], ["a"]), helper.make_node("NonZero", ["z"], ["b"])]
+    graph = helper.make_graph(nodes, "nz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                                            helper.make_tensor_value_info("z", TensorProto.INT32, [4])],
+                              [helper.make_tensor_value_info("a", TensorProto.INT64, [2, "n"]),
+                               helper.make_tensor_value_info("b", TensorProto.INT64, [1, "m"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = tmp_path / "nz.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, output = invoke("build", str(path), "-o", str(tmp_path / "nz.pyc"), "--target", "cuda")
+    assert code != 0 and "PYC-E008" in output
+    assert "no cuda kernel for 2 node(s)" in output and output.count("NonZero (") == 2
+
+
+def test_float16_model_builds(tmp_path: Path) -> None:
+    """float16 model tensors (which had no CUDA kernel: the casts to and from the float32
+    compute) build: Softmax and Hardmax in float32 between casts, TopK too, the casts on
+    cuda_elementwise (test_cuda_f16.py runs such models)."""
+    from onnx import TensorProto, helper
+
+    from pyc_cli.api import compile_graph
 
     nodes = [helper.make_node("Softmax", ["x"], ["a"]), helper.make_node("Hardmax", ["a"], ["b"]),
              helper.make_node("TopK", ["b", "k"], ["v", "i"])]
@@ -98,9 +120,9 @@ def test_unsupported_ops_are_listed_at_once(tmp_path: Path) -> None:
     model.ir_version = 8
     path = tmp_path / "f16.onnx"
     path.write_bytes(model.SerializeToString())
-    code, output = invoke("build", str(path), "-o", str(tmp_path / "f16.pyc"), "--target", "cuda")
-    assert code != 0 and "PYC-E008" in output
-    assert "no cuda kernel for 2 node(s)" in output and output.count("pyc.Elementwise (") == 2
+    built, _ = compile_graph(path, target="cuda")
+    casts = [n.ann.kernel_name for n in built.nodes if n.op == "pyc.Elementwise"]
+    assert casts and set(casts) == {"cuda_elementwise"}
 
 
 def test_unet_resizes_have_a_cuda_kernel(tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ them: MODEL_RTOL = 1e-4 of max |output|, times K / 256 past K = 256, as tensor c
 and the exact float64 product (EXACT_RTOL of max |output|: tf32 5e-3, fp16 2e-2, bf16 5e-2);
 whole models (MLP, MiniLM-shaped encoder) against
 onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output| (tf32 and fp16 5e-3, bf16 3e-2).
-At fp16 / bf16 activations are stored in 16 bits in the arena (the last section checks that
-they are, and the kernels reading and writing them).
+At fp16 / bf16 activations are stored in 16 bits in the arena (a section checks that
+they are, and the kernels reading and writing them). Models whose own tensors are float16
+(f16_cases.py: Casts, data movement, elementwise programs, an fp16 MLP and conv net), at fp32
+and fp16, with f16_cases.py's tolerances (the last section).
 The GPU architecture is the device's own (sm_80 ... sm_90), or PYC_CUDA_ARCH."""
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from cuda_conv_cases import (
     PIPELINED_CASES,
     ConvCase,
 )
+from f16_cases import CASES as F16_CASES
+from f16_cases import F16Case
 from generic_cases import CASES as GENERIC_CASES
 from generic_cases import OUT_OF_RANGE as GENERIC_OUT_OF_RANGE
 from generic_cases import GenericCase
@@ -829,3 +833,54 @@ def test_silero_vad_on_the_gpu(tmp_path: Path, rng: np.random.Generator) -> None
                 for name, value in onnxruntime_outputs(path, feeds).items():
                     np.testing.assert_allclose(ours[name], value, rtol=SILERO_RTOL,
                                                atol=SILERO_ATOL, err_msg=f"{path.name} {name}")
+
+
+# ---------------------------------------------------------------- float16 models (f16_cases.py)
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case", F16_CASES, ids=lambda c: c.name)
+def test_f16_model_on_the_gpu(case: F16Case, precision: str, tmp_path: Path,
+                              rng: np.random.Generator) -> None:
+    """A model's own float16 tensors (inputs, weights, outputs, Casts both ways) on the GPU
+    against onnxruntime, with the tolerances of f16_cases.py (Casts and data movement bit for
+    bit); at --precision fp16 the fp16 MLP's and conv net's MatMul / Conv on tensor cores
+    (rtol 2e-2, atol 2e-2 as in float32)."""
+    from test_cuda_f16 import compare
+
+    path = write_model(case.make(rng), tmp_path)
+    built = pyc_cli.build(path, tmp_path / "f16.pyc", target="cuda", arch=ARCH, precision=precision)
+    source = (built.artifact / "src" / "model.cu").read_text()
+    if precision == "fp32":
+        assert f"({case.kernel}, " in source
+    elif case.name in ("mlp", "conv_net"):
+        assert "(cuda_matmul_mma, " in source or "(cuda_conv_mma, " in source
+    with pyc_cli.load(built.artifact) as model:
+        for _ in range(2):
+            feeds = case.feeds(rng)
+            model.poison()
+            compare(model.run(feeds), onnxruntime_outputs(path, feeds), case.rtol, case.atol)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_reference_model_exported_in_float16_on_the_gpu(name: str, precision: str, tmp_path: Path,
+                                                        rng: np.random.Generator) -> None:
+    """The reference models exported in float16 (f16_cases.to_float16, fresh random weights)
+    against onnxruntime within f16_cases.REFERENCE_RTOL of max |output|."""
+    from f16_cases import REFERENCE_RTOL, to_float16
+    from helpers import randomize_initializers
+    from test_cuda_f16 import float16_feeds
+
+    ref = REFERENCE_MODELS[name]
+    path = write_model(to_float16(randomize_initializers(onnx.load(str(ref.path)), rng)), tmp_path)
+    pyc_cli.build(path, tmp_path / "f16.pyc", target="cuda", arch=ARCH, precision=precision,
+                  input_shapes=dict(ref.shapes))
+    with pyc_cli.load(tmp_path / "f16.pyc") as model:
+        for _ in range(2):
+            feeds = float16_feeds(ref.random_feeds(rng))
+            model.poison()
+            ours = model.run(feeds)
+            for key, value in onnxruntime_outputs(path, feeds).items():
+                assert ours[key].dtype == np.float16
+                assert_close_to_max(ours[key].astype(np.float32), value.astype(np.float32),
+                                    REFERENCE_RTOL, f"{name} {key} at {precision}")
