@@ -496,9 +496,9 @@ MEMORY_FIRST_CAP = 32 * 1024
 
 
 # conv_stages: slices of A and B in shared memory where the im2col slice comes by cp.async
-# (conv_mma_pipeline); 2 keeps the register gather. The default where it applies: not yet timed
-# on a GPU (benchmarks/cuda_conv_bench.py --stages 2 3 4 decides it)
-CONV_MMA_STAGES = 3
+# (conv_mma_pipeline); 2 keeps the register gather, the default until 3 / 4 are timed on a GPU
+# (benchmarks/cuda_conv_bench.py times each depth; `--tune` on the GPU may pick them already)
+CONV_MMA_STAGES = 2
 # the most dynamic shared memory a block may opt in to on every supported arch (sm_80: 163 KiB;
 # sm_90: 227 KiB): a pipeline deeper than fits takes fewer stages
 CONV_MMA_SHARED_LIMIT = 163 * 1024

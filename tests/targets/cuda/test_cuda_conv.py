@@ -595,8 +595,10 @@ def test_pipeline_depth_within_the_shared_memory_limit(monkeypatch: pytest.Monke
     assert kc.conv_mma_pipeline(forced, geo, False).stages == 2
 
 
-def test_the_decision_log_names_the_pipeline(tmp_path: Path) -> None:
+def test_the_decision_log_names_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pyc_cli.api import compile_graph as build_graph
+
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernel_context.CONV_MMA_STAGES", 3)
 
     for case, words in ((PIPELINED_CASES[0], "conv_stages 3: the im2col slices by cp.async, 2 in flight"),
                         (CONV_MMA_CASES[6], "conv_stages 2: double-buffered slices (pointwise")):
