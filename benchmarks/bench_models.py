@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "tests" / "models"
@@ -117,3 +117,43 @@ def prepare(name: str, workdir: Path, seed: int = 0) -> tuple[Path, dict[str, in
         return spec.path_hint, {}
     dest = workdir / f"{name}.onnx"
     return dest, materialize_light(spec.path_hint, dest, seed)
+
+
+# the scale and shift of each BatchNormalization that feeds a residual Sum: with the light
+# zoo's random weights unscaled, activations double every block or two and pass float16's
+# 65504 in the last stage (torch fp16 would give inf); scaled, they stay under 30
+RESIDUAL_BN_SCALE = 0.3
+
+
+def resnet50_logits(scratch: Path, dest: Path, batch: int) -> None:
+    """The light zoo's ResNet-50 with random weights (materialize_light), its batch set to
+    `batch` (the input, and the Reshape before the classifier), residual branches scaled by
+    RESIDUAL_BN_SCALE, and the classifier's logits as the output (torchvision's ResNet-50 ends
+    there too; the zoo's final Softmax is dropped: logits are a stricter check than a softmax
+    over 1000 classes)."""
+    materialize_light(LIGHT_DIR / "light_resnet50.onnx", scratch)
+    model = onnx.load(str(scratch))
+    graph = model.graph
+    softmax = graph.node[-1]
+    assert softmax.op_type == "Softmax", softmax.op_type
+    logits = softmax.input[0]
+    graph.node.remove(softmax)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, [batch, 1000]))
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    into_sum = {name for node in graph.node if node.op_type == "Sum" for name in node.input}
+    scaled = {node.input[k] for node in graph.node
+              if node.op_type == "BatchNormalization" and node.output[0] in into_sum for k in (1, 2)}
+    reshapes = {n.input[1] for n in graph.node if n.op_type == "Reshape"}
+    for index, init in enumerate(graph.initializer):
+        array = numpy_helper.to_array(init).copy()
+        if init.name in reshapes:
+            array[0] = batch
+        elif init.name in scaled:
+            array *= np.float32(RESIDUAL_BN_SCALE)
+        else:
+            continue
+        graph.initializer[index].CopyFrom(numpy_helper.from_array(array, init.name))
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dest))

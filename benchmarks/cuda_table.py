@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
+from bench_models import resnet50_logits as resnet50  # noqa: E402
 from cuda_smoke import REDUCED_RTOL, agrees  # noqa: E402
 
 MODES = ("eager", "reduce-overhead", "max-autotune")
@@ -126,50 +127,6 @@ def make_model(case: Case, work: Path, seed: int = 0) -> tuple[Path, dict[str, n
         single_op(case.model, case.batch, KERNEL_COLS, path, rng)
         return path, {"x": rng.standard_normal((case.batch, KERNEL_COLS)).astype(np.float32)}
     raise ValueError(f"unknown model {case.model}")
-
-
-# the scale and shift of each BatchNormalization that feeds a residual Sum: with the light
-# zoo's random weights unscaled, activations double every block or two and pass float16's
-# 65504 in the last stage (torch fp16 would give inf); scaled, they stay under 30
-RESIDUAL_BN_SCALE = 0.3
-
-
-def resnet50(scratch: Path, dest: Path, batch: int) -> None:
-    """The light zoo's ResNet-50 with random weights (materialize_light), its batch set to
-    `batch` (the input, and the Reshape before the classifier), residual branches scaled by
-    RESIDUAL_BN_SCALE, and the classifier's logits as the output (torchvision's ResNet-50 ends
-    there too; the zoo's final Softmax is dropped: logits are a stricter check than a softmax
-    over 1000 classes)."""
-    import onnx
-    from bench_models import LIGHT_DIR, materialize_light
-    from onnx import helper, numpy_helper
-
-    materialize_light(LIGHT_DIR / "light_resnet50.onnx", scratch)
-    model = onnx.load(str(scratch))
-    graph = model.graph
-    softmax = graph.node[-1]
-    assert softmax.op_type == "Softmax", softmax.op_type
-    logits = softmax.input[0]
-    graph.node.remove(softmax)
-    del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, [batch, 1000]))
-    graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
-    into_sum = {name for node in graph.node if node.op_type == "Sum" for name in node.input}
-    scaled = {node.input[k] for node in graph.node
-              if node.op_type == "BatchNormalization" and node.output[0] in into_sum for k in (1, 2)}
-    reshapes = {n.input[1] for n in graph.node if n.op_type == "Reshape"}
-    for index, init in enumerate(graph.initializer):
-        array = numpy_helper.to_array(init).copy()
-        if init.name in reshapes:
-            array[0] = batch
-        elif init.name in scaled:
-            array *= np.float32(RESIDUAL_BN_SCALE)
-        else:
-            continue
-        graph.initializer[index].CopyFrom(numpy_helper.from_array(array, init.name))
-    del graph.value_info[:]
-    onnx.checker.check_model(model)
-    onnx.save(model, str(dest))
 
 
 def single_op(op: str, rows: int, cols: int, path: Path, rng: np.random.Generator) -> None:
