@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from generic_cases import one_node
+from generic_cases import graph_model, one_node
 from onnx import TensorProto, helper, numpy_helper
 
 Feeds = dict[str, np.ndarray]
@@ -104,18 +104,7 @@ def _bools(rng: np.random.Generator) -> np.ndarray:
 
 def _model(nodes: list[onnx.NodeProto], inputs: list[tuple[str, tuple[int, ...], int]],
            outputs: list[str], inits: list[onnx.TensorProto], opset: int = 18) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "f16", [helper.make_tensor_value_info(n, t, list(s))
-                                             for n, s, t in inputs],
-                              [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
-                               for o in outputs], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="pyc-tests")
-    model.ir_version = 8
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
-    onnx.checker.check_model(model)
-    return model
+    return graph_model(nodes, inputs, outputs, inits, opset, name="f16")
 
 
 def mlp(rng: np.random.Generator, batch: int = 16, sizes: tuple[int, ...] = (48, 64, 40, 10)

@@ -52,10 +52,18 @@ def one_node(op: str, inputs: list[tuple[str, tuple[int, ...], int]], outputs: l
     names = [name for name, _, _ in inputs]
     node_inputs = names + [t.name for t in inits]
     node = helper.make_node(op, node_inputs, outputs, **attrs)
-    graph = helper.make_graph([node], "generic", [helper.make_tensor_value_info(n, t, list(s))
-                                                  for n, s, t in inputs],
+    return graph_model([node], inputs, outputs, [t for t in inits if t.name], opset)
+
+
+def graph_model(nodes: list[onnx.NodeProto], inputs: list[tuple[str, tuple[int, ...], int]],
+                outputs: list[str], inits: list[onnx.TensorProto], opset: int = 18,
+                name: str = "generic") -> onnx.ModelProto:
+    """A checked model of `nodes` over graph inputs (name, shape, element type) and
+    initializers; the outputs' types come from ONNX shape inference."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, t, list(s))
+                                            for n, s, t in inputs],
                               [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
-                               for o in outputs], initializer=[t for t in inits if t.name])
+                               for o in outputs], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="pyc-tests")
     model.ir_version = 8
