@@ -65,6 +65,21 @@ def assert_strict_c11(compiler: str, artifact: Path, sources: tuple[str, ...] = 
         assert result.returncode == 0, f"{compiler} {source} of {artifact}:\n{result.stderr[-4000:]}"
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compile_runtime_driver(driver: str, out: Path) -> Path:
+    """tests/c/`driver` linked with runtime_c/pyc_runtime.c into `out`, compiled as strictly as
+    the generated C (-std=c11 plus STRICT_C); skipped where no C compiler is installed."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    subprocess.run([compiler, "-std=c11", *STRICT_C, "-O1", "-I", str(REPO / "runtime_c"),
+                    str(REPO / "tests" / "c" / driver), str(REPO / "runtime_c" / "pyc_runtime.c"),
+                    "-o", str(out), "-lm"], check=True)
+    return out
+
+
 class Forced:
     """A tuning database naming one candidate with fixed parameters for every node of one op."""
 

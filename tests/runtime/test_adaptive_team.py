@@ -12,7 +12,6 @@ loop writes disjoint outputs) and match onnxruntime."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import init, make_model, vinfo, write_model
+from helpers import compile_runtime_driver, init, make_model, vinfo, write_model
 from onnx import helper
 
 import pyc_cli
@@ -32,15 +31,7 @@ PROBE_RUNS, MIN_INTERVAL, MAX_INTERVAL, MAX_PROBE_MS = 2, 4, 256, 4000.0  # pyc_
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        pytest.skip("no C compiler")
-    exe = tmp_path_factory.mktemp("team") / "team_driver"
-    subprocess.run([compiler, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1",
-                    "-I", str(REPO / "runtime_c"), str(REPO / "tests" / "c" / "team_driver.c"),
-                    str(REPO / "runtime_c" / "pyc_runtime.c"), "-o", str(exe), "-lm"],
-                   check=True)
-    return exe
+    return compile_runtime_driver("team_driver.c", tmp_path_factory.mktemp("team") / "team_driver")
 
 
 def arms(driver: Path, lines: list[str]) -> str:

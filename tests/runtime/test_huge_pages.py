@@ -9,7 +9,6 @@ threads."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,26 +16,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import init, make_model, vinfo, write_model
+from helpers import compile_runtime_driver, init, make_model, vinfo, write_model
 from onnx import helper
 
 import pyc_cli
 
-REPO = Path(__file__).resolve().parents[2]
 HUGE_BYTES, HUGE_PAGE = 4 << 20, 2 << 20  # pyc_runtime.c
 
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    compiler = shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        pytest.skip("no C compiler")
-    exe = tmp_path_factory.mktemp("alloc") / "alloc_driver"
-    subprocess.run([compiler, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1",
-                    "-I", str(REPO / "runtime_c"), str(REPO / "tests" / "c" / "alloc_driver.c"),
-                    str(REPO / "runtime_c" / "pyc_runtime.c"), "-o", str(exe), "-lm"],
-                   check=True)
-    return exe
+    return compile_runtime_driver("alloc_driver.c", tmp_path_factory.mktemp("alloc") / "alloc_driver")
 
 
 SIZES = (0, 1, 63, 64, 4097, HUGE_BYTES - 1, HUGE_BYTES, HUGE_BYTES + 1, 9 * (1 << 20) + 13,
