@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -232,6 +232,50 @@ def declared_values(names: list[str], static: set[str], case: Case) -> dict[str,
     return found
 
 
+def graph_input_names(model: Any) -> list[str]:
+    """The model's inputs that are not initializers, in order (a data set's inputs)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [v.name for v in model.graph.input if v.name not in initializers]
+
+
+def run_data_sets(case: Case, compile_model: Callable[[Path, dict[str, tuple[int, ...]]], Any],
+                  prefix: str) -> str:
+    """Every data set of `case` run on the models `compile_model(path, input shapes)` builds
+    (one per distinct input shapes and values of the inputs bound as constants) and compared
+    with its expected outputs: "" when all match, else the first mismatch. The compiled models
+    are closed (where they can be) at the end."""
+    import onnx
+
+    model = onnx.load_from_string(case.model)
+    names = graph_input_names(model)
+    outputs = [v.name for v in model.graph.output]
+    static = static_input_names(model)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        built: dict[tuple, Any] = {}  # type: ignore[type-arg]
+        try:
+            for index, (inputs, expected) in enumerate(case.data_sets):
+                arrays = {n: as_array(a) for n, a in zip(names, inputs)}
+                bound = {n: a for n, a in arrays.items() if n in static}
+                feeds = {n: a for n, a in arrays.items() if n not in static}
+                shapes = {n: tuple(a.shape) for n, a in feeds.items()}
+                key = (tuple(sorted(shapes.items())),
+                       tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(bound.items())))
+                if key not in built:
+                    path = Path(tmp) / f"model{len(built)}.onnx"
+                    path.write_bytes(bind_inputs(model, bound) if bound else case.model)
+                    built[key] = compile_model(path, shapes)
+                got = built[key].run(feeds)
+                for out_name, want in zip(outputs, expected):
+                    problem = compare(out_name, as_array(want), got[out_name], case.rtol, case.atol)
+                    if problem:
+                        return f"data set {index}: {problem}"
+            return ""
+        finally:
+            for compiled in built.values():
+                if hasattr(compiled, "close"):
+                    compiled.close()
+
+
 def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
     """Build and run one case in this process; never raises."""
     import onnx
@@ -244,36 +288,16 @@ def run_case(case: Case, rejections: dict[str, str]) -> CaseResult:
     listed = rejections.get(case.name)
     try:
         model = onnx.load_from_string(case.model)
-        names = [v.name for v in model.graph.input
-                 if v.name not in {t.name for t in model.graph.initializer}]
-        outputs = [v.name for v in model.graph.output]
-        static = static_input_names(model)
-        values = declared_values(names, static, case)
-        with tempfile.TemporaryDirectory(prefix="pyc-conf-") as tmp:
-            built: dict[tuple, Any] = {}
-            for index, (inputs, expected) in enumerate(case.data_sets):
-                arrays = {n: as_array(a) for n, a in zip(names, inputs)}
-                bound = {n: a for n, a in arrays.items() if n in static}
-                feeds = {n: a for n, a in arrays.items() if n not in static}
-                shapes = {n: tuple(a.shape) for n, a in feeds.items()}
-                key = (tuple(sorted(shapes.items())),
-                       tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(bound.items())))
-                if key not in built:
-                    path = Path(tmp) / f"model{len(built)}.onnx"
-                    path.write_bytes(bind_inputs(model, bound) if bound else case.model)
-                    out_dir = Path(tmp) / f"artifact{len(built)}"
-                    pyc_cli.build(path, out_dir, input_shapes=shapes, input_values=values or None)
-                    built[key] = pyc_cli.load(out_dir)
-                got = built[key].run(feeds)
-                for out_name, want in zip(outputs, expected):
-                    problem = compare(out_name, as_array(want), got[out_name], case.rtol, case.atol)
-                    if problem:
-                        result.outcome, result.detail = "fail", f"data set {index}: {problem}"
-                        break
-                if result.outcome == "fail":
-                    break
-            for compiled in built.values():
-                compiled.close()
+        values = declared_values(graph_input_names(model), static_input_names(model), case)
+
+        def compile_model(path: Path, shapes: dict[str, tuple[int, ...]]) -> Any:
+            out_dir = path.with_name(f"artifact-{path.stem}")
+            pyc_cli.build(path, out_dir, input_shapes=shapes, input_values=values or None)
+            return pyc_cli.load(out_dir)
+
+        problem = run_data_sets(case, compile_model, "pyc-conf-")
+        if problem:
+            result.outcome, result.detail = "fail", problem
     except PycError as exc:
         message = str(exc)
         if exc.code in REJECT_CODES and listed is not None and listed in message:

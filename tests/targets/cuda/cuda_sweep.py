@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -27,7 +26,7 @@ TESTS = HERE.parent.parent
 sys.path[:0] = [str(TESTS), str(HERE)]
 
 import conformance  # noqa: E402
-from conformance import Case, CaseResult, as_array, bind_inputs, compare, static_input_names  # noqa: E402
+from conformance import Case, CaseResult  # noqa: E402
 
 # ops without a CUDA kernel of their own that decompose into others before kernel selection
 DECOMPOSED = ("BatchNormalization", "DepthToSpace", "SpaceToDepth", "Einsum", "Gemm",
@@ -44,7 +43,6 @@ def default_ops() -> list[str]:
 
 def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
     """Build `case` for the CUDA target and run every data set emulated; never raises."""
-    import onnx
     from test_cuda_emulated import Emulated
 
     from pyc_cli.errors import PycError
@@ -52,32 +50,10 @@ def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult
     start = time.perf_counter()
     result = CaseResult(case.name, list(case.ops), "pass")
     try:
-        model = onnx.load_from_string(case.model)
-        names = [v.name for v in model.graph.input
-                 if v.name not in {t.name for t in model.graph.initializer}]
-        outputs = [v.name for v in model.graph.output]
-        static = static_input_names(model)
-        with tempfile.TemporaryDirectory(prefix="pyc-cuda-sweep-") as tmp:
-            built: dict[tuple, Emulated] = {}  # type: ignore[type-arg]
-            for index, (inputs, expected) in enumerate(case.data_sets):
-                arrays = {n: as_array(a) for n, a in zip(names, inputs)}
-                bound = {n: a for n, a in arrays.items() if n in static}
-                feeds = {n: a for n, a in arrays.items() if n not in static}
-                shapes = {n: tuple(a.shape) for n, a in feeds.items()}
-                key = (tuple(sorted(shapes.items())),
-                       tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in sorted(bound.items())))
-                if key not in built:
-                    path = Path(tmp) / f"model{len(built)}.onnx"
-                    path.write_bytes(bind_inputs(model, bound) if bound else case.model)
-                    built[key] = Emulated(path, Path(tmp), shapes)
-                got = built[key].run(feeds)
-                for out_name, want in zip(outputs, expected):
-                    problem = compare(out_name, as_array(want), got[out_name], case.rtol, case.atol)
-                    if problem:
-                        result.outcome, result.detail = "fail", f"data set {index}: {problem}"
-                        break
-                if result.outcome == "fail":
-                    break
+        problem = conformance.run_data_sets(
+            case, lambda path, shapes: Emulated(path, path.parent, shapes), "pyc-cuda-sweep-")
+        if problem:
+            result.outcome, result.detail = "fail", problem
     except PycError as exc:
         refused = exc.code in conformance.REJECT_CODES
         result.outcome, result.detail = ("refused" if refused else "fail"), str(exc)[:300]
