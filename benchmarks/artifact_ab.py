@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_models import openvino_request  # noqa: E402
+
 SETTLE_S = 0.3  # bench.SETTLE_S (not imported: bench.py imports matplotlib)
 
 
@@ -76,17 +78,9 @@ def main() -> int:
         engines[name] = (lambda m: lambda n: timed(lambda: m.run(feeds), n))(model)
     artifacts = list(engines)
     engines["ort"] = lambda n: timed(lambda: session.run(None, feeds), n)
-    if not args.no_openvino:
-        try:
-            import openvino as ov
-
-            core = ov.Core()
-            core.set_property("CPU", {"INFERENCE_NUM_THREADS": args.threads,
-                                      "INFERENCE_PRECISION_HINT": "f32"})
-            request = core.compile_model(str(args.model), "CPU").create_infer_request()
-            engines["openvino"] = lambda n: timed(lambda: request.infer(feeds), n)
-        except Exception as exc:  # noqa: BLE001  (OpenVINO is optional; say why it is absent)
-            print(f"OpenVINO not measured: {type(exc).__name__}: {str(exc)[:120]}")
+    request = None if args.no_openvino else openvino_request(args.model, args.threads, "model")
+    if request is not None:
+        engines["openvino"] = lambda n: timed(lambda: request.infer(feeds), n)
     names = list(engines)
     rounds: dict[str, list[float]] = {n: [] for n in names}
     pooled: dict[str, list[float]] = {n: [] for n in names}

@@ -164,7 +164,7 @@ def _feeds(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.random.Genera
 
 
 
-def _openvino(path: Path, threads: int, name: str):  # noqa: ANN202
+def openvino_request(path: Path, threads: int, name: str):  # noqa: ANN202
     """An OpenVINO f32 infer request on the CPU, or None (said why) where it cannot be had."""
     try:
         import openvino as ov
@@ -200,7 +200,7 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
         # engine -> (number of runs -> milliseconds per run)
         timers = {"pyc": lambda n: compiled.time_runs(feeds, n),
                   "onnxruntime": lambda n: timed(lambda: session.run(None, feeds), n)}
-        request = _openvino(path, args.threads, name) if "openvino_f32" in args.engines else None
+        request = openvino_request(path, args.threads, name) if "openvino_f32" in args.engines else None
         if request is not None:
             timers["openvino_f32"] = lambda n: timed(lambda: request.infer(feeds), n)
         samples: dict[str, list[float]] = {k: [] for k in timers}
