@@ -303,6 +303,12 @@ CONV_MMA_TILES = (Tunable("conv_tile", (128, 64, 32), "output channels x pixels 
                           "memory would pass 163 KiB)"))
 
 
+def _conv_mma_op(node: Node, graph: Graph) -> Params:
+    """The Conv's kernel_params with the parameters chosen for its kernel (tuned or default)."""
+    kernel = node.ann.kernel
+    return {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
+
+
 def conv_mma(precision: str) -> KernelCandidate:
     """The implicit-GEMM conv on tensor cores (the im2col gather on the fly): at fp16 / bf16
     weights stored in 16 bits, at tf32 read as stored (any float32 weight); cheaper than the
@@ -317,16 +323,14 @@ def conv_mma(precision: str) -> KernelCandidate:
         from .kernel_context import conv_mma_geometry, conv_mma_workspace_cap
 
         kernel = node.ann.kernel
-        op = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
         cap = conv_mma_workspace_cap(kernel.workspace_cap if kernel is not None else None)
-        return conv_mma_geometry(op, cap, tf32).workspace_bytes
+        return conv_mma_geometry(_conv_mma_op(node, graph), cap, tf32).workspace_bytes
 
     def why(node: Node, graph: Graph) -> str:
         """The decision log's word on how B is staged (kernel_context.conv_mma_pipeline)."""
         from .kernel_context import conv_mma_geometry, conv_mma_pipeline
 
-        kernel = node.ann.kernel
-        op = {**_conv_params(node, graph), **(dict(kernel.params) if kernel is not None else {})}
+        op = _conv_mma_op(node, graph)
         geo = conv_mma_geometry(op, None, tf32)
         pipe = conv_mma_pipeline(op, geo, tf32)
         if pipe.async_b:
