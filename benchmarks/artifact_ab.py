@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import openvino_request  # noqa: E402
+from real_models import model_feeds, openvino_request  # noqa: E402
 
 SETTLE_S = 0.3  # bench.SETTLE_S (not imported: bench.py imports matplotlib)
 
@@ -51,11 +51,9 @@ def main() -> int:
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
     session = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for value in session.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in value.shape]
-        feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+    shapes = {value.name: tuple(d if isinstance(d, int) else 1 for d in value.shape)
+              for value in session.get_inputs()}
+    feeds = model_feeds(args.model, shapes, np.random.default_rng(0))
     expected = session.run(None, feeds)
     clock = time.process_time if args.cpu else time.perf_counter
 

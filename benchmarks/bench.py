@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -224,6 +226,7 @@ class CaseResult:
     status: str = "ok"  # ok | mismatch | error
     error: str = ""
     build_s: float = 0.0
+    repeat: int = 0  # timed runs per engine per round (settings.repeat, or more: runs_per_round)
     agreement: Agreement | None = None
     agreements: dict[str, Agreement] = field(default_factory=dict)  # engine -> vs onnxruntime
     latency: dict[str, Latency] = field(default_factory=dict)
@@ -312,6 +315,16 @@ class Settings:
     memory: bool
     seed: int
     openvino: bool = True
+    min_round_s: float = 0.25
+
+
+def runs_per_round(reference: Timer, settings: Settings) -> int:
+    """`settings.repeat` runs, or more where they would take under `settings.min_round_s` of
+    onnxruntime's time: a block of 50 sub-millisecond runs lasts ~15 ms, and one scheduler hiccup
+    then moves its median (the MLP b1's round p50s varied 0.24-0.93 ms). Every engine runs the same
+    count, so the rounds stay paired."""
+    typical = statistics.median(reference(5))
+    return max(settings.repeat, min(20 * settings.repeat, math.ceil(settings.min_round_s / (typical / 1e3))))
 
 
 def prepare_case(case: Case, workdir: Path, seed: int
@@ -320,7 +333,7 @@ def prepare_case(case: Case, workdir: Path, seed: int
     rng = np.random.default_rng(seed)
     if case.suite == "real":
         path, shapes = real_models.MODELS[case.model](workdir, rng)
-        return path, shapes, real_models._feeds(path, shapes, rng)
+        return path, shapes, real_models.model_feeds(path, shapes, rng)
     shapes = case.input_shapes()
     session = ort.InferenceSession(str(case.onnx_path), providers=["CPUExecutionProvider"])
     dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -369,7 +382,8 @@ def time_case(targets: dict[str, Path], case: Case, settings: Settings, result: 
             return
         timers = {e: w.time_runs for e, w in workers.items()
                   if e == "ort" or result.agreements[e].ok}
-        samples = interleave(timers, settings.rounds, settings.repeat)
+        result.repeat = runs_per_round(timers["ort"], settings)
+        samples = interleave(timers, settings.rounds, result.repeat)
         result.latency = {name: Latency.of(rounds) for name, rounds in samples.items()}
         pyc = result.latency["pyc"]
         for engine, latency in result.latency.items():
@@ -497,7 +511,7 @@ def machine_info(settings: Settings) -> dict[str, Any]:
         "threads": settings.threads, "pyc_threads": settings.threads,
         "ort_intra_op_threads": settings.threads, "ort_inter_op_threads": 1,
         "openvino_threads": settings.threads, "openvino_precision": "f32",
-        "repeat": settings.repeat, "rounds": settings.rounds,
+        "repeat": settings.repeat, "rounds": settings.rounds, "min_round_s": settings.min_round_s,
         "mode": settings.mode, "seed": settings.seed, "rtol": RTOL, "atol": ATOL,
         "real_rtol": REAL_RTOL, "real_atol": "real_rtol x max(1, max |output|)",
         "timing": "one process per engine and model (memprobe.py --serve), rounds interleaved "
@@ -586,7 +600,8 @@ def print_report(info: dict[str, Any], results: list[CaseResult]) -> None:
                   f"python {info['python']}, onnxruntime {info['onnxruntime']}, "
                   f"openvino {info['openvino']}, numpy {info['numpy']}, {info['cc']}")
     console.print(f"suite {info['suite']}: {info['threads']} thread(s) for every engine; "
-                  f"{info['rounds']} interleaved rounds × {info['repeat']} runs per engine, "
+                  f"{info['rounds']} interleaved rounds × {info['repeat']}+ runs per engine "
+                  f"(more where a round of onnxruntime's would last under {info.get('min_round_s', 0)} s), "
                   f"one process per engine and model, mode={info['mode']}.")
     console.print(latency_table(results, engines))
     if any(r.memory for r in results):
@@ -690,6 +705,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed runs per engine per round (default: real 50, toy 200)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--min-round-s", type=float, default=0.25,
+                        help="more runs per round for fast models, so that a round of onnxruntime's "
+                             "lasts at least this long (at most 20x --repeat; every engine the same)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads of every engine (default: real 2, toy 1)")
     parser.add_argument("--mode", default="balanced",
@@ -729,7 +747,8 @@ def cases_from(args: argparse.Namespace) -> list[Case]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings(args.repeat, args.rounds, args.threads, args.mode,
-                        not args.no_memory, args.seed, openvino_available() and not args.no_openvino)
+                        not args.no_memory, args.seed, openvino_available() and not args.no_openvino,
+                        args.min_round_s)
     started = time.perf_counter()
     info = machine_info(settings)
     info["loadavg_start"] = list(os.getloadavg())

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import MODELS, _feeds  # noqa: E402
+from real_models import MODELS, model_feeds  # noqa: E402
 
 import pyc_cli  # noqa: E402
 
@@ -45,7 +45,7 @@ def _latencies(call: Callable[[], object], gap_s: float, runs: int) -> list[floa
 
 def measure(name: str, work: Path, threads: int, gaps: list[float], runs: int) -> None:
     path, shapes = MODELS[name](work, np.random.default_rng(0))
-    feeds = _feeds(path, shapes, np.random.default_rng(1))
+    feeds = model_feeds(path, shapes, np.random.default_rng(1))
     pyc_cli.build(path, work / f"{name}.pyc", input_shapes=shapes, force=True)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1

@@ -148,7 +148,7 @@ MODELS = {"mlp": _mlp, "mlp_b64": functools.partial(_mlp, batch=64), "resnet50":
           "silero": _silero}
 
 
-def _feeds(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.random.Generator) -> dict:
+def model_feeds(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.random.Generator) -> dict:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {}
     for value in session.get_inputs():
@@ -180,7 +180,7 @@ def openvino_request(path: Path, threads: int, name: str):  # noqa: ANN202
 def measure(name: str, work: Path, args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     path, shapes = MODELS[name](work, rng)
-    feeds = _feeds(path, shapes, rng)
+    feeds = model_feeds(path, shapes, rng)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
