@@ -69,10 +69,14 @@ uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 #define PYC_PARALLEL_FOR \
   _Pragma("omp taskloop default(shared) num_tasks(PYC_LOOP_TASKS) if(omp_get_num_threads() > 1)")
 /* `statement` (a run of the steps) on the calling thread, the team's other threads taking the
- * tasks its loops queue */
+ * tasks its loops queue. A run of one thread opens no region at all: a process forked after
+ * a team ran has none of its pool's threads, and libgomp waits for them in any parallel
+ * region, even an `if(0)` one (pyc_run_begin gives a forked child one thread). */
 #define PYC_ON_TEAM(statement) \
-  _Pragma("omp parallel if(omp_get_max_threads() > 1)") \
-  { _Pragma("omp single nowait") { statement; } }
+  if (omp_get_max_threads() > 1) { \
+    _Pragma("omp parallel") \
+    { _Pragma("omp single nowait") { statement; } } \
+  } else { statement; }
 #else
 #define PYC_PARALLEL_FOR
 #define PYC_ON_TEAM(statement) { statement; }
