@@ -658,7 +658,8 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 int mlp_context_run(mlp_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
   int saved = pyc_run_begin_team(&context->team, context->model->threads);
-  int status = run_steps(context->model->weights, context->arena, inputs, outputs);
+  int status = PYC_STATUS_OK;
+  PYC_ON_TEAM(status = run_steps(context->model->weights, context->arena, inputs, outputs))
   pyc_run_end_team(&context->team, saved);
   return status;
 }
