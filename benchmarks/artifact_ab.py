@@ -6,7 +6,7 @@ medians, and the paired ratios (median over rounds of the same round's ratio): O
 onnxruntime and OpenVINO, and ARTIFACT/FIRST between artifacts (< 1: faster than the first).
 
     python benchmarks/artifact_ab.py MODEL.onnx base=/tmp/base.pyc new=/tmp/new.pyc \\
-        [--threads 1] [--rounds 12] [--repeat 8] [--cpu]
+        [--threads 1] [--rounds 12] [--repeat 8] [--cpu] [--shape INPUT=1,3,48,320]
 
 Build the artifacts from two source trees (`PYTHONPATH=TREE python -m pyc_cli build MODEL -o
 ART --threads T`; a tree can be `git archive COMMIT pyc_cli codegen_templates runtime_c | tar -x
@@ -42,7 +42,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=8)
     parser.add_argument("--cpu", action="store_true", help="process CPU time instead of wall time")
     parser.add_argument("--no-openvino", action="store_true")
+    parser.add_argument("--shape", action="append", default=[], metavar="INPUT=D,D,...",
+                        help="an input's shape where the model leaves dims open (as built)")
     args = parser.parse_args()
+    given = {name: tuple(int(d) for d in dims.split(","))
+             for name, _, dims in (spec.partition("=") for spec in args.shape)}
     os.environ["PYC_NUM_THREADS"] = str(args.threads)  # read when a library creates its model
     import onnxruntime as ort
 
@@ -51,7 +55,7 @@ def main() -> int:
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
     session = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
-    shapes = {value.name: tuple(d if isinstance(d, int) else 1 for d in value.shape)
+    shapes = {value.name: given.get(value.name) or tuple(d if isinstance(d, int) else 1 for d in value.shape)
               for value in session.get_inputs()}
     feeds = model_feeds(args.model, shapes, np.random.default_rng(0))
     expected = session.run(None, feeds)
