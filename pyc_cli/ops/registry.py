@@ -186,7 +186,9 @@ def require_value(values: InValues, index: int, node: Node, what: str) -> np.nda
         raise PycError(
             "E008", f"{node.op} needs a constant {what} (input {index}) to have a static shape",
             where=f"node {node.name!r}",
-            hint="fix the input shapes with --input-shape so shape computations fold",
+            hint="fix the input shapes with --input-shape so shape computations fold; where the "
+                 "operand is a graph input, bound its values with --input-values NAME=LO..HI "
+                 "(docs/dynamic_shapes.md)",
         )
     return found
 

@@ -455,3 +455,32 @@ def test_split_with_declared_value_sizes(tmp_path: Path, monkeypatch: pytest.Mon
                 compiled.run({"x": np.zeros((2, 9, 3), np.float32),
                               "s": np.array(parts, np.int64) - offset})
             assert refused.value.code == "E041", parts
+
+
+@pytest.mark.parametrize("op", ["Reshape", "Expand"])
+def test_a_shape_operand_from_a_graph_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            op: str) -> None:
+    """Reshape / Expand to a shape the caller passes: refused without declared values, with a hint
+    that names --input-values; with them, each run's shape comes from the operand's values."""
+    x_shape = [4, 6] if op == "Reshape" else [1, 6]
+    model = make_model([helper.make_node(op, ["x", "s"], ["y"], name="shaped")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape),
+                        helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    path = write_model(model, tmp_path)
+    with pytest.raises(PycError) as refused:
+        pyc_cli.build(path, tmp_path / "refused")
+    assert refused.value.code == "E008" and "--input-values" in (refused.value.hint or "")
+    assert "'shaped'" in str(refused.value.where)
+    result = pyc_cli.build(path, tmp_path / "art", input_values={"s": (1, 24)})
+    poison_outputs(monkeypatch)
+    rng = np.random.default_rng()
+    shapes = [(3, 8), (24, 1), (1, 24), (2, 12)] if op == "Reshape" else [(5, 6), (1, 6), (24, 6)]
+    with pyc_cli.load(result.artifact) as compiled:
+        for shape in shapes:
+            feeds = {"x": rng.standard_normal(x_shape).astype(np.float32),
+                     "s": np.array(shape, np.int64)}
+            want = onnxruntime_outputs(path, feeds)["y"]
+            got = compiled.run(feeds)["y"]
+            assert got.shape == want.shape == shape
+            np.testing.assert_array_equal(got, want)
