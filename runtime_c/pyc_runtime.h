@@ -64,10 +64,14 @@ uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 #define PYC_TASKS_PER_THREAD 8
 #if defined(_OPENMP)
 #include <omp.h>
+/* whether a marked loop runs in a run's team (PYC_ON_TEAM): a team of two or more threads
+ * whose thread count the run set (a run inside a caller's own OpenMP team sets one thread,
+ * pyc_run_begin, and its loops stay on its thread instead of queueing tasks to that team) */
+#define PYC_IN_RUN_TEAM (omp_get_num_threads() > 1 && omp_get_max_threads() > 1)
 /* the tasks of a marked loop in the current team (one, undeferred, on a team of one) */
-#define PYC_LOOP_TASKS (omp_get_num_threads() > 1 ? PYC_TASKS_PER_THREAD * omp_get_num_threads() : 1)
+#define PYC_LOOP_TASKS (PYC_IN_RUN_TEAM ? PYC_TASKS_PER_THREAD * omp_get_num_threads() : 1)
 #define PYC_PARALLEL_FOR \
-  _Pragma("omp taskloop default(shared) num_tasks(PYC_LOOP_TASKS) if(omp_get_num_threads() > 1)")
+  _Pragma("omp taskloop default(shared) num_tasks(PYC_LOOP_TASKS) if(PYC_IN_RUN_TEAM)")
 /* `statement` (a run of the steps) on the calling thread, the team's other threads taking the
  * tasks its loops queue. A run of one thread opens no region at all: a process forked after
  * a team ran has none of its pool's threads, and libgomp waits for them in any parallel
@@ -87,7 +91,7 @@ uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
  * waking up would have read; measured: a 2-thread GEMV then often ran on one thread). */
 #if defined(_OPENMP)
 #define PYC_PARALLEL_FOR_STATIC \
-  _Pragma("omp taskloop default(shared) num_tasks(omp_get_num_threads()) if(omp_get_num_threads() > 1)")
+  _Pragma("omp taskloop default(shared) num_tasks(omp_get_num_threads()) if(PYC_IN_RUN_TEAM)")
 #else
 #define PYC_PARALLEL_FOR_STATIC
 #endif

@@ -6,6 +6,8 @@
  *   MODE contexts: every thread runs in its own context (PYC_NAME_context_run), as documented;
  *   MODE shared:   every thread calls PYC_NAME_run on the one model, which the contract
  *                  forbids (they share its arena): the sanitizer must see that race.
+ *   MODE omp:      as contexts, the threads being the caller's own OpenMP team (a run inside
+ *                  another team stays on its thread; built with -fopenmp).
  * Each thread feeds its own pseudo-random inputs; every result must equal, byte for byte, the
  * result of the same inputs run alone first. Prints "mismatches N"; exit 0 iff N == 0. */
 #include <pthread.h>
@@ -13,6 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "model.h"
 
@@ -111,11 +117,21 @@ int main(int argc, char** argv) {
     }
   }
   FN(context_destroy)(alone);
-  pthread_t ids[MAX_THREADS];
-  for (int t = 0; t < threads; ++t) pthread_create(&ids[t], NULL, thread_main, &jobs[t]);
+  if (strcmp(argv[2], "omp") == 0) {
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+    thread_main(&jobs[omp_get_thread_num()]);
+#else
+    fprintf(stderr, "mode omp needs a driver built with OpenMP\n");
+    return 2;
+#endif
+  } else {
+    pthread_t ids[MAX_THREADS];
+    for (int t = 0; t < threads; ++t) pthread_create(&ids[t], NULL, thread_main, &jobs[t]);
+    for (int t = 0; t < threads; ++t) pthread_join(ids[t], NULL);
+  }
   int mismatches = 0;
   for (int t = 0; t < threads; ++t) {
-    pthread_join(ids[t], NULL);
     mismatches += jobs[t].mismatches;
     if (jobs[t].status != 0) {
       fprintf(stderr, "thread %d: %s\n", t, FN(status_string)(jobs[t].status));

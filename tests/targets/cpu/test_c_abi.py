@@ -215,6 +215,29 @@ def test_contexts_run_concurrently_without_races_under_tsan(name: str, tmp_path:
     assert "WARNING: ThreadSanitizer: data race" in shared.stderr
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_runs_inside_the_callers_openmp_team(name: str, tmp_path: Path) -> None:
+    """Four threads of the caller's own OpenMP team, each running its own context of a model
+    built for 2 threads: each run stays on its thread (no team inside a team), ends (a run's
+    loops wait for their own tasks only), and gives byte for byte what one run alone gives."""
+    ref = REFERENCE_MODELS[name]
+    art = pyc_cli.build(ref.path, tmp_path / "art", input_shapes=ref.shapes, threads=2).artifact
+    manifest = json.loads((art / "manifest.json").read_text())
+    if OPENMP_FLAG not in manifest["toolchain"]["flags"]:
+        pytest.skip("the toolchain has no OpenMP")
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    assert compiler
+    exe = tmp_path / "driver"
+    subprocess.run([compiler, *manifest["toolchain"]["flags"],
+                    f"-DPYC_NAME={manifest['symbol_prefix']}", "-I", str(art / "src"),
+                    str(art / "src" / "model.c"), str(art / "src" / "pyc_runtime.c"),
+                    str(REPO / "tests" / "c" / "threads_driver.c"), "-o", str(exe),
+                    *manifest["toolchain"]["libraries"], "-pthread"], check=True)
+    done = subprocess.run([str(exe), str(art / "weights.bin"), "omp", "4", "5"],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "mismatches 0", done.stderr
+
+
 @pytest.mark.parametrize(("prefix", "code"), [("x; rm -rf", "E030"), ("pyc", "E030"),
                                               ("other_model", "E031")])
 def test_the_loader_binds_only_the_recorded_valid_prefix(prefix: str, code: str,
