@@ -28,6 +28,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ort_single import ort_times  # noqa: E402
+from real_models import model_feeds  # noqa: E402
 
 CHAIN_OPS = ("Relu", "BatchNormalization", "Add", "Clip", "HardSigmoid", "Mul", "Sigmoid")
 SUFFIXES = ("_nchwc", "_kernel_time")
@@ -77,14 +78,6 @@ def chain_start(model: onnx.ModelProto, ort_names: set[str]) -> dict[str, str]:
     return mapping
 
 
-def random_feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                 seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    inits = {i.name for i in model.graph.initializer}
-    return {i.name: rng.standard_normal(shapes[i.name]).astype(np.float32)
-            for i in model.graph.input if i.name not in inits}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +91,10 @@ def main() -> None:
     shapes = {name: tuple(int(d) for d in dims.split(","))
               for name, dims in (s.split("=", 1) for s in args.input_shape)}
     model = onnx.load(str(args.model), load_external_data=False)
-    feeds = random_feeds(model, shapes, seed=1)
+    inits = {i.name for i in model.graph.initializer}
+    shapes = {i.name: shapes.get(i.name) or tuple(d.dim_value for d in i.type.tensor_type.shape.dim)
+              for i in model.graph.input if i.name not in inits}
+    feeds = model_feeds(args.model, shapes, np.random.default_rng(1))
     medians, run_ms = ort_node_medians(args.model, feeds, args.threads, args.runs, args.warmup)
     start = chain_start(model, set(medians))
     ort_ms: dict[str, float] = defaultdict(float)
