@@ -1,0 +1,124 @@
+"""Models whose own tensors are bfloat16 (issue #14) on the CPU target: every case of
+tests/bf16_cases.py built and run against onnxruntime (where its CPU provider has the bfloat16
+kernel) or numpy float64 rounded to bfloat16 per op, on fresh random inputs with the output
+buffers poisoned (tolerances in bf16_cases.py: Casts and data movement bit for bit, NaN bits
+included); the reference MLP and transformer converted to bfloat16 end to end against the
+float32 model of the same weights; the artifact's ABI (bfloat16 in and out, a float32 input
+refused)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from bf16_cases import (
+    BF,
+    BF16_MODEL_RTOL,
+    CASES,
+    Bf16Case,
+    bf,
+    compare,
+    expected_outputs,
+    float32_twin,
+    mlp,
+    to_bfloat16,
+)
+from conftest import REFERENCE_MODELS
+from helpers import randomize_initializers, write_model
+
+import pyc_cli
+from pyc_cli.errors import PycError
+from pyc_cli.runtime.native import CompiledModel
+
+
+@pytest.fixture
+def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every output buffer starts as 0xFF bytes (NaN in a float, -1 in an int)."""
+    def buffers(self: CompiledModel) -> list[np.ndarray]:
+        arrays = [np.empty(spec.shape, spec.dtype) for spec in self.outputs]
+        for array in arrays:
+            array.view(np.uint8).reshape(-1)[:] = 0xFF
+        return arrays
+    monkeypatch.setattr(CompiledModel, "_output_buffers", buffers)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_bf16_case_on_the_cpu(case: Bf16Case, tmp_path: Path, rng: np.random.Generator,
+                              poisoned: None) -> None:
+    path = write_model(case.make(rng), tmp_path)
+    artifact = tmp_path / "a.pyc"
+    pyc_cli.build(path, artifact)
+    with pyc_cli.load(artifact) as model:
+        for _ in range(2):  # fresh inputs each run
+            feeds = case.feeds(rng)
+            ours = model.run(feeds)
+            of_max = case.name == "mlp"
+            compare(ours, expected_outputs(case, path, feeds), case.rtol, case.atol, of_max=of_max)
+
+
+def test_bf16_elementwise_rounds_each_op(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Add / Mul / Relu on bfloat16 compute in float32 between casts (the decision log says so),
+    and the model's rounding of each result is kept: (x * y) rounded before + z, so the output
+    differs from float32's x * y + z rounded once where that rounding matters."""
+    from bf16_cases import BF16, graph, rounded
+    from onnx import helper
+    model = graph([helper.make_node("Mul", ["x", "y"], ["m"]), helper.make_node("Add", ["m", "z"], ["a"]),
+                   helper.make_node("Relu", ["a"], ["r"])],
+                  [("x", (64, 64), BF16), ("y", (64, 64), BF16), ("z", (64, 64), BF16)], ["r"])
+    path = write_model(model, tmp_path)
+    result = pyc_cli.build(path, tmp_path / "a.pyc")
+    actions = {d.action for d in result.context.decisions}
+    assert "compute_bf16_in_f32" in actions, actions
+    with pyc_cli.load(tmp_path / "a.pyc") as compiled:
+        feeds = {k: bf(rng, 64, 64) for k in "xyz"}
+        ours = compiled.run(feeds)["r"].astype(np.float64)
+    x, y, z = (feeds[k].astype(np.float64) for k in "xyz")
+    per_op = np.maximum(rounded(rounded(x * y) + z), 0)
+    once = np.maximum(rounded(x * y + z), 0)
+    np.testing.assert_array_equal(ours, per_op)
+    assert np.any(per_op != once)  # the test can tell the two apart
+
+
+@pytest.mark.parametrize("name", ["mlp", "transformer"])  # the CNN's Conv takes bfloat16 from opset 22
+def test_reference_model_converted_to_bf16(name: str, tmp_path: Path, rng: np.random.Generator,
+                                           poisoned: None) -> None:
+    """The reference models with fresh weights converted to bfloat16 end to end (to_bfloat16)
+    against onnxruntime's float32 model of the same (bfloat16) weights on the same inputs:
+    within BF16_MODEL_RTOL of max |output|."""
+    ref = REFERENCE_MODELS[name]
+    model = to_bfloat16(randomize_initializers(onnx.load(str(ref.path)), rng))
+    path = write_model(model, tmp_path)
+    twin = float32_twin(model)
+    pyc_cli.build(path, tmp_path / "a.pyc", input_shapes=dict(ref.shapes))
+    session = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pyc_cli.load(tmp_path / "a.pyc") as compiled:
+        for _ in range(2):
+            feeds = ref.random_feeds(rng)
+            ours = compiled.run({k: v.astype(BF) if v.dtype == np.float32 else v for k, v in feeds.items()})
+            exact = {k: v.astype(BF).astype(np.float32) if v.dtype == np.float32 else v for k, v in feeds.items()}
+            names = [o.name for o in session.get_outputs()]
+            for key, value in zip(names, session.run(names, exact)):
+                assert ours[key].dtype == BF
+                scale = float(np.abs(value).max())
+                error = float(np.abs(ours[key].astype(np.float32) - value).max())
+                assert error <= BF16_MODEL_RTOL * scale, (name, key, error, scale)
+
+
+def test_bf16_abi(tmp_path: Path, rng: np.random.Generator) -> None:
+    """The manifest says bf16, the loaded model takes and returns ml_dtypes.bfloat16 arrays, a
+    float32 input is refused (PYC-E041)."""
+    path = write_model(mlp(rng), tmp_path)
+    pyc_cli.build(path, tmp_path / "a.pyc")
+    import json
+    manifest = json.loads((tmp_path / "a.pyc" / "manifest.json").read_text())
+    assert [e["dtype"] for e in manifest["inputs"]] == ["bf16"]
+    with pyc_cli.load(tmp_path / "a.pyc") as model:
+        assert [s.dtype for s in (*model.inputs, *model.outputs)] == [np.dtype(BF)] * 3
+        x = bf(rng, 16, 48)
+        assert model.run({"x": x})["y"].dtype == BF
+        with pytest.raises(PycError) as caught:
+            model.run({"x": x.astype(np.float32)})
+        assert caught.value.code == "E041"
