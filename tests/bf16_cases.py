@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 BF = ml_dtypes.bfloat16
 Feeds = dict[str, np.ndarray]
+Maker = Callable[[np.random.Generator], onnx.ModelProto]
 BF16, F32, F64, F16, I32, I64, BOOL = (TensorProto.BFLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE,
                                        TensorProto.FLOAT16, TensorProto.INT32, TensorProto.INT64,
                                        TensorProto.BOOL)
@@ -132,12 +133,12 @@ class Bf16Case:
 
 
 def one_node(op: str, inputs: list[tuple[str, tuple[int, ...], int]], out: str = "y",
-             inits: list[onnx.TensorProto] | None = None, **attrs: object) -> Callable[[np.random.Generator], onnx.ModelProto]:
+             inits: list[onnx.TensorProto] | None = None, **attrs: object) -> Maker:
     names = [n for n, _, _ in inputs] + [t.name for t in inits or []]
     return lambda rng: graph([helper.make_node(op, names, [out], **attrs)], inputs, [out], inits)
 
 
-def _cast(src: int, dst: int, shape: tuple[int, ...] = (5, 67)) -> Callable[[np.random.Generator], onnx.ModelProto]:
+def _cast(src: int, dst: int, shape: tuple[int, ...] = (5, 67)) -> Maker:
     return one_node("Cast", [("x", shape, src)], to=dst)
 
 
@@ -192,7 +193,8 @@ def _gather_pad(rng: np.random.Generator) -> onnx.ModelProto:
              helper.make_node("ScatterND", ["x", "where", "upd"], ["sc"]),
              helper.make_node("Pad", ["x", "pads", "value"], ["pc"], mode="constant"),
              helper.make_node("Pad", ["x", "pads"], ["pr"], mode="reflect")]
-    return graph(nodes, [("x", (4, 7), BF16), ("ids", (3, 2), I64), ("pos", (4, 7), I64), ("upd", (2, 7), BF16)],
+    return graph(nodes, [("x", (4, 7), BF16), ("ids", (3, 2), I64), ("pos", (4, 7), I64),
+                         ("upd", (2, 7), BF16)],
                  ["g", "gx", "ge", "sc", "pc", "pr"], [table, value, pads, where])
 
 
@@ -213,7 +215,8 @@ def _trilu_expand(rng: np.random.Generator) -> onnx.ModelProto:
 
 def _trilu_reference(feeds: Feeds) -> Feeds:
     x = feeds["x"]
-    return {"lower": np.tril(x.astype(np.float32)).astype(BF), "e": np.broadcast_to(feeds["row"], (3, 5, 6)).copy(),
+    return {"lower": np.tril(x.astype(np.float32)).astype(BF),
+            "e": np.broadcast_to(feeds["row"], (3, 5, 6)).copy(),
             "tl": np.tile(x, (2, 3))}
 
 
@@ -259,8 +262,9 @@ def _layernorm(rng: np.random.Generator) -> onnx.ModelProto:
 def mlp(rng: np.random.Generator) -> onnx.ModelProto:
     """A bfloat16 MLP: MatMul + Add + Relu, Gemm, Softmax (the MatMuls, Gemm and Softmax run in
     float32 between the casts canonicalize inserts)."""
-    w1, b1 = numpy_helper.from_array(bf(rng, 48, 32, scale=0.2), "w1"), numpy_helper.from_array(bf(rng, 32), "b1")
-    w2, b2 = numpy_helper.from_array(bf(rng, 10, 32, scale=0.2), "w2"), numpy_helper.from_array(bf(rng, 10), "b2")
+    w1 = numpy_helper.from_array(bf(rng, 48, 32, scale=0.2), "w1")
+    w2 = numpy_helper.from_array(bf(rng, 10, 32, scale=0.2), "w2")
+    b1, b2 = numpy_helper.from_array(bf(rng, 32), "b1"), numpy_helper.from_array(bf(rng, 10), "b2")
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
              helper.make_node("Relu", ["hb"], ["r"]),
              helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], transB=1),
@@ -352,46 +356,38 @@ def compare(ours: Feeds, expected: Feeds, rtol: float, atol: float, nan_bits: bo
         np.testing.assert_allclose(g, e, rtol=rtol, atol=bound, err_msg=name)
 
 
-def to_bfloat16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` converted to bfloat16: float32 inputs, outputs, initializers and Constant tensors
-    become bfloat16, Casts to float32 cast to bfloat16; shapes inferred again."""
+def _converted(model: onnx.ModelProto, src: int, dst: int, dtype: object) -> onnx.ModelProto:
+    """`model` with every `src` input, output, initializer and Constant tensor made `dst`
+    (numpy `dtype`) and Casts to `src` casting to `dst`; shapes inferred again."""
     converted = onnx.ModelProto()
     converted.CopyFrom(model)
     g = converted.graph
     for value in (*g.input, *g.output):
-        if value.type.tensor_type.elem_type == F32:
-            value.type.tensor_type.elem_type = BF16
+        if value.type.tensor_type.elem_type == src:
+            value.type.tensor_type.elem_type = dst
     del g.value_info[:]
+
+    def convert(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(dtype), tensor.name)
     for k, tensor in enumerate(g.initializer):
-        if tensor.data_type == F32:
-            g.initializer[k].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(BF), tensor.name))
+        if tensor.data_type == src:
+            g.initializer[k].CopyFrom(convert(tensor))
     for node in g.node:
         for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == F32:
-                attr.i = BF16
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == F32:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(BF), attr.t.name))
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == src:
+                attr.i = dst
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == src:
+                attr.t.CopyFrom(convert(attr.t))
     return onnx.shape_inference.infer_shapes(converted, strict_mode=True)
+
+
+def to_bfloat16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` converted to bfloat16: float32 inputs, outputs, initializers and Constant tensors
+    become bfloat16, Casts to float32 cast to bfloat16."""
+    return _converted(model, F32, BF16, BF)
 
 
 def float32_twin(model: onnx.ModelProto) -> onnx.ModelProto:
     """The float32 model of a bfloat16 one's own weights (each bfloat16 weight exactly): what its
     outputs are compared with."""
-    twin = onnx.ModelProto()
-    twin.CopyFrom(model)
-    g = twin.graph
-    for value in (*g.input, *g.output):
-        if value.type.tensor_type.elem_type == BF16:
-            value.type.tensor_type.elem_type = F32
-    del g.value_info[:]
-    for k, tensor in enumerate(g.initializer):
-        if tensor.data_type == BF16:
-            array = numpy_helper.to_array(tensor).astype(np.float32)
-            g.initializer[k].CopyFrom(numpy_helper.from_array(array, tensor.name))
-    for node in g.node:
-        for attr in node.attribute:
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == BF16:
-                attr.i = F32
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == BF16:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
-    return onnx.shape_inference.infer_shapes(twin, strict_mode=True)
+    return _converted(model, BF16, F32, np.float32)

@@ -98,7 +98,8 @@ def test_reference_model_converted_to_bf16(name: str, tmp_path: Path, rng: np.ra
         for _ in range(2):
             feeds = ref.random_feeds(rng)
             ours = compiled.run({k: v.astype(BF) if v.dtype == np.float32 else v for k, v in feeds.items()})
-            exact = {k: v.astype(BF).astype(np.float32) if v.dtype == np.float32 else v for k, v in feeds.items()}
+            exact = {k: v.astype(BF).astype(np.float32) if v.dtype == np.float32 else v
+                     for k, v in feeds.items()}
             names = [o.name for o in session.get_outputs()]
             for key, value in zip(names, session.run(names, exact)):
                 assert ours[key].dtype == BF
