@@ -320,7 +320,7 @@ CASES = [
              lambda rng: {"x": bf(rng, 5, 6), "row": bf(rng, 1, 6)}, _trilu_reference),
     Bf16Case("elementwise", "Exp", "cuda_elementwise", _ew_make,
              lambda rng: {"x": bf(rng, 6, 37), "y": bf(rng, 6, 37)}, _ew_ref, ULP_RTOL, 1e-30),
-    Bf16Case("layernorm", "LayerNormalization", "cuda_layernorm", _layernorm,
+    Bf16Case("layernorm", "LayerNormalization", "cuda_layernorm_block", _layernorm,
              lambda rng: {"x": bf(rng, 5, 48, scale=3.0)}, None, ULP_RTOL, 2.0**-8),
     Bf16Case("mlp", "MatMul", "cuda_matmul_tiled", _mlp_make, lambda rng: {"x": bf(rng, 16, 48)}, _mlp_ref,
              0.0, 2.0**-6),
