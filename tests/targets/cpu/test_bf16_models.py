@@ -123,3 +123,17 @@ def test_bf16_abi(tmp_path: Path, rng: np.random.Generator) -> None:
         with pytest.raises(PycError) as caught:
             model.run({"x": x.astype(np.float32)})
         assert caught.value.code == "E041"
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_bf16_source_is_strict_c11(compiler: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    """The bfloat16 struct, its conversions and literals are strict C11 under gcc and clang (no
+    warning under -Wall -Wextra -pedantic), for the MLP and the data-movement / Pad model."""
+    from bf16_cases import CASES as cases
+    from helpers import assert_strict_c11
+
+    for index, make in enumerate([mlp] + [c.make for c in cases if c.name == "gather_pad_scatter"]):
+        path = write_model(make(rng), tmp_path, f"m{index}.onnx")
+        pyc_cli.build(path, tmp_path / f"a{index}.pyc")
+        assert "pyc_bf16_from_float" in (tmp_path / f"a{index}.pyc" / "src" / "model.c").read_text()
+        assert_strict_c11(compiler, tmp_path / f"a{index}.pyc")
