@@ -21,6 +21,7 @@ from rich.console import Console
 from .. import __version__
 from ..errors import PycError, PycWarning
 from ..ir.symbolic import parse_input_shapes
+from ..ir.types import is_float_numpy
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
 from ..targets import DEFAULT_LAYOUT, LAYOUTS, TARGET_NAMES
@@ -500,7 +501,7 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
     feeds, drawn = {}, {}
     for spec in model.inputs:
         try:
-            if np.issubdtype(spec.dtype, np.floating):
+            if is_float_numpy(spec.dtype):
                 feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
                 drawn[spec.name] = "normal(0, 1)"
             elif spec.dtype == np.bool_:

@@ -93,6 +93,12 @@ _FROM_ONNX = {
 }
 
 
+def is_float_numpy(dtype: np.dtype | type) -> bool:
+    """Whether a numpy dtype is a floating type, ml_dtypes' bfloat16 included (numpy does not
+    count it: np.issubdtype(bfloat16, np.floating) is False)."""
+    return np.issubdtype(dtype, np.floating) or np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16)
+
+
 @dataclass(frozen=True)
 class TensorType:
     """A fully static tensor type: element type plus concrete shape."""
