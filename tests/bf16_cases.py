@@ -8,7 +8,7 @@ none, so `onnxruntime_bf16` runs a model through IO binding and reads a bfloat16
 References and tolerances:
 - onnxruntime, where its CPU provider has a bfloat16 kernel (1.32: Cast, the element-moving ops
   Transpose / Slice / Concat / Split / Reshape / Gather / GatherElements / ScatterND / Pad,
-  LayerNormalization; not Add, Mul, Relu, MatMul, Softmax, Where, Expand, Trilu, ...): Casts
+  IsNaN / IsInf / Sign, LayerNormalization; not Add, Mul, Relu, MatMul, Softmax, Where, Expand, Trilu, ...): Casts
   and data movement bit for bit (NaN bits too on the CPU; on CUDA NaN where onnxruntime has NaN:
   the GPU's cvt.rn.bf16 makes its own quiet NaN); LayerNormalization within 1 bfloat16 ulp
   (rtol 2^-7) and atol 2^-8 (onnxruntime rounds its float result once, as we do);
@@ -252,6 +252,23 @@ def _elementwise_reference(model: onnx.ModelProto) -> Callable[[Feeds], Feeds]:
     return run
 
 
+def _predicates(rng: np.random.Generator) -> onnx.ModelProto:
+    """IsNaN, IsInf (positive only) and Sign: onnxruntime has their bfloat16 kernels (float32
+    between casts here: exact). Sign reads no NaN: of NaN it is NaN here, as onnxruntime's
+    float32 kernel and ONNX's reference say, where its float16 / bfloat16 kernels give 0; of -0
+    onnxruntime's gives +0, so Sign is compared by value."""
+    nodes = [helper.make_node("IsNaN", ["x"], ["nan"]),
+             helper.make_node("IsInf", ["x"], ["inf"], detect_negative=0),
+             helper.make_node("Sign", ["s"], ["sign"])]
+    return graph(nodes, [("x", (5, 67), BF16), ("s", (5, 67), BF16)], ["nan", "inf", "sign"])
+
+
+def _predicate_feeds(rng: np.random.Generator) -> Feeds:
+    s = special_bf16(rng, 5, 67)
+    s[np.isnan(s.astype(np.float32))] = 0
+    return {"x": special_bf16(rng, 5, 67), "s": s}
+
+
 def _layernorm(rng: np.random.Generator) -> onnx.ModelProto:
     scale = numpy_helper.from_array(bf(rng, 48), "scale")
     bias = numpy_helper.from_array(bf(rng, 48), "bias")
@@ -320,6 +337,7 @@ CASES = [
              lambda rng: {"x": bf(rng, 5, 6), "row": bf(rng, 1, 6)}, _trilu_reference),
     Bf16Case("elementwise", "Exp", "cuda_elementwise", _ew_make,
              lambda rng: {"x": bf(rng, 6, 37), "y": bf(rng, 6, 37)}, _ew_ref, ULP_RTOL, 1e-30),
+    Bf16Case("predicates", "Sign", "cuda_elementwise", _predicates, _predicate_feeds, None, 1e-30),
     Bf16Case("layernorm", "LayerNormalization", "cuda_layernorm_block", _layernorm,
              lambda rng: {"x": bf(rng, 5, 48, scale=3.0)}, None, ULP_RTOL, 2.0**-8),
     Bf16Case("mlp", "MatMul", "cuda_matmul_tiled", _mlp_make, lambda rng: {"x": bf(rng, 16, 48)}, _mlp_ref,
