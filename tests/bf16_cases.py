@@ -9,8 +9,9 @@ References and tolerances:
 - onnxruntime, where its CPU provider has a bfloat16 kernel (1.32: Cast, the element-moving ops
   Transpose / Slice / Concat / Split / Reshape / Gather / GatherElements / ScatterND / Pad,
   IsNaN / IsInf / Sign, LayerNormalization; not Add, Mul, Relu, MatMul, Softmax, Where, Expand,
-  Trilu, ...): Casts and data movement bit for bit (NaN bits too on the CPU; on CUDA NaN where onnxruntime has NaN:
-  the GPU's cvt.rn.bf16 makes its own quiet NaN); LayerNormalization within 1 bfloat16 ulp
+  Trilu, ...): Casts and data movement bit for bit (NaN bits too on the CPU; on CUDA NaN
+  where onnxruntime has NaN: the GPU's cvt.rn.bf16 makes its own quiet NaN);
+  LayerNormalization within 1 bfloat16 ulp
   (rtol 2^-7) and atol 2^-8 (onnxruntime rounds its float result once, as we do);
 - numpy float64 otherwise, each op's result rounded to bfloat16 as the model stores it
   (`rounded`): elementwise programs within 1 bfloat16 ulp (rtol 2^-7: float32 exp / tanh may
