@@ -137,3 +137,25 @@ def test_bf16_source_is_strict_c11(compiler: str, tmp_path: Path, rng: np.random
         pyc_cli.build(path, tmp_path / f"a{index}.pyc")
         assert "pyc_bf16_from_float" in (tmp_path / f"a{index}.pyc" / "src" / "model.c").read_text()
         assert_strict_c11(compiler, tmp_path / f"a{index}.pyc")
+
+
+# not UINT32: out of its range the float32 path itself differs from onnxruntime (C leaves it
+# undefined; AVX-512's vcvttps2udq gives 0xffffffff), bfloat16 converts as float32 does
+@pytest.mark.parametrize("to", ["INT32", "INT64", "UINT8", "INT8"])
+def test_bf16_special_values_to_integers(to: str, tmp_path: Path, rng: np.random.Generator) -> None:
+    """bfloat16 NaN, infinities and values past the integer type's range cast as onnxruntime
+    casts them on this CPU (through float32, then as its float32 -> integer conversion: x86's
+    INT_MIN, a narrow type wrapping), bit for bit."""
+    from bf16_cases import BF16, graph, onnxruntime_bf16, special_bf16
+    from onnx import TensorProto, helper
+
+    model = graph([helper.make_node("Cast", ["x"], ["y"], to=getattr(TensorProto, to))],
+                  [("x", (5, 67), BF16)], ["y"])
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "a.pyc")
+    with pyc_cli.load(tmp_path / "a.pyc") as compiled:
+        for _ in range(2):
+            x = special_bf16(rng, 5, 67)
+            x.reshape(-1)[:6] = np.array([np.nan, np.inf, -np.inf, 3e9, -1e20, 300.0], np.float32).astype(BF)
+            feeds = {"x": x}
+            compare(compiled.run(feeds), onnxruntime_bf16(path, feeds), 0.0, 0.0)
