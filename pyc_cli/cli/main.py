@@ -558,10 +558,10 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
                    "a broken clause exits non-zero (PYC-E063) naming the decisions behind it.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=None,
               help="With --compare: relative tolerance for floating outputs (default: float32 "
-                   "1e-4, float16 2e-3, float64 1e-7; integers and bools are exact).")
+                   "1e-4, float16 2e-3, bfloat16 1.6e-2, float64 1e-7; integers and bools are exact).")
 @click.option("--atol", type=click.FloatRange(min=0), default=None,
               help="With --compare: absolute tolerance for floating outputs (default: float32 "
-                   "1e-5, float16 1e-3, float64 1e-9).")
+                   "1e-5, float16 1e-3, bfloat16 8e-3, float64 1e-9).")
 @reports_errors
 def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_path: Path | None,
         warmup: int, repeat: int | None, duration_s: float | None, as_json: bool,

@@ -159,3 +159,24 @@ def test_bf16_special_values_to_integers(to: str, tmp_path: Path, rng: np.random
             x.reshape(-1)[:6] = np.array([np.nan, np.inf, -np.inf, 3e9, -1e20, 300.0], np.float32).astype(BF)
             feeds = {"x": x}
             compare(compiled.run(feeds), onnxruntime_bf16(path, feeds), 0.0, 0.0)
+
+
+def test_compare_ort_on_bf16_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
+    """`pyc run --compare ort` runs onnxruntime on bfloat16 inputs and outputs (IO binding):
+    LayerNormalization on bfloat16 within the bfloat16 default tolerance; the reference's
+    bfloat16 arrays are onnxruntime's bits (those bf16_cases reads on its own)."""
+    from bf16_cases import CASES as cases
+    from bf16_cases import onnxruntime_bf16
+    from conftest import invoke
+
+    from pyc_cli.compare.reference import run_reference
+
+    (layernorm,) = [c for c in cases if c.name == "layernorm"]
+    path = write_model(layernorm.make(rng), tmp_path)
+    pyc_cli.build(path, tmp_path / "a.pyc")
+    code, output = invoke("run", str(tmp_path / "a.pyc"), "--random-inputs", "1", "--compare", "ort",
+                          "--model", str(path))
+    assert code == 0 and "rtol 0.016, atol 0.008" in output and "within tolerance" in output, output
+    feeds = layernorm.feeds(rng)
+    ours, theirs = run_reference(path, feeds)["y"], onnxruntime_bf16(path, feeds)["y"]
+    assert ours.dtype == BF and np.array_equal(ours.view(np.uint16), theirs.view(np.uint16))
