@@ -81,7 +81,7 @@ def _run_session(ort: ModuleType, session: object, feeds: dict[str, np.ndarray])
         shape = tuple(value.shape())
         count = int(np.prod(shape, dtype=np.int64))
         raw = (ctypes.c_uint16 * max(1, count)).from_address(value.data_ptr())
-        values.append(np.frombuffer(raw, np.uint16, count).copy().reshape(shape).view(bf16))
+        values.append(np.frombuffer(bytes(raw), np.uint16, count).copy().reshape(shape).view(bf16))
     return values
 
 
