@@ -30,6 +30,7 @@ from .ir.types import DType
 DTYPE_CODES: dict[DType, int] = {
     DType.F32: 1, DType.F64: 2, DType.F16: 3, DType.I8: 4, DType.I16: 5, DType.I32: 6,
     DType.I64: 7, DType.U8: 8, DType.BOOL: 9, DType.U16: 10, DType.U32: 11, DType.U64: 12,
+    DType.BF16: 13,
 }
 
 

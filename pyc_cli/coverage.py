@@ -75,7 +75,9 @@ def coverage_markdown(summary: dict[str, Any]) -> str:
         f"a reason-coded error, each listed with its reason in `{REJECTIONS}`. The cuda column "
         "lists the CUDA target's kernels (targets/cuda/kernels.py; cuda_generic, the last, runs "
         "the CPU kernel's body on one GPU thread: docs/cuda.md); float16 model tensors run on "
-        "the CUDA target as on the CPU (ops without a float16 path in float32 between casts).",
+        "the CUDA target as on the CPU (ops without a float16 path in float32 between casts); "
+        "bfloat16 ones on both targets too: Cast and the ops that move elements take them, "
+        "every other op computes them in float32 between casts (\"bf16 computed in f32\").",
         "",
         f"{len(registry.all_ops())} ops; {summary.get('cases_run', 0)} node test cases, "
         f"{summary.get('failed', 0)} failing.",
@@ -87,8 +89,10 @@ def coverage_markdown(summary: dict[str, Any]) -> str:
         if opdef.domain == "pyc":
             continue  # internal ops made by passes
         dtypes = ", ".join(sorted(d.value for d in opdef.dtypes))
-        if opdef.computes_f16_in_f32:
-            dtypes += " (f16 computed in f32)"
+        via = [name for name, on in (("f16", opdef.computes_f16_in_f32),
+                                     ("bf16", opdef.computes_bf16_in_f32())) if on]
+        if via:
+            dtypes += f" ({', '.join(via)} computed in f32)"
         rate, detail = _conformance(ops.get(name))
         lines.append(f"| {name} | {opdef.since}..{opdef.until} | {dtypes} | {_lowering(opdef)} "
                      f"| {_cuda(opdef)} | {rate} | {detail} |")

@@ -37,7 +37,7 @@ from .abi import io_infos
 from .errors import PycError
 from .ir.annotations import KernelChoice
 from .ir.graph import Graph, Node
-from .ir.types import DType
+from .ir.types import DType, is_float_numpy
 from .ops import registry
 from .passes.analyze_liveness import analyze_liveness
 from .passes.context import BuildOptions, PassContext
@@ -454,7 +454,7 @@ def outputs_match(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], r
         have = got[name]
         if have.shape != want.shape or have.dtype != want.dtype:
             return False
-        if not np.issubdtype(want.dtype, np.floating):
+        if not is_float_numpy(want.dtype):
             if not np.array_equal(have, want):
                 return False
             continue
@@ -510,7 +510,7 @@ def random_feeds(graph: Graph, rng: np.random.Generator) -> dict[str, np.ndarray
     feeds = {}
     for name in graph.inputs:
         spec = _spec(graph, name)
-        if np.issubdtype(spec.dtype, np.floating):
+        if is_float_numpy(spec.dtype):
             feeds[name] = rng.standard_normal(spec.shape).astype(spec.dtype)
         else:
             feeds[name] = rng.integers(0, 2, spec.shape).astype(spec.dtype)

@@ -25,7 +25,7 @@ enum pyc_status {
 enum pyc_dtype {
   PYC_DTYPE_F32 = 1, PYC_DTYPE_F64 = 2, PYC_DTYPE_F16 = 3, PYC_DTYPE_I8 = 4, PYC_DTYPE_I16 = 5,
   PYC_DTYPE_I32 = 6, PYC_DTYPE_I64 = 7, PYC_DTYPE_U8 = 8, PYC_DTYPE_BOOL = 9, PYC_DTYPE_U16 = 10,
-  PYC_DTYPE_U32 = 11, PYC_DTYPE_U64 = 12
+  PYC_DTYPE_U32 = 11, PYC_DTYPE_U64 = 12, PYC_DTYPE_BF16 = 13
 };
 
 /* The text of a status code. Exported from every model library (the codes are the same for

@@ -112,6 +112,8 @@ struct __align__(2) pyc_bf16 {
   __device__ __forceinline__ pyc_bf16& operator+=(float v) { return *this = (float)*this + v; }
   __device__ __forceinline__ pyc_bf16& operator*=(float v) { return *this = (float)*this * v; }
 };
+// a bfloat16 literal of a model's own bfloat16 value (its bits): a float, as such values are here
+#define PYC_BF16(b) __int_as_float((int)((unsigned)(b) << 16))
 // a model's own float16 / bfloat16 results, computed in float (fused programs: cuda/program.j2)
 __device__ __forceinline__ float pyc_round_f16(float v) { return pyc_f16_to_float(pyc_float_to_f16(v)); }
 __device__ __forceinline__ float pyc_round_bf16(float v) { return pyc_bf16_to_float(pyc_float_to_bf16(v)); }

@@ -21,6 +21,7 @@ from rich.console import Console
 from .. import __version__
 from ..errors import PycError, PycWarning
 from ..ir.symbolic import parse_input_shapes
+from ..ir.types import is_float_numpy
 from ..passes.context import MODES
 from ..passes.pipeline import PASS_NAMES
 from ..targets import DEFAULT_LAYOUT, LAYOUTS, TARGET_NAMES
@@ -500,7 +501,7 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
     feeds, drawn = {}, {}
     for spec in model.inputs:
         try:
-            if np.issubdtype(spec.dtype, np.floating):
+            if is_float_numpy(spec.dtype):
                 feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
                 drawn[spec.name] = "normal(0, 1)"
             elif spec.dtype == np.bool_:
@@ -557,10 +558,10 @@ def random_inputs(model: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[st
                    "a broken clause exits non-zero (PYC-E063) naming the decisions behind it.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=None,
               help="With --compare: relative tolerance for floating outputs (default: float32 "
-                   "1e-4, float16 2e-3, float64 1e-7; integers and bools are exact).")
+                   "1e-4, float16 2e-3, bfloat16 1.6e-2, float64 1e-7; integers and bools are exact).")
 @click.option("--atol", type=click.FloatRange(min=0), default=None,
               help="With --compare: absolute tolerance for floating outputs (default: float32 "
-                   "1e-5, float16 1e-3, float64 1e-9).")
+                   "1e-5, float16 1e-3, bfloat16 8e-3, float64 1e-9).")
 @reports_errors
 def run(artifact: Path, input_specs: tuple[str, ...], seed: int | None, output_path: Path | None,
         warmup: int, repeat: int | None, duration_s: float | None, as_json: bool,

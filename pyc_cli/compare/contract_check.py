@@ -12,6 +12,7 @@ import numpy as np
 from ..artifact.reader import read_manifest
 from ..artifact.source import source_model
 from ..errors import PycError
+from ..ir.types import is_float_numpy
 from ..planning.contract import Clause, Contract, broken, parse_contract
 from .metrics import compare_value
 from .per_node import read_decisions
@@ -112,7 +113,7 @@ def _norm_errors(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray
     errors = {}
     for name, got in outputs.items():
         want = np.asarray(reference[name])
-        if not np.issubdtype(want.dtype, np.floating) or want.size == 0:
+        if not is_float_numpy(want.dtype) or want.size == 0:
             continue
         wide = want.astype(np.float64)
         scale = float(np.max(np.abs(wide))) or 1.0

@@ -7,11 +7,15 @@ from typing import Any
 
 import numpy as np
 
-# (rtol, atol) per floating dtype; float16 allows about two ulps. Integers and bools are exact.
+from ..ir.types import is_float_numpy
+
+# (rtol, atol) per floating dtype; float16 and bfloat16 allow about two ulps. Integers and bools
+# are exact.
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-5),
     "float64": (1e-7, 1e-9),
     "float16": (2e-3, 1e-3),
+    "bfloat16": (1.6e-2, 8e-3),
 }
 
 
@@ -25,7 +29,7 @@ class Tolerance:
                   atol: float | None = None) -> Tolerance:
         """The default for `dtype`, with --rtol/--atol overriding it for floating types."""
         dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
+        if not is_float_numpy(dtype):
             return cls(0.0, 0.0)
         default_rtol, default_atol = DEFAULT_TOLERANCES.get(dtype.name, DEFAULT_TOLERANCES["float32"])
         return cls(default_rtol if rtol is None else rtol, default_atol if atol is None else atol)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import tempfile
 from pathlib import Path
 from types import ModuleType
 
+import ml_dtypes
 import numpy as np
 import onnx
 
@@ -44,12 +46,43 @@ def run_reference(model_path: Path, feeds: dict[str, np.ndarray],
         try:
             session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
             names = [o.name for o in session.get_outputs()]
-            values = session.run(names, feeds)
+            values = _run_session(ort, session, feeds)
         except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
             raise PycError("E044", f"onnxruntime cannot run the source model: {exc}",
                            where=str(model_path),
                            hint="check the inputs; the reference must run the model itself") from exc
     return dict(zip(names, values))
+
+
+def _run_session(ort: ModuleType, session: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Every output of `session.run`, through IO binding where an input or output is bfloat16
+    (onnxruntime's Python API neither takes nor returns bfloat16 numpy arrays: ml_dtypes')."""
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    outputs = session.get_outputs()  # type: ignore[attr-defined]
+    if all(np.asarray(v).dtype != bf16 for v in feeds.values()) and \
+            all(o.type != "tensor(bfloat16)" for o in outputs):
+        return session.run([o.name for o in outputs], feeds)  # type: ignore[attr-defined, no-any-return]
+    binding = session.io_binding()  # type: ignore[attr-defined]
+    for name, value in feeds.items():
+        value = np.ascontiguousarray(value)
+        if value.dtype == bf16:
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                value.view(np.uint16), onnx.TensorProto.BFLOAT16))
+        else:
+            binding.bind_cpu_input(name, value)
+    for output in outputs:
+        binding.bind_output(output.name, "cpu")
+    session.run_with_iobinding(binding)  # type: ignore[attr-defined]
+    values = []
+    for output, value in zip(outputs, binding.get_outputs()):
+        if output.type != "tensor(bfloat16)":
+            values.append(value.numpy())
+            continue
+        shape = tuple(value.shape())
+        count = int(np.prod(shape, dtype=np.int64))
+        raw = (ctypes.c_uint16 * max(1, count)).from_address(value.data_ptr())
+        values.append(np.frombuffer(bytes(raw), np.uint16, count).copy().reshape(shape).view(bf16))
+    return values
 
 
 def _with_outputs(model_path: Path, names: list[str], work: Path) -> str | bytes:

@@ -32,8 +32,9 @@ class DType(enum.Enum):
     U32 = "u32"
     U64 = "u64"
     BOOL = "bool"
-    # bfloat16: a storage type only (a float32 activation the CUDA target keeps in 16 bits at
-    # --precision bf16); no model value has it, so no op lists it (MODEL_DTYPES)
+    # bfloat16: a model's own tensors (issue #14: movement ops and Cast take it, every other op
+    # computes it in float32 between casts), and the CUDA target's 16-bit storage of float32
+    # activations at --precision bf16
     BF16 = "bf16"
 
     @property
@@ -79,8 +80,8 @@ _C_TYPES = {
     DType.U16: "uint16_t", DType.U32: "uint32_t", DType.U64: "uint64_t", DType.BOOL: "uint8_t",
     DType.BF16: "pyc_bf16",
 }
-# the element types a model's values may have (BF16 is a storage type of the CUDA target only)
-MODEL_DTYPES: tuple[DType, ...] = tuple(d for d in DType if d is not DType.BF16)
+# the element types a model's values may have
+MODEL_DTYPES: tuple[DType, ...] = tuple(DType)
 # 16-bit storage of float32 activations (Graph.activation_storage)
 HALF_STORAGE = (DType.F16, DType.BF16)
 _FROM_ONNX = {
@@ -88,7 +89,14 @@ _FROM_ONNX = {
     TensorProto.INT8: DType.I8, TensorProto.INT16: DType.I16, TensorProto.INT32: DType.I32,
     TensorProto.INT64: DType.I64, TensorProto.UINT8: DType.U8, TensorProto.BOOL: DType.BOOL,
     TensorProto.UINT16: DType.U16, TensorProto.UINT32: DType.U32, TensorProto.UINT64: DType.U64,
+    TensorProto.BFLOAT16: DType.BF16,
 }
+
+
+def is_float_numpy(dtype: np.dtype | type) -> bool:
+    """Whether a numpy dtype is a floating type, ml_dtypes' bfloat16 included (numpy does not
+    count it: np.issubdtype(bfloat16, np.floating) is False)."""
+    return np.issubdtype(dtype, np.floating) or np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 
@@ -41,6 +42,9 @@ UNSIGNED = (DType.U8, DType.U16, DType.U32, DType.U64)
 INTS = SIGNED + UNSIGNED
 SIGNED_NUMBERS = EW_FLOATS + SIGNED
 NUMBERS = EW_FLOATS + INTS
+# bfloat16 model values: ops that only select, convert or copy take them (Where, Cast, Expand);
+# every other op computes them in float32 between casts (OpDef.computes_bf16_in_f32)
+MOVING = NUMBERS + (DType.BOOL, DType.BF16)
 
 
 class ElementwiseOp(OpDef):
@@ -110,7 +114,7 @@ class ElementwiseOp(OpDef):
 class Where(ElementwiseOp):
     name = "Where"
     since = 9
-    dtypes = NUMBERS + (DType.BOOL,)
+    dtypes = MOVING
 
     def dtype_values(self, node: Node) -> list[str]:
         return [node.inputs[1]]
@@ -126,7 +130,7 @@ class Where(ElementwiseOp):
 class Cast(ElementwiseOp):
     name = "Cast"
     since = 6
-    dtypes = NUMBERS + (DType.BOOL,)
+    dtypes = MOVING
 
     def dtype_values(self, node: Node) -> list[str]:
         return [node.inputs[0], node.outputs[0]]
@@ -140,7 +144,13 @@ class Cast(ElementwiseOp):
                            where=f"node {node.name!r}") from None
 
     def compute(self, node: Node, inputs: list, *args: np.ndarray) -> np.ndarray:
-        return args[0]
+        # bfloat16 converts through float32 both ways, as onnxruntime's Cast does (a float64 or
+        # an integer is rounded to float32 first, then to bfloat16: not ml_dtypes' direct cast)
+        x = np.asarray(args[0])
+        to_bf16 = node.int_attr("to") == onnx.TensorProto.BFLOAT16
+        if (x.dtype == ml_dtypes.bfloat16) != to_bf16:
+            return x.astype(np.float32)
+        return x
 
 
 @register
@@ -176,7 +186,7 @@ class Expand(ElementwiseOp):
 
     name = "Expand"
     since = 8
-    dtypes = NUMBERS + (DType.BOOL,)
+    dtypes = MOVING
     static_inputs = (1,)
 
     def operands(self, node: Node) -> list[str]:

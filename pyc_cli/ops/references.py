@@ -15,22 +15,27 @@ import functools
 import string
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+_HALVES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
 
 def f16_via_f32(evaluate: Callable) -> Callable:
     """For an `evaluate` of an op whose kernels have no float16 path: float16 values run
     through the float32 kernel between casts (canonicalize inserts them), so the reference
-    computes in float32 too and rounds the results to float16."""
+    computes in float32 too and rounds the results to float16 (bfloat16 values alike)."""
 
     @functools.wraps(evaluate)
     def wrapper(self, node, inputs, *args):  # noqa: ANN001, ANN202
-        if not any(v is not None and np.asarray(v).dtype == np.float16 for v in inputs):
+        halves = [np.asarray(v).dtype for v in inputs
+                  if v is not None and np.asarray(v).dtype in _HALVES]
+        if not halves:
             return evaluate(self, node, inputs, *args)
-        wide = [v if v is None or np.asarray(v).dtype != np.float16 else np.asarray(v, np.float32)
+        wide = [v if v is None or np.asarray(v).dtype not in _HALVES else np.asarray(v, np.float32)
                 for v in inputs]
-        return [r.astype(np.float16) if r.dtype == np.float32 else r
+        return [r.astype(halves[0]) if r.dtype == np.float32 else r
                 for r in evaluate(self, node, wide, *args)]
 
     return wrapper

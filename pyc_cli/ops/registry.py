@@ -74,9 +74,25 @@ class OpDef:
         (canonicalize inserts them), as onnxruntime's CPU provider does."""
         return self.category == KERNEL and DType.F32 in self.dtypes and DType.F16 not in self.dtypes
 
+    def computes_bf16_in_f32(self, node: Node | None = None) -> bool:
+        """bfloat16 values are computed in float32 between casts (canonicalize inserts them) by
+        every op with a float32 path that does not take bfloat16 itself (`takes_bf16`):
+        elementwise ops too, so each op's result is rounded to bfloat16 as the model stores it.
+        Only Cast and the ops that move elements list BF16 (onnxruntime's CPU provider has no
+        bfloat16 arithmetic kernel either)."""
+        return self.category in (KERNEL, ELEMENTWISE) and DType.F32 in self.dtypes and \
+            not self.takes_bf16(node)
+
+    def takes_bf16(self, node: Node | None = None) -> bool:
+        """Whether the op's kernels take bfloat16 values themselves (of this `node`: a Scatter
+        reducing into its data computes, so it takes them only without a reduction)."""
+        return DType.BF16 in self.dtypes
+
     def accepts(self, dtype: DType) -> bool:
-        """Whether the op takes values of `dtype`: a declared type, or float16 via float32."""
-        return dtype in self.dtypes or (dtype is DType.F16 and self.computes_f16_in_f32)
+        """Whether the op takes values of `dtype`: a declared type, or float16 / bfloat16 via
+        float32."""
+        return dtype in self.dtypes or (dtype is DType.F16 and self.computes_f16_in_f32) or \
+            (dtype is DType.BF16 and self.category in (KERNEL, ELEMENTWISE) and DType.F32 in self.dtypes)
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         raise NotImplementedError

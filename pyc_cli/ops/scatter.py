@@ -44,6 +44,10 @@ class ScatterElements(OpDef):
     category = KERNEL
     dtypes = ALL_DTYPES
 
+    def takes_bf16(self, node: Node | None = None) -> bool:
+        """bfloat16 data is moved as it is; a reduction into it computes in float32 between casts."""
+        return node is None or _reduction(node) == "none"
+
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         data, indices, updates = (require(types, i, node) for i in range(3))
         _reduction(node)
@@ -77,6 +81,10 @@ class ScatterND(OpDef):
     since = 11
     category = KERNEL
     dtypes = ALL_DTYPES
+
+    def takes_bf16(self, node: Node | None = None) -> bool:
+        """bfloat16 data is moved as it is; a reduction into it computes in float32 between casts."""
+        return node is None or _reduction(node) == "none"
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         data, indices, updates = (require(types, i, node) for i in range(3))

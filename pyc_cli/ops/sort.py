@@ -110,7 +110,7 @@ class NonZero(OpDef):
     name = "NonZero"
     since = 9
     category = KERNEL
-    dtypes = tuple(d for d in MODEL_DTYPES if d is not DType.F16)
+    dtypes = tuple(d for d in MODEL_DTYPES if d not in (DType.F16, DType.BF16))
 
     def infer(self, node: Node, types: InTypes, values: InValues) -> list[TensorType]:
         x = require(types, 0, node)

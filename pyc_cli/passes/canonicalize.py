@@ -1,6 +1,7 @@
 """Canonicalization: rewrite the graph into the small set of forms later passes expect.
 
-- Kernels without a float16 path compute float16 values in float32, between casts.
+- Kernels without a float16 path compute float16 values in float32, between casts; every op but
+  Cast and the element-moving ones computes bfloat16 values so.
 - Identity / Dropout are removed.
 - Gemm becomes MatMul (+ Mul by alpha) (+ Add of beta*C); a constant B with transB is stored
   pre-transposed, other transposes become Transpose nodes.
@@ -383,14 +384,22 @@ def _give_outputs_own_buffers(graph: Graph, ctx: PassContext) -> None:
 def _compute_f16_in_f32(graph: Graph, ctx: PassContext) -> None:
     """Kernels without a float16 path read float32 casts of their float16 inputs and write
     float32 results that are cast back, so values keep the model's float16 rounding between
-    ops (constant weights are converted once, at compile time)."""
+    ops (constant weights are converted once, at compile time). bfloat16 values the same way
+    for every op but Cast and those that move elements (OpDef.computes_bf16_in_f32), the
+    elementwise ones included: each result is rounded to bfloat16 as the model's op stores it."""
     for node in list(graph.nodes):
-        if not registry.get(node.op).computes_f16_in_f32:
+        opdef = registry.get(node.op)
+        narrow_types = {DType.F16} if opdef.computes_f16_in_f32 else set()
+        if opdef.computes_bf16_in_f32(node):
+            narrow_types.add(DType.BF16)
+        if not narrow_types:
             continue
-        halves_in = [i for i, v in enumerate(node.inputs) if v and graph.types[v].dtype is DType.F16]
-        halves_out = [i for i, v in enumerate(node.outputs) if v and graph.types[v].dtype is DType.F16]
+        halves_in = [i for i, v in enumerate(node.inputs) if v and graph.types[v].dtype in narrow_types]
+        halves_out = [i for i, v in enumerate(node.outputs) if v and graph.types[v].dtype in narrow_types]
         if not halves_in and not halves_out:
             continue
+        kinds = sorted({graph.types[v].dtype.value for v in
+                        [node.inputs[i] for i in halves_in] + [node.outputs[i] for i in halves_out]})
         widen = [typed_node(graph, "Cast", [node.inputs[i]], f"{node.name}_in{i}_f32",
                             {"to": int(TensorProto.FLOAT)}) for i in halves_in]
         for i, cast in zip(halves_in, widen):
@@ -398,16 +407,19 @@ def _compute_f16_in_f32(graph: Graph, ctx: PassContext) -> None:
         narrow = []
         for i in halves_out:
             half = node.outputs[i]
+            dtype = graph.types[half].dtype
             node.outputs[i] = graph.fresh_name(f"{half}_f32")
             graph.types[node.outputs[i]] = TensorType(DType.F32, graph.types[half].shape)
-            narrow.append(Node("Cast", graph.fresh_name(f"{node.name}_out{i}_f16"),
-                               [node.outputs[i]], [half], {"to": int(TensorProto.FLOAT16)}))
+            narrow.append(Node("Cast", graph.fresh_name(f"{node.name}_out{i}_{dtype.value}"),
+                               [node.outputs[i]], [half], {"to": dtype.to_onnx()}))
         insert_before(graph, node, *widen)
         position = graph.nodes.index(node) + 1
         graph.nodes[position:position] = narrow
-        ctx.log(NAME, [node.name], "compute_f16_in_f32",
-                f"{node.op} has no float16 kernel: float16 operands are cast to float32 and "
-                "results back to float16", after=len(widen) + len(narrow))
+        for kind in kinds:
+            name = {"f16": "float16", "bf16": "bfloat16"}[kind]
+            ctx.log(NAME, [node.name], f"compute_{kind}_in_f32",
+                    f"{node.op} has no {name} kernel: {name} operands are cast to float32 and "
+                    f"results back to {name}", after=len(widen) + len(narrow))
 
 
 def _prepare_recurrent(graph: Graph, node: Node, ctx: PassContext, known: _Known) -> None:

@@ -24,6 +24,7 @@ from ..artifact.source import source_model
 from ..errors import PycError
 from ..ir.annotations import KernelChoice
 from ..ir.graph import Graph
+from ..ir.types import is_float_numpy
 from ..passes import latency_model as cost
 from ..passes.context import PassContext
 from ..passes.tuning import EmptyTuningDatabase, KernelSignature, kernel_signature, signature_key
@@ -340,7 +341,7 @@ def random_feeds(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in model.inputs:
-        if np.issubdtype(spec.dtype, np.floating):
+        if is_float_numpy(spec.dtype):
             feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
         elif spec.dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)

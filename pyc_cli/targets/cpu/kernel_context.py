@@ -11,6 +11,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import ml_dtypes
+import numpy as np
+
 from ...ir.ewprogram import Instr, is_literal, literal_parts, tensor_operand
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_size, dim_names
@@ -41,6 +44,7 @@ class ScalarInstr:
     attrs: dict[str, object]
     a_dtypes: list[str] = field(default_factory=list)  # each operand's dtype ("" when unknown)
     a_literal: list[bool] = field(default_factory=list)  # each operand: an inlined literal?
+    a_ctypes: list[str] = field(default_factory=list)  # each operand's C type ("" when unknown)
 
 
 @dataclass
@@ -73,6 +77,9 @@ class KernelCall:
 
 
 def c_literal(dtype: DType, value: float | int) -> str:
+    if dtype is DType.BF16:  # its bits (a C struct on the CPU, a float on CUDA: PYC_BF16)
+        bits = int(np.asarray(float(value), np.float32).astype(ml_dtypes.bfloat16).view(np.uint16))
+        return f"PYC_BF16(0x{bits:04x}u)"
     if dtype.is_float:
         number = float(value)
         if math.isnan(number):
@@ -152,15 +159,16 @@ def render_program(program: list[Instr], operand_expr: list[str], operand_types:
     wrong elements (fuzz seed 468933627); unconditional loads let it blend instead."""
     rendered: list[ScalarInstr] = []
     loaded: dict[int, str] = {}
-    local_dtypes: dict[str, str] = {}
+    local_dtypes: dict[str, DType] = {}
     for instr in program:
-        args, arg_dtypes = [], []
+        args, arg_dtypes, arg_ctypes = [], [], []
         literal_args = [is_literal(arg) for arg in instr.args]
         for arg in instr.args:
             k = tensor_operand(arg)
             if is_literal(arg):
                 args.append(c_literal(*literal_parts(arg)))
                 arg_dtypes.append(literal_parts(arg)[0].value)
+                arg_ctypes.append(literal_parts(arg)[0].c_type)
             elif k is not None:
                 if k not in loaded:
                     loaded[k] = f"in{k}_v"
@@ -169,9 +177,12 @@ def render_program(program: list[Instr], operand_expr: list[str], operand_types:
                                                 [operand_expr[k]], {}))
                 args.append(loaded[k])
                 arg_dtypes.append(operand_types[k].value)
+                arg_ctypes.append(operand_types[k].c_type)
             else:
                 args.append(acc if arg == "acc" else arg)
-                arg_dtypes.append(local_dtypes.get(arg, ""))
+                known = local_dtypes.get(arg)
+                arg_dtypes.append(known.value if known else "")
+                arg_ctypes.append(known.c_type if known else "")
         # float attributes are emitted as C literals (a NaN or infinite alpha is NAN / INFINITY,
         # not Python's "nan" / "inf", which C does not know)
         attrs: dict[str, object] = {k: c_literal(DType.F64, v) if type(v) is float else v
@@ -180,8 +191,8 @@ def render_program(program: list[Instr], operand_expr: list[str], operand_types:
             if key in attrs:
                 attrs[f"{key}_c"] = c_literal(DType.F64, float(instr.attrs[key]))  # type: ignore[arg-type]
         rendered.append(ScalarInstr(instr.dst, instr.op, instr.dtype.c_type, instr.dtype.value,
-                                    args, attrs, arg_dtypes, literal_args))
-        local_dtypes[instr.dst] = instr.dtype.value
+                                    args, attrs, arg_dtypes, literal_args, arg_ctypes))
+        local_dtypes[instr.dst] = instr.dtype
     return rendered
 
 

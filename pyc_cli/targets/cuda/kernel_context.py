@@ -67,6 +67,7 @@ def _loads_as_float(program: list[ScalarInstr]) -> None:
     "bf16") so that program.j2 rounds each to its type as the model's op stores it
     (pyc_round_f16 / pyc_round_bf16); a load of either is exact (dtype "f32")."""
     for instr in program:
+        instr.a_ctypes = ["float" if c in HALF_CTYPES else c for c in instr.a_ctypes]
         if instr.ctype in HALF_CTYPES:
             instr.ctype = "float"
             if instr.op == "Load":

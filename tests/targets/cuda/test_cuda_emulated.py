@@ -78,7 +78,7 @@ class Emulated:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = [np.ascontiguousarray(feeds[i.name]) for i in self.inputs]
-        outputs = [np.full(o.shape, np.nan if o.dtype.startswith("f") else 0, DType(o.dtype).numpy)
+        outputs = [np.full(o.shape, np.nan if o.dtype.startswith(("f", "bf")) else 0, DType(o.dtype).numpy)
                    for o in self.outputs]
         self.arena.view(np.uint8)[:] = 0xFF  # NaN in every float32 slot
         self.status[0] = 0

@@ -16,7 +16,8 @@ onnxruntime in float32 within WHOLE_MODEL_RTOL of max |output| (tf32 and fp16 5e
 At fp16 / bf16 activations are stored in 16 bits in the arena (a section checks that
 they are, and the kernels reading and writing them). Models whose own tensors are float16
 (f16_cases.py: Casts, data movement, elementwise programs, an fp16 MLP and conv net), at fp32
-and fp16, with f16_cases.py's tolerances (the last section).
+and fp16, with f16_cases.py's tolerances; bfloat16 ones (tests/bf16_cases.py and the reference MLP
+and transformer converted to bfloat16) at fp32 and bf16 (the last sections).
 The GPU architecture is the device's own (sm_80 ... sm_90), or PYC_CUDA_ARCH."""
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from attention_cases import (
     head_feeds,
     rounded_attention,
 )
+from bf16_cases import CASES as BF16_CASES
+from bf16_cases import Bf16Case
 from conftest import MODELS_DIR, REFERENCE_MODELS, ReferenceModel, onnxruntime_outputs
 from cuda_cases import CASES, Case
 from cuda_conv_cases import (
@@ -884,3 +887,45 @@ def test_reference_model_exported_in_float16_on_the_gpu(name: str, precision: st
                 assert ours[key].dtype == np.float16
                 assert_close_to_max(ours[key].astype(np.float32), value.astype(np.float32),
                                     REFERENCE_RTOL, f"{name} {key} at {precision}")
+
+
+# ---------------------------------------------------------------- bfloat16 models (tests/bf16_cases.py)
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: c.name)
+def test_bf16_model_on_the_gpu(case: Bf16Case, precision: str, tmp_path: Path,
+                               rng: np.random.Generator) -> None:
+    """A model's own bfloat16 tensors on the GPU against onnxruntime (where its CPU provider
+    has the kernel) or numpy's per-op rounded float64, with bf16_cases.py's tolerances (Casts
+    and data movement bit for bit, NaN where NaN)."""
+    from bf16_cases import compare, expected_outputs
+
+    path = write_model(case.make(rng), tmp_path)
+    built = pyc_cli.build(path, tmp_path / "bf16.pyc", target="cuda", arch=ARCH, precision=precision)
+    if precision == "fp32":
+        assert f"({case.kernel}, " in (built.artifact / "src" / "model.cu").read_text()
+    with pyc_cli.load(built.artifact) as model:
+        for _ in range(2):
+            feeds = case.feeds(rng)
+            model.poison()
+            compare(model.run(feeds), expected_outputs(case, path, feeds), case.rtol, case.atol,
+                    nan_bits=False, of_max=case.name == "mlp")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["mlp", "transformer"])
+def test_reference_model_converted_to_bf16_on_the_gpu(name: str, precision: str, tmp_path: Path,
+                                                       rng: np.random.Generator) -> None:
+    """The reference MLP and transformer converted to bfloat16 (fresh weights) against
+    onnxruntime's float32 twin within bf16_cases.BF16_MODEL_RTOL of max |output|."""
+    from test_cuda_bf16 import check_against_twin, converted_model
+
+    model, twin = converted_model(name, rng)
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "bf16.pyc", target="cuda", arch=ARCH, precision=precision,
+                  input_shapes=dict(REFERENCE_MODELS[name].shapes))
+    with pyc_cli.load(tmp_path / "bf16.pyc") as compiled:
+        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            compiled.poison()
+            return compiled.run(feeds)
+        check_against_twin(run, twin, name, rng)
