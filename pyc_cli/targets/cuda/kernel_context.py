@@ -104,11 +104,29 @@ def _reduction_threads(length: int) -> int:
 
 
 def _per_element(call: CudaCall, graph: Graph, node: Node) -> None:
+    if call.dims:  # pyc.Copy over run-time sizes (cuda_copy_dims)
+        _run_time_sizes(call, graph, node)
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
+
+
+def _run_time_sizes(call: CudaCall, graph: Graph, node: Node) -> None:
+    """A one-thread-per-element kernel over sizes read at run time (the model's dims in device
+    memory): its grid sized for the output's upper bound (threads past the run's element count
+    leave the loop at once), its loop bound and coordinates' extents C expressions over the
+    dims; it takes the status word and does nothing once an earlier kernel refused the run."""
+    call.grid = (_blocks(int(graph.types[node.outputs[0]].numel)), 1, 1)
+    call.out_numel = f"({call.out_numel})"  # type: ignore[assignment]
+    if "dims" in call.params:
+        call.params["dims"] = [f"({d})" for d in call.params["dims"]]  # type: ignore[attr-defined]
+    call.uses_status = True
 
 
 def _strided(call: CudaCall, graph: Graph, node: Node) -> None:
     """Transpose / Slice: the coalesced output dims, each with its input stride."""
+    if call.dims:  # the CPU kernel's loops over the run-time dims (in_index, base)
+        _run_time_sizes(call, graph, node)
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
     out_shape = graph.types[node.outputs[0]].shape
     dims, sets = coalesce(out_shape, [contiguous_strides(out_shape), list(call.params["in_strides"])])  # type: ignore[arg-type, call-overload]
@@ -116,6 +134,9 @@ def _strided(call: CudaCall, graph: Graph, node: Node) -> None:
 
 
 def _elementwise(call: CudaCall, graph: Graph, node: Node) -> None:
+    if call.dims:
+        _run_time_sizes(call, graph, node)
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
 
 
