@@ -628,7 +628,7 @@ GENERIC_DIMS_BODIES = frozenset({
     "topk_axis_dims", "topk_axis_runtime", "concat_blocks_dims", "gather_rows_dims",
     "gather_elements_dims", "dim_values", "memcpy_dims", "elementwise_loop_dims",
     "reduce_strided_dims", "softmax_rows_dims", "layernorm_rows_dims", "argreduce_rows_dims",
-    "matmul_naive_dims", "resize_runtime"})
+    "matmul_naive_dims", "resize_runtime", "if_select_dims", "if_select_sizes"})
 GENERIC_DIMS_PREFIX = "cuda_generic_"
 
 
