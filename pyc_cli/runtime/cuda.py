@@ -692,7 +692,7 @@ class CudaModel(CompiledModel):
             self._stage(inputs)
             self._submit()
             self._finish(inputs, outputs)
-            return self._output_shapes()
+            return self._run_shapes()
 
     def _stage(self, inputs: list[np.ndarray]) -> None:
         """The inputs into their pinned buffers, which the run's copies (or graph) read (an
@@ -717,7 +717,7 @@ class CudaModel(CompiledModel):
                           inputs):
             raise self._run_error(STATUS_SHAPE_OUT_OF_BOUNDS, inputs)
 
-    def _output_shapes(self) -> list[tuple[int, ...]] | None:
+    def _run_shapes(self) -> list[tuple[int, ...]] | None:
         """Each output's shape in the last run, from the dims it read back (None: static)."""
         if self._dims_plan is None:
             return None
@@ -833,7 +833,10 @@ class CudaModel(CompiledModel):
             plan = RunPlan(warmup=1, repeat=plan)
         arrays = self.check_feeds(feeds)
         outputs = self._output_buffers()
-        return time_calls(lambda: self._run_arrays(arrays, outputs), plan)
+
+        def run() -> None:
+            self._run_arrays(arrays, outputs)
+        return time_calls(run, plan)
 
     def time_kernels(self, feeds: Any, repeat: int, warmup: int = 3) -> list[float]:
         """Milliseconds of the kernel launches alone per run, between two CUDA events on the

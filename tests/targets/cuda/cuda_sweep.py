@@ -8,7 +8,8 @@ Outcomes per case: `pass`; `refused` (a reason-coded PycError at build time: the
 has no kernel for a node, or the op's unit rejects the case on every target; a size read
 from an input's values at entry, which the CUDA target does not read yet: PYC-E051); `fail`
 (wrong numbers, a crash, any other
-error). Shape-like inputs are bound as initializers, as conformance.py does. Without an
+error). Shape-like inputs are bound as initializers, and the values of the integer inputs fed
+declared, as conformance.py does. Without an
 argument: the ops of the generic kernel (targets/cuda/kernels.py: GENERIC_BODIES), the ops
 that decompose before kernel selection (Split, Tile, DepthToSpace, ...) and NonZero."""
 
@@ -49,11 +50,19 @@ def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult
 
     from pyc_cli.errors import PycError
 
+    import onnx
+
     start = time.perf_counter()
     result = CaseResult(case.name, list(case.ops), "pass")
     try:
+        # the values of the integer inputs fed, declared as conformance.py declares them (value
+        # dims and sizes computed from them: the CUDA target's run-time dims)
+        model = onnx.load_from_string(case.model)
+        values = conformance.declared_values(conformance.graph_input_names(model),
+                                             conformance.static_input_names(model), case)
         problem = conformance.run_data_sets(
-            case, lambda path, shapes: Emulated(path, path.parent, shapes), "pyc-cuda-sweep-")
+            case, lambda path, shapes: Emulated(path, path.parent, shapes,
+                                                input_values=values or None), "pyc-cuda-sweep-")
         if problem:
             result.outcome, result.detail = "fail", problem
     except PycError as exc:

@@ -100,6 +100,11 @@ def test_runs_match_onnxruntime_graphs_on_and_off(case: DimsCase, tmp_path: Path
         assert picks, (op, kernel, sorted({d["after"] for d in chosen.values()}))
         assert all("at run time" in d["reason"] for d in picks), picks[0]["reason"]
         assert f"{op}" in ir
+    # fixed offsets in the default mode (balanced: run-time offsets on the CPU), the arena
+    # sized for the upper bounds
+    (sizes,) = [d for d in decisions if d["action"] == "symbolic_sizes"]
+    assert sizes["reason"].startswith("fixed offsets"), sizes["reason"]
+    assert "runtime_offsets" not in json.loads((artifact / "memory_plan.json").read_text())
     source = (artifact / "src" / "model.cu").read_text()
     assert "int64_t* __restrict__ dims" in source
     feeds_list = [feeds_for(rng) for feeds_for in case.runs]

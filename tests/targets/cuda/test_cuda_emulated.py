@@ -61,8 +61,10 @@ class Emulated:
     """A model's kernels built for the CPU, with host buffers standing in for device memory."""
 
     def __init__(self, model_path: Path, work: Path, shapes: dict | None = None,  # type: ignore[type-arg]
-                 precision: str | None = None) -> None:
-        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda", precision=precision)
+                 precision: str | None = None,
+                 input_values: dict[str, tuple[float, float]] | None = None) -> None:
+        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda",
+                                   precision=precision, input_values=input_values)
         self.graph, self.target = graph, ctx.target
         # weights laid out as a build lays them (16-bit B matrices at fp16 / bf16)
         plan = ctx.artifacts["memory_plan"]
