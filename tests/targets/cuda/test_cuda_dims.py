@@ -150,6 +150,20 @@ def test_nvrtc_compiles_for_sm80(case: DimsCase, tmp_path: Path) -> None:
     assert manifest["cuda"]["arch"] == "sm_80" and (artifact / "model.cubin").stat().st_size > 0
 
 
+def test_builds_are_deterministic(tmp_path: Path) -> None:
+    """The same model and flags give byte-identical launch plans, sources, C entry points and
+    manifests (the NonZero chain, the MLP over a symbolic batch)."""
+    for case in (c for c in CASES if c.name in ("nonzero_chain", "mlp_batch")):
+        files = []
+        for run in range(2):
+            folder = tmp_path / f"{case.name}{run}"
+            folder.mkdir()
+            _, artifact = build(case, folder)
+            files.append({p.name: p.read_bytes() for p in
+                          [*sorted((artifact / "src").iterdir()), artifact / "manifest.json"]})
+        assert files[0] == files[1], case.name
+
+
 def test_static_models_have_no_dims(tmp_path: Path) -> None:
     """A static model's plan and C entry point have no dims region nor output_shape."""
     case = REFERENCE_MODELS["mlp"]
