@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ...errors import PycError
 from ...ir.graph import Graph, Node
+from ...ir.run_dims import c_size, dim_names
 from ...ops.attention import operand_offsets, operand_strides
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
@@ -153,6 +154,11 @@ def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     dims = list(p["batch"])  # type: ignore[call-overload]
     p.update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, threads=call.block[0],
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+    if call.dims:  # A's rows known at run time only: the grid above is for their upper bound
+        names = dim_names(graph)
+        p.update(M_c=f"({c_size(p['M'], names)})",  # type: ignore[arg-type]
+                 MN=f"({c_size(p['M'] * p['N'], names)})")  # type: ignore[operator]
+        call.uses_status = True
 
 
 # tensor-core GEMM tiles by tc_tile: (rows BM, columns BN, depth BK, warps along M, along N);
@@ -821,16 +827,23 @@ def _row_block(call: CudaCall, row: int, contiguous: bool) -> None:
 
 
 def _rows(call: CudaCall, graph: Graph, node: Node) -> None:
-    """Softmax: one block per (outer, inner) row of `row` elements `inner` apart."""
+    """Softmax: one block per (outer, inner) row of `row` elements `inner` apart (a row count
+    known at run time only: blocks for its upper bound, those past the run's exit)."""
     p = call.params
     _row_block(call, int(p["row"]), int(p["inner"]) == 1)  # type: ignore[call-overload]
     call.grid = (max(1, int(p["outer"]) * int(p["inner"])), 1, 1)  # type: ignore[call-overload]
+    if call.dims:
+        p["rows_c"] = f"({c_size(p['outer'] * p['inner'], dim_names(graph))})"  # type: ignore[operator]
+        call.uses_status = True
 
 
 def _layernorm(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
     _row_block(call, int(p["row"]), True)  # type: ignore[call-overload]
     call.grid = (max(1, int(p["outer"])), 1, 1)  # type: ignore[call-overload]
+    if call.dims:  # rows known at run time only, as _rows
+        p["rows_c"] = f"({c_size(p['outer'], dim_names(graph))})"  # type: ignore[arg-type]
+        call.uses_status = True
 
 
 def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:

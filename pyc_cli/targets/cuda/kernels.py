@@ -712,6 +712,43 @@ STRIDED_COPY_RUN_TIME = KernelCandidate("cuda_strided_copy_dims", "strided_copy.
                                         symbolic_dims=True)
 
 
+def _rows_dims_applies(node: Node, graph: Graph) -> bool:
+    """Softmax / LogSoftmax or LayerNormalization over a row count known at run time only, the
+    row and its stride static (the CPU's _static_rows), float32."""
+    from ...ir.symbolic import Dim
+    from ...ops import registry
+
+    if not node_has_dims(node, graph) or not float32(node, graph) or \
+            node.op not in ("Softmax", "LogSoftmax", "LayerNormalization"):
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not any(isinstance(op.get(key), Dim) for key in ("row", "inner")) and \
+        graph_numel(node, graph) < 2**30
+
+
+def _gemm_rows_dims_applies(node: Node, graph: Graph) -> bool:
+    """A float32 MatMul whose only size known at run time is A's row count M (no batch dims):
+    the tiled GEMM over the upper bound of M, reading M from the dims."""
+    from ...ir.symbolic import Dim
+    from ...ops import registry
+
+    if not node_has_dims(node, graph) or not _gemm_applies(node, graph):
+        return False
+    p = registry.get("MatMul").kernel_params(node, graph)
+    return (not list(p["batch"]) and not isinstance(p["K"], Dim)  # type: ignore[call-overload]
+            and not isinstance(p["N"], Dim) and graph_numel(node, graph) < 2**30)
+
+
+ROWS_DIMS_SOFTMAX = KernelCandidate("cuda_softmax_block_dims", "softmax.cu.j2", _rows_dims_applies,
+                                    symbolic_dims=True)
+ROWS_DIMS_LAYERNORM = KernelCandidate("cuda_layernorm_block_dims", "layernorm.cu.j2",
+                                      _rows_dims_applies, symbolic_dims=True)
+MATMUL_TILED_DIMS = KernelCandidate("cuda_matmul_tiled_dims", "matmul_tiled.cu.j2",
+                                    _gemm_rows_dims_applies, stores_once=True, tunables=GEMM_TILES,
+                                    params=_matmul_coords, takes_epilogue=True,
+                                    symbolic_dims=True)
+
+
 def with_run_time_sizes(table: dict[str, tuple[KernelCandidate, ...]]
                         ) -> dict[str, tuple[KernelCandidate, ...]]:
     """`table` with the kernels that read run-time sizes: the parallel elementwise and strided
@@ -725,6 +762,14 @@ def with_run_time_sizes(table: dict[str, tuple[KernelCandidate, ...]]
     out["pyc.Copy"] = (*out["pyc.Copy"], COPY_RUN_TIME)
     for op in ("Transpose", "Slice"):
         out[op] = (*out[op], STRIDED_COPY_RUN_TIME)
+    for op in ("Softmax", "LogSoftmax"):
+        out[op] = (*(c for c in out[op] if c.name != GENERIC), ROWS_DIMS_SOFTMAX,
+                   *(c for c in out[op] if c.name == GENERIC))
+    out["LayerNormalization"] = (*(c for c in out["LayerNormalization"] if c.name != GENERIC),
+                                 ROWS_DIMS_LAYERNORM,
+                                 *(c for c in out["LayerNormalization"] if c.name == GENERIC))
+    out["MatMul"] = (*(c for c in out["MatMul"] if c.name != GENERIC), MATMUL_TILED_DIMS,
+                     *(c for c in out["MatMul"] if c.name == GENERIC))
     for op, candidates in sorted(STATIC_KERNELS.items()):
         found = out.get(op, ())
         epilogues = bool(found) and all(c.takes_epilogue for c in found)

@@ -46,11 +46,10 @@ def default_ops() -> list[str]:
 
 def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
     """Build `case` for the CUDA target and run every data set emulated; never raises."""
+    import onnx
     from test_cuda_emulated import Emulated
 
     from pyc_cli.errors import PycError
-
-    import onnx
 
     start = time.perf_counter()
     result = CaseResult(case.name, list(case.ops), "pass")

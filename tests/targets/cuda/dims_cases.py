@@ -166,6 +166,28 @@ def _mlp_batch(folder: Path) -> Path:
     return write_model(model, folder)
 
 
+def _rows_batch_seq(folder: Path) -> Path:
+    """y = softmax(layernorm(x @ w + b)) over x [batch:1..3, seq:1..7, 16]: a batched MatMul and
+    row kernels whose row count (batch x seq) is known at run time only."""
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("LayerNormalization", ["hb", "gamma", "beta"], ["n"], axis=-1),
+             helper.make_node("Softmax", ["n"], ["y"], axis=-1)]
+    model = make_model(nodes, [_vi("x", ["batch", "seq", 16])], [_vi("y", ["batch", "seq", 12])],
+                       [init("w", rng.standard_normal((16, 12)).astype(np.float32) * 0.3),
+                        init("b", rng.standard_normal(12).astype(np.float32)),
+                        init("gamma", rng.uniform(0.5, 1.5, 12).astype(np.float32)),
+                        init("beta", rng.standard_normal(12).astype(np.float32))])
+    return write_model(model, folder)
+
+
+def _seq_feeds(batch: int, seq: int) -> FeedsFor:
+    def feeds(rng: np.random.Generator) -> Feeds:
+        return {"x": rng.standard_normal((batch, seq, 16)).astype(np.float32)}
+    return feeds
+
+
 def _batch_feeds(batch: int, width: int = 16) -> FeedsFor:
     def feeds(rng: np.random.Generator) -> Feeds:
         return {"x": rng.standard_normal((batch, width)).astype(np.float32)}
@@ -256,7 +278,11 @@ CASES = (
              input_shapes={"x": ("batch:1..6", 7)}),
     DimsCase("mlp_batch", _mlp_batch,
              (_batch_feeds(1), _batch_feeds(8), _batch_feeds(3)),
-             kernels={"MatMul": GENERIC_PREFIX + "matmul_naive_dims",
-                      "Softmax": GENERIC_PREFIX + "softmax_rows_dims"},
+             kernels={"MatMul": "cuda_matmul_tiled_dims", "Softmax": "cuda_softmax_block_dims"},
              input_shapes={"x": ("batch:1..8", 16)}),
+    DimsCase("rows_batch_seq", _rows_batch_seq,
+             (_seq_feeds(1, 1), _seq_feeds(3, 7), _seq_feeds(2, 5)),
+             kernels={"LayerNormalization": "cuda_layernorm_block_dims",
+                      "Softmax": "cuda_softmax_block_dims"},
+             input_shapes={"x": ("batch:1..3", "seq:1..7", 16)}),
 )
