@@ -857,6 +857,15 @@ def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:
     p.update(kept_dims=[shape[d] for d in kept], kept_strides=[strides[d] for d in kept],
              red_dims=[shape[d] for d in reduced], red_strides=[strides[d] for d in reduced])
     call.block = (_reduction_threads(int(p["count"])), 1, 1)  # type: ignore[call-overload]
+    if call.dims:  # blocks for the upper bounds; every size as C over the run-time dims
+        names = dim_names(graph)
+        for key in ("kept_dims", "kept_strides", "red_dims", "red_strides"):
+            p[key] = [f"({c_size(d, names)})" for d in p[key]]  # type: ignore[attr-defined]
+        p["count"] = f"({c_size(p['count'], names)})"  # type: ignore[arg-type]
+        p["outputs_c"] = f"({c_size(graph.types[node.outputs[0]].numel, names)})"
+        call.grid = (max(1, int(graph.types[node.outputs[0]].numel)), 1, 1)
+        call.uses_status = True
+        return
     call.grid = (max(1, call.out_numel), 1, 1)
 
 

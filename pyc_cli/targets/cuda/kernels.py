@@ -739,6 +739,14 @@ def _gemm_rows_dims_applies(node: Node, graph: Graph) -> bool:
             and not isinstance(p["N"], Dim) and graph_numel(node, graph) < 2**30)
 
 
+def _reduce_dims_applies(node: Node, graph: Graph) -> bool:
+    """A single-pass float32 reduction over sizes known at run time (within 32-bit indices)."""
+    return (node_has_dims(node, graph) and float32(node, graph)
+            and node.op in SINGLE_PASS_REDUCERS and graph_numel(node, graph) < 2**30)
+
+
+REDUCE_DIMS = KernelCandidate("cuda_reduce_block_dims", "reduce.cu.j2", _reduce_dims_applies,
+                              symbolic_dims=True)
 ROWS_DIMS_SOFTMAX = KernelCandidate("cuda_softmax_block_dims", "softmax.cu.j2", _rows_dims_applies,
                                     symbolic_dims=True)
 ROWS_DIMS_LAYERNORM = KernelCandidate("cuda_layernorm_block_dims", "layernorm.cu.j2",
@@ -768,6 +776,9 @@ def with_run_time_sizes(table: dict[str, tuple[KernelCandidate, ...]]
     out["LayerNormalization"] = (*(c for c in out["LayerNormalization"] if c.name != GENERIC),
                                  ROWS_DIMS_LAYERNORM,
                                  *(c for c in out["LayerNormalization"] if c.name == GENERIC))
+    for op in SINGLE_PASS_REDUCERS:
+        out[op] = (*(c for c in out[op] if c.name != GENERIC), REDUCE_DIMS,
+                   *(c for c in out[op] if c.name == GENERIC))
     out["MatMul"] = (*(c for c in out["MatMul"] if c.name != GENERIC), MATMUL_TILED_DIMS,
                      *(c for c in out["MatMul"] if c.name == GENERIC))
     for op, candidates in sorted(STATIC_KERNELS.items()):
