@@ -870,6 +870,12 @@ def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:
 
 
 def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
+    if call.dims:  # the CPU's gather_count: count, outer, axis_dim as C over the dims
+        p = call.params
+        _run_time_sizes(call, graph, node)
+        p.update(count=f"({p['count']})", axis_dim=f"({p['axis_dim']})",
+                 inner_count=f"({p['inner']} * ({p['count']}))")
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
     call.uses_status = True
 

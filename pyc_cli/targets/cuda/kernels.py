@@ -745,6 +745,24 @@ def _reduce_dims_applies(node: Node, graph: Graph) -> bool:
             and node.op in SINGLE_PASS_REDUCERS and graph_numel(node, graph) < 2**30)
 
 
+def _gather_dims_applies(node: Node, graph: Graph) -> bool:
+    """Gather over sizes known at run time whose rows (the data's elements after the axis) are
+    static (the CPU's gather_rows_dims applies), any element type it moves."""
+    from ..cpu import kernels as cpu
+
+    return (node_has_dims(node, graph) and cpu._gather_dims(node, graph)
+            and half_types(node, graph) and graph_numel(node, graph) < 2**30)
+
+
+def _gather_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The index count, outer count and axis size as C over the dims (the CPU's)."""
+    from ..cpu import kernels as cpu
+
+    return cpu._gather_count(node, graph, op)
+
+
+GATHER_DIMS = KernelCandidate("cuda_gather_dims", "gather.cu.j2", _gather_dims_applies,
+                              params=_gather_dims_params, symbolic_dims=True)
 REDUCE_DIMS = KernelCandidate("cuda_reduce_block_dims", "reduce.cu.j2", _reduce_dims_applies,
                               symbolic_dims=True)
 ROWS_DIMS_SOFTMAX = KernelCandidate("cuda_softmax_block_dims", "softmax.cu.j2", _rows_dims_applies,
@@ -776,6 +794,7 @@ def with_run_time_sizes(table: dict[str, tuple[KernelCandidate, ...]]
     out["LayerNormalization"] = (*(c for c in out["LayerNormalization"] if c.name != GENERIC),
                                  ROWS_DIMS_LAYERNORM,
                                  *(c for c in out["LayerNormalization"] if c.name == GENERIC))
+    out["Gather"] = (*out["Gather"], GATHER_DIMS)
     for op in SINGLE_PASS_REDUCERS:
         out[op] = (*(c for c in out[op] if c.name != GENERIC), REDUCE_DIMS,
                    *(c for c in out[op] if c.name == GENERIC))

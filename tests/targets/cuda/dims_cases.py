@@ -191,6 +191,26 @@ def _seq_feeds(batch: int, seq: int) -> FeedsFor:
     return feeds
 
 
+def _embedding_batch(folder: Path) -> Path:
+    """y = relu(table[ids]) over ids [batch:1..4, 3] (an embedding of a symbolic batch) and
+    z = sum of y over the batch."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["g"], axis=0),
+             helper.make_node("Relu", ["g"], ["y"]),
+             helper.make_node("ReduceSum", ["y", "zero"], ["z"], keepdims=0)]
+    model = make_model(nodes, [_vi("ids", ["batch", 3], I64)],
+                       [_vi("y", ["batch", 3, 8]), _vi("z", [3, 8])],
+                       [init("table", rng.standard_normal((10, 8)).astype(np.float32)),
+                        init("zero", np.array([0], np.int64))])
+    return write_model(model, folder)
+
+
+def _ids_feeds(batch: int) -> FeedsFor:
+    def feeds(rng: np.random.Generator) -> Feeds:
+        return {"ids": rng.integers(-10, 10, (batch, 3)).astype(np.int64)}
+    return feeds
+
+
 def _batch_feeds(batch: int, width: int = 16) -> FeedsFor:
     def feeds(rng: np.random.Generator) -> Feeds:
         return {"x": rng.standard_normal((batch, width)).astype(np.float32)}
@@ -283,6 +303,9 @@ CASES = (
              (_batch_feeds(1), _batch_feeds(8), _batch_feeds(3)),
              kernels={"MatMul": "cuda_matmul_tiled_dims", "Softmax": "cuda_softmax_block_dims"},
              input_shapes={"x": ("batch:1..8", 16)}),
+    DimsCase("embedding_batch", _embedding_batch, (_ids_feeds(1), _ids_feeds(4), _ids_feeds(2)),
+             kernels={"Gather": "cuda_gather_dims", "ReduceSum": "cuda_reduce_block_dims"},
+             input_shapes={"ids": ("batch:1..4", 3)}),
     DimsCase("rows_batch_seq", _rows_batch_seq,
              (_seq_feeds(1, 1), _seq_feeds(3, 7), _seq_feeds(2, 5)),
              kernels={"LayerNormalization": "cuda_layernorm_block_dims",
