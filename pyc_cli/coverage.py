@@ -17,9 +17,6 @@ from .targets.cpu.kernels import CPU_KERNELS
 from .targets.cuda.kernels import CUDA_KERNELS
 
 # ops whose size the CUDA target cannot have: it computes no sizes at run time
-CUDA_RUN_TIME_SIZES = {"NonZero": "none: its output size is computed at run time, which the "
-                                  "CUDA target does not do (PYC-E008)"}
-
 REJECTIONS = "tests/conformance_rejections.json"
 
 
@@ -42,14 +39,13 @@ def _cuda(opdef: OpDef) -> str:
     kernels = CUDA_KERNELS.get(name, ())
     if kernels:
         return "kernel: " + ", ".join(c.name for c in kernels)
-    if name in CUDA_RUN_TIME_SIZES:
-        return CUDA_RUN_TIME_SIZES[name]
-    category = {"elementwise": "kernel: cuda_elementwise (the fused loop)",
-                "view": "view (no code)", "shape_only": "folded at compile time (no run-time sizes)"}
+    category = {"elementwise": "kernel: cuda_elementwise (the fused loop; cuda_elementwise_dims "
+                               "over sizes known at run time)",
+                "view": "view (no code)", "shape_only": "folded at compile time"}
     if opdef.category in category:
         return category[opdef.category]
     if opdef.lowering or type(opdef).decompose is not OpDef.decompose:
-        return "as lowered for the CPU, without run-time sizes"
+        return "as lowered for the CPU"
     if not CPU_KERNELS.get(name):
         return "rewritten into other ops before kernel selection, as on the CPU"
     return "none (PYC-E008)"
@@ -73,11 +69,12 @@ def coverage_markdown(summary: dict[str, Any]) -> str:
         "PyC implements (a model's opset selects one per op; others are refused with PYC-E010). "
         f"Pass rate counts the cases PyC compiles; rejected cases are refused at build time with "
         f"a reason-coded error, each listed with its reason in `{REJECTIONS}`. The cuda column "
-        "lists the CUDA target's kernels (targets/cuda/kernels.py; cuda_generic, the last, runs "
-        "the CPU kernel's body on one GPU thread: docs/cuda.md); float16 model tensors run on "
-        "the CUDA target as on the CPU (ops without a float16 path in float32 between casts); "
-        "bfloat16 ones on both targets too: Cast and the ops that move elements take them, "
-        "every other op computes them in float32 between casts (\"bf16 computed in f32\").",
+        "lists the CUDA target's kernels (targets/cuda/kernels.py; cuda_generic runs the CPU "
+        "kernel's body on one GPU thread, and each cuda_generic_NAME runs the CPU kernel NAME, "
+        "which reads sizes known at run time only, likewise: docs/cuda.md); float16 model tensors "
+        "run on the CUDA target as on the CPU (ops without a float16 path in float32 between "
+        "casts); bfloat16 ones on both targets too: Cast and the ops that move elements take "
+        "them, every other op computes them in float32 between casts (\"bf16 computed in f32\").",
         "",
         f"{len(registry.all_ops())} ops; {summary.get('cases_run', 0)} node test cases, "
         f"{summary.get('failed', 0)} failing.",

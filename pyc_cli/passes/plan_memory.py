@@ -5,6 +5,8 @@ The figures the other modes would give are recorded too."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..errors import PycError
 from ..ir.annotations import KernelChoice
 from ..ir.graph import Graph
@@ -23,15 +25,18 @@ from .select_kernels import choose_kernel, not_repeatable, size_workspace
 NAME = "plan_memory"
 
 
-def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
-    policy, alignment = ctx.policy, ctx.options.alignment
+def plan_memory(graph: Graph, ctx: PassContext, policy: Policy | None = None) -> Graph:
+    """`policy`: the build's policy as the target plans with it (the CUDA target: fixed
+    offsets, plan_memory_fixed_offsets); the mode's by default."""
+    policy = policy or ctx.policy
+    alignment = ctx.options.alignment
     mode = policy.name
     original = graph.clone()  # the what-if figures start from the same graph
     schedule = _prepare(graph, policy, ctx, log=True)
     ctx.artifacts["liveness"] = compute_liveness(graph)
     plan = build_plan(graph, ctx.artifacts["liveness"], policy, alignment)
     if ctx.checks_determinism:
-        _check_repeatable(original, ctx, graph, plan)
+        _check_repeatable(original, ctx, graph, plan, policy)
     check_addressable(f"the activation arena ({mode})", plan.arena_bytes, "plan_memory")
     plan.schedule = schedule
     plan.what_if = _what_if(original, ctx, plan)
@@ -46,6 +51,14 @@ def plan_memory(graph: Graph, ctx: PassContext) -> Graph:
             before=plan.no_reuse_bytes, after=plan.arena_bytes,
             lower_bound_bytes=plan.lower_bound_bytes, reuse_count=plan.reuse_count)
     return graph
+
+
+def plan_memory_fixed_offsets(graph: Graph, ctx: PassContext) -> Graph:
+    """plan_memory with fixed offsets whatever the mode (a target whose launches hold every
+    address, the CUDA target: its kernels' arguments are bound once, at load). The same plan
+    for a static model; a model with symbolic or computed sizes gets every value a slot sized
+    for its upper bound, as latency_first plans it."""
+    return plan_memory(graph, ctx, replace(ctx.policy, runtime_arena=None))
 
 
 def _log_symbolic_sizes(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> None:
@@ -193,12 +206,12 @@ def _record_branch_outputs(graph: Graph, plan: MemoryPlan, ctx: PassContext) -> 
 
 
 def _check_repeatable(original: Graph, ctx: PassContext, planned: Graph,
-                      plan: MemoryPlan) -> None:
+                      plan: MemoryPlan, policy: Policy) -> None:
     """Plan a copy of the graph again: a policy whose schedule, kernels or offsets differ the
     second time would give another artifact each build (PYC-E061)."""
     replay = original.clone()
-    _prepare(replay, ctx.policy, ctx, log=False)
-    again = build_plan(replay, compute_liveness(replay), ctx.policy, ctx.options.alignment)
+    _prepare(replay, policy, ctx, log=False)
+    again = build_plan(replay, compute_liveness(replay), policy, ctx.options.alignment)
     first, second = _decided(planned, plan), _decided(replay, again)
     for key in first:
         if first[key] != second[key]:

@@ -43,10 +43,11 @@ import numpy as np
 
 from ..artifact.reader import verify_files
 from ..errors import PycError
+from ..ir.symbolic import Dim, DimBounds, DimLike, check_within, parse_dim
 from ..targets.cuda import bindings
 from ..targets.cuda.kernel_context import SPACES
 from . import tensor_maps
-from .native import STATUS_INDEX_OUT_OF_RANGE, CompiledModel, TensorSpec
+from .native import STATUS_INDEX_OUT_OF_RANGE, STATUS_SHAPE_OUT_OF_BOUNDS, CompiledModel, RunDims, TensorSpec
 from .stats import RunStats
 from .timing import RunPlan, time_calls
 
@@ -192,6 +193,10 @@ class LaunchPlan:
     # run-time Ifs: the condition bytes ({value, at: [space, offset or index]}) that launches'
     # guards ("when") test, read on the host where a launch first needs one
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    # sizes known at run time only: {at: byte offset in the status allocation, count, values:
+    # [[dim, input, element, lo, hi]] read from input data}: the model's dims (int64 each, the
+    # manifest's order), set before a run, read back after it
+    dims: dict[str, Any] | None = None
 
 
 def read_launches(root: Path, manifest: dict[str, Any]) -> LaunchPlan:
@@ -209,7 +214,8 @@ def read_launches(root: Path, manifest: dict[str, Any]) -> LaunchPlan:
         raise PycError("E030", f"the launch plan is malformed: {problem}", where=str(path),
                        hint="rebuild the artifact")
     return LaunchPlan(plan["launches"], plan.get("status_bytes", 4), plan.get("tensor_maps", []),
-                      plan.get("programmatic", False), plan.get("conditions", []))
+                      plan.get("programmatic", False), plan.get("conditions", []),
+                      plan.get("dims"))
 
 
 def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
@@ -223,6 +229,10 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
         return "its status_bytes is not a whole number of words"
     if type(plan.get("programmatic", False)) is not bool:
         return "its programmatic flag is not a boolean"
+    problem = _dims_problem(plan.get("dims"), len(manifest.get("dims", [])), status_bytes,
+                            len(manifest["inputs"]))
+    if problem:
+        return problem
     maps = plan.get("tensor_maps", [])
     if not isinstance(maps, list) or len(maps) > tensor_maps.MAX_MAPS:
         return "its tensor_maps is not a list"
@@ -270,6 +280,72 @@ def _plan_problem(plan: Any, manifest: dict[str, Any]) -> str:
                     and type(arg[1]) is int and 0 <= arg[1] < limits[arg[0]]):
                 return f"launch {index} has an argument outside the model's buffers: {arg!r}"
     return ""
+
+
+# what the entry steps compute or check before the first kernel (symbolic.EntryStep)
+ENTRY_KINDS = ("dim", "bcast", "equal", "broadcast")
+
+
+def _dims_problem(dims: Any, count: int, status_bytes: int, inputs: int) -> str:
+    """Whether the plan's dims region is malformed: present exactly where the manifest lists
+    dims, one int64 each, 8-byte aligned after the status word, inside the status allocation;
+    its value dims each a dim read from an element of an input (checked against the input's
+    size when a run reads it)."""
+    if dims is None:
+        return "the manifest lists dims and the plan has no place for them" if count else ""
+    if not (isinstance(dims, dict) and type(dims.get("at")) is int
+            and type(dims.get("count")) is int):
+        return "its dims is not {at, count}"
+    at = dims["at"]
+    if dims["count"] != count or at < 4 or at % 8 or at + 8 * count > status_bytes:
+        return "its dims region does not hold the manifest's dims inside the status words"
+    entry = dims.get("entry", [])
+    if not isinstance(entry, list) or not all(
+            isinstance(e, list) and len(e) == 5 and e[0] in ENTRY_KINDS
+            and isinstance(e[1], str) and isinstance(e[2], str) and type(e[3]) is int
+            and -1 <= e[3] < count and type(e[4]) is int for e in entry):
+        return "its entry steps are not [kind, left, right, dim, bound] within the model"
+    values = dims.get("values", [])
+    if not isinstance(values, list) or not all(
+            isinstance(v, list) and len(v) == 5 and all(type(n) is int for n in v)
+            and 0 <= v[0] < count and 0 <= v[1] < inputs and v[2] >= 0 and v[3] <= v[4]
+            for v in values):
+        return "its value dims are not [dim, input, element, lo, hi] within the model"
+    return ""
+
+
+HostStep = tuple[str, DimLike, DimLike, int, int]  # kind, left, right, dim, its upper bound
+
+
+def entry_steps(plan_dims: dict[str, Any], bounds: dict[str, DimBounds]) -> list[HostStep]:
+    """The launch plan's entry steps with their sides read back as dims over `bounds`."""
+    return [(kind, parse_dim(left, bounds), parse_dim(right, bounds), k, hi)
+            for kind, left, right, k, hi in plan_dims.get("entry", [])]
+
+
+def start_dims(start: np.ndarray, names: list[str], values: list[list[int]],
+               entry: list[HostStep], inputs: list[np.ndarray]) -> bool:
+    """A run's starting dims in `start` (the upper bounds and the input dims already there), as
+    the CPU entry point computes them (shaped_run.c.j2's run_with_dims): each value dim from
+    its input's data, within its declared values, then each entry step in order (a Reshape's
+    -1 or element count, a broadcast decided at entry). False where the run is refused (status
+    PYC_STATUS_SHAPE_OUT_OF_BOUNDS: PYC-E041)."""
+    for k, index, element, lo, hi in values:
+        flat = inputs[index].reshape(-1)
+        value = int(flat[element]) if element < flat.size else lo - 1
+        if not lo <= value <= hi:
+            return False
+        start[k] = value
+    env = {name: int(start[k]) for k, name in enumerate(names)}
+    for kind, left, right, k, hi in entry:
+        a, b = (int(d.evaluate(env)) if isinstance(d, Dim) else int(d) for d in (left, right))
+        if (kind == "dim" and (b <= 0 or a % b or a // b > hi)
+                or kind == "bcast" and a != b and 1 not in (a, b)
+                or kind == "equal" and a != b or kind == "broadcast" and a not in (1, b)):
+            return False
+        if kind in ("dim", "bcast"):
+            start[k] = env[names[k]] = a // b if kind == "dim" else (b if a == 1 else a)
+    return True
 
 
 def _guard_problem(when: Any, conditions: int) -> bool:
@@ -454,6 +530,19 @@ class CudaModel(CompiledModel):
         self.inputs = [TensorSpec.from_manifest(e) for e in manifest["inputs"]]
         self.outputs = [TensorSpec.from_manifest(e) for e in manifest["outputs"]]
         self.arena_bytes = manifest["arena_bytes"]
+        # sizes known at run time only: the dims' place in the status allocation, their order,
+        # their values when a run starts (input dims from the shapes, the rest at their upper
+        # bounds), and each output's shape over them
+        self._dims_plan = plan.dims
+        if plan.dims is not None:
+            self.run_dims = RunDims(manifest["dims"])
+            self._dim_names = [d["name"] for d in manifest["dims"]]
+            self._dim_start = np.array([d["hi"] for d in manifest["dims"]], np.int64)
+            bounds = self.run_dims.bounds
+            self._output_dims = [tuple(parse_dim(d, bounds) if isinstance(d, str) else int(d)
+                                       for d in (s.dims if s.dims is not None else s.shape))
+                                 for s in self.outputs]
+            self._entry = entry_steps(plan.dims, bounds)
         self._lock = threading.Lock()
         self._closed = False
         self._handle = None
@@ -495,6 +584,11 @@ class CudaModel(CompiledModel):
             driver("cuMemcpyHtoD", self._weights, weights.ctypes.data, weights.nbytes)
         self._status_word = buffers.device_alloc(self._status_bytes)  # then kernels' counters
         self._status_host = buffers.pinned(4)
+        if self._dims_plan is not None:  # a run's dims: set before it (pinned), read after it
+            count = self._dims_plan["count"]
+            self._dims_in = buffers.pinned(8 * count)
+            self._dims_out = buffers.pinned(8 * count)
+            self._dims_in[1].view(np.int64)[:] = self._dim_start
         # a run-time If's condition: its byte's device address, copied to pinned host memory
         self._condition_host = buffers.pinned(len(self._condition_plan)) \
             if self._condition_plan else (0, np.zeros(0, np.uint8))
@@ -589,17 +683,48 @@ class CudaModel(CompiledModel):
 
     # ------------------------------------------------------------ running
 
-    def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+    def _run_arrays(self, inputs: list[np.ndarray], outputs: list[np.ndarray]
+                    ) -> list[tuple[int, ...]] | None:
+        """Run on the arrays; with sizes known at run time only, the outputs' actual shapes
+        (None: static)."""
         with self._lock:
             self._check_open()
             self._stage(inputs)
             self._submit()
             self._finish(inputs, outputs)
+            return self._run_shapes()
 
     def _stage(self, inputs: list[np.ndarray]) -> None:
-        """The inputs into their pinned buffers, which the run's copies (or graph) read."""
+        """The inputs into their pinned buffers, which the run's copies (or graph) read (an
+        input of symbolic dims dense at its actual shape, at the front of its buffer), and the
+        run's starting dims: each input dim from the shapes (check_feeds has checked them),
+        the value dims and entry steps (start_dims: PYC-E041 where they refuse the run), every
+        dim a kernel computes at its upper bound."""
         for array, (_device, _pinned, view) in zip(inputs, self._in):
-            view[:] = array.reshape(-1).view(np.uint8)
+            view[:array.nbytes] = array.reshape(-1).view(np.uint8)
+        if self._dims_plan is None or self.run_dims is None:
+            return
+        env: dict[str, int] = {}
+        for spec, array in zip(self.inputs, inputs):
+            if spec.dims is not None:
+                check_within(spec.name, self.run_dims.input_dims(spec), array.shape, env)
+        start = self._dims_in[1].view(np.int64)
+        start[:] = self._dim_start
+        for k, name in enumerate(self._dim_names):
+            if name in env:
+                start[k] = env[name]
+        if not start_dims(start, self._dim_names, self._dims_plan.get("values", []), self._entry,
+                          inputs):
+            raise self._run_error(STATUS_SHAPE_OUT_OF_BOUNDS, inputs)
+
+    def _run_shapes(self) -> list[tuple[int, ...]] | None:
+        """Each output's shape in the last run, from the dims it read back (None: static)."""
+        if self._dims_plan is None:
+            return None
+        dims = self._dims_out[1].view(np.int64)
+        env = {name: int(dims[k]) for k, name in enumerate(self._dim_names)}
+        return [tuple(d.evaluate(env) if isinstance(d, Dim) else int(d) for d in shape)
+                for shape in self._output_dims]
 
     def _submit(self) -> None:
         """A run's device work on the stream, segment by segment (Segment): each replayed as
@@ -647,6 +772,9 @@ class CudaModel(CompiledModel):
         driver, stream = self._driver, self._stream
         if segment.first:
             driver("cuMemsetD32Async", self._status_word, 0, 1, stream)
+            if self._dims_plan is not None:  # the run's starting dims (_stage wrote them)
+                driver("cuMemcpyHtoDAsync", self._status_word + self._dims_plan["at"],
+                       self._dims_in[0], 8 * self._dims_plan["count"], stream)
             for spec, (device, pinned, _view) in zip(self.inputs, self._in):
                 if _nbytes(spec):
                     driver("cuMemcpyHtoDAsync", device, pinned, _nbytes(spec), stream)
@@ -659,6 +787,10 @@ class CudaModel(CompiledModel):
                 if _nbytes(spec):
                     driver("cuMemcpyDtoHAsync", pinned, device, _nbytes(spec), stream)
             driver("cuMemcpyDtoHAsync", self._status_host[0], self._status_word, 4, stream)
+            if self._dims_plan is not None:  # the outputs' shapes are over these
+                driver("cuMemcpyDtoHAsync", self._dims_out[0],
+                       self._status_word + self._dims_plan["at"], 8 * self._dims_plan["count"],
+                       stream)
 
     def _launch_all(self, indices: tuple[int, ...] | None = None) -> None:
         """The kernels (`indices`, else every one) in schedule order on the model's stream (the
@@ -686,6 +818,8 @@ class CudaModel(CompiledModel):
             array.reshape(-1).view(np.uint8)[:] = view
 
     def _status(self, status: int) -> str:
+        if status == STATUS_SHAPE_OUT_OF_BOUNDS:
+            return "a size computed during the run exceeds its bound"
         return "an index is out of range" if status == STATUS_INDEX_OUT_OF_RANGE \
             else f"kernel status {status}"
 
@@ -699,7 +833,10 @@ class CudaModel(CompiledModel):
             plan = RunPlan(warmup=1, repeat=plan)
         arrays = self.check_feeds(feeds)
         outputs = self._output_buffers()
-        return time_calls(lambda: self._run_arrays(arrays, outputs), plan)
+
+        def run() -> None:
+            self._run_arrays(arrays, outputs)
+        return time_calls(run, plan)
 
     def time_kernels(self, feeds: Any, repeat: int, warmup: int = 3) -> list[float]:
         """Milliseconds of the kernel launches alone per run, between two CUDA events on the

@@ -41,11 +41,28 @@ class TensorSpec:
                    None if dims is None else tuple(dims))
 
 
-class ShapedFunctions:
+class RunDims:
+    """A model's dims (the manifest's `dims`): their bounds by name, those computed at run time,
+    and each input's dims as built (what check_feeds binds an input's shape to)."""
+
+    def __init__(self, dims: list[dict[str, Any]]) -> None:
+        self.bounds = {d["name"]: DimBounds(d["name"], d["lo"], d["hi"], d.get("computed", ""))
+                       for d in dims}
+        # sizes computed at run time (issue #15, point 2): a run may exceed their bounds
+        self.computed = sorted(d.name for d in self.bounds.values() if d.computed)
+
+    def input_dims(self, spec: TensorSpec) -> tuple[DimLike, ...]:
+        """An input's dims as built: numbers, and its named dims with their bounds."""
+        assert spec.dims is not None
+        return tuple(parse_dim(d, self.bounds) if isinstance(d, str) else d for d in spec.dims)
+
+
+class ShapedFunctions(RunDims):
     """The entry points of a model with symbolic dims (model.h: NAME_context_run_shaped,
     NAME_output_shape), and its dims' bounds by name (the manifest's `dims`)."""
 
     def __init__(self, addresses: dict[str, int], dims: list[dict[str, Any]]) -> None:
+        super().__init__(dims)
         int64_p = ctypes.POINTER(ctypes.c_int64)
         pointer_array = ctypes.POINTER(ctypes.c_void_p)
         self.run_shaped = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p,
@@ -53,8 +70,6 @@ class ShapedFunctions:
                                            pointer_array)(addresses["context_run_shaped"])
         self.output_shape = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                              int64_p)(addresses["output_shape"])
-        self.bounds = {d["name"]: DimBounds(d["name"], d["lo"], d["hi"], d.get("computed", ""))
-                       for d in dims}
         # NAME_context_arena_used: only a plan with run-time offsets exports it
         used = addresses.get("context_arena_used")
         self.arena_used = None if used is None else ctypes.CFUNCTYPE(
@@ -63,13 +78,6 @@ class ShapedFunctions:
         trim = addresses.get(TRIM_ENTRY_POINT)
         self.trim = None if trim is None else ctypes.CFUNCTYPE(
             ctypes.c_int64, ctypes.c_void_p)(trim)
-        # sizes computed at run time (issue #15, point 2): a run may exceed their bounds
-        self.computed = sorted(d.name for d in self.bounds.values() if d.computed)
-
-    def input_dims(self, spec: TensorSpec) -> tuple[DimLike, ...]:
-        """An input's dims as built: numbers, and its named dims with their bounds."""
-        assert spec.dims is not None
-        return tuple(parse_dim(d, self.bounds) if isinstance(d, str) else d for d in spec.dims)
 
 
 # the entry points only a model with symbolic dims exports
@@ -206,6 +214,8 @@ class CompiledModel:
     _replacement: CompiledModel | None = None
     # a model with symbolic dims: its shaped entry points (None: static shapes)
     shaped: ShapedFunctions | None = None
+    # ... or, on a target without them (CUDA: runtime/cuda.py), its dims alone
+    run_dims: RunDims | None = None
     # an artifact with shape buckets: which plan each run goes to (runtime/buckets.py)
     buckets: BucketDispatch | None = None
     # PYC_TELEMETRY: records each run's shapes, plan and time (pyc_cli/telemetry.py)
@@ -331,9 +341,10 @@ class CompiledModel:
             array = feeds[spec.name]
             if type(array) is not np.ndarray or not array.flags.c_contiguous:
                 array = np.asarray(array, order="C")
-            if self.shaped is not None and spec.dims is not None and array.dtype == spec.dtype:
+            dims = self.shaped or self.run_dims
+            if dims is not None and spec.dims is not None and array.dtype == spec.dtype:
                 try:  # any shape within the dims' bounds, agreeing with the other inputs
-                    check_within(spec.name, self.shaped.input_dims(spec), array.shape, env)
+                    check_within(spec.name, dims.input_dims(spec), array.shape, env)
                 except PycError as error:
                     self.stats.guard_miss_count += 1
                     raise PycError(error.code, error.what, where=f"input {spec.name!r}",
@@ -472,7 +483,8 @@ class CompiledModel:
     def _run_error(self, status: int, inputs: list[np.ndarray]) -> PycError:
         """E042 with the kernel's status; an index out of range is traced back to the input,
         node, value and valid range when an input holds it (E048)."""
-        if status == STATUS_SHAPE_OUT_OF_BOUNDS and self.shaped is not None and self.shaped.computed:
+        dims = self.shaped or self.run_dims
+        if status == STATUS_SHAPE_OUT_OF_BOUNDS and dims is not None and dims.computed:
             return PycError("E041", f"model run refused: {self._status(status)}",
                             hint="a size computed at run time from input values exceeds the bound "
                             "the model was built for (pyc explain lists the dims; rebuild with "

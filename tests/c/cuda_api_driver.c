@@ -6,7 +6,9 @@
  * Usage: cuda_api_driver ARTIFACT INPUTS OUTPUTS RUNS
  *   INPUTS: the inputs' bytes, concatenated in manifest order; OUTPUTS: written likewise.
  * Runs RUNS times (the outputs of every run must be the same bytes), prints "status N" of the
- * last run and exits 0 iff every call returned 0 and the runs agreed. */
+ * last run and exits 0 iff every call returned 0 and the runs agreed. A model with sizes known
+ * at run time only, compiled with -DPYC_OUTPUT_RANKS='{r0, r1, ...}' (each output's rank),
+ * also prints "shape O d0 d1 ..." of each output O after the last run (NAME_cuda_output_shape). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +73,16 @@ int main(int argc, char** argv) {
       else differ |= memcmp(first[o], outputs[o], FN(cuda_output_bytes)(o)) != 0;
     }
   }
+#ifdef PYC_OUTPUT_RANKS
+  static const int ranks[] = PYC_OUTPUT_RANKS;
+  for (int o = 0; status == 0 && o < n_out; ++o) {
+    long long shape[16];
+    if (FN(cuda_output_shape)(model, o, shape) != 0) return 1;
+    printf("shape %d", o);
+    for (int d = 0; d < ranks[o]; ++d) printf(" %lld", shape[d]);
+    printf("\n");
+  }
+#endif
   FN(cuda_destroy)(model);
   printf("status %d\n", status);
   FILE* f = fopen(argv[3], "wb");

@@ -484,3 +484,21 @@ def test_a_shape_operand_from_a_graph_input(tmp_path: Path, monkeypatch: pytest.
             got = compiled.run(feeds)["y"]
             assert got.shape == want.shape == shape
             np.testing.assert_array_equal(got, want)
+
+
+def test_an_empty_mean_over_a_computed_count_is_zero(tmp_path: Path) -> None:
+    """ReduceMean over NonZero's count (0 for an all-zero input): 0 as onnxruntime gives (the
+    empty sum), not 0 / 0; a non-empty mean divides by the run's count."""
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
+             helper.make_node("Cast", ["idx"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f"], ["m"], axes=[1], keepdims=0)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])],
+                       [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2])])
+    path = write_model(model, tmp_path)
+    pyc_cli.build(path, tmp_path / "art")
+    rng = np.random.default_rng()
+    with pyc_cli.load(tmp_path / "art") as compiled:
+        for x in (np.zeros((4, 5), np.float32),
+                  (rng.standard_normal((4, 5)) * (rng.random((4, 5)) < 0.5)).astype(np.float32)):
+            want = onnxruntime_outputs(path, {"x": x})["m"]
+            np.testing.assert_allclose(compiled.run({"x": x})["m"], want, rtol=1e-6, atol=1e-6)

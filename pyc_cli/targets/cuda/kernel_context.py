@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ...errors import PycError
 from ...ir.graph import Graph, Node
+from ...ir.run_dims import c_size, dim_names
 from ...ops.attention import operand_offsets, operand_strides
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
@@ -105,11 +106,29 @@ def _reduction_threads(length: int) -> int:
 
 
 def _per_element(call: CudaCall, graph: Graph, node: Node) -> None:
+    if call.dims:  # pyc.Copy over run-time sizes (cuda_copy_dims)
+        _run_time_sizes(call, graph, node)
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
+
+
+def _run_time_sizes(call: CudaCall, graph: Graph, node: Node) -> None:
+    """A one-thread-per-element kernel over sizes read at run time (the model's dims in device
+    memory): its grid sized for the output's upper bound (threads past the run's element count
+    leave the loop at once), its loop bound and coordinates' extents C expressions over the
+    dims; it takes the status word and does nothing once an earlier kernel refused the run."""
+    call.grid = (_blocks(int(graph.types[node.outputs[0]].numel)), 1, 1)
+    call.out_numel = f"({call.out_numel})"  # type: ignore[assignment]
+    if "dims" in call.params:
+        call.params["dims"] = [f"({d})" for d in call.params["dims"]]  # type: ignore[attr-defined]
+    call.uses_status = True
 
 
 def _strided(call: CudaCall, graph: Graph, node: Node) -> None:
     """Transpose / Slice: the coalesced output dims, each with its input stride."""
+    if call.dims:  # the CPU kernel's loops over the run-time dims (in_index, base)
+        _run_time_sizes(call, graph, node)
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
     out_shape = graph.types[node.outputs[0]].shape
     dims, sets = coalesce(out_shape, [contiguous_strides(out_shape), list(call.params["in_strides"])])  # type: ignore[arg-type, call-overload]
@@ -117,6 +136,9 @@ def _strided(call: CudaCall, graph: Graph, node: Node) -> None:
 
 
 def _elementwise(call: CudaCall, graph: Graph, node: Node) -> None:
+    if call.dims:
+        _run_time_sizes(call, graph, node)
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
 
 
@@ -133,6 +155,11 @@ def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     dims = list(p["batch"])  # type: ignore[call-overload]
     p.update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, threads=call.block[0],
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+    if call.dims:  # A's rows known at run time only: the grid above is for their upper bound
+        names = dim_names(graph)
+        p.update(M_c=f"({c_size(p['M'], names)})",  # type: ignore[arg-type]
+                 MN=f"({c_size(p['M'] * p['N'], names)})")  # type: ignore[operator]
+        call.uses_status = True
 
 
 # tensor-core GEMM tiles by tc_tile: (rows BM, columns BN, depth BK, warps along M, along N);
@@ -801,16 +828,23 @@ def _row_block(call: CudaCall, row: int, contiguous: bool) -> None:
 
 
 def _rows(call: CudaCall, graph: Graph, node: Node) -> None:
-    """Softmax: one block per (outer, inner) row of `row` elements `inner` apart."""
+    """Softmax: one block per (outer, inner) row of `row` elements `inner` apart (a row count
+    known at run time only: blocks for its upper bound, those past the run's exit)."""
     p = call.params
     _row_block(call, int(p["row"]), int(p["inner"]) == 1)  # type: ignore[call-overload]
     call.grid = (max(1, int(p["outer"]) * int(p["inner"])), 1, 1)  # type: ignore[call-overload]
+    if call.dims:
+        p["rows_c"] = f"({c_size(p['outer'] * p['inner'], dim_names(graph))})"  # type: ignore[operator]
+        call.uses_status = True
 
 
 def _layernorm(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
     _row_block(call, int(p["row"]), True)  # type: ignore[call-overload]
     call.grid = (max(1, int(p["outer"])), 1, 1)  # type: ignore[call-overload]
+    if call.dims:  # rows known at run time only, as _rows
+        p["rows_c"] = f"({c_size(p['outer'], dim_names(graph))})"  # type: ignore[arg-type]
+        call.uses_status = True
 
 
 def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:
@@ -824,10 +858,25 @@ def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:
     p.update(kept_dims=[shape[d] for d in kept], kept_strides=[strides[d] for d in kept],
              red_dims=[shape[d] for d in reduced], red_strides=[strides[d] for d in reduced])
     call.block = (_reduction_threads(int(p["count"])), 1, 1)  # type: ignore[call-overload]
+    if call.dims:  # blocks for the upper bounds; every size as C over the run-time dims
+        names = dim_names(graph)
+        for key in ("kept_dims", "kept_strides", "red_dims", "red_strides"):
+            p[key] = [f"({c_size(d, names)})" for d in p[key]]  # type: ignore[attr-defined]
+        p["count"] = f"({c_size(p['count'], names)})"  # type: ignore[arg-type]
+        p["outputs_c"] = f"({c_size(graph.types[node.outputs[0]].numel, names)})"
+        call.grid = (max(1, int(graph.types[node.outputs[0]].numel)), 1, 1)
+        call.uses_status = True
+        return
     call.grid = (max(1, call.out_numel), 1, 1)
 
 
 def _gather(call: CudaCall, graph: Graph, node: Node) -> None:
+    if call.dims:  # the CPU's gather_count: count, outer, axis_dim as C over the dims
+        p = call.params
+        _run_time_sizes(call, graph, node)
+        p.update(count=f"({p['count']})", axis_dim=f"({p['axis_dim']})",
+                 inner_count=f"({p['inner']} * ({p['count']}))")
+        return
     call.grid = (_blocks(call.out_numel), 1, 1)
     call.uses_status = True
 

@@ -614,6 +614,204 @@ def _each(ops: tuple[str, ...], *candidates: KernelCandidate) -> dict[str, tuple
     return {op: candidates for op in ops}
 
 
+# ---------------------------------------------------------------- run-time sizes (issue #14, #15)
+
+# The CPU target's kernels that read the model's run-time dims (symbolic input dims, sizes a
+# node computes during the run: NonZero's count, Range to an input's value, TopK with K from a
+# tensor, ...), run by the generic kernel as it runs GENERIC_BODIES, with the dims array in
+# device memory (the model's dims region: target.py, after the status words). Those that write
+# a dim (writes_dims) store it there, and every later kernel reads it. Only CPU candidates of
+# portable C are named (no packed weights, no vector intrinsics).
+GENERIC_DIMS_BODIES = frozenset({
+    "nonzero_count", "range_dims", "range_runtime", "slice_runtime", "strided_copy_dims",
+    "pad_runtime", "tile_runtime", "split_runtime", "topk_rows_dims", "topk_runtime",
+    "topk_axis_dims", "topk_axis_runtime", "concat_blocks_dims", "gather_rows_dims",
+    "gather_elements_dims", "dim_values", "memcpy_dims", "elementwise_loop_dims",
+    "reduce_strided_dims", "softmax_rows_dims", "layernorm_rows_dims", "argreduce_rows_dims",
+    "matmul_naive_dims", "resize_runtime", "if_select_dims", "if_select_sizes"})
+GENERIC_DIMS_PREFIX = "cuda_generic_"
+
+
+def node_has_dims(node: Node, graph: Graph) -> bool:
+    """A shape of the node's inputs or outputs holds a symbolic (or computed) dim."""
+    from ...ir.symbolic import has_dims
+
+    return any(has_dims(graph.types[v].shape) for v in (*node.inputs, *node.outputs)
+               if v and v in graph.types)
+
+
+def generic_dims(cpu: KernelCandidate, any_node: bool) -> GenericCandidate:
+    """The generic kernel over `cpu`, a CPU kernel that reads (and, writes_dims, writes) the
+    run-time dims: named cuda_generic_<cpu's name>. It applies where `cpu` does, to plain
+    element types, and only to a node whose shapes hold a dim unless `any_node` (an op with no
+    other CUDA kernel: pyc.DimValues), so static nodes keep their kernels."""
+    def applies(node: Node, graph: Graph) -> bool:
+        return ((any_node or node_has_dims(node, graph)) and cpu.is_applicable(node, graph)
+                and plain_types(node, graph) and not node.ann.prologue
+                and (cpu.takes_epilogue or not node.ann.epilogue))
+
+    def params(node: Node, graph: Graph, op_params: Params) -> Params:
+        return {**cpu.template_params(node, graph, op_params), "cpu_template": cpu.template,
+                "cpu_kernel": cpu.name, "restrict_pointers": cpu.restrict_pointers}
+
+    def why(node: Node, graph: Graph) -> str:
+        verb = "computes and writes" if cpu.writes_dims else "reads"
+        return (f"{verb} sizes known at run time only (the dims in device memory): the generic "
+                f"kernel runs the CPU target's {cpu.name} on one GPU thread")
+
+    return GenericCandidate(GENERIC_DIMS_PREFIX + cpu.name, "generic.cu.j2", applies,
+                            workspace=cpu.workspace, takes_epilogue=cpu.takes_epilogue,
+                            workspace_fixed=cpu.workspace_fixed, params=params, why=why,
+                            symbolic_dims=True, writes_dims=cpu.writes_dims, cpu=cpu)
+
+
+def graph_numel(node: Node, graph: Graph) -> int:
+    """The most elements (upper bounds) of any of the node's values."""
+    return max(int(graph.types[v].numel) for v in (*node.inputs, *node.outputs) if v)
+
+
+def _elementwise_dims_applies(node: Node, graph: Graph) -> bool:
+    """A fused elementwise program over run-time sizes, plain types, every size within 32-bit
+    indices, and no size computed earlier in the run that the kernel must check against the
+    output's (the CPU body's run_checks: the generic kernel takes those)."""
+    from ...ir.symbolic import Dim, known_at_entry
+
+    if not node_has_dims(node, graph) or not plain_types(node, graph):
+        return False
+    out = graph.types[node.outputs[0]].shape
+    late = any(isinstance(d, Dim) and d != o and not known_at_entry([d])
+               for v in node.inputs for d, o in zip(reversed(graph.types[v].shape), reversed(out)))
+    return not late and graph_numel(node, graph) < 2**30
+
+
+def _strided_dims_applies(node: Node, graph: Graph) -> bool:
+    """Transpose, or Slice with constant ranges, over run-time sizes (the CPU's
+    strided_copy_dims applies), plain or 16-bit elements moved as they are."""
+    from ..cpu import kernels as cpu
+
+    return (node_has_dims(node, graph) and cpu.STRIDED_COPY_DIMS.is_applicable(node, graph)
+            and half_types(node, graph) and graph_numel(node, graph) < 2**30)
+
+
+def _strided_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The CPU kernel's loop bounds, first element and input index over the dims (C)."""
+    from ..cpu import kernels as cpu
+
+    return cpu.STRIDED_COPY_DIMS.template_params(node, graph, op)
+
+
+# one thread per element over a grid sized for the upper bounds: threads past the run's sizes
+# exit at once (the loop bounds are read from the dims in device memory)
+ELEMENTWISE_DIMS = KernelCandidate("cuda_elementwise_dims", "elementwise.cu.j2",
+                                   _elementwise_dims_applies, symbolic_dims=True)
+COPY_RUN_TIME = KernelCandidate("cuda_copy_dims", "copy.cu.j2",
+                                lambda n, g: node_has_dims(n, g) and half_types(n, g)
+                                and graph_numel(n, g) < 2**30, symbolic_dims=True)
+STRIDED_COPY_RUN_TIME = KernelCandidate("cuda_strided_copy_dims", "strided_copy.cu.j2",
+                                        _strided_dims_applies, params=_strided_dims_params,
+                                        symbolic_dims=True)
+
+
+def _rows_dims_applies(node: Node, graph: Graph) -> bool:
+    """Softmax / LogSoftmax or LayerNormalization over a row count known at run time only, the
+    row and its stride static (the CPU's _static_rows), float32."""
+    from ...ir.symbolic import Dim
+    from ...ops import registry
+
+    if not node_has_dims(node, graph) or not float32(node, graph) or \
+            node.op not in ("Softmax", "LogSoftmax", "LayerNormalization"):
+        return False
+    op = registry.get(node.op).kernel_params(node, graph)
+    return not any(isinstance(op.get(key), Dim) for key in ("row", "inner")) and \
+        graph_numel(node, graph) < 2**30
+
+
+def _gemm_rows_dims_applies(node: Node, graph: Graph) -> bool:
+    """A float32 MatMul whose only size known at run time is A's row count M (no batch dims):
+    the tiled GEMM over the upper bound of M, reading M from the dims."""
+    from ...ir.symbolic import Dim
+    from ...ops import registry
+
+    if not node_has_dims(node, graph) or not _gemm_applies(node, graph):
+        return False
+    p = registry.get("MatMul").kernel_params(node, graph)
+    return (not list(p["batch"]) and not isinstance(p["K"], Dim)  # type: ignore[call-overload]
+            and not isinstance(p["N"], Dim) and graph_numel(node, graph) < 2**30)
+
+
+def _reduce_dims_applies(node: Node, graph: Graph) -> bool:
+    """A single-pass float32 reduction over sizes known at run time (within 32-bit indices)."""
+    return (node_has_dims(node, graph) and float32(node, graph)
+            and node.op in SINGLE_PASS_REDUCERS and graph_numel(node, graph) < 2**30)
+
+
+def _gather_dims_applies(node: Node, graph: Graph) -> bool:
+    """Gather over sizes known at run time whose rows (the data's elements after the axis) are
+    static (the CPU's gather_rows_dims applies), any element type it moves."""
+    from ..cpu import kernels as cpu
+
+    return (node_has_dims(node, graph) and cpu._gather_dims(node, graph)
+            and half_types(node, graph) and graph_numel(node, graph) < 2**30)
+
+
+def _gather_dims_params(node: Node, graph: Graph, op: Params) -> Params:
+    """The index count, outer count and axis size as C over the dims (the CPU's)."""
+    from ..cpu import kernels as cpu
+
+    return cpu._gather_count(node, graph, op)
+
+
+GATHER_DIMS = KernelCandidate("cuda_gather_dims", "gather.cu.j2", _gather_dims_applies,
+                              params=_gather_dims_params, symbolic_dims=True)
+REDUCE_DIMS = KernelCandidate("cuda_reduce_block_dims", "reduce.cu.j2", _reduce_dims_applies,
+                              symbolic_dims=True)
+ROWS_DIMS_SOFTMAX = KernelCandidate("cuda_softmax_block_dims", "softmax.cu.j2", _rows_dims_applies,
+                                    symbolic_dims=True)
+ROWS_DIMS_LAYERNORM = KernelCandidate("cuda_layernorm_block_dims", "layernorm.cu.j2",
+                                      _rows_dims_applies, symbolic_dims=True)
+MATMUL_TILED_DIMS = KernelCandidate("cuda_matmul_tiled_dims", "matmul_tiled.cu.j2",
+                                    _gemm_rows_dims_applies, stores_once=True, tunables=GEMM_TILES,
+                                    params=_matmul_coords, takes_epilogue=True,
+                                    symbolic_dims=True)
+
+
+def with_run_time_sizes(table: dict[str, tuple[KernelCandidate, ...]]
+                        ) -> dict[str, tuple[KernelCandidate, ...]]:
+    """`table` with the kernels that read run-time sizes: the parallel elementwise and strided
+    copy, then the generic kernel over each CPU kernel of GENERIC_DIMS_BODIES. Where every CUDA
+    kernel of an op takes a fused epilogue (MatMul, Conv), only such bodies are added, so that
+    fusion (which asks whether every kernel takes one) decides as before."""
+    from ..cpu.kernels import STATIC_KERNELS
+
+    out = dict(table)
+    out["pyc.Elementwise"] = (*out["pyc.Elementwise"], ELEMENTWISE_DIMS)
+    out["pyc.Copy"] = (*out["pyc.Copy"], COPY_RUN_TIME)
+    for op in ("Transpose", "Slice"):
+        out[op] = (*out[op], STRIDED_COPY_RUN_TIME)
+    for op in ("Softmax", "LogSoftmax"):
+        out[op] = (*(c for c in out[op] if c.name != GENERIC), ROWS_DIMS_SOFTMAX,
+                   *(c for c in out[op] if c.name == GENERIC))
+    out["LayerNormalization"] = (*(c for c in out["LayerNormalization"] if c.name != GENERIC),
+                                 ROWS_DIMS_LAYERNORM,
+                                 *(c for c in out["LayerNormalization"] if c.name == GENERIC))
+    out["Gather"] = (*out["Gather"], GATHER_DIMS)
+    for op in SINGLE_PASS_REDUCERS:
+        out[op] = (*(c for c in out[op] if c.name != GENERIC), REDUCE_DIMS,
+                   *(c for c in out[op] if c.name == GENERIC))
+    out["MatMul"] = (*(c for c in out["MatMul"] if c.name != GENERIC), MATMUL_TILED_DIMS,
+                     *(c for c in out["MatMul"] if c.name == GENERIC))
+    for op, candidates in sorted(STATIC_KERNELS.items()):
+        found = out.get(op, ())
+        epilogues = bool(found) and all(c.takes_epilogue for c in found)
+        added = tuple(generic_dims(c, not found) for c in candidates
+                      if c.symbolic_dims and c.name in GENERIC_DIMS_BODIES
+                      and (c.takes_epilogue or not epilogues))
+        if added:  # the generic kernel over the static body stays the last
+            out[op] = (*(c for c in found if c.name != GENERIC), *added,
+                       *(c for c in found if c.name == GENERIC))
+    return out
+
+
 CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
     "MatMul": (MATMUL_TILED, MATMUL_SKINNY),
     # no prologue: fuse gives one only where a kernel of the target takes it, and none here does
@@ -645,6 +843,8 @@ CUDA_KERNELS: dict[str, tuple[KernelCandidate, ...]] = {
 }
 # ... and the generic kernel last, for every op GENERIC_BODIES covers
 CUDA_KERNELS.update({op: (*CUDA_KERNELS.get(op, ()), generic(op)) for op in GENERIC_BODIES})
+# ... and, for nodes whose sizes are known at run time only, the kernels that read them
+CUDA_KERNELS.update(with_run_time_sizes(CUDA_KERNELS))
 
 
 # 16-bit activations (storage.py): the kernels that read a float32 activation operand (their

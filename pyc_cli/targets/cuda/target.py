@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...abi import run_dims as abi_run_dims
 from ...errors import PycError
 from ...frontend.branch_traps import UNREACHABLE
 from ...ir import guards
 from ...ir.graph import Graph
+from ...ir.run_dims import model_dims
+from ...ir.symbolic import DimBounds
 from ...ir.types import DType
 from ...passes.pipeline import DEFAULT_TAIL, Pass
+from ...passes.plan_memory import NAME as PLAN_MEMORY
+from ...passes.plan_memory import plan_memory_fixed_offsets
 from ...planning.plan import MemoryPlan
 from ...planning.weights import Conversion, WeightsLayout
 from ...templating import template_env
@@ -168,7 +173,10 @@ class CudaTarget(Target):
     def pipeline_tail(self) -> tuple[tuple[str, Pass], ...]:
         """Kernel selection, LayerNormalizations fused into the tensor-core GEMM before them,
         then (at fp16 / bf16) the 16-bit activations, then planning."""
-        return DEFAULT_TAIL[:1] + ((FUSE_NORM, fuse_layernorm), (NAME, store_16bit)) + DEFAULT_TAIL[1:]
+        # fixed offsets whatever the mode: every launch's addresses are bound once, at load
+        # (a model with sizes known at run time only: slots sized for the upper bounds)
+        return DEFAULT_TAIL[:1] + ((FUSE_NORM, fuse_layernorm), (NAME, store_16bit),
+                                   (PLAN_MEMORY, plan_memory_fixed_offsets))
 
     def precision_note(self) -> str | None:
         note = PRECISION_NOTES.get(self.precision)
@@ -231,6 +239,10 @@ class CudaTarget(Target):
         launches = []
         status_bytes = STATUS_WORD_BYTES  # the status word, then each kernel's counters
         tensor_maps: list[dict[str, object]] = []
+        run_dims = check_run_dims(graph)
+        dims = run_dims.dims
+        # the run-time dims (a model with symbolic or computed sizes), after the counters
+        dims_at = -(-(STATUS_WORD_BYTES + 4 * sum(c.counters for c in calls)) // 8) * 8
         for call, node in zip(calls, nodes):
             status = []
             if call.counters:  # the kernel's own words past the status word
@@ -238,6 +250,8 @@ class CudaTarget(Target):
                 status_bytes += 4 * call.counters
             elif call.uses_status:
                 status = [Argument("status")]
+            if call.dims:  # the dims array, which it reads (and writes: writes_dims)
+                status.append(Argument("status", dims_at))
             operands = pointers.arguments(node)
             args = status + operands  # type: ignore[operator]
             if call.workspace:
@@ -251,6 +265,14 @@ class CudaTarget(Target):
         plan_json: dict[str, Any] = {"format": LAUNCH_FORMAT, "arena_bytes": plan.arena_bytes,
                                      "weights_bytes": weights.total_bytes,
                                      "launches": [launch.to_json() for launch in launches]}
+        if dims:  # the runtime sets them before each run and reads them after it
+            status_bytes = dims_at + 8 * len(dims)
+            plan_json["dims"] = {"at": dims_at, "count": len(dims)}
+            if run_dims.values:  # [dim, input, element, lo, hi]: read from the input's data
+                plan_json["dims"]["values"] = [[v["index"], v["input"], v["element"], v["lo"],
+                                                v["hi"]] for v in run_dims.values]
+            if run_dims.entry_json:  # then computed and checked, before the first kernel
+                plan_json["dims"]["entry"] = run_dims.entry_json
         if status_bytes > STATUS_WORD_BYTES:  # zeroed at load; the kernels reset their counters
             plan_json["status_bytes"] = status_bytes
         if tensor_maps:  # TMA descriptors the runtime encodes at load (runtime/cuda.py)
@@ -262,7 +284,8 @@ class CudaTarget(Target):
                                        for value, place in conditions.places]
         return {SOURCE: source, LAUNCHES: json.dumps(plan_json, sort_keys=True, indent=1) + "\n",
                 **c_entry_point(info, [d.fn for d in kernels], launches, status_bytes, tensor_maps,
-                                programmatic, conditions.places)}
+                                programmatic, conditions.places,
+                                (dims_at, run_dims) if dims else None)}
 
     # ------------------------------------------------------------ building
 
@@ -292,6 +315,51 @@ class CudaTarget(Target):
                 "ptx_min_driver": self._record.get("ptx_min_driver", "")}
 
 
+@dataclass(frozen=True)
+class RunDimsPlan:
+    """The model's run-time dims (ir/run_dims.py) as the CUDA target sets them up: the input
+    dims (from the input shapes), the value dims (elements of an input with declared values,
+    read from its data on the host before the run: abi.run_dims's value_dims) and the dims
+    kernels compute during the run (in device memory); each output's sizes as C over them."""
+
+    dims: list[DimBounds]
+    values: list[dict[str, Any]]
+    output_dims_c: list[list[str]]
+    # what the entry point computes and checks after the value dims, before the first kernel
+    # (abi.entry_steps: the C, over `context->dims`) and the same for the Python runtime
+    # (entry_steps_json: the expressions as texts)
+    entry_c: list[dict[str, Any]]
+    entry_json: list[list[object]]
+
+
+def entry_steps_json(graph: Graph, dims: list[DimBounds]) -> list[list[object]]:
+    """graph.entry_steps as the launch plan's `entry` (runtime/cuda.py evaluates them on the
+    host before each run, in order, as the CPU entry point does): [kind, left, right, dim,
+    upper bound], left and right as dim expressions (symbolic.parse_dim reads them), dim the
+    index a "dim" or "bcast" step sets (-1 for a check)."""
+    index = {d.name: k for k, d in enumerate(dims)}
+    return [[step.kind, str(step.left), str(step.right), index.get(step.dim, -1),
+             dims[index[step.dim]].hi if step.dim in index else 0] for step in graph.entry_steps]
+
+
+def check_run_dims(graph: Graph) -> RunDimsPlan:
+    """The model's RunDimsPlan (no dims for static shapes). Not yet: an entry step of a node
+    inside a run-time If branch (the CPU checks it where the run takes the branch): PYC-E051
+    naming the node."""
+    dims = model_dims(graph)
+    if not dims:
+        return RunDimsPlan([], [], [], [], [])
+    extra = abi_run_dims(graph)
+    branched = [step.node for step in graph.entry_steps if step.guard is not None]
+    if branched:
+        raise PycError("E051", "the CUDA target does not yet check sizes inside a run-time If "
+                       f"branch where the run takes it: node {branched[0]!r}",
+                       where="--target cuda", hint="build for --target cpu, or give that "
+                       "node constant sizes (docs/cuda.md, Sizes known at run time)")
+    return RunDimsPlan(dims, extra.get("value_dims", []), extra["output_dims_c"],
+                       extra.get("entry_steps", []), entry_steps_json(graph, dims))
+
+
 def tensor_map_json(spec: TensorMap, address: Argument, where: str) -> dict[str, object]:
     """A TMA tensor map's launch-plan entry; its operand must start 16-byte aligned (TMA's
     rule: a view at an odd offset cannot be read so)."""
@@ -306,7 +374,8 @@ def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
                   status_bytes: int = 4,
                   tensor_maps: list[dict[str, Any]] | None = None,
                   programmatic: bool = False,
-                  conditions: list[tuple[str, Argument]] | None = None) -> dict[str, str]:
+                  conditions: list[tuple[str, Argument]] | None = None,
+                  run_dims: tuple[int, RunDimsPlan] | None = None) -> dict[str, str]:
     """NAME_cuda.h / NAME_cuda.c: the model's C entry point over the driver API, with the launch
     plan compiled in as tables (each launch's arguments a slice of one argument table; TMA
     tensor maps encoded at create time, cuTensorMapEncodeTiled); `programmatic`: kernels after
@@ -335,7 +404,17 @@ def c_entry_point(info: ModelInfo, kernels: list[str], launches: list[Launch],
             for t in tensor_maps or []]
     context = {"m": info, "kernels": kernels, "launches": table, "args": args, "spaces": SPACES,
                "status_bytes": status_bytes, "tensor_maps": maps, "programmatic": programmatic,
-               "conditions": conds, "terms": terms, "literals": literals}
+               "conditions": conds, "terms": terms, "literals": literals,
+               # the run-time dims: where in the status allocation, each one's value before a
+               # run (the upper bound: the C entry point runs at the upper bounds), and each
+               # output's shape over them (NAME_cuda_output_shape)
+               "dims_at": run_dims[0] if run_dims else None,
+               "dims": [{"name": d.name, "hi": d.hi} for d in run_dims[1].dims] if run_dims else [],
+               "value_dims": run_dims[1].values if run_dims else [],
+               "entry_steps": [{k: v.replace("context->dims", "m->dims") if isinstance(v, str)
+                                and k != "node" else v for k, v in step.items()}
+                               for step in run_dims[1].entry_c] if run_dims else [],
+               "output_dims_c": run_dims[1].output_dims_c if run_dims else []}
     return {f"{info.name}_cuda.h": env.get_template("cuda/c_api.h.j2").render(**context) + "\n",
             f"{info.name}_cuda.c": env.get_template("cuda/c_api.c.j2").render(**context) + "\n"}
 

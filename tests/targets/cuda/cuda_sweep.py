@@ -5,9 +5,11 @@ tests/conformance.py compares them (the case's rtol / atol; integer outputs exac
     PYTHONPATH=$PWD python tests/targets/cuda/cuda_sweep.py --ops Pad,LSTM [--jobs 2] [--report F]
 
 Outcomes per case: `pass`; `refused` (a reason-coded PycError at build time: the CUDA target
-has no kernel for a node, or the op's unit rejects the case on every target, e.g. a run-time
-shape, which the CUDA target does not compute); `fail` (wrong numbers, a crash, any other
-error). Shape-like inputs are bound as initializers, as conformance.py does. Without an
+has no kernel for a node, or the op's unit rejects the case on every target; a size read
+from an input's values at entry, which the CUDA target does not read yet: PYC-E051); `fail`
+(wrong numbers, a crash, any other
+error). Shape-like inputs are bound as initializers, and the values of the integer inputs fed
+declared, as conformance.py does. Without an
 argument: the ops of the generic kernel (targets/cuda/kernels.py: GENERIC_BODIES), the ops
 that decompose before kernel selection (Split, Tile, DepthToSpace, ...) and NonZero."""
 
@@ -31,7 +33,8 @@ from conformance import Case, CaseResult  # noqa: E402
 # ops without a CUDA kernel of their own that decompose into others before kernel selection
 DECOMPOSED = ("BatchNormalization", "DepthToSpace", "SpaceToDepth", "Einsum", "Gemm",
               "GlobalAveragePool", "GlobalMaxPool", "OneHot", "Split", "Tile", "Trilu")
-# ... and ops the CUDA target refuses where their size is computed at run time
+# ... and ops whose output size is computed at run time (the generic kernel over the CPU's
+# run-time kernel, the dims in device memory: docs/cuda.md, Sizes known at run time)
 RUN_TIME_SIZES = ("NonZero",)
 
 
@@ -43,6 +46,7 @@ def default_ops() -> list[str]:
 
 def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
     """Build `case` for the CUDA target and run every data set emulated; never raises."""
+    import onnx
     from test_cuda_emulated import Emulated
 
     from pyc_cli.errors import PycError
@@ -50,8 +54,14 @@ def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult
     start = time.perf_counter()
     result = CaseResult(case.name, list(case.ops), "pass")
     try:
+        # the values of the integer inputs fed, declared as conformance.py declares them (value
+        # dims and sizes computed from them: the CUDA target's run-time dims)
+        model = onnx.load_from_string(case.model)
+        values = conformance.declared_values(conformance.graph_input_names(model),
+                                             conformance.static_input_names(model), case)
         problem = conformance.run_data_sets(
-            case, lambda path, shapes: Emulated(path, path.parent, shapes), "pyc-cuda-sweep-")
+            case, lambda path, shapes: Emulated(path, path.parent, shapes,
+                                                input_values=values or None), "pyc-cuda-sweep-")
         if problem:
             result.outcome, result.detail = "fail", problem
     except PycError as exc:

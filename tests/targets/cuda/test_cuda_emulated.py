@@ -46,8 +46,11 @@ from ops.test_references import attention_feeds, attention_model
 
 from pyc_cli.abi import io_infos
 from pyc_cli.api import compile_graph
+from pyc_cli.ir.run_dims import model_dims
+from pyc_cli.ir.symbolic import Dim
 from pyc_cli.ir.types import DType
 from pyc_cli.planning.weights import layout_weights, weights_bytes
+from pyc_cli.runtime.cuda import entry_steps, start_dims
 from pyc_cli.targets.base import ModelInfo
 
 MOBILENET = MODELS_DIR / "mobilenet.onnx"
@@ -58,8 +61,10 @@ class Emulated:
     """A model's kernels built for the CPU, with host buffers standing in for device memory."""
 
     def __init__(self, model_path: Path, work: Path, shapes: dict | None = None,  # type: ignore[type-arg]
-                 precision: str | None = None) -> None:
-        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda", precision=precision)
+                 precision: str | None = None,
+                 input_values: dict[str, tuple[float, float]] | None = None) -> None:
+        graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda",
+                                   precision=precision, input_values=input_values)
         self.graph, self.target = graph, ctx.target
         # weights laid out as a build lays them (16-bit B matrices at fp16 / bf16)
         plan = ctx.artifacts["memory_plan"]
@@ -75,6 +80,15 @@ class Emulated:
         self.arena = np.empty(max(4, plan.arena_bytes), np.uint8)
         # the status word, then kernels' counters: zeroed once, as at load
         self.status = np.zeros(self.plan.get("status_bytes", 4) // 4, np.int32)
+        # sizes known at run time only: the dims in the status words, set to their upper
+        # bounds before a run (a static model's inputs: no input dim), read after it
+        self.dims = model_dims(graph)
+        self.output_types = [graph.types[name] for name in graph.outputs]
+
+    def run_dims(self) -> np.ndarray:
+        """The dims region of the status words (int64 each)."""
+        at = self.plan["dims"]["at"]
+        return self.status.view(np.uint8)[at:at + 8 * len(self.dims)].view(np.int64)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = [np.ascontiguousarray(feeds[i.name]) for i in self.inputs]
@@ -82,6 +96,14 @@ class Emulated:
                    for o in self.outputs]
         self.arena.view(np.uint8)[:] = 0xFF  # NaN in every float32 slot
         self.status[0] = 0
+        if self.dims:  # as runtime/cuda.py sets them (value dims, entry steps)
+            start = np.array([d.hi for d in self.dims], np.int64)
+            if not start_dims(start, [d.name for d in self.dims],
+                              self.plan["dims"].get("values", []),
+                              entry_steps(self.plan["dims"], {d.name: d for d in self.dims}),
+                              inputs):
+                raise IndexError("the run's sizes are refused before the first kernel")
+            self.run_dims()[:] = start
         places = {"input": lambda i: inputs[i].ctypes.data, "output": lambda i: outputs[i].ctypes.data,
                   "weights": lambda off: self.weights.ctypes.data + off,
                   "arena": lambda off: self.arena.ctypes.data + off,
@@ -91,6 +113,12 @@ class Emulated:
                    [places[s](v) for s, v in step["args"]])
         if self.status[0]:
             raise IndexError(f"kernel status {self.status[0]}")
+        if self.dims:  # each output dense at its actual shape, at the front of its buffer
+            env = {d.name: int(v) for d, v in zip(self.dims, self.run_dims())}
+            shapes = [tuple(d.evaluate(env) if isinstance(d, Dim) else int(d) for d in t.shape)
+                      for t in self.output_types]
+            outputs = [a.reshape(-1)[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
+                       for a, shape in zip(outputs, shapes)]
         return {o.name: array for o, array in zip(self.outputs, outputs)}
 
 

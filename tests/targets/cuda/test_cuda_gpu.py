@@ -52,6 +52,8 @@ from cuda_conv_cases import (
     PIPELINED_CASES,
     ConvCase,
 )
+from dims_cases import CASES as DIMS_CASES
+from dims_cases import DimsCase
 from f16_cases import CASES as F16_CASES
 from f16_cases import F16Case
 from generic_cases import CASES as GENERIC_CASES
@@ -929,3 +931,37 @@ def test_reference_model_converted_to_bf16_on_the_gpu(name: str, precision: str,
             compiled.poison()
             return compiled.run(feeds)
         check_against_twin(run, twin, name, rng)
+
+
+# ---------------------------------------------------------------- sizes known at run time only
+# dims_cases.py's models (NonZero chains, TopK with run-time K, Tile and Range with counts from
+# input values, Slice with run-time starts over a symbolic batch, an MLP over a symbolic batch):
+# shapes and values against onnxruntime on fresh inputs each run, sizes of 0 and at their bound
+# among them, outputs and arena poisoned first (integers exactly, float32 rtol 1e-5 / atol 1e-6,
+# the MLP rtol 1e-4 / atol 1e-5), graphs on and off bitwise alike; a size past its bound E041
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")
+@pytest.mark.parametrize("graphs", ["1", "0"])
+@pytest.mark.parametrize("case", DIMS_CASES, ids=lambda c: c.name)
+def test_run_time_sizes_on_the_gpu(case: DimsCase, graphs: str, tmp_path: Path,
+                                   rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_cuda_dims import check_outputs
+
+    from tests.dynamic.checks import poison_outputs
+
+    poison_outputs(monkeypatch)
+    monkeypatch.setenv("PYC_CUDA_GRAPHS", graphs)
+    path = case.make(tmp_path)
+    pyc_cli.build(path, tmp_path / "dims.pyc", target="cuda", arch=ARCH,
+                  input_shapes=case.input_shapes, input_values=case.input_values)
+    with pyc_cli.load(tmp_path / "dims.pyc") as model:
+        for _ in range(2):
+            for index, feeds_for in enumerate(case.runs):
+                feeds = feeds_for(rng)
+                model.poison()
+                check_outputs(case, model.run(feeds), onnxruntime_outputs(path, feeds),
+                              f"run {index}")
+            for feeds_for in case.refused:
+                with pytest.raises(PycError) as refused:
+                    model.run(feeds_for(rng))
+                assert refused.value.code == "E041"

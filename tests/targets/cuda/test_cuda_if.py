@@ -280,14 +280,30 @@ def test_guard_decisions() -> None:
     assert holds(when, {2: True}) is True
 
 
-def test_branches_of_different_sizes_are_refused_naming_the_if(tmp_path: Path) -> None:
-    """A dim the If computes at run time (branches of different sizes): the CUDA kernels take
-    no run-time dims, so the build is refused naming the If that computes it (the CPU target
-    runs it)."""
-    path = _branches_of_different_widths(tmp_path, symbolic=False)
-    with pytest.raises(PycError) as caught:
-        pyc_cli.build(path, tmp_path / "w.pyc", target="cuda")
-    assert caught.value.code == "E051" and "by node 'If_0'" in caught.value.hint
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_branches_of_different_sizes(symbolic: bool, tmp_path: Path, rng: np.random.Generator,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dim the If computes at run time (branches of different widths, 8 or 3; over a batch
+    of 4 or a symbolic one, b:1..6): the pyc.If runs the CPU's if_select_sizes on the generic
+    kernel, which writes the taken branch's width into the device dims; the Sigmoid after it
+    reads it; y and z come back at the taken width, against onnxruntime for both outcomes."""
+    poison_outputs(monkeypatch)
+    path = _branches_of_different_widths(tmp_path, symbolic=symbolic)
+    result = pyc_cli.build(path, tmp_path / "w.pyc", target="cuda",
+                           input_shapes={"x": ("b:1..6", 8)} if symbolic else None)
+    chosen = {n.op: n.ann.kernel_name for n in result.graph.nodes}
+    assert chosen["pyc.If"] == "cuda_generic_if_select_sizes", chosen
+    emulate(result.artifact, tmp_path, monkeypatch)
+    with pyc_cli.load(result.artifact) as model:
+        for batch, flag in [(4, True), (4, False), (2 if symbolic else 4, False), (4, True),
+                            (6 if symbolic else 4, True)]:
+            feeds = {"x": rng.standard_normal((batch, 8)).astype(np.float32),
+                     "flag": np.array(flag)}
+            model.poison()
+            ours = model.run(feeds)
+            for name, value in onnxruntime_outputs(path, feeds).items():
+                assert ours[name].shape == value.shape == (batch, 8 if flag else 3), name
+                np.testing.assert_allclose(ours[name], value, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.skipif(SILERO is None, reason="the silero-vad wheel (silero_vad.onnx) is not here")
