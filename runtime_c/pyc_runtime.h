@@ -73,11 +73,14 @@ uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 #define PYC_PARALLEL_FOR \
   _Pragma("omp taskloop default(shared) num_tasks(PYC_LOOP_TASKS) if(PYC_IN_RUN_TEAM)")
 /* `statement` (a run of the steps) on the calling thread, the team's other threads taking the
- * tasks its loops queue. A run of one thread opens no region at all: a process forked after
- * a team ran has none of its pool's threads, and libgomp waits for them in any parallel
- * region, even an `if(0)` one (pyc_run_begin gives a forked child one thread). */
+ * tasks its loops queue. A run of one thread, or of a model without a loop for a team
+ * (PYC_MODEL_TEAM_LOOPS, model.c), opens no region at all: a process forked after a team ran
+ * has none of libgomp's pool threads, and libgomp waits for them in any parallel region, even an
+ * `if(0)` one. pyc_run_begin gives a child forked after this library's first team one thread;
+ * a child whose parent's teams were another library's (another model) still opens one for a
+ * model with team loops, as a `parallel for` per loop did before. */
 #define PYC_ON_TEAM(statement) \
-  if (omp_get_max_threads() > 1) { \
+  if (PYC_MODEL_TEAM_LOOPS && omp_get_max_threads() > 1) { \
     _Pragma("omp parallel") \
     { _Pragma("omp single nowait") { statement; } } \
   } else { statement; }

@@ -2753,6 +2753,9 @@ static int k7_softmax(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
+/* whether a kernel has a loop for the run's team: a run opens the team's parallel region only
+ * then (pyc_runtime.h: PYC_ON_TEAM) */
+#define PYC_MODEL_TEAM_LOOPS 1
 /* The weights, immutable once created: any number of contexts read them at once. */
 struct cnn_model {
   unsigned char* weights;

@@ -1545,6 +1545,9 @@ static int k28_layernormalization(const float* restrict X0, const float* restric
   return PYC_STATUS_OK;
 }
 
+/* whether a kernel has a loop for the run's team: a run opens the team's parallel region only
+ * then (pyc_runtime.h: PYC_ON_TEAM) */
+#define PYC_MODEL_TEAM_LOOPS 0
 /* The weights, immutable once created: any number of contexts read them at once. */
 struct transformer_model {
   unsigned char* weights;

@@ -307,3 +307,49 @@ def test_a_child_forked_after_a_parallel_run_runs_the_model(rng: np.random.Gener
     done = subprocess.run([sys.executable, "-c", _FORKED_CHILD_RUNS, str(tmp_path / "art"),
                            str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["child", "0"], done.stderr[-2000:]
+
+
+# The conformance runner's case: the parent ran a large model on a team, the forked child runs
+# another, small model (another library, whose kernels have no loop for a team): the child
+# opens no parallel region (PYC_MODEL_TEAM_LOOPS), so libgomp's missing pool threads are
+# never waited for (with a region per run, every such child hung)
+_FORKED_CHILD_RUNS_ANOTHER = """
+import os, sys
+import numpy as np
+import pyc_cli
+big, small = pyc_cli.load(sys.argv[1]), sys.argv[2]
+big.run({"x": np.load(sys.argv[3])})
+x = np.load(sys.argv[4])
+pid = os.fork()
+if pid == 0:  # the small model's library is loaded for the first time here
+    with pyc_cli.load(small) as child:
+        got = child.run({"x": x})
+    os._exit(0 if np.allclose(got["y"], np.tanh(x.astype(np.float64)), rtol=1e-6, atol=1e-6) else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_after_a_parallel_run_runs_another_small_model(
+        rng: np.random.Generator, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = [init("w1", rng.standard_normal((512, 2048)).astype(np.float32) * 0.05),
+             init("w2", rng.standard_normal((2048, 512)).astype(np.float32) * 0.05)]
+    big = write_model(make_model(nodes, [vinfo("x", [64, 512])], [vinfo("y", [64, 512])], inits),
+                      tmp_path, "big.onnx")
+    small = write_model(make_model([helper.make_node("Tanh", ["x"], ["y"])], [vinfo("x", [3, 5])],
+                                   [vinfo("y", [3, 5])]), tmp_path, "small.onnx")
+    pyc_cli.build(big, tmp_path / "big.pyc", threads=2)
+    pyc_cli.build(small, tmp_path / "small.pyc", threads=2)
+    assert "#define PYC_MODEL_TEAM_LOOPS 0" in (tmp_path / "small.pyc" / "src" / "model.c").read_text()
+    np.save(tmp_path / "big.npy", rng.standard_normal((64, 512)).astype(np.float32))
+    np.save(tmp_path / "small.npy", rng.standard_normal((3, 5)).astype(np.float32))
+    done = subprocess.run([sys.executable, "-c", _FORKED_CHILD_RUNS_ANOTHER, str(tmp_path / "big.pyc"),
+                           str(tmp_path / "small.pyc"), str(tmp_path / "big.npy"),
+                           str(tmp_path / "small.npy")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["child", "0"], done.stderr[-2000:]
