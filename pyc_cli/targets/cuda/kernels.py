@@ -583,6 +583,15 @@ class GenericCandidate(KernelCandidate):
         return GENERIC_COST * (1.0 + registry.get(node.op).flops(node, graph))
 
 
+def cpu_body_params(cpu: KernelCandidate) -> Callable[[Node, Graph, Params], Params]:
+    """The parameters of a generic kernel running `cpu`'s body: the CPU kernel's own, and which
+    template and kernel that is."""
+    def params(node: Node, graph: Graph, op_params: Params) -> Params:
+        return {**cpu.template_params(node, graph, op_params), "cpu_template": cpu.template,
+                "cpu_kernel": cpu.name, "restrict_pointers": cpu.restrict_pointers}
+    return params
+
+
 def generic(op: str) -> GenericCandidate:
     """The generic kernel of `op` (GENERIC_BODIES names the CPU candidate whose body it runs)."""
     from ..cpu.kernels import STATIC_KERNELS
@@ -596,17 +605,13 @@ def generic(op: str) -> GenericCandidate:
                 and types(node, graph) and not node.ann.prologue
                 and (cpu.takes_epilogue or not node.ann.epilogue))
 
-    def params(node: Node, graph: Graph, op_params: Params) -> Params:
-        return {**cpu.template_params(node, graph, op_params), "cpu_template": cpu.template,
-                "cpu_kernel": cpu.name, "restrict_pointers": cpu.restrict_pointers}
-
     def why(node: Node, graph: Graph) -> str:
         return (f"no parallel CUDA kernel of {node.op} applies here: the generic kernel runs "
                 f"the CPU target's {cpu.name} on one GPU thread")
 
     return GenericCandidate(GENERIC, "generic.cu.j2", applies, workspace=cpu.workspace,
                             takes_epilogue=cpu.takes_epilogue,
-                            workspace_fixed=cpu.workspace_fixed, params=params, why=why,
+                            workspace_fixed=cpu.workspace_fixed, params=cpu_body_params(cpu), why=why,
                             cpu=cpu)
 
 
@@ -650,10 +655,6 @@ def generic_dims(cpu: KernelCandidate, any_node: bool) -> GenericCandidate:
                 and plain_types(node, graph) and not node.ann.prologue
                 and (cpu.takes_epilogue or not node.ann.epilogue))
 
-    def params(node: Node, graph: Graph, op_params: Params) -> Params:
-        return {**cpu.template_params(node, graph, op_params), "cpu_template": cpu.template,
-                "cpu_kernel": cpu.name, "restrict_pointers": cpu.restrict_pointers}
-
     def why(node: Node, graph: Graph) -> str:
         verb = "computes and writes" if cpu.writes_dims else "reads"
         return (f"{verb} sizes known at run time only (the dims in device memory): the generic "
@@ -661,7 +662,7 @@ def generic_dims(cpu: KernelCandidate, any_node: bool) -> GenericCandidate:
 
     return GenericCandidate(GENERIC_DIMS_PREFIX + cpu.name, "generic.cu.j2", applies,
                             workspace=cpu.workspace, takes_epilogue=cpu.takes_epilogue,
-                            workspace_fixed=cpu.workspace_fixed, params=params, why=why,
+                            workspace_fixed=cpu.workspace_fixed, params=cpu_body_params(cpu), why=why,
                             symbolic_dims=True, writes_dims=cpu.writes_dims, cpu=cpu)
 
 
