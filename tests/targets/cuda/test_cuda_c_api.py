@@ -47,6 +47,19 @@ def libcuda() -> str | None:
 
 
 INCLUDE = cuda_include()
+
+
+def strict_c11_errors(compiler: str, artifact: Path, prefix: str, out: Path,
+                      source: Path | None = None) -> str | None:
+    """`compiler`'s complaints about a CUDA artifact's C entry point (or `source`, compiled
+    beside it) as strict C11 with every warning an error, cuda.h from INCLUDE; None if clean."""
+    source = source or artifact / "src" / f"{prefix}_cuda.c"
+    result = subprocess.run(
+        [compiler, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
+         f"-DPYC_NAME={prefix}", f'-DPYC_HEADER="{prefix}_cuda.h"', "-I", str(artifact / "src"),
+         "-isystem", str(INCLUDE), str(source), "-o", str(out / "x.o")],
+        capture_output=True, text=True, check=False)
+    return None if result.returncode == 0 else result.stderr[-3000:]
 needs_header = pytest.mark.skipif(INCLUDE is None, reason="no cuda.h here: pip install "
                                   "'.[cuda]' (nvidia-cuda-runtime) or a CUDA toolkit")
 needs_nvrtc = pytest.mark.skipif(not bindings.available(), reason="the cuda extra (NVRTC) is "
@@ -90,13 +103,8 @@ def test_the_c_entry_point_is_strict_c11(compiler: str, tmp_path: Path) -> None:
         art = build(name, tmp_path / f"{name}.pyc")
         prefix = json.loads((art / "manifest.json").read_text())["symbol_prefix"]
         for source in (art / "src" / f"{prefix}_cuda.c", REPO / "tests" / "c" / "cuda_api_driver.c"):
-            result = subprocess.run(
-                [found, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c",
-                 f"-DPYC_NAME={prefix}", f'-DPYC_HEADER="{prefix}_cuda.h"', "-I", str(art / "src"),
-                 "-isystem", str(INCLUDE),
-                 str(source), "-o", str(tmp_path / "x.o")],
-                capture_output=True, text=True, check=False)
-            assert result.returncode == 0, (name, source.name, result.stderr[-3000:])
+            errors = strict_c11_errors(found, art, prefix, tmp_path, source)
+            assert errors is None, (name, source.name, errors)
 
 
 def _gpu_arch() -> str | None:

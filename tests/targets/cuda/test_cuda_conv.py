@@ -660,9 +660,8 @@ def test_the_c_entry_point_zeroes_the_counters(tmp_path: Path) -> None:
     """NAME_cuda.c of a K-split conv: the status words it allocates and zeroes at load (the
     status word and the tile counters), arguments offset into them; strict C11 against cuda.h."""
     import shutil
-    import subprocess
 
-    from test_cuda_c_api import INCLUDE
+    from test_cuda_c_api import INCLUDE, strict_c11_errors
 
     case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
     path = write_model(case.make(np.random.default_rng(5)), tmp_path)
@@ -674,8 +673,5 @@ def test_the_c_entry_point_zeroes_the_counters(tmp_path: Path) -> None:
     assert "m->values[a] = m->status + arg.at" in source and "{ 4, 4ull }" in source
     if INCLUDE is None or shutil.which("gcc") is None:
         pytest.skip("no cuda.h or gcc here to compile it")
-    result = subprocess.run(
-        ["gcc", "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c", "-I", str(artifact / "src"),
-         "-isystem", str(INCLUDE), str(artifact / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
-        capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    errors = strict_c11_errors("gcc", artifact, prefix, tmp_path)
+    assert errors is None, errors

@@ -33,7 +33,7 @@ import pytest
 from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from cuda_emulation import CXX, FakeDriver, compile_kernels
 from dims_cases import CASES, DimsCase
-from test_cuda_c_api import INCLUDE
+from test_cuda_c_api import INCLUDE, strict_c11_errors
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -200,12 +200,8 @@ def test_the_c_entry_point_returns_the_computed_shapes(tmp_path: Path,
             found = shutil.which(compiler)
             if found is None:
                 continue
-            result = subprocess.run(
-                [found, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c", "-I",
-                 str(artifact / "src"), "-isystem", str(INCLUDE),
-                 str(artifact / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
-                capture_output=True, text=True, check=False)
-            assert result.returncode == 0, (compiler, result.stderr[-3000:])
+            errors = strict_c11_errors(found, artifact, prefix, tmp_path)
+            assert errors is None, (compiler, errors)
         lib = compile_kernels((artifact / "src" / "model.cu").read_text(), tmp_path)
         plan = json.loads((artifact / "src" / "launches.json").read_text())
         exe = tmp_path / f"driver_{case.name}"

@@ -28,7 +28,7 @@ import pytest
 from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from cuda_emulation import CXX, FakeDriver, compile_kernels
 from if_cases import CASE, IF_CASES, Feeds, IfCase
-from test_cuda_c_api import INCLUDE
+from test_cuda_c_api import INCLUDE, strict_c11_errors
 
 import pyc_cli
 from pyc_cli.errors import PycError, PycWarning
@@ -344,12 +344,8 @@ def test_the_c_entry_point_holds_the_guards(case: IfCase, tmp_path: Path,
         found = shutil.which(compiler)
         if found is None:
             continue
-        result = subprocess.run(
-            [found, "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-c", "-I",
-             str(artifact / "src"), "-isystem", str(INCLUDE),
-             str(artifact / "src" / f"{prefix}_cuda.c"), "-o", str(tmp_path / "x.o")],
-            capture_output=True, text=True, check=False)
-        assert result.returncode == 0, (compiler, result.stderr[-3000:])
+        errors = strict_c11_errors(found, artifact, prefix, tmp_path)
+        assert errors is None, (compiler, errors)
 
 
 FAKE_LIBCUDA = Path(__file__).resolve().parent / "fake_libcuda.c"
