@@ -299,12 +299,7 @@ static int spaced(const pyc_team* team, int interval) {
   double other = team->ms[next_level(team)];
   if (interval < PYC_TEAM_MIN_INTERVAL) interval = PYC_TEAM_MIN_INTERVAL;
   if (arm <= 0.0) return interval;
-  /* a probe of a larger team (the level above) comes sooner: on a host the load has left, the
-   * level below costs every run (one thread took 1.85x ResNet-50's 2-thread time), and under
-   * a load that stays such a probe costs little where the levels are close (and the cost
-   * spacing below takes over where they are not) */
-  double most_ms = next_level(team) < team->arm ? PYC_TEAM_MAX_PROBE_UP_MS : PYC_TEAM_MAX_PROBE_MS;
-  double by_time = most_ms / arm;
+  double by_time = PYC_TEAM_MAX_PROBE_MS / arm;
   if ((double)interval > by_time) interval = by_time < PYC_TEAM_MIN_INTERVAL ? PYC_TEAM_MIN_INTERVAL : (int)by_time;
   double by_cost = 16.0 * PYC_TEAM_PROBE_RUNS * other / arm;
   if ((double)interval < by_cost) interval = by_cost > 4.0 * PYC_TEAM_MAX_INTERVAL ? 4 * PYC_TEAM_MAX_INTERVAL : (int)by_cost;

@@ -44,57 +44,25 @@ int pyc_load_weights(const char* path, size_t expected, uint64_t checksum, unsig
 uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 
 /* Threads. A kernel loop whose iterations write disjoint outputs is marked PYC_PARALLEL_FOR;
- * built with OpenMP, a run's steps execute on one thread of the run's team (PYC_ON_TEAM: a
- * parallel region around the whole run, its steps in `single nowait`), and each marked loop is
- * an OpenMP taskloop: its iterations are cut into PYC_TASKS_PER_THREAD tasks per team thread
- * (fewer where there are fewer iterations), which the thread running the steps queues and
- * then works on itself while the other team threads, idle at the region's closing barrier,
- * take the rest. The loop ends when its tasks are done, whoever ran them: a team thread the OS
- * has descheduled delays a loop only by a task it started, never by not having arrived (a
- * `parallel for` per loop waited at every loop's barrier for every team thread, as does a
- * thread that joins late: the run's single fork and join are its only such waits; onnxruntime's
- * pool works the same way, its caller taking back shards no worker started). Measured on
- * ResNet-50 at 2 threads beside other processes' compiles: benchmarks/results/
- * resnet-under-load-2026-12-07.md. Results are the same for every thread count (no
- * iteration's sum depends on who runs it); built without OpenMP, the marks are empty and the
- * library runs serially. A run's team size is fixed when it starts (`pyc_run_begin`) as the
- * calling thread's OpenMP thread count, and the caller's own setting is restored when it ends
- * (no state of ours lives in thread-local storage, which the JIT loader cannot link). A loop
- * reached outside PYC_ON_TEAM (a team of one) runs as one task on its thread. */
-#define PYC_TASKS_PER_THREAD 8
+ * built with OpenMP, its iterations are handed out to the run's team in shrinking chunks
+ * (guided: few hand-outs for thousands of small iterations, and a thread the OS preempts
+ * delays only its last chunk), and results are the same for every thread count (no
+ * iteration's sum depends on who runs it); built without,
+ * the mark is empty and the library runs serially. A run's team size is fixed when it starts
+ * (`pyc_run_begin`) as the calling thread's OpenMP thread count, and the caller's own setting
+ * is restored when it ends (no state of ours lives in thread-local storage, which the JIT
+ * loader cannot link). */
 #if defined(_OPENMP)
-#include <omp.h>
-/* whether a marked loop runs in a run's team (PYC_ON_TEAM): a team of two or more threads
- * whose thread count the run set (a run inside a caller's own OpenMP team sets one thread,
- * pyc_run_begin, and its loops stay on its thread instead of queueing tasks to that team) */
-#define PYC_IN_RUN_TEAM (omp_get_num_threads() > 1 && omp_get_max_threads() > 1)
-/* the tasks of a marked loop in the current team (one, undeferred, on a team of one) */
-#define PYC_LOOP_TASKS (PYC_IN_RUN_TEAM ? PYC_TASKS_PER_THREAD * omp_get_num_threads() : 1)
-#define PYC_PARALLEL_FOR \
-  _Pragma("omp taskloop default(shared) num_tasks(PYC_LOOP_TASKS) if(PYC_IN_RUN_TEAM)")
-/* `statement` (a run of the steps) on the calling thread, the team's other threads taking the
- * tasks its loops queue. A run of one thread, or of a model without a loop for a team
- * (PYC_MODEL_TEAM_LOOPS, model.c), opens no region at all: a process forked after a team ran
- * has none of libgomp's pool threads, and libgomp waits for them in any parallel region, even an
- * `if(0)` one. pyc_run_begin gives a child forked after this library's first team one thread;
- * a child whose parent's teams were another library's (another model) still opens one for a
- * model with team loops, as a `parallel for` per loop did before. */
-#define PYC_ON_TEAM(statement) \
-  if (PYC_MODEL_TEAM_LOOPS && omp_get_max_threads() > 1) { \
-    _Pragma("omp parallel") \
-    { _Pragma("omp single nowait") { statement; } } \
-  } else { statement; }
+#define PYC_PARALLEL_FOR _Pragma("omp parallel for schedule(guided)")
 #else
 #define PYC_PARALLEL_FOR
-#define PYC_ON_TEAM(statement) { statement; }
 #endif
 /* The same contract for a loop of equal tasks that streams memory (a GEMV reading its weights
- * once): one task per team thread, each one contiguous range of the iterations, a thread's
- * share of the bytes (smaller tasks let the thread that starts first take what a thread still
- * waking up would have read; measured: a 2-thread GEMV then often ran on one thread). */
+ * once): each thread takes one contiguous range of them, its share of the bytes. Guided
+ * hand-outs let the thread that starts first take what a thread still waking up would have
+ * read (measured: a 2-thread GEMV then often ran on one thread). */
 #if defined(_OPENMP)
-#define PYC_PARALLEL_FOR_STATIC \
-  _Pragma("omp taskloop default(shared) num_tasks(omp_get_num_threads()) if(PYC_IN_RUN_TEAM)")
+#define PYC_PARALLEL_FOR_STATIC _Pragma("omp parallel for schedule(static)")
 #else
 #define PYC_PARALLEL_FOR_STATIC
 #endif
@@ -140,7 +108,6 @@ void pyc_run_end(int saved);
 #define PYC_TEAM_MIN_INTERVAL 4    /* runs between probes after a switch */
 #define PYC_TEAM_MAX_INTERVAL 256  /* ... at most, doubling while the choice holds */
 #define PYC_TEAM_MAX_PROBE_MS 4000.0  /* and at most this long apart (a slow model re-probes) */
-#define PYC_TEAM_MAX_PROBE_UP_MS 1000.0  /* ... a probe of the level above at most this long */
 #define PYC_TEAM_IDLE_MS 10.0  /* a gap between runs this long lets the team's threads sleep */
 #define PYC_TEAM_LEVELS 8  /* team sizes F, F/2, ..., F/128 at most (a larger F stops above 1) */
 /* A probe's level keeps half its old mean when that mean is fresh, less the older it is: the

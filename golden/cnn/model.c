@@ -2753,9 +2753,6 @@ static int k7_softmax(const float* restrict X0, float* restrict Y) {
   return PYC_STATUS_OK;
 }
 
-/* whether a kernel has a loop for the run's team: a run opens the team's parallel region only
- * then (pyc_runtime.h: PYC_ON_TEAM) */
-#define PYC_MODEL_TEAM_LOOPS 1
 /* The weights, immutable once created: any number of contexts read them at once. */
 struct cnn_model {
   unsigned char* weights;
@@ -2839,8 +2836,7 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 int cnn_context_run(cnn_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
   int saved = pyc_run_begin_team(&context->team, context->model->threads);
-  int status = PYC_STATUS_OK;
-  PYC_ON_TEAM(status = run_steps(context->model->weights, context->arena, inputs, outputs))
+  int status = run_steps(context->model->weights, context->arena, inputs, outputs);
   pyc_run_end_team(&context->team, saved);
   return status;
 }

@@ -585,9 +585,6 @@ static int k2_matmul(const float* restrict X0, const float* restrict X1, const f
   return PYC_STATUS_OK;
 }
 
-/* whether a kernel has a loop for the run's team: a run opens the team's parallel region only
- * then (pyc_runtime.h: PYC_ON_TEAM) */
-#define PYC_MODEL_TEAM_LOOPS 0
 /* The weights, immutable once created: any number of contexts read them at once. */
 struct mlp_model {
   unsigned char* weights;
@@ -661,8 +658,7 @@ static int run_steps(const unsigned char* const weights, unsigned char* const ar
 int mlp_context_run(mlp_context* context, const void* const* inputs, void* const* outputs) {
   if (context == NULL || inputs == NULL || outputs == NULL) return PYC_STATUS_INVALID_ARGUMENT;
   int saved = pyc_run_begin_team(&context->team, context->model->threads);
-  int status = PYC_STATUS_OK;
-  PYC_ON_TEAM(status = run_steps(context->model->weights, context->arena, inputs, outputs))
+  int status = run_steps(context->model->weights, context->arena, inputs, outputs);
   pyc_run_end_team(&context->team, saved);
   return status;
 }
