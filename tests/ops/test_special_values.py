@@ -202,5 +202,9 @@ def test_mlp_special_input_gives_onnxruntime_nan_logits(mlp_artifacts: dict[str,
             got = compiled.run({"x": x})
         for name, want in expected.items():
             assert np.isnan(got[name]).sum() == np.isnan(want).sum(), (mode, name)
-            np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL, equal_nan=True,
-                                       err_msg=mode)
+            # the finite logits' rounding scales with their row's largest (a float32 dot of
+            # the same terms summed in another order: 1.6e-6 on a logit of 0.04 beside 2.6)
+            finite = np.where(np.isfinite(want), np.abs(want), 0.0)
+            scale = np.maximum(1.0, finite.max(axis=-1, keepdims=True))
+            np.testing.assert_allclose(got[name] / scale, want / scale, rtol=RTOL, atol=ATOL,
+                                       equal_nan=True, err_msg=mode)
