@@ -34,6 +34,7 @@ from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from cuda_emulation import CXX, FakeDriver, compile_kernels
 from dims_cases import CASES, DimsCase
 from test_cuda_c_api import INCLUDE, strict_c11_errors
+from test_cuda_runtime_emulated import fake_for, use
 
 import pyc_cli
 from pyc_cli.errors import PycError
@@ -57,11 +58,7 @@ def build(case: DimsCase, tmp_path: Path, arch: str = "sm_90") -> tuple[Path, Pa
 
 
 def emulate(artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeDriver:
-    lib = compile_kernels((artifact / "src" / "model.cu").read_text(), tmp_path)
-    plan = json.loads((artifact / "src" / "launches.json").read_text())
-    fake = FakeDriver(lib, {s["kernel"]: len(s["args"]) for s in plan["launches"]})
-    monkeypatch.setattr(bindings, "driver", lambda: fake)
-    return fake
+    return use(monkeypatch, fake_for(artifact, tmp_path))
 
 
 def tolerance(case: DimsCase) -> tuple[float, float]:

@@ -29,6 +29,7 @@ from conftest import REFERENCE_MODELS, onnxruntime_outputs
 from cuda_emulation import CXX, FakeDriver, compile_kernels
 from if_cases import CASE, IF_CASES, Feeds, IfCase
 from test_cuda_c_api import INCLUDE, strict_c11_errors
+from test_cuda_runtime_emulated import fake_for, use
 
 import pyc_cli
 from pyc_cli.errors import PycError, PycWarning
@@ -59,11 +60,7 @@ def build(case: IfCase, tmp_path: Path, rng: np.random.Generator, precision: str
 
 
 def emulate(artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeDriver:
-    lib = compile_kernels((artifact / "src" / "model.cu").read_text(), tmp_path)
-    plan = json.loads((artifact / "src" / "launches.json").read_text())
-    fake = FakeDriver(lib, {s["kernel"]: len(s["args"]) for s in plan["launches"]})
-    monkeypatch.setattr(bindings, "driver", lambda: fake)
-    return fake
+    return use(monkeypatch, fake_for(artifact, tmp_path))
 
 
 def launch_ops(artifact: Path, path: tuple[int, ...]) -> list[str]:
