@@ -212,9 +212,9 @@ def _merge_projections(graph: Graph, node: Node, ctx: PassContext) -> None:
         [graph.constants[mm.inputs[1]] for mm in mms], axis=1))
     bias = graph.add_constant(f"{mms[0].inputs[2]}.qkv", np.concatenate(
         [graph.constants[mm.inputs[2]] for mm in mms]))
-    # 0 copies the input's dim (Reshape without allowzero), so symbolic leading dims stay
-    shape = graph.add_constant(f"{views[0].name}.qkv_shape",
-                               np.array([*(0 for _ in lead), 3, *heads[len(lead):]], np.int64))
+    # a symbolic leading dim as 0, which copies the input's (Reshape without allowzero)
+    shape = graph.add_constant(f"{views[0].name}.qkv_shape", np.array(
+        [*(d if isinstance(d, int) else 0 for d in lead), 3, *heads[len(lead):]], np.int64))
     qkv = graph.fresh_name(f"{mms[0].outputs[0]}.qkv")
     graph.types[qkv] = TensorType(out.dtype, (*lead, 3 * out.shape[-1]))
     parts = graph.fresh_name(f"{views[0].outputs[0]}.qkv")
