@@ -58,7 +58,7 @@ class ReferenceModel:
             elif name == "attention_mask":
                 mask = np.ones(shape, np.int64)
                 for row in range(shape[0]):
-                    mask[row, shape[1] - int(rng.integers(0, shape[1] // 2)):] = 0
+                    mask[row, shape[1] - int(rng.integers(0, max(1, shape[1] // 2))):] = 0
                 feeds[name] = mask
             else:
                 feeds[name] = rng.standard_normal(shape).astype(np.float32)

@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ir.symbolic import Dim
 from ..ir.types import DType, TensorType
 from ..ops import registry
 from ..ops.attention import PERMS, SELECTS
@@ -214,7 +215,7 @@ def _merge_projections(graph: Graph, node: Node, ctx: PassContext) -> None:
         [graph.constants[mm.inputs[2]] for mm in mms]))
     # a symbolic leading dim as 0, which copies the input's (Reshape without allowzero)
     shape = graph.add_constant(f"{views[0].name}.qkv_shape", np.array(
-        [*(d if isinstance(d, int) else 0 for d in lead), 3, *heads[len(lead):]], np.int64))
+        [*(0 if isinstance(d, Dim) else d for d in lead), 3, *heads[len(lead):]], np.int64))
     qkv = graph.fresh_name(f"{mms[0].outputs[0]}.qkv")
     graph.types[qkv] = TensorType(out.dtype, (*lead, 3 * out.shape[-1]))
     parts = graph.fresh_name(f"{views[0].outputs[0]}.qkv")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ...errors import PycError
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_size, dim_names
+from ...ir.symbolic import Dim
 from ...ops.attention import operand_offsets, operand_strides
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
@@ -952,6 +953,7 @@ def _attention(call: CudaCall, graph: Graph, node: Node) -> None:
     p.update(BR=br, BC=bc, WARPS=ATTENTION_WARPS, MR=br // ATTENTION_WARPS, NC=bc // 32,
              NE=math.ceil(e / 32), q_blocks=q_blocks,
              threads=call.block[0], batch_steps=[math.prod(dims[k + 1:]) for k in range(len(dims))])
+    _attention_sizes(call, graph)
 
 
 def _attention_layout(p: dict[str, object], node: Node, graph: Graph) -> bool:
@@ -990,6 +992,30 @@ def _attention_mma(call: CudaCall, graph: Graph, node: Node) -> None:
     p.update(BR=br, BC=bc, WARPS=warps, DP=dp, EP=ep, SQ=sq, SK=sk, SV=sv, DK=dp // 16,
              NC8=bc // 8, NE8=ep // 8, qk_halves=max(br * sq, dp * sk), q_blocks=q_blocks,
              threads=call.block[0], batch_steps=[math.prod(dims[k + 1:]) for k in range(len(dims))])
+    _attention_sizes(call, graph)
+
+
+def _attention_sizes(call: CudaCall, graph: Graph) -> None:
+    """The sizes the attention templates write into C: numbers in a static build. Over sizes
+    known at run time (cuda_attention_*_dims) the grid above is for the upper bounds (batch
+    extents, S); the batch extents, S, T, the strides and offsets become C over the dims, and
+    a block past the run's batch or rows exits at once (`batch_c`)."""
+    p = call.params
+    batch = list(p["batch"])  # type: ignore[call-overload]
+    p["batch"] = [int(b) for b in batch]  # the grid's extents: blockIdx.x -> b0, b1, ...
+    p["batch_c"] = []
+    if not call.dims:
+        return
+    names = dim_names(graph)
+
+    def c(value: object) -> str:
+        return f"({c_size(value, names)})"  # type: ignore[arg-type]
+
+    for key in ("q_strides", "kt_strides", "v_strides", "y_strides", "offsets"):
+        p[key] = [c(v) for v in p[key]]  # type: ignore[attr-defined]
+    p.update(S=c(p["S"]), T=c(p["T"]),
+             batch_c=[(k, c(b)) for k, b in enumerate(batch) if isinstance(b, Dim)])
+    call.uses_status = True
 
 
 LAUNCHES = {

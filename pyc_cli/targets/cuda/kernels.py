@@ -398,9 +398,25 @@ def _attention_coords(node: Node, graph: Graph, op: Params) -> Params:
             "epilogue_shape": [*batch, op["S"], op["T"]]}
 
 
+def _attention_dims_applies(node: Node, graph: Graph) -> bool:
+    """pyc.Attention over sizes known at run time (batch dims, query rows S, keys T) whose
+    heads D, E are static and fit as in a static build (their upper bounds within 32-bit
+    indices)."""
+    from ...ir.symbolic import Dim
+    from ...ops import registry
+
+    op = registry.get("pyc.Attention").kernel_params(node, graph)
+    return (node_has_dims(node, graph) and not isinstance(op["D"], Dim)
+            and not isinstance(op["E"], Dim) and _attention_applies(node, graph))
+
+
 # flash-style: the score matrix stays in the block (registers and shared memory)
 ATTENTION = KernelCandidate("cuda_attention_flash", "attention.cu.j2", _attention_applies,
                             params=_attention_coords)
+# ... over sizes known at run time: blocks for the upper bounds, those past the run's exit
+ATTENTION_DIMS = KernelCandidate("cuda_attention_flash_dims", "attention.cu.j2",
+                                 _attention_dims_applies, params=_attention_coords,
+                                 symbolic_dims=True)
 ATTENTION_WARPS = (Tunable("attn_warps", (4, 2, 1), "warps of a tensor-core attention block, "
                            "16 query rows each (by default 4, fewer where 4-warp blocks would "
                            "number under 128)"),)
@@ -421,11 +437,16 @@ def _attention_mma_scale(node: Node, graph: Graph) -> float:
     return 1.0 if keys >= ATTENTION_MMA_MIN_KEYS else 8.0
 
 
-def attention_mma(precision: str) -> KernelCandidate:
+def attention_mma(precision: str, run_time_sizes: bool = False) -> KernelCandidate:
     """The tensor-core attention at fp16 / bf16 (mma.sync m16n8k16): preferred to the float32
-    one wherever both apply (from ATTENTION_MMA_MIN_KEYS keys)."""
+    one wherever both apply (from ATTENTION_MMA_MIN_KEYS keys); with `run_time_sizes`, its
+    variant over sizes known at run time (as ATTENTION_DIMS is the float32 one's)."""
     def params(node: Node, graph: Graph, op: Params) -> Params:
         return {**_attention_coords(node, graph, op), "precision": precision}
+    if run_time_sizes:
+        return KernelCandidate("cuda_attention_mma_dims", "attention_mma.cu.j2",
+                               _attention_dims_applies, cost_factor=0.25,
+                               cost_scale=_attention_mma_scale, params=params, symbolic_dims=True)
     return KernelCandidate("cuda_attention_mma", "attention_mma.cu.j2", _attention_applies,
                            cost_factor=0.25, cost_scale=_attention_mma_scale,
                            tunables=ATTENTION_WARPS, params=params)
@@ -796,6 +817,7 @@ def with_run_time_sizes(table: dict[str, tuple[KernelCandidate, ...]]
                                  ROWS_DIMS_LAYERNORM,
                                  *(c for c in out["LayerNormalization"] if c.name == GENERIC))
     out["Gather"] = (*out["Gather"], GATHER_DIMS)
+    out["pyc.Attention"] = (*out["pyc.Attention"], ATTENTION_DIMS)
     for op in SINGLE_PASS_REDUCERS:
         out[op] = (*(c for c in out[op] if c.name != GENERIC), REDUCE_DIMS,
                    *(c for c in out[op] if c.name == GENERIC))
@@ -855,14 +877,16 @@ HALF_READERS = frozenset({
     "cuda_elementwise", "cuda_strided_copy", "cuda_copy", "cuda_concat", "cuda_gather",
     "cuda_pool", "cuda_softmax_block", "cuda_layernorm_block", "cuda_reduce_block",
     "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
-    "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
+    "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_attention_flash_dims",
+    "cuda_attention_mma_dims", "cuda_matmul_mma",
     "cuda_conv_mma", "cuda_matmul_wgmma", "cuda_matmul_wgmma_tma"})
 # ... and write their output 0 in 16 bits (half_writes); other outputs (LayerNormalization's
 # Mean and InvStdDev) stay float32 statistics
 HALF_WRITERS = HALF_READERS
 
 
-ATTENTION_KERNELS = ("cuda_attention_flash", "cuda_attention_mma")
+ATTENTION_KERNELS = ("cuda_attention_flash", "cuda_attention_mma", "cuda_attention_flash_dims",
+                     "cuda_attention_mma_dims")
 
 
 def half_reads(candidate: str, node: Node, position: int) -> bool:
@@ -889,7 +913,8 @@ def cuda_kernels(precision: str, arch: str = "") -> dict[str, tuple[KernelCandid
     table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision)),
              "Conv": (*CUDA_KERNELS["Conv"], conv_mma(precision))}
     if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
-        table["pyc.Attention"] = (ATTENTION, attention_mma(precision))
+        table["pyc.Attention"] = (ATTENTION, attention_mma(precision), ATTENTION_DIMS,
+                                  attention_mma(precision, run_time_sizes=True))
         if arch in WGMMA_ARCHS:
             table["MatMul"] = (*table["MatMul"], matmul_wgmma(precision),
                                matmul_wgmma_tma(precision))

@@ -965,3 +965,42 @@ def test_run_time_sizes_on_the_gpu(case: DimsCase, graphs: str, tmp_path: Path,
                 with pytest.raises(PycError) as refused:
                     model.run(feeds_for(rng))
                 assert refused.value.code == "E041"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("project", [False, True])
+def test_run_time_sizes_attention_on_the_gpu(precision: str, project: bool, tmp_path: Path,
+                                            rng: np.random.Generator,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """test_cuda_attention_dims.py's heads over symbolic batch and sequence lengths, on the
+    GPU (cuda_attention_flash_dims / cuda_attention_mma_dims): shapes 1, the bounds and
+    between against onnxruntime, graphs on and off bitwise alike."""
+    from test_cuda_attention_dims import (
+        SIZES,
+        attention_kernel,
+        build,
+        feeds_at,
+        run_and_check,
+        symbolic_heads,
+    )
+
+    from tests.dynamic.checks import poison_outputs
+
+    poison_outputs(monkeypatch)
+    monkeypatch.setattr("pyc_cli.targets.cuda.kernels.ATTENTION_MMA_MIN_KEYS", 1)
+    model = symbolic_heads(rng, project=project)
+    path, artifact = build(model, tmp_path, precision, arch=ARCH)
+    assert attention_kernel(artifact).endswith("_dims")
+    run_and_check(path, artifact, monkeypatch, [feeds_at(model, rng, **size) for size in SIZES],
+                  precision)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_run_time_sizes_transformer_on_the_gpu(precision: str, tmp_path: Path,
+                                              rng: np.random.Generator) -> None:
+    """The reference transformer built once over `batch:1..4, seq:1..16` runs at several shapes
+    against onnxruntime (its attention on the run-time-size kernels)."""
+    from test_cuda_attention_dims import transformer_at, transformer_check
+
+    path, artifact = transformer_at(tmp_path, precision, ARCH)
+    transformer_check(path, artifact, rng, precision)
