@@ -932,14 +932,15 @@ ATTENTION_MMA_FILL = 128  # a kernel's static __shared__ arrays may take at most
 
 def _attention(call: CudaCall, graph: Graph, node: Node) -> None:
     """Flash-style attention: a block per (batch index, BR query rows), flattened on grid x.
-    BR = 32 rows (8 a warp), or 16 where 32-row blocks would not fill a large GPU; key tiles of
+    BR = 32 rows (8 a warp), or 16 where 32-row blocks would not fill a large GPU, or a tuning
+    database's `attn_rows` (down to 4: a row a warp); key tiles of
     BC = 64, or 32 where T <= 32 or where Q's rows, the Kt / V tile and the probabilities would
     pass 48 KiB."""
     p = call.params
     dims = list(p["batch"])  # type: ignore[call-overload]
     batch = max(1, math.prod(dims))
     s, d, e = int(p["S"]), int(p["D"]), int(p["E"])  # type: ignore[call-overload]
-    br = 32 if batch * math.ceil(s / 32) >= FILL_BLOCKS else 16
+    br = int(p.get("attn_rows", 32 if batch * math.ceil(s / 32) >= FILL_BLOCKS else 16))  # type: ignore[call-overload]
     bc = 64 if int(p["T"]) > 32 else 32  # type: ignore[call-overload]
     # Kt running along d in memory: its tile staged d-fastest (a warp's loads contiguous) into
     # shared rows of BC + 1 (the stores free of bank conflicts)

@@ -410,9 +410,15 @@ def _attention_dims_applies(node: Node, graph: Graph) -> bool:
             and not isinstance(op["E"], Dim) and _attention_applies(node, graph))
 
 
+# a float32 attention block's query rows: a warp's share (BR / 4) is what it computes serially
+# per key tile, so fewer rows a block give small problems more warps at once (a batch-1 MiniLM
+# layer: 96 blocks of 16 rows, one a multiprocessor)
+ATTENTION_ROWS = (Tunable("attn_rows", (32, 16, 8, 4), "query rows of a float32 attention "
+                          "block of 4 warps (by default 32, or 16 where 32-row blocks would "
+                          "number under 256)"),)
 # flash-style: the score matrix stays in the block (registers and shared memory)
 ATTENTION = KernelCandidate("cuda_attention_flash", "attention.cu.j2", _attention_applies,
-                            params=_attention_coords)
+                            tunables=ATTENTION_ROWS, params=_attention_coords)
 # ... over sizes known at run time: blocks for the upper bounds, those past the run's exit
 ATTENTION_DIMS = KernelCandidate("cuda_attention_flash_dims", "attention.cu.j2",
                                  _attention_dims_applies, params=_attention_coords,

@@ -20,6 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ops.test_references import attention_model
 from targets.cpu.test_attention_kernel import attention_weights, float64_attention
 
+from pyc_cli.ir.annotations import KernelChoice
+
 __all__ = ["float64_attention"]  # the float32 reference, shared with the CPU kernel's test
 
 ROUNDED_RTOL = 2e-3
@@ -50,6 +52,26 @@ GPU_SHAPES = [  # on the GPU, at every precision: sizes the emulation cannot aff
     ((2, 12), 512, 64, 512, 64, 0.125, True),       # BERT-base heads at sequence 512
     ((1, 4), 1000, 128, 1000, 128, 0.088, True),    # 128-wide heads, partial tiles
 ]
+
+
+class ForcedAttention:
+    """A tuning database giving pyc.Attention `kernel` with `params` (a tunable's value)."""
+
+    def __init__(self, kernel: str, **params: int) -> None:
+        self.kernel, self.params = kernel, params
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        return KernelChoice(self.kernel, self.params) if signature.op == "pyc.Attention" else None
+
+
+def mma_warps(warps: int) -> ForcedAttention:
+    """The tensor-core attention in blocks of `warps` warps."""
+    return ForcedAttention("cuda_attention_mma", attn_warps=warps)
+
+
+def flash_rows(rows: int) -> ForcedAttention:
+    """The float32 attention in blocks of `rows` query rows."""
+    return ForcedAttention("cuda_attention_flash", attn_rows=rows)
 
 
 def rounded_attention(feeds: dict[str, np.ndarray], scale: float | None,

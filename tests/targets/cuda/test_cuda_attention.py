@@ -2,7 +2,7 @@
 test_cuda_emulated.py, their GPU runs in test_cuda_gpu.py): which kernel each precision picks,
 the patterns that keep MatMul -> Softmax -> MatMul (heads wider than 128, probabilities read
 elsewhere), and NVRTC compilation for sm_80 / sm_90 of both kernels, the tensor-core one in
-each `attn_warps` variant."""
+each `attn_warps` variant, the float32 one in smaller `attn_rows` blocks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from attention_cases import (
     MMA_SHAPES,
     SELF_SHAPES,
     SHAPES,
+    ForcedAttention,
+    flash_rows,
     head_attention_model,
+    mma_warps,
 )
 from conftest import MODELS_DIR
 from helpers import decisions, write_model
@@ -28,7 +31,6 @@ from ops.test_references import attention_model
 
 from pyc_cli.abi import io_infos
 from pyc_cli.api import compile_graph
-from pyc_cli.ir.annotations import KernelChoice
 from pyc_cli.planning.weights import layout_weights
 from pyc_cli.targets.base import ModelInfo
 from pyc_cli.targets.cuda import bindings, toolchain
@@ -38,20 +40,8 @@ needs_nvrtc = pytest.mark.skipif(not bindings.available(),
                                  reason='the NVRTC wheel is not installed (pip install ".[cuda]")')
 
 
-class ForcedWarps:
-    """A tuning database giving pyc.Attention the tensor-core kernel with `attn_warps`."""
-
-    def __init__(self, warps: int) -> None:
-        self.warps = warps
-
-    def lookup(self, signature):  # noqa: ANN001, ANN201
-        if signature.op == "pyc.Attention":
-            return KernelChoice("cuda_attention_mma", {"attn_warps": self.warps})
-        return None
-
-
 def emit(model: onnx.ModelProto, precision: str, tmp_path: Path,
-         tuning: ForcedWarps | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+         tuning: ForcedAttention | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
     graph, ctx = compile_graph(write_model(model, tmp_path), target="cuda", precision=precision,
                                tuning=tuning)  # type: ignore[arg-type]
     plan = ctx.artifacts["memory_plan"]
@@ -133,13 +123,25 @@ def test_nvrtc_compiles_the_float32_attention(shape: tuple, rows: int, arch: str
 
 @needs_nvrtc
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("rows", [8, 4])
+@pytest.mark.parametrize("shape", [SHAPES[3], SHAPES[6]], ids=["d64", "d128"])
+def test_nvrtc_compiles_the_float32_attention_in_smaller_row_blocks(
+        shape: tuple, rows: int, arch: str, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    source, launches = emit(attention_model(*shape), "fp32", tmp_path,
+                            flash_rows(rows))
+    assert [step["grid"][0] for step in launches] == [np.prod(shape[0]) * -(-shape[1] // rows)]
+    compile_cleanly(source, arch)
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("warps", [4, 2, 1])
 @pytest.mark.parametrize("shape", [MMA_SHAPES[3], MMA_SHAPES[5]], ids=["d24_e17", "d128_e128"])
 def test_nvrtc_compiles_the_tensor_core_attention(shape: tuple, warps: int, precision: str,  # type: ignore[type-arg]
                                                   arch: str, tmp_path: Path) -> None:
     assert shape[2] in (24, 128)  # the ids: D 24 / E 17, D = E = 128
-    source, launches = emit(attention_model(*shape), precision, tmp_path, ForcedWarps(warps))
+    source, launches = emit(attention_model(*shape), precision, tmp_path, mma_warps(warps))
     assert [step["block"] for step in launches] == [[32 * warps, 1, 1]]
     compiled = compile_cleanly(source, arch)
     assert "mma.sync.aligned.m16n8k16" in compiled.ptx and "ldmatrix" in compiled.ptx
@@ -200,7 +202,7 @@ def test_nvrtc_compiles_the_tensor_core_attention_over_folded_heads(
         tmp_path: Path, rng: np.random.Generator) -> None:
     """Float32 operands (model inputs) and 16-bit ones (`project`: GEMM outputs)."""
     source, launches = emit(head_attention_model(*shape, rng, project=project), precision,
-                            tmp_path, ForcedWarps(warps))
+                            tmp_path, mma_warps(warps))
     attention = [step for step in launches if step["op"] == "pyc.Attention"]
     assert [step["block"] for step in attention] == [[32 * warps, 1, 1]]
     assert "Transpose" not in [step["op"] for step in launches]
@@ -217,6 +219,6 @@ def test_nvrtc_compiles_the_attention_over_one_projection(precision: str, warps:
     """Q, K, V as the three parts of one GEMM's result (offsets into one buffer): the float32
     kernel, and (warps) the tensor-core one."""
     model = head_attention_model(*SELF_SHAPES[0], rng, self_attention=True)
-    source, launches = emit(model, precision, tmp_path, ForcedWarps(warps) if warps else None)
+    source, launches = emit(model, precision, tmp_path, mma_warps(warps) if warps else None)
     assert [step["op"] for step in launches] == ["MatMul", "pyc.Attention", "pyc.Copy"]
     compile_cleanly(source, arch)

@@ -10,6 +10,7 @@ rtol 1e-4, atol 1e-5 (GEMMs and LayerNorm atol 1e-4; transformers rtol 1e-3, ato
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from attention_cases import (
     ROUNDED_RTOL,
     SELF_SHAPES,
     SHAPES,
+    flash_rows,
     float64_attention,
     head_attention_model,
     head_feeds,
@@ -62,9 +64,11 @@ class Emulated:
 
     def __init__(self, model_path: Path, work: Path, shapes: dict | None = None,  # type: ignore[type-arg]
                  precision: str | None = None,
-                 input_values: dict[str, tuple[float, float]] | None = None) -> None:
+                 input_values: dict[str, tuple[float, float]] | None = None,
+                 tuning: object = None) -> None:
         graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda",
-                                   precision=precision, input_values=input_values)
+                                   precision=precision, input_values=input_values,
+                                   tuning=tuning)  # type: ignore[arg-type]
         self.graph, self.target = graph, ctx.target
         # weights laid out as a build lays them (16-bit B matrices at fp16 / bf16)
         plan = ctx.artifacts["memory_plan"]
@@ -224,6 +228,23 @@ def test_emulated_attention_matches_float64(batch: tuple[int, ...], s: int, d: i
         feeds = attention_feeds(model, rng)
         got = emulated.run(feeds)["y"]
         np.testing.assert_allclose(got, float64_attention(feeds, scale), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("rows", [8, 4])
+@pytest.mark.parametrize("batch, s, d, t, e, scale, mask", [SHAPES[1], SHAPES[2], SHAPES[5]])
+def test_emulated_attention_in_smaller_row_blocks(batch: tuple[int, ...], s: int, d: int, t: int,
+                                                  e: int, scale: float | None, mask: bool,
+                                                  rows: int, rng: np.random.Generator,
+                                                  tmp_path: Path) -> None:
+    """A tuning database's `attn_rows` (8: two rows a warp; 4: one), against float64 as the
+    default blocks."""
+    model = attention_model(batch, s, d, t, e, scale, mask)
+    emulated = Emulated(write_model(model, tmp_path), tmp_path, tuning=flash_rows(rows))
+    [launch] = [x for x in emulated.plan["launches"] if x["op"] == "pyc.Attention"]
+    assert launch["grid"][0] == math.prod(batch) * math.ceil(s / rows)
+    feeds = attention_feeds(model, rng)
+    got = emulated.run(feeds)["y"]
+    np.testing.assert_allclose(got, float64_attention(feeds, scale), rtol=1e-4, atol=2e-5)
 
 
 @pytest.mark.parametrize("s", [7, 33])
