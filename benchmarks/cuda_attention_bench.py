@@ -4,7 +4,7 @@ written and read back) and, where torch with CUDA is installed, against
 torch.nn.functional.scaled_dot_product_attention. Run on the GPU machine after
 benchmarks/cuda_smoke.sh has set up NVRTC (CUDA_HOME):
 
-    python benchmarks/cuda_attention_bench.py --out $OUT/cuda_attention_bench.json
+    python benchmarks/cuda_attention_bench.py --out $OUT/cuda_attention_bench.json [--variants]
 
 Shapes (the MiniLM/BERT pattern: Q K^T / sqrt(d) + mask [B, 1, 1, T], Softmax, x V; the mask
 0 or -10000 with a padded tail): MiniLM-L6 at batch 1, sequence 128 (12 heads of 32);
@@ -80,10 +80,28 @@ def float64_attention(feeds: dict[str, np.ndarray], d: int) -> np.ndarray:
     return (weights / weights.sum(axis=-1, keepdims=True)) @ v
 
 
+class Forced:
+    """A tuning database giving pyc.Attention `kernel` with one tunable's value (a variant)."""
+
+    def __init__(self, kernel: str, name: str, value: int) -> None:
+        self.kernel, self.params = kernel, {name: value}
+
+    def lookup(self, signature):  # noqa: ANN001, ANN201
+        from pyc_cli.ir.annotations import KernelChoice
+
+        return KernelChoice(self.kernel, self.params) if signature.op == "pyc.Attention" else None
+
+
+# the fused kernels' block shapes a tuner may choose (targets/cuda/kernels.py), timed one by one
+VARIANTS = {"fp32": ("cuda_attention_flash", "attn_rows", (32, 16, 8, 4)),
+            "fp16": ("cuda_attention_mma", "attn_warps", (4, 2, 1))}
+
+
 def time_pyc(path: Path, work: Path, precision: str, feeds: dict[str, np.ndarray],
-             reference: np.ndarray, repeat: int) -> dict[str, object]:
-    built = pyc_cli.build(path, work / f"{path.stem}_{precision}.pyc", target="cuda",
-                          precision=precision)
+             reference: np.ndarray, repeat: int, tuning: Forced | None = None) -> dict[str, object]:
+    suffix = "" if tuning is None else "_" + "_".join(f"{k}{v}" for k, v in tuning.params.items())
+    built = pyc_cli.build(path, work / f"{path.stem}_{precision}{suffix}.pyc", target="cuda",
+                          precision=precision, tuning=tuning)  # type: ignore[arg-type]
     kernels = [n.ann.kernel_name for n in built.graph.nodes if n.ann.kernel is not None]
     with pyc_cli.load(built.artifact) as model:
         out = model.run(feeds)["y"]
@@ -131,6 +149,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--variants", action="store_true",
+                        help="also time the fused kernel in each block shape a tuner may choose "
+                             "(attn_rows at fp32, attn_warps at fp16)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with_torch = torch_available()
@@ -150,6 +171,12 @@ def main() -> int:
                                           "head_dim": d, "precision": precision,
                                           "fused": timed[0], "unfused": timed[1]}
                 row["fused_speedup"] = row["unfused"]["median_ms"] / row["fused"]["median_ms"]  # type: ignore[index]
+                if args.variants:
+                    kernel, tunable, values = VARIANTS[precision]
+                    row["fused_variants"] = {
+                        f"{tunable}={value}": time_pyc(fused, work, precision, feeds, reference,
+                                                       args.repeat, Forced(kernel, tunable, value))
+                        for value in values}
                 if with_torch:
                     row["torch_sdpa"] = time_torch(feeds, precision, d, args.repeat)
                     row["share_of_torch"] = row["torch_sdpa"]["median_ms"] / row["fused"]["median_ms"]  # type: ignore[index]
