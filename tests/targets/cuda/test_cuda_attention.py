@@ -26,6 +26,7 @@ from attention_cases import (
 )
 from conftest import MODELS_DIR
 from helpers import decisions, write_model
+from nvrtc_check import compile_cleanly
 from onnx import helper
 from ops.test_references import attention_model
 
@@ -33,8 +34,7 @@ from pyc_cli.abi import io_infos
 from pyc_cli.api import compile_graph
 from pyc_cli.planning.weights import layout_weights
 from pyc_cli.targets.base import ModelInfo
-from pyc_cli.targets.cuda import bindings, toolchain
-from pyc_cli.targets.cuda.target import kernel_templates
+from pyc_cli.targets.cuda import bindings
 
 needs_nvrtc = pytest.mark.skipif(not bindings.available(),
                                  reason='the NVRTC wheel is not installed (pip install ".[cuda]")')
@@ -87,14 +87,6 @@ def test_probabilities_read_elsewhere_keep_the_unfused_pattern(tmp_path: Path) -
     model.graph.output.append(helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, [2, 5, 6]))
     graph, _ = compile_graph(write_model(model, tmp_path), target="cuda")
     assert "pyc.Attention" not in [n.op for n in graph.nodes]
-
-
-def compile_cleanly(source: str, arch: str) -> toolchain.Compiled:
-    """NVRTC's CUBIN of `source` for `arch`, checked: an ELF image, no warning in the log."""
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
-    return compiled
 
 
 @pytest.mark.parametrize("shape, grid, block", [

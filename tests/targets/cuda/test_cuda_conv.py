@@ -29,6 +29,7 @@ from cuda_conv_cases import (
 from cuda_emulation import CXX
 from helpers import rand, write_model
 from mma_precision import EXACT_RTOL, assert_close_to_max, model_rtol, round_to
+from nvrtc_check import compile_cleanly
 from onnx import numpy_helper
 from test_cuda_compile import needs_nvrtc
 from test_cuda_mma import emit_mma
@@ -38,7 +39,6 @@ from pyc_cli.api import compile_graph
 from pyc_cli.artifact.reader import load_graph
 from pyc_cli.errors import PycError
 from pyc_cli.targets.cuda import toolchain
-from pyc_cli.targets.cuda.target import kernel_templates
 
 HALF = ("fp16", "bf16")
 TENSOR_CORE = ("tf32", "fp16", "bf16")  # the precisions cuda_conv_mma runs at
@@ -194,9 +194,7 @@ def test_nvrtc_compiles_the_tensor_core_conv(tile: int, split: int, precision: s
         source, launches = emit_mma(case, precision, tmp_path / str(index))  # type: ignore[arg-type]
         assert "conv_mma.cu.j2" in source
         assert launches[0]["block"] == [256 if tile == 128 else 128 * split, 1, 1]
-        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-        assert compiled.cubin[:4] == b"\x7fELF"
-        assert "warning" not in compiled.log.lower(), compiled.log
+        compiled = compile_cleanly(source, arch)
         shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
         assert f"mma.sync.aligned.{shape}" in compiled.ptx
         assert ("ldmatrix" in compiled.ptx) == (precision != "tf32") and "cp.async" in compiled.ptx
@@ -211,8 +209,7 @@ def test_nvrtc_compiles_the_k_split(tile: int, split: int, ksplit: int, blocks: 
     case = next(c for c in CONV_MMA_CASES if c.name == "deep_7x7_split")
     source, launches = emit_mma(case, "fp16", tmp_path)  # type: ignore[arg-type]
     assert launches[0]["grid"][2] == blocks and "float* __restrict__ WS" in source
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compiled = compile_cleanly(source, arch)
     assert "atom.global.add" in compiled.ptx or "red.global.add" in compiled.ptx
 
 
@@ -222,9 +219,7 @@ def test_nvrtc_compiles_the_k_split(tile: int, split: int, ksplit: int, blocks: 
 def test_nvrtc_compiles_the_depthwise_conv(case: ConvCase, arch: str, tmp_path: Path) -> None:
     source, _ = emit_mma(case, "fp32", tmp_path)  # type: ignore[arg-type]
     assert "conv_depthwise.cu.j2" in source
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compile_cleanly(source, arch)
 
 
 # ---------------------------------------------------------------- emulated
@@ -536,8 +531,7 @@ def test_nvrtc_compiles_the_pipelined_conv(tile: int, split: int, stages: int, a
         (launch,) = [s for s in launches if s["op"] == "Conv"]
         assert 48 * 1024 // 2 < launch["shared_bytes"] <= CONV_MMA_SHARED_LIMIT
         assert "PYC_DYNAMIC_SHARED(smem)" in source
-        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-        assert "warning" not in compiled.log.lower(), compiled.log
+        compiled = compile_cleanly(source, arch)
         assert "cp.async.ca.shared.global" in compiled.ptx and ", 4, " in compiled.ptx
         assert f"cp.async.wait_group {stages - 2};" in compiled.ptx
         for usage in toolchain.resource_usage(source, arch):
@@ -621,9 +615,7 @@ def test_nvrtc_compiles_the_tiled_conv(tile: int, arch: str, tmp_path: Path,
         (tmp_path / str(index)).mkdir()
         source, _ = emit_mma(case, "fp32", tmp_path / str(index))  # type: ignore[arg-type]
         assert "conv_tiled.cu.j2" in source
-        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-        assert compiled.cubin[:4] == b"\x7fELF"
-        assert "warning" not in compiled.log.lower(), compiled.log
+        compile_cleanly(source, arch)
 
 
 @needs_cxx

@@ -15,6 +15,7 @@ from conftest import MODELS_DIR, onnxruntime_outputs
 from cuda_emulation import CXX
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_precision import WHOLE_MODEL_RTOL, assert_close_to_max
+from nvrtc_check import compile_cleanly
 from onnx import TensorProto, helper, numpy_helper
 from test_cuda_compile import needs_nvrtc
 
@@ -28,8 +29,6 @@ from pyc_cli.ops import registry
 from pyc_cli.planning.weights import layout_weights
 from pyc_cli.targets.base import ModelInfo
 from pyc_cli.targets.cuda import kernels as cuda_kernels
-from pyc_cli.targets.cuda import toolchain
-from pyc_cli.targets.cuda.target import kernel_templates
 
 STORAGE = {"fp16": DType.F16, "bf16": DType.BF16}
 
@@ -221,8 +220,7 @@ def test_16_bit_gemm_variants_compile_with_nvrtc(stages: int, tile: int, arch: s
         path = write_model(gemm_model(a, b, act, rng), tmp_path, f"gemm{i}.onnx")  # type: ignore[arg-type]
         source = emit(path, "fp16")["model.cu"]
         assert ("PYC_DYNAMIC_SHARED(pyc_smem)" in source) == (stages == 3)
-        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-        assert "warning" not in compiled.log.lower(), compiled.log
+        compiled = compile_cleanly(source, arch)
         assert "cp.async.cg.shared.global" in compiled.ptx
 
 
@@ -244,8 +242,7 @@ def test_16_bit_kernels_compile_with_nvrtc(precision: str, arch: str, tmp_path: 
     for path in models:
         source = emit(path, precision)["model.cu"]
         assert "struct __align__(2) pyc_f16" in source
-        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-        assert "warning" not in compiled.log.lower(), compiled.log
+        compiled = compile_cleanly(source, arch)
         assert ("cvt.rn.f16.f32" if precision == "fp16" else "cvt.rn.bf16.f32") in compiled.ptx
         if path.name.startswith("gemm"):
             assert "cp.async.cg.shared.global" in compiled.ptx
@@ -440,8 +437,7 @@ def test_16_bit_attention_compiles_with_nvrtc(precision: str, tmp_path: Path,
     source = emit(path, precision)["model.cu"]
     assert "attention_mma.cu.j2" in source and "pyc_f16" in source
     for arch in ("sm_90", "sm_80"):
-        compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-        assert "warning" not in compiled.log.lower(), compiled.log
+        compile_cleanly(source, arch)
 
 
 @needs_cxx

@@ -13,6 +13,7 @@ import pytest
 from helpers import init, make_model, rand, vinfo, write_model
 from mma_cases import MMA_CASES, MmaCase
 from mma_precision import PRECISIONS, round_to
+from nvrtc_check import compile_cleanly
 from onnx import helper, numpy_helper
 from test_cuda_compile import needs_nvrtc
 
@@ -21,8 +22,7 @@ from pyc_cli.api import compile_graph
 from pyc_cli.artifact.reader import load_graph
 from pyc_cli.errors import PycError
 from pyc_cli.targets import get_target
-from pyc_cli.targets.cuda import toolchain
-from pyc_cli.targets.cuda.target import CudaTarget, kernel_templates
+from pyc_cli.targets.cuda.target import CudaTarget
 
 
 def initializers(path: Path) -> dict[str, np.ndarray]:
@@ -187,8 +187,7 @@ def test_every_tunable_variant_compiles(tile: int, min_blocks: int, precision: s
     assert launches[0]["block"] == [256 if tile == 128 else 128, 1, 1]
     bounds = f"__launch_bounds__({launches[0]['block'][0]}{', 2' if min_blocks == 2 else ''})"
     assert bounds in source
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF" and "warning" not in compiled.log.lower()
+    compile_cleanly(source, arch)
 
 
 SPLIT_CASE = next(c for c in MMA_CASES if c.name == "mma_epilogue_128x384x200")
@@ -224,8 +223,7 @@ def test_a_gemm_of_few_tiles_splits_k(precision: str, default: int, tmp_path: Pa
 @pytest.mark.parametrize("ksplit", [2, 5])
 def test_k_split_variants_compile(ksplit: int, precision: str, tmp_path: Path) -> None:
     source, _ = emit_mma(SPLIT_CASE, precision, tmp_path, ForcedVariant(tc_ksplit=ksplit))
-    compiled = toolchain.compile_source(source, "sm_90", kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF" and "warning" not in compiled.log.lower()
+    compile_cleanly(source, "sm_90")
 
 
 @needs_nvrtc
@@ -235,9 +233,7 @@ def test_k_split_variants_compile(ksplit: int, precision: str, tmp_path: Path) -
 def test_nvrtc_compiles_the_tensor_core_gemm(case: MmaCase, precision: str, arch: str,
                                              tmp_path: Path) -> None:
     source, _ = emit_mma(case, precision, tmp_path)
-    compiled = toolchain.compile_source(source, arch, kernel_templates(source))
-    assert compiled.cubin[:4] == b"\x7fELF"
-    assert "warning" not in compiled.log.lower(), compiled.log
+    compiled = compile_cleanly(source, arch)
     shape = "m16n8k8" if precision == "tf32" else "m16n8k16"
     assert f"mma.sync.aligned.{shape}" in compiled.ptx
     assert ("ldmatrix" in compiled.ptx) == (precision != "tf32")
