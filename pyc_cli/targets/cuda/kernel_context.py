@@ -390,10 +390,8 @@ def _wgmma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
         raise PycError("E090", f"cuda_matmul_wgmma computes in fp16 or bf16, not {p['precision']}",
                        where=node.name, hint="report this")
     conversion = call.converted.get(node.inputs[1])
-    ldb = conversion.columns if conversion else p["N"]
-    # a converted B (a constant: static sizes) has rows of ldb; an activation's strides stand
-    b_strides = ([int(s) // (k * n) * (k * int(ldb)) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined, call-overload]
-                 if conversion else list(p["b_batch_strides"]))  # type: ignore[call-overload]
+    ldb = conversion.columns if conversion else n
+    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined]
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     a_half, b_act_half = call.half("X0"), call.half("X1")
@@ -509,10 +507,8 @@ def _wgmma_tma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
         raise PycError("E090", "cuda_matmul_wgmma_tma reads B by TMA in 16 bits: a constant "
                        "stored in 16 bits or an activation stored so, not a float32 B",
                        where=where, hint="choose cuda_matmul_wgmma for this MatMul")
-    ldb = conversion.columns if conversion else p["N"]
-    # a converted B (a constant: static sizes) has rows of ldb; an activation's strides stand
-    b_strides = ([int(s) // (k * n) * (k * int(ldb)) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined, call-overload]
-                 if conversion else list(p["b_batch_strides"]))  # type: ignore[call-overload]
+    ldb = conversion.columns if conversion else n
+    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined]
     a_strides = [int(s) for s in p["a_batch_strides"]]  # type: ignore[union-attr, attr-defined]
     a32 = not call.half("X0")
     deepest = max(len(tma_batch_dims(dims, a_strides)), len(tma_batch_dims(dims, b_strides)))

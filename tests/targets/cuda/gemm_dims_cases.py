@@ -1,14 +1,16 @@
 """MatMuls over sizes known at run time only on the CUDA target (symbolic input dims,
 `--input-shape x=batch:1..8,40`): a Linear with bias, GELU and residual fused over a symbolic
 row count, one of odd K and N whose upper bound spans two row tiles, a 3-D Linear
-[batch, seq, K] x [K, N] with both leading dims symbolic, and batched attention-shaped MatMuls
-[b, h, s, d] x [b, h, d, s] (N a dim) and [b, h, s, s] x [b, h, s, d] (K a dim) with b and s
-symbolic. At fp32 they run cuda_matmul_tiled_dims, at tf32 / fp16 / bf16 the tensor-core
-cuda_matmul_mma_dims (never the one-thread cuda_generic_matmul_naive_dims). Each case: the model
-(fresh random weights from the test's generator), its input shapes, the sizes of its runs
-(1 and the upper bounds among them), and a numpy forward on mma_precision.py's rounding model
-(precision "fp32": the exact float64 result). Shared by the emulated tests
-(test_cuda_gemm_dims.py) and the GPU tests (test_cuda_gpu.py -k run_time_sizes)."""
+[batch, seq, K] x [K, N] with both leading dims symbolic (bias and residual fused), and
+batched attention-shaped MatMuls [b, h, s, d] x [b, h, d, s] (N a dim) and
+[b, h, s, s] x [b, h, s, d] (K a dim) with b and s symbolic, and a batch dim whose broadcast
+is decided at run time (either operand's may be 1). At fp32 they run
+cuda_matmul_tiled_dims, at tf32 / fp16 / bf16 the tensor-core cuda_matmul_mma_dims (never the
+one-thread cuda_generic_matmul_naive_dims). Each case: the model (fresh random weights from the
+test's generator), its input shapes, the sizes of its runs (1 and the upper bounds among
+them), and a numpy forward on mma_precision.py's rounding model (precision "fp32": the exact
+float64 result). Shared by the emulated tests (test_cuda_gemm_dims.py) and the GPU tests
+(test_cuda_gpu.py -k run_time_sizes)."""
 
 from __future__ import annotations
 
@@ -68,10 +70,12 @@ def _linear_relu_rows(rng: np.random.Generator) -> onnx.ModelProto:
 
 
 def _linear_3d(rng: np.random.Generator) -> onnx.ModelProto:
-    """y = x w + b over x [batch:1..3, seq:1..20, 40]: a batch dim (B broadcast) and M symbolic."""
+    """y = x w + b + res over x, res [batch:1..3, seq:1..20, 40 / 24]: a batch dim (B
+    broadcast) and M symbolic, the residual indexed over both in the fused epilogue."""
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
-             helper.make_node("Add", ["m", "b"], ["y"])]
-    return make_model(nodes, [vinfo("x", ["batch", "seq", 40])],
+             helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Add", ["a", "res"], ["y"])]
+    return make_model(nodes, [vinfo("x", ["batch", "seq", 40]), vinfo("res", ["batch", "seq", 24])],
                       [vinfo("y", ["batch", "seq", 24])],
                       [init("w", rand(rng, 40, 24, scale=40 ** -0.5)), init("b", rand(rng, 24))])
 
@@ -92,6 +96,14 @@ def _values(rng: np.random.Generator) -> onnx.ModelProto:
                       [vinfo("y", ["b", 2, "s", 16])])
 
 
+def _broadcast(rng: np.random.Generator) -> onnx.ModelProto:
+    """y = a b, a [m:1..3, s:1..9, 12], b [n:1..3, 12, 10]: whether a batch dim broadcasts (m
+    or n is 1) is decided at run time (a run-time stride of 0 or the matrix's)."""
+    return make_model([helper.make_node("MatMul", ["a", "b"], ["y"])],
+                      [vinfo("a", ["m", "s", 12]), vinfo("b", ["n", 12, 10])],
+                      [vinfo("y", ["o", "s", 10])])
+
+
 CASES = (
     GemmDimsCase("linear_gelu_residual", _linear_gelu_residual, {"x": ("batch:1..8", 40),
                                                                  "res": ("batch:1..8", 70)},
@@ -102,10 +114,11 @@ CASES = (
                  lambda d: {"x": (d["rows"], 37)},
                  ({"rows": 1}, {"rows": 70}, {"rows": 33}),
                  lambda f, w, p: np.maximum(matmul(f["x"], w["w"], p) + w["b"], 0), 37),
-    GemmDimsCase("linear_3d", _linear_3d, {"x": ("batch:1..3", "seq:1..20", 40)},
-                 lambda d: {"x": (d["batch"], d["seq"], 40)},
+    GemmDimsCase("linear_3d", _linear_3d, {"x": ("batch:1..3", "seq:1..20", 40),
+                                           "res": ("batch:1..3", "seq:1..20", 24)},
+                 lambda d: {"x": (d["batch"], d["seq"], 40), "res": (d["batch"], d["seq"], 24)},
                  ({"batch": 1, "seq": 1}, {"batch": 3, "seq": 20}, {"batch": 2, "seq": 9}),
-                 lambda f, w, p: matmul(f["x"], w["w"], p) + w["b"], 40),
+                 lambda f, w, p: matmul(f["x"], w["w"], p) + w["b"] + f["res"], 40),
     GemmDimsCase("batched_scores", _scores, {"q": ("b:1..3", 2, "s:1..20", 16),
                                              "kt": ("b:1..3", 2, 16, "s:1..20")},
                  lambda d: {"q": (d["b"], 2, d["s"], 16), "kt": (d["b"], 2, 16, d["s"])},
@@ -116,6 +129,12 @@ CASES = (
                  lambda d: {"p": (d["b"], 2, d["s"], d["s"]), "v": (d["b"], 2, d["s"], 16)},
                  ({"b": 1, "s": 1}, {"b": 3, "s": 20}, {"b": 2, "s": 7}),
                  lambda f, w, p: matmul(f["p"], f["v"], p), 20),
+    GemmDimsCase("broadcast_at_run_time", _broadcast, {"a": ("m:1..3", "s:1..9", 12),
+                                                       "b": ("n:1..3", 12, 10)},
+                 lambda d: {"a": (d["m"], d["s"], 12), "b": (d["n"], 12, 10)},
+                 ({"m": 1, "n": 1, "s": 1}, {"m": 3, "n": 3, "s": 9}, {"m": 3, "n": 1, "s": 4},
+                  {"m": 1, "n": 3, "s": 9}),
+                 lambda f, w, p: matmul(f["a"], f["b"], p), 12),
 )
 # the kernel each precision runs the MatMul on
 KERNELS = {"fp32": "cuda_matmul_tiled_dims", "tf32": "cuda_matmul_mma_dims",

@@ -1,7 +1,8 @@
 """MatMuls over sizes known at run time only on the CUDA target, without a GPU: gemm_dims_cases.py's
 models (a Linear with bias, GELU and residual fused over a symbolic row count; odd K and N over
-two row tiles; a 3-D Linear with batch and seq symbolic; attention-shaped batched MatMuls with b
-and s symbolic, N or K a dim) built with NVRTC at fp32, tf32, fp16 and bf16 and run through
+two row tiles; a 3-D Linear with batch and seq symbolic, bias and residual fused;
+attention-shaped batched MatMuls with b and s symbolic, N or K a dim; a batch dim broadcast at
+run time) built with NVRTC at fp32, tf32, fp16 and bf16 and run through
 runtime/cuda.py over the emulated driver (cuda_emulation.FakeDriver: the artifact's kernels
 compiled for the CPU, mma.sync with the PTX fragment layouts and bit-exact conversions).
 
