@@ -4,7 +4,8 @@ row count, one of odd K and N whose upper bound spans two row tiles, a 3-D Linea
 [batch, seq, K] x [K, N] with both leading dims symbolic (bias and residual fused), and
 batched attention-shaped MatMuls [b, h, s, d] x [b, h, d, s] (N a dim) and
 [b, h, s, s] x [b, h, s, d] (K a dim) with b and s symbolic, and a batch dim whose broadcast
-is decided at run time (either operand's may be 1). At fp32 they run
+is decided at run time (either operand's may be 1), and rows that NonZero counts during the
+run (0 among them). At fp32 they run
 cuda_matmul_tiled_dims, at tf32 / fp16 / bf16 the tensor-core cuda_matmul_mma_dims (never the
 one-thread cuda_generic_matmul_naive_dims). Each case: the model (fresh random weights from the
 test's generator), its input shapes, the sizes of its runs (1 and the upper bounds among
@@ -38,8 +39,12 @@ class GemmDimsCase:
     # (feeds, initializers, precision) -> the output "y" on the rounding model
     forward: Callable[[Arrays, Arrays, str], np.ndarray]
     depth: int  # K's upper bound (mma_precision.model_rtol)
+    # the feeds of a run where not random normal inputs of `shapes`
+    make_feeds: Callable[[np.random.Generator, Sizes], Arrays] | None = None
 
     def feeds(self, rng: np.random.Generator, sizes: Sizes) -> Arrays:
+        if self.make_feeds is not None:
+            return self.make_feeds(rng, sizes)
         return {name: rand(rng, *shape) for name, shape in self.shapes(sizes).items()}
 
 
@@ -104,6 +109,33 @@ def _broadcast(rng: np.random.Generator) -> onnx.ModelProto:
                       [vinfo("y", ["o", "s", 10])])
 
 
+def _nonzero_rows(rng: np.random.Generator) -> onnx.ModelProto:
+    """y = relu((float(NonZero(x)^T) * scale) w + b), x [4, 5]: M is the count NonZero
+    computes (0..20) and writes into the dims before the GEMM reads it."""
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
+             helper.make_node("Transpose", ["idx"], ["t"], perm=[1, 0]),
+             helper.make_node("Cast", ["t"], ["tf"], to=onnx.TensorProto.FLOAT),
+             helper.make_node("Mul", ["tf", "scale"], ["a"]),
+             helper.make_node("MatMul", ["a", "w"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["r"]),
+             helper.make_node("Relu", ["r"], ["y"])]
+    return make_model(nodes, [vinfo("x", [4, 5])], [vinfo("y", ["n", 24])],
+                      [init("scale", rng.uniform(0.2, 1.0, 2).astype(np.float32)),
+                       init("w", rand(rng, 2, 24)), init("b", rand(rng, 24))])
+
+
+def _nonzero_feeds(rng: np.random.Generator, sizes: Sizes) -> Arrays:
+    """x [4, 5] with exactly sizes["n"] non-zero elements, at random places."""
+    x = rand(rng, 4, 5) + np.float32(3.0)  # no element zero by chance
+    x.reshape(-1)[rng.permutation(20)[sizes["n"]:]] = 0.0
+    return {"x": x}
+
+
+def _nonzero_forward(f: Arrays, w: Arrays, p: str) -> np.ndarray:
+    a = np.transpose(np.nonzero(f["x"])).astype(np.float32) * w["scale"]
+    return np.maximum(matmul(a, w["w"], p) + w["b"], 0)
+
+
 CASES = (
     GemmDimsCase("linear_gelu_residual", _linear_gelu_residual, {"x": ("batch:1..8", 40),
                                                                  "res": ("batch:1..8", 70)},
@@ -135,6 +167,9 @@ CASES = (
                  ({"m": 1, "n": 1, "s": 1}, {"m": 3, "n": 3, "s": 9}, {"m": 3, "n": 1, "s": 4},
                   {"m": 1, "n": 3, "s": 9}),
                  lambda f, w, p: matmul(f["a"], f["b"], p), 12),
+    GemmDimsCase("nonzero_rows", _nonzero_rows, {}, lambda d: {"x": (4, 5)},
+                 ({"n": 0}, {"n": 20}, {"n": 1}, {"n": 13}), _nonzero_forward, 2,
+                 _nonzero_feeds),
 )
 # the kernel each precision runs the MatMul on
 KERNELS = {"fp32": "cuda_matmul_tiled_dims", "tf32": "cuda_matmul_mma_dims",
