@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ...errors import PycError
 from ...ir.graph import Graph, Node
 from ...ir.run_dims import c_size, dim_names
-from ...ir.symbolic import Dim
+from ...ir.symbolic import Dim, RunTimeStride
 from ...ops.attention import operand_offsets, operand_strides
 from ...ops.movement import contiguous_strides
 from ...planning.weights import Conversion
@@ -145,22 +145,44 @@ def _elementwise(call: CudaCall, graph: Graph, node: Node) -> None:
 
 def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
-    batch = math.prod(p["batch"])  # type: ignore[arg-type, call-overload]
+    dims = list(p["batch"])  # type: ignore[call-overload]
+    batch = math.prod(int(d) for d in dims)  # upper bounds where sizes are known at run time
     m, n = int(p["M"]), int(p["N"])  # type: ignore[call-overload]
     big_tiles = math.ceil(m / 64) * math.ceil(n / 64) * max(1, batch)
     tile = int(p.get("tile_m", 8 if m <= 8 else 64 if big_tiles >= FILL_BLOCKS else 32))  # type: ignore[call-overload]
     bm, bn, bk, tm, tn = GEMM_CONFIGS[tile]
     call.block = ((bn // tn) * (bm // tm), 1, 1)
-    call.grid = (math.ceil(int(p["N"]) / bn), math.ceil(int(p["M"]) / bm), max(1, batch))  # type: ignore[call-overload]
+    call.grid = (math.ceil(n / bn), math.ceil(m / bm), max(1, batch))
     # each batch dim's extent and the product of those after it (blockIdx.z -> b0, b1, ...)
-    dims = list(p["batch"])  # type: ignore[call-overload]
     p.update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, threads=call.block[0],
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
-    if call.dims:  # A's rows known at run time only: the grid above is for their upper bound
-        names = dim_names(graph)
-        p.update(M_c=f"({c_size(p['M'], names)})",  # type: ignore[arg-type]
-                 MN=f"({c_size(p['M'] * p['N'], names)})")  # type: ignore[operator]
-        call.uses_status = True
+    if call.dims:  # sizes known at run time only: the grid above is for their upper bounds
+        _run_time_gemm(call, graph)
+
+
+def _run_time_gemm(call: CudaCall, graph: Graph) -> None:
+    """A GEMM over sizes known at run time (cuda_matmul_tiled_dims, cuda_matmul_mma_dims), its
+    grid sized for the upper bounds: each size that is a dim (M, N, K, the batch extents, their
+    steps, the operands' batch strides, a batch dim broadcast at run time among them) becomes a
+    C expression over the dims, cast to the index type, and `MN` (C's matrix) and `BATCH` (the
+    batch's product) are added, so that blocks past the run's rows, columns or batch exit at
+    once. Static sizes stay numbers (the templates' alignment choices read them). The kernel
+    takes the status word: once an earlier kernel refused the run, its dims may not hold."""
+    p = call.params
+    names = dim_names(graph)
+
+    def c(value: object) -> object:
+        if isinstance(value, (Dim, RunTimeStride)):
+            return f"(({call.index_type})({c_size(value, names)}))"
+        return value
+
+    p["MN"] = c(p["M"] * p["N"])  # type: ignore[operator]
+    p["BATCH"] = c(math.prod(p["batch"]))  # type: ignore[call-overload]
+    for key in ("M", "N", "K"):
+        p[key] = c(p[key])
+    for key in ("batch", "batch_steps", "a_batch_strides", "b_batch_strides"):
+        p[key] = [c(v) for v in p[key]]  # type: ignore[attr-defined]
+    call.uses_status = True
 
 
 # tensor-core GEMM tiles by tc_tile: (rows BM, columns BN, depth BK, warps along M, along N);
@@ -229,18 +251,24 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
     tile (counted in `counters` words past the status word) adding them in split order."""
     p = call.params
     dims = list(p["batch"])  # type: ignore[call-overload]
-    batch = max(1, math.prod(dims))
+    batch = max(1, math.prod(int(d) for d in dims))  # upper bounds where known at run time
     m, n, k = int(p["M"]), int(p["N"]), int(p["K"])  # type: ignore[call-overload]
+    # sizes known at run time (cuda_matmul_mma_dims): the geometry of the upper bounds, no K
+    # split; each alignment the kernel relies on needs the size static
+    static_k, static_n = not isinstance(p["K"], Dim), not isinstance(p["N"], Dim)
     kernel = node.ann.kernel
-    geo = mma_gemm_geometry(p, conv_mma_workspace_cap(kernel.workspace_cap if kernel else None))
-    if kernel is None or geo.workspace_bytes > kernel.workspace_bytes:  # as sized at selection
-        geo = mma_gemm_geometry({**p, "tc_ksplit": 1})
+    bounds = {**p, "M": m, "N": n, "K": k, "batch": [int(d) for d in dims]}
+    geo = mma_gemm_geometry(bounds, conv_mma_workspace_cap(kernel.workspace_cap if kernel else None))
+    if call.dims or kernel is None or geo.workspace_bytes > kernel.workspace_bytes:  # as sized at selection
+        geo = mma_gemm_geometry({**bounds, "tc_ksplit": 1})
     tile = 128 if geo.bm == 128 else 64
     bm, bn, bk, warps_m, warps_n = geo.bm, geo.bn, geo.bk, geo.warps_m, geo.warps_n
     conversion = call.converted.get(node.inputs[1])
     h16 = p["precision"] in ("fp16", "bf16")
-    ldb = conversion.columns if conversion else n
-    b_strides = [int(s) // (k * n) * (k * ldb) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined]
+    ldb = conversion.columns if conversion else p["N"]
+    # a converted B (a constant: static sizes) has rows of ldb; an activation's strides stand
+    b_strides = ([int(s) // (k * n) * (k * int(ldb)) for s in p["b_batch_strides"]]  # type: ignore[union-attr, attr-defined, call-overload]
+                 if conversion else list(p["b_batch_strides"]))  # type: ignore[call-overload]
     if conversion:
         next(o for o in call.operands if o.param == "X1").ctype = "unsigned short"
     a_half, b_act_half = h16 and call.half("X0"), h16 and call.half("X1")
@@ -268,10 +296,20 @@ def _mma_gemm(call: CudaCall, graph: Graph, node: Node) -> None:
              # activations stored in 16 bits come by cp.async where rows are 16-byte aligned
              # (K / N % 8 == 0; the base is checked in the kernel), else through registers
              stages=stages, SA=sa, SB=sb,
-             a_half=a_half, b_act_half=b_act_half, a_async=a_half and k % 8 == 0,
-             b_async=b_act_half and n % 8 == 0, async_copies=conversion is not None or a_half or b_act_half,
-             a_vec=k % 4 == 0 and not a_half, b_vec=n % 4 == 0 and not b_act_half,
+             a_half=a_half, b_act_half=b_act_half, a_async=a_half and static_k and k % 8 == 0,
+             b_async=b_act_half and static_n and n % 8 == 0,
+             async_copies=conversion is not None or a_half or b_act_half,
+             a_vec=static_k and k % 4 == 0 and not a_half,
+             b_vec=static_n and n % 4 == 0 and not b_act_half,
+             # a 16-bit C's column pairs go out as one word where N is even
+             n_even=static_n and n % 2 == 0,
              batch_steps=[math.prod(dims[d + 1:]) for d in range(len(dims))])
+    if call.dims:  # the sizes that are dims, and the slice count, as C over the dims
+        _run_time_gemm(call, graph)
+        if not static_k:
+            p["SLICES"] = f"(({p['K']} + {bk - 1}) / {bk})"
+        if not static_n and conversion is None:
+            p["ldb"] = p["N"]
     if node.ann.norm_from:
         _take_norm(call, graph, node, batch)
 

@@ -754,17 +754,35 @@ def _rows_dims_applies(node: Node, graph: Graph) -> bool:
         graph_numel(node, graph) < 2**30
 
 
-def _gemm_rows_dims_applies(node: Node, graph: Graph) -> bool:
-    """A float32 MatMul whose only size known at run time is A's row count M (no batch dims):
-    the tiled GEMM over the upper bound of M, reading M from the dims."""
-    from ...ir.symbolic import Dim
-    from ...ops import registry
+def _gemm_dims_applies(node: Node, graph: Graph) -> bool:
+    """A float32 MatMul over sizes known at run time (batch extents, M, N, K, the batch strides
+    and a batch dim broadcast at run time: any of them), every size within 32-bit indices: the
+    tiled GEMM over a grid for the upper bounds, reading the sizes from the dims."""
+    return (node_has_dims(node, graph) and _gemm_applies(node, graph)
+            and graph_numel(node, graph) < 2**30)
 
-    if not node_has_dims(node, graph) or not _gemm_applies(node, graph):
-        return False
-    p = registry.get("MatMul").kernel_params(node, graph)
-    return (not list(p["batch"]) and not isinstance(p["K"], Dim)  # type: ignore[call-overload]
-            and not isinstance(p["N"], Dim) and graph_numel(node, graph) < 2**30)
+
+def _mma_dims_applies(node: Node, graph: Graph) -> bool:
+    """The tensor-core GEMM's forms (matrix by matrix) over sizes known at run time, any row
+    count (the skinny GEMM has no run-time variant), every size within 32-bit indices."""
+    return (_gemm_dims_applies(node, graph)
+            and min(graph.types[v].rank for v in node.inputs[:2]) >= 2)
+
+
+# the tensor-core GEMM over run-time sizes: no K split (its tile counters and workspace would
+# be sized for the upper bounds; the grid already covers them)
+MMA_DIMS_TILES = tuple(t for t in MMA_TILES if t.name != "tc_ksplit")
+
+
+def matmul_mma_dims(precision: str) -> KernelCandidate:
+    """matmul_mma.cu.j2 over sizes known at run time (cuda_matmul_mma_dims): its grid for the
+    upper bounds, blocks past the run's rows, columns or batch exiting at once, every size
+    that is a dim read from the dims; the static GEMM's fused epilogues, no K split and no
+    fused LayerNormalization (fuse_norm takes cuda_matmul_mma only)."""
+    return KernelCandidate("cuda_matmul_mma_dims", "matmul_mma.cu.j2", _mma_dims_applies,
+                           cost_factor=0.25, stores_once=True, tunables=MMA_DIMS_TILES,
+                           params=_mma_params(precision), takes_epilogue=True,
+                           symbolic_dims=True)
 
 
 def _reduce_dims_applies(node: Node, graph: Graph) -> bool:
@@ -798,7 +816,7 @@ ROWS_DIMS_SOFTMAX = KernelCandidate("cuda_softmax_block_dims", "softmax.cu.j2", 
 ROWS_DIMS_LAYERNORM = KernelCandidate("cuda_layernorm_block_dims", "layernorm.cu.j2",
                                       _rows_dims_applies, symbolic_dims=True)
 MATMUL_TILED_DIMS = KernelCandidate("cuda_matmul_tiled_dims", "matmul_tiled.cu.j2",
-                                    _gemm_rows_dims_applies, stores_once=True, tunables=GEMM_TILES,
+                                    _gemm_dims_applies, stores_once=True, tunables=GEMM_TILES,
                                     params=_matmul_coords, takes_epilogue=True,
                                     symbolic_dims=True)
 
@@ -911,12 +929,15 @@ def half_writes(candidate: str) -> tuple[int, ...]:
 
 def cuda_kernels(precision: str, arch: str = "") -> dict[str, tuple[KernelCandidate, ...]]:
     """The candidate table of a build at `precision` for `arch`: fp32 is CUDA_KERNELS; a reduced
-    precision adds the tensor-core GEMM to MatMul and the tensor-core conv to Conv, fp16 / bf16
+    precision adds the tensor-core GEMM (and its variant over run-time sizes, cheaper than the
+    float32 cuda_matmul_tiled_dims as the static one is than the tiled GEMM) to MatMul and the
+    tensor-core conv to Conv, fp16 / bf16
     the tensor-core attention to pyc.Attention (the other ops compute in float32 still), and
     on sm_90 the Hopper GEMM to MatMul too."""
     if precision == "fp32":
         return CUDA_KERNELS
-    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision)),
+    table = {**CUDA_KERNELS, "MatMul": (*CUDA_KERNELS["MatMul"], matmul_mma(precision),
+                                        matmul_mma_dims(precision)),
              "Conv": (*CUDA_KERNELS["Conv"], conv_mma(precision))}
     if precision in ("fp16", "bf16"):  # and attention (tf32 keeps the float32 kernel)
         table["pyc.Attention"] = (ATTENTION, attention_mma(precision), ATTENTION_DIMS,

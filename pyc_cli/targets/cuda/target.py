@@ -45,13 +45,14 @@ LAUNCH_FORMAT = 1
 # zeroed at load (launches.json's status_bytes, where there are any)
 STATUS_WORD_BYTES = 4
 MMA_KERNEL = "cuda_matmul_mma"
+MMA_DIMS_KERNEL = "cuda_matmul_mma_dims"  # over run-time sizes: B a static constant too
 WGMMA_KERNEL = "cuda_matmul_wgmma"
 WGMMA_TMA_KERNEL = "cuda_matmul_wgmma_tma"
 CONV_MMA_KERNEL = "cuda_conv_mma"
 # how a kernel reads a constant input 1 stored in 16 bits: both GEMMs as rows padded to 8
 # columns (one layout: a B both read is stored once), the conv as a flat [OC, C*KH*KW]
 B_READS = {MMA_KERNEL: MMA_KERNEL, WGMMA_KERNEL: MMA_KERNEL, WGMMA_TMA_KERNEL: MMA_KERNEL,
-           CONV_MMA_KERNEL: CONV_MMA_KERNEL}
+           MMA_DIMS_KERNEL: MMA_KERNEL, CONV_MMA_KERNEL: CONV_MMA_KERNEL}
 # what each reduced precision changes (the decision log's "precision" entry; docs/cuda.md)
 PRECISION_NOTES = {
     "tf32": "MatMuls of more than 8 rows and convolutions of one group run on tensor cores "

@@ -56,6 +56,8 @@ from dims_cases import CASES as DIMS_CASES
 from dims_cases import DimsCase
 from f16_cases import CASES as F16_CASES
 from f16_cases import F16Case
+from gemm_dims_cases import CASES as GEMM_DIMS_CASES
+from gemm_dims_cases import GemmDimsCase
 from generic_cases import CASES as GENERIC_CASES
 from generic_cases import OUT_OF_RANGE as GENERIC_OUT_OF_RANGE
 from generic_cases import GenericCase
@@ -965,6 +967,39 @@ def test_run_time_sizes_on_the_gpu(case: DimsCase, graphs: str, tmp_path: Path,
                 with pytest.raises(PycError) as refused:
                     model.run(feeds_for(rng))
                 assert refused.value.code == "E041"
+
+
+# ---------------------------------------------------------------- GEMMs over run-time sizes
+# gemm_dims_cases.py's MatMuls (a Linear with bias, GELU and residual over a symbolic row count,
+# odd K and N over two row tiles, a 3-D Linear with batch and seq symbolic, batched
+# attention-shaped MatMuls with b and s symbolic): the parallel GEMMs over run-time sizes
+# (cuda_matmul_tiled_dims at fp32, cuda_matmul_mma_dims at tf32 / fp16 / bf16), each run (sizes
+# of 1 and at the upper bounds among them, fresh inputs, outputs and arena poisoned) against
+# onnxruntime (fp32 rtol 1e-4 / atol 1e-4) and at a reduced precision against the rounding
+# model (model_rtol(K) of max |output|) and the exact result (EXACT_RTOL), as the emulated
+# test_cuda_gemm_dims.py
+
+@pytest.mark.parametrize("precision", ["fp32", *PRECISIONS])
+@pytest.mark.parametrize("case", GEMM_DIMS_CASES, ids=lambda c: c.name)
+def test_run_time_sizes_gemm_on_the_gpu(case: GemmDimsCase, precision: str, tmp_path: Path,
+                                        rng: np.random.Generator,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_cuda_gemm_dims import build, check_kernel, check_run, initializers
+
+    from tests.dynamic.checks import poison_outputs
+
+    poison_outputs(monkeypatch)
+    path, artifact = build(case, precision, rng, tmp_path / "build", ARCH or "sm_80")
+    check_kernel(artifact, precision)
+    weights = initializers(path)
+    with pyc_cli.load(artifact) as model:
+        for _ in range(2):
+            for sizes in case.runs:
+                feeds = case.feeds(rng, sizes)
+                model.poison()
+                ours = model.run(feeds)["y"]
+                expected = onnxruntime_outputs(path, feeds)["y"]
+                check_run(case, precision, ours, feeds, weights, expected, f"{precision} {sizes}")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
