@@ -901,9 +901,13 @@ HALF_READERS = frozenset({
     "cuda_elementwise", "cuda_strided_copy", "cuda_copy", "cuda_concat", "cuda_gather",
     "cuda_pool", "cuda_softmax_block", "cuda_layernorm_block", "cuda_reduce_block",
     "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
-    "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_attention_flash_dims",
-    "cuda_attention_mma_dims", "cuda_matmul_mma",
-    "cuda_conv_mma", "cuda_matmul_wgmma", "cuda_matmul_wgmma_tma"})
+    "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
+    "cuda_conv_mma", "cuda_matmul_wgmma", "cuda_matmul_wgmma_tma",
+    # ... and their variants over sizes known at run time (the same templates)
+    "cuda_elementwise_dims", "cuda_strided_copy_dims", "cuda_copy_dims", "cuda_gather_dims",
+    "cuda_softmax_block_dims", "cuda_layernorm_block_dims", "cuda_reduce_block_dims",
+    "cuda_matmul_tiled_dims", "cuda_matmul_mma_dims", "cuda_attention_flash_dims",
+    "cuda_attention_mma_dims"})
 # ... and write their output 0 in 16 bits (half_writes); other outputs (LayerNormalization's
 # Mean and InvStdDev) stay float32 statistics
 HALF_WRITERS = HALF_READERS

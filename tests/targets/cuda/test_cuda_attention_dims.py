@@ -227,5 +227,8 @@ def test_the_transformer_builds_once_for_many_shapes(precision: str, tmp_path: P
     poison_outputs(monkeypatch)
     path, artifact = transformer_at(tmp_path, precision)
     assert attention_kernel(artifact) == "cuda_attention_flash_dims"  # 32 keys: the float32 one
+    if precision == "fp16":  # the run-time-size kernels read and write activations in 16 bits
+        ir = (artifact / "model.ir").read_text()
+        assert ir.count('f16["batch","seq",') >= 10, ir
     use(monkeypatch, fake_for(artifact, tmp_path))
     transformer_check(path, artifact, rng, precision)
