@@ -160,6 +160,14 @@ def _gemm(call: CudaCall, graph: Graph, node: Node) -> None:
         _run_time_gemm(call, graph)
 
 
+def run_time_size(value: object, names: dict[str, str], index_type: str) -> object:
+    """A size as a kernel template writes it: a number as it is, a dim (or a stride that is
+    0 where a dim is 1 at run time) as C over the dims, cast to the kernel's index type."""
+    if isinstance(value, (Dim, RunTimeStride)):
+        return f"(({index_type})({c_size(value, names)}))"
+    return value
+
+
 def _run_time_gemm(call: CudaCall, graph: Graph) -> None:
     """A GEMM over sizes known at run time (cuda_matmul_tiled_dims, cuda_matmul_mma_dims), its
     grid sized for the upper bounds: each size that is a dim (M, N, K, the batch extents, their
@@ -172,9 +180,7 @@ def _run_time_gemm(call: CudaCall, graph: Graph) -> None:
     names = dim_names(graph)
 
     def c(value: object) -> object:
-        if isinstance(value, (Dim, RunTimeStride)):
-            return f"(({call.index_type})({c_size(value, names)}))"
-        return value
+        return run_time_size(value, names, call.index_type)
 
     p["MN"] = c(p["M"] * p["N"])  # type: ignore[operator]
     p["BATCH"] = c(math.prod(p["batch"]))  # type: ignore[call-overload]
@@ -1047,8 +1053,8 @@ def _attention_sizes(call: CudaCall, graph: Graph) -> None:
         return
     names = dim_names(graph)
 
-    def c(value: object) -> str:
-        return f"({c_size(value, names)})"  # type: ignore[arg-type]
+    def c(value: object) -> object:
+        return run_time_size(value, names, call.index_type)
 
     for key in ("q_strides", "kt_strides", "v_strides", "y_strides", "offsets"):
         p[key] = [c(v) for v in p[key]]  # type: ignore[attr-defined]
