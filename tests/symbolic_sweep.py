@@ -43,13 +43,22 @@ def symbolic_case(case: conformance.Case) -> tuple[bytes, list[str]] | None:
              if v.name not in {t.name for t in model.graph.initializer}]
     static = conformance.static_input_names(model)
     arrays = {n: conformance.as_array(a) for n, a in zip(names, case.data_sets[0][0])}
-    feeds = {n: a for n, a in arrays.items() if n not in static}
-    if any(0 in a.shape for a in feeds.values()):
+    bound = {n: a for n, a in arrays.items() if n in static}
+    shapes = {n: tuple(a.shape) for n, a in arrays.items() if n not in static}
+    return free_dims(conformance.bind_inputs(model, bound), shapes)
+
+
+def free_dims(model_bytes: bytes, shapes: dict[str, tuple[int, ...]]) -> tuple[bytes, list[str]] | None:
+    """The model with the dims of its inputs `shapes` (and of its outputs) free, and the
+    --input-shape texts that bound them: a named dim per distinct size (`d3:1..6` for a 3),
+    sizes 1 static; None where no dim can be made symbolic (or a size is 0)."""
+    model = onnx.load_from_string(model_bytes)
+    if any(0 in shape for shape in shapes.values()):
         return None
     specs, bounded = [], set()
-    for name, array in feeds.items():
+    for name, shape in shapes.items():
         dims = []
-        for size in array.shape:
+        for size in shape:
             if size == 1:
                 dims.append("1")
                 continue
@@ -60,11 +69,10 @@ def symbolic_case(case: conformance.Case) -> tuple[bytes, list[str]] | None:
     if not bounded:
         return None
     for value in [*model.graph.input, *model.graph.output]:
-        if value.name in feeds or value in model.graph.output:
+        if value.name in shapes or value in model.graph.output:
             for k, dim in enumerate(value.type.tensor_type.shape.dim):
                 dim.dim_param = f"p{k}"
-    bound = {n: a for n, a in arrays.items() if n in static}
-    return conformance.bind_inputs(model, bound), specs
+    return model.SerializeToString(), specs
 
 
 def main(argv: list[str] | None = None) -> int:

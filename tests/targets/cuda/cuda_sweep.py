@@ -3,6 +3,7 @@
 tests/conformance.py compares them (the case's rtol / atol; integer outputs exactly).
 
     PYTHONPATH=$PWD python tests/targets/cuda/cuda_sweep.py --ops Pad,LSTM [--jobs 2] [--report F]
+        [--symbolic]
 
 Outcomes per case: `pass`; `refused` (a reason-coded PycError at build time: the CUDA target
 has no kernel for a node, or the op's unit rejects the case on every target; a size read
@@ -74,17 +75,64 @@ def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult
     return result
 
 
-def sweep(ops: list[str], jobs: int, progress: bool = False) -> dict[str, object]:
+def run_symbolic_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
+    """`--symbolic`: the case's free input dims made symbolic as tests/symbolic_sweep.py makes
+    them (a named dim per size, bounds 1..2 x size), built once per data set's bound inputs for
+    the CUDA target (its kernels over run-time sizes) and run emulated at the case's own
+    shapes; outcome `skipped` where no dim can be made symbolic. Never raises."""
+    import onnx
+    from symbolic_sweep import free_dims
+    from test_cuda_emulated import Emulated
+
+    from pyc_cli.errors import PycError
+    from pyc_cli.ir.symbolic import parse_input_shapes
+
+    start = time.perf_counter()
+    result = CaseResult(case.name, list(case.ops), "pass")
+
+    def build(path: Path, shapes: dict[str, tuple[int, ...]]) -> Emulated:
+        made = free_dims(path.read_bytes(), shapes)
+        if made is None:
+            raise LookupError("no dim to make symbolic")
+        path.write_bytes(made[0])
+        symbolic, _ = parse_input_shapes(made[1])
+        return Emulated(path, path.parent, symbolic, input_values=values or None)
+
+    try:
+        model = onnx.load_from_string(case.model)
+        values = conformance.declared_values(conformance.graph_input_names(model),
+                                             conformance.static_input_names(model), case)
+        problem = conformance.run_data_sets(case, build, "pyc-cuda-symbolic-")
+        if problem:
+            result.outcome, result.detail = "fail", problem
+    except LookupError as exc:
+        result.outcome, result.detail = "skipped", str(exc)
+    except PycError as exc:
+        refused = exc.code in (*conformance.REJECT_CODES, "E051", "E009")
+        result.outcome, result.detail = ("refused" if refused else "fail"), str(exc)[:300]
+    except Exception as exc:  # noqa: BLE001  (any crash is a failure of the case)
+        tb = traceback.format_exc().strip().splitlines()
+        result.outcome, result.detail = "fail", f"{type(exc).__name__}: {exc} [{tb[-3].strip()}]"[:400]
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+OUTCOMES = ("pass", "refused", "skipped", "fail")
+
+
+def sweep(ops: list[str], jobs: int, progress: bool = False,
+          symbolic: bool = False) -> dict[str, object]:
     cases = conformance.collect_cases(ops)
-    conformance.run_case = run_case  # the worker processes (forked) run this instead
+    # the worker processes (forked) run this instead
+    conformance.run_case = run_symbolic_case if symbolic else run_case
     conformance.load_rejections = dict  # type: ignore[assignment]
     results = conformance.run_cases(cases, jobs, progress=progress)
     per_op = {}
     for op in sorted(ops):
         mine = [r for r in results if op in r.ops]
-        per_op[op] = {k: sum(r.outcome == k for r in mine) for k in ("pass", "refused", "fail")}
+        per_op[op] = {k: sum(r.outcome == k for r in mine) for k in OUTCOMES}
     return {"cases": len(results),
-            **{k: sum(r.outcome == k for r in results) for k in ("pass", "refused", "fail")},
+            **{k: sum(r.outcome == k for r in results) for k in OUTCOMES},
             "ops": per_op,
             "not_passed": {r.name: f"{r.outcome}: {r.detail}" for r in results if r.outcome != "pass"}}
 
@@ -94,16 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", help="comma-separated ops (default: see the module docstring)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--report", type=Path, help="write the JSON summary here")
+    parser.add_argument("--symbolic", action="store_true",
+                        help="free input dims made symbolic (the kernels over run-time sizes)")
     args = parser.parse_args(argv)
     ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else default_ops()
-    summary = sweep(ops, args.jobs, progress=True)
+    summary = sweep(ops, args.jobs, progress=True, symbolic=args.symbolic)
     if args.report:
         args.report.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    print(f"{'op':24} pass refused fail")
+    print(f"{'op':24} pass refused skipped fail")
     for op, row in summary["ops"].items():  # type: ignore[attr-defined]
-        print(f"{op:24} {row['pass']:4} {row['refused']:7} {row['fail']:4}")
-    print(f"cases {summary['cases']}: pass {summary['pass']}, refused {summary['refused']}, "
-          f"fail {summary['fail']}")
+        print(f"{op:24} {row['pass']:4} {row['refused']:7} {row['skipped']:7} {row['fail']:4}")
+    print(f"cases {summary['cases']}: " + ", ".join(f"{k} {summary[k]}" for k in OUTCOMES))
     return 0 if not summary["fail"] else 1
 
 

@@ -88,6 +88,7 @@ class Emulated:
         # bounds before a run (a static model's inputs: no input dim), read after it
         self.dims = model_dims(graph)
         self.output_types = [graph.types[name] for name in graph.outputs]
+        self.input_types = [graph.types[name] for name in graph.inputs]
 
     def run_dims(self) -> np.ndarray:
         """The dims region of the status words (int64 each)."""
@@ -100,8 +101,13 @@ class Emulated:
                    for o in self.outputs]
         self.arena.view(np.uint8)[:] = 0xFF  # NaN in every float32 slot
         self.status[0] = 0
-        if self.dims:  # as runtime/cuda.py sets them (value dims, entry steps)
+        if self.dims:  # as runtime/cuda.py sets them (input dims, value dims, entry steps)
             start = np.array([d.hi for d in self.dims], np.int64)
+            position = {d.name: k for k, d in enumerate(self.dims)}
+            for array, typed in zip(inputs, self.input_types):
+                for dim, size in zip(typed.shape, array.shape):
+                    if isinstance(dim, Dim) and str(dim) in position:
+                        start[position[str(dim)]] = size
             if not start_dims(start, [d.name for d in self.dims],
                               self.plan["dims"].get("values", []),
                               entry_steps(self.plan["dims"], {d.name: d for d in self.dims}),
