@@ -863,9 +863,13 @@ def _row_block(call: CudaCall, row: int, contiguous: bool) -> None:
     """A row reduction's block and register cache: chunks of 4 elements where the row is
     contiguous and a multiple of 4 long (16-byte loads), else of 1; the row kept in registers
     (`cache` chunks a thread) where it fits in ROW_CACHE_CHUNKS, else read from memory on each
-    pass (`cache` 0). 16-bit rows (--precision fp16 / bf16) go element by element."""
+    pass (`cache` 0). 16-bit rows (--precision fp16 / bf16) go element by element. A row
+    whose length is known at run time only is sized here by its upper bound, element by
+    element (its rows' starts need not be 16-byte aligned)."""
     floats = call.ct.get("X0") == "float" and call.ct.get("Y") == "float"
-    vec = 4 if contiguous and floats and row % 4 == 0 else 1
+    static = not isinstance(row, Dim)
+    vec = 4 if contiguous and floats and static and row % 4 == 0 else 1
+    row = int(row)
     threads = _reduction_threads(math.ceil(row / vec))
     chunks = math.ceil(row / (vec * threads))
     call.block = (threads, 1, 1)
@@ -876,20 +880,32 @@ def _rows(call: CudaCall, graph: Graph, node: Node) -> None:
     """Softmax: one block per (outer, inner) row of `row` elements `inner` apart (a row count
     known at run time only: blocks for its upper bound, those past the run's exit)."""
     p = call.params
-    _row_block(call, int(p["row"]), int(p["inner"]) == 1)  # type: ignore[call-overload]
+    _row_block(call, p["row"], not isinstance(p["inner"], Dim) and p["inner"] == 1)  # type: ignore[arg-type]
     call.grid = (max(1, int(p["outer"]) * int(p["inner"])), 1, 1)  # type: ignore[call-overload]
+    p["row_span"] = p["row"] * p["inner"]  # type: ignore[operator]
     if call.dims:
         p["rows_c"] = f"({c_size(p['outer'] * p['inner'], dim_names(graph))})"  # type: ignore[operator]
-        call.uses_status = True
+        _run_time_row(call, graph, ("row", "inner", "row_span"))
 
 
 def _layernorm(call: CudaCall, graph: Graph, node: Node) -> None:
     p = call.params
-    _row_block(call, int(p["row"]), True)  # type: ignore[call-overload]
+    _row_block(call, p["row"], True)  # type: ignore[arg-type]
     call.grid = (max(1, int(p["outer"])), 1, 1)  # type: ignore[call-overload]
     if call.dims:  # rows known at run time only, as _rows
         p["rows_c"] = f"({c_size(p['outer'], dim_names(graph))})"  # type: ignore[arg-type]
-        call.uses_status = True
+        _run_time_row(call, graph, ("row",))
+
+
+def _run_time_row(call: CudaCall, graph: Graph, keys: tuple[str, ...]) -> None:
+    """A row kernel over sizes known at run time: its row count is `rows_c`, and those of
+    `keys` (the row's length, the elements after it, their product) that are dims become C
+    over the dims (loop bounds and offsets; a shorter row leaves its chunks past the end
+    unread)."""
+    names = dim_names(graph)
+    for key in keys:
+        call.params[key] = run_time_size(call.params[key], names, call.index_type)
+    call.uses_status = True
 
 
 def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:

@@ -741,17 +741,11 @@ STRIDED_COPY_RUN_TIME = KernelCandidate("cuda_strided_copy_dims", "strided_copy.
 
 
 def _rows_dims_applies(node: Node, graph: Graph) -> bool:
-    """Softmax / LogSoftmax or LayerNormalization over a row count known at run time only, the
-    row and its stride static (the CPU's _static_rows), float32."""
-    from ...ir.symbolic import Dim
-    from ...ops import registry
-
-    if not node_has_dims(node, graph) or not float32(node, graph) or \
-            node.op not in ("Softmax", "LogSoftmax", "LayerNormalization"):
-        return False
-    op = registry.get(node.op).kernel_params(node, graph)
-    return not any(isinstance(op.get(key), Dim) for key in ("row", "inner")) and \
-        graph_numel(node, graph) < 2**30
+    """Softmax / LogSoftmax or LayerNormalization over sizes known at run time (the row count,
+    the row's length, the elements after it), float32."""
+    return (node_has_dims(node, graph) and float32(node, graph)
+            and node.op in ("Softmax", "LogSoftmax", "LayerNormalization")
+            and graph_numel(node, graph) < 2**30)
 
 
 def _gemm_dims_applies(node: Node, graph: Graph) -> bool:

@@ -191,6 +191,36 @@ def _seq_feeds(batch: int, seq: int) -> FeedsFor:
     return feeds
 
 
+def _rows_run_time_length(folder: Path) -> Path:
+    """Row kernels whose rows are known at run time only, over x [a:1..3, n:1..70, m:1..5]:
+    Softmax along n (n elements m apart: the row and its stride at run time), LayerNormalization
+    over the last axis (m long, its scale and bias the Slice of m of a constant), LogSoftmax
+    over the last two axes (n x m long)."""
+    rng = np.random.default_rng(12)
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=1),
+             helper.make_node("Shape", ["x"], ["shape"], start=2),
+             helper.make_node("Slice", ["gamma_all", "zero", "shape"], ["gamma"]),
+             helper.make_node("Slice", ["beta_all", "zero", "shape"], ["beta"]),
+             helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1),
+             helper.make_node("LogSoftmax", ["x"], ["ls"], axis=-1),
+             helper.make_node("Reshape", ["x", "flat"], ["x2"]),
+             helper.make_node("LogSoftmax", ["x2"], ["l2"], axis=-1)]
+    model = make_model(nodes, [_vi("x", ["a", "n", "m"])],
+                       [_vi("s", ["a", "n", "m"]), _vi("ln", ["a", "n", "m"]),
+                        _vi("ls", ["a", "n", "m"]), _vi("l2", ["a", "k"])],
+                       [init("gamma_all", rng.uniform(0.5, 1.5, 5).astype(np.float32)),
+                        init("beta_all", rng.standard_normal(5).astype(np.float32)),
+                        init("zero", np.array([0], np.int64)),
+                        init("flat", np.array([0, -1], np.int64))])
+    return write_model(model, folder)
+
+
+def _anm_feeds(a: int, n: int, m: int) -> FeedsFor:
+    def feeds(rng: np.random.Generator) -> Feeds:
+        return {"x": (rng.standard_normal((a, n, m)) * 3).astype(np.float32)}
+    return feeds
+
+
 def _embedding_batch(folder: Path) -> Path:
     """y = relu(table[ids]) over ids [batch:1..4, 3] (an embedding of a symbolic batch) and
     z = sum of y over the batch."""
@@ -311,4 +341,10 @@ CASES = (
              kernels={"LayerNormalization": "cuda_layernorm_block_dims",
                       "Softmax": "cuda_softmax_block_dims"},
              input_shapes={"x": ("batch:1..3", "seq:1..7", 16)}),
+    DimsCase("rows_run_time_length", _rows_run_time_length,
+             (_anm_feeds(1, 1, 1), _anm_feeds(3, 70, 5), _anm_feeds(2, 33, 3), _anm_feeds(1, 64, 4)),
+             kernels={"Softmax": "cuda_softmax_block_dims",
+                      "LayerNormalization": "cuda_layernorm_block_dims",
+                      "LogSoftmax": "cuda_softmax_block_dims"},
+             input_shapes={"x": ("a:1..3", "n:1..70", "m:1..5")}),
 )
