@@ -125,6 +125,24 @@ def _run_time_sizes(call: CudaCall, graph: Graph, node: Node) -> None:
     call.uses_status = True
 
 
+def _concat(call: CudaCall, graph: Graph, node: Node) -> None:
+    """Concat: each chunk's end and whether it may hold elements (a chunk statically 0 holds
+    none); over sizes known at run time (cuda_concat_dims) the row, chunks, offsets and ends
+    as C over the dims."""
+    p = call.params
+    chunks, offsets = list(p["chunks"]), list(p["offsets"])  # type: ignore[call-overload]
+    p.update(ends=[o + c for o, c in zip(offsets, chunks)],
+             present=[isinstance(c, Dim) or c > 0 for c in chunks])
+    if not call.dims:
+        _per_element(call, graph, node)
+        return
+    names = dim_names(graph)
+    for key in ("chunks", "offsets", "ends"):
+        p[key] = [run_time_size(v, names, call.index_type) for v in p[key]]  # type: ignore[attr-defined]
+    p["row"] = run_time_size(p["row"], names, call.index_type)
+    _run_time_sizes(call, graph, node)
+
+
 def _strided(call: CudaCall, graph: Graph, node: Node) -> None:
     """Transpose / Slice: the coalesced output dims, each with its input stride."""
     if call.dims:  # the CPU kernel's loops over the run-time dims (in_index, base)
@@ -1080,7 +1098,7 @@ def _attention_sizes(call: CudaCall, graph: Graph) -> None:
 
 
 LAUNCHES = {
-    "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _per_element,
+    "elementwise.cu.j2": _elementwise, "copy.cu.j2": _per_element, "concat.cu.j2": _concat,
     "strided_copy.cu.j2": _strided, "matmul_tiled.cu.j2": _gemm, "matmul_mma.cu.j2": _mma_gemm,
     "matmul_wgmma.cu.j2": _wgmma_gemm, "matmul_wgmma_tma.cu.j2": _wgmma_tma_gemm,
     "matmul_skinny.cu.j2": _skinny_gemm, "softmax.cu.j2": _rows, "layernorm.cu.j2": _layernorm,

@@ -801,6 +801,14 @@ def _gather_dims_params(node: Node, graph: Graph, op: Params) -> Params:
     return cpu._gather_count(node, graph, op)
 
 
+def _concat_dims_applies(node: Node, graph: Graph) -> bool:
+    """Concat over sizes known at run time (any of its dims), the element types it moves."""
+    return (node_has_dims(node, graph) and half_types(node, graph)
+            and graph_numel(node, graph) < 2**30)
+
+
+CONCAT_DIMS = KernelCandidate("cuda_concat_dims", "concat.cu.j2", _concat_dims_applies,
+                              params=_concat_skips, symbolic_dims=True)
 GATHER_DIMS = KernelCandidate("cuda_gather_dims", "gather.cu.j2", _gather_dims_applies,
                               params=_gather_dims_params, symbolic_dims=True)
 REDUCE_DIMS = KernelCandidate("cuda_reduce_block_dims", "reduce.cu.j2", _reduce_dims_applies,
@@ -835,6 +843,8 @@ def with_run_time_sizes(table: dict[str, tuple[KernelCandidate, ...]]
                                  ROWS_DIMS_LAYERNORM,
                                  *(c for c in out["LayerNormalization"] if c.name == GENERIC))
     out["Gather"] = (*out["Gather"], GATHER_DIMS)
+    out["Concat"] = (*(c for c in out["Concat"] if c.name != GENERIC), CONCAT_DIMS,
+                     *(c for c in out["Concat"] if c.name == GENERIC))
     out["pyc.Attention"] = (*out["pyc.Attention"], ATTENTION_DIMS)
     for op in SINGLE_PASS_REDUCERS:
         out[op] = (*(c for c in out[op] if c.name != GENERIC), REDUCE_DIMS,
@@ -899,6 +909,7 @@ HALF_READERS = frozenset({
     "cuda_conv_mma", "cuda_matmul_wgmma", "cuda_matmul_wgmma_tma",
     # ... and their variants over sizes known at run time (the same templates)
     "cuda_elementwise_dims", "cuda_strided_copy_dims", "cuda_copy_dims", "cuda_gather_dims",
+    "cuda_concat_dims",
     "cuda_softmax_block_dims", "cuda_layernorm_block_dims", "cuda_reduce_block_dims",
     "cuda_matmul_tiled_dims", "cuda_matmul_mma_dims", "cuda_attention_flash_dims",
     "cuda_attention_mma_dims"})

@@ -221,6 +221,25 @@ def _anm_feeds(a: int, n: int, m: int) -> FeedsFor:
     return feeds
 
 
+def _concat_run_time(folder: Path) -> Path:
+    """Concat along an axis whose chunks are run-time sizes (a [b:1..3, n:1..9, 4] and c
+    [b, m:1..6, 4] along axis 1) and along the last axis after a symbolic one, then a Relu
+    reading the result."""
+    nodes = [helper.make_node("Concat", ["a", "c"], ["ac"], axis=1),
+             helper.make_node("Concat", ["a", "a"], ["aa"], axis=-1),
+             helper.make_node("Relu", ["ac"], ["y"])]
+    model = make_model(nodes, [_vi("a", ["b", "n", 4]), _vi("c", ["b", "m", 4])],
+                       [_vi("y", ["b", "nm", 4]), _vi("aa", ["b", "n", 8])])
+    return write_model(model, folder)
+
+
+def _concat_feeds(b: int, n: int, m: int) -> FeedsFor:
+    def feeds(rng: np.random.Generator) -> Feeds:
+        return {"a": rng.standard_normal((b, n, 4)).astype(np.float32),
+                "c": rng.standard_normal((b, m, 4)).astype(np.float32)}
+    return feeds
+
+
 def _embedding_batch(folder: Path) -> Path:
     """y = relu(table[ids]) over ids [batch:1..4, 3] (an embedding of a symbolic batch) and
     z = sum of y over the batch."""
@@ -347,4 +366,8 @@ CASES = (
                       "LayerNormalization": "cuda_layernorm_block_dims",
                       "LogSoftmax": "cuda_softmax_block_dims"},
              input_shapes={"x": ("a:1..3", "n:1..70", "m:1..5")}),
+    DimsCase("concat_run_time", _concat_run_time,
+             (_concat_feeds(1, 1, 1), _concat_feeds(3, 9, 6), _concat_feeds(2, 4, 1)),
+             kernels={"Concat": "cuda_concat_dims"},
+             input_shapes={"a": ("b:1..3", "n:1..9", 4), "c": ("b", "m:1..6", 4)}),
 )
