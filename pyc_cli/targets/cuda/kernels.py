@@ -699,12 +699,13 @@ def graph_numel(node: Node, graph: Graph) -> int:
 
 
 def _elementwise_dims_applies(node: Node, graph: Graph) -> bool:
-    """A fused elementwise program over run-time sizes, plain types, every size within 32-bit
+    """A fused elementwise program over run-time sizes, plain types or a model's own float16 /
+    bfloat16 tensors (as the static kernel: Cast both ways), every size within 32-bit
     indices, and no size computed earlier in the run that the kernel must check against the
     output's (the CPU body's run_checks: the generic kernel takes those)."""
     from ...ir.symbolic import Dim, known_at_entry
 
-    if not node_has_dims(node, graph) or not plain_types(node, graph):
+    if not node_has_dims(node, graph) or not half_types(node, graph):
         return False
     out = graph.types[node.outputs[0]].shape
     late = any(isinstance(d, Dim) and d != o and not known_at_entry([d])
