@@ -329,10 +329,10 @@ def evaluate_node(opdef: registry.OpDef, node: Node, in_types: list[TensorType |
     are not known (an input is not) or too large: `limit` elements per output, or, with None,
     folding's rule (a constant never grows past GROWTH_LIMIT_BYTES beyond its inputs). This is
     the one constant evaluator: type propagation, constant folding and `pyc check` use it."""
-    if hasattr(opdef, "shape_value") and in_types[0] is not None:  # Shape, Size: from the type
-        return [opdef.shape_value(node, in_types[0])]
     if any(has_dims(t.shape) for t in out_types):
         return None  # a value of a symbolic size is computed at run time (a numpy array is not)
+    if hasattr(opdef, "shape_value") and in_types[0] is not None:  # Shape, Size: from the type
+        return [opdef.shape_value(node, in_types[0])]
     present = [v for name, v in zip(node.inputs, in_values) if name]
     if any(v is not None and v.dtype == object for v in present):
         return _evaluate_symbolic(opdef, node, in_values, out_types)

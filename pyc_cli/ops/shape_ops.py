@@ -94,7 +94,10 @@ class Size(OpDef):
         return [np.array(np.asarray(inputs[0]).size, np.int64)]
 
     def shape_value(self, node: Node, input_type: TensorType) -> np.ndarray:
-        return np.array(input_type.numel, np.int64)
+        numel = input_type.numel
+        # a symbolic count (issue #15) stays an object, as Shape's dims: int64 would keep its
+        # upper bound only
+        return np.array(numel, dtype=object if has_dims([numel]) else np.int64)
 
 
 @register
@@ -202,3 +205,42 @@ class EyeLike(OpDef):
 
     def evaluate(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         return [self.shape_value(node, TensorType.of(np.asarray(inputs[0])))]
+
+    def decompose(self, node: Node, graph: Graph, values: InValues) -> list[Node] | None:
+        """Over symbolic dims (issue #15), Cast(Range(rows)[:, None] + k == Range(cols)[None, :]):
+        the rows and columns from the input's Shape, so the result is computed at its run-time
+        size (a folded constant would have the bounds' size). Static shapes fold."""
+        x = graph.types[node.inputs[0]]
+        if not has_dims(x.shape):
+            return None
+        rows, cols = x.shape
+        i64 = DType.I64
+        made: list[Node] = []
+
+        def add(op: str, inputs: list[str], ttype: TensorType, attrs: dict | None = None,  # type: ignore[type-arg]
+                output: str = "") -> str:
+            out = output or graph.fresh_name(f"{node.name}_{op.lower()}")
+            graph.types[out] = ttype
+            made.append(Node(op, graph.fresh_name(f"{node.name}_{op.lower()}"), inputs, [out],
+                             dict(attrs or {})))
+            return out
+
+        def scalar(name: str, value: int) -> str:
+            return graph.add_constant(f"{node.name}_{name}", np.array(value, np.int64))
+
+        def axes(value: int) -> str:
+            return graph.add_constant(f"{node.name}_axis{value}", np.array([value], np.int64))
+
+        shape = add("Shape", [node.inputs[0]], TensorType(i64, (2,)))
+        zero, one = scalar("zero", 0), scalar("one", 1)
+        counts = [add("Gather", [shape, index], TensorType(i64, ())) for index in (zero, one)]
+        row = add("Range", [zero, counts[0], one], TensorType(i64, (rows,)))
+        col = add("Range", [zero, counts[1], one], TensorType(i64, (cols,)))
+        shifted = add("Add", [row, scalar("k", node.int_attr("k", 0))], TensorType(i64, (rows,)))
+        column = add("Unsqueeze", [shifted, axes(1)], TensorType(i64, (rows, 1)))
+        line = add("Unsqueeze", [col, axes(0)], TensorType(i64, (1, cols)))
+        hit = add("Equal", [column, line], TensorType(DType.BOOL, (rows, cols)))
+        dtype = self._dtype(node, x)
+        add("Cast", [hit], TensorType(dtype, (rows, cols)), {"to": dtype.to_onnx()},
+            output=node.outputs[0])
+        return made

@@ -70,7 +70,29 @@ def bind_shape_operands(graph: Graph, ctx: PassContext) -> Graph:
                 "the shape subgraph that computed them is no longer read",
                 before=node.op, after=replacement.op, attrs=shown)
     _materialize_data_reads(graph, ctx, symbolic)
+    _materialize_outputs(graph, ctx, symbolic)
     return graph
+
+
+def _materialize_outputs(graph: Graph, ctx: PassContext, symbolic: dict[str, np.ndarray]) -> None:
+    """A graph output computed from symbolic dims (the Shape or Size of a symbolic tensor,
+    returned) is written by a pyc.DimValues node: its producer's result is renamed and left
+    to die, as the shape subgraph behind it (folding it would write its upper bounds)."""
+    producers = graph.producers()
+    for name in graph.outputs:
+        producer = producers.get(name)
+        if name not in symbolic or producer is None:
+            continue
+        renamed = graph.fresh_name(f"{name}_shape_arith")
+        producer.outputs[producer.outputs.index(name)] = renamed
+        graph.types[renamed] = graph.types[name]
+        node = Node("pyc.DimValues", graph.fresh_name(f"{name}_dims"), [], [name],
+                    {"values": _elements(symbolic[name]), "shape": list(graph.types[name].shape),
+                     "dtype": graph.types[name].dtype.value})
+        graph.nodes.insert(graph.nodes.index(producer) + 1, node)
+        ctx.log(NAME, [producer.name], "materialize_dims",
+                "a graph output computed from symbolic dims: computed from the run-time dims",
+                after=[_text(v) for v in _elements(symbolic[name])], value=name)
 
 
 def _materialize_data_reads(graph: Graph, ctx: PassContext,
