@@ -66,9 +66,11 @@ class Emulated:
                  precision: str | None = None,
                  input_values: dict[str, tuple[float, float]] | None = None,
                  tuning: object = None) -> None:
+        # a tuning database only where given (a test may bind one into compile_graph)
+        extra = {"tuning": tuning} if tuning is not None else {}
         graph, ctx = compile_graph(model_path, input_shapes=shapes, target="cuda",
                                    precision=precision, input_values=input_values,
-                                   tuning=tuning)  # type: ignore[arg-type]
+                                   **extra)  # type: ignore[arg-type]
         self.graph, self.target = graph, ctx.target
         # weights laid out as a build lays them (16-bit B matrices at fp16 / bf16)
         plan = ctx.artifacts["memory_plan"]
