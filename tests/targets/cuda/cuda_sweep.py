@@ -47,27 +47,47 @@ def default_ops() -> list[str]:
 
 def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
     """Build `case` for the CUDA target and run every data set emulated; never raises."""
-    import onnx
     from test_cuda_emulated import Emulated
 
+    # the values of the integer inputs fed, declared as conformance.py declares them (value dims
+    # and sizes computed from them: the CUDA target's run-time dims)
+    values = declared_values(case)
+
+    def build(path: Path, shapes: dict[str, tuple[int, ...]]) -> Emulated:
+        return Emulated(path, path.parent, shapes, input_values=values or None)
+
+    return outcome(case, build, "pyc-cuda-sweep-", conformance.REJECT_CODES)
+
+
+class NothingToTest(Exception):
+    """A case the sweep has nothing to run for (no dim to make symbolic)."""
+
+
+def declared_values(case: Case) -> dict[str, tuple[float, float]]:
+    import onnx
+
+    model = onnx.load_from_string(case.model)
+    return conformance.declared_values(conformance.graph_input_names(model),  # type: ignore[no-any-return]
+                                       conformance.static_input_names(model), case)
+
+
+def outcome(case: Case, build: object, prefix: str, refusals: tuple[str, ...]) -> CaseResult:
+    """Every data set of `case` run on what `build(path, shapes)` makes: `pass`, `fail` (wrong
+    numbers, a crash), `refused` (a PycError whose code is one of `refusals`), `skipped`
+    (NothingToTest); never raises."""
     from pyc_cli.errors import PycError
 
     start = time.perf_counter()
     result = CaseResult(case.name, list(case.ops), "pass")
     try:
-        # the values of the integer inputs fed, declared as conformance.py declares them (value
-        # dims and sizes computed from them: the CUDA target's run-time dims)
-        model = onnx.load_from_string(case.model)
-        values = conformance.declared_values(conformance.graph_input_names(model),
-                                             conformance.static_input_names(model), case)
-        problem = conformance.run_data_sets(
-            case, lambda path, shapes: Emulated(path, path.parent, shapes,
-                                                input_values=values or None), "pyc-cuda-sweep-")
+        problem = conformance.run_data_sets(case, build, prefix)  # type: ignore[arg-type]
         if problem:
             result.outcome, result.detail = "fail", problem
+    except NothingToTest as exc:
+        result.outcome, result.detail = "skipped", str(exc)
     except PycError as exc:
-        refused = exc.code in conformance.REJECT_CODES
-        result.outcome, result.detail = ("refused" if refused else "fail"), str(exc)[:300]
+        result.outcome = "refused" if exc.code in refusals else "fail"
+        result.detail = str(exc)[:300]
     except Exception as exc:  # noqa: BLE001  (any crash is a failure of the case)
         tb = traceback.format_exc().strip().splitlines()
         result.outcome, result.detail = "fail", f"{type(exc).__name__}: {exc} [{tb[-3].strip()}]"[:400]
@@ -80,41 +100,22 @@ def run_symbolic_case(case: Case, rejections: dict[str, str] | None = None) -> C
     them (a named dim per size, bounds 1..2 x size), built once per data set's bound inputs for
     the CUDA target (its kernels over run-time sizes) and run emulated at the case's own
     shapes; outcome `skipped` where no dim can be made symbolic. Never raises."""
-    import onnx
     from symbolic_sweep import free_dims
     from test_cuda_emulated import Emulated
 
-    from pyc_cli.errors import PycError
     from pyc_cli.ir.symbolic import parse_input_shapes
 
-    start = time.perf_counter()
-    result = CaseResult(case.name, list(case.ops), "pass")
+    values = declared_values(case)
 
     def build(path: Path, shapes: dict[str, tuple[int, ...]]) -> Emulated:
         made = free_dims(path.read_bytes(), shapes)
         if made is None:
-            raise LookupError("no dim to make symbolic")
+            raise NothingToTest("no dim to make symbolic")
         path.write_bytes(made[0])
         symbolic, _ = parse_input_shapes(made[1])
         return Emulated(path, path.parent, symbolic, input_values=values or None)
 
-    try:
-        model = onnx.load_from_string(case.model)
-        values = conformance.declared_values(conformance.graph_input_names(model),
-                                             conformance.static_input_names(model), case)
-        problem = conformance.run_data_sets(case, build, "pyc-cuda-symbolic-")
-        if problem:
-            result.outcome, result.detail = "fail", problem
-    except LookupError as exc:
-        result.outcome, result.detail = "skipped", str(exc)
-    except PycError as exc:
-        refused = exc.code in (*conformance.REJECT_CODES, "E051", "E009")
-        result.outcome, result.detail = ("refused" if refused else "fail"), str(exc)[:300]
-    except Exception as exc:  # noqa: BLE001  (any crash is a failure of the case)
-        tb = traceback.format_exc().strip().splitlines()
-        result.outcome, result.detail = "fail", f"{type(exc).__name__}: {exc} [{tb[-3].strip()}]"[:400]
-    result.seconds = round(time.perf_counter() - start, 3)
-    return result
+    return outcome(case, build, "pyc-cuda-symbolic-", (*conformance.REJECT_CODES, "E051", "E009"))
 
 
 OUTCOMES = ("pass", "refused", "skipped", "fail")

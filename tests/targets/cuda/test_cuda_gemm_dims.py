@@ -96,6 +96,23 @@ def check_run(case: GemmDimsCase, precision: str, ours: np.ndarray, feeds: dict[
         assert np.max(np.abs(ours - model)) < np.max(np.abs(ours - exact)), what
 
 
+def run_and_check(case: GemmDimsCase, precision: str, path: Path, artifact: Path,
+                  rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """Each of the case's runs (fresh inputs, outputs poisoned) checked by check_run; the
+    output shapes."""
+    weights = initializers(path)
+    shapes = []
+    with pyc_cli.load(artifact) as model:
+        for sizes in case.runs:
+            feeds = case.feeds(rng, sizes)
+            model.poison()
+            ours = model.run(feeds)["y"]
+            expected = onnxruntime_outputs(path, feeds)["y"]
+            check_run(case, precision, ours, feeds, weights, expected, f"{precision} {sizes}")
+            shapes.append(expected.shape)
+    return shapes
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_run_time_sizes_gemm_matches_onnxruntime(case: GemmDimsCase, precision: str,
@@ -106,17 +123,8 @@ def test_run_time_sizes_gemm_matches_onnxruntime(case: GemmDimsCase, precision: 
     launch = check_kernel(artifact, precision)
     source = (artifact / "src" / "model.cu").read_text()
     assert "int64_t* __restrict__ dims" in source
-    weights = initializers(path)
     use(monkeypatch, fake_for(artifact, tmp_path))
-    shapes = []
-    with pyc_cli.load(artifact) as model:
-        for sizes in case.runs:
-            feeds = case.feeds(rng, sizes)
-            model.poison()
-            ours = model.run(feeds)["y"]
-            expected = onnxruntime_outputs(path, feeds)["y"]
-            check_run(case, precision, ours, feeds, weights, expected, f"{precision} {sizes}")
-            shapes.append(expected.shape)
+    shapes = run_and_check(case, precision, path, artifact, rng)
     # one grid for every run, sized for the upper bounds: a block per batch index of the
     # largest run (the sizes at their bounds are among the runs), no K split
     grid = launch["grid"]

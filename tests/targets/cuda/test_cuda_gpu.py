@@ -984,22 +984,15 @@ def test_run_time_sizes_on_the_gpu(case: DimsCase, graphs: str, tmp_path: Path,
 def test_run_time_sizes_gemm_on_the_gpu(case: GemmDimsCase, precision: str, tmp_path: Path,
                                         rng: np.random.Generator,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_cuda_gemm_dims import build, check_kernel, check_run, initializers
+    from test_cuda_gemm_dims import build, check_kernel, run_and_check
 
     from tests.dynamic.checks import poison_outputs
 
     poison_outputs(monkeypatch)
     path, artifact = build(case, precision, rng, tmp_path / "build", ARCH or "sm_80")
     check_kernel(artifact, precision)
-    weights = initializers(path)
-    with pyc_cli.load(artifact) as model:
-        for _ in range(2):
-            for sizes in case.runs:
-                feeds = case.feeds(rng, sizes)
-                model.poison()
-                ours = model.run(feeds)["y"]
-                expected = onnxruntime_outputs(path, feeds)["y"]
-                check_run(case, precision, ours, feeds, weights, expected, f"{precision} {sizes}")
+    for _ in range(2):
+        run_and_check(case, precision, path, artifact, rng)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
