@@ -187,6 +187,7 @@ class EyeLike(OpDef):
     name = "EyeLike"
     since = 9
     category = SHAPE_ONLY
+    lowering = "folded at compile time (over symbolic dims: Range, Equal, Cast)"
     dtypes = MODEL_DTYPES
 
     def _dtype(self, node: Node, input_type: TensorType) -> DType:
