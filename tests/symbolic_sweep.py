@@ -22,6 +22,7 @@ import collections
 import json
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -75,11 +76,87 @@ def free_dims(model_bytes: bytes, shapes: dict[str, tuple[int, ...]]) -> tuple[b
     return model.SerializeToString(), specs
 
 
+class NothingToTest(Exception):
+    """A case the sweep has nothing to run for (no dim to make symbolic)."""
+
+
+def declared_values(case: conformance.Case) -> dict[str, tuple[float, float]]:
+    import onnx
+
+    model = onnx.load_from_string(case.model)
+    return conformance.declared_values(conformance.graph_input_names(model),  # type: ignore[no-any-return]
+                                       conformance.static_input_names(model), case)
+
+
+def outcome(case: conformance.Case, build: object, prefix: str,
+            refusals: tuple[str, ...]) -> conformance.CaseResult:
+    """Every data set of `case` run on what `build(path, shapes)` makes: `pass`, `fail` (wrong
+    numbers, a crash), `refused` (a PycError whose code is one of `refusals`), `skipped`
+    (NothingToTest); never raises."""
+    from pyc_cli.errors import PycError
+
+    start = time.perf_counter()
+    result = conformance.CaseResult(case.name, list(case.ops), "pass")
+    try:
+        problem = conformance.run_data_sets(case, build, prefix)  # type: ignore[arg-type]
+        if problem:
+            result.outcome, result.detail = "fail", problem
+    except NothingToTest as exc:
+        result.outcome, result.detail = "skipped", str(exc)
+    except PycError as exc:
+        result.outcome = "refused" if exc.code in refusals else "fail"
+        result.detail = str(exc)[:300]
+    except Exception as exc:  # noqa: BLE001  (any crash is a failure of the case)
+        tb = traceback.format_exc().strip().splitlines()
+        result.outcome, result.detail = "fail", f"{type(exc).__name__}: {exc} [{tb[-3].strip()}]"[:400]
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def run_case(case: conformance.Case, rejections: dict[str, str] | None = None) -> conformance.CaseResult:
+    """`--run`: the case built for the CPU target with its free dims symbolic (free_dims) and
+    run at the case's own shapes against its stored outputs; never raises."""
+    import pyc_cli
+
+    values = declared_values(case)
+
+    def build(path: Path, shapes: dict[str, tuple[int, ...]]) -> object:
+        made = free_dims(path.read_bytes(), shapes)
+        if made is None:
+            raise NothingToTest("no dim to make symbolic")
+        path.write_bytes(made[0])
+        symbolic, _ = parse_input_shapes(made[1])
+        out_dir = path.with_name(f"artifact-{path.stem}")
+        pyc_cli.build(path, out_dir, input_shapes=symbolic, input_values=values or None)
+        return pyc_cli.load(out_dir)
+
+    return outcome(case, build, "pyc-symbolic-run-", (*conformance.REJECT_CODES, "E051", "E009"))
+
+
+def run_sweep(ops: list[str] | None, jobs: int) -> int:
+    """`--run` over `ops` (every declared op by default): counts, then every failure."""
+    cases = conformance.collect_cases(ops)
+    conformance.run_case = run_case  # the worker processes (forked) run this instead
+    results = conformance.run_cases(cases, jobs, progress=False)
+    counts = collections.Counter(r.outcome for r in results)
+    print(dict(sorted(counts.items())))
+    for r in results:
+        if r.outcome == "fail":
+            print(f"FAIL {r.name}: {r.detail[:300]}")
+    return 1 if counts["fail"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", help="comma-separated ops (default: every declared op)")
     parser.add_argument("--report", type=Path, help="write every outcome as JSON")
+    parser.add_argument("--run", action="store_true",
+                        help="build each case for the CPU and run it at its shapes (outcomes: "
+                             "pass, refused, skipped, fail)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes for --run")
     args = parser.parse_args(argv)
+    if args.run:
+        return run_sweep(args.ops.split(",") if args.ops else None, args.jobs)
     counts: collections.Counter[str] = collections.Counter()
     outcomes: dict[str, str] = {}
     for case in conformance.collect_cases(args.ops.split(",") if args.ops else None):

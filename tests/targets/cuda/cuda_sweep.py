@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import sys
-import time
-import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +28,7 @@ sys.path[:0] = [str(TESTS), str(HERE)]
 
 import conformance  # noqa: E402
 from conformance import Case, CaseResult  # noqa: E402
+from symbolic_sweep import NothingToTest, declared_values, outcome  # noqa: E402
 
 # ops without a CUDA kernel of their own that decompose into others before kernel selection
 DECOMPOSED = ("BatchNormalization", "DepthToSpace", "SpaceToDepth", "Einsum", "Gemm",
@@ -57,42 +56,6 @@ def run_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult
         return Emulated(path, path.parent, shapes, input_values=values or None)
 
     return outcome(case, build, "pyc-cuda-sweep-", conformance.REJECT_CODES)
-
-
-class NothingToTest(Exception):
-    """A case the sweep has nothing to run for (no dim to make symbolic)."""
-
-
-def declared_values(case: Case) -> dict[str, tuple[float, float]]:
-    import onnx
-
-    model = onnx.load_from_string(case.model)
-    return conformance.declared_values(conformance.graph_input_names(model),  # type: ignore[no-any-return]
-                                       conformance.static_input_names(model), case)
-
-
-def outcome(case: Case, build: object, prefix: str, refusals: tuple[str, ...]) -> CaseResult:
-    """Every data set of `case` run on what `build(path, shapes)` makes: `pass`, `fail` (wrong
-    numbers, a crash), `refused` (a PycError whose code is one of `refusals`), `skipped`
-    (NothingToTest); never raises."""
-    from pyc_cli.errors import PycError
-
-    start = time.perf_counter()
-    result = CaseResult(case.name, list(case.ops), "pass")
-    try:
-        problem = conformance.run_data_sets(case, build, prefix)  # type: ignore[arg-type]
-        if problem:
-            result.outcome, result.detail = "fail", problem
-    except NothingToTest as exc:
-        result.outcome, result.detail = "skipped", str(exc)
-    except PycError as exc:
-        result.outcome = "refused" if exc.code in refusals else "fail"
-        result.detail = str(exc)[:300]
-    except Exception as exc:  # noqa: BLE001  (any crash is a failure of the case)
-        tb = traceback.format_exc().strip().splitlines()
-        result.outcome, result.detail = "fail", f"{type(exc).__name__}: {exc} [{tb[-3].strip()}]"[:400]
-    result.seconds = round(time.perf_counter() - start, 3)
-    return result
 
 
 def run_symbolic_case(case: Case, rejections: dict[str, str] | None = None) -> CaseResult:
