@@ -4,8 +4,10 @@ own shapes against their stored outputs (conformance.compare: the case's rtol / 
 integers exactly), outputs poisoned before the run. The cases are those the CUDA symbolic
 sweep (`cuda_sweep.py --symbolic`) found giving the upper bounds' results on both targets:
 Size of a symbolic tensor folded to its bounds' count, Shape returned as a graph output (no
-kernel), EyeLike folded to a constant of the bounds' shape, and Resize's align_corners and
-pytorch_half_pixel read through the rounded output size instead of the input size x scale."""
+kernel), EyeLike folded to a constant of the bounds' shape, and Resize's align_corners read
+through the rounded output size instead of the input size x scale; and the CPU symbolic run
+sweep (`symbolic_sweep.py --run`): pools over symbolic channels, windows (a global pool) or
+"SAME" pads wrote those dims' names into C (PYC-E020)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ CASES = {
     "Resize": ["test_resize_downsample_scales_linear_align_corners",
                "test_resize_downsample_scales_cubic_align_corners",
                "test_resize_upsample_scales_linear_align_corners"],
+    "MaxPool": ["test_maxpool_2d_pads", "test_maxpool_2d_precomputed_same_upper"],
+    "AveragePool": ["test_averagepool_2d_pads_count_include_pad", "test_averagepool_2d_same_lower"],
+    "GlobalMaxPool": ["test_globalmaxpool"],
 }
 
 

@@ -153,7 +153,10 @@ def _pool_applies(node: Node, graph: Graph) -> bool:
 
 def _pool_params(node: Node, graph: Graph, op: Params) -> Params:
     names = _names(graph)
-    out = {f"{k}_c": _c(op[k], names) for k in ("N", "H", "W", "OH", "OW")}
+    # the window and its padding too: a global pool's window is the input, "SAME" pads
+    # depend on it
+    out = {f"{k}_c": _c(op[k], names)
+           for k in ("N", "C", "H", "W", "OH", "OW", "KH", "KW", "PH", "PW")}
     # count_include_pad counts window positions inside the padded input
     out["HP_c"] = _c(op["H"] + op["PH_end"], names)  # type: ignore[operator]
     out["WP_c"] = _c(op["W"] + op["PW_end"], names)  # type: ignore[operator]
