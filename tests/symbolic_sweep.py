@@ -113,6 +113,16 @@ def outcome(case: conformance.Case, build: object, prefix: str,
     return result
 
 
+def make_symbolic(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[object, ...]]:
+    """The model at `path` rewritten with the dims of its inputs `shapes` free (free_dims), and
+    the input shapes that bound them; NothingToTest where no dim can be made symbolic."""
+    made = free_dims(path.read_bytes(), shapes)
+    if made is None:
+        raise NothingToTest("no dim to make symbolic")
+    path.write_bytes(made[0])
+    return parse_input_shapes(made[1])[0]  # type: ignore[no-any-return]
+
+
 def run_case(case: conformance.Case, rejections: dict[str, str] | None = None) -> conformance.CaseResult:
     """`--run`: the case built for the CPU target with its free dims symbolic (free_dims) and
     run at the case's own shapes against its stored outputs; never raises."""
@@ -121,11 +131,7 @@ def run_case(case: conformance.Case, rejections: dict[str, str] | None = None) -
     values = declared_values(case)
 
     def build(path: Path, shapes: dict[str, tuple[int, ...]]) -> object:
-        made = free_dims(path.read_bytes(), shapes)
-        if made is None:
-            raise NothingToTest("no dim to make symbolic")
-        path.write_bytes(made[0])
-        symbolic, _ = parse_input_shapes(made[1])
+        symbolic = make_symbolic(path, shapes)
         out_dir = path.with_name(f"artifact-{path.stem}")
         pyc_cli.build(path, out_dir, input_shapes=symbolic, input_values=values or None)
         return pyc_cli.load(out_dir)

@@ -28,7 +28,7 @@ sys.path[:0] = [str(TESTS), str(HERE)]
 
 import conformance  # noqa: E402
 from conformance import Case, CaseResult  # noqa: E402
-from symbolic_sweep import NothingToTest, declared_values, outcome  # noqa: E402
+from symbolic_sweep import declared_values, outcome  # noqa: E402
 
 # ops without a CUDA kernel of their own that decompose into others before kernel selection
 DECOMPOSED = ("BatchNormalization", "DepthToSpace", "SpaceToDepth", "Einsum", "Gemm",
@@ -63,20 +63,14 @@ def run_symbolic_case(case: Case, rejections: dict[str, str] | None = None) -> C
     them (a named dim per size, bounds 1..2 x size), built once per data set's bound inputs for
     the CUDA target (its kernels over run-time sizes) and run emulated at the case's own
     shapes; outcome `skipped` where no dim can be made symbolic. Never raises."""
-    from symbolic_sweep import free_dims
+    from symbolic_sweep import make_symbolic
     from test_cuda_emulated import Emulated
-
-    from pyc_cli.ir.symbolic import parse_input_shapes
 
     values = declared_values(case)
 
     def build(path: Path, shapes: dict[str, tuple[int, ...]]) -> Emulated:
-        made = free_dims(path.read_bytes(), shapes)
-        if made is None:
-            raise NothingToTest("no dim to make symbolic")
-        path.write_bytes(made[0])
-        symbolic, _ = parse_input_shapes(made[1])
-        return Emulated(path, path.parent, symbolic, input_values=values or None)
+        return Emulated(path, path.parent, make_symbolic(path, shapes),  # type: ignore[arg-type]
+                        input_values=values or None)
 
     return outcome(case, build, "pyc-cuda-symbolic-", (*conformance.REJECT_CODES, "E051", "E009"))
 
