@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pyc_cli  # noqa: E402
+from tests.helpers import Forced  # noqa: E402  (a tuning database naming one kernel)
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 SHAPES = {  # name: (batch, heads, sequence, head width)
@@ -78,18 +79,6 @@ def float64_attention(feeds: dict[str, np.ndarray], d: int) -> np.ndarray:
     scores = q @ kt / np.float64(np.float32(np.sqrt(d))) + feeds["mask"]
     weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (weights / weights.sum(axis=-1, keepdims=True)) @ v
-
-
-class Forced:
-    """A tuning database giving pyc.Attention `kernel` with one tunable's value (a variant)."""
-
-    def __init__(self, kernel: str, name: str, value: int) -> None:
-        self.kernel, self.params = kernel, {name: value}
-
-    def lookup(self, signature):  # noqa: ANN001, ANN201
-        from pyc_cli.ir.annotations import KernelChoice
-
-        return KernelChoice(self.kernel, self.params) if signature.op == "pyc.Attention" else None
 
 
 # the fused kernels' block shapes a tuner may choose (targets/cuda/kernels.py), timed one by one
@@ -174,8 +163,9 @@ def main() -> int:
                 if args.variants:
                     kernel, tunable, values = VARIANTS[precision]
                     row["fused_variants"] = {
-                        f"{tunable}={value}": time_pyc(fused, work, precision, feeds, reference,
-                                                       args.repeat, Forced(kernel, tunable, value))
+                        f"{tunable}={value}": time_pyc(
+                            fused, work, precision, feeds, reference, args.repeat,
+                            Forced("pyc.Attention", kernel, {tunable: value}))
                         for value in values}
                 if with_torch:
                     row["torch_sdpa"] = time_torch(feeds, precision, d, args.repeat)

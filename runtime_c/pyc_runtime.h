@@ -58,9 +58,9 @@ uint64_t pyc_weights_checksum(const unsigned char* data, size_t bytes);
 #define PYC_PARALLEL_FOR
 #endif
 /* The same contract for a loop of equal tasks that streams memory (a GEMV reading its weights
- * once): each thread takes one contiguous range of them, its share of the bytes. Guided
- * hand-outs let the thread that starts first take what a thread still waking up would have
- * read (measured: a 2-thread GEMV then often ran on one thread). */
+ * once): each thread takes one contiguous range of them, its share of the bytes (guided
+ * hand-outs would let the thread that starts first take what a thread still waking up would
+ * have read: measured, a 2-thread GEMV then often ran on one thread). */
 #if defined(_OPENMP)
 #define PYC_PARALLEL_FOR_STATIC _Pragma("omp parallel for schedule(static)")
 #else

@@ -1,7 +1,7 @@
 """ONNX node tests built with their free input dims symbolic (tests/symbolic_sweep.py's
 free_dims: a named dim per size, bounds 1..2 x size) and run on the CPU target at the cases'
-own shapes against their stored outputs (conformance.compare: the case's rtol / atol,
-integers exactly), outputs poisoned before the run. The cases are those the CUDA symbolic
+own shapes against their stored outputs (symbolic_sweep.run_case: conformance.compare, the
+case's rtol / atol, integers exactly), outputs poisoned before the run. The cases are those the CUDA symbolic
 sweep (`cuda_sweep.py --symbolic`) found giving the upper bounds' results on both targets:
 Size of a symbolic tensor folded to its bounds' count, Shape returned as a graph output (no
 kernel), EyeLike folded to a constant of the bounds' shape, and Resize's align_corners read
@@ -11,16 +11,10 @@ sweep (`symbolic_sweep.py --run`): pools over symbolic channels, windows (a glob
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import conformance
-import numpy as np
-import onnx
 import pytest
-from symbolic_sweep import free_dims
+from symbolic_sweep import run_case
 
-import pyc_cli
-from pyc_cli.ir.symbolic import parse_input_shapes
 from tests.dynamic.checks import poison_outputs
 
 CASES = {
@@ -44,28 +38,10 @@ def _cases() -> list[conformance.Case]:
 
 
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: c.name)
-def test_symbolic_build_matches_the_stored_outputs(case: conformance.Case, tmp_path: Path,
+def test_symbolic_build_matches_the_stored_outputs(case: conformance.Case,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """symbolic_sweep.run_case in this process: every data set, at least one dim symbolic
+    (else `skipped`), outputs poisoned."""
     poison_outputs(monkeypatch)
-    model = onnx.load_from_string(case.model)
-    static = conformance.static_input_names(model)
-    inputs, expected = case.data_sets[0]
-    arrays = {n: conformance.as_array(a)
-              for n, a in zip(conformance.graph_input_names(model), inputs)}
-    bound = {n: a for n, a in arrays.items() if n in static}
-    feeds = {n: a for n, a in arrays.items() if n not in static}
-    made = free_dims(conformance.bind_inputs(model, bound) if bound else case.model,
-                     {n: a.shape for n, a in feeds.items()})
-    assert made is not None
-    path = tmp_path / "model.onnx"
-    path.write_bytes(made[0])
-    shapes, _ = parse_input_shapes(made[1])
-    pyc_cli.build(path, tmp_path / "art.pyc", input_shapes=shapes)
-    manifest_dims = [d for spec in made[1] for d in spec.split("=")[1].split(",") if ":" in d]
-    assert manifest_dims, made[1]  # at least one dim is symbolic
-    with pyc_cli.load(tmp_path / "art.pyc") as compiled:
-        got = compiled.run(feeds)
-    for output, want in zip([v.name for v in model.graph.output], expected):
-        problem = conformance.compare(output, conformance.as_array(want), np.asarray(got[output]),
-                                      case.rtol, case.atol)
-        assert not problem, problem
+    result = run_case(case)
+    assert result.outcome == "pass", result.detail

@@ -136,10 +136,7 @@ def _concat(call: CudaCall, graph: Graph, node: Node) -> None:
     if not call.dims:
         _per_element(call, graph, node)
         return
-    names = dim_names(graph)
-    for key in ("chunks", "offsets", "ends"):
-        p[key] = [run_time_size(v, names, call.index_type) for v in p[key]]  # type: ignore[attr-defined]
-    p["row"] = run_time_size(p["row"], names, call.index_type)
+    _over_dims(call, graph, ("row",), ("chunks", "offsets", "ends"))
     _run_time_sizes(call, graph, node)
 
 
@@ -186,27 +183,30 @@ def run_time_size(value: object, names: dict[str, str], index_type: str) -> obje
     return value
 
 
+def _over_dims(call: CudaCall, graph: Graph, sizes: tuple[str, ...],
+               lists: tuple[str, ...] = ()) -> None:
+    """A kernel over sizes known at run time: its parameters `sizes` (each a size) and `lists`
+    (each a list of them) as run_time_size writes them; it takes the status word (once an
+    earlier kernel refused the run, its dims may not hold)."""
+    names = dim_names(graph)
+    for key in sizes:
+        call.params[key] = run_time_size(call.params[key], names, call.index_type)
+    for key in lists:
+        call.params[key] = [run_time_size(v, names, call.index_type) for v in call.params[key]]  # type: ignore[attr-defined]
+    call.uses_status = True
+
+
 def _run_time_gemm(call: CudaCall, graph: Graph) -> None:
     """A GEMM over sizes known at run time (cuda_matmul_tiled_dims, cuda_matmul_mma_dims), its
     grid sized for the upper bounds: each size that is a dim (M, N, K, the batch extents, their
     steps, the operands' batch strides, a batch dim broadcast at run time among them) becomes a
     C expression over the dims, cast to the index type, and `MN` (C's matrix) and `BATCH` (the
     batch's product) are added, so that blocks past the run's rows, columns or batch exit at
-    once. Static sizes stay numbers (the templates' alignment choices read them). The kernel
-    takes the status word: once an earlier kernel refused the run, its dims may not hold."""
+    once. Static sizes stay numbers (the templates' alignment choices read them)."""
     p = call.params
-    names = dim_names(graph)
-
-    def c(value: object) -> object:
-        return run_time_size(value, names, call.index_type)
-
-    p["MN"] = c(p["M"] * p["N"])  # type: ignore[operator]
-    p["BATCH"] = c(math.prod(p["batch"]))  # type: ignore[call-overload]
-    for key in ("M", "N", "K"):
-        p[key] = c(p[key])
-    for key in ("batch", "batch_steps", "a_batch_strides", "b_batch_strides"):
-        p[key] = [c(v) for v in p[key]]  # type: ignore[attr-defined]
-    call.uses_status = True
+    p.update(MN=p["M"] * p["N"], BATCH=math.prod(p["batch"]))  # type: ignore[operator, call-overload]
+    _over_dims(call, graph, ("M", "N", "K", "MN", "BATCH"),
+               ("batch", "batch_steps", "a_batch_strides", "b_batch_strides"))
 
 
 # tensor-core GEMM tiles by tc_tile: (rows BM, columns BN, depth BK, warps along M, along N);
@@ -903,7 +903,7 @@ def _rows(call: CudaCall, graph: Graph, node: Node) -> None:
     p["row_span"] = p["row"] * p["inner"]  # type: ignore[operator]
     if call.dims:
         p["rows_c"] = f"({c_size(p['outer'] * p['inner'], dim_names(graph))})"  # type: ignore[operator]
-        _run_time_row(call, graph, ("row", "inner", "row_span"))
+        _over_dims(call, graph, ("row", "inner", "row_span"))
 
 
 def _layernorm(call: CudaCall, graph: Graph, node: Node) -> None:
@@ -912,18 +912,7 @@ def _layernorm(call: CudaCall, graph: Graph, node: Node) -> None:
     call.grid = (max(1, int(p["outer"])), 1, 1)  # type: ignore[call-overload]
     if call.dims:  # rows known at run time only, as _rows
         p["rows_c"] = f"({c_size(p['outer'], dim_names(graph))})"  # type: ignore[arg-type]
-        _run_time_row(call, graph, ("row",))
-
-
-def _run_time_row(call: CudaCall, graph: Graph, keys: tuple[str, ...]) -> None:
-    """A row kernel over sizes known at run time: its row count is `rows_c`, and those of
-    `keys` (the row's length, the elements after it, their product) that are dims become C
-    over the dims (loop bounds and offsets; a shorter row leaves its chunks past the end
-    unread)."""
-    names = dim_names(graph)
-    for key in keys:
-        call.params[key] = run_time_size(call.params[key], names, call.index_type)
-    call.uses_status = True
+        _over_dims(call, graph, ("row",))
 
 
 def _reduce(call: CudaCall, graph: Graph, node: Node) -> None:
@@ -1086,15 +1075,10 @@ def _attention_sizes(call: CudaCall, graph: Graph) -> None:
     if not call.dims:
         return
     names = dim_names(graph)
-
-    def c(value: object) -> object:
-        return run_time_size(value, names, call.index_type)
-
-    for key in ("q_strides", "kt_strides", "v_strides", "y_strides", "offsets"):
-        p[key] = [c(v) for v in p[key]]  # type: ignore[attr-defined]
-    p.update(S=c(p["S"]), T=c(p["T"]),
-             batch_c=[(k, c(b)) for k, b in enumerate(batch) if isinstance(b, Dim)])
-    call.uses_status = True
+    p["batch_c"] = [(k, run_time_size(b, names, call.index_type))
+                    for k, b in enumerate(batch) if isinstance(b, Dim)]
+    _over_dims(call, graph, ("S", "T"),
+               ("q_strides", "kt_strides", "v_strides", "y_strides", "offsets"))
 
 
 LAUNCHES = {

@@ -907,34 +907,34 @@ HALF_READERS = frozenset({
     "cuda_pool", "cuda_softmax_block", "cuda_layernorm_block", "cuda_reduce_block",
     "cuda_matmul_tiled", "cuda_matmul_skinny", "cuda_conv_direct", "cuda_conv_tiled",
     "cuda_conv_depthwise", "cuda_attention_flash", "cuda_attention_mma", "cuda_matmul_mma",
-    "cuda_conv_mma", "cuda_matmul_wgmma", "cuda_matmul_wgmma_tma",
-    # ... and their variants over sizes known at run time (the same templates)
-    "cuda_elementwise_dims", "cuda_strided_copy_dims", "cuda_copy_dims", "cuda_gather_dims",
-    "cuda_concat_dims",
-    "cuda_softmax_block_dims", "cuda_layernorm_block_dims", "cuda_reduce_block_dims",
-    "cuda_matmul_tiled_dims", "cuda_matmul_mma_dims", "cuda_attention_flash_dims",
-    "cuda_attention_mma_dims"})
+    "cuda_conv_mma", "cuda_matmul_wgmma", "cuda_matmul_wgmma_tma"})
 # ... and write their output 0 in 16 bits (half_writes); other outputs (LayerNormalization's
 # Mean and InvStdDev) stay float32 statistics
 HALF_WRITERS = HALF_READERS
 
 
-ATTENTION_KERNELS = ("cuda_attention_flash", "cuda_attention_mma", "cuda_attention_flash_dims",
-                     "cuda_attention_mma_dims")
+ATTENTION_KERNELS = ("cuda_attention_flash", "cuda_attention_mma")
+DIMS_SUFFIX = "_dims"  # a parallel kernel's variant over sizes known at run time
+
+
+def static_kernel(candidate: str) -> str:
+    """The static kernel a variant over sizes known at run time renders (`cuda_X_dims`: the
+    template of `cuda_X`, which reads and writes 16-bit activations as it does)."""
+    return candidate.removesuffix(DIMS_SUFFIX)
 
 
 def half_reads(candidate: str, node: Node, position: int) -> bool:
     """Whether `candidate` reads input `position` of `node` in 16 bits when it is stored so.
     Attention's score operands (an additive mask: -3.4e38 would become -inf in float16, and a
     row masked everywhere NaN) stay float32; they are small."""
-    if candidate in ATTENTION_KERNELS:
+    if static_kernel(candidate) in ATTENTION_KERNELS:
         return position < 3
-    return candidate in HALF_READERS
+    return static_kernel(candidate) in HALF_READERS
 
 
 def half_writes(candidate: str) -> tuple[int, ...]:
     """The outputs `candidate` can store in 16 bits."""
-    return (0,) if candidate in HALF_WRITERS else ()
+    return (0,) if static_kernel(candidate) in HALF_WRITERS else ()
 
 
 def cuda_kernels(precision: str, arch: str = "") -> dict[str, tuple[KernelCandidate, ...]]:

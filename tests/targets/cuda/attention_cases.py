@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from helpers import Forced
 from mma_precision import round_to
 from onnx import TensorProto, helper, numpy_helper
 from ops.test_references import attention_model
 from targets.cpu.test_attention_kernel import attention_weights, float64_attention
-
-from pyc_cli.ir.annotations import KernelChoice
 
 __all__ = ["float64_attention"]  # the float32 reference, shared with the CPU kernel's test
 
@@ -54,24 +53,14 @@ GPU_SHAPES = [  # on the GPU, at every precision: sizes the emulation cannot aff
 ]
 
 
-class ForcedAttention:
-    """A tuning database giving pyc.Attention `kernel` with `params` (a tunable's value)."""
-
-    def __init__(self, kernel: str, **params: int) -> None:
-        self.kernel, self.params = kernel, params
-
-    def lookup(self, signature):  # noqa: ANN001, ANN201
-        return KernelChoice(self.kernel, self.params) if signature.op == "pyc.Attention" else None
+def mma_warps(warps: int) -> Forced:
+    """A tuning database: the tensor-core attention in blocks of `warps` warps."""
+    return Forced("pyc.Attention", "cuda_attention_mma", {"attn_warps": warps})
 
 
-def mma_warps(warps: int) -> ForcedAttention:
-    """The tensor-core attention in blocks of `warps` warps."""
-    return ForcedAttention("cuda_attention_mma", attn_warps=warps)
-
-
-def flash_rows(rows: int) -> ForcedAttention:
-    """The float32 attention in blocks of `rows` query rows."""
-    return ForcedAttention("cuda_attention_flash", attn_rows=rows)
+def flash_rows(rows: int) -> Forced:
+    """A tuning database: the float32 attention in blocks of `rows` query rows."""
+    return Forced("pyc.Attention", "cuda_attention_flash", {"attn_rows": rows})
 
 
 def rounded_attention(feeds: dict[str, np.ndarray], scale: float | None,

@@ -19,13 +19,12 @@ from attention_cases import (
     MMA_SHAPES,
     SELF_SHAPES,
     SHAPES,
-    ForcedAttention,
     flash_rows,
     head_attention_model,
     mma_warps,
 )
 from conftest import MODELS_DIR
-from helpers import decisions, write_model
+from helpers import Forced, decisions, write_model
 from nvrtc_check import compile_cleanly
 from onnx import helper
 from ops.test_references import attention_model
@@ -41,7 +40,7 @@ needs_nvrtc = pytest.mark.skipif(not bindings.available(),
 
 
 def emit(model: onnx.ModelProto, precision: str, tmp_path: Path,
-         tuning: ForcedAttention | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
+         tuning: Forced | None = None) -> tuple[str, list[dict]]:  # type: ignore[type-arg]
     graph, ctx = compile_graph(write_model(model, tmp_path), target="cuda", precision=precision,
                                tuning=tuning)  # type: ignore[arg-type]
     plan = ctx.artifacts["memory_plan"]

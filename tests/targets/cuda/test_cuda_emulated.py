@@ -49,7 +49,7 @@ from ops.test_references import attention_feeds, attention_model
 from pyc_cli.abi import io_infos
 from pyc_cli.api import compile_graph
 from pyc_cli.ir.run_dims import model_dims
-from pyc_cli.ir.symbolic import Dim
+from pyc_cli.ir.symbolic import Dim, check_within
 from pyc_cli.ir.types import DType
 from pyc_cli.planning.weights import layout_weights, weights_bytes
 from pyc_cli.runtime.cuda import entry_steps, start_dims
@@ -104,12 +104,10 @@ class Emulated:
         self.arena.view(np.uint8)[:] = 0xFF  # NaN in every float32 slot
         self.status[0] = 0
         if self.dims:  # as runtime/cuda.py sets them (input dims, value dims, entry steps)
-            start = np.array([d.hi for d in self.dims], np.int64)
-            position = {d.name: k for k, d in enumerate(self.dims)}
-            for array, typed in zip(inputs, self.input_types):
-                for dim, size in zip(typed.shape, array.shape):
-                    if isinstance(dim, Dim) and str(dim) in position:
-                        start[position[str(dim)]] = size
+            env: dict[str, int] = {}
+            for spec, array, typed in zip(self.inputs, inputs, self.input_types):
+                check_within(spec.name, typed.shape, array.shape, env)
+            start = np.array([env.get(d.name, d.hi) for d in self.dims], np.int64)
             if not start_dims(start, [d.name for d in self.dims],
                               self.plan["dims"].get("values", []),
                               entry_steps(self.plan["dims"], {d.name: d for d in self.dims}),
